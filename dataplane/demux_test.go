@@ -1,0 +1,35 @@
+package dataplane
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestDemux(t *testing.T) {
+	esp := make([]byte, minESPLen)
+	copy(esp, []byte{0, 0, 0x10, 0})
+	ike := append([]byte{0, 0, 0, 0}, bytes.Repeat([]byte{0xab}, 28)...)
+	tests := []struct {
+		name    string
+		in      []byte
+		kind    Kind
+		payload []byte
+	}{
+		{"empty", nil, KindInvalid, nil},
+		{"keepalive", []byte{0xFF}, KindKeepalive, nil},
+		{"one other byte", []byte{0x00}, KindInvalid, nil},
+		{"three bytes", []byte{1, 2, 3}, KindInvalid, nil},
+		{"ike", ike, KindIKE, ike[4:]},
+		{"bare non-ESP marker", []byte{0, 0, 0, 0}, KindIKE, []byte{}},
+		{"esp", esp, KindESP, esp},
+		{"esp one byte short", esp[:minESPLen-1], KindInvalid, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			kind, payload := Demux(tc.in)
+			if kind != tc.kind || !bytes.Equal(payload, tc.payload) {
+				t.Fatalf("Demux = %v %x, want %v %x", kind, payload, tc.kind, tc.payload)
+			}
+		})
+	}
+}

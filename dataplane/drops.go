@@ -1,0 +1,99 @@
+package dataplane
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// DropReason says why the data plane discarded a packet it received.
+type DropReason uint8
+
+// Every reason for which an inbound packet is dropped. Each has its own
+// counter so that an operator can tell an attack (bad ICV, replays) from a
+// misconfiguration (unknown SPI) or a broken peer (bad padding).
+const (
+	DropRunt          DropReason = iota // too short to be ESP, or a bad UDP-encapsulation header
+	DropUnknownSPI                      // no inbound SA has this SPI
+	DropBadICV                          // authentication failed
+	DropReplayed                        // sequence number already received
+	DropTooOld                          // sequence number left of the replay window
+	DropBadPadding                      // trailer inconsistent: pad length or pad bytes wrong
+	DropBadNextHeader                   // next header is neither IPv4, IPv6 nor dummy
+	DropBadInner                        // inner packet's IP header is malformed
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{
+	DropRunt:          "runt",
+	DropUnknownSPI:    "unknown-spi",
+	DropBadICV:        "bad-icv",
+	DropReplayed:      "replayed",
+	DropTooOld:        "too-old",
+	DropBadPadding:    "bad-padding",
+	DropBadNextHeader: "bad-next-header",
+	DropBadInner:      "bad-inner",
+}
+
+func (r DropReason) String() string {
+	if r < numDropReasons {
+		return dropReasonNames[r]
+	}
+	return fmt.Sprintf("drop-reason-%d", uint8(r))
+}
+
+// DropError is the error returned for a dropped packet. The values are
+// preallocated (one per reason) so that dropping never allocates.
+type DropError struct{ Reason DropReason }
+
+func (e *DropError) Error() string { return "esp: packet dropped: " + e.Reason.String() }
+
+var dropErrors = func() (errs [numDropReasons]*DropError) {
+	for i := range errs {
+		errs[i] = &DropError{Reason: DropReason(i)}
+	}
+	return errs
+}()
+
+// The errors Open and the demultiplexer return; compare with errors.Is.
+var (
+	ErrRunt          error = dropErrors[DropRunt]
+	ErrUnknownSPI    error = dropErrors[DropUnknownSPI]
+	ErrBadICV        error = dropErrors[DropBadICV]
+	ErrReplayed      error = dropErrors[DropReplayed]
+	ErrTooOld        error = dropErrors[DropTooOld]
+	ErrBadPadding    error = dropErrors[DropBadPadding]
+	ErrBadNextHeader error = dropErrors[DropBadNextHeader]
+	ErrBadInner      error = dropErrors[DropBadInner]
+)
+
+// DropCounters counts dropped packets per reason. It is safe for concurrent
+// use; the zero value is ready.
+type DropCounters struct {
+	counts [numDropReasons]atomic.Uint64
+}
+
+// Add counts one packet dropped for reason r.
+func (c *DropCounters) Add(r DropReason) {
+	if r < numDropReasons {
+		c.counts[r].Add(1)
+	}
+}
+
+// Get returns how many packets were dropped for reason r.
+func (c *DropCounters) Get(r DropReason) uint64 {
+	if r < numDropReasons {
+		return c.counts[r].Load()
+	}
+	return 0
+}
+
+// Snapshot returns the non-zero counters by reason name.
+func (c *DropCounters) Snapshot() map[string]uint64 {
+	m := make(map[string]uint64)
+	for i := range c.counts {
+		if v := c.counts[i].Load(); v != 0 {
+			m[DropReason(i).String()] = v
+		}
+	}
+	return m
+}

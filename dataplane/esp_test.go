@@ -1,0 +1,335 @@
+package dataplane
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+)
+
+// newSAPair returns a sending and a receiving SA sharing a random key.
+func newSAPair(t testing.TB, alg Algorithm, esn bool) (out, in *SA) {
+	t.Helper()
+	key := make([]byte, alg.KeyLen())
+	rand.Read(key)
+	cfg := SAConfig{SPI: 0x1234abcd, Algorithm: alg, Key: key, ESN: esn}
+	out, err := NewSA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err = NewSA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, in
+}
+
+// sealPayload copies payload into a fresh buffer and seals it.
+func sealPayload(t testing.TB, sa *SA, payload []byte, nh byte) []byte {
+	t.Helper()
+	buf := make([]byte, Headroom+len(payload)+Tailroom)
+	copy(buf[Headroom:], payload)
+	pkt, err := sa.Seal(buf, len(payload), nh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pkt) != SealedLen(len(payload)) {
+		t.Fatalf("sealed %d bytes, SealedLen says %d", len(pkt), SealedLen(len(payload)))
+	}
+	if (len(pkt)-HeaderLen-ICVLen)%4 != 0 {
+		t.Fatalf("payload+trailer of %d bytes is not 4-byte aligned", len(pkt)-HeaderLen-ICVLen)
+	}
+	return pkt
+}
+
+// openPacket opens a copy of an ESP packet as it would arrive.
+func openPacket(sa *SA, pkt []byte) ([]byte, byte, error) {
+	buf := make([]byte, scratchLen+len(pkt))
+	copy(buf[scratchLen:], pkt)
+	return sa.Open(buf, len(pkt))
+}
+
+func TestRoundTripEverySize(t *testing.T) {
+	maxSize := 9000
+	if testing.Short() {
+		maxSize = 1600
+	}
+	for _, alg := range Algorithms() {
+		for _, esn := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/esn=%v", alg, esn), func(t *testing.T) {
+				out, in := newSAPair(t, alg, esn)
+				src := make([]byte, maxSize)
+				rand.Read(src)
+				buf := make([]byte, Headroom+maxSize+Tailroom)
+				for n := 1; n <= maxSize; n++ {
+					nh := byte(NextHeaderIPv4)
+					if n%2 == 0 {
+						nh = NextHeaderIPv6
+					}
+					copy(buf[Headroom:], src[:n])
+					pkt, err := out.Seal(buf, n, nh)
+					if err != nil {
+						t.Fatalf("seal %d bytes: %v", n, err)
+					}
+					// Received packets land at the same place in the buffer.
+					payload, gotNH, err := in.Open(buf, len(pkt))
+					if err != nil {
+						t.Fatalf("open %d bytes: %v", n, err)
+					}
+					if !bytes.Equal(payload, src[:n]) || gotNH != nh {
+						t.Fatalf("%d bytes: round trip changed the payload or next header", n)
+					}
+				}
+				if got := in.Stats.Packets.Load(); got != uint64(maxSize) {
+					t.Fatalf("received %d packets, want %d", got, maxSize)
+				}
+			})
+		}
+	}
+}
+
+// TestEveryBitFlipFails flips each bit of sealed packets in turn: every
+// flip must make Open fail with a counted reason.
+func TestEveryBitFlipFails(t *testing.T) {
+	for _, alg := range Algorithms() {
+		for _, esn := range []bool{false, true} {
+			for _, size := range []int{1, 40, 63} {
+				t.Run(fmt.Sprintf("%s/esn=%v/%d", alg, esn, size), func(t *testing.T) {
+					out, in := newSAPair(t, alg, esn)
+					payload := make([]byte, size)
+					rand.Read(payload)
+					pkt := sealPayload(t, out, payload, NextHeaderIPv4)
+					var failures uint64
+					for bit := 0; bit < len(pkt)*8; bit++ {
+						flipped := bytes.Clone(pkt)
+						flipped[bit/8] ^= 1 << (bit % 8)
+						_, _, err := openPacket(in, flipped)
+						var drop *DropError
+						if !errors.As(err, &drop) {
+							t.Fatalf("bit %d flipped: Open returned %v, want a drop", bit, err)
+						}
+						failures++
+					}
+					var counted uint64
+					for r := DropReason(0); r < numDropReasons; r++ {
+						counted += in.Stats.Drops.Get(r)
+					}
+					if counted != failures {
+						t.Fatalf("%d failures but %d counted drops (%v)", failures, counted, in.Stats.Drops.Snapshot())
+					}
+					if in.Stats.Drops.Get(DropBadICV) == 0 {
+						t.Fatal("no flip was counted as a bad ICV")
+					}
+					// The untouched packet still opens: nothing moved the window.
+					if _, _, err := openPacket(in, pkt); err != nil {
+						t.Fatalf("original packet after flips: %v", err)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestNextHeaderDummyIsReturned(t *testing.T) {
+	out, in := newSAPair(t, AES128GCM16, false)
+	pkt := sealPayload(t, out, []byte("probe"), NextHeaderDummy)
+	payload, nh, err := openPacket(in, pkt)
+	if err != nil || nh != NextHeaderDummy || string(payload) != "probe" {
+		t.Fatalf("got %q, %d, %v", payload, nh, err)
+	}
+}
+
+// TestBadPadding seals trailers that break the 1, 2, 3, ... rule or claim more
+// padding than the packet holds; authentic but malformed, they are counted
+// as bad padding.
+func TestBadPadding(t *testing.T) {
+	tests := []struct {
+		name  string
+		plain []byte // payload, padding, pad length, next header
+	}{
+		{"pad bytes not 1,2,3", []byte{0x45, 0, 0, 0, 1, 3, 2, 4}},
+		{"zero pad byte", []byte{0x45, 0, 0, 0, 1, 4}},
+		{"pad length far beyond packet", []byte{0x45, 0, 200, 4}},
+		{"pad length one beyond packet", []byte{1, 2, 3, 4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, in := newSAPair(t, ChaCha20Poly1305, false)
+			plain := tc.plain
+			buf := make([]byte, Headroom+len(plain)+ICVLen)
+			copy(buf[Headroom:], plain)
+			pkt := out.seal(buf, Headroom+len(plain), 1, [IVLen]byte{7})
+			if _, _, err := openPacket(in, pkt); !errors.Is(err, ErrBadPadding) {
+				t.Fatalf("Open: %v, want %v", err, ErrBadPadding)
+			}
+			if in.Stats.Drops.Get(DropBadPadding) != 1 {
+				t.Fatalf("drops %v", in.Stats.Drops.Snapshot())
+			}
+		})
+	}
+}
+
+func TestRuntIsCounted(t *testing.T) {
+	_, in := newSAPair(t, AES256GCM16, false)
+	for n := 0; n < minESPLen; n++ {
+		if _, _, err := openPacket(in, make([]byte, n)); !errors.Is(err, ErrRunt) {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+	}
+	if got := in.Stats.Drops.Get(DropRunt); got != minESPLen {
+		t.Fatalf("runts counted %d, want %d", got, minESPLen)
+	}
+}
+
+func TestSequenceNeverWraps(t *testing.T) {
+	for _, esn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("esn=%v", esn), func(t *testing.T) {
+			out, _ := newSAPair(t, AES128GCM16, esn)
+			last := uint64(math.MaxUint32)
+			if esn {
+				last = math.MaxUint64
+			}
+			out.seq.Store(last - 2)
+			buf := make([]byte, Headroom+64)
+			for i := 0; i < 2; i++ {
+				if _, err := out.Seal(buf, 10, NextHeaderIPv4); err != nil {
+					t.Fatalf("seal %d before the limit: %v", i, err)
+				}
+			}
+			for i := 0; i < 3; i++ {
+				if _, err := out.Seal(buf, 10, NextHeaderIPv4); !errors.Is(err, ErrSequenceExhausted) {
+					t.Fatalf("seal past the limit: %v", err)
+				}
+			}
+			if _, err := out.ReserveSequence(5); !errors.Is(err, ErrSequenceExhausted) {
+				t.Fatalf("reserve past the limit: %v", err)
+			}
+			if out.LastSequence() != last {
+				t.Fatalf("counter moved to %#x past the limit %#x", out.LastSequence(), last)
+			}
+		})
+	}
+}
+
+// TestNoNonceReuseAcrossCores seals from many goroutines at once and checks
+// that no IV (and so no nonce) repeats.
+func TestNoNonceReuseAcrossCores(t *testing.T) {
+	out, _ := newSAPair(t, AES256GCM16, true)
+	const workers, perWorker = 8, 2000
+	ivs := make([][][IVLen]byte, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, Headroom+100+Tailroom)
+			for range perWorker {
+				pkt, err := out.Seal(buf, 100, NextHeaderIPv4)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ivs[w] = append(ivs[w], [IVLen]byte(pkt[8:16]))
+			}
+		}()
+	}
+	wg.Wait()
+	seen := make(map[[IVLen]byte]bool)
+	for _, list := range ivs {
+		for _, iv := range list {
+			if seen[iv] {
+				t.Fatalf("IV %x used twice", iv)
+			}
+			seen[iv] = true
+		}
+	}
+	if len(seen) != workers*perWorker {
+		t.Fatalf("%d IVs, want %d", len(seen), workers*perWorker)
+	}
+}
+
+func TestNewSARejectsBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  SAConfig
+	}{
+		{"unknown algorithm", SAConfig{SPI: 0x1000, Algorithm: 99, Key: make([]byte, 20)}},
+		{"short key", SAConfig{SPI: 0x1000, Algorithm: AES256GCM16, Key: make([]byte, 32)}},
+		{"aes128 with aes256 key", SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: make([]byte, 36)}},
+		{"window too small", SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: make([]byte, 20), ReplayWindow: 16}},
+		{"window too large", SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: make([]byte, 20), ReplayWindow: 1 << 20}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewSA(tc.cfg); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func TestParseAlgorithm(t *testing.T) {
+	for _, alg := range Algorithms() {
+		got, err := ParseAlgorithm(alg.String())
+		if err != nil || got != alg {
+			t.Fatalf("%s: %v %v", alg, got, err)
+		}
+	}
+	if _, err := ParseAlgorithm("aes256"); err == nil {
+		t.Fatal("accepted aes256")
+	}
+}
+
+func TestSAStringHasNoKey(t *testing.T) {
+	key := bytes.Repeat([]byte{0xab}, AES128GCM16.KeyLen())
+	sa, err := NewSA(SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := fmt.Sprintf("%v %+v", sa, sa); bytes.Contains([]byte(s), []byte("abab")) {
+		t.Fatalf("formatted SA shows key material: %s", s)
+	}
+}
+
+// TestZeroAllocations asserts the per-packet paths make no allocation.
+func TestZeroAllocations(t *testing.T) {
+	for _, alg := range Algorithms() {
+		for _, esn := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/esn=%v", alg, esn), func(t *testing.T) {
+				out, in := newSAPair(t, alg, esn)
+				buf := make([]byte, Headroom+1400+Tailroom)
+				if n := testing.AllocsPerRun(200, func() {
+					if _, err := out.Seal(buf, 1400, NextHeaderIPv4); err != nil {
+						t.Fatal(err)
+					}
+				}); n != 0 {
+					t.Fatalf("Seal: %v allocations per packet", n)
+				}
+				rx := make([]byte, len(buf))
+				if n := testing.AllocsPerRun(200, func() {
+					pkt, err := out.Seal(buf, 1400, NextHeaderIPv4)
+					if err != nil {
+						t.Fatal(err)
+					}
+					copy(rx[scratchLen:], pkt)
+					if _, _, err := in.Open(rx, len(pkt)); err != nil {
+						t.Fatal(err)
+					}
+				}); n != 0 {
+					t.Fatalf("Seal+Open: %v allocations per packet", n)
+				}
+				if n := testing.AllocsPerRun(200, func() {
+					copy(rx[scratchLen:], buf[scratchLen:scratchLen+minESPLen+8])
+					if _, _, err := in.Open(rx, minESPLen+8); err == nil {
+						t.Fatal("replayed packet accepted")
+					}
+				}); n != 0 {
+					t.Fatalf("dropping: %v allocations per packet", n)
+				}
+			})
+		}
+	}
+}
