@@ -20,6 +20,7 @@ const (
 	DropBadPadding                      // trailer inconsistent: pad length or pad bytes wrong
 	DropBadNextHeader                   // next header is neither IPv4, IPv6 nor dummy
 	DropBadInner                        // inner packet's IP header is malformed
+	DropPolicy                          // inner source outside the SA's traffic selectors
 	numDropReasons
 )
 
@@ -32,6 +33,7 @@ var dropReasonNames = [numDropReasons]string{
 	DropBadPadding:    "bad-padding",
 	DropBadNextHeader: "bad-next-header",
 	DropBadInner:      "bad-inner",
+	DropPolicy:        "policy",
 }
 
 func (r DropReason) String() string {
@@ -64,6 +66,7 @@ var (
 	ErrBadPadding    error = dropErrors[DropBadPadding]
 	ErrBadNextHeader error = dropErrors[DropBadNextHeader]
 	ErrBadInner      error = dropErrors[DropBadInner]
+	ErrPolicy        error = dropErrors[DropPolicy]
 )
 
 // DropCounters counts dropped packets per reason. It is safe for concurrent

@@ -279,15 +279,28 @@ func (sa *SA) seal(b []byte, end int, seq uint64, iv [IVLen]byte) []byte {
 
 // Open authenticates and decrypts in place the n-byte ESP packet at
 // b[Headroom-HeaderLen:], as received from the network, and returns the
-// payload (at b[Headroom:]) and its next header. It checks the replay window
-// before and updates it only after the ICV verified, and checks the padding.
-// Every failure is a *DropError, counted in sa.Stats.Drops. The scratch bytes
-// in front of the packet and its header are overwritten.
+// payload (at b[Headroom:]) and its next header. It is OpenTo with the
+// packet and the destination in one buffer.
+func (sa *SA) Open(b []byte, n int) (payload []byte, nextHeader byte, err error) {
+	if n < 0 || len(b) < scratchLen+n {
+		sa.Stats.Drops.Add(DropRunt)
+		return nil, 0, ErrRunt
+	}
+	return sa.OpenTo(b, b[scratchLen:scratchLen+n])
+}
+
+// OpenTo authenticates the ESP packet pkt and decrypts its payload to
+// dst[Headroom:], returning the payload and its next header. It checks the
+// replay window before and updates it only after the ICV verified, and
+// checks the padding. Every failure is a *DropError, counted in
+// sa.Stats.Drops. dst must hold Headroom bytes more than the plaintext
+// (len(pkt)-HeaderLen-ICVLen); its first 24 bytes are scratch. dst and pkt either do not overlap
+// or are laid out as Open lays them out (pkt at dst[Headroom-HeaderLen:]).
 //
 // The payload may carry TFC padding after the inner IP packet (RFC 4303
 // §2.4); the caller trims it using the IP header's length.
-func (sa *SA) Open(b []byte, n int) (payload []byte, nextHeader byte, err error) {
-	payload, nextHeader, r := sa.open(b, n)
+func (sa *SA) OpenTo(dst, pkt []byte) (payload []byte, nextHeader byte, err error) {
+	payload, nextHeader, r := sa.openTo(dst, pkt)
 	if r != nil {
 		sa.Stats.Drops.Add(r.Reason)
 		return nil, 0, r
@@ -297,17 +310,16 @@ func (sa *SA) Open(b []byte, n int) (payload []byte, nextHeader byte, err error)
 	return payload, nextHeader, nil
 }
 
-func (sa *SA) open(b []byte, n int) ([]byte, byte, *DropError) {
-	const h = scratchLen
-	if n < minESPLen || len(b) < h+n {
+func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, *DropError) {
+	if len(pkt) < minESPLen || len(dst) < Headroom+len(pkt)-HeaderLen-ICVLen {
 		return nil, 0, dropErrors[DropRunt]
 	}
-	if binary.BigEndian.Uint32(b[h:]) != sa.spi {
+	if binary.BigEndian.Uint32(pkt) != sa.spi {
 		// Not this SA's packet; with ESN the wire SPI is not read again
 		// for the AAD, so it must be checked here.
 		return nil, 0, dropErrors[DropUnknownSPI]
 	}
-	low := binary.BigEndian.Uint32(b[h+4:])
+	low := binary.BigEndian.Uint32(pkt[4:])
 	seq := uint64(low)
 	if sa.esn {
 		seq = sa.window.InferSequence(low)
@@ -315,7 +327,7 @@ func (sa *SA) open(b []byte, n int) ([]byte, byte, *DropError) {
 	if err := sa.window.Check(seq); err != nil {
 		return nil, 0, err.(*DropError)
 	}
-	payload, nextHeader, r := sa.decrypt(b, n, seq)
+	payload, nextHeader, r := sa.decrypt(dst, pkt, seq)
 	if r != nil {
 		return nil, 0, r
 	}
@@ -325,22 +337,23 @@ func (sa *SA) open(b []byte, n int) ([]byte, byte, *DropError) {
 	return payload, nextHeader, nil
 }
 
-// decrypt verifies and decrypts with seq's high half taken as given and
-// checks the trailer. The replay window is not consulted.
-func (sa *SA) decrypt(b []byte, n int, seq uint64) ([]byte, byte, *DropError) {
-	const h = scratchLen
-	nonce := b[:12]
+// decrypt verifies and decrypts pkt to dst[Headroom:] with seq's high half
+// taken as given, and checks the trailer. The replay window is not
+// consulted. The nonce is built in dst[0:12] and the ESN AAD in dst[12:24];
+// when pkt sits at dst[16:] that AAD overwrites the SPI already checked and
+// rewrites the sequence number in place.
+func (sa *SA) decrypt(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError) {
+	nonce := dst[:12]
 	copy(nonce, sa.salt[:])
-	copy(nonce[4:], b[h+8:h+16])
-	var aad []byte
+	copy(nonce[4:], pkt[8:16])
+	aad := pkt[:8]
 	if sa.esn {
-		binary.BigEndian.PutUint32(b[h-4:], sa.spi)
-		binary.BigEndian.PutUint32(b[h:], uint32(seq>>32))
-		aad = b[h-4 : h+8]
-	} else {
-		aad = b[h : h+8]
+		aad = dst[12:24]
+		binary.BigEndian.PutUint32(aad, sa.spi)
+		binary.BigEndian.PutUint32(aad[4:], uint32(seq>>32))
+		binary.BigEndian.PutUint32(aad[8:], uint32(seq))
 	}
-	plain, err := sa.aead.Open(b[Headroom:Headroom], nonce, b[Headroom:h+n], aad)
+	plain, err := sa.aead.Open(dst[Headroom:Headroom], nonce, pkt[HeaderLen:], aad)
 	if err != nil {
 		return nil, 0, dropErrors[DropBadICV]
 	}

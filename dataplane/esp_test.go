@@ -333,3 +333,29 @@ func TestZeroAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenToSeparateBuffer decrypts out of place, as the receive path does
+// from a coalesced receive buffer, and checks the packet is left intact.
+func TestOpenToSeparateBuffer(t *testing.T) {
+	for _, alg := range Algorithms() {
+		for _, esn := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/esn=%v", alg, esn), func(t *testing.T) {
+				out, in := newSAPair(t, alg, esn)
+				payload := []byte("\x45 out of place payload")
+				pkt := sealPayload(t, out, payload, NextHeaderIPv4)
+				orig := bytes.Clone(pkt)
+				dst := make([]byte, Headroom+len(pkt))
+				got, nh, err := in.OpenTo(dst, pkt)
+				if err != nil || nh != NextHeaderIPv4 || !bytes.Equal(got, payload) {
+					t.Fatalf("OpenTo = %q, %d, %v", got, nh, err)
+				}
+				if !bytes.Equal(pkt, orig) {
+					t.Fatal("OpenTo modified the packet")
+				}
+				if _, _, err := in.OpenTo(make([]byte, 20), pkt); !errors.Is(err, ErrRunt) {
+					t.Fatalf("short destination: %v", err)
+				}
+			})
+		}
+	}
+}

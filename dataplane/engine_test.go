@@ -1,0 +1,320 @@
+package dataplane_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/tun"
+	"go.uber.org/goleak"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// side is one end of a tunnel over loopback: an engine, its in-memory TUN
+// and its socket.
+type side struct {
+	e    *dataplane.Engine
+	tun  *tun.Memory
+	conn *dataplane.UDPConn
+	out  *dataplane.SA
+	in   *dataplane.SA
+}
+
+type pairConfig struct {
+	alg        dataplane.Algorithm
+	wrongKey   bool                // b receives with a different key than a seals with
+	remoteOfA  dataplane.Selectors // what b accepts as inner source; nil means any
+	tunA, tunB tun.MemoryConfig
+	noOffload  bool
+}
+
+// newPair builds two engines joined over 127.0.0.1 with SPIs 0x1001 (a→b)
+// and 0x2002 (b→a); routes send everything into the tunnel.
+func newPair(t testing.TB, pc pairConfig) (a, b *side) {
+	t.Helper()
+	if pc.alg == 0 {
+		pc.alg = dataplane.AES256GCM16
+	}
+	keyAB, keyBA := make([]byte, pc.alg.KeyLen()), make([]byte, pc.alg.KeyLen())
+	rand.Read(keyAB)
+	rand.Read(keyBA)
+	newSA := func(spi uint32, key []byte) *dataplane.SA {
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: pc.alg, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	a, b = &side{}, &side{}
+	a.out, b.in = newSA(0x1001, keyAB), newSA(0x1001, keyAB)
+	b.out, a.in = newSA(0x2002, keyBA), newSA(0x2002, keyBA)
+	if pc.wrongKey {
+		wrong := make([]byte, pc.alg.KeyLen())
+		rand.Read(wrong)
+		b.in = newSA(0x1001, wrong)
+	}
+	for _, s := range []*side{a, b} {
+		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{
+			Local: netip.MustParseAddrPort("127.0.0.1:0"), NoOffload: pc.noOffload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.conn = c
+	}
+	remoteB := pc.remoteOfA
+	if remoteB == nil {
+		remoteB = dataplane.AnyAddress
+	}
+	for _, x := range []struct {
+		s, peer *side
+		tcfg    tun.MemoryConfig
+		remote  dataplane.Selectors
+	}{{a, b, pc.tunA, dataplane.AnyAddress}, {b, a, pc.tunB, remoteB}} {
+		ep, err := x.s.conn.NewEndpoint(x.peer.conn.LocalAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := tun.NewMemory(x.tcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.s.tun = m
+		e, err := dataplane.NewEngine(dataplane.EngineConfig{
+			Queues: []wgtun.Device{m},
+			Paths:  []*dataplane.Path{{ID: 0, Conn: x.s.conn, Remote: ep}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.SetRoutes([]dataplane.Route{
+			{Prefix: netip.MustParsePrefix("0.0.0.0/0"), SA: x.s.out},
+			{Prefix: netip.MustParsePrefix("::/0"), SA: x.s.out},
+		})
+		if err := e.AddInbound(x.s.in, x.remote); err != nil {
+			t.Fatal(err)
+		}
+		x.s.e = e
+	}
+	return a, b
+}
+
+// run starts both engines and stops them when the test ends.
+func run(t testing.TB, sides ...*side) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, s := range sides {
+		wg.Go(func() { s.e.Run(ctx) })
+	}
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+}
+
+func udp(t testing.TB, src, dst string, payload []byte) []byte {
+	t.Helper()
+	pkt, err := tun.UDPPacket(netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst), payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkt
+}
+
+// receiveAll collects n written packets or fails after a timeout.
+func receiveAll(t testing.TB, m *tun.Memory, n int) [][]byte {
+	t.Helper()
+	var got [][]byte
+	timeout := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case p := <-m.Writes():
+			got = append(got, p)
+		case <-timeout:
+			t.Fatalf("received %d of %d packets", len(got), n)
+		}
+	}
+	return got
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestEngineCarriesPacketsBothWays(t *testing.T) {
+	for _, alg := range dataplane.Algorithms() {
+		for _, offload := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/offload=%v", alg, offload), func(t *testing.T) {
+				a, b := newPair(t, pairConfig{alg: alg, noOffload: !offload,
+					tunA: tun.MemoryConfig{RecordWrites: 1000}, tunB: tun.MemoryConfig{RecordWrites: 1000}})
+				run(t, a, b)
+				var sent [][]byte
+				for i := range 300 {
+					payload := bytes.Repeat([]byte{byte(i)}, 1+i*4)
+					if i%3 == 0 {
+						sent = append(sent, udp(t, "[fd00::1]:1000", "[fd00::2]:2000", payload))
+					} else {
+						sent = append(sent, udp(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
+					}
+				}
+				for _, p := range sent {
+					if err := a.tun.Inject(p); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got := receiveAll(t, b.tun, len(sent))
+				for i := range sent {
+					if !bytes.Equal(got[i], sent[i]) {
+						t.Fatalf("packet %d differs or out of order:\n got %x\nwant %x", i, got[i], sent[i])
+					}
+				}
+				// And back.
+				reply := udp(t, "10.0.0.2:2000", "10.0.0.1:1000", []byte("reply"))
+				if err := b.tun.Inject(reply); err != nil {
+					t.Fatal(err)
+				}
+				if back := receiveAll(t, a.tun, 1); !bytes.Equal(back[0], reply) {
+					t.Fatalf("reply %x", back[0])
+				}
+				if got := b.e.Stats.RxPackets.Load(); got != uint64(len(sent)) {
+					t.Fatalf("b received %d packets, want %d", got, len(sent))
+				}
+				if n := b.in.Stats.Packets.Load(); n != uint64(len(sent)) {
+					t.Fatalf("b's inbound SA counted %d packets", n)
+				}
+			})
+		}
+	}
+}
+
+func TestEngineWrongKeyCountsBadICV(t *testing.T) {
+	a, b := newPair(t, pairConfig{wrongKey: true, tunB: tun.MemoryConfig{RecordWrites: 10}})
+	run(t, a, b)
+	for range 50 {
+		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("secret")))
+	}
+	waitFor(t, func() bool { return b.e.Stats.Drops.Get(dataplane.DropBadICV) == 50 })
+	if b.e.Stats.RxPackets.Load() != 0 || len(b.tun.Writes()) != 0 {
+		t.Fatal("packets with a bad ICV reached the TUN")
+	}
+}
+
+func TestEnginePolicyDropsForeignSource(t *testing.T) {
+	a, b := newPair(t, pairConfig{remoteOfA: dataplane.Selectors{netip.MustParsePrefix("10.0.0.0/24")},
+		tunB: tun.MemoryConfig{RecordWrites: 10}})
+	run(t, a, b)
+	a.tun.Inject(udp(t, "10.9.9.9:1", "10.0.0.2:2", []byte("spoofed")))
+	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine")))
+	receiveAll(t, b.tun, 1)
+	waitFor(t, func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 1 })
+}
+
+func TestEngineNoRoute(t *testing.T) {
+	a, b := newPair(t, pairConfig{})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.1.0.0/16"), SA: a.out}})
+	run(t, a, b)
+	a.tun.Inject(udp(t, "10.0.0.1:1", "10.2.0.2:2", []byte("nowhere")))
+	a.tun.Inject([]byte{0x00, 0x01}) // not IP
+	waitFor(t, func() bool { return a.e.Stats.NoRoute.Load() == 2 })
+	if a.e.Stats.TxPackets.Load() != 0 {
+		t.Fatal("sent a packet without a route")
+	}
+}
+
+// TestEngineDemux sends what else arrives on port 4500: keepalives, IKE,
+// runts and unknown SPIs are told apart and counted.
+func TestEngineDemux(t *testing.T) {
+	a, b := newPair(t, pairConfig{})
+	var mu sync.Mutex
+	var ike [][]byte
+	b.e, _ = dataplane.NewEngine(dataplane.EngineConfig{
+		Queues: []wgtun.Device{b.tun},
+		Paths:  []*dataplane.Path{{ID: 0, Conn: b.conn, Remote: mustEndpoint(t, b.conn, a.conn.LocalAddr())}},
+		Control: func(msg []byte, from netip.AddrPort, p *dataplane.Path) {
+			mu.Lock()
+			ike = append(ike, bytes.Clone(msg))
+			mu.Unlock()
+		},
+	})
+	run(t, a, b)
+	raw, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(b.conn.LocalAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	unknown := append([]byte{0xde, 0xad, 0xbe, 0xef}, make([]byte, 40)...)
+	for _, d := range [][]byte{{0xff}, {0, 0, 0, 0, 'i', 'k', 'e'}, {1, 2}, unknown} {
+		if _, err := raw.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool {
+		s := &b.e.Stats
+		return s.Keepalives.Load() == 1 && s.IKEMessages.Load() == 1 &&
+			s.Drops.Get(dataplane.DropRunt) == 1 && s.Drops.Get(dataplane.DropUnknownSPI) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ike) != 1 || string(ike[0]) != "ike" {
+		t.Fatalf("control got %q", ike)
+	}
+}
+
+// TestEngineZeroAllocations drives one outbound batch and its receipt
+// synchronously and counts allocations per packet.
+func TestEngineZeroAllocations(t *testing.T) {
+	for _, offload := range []bool{true, false} {
+		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
+			tmpl := udp(t, "10.0.0.1:1000", "10.0.0.2:2000", make([]byte, 1372))
+			a, b := newPair(t, pairConfig{noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}})
+			defer a.e.Close()
+			defer b.e.Close()
+			out := a.e.OutboundWorker(a.tun)
+			in := b.e.ReceiveWorker(0, b.tun)
+			step := func() {
+				if !out.Step() {
+					t.Fatal("outbound stopped")
+				}
+				for b.tun.Stats().WrittenPackets < a.tun.Stats().ReadPackets {
+					if !in.Step() {
+						t.Fatal("receive stopped")
+					}
+				}
+			}
+			step() // warm up
+			allocs := testing.AllocsPerRun(50, step)
+			batch := a.tun.BatchSize()
+			if allocs != 0 {
+				t.Fatalf("%.2f allocations per batch of %d packets", allocs, batch)
+			}
+			if b.e.Stats.RxPackets.Load() < uint64(50*batch) {
+				t.Fatalf("only %d packets went through", b.e.Stats.RxPackets.Load())
+			}
+		})
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func mustEndpoint(t testing.TB, c *dataplane.UDPConn, ap netip.AddrPort) *dataplane.Endpoint {
+	ep, err := c.NewEndpoint(ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ep
+}

@@ -1,0 +1,23 @@
+package dataplane
+
+import wgtun "golang.zx2c4.com/wireguard/tun"
+
+// StepOutbound and StepReceive expose one batch of each worker to the
+// external tests, which drive the pipeline synchronously.
+type Stepper interface{ Step() bool }
+
+type outboundStepper struct{ w *outboundWorker }
+
+func (s outboundStepper) Step() bool { return s.w.step() }
+
+type receiveStepper struct{ w *receiveWorker }
+
+func (s receiveStepper) Step() bool { return s.w.step() }
+
+func (e *Engine) OutboundWorker(q wgtun.Device) Stepper {
+	return outboundStepper{e.newOutboundWorker(q)}
+}
+
+func (e *Engine) ReceiveWorker(path int, q wgtun.Device) Stepper {
+	return receiveStepper{e.newReceiveWorker(e.cfg.Paths[path], q)}
+}
