@@ -1,0 +1,102 @@
+package tun
+
+import (
+	"fmt"
+	"runtime"
+)
+
+const (
+	// VirtioNetHdrLen is the length of the virtio-net header that precedes
+	// every packet on a queue opened with offloads on. A queue's Read and
+	// Write need offset >= VirtioNetHdrLen: Write puts the header into
+	// bufs[i][offset-VirtioNetHdrLen:offset], and Read leaves the bytes before
+	// offset untouched.
+	VirtioNetHdrLen = 10
+
+	// MinMTU is the smallest MTU accepted: the minimum datagram every IPv4
+	// host must accept (RFC 791).
+	MinMTU = 576
+	// MinIPv6MTU is the smallest MTU of a link that carries IPv6 (RFC 8200).
+	MinIPv6MTU = 1280
+	// MaxMTU is the largest MTU accepted: the largest IPv4 datagram.
+	MaxMTU = 65535
+	// DefaultMTU is used when Config.MTU is 0: a 1500-byte path minus the
+	// overhead of UDP-encapsulated ESP over IPv6 (40 IPv6 + 8 UDP + 8 ESP
+	// header + 8 IV + up to 5 padding and trailer + 16 ICV), rounded down.
+	DefaultMTU = 1400
+
+	// MaxQueues is the most queues one TUN interface can have: the kernel
+	// refuses the 257th attach with E2BIG (MAX_TAP_QUEUES in
+	// drivers/net/tun.c).
+	MaxQueues = 256
+
+	// maxNameLen is IFNAMSIZ minus the terminating NUL.
+	maxNameLen = 15
+)
+
+// Config describes the TUN interface that Create makes.
+type Config struct {
+	// Name of the interface. Empty lets the kernel pick a free tunN name.
+	// At most 15 characters from a-z, A-Z, 0-9, '-', '_' and '.'.
+	Name string
+	// MTU of the interface, MinMTU..MaxMTU; 0 means DefaultMTU. An IPv6
+	// address can be added only when the MTU is at least MinIPv6MTU.
+	MTU int
+	// Queues is the number of queues opened on the interface, 1..MaxQueues;
+	// 0 means runtime.NumCPU() (capped at MaxQueues).
+	Queues int
+}
+
+// withDefaults returns cfg with zero fields replaced by their defaults, or an
+// error describing the first invalid field.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Name != "" {
+		if err := ValidateName(cfg.Name); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if err := validateMTU(cfg.MTU); err != nil {
+		return cfg, err
+	}
+	if cfg.Queues == 0 {
+		cfg.Queues = min(runtime.NumCPU(), MaxQueues)
+	}
+	if cfg.Queues < 1 || cfg.Queues > MaxQueues {
+		return cfg, fmt.Errorf("queue count %d out of range 1..%d", cfg.Queues, MaxQueues)
+	}
+	return cfg, nil
+}
+
+// ValidateName reports whether name can be used as the name of a new
+// interface: 1 to 15 characters from a-z, A-Z, 0-9, '-', '_' and '.', and
+// not "." or "..". The kernel accepts a few more characters; this stricter
+// set keeps names safe to pass to shell tools and file paths.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("invalid interface name: empty")
+	case len(name) > maxNameLen:
+		return fmt.Errorf("invalid interface name %q: %d bytes, at most %d allowed", name, len(name), maxNameLen)
+	case name == "." || name == "..":
+		return fmt.Errorf("invalid interface name %q", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return fmt.Errorf("invalid interface name %q: character %q at %d not allowed (use a-z, A-Z, 0-9, '-', '_', '.')", name, c, i)
+		}
+	}
+	return nil
+}
+
+func validateMTU(mtu int) error {
+	if mtu < MinMTU || mtu > MaxMTU {
+		return fmt.Errorf("MTU %d out of range %d..%d", mtu, MinMTU, MaxMTU)
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package tun
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+)
+
+const (
+	ipv4HeaderLen = 20
+	ipv6HeaderLen = 40
+	udpHeaderLen  = 8
+	protocolUDP   = 17
+	defaultTTL    = 64
+)
+
+// UDPPacket returns an IPv4 or IPv6 packet, as read from or written to a TUN
+// device, carrying payload in a UDP datagram from src to dst, with valid
+// checksums and a TTL (hop limit) of 64. Both addresses must be of the same
+// family. It serves as the template of a Memory source and as test input.
+func UDPPacket(src, dst netip.AddrPort, payload []byte) ([]byte, error) {
+	if len(payload) > MaxMTU {
+		return nil, fmt.Errorf("building UDP packet %s -> %s: payload of %d bytes too large", src, dst, len(payload))
+	}
+	udp := make([]byte, udpHeaderLen+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], src.Port())
+	binary.BigEndian.PutUint16(udp[2:], dst.Port())
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	copy(udp[udpHeaderLen:], payload)
+	pkt, err := ipPacket(src.Addr(), dst.Addr(), protocolUDP, udp, 6)
+	if err != nil {
+		return nil, fmt.Errorf("building UDP packet %s -> %s: %w", src, dst, err)
+	}
+	return pkt, nil
+}
+
+// ipPacket returns an IPv4 or IPv6 packet from src to dst carrying the
+// transport segment of protocol proto, and fills in the transport checksum
+// (over the pseudo-header) at checksumAt within the segment.
+func ipPacket(src, dst netip.Addr, proto byte, transport []byte, checksumAt int) ([]byte, error) {
+	src, dst = src.Unmap(), dst.Unmap()
+	if !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
+		return nil, fmt.Errorf("addresses %s and %s must be valid and of one family", src, dst)
+	}
+	if checksumAt < 0 || checksumAt+2 > len(transport) {
+		return nil, fmt.Errorf("checksum offset %d outside a %d-byte segment", checksumAt, len(transport))
+	}
+	headerLen := ipv6HeaderLen
+	if src.Is4() {
+		headerLen = ipv4HeaderLen
+	}
+	total := headerLen + len(transport)
+	if src.Is4() && total > MaxMTU || len(transport) > 0xffff {
+		return nil, fmt.Errorf("segment of %d bytes too large", len(transport))
+	}
+
+	pkt := make([]byte, total)
+	srcBytes, dstBytes := src.AsSlice(), dst.AsSlice()
+	if src.Is4() {
+		pkt[0] = 0x45
+		binary.BigEndian.PutUint16(pkt[2:], uint16(total))
+		binary.BigEndian.PutUint16(pkt[6:], 0x4000) // don't fragment
+		pkt[8] = defaultTTL
+		pkt[9] = proto
+		copy(pkt[12:16], srcBytes)
+		copy(pkt[16:20], dstBytes)
+		binary.BigEndian.PutUint16(pkt[10:], ^foldChecksum(sumBytes(0, pkt[:ipv4HeaderLen])))
+	} else {
+		pkt[0] = 0x60
+		binary.BigEndian.PutUint16(pkt[4:], uint16(len(transport)))
+		pkt[6] = proto
+		pkt[7] = defaultTTL
+		copy(pkt[8:24], srcBytes)
+		copy(pkt[24:40], dstBytes)
+	}
+
+	segment := pkt[headerLen:]
+	copy(segment, transport)
+	segment[checksumAt], segment[checksumAt+1] = 0, 0
+	pseudo := sumBytes(0, srcBytes)
+	pseudo = sumBytes(pseudo, dstBytes)
+	pseudo += uint64(proto) + uint64(len(segment))
+	checksum := ^foldChecksum(sumBytes(pseudo, segment))
+	if checksum == 0 && proto == protocolUDP {
+		checksum = 0xffff // zero means "no checksum" in UDP over IPv4 and is invalid over IPv6
+	}
+	binary.BigEndian.PutUint16(segment[checksumAt:], checksum)
+	return pkt, nil
+}
+
+// sumBytes adds b to sum as big-endian 16-bit words (RFC 1071).
+func sumBytes(sum uint64, b []byte) uint64 {
+	for len(b) >= 2 {
+		sum += uint64(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint64(b[0]) << 8
+	}
+	return sum
+}
+
+func foldChecksum(sum uint64) uint16 {
+	for sum > 0xffff {
+		sum = (sum >> 16) + (sum & 0xffff)
+	}
+	return uint16(sum)
+}
