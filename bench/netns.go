@@ -1,0 +1,442 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NamespacePrefix starts the name of every network namespace the lab
+// creates: NamespacePrefix + owner PID + "-" + label. A namespace with this
+// prefix whose owner is no longer running was left by a crashed run.
+const NamespacePrefix = "mifsec-bench-"
+
+const (
+	// stopGrace is how long a process gets to exit after SIGTERM.
+	stopGrace = 3 * time.Second
+	// cleanupTimeout bounds the commands run while cleaning up, which must
+	// not use the (possibly cancelled) context of the run.
+	cleanupTimeout = 20 * time.Second
+)
+
+// Lab owns the namespaces, processes and temporary files of one benchmark
+// run and removes them all in Close, whatever state the run ended in.
+type Lab struct {
+	owner int
+	dir   string
+
+	mu         sync.Mutex
+	closed     bool
+	namespaces []string
+	processes  []*Process
+	startedPID []int
+}
+
+// NewLab removes what crashed earlier runs left behind (see
+// RemoveStaleNamespaces) and prepares a new lab. It needs root. Progress
+// messages go to log (may be nil).
+func NewLab(ctx context.Context, log io.Writer) (*Lab, error) {
+	if log == nil {
+		log = io.Discard
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the benchmark lab needs root (network namespaces, TUN devices): run it as root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, errors.New("ip not found: apt-get install iproute2")
+	}
+	removed, err := RemoveStaleNamespaces(ctx)
+	for _, ns := range removed {
+		fmt.Fprintf(log, "removed stale namespace %s left by an earlier run\n", ns)
+	}
+	if err != nil {
+		return nil, err
+	}
+	removeStaleDirs(os.TempDir())
+	owner := os.Getpid()
+	dir, err := os.MkdirTemp("", NamespacePrefix+strconv.Itoa(owner)+"-")
+	if err != nil {
+		return nil, fmt.Errorf("create the lab's temporary directory: %w", err)
+	}
+	return &Lab{owner: owner, dir: dir}, nil
+}
+
+// removeStaleDirs removes the temporary directories (configuration files,
+// keys) of labs whose owner is gone.
+func removeStaleDirs(tempDir string) {
+	entries, err := os.ReadDir(tempDir)
+	if err != nil {
+		return
+	}
+	for _, entry := range entries {
+		if owner, ok := namespaceOwner(entry.Name()); ok && entry.IsDir() && !processAlive(owner) {
+			_ = os.RemoveAll(filepath.Join(tempDir, entry.Name()))
+		}
+	}
+}
+
+// NamespacePrefix returns the prefix of this lab's own namespaces.
+func (l *Lab) NamespacePrefix() string {
+	return NamespacePrefix + strconv.Itoa(l.owner) + "-"
+}
+
+// StartedPIDs lists every process the lab has started.
+func (l *Lab) StartedPIDs() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.startedPID)
+}
+
+// Close stops every process the lab started, deletes every namespace it
+// created (killing whatever still runs inside) and removes its temporary
+// files. It is safe to call more than once and after the run's context was
+// cancelled.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	processes := l.processes
+	namespaces := l.namespaces
+	l.processes, l.namespaces = nil, nil
+	l.mu.Unlock()
+
+	stopAll(processes)
+	var errs []error
+	for _, ns := range namespaces {
+		if err := deleteNamespace(ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(l.dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", l.dir, err))
+	}
+	return errors.Join(errs...)
+}
+
+func stopAll(processes []*Process) {
+	var wg sync.WaitGroup
+	for _, p := range processes {
+		wg.Go(func() { p.Stop(stopGrace) })
+	}
+	wg.Wait()
+}
+
+// addNamespace creates the namespace NamespacePrefix+owner+"-"+label with
+// its loopback up. The name is registered for Close before it is created, so
+// it is returned, and removed later, even when creating it fails halfway.
+func (l *Lab) addNamespace(ctx context.Context, label string) (string, error) {
+	name := l.NamespacePrefix() + label
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return "", errors.New("the lab is closed")
+	}
+	l.namespaces = append(l.namespaces, name)
+	l.mu.Unlock()
+	if _, err := runCommand(ctx, "ip", "netns", "add", name); err != nil {
+		return name, fmt.Errorf("create namespace: %w", err)
+	}
+	if _, err := runCommand(ctx, "ip", "-n", name, "link", "set", "lo", "up"); err != nil {
+		return name, fmt.Errorf("namespace %s: %w", name, err)
+	}
+	return name, nil
+}
+
+// removeNamespace stops the lab's processes in the namespace and deletes it.
+func (l *Lab) removeNamespace(name string) error {
+	l.mu.Lock()
+	var inside, others []*Process
+	for _, p := range l.processes {
+		if p.namespace == name {
+			inside = append(inside, p)
+		} else {
+			others = append(others, p)
+		}
+	}
+	l.processes = others
+	l.namespaces = slices.DeleteFunc(l.namespaces, func(ns string) bool { return ns == name })
+	l.mu.Unlock()
+	stopAll(inside)
+	return deleteNamespace(name)
+}
+
+// start runs args in namespace ns (in the lab's own namespace when ns is
+// empty) with extra environment variables, and tracks it until Close.
+func (l *Lab) start(ns, name string, env []string, args ...string) (*Process, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errors.New("the lab is closed")
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	if ns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	}
+	cmd.Env = append(os.Environ(), env...)
+	p, err := startProcess(name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	p.namespace = ns
+	l.processes = append(l.processes, p)
+	l.startedPID = append(l.startedPID, p.PID())
+	return p, nil
+}
+
+// run runs args to completion in namespace ns and returns its combined
+// output; the error includes the output.
+func (l *Lab) run(ctx context.Context, ns string, args ...string) (string, error) {
+	if ns != "" {
+		args = append([]string{"ip", "netns", "exec", ns}, args...)
+	}
+	return runCommand(ctx, args[0], args[1:]...)
+}
+
+// runCommand runs a short command in its own process group, killed as a
+// group when ctx ends, and returns its combined output. The error names the
+// command and includes its output.
+func runCommand(ctx context.Context, name string, args ...string) (string, error) {
+	return runCommandIn(ctx, "", nil, append([]string{name}, args...)...)
+}
+
+// runCommandIn is runCommand in working directory dir (the current one when
+// empty) with extra environment variables.
+func runCommandIn(ctx context.Context, dir string, env []string, args ...string) (string, error) {
+	name := args[0]
+	args = args[1:]
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.SysProcAttr = ownGroup()
+	cmd.Cancel = func() error {
+		killGroup(cmd.Process.Pid, syscall.SIGKILL)
+		return nil
+	}
+	cmd.WaitDelay = 2 * time.Second
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	text := out.String()
+	if err != nil {
+		line := strings.Join(append([]string{name}, args...), " ")
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return text, fmt.Errorf("%s: %w", line, ctxErr)
+		}
+		if msg := strings.TrimSpace(text); msg != "" {
+			return text, fmt.Errorf("%s: %w: %s", line, err, msg)
+		}
+		return text, fmt.Errorf("%s: %w", line, err)
+	}
+	return text, nil
+}
+
+// RemoveStaleNamespaces deletes every namespace named with NamespacePrefix
+// whose owning process is gone, after killing the processes still running
+// inside it. It returns the names it removed.
+func RemoveStaleNamespaces(ctx context.Context) ([]string, error) {
+	out, err := runCommand(ctx, "ip", "netns", "list")
+	if err != nil {
+		return nil, fmt.Errorf("list namespaces: %w", err)
+	}
+	stale := staleNamespaces(out, processAlive)
+	var errs []error
+	var removed []string
+	for _, ns := range stale {
+		if err := deleteNamespace(ns); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, ns)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// staleNamespaces picks, from the output of `ip netns list`, the lab
+// namespaces whose owner PID is not alive (or cannot be read from the name).
+func staleNamespaces(ipNetnsList string, alive func(pid int) bool) []string {
+	var stale []string
+	for line := range strings.Lines(ipNetnsList) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], NamespacePrefix) {
+			continue
+		}
+		name := fields[0]
+		owner, ok := namespaceOwner(name)
+		if ok && alive(owner) {
+			continue
+		}
+		stale = append(stale, name)
+	}
+	return stale
+}
+
+// namespaceOwner extracts the owner PID from a lab namespace name.
+func namespaceOwner(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, NamespacePrefix)
+	if !ok {
+		return 0, false
+	}
+	digits, _, _ := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(digits)
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, true
+}
+
+// deleteNamespace kills every process inside the namespace, then deletes it.
+func deleteNamespace(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := killNamespaceProcesses(ctx, name); err != nil {
+		return err
+	}
+	if _, err := runCommand(ctx, "ip", "netns", "del", name); err != nil {
+		if _, statErr := os.Stat(filepath.Join("/run/netns", name)); errors.Is(statErr, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("delete namespace: %w", err)
+	}
+	return nil
+}
+
+// killNamespaceProcesses sends SIGKILL to every process in the namespace and
+// waits until none is left.
+func killNamespaceProcesses(ctx context.Context, name string) error {
+	for {
+		out, err := runCommand(ctx, "ip", "netns", "pids", name)
+		if err != nil {
+			if _, statErr := os.Stat(filepath.Join("/run/netns", name)); errors.Is(statErr, os.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("list processes in namespace %s: %w", name, err)
+		}
+		pids := parsePIDs(out)
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes %v in namespace %s do not exit: %w", pids, name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// parsePIDs reads the alive PIDs from `ip netns pids` output, one per line.
+func parsePIDs(out string) []int {
+	var pids []int
+	for _, field := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(field); err == nil && processAlive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// Topology is a pair of namespaces, client and server, joined by one veth
+// pair named veth0 on both sides.
+type Topology struct {
+	lab            *Lab
+	Client, Server string
+	ClientUnderlay netip.Addr
+	ServerUnderlay netip.Addr
+	// Dir is a private temporary directory for configuration files.
+	Dir string
+}
+
+// Underlay addresses of every topology (each lives in its own namespaces).
+var (
+	clientUnderlay = netip.MustParseAddr("10.99.0.1")
+	serverUnderlay = netip.MustParseAddr("10.99.0.2")
+)
+
+const underlayBits = 24
+
+// NewTopology creates the namespaces <prefix><owner>-<label>-c and -s and
+// the veth pair between them.
+func (l *Lab) NewTopology(ctx context.Context, label string) (*Topology, error) {
+	t := &Topology{lab: l, ClientUnderlay: clientUnderlay, ServerUnderlay: serverUnderlay}
+	if err := t.build(ctx, label); err != nil {
+		return nil, errors.Join(err, t.Close())
+	}
+	return t, nil
+}
+
+func (t *Topology) build(ctx context.Context, label string) error {
+	l := t.lab
+	var err error
+	if t.Client, err = l.addNamespace(ctx, label+"-c"); err != nil {
+		return err
+	}
+	if t.Server, err = l.addNamespace(ctx, label+"-s"); err != nil {
+		return err
+	}
+	if _, err := runCommand(ctx, "ip", "link", "add", "veth0", "netns", t.Client, "type", "veth",
+		"peer", "name", "veth0", "netns", t.Server); err != nil {
+		return fmt.Errorf("create veth pair: %w", err)
+	}
+	for ns, addr := range map[string]netip.Addr{t.Client: t.ClientUnderlay, t.Server: t.ServerUnderlay} {
+		prefix := netip.PrefixFrom(addr, underlayBits).String()
+		if _, err := runCommand(ctx, "ip", "-n", ns, "addr", "add", prefix, "dev", "veth0"); err != nil {
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
+		if _, err := runCommand(ctx, "ip", "-n", ns, "link", "set", "veth0", "up"); err != nil {
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
+	}
+	if t.Dir, err = os.MkdirTemp(l.dir, label+"-"); err != nil {
+		return fmt.Errorf("create the topology's directory: %w", err)
+	}
+	return nil
+}
+
+// Close stops the processes in both namespaces and deletes them.
+func (t *Topology) Close() error {
+	var errs []error
+	for _, ns := range []string{t.Client, t.Server} {
+		if ns != "" {
+			errs = append(errs, t.lab.removeNamespace(ns))
+		}
+	}
+	if t.Dir != "" {
+		errs = append(errs, os.RemoveAll(t.Dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Start runs a long-lived command inside namespace ns, tracked by the lab.
+func (t *Topology) Start(ns, name string, env []string, args ...string) (*Process, error) {
+	return t.lab.start(ns, name, env, args...)
+}
+
+// Run runs a command to completion inside namespace ns.
+func (t *Topology) Run(ctx context.Context, ns string, args ...string) (string, error) {
+	return t.lab.run(ctx, ns, args...)
+}
+
+func readFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return string(b), err
+}

@@ -1,0 +1,147 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Peer is one system measured by the throughput scenario: a tunnel between
+// the two namespaces of a topology (or none, for the plain veth reference).
+type Peer interface {
+	// Name is the peer's name on the command line and in reports.
+	Name() string
+	// Prepare finds (or builds) what the peer needs before any namespace
+	// exists. It returns a *SkipError when the peer cannot run here.
+	Prepare(ctx context.Context) error
+	// Version describes the peer's software; Path is its main binary.
+	Version() string
+	Path() string
+	// Setup brings the tunnel up in topo and returns once traffic passes.
+	Setup(ctx context.Context, topo *Topology) error
+	// ClientAddr is the source address iperf3 binds to in the client
+	// namespace; the zero Addr lets the kernel choose.
+	ClientAddr() netip.Addr
+	// ServerAddr is where iperf3 reaches the server through the tunnel.
+	ServerAddr() netip.Addr
+	// ClientInterface is the client namespace's interface that the
+	// measured flow must cross (the tunnel's TUN device), checked against
+	// its byte counters so that a flow bypassing the tunnel is an error.
+	ClientInterface() string
+	// Teardown stops what Setup started; the topology is removed after.
+	Teardown() error
+}
+
+// SkipError says why a peer cannot be measured on this machine.
+type SkipError struct{ Reason string }
+
+func (e *SkipError) Error() string { return "skipped: " + e.Reason }
+
+func skipf(format string, args ...any) error {
+	return &SkipError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// skipReason returns the reason when err is a *SkipError.
+func skipReason(err error) (string, bool) {
+	var skip *SkipError
+	if errors.As(err, &skip) {
+		return skip.Reason, true
+	}
+	return "", false
+}
+
+// PeerNames lists the peers in the default order of a run.
+var PeerNames = []string{"mifsec", "wireguard-go", "strongswan", "veth"}
+
+// PeerOptions locates the peers' binaries.
+type PeerOptions struct {
+	// MifsecPath is the mifsec binary (usually os.Executable()).
+	MifsecPath string
+	// WireguardGoPath is a wireguard-go binary; empty builds the module
+	// proxy's latest version into CacheDir.
+	WireguardGoPath string
+	// CacheDir holds built peers; empty means the user cache directory.
+	CacheDir string
+}
+
+// NewPeer returns the peer with this name.
+func NewPeer(name string, opts PeerOptions) (Peer, error) {
+	switch name {
+	case "mifsec":
+		return &mifsecPeer{binary: opts.MifsecPath}, nil
+	case "wireguard-go":
+		return &wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}, nil
+	case "strongswan":
+		return &strongswanPeer{}, nil
+	case "veth":
+		return &vethPeer{}, nil
+	}
+	return nil, fmt.Errorf("unknown peer %q (known: %s)", name, strings.Join(PeerNames, ", "))
+}
+
+// waitForPing pings dst from the client namespace until a reply comes back,
+// failing early when one of the tunnel's processes ends.
+func waitForPing(ctx context.Context, topo *Topology, src, dst netip.Addr, processes ...*Process) error {
+	const attempts = 20
+	args := []string{"ping", "-n", "-q", "-c", "1", "-W", "1"}
+	if src.IsValid() {
+		args = append(args, "-I", src.String())
+	}
+	args = append(args, dst.String())
+	var lastErr error
+	for range attempts {
+		for _, p := range processes {
+			if p.Exited() {
+				return fmt.Errorf("%s ended while the tunnel came up:\n%s", p.Name(), p.Describe())
+			}
+		}
+		_, err := topo.Run(ctx, topo.Client, args...)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	var details strings.Builder
+	for _, p := range processes {
+		details.WriteString("\n")
+		details.WriteString(p.Describe())
+	}
+	return fmt.Errorf("no ping reply from %s through the tunnel after %d tries (last: %v)%s",
+		dst, attempts, firstLine(lastErr.Error()), details.String())
+}
+
+// vethPeer is the reference: no tunnel, iperf3 straight over the veth pair.
+type vethPeer struct{ topo *Topology }
+
+func (p *vethPeer) Name() string                      { return "veth" }
+func (p *vethPeer) Prepare(ctx context.Context) error { return nil }
+func (p *vethPeer) Version() string                   { return "kernel " + kernelRelease() }
+func (p *vethPeer) Path() string                      { return "" }
+func (p *vethPeer) ClientAddr() netip.Addr            { return netip.Addr{} }
+func (p *vethPeer) ServerAddr() netip.Addr            { return p.topo.ServerUnderlay }
+func (p *vethPeer) ClientInterface() string           { return "veth0" }
+func (p *vethPeer) Teardown() error                   { return nil }
+
+func (p *vethPeer) Setup(ctx context.Context, topo *Topology) error {
+	p.topo = topo
+	return waitForPing(ctx, topo, netip.Addr{}, topo.ServerUnderlay)
+}
+
+func kernelRelease() string {
+	release, err := readFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(release)
+}

@@ -1,0 +1,111 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+const (
+	mifsecAlg       = "aes256gcm16"
+	mifsecTUN       = "mifsec0"
+	mifsecClientSPI = "0x1001" // SPI of the client→server SA
+	mifsecServerSPI = "0x2002" // SPI of the server→client SA
+	// mifsecKeyBytes is a 32-byte AES-256 key followed by the 4-byte GCM salt.
+	mifsecKeyBytes = 36
+)
+
+var (
+	mifsecClientAddr = netip.MustParseAddr("10.98.0.1")
+	mifsecServerAddr = netip.MustParseAddr("10.98.0.2")
+)
+
+// mifsecPeer is this binary's `mifsec static`: ESP with static keys, no IKE.
+type mifsecPeer struct {
+	binary  string
+	version string
+
+	processes []*Process
+}
+
+func (p *mifsecPeer) Name() string            { return "mifsec" }
+func (p *mifsecPeer) Version() string         { return p.version }
+func (p *mifsecPeer) Path() string            { return p.binary }
+func (p *mifsecPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
+func (p *mifsecPeer) ServerAddr() netip.Addr  { return mifsecServerAddr }
+func (p *mifsecPeer) ClientInterface() string { return mifsecTUN }
+
+func (p *mifsecPeer) Prepare(ctx context.Context) error {
+	if p.binary == "" {
+		binary, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the mifsec binary: %w", err)
+		}
+		p.binary = binary
+	}
+	if _, err := runCommand(ctx, p.binary, "static", "--help"); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return skipf("%s has no working `static` command (%s)", p.binary, firstLine(err.Error()))
+	}
+	out, err := runCommand(ctx, p.binary, "--version")
+	if err != nil {
+		return fmt.Errorf("mifsec --version: %w", err)
+	}
+	p.version = strings.TrimSpace(firstLine(out))
+	return nil
+}
+
+func (p *mifsecPeer) Setup(ctx context.Context, topo *Topology) error {
+	clientToServer, err := randomHex(mifsecKeyBytes)
+	if err != nil {
+		return err
+	}
+	serverToClient, err := randomHex(mifsecKeyBytes)
+	if err != nil {
+		return err
+	}
+	sides := []struct {
+		ns, label     string
+		local, remote netip.Addr
+		spiOut, spiIn string
+		keyOut, keyIn string
+		address       netip.Prefix
+	}{
+		{topo.Client, "client", topo.ClientUnderlay, topo.ServerUnderlay, mifsecClientSPI, mifsecServerSPI,
+			clientToServer, serverToClient, netip.PrefixFrom(mifsecClientAddr, 24)},
+		{topo.Server, "server", topo.ServerUnderlay, topo.ClientUnderlay, mifsecServerSPI, mifsecClientSPI,
+			serverToClient, clientToServer, netip.PrefixFrom(mifsecServerAddr, 24)},
+	}
+	for _, s := range sides {
+		proc, err := topo.Start(s.ns, "mifsec static ("+s.label+")", nil, p.binary, "static",
+			"--local", s.local.String(), "--remote", s.remote.String(),
+			"--spi-out", s.spiOut, "--spi-in", s.spiIn,
+			"--key-out", s.keyOut, "--key-in", s.keyIn,
+			"--alg", mifsecAlg, "--tun", mifsecTUN, "--address", s.address.String())
+		if err != nil {
+			return err
+		}
+		p.processes = append(p.processes, proc)
+	}
+	return waitForPing(ctx, topo, netip.Addr{}, mifsecServerAddr, p.processes...)
+}
+
+func (p *mifsecPeer) Teardown() error {
+	stopAll(p.processes)
+	p.processes = nil
+	return nil
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate key: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}

@@ -1,0 +1,372 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ThroughputScenario describes what RunThroughput measures.
+const ThroughputScenario = "two network namespaces joined by one veth pair; one TCP flow with iperf3 through the tunnel, client to server (up) then server to client (down, iperf3 -R)"
+
+// ThroughputConfig selects the peers and the length of each measurement.
+type ThroughputConfig struct {
+	// Duration of each iperf3 test (one per direction), at least 1s.
+	Duration time.Duration
+	// Peers are measured in this order; names from PeerNames.
+	Peers []string
+	// KeepGoing measures the remaining peers after one fails.
+	KeepGoing bool
+	PeerOptions
+	// Log receives progress messages; nil discards them.
+	Log io.Writer
+}
+
+// PeerResult is one row of the report. Rates are nil when not measured.
+type PeerResult struct {
+	Name             string   `json:"name"`
+	Version          string   `json:"version,omitempty"`
+	Path             string   `json:"path,omitempty"`
+	UpMbps           *float64 `json:"up_mbps"`
+	DownMbps         *float64 `json:"down_mbps"`
+	UpRetransmits    *int     `json:"up_retransmits"`
+	DownRetransmits  *int     `json:"down_retransmits"`
+	UpSeconds        float64  `json:"up_seconds,omitempty"`
+	DownSeconds      float64  `json:"down_seconds,omitempty"`
+	WallClockSeconds float64  `json:"wall_clock_seconds"`
+	Skipped          string   `json:"skipped,omitempty"`
+	Errors           []string `json:"errors,omitempty"`
+}
+
+// Ratio is mifsec's rate divided by a peer's, per direction; nil when one
+// of the two was not measured.
+type Ratio struct {
+	Peer string   `json:"peer"`
+	Up   *float64 `json:"up"`
+	Down *float64 `json:"down"`
+}
+
+// MachineInfo identifies where a report was measured.
+type MachineInfo struct {
+	NumCPU    int    `json:"nproc"`
+	Kernel    string `json:"kernel"`
+	CPU       string `json:"cpu,omitempty"`
+	Hostname  string `json:"hostname,omitempty"`
+	GoVersion string `json:"go_version"`
+	// LoadAverage is /proc/loadavg's 1-minute figure when the run started:
+	// other work on the machine lowers every figure of the run.
+	LoadAverage float64 `json:"load_average_1m"`
+}
+
+// ThroughputReport is the result of one run.
+type ThroughputReport struct {
+	Scenario        string       `json:"scenario"`
+	StartedAt       time.Time    `json:"started_at"`
+	DurationSeconds float64      `json:"duration_seconds"`
+	Machine         MachineInfo  `json:"machine"`
+	Peers           []PeerResult `json:"peers"`
+	// MifsecRatios has one entry per other peer when mifsec is in the run.
+	MifsecRatios []Ratio `json:"mifsec_ratios,omitempty"`
+}
+
+// RunThroughput measures each configured peer in a fresh topology of lab,
+// tearing it down before the next. Skipped peers are reported, not errors.
+// The report holds what was measured even when the error is not nil (a peer
+// failed, or ctx ended); the caller closes lab in every case.
+func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*ThroughputReport, error) {
+	log := cfg.Log
+	if log == nil {
+		log = io.Discard
+	}
+	peers, err := throughputPeers(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTrafficTools(); err != nil {
+		return nil, err
+	}
+	report := &ThroughputReport{
+		Scenario:        ThroughputScenario,
+		StartedAt:       time.Now().UTC().Truncate(time.Second),
+		DurationSeconds: cfg.Duration.Seconds(),
+		Machine:         machineInfo(),
+	}
+	var failures []error
+	for _, peer := range peers {
+		result, err := measurePeer(ctx, lab, peer, cfg.Duration, log)
+		report.Peers = append(report.Peers, result)
+		if ctx.Err() != nil {
+			report.MifsecRatios = mifsecRatios(report.Peers)
+			return report, fmt.Errorf("throughput run interrupted during %s: %w", peer.Name(), ctx.Err())
+		}
+		if err != nil {
+			failures = append(failures, fmt.Errorf("%s: %w", peer.Name(), err))
+			if !cfg.KeepGoing {
+				break
+			}
+		}
+	}
+	report.MifsecRatios = mifsecRatios(report.Peers)
+	return report, errors.Join(failures...)
+}
+
+func throughputPeers(cfg ThroughputConfig) ([]Peer, error) {
+	if cfg.Duration < time.Second {
+		return nil, fmt.Errorf("duration %v is too short: iperf3 measures whole seconds, at least 1s", cfg.Duration)
+	}
+	if len(cfg.Peers) == 0 {
+		return nil, errors.New("no peers to measure")
+	}
+	var peers []Peer
+	seen := map[string]bool{}
+	for _, name := range cfg.Peers {
+		if seen[name] {
+			return nil, fmt.Errorf("peer %q is listed twice", name)
+		}
+		seen[name] = true
+		peer, err := NewPeer(name, cfg.PeerOptions)
+		if err != nil {
+			return nil, err
+		}
+		peers = append(peers, peer)
+	}
+	return peers, nil
+}
+
+// optionalPeer is a peer whose failures are reported as skips.
+type optionalPeer interface{ Optional() bool }
+
+// measurePeer prepares the peer, builds its topology, brings the tunnel up,
+// runs iperf3 up then down, and tears everything down again. The error is
+// nil for a skipped peer.
+func measurePeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, log io.Writer) (PeerResult, error) {
+	start := time.Now()
+	result := PeerResult{Name: peer.Name()}
+	err := runPeer(ctx, lab, peer, duration, &result, log)
+	result.Version, result.Path = peer.Version(), peer.Path()
+	result.WallClockSeconds = roundTo(time.Since(start).Seconds(), 1)
+	if err == nil || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			result.Errors = append(result.Errors, "interrupted: "+ctx.Err().Error())
+		}
+		return result, err
+	}
+	reason, skipped := skipReason(err)
+	if optional, ok := peer.(optionalPeer); ok && optional.Optional() && !skipped {
+		reason, skipped = err.Error(), true
+	}
+	if skipped {
+		result.Skipped = reason
+		fmt.Fprintf(log, "%s: skipped: %s\n", peer.Name(), reason)
+		return result, nil
+	}
+	result.Errors = append(result.Errors, err.Error())
+	fmt.Fprintf(log, "%s: failed: %v\n", peer.Name(), err)
+	return result, err
+}
+
+func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, result *PeerResult, log io.Writer) (err error) {
+	if err := peer.Prepare(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
+	topo, err := lab.NewTopology(ctx, peer.Name())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		err = errors.Join(err, peer.Teardown(), topo.Close())
+	}()
+	if err := peer.Setup(ctx, topo); err != nil {
+		return err
+	}
+	iface := peer.ClientInterface()
+	for _, reverse := range []bool{false, true} {
+		direction := map[bool]string{false: "up", true: "down"}[reverse]
+		before, err := topo.readCounters(ctx, topo.Client, iface)
+		if err != nil {
+			return err
+		}
+		measured, err := topo.runIperf(ctx, iperfTest{
+			server: peer.ServerAddr(), bind: peer.ClientAddr(), duration: duration, reverse: reverse,
+		})
+		if err != nil {
+			return fmt.Errorf("iperf3 %s: %w", direction, err)
+		}
+		after, err := topo.readCounters(ctx, topo.Client, iface)
+		if err != nil {
+			return err
+		}
+		crossed := after.TxBytes - before.TxBytes
+		if reverse {
+			crossed = after.RxBytes - before.RxBytes
+		}
+		if !flowCrossed(measured.Bytes, crossed) {
+			return fmt.Errorf("iperf3 %s: the flow bypassed the tunnel: it moved %d bytes, %s counted only %d",
+				direction, measured.Bytes, iface, crossed)
+		}
+		mbps, retransmits := roundTo(measured.Mbps(), 1), measured.Retransmits
+		if reverse {
+			result.DownMbps, result.DownRetransmits, result.DownSeconds = &mbps, &retransmits, roundTo(measured.Seconds, 2)
+		} else {
+			result.UpMbps, result.UpRetransmits, result.UpSeconds = &mbps, &retransmits, roundTo(measured.Seconds, 2)
+		}
+		fmt.Fprintf(log, "%s: %s %.1f Mbit/s, %d retransmits\n", peer.Name(), direction, mbps, retransmits)
+	}
+	return nil
+}
+
+// mifsecRatios divides mifsec's rates by every other measured peer's.
+func mifsecRatios(results []PeerResult) []Ratio {
+	i := slices.IndexFunc(results, func(r PeerResult) bool { return r.Name == "mifsec" })
+	if i < 0 {
+		return nil
+	}
+	mifsec := results[i]
+	var ratios []Ratio
+	for _, r := range results {
+		if r.Name == "mifsec" {
+			continue
+		}
+		ratios = append(ratios, Ratio{Peer: r.Name, Up: ratio(mifsec.UpMbps, r.UpMbps), Down: ratio(mifsec.DownMbps, r.DownMbps)})
+	}
+	return ratios
+}
+
+func ratio(numerator, denominator *float64) *float64 {
+	if numerator == nil || denominator == nil || *denominator <= 0 {
+		return nil
+	}
+	r := roundTo(*numerator / *denominator, 3)
+	return &r
+}
+
+// WriteTable prints the report as an aligned table: Mbit/s and
+// retransmits per direction, mifsec/peer per direction, and the version or
+// why the peer has no figures.
+func (r *ThroughputReport) WriteTable(w io.Writer) error {
+	ratios := map[string]Ratio{}
+	for _, ratio := range r.MifsecRatios {
+		ratios[ratio.Peer] = ratio
+	}
+	rows := [][]string{{"peer", "up Mbit/s", "down Mbit/s", "retr up", "retr down", "mifsec/peer up", "mifsec/peer down", "note"}}
+	for _, p := range r.Peers {
+		note := p.Version
+		switch {
+		case p.Skipped != "":
+			note = "skipped: " + p.Skipped
+		case len(p.Errors) > 0:
+			note = "error: " + p.Errors[0]
+		}
+		ratio := ratios[p.Name]
+		rows = append(rows, []string{p.Name,
+			formatFloat(p.UpMbps, 1), formatFloat(p.DownMbps, 1),
+			formatInt(p.UpRetransmits), formatInt(p.DownRetransmits),
+			formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2), oneLine(note, noteLimit)})
+	}
+	widths := make([]int, len(rows[0]))
+	for _, row := range rows {
+		for i, cell := range row {
+			widths[i] = max(widths[i], len(cell))
+		}
+	}
+	var b strings.Builder
+	for _, row := range rows {
+		last := len(row) - 1
+		for i, cell := range row {
+			switch i {
+			case 0:
+				fmt.Fprintf(&b, "%-*s", widths[i], cell)
+			case last:
+				fmt.Fprintf(&b, "  %s", cell)
+			default:
+				fmt.Fprintf(&b, "  %*s", widths[i], cell)
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "%s; %.0fs per direction; %d CPUs, kernel %s, load average %.2f at start\n",
+		r.Scenario, r.DurationSeconds, r.Machine.NumCPU, r.Machine.Kernel, r.Machine.LoadAverage)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteJSON writes the report to path, creating its directory.
+func (r *ThroughputReport) WriteJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// noteLimit bounds the note column; the JSON report has the whole text.
+const noteLimit = 200
+
+// oneLine collapses whitespace and newlines and cuts s to at most limit
+// bytes.
+func oneLine(s string, limit int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > limit {
+		s = s[:limit-3] + "..."
+	}
+	return s
+}
+
+func formatFloat(v *float64, decimals int) string {
+	if v == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(*v, 'f', decimals, 64)
+}
+
+func formatInt(v *int) string {
+	if v == nil {
+		return "-"
+	}
+	return strconv.Itoa(*v)
+}
+
+func roundTo(v float64, decimals int) float64 {
+	scale := 1.0
+	for range decimals {
+		scale *= 10
+	}
+	return float64(int64(v*scale+0.5)) / scale
+}
+
+func machineInfo() MachineInfo {
+	info := MachineInfo{NumCPU: runtime.NumCPU(), Kernel: kernelRelease(), GoVersion: runtime.Version()}
+	info.Hostname, _ = os.Hostname()
+	if loadavg, err := readFile("/proc/loadavg"); err == nil {
+		if fields := strings.Fields(loadavg); len(fields) > 0 {
+			info.LoadAverage, _ = strconv.ParseFloat(fields[0], 64)
+		}
+	}
+	if cpuinfo, err := readFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(cpuinfo) {
+			if key, value, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(key) == "model name" {
+				info.CPU = strings.TrimSpace(value)
+				break
+			}
+		}
+	}
+	return info
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mifsec/mifsec/bench"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure mifsec against other tunnels in network namespaces (needs root)",
+		Subcommands: []*cli.Command{
+			benchThroughputCommand(),
+		},
+	}
+}
+
+func benchThroughputCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "throughput",
+		Usage: "one TCP flow with iperf3 through each tunnel, both directions, in a netns pair over veth",
+		Description: "Each peer gets two fresh network namespaces (" + bench.NamespacePrefix + "PID-PEER-c/-s)\n" +
+			"joined by a veth pair; the tunnel runs between them and iperf3 measures one TCP flow\n" +
+			"up (client to server) and down (-R). Peers: mifsec (this binary's `static` command),\n" +
+			"wireguard-go (built from the Go module proxy into the cache directory when missing),\n" +
+			"strongswan (charon with kernel-libipsec, when installed) and veth (no tunnel).\n" +
+			"Namespaces and processes left by an interrupted earlier run are removed first.",
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each iperf3 test (one per direction)"},
+			&cli.StringFlag{Name: "peers", Value: strings.Join(bench.PeerNames, ","), Usage: "comma-separated peers to measure, in this order"},
+			&cli.StringFlag{Name: "json", Value: "bench-out/throughput.json", Usage: "write the JSON report to `FILE`"},
+			&cli.BoolFlag{Name: "keep-going", Usage: "measure the remaining peers after one fails"},
+			&cli.StringFlag{Name: "wireguard-go", Usage: "use this wireguard-go binary instead of building one (`PATH`)"},
+		},
+		Action: runBenchThroughput,
+	}
+}
+
+func runBenchThroughput(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("bench throughput takes no arguments, got %q", c.Args().Slice())
+	}
+	var peers []string
+	for name := range strings.SplitSeq(c.String("peers"), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			peers = append(peers, name)
+		}
+	}
+	mifsecPath, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the mifsec binary: %w", err)
+	}
+	cfg := bench.ThroughputConfig{
+		Duration:  c.Duration("duration"),
+		Peers:     peers,
+		KeepGoing: c.Bool("keep-going"),
+		PeerOptions: bench.PeerOptions{
+			MifsecPath:      mifsecPath,
+			WireguardGoPath: c.String("wireguard-go"),
+		},
+		Log: c.App.ErrWriter,
+	}
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+
+	// A closed stdout or stderr (e.g. piped into head) must not kill the
+	// process before it has removed its namespaces and processes: writes
+	// then fail with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx := c.Context
+	lab, err := bench.NewLab(ctx, cfg.Log)
+	if err != nil {
+		return err
+	}
+	// Close works after cancellation too: it uses its own deadline.
+	defer lab.Close()
+	report, runErr := bench.RunThroughput(ctx, lab, cfg)
+	closeErr := lab.Close()
+	if closeErr != nil {
+		closeErr = fmt.Errorf("clean up the lab: %w", closeErr)
+	}
+	if report == nil {
+		return errors.Join(runErr, closeErr)
+	}
+	var outErr error
+	if err := report.WriteTable(c.App.Writer); err != nil {
+		outErr = fmt.Errorf("print the table: %w", err)
+	}
+	if path := c.String("json"); path != "" {
+		if err := report.WriteJSON(path); err != nil {
+			outErr = errors.Join(outErr, err)
+		} else {
+			fmt.Fprintf(cfg.Log, "report written to %s\n", path)
+		}
+	}
+	return errors.Join(runErr, closeErr, outErr)
+}

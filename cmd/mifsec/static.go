@@ -1,0 +1,260 @@
+package main
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/tun"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+)
+
+// staticConfig is a manually keyed tunnel: two SAs, as `ip xfrm state`
+// would hold them, carried in UDP.
+type staticConfig struct {
+	local, remote netip.AddrPort
+	out, in       dataplane.SAConfig
+	tunName       string
+	mtu           int
+	queues        int
+	addresses     []netip.Prefix
+	routes        []netip.Prefix
+	device        string
+}
+
+func staticCommand() *cli.Command {
+	flags := []cli.Flag{
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "local", Usage: "local outer `ADDR` or ADDR:PORT to send from and listen on", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote", Usage: "peer's outer `ADDR` or ADDR:PORT", Required: true}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "port", Value: 4500, Usage: "UDP `PORT` for ESP where --local/--remote name none"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "spi-out", Usage: "`SPI` of the outbound SA (0x hex or decimal, at least 256)", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "spi-in", Usage: "`SPI` of the inbound SA", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-out", Usage: "outbound key and 4-byte salt in `HEX`, as ip xfrm writes it", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-in", Usage: "inbound key and salt in `HEX`", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "alg", Value: "aes256gcm16", Usage: "`ALGORITHM`: aes128gcm16, aes256gcm16 or chacha20poly1305"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "esn", Usage: "use 64-bit extended sequence numbers"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "replay-window", Value: dataplane.DefaultReplayWindow, Usage: "anti-replay window in `PACKETS` (32-65536)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "address", Usage: "inner `CIDR` for the TUN interface (repeatable)", Required: true}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "route", Usage: "extra `CIDR` routed into the tunnel (repeatable)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "queues", Usage: "TUN queues, one worker each; 0 means one per CPU"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "bind-device", Usage: "send and receive ESP only through interface `IFNAME`"}),
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
+	}
+	return &cli.Command{
+		Name:  "static",
+		Usage: "run a tunnel with manually keyed SAs (no IKE)",
+		Description: `Runs ESP in UDP between two hosts with keys given by hand, as 'ip xfrm state'
+would hold them. The peer runs the mirror image: swapped --local/--remote,
+--spi-in/--spi-out and --key-in/--key-out. Keys are the cipher key followed by
+the 4-byte salt: 20 bytes for aes128gcm16, 36 for aes256gcm16 and
+chacha20poly1305. Packets from the peer must come from its --address network or
+a --route.`,
+		Flags:  flags,
+		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		Action: runStatic,
+	}
+}
+
+// parseStatic checks every setting; nothing is created before it succeeds.
+func parseStatic(c *cli.Context) (*staticConfig, error) {
+	cfg := &staticConfig{tunName: c.String("tun"), mtu: c.Int("mtu"), queues: c.Int("queues"), device: c.String("bind-device")}
+	port := c.Int("port")
+	if port < 1 || port > 65535 {
+		return nil, fmt.Errorf("--port %d: must be 1-65535", port)
+	}
+	var err error
+	if cfg.local, err = parseEndpoint(c.String("local"), uint16(port)); err != nil {
+		return nil, fmt.Errorf("--local: %w", err)
+	}
+	if cfg.remote, err = parseEndpoint(c.String("remote"), uint16(port)); err != nil {
+		return nil, fmt.Errorf("--remote: %w", err)
+	}
+	if cfg.local.Addr().Is4() != cfg.remote.Addr().Is4() {
+		return nil, fmt.Errorf("--local %s and --remote %s are of different address families", cfg.local.Addr(), cfg.remote.Addr())
+	}
+	alg, err := dataplane.ParseAlgorithm(c.String("alg"))
+	if err != nil {
+		return nil, fmt.Errorf("--alg: %w", err)
+	}
+	for _, d := range []struct {
+		sa       *dataplane.SAConfig
+		spi, key string
+	}{{&cfg.out, "spi-out", "key-out"}, {&cfg.in, "spi-in", "key-in"}} {
+		spi, err := parseSPI(c.String(d.spi))
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", d.spi, err)
+		}
+		key, err := parseKey(c.String(d.key), alg)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", d.key, err)
+		}
+		*d.sa = dataplane.SAConfig{SPI: spi, Algorithm: alg, Key: key, ESN: c.Bool("esn"), ReplayWindow: c.Int("replay-window")}
+	}
+	if cfg.out.SPI == cfg.in.SPI {
+		return nil, fmt.Errorf("--spi-out and --spi-in are both %#x: each direction needs its own SA", cfg.in.SPI)
+	}
+	if err := tun.ValidateName(cfg.tunName); err != nil {
+		return nil, fmt.Errorf("--tun: %w", err)
+	}
+	if cfg.addresses, err = parsePrefixes(c.StringSlice("address"), false); err != nil {
+		return nil, fmt.Errorf("--address: %w", err)
+	}
+	if cfg.routes, err = parsePrefixes(c.StringSlice("route"), true); err != nil {
+		return nil, fmt.Errorf("--route: %w", err)
+	}
+	if cfg.mtu == 0 {
+		cfg.mtu = innerMTU(1500, cfg.remote.Addr())
+	}
+	return cfg, nil
+}
+
+// innerMTU is the largest inner packet whose ESP-in-UDP datagram fits a path
+// MTU of pathMTU to remote.
+func innerMTU(pathMTU int, remote netip.Addr) int {
+	outer := 20 + 8
+	if remote.Is6() {
+		outer = 40 + 8
+	}
+	n := pathMTU - outer - dataplane.HeaderLen - dataplane.ICVLen - 2
+	return n - (n+2)%4
+}
+
+func parseEndpoint(s string, defaultPort uint16) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is neither an address nor address:port", s)
+	}
+	return netip.AddrPortFrom(a.Unmap(), defaultPort), nil
+}
+
+func parseSPI(s string) (uint32, error) {
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a 32-bit number", s)
+	}
+	if v < 256 {
+		return 0, fmt.Errorf("SPI %#x is reserved: use 256 (0x100) or more", v)
+	}
+	return uint32(v), nil
+}
+
+func parseKey(s string, alg dataplane.Algorithm) ([]byte, error) {
+	key, err := hex.DecodeString(strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X"))
+	if err != nil {
+		return nil, errors.New("not a hex string")
+	}
+	if len(key) != alg.KeyLen() {
+		return nil, fmt.Errorf("%s needs %d bytes (%d-byte key and 4-byte salt), got %d", alg, alg.KeyLen(), alg.KeyLen()-dataplane.SaltLen, len(key))
+	}
+	return key, nil
+}
+
+func parsePrefixes(list []string, masked bool) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range list {
+		for _, s := range strings.Split(item, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR prefix", s)
+			}
+			if masked {
+				p = p.Masked()
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func runStatic(c *cli.Context) error {
+	cfg, err := parseStatic(c)
+	if err != nil {
+		return err
+	}
+	out, err := dataplane.NewSA(cfg.out)
+	if err != nil {
+		return err
+	}
+	in, err := dataplane.NewSA(cfg.in)
+	if err != nil {
+		return err
+	}
+	conn, err := dataplane.ListenUDP(c.Context, dataplane.UDPConfig{Local: cfg.local, Device: cfg.device})
+	if err != nil {
+		return err
+	}
+	remote, err := conn.NewEndpoint(cfg.remote)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	iface, err := tun.Create(tun.Config{Name: cfg.tunName, MTU: cfg.mtu, Queues: cfg.queues})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer iface.Close()
+	// Inner networks: the peer sends from them and we route to them.
+	var networks dataplane.Selectors
+	for _, p := range cfg.addresses {
+		if err := iface.AddAddress(p); err != nil {
+			conn.Close()
+			return err
+		}
+		networks = append(networks, p.Masked())
+	}
+	if err := iface.SetUp(); err != nil {
+		conn.Close()
+		return err
+	}
+	for _, p := range cfg.routes {
+		if err := iface.AddRoute(p); err != nil {
+			conn.Close()
+			return err
+		}
+		networks = append(networks, p)
+	}
+	engine, err := dataplane.NewEngine(dataplane.EngineConfig{
+		Queues: iface.Queues(),
+		Paths:  []*dataplane.Path{{ID: 0, Conn: conn, Remote: remote}},
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	routes := make([]dataplane.Route, 0, len(networks))
+	for _, p := range networks {
+		routes = append(routes, dataplane.Route{Prefix: p, SA: out})
+	}
+	engine.SetRoutes(routes)
+	if err := engine.AddInbound(in, networks); err != nil {
+		conn.Close()
+		return err
+	}
+	if err := dropPrivileges(); err != nil {
+		if !errPrivilegesKept(err) {
+			return err
+		}
+		slog.Warn("capabilities kept: this binary was built with cgo; build with CGO_ENABLED=0 to drop them")
+	}
+	gso, gro := conn.Offloads()
+	slog.Info("tunnel up", "tun", iface.Name(), "mtu", cfg.mtu, "queues", len(iface.Queues()),
+		"local", conn.LocalAddr(), "remote", cfg.remote, "alg", out.Algorithm(),
+		"spi_out", fmt.Sprintf("%#x", out.SPI()), "spi_in", fmt.Sprintf("%#x", in.SPI()), "udp_gso", gso, "udp_gro", gro)
+	err = engine.Run(c.Context)
+	s := &engine.Stats
+	slog.Info("tunnel down", "tx_packets", s.TxPackets.Load(), "rx_packets", s.RxPackets.Load(),
+		"drops", s.Drops.Snapshot(), "send_errors", s.SendErrors.Load())
+	return err
+}
