@@ -52,7 +52,10 @@ func BenchmarkOpen(b *testing.B) {
 			for b.Loop() {
 				if i == ring {
 					i = 0
-					in.window, _ = NewReplayWindow(DefaultReplayWindow)
+					in.window.top.Store(0)
+					for k := range in.window.slots {
+						in.window.slots[k].Store(0)
+					}
 				}
 				copy(rx[scratchLen:], pkts[i])
 				if _, _, err := in.Open(rx, len(pkts[i])); err != nil {
