@@ -1,0 +1,231 @@
+// Package strongswan runs strongSwan's charon, with its userspace ESP
+// backend (kernel-libipsec), inside a test's network namespace: the
+// reference IKEv2 peer of mifsec's interoperability tests.
+//
+// Each charon runs in its own mount namespace with a private /run, so
+// several can run at once and none touches the host's. Tests write the
+// swanctl.conf they need; Start adds strongswan.conf with an explicit plugin
+// list (openssl first for AES-NI, kdf for the IKE key derivation).
+package strongswan
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	charonBinary = "/usr/lib/ipsec/charon"
+	pluginPath   = "/usr/lib/ipsec/plugins/libstrongswan-%s.so"
+	// Plugins is the explicit plugin list charon loads.
+	Plugins = "random nonce openssl aesni aes sha1 sha2 hmac gcm chapoly curve25519 x509 pem pkcs1 pkcs8 pubkey kdf gmp kernel-libipsec kernel-netlink socket-default vici attr updown"
+	// Packages are the Debian packages that provide all of it.
+	Packages  = "strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins"
+	socketRun = "/run/mifsec-test-charon.vici"
+)
+
+// Available reports what is missing to run charon, or "" if nothing is.
+func Available() string {
+	if os.Geteuid() != 0 {
+		return "needs root (network and mount namespaces)"
+	}
+	if _, err := os.Stat(charonBinary); err != nil {
+		return charonBinary + " not found: apt-get install " + Packages
+	}
+	for _, tool := range []string{"swanctl", "unshare", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return tool + " not found: apt-get install " + Packages
+		}
+	}
+	for _, p := range []string{"openssl", "kernel-libipsec", "kdf", "vici"} {
+		if _, err := os.Stat(fmt.Sprintf(pluginPath, p)); err != nil {
+			return "strongSwan plugin " + p + " not found: apt-get install " + Packages
+		}
+	}
+	return ""
+}
+
+// Require skips the test unless charon can run here.
+func Require(t testing.TB) {
+	t.Helper()
+	if missing := Available(); missing != "" {
+		t.Skip("strongSwan: " + missing)
+	}
+}
+
+// Config is one charon's setup.
+type Config struct {
+	// Netns is the named network namespace charon runs in.
+	Netns string
+	// Swanctl is the swanctl.conf text (one setting per line).
+	Swanctl string
+	// Files are written beside swanctl.conf before loading, by relative
+	// path: x509/gw.pem, x509ca/ca.pem, private/gw.key and so on.
+	Files map[string][]byte
+	// Charon adds lines to strongswan.conf's charon section.
+	Charon string
+}
+
+// Charon is a running charon.
+type Charon struct {
+	t    testing.TB
+	dir  string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+	uri  string
+}
+
+// Start runs charon in cfg.Netns, loads cfg.Swanctl and stops charon when
+// the test ends.
+func Start(t testing.TB, cfg Config) *Charon {
+	t.Helper()
+	Require(t)
+	dir := t.TempDir()
+	strongswanConf := fmt.Sprintf(`charon {
+	load = %s
+	port = 500
+	port_nat_t = 4500
+	retransmit_timeout = 1
+	retransmit_tries = 3
+%s
+	filelog {
+		stderr {
+			default = 1
+			ike = 2
+			time_format = %%T
+		}
+	}
+	plugins {
+		kernel-libipsec {
+			allow_peer_ts = yes
+		}
+		vici {
+			socket = unix://%s
+		}
+	}
+}
+`, Plugins, cfg.Charon, socketRun)
+	if err := os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(strongswanConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "swanctl.conf"), []byte(cfg.Swanctl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range cfg.Files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Charon{t: t, dir: dir, log: &syncBuffer{}, done: make(chan struct{})}
+	c.cmd = exec.Command("ip", "netns", "exec", cfg.Netns, "unshare", "--mount", "sh", "-c",
+		"mount -t tmpfs tmpfs /run && exec "+charonBinary)
+	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(dir, "strongswan.conf"))
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("starting charon: %v", err)
+	}
+	go func() { c.cmd.Wait(); close(c.done) }()
+	t.Cleanup(c.Stop)
+	// The vici socket is in charon's private /run: reach it through the
+	// process's root. The process is sh until it execs charon.
+	c.uri = "unix:///proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/root" + socketRun
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(strings.TrimPrefix(c.uri, "unix://")); err == nil {
+			break
+		}
+		select {
+		case <-c.done:
+			t.Fatalf("charon exited during start:\n%s", c.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("charon's vici socket did not appear within 15s:\n%s", c.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, err := c.Swanctl("--load-all", "--noprompt", "--file", filepath.Join(dir, "swanctl.conf")); err != nil {
+		t.Fatalf("swanctl --load-all: %v\n%s\ncharon:\n%s", err, out, c.Log())
+	}
+	return c
+}
+
+// Swanctl runs swanctl against this charon.
+func (c *Charon) Swanctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "swanctl", append(args, "--uri", c.uri)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// MustSwanctl runs swanctl and fails the test on an error.
+func (c *Charon) MustSwanctl(args ...string) string {
+	c.t.Helper()
+	out, err := c.Swanctl(args...)
+	if err != nil {
+		c.t.Fatalf("swanctl %s: %v\n%s\ncharon:\n%s", strings.Join(args, " "), err, out, c.Log())
+	}
+	return out
+}
+
+// Log returns what charon logged so far.
+func (c *Charon) Log() string { return c.log.String() }
+
+// Stop kills charon (and with it its ports 500 and 4500).
+func (c *Charon) Stop() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.done
+	}
+}
+
+// Exited reports whether charon has stopped.
+func (c *Charon) Exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
