@@ -203,6 +203,17 @@ func (c *Charon) Stop() {
 	}
 }
 
+// Kill kills charon at once, as a crash would: it sends no Delete.
+func (c *Charon) Kill() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	<-c.done
+}
+
 // Exited reports whether charon has stopped.
 func (c *Charon) Exited() bool {
 	select {

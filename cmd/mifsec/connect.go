@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/tun"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+)
+
+const (
+	defaultIKEProposals = "aes256gcm16-prfsha256-x25519,chacha20poly1305-prfsha256-x25519,aes128gcm16-prfsha256-ecp256,aes256-sha256-modp2048"
+	defaultESPProposals = "aes256gcm16,chacha20poly1305,aes128gcm16"
+)
+
+func connectCommand() *cli.Command {
+	flags := []cli.Flag{
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "gateway", Usage: "gateway `ADDR` or ADDR:PORT (IKE port, default 500)", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote-id", Usage: "the gateway's expected `IDENTITY` (default: whatever it proves)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for the gateway, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "interface", Usage: "reach the gateway through `IFNAME` (default: as routed now)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "`CIDR` to reach through the tunnel (repeatable; default everything)"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "ipv6", Value: true, Usage: "ask for an inner IPv6 address too"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey the Child SA after `DURATION` (0: the gateway rekeys)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ike-rekey", Usage: "rekey the IKE SA after `DURATION` (0: the gateway rekeys)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "check the gateway is alive after `DURATION` of silence"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of IKE requests"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
+	}
+	return &cli.Command{
+		Name:  "connect",
+		Usage: "connect to an IKEv2 gateway and route the granted networks through the tunnel",
+		Description: `Authenticates to the gateway with a pre-shared key (--psk-file) or a certificate
+(--cert, --key, and --ca to verify the gateway), asks for inner addresses, and routes
+the traffic selectors the gateway grants into a TUN device. Runs until interrupted,
+then deletes the IKE SA and removes the device.`,
+		Flags:  flags,
+		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		Action: runConnect,
+	}
+}
+
+func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
+	var cfg mif.ClientConfig
+	s := &cfg.Session
+	gw, err := parseEndpoint(c.String("gateway"), 500)
+	if err != nil {
+		return cfg, fmt.Errorf("--gateway: %w", err)
+	}
+	s.Remote = gw
+	if s.LocalID, err = ike.ParseIdentity(c.String("local-id")); err != nil {
+		return cfg, fmt.Errorf("--local-id: %w", err)
+	}
+	if id := c.String("remote-id"); id != "" {
+		if s.RemoteID, err = ike.ParseIdentity(id); err != nil {
+			return cfg, fmt.Errorf("--remote-id: %w", err)
+		}
+	}
+	switch {
+	case c.String("psk-file") != "" && c.String("key") != "":
+		return cfg, errors.New("give either --psk-file or --cert/--key, not both")
+	case c.String("psk-file") != "":
+		psk, err := os.ReadFile(c.String("psk-file"))
+		if err != nil {
+			return cfg, fmt.Errorf("--psk-file: %w", err)
+		}
+		if s.PSK = bytes.TrimRight(psk, "\r\n"); len(s.PSK) == 0 {
+			return cfg, fmt.Errorf("--psk-file %s is empty", c.String("psk-file"))
+		}
+	case c.String("key") != "" || c.String("cert") != "":
+		if c.String("key") == "" || c.String("cert") == "" {
+			return cfg, errors.New("--cert and --key go together")
+		}
+		certs, err := ike.LoadCertificates(c.String("cert"))
+		if err != nil {
+			return cfg, fmt.Errorf("--cert: %w", err)
+		}
+		key, err := ike.LoadPrivateKey(c.String("key"))
+		if err != nil {
+			return cfg, fmt.Errorf("--key: %w", err)
+		}
+		s.Key, s.Certificates = key, certs
+	default:
+		return cfg, errors.New("no credentials: give --psk-file, or --cert and --key")
+	}
+	if ca := c.String("ca"); ca != "" {
+		if s.CAs, err = ike.LoadTrustStore(ca); err != nil {
+			return cfg, fmt.Errorf("--ca: %w", err)
+		}
+	}
+	if s.IKE, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
+		return cfg, fmt.Errorf("--ike: %w", err)
+	}
+	if s.ESP, err = ike.ParseESPProposals(c.String("esp")); err != nil {
+		return cfg, fmt.Errorf("--esp: %w", err)
+	}
+	if s.RemoteTS, err = parsePrefixes(c.StringSlice("remote-ts"), true); err != nil {
+		return cfg, fmt.Errorf("--remote-ts: %w", err)
+	}
+	s.RequestIPv4, s.RequestIPv6 = true, c.Bool("ipv6")
+	s.ChildRekey, s.IKERekey, s.DPD = c.Duration("child-rekey"), c.Duration("ike-rekey"), c.Duration("dpd")
+	s.Retransmit = ike.RetransmitPolicy{Timeout: c.Duration("retransmit"), Tries: c.Int("retransmit-tries")}
+	if err := tun.ValidateName(c.String("tun")); err != nil {
+		return cfg, fmt.Errorf("--tun: %w", err)
+	}
+	cfg.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
+	if cfg.TUN.MTU == 0 {
+		cfg.TUN.MTU = innerMTU(1500, gw.Addr())
+	}
+	cfg.Device = c.String("interface")
+	return cfg, nil
+}
+
+func runConnect(c *cli.Context) error {
+	cfg, err := parseConnect(c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = slog.Default()
+	client, err := mif.NewClient(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := mif.ServeStatus(c.Context, mif.ControlSocket(cfg.TUN.Name), func() any { return client.Status() }); err != nil {
+		slog.Warn("status will not be available", "err", err)
+	}
+	return client.Run(c.Context)
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the state of a running mifsec (IKE SA, Child SAs, counters, paths)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "the instance's TUN interface `NAME`"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			raw, err := mif.ReadStatus(mif.ControlSocket(c.String("tun")))
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				var out bytes.Buffer
+				json.Indent(&out, raw, "", "  ")
+				fmt.Println(out.String())
+				return nil
+			}
+			var st mif.Status
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return err
+			}
+			printStatus(st)
+			return nil
+		},
+	}
+}
+
+func printStatus(st mif.Status) {
+	s := st.Session
+	fmt.Printf("gateway %s: %s", s.Gateway, s.State)
+	if !s.Established.IsZero() {
+		fmt.Printf(" since %s", s.Established.Format(time.RFC3339))
+	}
+	fmt.Println()
+	if s.IKESPIi != "" {
+		fmt.Printf("  IKE SA %s_i %s_r  %s  (rekeyed %d times, reconnected %d times)\n", s.IKESPIi, s.IKESPIr, s.IKESuite, s.IKERekeys, s.Reconnects)
+	}
+	if s.Child != nil {
+		fmt.Printf("  Child SA in %s out %s  %s  (rekeyed %d times)\n", s.Child.InSPI, s.Child.OutSPI, s.Child.Algorithm, s.ChildRekeys)
+		fmt.Printf("    local %s === remote %s\n", strings.Join(s.Child.LocalTS, ","), strings.Join(s.Child.RemoteTS, ","))
+	}
+	if len(s.Addresses) > 0 {
+		fmt.Printf("  addresses %s on %s", strings.Join(s.Addresses, ", "), st.Interface)
+		if len(s.DNS) > 0 {
+			fmt.Printf(", DNS %s", strings.Join(s.DNS, ", "))
+		}
+		fmt.Println()
+	}
+	fmt.Printf("  traffic: sent %d packets (%d bytes), received %d packets (%d bytes)\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes)
+	if len(st.Drops) > 0 {
+		fmt.Printf("  drops: %v\n", st.Drops)
+	}
+	for _, p := range st.Paths {
+		fmt.Printf("  path %d: %s %s -> %s (GSO %v, GRO %v)\n", p.ID, p.Device, p.Local, p.Remote, p.GSO, p.GRO)
+	}
+	if s.LastError != "" {
+		fmt.Printf("  last error: %s\n", s.LastError)
+	}
+}

@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/internal/strongswan"
+	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/mif"
+)
+
+// gatewayTopology is a client namespace and a gateway namespace joined by a
+// veth pair; the gateway runs strongSwan and protects 10.1.0.0/24 (an
+// address on its lo) and hands out addresses from 10.3.0.0/24.
+type gatewayTopology struct {
+	client, gw string
+	charon     *strongswan.Charon
+	dir        string
+}
+
+type gatewayOptions struct {
+	proposals, espProposals string
+	auth                    string // "psk" or "pubkey"
+	pki                     *ike.TestPKI
+	childRekey, ikeRekey    string // strongSwan durations, "" for its defaults
+	psk                     string
+}
+
+func newGatewayTopology(t *testing.T, o gatewayOptions) *gatewayTopology {
+	strongswan.Require(t)
+	testenv.RequireCommand(t, "ping")
+	top := &gatewayTopology{client: testenv.NewNamedNetns(t, "cl"), gw: testenv.NewNamedNetns(t, "gw"), dir: t.TempDir()}
+	testenv.Veth(t, top.client, top.gw, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
+	testenv.Exec(t, top.gw, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo")
+	top.charon = strongswan.Start(t, strongswan.Config{Netns: top.gw, Swanctl: gatewaySwanctl(o), Files: gatewayFiles(t, o)})
+	return top
+}
+
+func gatewaySwanctl(o gatewayOptions) string {
+	rekey := ""
+	if o.ikeRekey != "" {
+		rekey = "\t\trekey_time = " + o.ikeRekey + "\n"
+	}
+	childRekey := ""
+	if o.childRekey != "" {
+		childRekey = "\t\t\t\trekey_time = " + o.childRekey + "\n"
+	}
+	local, remote := "\t\t\tauth = psk\n\t\t\tid = gw.example\n", "\t\t\tauth = psk\n\t\t\tid = client.example\n"
+	secrets := fmt.Sprintf("secrets {\n\tike-1 {\n\t\tid-gw = gw.example\n\t\tid-cl = client.example\n\t\tsecret = %q\n\t}\n}\n", o.psk)
+	if o.auth == "pubkey" {
+		local = "\t\t\tauth = pubkey\n\t\t\tcerts = gateway.pem\n\t\t\tid = " + o.pki.Gateway.Identity.String() + "\n"
+		remote = "\t\t\tauth = pubkey\n\t\t\tid = " + o.pki.Client.Identity.String() + "\n"
+		secrets = ""
+	}
+	return fmt.Sprintf(`connections {
+	gw {
+		version = 2
+		local_addrs = 192.0.2.2
+		pools = pool4
+		proposals = %s
+%s		local {
+%s		}
+		remote {
+%s		}
+		children {
+			net {
+				local_ts = 10.1.0.0/24
+				esp_proposals = %s
+%s			}
+		}
+	}
+}
+pools {
+	pool4 {
+		addrs = 10.3.0.0/24
+		dns = 10.1.0.53
+	}
+}
+%s`, o.proposals, rekey, local, remote, o.espProposals, childRekey, secrets)
+}
+
+func gatewayFiles(t *testing.T, o gatewayOptions) map[string][]byte {
+	if o.auth != "pubkey" {
+		return nil
+	}
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	return map[string][]byte{
+		"x509ca/ca.pem":       read(o.pki.CA.CertFile),
+		"x509/gateway.pem":    read(o.pki.Gateway.CertFile),
+		"private/gateway.key": read(o.pki.Gateway.KeyFile),
+	}
+}
+
+// connectProcess is a running `mifsec connect`.
+type connectProcess struct {
+	cmd  *exec.Cmd
+	log  *lockedWriter
+	done chan struct{}
+	tun  string
+}
+
+func startConnect(t *testing.T, ns, tunName string, args ...string) *connectProcess {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, mifsecBinary(t), "--log-level", "debug", "connect", "--tun", tunName}, args...)...)
+	p := &connectProcess{cmd: cmd, log: &lockedWriter{w: new(bytes.Buffer)}, done: make(chan struct{}), tun: tunName}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+func (p *connectProcess) stop(t *testing.T) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("mifsec connect did not stop within 10s of SIGTERM\n%s", p.log.String())
+	}
+}
+
+func (p *connectProcess) status(t *testing.T) (mif.Status, error) {
+	raw, err := mif.ReadStatus(mif.ControlSocket(p.tun))
+	if err != nil {
+		return mif.Status{}, err
+	}
+	var st mif.Status
+	err = json.Unmarshal(raw, &st)
+	return st, err
+}
+
+// waitEstablished waits until the session is established.
+func (p *connectProcess) waitEstablished(t *testing.T, within time.Duration) mif.Status {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := p.status(t)
+		if err == nil && st.Session.State == "established" {
+			return st
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("mifsec connect exited:\n%s", p.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not established within %v (status %+v, %v):\n%s", within, st.Session, err, p.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func writePSK(t *testing.T, dir, psk string) string {
+	path := filepath.Join(dir, "psk")
+	if err := os.WriteFile(path, []byte(psk+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestConnectToStrongSwan(t *testing.T) {
+	for _, tc := range []struct{ name, ike, esp string }{
+		{"aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16"},
+		{"chacha20poly1305-ecp256", "chacha20poly1305-prfsha256-ecp256", "chacha20poly1305"},
+	} {
+		t.Run("psk/"+tc.name, func(t *testing.T) {
+			const psk = "a secret only the two share"
+			top := newGatewayTopology(t, gatewayOptions{proposals: tc.ike, espProposals: tc.esp, auth: "psk", psk: psk})
+			c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+				"--remote-id", "gw.example", "--psk-file", writePSK(t, top.dir, psk), "--ike", tc.ike, "--esp", tc.esp, "--ipv6=false")
+			st := c.waitEstablished(t, 10*time.Second)
+			if len(st.Session.Addresses) != 1 || !strings.HasPrefix(st.Session.Addresses[0], "10.3.0.") {
+				t.Fatalf("assigned addresses %v, want one from 10.3.0.0/24", st.Session.Addresses)
+			}
+			if err := ping(top.client, "10.1.0.1", 3); err != nil {
+				t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
+			}
+		})
+	}
+}
+
+func TestConnectWithCertificates(t *testing.T) {
+	strongswan.Require(t)
+	dir := t.TempDir()
+	pki, err := ike.GenerateTestPKI(dir, ike.TestPKIOptions{KeyType: ike.TestKeyECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const proposals = "aes256gcm16-prfsha256-x25519"
+	top := newGatewayTopology(t, gatewayOptions{proposals: proposals, espProposals: "aes256gcm16", auth: "pubkey", pki: pki})
+	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", pki.Client.Identity.String(),
+		"--remote-id", pki.Gateway.Identity.String(), "--cert", pki.Client.CertFile, "--key", pki.Client.KeyFile,
+		"--ca", pki.CA.CertFile, "--ike", proposals, "--esp", "aes256gcm16", "--ipv6=false")
+	c.waitEstablished(t, 10*time.Second)
+	if err := ping(top.client, "10.1.0.1", 3); err != nil {
+		t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
+	}
+}
+
+func TestConnectWrongPSKFails(t *testing.T) {
+	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: "right"})
+	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--psk-file", writePSK(t, top.dir, "wrong"), "--ipv6=false")
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("mifsec connect still running with a wrong PSK:\n%s", c.log.String())
+	}
+	t.Log(c.log.String())
+	if c.cmd.ProcessState.ExitCode() == 0 {
+		t.Fatal("exit status 0 with a wrong PSK")
+	}
+	if !strings.Contains(c.log.String(), "authentication failed") {
+		t.Fatalf("no \"authentication failed\" in the output:\n%s", c.log.String())
+	}
+	if strings.Contains(c.log.String(), "wrong") {
+		t.Fatal("the pre-shared key appears in the output")
+	}
+}
+
+func TestConnectNoCommonProposal(t *testing.T) {
+	top := newGatewayTopology(t, gatewayOptions{proposals: "aes128gcm16-prfsha384-ecp384", espProposals: "aes128gcm16", auth: "psk", psk: "s"})
+	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--psk-file", writePSK(t, top.dir, "s"), "--ike", "chacha20poly1305-prfsha256-x25519", "--ipv6=false")
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("still running:\n%s", c.log.String())
+	}
+	out := c.log.String()
+	t.Log(out)
+	if c.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(out, "no proposal chosen") || !strings.Contains(out, "chacha20poly1305") {
+		t.Fatalf("want a non-zero exit naming the refused proposal:\n%s", out)
+	}
+}
+
+// pingLoss pings addr from ns count times at 10/s and returns how many
+// answers were lost.
+func pingLoss(t *testing.T, ns, addr string, count int) int {
+	out, _ := exec.Command("ip", "netns", "exec", ns, "ping", "-q", "-c", fmt.Sprint(count), "-i", "0.1", "-W", "1", addr).CombinedOutput()
+	var sent, received int
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "packets transmitted") {
+			fmt.Sscanf(line, "%d packets transmitted, %d received", &sent, &received)
+		}
+	}
+	if sent != count {
+		t.Fatalf("ping did not run as expected:\n%s", out)
+	}
+	return sent - received
+}
+
+// TestRekeyWithoutLoss rekeys the Child SA every 10 s and the IKE SA every
+// 20 s, started by strongSwan or by mifsec, while a ping runs at 10/s for
+// 60 s: no packet may be lost and the IKE SA's identity may change only by
+// rekeying, never by reconnecting.
+func TestRekeyWithoutLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes a minute per case")
+	}
+	for _, by := range []string{"strongswan", "mifsec"} {
+		t.Run("by "+by, func(t *testing.T) {
+			const psk = "rekey secret"
+			o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16-x25519", auth: "psk", psk: psk}
+			args := []string{"--gateway", "192.0.2.2", "--local-id", "client.example", "--remote-id", "gw.example",
+				"--psk-file", "", "--ike", o.proposals, "--esp", o.espProposals, "--ipv6=false"}
+			if by == "strongswan" {
+				o.childRekey, o.ikeRekey = "10s", "20s"
+			} else {
+				args = append(args, "--child-rekey", "10s", "--ike-rekey", "20s")
+			}
+			top := newGatewayTopology(t, o)
+			args[7] = writePSK(t, top.dir, psk)
+			c := startConnect(t, top.client, "mcl0", args...)
+			c.waitEstablished(t, 10*time.Second)
+			lost := pingLoss(t, top.client, "10.1.0.1", 600)
+			st, err := c.status(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lost != 0 {
+				t.Errorf("%d of 600 pings lost during rekeying\nmifsec:\n%s", lost, c.log.String())
+			}
+			if st.Session.ChildRekeys < 4 || st.Session.IKERekeys < 2 {
+				t.Errorf("%d Child SA and %d IKE SA rekeys in 60 s, want at least 4 and 2", st.Session.ChildRekeys, st.Session.IKERekeys)
+			}
+			if st.Session.Reconnects != 0 {
+				t.Errorf("reconnected %d times", st.Session.Reconnects)
+			}
+			t.Logf("child rekeys %d, IKE rekeys %d, lost %d", st.Session.ChildRekeys, st.Session.IKERekeys, lost)
+		})
+	}
+}
+
+// TestGatewayRestart kills strongSwan and starts it again: the client
+// reconnects within 10 s and traffic flows again.
+func TestGatewayRestart(t *testing.T) {
+	const psk = "restart secret"
+	o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk}
+	top := newGatewayTopology(t, o)
+	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--psk-file", writePSK(t, top.dir, psk), "--ipv6=false", "--dpd", "2s", "--retransmit", "500ms", "--retransmit-tries", "3")
+	c.waitEstablished(t, 10*time.Second)
+	top.charon.Kill()
+	restarted := time.Now()
+	top.charon = strongswan.Start(t, strongswan.Config{Netns: top.gw, Swanctl: gatewaySwanctl(o)})
+	for {
+		if ping(top.client, "10.1.0.1", 1) == nil {
+			break
+		}
+		if time.Since(restarted) > 15*time.Second {
+			t.Fatalf("no traffic 15 s after the gateway restarted\nmifsec:\n%s", c.log.String())
+		}
+	}
+	took := time.Since(restarted)
+	st, _ := c.status(t)
+	t.Logf("traffic again %v after the restart, reconnects %d", took.Round(100*time.Millisecond), st.Session.Reconnects)
+	if took > 10*time.Second {
+		t.Errorf("took %v to recover, want within 10 s", took)
+	}
+	if st.Session.Reconnects < 1 {
+		t.Errorf("no reconnect recorded")
+	}
+}
+
+// TestConnectThroughput measures one TCP flow from a mifsec client to a
+// host behind a strongSwan gateway. strongSwan's userspace ESP is the
+// limit; the figure is logged.
+func TestConnectThroughput(t *testing.T) {
+	testenv.RequireCommand(t, "iperf3")
+	const psk = "throughput"
+	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk})
+	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--psk-file", writePSK(t, top.dir, psk), "--ipv6=false")
+	c.waitEstablished(t, 10*time.Second)
+	server := exec.Command("ip", "netns", "exec", top.gw, "iperf3", "-s", "-1", "-B", "10.1.0.1")
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer server.Process.Kill()
+	time.Sleep(300 * time.Millisecond)
+	out, err := exec.Command("ip", "netns", "exec", top.client, "iperf3", "-c", "10.1.0.1", "-t", "5", "-J").Output()
+	if err != nil {
+		t.Fatalf("iperf3: %v\n%s", err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	mbps := r.End.SumReceived.BitsPerSecond / 1e6
+	if mbps <= 0 {
+		t.Fatalf("no throughput:\n%s", out)
+	}
+	t.Logf("mifsec connect -> strongSwan 5.9.8 (kernel-libipsec): %.0f Mbit/s, one TCP flow", mbps)
+}

@@ -1,0 +1,465 @@
+package ike
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// X.509 certificates for IKEv2 authentication (RFC 7296 §3.6, §3.7;
+// RFC 4945 profile).
+
+// ErrIdentityMismatch reports a peer certificate that does not name the
+// identity the peer claimed in its ID payload.
+var ErrIdentityMismatch = errors.New("ike: identity not contained in the peer's certificate")
+
+// ParseCertificates decodes every certificate in data, which holds
+// PEM "CERTIFICATE" blocks or a single DER certificate. Other PEM blocks
+// are skipped.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := data
+	sawPEM := false
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		sawPEM = true
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ike: parse certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if !sawPEM {
+		c, err := x509.ParseCertificate(data)
+		if err != nil {
+			return nil, fmt.Errorf("ike: neither PEM nor a DER certificate: %w", err)
+		}
+		return []*x509.Certificate{c}, nil
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("ike: no CERTIFICATE block in PEM data")
+	}
+	return certs, nil
+}
+
+// ParseCertificate decodes the first certificate of PEM or DER data.
+func ParseCertificate(data []byte) (*x509.Certificate, error) {
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// LoadCertificates reads every certificate of a PEM or DER file, such as
+// an end-entity certificate followed by its intermediates.
+func LoadCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ike: read certificate: %w", err)
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (file %s)", err, path)
+	}
+	return certs, nil
+}
+
+// LoadCertificate reads the first certificate of a PEM or DER file.
+func LoadCertificate(path string) (*x509.Certificate, error) {
+	certs, err := LoadCertificates(path)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// ParsePrivateKey decodes a private key: PEM "PRIVATE KEY" (PKCS #8),
+// "RSA PRIVATE KEY" (PKCS #1) or "EC PRIVATE KEY" (SEC 1), or the same
+// encodings in DER. Encrypted keys are not supported. Errors never contain
+// key material.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+	rest := data
+	sawPEM := false
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		sawPEM = true
+		switch block.Type {
+		case "PRIVATE KEY":
+			return parsePKCS8Signer(block.Bytes)
+		case "RSA PRIVATE KEY":
+			if _, encrypted := block.Headers["DEK-Info"]; encrypted {
+				return nil, errors.New("ike: encrypted RSA private key is not supported")
+			}
+			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, errors.New("ike: malformed PKCS #1 RSA private key")
+			}
+			return k, nil
+		case "EC PRIVATE KEY":
+			if _, encrypted := block.Headers["DEK-Info"]; encrypted {
+				return nil, errors.New("ike: encrypted EC private key is not supported")
+			}
+			k, err := x509.ParseECPrivateKey(block.Bytes)
+			if err != nil {
+				return nil, errors.New("ike: malformed SEC 1 EC private key")
+			}
+			return k, nil
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("ike: encrypted PKCS #8 private key is not supported")
+		}
+	}
+	if sawPEM {
+		return nil, errors.New("ike: no private key block in PEM data")
+	}
+	if k, err := parsePKCS8Signer(data); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(data); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParseECPrivateKey(data); err == nil {
+		return k, nil
+	}
+	return nil, errors.New("ike: data is neither a PEM nor a DER private key")
+}
+
+func parsePKCS8Signer(der []byte) (crypto.Signer, error) {
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, errors.New("ike: malformed PKCS #8 private key")
+	}
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		return k, nil
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("ike: unsupported PKCS #8 private key type %T", k)
+}
+
+// LoadPrivateKey reads a private key file (see ParsePrivateKey).
+func LoadPrivateKey(path string) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ike: read private key: %w", err)
+	}
+	k, err := ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (file %s)", err, path)
+	}
+	return k, nil
+}
+
+// Credentials are the local end's certificate, the intermediates to send
+// with it and its private key. String and GoString never show the key.
+type Credentials struct {
+	Certificate   *x509.Certificate
+	Intermediates []*x509.Certificate
+	Key           crypto.Signer
+}
+
+// NewCredentials checks that key belongs to cert.
+func NewCredentials(cert *x509.Certificate, key crypto.Signer, intermediates ...*x509.Certificate) (*Credentials, error) {
+	if cert == nil || key == nil {
+		return nil, errors.New("ike: credentials need a certificate and a private key")
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("ike: private key does not match the certificate %q", cert.Subject.String())
+	}
+	return &Credentials{Certificate: cert, Intermediates: intermediates, Key: key}, nil
+}
+
+// LoadCredentials reads a certificate file (the end-entity certificate
+// first, then any intermediates) and its private key file.
+func LoadCredentials(certFile, keyFile string) (*Credentials, error) {
+	certs, err := LoadCertificates(certFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := LoadPrivateKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return NewCredentials(certs[0], key, certs[1:]...)
+}
+
+// CertPayloadData returns the Certificate Data of the CERT payloads to
+// send, each with encoding CertX509Signature (DER X.509): the end-entity
+// certificate first, then the intermediates.
+func (c *Credentials) CertPayloadData() [][]byte {
+	out := [][]byte{c.Certificate.Raw}
+	for _, ic := range c.Intermediates {
+		out = append(out, ic.Raw)
+	}
+	return out
+}
+
+// String describes the credentials without the private key.
+func (c Credentials) String() string {
+	subject := "(none)"
+	if c.Certificate != nil {
+		subject = fmt.Sprintf("%q", c.Certificate.Subject.String())
+	}
+	keyType := "(none)"
+	if c.Key != nil {
+		keyType = keyTypeName(c.Key.Public())
+	}
+	return fmt.Sprintf("Credentials{certificate %s, %d intermediates, %s private key}", subject, len(c.Intermediates), keyType)
+}
+
+// GoString is String, so that %#v does not print the private key either.
+func (c Credentials) GoString() string { return c.String() }
+
+// ParseCertPayload decodes the Certificate Encoding and Certificate Data
+// of a CERT payload. Only X.509 Certificate - Signature (4) is supported.
+func ParseCertPayload(encoding uint8, data []byte) (*x509.Certificate, error) {
+	if encoding != CertX509Signature {
+		return nil, fmt.Errorf("ike: CERT payload encoding %d is not supported (only %d, DER X.509)", encoding, CertX509Signature)
+	}
+	c, err := x509.ParseCertificate(data)
+	if err != nil {
+		return nil, fmt.Errorf("ike: CERT payload: %w", err)
+	}
+	return c, nil
+}
+
+// SubjectPublicKeyInfoHash returns the SHA-1 hash of a certificate's
+// SubjectPublicKeyInfo, the form of a CA in a CERTREQ payload
+// (RFC 7296 §3.7).
+func SubjectPublicKeyInfoHash(c *x509.Certificate) [sha1.Size]byte {
+	return sha1.Sum(c.RawSubjectPublicKeyInfo)
+}
+
+// ParseCertReqData splits the Certification Authority field of a CERTREQ
+// payload into its SHA-1 hashes.
+func ParseCertReqData(data []byte) ([][sha1.Size]byte, error) {
+	if len(data)%sha1.Size != 0 {
+		return nil, fmt.Errorf("ike: CERTREQ data of %d bytes is not a list of %d-byte SHA-1 hashes", len(data), sha1.Size)
+	}
+	hashes := make([][sha1.Size]byte, len(data)/sha1.Size)
+	for i := range hashes {
+		copy(hashes[i][:], data[i*sha1.Size:])
+	}
+	return hashes, nil
+}
+
+// TrustStore holds the trusted CA certificates (trust anchors).
+type TrustStore struct {
+	pool *x509.CertPool
+	cas  []*x509.Certificate
+}
+
+// NewTrustStore returns a trust store holding cas.
+func NewTrustStore(cas ...*x509.Certificate) (*TrustStore, error) {
+	t := &TrustStore{pool: x509.NewCertPool()}
+	for _, c := range cas {
+		if c == nil {
+			continue
+		}
+		if t.contains(c) {
+			continue
+		}
+		t.pool.AddCert(c)
+		t.cas = append(t.cas, c)
+	}
+	if len(t.cas) == 0 {
+		return nil, errors.New("ike: trust store without any CA certificate")
+	}
+	return t, nil
+}
+
+func (t *TrustStore) contains(c *x509.Certificate) bool {
+	for _, x := range t.cas {
+		if bytes.Equal(x.Raw, c.Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+// LoadTrustStore reads CA certificates from files (PEM bundles or DER)
+// and directories (every regular file in them, as in swanctl's x509ca/).
+func LoadTrustStore(paths ...string) (*TrustStore, error) {
+	var cas []*x509.Certificate
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("ike: load CA certificates: %w", err)
+		}
+		files := []string{p}
+		if info.IsDir() {
+			entries, err := os.ReadDir(p)
+			if err != nil {
+				return nil, fmt.Errorf("ike: load CA certificates: %w", err)
+			}
+			files = files[:0]
+			for _, e := range entries {
+				if e.Type().IsRegular() {
+					files = append(files, filepath.Join(p, e.Name()))
+				}
+			}
+			sort.Strings(files)
+		}
+		for _, f := range files {
+			certs, err := LoadCertificates(f)
+			if err != nil {
+				return nil, err
+			}
+			cas = append(cas, certs...)
+		}
+	}
+	return NewTrustStore(cas...)
+}
+
+// Pool returns the trusted CAs as a certificate pool.
+func (t *TrustStore) Pool() *x509.CertPool { return t.pool.Clone() }
+
+// Certificates returns the trusted CA certificates.
+func (t *TrustStore) Certificates() []*x509.Certificate {
+	return append([]*x509.Certificate(nil), t.cas...)
+}
+
+// CertReqData returns the Certification Authority field of a CERTREQ
+// payload (encoding 4): the SHA-1 hashes of the SubjectPublicKeyInfo of
+// each trusted CA, concatenated (RFC 7296 §3.7).
+func (t *TrustStore) CertReqData() []byte {
+	var out []byte
+	seen := make(map[[sha1.Size]byte]bool)
+	for _, c := range t.cas {
+		h := SubjectPublicKeyInfoHash(c)
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		out = append(out, h[:]...)
+	}
+	return out
+}
+
+// Trusts reports whether one of the trusted CAs has the given
+// SubjectPublicKeyInfo hash, as found in a peer's CERTREQ.
+func (t *TrustStore) Trusts(spkiHash [sha1.Size]byte) bool {
+	for _, c := range t.cas {
+		if SubjectPublicKeyInfoHash(c) == spkiHash {
+			return true
+		}
+	}
+	return false
+}
+
+// VerifiedPeer is the result of a successful certificate verification.
+type VerifiedPeer struct {
+	// Certificate is the peer's end-entity certificate.
+	Certificate *x509.Certificate
+	// Chain runs from Certificate to a trusted CA.
+	Chain []*x509.Certificate
+	// PublicKey is the key that verifies the peer's AUTH payload.
+	PublicKey crypto.PublicKey
+}
+
+// VerifyPeer checks the peer's end-entity certificate, given as the DER
+// Certificate Data of its first CERT payload, and any intermediates from
+// further CERT payloads: the chain must lead to a trusted CA at time now
+// (the current time when zero), any extended key usage is accepted
+// (strongSwan certificates carry serverAuth, ikeIntermediate or none), a
+// key usage extension must allow digitalSignature or nonRepudiation
+// (RFC 4945 §5.1.3.2), and the certificate must contain id
+// (Identity.MatchesCertificate). It returns the certificate's public key.
+func (t *TrustStore) VerifyPeer(endEntity []byte, intermediates [][]byte, id Identity, now time.Time) (*VerifiedPeer, error) {
+	leaf, err := x509.ParseCertificate(endEntity)
+	if err != nil {
+		return nil, fmt.Errorf("ike: peer certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for i, der := range intermediates {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("ike: peer intermediate certificate %d: %w", i+1, err)
+		}
+		pool.AddCert(c)
+	}
+	return t.VerifyPeerCertificate(leaf, pool, id, now)
+}
+
+// VerifyPeerCertificate is VerifyPeer for parsed certificates.
+func (t *TrustStore) VerifyPeerCertificate(leaf *x509.Certificate, intermediates *x509.CertPool, id Identity, now time.Time) (*VerifiedPeer, error) {
+	if leaf == nil {
+		return nil, errors.New("ike: no peer certificate")
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	subject := leaf.Subject.String()
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         t.pool,
+		Intermediates: intermediates,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		var invalid x509.CertificateInvalidError
+		var unknown x509.UnknownAuthorityError
+		switch {
+		case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+			return nil, fmt.Errorf("ike: peer certificate %q is expired or not yet valid at %s (valid %s to %s): %w",
+				subject, now.UTC().Format(time.RFC3339), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), err)
+		case errors.As(err, &unknown):
+			return nil, fmt.Errorf("ike: peer certificate %q (issuer %q) does not chain to a trusted CA: %w", subject, leaf.Issuer.String(), err)
+		}
+		return nil, fmt.Errorf("ike: peer certificate %q does not verify: %w", subject, err)
+	}
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return nil, fmt.Errorf("ike: peer certificate %q: key usage allows neither digitalSignature nor nonRepudiation", subject)
+	}
+	if !id.MatchesCertificate(leaf) {
+		return nil, fmt.Errorf("%w: %s %q is not in certificate %q (%s)", ErrIdentityMismatch, describeIDType(id.Type), id.String(), subject, describeSubjectAltNames(leaf))
+	}
+	if err := checkPublicKeyStrength(leaf.PublicKey); err != nil {
+		return nil, fmt.Errorf("ike: peer certificate %q: %w", subject, err)
+	}
+	return &VerifiedPeer{Certificate: leaf, Chain: chains[0], PublicKey: leaf.PublicKey}, nil
+}
+
+func describeSubjectAltNames(c *x509.Certificate) string {
+	var names []string
+	for _, n := range c.DNSNames {
+		names = append(names, "DNS:"+n)
+	}
+	for _, e := range c.EmailAddresses {
+		names = append(names, "email:"+e)
+	}
+	for _, ip := range c.IPAddresses {
+		names = append(names, "IP:"+ip.String())
+	}
+	if len(names) == 0 {
+		return "no subjectAltNames"
+	}
+	return "subjectAltNames " + strings.Join(names, ", ")
+}

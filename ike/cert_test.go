@@ -1,0 +1,423 @@
+package ike
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testPKI generates a test PKI in a temporary directory of the test.
+func testPKI(t *testing.T, opts TestPKIOptions) *TestPKI {
+	t.Helper()
+	p, err := GenerateTestPKI(t.TempDir(), opts)
+	if err != nil {
+		t.Fatalf("GenerateTestPKI: %v", err)
+	}
+	return p
+}
+
+func trustStoreOf(t *testing.T, p *TestPKI) *TrustStore {
+	t.Helper()
+	ts, err := LoadTrustStore(p.CA.CertFile)
+	if err != nil {
+		t.Fatalf("LoadTrustStore: %v", err)
+	}
+	return ts
+}
+
+func TestGenerateTestPKIVariants(t *testing.T) {
+	octets := []byte("signed octets")
+	peerHashes, err := ParseSignatureHashAlgorithms(SignatureHashAlgorithmsNotifyData())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kt := range []TestKeyType{TestKeyECDSAP256, TestKeyECDSAP384, TestKeyRSA3072, TestKeyEd25519} {
+		t.Run(kt.String(), func(t *testing.T) {
+			p := testPKI(t, TestPKIOptions{
+				KeyType:      kt,
+				GatewayName:  "moon.strongswan.org",
+				GatewayAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
+				ClientEmail:  "carol@strongswan.org",
+			})
+			ts := trustStoreOf(t, p)
+			for _, holder := range []TestCredential{p.Gateway, p.Client} {
+				creds, err := LoadCredentials(holder.CertFile, holder.KeyFile)
+				if err != nil {
+					t.Fatalf("LoadCredentials: %v", err)
+				}
+				peer, err := ts.VerifyPeer(creds.Certificate.Raw, nil, holder.Identity, time.Time{})
+				if err != nil {
+					t.Fatalf("VerifyPeer(%s): %v", holder.Identity, err)
+				}
+				if _, err := ts.VerifyPeer(creds.Certificate.Raw, nil, holder.SubjectDN, time.Time{}); err != nil {
+					t.Fatalf("VerifyPeer with the subject DN %s: %v", holder.SubjectDN, err)
+				}
+				method, data, err := Sign(creds.Key, octets, peerHashes)
+				if err != nil {
+					t.Fatalf("Sign: %v", err)
+				}
+				if err := Verify(peer.PublicKey, method, data, octets); err != nil {
+					t.Fatalf("Verify with the certificate's key: %v", err)
+				}
+			}
+			ip := mustParseIdentity(t, "192.0.2.1")
+			if _, err := ts.VerifyPeer(p.Gateway.Certificate.Raw, nil, ip, time.Time{}); err != nil {
+				t.Fatalf("VerifyPeer with IP identity: %v", err)
+			}
+		})
+	}
+}
+
+func TestTestPKIContents(t *testing.T) {
+	p := testPKI(t, TestPKIOptions{})
+	gw := p.Gateway.Certificate
+	if len(gw.DNSNames) != 1 || gw.DNSNames[0] != "gw.mifsec.test" {
+		t.Fatalf("gateway DNS SANs %v", gw.DNSNames)
+	}
+	if got := p.Gateway.SubjectDN.String(); got != "C=CH, O=mifsec test, CN=gw.mifsec.test" {
+		t.Fatalf("gateway subject %q", got)
+	}
+	if !bytes.Equal(p.Gateway.SubjectDN.Data, gw.RawSubject) {
+		t.Fatal("gateway SubjectDN differs from the certificate subject")
+	}
+	if len(p.Client.Certificate.EmailAddresses) != 1 || p.Client.Certificate.EmailAddresses[0] != "client@mifsec.test" {
+		t.Fatalf("client email SANs %v", p.Client.Certificate.EmailAddresses)
+	}
+	if p.Gateway.Identity.String() != "gw.mifsec.test" || p.Client.Identity.String() != "client@mifsec.test" {
+		t.Fatalf("identities %s, %s", p.Gateway.Identity, p.Client.Identity)
+	}
+	if len(gw.SubjectKeyId) == 0 || !mustParseIdentity(t, "@#"+hex.EncodeToString(gw.SubjectKeyId)).MatchesCertificate(gw) {
+		t.Fatal("gateway certificate has no usable subject key identifier")
+	}
+	info, err := os.Stat(p.Gateway.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v", info.Mode().Perm())
+	}
+
+	dir := t.TempDir()
+	if err := p.WriteSwanctl(dir, p.Gateway); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"x509ca/ca.pem", "x509/gateway.pem", "private/gateway.key"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("swanctl layout: %v", err)
+		}
+	}
+	if _, err := LoadCredentials(filepath.Join(dir, "x509/gateway.pem"), filepath.Join(dir, "private/gateway.key")); err != nil {
+		t.Fatalf("swanctl files do not load: %v", err)
+	}
+}
+
+func TestVerifyPeerFailures(t *testing.T) {
+	p := testPKI(t, TestPKIOptions{})
+	other := testPKI(t, TestPKIOptions{})
+	ts := trustStoreOf(t, p)
+	gw := p.Gateway
+
+	t.Run("wrong CA", func(t *testing.T) {
+		_, err := trustStoreOf(t, other).VerifyPeer(gw.Certificate.Raw, nil, gw.Identity, time.Time{})
+		var unknown x509.UnknownAuthorityError
+		if !errors.As(err, &unknown) || !strings.Contains(err.Error(), "does not chain to a trusted CA") {
+			t.Fatalf("err = %v, want an unknown authority error", err)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		_, err := ts.VerifyPeer(gw.Certificate.Raw, nil, gw.Identity, gw.Certificate.NotAfter.Add(24*time.Hour))
+		var invalid x509.CertificateInvalidError
+		if !errors.As(err, &invalid) || invalid.Reason != x509.Expired || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("err = %v, want an expiry error", err)
+		}
+	})
+	t.Run("not yet valid", func(t *testing.T) {
+		_, err := ts.VerifyPeer(gw.Certificate.Raw, nil, gw.Identity, gw.Certificate.NotBefore.Add(-time.Minute))
+		var invalid x509.CertificateInvalidError
+		if !errors.As(err, &invalid) || invalid.Reason != x509.Expired {
+			t.Fatalf("err = %v, want an expiry error", err)
+		}
+	})
+	t.Run("identity mismatch", func(t *testing.T) {
+		for _, id := range []string{"@sun.mifsec.test", "client@mifsec.test", "192.0.2.9", "C=CH, O=mifsec test, CN=sun"} {
+			_, err := ts.VerifyPeer(gw.Certificate.Raw, nil, mustParseIdentity(t, id), time.Time{})
+			if !errors.Is(err, ErrIdentityMismatch) || !strings.Contains(err.Error(), "DNS:gw.mifsec.test") {
+				t.Fatalf("identity %s: err = %v, want ErrIdentityMismatch listing the SANs", id, err)
+			}
+		}
+	})
+	t.Run("garbage certificate", func(t *testing.T) {
+		if _, err := ts.VerifyPeer([]byte{0x30, 0x03, 1, 2, 3}, nil, gw.Identity, time.Time{}); err == nil {
+			t.Fatal("want an error")
+		}
+		if _, err := ts.VerifyPeer(gw.Certificate.Raw, [][]byte{{0x30}}, gw.Identity, time.Time{}); err == nil {
+			t.Fatal("want an error for a garbage intermediate")
+		}
+	})
+	t.Run("CA certificate as peer", func(t *testing.T) {
+		// A CA certificate lacks digitalSignature in its key usage.
+		_, err := ts.VerifyPeer(p.CA.Certificate.Raw, nil, p.CA.Identity, time.Time{})
+		if err == nil || !strings.Contains(err.Error(), "key usage") {
+			t.Fatalf("err = %v, want a key usage error", err)
+		}
+	})
+}
+
+func TestVerifyPeerWithIntermediate(t *testing.T) {
+	p := testPKI(t, TestPKIOptions{Intermediate: true})
+	ts := trustStoreOf(t, p)
+	gw := p.Gateway
+	if _, err := ts.VerifyPeer(gw.Certificate.Raw, nil, gw.Identity, time.Time{}); err == nil {
+		t.Fatal("verified without the intermediate")
+	}
+	peer, err := ts.VerifyPeer(gw.Certificate.Raw, [][]byte{p.Intermediate.Certificate.Raw}, gw.Identity, time.Time{})
+	if err != nil {
+		t.Fatalf("VerifyPeer: %v", err)
+	}
+	if len(peer.Chain) != 3 {
+		t.Fatalf("chain of %d certificates, want 3", len(peer.Chain))
+	}
+	if !peer.Certificate.Equal(gw.Certificate) {
+		t.Fatal("wrong end-entity certificate")
+	}
+	// The intermediate is not a trust anchor of its own.
+	if ts.Trusts(SubjectPublicKeyInfoHash(p.Intermediate.Certificate)) {
+		t.Fatal("trust store trusts the intermediate")
+	}
+}
+
+func TestCertReqData(t *testing.T) {
+	p := testPKI(t, TestPKIOptions{})
+	other := testPKI(t, TestPKIOptions{})
+	ts, err := NewTrustStore(p.CA.Certificate, other.CA.Certificate, p.CA.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1 := sha1.Sum(p.CA.Certificate.RawSubjectPublicKeyInfo)
+	h2 := sha1.Sum(other.CA.Certificate.RawSubjectPublicKeyInfo)
+	want := append(append([]byte{}, h1[:]...), h2[:]...)
+	data := ts.CertReqData()
+	if !bytes.Equal(data, want) {
+		t.Fatalf("CERTREQ data %x, want %x", data, want)
+	}
+	hashes, err := ParseCertReqData(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hashes) != 2 || hashes[0] != h1 || hashes[1] != h2 {
+		t.Fatalf("parsed %x", hashes)
+	}
+	for _, h := range hashes {
+		if !ts.Trusts(h) {
+			t.Fatalf("trust store does not trust %x", h)
+		}
+	}
+	if ts.Trusts([20]byte{1}) {
+		t.Fatal("trusts an unknown hash")
+	}
+	if _, err := ParseCertReqData(data[:25]); err == nil {
+		t.Fatal("ParseCertReqData accepted 25 bytes")
+	}
+	if _, err := NewTrustStore(); err == nil {
+		t.Fatal("NewTrustStore without CAs succeeded")
+	}
+	if len(ts.Certificates()) != 2 {
+		t.Fatalf("%d certificates", len(ts.Certificates()))
+	}
+}
+
+func TestLoadTrustStoreDirectory(t *testing.T) {
+	p := testPKI(t, TestPKIOptions{})
+	other := testPKI(t, TestPKIOptions{})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "b.der"), other.CA.Certificate.Raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := LoadTrustStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts.Certificates()) != 2 {
+		t.Fatalf("%d CAs loaded, want 2", len(ts.Certificates()))
+	}
+	if _, err := ts.VerifyPeer(other.Gateway.Certificate.Raw, nil, other.Gateway.Identity, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTrustStore(filepath.Join(dir, "missing.pem")); err == nil {
+		t.Fatal("loaded a missing file")
+	}
+}
+
+func TestParsePrivateKeyFormats(t *testing.T) {
+	rsaKey, _ := rsaTestKeys(t)
+	ecKey := ecdsaKey(t, elliptic.P256())
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec1, err := x509.MarshalECPrivateKey(ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs1 := x509.MarshalPKCS1PrivateKey(rsaKey)
+	edPKCS8, err := x509.MarshalPKCS8PrivateKey(ed25519Key(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := []struct {
+		name string
+		data []byte
+	}{
+		{"PKCS8 PEM", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})},
+		{"SEC1 PEM with parameters block", append(
+			pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}}),
+			pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})...)},
+		{"PKCS1 PEM", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: pkcs1})},
+		{"Ed25519 PKCS8 PEM", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: edPKCS8})},
+		{"PKCS8 DER", pkcs8},
+		{"SEC1 DER", sec1},
+		{"PKCS1 DER", pkcs1},
+	}
+	for _, tt := range ok {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := ParsePrivateKey(tt.data)
+			if err != nil {
+				t.Fatalf("ParsePrivateKey: %v", err)
+			}
+			if k.Public() == nil {
+				t.Fatal("no public key")
+			}
+		})
+	}
+	if k, _ := ParsePrivateKey(sec1); !k.(*ecdsa.PrivateKey).Equal(ecKey) {
+		t.Fatal("SEC1 key differs")
+	}
+	if k, _ := ParsePrivateKey(pkcs1); !k.(*rsa.PrivateKey).Equal(rsaKey) {
+		t.Fatal("PKCS1 key differs")
+	}
+
+	corrupted := append([]byte{}, pkcs8...)
+	corrupted[len(corrupted)/2] ^= 0xff
+	bad := []struct {
+		name string
+		data []byte
+	}{
+		{"encrypted PKCS8", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: pkcs8})},
+		{"encrypted legacy PEM", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-128-CBC,00"}, Bytes: sec1})},
+		{"corrupted PKCS8 PEM", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: corrupted[:len(corrupted)-3]})},
+		{"corrupted PKCS1 PEM", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: pkcs1[:100]})},
+		{"corrupted SEC1 PEM", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1[:40]})},
+		{"certificate only", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}})},
+		{"garbage", []byte("not a key")},
+		{"empty", nil},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParsePrivateKey(tt.data)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, secret := range [][]byte{pkcs8, sec1, pkcs1, ecKey.D.Bytes()} {
+				if leaksKey(err.Error(), secret) {
+					t.Fatalf("error %q contains key material", err)
+				}
+			}
+		})
+	}
+}
+
+// leaksKey reports whether text contains a recognisable piece of secret.
+func leaksKey(text string, secret []byte) bool {
+	for _, enc := range []string{hex.EncodeToString(secret), base64.StdEncoding.EncodeToString(secret), string(secret)} {
+		if len(enc) >= 16 && strings.Contains(text, enc[len(enc)/2-8:len(enc)/2+8]) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCredentials(t *testing.T) {
+	p := testPKI(t, TestPKIOptions{})
+	other := testPKI(t, TestPKIOptions{})
+	if _, err := LoadCredentials(p.Gateway.CertFile, other.Gateway.KeyFile); err == nil {
+		t.Fatal("accepted a key that does not match the certificate")
+	}
+	if _, err := NewCredentials(nil, p.Gateway.Key); err == nil {
+		t.Fatal("accepted a nil certificate")
+	}
+	if _, err := LoadCredentials(filepath.Join(t.TempDir(), "missing.pem"), p.Gateway.KeyFile); err == nil {
+		t.Fatal("accepted a missing certificate file")
+	}
+	creds, err := NewCredentials(p.Gateway.Certificate, p.Gateway.Key, p.CA.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := creds.CertPayloadData()
+	if len(data) != 2 || !bytes.Equal(data[0], p.Gateway.Certificate.Raw) || !bytes.Equal(data[1], p.CA.Certificate.Raw) {
+		t.Fatal("CertPayloadData order")
+	}
+	c, err := ParseCertPayload(CertX509Signature, data[0])
+	if err != nil || !c.Equal(p.Gateway.Certificate) {
+		t.Fatalf("ParseCertPayload: %v", err)
+	}
+	if _, err := ParseCertPayload(1, data[0]); err == nil {
+		t.Fatal("ParseCertPayload accepted encoding 1")
+	}
+	if _, err := ParseCertPayload(CertX509Signature, []byte{1, 2}); err == nil {
+		t.Fatal("ParseCertPayload accepted garbage")
+	}
+}
+
+func TestKeysNeverInText(t *testing.T) {
+	p := testPKI(t, TestPKIOptions{})
+	creds, err := LoadCredentials(p.Client.CertFile, p.Client.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := creds.Key.(*ecdsa.PrivateKey)
+	keyPEM, err := os.ReadFile(p.Client.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	secrets := [][]byte{key.D.Bytes(), block.Bytes, []byte(key.D.String())}
+	for _, text := range []string{
+		creds.String(),
+		fmt.Sprintf("%v", creds),
+		fmt.Sprintf("%+v", creds),
+		fmt.Sprintf("%#v", creds),
+		fmt.Sprintf("%v", *creds),
+		fmt.Sprintf("%+v", *creds),
+		fmt.Sprintf("%#v", *creds),
+		p.Client.String(),
+		fmt.Sprintf("%v", p.Client),
+		fmt.Sprintf("%+v", p.Client),
+		fmt.Sprintf("%#v", p.Client),
+	} {
+		for _, s := range secrets {
+			if leaksKey(text, s) {
+				t.Fatalf("%q contains key material", text)
+			}
+		}
+	}
+	if !strings.Contains(creds.String(), "client@mifsec.test") {
+		t.Fatalf("String() = %q lacks the subject", creds.String())
+	}
+}

@@ -1,0 +1,417 @@
+package ike
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// connect sets up a new IKE SA and its first Child SA.
+func (s *Session) connect(ctx context.Context, initialContact bool) error {
+	s.remote, s.natT = s.cfg.Remote, s.cfg.Remote.Port() == 4500
+	init, err := s.initExchange(ctx)
+	if err != nil {
+		return err
+	}
+	if !s.natT {
+		// Float to the encapsulation port for everything after
+		// IKE_SA_INIT (RFC 7296 §2.23): ESP always travels in UDP.
+		s.remote, s.natT = netip.AddrPortFrom(s.remote.Addr(), 4500), true
+	}
+	return s.authExchange(ctx, init, initialContact)
+}
+
+// initResult is what IKE_SA_INIT established.
+type initResult struct {
+	sa          *ikeSA
+	request     []byte // our IKE_SA_INIT request as sent: signed by us
+	response    []byte // the gateway's response as received: signed by it
+	peerHashes  []uint16
+	certReqFrom bool
+}
+
+// initExchange runs IKE_SA_INIT, retrying with a cookie or another DH group
+// when the gateway asks for one.
+func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
+	spiI := randomSPI()
+	ni := nonce()
+	group := FirstDHGroup(s.cfg.IKE)
+	var cookie []byte
+	offered := offerIKE(s.cfg.IKE)
+	for attempt := 0; ; attempt++ {
+		if attempt == 4 {
+			return nil, fmt.Errorf("IKE_SA_INIT with %s: the gateway kept asking for another cookie or group", s.cfg.Remote)
+		}
+		kex, err := NewKeyExchange(group)
+		if err != nil {
+			return nil, err
+		}
+		var payloads []Payload
+		if cookie != nil {
+			payloads = append(payloads, &Notify{NotifyType: COOKIE, Data: cookie})
+		}
+		payloads = append(payloads,
+			&SA{Proposals: offered},
+			&KE{Group: group, Data: kex.Public()},
+			&Nonce{Data: ni},
+			// A source hash that matches no address makes the gateway
+			// see a NAT, so that both sides encapsulate ESP in UDP
+			// (mifsec's data plane only carries ESP in UDP), as
+			// strongSwan's encap=yes does.
+			&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(spiI, 0, s.remote)},
+			&Notify{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED},
+			&Notify{NotifyType: SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()},
+		)
+		req := &Message{SPIi: spiI, Exchange: IKE_SA_INIT, Flags: FlagInitiator, Payloads: payloads}
+		b, err := req.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("building IKE_SA_INIT: %w", err)
+		}
+		resp, raw, err := s.initRoundTrip(ctx, b, spiI)
+		if err != nil {
+			return nil, err
+		}
+		if n := FindNotify(resp.Payloads, COOKIE); n != nil {
+			cookie = slices.Clone(n.Data)
+			continue
+		}
+		if n := FindNotify(resp.Payloads, INVALID_KE_PAYLOAD); n != nil {
+			if len(n.Data) != 2 {
+				return nil, fmt.Errorf("IKE_SA_INIT: malformed INVALID_KE_PAYLOAD from the gateway")
+			}
+			want := binary.BigEndian.Uint16(n.Data)
+			if !slices.Contains(groupsOf(s.cfg.IKE), want) || want == group {
+				return nil, fmt.Errorf("%w: the gateway wants DH group %d, which the IKE proposals (%s) do not offer",
+					ErrNoProposalChosen, want, FormatProposals(s.cfg.IKE))
+			}
+			group = want
+			continue
+		}
+		if err := firstError(resp.Payloads, "IKE_SA_INIT"); err != nil {
+			if strings.Contains(err.Error(), "proposals") {
+				return nil, fmt.Errorf("%w; offered %s", err, FormatProposals(s.cfg.IKE))
+			}
+			return nil, err
+		}
+		if resp.SPIr == 0 {
+			return nil, fmt.Errorf("IKE_SA_INIT: the gateway's response has no responder SPI")
+		}
+		return s.completeInit(resp, raw, b, kex, ni)
+	}
+}
+
+// initRoundTrip sends an IKE_SA_INIT request and waits for its response.
+func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64) (*Message, []byte, error) {
+	policy := s.cfg.Retransmit
+	timeout := policy.Timeout
+	s.transmit([][]byte{req})
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for tries := 1; ; {
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case in := <-s.inbox:
+			m, err := Parse(in.data)
+			if err != nil || m.Exchange != IKE_SA_INIT || m.Flags&FlagResponse == 0 || m.SPIi != spiI {
+				continue
+			}
+			return m, in.data, nil
+		case <-timer.C:
+			if tries == policy.Tries {
+				return nil, nil, fmt.Errorf("%w: %s did not answer IKE_SA_INIT after %d tries", ErrTimeout, s.cfg.Remote, tries)
+			}
+			tries++
+			s.transmit([][]byte{req})
+			timeout = time.Duration(float64(timeout) * policy.Backoff)
+			timer.Reset(timeout)
+		}
+	}
+}
+
+// completeInit checks the gateway's IKE_SA_INIT response and derives the
+// IKE SA's keys.
+func (s *Session) completeInit(resp *Message, raw, req []byte, kex KeyExchange, ni []byte) (*initResult, error) {
+	saP := Find[*SA](resp.Payloads)
+	ke := Find[*KE](resp.Payloads)
+	nr := Find[*Nonce](resp.Payloads)
+	if saP == nil || ke == nil || nr == nil || len(saP.Proposals) != 1 {
+		return nil, fmt.Errorf("IKE_SA_INIT: the gateway's response lacks SA, KE or Nonce")
+	}
+	suite, err := acceptIKE(saP.Proposals[0], s.cfg.IKE)
+	if err != nil {
+		return nil, fmt.Errorf("IKE_SA_INIT: %w", err)
+	}
+	if ke.Group != kex.Group() {
+		return nil, fmt.Errorf("IKE_SA_INIT: the gateway answered with DH group %d, we sent %d", ke.Group, kex.Group())
+	}
+	shared, err := kex.SharedSecret(ke.Data)
+	if err != nil {
+		return nil, fmt.Errorf("IKE_SA_INIT: %w", err)
+	}
+	if len(nr.Data) < 16 || len(nr.Data) > 256 {
+		return nil, fmt.Errorf("IKE_SA_INIT: nonce of %d bytes", len(nr.Data))
+	}
+	keys, err := deriveIKEKeys(suite, shared, ni, nr.Data, resp.SPIi, resp.SPIr, true)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	sa := &ikeSA{spiI: resp.SPIi, spiR: resp.SPIr, initiator: true, suite: suite, keys: keys, ni: ni, nr: slices.Clone(nr.Data),
+		nextOut: 1, lastHeard: now, created: now, fragOK: FindNotify(resp.Payloads, IKEV2_FRAGMENTATION_SUPPORTED) != nil}
+	res := &initResult{sa: sa, request: req, response: raw}
+	if n := FindNotify(resp.Payloads, SIGNATURE_HASH_ALGORITHMS); n != nil {
+		for i := 0; i+1 < len(n.Data); i += 2 {
+			res.peerHashes = append(res.peerHashes, binary.BigEndian.Uint16(n.Data[i:]))
+		}
+	}
+	return res, nil
+}
+
+// authExchange runs IKE_AUTH: authenticates both sides, gets the inner
+// addresses and sets up the first Child SA.
+func (s *Session) authExchange(ctx context.Context, init *initResult, initialContact bool) (err error) {
+	sa := init.sa
+	// Responses are matched to the IKE SA they belong to.
+	s.sa = sa
+	defer func() {
+		if err != nil {
+			s.sa = nil
+		}
+	}()
+	idi := &ID{IDType: s.cfg.LocalID.Type, Data: s.cfg.LocalID.Data}
+	octets := InitiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
+	var payloads []Payload
+	payloads = append(payloads, idi)
+	auth := &Auth{}
+	if s.cfg.Key != nil {
+		for _, c := range s.cfg.Certificates {
+			payloads = append(payloads, &Cert{Encoding: CertX509Signature, Data: c.Raw})
+		}
+		method, data, err := Sign(s.cfg.Key, octets, init.peerHashes)
+		if err != nil {
+			return fmt.Errorf("IKE_AUTH: signing: %w", err)
+		}
+		auth.Method, auth.Data = method, data
+	} else {
+		auth.Method, auth.Data = AuthPSK, PSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)
+	}
+	if s.cfg.CAs != nil {
+		payloads = append(payloads, &CertReq{Encoding: CertX509Signature, Data: s.cfg.CAs.CertReqData()})
+	}
+	if s.cfg.RemoteID.Type != 0 {
+		payloads = append(payloads, &ID{Responder: true, IDType: s.cfg.RemoteID.Type, Data: s.cfg.RemoteID.Data})
+	}
+	payloads = append(payloads, auth)
+	if initialContact {
+		payloads = append(payloads, &Notify{NotifyType: INITIAL_CONTACT})
+	}
+	var cp []CPAttribute
+	if s.cfg.RequestIPv4 {
+		cp = append(cp, CPAttribute{Type: INTERNAL_IP4_ADDRESS}, CPAttribute{Type: INTERNAL_IP4_DNS})
+	}
+	if s.cfg.RequestIPv6 {
+		cp = append(cp, CPAttribute{Type: INTERNAL_IP6_ADDRESS}, CPAttribute{Type: INTERNAL_IP6_DNS})
+	}
+	if len(cp) > 0 {
+		payloads = append(payloads, &CP{CfgType: CFG_REQUEST, Attributes: cp})
+	}
+	inSPI := randomESPSPI()
+	payloads = append(payloads,
+		&SA{Proposals: offerESP(s.cfg.ESP, inSPI, false)},
+		&TS{Selectors: SelectorsFromPrefixes(s.localTS())},
+		&TS{Responder: true, Selectors: SelectorsFromPrefixes(s.cfg.RemoteTS)},
+	)
+	reply, err := s.exchange(ctx, sa, IKE_AUTH, payloads, s.cfg.Retransmit)
+	if err != nil {
+		return fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
+	}
+	if err := firstError(reply, "IKE_AUTH"); err != nil {
+		return err
+	}
+	if err := s.verifyGateway(init, reply); err != nil {
+		return err
+	}
+	addrs, dns := configReply(reply)
+	child, err := s.childFromReply(sa, reply, inSPI, sa.ni, sa.nr, nil, false)
+	if err != nil {
+		return fmt.Errorf("IKE_AUTH: %w", err)
+	}
+	if err := s.h.Configured(addrs, dns); err != nil {
+		return err
+	}
+	if err := s.h.InstallChild(child); err != nil {
+		return err
+	}
+	s.h.SwitchOutbound(child)
+	child.switched = true
+	s.sa, s.child = sa, child
+	s.setStatus(func(st *Status) {
+		st.State, st.Established, st.LastError = "established", sa.created, ""
+		st.IKESPIi, st.IKESPIr, st.IKESuite = fmt.Sprintf("%016x", sa.spiI), fmt.Sprintf("%016x", sa.spiR), sa.suite.String()
+		st.Addresses, st.DNS = nil, nil
+		for _, a := range addrs {
+			st.Addresses = append(st.Addresses, a.String())
+		}
+		for _, d := range dns {
+			st.DNS = append(st.DNS, d.String())
+		}
+		st.setChild(child)
+	})
+	s.log.Info("connected", "gateway", s.cfg.Remote, "ike", sa.suite, "esp", child.Algorithm,
+		"in_spi", fmt.Sprintf("%#x", child.InSPI), "out_spi", fmt.Sprintf("%#x", child.OutSPI), "addresses", addrs)
+	return nil
+}
+
+func (st *Status) setChild(c *ChildSA) {
+	if c == nil {
+		st.Child = nil
+		return
+	}
+	st.Child = &struct {
+		InSPI     string   `json:"in_spi"`
+		OutSPI    string   `json:"out_spi"`
+		Algorithm string   `json:"algorithm"`
+		LocalTS   []string `json:"local_ts"`
+		RemoteTS  []string `json:"remote_ts"`
+	}{InSPI: fmt.Sprintf("%08x", c.InSPI), OutSPI: fmt.Sprintf("%08x", c.OutSPI), Algorithm: c.Algorithm}
+	for _, p := range c.LocalTS {
+		st.Child.LocalTS = append(st.Child.LocalTS, p.String())
+	}
+	for _, p := range c.RemoteTS {
+		st.Child.RemoteTS = append(st.Child.RemoteTS, p.String())
+	}
+}
+
+// localTS is what we propose as our side's selectors: with a
+// configuration request, everything (the gateway narrows it to the
+// assigned address).
+func (s *Session) localTS() []netip.Prefix { return s.cfg.LocalTS }
+
+// verifyGateway checks the gateway's identity and AUTH payload.
+func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
+	sa := init.sa
+	idr := Find[*ID](reply)
+	auth := Find[*Auth](reply)
+	if idr == nil || !idr.Responder || auth == nil {
+		return fmt.Errorf("IKE_AUTH: the gateway's response lacks IDr or AUTH")
+	}
+	got := Identity{Type: idr.IDType, Data: idr.Data}
+	octets := ResponderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, got.PayloadBody())
+	if auth.Method == AuthPSK {
+		if len(s.cfg.PSK) == 0 {
+			return fmt.Errorf("%w: the gateway authenticated with a pre-shared key, we expect a certificate", ErrAuthFailed)
+		}
+		if VerifyPSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets, auth.Data) != nil {
+			return fmt.Errorf("%w: the gateway's AUTH does not match the pre-shared key", ErrAuthFailed)
+		}
+		if s.cfg.RemoteID.Type != 0 && !got.Equal(s.cfg.RemoteID) {
+			return fmt.Errorf("%w: the gateway identifies as %s, expected %s", ErrAuthFailed, got, s.cfg.RemoteID)
+		}
+		return nil
+	}
+	if s.cfg.CAs == nil {
+		return fmt.Errorf("%w: the gateway authenticated with a certificate, but no CA is configured", ErrAuthFailed)
+	}
+	var certs [][]byte
+	for _, p := range reply {
+		if c, ok := p.(*Cert); ok && c.Encoding == CertX509Signature {
+			certs = append(certs, c.Data)
+		}
+	}
+	want := got
+	if s.cfg.RemoteID.Type != 0 {
+		if !got.Equal(s.cfg.RemoteID) {
+			return fmt.Errorf("%w: the gateway identifies as %s, expected %s", ErrAuthFailed, got, s.cfg.RemoteID)
+		}
+		want = s.cfg.RemoteID
+	}
+	if len(certs) == 0 {
+		return fmt.Errorf("%w: the gateway sent no certificate", ErrAuthFailed)
+	}
+	peer, err := s.cfg.CAs.VerifyPeer(certs[0], certs[1:], want, s.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAuthFailed, err)
+	}
+	if err := Verify(peer.PublicKey, auth.Method, auth.Data, octets); err != nil {
+		return fmt.Errorf("%w: the gateway's signature: %v", ErrAuthFailed, err)
+	}
+	return nil
+}
+
+// childFromReply builds the Child SA a response (IKE_AUTH or
+// CREATE_CHILD_SA) agreed to. We initiated the exchange: keys for our
+// outbound direction come first in the key material.
+func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI uint32, ni, nr, shared []byte, withDH bool) (*ChildSA, error) {
+	saP := Find[*SA](reply)
+	if saP == nil || len(saP.Proposals) != 1 {
+		return nil, fmt.Errorf("the gateway's response has no single Child SA proposal")
+	}
+	esp, err := acceptESP(saP.Proposals[0], s.cfg.ESP, withDH)
+	if err != nil {
+		return nil, err
+	}
+	tsi, tsr := findTS(reply, false), findTS(reply, true)
+	if tsi == nil || tsr == nil {
+		return nil, fmt.Errorf("the gateway's response lacks traffic selectors")
+	}
+	out, in, err := childKeys(sa, esp, shared, ni, nr)
+	if err != nil {
+		return nil, err
+	}
+	return &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
+		LocalTS: PrefixesFromSelectors(tsi.Selectors), RemoteTS: PrefixesFromSelectors(tsr.Selectors), Created: s.cfg.Now()}, nil
+}
+
+// configReply reads the addresses and DNS servers of a CFG_REPLY.
+func configReply(ps []Payload) (addrs []netip.Prefix, dns []netip.Addr) {
+	cp := Find[*CP](ps)
+	if cp == nil || cp.CfgType != CFG_REPLY {
+		return nil, nil
+	}
+	for _, a := range cp.Attributes {
+		switch {
+		case a.Type == INTERNAL_IP4_ADDRESS && len(a.Value) == 4:
+			addrs = append(addrs, netip.PrefixFrom(netip.AddrFrom4([4]byte(a.Value)), 32))
+		case a.Type == INTERNAL_IP6_ADDRESS && len(a.Value) == 17:
+			addrs = append(addrs, netip.PrefixFrom(netip.AddrFrom16([16]byte(a.Value[:16])), int(min(a.Value[16], 128))))
+		case a.Type == INTERNAL_IP4_DNS && len(a.Value) == 4:
+			dns = append(dns, netip.AddrFrom4([4]byte(a.Value)))
+		case a.Type == INTERNAL_IP6_DNS && len(a.Value) == 16:
+			dns = append(dns, netip.AddrFrom16([16]byte(a.Value)))
+		}
+	}
+	return addrs, dns
+}
+
+// firstError returns the first error notification of a response as the
+// error a user reads.
+func firstError(ps []Payload, exchange string) error {
+	for _, p := range ps {
+		if n, ok := p.(*Notify); ok && n.NotifyType.IsError() {
+			return notifyError(n, exchange)
+		}
+	}
+	return nil
+}
+
+func findTS(ps []Payload, responder bool) *TS {
+	for _, p := range ps {
+		if ts, ok := p.(*TS); ok && ts.Responder == responder {
+			return ts
+		}
+	}
+	return nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}

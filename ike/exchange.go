@@ -1,0 +1,187 @@
+package ike
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// maxDatagram is the largest IKE datagram sent unfragmented when the peer
+// supports fragmentation: it fits the IPv6 minimum MTU with headers
+// (RFC 7383 §2.5.1 recommends 1280 for IPv6).
+const maxDatagram = 1280 - 40 - 8 - 4
+
+// errGatewayDeleted ends a session whose gateway deleted the IKE SA.
+var errGatewayDeleted = errors.New("the gateway deleted the IKE SA")
+
+// pending is the one request this side has outstanding.
+type pending struct {
+	sa    *ikeSA
+	id    uint32
+	reply []Payload
+	err   error
+	done  bool
+}
+
+// send protects payloads in a message of sa and sends it. It returns the
+// datagrams, to be resent as they are on retransmission.
+func (s *Session) send(sa *ikeSA, exchange ExchangeType, id uint32, response bool, payloads []Payload) ([][]byte, error) {
+	m := &Message{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: exchange, Flags: sa.flags(response), MessageID: id, Payloads: payloads}
+	var datagrams [][]byte
+	if sa.fragOK {
+		var err error
+		if datagrams, err = m.MarshalFragments(sa.keys.out, maxDatagram); err != nil {
+			return nil, fmt.Errorf("building %s message: %w", exchange, err)
+		}
+	} else {
+		b, err := m.MarshalEncrypted(sa.keys.out)
+		if err != nil {
+			return nil, fmt.Errorf("building %s message: %w", exchange, err)
+		}
+		datagrams = [][]byte{b}
+	}
+	s.transmit(datagrams)
+	return datagrams, nil
+}
+
+func (s *Session) transmit(datagrams [][]byte) {
+	for _, d := range datagrams {
+		if err := s.tr.Send(d, s.remote, s.natT); err != nil {
+			s.log.Debug("sending IKE message", "to", s.remote, "err", err)
+		}
+	}
+}
+
+// exchange sends a request on sa and returns the decrypted payloads of the
+// response, retransmitting per policy. Requests from the gateway that
+// arrive meanwhile are answered.
+func (s *Session) exchange(ctx context.Context, sa *ikeSA, exchange ExchangeType, payloads []Payload, policy RetransmitPolicy) ([]Payload, error) {
+	policy = policy.withDefaults()
+	id := sa.nextOut
+	datagrams, err := s.send(sa, exchange, id, false, payloads)
+	if err != nil {
+		return nil, err
+	}
+	p := &pending{sa: sa, id: id}
+	timeout := policy.Timeout
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for tries := 1; ; {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case in := <-s.inbox:
+			if err := s.handle(in, p); err != nil {
+				return nil, err
+			}
+			if p.done {
+				sa.nextOut++
+				return p.reply, p.err
+			}
+		case <-timer.C:
+			if tries == policy.Tries {
+				return nil, fmt.Errorf("%w: no response to %s after %d tries", ErrTimeout, exchange, tries)
+			}
+			tries++
+			s.transmit(datagrams)
+			timeout = time.Duration(float64(timeout) * policy.Backoff)
+			timer.Reset(timeout)
+		}
+	}
+}
+
+// findSA returns the IKE SA a message belongs to.
+func (s *Session) findSA(spiI, spiR uint64) *ikeSA {
+	if s.sa != nil && s.sa.spiI == spiI && s.sa.spiR == spiR {
+		return s.sa
+	}
+	for _, sa := range s.oldSAs {
+		if sa.spiI == spiI && sa.spiR == spiR {
+			return sa
+		}
+	}
+	return nil
+}
+
+// decrypt returns the inner payloads of a protected message of sa; for a
+// fragment, nil until the message is complete.
+func (s *Session) decrypt(sa *ikeSA, m *Message) ([]Payload, bool, error) {
+	if len(m.Payloads) == 0 {
+		return nil, false, errors.New("unprotected message after IKE_SA_INIT")
+	}
+	switch m.Payloads[len(m.Payloads)-1].(type) {
+	case *Encrypted:
+		inner, err := m.Decrypt(sa.keys.in)
+		return inner, err == nil, err
+	case *EncryptedFragment:
+		if sa.reasm == nil {
+			sa.reasm = &Reassembler{}
+		}
+		return sa.reasm.Add(m, sa.keys.in)
+	}
+	return nil, false, errors.New("unprotected message after IKE_SA_INIT")
+}
+
+// handle processes one datagram from the gateway. p, if not nil, is the
+// request awaiting its response. It returns an error when the session must
+// end (the gateway deleted the IKE SA).
+func (s *Session) handle(in inbound, p *pending) error {
+	m, err := Parse(in.data)
+	if err != nil {
+		s.log.Debug("dropping malformed IKE message", "from", in.from, "err", err)
+		return nil
+	}
+	if m.Exchange == IKE_SA_INIT {
+		return nil // a late response to a retransmitted IKE_SA_INIT
+	}
+	sa := s.findSA(m.SPIi, m.SPIr)
+	if sa == nil {
+		s.log.Debug("dropping IKE message for an unknown SA", "from", in.from, "exchange", m.Exchange)
+		return nil
+	}
+	if m.Flags&FlagResponse != 0 {
+		if p == nil || p.sa != sa || m.MessageID != p.id || p.done {
+			return nil
+		}
+		inner, complete, err := s.decrypt(sa, m)
+		if err != nil {
+			s.log.Debug("dropping undecryptable response", "exchange", m.Exchange, "err", err)
+			return nil
+		}
+		if !complete {
+			return nil
+		}
+		sa.lastHeard = s.cfg.Now()
+		p.reply, p.done = inner, true
+		return nil
+	}
+	// A request from the gateway.
+	switch {
+	case m.MessageID+1 == sa.nextIn && sa.lastResp != nil:
+		s.transmit(sa.lastResp) // our response was lost
+		return nil
+	case m.MessageID != sa.nextIn:
+		return nil
+	}
+	inner, complete, err := s.decrypt(sa, m)
+	if err != nil {
+		s.log.Debug("dropping undecryptable request", "exchange", m.Exchange, "err", err)
+		return nil
+	}
+	if !complete {
+		return nil
+	}
+	sa.lastHeard = s.cfg.Now()
+	reply, after := s.respond(sa, m.Exchange, inner)
+	datagrams, err := s.send(sa, m.Exchange, m.MessageID, true, reply)
+	if err != nil {
+		return err
+	}
+	sa.lastResp = datagrams
+	sa.nextIn++
+	if after != nil {
+		return after()
+	}
+	return nil
+}

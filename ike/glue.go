@@ -1,0 +1,147 @@
+package ike
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+)
+
+// ikeKeys are an IKE SA's keys with the PRF and the SK crypters of this
+// side's directions.
+type ikeKeys struct {
+	*Keys
+	prf     PRF
+	out, in Crypter
+}
+
+func newIKEKeys(k *Keys, initiator bool) (*ikeKeys, error) {
+	prf, err := k.PRF()
+	if err != nil {
+		return nil, err
+	}
+	out, in, err := k.Crypters(initiator)
+	if err != nil {
+		return nil, err
+	}
+	return &ikeKeys{Keys: k, prf: prf, out: out, in: in}, nil
+}
+
+// deriveIKEKeys derives a new IKE SA's keys from IKE_SA_INIT.
+func deriveIKEKeys(s Suite, shared, ni, nr []byte, spiI, spiR uint64, initiator bool) (*ikeKeys, error) {
+	k, err := DeriveKeys(s, shared, ni, nr, spiI, spiR)
+	if err != nil {
+		return nil, err
+	}
+	return newIKEKeys(k, initiator)
+}
+
+// rekeyIKEKeys derives the keys of an IKE SA that replaces old (RFC 7296
+// §2.18). initiator says whether we initiated the new IKE SA.
+func rekeyIKEKeys(old *ikeKeys, s Suite, shared, ni, nr []byte, spiI, spiR uint64, initiator bool) (*ikeKeys, error) {
+	k, err := old.Rekey(s, shared, ni, nr, spiI, spiR)
+	if err != nil {
+		return nil, err
+	}
+	return newIKEKeys(k, initiator)
+}
+
+// groupsOf lists the DH groups the proposals name.
+func groupsOf(specs []ProposalSpec) []uint16 {
+	var out []uint16
+	for _, s := range specs {
+		for _, g := range s.DHGroups {
+			if g != DH_NONE && !slices.Contains(out, g) {
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+func offerIKE(specs []ProposalSpec) []Proposal {
+	ps, _ := BuildProposals(specs, nil)
+	return ps
+}
+
+// offerESP builds the ESP proposals with our inbound SPI; without DH for
+// IKE_AUTH, where no key exchange takes place.
+func offerESP(specs []ProposalSpec, spi uint32, withDH bool) []Proposal {
+	if !withDH {
+		plain := make([]ProposalSpec, len(specs))
+		for i, s := range specs {
+			plain[i] = s.WithoutDH()
+		}
+		specs = plain
+	}
+	ps, _ := BuildProposals(specs, binary.BigEndian.AppendUint32(nil, spi))
+	return ps
+}
+
+// acceptIKE checks the gateway's choice against what we offered.
+func acceptIKE(chosen Proposal, specs []ProposalSpec) (Suite, error) {
+	sel, err := VerifyChosenProposal([]Proposal{chosen}, offerIKE(specs))
+	return sel.Suite, err
+}
+
+// espParams is a negotiated Child SA transform set.
+type espParams struct {
+	spi uint32 // the peer's SPI
+	alg string // data plane algorithm name
+	esn bool
+	dh  uint16
+	s   Suite
+}
+
+func espFromSelection(sel Selection) (espParams, error) {
+	if len(sel.PeerSPI) != 4 {
+		return espParams{}, fmt.Errorf("ESP proposal with a %d-byte SPI", len(sel.PeerSPI))
+	}
+	alg := sel.Suite.EncryptionName()
+	if !sel.Suite.IsAEAD() || alg == "" {
+		return espParams{}, fmt.Errorf("ESP transform %s is not one the data plane runs (AEADs only)", sel.Suite)
+	}
+	return espParams{spi: binary.BigEndian.Uint32(sel.PeerSPI), alg: alg, esn: sel.Suite.ESN, dh: sel.Suite.DHGroup, s: sel.Suite}, nil
+}
+
+// acceptESP checks the gateway's choice of ESP proposal.
+func acceptESP(chosen Proposal, specs []ProposalSpec, withDH bool) (espParams, error) {
+	sel, err := VerifyChosenProposal([]Proposal{chosen}, offerESP(specs, 0, withDH))
+	if err != nil {
+		return espParams{}, err
+	}
+	return espFromSelection(sel)
+}
+
+// selectESP is the responder's choice among the gateway's ESP proposals.
+func selectESP(offered []Proposal, specs []ProposalSpec, keGroup uint16) (Proposal, espParams, bool) {
+	sel, ok := SelectProposalWith(offered, specs, SelectOptions{PreferDH: keGroup})
+	if !ok {
+		return Proposal{}, espParams{}, false
+	}
+	esp, err := espFromSelection(sel)
+	return sel.Proposal, esp, err == nil
+}
+
+// childKeys returns a Child SA's keys: the initiator-to-responder key of
+// the exchange first.
+func childKeys(sa *ikeSA, esp espParams, shared, ni, nr []byte) (iToR, rToI []byte, err error) {
+	ck, err := sa.keys.DeriveChildKeys(esp.s, shared, ni, nr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ck.InitiatorEncryption, ck.ResponderEncryption, nil
+}
+
+func (e ExchangeType) String() string {
+	switch e {
+	case IKE_SA_INIT:
+		return "IKE_SA_INIT"
+	case IKE_AUTH:
+		return "IKE_AUTH"
+	case CREATE_CHILD_SA:
+		return "CREATE_CHILD_SA"
+	case INFORMATIONAL:
+		return "INFORMATIONAL"
+	}
+	return fmt.Sprintf("exchange-%d", uint8(e))
+}

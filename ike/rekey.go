@@ -1,0 +1,342 @@
+package ike
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// respond builds the response to a request from the gateway and what to do
+// once it is sent.
+func (s *Session) respond(sa *ikeSA, exchange ExchangeType, req []Payload) ([]Payload, func() error) {
+	switch exchange {
+	case INFORMATIONAL:
+		return s.respondInformational(sa, req)
+	case CREATE_CHILD_SA:
+		if n := FindNotify(req, REKEY_SA); n != nil {
+			return s.respondChildRekey(sa, n, req)
+		}
+		if p := Find[*SA](req); p != nil && len(p.Proposals) > 0 && p.Proposals[0].Protocol == ProtoIKE {
+			return s.respondIKERekey(sa, req)
+		}
+		// mifsec runs one Child SA per IKE SA.
+		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_SAS}}, nil
+	}
+	return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
+}
+
+func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, func() error) {
+	var reply []Payload
+	var after func() error
+	for _, p := range req {
+		d, ok := p.(*Delete)
+		if !ok {
+			continue
+		}
+		switch d.Protocol {
+		case ProtoIKE:
+			after = func() error {
+				if sa == s.sa {
+					return errGatewayDeleted
+				}
+				s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
+				return nil
+			}
+		case ProtoESP:
+			var ours [][]byte
+			for _, spi := range d.SPIs {
+				if len(spi) != 4 {
+					continue
+				}
+				if c := s.childByOutSPI(binary.BigEndian.Uint32(spi)); c != nil {
+					ours = append(ours, binary.BigEndian.AppendUint32(nil, c.InSPI))
+					s.deleteChild(c)
+				}
+			}
+			if len(ours) > 0 {
+				reply = append(reply, &Delete{Protocol: ProtoESP, SPIs: ours})
+			}
+		}
+	}
+	return reply, after
+}
+
+// childByOutSPI finds a Child SA by the SPI the gateway receives on.
+func (s *Session) childByOutSPI(spi uint32) *ChildSA {
+	if s.child != nil && s.child.OutSPI == spi {
+		return s.child
+	}
+	for _, c := range s.oldKids {
+		if c.OutSPI == spi {
+			return c
+		}
+	}
+	return nil
+}
+
+// deleteChild removes c. When the current Child SA goes, its successor (if
+// a rekey just made one) takes over sending.
+func (s *Session) deleteChild(c *ChildSA) {
+	s.h.RemoveChild(c)
+	if c == s.child {
+		s.child = nil
+		s.setStatus(func(st *Status) { st.setChild(nil) })
+		return
+	}
+	s.oldKids = slices.DeleteFunc(s.oldKids, func(o *ChildSA) bool { return o == c })
+	if s.child != nil && !s.child.switched {
+		s.h.SwitchOutbound(s.child)
+		s.child.switched = true
+	}
+}
+
+// respondChildRekey answers the gateway's rekey of the Child SA.
+func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]Payload, func() error) {
+	fail := func(t NotifyType, data []byte) ([]Payload, func() error) {
+		return []Payload{&Notify{NotifyType: t, Data: data}}, nil
+	}
+	if rekey.Protocol != ProtoESP || len(rekey.SPI) != 4 {
+		return fail(INVALID_SYNTAX, nil)
+	}
+	old := s.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
+	if old == nil {
+		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+	}
+	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
+	tsi, tsr := findTS(req, false), findTS(req, true)
+	if saP == nil || ni == nil || tsi == nil || tsr == nil {
+		return fail(INVALID_SYNTAX, nil)
+	}
+	keGroup := uint16(0)
+	if ke != nil {
+		keGroup = ke.Group
+	}
+	chosen, esp, ok := selectESP(saP.Proposals, s.cfg.ESP, keGroup)
+	if !ok {
+		return fail(NO_PROPOSAL_CHOSEN, nil)
+	}
+	nr := nonce()
+	var shared []byte
+	var kePayload *KE
+	if esp.dh != 0 {
+		if ke == nil || ke.Group != esp.dh {
+			return fail(INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, esp.dh))
+		}
+		kex, err := NewKeyExchange(esp.dh)
+		if err != nil {
+			return fail(NO_PROPOSAL_CHOSEN, nil)
+		}
+		if shared, err = kex.SharedSecret(ke.Data); err != nil {
+			return fail(INVALID_SYNTAX, nil)
+		}
+		kePayload = &KE{Group: esp.dh, Data: kex.Public()}
+	}
+	inSPI := randomESPSPI()
+	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
+	// The gateway initiated this exchange: its direction's key comes first.
+	peerToUs, usToPeer, err := childKeys(sa, esp, shared, ni.Data, nr)
+	if err != nil {
+		return fail(NO_PROPOSAL_CHOSEN, nil)
+	}
+	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: peerToUs, OutKey: usToPeer, ESN: esp.esn,
+		// The gateway's TSi are its side: our remote.
+		LocalTS: PrefixesFromSelectors(tsr.Selectors), RemoteTS: PrefixesFromSelectors(tsi.Selectors), Created: s.cfg.Now()}
+	if err := s.h.InstallChild(child); err != nil {
+		return fail(TEMPORARY_FAILURE, nil)
+	}
+	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}
+	if kePayload != nil {
+		reply = append(reply, kePayload)
+	}
+	after := func() error {
+		// Send on the new SA once the gateway deletes the old one.
+		s.oldKids = append(s.oldKids, old)
+		s.child = child
+		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
+		return nil
+	}
+	reply = append(reply, tsi, tsr)
+	return reply, after
+}
+
+// respondIKERekey answers the gateway's rekey of the IKE SA (RFC 7296
+// §2.18): a new IKE SA whose initiator is the gateway.
+func (s *Session) respondIKERekey(sa *ikeSA, req []Payload) ([]Payload, func() error) {
+	fail := func(t NotifyType, data []byte) ([]Payload, func() error) {
+		return []Payload{&Notify{NotifyType: t, Data: data}}, nil
+	}
+	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
+	if saP == nil || ni == nil || ke == nil {
+		return fail(INVALID_SYNTAX, nil)
+	}
+	sel, ok := SelectProposalWith(saP.Proposals, s.cfg.IKE, SelectOptions{PreferDH: ke.Group})
+	if !ok {
+		return fail(NO_PROPOSAL_CHOSEN, nil)
+	}
+	chosen, suite := sel.Proposal, sel.Suite
+	if len(sel.PeerSPI) != 8 {
+		return fail(INVALID_SYNTAX, nil)
+	}
+	if ke.Group != suite.DHGroup {
+		return fail(INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, suite.DHGroup))
+	}
+	kex, err := NewKeyExchange(suite.DHGroup)
+	if err != nil {
+		return fail(NO_PROPOSAL_CHOSEN, nil)
+	}
+	shared, err := kex.SharedSecret(ke.Data)
+	if err != nil {
+		return fail(INVALID_SYNTAX, nil)
+	}
+	nr := nonce()
+	spiI, spiR := binary.BigEndian.Uint64(sel.PeerSPI), randomSPI()
+	keys, err := rekeyIKEKeys(sa.keys, suite, shared, ni.Data, nr, spiI, spiR, false)
+	if err != nil {
+		return fail(NO_PROPOSAL_CHOSEN, nil)
+	}
+	now := s.cfg.Now()
+	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: false, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
+		lastHeard: now, created: now, fragOK: sa.fragOK}
+	chosen.SPI = binary.BigEndian.AppendUint64(nil, spiR)
+	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}, &KE{Group: suite.DHGroup, Data: kex.Public()}}
+	return reply, func() error {
+		s.oldSAs = append(s.oldSAs, sa)
+		s.sa = next
+		s.setStatus(func(st *Status) {
+			st.IKERekeys++
+			st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spiI), fmt.Sprintf("%016x", spiR)
+		})
+		return nil
+	}
+}
+
+// rekeyChild replaces the Child SA (RFC 7296 §2.8), with PFS when the ESP
+// proposal names a DH group.
+func (s *Session) rekeyChild(ctx context.Context) error {
+	old := s.child
+	sa := s.sa
+	group := FirstDHGroup(s.cfg.ESP)
+	for attempt := 0; attempt < 2; attempt++ {
+		inSPI := randomESPSPI()
+		ni := nonce()
+		payloads := []Payload{
+			&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
+			&SA{Proposals: offerESP(s.cfg.ESP, inSPI, true)},
+			&Nonce{Data: ni},
+		}
+		var kex KeyExchange
+		if group != 0 {
+			var err error
+			if kex, err = NewKeyExchange(group); err != nil {
+				return err
+			}
+			payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
+		}
+		payloads = append(payloads, &TS{Selectors: SelectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.RemoteTS)})
+		reply, err := s.exchange(ctx, sa, CREATE_CHILD_SA, payloads, s.cfg.Retransmit)
+		if err != nil {
+			return err
+		}
+		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && attempt == 0 {
+			group = binary.BigEndian.Uint16(n.Data)
+			continue
+		}
+		if err := firstError(reply, "CREATE_CHILD_SA"); err != nil {
+			// TEMPORARY_FAILURE or a collision: try again later.
+			s.log.Info("child rekey refused, retrying later", "err", err)
+			old.Created = s.cfg.Now().Add(-s.cfg.ChildRekey + 5*time.Second)
+			return nil
+		}
+		var shared []byte
+		if kex != nil {
+			ke := Find[*KE](reply)
+			if ke == nil || ke.Group != kex.Group() {
+				return errors.New("CREATE_CHILD_SA: the gateway's response lacks the KE for PFS")
+			}
+			if shared, err = kex.SharedSecret(ke.Data); err != nil {
+				return fmt.Errorf("CREATE_CHILD_SA: %w", err)
+			}
+		}
+		nr := Find[*Nonce](reply)
+		if nr == nil {
+			return errors.New("CREATE_CHILD_SA: the gateway's response lacks a nonce")
+		}
+		child, err := s.childFromReply(sa, reply, inSPI, ni, nr.Data, shared, true)
+		if err != nil {
+			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
+		}
+		if err := s.h.InstallChild(child); err != nil {
+			return err
+		}
+		s.h.SwitchOutbound(child)
+		child.switched = true
+		s.child = child
+		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
+		// Delete the old pair; its inbound SA stays until the gateway
+		// confirms, so packets in flight on it still arrive.
+		reply, err = s.exchange(ctx, sa, INFORMATIONAL,
+			[]Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}, s.cfg.Retransmit)
+		s.h.RemoveChild(old)
+		return err
+	}
+	return errors.New("CREATE_CHILD_SA: the gateway refused every DH group")
+}
+
+// rekeyIKE replaces the IKE SA (RFC 7296 §2.18) and deletes the old one.
+func (s *Session) rekeyIKE(ctx context.Context) error {
+	old := s.sa
+	spiI := randomSPI()
+	ni := nonce()
+	kex, err := NewKeyExchange(old.suite.DHGroup)
+	if err != nil {
+		return err
+	}
+	offered := offerIKE(s.cfg.IKE)
+	for i := range offered {
+		offered[i].SPI = binary.BigEndian.AppendUint64(nil, spiI)
+	}
+	reply, err := s.exchange(ctx, old, CREATE_CHILD_SA, []Payload{&SA{Proposals: offered}, &Nonce{Data: ni}, &KE{Group: kex.Group(), Data: kex.Public()}}, s.cfg.Retransmit)
+	if err != nil {
+		return err
+	}
+	if err := firstError(reply, "CREATE_CHILD_SA (IKE rekey)"); err != nil {
+		s.log.Info("IKE rekey refused, retrying later", "err", err)
+		old.created = s.cfg.Now().Add(-s.cfg.IKERekey + 5*time.Second)
+		return nil
+	}
+	saP, nr, ke := Find[*SA](reply), Find[*Nonce](reply), Find[*KE](reply)
+	if saP == nil || nr == nil || ke == nil || len(saP.Proposals) != 1 || len(saP.Proposals[0].SPI) != 8 {
+		return errors.New("IKE rekey: the gateway's response lacks SA, Nonce or KE")
+	}
+	suite, err := acceptIKE(saP.Proposals[0], s.cfg.IKE)
+	if err != nil || ke.Group != kex.Group() {
+		return fmt.Errorf("IKE rekey: unacceptable answer: %v", err)
+	}
+	shared, err := kex.SharedSecret(ke.Data)
+	if err != nil {
+		return fmt.Errorf("IKE rekey: %w", err)
+	}
+	spiR := binary.BigEndian.Uint64(saP.Proposals[0].SPI)
+	keys, err := rekeyIKEKeys(old.keys, suite, shared, ni, nr.Data, spiI, spiR, true)
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: slices.Clone(nr.Data),
+		lastHeard: now, created: now, fragOK: old.fragOK}
+	s.sa = next
+	s.oldSAs = append(s.oldSAs, old)
+	s.setStatus(func(st *Status) {
+		st.IKERekeys++
+		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spiI), fmt.Sprintf("%016x", spiR)
+	})
+	_, err = s.exchange(ctx, old, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, s.cfg.Retransmit)
+	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == old })
+	if err != nil {
+		s.log.Debug("deleting the rekeyed IKE SA", "err", err)
+	}
+	return nil
+}

@@ -1,0 +1,419 @@
+package ike
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// An initiator's session with one gateway: it sets up an IKE SA and one
+// Child SA (IKE_SA_INIT, IKE_AUTH with a configuration request), keeps them
+// alive (retransmissions, dead peer detection, rekeying in both roles) and
+// hands the Child SAs' keys to a Handler, which installs them in the data
+// plane. When the gateway goes away it reconnects.
+//
+// The session runs in one goroutine (Run). Datagrams arrive through Deliver
+// from whatever reads the sockets, leave through a Transport. It is shaped
+// as one loop so that the protocol state needs no lock: the loop owns it.
+
+// Transport sends IKE messages.
+type Transport interface {
+	// Send sends msg to the peer. natT says it goes between the UDP
+	// encapsulation ports (4500), behind the non-ESP marker.
+	Send(msg []byte, to netip.AddrPort, natT bool) error
+}
+
+// ChildSA is a negotiated pair of ESP SAs, as the data plane needs them.
+type ChildSA struct {
+	InSPI, OutSPI uint32
+	Algorithm     string // the data plane's name: aes128gcm16, aes256gcm16, chacha20poly1305
+	InKey, OutKey []byte // cipher key followed by the 4-byte salt
+	ESN           bool
+	LocalTS       []netip.Prefix
+	RemoteTS      []netip.Prefix
+	Created       time.Time
+
+	switched bool // its outbound SA sends
+}
+
+// Handler receives what the session negotiated.
+type Handler interface {
+	// InstallChild makes c's inbound SA receive and, unless it replaces a
+	// Child SA whose rekey is not finished, its outbound SA send.
+	InstallChild(c *ChildSA) error
+	// SwitchOutbound makes c's outbound SA the one that sends.
+	SwitchOutbound(c *ChildSA)
+	// RemoveChild stops c's inbound SA.
+	RemoveChild(c *ChildSA)
+	// Configured reports the inner addresses and DNS servers the gateway
+	// assigned (configuration payload reply) after IKE_AUTH.
+	Configured(addrs []netip.Prefix, dns []netip.Addr) error
+}
+
+// RetransmitPolicy says how requests are retransmitted: after Timeout, then
+// Timeout*Backoff, ..., Tries sends in all.
+type RetransmitPolicy struct {
+	Timeout time.Duration
+	Backoff float64
+	Tries   int
+}
+
+func (p RetransmitPolicy) withDefaults() RetransmitPolicy {
+	if p.Timeout <= 0 {
+		p.Timeout = time.Second
+	}
+	if p.Backoff < 1 {
+		p.Backoff = 1.8
+	}
+	if p.Tries <= 0 {
+		p.Tries = 5
+	}
+	return p
+}
+
+// SessionConfig is what an initiator needs to connect.
+type SessionConfig struct {
+	Remote   netip.AddrPort // gateway address and IKE port (500, or 4500 to start there)
+	LocalID  Identity
+	RemoteID Identity // expected identity of the gateway; the zero value accepts any
+	// PSK authenticates with a pre-shared key. Otherwise Key and
+	// Certificates (end entity first) sign, and CAs verify the gateway.
+	PSK          []byte
+	Key          crypto.Signer
+	Certificates []*x509.Certificate
+	CAs          *TrustStore
+
+	IKE []ProposalSpec // IKE SA proposals, in order of preference
+	ESP []ProposalSpec // Child SA proposals (a DH group in them is used for PFS on rekey)
+
+	RequestIPv4, RequestIPv6 bool           // ask for inner addresses (configuration payload)
+	LocalTS, RemoteTS        []netip.Prefix // default: everything, both families
+	Retransmit               RetransmitPolicy
+	// ChildRekey and IKERekey start rekeying that long after creation;
+	// 0 leaves rekeying to the gateway.
+	ChildRekey, IKERekey time.Duration
+	// DPD sends a liveness check after that long without a message from
+	// the gateway; 0 means 10 s.
+	DPD time.Duration
+	// ReconnectDelay is the pause before reconnecting after the gateway was
+	// lost; 0 means 1 s.
+	ReconnectDelay time.Duration
+	Logger         *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Errors a user sees when connecting fails.
+var (
+	ErrAuthFailed       = errors.New("authentication failed")
+	ErrNoProposalChosen = errors.New("no proposal chosen")
+	ErrTimeout          = errors.New("gateway did not answer")
+)
+
+// inbound is a received datagram.
+type inbound struct {
+	data []byte
+	from netip.AddrPort
+	natT bool
+}
+
+// Session is one initiator's connection to a gateway.
+type Session struct {
+	cfg     SessionConfig
+	tr      Transport
+	h       Handler
+	log     *slog.Logger
+	inbox   chan inbound
+	natT    bool           // talking on port 4500
+	remote  netip.AddrPort // where requests go
+	sa      *ikeSA
+	oldSAs  []*ikeSA // rekeyed IKE SAs waiting for their Delete
+	child   *ChildSA
+	oldKids []*ChildSA // rekeyed Child SAs kept for inbound until deleted
+
+	statusMu sync.Mutex
+	status   Status
+}
+
+// Status is a snapshot of a session for `mifsec status`.
+type Status struct {
+	State       string    `json:"state"`
+	Gateway     string    `json:"gateway"`
+	IKESPIi     string    `json:"ike_spi_i,omitempty"`
+	IKESPIr     string    `json:"ike_spi_r,omitempty"`
+	IKESuite    string    `json:"ike_suite,omitempty"`
+	Established time.Time `json:"established,omitzero"`
+	IKERekeys   int       `json:"ike_rekeys"`
+	ChildRekeys int       `json:"child_rekeys"`
+	Reconnects  int       `json:"reconnects"`
+	Child       *struct {
+		InSPI     string   `json:"in_spi"`
+		OutSPI    string   `json:"out_spi"`
+		Algorithm string   `json:"algorithm"`
+		LocalTS   []string `json:"local_ts"`
+		RemoteTS  []string `json:"remote_ts"`
+	} `json:"child,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
+	DNS       []string `json:"dns,omitempty"`
+	LastError string   `json:"last_error,omitempty"`
+}
+
+// NewSession checks cfg and returns a session that does not run yet.
+func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
+	if !cfg.Remote.IsValid() {
+		return nil, errors.New("no gateway address")
+	}
+	if len(cfg.PSK) == 0 && cfg.Key == nil {
+		return nil, errors.New("neither a pre-shared key nor a private key to authenticate with")
+	}
+	if cfg.Key != nil && len(cfg.Certificates) == 0 {
+		return nil, errors.New("a private key without its certificate")
+	}
+	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
+		return nil, errors.New("no IKE or ESP proposals")
+	}
+	if cfg.LocalID.Type == 0 {
+		return nil, errors.New("no local identity")
+	}
+	cfg.Retransmit = cfg.Retransmit.withDefaults()
+	if cfg.DPD == 0 {
+		cfg.DPD = 10 * time.Second
+	}
+	if cfg.ReconnectDelay == 0 {
+		cfg.ReconnectDelay = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if len(cfg.RemoteTS) == 0 {
+		cfg.RemoteTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	}
+	if len(cfg.LocalTS) == 0 {
+		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), remote: cfg.Remote}
+	s.status.State = "connecting"
+	s.status.Gateway = cfg.Remote.String()
+	return s, nil
+}
+
+// Deliver hands the session a datagram received from the gateway (without
+// the non-ESP marker). It copies data and never blocks: when the session
+// is behind, the datagram is dropped, as the network might have.
+func (s *Session) Deliver(data []byte, from netip.AddrPort, natT bool) {
+	select {
+	case s.inbox <- inbound{data: slices.Clone(data), from: from, natT: natT}:
+	default:
+	}
+}
+
+// Status returns a snapshot of the session.
+func (s *Session) Status() Status {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	st := s.status
+	return st
+}
+
+func (s *Session) setStatus(f func(*Status)) {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	f(&s.status)
+}
+
+// Connect runs IKE_SA_INIT and IKE_AUTH and installs the first Child SA.
+// Errors say what failed in words a user understands.
+func (s *Session) Connect(ctx context.Context) error {
+	err := s.connect(ctx, true)
+	if err != nil {
+		s.setStatus(func(st *Status) { st.State, st.LastError = "failed", err.Error() })
+	}
+	return err
+}
+
+// Run keeps the session up until ctx ends, then deletes the IKE SA. It
+// reconnects when the gateway is lost. Call Connect first.
+func (s *Session) Run(ctx context.Context) error {
+	for {
+		err := s.serve(ctx)
+		if ctx.Err() != nil {
+			s.shutdown()
+			return nil
+		}
+		s.log.Warn("connection to gateway lost, reconnecting", "gateway", s.cfg.Remote, "err", err)
+		s.teardown()
+		s.setStatus(func(st *Status) { st.State, st.LastError = "reconnecting", err.Error() })
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(s.cfg.ReconnectDelay):
+			}
+			if err := s.connect(ctx, true); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				s.log.Warn("reconnecting failed", "err", err)
+				s.setStatus(func(st *Status) { st.LastError = err.Error() })
+				continue
+			}
+			s.setStatus(func(st *Status) { st.Reconnects++ })
+			break
+		}
+	}
+}
+
+// teardown forgets the IKE SA and removes its Child SAs from the data plane.
+func (s *Session) teardown() {
+	for _, c := range s.oldKids {
+		s.h.RemoveChild(c)
+	}
+	if s.child != nil {
+		s.h.RemoveChild(s.child)
+	}
+	s.child, s.oldKids, s.sa, s.oldSAs = nil, nil, nil, nil
+	s.natT = false
+	s.remote = s.cfg.Remote
+}
+
+// shutdown deletes the IKE SA at the gateway (one try) and tears down.
+func (s *Session) shutdown() {
+	if s.sa != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := s.exchange(ctx, s.sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 2})
+		cancel()
+		if err != nil {
+			s.log.Debug("deleting IKE SA", "err", err)
+		}
+	}
+	s.teardown()
+	s.setStatus(func(st *Status) { st.State = "closed" })
+}
+
+// serve answers the gateway's requests and runs our own timers until the
+// gateway is lost or ctx ends.
+func (s *Session) serve(ctx context.Context) error {
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case in := <-s.inbox:
+			if err := s.handle(in, nil); err != nil {
+				return err
+			}
+		case <-timer.C:
+			if err := s.tick(ctx); err != nil {
+				return err
+			}
+			timer.Reset(time.Second)
+		}
+	}
+}
+
+// tick runs what is due: DPD, rekeys, expiry of old Child SAs.
+func (s *Session) tick(ctx context.Context) error {
+	now := s.cfg.Now()
+	sa := s.sa
+	switch {
+	case s.cfg.IKERekey > 0 && now.Sub(sa.created) >= s.cfg.IKERekey:
+		return s.rekeyIKE(ctx)
+	case s.cfg.ChildRekey > 0 && s.child != nil && now.Sub(s.child.Created) >= s.cfg.ChildRekey:
+		return s.rekeyChild(ctx)
+	case s.child != nil && !s.child.switched && now.Sub(s.child.Created) >= 2*time.Second:
+		// The gateway rekeyed but has not deleted the old SA yet.
+		s.h.SwitchOutbound(s.child)
+		s.child.switched = true
+	case now.Sub(sa.lastHeard) >= s.cfg.DPD:
+		_, err := s.exchange(ctx, sa, INFORMATIONAL, nil, s.cfg.Retransmit)
+		return err
+	}
+	return nil
+}
+
+// ikeSA is the state of one IKE SA.
+type ikeSA struct {
+	spiI, spiR uint64
+	initiator  bool // we are the original initiator of this IKE SA
+	suite      Suite
+	keys       *ikeKeys
+	ni, nr     []byte
+	nextOut    uint32   // message ID of our next request
+	nextIn     uint32   // message ID of the gateway's next request
+	lastResp   [][]byte // the last response we sent, for retransmitted requests
+	lastHeard  time.Time
+	created    time.Time
+	fragOK     bool // peer supports RFC 7383
+	reasm      *Reassembler
+}
+
+// flags returns the header flags of a message we send on sa.
+func (sa *ikeSA) flags(response bool) uint8 {
+	var f uint8
+	if sa.initiator {
+		f |= FlagInitiator
+	}
+	if response {
+		f |= FlagResponse
+	}
+	return f
+}
+
+// randomSPI returns a random non-zero 64-bit SPI.
+func randomSPI() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+// randomESPSPI returns a random SPI of 256 or more.
+func randomESPSPI() uint32 {
+	var b [4]byte
+	for {
+		rand.Read(b[:])
+		if v := binary.BigEndian.Uint32(b[:]); v >= 256 {
+			return v
+		}
+	}
+}
+
+func nonce() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
+}
+
+// fmtErr turns an error notification into the error a user reads.
+func notifyError(n *Notify, exchange string) error {
+	switch n.NotifyType {
+	case AUTHENTICATION_FAILED:
+		return fmt.Errorf("%w: the gateway rejected our credentials (%s)", ErrAuthFailed, exchange)
+	case NO_PROPOSAL_CHOSEN:
+		return fmt.Errorf("%w: the gateway accepted none of the proposals offered in %s", ErrNoProposalChosen, exchange)
+	case TS_UNACCEPTABLE:
+		return fmt.Errorf("the gateway accepted none of the traffic selectors (%s)", exchange)
+	case INTERNAL_ADDRESS_FAILURE:
+		return fmt.Errorf("the gateway could not assign an inner address (%s)", exchange)
+	case FAILED_CP_REQUIRED:
+		return fmt.Errorf("the gateway requires a configuration request (%s)", exchange)
+	}
+	return fmt.Errorf("the gateway answered %s with error notification %d", exchange, n.NotifyType)
+}

@@ -1,0 +1,322 @@
+package mif
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/tun"
+	"github.com/vishvananda/netlink"
+)
+
+// ClientConfig is a VPN client's setup: the IKE session and the local
+// interface it runs on.
+type ClientConfig struct {
+	Session ike.SessionConfig
+	TUN     tun.Config
+	// Device is the interface that reaches the gateway; empty means the
+	// one the routing table uses now. Both sockets are bound to it, so
+	// that routes into the tunnel never capture the tunnel's own packets.
+	Device string
+	Logger *slog.Logger
+}
+
+// Client is a running VPN client: one path to one gateway.
+type Client struct {
+	cfg     ClientConfig
+	log     *slog.Logger
+	iface   *tun.Interface
+	ike500  *net.UDPConn
+	natT    *dataplane.UDPConn
+	engine  *dataplane.Engine
+	session *ike.Session
+
+	mu       sync.Mutex
+	inbound  map[uint32]bool
+	routes   []netip.Prefix // added to the TUN interface
+	addrs    []netip.Prefix // assigned by the gateway
+	outbound *dataplane.SA
+	children map[uint32]*dataplane.SA // inbound SAs by SPI, for counters
+	outs     map[uint32]*dataplane.SA // outbound SAs by the Child SA's InSPI
+}
+
+// NewClient opens the sockets and the TUN device. Nothing is sent yet.
+func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Client{cfg: cfg, log: log, inbound: map[uint32]bool{}, children: map[uint32]*dataplane.SA{}, outs: map[uint32]*dataplane.SA{}}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	gw := cfg.Session.Remote.Addr()
+	if cfg.Device == "" {
+		if c.cfg.Device, err = deviceTowards(gw); err != nil {
+			return nil, err
+		}
+	}
+	any := netip.IPv4Unspecified()
+	if gw.Is6() {
+		any = netip.IPv6Unspecified()
+	}
+	if cfg.Session.Remote.Port() != 4500 {
+		lc := bindToDevice(c.cfg.Device)
+		pc, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(any, 500).String())
+		if err != nil {
+			return nil, fmt.Errorf("opening IKE port 500: %w", err)
+		}
+		c.ike500 = pc.(*net.UDPConn)
+	}
+	if c.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(any, 4500), Device: c.cfg.Device}); err != nil {
+		return nil, err
+	}
+	if c.iface, err = tun.Create(cfg.TUN); err != nil {
+		return nil, err
+	}
+	remote, err := c.natT.NewEndpoint(netip.AddrPortFrom(gw, 4500))
+	if err != nil {
+		return nil, err
+	}
+	path := &dataplane.Path{ID: 0, Conn: c.natT, Remote: remote}
+	c.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
+		Queues: c.iface.Queues(),
+		Paths:  []*dataplane.Path{path},
+		Control: func(msg []byte, from netip.AddrPort, _ *dataplane.Path) {
+			c.session.Deliver(msg, from, true)
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.session, err = ike.NewSession(cfg.Session, c, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// deviceTowards returns the interface the routing table uses to reach a.
+func deviceTowards(a netip.Addr) (string, error) {
+	routes, err := netlink.RouteGet(a.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return "", fmt.Errorf("no route to the gateway %s: %v", a, err)
+	}
+	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", fmt.Errorf("interface towards %s: %w", a, err)
+	}
+	return link.Attrs().Name, nil
+}
+
+// Run connects and keeps the tunnel up until ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	engineCtx, stopEngine := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { c.engine.Run(engineCtx) })
+	if c.ike500 != nil {
+		wg.Go(c.readPort500)
+	}
+	defer func() {
+		stopEngine()
+		if c.ike500 != nil {
+			c.ike500.Close()
+		}
+		wg.Wait()
+	}()
+	if err := c.session.Connect(ctx); err != nil {
+		return err
+	}
+	return c.session.Run(ctx)
+}
+
+func (c *Client) readPort500() {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := c.ike500.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		c.session.Deliver(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), false)
+	}
+}
+
+// Status returns the session's state with the data plane's counters.
+func (c *Client) Status() Status {
+	st := Status{Session: c.session.Status(), Interface: c.iface.Name(), Device: c.cfg.Device}
+	s := &c.engine.Stats
+	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
+	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
+	st.Drops = s.Drops.Snapshot()
+	gso, gro := c.natT.Offloads()
+	st.Paths = []PathStatus{{ID: 0, Device: c.cfg.Device, Local: c.natT.LocalAddr().String(),
+		Remote: netip.AddrPortFrom(c.cfg.Session.Remote.Addr(), 4500).String(), GSO: gso, GRO: gro}}
+	return st
+}
+
+// Close releases the TUN device (with its addresses and routes) and the
+// sockets.
+func (c *Client) Close() {
+	if c.engine != nil {
+		c.engine.Close()
+	} else if c.natT != nil {
+		c.natT.Close()
+	}
+	if c.ike500 != nil {
+		c.ike500.Close()
+	}
+	if c.iface != nil {
+		if err := c.iface.Close(); err != nil {
+			c.log.Warn("removing the TUN device", "err", err)
+		}
+	}
+}
+
+// Send implements ike.Transport.
+func (c *Client) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	if natT {
+		b := make([]byte, 4+len(msg)) // non-ESP marker
+		copy(b[4:], msg)
+		return c.natT.WriteTo(b, to)
+	}
+	if c.ike500 == nil {
+		return errors.New("no socket on port 500")
+	}
+	_, err := c.ike500.WriteToUDPAddrPort(msg, to)
+	return err
+}
+
+// InstallChild implements ike.Handler: the inbound SA starts receiving.
+func (c *Client) InstallChild(child *ike.ChildSA) error {
+	alg, err := dataplane.ParseAlgorithm(child.Algorithm)
+	if err != nil {
+		return err
+	}
+	in, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.InSPI, Algorithm: alg, Key: child.InKey, ESN: child.ESN})
+	if err != nil {
+		return err
+	}
+	out, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN})
+	if err != nil {
+		return err
+	}
+	if err := c.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS)); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.children[child.InSPI] = in
+	c.outs[child.InSPI] = out
+	return c.routeLocked(child.RemoteTS)
+}
+
+// routeLocked adds routes into the tunnel for prefixes not routed yet.
+func (c *Client) routeLocked(prefixes []netip.Prefix) error {
+	for _, p := range prefixes {
+		for _, r := range splitDefault(p) {
+			if containsPrefix(c.routes, r) {
+				continue
+			}
+			if err := c.iface.AddRoute(r); err != nil {
+				return err
+			}
+			c.routes = append(c.routes, r)
+		}
+	}
+	return nil
+}
+
+// splitDefault turns a default route into two halves, so that it wins
+// over the host's default route without replacing it.
+func splitDefault(p netip.Prefix) []netip.Prefix {
+	if p.Bits() != 0 {
+		return []netip.Prefix{p}
+	}
+	if p.Addr().Is4() {
+		return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+	}
+	return []netip.Prefix{netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")}
+}
+
+func containsPrefix(list []netip.Prefix, p netip.Prefix) bool {
+	for _, q := range list {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// SwitchOutbound implements ike.Handler: traffic to the Child SA's remote
+// selectors goes out on its outbound SA.
+func (c *Client) SwitchOutbound(child *ike.ChildSA) {
+	c.mu.Lock()
+	out := c.outs[child.InSPI]
+	c.mu.Unlock()
+	if out == nil {
+		return
+	}
+	routes := make([]dataplane.Route, 0, len(child.RemoteTS))
+	for _, p := range child.RemoteTS {
+		routes = append(routes, dataplane.Route{Prefix: p, SA: out})
+	}
+	c.engine.SetRoutes(routes)
+}
+
+// RemoveChild implements ike.Handler.
+func (c *Client) RemoveChild(child *ike.ChildSA) {
+	c.engine.RemoveInbound(child.InSPI)
+	c.mu.Lock()
+	delete(c.children, child.InSPI)
+	delete(c.outs, child.InSPI)
+	c.mu.Unlock()
+}
+
+// Configured implements ike.Handler: the assigned addresses go on the TUN.
+func (c *Client) Configured(addrs []netip.Prefix, dns []netip.Addr) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		if containsPrefix(c.addrs, a) {
+			continue // the same lease after a reconnect
+		}
+		if err := c.iface.AddAddress(a); err != nil {
+			return err
+		}
+		c.addrs = append(c.addrs, a)
+	}
+	if err := c.iface.SetUp(); err != nil {
+		return err
+	}
+	if len(dns) > 0 {
+		c.log.Info("gateway assigned DNS servers", "dns", dns)
+	}
+	return nil
+}
+
+// bindToDevice returns a ListenConfig whose sockets are bound to device.
+func bindToDevice(device string) *net.ListenConfig {
+	return &net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if device != "" {
+				serr = unix.BindToDevice(int(fd), device)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+}
