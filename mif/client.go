@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -128,6 +129,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.ike500 != nil {
 		wg.Go(c.readPort500)
 	}
+	wg.Go(func() { c.sendKeepalives(engineCtx) })
 	defer func() {
 		stopEngine()
 		if c.ike500 != nil {
@@ -139,6 +141,26 @@ func (c *Client) Run(ctx context.Context) error {
 		return err
 	}
 	return c.session.Run(ctx)
+}
+
+// KeepaliveInterval is how often a NAT keepalive (RFC 3948 §2.3) goes to
+// the gateway, to hold the mapping of a NAT on the way open.
+const KeepaliveInterval = 20 * time.Second
+
+func (c *Client) sendKeepalives(ctx context.Context) {
+	t := time.NewTicker(KeepaliveInterval)
+	defer t.Stop()
+	to := netip.AddrPortFrom(c.cfg.Session.Remote.Addr(), 4500)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.natT.WriteTo([]byte{0xff}, to); err != nil {
+				c.log.Debug("sending NAT keepalive", "err", err)
+			}
+		}
+	}
 }
 
 func (c *Client) readPort500() {

@@ -34,14 +34,33 @@ type gatewayOptions struct {
 	pki                     *ike.TestPKI
 	childRekey, ikeRekey    string // strongSwan durations, "" for its defaults
 	psk                     string
+	ipv6Inner               bool // also protect fd01::/64 and hand out fd03::/64 addresses
+	ipv6Outer               bool // the client reaches the gateway at fd02::2 only
+}
+
+// gatewayAddr is where the client reaches the gateway.
+func (o gatewayOptions) gatewayAddr() string {
+	if o.ipv6Outer {
+		return "fd02::2"
+	}
+	return "192.0.2.2"
 }
 
 func newGatewayTopology(t *testing.T, o gatewayOptions) *gatewayTopology {
 	strongswan.Require(t)
 	testenv.RequireCommand(t, "ping")
 	top := &gatewayTopology{client: testenv.NewNamedNetns(t, "cl"), gw: testenv.NewNamedNetns(t, "gw"), dir: t.TempDir()}
-	testenv.Veth(t, top.client, top.gw, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
+	ifC, ifG := testenv.Veth(t, top.client, top.gw, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
 	testenv.Exec(t, top.gw, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo")
+	if o.ipv6Outer {
+		testenv.Exec(t, top.client, "ip", "addr", "del", "192.0.2.1/24", "dev", ifC)
+		testenv.Exec(t, top.gw, "ip", "addr", "del", "192.0.2.2/24", "dev", ifG)
+		testenv.Exec(t, top.client, "ip", "addr", "add", "fd02::1/64", "dev", ifC, "nodad")
+		testenv.Exec(t, top.gw, "ip", "addr", "add", "fd02::2/64", "dev", ifG, "nodad")
+	}
+	if o.ipv6Inner {
+		testenv.Exec(t, top.gw, "ip", "addr", "add", "fd01::1/64", "dev", "lo")
+	}
 	top.charon = strongswan.Start(t, strongswan.Config{Netns: top.gw, Swanctl: gatewaySwanctl(o), Files: gatewayFiles(t, o)})
 	return top
 }
@@ -62,11 +81,16 @@ func gatewaySwanctl(o gatewayOptions) string {
 		remote = "\t\t\tauth = pubkey\n\t\t\tid = " + o.pki.Client.Identity.String() + "\n"
 		secrets = ""
 	}
+	pools, localTS, pool6 := "pool4", "10.1.0.0/24", ""
+	if o.ipv6Inner {
+		pools, localTS = "pool4,pool6", "10.1.0.0/24,fd01::/64"
+		pool6 = "\tpool6 {\n\t\taddrs = fd03::/120\n\t}\n"
+	}
 	return fmt.Sprintf(`connections {
 	gw {
 		version = 2
-		local_addrs = 192.0.2.2
-		pools = pool4
+		local_addrs = %s
+		pools = %s
 		proposals = %s
 %s		local {
 %s		}
@@ -74,7 +98,7 @@ func gatewaySwanctl(o gatewayOptions) string {
 %s		}
 		children {
 			net {
-				local_ts = 10.1.0.0/24
+				local_ts = %s
 				esp_proposals = %s
 %s			}
 		}
@@ -85,8 +109,8 @@ pools {
 		addrs = 10.3.0.0/24
 		dns = 10.1.0.53
 	}
-}
-%s`, o.proposals, rekey, local, remote, o.espProposals, childRekey, secrets)
+%s}
+%s`, o.gatewayAddr(), pools, o.proposals, rekey, local, remote, localTS, o.espProposals, childRekey, pool6, secrets)
 }
 
 func gatewayFiles(t *testing.T, o gatewayOptions) map[string][]byte {
@@ -206,19 +230,76 @@ func TestConnectToStrongSwan(t *testing.T) {
 
 func TestConnectWithCertificates(t *testing.T) {
 	strongswan.Require(t)
-	dir := t.TempDir()
-	pki, err := ike.GenerateTestPKI(dir, ike.TestPKIOptions{KeyType: ike.TestKeyECDSAP256})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name, ike, esp string
+		key            ike.TestKeyType
+	}{
+		{"p256/aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16", ike.TestKeyECDSAP256},
+		{"p256/chacha20poly1305-ecp256", "chacha20poly1305-prfsha256-ecp256", "chacha20poly1305", ike.TestKeyECDSAP256},
+		{"p384/aes128gcm16-ecp384", "aes128gcm16-prfsha384-ecp384", "aes128gcm16", ike.TestKeyECDSAP384},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{KeyType: tc.key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			top := newGatewayTopology(t, gatewayOptions{proposals: tc.ike, espProposals: tc.esp, auth: "pubkey", pki: pki})
+			c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", pki.Client.Identity.String(),
+				"--remote-id", pki.Gateway.Identity.String(), "--cert", pki.Client.CertFile, "--key", pki.Client.KeyFile,
+				"--ca", pki.CA.CertFile, "--ike", tc.ike, "--esp", tc.esp, "--ipv6=false")
+			c.waitEstablished(t, 10*time.Second)
+			if err := ping(top.client, "10.1.0.1", 3); err != nil {
+				t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
+			}
+		})
 	}
-	const proposals = "aes256gcm16-prfsha256-x25519"
-	top := newGatewayTopology(t, gatewayOptions{proposals: proposals, espProposals: "aes256gcm16", auth: "pubkey", pki: pki})
-	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", pki.Client.Identity.String(),
-		"--remote-id", pki.Gateway.Identity.String(), "--cert", pki.Client.CertFile, "--key", pki.Client.KeyFile,
-		"--ca", pki.CA.CertFile, "--ike", proposals, "--esp", "aes256gcm16", "--ipv6=false")
-	c.waitEstablished(t, 10*time.Second)
-	if err := ping(top.client, "10.1.0.1", 3); err != nil {
-		t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
+}
+
+// TestConnectIPv6 asks for IPv4 and IPv6 inner addresses, once over an
+// IPv4 and once over an IPv6-only outer path.
+func TestConnectIPv6(t *testing.T) {
+	for _, outer6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("outer-ipv6=%v", outer6), func(t *testing.T) {
+			const psk = "v6"
+			o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk, ipv6Inner: true, ipv6Outer: outer6}
+			top := newGatewayTopology(t, o)
+			c := startConnect(t, top.client, "mcl0", "--gateway", o.gatewayAddr(), "--local-id", "client.example",
+				"--psk-file", writePSK(t, top.dir, psk))
+			st := c.waitEstablished(t, 10*time.Second)
+			var v4, v6 bool
+			for _, a := range st.Session.Addresses {
+				v4 = v4 || strings.HasPrefix(a, "10.3.0.")
+				v6 = v6 || strings.HasPrefix(a, "fd03::")
+			}
+			if !v4 || !v6 {
+				t.Fatalf("assigned %v, want an address from each pool", st.Session.Addresses)
+			}
+			for _, dst := range []string{"10.1.0.1", "fd01::1"} {
+				if err := ping(top.client, dst, 3); err != nil {
+					t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
+				}
+			}
+		})
+	}
+}
+
+// TestConnectInvalidKERetry offers x25519 first to a gateway that only
+// takes ECP-256: the gateway answers INVALID_KE_PAYLOAD and the client
+// retries with the group it asks for.
+func TestConnectInvalidKERetry(t *testing.T) {
+	const psk = "ke"
+	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-ecp256", espProposals: "aes256gcm16", auth: "psk", psk: psk})
+	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--psk-file", writePSK(t, top.dir, psk), "--ike", "aes256gcm16-prfsha256-x25519-ecp256", "--ipv6=false")
+	st := c.waitEstablished(t, 10*time.Second)
+	if !strings.Contains(st.Session.IKESuite, "ecp256") {
+		t.Fatalf("IKE suite %q, want ECP-256 after the retry", st.Session.IKESuite)
+	}
+	if !strings.Contains(top.charon.Log(), "N(INVAL_KE)") {
+		t.Fatalf("the gateway never asked for another group:\n%s", top.charon.Log()[:min(3000, len(top.charon.Log()))])
+	}
+	if err := ping(top.client, "10.1.0.1", 2); err != nil {
+		t.Fatal(err)
 	}
 }
 
