@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -133,39 +131,14 @@ func gatewayFiles(t *testing.T, o gatewayOptions) map[string][]byte {
 
 // connectProcess is a running `mifsec connect`.
 type connectProcess struct {
-	cmd  *exec.Cmd
-	log  *lockedWriter
-	done chan struct{}
-	tun  string
+	*mifsecProcess
+	tun string
 }
 
 func startConnect(t *testing.T, ns, tunName string, args ...string) *connectProcess {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, mifsecBinary(t), "--log-level", "debug", "connect", "--tun", tunName}, args...)...)
-	p := &connectProcess{cmd: cmd, log: &lockedWriter{w: new(bytes.Buffer)}, done: make(chan struct{}), tun: tunName}
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.stop(t) })
-	return p
-}
-
-func (p *connectProcess) stop(t *testing.T) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-		t.Errorf("mifsec connect did not stop within 10s of SIGTERM\n%s", p.log.String())
-	}
+	p := startMifsec(t, ns, append([]string{"--log-level", "debug", "connect", "--tun", tunName}, args...)...)
+	return &connectProcess{mifsecProcess: p, tun: tunName}
 }
 
 func (p *connectProcess) status(t *testing.T) (mif.Status, error) {

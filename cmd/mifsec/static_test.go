@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -48,58 +47,10 @@ func mifsecBinary(t *testing.T) string {
 	return bin
 }
 
-// staticPeer is a running `mifsec static` in a network namespace.
-type staticPeer struct {
-	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-	done   chan struct{}
-}
-
-func startStatic(t *testing.T, ns string, args ...string) *staticPeer {
+// startStatic runs `mifsec static` in ns until the test ends.
+func startStatic(t *testing.T, ns string, args ...string) *mifsecProcess {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, mifsecBinary(t), "static"}, args...)...)
-	p := &staticPeer{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = &lockedWriter{w: p.stderr}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.stop(t) })
-	return p
-}
-
-// stop ends the process with SIGTERM and returns what it logged.
-func (p *staticPeer) stop(t *testing.T) string {
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-			t.Error("mifsec static did not stop within 10s of SIGTERM")
-		}
-	}
-	return p.cmd.Stderr.(*lockedWriter).String()
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
+	return startMifsec(t, ns, append([]string{"static"}, args...)...)
 }
 
 func randomKey(t *testing.T, n int) string {
@@ -112,7 +63,7 @@ func randomKey(t *testing.T, n int) string {
 // static tunnel between them, IPv4 and IPv6 inside.
 type staticTopology struct {
 	nsA, nsB string
-	a, b     *staticPeer
+	a, b     *mifsecProcess
 }
 
 func newStaticTopology(t *testing.T, alg string, keyLen int, corruptKey bool) *staticTopology {

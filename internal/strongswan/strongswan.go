@@ -9,7 +9,6 @@
 package strongswan
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -17,10 +16,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/internal/testenv"
 )
 
 const (
@@ -80,7 +80,7 @@ type Charon struct {
 	t    testing.TB
 	dir  string
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testenv.SyncBuffer
 	done chan struct{}
 	uri  string
 }
@@ -130,7 +130,7 @@ func Start(t testing.TB, cfg Config) *Charon {
 			t.Fatal(err)
 		}
 	}
-	c := &Charon{t: t, dir: dir, log: &syncBuffer{}, done: make(chan struct{})}
+	c := &Charon{t: t, dir: dir, log: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command("ip", "netns", "exec", cfg.Netns, "unshare", "--mount", "sh", "-c",
 		"mount -t tmpfs tmpfs /run && exec "+charonBinary)
 	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(dir, "strongswan.conf"))
@@ -222,21 +222,4 @@ func (c *Charon) Exited() bool {
 	default:
 		return false
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
