@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -32,8 +33,9 @@ type gatewayOptions struct {
 	pki                     *ike.TestPKI
 	childRekey, ikeRekey    string // strongSwan durations, "" for its defaults
 	psk                     string
-	ipv6Inner               bool // also protect fd01::/64 and hand out fd03::/64 addresses
-	ipv6Outer               bool // the client reaches the gateway at fd02::2 only
+	ipv6Inner               bool   // also protect fd01::/64 and hand out fd03::/64 addresses
+	ipv6Outer               bool   // the client reaches the gateway at fd02::2 only
+	charon                  string // extra strongswan.conf lines for charon
 }
 
 // gatewayAddr is where the client reaches the gateway.
@@ -59,7 +61,7 @@ func newGatewayTopology(t *testing.T, o gatewayOptions) *gatewayTopology {
 	if o.ipv6Inner {
 		testenv.Exec(t, top.gw, "ip", "addr", "add", "fd01::1/64", "dev", "lo")
 	}
-	top.charon = strongswan.Start(t, strongswan.Config{Netns: top.gw, Swanctl: gatewaySwanctl(o), Files: gatewayFiles(t, o)})
+	top.charon = strongswan.Start(t, strongswan.Config{Netns: top.gw, Swanctl: gatewaySwanctl(o), Files: gatewayFiles(t, o), Charon: o.charon})
 	return top
 }
 
@@ -210,6 +212,9 @@ func TestConnectWithCertificates(t *testing.T) {
 		{"p256/aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16", ike.TestKeyECDSAP256},
 		{"p256/chacha20poly1305-ecp256", "chacha20poly1305-prfsha256-ecp256", "chacha20poly1305", ike.TestKeyECDSAP256},
 		{"p384/aes128gcm16-ecp384", "aes128gcm16-prfsha384-ecp384", "aes128gcm16", ike.TestKeyECDSAP384},
+		// RSA-3072 certificates make IKE_AUTH larger than one datagram:
+		// both sides fragment (RFC 7383).
+		{"rsa3072/aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16", ike.TestKeyRSA3072},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{KeyType: tc.key})
@@ -224,7 +229,62 @@ func TestConnectWithCertificates(t *testing.T) {
 			if err := ping(top.client, "10.1.0.1", 3); err != nil {
 				t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
 			}
+			if tc.key == ike.TestKeyRSA3072 {
+				log := top.charon.Log()
+				if !strings.Contains(log, "received fragment #") || !strings.Contains(log, "generating IKE_AUTH response 1 [ EF(") {
+					t.Fatalf("IKE_AUTH was not fragmented both ways:\n%s", log)
+				}
+			}
 		})
+	}
+}
+
+// TestConnectWithCookie runs against a gateway that demands a cookie
+// (RFC 7296 §2.6) from an address with a half-open IKE SA: a bare
+// IKE_SA_INIT from the client's address leaves one behind first.
+func TestConnectWithCookie(t *testing.T) {
+	const psk = "cookie"
+	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16",
+		auth: "psk", psk: psk, charon: "\tcookie_threshold_ip = 1\n"})
+	specs, err := ike.ParseIKEProposals("aes256gcm16-prfsha256-x25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proposals, err := ike.BuildProposals(specs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kex, err := ike.NewKeyExchange(ike.DH_CURVE25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, _ := ike.RandomNonce(32)
+	halfOpen := &ike.Message{SPIi: ike.RandomSPI(), Exchange: ike.IKE_SA_INIT, Flags: ike.FlagInitiator, Payloads: []ike.Payload{
+		&ike.SA{Proposals: proposals}, &ike.KE{Group: ike.DH_CURVE25519, Data: kex.Public()}, &ike.Nonce{Data: nonce}}}
+	req, err := halfOpen.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.InNamedNetns(t, top.client, func() {
+		conn, err := net.Dial("udp", "192.0.2.2:500")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write(req)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Read(make([]byte, 2048)); err != nil {
+			t.Fatalf("no answer to the half-open IKE_SA_INIT: %v", err)
+		}
+	})
+	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--psk-file", writePSK(t, top.dir, psk), "--ipv6=false")
+	c.waitEstablished(t, 10*time.Second)
+	if !strings.Contains(top.charon.Log(), "N(COOKIE)") {
+		t.Fatalf("the gateway never asked for a cookie:\n%s", top.charon.Log())
+	}
+	if err := ping(top.client, "10.1.0.1", 2); err != nil {
+		t.Fatal(err)
 	}
 }
 
