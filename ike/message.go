@@ -112,7 +112,7 @@ func (m *Message) IsInitiator() bool { return m.Flags&FlagInitiator != 0 }
 // putHeader writes the IKE header into b[:28] with next as the first
 // payload type and length as the total message length.
 func (m *Message) putHeader(b []byte, next PayloadType, length int) error {
-	if length > math.MaxUint32 {
+	if uint64(length) > math.MaxUint32 {
 		return fmt.Errorf("ike: message of %d bytes", length)
 	}
 	binary.BigEndian.PutUint64(b, m.SPIi)

@@ -303,7 +303,7 @@ var codecPayloadCases = []struct {
 	{"IDi FQDN", &ID{IDType: IDFQDN, Data: []byte("client.example.org")}},
 	{"IDr IPv4", &ID{Responder: true, IDType: IDIPv4, Data: []byte{192, 0, 2, 1}}},
 	{"IDr IPv6", &ID{Responder: true, IDType: IDIPv6, Data: codecSeq(0x20, 16)}},
-	{"CERT", &Cert{Encoding: CertX509Signature, Data: codecSeq(0x30, 300)}},
+	{"CERT", &Cert{Encoding: CertX509Signature, Data: codecSeq(0x30, 64)}},
 	{"CERTREQ", &CertReq{Encoding: CertX509Signature, Data: codecSeq(0, 40)}},
 	{"CERTREQ empty", &CertReq{Encoding: CertX509Signature}},
 	{"AUTH", &Auth{Method: AuthPSK, Data: codecSeq(0, 32)}},
