@@ -50,10 +50,15 @@ type Path struct {
 	Remote *Endpoint
 }
 
-// Route sends inner packets to destinations in Prefix through SA.
+// Route sends inner packets to destinations in Prefix through SA. A
+// non-nil Remote sends them to that endpoint instead of the picked path's
+// Remote, on the picked path's socket: a gateway reaches each of its
+// clients behind one socket this way. Remote must come from NewEndpoint of
+// that socket.
 type Route struct {
 	Prefix netip.Prefix
 	SA     *SA
+	Remote *Endpoint
 }
 
 // EngineConfig is what an Engine runs on.
@@ -90,6 +95,7 @@ type Engine struct {
 	log     *slog.Logger
 	picker  scheduler.Picker
 	routes  atomic.Pointer[[]Route]
+	routeMu sync.Mutex // serialises writers of routes
 	inbound atomic.Pointer[map[uint32]*inboundSA]
 	inMu    sync.Mutex // serialises writers of inbound
 	closing atomic.Bool
@@ -131,7 +137,53 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 
 // SetRoutes replaces the outbound routes. The most specific prefix wins.
 func (e *Engine) SetRoutes(routes []Route) {
-	r := slices.Clone(routes)
+	e.routeMu.Lock()
+	defer e.routeMu.Unlock()
+	e.storeRoutes(slices.Clone(routes))
+}
+
+// AddRoutes adds routes to the existing ones (copy on write: the workers
+// keep the list they loaded).
+func (e *Engine) AddRoutes(routes ...Route) {
+	e.routeMu.Lock()
+	defer e.routeMu.Unlock()
+	e.storeRoutes(slices.Concat(*e.routes.Load(), routes))
+}
+
+// RemoveRoutes removes every route through sa and reports how many there
+// were.
+func (e *Engine) RemoveRoutes(sa *SA) int {
+	e.routeMu.Lock()
+	defer e.routeMu.Unlock()
+	old := *e.routes.Load()
+	r := slices.DeleteFunc(slices.Clone(old), func(r Route) bool { return r.SA == sa })
+	e.storeRoutes(r)
+	return len(old) - len(r)
+}
+
+// ReplaceRouteSA moves the routes through old to new (a rekeyed Child SA)
+// and reports how many moved.
+func (e *Engine) ReplaceRouteSA(old, new *SA) int {
+	e.routeMu.Lock()
+	defer e.routeMu.Unlock()
+	r := slices.Clone(*e.routes.Load())
+	n := 0
+	for i := range r {
+		if r[i].SA == old {
+			r[i].SA = new
+			n++
+		}
+	}
+	e.storeRoutes(r)
+	return n
+}
+
+// Routes returns a copy of the outbound routes, most specific first.
+func (e *Engine) Routes() []Route { return slices.Clone(*e.routes.Load()) }
+
+// storeRoutes sorts r (which the caller owns) and publishes it; routeMu is
+// held.
+func (e *Engine) storeRoutes(r []Route) {
 	slices.SortStableFunc(r, func(a, b Route) int { return b.Prefix.Bits() - a.Prefix.Bits() })
 	e.routes.Store(&r)
 }
@@ -223,6 +275,7 @@ type outboundWorker struct {
 	bufs        [][]byte
 	sizes       []int
 	sas         []*SA
+	remotes     []*Endpoint // per packet: the route's Remote or nil
 	nextHeaders []byte
 	senders     []*Sender
 }
@@ -235,6 +288,7 @@ func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
 		bufs:        make([][]byte, batch),
 		sizes:       make([]int, batch),
 		sas:         make([]*SA, batch),
+		remotes:     make([]*Endpoint, batch),
 		nextHeaders: make([]byte, batch),
 		senders:     make([]*Sender, len(e.cfg.Paths)),
 	}
@@ -272,7 +326,7 @@ func (w *outboundWorker) step() bool {
 		}
 		for _, r := range routes {
 			if r.Prefix.Contains(dst) {
-				w.sas[i], w.nextHeaders[i] = r.SA, nh
+				w.sas[i], w.remotes[i], w.nextHeaders[i] = r.SA, r.Remote, nh
 				break
 			}
 		}
@@ -309,7 +363,11 @@ func (w *outboundWorker) step() bool {
 			if int(path) >= len(w.senders) {
 				path = 0
 			}
-			w.senders[path].Add(pkt, e.cfg.Paths[path].Remote)
+			remote := w.remotes[k]
+			if remote == nil {
+				remote = e.cfg.Paths[path].Remote
+			}
+			w.senders[path].Add(pkt, remote)
 			bytes += uint64(w.sizes[k])
 		}
 		sa.Stats.Packets.Add(uint64(j - i))

@@ -27,22 +27,30 @@ type pending struct {
 // send protects payloads in a message of sa and sends it. It returns the
 // datagrams, to be resent as they are on retransmission.
 func (s *Session) send(sa *ikeSA, exchange ExchangeType, id uint32, response bool, payloads []Payload) ([][]byte, error) {
-	m := &Message{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: exchange, Flags: sa.flags(response), MessageID: id, Payloads: payloads}
-	var datagrams [][]byte
-	if sa.fragOK {
-		var err error
-		if datagrams, err = m.MarshalFragments(sa.keys.out, maxDatagram); err != nil {
-			return nil, fmt.Errorf("building %s message: %w", exchange, err)
-		}
-	} else {
-		b, err := m.MarshalEncrypted(sa.keys.out)
-		if err != nil {
-			return nil, fmt.Errorf("building %s message: %w", exchange, err)
-		}
-		datagrams = [][]byte{b}
+	datagrams, err := sealMessage(sa, exchange, id, response, payloads)
+	if err != nil {
+		return nil, err
 	}
 	s.transmit(datagrams)
 	return datagrams, nil
+}
+
+// sealMessage protects payloads in a message of sa: one datagram, or
+// fragments (RFC 7383) when the peer supports them.
+func sealMessage(sa *ikeSA, exchange ExchangeType, id uint32, response bool, payloads []Payload) ([][]byte, error) {
+	m := &Message{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: exchange, Flags: sa.flags(response), MessageID: id, Payloads: payloads}
+	if sa.fragOK {
+		datagrams, err := m.MarshalFragments(sa.keys.out, maxDatagram)
+		if err != nil {
+			return nil, fmt.Errorf("building %s message: %w", exchange, err)
+		}
+		return datagrams, nil
+	}
+	b, err := m.MarshalEncrypted(sa.keys.out)
+	if err != nil {
+		return nil, fmt.Errorf("building %s message: %w", exchange, err)
+	}
+	return [][]byte{b}, nil
 }
 
 func (s *Session) transmit(datagrams [][]byte) {
@@ -106,7 +114,11 @@ func (s *Session) findSA(spiI, spiR uint64) *ikeSA {
 
 // decrypt returns the inner payloads of a protected message of sa; for a
 // fragment, nil until the message is complete.
-func (s *Session) decrypt(sa *ikeSA, m *Message) ([]Payload, bool, error) {
+func (s *Session) decrypt(sa *ikeSA, m *Message) ([]Payload, bool, error) { return openMessage(sa, m) }
+
+// openMessage returns the inner payloads of a protected message of sa; for
+// a fragment, nil until the message is complete.
+func openMessage(sa *ikeSA, m *Message) ([]Payload, bool, error) {
 	if len(m.Payloads) == 0 {
 		return nil, false, errors.New("unprotected message after IKE_SA_INIT")
 	}

@@ -95,15 +95,37 @@ func (s *Session) deleteChild(c *ChildSA) {
 
 // respondChildRekey answers the gateway's rekey of the Child SA.
 func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]Payload, func() error) {
-	fail := func(t NotifyType, data []byte) ([]Payload, func() error) {
-		return []Payload{&Notify{NotifyType: t, Data: data}}, nil
-	}
 	if rekey.Protocol != ProtoESP || len(rekey.SPI) != 4 {
-		return fail(INVALID_SYNTAX, nil)
+		return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
 	}
 	old := s.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
 	if old == nil {
 		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+	}
+	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, s.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	if err := s.h.InstallChild(child); err != nil {
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	after := func() error {
+		// Send on the new SA once the gateway deletes the old one.
+		s.oldKids = append(s.oldKids, old)
+		s.child = child
+		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
+		return nil
+	}
+	return reply, after
+}
+
+// answerChildRekey is the responder's half of a CREATE_CHILD_SA that
+// rekeys a Child SA (RFC 7296 §2.8), with PFS when the chosen proposal has
+// a DH group. It returns the response and the new Child SA, or the error
+// notification to answer with.
+func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Time) ([]Payload, *ChildSA, *Notify) {
+	fail := func(t NotifyType, data []byte) ([]Payload, *ChildSA, *Notify) {
+		return nil, nil, &Notify{NotifyType: t, Data: data}
 	}
 	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
 	tsi, tsr := findTS(req, false), findTS(req, true)
@@ -114,7 +136,7 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 	if ke != nil {
 		keGroup = ke.Group
 	}
-	chosen, esp, ok := selectESP(saP.Proposals, s.cfg.ESP, keGroup)
+	chosen, esp, ok := selectESP(saP.Proposals, specs, keGroup)
 	if !ok {
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
@@ -136,43 +158,53 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 	}
 	inSPI := randomESPSPI()
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
-	// The gateway initiated this exchange: its direction's key comes first.
+	// The peer initiated this exchange: its direction's key comes first.
 	peerToUs, usToPeer, err := childKeys(sa, esp, shared, ni.Data, nr)
 	if err != nil {
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: peerToUs, OutKey: usToPeer, ESN: esp.esn,
-		// The gateway's TSi are its side: our remote.
-		LocalTS: PrefixesFromSelectors(tsr.Selectors), RemoteTS: PrefixesFromSelectors(tsi.Selectors), Created: s.cfg.Now()}
-	if err := s.h.InstallChild(child); err != nil {
-		return fail(TEMPORARY_FAILURE, nil)
-	}
+		// The peer's TSi are its side: our remote.
+		LocalTS: PrefixesFromSelectors(tsr.Selectors), RemoteTS: PrefixesFromSelectors(tsi.Selectors), Created: now}
 	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}
 	if kePayload != nil {
 		reply = append(reply, kePayload)
 	}
-	after := func() error {
-		// Send on the new SA once the gateway deletes the old one.
-		s.oldKids = append(s.oldKids, old)
-		s.child = child
-		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
-		return nil
-	}
 	reply = append(reply, tsi, tsr)
-	return reply, after
+	return reply, child, nil
 }
 
 // respondIKERekey answers the gateway's rekey of the IKE SA (RFC 7296
 // §2.18): a new IKE SA whose initiator is the gateway.
 func (s *Session) respondIKERekey(sa *ikeSA, req []Payload) ([]Payload, func() error) {
-	fail := func(t NotifyType, data []byte) ([]Payload, func() error) {
-		return []Payload{&Notify{NotifyType: t, Data: data}}, nil
+	reply, next, fail := answerIKERekey(sa, s.cfg.IKE, req, s.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	return reply, func() error {
+		s.oldSAs = append(s.oldSAs, sa)
+		s.sa = next
+		s.setStatus(func(st *Status) {
+			st.IKERekeys++
+			st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", next.spiI), fmt.Sprintf("%016x", next.spiR)
+		})
+		return nil
+	}
+}
+
+// answerIKERekey is the responder's half of a CREATE_CHILD_SA that rekeys
+// the IKE SA sa (RFC 7296 §2.18). It returns the response and the new IKE
+// SA (whose initiator is the peer), or the error notification to answer
+// with.
+func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Time) ([]Payload, *ikeSA, *Notify) {
+	fail := func(t NotifyType, data []byte) ([]Payload, *ikeSA, *Notify) {
+		return nil, nil, &Notify{NotifyType: t, Data: data}
 	}
 	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
 	if saP == nil || ni == nil || ke == nil {
 		return fail(INVALID_SYNTAX, nil)
 	}
-	sel, ok := SelectProposalWith(saP.Proposals, s.cfg.IKE, SelectOptions{PreferDH: ke.Group})
+	sel, ok := SelectProposalWith(saP.Proposals, specs, SelectOptions{PreferDH: ke.Group})
 	if !ok {
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
@@ -197,20 +229,10 @@ func (s *Session) respondIKERekey(sa *ikeSA, req []Payload) ([]Payload, func() e
 	if err != nil {
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
-	now := s.cfg.Now()
 	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: false, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
 		lastHeard: now, created: now, fragOK: sa.fragOK}
 	chosen.SPI = binary.BigEndian.AppendUint64(nil, spiR)
-	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}, &KE{Group: suite.DHGroup, Data: kex.Public()}}
-	return reply, func() error {
-		s.oldSAs = append(s.oldSAs, sa)
-		s.sa = next
-		s.setStatus(func(st *Status) {
-			st.IKERekeys++
-			st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spiI), fmt.Sprintf("%016x", spiR)
-		})
-		return nil
-	}
+	return []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}, &KE{Group: suite.DHGroup, Data: kex.Public()}}, next, nil
 }
 
 // rekeyChild replaces the Child SA (RFC 7296 §2.8), with PFS when the ESP

@@ -165,6 +165,15 @@ func statusCommand() *cli.Command {
 				fmt.Println(out.String())
 				return nil
 			}
+			var role struct{ Role string }
+			if json.Unmarshal(raw, &role) == nil && role.Role == "gateway" {
+				var gst mif.GatewayStatus
+				if err := json.Unmarshal(raw, &gst); err != nil {
+					return err
+				}
+				printGatewayStatus(gst)
+				return nil
+			}
 			var st mif.Status
 			if err := json.Unmarshal(raw, &st); err != nil {
 				return err

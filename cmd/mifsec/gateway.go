@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/tun"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+)
+
+func gatewayCommand() *cli.Command {
+	flags := []cli.Flag{
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "listen", Value: "0.0.0.0", Usage: "`ADDR` the IKE (500) and NAT-T (4500) sockets bind to"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key (the same for every client) from `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for clients, PEM `FILE`"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "pool", Usage: "inner address pool `CIDR`, at most one per family (repeatable)", Required: true}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "protected network `CIDR` behind the gateway (repeatable)", Required: true}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns", Usage: "DNS server `ADDR` for clients (repeatable)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256", Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
+	}
+	return &cli.Command{
+		Name:  "gateway",
+		Usage: "run an IKEv2 security gateway that leases inner addresses to clients",
+		Description: `Answers IKEv2 clients on ports 500 and 4500, authenticates them with a pre-shared key
+(--psk-file) or certificates (--cert, --key, and --ca to verify clients), leases each
+an inner address from the pools, and carries their traffic to the protected networks
+(--local-ts) through a TUN device whose address is the first usable one of each pool.
+IP forwarding is switched on while it runs. Runs until interrupted.`,
+		Flags:  flags,
+		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		Action: runGateway,
+	}
+}
+
+func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
+	var cfg mif.GatewayConfig
+	r := &cfg.Responder
+	listen := c.String("listen")
+	if strings.Contains(listen, ",") {
+		return cfg, errors.New("--listen: one address for now (the unspecified address listens on all)")
+	}
+	addr, err := netip.ParseAddr(listen)
+	if err != nil {
+		return cfg, fmt.Errorf("--listen: %w", err)
+	}
+	cfg.Listen = addr
+	if r.LocalID, err = ike.ParseIdentity(c.String("local-id")); err != nil {
+		return cfg, fmt.Errorf("--local-id: %w", err)
+	}
+	switch {
+	case c.String("psk-file") != "" && c.String("key") != "":
+		return cfg, errors.New("give either --psk-file or --cert/--key, not both")
+	case c.String("psk-file") != "":
+		psk, err := os.ReadFile(c.String("psk-file"))
+		if err != nil {
+			return cfg, fmt.Errorf("--psk-file: %w", err)
+		}
+		if r.PSK = bytes.TrimRight(psk, "\r\n"); len(r.PSK) == 0 {
+			return cfg, fmt.Errorf("--psk-file %s is empty", c.String("psk-file"))
+		}
+	case c.String("key") != "" || c.String("cert") != "":
+		if c.String("key") == "" || c.String("cert") == "" {
+			return cfg, errors.New("--cert and --key go together")
+		}
+		certs, err := ike.LoadCertificates(c.String("cert"))
+		if err != nil {
+			return cfg, fmt.Errorf("--cert: %w", err)
+		}
+		key, err := ike.LoadPrivateKey(c.String("key"))
+		if err != nil {
+			return cfg, fmt.Errorf("--key: %w", err)
+		}
+		r.Key, r.Certificates = key, certs
+	default:
+		return cfg, errors.New("no credentials: give --psk-file, or --cert and --key")
+	}
+	if ca := c.String("ca"); ca != "" {
+		if r.CAs, err = ike.LoadTrustStore(ca); err != nil {
+			return cfg, fmt.Errorf("--ca: %w", err)
+		}
+	}
+	if r.IKE, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
+		return cfg, fmt.Errorf("--ike: %w", err)
+	}
+	if r.ESP, err = ike.ParseESPProposals(c.String("esp")); err != nil {
+		return cfg, fmt.Errorf("--esp: %w", err)
+	}
+	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
+		return cfg, fmt.Errorf("--pool: %w", err)
+	}
+	for _, p := range r.Pools {
+		if _, err := ike.NewAddressPool(p); err != nil {
+			return cfg, fmt.Errorf("--pool: %w", err)
+		}
+	}
+	if r.LocalTS, err = parsePrefixes(c.StringSlice("local-ts"), true); err != nil {
+		return cfg, fmt.Errorf("--local-ts: %w", err)
+	}
+	for _, item := range c.StringSlice("dns") {
+		for _, s := range strings.Split(item, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return cfg, fmt.Errorf("--dns: %w", err)
+			}
+			r.DNS = append(r.DNS, a)
+		}
+	}
+	if err := tun.ValidateName(c.String("tun")); err != nil {
+		return cfg, fmt.Errorf("--tun: %w", err)
+	}
+	cfg.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
+	if cfg.TUN.MTU == 0 {
+		cfg.TUN.MTU = innerMTU(1500, addr)
+	}
+	return cfg, nil
+}
+
+func runGateway(c *cli.Context) error {
+	cfg, err := parseGateway(c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = slog.Default()
+	cfg.Responder.Logger = slog.Default()
+	g, err := mif.NewGateway(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if err := mif.ServeStatus(c.Context, mif.ControlSocket(cfg.TUN.Name), func() any {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return g.Status(ctx)
+	}); err != nil {
+		slog.Warn("status will not be available", "err", err)
+	}
+	return g.Run(c.Context)
+}
+
+func printGatewayStatus(st mif.GatewayStatus) {
+	fmt.Printf("gateway on %s, TUN %s: %d clients\n", st.Listen, st.Interface, len(st.Clients))
+	for _, c := range st.Clients {
+		fmt.Printf("  %s from %s, addresses %s\n", c.ID, c.Remote, strings.Join(c.Addresses, ", "))
+		fmt.Printf("    IKE SA %s_i %s_r  %s  (rekeyed %d times)\n", c.IKESPIi, c.IKESPIr, c.IKESuite, c.IKERekeys)
+		if c.InSPI != "" {
+			fmt.Printf("    Child SA in %s out %s  %s  (rekeyed %d times)\n", c.InSPI, c.OutSPI, c.Algorithm, c.ChildRekeys)
+		}
+		fmt.Printf("    traffic: received %d packets (%d bytes), sent %d packets (%d bytes)\n", c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes)
+	}
+	fmt.Printf("  total: sent %d packets (%d bytes), received %d packets (%d bytes)\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes)
+	if len(st.Drops) > 0 {
+		fmt.Printf("  drops: %v\n", st.Drops)
+	}
+}

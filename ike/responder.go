@@ -1,0 +1,883 @@
+package ike
+
+import (
+	"context"
+	"crypto"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// A gateway's side of IKEv2: the Responder answers many clients' IKE SAs
+// (IKE_SA_INIT, IKE_AUTH with a configuration reply, INFORMATIONAL,
+// CREATE_CHILD_SA rekeys) and hands each client's Child SAs to a
+// ResponderHandler.
+//
+// The Responder runs in one goroutine (Run), like the initiator's Session:
+// datagrams arrive through Deliver, which copies and never blocks, so that
+// the data plane's receive worker that hands over IKE messages on port
+// 4500 never waits for a Diffie-Hellman computation or a signature. The
+// loop owns every IKE SA, the address pools and the half-open table, so
+// none of them needs a lock; handshakes are serialised on one core, which
+// is far more than a gateway's IKE rate needs.
+
+// Client describes one authenticated client to the ResponderHandler.
+type Client struct {
+	ID        Identity
+	Remote    netip.AddrPort // where its IKE messages and ESP come from
+	Addresses []netip.Prefix // leased inner addresses
+	IKESPIi   uint64
+	IKESPIr   uint64
+}
+
+// ResponderHandler installs what the Responder negotiated with clients.
+// Its methods run on the Responder's loop.
+type ResponderHandler interface {
+	// InstallChild makes c's inbound SA receive (from c.RemoteTS only) and,
+	// when send is true, its outbound SA carry traffic to c.RemoteTS to
+	// client.Remote.
+	InstallChild(client *Client, c *ChildSA, send bool) error
+	// SwitchOutbound makes c the SA that sends to the client, replacing
+	// the one it rekeyed.
+	SwitchOutbound(client *Client, c *ChildSA)
+	// RemoveChild stops c, both directions.
+	RemoveChild(client *Client, c *ChildSA)
+}
+
+// ResponderConfig is what a gateway answers with.
+type ResponderConfig struct {
+	LocalID Identity
+	// PSK authenticates with a pre-shared key (the same for every client).
+	// Otherwise Key and Certificates (end entity first) sign; CAs verify
+	// clients that authenticate with certificates.
+	PSK          []byte
+	Key          crypto.Signer
+	Certificates []*x509.Certificate
+	CAs          *TrustStore
+
+	IKE []ProposalSpec // acceptable IKE SA proposals, in order of preference
+	ESP []ProposalSpec // acceptable Child SA proposals
+
+	Pools   []netip.Prefix // inner address pools, at most one per family
+	DNS     []netip.Addr   // DNS servers for the configuration reply
+	LocalTS []netip.Prefix // the protected networks behind the gateway
+
+	// CookieThreshold is the number of half-open IKE SAs above which a
+	// COOKIE (RFC 7296 §2.6) is demanded; 0 means 32.
+	CookieThreshold int
+	// MaxHalfOpen bounds half-open IKE SAs; requests beyond it are
+	// dropped. 0 means 1024.
+	MaxHalfOpen int
+	// HalfOpenTimeout drops an IKE SA whose IKE_AUTH did not come; 0
+	// means 30 s.
+	HalfOpenTimeout time.Duration
+	// CookieSecretLifetime is how long a cookie secret signs new cookies;
+	// the previous one still verifies. 0 means 2 minutes.
+	CookieSecretLifetime time.Duration
+
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// ClientStatus is a snapshot of one client for `mifsec status`.
+type ClientStatus struct {
+	ID          string    `json:"id"`
+	Remote      string    `json:"remote"`
+	Addresses   []string  `json:"addresses"`
+	IKESPIi     string    `json:"ike_spi_i"`
+	IKESPIr     string    `json:"ike_spi_r"`
+	IKESuite    string    `json:"ike_suite"`
+	Established time.Time `json:"established"`
+	InSPI       string    `json:"in_spi,omitempty"`
+	OutSPI      string    `json:"out_spi,omitempty"`
+	Algorithm   string    `json:"algorithm,omitempty"`
+	IKERekeys   int       `json:"ike_rekeys"`
+	ChildRekeys int       `json:"child_rekeys"`
+}
+
+// rSA is one IKE SA of the Responder.
+type rSA struct {
+	*ikeSA
+	from       netip.AddrPort // where IKE_SA_INIT came from
+	natT       bool
+	initReq    []byte // the client's IKE_SA_INIT request: it signs it
+	initResp   []byte // our response: we sign it
+	peerHashes []uint16
+	expires    time.Time // for a half-open SA
+	client     *rClient  // nil while half-open
+}
+
+// rClient is one authenticated client: its current IKE SA, Child SAs and
+// leases.
+type rClient struct {
+	Client
+	sa          *rSA
+	child       *ChildSA
+	oldKids     []*ChildSA
+	established time.Time
+	ikeRekeys   int
+	childRekeys int
+}
+
+type saKey struct{ spiI, spiR uint64 }
+
+// Responder is a gateway's IKEv2 responder for many clients.
+type Responder struct {
+	cfg   ResponderConfig
+	tr    Transport
+	h     ResponderHandler
+	log   *slog.Logger
+	inbox chan inbound
+	calls chan func()
+
+	sas      map[saKey]*rSA
+	halfOpen map[saKey]*rSA
+	clients  []*rClient
+	pools    []*AddressPool
+
+	secret, oldSecret [32]byte
+	secretSince       time.Time
+}
+
+// NewResponder checks cfg and returns a responder that does not run yet.
+func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Responder, error) {
+	if len(cfg.PSK) == 0 && cfg.Key == nil {
+		return nil, errors.New("neither a pre-shared key nor a private key to authenticate with")
+	}
+	if cfg.Key != nil && len(cfg.Certificates) == 0 {
+		return nil, errors.New("a private key without its certificate")
+	}
+	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
+		return nil, errors.New("no IKE or ESP proposals")
+	}
+	if cfg.LocalID.Type == 0 {
+		return nil, errors.New("no local identity")
+	}
+	if len(cfg.LocalTS) == 0 {
+		return nil, errors.New("no local traffic selectors (protected networks)")
+	}
+	if cfg.CookieThreshold <= 0 {
+		cfg.CookieThreshold = 32
+	}
+	if cfg.MaxHalfOpen <= 0 {
+		cfg.MaxHalfOpen = 1024
+	}
+	if cfg.HalfOpenTimeout <= 0 {
+		cfg.HalfOpenTimeout = 30 * time.Second
+	}
+	if cfg.CookieSecretLifetime <= 0 {
+		cfg.CookieSecretLifetime = 2 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
+		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	var v4, v6 bool
+	for _, p := range cfg.Pools {
+		pool, err := NewAddressPool(p)
+		if err != nil {
+			return nil, err
+		}
+		if (p.Addr().Is4() && v4) || (!p.Addr().Is4() && v6) {
+			return nil, fmt.Errorf("address pool %s: only one pool per address family", p)
+		}
+		v4, v6 = v4 || p.Addr().Is4(), v6 || !p.Addr().Is4()
+		r.pools = append(r.pools, pool)
+	}
+	rand.Read(r.secret[:])
+	rand.Read(r.oldSecret[:])
+	r.secretSince = cfg.Now()
+	return r, nil
+}
+
+// Deliver hands the responder a datagram from a client (without the
+// non-ESP marker). It copies data and never blocks: when the responder is
+// behind, the datagram is dropped, as the network might have.
+func (r *Responder) Deliver(data []byte, from netip.AddrPort, natT bool) {
+	select {
+	case r.inbox <- inbound{data: slices.Clone(data), from: from, natT: natT}:
+	default:
+	}
+}
+
+// Run answers clients until ctx ends, then deletes every client's IKE SA
+// (one try, no wait) and removes their Child SAs.
+func (r *Responder) Run(ctx context.Context) error {
+	timer := time.NewTicker(time.Second)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			for _, c := range slices.Clone(r.clients) {
+				if datagrams, err := sealMessage(c.sa.ikeSA, INFORMATIONAL, c.sa.nextOut, false, []Payload{&Delete{Protocol: ProtoIKE}}); err == nil {
+					r.transmit(c.sa, c.Remote, datagrams)
+				}
+				r.dropClient(c)
+			}
+			return nil
+		case in := <-r.inbox:
+			r.handle(in)
+		case f := <-r.calls:
+			f()
+		case <-timer.C:
+			r.tick()
+		}
+	}
+}
+
+// do runs f on the loop; false when ctx ended first.
+func (r *Responder) do(ctx context.Context, f func()) bool {
+	done := make(chan struct{})
+	select {
+	case r.calls <- func() { f(); close(done) }:
+		<-done
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Clients returns a snapshot of the authenticated clients.
+func (r *Responder) Clients(ctx context.Context) []ClientStatus {
+	var out []ClientStatus
+	r.do(ctx, func() {
+		for _, c := range r.clients {
+			st := ClientStatus{ID: c.ID.String(), Remote: c.Remote.String(),
+				IKESPIi: fmt.Sprintf("%016x", c.sa.spiI), IKESPIr: fmt.Sprintf("%016x", c.sa.spiR), IKESuite: c.sa.suite.String(),
+				Established: c.established, IKERekeys: c.ikeRekeys, ChildRekeys: c.childRekeys}
+			for _, a := range c.Addresses {
+				st.Addresses = append(st.Addresses, a.String())
+			}
+			if c.child != nil {
+				st.InSPI, st.OutSPI, st.Algorithm = fmt.Sprintf("%08x", c.child.InSPI), fmt.Sprintf("%08x", c.child.OutSPI), c.child.Algorithm
+			}
+			out = append(out, st)
+		}
+	})
+	return out
+}
+
+// tick expires half-open IKE SAs, rotates the cookie secret and switches
+// rekeyed Child SAs whose predecessor the client did not delete.
+func (r *Responder) tick() {
+	now := r.cfg.Now()
+	for k, sa := range r.halfOpen {
+		if now.After(sa.expires) {
+			delete(r.halfOpen, k)
+			delete(r.sas, k)
+		}
+	}
+	if now.Sub(r.secretSince) >= r.cfg.CookieSecretLifetime {
+		r.oldSecret = r.secret
+		rand.Read(r.secret[:])
+		r.secretSince = now
+	}
+	for _, c := range r.clients {
+		if c.child != nil && !c.child.switched && now.Sub(c.child.Created) >= 2*time.Second {
+			r.h.SwitchOutbound(&c.Client, c.child)
+			c.child.switched = true
+		}
+	}
+}
+
+func (r *Responder) transmit(sa *rSA, to netip.AddrPort, datagrams [][]byte) {
+	for _, d := range datagrams {
+		if err := r.tr.Send(d, to, sa.natT); err != nil {
+			r.log.Debug("sending IKE message", "to", to, "err", err)
+		}
+	}
+}
+
+// handle processes one datagram.
+func (r *Responder) handle(in inbound) {
+	m, err := Parse(in.data)
+	if err != nil {
+		r.log.Debug("dropping malformed IKE message", "from", in.from, "err", err)
+		return
+	}
+	if m.Exchange == IKE_SA_INIT {
+		if m.Flags&FlagResponse == 0 && m.Flags&FlagInitiator != 0 && m.SPIr == 0 && m.MessageID == 0 {
+			r.handleInit(m, in)
+		}
+		return
+	}
+	sa := r.sas[saKey{m.SPIi, m.SPIr}]
+	if sa == nil {
+		r.log.Debug("dropping IKE message for an unknown SA", "from", in.from, "exchange", m.Exchange)
+		return
+	}
+	if m.Flags&FlagResponse != 0 {
+		// The only requests we send are Deletes on shutdown; their
+		// responses need nothing.
+		return
+	}
+	switch {
+	case m.MessageID+1 == sa.nextIn && sa.lastResp != nil:
+		r.transmit(sa, in.from, sa.lastResp) // our response was lost
+		return
+	case m.MessageID != sa.nextIn:
+		return
+	}
+	inner, complete, err := openMessage(sa.ikeSA, m)
+	if err != nil {
+		r.log.Debug("dropping undecryptable request", "from", in.from, "exchange", m.Exchange, "err", err)
+		return
+	}
+	if !complete {
+		return
+	}
+	sa.lastHeard = r.cfg.Now()
+	sa.natT = in.natT
+	var reply []Payload
+	var after func()
+	switch {
+	case sa.client == nil && m.Exchange == IKE_AUTH && m.MessageID == 1:
+		reply, after = r.respondAuth(sa, inner, in.from)
+	case sa.client == nil:
+		r.log.Debug("dropping request on an unauthenticated IKE SA", "from", in.from, "exchange", m.Exchange)
+		return
+	default:
+		sa.client.Remote = in.from
+		reply, after = r.respond(sa, m.Exchange, inner)
+	}
+	datagrams, err := sealMessage(sa.ikeSA, m.Exchange, m.MessageID, true, reply)
+	if err != nil {
+		r.log.Warn("building IKE response", "exchange", m.Exchange, "err", err)
+		return
+	}
+	sa.lastResp = datagrams
+	sa.nextIn++
+	r.transmit(sa, in.from, datagrams)
+	if after != nil {
+		after()
+	}
+}
+
+// cookie is the stateless COOKIE for an IKE_SA_INIT request (RFC 7296
+// §2.6): a version byte and HMAC-SHA-256(secret, Ni | IPi | SPIi).
+func cookie(secret []byte, version byte, ni []byte, from netip.Addr, spiI uint64) []byte {
+	h := hmac.New(sha256.New, secret)
+	h.Write(ni)
+	a := from.Unmap().AsSlice()
+	h.Write(a)
+	h.Write(binary.BigEndian.AppendUint64(nil, spiI))
+	return h.Sum([]byte{version})
+}
+
+// cookieOK checks a cookie against the current and the previous secret.
+func (r *Responder) cookieOK(got, ni []byte, from netip.Addr, spiI uint64) bool {
+	if len(got) != 1+sha256.Size {
+		return false
+	}
+	cur, old := r.secret, r.oldSecret
+	return hmac.Equal(got, cookie(cur[:], got[0], ni, from, spiI)) || hmac.Equal(got, cookie(old[:], got[0], ni, from, spiI))
+}
+
+// answerInit sends an unprotected IKE_SA_INIT response that creates no
+// state: a cookie or an error.
+func (r *Responder) answerInit(m *Message, in inbound, n *Notify) {
+	resp := &Message{SPIi: m.SPIi, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: []Payload{n}}
+	b, err := resp.Marshal()
+	if err != nil {
+		return
+	}
+	if err := r.tr.Send(b, in.from, in.natT); err != nil {
+		r.log.Debug("sending IKE_SA_INIT response", "to", in.from, "err", err)
+	}
+}
+
+// handleInit answers an IKE_SA_INIT request.
+func (r *Responder) handleInit(m *Message, in inbound) {
+	saP, ke, ni := Find[*SA](m.Payloads), Find[*KE](m.Payloads), Find[*Nonce](m.Payloads)
+	if saP == nil || ke == nil || ni == nil || len(ni.Data) < 16 || len(ni.Data) > 256 {
+		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
+		return
+	}
+	// A retransmission gets the response already sent.
+	for _, sa := range r.halfOpen {
+		if sa.spiI == m.SPIi && sa.from == in.from && string(sa.ni) == string(ni.Data) {
+			r.transmit(sa, in.from, [][]byte{sa.initResp})
+			return
+		}
+	}
+	if len(r.halfOpen) >= r.cfg.MaxHalfOpen {
+		r.log.Debug("dropping IKE_SA_INIT: too many half-open IKE SAs", "from", in.from)
+		return
+	}
+	if len(r.halfOpen) >= r.cfg.CookieThreshold {
+		n := FindNotify(m.Payloads, COOKIE)
+		if n == nil || !r.cookieOK(n.Data, ni.Data, in.from.Addr(), m.SPIi) {
+			cur := r.secret
+			r.answerInit(m, in, &Notify{NotifyType: COOKIE, Data: cookie(cur[:], 1, ni.Data, in.from.Addr(), m.SPIi)})
+			return
+		}
+	}
+	sel, ok := SelectProposalWith(saP.Proposals, r.cfg.IKE, SelectOptions{PreferDH: ke.Group})
+	if !ok {
+		r.answerInit(m, in, &Notify{NotifyType: NO_PROPOSAL_CHOSEN})
+		return
+	}
+	suite := sel.Suite
+	if ke.Group != suite.DHGroup {
+		r.answerInit(m, in, &Notify{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DHGroup)})
+		return
+	}
+	kex, err := NewKeyExchange(suite.DHGroup)
+	if err != nil {
+		r.answerInit(m, in, &Notify{NotifyType: NO_PROPOSAL_CHOSEN})
+		return
+	}
+	shared, err := kex.SharedSecret(ke.Data)
+	if err != nil {
+		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
+		return
+	}
+	nr := nonce()
+	spiR := randomSPI()
+	keys, err := deriveIKEKeys(suite, shared, ni.Data, nr, m.SPIi, spiR, false)
+	if err != nil {
+		r.log.Warn("deriving IKE SA keys", "err", err)
+		return
+	}
+	fragOK := FindNotify(m.Payloads, IKEV2_FRAGMENTATION_SUPPORTED) != nil
+	payloads := []Payload{
+		&SA{Proposals: []Proposal{sel.Proposal}},
+		&KE{Group: suite.DHGroup, Data: kex.Public()},
+		&Nonce{Data: nr},
+		// A source hash that matches no address tells the client we are
+		// behind a NAT: it floats to port 4500 and encapsulates ESP in
+		// UDP, the only ESP the data plane carries.
+		&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(m.SPIi, spiR, in.from)},
+	}
+	if fragOK {
+		payloads = append(payloads, &Notify{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED})
+	}
+	payloads = append(payloads, &Notify{NotifyType: SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()})
+	if r.cfg.CAs != nil {
+		payloads = append(payloads, &CertReq{Encoding: CertX509Signature, Data: r.cfg.CAs.CertReqData()})
+	}
+	resp := &Message{SPIi: m.SPIi, SPIr: spiR, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: payloads}
+	b, err := resp.Marshal()
+	if err != nil {
+		r.log.Warn("building IKE_SA_INIT response", "err", err)
+		return
+	}
+	now := r.cfg.Now()
+	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
+		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
+		from: in.from, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
+	if n := FindNotify(m.Payloads, SIGNATURE_HASH_ALGORITHMS); n != nil {
+		sa.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
+	}
+	k := saKey{m.SPIi, spiR}
+	r.sas[k], r.halfOpen[k] = sa, sa
+	r.transmit(sa, in.from, [][]byte{b})
+}
+
+// authFail answers IKE_AUTH with AUTHENTICATION_FAILED and forgets sa once
+// the answer is sent.
+func (r *Responder) authFail(sa *rSA, from netip.AddrPort, why string, args ...any) ([]Payload, func()) {
+	r.log.Warn("client failed to authenticate: "+why, append([]any{"from", from}, args...)...)
+	return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
+}
+
+// forget removes an IKE SA from the tables.
+func (r *Responder) forget(sa *rSA) {
+	k := saKey{sa.spiI, sa.spiR}
+	delete(r.sas, k)
+	delete(r.halfOpen, k)
+}
+
+// verifyClient checks the client's AUTH payload over its IKE_SA_INIT
+// request.
+func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload) error {
+	octets := InitiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, id.PayloadBody())
+	if auth.Method == AuthPSK {
+		if len(r.cfg.PSK) == 0 {
+			return errors.New("it used a pre-shared key, the gateway expects a certificate")
+		}
+		if VerifyPSKAuth(sa.keys.prf.Sum, r.cfg.PSK, octets, auth.Data) != nil {
+			return errors.New("its AUTH does not match the pre-shared key")
+		}
+		return nil
+	}
+	if r.cfg.CAs == nil {
+		return errors.New("it used a certificate, but no CA is configured")
+	}
+	var certs [][]byte
+	for _, p := range req {
+		if c, ok := p.(*Cert); ok && c.Encoding == CertX509Signature {
+			certs = append(certs, c.Data)
+		}
+	}
+	if len(certs) == 0 {
+		return errors.New("it sent no certificate")
+	}
+	peer, err := r.cfg.CAs.VerifyPeer(certs[0], certs[1:], id, r.cfg.Now())
+	if err != nil {
+		return err
+	}
+	if err := Verify(peer.PublicKey, auth.Method, auth.Data, octets); err != nil {
+		return fmt.Errorf("its signature: %w", err)
+	}
+	return nil
+}
+
+// respondAuth answers IKE_AUTH: authenticates the client, leases its inner
+// addresses and sets up its first Child SA.
+func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
+	idi, auth := FindID(req, false), Find[*Auth](req)
+	if idi == nil || auth == nil {
+		return r.authFail(sa, from, "no IDi or AUTH")
+	}
+	id := Identity{Type: idi.IDType, Data: idi.Data}
+	if err := r.verifyClient(sa, id, auth, req); err != nil {
+		return r.authFail(sa, from, err.Error(), "id", id)
+	}
+	// Our AUTH over our IKE_SA_INIT response.
+	reply := []Payload{&ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}}
+	octets := ResponderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
+	ours := &Auth{}
+	if r.cfg.Key != nil {
+		for _, c := range r.cfg.Certificates {
+			reply = append(reply, &Cert{Encoding: CertX509Signature, Data: c.Raw})
+		}
+		method, data, err := Sign(r.cfg.Key, octets, sa.peerHashes)
+		if err != nil {
+			r.log.Warn("signing IKE_AUTH", "err", err)
+			return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
+		}
+		ours.Method, ours.Data = method, data
+	} else {
+		ours.Method, ours.Data = AuthPSK, PSKAuth(sa.keys.prf.Sum, r.cfg.PSK, octets)
+	}
+	reply = append(reply, ours)
+
+	// The client is authenticated from here on.
+	delete(r.halfOpen, saKey{sa.spiI, sa.spiR})
+	if FindNotify(req, INITIAL_CONTACT) != nil {
+		for _, old := range slices.Clone(r.clients) {
+			if old.ID.Equal(id) {
+				r.log.Info("client reconnected: dropping its older IKE SA", "id", id, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
+				r.dropClient(old)
+			}
+		}
+	}
+	c := &rClient{Client: Client{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, established: r.cfg.Now()}
+	sa.client = c
+	r.clients = append(r.clients, c)
+
+	childReply, fail := r.firstChild(c, req)
+	if fail != nil {
+		r.log.Warn("client authenticated, but no Child SA", "id", id, "from", from, "notify", fail.NotifyType)
+		reply = append(reply, fail)
+	} else {
+		reply = append(reply, childReply...)
+		r.log.Info("client connected", "id", id, "from", from, "ike", sa.suite, "esp", c.child.Algorithm,
+			"addresses", c.Addresses, "in_spi", fmt.Sprintf("%#x", c.child.InSPI), "out_spi", fmt.Sprintf("%#x", c.child.OutSPI))
+	}
+	return reply, nil
+}
+
+// firstChild leases the client's addresses and builds its first Child SA
+// from IKE_AUTH: the CP reply, SA and narrowed traffic selectors.
+func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
+	saP := Find[*SA](req)
+	tsi, tsr := findTS(req, false), findTS(req, true)
+	if saP == nil || tsi == nil || tsr == nil {
+		return nil, &Notify{NotifyType: INVALID_SYNTAX}
+	}
+	sel, ok := SelectProposalWith(saP.Proposals, r.cfg.ESP, SelectOptions{IgnoreDH: true})
+	if !ok {
+		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+	}
+	esp, err := espFromSelection(sel)
+	if err != nil {
+		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+	}
+	var reply []Payload
+	if len(r.pools) > 0 {
+		cp := Find[*CP](req)
+		if cp == nil || cp.CfgType != CFG_REQUEST {
+			return nil, &Notify{NotifyType: FAILED_CP_REQUIRED}
+		}
+		attrs, err := r.lease(c, cp)
+		if err != nil {
+			r.log.Warn("leasing an inner address", "id", c.ID, "err", err)
+			return nil, &Notify{NotifyType: INTERNAL_ADDRESS_FAILURE}
+		}
+		reply = append(reply, &CP{CfgType: CFG_REPLY, Attributes: attrs})
+	}
+	// The client's side narrows to its leased addresses; without pools, to
+	// what it proposed.
+	remote := PrefixesFromSelectors(tsi.Selectors)
+	if len(r.pools) > 0 {
+		remote = narrow(remote, c.Addresses)
+	}
+	local := narrow(PrefixesFromSelectors(tsr.Selectors), r.cfg.LocalTS)
+	if len(remote) == 0 || len(local) == 0 {
+		r.releaseLeases(c)
+		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
+	}
+	inSPI := randomESPSPI()
+	iToR, rToI, err := childKeys(c.sa.ikeSA, esp, nil, c.sa.ni, c.sa.nr)
+	if err != nil {
+		r.releaseLeases(c)
+		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+	}
+	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: iToR, OutKey: rToI, ESN: esp.esn,
+		LocalTS: local, RemoteTS: remote, Created: r.cfg.Now(), switched: true}
+	if err := r.h.InstallChild(&c.Client, child, true); err != nil {
+		r.log.Warn("installing a client's Child SA", "id", c.ID, "err", err)
+		r.releaseLeases(c)
+		return nil, &Notify{NotifyType: TEMPORARY_FAILURE}
+	}
+	c.child = child
+	chosen := sel.Proposal
+	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
+	reply = append(reply, &SA{Proposals: []Proposal{chosen}},
+		&TS{Selectors: SelectorsFromPrefixes(remote)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(local)})
+	return reply, nil
+}
+
+// lease takes an address from each pool whose family the client asked for
+// and returns the CP reply's attributes.
+func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
+	var want4, want6, dns4, dns6 bool
+	for _, a := range cp.Attributes {
+		switch a.Type {
+		case INTERNAL_IP4_ADDRESS:
+			want4 = true
+		case INTERNAL_IP6_ADDRESS:
+			want6 = true
+		case INTERNAL_IP4_DNS:
+			dns4 = true
+		case INTERNAL_IP6_DNS:
+			dns6 = true
+		}
+	}
+	var attrs []CPAttribute
+	for _, p := range r.pools {
+		is4 := p.Prefix().Addr().Is4()
+		if (is4 && !want4) || (!is4 && !want6) {
+			continue
+		}
+		a, err := p.Lease()
+		if err != nil {
+			r.releaseLeases(c)
+			return nil, err
+		}
+		if is4 {
+			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 32))
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP4_ADDRESS, Value: a.AsSlice()})
+		} else {
+			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 128))
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_ADDRESS, Value: append(a.AsSlice(), 128)})
+		}
+	}
+	if len(attrs) == 0 {
+		return nil, errors.New("the client asked for no address of a family the pools have")
+	}
+	for _, d := range r.cfg.DNS {
+		switch {
+		case d.Is4() && dns4:
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP4_DNS, Value: d.AsSlice()})
+		case d.Is6() && dns6:
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_DNS, Value: d.AsSlice()})
+		}
+	}
+	return attrs, nil
+}
+
+func (r *Responder) releaseLeases(c *rClient) {
+	for _, a := range c.Addresses {
+		for _, p := range r.pools {
+			if p.Prefix().Contains(a.Addr()) {
+				p.Release(a.Addr())
+			}
+		}
+	}
+	c.Addresses = nil
+}
+
+// narrow returns the parts of offered that lie within allowed: for each
+// pair, the smaller prefix when one contains the other.
+func narrow(offered, allowed []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range allowed {
+		for _, o := range offered {
+			var p netip.Prefix
+			switch {
+			case o.Overlaps(a) && o.Bits() >= a.Bits():
+				p = o
+			case o.Overlaps(a):
+				p = a
+			default:
+				continue
+			}
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// dropClient removes a client: its Child SAs, leases and IKE SAs.
+func (r *Responder) dropClient(c *rClient) {
+	for _, k := range c.oldKids {
+		r.h.RemoveChild(&c.Client, k)
+	}
+	if c.child != nil {
+		r.h.RemoveChild(&c.Client, c.child)
+	}
+	c.child, c.oldKids = nil, nil
+	r.releaseLeases(c)
+	for k, sa := range r.sas {
+		if sa.client == c {
+			delete(r.sas, k)
+		}
+	}
+	r.clients = slices.DeleteFunc(r.clients, func(o *rClient) bool { return o == c })
+}
+
+// respond answers a request on an authenticated IKE SA.
+func (r *Responder) respond(sa *rSA, exchange ExchangeType, req []Payload) ([]Payload, func()) {
+	switch exchange {
+	case INFORMATIONAL:
+		return r.respondInformational(sa, req)
+	case CREATE_CHILD_SA:
+		if n := FindNotify(req, REKEY_SA); n != nil {
+			return r.respondChildRekey(sa, n, req)
+		}
+		if p := Find[*SA](req); p != nil && len(p.Proposals) > 0 && p.Proposals[0].Protocol == ProtoIKE {
+			return r.respondIKERekey(sa, req)
+		}
+		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_SAS}}, nil
+	}
+	return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
+}
+
+// childByOutSPI finds a client's Child SA by the SPI the client receives
+// on.
+func (c *rClient) childByOutSPI(spi uint32) *ChildSA {
+	if c.child != nil && c.child.OutSPI == spi {
+		return c.child
+	}
+	for _, k := range c.oldKids {
+		if k.OutSPI == spi {
+			return k
+		}
+	}
+	return nil
+}
+
+func (r *Responder) respondInformational(sa *rSA, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	var reply []Payload
+	var after func()
+	for _, p := range req {
+		d, ok := p.(*Delete)
+		if !ok {
+			continue
+		}
+		switch d.Protocol {
+		case ProtoIKE:
+			after = func() {
+				if c.sa == sa {
+					r.log.Info("client disconnected", "id", c.ID, "addresses", c.Addresses)
+					r.dropClient(c)
+					return
+				}
+				r.forget(sa) // a rekeyed IKE SA
+			}
+		case ProtoESP:
+			var ours [][]byte
+			for _, spi := range d.SPIs {
+				if len(spi) != 4 {
+					continue
+				}
+				k := c.childByOutSPI(binary.BigEndian.Uint32(spi))
+				if k == nil {
+					continue
+				}
+				ours = append(ours, binary.BigEndian.AppendUint32(nil, k.InSPI))
+				r.h.RemoveChild(&c.Client, k)
+				if k == c.child {
+					c.child = nil
+					continue
+				}
+				c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == k })
+				if c.child != nil && !c.child.switched {
+					r.h.SwitchOutbound(&c.Client, c.child)
+					c.child.switched = true
+				}
+			}
+			if len(ours) > 0 {
+				reply = append(reply, &Delete{Protocol: ProtoESP, SPIs: ours})
+			}
+		}
+	}
+	return reply, after
+}
+
+// respondChildRekey answers a client's rekey of its Child SA. The new SA
+// receives at once and sends once the client deletes the old one.
+func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	if rekey.Protocol != ProtoESP || len(rekey.SPI) != 4 {
+		return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
+	}
+	old := c.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
+	if old == nil || old != c.child {
+		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+	}
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, r.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	// The selectors stay those of the SA rekeyed: the client cannot widen
+	// them by rekeying.
+	child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
+	reply = slices.DeleteFunc(reply, func(p Payload) bool { _, ok := p.(*TS); return ok })
+	reply = append(reply, &TS{Selectors: SelectorsFromPrefixes(old.RemoteTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.LocalTS)})
+	if err := r.h.InstallChild(&c.Client, child, false); err != nil {
+		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	return reply, func() {
+		c.oldKids = append(c.oldKids, old)
+		c.child = child
+		c.childRekeys++
+	}
+}
+
+// respondIKERekey answers a client's rekey of its IKE SA.
+func (r *Responder) respondIKERekey(sa *rSA, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	reply, next, fail := answerIKERekey(sa.ikeSA, r.cfg.IKE, req, r.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	return reply, func() {
+		n := &rSA{ikeSA: next, from: sa.from, natT: sa.natT, client: c}
+		r.sas[saKey{next.spiI, next.spiR}] = n
+		c.sa = n
+		c.IKESPIi, c.IKESPIr = next.spiI, next.spiR
+		c.ikeRekeys++
+	}
+}

@@ -1,0 +1,542 @@
+package ike
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// wire joins initiator Sessions to a Responder in memory.
+type wire struct {
+	r        *Responder
+	gw       netip.AddrPort
+	mu       sync.Mutex
+	sessions map[netip.Addr]*Session
+	// dropResponse, when set, drops a datagram from the responder when it
+	// returns true.
+	dropResponse func(b []byte) bool
+	seen         []NotifyType // notifications in unprotected responses
+}
+
+type clientSide struct {
+	w    *wire
+	addr netip.Addr
+}
+
+func (c clientSide) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	port := uint16(500)
+	if natT {
+		port = 4500
+	}
+	c.w.r.Deliver(msg, netip.AddrPortFrom(c.addr, port), natT)
+	return nil
+}
+
+type gatewaySide struct{ w *wire }
+
+func (g gatewaySide) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	w := g.w
+	w.mu.Lock()
+	s := w.sessions[to.Addr()]
+	drop := w.dropResponse != nil && w.dropResponse(msg)
+	if m, err := Parse(msg); err == nil && m.Exchange == IKE_SA_INIT {
+		for _, n := range FindAll[*Notify](m.Payloads) {
+			w.seen = append(w.seen, n.NotifyType)
+		}
+	}
+	w.mu.Unlock()
+	if s != nil && !drop {
+		s.Deliver(msg, netip.AddrPortFrom(w.gw.Addr(), to.Port()), natT)
+	}
+	return nil
+}
+
+func (w *wire) sawNotify(t NotifyType) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Contains(w.seen, t)
+}
+
+// childLog records what a handler was told.
+type childLog struct {
+	mu        sync.Mutex
+	installed []*ChildSA
+	removed   []*ChildSA
+	switched  []*ChildSA
+	addrs     []netip.Prefix
+}
+
+func (l *childLog) InstallChild(c *ChildSA) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.installed = append(l.installed, c)
+	return nil
+}
+func (l *childLog) SwitchOutbound(c *ChildSA) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.switched = append(l.switched, c)
+}
+func (l *childLog) RemoveChild(c *ChildSA) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.removed = append(l.removed, c)
+}
+func (l *childLog) Configured(addrs []netip.Prefix, dns []netip.Addr) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.addrs = addrs
+	return nil
+}
+
+type gwLog struct {
+	childLog
+	clients []Client
+}
+
+func (l *gwLog) InstallChild(cl *Client, c *ChildSA, send bool) error {
+	l.mu.Lock()
+	l.clients = append(l.clients, *cl)
+	l.mu.Unlock()
+	if send {
+		l.childLog.SwitchOutbound(c)
+	}
+	return l.childLog.InstallChild(c)
+}
+func (l *gwLog) SwitchOutbound(cl *Client, c *ChildSA) { l.childLog.SwitchOutbound(c) }
+func (l *gwLog) RemoveChild(cl *Client, c *ChildSA)    { l.childLog.RemoveChild(c) }
+
+func (l *childLog) counts() (installed, removed, switched int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.installed), len(l.removed), len(l.switched)
+}
+
+func (l *childLog) last() *ChildSA {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.installed[len(l.installed)-1]
+}
+
+func mustProposals(t *testing.T, ike, esp string) ([]ProposalSpec, []ProposalSpec) {
+	t.Helper()
+	i, err := ParseIKEProposals(ike)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ParseESPProposals(esp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i, e
+}
+
+func mustID(t *testing.T, s string) Identity {
+	t.Helper()
+	id, err := ParseIdentity(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// startResponder runs a responder until the test ends.
+func startResponder(t *testing.T, cfg ResponderConfig) (*wire, *gwLog) {
+	t.Helper()
+	if cfg.LocalID.Type == 0 {
+		cfg.LocalID = mustID(t, "gw.mifsec.test")
+	}
+	if cfg.IKE == nil {
+		cfg.IKE, cfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519,aes128gcm16-prfsha256-ecp256", "aes256gcm16-x25519,aes128gcm16")
+	}
+	if cfg.Pools == nil {
+		cfg.Pools = []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24"), netip.MustParsePrefix("fd03::/64")}
+	}
+	if cfg.LocalTS == nil {
+		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	}
+	cfg.DNS = []netip.Addr{netip.MustParseAddr("10.1.0.53")}
+	w := &wire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
+	h := &gwLog{}
+	r, err := NewResponder(cfg, gatewaySide{w}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.r = r
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w, h
+}
+
+// newClient makes an initiator session from addr (192.0.2.x) to the
+// wire's responder.
+func (w *wire) newClient(t *testing.T, addr string, cfg SessionConfig) (*Session, *childLog) {
+	t.Helper()
+	a := netip.MustParseAddr(addr)
+	cfg.Remote = w.gw
+	if cfg.LocalID.Type == 0 {
+		cfg.LocalID = mustID(t, "client@mifsec.test")
+	}
+	if cfg.IKE == nil {
+		cfg.IKE, cfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
+	}
+	cfg.RequestIPv4, cfg.RequestIPv6 = true, true
+	cfg.Retransmit = RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}
+	h := &childLog{}
+	s, err := NewSession(cfg, clientSide{w, a}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.sessions[a] = s
+	w.mu.Unlock()
+	return s, h
+}
+
+func connect(t *testing.T, s *Session, initialContact bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.connect(ctx, initialContact); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func clients(t *testing.T, w *wire) []ClientStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return w.r.Clients(ctx)
+}
+
+func leased(t *testing.T, w *wire) int {
+	n := 0
+	w.r.do(context.Background(), func() {
+		for _, p := range w.r.pools {
+			n += p.Leased()
+		}
+	})
+	return n
+}
+
+// pairOK checks that a client's and the gateway's Child SA are the two
+// halves of one pair.
+func pairOK(t *testing.T, c, g *ChildSA) {
+	t.Helper()
+	if c.InSPI != g.OutSPI || c.OutSPI != g.InSPI || !bytes.Equal(c.InKey, g.OutKey) || !bytes.Equal(c.OutKey, g.InKey) || c.Algorithm != g.Algorithm {
+		t.Fatalf("Child SAs do not match:\nclient  %+v\ngateway %+v", c, g)
+	}
+}
+
+func TestResponderPSKLifecycle(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	w, gh := startResponder(t, ResponderConfig{PSK: psk})
+	s, ch := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test")})
+	connect(t, s, true)
+
+	want := []netip.Prefix{netip.MustParsePrefix("10.3.0.2/32"), netip.MustParsePrefix("fd03::2/128")}
+	if !slices.Equal(ch.addrs, want) {
+		t.Fatalf("client got addresses %v, want %v", ch.addrs, want)
+	}
+	c, g := ch.last(), gh.last()
+	pairOK(t, c, g)
+	if !slices.Equal(g.RemoteTS, want) || !slices.Equal(g.LocalTS, []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}) {
+		t.Fatalf("gateway selectors: local %v remote %v", g.LocalTS, g.RemoteTS)
+	}
+	if !slices.Equal(c.LocalTS, want) || !slices.Equal(c.RemoteTS, g.LocalTS) {
+		t.Fatalf("client selectors: local %v remote %v", c.LocalTS, c.RemoteTS)
+	}
+	if gh.clients[0].Remote != netip.MustParseAddrPort("192.0.2.10:4500") {
+		t.Fatalf("client endpoint %v: it should have floated to 4500", gh.clients[0].Remote)
+	}
+	st := clients(t, w)
+	if len(st) != 1 || st[0].ID != "client@mifsec.test" || len(st[0].Addresses) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Child SA rekey with PFS, then the IKE SA, then a liveness check on
+	// the new IKE SA.
+	if err := s.rekeyChild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pairOK(t, ch.last(), gh.last())
+	if err := s.rekeyIKE(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.exchange(ctx, s.sa, INFORMATIONAL, nil, s.cfg.Retransmit); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rekeyChild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pairOK(t, ch.last(), gh.last())
+	st = clients(t, w)
+	if len(st) != 1 || st[0].IKERekeys != 1 || st[0].ChildRekeys != 2 || st[0].IKESPIi != s.Status().IKESPIi {
+		t.Fatalf("status after rekeys %+v", st)
+	}
+	installed, removed, _ := gh.counts()
+	if installed != 3 || removed != 2 {
+		t.Fatalf("gateway installed %d and removed %d Child SAs, want 3 and 2", installed, removed)
+	}
+
+	s.shutdown()
+	waitUntil(t, func() bool { return len(clients(t, w)) == 0 })
+	if n := leased(t, w); n != 0 {
+		t.Fatalf("%d addresses still leased after the client left", n)
+	}
+	if _, removed, _ := gh.counts(); removed != 3 {
+		t.Fatalf("gateway removed %d Child SAs, want 3", removed)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestResponderCertificates(t *testing.T) {
+	pki, err := GenerateTestPKI(t.TempDir(), TestPKIOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := NewTrustStore(pki.CA.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, gh := startResponder(t, ResponderConfig{LocalID: pki.Gateway.Identity, Key: pki.Gateway.Key,
+		Certificates: []*x509Cert{pki.Gateway.Certificate}, CAs: cas})
+	s, ch := w.newClient(t, "192.0.2.11", SessionConfig{LocalID: pki.Client.Identity, Key: pki.Client.Key,
+		Certificates: []*x509Cert{pki.Client.Certificate}, CAs: cas, RemoteID: pki.Gateway.Identity})
+	connect(t, s, true)
+	pairOK(t, ch.last(), gh.last())
+
+	// A client whose key the CA did not certify is refused.
+	other, err := GenerateTestPKI(t.TempDir(), TestPKIOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := w.newClient(t, "192.0.2.12", SessionConfig{LocalID: other.Client.Identity, Key: other.Client.Key,
+		Certificates: []*x509Cert{other.Client.Certificate}, CAs: cas})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := bad.connect(ctx, true); err == nil {
+		t.Fatal("a client with a foreign certificate connected")
+	}
+	if n := len(clients(t, w)); n != 1 {
+		t.Fatalf("%d clients, want 1", n)
+	}
+}
+
+func TestResponderWrongPSK(t *testing.T) {
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("the gateway's key")})
+	s, _ := w.newClient(t, "192.0.2.13", SessionConfig{PSK: []byte("another key")})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.connect(ctx, true); err == nil || !errorsIs(err, ErrAuthFailed) {
+		t.Fatalf("connect: %v, want an authentication failure", err)
+	}
+	if n := len(clients(t, w)); n != 0 {
+		t.Fatalf("%d clients after a failed authentication", n)
+	}
+	w.r.do(ctx, func() {
+		if len(w.r.sas) != 0 || len(w.r.halfOpen) != 0 {
+			t.Errorf("%d IKE SAs, %d half-open left after a failed authentication", len(w.r.sas), len(w.r.halfOpen))
+		}
+	})
+}
+
+func TestResponderInvalidKE(t *testing.T) {
+	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-ecp256", "aes256gcm16")
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k"), IKE: ikeP, ESP: espP})
+	cIKE, cESP := mustProposals(t, "aes256gcm16-prfsha256-x25519-ecp256", "aes256gcm16")
+	s, _ := w.newClient(t, "192.0.2.14", SessionConfig{PSK: []byte("k"), IKE: cIKE, ESP: cESP})
+	connect(t, s, true)
+	if !w.sawNotify(INVALID_KE_PAYLOAD) {
+		t.Fatal("no INVALID_KE_PAYLOAD for a KE of a group the gateway does not take")
+	}
+	if s.sa.suite.DHGroup != DH_ECP_256 {
+		t.Fatalf("IKE SA with group %d", s.sa.suite.DHGroup)
+	}
+}
+
+func TestResponderCookie(t *testing.T) {
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k"), CookieThreshold: 1})
+	// One half-open IKE SA: IKE_SA_INIT without IKE_AUTH.
+	half, _ := w.newClient(t, "192.0.2.15", SessionConfig{PSK: []byte("k")})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := half.initExchange(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, ch := w.newClient(t, "192.0.2.16", SessionConfig{PSK: []byte("k")})
+	connect(t, s, true)
+	if !w.sawNotify(COOKIE) {
+		t.Fatal("no COOKIE demanded above the threshold")
+	}
+	if len(ch.addrs) == 0 {
+		t.Fatal("no address after the cookie exchange")
+	}
+}
+
+func TestResponderHalfOpenExpiry(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k"), MaxHalfOpen: 2,
+		Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, a := range []string{"192.0.2.17", "192.0.2.18"} {
+		s, _ := w.newClient(t, a, SessionConfig{PSK: []byte("k")})
+		if _, err := s.initExchange(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The table is full: a third is dropped.
+	s, _ := w.newClient(t, "192.0.2.19", SessionConfig{PSK: []byte("k"), Retransmit: RetransmitPolicy{Timeout: 50 * time.Millisecond, Tries: 1}})
+	s.cfg.Retransmit = RetransmitPolicy{Timeout: 50 * time.Millisecond, Backoff: 1, Tries: 1}
+	if _, err := s.initExchange(ctx); err == nil {
+		t.Fatal("a half-open IKE SA beyond the limit was accepted")
+	}
+	now.Add(int64(time.Minute))
+	w.r.do(ctx, w.r.tick)
+	w.r.do(ctx, func() {
+		if len(w.r.halfOpen) != 0 || len(w.r.sas) != 0 {
+			t.Errorf("half-open IKE SAs left after their timeout: %d", len(w.r.halfOpen))
+		}
+	})
+	s.cfg.Retransmit = RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}
+	connect(t, s, true)
+}
+
+func TestResponderRetransmittedRequests(t *testing.T) {
+	w, gh := startResponder(t, ResponderConfig{PSK: []byte("k")})
+	var dropped atomic.Int32
+	w.dropResponse = func(b []byte) bool {
+		// The first IKE_SA_INIT and the first IKE_AUTH response are lost.
+		m, err := Parse(b)
+		if err != nil || (m.Exchange != IKE_SA_INIT && m.Exchange != IKE_AUTH) {
+			return false
+		}
+		bit := int32(1) << (m.Exchange - IKE_SA_INIT)
+		for {
+			old := dropped.Load()
+			if old&bit != 0 {
+				return false
+			}
+			if dropped.CompareAndSwap(old, old|bit) {
+				return true
+			}
+		}
+	}
+	s, ch := w.newClient(t, "192.0.2.20", SessionConfig{PSK: []byte("k")})
+	connect(t, s, true)
+	if dropped.Load() != 3 {
+		t.Fatal("the test did not drop both responses")
+	}
+	pairOK(t, ch.last(), gh.last())
+	if installed, _, _ := gh.counts(); installed != 1 {
+		t.Fatalf("a retransmitted IKE_AUTH installed %d Child SAs", installed)
+	}
+	w.r.do(context.Background(), func() {
+		if len(w.r.sas) != 1 {
+			t.Errorf("%d IKE SAs for one client", len(w.r.sas))
+		}
+	})
+}
+
+func TestResponderInitialContact(t *testing.T) {
+	w, gh := startResponder(t, ResponderConfig{PSK: []byte("k")})
+	first, _ := w.newClient(t, "192.0.2.21", SessionConfig{PSK: []byte("k")})
+	connect(t, first, true)
+	other, _ := w.newClient(t, "192.0.2.22", SessionConfig{PSK: []byte("k"), LocalID: mustID(t, "other@mifsec.test")})
+	connect(t, other, true)
+	// The first client's host restarts and connects again.
+	again, _ := w.newClient(t, "192.0.2.21", SessionConfig{PSK: []byte("k")})
+	connect(t, again, true)
+	st := clients(t, w)
+	if len(st) != 2 || st[0].ID != "other@mifsec.test" || st[1].IKESPIi != again.Status().IKESPIi {
+		t.Fatalf("clients after a reconnect %+v", st)
+	}
+	if _, removed, _ := gh.counts(); removed != 1 {
+		t.Fatalf("gateway removed %d Child SAs, want the old one", removed)
+	}
+	if n := leased(t, w); n != 4 {
+		t.Fatalf("%d addresses leased for two clients", n)
+	}
+}
+
+func TestAddressPool(t *testing.T) {
+	p, err := NewAddressPool(netip.MustParsePrefix("10.3.0.0/30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := p.GatewayAddress(); g != netip.MustParsePrefix("10.3.0.1/30") {
+		t.Fatalf("gateway address %v", g)
+	}
+	a, err := p.Lease()
+	if err != nil || a != netip.MustParseAddr("10.3.0.2") {
+		t.Fatalf("lease %v %v", a, err)
+	}
+	if _, err := p.Lease(); err == nil {
+		t.Fatal("leased the broadcast address")
+	}
+	p.Release(a)
+	if b, err := p.Lease(); err != nil || b != a {
+		t.Fatalf("after release: %v %v", b, err)
+	}
+	p6, err := NewAddressPool(netip.MustParsePrefix("fd03::/126"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"fd03::2", "fd03::3"} {
+		if a, err := p6.Lease(); err != nil || a != netip.MustParseAddr(want) {
+			t.Fatalf("lease %v %v, want %s", a, err, want)
+		}
+	}
+	if _, err := p6.Lease(); err == nil {
+		t.Fatal("an exhausted pool leased")
+	}
+	if _, err := NewAddressPool(netip.MustParsePrefix("10.0.0.0/31")); err == nil {
+		t.Fatal("a /31 pool was accepted")
+	}
+}
+
+func TestNarrow(t *testing.T) {
+	pp := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	for _, tc := range []struct{ offered, allowed, want []netip.Prefix }{
+		{pp("0.0.0.0/0", "::/0"), pp("10.1.0.0/24"), pp("10.1.0.0/24")},
+		{pp("10.1.0.5/32"), pp("10.1.0.0/24"), pp("10.1.0.5/32")},
+		{pp("10.2.0.0/24"), pp("10.1.0.0/24"), nil},
+		{pp("0.0.0.0/0", "::/0"), pp("10.3.0.2/32", "fd03::2/128"), pp("10.3.0.2/32", "fd03::2/128")},
+	} {
+		if got := narrow(tc.offered, tc.allowed); !slices.Equal(got, tc.want) {
+			t.Errorf("narrow(%v, %v) = %v, want %v", tc.offered, tc.allowed, got, tc.want)
+		}
+	}
+}
+
+type x509Cert = x509.Certificate
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
