@@ -107,6 +107,50 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 	t.Logf("\n%s", table.String())
 }
 
+func TestThroughputMifsecIKE(t *testing.T) {
+	requireLab(t)
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go not found: needed to build the mifsec binary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	mifsec := filepath.Join(t.TempDir(), "mifsec")
+	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", mifsec, "../cmd/mifsec").CombinedOutput(); err != nil {
+		t.Fatalf("build mifsec: %v\n%s", err, out)
+	}
+
+	lab := newTestLab(t, ctx)
+	report, err := RunThroughput(ctx, lab, ThroughputConfig{
+		Duration:    2 * time.Second,
+		Peers:       []string{"mifsec-ike"},
+		PeerOptions: PeerOptions{MifsecPath: mifsec},
+		Log:         testLog{t},
+	})
+	if err != nil {
+		t.Fatalf("RunThroughput: %v", err)
+	}
+	if err := lab.Close(); err != nil {
+		t.Errorf("Lab.Close: %v", err)
+	}
+	assertCleanedUp(t, lab)
+	sockets, _ := filepath.Glob(mifsecControlSocket("mbk" + strconv.Itoa(lab.owner) + "*"))
+	if len(sockets) > 0 {
+		t.Errorf("mifsec control sockets remain: %v", sockets)
+	}
+
+	if len(report.Peers) != 1 {
+		t.Fatalf("report has %d peers, want 1: %+v", len(report.Peers), report.Peers)
+	}
+	p := report.Peers[0]
+	if p.Skipped != "" || len(p.Errors) > 0 {
+		t.Fatalf("%s: skipped %q, errors %q", p.Name, p.Skipped, p.Errors)
+	}
+	if p.UpMbps == nil || *p.UpMbps <= 0 || p.DownMbps == nil || *p.DownMbps <= 0 {
+		t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, formatFloat(p.UpMbps, 1), formatFloat(p.DownMbps, 1))
+	}
+}
+
 func TestThroughputCancelledCleansUp(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -54,7 +54,7 @@ func skipReason(err error) (string, bool) {
 }
 
 // PeerNames lists the peers in the default order of a run.
-var PeerNames = []string{"mifsec", "wireguard-go", "strongswan", "veth"}
+var PeerNames = []string{"mifsec", "mifsec-ike", "wireguard-go", "strongswan", "veth"}
 
 // PeerOptions locates the peers' binaries.
 type PeerOptions struct {
@@ -72,6 +72,8 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 	switch name {
 	case "mifsec":
 		return &mifsecPeer{binary: opts.MifsecPath}, nil
+	case "mifsec-ike":
+		return &mifsecIKEPeer{binary: opts.MifsecPath}, nil
 	case "wireguard-go":
 		return &wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}, nil
 	case "strongswan":

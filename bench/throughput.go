@@ -76,6 +76,9 @@ type ThroughputReport struct {
 	Peers           []PeerResult `json:"peers"`
 	// MifsecRatios has one entry per other peer when mifsec is in the run.
 	MifsecRatios []Ratio `json:"mifsec_ratios,omitempty"`
+	// MifsecIKERatios is the same for mifsec-ike (IKEv2-keyed) when it is
+	// in the run: its entry for mifsec compares it with static keys.
+	MifsecIKERatios []Ratio `json:"mifsec_ike_ratios,omitempty"`
 }
 
 // RunThroughput measures each configured peer in a fresh topology of lab,
@@ -105,7 +108,7 @@ func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*Throug
 		result, err := measurePeer(ctx, lab, peer, cfg.Duration, log)
 		report.Peers = append(report.Peers, result)
 		if ctx.Err() != nil {
-			report.MifsecRatios = mifsecRatios(report.Peers)
+			report.MifsecRatios, report.MifsecIKERatios = mifsecRatios(report.Peers), ratiosOf("mifsec-ike", report.Peers)
 			return report, fmt.Errorf("throughput run interrupted during %s: %w", peer.Name(), ctx.Err())
 		}
 		if err != nil {
@@ -115,7 +118,7 @@ func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*Throug
 			}
 		}
 	}
-	report.MifsecRatios = mifsecRatios(report.Peers)
+	report.MifsecRatios, report.MifsecIKERatios = mifsecRatios(report.Peers), ratiosOf("mifsec-ike", report.Peers)
 	return report, errors.Join(failures...)
 }
 
@@ -226,15 +229,18 @@ func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, r
 }
 
 // mifsecRatios divides mifsec's rates by every other measured peer's.
-func mifsecRatios(results []PeerResult) []Ratio {
-	i := slices.IndexFunc(results, func(r PeerResult) bool { return r.Name == "mifsec" })
+func mifsecRatios(results []PeerResult) []Ratio { return ratiosOf("mifsec", results) }
+
+// ratiosOf divides the named peer's rates by every other peer's.
+func ratiosOf(name string, results []PeerResult) []Ratio {
+	i := slices.IndexFunc(results, func(r PeerResult) bool { return r.Name == name })
 	if i < 0 {
 		return nil
 	}
 	mifsec := results[i]
 	var ratios []Ratio
 	for _, r := range results {
-		if r.Name == "mifsec" {
+		if r.Name == name {
 			continue
 		}
 		ratios = append(ratios, Ratio{Peer: r.Name, Up: ratio(mifsec.UpMbps, r.UpMbps), Down: ratio(mifsec.DownMbps, r.DownMbps)})
@@ -291,6 +297,14 @@ func (r *ThroughputReport) WriteTable(w io.Writer) error {
 			default:
 				fmt.Fprintf(&b, "  %*s", widths[i], cell)
 			}
+		}
+		b.WriteString("\n")
+	}
+	if len(r.MifsecIKERatios) > 0 {
+		b.WriteString("mifsec-ike/peer (up/down):")
+		for i, ratio := range r.MifsecIKERatios {
+			sep := map[bool]string{false: ",", true: ""}[i == 0]
+			fmt.Fprintf(&b, "%s %s %s/%s", sep, ratio.Peer, formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2))
 		}
 		b.WriteString("\n")
 	}

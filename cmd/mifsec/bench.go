@@ -31,6 +31,7 @@ func benchThroughputCommand() *cli.Command {
 		Description: "Each peer gets two fresh network namespaces (" + bench.NamespacePrefix + "PID-PEER-c/-s)\n" +
 			"joined by a veth pair; the tunnel runs between them and iperf3 measures one TCP flow\n" +
 			"up (client to server) and down (-R). Peers: mifsec (this binary's `static` command),\n" +
+			"mifsec-ike (this binary's `gateway` and `connect`: IKEv2 with a PSK, AES-256-GCM),\n" +
 			"wireguard-go (built from the Go module proxy into the cache directory when missing),\n" +
 			"strongswan (charon with kernel-libipsec, when installed) and veth (no tunnel).\n" +
 			"Namespaces and processes left by an interrupted earlier run are removed first.",

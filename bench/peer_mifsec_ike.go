@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+const (
+	mifsecIKEProposal = "aes256gcm16-prfsha256-x25519"
+	mifsecIKEPool     = "10.95.0.0/24"
+	mifsecIKEClientID = "client.bench"
+	mifsecIKEServerID = "gateway.bench"
+	// mifsecControlDir is where `mifsec connect` and `mifsec gateway` put
+	// their control sockets (mif.ControlDir), named after the TUN device.
+	mifsecControlDir = "/run/mifsec"
+)
+
+// mifsecIKEServerAddr is the inner address on the server's lo that the
+// gateway protects (--local-ts) and iperf3's server listens on.
+var mifsecIKEServerAddr = netip.MustParseAddr("10.94.0.1")
+
+// mifsecIKEPeer is this binary's `mifsec gateway` in the server namespace
+// and `mifsec connect` in the client namespace: ESP keyed by IKEv2 (PSK),
+// AES-256-GCM for both.
+type mifsecIKEPeer struct {
+	binary  string
+	version string
+
+	clientTUN, serverTUN string
+	processes            []*Process
+}
+
+func (p *mifsecIKEPeer) Name() string            { return "mifsec-ike" }
+func (p *mifsecIKEPeer) Version() string         { return p.version }
+func (p *mifsecIKEPeer) Path() string            { return p.binary }
+func (p *mifsecIKEPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
+func (p *mifsecIKEPeer) ServerAddr() netip.Addr  { return mifsecIKEServerAddr }
+func (p *mifsecIKEPeer) ClientInterface() string { return p.clientTUN }
+
+func (p *mifsecIKEPeer) Prepare(ctx context.Context) error {
+	if p.binary == "" {
+		binary, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the mifsec binary: %w", err)
+		}
+		p.binary = binary
+	}
+	for _, command := range []string{"gateway", "connect"} {
+		if _, err := runCommand(ctx, p.binary, command, "--help"); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return skipf("%s has no working `%s` command (%s)", p.binary, command, firstLine(err.Error()))
+		}
+	}
+	out, err := runCommand(ctx, p.binary, "--version")
+	if err != nil {
+		return fmt.Errorf("mifsec --version: %w", err)
+	}
+	p.version = strings.TrimSpace(firstLine(out)) + ", IKEv2 PSK " + mifsecIKEProposal + ", ESP " + mifsecAlg
+	return nil
+}
+
+func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *Topology) error {
+	// The control sockets (/run/mifsec/<tun>.sock) are shared by every
+	// namespace: the TUN names carry the lab's PID so that they collide
+	// neither with another run nor with a mifsec running on the host.
+	p.clientTUN = fmt.Sprintf("mbk%dc", topo.lab.owner)
+	p.serverTUN = fmt.Sprintf("mbk%ds", topo.lab.owner)
+	psk, err := randomHex(32)
+	if err != nil {
+		return err
+	}
+	pskFile := filepath.Join(topo.Dir, "psk")
+	if err := os.WriteFile(pskFile, []byte(psk+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the PSK: %w", err)
+	}
+	if _, err := topo.Run(ctx, topo.Server, "ip", "addr", "add",
+		netip.PrefixFrom(mifsecIKEServerAddr, 32).String(), "dev", "lo"); err != nil {
+		return err
+	}
+	gateway, err := topo.Start(topo.Server, "mifsec gateway (server)", nil, p.binary, "gateway",
+		"--listen", topo.ServerUnderlay.String(), "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
+		"--pool", mifsecIKEPool, "--local-ts", netip.PrefixFrom(mifsecIKEServerAddr, 32).String(),
+		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN)
+	if err != nil {
+		return err
+	}
+	p.processes = append(p.processes, gateway)
+	// The gateway serves its control socket once it listens for IKE.
+	if err := waitForSocket(ctx, mifsecControlSocket(p.serverTUN), gateway); err != nil {
+		return err
+	}
+	client, err := topo.Start(topo.Client, "mifsec connect (client)", nil, p.binary, "connect",
+		"--gateway", topo.ServerUnderlay.String(), "--local-id", mifsecIKEClientID,
+		"--remote-id", mifsecIKEServerID, "--psk-file", pskFile,
+		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false")
+	if err != nil {
+		return err
+	}
+	p.processes = append(p.processes, client)
+	return waitForPing(ctx, topo, netip.Addr{}, mifsecIKEServerAddr, p.processes...)
+}
+
+func (p *mifsecIKEPeer) Teardown() error {
+	stopAll(p.processes)
+	p.processes = nil
+	// Both remove their control sockets on SIGTERM; not after SIGKILL.
+	var errs []error
+	for _, name := range []string{p.clientTUN, p.serverTUN} {
+		if name == "" {
+			continue
+		}
+		if err := os.Remove(mifsecControlSocket(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitForSocket waits until the unix socket at path accepts connections,
+// failing early when proc ends.
+func waitForSocket(ctx context.Context, path string, proc *Process) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if proc.Exited() {
+			return fmt.Errorf("%s ended while starting:\n%s", proc.Name(), proc.Describe())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not open %s within 10s (%v):\n%s", proc.Name(), path, err, proc.Describe())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func mifsecControlSocket(tun string) string {
+	return filepath.Join(mifsecControlDir, tun+".sock")
+}
