@@ -82,6 +82,11 @@ type ResponderConfig struct {
 	// CookieSecretLifetime is how long a cookie secret signs new cookies;
 	// the previous one still verifies. 0 means 2 minutes.
 	CookieSecretLifetime time.Duration
+	// ChildRekey makes the gateway rekey each client's Child SA that long
+	// after it was created; 0 leaves rekeying to the clients.
+	ChildRekey time.Duration
+	// Retransmit paces the requests the gateway starts.
+	Retransmit RetransmitPolicy
 
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -126,6 +131,19 @@ type rClient struct {
 	established time.Time
 	ikeRekeys   int
 	childRekeys int
+	pending     *rRequest // the request we started and await the answer to
+}
+
+// rRequest is a request the gateway sent to a client.
+type rRequest struct {
+	sa        *rSA
+	id        uint32
+	exchange  ExchangeType
+	datagrams [][]byte
+	tries     int
+	wait      time.Duration
+	next      time.Time
+	done      func(reply []Payload) // nil reply: no answer
 }
 
 type saKey struct{ spiI, spiR uint64 }
@@ -180,6 +198,7 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Retransmit = cfg.Retransmit.withDefaults()
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}}
 	if r.log == nil {
@@ -285,11 +304,166 @@ func (r *Responder) tick() {
 		rand.Read(r.secret[:])
 		r.secretSince = now
 	}
-	for _, c := range r.clients {
+	for _, c := range slices.Clone(r.clients) {
 		if c.child != nil && !c.child.switched && now.Sub(c.child.Created) >= 2*time.Second {
 			r.h.SwitchOutbound(&c.Client, c.child)
 			c.child.switched = true
 		}
+		if p := c.pending; p != nil && !now.Before(p.next) {
+			if r.sas[saKey{p.sa.spiI, p.sa.spiR}] != p.sa || p.tries >= r.cfg.Retransmit.Tries {
+				r.log.Info("client did not answer", "id", c.ID, "exchange", p.exchange, "tries", p.tries)
+				c.pending = nil
+				p.done(nil)
+				continue
+			}
+			p.tries++
+			p.wait = time.Duration(float64(p.wait) * r.cfg.Retransmit.Backoff)
+			p.next = now.Add(p.wait)
+			r.transmit(p.sa, c.Remote, p.datagrams)
+		}
+		if r.cfg.ChildRekey > 0 && c.pending == nil && c.child != nil && c.child.switched && len(c.oldKids) == 0 &&
+			now.Sub(c.child.Created) >= r.cfg.ChildRekey {
+			r.rekeyChild(c)
+		}
+	}
+}
+
+// request sends a request to c on its current IKE SA; done gets the
+// response's payloads, or nil when none came.
+func (r *Responder) request(c *rClient, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+	if c.pending != nil {
+		return errors.New("a request is outstanding")
+	}
+	sa := c.sa
+	datagrams, err := sealMessage(sa.ikeSA, exchange, sa.nextOut, false, payloads)
+	if err != nil {
+		return err
+	}
+	wait := r.cfg.Retransmit.Timeout
+	c.pending = &rRequest{sa: sa, id: sa.nextOut, exchange: exchange, datagrams: datagrams, tries: 1, wait: wait,
+		next: r.cfg.Now().Add(wait), done: done}
+	r.transmit(sa, c.Remote, datagrams)
+	return nil
+}
+
+// handleResponse passes the response to the request we sent on sa.
+func (r *Responder) handleResponse(sa *rSA, m *Message) {
+	c := sa.client
+	if c == nil || c.pending == nil || c.pending.sa != sa || c.pending.id != m.MessageID {
+		return
+	}
+	inner, complete, err := openMessage(sa.ikeSA, m)
+	if err != nil {
+		r.log.Debug("dropping undecryptable response", "exchange", m.Exchange, "err", err)
+		return
+	}
+	if !complete {
+		return
+	}
+	p := c.pending
+	c.pending = nil
+	sa.nextOut++
+	sa.lastHeard = r.cfg.Now()
+	p.done(inner)
+}
+
+// rekeyChild starts a CREATE_CHILD_SA that replaces c's Child SA (RFC 7296
+// §2.8), with PFS when an ESP proposal names a DH group. The new SA
+// receives and sends once the client answers; the old one receives until
+// the client confirms its deletion.
+func (r *Responder) rekeyChild(c *rClient) {
+	r.startChildRekey(c, c.child, FirstDHGroup(r.cfg.ESP), true)
+}
+
+func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
+	sa := c.sa
+	inSPI := randomESPSPI()
+	ni := nonce()
+	payloads := []Payload{
+		&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
+		&SA{Proposals: offerESP(r.cfg.ESP, inSPI, true)},
+		&Nonce{Data: ni},
+	}
+	var kex KeyExchange
+	if group != DH_NONE {
+		var err error
+		if kex, err = NewKeyExchange(group); err != nil {
+			r.log.Warn("rekeying a client's Child SA", "id", c.ID, "err", err)
+			return
+		}
+		payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
+	}
+	payloads = append(payloads, &TS{Selectors: SelectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.RemoteTS)})
+	later := func(why string, args ...any) {
+		r.log.Info("child rekey failed, retrying later: "+why, append([]any{"id", c.ID}, args...)...)
+		old.Created = r.cfg.Now().Add(-r.cfg.ChildRekey + 5*time.Second)
+	}
+	err := r.request(c, CREATE_CHILD_SA, payloads, func(reply []Payload) {
+		if reply == nil {
+			later("no answer")
+			return
+		}
+		if c.child != old || sa.client != c {
+			return // the client rekeyed or went meanwhile
+		}
+		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && retryKE {
+			r.startChildRekey(c, old, binary.BigEndian.Uint16(n.Data), false)
+			return
+		}
+		if err := firstError(reply, "CREATE_CHILD_SA"); err != nil {
+			later(err.Error())
+			return
+		}
+		saP, nr := Find[*SA](reply), Find[*Nonce](reply)
+		if saP == nil || len(saP.Proposals) != 1 || nr == nil {
+			later("the response lacks SA or Nonce")
+			return
+		}
+		esp, err := acceptESP(saP.Proposals[0], r.cfg.ESP, true)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		var shared []byte
+		if esp.dh != DH_NONE {
+			ke := Find[*KE](reply)
+			if kex == nil || ke == nil || ke.Group != kex.Group() || esp.dh != kex.Group() {
+				later("the response lacks the KE for PFS")
+				return
+			}
+			if shared, err = kex.SharedSecret(ke.Data); err != nil {
+				later(err.Error())
+				return
+			}
+		}
+		out, in, err := childKeys(sa.ikeSA, esp, shared, ni, nr.Data)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
+			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(), switched: true}
+		if err := r.h.InstallChild(&c.Client, child, true); err != nil {
+			later(err.Error())
+			return
+		}
+		c.oldKids = append(c.oldKids, old)
+		c.child = child
+		c.childRekeys++
+		r.log.Debug("rekeyed a client's Child SA", "id", c.ID, "in_spi", fmt.Sprintf("%#x", inSPI), "out_spi", fmt.Sprintf("%#x", esp.spi))
+		del := []Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
+		removeOld := func([]Payload) {
+			if slices.Contains(c.oldKids, old) {
+				r.h.RemoveChild(&c.Client, old)
+				c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
+			}
+		}
+		if err := r.request(c, INFORMATIONAL, del, removeOld); err != nil {
+			removeOld(nil)
+		}
+	})
+	if err != nil {
+		r.log.Debug("rekeying a client's Child SA", "id", c.ID, "err", err)
 	}
 }
 
@@ -320,8 +494,7 @@ func (r *Responder) handle(in inbound) {
 		return
 	}
 	if m.Flags&FlagResponse != 0 {
-		// The only requests we send are Deletes on shutdown; their
-		// responses need nothing.
+		r.handleResponse(sa, m)
 		return
 	}
 	switch {

@@ -32,6 +32,7 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256", Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey each client's Child SA after `DURATION` (0: leave it to the clients)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
@@ -121,6 +122,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 			}
 			r.DNS = append(r.DNS, a)
 		}
+	}
+	if r.ChildRekey = c.Duration("child-rekey"); r.ChildRekey < 0 {
+		return cfg, errors.New("--child-rekey: a negative duration")
 	}
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return cfg, fmt.Errorf("--tun: %w", err)
