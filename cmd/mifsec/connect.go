@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -74,44 +72,12 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 			return cfg, fmt.Errorf("--remote-id: %w", err)
 		}
 	}
-	switch {
-	case c.String("psk-file") != "" && c.String("key") != "":
-		return cfg, errors.New("give either --psk-file or --cert/--key, not both")
-	case c.String("psk-file") != "":
-		psk, err := os.ReadFile(c.String("psk-file"))
-		if err != nil {
-			return cfg, fmt.Errorf("--psk-file: %w", err)
-		}
-		if s.PSK = bytes.TrimRight(psk, "\r\n"); len(s.PSK) == 0 {
-			return cfg, fmt.Errorf("--psk-file %s is empty", c.String("psk-file"))
-		}
-	case c.String("key") != "" || c.String("cert") != "":
-		if c.String("key") == "" || c.String("cert") == "" {
-			return cfg, errors.New("--cert and --key go together")
-		}
-		certs, err := ike.LoadCertificates(c.String("cert"))
-		if err != nil {
-			return cfg, fmt.Errorf("--cert: %w", err)
-		}
-		key, err := ike.LoadPrivateKey(c.String("key"))
-		if err != nil {
-			return cfg, fmt.Errorf("--key: %w", err)
-		}
-		s.Key, s.Certificates = key, certs
-	default:
-		return cfg, errors.New("no credentials: give --psk-file, or --cert and --key")
+	creds, err := parseCredentials(c)
+	if err != nil {
+		return cfg, err
 	}
-	if ca := c.String("ca"); ca != "" {
-		if s.CAs, err = ike.LoadTrustStore(ca); err != nil {
-			return cfg, fmt.Errorf("--ca: %w", err)
-		}
-	}
-	if s.IKE, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
-		return cfg, fmt.Errorf("--ike: %w", err)
-	}
-	if s.ESP, err = ike.ParseESPProposals(c.String("esp")); err != nil {
-		return cfg, fmt.Errorf("--esp: %w", err)
-	}
+	s.PSK, s.Key, s.Certificates, s.CAs = creds.psk, creds.key, creds.certs, creds.cas
+	s.IKE, s.ESP = creds.ike, creds.esp
 	if s.RemoteTS, err = parsePrefixes(c.StringSlice("remote-ts"), true); err != nil {
 		return cfg, fmt.Errorf("--remote-ts: %w", err)
 	}

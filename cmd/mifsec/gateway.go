@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -65,44 +63,12 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if r.LocalID, err = ike.ParseIdentity(c.String("local-id")); err != nil {
 		return cfg, fmt.Errorf("--local-id: %w", err)
 	}
-	switch {
-	case c.String("psk-file") != "" && c.String("key") != "":
-		return cfg, errors.New("give either --psk-file or --cert/--key, not both")
-	case c.String("psk-file") != "":
-		psk, err := os.ReadFile(c.String("psk-file"))
-		if err != nil {
-			return cfg, fmt.Errorf("--psk-file: %w", err)
-		}
-		if r.PSK = bytes.TrimRight(psk, "\r\n"); len(r.PSK) == 0 {
-			return cfg, fmt.Errorf("--psk-file %s is empty", c.String("psk-file"))
-		}
-	case c.String("key") != "" || c.String("cert") != "":
-		if c.String("key") == "" || c.String("cert") == "" {
-			return cfg, errors.New("--cert and --key go together")
-		}
-		certs, err := ike.LoadCertificates(c.String("cert"))
-		if err != nil {
-			return cfg, fmt.Errorf("--cert: %w", err)
-		}
-		key, err := ike.LoadPrivateKey(c.String("key"))
-		if err != nil {
-			return cfg, fmt.Errorf("--key: %w", err)
-		}
-		r.Key, r.Certificates = key, certs
-	default:
-		return cfg, errors.New("no credentials: give --psk-file, or --cert and --key")
+	creds, err := parseCredentials(c)
+	if err != nil {
+		return cfg, err
 	}
-	if ca := c.String("ca"); ca != "" {
-		if r.CAs, err = ike.LoadTrustStore(ca); err != nil {
-			return cfg, fmt.Errorf("--ca: %w", err)
-		}
-	}
-	if r.IKE, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
-		return cfg, fmt.Errorf("--ike: %w", err)
-	}
-	if r.ESP, err = ike.ParseESPProposals(c.String("esp")); err != nil {
-		return cfg, fmt.Errorf("--esp: %w", err)
-	}
+	r.PSK, r.Key, r.Certificates, r.CAs = creds.psk, creds.key, creds.certs, creds.cas
+	r.IKE, r.ESP = creds.ike, creds.esp
 	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
 		return cfg, fmt.Errorf("--pool: %w", err)
 	}
