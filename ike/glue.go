@@ -1,7 +1,10 @@
 package ike
 
 import (
+	"crypto"
+	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -144,4 +147,20 @@ func (e ExchangeType) String() string {
 		return "INFORMATIONAL"
 	}
 	return fmt.Sprintf("exchange-%d", uint8(e))
+}
+
+// checkCredentials checks what either role needs to authenticate and
+// negotiate.
+func checkCredentials(psk []byte, key crypto.Signer, certs []*x509.Certificate, ike, esp []ProposalSpec, local Identity) error {
+	switch {
+	case len(psk) == 0 && key == nil:
+		return errors.New("neither a pre-shared key nor a private key to authenticate with")
+	case key != nil && len(certs) == 0:
+		return errors.New("a private key without its certificate")
+	case len(ike) == 0 || len(esp) == 0:
+		return errors.New("no IKE or ESP proposals")
+	case local.Type == 0:
+		return errors.New("no local identity")
+	}
+	return nil
 }

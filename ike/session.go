@@ -172,17 +172,8 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if !cfg.Remote.IsValid() {
 		return nil, errors.New("no gateway address")
 	}
-	if len(cfg.PSK) == 0 && cfg.Key == nil {
-		return nil, errors.New("neither a pre-shared key nor a private key to authenticate with")
-	}
-	if cfg.Key != nil && len(cfg.Certificates) == 0 {
-		return nil, errors.New("a private key without its certificate")
-	}
-	if len(cfg.IKE) == 0 || len(cfg.ESP) == 0 {
-		return nil, errors.New("no IKE or ESP proposals")
-	}
-	if cfg.LocalID.Type == 0 {
-		return nil, errors.New("no local identity")
+	if err := checkCredentials(cfg.PSK, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
+		return nil, err
 	}
 	cfg.Retransmit = cfg.Retransmit.withDefaults()
 	if cfg.DPD == 0 {
