@@ -33,11 +33,10 @@ type ClientConfig struct {
 
 // Client is a running VPN client: one path to one gateway.
 type Client struct {
-	cfg     ClientConfig
-	log     *slog.Logger
-	iface   *tun.Interface
-	ike500  *net.UDPConn
-	natT    *dataplane.UDPConn
+	cfg   ClientConfig
+	log   *slog.Logger
+	iface *tun.Interface
+	ikeTransport
 	engine  *dataplane.Engine
 	session *ike.Session
 
@@ -127,7 +126,7 @@ func (c *Client) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { c.engine.Run(engineCtx) })
 	if c.ike500 != nil {
-		wg.Go(c.readPort500)
+		wg.Go(func() { c.readPort500(c.session.Deliver) })
 	}
 	wg.Go(func() { c.sendKeepalives(engineCtx) })
 	defer func() {
@@ -163,20 +162,6 @@ func (c *Client) sendKeepalives(ctx context.Context) {
 	}
 }
 
-func (c *Client) readPort500() {
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := c.ike500.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		c.session.Deliver(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), false)
-	}
-}
-
 // Status returns the session's state with the data plane's counters.
 func (c *Client) Status() Status {
 	st := Status{Session: c.session.Status(), Interface: c.iface.Name(), Device: c.cfg.Device}
@@ -206,20 +191,6 @@ func (c *Client) Close() {
 			c.log.Warn("removing the TUN device", "err", err)
 		}
 	}
-}
-
-// Send implements ike.Transport.
-func (c *Client) Send(msg []byte, to netip.AddrPort, natT bool) error {
-	if natT {
-		b := make([]byte, 4+len(msg)) // non-ESP marker
-		copy(b[4:], msg)
-		return c.natT.WriteTo(b, to)
-	}
-	if c.ike500 == nil {
-		return errors.New("no socket on port 500")
-	}
-	_, err := c.ike500.WriteToUDPAddrPort(msg, to)
-	return err
 }
 
 // InstallChild implements ike.Handler: the inbound SA starts receiving.

@@ -29,11 +29,10 @@ type GatewayConfig struct {
 // Gateway is a running security gateway: one TUN device, one NAT-T socket
 // shared by every client, and the IKE responder.
 type Gateway struct {
-	cfg    GatewayConfig
-	log    *slog.Logger
-	iface  *tun.Interface
-	ike500 *net.UDPConn
-	natT   *dataplane.UDPConn
+	cfg   GatewayConfig
+	log   *slog.Logger
+	iface *tun.Interface
+	ikeTransport
 	engine *dataplane.Engine
 	resp   *ike.Responder
 	sysctl []sysctlValue
@@ -134,27 +133,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	engineCtx, stopEngine := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { g.engine.Run(engineCtx) })
-	wg.Go(g.readPort500)
+	wg.Go(func() { g.readPort500(g.resp.Deliver) })
 	g.log.Info("gateway listening", "addr", g.cfg.Listen, "tun", g.iface.Name(), "pools", g.cfg.Responder.Pools)
 	err := g.resp.Run(ctx)
 	stopEngine()
 	g.ike500.Close()
 	wg.Wait()
 	return err
-}
-
-func (g *Gateway) readPort500() {
-	buf := make([]byte, 65535)
-	for {
-		n, from, err := g.ike500.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		g.resp.Deliver(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), false)
-	}
 }
 
 // Close releases the TUN device, the sockets and the forwarding sysctls.
@@ -178,17 +163,6 @@ func (g *Gateway) Close() {
 		}
 	}
 	g.sysctl = nil
-}
-
-// Send implements ike.Transport.
-func (g *Gateway) Send(msg []byte, to netip.AddrPort, natT bool) error {
-	if natT {
-		b := make([]byte, 4+len(msg)) // non-ESP marker
-		copy(b[4:], msg)
-		return g.natT.WriteTo(b, to)
-	}
-	_, err := g.ike500.WriteToUDPAddrPort(msg, to)
-	return err
 }
 
 // InstallChild implements ike.ResponderHandler.
