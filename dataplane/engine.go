@@ -48,24 +48,38 @@ type Path struct {
 	ID     scheduler.PathID
 	Conn   *UDPConn
 	Remote *Endpoint
+	Stats  PathStats
 }
 
-// Route sends inner packets to destinations in Prefix through SA. A
-// non-nil Remote sends them to that endpoint instead of the picked path's
-// Remote, on the picked path's socket: a gateway reaches each of its
-// clients behind one socket this way. Remote must come from NewEndpoint of
-// that socket.
+// PathStats count what one path's socket carried: ESP datagrams sent
+// (sealed bytes) and datagrams of every kind received (bytes as on the
+// wire, without the IP and UDP headers).
+type PathStats struct {
+	TxPackets, TxBytes atomic.Uint64
+	RxPackets, RxBytes atomic.Uint64
+}
+
+// Route sends inner packets to destinations in Prefix through SA. Where
+// they go:
+//   - Group non-nil: on the member its picker chooses per packet (the
+//     paths to one peer);
+//   - else Remote non-nil: to that endpoint on the socket of the path the
+//     engine's Picker chooses (a gateway reaching a client behind its one
+//     socket); Remote must come from NewEndpoint of that socket;
+//   - else: the engine's Picker chooses the path, and the path's Remote.
 type Route struct {
 	Prefix netip.Prefix
 	SA     *SA
 	Remote *Endpoint
+	Group  *PathGroup
 }
 
 // EngineConfig is what an Engine runs on.
 type EngineConfig struct {
 	// Queues are the TUN device's queues; one outbound worker each.
 	Queues []wgtun.Device
-	// Paths are the sockets to the peer; path i must have ID i.
+	// Paths are the sockets to the peer at start; more come and go with
+	// AddPath and RemovePath. IDs must be distinct.
 	Paths []*Path
 	// Picker chooses a path per outbound packet; nil means path 0.
 	Picker scheduler.Picker
@@ -84,6 +98,7 @@ type EngineStats struct {
 	Dummies            atomic.Uint64 // next header 59 packets consumed
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
+	NoPath             atomic.Uint64 // outbound packets whose chosen path is gone
 	SendErrors         atomic.Uint64 // datagrams the kernel refused
 	TUNErrors          atomic.Uint64 // failed TUN reads or writes
 	Drops              DropCounters  // inbound drops of every reason
@@ -94,12 +109,19 @@ type Engine struct {
 	cfg     EngineConfig
 	log     *slog.Logger
 	picker  scheduler.Picker
-	routes  atomic.Pointer[[]Route]
+	routes  atomic.Pointer[routeTable]
 	routeMu sync.Mutex // serialises writers of routes
 	inbound atomic.Pointer[map[uint32]*inboundSA]
 	inMu    sync.Mutex // serialises writers of inbound
+	paths   atomic.Pointer[pathTable]
 	closing atomic.Bool
 	Stats   EngineStats
+
+	// pathMu serialises AddPath, RemovePath, Run and Close; running says
+	// Run started the workers, so AddPath starts the new path's.
+	pathMu  sync.Mutex
+	running bool
+	workers sync.WaitGroup
 }
 
 type inboundSA struct {
@@ -115,22 +137,25 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if len(cfg.Queues) == 0 {
 		return nil, errors.New("engine: no TUN queue")
 	}
-	if len(cfg.Paths) == 0 {
-		return nil, errors.New("engine: no path")
-	}
-	for i, p := range cfg.Paths {
-		if int(p.ID) != i || p.Conn == nil || p.Remote == nil {
-			return nil, fmt.Errorf("engine: path %d is incomplete or has ID %d", i, p.ID)
+	paths := &pathTable{}
+	for _, p := range cfg.Paths {
+		if err := checkPath(p); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
 		}
+		if paths.get(p.ID) != nil {
+			return nil, fmt.Errorf("engine: two paths with ID %d", p.ID)
+		}
+		paths = paths.with(p)
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, picker: cfg.Picker}
+	e.paths.Store(paths)
 	if e.log == nil {
 		e.log = slog.Default()
 	}
 	if e.picker == nil {
 		e.picker = scheduler.Single(0)
 	}
-	e.routes.Store(&[]Route{})
+	e.routes.Store(newRouteTable(nil))
 	e.inbound.Store(&map[uint32]*inboundSA{})
 	return e, nil
 }
@@ -147,7 +172,7 @@ func (e *Engine) SetRoutes(routes []Route) {
 func (e *Engine) AddRoutes(routes ...Route) {
 	e.routeMu.Lock()
 	defer e.routeMu.Unlock()
-	e.storeRoutes(slices.Concat(*e.routes.Load(), routes))
+	e.storeRoutes(slices.Concat(e.routes.Load().all, routes))
 }
 
 // RemoveRoutes removes every route through sa and reports how many there
@@ -155,7 +180,7 @@ func (e *Engine) AddRoutes(routes ...Route) {
 func (e *Engine) RemoveRoutes(sa *SA) int {
 	e.routeMu.Lock()
 	defer e.routeMu.Unlock()
-	old := *e.routes.Load()
+	old := e.routes.Load().all
 	r := slices.DeleteFunc(slices.Clone(old), func(r Route) bool { return r.SA == sa })
 	e.storeRoutes(r)
 	return len(old) - len(r)
@@ -166,7 +191,7 @@ func (e *Engine) RemoveRoutes(sa *SA) int {
 func (e *Engine) ReplaceRouteSA(old, new *SA) int {
 	e.routeMu.Lock()
 	defer e.routeMu.Unlock()
-	r := slices.Clone(*e.routes.Load())
+	r := slices.Clone(e.routes.Load().all)
 	n := 0
 	for i := range r {
 		if r[i].SA == old {
@@ -179,13 +204,12 @@ func (e *Engine) ReplaceRouteSA(old, new *SA) int {
 }
 
 // Routes returns a copy of the outbound routes, most specific first.
-func (e *Engine) Routes() []Route { return slices.Clone(*e.routes.Load()) }
+func (e *Engine) Routes() []Route { return slices.Clone(e.routes.Load().all) }
 
-// storeRoutes sorts r (which the caller owns) and publishes it; routeMu is
+// storeRoutes publishes a table of r (which the caller owns); routeMu is
 // held.
 func (e *Engine) storeRoutes(r []Route) {
-	slices.SortStableFunc(r, func(a, b Route) int { return b.Prefix.Bits() - a.Prefix.Bits() })
-	e.routes.Store(&r)
+	e.routes.Store(newRouteTable(r))
 }
 
 // AddInbound makes sa receive ESP; decrypted packets must come from an
@@ -229,37 +253,107 @@ func (e *Engine) RemoveInbound(spi uint32) {
 // Run moves packets until ctx ends, then closes the queues and the paths'
 // sockets and returns when every worker has stopped.
 func (e *Engine) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
+	e.pathMu.Lock()
+	if e.running || e.closing.Load() {
+		e.pathMu.Unlock()
+		return errors.New("engine: Run called twice or after Close")
+	}
+	e.running = true
 	for _, q := range e.cfg.Queues {
 		w := e.newOutboundWorker(q)
-		wg.Go(func() {
+		e.workers.Go(func() {
 			for w.step() {
 			}
 		})
 	}
-	for i, p := range e.cfg.Paths {
-		w := e.newReceiveWorker(p, e.cfg.Queues[i%len(e.cfg.Queues)])
-		wg.Go(func() {
-			for w.step() {
-			}
-		})
+	for _, p := range e.paths.Load().byID {
+		if p != nil {
+			e.startReceiving(p)
+		}
 	}
+	e.pathMu.Unlock()
 	<-ctx.Done()
 	e.Close()
-	wg.Wait()
+	e.workers.Wait()
 	return nil
+}
+
+// startReceiving starts p's receive worker; pathMu is held.
+func (e *Engine) startReceiving(p *Path) {
+	q := e.cfg.Queues[int(p.ID)%len(e.cfg.Queues)]
+	w := e.newReceiveWorker(p, q)
+	e.workers.Go(func() {
+		for w.step() {
+		}
+	})
+}
+
+// AddPath makes p usable: routes may send on it and its socket receives.
+// Its ID must not be in use. The engine owns p.Conn from now on and
+// closes it in RemovePath or Close.
+func (e *Engine) AddPath(p *Path) error {
+	if err := checkPath(p); err != nil {
+		return fmt.Errorf("adding path: %w", err)
+	}
+	e.pathMu.Lock()
+	defer e.pathMu.Unlock()
+	if e.closing.Load() {
+		return errors.New("adding path: engine closed")
+	}
+	t := e.paths.Load()
+	if t.get(p.ID) != nil {
+		return fmt.Errorf("adding path: ID %d in use", p.ID)
+	}
+	e.paths.Store(t.with(p))
+	if e.running {
+		e.startReceiving(p)
+	}
+	return nil
+}
+
+// RemovePath stops path id: packets routed to it from now on are counted
+// in Stats.NoPath, its receive worker ends and its socket is closed.
+func (e *Engine) RemovePath(id scheduler.PathID) error {
+	e.pathMu.Lock()
+	defer e.pathMu.Unlock()
+	t := e.paths.Load()
+	p := t.get(id)
+	if p == nil {
+		return fmt.Errorf("removing path: no path %d", id)
+	}
+	e.paths.Store(t.without(id))
+	// An outbound worker still holding the old table may send one more
+	// batch on the socket; closing it makes that batch fail, counted in
+	// SendErrors.
+	p.Conn.Close()
+	return nil
+}
+
+// Paths returns the current paths, by ID.
+func (e *Engine) Paths() []*Path {
+	var out []*Path
+	for _, p := range e.paths.Load().byID {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Close stops the workers by closing what they block on.
 func (e *Engine) Close() {
+	e.pathMu.Lock()
+	defer e.pathMu.Unlock()
 	if e.closing.Swap(true) {
 		return
 	}
 	for _, q := range e.cfg.Queues {
 		q.Close()
 	}
-	for _, p := range e.cfg.Paths {
-		p.Conn.Close()
+	for _, p := range e.paths.Load().byID {
+		if p != nil {
+			p.Conn.Close()
+		}
 	}
 }
 
@@ -272,12 +366,13 @@ func (e *Engine) stopped(err error) bool {
 type outboundWorker struct {
 	e           *Engine
 	q           wgtun.Device
+	batch       int
 	bufs        [][]byte
 	sizes       []int
-	sas         []*SA
-	remotes     []*Endpoint // per packet: the route's Remote or nil
+	routes      []*Route // per packet: its route, nil when none
 	nextHeaders []byte
-	senders     []*Sender
+	paths       *pathTable // the table senders was built for
+	senders     []*Sender  // by PathID, nil where no path
 }
 
 func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
@@ -285,20 +380,38 @@ func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
 	w := &outboundWorker{
 		e:           e,
 		q:           q,
+		batch:       batch,
 		bufs:        make([][]byte, batch),
 		sizes:       make([]int, batch),
-		sas:         make([]*SA, batch),
-		remotes:     make([]*Endpoint, batch),
+		routes:      make([]*Route, batch),
 		nextHeaders: make([]byte, batch),
-		senders:     make([]*Sender, len(e.cfg.Paths)),
 	}
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, Headroom+MaxDatagram+Tailroom)
 	}
-	for i, p := range e.cfg.Paths {
-		w.senders[i] = p.Conn.NewSender(batch)
-	}
+	w.syncPaths()
 	return w
+}
+
+// syncPaths makes the worker's Senders match the engine's current paths.
+// It allocates only when the paths changed, which is rare.
+func (w *outboundWorker) syncPaths() {
+	t := w.e.paths.Load()
+	if t == w.paths {
+		return
+	}
+	senders := make([]*Sender, len(t.byID))
+	for id, p := range t.byID {
+		if p == nil {
+			continue
+		}
+		if id < len(w.senders) && w.senders[id] != nil && w.paths.byID[id] == p {
+			senders[id] = w.senders[id]
+			continue
+		}
+		senders[id] = p.Conn.NewSender(w.batch)
+	}
+	w.paths, w.senders = t, senders
 }
 
 // step reads one batch from the TUN queue, seals it and sends it. It
@@ -316,21 +429,15 @@ func (w *outboundWorker) step() bool {
 			return true
 		}
 	}
-	routes := *e.routes.Load()
+	w.syncPaths()
+	routes := e.routes.Load()
 	for i := range n {
-		w.sas[i] = nil
+		w.routes[i] = nil
 		dst, nh, ok := innerDestination(w.bufs[i][Headroom : Headroom+w.sizes[i]])
-		if !ok {
-			e.Stats.NoRoute.Add(1)
-			continue
+		if ok {
+			w.routes[i], w.nextHeaders[i] = routes.lookup(dst), nh
 		}
-		for _, r := range routes {
-			if r.Prefix.Contains(dst) {
-				w.sas[i], w.remotes[i], w.nextHeaders[i] = r.SA, r.Remote, nh
-				break
-			}
-		}
-		if w.sas[i] == nil {
+		if w.routes[i] == nil {
 			e.Stats.NoRoute.Add(1)
 		}
 	}
@@ -338,60 +445,94 @@ func (w *outboundWorker) step() bool {
 	for i := 0; i < n; {
 		// A run of packets for one SA takes its sequence numbers with one
 		// atomic operation.
-		sa := w.sas[i]
+		r := w.routes[i]
 		j := i + 1
-		for j < n && w.sas[j] == sa {
+		for j < n && w.routes[j] == r {
 			j++
 		}
-		if sa == nil {
+		if r == nil {
 			i = j
 			continue
 		}
+		sa := r.SA
 		first, err := sa.ReserveSequence(j - i)
 		if err != nil {
 			e.log.Warn("dropping outbound packets", "sa", sa, "err", err)
 			i = j
 			continue
 		}
-		var bytes uint64
+		var packets, bytes uint64
 		for k := i; k < j; k++ {
 			pkt, err := sa.SealWithSequence(w.bufs[k], w.sizes[k], w.nextHeaders[k], first+uint64(k-i))
 			if err != nil {
 				continue // cannot happen: buffers hold the largest packet
 			}
-			path := e.picker.Pick(len(pkt))
-			if int(path) >= len(w.senders) {
-				path = 0
+			sender, remote := w.choose(r, len(pkt))
+			if sender == nil {
+				e.Stats.NoPath.Add(1)
+				continue
 			}
-			remote := w.remotes[k]
-			if remote == nil {
-				remote = e.cfg.Paths[path].Remote
-			}
-			w.senders[path].Add(pkt, remote)
+			sender.Add(pkt, remote)
+			packets++
 			bytes += uint64(w.sizes[k])
 		}
-		sa.Stats.Packets.Add(uint64(j - i))
+		sa.Stats.Packets.Add(packets)
 		sa.Stats.Bytes.Add(bytes)
-		txPackets += uint64(j - i)
+		txPackets += packets
 		txBytes += bytes
 		i = j
 	}
-	for _, s := range w.senders {
+	for id, s := range w.senders {
+		if s == nil || s.Len() == 0 {
+			continue
+		}
+		queued, queuedBytes := uint64(s.Len()), s.Bytes()
 		before := s.Errors
 		if err := s.Flush(); err != nil {
-			if e.stopped(err) {
+			if e.closing.Load() {
 				return false
 			}
+			// A path removed while this batch was built has a closed
+			// socket: its datagrams are counted as send errors.
 			e.log.Debug("sending", "err", err)
 		}
-		if failed := s.Errors - before; failed > 0 {
+		failed := s.Errors - before
+		if failed > 0 {
 			e.Stats.SendErrors.Add(failed)
 			txPackets -= min(txPackets, failed)
+		}
+		if ok := queued - min(queued, failed); ok > 0 {
+			ps := &w.paths.byID[id].Stats
+			ps.TxPackets.Add(ok)
+			ps.TxBytes.Add(queuedBytes * ok / queued)
 		}
 	}
 	e.Stats.TxPackets.Add(txPackets)
 	e.Stats.TxBytes.Add(txBytes)
 	return true
+}
+
+// choose returns the Sender and remote endpoint for one sealed packet of
+// route r, or a nil Sender when the chosen path is gone.
+func (w *outboundWorker) choose(r *Route, size int) (*Sender, *Endpoint) {
+	var id scheduler.PathID
+	var remote *Endpoint
+	if r.Group != nil {
+		m, ok := r.Group.pick(size)
+		if !ok {
+			return nil, nil
+		}
+		id, remote = m.Path, m.Remote
+	} else {
+		id, remote = w.e.picker.Pick(size), r.Remote
+	}
+	if int(id) >= len(w.senders) || w.senders[id] == nil {
+		return nil, nil
+	}
+	if remote == nil {
+		remote = w.paths.byID[id].Remote
+	}
+	return w.senders[id], remote
 }
 
 // receiveWorker owns one path's receive batch and the TUN buffers it
@@ -433,11 +574,14 @@ func (w *receiveWorker) step() bool {
 		e.log.Debug("receiving", "path", w.p.ID, "err", err)
 		return true
 	}
+	var rxPackets, rxBytes uint64
 	for i := range m {
 		buf, n, seg, from := w.r.Message(i)
 		if seg <= 0 {
 			seg = n
 		}
+		rxPackets += uint64(max((n+seg-1)/max(seg, 1), 1))
+		rxBytes += uint64(n)
 		for off := 0; off < n; off += seg {
 			dgram := buf[scratchLen+off : scratchLen+min(off+seg, n)]
 			if len(w.writes) == cap(w.writes) {
@@ -449,6 +593,8 @@ func (w *receiveWorker) step() bool {
 		}
 	}
 	w.flush()
+	w.p.Stats.RxPackets.Add(rxPackets)
+	w.p.Stats.RxBytes.Add(rxBytes)
 	return true
 }
 

@@ -19,5 +19,5 @@ func (e *Engine) OutboundWorker(q wgtun.Device) Stepper {
 }
 
 func (e *Engine) ReceiveWorker(path int, q wgtun.Device) Stepper {
-	return receiveStepper{e.newReceiveWorker(e.cfg.Paths[path], q)}
+	return receiveStepper{e.newReceiveWorker(e.paths.Load().byID[path], q)}
 }

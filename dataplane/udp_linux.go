@@ -213,6 +213,15 @@ func (c *UDPConn) NewSender(batch int) *Sender {
 // Len returns the number of datagrams queued.
 func (s *Sender) Len() int { return len(s.pkts) }
 
+// Bytes returns the size of the queued datagrams.
+func (s *Sender) Bytes() uint64 {
+	var n uint64
+	for _, p := range s.pkts {
+		n += uint64(len(p))
+	}
+	return n
+}
+
 // Add queues one datagram to ep. pkt must stay untouched until Flush
 // returns. It reports false (and queues nothing) when the batch is full.
 func (s *Sender) Add(pkt []byte, ep *Endpoint) bool {

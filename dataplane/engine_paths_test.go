@@ -1,0 +1,124 @@
+package dataplane_test
+
+import (
+	"context"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/scheduler"
+	"github.com/mifsec/mifsec/tun"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// alternate picks members 0, 1, 0, 1, ... (safe for concurrent use).
+type alternate struct{ n atomic.Uint64 }
+
+func (a *alternate) Pick(int) scheduler.PathID { return scheduler.PathID(a.n.Add(1) % 2) }
+
+func listenLoopback(t *testing.T) *dataplane.UDPConn {
+	t.Helper()
+	c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestEnginePathsAtRunTime adds a second path to both running engines,
+// spreads one route over both with a PathGroup, then removes one: packets
+// keep arriving in full, the per-path counters show the split, and a
+// packet routed to a removed path is counted, not sent.
+func TestEnginePathsAtRunTime(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunB: tunRecording(2000)})
+	run(t, a, b)
+
+	// A second socket on each side, added while the engines run.
+	a2, b2 := listenLoopback(t), listenLoopback(t)
+	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.e.AddPath(&dataplane.Path{ID: 1, Conn: b2, Remote: mustEndpoint(t, b2, a2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err == nil {
+		t.Fatal("AddPath accepted a second path 1")
+	}
+	group := dataplane.NewPathGroup(&alternate{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
+
+	const n = 400
+	for i := range n {
+		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
+	}
+	receiveAll(t, b.tun, n)
+	paths := b.e.Paths()
+	if len(paths) != 2 {
+		t.Fatalf("b has %d paths", len(paths))
+	}
+	for _, p := range paths {
+		if got := p.Stats.RxPackets.Load(); got < n/4 {
+			t.Errorf("path %d received %d of %d packets: not spread", p.ID, got, n)
+		}
+	}
+	var sent uint64
+	for _, p := range a.e.Paths() {
+		sent += p.Stats.TxPackets.Load()
+	}
+	if sent != n {
+		t.Fatalf("a's paths sent %d datagrams, want %d", sent, n)
+	}
+
+	// Remove path 1 on a: the group still names it, so half the packets
+	// now have no path and are counted; the rest arrive.
+	if err := a.e.RemovePath(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.e.RemovePath(1); err == nil {
+		t.Fatal("removing a removed path succeeded")
+	}
+	for i := range 100 {
+		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+	}
+	waitFor(t, func() bool { return a.e.Stats.NoPath.Load() == 50 })
+	receiveAll(t, b.tun, 50)
+
+	// Back to one member: nothing is lost any more.
+	group.Set(nil, dataplane.GroupMember{Path: 0})
+	for i := range 100 {
+		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+	}
+	receiveAll(t, b.tun, 100)
+	if got := a.e.Stats.NoPath.Load(); got != 50 {
+		t.Fatalf("NoPath = %d after the group dropped the removed path", got)
+	}
+}
+
+func TestEngineRejectsBadPaths(t *testing.T) {
+	c := listenLoopback(t)
+	defer c.Close()
+	ep := mustEndpoint(t, c, netip.MustParseAddrPort("127.0.0.1:9"))
+	for name, paths := range map[string][]*dataplane.Path{
+		"no socket":    {{ID: 0, Remote: ep}},
+		"no remote":    {{ID: 0, Conn: c}},
+		"duplicate ID": {{ID: 3, Conn: c, Remote: ep}, {ID: 3, Conn: c, Remote: ep}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{newMemoryTUN(t)}, Paths: paths}); err == nil {
+				t.Fatal("NewEngine accepted it")
+			}
+		})
+	}
+}
+
+func tunRecording(n int) tun.MemoryConfig { return tun.MemoryConfig{RecordWrites: n} }
+
+func newMemoryTUN(t *testing.T) *tun.Memory {
+	m, err := tun.NewMemory(tun.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}

@@ -1,0 +1,115 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"github.com/mifsec/mifsec/scheduler"
+)
+
+// pathTable is an immutable snapshot of the engine's paths, indexed by
+// PathID (nil where no path has that ID). The outbound workers compare the
+// pointer they hold with the published one once per batch and rebuild
+// their per-path Senders only when it changed, so adding or removing a
+// path costs the hot path one atomic load.
+type pathTable struct {
+	byID []*Path
+}
+
+func (t *pathTable) get(id scheduler.PathID) *Path {
+	if int(id) < len(t.byID) {
+		return t.byID[id]
+	}
+	return nil
+}
+
+// with returns a copy of t with p added.
+func (t *pathTable) with(p *Path) *pathTable {
+	n := max(len(t.byID), int(p.ID)+1)
+	byID := make([]*Path, n)
+	copy(byID, t.byID)
+	byID[p.ID] = p
+	return &pathTable{byID: byID}
+}
+
+// without returns a copy of t without path id.
+func (t *pathTable) without(id scheduler.PathID) *pathTable {
+	byID := slices.Clone(t.byID)
+	byID[id] = nil
+	for len(byID) > 0 && byID[len(byID)-1] == nil {
+		byID = byID[:len(byID)-1]
+	}
+	return &pathTable{byID: byID}
+}
+
+func checkPath(p *Path) error {
+	if p == nil || p.Conn == nil {
+		return errors.New("path without a socket")
+	}
+	if p.Remote == nil {
+		return fmt.Errorf("path %d has no remote endpoint", p.ID)
+	}
+	return nil
+}
+
+// A PathGroup is the set of ways one route may send on, and the picker
+// that chooses among them per packet: the paths to one peer. A client's
+// default route has one member per local interface; a gateway gives each
+// client a group whose members are that client's observed addresses on
+// the gateway's socket(s).
+//
+// The members and the picker are published together with one atomic
+// store, so a worker never sees a picker index beyond the members it
+// goes with.
+type PathGroup struct {
+	state atomic.Pointer[groupState]
+}
+
+// GroupMember is one way a group sends: the engine path whose socket sends
+// it, and the remote endpoint (nil: the path's own Remote).
+type GroupMember struct {
+	Path   scheduler.PathID
+	Remote *Endpoint
+}
+
+type groupState struct {
+	picker  scheduler.Picker
+	members []GroupMember
+}
+
+// NewPathGroup returns a group sending on members, chosen by picker (whose
+// PathIDs index members; nil picks the first member).
+func NewPathGroup(picker scheduler.Picker, members ...GroupMember) *PathGroup {
+	g := &PathGroup{}
+	g.Set(picker, members...)
+	return g
+}
+
+// Set replaces the members and the picker together.
+func (g *PathGroup) Set(picker scheduler.Picker, members ...GroupMember) {
+	if picker == nil {
+		picker = scheduler.Single(0)
+	}
+	g.state.Store(&groupState{picker: picker, members: slices.Clone(members)})
+}
+
+// Members returns a copy of the group's members.
+func (g *PathGroup) Members() []GroupMember {
+	return slices.Clone(g.state.Load().members)
+}
+
+// pick returns the member for a packet of size bytes; ok is false when the
+// group is empty.
+func (g *PathGroup) pick(size int) (GroupMember, bool) {
+	st := g.state.Load()
+	if len(st.members) == 0 {
+		return GroupMember{}, false
+	}
+	i := int(st.picker.Pick(size))
+	if i >= len(st.members) {
+		i = 0
+	}
+	return st.members[i], true
+}
