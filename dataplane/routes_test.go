@@ -1,132 +1,153 @@
-package dataplane
+package dataplane_test
 
 import (
-	"fmt"
-	"math/rand/v2"
+	"bytes"
+	"context"
+	"crypto/rand"
 	"net/netip"
 	"testing"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/tun"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
-// scanLookup is the reference: the most specific route containing dst, the
-// first of equal prefixes.
-func scanLookup(routes []Route, dst netip.Addr) *SA {
-	var best *Route
-	for i := range routes {
-		r := &routes[i]
-		if r.Prefix.Contains(dst) && (best == nil || r.Prefix.Bits() > best.Prefix.Bits()) {
-			best = r
-		}
+func testSA(t testing.TB, spi uint32) *dataplane.SA {
+	t.Helper()
+	key := make([]byte, dataplane.AES256GCM16.KeyLen())
+	rand.Read(key)
+	sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: key})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if best == nil {
-		return nil
-	}
-	return best.SA
+	return sa
 }
 
-func TestRouteTableLookup(t *testing.T) {
-	sa := func(n uint32) *SA { return &SA{spi: n} }
-	defV4, defV6, corp, host, host6, dup := sa(1), sa(2), sa(3), sa(4), sa(5), sa(6)
-	routes := []Route{
-		{Prefix: netip.MustParsePrefix("0.0.0.0/0"), SA: defV4},
-		{Prefix: netip.MustParsePrefix("::/0"), SA: defV6},
-		{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: corp},
-		{Prefix: netip.MustParsePrefix("10.1.2.3/32"), SA: host},
-		{Prefix: netip.MustParsePrefix("10.1.2.3/32"), SA: dup}, // the first wins
-		{Prefix: netip.MustParsePrefix("fd00::7/128"), SA: host6},
+func cloneSA(t testing.TB, sa *dataplane.SA, key []byte) *dataplane.SA {
+	t.Helper()
+	c, err := dataplane.NewSA(dataplane.SAConfig{SPI: sa.SPI(), Algorithm: dataplane.AES256GCM16, Key: key})
+	if err != nil {
+		t.Fatal(err)
 	}
-	tab := newRouteTable(routes)
-	for _, tc := range []struct {
-		dst  string
-		want *SA
-	}{
-		{"192.0.2.1", defV4},
-		{"10.9.9.9", corp},
-		{"10.1.2.3", host},
-		{"10.1.2.4", corp},
-		{"2001:db8::1", defV6},
-		{"fd00::7", host6},
-		{"fd00::8", defV6},
-	} {
-		t.Run(tc.dst, func(t *testing.T) {
-			r := tab.lookup(netip.MustParseAddr(tc.dst))
-			if r == nil || r.SA != tc.want {
-				t.Fatalf("lookup(%s) = %v, want SA %v", tc.dst, r, tc.want)
-			}
+	return c
+}
+
+func TestEngineRouteHelpers(t *testing.T) {
+	a, _ := newPair(t, pairConfig{})
+	sa1, sa2, sa3 := testSA(t, 0x3001), testSA(t, 0x3002), testSA(t, 0x3003)
+	a.e.SetRoutes(nil)
+	a.e.AddRoutes(dataplane.Route{Prefix: netip.MustParsePrefix("10.3.0.0/24"), SA: sa1})
+	a.e.AddRoutes(
+		dataplane.Route{Prefix: netip.MustParsePrefix("10.3.0.2/32"), SA: sa2},
+		dataplane.Route{Prefix: netip.MustParsePrefix("fd03::2/128"), SA: sa2})
+	r := a.e.Routes()
+	if len(r) != 3 || r[2].SA != sa1 || r[0].Prefix.Bits() != 128 {
+		t.Fatalf("routes not sorted most specific first: %v", r)
+	}
+	if n := a.e.ReplaceRouteSA(sa2, sa3); n != 2 {
+		t.Fatalf("replaced %d routes, want 2", n)
+	}
+	if n := a.e.RemoveRoutes(sa2); n != 0 {
+		t.Fatalf("removed %d routes of a replaced SA", n)
+	}
+	if n := a.e.RemoveRoutes(sa3); n != 2 {
+		t.Fatalf("removed %d routes, want 2", n)
+	}
+	if r := a.e.Routes(); len(r) != 1 || r[0].SA != sa1 {
+		t.Fatalf("left %v", r)
+	}
+	r = a.e.Routes()
+	r[0].SA = nil // a copy: the engine's list is untouched
+	if a.e.Routes()[0].SA != sa1 {
+		t.Fatal("Routes returned the engine's own slice")
+	}
+}
+
+// TestEngineRoutesToTwoClients is a gateway with one socket and two
+// clients: each client's routes carry its endpoint, and each client gets
+// only its own packets.
+func TestEngineRoutesToTwoClients(t *testing.T) {
+	listen := func() *dataplane.UDPConn {
+		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	gwConn, c1Conn, c2Conn, nowhere := listen(), listen(), listen(), listen()
+	defer nowhere.Close()
+	type client struct {
+		conn *dataplane.UDPConn
+		tun  *tun.Memory
+		e    *dataplane.Engine
+		out  *dataplane.SA // on the gateway
+		addr string
+	}
+	gwTun, err := tun.NewMemory(tun.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := dataplane.NewEngine(dataplane.EngineConfig{
+		Queues: []wgtun.Device{gwTun},
+		// The path's own Remote is a socket nobody reads: every packet
+		// must follow its route's Remote.
+		Paths: []*dataplane.Path{{ID: 0, Conn: gwConn, Remote: mustEndpoint(t, gwConn, nowhere.LocalAddr())}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := []*client{{conn: c1Conn, addr: "10.3.0.2"}, {conn: c2Conn, addr: "10.3.0.3"}}
+	for i, c := range clients {
+		key := make([]byte, dataplane.AES256GCM16.KeyLen())
+		rand.Read(key)
+		c.out = cloneSA(t, testSA(t, uint32(0x4001+i)), key)
+		if c.tun, err = tun.NewMemory(tun.MemoryConfig{RecordWrites: 100}); err != nil {
+			t.Fatal(err)
+		}
+		c.e, err = dataplane.NewEngine(dataplane.EngineConfig{
+			Queues: []wgtun.Device{c.tun},
+			Paths:  []*dataplane.Path{{ID: 0, Conn: c.conn, Remote: mustEndpoint(t, c.conn, gwConn.LocalAddr())}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.e.AddInbound(cloneSA(t, c.out, key), dataplane.AnyAddress); err != nil {
+			t.Fatal(err)
+		}
+		gw.AddRoutes(dataplane.Route{
+			Prefix: netip.PrefixFrom(netip.MustParseAddr(c.addr), 32),
+			SA:     c.out,
+			Remote: mustEndpoint(t, gwConn, c.conn.LocalAddr()),
 		})
 	}
-	if r := newRouteTable([]Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: corp}}).lookup(netip.MustParseAddr("192.0.2.1")); r != nil {
-		t.Fatalf("lookup outside every prefix = %v", r)
-	}
-	if len(tab.all) != len(routes) {
-		t.Fatalf("table keeps %d of %d routes", len(tab.all), len(routes))
-	}
-}
-
-// TestRouteTableMatchesScan compares the table with a scan on random
-// tables of host routes and prefixes of every length.
-func TestRouteTableMatchesScan(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	addr4 := func() netip.Addr {
-		return netip.AddrFrom4([4]byte{10, byte(rng.IntN(4)), byte(rng.IntN(4)), byte(rng.IntN(8))})
-	}
-	for round := range 200 {
-		var routes []Route
-		for i := range 1 + rng.IntN(40) {
-			bits := rng.IntN(33)
-			if rng.IntN(2) == 0 {
-				bits = 32
-			}
-			p, _ := addr4().Prefix(bits)
-			routes = append(routes, Route{Prefix: p, SA: &SA{spi: uint32(i + 1)}})
+	run(t, &side{e: gw}, &side{e: clients[0].e}, &side{e: clients[1].e})
+	var want [2][][]byte
+	for i := range 40 {
+		c := i % 2
+		p := udp(t, "10.1.0.1:53", clients[c].addr+":1000", bytes.Repeat([]byte{byte(i)}, 10+i))
+		want[c] = append(want[c], p)
+		if err := gwTun.Inject(p); err != nil {
+			t.Fatal(err)
 		}
-		tab := newRouteTable(append([]Route(nil), routes...))
-		for range 100 {
-			dst := addr4()
-			var got *SA
-			if r := tab.lookup(dst); r != nil {
-				got = r.SA
-			}
-			if want := scanLookup(routes, dst); got != want {
-				t.Fatalf("round %d: lookup(%s) = %v, scan says %v\nroutes %v", round, dst, got, want, routes)
+	}
+	for c, cl := range clients {
+		got := receiveAll(t, cl.tun, len(want[c]))
+		for i := range got {
+			if !bytes.Equal(got[i], want[c][i]) {
+				t.Fatalf("client %d packet %d: got %x want %x", c, i, got[i], want[c][i])
 			}
 		}
 	}
-}
-
-func TestRouteTableLookupAllocatesNothing(t *testing.T) {
-	routes := hostRoutes(1000)
-	tab := newRouteTable(routes)
-	dst := netip.MustParseAddr("100.64.1.200")
-	if n := testing.AllocsPerRun(100, func() { tab.lookup(dst) }); n != 0 {
-		t.Fatalf("%.1f allocations per lookup", n)
+	// Removing one client's routes leaves the other reachable.
+	gw.RemoveRoutes(clients[0].out)
+	gwTun.Inject(udp(t, "10.1.0.1:53", "10.3.0.2:1000", []byte("gone")))
+	last := udp(t, "10.1.0.1:53", "10.3.0.3:1000", []byte("still here"))
+	gwTun.Inject(last)
+	if got := receiveAll(t, clients[1].tun, 1); !bytes.Equal(got[0], last) {
+		t.Fatalf("client 2 got %x", got[0])
 	}
-}
-
-func hostRoutes(n int) []Route {
-	routes := []Route{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), SA: &SA{spi: 1}}}
-	for i := range n {
-		a := netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)})
-		routes = append(routes, Route{Prefix: netip.PrefixFrom(a, 32), SA: &SA{spi: uint32(i + 256)}})
-	}
-	return routes
-}
-
-// BenchmarkRouteLookup shows the cost of finding a gateway client's SA
-// among n clients, against the linear scan the table replaces.
-func BenchmarkRouteLookup(b *testing.B) {
-	for _, n := range []int{1, 200, 5000} {
-		routes := hostRoutes(n)
-		tab := newRouteTable(append([]Route(nil), routes...))
-		last := routes[len(routes)-1].Prefix.Addr()
-		b.Run(fmt.Sprintf("table/clients=%d", n), func(b *testing.B) {
-			for b.Loop() {
-				tab.lookup(last)
-			}
-		})
-		b.Run(fmt.Sprintf("scan/clients=%d", n), func(b *testing.B) {
-			for b.Loop() {
-				scanLookup(tab.all, last)
-			}
-		})
+	waitFor(t, func() bool { return gw.Stats.NoRoute.Load() == 1 })
+	if n := len(clients[0].tun.Writes()); n != 0 {
+		t.Fatalf("client 1 got %d packets after its routes were removed", n)
 	}
 }
