@@ -83,6 +83,10 @@ type EngineConfig struct {
 	Paths []*Path
 	// Picker chooses a path per outbound packet; nil means path 0.
 	Picker scheduler.Picker
+	// OnProbe receives the path probes (docs/mif.md) that arrive in
+	// inbound SAs. It runs on the receiving worker: it must be quick and
+	// must not keep ev after it returns. nil counts probes as dummies.
+	OnProbe func(ev *ProbeEvent)
 	// Control receives the IKE messages (without the non-ESP marker) that
 	// arrive on a path's socket. It runs on the receiving worker and must
 	// not keep msg after it returns.
@@ -95,7 +99,8 @@ type EngineStats struct {
 	TxPackets, TxBytes atomic.Uint64 // inner packets sealed and sent, inner bytes
 	RxPackets, RxBytes atomic.Uint64 // inner packets opened and written to the TUN
 	Keepalives         atomic.Uint64 // NAT keepalives received
-	Dummies            atomic.Uint64 // next header 59 packets consumed
+	Dummies            atomic.Uint64 // next header 59 packets consumed that were not probes
+	Probes             atomic.Uint64 // path probes handed to OnProbe
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
 	NoPath             atomic.Uint64 // outbound packets whose chosen path is gone
@@ -122,11 +127,28 @@ type Engine struct {
 	pathMu  sync.Mutex
 	running bool
 	workers sync.WaitGroup
+
+	// probeMu guards probeBuf, the buffer probes are sealed in: probes
+	// are a few per path per second, so one buffer is enough.
+	probeMu  sync.Mutex
+	probeBuf []byte
 }
 
 type inboundSA struct {
-	sa     *SA
-	remote Selectors // inner source addresses the peer may send from
+	sa      *SA
+	remote  Selectors // inner source addresses the peer may send from
+	sources sourceCounters
+}
+
+// ProbeEvent is a probe that arrived: in which SA, on which path, from
+// where, and what that SA received so far on that path from that source
+// (for the reply's counters).
+type ProbeEvent struct {
+	Probe    Probe
+	SPI      uint32 // the inbound SA it arrived in
+	Path     *Path
+	From     netip.AddrPort
+	Received SourceStats
 }
 
 // tunBatch is the number of packets moved per TUN read or write.
@@ -629,8 +651,9 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) [
 		}
 		return nil
 	}
+	in.sources.count(p.ID, from, len(payload))
 	if nh == NextHeaderDummy {
-		e.Stats.Dummies.Add(1)
+		e.handleDummy(in, plain, p, from)
 		return nil
 	}
 	inner, src, ok := innerPacket(plain, nh)

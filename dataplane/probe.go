@@ -1,0 +1,154 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Path probes are ESP packets with next header 59 (RFC 4303 §2.6: a
+// receiver that does not know them discards them as dummy packets) whose
+// payload is a probe. They are sealed with the Child SA like any packet,
+// so they are authenticated, replay-protected and cost no IKE message ID;
+// they measure a path's round-trip time and, through the replier's
+// counters, its delivery rate and loss. Layout (docs/mif.md):
+//
+//	 0               1               2               3
+//	+---------------+---------------+---------------+---------------+
+//	|      'M'      |      'P'      |  version = 1  |     kind      |
+//	+---------------+---------------+---------------+---------------+
+//	|            path id            |        flags (0, ignored)     |
+//	+---------------+---------------+---------------+---------------+
+//	|                      sequence number                          |
+//	+---------------+---------------+---------------+---------------+
+//	|              timestamp (64): the requester's clock,           |
+//	|              echoed unchanged in the reply                    |
+//	+---------------+---------------+---------------+---------------+
+//	  reply only:
+//	|  received packets (64) on the path the request came in on,   |
+//	|  as the replier counted them                                  |
+//	+---------------+---------------+---------------+---------------+
+//	|  received bytes (64), likewise                                |
+//	+---------------+---------------+---------------+---------------+
+//	|  hold time (32): µs between request arrival and reply         |
+//	+---------------+---------------+---------------+---------------+
+//	  any kind: padding up to the probed size, ignored
+//
+// The path id is the requester's: a reply goes back on the path the
+// request came in on and carries the request's id, so the requester needs
+// no state beyond its own sequence numbers.
+
+// ProbeKind says whether a probe asks or answers.
+type ProbeKind uint8
+
+const (
+	ProbeRequest ProbeKind = 1
+	ProbeReply   ProbeKind = 2
+)
+
+func (k ProbeKind) String() string {
+	switch k {
+	case ProbeRequest:
+		return "request"
+	case ProbeReply:
+		return "reply"
+	}
+	return fmt.Sprintf("probe-kind-%d", uint8(k))
+}
+
+// Encoded sizes of the two kinds, without padding.
+const (
+	ProbeRequestLen = 20
+	ProbeReplyLen   = 40
+)
+
+const (
+	probeVersion     = 1
+	maxProbePadding  = 1500
+	probeMagic0      = 'M'
+	probeMagic1      = 'P'
+	probeHoldOffset  = 36
+	probeRxPktOffset = 20
+	probeRxByOffset  = 28
+)
+
+// Probe is one decoded probe.
+type Probe struct {
+	Kind      ProbeKind
+	PathID    uint16
+	Seq       uint32
+	Timestamp int64 // the requester's clock (nanoseconds), echoed
+	// Reply only: what the replier received on the request's path.
+	RxPackets, RxBytes uint64
+	HoldMicros         uint32
+}
+
+// Errors of ParseProbe.
+var (
+	ErrNotProbe      = errors.New("probe: not a probe (magic or version)")
+	ErrProbeTooShort = errors.New("probe: too short")
+	ErrProbeKind     = errors.New("probe: unknown kind")
+)
+
+// ParseProbe decodes a probe from the payload of a next-header-59 packet.
+// Trailing bytes (padding) are ignored.
+func ParseProbe(b []byte) (Probe, error) {
+	if len(b) < 4 {
+		return Probe{}, ErrProbeTooShort
+	}
+	if b[0] != probeMagic0 || b[1] != probeMagic1 || b[2] != probeVersion {
+		return Probe{}, ErrNotProbe
+	}
+	p := Probe{Kind: ProbeKind(b[3])}
+	need := 0
+	switch p.Kind {
+	case ProbeRequest:
+		need = ProbeRequestLen
+	case ProbeReply:
+		need = ProbeReplyLen
+	default:
+		return Probe{}, ErrProbeKind
+	}
+	if len(b) < need {
+		return Probe{}, ErrProbeTooShort
+	}
+	p.PathID = binary.BigEndian.Uint16(b[4:])
+	p.Seq = binary.BigEndian.Uint32(b[8:])
+	p.Timestamp = int64(binary.BigEndian.Uint64(b[12:]))
+	if p.Kind == ProbeReply {
+		p.RxPackets = binary.BigEndian.Uint64(b[probeRxPktOffset:])
+		p.RxBytes = binary.BigEndian.Uint64(b[probeRxByOffset:])
+		p.HoldMicros = binary.BigEndian.Uint32(b[probeHoldOffset:])
+	}
+	return p, nil
+}
+
+// AppendProbe appends p's encoding, padded with zeros to at least size
+// bytes (at most 1500 bytes of padding), to b.
+func AppendProbe(b []byte, p Probe, size int) ([]byte, error) {
+	n := 0
+	switch p.Kind {
+	case ProbeRequest:
+		n = ProbeRequestLen
+	case ProbeReply:
+		n = ProbeReplyLen
+	default:
+		return b, ErrProbeKind
+	}
+	if size > n+maxProbePadding {
+		return b, fmt.Errorf("probe: size %d exceeds %d bytes", size, n+maxProbePadding)
+	}
+	start := len(b)
+	b = append(b, make([]byte, max(n, size))...)
+	q := b[start:]
+	q[0], q[1], q[2], q[3] = probeMagic0, probeMagic1, probeVersion, byte(p.Kind)
+	binary.BigEndian.PutUint16(q[4:], p.PathID)
+	binary.BigEndian.PutUint32(q[8:], p.Seq)
+	binary.BigEndian.PutUint64(q[12:], uint64(p.Timestamp))
+	if p.Kind == ProbeReply {
+		binary.BigEndian.PutUint64(q[probeRxPktOffset:], p.RxPackets)
+		binary.BigEndian.PutUint64(q[probeRxByOffset:], p.RxBytes)
+		binary.BigEndian.PutUint32(q[probeHoldOffset:], p.HoldMicros)
+	}
+	return b, nil
+}

@@ -1,0 +1,131 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+)
+
+func TestProbeRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    Probe
+		size int
+		want int
+	}{
+		{"request", Probe{Kind: ProbeRequest, PathID: 3, Seq: 1 << 31, Timestamp: -5}, 0, ProbeRequestLen},
+		{"padded request", Probe{Kind: ProbeRequest, PathID: 65535, Seq: 7, Timestamp: 1e18}, 1200, 1200},
+		{"reply", Probe{Kind: ProbeReply, PathID: 1, Seq: 9, Timestamp: 42, RxPackets: 1 << 40, RxBytes: 1<<63 + 1, HoldMicros: 77}, 10, ProbeReplyLen},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := AppendProbe([]byte("prefix"), tc.p, tc.size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(b, []byte("prefix")) || len(b)-6 != tc.want {
+				t.Fatalf("encoded %d bytes after the prefix, want %d", len(b)-6, tc.want)
+			}
+			got, err := ParseProbe(b[6:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.p {
+				t.Fatalf("decoded %+v, want %+v", got, tc.p)
+			}
+		})
+	}
+}
+
+func TestParseProbeRejects(t *testing.T) {
+	req, _ := AppendProbe(nil, Probe{Kind: ProbeRequest}, 0)
+	reply, _ := AppendProbe(nil, Probe{Kind: ProbeReply}, 0)
+	badKind := bytes.Clone(req)
+	badKind[3] = 9
+	badVersion := bytes.Clone(req)
+	badVersion[2] = 2
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, ErrProbeTooShort},
+		{"TFC padding", make([]byte, 64), ErrNotProbe},
+		{"other version", badVersion, ErrNotProbe},
+		{"unknown kind", badKind, ErrProbeKind},
+		{"short request", req[:ProbeRequestLen-1], ErrProbeTooShort},
+		{"short reply", reply[:ProbeReplyLen-1], ErrProbeTooShort},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseProbe(tc.b); !errors.Is(err, tc.want) {
+				t.Fatalf("ParseProbe = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if _, err := AppendProbe(nil, Probe{Kind: 7}, 0); !errors.Is(err, ErrProbeKind) {
+		t.Fatalf("AppendProbe of kind 7: %v", err)
+	}
+	if _, err := AppendProbe(nil, Probe{Kind: ProbeRequest}, 10000); err == nil {
+		t.Fatal("AppendProbe padded to 10000 bytes")
+	}
+}
+
+func FuzzParseProbe(f *testing.F) {
+	req, _ := AppendProbe(nil, Probe{Kind: ProbeRequest, PathID: 1, Seq: 2, Timestamp: 3}, 0)
+	reply, _ := AppendProbe(nil, Probe{Kind: ProbeReply, PathID: 1, Seq: 2, Timestamp: 3, RxPackets: 4, RxBytes: 5, HoldMicros: 6}, 64)
+	f.Add(req)
+	f.Add(reply)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseProbe(b)
+		if err != nil {
+			return
+		}
+		// What parses re-encodes to the same leading bytes.
+		again, err := AppendProbe(nil, p, 0)
+		if err != nil {
+			t.Fatalf("parsed %+v does not encode: %v", p, err)
+		}
+		if !bytes.Equal(again[:4], b[:4]) || !bytes.Equal(again[4:6], b[4:6]) || !bytes.Equal(again[8:], b[8:len(again)]) {
+			t.Fatalf("re-encoding differs:\n in %x\nout %x", b[:len(again)], again)
+		}
+	})
+}
+
+// TestSourceCountersConcurrent has several workers count packets from a
+// few sources at once: every packet is counted once, per source.
+func TestSourceCountersConcurrent(t *testing.T) {
+	var c sourceCounters
+	sources := []netip.AddrPort{
+		netip.MustParseAddrPort("192.0.2.1:4500"),
+		netip.MustParseAddrPort("198.51.100.1:4500"),
+		netip.MustParseAddrPort("[2001:db8::1]:4500"),
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 3000 {
+				c.count(0, sources[(i+w)%len(sources)], 100)
+			}
+		})
+	}
+	wg.Wait()
+	var total uint64
+	for _, s := range sources {
+		got := c.get(0, s)
+		if got.Packets != 4000 || got.Bytes != 400000 {
+			t.Errorf("%s: %d packets %d bytes, want 4000 and 400000", s, got.Packets, got.Bytes)
+		}
+		total += got.Packets
+	}
+	if other := c.get(1, sources[0]); other.Packets != 0 {
+		t.Errorf("path 1 counted %d packets it never saw", other.Packets)
+	}
+	for i := range maxSources {
+		c.count(9, netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), uint16(i)), 1)
+	}
+	if c.overflow.Load() != uint64(len(sources)) {
+		t.Fatalf("overflow %d, want %d (slots beyond %d)", c.overflow.Load(), len(sources), maxSources)
+	}
+}

@@ -1,0 +1,144 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/mifsec/mifsec/scheduler"
+)
+
+// maxSources is how many (path, source address) pairs an inbound SA counts
+// separately: the paths of one peer. Packets from further sources are
+// counted only in the SA's overflow counter.
+const maxSources = 8
+
+// sourceKey is where an inbound SA's packets came from: the local path
+// (socket) and the peer's address on it. A client's paths differ by
+// socket, a gateway's client's paths by the client's address.
+type sourceKey struct {
+	path scheduler.PathID
+	from netip.AddrPort
+}
+
+type sourceSlot struct {
+	key            atomic.Pointer[sourceKey]
+	packets, bytes atomic.Uint64
+}
+
+// sourceCounters count an inbound SA's packets per source. Receive
+// workers of different paths update them at once: a slot is claimed with a
+// compare-and-swap of its key, and only a new source allocates (its key).
+type sourceCounters struct {
+	slots    [maxSources]sourceSlot
+	overflow atomic.Uint64
+}
+
+func (c *sourceCounters) slot(path scheduler.PathID, from netip.AddrPort) *sourceSlot {
+	for i := range c.slots {
+		s := &c.slots[i]
+		k := s.key.Load()
+		if k == nil {
+			if !s.key.CompareAndSwap(nil, &sourceKey{path, from}) {
+				k = s.key.Load() // another worker took it: check whose
+			} else {
+				return s
+			}
+		}
+		if k.path == path && k.from == from {
+			return s
+		}
+	}
+	return nil
+}
+
+func (c *sourceCounters) count(path scheduler.PathID, from netip.AddrPort, bytes int) {
+	s := c.slot(path, from)
+	if s == nil {
+		c.overflow.Add(1)
+		return
+	}
+	s.packets.Add(1)
+	s.bytes.Add(uint64(bytes))
+}
+
+func (c *sourceCounters) get(path scheduler.PathID, from netip.AddrPort) SourceStats {
+	for i := range c.slots {
+		s := &c.slots[i]
+		if k := s.key.Load(); k != nil && k.path == path && k.from == from {
+			return SourceStats{Path: path, From: from, Packets: s.packets.Load(), Bytes: s.bytes.Load()}
+		}
+	}
+	return SourceStats{Path: path, From: from}
+}
+
+// SourceStats is what an inbound SA received from one source on one path:
+// ESP packets that opened (data, probes and dummies) and their ESP bytes.
+type SourceStats struct {
+	Path    scheduler.PathID
+	From    netip.AddrPort
+	Packets uint64
+	Bytes   uint64
+}
+
+// InboundSources returns the per-source counters of the inbound SA spi.
+func (e *Engine) InboundSources(spi uint32) []SourceStats {
+	in := (*e.inbound.Load())[spi]
+	if in == nil {
+		return nil
+	}
+	var out []SourceStats
+	for i := range in.sources.slots {
+		s := &in.sources.slots[i]
+		if k := s.key.Load(); k != nil {
+			out = append(out, SourceStats{Path: k.path, From: k.from, Packets: s.packets.Load(), Bytes: s.bytes.Load()})
+		}
+	}
+	return out
+}
+
+// handleDummy consumes a next-header-59 packet: a probe goes to OnProbe,
+// anything else is a dummy (RFC 4303 §2.6, e.g. traffic flow
+// confidentiality padding) and only counted.
+func (e *Engine) handleDummy(in *inboundSA, payload []byte, p *Path, from netip.AddrPort) {
+	probe, err := ParseProbe(payload)
+	if err != nil || e.cfg.OnProbe == nil {
+		e.Stats.Dummies.Add(1)
+		return
+	}
+	e.Stats.Probes.Add(1)
+	ev := ProbeEvent{Probe: probe, SPI: in.sa.SPI(), Path: p, From: from, Received: in.sources.get(p.ID, from)}
+	e.cfg.OnProbe(&ev)
+}
+
+// SendProbe seals p, padded to size bytes, with the outbound SA out and
+// sends it on path id to remote (nil: the path's Remote). It is not for
+// the per-packet path: it takes a lock and one system call.
+func (e *Engine) SendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) error {
+	path := e.paths.Load().get(id)
+	if path == nil {
+		return fmt.Errorf("sending probe: no path %d", id)
+	}
+	if remote == nil {
+		remote = path.Remote
+	}
+	e.probeMu.Lock()
+	defer e.probeMu.Unlock()
+	b, err := AppendProbe(append(e.probeBuf[:0], make([]byte, Headroom)...), p, size)
+	if err != nil {
+		return fmt.Errorf("sending probe: %w", err)
+	}
+	n := len(b) - Headroom
+	b = append(b, make([]byte, Tailroom)...)
+	e.probeBuf = b
+	pkt, err := out.Seal(b, n, NextHeaderDummy)
+	if err != nil {
+		return fmt.Errorf("sending probe on path %d: %w", id, err)
+	}
+	if err := path.Conn.WriteTo(pkt, remote.AddrPort()); err != nil {
+		return fmt.Errorf("sending probe on path %d: %w", id, err)
+	}
+	path.Stats.TxPackets.Add(1)
+	path.Stats.TxBytes.Add(uint64(len(pkt)))
+	return nil
+}
