@@ -138,6 +138,7 @@ type inboundSA struct {
 	sa      *SA
 	remote  Selectors // inner source addresses the peer may send from
 	sources sourceCounters
+	reorder atomic.Pointer[reorder] // nil: packets go to the TUN as they come
 }
 
 // ProbeEvent is a probe that arrived: in which SA, on which path, from
@@ -270,6 +271,11 @@ func (e *Engine) RemoveInbound(spi uint32) {
 		}
 	}
 	e.inbound.Store(&m)
+	if in := old[spi]; in != nil {
+		if r := in.reorder.Load(); r != nil {
+			r.close()
+		}
+	}
 }
 
 // Run moves packets until ctx ends, then closes the queues and the paths'
@@ -375,6 +381,11 @@ func (e *Engine) Close() {
 	for _, p := range e.paths.Load().byID {
 		if p != nil {
 			p.Conn.Close()
+		}
+	}
+	for _, in := range *e.inbound.Load() {
+		if r := in.reorder.Load(); r != nil {
+			r.close()
 		}
 	}
 }
@@ -565,7 +576,9 @@ type receiveWorker struct {
 	q       wgtun.Device
 	r       *Receiver
 	tunBufs [][]byte
-	writes  [][]byte
+	used    int      // tunBufs holding a packet not yet written
+	writes  [][]byte // packets of SAs that do not restore order
+	ordered []orderedPacket
 }
 
 func (e *Engine) newReceiveWorker(p *Path, q wgtun.Device) *receiveWorker {
@@ -575,7 +588,8 @@ func (e *Engine) newReceiveWorker(p *Path, q wgtun.Device) *receiveWorker {
 		msgs = 8 // each message holds up to 64 datagrams
 	}
 	w := &receiveWorker{e: e, p: p, q: q, r: p.Conn.NewReceiver(msgs),
-		tunBufs: make([][]byte, tunBatch), writes: make([][]byte, 0, tunBatch)}
+		tunBufs: make([][]byte, tunBatch), writes: make([][]byte, 0, tunBatch),
+		ordered: make([]orderedPacket, 0, 4*tunBatch)}
 	for i := range w.tunBufs {
 		// Full-size buffers: the TUN's GRO coalesces a flow's packets
 		// into the first one's buffer.
@@ -606,10 +620,17 @@ func (w *receiveWorker) step() bool {
 		rxBytes += uint64(n)
 		for off := 0; off < n; off += seg {
 			dgram := buf[scratchLen+off : scratchLen+min(off+seg, n)]
-			if len(w.writes) == cap(w.writes) {
+			if w.used == len(w.tunBufs) || len(w.ordered) == cap(w.ordered) {
 				w.flush()
 			}
-			if pkt := e.openDatagram(dgram, w.tunBufs[len(w.writes)], from, w.p); pkt != nil {
+			pkt, ro, seq, src := e.openDatagram(dgram, w.tunBufs[w.used], from, w.p)
+			if pkt != nil {
+				w.used++
+			}
+			switch {
+			case ro != nil:
+				w.ordered = append(w.ordered, orderedPacket{ro: ro, pkt: pkt, seq: seq, src: src})
+			case pkt != nil:
 				w.writes = append(w.writes, pkt)
 			}
 		}
@@ -620,59 +641,78 @@ func (w *receiveWorker) step() bool {
 	return true
 }
 
-// openDatagram handles one datagram and returns the inner packet to write
-// to the TUN (a slice of dst from its start), or nil.
-func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) []byte {
+// openDatagram handles one datagram. It returns the inner packet to write
+// to the TUN (a slice of dst from its start), or nil; for an SA that
+// restores order also the SA's reorder state, the packet's sequence number
+// and source (with a nil packet when the sequence number carried nothing
+// to write).
+func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (pkt []byte, ro *reorder, seq uint64, src scheduler.PathID) {
 	kind, payload := Demux(dgram)
 	switch kind {
 	case KindKeepalive:
 		e.Stats.Keepalives.Add(1)
-		return nil
+		return
 	case KindIKE:
 		e.Stats.IKEMessages.Add(1)
 		if e.cfg.Control != nil {
 			e.cfg.Control(payload, from, p)
 		}
-		return nil
+		return
 	case KindInvalid:
 		e.Stats.Drops.Add(DropRunt)
-		return nil
+		return
 	}
 	in := (*e.inbound.Load())[PeekSPI(payload)]
 	if in == nil {
 		e.Stats.Drops.Add(DropUnknownSPI)
-		return nil
+		return
 	}
-	plain, nh, err := in.sa.OpenTo(dst, payload)
+	plain, nh, seq, err := in.sa.OpenToSequence(dst, payload)
 	if err != nil {
 		var drop *DropError
 		if errors.As(err, &drop) {
 			e.Stats.Drops.Add(drop.Reason)
 		}
-		return nil
+		return
 	}
-	in.sources.count(p.ID, from, len(payload))
+	src = in.sources.count(p.ID, from, len(payload))
+	ro = in.reorder.Load()
 	if nh == NextHeaderDummy {
 		e.handleDummy(in, plain, p, from)
-		return nil
+		return nil, ro, seq, src
 	}
-	inner, src, ok := innerPacket(plain, nh)
+	inner, innerSrc, ok := innerPacket(plain, nh)
 	switch {
 	case !ok && nh != NextHeaderIPv4 && nh != NextHeaderIPv6:
 		e.Stats.Drops.Add(DropBadNextHeader)
-		return nil
+		return nil, ro, seq, src
 	case !ok:
 		e.Stats.Drops.Add(DropBadInner)
-		return nil
-	case !in.remote.Contains(src):
+		return nil, ro, seq, src
+	case !in.remote.Contains(innerSrc):
 		e.Stats.Drops.Add(DropPolicy)
-		return nil
+		return nil, ro, seq, src
 	}
-	return dst[:Headroom+len(inner)]
+	return dst[:Headroom+len(inner)], ro, seq, src
 }
 
-// flush writes the pending packets to the TUN queue.
+// flush writes the pending packets to the TUN queue: those of SAs that
+// restore order through their resequencers, the others in one batch.
 func (w *receiveWorker) flush() {
+	for i := range w.ordered {
+		// Each SA once, in the order its first packet came.
+		if ro := w.ordered[i].ro; ro != nil {
+			ro.deliver(w.q, w.ordered[i:])
+			for j := i; j < len(w.ordered); j++ {
+				if w.ordered[j].ro == ro {
+					w.ordered[j].ro = nil
+				}
+			}
+		}
+	}
+	clear(w.ordered)
+	w.ordered = w.ordered[:0]
+	w.used = 0
 	if len(w.writes) == 0 {
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"go.uber.org/goleak"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -268,12 +269,18 @@ func TestEngineDemux(t *testing.T) {
 // TestEngineZeroAllocations drives one outbound batch and its receipt
 // synchronously and counts allocations per packet.
 func TestEngineZeroAllocations(t *testing.T) {
-	for _, offload := range []bool{true, false} {
-		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
+	for _, tc := range []struct{ offload, restoreOrder bool }{{true, false}, {false, false}, {true, true}} {
+		offload := tc.offload
+		t.Run(fmt.Sprintf("offload=%v/restore-order=%v", tc.offload, tc.restoreOrder), func(t *testing.T) {
 			tmpl := udp(t, "10.0.0.1:1000", "10.0.0.2:2000", make([]byte, 1372))
 			a, b := newPair(t, pairConfig{noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}})
 			defer a.e.Close()
 			defer b.e.Close()
+			if tc.restoreOrder {
+				if err := b.e.RestoreOrder(b.in.SPI(), scheduler.ResequencerConfig{}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			out := a.e.OutboundWorker(a.tun)
 			in := b.e.ReceiveWorker(0, b.tun)
 			step := func() {

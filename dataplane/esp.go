@@ -300,24 +300,32 @@ func (sa *SA) Open(b []byte, n int) (payload []byte, nextHeader byte, err error)
 // The payload may carry TFC padding after the inner IP packet (RFC 4303
 // §2.4); the caller trims it using the IP header's length.
 func (sa *SA) OpenTo(dst, pkt []byte) (payload []byte, nextHeader byte, err error) {
-	payload, nextHeader, r := sa.openTo(dst, pkt)
+	payload, nextHeader, _, err = sa.OpenToSequence(dst, pkt)
+	return payload, nextHeader, err
+}
+
+// OpenToSequence is OpenTo that also returns the packet's full sequence
+// number (with ESN, the inferred 64-bit number), which the receiver's
+// resequencer orders by.
+func (sa *SA) OpenToSequence(dst, pkt []byte) (payload []byte, nextHeader byte, seq uint64, err error) {
+	payload, nextHeader, seq, r := sa.openTo(dst, pkt)
 	if r != nil {
 		sa.Stats.Drops.Add(r.Reason)
-		return nil, 0, r
+		return nil, 0, 0, r
 	}
 	sa.Stats.Packets.Add(1)
 	sa.Stats.Bytes.Add(uint64(len(payload)))
-	return payload, nextHeader, nil
+	return payload, nextHeader, seq, nil
 }
 
-func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, *DropError) {
+func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *DropError) {
 	if len(pkt) < minESPLen || len(dst) < Headroom+len(pkt)-HeaderLen-ICVLen {
-		return nil, 0, dropErrors[DropRunt]
+		return nil, 0, 0, dropErrors[DropRunt]
 	}
 	if binary.BigEndian.Uint32(pkt) != sa.spi {
 		// Not this SA's packet; with ESN the wire SPI is not read again
 		// for the AAD, so it must be checked here.
-		return nil, 0, dropErrors[DropUnknownSPI]
+		return nil, 0, 0, dropErrors[DropUnknownSPI]
 	}
 	low := binary.BigEndian.Uint32(pkt[4:])
 	seq := uint64(low)
@@ -325,16 +333,16 @@ func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, *DropError) {
 		seq = sa.window.InferSequence(low)
 	}
 	if err := sa.window.Check(seq); err != nil {
-		return nil, 0, err.(*DropError)
+		return nil, 0, 0, err.(*DropError)
 	}
 	payload, nextHeader, r := sa.decrypt(dst, pkt, seq)
 	if r != nil {
-		return nil, 0, r
+		return nil, 0, 0, r
 	}
 	if err := sa.window.Accept(seq); err != nil {
-		return nil, 0, err.(*DropError)
+		return nil, 0, 0, err.(*DropError)
 	}
-	return payload, nextHeader, nil
+	return payload, nextHeader, seq, nil
 }
 
 // decrypt verifies and decrypts pkt to dst[Headroom:] with seq's high half

@@ -34,32 +34,37 @@ type sourceCounters struct {
 	overflow atomic.Uint64
 }
 
-func (c *sourceCounters) slot(path scheduler.PathID, from netip.AddrPort) *sourceSlot {
+// slot returns the index of the slot counting (path, from), claiming a free
+// one for a new source, or -1 when all are taken by others.
+func (c *sourceCounters) slot(path scheduler.PathID, from netip.AddrPort) int {
 	for i := range c.slots {
 		s := &c.slots[i]
 		k := s.key.Load()
 		if k == nil {
-			if !s.key.CompareAndSwap(nil, &sourceKey{path, from}) {
-				k = s.key.Load() // another worker took it: check whose
-			} else {
-				return s
+			if s.key.CompareAndSwap(nil, &sourceKey{path, from}) {
+				return i
 			}
+			k = s.key.Load() // another worker took it: check whose
 		}
 		if k.path == path && k.from == from {
-			return s
+			return i
 		}
 	}
-	return nil
+	return -1
 }
 
-func (c *sourceCounters) count(path scheduler.PathID, from netip.AddrPort, bytes int) {
-	s := c.slot(path, from)
-	if s == nil {
+// count counts one packet and returns the index of its source (what the
+// resequencer calls its path), maxSources for a source beyond the slots.
+func (c *sourceCounters) count(path scheduler.PathID, from netip.AddrPort, bytes int) scheduler.PathID {
+	i := c.slot(path, from)
+	if i < 0 {
 		c.overflow.Add(1)
-		return
+		return maxSources
 	}
+	s := &c.slots[i]
 	s.packets.Add(1)
 	s.bytes.Add(uint64(bytes))
+	return scheduler.PathID(i)
 }
 
 func (c *sourceCounters) get(path scheduler.PathID, from netip.AddrPort) SourceStats {

@@ -1,8 +1,28 @@
 // Package scheduler makes the data plane's pure decisions: which path each
-// outbound packet takes, the per-path metric estimators that feed that choice,
-// and the receiver's resequencer.
+// outbound packet takes (the single, offload, aggregate and redundant
+// policies, and the traffic classes that choose a policy per packet), the
+// per-path estimators that feed that choice (round trip, one-way delay,
+// delivery rate, loss, the sender-side virtual queue), the failure
+// detector that declares paths failed and recovered, and the receiver's
+// resequencer.
 //
-// It does no I/O, starts no goroutines and is deterministic given its inputs,
-// so every policy can be simulated and tested on synthetic paths. It imports
-// no other package of the project.
+// It does no I/O, starts no goroutines and is deterministic given its
+// inputs, so every policy can be simulated and tested on synthetic paths
+// (sim_test.go is a discrete-event simulator of whole sessions). Time is
+// always an argument: instants are monotonic nanoseconds as int64 (the
+// conductor and the data plane read the same clock), durations are
+// time.Duration. It imports no other package of the project.
+//
+// Who calls what:
+//
+//   - The session conductor owns a Scheduler per peer: AddPath, Drain,
+//     RemovePath; ProbeSent and ProbeReply for every probe, with the
+//     engine's per-path transmit counters and the replier's receive
+//     counters; Tick every few milliseconds; ProbeInterval to schedule the
+//     next probe on each path. These serialise on a mutex.
+//   - Outbound workers call Decide (or Pick, or a ClockPicker through the
+//     Picker interface) per packet, after Classifier.Classify chose the
+//     policy from the inner header. These take no lock and allocate
+//     nothing.
+//   - A receive side owns one Resequencer per SA.
 package scheduler

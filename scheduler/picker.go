@@ -19,3 +19,24 @@ type Single PathID
 
 // Pick returns the single path.
 func (s Single) Pick(int) PathID { return PathID(s) }
+
+// ClockPicker adapts a Scheduler to the Picker interface: each Pick reads
+// the clock (monotonic nanoseconds, the same clock the conductor passes to
+// the Scheduler) and asks for Policy's path. Under PolicyRedundant it
+// returns one path only; a sender that duplicates calls
+// Scheduler.Decide and sends on every path of the set. When the scheduler
+// has no path it returns Fallback.
+type ClockPicker struct {
+	S        *Scheduler
+	Policy   Policy
+	Now      func() int64
+	Fallback PathID
+}
+
+// Pick returns the path for a packet of size bytes.
+func (c *ClockPicker) Pick(size int) PathID {
+	if id, ok := c.S.Pick(c.Policy, size, c.Now()); ok {
+		return id
+	}
+	return c.Fallback
+}

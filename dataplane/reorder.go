@@ -1,0 +1,256 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mifsec/mifsec/scheduler"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// Restoring order across paths. When a peer spreads one SA's packets over
+// several paths, they arrive out of order: a TCP receiver takes that for
+// loss. An inbound SA may therefore restore the ESP sequence order before
+// its packets reach the TUN device, with the scheduler's Resequencer
+// deciding what waits and for how long.
+//
+// Shape: the receive workers (one per path socket) decrypt a batch without
+// any lock, as for every SA. At the end of the batch, where the packets go
+// to the TUN device, a worker takes the SA's reorder lock once, offers the
+// batch's packets of that SA to the resequencer in arrival order and writes
+// whatever it releases — in order — to the TUN device before it lets go of
+// the lock; a timer does the same for gaps given up on time. Writing under
+// the lock is what keeps the order: two workers (or a worker and the timer)
+// cannot interleave their releases. Packets released the moment they
+// arrive are written from the worker's buffer; only packets that must wait
+// are copied into the SA's slot buffers, so in-order traffic costs one
+// uncontended lock per batch and no copy.
+//
+// Packets that occupy a sequence number but go nowhere (probes, dummies,
+// packets dropped by the selector check) are offered too, so that they do
+// not leave gaps that would be waited for.
+
+// handleNone marks a sequence number with no packet to write.
+const handleNone = scheduler.Handle(1<<32 - 1)
+
+// orderedPacket is one opened packet of an SA that restores order.
+type orderedPacket struct {
+	ro  *reorder
+	pkt []byte // in a worker buffer, Headroom included; nil: nothing to write
+	seq uint64
+	src scheduler.PathID
+}
+
+// reorder is one inbound SA's resequencing state.
+type reorder struct {
+	e *Engine
+	q wgtun.Device // where timer releases are written
+
+	mu      sync.Mutex
+	rs      *scheduler.Resequencer
+	slots   [][]byte // held packets' copies, by handle (grown on demand, kept)
+	free    []scheduler.Handle
+	out     []scheduler.Handle // scratch: what the resequencer released
+	writes  [][]byte           // scratch: what goes to the TUN device, in order
+	release []scheduler.Handle // scratch: slots to free after the write
+	timer   *time.Timer
+	closed  bool
+	// Unslotted counts packets that had to be written out of order
+	// because every slot was taken (it cannot happen while the slots
+	// outnumber the resequencer's ring).
+	unslotted uint64
+}
+
+// monoEpoch is the origin of the resequencers' clock.
+var monoEpoch = time.Now()
+
+func monotonic() int64 { return int64(time.Since(monoEpoch)) }
+
+func newReorder(e *Engine, q wgtun.Device, cfg scheduler.ResequencerConfig) (*reorder, error) {
+	rs, err := scheduler.NewResequencer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n := cfg.Slots
+	if n == 0 {
+		n = 4096
+	}
+	r := &reorder{e: e, q: q, rs: rs, slots: make([][]byte, n+1), free: make([]scheduler.Handle, 0, n+1),
+		out: make([]scheduler.Handle, 0, n+1), writes: make([][]byte, 0, n+1), release: make([]scheduler.Handle, 0, n+1)}
+	for h := n; h >= 0; h-- {
+		r.free = append(r.free, scheduler.Handle(h))
+	}
+	r.timer = time.AfterFunc(time.Hour, r.expire)
+	r.timer.Stop()
+	return r, nil
+}
+
+// deliver offers the packets of pkts that belong to r, in order, and
+// writes what is released to q. It runs on a receive worker.
+func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
+	now := monotonic()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range pkts {
+		if p.ro != r {
+			continue
+		}
+		h := handleNone
+		if p.pkt != nil && len(r.free) > 0 {
+			h = r.free[len(r.free)-1] // taken only if the packet is held
+		}
+		out, dropped := r.rs.Push(p.seq, p.src, now, h, r.out[:0])
+		r.out = out
+		if dropped {
+			continue
+		}
+		held := p.pkt != nil
+		for _, o := range out {
+			switch {
+			case o == handleNone:
+			case o == h && held:
+				r.writes = append(r.writes, p.pkt)
+				held = false
+			default:
+				r.writes = append(r.writes, r.slots[o])
+				r.release = append(r.release, o)
+			}
+		}
+		if held {
+			if h == handleNone {
+				// No slot: write it now rather than lose it.
+				r.unslotted++
+				r.writes = append(r.writes, p.pkt)
+				continue
+			}
+			r.free = r.free[:len(r.free)-1]
+			r.slots[h] = append(r.slots[h][:0], p.pkt...)
+		}
+	}
+	r.flush(q, now)
+}
+
+// expire gives up gaps whose wait is over and writes what follows them.
+func (r *reorder) expire() {
+	now := monotonic()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.out = r.rs.Expire(now, r.out[:0])
+	for _, o := range r.out {
+		if o != handleNone {
+			r.writes = append(r.writes, r.slots[o])
+			r.release = append(r.release, o)
+		}
+	}
+	r.flush(r.q, now)
+}
+
+// flush writes r.writes to q, frees the written slots and sets the timer
+// for the next deadline; r.mu is held.
+func (r *reorder) flush(q wgtun.Device, now int64) {
+	if len(r.writes) > 0 {
+		e := r.e
+		var bytes uint64
+		for _, b := range r.writes {
+			bytes += uint64(len(b) - Headroom)
+		}
+		if _, err := q.Write(r.writes, Headroom); err != nil && !e.stopped(err) {
+			e.Stats.TUNErrors.Add(1)
+			e.log.Debug("writing TUN", "err", err)
+		}
+		e.Stats.RxPackets.Add(uint64(len(r.writes)))
+		e.Stats.RxBytes.Add(bytes)
+		clear(r.writes)
+		r.writes = r.writes[:0]
+	}
+	r.free = append(r.free, r.release...)
+	r.release = r.release[:0]
+	if at, ok := r.rs.NextDeadline(); ok && !r.closed {
+		r.timer.Reset(time.Duration(max(at-now, 0)))
+	}
+}
+
+// close stops the timer; what is still held is dropped with the SA.
+func (r *reorder) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	r.timer.Stop()
+}
+
+// RestoreOrder makes the inbound SA spi deliver its packets in sequence
+// order: packets that arrive ahead of a gap wait (bounded by cfg) for the
+// gap to fill. Use it for an SA whose peer spreads packets over several
+// paths.
+func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error {
+	e.inMu.Lock()
+	defer e.inMu.Unlock()
+	in := (*e.inbound.Load())[spi]
+	if in == nil {
+		return fmt.Errorf("restoring order: no inbound SA %#x", spi)
+	}
+	if in.reorder.Load() != nil {
+		return nil
+	}
+	if cfg.First == 0 && in.sa.ReplayWindow().Top() == 0 {
+		cfg.First = 1 // a new SA: its first packet may not be the first to arrive
+	}
+	r, err := newReorder(e, e.cfg.Queues[0], cfg)
+	if err != nil {
+		return fmt.Errorf("restoring order for SA %#x: %w", spi, err)
+	}
+	in.reorder.Store(r)
+	return nil
+}
+
+// SetOrderDelays tells the resequencer of SA spi how far apart its paths'
+// one-way delays are and how much they vary, which sets how long a gap is
+// waited for.
+func (e *Engine) SetOrderDelays(spi uint32, spread, jitter time.Duration) error {
+	r := e.reorderOf(spi)
+	if r == nil {
+		return errors.New("setting order delays: SA does not restore order")
+	}
+	r.mu.Lock()
+	r.rs.SetDelays(spread, jitter)
+	r.mu.Unlock()
+	return nil
+}
+
+// SetOrderPaths tells the resequencer of SA spi over how many paths the
+// peer spreads it: loss is inferred early only while that many deliver.
+func (e *Engine) SetOrderPaths(spi uint32, paths int) error {
+	r := e.reorderOf(spi)
+	if r == nil {
+		return errors.New("setting order paths: SA does not restore order")
+	}
+	r.mu.Lock()
+	r.rs.SetExpectedPaths(paths)
+	r.mu.Unlock()
+	return nil
+}
+
+// OrderStats returns the resequencer counters of SA spi and how many
+// packets it holds; ok is false when the SA does not restore order.
+func (e *Engine) OrderStats(spi uint32) (stats scheduler.ResequencerStats, held int, ok bool) {
+	r := e.reorderOf(spi)
+	if r == nil {
+		return stats, 0, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rs.Stats, r.rs.Held(), true
+}
+
+func (e *Engine) reorderOf(spi uint32) *reorder {
+	in := (*e.inbound.Load())[spi]
+	if in == nil {
+		return nil
+	}
+	return in.reorder.Load()
+}

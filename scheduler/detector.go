@@ -1,0 +1,239 @@
+package scheduler
+
+import (
+	"fmt"
+	"time"
+)
+
+// Health is what the failure detector concludes about a path.
+type Health uint8
+
+const (
+	// Healthy: the last probe was answered in time.
+	Healthy Health = iota
+	// Suspect: at least one probe went unanswered; the path is probed
+	// faster but still carries traffic.
+	Suspect
+	// Failing: SuspectMisses probes in a row went unanswered (or the path
+	// was silent for half the failure timeout): policies stop sending on
+	// it when they have somewhere else to send.
+	Failing
+	// Down: FailMisses probes in a row went unanswered, or none was
+	// answered within the failure timeout. The path comes back only after
+	// RecoverReplies good replies in a row.
+	Down
+)
+
+func (h Health) String() string {
+	switch h {
+	case Healthy:
+		return "healthy"
+	case Suspect:
+		return "suspect"
+	case Failing:
+		return "failing"
+	case Down:
+		return "down"
+	}
+	return fmt.Sprintf("health(%d)", uint8(h))
+}
+
+// DetectorConfig sets the failure detector and the probe schedule it
+// expects. Zero fields take the defaults of DefaultDetectorConfig.
+type DetectorConfig struct {
+	// A probe is missed when unanswered after
+	// max(MissFactor·SRTT + 4·RTTVAR, MissFloor).
+	MissFactor float64
+	MissFloor  time.Duration
+	// SuspectMisses consecutive misses make a path Failing; FailMisses make
+	// it Down.
+	SuspectMisses, FailMisses int
+	// A path is also Down when none of its probes was answered for
+	// max(FailFactor·SRTT, FailFloor) (Failing after half of that).
+	FailFactor float64
+	FailFloor  time.Duration
+	// RecoverReplies consecutive good replies bring a Down path back (and
+	// make a new path usable).
+	RecoverReplies int
+
+	// Probe intervals the conductor is asked to keep: ActiveInterval while
+	// the path carries data, IdleInterval while it does not, FastInterval
+	// while it is suspect or being verified, DownInterval while it is down.
+	ActiveInterval, IdleInterval, FastInterval, DownInterval time.Duration
+}
+
+// DefaultDetectorConfig returns the defaults. On a 15 ms WLAN path probed
+// every 30 ms while traffic flows, a silent cut is seen as a miss at most
+// 30 + 40 ms after it, the path is Failing (traffic moves) after one more
+// fast probe's timeout, about 120 ms after the cut, and Down after the
+// third miss, about 130 ms; the silence timeout (200 ms) is the backstop.
+// A Down path returns after 3 good replies 50 ms apart.
+func DefaultDetectorConfig() DetectorConfig {
+	return DetectorConfig{
+		MissFactor:     2,
+		MissFloor:      40 * time.Millisecond,
+		SuspectMisses:  2,
+		FailMisses:     3,
+		FailFactor:     8,
+		FailFloor:      200 * time.Millisecond,
+		RecoverReplies: 3,
+		ActiveInterval: 30 * time.Millisecond,
+		IdleInterval:   100 * time.Millisecond,
+		FastInterval:   10 * time.Millisecond,
+		DownInterval:   50 * time.Millisecond,
+	}
+}
+
+func (c *DetectorConfig) fill() {
+	d := DefaultDetectorConfig()
+	if c.MissFactor <= 0 {
+		c.MissFactor = d.MissFactor
+	}
+	if c.MissFloor <= 0 {
+		c.MissFloor = d.MissFloor
+	}
+	if c.SuspectMisses <= 0 {
+		c.SuspectMisses = d.SuspectMisses
+	}
+	if c.FailMisses <= 0 {
+		c.FailMisses = d.FailMisses
+	}
+	c.SuspectMisses = min(c.SuspectMisses, c.FailMisses)
+	if c.FailFactor <= 0 {
+		c.FailFactor = d.FailFactor
+	}
+	if c.FailFloor <= 0 {
+		c.FailFloor = d.FailFloor
+	}
+	if c.RecoverReplies <= 0 {
+		c.RecoverReplies = d.RecoverReplies
+	}
+	for _, p := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{
+		{&c.ActiveInterval, d.ActiveInterval}, {&c.IdleInterval, d.IdleInterval},
+		{&c.FastInterval, d.FastInterval}, {&c.DownInterval, d.DownInterval},
+	} {
+		if *p.v <= 0 {
+			*p.v = p.d
+		}
+	}
+}
+
+// Detector is one path's failure detector with hysteresis. It is driven by
+// three events — a probe sent, its reply, a missed probe (decided by the
+// caller from MissTimeout) — and by Silence for the timeout rule. Not safe
+// for concurrent use: the Scheduler calls it under its control-plane lock.
+type Detector struct {
+	cfg         DetectorConfig
+	health      Health
+	misses      int // consecutive
+	goods       int // consecutive good replies while Down
+	lastReply   int64
+	everReply   bool
+	Transitions int // changes of Health, for flapping checks
+}
+
+// NewDetector returns a detector for a new path: Down until it has
+// answered RecoverReplies probes (a path is verified before it carries
+// traffic).
+func NewDetector(cfg DetectorConfig) *Detector {
+	cfg.fill()
+	return &Detector{cfg: cfg, health: Down}
+}
+
+// Health returns the current conclusion.
+func (d *Detector) Health() Health { return d.health }
+
+// Misses returns the number of consecutive missed probes.
+func (d *Detector) Misses() int { return d.misses }
+
+func (d *Detector) set(h Health) {
+	if h != d.health {
+		d.health = h
+		d.Transitions++
+	}
+}
+
+// MissTimeout returns how long a probe may stay unanswered on a path with
+// the given round-trip estimate before it counts as missed.
+func (d *Detector) MissTimeout(rtt *RTTEstimator) time.Duration {
+	if rtt.Samples == 0 {
+		return max(d.cfg.MissFloor, 250*time.Millisecond)
+	}
+	return max(time.Duration(d.cfg.MissFactor*float64(rtt.SRTT))+4*rtt.RTTVar, d.cfg.MissFloor)
+}
+
+// FailTimeout returns the silence after which a path is Down.
+func (d *Detector) FailTimeout(rtt *RTTEstimator) time.Duration {
+	return max(time.Duration(d.cfg.FailFactor*float64(rtt.SRTT)), d.cfg.FailFloor)
+}
+
+// Reply records a good reply at now.
+func (d *Detector) Reply(now int64) {
+	d.misses = 0
+	d.lastReply, d.everReply = now, true
+	if d.health == Down {
+		d.goods++
+		if d.goods >= d.cfg.RecoverReplies {
+			d.goods = 0
+			d.set(Healthy)
+		}
+		return
+	}
+	d.set(Healthy)
+}
+
+// Miss records one probe that went unanswered.
+func (d *Detector) Miss() {
+	d.misses++
+	d.goods = 0
+	if d.health == Down {
+		return
+	}
+	switch {
+	case d.misses >= d.cfg.FailMisses:
+		d.set(Down)
+	case d.misses >= d.cfg.SuspectMisses:
+		d.set(Failing)
+	default:
+		d.set(Suspect)
+	}
+}
+
+// Silence applies the timeout rule: oldestUnanswered is when the oldest
+// probe sent after the last reply left (0: none outstanding).
+func (d *Detector) Silence(now, oldestUnanswered int64, rtt *RTTEstimator) {
+	if oldestUnanswered == 0 || d.health == Down {
+		return
+	}
+	silent := time.Duration(now - oldestUnanswered)
+	ft := d.FailTimeout(rtt)
+	switch {
+	case silent >= ft:
+		d.goods = 0
+		d.set(Down)
+	case silent >= ft/2 && d.health < Failing:
+		d.set(Failing)
+	}
+}
+
+// ProbeInterval returns the interval the path wants between probes now;
+// carrying says whether it carried data since the previous probe.
+func (d *Detector) ProbeInterval(rtt *RTTEstimator, carrying bool) time.Duration {
+	switch {
+	case d.health == Down && !d.everReply && d.misses < d.cfg.FailMisses:
+		// Being verified: fast, until it looks unreachable.
+		return d.cfg.FastInterval
+	case d.health == Down:
+		return d.cfg.DownInterval
+	case d.health != Healthy:
+		// Suspect or failing: probe about once per round trip, so that
+		// the next misses (or the good reply) come quickly.
+		return min(max(d.cfg.FastInterval, rtt.SRTT/2), d.cfg.ActiveInterval)
+	case carrying:
+		return d.cfg.ActiveInterval
+	}
+	return d.cfg.IdleInterval
+}

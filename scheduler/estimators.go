@@ -1,0 +1,155 @@
+package scheduler
+
+import "time"
+
+// RTTEstimator smooths probe round trips as RFC 6298 §2 does for TCP's
+// retransmission timer: SRTT and RTTVAR with gains 1/8 and 1/4, the first
+// sample setting SRTT = R and RTTVAR = R/2. It also keeps the minimum
+// round trip of the last MinRTTWindow, the path's delay without queueing.
+type RTTEstimator struct {
+	SRTT, RTTVar time.Duration
+	Min          time.Duration // minimum over the window (0: no sample yet)
+	Samples      int
+	minAt        int64 // when Min was taken
+}
+
+// MinRTTWindow is how long a minimum round trip stays valid: a route change
+// that makes the path slower shows after this long.
+const MinRTTWindow = 10 * time.Second
+
+// Add feeds one round-trip sample measured at now. Non-positive samples
+// (a clock step, a bogus reply) are ignored.
+func (e *RTTEstimator) Add(r time.Duration, now int64) {
+	if r <= 0 {
+		return
+	}
+	if e.Samples == 0 {
+		e.SRTT, e.RTTVar = r, r/2
+	} else {
+		d := e.SRTT - r
+		if d < 0 {
+			d = -d
+		}
+		e.RTTVar += (d - e.RTTVar) / 4
+		e.SRTT += (r - e.SRTT) / 8
+	}
+	e.Samples++
+	if e.Min == 0 || r <= e.Min || now-e.minAt > int64(MinRTTWindow) {
+		e.Min, e.minAt = r, now
+	}
+}
+
+// RTO returns SRTT + 4·RTTVAR (RFC 6298's timeout without its 1 s floor).
+func (e *RTTEstimator) RTO() time.Duration { return e.SRTT + 4*e.RTTVar }
+
+// RateEstimator estimates a path's delivery rate, in bytes per second, from
+// the receiver's per-path byte counters that probe replies carry: each
+// reply gives the bytes delivered since the previous reply and the time
+// between the two probes. The estimate is the maximum of the last
+// RateWindow samples (a bottleneck's rate is what it delivers when it is
+// kept busy, so lower samples are noise or an idle sender).
+//
+// A sample taken while the sender did not push the path to its estimate
+// (app-limited) only raises the estimate, never lowers it: an idle path
+// has not become slower. The picker drains a path's virtual queue at the
+// estimate times Gain: 2 while starting up (until three samples in a row
+// grow less than 25%), then a cycle of 1.25, 0.75 and six times 1, one
+// step per sample, so a path whose capacity exceeds the estimate is offered
+// more and shows it, and the queue that built up drains again.
+type RateEstimator struct {
+	samples  [RateWindow]float64
+	n, next  int
+	Rate     float64 // bytes per second; 0 until the first sample
+	startup  bool
+	plateau  int
+	cycle    int
+	prevRate float64
+	started  bool
+}
+
+// RateWindow is the number of delivery-rate samples the maximum is taken
+// over: about 300 ms at the default probe interval of an active path.
+const RateWindow = 10
+
+var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
+
+// Add feeds one sample: delivered bytes over interval. appLimited says the
+// sender offered the path clearly less than its estimate in that interval.
+func (e *RateEstimator) Add(delivered uint64, interval time.Duration, appLimited bool) {
+	if !e.started {
+		e.started, e.startup = true, true
+	}
+	if interval <= 0 {
+		return
+	}
+	s := float64(delivered) / interval.Seconds()
+	if appLimited && s < e.Rate {
+		e.cycle++
+		return
+	}
+	e.samples[e.next] = s
+	e.next = (e.next + 1) % RateWindow
+	if e.n < RateWindow {
+		e.n++
+	}
+	m := 0.0
+	for _, v := range e.samples[:e.n] {
+		m = max(m, v)
+	}
+	e.Rate = m
+	e.cycle++
+	if e.startup && !appLimited {
+		if e.Rate >= e.prevRate*1.25 {
+			e.plateau, e.prevRate = 0, e.Rate
+		} else if e.plateau++; e.plateau >= 3 {
+			e.startup = false
+			e.cycle = 0
+		}
+	}
+}
+
+// Gain returns the factor the picker applies to Rate now.
+func (e *RateEstimator) Gain() float64 {
+	if e.startup || !e.started {
+		return 2
+	}
+	return gainCycle[e.cycle%len(gainCycle)]
+}
+
+// Startup reports whether the estimator is still growing its first estimate.
+func (e *RateEstimator) Startup() bool { return e.startup || !e.started }
+
+// LossEstimator is an exponentially weighted moving average (gain Alpha) of
+// a path's loss: each probe reply contributes the data loss of its
+// interval, 1 − (packets the receiver counted) / (packets sent), when at
+// least MinLossPackets were sent, and otherwise 0 for the probe that made
+// it; each missed probe contributes 1.
+type LossEstimator struct {
+	Loss    float64
+	Samples int
+}
+
+// Loss estimator constants.
+const (
+	LossAlpha      = 1.0 / 8
+	MinLossPackets = 8
+)
+
+// AddInterval feeds a probe reply's interval: sent and received packets.
+func (e *LossEstimator) AddInterval(sent, received uint64) {
+	s := 0.0
+	if sent >= MinLossPackets {
+		if received < sent {
+			s = float64(sent-received) / float64(sent)
+		}
+	}
+	e.add(s)
+}
+
+// AddMissedProbe feeds one probe that got no reply.
+func (e *LossEstimator) AddMissedProbe() { e.add(1) }
+
+func (e *LossEstimator) add(s float64) {
+	e.Loss += (s - e.Loss) * LossAlpha
+	e.Samples++
+}

@@ -1,0 +1,147 @@
+package scheduler
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestRTTEstimator(t *testing.T) {
+	const msd = time.Millisecond
+	tests := []struct {
+		name                string
+		samples             []time.Duration
+		srtt, rttvar, minRT time.Duration
+	}{
+		{"first sample", []time.Duration{100 * msd}, 100 * msd, 50 * msd, 100 * msd},
+		// RFC 6298: RTTVAR = 3/4·50 + 1/4·|100−60| = 47.5; SRTT = 7/8·100 + 1/8·60 = 95.
+		{"second sample", []time.Duration{100 * msd, 60 * msd}, 95 * msd, 47500 * time.Microsecond, 60 * msd},
+		{"steady", []time.Duration{20 * msd, 20 * msd, 20 * msd, 20 * msd}, 20 * msd, 4218750 * time.Nanosecond, 20 * msd},
+		{"non-positive ignored", []time.Duration{0, -5 * msd, 30 * msd}, 30 * msd, 15 * msd, 30 * msd},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e RTTEstimator
+			for i, s := range tc.samples {
+				e.Add(s, int64(i)*ms)
+			}
+			if e.SRTT != tc.srtt || absDur(e.RTTVar-tc.rttvar) > time.Microsecond || e.Min != tc.minRT {
+				t.Errorf("SRTT %v RTTVAR %v Min %v, want %v %v %v", e.SRTT, e.RTTVar, e.Min, tc.srtt, tc.rttvar, tc.minRT)
+			}
+		})
+	}
+	t.Run("min expires", func(t *testing.T) {
+		var e RTTEstimator
+		e.Add(10*time.Millisecond, 0)
+		e.Add(30*time.Millisecond, int64(5*time.Second))
+		if e.Min != 10*time.Millisecond {
+			t.Fatalf("min %v within the window, want 10ms", e.Min)
+		}
+		e.Add(30*time.Millisecond, int64(11*time.Second))
+		if e.Min != 30*time.Millisecond {
+			t.Fatalf("min %v after the window, want 30ms (route got slower)", e.Min)
+		}
+	})
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+func TestRateEstimator(t *testing.T) {
+	iv := 100 * time.Millisecond
+	t.Run("max of window", func(t *testing.T) {
+		var e RateEstimator
+		for _, b := range []uint64{100000, 300000, 200000} {
+			e.Add(b, iv, false)
+		}
+		if e.Rate != 3e6 {
+			t.Fatalf("rate %v, want 3e6 (max of the samples)", e.Rate)
+		}
+		// The maximum ages out after RateWindow samples.
+		for range RateWindow {
+			e.Add(100000, iv, false)
+		}
+		if e.Rate != 1e6 {
+			t.Fatalf("rate %v after the window, want 1e6", e.Rate)
+		}
+	})
+	t.Run("app-limited only raises", func(t *testing.T) {
+		var e RateEstimator
+		e.Add(500000, iv, false) // 5e6
+		for range 3 * RateWindow {
+			e.Add(1000, iv, true)
+		}
+		if e.Rate != 5e6 {
+			t.Fatalf("rate %v after idle samples, want 5e6 kept", e.Rate)
+		}
+		e.Add(800000, iv, true)
+		if e.Rate != 8e6 {
+			t.Fatalf("rate %v, an app-limited sample above the estimate should raise it to 8e6", e.Rate)
+		}
+	})
+	t.Run("startup then cycle", func(t *testing.T) {
+		var e RateEstimator
+		if e.Gain() != 2 || !e.Startup() {
+			t.Fatalf("gain %v before samples, want startup gain 2", e.Gain())
+		}
+		for _, b := range []uint64{100000, 200000, 400000} {
+			e.Add(b, iv, false)
+			if !e.Startup() {
+				t.Fatalf("left startup while the rate doubled")
+			}
+		}
+		for range 3 {
+			e.Add(400000, iv, false)
+		}
+		if e.Startup() {
+			t.Fatalf("still in startup after 3 samples without growth")
+		}
+		var gains []float64
+		for range len(gainCycle) {
+			gains = append(gains, e.Gain())
+			e.Add(400000, iv, false)
+		}
+		if gains[0] != 1.25 || gains[1] != 0.75 || gains[2] != 1 {
+			t.Fatalf("gain cycle %v, want 1.25, 0.75, 1…", gains)
+		}
+	})
+	t.Run("zero interval ignored", func(t *testing.T) {
+		var e RateEstimator
+		e.Add(1000, 0, false)
+		if e.Rate != 0 {
+			t.Fatalf("rate %v from a zero interval", e.Rate)
+		}
+	})
+}
+
+func TestLossEstimator(t *testing.T) {
+	tests := []struct {
+		name string
+		feed func(*LossEstimator)
+		want float64
+	}{
+		{"no loss", func(e *LossEstimator) { e.AddInterval(100, 100) }, 0},
+		{"10% of one interval", func(e *LossEstimator) { e.AddInterval(100, 90) }, 0.1 * LossAlpha},
+		{"too few packets count as a good probe", func(e *LossEstimator) { e.AddInterval(4, 0) }, 0},
+		{"missed probe", func(e *LossEstimator) { e.AddMissedProbe() }, LossAlpha},
+		{"receiver counted more (probes)", func(e *LossEstimator) { e.AddInterval(10, 11) }, 0},
+		{"converges", func(e *LossEstimator) {
+			for range 200 {
+				e.AddInterval(1000, 980)
+			}
+		}, 0.02},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e LossEstimator
+			tc.feed(&e)
+			if math.Abs(e.Loss-tc.want) > 1e-6 {
+				t.Errorf("loss %v, want %v", e.Loss, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,131 @@
+package scheduler
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind is the kind of network interface a path leaves by.
+type Kind uint8
+
+// Interface kinds.
+const (
+	KindOther Kind = iota
+	KindEthernet
+	KindWLAN
+	KindCellular
+)
+
+var kindNames = [...]string{"other", "ethernet", "wlan", "cellular"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// ParseKind parses "ethernet", "wlan" (or "wifi"), "cellular" (or "lte",
+// "5g") and "other".
+func ParseKind(s string) (Kind, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "ethernet", "eth", "wired":
+		return KindEthernet, nil
+	case "wlan", "wifi", "wireless":
+		return KindWLAN, nil
+	case "cellular", "lte", "5g", "wwan", "mobile":
+		return KindCellular, nil
+	case "other", "":
+		return KindOther, nil
+	}
+	return 0, fmt.Errorf("scheduler: unknown interface kind %q (want ethernet, wlan, cellular or other)", s)
+}
+
+// DefaultTier returns the priority tier of an interface kind when the user
+// configured none: ethernet 0, WLAN and other 1, cellular 2 (lower tiers
+// are preferred by the offload and single policies).
+func DefaultTier(k Kind) int {
+	switch k {
+	case KindEthernet:
+		return 0
+	case KindCellular:
+		return 2
+	}
+	return 1
+}
+
+// State is a path's life-cycle state, set by the conductor (Probing on
+// AddPath, Draining, Removed) and by the failure detector (Active,
+// Failed).
+type State uint8
+
+// Path states.
+const (
+	// StateProbing: added, not yet verified by RecoverReplies probe replies;
+	// carries no data.
+	StateProbing State = iota
+	// StateActive: verified and not down (it may be suspect or failing).
+	StateActive
+	// StateFailed: the failure detector declared it down; probed until it
+	// recovers.
+	StateFailed
+	// StateDraining: leaving; takes no new data, still probed, until the
+	// conductor removes it.
+	StateDraining
+	// StateRemoved: gone.
+	StateRemoved
+)
+
+var stateNames = [...]string{"probing", "active", "failed", "draining", "removed"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// PathConfig describes a path when it is added.
+type PathConfig struct {
+	ID   PathID // below MaxPaths
+	Kind Kind
+	// Tier is the priority tier, lower preferred. Use DefaultTier(Kind)
+	// unless the user configured one.
+	Tier int
+}
+
+// Counters are cumulative packet and byte counts on one path.
+type Counters struct {
+	Packets, Bytes uint64
+}
+
+// ProbeReply is what a probe reply carries back (docs/mif.md): the probe's
+// sequence number, how long the replier held the request, and the
+// replier's cumulative counters of what it received on this path when the
+// request arrived. Rx must count the same packets as the Counters passed to
+// ProbeSent (the data packets, and the probes if those count them too).
+type ProbeReply struct {
+	Seq  uint32
+	Hold time.Duration
+	Rx   Counters
+}
+
+// PathInfo is a snapshot of one path's state and estimates.
+type PathInfo struct {
+	PathConfig
+	State         State
+	Health        Health
+	Misses        int
+	SRTT, RTTVar  time.Duration
+	MinRTT        time.Duration
+	OneWayDelay   time.Duration
+	Rate          float64 // delivery rate, bytes per second (0: unknown)
+	Gain          float64 // factor the picker applies to Rate now
+	Loss          float64 // 0..1
+	Queued        int64   // bytes in the sender-side virtual queue
+	ProbeInterval time.Duration
+	Transitions   int // health changes so far
+	RTTSamples    int
+	RateSamples   bool
+}

@@ -1,0 +1,261 @@
+package scheduler
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+type push struct {
+	seq  uint64
+	path PathID
+	at   int64 // ms
+}
+
+func TestResequencer(t *testing.T) {
+	tests := []struct {
+		name   string
+		pushes []push
+		expire int64 // ms, 0: none
+		want   []uint64
+		check  func(t *testing.T, s ResequencerStats)
+	}{
+		{"in order", []push{{1, 0, 0}, {2, 0, 0}, {3, 1, 0}}, 0, []uint64{1, 2, 3},
+			func(t *testing.T, s ResequencerStats) {
+				if s.InOrder != 3 || s.Held != 0 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"gap filled", []push{{1, 1, 0}, {3, 0, 1}, {4, 0, 2}, {2, 1, 3}}, 0, []uint64{1, 2, 3, 4},
+			func(t *testing.T, s ResequencerStats) {
+				if s.Held != 2 || s.Released != 2 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"gap held while the other path may still bring it", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}}, 0, []uint64{1, 2},
+			nil},
+		{"gap lost: every active path is past it", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}, {5, 1, 2}}, 0, []uint64{1, 2, 4, 5},
+			func(t *testing.T, s ResequencerStats) {
+				if s.LostEarly != 1 || s.Timeouts != 0 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"idle path does not block loss inference", []push{{1, 1, 0}, {2, 0, 200}, {4, 0, 201}}, 0, []uint64{1, 2, 4},
+			func(t *testing.T, s ResequencerStats) {
+				if s.LostEarly != 1 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"timeout gives the gap up", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 10}, {5, 0, 11}}, 10 + 100, []uint64{1, 2, 4, 5},
+			func(t *testing.T, s ResequencerStats) {
+				if s.Timeouts != 1 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"late packet delivered and counted", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 10}, {5, 0, 11}, {3, 1, 150}}, 10 + 100, []uint64{1, 2, 4, 5, 3},
+			func(t *testing.T, s ResequencerStats) {
+				if s.Late != 1 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"duplicates dropped", []push{{1, 0, 0}, {1, 1, 0}, {3, 0, 1}, {3, 1, 1}}, 0, []uint64{1},
+			func(t *testing.T, s ResequencerStats) {
+				if s.Duplicates != 2 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"ring overflow forces the oldest gap out", []push{{1, 1, 0}, {3, 0, 0}, {3 + 8, 0, 1}}, 0, []uint64{1, 3},
+			func(t *testing.T, s ResequencerStats) {
+				if s.Overflow != 1 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"big jump with nothing held", []push{{1, 0, 0}, {1000, 0, 0}, {1001, 0, 0}}, 0, []uint64{1, 1000, 1001}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewResequencer(ResequencerConfig{Slots: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []uint64
+			out := make([]Handle, 0, 16)
+			var pushed []push
+			for _, p := range tc.pushes {
+				if tc.expire != 0 && p.at >= tc.expire && !slices.Contains(pushed, p) {
+					for _, h := range r.Expire(tc.expire*ms, out[:0]) {
+						got = append(got, uint64(h))
+					}
+					tc.expire = 0
+				}
+				pushed = append(pushed, p)
+				res, _ := r.Push(p.seq, p.path, p.at*ms, Handle(p.seq), out[:0])
+				for _, h := range res {
+					got = append(got, uint64(h))
+				}
+			}
+			if tc.expire != 0 {
+				if at, ok := r.NextDeadline(); !ok || at > tc.expire*ms {
+					t.Errorf("next deadline %v %v, want by %d ms", time.Duration(at), ok, tc.expire)
+				}
+				for _, h := range r.Expire(tc.expire*ms, out[:0]) {
+					got = append(got, uint64(h))
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("released %v, want %v", got, tc.want)
+			}
+			if tc.check != nil {
+				tc.check(t, r.Stats)
+			}
+		})
+	}
+}
+
+func TestResequencerWait(t *testing.T) {
+	r, err := NewResequencer(ResequencerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Wait() != time.Millisecond {
+		t.Errorf("initial wait %v, want the 1ms floor", r.Wait())
+	}
+	r.SetDelays(25*time.Millisecond, 2*time.Millisecond)
+	if r.Wait() != 29*time.Millisecond {
+		t.Errorf("wait %v, want 25ms + 2·2ms", r.Wait())
+	}
+	r.SetDelays(time.Second, 0)
+	if r.Wait() != 100*time.Millisecond {
+		t.Errorf("wait %v, want the 100ms cap", r.Wait())
+	}
+	if at, ok := r.NextDeadline(); ok {
+		t.Errorf("deadline %v with nothing held", at)
+	}
+	// A late packet teaches a longer wait.
+	r.SetDelays(0, 0)
+	out := make([]Handle, 0, 8)
+	r.Push(1, 0, 0, 1, out)
+	r.Push(3, 0, 0, 3, out)
+	r.Push(4, 1, 0, 4, out) // held; path 1 is not past 2 yet… it is: 4 > 2, so 2 is lost early
+	if r.Stats.LostEarly != 1 {
+		t.Fatalf("%+v", r.Stats)
+	}
+	r.Push(2, 1, 5*ms, 2, out)
+	if r.Stats.Late != 1 || r.Wait() <= time.Millisecond {
+		t.Errorf("late packet: stats %+v, wait %v: want a longer wait", r.Stats, r.Wait())
+	}
+	// And the lesson is forgotten after LearnedDecay.
+	r.Push(5, 0, 5*ms+int64(LearnedDecay)+1, 5, out)
+	if r.Wait() != time.Millisecond {
+		t.Errorf("wait %v after the decay, want 1ms", r.Wait())
+	}
+}
+
+func TestResequencerConfigErrors(t *testing.T) {
+	for _, c := range []ResequencerConfig{{Slots: 3}, {Slots: 1}, {Slots: 1 << 21}, {MinWait: time.Second, MaxWait: time.Millisecond}} {
+		if _, err := NewResequencer(c); !errors.Is(err, ErrResequencerConfig) {
+			t.Errorf("%+v: %v, want ErrResequencerConfig", c, err)
+		}
+	}
+}
+
+func TestResequencerAllocations(t *testing.T) {
+	r, err := NewResequencer(ResequencerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetDelays(10*time.Millisecond, time.Millisecond)
+	out := make([]Handle, 0, 8192)
+	var seq uint64
+	var now int64
+	a := testing.AllocsPerRun(10000, func() {
+		seq++
+		now += 10000
+		// Every fourth pair swapped, every 100th lost.
+		s := seq
+		if seq%4 == 1 {
+			s = seq + 1
+		} else if seq%4 == 2 {
+			s = seq - 1
+		}
+		if seq%100 != 0 {
+			out, _ = r.Push(s, PathID(seq%2), now, Handle(s), out[:0])
+		}
+		out = r.Expire(now, out[:0])
+	})
+	if a != 0 {
+		t.Errorf("%v allocations per packet", a)
+	}
+	if r.Stats.Held == 0 || r.Stats.LostEarly+r.Stats.Timeouts == 0 {
+		t.Errorf("the run exercised nothing: %+v", r.Stats)
+	}
+}
+
+// TestResequencerExpectedPaths: while fewer paths than the sender uses
+// are active (one not heard from yet, or stalled), a gap waits for its
+// deadline instead of being declared lost.
+func TestResequencerExpectedPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		expected  int
+		pushes    []push
+		want      []uint64
+		lostEarly uint64
+	}{
+		{"second path not heard from yet, no expectation", 0, []push{{1, 0, 0}, {3, 0, 1}}, []uint64{1, 3}, 1},
+		{"second path not heard from yet, two expected", 2, []push{{1, 0, 0}, {3, 0, 1}}, []uint64{1}, 0},
+		{"second path stalled, two expected", 2, []push{{1, 1, 0}, {2, 0, 200}, {4, 0, 201}}, []uint64{1, 2}, 0},
+		{"both paths past the gap, two expected", 2, []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}, {5, 1, 2}}, []uint64{1, 2, 4, 5}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewResequencer(ResequencerConfig{Slots: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.SetExpectedPaths(tc.expected)
+			var got []uint64
+			out := make([]Handle, 0, 16)
+			for _, p := range tc.pushes {
+				res, _ := r.Push(p.seq, p.path, p.at*ms, Handle(p.seq), out[:0])
+				for _, h := range res {
+					got = append(got, uint64(h))
+				}
+			}
+			if !slices.Equal(got, tc.want) || r.Stats.LostEarly != tc.lostEarly {
+				t.Fatalf("released %v (lost early %d), want %v (%d)", got, r.Stats.LostEarly, tc.want, tc.lostEarly)
+			}
+		})
+	}
+}
+
+// TestResequencerFirst: a resequencer told where the SA starts holds a
+// packet that overtook the first one instead of starting after it.
+func TestResequencerFirst(t *testing.T) {
+	for _, tc := range []struct {
+		first uint64
+		want  []uint64
+		late  uint64
+	}{
+		{0, []uint64{2, 1}, 1},
+		{1, []uint64{1, 2}, 0},
+	} {
+		r, err := NewResequencer(ResequencerConfig{Slots: 8, First: tc.first})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.SetExpectedPaths(2)
+		var got []uint64
+		out := make([]Handle, 0, 8)
+		for _, seq := range []uint64{2, 1} {
+			// 2 on the fast path, 1 on the slow one.
+			res, _ := r.Push(seq, PathID(seq%2), int64(seq)*ms, Handle(seq), out[:0])
+			for _, h := range res {
+				got = append(got, uint64(h))
+			}
+		}
+		if !slices.Equal(got, tc.want) || r.Stats.Late != tc.late {
+			t.Errorf("First %d: released %v (late %d), want %v (%d)", tc.first, got, r.Stats.Late, tc.want, tc.late)
+		}
+	}
+}

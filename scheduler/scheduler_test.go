@@ -1,0 +1,345 @@
+package scheduler
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// verify drives a path through probing with replies every interval whose
+// counters show rate bytes per second delivered; it returns the new time.
+func verify(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, rate float64, rounds int) int64 {
+	t.Helper()
+	const interval = 30 * ms
+	info, _ := s.Info(id, now)
+	var tx Counters
+	if info.RTTSamples > 0 {
+		tx = Counters{Packets: uint64(info.RTTSamples) * 1000, Bytes: uint64(info.RTTSamples) * 1000000}
+	}
+	for i := range rounds {
+		seq := uint32(info.RTTSamples + i + 1)
+		if err := s.ProbeSent(id, seq, now, tx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ProbeReply(id, ProbeReply{Seq: seq, Rx: tx}, now+int64(rtt)); err != nil {
+			t.Fatal(err)
+		}
+		b := uint64(rate * float64(interval) / 1e9)
+		tx.Bytes += b
+		tx.Packets += b / 1000
+		now += interval
+	}
+	return now
+}
+
+func TestAddPathErrors(t *testing.T) {
+	s := New(Config{})
+	if err := s.AddPath(PathConfig{ID: MaxPaths}, 0); !errors.Is(err, ErrPathID) {
+		t.Errorf("id %d: %v, want ErrPathID", MaxPaths, err)
+	}
+	if err := s.AddPath(PathConfig{ID: 3}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddPath(PathConfig{ID: 3}, 0); !errors.Is(err, ErrPathExists) {
+		t.Errorf("duplicate: %v, want ErrPathExists", err)
+	}
+	if err := s.ProbeReply(3, ProbeReply{Seq: 9}, 0); !errors.Is(err, ErrUnknownProbe) {
+		t.Errorf("reply to nothing: %v, want ErrUnknownProbe", err)
+	}
+	if err := s.ProbeSent(4, 1, 0, Counters{}); !errors.Is(err, ErrNoPath) {
+		t.Errorf("unknown path: %v, want ErrNoPath", err)
+	}
+	if err := s.RemovePath(3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddPath(PathConfig{ID: 3}, 0); err != nil {
+		t.Errorf("re-adding a removed path: %v", err)
+	}
+}
+
+func TestUnverifiedPathCarriesNothing(t *testing.T) {
+	s := New(Config{})
+	if err := s.AddPath(PathConfig{ID: 0, Kind: KindWLAN, Tier: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for pol := range numPolicies {
+		if set := s.Decide(pol, 1000, 0); !set.Empty() {
+			t.Errorf("%v: unverified path chosen: %v", pol, set)
+		}
+	}
+	now := verify(t, s, 0, 0, 10*time.Millisecond, 1e6, 3)
+	if info, _ := s.Info(0, now); info.State != StateActive {
+		t.Fatalf("state %v after 3 replies, want active", info.State)
+	}
+	for pol := range numPolicies {
+		if set := s.Decide(pol, 1000, now); set != SetOf(0) {
+			t.Errorf("%v: %v, want {0}", pol, set)
+		}
+	}
+}
+
+func TestPolicies(t *testing.T) {
+	newS := func(cfg Config) (*Scheduler, int64) {
+		s := New(cfg)
+		// 0: ethernet tier 0, 1: WLAN tier 1, 2: cellular tier 2.
+		var now int64
+		for id, k := range []Kind{KindEthernet, KindWLAN, KindCellular} {
+			if err := s.AddPath(PathConfig{ID: PathID(id), Kind: k, Tier: DefaultTier(k)}, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for id, r := range []float64{mbit(100), mbit(50), mbit(20)} {
+			now = max(now, verify(t, s, PathID(id), 0, time.Duration(10*(id+1))*time.Millisecond, r, 12))
+		}
+		return s, now
+	}
+	fail := func(s *Scheduler, id PathID, now int64) int64 {
+		for i := range 4 {
+			if err := s.ProbeSent(id, 1000+uint32(i), now, Counters{}); err != nil {
+				t.Fatal(err)
+			}
+			now += 300 * ms
+			s.Tick(now)
+		}
+		return now
+	}
+	t.Run("single prefers the best tier and fails over", func(t *testing.T) {
+		s, now := newS(Config{})
+		if set := s.Decide(PolicySingle, 1000, now); set != SetOf(0) {
+			t.Fatalf("single: %v, want {0}", set)
+		}
+		now = fail(s, 0, now)
+		if set := s.Decide(PolicySingle, 1000, now); set != SetOf(1) {
+			t.Fatalf("single after path 0 failed: %v, want {1}", set)
+		}
+		if id, ok := s.Pick(PolicySingle, 1000, now); !ok || id != 1 {
+			t.Fatalf("Pick single: %d %v", id, ok)
+		}
+	})
+	t.Run("offload uses the best tier only", func(t *testing.T) {
+		s, now := newS(Config{})
+		for i := range 1000 {
+			if set := s.Decide(PolicyOffload, 1400, now+int64(i)*1000); set != SetOf(0) {
+				t.Fatalf("offload packet %d: %v, want {0}", i, set)
+			}
+		}
+		now = fail(s, 0, now)
+		if set := s.Decide(PolicyOffload, 1400, now); set != SetOf(1) {
+			t.Fatalf("offload after tier 0 failed: %v, want {1}", set)
+		}
+	})
+	t.Run("redundant sends on all", func(t *testing.T) {
+		s, now := newS(Config{})
+		if set := s.Decide(PolicyRedundant, 1000, now); set != SetOf(0, 1, 2) {
+			t.Fatalf("redundant: %v", set)
+		}
+	})
+	t.Run("aggregate splits by rate", func(t *testing.T) {
+		s, now := newS(Config{})
+		count := map[PathID]int{}
+		// Offer more than the paths carry (their rates × the startup gain
+		// 2) for 100 ms: the rates set the split.
+		const size = 1250
+		step := int64(float64(size) / mbit(600) * 1e9)
+		for i := range 6000 {
+			id, ok := s.Pick(PolicyAggregate, size, now+int64(i)*step)
+			if !ok {
+				t.Fatal("no path")
+			}
+			count[id]++
+		}
+		t.Logf("split %v", count)
+		// 100:50:20 Mbit/s, less what the delays take at the start.
+		if !(count[0] > count[1] && count[1] > count[2] && count[2] > 6000*15/170) {
+			t.Errorf("split %v: want more on faster paths, some on every path", count)
+		}
+	})
+	t.Run("draining takes no new data", func(t *testing.T) {
+		s, now := newS(Config{})
+		if err := s.Drain(0); err != nil {
+			t.Fatal(err)
+		}
+		for pol := range numPolicies {
+			if s.Decide(pol, 1000, now).Has(0) {
+				t.Errorf("%v: draining path chosen", pol)
+			}
+		}
+		if !s.Drained(0, now+int64(time.Second)) {
+			t.Errorf("not drained after a second without data")
+		}
+	})
+}
+
+func TestProbingShareForUnknownRate(t *testing.T) {
+	s := New(Config{})
+	for id := range PathID(2) {
+		if err := s.AddPath(PathConfig{ID: id, Tier: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := verify(t, s, 0, 0, 10*time.Millisecond, mbit(50), 10)
+	// Path 1 verified but never carried data: its rate is unknown.
+	for i := range 3 {
+		if err := s.ProbeSent(1, uint32(i+1), now, Counters{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ProbeReply(1, ProbeReply{Seq: uint32(i + 1)}, now+int64(5*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n1 := 0
+	const n = 3200
+	for i := range n {
+		if id, _ := s.Pick(PolicyAggregate, 1000, now+int64(i)*1000); id == 1 {
+			n1++
+		}
+	}
+	if n1 != n/s.Config().ProbeShare {
+		t.Errorf("path with unknown rate got %d of %d packets, want exactly 1/%d", n1, n, s.Config().ProbeShare)
+	}
+}
+
+func TestHotPathAllocations(t *testing.T) {
+	s := New(Config{})
+	for id := range PathID(2) {
+		if err := s.AddPath(PathConfig{ID: id, Tier: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+		verify(t, s, id, 0, 10*time.Millisecond, mbit(50), 5)
+	}
+	now := int64(time.Second)
+	cp := &ClockPicker{S: s, Policy: PolicyAggregate, Now: func() int64 { now += 1000; return now }}
+	var p Picker = cp
+	for pol := range numPolicies {
+		if a := testing.AllocsPerRun(1000, func() { now += 1000; s.Decide(pol, 1400, now) }); a != 0 {
+			t.Errorf("Decide(%v): %v allocations", pol, a)
+		}
+	}
+	if a := testing.AllocsPerRun(1000, func() { p.Pick(1400) }); a != 0 {
+		t.Errorf("ClockPicker.Pick: %v allocations", a)
+	}
+}
+
+// TestConcurrentPick runs the per-packet methods from several goroutines
+// while the control plane updates estimates (run with -race).
+func TestConcurrentPick(t *testing.T) {
+	s := New(Config{})
+	for id := range PathID(3) {
+		if err := s.AddPath(PathConfig{ID: id, Tier: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+		verify(t, s, id, 0, 10*time.Millisecond, mbit(50), 5)
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 20000 {
+				set := s.Decide(Policy(w%int(numPolicies)), 1400, int64(i)*1000)
+				if set.Empty() {
+					t.Error("no path")
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 200 {
+			s.Tick(int64(i) * ms)
+			_ = s.ProbeSent(PathID(i%3), uint32(100+i), int64(i)*ms, Counters{})
+		}
+	})
+	wg.Wait()
+}
+
+func TestPathSet(t *testing.T) {
+	s := SetOf(0, 5, 63, 64)
+	if s.Len() != 3 || !s.Has(63) || s.Has(64) || s.String() != "{0,5,63}" {
+		t.Fatalf("set %v len %d", s, s.Len())
+	}
+	if f, ok := s.First(); !ok || f != 0 {
+		t.Fatalf("first %d", f)
+	}
+	if s.Without(0).With(7).String() != "{5,7,63}" {
+		t.Fatalf("with/without: %v", s.Without(0).With(7))
+	}
+	var ids []PathID
+	for c := s; !c.Empty(); {
+		ids = append(ids, c.Next())
+	}
+	if len(ids) != 3 || ids[2] != 63 {
+		t.Fatalf("iteration %v", ids)
+	}
+}
+
+func TestParsePolicyAndKind(t *testing.T) {
+	for _, n := range []string{"single", "offload", "aggregate", "redundant", " Aggregate "} {
+		if _, err := ParsePolicy(n); err != nil {
+			t.Errorf("%q: %v", n, err)
+		}
+	}
+	if _, err := ParsePolicy("roundrobin"); err == nil {
+		t.Error("roundrobin accepted")
+	}
+	for in, want := range map[string]Kind{"wifi": KindWLAN, "LTE": KindCellular, "ethernet": KindEthernet, "": KindOther} {
+		if k, err := ParseKind(in); err != nil || k != want {
+			t.Errorf("%q: %v %v", in, k, err)
+		}
+	}
+	if _, err := ParseKind("carrier-pigeon"); err == nil {
+		t.Error("unknown kind accepted")
+	}
+}
+
+func TestTickBoundsBacklog(t *testing.T) {
+	s := New(Config{MaxBacklog: 100 * time.Millisecond})
+	for id := range PathID(2) {
+		if err := s.AddPath(PathConfig{ID: id, Tier: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var now int64
+	for id := range PathID(2) {
+		now = max(now, verify(t, s, id, 0, 10*time.Millisecond, mbit(10), 8))
+	}
+	// 10 s worth of data in an instant.
+	for range 20000 {
+		s.Decide(PolicyAggregate, 1250, now)
+	}
+	q0, q1 := s.hot[0].busy.Load()-now, s.hot[1].busy.Load()-now
+	if min(q0, q1) < int64(time.Second) {
+		t.Fatalf("backlogs %v %v: the test did not overload", time.Duration(q0), time.Duration(q1))
+	}
+	s.Tick(now)
+	r0, r1 := s.hot[0].busy.Load()-now, s.hot[1].busy.Load()-now
+	if min(r0, r1) != int64(100*time.Millisecond) || r0-r1 != q0-q1 {
+		t.Errorf("after Tick: backlogs %v %v (before %v %v): want the smaller at 100ms, difference kept",
+			time.Duration(r0), time.Duration(r1), time.Duration(q0), time.Duration(q1))
+	}
+}
+
+func TestOneWayDelayAndSpread(t *testing.T) {
+	s := New(Config{})
+	for id := range PathID(2) {
+		if err := s.AddPath(PathConfig{ID: id, Tier: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	verify(t, s, 0, 0, 20*time.Millisecond, mbit(10), 8)
+	now := verify(t, s, 1, 0, 60*time.Millisecond, mbit(10), 8)
+	if info, _ := s.Info(1, now); info.OneWayDelay != 30*time.Millisecond {
+		t.Errorf("one-way delay %v, want SRTT/2 = 30ms", info.OneWayDelay)
+	}
+	if spread, _ := s.DelaySpread(); spread != 20*time.Millisecond {
+		t.Errorf("spread %v, want 30ms − 10ms", spread)
+	}
+	if err := s.SetOneWayDelay(1, 45*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := s.Info(1, now); info.OneWayDelay != 45*time.Millisecond {
+		t.Errorf("measured one-way delay %v, want 45ms", info.OneWayDelay)
+	}
+	if err := s.SetOneWayDelay(9, time.Millisecond); !errors.Is(err, ErrNoPath) {
+		t.Errorf("unknown path: %v", err)
+	}
+}
