@@ -69,6 +69,11 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 	if sent != n {
 		t.Fatalf("a's paths sent %d datagrams, want %d", sent, n)
 	}
+	for _, m := range group.Members() {
+		if packets, bytes := group.MemberTx(m); packets != n/2 || bytes < packets*dataplane.HeaderLen {
+			t.Fatalf("member %+v counted %d packets, %d bytes; want %d packets", m, packets, bytes, n/2)
+		}
+	}
 
 	// Remove path 1 on a: the group still names it, so half the packets
 	// now have no path and are counted; the rest arrive.

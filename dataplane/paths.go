@@ -77,6 +77,13 @@ type GroupMember struct {
 type groupState struct {
 	picker  scheduler.Picker
 	members []GroupMember
+	tx      []memberCounters // by member index
+}
+
+// memberCounters count what the engine sent through one group member.
+type memberCounters struct {
+	packets, bytes atomic.Uint64
+	_              [48]byte // a cache line each: workers send on different members
 }
 
 // NewPathGroup returns a group sending on members, chosen by picker (whose
@@ -92,7 +99,45 @@ func (g *PathGroup) Set(picker scheduler.Picker, members ...GroupMember) {
 	if picker == nil {
 		picker = scheduler.Single(0)
 	}
-	g.state.Store(&groupState{picker: picker, members: slices.Clone(members)})
+	st := &groupState{picker: picker, members: slices.Clone(members), tx: make([]memberCounters, len(members))}
+	// Counters follow their member across Set calls, so that a sender's
+	// cumulative counts match the receiver's.
+	if old := g.state.Load(); old != nil {
+		for i, m := range st.members {
+			for j, o := range old.members {
+				if o == m {
+					st.tx[i].packets.Store(old.tx[j].packets.Load())
+					st.tx[i].bytes.Store(old.tx[j].bytes.Load())
+					break
+				}
+			}
+		}
+	}
+	g.state.Store(st)
+}
+
+// MemberTx returns what was sent through members equal to m: packets and
+// sealed bytes, probes included.
+func (g *PathGroup) MemberTx(m GroupMember) (packets, bytes uint64) {
+	st := g.state.Load()
+	for i, o := range st.members {
+		if o == m {
+			return st.tx[i].packets.Load(), st.tx[i].bytes.Load()
+		}
+	}
+	return 0, 0
+}
+
+// countTx adds one sent datagram of size bytes to member m.
+func (g *PathGroup) countTx(m GroupMember, size int) {
+	st := g.state.Load()
+	for i, o := range st.members {
+		if o == m {
+			st.tx[i].packets.Add(1)
+			st.tx[i].bytes.Add(uint64(size))
+			return
+		}
+	}
 }
 
 // Members returns a copy of the group's members.
@@ -100,8 +145,8 @@ func (g *PathGroup) Members() []GroupMember {
 	return slices.Clone(g.state.Load().members)
 }
 
-// pick returns the member for a packet of size bytes; ok is false when the
-// group is empty.
+// pick returns the member for a packet of size bytes and counts it as
+// sent through that member; ok is false when the group is empty.
 func (g *PathGroup) pick(size int) (GroupMember, bool) {
 	st := g.state.Load()
 	if len(st.members) == 0 {
@@ -111,5 +156,7 @@ func (g *PathGroup) pick(size int) (GroupMember, bool) {
 	if i >= len(st.members) {
 		i = 0
 	}
+	st.tx[i].packets.Add(1)
+	st.tx[i].bytes.Add(uint64(size))
 	return st.members[i], true
 }

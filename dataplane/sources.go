@@ -120,9 +120,25 @@ func (e *Engine) handleDummy(in *inboundSA, payload []byte, p *Path, from netip.
 // sends it on path id to remote (nil: the path's Remote). It is not for
 // the per-packet path: it takes a lock and one system call.
 func (e *Engine) SendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) error {
+	_, err := e.sendProbe(out, id, remote, p, size)
+	return err
+}
+
+// SendGroupProbe is SendProbe through member m of group g, counted in the
+// member's sent counters like the data it carries (the peer's per-source
+// counters, echoed in replies, count probes too).
+func (e *Engine) SendGroupProbe(out *SA, g *PathGroup, m GroupMember, p Probe, size int) error {
+	n, err := e.sendProbe(out, m.Path, m.Remote, p, size)
+	if err == nil {
+		g.countTx(m, n)
+	}
+	return err
+}
+
+func (e *Engine) sendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) (int, error) {
 	path := e.paths.Load().get(id)
 	if path == nil {
-		return fmt.Errorf("sending probe: no path %d", id)
+		return 0, fmt.Errorf("sending probe: no path %d", id)
 	}
 	if remote == nil {
 		remote = path.Remote
@@ -131,19 +147,19 @@ func (e *Engine) SendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Pro
 	defer e.probeMu.Unlock()
 	b, err := AppendProbe(append(e.probeBuf[:0], make([]byte, Headroom)...), p, size)
 	if err != nil {
-		return fmt.Errorf("sending probe: %w", err)
+		return 0, fmt.Errorf("sending probe: %w", err)
 	}
 	n := len(b) - Headroom
 	b = append(b, make([]byte, Tailroom)...)
 	e.probeBuf = b
 	pkt, err := out.Seal(b, n, NextHeaderDummy)
 	if err != nil {
-		return fmt.Errorf("sending probe on path %d: %w", id, err)
+		return 0, fmt.Errorf("sending probe on path %d: %w", id, err)
 	}
 	if err := path.Conn.WriteTo(pkt, remote.AddrPort()); err != nil {
-		return fmt.Errorf("sending probe on path %d: %w", id, err)
+		return 0, fmt.Errorf("sending probe on path %d: %w", id, err)
 	}
 	path.Stats.TxPackets.Add(1)
 	path.Stats.TxBytes.Add(uint64(len(pkt)))
-	return nil
+	return len(pkt), nil
 }
