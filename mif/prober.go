@@ -75,6 +75,12 @@ type ProberConfig struct {
 	Size int
 	// Sample receives every outcome, on the prober's goroutine.
 	Sample func(ProbeSample)
+	// Send, when set, sends a request instead of the engine's SendProbe
+	// to the path's remote (a path group member counts it, for example).
+	Send func(out *dataplane.SA, id scheduler.PathID, p dataplane.Probe, size int) error
+	// Sent, when set, is told of every request sent, on the prober's
+	// goroutine, right after it left.
+	Sent func(id scheduler.PathID, seq uint32, at time.Time)
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -271,7 +277,17 @@ func (p *Prober) send(pp *proberPath, now time.Time) {
 	*s = sentProbe{seq: pp.seq, at: now, pending: true}
 	req := dataplane.Probe{Kind: dataplane.ProbeRequest, PathID: uint16(pp.id), Seq: pp.seq,
 		Timestamp: now.Sub(p.epoch).Nanoseconds()}
-	if err := p.engine.SendProbe(out, pp.id, pp.remote, req, p.cfg.Size); err != nil {
+	var err error
+	if p.cfg.Send != nil {
+		err = p.cfg.Send(out, pp.id, req, p.cfg.Size)
+	} else {
+		err = p.engine.SendProbe(out, pp.id, pp.remote, req, p.cfg.Size)
+	}
+	if err != nil {
 		p.log.Debug("sending probe", "path", pp.id, "err", err)
+		return
+	}
+	if p.cfg.Sent != nil {
+		p.cfg.Sent(pp.id, pp.seq, now)
 	}
 }

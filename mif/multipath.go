@@ -1,0 +1,246 @@
+package mif
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/scheduler"
+)
+
+// peerPaths conducts the paths to one peer (a client's gateway, or one of
+// a gateway's clients): it keeps the scheduler that picks a path per
+// packet, publishes the paths as the data plane's path group for the
+// peer's routes, probes every path and feeds the replies to the
+// scheduler's estimators and failure detector, and tells the inbound SA's
+// resequencer how far apart the paths are.
+//
+//	probe replies ─▶ Prober ─▶ Scheduler.ProbeReply ─▶ estimates, health
+//	every tick    ─▶ Scheduler.Tick (timeouts)  ─▶ policy sets the engine's
+//	                                                workers read per packet
+//	                 Scheduler.DelaySpread      ─▶ Engine.SetOrderDelays
+//
+// Scheduler path IDs index the group's members, so the picker's answer is
+// the member to send on; removed paths leave a hole that sends nowhere.
+type peerPaths struct {
+	log    *slog.Logger
+	engine *dataplane.Engine
+	sched  *scheduler.Scheduler
+	picker *scheduler.ClockPicker
+	group  *dataplane.PathGroup
+	prober *Prober
+
+	mu      sync.Mutex
+	members []dataplane.GroupMember // by scheduler path ID
+	paths   scheduler.PathSet
+	inSPI   uint32 // the inbound SA that restores order (0: none)
+	out     *dataplane.SA
+}
+
+// noEnginePath marks a hole in the members: the engine has no such path.
+const noEnginePath = scheduler.PathID(1<<16 - 1)
+
+// tickInterval is how often the scheduler's timeouts are applied; it is
+// below the fastest probe interval the failure detector asks for.
+const tickInterval = 5 * time.Millisecond
+
+// peerPathsConfig sets up the paths to one peer.
+type peerPathsConfig struct {
+	Engine    *dataplane.Engine
+	Policy    scheduler.Policy
+	Scheduler scheduler.Config
+	// ProbeSize pads probe requests (0: unpadded).
+	ProbeSize int
+	Logger    *slog.Logger
+}
+
+func newPeerPaths(cfg peerPathsConfig) *peerPaths {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler)}
+	pp.picker = &scheduler.ClockPicker{S: pp.sched, Policy: cfg.Policy, Now: monoNow, Fallback: noEnginePath}
+	pp.group = dataplane.NewPathGroup(pp.picker)
+	pp.prober = NewProber(cfg.Engine, ProberConfig{
+		Outbound: pp.outbound,
+		Interval: pp.sched.ProbeInterval,
+		Timeout:  2 * time.Second,
+		Size:     cfg.ProbeSize,
+		Send:     pp.sendProbe,
+		Sent:     pp.probeSent,
+		Sample:   pp.sample,
+		Logger:   log,
+	})
+	return pp
+}
+
+// monoEpoch and monoNow are the scheduler's clock: monotonic nanoseconds.
+var monoEpoch = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+func (pp *peerPaths) monoAt(t time.Time) int64 { return int64(t.Sub(monoEpoch)) }
+
+// Group is the path group the peer's routes send through.
+func (pp *peerPaths) Group() *dataplane.PathGroup { return pp.group }
+
+// SetOutbound sets the SA that seals probes (the current outbound Child
+// SA), and the inbound SA whose resequencer follows the paths' delays.
+func (pp *peerPaths) SetSAs(out *dataplane.SA, inSPI uint32) {
+	pp.mu.Lock()
+	pp.out, pp.inSPI = out, inSPI
+	pp.mu.Unlock()
+}
+
+func (pp *peerPaths) outbound() *dataplane.SA {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.out
+}
+
+// AddPath adds path id, sent through member m, and starts probing it; it
+// carries data once the scheduler verified it.
+func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int, m dataplane.GroupMember) error {
+	if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: kind, Tier: tier}, monoNow()); err != nil {
+		return fmt.Errorf("adding path %d: %w", id, err)
+	}
+	pp.mu.Lock()
+	for len(pp.members) <= int(id) {
+		pp.members = append(pp.members, dataplane.GroupMember{Path: noEnginePath})
+	}
+	pp.members[id] = m
+	pp.paths = pp.paths.With(id)
+	pp.publish()
+	pp.mu.Unlock()
+	pp.prober.AddPath(id, m.Remote)
+	return nil
+}
+
+// RemovePath stops using and probing path id at once.
+func (pp *peerPaths) RemovePath(id scheduler.PathID) {
+	pp.sched.RemovePath(id)
+	pp.prober.RemovePath(id)
+	pp.mu.Lock()
+	if int(id) < len(pp.members) {
+		pp.members[id] = dataplane.GroupMember{Path: noEnginePath}
+	}
+	pp.paths = pp.paths.Without(id)
+	pp.publish()
+	pp.mu.Unlock()
+}
+
+// Drain stops new data on path id; RemovePath follows once Drained.
+func (pp *peerPaths) Drain(id scheduler.PathID) error { return pp.sched.Drain(id) }
+
+// Drained reports whether what path id carried had time to arrive.
+func (pp *peerPaths) Drained(id scheduler.PathID) bool { return pp.sched.Drained(id, monoNow()) }
+
+// publish hands the members to the data plane; pp.mu is held.
+func (pp *peerPaths) publish() {
+	pp.group.Set(pp.picker, pp.members...)
+}
+
+// Paths returns the snapshot of every path.
+func (pp *peerPaths) Paths() []scheduler.PathInfo {
+	pp.mu.Lock()
+	set := pp.paths
+	pp.mu.Unlock()
+	now := monoNow()
+	var out []scheduler.PathInfo
+	for c := set; !c.Empty(); {
+		if info, ok := pp.sched.Info(c.Next(), now); ok {
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
+// HandleProbe takes a probe the engine received in the peer's inbound SA.
+func (pp *peerPaths) HandleProbe(ev *dataplane.ProbeEvent) { pp.prober.HandleProbe(ev) }
+
+func (pp *peerPaths) member(id scheduler.PathID) (dataplane.GroupMember, bool) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if int(id) >= len(pp.members) || pp.members[id].Path == noEnginePath {
+		return dataplane.GroupMember{}, false
+	}
+	return pp.members[id], true
+}
+
+func (pp *peerPaths) sendProbe(out *dataplane.SA, id scheduler.PathID, p dataplane.Probe, size int) error {
+	m, ok := pp.member(id)
+	if !ok {
+		return fmt.Errorf("probing path %d: removed", id)
+	}
+	return pp.engine.SendGroupProbe(out, pp.group, m, p, size)
+}
+
+func (pp *peerPaths) probeSent(id scheduler.PathID, seq uint32, at time.Time) {
+	m, ok := pp.member(id)
+	if !ok {
+		return
+	}
+	packets, bytes := pp.group.MemberTx(m)
+	pp.sched.ProbeSent(id, seq, pp.monoAt(at), scheduler.Counters{Packets: packets, Bytes: bytes})
+}
+
+func (pp *peerPaths) sample(s ProbeSample) {
+	if s.Lost {
+		return // the scheduler's detector times probes out itself (Tick)
+	}
+	err := pp.sched.ProbeReply(s.Path, scheduler.ProbeReply{Seq: s.Seq,
+		Rx: scheduler.Counters{Packets: s.PeerRxPackets, Bytes: s.PeerRxBytes}}, pp.monoAt(s.At))
+	if err != nil {
+		pp.log.Debug("probe reply", "path", s.Path, "err", err)
+	}
+}
+
+// Run probes and applies the scheduler's timeouts until ctx ends.
+func (pp *peerPaths) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { pp.prober.Run(ctx) })
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	var lastSpread, lastJitter time.Duration
+	var lastPaths int
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		pp.sched.Tick(monoNow())
+		pp.mu.Lock()
+		inSPI, n := pp.inSPI, pp.paths.Len()
+		pp.mu.Unlock()
+		if inSPI == 0 {
+			continue
+		}
+		spread, jitter := pp.sched.DelaySpread()
+		if spread != lastSpread || jitter != lastJitter || n != lastPaths {
+			// The peer's paths are ours reversed: their delay spread is
+			// close to the one measured here.
+			pp.engine.SetOrderDelays(inSPI, spread, jitter)
+			pp.engine.SetOrderPaths(inSPI, n)
+			lastSpread, lastJitter, lastPaths = spread, jitter, n
+		}
+	}
+}
+
+// healthy returns the IDs of the paths the scheduler considers usable.
+func (pp *peerPaths) healthy() []scheduler.PathID {
+	var ids []scheduler.PathID
+	for _, info := range pp.Paths() {
+		if info.State == scheduler.StateActive {
+			ids = append(ids, info.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}

@@ -1,0 +1,199 @@
+package mif
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/scheduler"
+	"github.com/mifsec/mifsec/tun"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// cutRelay forwards UDP between one client socket and a server address in
+// both directions until cut, then drops everything: a path that fails
+// silently.
+type cutRelay struct {
+	conn   *net.UDPConn
+	server netip.AddrPort
+	client atomic.Pointer[netip.AddrPort]
+	cut    atomic.Bool
+	done   chan struct{}
+}
+
+func newCutRelay(t *testing.T, server netip.AddrPort) *cutRelay {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadBuffer(4 << 20)
+	r := &cutRelay{conn: c, server: server, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		b := make([]byte, 65536)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(b)
+			if err != nil {
+				return
+			}
+			if r.cut.Load() {
+				continue
+			}
+			to := r.server
+			if from == r.server {
+				cl := r.client.Load()
+				if cl == nil {
+					continue
+				}
+				to = *cl
+			} else {
+				r.client.Store(&from)
+			}
+			c.WriteToUDPAddrPort(b[:n], to)
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-r.done })
+	return r
+}
+
+func (r *cutRelay) addr() netip.AddrPort { return netip.MustParseAddrPort(r.conn.LocalAddr().String()) }
+
+type testPeer struct {
+	tun     *tun.Memory
+	e       *dataplane.Engine
+	out, in *dataplane.SA
+	pp      *peerPaths
+}
+
+// TestPeerPathsAggregateAndFailover: two paths to a peer over loopback,
+// one through a relay. Both are verified by probes and carry data under
+// the aggregate policy; when the relay silently drops everything, the
+// scheduler declares that path failed and the data moves to the other.
+func TestPeerPathsAggregateAndFailover(t *testing.T) {
+	keyAB, keyBA := make([]byte, 36), make([]byte, 36)
+	rand.Read(keyAB)
+	rand.Read(keyBA)
+	newSA := func(spi uint32, key []byte) *dataplane.SA {
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	listen := func() *dataplane.UDPConn {
+		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a0, a1, b0, b1 := listen(), listen(), listen(), listen()
+	relay := newCutRelay(t, b1.LocalAddr())
+	ep := func(c *dataplane.UDPConn, to netip.AddrPort) *dataplane.Endpoint {
+		e, err := c.NewEndpoint(to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	a := &testPeer{out: newSA(0x1001, keyAB), in: newSA(0x2002, keyBA)}
+	b := &testPeer{out: newSA(0x2002, keyBA), in: newSA(0x1001, keyAB)}
+	build := func(p *testPeer, paths []*dataplane.Path, record int) {
+		m, err := tun.NewMemory(tun.MemoryConfig{RecordWrites: record})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.tun = m
+		var pp *peerPaths
+		e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{m}, Paths: paths,
+			OnProbe: func(ev *dataplane.ProbeEvent) { pp.HandleProbe(ev) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.AddInbound(p.in, dataplane.AnyAddress); err != nil {
+			t.Fatal(err)
+		}
+		pp = newPeerPaths(peerPathsConfig{Engine: e, Policy: scheduler.PolicyAggregate})
+		pp.SetSAs(p.out, p.in.SPI())
+		p.e, p.pp = e, pp
+	}
+	build(a, []*dataplane.Path{{ID: 0, Conn: a0, Remote: ep(a0, b0.LocalAddr())}, {ID: 1, Conn: a1, Remote: ep(a1, relay.addr())}}, 0)
+	build(b, []*dataplane.Path{{ID: 0, Conn: b0, Remote: ep(b0, a0.LocalAddr())}, {ID: 1, Conn: b1, Remote: ep(b1, relay.addr())}}, 100000)
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: a.pp.Group()}})
+	if err := a.pp.AddPath(0, scheduler.KindEthernet, 0, dataplane.GroupMember{Path: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.pp.AddPath(1, scheduler.KindEthernet, 0, dataplane.GroupMember{Path: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for _, p := range []*testPeer{a, b} {
+		wg.Go(func() { p.e.Run(ctx) })
+		wg.Go(func() { p.pp.Run(ctx) })
+	}
+	waitUntil(t, 5*time.Second, "both paths verified", func() bool { return len(a.pp.healthy()) == 2 })
+
+	// Steady traffic, a packet every 200 µs, for the rest of the test.
+	pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), make([]byte, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() {
+		tick := time.NewTicker(200 * time.Microsecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				a.tun.Inject(pkt)
+			}
+		}
+	})
+	go func() {
+		for range b.tun.Writes() {
+		}
+	}()
+	rx := func(id int) uint64 { return b.e.Paths()[id].Stats.RxPackets.Load() }
+	waitUntil(t, 5*time.Second, "data on both paths", func() bool { return rx(0) > 200 && rx(1) > 200 })
+
+	relay.cut.Store(true)
+	cut := time.Now()
+	waitUntil(t, 5*time.Second, "path 1 failed", func() bool { return len(a.pp.healthy()) == 1 })
+	detected := time.Since(cut)
+	before := rx(1)
+	time.Sleep(200 * time.Millisecond)
+	after0 := rx(0)
+	time.Sleep(200 * time.Millisecond)
+	if got := rx(1); got != before {
+		t.Fatalf("path 1 still receives after the cut: %d then %d", before, got)
+	}
+	if rx(0) <= after0 {
+		t.Fatal("path 0 stopped carrying data")
+	}
+	t.Logf("silent failure detected and traffic moved %v after the cut", detected)
+	if detected > 2*time.Second {
+		t.Fatalf("failure detected only after %v", detected)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
