@@ -80,7 +80,7 @@ type ProberConfig struct {
 	Send func(out *dataplane.SA, id scheduler.PathID, p dataplane.Probe, size int) error
 	// Sent, when set, is told of every request sent, on the prober's
 	// goroutine, right after it left.
-	Sent func(id scheduler.PathID, seq uint32, at time.Time)
+	Sent   func(id scheduler.PathID, seq uint32, at time.Time)
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
