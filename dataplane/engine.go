@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -124,9 +125,10 @@ type Engine struct {
 
 	// pathMu serialises AddPath, RemovePath, Run and Close; running says
 	// Run started the workers, so AddPath starts the new path's.
-	pathMu  sync.Mutex
-	running bool
-	workers sync.WaitGroup
+	pathMu    sync.Mutex
+	running   bool
+	workers   sync.WaitGroup
+	receiving map[*Path]chan struct{} // closed when the path's receive worker ended
 
 	// probeMu guards probeBuf, the buffer probes are sealed in: probes
 	// are a few per path per second, so one buffer is enough.
@@ -310,7 +312,13 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) startReceiving(p *Path) {
 	q := e.cfg.Queues[int(p.ID)%len(e.cfg.Queues)]
 	w := e.newReceiveWorker(p, q)
+	done := make(chan struct{})
+	if e.receiving == nil {
+		e.receiving = map[*Path]chan struct{}{}
+	}
+	e.receiving[p] = done
 	e.workers.Go(func() {
+		defer close(done)
 		for w.step() {
 		}
 	})
@@ -340,13 +348,14 @@ func (e *Engine) AddPath(p *Path) error {
 }
 
 // RemovePath stops path id: packets routed to it from now on are counted
-// in Stats.NoPath, its receive worker ends and its socket is closed.
+// in Stats.NoPath, its socket is closed and its receive worker has ended
+// when RemovePath returns. Update the path groups that name it first.
 func (e *Engine) RemovePath(id scheduler.PathID) error {
 	e.pathMu.Lock()
-	defer e.pathMu.Unlock()
 	t := e.paths.Load()
 	p := t.get(id)
 	if p == nil {
+		e.pathMu.Unlock()
 		return fmt.Errorf("removing path: no path %d", id)
 	}
 	e.paths.Store(t.without(id))
@@ -354,6 +363,12 @@ func (e *Engine) RemovePath(id scheduler.PathID) error {
 	// batch on the socket; closing it makes that batch fail, counted in
 	// SendErrors.
 	p.Conn.Close()
+	done := e.receiving[p]
+	delete(e.receiving, p)
+	e.pathMu.Unlock()
+	if done != nil {
+		<-done
+	}
 	return nil
 }
 
@@ -392,7 +407,8 @@ func (e *Engine) Close() {
 
 // stopped reports whether a worker should return after an I/O error.
 func (e *Engine) stopped(err error) bool {
-	return e.closing.Load() || errors.Is(err, os.ErrClosed)
+	// A TUN queue reports os.ErrClosed, a socket net.ErrClosed.
+	return e.closing.Load() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
 }
 
 // outboundWorker owns one TUN queue's outbound batch and its buffers.
