@@ -13,6 +13,7 @@ import (
 
 // connect sets up a new IKE SA and its first Child SA.
 func (s *Session) connect(ctx context.Context, initialContact bool) error {
+	s.adoptMove()
 	s.remote, s.natT = s.cfg.Remote, s.cfg.Remote.Port() == 4500
 	init, err := s.initExchange(ctx)
 	if err != nil {
@@ -212,6 +213,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	if initialContact {
 		payloads = append(payloads, &Notify{NotifyType: INITIAL_CONTACT})
 	}
+	payloads = append(payloads, s.authNotifies()...) // MOBIKE, MIF (mobike.go)
 	var cp []CPAttribute
 	if s.cfg.RequestIPv4 {
 		cp = append(cp, CPAttribute{Type: INTERNAL_IP4_ADDRESS}, CPAttribute{Type: INTERNAL_IP4_DNS})
@@ -252,6 +254,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	s.h.SwitchOutbound(child)
 	child.switched = true
 	s.sa, s.child = sa, child
+	s.authAccepted(reply) // MOBIKE, MIF (mobike.go)
 	s.setStatus(func(st *Status) {
 		st.State, st.Established, st.LastError = "established", sa.created, ""
 		st.IKESPIi, st.IKESPIr, st.IKESuite = fmt.Sprintf("%016x", sa.spiI), fmt.Sprintf("%016x", sa.spiR), sa.suite.String()

@@ -54,9 +54,10 @@ func sealMessage(sa *ikeSA, exchange ExchangeType, id uint32, response bool, pay
 }
 
 func (s *Session) transmit(datagrams [][]byte) {
+	tr, to := s.route() // the current path (mobike.go)
 	for _, d := range datagrams {
-		if err := s.tr.Send(d, s.remote, s.natT); err != nil {
-			s.log.Debug("sending IKE message", "to", s.remote, "err", err)
+		if err := tr.Send(d, to, s.natT); err != nil {
+			s.log.Debug("sending IKE message", "to", to, "err", err)
 		}
 	}
 }
@@ -79,6 +80,14 @@ func (s *Session) exchange(ctx context.Context, sa *ikeSA, exchange ExchangeType
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case to := <-s.mob.moves:
+			// UpdateAddresses while this request is outstanding (its
+			// path may be dead): retransmit it there at once, afresh,
+			// and send there until the update runs (mobike.go).
+			s.steerTo(to)
+			tries, timeout = 1, policy.Timeout
+			s.transmit(datagrams)
+			timer.Reset(timeout)
 		case in := <-s.inbox:
 			if err := s.handle(in, p); err != nil {
 				return nil, err

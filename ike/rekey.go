@@ -61,6 +61,7 @@ func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, fun
 			}
 		}
 	}
+	reply = append(reply, s.mobilityReply(sa, req)...) // COOKIE2 echo (mobike.go)
 	return reply, after
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -22,7 +23,8 @@ type wire struct {
 	// dropResponse, when set, drops a datagram from the responder when it
 	// returns true.
 	dropResponse func(b []byte) bool
-	seen         []NotifyType // notifications in unprotected responses
+	seen         []NotifyType   // notifications in unprotected responses
+	requests     []ExchangeType // requests the responder sent, in order
 }
 
 type clientSide struct {
@@ -46,6 +48,9 @@ func (g gatewaySide) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	w.mu.Lock()
 	s := w.sessions[to.Addr()]
 	drop := w.dropResponse != nil && w.dropResponse(msg)
+	if m, err := Parse(msg); err == nil && !m.IsResponse() {
+		w.requests = append(w.requests, m.Exchange)
+	}
 	if m, err := Parse(msg); err == nil && m.Exchange == IKE_SA_INIT {
 		for _, n := range FindAll[*Notify](m.Payloads) {
 			w.seen = append(w.seen, n.NotifyType)
@@ -150,6 +155,13 @@ func mustID(t *testing.T, s string) Identity {
 // startResponder runs a responder until the test ends.
 func startResponder(t *testing.T, cfg ResponderConfig) (*wire, *gwLog) {
 	t.Helper()
+	h := &gwLog{}
+	return startResponderWith(t, cfg, h), h
+}
+
+// startResponderWith is startResponder with the handler given.
+func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *wire {
+	t.Helper()
 	if cfg.LocalID.Type == 0 {
 		cfg.LocalID = mustID(t, "gw.mifsec.test")
 	}
@@ -164,7 +176,6 @@ func startResponder(t *testing.T, cfg ResponderConfig) (*wire, *gwLog) {
 	}
 	cfg.DNS = []netip.Addr{netip.MustParseAddr("10.1.0.53")}
 	w := &wire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
-	h := &gwLog{}
 	r, err := NewResponder(cfg, gatewaySide{w}, h)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +185,7 @@ func startResponder(t *testing.T, cfg ResponderConfig) (*wire, *gwLog) {
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return w, h
+	return w
 }
 
 // newClient makes an initiator session from addr (192.0.2.x) to the
@@ -479,6 +490,26 @@ func TestResponderInitialContact(t *testing.T) {
 	if n := leased(t, w); n != 4 {
 		t.Fatalf("%d addresses leased for two clients", n)
 	}
+	w.r.do(context.Background(), func() {
+		if len(w.r.sas) != 2 {
+			t.Errorf("%d IKE SAs for two clients: the replaced one is still known", len(w.r.sas))
+		}
+		if _, ok := w.r.sas[saKey{first.sa.spiI, first.sa.spiR}]; ok {
+			t.Error("the IKE SA that INITIAL_CONTACT replaced is still known")
+		}
+	})
+	// The old IKE SA is gone at the gateway: a request on it goes
+	// unanswered (answers would reach it: the wire maps its address back
+	// to it).
+	w.mu.Lock()
+	w.sessions[netip.MustParseAddr("192.0.2.21")] = first
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	first.cfg.Retransmit = RetransmitPolicy{Timeout: 50 * time.Millisecond, Backoff: 1, Tries: 2}
+	if _, err := first.exchange(ctx, first.sa, INFORMATIONAL, nil, first.cfg.Retransmit); err == nil {
+		t.Fatal("the replaced IKE SA still answers")
+	}
 }
 
 func TestAddressPool(t *testing.T) {
@@ -540,3 +571,125 @@ func TestNarrow(t *testing.T) {
 type x509Cert = x509.Certificate
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// activeLog is a gateway handler whose data plane reports the ESP packets
+// its Child SAs received.
+type activeLog struct {
+	gwLog
+	received atomic.Uint64
+}
+
+func (l *activeLog) Received(*Client, *ChildSA) uint64 { return l.received.Load() }
+
+func (w *wire) requestsOf(e ExchangeType) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, x := range w.requests {
+		if x == e {
+			n++
+		}
+	}
+	return n
+}
+
+// TestResponderDPD checks the gateway's liveness checks in fake time: 30 s
+// without a sign of life bring an empty INFORMATIONAL; a client that
+// answers stays, ESP counts as a sign of life, and a client that answers
+// nothing is dropped with its Child SA and leases after the request's
+// retransmissions (1 s, ×1.8, 5 sends: sent at 30 s, given up at 54 s on
+// the 1 s tick).
+func TestResponderDPD(t *testing.T) {
+	const dpd = 30 * time.Second
+	t.Run("answering client stays", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w, _ := startResponder(t, ResponderConfig{PSK: []byte("k"), DPD: dpd})
+			s, _ := w.newClient(t, "192.0.2.30", SessionConfig{PSK: []byte("k"), DPD: time.Hour})
+			connect(t, s, true)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { s.Run(ctx); close(done) }()
+			time.Sleep(29 * time.Second)
+			synctest.Wait()
+			if n := w.requestsOf(INFORMATIONAL); n != 0 {
+				t.Errorf("%d liveness checks before %v of silence", n, dpd)
+			}
+			time.Sleep(71 * time.Second) // 100 s: checks at 30, 60 and 90 s
+			synctest.Wait()
+			st := clients(t, w)
+			if len(st) != 1 || st[0].DPDChecks != 3 {
+				t.Errorf("after 100 s: clients %+v, want one with 3 liveness checks", st)
+			}
+			if n := w.requestsOf(INFORMATIONAL); n != 3 {
+				t.Errorf("%d INFORMATIONAL requests sent, want 3 (one per check, none retransmitted)", n)
+			}
+			cancel()
+			<-done
+		})
+	})
+	t.Run("silent client is dropped", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w, gh := startResponder(t, ResponderConfig{PSK: []byte("k"), DPD: dpd})
+			s, _ := w.newClient(t, "192.0.2.31", SessionConfig{PSK: []byte("k")})
+			connect(t, s, true) // its session never runs: nothing answers
+			time.Sleep(53 * time.Second)
+			synctest.Wait()
+			if n := len(clients(t, w)); n != 1 {
+				t.Fatalf("%d clients at 53 s, before the retransmissions ran out", n)
+			}
+			if n := w.requestsOf(INFORMATIONAL); n != 5 {
+				t.Errorf("%d INFORMATIONAL requests sent, want 5 (the check and 4 retransmissions)", n)
+			}
+			time.Sleep(2 * time.Second)
+			synctest.Wait()
+			if n := len(clients(t, w)); n != 0 {
+				t.Fatalf("%d clients at 55 s: the silent client was not dropped", n)
+			}
+			if n := leased(t, w); n != 0 {
+				t.Errorf("%d addresses still leased", n)
+			}
+			if _, removed, _ := gh.counts(); removed != 1 {
+				t.Errorf("%d Child SAs removed, want 1", removed)
+			}
+			w.r.do(context.Background(), func() {
+				if len(w.r.sas) != 0 {
+					t.Errorf("%d IKE SAs left", len(w.r.sas))
+				}
+			})
+		})
+	})
+	t.Run("ESP is a sign of life", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := &activeLog{}
+			w := startResponderWith(t, ResponderConfig{PSK: []byte("k"), DPD: dpd}, h)
+			s, _ := w.newClient(t, "192.0.2.32", SessionConfig{PSK: []byte("k")})
+			connect(t, s, true) // no IKE from here on
+			for range 20 {      // 100 s of ESP, a packet every 5 s
+				time.Sleep(5 * time.Second)
+				h.received.Add(1)
+			}
+			synctest.Wait()
+			if n := w.requestsOf(INFORMATIONAL); n != 0 {
+				t.Errorf("%d liveness checks while ESP arrived", n)
+			}
+			// The ESP stops: 30 s later the check, 24 s later the drop.
+			time.Sleep(dpd + 26*time.Second)
+			synctest.Wait()
+			if n := len(clients(t, w)); n != 0 || w.requestsOf(INFORMATIONAL) != 5 {
+				t.Errorf("%d clients and %d INFORMATIONAL requests 56 s after the last ESP, want 0 and 5", n, w.requestsOf(INFORMATIONAL))
+			}
+		})
+	})
+	t.Run("off", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w, _ := startResponder(t, ResponderConfig{PSK: []byte("k")})
+			s, _ := w.newClient(t, "192.0.2.33", SessionConfig{PSK: []byte("k")})
+			connect(t, s, true)
+			time.Sleep(10 * time.Minute)
+			synctest.Wait()
+			if n := len(clients(t, w)); n != 1 || w.requestsOf(INFORMATIONAL) != 0 {
+				t.Errorf("without DPD: %d clients, %d liveness checks", n, w.requestsOf(INFORMATIONAL))
+			}
+		})
+	})
+}

@@ -110,6 +110,8 @@ type SessionConfig struct {
 	Logger         *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	MobilityConfig
 }
 
 // Errors a user sees when connecting fails.
@@ -138,7 +140,8 @@ type Session struct {
 	sa      *ikeSA
 	oldSAs  []*ikeSA // rekeyed IKE SAs waiting for their Delete
 	child   *ChildSA
-	oldKids []*ChildSA // rekeyed Child SAs kept for inbound until deleted
+	oldKids []*ChildSA      // rekeyed Child SAs kept for inbound until deleted
+	mob     sessionMobility // paths, MOBIKE and MIF (mobike.go)
 
 	statusMu sync.Mutex
 	status   Status
@@ -165,6 +168,7 @@ type Status struct {
 	Addresses []string `json:"addresses,omitempty"`
 	DNS       []string `json:"dns,omitempty"`
 	LastError string   `json:"last_error,omitempty"`
+	MobilityStatus
 }
 
 // NewSession checks cfg and returns a session that does not run yet.
@@ -173,6 +177,9 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 		return nil, errors.New("no gateway address")
 	}
 	if err := checkCredentials(cfg.PSK, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
+		return nil, err
+	}
+	if err := checkPaths(&cfg, tr); err != nil { // mobike.go
 		return nil, err
 	}
 	cfg.Retransmit = cfg.Retransmit.withDefaults()
@@ -195,9 +202,10 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), remote: cfg.Remote}
+	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), remote: cfg.Remote, mob: newSessionMobility(&cfg)}
 	s.status.State = "connecting"
 	s.status.Gateway = cfg.Remote.String()
+	s.publishMobility()
 	return s, nil
 }
 
@@ -312,6 +320,10 @@ func (s *Session) serve(ctx context.Context) error {
 				return err
 			}
 			timer.Reset(time.Second)
+		case f := <-s.mob.calls: // CheckPath, UpdateAddresses, AddPath, RemovePath
+			if err := f(ctx); err != nil {
+				return err
+			}
 		}
 	}
 }

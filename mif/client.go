@@ -28,10 +28,16 @@ type ClientConfig struct {
 	// one the routing table uses now. Both sockets are bound to it, so
 	// that routes into the tunnel never capture the tunnel's own packets.
 	Device string
-	Logger *slog.Logger
+	// Interfaces, when set, watches the host's interfaces instead of
+	// using Device: one path per usable interface, IKE and ESP on the
+	// best one, moved (MOBIKE) when it goes away or a better one returns
+	// (path_client.go).
+	Interfaces *InterfaceConfig
+	Logger     *slog.Logger
 }
 
-// Client is a running VPN client: one path to one gateway.
+// Client is a running VPN client: one path to one gateway, or with
+// ClientConfig.Interfaces one path per usable interface.
 type Client struct {
 	cfg   ClientConfig
 	log   *slog.Logger
@@ -47,6 +53,8 @@ type Client struct {
 	outbound *dataplane.SA
 	children map[uint32]*dataplane.SA // inbound SAs by SPI, for counters
 	outs     map[uint32]*dataplane.SA // outbound SAs by the Child SA's InSPI
+
+	multi multiPath // with ClientConfig.Interfaces (path_client.go)
 }
 
 // NewClient opens the sockets and the TUN device. Nothing is sent yet.
@@ -62,6 +70,12 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		}
 	}()
 	gw := cfg.Session.Remote.Addr()
+	if cfg.Interfaces != nil {
+		if err := c.openMulti(ctx); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	if cfg.Device == "" {
 		if c.cfg.Device, err = deviceTowards(gw); err != nil {
 			return nil, err
@@ -128,7 +142,11 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.ike500 != nil {
 		wg.Go(func() { c.readPort500(c.session.Deliver) })
 	}
-	wg.Go(func() { c.sendKeepalives(engineCtx) })
+	if c.multi.paths != nil {
+		wg.Go(func() { c.drivePaths(engineCtx) })
+	} else {
+		wg.Go(func() { c.sendKeepalives(engineCtx) })
+	}
 	defer func() {
 		stopEngine()
 		if c.ike500 != nil {
@@ -136,6 +154,11 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
+	if c.multi.paths != nil {
+		if err := c.waitActive(ctx); err != nil {
+			return err
+		}
+	}
 	if err := c.session.Connect(ctx); err != nil {
 		return err
 	}
@@ -169,6 +192,14 @@ func (c *Client) Status() Status {
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
 	st.Drops = s.Drops.Snapshot()
+	if c.multi.paths != nil {
+		st.Device = c.activePath()
+		for _, p := range c.multi.paths.list() {
+			st.Paths = append(st.Paths, PathStatus{ID: int(p.ID), Device: p.Name, Local: p.Local.String(),
+				Remote: p.Gateway.String(), GSO: p.GSO, GRO: p.GRO})
+		}
+		return st
+	}
 	gso, gro := c.natT.Offloads()
 	st.Paths = []PathStatus{{ID: 0, Device: c.cfg.Device, Local: c.natT.LocalAddr().String(),
 		Remote: netip.AddrPortFrom(c.cfg.Session.Remote.Addr(), 4500).String(), GSO: gso, GRO: gro}}
@@ -178,6 +209,7 @@ func (c *Client) Status() Status {
 // Close releases the TUN device (with its addresses and routes) and the
 // sockets.
 func (c *Client) Close() {
+	c.closeMulti()
 	if c.engine != nil {
 		c.engine.Close()
 	} else if c.natT != nil {
@@ -265,7 +297,9 @@ func (c *Client) SwitchOutbound(child *ike.ChildSA) {
 	}
 	routes := make([]dataplane.Route, 0, len(child.RemoteTS))
 	for _, p := range child.RemoteTS {
-		routes = append(routes, dataplane.Route{Prefix: p, SA: out})
+		// With several paths the route sends on the group, whose one
+		// member is the path IKE uses: moving it moves the ESP.
+		routes = append(routes, dataplane.Route{Prefix: p, SA: out, Group: c.multi.group})
 	}
 	c.engine.SetRoutes(routes)
 }

@@ -8,49 +8,70 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 )
 
 // GatewayConfig is a security gateway's setup.
 type GatewayConfig struct {
 	Responder ike.ResponderConfig
-	// Listen is the address the IKE (500) and NAT-T (4500) sockets bind
-	// to; the unspecified address listens on every address of its family.
-	Listen netip.Addr
+	// Listen are the addresses the IKE (500) and NAT-T (4500) sockets
+	// bind to, a pair per address; the unspecified address listens on
+	// every address of its family. Empty means 0.0.0.0.
+	Listen []netip.Addr
 	TUN    tun.Config
 	Logger *slog.Logger
 }
 
-// Gateway is a running security gateway: one TUN device, one NAT-T socket
-// shared by every client, and the IKE responder.
+// Gateway is a running security gateway: one TUN device, a NAT-T socket
+// per listen address shared by every client that talks to that address,
+// and the IKE responder.
 type Gateway struct {
-	cfg   GatewayConfig
-	log   *slog.Logger
-	iface *tun.Interface
-	ikeTransport
-	engine *dataplane.Engine
-	resp   *ike.Responder
-	sysctl []sysctlValue
+	cfg       GatewayConfig
+	log       *slog.Logger
+	iface     *tun.Interface
+	listeners []*listener
+	peers     peerTable
+	engine    *dataplane.Engine
+	resp      *ike.Responder
+	sysctl    []sysctlValue
+	record    string // where the original sysctl values are recorded
 
-	mu   sync.Mutex
-	kids map[uint32]*gatewayChild // by inbound SPI
+	mu      sync.Mutex
+	kids    map[uint32]*gatewayChild // by inbound SPI
+	retired map[*ike.Client]*trafficTotals
+}
+
+// listener is one listen address: its IKE socket, its NAT-T socket and
+// the data plane path (ID = its index) that sends on the NAT-T socket.
+type listener struct {
+	addr   netip.Addr
+	ike500 *net.UDPConn
+	natT   *dataplane.UDPConn
+	path   *dataplane.Path
 }
 
 type gatewayChild struct {
+	client  *ike.Client
 	in, out *dataplane.SA
-	remote  *dataplane.Endpoint
-	prefix  []netip.Prefix // the client's side
+	group   *dataplane.PathGroup // the client's endpoint on its listener's socket
+	prefix  []netip.Prefix       // the client's side
 }
 
-type sysctlValue struct{ path, old string }
-
-// forwardingSysctls are switched on while a gateway runs.
-var forwardingSysctls = []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"}
+// trafficTotals are a client's counters of Child SAs already removed
+// (rekeyed), so that its status counts its whole life.
+type trafficTotals struct {
+	kids                                   int // its Child SAs installed and not yet removed
+	rxPackets, rxBytes, txPackets, txBytes uint64
+}
 
 // NewGateway opens the sockets and the TUN device, gives the TUN the first
 // usable address of each pool and switches IP forwarding on.
@@ -59,22 +80,38 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	if !cfg.Listen.IsValid() {
-		cfg.Listen = netip.IPv4Unspecified()
+	if len(cfg.Listen) == 0 {
+		cfg.Listen = []netip.Addr{netip.IPv4Unspecified()}
 	}
-	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}}
+	for i, a := range cfg.Listen {
+		if !a.IsValid() || slices.Contains(cfg.Listen[:i], a) {
+			return nil, fmt.Errorf("listen address %v: invalid or given twice", a)
+		}
+	}
+	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, retired: map[*ike.Client]*trafficTotals{}}
 	defer func() {
 		if err != nil {
 			g.Close()
 		}
 	}()
-	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(cfg.Listen, 500)))
-	if err != nil {
-		return nil, fmt.Errorf("opening IKE port 500: %w", err)
-	}
-	g.ike500 = pc
-	if g.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(cfg.Listen, 4500)}); err != nil {
-		return nil, err
+	paths := make([]*dataplane.Path, 0, len(cfg.Listen))
+	for i, a := range cfg.Listen {
+		l := &listener{addr: a}
+		g.listeners = append(g.listeners, l)
+		if l.ike500, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 500))); err != nil {
+			return nil, fmt.Errorf("opening IKE port 500 on %s: %w", a, err)
+		}
+		if l.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(a, 4500)}); err != nil {
+			return nil, fmt.Errorf("opening NAT-T port 4500 on %s: %w", a, err)
+		}
+		// The path's own Remote is never used: every route names its
+		// client's endpoint.
+		self, err := l.natT.NewEndpoint(l.natT.LocalAddr())
+		if err != nil {
+			return nil, err
+		}
+		l.path = &dataplane.Path{ID: scheduler.PathID(i), Conn: l.natT, Remote: self}
+		paths = append(paths, l.path)
 	}
 	if g.iface, err = tun.Create(cfg.TUN); err != nil {
 		return nil, err
@@ -96,25 +133,14 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			g.log.Debug("route to the pool", "pool", p, "err", err)
 		}
 	}
-	for _, path := range forwardingSysctls {
-		old, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, err)
-		}
-		if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-			return nil, fmt.Errorf("switching IP forwarding on (%s): %w", path, err)
-		}
-		g.sysctl = append(g.sysctl, sysctlValue{path, string(old)})
-	}
-	// The path's own Remote is never used: every route names its client.
-	self, err := g.natT.NewEndpoint(g.natT.LocalAddr())
-	if err != nil {
+	if err := g.enableForwarding(); err != nil {
 		return nil, err
 	}
 	g.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
 		Queues: g.iface.Queues(),
-		Paths:  []*dataplane.Path{{ID: 0, Conn: g.natT, Remote: self}},
-		Control: func(msg []byte, from netip.AddrPort, _ *dataplane.Path) {
+		Paths:  paths,
+		Control: func(msg []byte, from netip.AddrPort, p *dataplane.Path) {
+			g.peers.note(from, int(p.ID), len(g.listeners))
 			g.resp.Deliver(msg, from, true)
 		},
 		Logger: log,
@@ -133,11 +159,22 @@ func (g *Gateway) Run(ctx context.Context) error {
 	engineCtx, stopEngine := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { g.engine.Run(engineCtx) })
-	wg.Go(func() { g.readPort500(g.resp.Deliver) })
-	g.log.Info("gateway listening", "addr", g.cfg.Listen, "tun", g.iface.Name(), "pools", g.cfg.Responder.Pools)
+	for i, l := range g.listeners {
+		t := &ikeTransport{ike500: l.ike500}
+		wg.Go(func() {
+			t.readPort500(func(msg []byte, from netip.AddrPort, natT bool) {
+				g.peers.note(from, i, len(g.listeners))
+				g.resp.Deliver(msg, from, natT)
+			})
+		})
+	}
+	g.log.Info("gateway listening", "addrs", g.cfg.Listen, "tun", g.iface.Name(), "pools", g.cfg.Responder.Pools,
+		"dpd", g.cfg.Responder.DPD)
 	err := g.resp.Run(ctx)
 	stopEngine()
-	g.ike500.Close()
+	for _, l := range g.listeners {
+		l.ike500.Close()
+	}
 	wg.Wait()
 	return err
 }
@@ -145,24 +182,99 @@ func (g *Gateway) Run(ctx context.Context) error {
 // Close releases the TUN device, the sockets and the forwarding sysctls.
 func (g *Gateway) Close() {
 	if g.engine != nil {
-		g.engine.Close()
-	} else if g.natT != nil {
-		g.natT.Close()
+		g.engine.Close() // closes the paths' sockets
 	}
-	if g.ike500 != nil {
-		g.ike500.Close()
+	for _, l := range g.listeners {
+		if g.engine == nil && l.natT != nil {
+			l.natT.Close()
+		}
+		if l.ike500 != nil {
+			l.ike500.Close()
+		}
 	}
 	if g.iface != nil {
 		if err := g.iface.Close(); err != nil {
 			g.log.Warn("removing the TUN device", "err", err)
 		}
 	}
-	for _, s := range g.sysctl {
-		if err := os.WriteFile(s.path, []byte(s.old), 0o644); err != nil {
-			g.log.Warn("restoring a sysctl", "path", s.path, "err", err)
+	g.restoreForwarding()
+}
+
+// Send implements ike.Transport: a message to a client leaves from the
+// listen address the client talks to, so that its source is the address
+// the client sent to.
+func (g *Gateway) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	l := g.listenerFor(to)
+	if natT {
+		b := make([]byte, 4+len(msg)) // non-ESP marker
+		copy(b[4:], msg)
+		return l.natT.WriteTo(b, to)
+	}
+	_, err := l.ike500.WriteToUDPAddrPort(msg, to)
+	return err
+}
+
+// listenerFor returns the listener a client at to talks to: the one its
+// last IKE message arrived on, else the first of its address family.
+func (g *Gateway) listenerFor(to netip.AddrPort) *listener {
+	if len(g.listeners) == 1 {
+		return g.listeners[0]
+	}
+	if i, ok := g.peers.lookup(to); ok && i < len(g.listeners) {
+		return g.listeners[i]
+	}
+	for _, l := range g.listeners {
+		if l.addr.Is4() == to.Addr().Is4() {
+			return l
 		}
 	}
-	g.sysctl = nil
+	return g.listeners[0]
+}
+
+// peerTable remembers which listener each remote endpoint last sent an IKE
+// message to, when there are several. It is two generations of maps: a
+// full current one becomes the previous one, so the table stays bounded
+// under a flood of IKE_SA_INIT from spoofed sources while every client
+// that sent anything recently is found.
+type peerTable struct {
+	mu        sync.Mutex
+	cur, prev map[netip.AddrPort]int
+}
+
+// maxPeerGeneration bounds one generation of the peer table.
+const maxPeerGeneration = 1 << 14
+
+func (t *peerTable) note(from netip.AddrPort, listener, listeners int) {
+	if listeners < 2 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cur == nil || len(t.cur) >= maxPeerGeneration {
+		t.prev, t.cur = t.cur, make(map[netip.AddrPort]int)
+	}
+	t.cur[from] = listener
+}
+
+func (t *peerTable) lookup(a netip.AddrPort) (int, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i, ok := t.cur[a]; ok {
+		return i, true
+	}
+	i, ok := t.prev[a]
+	return i, ok
+}
+
+// member is the way the gateway reaches client: its endpoint on the
+// socket of the listener it talks to.
+func (g *Gateway) member(client *ike.Client) (dataplane.GroupMember, error) {
+	l := g.listenerFor(client.Remote)
+	ep, err := l.natT.NewEndpoint(client.Remote)
+	if err != nil {
+		return dataplane.GroupMember{}, fmt.Errorf("client endpoint %s: %w", client.Remote, err)
+	}
+	return dataplane.GroupMember{Path: l.path.ID, Remote: ep}, nil
 }
 
 // InstallChild implements ike.ResponderHandler.
@@ -175,20 +287,29 @@ func (g *Gateway) InstallChild(client *ike.Client, child *ike.ChildSA, send bool
 	if err != nil {
 		return err
 	}
-	out, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN})
+	// An outbound SA never checks replays: the smallest window saves 2 KiB
+	// per SA (per client, on a gateway).
+	out, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN,
+		ReplayWindow: dataplane.MinReplayWindow})
 	if err != nil {
 		return err
 	}
-	remote, err := g.natT.NewEndpoint(client.Remote)
+	m, err := g.member(client)
 	if err != nil {
-		return fmt.Errorf("client endpoint %s: %w", client.Remote, err)
+		return err
 	}
 	if err := g.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS)); err != nil {
 		return err
 	}
-	k := &gatewayChild{in: in, out: out, remote: remote, prefix: child.RemoteTS}
+	k := &gatewayChild{client: client, in: in, out: out, group: dataplane.NewPathGroup(nil, m), prefix: child.RemoteTS}
 	g.mu.Lock()
 	g.kids[child.InSPI] = k
+	t := g.retired[client]
+	if t == nil {
+		t = &trafficTotals{}
+		g.retired[client] = t
+	}
+	t.kids++
 	g.mu.Unlock()
 	if send {
 		g.route(k)
@@ -201,7 +322,7 @@ func (g *Gateway) InstallChild(client *ike.Client, child *ike.ChildSA, send bool
 func (g *Gateway) route(k *gatewayChild) {
 	routes := make([]dataplane.Route, 0, len(k.prefix))
 	for _, p := range k.prefix {
-		routes = append(routes, dataplane.Route{Prefix: p, SA: k.out, Remote: k.remote})
+		routes = append(routes, dataplane.Route{Prefix: p, SA: k.out, Group: k.group})
 	}
 	g.engine.AddRoutes(routes...)
 	for _, r := range g.engine.Routes() {
@@ -219,8 +340,8 @@ func (g *Gateway) SwitchOutbound(client *ike.Client, child *ike.ChildSA) {
 	if k == nil {
 		return
 	}
-	if remote, err := g.natT.NewEndpoint(client.Remote); err == nil {
-		k.remote = remote
+	if m, err := g.member(client); err == nil {
+		k.group.Set(nil, m)
 	}
 	g.route(k)
 }
@@ -231,10 +352,61 @@ func (g *Gateway) RemoveChild(client *ike.Client, child *ike.ChildSA) {
 	g.mu.Lock()
 	k := g.kids[child.InSPI]
 	delete(g.kids, child.InSPI)
+	if t := g.retired[client]; k != nil && t != nil {
+		t.rxPackets += k.in.Stats.Packets.Load()
+		t.rxBytes += k.in.Stats.Bytes.Load()
+		t.txPackets += k.out.Stats.Packets.Load()
+		t.txBytes += k.out.Stats.Bytes.Load()
+		if t.kids--; t.kids <= 0 {
+			delete(g.retired, client)
+		}
+	}
 	g.mu.Unlock()
 	if k != nil {
 		g.engine.RemoveRoutes(k.out)
 	}
+}
+
+// ClientMoved implements ike.ResponderPathHandler: after a MOBIKE
+// UPDATE_SA_ADDRESSES, every Child SA of the client sends to its new
+// endpoint, from the listener its messages now arrive on.
+func (g *Gateway) ClientMoved(client *ike.Client) {
+	m, err := g.member(client)
+	if err != nil {
+		g.log.Warn("client moved to an endpoint the gateway cannot send to", "id", client.ID, "remote", client.Remote, "err", err)
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, k := range g.kids {
+		if k.client == client {
+			k.group.Set(nil, m)
+		}
+	}
+}
+
+// PathAdded implements ike.ResponderPathHandler. The gateway sends a
+// client's ESP on the path its IKE SA uses; its other MIF paths carry the
+// client's traffic and probes to the gateway.
+func (g *Gateway) PathAdded(client *ike.Client, p ike.PathInfo) {
+	g.log.Debug("client path added", "id", client.ID, "path", p.ID, "remote", p.Remote)
+}
+
+// PathRemoved implements ike.ResponderPathHandler.
+func (g *Gateway) PathRemoved(client *ike.Client, id uint16) {
+	g.log.Debug("client path removed", "id", client.ID, "path", id)
+}
+
+// Received implements ike.ResponderActivity: the packets child's inbound
+// SA accepted, read from the data plane's counter.
+func (g *Gateway) Received(client *ike.Client, child *ike.ChildSA) uint64 {
+	g.mu.Lock()
+	k := g.kids[child.InSPI]
+	g.mu.Unlock()
+	if k == nil {
+		return 0
+	}
+	return k.in.Stats.Packets.Load()
 }
 
 // GatewayStatus is what `mifsec status` shows about a gateway.
@@ -248,6 +420,7 @@ type GatewayStatus struct {
 	RxPackets uint64                `json:"rx_packets"`
 	RxBytes   uint64                `json:"rx_bytes"`
 	Drops     map[string]uint64     `json:"drops,omitempty"`
+	Pools     []ike.PoolStatus      `json:"pools,omitempty"`
 }
 
 // GatewayClientStatus is one client with its Child SA's counters.
@@ -259,25 +432,121 @@ type GatewayClientStatus struct {
 	TxBytes   uint64 `json:"tx_bytes"`
 }
 
-// Status returns the clients with their counters.
+// Status returns the clients with their counters: each client's traffic
+// over all its Child SAs, the rekeyed ones included.
 func (g *Gateway) Status(ctx context.Context) GatewayStatus {
-	st := GatewayStatus{Role: "gateway", Interface: g.iface.Name(), Listen: g.natT.LocalAddr().String()}
+	addrs := make([]string, len(g.listeners))
+	for i, l := range g.listeners {
+		addrs[i] = l.natT.LocalAddr().String()
+	}
+	st := GatewayStatus{Role: "gateway", Interface: g.iface.Name(), Listen: strings.Join(addrs, ",")}
 	s := &g.engine.Stats
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
 	st.Drops = s.Drops.Snapshot()
-	for _, c := range g.resp.Clients(ctx) {
+	clients := g.resp.Clients(ctx)
+	st.Pools = g.resp.Pools(ctx)
+	g.mu.Lock()
+	totals := make(map[*ike.Client]trafficTotals, len(g.retired))
+	for c, t := range g.retired {
+		totals[c] = *t
+	}
+	for _, k := range g.kids {
+		t := totals[k.client]
+		t.rxPackets += k.in.Stats.Packets.Load()
+		t.rxBytes += k.in.Stats.Bytes.Load()
+		t.txPackets += k.out.Stats.Packets.Load()
+		t.txBytes += k.out.Stats.Bytes.Load()
+		totals[k.client] = t
+	}
+	byInSPI := make(map[string]*ike.Client, len(g.kids))
+	for spi, k := range g.kids {
+		byInSPI[fmt.Sprintf("%08x", spi)] = k.client
+	}
+	g.mu.Unlock()
+	for _, c := range clients {
 		cs := GatewayClientStatus{ClientStatus: c}
-		if spi, err := strconv.ParseUint(c.InSPI, 16, 32); err == nil {
-			g.mu.Lock()
-			k := g.kids[uint32(spi)]
-			g.mu.Unlock()
-			if k != nil {
-				cs.RxPackets, cs.RxBytes = k.in.Stats.Packets.Load(), k.in.Stats.Bytes.Load()
-				cs.TxPackets, cs.TxBytes = k.out.Stats.Packets.Load(), k.out.Stats.Bytes.Load()
-			}
+		if cl := byInSPI[c.InSPI]; cl != nil {
+			t := totals[cl]
+			cs.RxPackets, cs.RxBytes, cs.TxPackets, cs.TxBytes = t.rxPackets, t.rxBytes, t.txPackets, t.txBytes
 		}
 		st.Clients = append(st.Clients, cs)
 	}
 	return st
+}
+
+type sysctlValue struct{ path, old string }
+
+// forwardingSysctls are switched on while a gateway runs.
+var forwardingSysctls = []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"}
+
+// sysctlRecordFile is where a gateway records the forwarding sysctls'
+// values from before it started, so that the next start after a crash
+// (SIGKILL) restores the true originals rather than recording the 1s the
+// crashed instance left. Sysctls belong to a network namespace: the name
+// carries the namespace's inode as well as the TUN device's name.
+func sysctlRecordFile(tunName string) string {
+	var ns uint64
+	var st syscall.Stat_t
+	if syscall.Stat("/proc/self/ns/net", &st) == nil {
+		ns = st.Ino
+	}
+	return filepath.Join(ControlDir, fmt.Sprintf("%s.%d.sysctl", tunName, ns))
+}
+
+// enableForwarding records the forwarding sysctls' values and switches
+// forwarding on.
+func (g *Gateway) enableForwarding() error {
+	g.record = sysctlRecordFile(g.cfg.TUN.Name)
+	recorded := map[string]string{}
+	if b, err := os.ReadFile(g.record); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if path, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && slices.Contains(forwardingSysctls, path) {
+				recorded[path] = v + "\n"
+			}
+		}
+		g.log.Warn("a previous gateway on this device did not exit cleanly: its recorded sysctl values will be restored on exit",
+			"record", g.record, "values", recorded)
+	}
+	var rec strings.Builder
+	for _, path := range forwardingSysctls {
+		old, ok := recorded[path]
+		if !ok {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("reading %s: %w", path, err)
+			}
+			old = string(b)
+		}
+		fmt.Fprintf(&rec, "%s %s\n", path, strings.TrimSpace(old))
+		g.sysctl = append(g.sysctl, sysctlValue{path, old})
+	}
+	if err := os.MkdirAll(ControlDir, 0o700); err != nil {
+		return fmt.Errorf("recording sysctl values: %w", err)
+	}
+	if err := os.WriteFile(g.record, []byte(rec.String()), 0o600); err != nil {
+		return fmt.Errorf("recording sysctl values: %w", err)
+	}
+	for _, s := range g.sysctl {
+		if err := os.WriteFile(s.path, []byte("1\n"), 0o644); err != nil {
+			return fmt.Errorf("switching IP forwarding on (%s): %w", s.path, err)
+		}
+	}
+	return nil
+}
+
+// restoreForwarding writes back the recorded sysctl values and removes the
+// record.
+func (g *Gateway) restoreForwarding() {
+	for _, s := range g.sysctl {
+		if err := os.WriteFile(s.path, []byte(s.old), 0o644); err != nil {
+			g.log.Warn("restoring a sysctl", "path", s.path, "err", err)
+		}
+	}
+	if g.sysctl != nil {
+		if err := os.Remove(g.record); err != nil && !errors.Is(err, os.ErrNotExist) {
+			g.log.Warn("removing the sysctl record", "err", err)
+		}
+	}
+	g.sysctl = nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -34,6 +35,10 @@ func connectCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "interface", Usage: "reach the gateway through `IFNAME` (default: as routed now)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "interfaces", Usage: "watch the interfaces matching `GLOB[,GLOB]` and keep a path on each that reaches the gateway (instead of --interface)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "exclude-interfaces", Usage: "never use interfaces matching `GLOB[,GLOB]` (implies watching the others)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "interface-priority", Usage: "`NAME=N`: priority of an interface name, glob or kind (ethernet, wlan, cellular, other), 0 best (repeatable)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "handover-hysteresis", Value: mif.DefaultHysteresis, Usage: "a better interface must stay usable for `DURATION` before traffic moves back to it"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "`CIDR` to reach through the tunnel (repeatable; default everything)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "ipv6", Value: true, Usage: "ask for an inner IPv6 address too"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey the Child SA after `DURATION` (0: the gateway rekeys)"}),
@@ -92,7 +97,51 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 		cfg.TUN.MTU = innerMTU(1500, gw.Addr())
 	}
 	cfg.Device = c.String("interface")
+	if cfg.Interfaces, err = parseInterfaces(c); err != nil {
+		return cfg, err
+	}
+	if cfg.Interfaces != nil && cfg.Device != "" {
+		return cfg, fmt.Errorf("--interface and --interfaces/--exclude-interfaces exclude each other")
+	}
 	return cfg, nil
+}
+
+// parseInterfaces reads the interface monitoring flags; nil means the
+// single-interface mode (--interface, or as routed).
+func parseInterfaces(c *cli.Context) (*mif.InterfaceConfig, error) {
+	include, err := netmon.ParseGlobs(c.String("interfaces"))
+	if err != nil {
+		return nil, fmt.Errorf("--interfaces: %w", err)
+	}
+	exclude, err := netmon.ParseGlobs(c.String("exclude-interfaces"))
+	if err != nil {
+		return nil, fmt.Errorf("--exclude-interfaces: %w", err)
+	}
+	prios := c.StringSlice("interface-priority")
+	if len(include) == 0 && len(exclude) == 0 {
+		if len(prios) > 0 {
+			return nil, fmt.Errorf("--interface-priority needs --interfaces or --exclude-interfaces")
+		}
+		if c.IsSet("interfaces") || c.IsSet("exclude-interfaces") {
+			return nil, fmt.Errorf("--interfaces: no interface pattern given")
+		}
+		return nil, nil
+	}
+	ic := &mif.InterfaceConfig{Filter: netmon.Filter{Include: include, Exclude: exclude}}
+	for _, p := range prios {
+		name, n, err := netmon.ParsePriority(p)
+		if err != nil {
+			return nil, fmt.Errorf("--interface-priority: %w", err)
+		}
+		if ic.Priorities == nil {
+			ic.Priorities = map[string]int{}
+		}
+		ic.Priorities[name] = n
+	}
+	if ic.Hysteresis = c.Duration("handover-hysteresis"); ic.Hysteresis < 0 {
+		return nil, fmt.Errorf("--handover-hysteresis must not be negative")
+	}
+	return ic, nil
 }
 
 func runConnect(c *cli.Context) error {

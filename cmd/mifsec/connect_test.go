@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/mifsec/mifsec/internal/strongswan"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/mif"
+	"github.com/urfave/cli/v2"
 )
 
 // gatewayTopology is a client namespace and a gateway namespace joined by a
@@ -497,4 +499,297 @@ func TestConnectThroughput(t *testing.T) {
 		t.Fatalf("no throughput:\n%s", out)
 	}
 	t.Logf("mifsec connect -> strongSwan 5.9.8 (kernel-libipsec): %.0f Mbit/s, one TCP flow", mbps)
+}
+
+// parseConnectArgs runs `mifsec connect ARGS` up to parseConnect.
+func parseConnectArgs(t *testing.T, args ...string) (mif.ClientConfig, error) {
+	t.Helper()
+	psk := writePSK(t, t.TempDir(), "a secret of enough length")
+	cmd := connectCommand()
+	var cfg mif.ClientConfig
+	var perr error
+	cmd.Action = func(c *cli.Context) error {
+		cfg, perr = parseConnect(c)
+		return nil
+	}
+	app := &cli.App{Commands: []*cli.Command{cmd}}
+	base := []string{"mifsec", "connect", "--gateway", "192.0.2.2", "--local-id", "client.example", "--psk-file", psk}
+	if err := app.Run(append(base, args...)); err != nil {
+		return cfg, err
+	}
+	return cfg, perr
+}
+
+func TestParseConnectInterfaces(t *testing.T) {
+	t.Run("single interface by default", func(t *testing.T) {
+		cfg, err := parseConnectArgs(t, "--interface", "eth0")
+		if err != nil || cfg.Interfaces != nil || cfg.Device != "eth0" {
+			t.Fatalf("cfg %+v, %v", cfg.Interfaces, err)
+		}
+	})
+	t.Run("flags", func(t *testing.T) {
+		cfg, err := parseConnectArgs(t, "--interfaces", "wl*, wwan0", "--exclude-interfaces", "wlan9",
+			"--interface-priority", "wwan0=0", "--interface-priority", "wlan=4", "--handover-hysteresis", "5s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ic := cfg.Interfaces
+		if ic == nil || !slices.Equal(ic.Include, []string{"wl*", "wwan0"}) || !slices.Equal(ic.Exclude, []string{"wlan9"}) ||
+			ic.Priorities["wwan0"] != 0 || ic.Priorities["wlan"] != 4 || len(ic.Priorities) != 2 || ic.Hysteresis != 5*time.Second {
+			t.Errorf("interfaces %+v", ic)
+		}
+	})
+	t.Run("exclude alone watches the rest", func(t *testing.T) {
+		cfg, err := parseConnectArgs(t, "--exclude-interfaces", "docker*")
+		if err != nil || cfg.Interfaces == nil || len(cfg.Interfaces.Include) != 0 || cfg.Interfaces.Hysteresis != mif.DefaultHysteresis {
+			t.Fatalf("cfg %+v, %v", cfg.Interfaces, err)
+		}
+	})
+	t.Run("YAML", func(t *testing.T) {
+		conf := filepath.Join(t.TempDir(), "c.yaml")
+		yaml := "interfaces: \"wlan*,eth*\"\ninterface-priority:\n  - wlan0=0\n  - cellular=1\nhandover-hysteresis: 3s\n"
+		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := parseConnectArgs(t, "--config", conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ic := cfg.Interfaces
+		if ic == nil || !slices.Equal(ic.Include, []string{"wlan*", "eth*"}) || ic.Priorities["wlan0"] != 0 ||
+			ic.Priorities["cellular"] != 1 || ic.Hysteresis != 3*time.Second {
+			t.Errorf("interfaces from YAML %+v", ic)
+		}
+	})
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad glob", []string{"--interfaces", "wl[an"}, "--interfaces"},
+		{"bad exclude", []string{"--exclude-interfaces", "["}, "--exclude-interfaces"},
+		{"priority without monitoring", []string{"--interface-priority", "wlan0=1"}, "needs --interfaces"},
+		{"bad priority", []string{"--interfaces", "*", "--interface-priority", "wlan0"}, "NAME=N"},
+		{"priority out of range", []string{"--interfaces", "*", "--interface-priority", "wlan0=300"}, "0 to 255"},
+		{"both modes", []string{"--interfaces", "*", "--interface", "eth0"}, "exclude each other"},
+		{"empty list", []string{"--interfaces", " , "}, "no interface pattern"},
+		{"negative hysteresis", []string{"--interfaces", "*", "--handover-hysteresis", "-1s"}, "negative"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConnectArgs(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// handoverTopology is a client namespace with a WLAN-like (wlan0,
+// 10.74.1.2) and a cellular-like (wwan0, 10.74.2.2) veth to a strongSwan
+// gateway whose address 192.0.2.2 sits on its lo, reachable through both;
+// the client's default route prefers wlan0.
+func newHandoverTopology(t *testing.T, o gatewayOptions) *gatewayTopology {
+	strongswan.Require(t)
+	testenv.RequireCommand(t, "ping")
+	top := &gatewayTopology{client: testenv.NewNamedNetns(t, "ho-cl"), gw: testenv.NewNamedNetns(t, "ho-gw"), dir: t.TempDir()}
+	for _, c := range [][]string{
+		{"ip", "-n", top.client, "link", "add", "wlan0", "type", "veth", "peer", "name", "wlan0p", "netns", top.gw},
+		{"ip", "-n", top.client, "link", "add", "wwan0", "type", "veth", "peer", "name", "wwan0p", "netns", top.gw},
+		{"ip", "-n", top.gw, "address", "add", "10.74.1.1/24", "dev", "wlan0p"},
+		{"ip", "-n", top.gw, "address", "add", "10.74.2.1/24", "dev", "wwan0p"},
+		{"ip", "-n", top.gw, "address", "add", "192.0.2.2/32", "dev", "lo"},
+		{"ip", "-n", top.gw, "address", "add", "10.1.0.1/24", "dev", "lo"},
+		{"ip", "-n", top.gw, "link", "set", "wlan0p", "up"},
+		{"ip", "-n", top.gw, "link", "set", "wwan0p", "up"},
+		{"ip", "-n", top.client, "address", "add", "10.74.1.2/24", "dev", "wlan0"},
+		{"ip", "-n", top.client, "address", "add", "10.74.2.2/24", "dev", "wwan0"},
+		{"ip", "-n", top.client, "link", "set", "wlan0", "up"},
+		{"ip", "-n", top.client, "link", "set", "wwan0", "up"},
+		{"ip", "-n", top.client, "route", "add", "default", "via", "10.74.1.1", "dev", "wlan0", "metric", "100"},
+		{"ip", "-n", top.client, "route", "add", "default", "via", "10.74.2.1", "dev", "wwan0", "metric", "200"},
+	} {
+		testenv.Exec(t, "", c...)
+	}
+	top.charon = strongswan.Start(t, strongswan.Config{Netns: top.gw, Swanctl: gatewaySwanctl(o), Files: gatewayFiles(t, o), Charon: o.charon})
+	return top
+}
+
+// pingGaps pings addr from ns every interval, count times, and returns the
+// replies received and the longest run of lost replies.
+func pingGaps(ns, addr string, interval time.Duration, count int) (received, longestLoss int, out string) {
+	b, _ := exec.Command("ip", "netns", "exec", ns, "ping", "-n", "-c", fmt.Sprint(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1", addr).CombinedOutput()
+	last := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		_, rest, ok := strings.Cut(line, "icmp_seq=")
+		if !ok {
+			continue
+		}
+		var seq int
+		if _, err := fmt.Sscanf(rest, "%d", &seq); err != nil {
+			continue
+		}
+		received++
+		longestLoss = max(longestLoss, seq-last-1)
+		last = seq
+	}
+	longestLoss = max(longestLoss, count-last)
+	return received, longestLoss, string(b)
+}
+
+// waitPath waits until the client's IKE SA and ESP use the path on iface.
+func (p *connectProcess) waitPath(t *testing.T, iface string, within time.Duration) mif.Status {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := p.status(t)
+		if err == nil && st.Device == iface && st.Session.Path == iface {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not on %s within %v (status %+v, %v):\n%s", iface, within, st, err, p.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConnectHandover runs `mifsec connect --interfaces` over two
+// interfaces to strongSwan (MOBIKE): when the active WLAN goes down the
+// session moves to cellular at once; when WLAN returns it moves back after
+// the hysteresis and a path check.
+func TestConnectHandover(t *testing.T) {
+	const psk = "handover secret"
+	o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk}
+	top := newHandoverTopology(t, o)
+	c := startConnect(t, top.client, "mho0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--remote-id", "gw.example", "--psk-file", writePSK(t, top.dir, psk), "--ipv6=false",
+		"--interfaces", "wlan*,wwan*", "--handover-hysteresis", "1s")
+	st := c.waitEstablished(t, 10*time.Second)
+	if !st.Session.MOBIKE {
+		t.Fatalf("MOBIKE not negotiated: %+v", st.Session)
+	}
+	if len(st.Paths) != 2 || st.Device != "wlan0" {
+		t.Fatalf("paths %+v on %q, want wlan0 and wwan0 on wlan0", st.Paths, st.Device)
+	}
+	if err := ping(top.client, "10.1.0.1", 2); err != nil {
+		t.Fatalf("%v\nmifsec:\n%s", err, c.log.String())
+	}
+
+	const interval = 20 * time.Millisecond
+	type result struct {
+		received, lost int
+		out            string
+	}
+	run := func(count int) <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			r, l, out := pingGaps(top.client, "10.1.0.1", interval, count)
+			ch <- result{r, l, out}
+		}()
+		return ch
+	}
+
+	// Break: the active interface goes down under a 50/s ping.
+	pings := run(150)
+	time.Sleep(time.Second)
+	testenv.Exec(t, top.client, "ip", "link", "set", "wlan0", "down")
+	down := time.Now()
+	st = c.waitPath(t, "wwan0", 5*time.Second)
+	t.Logf("on wwan0 %v after wlan0 went down", time.Since(down).Round(time.Millisecond))
+	r := <-pings
+	t.Logf("break: %d of 150 replies, longest gap %d pings (%v)", r.received, r.lost, time.Duration(r.lost+1)*interval)
+	if r.lost > 25 { // 500 ms
+		t.Errorf("traffic stopped for %d pings of %v:\n%s\nmifsec:\n%s", r.lost, interval, r.out, c.log.String())
+	}
+	if st.Session.PathUpdates < 1 || len(st.Paths) != 1 || st.Session.Reconnects != 0 {
+		t.Errorf("after the break: %+v", st)
+	}
+
+	// Flap: wlan0 returns for less than the hysteresis time; the session
+	// stays on wwan0.
+	updates := st.Session.PathUpdates
+	testenv.Exec(t, top.client, "ip", "link", "set", "wlan0", "up")
+	testenv.Exec(t, top.client, "ip", "route", "add", "default", "via", "10.74.1.1", "dev", "wlan0", "metric", "100")
+	time.Sleep(400 * time.Millisecond)
+	testenv.Exec(t, top.client, "ip", "link", "set", "wlan0", "down")
+	time.Sleep(1500 * time.Millisecond)
+	if st, _ := c.status(t); st.Device != "wwan0" || st.Session.PathUpdates != updates {
+		t.Errorf("a WLAN up for 400 ms moved the session (hysteresis 1 s): on %s, %d updates, want wwan0, %d",
+			st.Device, st.Session.PathUpdates, updates)
+	}
+
+	// Return: wlan0 comes back; the session moves back once it has been
+	// usable for the hysteresis time and passed a path check.
+	pings = run(200)
+	time.Sleep(500 * time.Millisecond)
+	testenv.Exec(t, top.client, "ip", "link", "set", "wlan0", "up")
+	testenv.Exec(t, top.client, "ip", "route", "add", "default", "via", "10.74.1.1", "dev", "wlan0", "metric", "100")
+	up := time.Now()
+	time.Sleep(700 * time.Millisecond)
+	if st, _ := c.status(t); st.Device != "wwan0" {
+		t.Errorf("moved back to %s within 700 ms of wlan0 returning: the hysteresis is 1 s", st.Device)
+	}
+	st = c.waitPath(t, "wlan0", 5*time.Second)
+	took := time.Since(up)
+	t.Logf("back on wlan0 %v after it returned", took.Round(time.Millisecond))
+	if took < time.Second {
+		t.Errorf("moved back after %v, before the 1 s hysteresis", took)
+	}
+	r = <-pings
+	t.Logf("return: %d of 200 replies, longest gap %d pings", r.received, r.lost)
+	if r.lost > 5 {
+		t.Errorf("a planned move lost %d pings in a row:\n%s\nmifsec:\n%s", r.lost, r.out, c.log.String())
+	}
+	if st.Session.PathUpdates < 2 || len(st.Paths) != 2 || st.Session.Reconnects != 0 {
+		t.Errorf("after the return: %+v", st)
+	}
+}
+
+// TestConnectWaitsForInterface starts `mifsec connect --interfaces` with
+// no usable interface: it connects once one comes up, and follows the
+// active interface to a new address.
+func TestConnectWaitsForInterface(t *testing.T) {
+	const psk = "waiting secret"
+	o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk}
+	top := newHandoverTopology(t, o)
+	testenv.Exec(t, top.client, "ip", "link", "set", "wlan0", "down")
+	testenv.Exec(t, top.client, "ip", "link", "set", "wwan0", "down")
+	c := startConnect(t, top.client, "mwt0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--remote-id", "gw.example", "--psk-file", writePSK(t, top.dir, psk), "--ipv6=false",
+		"--interfaces", "w*")
+	time.Sleep(time.Second)
+	if st, err := c.status(t); err != nil || st.Session.State == "established" || len(st.Paths) != 0 {
+		t.Fatalf("without an interface: %+v, %v", st, err)
+	}
+	testenv.Exec(t, top.client, "ip", "link", "set", "wwan0", "up")
+	testenv.Exec(t, top.client, "ip", "route", "add", "default", "via", "10.74.2.1", "dev", "wwan0")
+	st := c.waitEstablished(t, 10*time.Second)
+	if st.Device != "wwan0" || len(st.Paths) != 1 || st.Paths[0].Local != "10.74.2.2:4500" {
+		t.Fatalf("established on %q with paths %+v, want wwan0 from 10.74.2.2", st.Device, st.Paths)
+	}
+	if err := ping(top.client, "10.1.0.1", 2); err != nil {
+		t.Fatalf("%v\nmifsec:\n%s", err, c.log.String())
+	}
+
+	// A new address on the active interface: the path is replaced and
+	// the session moves to it.
+	testenv.Exec(t, top.client, "ip", "address", "del", "10.74.2.2/24", "dev", "wwan0")
+	testenv.Exec(t, top.client, "ip", "address", "add", "10.74.2.3/24", "dev", "wwan0")
+	testenv.Exec(t, top.client, "ip", "route", "add", "default", "via", "10.74.2.1", "dev", "wwan0")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := c.status(t)
+		if err == nil && st.Session.PathUpdates >= 1 && st.Session.PathLocal == "10.74.2.3:4500" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the session did not move to the new address: %+v, %v\n%s", st, err, c.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := ping(top.client, "10.1.0.1", 2); err != nil {
+		t.Fatalf("after the address change: %v\nmifsec:\n%s", err, c.log.String())
+	}
+	if st, _ := c.status(t); st.Session.Reconnects != 0 {
+		t.Errorf("reconnected %d times", st.Session.Reconnects)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 
 func gatewayCommand() *cli.Command {
 	flags := []cli.Flag{
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "listen", Value: "0.0.0.0", Usage: "`ADDR` the IKE (500) and NAT-T (4500) sockets bind to"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Value: cli.NewStringSlice("0.0.0.0"),
+			Usage: "`ADDR[,ADDR]` the IKE (500) and NAT-T (4500) sockets bind to, a pair per address (repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key (the same for every client) from `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
@@ -31,6 +33,10 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256", Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey each client's Child SA after `DURATION` (0: leave it to the clients)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 30 * time.Second,
+			Usage: "check a client that sent nothing (IKE or ESP) for `DURATION`, drop it when it does not answer (0: never)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of the gateway's IKE requests"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of a gateway's IKE request before giving up on the client"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
@@ -41,7 +47,9 @@ func gatewayCommand() *cli.Command {
 (--psk-file) or certificates (--cert, --key, and --ca to verify clients), leases each
 an inner address from the pools, and carries their traffic to the protected networks
 (--local-ts) through a TUN device whose address is the first usable one of each pool.
-IP forwarding is switched on while it runs. Runs until interrupted.`,
+A client from which nothing arrived for --dpd gets a liveness check and is dropped,
+its addresses returned to the pool, when it does not answer. IP forwarding is
+switched on while it runs. Runs until interrupted.`,
 		Flags:  flags,
 		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
 		Action: runGateway,
@@ -51,15 +59,22 @@ IP forwarding is switched on while it runs. Runs until interrupted.`,
 func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	var cfg mif.GatewayConfig
 	r := &cfg.Responder
-	listen := c.String("listen")
-	if strings.Contains(listen, ",") {
-		return cfg, errors.New("--listen: one address for now (the unspecified address listens on all)")
+	for _, item := range c.StringSlice("listen") {
+		for _, s := range strings.Split(item, ",") {
+			addr, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return cfg, fmt.Errorf("--listen: %w", err)
+			}
+			if slices.Contains(cfg.Listen, addr) {
+				return cfg, fmt.Errorf("--listen: %s given twice", addr)
+			}
+			cfg.Listen = append(cfg.Listen, addr)
+		}
 	}
-	addr, err := netip.ParseAddr(listen)
-	if err != nil {
-		return cfg, fmt.Errorf("--listen: %w", err)
+	if len(cfg.Listen) == 0 {
+		return cfg, errors.New("--listen: no address")
 	}
-	cfg.Listen = addr
+	var err error
 	if r.LocalID, err = ike.ParseIdentity(c.String("local-id")); err != nil {
 		return cfg, fmt.Errorf("--local-id: %w", err)
 	}
@@ -92,12 +107,23 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if r.ChildRekey = c.Duration("child-rekey"); r.ChildRekey < 0 {
 		return cfg, errors.New("--child-rekey: a negative duration")
 	}
+	if r.DPD = c.Duration("dpd"); r.DPD < 0 {
+		return cfg, errors.New("--dpd: a negative duration")
+	}
+	if c.Duration("retransmit") <= 0 || c.Int("retransmit-tries") <= 0 {
+		return cfg, errors.New("--retransmit and --retransmit-tries must be positive")
+	}
+	r.Retransmit = ike.RetransmitPolicy{Timeout: c.Duration("retransmit"), Tries: c.Int("retransmit-tries")}
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return cfg, fmt.Errorf("--tun: %w", err)
 	}
 	cfg.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
 	if cfg.TUN.MTU == 0 {
-		cfg.TUN.MTU = innerMTU(1500, addr)
+		// The smallest inner MTU over the listen addresses' families.
+		cfg.TUN.MTU = innerMTU(1500, cfg.Listen[0])
+		for _, a := range cfg.Listen[1:] {
+			cfg.TUN.MTU = min(cfg.TUN.MTU, innerMTU(1500, a))
+		}
 	}
 	return cfg, nil
 }
@@ -132,9 +158,15 @@ func printGatewayStatus(st mif.GatewayStatus) {
 		if c.InSPI != "" {
 			fmt.Printf("    Child SA in %s out %s  %s  (rekeyed %d times)\n", c.InSPI, c.OutSPI, c.Algorithm, c.ChildRekeys)
 		}
+		if c.DPDChecks > 0 {
+			fmt.Printf("    liveness checks: %d\n", c.DPDChecks)
+		}
 		fmt.Printf("    traffic: received %d packets (%d bytes), sent %d packets (%d bytes)\n", c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes)
 	}
 	fmt.Printf("  total: sent %d packets (%d bytes), received %d packets (%d bytes)\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes)
+	for _, p := range st.Pools {
+		fmt.Printf("  pool %s: %d addresses leased\n", p.Prefix, p.Leased)
+	}
 	if len(st.Drops) > 0 {
 		fmt.Printf("  drops: %v\n", st.Drops)
 	}

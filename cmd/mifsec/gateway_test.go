@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -345,7 +347,57 @@ func TestMifsecGatewayChildRekey(t *testing.T) {
 	if last[0].ChildRekeys < 4 {
 		t.Errorf("%d Child SA rekeys in 60 s, want at least 4\ncharon:\n%s\nmifsec:\n%s", last[0].ChildRekeys, charon.Log(), g.log.String())
 	}
+	// The client's counters cover its whole life, not only its current
+	// Child SA.
+	if received := 600 - lost; last[0].RxPackets < uint64(received) || last[0].TxPackets < uint64(received) {
+		t.Errorf("client counters: received %d, sent %d packets; the client's %d echoes went both ways", last[0].RxPackets, last[0].TxPackets, received)
+	}
 	if sas := charon.MustSwanctl("--list-sas"); strings.Count(sas, "net: #") != 1 {
 		t.Errorf("strongSwan does not have exactly one Child SA:\n%s", sas)
+	}
+}
+
+// TestMifsecGatewaySysctlsAfterCrash kills the gateway with SIGKILL, which
+// leaves IP forwarding on, and starts it again: the second instance must
+// restore the values from before the first (recorded in /run/mifsec), not
+// the 1s the crash left, when it exits.
+func TestMifsecGatewaySysctlsAfterCrash(t *testing.T) {
+	paths := []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"}
+	read := func(ns string) string {
+		var vals []string
+		for _, p := range paths {
+			vals = append(vals, strings.TrimSpace(testenv.Exec(t, ns, "cat", p)))
+		}
+		return strings.Join(vals, " ")
+	}
+	s := startScaleGatewayWith(t, func(s *scaleGateway) {
+		for _, p := range paths {
+			testenv.Exec(t, s.gw, "sh", "-c", "echo 0 > "+p)
+		}
+	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), "k"))
+	if got := read(s.gw); got != "1 1" {
+		t.Fatalf("forwarding while the gateway runs: %q, want on for both families", got)
+	}
+	records, _ := filepath.Glob(filepath.Join(mif.ControlDir, s.tun+".*.sysctl"))
+	if len(records) != 1 {
+		t.Fatalf("sysctl records %v, want one", records)
+	}
+	s.p.cmd.Process.Kill()
+	<-s.p.done
+	if got := read(s.gw); got != "1 1" {
+		t.Fatalf("forwarding after SIGKILL: %q: the test needs it left on", got)
+	}
+	s.start(t)
+	if got := read(s.gw); got != "1 1" {
+		t.Fatalf("forwarding while the second gateway runs: %q", got)
+	}
+	if out := s.p.stop(t); !strings.Contains(out, "did not exit cleanly") {
+		t.Errorf("the second gateway did not say it found the record of the first:\n%s", out)
+	}
+	if got := read(s.gw); got != "0 0" {
+		t.Errorf("forwarding after the second gateway exited: %q, want the values from before the first (0 0)", got)
+	}
+	if _, err := os.Stat(records[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the sysctl record %s is still there after a clean exit (%v)", records[0], err)
 	}
 }

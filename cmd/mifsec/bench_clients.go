@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/ike"
+)
+
+// benchClientsCommand is `mifsec bench clients`: a fleet of in-process
+// IKEv2 clients against a running gateway.
+func benchClientsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "clients",
+		Usage: "connect many IKEv2 clients at once to a gateway and pass an echo through each tunnel",
+		Description: `Runs --count IKEv2 initiators in this process, each with its own UDP socket, against the
+gateway at --gateway (pre-shared key, identities PREFIX-N.fleet.bench). Each sets up an
+IKE SA and a Child SA, then sends an ICMP echo request from its leased inner address to
+--target (an address in the gateway's protected networks) sealed in its ESP SA and waits
+for the sealed reply. Prints the time until all were established, the handshake latency
+distribution and how many passed traffic; the clients then delete their IKE SAs (after
+--hold).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "gateway", Usage: "the gateway's `ADDR[:PORT]` (port 500 by default)", Required: true},
+			&cli.StringFlag{Name: "target", Usage: "inner `ADDR` (IPv4) each client pings through its tunnel", Required: true},
+			&cli.IntFlag{Name: "count", Value: 100, Usage: "`N` clients"},
+			&cli.StringFlag{Name: "psk-file", Usage: "the pre-shared key, `FILE`", Required: true},
+			&cli.StringFlag{Name: "remote-id", Usage: "the gateway's expected `IDENTITY` (default: any)"},
+			&cli.StringFlag{Name: "id-prefix", Value: "client", Usage: "client N is `PREFIX`-N.fleet.bench"},
+			&cli.StringSliceFlag{Name: "source", Usage: "local `ADDR`s the clients' sockets bind to, round robin (repeatable)"},
+			&cli.StringFlag{Name: "ike", Value: "aes256gcm16-prfsha256-x25519", Usage: "IKE `PROPOSALS`"},
+			&cli.StringFlag{Name: "esp", Value: "aes256gcm16", Usage: "ESP `PROPOSALS`"},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "per client, for the handshake and for the echo"},
+			&cli.DurationFlag{Name: "hold", Usage: "keep the clients up this long before deleting their IKE SAs"},
+			&cli.StringFlag{Name: "json", Usage: "also write the report and every client's result to `FILE`"},
+		},
+		Action: runBenchClients,
+	}
+}
+
+// benchClientsReport is what --json writes.
+type benchClientsReport struct {
+	Report  bench.ClientsReport `json:"report"`
+	Clients []benchClientResult `json:"clients"`
+}
+
+type benchClientResult struct {
+	ID          string        `json:"id"`
+	Local       string        `json:"local"`
+	Address     string        `json:"address,omitempty"`
+	Handshake   time.Duration `json:"handshake_ns"`
+	Established time.Duration `json:"established_ns"`
+	EchoRTT     time.Duration `json:"echo_rtt_ns"`
+	Echoes      int           `json:"echoes"`
+	TrafficOK   bool          `json:"traffic_ok"`
+	Error       string        `json:"error,omitempty"`
+}
+
+func parseBenchClients(c *cli.Context) (bench.ClientsConfig, error) {
+	var cfg bench.ClientsConfig
+	gw := c.String("gateway")
+	ap, err := netip.ParseAddrPort(gw)
+	if err != nil {
+		a, err2 := netip.ParseAddr(gw)
+		if err2 != nil {
+			return cfg, fmt.Errorf("--gateway %q: an address or address:port", gw)
+		}
+		ap = netip.AddrPortFrom(a, 500)
+	}
+	cfg.Gateway = ap
+	if cfg.Target, err = netip.ParseAddr(c.String("target")); err != nil || !cfg.Target.Is4() {
+		return cfg, fmt.Errorf("--target %q: an IPv4 address", c.String("target"))
+	}
+	if cfg.Count = c.Int("count"); cfg.Count <= 0 || cfg.Count > 65535 {
+		return cfg, errors.New("--count: between 1 and 65535")
+	}
+	psk, err := os.ReadFile(c.String("psk-file"))
+	if err != nil {
+		return cfg, fmt.Errorf("--psk-file: %w", err)
+	}
+	if cfg.PSK = []byte(strings.TrimRight(string(psk), "\r\n")); len(cfg.PSK) == 0 {
+		return cfg, errors.New("--psk-file is empty")
+	}
+	if id := c.String("remote-id"); id != "" {
+		if cfg.RemoteID, err = ike.ParseIdentity(id); err != nil {
+			return cfg, fmt.Errorf("--remote-id: %w", err)
+		}
+	}
+	prefix := c.String("id-prefix")
+	if _, err := ike.ParseIdentity(prefix + "-0.fleet.bench"); err != nil {
+		return cfg, fmt.Errorf("--id-prefix: %w", err)
+	}
+	cfg.ID = func(i int) ike.Identity {
+		return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "%s-%d.fleet.bench", prefix, i)}
+	}
+	for _, item := range c.StringSlice("source") {
+		for _, s := range strings.Split(item, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return cfg, fmt.Errorf("--source: %w", err)
+			}
+			cfg.Sources = append(cfg.Sources, a)
+		}
+	}
+	if cfg.IKE, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
+		return cfg, fmt.Errorf("--ike: %w", err)
+	}
+	if cfg.ESP, err = ike.ParseESPProposals(c.String("esp")); err != nil {
+		return cfg, fmt.Errorf("--esp: %w", err)
+	}
+	if cfg.Timeout = c.Duration("timeout"); cfg.Timeout <= 0 {
+		return cfg, errors.New("--timeout must be positive")
+	}
+	return cfg, nil
+}
+
+func runBenchClients(c *cli.Context) error {
+	cfg, err := parseBenchClients(c)
+	if err != nil {
+		return err
+	}
+	f, err := bench.StartClients(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	results, rep := f.Results(), f.Report()
+	fmt.Println(rep)
+	if path := c.String("json"); path != "" {
+		out := benchClientsReport{Report: rep}
+		for _, r := range results {
+			br := benchClientResult{ID: r.ID, Local: r.Local.String(), Handshake: r.Handshake, Established: r.Established,
+				EchoRTT: r.EchoRTT, Echoes: r.Echoes, TrafficOK: r.TrafficOK}
+			if r.Address.IsValid() {
+				br.Address = r.Address.String()
+			}
+			if r.Err != nil {
+				br.Error = r.Err.Error()
+			}
+			out.Clients = append(out.Clients, br)
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			f.Close()
+			return err
+		}
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			f.Close()
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
+	if hold := c.Duration("hold"); hold > 0 {
+		select {
+		case <-time.After(hold):
+		case <-c.Context.Done():
+		}
+	}
+	f.Close()
+	if rep.Established != rep.Count || rep.TrafficOK != rep.Count {
+		return fmt.Errorf("%d of %d clients established, %d passed traffic", rep.Established, rep.Count, rep.TrafficOK)
+	}
+	return nil
+}

@@ -1,0 +1,450 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/mif"
+	"github.com/urfave/cli/v2"
+)
+
+// scaleGateway is `mifsec gateway` in its own namespace with a TUN device
+// of a unique name, reached from a client namespace over a veth pair
+// (192.0.2.1 → 192.0.2.2); it protects 10.1.0.0/24 (10.1.0.1 on its lo).
+type scaleGateway struct {
+	client, gw string
+	tun        string
+	args       []string // of the gateway command
+	p          *mifsecProcess
+}
+
+func startScaleGateway(t *testing.T, args ...string) *scaleGateway {
+	t.Helper()
+	return startScaleGatewayWith(t, nil, args...)
+}
+
+// startScaleGatewayWith is startScaleGateway with setup run on the
+// namespaces before the gateway starts.
+func startScaleGatewayWith(t *testing.T, setup func(s *scaleGateway), args ...string) *scaleGateway {
+	t.Helper()
+	s := &scaleGateway{client: testenv.NewNamedNetns(t, "scl"), gw: testenv.NewNamedNetns(t, "sgw"),
+		tun: fmt.Sprintf("msc%x", time.Now().UnixNano()&0xffffff)}
+	testenv.Veth(t, s.client, s.gw, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
+	testenv.Exec(t, s.gw, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo")
+	if setup != nil {
+		setup(s)
+	}
+	s.args = append([]string{"--log-level", "info", "gateway", "--tun", s.tun,
+		"--pool", "10.3.0.0/23", "--local-ts", "10.1.0.0/24"}, args...)
+	s.start(t)
+	return s
+}
+
+// start starts the gateway (again) and waits for its status socket.
+func (s *scaleGateway) start(t *testing.T) {
+	t.Helper()
+	s.p = startMifsec(t, s.gw, s.args...)
+	s.waitStatus(t)
+}
+
+func (s *scaleGateway) waitStatus(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := mif.ReadStatus(mif.ControlSocket(s.tun)); err == nil {
+			return
+		}
+		select {
+		case <-s.p.done:
+			t.Fatalf("mifsec gateway exited:\n%s", s.p.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mifsec gateway did not start within 10s:\n%s", s.p.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *scaleGateway) status(t *testing.T) mif.GatewayStatus {
+	t.Helper()
+	raw, err := mif.ReadStatus(mif.ControlSocket(s.tun))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st mif.GatewayStatus
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitClients waits until the gateway has n clients and n addresses
+// leased.
+func (s *scaleGateway) waitClients(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st := s.status(t)
+		leased := 0
+		for _, p := range st.Pools {
+			leased += p.Leased
+		}
+		if len(st.Clients) == n && leased == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway has %d clients and %d addresses leased after %v, want %d\n%s", len(st.Clients), leased, within, n,
+				tail(s.p.log.String(), 40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// memory is a process's resident memory in kB.
+type memory struct{ rss, pss int }
+
+func processMemory(t *testing.T, pid int) memory {
+	t.Helper()
+	field := func(file, name string) int {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(b)) {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == name+":" {
+				v, err := strconv.Atoi(f[1])
+				if err != nil {
+					t.Fatalf("%s %s: %v", file, name, err)
+				}
+				return v
+			}
+		}
+		t.Fatalf("no %s in /proc/%d/%s", name, pid, file)
+		return 0
+	}
+	return memory{rss: field("status", "VmRSS"), pss: field("smaps_rollup", "Pss")}
+}
+
+// startFleet runs a client fleet from the client namespace.
+func (s *scaleGateway) startFleet(t *testing.T, cfg bench.ClientsConfig) *bench.Fleet {
+	t.Helper()
+	return startFleetIn(t, s.client, cfg)
+}
+
+// startFleetIn runs a client fleet from namespace ns; the gateway is
+// 192.0.2.2:500 unless cfg names it, the target 10.1.0.1.
+func startFleetIn(t *testing.T, ns string, cfg bench.ClientsConfig) *bench.Fleet {
+	t.Helper()
+	if !cfg.Gateway.IsValid() {
+		cfg.Gateway = netip.MustParseAddrPort("192.0.2.2:500")
+	}
+	cfg.Target = netip.MustParseAddr("10.1.0.1")
+	var f *bench.Fleet
+	var err error
+	testenv.InNamedNetns(t, ns, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		f, err = bench.StartClients(ctx, cfg)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// checkFleet asserts that every client was established within limit and
+// passed traffic, and that the gateway's status shows each with its own
+// address and traffic counters.
+func (s *scaleGateway) checkFleet(t *testing.T, f *bench.Fleet, n int, limit time.Duration) {
+	t.Helper()
+	rep := f.Report()
+	t.Logf("%v", rep)
+	if rep.Established != n || rep.All > limit {
+		t.Errorf("%d of %d clients established, the last after %v; want all within %v", rep.Established, n, rep.All, limit)
+	}
+	if rep.TrafficOK != n {
+		t.Errorf("%d of %d clients passed traffic", rep.TrafficOK, n)
+	}
+	st := s.status(t)
+	if len(st.Clients) != n {
+		t.Fatalf("gateway status shows %d clients, want %d", len(st.Clients), n)
+	}
+	seen := map[string]bool{}
+	for _, c := range st.Clients {
+		if len(c.Addresses) != 1 || seen[c.Addresses[0]] {
+			t.Errorf("client %s has addresses %v (shared or not one)", c.ID, c.Addresses)
+			continue
+		}
+		seen[c.Addresses[0]] = true
+		if c.RxPackets == 0 || c.TxPackets == 0 {
+			t.Errorf("client %s: received %d, sent %d packets, want its own echo counted both ways", c.ID, c.RxPackets, c.TxPackets)
+		}
+	}
+	if t.Failed() {
+		t.Logf("gateway (tail):\n%s", tail(s.p.log.String(), 40))
+	}
+}
+
+// TestMifsecGatewayScale connects 200 clients (MIFSEC_SCALE_CLIENTS) at
+// once to the `mifsec gateway` binary with a pre-shared key: all must be
+// established within 10 s and pass an echo through their tunnel; the
+// gateway's memory per client is logged; deleting the clients' IKE SAs
+// must leave the gateway with no client and no lease.
+func TestMifsecGatewayScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("connects 200 clients")
+	}
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("MIFSEC_SCALE_CLIENTS")); err == nil && v > 0 {
+		n = v
+	}
+	const psk = "a secret every client shares"
+	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk))
+	pid := s.p.cmd.Process.Pid
+	time.Sleep(200 * time.Millisecond) // let the gateway's start-up allocations settle
+	before := processMemory(t, pid)
+
+	f := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), RemoteID: ike.Identity{Type: ike.IDFQDN, Data: []byte("gw.example")}})
+	s.checkFleet(t, f, n, 10*time.Second)
+	after := processMemory(t, pid)
+	t.Logf("gateway memory: VmRSS %d kB before, %d kB with %d clients (%d bytes per client); Pss %d kB → %d kB (%d bytes per client)",
+		before.rss, after.rss, n, (after.rss-before.rss)*1024/n, before.pss, after.pss, (after.pss-before.pss)*1024/n)
+
+	// Every client deletes its IKE SA: the gateway forgets them all and
+	// the pool is whole again.
+	start := time.Now()
+	f.Close()
+	s.waitClients(t, 0, 10*time.Second)
+	t.Logf("%d clients deleted their IKE SAs; the gateway released them all within %v", n, time.Since(start).Round(time.Millisecond))
+}
+
+// TestMifsecGatewayScaleCertificates is the scale test with a certificate
+// per client (ECDSA P-256), fewer clients: the gateway verifies a chain
+// and a signature per client and signs its own AUTH.
+func TestMifsecGatewayScaleCertificates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("connects 50 clients")
+	}
+	const n = 50
+	pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{KeyType: ike.TestKeyECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := ike.NewTrustStore(pki.CA.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type cred struct {
+		id   ike.Identity
+		key  crypto.Signer
+		cert *x509.Certificate
+	}
+	creds := make([]cred, n)
+	for i := range creds {
+		email := fmt.Sprintf("client-%d@fleet.bench", i)
+		key, cert := issueClientCert(t, pki.CA, email)
+		id, err := ike.ParseIdentity("email:" + email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds[i] = cred{id, key, cert}
+	}
+	s := startScaleGateway(t, "--local-id", pki.Gateway.Identity.String(),
+		"--cert", pki.Gateway.CertFile, "--key", pki.Gateway.KeyFile, "--ca", pki.CA.CertFile)
+	f := s.startFleet(t, bench.ClientsConfig{Count: n, CAs: cas, RemoteID: pki.Gateway.Identity,
+		Credentials: func(i int) (ike.Identity, crypto.Signer, []*x509.Certificate, error) {
+			return creds[i].id, creds[i].key, []*x509.Certificate{creds[i].cert}, nil
+		}})
+	s.checkFleet(t, f, n, 10*time.Second)
+	f.Close()
+	s.waitClients(t, 0, 10*time.Second)
+}
+
+// issueClientCert issues an ECDSA P-256 client certificate for email,
+// signed by ca.
+func issueClientCert(t *testing.T, ca ike.TestCredential, email string) (crypto.Signer, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber:   serial,
+		Subject:        pkix.Name{Organization: []string{"mifsec test"}, CommonName: email},
+		EmailAddresses: []string{email},
+		NotBefore:      time.Now().Add(-time.Hour),
+		NotAfter:       time.Now().Add(24 * time.Hour),
+		KeyUsage:       x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, cert
+}
+
+// fleetIDs names a fleet's clients prefix-i.fleet.bench, so that fleets
+// side by side do not replace each other's clients (INITIAL_CONTACT).
+func fleetIDs(prefix string) func(int) ike.Identity {
+	return func(i int) ike.Identity {
+		return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "%s-%d.fleet.bench", prefix, i)}
+	}
+}
+
+// TestMifsecGatewayDPD runs the gateway with --dpd 2s: clients that answer
+// its liveness checks stay; clients that go silent (sockets closed, no
+// Delete) are dropped and their addresses return to the pool.
+func TestMifsecGatewayDPD(t *testing.T) {
+	const psk = "a secret every client shares"
+	const n = 3
+	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk),
+		"--dpd", "2s", "--retransmit", "200ms", "--retransmit-tries", "3")
+	f := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk)})
+	s.checkFleet(t, f, n, 10*time.Second)
+	// The clients' own DPD is 10 s: the gateway checks them at 2 s, 4 s,
+	// ... and they answer.
+	time.Sleep(5 * time.Second)
+	st := s.status(t)
+	if len(st.Clients) != n {
+		t.Fatalf("%d clients after 5 s of answered liveness checks, want %d", len(st.Clients), n)
+	}
+	for _, c := range st.Clients {
+		if c.DPDChecks == 0 {
+			t.Errorf("client %s: no liveness check in 5 s with --dpd 2s", c.ID)
+		}
+	}
+	// Silence: after 2 s the check, 0.2+0.36+0.65 s of retransmissions,
+	// and the 1 s tick, every client is gone.
+	start := time.Now()
+	f.Abandon()
+	s.waitClients(t, 0, 10*time.Second)
+	t.Logf("silent clients dropped after %v", time.Since(start).Round(100*time.Millisecond))
+	if !strings.Contains(s.p.log.String(), "no answer to a liveness check") {
+		t.Error("the gateway did not log why it dropped the clients")
+	}
+}
+
+// TestMifsecGatewayListenSeveral runs the gateway on two addresses, each
+// on its own veth: a client fleet talks to each, and every message and
+// ESP packet of the gateway must come from the address its client talks
+// to (the fleet drops anything else).
+func TestMifsecGatewayListenSeveral(t *testing.T) {
+	const psk = "a secret every client shares"
+	var other string
+	s := startScaleGatewayWith(t, func(s *scaleGateway) {
+		other = testenv.NewNamedNetns(t, "scl2")
+		testenv.Veth(t, other, s.gw, netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
+	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--listen", "192.0.2.2,198.51.100.2")
+	a := s.startFleet(t, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: fleetIDs("a")})
+	b := startFleetIn(t, other, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: fleetIDs("b"),
+		Gateway: netip.MustParseAddrPort("198.51.100.2:500")})
+	for name, f := range map[string]*bench.Fleet{"192.0.2.2": a, "198.51.100.2": b} {
+		if rep := f.Report(); rep.Established != 3 || rep.TrafficOK != 3 {
+			t.Errorf("clients of %s: %v", name, rep)
+		}
+	}
+	st := s.status(t)
+	if len(st.Clients) != 6 || st.Listen != "192.0.2.2:4500,198.51.100.2:4500" {
+		t.Errorf("gateway status: %d clients, listening on %q", len(st.Clients), st.Listen)
+	}
+	a.Close()
+	b.Close()
+	s.waitClients(t, 0, 10*time.Second)
+}
+
+// TestBenchClientsCommand runs `bench clients` (the subcommand on its own
+// app) from the client namespace against the gateway binary.
+func TestBenchClientsCommand(t *testing.T) {
+	const psk = "a secret every client shares"
+	pskFile := writePSK(t, t.TempDir(), psk)
+	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", pskFile)
+	out := filepath.Join(t.TempDir(), "clients.json")
+	app := &cli.App{Name: "mifsec", Commands: []*cli.Command{benchClientsCommand()}}
+	var err error
+	testenv.InNamedNetns(t, s.client, func() {
+		err = app.Run([]string{"mifsec", "clients", "--gateway", "192.0.2.2", "--target", "10.1.0.1", "--count", "8",
+			"--psk-file", pskFile, "--remote-id", "gw.example", "--json", out})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep benchClientsReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Report.Established != 8 || rep.Report.TrafficOK != 8 || len(rep.Clients) != 8 || rep.Clients[7].ID != "client-7.fleet.bench" {
+		t.Fatalf("report %+v", rep)
+	}
+	s.waitClients(t, 0, 10*time.Second)
+
+	// Without a gateway at the address, the command fails and says so.
+	testenv.InNamedNetns(t, s.client, func() {
+		err = app.Run([]string{"mifsec", "clients", "--gateway", "192.0.2.9", "--target", "10.1.0.1", "--count", "2",
+			"--psk-file", pskFile, "--timeout", "500ms"})
+	})
+	if err == nil || !strings.Contains(err.Error(), "0 of 2 clients established") {
+		t.Fatalf("against no gateway: %v", err)
+	}
+}
+
+// TestMifsecGatewayInitialContact: clients whose host "reboots" (they go
+// silent without a Delete) connect again with the same identities and
+// INITIAL_CONTACT: the gateway drops their old IKE SAs, Child SAs and
+// leases at once, without waiting for a liveness check.
+func TestMifsecGatewayInitialContact(t *testing.T) {
+	const psk = "a secret every client shares"
+	const n = 4
+	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--dpd", "0")
+	old := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: fleetIDs("host")})
+	s.checkFleet(t, old, n, 10*time.Second)
+	old.Abandon()
+	again := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: fleetIDs("host")})
+	s.checkFleet(t, again, n, 10*time.Second) // n clients, each with its own address and traffic
+	st := s.status(t)
+	ports := map[uint16]bool{} // of the reconnected clients' sockets
+	for _, r := range again.Results() {
+		ports[r.Local.Port()] = true
+	}
+	leased := 0
+	for _, p := range st.Pools {
+		leased += p.Leased
+	}
+	for _, c := range st.Clients {
+		if ap, err := netip.ParseAddrPort(c.Remote); err != nil || !ports[ap.Port()] {
+			t.Errorf("client %s at %s is not one of the reconnected clients (ports %v)", c.ID, c.Remote, ports)
+		}
+	}
+	if leased != n {
+		t.Errorf("%d addresses leased for %d clients: the replaced ones were not released", leased, n)
+	}
+}

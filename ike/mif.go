@@ -1,0 +1,144 @@
+package ike
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// The MIF extension's IKE notifications: private-use status types (RFC 7296
+// §3.10.1 reserves 40960–65535) that two mifsec peers exchange on top of
+// MOBIKE so that one IKE SA carries traffic over several paths at once.
+// They are sent only to a peer that announced MIF_SUPPORTED itself; a peer
+// without the extension ignores unknown status notifications (RFC 7296
+// §3.10.1), so announcing it to a standard gateway is harmless.
+//
+// The numbers sit well above the private types other implementations use
+// near the start of the range (strongSwan's mediation extension, 40960+).
+// docs/mif.md documents the wire format with byte diagrams.
+const (
+	// MIF_SUPPORTED (IKE_AUTH, both directions): Version(1) Reserved(1).
+	MIF_SUPPORTED NotifyType = 53248
+	// MIF_PATH_ADD (INFORMATIONAL request sent from the new path, with
+	// NAT detection and COOKIE2): PathID(2) Kind(1) Priority(1).
+	MIF_PATH_ADD NotifyType = 53249
+	// MIF_PATH_REMOVE (INFORMATIONAL request): PathID(2).
+	MIF_PATH_REMOVE NotifyType = 53250
+)
+
+// MIFVersion is the version of the extension this package speaks.
+const MIFVersion = 1
+
+// Notification data lengths of the MIF extension, exact.
+const (
+	mifSupportedLen  = 2
+	mifPathAddLen    = 4
+	mifPathRemoveLen = 2
+)
+
+// PathKind is the kind of interface a path leaves from; the scheduler's
+// offload policy ranks paths by it.
+type PathKind uint8
+
+// Interface kinds carried in MIF_PATH_ADD. Unknown values are kept as they
+// are: a newer peer may know more kinds.
+const (
+	PathKindUnknown  PathKind = 0
+	PathKindEthernet PathKind = 1
+	PathKindWLAN     PathKind = 2
+	PathKindCellular PathKind = 3
+)
+
+func (k PathKind) String() string {
+	switch k {
+	case PathKindUnknown:
+		return "unknown"
+	case PathKindEthernet:
+		return "ethernet"
+	case PathKindWLAN:
+		return "wlan"
+	case PathKindCellular:
+		return "cellular"
+	}
+	return fmt.Sprintf("kind-%d", uint8(k))
+}
+
+// PathInfo is one path of a client as a gateway knows it.
+type PathInfo struct {
+	ID       uint16 // the path id ESP probes carry too
+	Kind     PathKind
+	Priority uint8          // lower is preferred
+	Remote   netip.AddrPort // the client's address and port on this path, as observed
+}
+
+// ErrMIFFormat reports a malformed MIF notification.
+var ErrMIFFormat = errors.New("malformed MIF notification")
+
+// MIFSupportedData returns the data of our MIF_SUPPORTED notification.
+func MIFSupportedData() []byte { return []byte{MIFVersion, 0} }
+
+// ParseMIFSupported returns the version a MIF_SUPPORTED notification
+// announces. The reserved byte is ignored.
+func ParseMIFSupported(b []byte) (uint8, error) {
+	if len(b) != mifSupportedLen {
+		return 0, fmt.Errorf("%w: MIF_SUPPORTED of %d bytes, want %d", ErrMIFFormat, len(b), mifSupportedLen)
+	}
+	if b[0] == 0 {
+		return 0, fmt.Errorf("%w: MIF_SUPPORTED version 0", ErrMIFFormat)
+	}
+	return b[0], nil
+}
+
+// PathAdd is the content of a MIF_PATH_ADD notification.
+type PathAdd struct {
+	ID       uint16
+	Kind     PathKind
+	Priority uint8
+}
+
+// Marshal returns the notification data.
+func (p PathAdd) Marshal() []byte {
+	b := make([]byte, mifPathAddLen)
+	binary.BigEndian.PutUint16(b, p.ID)
+	b[2], b[3] = uint8(p.Kind), p.Priority
+	return b
+}
+
+// ParsePathAdd parses MIF_PATH_ADD data: exactly 4 bytes, path ID not 0
+// (0 names the path the IKE SA runs on).
+func ParsePathAdd(b []byte) (PathAdd, error) {
+	if len(b) != mifPathAddLen {
+		return PathAdd{}, fmt.Errorf("%w: MIF_PATH_ADD of %d bytes, want %d", ErrMIFFormat, len(b), mifPathAddLen)
+	}
+	p := PathAdd{ID: binary.BigEndian.Uint16(b), Kind: PathKind(b[2]), Priority: b[3]}
+	if p.ID == 0 {
+		return PathAdd{}, fmt.Errorf("%w: MIF_PATH_ADD for path 0, the IKE SA's own path", ErrMIFFormat)
+	}
+	return p, nil
+}
+
+// PathRemoveData returns MIF_PATH_REMOVE data for path id.
+func PathRemoveData(id uint16) []byte { return binary.BigEndian.AppendUint16(nil, id) }
+
+// ParsePathRemove parses MIF_PATH_REMOVE data: exactly 2 bytes, not 0.
+func ParsePathRemove(b []byte) (uint16, error) {
+	if len(b) != mifPathRemoveLen {
+		return 0, fmt.Errorf("%w: MIF_PATH_REMOVE of %d bytes, want %d", ErrMIFFormat, len(b), mifPathRemoveLen)
+	}
+	id := binary.BigEndian.Uint16(b)
+	if id == 0 {
+		return 0, fmt.Errorf("%w: MIF_PATH_REMOVE for path 0, the IKE SA's own path", ErrMIFFormat)
+	}
+	return id, nil
+}
+
+// peerMIF reports whether ps carry a MIF_SUPPORTED of a version we speak.
+func peerMIF(ps []Payload) bool {
+	n := FindNotify(ps, MIF_SUPPORTED)
+	if n == nil {
+		return false
+	}
+	v, err := ParseMIFSupported(n.Data)
+	return err == nil && v >= MIFVersion
+}

@@ -1,0 +1,931 @@
+package ike
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// MOBIKE (RFC 4555) in both roles, and the MIF extension's paths.
+//
+// The initiator's session sends its IKE messages on one path at a time: a
+// Path is a local socket (its Transport) and the gateway address it sends
+// to. The conductor of the session hands it other paths through CheckPath
+// (a return routability test, RFC 4555 §3.4 style), UpdateAddresses
+// (UPDATE_SA_ADDRESSES, RFC 4555 §3.5: IKE and ESP move to the path) and,
+// with a gateway that speaks the MIF extension, AddPath and RemovePath (the
+// gateway learns the path's address as it sees it, and ESP may use every
+// path at once). These methods are safe to call from any goroutine while
+// Run serves: like Deliver, they hand their work to the session's loop,
+// which owns the protocol state, and wait for its result.
+//
+// Message IDs: the IKE window is one request. A request whose first
+// transmissions on a path under test go unanswered is not abandoned (the
+// gateway may have received it and only the answer was lost): the same
+// message is retransmitted on the current path until answered, so both
+// sides stay in step, and the path is reported dead. A request that is
+// outstanding when UpdateAddresses is called (a DPD or a rekey stuck on a
+// dead path) is retransmitted on the new path at once, with a fresh
+// retransmission schedule (RFC 4555 lets the initiator retransmit from
+// other addresses); what the session sends until the update runs leaves
+// there too, and UPDATE_SA_ADDRESSES follows.
+//
+// The gateway (Responder) answers MOBIKE_SUPPORTED, moves a client's IKE
+// and ESP traffic only on UPDATE_SA_ADDRESSES once MOBIKE is negotiated
+// (never implicitly), echoes COOKIE2 in every answer and records the
+// client's MIF paths.
+
+// Path is one way from this host to the gateway: a socket bound to one
+// local interface and address, and the gateway address it reaches.
+type Path struct {
+	// ID names the path for the conductor and in the status (for example
+	// the interface name); the session only compares and shows it.
+	ID string
+	// Local is the local address and port the Transport sends from.
+	Local netip.AddrPort
+	// Gateway is the gateway's address on this path; the zero value means
+	// the session's gateway address.
+	Gateway netip.Addr
+	// Transport sends from this path's socket.
+	Transport Transport
+}
+
+func (p *Path) check() error {
+	if p.Transport == nil {
+		return fmt.Errorf("path %q: no transport", p.ID)
+	}
+	return nil
+}
+
+// to is where a message goes on p when the session would send it to def.
+func (p *Path) to(def netip.AddrPort) netip.AddrPort {
+	if p.Gateway.IsValid() {
+		return netip.AddrPortFrom(p.Gateway, def.Port())
+	}
+	return def
+}
+
+// PathHandler is implemented by a Handler that wants to know when the
+// session's IKE SA moved to another path (UPDATE_SA_ADDRESSES answered):
+// the Child SAs' outbound ESP should then leave on that path too. It runs
+// on the session's loop.
+type PathHandler interface {
+	PathChanged(p Path)
+}
+
+// ResponderPathHandler is implemented by a ResponderHandler that follows
+// clients' paths. Its methods run on the Responder's loop.
+type ResponderPathHandler interface {
+	// ClientMoved reports that the client moved its IKE SA and Child SAs
+	// (UPDATE_SA_ADDRESSES) to client.Remote: outbound ESP goes there now.
+	ClientMoved(client *Client)
+	// PathAdded reports a MIF path of the client (new, or changed when
+	// the client adds an ID again).
+	PathAdded(client *Client, p PathInfo)
+	// PathRemoved reports that the client removed MIF path id.
+	PathRemoved(client *Client, id uint16)
+}
+
+// MobilityConfig configures MOBIKE and the MIF extension. It is part of
+// both SessionConfig and ResponderConfig; the fields marked as the
+// initiator's are ignored by the Responder.
+type MobilityConfig struct {
+	// DisableMOBIKE leaves MOBIKE_SUPPORTED out of IKE_AUTH (it is sent,
+	// and answered, by default).
+	DisableMOBIKE bool
+	// DisableMIF leaves MIF_SUPPORTED out of IKE_AUTH.
+	DisableMIF bool
+	// AdditionalAddresses are this side's other addresses, announced as
+	// ADDITIONAL_IP4/6_ADDRESS; without them NO_ADDITIONAL_ADDRESSES is
+	// sent.
+	AdditionalAddresses []netip.Addr
+	// NoNATsAllowed (initiator) sends NO_NATS_ALLOWED and true NAT
+	// detection hashes with UPDATE_SA_ADDRESSES and path tests, so that
+	// the gateway refuses a path with a NAT on it.
+	NoNATsAllowed bool
+	// Path (initiator) is the path the session connects on; nil means the
+	// Transport given to NewSession, to Remote.
+	Path *Path
+	// PathCheck (initiator) paces a path test, an UPDATE_SA_ADDRESSES or a
+	// MIF_PATH_ADD on the path it tests; 0 values mean Retransmit's
+	// timeout and backoff, 3 tries.
+	PathCheck RetransmitPolicy
+}
+
+// MobilityStatus is the part of a session's status about its paths.
+type MobilityStatus struct {
+	MOBIKE           bool         `json:"mobike"`
+	MIF              bool         `json:"mif"`
+	Path             string       `json:"path,omitempty"` // the ID of the path IKE uses
+	PathLocal        string       `json:"path_local,omitempty"`
+	PathUpdates      int          `json:"path_updates"`
+	GatewayAddresses []string     `json:"gateway_addresses,omitempty"`
+	Paths            []PathStatus `json:"paths,omitempty"` // MIF paths added
+}
+
+// ClientMobility is the part of a gateway's client status about its paths.
+type ClientMobility struct {
+	MOBIKE          bool         `json:"mobike"`
+	MIF             bool         `json:"mif"`
+	Moves           int          `json:"moves"`
+	ClientAddresses []string     `json:"client_addresses,omitempty"` // its ADDITIONAL_* addresses
+	Paths           []PathStatus `json:"paths,omitempty"`
+}
+
+// PathStatus is one MIF path in a status.
+type PathStatus struct {
+	ID       uint16 `json:"id"`
+	Name     string `json:"name,omitempty"`
+	Kind     string `json:"kind"`
+	Priority uint8  `json:"priority"`
+	Local    string `json:"local,omitempty"`
+	Remote   string `json:"remote,omitempty"`
+}
+
+// Errors of the path API.
+var (
+	ErrNotEstablished = errors.New("no IKE SA established")
+	ErrNoMOBIKE       = errors.New("the gateway did not negotiate MOBIKE")
+	ErrNoMIF          = errors.New("the gateway did not negotiate the MIF extension")
+	ErrPathSilent     = errors.New("no answer on the path")
+)
+
+// COOKIE2 (RFC 4555 §4.2.3) is 8 to 64 bytes; ours are 16.
+const (
+	cookie2Len    = 16
+	minCookie2Len = 8
+	maxCookie2Len = 64
+)
+
+func newCookie2() []byte {
+	b := make([]byte, cookie2Len)
+	rand.Read(b)
+	return b
+}
+
+// checkCookie2 checks the length of a received COOKIE2.
+func checkCookie2(b []byte) error {
+	if len(b) < minCookie2Len || len(b) > maxCookie2Len {
+		return fmt.Errorf("COOKIE2 of %d bytes, want %d to %d", len(b), minCookie2Len, maxCookie2Len)
+	}
+	return nil
+}
+
+// AdditionalAddressNotify returns the ADDITIONAL_IP4_ADDRESS or
+// ADDITIONAL_IP6_ADDRESS notification for a.
+func AdditionalAddressNotify(a netip.Addr) *Notify {
+	a = a.Unmap()
+	if a.Is4() {
+		return &Notify{NotifyType: ADDITIONAL_IP4_ADDRESS, Data: a.AsSlice()}
+	}
+	return &Notify{NotifyType: ADDITIONAL_IP6_ADDRESS, Data: a.AsSlice()}
+}
+
+// ParseAdditionalAddress parses the data of an ADDITIONAL_IP4_ADDRESS (4
+// bytes) or ADDITIONAL_IP6_ADDRESS (16 bytes) notification.
+func ParseAdditionalAddress(t NotifyType, b []byte) (netip.Addr, error) {
+	switch {
+	case t == ADDITIONAL_IP4_ADDRESS && len(b) == 4:
+		return netip.AddrFrom4([4]byte(b)), nil
+	case t == ADDITIONAL_IP6_ADDRESS && len(b) == 16:
+		return netip.AddrFrom16([16]byte(b)), nil
+	case t == ADDITIONAL_IP4_ADDRESS || t == ADDITIONAL_IP6_ADDRESS:
+		return netip.Addr{}, fmt.Errorf("notify %d with %d bytes of address", t, len(b))
+	}
+	return netip.Addr{}, fmt.Errorf("notify %d is no additional address", t)
+}
+
+// additionalAddresses returns the peer's address list from ps: its
+// ADDITIONAL_* addresses and whether it said NO_ADDITIONAL_ADDRESSES.
+// Malformed entries are skipped. found says whether ps said anything.
+func additionalAddresses(ps []Payload) (addrs []netip.Addr, none, found bool) {
+	for _, n := range FindAll[*Notify](ps) {
+		switch n.NotifyType {
+		case NO_ADDITIONAL_ADDRESSES:
+			none, found = true, true
+		case ADDITIONAL_IP4_ADDRESS, ADDITIONAL_IP6_ADDRESS:
+			if a, err := ParseAdditionalAddress(n.NotifyType, n.Data); err == nil {
+				addrs, found = append(addrs, a), true
+			}
+		}
+	}
+	return addrs, none, found
+}
+
+// addressNotifies announces this side's other addresses.
+func addressNotifies(addrs []netip.Addr) []Payload {
+	if len(addrs) == 0 {
+		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_ADDRESSES}}
+	}
+	var out []Payload
+	for _, a := range addrs {
+		out = append(out, AdditionalAddressNotify(a))
+	}
+	return out
+}
+
+// NoNATsData returns NO_NATS_ALLOWED data (RFC 4555 §4.2.4): the source
+// and destination addresses, then the source and destination ports, of
+// the packet that carries it. Both addresses are written in one family:
+// IPv4 when both are IPv4 (or IPv4-mapped), IPv6 otherwise.
+func NoNATsData(src, dst netip.AddrPort) []byte {
+	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
+	var b []byte
+	if s.Is4() && d.Is4() {
+		b = append(s.AsSlice(), d.AsSlice()...)
+	} else {
+		s16, d16 := s.As16(), d.As16()
+		b = append(s16[:], d16[:]...)
+	}
+	b = binary.BigEndian.AppendUint16(b, src.Port())
+	return binary.BigEndian.AppendUint16(b, dst.Port())
+}
+
+// ParseNoNATs parses NO_NATS_ALLOWED data: 12 bytes for IPv4, 36 for IPv6.
+func ParseNoNATs(b []byte) (src, dst netip.AddrPort, err error) {
+	var s, d netip.Addr
+	switch len(b) {
+	case 12:
+		s, d = netip.AddrFrom4([4]byte(b[0:4])), netip.AddrFrom4([4]byte(b[4:8]))
+	case 36:
+		s, d = netip.AddrFrom16([16]byte(b[0:16])), netip.AddrFrom16([16]byte(b[16:32]))
+	default:
+		return src, dst, fmt.Errorf("NO_NATS_ALLOWED of %d bytes, want 12 or 36", len(b))
+	}
+	n := len(b)
+	return netip.AddrPortFrom(s, binary.BigEndian.Uint16(b[n-4:])), netip.AddrPortFrom(d, binary.BigEndian.Uint16(b[n-2:])), nil
+}
+
+// sessionMobility is the session's MOBIKE and MIF state, owned by its loop
+// except for the two channels.
+type sessionMobility struct {
+	calls chan func(loop context.Context) error // work handed to the loop
+	moves chan *Path                            // the latest UpdateAddresses target, for an outstanding request
+
+	path  *Path // the path IKE uses; nil: NewSession's Transport
+	steer *Path // the outstanding request is retransmitted here
+
+	mobike, mif bool
+	peerAddrs   []netip.Addr
+	paths       map[uint16]mifPath
+	updates     int
+}
+
+type mifPath struct {
+	path     Path
+	kind     PathKind
+	priority uint8
+}
+
+func newSessionMobility(cfg *SessionConfig) sessionMobility {
+	m := sessionMobility{calls: make(chan func(context.Context) error), moves: make(chan *Path, 1)}
+	if cfg.Path != nil {
+		p := *cfg.Path
+		m.path = &p
+	}
+	return m
+}
+
+// checkPaths checks that the session has a way to send.
+func checkPaths(cfg *SessionConfig, tr Transport) error {
+	if cfg.Path != nil {
+		return cfg.Path.check()
+	}
+	if tr == nil {
+		return errors.New("neither a transport nor a path to send on")
+	}
+	return nil
+}
+
+// route returns how a message to the gateway leaves now.
+func (s *Session) route() (Transport, netip.AddrPort) {
+	p := s.mob.steer
+	if p == nil {
+		p = s.mob.path
+	}
+	if p == nil {
+		return s.tr, s.remote
+	}
+	return p.Transport, p.to(s.remote)
+}
+
+// currentPath is the path IKE uses now.
+func (s *Session) currentPath() *Path {
+	if s.mob.path != nil {
+		return s.mob.path
+	}
+	return &Path{Transport: s.tr}
+}
+
+// steerTo makes the outstanding request's retransmissions, and what the
+// session sends until the UpdateAddresses that asked for p runs, leave on
+// p. (Should that call's caller give up before the loop takes it, p stays
+// in use for IKE until the next UpdateAddresses or reconnect; the gateway
+// answers to the source of requests, so nothing breaks.)
+func (s *Session) steerTo(p *Path) {
+	s.mob.steer = p
+	s.log.Info("retransmitting the outstanding request on another path", "path", p.ID)
+}
+
+// adoptMove takes a path change asked for while no IKE SA was up: the
+// next connection attempt uses it.
+func (s *Session) adoptMove() {
+	s.mob.steer = nil
+	select {
+	case p := <-s.mob.moves:
+		s.mob.path = p
+		s.setStatus(func(st *Status) { st.Path, st.PathLocal = p.ID, p.Local.String() })
+	default:
+	}
+}
+
+// authNotifies are the MOBIKE and MIF notifications of our IKE_AUTH
+// request.
+func (s *Session) authNotifies() []Payload {
+	var ps []Payload
+	if !s.cfg.DisableMOBIKE {
+		ps = append(ps, &Notify{NotifyType: MOBIKE_SUPPORTED})
+		ps = append(ps, addressNotifies(s.cfg.AdditionalAddresses)...)
+	}
+	if !s.cfg.DisableMIF {
+		ps = append(ps, &Notify{NotifyType: MIF_SUPPORTED, Data: MIFSupportedData()})
+	}
+	return ps
+}
+
+// authAccepted records what the gateway's IKE_AUTH response said about
+// MOBIKE and MIF. A new IKE SA starts with no MIF paths.
+func (s *Session) authAccepted(reply []Payload) {
+	m := &s.mob
+	m.mobike = !s.cfg.DisableMOBIKE && FindNotify(reply, MOBIKE_SUPPORTED) != nil
+	m.mif = !s.cfg.DisableMIF && peerMIF(reply)
+	m.peerAddrs, _, _ = additionalAddresses(reply)
+	m.paths = nil
+	s.publishMobility()
+}
+
+func (s *Session) publishMobility() {
+	m := &s.mob
+	ms := MobilityStatus{MOBIKE: m.mobike, MIF: m.mif, PathUpdates: m.updates}
+	if m.path != nil {
+		ms.Path, ms.PathLocal = m.path.ID, m.path.Local.String()
+	}
+	for _, a := range m.peerAddrs {
+		ms.GatewayAddresses = append(ms.GatewayAddresses, a.String())
+	}
+	ids := make([]uint16, 0, len(m.paths))
+	for id := range m.paths {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		p := m.paths[id]
+		ms.Paths = append(ms.Paths, PathStatus{ID: id, Name: p.path.ID, Kind: p.kind.String(), Priority: p.priority,
+			Local: p.path.Local.String(), Remote: p.path.to(s.remote).String()})
+	}
+	s.setStatus(func(st *Status) { st.MobilityStatus = ms })
+}
+
+// MOBIKE reports whether the gateway negotiated MOBIKE on the current IKE
+// SA.
+func (s *Session) MOBIKE() bool { return s.Status().MOBIKE }
+
+// natDetection returns the NAT detection notifications of a request sent
+// on p. Without NoNATsAllowed the source hash matches no address, as in
+// IKE_SA_INIT, so that the gateway keeps encapsulating ESP in UDP.
+func (s *Session) natDetection(sa *ikeSA, p *Path) []Payload {
+	src := randomBytes(20)
+	if s.cfg.NoNATsAllowed && p.Local.IsValid() {
+		src = NATDetectionHash(sa.spiI, sa.spiR, p.Local)
+	}
+	ps := []Payload{
+		&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: src},
+		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(sa.spiI, sa.spiR, p.to(s.remote))},
+	}
+	if s.cfg.NoNATsAllowed && p.Local.IsValid() {
+		ps = append(ps, &Notify{NotifyType: NO_NATS_ALLOWED, Data: NoNATsData(p.Local, p.to(s.remote))})
+	}
+	return ps
+}
+
+// callResult carries one API call's result from the loop to the caller.
+type callResult struct {
+	ch   chan error
+	sent bool
+}
+
+func (r *callResult) set(err error) {
+	if !r.sent {
+		r.sent = true
+		r.ch <- err
+	}
+}
+
+// call runs f on the session's loop and waits for the result f sets. An
+// error f returns ends the session's IKE SA (it reconnects).
+func (s *Session) call(ctx context.Context, f func(loop context.Context, r *callResult) error) error {
+	r := &callResult{ch: make(chan error, 1)}
+	run := func(loop context.Context) error {
+		err := f(loop, r)
+		if err != nil {
+			r.set(err)
+		}
+		r.set(nil)
+		return err
+	}
+	select {
+	case s.mob.calls <- run:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Session) pathCheckPolicy() RetransmitPolicy {
+	p := s.cfg.PathCheck
+	if p.Timeout <= 0 {
+		p.Timeout = s.cfg.Retransmit.Timeout
+	}
+	if p.Backoff < 1 {
+		p.Backoff = s.cfg.Retransmit.Backoff
+	}
+	if p.Tries <= 0 {
+		p.Tries = 3
+	}
+	return p
+}
+
+// pathExchange runs an INFORMATIONAL request sent on path p. It returns
+// the response and the round trip time of its last transmission. When p
+// stays silent (or the caller gives up), the same request is retransmitted
+// on the current path until answered, to keep the message IDs in step,
+// and the result is ErrPathSilent. fatal is set when the gateway is lost.
+//
+// With move (UPDATE_SA_ADDRESSES), our answers to requests the gateway
+// sends meanwhile leave on p too: once the gateway has processed the
+// update it sends from there (strongSwan rekeys the Child SA at once),
+// and it sends responses to where the request came from.
+func (s *Session) pathExchange(loop, caller context.Context, p *Path, payloads []Payload, move bool) (reply []Payload, rtt time.Duration, err, fatal error) {
+	sa := s.sa
+	id := sa.nextOut
+	datagrams, err := sealMessage(sa, INFORMATIONAL, id, false, payloads)
+	if err != nil {
+		return nil, 0, err, nil
+	}
+	sendOnPath := func() time.Time {
+		to := p.to(s.remote)
+		for _, d := range datagrams {
+			if err := p.Transport.Send(d, to, s.natT); err != nil {
+				s.log.Debug("sending IKE message", "path", p.ID, "to", to, "err", err)
+			}
+		}
+		return time.Now()
+	}
+	pend := &pending{sa: sa, id: id}
+	prev := s.mob.steer
+	defer func() { s.mob.steer = prev }()
+	if move {
+		s.mob.steer = p
+	}
+	policy := s.pathCheckPolicy()
+	sent := sendOnPath()
+	timeout := policy.Timeout
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	onPath := true
+	callerDone := caller.Done()
+	for tries := 1; ; {
+		select {
+		case <-loop.Done():
+			return nil, 0, loop.Err(), loop.Err()
+		case <-callerDone:
+			callerDone = nil
+			if onPath {
+				onPath, tries, timeout = false, 1, s.cfg.Retransmit.Timeout
+				s.mob.steer = nil
+				s.transmit(datagrams)
+				timer.Reset(timeout)
+			}
+		case in := <-s.inbox:
+			if err := s.handle(in, pend); err != nil {
+				return nil, 0, err, err
+			}
+			if pend.done {
+				sa.nextOut++
+				if !onPath {
+					return nil, 0, fmt.Errorf("%w %q", ErrPathSilent, p.ID), nil
+				}
+				return pend.reply, time.Since(sent), nil, nil
+			}
+		case <-timer.C:
+			switch {
+			case onPath && tries < policy.Tries:
+				tries++
+				sent = sendOnPath()
+				timeout = time.Duration(float64(timeout) * policy.Backoff)
+			case onPath:
+				// The path is dead, or only its answers are lost: finish
+				// the exchange on the path that works.
+				s.log.Info("no answer on the path, finishing the exchange on the current one", "path", p.ID, "tries", tries)
+				onPath, tries, timeout = false, 1, s.cfg.Retransmit.Timeout
+				s.mob.steer = nil
+				s.transmit(datagrams)
+			case tries < s.cfg.Retransmit.Tries:
+				tries++
+				s.transmit(datagrams)
+				timeout = time.Duration(float64(timeout) * s.cfg.Retransmit.Backoff)
+			default:
+				err := fmt.Errorf("%w: no response to INFORMATIONAL on path %q nor on the current path", ErrTimeout, p.ID)
+				return nil, 0, err, err
+			}
+			timer.Reset(timeout)
+		}
+	}
+}
+
+// checkEcho checks a path request's response: no error notification and
+// our COOKIE2 echoed.
+func checkEcho(reply []Payload, cookie []byte, what string) error {
+	for _, n := range FindAll[*Notify](reply) {
+		switch {
+		case n.NotifyType == UNACCEPTABLE_ADDRESSES:
+			return fmt.Errorf("%s: the gateway refused the path's address (UNACCEPTABLE_ADDRESSES)", what)
+		case n.NotifyType == UNEXPECTED_NAT_DETECTED:
+			return fmt.Errorf("%s: the gateway saw a NAT on the path (UNEXPECTED_NAT_DETECTED)", what)
+		case n.NotifyType.IsError():
+			return fmt.Errorf("%s: the gateway answered with error notification %d", what, n.NotifyType)
+		}
+	}
+	n := FindNotify(reply, COOKIE2)
+	if n == nil || string(n.Data) != string(cookie) {
+		return fmt.Errorf("%s: the gateway's answer does not echo our COOKIE2", what)
+	}
+	return nil
+}
+
+// CheckPath tests path p (RFC 4555 §3.4 style): an INFORMATIONAL request
+// with NAT detection and COOKIE2 leaves on p; the path works when the
+// protected answer comes back echoing COOKIE2. It returns the round trip
+// time. IKE keeps using the current path.
+func (s *Session) CheckPath(ctx context.Context, p Path) (time.Duration, error) {
+	if err := p.check(); err != nil {
+		return 0, err
+	}
+	var rtt time.Duration
+	err := s.call(ctx, func(loop context.Context, r *callResult) error {
+		if s.sa == nil {
+			r.set(ErrNotEstablished)
+			return nil
+		}
+		cookie := newCookie2()
+		reply, d, err, fatal := s.pathExchange(loop, ctx, &p, append(s.natDetection(s.sa, &p), &Notify{NotifyType: COOKIE2, Data: cookie}), false)
+		if fatal != nil {
+			return fatal
+		}
+		if err == nil {
+			err = checkEcho(reply, cookie, "path test")
+		}
+		if err != nil {
+			r.set(fmt.Errorf("checking path %q: %w", p.ID, err))
+			return nil
+		}
+		rtt = d
+		r.set(nil)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return rtt, nil
+}
+
+// UpdateAddresses moves the IKE SA to path p (UPDATE_SA_ADDRESSES with NAT
+// detection and COOKIE2, sent on p, RFC 4555 §3.5). When it is answered,
+// every later IKE message (requests, DPD, rekeys) leaves on p and a
+// PathHandler learns that ESP should follow. The IKE SA keeps its SPIs. A
+// request outstanding on another path is retransmitted on p at once.
+func (s *Session) UpdateAddresses(ctx context.Context, p Path) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	target := &p
+	// Latest wins: replace a move not taken yet.
+	select {
+	case <-s.mob.moves:
+	default:
+	}
+	select {
+	case s.mob.moves <- target:
+	default:
+	}
+	return s.call(ctx, func(loop context.Context, r *callResult) error {
+		select {
+		case <-s.mob.moves:
+		default:
+		}
+		// Whatever happens, IKE then leaves on the path the update
+		// leaves it on.
+		s.mob.steer = nil
+		switch {
+		case s.sa == nil:
+			r.set(ErrNotEstablished)
+			return nil
+		case !s.mob.mobike:
+			r.set(ErrNoMOBIKE)
+			return nil
+		}
+		started := time.Now()
+		cookie := newCookie2()
+		payloads := append([]Payload{&Notify{NotifyType: UPDATE_SA_ADDRESSES}}, s.natDetection(s.sa, target)...)
+		payloads = append(payloads, &Notify{NotifyType: COOKIE2, Data: cookie})
+		reply, _, err, fatal := s.pathExchange(loop, ctx, target, payloads, true)
+		if fatal != nil {
+			return fatal
+		}
+		if errors.Is(err, ErrPathSilent) {
+			// The gateway may have moved before its answer got lost:
+			// point it back at the path we use.
+			resync := append([]Payload{&Notify{NotifyType: UPDATE_SA_ADDRESSES}}, s.natDetection(s.sa, s.currentPath())...)
+			resync = append(resync, &Notify{NotifyType: COOKIE2, Data: newCookie2()})
+			if _, err := s.exchange(loop, s.sa, INFORMATIONAL, resync, s.cfg.Retransmit); err != nil {
+				r.set(fmt.Errorf("moving to path %q: %w", p.ID, ErrPathSilent))
+				return err
+			}
+		}
+		if err == nil {
+			err = checkEcho(reply, cookie, "UPDATE_SA_ADDRESSES")
+		}
+		if err != nil {
+			r.set(fmt.Errorf("moving to path %q: %w", p.ID, err))
+			return nil
+		}
+		s.mob.path = target
+		s.mob.updates++
+		s.publishMobility()
+		s.log.Info("moved the IKE SA to another path", "path", p.ID, "local", p.Local, "gateway", p.to(s.remote),
+			"took", time.Since(started).Round(time.Microsecond))
+		if ph, ok := s.h.(PathHandler); ok {
+			ph.PathChanged(p)
+		}
+		r.set(nil)
+		return nil
+	})
+}
+
+// AddPath announces path p to a gateway that speaks the MIF extension: a
+// MIF_PATH_ADD with NAT detection and COOKIE2 leaves on p; the gateway
+// records the address and port it sees it from as path id. IKE keeps
+// using the current path. Adding an id again updates it.
+func (s *Session) AddPath(ctx context.Context, p Path, id uint16, kind PathKind, priority uint8) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	if id == 0 {
+		return errors.New("MIF path 0 is the IKE SA's own path")
+	}
+	return s.call(ctx, func(loop context.Context, r *callResult) error {
+		switch {
+		case s.sa == nil:
+			r.set(ErrNotEstablished)
+			return nil
+		case !s.mob.mif:
+			r.set(ErrNoMIF)
+			return nil
+		}
+		cookie := newCookie2()
+		payloads := append([]Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: id, Kind: kind, Priority: priority}.Marshal()}},
+			s.natDetection(s.sa, &p)...)
+		payloads = append(payloads, &Notify{NotifyType: COOKIE2, Data: cookie})
+		reply, _, err, fatal := s.pathExchange(loop, ctx, &p, payloads, false)
+		if fatal != nil {
+			return fatal
+		}
+		if err == nil {
+			err = checkEcho(reply, cookie, "MIF_PATH_ADD")
+		}
+		if err != nil {
+			r.set(fmt.Errorf("adding path %q as %d: %w", p.ID, id, err))
+			return nil
+		}
+		if s.mob.paths == nil {
+			s.mob.paths = map[uint16]mifPath{}
+		}
+		s.mob.paths[id] = mifPath{path: p, kind: kind, priority: priority}
+		s.publishMobility()
+		r.set(nil)
+		return nil
+	})
+}
+
+// RemovePath tells the gateway that MIF path id leaves (MIF_PATH_REMOVE,
+// on the current path). Drain the path's traffic first.
+func (s *Session) RemovePath(ctx context.Context, id uint16) error {
+	return s.call(ctx, func(loop context.Context, r *callResult) error {
+		if _, ok := s.mob.paths[id]; !ok || s.sa == nil {
+			r.set(fmt.Errorf("removing path %d: no such MIF path", id))
+			return nil
+		}
+		reply, err := s.exchange(loop, s.sa, INFORMATIONAL, []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: PathRemoveData(id)}}, s.cfg.Retransmit)
+		if err != nil {
+			r.set(fmt.Errorf("removing path %d: %w", id, err))
+			return err
+		}
+		if err := firstError(reply, "INFORMATIONAL (MIF_PATH_REMOVE)"); err != nil {
+			r.set(fmt.Errorf("removing path %d: %w", id, err))
+			return nil
+		}
+		delete(s.mob.paths, id)
+		s.publishMobility()
+		r.set(nil)
+		return nil
+	})
+}
+
+// mobilityReply is what our answer to a gateway's INFORMATIONAL adds: the
+// COOKIE2 echo (RFC 4555 §4.2.3) and NAT detection for a return
+// routability check; a new address list of the gateway is recorded.
+func (s *Session) mobilityReply(sa *ikeSA, req []Payload) []Payload {
+	var out []Payload
+	if n := FindNotify(req, COOKIE2); n != nil && checkCookie2(n.Data) == nil {
+		out = append(out, &Notify{NotifyType: COOKIE2, Data: n.Data})
+	}
+	if FindNotify(req, NAT_DETECTION_DESTINATION_IP) != nil {
+		_, to := s.route()
+		out = append(out, &Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(sa.spiI, sa.spiR, to)})
+	}
+	if addrs, _, found := additionalAddresses(req); found && s.mob.mobike {
+		s.mob.peerAddrs = addrs
+		s.publishMobility()
+	}
+	return out
+}
+
+// clientMobility is a gateway's MOBIKE and MIF state of one client.
+type clientMobility struct {
+	mobike, mif bool
+	addrs       []netip.Addr // its ADDITIONAL_* addresses
+	paths       []PathInfo   // MIF paths, by ID
+	moves       int
+}
+
+func (m *clientMobility) status() ClientMobility {
+	st := ClientMobility{MOBIKE: m.mobike, MIF: m.mif, Moves: m.moves}
+	for _, a := range m.addrs {
+		st.ClientAddresses = append(st.ClientAddresses, a.String())
+	}
+	for _, p := range m.paths {
+		st.Paths = append(st.Paths, PathStatus{ID: p.ID, Kind: p.Kind.String(), Priority: p.Priority, Remote: p.Remote.String()})
+	}
+	return st
+}
+
+// authMobility adds the gateway's MOBIKE and MIF answers to an IKE_AUTH
+// response, for a client that announced them.
+func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
+	c := sa.client
+	if c == nil || c.sa != sa {
+		return reply // authentication failed
+	}
+	if !r.cfg.DisableMOBIKE && FindNotify(req, MOBIKE_SUPPORTED) != nil {
+		c.mob.mobike = true
+		reply = append(reply, &Notify{NotifyType: MOBIKE_SUPPORTED})
+		reply = append(reply, addressNotifies(r.cfg.AdditionalAddresses)...)
+		c.mob.addrs, _, _ = additionalAddresses(req)
+	}
+	if !r.cfg.DisableMIF && peerMIF(req) {
+		c.mob.mif = true
+		reply = append(reply, &Notify{NotifyType: MIF_SUPPORTED, Data: MIFSupportedData()})
+	}
+	return reply
+}
+
+// respondClient answers a request of an authenticated client. Without
+// MOBIKE the client's address follows its requests (RFC 7296 §2.23); with
+// MOBIKE only UPDATE_SA_ADDRESSES moves it (RFC 4555 §3.5), and a path
+// test is answered to where it came from without moving anything.
+func (r *Responder) respondClient(sa *rSA, exchange ExchangeType, req []Payload, from netip.AddrPort) ([]Payload, func()) {
+	c := sa.client
+	if !c.mob.mobike {
+		c.Remote = from
+	}
+	if exchange != INFORMATIONAL {
+		return r.respond(sa, exchange, req)
+	}
+	// Checked before anything else of the request takes effect.
+	extra, then, fail := r.mobilityRequest(c, sa, req, from)
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	reply, after := r.respond(sa, exchange, req)
+	reply = append(reply, extra...)
+	return reply, func() {
+		if after != nil {
+			after()
+		}
+		if then != nil {
+			then()
+		}
+	}
+}
+
+// mobilityRequest handles the MOBIKE and MIF notifications of a client's
+// INFORMATIONAL request: it returns what the answer adds and what to do
+// once it is sent, or the error notification to answer with instead. It
+// changes nothing itself.
+func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func(), *Notify) {
+	var out []Payload
+	var then []func()
+	if n := FindNotify(req, COOKIE2); n != nil {
+		if checkCookie2(n.Data) != nil {
+			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+		}
+		out = append(out, &Notify{NotifyType: COOKIE2, Data: n.Data})
+	}
+	if n := FindNotify(req, NO_NATS_ALLOWED); n != nil && c.mob.mobike {
+		src, _, err := ParseNoNATs(n.Data)
+		if err != nil {
+			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+		}
+		// The gateway's own address is the socket's: only the client's
+		// side is compared.
+		if src.Addr().Unmap() != from.Addr().Unmap() || src.Port() != from.Port() {
+			r.log.Info("client's path crosses a NAT, which it does not allow", "id", c.ID, "sent_from", src, "seen_from", from)
+			return nil, nil, &Notify{NotifyType: UNEXPECTED_NAT_DETECTED}
+		}
+	}
+	if FindNotify(req, NAT_DETECTION_DESTINATION_IP) != nil {
+		// The source hash matches no address: the client keeps
+		// encapsulating ESP in UDP, the only ESP the data plane carries.
+		out = append(out, &Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(sa.spiI, sa.spiR, from)})
+	}
+	if addrs, _, found := additionalAddresses(req); found && c.mob.mobike {
+		then = append(then, func() { c.mob.addrs = addrs })
+	}
+	ph, _ := r.h.(ResponderPathHandler)
+	if FindNotify(req, UPDATE_SA_ADDRESSES) != nil && c.mob.mobike {
+		then = append(then, func() {
+			if c.Remote == from {
+				return
+			}
+			r.log.Info("client moved", "id", c.ID, "from", c.Remote, "to", from)
+			c.Remote = from
+			c.mob.moves++
+			if ph != nil {
+				ph.ClientMoved(&c.Client)
+			}
+		})
+	}
+	if n := FindNotify(req, MIF_PATH_ADD); n != nil && c.mob.mif {
+		add, err := ParsePathAdd(n.Data)
+		if err != nil || FindNotify(req, COOKIE2) == nil {
+			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+		}
+		// An address already in use is refused: it is the IKE SA's own
+		// path, or the request reached us on another path than the one
+		// it announces (a retransmission on the current path).
+		if from == c.Remote || slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return p.Remote == from && p.ID != add.ID }) {
+			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
+		}
+		info := PathInfo{ID: add.ID, Kind: add.Kind, Priority: add.Priority, Remote: from}
+		then = append(then, func() {
+			c.mob.paths = slices.DeleteFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == info.ID })
+			i, _ := slices.BinarySearchFunc(c.mob.paths, info.ID, func(p PathInfo, id uint16) int { return cmp.Compare(p.ID, id) })
+			c.mob.paths = slices.Insert(c.mob.paths, i, info)
+			r.log.Info("client added a path", "id", c.ID, "path", info.ID, "kind", info.Kind, "priority", info.Priority, "remote", info.Remote)
+			if ph != nil {
+				ph.PathAdded(&c.Client, info)
+			}
+		})
+	}
+	if n := FindNotify(req, MIF_PATH_REMOVE); n != nil && c.mob.mif {
+		id, err := ParsePathRemove(n.Data)
+		if err != nil {
+			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+		}
+		then = append(then, func() {
+			n := len(c.mob.paths)
+			c.mob.paths = slices.DeleteFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == id })
+			if len(c.mob.paths) != n && ph != nil {
+				ph.PathRemoved(&c.Client, id)
+			}
+		})
+	}
+	return out, func() {
+		for _, f := range then {
+			f()
+		}
+	}, nil
+}

@@ -1,0 +1,749 @@
+package ike
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// testPath is one of a client's paths on the in-memory wire: it sends from
+// its own address to the responder, and can be cut in either direction.
+type testPath struct {
+	w        *wire
+	addr     netip.Addr
+	sent     atomic.Int32
+	upDown   atomic.Bool // requests are lost
+	downLost atomic.Bool // answers to this address are lost
+}
+
+func (p *testPath) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	p.sent.Add(1)
+	if p.upDown.Load() {
+		return nil
+	}
+	port := uint16(500)
+	if natT {
+		port = 4500
+	}
+	p.w.r.Deliver(msg, netip.AddrPortFrom(p.addr, port), natT)
+	return nil
+}
+
+// cut loses everything on the path, both ways.
+func (p *testPath) cut(down bool) { p.upDown.Store(down); p.downLost.Store(down) }
+
+// pathWire is the gateway's transport for a wire with paths: an answer
+// to a path whose downlink is cut is lost.
+type pathWire struct {
+	w     *wire
+	paths []*testPath
+}
+
+func (g pathWire) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	for _, p := range g.paths {
+		if p.addr == to.Addr() && p.downLost.Load() {
+			return nil
+		}
+	}
+	return gatewaySide{g.w}.Send(msg, to, natT)
+}
+
+// pathLog is a session Handler that also follows path changes.
+type pathLog struct {
+	childLog
+	changed []Path
+}
+
+func (l *pathLog) PathChanged(p Path) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.changed = append(l.changed, p)
+}
+
+func (l *pathLog) changes() []Path {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.changed)
+}
+
+// gwPathLog is a gateway handler that also follows clients' paths.
+type gwPathLog struct {
+	gwLog
+	moved   []Client
+	added   []PathInfo
+	removed []uint16
+}
+
+func (l *gwPathLog) ClientMoved(c *Client) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.moved = append(l.moved, *c)
+}
+func (l *gwPathLog) PathAdded(c *Client, p PathInfo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.added = append(l.added, p)
+}
+func (l *gwPathLog) PathRemoved(c *Client, id uint16) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.removed = append(l.removed, id)
+}
+func (l *gwPathLog) snapshot() (moved []Client, added []PathInfo, removed []uint16) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.moved), slices.Clone(l.added), slices.Clone(l.removed)
+}
+
+// rig is a Responder and one running Session with two paths.
+type rig struct {
+	w            *wire
+	gh           *gwPathLog
+	s            *Session
+	ch           *pathLog
+	p1, p2       *testPath
+	path1, path2 Path
+}
+
+var (
+	rigAddr1 = netip.MustParseAddr("192.0.2.10")
+	rigAddr2 = netip.MustParseAddr("198.51.100.10")
+)
+
+func newRig(t *testing.T, gcfg ResponderConfig, ccfg SessionConfig) *rig {
+	t.Helper()
+	psk := []byte("a pre-shared key for paths")
+	gcfg.PSK, ccfg.PSK = psk, psk
+	gcfg.LocalID = mustID(t, "gw.mifsec.test")
+	gcfg.IKE, gcfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	gcfg.Pools = []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}
+	gcfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	rg := &rig{w: &wire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}, gh: &gwPathLog{}, ch: &pathLog{}}
+	rg.p1, rg.p2 = &testPath{w: rg.w, addr: rigAddr1}, &testPath{w: rg.w, addr: rigAddr2}
+	r, err := NewResponder(gcfg, pathWire{rg.w, []*testPath{rg.p1, rg.p2}}, rg.gh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg.w.r = r
+	ctx, cancel := context.WithCancel(context.Background())
+	rdone := make(chan struct{})
+	go func() { r.Run(ctx); close(rdone) }()
+
+	rg.path1 = Path{ID: "eth0", Local: netip.AddrPortFrom(rigAddr1, 4500), Transport: rg.p1}
+	rg.path2 = Path{ID: "wlan0", Local: netip.AddrPortFrom(rigAddr2, 4500), Transport: rg.p2}
+	ccfg.Remote = rg.w.gw
+	ccfg.LocalID = mustID(t, "client@mifsec.test")
+	ccfg.IKE, ccfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	ccfg.RequestIPv4 = true
+	if ccfg.Retransmit.Timeout == 0 {
+		ccfg.Retransmit = RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}
+	}
+	if ccfg.PathCheck.Timeout == 0 {
+		ccfg.PathCheck = RetransmitPolicy{Timeout: 50 * time.Millisecond, Tries: 2}
+	}
+	if ccfg.DPD == 0 {
+		ccfg.DPD = time.Hour
+	}
+	p1 := rg.path1
+	ccfg.Path = &p1
+	s, err := NewSession(ccfg, nil, rg.ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg.s = s
+	rg.w.mu.Lock()
+	rg.w.sessions[rigAddr1], rg.w.sessions[rigAddr2] = s, s
+	rg.w.mu.Unlock()
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	if err := s.Connect(cctx); err != nil {
+		cancel()
+		<-rdone
+		t.Fatal(err)
+	}
+	sdone := make(chan struct{})
+	go func() { s.Run(ctx); close(sdone) }()
+	t.Cleanup(func() { cancel(); <-sdone; <-rdone })
+	return rg
+}
+
+func (rg *rig) client(t *testing.T) ClientStatus {
+	t.Helper()
+	st := clients(t, rg.w)
+	if len(st) != 1 {
+		t.Fatalf("%d clients at the gateway, want 1", len(st))
+	}
+	return st[0]
+}
+
+// ping runs a liveness check (an empty INFORMATIONAL) on the session's
+// loop, as DPD does.
+func (rg *rig) ping(t *testing.T) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return rg.s.call(ctx, func(loop context.Context, r *callResult) error {
+		_, err := rg.s.exchange(loop, rg.s.sa, INFORMATIONAL, nil, rg.s.cfg.Retransmit)
+		r.set(err)
+		return nil
+	})
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestMOBIKENegotiation(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		clientOff, gatewayOff  bool
+		clientMIF, gatewayMIF  bool // disabled
+		wantMOBIKE, wantMIFNeg bool
+	}{
+		{name: "both", wantMOBIKE: true, wantMIFNeg: true},
+		{name: "client without MOBIKE", clientOff: true, wantMIFNeg: true},
+		{name: "gateway without MOBIKE", gatewayOff: true, wantMIFNeg: true},
+		{name: "client without MIF", clientMIF: true, wantMOBIKE: true},
+		{name: "gateway without MIF", gatewayMIF: true, wantMOBIKE: true},
+		{name: "neither", clientOff: true, gatewayOff: true, clientMIF: true, gatewayMIF: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gcfg := ResponderConfig{MobilityConfig: MobilityConfig{DisableMOBIKE: tc.gatewayOff, DisableMIF: tc.gatewayMIF,
+				AdditionalAddresses: []netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("2001:db8::1")}}}
+			ccfg := SessionConfig{MobilityConfig: MobilityConfig{DisableMOBIKE: tc.clientOff, DisableMIF: tc.clientMIF,
+				AdditionalAddresses: []netip.Addr{rigAddr2}}}
+			rg := newRig(t, gcfg, ccfg)
+			st := rg.s.Status()
+			if rg.s.MOBIKE() != tc.wantMOBIKE || st.MIF != tc.wantMIFNeg {
+				t.Fatalf("client: MOBIKE %v MIF %v, want %v %v", rg.s.MOBIKE(), st.MIF, tc.wantMOBIKE, tc.wantMIFNeg)
+			}
+			if st.Path != "eth0" || st.PathLocal != "192.0.2.10:4500" {
+				t.Fatalf("client path %q %q", st.Path, st.PathLocal)
+			}
+			c := rg.client(t)
+			if c.MOBIKE != tc.wantMOBIKE || c.MIF != tc.wantMIFNeg {
+				t.Fatalf("gateway: MOBIKE %v MIF %v, want %v %v", c.MOBIKE, c.MIF, tc.wantMOBIKE, tc.wantMIFNeg)
+			}
+			wantGW, wantCl := []string(nil), []string(nil)
+			if tc.wantMOBIKE {
+				wantGW, wantCl = []string{"203.0.113.1", "2001:db8::1"}, []string{rigAddr2.String()}
+			}
+			if !slices.Equal(st.GatewayAddresses, wantGW) || !slices.Equal(c.ClientAddresses, wantCl) {
+				t.Fatalf("additional addresses: client learnt %v, gateway learnt %v", st.GatewayAddresses, c.ClientAddresses)
+			}
+		})
+	}
+}
+
+func TestMOBIKEUpdateAddresses(t *testing.T) {
+	rg := newRig(t, ResponderConfig{}, SessionConfig{})
+	before := rg.s.Status()
+	if c := rg.client(t); c.Remote != "192.0.2.10:4500" {
+		t.Fatalf("gateway has the client at %s", c.Remote)
+	}
+
+	// A path test leaves on path 2 and moves nothing.
+	sent2 := rg.p2.sent.Load()
+	rtt, err := rg.s.CheckPath(ctxT(t), rg.path2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rtt <= 0 || rtt > 5*time.Second {
+		t.Fatalf("path test RTT %v", rtt)
+	}
+	if rg.p2.sent.Load() != sent2+1 {
+		t.Fatalf("the path test sent %d datagrams on path 2, want 1", rg.p2.sent.Load()-sent2)
+	}
+	if c := rg.client(t); c.Remote != "192.0.2.10:4500" || c.Moves != 0 {
+		t.Fatalf("a path test moved the client to %s (moves %d): MOBIKE forbids implicit updates", c.Remote, c.Moves)
+	}
+	if rg.s.Status().Path != "eth0" {
+		t.Fatal("a path test changed the session's path")
+	}
+
+	start := time.Now()
+	if err := rg.s.UpdateAddresses(ctxT(t), rg.path2); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("UpdateAddresses took %v in memory", time.Since(start))
+	st := rg.s.Status()
+	if st.Path != "wlan0" || st.PathUpdates != 1 || st.IKESPIi != before.IKESPIi || st.IKESPIr != before.IKESPIr {
+		t.Fatalf("after the update: path %q updates %d SPIs %s/%s (were %s/%s)", st.Path, st.PathUpdates, st.IKESPIi, st.IKESPIr, before.IKESPIi, before.IKESPIr)
+	}
+	if ch := rg.ch.changes(); len(ch) != 1 || ch[0].ID != "wlan0" {
+		t.Fatalf("PathChanged calls %+v", ch)
+	}
+	c := rg.client(t)
+	if c.Remote != "198.51.100.10:4500" || c.Moves != 1 || c.IKESPIi != before.IKESPIi {
+		t.Fatalf("gateway after the update: %+v", c)
+	}
+	moved, _, _ := rg.gh.snapshot()
+	if len(moved) != 1 || moved[0].Remote != netip.MustParseAddrPort("198.51.100.10:4500") {
+		t.Fatalf("ClientMoved calls %+v", moved)
+	}
+
+	// IKE now uses path 2 only: cut path 1, DPD still works.
+	rg.p1.cut(true)
+	sent1, sent2 := rg.p1.sent.Load(), rg.p2.sent.Load()
+	if err := rg.ping(t); err != nil {
+		t.Fatal(err)
+	}
+	if rg.p1.sent.Load() != sent1 || rg.p2.sent.Load() != sent2+1 {
+		t.Fatalf("liveness check sent %d on path 1 and %d on path 2", rg.p1.sent.Load()-sent1, rg.p2.sent.Load()-sent2)
+	}
+	// So does a Child SA rekey, started by the client.
+	ctx := ctxT(t)
+	if err := rg.s.call(ctx, func(loop context.Context, r *callResult) error { r.set(rg.s.rekeyChild(loop)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	pairOK(t, rg.ch.last(), rg.gh.last())
+}
+
+func TestMOBIKEDeadPath(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		up, down    bool // cut requests, answers
+		wantRecords bool
+	}{
+		{name: "path dead", up: true, down: true},
+		{name: "answers lost", down: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rg := newRig(t, ResponderConfig{}, SessionConfig{})
+			rg.p2.upDown.Store(tc.up)
+			rg.p2.downLost.Store(tc.down)
+			if _, err := rg.s.CheckPath(ctxT(t), rg.path2); !errors.Is(err, ErrPathSilent) {
+				t.Fatalf("CheckPath on a dead path: %v, want ErrPathSilent", err)
+			}
+			// The message IDs are still in step: the next request works.
+			if err := rg.ping(t); err != nil {
+				t.Fatalf("after a failed path test: %v", err)
+			}
+			if err := rg.s.UpdateAddresses(ctxT(t), rg.path2); !errors.Is(err, ErrPathSilent) {
+				t.Fatalf("UpdateAddresses on a dead path: %v, want ErrPathSilent", err)
+			}
+			if st := rg.s.Status(); st.Path != "eth0" || st.PathUpdates != 0 || st.State != "established" {
+				t.Fatalf("after a failed update: %+v", st.MobilityStatus)
+			}
+			// Wherever the update got to, the gateway points at path 1
+			// again.
+			if c := rg.client(t); c.Remote != "192.0.2.10:4500" {
+				t.Fatalf("gateway has the client at %s after a failed update", c.Remote)
+			}
+			if err := rg.ping(t); err != nil {
+				t.Fatalf("after a failed update: %v", err)
+			}
+			if len(rg.ch.changes()) != 0 {
+				t.Fatal("PathChanged after a failed update")
+			}
+		})
+	}
+}
+
+// UpdateAddresses while a request is outstanding on a path that died: the
+// request is retransmitted on the new path and the session survives.
+func TestMOBIKEUpdateWhileRequestPending(t *testing.T) {
+	rg := newRig(t, ResponderConfig{}, SessionConfig{Retransmit: RetransmitPolicy{Timeout: 300 * time.Millisecond, Tries: 4},
+		DPD: 200 * time.Millisecond})
+	before := rg.s.Status()
+	rg.p1.cut(true)
+	// DPD runs every second tick: wait until it retransmits on path 1.
+	sent := rg.p1.sent.Load()
+	waitUntil(t, func() bool { return rg.p1.sent.Load() >= sent+2 })
+	start := time.Now()
+	if err := rg.s.UpdateAddresses(ctxT(t), rg.path2); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("update with a request outstanding on a dead path took %v", time.Since(start))
+	st := rg.s.Status()
+	if st.Reconnects != 0 || st.IKESPIi != before.IKESPIi || st.Path != "wlan0" {
+		t.Fatalf("after the update: reconnects %d, SPI %s (was %s), path %q", st.Reconnects, st.IKESPIi, before.IKESPIi, st.Path)
+	}
+	if c := rg.client(t); c.Remote != "198.51.100.10:4500" {
+		t.Fatalf("gateway has the client at %s", c.Remote)
+	}
+	if err := rg.ping(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMOBIKENotNegotiated(t *testing.T) {
+	rg := newRig(t, ResponderConfig{MobilityConfig: MobilityConfig{DisableMOBIKE: true}}, SessionConfig{})
+	if err := rg.s.UpdateAddresses(ctxT(t), rg.path2); !errors.Is(err, ErrNoMOBIKE) {
+		t.Fatalf("UpdateAddresses without MOBIKE: %v", err)
+	}
+	// Without MOBIKE the gateway follows the client's requests (RFC 7296
+	// §2.23): a path test moves it.
+	if _, err := rg.s.CheckPath(ctxT(t), rg.path2); err != nil {
+		t.Fatal(err)
+	}
+	if c := rg.client(t); c.Remote != "198.51.100.10:4500" {
+		t.Fatalf("gateway without MOBIKE has the client at %s", c.Remote)
+	}
+}
+
+func TestMOBIKENoNATsAllowed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		local netip.AddrPort
+		ok    bool
+	}{
+		{"no NAT", netip.AddrPortFrom(rigAddr2, 4500), true},
+		{"NAT on the path", netip.MustParseAddrPort("10.0.0.2:4500"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rg := newRig(t, ResponderConfig{}, SessionConfig{MobilityConfig: MobilityConfig{NoNATsAllowed: true}})
+			p := rg.path2
+			p.Local = tc.local
+			err := rg.s.UpdateAddresses(ctxT(t), p)
+			if (err == nil) != tc.ok {
+				t.Fatalf("UpdateAddresses: %v, want ok=%v", err, tc.ok)
+			}
+			want := "198.51.100.10:4500"
+			if !tc.ok {
+				want = "192.0.2.10:4500"
+			}
+			if c := rg.client(t); c.Remote != want {
+				t.Fatalf("gateway has the client at %s, want %s", c.Remote, want)
+			}
+		})
+	}
+}
+
+func TestMIFPaths(t *testing.T) {
+	rg := newRig(t, ResponderConfig{}, SessionConfig{})
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 0, PathKindWLAN, 0); err == nil {
+		t.Fatal("path 0 was accepted")
+	}
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, PathKindWLAN, 1); err != nil {
+		t.Fatal(err)
+	}
+	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500")}
+	// The handler runs once the answer left: a call on the gateway's loop
+	// comes after it.
+	c := rg.client(t)
+	if _, added, _ := rg.gh.snapshot(); len(added) != 1 || added[0] != want {
+		t.Fatalf("PathAdded calls %+v, want %+v", added, want)
+	}
+	if len(c.Paths) != 1 || c.Paths[0] != (PathStatus{ID: 7, Kind: "wlan", Priority: 1, Remote: "198.51.100.10:4500"}) {
+		t.Fatalf("gateway status paths %+v", c.Paths)
+	}
+	if c.Remote != "192.0.2.10:4500" {
+		t.Fatalf("adding a path moved the IKE SA to %s", c.Remote)
+	}
+	st := rg.s.Status()
+	if len(st.Paths) != 1 || st.Paths[0].Name != "wlan0" || st.Paths[0].ID != 7 || st.Path != "eth0" {
+		t.Fatalf("client status %+v", st.MobilityStatus)
+	}
+
+	// A path whose request only arrives when retransmitted on the IKE
+	// SA's own path is refused, not recorded with the wrong address.
+	p3 := &testPath{w: rg.w, addr: netip.MustParseAddr("203.0.113.10")}
+	p3.cut(true)
+	if err := rg.s.AddPath(ctxT(t), Path{ID: "wwan0", Transport: p3}, 8, PathKindCellular, 5); !errors.Is(err, ErrPathSilent) {
+		t.Fatalf("AddPath on a dead path: %v", err)
+	}
+	if c := rg.client(t); len(c.Paths) != 1 {
+		t.Fatalf("gateway recorded a dead path: %+v", c.Paths)
+	}
+
+	if err := rg.s.RemovePath(ctxT(t), 99); err == nil {
+		t.Fatal("removed an unknown path")
+	}
+	if err := rg.s.RemovePath(ctxT(t), 7); err != nil {
+		t.Fatal(err)
+	}
+	if c := rg.client(t); len(c.Paths) != 0 {
+		t.Fatalf("gateway paths after removal %+v", c.Paths)
+	}
+	if _, _, removed := rg.gh.snapshot(); !slices.Equal(removed, []uint16{7}) {
+		t.Fatalf("PathRemoved calls %v", removed)
+	}
+	if st := rg.s.Status(); len(st.Paths) != 0 {
+		t.Fatalf("client paths after removal %+v", st.Paths)
+	}
+}
+
+func TestMIFNotNegotiated(t *testing.T) {
+	rg := newRig(t, ResponderConfig{MobilityConfig: MobilityConfig{DisableMIF: true}}, SessionConfig{})
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 1, PathKindWLAN, 0); !errors.Is(err, ErrNoMIF) {
+		t.Fatalf("AddPath without MIF: %v", err)
+	}
+}
+
+// A gateway ignores MIF_PATH_ADD from a client that did not negotiate
+// MIF, and refuses a malformed one from one that did.
+func TestResponderMIFRequests(t *testing.T) {
+	rg := newRig(t, ResponderConfig{}, SessionConfig{})
+	for _, tc := range []struct {
+		name string
+		req  []Payload
+		want NotifyType // error expected in the answer, 0 for none
+	}{
+		{"path add without COOKIE2", []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 3}.Marshal()}}, INVALID_SYNTAX},
+		{"short path add", []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: []byte{1}}, &Notify{NotifyType: COOKIE2, Data: newCookie2()}}, INVALID_SYNTAX},
+		{"short COOKIE2", []Payload{&Notify{NotifyType: COOKIE2, Data: []byte{1, 2, 3}}}, INVALID_SYNTAX},
+		{"path add from the IKE path", []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 3}.Marshal()}, &Notify{NotifyType: COOKIE2, Data: newCookie2()}}, UNACCEPTABLE_ADDRESSES},
+		{"bad NO_NATS_ALLOWED", []Payload{&Notify{NotifyType: NO_NATS_ALLOWED, Data: []byte{1}}}, INVALID_SYNTAX},
+		{"remove unknown path", []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: PathRemoveData(5)}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var reply []Payload
+			err := rg.s.call(ctxT(t), func(loop context.Context, r *callResult) error {
+				var err error
+				reply, err = rg.s.exchange(loop, rg.s.sa, INFORMATIONAL, tc.req, rg.s.cfg.Retransmit)
+				r.set(err)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got NotifyType
+			for _, n := range FindAll[*Notify](reply) {
+				if n.NotifyType.IsError() {
+					got = n.NotifyType
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("answer's error %d, want %d (%+v)", got, tc.want, reply)
+			}
+		})
+	}
+	rg.client(t)
+	if _, added, removed := rg.gh.snapshot(); len(added) != 0 || len(removed) != 0 {
+		t.Fatalf("handler told of paths: added %v removed %v", added, removed)
+	}
+}
+
+// The session echoes a gateway's COOKIE2 (a return routability check of
+// the gateway, RFC 4555 §3.5) and answers its NAT detection.
+func TestSessionEchoesCookie2(t *testing.T) {
+	s := &Session{remote: netip.MustParseAddrPort("192.0.2.1:4500")}
+	s.mob.mobike = true
+	sa := &ikeSA{spiI: 1, spiR: 2}
+	cookie := bytes.Repeat([]byte{9}, 32)
+	reply := s.mobilityReply(sa, []Payload{&Notify{NotifyType: COOKIE2, Data: cookie},
+		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: make([]byte, 20)}})
+	if n := FindNotify(reply, COOKIE2); n == nil || !bytes.Equal(n.Data, cookie) {
+		t.Fatalf("no COOKIE2 echo in %+v", reply)
+	}
+	if n := FindNotify(reply, NAT_DETECTION_DESTINATION_IP); n == nil || !bytes.Equal(n.Data, NATDetectionHash(1, 2, s.remote)) {
+		t.Fatalf("NAT detection answer %+v", reply)
+	}
+	if got := s.mobilityReply(sa, []Payload{&Notify{NotifyType: COOKIE2, Data: []byte{1}}}); len(got) != 0 {
+		t.Fatalf("a malformed COOKIE2 was echoed: %+v", got)
+	}
+}
+
+func TestAdditionalAddressCodec(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		addr netip.Addr
+		typ  NotifyType
+	}{
+		{"v4", netip.MustParseAddr("192.0.2.7"), ADDITIONAL_IP4_ADDRESS},
+		{"v4-mapped", netip.MustParseAddr("::ffff:192.0.2.7"), ADDITIONAL_IP4_ADDRESS},
+		{"v6", netip.MustParseAddr("2001:db8::7"), ADDITIONAL_IP6_ADDRESS},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := AdditionalAddressNotify(tc.addr)
+			if n.NotifyType != tc.typ {
+				t.Fatalf("type %d, want %d", n.NotifyType, tc.typ)
+			}
+			a, err := ParseAdditionalAddress(n.NotifyType, n.Data)
+			if err != nil || a != tc.addr.Unmap() {
+				t.Fatalf("round trip %v %v", a, err)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		typ  NotifyType
+		data []byte
+	}{
+		{"v4 with 16 bytes", ADDITIONAL_IP4_ADDRESS, make([]byte, 16)},
+		{"v6 with 4 bytes", ADDITIONAL_IP6_ADDRESS, make([]byte, 4)},
+		{"empty", ADDITIONAL_IP4_ADDRESS, nil},
+		{"other type", COOKIE2, make([]byte, 4)},
+	} {
+		t.Run("bad "+tc.name, func(t *testing.T) {
+			if _, err := ParseAdditionalAddress(tc.typ, tc.data); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	addrs, none, found := additionalAddresses([]Payload{AdditionalAddressNotify(rigAddr1),
+		&Notify{NotifyType: ADDITIONAL_IP6_ADDRESS, Data: []byte{1}}, &Notify{NotifyType: NO_ADDITIONAL_ADDRESSES}})
+	if !slices.Equal(addrs, []netip.Addr{rigAddr1}) || !none || !found {
+		t.Fatalf("additionalAddresses: %v %v %v", addrs, none, found)
+	}
+}
+
+func TestNoNATsCodec(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		src, dst netip.AddrPort
+		n        int
+	}{
+		{"v4", netip.MustParseAddrPort("192.0.2.10:4500"), netip.MustParseAddrPort("192.0.2.1:4500"), 12},
+		{"v6", netip.MustParseAddrPort("[2001:db8::10]:4500"), netip.MustParseAddrPort("[2001:db8::1]:4501"), 36},
+		{"v4-mapped", netip.MustParseAddrPort("[::ffff:192.0.2.10]:4500"), netip.MustParseAddrPort("192.0.2.1:4500"), 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NoNATsData(tc.src, tc.dst)
+			if len(b) != tc.n {
+				t.Fatalf("%d bytes, want %d", len(b), tc.n)
+			}
+			src, dst, err := ParseNoNATs(b)
+			unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+			if err != nil || src != unmap(tc.src) || dst != unmap(tc.dst) {
+				t.Fatalf("round trip %v %v %v", src, dst, err)
+			}
+		})
+	}
+	// Layout: addresses first, then ports.
+	if b := NoNATsData(netip.MustParseAddrPort("1.2.3.4:5"), netip.MustParseAddrPort("6.7.8.9:10")); !bytes.Equal(b, []byte{1, 2, 3, 4, 6, 7, 8, 9, 0, 5, 0, 10}) {
+		t.Fatalf("layout %x", b)
+	}
+	for _, n := range []int{0, 11, 13, 35, 37} {
+		if _, _, err := ParseNoNATs(make([]byte, n)); err == nil {
+			t.Errorf("%d bytes accepted", n)
+		}
+	}
+}
+
+func TestCookie2Length(t *testing.T) {
+	for n, ok := range map[int]bool{0: false, 7: false, 8: true, 16: true, 64: true, 65: false} {
+		if err := checkCookie2(make([]byte, n)); (err == nil) != ok {
+			t.Errorf("%d bytes: %v", n, err)
+		}
+	}
+	if a, b := newCookie2(), newCookie2(); bytes.Equal(a, b) || checkCookie2(a) != nil {
+		t.Fatal("COOKIE2 values repeat or are malformed")
+	}
+}
+
+func TestPathCheckPolicy(t *testing.T) {
+	s := &Session{cfg: SessionConfig{Retransmit: RetransmitPolicy{Timeout: 2 * time.Second, Backoff: 1.5, Tries: 5}}}
+	if p := s.pathCheckPolicy(); p != (RetransmitPolicy{Timeout: 2 * time.Second, Backoff: 1.5, Tries: 3}) {
+		t.Fatalf("default path check policy %+v", p)
+	}
+	s.cfg.PathCheck = RetransmitPolicy{Timeout: time.Second, Backoff: 2, Tries: 1}
+	if p := s.pathCheckPolicy(); p != s.cfg.PathCheck {
+		t.Fatalf("configured path check policy %+v", p)
+	}
+}
+
+// A call made while no IKE SA is up fails cleanly, and a caller's context
+// bounds the wait for a loop that is not serving.
+func TestPathCallsWithoutSA(t *testing.T) {
+	s, err := NewSession(SessionConfig{Remote: netip.MustParseAddrPort("192.0.2.1:500"), PSK: []byte("k"),
+		LocalID: mustID(t, "c@x"), IKE: mustIKE(t), ESP: mustESP(t)}, &testPath{}, &childLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.CheckPath(ctx, Path{ID: "x", Transport: &testPath{}}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CheckPath without a running loop: %v", err)
+	}
+	if _, err := s.CheckPath(context.Background(), Path{ID: "x"}); err == nil {
+		t.Fatal("a path without a transport was accepted")
+	}
+	// Served but not connected.
+	var wg sync.WaitGroup
+	lctx, lcancel := context.WithCancel(context.Background())
+	wg.Go(func() {
+		select {
+		case f := <-s.mob.calls:
+			f(lctx)
+		case <-lctx.Done():
+		}
+	})
+	if err := s.UpdateAddresses(ctxT(t), Path{ID: "x", Transport: &testPath{}}); !errors.Is(err, ErrNotEstablished) {
+		t.Fatalf("UpdateAddresses without an IKE SA: %v", err)
+	}
+	lcancel()
+	wg.Wait()
+}
+
+func mustIKE(t *testing.T) []ProposalSpec {
+	i, _ := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	return i
+}
+
+func mustESP(t *testing.T) []ProposalSpec {
+	_, e := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	return e
+}
+
+func FuzzParseNoNATs(f *testing.F) {
+	f.Add(NoNATsData(netip.MustParseAddrPort("192.0.2.1:4500"), netip.MustParseAddrPort("192.0.2.2:4500")))
+	f.Add(make([]byte, 36))
+	f.Add(append(append(make([]byte, 10), 0xff, 0xff), bytes.Repeat([]byte{0x30}, 24)...)) // v4-mapped beside IPv6
+	f.Fuzz(func(t *testing.T, b []byte) {
+		src, dst, err := ParseNoNATs(b)
+		if err != nil {
+			return
+		}
+		s2, d2, err := ParseNoNATs(NoNATsData(src, dst))
+		unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+		if err != nil || unmap(s2) != unmap(src) || unmap(d2) != unmap(dst) {
+			t.Fatalf("%x parsed as %v %v, which round-trips as %v %v (%v)", b, src, dst, s2, d2, err)
+		}
+	})
+}
+
+func FuzzParseAdditionalAddress(f *testing.F) {
+	f.Add(uint16(ADDITIONAL_IP4_ADDRESS), []byte{192, 0, 2, 1})
+	f.Add(uint16(ADDITIONAL_IP6_ADDRESS), make([]byte, 16))
+	f.Fuzz(func(t *testing.T, typ uint16, b []byte) {
+		a, err := ParseAdditionalAddress(NotifyType(typ), b)
+		if err != nil {
+			return
+		}
+		n := AdditionalAddressNotify(a)
+		if n.NotifyType != NotifyType(typ) && !a.Is4In6() {
+			t.Fatalf("%d %x parsed as %v, which encodes as type %d", typ, b, a, n.NotifyType)
+		}
+	})
+}
+
+// A path test on a dead path gives up after exactly the PathCheck
+// schedule and finishes its exchange on the current path at once (virtual
+// time).
+func TestPathExchangeSchedule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rg := newRig(t, ResponderConfig{}, SessionConfig{
+			Retransmit:     RetransmitPolicy{Timeout: 5 * time.Second, Backoff: 2, Tries: 3},
+			MobilityConfig: MobilityConfig{PathCheck: RetransmitPolicy{Timeout: time.Second, Backoff: 2, Tries: 3}}})
+		rg.p2.cut(true)
+		start := time.Now()
+		if _, err := rg.s.CheckPath(context.Background(), rg.path2); !errors.Is(err, ErrPathSilent) {
+			t.Fatalf("CheckPath: %v", err)
+		}
+		if d := time.Since(start); d != 7*time.Second {
+			t.Fatalf("gave up after %v, want 1s+2s+4s", d)
+		}
+		if n := rg.p2.sent.Load(); n != 3 {
+			t.Fatalf("%d sends on the dead path, want 3", n)
+		}
+		// Both paths dead: the session gives the gateway up after the
+		// path schedule and the full retransmission schedule.
+		rg.p1.cut(true)
+		start = time.Now()
+		_, err := rg.s.CheckPath(context.Background(), rg.path2)
+		if err == nil || time.Since(start) != 7*time.Second+(5+10+20)*time.Second {
+			t.Fatalf("with both paths dead: %v after %v", err, time.Since(start))
+		}
+	})
+}

@@ -1,0 +1,348 @@
+package mif
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif/netmon"
+	"github.com/mifsec/mifsec/tun"
+)
+
+// InterfaceConfig turns on the client's interface monitoring: one path per
+// usable interface (filtered and ranked as Filter says), IKE and ESP on
+// the best one.
+//
+// Handover: when the active path's interface goes down, loses its address
+// or its route to the gateway, the session moves (MOBIKE
+// UPDATE_SA_ADDRESSES) to the best remaining path at once. When a path of
+// better priority than the active one appears, it must stay usable for
+// Hysteresis and pass a path check (an INFORMATIONAL exchange sent on it)
+// before the session moves back to it, so that a flapping interface does
+// not drag the tunnel along.
+type InterfaceConfig struct {
+	netmon.Filter
+	// Hysteresis is how long a better interface must stay usable before
+	// traffic moves to it; 0 means DefaultHysteresis.
+	Hysteresis time.Duration
+	// Settle is how long interface events are collected before paths
+	// change; 0 means netmon.DefaultSettle. Losses never wait.
+	Settle time.Duration
+	// Keepalive is each path's NAT keepalive interval; 0 means
+	// KeepaliveInterval.
+	Keepalive time.Duration
+}
+
+// DefaultHysteresis is how long a better interface must stay usable before
+// the session moves back to it.
+const DefaultHysteresis = 2 * time.Second
+
+// moveTimeout bounds one path check or one move: the session paces its
+// retransmissions on the tested path by MobilityConfig.PathCheck and falls
+// back to the current path, so this is only a guard against a session that
+// does not serve (it is connecting).
+const moveTimeout = 15 * time.Second
+
+// notServingTimeout bounds a move asked for while no IKE SA is up.
+const notServingTimeout = 200 * time.Millisecond
+
+// multiPath is the client's state with several interfaces.
+type multiPath struct {
+	mon   *netmon.Monitor
+	paths *pathSet
+	group *dataplane.PathGroup // the Child SA routes' group: the active path
+
+	mu        sync.Mutex
+	active    string        // interface of the path IKE and ESP use; "" none
+	activeGen uint64        // and which path on it (a replaced path must be moved to)
+	changed   chan struct{} // signalled when active changes
+}
+
+// openMulti opens the TUN device, the engine without paths, the interface
+// monitor, and a path per usable interface; the best becomes active.
+func (c *Client) openMulti(ctx context.Context) (err error) {
+	ic := *c.cfg.Interfaces
+	if ic.Hysteresis <= 0 {
+		ic.Hysteresis = DefaultHysteresis
+	}
+	c.cfg.Interfaces = &ic
+	gw := c.cfg.Session.Remote
+	filter := ic.Filter
+	filter.Ignore = append(append([]string(nil), filter.Ignore...), c.cfg.TUN.Name)
+	if c.iface, err = tun.Create(c.cfg.TUN); err != nil {
+		return err
+	}
+	c.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
+		Queues: c.iface.Queues(),
+		Control: func(msg []byte, from netip.AddrPort, _ *dataplane.Path) {
+			c.session.Deliver(msg, from, true)
+		},
+		Logger: c.log,
+	})
+	if err != nil {
+		return err
+	}
+	c.multi.changed = make(chan struct{}, 1)
+	c.multi.group = dataplane.NewPathGroup(nil)
+	c.multi.paths, err = newPathSet(pathSetConfig{
+		Gateway: gw.Addr(), IKEPort: gw.Port(), Keepalive: ic.Keepalive, Logger: c.log,
+		Deliver: func(msg []byte, from netip.AddrPort, natT bool) { c.session.Deliver(msg, from, natT) },
+	}, c.engine)
+	if err != nil {
+		return err
+	}
+	if c.multi.mon, err = netmon.New(netmon.Config{Filter: filter, Gateway: gw.Addr(), Settle: ic.Settle, Logger: c.log}); err != nil {
+		return fmt.Errorf("watching interfaces: %w", err)
+	}
+	if c.session, err = ike.NewSession(c.cfg.Session, c, c); err != nil {
+		return err
+	}
+	snap := <-c.multi.mon.Updates()
+	if _, err := c.multi.paths.update(ctx, snap, time.Now()); err != nil {
+		c.log.Warn("opening paths", "err", err)
+	}
+	if ps := c.multi.paths.list(); len(ps) > 0 {
+		c.setActive(ps[0])
+	} else {
+		c.log.Warn("no usable interface towards the gateway yet", "gateway", gw.Addr())
+	}
+	return nil
+}
+
+// closeMulti stops the monitor and closes every path.
+func (c *Client) closeMulti() {
+	if c.multi.mon != nil {
+		c.multi.mon.Close()
+	}
+	if c.multi.paths != nil {
+		c.multi.paths.close()
+	}
+}
+
+// Send implements ike.Transport: on the path IKE uses (the session's own
+// paths, after a move, send on theirs), or on the single socket pair.
+func (c *Client) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	if c.multi.paths == nil {
+		return c.ikeTransport.Send(msg, to, natT)
+	}
+	name := c.activePath()
+	if name == "" {
+		return errors.New("no usable interface towards the gateway")
+	}
+	return c.multi.paths.send(name, msg, to, natT)
+}
+
+// activePath returns the interface of the active path.
+func (c *Client) activePath() string {
+	c.multi.mu.Lock()
+	defer c.multi.mu.Unlock()
+	return c.multi.active
+}
+
+// setActive makes p the path IKE's default transport and the outbound ESP
+// use.
+func (c *Client) setActive(p pathInfo) {
+	c.multi.group.Set(nil, dataplane.GroupMember{Path: p.ID})
+	c.multi.mu.Lock()
+	changed := c.multi.active != p.Name
+	c.multi.active, c.multi.activeGen = p.Name, p.Gen
+	c.multi.mu.Unlock()
+	if changed {
+		select {
+		case c.multi.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// clearActive records that no path is left.
+func (c *Client) clearActive() {
+	c.multi.group.Set(nil)
+	c.multi.mu.Lock()
+	c.multi.active, c.multi.activeGen = "", 0
+	c.multi.mu.Unlock()
+}
+
+// waitActive waits until a path is usable.
+func (c *Client) waitActive(ctx context.Context) error {
+	logged := false
+	for c.activePath() == "" {
+		if !logged {
+			c.log.Info("waiting for an interface that reaches the gateway", "gateway", c.cfg.Session.Remote.Addr())
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.multi.changed:
+		}
+	}
+	return nil
+}
+
+// PathChanged implements ike.PathHandler: the IKE SA moved to path p, and
+// the outbound ESP follows.
+func (c *Client) PathChanged(p ike.Path) {
+	if c.multi.paths == nil {
+		return
+	}
+	info, ok := c.multi.paths.get(p.ID)
+	if !ok {
+		c.log.Warn("the IKE SA moved to a path that is gone", "path", p.ID)
+		return
+	}
+	c.setActive(info)
+}
+
+// drivePaths follows the interface monitor until ctx ends: it opens and
+// closes paths and moves the session between them.
+func (c *Client) drivePaths(ctx context.Context) {
+	var (
+		timer  *time.Timer
+		timerC <-chan time.Time
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		wake := c.steer(ctx, time.Now())
+		timerC = nil
+		if !wake.IsZero() {
+			d := max(time.Until(wake), time.Millisecond)
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			timerC = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case snap, ok := <-c.multi.mon.Updates():
+			if !ok {
+				return
+			}
+			ch, err := c.multi.paths.update(ctx, snap, time.Now())
+			if err != nil {
+				c.log.Warn("opening paths", "err", err)
+			}
+			if len(ch.Added)+len(ch.Removed) > 0 {
+				c.log.Debug("paths changed", "added", ch.Added, "removed", ch.Removed)
+			}
+		case <-timerC:
+		}
+	}
+}
+
+// steer decides whether the session moves, and moves it. It returns when
+// it wants to decide again (a better path's hysteresis ends), or zero.
+func (c *Client) steer(ctx context.Context, now time.Time) (wake time.Time) {
+	paths := c.multi.paths.list()
+	c.multi.mu.Lock()
+	active, activeGen := c.multi.active, c.multi.activeGen
+	c.multi.mu.Unlock()
+	if len(paths) == 0 {
+		if active != "" {
+			c.log.Warn("no usable interface towards the gateway is left")
+			c.clearActive()
+		}
+		return time.Time{}
+	}
+	var cur pathInfo
+	found := false
+	for _, p := range paths {
+		if p.Name == active && p.Gen == activeGen {
+			cur, found = p, true
+		}
+	}
+	if !found {
+		// The active path is gone, or was replaced by a new one on the
+		// same interface (a new address), or there was none: move to the
+		// best at once; the move itself tests the path.
+		c.moveTo(ctx, paths[0], active, false)
+		return time.Time{}
+	}
+	hyst := c.cfg.Interfaces.Hysteresis
+	for _, p := range paths {
+		if p.Priority >= cur.Priority {
+			break // sorted: no better path
+		}
+		if due := p.UsableSince.Add(hyst); due.After(now) {
+			if wake.IsZero() || due.Before(wake) {
+				wake = due
+			}
+			continue
+		}
+		if c.moveTo(ctx, p, active, true) {
+			return time.Time{}
+		}
+	}
+	return wake
+}
+
+// moveTo moves IKE and ESP to path p; from is the active path's interface
+// ("" or gone when it was lost). With check, p is tested first and the
+// session stays where it is if the test fails. It reports whether the
+// session uses p now.
+func (c *Client) moveTo(ctx context.Context, p pathInfo, from string, check bool) bool {
+	timeout := moveTimeout
+	if c.session.Status().State != "established" {
+		// Connecting or reconnecting: the session's loop does not serve
+		// calls now, and the move only needs to be queued for the next
+		// connection (IKE's default transport follows setActive).
+		timeout, check = notServingTimeout, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	started := time.Now()
+	if check {
+		rtt, err := c.session.CheckPath(ctx, p.ike)
+		switch {
+		case err == nil:
+			c.log.Debug("path check passed", "interface", p.Name, "rtt", rtt)
+		case errors.Is(err, ike.ErrNotEstablished):
+			// Nothing to move yet: the next connection uses p.
+		default:
+			c.log.Info("a better interface failed its path check, staying", "interface", p.Name, "on", from, "err", err)
+			c.multi.paths.restartHysteresis(p.Name, time.Now())
+			return false
+		}
+	}
+	// IKE's default transport follows at once, so a session that is
+	// connecting or reconnecting uses p.
+	prev, stillThere := c.multi.paths.get(from)
+	c.setActive(p)
+	err := c.session.UpdateAddresses(ctx, p.ike)
+	switch {
+	case err == nil:
+		c.log.Info("moved to another interface", "interface", p.Name, "from", from, "took", time.Since(started).Round(time.Microsecond))
+		return true
+	case errors.Is(err, ike.ErrNotEstablished), errors.Is(err, context.DeadlineExceeded):
+		// No IKE SA to move (or the session is busy connecting): the
+		// move is taken by the next connection.
+		return true
+	case errors.Is(err, ike.ErrNoMOBIKE):
+		c.log.Warn("the gateway did not negotiate MOBIKE: ESP leaves on the new interface, replies may not follow until the session reconnects",
+			"interface", p.Name, "from", from)
+		return true
+	default:
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return false // shutting down
+		}
+		c.log.Warn("moving to another interface failed", "interface", p.Name, "from", from, "err", err)
+		c.multi.paths.restartHysteresis(p.Name, time.Now())
+		if stillThere {
+			c.setActive(prev)
+			return false
+		}
+		return true // nothing better to go back to
+	}
+}
