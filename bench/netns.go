@@ -65,6 +65,7 @@ func NewLab(ctx context.Context, log io.Writer) (*Lab, error) {
 		return nil, err
 	}
 	removeStaleDirs(os.TempDir())
+	removeStaleSockets()
 	owner := os.Getpid()
 	dir, err := os.MkdirTemp("", NamespacePrefix+strconv.Itoa(owner)+"-")
 	if err != nil {
@@ -85,6 +86,50 @@ func removeStaleDirs(tempDir string) {
 			_ = os.RemoveAll(filepath.Join(tempDir, entry.Name()))
 		}
 	}
+}
+
+// labSocketPrefixes start the names of the files (control sockets, saved
+// settings) of the peers a lab runs, followed by the lab's PID: mifsec's in
+// mifsecControlDir, wireguard-go's in wireguardSocketDir.
+var labSocketPrefixes = map[string][]string{
+	mifsecControlDir:   {"mbk", "mlb"},
+	wireguardSocketDir: {"wgb", "wlb"},
+}
+
+// removeStaleSockets removes the files that the peers of a killed lab
+// could not remove themselves.
+func removeStaleSockets() {
+	for dir, prefixes := range labSocketPrefixes {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, entry := range entries {
+			if owner, ok := socketOwner(entry.Name(), prefixes); ok && !processAlive(owner) {
+				_ = os.Remove(filepath.Join(dir, entry.Name()))
+			}
+		}
+	}
+}
+
+// socketOwner reads the lab PID from the name of a peer's file such as
+// "mlb1234c.sock" or "mlb1234s.4026532245.sysctl": a prefix, the PID, then
+// c (client) or s (server), then a dot.
+func socketOwner(name string, prefixes []string) (int, bool) {
+	for _, prefix := range prefixes {
+		rest, ok := strings.CutPrefix(name, prefix)
+		if !ok {
+			continue
+		}
+		end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+		if end <= 0 || !strings.HasPrefix(rest[end:], "c.") && !strings.HasPrefix(rest[end:], "s.") {
+			continue
+		}
+		if pid, err := strconv.Atoi(rest[:end]); err == nil && pid > 0 {
+			return pid, true
+		}
+	}
+	return 0, false
 }
 
 // NamespacePrefix returns the prefix of this lab's own namespaces.

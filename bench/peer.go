@@ -87,6 +87,16 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 // waitForPing pings dst from the client namespace until a reply comes back,
 // failing early when one of the tunnel's processes ends.
 func waitForPing(ctx context.Context, topo *Topology, src, dst netip.Addr, processes ...*Process) error {
+	return pingUntilReply(ctx, func(ctx context.Context, args ...string) (string, error) {
+		return topo.Run(ctx, topo.Client, args...)
+	}, src, dst, processes...)
+}
+
+// pingUntilReply pings dst with run (which runs a command in the client's
+// namespace) until a reply comes back, failing early when one of the
+// tunnel's processes ends.
+func pingUntilReply(ctx context.Context, run func(ctx context.Context, args ...string) (string, error),
+	src, dst netip.Addr, processes ...*Process) error {
 	const attempts = 20
 	args := []string{"ping", "-n", "-q", "-c", "1", "-W", "1"}
 	if src.IsValid() {
@@ -100,7 +110,7 @@ func waitForPing(ctx context.Context, topo *Topology, src, dst netip.Addr, proce
 				return fmt.Errorf("%s ended while the tunnel came up:\n%s", p.Name(), p.Describe())
 			}
 		}
-		_, err := topo.Run(ctx, topo.Client, args...)
+		_, err := run(ctx, args...)
 		if err == nil {
 			return nil
 		}

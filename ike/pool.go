@@ -12,10 +12,18 @@ import (
 // second the gateway's own address on its TUN device. In an IPv4 pool the
 // last address (broadcast) is not leased either. A pool is not safe for
 // concurrent use; the Responder's loop owns its pools.
+//
+// Leases are sticky: a client that authenticates again with the same
+// identity (a reconnect after it lost its path, a laptop waking up) gets
+// the address it had, if no one took it meanwhile, so that its
+// connections survive; addresses remembered for other identities are
+// handed out only when no other is free.
 type AddressPool struct {
 	prefix netip.Prefix
 	leased map[netip.Addr]bool
 	next   netip.Addr // where the search for a free address starts
+	last   map[string]netip.Addr
+	owner  map[netip.Addr]string // the identity an address was last leased to
 }
 
 // NewAddressPool returns a pool over prefix, which must leave room for at
@@ -29,7 +37,7 @@ func NewAddressPool(prefix netip.Prefix) (*AddressPool, error) {
 	if hostBits < 2 || (prefix.Addr().Is4() && hostBits < 2) {
 		return nil, fmt.Errorf("address pool %s is too small", prefix)
 	}
-	p := &AddressPool{prefix: prefix, leased: map[netip.Addr]bool{}}
+	p := &AddressPool{prefix: prefix, leased: map[netip.Addr]bool{}, last: map[string]netip.Addr{}, owner: map[netip.Addr]string{}}
 	p.next = p.first()
 	return p, nil
 }
@@ -61,23 +69,44 @@ func (p *AddressPool) usable(a netip.Addr) bool {
 const maxScan = 1 << 16
 
 // Lease returns a free address and marks it leased.
-func (p *AddressPool) Lease() (netip.Addr, error) {
-	a := p.next
-	for range maxScan {
-		if !p.usable(a) {
-			a = p.first()
+func (p *AddressPool) Lease() (netip.Addr, error) { return p.LeaseFor("") }
+
+// LeaseFor returns a free address for the client with identity id ("" for
+// none): the one it had last if it is free, else preferably one no other
+// identity had.
+func (p *AddressPool) LeaseFor(id string) (netip.Addr, error) {
+	if a, ok := p.last[id]; ok && id != "" && !p.leased[a] {
+		p.leased[a] = true
+		return a, nil
+	}
+	for _, spareOthers := range []bool{true, false} {
+		a := p.next
+		for range maxScan {
+			if !p.usable(a) {
+				a = p.first()
+			}
+			if !p.leased[a] && (!spareOthers || p.owner[a] == "" || p.owner[a] == id) {
+				p.leased[a] = true
+				p.next = a.Next()
+				if id != "" {
+					if prev, ok := p.owner[a]; ok {
+						delete(p.last, prev)
+					}
+					if old, ok := p.last[id]; ok {
+						delete(p.owner, old)
+					}
+					p.last[id], p.owner[a] = a, id
+				}
+				return a, nil
+			}
+			a = a.Next()
 		}
-		if !p.leased[a] {
-			p.leased[a] = true
-			p.next = a.Next()
-			return a, nil
-		}
-		a = a.Next()
 	}
 	return netip.Addr{}, fmt.Errorf("address pool %s is exhausted", p.prefix)
 }
 
-// Release returns a to the pool.
+// Release returns a to the pool; the identity it was leased to may get it
+// back with LeaseFor.
 func (p *AddressPool) Release(a netip.Addr) { delete(p.leased, a) }
 
 // Leased is the number of addresses leased.

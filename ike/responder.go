@@ -934,7 +934,7 @@ func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
 		if (is4 && !want4) || (!is4 && !want6) {
 			continue
 		}
-		a, err := p.Lease()
+		a, err := p.LeaseFor(c.ID.String())
 		if err != nil {
 			r.releaseLeases(c)
 			return nil, err

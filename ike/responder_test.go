@@ -548,6 +548,48 @@ func TestAddressPool(t *testing.T) {
 	}
 }
 
+// TestAddressPoolSticky: a client that comes back gets its address again,
+// and addresses remembered for others go out only when nothing else is
+// free.
+func TestAddressPoolSticky(t *testing.T) {
+	p, err := NewAddressPool(netip.MustParsePrefix("10.4.0.0/29")) // 10.4.0.2 … .6
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := func(id string) netip.Addr {
+		t.Helper()
+		a, err := p.LeaseFor(id)
+		if err != nil {
+			t.Fatalf("lease for %q: %v", id, err)
+		}
+		return a
+	}
+	alice := lease("alice")
+	bob := lease("bob")
+	p.Release(alice)
+	if carol := lease("carol"); carol == alice {
+		t.Fatalf("carol got alice's remembered address %v while others were free", carol)
+	}
+	if again := lease("alice"); again != alice {
+		t.Fatalf("alice came back to %v, had %v", again, alice)
+	}
+	// Exhaust the pool: the last free addresses may be ones remembered
+	// for others.
+	p.Release(bob)
+	for _, id := range []string{"dave", "erin"} {
+		lease(id)
+	}
+	if _, err := p.LeaseFor("frank"); err != nil {
+		t.Fatalf("frank: %v (bob's remembered address is free)", err)
+	}
+	if _, err := p.LeaseFor("grace"); err == nil {
+		t.Fatal("leased from an exhausted pool")
+	}
+	if a, err := p.LeaseFor("bob"); err == nil {
+		t.Fatalf("bob got %v from an exhausted pool", a)
+	}
+}
+
 func TestNarrow(t *testing.T) {
 	pp := func(ss ...string) []netip.Prefix {
 		var out []netip.Prefix

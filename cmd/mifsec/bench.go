@@ -15,11 +15,44 @@ import (
 )
 
 func benchCommand() *cli.Command {
+	subcommands := []*cli.Command{benchThroughputCommand(), benchClientsCommand()}
+	for _, name := range bench.BuiltinScenarios() {
+		subcommands = append(subcommands, benchScenarioCommand(name))
+	}
 	return &cli.Command{
-		Name:  "bench",
-		Usage: "measure mifsec against other tunnels in network namespaces (needs root)",
-		Subcommands: []*cli.Command{
-			benchThroughputCommand(),
+		Name:      "bench",
+		Usage:     "measure mifsec against other tunnels in network namespaces (needs root)",
+		ArgsUsage: "SCENARIO | FILE.yaml",
+		Description: "`mifsec bench throughput` measures one TCP flow over a plain veth pair. The other scenarios\n" +
+			"(" + strings.Join(bench.BuiltinScenarios(), ", ") + ", or a scenario file: `mifsec bench [flags] FILE.yaml`)\n" +
+			"run on a client host with several emulated uplinks; see docs/lab.md.",
+		Flags:       scenarioFlags(),
+		Subcommands: subcommands,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("bench needs one scenario: throughput, %s, or a scenario file",
+					strings.Join(bench.BuiltinScenarios(), ", "))
+			}
+			return runScenarioCommand(c, c.Args().First(), "mifsec-bench")
+		},
+	}
+}
+
+// benchScenarioCommand runs a built-in scenario with its peers.
+func benchScenarioCommand(name string) *cli.Command {
+	usage := "the " + name + " scenario"
+	if sc, err := bench.LoadScenario(name); err == nil {
+		usage = sc.Summary
+	}
+	return &cli.Command{
+		Name:  name,
+		Usage: usage,
+		Flags: scenarioFlags(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("bench %s takes no arguments, got %q", name, c.Args().Slice())
+			}
+			return runScenarioCommand(c, name, "mifsec-bench")
 		},
 	}
 }

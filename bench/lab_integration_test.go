@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSocketOwner(t *testing.T) {
+	prefixes := []string{"mbk", "mlb"}
+	for name, want := range map[string]int{"mlb1234c.sock": 1234, "mbk7s.sock": 7, "mlb0c.sock": 0, "mlbc.sock": 0,
+		"mifsec0.sock": 0, "mlb1234c": 0, "wgb12c.sock": 0, "mlb99s.4026532245.sysctl": 99, "mlb12x.sock": 0} {
+		got, ok := socketOwner(name, prefixes)
+		if got != want || ok != (want > 0) {
+			t.Errorf("socketOwner(%q) = %d, %v; want %d", name, got, ok, want)
+		}
+	}
+}
+
+// buildMifsec builds the mifsec binary for the test.
+func buildMifsec(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go not found: needed to build the mifsec binary")
+	}
+	mifsec := filepath.Join(t.TempDir(), "mifsec")
+	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", mifsec, "../cmd/mifsec").CombinedOutput(); err != nil {
+		t.Fatalf("build mifsec: %v\n%s", err, out)
+	}
+	return mifsec
+}
+
+// labNamespaces lists the namespaces of the lab owned by pid.
+func labNamespaces(t *testing.T, pid int) []string {
+	t.Helper()
+	out, err := runCommand(context.Background(), "ip", "netns", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], NamespacePrefix+strconv.Itoa(pid)+"-") {
+			names = append(names, f[0])
+		}
+	}
+	return names
+}
+
+// TestLabCommand runs `mifsec lab` as a newcomer would, shortened to 6 s:
+// the tunnel comes up over wlan0, traffic crosses the emulated WLAN link,
+// the link fails at 2 s and returns at 4 s, and the summary, the JSON
+// report and the PNG come out and make sense.
+func TestLabCommand(t *testing.T) {
+	requireLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	mifsec := buildMifsec(t, ctx)
+	out := filepath.Join(t.TempDir(), "out")
+	cmd := exec.CommandContext(ctx, mifsec, "lab", "--duration", "6s", "--out", out)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Logf("stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
+	if err != nil {
+		t.Fatalf("mifsec lab: %v", err)
+	}
+	if ns := labNamespaces(t, cmd.Process.Pid); len(ns) > 0 {
+		t.Errorf("namespaces left behind: %v", ns)
+	}
+	summary := stdout.String()
+	for _, want := range []string{"Scenario lab", "wlan0 link down", "wlan0 link up", "whole run", "probes every"} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+
+	data, err := os.ReadFile(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var report ScenarioReport
+	if err := json.Unmarshal(data, &report); err != nil {
+		t.Fatalf("report.json does not parse: %v", err)
+	}
+	if len(report.Runs) != 1 || report.Runs[0].Peer != "mifsec" {
+		t.Fatalf("report runs: %+v", report.Runs)
+	}
+	run := report.Runs[0]
+	if len(run.Errors) > 0 || run.Skipped != "" {
+		t.Fatalf("mifsec run: errors %q, skipped %q", run.Errors, run.Skipped)
+	}
+	if len(run.Paths) != 2 || run.Paths[0].Uplink != "wlan0" {
+		t.Fatalf("paths: %+v", run.Paths)
+	}
+	// The tunnel runs over wlan0: megabytes crossed its emulated link, and
+	// next to nothing the cellular one.
+	if wlan := run.Paths[0]; wlan.UpBytes < 1<<20 {
+		t.Errorf("only %d bytes crossed the WLAN link", wlan.UpBytes)
+	}
+	if wwan := run.Paths[1]; wwan.UpBytes > run.Paths[0].UpBytes/10 {
+		t.Errorf("%d bytes crossed the cellular link, the tunnel should use wlan0", wwan.UpBytes)
+	}
+	// The failure shows in the samples: wlan0 failed between 2 s and 4 s
+	// and carried nothing in the middle of it.
+	var failedSamples int
+	for _, s := range run.Samples {
+		u := s.Uplinks[0]
+		if u.Failed {
+			failedSamples++
+			if s.T > 2.3 && s.T < 3.9 && u.UpMbps > 0.5 {
+				t.Errorf("at %.1fs the failed WLAN link carried %.1f Mbit/s", s.T, u.UpMbps)
+			}
+		}
+	}
+	if failedSamples < 15 || failedSamples > 25 {
+		t.Errorf("%d samples show wlan0 failed, want about 20 (2 s of 100 ms samples)", failedSamples)
+	}
+	if run.Total.Phases[0].UpMbps < 5 {
+		t.Errorf("before the failure the tunnel carried %.1f Mbit/s, want several", run.Total.Phases[0].UpMbps)
+	}
+	if run.Probe == nil || run.Probe.Sent == 0 || run.Probe.Received == 0 || len(run.Interruptions) != 1 {
+		t.Fatalf("probe %+v, interruptions %+v", run.Probe, run.Interruptions)
+	}
+	if in := run.Interruptions[0]; in.None || in.Seconds < 1.5 {
+		t.Errorf("interruption after the WLAN failure %+v, want about 2 s or more", in)
+	}
+
+	f, err := os.Open(filepath.Join(out, "throughput-mifsec.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("the plot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != PlotHeight {
+		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, PlotHeight)
+	}
+	if _, err := os.Stat(filepath.Join(out, "summary.txt")); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestLabKilledThenRerun kills `mifsec lab` with SIGKILL while its traffic
+// runs, then runs the lab again: afterwards no namespace of either run and
+// no process of the killed run is left.
+func TestLabKilledThenRerun(t *testing.T) {
+	requireLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	mifsec := buildMifsec(t, ctx)
+
+	first := exec.CommandContext(ctx, mifsec, "lab", "--duration", "20s", "--out", filepath.Join(t.TempDir(), "first"))
+	log := &lockedBuffer{}
+	first.Stdout, first.Stderr = log, log
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { first.Wait(); close(exited) }()
+	t.Cleanup(func() { first.Process.Kill(); <-exited })
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(log.String(), "running lab") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lab's traffic did not start within 60s:\n%s", log.String())
+		}
+		select {
+		case <-exited:
+			t.Fatalf("the lab ended before its traffic started:\n%s", log.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	time.Sleep(time.Second)
+	namespaces := labNamespaces(t, first.Process.Pid)
+	if len(namespaces) < 5 {
+		t.Fatalf("the running lab has namespaces %v, want client, gateway, protected and two links", namespaces)
+	}
+	var pids []int
+	for _, ns := range namespaces {
+		out, err := runCommand(ctx, "ip", "netns", "pids", ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, parsePIDs(out)...)
+	}
+	if len(pids) < 3 {
+		t.Fatalf("the running lab has processes %v in its namespaces, want gateway, client, iperf3", pids)
+	}
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+
+	second := exec.CommandContext(ctx, mifsec, "lab", "--duration", "3s", "--out", filepath.Join(t.TempDir(), "second"))
+	out, err := second.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the lab after a killed one: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "removed stale namespace") {
+		t.Errorf("the second run did not report removing the killed run's namespaces:\n%s", out)
+	}
+	for _, pid := range []int{first.Process.Pid, second.Process.Pid} {
+		if ns := labNamespaces(t, pid); len(ns) > 0 {
+			t.Errorf("namespaces of lab %d left behind: %v", pid, ns)
+		}
+	}
+	for _, pid := range pids {
+		if processAlive(pid) {
+			t.Errorf("process %d of the killed lab is still alive", pid)
+		}
+	}
+	for dir, prefixes := range labSocketPrefixes {
+		for _, prefix := range prefixes {
+			sockets, _ := filepath.Glob(filepath.Join(dir, prefix+strconv.Itoa(first.Process.Pid)+"*"))
+			if len(sockets) > 0 {
+				t.Errorf("control sockets of the killed lab left behind: %v", sockets)
+			}
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's output and a reader.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestScenarioNATAndUnplug runs mifsec over the cellular uplink behind a
+// masquerading router while the WLAN interface is unplugged and plugged
+// in again: the tunnel crosses the NAT, the traffic stays on wwan0, and the
+// unplugged interface shows as failed in the samples.
+func TestScenarioNATAndUnplug(t *testing.T) {
+	requireLab(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not found: apt-get install nftables")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	mifsec := buildMifsec(t, ctx)
+	sc, err := ParseScenario(strings.NewReader(`
+name: nat
+duration: 4s
+uplinks:
+  - {name: wlan0, kind: wlan, link: {rate: 50Mbit, delay: 5ms}}
+  - {name: wwan0, kind: cellular, nat: true, link: {rate: 20Mbit, delay: 10ms}}
+events:
+  - {at: 1s, uplink: wlan0, action: unplug}
+  - {at: 2s, uplink: wlan0, action: plug}
+  - {at: 3s, uplink: wwan0, action: set, set: {rate: 10Mbit}}
+traffic:
+  - {kind: tcp}
+  - {kind: probe, interval: 20ms}
+client: {interface: wwan0}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := newTestLab(t, ctx)
+	report, err := RunScenario(ctx, lab, sc, ScenarioConfig{PeerOptions: PeerOptions{MifsecPath: mifsec}, Log: testLog{t}})
+	if err != nil {
+		t.Fatalf("RunScenario: %v", err)
+	}
+	if err := lab.Close(); err != nil {
+		t.Errorf("Lab.Close: %v", err)
+	}
+	assertCleanedUp(t, lab)
+	run := report.Runs[0]
+	if len(run.Errors) > 0 {
+		t.Fatalf("errors: %q", run.Errors)
+	}
+	wlan, wwan := run.Paths[0], run.Paths[1]
+	if wwan.UpBytes < 512<<10 || wlan.UpBytes > wwan.UpBytes/10 {
+		t.Errorf("bytes up: wlan0 %d, wwan0 %d; want the traffic on wwan0", wlan.UpBytes, wwan.UpBytes)
+	}
+	// The rate change at 3 s halves what the link can carry.
+	if ph := wwan.Phases; len(ph) != 4 || ph[3].UpMbps > 13 {
+		t.Errorf("wwan0 phases %+v, want about 10 Mbit/s after 3 s (13 with what was queued before the change)", ph)
+	}
+	var failed int
+	for _, s := range run.Samples {
+		if s.Uplinks[0].Failed {
+			failed++
+			if s.T < 0.95 || s.T > 2.05 {
+				t.Errorf("wlan0 marked failed at %.2fs, outside its unplugged second", s.T)
+			}
+		}
+	}
+	if failed < 8 {
+		t.Errorf("wlan0 failed in %d samples, want about 10", failed)
+	}
+	if run.Probe == nil || run.Probe.Received < run.Probe.Sent*9/10 {
+		t.Errorf("probes through the NAT: %+v", run.Probe)
+	}
+}

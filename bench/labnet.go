@@ -1,0 +1,392 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/mifsec/mifsec/bench/linkemu"
+)
+
+// LabNet is the topology of a scenario, one network namespace per host:
+//
+//	client ── wlan0 ─[link ns: emulator]─ up0 ──┐
+//	       └─ wwan0 ─[link ns: emulator]─ up1 ──┴─ gateway ── lan0 ─── protected (iperf3 server)
+//
+// Every uplink has its own transit subnet 10.(100+i).0.0/24 with the
+// gateway at .1, so the gateway has one address per uplink; any of them is
+// reachable through any uplink (the gateway forwards between them). An
+// uplink with NAT gets a router namespace between its link and the gateway
+// that masquerades the client's private subnet 192.168.(100+i).0/24. The
+// client's default routes go through every uplink, the lowest metric
+// preferred, like a laptop's. The emulator of each uplink bridges two veth
+// ends inside its own namespace, so the client sees an ordinary interface.
+type LabNet struct {
+	lab                        *Lab
+	Client, Gateway, Protected string
+	Uplinks                    []*LabUplink
+	// Dir is a private temporary directory for configuration files.
+	Dir string
+}
+
+// LabUplink is one uplink of the client and its emulated link.
+type LabUplink struct {
+	Spec UplinkSpec
+	// LinkNS runs the emulator between interfaces "a" (client side) and
+	// "emu-b" (gateway side); RouterNS is the NAT router, when there is one.
+	LinkNS, RouterNS string
+	// ClientAddr is the address on the client's interface, NextHop its
+	// default route's gateway, GatewayAddr the gateway's address on this
+	// uplink's transit subnet.
+	ClientAddr  netip.Prefix
+	NextHop     netip.Addr
+	GatewayAddr netip.Addr
+	// GatewayIface is the gateway's interface towards this uplink.
+	GatewayIface string
+
+	mu   sync.Mutex
+	link *linkemu.Link
+	// pinned: the route to GatewayAddr goes through this uplink.
+	pinned bool
+}
+
+// Protected network behind the gateway; the iperf3 server and the probe
+// receiver run at labServerAddr.
+var (
+	labProtectedNet = netip.MustParsePrefix("10.210.0.0/24")
+	labGatewayLAN   = netip.MustParseAddr("10.210.0.1")
+	labServerAddr   = netip.MustParseAddr("10.210.0.2")
+)
+
+// Link interface names inside a link namespace.
+const (
+	linkIfA = "emu-a" // towards the client
+	linkIfB = "emu-b" // towards the gateway (or the NAT router)
+)
+
+// NewLabNet builds the topology of the scenario's uplinks; label names its
+// namespaces (<prefix><owner>-<label>-client, -gw, -net, -link0, ...).
+func (l *Lab) NewLabNet(ctx context.Context, label string, uplinks []UplinkSpec) (*LabNet, error) {
+	n := &LabNet{lab: l}
+	if err := n.build(ctx, label, uplinks); err != nil {
+		return nil, errors.Join(err, n.Close())
+	}
+	return n, nil
+}
+
+func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec) error {
+	if _, err := exec.LookPath("nft"); err != nil {
+		for _, u := range uplinks {
+			if u.NAT {
+				return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
+			}
+		}
+	}
+	l := n.lab
+	var err error
+	if n.Dir, err = os.MkdirTemp(l.dir, label+"-"); err != nil {
+		return fmt.Errorf("create the topology's directory: %w", err)
+	}
+	if n.Client, err = l.addNamespace(ctx, label+"-client"); err != nil {
+		return err
+	}
+	if n.Gateway, err = l.addNamespace(ctx, label+"-gw"); err != nil {
+		return err
+	}
+	if n.Protected, err = l.addNamespace(ctx, label+"-net"); err != nil {
+		return err
+	}
+	// The IPv6 link-local chatter (router solicitations, DAD) of the lab's
+	// interfaces would cross the emulated links as noise.
+	for _, ns := range []string{n.Client, n.Gateway, n.Protected} {
+		if err := n.sysctls(ctx, ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+			return err
+		}
+	}
+	if err := n.sysctls(ctx, n.Gateway, "net.ipv4.ip_forward=1"); err != nil {
+		return err
+	}
+	if err := n.veth(ctx, n.Gateway, "lan0", n.Protected, "eth0"); err != nil {
+		return err
+	}
+	if err := n.address(ctx, n.Gateway, "lan0", netip.PrefixFrom(labGatewayLAN, 24)); err != nil {
+		return err
+	}
+	if err := n.address(ctx, n.Protected, "eth0", netip.PrefixFrom(labServerAddr, 24)); err != nil {
+		return err
+	}
+	if _, err := runCommand(ctx, "ip", "-n", n.Protected, "route", "add", "default", "via", labGatewayLAN.String()); err != nil {
+		return fmt.Errorf("protected network: %w", err)
+	}
+	for i, spec := range uplinks {
+		u, err := n.buildUplink(ctx, label, i, spec)
+		if u != nil {
+			n.Uplinks = append(n.Uplinks, u)
+		}
+		if err != nil {
+			return fmt.Errorf("uplink %s: %w", spec.Name, err)
+		}
+	}
+	return nil
+}
+
+func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec UplinkSpec) (*LabUplink, error) {
+	l := n.lab
+	u := &LabUplink{Spec: spec, GatewayIface: "up" + strconv.Itoa(i)}
+	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(100 + i), 0, host}) }
+	u.GatewayAddr = transit(1)
+	var err error
+	if u.LinkNS, err = l.addNamespace(ctx, fmt.Sprintf("%s-link%d", label, i)); err != nil {
+		return u, err
+	}
+	if err := n.sysctls(ctx, u.LinkNS, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+		return u, err
+	}
+	if err := n.veth(ctx, n.Client, spec.Name, u.LinkNS, linkIfA); err != nil {
+		return u, err
+	}
+	if spec.NAT {
+		if u.RouterNS, err = l.addNamespace(ctx, fmt.Sprintf("%s-nat%d", label, i)); err != nil {
+			return u, err
+		}
+		if err := n.sysctls(ctx, u.RouterNS, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+			return u, err
+		}
+		if err := n.veth(ctx, u.LinkNS, linkIfB, u.RouterNS, "lan"); err != nil {
+			return u, err
+		}
+		private := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, byte(100 + i), host}) }
+		u.ClientAddr, u.NextHop = netip.PrefixFrom(private(2), 24), private(1)
+		if err := n.address(ctx, u.RouterNS, "lan", netip.PrefixFrom(private(1), 24)); err != nil {
+			return u, err
+		}
+		if err := n.veth(ctx, u.RouterNS, "wan", n.Gateway, u.GatewayIface); err != nil {
+			return u, err
+		}
+		if err := n.address(ctx, u.RouterNS, "wan", netip.PrefixFrom(transit(2), 24)); err != nil {
+			return u, err
+		}
+		if _, err := runCommand(ctx, "ip", "-n", u.RouterNS, "route", "add", "default", "via", u.GatewayAddr.String()); err != nil {
+			return u, fmt.Errorf("NAT router: %w", err)
+		}
+		rules := "table ip nat {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"wan\" masquerade\n }\n}\n"
+		if _, err := runCommandStdin(ctx, rules, "ip", "netns", "exec", u.RouterNS, "nft", "-f", "-"); err != nil {
+			return u, fmt.Errorf("NAT router: %w", err)
+		}
+	} else {
+		if err := n.veth(ctx, u.LinkNS, linkIfB, n.Gateway, u.GatewayIface); err != nil {
+			return u, err
+		}
+		u.ClientAddr, u.NextHop = netip.PrefixFrom(transit(2), 24), u.GatewayAddr
+	}
+	if err := n.address(ctx, n.Gateway, u.GatewayIface, netip.PrefixFrom(u.GatewayAddr, 24)); err != nil {
+		return u, err
+	}
+	if err := n.address(ctx, n.Client, spec.Name, u.ClientAddr); err != nil {
+		return u, err
+	}
+	for _, iface := range []string{linkIfA, linkIfB} {
+		if _, err := runCommand(ctx, "ip", "-n", u.LinkNS, "link", "set", iface, "up"); err != nil {
+			return u, fmt.Errorf("link namespace: %w", err)
+		}
+	}
+	if err := u.addDefaultRoute(ctx, n.Client); err != nil {
+		return u, err
+	}
+	link, err := linkemu.Start(u.LinkNS, linkIfA, linkIfB, spec.Shapes())
+	if err != nil {
+		return u, fmt.Errorf("start the link emulator: %w", err)
+	}
+	u.link = link
+	return u, nil
+}
+
+// addDefaultRoute (re)installs the client's default route through the
+// uplink with its metric; the kernel removes it when the interface goes
+// down.
+func (u *LabUplink) addDefaultRoute(ctx context.Context, clientNS string) error {
+	if _, err := runCommand(ctx, "ip", "-n", clientNS, "route", "replace", "default", "via", u.NextHop.String(),
+		"dev", u.Spec.Name, "metric", strconv.Itoa(u.Spec.Metric)); err != nil {
+		return fmt.Errorf("default route through %s: %w", u.Spec.Name, err)
+	}
+	return nil
+}
+
+// pinGateway routes the gateway's address on uplink u through u (a host
+// route), so that tunnels which leave the choice of interface to the
+// routing table (wireguard-go, strongSwan) use it as long as it is up, like
+// the ones that bind to it. The kernel drops the route when the interface
+// goes down; a plug event puts it back.
+func (n *LabNet) pinGateway(ctx context.Context, u *LabUplink) error {
+	if _, err := runCommand(ctx, "ip", "-n", n.Client, "route", "replace", netip.PrefixFrom(u.GatewayAddr, 32).String(),
+		"via", u.NextHop.String(), "dev", u.Spec.Name); err != nil {
+		return fmt.Errorf("route to the gateway through %s: %w", u.Spec.Name, err)
+	}
+	u.mu.Lock()
+	u.pinned = true
+	u.mu.Unlock()
+	return nil
+}
+
+// Stats reads the emulator's counters; AtoB is up (client to gateway).
+func (u *LabUplink) Stats() linkemu.Stats {
+	u.mu.Lock()
+	link := u.link
+	u.mu.Unlock()
+	if link == nil {
+		return linkemu.Stats{}
+	}
+	return link.Stats()
+}
+
+// Config returns the emulator's current configuration.
+func (u *LabUplink) Config() linkemu.Config {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.link == nil {
+		return linkemu.Config{}
+	}
+	return u.link.Config()
+}
+
+// apply carries out a scenario event on this uplink.
+func (n *LabNet) apply(ctx context.Context, u *LabUplink, e EventSpec) error {
+	switch e.Action {
+	case ActionUnplug:
+		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "down"); err != nil {
+			return fmt.Errorf("unplug %s: %w", u.Spec.Name, err)
+		}
+		return nil
+	case ActionPlug:
+		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "up"); err != nil {
+			return fmt.Errorf("plug %s in: %w", u.Spec.Name, err)
+		}
+		if err := u.addDefaultRoute(ctx, n.Client); err != nil {
+			return err
+		}
+		u.mu.Lock()
+		pinned := u.pinned
+		u.mu.Unlock()
+		if pinned {
+			return n.pinGateway(ctx, u)
+		}
+		return nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.link == nil {
+		return fmt.Errorf("uplink %s has no emulator", u.Spec.Name)
+	}
+	if err := u.link.Set(applyEvent(u.link.Config(), e)); err != nil {
+		return fmt.Errorf("%s: %w", e.describe(), err)
+	}
+	return nil
+}
+
+// Close stops the emulators and deletes the namespaces.
+func (n *LabNet) Close() error {
+	var errs []error
+	for _, u := range n.Uplinks {
+		u.mu.Lock()
+		link := u.link
+		u.link = nil
+		u.mu.Unlock()
+		if link != nil {
+			if err := link.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("stop the emulator of %s: %w", u.Spec.Name, err))
+			}
+		}
+	}
+	var namespaces []string
+	for _, u := range n.Uplinks {
+		namespaces = append(namespaces, u.LinkNS, u.RouterNS)
+	}
+	namespaces = append(namespaces, n.Client, n.Gateway, n.Protected)
+	for _, ns := range namespaces {
+		if ns != "" {
+			errs = append(errs, n.lab.removeNamespace(ns))
+		}
+	}
+	if n.Dir != "" {
+		errs = append(errs, os.RemoveAll(n.Dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Start runs a long-lived command inside namespace ns, tracked by the lab.
+func (n *LabNet) Start(ns, name string, env []string, args ...string) (*Process, error) {
+	return n.lab.start(ns, name, env, args...)
+}
+
+// Run runs a command to completion inside namespace ns.
+func (n *LabNet) Run(ctx context.Context, ns string, args ...string) (string, error) {
+	return n.lab.run(ctx, ns, args...)
+}
+
+// processLogs returns the recent output of the lab's processes running in
+// this topology's namespaces, by process name.
+func (n *LabNet) processLogs() map[string]string {
+	mine := map[string]bool{n.Client: true, n.Gateway: true, n.Protected: true}
+	n.lab.mu.Lock()
+	defer n.lab.mu.Unlock()
+	logs := map[string]string{}
+	for _, p := range n.lab.processes {
+		if mine[p.namespace] {
+			logs[p.Name()] = p.Output()
+		}
+	}
+	return logs
+}
+
+// uplink returns the named uplink.
+func (n *LabNet) uplink(name string) *LabUplink {
+	for _, u := range n.Uplinks {
+		if u.Spec.Name == name {
+			return u
+		}
+	}
+	return nil
+}
+
+func (n *LabNet) veth(ctx context.Context, nsA, ifA, nsB, ifB string) error {
+	if _, err := runCommand(ctx, "ip", "link", "add", "name", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB); err != nil {
+		return fmt.Errorf("create veth pair %s/%s: %w", ifA, ifB, err)
+	}
+	return nil
+}
+
+func (n *LabNet) address(ctx context.Context, ns, iface string, p netip.Prefix) error {
+	if _, err := runCommand(ctx, "ip", "-n", ns, "addr", "add", p.String(), "dev", iface); err != nil {
+		return fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	if _, err := runCommand(ctx, "ip", "-n", ns, "link", "set", iface, "up"); err != nil {
+		return fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
+func (n *LabNet) sysctls(ctx context.Context, ns string, settings ...string) error {
+	args := append([]string{"ip", "netns", "exec", ns, "sysctl", "-q", "-w"}, settings...)
+	if _, err := runCommand(ctx, args[0], args[1:]...); err != nil {
+		return fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
+// runCommandStdin is runCommand with input on stdin.
+func runCommandStdin(ctx context.Context, stdin string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.SysProcAttr = ownGroup()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}

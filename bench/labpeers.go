@@ -1,0 +1,319 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// tunnelStater is a peer that can describe its tunnel's state after the
+// run (reconnections, addresses).
+type tunnelStater interface{ TunnelState() string }
+
+// labPeer is a tunnel measured in a scenario: a client in the client
+// namespace, its gateway in the gateway namespace, carrying the traffic to
+// the protected network.
+type labPeer interface {
+	Name() string
+	// Prepare finds what the peer needs; a *SkipError when it cannot run.
+	Prepare(ctx context.Context) error
+	Version() string
+	// Setup brings the tunnel up over the scenario's client interface and
+	// returns once the protected server answers pings through it.
+	Setup(ctx context.Context, n *LabNet, sc *Scenario) error
+	// ClientAddr is the source address for traffic into the tunnel; the
+	// zero Addr lets the kernel choose.
+	ClientAddr() netip.Addr
+	// TunnelInterface is the client's tunnel device.
+	TunnelInterface() string
+	// Behaviour says how the peer uses the uplinks, for the report.
+	Behaviour(sc *Scenario) string
+	Teardown() error
+}
+
+func newLabPeer(name string, opts PeerOptions) (labPeer, error) {
+	switch name {
+	case "mifsec":
+		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}}, nil
+	case "wireguard-go":
+		return &wireguardLabPeer{wireguardPeer: wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}}, nil
+	case "strongswan":
+		return &strongswanLabPeer{}, nil
+	}
+	return nil, fmt.Errorf("unknown peer %q (known: %v)", name, LabPeerNames)
+}
+
+// mifsecLabPeer is `mifsec gateway` in the gateway namespace and `mifsec
+// connect` in the client namespace, bound to the scenario's client
+// interface.
+type mifsecLabPeer struct {
+	mifsecIKEPeer
+	args       []string
+	startAddrs []string
+}
+
+// mifsecClientStatus is the part of `mifsec status --json` of a client
+// that the lab reports.
+type mifsecClientStatus struct {
+	Session struct {
+		State      string   `json:"state"`
+		Reconnects int      `json:"reconnects"`
+		Addresses  []string `json:"addresses"`
+	} `json:"session"`
+}
+
+// clientStatus reads `mifsec connect`'s status from its control socket
+// (which answers every connection with its status as JSON).
+func (p *mifsecLabPeer) clientStatus() (mifsecClientStatus, error) {
+	var st mifsecClientStatus
+	conn, err := net.DialTimeout("unix", mifsecControlSocket(p.clientTUN), time.Second)
+	if err != nil {
+		return st, fmt.Errorf("the client's status: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	raw, err := io.ReadAll(io.LimitReader(conn, 1<<20))
+	if err != nil {
+		return st, fmt.Errorf("the client's status: %w", err)
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, fmt.Errorf("parse the client's status: %w", err)
+	}
+	return st, nil
+}
+
+// TunnelState says how often the client reconnected and whether its inner
+// address changed (which ends the flows that used the old one).
+func (p *mifsecLabPeer) TunnelState() string {
+	st, err := p.clientStatus()
+	if err != nil {
+		return "status not available: " + err.Error()
+	}
+	s := st.Session
+	times := "times"
+	if s.Reconnects == 1 {
+		times = "time"
+	}
+	text := fmt.Sprintf("%s; reconnected %d %s; inner address %s", s.State, s.Reconnects, times, strings.Join(s.Addresses, ", "))
+	if !slices.Equal(s.Addresses, p.startAddrs) && len(p.startAddrs) > 0 {
+		text += fmt.Sprintf(" (%s at the start: the gateway leased a new address on reconnecting, so flows from the old one are not carried any more)",
+			strings.Join(p.startAddrs, ", "))
+	}
+	return text
+}
+
+func (p *mifsecLabPeer) Name() string            { return "mifsec" }
+func (p *mifsecLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
+func (p *mifsecLabPeer) TunnelInterface() string { return p.clientTUN }
+
+func (p *mifsecLabPeer) Behaviour(sc *Scenario) string {
+	b := fmt.Sprintf("`mifsec connect --interface %s`: one path, bound to %s; a failure of that link is noticed by dead-peer detection", sc.Client.Interface, sc.Client.Interface)
+	if sc.Client.DPD != 0 {
+		b += fmt.Sprintf(" (--dpd %s", sc.Client.DPD)
+		if sc.Client.Retransmit != 0 {
+			b += fmt.Sprintf(", --retransmit %s", sc.Client.Retransmit)
+		}
+		if sc.Client.RetransmitTries != 0 {
+			b += fmt.Sprintf(", --retransmit-tries %d", sc.Client.RetransmitTries)
+		}
+		b += ", shorter than the defaults"
+		b += ")"
+	}
+	return b + ", then it reconnects through the same interface until that link carries traffic again"
+}
+
+func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
+	// The control sockets (/run/mifsec/<tun>.sock) are shared by every
+	// namespace: the names carry the lab's PID.
+	p.clientTUN = fmt.Sprintf("mlb%dc", n.lab.owner)
+	p.serverTUN = fmt.Sprintf("mlb%ds", n.lab.owner)
+	psk, err := randomHex(32)
+	if err != nil {
+		return err
+	}
+	pskFile := filepath.Join(n.Dir, "mifsec.psk")
+	if err := os.WriteFile(pskFile, []byte(psk+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the PSK: %w", err)
+	}
+	gateway, err := n.Start(n.Gateway, "mifsec gateway", nil, p.binary, "gateway",
+		"--listen", "0.0.0.0", "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
+		"--pool", mifsecIKEPool, "--local-ts", labProtectedNet.String(),
+		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN)
+	if err != nil {
+		return err
+	}
+	p.processes = append(p.processes, gateway)
+	if err := waitForSocket(ctx, mifsecControlSocket(p.serverTUN), gateway); err != nil {
+		return err
+	}
+	uplink := n.uplink(sc.Client.Interface)
+	args := []string{p.binary, "connect",
+		"--gateway", uplink.GatewayAddr.String(), "--interface", sc.Client.Interface,
+		"--local-id", mifsecIKEClientID, "--remote-id", mifsecIKEServerID, "--psk-file", pskFile,
+		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false"}
+	if d := sc.Client.DPD; d != 0 {
+		args = append(args, "--dpd", d.String())
+	}
+	if d := sc.Client.Retransmit; d != 0 {
+		args = append(args, "--retransmit", d.String())
+	}
+	if t := sc.Client.RetransmitTries; t != 0 {
+		args = append(args, "--retransmit-tries", strconv.Itoa(t))
+	}
+	p.args = args
+	client, err := n.Start(n.Client, "mifsec connect", nil, args...)
+	if err != nil {
+		return err
+	}
+	p.processes = append(p.processes, client)
+	if err := n.waitForPing(ctx, netip.Addr{}, p.processes...); err != nil {
+		return err
+	}
+	// The inner address at the start, to tell a reconnection that kept it
+	// from one that did not.
+	var lastErr error
+	for range 20 {
+		st, err := p.clientStatus()
+		if err == nil && len(st.Session.Addresses) > 0 {
+			p.startAddrs = st.Session.Addresses
+			return nil
+		}
+		lastErr = err
+		if !sleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("the client reports no inner address while its tunnel carries pings (status: %v)", lastErr)
+}
+
+// waitForPing pings the protected server from the client namespace until
+// it answers.
+func (n *LabNet) waitForPing(ctx context.Context, src netip.Addr, processes ...*Process) error {
+	return pingUntilReply(ctx, func(ctx context.Context, args ...string) (string, error) {
+		return n.Run(ctx, n.Client, args...)
+	}, src, labServerAddr, processes...)
+}
+
+// wireguardLabPeer is wireguard-go on both sides; the client's endpoint is
+// the gateway's address on the scenario's client interface, and the kernel
+// routes its UDP packets (wireguard-go does not bind to an interface).
+type wireguardLabPeer struct {
+	wireguardPeer
+}
+
+func (p *wireguardLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
+func (p *wireguardLabPeer) TunnelInterface() string { return p.ClientInterface() }
+
+func (p *wireguardLabPeer) Behaviour(sc *Scenario) string {
+	return fmt.Sprintf("wireguard-go with the gateway's %s address as endpoint: its UDP packets follow the client's routing table "+
+		"(through %s while that interface is up, else the next default route); the gateway follows the client's source address (roaming)",
+		sc.Client.Interface, sc.Client.Interface)
+}
+
+func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
+	tag := strconv.Itoa(n.lab.owner)
+	clientIface, serverIface := "wlb"+tag+"c", "wlb"+tag+"s"
+	clientKey, clientPub, err := wireguardKeyPair()
+	if err != nil {
+		return err
+	}
+	serverKey, serverPub, err := wireguardKeyPair()
+	if err != nil {
+		return err
+	}
+	endpoint := n.uplink(sc.Client.Interface).GatewayAddr
+	type side struct {
+		ns, iface, key, peerPub string
+		addr                    netip.Prefix
+		peerArgs                []string
+	}
+	sides := []side{
+		{ns: n.Gateway, iface: serverIface, key: serverKey, peerPub: clientPub, addr: netip.PrefixFrom(wireguardServerAddr, 24),
+			peerArgs: []string{"allowed-ips", netip.PrefixFrom(wireguardClientAddr, 32).String()}},
+		{ns: n.Client, iface: clientIface, key: clientKey, peerPub: serverPub, addr: netip.PrefixFrom(wireguardClientAddr, 24),
+			peerArgs: []string{"endpoint", netip.AddrPortFrom(endpoint, wireguardPort).String(),
+				"allowed-ips", netip.PrefixFrom(wireguardServerAddr, 32).String() + "," + labProtectedNet.String(),
+				"persistent-keepalive", "25"}},
+	}
+	for _, s := range sides {
+		proc, err := n.Start(s.ns, "wireguard-go "+s.iface, []string{"WG_PROCESS_FOREGROUND=1"}, p.binary, s.iface)
+		if err != nil {
+			return err
+		}
+		p.processes = append(p.processes, proc)
+		p.interfaces = append(p.interfaces, s.iface)
+		if err := waitForFile(ctx, filepath.Join(wireguardSocketDir, s.iface+".sock"), proc); err != nil {
+			return err
+		}
+		keyFile := filepath.Join(n.Dir, s.iface+".key")
+		if err := os.WriteFile(keyFile, []byte(s.key+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write wireguard key: %w", err)
+		}
+		args := append([]string{"wg", "set", s.iface, "private-key", keyFile, "listen-port", strconv.Itoa(wireguardPort),
+			"peer", s.peerPub}, s.peerArgs...)
+		if _, err := n.Run(ctx, s.ns, args...); err != nil {
+			return fmt.Errorf("configure wireguard-go: %w", err)
+		}
+		if _, err := n.Run(ctx, s.ns, "ip", "addr", "add", s.addr.String(), "dev", s.iface); err != nil {
+			return fmt.Errorf("address wireguard interface: %w", err)
+		}
+		if _, err := n.Run(ctx, s.ns, "ip", "link", "set", s.iface, "up"); err != nil {
+			return fmt.Errorf("bring wireguard interface up: %w", err)
+		}
+	}
+	if _, err := n.Run(ctx, n.Client, "ip", "route", "add", labProtectedNet.String(), "dev", clientIface); err != nil {
+		return fmt.Errorf("route the protected network into wireguard: %w", err)
+	}
+	// The client's interface is the second one started.
+	p.interfaces[0], p.interfaces[1] = p.interfaces[1], p.interfaces[0]
+	return n.waitForPing(ctx, netip.Addr{}, p.processes...)
+}
+
+// strongswanLabPeer is strongSwan's charon (kernel-libipsec) as the client
+// with its defaults (MOBIKE on, DPD off) and as the gateway.
+type strongswanLabPeer struct {
+	strongswanPeer
+}
+
+func (p *strongswanLabPeer) ClientAddr() netip.Addr  { return strongswanClientAddr }
+func (p *strongswanLabPeer) TunnelInterface() string { return "ipsec0" }
+
+func (p *strongswanLabPeer) Behaviour(sc *Scenario) string {
+	return "strongSwan 5.9 client with its defaults (MOBIKE on, DPD off): it moves the IKE and Child SAs to another address " +
+		"when the kernel reports the used one gone, and notices a silent failure only through IKE retransmissions"
+}
+
+func (p *strongswanLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
+	err := p.setupLab(ctx, n, sc)
+	if err != nil && ctx.Err() == nil {
+		return skipf("strongSwan did not come up: %v", err)
+	}
+	return err
+}
+
+// Teardown stops both charons.
+func (p *strongswanLabPeer) Teardown() error {
+	stopAll(p.processes)
+	p.processes = nil
+	return nil
+}
+
+// mifsecLabPeer and wireguardLabPeer tear down like their throughput
+// counterparts; these assertions keep the interface honest.
+var (
+	_ labPeer = (*mifsecLabPeer)(nil)
+	_ labPeer = (*wireguardLabPeer)(nil)
+	_ labPeer = (*strongswanLabPeer)(nil)
+)
+
+// peerSetupTimeout bounds bringing one tunnel up.
+const peerSetupTimeout = 30 * time.Second

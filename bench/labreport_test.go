@@ -1,0 +1,287 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// syntheticRecord is a 10 ms probe stream of n probes, each delivered
+// after delay, except the sequence numbers in lost.
+func syntheticRecord(n int, delay time.Duration, lost func(seq int) bool) *probeRecord {
+	r := newProbeRecord(n, 10*time.Millisecond)
+	for i := range n {
+		r.sent[i] = int64(i) * int64(10*time.Millisecond)
+		if !lost(i) {
+			r.received[i] = r.sent[i] + int64(delay) + int64(i%10)*int64(time.Millisecond)
+		}
+	}
+	return r
+}
+
+func TestProbeSummary(t *testing.T) {
+	// 1000 probes over 10 s; 200..399 lost (2 s outage from 2.0 s), two
+	// single losses (not an outage), and 950.. lost until the end.
+	r := syntheticRecord(1000, 20*time.Millisecond, func(i int) bool {
+		return i >= 200 && i < 400 || i == 500 || i == 501 || i >= 950
+	})
+	s := r.summarize()
+	if s.Sent != 1000 || s.Received != 748 || s.Lost != 252 {
+		t.Errorf("sent %d received %d lost %d; want 1000, 748, 252", s.Sent, s.Received, s.Lost)
+	}
+	if s.LossPercent != 25.2 {
+		t.Errorf("loss %.2f%%, want 25.2%%", s.LossPercent)
+	}
+	if s.DelayMinMs != 20 || s.DelayMaxMs != 29 {
+		t.Errorf("delay min %v max %v, want 20 and 29", s.DelayMinMs, s.DelayMaxMs)
+	}
+	if s.DelayP50Ms < 23 || s.DelayP50Ms > 25 {
+		t.Errorf("median delay %v, want about 24.5", s.DelayP50Ms)
+	}
+	if len(s.Outages) != 2 {
+		t.Fatalf("outages = %+v, want 2", s.Outages)
+	}
+	first := s.Outages[0]
+	if first.StartS != 2 || first.EndS != 4 || first.Seconds != 2 || first.Lost != 200 || !first.Recovered {
+		t.Errorf("first outage %+v, want 2 s from 2.0 s, 200 lost, recovered", first)
+	}
+	last := s.Outages[1]
+	if last.Recovered || last.StartS != 9.5 || last.Lost != 50 || math.Abs(last.Seconds-0.5) > 1e-9 {
+		t.Errorf("last outage %+v, want 0.5 s from 9.5 s, not recovered", last)
+	}
+	if o, ok := s.outageAt(1.9); !ok || o.StartS != 2 {
+		t.Errorf("outageAt(1.9) = %+v, %v; want the outage from 2.0 s", o, ok)
+	}
+	if o, ok := s.outageAt(9.4); !ok || o.StartS != 9.5 {
+		t.Errorf("outageAt(9.4) = %+v, %v; want the outage from 9.5 s", o, ok)
+	}
+	if _, ok := s.outageAt(3); ok {
+		t.Error("outageAt(3) matched an outage that began a second earlier")
+	}
+	if _, ok := s.outageAt(5); ok {
+		t.Error("outageAt(5) found an outage where none was")
+	}
+}
+
+func TestProbeRecord(t *testing.T) {
+	r := newProbeRecord(4, 10*time.Millisecond)
+	buf := make([]byte, 64)
+	encodeProbe(buf, 2, 12345)
+	r.record(buf, 99)
+	r.record(buf, 100)                  // duplicate
+	r.record(buf[:probeHeaderLen-1], 1) // short
+	encodeProbe(buf, 9, 1)              // out of range
+	r.record(buf, 1)
+	if r.received[2] != 99 || r.duplicates != 1 || r.foreign != 2 {
+		t.Errorf("received %v, duplicates %d, foreign %d", r.received, r.duplicates, r.foreign)
+	}
+	// The receive path runs once per packet: it must not allocate.
+	encodeProbe(buf, 1, 5)
+	if allocs := testing.AllocsPerRun(1000, func() { r.record(buf, 7) }); allocs != 0 {
+		t.Errorf("record allocates %v times per packet", allocs)
+	}
+}
+
+func FuzzParseProbe(f *testing.F) {
+	b := make([]byte, probeHeaderLen)
+	encodeProbe(b, 7, 1234)
+	f.Add(b)
+	f.Add([]byte{})
+	f.Add([]byte("MLPB"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		seq, sent, ok := parseProbe(data)
+		if !ok {
+			return
+		}
+		if sent < 0 {
+			t.Fatalf("negative send time %d accepted", sent)
+		}
+		out := make([]byte, probeHeaderLen)
+		encodeProbe(out, seq, sent)
+		if !bytes.Equal(out, data[:probeHeaderLen]) {
+			t.Fatalf("re-encoding %x gives %x", data[:probeHeaderLen], out)
+		}
+		r := newProbeRecord(16, time.Millisecond)
+		r.record(data, 1)
+	})
+}
+
+// syntheticSamples: uplink 0 carries 10 Mbit/s up until 5 s and nothing
+// after; uplink 1 carries 2 Mbit/s down throughout. 100 ms samples, 10 s.
+func syntheticSamples() []Sample {
+	var samples []Sample
+	var up0, down1 uint64
+	for k := 0; k <= 100; k++ {
+		t := float64(k) / 10
+		if k > 0 && t <= 5 {
+			up0 += 10e6 / 8 / 10
+		}
+		if k > 0 {
+			down1 += 2e6 / 8 / 10
+		}
+		samples = append(samples, Sample{T: t, Uplinks: []UplinkSample{
+			{UpBytes: up0, Failed: t > 5},
+			{DownBytes: down1},
+		}})
+	}
+	return samples
+}
+
+func reportScenario(t *testing.T) *Scenario {
+	t.Helper()
+	s, err := ParseScenario(strings.NewReader(`
+name: maths
+description: test
+duration: 10s
+uplinks:
+  - {name: wlan0, kind: wlan, link: {rate: 50Mbit, delay: 15ms}}
+  - {name: wwan0, kind: cellular, link: {rate: 20Mbit, delay: 40ms}}
+events:
+  - {at: 5s, uplink: wlan0, action: down}
+traffic:
+  - {kind: tcp}
+  - {kind: probe}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestPeerRunSummarize(t *testing.T) {
+	sc := reportScenario(t)
+	run := PeerRun{Peer: "mifsec", Samples: syntheticSamples()}
+	probe := syntheticRecord(1000, 20*time.Millisecond, func(i int) bool { return i >= 500 && i < 730 }).summarize()
+	run.Probe = &probe
+	run.summarize(sc)
+
+	if got := run.Samples[10].Uplinks[0].UpMbps; math.Abs(got-10) > 1e-6 {
+		t.Errorf("sample rate at 1 s = %v Mbit/s, want 10", got)
+	}
+	if got := run.Samples[60].Uplinks[0].UpMbps; got != 0 {
+		t.Errorf("sample rate at 6 s = %v Mbit/s, want 0", got)
+	}
+	wlan, wwan := run.Paths[0], run.Paths[1]
+	if wlan.Uplink != "wlan0" || wlan.Kind != "wlan" {
+		t.Errorf("path 0 = %s (%s)", wlan.Uplink, wlan.Kind)
+	}
+	if wlan.UpMbps != 5 || wlan.UpBytes != 10e6/8*5 {
+		t.Errorf("wlan0 whole run %v Mbit/s, %d bytes; want 5 and %d", wlan.UpMbps, wlan.UpBytes, uint64(10e6/8*5))
+	}
+	if len(wlan.Phases) != 2 || wlan.Phases[0].UpMbps != 10 || wlan.Phases[1].UpMbps != 0 {
+		t.Errorf("wlan0 phases %+v, want 10 then 0 Mbit/s", wlan.Phases)
+	}
+	if wwan.DownMbps != 2 || wwan.Phases[1].DownMbps != 2 {
+		t.Errorf("wwan0 down %v, phases %+v; want 2", wwan.DownMbps, wwan.Phases)
+	}
+	if run.Total.UpMbps != 5 || run.Total.DownMbps != 2 || run.Total.Phases[0].UpMbps != 10 {
+		t.Errorf("total %+v", run.Total)
+	}
+	if len(run.Interruptions) != 1 {
+		t.Fatalf("interruptions %+v, want 1", run.Interruptions)
+	}
+	in := run.Interruptions[0]
+	if in.AtS != 5 || in.Seconds != 2.3 || in.Lost != 230 || !in.Recovered || in.None {
+		t.Errorf("interruption %+v, want 2.3 s from 5 s, recovered", in)
+	}
+
+	report := newScenarioReport(sc)
+	other := run
+	other.Peer = "wireguard-go"
+	otherTotal := *run.Total
+	otherTotal.UpMbps = 2.5
+	other.Total = &otherTotal
+	other.Interruptions = []Interruption{{Seconds: 4.6}}
+	report.Runs = []PeerRun{run, other, {Peer: "strongswan", Skipped: "not installed"}}
+	report.finish()
+	if len(report.Ratios) != 2 {
+		t.Fatalf("ratios %+v", report.Ratios)
+	}
+	wg := report.Ratios[0]
+	if wg.Peer != "wireguard-go" || *wg.Throughput != 2 || *wg.Interruption != 0.5 {
+		t.Errorf("mifsec/wireguard-go = %+v, want throughput 2, interruption 0.5", wg)
+	}
+	if ss := report.Ratios[1]; ss.Throughput != nil || ss.Interruption != nil {
+		t.Errorf("ratios against a skipped peer: %+v, want none", ss)
+	}
+
+	var out strings.Builder
+	if err := report.WriteSummary(&out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{
+		"Scenario maths",
+		"at   5.0s  wlan0 link down",
+		"0–5s", "5–10s", "whole run",
+		"after wlan0 link down at 5.0s: no traffic for 2.30s (230 probes lost)",
+		"skipped: not installed",
+		"mifsec/wireguard-go: throughput 2.00 (5.0 / 2.5 Mbit/s), interruption 0.50 (2.30 / 4.60 s)",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("summary lacks %q:\n%s", want, text)
+		}
+	}
+
+	data, err := json.Marshal(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back ScenarioReport
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatalf("the JSON report does not parse: %v", err)
+	}
+	if len(back.Runs) != 3 || len(back.Runs[0].Samples) != 101 || back.Runs[0].Probe.Lost != 230 {
+		t.Errorf("JSON round trip lost data: %d runs", len(back.Runs))
+	}
+}
+
+func TestSampleAt(t *testing.T) {
+	samples := []Sample{{T: 0}, {T: 0.1}, {T: 0.2}, {T: 0.3}}
+	for _, tt := range []struct{ t, want float64 }{{-1, 0}, {0, 0}, {0.15, 0.1}, {0.2, 0.2}, {5, 0.3}} {
+		if got := sampleAt(samples, tt.t).T; got != tt.want {
+			t.Errorf("sampleAt(%v) = %v, want %v", tt.t, got, tt.want)
+		}
+	}
+}
+
+func TestWritePlot(t *testing.T) {
+	sc := reportScenario(t)
+	run := PeerRun{Peer: "mifsec", Samples: syntheticSamples()}
+	run.summarize(sc)
+	report := newScenarioReport(sc)
+	report.Runs = []PeerRun{run}
+	var buf bytes.Buffer
+	if err := report.WritePlot(&buf, run); err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(&buf)
+	if err != nil {
+		t.Fatalf("the plot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != PlotHeight {
+		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, PlotHeight)
+	}
+	// An empty run (the peer failed before traffic) still plots.
+	buf.Reset()
+	if err := report.WritePlot(&buf, PeerRun{Peer: "x"}); err != nil {
+		t.Errorf("plot of an empty run: %v", err)
+	}
+}
+
+func TestOutageAtPicksTheLongest(t *testing.T) {
+	s := ProbeSummary{Outages: []Outage{
+		{StartS: 9.2, EndS: 9.3, Seconds: 0.1},
+		{StartS: 10.0, EndS: 10.16, Seconds: 0.16},
+		{StartS: 10.31, EndS: 18.04, Seconds: 7.73},
+		{StartS: 19.4, EndS: 25, Seconds: 5.6},
+	}}
+	o, ok := s.outageAt(10)
+	if !ok || o.StartS != 10.31 {
+		t.Errorf("outageAt(10) = %+v, %v; want the 7.73 s outage from 10.31 s", o, ok)
+	}
+}

@@ -1,0 +1,782 @@
+package bench
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mifsec/mifsec/bench/linkemu"
+)
+
+// Scenario is one lab experiment, read from YAML: a client host with
+// several uplinks, each through its own emulated link to the gateway, link
+// changes over time, the traffic to measure and the peers to measure it
+// with. See docs/lab.md for the file format.
+type Scenario struct {
+	Name string `yaml:"name"`
+	// Summary is one line for command help; Description the whole story.
+	Summary     string `yaml:"summary"`
+	Description string `yaml:"description"`
+	// Duration is how long the traffic runs; events happen within it.
+	Duration Duration      `yaml:"duration"`
+	Uplinks  []UplinkSpec  `yaml:"uplinks"`
+	Events   []EventSpec   `yaml:"events"`
+	Traffic  []TrafficSpec `yaml:"traffic"`
+	// Peers are measured one after the other, each in a fresh topology.
+	Peers  []string   `yaml:"peers"`
+	Client ClientSpec `yaml:"client"`
+	// Notes are printed with the report (what the scenario shows, what it
+	// does not).
+	Notes []string `yaml:"notes"`
+
+	// source is the file name or "built-in NAME".
+	source string
+}
+
+// UplinkSpec is one interface of the client host and the emulated link
+// behind it.
+type UplinkSpec struct {
+	// Name is the interface's name in the client namespace (wlan0, wwan0).
+	Name string `yaml:"name"`
+	// Kind labels the access technology in reports (wlan, cellular, ...).
+	Kind string `yaml:"kind"`
+	// Metric of the client's default route through this uplink: the lowest
+	// is preferred. Zero means 100 × (position + 1).
+	Metric int `yaml:"metric"`
+	// NAT puts a router that masquerades (nftables) between the link and
+	// the gateway.
+	NAT bool `yaml:"nat"`
+	// Link shapes both directions; Up (client to gateway) and Down override
+	// single fields per direction.
+	Link LinkSpec  `yaml:"link"`
+	Up   *LinkSpec `yaml:"up"`
+	Down *LinkSpec `yaml:"down"`
+}
+
+// LinkSpec holds the fields of a link shape that a file sets; unset fields
+// keep their previous value.
+type LinkSpec struct {
+	Rate      *Rate      `yaml:"rate"`
+	Delay     *Duration  `yaml:"delay"`
+	Jitter    *Duration  `yaml:"jitter"`
+	Reorder   *bool      `yaml:"reorder"`
+	Loss      *Fraction  `yaml:"loss"`
+	Burst     *BurstSpec `yaml:"burst"`
+	Queue     *Size      `yaml:"queue"`
+	QueueTime *Duration  `yaml:"queue_time"`
+}
+
+// BurstSpec is Gilbert-Elliott burst loss: p is the chance per packet of
+// moving from the good to the bad state, r of moving back; loss_good and
+// loss_bad are the loss rates in each state.
+type BurstSpec struct {
+	P        Fraction `yaml:"p"`
+	R        Fraction `yaml:"r"`
+	LossGood Fraction `yaml:"loss_good"`
+	LossBad  Fraction `yaml:"loss_bad"`
+}
+
+// Event actions.
+const (
+	// ActionDown makes the emulated link drop everything (a silent failure:
+	// the interface stays up).
+	ActionDown = "down"
+	// ActionUp restores a link that was down.
+	ActionUp = "up"
+	// ActionSet changes link fields (rate, delay, loss, ...).
+	ActionSet = "set"
+	// ActionUnplug sets the client's interface administratively down (the
+	// client's kernel sees it go away), ActionPlug back up.
+	ActionUnplug = "unplug"
+	ActionPlug   = "plug"
+)
+
+// EventSpec is one change at time At after the traffic started.
+type EventSpec struct {
+	At     Duration `yaml:"at"`
+	Uplink string   `yaml:"uplink"`
+	Action string   `yaml:"action"`
+	// Direction limits a set to "up" or "down"; empty is both.
+	Direction string    `yaml:"direction"`
+	Set       *LinkSpec `yaml:"set"`
+}
+
+// Traffic kinds.
+const (
+	TrafficTCP   = "tcp"
+	TrafficUDP   = "udp"
+	TrafficProbe = "probe"
+)
+
+// TrafficSpec is one traffic source. tcp and udp run iperf3 from the client
+// to the protected network's server; probe sends sequenced, timestamped UDP
+// packets at a fixed interval and records each one's one-way delay.
+type TrafficSpec struct {
+	Kind string `yaml:"kind"`
+	// Direction: "up" (client to protected network, the default) or "down".
+	Direction string `yaml:"direction"`
+	// Streams is iperf3's parallel streams (default 1).
+	Streams int `yaml:"streams"`
+	// Start and Duration place the traffic in the scenario's timeline
+	// (default: all of it).
+	Start    Duration `yaml:"start"`
+	Duration Duration `yaml:"duration"`
+	// Rate is the target rate of udp traffic (iperf3 -b).
+	Rate Rate `yaml:"rate"`
+	// Interval between probes (default 10ms) and their size in bytes
+	// (default 64, at least the probe header).
+	Interval Duration `yaml:"interval"`
+	Size     Size     `yaml:"size"`
+}
+
+// ClientSpec tunes the tunnel clients of the run.
+type ClientSpec struct {
+	// Interface is the uplink the clients use (default: the preferred one,
+	// lowest metric).
+	Interface string `yaml:"interface"`
+	// DPD, Retransmit and RetransmitTries are passed to `mifsec connect`
+	// (--dpd, --retransmit, --retransmit-tries) when set.
+	DPD             Duration `yaml:"dpd"`
+	Retransmit      Duration `yaml:"retransmit"`
+	RetransmitTries int      `yaml:"retransmit_tries"`
+}
+
+// Duration is a time.Duration written like "15ms" or "1.5s".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML reads a Go duration string; a bare 0 is allowed.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return nodeErr(n, "want a duration like 15ms or 2s")
+	}
+	if n.Value == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return nodeErr(n, "%q is not a duration (write e.g. 15ms or 2s)", n.Value)
+	}
+	if v < 0 {
+		return nodeErr(n, "duration %s is negative", v)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Rate is a bit rate in bit/s, written like "50Mbit", "1.5 Gbit/s",
+// "500kbit" or a plain number of bit/s.
+type Rate float64
+
+// UnmarshalYAML reads a rate with an optional unit.
+func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return nodeErr(n, "want a rate like 50Mbit")
+	}
+	v, err := ParseRate(n.Value)
+	if err != nil {
+		return nodeErr(n, "%v", err)
+	}
+	*r = Rate(v)
+	return nil
+}
+
+// ParseRate reads a bit rate: a number with an optional unit bit, kbit,
+// Mbit or Gbit (also kbps, Mbps, Gbps; "/s" may follow; case does not
+// matter). Byte units are refused: link rates are in bits.
+func ParseRate(s string) (float64, error) {
+	num, unit := splitNumber(s)
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("rate %q: want a number with a unit such as 50Mbit", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("rate %q is negative", s)
+	}
+	scale, ok := map[string]float64{
+		"": 1, "bit": 1, "bps": 1,
+		"k": 1e3, "kbit": 1e3, "kbps": 1e3,
+		"m": 1e6, "mbit": 1e6, "mbps": 1e6,
+		"g": 1e9, "gbit": 1e9, "gbps": 1e9,
+	}[strings.TrimSuffix(strings.ToLower(unit), "/s")]
+	if !ok {
+		return 0, fmt.Errorf("rate %q: unknown unit %q (use bit, kbit, Mbit or Gbit)", s, unit)
+	}
+	return v * scale, nil
+}
+
+// Size is a byte count, written like "64KiB", "100kB", "1MB" or a plain
+// number of bytes.
+type Size int
+
+// UnmarshalYAML reads a size with an optional unit.
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return nodeErr(n, "want a size like 64KiB")
+	}
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return nodeErr(n, "%v", err)
+	}
+	*z = Size(v)
+	return nil
+}
+
+// ParseSize reads a byte count: a number with an optional unit B, kB, KiB,
+// MB or MiB.
+func ParseSize(s string) (int, error) {
+	num, unit := splitNumber(s)
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with kB, KiB, MB or MiB", s)
+	}
+	scale, ok := map[string]float64{"": 1, "b": 1, "kb": 1e3, "kib": 1 << 10, "mb": 1e6, "mib": 1 << 20}[strings.ToLower(unit)]
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit %q (use B, kB, KiB, MB or MiB)", s, unit)
+	}
+	v *= scale
+	if v < 0 || v > 1<<30 {
+		return 0, fmt.Errorf("size %q is out of range (0 to 1GiB)", s)
+	}
+	return int(v), nil
+}
+
+// Fraction is a probability in [0,1], written as "1%" or 0.01.
+type Fraction float64
+
+// UnmarshalYAML reads a fraction or a percentage.
+func (f *Fraction) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return nodeErr(n, "want a fraction like 0.01 or 1%%")
+	}
+	s := strings.TrimSpace(n.Value)
+	scale := 1.0
+	if rest, ok := strings.CutSuffix(s, "%"); ok {
+		s, scale = strings.TrimSpace(rest), 0.01
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) {
+		return nodeErr(n, "%q is not a fraction (write e.g. 0.01 or 1%%)", n.Value)
+	}
+	v *= scale
+	if v < 0 || v > 1 {
+		return nodeErr(n, "%q is not between 0 and 1 (0%% and 100%%)", n.Value)
+	}
+	*f = Fraction(v)
+	return nil
+}
+
+// splitNumber splits "50 Mbit" into "50" and "Mbit".
+func splitNumber(s string) (num, unit string) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= '0' && r <= '9' || r == '.' || r == '-' || r == '+')
+	})
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimSpace(s[i:])
+}
+
+func nodeErr(n *yaml.Node, format string, args ...any) error {
+	return fmt.Errorf("line %d: %s", n.Line, fmt.Sprintf(format, args...))
+}
+
+//go:embed scenarios/*.yaml
+var builtinScenarios embed.FS
+
+// BuiltinScenarios lists the names of the scenarios built into the binary.
+func BuiltinScenarios() []string {
+	entries, err := builtinScenarios.ReadDir("scenarios")
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	sort.Strings(names)
+	return names
+}
+
+// LoadScenario returns the built-in scenario with this name or, when there
+// is none, reads the file at this path.
+func LoadScenario(nameOrPath string) (*Scenario, error) {
+	if !strings.ContainsAny(nameOrPath, "/.") {
+		data, err := builtinScenarios.ReadFile(path.Join("scenarios", nameOrPath+".yaml"))
+		if err == nil {
+			s, err := ParseScenario(bytes.NewReader(data))
+			if err != nil {
+				return nil, fmt.Errorf("built-in scenario %s: %w", nameOrPath, err)
+			}
+			s.source = "built-in " + nameOrPath
+			return s, nil
+		}
+		if _, statErr := os.Stat(nameOrPath); statErr != nil {
+			return nil, fmt.Errorf("no built-in scenario %q and no such file (built-in: %s)",
+				nameOrPath, strings.Join(BuiltinScenarios(), ", "))
+		}
+	}
+	f, err := os.Open(nameOrPath)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %w", err)
+	}
+	defer f.Close()
+	s, err := ParseScenario(f)
+	if err != nil {
+		return nil, fmt.Errorf("scenario %s: %w", nameOrPath, err)
+	}
+	s.source = nameOrPath
+	return s, nil
+}
+
+// Source is where the scenario came from: a file name or "built-in NAME".
+func (s *Scenario) Source() string { return s.source }
+
+// ParseScenario reads a scenario from YAML, fills in the defaults and
+// checks it. Unknown keys are errors (a misspelt key would otherwise be
+// silently ignored).
+func ParseScenario(r io.Reader) (*Scenario, error) {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	var s Scenario
+	if err := dec.Decode(&s); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the scenario is empty")
+		}
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	if err := s.normalize(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Limits of a scenario, so that a typo cannot ask for an hour-long run or a
+// hundred namespaces.
+const (
+	maxUplinks          = 4
+	maxScenarioDuration = 10 * time.Minute
+	maxStreams          = 16
+	minProbeInterval    = time.Millisecond
+	defaultProbeSize    = 64
+	defaultProbeEvery   = 10 * time.Millisecond
+)
+
+// LabPeerNames are the peers a scenario can run.
+var LabPeerNames = []string{"mifsec", "wireguard-go", "strongswan"}
+
+// normalize fills defaults and validates; errors name the field.
+func (s *Scenario) normalize() error {
+	if s.Name == "" {
+		return errors.New("name: missing")
+	}
+	if s.Duration <= 0 {
+		return errors.New("duration: missing (e.g. duration: 30s)")
+	}
+	if s.Duration.D() > maxScenarioDuration {
+		return fmt.Errorf("duration: %s is longer than the limit of %s", s.Duration, maxScenarioDuration)
+	}
+	if len(s.Uplinks) == 0 {
+		return errors.New("uplinks: at least one is needed")
+	}
+	if len(s.Uplinks) > maxUplinks {
+		return fmt.Errorf("uplinks: %d given, at most %d", len(s.Uplinks), maxUplinks)
+	}
+	names := map[string]bool{}
+	for i := range s.Uplinks {
+		u := &s.Uplinks[i]
+		field := fmt.Sprintf("uplinks[%d]", i)
+		if err := validInterfaceName(u.Name); err != nil {
+			return fmt.Errorf("%s.name: %w", field, err)
+		}
+		if names[u.Name] {
+			return fmt.Errorf("%s.name: %q is used twice", field, u.Name)
+		}
+		names[u.Name] = true
+		if u.Metric == 0 {
+			u.Metric = 100 * (i + 1)
+		}
+		if u.Metric < 0 {
+			return fmt.Errorf("%s.metric: %d is negative", field, u.Metric)
+		}
+		if u.Kind == "" {
+			u.Kind = "link"
+		}
+		for dir, spec := range map[string]*LinkSpec{"link": &u.Link, "up": u.Up, "down": u.Down} {
+			if spec == nil {
+				continue
+			}
+			if err := spec.validate(); err != nil {
+				return fmt.Errorf("%s.%s: %w", field, dir, err)
+			}
+		}
+	}
+	for i := range s.Events {
+		e := &s.Events[i]
+		field := fmt.Sprintf("events[%d]", i)
+		if e.At.D() > s.Duration.D() {
+			return fmt.Errorf("%s.at: %s is after the end of the scenario (%s)", field, e.At, s.Duration)
+		}
+		if !names[e.Uplink] {
+			return fmt.Errorf("%s.uplink: %q is not an uplink (have %s)", field, e.Uplink, strings.Join(s.UplinkNames(), ", "))
+		}
+		switch e.Action {
+		case ActionDown, ActionUp, ActionUnplug, ActionPlug:
+			if e.Set != nil {
+				return fmt.Errorf("%s.set: only for action %q", field, ActionSet)
+			}
+		case ActionSet:
+			if e.Set == nil {
+				return fmt.Errorf("%s.set: action set needs the fields to change", field)
+			}
+			if err := e.Set.validate(); err != nil {
+				return fmt.Errorf("%s.set: %w", field, err)
+			}
+		case "":
+			return fmt.Errorf("%s.action: missing (down, up, set, unplug or plug)", field)
+		default:
+			return fmt.Errorf("%s.action: %q is not down, up, set, unplug or plug", field, e.Action)
+		}
+		switch e.Direction {
+		case "", "up", "down":
+		default:
+			return fmt.Errorf("%s.direction: %q is not up or down", field, e.Direction)
+		}
+		if e.Direction != "" && e.Action != ActionSet && e.Action != ActionDown && e.Action != ActionUp {
+			return fmt.Errorf("%s.direction: not for action %q", field, e.Action)
+		}
+	}
+	sort.SliceStable(s.Events, func(i, j int) bool { return s.Events[i].At < s.Events[j].At })
+	// What the emulator would be asked to do, at the start and after every
+	// event, must be valid.
+	configs := make([]linkemu.Config, len(s.Uplinks))
+	for i, u := range s.Uplinks {
+		configs[i] = u.Shapes()
+		if err := configs[i].Validate(); err != nil {
+			return fmt.Errorf("uplinks[%d] (%s): %w", i, u.Name, err)
+		}
+	}
+	for _, e := range s.Events {
+		i := s.uplinkIndex(e.Uplink)
+		configs[i] = applyEvent(configs[i], e)
+		if err := configs[i].Validate(); err != nil {
+			return fmt.Errorf("event at %s on %s: %w", e.At, e.Uplink, err)
+		}
+	}
+	if len(s.Traffic) == 0 {
+		return errors.New("traffic: nothing to measure")
+	}
+	probes := 0
+	for i := range s.Traffic {
+		t := &s.Traffic[i]
+		field := fmt.Sprintf("traffic[%d]", i)
+		switch t.Kind {
+		case TrafficTCP, TrafficUDP, TrafficProbe:
+		case "":
+			return fmt.Errorf("%s.kind: missing (tcp, udp or probe)", field)
+		default:
+			return fmt.Errorf("%s.kind: %q is not tcp, udp or probe", field, t.Kind)
+		}
+		switch t.Direction {
+		case "":
+			t.Direction = "up"
+		case "up", "down":
+		default:
+			return fmt.Errorf("%s.direction: %q is not up or down", field, t.Direction)
+		}
+		if t.Start.D() >= s.Duration.D() {
+			return fmt.Errorf("%s.start: %s is not before the end of the scenario (%s)", field, t.Start, s.Duration)
+		}
+		if t.Duration == 0 {
+			t.Duration = s.Duration - t.Start
+		}
+		if t.Start+t.Duration > s.Duration {
+			return fmt.Errorf("%s.duration: start %s + %s runs past the end of the scenario (%s)", field, t.Start, t.Duration, s.Duration)
+		}
+		switch t.Kind {
+		case TrafficTCP, TrafficUDP:
+			if t.Duration.D() < time.Second {
+				return fmt.Errorf("%s.duration: %s is too short: iperf3 measures whole seconds", field, t.Duration)
+			}
+			if t.Streams == 0 {
+				t.Streams = 1
+			}
+			if t.Streams < 0 || t.Streams > maxStreams {
+				return fmt.Errorf("%s.streams: %d is not between 1 and %d", field, t.Streams, maxStreams)
+			}
+			if t.Kind == TrafficUDP && t.Rate <= 0 {
+				return fmt.Errorf("%s.rate: udp traffic needs a rate (e.g. rate: 10Mbit)", field)
+			}
+			if t.Interval != 0 || t.Size != 0 {
+				return fmt.Errorf("%s: interval and size are for probe traffic", field)
+			}
+		case TrafficProbe:
+			probes++
+			if t.Streams != 0 || t.Rate != 0 {
+				return fmt.Errorf("%s: streams and rate are for tcp and udp traffic", field)
+			}
+			if t.Direction != "up" {
+				return fmt.Errorf("%s.direction: probes go up (client to protected network)", field)
+			}
+			if t.Interval == 0 {
+				t.Interval = Duration(defaultProbeEvery)
+			}
+			if t.Interval.D() < minProbeInterval {
+				return fmt.Errorf("%s.interval: %s is below the minimum of %s", field, t.Interval, minProbeInterval)
+			}
+			if t.Size == 0 {
+				t.Size = defaultProbeSize
+			}
+			if t.Size < probeHeaderLen || t.Size > 1400 {
+				return fmt.Errorf("%s.size: %d is not between %d and 1400 bytes", field, t.Size, probeHeaderLen)
+			}
+		}
+	}
+	if probes > 1 {
+		return errors.New("traffic: at most one probe stream")
+	}
+	if len(s.Peers) == 0 {
+		s.Peers = []string{"mifsec"}
+	}
+	seen := map[string]bool{}
+	for i, p := range s.Peers {
+		if !slices.Contains(LabPeerNames, p) {
+			return fmt.Errorf("peers[%d]: unknown peer %q (known: %s)", i, p, strings.Join(LabPeerNames, ", "))
+		}
+		if seen[p] {
+			return fmt.Errorf("peers[%d]: %q is listed twice", i, p)
+		}
+		seen[p] = true
+	}
+	if s.Client.Interface == "" {
+		s.Client.Interface = s.preferredUplink()
+	} else if !names[s.Client.Interface] {
+		return fmt.Errorf("client.interface: %q is not an uplink (have %s)", s.Client.Interface, strings.Join(s.UplinkNames(), ", "))
+	}
+	if s.Client.RetransmitTries < 0 {
+		return fmt.Errorf("client.retransmit_tries: %d is negative", s.Client.RetransmitTries)
+	}
+	return nil
+}
+
+// SetDuration changes the scenario's length, scaling the times of events
+// and traffic by the same factor so that the story stays the same.
+func (s *Scenario) SetDuration(d time.Duration) error {
+	if d < 2*time.Second || d > maxScenarioDuration {
+		return fmt.Errorf("duration %s is not between 2s and %s", d, maxScenarioDuration)
+	}
+	scale := func(v Duration) Duration {
+		return Duration(time.Duration(float64(v) * float64(d) / float64(s.Duration)).Round(100 * time.Millisecond))
+	}
+	for i := range s.Events {
+		s.Events[i].At = scale(s.Events[i].At)
+	}
+	for i := range s.Traffic {
+		t := &s.Traffic[i]
+		t.Start, t.Duration = scale(t.Start), scale(t.Duration)
+		if t.Kind != TrafficProbe {
+			// iperf3 runs whole seconds.
+			t.Duration = Duration(max(time.Second, t.Duration.D().Truncate(time.Second)))
+		}
+	}
+	s.Duration = Duration(d)
+	return s.normalize()
+}
+
+// UplinkNames lists the uplinks' interface names in order.
+func (s *Scenario) UplinkNames() []string {
+	var names []string
+	for _, u := range s.Uplinks {
+		names = append(names, u.Name)
+	}
+	return names
+}
+
+// preferredUplink is the uplink with the lowest metric (the first on ties).
+func (s *Scenario) preferredUplink() string {
+	best := 0
+	for i, u := range s.Uplinks {
+		if u.Metric < s.Uplinks[best].Metric {
+			best = i
+		}
+	}
+	return s.Uplinks[best].Name
+}
+
+// uplinkIndex returns the position of the named uplink, or -1.
+func (s *Scenario) uplinkIndex(name string) int {
+	return slices.IndexFunc(s.Uplinks, func(u UplinkSpec) bool { return u.Name == name })
+}
+
+// validInterfaceName checks a Linux interface name.
+func validInterfaceName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("missing")
+	case len(name) > 15:
+		return fmt.Errorf("%q is longer than 15 bytes", name)
+	case strings.ContainsAny(name, "/: \t\n") || name == "." || name == "..":
+		return fmt.Errorf("%q is not a valid interface name", name)
+	case name == "lo":
+		return errors.New(`"lo" is the loopback interface`)
+	}
+	return nil
+}
+
+// validate checks the ranges the emulator accepts.
+func (l *LinkSpec) validate() error {
+	if l.Burst != nil {
+		b := l.Burst
+		if b.R == 0 {
+			return errors.New("burst.r: 0 never leaves the bad state")
+		}
+	}
+	return nil
+}
+
+// Shapes returns the emulator's configuration of the uplink at the start:
+// AtoB is client to gateway (up), BtoA gateway to client (down).
+func (u UplinkSpec) Shapes() linkemu.Config {
+	var up, down linkemu.Shape
+	u.Link.apply(&up)
+	u.Link.apply(&down)
+	if u.Up != nil {
+		u.Up.apply(&up)
+	}
+	if u.Down != nil {
+		u.Down.apply(&down)
+	}
+	return linkemu.Config{AtoB: up, BtoA: down}
+}
+
+// apply sets the fields that l sets on shape.
+func (l *LinkSpec) apply(shape *linkemu.Shape) {
+	if l.Rate != nil {
+		shape.Rate = float64(*l.Rate)
+	}
+	if l.Delay != nil {
+		shape.Delay = l.Delay.D()
+	}
+	if l.Jitter != nil {
+		shape.Jitter = l.Jitter.D()
+	}
+	if l.Reorder != nil {
+		shape.Reorder = *l.Reorder
+	}
+	if l.Loss != nil {
+		shape.Loss = float64(*l.Loss)
+	}
+	if l.Burst != nil {
+		b := l.Burst
+		if b.P == 0 && b.LossBad == 0 && b.LossGood == 0 {
+			shape.Burst = nil
+		} else {
+			shape.Burst = &linkemu.GilbertElliott{P: float64(b.P), R: float64(b.R), LossGood: float64(b.LossGood), LossBad: float64(b.LossBad)}
+		}
+	}
+	if l.Queue != nil {
+		shape.QueueBytes = int(*l.Queue)
+	}
+	if l.QueueTime != nil {
+		shape.QueueTime = l.QueueTime.D()
+	}
+}
+
+// applyEvent returns the link configuration after the event.
+func applyEvent(cfg linkemu.Config, e EventSpec) linkemu.Config {
+	dirs := []*linkemu.Shape{&cfg.AtoB, &cfg.BtoA}
+	switch e.Direction {
+	case "up":
+		dirs = dirs[:1]
+	case "down":
+		dirs = dirs[1:]
+	}
+	for _, shape := range dirs {
+		switch e.Action {
+		case ActionDown:
+			shape.Down = true
+		case ActionUp:
+			shape.Down = false
+		case ActionSet:
+			e.Set.apply(shape)
+		}
+	}
+	return cfg
+}
+
+// describe says what the event does, for logs, reports and the plot.
+func (e EventSpec) describe() string {
+	var what string
+	switch e.Action {
+	case ActionDown:
+		what = "link down"
+	case ActionUp:
+		what = "link up"
+	case ActionUnplug:
+		what = "unplugged"
+	case ActionPlug:
+		what = "plugged in"
+	case ActionSet:
+		var parts []string
+		l := e.Set
+		if l.Rate != nil {
+			parts = append(parts, "rate "+formatRate(float64(*l.Rate)))
+		}
+		if l.Delay != nil {
+			parts = append(parts, "delay "+l.Delay.String())
+		}
+		if l.Jitter != nil {
+			parts = append(parts, "jitter "+l.Jitter.String())
+		}
+		if l.Loss != nil {
+			parts = append(parts, "loss "+strconv.FormatFloat(float64(*l.Loss)*100, 'g', 3, 64)+"%")
+		}
+		if l.Burst != nil {
+			parts = append(parts, "burst loss")
+		}
+		if l.Queue != nil || l.QueueTime != nil {
+			parts = append(parts, "queue")
+		}
+		what = strings.Join(parts, ", ")
+	}
+	if e.Direction != "" {
+		what += " (" + e.Direction + ")"
+	}
+	return e.Uplink + " " + what
+}
+
+// formatRate writes a rate in the largest unit that keeps it at least 1.
+func formatRate(bps float64) string {
+	switch {
+	case bps == 0:
+		return "unlimited"
+	case bps >= 1e9:
+		return strconv.FormatFloat(bps/1e9, 'g', 4, 64) + " Gbit/s"
+	case bps >= 1e6:
+		return strconv.FormatFloat(bps/1e6, 'g', 4, 64) + " Mbit/s"
+	case bps >= 1e3:
+		return strconv.FormatFloat(bps/1e3, 'g', 4, 64) + " kbit/s"
+	}
+	return strconv.FormatFloat(bps, 'g', 4, 64) + " bit/s"
+}

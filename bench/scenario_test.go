@@ -1,0 +1,261 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const validScenario = `
+name: t
+duration: 10s
+uplinks:
+  - name: wlan0
+    kind: wlan
+    link: {rate: 50Mbit, delay: 15ms, jitter: 1ms, queue_time: 50ms}
+    up: {rate: 10Mbit}
+  - name: wwan0
+    nat: true
+    link: {rate: 20 Mbit/s, delay: 40ms, loss: 1%, burst: {p: 0.01, r: 0.3, loss_bad: 1}}
+events:
+  - {at: 6s, uplink: wlan0, action: up}
+  - {at: 2s, uplink: wlan0, action: down}
+  - {at: 3s, uplink: wwan0, action: set, direction: down, set: {delay: 80ms, loss: 0.05}}
+traffic:
+  - {kind: tcp, streams: 2}
+  - {kind: udp, direction: down, rate: 5Mbit, start: 1s, duration: 5s}
+  - {kind: probe}
+`
+
+func TestParseScenarioValid(t *testing.T) {
+	s, err := ParseScenario(strings.NewReader(validScenario))
+	if err != nil {
+		t.Fatalf("ParseScenario: %v", err)
+	}
+	if got := s.UplinkNames(); strings.Join(got, ",") != "wlan0,wwan0" {
+		t.Errorf("uplinks = %v", got)
+	}
+	if s.Uplinks[0].Metric != 100 || s.Uplinks[1].Metric != 200 {
+		t.Errorf("default metrics = %d, %d; want 100, 200", s.Uplinks[0].Metric, s.Uplinks[1].Metric)
+	}
+	if s.Uplinks[1].Kind != "link" {
+		t.Errorf("default kind = %q", s.Uplinks[1].Kind)
+	}
+	if s.Client.Interface != "wlan0" {
+		t.Errorf("client interface = %q, want the lowest metric, wlan0", s.Client.Interface)
+	}
+	if len(s.Peers) != 1 || s.Peers[0] != "mifsec" {
+		t.Errorf("default peers = %v", s.Peers)
+	}
+	// Events are sorted by time.
+	for i, want := range []time.Duration{2 * time.Second, 3 * time.Second, 6 * time.Second} {
+		if got := s.Events[i].At.D(); got != want {
+			t.Errorf("event %d at %v, want %v", i, got, want)
+		}
+	}
+	cfg := s.Uplinks[0].Shapes()
+	if cfg.AtoB.Rate != 10e6 || cfg.BtoA.Rate != 50e6 {
+		t.Errorf("wlan0 rates up %v down %v, want 10e6 (override) and 50e6", cfg.AtoB.Rate, cfg.BtoA.Rate)
+	}
+	if cfg.AtoB.Delay != 15*time.Millisecond || cfg.AtoB.QueueTime != 50*time.Millisecond {
+		t.Errorf("wlan0 up keeps the common fields: %+v", cfg.AtoB)
+	}
+	w := s.Uplinks[1].Shapes()
+	if w.AtoB.Rate != 20e6 || w.AtoB.Loss != 0.01 || w.AtoB.Burst == nil || w.AtoB.Burst.R != 0.3 || w.AtoB.Burst.LossBad != 1 {
+		t.Errorf("wwan0 shape = %+v", w.AtoB)
+	}
+	// The set event touches only the down direction.
+	after := applyEvent(w, s.Events[1])
+	if after.BtoA.Delay != 80*time.Millisecond || after.BtoA.Loss != 0.05 || after.AtoB.Delay != 40*time.Millisecond {
+		t.Errorf("after set: up %+v down %+v", after.AtoB, after.BtoA)
+	}
+	down := applyEvent(cfg, s.Events[0])
+	if !down.AtoB.Down || !down.BtoA.Down {
+		t.Errorf("down event leaves the link up: %+v", down)
+	}
+	if up := applyEvent(down, s.Events[2]); up.AtoB.Down || up.BtoA.Down {
+		t.Errorf("up event leaves the link down: %+v", up)
+	}
+	tr := s.Traffic
+	if tr[0].Direction != "up" || tr[0].Duration.D() != 10*time.Second || tr[0].Streams != 2 {
+		t.Errorf("tcp traffic defaults: %+v", tr[0])
+	}
+	if tr[2].Interval.D() != defaultProbeEvery || tr[2].Size != defaultProbeSize {
+		t.Errorf("probe defaults: %+v", tr[2])
+	}
+	if got := s.directions(); strings.Join(got, ",") != "up,down" {
+		t.Errorf("directions = %v", got)
+	}
+}
+
+func TestParseScenarioErrors(t *testing.T) {
+	base := func(edit func(string) string) string { return edit(validScenario) }
+	replace := func(old, new string) string {
+		return base(func(s string) string {
+			if !strings.Contains(s, old) {
+				panic("test scenario lacks " + old)
+			}
+			return strings.Replace(s, old, new, 1)
+		})
+	}
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"empty", "", "empty"},
+		{"not yaml", "name: [", "parse"},
+		{"unknown key", replace("duration: 10s", "duration: 10s\nduraton: 5s"), "duraton"},
+		{"no name", replace("name: t", ""), "name: missing"},
+		{"no duration", replace("duration: 10s", ""), "duration: missing"},
+		{"bad duration", replace("duration: 10s", "duration: ten"), `"ten" is not a duration`},
+		{"too long", replace("duration: 10s", "duration: 2h"), "longer than the limit"},
+		{"no uplinks", "name: t\nduration: 5s\ntraffic: [{kind: probe}]\n", "uplinks: at least one"},
+		{"bad rate unit", replace("rate: 50Mbit", "rate: 50MB"), `unknown unit "MB"`},
+		{"bad rate", replace("rate: 50Mbit", "rate: fast"), `rate "fast"`},
+		{"negative rate", replace("rate: 50Mbit", "rate: -5Mbit"), "negative"},
+		{"tiny rate", replace("rate: 50Mbit", "rate: 10bit"), "at least 1000"},
+		{"loss over 100%", replace("loss: 1%", "loss: 150%"), "not between 0 and 1"},
+		{"bad loss", replace("loss: 1%", "loss: lots"), "not a fraction"},
+		{"burst never recovers", replace("r: 0.3", "r: 0"), "never leaves the bad state"},
+		{"bad queue", replace("queue_time: 50ms", "queue: 10XB"), `unknown unit "XB"`},
+		{"duplicate uplink", replace("name: wwan0", "name: wlan0"), "used twice"},
+		{"long interface name", replace("name: wwan0", "name: averyveryverylongname"), "longer than 15"},
+		{"lo", replace("name: wwan0", "name: lo"), "loopback"},
+		{"event after end", replace("at: 6s", "at: 60s"), "after the end"},
+		{"event on unknown uplink", replace("uplink: wlan0, action: down", "uplink: eth9, action: down"), `"eth9" is not an uplink`},
+		{"unknown action", replace("action: down", "action: explode"), `"explode" is not down`},
+		{"set without fields", replace("action: set, direction: down, set: {delay: 80ms, loss: 0.05}", "action: set"), "needs the fields"},
+		{"fields without set", replace("action: down", "action: down, set: {delay: 1ms}"), "only for action"},
+		{"bad direction", replace("direction: down, set", "direction: sideways, set"), `"sideways" is not up or down`},
+		{"no traffic", replace("traffic:", "trafficx:"), "trafficx"},
+		{"unknown traffic", replace("kind: tcp", "kind: quic"), `"quic" is not tcp`},
+		{"traffic past end", replace("start: 1s, duration: 5s", "start: 8s, duration: 5s"), "past the end"},
+		{"short iperf", replace("start: 1s, duration: 5s", "start: 1s, duration: 500ms"), "whole seconds"},
+		{"udp without rate", replace("rate: 5Mbit, ", ""), "needs a rate"},
+		{"too many streams", replace("streams: 2", "streams: 99"), "not between 1 and 16"},
+		{"probe too small", replace("{kind: probe}", "{kind: probe, size: 4}"), "not between 20 and 1400"},
+		{"probe too fast", replace("{kind: probe}", "{kind: probe, interval: 10us}"), "below the minimum"},
+		{"probe down", replace("{kind: probe}", "{kind: probe, direction: down}"), "probes go up"},
+		{"two probes", replace("{kind: probe}", "{kind: probe}\n  - {kind: probe}"), "at most one probe"},
+		{"unknown peer", replace("traffic:", "peers: [openvpn]\ntraffic:"), `unknown peer "openvpn"`},
+		{"peer twice", replace("traffic:", "peers: [mifsec, mifsec]\ntraffic:"), "listed twice"},
+		{"client on unknown uplink", replace("traffic:", "client: {interface: eth1}\ntraffic:"), `client.interface: "eth1"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseScenario(strings.NewReader(tt.yaml))
+			if err == nil {
+				t.Fatalf("ParseScenario accepted it; want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRateAndSize(t *testing.T) {
+	rates := map[string]float64{"50Mbit": 50e6, "1.5 Gbit/s": 1.5e9, "500kbit": 500e3, "20mbps": 20e6, "1000": 1000, "0": 0}
+	for in, want := range rates {
+		if got, err := ParseRate(in); err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	sizes := map[string]int{"64KiB": 65536, "100kB": 100000, "1MB": 1e6, "1500": 1500, "2 MiB": 2 << 20}
+	for in, want := range sizes {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "Mbit", "5 furlongs", "NaN"} {
+		if _, err := ParseRate(bad); err == nil {
+			t.Errorf("ParseRate(%q) accepted", bad)
+		}
+	}
+	for _, bad := range []string{"", "-1", "2GiB", "5 TB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestBuiltinScenarios(t *testing.T) {
+	names := BuiltinScenarios()
+	for _, want := range []string{"aggregation", "failover", "handover", "lab"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("built-in scenarios %v lack %q", names, want)
+		}
+	}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			s, err := LoadScenario(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Name != name || s.Summary == "" || s.Description == "" {
+				t.Errorf("scenario %s: name %q, summary %q, description %q", name, s.Name, s.Summary, s.Description)
+			}
+			if s.Source() != "built-in "+name {
+				t.Errorf("source = %q", s.Source())
+			}
+		})
+	}
+	lab, err := LoadScenario("lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mifsec lab must finish in under a minute, setup included.
+	if lab.Duration.D() > 40*time.Second {
+		t.Errorf("the lab scenario runs %s of traffic; keep it well under a minute", lab.Duration)
+	}
+	if _, err := LoadScenario("no-such-scenario"); err == nil || !strings.Contains(err.Error(), "built-in: ") {
+		t.Errorf("unknown scenario: error %v should list the built-in ones", err)
+	}
+}
+
+func TestLoadScenarioFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "my.yaml")
+	if err := os.WriteFile(path, []byte(validScenario), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadScenario(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Source() != path {
+		t.Errorf("source = %q, want %q", s.Source(), path)
+	}
+	if err := os.WriteFile(path, []byte("name: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadScenario(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("a bad file's error %v should name the file", err)
+	}
+}
+
+func TestSetDuration(t *testing.T) {
+	s, err := ParseScenario(strings.NewReader(validScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetDuration(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s.Duration.D() != 20*time.Second {
+		t.Errorf("duration = %s", s.Duration)
+	}
+	if got := s.Events[0].At.D(); got != 4*time.Second {
+		t.Errorf("first event moved to %s, want 4s", got)
+	}
+	if got := s.Traffic[1]; got.Start.D() != 2*time.Second || got.Duration.D() != 10*time.Second {
+		t.Errorf("udp traffic at %s for %s, want 2s for 10s", got.Start, got.Duration)
+	}
+	if err := s.SetDuration(time.Second); err == nil {
+		t.Error("SetDuration(1s) accepted")
+	}
+}
