@@ -116,6 +116,16 @@ func (p *mifsecLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
 func (p *mifsecLabPeer) TunnelInterface() string { return p.clientTUN }
 
 func (p *mifsecLabPeer) Behaviour(sc *Scenario) string {
+	if len(sc.Client.Interfaces) > 0 {
+		policy := sc.Client.Policy
+		if policy == "" {
+			policy = "the default policy"
+		} else {
+			policy = "policy " + policy
+		}
+		return fmt.Sprintf("`mifsec connect --interfaces %s`: one path per uplink, probed; %s decides which carry the traffic, and the IKE SA moves (MOBIKE) when its own uplink fails",
+			strings.Join(sc.Client.Interfaces, ","), policy)
+	}
 	b := fmt.Sprintf("`mifsec connect --interface %s`: one path, bound to %s; a failure of that link is noticed by dead-peer detection", sc.Client.Interface, sc.Client.Interface)
 	if sc.Client.DPD != 0 {
 		b += fmt.Sprintf(" (--dpd %s", sc.Client.DPD)
@@ -144,10 +154,14 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 	if err := os.WriteFile(pskFile, []byte(psk+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write the PSK: %w", err)
 	}
-	gateway, err := n.Start(n.Gateway, "mifsec gateway", nil, p.binary, "gateway",
+	gwArgs := []string{p.binary, "gateway",
 		"--listen", "0.0.0.0", "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--pool", mifsecIKEPool, "--local-ts", labProtectedNet.String(),
-		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN)
+		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN}
+	if sc.Client.Policy != "" {
+		gwArgs = append(gwArgs, "--policy", sc.Client.Policy)
+	}
+	gateway, err := n.Start(n.Gateway, "mifsec gateway", nil, gwArgs...)
 	if err != nil {
 		return err
 	}
@@ -157,9 +171,17 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 	}
 	uplink := n.uplink(sc.Client.Interface)
 	args := []string{p.binary, "connect",
-		"--gateway", uplink.GatewayAddr.String(), "--interface", sc.Client.Interface,
+		"--gateway", uplink.GatewayAddr.String(),
 		"--local-id", mifsecIKEClientID, "--remote-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false"}
+	if len(sc.Client.Interfaces) > 0 {
+		args = append(args, "--interfaces", strings.Join(sc.Client.Interfaces, ","))
+		if sc.Client.Policy != "" {
+			args = append(args, "--policy", sc.Client.Policy)
+		}
+	} else {
+		args = append(args, "--interface", sc.Client.Interface)
+	}
 	if d := sc.Client.DPD; d != 0 {
 		args = append(args, "--dpd", d.String())
 	}

@@ -146,6 +146,15 @@ type ClientSpec struct {
 	// Interface is the uplink the clients use (default: the preferred one,
 	// lowest metric).
 	Interface string `yaml:"interface"`
+	// Interfaces, when set, gives mifsec every listed uplink (`mifsec
+	// connect --interfaces`): one path per uplink, handover between them
+	// and, with a mifsec gateway, multipath by Policy. Interface is then
+	// only where the gateway's address is taken from.
+	Interfaces []string `yaml:"interfaces"`
+	// Policy is mifsec's multipath policy (--policy on both ends):
+	// single, offload, aggregate or redundant; empty leaves mifsec's
+	// default.
+	Policy string `yaml:"policy"`
 	// DPD, Retransmit and RetransmitTries are passed to `mifsec connect`
 	// (--dpd, --retransmit, --retransmit-tries) when set.
 	DPD             Duration `yaml:"dpd"`
@@ -576,6 +585,19 @@ func (s *Scenario) normalize() error {
 	}
 	if s.Client.RetransmitTries < 0 {
 		return fmt.Errorf("client.retransmit_tries: %d is negative", s.Client.RetransmitTries)
+	}
+	for i, name := range s.Client.Interfaces {
+		if !names[name] {
+			return fmt.Errorf("client.interfaces[%d]: %q is not an uplink (have %s)", i, name, strings.Join(s.UplinkNames(), ", "))
+		}
+	}
+	switch s.Client.Policy {
+	case "", "single", "offload", "aggregate", "redundant":
+	default:
+		return fmt.Errorf("client.policy: %q is not a policy (single, offload, aggregate or redundant)", s.Client.Policy)
+	}
+	if s.Client.Policy != "" && len(s.Client.Interfaces) == 0 {
+		return errors.New("client.policy needs client.interfaces: with one interface there is nothing to choose")
 	}
 	return nil
 }

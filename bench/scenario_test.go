@@ -141,6 +141,9 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"unknown peer", replace("traffic:", "peers: [openvpn]\ntraffic:"), `unknown peer "openvpn"`},
 		{"peer twice", replace("traffic:", "peers: [mifsec, mifsec]\ntraffic:"), "listed twice"},
 		{"client on unknown uplink", replace("traffic:", "client: {interface: eth1}\ntraffic:"), `client.interface: "eth1"`},
+		{"client interfaces unknown", replace("traffic:", "client: {interfaces: [wlan0, eth1]}\ntraffic:"), `client.interfaces[1]: "eth1"`},
+		{"unknown policy", replace("traffic:", "client: {interfaces: [wlan0, wwan0], policy: bonding}\ntraffic:"), `"bonding" is not a policy`},
+		{"policy on one interface", replace("traffic:", "client: {policy: offload}\ntraffic:"), "needs client.interfaces"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
