@@ -15,6 +15,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/vishvananda/netlink"
 )
@@ -33,7 +34,12 @@ type ClientConfig struct {
 	// best one, moved (MOBIKE) when it goes away or a better one returns
 	// (path_client.go).
 	Interfaces *InterfaceConfig
-	Logger     *slog.Logger
+	// Policy spreads the outbound ESP over every path (with Interfaces)
+	// when the gateway negotiated the MIF extension: nil means
+	// PolicyOffload then. PolicySingle, or a gateway without the
+	// extension, keeps one path at a time, moved with MOBIKE.
+	Policy *scheduler.Policy
+	Logger *slog.Logger
 }
 
 // Client is a running VPN client: one path to one gateway, or with
@@ -144,6 +150,14 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	if c.multi.paths != nil {
 		wg.Go(func() { c.drivePaths(engineCtx) })
+		if c.multi.pp != nil {
+			wg.Go(func() { c.announcePaths(engineCtx) })
+			c.multi.ppRunning.Store(true)
+			wg.Go(func() {
+				defer c.multi.ppRunning.Store(false)
+				c.multi.pp.Run(engineCtx)
+			})
+		}
 	} else {
 		wg.Go(func() { c.sendKeepalives(engineCtx) })
 	}
@@ -194,9 +208,21 @@ func (c *Client) Status() Status {
 	st.Drops = s.Drops.Snapshot()
 	if c.multi.paths != nil {
 		st.Device = c.activePath()
+		st.Policy = scheduler.PolicySingle.String()
+		scheduled := map[int]ScheduledPath{}
+		if c.multi.mifOn.Load() {
+			st.Policy = c.multi.pp.Policy().String()
+			for _, sp := range c.multi.pp.Status() {
+				scheduled[sp.ID] = sp
+			}
+		}
 		for _, p := range c.multi.paths.list() {
-			st.Paths = append(st.Paths, PathStatus{ID: int(p.ID), Device: p.Name, Local: p.Local.String(),
-				Remote: p.Gateway.String(), GSO: p.GSO, GRO: p.GRO})
+			ps := PathStatus{ID: int(p.ID), Device: p.Name, Local: p.Local.String(),
+				Remote: p.Gateway.String(), GSO: p.GSO, GRO: p.GRO}
+			if sp, ok := scheduled[int(p.ID)]; ok {
+				ps.Multipath = &sp
+			}
+			st.Paths = append(st.Paths, ps)
 		}
 		return st
 	}
@@ -295,11 +321,28 @@ func (c *Client) SwitchOutbound(child *ike.ChildSA) {
 	if out == nil {
 		return
 	}
+	c.multi.routeMu.Lock()
+	defer c.multi.routeMu.Unlock()
+	c.multi.child = child
+	group := c.multi.group
+	if c.multipathFor(c.session.Status()) {
+		// A rekey of a multipath session: the new SAs take over the
+		// paths' probes and order at once.
+		group = c.multi.pp.Group()
+		c.useSAs(out, child.InSPI)
+	}
+	c.setRoutes(child, out, group)
+	c.kickPaths()
+}
+
+// setRoutes sends the Child SA's remote selectors through out on group.
+func (c *Client) setRoutes(child *ike.ChildSA, out *dataplane.SA, group *dataplane.PathGroup) {
 	routes := make([]dataplane.Route, 0, len(child.RemoteTS))
 	for _, p := range child.RemoteTS {
-		// With several paths the route sends on the group, whose one
-		// member is the path IKE uses: moving it moves the ESP.
-		routes = append(routes, dataplane.Route{Prefix: p, SA: out, Group: c.multi.group})
+		// With several paths the route sends on the group: with one
+		// member, the path IKE uses (moving it moves the ESP), or every
+		// path under the multipath scheduler.
+		routes = append(routes, dataplane.Route{Prefix: p, SA: out, Group: group})
 	}
 	c.engine.SetRoutes(routes)
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/mifsec/mifsec/dataplane"
@@ -28,6 +29,10 @@ type GatewayConfig struct {
 	// every address of its family. Empty means 0.0.0.0.
 	Listen []netip.Addr
 	TUN    tun.Config
+	// Policy schedules the downlink of clients that announce extra paths
+	// (the MIF extension) over all of them; PolicySingle (the zero value)
+	// sends on the path each client's IKE SA uses.
+	Policy scheduler.Policy
 	Logger *slog.Logger
 }
 
@@ -48,6 +53,12 @@ type Gateway struct {
 	mu      sync.Mutex
 	kids    map[uint32]*gatewayChild // by inbound SPI
 	retired map[*ike.Client]*trafficTotals
+	mpeers  map[*ike.Client]*gatewayPeer // clients with multipath scheduling
+	// probeKids is kids for the receive workers' probes (inbound SPI ->
+	// *gatewayChild): a sync.Map, read-mostly, so that a lookup takes no
+	// lock and a change costs O(1) with many clients.
+	probeKids sync.Map
+	runCtx    context.Context // ends with Run: peers' goroutines stop with it
 }
 
 // listener is one listen address: its IKE socket, its NAT-T socket and
@@ -64,6 +75,9 @@ type gatewayChild struct {
 	in, out *dataplane.SA
 	group   *dataplane.PathGroup // the client's endpoint on its listener's socket
 	prefix  []netip.Prefix       // the client's side
+	// peer is the client's multipath conductor, nil while the client
+	// uses one path; read by receive workers.
+	peer atomic.Pointer[gatewayPeer]
 }
 
 // trafficTotals are a client's counters of Child SAs already removed
@@ -88,7 +102,8 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			return nil, fmt.Errorf("listen address %v: invalid or given twice", a)
 		}
 	}
-	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, retired: map[*ike.Client]*trafficTotals{}}
+	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, retired: map[*ike.Client]*trafficTotals{},
+		mpeers: map[*ike.Client]*gatewayPeer{}, runCtx: context.Background()}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -143,7 +158,8 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			g.peers.note(from, int(p.ID), len(g.listeners))
 			g.resp.Deliver(msg, from, true)
 		},
-		Logger: log,
+		OnProbe: g.onProbe,
+		Logger:  log,
 	})
 	if err != nil {
 		return nil, err
@@ -157,6 +173,9 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 // Run answers clients and carries their traffic until ctx ends.
 func (g *Gateway) Run(ctx context.Context) error {
 	engineCtx, stopEngine := context.WithCancel(context.Background())
+	g.mu.Lock()
+	g.runCtx = engineCtx
+	g.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { g.engine.Run(engineCtx) })
 	for i, l := range g.listeners {
@@ -172,6 +191,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		"dpd", g.cfg.Responder.DPD)
 	err := g.resp.Run(ctx)
 	stopEngine()
+	g.stopPeers()
 	for _, l := range g.listeners {
 		l.ike500.Close()
 	}
@@ -304,6 +324,11 @@ func (g *Gateway) InstallChild(client *ike.Client, child *ike.ChildSA, send bool
 	k := &gatewayChild{client: client, in: in, out: out, group: dataplane.NewPathGroup(nil, m), prefix: child.RemoteTS}
 	g.mu.Lock()
 	g.kids[child.InSPI] = k
+	g.probeKids.Store(child.InSPI, k)
+	if p := g.mpeers[client]; p != nil {
+		k.peer.Store(p)
+		g.restoreOrder(p, child.InSPI)
+	}
 	t := g.retired[client]
 	if t == nil {
 		t = &trafficTotals{}
@@ -320,9 +345,14 @@ func (g *Gateway) InstallChild(client *ike.Client, child *ike.ChildSA, send bool
 // route sends the client's prefixes through k, replacing the routes of the
 // SA k rekeyed.
 func (g *Gateway) route(k *gatewayChild) {
+	group := k.group
+	if p := k.peer.Load(); p != nil {
+		group = p.pp.Group()
+		p.pp.SetSAs(k.out, k.in.SPI())
+	}
 	routes := make([]dataplane.Route, 0, len(k.prefix))
 	for _, p := range k.prefix {
-		routes = append(routes, dataplane.Route{Prefix: p, SA: k.out, Group: k.group})
+		routes = append(routes, dataplane.Route{Prefix: p, SA: k.out, Group: group})
 	}
 	g.engine.AddRoutes(routes...)
 	for _, r := range g.engine.Routes() {
@@ -352,6 +382,8 @@ func (g *Gateway) RemoveChild(client *ike.Client, child *ike.ChildSA) {
 	g.mu.Lock()
 	k := g.kids[child.InSPI]
 	delete(g.kids, child.InSPI)
+	g.probeKids.Delete(child.InSPI)
+	var stop *gatewayPeer
 	if t := g.retired[client]; k != nil && t != nil {
 		t.rxPackets += k.in.Stats.Packets.Load()
 		t.rxBytes += k.in.Stats.Bytes.Load()
@@ -359,9 +391,16 @@ func (g *Gateway) RemoveChild(client *ike.Client, child *ike.ChildSA) {
 		t.txBytes += k.out.Stats.Bytes.Load()
 		if t.kids--; t.kids <= 0 {
 			delete(g.retired, client)
+			// The client's last Child SA: it is gone (or reconnects
+			// with a new IKE SA, which starts without MIF paths).
+			stop = g.mpeers[client]
+			delete(g.mpeers, client)
 		}
 	}
 	g.mu.Unlock()
+	if stop != nil {
+		stop.stop()
+	}
 	if k != nil {
 		g.engine.RemoveRoutes(k.out)
 	}
@@ -377,24 +416,16 @@ func (g *Gateway) ClientMoved(client *ike.Client) {
 		return
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	for _, k := range g.kids {
 		if k.client == client {
 			k.group.Set(nil, m)
 		}
 	}
-}
-
-// PathAdded implements ike.ResponderPathHandler. The gateway sends a
-// client's ESP on the path its IKE SA uses; its other MIF paths carry the
-// client's traffic and probes to the gateway.
-func (g *Gateway) PathAdded(client *ike.Client, p ike.PathInfo) {
-	g.log.Debug("client path added", "id", client.ID, "path", p.ID, "remote", p.Remote)
-}
-
-// PathRemoved implements ike.ResponderPathHandler.
-func (g *Gateway) PathRemoved(client *ike.Client, id uint16) {
-	g.log.Debug("client path removed", "id", client.ID, "path", id)
+	p := g.mpeers[client]
+	g.mu.Unlock()
+	if p != nil {
+		p.moved(m, client.Remote)
+	}
 }
 
 // Received implements ike.ResponderActivity: the packets child's inbound
@@ -430,6 +461,10 @@ type GatewayClientStatus struct {
 	RxBytes   uint64 `json:"rx_bytes"`
 	TxPackets uint64 `json:"tx_packets"`
 	TxBytes   uint64 `json:"tx_bytes"`
+	// Policy and Multipath describe the downlink scheduling of a client
+	// that announced MIF paths (path 0 is its IKE address).
+	Policy    string          `json:"policy,omitempty"`
+	Multipath []ScheduledPath `json:"multipath,omitempty"`
 }
 
 // Status returns the clients with their counters: each client's traffic
@@ -463,12 +498,19 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	for spi, k := range g.kids {
 		byInSPI[fmt.Sprintf("%08x", spi)] = k.client
 	}
+	peers := make(map[*ike.Client]*gatewayPeer, len(g.mpeers))
+	for c, p := range g.mpeers {
+		peers[c] = p
+	}
 	g.mu.Unlock()
 	for _, c := range clients {
 		cs := GatewayClientStatus{ClientStatus: c}
 		if cl := byInSPI[c.InSPI]; cl != nil {
 			t := totals[cl]
 			cs.RxPackets, cs.RxBytes, cs.TxPackets, cs.TxBytes = t.rxPackets, t.rxBytes, t.txPackets, t.txBytes
+			if p := peers[cl]; p != nil {
+				cs.Policy, cs.Multipath = p.pp.Policy().String(), p.pp.Status()
+			}
 		}
 		st.Clients = append(st.Clients, cs)
 	}

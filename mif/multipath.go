@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
@@ -30,7 +31,8 @@ type peerPaths struct {
 	log    *slog.Logger
 	engine *dataplane.Engine
 	sched  *scheduler.Scheduler
-	picker *scheduler.ClockPicker
+	policy scheduler.Policy
+	picker *fallbackPicker
 	group  *dataplane.PathGroup
 	prober *Prober
 
@@ -63,8 +65,9 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	if log == nil {
 		log = slog.Default()
 	}
-	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler)}
-	pp.picker = &scheduler.ClockPicker{S: pp.sched, Policy: cfg.Policy, Now: monoNow, Fallback: noEnginePath}
+	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy}
+	pp.picker = &fallbackPicker{s: pp.sched, policy: cfg.Policy}
+	pp.picker.fallback.Store(uint32(noEnginePath))
 	pp.group = dataplane.NewPathGroup(pp.picker)
 	pp.prober = NewProber(cfg.Engine, ProberConfig{
 		Outbound: pp.outbound,
@@ -78,6 +81,33 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	})
 	return pp
 }
+
+// fallbackPicker asks the scheduler for each packet's path under one
+// policy; when the scheduler has no usable path (every path is still
+// being verified, or all failed) the packet takes the fallback path, the
+// one the peer's IKE SA uses, rather than being dropped. The fallback is
+// an atomic: the conductor moves it while workers pick.
+type fallbackPicker struct {
+	s        *scheduler.Scheduler
+	policy   scheduler.Policy
+	fallback atomic.Uint32
+}
+
+// Pick returns the path for a packet of size bytes; it allocates nothing
+// (it runs once per packet).
+func (f *fallbackPicker) Pick(size int) scheduler.PathID {
+	if id, ok := f.s.Pick(f.policy, size, monoNow()); ok {
+		return id
+	}
+	return scheduler.PathID(f.fallback.Load())
+}
+
+// SetFallback makes path id take the packets the scheduler has no usable
+// path for (noEnginePath: drop them).
+func (pp *peerPaths) SetFallback(id scheduler.PathID) { pp.picker.fallback.Store(uint32(id)) }
+
+// Policy is the policy the paths are scheduled by.
+func (pp *peerPaths) Policy() scheduler.Policy { return pp.policy }
 
 // monoEpoch and monoNow are the scheduler's clock: monotonic nanoseconds.
 var monoEpoch = time.Now()
@@ -123,6 +153,9 @@ func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int,
 
 // RemovePath stops using and probing path id at once.
 func (pp *peerPaths) RemovePath(id scheduler.PathID) {
+	if uint32(id) == pp.picker.fallback.Load() {
+		pp.SetFallback(noEnginePath)
+	}
 	pp.sched.RemovePath(id)
 	pp.prober.RemovePath(id)
 	pp.mu.Lock()
@@ -132,6 +165,12 @@ func (pp *peerPaths) RemovePath(id scheduler.PathID) {
 	pp.paths = pp.paths.Without(id)
 	pp.publish()
 	pp.mu.Unlock()
+}
+
+// State returns the scheduler's state of path id.
+func (pp *peerPaths) State(id scheduler.PathID) (scheduler.State, bool) {
+	info, ok := pp.sched.Info(id, monoNow())
+	return info.State, ok
 }
 
 // Drain stops new data on path id; RemovePath follows once Drained.
@@ -243,4 +282,39 @@ func (pp *peerPaths) healthy() []scheduler.PathID {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// Status returns every path's scheduler state and estimates with what the
+// data plane sent through it (the group's member counters) and received on
+// it (the inbound SA's per-source counters: a member's engine path, and
+// its remote endpoint when it names one).
+func (pp *peerPaths) Status() []ScheduledPath {
+	pp.mu.Lock()
+	inSPI := pp.inSPI
+	pp.mu.Unlock()
+	var sources []dataplane.SourceStats
+	if inSPI != 0 {
+		sources = pp.engine.InboundSources(inSPI)
+	}
+	infos := pp.Paths()
+	out := make([]ScheduledPath, 0, len(infos))
+	for _, info := range infos {
+		sp := ScheduledPath{ID: int(info.ID), Kind: info.Kind.String(), Tier: info.Tier, State: info.State.String(),
+			SRTT: info.SRTT, Rate: info.Rate, Loss: info.Loss}
+		if m, ok := pp.member(info.ID); ok {
+			sp.EnginePath = int(m.Path)
+			sp.TxPackets, sp.TxBytes = pp.group.MemberTx(m)
+			if m.Remote != nil {
+				sp.Remote = m.Remote.AddrPort().String()
+			}
+			for _, s := range sources {
+				if s.Path == m.Path && (m.Remote == nil || s.From == m.Remote.AddrPort()) {
+					sp.RxPackets += s.Packets
+					sp.RxBytes += s.Bytes
+				}
+			}
+		}
+		out = append(out, sp)
+	}
+	return out
 }

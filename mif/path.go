@@ -78,6 +78,11 @@ type pathSetConfig struct {
 	Logger  *slog.Logger
 	// NoOffload opens the sockets without UDP GSO/GRO.
 	NoOffload bool
+	// Closing, when set, is told that path id is about to leave the
+	// engine, before its engine path is removed (so that no scheduler
+	// picks it once the engine no longer has it). It runs with the set
+	// locked: it must not call back into the set.
+	Closing func(id scheduler.PathID)
 }
 
 // pathSet keeps one path per usable interface of the latest snapshot: it
@@ -283,6 +288,9 @@ func (s *pathSet) openLocked(ctx context.Context, i netmon.Interface, now time.T
 func (s *pathSet) closeLocked(p *path) {
 	delete(s.paths, p.name)
 	close(p.stop)
+	if s.cfg.Closing != nil {
+		s.cfg.Closing(p.id)
+	}
 	if err := s.engine.RemovePath(p.id); err != nil {
 		s.log.Debug("removing path", "interface", p.name, "err", err)
 	}

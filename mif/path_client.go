@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif/netmon"
+	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 )
 
@@ -61,6 +63,20 @@ type multiPath struct {
 	active    string        // interface of the path IKE and ESP use; "" none
 	activeGen uint64        // and which path on it (a replaced path must be moved to)
 	changed   chan struct{} // signalled when active changes
+
+	// Multipath scheduling (multipath_client.go): pp is nil with policy
+	// single. The rest is guarded by mu unless said otherwise.
+	pp        *peerPaths
+	ppRunning atomic.Bool   // pp.Run serves its calls
+	mifOn     atomic.Bool   // the routes send on pp's group
+	kick      chan struct{} // wakes drivePaths: the session or the Child SA changed
+	announce  chan struct{} // wakes announcePaths
+	// routeMu orders the route changes of SwitchOutbound (the session's
+	// loop) and of turning multipath on (drivePaths).
+	routeMu       sync.Mutex
+	child         *ike.ChildSA                // the Child SA that sends now (guarded by routeMu)
+	mifReconnects int                         // the session's Reconnects when multipath was turned on
+	members       map[scheduler.PathID]uint64 // pp's paths: engine path ID -> path generation
 }
 
 // openMulti opens the TUN device, the engine without paths, the interface
@@ -82,16 +98,30 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 		Control: func(msg []byte, from netip.AddrPort, _ *dataplane.Path) {
 			c.session.Deliver(msg, from, true)
 		},
+		// Probes answer and measure the paths (multipath_client.go);
+		// without multipath they are counted as dummies.
+		OnProbe: func(ev *dataplane.ProbeEvent) {
+			if c.multi.pp != nil {
+				c.multi.pp.HandleProbe(ev)
+			}
+		},
 		Logger: c.log,
 	})
 	if err != nil {
 		return err
 	}
 	c.multi.changed = make(chan struct{}, 1)
+	c.multi.kick = make(chan struct{}, 1)
+	c.multi.announce = make(chan struct{}, 1)
+	c.multi.members = map[scheduler.PathID]uint64{}
 	c.multi.group = dataplane.NewPathGroup(nil)
+	if pol := c.policy(); pol != scheduler.PolicySingle {
+		c.multi.pp = newPeerPaths(peerPathsConfig{Engine: c.engine, Policy: pol, Logger: c.log})
+	}
 	c.multi.paths, err = newPathSet(pathSetConfig{
 		Gateway: gw.Addr(), IKEPort: gw.Port(), Keepalive: ic.Keepalive, Logger: c.log,
 		Deliver: func(msg []byte, from netip.AddrPort, natT bool) { c.session.Deliver(msg, from, natT) },
+		Closing: c.pathClosing,
 	}, c.engine)
 	if err != nil {
 		return err
@@ -197,6 +227,7 @@ func (c *Client) PathChanged(p ike.Path) {
 		return
 	}
 	c.setActive(info)
+	c.kickPaths()
 }
 
 // drivePaths follows the interface monitor until ctx ends: it opens and
@@ -211,7 +242,16 @@ func (c *Client) drivePaths(ctx context.Context) {
 			timer.Stop()
 		}
 	}()
+	// With multipath scheduling the paths' health changes without
+	// interface events: look at it regularly.
+	var tick <-chan time.Time
+	if c.multi.pp != nil {
+		t := time.NewTicker(steerInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
+		c.syncMultipath()
 		wake := c.steer(ctx, time.Now())
 		timerC = nil
 		if !wake.IsZero() {
@@ -238,6 +278,8 @@ func (c *Client) drivePaths(ctx context.Context) {
 				c.log.Debug("paths changed", "added", ch.Added, "removed", ch.Removed)
 			}
 		case <-timerC:
+		case <-c.multi.kick:
+		case <-tick:
 		}
 	}
 }
@@ -270,10 +312,24 @@ func (c *Client) steer(ctx context.Context, now time.Time) (wake time.Time) {
 		c.moveTo(ctx, paths[0], active, false)
 		return time.Time{}
 	}
+	if c.multi.mifOn.Load() && c.pathState(cur.ID) == scheduler.StateFailed {
+		// The scheduler's probes found IKE's path silent (the ESP has
+		// already left it): IKE follows to the best verified path.
+		for _, p := range paths {
+			if p.ID != cur.ID && c.pathState(p.ID) == scheduler.StateActive {
+				c.log.Info("the interface IKE uses stopped answering probes", "interface", cur.Name)
+				c.moveTo(ctx, p, active, false)
+				return time.Time{}
+			}
+		}
+	}
 	hyst := c.cfg.Interfaces.Hysteresis
 	for _, p := range paths {
 		if p.Priority >= cur.Priority {
 			break // sorted: no better path
+		}
+		if c.multi.mifOn.Load() && c.pathState(p.ID) != scheduler.StateActive {
+			continue // not verified by the probes (yet, or again)
 		}
 		if due := p.UsableSince.Add(hyst); due.After(now) {
 			if wake.IsZero() || due.Before(wake) {

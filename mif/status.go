@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/mifsec/mifsec/ike"
 )
@@ -24,6 +25,10 @@ type Status struct {
 	RxBytes   uint64            `json:"rx_bytes"`
 	Drops     map[string]uint64 `json:"drops,omitempty"`
 	Paths     []PathStatus      `json:"paths"`
+	// Policy is how outbound packets are spread over the paths: "single"
+	// (one path, MOBIKE moves it) unless the gateway negotiated the MIF
+	// extension and multipath scheduling is on.
+	Policy string `json:"policy,omitempty"`
 }
 
 // PathStatus describes one path.
@@ -34,6 +39,29 @@ type PathStatus struct {
 	Remote string `json:"remote"`
 	GSO    bool   `json:"udp_gso"`
 	GRO    bool   `json:"udp_gro"`
+	// Multipath is the path's scheduling state when the session spreads
+	// its traffic over several paths (the MIF extension).
+	Multipath *ScheduledPath `json:"multipath,omitempty"`
+}
+
+// ScheduledPath is one path as the multipath scheduler sees it.
+type ScheduledPath struct {
+	ID         int    `json:"id"`          // the scheduler's (and the probes') path ID
+	EnginePath int    `json:"engine_path"` // the data plane path (socket) it sends on
+	Remote     string `json:"remote,omitempty"`
+	Kind       string `json:"kind"`
+	Tier       int    `json:"tier"`
+	// State is probing (not verified yet), active, failed, draining.
+	State string        `json:"state"`
+	SRTT  time.Duration `json:"srtt"`
+	Rate  float64       `json:"rate"` // delivery rate, bytes per second (0: unknown)
+	Loss  float64       `json:"loss"` // 0..1
+	// What was sent through the path (data and probes) and what the
+	// current inbound SA received on it.
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
 }
 
 // ControlDir holds the control sockets of running instances.

@@ -11,6 +11,7 @@ import (
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/mifsec/mifsec/mif/netmon"
+	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -39,6 +40,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "exclude-interfaces", Usage: "never use interfaces matching `GLOB[,GLOB]` (implies watching the others)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "interface-priority", Usage: "`NAME=N`: priority of an interface name, glob or kind (ethernet, wlan, cellular, other), 0 best (repeatable)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "handover-hysteresis", Value: mif.DefaultHysteresis, Usage: "a better interface must stay usable for `DURATION` before traffic moves back to it"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Usage: "spread traffic over the interfaces' paths: `single`, offload, aggregate or redundant (default offload when the gateway speaks the MIF extension, else single)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "`CIDR` to reach through the tunnel (repeatable; default everything)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "ipv6", Value: true, Usage: "ask for an inner IPv6 address too"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey the Child SA after `DURATION` (0: the gateway rekeys)"}),
@@ -102,6 +104,16 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 	}
 	if cfg.Interfaces != nil && cfg.Device != "" {
 		return cfg, fmt.Errorf("--interface and --interfaces/--exclude-interfaces exclude each other")
+	}
+	if s := c.String("policy"); s != "" {
+		pol, err := scheduler.ParsePolicy(s)
+		if err != nil {
+			return cfg, fmt.Errorf("--policy: %w", err)
+		}
+		if pol != scheduler.PolicySingle && cfg.Interfaces == nil {
+			return cfg, fmt.Errorf("--policy %s needs --interfaces (several paths)", pol)
+		}
+		cfg.Policy = &pol
 	}
 	return cfg, nil
 }
@@ -224,10 +236,35 @@ func printStatus(st mif.Status) {
 	if len(st.Drops) > 0 {
 		fmt.Printf("  drops: %v\n", st.Drops)
 	}
+	if st.Policy != "" {
+		fmt.Printf("  policy %s (MIF %v)\n", st.Policy, s.MIF)
+	}
 	for _, p := range st.Paths {
 		fmt.Printf("  path %d: %s %s -> %s (GSO %v, GRO %v)\n", p.ID, p.Device, p.Local, p.Remote, p.GSO, p.GRO)
+		if m := p.Multipath; m != nil {
+			printScheduled("    ", *m)
+		}
 	}
 	if s.LastError != "" {
 		fmt.Printf("  last error: %s\n", s.LastError)
+	}
+}
+
+// printScheduled prints one path's multipath scheduling state.
+func printScheduled(indent string, m mif.ScheduledPath) {
+	fmt.Printf("%s%s, %s tier %d: srtt %v, rate %s, loss %.1f%%, sent %d packets (%d bytes), received %d packets (%d bytes)\n",
+		indent, m.State, m.Kind, m.Tier, m.SRTT.Round(10*time.Microsecond), formatRate(m.Rate), 100*m.Loss,
+		m.TxPackets, m.TxBytes, m.RxPackets, m.RxBytes)
+}
+
+// formatRate shows a rate in bytes per second as bits per second.
+func formatRate(bytesPerSecond float64) string {
+	switch b := bytesPerSecond * 8; {
+	case b == 0:
+		return "unknown"
+	case b >= 1e6:
+		return fmt.Sprintf("%.1f Mbit/s", b/1e6)
+	default:
+		return fmt.Sprintf("%.0f kbit/s", b/1e3)
 	}
 }

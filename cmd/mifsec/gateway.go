@@ -12,6 +12,7 @@ import (
 
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -38,6 +39,7 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of the gateway's IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of a gateway's IKE request before giving up on the client"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
 	return &cli.Command{
@@ -117,6 +119,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return cfg, fmt.Errorf("--tun: %w", err)
 	}
+	if cfg.Policy, err = scheduler.ParsePolicy(c.String("policy")); err != nil {
+		return cfg, fmt.Errorf("--policy: %w", err)
+	}
 	cfg.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
 	if cfg.TUN.MTU == 0 {
 		// The smallest inner MTU over the listen addresses' families.
@@ -162,6 +167,13 @@ func printGatewayStatus(st mif.GatewayStatus) {
 			fmt.Printf("    liveness checks: %d\n", c.DPDChecks)
 		}
 		fmt.Printf("    traffic: received %d packets (%d bytes), sent %d packets (%d bytes)\n", c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes)
+		if len(c.Multipath) > 0 {
+			fmt.Printf("    downlink policy %s\n", c.Policy)
+		}
+		for _, m := range c.Multipath {
+			fmt.Printf("    path %d: %s via engine path %d\n", m.ID, m.Remote, m.EnginePath)
+			printScheduled("      ", m)
+		}
 	}
 	fmt.Printf("  total: sent %d packets (%d bytes), received %d packets (%d bytes)\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes)
 	for _, p := range st.Pools {

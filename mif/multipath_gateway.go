@@ -1,0 +1,220 @@
+package mif
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/scheduler"
+)
+
+// Multipath on the gateway: a client that announces extra paths with the
+// MIF extension (MIF_PATH_ADD) gets a peerPaths of its own, whose path 0
+// is the address its IKE SA uses (Client.Remote) and whose further paths
+// are the MIF paths, each the address the gateway observed, on the socket
+// of the listen address the client talks to. The client's routes send on
+// that group: the gateway probes every path and schedules the downlink by
+// the same code and policy as the client schedules its uplink.
+//
+// Probes of every client arrive on the receive workers; they are handed
+// to the client's peerPaths through a sync.Map by inbound SPI, so that a
+// worker looks it up without a lock. A client
+// without MIF paths has its probe requests answered directly.
+
+// gatewayPeer is one client's multipath state.
+type gatewayPeer struct {
+	pp     *peerPaths
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	paths map[uint16]ike.PathInfo // the client's MIF paths
+}
+
+// kindOf maps a MIF path kind to the scheduler's.
+func kindOf(k ike.PathKind) scheduler.Kind {
+	switch k {
+	case ike.PathKindEthernet:
+		return scheduler.KindEthernet
+	case ike.PathKindWLAN:
+		return scheduler.KindWLAN
+	case ike.PathKindCellular:
+		return scheduler.KindCellular
+	}
+	return scheduler.KindOther
+}
+
+// onProbe takes a probe a receive worker opened: to the client's
+// peerPaths, or answered at once when the client has none.
+func (g *Gateway) onProbe(ev *dataplane.ProbeEvent) {
+	v, ok := g.probeKids.Load(ev.SPI)
+	if !ok {
+		return
+	}
+	k := v.(*gatewayChild)
+	if p := k.peer.Load(); p != nil {
+		p.pp.HandleProbe(ev)
+		return
+	}
+	if ev.Probe.Kind != dataplane.ProbeRequest {
+		return
+	}
+	r := ev.Probe
+	r.Kind = dataplane.ProbeReply
+	r.RxPackets, r.RxBytes = ev.Received.Packets, ev.Received.Bytes
+	r.HoldMicros = 0
+	remote, err := ev.Path.Conn.NewEndpoint(ev.From)
+	if err == nil {
+		err = g.engine.SendProbe(k.out, ev.Path.ID, remote, r, 0)
+	}
+	if err != nil {
+		g.log.Debug("answering a probe", "from", ev.From, "err", err)
+	}
+}
+
+// restoreOrder makes the inbound SA spi of a multipath client deliver in
+// order when its policy spreads one flow over several paths.
+func (g *Gateway) restoreOrder(p *gatewayPeer, spi uint32) {
+	if pol := p.pp.Policy(); pol != scheduler.PolicyAggregate && pol != scheduler.PolicyRedundant {
+		return
+	}
+	if err := g.engine.RestoreOrder(spi, scheduler.ResequencerConfig{}); err != nil {
+		g.log.Warn("restoring order across a client's paths", "spi", spi, "err", err)
+	}
+}
+
+// memberAt is the way the gateway reaches a client's address remote: its
+// endpoint on the socket of the listener it talks to.
+func (g *Gateway) memberAt(remote netip.AddrPort) (dataplane.GroupMember, error) {
+	l := g.listenerFor(remote)
+	ep, err := l.natT.NewEndpoint(remote)
+	if err != nil {
+		return dataplane.GroupMember{}, err
+	}
+	return dataplane.GroupMember{Path: l.path.ID, Remote: ep}, nil
+}
+
+// PathAdded implements ike.ResponderPathHandler: the client's first MIF
+// path turns multipath on for it (unless the policy is single), and every
+// path is probed and scheduled.
+func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
+	if g.cfg.Policy == scheduler.PolicySingle {
+		g.log.Debug("client path added (downlink policy single: not used)", "id", client.ID, "path", info.ID, "remote", info.Remote)
+		return
+	}
+	m, err := g.memberAt(info.Remote)
+	if err != nil {
+		g.log.Warn("client path the gateway cannot send to", "id", client.ID, "path", info.ID, "remote", info.Remote, "err", err)
+		return
+	}
+	g.mu.Lock()
+	p := g.mpeers[client]
+	var reroute []*gatewayChild
+	if p == nil {
+		ctx, cancel := context.WithCancel(g.runCtx)
+		p = &gatewayPeer{cancel: cancel, done: make(chan struct{}), paths: map[uint16]ike.PathInfo{},
+			pp: newPeerPaths(peerPathsConfig{Engine: g.engine, Policy: g.cfg.Policy, Logger: g.log.With("client", client.ID.String())})}
+		g.mpeers[client] = p
+		go func() {
+			defer close(p.done)
+			p.pp.Run(ctx)
+		}()
+		for _, k := range g.kids {
+			if k.client == client {
+				k.peer.Store(p)
+				g.restoreOrder(p, k.in.SPI())
+				reroute = append(reroute, k)
+			}
+		}
+	}
+	g.mu.Unlock()
+	if reroute != nil {
+		m0, err := g.member(client)
+		if err == nil {
+			err = p.pp.AddPath(0, scheduler.KindOther, 0, m0)
+		}
+		if err != nil {
+			g.log.Warn("scheduling a client's IKE path", "id", client.ID, "err", err)
+		}
+		p.pp.SetFallback(0)
+		// The Child SAs that send now send on the group. Routes change
+		// only on the responder's loop (here too), so the table read is
+		// the table replaced.
+		routes := g.engine.Routes()
+		for _, k := range reroute {
+			for i := range routes {
+				if routes[i].SA == k.out {
+					routes[i].Group = p.pp.Group()
+					p.pp.SetSAs(k.out, k.in.SPI())
+				}
+			}
+		}
+		g.engine.SetRoutes(routes)
+		g.log.Info("multipath on for a client", "id", client.ID, "policy", g.cfg.Policy)
+	}
+	p.mu.Lock()
+	_, again := p.paths[info.ID]
+	p.paths[info.ID] = info
+	p.mu.Unlock()
+	if again {
+		p.pp.RemovePath(scheduler.PathID(info.ID))
+	}
+	if err := p.pp.AddPath(scheduler.PathID(info.ID), kindOf(info.Kind), int(info.Priority), m); err != nil {
+		g.log.Warn("scheduling a client path", "id", client.ID, "path", info.ID, "err", err)
+		return
+	}
+	g.log.Debug("client path scheduled", "id", client.ID, "path", info.ID, "remote", info.Remote)
+}
+
+// PathRemoved implements ike.ResponderPathHandler.
+func (g *Gateway) PathRemoved(client *ike.Client, id uint16) {
+	g.mu.Lock()
+	p := g.mpeers[client]
+	g.mu.Unlock()
+	if p == nil || id == 0 {
+		return
+	}
+	p.mu.Lock()
+	delete(p.paths, id)
+	p.mu.Unlock()
+	p.pp.RemovePath(scheduler.PathID(id))
+	g.log.Debug("client path removed", "id", client.ID, "path", id)
+}
+
+// moved makes path 0 the client's new IKE address m (remote). It takes
+// the kind and priority of the MIF path at that address, if there is one
+// (the client moved IKE to a path it had announced).
+func (p *gatewayPeer) moved(m dataplane.GroupMember, remote netip.AddrPort) {
+	kind, tier := scheduler.KindOther, 0
+	p.mu.Lock()
+	for _, info := range p.paths {
+		if info.Remote == remote {
+			kind, tier = kindOf(info.Kind), int(info.Priority)
+		}
+	}
+	p.mu.Unlock()
+	p.pp.RemovePath(0)
+	if err := p.pp.AddPath(0, kind, tier, m); err != nil {
+		p.pp.log.Warn("scheduling a client's IKE path", "err", err)
+	}
+	p.pp.SetFallback(0)
+}
+
+// stop ends the peer's goroutines and waits for them.
+func (p *gatewayPeer) stop() {
+	p.cancel()
+	<-p.done
+}
+
+// stopPeers stops every client's multipath goroutines.
+func (g *Gateway) stopPeers() {
+	g.mu.Lock()
+	peers := g.mpeers
+	g.mpeers = map[*ike.Client]*gatewayPeer{}
+	g.mu.Unlock()
+	for _, p := range peers {
+		p.stop()
+	}
+}
