@@ -516,12 +516,22 @@ func (w *outboundWorker) step() bool {
 			if err != nil {
 				continue // cannot happen: buffers hold the largest packet
 			}
-			sender, remote := w.choose(r, len(pkt))
-			if sender == nil {
-				e.Stats.NoPath.Add(1)
-				continue
+			if r.Group != nil && r.Group.state.Load().multi != nil {
+				// Possibly several members: the same sealed packet goes
+				// to each (same sequence number: the receiver's replay
+				// window keeps the first copy).
+				if !w.sendAll(r.Group, pkt) {
+					e.Stats.NoPath.Add(1)
+					continue
+				}
+			} else {
+				sender, remote := w.choose(r, len(pkt))
+				if sender == nil {
+					e.Stats.NoPath.Add(1)
+					continue
+				}
+				sender.Add(pkt, remote)
 			}
-			sender.Add(pkt, remote)
 			packets++
 			bytes += uint64(w.sizes[k])
 		}
@@ -559,6 +569,26 @@ func (w *outboundWorker) step() bool {
 	e.Stats.TxPackets.Add(txPackets)
 	e.Stats.TxBytes.Add(txBytes)
 	return true
+}
+
+// sendAll queues pkt to every member of g its picker chooses and reports
+// whether any took it.
+func (w *outboundWorker) sendAll(g *PathGroup, pkt []byte) bool {
+	set, st := g.pickSet(len(pkt))
+	sent := false
+	for c := set; !c.Empty(); {
+		m := st.members[c.Next()]
+		if int(m.Path) >= len(w.senders) || w.senders[m.Path] == nil {
+			continue
+		}
+		remote := m.Remote
+		if remote == nil {
+			remote = w.paths.byID[m.Path].Remote
+		}
+		w.senders[m.Path].Add(pkt, remote)
+		sent = true
+	}
+	return sent
 }
 
 // choose returns the Sender and remote endpoint for one sealed packet of

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/scheduler"
@@ -126,4 +127,48 @@ func newMemoryTUN(t *testing.T) *tun.Memory {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// both sends every packet on members 0 and 1.
+type both struct{}
+
+func (both) Pick(int) scheduler.PathID     { return 0 }
+func (both) PickSet(int) scheduler.PathSet { return scheduler.SetOf(0, 1) }
+
+// TestEngineRedundantGroup sends every packet on two paths: the receiver
+// gets each twice, delivers it once and drops the copy as a replay.
+func TestEngineRedundantGroup(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
+	a2, b2 := listenLoopback(t), listenLoopback(t)
+	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.e.AddPath(&dataplane.Path{ID: 1, Conn: b2, Remote: mustEndpoint(t, b2, a2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	group := dataplane.NewPathGroup(both{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
+	run(t, a, b)
+	const n = 200
+	for i := range n {
+		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
+		if i%50 == 49 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	receiveAll(t, b.tun, n)
+	waitFor(t, func() bool {
+		return b.e.Stats.Drops.Get(dataplane.DropReplayed)+b.e.Stats.Drops.Get(dataplane.DropTooOld) == n
+	})
+	if extra := len(b.tun.Writes()); extra != 0 {
+		t.Fatalf("%d copies reached the TUN", extra)
+	}
+	for _, m := range group.Members() {
+		if packets, _ := group.MemberTx(m); packets != n {
+			t.Fatalf("member %+v sent %d packets, want %d", m, packets, n)
+		}
+	}
+	if got := a.e.Stats.TxPackets.Load(); got != n {
+		t.Fatalf("TxPackets %d, want %d inner packets", got, n)
+	}
 }

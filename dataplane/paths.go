@@ -76,6 +76,7 @@ type GroupMember struct {
 
 type groupState struct {
 	picker  scheduler.Picker
+	multi   scheduler.SetPicker // picker, when it may choose several members
 	members []GroupMember
 	tx      []memberCounters // by member index
 }
@@ -100,6 +101,7 @@ func (g *PathGroup) Set(picker scheduler.Picker, members ...GroupMember) {
 		picker = scheduler.Single(0)
 	}
 	st := &groupState{picker: picker, members: slices.Clone(members), tx: make([]memberCounters, len(members))}
+	st.multi, _ = picker.(scheduler.SetPicker)
 	// Counters follow their member across Set calls, so that a sender's
 	// cumulative counts match the receiver's.
 	if old := g.state.Load(); old != nil {
@@ -143,6 +145,25 @@ func (g *PathGroup) countTx(m GroupMember, size int) {
 // Members returns a copy of the group's members.
 func (g *PathGroup) Members() []GroupMember {
 	return slices.Clone(g.state.Load().members)
+}
+
+// pickSet returns the members a packet of size bytes goes to, as a set of
+// member indexes, and the state they index; it counts the packet as sent
+// through each. Only for a group whose picker is a SetPicker (redundant
+// sending).
+func (g *PathGroup) pickSet(size int) (scheduler.PathSet, *groupState) {
+	st := g.state.Load()
+	set := st.multi.PickSet(size)
+	for c := set; !c.Empty(); {
+		i := int(c.Next())
+		if i >= len(st.members) {
+			set = set.Without(scheduler.PathID(i))
+			continue
+		}
+		st.tx[i].packets.Add(1)
+		st.tx[i].bytes.Add(uint64(size))
+	}
+	return set, st
 }
 
 // pick returns the member for a packet of size bytes and counts it as

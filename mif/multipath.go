@@ -102,6 +102,18 @@ func (f *fallbackPicker) Pick(size int) scheduler.PathID {
 	return scheduler.PathID(f.fallback.Load())
 }
 
+// PickSet returns every usable path under the redundant policy (each
+// packet goes on all of them; the receiver's replay window drops the
+// copies), the one path Pick chooses under the others.
+func (f *fallbackPicker) PickSet(size int) scheduler.PathSet {
+	if f.policy == scheduler.PolicyRedundant {
+		if set := f.s.Decide(f.policy, size, monoNow()); !set.Empty() {
+			return set
+		}
+	}
+	return scheduler.SetOf(f.Pick(size))
+}
+
 // SetFallback makes path id take the packets the scheduler has no usable
 // path for (noEnginePath: drop them).
 func (pp *peerPaths) SetFallback(id scheduler.PathID) { pp.picker.fallback.Store(uint32(id)) }

@@ -13,6 +13,15 @@ type Picker interface {
 	Pick(size int) PathID
 }
 
+// SetPicker is a Picker that may send one packet on several paths at once
+// (PolicyRedundant). The data plane asks PickSet when the picker has one.
+type SetPicker interface {
+	Picker
+	// PickSet returns the paths for a packet of size bytes; the empty
+	// set sends it nowhere.
+	PickSet(size int) PathSet
+}
+
 // Single is the policy of one active path (MOBIKE semantics): every packet
 // takes the same path.
 type Single PathID
