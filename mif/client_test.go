@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +42,12 @@ func TestStatusSocketRoundTrip(t *testing.T) {
 	}
 	if _, err := ReadStatus(filepath.Join(t.TempDir(), "none.sock")); err == nil {
 		t.Fatal("reading a missing socket succeeded")
+	}
+	// A second instance on the same path must not take the live socket.
+	if err := ServeStatus(ctx, path, func() any { return "other" }); err == nil || !strings.Contains(err.Error(), "another mifsec instance") {
+		t.Fatalf("second ServeStatus on a live socket: %v", err)
+	}
+	if raw, err := ReadStatus(path); err != nil || string(raw) != `{"tx_packets":42}` {
+		t.Fatalf("the first instance lost its socket: %s %v", raw, err)
 	}
 }

@@ -78,6 +78,13 @@ func ServeStatus(ctx context.Context, path string, status func() any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("control socket directory: %w", err)
 	}
+	// The sockets of every network namespace share /run: an instance in
+	// another namespace on a TUN device of the same name must keep its
+	// socket. Only a socket no one answers on is stale.
+	if conn, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		conn.Close()
+		return fmt.Errorf("another mifsec instance answers on %s (the same TUN name in another network namespace?): choose another --tun", path)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing stale control socket: %w", err)
 	}
