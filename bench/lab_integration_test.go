@@ -103,25 +103,35 @@ func TestLabCommand(t *testing.T) {
 	if len(run.Paths) != 2 || run.Paths[0].Uplink != "wlan0" {
 		t.Fatalf("paths: %+v", run.Paths)
 	}
-	// The tunnel runs over wlan0: megabytes crossed its emulated link, and
-	// next to nothing the cellular one.
+	// The tunnel runs over wlan0 while it is healthy (offload): megabytes
+	// crossed its emulated link, next to nothing the cellular one before
+	// the failure; during the failure cellular carries the traffic.
 	if wlan := run.Paths[0]; wlan.UpBytes < 1<<20 {
 		t.Errorf("only %d bytes crossed the WLAN link", wlan.UpBytes)
 	}
-	if wwan := run.Paths[1]; wwan.UpBytes > run.Paths[0].UpBytes/10 {
-		t.Errorf("%d bytes crossed the cellular link, the tunnel should use wlan0", wwan.UpBytes)
-	}
-	// The failure shows in the samples: wlan0 failed between 2 s and 4 s
-	// and carried nothing in the middle of it.
+	var wlanBefore, wwanBefore, wwanDuring float64
 	var failedSamples int
 	for _, s := range run.Samples {
-		u := s.Uplinks[0]
-		if u.Failed {
+		wlan, wwan := s.Uplinks[0], s.Uplinks[1]
+		switch {
+		case s.T < 1.9:
+			wlanBefore += wlan.UpMbps
+			wwanBefore += wwan.UpMbps
+		case s.T > 2.5 && s.T < 3.9:
+			wwanDuring += wwan.UpMbps
+		}
+		if wlan.Failed {
 			failedSamples++
-			if s.T > 2.3 && s.T < 3.9 && u.UpMbps > 0.5 {
-				t.Errorf("at %.1fs the failed WLAN link carried %.1f Mbit/s", s.T, u.UpMbps)
+			if s.T > 2.3 && s.T < 3.9 && wlan.UpMbps > 0.5 {
+				t.Errorf("at %.1fs the failed WLAN link carried %.1f Mbit/s", s.T, wlan.UpMbps)
 			}
 		}
+	}
+	if wwanBefore > wlanBefore/50 {
+		t.Errorf("before the failure cellular carried %.1f%% of WLAN's traffic, want under 2%% (probes only)", 100*wwanBefore/wlanBefore)
+	}
+	if wwanDuring < 5 {
+		t.Errorf("during the WLAN failure cellular carried %.1f Mbit/s·samples, want the traffic", wwanDuring)
 	}
 	if failedSamples < 15 || failedSamples > 25 {
 		t.Errorf("%d samples show wlan0 failed, want about 20 (2 s of 100 ms samples)", failedSamples)
@@ -132,8 +142,10 @@ func TestLabCommand(t *testing.T) {
 	if run.Probe == nil || run.Probe.Sent == 0 || run.Probe.Received == 0 || len(run.Interruptions) != 1 {
 		t.Fatalf("probe %+v, interruptions %+v", run.Probe, run.Interruptions)
 	}
-	if in := run.Interruptions[0]; in.None || in.Seconds < 1.5 {
-		t.Errorf("interruption after the WLAN failure %+v, want about 2 s or more", in)
+	// Probes every 10 ms lost for at most a second (the target is
+	// 300 ms; a loaded test machine gets slack).
+	if in := run.Interruptions[0]; !in.None && in.Seconds > 1 {
+		t.Errorf("interruption after the WLAN failure %+v, want well under a second", in)
 	}
 
 	f, err := os.Open(filepath.Join(out, "throughput-mifsec.png"))
