@@ -38,6 +38,27 @@ func benchCommand() *cli.Command {
 	}
 }
 
+// inheritFlags takes the scenario flags given before the scenario's name
+// (`mifsec bench --out DIR aggregation`) where they were not given after
+// it: both levels define them, and the scenario's own would shadow them.
+func inheritFlags(c *cli.Context) error {
+	lineage := c.Lineage()
+	if len(lineage) < 2 {
+		return nil
+	}
+	parent := lineage[1]
+	for _, f := range scenarioFlags() {
+		name := f.Names()[0]
+		if c.IsSet(name) || !parent.IsSet(name) {
+			continue
+		}
+		if err := c.Set(name, fmt.Sprint(parent.Value(name))); err != nil {
+			return fmt.Errorf("--%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // benchScenarioCommand runs a built-in scenario with its peers.
 func benchScenarioCommand(name string) *cli.Command {
 	usage := "the " + name + " scenario"
@@ -51,6 +72,9 @@ func benchScenarioCommand(name string) *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("bench %s takes no arguments, got %q", name, c.Args().Slice())
+			}
+			if err := inheritFlags(c); err != nil {
+				return err
 			}
 			return runScenarioCommand(c, name, "mifsec-bench")
 		},
