@@ -484,6 +484,10 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 	if pr := p.Probe; pr != nil {
 		fmt.Fprintf(b, "  probes every %gms: %d sent, %d lost (%.1f%%); one-way delay min %.1f, median %.1f, p95 %.1f, p99 %.1f ms\n",
 			pr.IntervalMs, pr.Sent, pr.Lost, pr.LossPercent, pr.DelayMinMs, pr.DelayP50Ms, pr.DelayP95Ms, pr.DelayP99Ms)
+		if pr.SendErrors > 0 {
+			fmt.Fprintf(b, "    of the lost, %d never entered the tunnel (the probe sender could not send them in time or had no route): %d lost inside it\n",
+				pr.SendErrors, pr.Lost-pr.SendErrors)
+		}
 	}
 	matched := map[float64]bool{}
 	for _, in := range p.Interruptions {

@@ -217,7 +217,9 @@ func (p *probeStream) send(ctx context.Context, tx *net.UDPConn, base time.Time)
 		dueNs := due.Sub(base).Nanoseconds()
 		encodeProbe(buf, uint64(seq), dueNs)
 		p.rec.sent[seq] = dueNs
-		tx.SetWriteDeadline(due.Add(p.interval))
+		// The deadline leaves a few milliseconds of slack: a sender
+		// goroutine woken late on a busy machine is not the tunnel's loss.
+		tx.SetWriteDeadline(due.Add(max(p.interval, 5*time.Millisecond)))
 		if _, err := tx.WriteToUDPAddrPort(buf, p.to); err != nil {
 			// No route while the tunnel reconnects, for example: the probe
 			// counts as sent and lost.

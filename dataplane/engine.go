@@ -88,6 +88,13 @@ type EngineConfig struct {
 	// inbound SAs. It runs on the receiving worker: it must be quick and
 	// must not keep ev after it returns. nil counts probes as dummies.
 	OnProbe func(ev *ProbeEvent)
+	// RescueRefused resends, on another path to its Remote, what a path's
+	// socket refused because its interface went down or lost its route:
+	// the moments between an interface going away and the conductor
+	// removing its path lose nothing. For a client, whose paths all lead
+	// to the same gateway; not for a gateway, whose path Remotes are not
+	// peers.
+	RescueRefused bool
 	// Control receives the IKE messages (without the non-ESP marker) that
 	// arrive on a path's socket. It runs on the receiving worker and must
 	// not keep msg after it returns.
@@ -102,6 +109,7 @@ type EngineStats struct {
 	Keepalives         atomic.Uint64 // NAT keepalives received
 	Dummies            atomic.Uint64 // next header 59 packets consumed that were not probes
 	Probes             atomic.Uint64 // path probes handed to OnProbe
+	Rescued            atomic.Uint64 // datagrams resent on another path after theirs refused them
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
 	NoPath             atomic.Uint64 // outbound packets whose chosen path is gone
@@ -556,19 +564,51 @@ func (w *outboundWorker) step() bool {
 			e.log.Debug("sending", "err", err)
 		}
 		failed := s.Errors - before
-		if failed > 0 {
-			e.Stats.SendErrors.Add(failed)
-			txPackets -= min(txPackets, failed)
-		}
 		if ok := queued - min(queued, failed); ok > 0 {
 			ps := &w.paths.byID[id].Stats
 			ps.TxPackets.Add(ok)
 			ps.TxBytes.Add(queuedBytes * ok / queued)
 		}
+		if refused := s.Refused(); len(refused) > 0 && e.cfg.RescueRefused {
+			failed -= min(failed, w.rescue(scheduler.PathID(id), refused))
+		}
+		if failed > 0 {
+			e.Stats.SendErrors.Add(failed)
+			txPackets -= min(txPackets, failed)
+		}
 	}
 	e.Stats.TxPackets.Add(txPackets)
 	e.Stats.TxBytes.Add(txBytes)
 	return true
+}
+
+// rescue sends datagrams that path gone refused on the first other path
+// whose socket still sends, to that path's Remote, and returns how many
+// left. The sealed packets are unchanged: same SA, same sequence numbers.
+func (w *outboundWorker) rescue(gone scheduler.PathID, refused [][]byte) uint64 {
+	for id, s := range w.senders {
+		if s == nil || scheduler.PathID(id) == gone {
+			continue
+		}
+		remote := w.paths.byID[id].Remote
+		for _, pkt := range refused {
+			s.Add(pkt, remote)
+		}
+		queued := uint64(s.Len())
+		before := s.Errors
+		s.Flush()
+		sent := queued - min(queued, s.Errors-before)
+		if sent == 0 {
+			continue // this one cannot send either: try the next
+		}
+		ps := &w.paths.byID[id].Stats
+		ps.TxPackets.Add(sent)
+		// The flush may have sent this path's own queued datagrams too.
+		rescued := min(sent, uint64(len(refused)))
+		w.e.Stats.Rescued.Add(rescued)
+		return rescued
+	}
+	return 0
 }
 
 // sendAll queues pkt to every member of g its picker chooses and reports

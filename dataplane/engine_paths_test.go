@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -170,5 +171,55 @@ func TestEngineRedundantGroup(t *testing.T) {
 	}
 	if got := a.e.Stats.TxPackets.Load(); got != n {
 		t.Fatalf("TxPackets %d, want %d inner packets", got, n)
+	}
+}
+
+// TestEngineRescuesRefusedDatagrams: in a namespace with only loopback,
+// path 0 leads to an address without a route, so its socket refuses every
+// datagram; with RescueRefused the engine resends them on path 1 and the
+// peer gets them all, sequence numbers unchanged.
+func TestEngineRescuesRefusedDatagrams(t *testing.T) {
+	for _, rescue := range []bool{false, true} {
+		// Not t.Run: a subtest's goroutine would leave the namespace.
+		testenv.WithNetns(t, func() {
+			func() {
+				a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
+				dead, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("0.0.0.0:0")})
+				if err != nil {
+					t.Fatal(err)
+				}
+				paths := append(a.e.Paths(), &dataplane.Path{ID: 1, Conn: dead,
+					Remote: mustEndpoint(t, dead, netip.MustParseAddrPort("192.0.2.1:4500"))})
+				// path 0 is the dead one, path 1 the loopback to b.
+				paths[0], paths[1] = paths[1], paths[0]
+				paths[0].ID, paths[1].ID = 0, 1
+				e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{a.tun}, Paths: paths, RescueRefused: rescue})
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out,
+					Group: dataplane.NewPathGroup(scheduler.Single(0), dataplane.GroupMember{Path: 0})}})
+				a.e = e
+				run(t, a, b)
+				const n = 100
+				for i := range n {
+					a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+				}
+				if !rescue {
+					waitFor(t, func() bool { return e.Stats.SendErrors.Load() == n })
+					if e.Stats.Rescued.Load() != 0 || len(b.tun.Writes()) != 0 {
+						t.Fatal("refused datagrams arrived without rescue")
+					}
+					return
+				}
+				receiveAll(t, b.tun, n)
+				if got := e.Stats.Rescued.Load(); got != n {
+					t.Fatalf("rescued %d datagrams, want %d", got, n)
+				}
+				if got := e.Stats.SendErrors.Load(); got != 0 {
+					t.Fatalf("%d send errors counted for rescued datagrams", got)
+				}
+			}()
+		})
 	}
 }

@@ -194,17 +194,23 @@ type Sender struct {
 
 	// Errors counts datagrams the kernel refused (after retries).
 	Errors uint64
+
+	// refused holds the datagrams of the last Flush that the kernel
+	// refused because the socket's way out is gone (interface down, no
+	// route): another path may still carry them.
+	refused [][]byte
 }
 
 // NewSender returns a Sender for up to batch datagrams per Flush.
 func (c *UDPConn) NewSender(batch int) *Sender {
 	s := &Sender{
-		c:    c,
-		pkts: make([][]byte, 0, batch),
-		eps:  make([]*Endpoint, 0, batch),
-		msgs: make([]mmsghdr, batch),
-		iovs: make([]unix.Iovec, batch),
-		oob:  make([]byte, batch*gsoControlLen),
+		c:       c,
+		pkts:    make([][]byte, 0, batch),
+		eps:     make([]*Endpoint, 0, batch),
+		refused: make([][]byte, 0, batch),
+		msgs:    make([]mmsghdr, batch),
+		iovs:    make([]unix.Iovec, batch),
+		oob:     make([]byte, batch*gsoControlLen),
 	}
 	s.write = s.writeMessages
 	return s
@@ -237,6 +243,8 @@ func (s *Sender) Add(pkt []byte, ep *Endpoint) bool {
 // kernel refuses is counted in Errors and the first such error returned;
 // the others are still sent.
 func (s *Sender) Flush() error {
+	clear(s.refused)
+	s.refused = s.refused[:0]
 	if len(s.pkts) == 0 {
 		return nil
 	}
@@ -264,6 +272,9 @@ func (s *Sender) Flush() error {
 		failed := s.firstPacketOf(s.done)
 		next := s.firstPacketOf(s.done + 1)
 		s.Errors += uint64(next - failed)
+		if pathGone(s.err) {
+			s.refused = append(s.refused, s.pkts[failed:next]...)
+		}
 		if first == nil {
 			first = s.err
 		}
@@ -273,6 +284,23 @@ func (s *Sender) Flush() error {
 	clear(s.eps)
 	s.pkts, s.eps = s.pkts[:0], s.eps[:0]
 	return first
+}
+
+// Refused returns the datagrams of the last Flush that were refused because
+// the socket's way out is gone (see pathGone); they stay valid as long as
+// the packet memory the caller queued. The next Flush forgets them.
+func (s *Sender) Refused() [][]byte { return s.refused }
+
+// pathGone reports whether a send error means the socket cannot reach
+// anything now (its interface is down or gone, or it has no route), as
+// opposed to a problem with one datagram.
+func pathGone(err error) bool {
+	for _, e := range []unix.Errno{unix.ENETDOWN, unix.ENETUNREACH, unix.EHOSTUNREACH, unix.ENODEV, unix.EADDRNOTAVAIL} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // firstPacketOf returns the index in s.pkts of message m's first datagram.

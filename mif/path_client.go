@@ -95,6 +95,9 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 	}
 	c.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
 		Queues: c.iface.Queues(),
+		// Every path leads to the gateway: what an interface that just
+		// went down refuses leaves on another before the monitor notices.
+		RescueRefused: true,
 		Control: func(msg []byte, from netip.AddrPort, _ *dataplane.Path) {
 			c.session.Deliver(msg, from, true)
 		},

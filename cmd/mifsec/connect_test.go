@@ -688,6 +688,14 @@ func TestConnectHandover(t *testing.T) {
 		return ch
 	}
 
+	// The IKE SA must stay the same throughout: MOBIKE moves it, nothing
+	// re-authenticates.
+	first, _ := c.status(t)
+	spiI, spiR := first.Session.IKESPIi, first.Session.IKESPIr
+	if spiI == "" || spiR == "" {
+		t.Fatalf("no IKE SA in the status: %+v", first.Session)
+	}
+
 	// Break: the active interface goes down under a 50/s ping.
 	pings := run(150)
 	time.Sleep(time.Second)
@@ -741,6 +749,9 @@ func TestConnectHandover(t *testing.T) {
 	}
 	if st.Session.PathUpdates < 2 || len(st.Paths) != 2 || st.Session.Reconnects != 0 {
 		t.Errorf("after the return: %+v", st)
+	}
+	if st.Session.IKESPIi != spiI || st.Session.IKESPIr != spiR {
+		t.Errorf("the IKE SA changed from %s/%s to %s/%s: the handover re-authenticated", spiI, spiR, st.Session.IKESPIi, st.Session.IKESPIr)
 	}
 }
 
