@@ -41,6 +41,9 @@ type labPeer interface {
 }
 
 func newLabPeer(name string, opts PeerOptions) (labPeer, error) {
+	if uplink, ok := strings.CutPrefix(name, SingleLinkPrefix); ok && uplink != "" {
+		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}, only: uplink}, nil
+	}
 	switch name {
 	case "mifsec":
 		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}}, nil
@@ -59,6 +62,7 @@ type mifsecLabPeer struct {
 	mifsecIKEPeer
 	args       []string
 	startAddrs []string
+	only       string // a single-link baseline: bound to this uplink alone
 }
 
 // mifsecClientStatus is the part of `mifsec status --json` of a client
@@ -111,11 +115,19 @@ func (p *mifsecLabPeer) TunnelState() string {
 	return text
 }
 
-func (p *mifsecLabPeer) Name() string            { return "mifsec" }
+func (p *mifsecLabPeer) Name() string {
+	if p.only != "" {
+		return SingleLinkPrefix + p.only
+	}
+	return "mifsec"
+}
 func (p *mifsecLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
 func (p *mifsecLabPeer) TunnelInterface() string { return p.clientTUN }
 
 func (p *mifsecLabPeer) Behaviour(sc *Scenario) string {
+	if p.only != "" {
+		return fmt.Sprintf("`mifsec connect --interface %s`: bound to %s alone, a single-link baseline for the multipath run", p.only, p.only)
+	}
 	if len(sc.Client.Interfaces) > 0 {
 		policy := sc.Client.Policy
 		if policy == "" {
@@ -158,7 +170,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 		"--listen", "0.0.0.0", "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--pool", mifsecIKEPool, "--local-ts", labProtectedNet.String(),
 		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN}
-	if sc.Client.Policy != "" {
+	if sc.Client.Policy != "" && p.only == "" {
 		gwArgs = append(gwArgs, "--policy", sc.Client.Policy)
 	}
 	gateway, err := n.Start(n.Gateway, "mifsec gateway", nil, gwArgs...)
@@ -170,11 +182,16 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 		return err
 	}
 	uplink := n.uplink(sc.Client.Interface)
+	if p.only != "" {
+		uplink = n.uplink(p.only)
+	}
 	args := []string{p.binary, "connect",
 		"--gateway", uplink.GatewayAddr.String(),
 		"--local-id", mifsecIKEClientID, "--remote-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false"}
-	if len(sc.Client.Interfaces) > 0 {
+	if p.only != "" {
+		args = append(args, "--interface", p.only)
+	} else if len(sc.Client.Interfaces) > 0 {
 		args = append(args, "--interfaces", strings.Join(sc.Client.Interfaces, ","))
 		if sc.Client.Policy != "" {
 			args = append(args, "--policy", sc.Client.Policy)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,7 +27,10 @@ type ScenarioReport struct {
 	ClientInterface string          `json:"client_interface"`
 	Runs            []PeerRun       `json:"runs"`
 	Ratios          []ScenarioRatio `json:"mifsec_ratios,omitempty"`
-	Notes           []string        `json:"notes,omitempty"`
+	// SingleLinks compares mifsec with the sum of its single-link
+	// baselines (peers mifsec@UPLINK) of the same run: aggregation.
+	SingleLinks *SingleLinkRatio `json:"single_links,omitempty"`
+	Notes       []string         `json:"notes,omitempty"`
 	// Directions are the directions of the scenario's iperf3 traffic, the
 	// main one first; the summary and the plot show them.
 	Directions []string `json:"directions"`
@@ -137,6 +141,17 @@ type Interruption struct {
 	None bool `json:"none,omitempty"`
 }
 
+// SingleLinkRatio is mifsec's rate against what each uplink alone carried
+// through mifsec in the same run.
+type SingleLinkRatio struct {
+	Links      map[string]float64 `json:"links_mbps"`
+	SumMbps    float64            `json:"sum_mbps"`
+	BestMbps   float64            `json:"best_mbps"`
+	MifsecMbps float64            `json:"mifsec_mbps"`
+	OfSum      float64            `json:"of_sum"`
+	OfBest     float64            `json:"of_best"`
+}
+
 // ScenarioRatio compares mifsec with another peer of the same run:
 // Throughput is mifsec's mean total rate over the peer's (higher is
 // better for mifsec); Interruption is mifsec's total interruption over the
@@ -196,6 +211,22 @@ func (r *ScenarioReport) finish() {
 		return
 	}
 	mifsec := r.Runs[i]
+	r.SingleLinks = nil
+	if m := mainRate(mifsec, r.Directions); m != nil {
+		sl := &SingleLinkRatio{Links: map[string]float64{}, MifsecMbps: *m}
+		for _, p := range r.Runs {
+			uplink, ok := strings.CutPrefix(p.Peer, SingleLinkPrefix)
+			if v := mainRate(p, r.Directions); ok && v != nil {
+				sl.Links[uplink] = *v
+				sl.SumMbps += *v
+				sl.BestMbps = max(sl.BestMbps, *v)
+			}
+		}
+		if len(sl.Links) > 0 && sl.SumMbps > 0 {
+			sl.OfSum, sl.OfBest = sl.MifsecMbps/sl.SumMbps, sl.MifsecMbps/sl.BestMbps
+			r.SingleLinks = sl
+		}
+	}
 	for _, p := range r.Runs {
 		if p.Peer == "mifsec" {
 			continue
@@ -414,6 +445,15 @@ func (r *ScenarioReport) WriteSummary(w io.Writer) error {
 			}
 			b.WriteString("\n")
 		}
+	}
+	if sl := r.SingleLinks; sl != nil {
+		names := slices.Sorted(maps.Keys(sl.Links))
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s alone %.1f", n, sl.Links[n]))
+		}
+		fmt.Fprintf(&b, "  mifsec against its single links (%s; sum %.1f Mbit/s): %.1f Mbit/s = %.0f%% of the sum, %.2f× the best link\n",
+			strings.Join(parts, ", "), sl.SumMbps, sl.MifsecMbps, 100*sl.OfSum, sl.OfBest)
 	}
 	for _, n := range r.Notes {
 		b.WriteString("\n")

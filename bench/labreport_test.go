@@ -238,6 +238,30 @@ func TestPeerRunSummarize(t *testing.T) {
 	if len(back.Runs) != 3 || len(back.Runs[0].Samples) != 101 || back.Runs[0].Probe.Lost != 230 {
 		t.Errorf("JSON round trip lost data: %d runs", len(back.Runs))
 	}
+
+	// Single-link baselines: mifsec against the sum of what each uplink
+	// alone carried through it.
+	baseline := func(uplink string, mbps float64) PeerRun {
+		b := run
+		b.Peer = SingleLinkPrefix + uplink
+		total := *run.Total
+		total.UpMbps = mbps
+		b.Total = &total
+		return b
+	}
+	report.Runs = []PeerRun{run, baseline("wlan0", 4), baseline("wwan0", 1.25)}
+	report.finish()
+	sl := report.SingleLinks
+	if sl == nil || sl.SumMbps != 5.25 || sl.BestMbps != 4 || sl.OfBest != 1.25 || math.Abs(sl.OfSum-5/5.25) > 1e-9 {
+		t.Fatalf("single links %+v, want sum 5.25, best 4, of best 1.25", sl)
+	}
+	out.Reset()
+	if err := report.WriteSummary(&out); err != nil {
+		t.Fatal(err)
+	}
+	if want := "mifsec against its single links (wlan0 alone 4.0, wwan0 alone 1.2; sum 5.2 Mbit/s): 5.0 Mbit/s = 95% of the sum, 1.25× the best link"; !strings.Contains(out.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, out.String())
+	}
 }
 
 func TestSampleAt(t *testing.T) {

@@ -392,7 +392,13 @@ const (
 	defaultProbeEvery   = 10 * time.Millisecond
 )
 
-// LabPeerNames are the peers a scenario can run.
+// SingleLinkPrefix names a single-link baseline peer: "mifsec@wlan0" is
+// mifsec bound to that one uplink, what the uplink alone carries through
+// the tunnel, measured in the same run as the multipath peers.
+const SingleLinkPrefix = "mifsec@"
+
+// LabPeerNames are the peers a scenario can run (besides the single-link
+// baselines, SingleLinkPrefix + an uplink's name).
 var LabPeerNames = []string{"mifsec", "wireguard-go", "strongswan"}
 
 // normalize fills defaults and validates; errors name the field.
@@ -570,8 +576,12 @@ func (s *Scenario) normalize() error {
 	}
 	seen := map[string]bool{}
 	for i, p := range s.Peers {
-		if !slices.Contains(LabPeerNames, p) {
-			return fmt.Errorf("peers[%d]: unknown peer %q (known: %s)", i, p, strings.Join(LabPeerNames, ", "))
+		if uplink, ok := strings.CutPrefix(p, SingleLinkPrefix); ok {
+			if !names[uplink] {
+				return fmt.Errorf("peers[%d]: %q: %q is not an uplink (have %s)", i, p, uplink, strings.Join(s.UplinkNames(), ", "))
+			}
+		} else if !slices.Contains(LabPeerNames, p) {
+			return fmt.Errorf("peers[%d]: unknown peer %q (known: %s, and %sUPLINK)", i, p, strings.Join(LabPeerNames, ", "), SingleLinkPrefix)
 		}
 		if seen[p] {
 			return fmt.Errorf("peers[%d]: %q is listed twice", i, p)

@@ -140,6 +140,7 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"two probes", replace("{kind: probe}", "{kind: probe}\n  - {kind: probe}"), "at most one probe"},
 		{"unknown peer", replace("traffic:", "peers: [openvpn]\ntraffic:"), `unknown peer "openvpn"`},
 		{"peer twice", replace("traffic:", "peers: [mifsec, mifsec]\ntraffic:"), "listed twice"},
+		{"single link on unknown uplink", replace("traffic:", "peers: [mifsec, mifsec@eth0]\ntraffic:"), `"eth0" is not an uplink`},
 		{"client on unknown uplink", replace("traffic:", "client: {interface: eth1}\ntraffic:"), `client.interface: "eth1"`},
 		{"client interfaces unknown", replace("traffic:", "client: {interfaces: [wlan0, eth1]}\ntraffic:"), `client.interfaces[1]: "eth1"`},
 		{"unknown policy", replace("traffic:", "client: {interfaces: [wlan0, wwan0], policy: bonding}\ntraffic:"), `"bonding" is not a policy`},
