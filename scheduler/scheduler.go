@@ -445,11 +445,13 @@ func (s *Scheduler) publishPath(p *ctlPath) {
 
 // recompute publishes every policy's sets from the paths' states.
 func (s *Scheduler) recompute() {
-	var usable, failing, down, draining, probing PathSet
+	var usable, failing, down, draining, probing, unverified PathSet
 	for set := s.present; !set.Empty(); {
 		id := set.Next()
 		p := s.paths[id]
 		switch p.state {
+		case StateProbing:
+			unverified = unverified.With(id)
 		case StateActive:
 			if p.det.Health() == Failing {
 				failing = failing.With(id)
@@ -480,9 +482,13 @@ func (s *Scheduler) recompute() {
 	}
 	s.sets[PolicyAggregate].primary.Store(uint64(agg))
 	s.probing.Store(uint64(probing))
-	// Redundant keeps failing paths: a copy on a doubtful path costs
-	// little and is what the policy is for.
-	if red := usable | failing; !red.Empty() {
+	// Redundant keeps failing and failed paths: a copy on a doubtful path
+	// costs little and is what the policy is for. On a path that loses
+	// one packet in ten, probe round trips fail often enough for the
+	// detector to call it down now and then; dropping it from the set
+	// would leave the other path alone exactly when copies matter. A path
+	// still being verified gets copies too, for the same reason.
+	if red := usable | failing | down | unverified; !red.Empty() {
 		s.sets[PolicyRedundant].primary.Store(uint64(red))
 	} else {
 		s.sets[PolicyRedundant].primary.Store(uint64(any))

@@ -58,13 +58,20 @@ func TestAddPathErrors(t *testing.T) {
 	}
 }
 
+// TestUnverifiedPathCarriesNothing: a path carries data only once probes
+// verified it — except copies under the redundant policy, which cost
+// nothing the other paths need.
 func TestUnverifiedPathCarriesNothing(t *testing.T) {
 	s := New(Config{})
 	if err := s.AddPath(PathConfig{ID: 0, Kind: KindWLAN, Tier: 1}, 0); err != nil {
 		t.Fatal(err)
 	}
 	for pol := range numPolicies {
-		if set := s.Decide(pol, 1000, 0); !set.Empty() {
+		set := s.Decide(pol, 1000, 0)
+		switch {
+		case pol == PolicyRedundant && set != SetOf(0):
+			t.Errorf("redundant: copies on %v, want the unverified path too", set)
+		case pol != PolicyRedundant && !set.Empty():
 			t.Errorf("%v: unverified path chosen: %v", pol, set)
 		}
 	}
