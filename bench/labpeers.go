@@ -73,6 +73,47 @@ type mifsecClientStatus struct {
 		Reconnects int      `json:"reconnects"`
 		Addresses  []string `json:"addresses"`
 	} `json:"session"`
+	Order *mifsecOrder `json:"order"`
+}
+
+// mifsecOrder is a resequencer's counters in `mifsec status --json`.
+type mifsecOrder struct {
+	InOrder   uint64 `json:"in_order"`
+	Released  uint64 `json:"released"`
+	Late      uint64 `json:"late"`
+	Timeouts  uint64 `json:"timeouts"`
+	LostEarly uint64 `json:"lost_early"`
+}
+
+func (o *mifsecOrder) String() string {
+	total := o.InOrder + o.Released + o.Late
+	if total == 0 {
+		return "no packets"
+	}
+	return fmt.Sprintf("%d packets, %d held until their gap filled, %d delivered out of order (%.2f%%), %d gaps given up",
+		total, o.Released, o.Late, 100*float64(o.Late)/float64(total), o.Timeouts+o.LostEarly)
+}
+
+// mifsecGatewayStatus is the part of the gateway's status the lab reports.
+type mifsecGatewayStatus struct {
+	Clients []struct {
+		Order *mifsecOrder `json:"order"`
+	} `json:"clients"`
+}
+
+// readStatus reads an instance's status from its control socket.
+func readStatus(tunName string, v any) error {
+	conn, err := net.DialTimeout("unix", mifsecControlSocket(tunName), time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	raw, err := io.ReadAll(io.LimitReader(conn, 1<<20))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, v)
 }
 
 // clientStatus reads `mifsec connect`'s status from its control socket
@@ -111,6 +152,15 @@ func (p *mifsecLabPeer) TunnelState() string {
 	if !slices.Equal(s.Addresses, p.startAddrs) && len(p.startAddrs) > 0 {
 		text += fmt.Sprintf(" (%s at the start: the gateway leased a new address on reconnecting, so flows from the old one are not carried any more)",
 			strings.Join(p.startAddrs, ", "))
+	}
+	// The resequencers, where the multipath policy restores order: the
+	// gateway's orders what came up, the client's what came down.
+	var gw mifsecGatewayStatus
+	if err := readStatus(p.serverTUN, &gw); err == nil && len(gw.Clients) == 1 && gw.Clients[0].Order != nil {
+		text += "; order restored at the gateway (up): " + gw.Clients[0].Order.String()
+	}
+	if st.Order != nil {
+		text += "; at the client (down): " + st.Order.String()
 	}
 	return text
 }

@@ -212,6 +212,7 @@ func (c *Client) Status() Status {
 		scheduled := map[int]ScheduledPath{}
 		if c.multi.mifOn.Load() {
 			st.Policy = c.multi.pp.Policy().String()
+			st.Order = c.multi.pp.Order()
 			for _, sp := range c.multi.pp.Status() {
 				scheduled[sp.ID] = sp
 			}

@@ -465,6 +465,7 @@ type GatewayClientStatus struct {
 	// that announced MIF paths (path 0 is its IKE address).
 	Policy    string          `json:"policy,omitempty"`
 	Multipath []ScheduledPath `json:"multipath,omitempty"`
+	Order     *OrderStatus    `json:"order,omitempty"`
 }
 
 // Status returns the clients with their counters: each client's traffic
@@ -509,7 +510,7 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 			t := totals[cl]
 			cs.RxPackets, cs.RxBytes, cs.TxPackets, cs.TxBytes = t.rxPackets, t.rxBytes, t.txPackets, t.txBytes
 			if p := peers[cl]; p != nil {
-				cs.Policy, cs.Multipath = p.pp.Policy().String(), p.pp.Status()
+				cs.Policy, cs.Multipath, cs.Order = p.pp.Policy().String(), p.pp.Status(), p.pp.Order()
 			}
 		}
 		st.Clients = append(st.Clients, cs)

@@ -300,6 +300,23 @@ func (pp *peerPaths) healthy() []scheduler.PathID {
 // data plane sent through it (the group's member counters) and received on
 // it (the inbound SA's per-source counters: a member's engine path, and
 // its remote endpoint when it names one).
+// Order returns the counters of the inbound SA's resequencer, nil when it
+// does not restore order.
+func (pp *peerPaths) Order() *OrderStatus {
+	pp.mu.Lock()
+	inSPI := pp.inSPI
+	pp.mu.Unlock()
+	if inSPI == 0 {
+		return nil
+	}
+	st, held, ok := pp.engine.OrderStats(inSPI)
+	if !ok {
+		return nil
+	}
+	return &OrderStatus{InOrder: st.InOrder, Held: st.Held, Released: st.Released, Timeouts: st.Timeouts,
+		LostEarly: st.LostEarly, Overflow: st.Overflow, Late: st.Late, Duplicates: st.Duplicates, HeldNow: held}
+}
+
 func (pp *peerPaths) Status() []ScheduledPath {
 	pp.mu.Lock()
 	inSPI := pp.inSPI

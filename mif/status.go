@@ -29,6 +29,26 @@ type Status struct {
 	// (one path, MOBIKE moves it) unless the gateway negotiated the MIF
 	// extension and multipath scheduling is on.
 	Policy string `json:"policy,omitempty"`
+	// Order is what the resequencer of the inbound SA did, when it
+	// restores the order across paths.
+	Order *OrderStatus `json:"order,omitempty"`
+}
+
+// OrderStatus counts what a resequencer did with an inbound SA's packets
+// (scheduler.ResequencerStats): released in order at once, held and
+// released once their gap filled, gaps given up (on time, early, or for
+// lack of room), packets that came after their gap was given up and so
+// went out of order, and duplicates.
+type OrderStatus struct {
+	InOrder    uint64 `json:"in_order"`
+	Held       uint64 `json:"held"`
+	Released   uint64 `json:"released"`
+	Timeouts   uint64 `json:"timeouts"`
+	LostEarly  uint64 `json:"lost_early"`
+	Overflow   uint64 `json:"overflow"`
+	Late       uint64 `json:"late"`
+	Duplicates uint64 `json:"duplicates"`
+	HeldNow    int    `json:"held_now"`
 }
 
 // PathStatus describes one path.
