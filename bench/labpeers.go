@@ -90,8 +90,8 @@ func (o *mifsecOrder) String() string {
 	if total == 0 {
 		return "no packets"
 	}
-	return fmt.Sprintf("%d packets, %d held until their gap filled, %d delivered out of order (%.2f%%), %d gaps given up",
-		total, o.Released, o.Late, 100*float64(o.Late)/float64(total), o.Timeouts+o.LostEarly)
+	return fmt.Sprintf("%d packets, %d held until their gap filled, %d delivered out of order (%.2f%%); gaps given up: %d on time, %d inferred lost",
+		total, o.Released, o.Late, 100*float64(o.Late)/float64(total), o.Timeouts, o.LostEarly)
 }
 
 // mifsecGatewayStatus is the part of the gateway's status the lab reports.

@@ -765,7 +765,11 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 	ro = in.reorder.Load()
 	if nh == NextHeaderDummy {
 		e.handleDummy(in, plain, p, from)
-		return nil, ro, seq, src
+		// A probe takes its sequence number when it is sent, not in
+		// the order of the data batches around it, so it may overtake
+		// data on its path: its sequence number fills its slot but
+		// says nothing about what the path delivered.
+		return nil, ro, seq, scheduler.MaxPaths
 	}
 	inner, innerSrc, ok := innerPacket(plain, nh)
 	switch {

@@ -43,6 +43,14 @@ type peerPaths struct {
 	out     *dataplane.SA
 }
 
+// orderConfig is how the receivers of a multipath session restore order.
+// A gap waits at most 200 ms: the delay spread the probes measure leaves
+// out the queues the traffic itself builds (a 20 Mbit/s cellular uplink
+// with 100 ms of buffer behind a 50 Mbit/s WLAN one with 50 ms differ by
+// up to 125 ms under load); gaps that are real losses are released early
+// by the resequencer's loss inference, not by this bound.
+var orderConfig = scheduler.ResequencerConfig{MaxWait: 200 * time.Millisecond}
+
 // noEnginePath marks a hole in the members: the engine has no such path.
 const noEnginePath = scheduler.PathID(1<<16 - 1)
 

@@ -96,7 +96,7 @@ func (c *Client) outSA(child *ike.ChildSA) *dataplane.SA {
 func (c *Client) useSAs(out *dataplane.SA, inSPI uint32) {
 	pp := c.multi.pp
 	if pol := pp.Policy(); pol == scheduler.PolicyAggregate || pol == scheduler.PolicyRedundant {
-		if err := c.engine.RestoreOrder(inSPI, scheduler.ResequencerConfig{}); err != nil {
+		if err := c.engine.RestoreOrder(inSPI, orderConfig); err != nil {
 			c.log.Warn("restoring order across paths", "spi", inSPI, "err", err)
 		}
 	}

@@ -80,7 +80,7 @@ func (g *Gateway) restoreOrder(p *gatewayPeer, spi uint32) {
 	if pol := p.pp.Policy(); pol != scheduler.PolicyAggregate && pol != scheduler.PolicyRedundant {
 		return
 	}
-	if err := g.engine.RestoreOrder(spi, scheduler.ResequencerConfig{}); err != nil {
+	if err := g.engine.RestoreOrder(spi, orderConfig); err != nil {
 		g.log.Warn("restoring order across a client's paths", "spi", spi, "err", err)
 	}
 }
