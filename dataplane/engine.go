@@ -520,11 +520,27 @@ func (w *outboundWorker) step() bool {
 		}
 		var packets, bytes uint64
 		for k := i; k < j; k++ {
+			// A group that chooses by the packet (traffic classes) reads
+			// the inner header before it is sealed over.
+			var classed scheduler.PathSet
+			var classState *groupState
+			if r.Group != nil {
+				if st := r.Group.state.Load(); st.packet != nil {
+					sealed := SealedLen(w.sizes[k])
+					inner := w.bufs[k][Headroom : Headroom+w.sizes[k]]
+					classed, classState = st.countSet(st.packet.PickPacket(inner, sealed), sealed), st
+				}
+			}
 			pkt, err := sa.SealWithSequence(w.bufs[k], w.sizes[k], w.nextHeaders[k], first+uint64(k-i))
 			if err != nil {
 				continue // cannot happen: buffers hold the largest packet
 			}
-			if r.Group != nil && r.Group.state.Load().multi != nil {
+			if classState != nil {
+				if !w.sendSet(classState, classed, pkt) {
+					e.Stats.NoPath.Add(1)
+					continue
+				}
+			} else if r.Group != nil && r.Group.state.Load().multi != nil {
 				// Possibly several members: the same sealed packet goes
 				// to each (same sequence number: the receiver's replay
 				// window keeps the first copy).
@@ -615,6 +631,12 @@ func (w *outboundWorker) rescue(gone scheduler.PathID, refused [][]byte) uint64 
 // whether any took it.
 func (w *outboundWorker) sendAll(g *PathGroup, pkt []byte) bool {
 	set, st := g.pickSet(len(pkt))
+	return w.sendSet(st, set, pkt)
+}
+
+// sendSet queues pkt to the members of st in set and reports whether any
+// took it.
+func (w *outboundWorker) sendSet(st *groupState, set scheduler.PathSet, pkt []byte) bool {
 	sent := false
 	for c := set; !c.Empty(); {
 		m := st.members[c.Next()]

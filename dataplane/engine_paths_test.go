@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -221,5 +222,43 @@ func TestEngineRescuesRefusedDatagrams(t *testing.T) {
 				}
 			}()
 		})
+	}
+}
+
+// byPort sends UDP to port 2001 on member 1 and everything else on member
+// 0, reading the inner packet as a traffic classifier does.
+type byPort struct{}
+
+func (byPort) Pick(int) scheduler.PathID { return 0 }
+func (byPort) PickPacket(inner []byte, sealed int) scheduler.PathSet {
+	if len(inner) >= 24 && inner[9] == 17 && inner[22] == 2001>>8 && inner[23] == 2001&0xff {
+		return scheduler.SetOf(1)
+	}
+	return scheduler.SetOf(0)
+}
+
+// TestEnginePacketPicker: a group whose picker chooses by the packet sees
+// the inner packet before it is sealed.
+func TestEnginePacketPicker(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
+	a2, b2 := listenLoopback(t), listenLoopback(t)
+	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.e.AddPath(&dataplane.Path{ID: 1, Conn: b2, Remote: mustEndpoint(t, b2, a2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	group := dataplane.NewPathGroup(byPort{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
+	run(t, a, b)
+	for i := range 60 {
+		port := 2000 + i%3 // a third to 2001
+		a.tun.Inject(udp(t, "10.0.0.1:1000", fmt.Sprintf("10.0.0.2:%d", port), []byte{byte(i)}))
+	}
+	receiveAll(t, b.tun, 60)
+	p0, _ := group.MemberTx(dataplane.GroupMember{Path: 0})
+	p1, _ := group.MemberTx(dataplane.GroupMember{Path: 1})
+	if p0 != 40 || p1 != 20 {
+		t.Fatalf("member 0 sent %d, member 1 %d; want 40 and 20 (port 2001 on member 1)", p0, p1)
 	}
 }

@@ -76,7 +76,8 @@ type GroupMember struct {
 
 type groupState struct {
 	picker  scheduler.Picker
-	multi   scheduler.SetPicker // picker, when it may choose several members
+	multi   scheduler.SetPicker    // picker, when it may choose several members
+	packet  scheduler.PacketPicker // picker, when it chooses by the packet
 	members []GroupMember
 	tx      []memberCounters // by member index
 }
@@ -102,6 +103,7 @@ func (g *PathGroup) Set(picker scheduler.Picker, members ...GroupMember) {
 	}
 	st := &groupState{picker: picker, members: slices.Clone(members), tx: make([]memberCounters, len(members))}
 	st.multi, _ = picker.(scheduler.SetPicker)
+	st.packet, _ = picker.(scheduler.PacketPicker)
 	// Counters follow their member across Set calls, so that a sender's
 	// cumulative counts match the receiver's.
 	if old := g.state.Load(); old != nil {
@@ -147,13 +149,9 @@ func (g *PathGroup) Members() []GroupMember {
 	return slices.Clone(g.state.Load().members)
 }
 
-// pickSet returns the members a packet of size bytes goes to, as a set of
-// member indexes, and the state they index; it counts the packet as sent
-// through each. Only for a group whose picker is a SetPicker (redundant
-// sending).
-func (g *PathGroup) pickSet(size int) (scheduler.PathSet, *groupState) {
-	st := g.state.Load()
-	set := st.multi.PickSet(size)
+// countSet counts a packet of size bytes as sent through each member of
+// set, dropping members that do not exist from it.
+func (st *groupState) countSet(set scheduler.PathSet, size int) scheduler.PathSet {
 	for c := set; !c.Empty(); {
 		i := int(c.Next())
 		if i >= len(st.members) {
@@ -163,7 +161,16 @@ func (g *PathGroup) pickSet(size int) (scheduler.PathSet, *groupState) {
 		st.tx[i].packets.Add(1)
 		st.tx[i].bytes.Add(uint64(size))
 	}
-	return set, st
+	return set
+}
+
+// pickSet returns the members a packet of size bytes goes to, as a set of
+// member indexes, and the state they index; it counts the packet as sent
+// through each. Only for a group whose picker is a SetPicker (redundant
+// sending).
+func (g *PathGroup) pickSet(size int) (scheduler.PathSet, *groupState) {
+	st := g.state.Load()
+	return st.countSet(st.multi.PickSet(size), size), st
 }
 
 // pick returns the member for a packet of size bytes and counts it as

@@ -39,7 +39,10 @@ type ClientConfig struct {
 	// PolicyOffload then. PolicySingle, or a gateway without the
 	// extension, keeps one path at a time, moved with MOBIKE.
 	Policy *scheduler.Policy
-	Logger *slog.Logger
+	// Classes give some traffic its own policy (`--class`); nil: all
+	// traffic takes Policy.
+	Classes *scheduler.Classifier
+	Logger  *slog.Logger
 }
 
 // Client is a running VPN client: one path to one gateway, or with

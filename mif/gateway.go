@@ -33,7 +33,9 @@ type GatewayConfig struct {
 	// (the MIF extension) over all of them; PolicySingle (the zero value)
 	// sends on the path each client's IKE SA uses.
 	Policy scheduler.Policy
-	Logger *slog.Logger
+	// Classes give some downlink traffic its own policy (`--class`).
+	Classes *scheduler.Classifier
+	Logger  *slog.Logger
 }
 
 // Gateway is a running security gateway: one TUN device, a NAT-T socket

@@ -33,8 +33,11 @@ type peerPaths struct {
 	sched  *scheduler.Scheduler
 	policy scheduler.Policy
 	picker *fallbackPicker
-	group  *dataplane.PathGroup
-	prober *Prober
+	// groupPicker is what the path group asks: picker, or a classPicker
+	// around it when traffic classes are configured.
+	groupPicker scheduler.Picker
+	group       *dataplane.PathGroup
+	prober      *Prober
 
 	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
@@ -65,7 +68,10 @@ type peerPathsConfig struct {
 	Scheduler scheduler.Config
 	// ProbeSize pads probe requests (0: unpadded).
 	ProbeSize int
-	Logger    *slog.Logger
+	// Classes, when set, gives some traffic its own policy (by
+	// destination, protocol, port or DSCP); the rest takes Policy.
+	Classes *scheduler.Classifier
+	Logger  *slog.Logger
 }
 
 func newPeerPaths(cfg peerPathsConfig) *peerPaths {
@@ -76,7 +82,11 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy}
 	pp.picker = &fallbackPicker{s: pp.sched, policy: cfg.Policy}
 	pp.picker.fallback.Store(uint32(noEnginePath))
-	pp.group = dataplane.NewPathGroup(pp.picker)
+	pp.groupPicker = pp.picker
+	if cfg.Classes != nil {
+		pp.groupPicker = &classPicker{fallbackPicker: pp.picker, classes: cfg.Classes}
+	}
+	pp.group = dataplane.NewPathGroup(pp.groupPicker)
 	pp.prober = NewProber(cfg.Engine, ProberConfig{
 		Outbound: pp.outbound,
 		Interval: pp.sched.ProbeInterval,
@@ -120,6 +130,29 @@ func (f *fallbackPicker) PickSet(size int) scheduler.PathSet {
 		}
 	}
 	return scheduler.SetOf(f.Pick(size))
+}
+
+// classPicker gives each packet the policy of its traffic class: the data
+// plane hands it the inner packet before sealing (scheduler.PacketPicker).
+type classPicker struct {
+	*fallbackPicker
+	classes *scheduler.Classifier
+}
+
+// PickPacket returns the paths for one inner packet: every usable path
+// when its class is redundant, else the one its class's policy picks.
+// It allocates nothing.
+func (c *classPicker) PickPacket(inner []byte, sealedSize int) scheduler.PathSet {
+	pol := c.classes.Classify(inner)
+	now := monoNow()
+	if pol == scheduler.PolicyRedundant {
+		if set := c.s.Decide(pol, sealedSize, now); !set.Empty() {
+			return set
+		}
+	} else if id, ok := c.s.Pick(pol, sealedSize, now); ok {
+		return scheduler.SetOf(id)
+	}
+	return scheduler.SetOf(scheduler.PathID(c.fallback.Load()))
 }
 
 // SetFallback makes path id take the packets the scheduler has no usable
@@ -201,7 +234,7 @@ func (pp *peerPaths) Drained(id scheduler.PathID) bool { return pp.sched.Drained
 
 // publish hands the members to the data plane; pp.mu is held.
 func (pp *peerPaths) publish() {
-	pp.group.Set(pp.picker, pp.members...)
+	pp.group.Set(pp.groupPicker, pp.members...)
 }
 
 // Paths returns the snapshot of every path.

@@ -119,7 +119,7 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 	c.multi.members = map[scheduler.PathID]uint64{}
 	c.multi.group = dataplane.NewPathGroup(nil)
 	if pol := c.policy(); pol != scheduler.PolicySingle {
-		c.multi.pp = newPeerPaths(peerPathsConfig{Engine: c.engine, Policy: pol, Logger: c.log})
+		c.multi.pp = newPeerPaths(peerPathsConfig{Engine: c.engine, Policy: pol, Classes: c.cfg.Classes, Logger: c.log})
 	}
 	c.multi.paths, err = newPathSet(pathSetConfig{
 		Gateway: gw.Addr(), IKEPort: gw.Port(), Keepalive: ic.Keepalive, Logger: c.log,

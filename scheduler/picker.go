@@ -22,6 +22,14 @@ type SetPicker interface {
 	PickSet(size int) PathSet
 }
 
+// PacketPicker chooses by the packet itself (traffic classes: a policy per
+// destination, port or DSCP). The data plane asks it with the inner packet
+// before sealing it and the size it will have sealed; an empty set sends
+// the packet nowhere.
+type PacketPicker interface {
+	PickPacket(inner []byte, sealedSize int) PathSet
+}
+
 // Single is the policy of one active path (MOBIKE semantics): every packet
 // takes the same path.
 type Single PathID

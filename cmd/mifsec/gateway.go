@@ -40,6 +40,7 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of a gateway's IKE request before giving up on the client"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
 	return &cli.Command{
@@ -121,6 +122,11 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	}
 	if cfg.Policy, err = scheduler.ParsePolicy(c.String("policy")); err != nil {
 		return cfg, fmt.Errorf("--policy: %w", err)
+	}
+	if spec := c.String("class"); spec != "" {
+		if cfg.Classes, err = scheduler.ParseRules(spec, cfg.Policy); err != nil {
+			return cfg, fmt.Errorf("--class: %w", err)
+		}
 	}
 	cfg.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
 	if cfg.TUN.MTU == 0 {

@@ -362,6 +362,9 @@ func TestParsePolicy(t *testing.T) {
 		{"YAML", []string{"--config", yaml("interfaces: \"wl*\"\npolicy: redundant\n")}, "redundant", ""},
 		{"unknown", []string{"--interfaces", "wl*", "--policy", "fastest"}, "", "--policy: scheduler: unknown policy"},
 		{"multipath on one interface", []string{"--policy", "aggregate"}, "", "--policy aggregate needs --interfaces"},
+		{"classes", []string{"--interfaces", "wl*", "--policy", "aggregate", "--class", "udp/5060:redundant,dscp=ef:redundant"}, "aggregate", ""},
+		{"bad class", []string{"--interfaces", "wl*", "--class", "udp/5060:fastest"}, "", "--class:"},
+		{"classes on one interface", []string{"--class", "udp/5060:redundant"}, "", "--class needs --interfaces"},
 	} {
 		t.Run("connect "+tc.name, func(t *testing.T) {
 			cfg, err := parseConnectArgs(t, tc.args...)
