@@ -18,6 +18,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif"
 )
 
 // A client fleet loads a gateway with many IKEv2 clients at once, in one
@@ -383,18 +384,7 @@ func (c *fleetClient) Send(msg []byte, to netip.AddrPort, natT bool) error {
 
 // InstallChild implements ike.Handler.
 func (c *fleetClient) InstallChild(child *ike.ChildSA) error {
-	alg, err := dataplane.ParseAlgorithm(child.Algorithm)
-	if err != nil {
-		return err
-	}
-	in, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.InSPI, Algorithm: alg, Key: child.InKey, ESN: child.ESN})
-	if err != nil {
-		return err
-	}
-	// An outbound SA never checks replays: the smallest window saves 2 KiB
-	// per SA (per client, on a gateway).
-	out, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN,
-		ReplayWindow: dataplane.MinReplayWindow})
+	in, out, err := mif.NewChildSAs(child)
 	if err != nil {
 		return err
 	}

@@ -520,31 +520,28 @@ func (w *outboundWorker) step() bool {
 		}
 		var packets, bytes uint64
 		for k := i; k < j; k++ {
-			// A group that chooses by the packet (traffic classes) reads
-			// the inner header before it is sealed over.
-			var classed scheduler.PathSet
-			var classState *groupState
+			// A route with a path group sends to a set of its members:
+			// one, or several (redundant: the same sealed packet, so one
+			// sequence number, and the receiver's replay window keeps the
+			// first copy). A picker that chooses by the packet (traffic
+			// classes) reads the inner header before it is sealed over.
+			var st *groupState
+			var set scheduler.PathSet
 			if r.Group != nil {
-				if st := r.Group.state.Load(); st.packet != nil {
+				if st = r.Group.state.Load(); st.packet != nil {
 					sealed := SealedLen(w.sizes[k])
-					inner := w.bufs[k][Headroom : Headroom+w.sizes[k]]
-					classed, classState = st.countSet(st.packet.PickPacket(inner, sealed), sealed), st
+					set = st.countSet(st.packet.PickPacket(w.bufs[k][Headroom:Headroom+w.sizes[k]], sealed), sealed)
 				}
 			}
 			pkt, err := sa.SealWithSequence(w.bufs[k], w.sizes[k], w.nextHeaders[k], first+uint64(k-i))
 			if err != nil {
 				continue // cannot happen: buffers hold the largest packet
 			}
-			if classState != nil {
-				if !w.sendSet(classState, classed, pkt) {
-					e.Stats.NoPath.Add(1)
-					continue
+			if st != nil {
+				if st.packet == nil {
+					set = st.choose(len(pkt))
 				}
-			} else if r.Group != nil && r.Group.state.Load().multi != nil {
-				// Possibly several members: the same sealed packet goes
-				// to each (same sequence number: the receiver's replay
-				// window keeps the first copy).
-				if !w.sendAll(r.Group, pkt) {
+				if !w.sendSet(st, set, pkt) {
 					e.Stats.NoPath.Add(1)
 					continue
 				}
@@ -627,13 +624,6 @@ func (w *outboundWorker) rescue(gone scheduler.PathID, refused [][]byte) uint64 
 	return 0
 }
 
-// sendAll queues pkt to every member of g its picker chooses and reports
-// whether any took it.
-func (w *outboundWorker) sendAll(g *PathGroup, pkt []byte) bool {
-	set, st := g.pickSet(len(pkt))
-	return w.sendSet(st, set, pkt)
-}
-
 // sendSet queues pkt to the members of st in set and reports whether any
 // took it.
 func (w *outboundWorker) sendSet(st *groupState, set scheduler.PathSet, pkt []byte) bool {
@@ -654,19 +644,10 @@ func (w *outboundWorker) sendSet(st *groupState, set scheduler.PathSet, pkt []by
 }
 
 // choose returns the Sender and remote endpoint for one sealed packet of
-// route r, or a nil Sender when the chosen path is gone.
+// route r without a path group, or a nil Sender when the chosen path is
+// gone.
 func (w *outboundWorker) choose(r *Route, size int) (*Sender, *Endpoint) {
-	var id scheduler.PathID
-	var remote *Endpoint
-	if r.Group != nil {
-		m, ok := r.Group.pick(size)
-		if !ok {
-			return nil, nil
-		}
-		id, remote = m.Path, m.Remote
-	} else {
-		id, remote = w.e.picker.Pick(size), r.Remote
-	}
+	id, remote := w.e.picker.Pick(size), r.Remote
 	if int(id) >= len(w.senders) || w.senders[id] == nil {
 		return nil, nil
 	}
@@ -825,20 +806,25 @@ func (w *receiveWorker) flush() {
 	clear(w.ordered)
 	w.ordered = w.ordered[:0]
 	w.used = 0
-	if len(w.writes) == 0 {
-		return
+	w.writes = w.e.writeTUN(w.q, w.writes)
+}
+
+// writeTUN writes the opened packets in pkts (Headroom in front of each)
+// to queue q, counts them, and returns pkts emptied for reuse.
+func (e *Engine) writeTUN(q wgtun.Device, pkts [][]byte) [][]byte {
+	if len(pkts) == 0 {
+		return pkts
 	}
-	e := w.e
 	var bytes uint64
-	for _, b := range w.writes {
+	for _, b := range pkts {
 		bytes += uint64(len(b) - Headroom)
 	}
-	if _, err := w.q.Write(w.writes, Headroom); err != nil && !e.stopped(err) {
+	if _, err := q.Write(pkts, Headroom); err != nil && !e.stopped(err) {
 		e.Stats.TUNErrors.Add(1)
 		e.log.Debug("writing TUN", "err", err)
 	}
-	e.Stats.RxPackets.Add(uint64(len(w.writes)))
+	e.Stats.RxPackets.Add(uint64(len(pkts)))
 	e.Stats.RxBytes.Add(bytes)
-	clear(w.writes)
-	w.writes = w.writes[:0]
+	clear(pkts)
+	return pkts[:0]
 }

@@ -62,7 +62,8 @@ func checkPath(p *Path) error {
 //
 // The members and the picker are published together with one atomic
 // store, so a worker never sees a picker index beyond the members it
-// goes with.
+// goes with. Pickers answer with sets of member indexes
+// (scheduler.PathSet), so a group has at most scheduler.MaxPaths members.
 type PathGroup struct {
 	state atomic.Pointer[groupState]
 }
@@ -164,27 +165,20 @@ func (st *groupState) countSet(set scheduler.PathSet, size int) scheduler.PathSe
 	return set
 }
 
-// pickSet returns the members a packet of size bytes goes to, as a set of
-// member indexes, and the state they index; it counts the packet as sent
-// through each. Only for a group whose picker is a SetPicker (redundant
-// sending).
-func (g *PathGroup) pickSet(size int) (scheduler.PathSet, *groupState) {
-	st := g.state.Load()
-	return st.countSet(st.multi.PickSet(size), size), st
-}
-
-// pick returns the member for a packet of size bytes and counts it as
-// sent through that member; ok is false when the group is empty.
-func (g *PathGroup) pick(size int) (GroupMember, bool) {
-	st := g.state.Load()
+// choose returns the members (indexes) a sealed packet of size bytes goes
+// to, counted as sent through each: every member a SetPicker chooses, or
+// the one the picker chooses (an index beyond the members means the
+// first). It makes no allocation.
+func (st *groupState) choose(size int) scheduler.PathSet {
 	if len(st.members) == 0 {
-		return GroupMember{}, false
+		return 0
+	}
+	if st.multi != nil {
+		return st.countSet(st.multi.PickSet(size), size)
 	}
 	i := int(st.picker.Pick(size))
 	if i >= len(st.members) {
 		i = 0
 	}
-	st.tx[i].packets.Add(1)
-	st.tx[i].bytes.Add(uint64(size))
-	return st.members[i], true
+	return st.countSet(scheduler.SetOf(scheduler.PathID(i)), size)
 }

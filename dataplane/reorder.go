@@ -153,21 +153,7 @@ func (r *reorder) expire() {
 // flush writes r.writes to q, frees the written slots and sets the timer
 // for the next deadline; r.mu is held.
 func (r *reorder) flush(q wgtun.Device, now int64) {
-	if len(r.writes) > 0 {
-		e := r.e
-		var bytes uint64
-		for _, b := range r.writes {
-			bytes += uint64(len(b) - Headroom)
-		}
-		if _, err := q.Write(r.writes, Headroom); err != nil && !e.stopped(err) {
-			e.Stats.TUNErrors.Add(1)
-			e.log.Debug("writing TUN", "err", err)
-		}
-		e.Stats.RxPackets.Add(uint64(len(r.writes)))
-		e.Stats.RxBytes.Add(bytes)
-		clear(r.writes)
-		r.writes = r.writes[:0]
-	}
+	r.writes = r.e.writeTUN(q, r.writes)
 	r.free = append(r.free, r.release...)
 	r.release = r.release[:0]
 	if at, ok := r.rs.NextDeadline(); ok && !r.closed {

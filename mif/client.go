@@ -257,15 +257,7 @@ func (c *Client) Close() {
 
 // InstallChild implements ike.Handler: the inbound SA starts receiving.
 func (c *Client) InstallChild(child *ike.ChildSA) error {
-	alg, err := dataplane.ParseAlgorithm(child.Algorithm)
-	if err != nil {
-		return err
-	}
-	in, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.InSPI, Algorithm: alg, Key: child.InKey, ESN: child.ESN})
-	if err != nil {
-		return err
-	}
-	out, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN})
+	in, out, err := NewChildSAs(child)
 	if err != nil {
 		return err
 	}

@@ -301,18 +301,7 @@ func (g *Gateway) member(client *ike.Client) (dataplane.GroupMember, error) {
 
 // InstallChild implements ike.ResponderHandler.
 func (g *Gateway) InstallChild(client *ike.Client, child *ike.ChildSA, send bool) error {
-	alg, err := dataplane.ParseAlgorithm(child.Algorithm)
-	if err != nil {
-		return err
-	}
-	in, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.InSPI, Algorithm: alg, Key: child.InKey, ESN: child.ESN})
-	if err != nil {
-		return err
-	}
-	// An outbound SA never checks replays: the smallest window saves 2 KiB
-	// per SA (per client, on a gateway).
-	out, err := dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN,
-		ReplayWindow: dataplane.MinReplayWindow})
+	in, out, err := NewChildSAs(child)
 	if err != nil {
 		return err
 	}
