@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strconv"
 	"text/template"
 )
 
@@ -77,31 +74,13 @@ func (p *strongswanLabPeer) setupLab(ctx context.Context, n *LabNet, sc *Scenari
 	for _, s := range sides {
 		side := s.side
 		side.Child, side.PSK = strongswanChild, psk
-		dir := filepath.Join(n.Dir, "strongswan-"+s.label)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create strongSwan directory: %w", err)
+		charon, uri, err := startCharon(ctx, n.Start, n.Dir, s.ns, s.label,
+			strongswanSide{Plugins: strongswanPlugins, Socket: strongswanSocket}, labSwanctl, side)
+		if charon != nil {
+			p.processes = append(p.processes, charon)
 		}
-		conf, swanctl := filepath.Join(dir, "strongswan.conf"), filepath.Join(dir, "swanctl.conf")
-		if err := writeTemplate(conf, strongswanConf, strongswanSide{Plugins: strongswanPlugins, Socket: strongswanSocket}); err != nil {
-			return err
-		}
-		if err := writeTemplate(swanctl, labSwanctl, side); err != nil {
-			return err
-		}
-		charon, err := n.Start(s.ns, "charon ("+s.label+")", []string{"STRONGSWAN_CONF=" + conf},
-			"unshare", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /run && exec "+charonBinary)
 		if err != nil {
 			return err
-		}
-		p.processes = append(p.processes, charon)
-		socket := filepath.Join("/proc", strconv.Itoa(charon.PID()), "root", strongswanSocket)
-		if err := waitForFile(ctx, socket, charon); err != nil {
-			return err
-		}
-		uri := "unix://" + socket
-		if _, err := runCommandIn(ctx, "", []string{"STRONGSWAN_CONF=" + conf},
-			"swanctl", "--load-all", "--uri", uri, "--file", swanctl); err != nil {
-			return fmt.Errorf("load the configuration: %w\n%s", err, charon.Describe())
 		}
 		clientURI = uri
 	}

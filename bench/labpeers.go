@@ -334,29 +334,8 @@ func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) e
 				"persistent-keepalive", "25"}},
 	}
 	for _, s := range sides {
-		proc, err := n.Start(s.ns, "wireguard-go "+s.iface, []string{"WG_PROCESS_FOREGROUND=1"}, p.binary, s.iface)
-		if err != nil {
+		if err := p.startSide(ctx, n.Start, n.Run, n.Dir, s.ns, s.iface, s.key, s.peerPub, s.peerArgs, s.addr); err != nil {
 			return err
-		}
-		p.processes = append(p.processes, proc)
-		p.interfaces = append(p.interfaces, s.iface)
-		if err := waitForFile(ctx, filepath.Join(wireguardSocketDir, s.iface+".sock"), proc); err != nil {
-			return err
-		}
-		keyFile := filepath.Join(n.Dir, s.iface+".key")
-		if err := os.WriteFile(keyFile, []byte(s.key+"\n"), 0o600); err != nil {
-			return fmt.Errorf("write wireguard key: %w", err)
-		}
-		args := append([]string{"wg", "set", s.iface, "private-key", keyFile, "listen-port", strconv.Itoa(wireguardPort),
-			"peer", s.peerPub}, s.peerArgs...)
-		if _, err := n.Run(ctx, s.ns, args...); err != nil {
-			return fmt.Errorf("configure wireguard-go: %w", err)
-		}
-		if _, err := n.Run(ctx, s.ns, "ip", "addr", "add", s.addr.String(), "dev", s.iface); err != nil {
-			return fmt.Errorf("address wireguard interface: %w", err)
-		}
-		if _, err := n.Run(ctx, s.ns, "ip", "link", "set", s.iface, "up"); err != nil {
-			return fmt.Errorf("bring wireguard interface up: %w", err)
 		}
 	}
 	if _, err := n.Run(ctx, n.Client, "ip", "route", "add", labProtectedNet.String(), "dev", clientIface); err != nil {

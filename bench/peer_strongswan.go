@@ -182,41 +182,55 @@ func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
 		if _, err := topo.Run(ctx, s.ns, "ip", "addr", "add", netip.PrefixFrom(side.LocalInner, 32).String(), "dev", "lo"); err != nil {
 			return fmt.Errorf("inner address: %w", err)
 		}
-		dir := filepath.Join(topo.Dir, "strongswan-"+side.Label)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create strongSwan directory: %w", err)
+		charon, uri, err := startCharon(ctx, topo.Start, topo.Dir, s.ns, side.Label, side, swanctlConf, side)
+		if charon != nil {
+			p.processes = append(p.processes, charon)
 		}
-		conf := filepath.Join(dir, "strongswan.conf")
-		swanctl := filepath.Join(dir, "swanctl.conf")
-		if err := writeTemplate(conf, strongswanConf, side); err != nil {
-			return err
-		}
-		if err := writeTemplate(swanctl, swanctlConf, side); err != nil {
-			return err
-		}
-		// Its own mount namespace with a private /run keeps the pid file and
-		// the vici socket of the two charons apart.
-		charon, err := topo.Start(s.ns, "charon ("+side.Label+")", []string{"STRONGSWAN_CONF=" + conf},
-			"unshare", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /run && exec "+charonBinary)
 		if err != nil {
 			return err
 		}
-		p.processes = append(p.processes, charon)
-		socket := filepath.Join("/proc", strconv.Itoa(charon.PID()), "root", strongswanSocket)
-		if err := waitForFile(ctx, socket, charon); err != nil {
-			return err
-		}
-		uri := "unix://" + socket
 		uris = append(uris, uri)
-		if _, err := runCommandIn(ctx, "", []string{"STRONGSWAN_CONF=" + conf},
-			"swanctl", "--load-all", "--uri", uri, "--file", swanctl); err != nil {
-			return fmt.Errorf("load the configuration: %w\n%s", err, charon.Describe())
-		}
 	}
 	if _, err := runCommand(ctx, "swanctl", "--initiate", "--uri", uris[0], "--child", strongswanChild, "--timeout", "20"); err != nil {
 		return fmt.Errorf("initiate: %w\n%s\n%s", err, p.processes[0].Describe(), p.processes[1].Describe())
 	}
 	return waitForPing(ctx, topo, strongswanClientAddr, strongswanServerAddr, p.processes...)
+}
+
+// startCharon starts charon in namespace ns, inside its own mount
+// namespace with a private /run (which keeps the pid files and vici sockets
+// of several charons apart), with strongswan.conf from confData and
+// swanctl.conf from the template swanctl and swanctlData, written under
+// dir; it loads the configuration and returns the process (also on a later
+// error, so that the caller stops it) and the vici URI.
+func startCharon(ctx context.Context, start func(ns, name string, env []string, args ...string) (*Process, error),
+	dir, ns, label string, confData any, swanctl *template.Template, swanctlData any) (*Process, string, error) {
+	dir = filepath.Join(dir, "strongswan-"+label)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", fmt.Errorf("create strongSwan directory: %w", err)
+	}
+	conf, swanctlFile := filepath.Join(dir, "strongswan.conf"), filepath.Join(dir, "swanctl.conf")
+	if err := writeTemplate(conf, strongswanConf, confData); err != nil {
+		return nil, "", err
+	}
+	if err := writeTemplate(swanctlFile, swanctl, swanctlData); err != nil {
+		return nil, "", err
+	}
+	charon, err := start(ns, "charon ("+label+")", []string{"STRONGSWAN_CONF=" + conf},
+		"unshare", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /run && exec "+charonBinary)
+	if err != nil {
+		return nil, "", err
+	}
+	socket := filepath.Join("/proc", strconv.Itoa(charon.PID()), "root", strongswanSocket)
+	if err := waitForFile(ctx, socket, charon); err != nil {
+		return charon, "", err
+	}
+	uri := "unix://" + socket
+	if _, err := runCommandIn(ctx, "", []string{"STRONGSWAN_CONF=" + conf},
+		"swanctl", "--load-all", "--uri", uri, "--file", swanctlFile); err != nil {
+		return charon, "", fmt.Errorf("load the configuration: %w\n%s", err, charon.Describe())
+	}
+	return charon, uri, nil
 }
 
 func (p *strongswanPeer) Teardown() error {

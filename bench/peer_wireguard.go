@@ -132,36 +132,49 @@ func (p *wireguardPeer) Setup(ctx context.Context, topo *Topology) error {
 		}
 	}
 	for i, s := range sides {
-		proc, err := topo.Start(s.ns, fmt.Sprintf("wireguard-go %s", s.iface),
-			[]string{"WG_PROCESS_FOREGROUND=1"}, p.binary, s.iface)
-		if err != nil {
+		peerArgs := []string{"endpoint", netip.AddrPortFrom(s.endpoint, wireguardPort).String(),
+			"allowed-ips", netip.PrefixFrom(s.remote, 32).String()}
+		if err := p.startSide(ctx, topo.Start, topo.Run, topo.Dir, s.ns, s.iface, s.private, sides[1-i].publ,
+			peerArgs, netip.PrefixFrom(s.addr, 24)); err != nil {
 			return err
-		}
-		p.processes = append(p.processes, proc)
-		p.interfaces = append(p.interfaces, s.iface)
-		if err := waitForFile(ctx, filepath.Join(wireguardSocketDir, s.iface+".sock"), proc); err != nil {
-			return err
-		}
-		keyFile := filepath.Join(topo.Dir, s.iface+".key")
-		if err := os.WriteFile(keyFile, []byte(s.private+"\n"), 0o600); err != nil {
-			return fmt.Errorf("write wireguard key: %w", err)
-		}
-		other := sides[1-i]
-		if _, err := topo.Run(ctx, s.ns, "wg", "set", s.iface,
-			"private-key", keyFile, "listen-port", strconv.Itoa(wireguardPort),
-			"peer", other.publ,
-			"endpoint", netip.AddrPortFrom(s.endpoint, wireguardPort).String(),
-			"allowed-ips", netip.PrefixFrom(s.remote, 32).String()); err != nil {
-			return fmt.Errorf("configure wireguard-go: %w", err)
-		}
-		if _, err := topo.Run(ctx, s.ns, "ip", "addr", "add", netip.PrefixFrom(s.addr, 24).String(), "dev", s.iface); err != nil {
-			return fmt.Errorf("address wireguard interface: %w", err)
-		}
-		if _, err := topo.Run(ctx, s.ns, "ip", "link", "set", s.iface, "up"); err != nil {
-			return fmt.Errorf("bring wireguard interface up: %w", err)
 		}
 	}
 	return waitForPing(ctx, topo, netip.Addr{}, wireguardServerAddr, p.processes...)
+}
+
+// startSide starts wireguard-go on iface in namespace ns, gives it its key
+// and its peer (peerPub with peerArgs for `wg set ... peer`), addresses it
+// and brings it up. The process and interface are recorded in p at once,
+// so that Teardown stops them whatever fails later.
+func (p *wireguardPeer) startSide(ctx context.Context,
+	start func(ns, name string, env []string, args ...string) (*Process, error),
+	run func(ctx context.Context, ns string, args ...string) (string, error),
+	dir, ns, iface, privateKey, peerPub string, peerArgs []string, addr netip.Prefix) error {
+	proc, err := start(ns, "wireguard-go "+iface, []string{"WG_PROCESS_FOREGROUND=1"}, p.binary, iface)
+	if err != nil {
+		return err
+	}
+	p.processes = append(p.processes, proc)
+	p.interfaces = append(p.interfaces, iface)
+	if err := waitForFile(ctx, filepath.Join(wireguardSocketDir, iface+".sock"), proc); err != nil {
+		return err
+	}
+	keyFile := filepath.Join(dir, iface+".key")
+	if err := os.WriteFile(keyFile, []byte(privateKey+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write wireguard key: %w", err)
+	}
+	args := append([]string{"wg", "set", iface, "private-key", keyFile, "listen-port", strconv.Itoa(wireguardPort),
+		"peer", peerPub}, peerArgs...)
+	if _, err := run(ctx, ns, args...); err != nil {
+		return fmt.Errorf("configure wireguard-go: %w", err)
+	}
+	if _, err := run(ctx, ns, "ip", "addr", "add", addr.String(), "dev", iface); err != nil {
+		return fmt.Errorf("address wireguard interface: %w", err)
+	}
+	if _, err := run(ctx, ns, "ip", "link", "set", iface, "up"); err != nil {
+		return fmt.Errorf("bring wireguard interface up: %w", err)
+	}
+	return nil
 }
 
 func (p *wireguardPeer) Teardown() error {

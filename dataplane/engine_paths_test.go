@@ -20,6 +20,20 @@ type alternate struct{ n atomic.Uint64 }
 
 func (a *alternate) Pick(int) scheduler.PathID { return scheduler.PathID(a.n.Add(1) % 2) }
 
+// addSecondPath joins a and b by a second pair of loopback sockets, path 1
+// on both sides, and returns a's and b's socket.
+func addSecondPath(t *testing.T, a, b *side) (a2, b2 *dataplane.UDPConn) {
+	t.Helper()
+	a2, b2 = listenLoopback(t), listenLoopback(t)
+	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.e.AddPath(&dataplane.Path{ID: 1, Conn: b2, Remote: mustEndpoint(t, b2, a2.LocalAddr())}); err != nil {
+		t.Fatal(err)
+	}
+	return a2, b2
+}
+
 func listenLoopback(t *testing.T) *dataplane.UDPConn {
 	t.Helper()
 	c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
@@ -38,13 +52,7 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 	run(t, a, b)
 
 	// A second socket on each side, added while the engines run.
-	a2, b2 := listenLoopback(t), listenLoopback(t)
-	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.e.AddPath(&dataplane.Path{ID: 1, Conn: b2, Remote: mustEndpoint(t, b2, a2.LocalAddr())}); err != nil {
-		t.Fatal(err)
-	}
+	a2, b2 := addSecondPath(t, a, b)
 	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err == nil {
 		t.Fatal("AddPath accepted a second path 1")
 	}
@@ -141,13 +149,7 @@ func (both) PickSet(int) scheduler.PathSet { return scheduler.SetOf(0, 1) }
 // gets each twice, delivers it once and drops the copy as a replay.
 func TestEngineRedundantGroup(t *testing.T) {
 	a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
-	a2, b2 := listenLoopback(t), listenLoopback(t)
-	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.e.AddPath(&dataplane.Path{ID: 1, Conn: b2, Remote: mustEndpoint(t, b2, a2.LocalAddr())}); err != nil {
-		t.Fatal(err)
-	}
+	addSecondPath(t, a, b)
 	group := dataplane.NewPathGroup(both{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
 	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
 	run(t, a, b)
@@ -241,13 +243,7 @@ func (byPort) PickPacket(inner []byte, sealed int) scheduler.PathSet {
 // the inner packet before it is sealed.
 func TestEnginePacketPicker(t *testing.T) {
 	a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
-	a2, b2 := listenLoopback(t), listenLoopback(t)
-	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.e.AddPath(&dataplane.Path{ID: 1, Conn: b2, Remote: mustEndpoint(t, b2, a2.LocalAddr())}); err != nil {
-		t.Fatal(err)
-	}
+	addSecondPath(t, a, b)
 	group := dataplane.NewPathGroup(byPort{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
 	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
 	run(t, a, b)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -323,18 +322,6 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 			lastSpread, lastJitter, lastPaths = spread, jitter, n
 		}
 	}
-}
-
-// healthy returns the IDs of the paths the scheduler considers usable.
-func (pp *peerPaths) healthy() []scheduler.PathID {
-	var ids []scheduler.PathID
-	for _, info := range pp.Paths() {
-		if info.State == scheduler.StateActive {
-			ids = append(ids, info.ID)
-		}
-	}
-	slices.Sort(ids)
-	return ids
 }
 
 // Status returns every path's scheduler state and estimates with what the

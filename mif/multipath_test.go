@@ -2,9 +2,9 @@ package mif
 
 import (
 	"context"
-	"crypto/rand"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,16 +77,6 @@ type testPeer struct {
 // the aggregate policy; when the relay silently drops everything, the
 // scheduler declares that path failed and the data moves to the other.
 func TestPeerPathsAggregateAndFailover(t *testing.T) {
-	keyAB, keyBA := make([]byte, 36), make([]byte, 36)
-	rand.Read(keyAB)
-	rand.Read(keyBA)
-	newSA := func(spi uint32, key []byte) *dataplane.SA {
-		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sa
-	}
 	listen := func() *dataplane.UDPConn {
 		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
@@ -103,8 +93,9 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 		}
 		return e
 	}
-	a := &testPeer{out: newSA(0x1001, keyAB), in: newSA(0x2002, keyBA)}
-	b := &testPeer{out: newSA(0x2002, keyBA), in: newSA(0x1001, keyAB)}
+	aOut, aIn, bOut, bIn := saPair(t)
+	a := &testPeer{out: aOut, in: aIn}
+	b := &testPeer{out: bOut, in: bIn}
 	build := func(p *testPeer, paths []*dataplane.Path, record int) {
 		m, err := tun.NewMemory(tun.MemoryConfig{RecordWrites: record})
 		if err != nil {
@@ -196,4 +187,16 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// healthy returns the IDs of the paths the scheduler considers usable.
+func (pp *peerPaths) healthy() []scheduler.PathID {
+	var ids []scheduler.PathID
+	for _, info := range pp.Paths() {
+		if info.State == scheduler.StateActive {
+			ids = append(ids, info.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }

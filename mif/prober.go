@@ -3,7 +3,6 @@ package mif
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -101,7 +100,6 @@ type Prober struct {
 	DroppedReplies atomic.Uint64
 	// ReplyErrors counts requests of the peer that could not be answered.
 	ReplyErrors atomic.Uint64
-	mu          sync.Mutex // serialises answers' SendProbe calls per prober
 }
 
 // NewProber returns a prober sending through engine. Run starts it; feed
@@ -181,9 +179,7 @@ func (p *Prober) answer(ev *dataplane.ProbeEvent) {
 		p.ReplyErrors.Add(1)
 		return
 	}
-	p.mu.Lock()
 	err = p.engine.SendProbe(out, ev.Path.ID, remote, r, 0)
-	p.mu.Unlock()
 	if err != nil {
 		p.ReplyErrors.Add(1)
 		p.log.Debug("answering probe", "path", ev.Path.ID, "from", ev.From, "err", err)

@@ -18,16 +18,6 @@ import (
 // prober: every request is answered by the other side's HandleProbe, and
 // each side's samples show a round trip and the peer's counters.
 func TestProberOverEngines(t *testing.T) {
-	keyAB, keyBA := make([]byte, 36), make([]byte, 36)
-	rand.Read(keyAB)
-	rand.Read(keyBA)
-	newSA := func(spi uint32, key []byte) *dataplane.SA {
-		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sa
-	}
 	type end struct {
 		conn    *dataplane.UDPConn
 		e       *dataplane.Engine
@@ -36,7 +26,8 @@ func TestProberOverEngines(t *testing.T) {
 		mu      sync.Mutex
 		samples []ProbeSample
 	}
-	a, b := &end{out: newSA(0x1001, keyAB), in: newSA(0x2002, keyBA)}, &end{out: newSA(0x2002, keyBA), in: newSA(0x1001, keyAB)}
+	aOut, aIn, bOut, bIn := saPair(t)
+	a, b := &end{out: aOut, in: aIn}, &end{out: bOut, in: bIn}
 	for _, x := range []*end{a, b} {
 		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
@@ -115,4 +106,21 @@ func TestProberOverEngines(t *testing.T) {
 			t.Errorf("%s: %d requests not answered", name, n)
 		}
 	}
+}
+
+// saPair returns the SAs of a tunnel between a and b with fresh keys:
+// SPI 0x1001 carries a to b, 0x2002 b to a.
+func saPair(t *testing.T) (aOut, aIn, bOut, bIn *dataplane.SA) {
+	t.Helper()
+	keyAB, keyBA := make([]byte, 36), make([]byte, 36)
+	rand.Read(keyAB)
+	rand.Read(keyBA)
+	newSA := func(spi uint32, key []byte) *dataplane.SA {
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	return newSA(0x1001, keyAB), newSA(0x2002, keyBA), newSA(0x2002, keyBA), newSA(0x1001, keyAB)
 }

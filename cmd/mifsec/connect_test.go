@@ -584,6 +584,32 @@ func TestParseConnectInterfaces(t *testing.T) {
 	}
 }
 
+// linkTwoUplinks joins namespace client to gw with a WLAN-like (wlan0,
+// 10.74.1.2) and a cellular-like (wwan0, 10.74.2.2) veth; gw has 192.0.2.2
+// and the protected 10.1.0.1/24 on its lo, reachable through both, and the
+// client's default route prefers wlan0.
+func linkTwoUplinks(t *testing.T, client, gw string) {
+	t.Helper()
+	for _, c := range [][]string{
+		{"ip", "-n", client, "link", "add", "wlan0", "type", "veth", "peer", "name", "wlan0p", "netns", gw},
+		{"ip", "-n", client, "link", "add", "wwan0", "type", "veth", "peer", "name", "wwan0p", "netns", gw},
+		{"ip", "-n", gw, "address", "add", "10.74.1.1/24", "dev", "wlan0p"},
+		{"ip", "-n", gw, "address", "add", "10.74.2.1/24", "dev", "wwan0p"},
+		{"ip", "-n", gw, "address", "add", "192.0.2.2/32", "dev", "lo"},
+		{"ip", "-n", gw, "address", "add", "10.1.0.1/24", "dev", "lo"},
+		{"ip", "-n", gw, "link", "set", "wlan0p", "up"},
+		{"ip", "-n", gw, "link", "set", "wwan0p", "up"},
+		{"ip", "-n", client, "address", "add", "10.74.1.2/24", "dev", "wlan0"},
+		{"ip", "-n", client, "address", "add", "10.74.2.2/24", "dev", "wwan0"},
+		{"ip", "-n", client, "link", "set", "wlan0", "up"},
+		{"ip", "-n", client, "link", "set", "wwan0", "up"},
+		{"ip", "-n", client, "route", "add", "default", "via", "10.74.1.1", "dev", "wlan0", "metric", "100"},
+		{"ip", "-n", client, "route", "add", "default", "via", "10.74.2.1", "dev", "wwan0", "metric", "200"},
+	} {
+		testenv.Exec(t, "", c...)
+	}
+}
+
 // handoverTopology is a client namespace with a WLAN-like (wlan0,
 // 10.74.1.2) and a cellular-like (wwan0, 10.74.2.2) veth to a strongSwan
 // gateway whose address 192.0.2.2 sits on its lo, reachable through both;
@@ -592,24 +618,7 @@ func newHandoverTopology(t *testing.T, o gatewayOptions) *gatewayTopology {
 	strongswan.Require(t)
 	testenv.RequireCommand(t, "ping")
 	top := &gatewayTopology{client: testenv.NewNamedNetns(t, "ho-cl"), gw: testenv.NewNamedNetns(t, "ho-gw"), dir: t.TempDir()}
-	for _, c := range [][]string{
-		{"ip", "-n", top.client, "link", "add", "wlan0", "type", "veth", "peer", "name", "wlan0p", "netns", top.gw},
-		{"ip", "-n", top.client, "link", "add", "wwan0", "type", "veth", "peer", "name", "wwan0p", "netns", top.gw},
-		{"ip", "-n", top.gw, "address", "add", "10.74.1.1/24", "dev", "wlan0p"},
-		{"ip", "-n", top.gw, "address", "add", "10.74.2.1/24", "dev", "wwan0p"},
-		{"ip", "-n", top.gw, "address", "add", "192.0.2.2/32", "dev", "lo"},
-		{"ip", "-n", top.gw, "address", "add", "10.1.0.1/24", "dev", "lo"},
-		{"ip", "-n", top.gw, "link", "set", "wlan0p", "up"},
-		{"ip", "-n", top.gw, "link", "set", "wwan0p", "up"},
-		{"ip", "-n", top.client, "address", "add", "10.74.1.2/24", "dev", "wlan0"},
-		{"ip", "-n", top.client, "address", "add", "10.74.2.2/24", "dev", "wwan0"},
-		{"ip", "-n", top.client, "link", "set", "wlan0", "up"},
-		{"ip", "-n", top.client, "link", "set", "wwan0", "up"},
-		{"ip", "-n", top.client, "route", "add", "default", "via", "10.74.1.1", "dev", "wlan0", "metric", "100"},
-		{"ip", "-n", top.client, "route", "add", "default", "via", "10.74.2.1", "dev", "wwan0", "metric", "200"},
-	} {
-		testenv.Exec(t, "", c...)
-	}
+	linkTwoUplinks(t, top.client, top.gw)
 	top.charon = strongswan.Start(t, strongswan.Config{Netns: top.gw, Swanctl: gatewaySwanctl(o), Files: gatewayFiles(t, o), Charon: o.charon})
 	return top
 }

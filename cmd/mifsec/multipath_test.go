@@ -38,24 +38,7 @@ func newMultipathTopology(t *testing.T, policy string) *multipathTopology {
 	rand.Read(suffix)
 	top := &multipathTopology{client: testenv.NewNamedNetns(t, "mp-cl"), gw: testenv.NewNamedNetns(t, "mp-gw"),
 		gwTUN: "mpg" + hex.EncodeToString(suffix), clTUN: "mpc" + hex.EncodeToString(suffix)}
-	for _, c := range [][]string{
-		{"ip", "-n", top.client, "link", "add", "wlan0", "type", "veth", "peer", "name", "wlan0p", "netns", top.gw},
-		{"ip", "-n", top.client, "link", "add", "wwan0", "type", "veth", "peer", "name", "wwan0p", "netns", top.gw},
-		{"ip", "-n", top.gw, "address", "add", "10.74.1.1/24", "dev", "wlan0p"},
-		{"ip", "-n", top.gw, "address", "add", "10.74.2.1/24", "dev", "wwan0p"},
-		{"ip", "-n", top.gw, "address", "add", "192.0.2.2/32", "dev", "lo"},
-		{"ip", "-n", top.gw, "address", "add", "10.1.0.1/24", "dev", "lo"},
-		{"ip", "-n", top.gw, "link", "set", "wlan0p", "up"},
-		{"ip", "-n", top.gw, "link", "set", "wwan0p", "up"},
-		{"ip", "-n", top.client, "address", "add", "10.74.1.2/24", "dev", "wlan0"},
-		{"ip", "-n", top.client, "address", "add", "10.74.2.2/24", "dev", "wwan0"},
-		{"ip", "-n", top.client, "link", "set", "wlan0", "up"},
-		{"ip", "-n", top.client, "link", "set", "wwan0", "up"},
-		{"ip", "-n", top.client, "route", "add", "default", "via", "10.74.1.1", "dev", "wlan0", "metric", "100"},
-		{"ip", "-n", top.client, "route", "add", "default", "via", "10.74.2.1", "dev", "wwan0", "metric", "200"},
-	} {
-		testenv.Exec(t, "", c...)
-	}
+	linkTwoUplinks(t, top.client, top.gw)
 	const psk = "multipath secret"
 	dir := t.TempDir()
 	top.gateway = startMifsec(t, top.gw, "--log-level", "debug", "gateway", "--tun", top.gwTUN, "--listen", "192.0.2.2",
