@@ -119,6 +119,13 @@ func gatewayFiles(t *testing.T, o gatewayOptions) map[string][]byte {
 	if o.auth != "pubkey" {
 		return nil
 	}
+	return swanctlFiles(t, o.pki.CA.CertFile, "gateway", o.pki.Gateway.CertFile, o.pki.Gateway.KeyFile)
+}
+
+// swanctlFiles reads a CA certificate and one end's certificate and key
+// into swanctl's layout (x509ca/, x509/NAME.pem, private/NAME.key).
+func swanctlFiles(t *testing.T, caFile, name, certFile, keyFile string) map[string][]byte {
+	t.Helper()
 	read := func(p string) []byte {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -127,9 +134,9 @@ func gatewayFiles(t *testing.T, o gatewayOptions) map[string][]byte {
 		return b
 	}
 	return map[string][]byte{
-		"x509ca/ca.pem":       read(o.pki.CA.CertFile),
-		"x509/gateway.pem":    read(o.pki.Gateway.CertFile),
-		"private/gateway.key": read(o.pki.Gateway.KeyFile),
+		"x509ca/ca.pem":            read(caFile),
+		"x509/" + name + ".pem":    read(certFile),
+		"private/" + name + ".key": read(keyFile),
 	}
 }
 

@@ -180,18 +180,7 @@ func (o strongSwanClient) files(t *testing.T) map[string][]byte {
 	if o.pki == nil {
 		return nil
 	}
-	read := func(p string) []byte {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	return map[string][]byte{
-		"x509ca/ca.pem":      read(o.pki.CA.CertFile),
-		"x509/client.pem":    read(o.pki.Client.CertFile),
-		"private/client.key": read(o.pki.Client.KeyFile),
-	}
+	return swanctlFiles(t, o.pki.CA.CertFile, "client", o.pki.Client.CertFile, o.pki.Client.KeyFile)
 }
 
 // startStrongSwanClient runs charon in ns with o and brings the
