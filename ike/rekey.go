@@ -115,6 +115,8 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 		s.oldKids = append(s.oldKids, old)
 		s.child = child
 		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
+		s.log.Info("the gateway rekeyed the Child SA", "in_spi", fmt.Sprintf("%#x", child.InSPI), "out_spi", fmt.Sprintf("%#x", child.OutSPI),
+			"old_in_spi", fmt.Sprintf("%#x", old.InSPI))
 		return nil
 	}
 	return reply, after
@@ -298,6 +300,8 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		child.switched = true
 		s.child = child
 		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
+		s.log.Info("rekeyed the Child SA", "in_spi", fmt.Sprintf("%#x", child.InSPI), "out_spi", fmt.Sprintf("%#x", child.OutSPI),
+			"old_in_spi", fmt.Sprintf("%#x", old.InSPI))
 		// Delete the old pair; its inbound SA stays until the gateway
 		// confirms, so packets in flight on it still arrive.
 		reply, err = s.exchange(ctx, sa, INFORMATIONAL,
@@ -356,6 +360,7 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 		st.IKERekeys++
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spiI), fmt.Sprintf("%016x", spiR)
 	})
+	s.log.Info("rekeyed the IKE SA", "spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
 	_, err = s.exchange(ctx, old, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, s.cfg.Retransmit)
 	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == old })
 	if err != nil {
