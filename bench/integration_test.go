@@ -202,6 +202,17 @@ func TestNewLabRemovesStaleNamespaces(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- sleeper.Wait() }()
+	// Start returns before ip(8) has entered the namespace: wait until the
+	// namespace lists the process, or there is nothing yet to kill.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		out, _ := runCommand(ctx, "ip", "netns", "pids", stale)
+		if strings.TrimSpace(out) != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the process did not enter namespace %s", stale)
+		}
+	}
 
 	newTestLab(t, ctx)
 
