@@ -93,7 +93,7 @@ func TestFloodIKESAInit(t *testing.T) {
 	if len(g.from) != len(sources) || len(g.spis) != g.n {
 		t.Fatalf("%d sources, %d distinct SPIs for %d datagrams", len(g.from), len(g.spis), g.n)
 	}
-	if elapsed > time.Second {
+	if elapsed > 3*time.Second { // paced for 200 ms; a loaded host stretches it
 		t.Fatalf("took %v", elapsed)
 	}
 }

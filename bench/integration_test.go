@@ -160,7 +160,7 @@ func TestThroughputCancelledCleansUp(t *testing.T) {
 	go func() {
 		deadline := time.Now().Add(20 * time.Second)
 		for time.Now().Before(deadline) {
-			if out, _ := runCommand(context.Background(), "pgrep", "-x", "iperf3"); strings.TrimSpace(out) != "" {
+			if labRuns(lab, "iperf3 server") { // this lab's, not another test's iperf3
 				time.Sleep(time.Second)
 				break
 			}
@@ -225,6 +225,18 @@ func TestNewLabRemovesStaleNamespaces(t *testing.T) {
 		sleeper.Process.Kill()
 		t.Error("the process inside the stale namespace was not killed")
 	}
+}
+
+// labRuns reports whether a process of lab named name is running.
+func labRuns(lab *Lab, name string) bool {
+	lab.mu.Lock()
+	defer lab.mu.Unlock()
+	for _, p := range lab.processes {
+		if p.Name() == name && !p.Exited() {
+			return true
+		}
+	}
+	return false
 }
 
 // testLog sends progress messages to the test log.

@@ -316,7 +316,9 @@ client: {interface: wwan0}
 	for _, s := range run.Samples {
 		if s.Uplinks[0].Failed {
 			failed++
-			if s.T < 0.95 || s.T > 2.05 {
+			// The plug event clears the mark after its ip(8) commands
+			// ran, which a loaded host may stretch by a few samples.
+			if s.T < 0.95 || s.T > 2.5 {
 				t.Errorf("wlan0 marked failed at %.2fs, outside its unplugged second", s.T)
 			}
 		}

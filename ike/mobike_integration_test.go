@@ -144,7 +144,7 @@ secrets {
 	p1 := path1
 	s, err := NewSession(SessionConfig{Remote: netip.MustParseAddrPort("192.0.2.2:4500"), LocalID: mustID(t, "client.example"),
 		RemoteID: mustID(t, "gw.example"), PSK: []byte(psk), IKE: ikeP, ESP: espP, RequestIPv4: true, DPD: time.Hour,
-		MobilityConfig: MobilityConfig{Path: &p1, PathCheck: RetransmitPolicy{Timeout: 300 * time.Millisecond, Tries: 2}}}, nil, h)
+		MobilityConfig: MobilityConfig{Path: &p1, PathCheck: RetransmitPolicy{Timeout: time.Second, Tries: 3}}}, nil, h)
 	if err != nil {
 		t.Fatal(err)
 	}

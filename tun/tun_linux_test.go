@@ -276,7 +276,8 @@ func tuntapLink(t *testing.T, name string) *netlink.Tuntap {
 
 func waitLinkGone(t *testing.T, index int) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	// Other tests' namespace churn holds the RTNL lock on a loaded host.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := netlink.LinkByIndex(index)
 		if err != nil {

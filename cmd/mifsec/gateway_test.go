@@ -276,12 +276,7 @@ func TestMifsecGatewayThroughput(t *testing.T) {
 	const psk = "throughput"
 	client, gw, g := mifsecGatewayTopology(t, psk)
 	charon := startStrongSwanClient(t, client, strongSwanClient{psk: psk}, g)
-	server := exec.Command("ip", "netns", "exec", gw, "iperf3", "-s", "-1", "-B", "10.1.0.1")
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { server.Process.Kill(); server.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	testenv.StartIperf3Server(t, gw, "10.1.0.1", true)
 	out, err := exec.Command("ip", "netns", "exec", client, "iperf3", "-c", "10.1.0.1", "-t", "3", "-J").Output()
 	if err != nil {
 		t.Fatalf("iperf3: %v\n%s\ncharon:\n%s\nmifsec:\n%s", err, out, charon.Log(), g.log.String())

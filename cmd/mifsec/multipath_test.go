@@ -265,7 +265,9 @@ func TestMultipathMifsecGateway(t *testing.T) {
 	r = <-pings
 	lost := 3000 - r.received
 	t.Logf("wlan0 down under 1000 pings/s: %d of 3000 lost (%.2f%%), longest gap between replies %v", lost, 100*float64(lost)/3000, r.longestGap.Round(time.Millisecond))
-	if lost > 60 {
+	// A planned switch loses nothing on an idle host (the lab's planned
+	// scenario); 300 ms of pings leave room for a loaded test host.
+	if lost > 300 || r.longestGap > time.Second {
 		t.Errorf("%d of 3000 pings lost when wlan0 went down:\n%s\nclient:\n%s", lost, tail(r.out, 2000), tail(c.log.String(), 6000))
 	}
 	top.waitPaths(t, map[string]string{"wwan0": "active"}, 1, 5*time.Second)
@@ -433,12 +435,7 @@ func TestMultipathAggregate(t *testing.T) {
 	}
 	top.connect.waitEstablished(t, 10*time.Second)
 	top.waitPaths(t, map[string]string{"wlan0": "active", "wwan0": "active"}, 2, 10*time.Second)
-	srv := exec.Command("ip", "netns", "exec", top.gw, "iperf3", "-s", "-B", "10.1.0.1")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	time.Sleep(300 * time.Millisecond)
+	testenv.StartIperf3Server(t, top.gw, "10.1.0.1", false)
 
 	for _, dir := range []struct {
 		name    string

@@ -291,3 +291,41 @@ func (s *SyncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// StartIperf3Server starts `iperf3 --server` bound to bind in the named
+// namespace ns (serving one test when once is set), waits until it listens
+// on its port, and stops it when the test ends. Starting the process is not
+// enough: a client started at once may find nothing listening yet.
+func StartIperf3Server(t testing.TB, ns, bind string, once bool) {
+	t.Helper()
+	RequireCommand(t, "iperf3")
+	args := []string{"netns", "exec", ns, "iperf3", "--server", "--bind", bind}
+	if once {
+		args = append(args, "--one-off")
+	}
+	server := exec.Command("ip", args...)
+	var out SyncBuffer
+	server.Stdout, server.Stderr = &out, &out
+	if err := server.Start(); err != nil {
+		t.Fatalf("starting iperf3 server in %s: %v", ns, err)
+	}
+	exited := make(chan struct{})
+	go func() { server.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		server.Process.Kill()
+		<-exited
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if listening, err := run(ns, "ss", "-Hltn", "sport = :5201"); err == nil && strings.TrimSpace(listening) != "" {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("iperf3 server in %s ended before listening:\n%s", ns, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("iperf3 server in %s does not listen on port 5201 after 10 s:\n%s", ns, out.String())
+		}
+	}
+}
