@@ -151,9 +151,9 @@ func (e ExchangeType) String() string {
 
 // checkCredentials checks what either role needs to authenticate and
 // negotiate.
-func checkCredentials(psk []byte, key crypto.Signer, certs []*x509.Certificate, ike, esp []ProposalSpec, local Identity) error {
+func checkCredentials(hasPSK bool, key crypto.Signer, certs []*x509.Certificate, ike, esp []ProposalSpec, local Identity) error {
 	switch {
-	case len(psk) == 0 && key == nil:
+	case !hasPSK && key == nil:
 		return errors.New("neither a pre-shared key nor a private key to authenticate with")
 	case key != nil && len(certs) == 0:
 		return errors.New("a private key without its certificate")

@@ -69,7 +69,12 @@ type ResponderConfig struct {
 	// PSK authenticates with a pre-shared key (the same for every client).
 	// Otherwise Key and Certificates (end entity first) sign; CAs verify
 	// clients that authenticate with certificates.
-	PSK          []byte
+	PSK []byte
+	// ClientPSKs are pre-shared keys of single clients, by the canonical
+	// form of their identity (Identity.String). A client named here
+	// authenticates with its own key only, and the gateway answers with
+	// that key unless it signs with Key; any other client uses PSK.
+	ClientPSKs   map[string][]byte
 	Key          crypto.Signer
 	Certificates []*x509.Certificate
 	CAs          *TrustStore
@@ -193,7 +198,12 @@ type Responder struct {
 
 // NewResponder checks cfg and returns a responder that does not run yet.
 func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Responder, error) {
-	if err := checkCredentials(cfg.PSK, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
+	for id, psk := range cfg.ClientPSKs {
+		if len(psk) == 0 {
+			return nil, fmt.Errorf("empty pre-shared key for client %s", id)
+		}
+	}
+	if err := checkCredentials(len(cfg.PSK) > 0 || len(cfg.ClientPSKs) > 0, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
 		return nil, err
 	}
 	if len(cfg.LocalTS) == 0 {
@@ -761,10 +771,14 @@ func (r *Responder) forget(sa *rSA) {
 func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload) error {
 	octets := InitiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, id.PayloadBody())
 	if auth.Method == AuthPSK {
-		if len(r.cfg.PSK) == 0 {
+		psk := r.pskFor(id)
+		if len(psk) == 0 {
+			if len(r.cfg.ClientPSKs) > 0 {
+				return errors.New("it used a pre-shared key, the gateway has none for its identity")
+			}
 			return errors.New("it used a pre-shared key, the gateway expects a certificate")
 		}
-		if VerifyPSKAuth(sa.keys.prf.Sum, r.cfg.PSK, octets, auth.Data) != nil {
+		if VerifyPSKAuth(sa.keys.prf.Sum, psk, octets, auth.Data) != nil {
 			return errors.New("its AUTH does not match the pre-shared key")
 		}
 		return nil
@@ -789,6 +803,15 @@ func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload
 		return fmt.Errorf("its signature: %w", err)
 	}
 	return nil
+}
+
+// pskFor returns the pre-shared key a client of identity id authenticates
+// with: its own, else the shared one (nil when there is neither).
+func (r *Responder) pskFor(id Identity) []byte {
+	if psk, ok := r.cfg.ClientPSKs[id.String()]; ok {
+		return psk
+	}
+	return r.cfg.PSK
 }
 
 // respondAuth answers IKE_AUTH: authenticates the client, leases its inner
@@ -817,7 +840,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		}
 		ours.Method, ours.Data = method, data
 	} else {
-		ours.Method, ours.Data = AuthPSK, PSKAuth(sa.keys.prf.Sum, r.cfg.PSK, octets)
+		ours.Method, ours.Data = AuthPSK, PSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
 	}
 	reply = append(reply, ours)
 

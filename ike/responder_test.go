@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,6 +372,57 @@ func TestResponderWrongPSK(t *testing.T) {
 			t.Errorf("%d IKE SAs, %d half-open left after a failed authentication", len(w.r.sas), len(w.r.halfOpen))
 		}
 	})
+}
+
+// TestResponderClientPSKs: a client with a key of its own authenticates
+// with that key only (and the gateway answers with it); other clients use
+// the shared key, when there is one.
+func TestResponderClientPSKs(t *testing.T) {
+	own := map[string][]byte{"alice@mifsec.test": []byte("k-alice-91c2"), "bob.mifsec.test": []byte("k-bob-44d0")}
+	for _, tc := range []struct {
+		name   string
+		shared string // the gateway's shared key, "" for none
+		id     string
+		psk    string
+		ok     bool
+	}{
+		{name: "own key", shared: "k-shared-7f3a", id: "alice@mifsec.test", psk: "k-alice-91c2", ok: true},
+		{name: "own key, no shared key", id: "bob.mifsec.test", psk: "k-bob-44d0", ok: true},
+		{name: "listed client with the shared key", shared: "k-shared-7f3a", id: "alice@mifsec.test", psk: "k-shared-7f3a"},
+		{name: "another client's key", shared: "k-shared-7f3a", id: "bob.mifsec.test", psk: "k-alice-91c2"},
+		{name: "unlisted client, shared key", shared: "k-shared-7f3a", id: "carol@mifsec.test", psk: "k-shared-7f3a", ok: true},
+		{name: "unlisted client, no shared key", id: "carol@mifsec.test", psk: "k-alice-91c2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			w, _ := startResponder(t, ResponderConfig{PSK: []byte(tc.shared), ClientPSKs: own,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			s, _ := w.newClient(t, "192.0.2.14", SessionConfig{LocalID: mustID(t, tc.id), PSK: []byte(tc.psk)})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := s.connect(ctx, true)
+			switch {
+			case tc.ok && err != nil:
+				// The client checks the gateway's AUTH with its key too.
+				t.Fatalf("connect: %v", err)
+			case !tc.ok && !errorsIs(err, ErrAuthFailed):
+				t.Fatalf("connect: %v, want an authentication failure", err)
+			case !tc.ok && len(clients(t, w)) != 0:
+				t.Fatal("a client that failed to authenticate is listed")
+			case tc.ok && (len(clients(t, w)) != 1 || clients(t, w)[0].ID != tc.id):
+				t.Fatalf("clients %+v, want %s", clients(t, w), tc.id)
+			}
+			for _, key := range []string{"k-shared-7f3a", "k-alice-91c2", "k-bob-44d0"} {
+				if strings.Contains(logs.String(), key) {
+					t.Fatalf("a pre-shared key (%q) in the log:\n%s", key, logs.String())
+				}
+			}
+		})
+	}
+	if _, err := NewResponder(ResponderConfig{ClientPSKs: map[string][]byte{"x.test": nil}, LocalID: mustID(t, "gw.test"),
+		LocalTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}}, nil, &gwLog{}); err == nil {
+		t.Error("an empty client key was accepted")
+	}
 }
 
 func TestResponderInvalidKE(t *testing.T) {

@@ -176,7 +176,7 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if !cfg.Remote.IsValid() {
 		return nil, errors.New("no gateway address")
 	}
-	if err := checkCredentials(cfg.PSK, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
+	if err := checkCredentials(len(cfg.PSK) > 0, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
 		return nil, err
 	}
 	if err := checkPaths(&cfg, tr); err != nil { // mobike.go

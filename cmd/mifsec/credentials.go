@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"unicode"
 
 	"github.com/mifsec/mifsec/ike"
 	"github.com/urfave/cli/v2"
@@ -22,7 +24,8 @@ type ikeCredentials struct {
 	ike, esp []ike.ProposalSpec
 }
 
-// parseCredentials reads --psk-file or --cert/--key, --ca, --ike and --esp.
+// parseCredentials reads --psk-file or --cert/--key, --ca, --ike and --esp
+// (the gateway's --client-psks stand in for --psk-file).
 func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 	var cr ikeCredentials
 	var err error
@@ -47,6 +50,8 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		if cr.key, err = ike.LoadPrivateKey(c.String("key")); err != nil {
 			return cr, fmt.Errorf("--key: %w", err)
 		}
+	case c.String("client-psks") != "":
+		// The gateway answers each client with the client's own key.
 	default:
 		return cr, errors.New("no credentials: give --psk-file, or --cert and --key")
 	}
@@ -62,4 +67,39 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		return cr, fmt.Errorf("--esp: %w", err)
 	}
 	return cr, nil
+}
+
+// readClientPSKs reads a file of per-client pre-shared keys: one client a
+// line, its identity (as --local-id takes it), white space, then its key
+// to the end of the line. Blank lines and lines starting with # are
+// skipped. The keys are returned by the canonical form of the identity.
+func readClientPSKs(path string) (map[string][]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string][]byte{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		end := strings.IndexFunc(line, unicode.IsSpace)
+		if end < 0 {
+			return nil, fmt.Errorf("%s:%d: want an identity and its key", path, i+1)
+		}
+		name, key := line[:end], strings.TrimSpace(line[end:])
+		id, err := ike.ParseIdentity(name)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		if _, dup := keys[id.String()]; dup {
+			return nil, fmt.Errorf("%s:%d: a second key for %s", path, i+1, id)
+		}
+		keys[id.String()] = []byte(key)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s names no client", path)
+	}
+	return keys, nil
 }

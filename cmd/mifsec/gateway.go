@@ -24,6 +24,7 @@ func gatewayCommand() *cli.Command {
 			Usage: "`ADDR[,ADDR]` the IKE (500) and NAT-T (4500) sockets bind to, a pair per address (repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key (the same for every client) from `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "client-psks", Usage: "per-client pre-shared keys, `FILE` of 'IDENTITY KEY' lines; a client listed uses its own key only"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for clients, PEM `FILE`"}),
@@ -47,7 +48,8 @@ func gatewayCommand() *cli.Command {
 		Name:  "gateway",
 		Usage: "run an IKEv2 security gateway that leases inner addresses to clients",
 		Description: `Answers IKEv2 clients on ports 500 and 4500, authenticates them with a pre-shared key
-(--psk-file) or certificates (--cert, --key, and --ca to verify clients), leases each
+(--psk-file, or a key per client with --client-psks) or certificates (--cert, --key,
+and --ca to verify clients), leases each
 an inner address from the pools, and carries their traffic to the protected networks
 (--local-ts) through a TUN device whose address is the first usable one of each pool.
 A client from which nothing arrived for --dpd gets a liveness check and is dropped,
@@ -87,6 +89,11 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	}
 	r.PSK, r.Key, r.Certificates, r.CAs = creds.psk, creds.key, creds.certs, creds.cas
 	r.IKE, r.ESP = creds.ike, creds.esp
+	if f := c.String("client-psks"); f != "" {
+		if r.ClientPSKs, err = readClientPSKs(f); err != nil {
+			return cfg, fmt.Errorf("--client-psks: %w", err)
+		}
+	}
 	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
 		return cfg, fmt.Errorf("--pool: %w", err)
 	}

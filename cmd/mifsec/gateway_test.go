@@ -116,6 +116,56 @@ secrets {
 	}
 }
 
+// TestMifsecGatewayClientPSKs runs the gateway with a key per client and
+// no shared one: strongSwan and mifsec clients get in with their own keys;
+// a client offering another client's key does not.
+func TestMifsecGatewayClientPSKs(t *testing.T) {
+	strongswan.Require(t)
+	const swanKey, roadKey = "strongSwan client's own key", "road warrior's own key"
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "clients")
+	if err := os.WriteFile(keys, []byte("# identity  key\nclient.example\t"+swanKey+"\nroad@example.org "+roadKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	client, gw, g := mifsecGatewayTopologyWith(t, "--local-id", "gw.example", "--client-psks", keys)
+	charon := startStrongSwanClient(t, client, strongSwanClient{psk: swanKey}, g)
+	if err := ping(client, "10.1.0.1", 3); err != nil {
+		t.Fatalf("%v\ncharon:\n%s\nmifsec:\n%s", err, charon.Log(), g.log.String())
+	}
+
+	// A mifsec client in a namespace of its own.
+	road := testenv.NewNamedNetns(t, "road")
+	testenv.Veth(t, road, gw, netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
+	testenv.Exec(t, road, "ip", "route", "add", "192.0.2.2/32", "via", "198.51.100.2")
+	args := []string{"--gateway", "192.0.2.2", "--local-id", "road@example.org", "--remote-id", "gw.example", "--ipv6=false"}
+	wrong := startConnect(t, road, "mrd0", append(args, "--psk-file", writePSK(t, dir, swanKey))...)
+	select {
+	case <-wrong.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("a client with another client's key still runs:\n%s", wrong.log.String())
+	}
+	if !strings.Contains(wrong.log.String(), "authentication failed") || !strings.Contains(g.log.String(), "client failed to authenticate") {
+		t.Fatalf("another client's key: no authentication failure reported\nclient:\n%s\ngateway:\n%s", wrong.log.String(), g.log.String())
+	}
+	c := startConnect(t, road, "mrd1", append(args, "--psk-file", writePSK(t, dir, roadKey))...)
+	c.waitEstablished(t, 10*time.Second)
+	if err := ping(road, "10.1.0.1", 3); err != nil {
+		t.Fatalf("%v\nclient:\n%s\ngateway:\n%s", err, c.log.String(), g.log.String())
+	}
+	ids := map[string]bool{}
+	for _, cl := range gatewayClients(t) {
+		ids[cl.ID] = cl.RxPackets > 0
+	}
+	if len(ids) != 2 || !ids["client.example"] || !ids["road@example.org"] {
+		t.Fatalf("gateway clients (with traffic) %v, want client.example and road@example.org", ids)
+	}
+	for _, key := range []string{swanKey, roadKey} {
+		if strings.Contains(g.log.String(), key) {
+			t.Fatalf("the gateway logged a client's key")
+		}
+	}
+}
+
 func TestMifsecGatewayMifsecClient(t *testing.T) {
 	const psk = "a secret only the two share"
 	client, _, g := mifsecGatewayTopology(t, psk)
