@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -162,6 +163,7 @@ type rClient struct {
 	lastESP     time.Time      // when espSeen last grew
 	dpdChecks   int            // liveness checks the gateway started
 	mob         clientMobility // MOBIKE and MIF (mobike.go)
+	psk         []byte         // the pre-shared key it authenticated with; nil for a certificate
 }
 
 // rRequest is a request the gateway sent to a client.
@@ -267,10 +269,7 @@ func (r *Responder) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			for _, c := range slices.Clone(r.clients) {
-				if datagrams, err := sealMessage(c.sa.ikeSA, INFORMATIONAL, c.sa.nextOut, false, []Payload{&Delete{Protocol: ProtoIKE}}); err == nil {
-					r.transmit(c.sa, c.Remote, datagrams)
-				}
-				r.dropClient(c)
+				r.sayGoodbye(c)
 			}
 			return nil
 		case in := <-r.inbox:
@@ -814,6 +813,53 @@ func (r *Responder) pskFor(id Identity) []byte {
 	return r.cfg.PSK
 }
 
+// SetPSKs replaces the shared and the per-client pre-shared keys (see
+// ResponderConfig) while the responder runs. Clients that authenticated
+// with a key that is no longer theirs (changed or removed) are told their
+// IKE SA is deleted and dropped with their Child SAs and leases; their
+// identities are returned. New keys apply to every later IKE_AUTH.
+func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[string][]byte) ([]Identity, error) {
+	keys := make(map[string][]byte, len(perClient))
+	for id, psk := range perClient {
+		if len(psk) == 0 {
+			return nil, fmt.Errorf("empty pre-shared key for client %s", id)
+		}
+		keys[id] = slices.Clone(psk)
+	}
+	if len(shared) == 0 && len(keys) == 0 && r.cfg.Key == nil {
+		return nil, errors.New("no pre-shared key left and no private key to authenticate with")
+	}
+	var revoked []Identity
+	ok := r.do(ctx, func() {
+		r.cfg.PSK, r.cfg.ClientPSKs = slices.Clone(shared), keys
+		for _, c := range slices.Clone(r.clients) {
+			if c.psk == nil || subtle.ConstantTimeCompare(c.psk, r.pskFor(c.ID)) == 1 {
+				continue
+			}
+			r.log.Info("client's pre-shared key changed: deleting its IKE SA", "id", c.ID, "from", c.Remote, "addresses", c.Addresses)
+			r.sayGoodbye(c)
+			revoked = append(revoked, c.ID)
+		}
+	})
+	if !ok {
+		return nil, ctx.Err()
+	}
+	return revoked, nil
+}
+
+// sayGoodbye tells c its IKE SA is deleted (one try, no wait: the gateway
+// forgets it at once) and drops it with its Child SAs and leases.
+func (r *Responder) sayGoodbye(c *rClient) {
+	if sa := c.sa; sa != nil {
+		if datagrams, err := sealMessage(sa.ikeSA, INFORMATIONAL, sa.nextOut, false, []Payload{&Delete{Protocol: ProtoIKE}}); err == nil {
+			sa.nextOut++
+			r.transmit(sa, c.Remote, datagrams)
+		}
+	}
+	c.pending = nil
+	r.dropClient(c)
+}
+
 // respondAuth answers IKE_AUTH: authenticates the client, leases its inner
 // addresses and sets up its first Child SA.
 func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
@@ -859,6 +905,9 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		}
 	}
 	c := &rClient{Client: Client{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, established: r.cfg.Now()}
+	if auth.Method == AuthPSK {
+		c.psk = r.pskFor(id)
+	}
 	sa.client = c
 	r.clients = append(r.clients, c)
 

@@ -425,6 +425,75 @@ func TestResponderClientPSKs(t *testing.T) {
 	}
 }
 
+// TestResponderSetPSKs changes the keys of a running responder: clients
+// whose key is no longer theirs get a Delete and are dropped, the others
+// stay; later authentications use the new keys.
+func TestResponderSetPSKs(t *testing.T) {
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k-shared-1"),
+		ClientPSKs: map[string][]byte{"alice@mifsec.test": []byte("k-alice-1"), "bob@mifsec.test": []byte("k-bob-1")}})
+	up := func(addr, id, psk string) *Session {
+		s, _ := w.newClient(t, addr, SessionConfig{LocalID: mustID(t, id), PSK: []byte(psk), ReconnectDelay: time.Hour})
+		connect(t, s, true)
+		return s
+	}
+	up("192.0.2.21", "alice@mifsec.test", "k-alice-1")
+	bob := up("192.0.2.22", "bob@mifsec.test", "k-bob-1")
+	up("192.0.2.23", "carol@mifsec.test", "k-shared-1")
+	ctx, cancel := context.WithCancel(context.Background())
+	bobDone := make(chan struct{})
+	go func() { bob.Run(ctx); close(bobDone) }()
+	t.Cleanup(func() { cancel(); <-bobDone })
+	ids := func() []string {
+		var out []string
+		for _, c := range clients(t, w) {
+			out = append(out, c.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	// Bob's key changes; alice's and the shared one stay.
+	revoked, err := w.r.SetPSKs(context.Background(), []byte("k-shared-1"),
+		map[string][]byte{"alice@mifsec.test": []byte("k-alice-1"), "bob@mifsec.test": []byte("k-bob-2")})
+	if err != nil || len(revoked) != 1 || revoked[0].String() != "bob@mifsec.test" {
+		t.Fatalf("SetPSKs: revoked %v, %v; want bob", revoked, err)
+	}
+	if got := ids(); !slices.Equal(got, []string{"alice@mifsec.test", "carol@mifsec.test"}) {
+		t.Fatalf("clients after bob's key changed: %v", got)
+	}
+	waitUntil(t, func() bool { return bob.Status().State == "reconnecting" }) // it heard the Delete
+	if n := leased(t, w); n != 4 {
+		t.Fatalf("%d addresses leased, want alice's and carol's 4", n)
+	}
+
+	// The shared key goes: carol is dropped, alice stays.
+	if revoked, err = w.r.SetPSKs(context.Background(), nil, map[string][]byte{"alice@mifsec.test": []byte("k-alice-1"),
+		"bob@mifsec.test": []byte("k-bob-2")}); err != nil || len(revoked) != 1 || revoked[0].String() != "carol@mifsec.test" {
+		t.Fatalf("SetPSKs: revoked %v, %v; want carol", revoked, err)
+	}
+	if got := ids(); !slices.Equal(got, []string{"alice@mifsec.test"}) {
+		t.Fatalf("clients after the shared key went: %v", got)
+	}
+
+	// Later authentications use the new keys.
+	c, _ := w.newClient(t, "192.0.2.24", SessionConfig{LocalID: mustID(t, "bob@mifsec.test"), PSK: []byte("k-bob-1")})
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ccancel()
+	if err := c.connect(cctx, true); !errorsIs(err, ErrAuthFailed) {
+		t.Fatalf("bob's old key: %v, want an authentication failure", err)
+	}
+	up("192.0.2.25", "bob@mifsec.test", "k-bob-2")
+
+	for _, bad := range []map[string][]byte{{"bob@mifsec.test": {}}, nil} {
+		if _, err := w.r.SetPSKs(context.Background(), nil, bad); err == nil {
+			t.Errorf("SetPSKs(nil, %v) accepted", bad)
+		}
+	}
+	if got := ids(); !slices.Equal(got, []string{"alice@mifsec.test", "bob@mifsec.test"}) {
+		t.Fatalf("refused SetPSKs calls changed the clients: %v", got)
+	}
+}
+
 func TestResponderInvalidKE(t *testing.T) {
 	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-ecp256", "aes256gcm16")
 	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k"), IKE: ikeP, ESP: espP})

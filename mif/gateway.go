@@ -459,6 +459,12 @@ type GatewayClientStatus struct {
 	Order     *OrderStatus    `json:"order,omitempty"`
 }
 
+// SetPSKs replaces the pre-shared keys while the gateway runs and drops
+// the clients whose key is no longer theirs (ike.Responder.SetPSKs).
+func (g *Gateway) SetPSKs(ctx context.Context, shared []byte, perClient map[string][]byte) ([]ike.Identity, error) {
+	return g.resp.SetPSKs(ctx, shared, perClient)
+}
+
 // Status returns the clients with their counters: each client's traffic
 // over all its Child SAs, the rekeyed ones included.
 func (g *Gateway) Status(ctx context.Context) GatewayStatus {

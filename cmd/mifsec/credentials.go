@@ -33,12 +33,8 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 	case c.String("psk-file") != "" && c.String("key") != "":
 		return cr, errors.New("give either --psk-file or --cert/--key, not both")
 	case c.String("psk-file") != "":
-		psk, err := os.ReadFile(c.String("psk-file"))
-		if err != nil {
+		if cr.psk, err = readPSKFile(c.String("psk-file")); err != nil {
 			return cr, fmt.Errorf("--psk-file: %w", err)
-		}
-		if cr.psk = bytes.TrimRight(psk, "\r\n"); len(cr.psk) == 0 {
-			return cr, fmt.Errorf("--psk-file %s is empty", c.String("psk-file"))
 		}
 	case c.String("key") != "" || c.String("cert") != "":
 		if c.String("key") == "" || c.String("cert") == "" {
@@ -67,6 +63,19 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		return cr, fmt.Errorf("--esp: %w", err)
 	}
 	return cr, nil
+}
+
+// readPSKFile reads a pre-shared key: the file's content without the
+// line end.
+func readPSKFile(path string) ([]byte, error) {
+	psk, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if psk = bytes.TrimRight(psk, "\r\n"); len(psk) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return psk, nil
 }
 
 // readClientPSKs reads a file of per-client pre-shared keys: one client a

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
@@ -52,7 +55,8 @@ func gatewayCommand() *cli.Command {
 and --ca to verify clients), leases each
 an inner address from the pools, and carries their traffic to the protected networks
 (--local-ts) through a TUN device whose address is the first usable one of each pool.
-A client from which nothing arrived for --dpd gets a liveness check and is dropped,
+SIGHUP reads --psk-file and --client-psks again: clients whose key changed or went are
+dropped, the others stay. A client from which nothing arrived for --dpd gets a liveness check and is dropped,
 its addresses returned to the pool, when it does not answer. IP forwarding is
 switched on while it runs. Runs until interrupted.`,
 		Flags:  flags,
@@ -165,7 +169,55 @@ func runGateway(c *cli.Context) error {
 	}); err != nil {
 		slog.Warn("status will not be available", "err", err)
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-c.Context.Done():
+				return
+			case <-hup:
+				reloadPSKs(c, g)
+			}
+		}
+	}()
 	return g.Run(c.Context)
+}
+
+// reloadPSKs reads --psk-file and --client-psks again (on SIGHUP) and
+// hands the keys to the running gateway, which drops the clients whose
+// key changed. A file that cannot be read leaves every key as it was.
+func reloadPSKs(c *cli.Context, g *mif.Gateway) {
+	shared, perClient := c.String("psk-file"), c.String("client-psks")
+	if shared == "" && perClient == "" {
+		slog.Info("SIGHUP: no pre-shared key files to reload")
+		return
+	}
+	var psk []byte
+	var keys map[string][]byte
+	var err error
+	if shared != "" {
+		if psk, err = readPSKFile(shared); err != nil {
+			slog.Error("SIGHUP: keeping the pre-shared keys", "err", fmt.Errorf("--psk-file: %w", err))
+			return
+		}
+	}
+	if perClient != "" {
+		if keys, err = readClientPSKs(perClient); err != nil {
+			slog.Error("SIGHUP: keeping the pre-shared keys", "err", fmt.Errorf("--client-psks: %w", err))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
+	defer cancel()
+	revoked, err := g.SetPSKs(ctx, psk, keys)
+	if err != nil {
+		slog.Error("SIGHUP: keeping the pre-shared keys", "err", err)
+		return
+	}
+	slog.Info("SIGHUP: pre-shared keys reloaded", "clients_with_own_key", len(keys), "shared_key", psk != nil,
+		"dropped", revoked)
 }
 
 func printGatewayStatus(st mif.GatewayStatus) {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,7 +119,8 @@ secrets {
 
 // TestMifsecGatewayClientPSKs runs the gateway with a key per client and
 // no shared one: strongSwan and mifsec clients get in with their own keys;
-// a client offering another client's key does not.
+// a client offering another client's key does not. A changed key, read on
+// SIGHUP, drops its client and no other.
 func TestMifsecGatewayClientPSKs(t *testing.T) {
 	strongswan.Require(t)
 	const swanKey, roadKey = "strongSwan client's own key", "road warrior's own key"
@@ -159,7 +161,52 @@ func TestMifsecGatewayClientPSKs(t *testing.T) {
 	if len(ids) != 2 || !ids["client.example"] || !ids["road@example.org"] {
 		t.Fatalf("gateway clients (with traffic) %v, want client.example and road@example.org", ids)
 	}
-	for _, key := range []string{swanKey, roadKey} {
+
+	// The operator changes the road warrior's key and sends SIGHUP: that
+	// client is dropped, the strongSwan client keeps its tunnel.
+	const newRoadKey = "road warrior's next key"
+	if err := os.WriteFile(keys, []byte("client.example "+swanKey+"\nroad@example.org "+newRoadKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		cl := gatewayClients(t)
+		if len(cl) == 1 && cl[0].ID == "client.example" && strings.Contains(g.log.String(), "pre-shared keys reloaded") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway clients 10 s after SIGHUP: %+v, want client.example and a reload in the log:\n%s", cl, g.log.String())
+		}
+	}
+	if err := ping(client, "10.1.0.1", 3); err != nil {
+		t.Fatalf("the strongSwan client after the reload: %v\n%s", err, g.log.String())
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st, err := c.status(t); err == nil && st.Session.State != "established" {
+			break // it heard the Delete; its old key gets it no further
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dropped client still thinks it is connected:\n%s", c.log.String())
+		}
+	}
+	// A broken file on SIGHUP changes nothing.
+	if err := os.WriteFile(keys, []byte("client.example\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(g.log.String(), "SIGHUP: keeping the pre-shared keys"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a broken key file on SIGHUP was not reported:\n%s", g.log.String())
+		}
+	}
+	if cl := gatewayClients(t); len(cl) != 1 || cl[0].ID != "client.example" {
+		t.Fatalf("gateway clients after a broken reload: %+v", cl)
+	}
+	for _, key := range []string{swanKey, roadKey, newRoadKey} {
 		if strings.Contains(g.log.String(), key) {
 			t.Fatalf("the gateway logged a client's key")
 		}
