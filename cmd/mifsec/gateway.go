@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
@@ -169,19 +166,9 @@ func runGateway(c *cli.Context) error {
 	}); err != nil {
 		slog.Warn("status will not be available", "err", err)
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-c.Context.Done():
-				return
-			case <-hup:
-				reloadPSKs(c, g)
-			}
-		}
-	}()
+	reload := func() { reloadPSKs(c, g) }
+	onHangup.Store(&reload)
+	defer onHangup.Store(nil)
 	return g.Run(c.Context)
 }
 

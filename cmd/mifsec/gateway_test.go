@@ -230,6 +230,36 @@ func TestMifsecGatewayMifsecClient(t *testing.T) {
 	}
 }
 
+// TestConnectHangupDisconnects: SIGHUP (the terminal of `mifsec connect`
+// closed) ends the client as SIGTERM does, deleting its IKE SA at the
+// gateway rather than leaving it to the gateway's liveness checks.
+func TestConnectHangupDisconnects(t *testing.T) {
+	const psk = "hang up"
+	client, _, _ := mifsecGatewayTopology(t, psk)
+	c := startConnect(t, client, "mhu0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--remote-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--ipv6=false")
+	c.waitEstablished(t, 10*time.Second)
+	if n := len(gatewayClients(t)); n != 1 {
+		t.Fatalf("%d clients at the gateway, want 1", n)
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("mifsec connect still runs 10 s after SIGHUP:\n%s", c.log.String())
+	}
+	if code := c.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit status %d after SIGHUP:\n%s", code, c.log.String())
+	}
+	for deadline := time.Now().Add(3 * time.Second); len(gatewayClients(t)) != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway still lists the client 3 s after its SIGHUP (DPD is 30 s): the IKE SA was not deleted")
+		}
+	}
+}
+
 // strongSwanClient describes a strongSwan client of `mifsec gateway`.
 type strongSwanClient struct {
 	psk                  string       // PSK authentication with client.example / gw.example

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -54,9 +55,27 @@ func newApp() *cli.App {
 	}
 }
 
+// onHangup, when set, is what SIGHUP does (the gateway reloads its keys);
+// otherwise SIGHUP (a closed terminal) stops the command as SIGTERM does,
+// so that `mifsec connect` still deletes its IKE SA and its TUN device.
+var onHangup atomic.Pointer[func()]
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, hangUp := context.WithCancel(ctx)
+	defer hangUp()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if f := onHangup.Load(); f != nil {
+				(*f)()
+				continue
+			}
+			hangUp()
+		}
+	}()
 	if err := newApp().RunContext(ctx, os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "mifsec:", err)
 		os.Exit(1)
