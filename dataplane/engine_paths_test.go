@@ -68,6 +68,8 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 	if len(paths) != 2 {
 		t.Fatalf("b has %d paths", len(paths))
 	}
+	// A receive worker counts its batch after writing it to the TUN.
+	waitFor(t, func() bool { return paths[0].Stats.RxPackets.Load()+paths[1].Stats.RxPackets.Load() == n })
 	for _, p := range paths {
 		if got := p.Stats.RxPackets.Load(); got < n/4 {
 			t.Errorf("path %d received %d of %d packets: not spread", p.ID, got, n)
