@@ -49,13 +49,13 @@ func gatewayCommand() *cli.Command {
 		Usage: "run an IKEv2 security gateway that leases inner addresses to clients",
 		Description: `Answers IKEv2 clients on ports 500 and 4500, authenticates them with a pre-shared key
 (--psk-file, or a key per client with --client-psks) or certificates (--cert, --key,
-and --ca to verify clients), leases each
-an inner address from the pools, and carries their traffic to the protected networks
-(--local-ts) through a TUN device whose address is the first usable one of each pool.
-SIGHUP reads --psk-file and --client-psks again: clients whose key changed or went are
-dropped, the others stay. A client from which nothing arrived for --dpd gets a liveness check and is dropped,
-its addresses returned to the pool, when it does not answer. IP forwarding is
-switched on while it runs. Runs until interrupted.`,
+and --ca to verify clients), leases each an inner address from the pools, and carries
+their traffic to the protected networks (--local-ts) through a TUN device whose address
+is the first usable one of each pool. A client from which nothing arrived for --dpd
+gets a liveness check and is dropped, its addresses returned to the pool, when it does
+not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file and
+--client-psks again: clients whose key changed or went are dropped, the others stay.
+Runs until interrupted.`,
 		Flags:  flags,
 		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
 		Action: runGateway,
