@@ -131,17 +131,12 @@ type fleetClient struct {
 	echo  chan uint16 // sequence numbers of echo replies
 }
 
-// RunClients starts a fleet, waits until every client is established and
-// has passed traffic (or failed), deletes every client's IKE SA and
-// returns the results.
-func RunClients(ctx context.Context, cfg ClientsConfig) ([]ClientResult, ClientsReport, error) {
-	f, err := StartClients(ctx, cfg)
-	if err != nil {
-		return nil, ClientsReport{}, err
+// FleetIDs names a fleet's clients prefix-i.fleet.bench (FQDNs), so that
+// fleets of different prefixes never share an identity.
+func FleetIDs(prefix string) func(int) ike.Identity {
+	return func(i int) ike.Identity {
+		return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "%s-%d.fleet.bench", prefix, i)}
 	}
-	res, rep := f.Results(), f.Report()
-	f.Close()
-	return res, rep, nil
 }
 
 // StartClients opens one socket per client, on the calling goroutine so
@@ -167,9 +162,7 @@ func StartClients(ctx context.Context, cfg ClientsConfig) (*Fleet, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.ID == nil {
-		cfg.ID = func(i int) ike.Identity {
-			return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "client-%d.fleet.bench", i)}
-		}
+		cfg.ID = FleetIDs("client")
 	}
 	if cfg.IKE == nil {
 		cfg.IKE, _ = ike.ParseIKEProposals("aes256gcm16-prfsha256-x25519")

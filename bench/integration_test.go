@@ -109,16 +109,9 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 
 func TestThroughputMifsecIKE(t *testing.T) {
 	requireLab(t)
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go not found: needed to build the mifsec binary")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := filepath.Join(t.TempDir(), "mifsec")
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", mifsec, "../cmd/mifsec").CombinedOutput(); err != nil {
-		t.Fatalf("build mifsec: %v\n%s", err, out)
-	}
+	mifsec := buildMifsec(t, ctx)
 
 	lab := newTestLab(t, ctx)
 	report, err := RunThroughput(ctx, lab, ThroughputConfig{

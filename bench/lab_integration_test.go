@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/internal/testenv"
 )
 
 func TestSocketOwner(t *testing.T) {
@@ -175,7 +176,7 @@ func TestLabKilledThenRerun(t *testing.T) {
 	mifsec := buildMifsec(t, ctx)
 
 	first := exec.CommandContext(ctx, mifsec, "lab", "--duration", "20s", "--out", filepath.Join(t.TempDir(), "first"))
-	log := &lockedBuffer{}
+	log := &testenv.SyncBuffer{}
 	first.Stdout, first.Stderr = log, log
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -241,24 +242,6 @@ func TestLabKilledThenRerun(t *testing.T) {
 			}
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a process's output and a reader.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestScenarioNATAndUnplug runs mifsec over the cellular uplink behind a

@@ -218,8 +218,8 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 			StartS: t.Start.D().Seconds(), Seconds: t.Duration.D().Seconds()}
 		if t.Kind == TrafficProbe {
 			probe = &probeStream{src: n.Client, dst: n.Protected, to: netip.AddrPortFrom(labServerAddr, probePort),
-				start: t.Start.D(), interval: t.Interval.D(), size: int(t.Size), count: int(t.Duration.D() / t.Interval.D())}
-			wg.Go(func() { probeErr = probe.runFrom(timelineCtx, base, peer.ClientAddr()) })
+				start: t.Start.D(), interval: t.Interval.D(), size: int(t.Size), count: int(t.Duration.D() / t.Interval.D()), bind: peer.ClientAddr()}
+			wg.Go(func() { probeErr = probe.run(timelineCtx, base) })
 			continue
 		}
 		wg.Go(func() {
@@ -371,12 +371,6 @@ func parseIperfSummary(data []byte) (mbps float64, retransmits *int, lossPercent
 		return mbps, nil, &lost, nil
 	}
 	return 0, nil, nil, fmt.Errorf("iperf3 output for unknown protocol %q", udp.Start.TestStart.Protocol)
-}
-
-// runFrom runs the probe stream with the sender bound to src when valid.
-func (p *probeStream) runFrom(ctx context.Context, base time.Time, src netip.Addr) error {
-	p.bind = src
-	return p.run(ctx, base)
 }
 
 // waitListeningIn polls until namespace ns listens on the TCP port.

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -65,7 +64,6 @@ type probeRecord struct {
 	// are not this stream's probes (wrong magic, unknown sequence).
 	duplicates, foreign int
 	sendErrors          int
-	lastSendError       string
 }
 
 func newProbeRecord(n int, interval time.Duration) *probeRecord {
@@ -101,8 +99,7 @@ type probeStream struct {
 	size     int
 	count    int
 
-	rec  *probeRecord
-	sent atomic.Int64 // probes sent so far, for progress
+	rec *probeRecord
 }
 
 // listenUDPIn opens a UDP socket inside network namespace ns: the thread
@@ -224,9 +221,7 @@ func (p *probeStream) send(ctx context.Context, tx *net.UDPConn, base time.Time)
 			// No route while the tunnel reconnects, for example: the probe
 			// counts as sent and lost.
 			p.rec.sendErrors++
-			p.rec.lastSendError = err.Error()
 		}
-		p.sent.Store(int64(seq + 1))
 	}
 	return nil
 }

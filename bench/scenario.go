@@ -170,14 +170,10 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
-// UnmarshalYAML reads a Go duration string; a bare 0 is allowed.
+// UnmarshalYAML reads a Go duration string (a bare 0 is one).
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return nodeErr(n, "want a duration like 15ms or 2s")
-	}
-	if n.Value == "0" {
-		*d = 0
-		return nil
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {

@@ -57,10 +57,6 @@ type reorder struct {
 	release []scheduler.Handle // scratch: slots to free after the write
 	timer   *time.Timer
 	closed  bool
-	// Unslotted counts packets that had to be written out of order
-	// because every slot was taken (it cannot happen while the slots
-	// outnumber the resequencer's ring).
-	unslotted uint64
 }
 
 // monoEpoch is the origin of the resequencers' clock.
@@ -120,8 +116,8 @@ func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
 		}
 		if held {
 			if h == handleNone {
-				// No slot: write it now rather than lose it.
-				r.unslotted++
+				// No slot: write it now rather than lose it (it cannot
+				// happen while the slots outnumber the resequencer's ring).
 				r.writes = append(r.writes, p.pkt)
 				continue
 			}

@@ -200,10 +200,8 @@ type Responder struct {
 
 // NewResponder checks cfg and returns a responder that does not run yet.
 func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Responder, error) {
-	for id, psk := range cfg.ClientPSKs {
-		if len(psk) == 0 {
-			return nil, fmt.Errorf("empty pre-shared key for client %s", id)
-		}
+	if err := checkClientPSKs(cfg.ClientPSKs); err != nil {
+		return nil, err
 	}
 	if err := checkCredentials(len(cfg.PSK) > 0 || len(cfg.ClientPSKs) > 0, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
 		return nil, err
@@ -804,6 +802,16 @@ func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload
 	return nil
 }
 
+// checkClientPSKs refuses an empty per-client key.
+func checkClientPSKs(keys map[string][]byte) error {
+	for id, psk := range keys {
+		if len(psk) == 0 {
+			return fmt.Errorf("empty pre-shared key for client %s", id)
+		}
+	}
+	return nil
+}
+
 // pskFor returns the pre-shared key a client of identity id authenticates
 // with: its own, else the shared one (nil when there is neither).
 func (r *Responder) pskFor(id Identity) []byte {
@@ -819,11 +827,11 @@ func (r *Responder) pskFor(id Identity) []byte {
 // IKE SA is deleted and dropped with their Child SAs and leases; their
 // identities are returned. New keys apply to every later IKE_AUTH.
 func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[string][]byte) ([]Identity, error) {
+	if err := checkClientPSKs(perClient); err != nil {
+		return nil, err
+	}
 	keys := make(map[string][]byte, len(perClient))
 	for id, psk := range perClient {
-		if len(psk) == 0 {
-			return nil, fmt.Errorf("empty pre-shared key for client %s", id)
-		}
 		keys[id] = slices.Clone(psk)
 	}
 	if len(shared) == 0 && len(keys) == 0 && r.cfg.Key == nil {
@@ -856,7 +864,6 @@ func (r *Responder) sayGoodbye(c *rClient) {
 			r.transmit(sa, c.Remote, datagrams)
 		}
 	}
-	c.pending = nil
 	r.dropClient(c)
 }
 

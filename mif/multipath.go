@@ -225,12 +225,6 @@ func (pp *peerPaths) State(id scheduler.PathID) (scheduler.State, bool) {
 	return info.State, ok
 }
 
-// Drain stops new data on path id; RemovePath follows once Drained.
-func (pp *peerPaths) Drain(id scheduler.PathID) error { return pp.sched.Drain(id) }
-
-// Drained reports whether what path id carried had time to arrive.
-func (pp *peerPaths) Drained(id scheduler.PathID) bool { return pp.sched.Drained(id, monoNow()) }
-
 // publish hands the members to the data plane; pp.mu is held.
 func (pp *peerPaths) publish() {
 	pp.group.Set(pp.groupPicker, pp.members...)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
-	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 )
 
@@ -40,19 +39,6 @@ func (c *Client) policy() scheduler.Policy {
 		return *c.cfg.Policy
 	}
 	return scheduler.PolicyOffload
-}
-
-// schedKind maps an interface kind to the scheduler's.
-func schedKind(k netmon.Kind) scheduler.Kind {
-	switch k {
-	case netmon.KindEthernet:
-		return scheduler.KindEthernet
-	case netmon.KindWLAN:
-		return scheduler.KindWLAN
-	case netmon.KindCellular:
-		return scheduler.KindCellular
-	}
-	return scheduler.KindOther
 }
 
 // mifPathID is the MIF path ID a path is announced with: its engine path
@@ -178,7 +164,7 @@ func (c *Client) syncMultipath() {
 		if ok {
 			pp.RemovePath(p.ID)
 		}
-		if err := pp.AddPath(p.ID, schedKind(p.Kind), p.Priority, dataplane.GroupMember{Path: p.ID}); err != nil {
+		if err := pp.AddPath(p.ID, kindOf(pathKind(p.Kind)), p.Priority, dataplane.GroupMember{Path: p.ID}); err != nil {
 			c.log.Warn("scheduling a path", "interface", p.Name, "err", err)
 			continue
 		}

@@ -39,9 +39,6 @@ func (e *RTTEstimator) Add(r time.Duration, now int64) {
 	}
 }
 
-// RTO returns SRTT + 4·RTTVAR (RFC 6298's timeout without its 1 s floor).
-func (e *RTTEstimator) RTO() time.Duration { return e.SRTT + 4*e.RTTVar }
-
 // RateEstimator estimates a path's delivery rate, in bytes per second, from
 // the receiver's per-path byte counters that probe replies carry: each
 // reply gives the bytes delivered since the previous reply and the time

@@ -76,7 +76,6 @@ type Resequencer struct {
 	pathMax  [MaxPaths]uint64
 	pathSeen [MaxPaths]int64
 	pathSet  PathSet // paths that ever delivered
-	restrict PathSet // SetPaths (0: no restriction)
 	expected int     // SetExpectedPaths
 
 	base     time.Duration // from SetDelays
@@ -141,10 +140,6 @@ func (r *Resequencer) SetDelays(spread, jitter time.Duration) {
 	r.base = max(spread, 0) + 2*max(jitter, 0)
 	r.updateWait()
 }
-
-// SetPaths restricts loss inference to the given paths (the paths the
-// sender currently uses, when known); 0 lifts the restriction.
-func (r *Resequencer) SetPaths(set PathSet) { r.restrict = set }
 
 // SetExpectedPaths says over how many paths the sender spreads the SA.
 // Loss is inferred early only while at least that many paths are active:
@@ -278,12 +273,8 @@ func (r *Resequencer) advance(now int64, out []Handle) []Handle {
 // lostEarly reports whether every active path delivered something beyond
 // next, so next will not come.
 func (r *Resequencer) lostEarly(now int64) bool {
-	set := r.pathSet
-	if r.restrict != 0 {
-		set &= r.restrict
-	}
 	n := 0
-	for c := set; !c.Empty(); {
+	for c := r.pathSet; !c.Empty(); {
 		id := c.Next()
 		if now-r.pathSeen[id] > int64(r.cfg.ActiveWindow) {
 			continue

@@ -241,20 +241,10 @@ func (p *udpPair) send(t testing.TB, first, n int) {
 func (p *udpPair) receive(t testing.TB, quiet time.Duration) map[uint32]bool {
 	t.Helper()
 	got := map[uint32]bool{}
-	var b [256]byte
-	for {
-		_ = p.rx.SetReadDeadline(time.Now().Add(quiet))
-		n, err := p.rx.Read(b[:])
-		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return got
-			}
-			t.Fatalf("receiving: %v", err)
-		}
-		if n >= 4 {
-			got[binary.BigEndian.Uint32(b[:])] = true
-		}
+	for _, n := range p.receiveOrder(t, quiet) {
+		got[n] = true
 	}
+	return got
 }
 
 // receiveOrder returns datagram numbers in arrival order until none

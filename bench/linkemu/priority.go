@@ -19,8 +19,8 @@ import (
 // process that the kernel does not schedule while the machine is busy: the
 // emulator then waits for it. On a 2-core machine loaded by the lab's
 // endpoints this made packets up to hundreds of milliseconds late; a
-// process that runs emulated links (the lab) calls PrioritizeProcess once
-// at start to avoid it.
+// process that runs emulated links should call PrioritizeProcess once at
+// start to avoid it (this package's tests do; `mifsec lab` does not yet).
 func PrioritizeProcess(nice int) error {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {

@@ -66,28 +66,18 @@ type benchClientResult struct {
 
 func parseBenchClients(c *cli.Context) (bench.ClientsConfig, error) {
 	var cfg bench.ClientsConfig
-	gw := c.String("gateway")
-	ap, err := netip.ParseAddrPort(gw)
-	if err != nil {
-		a, err2 := netip.ParseAddr(gw)
-		if err2 != nil {
-			return cfg, fmt.Errorf("--gateway %q: an address or address:port", gw)
-		}
-		ap = netip.AddrPortFrom(a, 500)
+	var err error
+	if cfg.Gateway, err = parseEndpoint(c.String("gateway"), 500); err != nil {
+		return cfg, fmt.Errorf("--gateway: %w", err)
 	}
-	cfg.Gateway = ap
 	if cfg.Target, err = netip.ParseAddr(c.String("target")); err != nil || !cfg.Target.Is4() {
 		return cfg, fmt.Errorf("--target %q: an IPv4 address", c.String("target"))
 	}
 	if cfg.Count = c.Int("count"); cfg.Count <= 0 || cfg.Count > 65535 {
 		return cfg, errors.New("--count: between 1 and 65535")
 	}
-	psk, err := os.ReadFile(c.String("psk-file"))
-	if err != nil {
+	if cfg.PSK, err = readPSKFile(c.String("psk-file")); err != nil {
 		return cfg, fmt.Errorf("--psk-file: %w", err)
-	}
-	if cfg.PSK = []byte(strings.TrimRight(string(psk), "\r\n")); len(cfg.PSK) == 0 {
-		return cfg, errors.New("--psk-file is empty")
 	}
 	if id := c.String("remote-id"); id != "" {
 		if cfg.RemoteID, err = ike.ParseIdentity(id); err != nil {
@@ -98,9 +88,7 @@ func parseBenchClients(c *cli.Context) (bench.ClientsConfig, error) {
 	if _, err := ike.ParseIdentity(prefix + "-0.fleet.bench"); err != nil {
 		return cfg, fmt.Errorf("--id-prefix: %w", err)
 	}
-	cfg.ID = func(i int) ike.Identity {
-		return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "%s-%d.fleet.bench", prefix, i)}
-	}
+	cfg.ID = bench.FleetIDs(prefix)
 	for _, item := range c.StringSlice("source") {
 		for _, s := range strings.Split(item, ",") {
 			a, err := netip.ParseAddr(strings.TrimSpace(s))

@@ -793,12 +793,9 @@ func TestConnectWaitsForInterface(t *testing.T) {
 		"--interfaces", "w*")
 	// Once it answers (a loaded host may take a while to start it), it
 	// must wait a second without connecting.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := c.status(t); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no status 10 s after the start: %v\n%s", err, c.log.String())
-		}
+	var err error
+	if !testenv.Eventually(10*time.Second, func() bool { _, err = c.status(t); return err == nil }) {
+		t.Fatalf("no status 10 s after the start: %v\n%s", err, c.log.String())
 	}
 	time.Sleep(time.Second)
 	if st, err := c.status(t); err != nil || st.Session.State == "established" || len(st.Paths) != 0 {
@@ -835,14 +832,8 @@ func TestConnectWaitsForInterface(t *testing.T) {
 	// within a few seconds, without a reconnect. The allowance covers
 	// charon retransmitting a lost CREATE_CHILD_SA twice (1 s, 1.8 s) on a
 	// loaded machine.
-	var err error
 	moved := time.Now()
-	for deadline := moved.Add(10 * time.Second); ; {
-		if err = ping(top.client, "10.1.0.1", 1); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
+	if !testenv.Eventually(10*time.Second, func() bool { err = ping(top.client, "10.1.0.1", 1); return err == nil }) {
 		st, serr := c.status(t)
 		t.Fatalf("after the address change: %v\nstatus: %+v (%v)\nmifsec:\n%s\ncharon:\n%s", err, st, serr, c.log.String(), top.charon.Log())
 	}

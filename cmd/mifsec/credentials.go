@@ -17,11 +17,12 @@ import (
 // ikeCredentials are the authentication and proposal settings that connect
 // and gateway share.
 type ikeCredentials struct {
-	psk      []byte
-	key      crypto.Signer
-	certs    []*x509.Certificate
-	cas      *ike.TrustStore
-	ike, esp []ike.ProposalSpec
+	psk        []byte
+	clientPSKs map[string][]byte // the gateway's --client-psks
+	key        crypto.Signer
+	certs      []*x509.Certificate
+	cas        *ike.TrustStore
+	ike, esp   []ike.ProposalSpec
 }
 
 // parseCredentials reads --psk-file or --cert/--key, --ca, --ike and --esp
@@ -29,13 +30,13 @@ type ikeCredentials struct {
 func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 	var cr ikeCredentials
 	var err error
-	switch {
-	case c.String("psk-file") != "" && c.String("key") != "":
+	if c.String("psk-file") != "" && c.String("key") != "" {
 		return cr, errors.New("give either --psk-file or --cert/--key, not both")
-	case c.String("psk-file") != "":
-		if cr.psk, err = readPSKFile(c.String("psk-file")); err != nil {
-			return cr, fmt.Errorf("--psk-file: %w", err)
-		}
+	}
+	if cr.psk, cr.clientPSKs, err = readPSKs(c); err != nil {
+		return cr, err
+	}
+	switch {
 	case c.String("key") != "" || c.String("cert") != "":
 		if c.String("key") == "" || c.String("cert") == "" {
 			return cr, errors.New("--cert and --key go together")
@@ -46,9 +47,7 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		if cr.key, err = ike.LoadPrivateKey(c.String("key")); err != nil {
 			return cr, fmt.Errorf("--key: %w", err)
 		}
-	case c.String("client-psks") != "":
-		// The gateway answers each client with the client's own key.
-	default:
+	case cr.psk == nil && cr.clientPSKs == nil:
 		return cr, errors.New("no credentials: give --psk-file, or --cert and --key")
 	}
 	if ca := c.String("ca"); ca != "" {
@@ -63,6 +62,22 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		return cr, fmt.Errorf("--esp: %w", err)
 	}
 	return cr, nil
+}
+
+// readPSKs reads the pre-shared key files given: --psk-file and the
+// gateway's --client-psks (at start and again on SIGHUP).
+func readPSKs(c *cli.Context) (psk []byte, perClient map[string][]byte, err error) {
+	if f := c.String("psk-file"); f != "" {
+		if psk, err = readPSKFile(f); err != nil {
+			return nil, nil, fmt.Errorf("--psk-file: %w", err)
+		}
+	}
+	if f := c.String("client-psks"); f != "" {
+		if perClient, err = readClientPSKs(f); err != nil {
+			return nil, nil, fmt.Errorf("--client-psks: %w", err)
+		}
+	}
+	return psk, perClient, nil
 }
 
 // readPSKFile reads a pre-shared key: the file's content without the

@@ -88,13 +88,8 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
-	r.PSK, r.Key, r.Certificates, r.CAs = creds.psk, creds.key, creds.certs, creds.cas
+	r.PSK, r.ClientPSKs, r.Key, r.Certificates, r.CAs = creds.psk, creds.clientPSKs, creds.key, creds.certs, creds.cas
 	r.IKE, r.ESP = creds.ike, creds.esp
-	if f := c.String("client-psks"); f != "" {
-		if r.ClientPSKs, err = readClientPSKs(f); err != nil {
-			return cfg, fmt.Errorf("--client-psks: %w", err)
-		}
-	}
 	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
 		return cfg, fmt.Errorf("--pool: %w", err)
 	}
@@ -176,25 +171,14 @@ func runGateway(c *cli.Context) error {
 // hands the keys to the running gateway, which drops the clients whose
 // key changed. A file that cannot be read leaves every key as it was.
 func reloadPSKs(c *cli.Context, g *mif.Gateway) {
-	shared, perClient := c.String("psk-file"), c.String("client-psks")
-	if shared == "" && perClient == "" {
+	if c.String("psk-file") == "" && c.String("client-psks") == "" {
 		slog.Info("SIGHUP: no pre-shared key files to reload")
 		return
 	}
-	var psk []byte
-	var keys map[string][]byte
-	var err error
-	if shared != "" {
-		if psk, err = readPSKFile(shared); err != nil {
-			slog.Error("SIGHUP: keeping the pre-shared keys", "err", fmt.Errorf("--psk-file: %w", err))
-			return
-		}
-	}
-	if perClient != "" {
-		if keys, err = readClientPSKs(perClient); err != nil {
-			slog.Error("SIGHUP: keeping the pre-shared keys", "err", fmt.Errorf("--client-psks: %w", err))
-			return
-		}
+	psk, keys, err := readPSKs(c)
+	if err != nil {
+		slog.Error("SIGHUP: keeping the pre-shared keys", "err", err)
+		return
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()

@@ -51,9 +51,7 @@ func TestMifsecGatewayIKESAInitFlood(t *testing.T) {
 	}
 	// The second client comes from its own namespace, on another veth of
 	// the gateway.
-	client2 := testenv.NewNamedNetns(t, "cl2")
-	testenv.Veth(t, client2, gw, netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
-	testenv.Exec(t, client2, "ip", "route", "add", "192.0.2.2/32", "via", "198.51.100.2")
+	client2 := secondClientNetns(t, gw, "cl2")
 
 	type pingResult struct {
 		sent, received int

@@ -309,14 +309,6 @@ func issueClientCert(t *testing.T, ca ike.TestCredential, email string) (crypto.
 	return key, cert
 }
 
-// fleetIDs names a fleet's clients prefix-i.fleet.bench, so that fleets
-// side by side do not replace each other's clients (INITIAL_CONTACT).
-func fleetIDs(prefix string) func(int) ike.Identity {
-	return func(i int) ike.Identity {
-		return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "%s-%d.fleet.bench", prefix, i)}
-	}
-}
-
 // TestMifsecGatewayDPD runs the gateway with --dpd 2s: clients that answer
 // its liveness checks stay; clients that go silent (sockets closed, no
 // Delete) are dropped and their addresses return to the pool.
@@ -361,8 +353,8 @@ func TestMifsecGatewayListenSeveral(t *testing.T) {
 		other = testenv.NewNamedNetns(t, "scl2")
 		testenv.Veth(t, other, s.gw, netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
 	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--listen", "192.0.2.2,198.51.100.2")
-	a := s.startFleet(t, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: fleetIDs("a")})
-	b := startFleetIn(t, other, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: fleetIDs("b"),
+	a := s.startFleet(t, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: bench.FleetIDs("a")})
+	b := startFleetIn(t, other, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: bench.FleetIDs("b"),
 		Gateway: netip.MustParseAddrPort("198.51.100.2:500")})
 	for name, f := range map[string]*bench.Fleet{"192.0.2.2": a, "198.51.100.2": b} {
 		if rep := f.Report(); rep.Established != 3 || rep.TrafficOK != 3 {
@@ -425,10 +417,10 @@ func TestMifsecGatewayInitialContact(t *testing.T) {
 	const psk = "a secret every client shares"
 	const n = 4
 	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--dpd", "0")
-	old := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: fleetIDs("host")})
+	old := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: bench.FleetIDs("host")})
 	s.checkFleet(t, old, n, 10*time.Second)
 	old.Abandon()
-	again := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: fleetIDs("host")})
+	again := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: bench.FleetIDs("host")})
 	s.checkFleet(t, again, n, 10*time.Second) // n clients, each with its own address and traffic
 	st := s.status(t)
 	ports := map[uint16]bool{} // of the reconnected clients' sockets

@@ -54,6 +54,17 @@ func mifsecGatewayTopologyWith(t *testing.T, args ...string) (client, gw string,
 	}
 }
 
+// secondClientNetns is another client namespace for the gateway of
+// mifsecGatewayTopologyWith, on a veth of its own (198.51.100.1/24) with a
+// route to the gateway's 192.0.2.2.
+func secondClientNetns(t *testing.T, gw, prefix string) string {
+	t.Helper()
+	ns := testenv.NewNamedNetns(t, prefix)
+	testenv.Veth(t, ns, gw, netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
+	testenv.Exec(t, ns, "ip", "route", "add", "192.0.2.2/32", "via", "198.51.100.2")
+	return ns
+}
+
 func gatewayClients(t *testing.T) []mif.GatewayClientStatus {
 	raw, err := mif.ReadStatus(mif.ControlSocket("mgw0"))
 	if err != nil {
@@ -136,9 +147,7 @@ func TestMifsecGatewayClientPSKs(t *testing.T) {
 	}
 
 	// A mifsec client in a namespace of its own.
-	road := testenv.NewNamedNetns(t, "road")
-	testenv.Veth(t, road, gw, netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
-	testenv.Exec(t, road, "ip", "route", "add", "192.0.2.2/32", "via", "198.51.100.2")
+	road := secondClientNetns(t, gw, "road")
 	args := []string{"--gateway", "192.0.2.2", "--local-id", "road@example.org", "--remote-id", "gw.example", "--ipv6=false"}
 	wrong := startConnect(t, road, "mrd0", append(args, "--psk-file", writePSK(t, dir, swanKey))...)
 	select {
@@ -171,25 +180,22 @@ func TestMifsecGatewayClientPSKs(t *testing.T) {
 	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		cl := gatewayClients(t)
-		if len(cl) == 1 && cl[0].ID == "client.example" && strings.Contains(g.log.String(), "pre-shared keys reloaded") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway clients 10 s after SIGHUP: %+v, want client.example and a reload in the log:\n%s", cl, g.log.String())
-		}
+	var cl []mif.GatewayClientStatus
+	if !testenv.Eventually(10*time.Second, func() bool {
+		cl = gatewayClients(t)
+		return len(cl) == 1 && cl[0].ID == "client.example" && strings.Contains(g.log.String(), "pre-shared keys reloaded")
+	}) {
+		t.Fatalf("gateway clients 10 s after SIGHUP: %+v, want client.example and a reload in the log:\n%s", cl, g.log.String())
 	}
 	if err := ping(client, "10.1.0.1", 3); err != nil {
 		t.Fatalf("the strongSwan client after the reload: %v\n%s", err, g.log.String())
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if st, err := c.status(t); err == nil && st.Session.State != "established" {
-			break // it heard the Delete; its old key gets it no further
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dropped client still thinks it is connected:\n%s", c.log.String())
-		}
+	// It heard the Delete; its old key gets it no further.
+	if !testenv.Eventually(10*time.Second, func() bool {
+		st, err := c.status(t)
+		return err == nil && st.Session.State != "established"
+	}) {
+		t.Fatalf("the dropped client still thinks it is connected:\n%s", c.log.String())
 	}
 	// A broken file on SIGHUP changes nothing.
 	if err := os.WriteFile(keys, []byte("client.example\n"), 0o600); err != nil {
@@ -198,10 +204,8 @@ func TestMifsecGatewayClientPSKs(t *testing.T) {
 	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(g.log.String(), "SIGHUP: keeping the pre-shared keys"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("a broken key file on SIGHUP was not reported:\n%s", g.log.String())
-		}
+	if !testenv.Eventually(10*time.Second, func() bool { return strings.Contains(g.log.String(), "SIGHUP: keeping the pre-shared keys") }) {
+		t.Fatalf("a broken key file on SIGHUP was not reported:\n%s", g.log.String())
 	}
 	if cl := gatewayClients(t); len(cl) != 1 || cl[0].ID != "client.example" {
 		t.Fatalf("gateway clients after a broken reload: %+v", cl)
@@ -253,10 +257,8 @@ func TestConnectHangupDisconnects(t *testing.T) {
 	if code := c.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit status %d after SIGHUP:\n%s", code, c.log.String())
 	}
-	for deadline := time.Now().Add(3 * time.Second); len(gatewayClients(t)) != 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway still lists the client 3 s after its SIGHUP (DPD is 30 s): the IKE SA was not deleted")
-		}
+	if !testenv.Eventually(3*time.Second, func() bool { return len(gatewayClients(t)) == 0 }) {
+		t.Fatalf("the gateway still lists the client 3 s after its SIGHUP (DPD is 30 s): the IKE SA was not deleted")
 	}
 }
 

@@ -329,3 +329,14 @@ func StartIperf3Server(t testing.TB, ns, bind string, once bool) {
 		}
 	}
 }
+
+// Eventually polls cond every 20 ms until it holds or within has passed,
+// and reports whether it held: the caller fails with what it knows.
+func Eventually(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return cond()
+		}
+	}
+	return true
+}
