@@ -45,6 +45,11 @@ type ClientsConfig struct {
 	// an address on the gateway itself (the first address of its pool)
 	// or one in its protected networks.
 	Target netip.Addr
+	// RemoteTS are the selectors each client proposes for the gateway's
+	// side; empty means Target alone. A test of the gateway's policy
+	// proposes one network and sends to an address outside it, as a
+	// client that ignores its selectors would.
+	RemoteTS []netip.Prefix
 
 	// ID names client i; nil means the FQDN client-i.fleet.bench. Every
 	// client needs its own identity: a gateway drops the older IKE SAs of
@@ -56,7 +61,7 @@ type ClientsConfig struct {
 	PSK         []byte
 	Credentials func(i int) (ike.Identity, crypto.Signer, []*x509.Certificate, error)
 	CAs         *ike.TrustStore
-	RemoteID    ike.Identity // the gateway's expected identity; zero accepts any
+	RemoteID    ike.Identity // the gateway's expected identity; required with CAs
 
 	IKE, ESP   []ike.ProposalSpec // nil: aes256gcm16-prfsha256-x25519 and aes256gcm16
 	Retransmit ike.RetransmitPolicy
@@ -217,9 +222,13 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 	readyOnce := sync.OnceFunc(ready)
 	defer readyOnce()
 	cfg := c.cfg
+	remoteTS := cfg.RemoteTS
+	if len(remoteTS) == 0 {
+		remoteTS = []netip.Prefix{netip.PrefixFrom(cfg.Target, 32)}
+	}
 	scfg := ike.SessionConfig{Remote: cfg.Gateway, RemoteID: cfg.RemoteID, PSK: cfg.PSK, CAs: cfg.CAs,
 		IKE: cfg.IKE, ESP: cfg.ESP, RequestIPv4: true, Retransmit: cfg.Retransmit,
-		RemoteTS: []netip.Prefix{netip.PrefixFrom(cfg.Target, 32)},
+		RemoteTS: remoteTS,
 		Logger:   cfg.Logger.With("client", c.i)}
 	scfg.LocalID = cfg.ID(c.i)
 	if cfg.Credentials != nil {

@@ -20,7 +20,7 @@ const (
 	DropBadPadding                      // trailer inconsistent: pad length or pad bytes wrong
 	DropBadNextHeader                   // next header is neither IPv4, IPv6 nor dummy
 	DropBadInner                        // inner packet's IP header is malformed
-	DropPolicy                          // inner source outside the SA's traffic selectors
+	DropPolicy                          // inner source or destination outside the SA's traffic selectors
 	numDropReasons
 )
 

@@ -60,8 +60,11 @@ type PathStats struct {
 	RxPackets, RxBytes atomic.Uint64
 }
 
-// Route sends inner packets to destinations in Prefix through SA. Where
-// they go:
+// Route sends inner packets to destinations in Prefix through SA, if their
+// source is in Sources (the SA's local traffic selectors; RFC 4301 §5.1: a
+// packet from any other source is dropped and counted in
+// Stats.SourcePolicy, so a host cannot send what the SA does not cover).
+// Where they go:
 //   - Group non-nil: on the member its picker chooses per packet (the
 //     paths to one peer);
 //   - else Remote non-nil: to that endpoint on the socket of the path the
@@ -69,10 +72,11 @@ type PathStats struct {
 //     socket); Remote must come from NewEndpoint of that socket;
 //   - else: the engine's Picker chooses the path, and the path's Remote.
 type Route struct {
-	Prefix netip.Prefix
-	SA     *SA
-	Remote *Endpoint
-	Group  *PathGroup
+	Prefix  netip.Prefix
+	Sources Selectors
+	SA      *SA
+	Remote  *Endpoint
+	Group   *PathGroup
 }
 
 // EngineConfig is what an Engine runs on.
@@ -112,6 +116,7 @@ type EngineStats struct {
 	Rescued            atomic.Uint64 // datagrams resent on another path after theirs refused them
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
+	SourcePolicy       atomic.Uint64 // outbound packets whose source is outside their route's Sources
 	NoPath             atomic.Uint64 // outbound packets whose chosen path is gone
 	SendErrors         atomic.Uint64 // datagrams the kernel refused
 	TUNErrors          atomic.Uint64 // failed TUN reads or writes
@@ -147,6 +152,7 @@ type Engine struct {
 type inboundSA struct {
 	sa      *SA
 	remote  Selectors // inner source addresses the peer may send from
+	local   Selectors // inner destination addresses the peer may send to
 	sources sourceCounters
 	reorder atomic.Pointer[reorder] // nil: packets go to the TUN as they come
 }
@@ -246,13 +252,18 @@ func (e *Engine) storeRoutes(r []Route) {
 }
 
 // AddInbound makes sa receive ESP; decrypted packets must come from an
-// address in remote (RFC 4301 §5.2: the inner header must match the SA's
-// selectors).
-func (e *Engine) AddInbound(sa *SA, remote Selectors) error {
+// address in remote and go to an address in local (RFC 4301 §5.2: the
+// inner header must match both sides of the SA's selectors). Anything else
+// is dropped and counted as DropPolicy: a peer reaches only what it was
+// granted.
+func (e *Engine) AddInbound(sa *SA, remote, local Selectors) error {
 	if sa.SPI() < 256 {
 		// RFC 4303 §2.1: 0 is local-only (and on port 4500 the non-ESP
 		// marker) and 1-255 are reserved.
 		return fmt.Errorf("inbound SA: SPI %#x is reserved", sa.SPI())
+	}
+	if len(remote) == 0 || len(local) == 0 {
+		return fmt.Errorf("inbound SA: SPI %#x: no traffic selectors for the peer's or this side", sa.SPI())
 	}
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
@@ -264,7 +275,7 @@ func (e *Engine) AddInbound(sa *SA, remote Selectors) error {
 	for k, v := range old {
 		m[k] = v
 	}
-	m[sa.SPI()] = &inboundSA{sa: sa, remote: slices.Clone(remote)}
+	m[sa.SPI()] = &inboundSA{sa: sa, remote: slices.Clone(remote), local: slices.Clone(local)}
 	e.inbound.Store(&m)
 	return nil
 }
@@ -490,12 +501,18 @@ func (w *outboundWorker) step() bool {
 	routes := e.routes.Load()
 	for i := range n {
 		w.routes[i] = nil
-		dst, nh, ok := innerDestination(w.bufs[i][Headroom : Headroom+w.sizes[i]])
-		if ok {
-			w.routes[i], w.nextHeaders[i] = routes.lookup(dst), nh
-		}
-		if w.routes[i] == nil {
+		src, dst, nh, ok := innerAddresses(w.bufs[i][Headroom : Headroom+w.sizes[i]])
+		if !ok {
 			e.Stats.NoRoute.Add(1)
+			continue
+		}
+		switch r := routes.lookup(dst); {
+		case r == nil:
+			e.Stats.NoRoute.Add(1)
+		case !r.Sources.Contains(src):
+			e.Stats.SourcePolicy.Add(1)
+		default:
+			w.routes[i], w.nextHeaders[i] = r, nh
 		}
 	}
 	var txPackets, txBytes uint64
@@ -774,7 +791,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		// says nothing about what the path delivered.
 		return nil, ro, seq, scheduler.MaxPaths
 	}
-	inner, innerSrc, ok := innerPacket(plain, nh)
+	inner, innerSrc, innerDst, ok := innerPacket(plain, nh)
 	switch {
 	case !ok && nh != NextHeaderIPv4 && nh != NextHeaderIPv6:
 		e.Stats.Drops.Add(DropBadNextHeader)
@@ -782,7 +799,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 	case !ok:
 		e.Stats.Drops.Add(DropBadInner)
 		return nil, ro, seq, src
-	case !in.remote.Contains(innerSrc):
+	case !in.remote.Contains(innerSrc) || !in.local.Contains(innerDst):
 		e.Stats.Drops.Add(DropPolicy)
 		return nil, ro, seq, src
 	}

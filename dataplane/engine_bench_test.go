@@ -69,13 +69,13 @@ func benchmarkPipeline(b *testing.B, alg dataplane.Algorithm, workers int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), SA: out}})
+		e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Sources: dataplane.AnyAddress, SA: out}})
 		engines = append(engines, e)
 		r, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: sinkQueues[i : i+1], Paths: sinkPaths[i : i+1]})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := r.AddInbound(in, dataplane.AnyAddress); err != nil {
+		if err := r.AddInbound(in, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			b.Fatal(err)
 		}
 		engines = append(engines, r)

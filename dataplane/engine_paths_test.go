@@ -57,7 +57,7 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 		t.Fatal("AddPath accepted a second path 1")
 	}
 	group := dataplane.NewPathGroup(&alternate{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
-	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
 
 	const n = 400
 	for i := range n {
@@ -153,7 +153,7 @@ func TestEngineRedundantGroup(t *testing.T) {
 	a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
 	addSecondPath(t, a, b)
 	group := dataplane.NewPathGroup(both{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
-	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
 	run(t, a, b)
 	const n = 200
 	for i := range n {
@@ -202,7 +202,7 @@ func TestEngineRescuesRefusedDatagrams(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out,
+				e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out,
 					Group: dataplane.NewPathGroup(scheduler.Single(0), dataplane.GroupMember{Path: 0})}})
 				a.e = e
 				run(t, a, b)
@@ -247,7 +247,7 @@ func TestEnginePacketPicker(t *testing.T) {
 	a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
 	addSecondPath(t, a, b)
 	group := dataplane.NewPathGroup(byPort{}, dataplane.GroupMember{Path: 0}, dataplane.GroupMember{Path: 1})
-	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
 	run(t, a, b)
 	for i := range 60 {
 		port := 2000 + i%3 // a third to 2001

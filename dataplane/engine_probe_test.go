@@ -76,7 +76,7 @@ func rebuild(t *testing.T, s *side, onProbe func(*dataplane.ProbeEvent)) *datapl
 		t.Fatal(err)
 	}
 	e.SetRoutes(s.e.Routes())
-	if err := e.AddInbound(s.in, dataplane.AnyAddress); err != nil {
+	if err := e.AddInbound(s.in, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 		t.Fatal(err)
 	}
 	return e

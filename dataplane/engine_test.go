@@ -33,6 +33,8 @@ type pairConfig struct {
 	alg        dataplane.Algorithm
 	wrongKey   bool                // b receives with a different key than a seals with
 	remoteOfA  dataplane.Selectors // what b accepts as inner source; nil means any
+	localOfB   dataplane.Selectors // what b accepts as inner destination; nil means any
+	sourcesOfA dataplane.Selectors // the sources a may send from; nil means any
 	tunA, tunB tun.MemoryConfig
 	noOffload  bool
 }
@@ -70,15 +72,20 @@ func newPair(t testing.TB, pc pairConfig) (a, b *side) {
 		}
 		s.conn = c
 	}
-	remoteB := pc.remoteOfA
-	if remoteB == nil {
-		remoteB = dataplane.AnyAddress
+	orAny := func(s dataplane.Selectors) dataplane.Selectors {
+		if s == nil {
+			return dataplane.AnyAddress
+		}
+		return s
 	}
 	for _, x := range []struct {
-		s, peer *side
-		tcfg    tun.MemoryConfig
-		remote  dataplane.Selectors
-	}{{a, b, pc.tunA, dataplane.AnyAddress}, {b, a, pc.tunB, remoteB}} {
+		s, peer                *side
+		tcfg                   tun.MemoryConfig
+		remote, local, sources dataplane.Selectors
+	}{
+		{a, b, pc.tunA, dataplane.AnyAddress, dataplane.AnyAddress, orAny(pc.sourcesOfA)},
+		{b, a, pc.tunB, orAny(pc.remoteOfA), orAny(pc.localOfB), dataplane.AnyAddress},
+	} {
 		ep, err := x.s.conn.NewEndpoint(x.peer.conn.LocalAddr())
 		if err != nil {
 			t.Fatal(err)
@@ -96,10 +103,10 @@ func newPair(t testing.TB, pc pairConfig) (a, b *side) {
 			t.Fatal(err)
 		}
 		e.SetRoutes([]dataplane.Route{
-			{Prefix: netip.MustParsePrefix("0.0.0.0/0"), SA: x.s.out},
-			{Prefix: netip.MustParsePrefix("::/0"), SA: x.s.out},
+			{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Sources: x.sources, SA: x.s.out},
+			{Prefix: netip.MustParsePrefix("::/0"), Sources: x.sources, SA: x.s.out},
 		})
-		if err := e.AddInbound(x.s.in, x.remote); err != nil {
+		if err := e.AddInbound(x.s.in, x.remote, x.local); err != nil {
 			t.Fatal(err)
 		}
 		x.s.e = e
@@ -215,9 +222,47 @@ func TestEnginePolicyDropsForeignSource(t *testing.T) {
 	waitFor(t, func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 1 })
 }
 
+// TestEnginePolicyDropsForeignDestination: a peer that sends to an address
+// outside this side's selectors (the gateway's management network, another
+// client) gets nothing through (RFC 4301 §5.2).
+func TestEnginePolicyDropsForeignDestination(t *testing.T) {
+	a, b := newPair(t, pairConfig{localOfB: dataplane.Selectors{netip.MustParsePrefix("10.0.0.2/32"), netip.MustParsePrefix("fd00::2/128")},
+		tunB: tun.MemoryConfig{RecordWrites: 10}})
+	run(t, a, b)
+	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.3:2", []byte("next door")))
+	a.tun.Inject(udp(t, "10.0.0.1:1", "192.168.1.1:22", []byte("management")))
+	a.tun.Inject(udp(t, "[fd00::1]:1", "[fd00::3]:2", []byte("v6 next door")))
+	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
+	a.tun.Inject(fine)
+	got := receiveAll(t, b.tun, 1)
+	waitFor(t, func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 3 })
+	if !bytes.Equal(got[0], fine) {
+		t.Fatalf("b's TUN got %x, want the packet to its own address", got[0])
+	}
+	if n := b.e.Stats.RxPackets.Load(); n != 1 {
+		t.Fatalf("%d packets reached b's TUN, want 1", n)
+	}
+}
+
+// TestEngineSourcePolicy: an outbound packet from a source outside the
+// route's selectors is not sealed.
+func TestEngineSourcePolicy(t *testing.T) {
+	a, b := newPair(t, pairConfig{sourcesOfA: dataplane.Selectors{netip.MustParsePrefix("10.0.0.1/32")},
+		tunB: tun.MemoryConfig{RecordWrites: 10}})
+	run(t, a, b)
+	a.tun.Inject(udp(t, "10.0.0.9:1", "10.0.0.2:2", []byte("not mine")))
+	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
+	a.tun.Inject(fine)
+	receiveAll(t, b.tun, 1)
+	waitFor(t, func() bool { return a.e.Stats.SourcePolicy.Load() == 1 })
+	if n := a.out.Stats.Packets.Load(); n != 1 {
+		t.Fatalf("a sealed %d packets, want 1", n)
+	}
+}
+
 func TestEngineNoRoute(t *testing.T) {
 	a, b := newPair(t, pairConfig{})
-	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.1.0.0/16"), SA: a.out}})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.1.0.0/16"), Sources: dataplane.AnyAddress, SA: a.out}})
 	run(t, a, b)
 	a.tun.Inject(udp(t, "10.0.0.1:1", "10.2.0.2:2", []byte("nowhere")))
 	a.tun.Inject([]byte{0x00, 0x01}) // not IP

@@ -72,7 +72,7 @@ func TestRestoreOrderAcrossPaths(t *testing.T) {
 			group := dataplane.NewPathGroup(&alternate{},
 				dataplane.GroupMember{Path: 0},
 				dataplane.GroupMember{Path: 0, Remote: mustEndpoint(t, a.conn, slow)})
-			a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), SA: a.out, Group: group}})
+			a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
 			if restore {
 				if err := b.e.RestoreOrder(b.in.SPI(), scheduler.ResequencerConfig{MinWait: 200 * time.Millisecond, MaxWait: 500 * time.Millisecond}); err != nil {
 					t.Fatal(err)

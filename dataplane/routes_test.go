@@ -36,10 +36,10 @@ func TestEngineRouteHelpers(t *testing.T) {
 	a, _ := newPair(t, pairConfig{})
 	sa1, sa2, sa3 := testSA(t, 0x3001), testSA(t, 0x3002), testSA(t, 0x3003)
 	a.e.SetRoutes(nil)
-	a.e.AddRoutes(dataplane.Route{Prefix: netip.MustParsePrefix("10.3.0.0/24"), SA: sa1})
+	a.e.AddRoutes(dataplane.Route{Prefix: netip.MustParsePrefix("10.3.0.0/24"), Sources: dataplane.AnyAddress, SA: sa1})
 	a.e.AddRoutes(
-		dataplane.Route{Prefix: netip.MustParsePrefix("10.3.0.2/32"), SA: sa2},
-		dataplane.Route{Prefix: netip.MustParsePrefix("fd03::2/128"), SA: sa2})
+		dataplane.Route{Prefix: netip.MustParsePrefix("10.3.0.2/32"), Sources: dataplane.AnyAddress, SA: sa2},
+		dataplane.Route{Prefix: netip.MustParsePrefix("fd03::2/128"), Sources: dataplane.AnyAddress, SA: sa2})
 	r := a.e.Routes()
 	if len(r) != 3 || r[2].SA != sa1 || r[0].Prefix.Bits() != 128 {
 		t.Fatalf("routes not sorted most specific first: %v", r)
@@ -111,13 +111,14 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.e.AddInbound(cloneSA(t, c.out, key), dataplane.AnyAddress); err != nil {
+		if err := c.e.AddInbound(cloneSA(t, c.out, key), dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			t.Fatal(err)
 		}
 		gw.AddRoutes(dataplane.Route{
-			Prefix: netip.PrefixFrom(netip.MustParseAddr(c.addr), 32),
-			SA:     c.out,
-			Remote: mustEndpoint(t, gwConn, c.conn.LocalAddr()),
+			Prefix:  netip.PrefixFrom(netip.MustParseAddr(c.addr), 32),
+			Sources: dataplane.AnyAddress,
+			SA:      c.out,
+			Remote:  mustEndpoint(t, gwConn, c.conn.LocalAddr()),
 		})
 	}
 	run(t, &side{e: gw}, &side{e: clients[0].e}, &side{e: clients[1].e})

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -382,6 +383,69 @@ type VerifiedPeer struct {
 	Chain []*x509.Certificate
 	// PublicKey is the key that verifies the peer's AUTH payload.
 	PublicKey crypto.PublicKey
+}
+
+// VerifyGateway is VerifyPeer for a peer that acts as a gateway (we
+// initiated to it): its certificate must also be meant for a server, with
+// an extended key usage of serverAuth, id-kp-ipsecIKE, iKEIntermediate or
+// anyExtendedKeyUsage (RFC 4945 §5.1.3.12; what strongSwan, Windows and
+// macOS expect of a gateway). A client-only certificate of the same CA,
+// which any colleague holds, does not make its holder a gateway.
+func (t *TrustStore) VerifyGateway(endEntity []byte, intermediates [][]byte, id Identity, now time.Time) (*VerifiedPeer, error) {
+	peer, err := t.VerifyPeer(endEntity, intermediates, id, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkGatewayUsage(peer.Certificate); err != nil {
+		return nil, err
+	}
+	return peer, nil
+}
+
+// OIDs of the extended key usages for IKE (RFC 4945 §5.1.3.12).
+var (
+	oidExtKeyUsageIPsecIKE        = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
+	oidExtKeyUsageIKEIntermediate = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 8, 2, 2}
+)
+
+// ErrNotAGateway reports a peer certificate whose extended key usage does
+// not allow it to act as a gateway.
+var ErrNotAGateway = errors.New("ike: the certificate is not for a gateway")
+
+func checkGatewayUsage(c *x509.Certificate) error {
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageAny {
+			return nil
+		}
+	}
+	for _, oid := range c.UnknownExtKeyUsage {
+		if oid.Equal(oidExtKeyUsageIPsecIKE) || oid.Equal(oidExtKeyUsageIKEIntermediate) {
+			return nil
+		}
+	}
+	what := "no extended key usage"
+	if len(c.ExtKeyUsage)+len(c.UnknownExtKeyUsage) > 0 {
+		what = "extended key usage " + describeExtKeyUsage(c)
+	}
+	return fmt.Errorf("%w: certificate %q has %s; a gateway's needs serverAuth or ikeIntermediate (strongSwan: pki --issue --flag serverAuth --flag ikeIntermediate)",
+		ErrNotAGateway, c.Subject.String(), what)
+}
+
+func describeExtKeyUsage(c *x509.Certificate) string {
+	names := map[x509.ExtKeyUsage]string{x509.ExtKeyUsageClientAuth: "clientAuth", x509.ExtKeyUsageCodeSigning: "codeSigning",
+		x509.ExtKeyUsageEmailProtection: "emailProtection", x509.ExtKeyUsageTimeStamping: "timeStamping", x509.ExtKeyUsageOCSPSigning: "OCSPSigning"}
+	var out []string
+	for _, u := range c.ExtKeyUsage {
+		if n, ok := names[u]; ok {
+			out = append(out, n)
+		} else {
+			out = append(out, fmt.Sprintf("usage %d", u))
+		}
+	}
+	for _, oid := range c.UnknownExtKeyUsage {
+		out = append(out, oid.String())
+	}
+	return strings.Join(out, ", ")
 }
 
 // VerifyPeer checks the peer's end-entity certificate, given as the DER

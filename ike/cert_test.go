@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
@@ -419,5 +420,57 @@ func TestKeysNeverInText(t *testing.T) {
 	}
 	if !strings.Contains(creds.String(), "client@mifsec.test") {
 		t.Fatalf("String() = %q lacks the subject", creds.String())
+	}
+}
+
+// TestVerifyGatewayExtKeyUsage: a gateway's certificate must be meant for a
+// server; a client-only certificate of the same CA (a colleague's) with the
+// gateway's name in it does not make its holder the gateway.
+func TestVerifyGatewayExtKeyUsage(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := GenerateTestPKI(dir, TestPKIOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewTrustStore(pki.CA.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{Type: IDFQDN, Data: []byte("vpn.example.test")}
+	for i, tc := range []struct {
+		name   string
+		usage  []x509.ExtKeyUsage
+		oids   []asn1.ObjectIdentifier
+		wantOK bool
+	}{
+		{"serverAuth", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, nil, true},
+		{"serverAuth and clientAuth", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}, nil, true},
+		{"ikeIntermediate", nil, []asn1.ObjectIdentifier{oidExtKeyUsageIKEIntermediate}, true},
+		{"id-kp-ipsecIKE", nil, []asn1.ObjectIdentifier{oidExtKeyUsageIPsecIKE}, true},
+		{"anyExtendedKeyUsage", []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, nil, true},
+		{"clientAuth only", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, false},
+		{"emailProtection only", []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, nil, false},
+		{"no extended key usage", nil, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cred, err := issueTestCertificate(dir, fmt.Sprintf("c%d.pem", i), fmt.Sprintf("c%d.key", i), TestKeyECDSAP256,
+				testCertTemplate{subject: "CN=vpn.example.test", dnsNames: []string{"vpn.example.test"}, extUsage: tc.usage, extOIDs: tc.oids,
+					notBefore: time.Now().Add(-time.Hour), notAfter: time.Now().Add(time.Hour)}, &pki.CA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Any certificate of the CA is a valid peer...
+			if _, err := store.VerifyPeer(cred.Certificate.Raw, nil, id, time.Time{}); err != nil {
+				t.Fatalf("VerifyPeer: %v", err)
+			}
+			// ...but only a server's is a gateway.
+			_, err = store.VerifyGateway(cred.Certificate.Raw, nil, id, time.Time{})
+			if tc.wantOK && err != nil {
+				t.Fatalf("VerifyGateway refused: %v", err)
+			}
+			if !tc.wantOK && !errors.Is(err, ErrNotAGateway) {
+				t.Fatalf("VerifyGateway: %v, want ErrNotAGateway", err)
+			}
+		})
 	}
 }

@@ -328,17 +328,20 @@ func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
 			certs = append(certs, c.Data)
 		}
 	}
-	want := got
-	if s.cfg.RemoteID.Type != 0 {
-		if !got.Equal(s.cfg.RemoteID) {
-			return fmt.Errorf("%w: the gateway identifies as %s, expected %s", ErrAuthFailed, got, s.cfg.RemoteID)
-		}
-		want = s.cfg.RemoteID
+	// Any certificate of a trusted CA proves only that its holder is
+	// someone the CA vouched for: without the name we expect, a colleague's
+	// certificate would do. So a certificate-authenticated gateway must
+	// prove the configured identity, with a certificate meant for a server.
+	if s.cfg.RemoteID.Type == 0 {
+		return fmt.Errorf("%w: the gateway authenticated with a certificate but no identity is configured to check it against (set the gateway's identity)", ErrAuthFailed)
+	}
+	if !got.Equal(s.cfg.RemoteID) {
+		return fmt.Errorf("%w: the gateway identifies as %s, expected %s", ErrAuthFailed, got, s.cfg.RemoteID)
 	}
 	if len(certs) == 0 {
 		return fmt.Errorf("%w: the gateway sent no certificate", ErrAuthFailed)
 	}
-	peer, err := s.cfg.CAs.VerifyPeer(certs[0], certs[1:], want, s.cfg.Now())
+	peer, err := s.cfg.CAs.VerifyGateway(certs[0], certs[1:], s.cfg.RemoteID, s.cfg.Now())
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrAuthFailed, err)
 	}

@@ -82,9 +82,14 @@ func (p RetransmitPolicy) withDefaults() RetransmitPolicy {
 
 // SessionConfig is what an initiator needs to connect.
 type SessionConfig struct {
-	Remote   netip.AddrPort // gateway address and IKE port (500, or 4500 to start there)
-	LocalID  Identity
-	RemoteID Identity // expected identity of the gateway; the zero value accepts any
+	Remote  netip.AddrPort // gateway address and IKE port (500, or 4500 to start there)
+	LocalID Identity
+	// RemoteID is the gateway's expected identity. A gateway that
+	// authenticates with a certificate must prove it (and its certificate
+	// must be a server's): with the zero value such a gateway is refused.
+	// A gateway that proves the pre-shared key is checked against it when
+	// it is set.
+	RemoteID Identity
 	// PSK authenticates with a pre-shared key. Otherwise Key and
 	// Certificates (end entity first) sign, and CAs verify the gateway.
 	PSK          []byte

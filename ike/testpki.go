@@ -119,11 +119,6 @@ const (
 	TestPKIClientKeyFile    = "client.key"
 )
 
-// oidExtKeyUsageIKEIntermediate is id-kp-ipsecIKE's predecessor
-// iKEIntermediate (1.3.6.1.5.5.8.2.2), which strongSwan's pki tool sets
-// for gateways and some clients (Windows) expect.
-var oidExtKeyUsageIKEIntermediate = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 8, 2, 2}
-
 // GenerateTestPKI creates a test PKI and writes its certificates and keys
 // as PEM files into dir (created if missing; keys with mode 0600). It is
 // meant for tests only.

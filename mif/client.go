@@ -261,7 +261,7 @@ func (c *Client) InstallChild(child *ike.ChildSA) error {
 	if err != nil {
 		return err
 	}
-	if err := c.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS)); err != nil {
+	if err := c.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -338,7 +338,7 @@ func (c *Client) setRoutes(child *ike.ChildSA, out *dataplane.SA, group *datapla
 		// With several paths the route sends on the group: with one
 		// member, the path IKE uses (moving it moves the ESP), or every
 		// path under the multipath scheduler.
-		routes = append(routes, dataplane.Route{Prefix: p, SA: out, Group: group})
+		routes = append(routes, dataplane.Route{Prefix: p, Sources: child.LocalTS, SA: out, Group: group})
 	}
 	c.engine.SetRoutes(routes)
 }

@@ -77,6 +77,7 @@ type gatewayChild struct {
 	in, out *dataplane.SA
 	group   *dataplane.PathGroup // the client's endpoint on its listener's socket
 	prefix  []netip.Prefix       // the client's side
+	local   []netip.Prefix       // this side: the networks the client may reach
 	// peer is the client's multipath conductor, nil while the client
 	// uses one path; read by receive workers.
 	peer atomic.Pointer[gatewayPeer]
@@ -309,10 +310,13 @@ func (g *Gateway) InstallChild(client *ike.Client, child *ike.ChildSA, send bool
 	if err != nil {
 		return err
 	}
-	if err := g.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS)); err != nil {
+	// Both sides of the selectors, as narrowed in IKE_AUTH: the client
+	// reaches only the networks it was granted (RFC 4301 §5.2).
+	if err := g.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
 		return err
 	}
-	k := &gatewayChild{client: client, in: in, out: out, group: dataplane.NewPathGroup(nil, m), prefix: child.RemoteTS}
+	k := &gatewayChild{client: client, in: in, out: out, group: dataplane.NewPathGroup(nil, m),
+		prefix: child.RemoteTS, local: child.LocalTS}
 	g.mu.Lock()
 	g.kids[child.InSPI] = k
 	g.probeKids.Store(child.InSPI, k)
@@ -343,7 +347,7 @@ func (g *Gateway) route(k *gatewayChild) {
 	}
 	routes := make([]dataplane.Route, 0, len(k.prefix))
 	for _, p := range k.prefix {
-		routes = append(routes, dataplane.Route{Prefix: p, SA: k.out, Group: group})
+		routes = append(routes, dataplane.Route{Prefix: p, Sources: k.local, SA: k.out, Group: group})
 	}
 	g.engine.AddRoutes(routes...)
 	for _, r := range g.engine.Routes() {

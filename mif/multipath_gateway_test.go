@@ -81,7 +81,7 @@ func TestGatewayMultipathPeer(t *testing.T) {
 	install := func(c *ike.Client, spi uint32, prefix string) {
 		t.Helper()
 		child := &ike.ChildSA{InSPI: spi, OutSPI: spi + 1, Algorithm: "aes256gcm16", InKey: key, OutKey: key,
-			RemoteTS: []netip.Prefix{netip.MustParsePrefix(prefix)}}
+			LocalTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, RemoteTS: []netip.Prefix{netip.MustParsePrefix(prefix)}}
 		if err := g.InstallChild(c, child, true); err != nil {
 			t.Fatal(err)
 		}

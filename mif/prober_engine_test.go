@@ -56,7 +56,7 @@ func TestProberOverEngines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.AddInbound(me.in, dataplane.AnyAddress); err != nil {
+		if err := e.AddInbound(me.in, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			t.Fatal(err)
 		}
 		me.e = e

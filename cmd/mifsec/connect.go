@@ -25,9 +25,9 @@ const (
 
 func connectCommand() *cli.Command {
 	flags := []cli.Flag{
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "gateway", Usage: "gateway `ADDR` or ADDR:PORT (IKE port, default 500)", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "gateway", Usage: "gateway `HOST`, HOST:PORT or [IPv6]:PORT (IKE port, default 500); a name is resolved at start and is the gateway's identity unless --remote-id says otherwise", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote-id", Usage: "the gateway's expected `IDENTITY` (default: whatever it proves)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote-id", Usage: "the gateway's expected `IDENTITY` (default: --gateway's name; required with --ca when --gateway is an address)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
@@ -68,7 +68,7 @@ then deletes the IKE SA and removes the device.`,
 func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 	var cfg mif.ClientConfig
 	s := &cfg.Session
-	gw, err := parseEndpoint(c.String("gateway"), 500)
+	gw, gwName, err := resolveGateway(c.Context, c.String("gateway"), 500)
 	if err != nil {
 		return cfg, fmt.Errorf("--gateway: %w", err)
 	}
@@ -76,14 +76,22 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 	if s.LocalID, err = ike.ParseIdentity(c.String("local-id")); err != nil {
 		return cfg, fmt.Errorf("--local-id: %w", err)
 	}
-	if id := c.String("remote-id"); id != "" {
-		if s.RemoteID, err = ike.ParseIdentity(id); err != nil {
-			return cfg, fmt.Errorf("--remote-id: %w", err)
-		}
-	}
 	creds, err := parseCredentials(c)
 	if err != nil {
 		return cfg, err
+	}
+	switch id := c.String("remote-id"); {
+	case id != "":
+		if s.RemoteID, err = ike.ParseIdentity(id); err != nil {
+			return cfg, fmt.Errorf("--remote-id: %w", err)
+		}
+	case gwName != "":
+		// The name the user dialled is the name the gateway must prove,
+		// as a browser checks a server's certificate.
+		s.RemoteID = ike.Identity{Type: ike.IDFQDN, Data: []byte(gwName)}
+	case creds.cas != nil:
+		return cfg, fmt.Errorf("--remote-id is required with --ca when --gateway is an address: " +
+			"any certificate of the CA would otherwise be accepted as the gateway's (give the gateway's identity, e.g. --remote-id vpn.example.net, or --gateway by name)")
 	}
 	s.PSK, s.Key, s.Certificates, s.CAs = creds.psk, creds.key, creds.certs, creds.cas
 	s.IKE, s.ESP = creds.ike, creds.esp

@@ -151,13 +151,15 @@ func (s *scaleGateway) startFleet(t *testing.T, cfg bench.ClientsConfig) *bench.
 }
 
 // startFleetIn runs a client fleet from namespace ns; the gateway is
-// 192.0.2.2:500 unless cfg names it, the target 10.1.0.1.
+// 192.0.2.2:500 and the target 10.1.0.1 unless cfg names them.
 func startFleetIn(t *testing.T, ns string, cfg bench.ClientsConfig) *bench.Fleet {
 	t.Helper()
 	if !cfg.Gateway.IsValid() {
 		cfg.Gateway = netip.MustParseAddrPort("192.0.2.2:500")
 	}
-	cfg.Target = netip.MustParseAddr("10.1.0.1")
+	if !cfg.Target.IsValid() {
+		cfg.Target = netip.MustParseAddr("10.1.0.1")
+	}
 	var f *bench.Fleet
 	var err error
 	testenv.InNamedNetns(t, ns, func() {
@@ -438,5 +440,41 @@ func TestMifsecGatewayInitialContact(t *testing.T) {
 	}
 	if leased != n {
 		t.Errorf("%d addresses leased for %d clients: the replaced ones were not released", leased, n)
+	}
+}
+
+// TestMifsecGatewayEnforcesLocalTS: a client that ignores its selectors and
+// sends to addresses the gateway did not grant (--local-ts 10.1.0.0/24) —
+// another network on the gateway host, the gateway's own outer address —
+// gets nothing through: the gateway drops the packets as "policy", and a
+// client of the same gateway still reaches the granted network.
+func TestMifsecGatewayEnforcesLocalTS(t *testing.T) {
+	const psk = "a secret every client shares"
+	s := startScaleGatewayWith(t, func(s *scaleGateway) {
+		testenv.Exec(t, s.gw, "ip", "addr", "add", "10.9.0.1/24", "dev", "lo")
+	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk))
+	gwID := ike.Identity{Type: ike.IDFQDN, Data: []byte("gw.example")}
+	for i, target := range []string{"10.9.0.1", "192.0.2.2"} {
+		f := s.startFleet(t, bench.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
+			Target: netip.MustParseAddr(target), RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Timeout: 3 * time.Second,
+			ID: func(int) ike.Identity {
+				return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "rogue%d.example", i)}
+			}})
+		rep := f.Report()
+		if rep.Established != 1 {
+			t.Fatalf("the rogue client was not established: %v", rep)
+		}
+		if rep.TrafficOK != 0 {
+			t.Errorf("an echo to %s outside --local-ts came back through the tunnel", target)
+		}
+		if drops := s.status(t).Drops["policy"]; drops == 0 {
+			t.Errorf("after echoes to %s the gateway counted no policy drop", target)
+		}
+		f.Close()
+	}
+	f := s.startFleet(t, bench.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
+		ID: func(int) ike.Identity { return ike.Identity{Type: ike.IDFQDN, Data: []byte("honest.example")} }})
+	if rep := f.Report(); rep.TrafficOK != 1 {
+		t.Fatalf("a client echoing to 10.1.0.1 inside --local-ts got no reply: %v", rep)
 	}
 }

@@ -235,10 +235,12 @@ func runStatic(c *cli.Context) error {
 	}
 	routes := make([]dataplane.Route, 0, len(networks))
 	for _, p := range networks {
-		routes = append(routes, dataplane.Route{Prefix: p, SA: out})
+		routes = append(routes, dataplane.Route{Prefix: p, Sources: dataplane.AnyAddress, SA: out})
 	}
 	engine.SetRoutes(routes)
-	if err := engine.AddInbound(in, networks); err != nil {
+	// Manual keys name no selectors for this side: the peer's packets
+	// must come from its networks, and may go to any address here.
+	if err := engine.AddInbound(in, networks, dataplane.AnyAddress); err != nil {
 		conn.Close()
 		return err
 	}
