@@ -241,7 +241,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		return err
 	}
 	addrs, dns := configReply(reply)
-	child, err := s.childFromReply(sa, reply, inSPI, sa.ni, sa.nr, nil, false)
+	child, err := s.childFromReply(sa, reply, inSPI, sa.ni, sa.nr, nil, false, s.localTS(), s.cfg.RemoteTS)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH: %w", err)
 	}
@@ -353,8 +353,10 @@ func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
 
 // childFromReply builds the Child SA a response (IKE_AUTH or
 // CREATE_CHILD_SA) agreed to. We initiated the exchange: keys for our
-// outbound direction come first in the key material.
-func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI uint32, ni, nr, shared []byte, withDH bool) (*ChildSA, error) {
+// outbound direction come first in the key material. The gateway may only
+// narrow the selectors we proposed (local, remote; RFC 7296 §2.9): what it
+// answers is intersected with them, and nothing left is an error.
+func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI uint32, ni, nr, shared []byte, withDH bool, local, remote []netip.Prefix) (*ChildSA, error) {
 	saP := Find[*SA](reply)
 	if saP == nil || len(saP.Proposals) != 1 {
 		return nil, fmt.Errorf("the gateway's response has no single Child SA proposal")
@@ -367,12 +369,43 @@ func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI uint32, ni, n
 	if tsi == nil || tsr == nil {
 		return nil, fmt.Errorf("the gateway's response lacks traffic selectors")
 	}
+	gotLocal, gotRemote := PrefixesFromSelectors(tsi.Selectors), PrefixesFromSelectors(tsr.Selectors)
+	grantedLocal, grantedRemote, widened, err := grantedSelectors(gotLocal, gotRemote, local, remote)
+	if err != nil {
+		return nil, err
+	}
+	if widened {
+		s.log.Warn("the gateway widened the traffic selectors we proposed; using the intersection",
+			"granted_local", gotLocal, "granted_remote", gotRemote, "using_local", grantedLocal, "using_remote", grantedRemote)
+	}
 	out, in, err := childKeys(sa, esp, shared, ni, nr)
 	if err != nil {
 		return nil, err
 	}
 	return &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
-		LocalTS: PrefixesFromSelectors(tsi.Selectors), RemoteTS: PrefixesFromSelectors(tsr.Selectors), Created: s.cfg.Now()}, nil
+		LocalTS: grantedLocal, RemoteTS: grantedRemote, Created: s.cfg.Now()}, nil
+}
+
+// grantedSelectors intersects the selectors a gateway answered (got*) with
+// those we proposed: a responder may narrow them, never widen them (RFC
+// 7296 §2.9). widened says it tried; nothing left is an error.
+func grantedSelectors(gotLocal, gotRemote, local, remote []netip.Prefix) (grantedLocal, grantedRemote []netip.Prefix, widened bool, err error) {
+	grantedLocal, grantedRemote = narrow(gotLocal, local), narrow(gotRemote, remote)
+	if len(grantedLocal) == 0 || len(grantedRemote) == 0 {
+		return nil, nil, false, fmt.Errorf("the gateway's traffic selectors %v ⇄ %v lie outside what we proposed (%v ⇄ %v)", gotLocal, gotRemote, local, remote)
+	}
+	widened = !allIn(gotLocal, grantedLocal) || !allIn(gotRemote, grantedRemote)
+	return grantedLocal, grantedRemote, widened, nil
+}
+
+// allIn reports whether every prefix of ps is in set.
+func allIn(ps, set []netip.Prefix) bool {
+	for _, p := range ps {
+		if !slices.Contains(set, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // configReply reads the addresses and DNS servers of a CFG_REPLY.
@@ -386,7 +419,15 @@ func configReply(ps []Payload) (addrs []netip.Prefix, dns []netip.Addr) {
 		case a.Type == INTERNAL_IP4_ADDRESS && len(a.Value) == 4:
 			addrs = append(addrs, netip.PrefixFrom(netip.AddrFrom4([4]byte(a.Value)), 32))
 		case a.Type == INTERNAL_IP6_ADDRESS && len(a.Value) == 17:
-			addrs = append(addrs, netip.PrefixFrom(netip.AddrFrom16([16]byte(a.Value[:16])), int(min(a.Value[16], 128))))
+			// The prefix length puts a route on the TUN device: a short
+			// one would pull a whole range (or all of IPv6) into the
+			// tunnel without traffic selectors saying so. Below /64 it is
+			// taken as the address alone.
+			bits := int(a.Value[16])
+			if bits < 64 || bits > 128 {
+				bits = 128
+			}
+			addrs = append(addrs, netip.PrefixFrom(netip.AddrFrom16([16]byte(a.Value[:16])), bits))
 		case a.Type == INTERNAL_IP4_DNS && len(a.Value) == 4:
 			dns = append(dns, netip.AddrFrom4([4]byte(a.Value)))
 		case a.Type == INTERNAL_IP6_DNS && len(a.Value) == 16:

@@ -103,7 +103,7 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 	if old == nil {
 		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
 	}
-	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, s.cfg.Now())
+	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, old, s.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
@@ -123,10 +123,11 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 }
 
 // answerChildRekey is the responder's half of a CREATE_CHILD_SA that
-// rekeys a Child SA (RFC 7296 §2.8), with PFS when the chosen proposal has
-// a DH group. It returns the response and the new Child SA, or the error
-// notification to answer with.
-func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Time) ([]Payload, *ChildSA, *Notify) {
+// rekeys the Child SA old (RFC 7296 §2.8), with PFS when the chosen
+// proposal has a DH group. It returns the response and the new Child SA,
+// or the error notification to answer with. The selectors stay those of
+// old, whatever the request says: neither side widens them by rekeying.
+func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *ChildSA, now time.Time) ([]Payload, *ChildSA, *Notify) {
 	fail := func(t NotifyType, data []byte) ([]Payload, *ChildSA, *Notify) {
 		return nil, nil, &Notify{NotifyType: t, Data: data}
 	}
@@ -167,13 +168,13 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.T
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: peerToUs, OutKey: usToPeer, ESN: esp.esn,
-		// The peer's TSi are its side: our remote.
-		LocalTS: PrefixesFromSelectors(tsr.Selectors), RemoteTS: PrefixesFromSelectors(tsi.Selectors), Created: now}
+		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now}
 	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}
 	if kePayload != nil {
 		reply = append(reply, kePayload)
 	}
-	reply = append(reply, tsi, tsr)
+	// The peer initiated: its TSi is its side, our remote.
+	reply = append(reply, &TS{Selectors: SelectorsFromPrefixes(old.RemoteTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.LocalTS)})
 	return reply, child, nil
 }
 
@@ -289,7 +290,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if nr == nil {
 			return errors.New("CREATE_CHILD_SA: the gateway's response lacks a nonce")
 		}
-		child, err := s.childFromReply(sa, reply, inSPI, ni, nr.Data, shared, true)
+		child, err := s.childFromReply(sa, reply, inSPI, ni, nr.Data, shared, true, old.LocalTS, old.RemoteTS)
 		if err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 		}

@@ -1183,15 +1183,10 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 	if old == nil || old != c.child {
 		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
 	}
-	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, r.cfg.Now())
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, r.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
-	// The selectors stay those of the SA rekeyed: the client cannot widen
-	// them by rekeying.
-	child.LocalTS, child.RemoteTS = old.LocalTS, old.RemoteTS
-	reply = slices.DeleteFunc(reply, func(p Payload) bool { _, ok := p.(*TS); return ok })
-	reply = append(reply, &TS{Selectors: SelectorsFromPrefixes(old.RemoteTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.LocalTS)})
 	if err := r.h.InstallChild(&c.Client, child, false); err != nil {
 		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
 		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
