@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -778,6 +779,73 @@ type clientMobility struct {
 	addrs       []netip.Addr // its ADDITIONAL_* addresses
 	paths       []PathInfo   // MIF paths, by ID
 	moves       int
+	checks      []routabilityCheck // return routability checks waiting for their turn
+}
+
+// routabilityCheck is a new address of a client that the gateway uses
+// only after the client proved it receives there (RFC 4555 §5.2): then
+// runs once the client echoed the check's COOKIE2 from that address's
+// request.
+type routabilityCheck struct {
+	to   netip.AddrPort
+	then func()
+}
+
+// Bounds on what one client may ask the gateway to track.
+const (
+	// MaxClientPaths is the number of MIF paths a client may have at
+	// once.
+	MaxClientPaths = 16
+	// maxPathID is the largest MIF path ID the gateway accepts (the
+	// scheduler tracks 64 paths per peer, path 0 being the IKE SA's).
+	maxPathID = 63
+	// maxPendingChecks bounds the return routability checks queued per
+	// client; the oldest is dropped (the client asks again).
+	maxPendingChecks = 4
+)
+
+// checkRoutability queues a return routability check of to for c and
+// starts it when c has no request of the gateway outstanding.
+func (r *Responder) checkRoutability(c *rClient, to netip.AddrPort, then func()) {
+	if len(c.mob.checks) >= maxPendingChecks {
+		r.log.Debug("return routability checks queued to the limit: dropping the oldest", "id", c.ID, "to", c.mob.checks[0].to)
+		c.mob.checks = c.mob.checks[1:]
+	}
+	c.mob.checks = append(c.mob.checks, routabilityCheck{to: to, then: then})
+	r.nextRoutabilityCheck(c)
+}
+
+// nextRoutabilityCheck starts c's next queued check if nothing else of the
+// gateway's is outstanding: an INFORMATIONAL request with a fresh COOKIE2
+// sent to the new address; the client's answer must echo it.
+func (r *Responder) nextRoutabilityCheck(c *rClient) {
+	if c.pending != nil || len(c.mob.checks) == 0 || c.sa == nil {
+		return
+	}
+	chk := c.mob.checks[0]
+	c.mob.checks = c.mob.checks[1:]
+	cookie := newCookie2()
+	sa := c.sa
+	err := r.requestTo(c, chk.to, INFORMATIONAL, []Payload{&Notify{NotifyType: COOKIE2, Data: cookie}}, func(reply []Payload) {
+		var echo []byte
+		if n := FindNotify(reply, COOKIE2); n != nil {
+			echo = n.Data
+		}
+		switch {
+		case reply == nil:
+			r.log.Info("client's new address did not answer a return routability check: not used", "id", c.ID, "address", chk.to)
+		case subtle.ConstantTimeCompare(echo, cookie) != 1:
+			r.log.Info("client's answer to a return routability check lacks its COOKIE2: address not used", "id", c.ID, "address", chk.to)
+		case c.sa != sa || !slices.Contains(r.clients, c):
+			// The client rekeyed its IKE SA or left meanwhile.
+		default:
+			chk.then()
+		}
+		r.nextRoutabilityCheck(c)
+	})
+	if err != nil {
+		r.log.Debug("return routability check", "id", c.ID, "to", chk.to, "err", err)
+	}
 }
 
 func (m *clientMobility) status() ClientMobility {
@@ -876,16 +944,24 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 	}
 	ph, _ := r.h.(ResponderPathHandler)
 	if FindNotify(req, UPDATE_SA_ADDRESSES) != nil && c.mob.mobike {
+		// The request is authenticated, its source address is not: the
+		// SAs move only once the client answers there (RFC 4555 §5.2), so
+		// no one can point the gateway's traffic at a third party.
 		then = append(then, func() {
 			if c.Remote == from {
 				return
 			}
-			r.log.Info("client moved", "id", c.ID, "from", c.Remote, "to", from)
-			c.Remote = from
-			c.mob.moves++
-			if ph != nil {
-				ph.ClientMoved(&c.Client)
-			}
+			r.checkRoutability(c, from, func() {
+				if c.Remote == from {
+					return
+				}
+				r.log.Info("client moved", "id", c.ID, "from", c.Remote, "to", from)
+				c.Remote = from
+				c.mob.moves++
+				if ph != nil {
+					ph.ClientMoved(&c.Client)
+				}
+			})
 		})
 	}
 	if n := FindNotify(req, MIF_PATH_ADD); n != nil && c.mob.mif {
@@ -896,18 +972,41 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 		// An address already in use is refused: it is the IKE SA's own
 		// path, or the request reached us on another path than the one
 		// it announces (a retransmission on the current path).
+		if add.ID == 0 || add.ID > maxPathID {
+			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+		}
 		if from == c.Remote || slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return p.Remote == from && p.ID != add.ID }) {
 			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
 		}
+		known := slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == add.ID })
+		switch {
+		case !known && len(c.mob.paths) >= MaxClientPaths:
+			r.log.Info("client announced more paths than allowed", "id", c.ID, "paths", len(c.mob.paths), "max", MaxClientPaths)
+			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
+		case c.child == nil:
+			// Paths carry ESP: without a Child SA there is nothing to
+			// schedule, and nothing to tear the scheduling down with.
+			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
+		}
 		info := PathInfo{ID: add.ID, Kind: add.Kind, Priority: add.Priority, Remote: from}
+		// The client's COOKIE2 proves nothing of its address: the gateway
+		// sends there only after its own check came back.
 		then = append(then, func() {
-			c.mob.paths = slices.DeleteFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == info.ID })
-			i, _ := slices.BinarySearchFunc(c.mob.paths, info.ID, func(p PathInfo, id uint16) int { return cmp.Compare(p.ID, id) })
-			c.mob.paths = slices.Insert(c.mob.paths, i, info)
-			r.log.Info("client added a path", "id", c.ID, "path", info.ID, "kind", info.Kind, "priority", info.Priority, "remote", info.Remote)
-			if ph != nil {
-				ph.PathAdded(&c.Client, info)
-			}
+			r.checkRoutability(c, from, func() {
+				if c.child == nil {
+					return
+				}
+				c.mob.paths = slices.DeleteFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == info.ID })
+				if len(c.mob.paths) >= MaxClientPaths {
+					return
+				}
+				i, _ := slices.BinarySearchFunc(c.mob.paths, info.ID, func(p PathInfo, id uint16) int { return cmp.Compare(p.ID, id) })
+				c.mob.paths = slices.Insert(c.mob.paths, i, info)
+				r.log.Info("client added a path", "id", c.ID, "path", info.ID, "kind", info.Kind, "priority", info.Priority, "remote", info.Remote)
+				if ph != nil {
+					ph.PathAdded(&c.Client, info)
+				}
+			})
 		})
 	}
 	if n := FindNotify(req, MIF_PATH_REMOVE); n != nil && c.mob.mif {

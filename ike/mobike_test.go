@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -280,6 +281,8 @@ func TestMOBIKEUpdateAddresses(t *testing.T) {
 	}
 	t.Logf("UpdateAddresses took %v in memory", time.Since(start))
 	st := rg.s.Status()
+	// The gateway moves once its return routability check came back.
+	waitUntil(t, func() bool { return rg.client(t).Moves == 1 })
 	if st.Path != "wlan0" || st.PathUpdates != 1 || st.IKESPIi != before.IKESPIi || st.IKESPIr != before.IKESPIr {
 		t.Fatalf("after the update: path %q updates %d SPIs %s/%s (were %s/%s)", st.Path, st.PathUpdates, st.IKESPIi, st.IKESPIr, before.IKESPIi, before.IKESPIr)
 	}
@@ -433,8 +436,9 @@ func TestMIFPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500")}
-	// The handler runs once the answer left: a call on the gateway's loop
-	// comes after it.
+	// The handler runs once the gateway's return routability check of
+	// the new address came back.
+	waitUntil(t, func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
 	c := rg.client(t)
 	if _, added, _ := rg.gh.snapshot(); len(added) != 1 || added[0] != want {
 		t.Fatalf("PathAdded calls %+v, want %+v", added, want)
@@ -751,4 +755,76 @@ func TestPathExchangeSchedule(t *testing.T) {
 			t.Fatalf("with both paths dead: %v after %v", err, time.Since(start))
 		}
 	})
+}
+
+// TestMOBIKEUpdateNeedsReturnRoutability: an authenticated
+// UPDATE_SA_ADDRESSES from an address where the client does not receive (a
+// spoofed source, or a path whose downlink is dead) does not move the
+// gateway's SAs there: the gateway checks the address first (RFC 4555
+// §5.2), so nobody can point its traffic at a third party.
+func TestMOBIKEUpdateNeedsReturnRoutability(t *testing.T) {
+	rg := newRig(t, ResponderConfig{Retransmit: RetransmitPolicy{Timeout: 50 * time.Millisecond, Tries: 2}},
+		SessionConfig{MobilityConfig: MobilityConfig{PathCheck: RetransmitPolicy{Timeout: 50 * time.Millisecond, Tries: 2}}})
+	// Requests from 203.0.113.66 reach the gateway; nothing it sends there
+	// arrives (no session behind that address on the wire).
+	victim := &testPath{w: rg.w, addr: netip.MustParseAddr("203.0.113.66")}
+	path := Path{ID: "spoofed", Local: netip.AddrPortFrom(victim.addr, 4500), Transport: victim}
+	if err := rg.s.UpdateAddresses(ctxT(t), path); !errors.Is(err, ErrPathSilent) {
+		t.Fatalf("UpdateAddresses from an address that receives nothing: %v, want ErrPathSilent", err)
+	}
+	// Long enough for the gateway's check to give up (2 tries of 50 ms
+	// on its 1 s tick).
+	time.Sleep(2500 * time.Millisecond)
+	moved, _, _ := rg.gh.snapshot()
+	for _, c := range moved {
+		if c.Remote.Addr() == victim.addr {
+			t.Fatalf("the gateway moved the client's SAs to %s, which never answered", c.Remote)
+		}
+	}
+	if c := rg.client(t); c.Remote != "192.0.2.10:4500" {
+		t.Fatalf("gateway has the client at %s", c.Remote)
+	}
+	if err := rg.ping(t); err != nil {
+		t.Fatalf("after the refused update: %v", err)
+	}
+}
+
+// TestMIFPathLimits: path IDs are bounded and a client cannot make the
+// gateway track more than MaxClientPaths paths.
+func TestMIFPathLimits(t *testing.T) {
+	rg := newRig(t, ResponderConfig{}, SessionConfig{})
+	for i := 1; i <= MaxClientPaths+1; i++ {
+		tp := &testPath{w: rg.w, addr: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})}
+		rg.w.mu.Lock()
+		rg.w.sessions[tp.addr] = rg.s
+		rg.w.mu.Unlock()
+		err := rg.s.AddPath(ctxT(t), Path{ID: fmt.Sprintf("if%d", i), Local: netip.AddrPortFrom(tp.addr, 4500), Transport: tp}, uint16(i), PathKindWLAN, 1)
+		if i <= MaxClientPaths && err != nil {
+			t.Fatalf("path %d: %v", i, err)
+		}
+		if i > MaxClientPaths && err == nil {
+			t.Fatalf("path %d of at most %d accepted", i, MaxClientPaths)
+		}
+		if i <= MaxClientPaths {
+			waitUntil(t, func() bool { return len(rg.client(t).Paths) == i })
+		}
+	}
+	if n := len(rg.client(t).Paths); n != MaxClientPaths {
+		t.Fatalf("gateway tracks %d paths, want %d", n, MaxClientPaths)
+	}
+	// An ID out of range is malformed.
+	var reply []Payload
+	err := rg.s.call(ctxT(t), func(loop context.Context, r *callResult) error {
+		var err error
+		reply, err = rg.s.exchange(loop, rg.s.sa, INFORMATIONAL, []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 2000}.Marshal()},
+			&Notify{NotifyType: COOKIE2, Data: newCookie2()}}, rg.s.cfg.Retransmit)
+		r.set(err)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := FindNotify(reply, INVALID_SYNTAX); n == nil {
+		t.Fatalf("path ID 2000 not refused as malformed: %+v", reply)
+	}
 }

@@ -169,6 +169,7 @@ type rClient struct {
 // rRequest is a request the gateway sent to a client.
 type rRequest struct {
 	sa        *rSA
+	to        netip.AddrPort // where it goes; the zero value: the client's current address
 	id        uint32
 	exchange  ExchangeType
 	datagrams [][]byte
@@ -359,13 +360,53 @@ func (r *Responder) tick() {
 			p.tries++
 			p.wait = time.Duration(float64(p.wait) * r.cfg.Retransmit.Backoff)
 			p.next = now.Add(p.wait)
-			r.transmit(p.sa, c.Remote, p.datagrams)
+			to := p.to
+			if !to.IsValid() {
+				to = c.Remote
+			}
+			r.transmit(p.sa, to, p.datagrams)
 		}
+		r.nextRoutabilityCheck(c)
+		r.expireOldChildren(c, now)
 		if r.cfg.ChildRekey > 0 && c.pending == nil && c.child != nil && c.child.switched && len(c.oldKids) == 0 &&
 			now.Sub(c.child.Created) >= r.cfg.ChildRekey {
 			r.rekeyChild(c)
 		}
 		r.checkLiveness(c, now)
+	}
+}
+
+// Bounds on the Child SAs a rekey leaves behind: the one who started the
+// rekey deletes the old SA once the new one works (RFC 7296 §2.8); one that
+// does not has it deleted by the gateway after oldChildGrace, and may not
+// rekey again while maxOldChildren wait.
+const (
+	oldChildGrace  = 10 * time.Second
+	maxOldChildren = 2
+)
+
+// expireOldChildren deletes the first of c's rekeyed Child SAs whose grace
+// has passed, when no other request of the gateway is outstanding.
+func (r *Responder) expireOldChildren(c *rClient, now time.Time) {
+	if c.pending != nil || c.sa == nil {
+		return
+	}
+	for _, old := range c.oldKids {
+		if old.retired.IsZero() || now.Sub(old.retired) < oldChildGrace {
+			continue
+		}
+		r.log.Info("deleting a rekeyed Child SA the client did not delete", "id", c.ID, "in_spi", fmt.Sprintf("%#x", old.InSPI))
+		remove := func([]Payload) {
+			if slices.Contains(c.oldKids, old) {
+				r.h.RemoveChild(&c.Client, old)
+				c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
+			}
+		}
+		del := []Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
+		if err := r.request(c, INFORMATIONAL, del, remove); err != nil {
+			remove(nil)
+		}
+		return
 	}
 }
 
@@ -416,6 +457,12 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 // request sends a request to c on its current IKE SA; done gets the
 // response's payloads, or nil when none came.
 func (r *Responder) request(c *rClient, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+	return r.requestTo(c, netip.AddrPort{}, exchange, payloads, done)
+}
+
+// requestTo is request to the address to (when valid) instead of the
+// client's current one.
+func (r *Responder) requestTo(c *rClient, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
 	if c.pending != nil {
 		return errors.New("a request is outstanding")
 	}
@@ -425,9 +472,12 @@ func (r *Responder) request(c *rClient, exchange ExchangeType, payloads []Payloa
 		return err
 	}
 	wait := r.cfg.Retransmit.Timeout
-	c.pending = &rRequest{sa: sa, id: sa.nextOut, exchange: exchange, datagrams: datagrams, tries: 1, wait: wait,
+	c.pending = &rRequest{sa: sa, to: to, id: sa.nextOut, exchange: exchange, datagrams: datagrams, tries: 1, wait: wait,
 		next: r.cfg.Now().Add(wait), done: done}
-	r.transmit(sa, c.Remote, datagrams)
+	if !to.IsValid() {
+		to = c.Remote
+	}
+	r.transmit(sa, to, datagrams)
 	return nil
 }
 
@@ -535,6 +585,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			later(err.Error())
 			return
 		}
+		old.retired = r.cfg.Now()
 		c.oldKids = append(c.oldKids, old)
 		c.child = child
 		c.childRekeys++
@@ -1183,6 +1234,12 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 	if old == nil || old != c.child {
 		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
 	}
+	if len(c.oldKids) >= maxOldChildren {
+		// A client that rekeys without deleting what it replaced would
+		// grow the gateway's SAs without bound.
+		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
 	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, r.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
@@ -1192,6 +1249,7 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
 	}
 	return reply, func() {
+		old.retired = r.cfg.Now()
 		c.oldKids = append(c.oldKids, old)
 		c.child = child
 		c.childRekeys++

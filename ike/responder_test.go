@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -856,4 +857,74 @@ func TestResponderDPD(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestResponderOldChildrenBounded: a client that rekeys its Child SA
+// without deleting the SAs it replaced is refused once maxOldChildren wait,
+// and the gateway deletes them itself after oldChildGrace.
+func TestResponderOldChildrenBounded(t *testing.T) {
+	var offset atomic.Int64 // the responder's clock runs ahead by this much
+	psk := []byte("a key for rekeys that never delete")
+	w, gh := startResponder(t, ResponderConfig{PSK: psk, Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }})
+	s, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk})
+	connect(t, s, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	_, espSpecs := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes128gcm16") // no PFS: no KE needed
+	spi := s.child.InSPI // the SA the gateway sends on, named by our inbound SPI
+	rekey := func() NotifyType {
+		t.Helper()
+		next := randomESPSPI()
+		req := []Payload{
+			&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, spi), NotifyType: REKEY_SA},
+			&SA{Proposals: offerESP(espSpecs, next, true)},
+			&Nonce{Data: nonce()},
+			&TS{Selectors: SelectorsFromPrefixes(s.child.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(s.child.RemoteTS)},
+		}
+		var reply []Payload
+		err := s.call(ctxT(t), func(loop context.Context, r *callResult) error {
+			var err error
+			reply, err = s.exchange(loop, s.sa, CREATE_CHILD_SA, req, s.cfg.Retransmit)
+			r.set(err)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range FindAll[*Notify](reply) {
+			if n.NotifyType.IsError() {
+				return n.NotifyType
+			}
+		}
+		spi = next
+		return 0
+	}
+	for i := range maxOldChildren {
+		if got := rekey(); got != 0 {
+			t.Fatalf("rekey %d refused with %d", i+1, got)
+		}
+	}
+	if got := rekey(); got != TEMPORARY_FAILURE {
+		t.Fatalf("a rekey with %d replaced SAs undeleted answered %d, want TEMPORARY_FAILURE", maxOldChildren, got)
+	}
+	_, removed, _ := gh.counts()
+	if removed != 0 {
+		t.Fatalf("%d Child SAs removed before the grace passed", removed)
+	}
+	current := gh.last()
+	offset.Store(int64(oldChildGrace + time.Second))
+	waitUntil(t, func() bool { _, removed, _ := gh.counts(); return removed >= maxOldChildren })
+	gh.mu.Lock()
+	defer gh.mu.Unlock()
+	for _, k := range gh.removed[:maxOldChildren] {
+		if k == current {
+			t.Fatal("the gateway deleted the Child SA in use instead of one it replaced")
+		}
+	}
+	// (This client never learnt of its own rekeys, so the gateway's
+	// Deletes name the SA it still thinks current: it goes away. A real
+	// client deletes what it replaced and never meets the limit.)
 }

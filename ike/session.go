@@ -42,7 +42,8 @@ type ChildSA struct {
 	RemoteTS      []netip.Prefix
 	Created       time.Time
 
-	switched bool // its outbound SA sends
+	switched bool      // its outbound SA sends
+	retired  time.Time // when a rekey replaced it; it is deleted within oldChildGrace
 }
 
 // Handler receives what the session negotiated.

@@ -112,6 +112,14 @@ func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
 	g.mu.Lock()
 	p := g.mpeers[client]
 	var reroute []*gatewayChild
+	if p == nil && !g.hasChildLocked(client) {
+		// Multipath scheduling ends with the client's last Child SA
+		// (RemoveChild): one without any would keep its goroutines for
+		// ever.
+		g.mu.Unlock()
+		g.log.Info("client path announced without a Child SA: ignored", "id", client.ID, "path", info.ID)
+		return
+	}
 	if p == nil {
 		ctx, cancel := context.WithCancel(g.runCtx)
 		p = &gatewayPeer{cancel: cancel, done: make(chan struct{}), paths: map[uint16]ike.PathInfo{},
@@ -166,6 +174,16 @@ func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
 		return
 	}
 	g.log.Debug("client path scheduled", "id", client.ID, "path", info.ID, "remote", info.Remote)
+}
+
+// hasChildLocked reports whether client has a Child SA; g.mu is held.
+func (g *Gateway) hasChildLocked(client *ike.Client) bool {
+	for _, k := range g.kids {
+		if k.client == client {
+			return true
+		}
+	}
+	return false
 }
 
 // PathRemoved implements ike.ResponderPathHandler.
