@@ -65,6 +65,9 @@ type ClientsConfig struct {
 
 	IKE, ESP   []ike.ProposalSpec // nil: aes256gcm16-prfsha256-x25519 and aes256gcm16
 	Retransmit ike.RetransmitPolicy
+	// ChildRekey and IKERekey make each client rekey its Child SA and IKE
+	// SA that often (0: never).
+	ChildRekey, IKERekey time.Duration
 	// Timeout bounds each client's handshake and, separately, its echo;
 	// 0 means 10 s.
 	Timeout time.Duration
@@ -228,6 +231,7 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 	}
 	scfg := ike.SessionConfig{Remote: cfg.Gateway, RemoteID: cfg.RemoteID, PSK: cfg.PSK, CAs: cfg.CAs,
 		IKE: cfg.IKE, ESP: cfg.ESP, RequestIPv4: true, Retransmit: cfg.Retransmit,
+		ChildRekey: cfg.ChildRekey, IKERekey: cfg.IKERekey,
 		RemoteTS: remoteTS,
 		Logger:   cfg.Logger.With("client", c.i)}
 	scfg.LocalID = cfg.ID(c.i)
@@ -280,43 +284,21 @@ func (c *fleetClient) ping(ctx context.Context, src netip.Addr) (time.Duration, 
 	if !src.Is4() {
 		return 0, 0, errors.New("no inner IPv4 address leased")
 	}
-	to := netip.AddrPortFrom(c.cfg.Gateway.Addr(), 4500)
-	deadline := time.NewTimer(c.cfg.Timeout)
-	defer deadline.Stop()
-	buf := make([]byte, dataplane.Headroom+64+dataplane.Tailroom)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
 	for seq := uint16(1); ; seq++ {
-		c.mu.Lock()
-		out := c.out
-		c.mu.Unlock()
-		if out == nil {
-			return 0, int(seq - 1), errors.New("no outbound SA")
-		}
-		n := echoRequest(buf[dataplane.Headroom:], src, c.cfg.Target, c.id, seq)
-		pkt, err := out.Seal(buf, n, dataplane.NextHeaderIPv4)
+		sent, err := c.sendEcho(src, seq)
 		if err != nil {
-			return 0, int(seq), fmt.Errorf("sealing an echo: %w", err)
+			return 0, int(seq), err
 		}
-		sent := time.Now()
-		if _, err := c.conn.WriteToUDPAddrPort(pkt, to); err != nil {
-			return 0, int(seq), fmt.Errorf("sending an echo: %w", err)
+		if c.awaitEcho(ctx, seq, time.Second) {
+			return time.Since(sent), int(seq), nil
 		}
-		wait := time.NewTimer(time.Second)
-		for waiting := true; waiting; {
-			select {
-			case got := <-c.echo:
-				if got == seq {
-					wait.Stop()
-					return time.Since(sent), int(seq), nil
-				}
-			case <-wait.C:
-				waiting = false
-			case <-deadline.C:
-				wait.Stop()
+		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return 0, int(seq), fmt.Errorf("no echo reply from %s through the tunnel within %v", c.cfg.Target, c.cfg.Timeout)
-			case <-ctx.Done():
-				wait.Stop()
-				return 0, int(seq), ctx.Err()
 			}
+			return 0, int(seq), ctx.Err()
 		}
 	}
 }
@@ -431,6 +413,79 @@ func (c *fleetClient) Configured(addrs []netip.Prefix, _ []netip.Addr) error {
 	defer c.mu.Unlock()
 	c.addrs = slices.Clone(addrs)
 	return nil
+}
+
+// EchoLoop has every established client send an echo through its tunnel
+// each interval until ctx ends, waiting up to the interval for its reply,
+// and reports each to record (from several goroutines at once). Only
+// after StartClients returned: the clients' first echoes are done.
+func (f *Fleet) EchoLoop(ctx context.Context, interval time.Duration, record func(client int, sent time.Time, ok bool)) {
+	var wg sync.WaitGroup
+	for _, c := range f.clients {
+		if !f.results[c.i].TrafficOK {
+			continue
+		}
+		src := f.results[c.i].Address
+		wg.Go(func() {
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for seq := uint16(1000); ; seq++ {
+				sent, err := c.sendEcho(src, seq)
+				ok := err == nil && c.awaitEcho(ctx, seq, interval)
+				if ctx.Err() != nil {
+					return
+				}
+				record(c.i, sent, ok)
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// sendEcho seals an echo request with sequence number seq from src to the
+// target and sends it to the gateway.
+func (c *fleetClient) sendEcho(src netip.Addr, seq uint16) (time.Time, error) {
+	buf := make([]byte, dataplane.Headroom+64+dataplane.Tailroom)
+	c.mu.Lock()
+	out := c.out
+	c.mu.Unlock()
+	if out == nil {
+		return time.Now(), errors.New("no outbound SA")
+	}
+	n := echoRequest(buf[dataplane.Headroom:], src, c.cfg.Target, c.id, seq)
+	pkt, err := out.Seal(buf, n, dataplane.NextHeaderIPv4)
+	if err != nil {
+		return time.Now(), fmt.Errorf("sealing an echo: %w", err)
+	}
+	sent := time.Now()
+	if _, err := c.conn.WriteToUDPAddrPort(pkt, netip.AddrPortFrom(c.cfg.Gateway.Addr(), 4500)); err != nil {
+		return sent, fmt.Errorf("sending an echo: %w", err)
+	}
+	return sent, nil
+}
+
+// awaitEcho waits up to wait for the reply to echo seq, discarding late
+// replies to earlier ones.
+func (c *fleetClient) awaitEcho(ctx context.Context, seq uint16, wait time.Duration) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case got := <-c.echo:
+			if got == seq {
+				return true
+			}
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // Results returns what each client observed.

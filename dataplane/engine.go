@@ -280,6 +280,9 @@ func (e *Engine) AddInbound(sa *SA, remote, local Selectors) error {
 	return nil
 }
 
+// InboundSAs returns how many SAs receive.
+func (e *Engine) InboundSAs() int { return len(*e.inbound.Load()) }
+
 // RemoveInbound stops sa with this SPI from receiving.
 func (e *Engine) RemoveInbound(spi uint32) {
 	e.inMu.Lock()

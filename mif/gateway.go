@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -447,6 +448,10 @@ type GatewayStatus struct {
 	RxBytes   uint64                `json:"rx_bytes"`
 	Drops     map[string]uint64     `json:"drops,omitempty"`
 	Pools     []ike.PoolStatus      `json:"pools,omitempty"`
+	// InboundSAs counts the data plane's receiving SAs (every client's
+	// Child SAs, rekeyed ones until deleted); Goroutines the process's.
+	InboundSAs int `json:"inbound_sas"`
+	Goroutines int `json:"goroutines"`
 }
 
 // GatewayClientStatus is one client with its Child SA's counters.
@@ -481,6 +486,7 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
 	st.Drops = s.Drops.Snapshot()
+	st.InboundSAs, st.Goroutines = g.engine.InboundSAs(), runtime.NumGoroutine()
 	clients := g.resp.Clients(ctx)
 	st.Pools = g.resp.Pools(ctx)
 	g.mu.Lock()

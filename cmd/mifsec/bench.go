@@ -15,7 +15,7 @@ import (
 )
 
 func benchCommand() *cli.Command {
-	subcommands := []*cli.Command{benchThroughputCommand(), benchClientsCommand()}
+	subcommands := []*cli.Command{benchThroughputCommand(), benchClientsCommand(), benchSoakCommand()}
 	for _, name := range bench.BuiltinScenarios() {
 		subcommands = append(subcommands, benchScenarioCommand(name))
 	}
