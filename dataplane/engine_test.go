@@ -239,6 +239,8 @@ func TestEnginePolicyDropsForeignDestination(t *testing.T) {
 	if !bytes.Equal(got[0], fine) {
 		t.Fatalf("b's TUN got %x, want the packet to its own address", got[0])
 	}
+	// The counter follows the TUN write.
+	waitFor(t, func() bool { return b.e.Stats.RxPackets.Load() >= 1 })
 	if n := b.e.Stats.RxPackets.Load(); n != 1 {
 		t.Fatalf("%d packets reached b's TUN, want 1", n)
 	}

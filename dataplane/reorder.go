@@ -35,6 +35,25 @@ import (
 // handleNone marks a sequence number with no packet to write.
 const handleNone = scheduler.Handle(1<<32 - 1)
 
+// Held packets are copied into buffers shared by every SA (a pool): an SA
+// holds memory only for what it holds now, and a buffer that had to grow
+// for an outsized packet (a peer can send up to 64 KiB in one datagram) is
+// not kept. slotKeep covers an inner packet of a 1500-byte MTU with room.
+const slotKeep = Headroom + 2048
+
+type slotBuf struct{ b []byte }
+
+var slotPool = sync.Pool{New: func() any { return &slotBuf{b: make([]byte, 0, slotKeep)} }}
+
+// putSlot returns sb to the pool, unless it grew past slotKeep.
+func putSlot(sb *slotBuf) {
+	if cap(sb.b) > slotKeep {
+		return
+	}
+	sb.b = sb.b[:0]
+	slotPool.Put(sb)
+}
+
 // orderedPacket is one opened packet of an SA that restores order.
 type orderedPacket struct {
 	ro  *reorder
@@ -50,7 +69,7 @@ type reorder struct {
 
 	mu      sync.Mutex
 	rs      *scheduler.Resequencer
-	slots   [][]byte // held packets' copies, by handle (grown on demand, kept)
+	slots   []*slotBuf // held packets' copies, by handle; nil when free
 	free    []scheduler.Handle
 	out     []scheduler.Handle // scratch: what the resequencer released
 	writes  [][]byte           // scratch: what goes to the TUN device, in order
@@ -73,7 +92,7 @@ func newReorder(e *Engine, q wgtun.Device, cfg scheduler.ResequencerConfig) (*re
 	if n == 0 {
 		n = 4096
 	}
-	r := &reorder{e: e, q: q, rs: rs, slots: make([][]byte, n+1), free: make([]scheduler.Handle, 0, n+1),
+	r := &reorder{e: e, q: q, rs: rs, slots: make([]*slotBuf, n+1), free: make([]scheduler.Handle, 0, n+1),
 		out: make([]scheduler.Handle, 0, n+1), writes: make([][]byte, 0, n+1), release: make([]scheduler.Handle, 0, n+1)}
 	for h := n; h >= 0; h-- {
 		r.free = append(r.free, scheduler.Handle(h))
@@ -110,7 +129,7 @@ func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
 				r.writes = append(r.writes, p.pkt)
 				held = false
 			default:
-				r.writes = append(r.writes, r.slots[o])
+				r.writes = append(r.writes, r.slots[o].b)
 				r.release = append(r.release, o)
 			}
 		}
@@ -122,7 +141,9 @@ func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
 				continue
 			}
 			r.free = r.free[:len(r.free)-1]
-			r.slots[h] = append(r.slots[h][:0], p.pkt...)
+			sb := slotPool.Get().(*slotBuf)
+			sb.b = append(sb.b[:0], p.pkt...)
+			r.slots[h] = sb
 		}
 	}
 	r.flush(q, now)
@@ -139,7 +160,7 @@ func (r *reorder) expire() {
 	r.out = r.rs.Expire(now, r.out[:0])
 	for _, o := range r.out {
 		if o != handleNone {
-			r.writes = append(r.writes, r.slots[o])
+			r.writes = append(r.writes, r.slots[o].b)
 			r.release = append(r.release, o)
 		}
 	}
@@ -150,6 +171,10 @@ func (r *reorder) expire() {
 // for the next deadline; r.mu is held.
 func (r *reorder) flush(q wgtun.Device, now int64) {
 	r.writes = r.e.writeTUN(q, r.writes)
+	for _, o := range r.release {
+		putSlot(r.slots[o])
+		r.slots[o] = nil
+	}
 	r.free = append(r.free, r.release...)
 	r.release = r.release[:0]
 	if at, ok := r.rs.NextDeadline(); ok && !r.closed {
@@ -163,6 +188,12 @@ func (r *reorder) close() {
 	defer r.mu.Unlock()
 	r.closed = true
 	r.timer.Stop()
+	for i, sb := range r.slots {
+		if sb != nil {
+			putSlot(sb)
+			r.slots[i] = nil
+		}
+	}
 }
 
 // RestoreOrder makes the inbound SA spi deliver its packets in sequence
