@@ -113,6 +113,7 @@ type EngineStats struct {
 	Keepalives         atomic.Uint64 // NAT keepalives received
 	Dummies            atomic.Uint64 // next header 59 packets consumed that were not probes
 	Probes             atomic.Uint64 // path probes handed to OnProbe
+	ProbeSourceUnknown atomic.Uint64 // probe requests from addresses not answered (AnswerProbe)
 	Rescued            atomic.Uint64 // datagrams resent on another path after theirs refused them
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
@@ -143,10 +144,6 @@ type Engine struct {
 	workers   sync.WaitGroup
 	receiving map[*Path]chan struct{} // closed when the path's receive worker ended
 
-	// probeMu guards probeBuf, the buffer probes are sealed in: probes
-	// are a few per path per second, so one buffer is enough.
-	probeMu  sync.Mutex
-	probeBuf []byte
 }
 
 type inboundSA struct {

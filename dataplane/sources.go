@@ -1,8 +1,10 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/mifsec/mifsec/scheduler"
@@ -116,6 +118,38 @@ func (e *Engine) handleDummy(in *inboundSA, payload []byte, p *Path, from netip.
 	e.cfg.OnProbe(&ev)
 }
 
+type probeBuf struct{ b []byte }
+
+var probeBufs = sync.Pool{New: func() any { return &probeBuf{b: make([]byte, 0, Headroom+256+Tailroom)} }}
+
+// AnswerProbe answers the probe request of ev with a reply sealed with out
+// (the SA paired with the one it arrived in) carrying what that SA
+// received on ev's path from its source, sent back on the same path — but
+// only to an address group g sends to on that path: the outer source of an
+// authenticated packet is still the sender's to choose, and replies must
+// not be reflected to a third party. It returns ErrUnknownSource for a
+// probe from anywhere else.
+func (e *Engine) AnswerProbe(out *SA, g *PathGroup, ev *ProbeEvent) error {
+	if ev.Probe.Kind != ProbeRequest {
+		return nil
+	}
+	to, ok := g.memberRemote(ev.Path, ev.From)
+	if !ok {
+		e.Stats.ProbeSourceUnknown.Add(1)
+		return ErrUnknownSource
+	}
+	r := ev.Probe
+	r.Kind = ProbeReply
+	r.RxPackets, r.RxBytes = ev.Received.Packets, ev.Received.Bytes
+	r.HoldMicros = 0 // answered on the receive worker: no measurable hold
+	_, err := e.sendProbe(out, ev.Path.ID, to, r, 0)
+	return err
+}
+
+// ErrUnknownSource reports a probe from an address its peer's path group
+// does not send to.
+var ErrUnknownSource = errors.New("probe from an address the peer's paths do not lead to")
+
 // SendProbe seals p, padded to size bytes, with the outbound SA out and
 // sends it on path id to remote (nil: the path's Remote). It is not for
 // the per-packet path: it takes a lock and one system call.
@@ -143,15 +177,17 @@ func (e *Engine) sendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Pro
 	if remote == nil {
 		remote = path.Remote
 	}
-	e.probeMu.Lock()
-	defer e.probeMu.Unlock()
-	b, err := AppendProbe(append(e.probeBuf[:0], make([]byte, Headroom)...), p, size)
+	// A buffer of the pool per probe: no lock is held across the send,
+	// so probes of many peers (a gateway's) never queue behind one socket.
+	pb := probeBufs.Get().(*probeBuf)
+	defer probeBufs.Put(pb)
+	b, err := AppendProbe(append(pb.b[:0], make([]byte, Headroom)...), p, size)
 	if err != nil {
 		return 0, fmt.Errorf("sending probe: %w", err)
 	}
 	n := len(b) - Headroom
 	b = append(b, make([]byte, Tailroom)...)
-	e.probeBuf = b
+	pb.b = b
 	pkt, err := out.Seal(b, n, NextHeaderDummy)
 	if err != nil {
 		return 0, fmt.Errorf("sending probe on path %d: %w", id, err)

@@ -58,18 +58,7 @@ func (g *Gateway) onProbe(ev *dataplane.ProbeEvent) {
 		p.pp.HandleProbe(ev)
 		return
 	}
-	if ev.Probe.Kind != dataplane.ProbeRequest {
-		return
-	}
-	r := ev.Probe
-	r.Kind = dataplane.ProbeReply
-	r.RxPackets, r.RxBytes = ev.Received.Packets, ev.Received.Bytes
-	r.HoldMicros = 0
-	remote, err := ev.Path.Conn.NewEndpoint(ev.From)
-	if err == nil {
-		err = g.engine.SendProbe(k.out, ev.Path.ID, remote, r, 0)
-	}
-	if err != nil {
+	if err := g.engine.AnswerProbe(k.out, k.group, ev); err != nil {
 		g.log.Debug("answering a probe", "from", ev.From, "err", err)
 	}
 }

@@ -23,6 +23,11 @@ type loopPaths struct {
 	padding int
 }
 
+// AnswerProbe: the loop answers its own requests; none come from a peer.
+func (l *loopPaths) AnswerProbe(*dataplane.SA, *dataplane.PathGroup, *dataplane.ProbeEvent) error {
+	return nil
+}
+
 func (l *loopPaths) SendProbe(out *dataplane.SA, id scheduler.PathID, remote *dataplane.Endpoint, p dataplane.Probe, size int) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
