@@ -220,7 +220,6 @@ func (t *Trace) searchMs(v uint32) int {
 	return lo
 }
 
-
 // errNoOpportunities is Validate's error for a zero Trace.
 var errNoOpportunities = errors.New("trace has no delivery opportunities (use ParseTrace or ReadTrace)")
 
