@@ -624,10 +624,6 @@ func (l *Link) RestartTraces(at time.Time) {
 	l.cfg.Store(&c)
 }
 
-// Started is when the link started: the start of the traces it was
-// started with.
-func (l *Link) Started() time.Time { return l.base }
-
 // Config returns the current configuration.
 func (l *Link) Config() Config { return l.cfg.Load().clone() }
 

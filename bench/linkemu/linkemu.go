@@ -1,7 +1,8 @@
 // Package linkemu is the lab's userspace link emulator: it owns the shaping
 // of one emulated link between two veth interfaces of a middle network
-// namespace (rate, tail-drop queue, delay, jitter, random and bursty loss,
-// link down) and the forwarding of every frame between them.
+// namespace (rate or recorded capacity trace, tail-drop queue, delay,
+// jitter, random and bursty loss, link down) and the forwarding of every
+// frame between them.
 //
 // # How it works
 //
@@ -28,6 +29,22 @@
 // and all byte counters count IP packets including their IP header, without
 // the Ethernet header (the "wire size" of the IP packet). Loss is decided
 // when a packet arrives (as netem does), so a lost packet uses no capacity.
+//
+// # Traces
+//
+// A Shape with a Trace replays a recorded capacity instead of a Rate, with
+// the semantics of mahimahi's link: the trace lists delivery opportunities
+// of TraceOpportunityBytes (whole milliseconds, repeating with the last
+// one's time as the period); each sends up to that many bytes of the queue
+// in order, a packet leaves with the opportunity that carries its last
+// byte, and bytes of an opportunity that finds the queue empty are lost.
+// Because the schedule is known in advance, the receiver computes each
+// packet's departure when it arrives, like the virtual clock of a Rate: a
+// cursor (the next opportunity with bytes left and how many are used) and
+// a binary search for the first opportunity at or after the arrival. The
+// backlog for the tail-drop limit is the bytes already given to
+// opportunities from now on. A trace starts when the link gets it (Start,
+// or Set with a different trace) and RestartTraces moves the start.
 //
 // # Super-frames (GSO/GRO)
 //
