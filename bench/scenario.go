@@ -423,7 +423,13 @@ func builtinTraceDirs() []string {
 	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
 		dirs = append(dirs, filepath.Join(filepath.Dir(file), "scenarios"))
 	}
-	return dirs
+	var distinct []string
+	for _, d := range dirs {
+		if !slices.Contains(distinct, d) {
+			distinct = append(distinct, d)
+		}
+	}
+	return distinct
 }
 
 // findBuiltinTrace finds a built-in scenario's trace file.
