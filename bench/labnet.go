@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mifsec/mifsec/bench/linkemu"
 )
@@ -253,6 +254,20 @@ func (u *LabUplink) Config() linkemu.Config {
 		return linkemu.Config{}
 	}
 	return u.link.Config()
+}
+
+// StartTraces restarts the capacity traces of every trace-driven link at
+// at, the start of the scenario's timeline, so that every peer of a run
+// meets the same seconds of the traces at the same point of its traffic,
+// however long its setup took.
+func (n *LabNet) StartTraces(at time.Time) {
+	for _, u := range n.Uplinks {
+		u.mu.Lock()
+		if u.link != nil {
+			u.link.RestartTraces(at)
+		}
+		u.mu.Unlock()
+	}
 }
 
 // apply carries out a scenario event on this uplink.

@@ -393,6 +393,9 @@ func sampleAt(samples []Sample, t float64) Sample {
 // describeShape writes one direction of a link for the report.
 func describeShape(s linkemu.Shape) string {
 	parts := []string{formatRate(s.Rate)}
+	if t := s.Trace; t != nil {
+		parts[0] = fmt.Sprintf("trace %s (mean %s)", t.Name(), formatRate(t.MeanRate()))
+	}
 	if s.Delay > 0 {
 		d := s.Delay.String()
 		if s.Jitter > 0 {

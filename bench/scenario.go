@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"path"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -43,6 +45,8 @@ type Scenario struct {
 
 	// source is the file name or "built-in NAME".
 	source string
+	// findTrace turns a trace_up/trace_down path into the file to read.
+	findTrace func(string) (string, error)
 }
 
 // UplinkSpec is one interface of the client host and the emulated link
@@ -63,6 +67,9 @@ type UplinkSpec struct {
 	Link LinkSpec  `yaml:"link"`
 	Up   *LinkSpec `yaml:"up"`
 	Down *LinkSpec `yaml:"down"`
+
+	// The traces read from Link.TraceUp and Link.TraceDown.
+	traceUp, traceDown *linkemu.Trace
 }
 
 // LinkSpec holds the fields of a link shape that a file sets; unset fields
@@ -76,6 +83,12 @@ type LinkSpec struct {
 	Burst     *BurstSpec `yaml:"burst"`
 	Queue     *Size      `yaml:"queue"`
 	QueueTime *Duration  `yaml:"queue_time"`
+	// TraceUp and TraceDown replace Rate in their direction with a
+	// recorded capacity trace in mahimahi's format (see
+	// linkemu.ParseTrace): a file path, relative to the scenario's file.
+	// Only in an uplink's link.
+	TraceUp   *string `yaml:"trace_up"`
+	TraceDown *string `yaml:"trace_down"`
 }
 
 // BurstSpec is Gilbert-Elliott burst loss: p is the chance per packet of
@@ -325,12 +338,14 @@ func BuiltinScenarios() []string {
 }
 
 // LoadScenario returns the built-in scenario with this name or, when there
-// is none, reads the file at this path.
+// is none, reads the file at this path. A file's traces are relative to
+// its directory; the built-in scenarios' traces are read from
+// bench/scenarios/traces of mifsec's source (see builtinTraceDirs).
 func LoadScenario(nameOrPath string) (*Scenario, error) {
 	if !strings.ContainsAny(nameOrPath, "/.") {
 		data, err := builtinScenarios.ReadFile(path.Join("scenarios", nameOrPath+".yaml"))
 		if err == nil {
-			s, err := ParseScenario(bytes.NewReader(data))
+			s, err := parseScenario(bytes.NewReader(data), findBuiltinTrace)
 			if err != nil {
 				return nil, fmt.Errorf("built-in scenario %s: %w", nameOrPath, err)
 			}
@@ -347,7 +362,8 @@ func LoadScenario(nameOrPath string) (*Scenario, error) {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
 	defer f.Close()
-	s, err := ParseScenario(f)
+	dir := filepath.Dir(nameOrPath)
+	s, err := parseScenario(f, func(name string) (string, error) { return relativeTo(dir, name), nil })
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", nameOrPath, err)
 	}
@@ -355,16 +371,84 @@ func LoadScenario(nameOrPath string) (*Scenario, error) {
 	return s, nil
 }
 
+// BuiltinSummary is the summary line of the built-in scenario name, read
+// without checking the scenario or loading its traces (for command help,
+// built at every start of the binary).
+func BuiltinSummary(name string) (string, error) {
+	data, err := builtinScenarios.ReadFile(path.Join("scenarios", name+".yaml"))
+	if err != nil {
+		return "", fmt.Errorf("no built-in scenario %q", name)
+	}
+	var head struct {
+		Summary string `yaml:"summary"`
+	}
+	if err := yaml.Unmarshal(data, &head); err != nil {
+		return "", fmt.Errorf("built-in scenario %s: %w", name, err)
+	}
+	return head.Summary, nil
+}
+
 // Source is where the scenario came from: a file name or "built-in NAME".
 func (s *Scenario) Source() string { return s.source }
 
 // ParseScenario reads a scenario from YAML, fills in the defaults and
-// checks it. Unknown keys are errors (a misspelt key would otherwise be
-// silently ignored).
+// checks it; trace files are relative to the working directory. Unknown
+// keys are errors (a misspelt key would otherwise be silently ignored).
 func ParseScenario(r io.Reader) (*Scenario, error) {
+	return parseScenario(r, func(name string) (string, error) { return name, nil })
+}
+
+// relativeTo resolves a trace path written in a scenario file in dir.
+func relativeTo(dir, name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(dir, name)
+}
+
+// builtinTraceDirs are where the built-in scenarios' traces are looked
+// for, in order: they are GPL-3 data that ships beside the scenarios in
+// mifsec's source (bench/scenarios/traces), not inside the binary. The
+// candidates are bench/scenarios under the working directory (the README
+// runs mifsec from the source tree), beside the executable, and in the
+// source tree the binary was built from.
+func builtinTraceDirs() []string {
+	var dirs []string
+	if wd, err := os.Getwd(); err == nil {
+		dirs = append(dirs, filepath.Join(wd, "bench", "scenarios"))
+	}
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "bench", "scenarios"))
+	}
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		dirs = append(dirs, filepath.Join(filepath.Dir(file), "scenarios"))
+	}
+	var distinct []string
+	for _, d := range dirs {
+		if !slices.Contains(distinct, d) {
+			distinct = append(distinct, d)
+		}
+	}
+	return distinct
+}
+
+// findBuiltinTrace finds a built-in scenario's trace file.
+func findBuiltinTrace(name string) (string, error) {
+	dirs := builtinTraceDirs()
+	for _, dir := range dirs {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in %s: the built-in scenarios' traces come with mifsec's source "+
+		"(bench/scenarios/traces, GPL-3), not inside the binary; run mifsec from the source tree", name, strings.Join(dirs, ", "))
+}
+
+func parseScenario(r io.Reader, findTrace func(string) (string, error)) (*Scenario, error) {
 	dec := yaml.NewDecoder(r)
 	dec.KnownFields(true)
-	var s Scenario
+	s := Scenario{findTrace: findTrace}
 	if err := dec.Decode(&s); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("the scenario is empty")
@@ -438,9 +522,12 @@ func (s *Scenario) normalize() error {
 			if spec == nil {
 				continue
 			}
-			if err := spec.validate(); err != nil {
+			if err := spec.validate(dir == "link"); err != nil {
 				return fmt.Errorf("%s.%s: %w", field, dir, err)
 			}
+		}
+		if err := s.loadTraces(u); err != nil {
+			return fmt.Errorf("%s.link.%w", field, err)
 		}
 	}
 	for i := range s.Events {
@@ -461,7 +548,7 @@ func (s *Scenario) normalize() error {
 			if e.Set == nil {
 				return fmt.Errorf("%s.set: action set needs the fields to change", field)
 			}
-			if err := e.Set.validate(); err != nil {
+			if err := e.Set.validate(false); err != nil {
 				return fmt.Errorf("%s.set: %w", field, err)
 			}
 		case "":
@@ -672,13 +759,66 @@ func validInterfaceName(name string) error {
 	return nil
 }
 
-// validate checks the ranges the emulator accepts.
-func (l *LinkSpec) validate() error {
+// validate checks the ranges the emulator accepts; traces are allowed in
+// an uplink's link only.
+func (l *LinkSpec) validate(link bool) error {
+	if !link {
+		if l.TraceUp != nil {
+			return errors.New("trace_up: only in an uplink's link")
+		}
+		if l.TraceDown != nil {
+			return errors.New("trace_down: only in an uplink's link")
+		}
+	}
+	if l.Rate != nil && (l.TraceUp != nil || l.TraceDown != nil) {
+		return errors.New("rate and a trace (trace_up, trace_down): give one, a trace replaces the rate in its direction")
+	}
+	for key, p := range map[string]*string{"trace_up": l.TraceUp, "trace_down": l.TraceDown} {
+		if p != nil && strings.TrimSpace(*p) == "" {
+			return fmt.Errorf("%s: empty file name", key)
+		}
+	}
 	if l.Burst != nil {
 		b := l.Burst
 		if b.R == 0 {
 			return errors.New("burst.r: 0 never leaves the bad state")
 		}
+	}
+	return nil
+}
+
+// loadTraces reads the uplink's trace files (once) and checks that no
+// direction has both a trace and a rate; errors start with the key.
+func (s *Scenario) loadTraces(u *UplinkSpec) error {
+	for _, tc := range []struct {
+		key      string
+		file     *string
+		override *LinkSpec
+		dir      string
+		trace    **linkemu.Trace
+	}{{"trace_up", u.Link.TraceUp, u.Up, "up", &u.traceUp}, {"trace_down", u.Link.TraceDown, u.Down, "down", &u.traceDown}} {
+		if tc.file == nil {
+			continue
+		}
+		if tc.override != nil && tc.override.Rate != nil {
+			return fmt.Errorf("%s: the %s direction replays this trace and %s.rate is set: give one", tc.key, tc.dir, tc.dir)
+		}
+		if *tc.trace != nil {
+			continue // loaded already (SetDuration checks again)
+		}
+		find := s.findTrace
+		if find == nil {
+			find = func(name string) (string, error) { return name, nil }
+		}
+		path, err := find(*tc.file)
+		if err != nil {
+			return fmt.Errorf("%s: %w", tc.key, err)
+		}
+		t, err := linkemu.ReadTrace(path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", tc.key, err)
+		}
+		*tc.trace = t
 	}
 	return nil
 }
@@ -689,6 +829,7 @@ func (u UplinkSpec) Shapes() linkemu.Config {
 	var up, down linkemu.Shape
 	u.Link.apply(&up)
 	u.Link.apply(&down)
+	up.Trace, down.Trace = u.traceUp, u.traceDown
 	if u.Up != nil {
 		u.Up.apply(&up)
 	}
@@ -698,10 +839,12 @@ func (u UplinkSpec) Shapes() linkemu.Config {
 	return linkemu.Config{AtoB: up, BtoA: down}
 }
 
-// apply sets the fields that l sets on shape.
+// apply sets the fields that l sets on shape (traces are Shapes'). A rate
+// replaces a trace: an event may set a trace-driven link to a fixed rate.
 func (l *LinkSpec) apply(shape *linkemu.Shape) {
 	if l.Rate != nil {
 		shape.Rate = float64(*l.Rate)
+		shape.Trace = nil
 	}
 	if l.Delay != nil {
 		shape.Delay = l.Delay.D()

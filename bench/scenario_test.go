@@ -1,11 +1,15 @@
 package bench
 
 import (
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/bench/linkemu"
 )
 
 const validScenario = `
@@ -207,6 +211,9 @@ func TestBuiltinScenarios(t *testing.T) {
 			if s.Source() != "built-in "+name {
 				t.Errorf("source = %q", s.Source())
 			}
+			if summary, err := BuiltinSummary(name); err != nil || summary != s.Summary {
+				t.Errorf("BuiltinSummary = %q, %v; want %q", summary, err, s.Summary)
+			}
 		})
 	}
 	lab, err := LoadScenario("lab")
@@ -261,5 +268,172 @@ func TestSetDuration(t *testing.T) {
 	}
 	if err := s.SetDuration(time.Second); err == nil {
 		t.Error("SetDuration(1s) accepted")
+	}
+}
+
+// traceScenario has a cellular uplink replaying trace files beside it.
+const traceScenario = `
+name: t
+duration: 10s
+uplinks:
+  - name: wlan0
+    link: {rate: 50Mbit}
+  - name: wwan0
+    link: {trace_up: cell.up, trace_down: sub/cell.down, delay: 40ms, queue_time: 100ms}
+events:
+  - {at: 5s, uplink: wwan0, action: set, direction: up, set: {rate: 1Mbit}}
+traffic:
+  - {kind: probe}
+`
+
+// writeTraceScenario writes yaml as my.yaml into a directory with the
+// traces cell.up (3 opportunities in 10 ms: 3.6 Mbit/s) and sub/cell.down
+// and returns the scenario's path.
+func writeTraceScenario(t *testing.T, yaml string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"cell.up": "1\n5\n10\n", "sub/cell.down": "1\n2\n", "empty.up": "\n", "bad.up": "1\n2\nthree\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "my.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestScenarioTraces(t *testing.T) {
+	s, err := LoadScenario(writeTraceScenario(t, traceScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.Uplinks[1].Shapes()
+	if cfg.AtoB.Trace == nil || cfg.BtoA.Trace == nil {
+		t.Fatalf("traces not in the link's shapes: %+v", cfg)
+	}
+	if up, down := cfg.AtoB.Trace, cfg.BtoA.Trace; up.Name() != "cell.up" || up.Opportunities() != 3 || down.Name() != "cell.down" || down.Period() != 2*time.Millisecond {
+		t.Errorf("up %s (%d), down %s (%v): want cell.up with 3 opportunities, cell.down with a 2 ms period", up.Name(), up.Opportunities(), down.Name(), down.Period())
+	}
+	if cfg.AtoB.Rate != 0 || cfg.AtoB.Delay != 40*time.Millisecond || cfg.AtoB.QueueTime != 100*time.Millisecond {
+		t.Errorf("the other fields apply beside the trace: %+v", cfg.AtoB)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("the emulator refuses the shapes: %v", err)
+	}
+	// A rate set by an event replaces the trace in that direction only.
+	after := applyEvent(cfg, s.Events[0])
+	if after.AtoB.Trace != nil || after.AtoB.Rate != 1e6 || after.BtoA.Trace != cfg.BtoA.Trace {
+		t.Errorf("after set rate up: up %+v, down %+v", after.AtoB, after.BtoA)
+	}
+	// SetDuration checks the scenario again and keeps the traces.
+	if err := s.SetDuration(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s.Uplinks[1].Shapes().AtoB.Trace != cfg.AtoB.Trace {
+		t.Errorf("SetDuration lost or reread the trace")
+	}
+	if got := describeShape(cfg.AtoB); !strings.Contains(got, "trace cell.up (mean 3.6 Mbit/s)") {
+		t.Errorf("report describes the link as %q", got)
+	}
+}
+
+func TestScenarioTraceErrors(t *testing.T) {
+	replace := func(old, new string) string {
+		if !strings.Contains(traceScenario, old) {
+			panic("trace scenario lacks " + old)
+		}
+		return strings.Replace(traceScenario, old, new, 1)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"rate and trace", replace("delay: 40ms", "rate: 5Mbit, delay: 40ms"), "uplinks[1].link: rate and a trace"},
+		{"override rate", replace("queue_time: 100ms}", "queue_time: 100ms}\n    up: {rate: 2Mbit}"), "uplinks[1].link.trace_up: the up direction replays this trace and up.rate is set"},
+		{"missing file", replace("cell.up,", "nosuch.up,"), "uplinks[1].link.trace_up: trace: open "},
+		{"empty trace", replace("cell.up,", "empty.up,"), "uplinks[1].link.trace_up: "},
+		{"bad line", replace("cell.up,", "bad.up,"), "bad.up: line 3: \"three\" is not a whole number"},
+		{"empty name", replace("trace_up: cell.up", "trace_up: ''"), "trace_up: empty file name"},
+		{"trace in up", replace("queue_time: 100ms}", "queue_time: 100ms}\n    up: {trace_up: cell.up}"), "uplinks[1].up: trace_up: only in an uplink's link"},
+		{"trace in event", replace("set: {rate: 1Mbit}", "set: {trace_down: cell.up}"), "events[0].set: trace_down: only in an uplink's link"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadScenario(writeTraceScenario(t, tc.yaml))
+			if err == nil {
+				t.Fatalf("accepted; want an error with %q", tc.want)
+			}
+			t.Log(err)
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := findBuiltinTrace("traces/no-such.up"); err == nil || !strings.Contains(err.Error(), "not inside the binary") {
+		t.Errorf("a missing built-in trace: error %v", err)
+	}
+}
+
+// TestBuiltinTraceScenarios: the LTE scenarios replay the shipped traces,
+// every shipped trace is used, and the licence ships with them.
+func TestBuiltinTraceScenarios(t *testing.T) {
+	want := map[string][2]string{
+		"lte-aggregation": {"TMobile-LTE-short.up", "TMobile-LTE-short.down"},
+		"lte-handover":    {"TMobile-LTE-short.up", "TMobile-LTE-short.down"},
+		"lte-failover":    {"ATT-LTE-driving-2016.up", "ATT-LTE-driving-2016.down"},
+	}
+	used := map[string]bool{}
+	for _, name := range BuiltinScenarios() {
+		s, err := LoadScenario(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range s.Uplinks {
+			cfg := u.Shapes()
+			for _, tr := range []*linkemu.Trace{cfg.AtoB.Trace, cfg.BtoA.Trace} {
+				if tr != nil {
+					used[tr.Name()] = true
+				}
+			}
+		}
+		w, ok := want[name]
+		if !ok {
+			continue
+		}
+		cell := s.Uplinks[s.uplinkIndex("wwan0")].Shapes()
+		if cell.AtoB.Trace == nil || cell.BtoA.Trace == nil || cell.AtoB.Trace.Name() != w[0] || cell.BtoA.Trace.Name() != w[1] {
+			t.Errorf("%s: wwan0 replays %v and %v, want %v", name, cell.AtoB.Trace, cell.BtoA.Trace, w)
+		}
+	}
+	// The means the scenarios' descriptions and docs/lab.md quote.
+	for name, mbps := range map[string]float64{"TMobile-LTE-short.up": 13.3, "TMobile-LTE-short.down": 16.7, "ATT-LTE-driving-2016.up": 1.9, "ATT-LTE-driving-2016.down": 4.6} {
+		tr, err := linkemu.ReadTrace(filepath.Join("scenarios", "traces", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tr.MeanRate() / 1e6; math.Abs(got-mbps) > 0.05 {
+			t.Errorf("%s: mean %.2f Mbit/s, want %.1f", name, got, mbps)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join("scenarios", "traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		files = append(files, e.Name())
+		switch e.Name() {
+		case "COPYING", "README.md":
+		default:
+			if !used[e.Name()] {
+				t.Errorf("scenarios/traces/%s ships but no built-in scenario uses it", e.Name())
+			}
+		}
+	}
+	for _, f := range []string{"COPYING", "README.md"} {
+		if !slices.Contains(files, f) {
+			t.Errorf("scenarios/traces lacks %s (the traces are GPL-3)", f)
+		}
 	}
 }

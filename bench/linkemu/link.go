@@ -49,6 +49,7 @@ type Link struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
+	setMu  sync.Mutex // serialises Set and RestartTraces
 	err    error
 	base   time.Time
 }
@@ -126,6 +127,7 @@ func Start(ns, ifA, ifB string, cfg Config, opts ...Option) (*Link, error) {
 	}
 	l := &Link{log: o.logger.With("link", ifA+"<->"+ifB), done: make(chan struct{}), base: time.Now()}
 	c := cfg.clone()
+	c.AtoB.traceStart, c.BtoA.traceStart = 0, 0 // traces start with the link
 	l.cfg.Store(&c)
 	l.fds = fds
 	l.dirs[0] = newDirection(l, ifA+"->"+ifB, true, fds[0], fds[1], o.arenaSize, newShaper(o.seed, 1))
@@ -468,7 +470,7 @@ func (d *direction) count(v verdict, pkts int) bool {
 
 func (d *direction) noteRate(s *Shape) {
 	d.lastDepart.Store(d.shape.lastDepart)
-	d.rate.Store(floatBits(s.Rate))
+	d.rate.Store(floatBits(s.rate()))
 }
 
 // send is the sending goroutine: it sleeps until the earliest deadline and
@@ -582,7 +584,19 @@ func (l *Link) Set(cfg Config) error {
 		return err
 	}
 	c := cfg.clone()
+	l.setMu.Lock()
+	// A direction that keeps its trace keeps its place in it; a new
+	// trace starts now.
+	cur, now := l.cfg.Load(), int64(time.Since(l.base))
+	for i, s := range c.shapes() {
+		if prev := cur.shapes()[i]; s.Trace != nil && s.Trace == prev.Trace {
+			s.traceStart = prev.traceStart
+		} else {
+			s.traceStart = now
+		}
+	}
 	l.cfg.Store(&c)
+	l.setMu.Unlock()
 	for i, d := range l.dirs {
 		if (i == 0 && c.AtoB.Down) || (i == 1 && c.BtoA.Down) {
 			d.downs.Add(1)
@@ -593,6 +607,21 @@ func (l *Link) Set(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// RestartTraces makes the traces of both directions start again at at
+// (which may be a little in the future: packets before it wait for the
+// trace's first delivery opportunity), so that links replay their traces
+// in step with a timeline that begins at at. Packets already queued keep
+// their departure times. Directions without a trace are unaffected.
+func (l *Link) RestartTraces(at time.Time) {
+	l.setMu.Lock()
+	defer l.setMu.Unlock()
+	c := l.cfg.Load().clone()
+	for _, s := range c.shapes() {
+		s.traceStart = int64(at.Sub(l.base))
+	}
+	l.cfg.Store(&c)
 }
 
 // Config returns the current configuration.

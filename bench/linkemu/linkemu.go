@@ -1,7 +1,8 @@
 // Package linkemu is the lab's userspace link emulator: it owns the shaping
 // of one emulated link between two veth interfaces of a middle network
-// namespace (rate, tail-drop queue, delay, jitter, random and bursty loss,
-// link down) and the forwarding of every frame between them.
+// namespace (rate or recorded capacity trace, tail-drop queue, delay,
+// jitter, random and bursty loss, link down) and the forwarding of every
+// frame between them.
 //
 // # How it works
 //
@@ -28,6 +29,22 @@
 // and all byte counters count IP packets including their IP header, without
 // the Ethernet header (the "wire size" of the IP packet). Loss is decided
 // when a packet arrives (as netem does), so a lost packet uses no capacity.
+//
+// # Traces
+//
+// A Shape with a Trace replays a recorded capacity instead of a Rate, with
+// the semantics of mahimahi's link: the trace lists delivery opportunities
+// of TraceOpportunityBytes (whole milliseconds, repeating with the last
+// one's time as the period); each sends up to that many bytes of the queue
+// in order, a packet leaves with the opportunity that carries its last
+// byte, and bytes of an opportunity that finds the queue empty are lost.
+// Because the schedule is known in advance, the receiver computes each
+// packet's departure when it arrives, like the virtual clock of a Rate: a
+// cursor (the next opportunity with bytes left and how many are used) and
+// a binary search for the first opportunity at or after the arrival. The
+// backlog for the tail-drop limit is the bytes already given to
+// opportunities from now on. A trace starts when the link gets it (Start,
+// or Set with a different trace) and RestartTraces moves the start.
 //
 // # Super-frames (GSO/GRO)
 //
@@ -95,6 +112,15 @@ type Shape struct {
 	Loss       float64         // independent random loss probability 0..1
 	Burst      *GilbertElliott // optional bursty loss, applied in addition to Loss
 	Down       bool            // drop everything
+	// Trace replaces Rate with a recorded capacity (see Trace): delivery
+	// opportunities of TraceOpportunityBytes each, replayed from the
+	// moment the link got this trace (Start, or a Set with a different
+	// trace; RestartTraces moves it). QueueTime is then time at the
+	// trace's mean rate.
+	Trace *Trace
+
+	// traceStart is when Trace began, on the link's clock; Link keeps it.
+	traceStart int64
 }
 
 // GilbertElliott is a two-state bursty loss model evaluated per packet: a
@@ -142,6 +168,8 @@ func (s Shape) Validate() error {
 		return fmt.Errorf("rate %v bit/s: want a finite number >= 0", s.Rate)
 	case s.Rate > 0 && s.Rate < 1000:
 		return fmt.Errorf("rate %v bit/s: want 0 (unlimited) or at least 1000", s.Rate)
+	case s.Rate > 0 && s.Trace != nil:
+		return fmt.Errorf("rate %v bit/s and trace %s: give one, the trace replaces the rate", s.Rate, s.Trace.Name())
 	case s.QueueBytes < 0:
 		return fmt.Errorf("queue %d bytes: want >= 0", s.QueueBytes)
 	case s.QueueTime < 0:
@@ -152,6 +180,11 @@ func (s Shape) Validate() error {
 		return fmt.Errorf("jitter %v: want >= 0", s.Jitter)
 	case s.Delay > MaxDelay || s.Jitter > MaxDelay || s.Delay+s.Jitter > MaxDelay:
 		return fmt.Errorf("delay %v + jitter %v: want at most %v", s.Delay, s.Jitter, MaxDelay)
+	}
+	if s.Trace != nil {
+		if err := s.Trace.validate(); err != nil {
+			return err
+		}
 	}
 	if err := checkProbability("loss", s.Loss); err != nil {
 		return err
@@ -176,7 +209,16 @@ func checkProbability(name string, p float64) error {
 	return nil
 }
 
-// queueLimit is the tail-drop limit in bytes for a shape with a Rate.
+// rate is the bottleneck's rate in bit/s: Rate, or the trace's mean.
+func (s *Shape) rate() float64 {
+	if s.Trace != nil {
+		return s.Trace.MeanRate()
+	}
+	return s.Rate
+}
+
+// queueLimit is the tail-drop limit in bytes for a shape with a Rate or a
+// Trace.
 func (s *Shape) queueLimit() float64 {
 	if s.QueueBytes > 0 {
 		return float64(s.QueueBytes)
@@ -185,7 +227,7 @@ func (s *Shape) queueLimit() float64 {
 	if t <= 0 {
 		t = DefaultQueueTime
 	}
-	limit := s.Rate / 8 * t.Seconds()
+	limit := s.rate() / 8 * t.Seconds()
 	if s.QueueTime <= 0 && limit < MinQueueBytes {
 		limit = MinQueueBytes
 	}
@@ -195,10 +237,14 @@ func (s *Shape) queueLimit() float64 {
 // shapesPackets reports whether the shape treats packets one by one, so
 // that super-frames must be cut into wire-size packets first.
 func (s *Shape) shapesPackets() bool {
-	return s.Rate > 0 || s.Loss > 0 || s.Burst != nil || s.Jitter > 0
+	return s.Rate > 0 || s.Trace != nil || s.Loss > 0 || s.Burst != nil || s.Jitter > 0
 }
 
-// clone returns a copy of c that shares no memory with it.
+// shapes is both directions, AtoB first.
+func (c *Config) shapes() [2]*Shape { return [2]*Shape{&c.AtoB, &c.BtoA} }
+
+// clone returns a copy of c that shares no mutable memory with it (a
+// Trace is immutable and shared).
 func (c Config) clone() Config {
 	for _, s := range []*Shape{&c.AtoB, &c.BtoA} {
 		if s.Burst != nil {
@@ -220,7 +266,7 @@ type DirectionStats struct {
 	// MaxLate is the longest a packet has waited beyond its deadline
 	// before it was handed to the kernel: how well the emulator kept up.
 	MaxLate     time.Duration
-	QueuedBytes int64 // now: bytes waiting for the bottleneck (not yet serialised at Rate)
+	QueuedBytes int64 // now: bytes waiting for the bottleneck (not yet serialised at Rate; with a Trace, estimated at its mean rate)
 }
 
 // Stats is both directions of a link.

@@ -83,6 +83,8 @@ func TestIngestZeroAllocs(t *testing.T) {
 		{"super segmented", shaped, superBuf},
 		{"super passthrough", Shape{Delay: 10 * time.Millisecond}, superBuf},
 		{"down", Shape{Down: true}, superBuf},
+		{"small trace", Shape{Trace: longTrace(t), Loss: 0.01, Delay: 10 * time.Millisecond}, smallBuf},
+		{"super segmented trace", Shape{Trace: longTrace(t), QueueBytes: 1 << 20}, superBuf},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := testDirection(t, Config{AtoB: tc.shape}, -1)

@@ -62,8 +62,8 @@ func inheritFlags(c *cli.Context) error {
 // benchScenarioCommand runs a built-in scenario with its peers.
 func benchScenarioCommand(name string) *cli.Command {
 	usage := "the " + name + " scenario"
-	if sc, err := bench.LoadScenario(name); err == nil {
-		usage = sc.Summary
+	if summary, err := bench.BuiltinSummary(name); err == nil {
+		usage = summary
 	}
 	return &cli.Command{
 		Name:  name,
