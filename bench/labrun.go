@@ -167,6 +167,8 @@ func startIperfServers(ctx context.Context, n *LabNet, sc *Scenario) (map[int]in
 func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg ScenarioConfig, ports map[int]int, run *PeerRun) error {
 	// A short lead lets every goroutine be ready at time zero.
 	base := time.Now().Add(50 * time.Millisecond)
+	// Every peer meets the same stretch of a trace-driven link's trace.
+	n.StartTraces(base)
 	total := sc.Duration.D()
 	var wg sync.WaitGroup
 	timelineCtx, stopTimeline := context.WithCancel(ctx)
