@@ -3,6 +3,7 @@ package mif
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/scheduler"
@@ -49,5 +50,32 @@ func TestClassPicker(t *testing.T) {
 	plain := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload})
 	if _, ok := plain.groupPicker.(scheduler.PacketPicker); ok {
 		t.Error("a peer without classes classifies every packet")
+	}
+}
+
+// TestTickPace: the conductor applies the scheduler's timeouts every 5 ms
+// while a path is being verified (or carries data, or is in doubt), and
+// only every 20 ms once every path is idle and healthy, so that a
+// gateway's idle clients cost few wake-ups.
+func TestTickPace(t *testing.T) {
+	pp := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload})
+	now := monoNow()
+	if err := pp.sched.AddPath(scheduler.PathConfig{ID: 0, Kind: scheduler.KindWLAN}, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := pp.tickEvery(); got != tickInterval {
+		t.Fatalf("a path being verified: tick every %v, want %v", got, tickInterval)
+	}
+	for seq := uint32(1); seq <= 5; seq++ {
+		now += int64(100 * time.Millisecond)
+		if err := pp.sched.ProbeSent(0, seq, now, scheduler.Counters{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := pp.sched.ProbeReply(0, scheduler.ProbeReply{Seq: seq}, now+int64(10*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := pp.tickEvery(); got != idleTickInterval {
+		t.Fatalf("an idle verified path: tick every %v, want %v (probe interval %v)", got, idleTickInterval, pp.sched.ProbeInterval(0))
 	}
 }
