@@ -546,7 +546,7 @@ func (w *outboundWorker) step() bool {
 			var set scheduler.PathSet
 			if r.Group != nil {
 				if st = r.Group.state.Load(); st.packet != nil {
-					sealed := SealedLen(w.sizes[k])
+					sealed := sa.SealedLen(w.sizes[k])
 					set = st.countSet(st.packet.PickPacket(w.bufs[k][Headroom:Headroom+w.sizes[k]], sealed), sealed)
 				}
 			}

@@ -3,60 +3,166 @@ package dataplane
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"math"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// Algorithm is an ESP AEAD transform. The names are strongSwan's.
+// Algorithm is an ESP transform: an AEAD, or AES-CBC with an HMAC
+// (encrypt-then-MAC). The names are strongSwan's.
 type Algorithm uint8
 
 const (
 	AES128GCM16      Algorithm = iota + 1 // RFC 4106, 16-byte ICV, 128-bit key
 	AES256GCM16                           // RFC 4106, 16-byte ICV, 256-bit key
 	ChaCha20Poly1305                      // RFC 7634
+	AES128SHA1                            // AES-128-CBC (RFC 3602), HMAC-SHA1-96 (RFC 2404)
+	AES128SHA256                          // AES-128-CBC, HMAC-SHA2-256-128 (RFC 4868)
+	AES128SHA384                          // AES-128-CBC, HMAC-SHA2-384-192
+	AES128SHA512                          // AES-128-CBC, HMAC-SHA2-512-256
+	AES192SHA1                            // AES-192-CBC, HMAC-SHA1-96
+	AES192SHA256                          // AES-192-CBC, HMAC-SHA2-256-128
+	AES192SHA384                          // AES-192-CBC, HMAC-SHA2-384-192
+	AES192SHA512                          // AES-192-CBC, HMAC-SHA2-512-256
+	AES256SHA1                            // AES-256-CBC, HMAC-SHA1-96
+	AES256SHA256                          // AES-256-CBC, HMAC-SHA2-256-128
+	AES256SHA384                          // AES-256-CBC, HMAC-SHA2-384-192
+	AES256SHA512                          // AES-256-CBC, HMAC-SHA2-512-256
+	numAlgorithms
 )
 
-var algorithmNames = map[Algorithm]string{
-	AES128GCM16:      "aes128gcm16",
-	AES256GCM16:      "aes256gcm16",
-	ChaCha20Poly1305: "chacha20poly1305",
+// algorithmInfo describes a transform: its name, its key lengths and the
+// framing it gives a packet.
+type algorithmInfo struct {
+	name    string
+	aead    bool
+	cipher  int              // cipher key bytes
+	macKey  int              // HMAC key bytes; 0 for an AEAD
+	icv     int              // ICV bytes on the wire
+	newHash func() hash.Hash // the HMAC's hash; nil for an AEAD
 }
 
-// Algorithms lists every supported algorithm.
-func Algorithms() []Algorithm { return []Algorithm{AES128GCM16, AES256GCM16, ChaCha20Poly1305} }
+var algorithmInfos = [numAlgorithms]algorithmInfo{
+	AES128GCM16:      {name: "aes128gcm16", aead: true, cipher: 16, icv: ICVLen},
+	AES256GCM16:      {name: "aes256gcm16", aead: true, cipher: 32, icv: ICVLen},
+	ChaCha20Poly1305: {name: "chacha20poly1305", aead: true, cipher: 32, icv: ICVLen},
+	AES128SHA1:       {name: "aes128-sha1", cipher: 16, macKey: 20, icv: 12, newHash: sha1.New},
+	AES128SHA256:     {name: "aes128-sha256", cipher: 16, macKey: 32, icv: 16, newHash: sha256.New},
+	AES128SHA384:     {name: "aes128-sha384", cipher: 16, macKey: 48, icv: 24, newHash: sha512.New384},
+	AES128SHA512:     {name: "aes128-sha512", cipher: 16, macKey: 64, icv: 32, newHash: sha512.New},
+	AES192SHA1:       {name: "aes192-sha1", cipher: 24, macKey: 20, icv: 12, newHash: sha1.New},
+	AES192SHA256:     {name: "aes192-sha256", cipher: 24, macKey: 32, icv: 16, newHash: sha256.New},
+	AES192SHA384:     {name: "aes192-sha384", cipher: 24, macKey: 48, icv: 24, newHash: sha512.New384},
+	AES192SHA512:     {name: "aes192-sha512", cipher: 24, macKey: 64, icv: 32, newHash: sha512.New},
+	AES256SHA1:       {name: "aes256-sha1", cipher: 32, macKey: 20, icv: 12, newHash: sha1.New},
+	AES256SHA256:     {name: "aes256-sha256", cipher: 32, macKey: 32, icv: 16, newHash: sha256.New},
+	AES256SHA384:     {name: "aes256-sha384", cipher: 32, macKey: 48, icv: 24, newHash: sha512.New384},
+	AES256SHA512:     {name: "aes256-sha512", cipher: 32, macKey: 64, icv: 32, newHash: sha512.New},
+}
+
+func (a Algorithm) info() (algorithmInfo, bool) {
+	if a == 0 || a >= numAlgorithms {
+		return algorithmInfo{}, false
+	}
+	return algorithmInfos[a], true
+}
+
+// Algorithms lists every supported algorithm, the AEADs first.
+func Algorithms() []Algorithm {
+	out := make([]Algorithm, 0, numAlgorithms-1)
+	for a := Algorithm(1); a < numAlgorithms; a++ {
+		out = append(out, a)
+	}
+	return out
+}
 
 func (a Algorithm) String() string {
-	if s, ok := algorithmNames[a]; ok {
-		return s
+	if i, ok := a.info(); ok {
+		return i.name
 	}
 	return fmt.Sprintf("algorithm-%d", uint8(a))
 }
 
-// ParseAlgorithm accepts the strongSwan name of an ESP algorithm.
+// ParseAlgorithm accepts the strongSwan name of an ESP algorithm: an AEAD
+// (aes256gcm16) or a cipher and an integrity algorithm (aes256-sha256).
 func ParseAlgorithm(name string) (Algorithm, error) {
-	for a, s := range algorithmNames {
-		if s == name {
+	var names []string
+	for a := Algorithm(1); a < numAlgorithms; a++ {
+		if algorithmInfos[a].name == name {
 			return a, nil
 		}
+		names = append(names, algorithmInfos[a].name)
 	}
-	return 0, fmt.Errorf("unknown ESP algorithm %q (supported: aes128gcm16, aes256gcm16, chacha20poly1305)", name)
+	return 0, fmt.Errorf("unknown ESP algorithm %q (supported: %s)", name, strings.Join(names, ", "))
 }
 
-// KeyLen is the length of the keying material: the cipher key followed by the
-// 4-byte salt, as IKEv2 derives it and as `ip xfrm` writes it.
+// AEAD reports whether the algorithm is an AEAD; otherwise it is AES-CBC
+// with an HMAC.
+func (a Algorithm) AEAD() bool {
+	i, _ := a.info()
+	return i.aead
+}
+
+// KeyLen is the length of the keying material. For an AEAD it is the
+// cipher key followed by the 4-byte salt, as IKEv2 derives it and as `ip
+// xfrm` writes it; for AES-CBC with an HMAC it is the encryption key
+// followed by the integrity key, the order IKEv2 takes them from KEYMAT
+// (RFC 7296 §2.17).
 func (a Algorithm) KeyLen() int {
-	switch a {
-	case AES128GCM16:
-		return 16 + SaltLen
-	case AES256GCM16, ChaCha20Poly1305:
-		return 32 + SaltLen
+	i, ok := a.info()
+	switch {
+	case !ok:
+		return 0
+	case i.aead:
+		return i.cipher + SaltLen
 	}
-	return 0
+	return i.cipher + i.macKey
+}
+
+// ICVLen returns the length of the algorithm's integrity check value.
+func (a Algorithm) ICVLen() int {
+	i, _ := a.info()
+	return i.icv
+}
+
+// HeaderLen returns the length of the ESP header with the algorithm's IV:
+// SPI, sequence number and IV.
+func (a Algorithm) HeaderLen() int {
+	if a.AEAD() {
+		return HeaderLen
+	}
+	return cbcHeaderLen
+}
+
+// SealedLen returns the length of the ESP packet (from SPI to ICV) that
+// sealing an n-byte payload with the algorithm produces.
+func (a Algorithm) SealedLen(n int) int {
+	if a.AEAD() {
+		return SealedLen(n)
+	}
+	return cbcHeaderLen + cbcPadded(n) + a.ICVLen()
+}
+
+// MaxPayload returns the largest inner packet whose ESP packet (SPI to
+// ICV) fits in space bytes with the algorithm, or 0 if none does.
+func (a Algorithm) MaxPayload(space int) int {
+	if _, ok := a.info(); !ok {
+		return 0
+	}
+	n := space - a.HeaderLen() - a.ICVLen() - 2
+	for n > 0 && a.SealedLen(n) > space {
+		n--
+	}
+	return max(n, 0)
 }
 
 // Wire layout of an ESP packet with an AEAD transform (RFC 4303 §2, RFC 4106
@@ -69,16 +175,32 @@ func (a Algorithm) KeyLen() int {
 // the AAD while the AEAD runs, so that neither needs memory of its own: an
 // interface call (cipher.AEAD) would move a stack array to the heap on every
 // packet.
+//
+// With AES-CBC and an HMAC (RFC 3602, RFC 4303 §3.3.2) the IV is a whole
+// block, the payload and trailer are padded to 16 bytes, and the ICV is
+// 12 to 32 bytes. The payload stays at Headroom, so the header starts 8
+// bytes into the buffer:
+//
+//	buffer: | scratch 8 | SPI 4 | seq 4 | IV 16 | payload ... | pad 0-15 | pad len | next hdr | ICV 12-32 |
+//	        0           8                       32 = Headroom
+//
+// HeaderLen, IVLen, ICVLen and SealedLen are the AEAD values; an SA's own
+// are SA.SealedLen and the Algorithm methods. Headroom and Tailroom fit
+// every algorithm.
 const (
-	SaltLen    = 4
-	IVLen      = 8
-	ICVLen     = 16
-	HeaderLen  = 8 + IVLen              // SPI, sequence number, IV
-	scratchLen = 16                     // nonce (12) and the ESN AAD's SPI (4)
-	Headroom   = scratchLen + HeaderLen // bytes a caller reserves in front of the inner packet
-	Tailroom   = 3 + 2 + ICVLen         // most padding, pad length, next header, ICV
-	Overhead   = HeaderLen + Tailroom   // most bytes ESP adds to a packet
-	minESPLen  = HeaderLen + 2 + ICVLen
+	SaltLen      = 4
+	IVLen        = 8
+	ICVLen       = 16
+	HeaderLen    = 8 + IVLen              // SPI, sequence number, IV
+	scratchLen   = 16                     // nonce (12) and the ESN AAD's SPI (4)
+	Headroom     = scratchLen + HeaderLen // bytes a caller reserves in front of the inner packet
+	cbcBlock     = aes.BlockSize
+	cbcHeaderLen = 8 + cbcBlock                 // SPI, sequence number, 16-byte IV
+	maxICVLen    = 32                           // HMAC-SHA2-512-256
+	Tailroom     = cbcBlock - 1 + 2 + maxICVLen // most padding, pad length, next header, longest ICV
+	Overhead     = cbcHeaderLen + Tailroom      // most bytes ESP adds to a packet, any algorithm
+	minESPLen    = HeaderLen + 2 + ICVLen       // the shortest ESP packet of any algorithm
+	minCBCLen    = cbcHeaderLen + cbcBlock + 12 // one block and the shortest ICV
 )
 
 // Next header values (IANA protocol numbers) ESP carries.
@@ -116,8 +238,12 @@ type SA struct {
 	alg    Algorithm
 	esn    bool
 	salt   [SaltLen]byte
-	aead   cipher.AEAD
+	aead   cipher.AEAD // nil with AES-CBC and an HMAC
+	cbc    *cbcState
 	maxSeq uint64
+	// headerLen and icvLen are the algorithm's (Algorithm.HeaderLen,
+	// Algorithm.ICVLen), kept here for the per-packet paths.
+	headerLen, icvLen int
 
 	seq    atomic.Uint64 // last sequence number handed out
 	window *ReplayWindow
@@ -148,27 +274,34 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 	}
+	sa := &SA{spi: cfg.SPI, alg: cfg.Algorithm, esn: cfg.ESN, window: w, maxSeq: math.MaxUint32,
+		headerLen: cfg.Algorithm.HeaderLen(), icvLen: cfg.Algorithm.ICVLen()}
+	if cfg.ESN {
+		sa.maxSeq = math.MaxUint64
+	}
+	info, _ := cfg.Algorithm.info()
+	if !info.aead {
+		if sa.cbc, err = newCBCState(info, cfg.Key); err != nil {
+			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
+		}
+		return sa, nil
+	}
 	key, salt := cfg.Key[:len(cfg.Key)-SaltLen], cfg.Key[len(cfg.Key)-SaltLen:]
-	var aead cipher.AEAD
 	switch cfg.Algorithm {
 	case AES128GCM16, AES256GCM16:
 		block, err := aes.NewCipher(key)
 		if err != nil {
 			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 		}
-		aead, err = cipher.NewGCM(block)
+		sa.aead, err = cipher.NewGCM(block)
 		if err != nil {
 			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 		}
 	case ChaCha20Poly1305:
-		aead, err = chacha20poly1305.New(key)
+		sa.aead, err = chacha20poly1305.New(key)
 		if err != nil {
 			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 		}
-	}
-	sa := &SA{spi: cfg.SPI, alg: cfg.Algorithm, esn: cfg.ESN, aead: aead, window: w, maxSeq: math.MaxUint32}
-	if cfg.ESN {
-		sa.maxSeq = math.MaxUint64
 	}
 	copy(sa.salt[:], salt)
 	return sa, nil
@@ -177,7 +310,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 // SPI returns the SA's security parameter index.
 func (sa *SA) SPI() uint32 { return sa.spi }
 
-// Algorithm returns the SA's AEAD transform.
+// Algorithm returns the SA's transform.
 func (sa *SA) Algorithm() Algorithm { return sa.alg }
 
 // ESN reports whether the SA uses extended sequence numbers.
@@ -212,15 +345,26 @@ func (sa *SA) ReserveSequence(n int) (uint64, error) {
 }
 
 // SealedLen returns the length of the ESP packet (from SPI to ICV) that
-// sealing an n-byte payload produces.
+// sealing an n-byte payload with an AEAD produces; SA.SealedLen is the
+// length for any SA.
 func SealedLen(n int) int { return HeaderLen + n + padLen(n) + 2 + ICVLen }
+
+// SealedLen returns the length of the ESP packet (from SPI to ICV) that
+// sealing an n-byte payload with this SA produces.
+func (sa *SA) SealedLen(n int) int {
+	if sa.aead == nil {
+		return cbcHeaderLen + cbcPadded(n) + sa.icvLen
+	}
+	return SealedLen(n)
+}
 
 func padLen(n int) int { return (4 - (n+2)&3) & 3 }
 
 // Seal encrypts the n-byte inner packet at b[Headroom:Headroom+n] in place
 // with the SA's next sequence number and returns the ESP packet, a slice of b
-// from b[Headroom-HeaderLen] to its ICV. b must have room for SealedLen(n)
-// bytes from there; the scratch bytes b[:Headroom-HeaderLen] are overwritten.
+// from b[Headroom-sa's header length] to its ICV. b must have room for
+// sa.SealedLen(n) bytes from there (Headroom+n+Tailroom bytes always
+// suffice); the scratch bytes in front of the header are overwritten.
 // nextHeader is NextHeaderIPv4, NextHeaderIPv6 or NextHeaderDummy.
 func (sa *SA) Seal(b []byte, n int, nextHeader byte) ([]byte, error) {
 	seq, err := sa.ReserveSequence(1)
@@ -231,10 +375,14 @@ func (sa *SA) Seal(b []byte, n int, nextHeader byte) ([]byte, error) {
 }
 
 // SealWithSequence is Seal with a sequence number from ReserveSequence.
-// The IV is the 64-bit sequence number, which RFC 4106 §3.1 and RFC 7634 §2
-// allow and which makes a nonce repeat impossible while sequence numbers are
-// unique.
+// With an AEAD the IV is the 64-bit sequence number, which RFC 4106 §3.1
+// and RFC 7634 §2 allow and which makes a nonce repeat impossible while
+// sequence numbers are unique. With AES-CBC the IV is the sequence number
+// encrypted under the SA's own IV key (see cbcState).
 func (sa *SA) SealWithSequence(b []byte, n int, nextHeader byte, seq uint64) ([]byte, error) {
+	if sa.aead == nil {
+		return sa.sealCBCWithSequence(b, n, nextHeader, seq)
+	}
 	end := Headroom + n + padLen(n) + 2
 	if n < 0 || len(b) < end+ICVLen {
 		return nil, ErrBufferTooSmall
@@ -278,15 +426,18 @@ func (sa *SA) seal(b []byte, end int, seq uint64, iv [IVLen]byte) []byte {
 }
 
 // Open authenticates and decrypts in place the n-byte ESP packet at
-// b[Headroom-HeaderLen:], as received from the network, and returns the
-// payload (at b[Headroom:]) and its next header. It is OpenTo with the
-// packet and the destination in one buffer.
+// b[Headroom-h:], h being the SA's header length (Algorithm.HeaderLen),
+// as received from the network, and returns the payload (at b[Headroom:])
+// and its next header. It is OpenTo with the packet and the destination
+// in one buffer; a packet that Seal returned from b is where Open expects
+// it.
 func (sa *SA) Open(b []byte, n int) (payload []byte, nextHeader byte, err error) {
-	if n < 0 || len(b) < scratchLen+n {
+	at := Headroom - sa.headerLen
+	if n < 0 || len(b) < at+n {
 		sa.Stats.Drops.Add(DropRunt)
 		return nil, 0, ErrRunt
 	}
-	return sa.OpenTo(b, b[scratchLen:scratchLen+n])
+	return sa.OpenTo(b, b[at:at+n])
 }
 
 // OpenTo authenticates the ESP packet pkt and decrypts its payload to
@@ -294,8 +445,9 @@ func (sa *SA) Open(b []byte, n int) (payload []byte, nextHeader byte, err error)
 // replay window before and updates it only after the ICV verified, and
 // checks the padding. Every failure is a *DropError, counted in
 // sa.Stats.Drops. dst must hold Headroom bytes more than the plaintext
-// (len(pkt)-HeaderLen-ICVLen); its first 24 bytes are scratch. dst and pkt either do not overlap
-// or are laid out as Open lays them out (pkt at dst[Headroom-HeaderLen:]).
+// (pkt without header and ICV); its first 24 bytes are scratch. dst and pkt either do not overlap
+// or are laid out as Open lays them out (pkt at dst[Headroom-h:], h the
+// SA's header length).
 //
 // The payload may carry TFC padding after the inner IP packet (RFC 4303
 // §2.4); the caller trims it using the IP header's length.
@@ -319,7 +471,11 @@ func (sa *SA) OpenToSequence(dst, pkt []byte) (payload []byte, nextHeader byte, 
 }
 
 func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *DropError) {
-	if len(pkt) < minESPLen || len(dst) < Headroom+len(pkt)-HeaderLen-ICVLen {
+	minLen := minESPLen
+	if sa.aead == nil {
+		minLen = minCBCLen
+	}
+	if len(pkt) < minLen || len(dst) < Headroom+len(pkt)-sa.headerLen-sa.icvLen {
 		return nil, 0, 0, dropErrors[DropRunt]
 	}
 	if binary.BigEndian.Uint32(pkt) != sa.spi {
@@ -335,7 +491,14 @@ func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *DropError) {
 	if err := sa.window.Check(seq); err != nil {
 		return nil, 0, 0, err.(*DropError)
 	}
-	payload, nextHeader, r := sa.decrypt(dst, pkt, seq)
+	var payload []byte
+	var nextHeader byte
+	var r *DropError
+	if sa.aead == nil {
+		payload, nextHeader, r = sa.decryptCBC(dst, pkt, seq)
+	} else {
+		payload, nextHeader, r = sa.decrypt(dst, pkt, seq)
+	}
 	if r != nil {
 		return nil, 0, 0, r
 	}
@@ -365,6 +528,12 @@ func (sa *SA) decrypt(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError) {
 	if err != nil {
 		return nil, 0, dropErrors[DropBadICV]
 	}
+	return checkTrailer(plain)
+}
+
+// checkTrailer checks the padding, pad length and next header at the end of
+// a decrypted payload (RFC 4303 §2.4) and returns the payload without them.
+func checkTrailer(plain []byte) ([]byte, byte, *DropError) {
 	if len(plain) < 2 {
 		return nil, 0, dropErrors[DropBadPadding]
 	}
