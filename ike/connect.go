@@ -266,9 +266,13 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 			st.DNS = append(st.DNS, d.String())
 		}
 		st.setChild(child)
+		st.Weak = WeakAlgorithms(sa.suite, child.Algorithm)
 	})
 	s.log.Info("connected", "gateway", s.cfg.Remote, "ike", sa.suite, "esp", child.Algorithm,
 		"in_spi", fmt.Sprintf("%#x", child.InSPI), "out_spi", fmt.Sprintf("%#x", child.OutSPI), "addresses", addrs)
+	if weak := WeakAlgorithms(sa.suite, child.Algorithm); len(weak) > 0 {
+		s.log.Warn("session negotiated weak algorithms", "gateway", s.cfg.Remote, "weak", weak)
+	}
 	return nil
 }
 

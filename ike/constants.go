@@ -89,6 +89,7 @@ const (
 	AUTH_HMAC_SHA2_512_256 uint16 = 14
 	// DH groups
 	DH_NONE       uint16 = 0
+	DH_MODP_1024  uint16 = 2 // weak: only for clients that offer nothing better
 	DH_MODP_2048  uint16 = 14
 	DH_ECP_256    uint16 = 19
 	DH_ECP_384    uint16 = 20

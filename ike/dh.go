@@ -30,8 +30,9 @@ var (
 )
 
 // NewKeyExchange generates a key pair in group: 31 (Curve25519, RFC 8031),
-// 19 and 20 (ECP-256 and ECP-384, RFC 5903) or 14 (2048-bit MODP, RFC
-// 3526).
+// 19 and 20 (ECP-256 and ECP-384, RFC 5903), 14 (2048-bit MODP, RFC 3526)
+// or 2 (1024-bit MODP, RFC 2409 §6.2; weak, offered by Windows' built-in
+// client).
 func NewKeyExchange(group uint16) (KeyExchange, error) {
 	switch group {
 	case DH_CURVE25519, DH_ECP_256, DH_ECP_384:
@@ -41,12 +42,13 @@ func NewKeyExchange(group uint16) (KeyExchange, error) {
 			return nil, fmt.Errorf("generating %s key: %w", dhKeyword(group), err)
 		}
 		return &ecdhExchange{group: group, priv: priv}, nil
-	case DH_MODP_2048:
-		x, err := rand.Int(rand.Reader, new(big.Int).Sub(modp2048Prime, big.NewInt(3)))
+	case DH_MODP_2048, DH_MODP_1024:
+		g := modpGroupOf(group)
+		x, err := rand.Int(rand.Reader, new(big.Int).Sub(g.p, big.NewInt(3)))
 		if err != nil {
-			return nil, fmt.Errorf("generating modp2048 key: %w", err)
+			return nil, fmt.Errorf("generating %s key: %w", dhKeyword(group), err)
 		}
-		return newMODPExchange(x.Add(x, big.NewInt(2))), nil
+		return newMODPExchange(g, x.Add(x, big.NewInt(2))), nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnsupportedDH, group)
 }
@@ -66,12 +68,12 @@ func ecdhCurve(group uint16) ecdh.Curve {
 // newKeyExchangeFromPrivate builds a key pair from a known private key, for
 // known-answer tests.
 func newKeyExchangeFromPrivate(group uint16, private []byte) (KeyExchange, error) {
-	if group == DH_MODP_2048 {
+	if g := modpGroupOf(group); g != nil {
 		x := new(big.Int).SetBytes(private)
-		if x.Cmp(big.NewInt(2)) < 0 || x.Cmp(modp2048Prime) >= 0 {
+		if x.Cmp(big.NewInt(2)) < 0 || x.Cmp(g.p) >= 0 {
 			return nil, errors.New("private exponent out of range")
 		}
-		return newMODPExchange(x), nil
+		return newMODPExchange(g, x), nil
 	}
 	curve := ecdhCurve(group)
 	if curve == nil {
@@ -131,7 +133,7 @@ func (e *ecdhExchange) SharedSecret(peer []byte) ([]byte, error) {
 func (e *ecdhExchange) String() string             { return dhKeyword(e.group) + " key exchange" }
 func (e *ecdhExchange) Format(f fmt.State, _ rune) { fmt.Fprint(f, e.String()) }
 func (e *ecdhExchange) LogValue() slog.Value       { return slog.StringValue(e.String()) }
-func (e *modpExchange) String() string             { return "modp2048 key exchange" }
+func (e *modpExchange) String() string             { return dhKeyword(e.g.id) + " key exchange" }
 func (e *modpExchange) Format(f fmt.State, _ rune) { fmt.Fprint(f, e.String()) }
 func (e *modpExchange) LogValue() slog.Value       { return slog.StringValue(e.String()) }
 
@@ -150,35 +152,69 @@ var modp2048Prime, _ = new(big.Int).SetString(
 		"DE2BCBF6955817183995497CEA956AE515D2261898FA0510"+
 		"15728E5A8AACAA68FFFFFFFFFFFFFFFF", 16)
 
-const modp2048Len = 256
+// modp1024Prime is the prime of the 1024-bit MODP group, the Second
+// Oakley Group (RFC 2409 §6.2); its generator is 2.
+var modp1024Prime, _ = new(big.Int).SetString(
+	"FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD1"+
+		"29024E088A67CC74020BBEA63B139B22514A08798E3404DD"+
+		"EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245"+
+		"E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"+
+		"EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381"+
+		"FFFFFFFFFFFFFFFF", 16)
 
-// modpExchange is Diffie-Hellman in the 2048-bit MODP group. math/big is
-// not constant-time; the exponent is ephemeral and used once.
+// modpGroup is a MODP Diffie-Hellman group with generator 2.
+type modpGroup struct {
+	id  uint16
+	p   *big.Int
+	len int // bytes of the modulus, the length of a public value
+}
+
+var (
+	modp2048 = &modpGroup{id: DH_MODP_2048, p: modp2048Prime, len: 256}
+	modp1024 = &modpGroup{id: DH_MODP_1024, p: modp1024Prime, len: 128}
+)
+
+// modpGroupOf returns the MODP group with the transform ID, nil if it is
+// not one.
+func modpGroupOf(id uint16) *modpGroup {
+	switch id {
+	case DH_MODP_2048:
+		return modp2048
+	case DH_MODP_1024:
+		return modp1024
+	}
+	return nil
+}
+
+// modpExchange is Diffie-Hellman in a MODP group. math/big is not
+// constant-time; the exponent is ephemeral and used once.
 type modpExchange struct {
+	g   *modpGroup
 	x   *big.Int
 	pub []byte
 }
 
-func newMODPExchange(x *big.Int) *modpExchange {
-	y := new(big.Int).Exp(big.NewInt(2), x, modp2048Prime)
-	return &modpExchange{x: x, pub: y.FillBytes(make([]byte, modp2048Len))}
+func newMODPExchange(g *modpGroup, x *big.Int) *modpExchange {
+	y := new(big.Int).Exp(big.NewInt(2), x, g.p)
+	return &modpExchange{g: g, x: x, pub: y.FillBytes(make([]byte, g.len))}
 }
 
-func (e *modpExchange) Group() uint16 { return DH_MODP_2048 }
+func (e *modpExchange) Group() uint16 { return e.g.id }
 
-// Public returns g^x mod p left-padded to the 256 bytes of the modulus
-// (RFC 7296 §3.4).
+// Public returns g^x mod p left-padded to the length of the modulus (RFC
+// 7296 §3.4).
 func (e *modpExchange) Public() []byte { return append([]byte(nil), e.pub...) }
 
 func (e *modpExchange) SharedSecret(peer []byte) ([]byte, error) {
-	if len(peer) != modp2048Len {
-		return nil, fmt.Errorf("modp2048: %w: %d bytes, want %d", ErrKELength, len(peer), modp2048Len)
+	name := dhKeyword(e.g.id)
+	if len(peer) != e.g.len {
+		return nil, fmt.Errorf("%s: %w: %d bytes, want %d", name, ErrKELength, len(peer), e.g.len)
 	}
 	y := new(big.Int).SetBytes(peer)
-	pMinus1 := new(big.Int).Sub(modp2048Prime, big.NewInt(1))
+	pMinus1 := new(big.Int).Sub(e.g.p, big.NewInt(1))
 	if y.Cmp(big.NewInt(1)) <= 0 || y.Cmp(pMinus1) >= 0 {
-		return nil, fmt.Errorf("modp2048: %w: public value not in 2..p-2", ErrKEInvalid)
+		return nil, fmt.Errorf("%s: %w: public value not in 2..p-2", name, ErrKEInvalid)
 	}
-	z := new(big.Int).Exp(y, e.x, modp2048Prime)
-	return z.FillBytes(make([]byte, modp2048Len)), nil
+	z := new(big.Int).Exp(y, e.x, e.g.p)
+	return z.FillBytes(make([]byte, e.g.len)), nil
 }

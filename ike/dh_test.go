@@ -16,6 +16,26 @@ var allDHGroups = []struct {
 	{DH_ECP_256, 64, 32},
 	{DH_ECP_384, 96, 48},
 	{DH_MODP_2048, 256, 256},
+	{DH_MODP_1024, 128, 128},
+}
+
+// TestMODPPrimesAreSafePrimes checks the group constants: p and (p-1)/2
+// prime, of the advertised size, and the high and low 64 bits all ones
+// (RFC 2409 §6.2, RFC 3526 §3). A typo in a hex digit fails this.
+func TestMODPPrimesAreSafePrimes(t *testing.T) {
+	for _, g := range []*modpGroup{modp1024, modp2048} {
+		if g.p.BitLen() != g.len*8 {
+			t.Fatalf("%s: %d bits, want %d", dhKeyword(g.id), g.p.BitLen(), g.len*8)
+		}
+		q := new(big.Int).Rsh(g.p, 1)
+		if !g.p.ProbablyPrime(20) || !q.ProbablyPrime(20) {
+			t.Fatalf("%s: p or (p-1)/2 is not prime", dhKeyword(g.id))
+		}
+		ones := new(big.Int).SetUint64(^uint64(0))
+		if new(big.Int).And(g.p, ones).Cmp(ones) != 0 || new(big.Int).Rsh(g.p, uint(g.len*8-64)).Cmp(ones) != 0 {
+			t.Fatalf("%s: not all ones in the first and last 64 bits", dhKeyword(g.id))
+		}
+	}
 }
 
 func TestKeyExchangeAgreement(t *testing.T) {
@@ -93,6 +113,8 @@ func TestKeyExchangeRejectsMalformedPeers(t *testing.T) {
 		{"modp2048 p-1", DH_MODP_2048, pad(new(big.Int).Sub(p, big.NewInt(1))), ErrKEInvalid},
 		{"modp2048 p", DH_MODP_2048, pad(p), ErrKEInvalid},
 		{"modp2048 all ones", DH_MODP_2048, bytes.Repeat([]byte{0xff}, 256), ErrKEInvalid},
+		{"modp1024 long", DH_MODP_1024, make([]byte, 256), ErrKELength},
+		{"modp1024 one", DH_MODP_1024, append(make([]byte, 127), 1), ErrKEInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

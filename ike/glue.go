@@ -99,11 +99,10 @@ func espFromSelection(sel Selection) (espParams, error) {
 	if len(sel.PeerSPI) != 4 {
 		return espParams{}, fmt.Errorf("ESP proposal with a %d-byte SPI", len(sel.PeerSPI))
 	}
-	alg := sel.Suite.EncryptionName()
-	if !sel.Suite.IsAEAD() || alg == "" {
-		return espParams{}, fmt.Errorf("ESP transform %s is not one the data plane runs (AEADs only)", sel.Suite)
+	if err := sel.Suite.Validate(); err != nil {
+		return espParams{}, fmt.Errorf("ESP transform %s: %w", sel.Suite, err)
 	}
-	return espParams{spi: binary.BigEndian.Uint32(sel.PeerSPI), alg: alg, esn: sel.Suite.ESN, dh: sel.Suite.DHGroup, s: sel.Suite}, nil
+	return espParams{spi: binary.BigEndian.Uint32(sel.PeerSPI), alg: sel.Suite.DataPlaneName(), esn: sel.Suite.ESN, dh: sel.Suite.DHGroup, s: sel.Suite}, nil
 }
 
 // acceptESP checks the gateway's choice of ESP proposal.
@@ -126,13 +125,19 @@ func selectESP(offered []Proposal, specs []ProposalSpec, keGroup uint16) (Propos
 }
 
 // childKeys returns a Child SA's keys: the initiator-to-responder key of
-// the exchange first.
+// the exchange first. Each is the data plane's keying material for one
+// direction: the encryption key (with an AEAD's salt), followed by the
+// integrity key when the suite has one (RFC 7296 §2.17 takes them from
+// KEYMAT in that order).
 func childKeys(sa *ikeSA, esp espParams, shared, ni, nr []byte) (iToR, rToI []byte, err error) {
 	ck, err := sa.keys.DeriveChildKeys(esp.s, shared, ni, nr)
 	if err != nil {
 		return nil, nil, err
 	}
-	return ck.InitiatorEncryption, ck.ResponderEncryption, nil
+	iToR = append(append([]byte(nil), ck.InitiatorEncryption...), ck.InitiatorIntegrity...)
+	rToI = append(append([]byte(nil), ck.ResponderEncryption...), ck.ResponderIntegrity...)
+	ck.Wipe()
+	return iToR, rToI, nil
 }
 
 func (e ExchangeType) String() string {

@@ -273,6 +273,25 @@ func FormatProposals(specs []ProposalSpec) string {
 	return strings.Join(s, ",")
 }
 
+// DataPlaneNames lists the data plane names (Suite.DataPlaneName) of the
+// ESP transforms an ESP proposal allows: each AEAD, or each pairing of a
+// cipher with an integrity algorithm.
+func (p ProposalSpec) DataPlaneNames() []string {
+	var out []string
+	for _, e := range p.Encryption {
+		s := Suite{Protocol: p.Protocol, Encryption: e.ID, KeyLength: e.KeyLength}
+		if s.IsAEAD() {
+			out = append(out, s.DataPlaneName())
+			continue
+		}
+		for _, i := range p.Integrity {
+			s.Integrity = i
+			out = append(out, s.DataPlaneName())
+		}
+	}
+	return out
+}
+
 // WithoutDH returns p without DH groups, as a Child SA proposal is sent in
 // IKE_AUTH, which has no KE payload.
 func (p ProposalSpec) WithoutDH() ProposalSpec {

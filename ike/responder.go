@@ -130,6 +130,7 @@ type ClientStatus struct {
 	InSPI       string    `json:"in_spi,omitempty"`
 	OutSPI      string    `json:"out_spi,omitempty"`
 	Algorithm   string    `json:"algorithm,omitempty"`
+	Weak        []string  `json:"weak,omitempty"` // weak algorithms negotiated (WeakAlgorithms)
 	IKERekeys   int       `json:"ike_rekeys"`
 	ChildRekeys int       `json:"child_rekeys"`
 	DPDChecks   int       `json:"dpd_checks"` // liveness checks the gateway started
@@ -307,6 +308,7 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 			if c.child != nil {
 				st.InSPI, st.OutSPI, st.Algorithm = fmt.Sprintf("%08x", c.child.InSPI), fmt.Sprintf("%08x", c.child.OutSPI), c.child.Algorithm
 			}
+			st.Weak = WeakAlgorithms(c.sa.suite, st.Algorithm)
 			out = append(out, st)
 		}
 	})
@@ -977,6 +979,9 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		reply = append(reply, childReply...)
 		r.log.Info("client connected", "id", id, "from", from, "ike", sa.suite, "esp", c.child.Algorithm,
 			"addresses", c.Addresses, "in_spi", fmt.Sprintf("%#x", c.child.InSPI), "out_spi", fmt.Sprintf("%#x", c.child.OutSPI))
+		if weak := WeakAlgorithms(sa.suite, c.child.Algorithm); len(weak) > 0 {
+			r.log.Warn("client negotiated weak algorithms", "id", id, "from", from, "weak", weak)
+		}
 	}
 	return reply, nil
 }

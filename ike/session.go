@@ -35,8 +35,11 @@ type Transport interface {
 // ChildSA is a negotiated pair of ESP SAs, as the data plane needs them.
 type ChildSA struct {
 	InSPI, OutSPI uint32
-	Algorithm     string // the data plane's name: aes128gcm16, aes256gcm16, chacha20poly1305
-	InKey, OutKey []byte // cipher key followed by the 4-byte salt
+	Algorithm     string // the data plane's name: aes256gcm16, chacha20poly1305, aes256-sha256, ...
+	// InKey and OutKey are each direction's keying material: the cipher
+	// key followed by the 4-byte salt (AEAD), or the encryption key
+	// followed by the integrity key (AES-CBC with an HMAC).
+	InKey, OutKey []byte
 	ESN           bool
 	LocalTS       []netip.Prefix
 	RemoteTS      []netip.Prefix
@@ -160,6 +163,7 @@ type Status struct {
 	IKESPIi     string    `json:"ike_spi_i,omitempty"`
 	IKESPIr     string    `json:"ike_spi_r,omitempty"`
 	IKESuite    string    `json:"ike_suite,omitempty"`
+	Weak        []string  `json:"weak,omitempty"` // weak algorithms negotiated (WeakAlgorithms)
 	Established time.Time `json:"established,omitzero"`
 	IKERekeys   int       `json:"ike_rekeys"`
 	ChildRekeys int       `json:"child_rekeys"`

@@ -134,6 +134,7 @@ type dhGroupAlg struct {
 
 var dhGroupAlgs = []dhGroupAlg{
 	{"modp2048", DH_MODP_2048},
+	{"modp1024", DH_MODP_1024},
 	{"ecp256", DH_ECP_256},
 	{"ecp384", DH_ECP_384},
 	{"x25519", DH_CURVE25519},
@@ -190,6 +191,38 @@ func (s Suite) EncryptionName() string {
 		return a.keyword
 	}
 	return fmt.Sprintf("encr%d_%d", s.Encryption, s.KeyLength)
+}
+
+// DataPlaneName returns the name the data plane knows an ESP suite's
+// transform by, strongSwan's: the AEAD keyword (aes256gcm16) or the cipher
+// and integrity keywords joined by '-' (aes256-sha256).
+func (s Suite) DataPlaneName() string {
+	if s.IsAEAD() {
+		return s.EncryptionName()
+	}
+	return s.EncryptionName() + "-" + integrityKeyword(s.Integrity)
+}
+
+// WeakAlgorithms names the weak algorithms of a session: those of its IKE
+// suite (the 1024-bit MODP group, HMAC-SHA1 as PRF or integrity) and of
+// its Child SA's ESP transform by its data plane name (HMAC-SHA1-96). They
+// are accepted because built-in clients (Windows) offer nothing better by
+// default; docs/ike.md shows how to move such clients to stronger ones.
+func WeakAlgorithms(ike Suite, espAlgorithm string) []string {
+	var weak []string
+	if ike.DHGroup == DH_MODP_1024 {
+		weak = append(weak, "ike:modp1024")
+	}
+	if ike.PRF == PRF_HMAC_SHA1 {
+		weak = append(weak, "ike:prfsha1")
+	}
+	if !ike.IsAEAD() && ike.Integrity == AUTH_HMAC_SHA1_96 {
+		weak = append(weak, "ike:sha1")
+	}
+	if strings.HasSuffix(espAlgorithm, "-sha1") {
+		weak = append(weak, "esp:sha1")
+	}
+	return weak
 }
 
 // Validate checks that mifsec implements every algorithm of s and that the

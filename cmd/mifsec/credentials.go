@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/urfave/cli/v2"
 )
@@ -23,6 +24,7 @@ type ikeCredentials struct {
 	certs      []*x509.Certificate
 	cas        *ike.TrustStore
 	ike, esp   []ike.ProposalSpec
+	espAlgs    []dataplane.Algorithm // the data plane algorithms esp allows
 }
 
 // parseCredentials reads --psk-file or --cert/--key, --ca, --ike and --esp
@@ -59,6 +61,9 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		return cr, fmt.Errorf("--ike: %w", err)
 	}
 	if cr.esp, err = ike.ParseESPProposals(c.String("esp")); err != nil {
+		return cr, fmt.Errorf("--esp: %w", err)
+	}
+	if cr.espAlgs, err = espAlgorithms(cr.esp); err != nil {
 		return cr, fmt.Errorf("--esp: %w", err)
 	}
 	return cr, nil

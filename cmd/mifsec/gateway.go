@@ -18,6 +18,25 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 )
 
+// The gateway's default proposals accept what the IKEv2 clients built into
+// Windows 10/11 (AES-CBC-256 with SHA-1 or SHA-2 and MODP-1024; ESP
+// aes256-sha1 or aes128-sha1), macOS and iOS (aes256-sha256 with modp2048
+// or ecp256; ESP aes256-sha256) and strongSwan on Android offer by
+// default. The gateway picks the first of its proposals a client offers,
+// so AEADs come first, then AES-CBC with SHA-2 and a strong group, and
+// MODP-1024 and SHA-1 last; a session that ends up with them is logged
+// with a warning and listed as weak in `mifsec status`. --ike and --esp
+// replace these lists.
+const (
+	defaultGatewayIKEProposals = defaultIKEProposals +
+		",aes256-aes192-aes128-sha256-sha384-sha512-x25519-ecp256-ecp384-modp2048" +
+		",aes256-aes192-aes128-sha256-sha384-sha512-modp1024" +
+		",aes256-aes192-aes128-sha1-x25519-ecp256-ecp384-modp2048-modp1024"
+	defaultGatewayESPProposals = defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256" +
+		",aes256-aes192-aes128-sha256-sha384-sha512-sha1" +
+		",aes256-aes192-aes128-sha256-sha384-sha512-sha1-x25519-ecp256-ecp384-modp2048-modp1024"
+)
+
 func gatewayCommand() *cli.Command {
 	flags := []cli.Flag{
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Value: cli.NewStringSlice("0.0.0.0"),
@@ -31,8 +50,8 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "pool", Usage: "inner address pool `CIDR`, at most one per family (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "protected network `CIDR` behind the gateway (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns", Usage: "DNS server `ADDR` for clients (repeatable)"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256", Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultGatewayIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax, the preferred first"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultGatewayESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax, the preferred first (AEADs, or aes128/aes192/aes256 with sha1/sha256/sha384/sha512)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey each client's Child SA after `DURATION` (0: leave it to the clients)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 30 * time.Second,
@@ -134,9 +153,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	cfg.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
 	if cfg.TUN.MTU == 0 {
 		// The smallest inner MTU over the listen addresses' families.
-		cfg.TUN.MTU = innerMTU(1500, cfg.Listen[0])
+		cfg.TUN.MTU = innerMTU(1500, cfg.Listen[0], creds.espAlgs...)
 		for _, a := range cfg.Listen[1:] {
-			cfg.TUN.MTU = min(cfg.TUN.MTU, innerMTU(1500, a))
+			cfg.TUN.MTU = min(cfg.TUN.MTU, innerMTU(1500, a, creds.espAlgs...))
 		}
 	}
 	return cfg, nil

@@ -267,6 +267,7 @@ type strongSwanClient struct {
 	psk                  string       // PSK authentication with client.example / gw.example
 	pki                  *ike.TestPKI // or certificates
 	childRekey, ikeRekey string       // strongSwan durations, "" for its defaults
+	ike, esp             string       // proposals, "" for AES-GCM-256 with x25519
 }
 
 func (o strongSwanClient) swanctl() string {
@@ -284,12 +285,19 @@ func (o strongSwanClient) swanctl() string {
 	if o.childRekey != "" {
 		childRekey = "\t\t\t\trekey_time = " + o.childRekey + "\n"
 	}
+	ikeProposals, espProposals := o.ike, o.esp
+	if ikeProposals == "" {
+		ikeProposals = "aes256gcm16-prfsha256-x25519"
+	}
+	if espProposals == "" {
+		espProposals = "aes256gcm16"
+	}
 	return fmt.Sprintf(`connections {
 	cl {
 		version = 2
 		remote_addrs = 192.0.2.2
 		vips = 0.0.0.0
-		proposals = aes256gcm16-prfsha256-x25519
+		proposals = %s
 %s		local {
 %s		}
 		remote {
@@ -297,12 +305,12 @@ func (o strongSwanClient) swanctl() string {
 		children {
 			net {
 				remote_ts = 10.1.0.0/24
-				esp_proposals = aes256gcm16
+				esp_proposals = %s
 %s			}
 		}
 	}
 }
-%s`, ikeRekey, local, remote, childRekey, secrets)
+%s`, ikeProposals, ikeRekey, local, remote, espProposals, childRekey, secrets)
 }
 
 func (o strongSwanClient) files(t *testing.T) map[string][]byte {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -117,14 +118,38 @@ func parseStatic(c *cli.Context) (*staticConfig, error) {
 }
 
 // innerMTU is the largest inner packet whose ESP-in-UDP datagram fits a path
-// MTU of pathMTU to remote.
-func innerMTU(pathMTU int, remote netip.Addr) int {
+// MTU of pathMTU to remote with every ESP algorithm in algs (AES-GCM when
+// none is given): AES-CBC with its 16-byte IV, block padding and longer
+// ICVs leaves less room than an AEAD.
+func innerMTU(pathMTU int, remote netip.Addr, algs ...dataplane.Algorithm) int {
 	outer := 20 + 8
 	if remote.Is6() {
 		outer = 40 + 8
 	}
-	n := pathMTU - outer - dataplane.HeaderLen - dataplane.ICVLen - 2
-	return n - (n+2)%4
+	if len(algs) == 0 {
+		algs = []dataplane.Algorithm{dataplane.AES256GCM16}
+	}
+	n := pathMTU
+	for _, a := range algs {
+		n = min(n, a.MaxPayload(pathMTU-outer))
+	}
+	return n
+}
+
+// espAlgorithms returns the data plane algorithms ESP proposals allow,
+// refusing one the data plane does not run.
+func espAlgorithms(specs []ike.ProposalSpec) ([]dataplane.Algorithm, error) {
+	var out []dataplane.Algorithm
+	for _, spec := range specs {
+		for _, name := range spec.DataPlaneNames() {
+			a, err := dataplane.ParseAlgorithm(name)
+			if err != nil {
+				return nil, fmt.Errorf("proposal %s: %w", spec, err)
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
 }
 
 func parseEndpoint(s string, defaultPort uint16) (netip.AddrPort, error) {
