@@ -192,14 +192,18 @@ func writePSK(t *testing.T, dir, psk string) string {
 }
 
 func TestConnectToStrongSwan(t *testing.T) {
-	for _, tc := range []struct{ name, ike, esp string }{
+	for i, tc := range []struct{ name, ike, esp string }{
 		{"aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16"},
 		{"chacha20poly1305-ecp256", "chacha20poly1305-prfsha256-ecp256", "chacha20poly1305"},
+		{"aes256-sha256-modp2048", "aes256-sha256-modp2048", "aes256-sha256"},
+		{"aes128-sha512-ecp384", "aes128-sha512-ecp384", "aes128-sha512"},
+		{"aes256-sha1-modp1024", "aes256-sha1-modp1024", "aes256-sha1"},
 	} {
 		t.Run("psk/"+tc.name, func(t *testing.T) {
 			const psk = "a secret only the two share"
 			top := newGatewayTopology(t, gatewayOptions{proposals: tc.ike, espProposals: tc.esp, auth: "psk", psk: psk})
-			c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+			// A TUN (and control socket) name of its own per case.
+			c := startConnect(t, top.client, fmt.Sprintf("mss%d", i), "--gateway", "192.0.2.2", "--local-id", "client.example",
 				"--remote-id", "gw.example", "--psk-file", writePSK(t, top.dir, psk), "--ike", tc.ike, "--esp", tc.esp, "--ipv6=false")
 			st := c.waitEstablished(t, 10*time.Second)
 			if len(st.Session.Addresses) != 1 || !strings.HasPrefix(st.Session.Addresses[0], "10.3.0.") {
@@ -207,6 +211,15 @@ func TestConnectToStrongSwan(t *testing.T) {
 			}
 			if err := ping(top.client, "10.1.0.1", 3); err != nil {
 				t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
+			}
+			if st.Session.Child == nil || st.Session.Child.Algorithm != tc.esp {
+				t.Fatalf("Child SA %+v, want ESP %s", st.Session.Child, tc.esp)
+			}
+			if weak := len(st.Session.Weak) > 0; weak != strings.Contains(tc.ike, "sha1") {
+				t.Fatalf("weak algorithms %v for IKE %s", st.Session.Weak, tc.ike)
+			}
+			if lost := pingLoss(t, top.client, "10.1.0.1", 20); lost != 0 {
+				t.Fatalf("%d of 20 pings lost\nmifsec:\n%s\ncharon:\n%s", lost, c.log.String(), top.charon.Log())
 			}
 		})
 	}
