@@ -316,11 +316,14 @@ func TestEngineDemux(t *testing.T) {
 // TestEngineZeroAllocations drives one outbound batch and its receipt
 // synchronously and counts allocations per packet.
 func TestEngineZeroAllocations(t *testing.T) {
-	for _, tc := range []struct{ offload, restoreOrder bool }{{true, false}, {false, false}, {true, true}} {
+	for _, tc := range []struct {
+		offload, restoreOrder bool
+		alg                   dataplane.Algorithm
+	}{{true, false, 0}, {false, false, 0}, {true, true, 0}, {true, false, dataplane.AES256SHA256}, {false, true, dataplane.AES128SHA1}} {
 		offload := tc.offload
-		t.Run(fmt.Sprintf("offload=%v/restore-order=%v", tc.offload, tc.restoreOrder), func(t *testing.T) {
+		t.Run(fmt.Sprintf("offload=%v/restore-order=%v/%v", tc.offload, tc.restoreOrder, tc.alg), func(t *testing.T) {
 			tmpl := udp(t, "10.0.0.1:1000", "10.0.0.2:2000", make([]byte, 1372))
-			a, b := newPair(t, pairConfig{noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}})
+			a, b := newPair(t, pairConfig{alg: tc.alg, noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}})
 			defer a.e.Close()
 			defer b.e.Close()
 			if tc.restoreOrder {

@@ -1,8 +1,10 @@
 package ike
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -482,5 +484,75 @@ func TestSuiteValidate(t *testing.T) {
 				t.Errorf("Validate = %v, want ok %v", err, tt.ok)
 			}
 		})
+	}
+}
+
+func TestDataPlaneNames(t *testing.T) {
+	specs, err := ParseESPProposals("aes256gcm16-chacha20poly1305,aes256-aes128-sha256-sha1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := append(specs[0].DataPlaneNames(), specs[1].DataPlaneNames()...)
+	want := []string{"aes256gcm16", "chacha20poly1305", "aes256-sha256", "aes256-sha1", "aes128-sha256", "aes128-sha1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("DataPlaneNames = %v, want %v", got, want)
+	}
+}
+
+func TestWeakAlgorithms(t *testing.T) {
+	for _, tc := range []struct {
+		ike, esp string
+		want     []string
+	}{
+		{"aes256gcm16-prfsha256-x25519", "aes256gcm16", nil},
+		{"aes256-sha256-modp2048", "aes256-sha256", nil},
+		{"aes256-sha256-modp1024", "aes256-sha1", []string{"ike:modp1024", "esp:sha1"}},
+		{"aes256-sha1-modp1024", "aes128-sha1", []string{"ike:modp1024", "ike:prfsha1", "ike:sha1", "esp:sha1"}},
+		{"aes256gcm16-prfsha1-ecp256", "aes256-sha512", []string{"ike:prfsha1"}},
+	} {
+		specs, err := ParseIKEProposals(tc.ike)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sel, ok := SelectProposal(offerIKE(specs), specs)
+		if !ok {
+			t.Fatalf("%s does not select itself", tc.ike)
+		}
+		if got := WeakAlgorithms(sel.Suite, tc.esp); !slices.Equal(got, tc.want) {
+			t.Errorf("%s + %s: weak %v, want %v", tc.ike, tc.esp, got, tc.want)
+		}
+	}
+}
+
+// TestESPSelectionCBC checks that a negotiated AES-CBC/HMAC Child SA gets
+// the data plane's name and, per direction, the encryption key followed
+// by the integrity key (RFC 7296 §2.17).
+func TestESPSelectionCBC(t *testing.T) {
+	specs, err := ParseESPProposals("aes256-sha384")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, esp, ok := selectESP(offerESP(specs, 0x1234, false), specs, DH_NONE)
+	if !ok || esp.alg != "aes256-sha384" || esp.spi != 0x1234 {
+		t.Fatalf("selectESP = %+v, %v", esp, ok)
+	}
+	ikeSpecs, _ := ParseIKEProposals("aes256-sha256-modp2048")
+	ikeSel, _ := SelectProposal(offerIKE(ikeSpecs), ikeSpecs)
+	k, err := DeriveKeys(ikeSel.Suite, bytes.Repeat([]byte{1}, 256), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 32), 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := &ikeSA{keys: &ikeKeys{Keys: k}}
+	iToR, rToI, err := childKeys(sa, esp, nil, []byte("ni-ni-ni-ni-ni-ni"), []byte("nr-nr-nr-nr-nr-nr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := k.DeriveChildKeys(esp.s, nil, []byte("ni-ni-ni-ni-ni-ni"), []byte("nr-nr-nr-nr-nr-nr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(iToR) != 32+48 || !bytes.Equal(iToR, append(bytes.Clone(ck.InitiatorEncryption), ck.InitiatorIntegrity...)) ||
+		!bytes.Equal(rToI, append(bytes.Clone(ck.ResponderEncryption), ck.ResponderIntegrity...)) {
+		t.Fatal("Child SA keys are not encryption key then integrity key per direction")
 	}
 }

@@ -38,7 +38,7 @@ func staticCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "spi-in", Usage: "`SPI` of the inbound SA", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-out", Usage: "outbound key and 4-byte salt in `HEX`, as ip xfrm writes it", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-in", Usage: "inbound key and salt in `HEX`", Required: true}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "alg", Value: "aes256gcm16", Usage: "`ALGORITHM`: aes128gcm16, aes256gcm16 or chacha20poly1305"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "alg", Value: "aes256gcm16", Usage: "`ALGORITHM`: aes128gcm16, aes256gcm16, chacha20poly1305, or aes128/aes192/aes256 with -sha1, -sha256, -sha384 or -sha512 (aes256-sha256)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "esn", Usage: "use 64-bit extended sequence numbers"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "replay-window", Value: dataplane.DefaultReplayWindow, Usage: "anti-replay window in `PACKETS` (32-65536)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
@@ -112,7 +112,7 @@ func parseStatic(c *cli.Context) (*staticConfig, error) {
 		return nil, fmt.Errorf("--route: %w", err)
 	}
 	if cfg.mtu == 0 {
-		cfg.mtu = innerMTU(1500, cfg.remote.Addr())
+		cfg.mtu = innerMTU(1500, cfg.remote.Addr(), alg)
 	}
 	return cfg, nil
 }
@@ -180,6 +180,9 @@ func parseKey(s string, alg dataplane.Algorithm) ([]byte, error) {
 		return nil, errors.New("not a hex string")
 	}
 	if len(key) != alg.KeyLen() {
+		if !alg.AEAD() {
+			return nil, fmt.Errorf("%s needs %d bytes (the encryption key, then the integrity key), got %d", alg, alg.KeyLen(), len(key))
+		}
 		return nil, fmt.Errorf("%s needs %d bytes (%d-byte key and 4-byte salt), got %d", alg, alg.KeyLen(), alg.KeyLen()-dataplane.SaltLen, len(key))
 	}
 	return key, nil
