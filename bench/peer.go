@@ -54,7 +54,11 @@ func skipReason(err error) (string, bool) {
 }
 
 // PeerNames lists the peers in the default order of a run.
-var PeerNames = []string{"mifsec", "mifsec-ike", "wireguard-go", "strongswan", "veth"}
+var PeerNames = []string{"mifsec", "mifsec-ike", "wireguard-go", "strongswan", "mifsec-aes256-sha256", "strongswan-aes256-sha256", "veth"}
+
+// cbcSuite is the AES-CBC suite the -aes256-sha256 peers run: what the
+// IKEv2 clients of macOS and iOS negotiate.
+const cbcSuite = "aes256-sha256"
 
 // PeerOptions locates the peers' binaries.
 type PeerOptions struct {
@@ -78,6 +82,10 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 		return &wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}, nil
 	case "strongswan":
 		return &strongswanPeer{}, nil
+	case "mifsec-" + cbcSuite:
+		return &mifsecPeer{binary: opts.MifsecPath, name: name, alg: cbcSuite}, nil
+	case "strongswan-" + cbcSuite:
+		return &strongswanPeer{name: name, ike: cbcSuite + "-modp2048", esp: cbcSuite}, nil
 	case "veth":
 		return &vethPeer{}, nil
 	}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/mifsec/mifsec/dataplane"
 )
 
 const (
@@ -15,8 +17,6 @@ const (
 	mifsecTUN       = "mifsec0"
 	mifsecClientSPI = "0x1001" // SPI of the client→server SA
 	mifsecServerSPI = "0x2002" // SPI of the server→client SA
-	// mifsecKeyBytes is a 32-byte AES-256 key followed by the 4-byte GCM salt.
-	mifsecKeyBytes = 36
 )
 
 var (
@@ -28,11 +28,26 @@ var (
 type mifsecPeer struct {
 	binary  string
 	version string
+	// name and alg select an ESP transform other than AES-GCM-256: ""
+	// for "mifsec" with aes256gcm16.
+	name, alg string
 
 	processes []*Process
 }
 
-func (p *mifsecPeer) Name() string            { return "mifsec" }
+func (p *mifsecPeer) Name() string {
+	if p.name == "" {
+		return "mifsec"
+	}
+	return p.name
+}
+
+func (p *mifsecPeer) algorithm() string {
+	if p.alg == "" {
+		return mifsecAlg
+	}
+	return p.alg
+}
 func (p *mifsecPeer) Version() string         { return p.version }
 func (p *mifsecPeer) Path() string            { return p.binary }
 func (p *mifsecPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
@@ -62,11 +77,15 @@ func (p *mifsecPeer) Prepare(ctx context.Context) error {
 }
 
 func (p *mifsecPeer) Setup(ctx context.Context, topo *Topology) error {
-	clientToServer, err := randomHex(mifsecKeyBytes)
+	alg, err := dataplane.ParseAlgorithm(p.algorithm())
 	if err != nil {
 		return err
 	}
-	serverToClient, err := randomHex(mifsecKeyBytes)
+	clientToServer, err := randomHex(alg.KeyLen())
+	if err != nil {
+		return err
+	}
+	serverToClient, err := randomHex(alg.KeyLen())
 	if err != nil {
 		return err
 	}
@@ -87,7 +106,7 @@ func (p *mifsecPeer) Setup(ctx context.Context, topo *Topology) error {
 			"--local", s.local.String(), "--remote", s.remote.String(),
 			"--spi-out", s.spiOut, "--spi-in", s.spiIn,
 			"--key-out", s.keyOut, "--key-in", s.keyIn,
-			"--alg", mifsecAlg, "--tun", mifsecTUN, "--address", s.address.String())
+			"--alg", alg.String(), "--tun", mifsecTUN, "--address", s.address.String())
 		if err != nil {
 			return err
 		}

@@ -36,11 +36,19 @@ var (
 // kernel ESP here), one charon per namespace, PSK, tunnel mode between
 // addresses on lo.
 type strongswanPeer struct {
-	version   string
-	processes []*Process
+	// name, ike and esp select a suite other than AES-GCM-256: "" for
+	// "strongswan" with aes256gcm16-prfsha256-x25519 and aes256gcm16.
+	name, ike, esp string
+	version        string
+	processes      []*Process
 }
 
-func (p *strongswanPeer) Name() string           { return "strongswan" }
+func (p *strongswanPeer) Name() string {
+	if p.name == "" {
+		return "strongswan"
+	}
+	return p.name
+}
 func (p *strongswanPeer) Version() string        { return p.version }
 func (p *strongswanPeer) Path() string           { return charonBinary }
 func (p *strongswanPeer) ClientAddr() netip.Addr { return strongswanClientAddr }
@@ -95,6 +103,7 @@ type strongswanSide struct {
 	Plugins                       string
 	Socket                        string
 	Child                         string
+	IKEProposals, ESPProposals    string
 }
 
 var strongswanConf = template.Must(template.New("strongswan.conf").Parse(`charon {
@@ -123,7 +132,7 @@ var swanctlConf = template.Must(template.New("swanctl.conf").Parse(`connections 
 		version = 2
 		local_addrs = {{.LocalUnderlay}}
 		remote_addrs = {{.RemoteUnderlay}}
-		proposals = aes256gcm16-prfsha256-x25519
+		proposals = {{.IKEProposals}}
 		encap = yes
 		mobike = no
 		local {
@@ -138,7 +147,7 @@ var swanctlConf = template.Must(template.New("swanctl.conf").Parse(`connections 
 			{{.Child}} {
 				local_ts = {{.LocalInner}}/32
 				remote_ts = {{.RemoteInner}}/32
-				esp_proposals = aes256gcm16
+				esp_proposals = {{.ESPProposals}}
 				mode = tunnel
 			}
 		}
@@ -179,6 +188,10 @@ func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
 	for _, s := range sides {
 		side := s.side
 		side.PSK, side.Plugins, side.Socket, side.Child = psk, strongswanPlugins, strongswanSocket, strongswanChild
+		side.IKEProposals, side.ESPProposals = p.ike, p.esp
+		if side.IKEProposals == "" {
+			side.IKEProposals, side.ESPProposals = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+		}
 		if _, err := topo.Run(ctx, s.ns, "ip", "addr", "add", netip.PrefixFrom(side.LocalInner, 32).String(), "dev", "lo"); err != nil {
 			return fmt.Errorf("inner address: %w", err)
 		}

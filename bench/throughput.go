@@ -79,6 +79,20 @@ type ThroughputReport struct {
 	// MifsecIKERatios is the same for mifsec-ike (IKEv2-keyed) when it is
 	// in the run: its entry for mifsec compares it with static keys.
 	MifsecIKERatios []Ratio `json:"mifsec_ike_ratios,omitempty"`
+	// MifsecCBCRatios compare mifsec-aes256-sha256 with the other peers on
+	// the same AES-CBC suite (strongswan-aes256-sha256).
+	MifsecCBCRatios []Ratio `json:"mifsec_aes256_sha256_ratios,omitempty"`
+}
+
+// setRatios fills the report's ratios from its peers.
+func (r *ThroughputReport) setRatios() {
+	r.MifsecRatios, r.MifsecIKERatios = mifsecRatios(r.Peers), ratiosOf("mifsec-ike", r.Peers)
+	r.MifsecCBCRatios = nil
+	for _, ratio := range ratiosOf("mifsec-"+cbcSuite, r.Peers) {
+		if strings.HasSuffix(ratio.Peer, "-"+cbcSuite) {
+			r.MifsecCBCRatios = append(r.MifsecCBCRatios, ratio)
+		}
+	}
 }
 
 // RunThroughput measures each configured peer in a fresh topology of lab,
@@ -108,7 +122,7 @@ func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*Throug
 		result, err := measurePeer(ctx, lab, peer, cfg.Duration, log)
 		report.Peers = append(report.Peers, result)
 		if ctx.Err() != nil {
-			report.MifsecRatios, report.MifsecIKERatios = mifsecRatios(report.Peers), ratiosOf("mifsec-ike", report.Peers)
+			report.setRatios()
 			return report, fmt.Errorf("throughput run interrupted during %s: %w", peer.Name(), ctx.Err())
 		}
 		if err != nil {
@@ -118,7 +132,7 @@ func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*Throug
 			}
 		}
 	}
-	report.MifsecRatios, report.MifsecIKERatios = mifsecRatios(report.Peers), ratiosOf("mifsec-ike", report.Peers)
+	report.setRatios()
 	return report, errors.Join(failures...)
 }
 
@@ -303,6 +317,14 @@ func (r *ThroughputReport) WriteTable(w io.Writer) error {
 	if len(r.MifsecIKERatios) > 0 {
 		b.WriteString("mifsec-ike/peer (up/down):")
 		for i, ratio := range r.MifsecIKERatios {
+			sep := map[bool]string{false: ",", true: ""}[i == 0]
+			fmt.Fprintf(&b, "%s %s %s/%s", sep, ratio.Peer, formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.MifsecCBCRatios) > 0 {
+		b.WriteString("mifsec-" + cbcSuite + "/peer, same suite (up/down):")
+		for i, ratio := range r.MifsecCBCRatios {
 			sep := map[bool]string{false: ",", true: ""}[i == 0]
 			fmt.Fprintf(&b, "%s %s %s/%s", sep, ratio.Peer, formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2))
 		}

@@ -165,3 +165,47 @@ func TestThroughputPeersValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestCBCRatios checks the same-suite ratio of the AES-CBC rows: mifsec on
+// aes256-sha256 against strongSwan on aes256-sha256 only, and its line in
+// the table.
+func TestCBCRatios(t *testing.T) {
+	report := &ThroughputReport{Scenario: "scenario", DurationSeconds: 10, Peers: []PeerResult{
+		{Name: "mifsec", UpMbps: ptr(1000.0), DownMbps: ptr(1000.0)},
+		{Name: "strongswan", UpMbps: ptr(400.0), DownMbps: ptr(400.0)},
+		{Name: "mifsec-aes256-sha256", UpMbps: ptr(600.0), DownMbps: ptr(500.0)},
+		{Name: "strongswan-aes256-sha256", UpMbps: ptr(300.0), DownMbps: ptr(250.0)},
+	}}
+	report.setRatios()
+	if len(report.MifsecCBCRatios) != 1 || report.MifsecCBCRatios[0].Peer != "strongswan-aes256-sha256" ||
+		*report.MifsecCBCRatios[0].Up != 2 || *report.MifsecCBCRatios[0].Down != 2 {
+		t.Fatalf("CBC ratios %+v", report.MifsecCBCRatios)
+	}
+	var b strings.Builder
+	if err := report.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "mifsec-aes256-sha256/peer, same suite (up/down): strongswan-aes256-sha256 2.00/2.00\n") {
+		t.Fatalf("table has no same-suite line:\n%s", b.String())
+	}
+}
+
+// TestCBCPeers checks that the -aes256-sha256 peers run that suite.
+func TestCBCPeers(t *testing.T) {
+	m, err := NewPeer("mifsec-aes256-sha256", PeerOptions{})
+	if err != nil || m.Name() != "mifsec-aes256-sha256" || m.(*mifsecPeer).algorithm() != "aes256-sha256" {
+		t.Fatalf("mifsec peer %+v, %v", m, err)
+	}
+	s, err := NewPeer("strongswan-aes256-sha256", PeerOptions{})
+	if err != nil || s.Name() != "strongswan-aes256-sha256" || s.(*strongswanPeer).esp != "aes256-sha256" {
+		t.Fatalf("strongSwan peer %+v, %v", s, err)
+	}
+	var conf strings.Builder
+	side := strongswanSide{IKEProposals: "aes256-sha256-modp2048", ESPProposals: "aes256-sha256"}
+	if err := swanctlConf.Execute(&conf, side); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(conf.String(), "proposals = aes256-sha256-modp2048\n") || !strings.Contains(conf.String(), "esp_proposals = aes256-sha256\n") {
+		t.Fatalf("swanctl.conf:\n%s", conf.String())
+	}
+}

@@ -90,7 +90,9 @@ func benchThroughputCommand() *cli.Command {
 			"up (client to server) and down (-R). Peers: mifsec (this binary's `static` command),\n" +
 			"mifsec-ike (this binary's `gateway` and `connect`: IKEv2 with a PSK, AES-256-GCM),\n" +
 			"wireguard-go (built from the Go module proxy into the cache directory when missing),\n" +
-			"strongswan (charon with kernel-libipsec, when installed) and veth (no tunnel).\n" +
+			"strongswan (charon with kernel-libipsec, when installed), mifsec-aes256-sha256 and\n" +
+			"strongswan-aes256-sha256 (the same two on AES-256-CBC with HMAC-SHA2-256-128, the suite\n" +
+			"of macOS and iOS clients) and veth (no tunnel).\n" +
 			"Namespaces and processes left by an interrupted earlier run are removed first.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each iperf3 test (one per direction)"},
