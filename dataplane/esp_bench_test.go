@@ -45,7 +45,7 @@ func BenchmarkOpen(b *testing.B) {
 				rand.Read(payload)
 				pkts[i] = sealPayload(b, out, payload, NextHeaderIPv4)
 			}
-			rx := make([]byte, scratchLen+len(pkts[0]))
+			rx := make([]byte, rxAt(in)+len(pkts[0]))
 			b.SetBytes(benchPayload)
 			b.ReportAllocs()
 			i := 0
@@ -57,7 +57,7 @@ func BenchmarkOpen(b *testing.B) {
 						in.window.slots[k].Store(0)
 					}
 				}
-				copy(rx[scratchLen:], pkts[i])
+				copy(rx[rxAt(in):], pkts[i])
 				if _, _, err := in.Open(rx, len(pkts[i])); err != nil {
 					b.Fatal(err)
 				}
