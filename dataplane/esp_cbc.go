@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"sync"
+	"sync/atomic"
 )
 
 // ESP with AES-CBC (RFC 3602) and an HMAC (RFC 2404, RFC 4868),
@@ -27,15 +27,24 @@ import (
 // shared generator state between cores and allocates nothing.
 //
 // Per-packet state. The CBC modes and the HMAC are not safe for concurrent
-// use, so each SA keeps a sync.Pool of them: a core takes one, uses it for
-// one packet and puts it back. The HMAC is keyed once when the state is
-// made; Reset returns it to its keyed start without allocating.
+// use, so each SA keeps a small lock-free free list of them: a core takes
+// one for one packet (an atomic swap) and puts it back (a compare-and-swap).
+// A core that finds the list empty makes a new state; one that finds it full
+// lets its state go. In the steady state nothing is allocated, and unlike a
+// sync.Pool the list is not emptied by the garbage collector. The HMAC is
+// keyed once when the state is made; Reset returns it to its keyed start
+// without allocating.
 
 // cbcState is the AES-CBC and HMAC part of an SA.
 type cbcState struct {
 	ivBlock cipher.Block // AES-128 under the SA's IV key
-	pool    sync.Pool    // of *cbcWork
+	newWork func() *cbcWork
+	free    [cbcFreeSlots]atomic.Pointer[cbcWork]
 }
+
+// cbcFreeSlots bounds the per-packet states an SA keeps: more than the
+// cores that seal or open one SA at once on the machines mifsec targets.
+const cbcFreeSlots = 8
 
 // cbcWork is one core's state for one packet.
 type cbcWork struct {
@@ -44,6 +53,27 @@ type cbcWork struct {
 	setDec   ivSetter
 	mac      hash.Hash
 	sum      [64]byte // the untruncated HMAC
+}
+
+// get takes a free per-packet state, or makes one.
+func (c *cbcState) get() *cbcWork {
+	for i := range c.free {
+		if c.free[i].Load() != nil {
+			if w := c.free[i].Swap(nil); w != nil {
+				return w
+			}
+		}
+	}
+	return c.newWork()
+}
+
+// put returns a per-packet state to the free list.
+func (c *cbcState) put(w *cbcWork) {
+	for i := range c.free {
+		if c.free[i].CompareAndSwap(nil, w) {
+			return
+		}
+	}
 }
 
 // ivSetter is implemented by the CBC modes of crypto/cipher: it lets one
@@ -82,11 +112,11 @@ func newCBCState(info algorithmInfo, key []byte) (*cbcState, error) {
 		return nil, fmt.Errorf("%s: %w", info.name, err)
 	}
 	c := &cbcState{ivBlock: ivBlock}
-	c.pool.New = func() any {
+	c.newWork = func() *cbcWork {
 		w, _ := newWork() // cannot fail: the first one did not
 		return w
 	}
-	c.pool.Put(first)
+	c.put(first)
 	return c, nil
 }
 
@@ -123,7 +153,7 @@ func (sa *SA) sealCBC(b []byte, end int, seq uint64) []byte {
 	const h = Headroom - cbcHeaderLen
 	binary.BigEndian.PutUint32(b[h:], sa.spi)
 	binary.BigEndian.PutUint32(b[h+4:], uint32(seq))
-	w := sa.cbc.pool.Get().(*cbcWork)
+	w := sa.cbc.get()
 	w.setEnc.SetIV(b[h+8 : Headroom])
 	w.enc.CryptBlocks(b[Headroom:end], b[Headroom:end])
 	w.mac.Reset()
@@ -135,7 +165,7 @@ func (sa *SA) sealCBC(b []byte, end int, seq uint64) []byte {
 	}
 	sum := w.mac.Sum(w.sum[:0])
 	copy(b[end:end+sa.icvLen], sum)
-	sa.cbc.pool.Put(w)
+	sa.cbc.put(w)
 	return b[h : end+sa.icvLen]
 }
 
@@ -146,7 +176,7 @@ func (sa *SA) sealCBC(b []byte, end int, seq uint64) []byte {
 // out, and is then decrypted in place.
 func (sa *SA) decryptCBC(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError) {
 	icvAt := len(pkt) - sa.icvLen
-	w := sa.cbc.pool.Get().(*cbcWork)
+	w := sa.cbc.get()
 	w.mac.Reset()
 	w.mac.Write(pkt[:icvAt])
 	if sa.esn {
@@ -156,13 +186,13 @@ func (sa *SA) decryptCBC(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError)
 	}
 	sum := w.mac.Sum(w.sum[:0])
 	if !hmac.Equal(sum[:sa.icvLen], pkt[icvAt:]) {
-		sa.cbc.pool.Put(w)
+		sa.cbc.put(w)
 		return nil, 0, dropErrors[DropBadICV]
 	}
 	ct := pkt[cbcHeaderLen:icvAt]
 	if len(ct)%cbcBlock != 0 {
 		// Authentic but not whole blocks: a broken peer.
-		sa.cbc.pool.Put(w)
+		sa.cbc.put(w)
 		return nil, 0, dropErrors[DropBadPadding]
 	}
 	out := dst[Headroom : Headroom+len(ct)]
@@ -172,6 +202,6 @@ func (sa *SA) decryptCBC(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError)
 	} else {
 		w.dec.CryptBlocks(out, ct)
 	}
-	sa.cbc.pool.Put(w)
+	sa.cbc.put(w)
 	return checkTrailer(out)
 }

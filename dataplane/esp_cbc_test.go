@@ -153,7 +153,7 @@ func TestCBCHMACVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w := sa.cbc.pool.Get().(*cbcWork)
+			w := sa.cbc.get()
 			w.mac.Reset()
 			w.mac.Write(unhex(t, v.DataHex))
 			got := w.mac.Sum(w.sum[:0])[:sa.icvLen]
@@ -203,7 +203,7 @@ func TestCBCMisalignedIsDropped(t *testing.T) {
 	out, in := newSAPair(t, AES256SHA512, false)
 	pkt := sealPayload(t, out, make([]byte, 40), NextHeaderIPv4)
 	body := pkt[:len(pkt)-32-1] // one byte short of whole blocks
-	w := out.cbc.pool.Get().(*cbcWork)
+	w := out.cbc.get()
 	w.mac.Reset()
 	w.mac.Write(body)
 	forged := append(bytes.Clone(body), w.mac.Sum(nil)[:32]...)
@@ -326,7 +326,7 @@ func FuzzOpenCBC(f *testing.F) {
 }
 
 // TestCBCConcurrentSealOpen seals on one SA and opens on its peer from
-// many goroutines at once (run it with -race): the pooled per-packet state
+// many goroutines at once (run it with -race): the per-packet state
 // is never shared, every packet opens, IVs never repeat.
 func TestCBCConcurrentSealOpen(t *testing.T) {
 	out, in := newSAPair(t, AES256SHA384, true)
@@ -369,5 +369,31 @@ func TestCBCConcurrentSealOpen(t *testing.T) {
 	}
 	if got := in.Stats.Packets.Load(); got != workers*perWorker {
 		t.Fatalf("opened %d packets, want %d", got, workers*perWorker)
+	}
+}
+
+// TestCBCFreeListBounded takes more per-packet states than the free list
+// holds and returns them: the list keeps cbcFreeSlots of them, hands those
+// out again, and makes a new one only when it is empty.
+func TestCBCFreeListBounded(t *testing.T) {
+	out, _ := newSAPair(t, AES128SHA256, false)
+	var taken []*cbcWork
+	for range cbcFreeSlots + 3 {
+		taken = append(taken, out.cbc.get())
+	}
+	for _, w := range taken {
+		out.cbc.put(w)
+	}
+	seen := map[*cbcWork]bool{}
+	for _, w := range taken {
+		seen[w] = true
+	}
+	for range cbcFreeSlots {
+		if w := out.cbc.get(); !seen[w] {
+			t.Fatal("a kept state was not handed out again")
+		}
+	}
+	if w := out.cbc.get(); seen[w] {
+		t.Fatal("the free list kept more states than it has slots")
 	}
 }
