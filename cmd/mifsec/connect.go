@@ -245,6 +245,9 @@ func printStatus(st mif.Status) {
 	fmt.Println()
 	if s.IKESPIi != "" {
 		fmt.Printf("  IKE SA %s_i %s_r  %s  (rekeyed %d times, reconnected %d times)\n", s.IKESPIi, s.IKESPIr, s.IKESuite, s.IKERekeys, s.Reconnects)
+		if len(s.Weak) > 0 {
+			fmt.Printf("  weak algorithms: %s\n", strings.Join(s.Weak, ", "))
+		}
 	}
 	if s.Child != nil {
 		fmt.Printf("  Child SA in %s out %s  %s  (rekeyed %d times)\n", s.Child.InSPI, s.Child.OutSPI, s.Child.Algorithm, s.ChildRekeys)

@@ -215,6 +215,9 @@ func printGatewayStatus(st mif.GatewayStatus) {
 	for _, c := range st.Clients {
 		fmt.Printf("  %s from %s, addresses %s\n", c.ID, c.Remote, strings.Join(c.Addresses, ", "))
 		fmt.Printf("    IKE SA %s_i %s_r  %s  (rekeyed %d times)\n", c.IKESPIi, c.IKESPIr, c.IKESuite, c.IKERekeys)
+		if len(c.Weak) > 0 {
+			fmt.Printf("    weak algorithms: %s\n", strings.Join(c.Weak, ", "))
+		}
 		if c.InSPI != "" {
 			fmt.Printf("    Child SA in %s out %s  %s  (rekeyed %d times)\n", c.InSPI, c.OutSPI, c.Algorithm, c.ChildRekeys)
 		}
