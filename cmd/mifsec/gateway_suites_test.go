@@ -152,3 +152,34 @@ func TestMifsecGatewayNativeClientSuites(t *testing.T) {
 		})
 	}
 }
+
+// TestMifsecGatewayCBCRekeys lets a strongSwan client configured like
+// Windows (AES-CBC, SHA-1, MODP-1024, and PFS with MODP-1024 on Child SA
+// rekeys) rekey its Child SA every 10 s and its IKE SA every 20 s while a
+// ping runs at 10/s for 45 s against a gateway without --ike/--esp: no
+// packet may be lost and the rekeyed SAs keep the suites.
+func TestMifsecGatewayCBCRekeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pings for 45 s while strongSwan rekeys")
+	}
+	strongswan.Require(t)
+	const psk = "cbc rekeys"
+	client, _, g := mifsecGatewayTopology(t, psk)
+	charon := startStrongSwanClient(t, client, strongSwanClient{psk: psk, ike: "aes256-sha1-modp1024",
+		esp: "aes256-sha1-modp1024", childRekey: "10s", ikeRekey: "20s"}, g)
+	if lost := pingLoss(t, client, "10.1.0.1", 450); lost != 0 {
+		t.Fatalf("%d of 450 pings lost during rekeying\ncharon:\n%s\nmifsec:\n%s", lost, charon.Log(), g.log.String())
+	}
+	cl := gatewayClients(t)
+	if len(cl) != 1 {
+		t.Fatalf("gateway status %+v", cl)
+	}
+	st := cl[0]
+	t.Logf("%d Child SA and %d IKE SA rekeys; IKE %s, ESP %s", st.ChildRekeys, st.IKERekeys, st.IKESuite, st.Algorithm)
+	if st.ChildRekeys < 3 || st.IKERekeys < 1 {
+		t.Fatalf("%d Child SA and %d IKE SA rekeys in 45 s, want at least 3 and 1\ncharon:\n%s", st.ChildRekeys, st.IKERekeys, charon.Log())
+	}
+	if st.IKESuite != "aes256-sha1-prfsha1-modp1024" || st.Algorithm != "aes256-sha1" {
+		t.Fatalf("after rekeys: IKE %s, ESP %s", st.IKESuite, st.Algorithm)
+	}
+}
