@@ -116,7 +116,7 @@ func TestStaticTunnelCarriesTraffic(t *testing.T) {
 	for _, tc := range []struct {
 		alg    string
 		keyLen int
-	}{{"aes256gcm16", 36}, {"aes128gcm16", 20}, {"chacha20poly1305", 36}} {
+	}{{"aes256gcm16", 36}, {"aes128gcm16", 20}, {"chacha20poly1305", 36}, {"aes256-sha256", 64}, {"aes128-sha1", 36}, {"aes256-sha512", 96}} {
 		t.Run(tc.alg, func(t *testing.T) {
 			top := newStaticTopology(t, tc.alg, tc.keyLen, false)
 			for _, addr := range []string{"10.98.0.2", "fd98::2"} {
