@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"unicode"
@@ -53,6 +54,14 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 	if ca := c.String("ca"); ca != "" {
 		if cr.cas, err = ike.LoadTrustStore(ca); err != nil {
 			return cr, fmt.Errorf("--ca: %w", err)
+		}
+	}
+	if f := c.String("crl"); f != "" {
+		if cr.cas == nil {
+			return cr, errors.New("--crl needs --ca: the lists are checked against the CAs they come from")
+		}
+		if err := loadCRLs(cr.cas, f); err != nil {
+			return cr, err
 		}
 	}
 	if cr.ike, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
@@ -126,4 +135,20 @@ func readClientPSKs(path string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("%s names no client", path)
 	}
 	return keys, nil
+}
+
+// loadCRLs reads --crl into the trust store (at start and on SIGHUP).
+func loadCRLs(cas *ike.TrustStore, path string) error {
+	crls, err := ike.LoadCRLs(path)
+	if err != nil {
+		return fmt.Errorf("--crl: %w", err)
+	}
+	warnings, err := cas.SetCRLs(crls...)
+	if err != nil {
+		return fmt.Errorf("--crl: %w", err)
+	}
+	for _, w := range warnings {
+		slog.Warn("--crl: "+w, "file", path)
+	}
+	return nil
 }

@@ -28,6 +28,7 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for clients, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "crl", Usage: "certificate revocation lists of the --ca CAs, PEM or DER `FILE` (read again on SIGHUP)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "pool", Usage: "inner address pool `CIDR`, at most one per family (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "protected network `CIDR` behind the gateway (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns", Usage: "DNS server `ADDR` for clients (repeatable)"}),
@@ -161,7 +162,18 @@ func runGateway(c *cli.Context) error {
 	}); err != nil {
 		slog.Warn("status will not be available", "err", err)
 	}
-	reload := func() { reloadPSKs(c, g) }
+	reload := func() {
+		reloadPSKs(c, g)
+		if f := c.String("crl"); f != "" && cfg.Responder.CAs != nil {
+			// The store is the responder's: new authentications see the
+			// lists at once.
+			if err := loadCRLs(cfg.Responder.CAs, f); err != nil {
+				slog.Error("SIGHUP: keeping the certificate revocation lists", "err", err)
+			} else {
+				slog.Info("SIGHUP: certificate revocation lists reloaded", "file", f)
+			}
+		}
+	}
 	onHangup.Store(&reload)
 	defer onHangup.Store(nil)
 	return g.Run(c.Context)
