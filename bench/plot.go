@@ -106,6 +106,11 @@ func (r *ScenarioReport) WritePlot(w io.Writer, run PeerRun) error {
 		}
 		p.Add(l)
 	}
+	return writePNG(w, p)
+}
+
+// writePNG draws p as a PlotWidth×PlotHeight PNG on a white background.
+func writePNG(w io.Writer, p *plot.Plot) error {
 	canvas := vgimg.NewWith(
 		vgimg.UseWH(vg.Length(PlotWidth)*vg.Inch/plotDPI, vg.Length(PlotHeight)*vg.Inch/plotDPI),
 		vgimg.UseDPI(plotDPI), vgimg.UseBackgroundColor(color.White))
