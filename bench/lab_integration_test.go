@@ -208,8 +208,8 @@ func TestLabKilledThenRerun(t *testing.T) {
 		}
 		pids = append(pids, parsePIDs(out)...)
 	}
-	if len(pids) < 3 {
-		t.Fatalf("the running lab has processes %v in its namespaces, want gateway, client, iperf3", pids)
+	if len(pids) < 2 {
+		t.Fatalf("the running lab has processes %v in its namespaces, want gateway and client", pids)
 	}
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -284,12 +284,10 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 	return fmt.Errorf("the client reports no inner address while its tunnel carries pings (status: %v)", lastErr)
 }
 
-// waitForPing pings the protected server from the client namespace until
-// it answers.
+// waitForPing sends ICMP echo requests to the protected server from the
+// client namespace until it answers.
 func (n *LabNet) waitForPing(ctx context.Context, src netip.Addr, processes ...*Process) error {
-	return pingUntilReply(ctx, func(ctx context.Context, args ...string) (string, error) {
-		return n.Run(ctx, n.Client, args...)
-	}, src, labServerAddr, processes...)
+	return waitForEcho(ctx, n.Client, src, labServerAddr, processes...)
 }
 
 // wireguardLabPeer is wireguard-go on both sides; the client's endpoint is

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/bench/linkemu"
+	"github.com/mifsec/mifsec/bench/traffic"
 )
 
 // ScenarioReport is everything one scenario run measured, for every peer.
@@ -116,7 +117,9 @@ type PhaseRate struct {
 	DownMbps float64 `json:"down_mbps"`
 }
 
-// TrafficResult is one traffic entry's outcome as its own tool saw it.
+// TrafficResult is one traffic entry's outcome as the lab's traffic
+// generator (bench/traffic) measured it: goodput at the receivers, the
+// senders' retransmissions and RTT from TCP_INFO, UDP's loss.
 type TrafficResult struct {
 	Kind        string   `json:"kind"`
 	Direction   string   `json:"direction"`
@@ -126,19 +129,48 @@ type TrafficResult struct {
 	Mbps        *float64 `json:"mbps,omitempty"`
 	Retransmits *int     `json:"retransmits,omitempty"`
 	LossPercent *float64 `json:"loss_percent,omitempty"`
-	Error       string   `json:"error,omitempty"`
+	// Bytes is the TCP payload the receivers got.
+	Bytes int64 `json:"bytes,omitempty"`
+	// RTTMeanMs and RTTMaxMs are the senders' smoothed RTT (TCP_INFO).
+	RTTMeanMs float64 `json:"rtt_mean_ms,omitempty"`
+	RTTMaxMs  float64 `json:"rtt_max_ms,omitempty"`
+	// MultipathTCP is true when the connections ran as MPTCP; Subflows is
+	// the most subflows one of them had.
+	MultipathTCP bool `json:"multipath_tcp,omitempty"`
+	Subflows     int  `json:"subflows,omitempty"`
+	// Goodput is the received rate per 100 ms (t: end of the interval,
+	// seconds since the scenario's start).
+	Goodput []traffic.Interval `json:"goodput,omitempty"`
+	Error   string             `json:"error,omitempty"`
+
+	// flow is the whole measurement, with the acknowledged bytes every
+	// 10 ms that the stalls are computed from.
+	flow *traffic.Result
 }
 
-// Interruption is how long traffic stopped after a failure event,
-// measured by the probe stream.
+// Interruption is what an event (a link failing, degrading or returning)
+// did to the traffic: how long the probe stream got nothing through, and
+// how long the TCP flow made no progress.
 type Interruption struct {
-	Event     string  `json:"event"`
-	AtS       float64 `json:"at_s"`
+	Event  string  `json:"event"`
+	Action string  `json:"action"`
+	AtS    float64 `json:"at_s"`
+	// Seconds, Lost and Recovered are the probe stream's outage after the
+	// event; None is true when no probe was lost around it.
 	Seconds   float64 `json:"seconds"`
 	Lost      int     `json:"lost_probes"`
 	Recovered bool    `json:"recovered"`
-	// None is true when no probe was lost around the event.
-	None bool `json:"none,omitempty"`
+	None      bool    `json:"none,omitempty"`
+	// TCPStallSeconds is the longest time, from the event until the next
+	// one (or the end), in which the TCP flow had no new bytes
+	// acknowledged (the senders' TCP_INFO read every 10 ms); nil without a
+	// TCP flow running. TCPRetransmits is what the senders retransmitted
+	// from the event until a second after that stall; TCPRecovered is
+	// false when the flow never moved again before the window's end.
+	TCPStallSeconds *float64 `json:"tcp_stall_seconds,omitempty"`
+	TCPStallFromS   *float64 `json:"tcp_stall_from_s,omitempty"`
+	TCPRetransmits  *int     `json:"tcp_retransmits,omitempty"`
+	TCPRecovered    *bool    `json:"tcp_recovered,omitempty"`
 }
 
 // SingleLinkRatio is mifsec's rate against what each uplink alone carried
@@ -296,22 +328,55 @@ func (p *PeerRun) summarize(sc *Scenario) {
 	}
 	p.Total = &total
 	p.Interruptions = nil
-	if p.Probe == nil {
+	if p.Probe == nil && !slices.ContainsFunc(p.Traffic, func(t TrafficResult) bool { return t.flow != nil }) {
 		return
 	}
-	for _, e := range sc.Events {
-		if e.Action != ActionDown && e.Action != ActionUnplug {
-			continue
-		}
+	for k, e := range sc.Events {
 		at := e.At.D().Seconds()
-		in := Interruption{Event: e.describe(), AtS: at}
-		if o, ok := p.Probe.outageAt(at); ok {
-			in.Seconds, in.Lost, in.Recovered = o.Seconds, o.Lost, o.Recovered
-		} else {
-			in.None, in.Recovered = true, true
+		in := Interruption{Event: e.describe(), Action: e.Action, AtS: at}
+		if p.Probe != nil {
+			if o, ok := p.Probe.outageAt(at); ok {
+				in.Seconds, in.Lost, in.Recovered = o.Seconds, o.Lost, o.Recovered
+			} else {
+				in.None, in.Recovered = true, true
+			}
 		}
+		// The event's effect on TCP lasts until the next event.
+		until := sc.Duration.D().Seconds()
+		for _, next := range sc.Events[k+1:] {
+			if t := next.At.D().Seconds(); t > at {
+				until = t
+				break
+			}
+		}
+		in.addStall(p.Traffic, at, until)
 		p.Interruptions = append(p.Interruptions, in)
 	}
+}
+
+// addStall fills the TCP figures from the longest stall of the flows
+// running between from and to.
+func (in *Interruption) addStall(flows []TrafficResult, from, to float64) {
+	var worst *traffic.Stall
+	retransmits := 0
+	for _, t := range flows {
+		if t.flow == nil {
+			continue
+		}
+		st, ok := t.flow.Stall(from, to)
+		if !ok {
+			continue
+		}
+		retransmits += st.Retransmits
+		if worst == nil || st.Seconds > worst.Seconds {
+			worst = &st
+		}
+	}
+	if worst == nil {
+		return
+	}
+	seconds, start, recovered := worst.Seconds, worst.StartS, worst.Recovered
+	in.TCPStallSeconds, in.TCPStallFromS, in.TCPRetransmits, in.TCPRecovered = &seconds, &start, &retransmits, &recovered
 }
 
 // fillRates computes each sample's rates from the byte counters.
@@ -503,7 +568,7 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 		if t.Kind == TrafficProbe {
 			continue
 		}
-		fmt.Fprintf(b, "  iperf3 %s %s", t.Kind, t.Direction)
+		fmt.Fprintf(b, "  %s %s", t.Kind, t.Direction)
 		if t.Streams > 1 {
 			fmt.Fprintf(b, " (%d streams)", t.Streams)
 		}

@@ -120,8 +120,9 @@ const (
 	TrafficProbe = "probe"
 )
 
-// TrafficSpec is one traffic source. tcp and udp run iperf3 from the client
-// to the protected network's server; probe sends sequenced, timestamped UDP
+// TrafficSpec is one traffic source. tcp and udp run the lab's own traffic
+// generator (bench/traffic) between the client and the protected network's
+// server; probe sends sequenced, timestamped UDP
 // packets at a fixed interval and records each one's one-way delay.
 type TrafficSpec struct {
 	Kind string `yaml:"kind"`

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,10 @@ const (
 
 // UDP is a paced UDP stream at a fixed bit rate from Sender to Receiver.
 type UDP struct {
-	// Sender is connected to Receiver's address (net.DialUDP).
+	// Sender is connected to Receiver's address (net.DialUDP), or sends to
+	// To when To is valid.
 	Sender *net.UDPConn
+	To     netip.AddrPort
 	// Receiver reads the stream; Run does not close either socket.
 	Receiver *net.UDPConn
 	// Rate in bit/s of the datagrams' payload; Size is each payload's
@@ -100,7 +103,13 @@ func (u *UDP) Run(ctx context.Context) (*UDPResult, error) {
 		due := int(time.Since(start) / max(gap, time.Nanosecond))
 		for ; seq < count && seq <= due; seq++ {
 			binary.BigEndian.PutUint64(buf[4:], uint64(seq))
-			if _, err := u.Sender.Write(buf); err != nil {
+			var err error
+			if u.To.IsValid() {
+				_, err = u.Sender.WriteToUDPAddrPort(buf, u.To)
+			} else {
+				_, err = u.Sender.Write(buf)
+			}
+			if err != nil {
 				res.SendErrors++
 			}
 			res.Sent++
