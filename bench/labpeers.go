@@ -51,6 +51,8 @@ func newLabPeer(name string, opts PeerOptions) (labPeer, error) {
 		return &wireguardLabPeer{wireguardPeer: wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}}, nil
 	case "strongswan":
 		return &strongswanLabPeer{}, nil
+	case "mptcp":
+		return &mptcpLabPeer{}, nil
 	}
 	return nil, fmt.Errorf("unknown peer %q (known: %v)", name, LabPeerNames)
 }

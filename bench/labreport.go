@@ -293,9 +293,95 @@ func totalInterruption(p PeerRun) *float64 {
 	}
 	var sum float64
 	for _, i := range p.Interruptions {
-		sum += i.Seconds
+		if i.Action == ActionDown || i.Action == ActionUnplug || i.Action == "" {
+			sum += i.Seconds
+		}
 	}
 	return &sum
+}
+
+// longestStall is the longest TCP stall after any event of the run; nil
+// when none was measured.
+func longestStall(p PeerRun) *float64 {
+	var longest *float64
+	for _, i := range p.Interruptions {
+		if i.TCPStallSeconds != nil && (longest == nil || *i.TCPStallSeconds > *longest) {
+			longest = i.TCPStallSeconds
+		}
+	}
+	return longest
+}
+
+// tcpRetransmits sums the retransmits of the run's TCP flows; nil without
+// one.
+func tcpRetransmits(p PeerRun) *int {
+	var sum *int
+	for _, t := range p.Traffic {
+		if t.Retransmits != nil {
+			if sum == nil {
+				sum = new(int)
+			}
+			*sum += *t.Retransmits
+		}
+	}
+	return sum
+}
+
+// Ranked orders the runs that were measured by their mean throughput in
+// the main direction, best first; the shorter longest TCP stall breaks a
+// tie.
+func (r *ScenarioReport) Ranked() []PeerRun {
+	var runs []PeerRun
+	for _, p := range r.Runs {
+		if mainRate(p, r.Directions) != nil {
+			runs = append(runs, p)
+		}
+	}
+	slices.SortStableFunc(runs, func(a, b PeerRun) int {
+		ra, rb := *mainRate(a, r.Directions), *mainRate(b, r.Directions)
+		switch {
+		case ra > rb:
+			return -1
+		case ra < rb:
+			return 1
+		}
+		sa, sb := longestStall(a), longestStall(b)
+		if sa != nil && sb != nil {
+			switch {
+			case *sa < *sb:
+				return -1
+			case *sa > *sb:
+				return 1
+			}
+		}
+		return 0
+	})
+	return runs
+}
+
+// writeRanking writes the table of every measured peer side by side.
+func (r *ScenarioReport) writeRanking(b *strings.Builder) {
+	ranked := r.Ranked()
+	if len(ranked) == 0 {
+		return
+	}
+	dir := r.Directions[0]
+	fmt.Fprintf(b, "\nPeers side by side, ranked by throughput (%s, mean over the run):\n", dir)
+	header := []string{"  #  peer", "Mbit/s", "retransmits", "longest TCP stall", "probe outage"}
+	rows := [][]string{header}
+	for i, p := range ranked {
+		stall := "-"
+		if s := longestStall(p); s != nil {
+			stall = fmt.Sprintf("%.2fs", *s)
+		}
+		outage := "-"
+		if o := totalInterruption(p); o != nil && r.hasFailures() {
+			outage = fmt.Sprintf("%.2fs", *o)
+		}
+		rows = append(rows, []string{fmt.Sprintf("  %d  %s", i+1, p.Peer), formatFloat(mainRate(p, r.Directions), 1),
+			formatInt(tcpRetransmits(p)), stall, outage})
+	}
+	writeAligned(b, rows)
 }
 
 // summarize fills the per-sample rates, the per-path and total summaries
@@ -499,6 +585,7 @@ func (r *ScenarioReport) WriteSummary(w io.Writer) error {
 		b.WriteString("\n")
 		r.writeRun(&b, p)
 	}
+	r.writeRanking(&b)
 	if len(r.Ratios) > 0 {
 		b.WriteString("\nmifsec compared with the other peers of this run:\n")
 		for _, ra := range r.Ratios {
@@ -578,8 +665,17 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 			if t.Retransmits != nil {
 				fmt.Fprintf(b, ", %d retransmits", *t.Retransmits)
 			}
+			if t.RTTMeanMs > 0 {
+				fmt.Fprintf(b, ", RTT mean %.1f ms (max %.1f)", t.RTTMeanMs, t.RTTMaxMs)
+			}
+			if t.MultipathTCP {
+				fmt.Fprintf(b, ", MPTCP with up to %d subflows", t.Subflows)
+			}
 			if t.LossPercent != nil {
 				fmt.Fprintf(b, ", %.2f%% lost", *t.LossPercent)
+			}
+			if t.Error != "" {
+				fmt.Fprintf(b, " (%s)", oneLine(t.Error, 200))
 			}
 		default:
 			fmt.Fprintf(b, ": %s", oneLine(t.Error, 300))
@@ -601,14 +697,7 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 				matched[o.StartS] = true
 			}
 		}
-		switch {
-		case in.None:
-			fmt.Fprintf(b, "  after %s at %.1fs: no interruption\n", in.Event, in.AtS)
-		case in.Recovered:
-			fmt.Fprintf(b, "  after %s at %.1fs: no traffic for %.2fs (%d probes lost)\n", in.Event, in.AtS, in.Seconds, in.Lost)
-		default:
-			fmt.Fprintf(b, "  after %s at %.1fs: no traffic until the end (%.2fs, %d probes lost)\n", in.Event, in.AtS, in.Seconds, in.Lost)
-		}
+		fmt.Fprintf(b, "  after %s at %.1fs: %s\n", in.Event, in.AtS, in.describe(p.Probe != nil))
 	}
 	if pr := p.Probe; pr != nil {
 		for _, o := range pr.Outages {
@@ -626,6 +715,35 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 	if p.Tunnel != "" {
 		wrap(b, "  ", "client's status at the end: "+p.Tunnel)
 	}
+}
+
+// describe says what the event did to the probes and the TCP flow.
+func (in Interruption) describe(probes bool) string {
+	var parts []string
+	if probes {
+		switch {
+		case in.None:
+			parts = append(parts, "no probe lost")
+		case in.Recovered:
+			parts = append(parts, fmt.Sprintf("no probe through for %.2fs (%d lost)", in.Seconds, in.Lost))
+		default:
+			parts = append(parts, fmt.Sprintf("no probe through until the end (%.2fs, %d lost)", in.Seconds, in.Lost))
+		}
+	}
+	if in.TCPStallSeconds != nil {
+		tcp := fmt.Sprintf("TCP stalled at most %.2fs", *in.TCPStallSeconds)
+		if in.TCPRecovered != nil && !*in.TCPRecovered {
+			tcp = fmt.Sprintf("TCP stalled %.2fs, to the next event or the end", *in.TCPStallSeconds)
+		}
+		if in.TCPRetransmits != nil {
+			tcp += fmt.Sprintf(", %d retransmits", *in.TCPRetransmits)
+		}
+		parts = append(parts, tcp)
+	}
+	if len(parts) == 0 {
+		return "not measured"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // hasFailures reports whether the scenario fails a link (down, unplug).

@@ -396,7 +396,7 @@ const SingleLinkPrefix = "mifsec@"
 
 // LabPeerNames are the peers a scenario can run (besides the single-link
 // baselines, SingleLinkPrefix + an uplink's name).
-var LabPeerNames = []string{"mifsec", "wireguard-go", "strongswan"}
+var LabPeerNames = []string{"mifsec", "mptcp", "wireguard-go", "strongswan"}
 
 // normalize fills defaults and validates; errors name the field.
 func (s *Scenario) normalize() error {

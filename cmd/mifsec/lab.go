@@ -124,7 +124,8 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 }
 
 // writeScenarioOutput prints the summary and writes summary.txt,
-// report.json and one plot per measured peer into dir.
+// report.json, a plot of every measured peer side by side
+// (throughput.png) and one plot per peer into dir.
 func writeScenarioOutput(report *bench.ScenarioReport, dir string, stdout, log io.Writer) error {
 	var summary strings.Builder
 	if err := report.WriteSummary(&summary); err != nil {
@@ -147,6 +148,12 @@ func writeScenarioOutput(report *bench.ScenarioReport, dir string, stdout, log i
 		errs = append(errs, err)
 	} else {
 		written = append(written, filepath.Join(dir, "report.json"))
+	}
+	all := filepath.Join(dir, "throughput.png")
+	if ok, err := report.WriteComparisonPlotFile(all); err != nil {
+		errs = append(errs, err)
+	} else if ok {
+		written = append(written, all)
 	}
 	for _, run := range report.Runs {
 		if len(run.Samples) == 0 {
