@@ -29,7 +29,9 @@ func (p *mptcpLabPeer) Teardown() error         { return nil }
 // MultipathTCP makes the lab open the TCP flows as MPTCP sockets.
 func (p *mptcpLabPeer) MultipathTCP() bool { return true }
 
-func (p *mptcpLabPeer) Version() string { return "Linux " + kernelRelease() + " MPTCP, in-kernel path manager" }
+func (p *mptcpLabPeer) Version() string {
+	return "Linux " + kernelRelease() + " MPTCP, in-kernel path manager"
+}
 
 func (p *mptcpLabPeer) Prepare(ctx context.Context) error {
 	if _, err := os.Stat("/proc/sys/net/mptcp/enabled"); err != nil {
