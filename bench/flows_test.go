@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -71,5 +73,37 @@ func TestFlowCrossed(t *testing.T) {
 		if got := flowCrossed(tt.payload, tt.delta); got != tt.want {
 			t.Errorf("flowCrossed(%d, %d) = %v, want %v", tt.payload, tt.delta, got, tt.want)
 		}
+	}
+}
+
+func TestCheckPrerequisitesNamesAllMissingAtOnce(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // nothing is found
+	sc := reportScenario(t)
+	sc.Uplinks[1].NAT = true
+	peers := []labPeer{&mifsecLabPeer{}, &wireguardLabPeer{}, &mptcpLabPeer{}}
+	var log bytes.Buffer
+	err := checkPrerequisites(sc, peers, true, &log)
+	if err == nil {
+		t.Fatal("no error with nothing in PATH")
+	}
+	want := "ip, nft, wg not found: apt-get install iproute2 nftables wireguard-tools"
+	if err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+	// With the lab's own tools present, a default peer that lacks its
+	// tools is reported once and skipped, not an error.
+	dir := t.TempDir()
+	for _, name := range []string{"ip", "nft"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir)
+	log.Reset()
+	if err := checkPrerequisites(sc, peers, false, &log); err != nil {
+		t.Fatalf("default peers: %v", err)
+	}
+	if got := log.String(); !strings.Contains(got, "wg not found: apt-get install wireguard-tools; without them wireguard-go will be skipped") {
+		t.Errorf("log %q", got)
 	}
 }

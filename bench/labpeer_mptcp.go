@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -57,6 +58,9 @@ func (p *mptcpLabPeer) uplinks(sc *Scenario) []string {
 }
 
 func (p *mptcpLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
+	if !slices.ContainsFunc(sc.Traffic, func(t TrafficSpec) bool { return t.Kind == TrafficTCP }) {
+		return skipf("scenario %s has no tcp traffic, and MPTCP carries only TCP", sc.Name)
+	}
 	for _, ns := range []string{n.Client, n.Protected} {
 		enabled, err := readSysctl(ns, "net.mptcp.enabled")
 		if err != nil {

@@ -346,6 +346,21 @@ func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) e
 	return n.waitForPing(ctx, netip.Addr{}, p.processes...)
 }
 
+func (p *wireguardLabPeer) tools() []tool { return wireguardTools }
+
+// wireguardTools are what the wireguard-go peer runs besides wireguard-go
+// itself (built from the module proxy when missing).
+var wireguardTools = []tool{{"wg", "wireguard-tools"}}
+
+func (p *strongswanLabPeer) tools() []tool { return strongswanTools }
+
+// strongswanTools are the programs of the strongSwan peer.
+var strongswanTools = []tool{
+	{charonBinary, "strongswan-charon"},
+	{"swanctl", "strongswan-swanctl"},
+	{"unshare", "util-linux"},
+}
+
 // strongswanLabPeer is strongSwan's charon (kernel-libipsec) as the client
 // with its defaults (MOBIKE on, DPD off) and as the gateway.
 type strongswanLabPeer struct {

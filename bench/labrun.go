@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,7 +59,7 @@ func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig
 	if len(peers) == 0 {
 		return nil, errors.New("no peers to measure")
 	}
-	if err := checkTrafficTools(); err != nil {
+	if err := checkPrerequisites(sc, peers, len(cfg.Peers) > 0, log); err != nil {
 		return nil, err
 	}
 	report := newScenarioReport(sc)
@@ -78,6 +80,41 @@ func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig
 	}
 	report.finish()
 	return report, errors.Join(failures...)
+}
+
+// toolUser is a peer that runs external programs of its own.
+type toolUser interface{ tools() []tool }
+
+// checkPrerequisites looks for every program the run needs before anything
+// starts, and names all the missing ones with their Debian packages in one
+// message: an error when the lab itself or a peer the user asked for
+// (explicit) needs them; otherwise a note that the peers lacking them will
+// be skipped.
+func checkPrerequisites(sc *Scenario, peers []labPeer, explicit bool, log io.Writer) error {
+	needed := slices.Clone(trafficTools)
+	if slices.ContainsFunc(sc.Uplinks, func(u UplinkSpec) bool { return u.NAT }) {
+		needed = append(needed, tool{"nft", "nftables"})
+	}
+	missing := missingTools(needed)
+	var skipped []string
+	var peerMissing []tool
+	for _, p := range peers {
+		tu, ok := p.(toolUser)
+		if !ok {
+			continue
+		}
+		if m := missingTools(tu.tools()); len(m) > 0 {
+			skipped = append(skipped, p.Name())
+			peerMissing = append(peerMissing, m...)
+		}
+	}
+	if len(missing) > 0 || explicit && len(peerMissing) > 0 {
+		return errors.New(describeMissing(missingTools(append(missing, peerMissing...))))
+	}
+	if len(peerMissing) > 0 {
+		fmt.Fprintf(log, "%s; without them %s will be skipped\n", describeMissing(missingTools(peerMissing)), strings.Join(skipped, ", "))
+	}
+	return nil
 }
 
 // runLabPeer measures one peer; the error is nil for a skipped peer.
