@@ -266,7 +266,52 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 		}
 	}
 	run.summarize(sc)
+	if mp, ok := peer.(multipathPeer); ok && mp.MultipathTCP() {
+		run.Tunnel = joinNonEmpty(run.Tunnel, uplinkShares(run, sc))
+	}
 	return eventErr
+}
+
+// uplinkShares says how the run's bytes in the main direction split over
+// the uplinks (the emulators' counters), so that a multipath transport that
+// left an uplink unused shows it.
+func uplinkShares(run *PeerRun, sc *Scenario) string {
+	dirs := sc.directions()
+	var total uint64
+	bytes := make([]uint64, len(run.Paths))
+	for i, p := range run.Paths {
+		bytes[i] = p.UpBytes
+		if dirs[0] == "down" {
+			bytes[i] = p.DownBytes
+		}
+		total += bytes[i]
+	}
+	if total == 0 {
+		return "no bytes crossed the uplinks"
+	}
+	var parts, unused []string
+	for i, p := range run.Paths {
+		share := float64(bytes[i]) / float64(total)
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", p.Uplink, 100*share))
+		if share < 0.01 {
+			unused = append(unused, p.Uplink)
+		}
+	}
+	text := fmt.Sprintf("bytes %s per uplink: %s", dirs[0], strings.Join(parts, ", "))
+	if len(unused) > 0 {
+		text += fmt.Sprintf(" (%s carried less than 1%%: no subflow used it)", strings.Join(unused, ", "))
+	}
+	return text
+}
+
+func joinNonEmpty(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
 }
 
 // trafficGrace is how long after the scenario's end the receivers of the
