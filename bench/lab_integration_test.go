@@ -140,8 +140,25 @@ func TestLabCommand(t *testing.T) {
 	if run.Total.Phases[0].UpMbps < 5 {
 		t.Errorf("before the failure the tunnel carried %.1f Mbit/s, want several", run.Total.Phases[0].UpMbps)
 	}
-	if run.Probe == nil || run.Probe.Sent == 0 || run.Probe.Received == 0 || len(run.Interruptions) != 1 {
-		t.Fatalf("probe %+v, interruptions %+v", run.Probe, run.Interruptions)
+	if run.Probe == nil || run.Probe.Sent == 0 || run.Probe.Received == 0 || len(run.Interruptions) != 2 {
+		t.Fatalf("probe %+v, interruptions %+v (want one for the failure, one for the return)", run.Probe, run.Interruptions)
+	}
+	// The TCP flow, generated and measured by the lab itself, reports its
+	// stall for both events, and its goodput every 100 ms.
+	for _, in := range run.Interruptions {
+		if in.TCPStallSeconds == nil || in.TCPRetransmits == nil {
+			t.Errorf("interruption %+v has no TCP stall", in)
+		} else if *in.TCPStallSeconds > 2 {
+			t.Errorf("after %s the TCP flow stalled %.2fs, want under 2 s", in.Event, *in.TCPStallSeconds)
+		}
+	}
+	if tcp := run.Traffic[0]; tcp.Kind != TrafficTCP || tcp.Mbps == nil || *tcp.Mbps < 5 || len(tcp.Goodput) < 50 || tcp.RTTMeanMs <= 0 {
+		t.Errorf("tcp result %+v, want several Mbit/s, 100 ms goodput samples and an RTT", tcp)
+	}
+	for _, want := range []string{"TCP stalled at most", "Peers side by side"} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("summary lacks %q", want)
+		}
 	}
 	// Probes every 10 ms lost for at most a second (the target is
 	// 300 ms; a loaded test machine gets slack).
@@ -161,8 +178,10 @@ func TestLabCommand(t *testing.T) {
 	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != PlotHeight {
 		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, PlotHeight)
 	}
-	if _, err := os.Stat(filepath.Join(out, "summary.txt")); err != nil {
-		t.Error(err)
+	for _, name := range []string{"summary.txt", "throughput.png"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
