@@ -332,3 +332,65 @@ client: {interface: wwan0}
 		t.Errorf("probes through the NAT: %+v", run.Probe)
 	}
 }
+
+// TestScenarioMPTCPUsesBothUplinks runs the mptcp peer (kernel MPTCP, no
+// tunnel) with two flows, one up and one down, over two healthy emulated
+// uplinks, one behind NAT: the connections negotiate MPTCP, open a subflow
+// per uplink, and both links carry a real share of the traffic; then the
+// WLAN link fails and the TCP stall is measured.
+func TestScenarioMPTCPUsesBothUplinks(t *testing.T) {
+	requireLab(t)
+	if _, err := os.Stat("/proc/sys/net/mptcp/enabled"); err != nil {
+		t.Skip("the kernel has no MPTCP")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not found: apt-get install nftables")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc, err := ParseScenario(strings.NewReader(`
+name: mptcp
+duration: 6s
+uplinks:
+  - {name: wlan0, kind: wlan, link: {rate: 20Mbit, delay: 5ms, queue_time: 50ms}}
+  - {name: wwan0, kind: cellular, nat: true, link: {rate: 10Mbit, delay: 20ms, queue_time: 50ms}}
+events:
+  - {at: 4s, uplink: wlan0, action: down}
+traffic:
+  - {kind: tcp, direction: up}
+  - {kind: tcp, direction: down, streams: 2}
+peers: [mptcp]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := newTestLab(t, ctx)
+	report, err := RunScenario(ctx, lab, sc, ScenarioConfig{Log: testLog{t}})
+	if err != nil {
+		t.Fatalf("RunScenario: %v", err)
+	}
+	if err := lab.Close(); err != nil {
+		t.Errorf("Lab.Close: %v", err)
+	}
+	assertCleanedUp(t, lab)
+	run := report.Runs[0]
+	if run.Skipped != "" || len(run.Errors) > 0 {
+		t.Fatalf("mptcp: skipped %q, errors %q", run.Skipped, run.Errors)
+	}
+	for _, tr := range run.Traffic {
+		if !tr.MultipathTCP || tr.Subflows < 2 {
+			t.Errorf("%s flow: MPTCP %v with %d subflows, want MPTCP over both uplinks", tr.Direction, tr.MultipathTCP, tr.Subflows)
+		}
+	}
+	// Before the failure both links carry a real share in each direction.
+	wlan, wwan := run.Paths[0].Phases[0], run.Paths[1].Phases[0]
+	if wlan.UpMbps < 2 || wwan.UpMbps < 2 || wlan.DownMbps < 2 || wwan.DownMbps < 2 {
+		t.Errorf("before the failure: wlan0 %+v, wwan0 %+v; want both links used both ways", wlan, wwan)
+	}
+	if !strings.Contains(run.Tunnel, "bytes up per uplink: wlan0") {
+		t.Errorf("tunnel state %q lacks the split over the uplinks", run.Tunnel)
+	}
+	if len(run.Interruptions) != 1 || run.Interruptions[0].TCPStallSeconds == nil {
+		t.Fatalf("interruptions %+v, want the failure's TCP stall", run.Interruptions)
+	}
+}
