@@ -2,6 +2,7 @@ package traffic
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"strings"
 	"testing"
@@ -196,4 +197,37 @@ func TestUDPStream(t *testing.T) {
 	if _, err := (&UDP{Sender: tx, Receiver: rx, Rate: 1e6, Size: 4, Duration: time.Second}).Run(context.Background()); err == nil {
 		t.Error("a 4-byte size was accepted")
 	}
+}
+
+func TestParseUDPHeader(t *testing.T) {
+	b := make([]byte, 20)
+	binary.BigEndian.PutUint32(b, udpMagic)
+	binary.BigEndian.PutUint64(b[4:], 42)
+	if seq, ok := parseUDPHeader(b); !ok || seq != 42 {
+		t.Errorf("parseUDPHeader = %d, %v; want 42, true", seq, ok)
+	}
+	if _, ok := parseUDPHeader(b[:udpHeaderLen-1]); ok {
+		t.Error("a short datagram parsed")
+	}
+	b[0] ^= 1
+	if _, ok := parseUDPHeader(b); ok {
+		t.Error("a datagram with another magic parsed")
+	}
+	// The receiver's per-datagram work allocates nothing.
+	if allocs := testing.AllocsPerRun(100, func() { parseUDPHeader(b) }); allocs != 0 {
+		t.Errorf("parseUDPHeader allocates %v times", allocs)
+	}
+}
+
+func FuzzParseUDPHeader(f *testing.F) {
+	b := make([]byte, udpHeaderLen)
+	binary.BigEndian.PutUint32(b, udpMagic)
+	f.Add(b)
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		seq, ok := parseUDPHeader(b)
+		if ok && (len(b) < udpHeaderLen || binary.BigEndian.Uint32(b) != udpMagic || binary.BigEndian.Uint64(b[4:]) != seq) {
+			t.Fatalf("accepted % x", b)
+		}
+	})
 }

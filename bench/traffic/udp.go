@@ -20,6 +20,15 @@ const (
 	udpHeaderLen = 12
 )
 
+// parseUDPHeader reads a stream datagram's sequence number; ok is false
+// for anything that is not one of the stream's datagrams.
+func parseUDPHeader(b []byte) (seq uint64, ok bool) {
+	if len(b) < udpHeaderLen || binary.BigEndian.Uint32(b) != udpMagic {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b[4:]), true
+}
+
 // UDP is a paced UDP stream at a fixed bit rate from Sender to Receiver.
 type UDP struct {
 	// Sender is connected to Receiver's address (net.DialUDP), or sends to
@@ -80,11 +89,8 @@ func (u *UDP) Run(ctx context.Context) (*UDPResult, error) {
 				}
 				continue
 			}
-			if n < udpHeaderLen || binary.BigEndian.Uint32(buf) != udpMagic {
-				continue
-			}
-			seq := binary.BigEndian.Uint64(buf[4:])
-			if seq < uint64(count) && !seen[seq] {
+			seq, ok := parseUDPHeader(buf[:n])
+			if ok && seq < uint64(count) && !seen[seq] {
 				seen[seq] = true
 				received.Add(1)
 			}
