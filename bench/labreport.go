@@ -171,7 +171,16 @@ type Interruption struct {
 	TCPStallFromS   *float64 `json:"tcp_stall_from_s,omitempty"`
 	TCPRetransmits  *int     `json:"tcp_retransmits,omitempty"`
 	TCPRecovered    *bool    `json:"tcp_recovered,omitempty"`
+	// TCPLowSeconds is the longest run of 100 ms intervals in the same
+	// window in which the flow's goodput stayed below lowGoodputFraction
+	// of its mean over the run: a flow that trickles (a packet now and
+	// then ends a stall) is as good as stopped for its user.
+	TCPLowSeconds *float64 `json:"tcp_low_seconds,omitempty"`
 }
+
+// lowGoodputFraction is the share of a flow's mean goodput below which an
+// interval counts as a user would feel a stop.
+const lowGoodputFraction = 0.1
 
 // SingleLinkRatio is mifsec's rate against what each uplink alone carried
 // through mifsec in the same run.
@@ -312,6 +321,18 @@ func longestStall(p PeerRun) *float64 {
 	return longest
 }
 
+// longestLow is the longest time after any event in which the TCP flow
+// ran below lowGoodputFraction of its mean; nil when not measured.
+func longestLow(p PeerRun) *float64 {
+	var longest *float64
+	for _, i := range p.Interruptions {
+		if i.TCPLowSeconds != nil && (longest == nil || *i.TCPLowSeconds > *longest) {
+			longest = i.TCPLowSeconds
+		}
+	}
+	return longest
+}
+
 // tcpRetransmits sums the retransmits of the run's TCP flows; nil without
 // one.
 func tcpRetransmits(p PeerRun) *int {
@@ -367,19 +388,23 @@ func (r *ScenarioReport) writeRanking(b *strings.Builder) {
 	}
 	dir := r.Directions[0]
 	fmt.Fprintf(b, "\nPeers side by side, ranked by throughput (%s, mean over the run):\n", dir)
-	header := []string{"  #  peer", "Mbit/s", "retransmits", "longest TCP stall", "probe outage"}
+	header := []string{"  #  peer", "Mbit/s", "retransmits", "longest TCP stall", "TCP under 1/10 rate", "probe outage"}
 	rows := [][]string{header}
 	for i, p := range ranked {
 		stall := "-"
 		if s := longestStall(p); s != nil {
 			stall = fmt.Sprintf("%.2fs", *s)
 		}
+		low := "-"
+		if l := longestLow(p); l != nil {
+			low = fmt.Sprintf("%.1fs", *l)
+		}
 		outage := "-"
 		if o := totalInterruption(p); o != nil && r.hasFailures() {
 			outage = fmt.Sprintf("%.2fs", *o)
 		}
 		rows = append(rows, []string{fmt.Sprintf("  %d  %s", i+1, p.Peer), formatFloat(mainRate(p, r.Directions), 1),
-			formatInt(tcpRetransmits(p)), stall, outage})
+			formatInt(tcpRetransmits(p)), stall, low, outage})
 	}
 	writeAligned(b, rows)
 }
@@ -445,6 +470,7 @@ func (p *PeerRun) summarize(sc *Scenario) {
 func (in *Interruption) addStall(flows []TrafficResult, from, to float64) {
 	var worst *traffic.Stall
 	retransmits := 0
+	low := 0.0
 	for _, t := range flows {
 		if t.flow == nil {
 			continue
@@ -453,6 +479,8 @@ func (in *Interruption) addStall(flows []TrafficResult, from, to float64) {
 		if !ok {
 			continue
 		}
+		l, _ := t.flow.LowGoodput(from, to, lowGoodputFraction)
+		low = max(low, l)
 		retransmits += st.Retransmits
 		if worst == nil || st.Seconds > worst.Seconds {
 			worst = &st
@@ -463,6 +491,7 @@ func (in *Interruption) addStall(flows []TrafficResult, from, to float64) {
 	}
 	seconds, start, recovered := worst.Seconds, worst.StartS, worst.Recovered
 	in.TCPStallSeconds, in.TCPStallFromS, in.TCPRetransmits, in.TCPRecovered = &seconds, &start, &retransmits, &recovered
+	in.TCPLowSeconds = &low
 }
 
 // fillRates computes each sample's rates from the byte counters.
@@ -734,6 +763,9 @@ func (in Interruption) describe(probes bool) string {
 		tcp := fmt.Sprintf("TCP stalled at most %.2fs", *in.TCPStallSeconds)
 		if in.TCPRecovered != nil && !*in.TCPRecovered {
 			tcp = fmt.Sprintf("TCP stalled %.2fs, to the next event or the end", *in.TCPStallSeconds)
+		}
+		if in.TCPLowSeconds != nil && *in.TCPLowSeconds > *in.TCPStallSeconds+0.1 {
+			tcp += fmt.Sprintf(" (under a tenth of its mean rate for %.1fs)", *in.TCPLowSeconds)
 		}
 		if in.TCPRetransmits != nil {
 			tcp += fmt.Sprintf(", %d retransmits", *in.TCPRetransmits)

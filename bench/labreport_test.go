@@ -175,6 +175,20 @@ func TestPeerRunSummarize(t *testing.T) {
 		}
 		flow.Progress = append(flow.Progress, traffic.Progress{T: tt, Acked: acked, Retransmits: retrans})
 	}
+	// Its goodput: 8 Mbit/s, nothing from 5.2 to 6.0 s, a trickle until
+	// 6.5 s.
+	flow.Mbps = 8
+	for k := 1; k <= 100; k++ {
+		tt := float64(k) / 10
+		mbps := 8.0
+		switch {
+		case tt > 5.2+1e-9 && tt <= 6.0+1e-9:
+			mbps = 0
+		case tt > 6.0+1e-9 && tt <= 6.5+1e-9:
+			mbps = 0.3
+		}
+		flow.Intervals = append(flow.Intervals, traffic.Interval{T: tt, Mbps: mbps})
+	}
 	retransmits := 7
 	run.Traffic = []TrafficResult{{Kind: TrafficTCP, Direction: "up", Retransmits: &retransmits, flow: flow}}
 	run.summarize(sc)
@@ -211,6 +225,9 @@ func TestPeerRunSummarize(t *testing.T) {
 	if in.TCPStallSeconds == nil || math.Abs(*in.TCPStallSeconds-0.8) > 0.015 || *in.TCPRetransmits != 7 || !*in.TCPRecovered {
 		t.Errorf("TCP stall %v, retransmits %v, want 0.8 s and 7", in.TCPStallSeconds, in.TCPRetransmits)
 	}
+	if in.TCPLowSeconds == nil || math.Abs(*in.TCPLowSeconds-1.3) > 1e-6 {
+		t.Errorf("TCP low goodput %v, want 1.3 s (stopped, then trickling)", in.TCPLowSeconds)
+	}
 
 	report := newScenarioReport(sc)
 	other := run
@@ -241,7 +258,7 @@ func TestPeerRunSummarize(t *testing.T) {
 		"Scenario maths",
 		"at   5.0s  wlan0 link down",
 		"0–5s", "5–10s", "whole run",
-		"after wlan0 link down at 5.0s: no probe through for 2.30s (230 lost); TCP stalled at most 0.80s, 7 retransmits",
+		"after wlan0 link down at 5.0s: no probe through for 2.30s (230 lost); TCP stalled at most 0.80s (under a tenth of its mean rate for 1.3s), 7 retransmits",
 		"Peers side by side, ranked by throughput (up, mean over the run):",
 		"skipped: not installed",
 		"mifsec/wireguard-go: throughput 2.00 (5.0 / 2.5 Mbit/s), interruption 0.50 (2.30 / 4.60 s)",

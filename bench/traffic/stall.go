@@ -65,3 +65,39 @@ func (r *Result) Stall(from, to float64) (Stall, bool) {
 	st.Seconds, st.StartS, st.EndS = round(st.Seconds, 3), round(st.StartS, 3), round(st.EndS, 3)
 	return st, true
 }
+
+// LowGoodput returns the longest run of goodput intervals that end after
+// from and by to (seconds on the Base clock) in which the goodput stayed
+// below fraction of the transfer's mean: a flow that only trickles (a
+// packet now and then, which ends a stall) is as good as stopped for its
+// user. It returns 0 when no interval qualifies.
+func (r *Result) LowGoodput(from, to, fraction float64) (seconds, startS float64) {
+	if r.Mbps <= 0 {
+		return 0, 0
+	}
+	limit := fraction * r.Mbps
+	var run, runStart float64
+	prevEnd := -1.0
+	for _, in := range r.Intervals {
+		if in.T <= from+1e-9 || in.T > to+1e-9 {
+			continue
+		}
+		width := DefaultInterval.Seconds()
+		if prevEnd >= 0 {
+			width = in.T - prevEnd
+		}
+		prevEnd = in.T
+		if in.Mbps >= limit {
+			run = 0
+			continue
+		}
+		if run == 0 {
+			runStart = max(in.T-width, from)
+		}
+		run = in.T - runStart
+		if run > seconds {
+			seconds, startS = run, runStart
+		}
+	}
+	return round(seconds, 3), round(startS, 3)
+}

@@ -3,6 +3,7 @@ package traffic
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"net"
 	"strings"
 	"testing"
@@ -230,4 +231,35 @@ func FuzzParseUDPHeader(f *testing.F) {
 			t.Fatalf("accepted % x", b)
 		}
 	})
+}
+
+func TestLowGoodput(t *testing.T) {
+	// 10 Mbit/s on average; from 2.0 to 3.0 s only a trickle (0.5 and
+	// 1.5 Mbit/s), a single slow interval at 5.0 s.
+	r := &Result{Mbps: 10}
+	for k := 1; k <= 80; k++ {
+		tt := float64(k) / 10
+		mbps := 12.0
+		switch {
+		case tt > 2.0 && tt <= 3.0:
+			mbps = 0.5 + float64(k%2)
+		case tt > 4.9 && tt <= 5.0:
+			mbps = 0
+		}
+		r.Intervals = append(r.Intervals, Interval{T: tt, Mbps: mbps})
+	}
+	s, start := r.LowGoodput(1.5, 8, 0.2)
+	if math.Abs(s-1.0) > 1e-9 || math.Abs(start-2.0) > 1e-9 {
+		t.Errorf("LowGoodput = %v s from %v, want 1.0 s from 2.0", s, start)
+	}
+	// From 2.5 s: the part of the trickle after the event.
+	if s, _ := r.LowGoodput(2.5, 8, 0.2); math.Abs(s-0.5) > 1e-9 {
+		t.Errorf("LowGoodput from 2.5 s = %v, want 0.5", s)
+	}
+	if s, _ := r.LowGoodput(3.5, 8, 0.2); math.Abs(s-0.1) > 1e-9 {
+		t.Errorf("LowGoodput from 3.5 s = %v, want the single 0.1 s interval", s)
+	}
+	if s, _ := (&Result{}).LowGoodput(0, 8, 0.2); s != 0 {
+		t.Errorf("a transfer without goodput has a low stretch of %v", s)
+	}
 }
