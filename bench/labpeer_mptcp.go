@@ -27,7 +27,8 @@ func (p *mptcpLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
 func (p *mptcpLabPeer) TunnelInterface() string { return "" }
 func (p *mptcpLabPeer) Teardown() error         { return nil }
 
-// MultipathTCP makes the lab open the TCP flows as MPTCP sockets.
+// MultipathTCP makes the lab open the TCP flows as MPTCP sockets, with no
+// tunnel.
 func (p *mptcpLabPeer) MultipathTCP() bool { return true }
 
 func (p *mptcpLabPeer) Version() string {

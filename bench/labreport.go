@@ -76,6 +76,9 @@ type PeerRun struct {
 	// Logs holds the recent output of each process the run started, by
 	// process name (written beside the report, not into it).
 	Logs map[string]string `json:"-"`
+
+	// noTunnel: the peer carries the traffic without a tunnel (mptcp).
+	noTunnel bool
 }
 
 // Sample is the emulators' counters at time T (seconds since the traffic
@@ -662,7 +665,11 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 	if p.Total == nil {
 		return
 	}
-	wrap(b, "  ", fmt.Sprintf("tunnel up in %.1fs; %s", p.SetupSeconds, p.Behaviour))
+	ready := "tunnel up"
+	if p.noTunnel {
+		ready = "ready (no tunnel)"
+	}
+	wrap(b, "  ", fmt.Sprintf("%s in %.1fs; %s", ready, p.SetupSeconds, p.Behaviour))
 	for _, dir := range r.Directions {
 		header := []string{fmt.Sprintf("  %s, Mbit/s", dir)}
 		for _, ph := range p.Total.Phases {

@@ -120,7 +120,7 @@ func checkPrerequisites(sc *Scenario, peers []labPeer, explicit bool, log io.Wri
 // runLabPeer measures one peer; the error is nil for a skipped peer.
 func runLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, cfg ScenarioConfig) (PeerRun, error) {
 	start := time.Now()
-	run := PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc)}
+	run := PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
 	err := measureLabPeer(ctx, lab, sc, peer, cfg, &run)
 	run.Version = peer.Version()
 	run.WallClockSeconds = roundTo(time.Since(start).Seconds(), 1)
@@ -162,7 +162,11 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 	if err := n.pinGateway(ctx, n.uplink(sc.Client.Interface)); err != nil {
 		return err
 	}
-	fmt.Fprintf(log, "%s: bringing the tunnel up over %s (%s)\n", peer.Name(), sc.Client.Interface, peer.Version())
+	if hasNoTunnel(peer) {
+		fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
+	} else {
+		fmt.Fprintf(log, "%s: bringing the tunnel up over %s (%s)\n", peer.Name(), sc.Client.Interface, peer.Version())
+	}
 	setupCtx, cancel := context.WithTimeout(ctx, peerSetupTimeout)
 	err = peer.Setup(setupCtx, n, sc)
 	cancel()
@@ -170,7 +174,7 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 		return err
 	}
 	run.SetupSeconds = roundTo(time.Since(setupStart).Seconds(), 2)
-	fmt.Fprintf(log, "%s: tunnel up after %.1fs; running %s for %s\n", peer.Name(), run.SetupSeconds, sc.Name, sc.Duration)
+	fmt.Fprintf(log, "%s: ready after %.1fs; running %s for %s\n", peer.Name(), run.SetupSeconds, sc.Name, sc.Duration)
 	return runTimeline(ctx, n, sc, peer, cfg, run)
 }
 
@@ -363,6 +367,13 @@ func sampleLinks(ctx context.Context, n *LabNet, base time.Time, total time.Dura
 
 // multipathPeer is a peer whose traffic runs as MPTCP connections.
 type multipathPeer interface{ MultipathTCP() bool }
+
+// hasNoTunnel reports whether the peer carries the traffic without a
+// tunnel (kernel MPTCP).
+func hasNoTunnel(peer labPeer) bool {
+	mp, ok := peer.(multipathPeer)
+	return ok && mp.MultipathTCP()
+}
 
 // runLabTraffic runs one tcp or udp traffic entry from the client
 // namespace to the protected server, in this process.
