@@ -482,8 +482,10 @@ func (in *Interruption) addStall(flows []TrafficResult, from, to float64) {
 		if !ok {
 			continue
 		}
+		// A stall is time below any rate; the 100 ms intervals may cut
+		// it short at its edges.
 		l, _ := t.flow.LowGoodput(from, to, lowGoodputFraction)
-		low = max(low, l)
+		low = max(low, l, st.Seconds)
 		retransmits += st.Retransmits
 		if worst == nil || st.Seconds > worst.Seconds {
 			worst = &st
