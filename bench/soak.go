@@ -20,6 +20,7 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
@@ -549,7 +550,9 @@ func (r *SoakReport) WritePlot(w io.Writer) error {
 		line.Color = color.RGBA{R: 200, G: 30, B: 30, A: 255}
 		p.Add(line)
 	}
-	return writePNG(w, p)
+	canvas := newCanvas(PlotHeight)
+	p.Draw(draw.New(canvas))
+	return writePNG(w, canvas)
 }
 
 // WriteFiles writes summary.txt, report.json and soak.png into dir.
