@@ -1,0 +1,191 @@
+package ike
+
+import (
+	"crypto/sha256"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// What the Responder does against peers that have not authenticated, or
+// that hold a valid credential and misuse it:
+//
+//   - Half-open IKE SAs are bounded in all (MaxHalfOpen) and per source
+//     (MaxHalfOpenPerSource, an IPv4 address or an IPv6 /64). A source at
+//     its limit must return a COOKIE, whatever the table's fill, and then
+//     replaces its own oldest half-open SA: a host cannot fill the table,
+//     and a spoofer that filled a victim's share cannot keep it out.
+//   - The Diffie-Hellman computations IKE_SA_INIT requests cause are
+//     paced per source by a token bucket (SourceInitRate): MODP groups
+//     cost milliseconds on the only IKE goroutine.
+//   - A cached response is sent again only for a byte-identical copy of
+//     the request it answered, from the address that request came from
+//     or the client's current one, a bounded number of times (retransmission, RFC 7296 §2.1): a
+//     spoofed or forged "retransmission" reflects nothing.
+//   - Authenticated identities hold at most MaxSAsPerIdentity IKE SAs;
+//     INITIAL_CONTACT replaces the older ones (identity.go's Canonical
+//     decides what "the same identity" is).
+
+// Defaults of the limits in ResponderConfig.
+const (
+	defaultMaxHalfOpenPerSource = 8
+	defaultSourceInitRate       = 10 // DH computations per second and source
+	defaultMaxSAsPerIdentity    = 4
+	// maxAuthSources is how many recent source addresses of a client's
+	// authenticated messages are remembered.
+	maxAuthSources = 4
+	// maxResends bounds how often one cached response is sent again.
+	maxResends = 8
+	// maxSourceBudgets bounds the token bucket table; beyond it new
+	// sources wait for the tick to forget idle ones.
+	maxSourceBudgets = 1 << 16
+	// MaxSelectors is the most traffic selectors a TS payload from a
+	// client may carry; more are answered with TS_UNACCEPTABLE.
+	MaxSelectors = 16
+)
+
+// sourceOf is the unit the per-source limits count in: the IPv4 address,
+// or the IPv6 /64 (one host's or one site's subnet).
+func sourceOf(a netip.AddrPort) netip.Prefix {
+	addr := a.Addr().Unmap().WithZone("")
+	if addr.Is4() {
+		return netip.PrefixFrom(addr, 32)
+	}
+	p, _ := addr.Prefix(64)
+	return p
+}
+
+// initKey finds a half-open IKE SA by its initiator's SPI and source, for
+// retransmitted IKE_SA_INIT requests.
+type initKey struct {
+	spiI uint64
+	from netip.AddrPort
+}
+
+// sourceBudget is one source's token bucket for IKE_SA_INIT
+// Diffie-Hellman computations.
+type sourceBudget struct {
+	tokens float64
+	at     time.Time
+}
+
+// initBurst is how many IKE_SA_INIT computations a quiet source may cause
+// at once.
+func (r *Responder) initBurst() float64 {
+	return max(r.cfg.SourceInitRate, float64(r.cfg.MaxHalfOpenPerSource))
+}
+
+// takeInitToken reports whether src may cause one more Diffie-Hellman
+// computation now, and takes the token when it may.
+func (r *Responder) takeInitToken(src netip.Prefix, now time.Time) bool {
+	b := r.budgets[src]
+	if b == nil {
+		if len(r.budgets) >= maxSourceBudgets {
+			return false
+		}
+		b = &sourceBudget{tokens: r.initBurst(), at: now}
+		r.budgets[src] = b
+	}
+	b.refill(now, r.cfg.SourceInitRate, r.initBurst())
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func (b *sourceBudget) refill(now time.Time, rate, burst float64) {
+	if d := now.Sub(b.at); d > 0 {
+		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
+		b.at = now
+	}
+}
+
+// forgetIdleBudgets drops the buckets that are full again: those sources
+// are back where a new one starts.
+func (r *Responder) forgetIdleBudgets(now time.Time) {
+	for src, b := range r.budgets {
+		b.refill(now, r.cfg.SourceInitRate, r.initBurst())
+		if b.tokens >= r.initBurst() {
+			delete(r.budgets, src)
+		}
+	}
+}
+
+// addHalfOpen files a new half-open IKE SA.
+func (r *Responder) addHalfOpen(sa *rSA) {
+	k := saKey{sa.spiI, sa.spiR}
+	r.sas[k], r.halfOpen[k] = sa, sa
+	r.initIndex[initKey{sa.spiI, sa.from}] = sa
+	src := sourceOf(sa.from)
+	r.perSource[src] = append(r.perSource[src], sa)
+}
+
+// leaveHalfOpen removes sa from the half-open bookkeeping (it
+// authenticated, failed or expired); the IKE SA table is left alone.
+func (r *Responder) leaveHalfOpen(sa *rSA) {
+	k := saKey{sa.spiI, sa.spiR}
+	if r.halfOpen[k] != sa {
+		return
+	}
+	delete(r.halfOpen, k)
+	if ik := (initKey{sa.spiI, sa.from}); r.initIndex[ik] == sa {
+		delete(r.initIndex, ik)
+	}
+	src := sourceOf(sa.from)
+	list := slices.DeleteFunc(r.perSource[src], func(o *rSA) bool { return o == sa })
+	if len(list) == 0 {
+		delete(r.perSource, src)
+	} else {
+		r.perSource[src] = list
+	}
+}
+
+// firstDatagram reports whether m is a whole message or its first
+// fragment: the datagram a retransmission is recognised by.
+func firstDatagram(m *Message) bool {
+	if len(m.Payloads) == 0 {
+		return false
+	}
+	f, ok := m.Payloads[len(m.Payloads)-1].(*EncryptedFragment)
+	return !ok || f.Number == 1
+}
+
+// isRetransmission reports whether the datagram in, a request with the
+// message ID of the last one answered on sa, is a copy of that request
+// sent from where it came from, or from another address the client sent
+// authenticated messages from lately (a MOBIKE client sends a request
+// whose answer was lost on a dead path again on its previous one), so
+// that the cached response may go out again. A copy of the request as
+// fragments is answered on its first fragment only (RFC 7383 §2.6.1).
+func (sa *rSA) isRetransmission(m *Message, in inbound) bool {
+	from := in.from == sa.reqFrom || sa.client != nil && slices.Contains(sa.client.authFrom, in.from)
+	if sa.lastResp == nil || !from || sa.resends >= maxResends || !firstDatagram(m) {
+		return false
+	}
+	return sha256.Sum256(in.data) == sa.reqSum
+}
+
+// tooManySelectors reports whether a TS payload of req carries more
+// selectors than a client may ask for.
+func tooManySelectors(req []Payload) bool {
+	for _, ts := range FindAll[*TS](req) {
+		if len(ts.Selectors) > MaxSelectors {
+			return true
+		}
+	}
+	return false
+}
+
+// noteAuthSource records that an authenticated message of c came from
+// from: the most recent first, at most maxAuthSources.
+func (c *rClient) noteAuthSource(from netip.AddrPort) {
+	if len(c.authFrom) > 0 && c.authFrom[0] == from {
+		return
+	}
+	c.authFrom = slices.DeleteFunc(c.authFrom, func(a netip.AddrPort) bool { return a == from })
+	c.authFrom = slices.Insert(c.authFrom, 0, from)
+	if len(c.authFrom) > maxAuthSources {
+		c.authFrom = c.authFrom[:maxAuthSources]
+	}
+}
