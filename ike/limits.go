@@ -42,6 +42,11 @@ const (
 	// MaxSelectors is the most traffic selectors a TS payload from a
 	// client may carry; more are answered with TS_UNACCEPTABLE.
 	MaxSelectors = 16
+	// maxChildPrefixes bounds the prefixes a Child SA's narrowed
+	// selectors may come to on either side (or twice the gateway's local
+	// selectors, when more): a client's odd ranges cannot make the data
+	// plane check thousands of prefixes.
+	maxChildPrefixes = 64
 )
 
 // sourceOf is the unit the per-source limits count in: the IPv4 address,

@@ -1084,12 +1084,14 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	}
 	// The client's side narrows to its leased addresses; without pools, to
 	// what it proposed.
-	remote := PrefixesFromSelectors(tsi.Selectors)
+	remoteAllowed := []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)}
 	if len(r.pools) > 0 {
-		remote = narrow(remote, c.Addresses)
+		remoteAllowed = c.Addresses
 	}
-	local := narrow(PrefixesFromSelectors(tsr.Selectors), r.cfg.LocalTS)
-	if len(remote) == 0 || len(local) == 0 {
+	limit := max(maxChildPrefixes, 2*len(r.cfg.LocalTS))
+	remote, okRemote := narrowSelectors(tsi.Selectors, remoteAllowed, limit)
+	local, okLocal := narrowSelectors(tsr.Selectors, r.cfg.LocalTS, limit)
+	if !okRemote || !okLocal || len(remote) == 0 || len(local) == 0 {
 		r.releaseLeases(c)
 		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
 	}

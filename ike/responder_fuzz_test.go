@@ -45,6 +45,9 @@ func (g syncGateway) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	return nil
 }
 
+// Confirmed implements SourceObserver.
+func (g syncGateway) Confirmed(from netip.AddrPort) { g.rig.confirmed = append(g.rig.confirmed, from) }
+
 // syncClient is the session's transport: each datagram is handled by the
 // responder at once, on the caller's goroutine.
 type syncClient struct {
@@ -69,7 +72,8 @@ type fuzzRig struct {
 	clientAddr netip.Addr
 	sent       []syncSent
 	fromClient [][]byte
-	init       *initResult // the client's IKE_SA_INIT, when run
+	init       *initResult      // the client's IKE_SA_INIT, when run
+	confirmed  []netip.AddrPort // what the responder told SourceObserver
 }
 
 // fuzzHandler is a ResponderHandler that counts what it holds.
@@ -81,12 +85,16 @@ func (h *fuzzHandler) InstallChild(*Client, *ChildSA, bool) error { h.installed+
 func (h *fuzzHandler) SwitchOutbound(*Client, *ChildSA)           {}
 func (h *fuzzHandler) RemoveChild(*Client, *ChildSA)              { h.removed++ }
 
-func newFuzzRig(tb testing.TB) *fuzzRig {
+func newFuzzRig(tb testing.TB) *fuzzRig { return newFuzzRigWith(tb, nil) }
+
+// newFuzzRigWith is newFuzzRig with the responder's configuration changed
+// by mod.
+func newFuzzRigWith(tb testing.TB, mod func(*ResponderConfig)) *fuzzRig {
 	tb.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	ikeP, espP := mustFuzzProposals(tb)
 	rig := &fuzzRig{h: &fuzzHandler{}, clientAddr: netip.MustParseAddr("192.0.2.10")}
-	r, err := NewResponder(ResponderConfig{
+	cfg := ResponderConfig{
 		LocalID: Identity{Type: IDFQDN, Data: []byte("gw.mifsec.test")},
 		PSK:     fuzzPSK,
 		IKE:     ikeP, ESP: espP,
@@ -96,7 +104,11 @@ func newFuzzRig(tb testing.TB) *fuzzRig {
 		CookieThreshold: 4, MaxHalfOpen: 8,
 		Logger:         quiet,
 		MobilityConfig: MobilityConfig{},
-	}, syncGateway{rig}, rig.h)
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := NewResponder(cfg, syncGateway{rig}, rig.h)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -116,6 +116,12 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // appendRangePrefixes appends the CIDR prefixes that exactly cover
 // [start, end] to out; nothing for an invalid range.
 func appendRangePrefixes(out []netip.Prefix, start, end netip.Addr) []netip.Prefix {
+	return appendRangePrefixesLimited(out, start, end, -1)
+}
+
+// appendRangePrefixesLimited is appendRangePrefixes that stops once out
+// holds more than limit prefixes (limit < 0: no limit).
+func appendRangePrefixesLimited(out []netip.Prefix, start, end netip.Addr, limit int) []netip.Prefix {
 	if !start.IsValid() || !end.IsValid() || start.Is4() != end.Is4() || end.Less(start) {
 		return out
 	}
@@ -131,7 +137,7 @@ func appendRangePrefixes(out []netip.Prefix, start, end netip.Addr) []netip.Pref
 			host = min(host, left.bitLen()-1)
 		}
 		out = append(out, netip.PrefixFrom(u128Addr(s, is4), width-host))
-		if host == width {
+		if host == width || limit >= 0 && len(out) > limit {
 			return out // the whole address space
 		}
 		next, carry := s.add(pow2(host))
@@ -142,45 +148,87 @@ func appendRangePrefixes(out []netip.Prefix, start, end netip.Addr) []netip.Pref
 	}
 }
 
-// narrow returns the parts of offered that lie within allowed: for each
-// pair, the smaller prefix when one contains the other (two prefixes
-// either nest or are disjoint). The result is sorted, without duplicates
-// and without a prefix that another in it contains; the work is
-// O(n log n) in len(offered)×len(allowed).
+// narrow returns the parts of offered that lie within allowed, as the
+// fewest prefixes, sorted (see narrowSelectors).
 func narrow(offered, allowed []netip.Prefix) []netip.Prefix {
-	var out []netip.Prefix
-	for _, a := range allowed {
-		a = a.Masked()
-		for _, o := range offered {
-			o = o.Masked()
-			switch {
-			case !o.Overlaps(a):
-			case o.Bits() >= a.Bits():
-				out = append(out, o)
-			default:
-				out = append(out, a)
-			}
-		}
-	}
-	if len(out) < 2 {
-		return out
-	}
-	// Sorted by address then length, a prefix that contains later ones
-	// comes first: keep it, skip those it contains.
-	slices.SortFunc(out, func(x, y netip.Prefix) int {
-		if c := x.Addr().Compare(y.Addr()); c != 0 {
-			return c
-		}
-		return x.Bits() - y.Bits()
-	})
-	kept := out[:1]
-	for _, p := range out[1:] {
-		if last := kept[len(kept)-1]; last.Addr().Is4() == p.Addr().Is4() && last.Contains(p.Addr()) && last.Bits() <= p.Bits() {
+	out, _ := narrowSelectors(SelectorsFromPrefixes(offered), allowed, -1)
+	return out
+}
+
+// addrRange is an inclusive range of addresses of one family.
+type addrRange struct {
+	is4        bool
+	start, end u128
+}
+
+// narrowSelectors returns the addresses of the selectors ts that lie
+// within allowed, as the fewest prefixes, sorted, IPv4 first. It works on
+// ranges: each selector is clipped to each allowed prefix, the pieces are
+// merged, and only the result is split into prefixes, so the work is
+// O(k log k) for k = len(ts)×len(allowed), plus the prefixes returned.
+// With limit >= 0, more than limit prefixes are not built: ok is false.
+func narrowSelectors(ts []TrafficSelector, allowed []netip.Prefix, limit int) (_ []netip.Prefix, ok bool) {
+	pieces := make([]addrRange, 0, len(ts)*len(allowed))
+	for _, sel := range ts {
+		if !sel.Start.IsValid() || !sel.End.IsValid() || sel.Start.Is4() != sel.End.Is4() || sel.End.Less(sel.Start) {
 			continue
 		}
-		kept = append(kept, p)
+		s, e := addrU128(sel.Start), addrU128(sel.End)
+		for _, a := range allowed {
+			a = a.Masked()
+			if !a.IsValid() || a.Addr().Is4() != sel.Start.Is4() {
+				continue
+			}
+			lo, hi := addrU128(a.Addr()), addrU128(lastAddr(a))
+			if e.less(lo) || hi.less(s) {
+				continue
+			}
+			r := addrRange{is4: sel.Start.Is4(), start: s, end: e}
+			if r.start.less(lo) {
+				r.start = lo
+			}
+			if hi.less(r.end) {
+				r.end = hi
+			}
+			pieces = append(pieces, r)
+		}
 	}
-	return kept
+	slices.SortFunc(pieces, func(x, y addrRange) int {
+		switch {
+		case x.is4 != y.is4:
+			if x.is4 {
+				return -1
+			}
+			return 1
+		case x.start.less(y.start):
+			return -1
+		case y.start.less(x.start):
+			return 1
+		}
+		return 0
+	})
+	var merged []addrRange
+	for _, p := range pieces {
+		if n := len(merged); n > 0 && merged[n-1].is4 == p.is4 {
+			last := &merged[n-1]
+			next, carry := last.end.add(u128{lo: 1})
+			if carry || !next.less(p.start) { // overlapping or adjacent
+				if last.end.less(p.end) {
+					last.end = p.end
+				}
+				continue
+			}
+		}
+		merged = append(merged, p)
+	}
+	var out []netip.Prefix
+	for _, m := range merged {
+		out = appendRangePrefixesLimited(out, u128Addr(m.start, m.is4), u128Addr(m.end, m.is4), limit)
+		if limit >= 0 && len(out) > limit {
+			return nil, false
+		}
+	}
+	return out, true
 }
 
 // rangeToPrefixes splits [start, end] into CIDR prefixes.
