@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -642,5 +643,131 @@ func TestResponderConfirmsAuthenticatedSourcesOnly(t *testing.T) {
 	rig.r.handle(inbound{data: slices.Clone(rig.lastRequest(t)), from: fuzzAttacker, natT: true})
 	if slices.Contains(rig.confirmed, fuzzAttacker) {
 		t.Fatal("a copy of a client's request from another source confirmed that source")
+	}
+}
+
+// forgingPath is a client's transport on which an attacker answers each
+// IKE_SA_INIT request first, with forged unprotected responses, before
+// the real gateway's answer (when forward is true) arrives.
+type forgingPath struct {
+	clientSide
+	s       *Session
+	forward bool
+	forged  atomic.Int32
+}
+
+func (p *forgingPath) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	if m, err := Parse(msg); err == nil && m.Exchange == IKE_SA_INIT && !m.IsResponse() {
+		for _, ps := range [][]Payload{
+			{&Notify{NotifyType: NO_PROPOSAL_CHOSEN}},
+			{&Notify{NotifyType: INVALID_KE_PAYLOAD, Data: []byte{0, 99}}}, // a group never offered
+			{&Nonce{Data: make([]byte, 32)}},                               // no SA, no KE
+		} {
+			forged, err := (&Message{SPIi: m.SPIi, SPIr: 7, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: ps}).Marshal()
+			if err != nil {
+				return err
+			}
+			p.s.Deliver(forged, to, natT)
+			p.forged.Add(1)
+		}
+	}
+	if !p.forward {
+		return nil
+	}
+	return p.clientSide.Send(msg, to, natT)
+}
+
+// L10: forged unprotected answers to IKE_SA_INIT do not abort the
+// client: it waits for the gateway's; with none, the last forged error is
+// what it reports once its retransmissions are spent.
+func TestSessionIgnoresForgedInitErrors(t *testing.T) {
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k")})
+	for _, forward := range []bool{true, false} {
+		a := netip.MustParseAddr("192.0.2.95")
+		path := &forgingPath{clientSide: clientSide{w, a}, forward: forward}
+		ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
+		s, err := NewSession(SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), PSK: []byte("k"),
+			IKE: ikeP, ESP: espP, RequestIPv4: true,
+			Retransmit: RetransmitPolicy{Timeout: 200 * time.Millisecond, Backoff: 1, Tries: 2}}, path, &childLog{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path.s = s
+		w.mu.Lock()
+		w.sessions[a] = s
+		w.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = s.connect(ctx, true)
+		cancel()
+		if path.forged.Load() == 0 {
+			t.Fatal("nothing was forged")
+		}
+		switch {
+		case forward && err != nil:
+			t.Fatalf("with forged errors ahead of the gateway's answer: %v", err)
+		case !forward && err == nil:
+			t.Fatal("connected with only forged answers")
+		case !forward && errors.Is(err, ErrTimeout):
+			t.Fatalf("only forged answers: %v, want the last forged answer's error", err)
+		}
+		if forward {
+			s.shutdown()
+		}
+	}
+}
+
+// L10: the initiator refuses a gateway nonce shorter than half its PRF's
+// key.
+func TestSessionNonceLength(t *testing.T) {
+	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha512-x25519", "aes256gcm16")
+	s, err := NewSession(SessionConfig{Remote: netip.MustParseAddrPort("192.0.2.1:500"), LocalID: mustID(t, "c.example"),
+		PSK: []byte("k"), IKE: ikeP, ESP: espP}, clientSide{}, &childLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n  int
+		ok bool
+	}{{16, false}, {31, false}, {32, true}} {
+		kex, err := NewKeyExchange(DH_CURVE25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer, err := NewKeyExchange(DH_CURVE25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp := &Message{SPIi: 1, SPIr: 2, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: []Payload{
+			&SA{Proposals: offerIKE(ikeP)[:1]}, &KE{Group: DH_CURVE25519, Data: peer.Public()}, &Nonce{Data: make([]byte, tc.n)}}}
+		resp.Payloads[0].(*SA).Proposals[0].Number = 1
+		_, err = s.completeInit(resp, nil, nil, kex, make([]byte, 32))
+		if (err == nil) != tc.ok {
+			t.Errorf("gateway nonce of %d bytes with prfsha512: %v", tc.n, err)
+		}
+	}
+}
+
+// L10: a rekey's nonce is checked against the PRF too.
+func TestRekeyNonceLength(t *testing.T) {
+	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha512-x25519", "aes256gcm16")
+	sa := &ikeSA{suite: Suite{PRF: PRF_HMAC_SHA2_512}}
+	ts := SelectorsFromPrefixes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	short := &Nonce{Data: make([]byte, 16)}
+	_, _, fail := answerChildRekey(sa, espP, []Payload{&SA{Proposals: offerESP(espP, 0x1234, true)}, short,
+		&TS{Selectors: ts}, &TS{Responder: true, Selectors: ts}}, time.Now())
+	if fail == nil || fail.NotifyType != INVALID_SYNTAX {
+		t.Fatalf("Child SA rekey with a 16-byte nonce under prfsha512: %+v", fail)
+	}
+	offer := offerIKE(ikeP)
+	for i := range offer {
+		offer[i].SPI = []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	}
+	kex, err := NewKeyExchange(DH_CURVE25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, fail = answerIKERekey(sa, ikeP, []Payload{&SA{Proposals: offer}, short, &KE{Group: DH_CURVE25519, Data: kex.Public()}}, time.Now())
+	if fail == nil || fail.NotifyType != INVALID_SYNTAX {
+		t.Fatalf("IKE SA rekey with a 16-byte nonce under prfsha512: %+v", fail)
 	}
 }

@@ -548,6 +548,10 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			later("the response lacks SA or Nonce")
 			return
 		}
+		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+			later(err.Error())
+			return
+		}
 		esp, err := acceptESP(saP.Proposals[0], r.cfg.ESP, true)
 		if err != nil {
 			later(err.Error())
@@ -671,11 +675,13 @@ func (r *Responder) handle(in inbound) {
 	}
 	sa.lastResp = datagrams
 	sa.nextIn++
-	r.transmit(sa, in.from, datagrams)
 	if sa.client != nil {
+		// Before the answer goes out: a transport that picks its socket
+		// by source knows this one now.
 		sa.client.noteAuthSource(in.from)
 		r.confirmed(in.from)
 	}
+	r.transmit(sa, in.from, datagrams)
 	if after != nil {
 		after()
 	}
