@@ -397,6 +397,30 @@ func TestParsePolicy(t *testing.T) {
 	}
 }
 
+func TestParseGatewayLimits(t *testing.T) {
+	cfg, err := parseGatewayArgs(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Responder; r.MaxSAsPerIdentity != 4 || r.MaxHalfOpenPerSource != 8 || r.SourceInitRate != 10 {
+		t.Fatalf("default limits: %d SAs per identity, %d half-open per source, %g IKE_SA_INIT/s per source",
+			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceInitRate)
+	}
+	cfg, err = parseGatewayArgs(t, "--max-sas-per-identity", "0", "--max-half-open-per-source", "3", "--source-init-rate", "2.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Responder; r.MaxSAsPerIdentity >= 0 || r.MaxHalfOpenPerSource != 3 || r.SourceInitRate != 2.5 {
+		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, %g IKE_SA_INIT/s per source",
+			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceInitRate)
+	}
+	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"}, {"--source-init-rate", "0"}} {
+		if _, err := parseGatewayArgs(t, args...); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: %v, want it refused", args, err)
+		}
+	}
+}
+
 // iperf3 runs an iperf3 client in ns against addr for secs seconds and
 // returns the receiver's rate in Mbit/s.
 func iperf3(t *testing.T, ns, addr string, secs int, reverse bool) float64 {
