@@ -458,38 +458,33 @@ func (rig *fuzzRig) exchangeInit(t *testing.T, from netip.AddrPort, spiI uint64)
 	return false
 }
 
-// M7: one host cannot fill the half-open table nor make the gateway
-// compute Diffie-Hellman exchanges beyond its rate; another host still
-// gets in.
+// M7: one host cannot fill the half-open table: beyond its share it
+// must return a cookie and may only replace its own stale half-open IKE
+// SAs; another host still gets in.
 func TestResponderPerSourceLimits(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	rig := newFuzzRigWith(t, func(c *ResponderConfig) {
-		c.MaxHalfOpen, c.CookieThreshold, c.MaxHalfOpenPerSource, c.SourceInitRate = 64, 16, 4, 2
+		c.MaxHalfOpen, c.CookieThreshold, c.MaxHalfOpenPerSource = 64, 16, 4
 		c.Now = func() time.Time { return now }
 	})
-	attacker := netip.MustParseAddrPort("198.51.100.66:500")
-	created := 0
-	for i := range 200 {
-		if rig.exchangeInit(t, netip.AddrPortFrom(attacker.Addr(), uint16(1000+i)), uint64(1000+i)) {
-			created++
+	attacker := netip.MustParseAddr("198.51.100.66")
+	flood := func(first, n int) (created int) {
+		for i := range n {
+			if rig.exchangeInit(t, netip.AddrPortFrom(attacker, uint16(first+i)), uint64(first+i)) {
+				created++
+			}
+			if len(rig.r.halfOpen) > 4 {
+				t.Fatalf("request %d: %d half-open IKE SAs from one host, the limit is 4", i, len(rig.r.halfOpen))
+			}
 		}
-		if len(rig.r.halfOpen) > 4 {
-			t.Fatalf("request %d: %d half-open IKE SAs from one host, the limit is 4", i, len(rig.r.halfOpen))
-		}
+		return created
 	}
-	// The burst is max(rate, per-source limit) = 4 computations.
-	if created != 4 {
-		t.Fatalf("one host made the gateway create %d IKE SAs in an instant, want 4", created)
+	if created := flood(1000, 200); created != 4 {
+		t.Fatalf("one host made the gateway create %d IKE SAs, want its share, 4", created)
 	}
-	now = now.Add(10 * time.Second) // 20 tokens refilled, the burst caps it at 4
-	created = 0
-	for i := range 50 {
-		if rig.exchangeInit(t, netip.AddrPortFrom(attacker.Addr(), uint16(2000+i)), uint64(2000+i)) {
-			created++
-		}
-	}
-	if created != 4 || len(rig.r.halfOpen) != 4 {
-		t.Fatalf("10 s later: %d IKE SAs created (want the burst, 4), %d half-open (want 4)", created, len(rig.r.halfOpen))
+	now = now.Add(staleHalfOpen + time.Second) // its half-open SAs are stale now
+	if created := flood(2000, 50); created != 4 || len(rig.r.halfOpen) != 4 {
+		t.Fatalf("later: %d IKE SAs created (want the 4 stale ones replaced), %d half-open (want 4)", created, len(rig.r.halfOpen))
 	}
 	// IPv6 sources count by /64.
 	for i := range 20 {
@@ -504,10 +499,64 @@ func TestResponderPerSourceLimits(t *testing.T) {
 	}
 }
 
+// M7: the Diffie-Hellman work one source causes is paced by its budget;
+// another source still gets in.
+func TestResponderDHBudget(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	x25519 := dhCost(DH_CURVE25519)
+	rig := newFuzzRigWith(t, func(c *ResponderConfig) {
+		c.MaxHalfOpen, c.CookieThreshold, c.MaxHalfOpenPerSource = 1000, 1000, 1000
+		c.SourceDHBudget, c.DHBudget = 3*x25519, 100*x25519 // bursts of 6 and 200 exchanges
+		c.IKE, _ = ParseIKEProposals("aes256gcm16-prfsha256-x25519,aes256gcm16-prfsha256-modp2048")
+		c.Now = func() time.Time { return now }
+	})
+	attacker := netip.MustParseAddr("198.51.100.66")
+	flood := func(first, n int) (created int) {
+		for i := range n {
+			if rig.exchangeInit(t, netip.AddrPortFrom(attacker, uint16(first+i)), uint64(first+i)) {
+				created++
+			}
+		}
+		return created
+	}
+	if created := flood(1000, 100); created != 6 {
+		t.Fatalf("one source got %d Diffie-Hellman exchanges at once, want its burst, 6", created)
+	}
+	now = now.Add(time.Second)
+	if created := flood(2000, 100); created != 3 {
+		t.Fatalf("one second later: %d exchanges, want the budget's 3", created)
+	}
+	if !rig.exchangeInit(t, netip.MustParseAddrPort("192.0.2.77:500"), 4242) {
+		t.Fatal("another source was kept out")
+	}
+	// MODP-2048 costs more than 50 X25519 exchanges: with this budget a
+	// source gets none.
+	if dhCost(DH_MODP_2048) < 50*x25519 {
+		t.Fatalf("MODP-2048 costs %v, X25519 %v", dhCost(DH_MODP_2048), x25519)
+	}
+	n := len(rig.sent)
+	rig.r.handle(inbound{data: initRequest(t, 5, "aes256gcm16-prfsha256-modp2048", 32, nil), from: netip.MustParseAddrPort("192.0.2.78:500")})
+	if _, ke, notify := rig.initAnswer(t, netip.MustParseAddrPort("192.0.2.78:500"), n); ke || notify != 0 {
+		t.Fatalf("a MODP-2048 exchange beyond the source's budget: computed %v, notify %d; want it dropped", ke, notify)
+	}
+	now = now.Add(time.Hour) // the global budget's burst covers one
+	rig.r.cfg.SourceDHBudget = dhCost(DH_MODP_2048)
+	n = len(rig.sent)
+	rig.r.handle(inbound{data: initRequest(t, 6, "aes256gcm16-prfsha256-modp2048", 32, nil), from: netip.MustParseAddrPort("192.0.2.79:500")})
+	if _, ke, _ := rig.initAnswer(t, netip.MustParseAddrPort("192.0.2.79:500"), n); !ke {
+		t.Fatal("a MODP-2048 exchange within the budgets was not computed")
+	}
+}
+
 // M7: a spoofer that filled a victim's half-open share cannot keep the
-// victim out: the victim returns the cookie and replaces the oldest.
+// victim out: once they are stale, the victim returns the cookie and
+// replaces the oldest.
 func TestResponderSourceShareNotStuck(t *testing.T) {
-	rig := newFuzzRigWith(t, func(c *ResponderConfig) { c.MaxHalfOpenPerSource, c.CookieThreshold = 2, 100 })
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rig := newFuzzRigWith(t, func(c *ResponderConfig) {
+		c.MaxHalfOpenPerSource, c.CookieThreshold = 2, 100
+		c.Now = func() time.Time { return now }
+	})
 	victim := netip.MustParseAddrPort("192.0.2.80:500")
 	for i := range 2 { // spoofed: below the cookie threshold no cookie is asked
 		rig.r.handle(inbound{data: initRequest(t, uint64(100+i), "aes256gcm16-prfsha256-x25519", 32, nil), from: victim})
@@ -515,6 +564,10 @@ func TestResponderSourceShareNotStuck(t *testing.T) {
 	if len(rig.r.halfOpen) != 2 {
 		t.Fatalf("%d half-open", len(rig.r.halfOpen))
 	}
+	if rig.exchangeInit(t, victim, 776) {
+		t.Fatal("a fresh half-open IKE SA was replaced: a handshake in progress would be cut short")
+	}
+	now = now.Add(staleHalfOpen)
 	if !rig.exchangeInit(t, victim, 777) {
 		t.Fatal("the victim was kept out of its own share")
 	}

@@ -12,12 +12,18 @@ import (
 //
 //   - Half-open IKE SAs are bounded in all (MaxHalfOpen) and per source
 //     (MaxHalfOpenPerSource, an IPv4 address or an IPv6 /64). A source at
-//     its limit must return a COOKIE, whatever the table's fill, and then
-//     replaces its own oldest half-open SA: a host cannot fill the table,
-//     and a spoofer that filled a victim's share cannot keep it out.
-//   - The Diffie-Hellman computations IKE_SA_INIT requests cause are
-//     paced per source by a token bucket (SourceInitRate): MODP groups
-//     cost milliseconds on the only IKE goroutine.
+//     its limit must return a COOKIE, whatever the table's fill, and may
+//     then replace its own oldest half-open SA if that one waited over
+//     staleHalfOpen for its IKE_AUTH (else the request is dropped and the
+//     client retransmits): a host cannot fill the table, a spoofer that
+//     filled a victim's share cannot keep it out, and a crowd of clients
+//     behind one NAT does not knock out each other's handshakes.
+//   - The Diffie-Hellman work IKE_SA_INIT requests cause is paced by
+//     token buckets of nominal computing time (dhCost), one per source
+//     (SourceDHBudget) and one for all (DHBudget): a MODP-2048 exchange
+//     costs milliseconds on the only IKE goroutine, an X25519 one a tenth
+//     of a millisecond, so a source forcing MODP gets few, while hundreds
+//     of X25519 clients behind one address all get in at once.
 //   - A cached response is sent again only for a byte-identical copy of
 //     the request it answered, from the address that request came from
 //     or the client's current one, a bounded number of times (retransmission, RFC 7296 §2.1): a
@@ -28,9 +34,15 @@ import (
 
 // Defaults of the limits in ResponderConfig.
 const (
-	defaultMaxHalfOpenPerSource = 8
-	defaultSourceInitRate       = 10 // DH computations per second and source
-	defaultMaxSAsPerIdentity    = 4
+	defaultMaxHalfOpenPerSource = 128
+	defaultSourceDHBudget       = 100 * time.Millisecond // per second and source
+	defaultDHBudget             = 500 * time.Millisecond // per second, all sources
+	// dhBurst is how many seconds of budget a quiet bucket holds.
+	dhBurst = 2
+	// staleHalfOpen is how long a half-open IKE SA may wait for its
+	// IKE_AUTH before a new request from its source may replace it.
+	staleHalfOpen            = 2 * time.Second
+	defaultMaxSAsPerIdentity = 4
 	// maxAuthSources is how many recent source addresses of a client's
 	// authenticated messages are remembered.
 	maxAuthSources = 4
@@ -67,51 +79,67 @@ type initKey struct {
 	from netip.AddrPort
 }
 
-// sourceBudget is one source's token bucket for IKE_SA_INIT
-// Diffie-Hellman computations.
-type sourceBudget struct {
-	tokens float64
-	at     time.Time
+// dhCost is the nominal time the gateway spends on the Diffie-Hellman
+// computations of one exchange in group (key generation and shared
+// secret), measured on a 2-core x86 server; unknown groups count as the
+// dearest.
+func dhCost(group uint16) time.Duration {
+	switch group {
+	case DH_CURVE25519:
+		return 150 * time.Microsecond
+	case DH_ECP_256:
+		return 200 * time.Microsecond
+	case DH_ECP_384:
+		return time.Millisecond
+	}
+	return 8 * time.Millisecond // MODP-2048 and anything else
 }
 
-// initBurst is how many IKE_SA_INIT computations a quiet source may cause
-// at once.
-func (r *Responder) initBurst() float64 {
-	return max(r.cfg.SourceInitRate, float64(r.cfg.MaxHalfOpenPerSource))
+// dhBudget is a token bucket of Diffie-Hellman time.
+type dhBudget struct {
+	left time.Duration // what may be spent now
+	at   time.Time
 }
 
-// takeInitToken reports whether src may cause one more Diffie-Hellman
-// computation now, and takes the token when it may.
-func (r *Responder) takeInitToken(src netip.Prefix, now time.Time) bool {
+// refill adds what rate per second allows since the last refill, up to
+// dhBurst seconds' worth.
+func (b *dhBudget) refill(now time.Time, rate time.Duration) {
+	if d := now.Sub(b.at); d > 0 {
+		b.left = min(dhBurst*rate, b.left+time.Duration(float64(rate)*d.Seconds()))
+		b.at = now
+	} else if b.at.IsZero() {
+		b.left, b.at = dhBurst*rate, now
+	}
+}
+
+// takeDH reports whether src may make the gateway spend cost on
+// Diffie-Hellman now, within its own and the global budget, and spends
+// it from both when it may.
+func (r *Responder) takeDH(src netip.Prefix, cost time.Duration, now time.Time) bool {
 	b := r.budgets[src]
 	if b == nil {
 		if len(r.budgets) >= maxSourceBudgets {
 			return false
 		}
-		b = &sourceBudget{tokens: r.initBurst(), at: now}
+		b = &dhBudget{}
 		r.budgets[src] = b
 	}
-	b.refill(now, r.cfg.SourceInitRate, r.initBurst())
-	if b.tokens < 1 {
+	b.refill(now, r.cfg.SourceDHBudget)
+	r.dhAll.refill(now, r.cfg.DHBudget)
+	if b.left < cost || r.dhAll.left < cost {
 		return false
 	}
-	b.tokens--
+	b.left -= cost
+	r.dhAll.left -= cost
 	return true
-}
-
-func (b *sourceBudget) refill(now time.Time, rate, burst float64) {
-	if d := now.Sub(b.at); d > 0 {
-		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
-		b.at = now
-	}
 }
 
 // forgetIdleBudgets drops the buckets that are full again: those sources
 // are back where a new one starts.
 func (r *Responder) forgetIdleBudgets(now time.Time) {
 	for src, b := range r.budgets {
-		b.refill(now, r.cfg.SourceInitRate, r.initBurst())
-		if b.tokens >= r.initBurst() {
+		b.refill(now, r.cfg.SourceDHBudget)
+		if b.left >= dhBurst*r.cfg.SourceDHBudget {
 			delete(r.budgets, src)
 		}
 	}

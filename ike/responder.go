@@ -96,13 +96,15 @@ type ResponderConfig struct {
 	MaxHalfOpen int
 	// MaxHalfOpenPerSource bounds the half-open IKE SAs of one source
 	// (an IPv4 address, an IPv6 /64): at the limit the source must return
-	// a COOKIE and then replaces its oldest one. 0 means 8 (limits.go).
+	// a COOKIE and may then replace its oldest one if that is stale.
+	// 0 means 128 (limits.go).
 	MaxHalfOpenPerSource int
-	// SourceInitRate is how many IKE_SA_INIT requests per second one
-	// source may make the gateway compute a Diffie-Hellman exchange for,
-	// after a burst of max(rate, MaxHalfOpenPerSource); the others are
-	// dropped (the client retransmits). 0 means 10.
-	SourceInitRate float64
+	// SourceDHBudget is the Diffie-Hellman time per second (by each
+	// group's nominal cost) IKE_SA_INIT requests from one source may make
+	// the gateway spend, after a burst of twice that; requests beyond it
+	// are dropped (the client retransmits). DHBudget is the same for all
+	// sources together. 0 means 100 ms and 500 ms.
+	SourceDHBudget, DHBudget time.Duration
 	// MaxSAsPerIdentity bounds the IKE SAs one authenticated identity
 	// holds at once; IKE_AUTH beyond it fails, unless it carries
 	// INITIAL_CONTACT, which replaces the identity's older IKE SAs. 0
@@ -214,9 +216,10 @@ type Responder struct {
 
 	sas       map[saKey]*rSA
 	halfOpen  map[saKey]*rSA
-	initIndex map[initKey]*rSA               // half-open IKE SAs by initiator SPI and source
-	perSource map[netip.Prefix][]*rSA        // half-open IKE SAs by source, oldest first
-	budgets   map[netip.Prefix]*sourceBudget // IKE_SA_INIT computations by source
+	initIndex map[initKey]*rSA           // half-open IKE SAs by initiator SPI and source
+	perSource map[netip.Prefix][]*rSA    // half-open IKE SAs by source, oldest first
+	budgets   map[netip.Prefix]*dhBudget // Diffie-Hellman budgets by source
+	dhAll     dhBudget                   // and for all sources
 	clients   []*rClient
 	pools     []*AddressPool
 
@@ -246,8 +249,11 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	if cfg.MaxHalfOpenPerSource <= 0 {
 		cfg.MaxHalfOpenPerSource = defaultMaxHalfOpenPerSource
 	}
-	if cfg.SourceInitRate <= 0 {
-		cfg.SourceInitRate = defaultSourceInitRate
+	if cfg.SourceDHBudget <= 0 {
+		cfg.SourceDHBudget = defaultSourceDHBudget
+	}
+	if cfg.DHBudget <= 0 {
+		cfg.DHBudget = defaultDHBudget
 	}
 	if cfg.MaxSAsPerIdentity == 0 {
 		cfg.MaxSAsPerIdentity = defaultMaxSAsPerIdentity
@@ -264,7 +270,7 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	cfg.Retransmit = cfg.Retransmit.withDefaults()
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
-		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*sourceBudget{}}
+		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -781,16 +787,23 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
 		return
 	}
-	if !r.takeInitToken(src, r.cfg.Now()) {
-		r.log.Debug("dropping IKE_SA_INIT: its source exceeds its rate", "from", in.from)
-		return
-	}
+	now := r.cfg.Now()
 	if atSourceLimit {
 		// The source proved its address with the cookie: its own oldest
-		// half-open IKE SA makes room.
+		// half-open IKE SA makes room if it waited long for its IKE_AUTH
+		// (abandoned, or planted by a spoofer); one still in its
+		// handshake is not cut short.
 		oldest := r.perSource[src][0]
+		if now.Sub(oldest.created) < staleHalfOpen {
+			r.log.Debug("dropping IKE_SA_INIT: its source has the most half-open IKE SAs allowed", "from", in.from)
+			return
+		}
 		r.leaveHalfOpen(oldest)
 		delete(r.sas, saKey{oldest.spiI, oldest.spiR})
+	}
+	if !r.takeDH(src, dhCost(suite.DHGroup), now) {
+		r.log.Debug("dropping IKE_SA_INIT: Diffie-Hellman budget spent", "from", in.from, "group", suite.DHGroup)
+		return
 	}
 	kex, err := NewKeyExchange(suite.DHGroup)
 	if err != nil {
@@ -833,7 +846,6 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		r.log.Warn("building IKE_SA_INIT response", "err", err)
 		return
 	}
-	now := r.cfg.Now()
 	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
 		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
 		from: in.from, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}

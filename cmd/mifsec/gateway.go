@@ -42,10 +42,12 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-sas-per-identity", Value: 4,
 			Usage: "IKE SAs one client identity may hold at once (0: no limit); a login with INITIAL_CONTACT replaces the older ones"}),
-		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-half-open-per-source", Value: 8,
-			Usage: "half-open IKE SAs one source address (IPv6: /64) may hold; beyond it the source must return a cookie and replaces its oldest"}),
-		altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "source-init-rate", Value: 10,
-			Usage: "IKE_SA_INIT Diffie-Hellman computations per second one source may cause (after a burst)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-half-open-per-source", Value: 128,
+			Usage: "half-open IKE SAs one source address (IPv6: /64) may hold; beyond it the source must return a cookie and may only replace its stale ones"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "source-dh-budget", Value: 100 * time.Millisecond,
+			Usage: "Diffie-Hellman time per second IKE_SA_INIT from one source may cost (nominal: MODP-2048 8ms, X25519 0.15ms)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dh-budget", Value: 500 * time.Millisecond,
+			Usage: "Diffie-Hellman time per second IKE_SA_INIT from all sources together may cost"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
@@ -137,8 +139,11 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if r.MaxHalfOpenPerSource = c.Int("max-half-open-per-source"); r.MaxHalfOpenPerSource <= 0 {
 		return cfg, errors.New("--max-half-open-per-source must be positive")
 	}
-	if r.SourceInitRate = c.Float64("source-init-rate"); !(r.SourceInitRate > 0) {
-		return cfg, errors.New("--source-init-rate must be positive")
+	if r.SourceDHBudget = c.Duration("source-dh-budget"); r.SourceDHBudget <= 0 {
+		return cfg, errors.New("--source-dh-budget must be positive")
+	}
+	if r.DHBudget = c.Duration("dh-budget"); r.DHBudget <= 0 {
+		return cfg, errors.New("--dh-budget must be positive")
 	}
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return cfg, fmt.Errorf("--tun: %w", err)

@@ -402,19 +402,23 @@ func TestParseGatewayLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.Responder; r.MaxSAsPerIdentity != 4 || r.MaxHalfOpenPerSource != 8 || r.SourceInitRate != 10 {
-		t.Fatalf("default limits: %d SAs per identity, %d half-open per source, %g IKE_SA_INIT/s per source",
-			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceInitRate)
+	if r := cfg.Responder; r.MaxSAsPerIdentity != 4 || r.MaxHalfOpenPerSource != 128 ||
+		r.SourceDHBudget != 100*time.Millisecond || r.DHBudget != 500*time.Millisecond {
+		t.Fatalf("default limits: %d SAs per identity, %d half-open per source, DH budgets %v per source, %v in all",
+			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
 	}
-	cfg, err = parseGatewayArgs(t, "--max-sas-per-identity", "0", "--max-half-open-per-source", "3", "--source-init-rate", "2.5")
+	cfg, err = parseGatewayArgs(t, "--max-sas-per-identity", "0", "--max-half-open-per-source", "3",
+		"--source-dh-budget", "20ms", "--dh-budget", "300ms")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.Responder; r.MaxSAsPerIdentity >= 0 || r.MaxHalfOpenPerSource != 3 || r.SourceInitRate != 2.5 {
-		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, %g IKE_SA_INIT/s per source",
-			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceInitRate)
+	if r := cfg.Responder; r.MaxSAsPerIdentity >= 0 || r.MaxHalfOpenPerSource != 3 ||
+		r.SourceDHBudget != 20*time.Millisecond || r.DHBudget != 300*time.Millisecond {
+		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, DH budgets %v per source, %v in all",
+			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
 	}
-	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"}, {"--source-init-rate", "0"}} {
+	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"},
+		{"--source-dh-budget", "0s"}, {"--dh-budget", "-1s"}} {
 		if _, err := parseGatewayArgs(t, args...); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: %v, want it refused", args, err)
 		}
