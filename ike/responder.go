@@ -189,6 +189,7 @@ type rClient struct {
 	mob         clientMobility   // MOBIKE and MIF (mobike.go)
 	psk         []byte           // the pre-shared key it authenticated with; nil for a certificate
 	authFrom    []netip.AddrPort // where its authenticated messages came from lately, newest first
+	key         string           // ID's text (ID is canonical): the key of per-identity tables
 }
 
 // rRequest is a request the gateway sent to a client.
@@ -997,11 +998,12 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	// identity it authenticated with, for its leases, the limit per
 	// identity and INITIAL_CONTACT.
 	id = id.Canonical()
+	key := id.String()
 	replace := FindNotify(req, INITIAL_CONTACT) != nil
 	if limit := r.cfg.MaxSAsPerIdentity; limit > 0 && !replace {
 		held := 0
 		for _, c := range r.clients {
-			if c.ID.Key() == id.Key() {
+			if c.key == key {
 				held++
 			}
 		}
@@ -1036,13 +1038,13 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	sa.initReq, sa.initResp = nil, nil
 	if replace {
 		for _, old := range slices.Clone(r.clients) {
-			if old.ID.Key() == id.Key() {
+			if old.key == key {
 				r.log.Info("client reconnected: dropping its older IKE SA", "id", id, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
 				r.dropClient(old)
 			}
 		}
 	}
-	c := &rClient{Client: Client{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, established: r.cfg.Now()}
+	c := &rClient{Client: Client{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
 	if auth.Method == AuthPSK {
 		c.psk = r.pskFor(id)
 	}
@@ -1156,7 +1158,7 @@ func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
 		if (is4 && !want4) || (!is4 && !want6) {
 			continue
 		}
-		a, err := p.LeaseFor(c.ID.Key())
+		a, err := p.LeaseFor(c.key)
 		if err != nil {
 			r.releaseLeases(c)
 			return nil, err

@@ -227,6 +227,35 @@ func (rig *fuzzRig) checkInvariants(t *testing.T) {
 			t.Fatalf("IKE SA %x of a client that left is still known", k.spiR)
 		}
 	}
+	perID := map[string]int{}
+	for _, c := range r.clients {
+		if perID[c.key]++; r.cfg.MaxSAsPerIdentity > 0 && perID[c.key] > r.cfg.MaxSAsPerIdentity {
+			t.Fatalf("identity %s holds %d IKE SAs, the limit is %d", c.ID, perID[c.key], r.cfg.MaxSAsPerIdentity)
+		}
+		if c.key != c.ID.Key() {
+			t.Fatalf("client filed as %q, its canonical identity is %q", c.key, c.ID.Key())
+		}
+	}
+	bySource := 0
+	for src, list := range r.perSource {
+		if len(list) == 0 || len(list) > r.cfg.MaxHalfOpenPerSource {
+			t.Fatalf("source %v holds %d half-open IKE SAs", src, len(list))
+		}
+		for _, sa := range list {
+			if r.halfOpen[saKey{sa.spiI, sa.spiR}] != sa || sourceOf(sa.from) != src {
+				t.Fatal("the per-source table names an IKE SA that is not half-open from that source")
+			}
+		}
+		bySource += len(list)
+	}
+	if bySource != len(r.halfOpen) {
+		t.Fatalf("per-source table holds %d half-open IKE SAs, the table %d", bySource, len(r.halfOpen))
+	}
+	for k, sa := range r.initIndex {
+		if r.halfOpen[saKey{sa.spiI, sa.spiR}] != sa || k.spiI != sa.spiI || k.from != sa.from {
+			t.Fatal("the retransmission index names an IKE SA that is not half-open")
+		}
+	}
 	for _, s := range rig.sent {
 		if s.to.Addr() != rig.clientAddr && s.to.Addr() != fuzzAttacker.Addr() {
 			t.Fatalf("the responder sent to %v, from which nothing came", s.to)
