@@ -931,6 +931,15 @@ func canonicalPSKs(keys map[string][]byte) (map[string][]byte, error) {
 	return out, nil
 }
 
+// CheckClientPSKs checks per-client pre-shared keys as NewResponder
+// does (no empty key, identities that parse, no identity given twice in
+// two spellings), so that a configuration can be refused before anything
+// is set up.
+func CheckClientPSKs(keys map[string][]byte) error {
+	_, err := canonicalPSKs(keys)
+	return err
+}
+
 // pskFor returns the pre-shared key a client of identity id authenticates
 // with: its own, else the shared one (nil when there is neither).
 func (r *Responder) pskFor(id Identity) []byte {

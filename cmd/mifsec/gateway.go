@@ -97,6 +97,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 		return cfg, err
 	}
 	r.PSK, r.ClientPSKs, r.Key, r.Certificates, r.CAs = creds.psk, creds.clientPSKs, creds.key, creds.certs, creds.cas
+	if err := ike.CheckClientPSKs(r.ClientPSKs); err != nil {
+		return cfg, fmt.Errorf("--client-psks: %w", err)
+	}
 	r.IKE, r.ESP = creds.ike, creds.esp
 	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
 		return cfg, fmt.Errorf("--pool: %w", err)

@@ -417,6 +417,15 @@ func TestParseGatewayLimits(t *testing.T) {
 		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, DH budgets %v per source, %v in all",
 			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
 	}
+	// Two keys for one client, spelled twice: refused while parsing,
+	// before any device exists.
+	keys := filepath.Join(t.TempDir(), "clients")
+	if err := os.WriteFile(keys, []byte("alice.example one-key-long-enough\nALICE.example. another-key-long-enough\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseGatewayArgs(t, "--client-psks", keys); err == nil || !strings.Contains(err.Error(), "two pre-shared keys for client alice.example") {
+		t.Errorf("one identity in two spellings with two keys: %v, want it refused", err)
+	}
 	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"},
 		{"--source-dh-budget", "0s"}, {"--dh-budget", "-1s"}} {
 		if _, err := parseGatewayArgs(t, args...); err == nil || !strings.Contains(err.Error(), args[0]) {
