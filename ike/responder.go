@@ -924,7 +924,7 @@ func canonicalPSKs(keys map[string][]byte) (map[string][]byte, error) {
 		}
 		k := id.Key()
 		if _, dup := out[k]; dup {
-			return nil, fmt.Errorf("two pre-shared keys for client %s (identities are compared without case and trailing dot)", id.Display())
+			return nil, fmt.Errorf("two pre-shared keys for client %s (identities are compared without case and trailing dot)", Printable(k))
 		}
 		out[k] = slices.Clone(psk)
 	}

@@ -423,7 +423,7 @@ func TestParseGatewayLimits(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("alice.example one-key-long-enough\nALICE.example. another-key-long-enough\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := parseGatewayArgs(t, "--client-psks", keys); err == nil || !strings.Contains(err.Error(), "--client-psks: two pre-shared keys for client") {
+	if _, err := parseGatewayArgs(t, "--client-psks", keys); err == nil || !strings.Contains(err.Error(), "--client-psks: two pre-shared keys for client alice.example ") {
 		t.Errorf("one identity in two spellings with two keys: %v, want it refused", err)
 	}
 	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"},
