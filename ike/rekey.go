@@ -133,7 +133,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	}
 	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
 	tsi, tsr := findTS(req, false), findTS(req, true)
-	if saP == nil || ni == nil || tsi == nil || tsr == nil {
+	if saP == nil || ni == nil || tsi == nil || tsr == nil || CheckNonce(sa.suite.PRF, ni.Data) != nil {
 		return fail(INVALID_SYNTAX, nil)
 	}
 	keGroup := uint16(0)
@@ -213,7 +213,7 @@ func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Tim
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	chosen, suite := sel.Proposal, sel.Suite
-	if len(sel.PeerSPI) != 8 {
+	if len(sel.PeerSPI) != 8 || CheckNonce(suite.PRF, ni.Data) != nil {
 		return fail(INVALID_SYNTAX, nil)
 	}
 	if ke.Group != suite.DHGroup {
@@ -290,6 +290,9 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if nr == nil {
 			return errors.New("CREATE_CHILD_SA: the gateway's response lacks a nonce")
 		}
+		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
+		}
 		child, err := s.childFromReply(sa, reply, inSPI, ni, nr.Data, shared, true, old.LocalTS, old.RemoteTS)
 		if err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
@@ -342,6 +345,9 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	suite, err := acceptIKE(saP.Proposals[0], s.cfg.IKE)
 	if err != nil || ke.Group != kex.Group() {
 		return fmt.Errorf("IKE rekey: unacceptable answer: %v", err)
+	}
+	if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+		return fmt.Errorf("IKE rekey: %w", err)
 	}
 	shared, err := kex.SharedSecret(ke.Data)
 	if err != nil {

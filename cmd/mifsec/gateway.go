@@ -41,6 +41,14 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of the gateway's IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of a gateway's IKE request before giving up on the client"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-sas-per-identity", Value: 4,
+			Usage: "IKE SAs one client identity may hold at once (0: no limit); a login with INITIAL_CONTACT replaces the older ones"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-half-open-per-source", Value: 128,
+			Usage: "half-open IKE SAs one source address (IPv6: /64) may hold; beyond it the source must return a cookie and may only replace its stale ones"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "source-dh-budget", Value: 100 * time.Millisecond,
+			Usage: "Diffie-Hellman time per second IKE_SA_INIT from one source may cost (nominal: MODP-2048 8ms, X25519 0.15ms)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dh-budget", Value: 500 * time.Millisecond,
+			Usage: "Diffie-Hellman time per second IKE_SA_INIT from all sources together may cost"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
@@ -90,6 +98,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 		return cfg, err
 	}
 	r.PSK, r.ClientPSKs, r.Key, r.Certificates, r.CAs = creds.psk, creds.clientPSKs, creds.key, creds.certs, creds.cas
+	if err := ike.CheckClientPSKs(r.ClientPSKs); err != nil {
+		return cfg, fmt.Errorf("--client-psks: %w", err)
+	}
 	r.IKE, r.ESP = creds.ike, creds.esp
 	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
 		return cfg, fmt.Errorf("--pool: %w", err)
@@ -121,6 +132,23 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 		return cfg, errors.New("--retransmit and --retransmit-tries must be positive")
 	}
 	r.Retransmit = ike.RetransmitPolicy{Timeout: c.Duration("retransmit"), Tries: c.Int("retransmit-tries")}
+	switch n := c.Int("max-sas-per-identity"); {
+	case n < 0:
+		return cfg, errors.New("--max-sas-per-identity: a negative number")
+	case n == 0:
+		r.MaxSAsPerIdentity = -1 // no limit
+	default:
+		r.MaxSAsPerIdentity = n
+	}
+	if r.MaxHalfOpenPerSource = c.Int("max-half-open-per-source"); r.MaxHalfOpenPerSource <= 0 {
+		return cfg, errors.New("--max-half-open-per-source must be positive")
+	}
+	if r.SourceDHBudget = c.Duration("source-dh-budget"); r.SourceDHBudget <= 0 {
+		return cfg, errors.New("--source-dh-budget must be positive")
+	}
+	if r.DHBudget = c.Duration("dh-budget"); r.DHBudget <= 0 {
+		return cfg, errors.New("--dh-budget must be positive")
+	}
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return cfg, fmt.Errorf("--tun: %w", err)
 	}
@@ -206,7 +234,7 @@ func reloadPSKs(c *cli.Context, g *mif.Gateway) {
 func printGatewayStatus(st mif.GatewayStatus) {
 	fmt.Printf("gateway on %s, TUN %s: %d clients\n", st.Listen, st.Interface, len(st.Clients))
 	for _, c := range st.Clients {
-		fmt.Printf("  %s from %s, addresses %s\n", c.ID, c.Remote, strings.Join(c.Addresses, ", "))
+		fmt.Printf("  %s from %s, addresses %s\n", ike.Printable(c.ID), c.Remote, strings.Join(c.Addresses, ", "))
 		fmt.Printf("    IKE SA %s_i %s_r  %s  (rekeyed %d times)\n", c.IKESPIi, c.IKESPIr, c.IKESuite, c.IKERekeys)
 		if c.InSPI != "" {
 			fmt.Printf("    Child SA in %s out %s  %s  (rekeyed %d times)\n", c.InSPI, c.OutSPI, c.Algorithm, c.ChildRekeys)
