@@ -494,7 +494,7 @@ func TestMifsecGatewaySysctlsAfterCrash(t *testing.T) {
 		for _, p := range paths {
 			testenv.Exec(t, s.gw, "sh", "-c", "echo 0 > "+p)
 		}
-	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), "k"))
+	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), "a sysctl test secret"))
 	if got := read(s.gw); got != "1 1" {
 		t.Fatalf("forwarding while the gateway runs: %q, want on for both families", got)
 	}

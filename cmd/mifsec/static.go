@@ -16,6 +16,7 @@ import (
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sys/unix"
 )
 
 // staticConfig is a manually keyed tunnel: two SAs, as `ip xfrm state`
@@ -61,6 +62,7 @@ func staticCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "queues", Usage: "TUN queues, one worker each; 0 means one per CPU"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "bind-device", Usage: "send and receive ESP only through interface `IFNAME`"}),
+		userFlag("nobody", ""),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
 	return &cli.Command{
@@ -241,6 +243,10 @@ func runStatic(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	as, err := resolveUser(c)
+	if err != nil {
+		return err
+	}
 	seq, err := openSequenceState(cfg.stateDir, cfg.out.Algorithm, cfg.out.Key)
 	if err != nil {
 		return fmt.Errorf("--state-dir: %w", err)
@@ -314,11 +320,10 @@ func runStatic(c *cli.Context) error {
 		conn.Close()
 		return err
 	}
-	if err := dropPrivileges(); err != nil {
-		if !errPrivilegesKept(err) {
-			return err
-		}
-		slog.Warn("capabilities kept: this binary was built with cgo; build with CGO_ENABLED=0 to drop them")
+	// At run time static changes routes and addresses only when it
+	// stops (CAP_NET_ADMIN); the sequence state file stays open.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN}, as); err != nil {
+		return err
 	}
 	gso, gro := conn.Offloads()
 	slog.Info("tunnel up", "tun", iface.Name(), "mtu", cfg.mtu, "queues", len(iface.Queues()),

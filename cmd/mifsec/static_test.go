@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // buildBinary compiles mifsec once per test run.
@@ -132,6 +133,9 @@ func TestStaticTunnelCarriesTraffic(t *testing.T) {
 	}{{"aes256gcm16", 36}, {"aes128gcm16", 20}, {"chacha20poly1305", 36}} {
 		t.Run(tc.alg, func(t *testing.T) {
 			top := newStaticTopology(t, tc.alg, tc.keyLen, false)
+			// By default static runs as nobody with CAP_NET_ADMIN only.
+			waitForLog(t, top.a, "privileges dropped")
+			checkPrivileges(t, "static", top.a.cmd.Process.Pid, 65534, unix.CAP_NET_ADMIN)
 			for _, addr := range []string{"10.98.0.2", "fd98::2"} {
 				if err := ping(top.nsA, addr, 3); err != nil {
 					t.Fatal(err)
