@@ -435,3 +435,19 @@ func TestStartAfterAndLimit(t *testing.T) {
 		t.Fatalf("an SA starting after its last number: %v", err)
 	}
 }
+
+// TestWipeClearsSalt: after Wipe the SA holds no salt of its own, so what
+// it seals no longer opens under the original key and salt.
+func TestWipeClearsSalt(t *testing.T) {
+	out, in := newSAPair(t, ChaCha20Poly1305, false)
+	if out.salt == [SaltLen]byte{} {
+		t.Skip("the random salt happened to be zero")
+	}
+	out.Wipe()
+	if out.salt != [SaltLen]byte{} {
+		t.Fatalf("salt %x after Wipe", out.salt)
+	}
+	if _, _, err := openPacket(in, sealPayload(t, out, []byte{0x45, 0, 0, 4}, NextHeaderIPv4)); !errors.Is(err, ErrBadICV) {
+		t.Fatalf("a packet sealed after Wipe opened: %v", err)
+	}
+}

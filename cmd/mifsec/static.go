@@ -338,6 +338,8 @@ func runStatic(c *cli.Context) error {
 	defer cancel()
 	go keepSequenceAhead(ctx, seq, out, slog.Default())
 	err = engine.Run(c.Context)
+	out.Wipe() // the engine has stopped: nothing seals or opens any more
+	in.Wipe()
 	s := &engine.Stats
 	slog.Info("tunnel down", "tx_packets", s.TxPackets.Load(), "rx_packets", s.RxPackets.Load(),
 		"drops", s.Drops.Snapshot(), "send_errors", s.SendErrors.Load())
