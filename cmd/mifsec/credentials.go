@@ -45,6 +45,13 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		if cr.certs, err = ike.LoadCertificates(c.String("cert")); err != nil {
 			return cr, fmt.Errorf("--cert: %w", err)
 		}
+		fi, err := os.Stat(c.String("key"))
+		if err == nil {
+			err = checkSecretMode(c.String("key"), fi)
+		}
+		if err != nil {
+			return cr, fmt.Errorf("--key: %w", err)
+		}
 		if cr.key, err = ike.LoadPrivateKey(c.String("key")); err != nil {
 			return cr, fmt.Errorf("--key: %w", err)
 		}
@@ -101,13 +108,22 @@ func readSecretFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: a file holding a secret must not be open to its group or others (chmod 600 %s)", path, perm, path)
+	if err := checkSecretMode(path, fi); err != nil {
+		return nil, err
 	}
 	return io.ReadAll(f)
+}
+
+// checkSecretMode refuses a file holding a secret that is not a regular
+// file or that its group or others may read or write.
+func checkSecretMode(path string, fi os.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o: a file holding a secret must not be open to its group or others (chmod 600 %s)", path, perm, path)
+	}
+	return nil
 }
 
 // checkPSK refuses a pre-shared key shorter than minPSKLen; what names the

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mifsec/mifsec/ike"
 )
 
 func TestReadClientPSKs(t *testing.T) {
@@ -104,5 +106,23 @@ func TestSecretFilesMustBePrivate(t *testing.T) {
 	}
 	if _, err := readPSKFile(dir); err == nil {
 		t.Error("a directory was read as a PSK file")
+	}
+}
+
+// TestPrivateKeyFileMustBePrivate: --key naming a private key that its
+// group or others may read is refused before anything is created.
+func TestPrivateKeyFileMustBePrivate(t *testing.T) {
+	pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"mifsec", "connect", "--gateway", "192.0.2.2", "--local-id", "client.example", "--remote-id", "gw.example",
+		"--cert", pki.Client.CertFile, "--key", pki.Client.KeyFile, "--tun", "mpk-refuse"}
+	if err := os.Chmod(pki.Client.KeyFile, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	err = newApp().Run(args)
+	if err == nil || !strings.Contains(err.Error(), "--key: "+pki.Client.KeyFile+" has mode 0640") {
+		t.Fatalf("a private key of mode 0640: %v", err)
 	}
 }

@@ -180,7 +180,7 @@ func readStaticKey(c *cli.Context, name string) (hexKey, from string, err error)
 		env = envKeyIn
 	}
 	if c.String(name) != "" {
-		return "", "", fmt.Errorf("--%s: keys on the command line are visible to every local user: put the key in a file of mode 600 and give --%s, or set %s", name, fileFlag, env)
+		return "", "", fmt.Errorf("--%s: keys are not taken on the command line (visible to every local user) or from --config: put the key in a file of mode 600 and give --%s, or set %s", name, fileFlag, env)
 	}
 	envValue, inEnv := os.LookupEnv(env)
 	os.Unsetenv(env)

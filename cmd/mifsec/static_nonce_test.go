@@ -183,7 +183,7 @@ func TestStaticRefusesExposedKeys(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"key on the command line", []string{"--key-out", key, "--key-in-file", otherFile}, nil, "--key-out: keys on the command line are visible to every local user"},
+		{"key on the command line", []string{"--key-out", key, "--key-in-file", otherFile}, nil, "--key-out: keys are not taken on the command line (visible to every local user)"},
 		{"inbound key on the command line", []string{"--key-out-file", good, "--key-in", other}, nil, "--key-in-file, or set MIFSEC_KEY_IN"},
 		{"key file open to others", []string{"--key-out-file", open, "--key-in-file", otherFile}, nil, "has mode 0644"},
 		{"no outbound key", []string{"--key-in-file", otherFile}, nil, "no outbound key: give --key-out-file FILE or set MIFSEC_KEY_OUT"},
