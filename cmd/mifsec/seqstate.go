@@ -39,8 +39,8 @@ import (
 
 const (
 	// seqBlock is how far ahead of use the mark is stored. Each run
-	// skips at most one block: 4096 runs of a key fit in the 32-bit
-	// sequence space.
+	// skips at most one block beyond what it sends: about 4096 runs of a
+	// key fit in the 32-bit sequence space.
 	seqBlock = 1 << 20
 	// seqPoll is how often the stored mark is checked against use: half
 	// a block per poll is 10 million packets a second.
