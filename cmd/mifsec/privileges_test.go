@@ -24,9 +24,9 @@ type procStatus struct {
 	comm                           string
 }
 
-func readProcStatus(t *testing.T, pid int) procStatus {
+func readProcStatus(t *testing.T, path string) procStatus {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,17 +70,30 @@ func readProcStatus(t *testing.T, pid int) procStatus {
 	return st
 }
 
-// checkPrivileges asserts that pid runs as uid with exactly the
-// capabilities caps, in every set, and cannot regain others.
+// checkPrivileges asserts that every thread of pid runs as uid with
+// exactly the capabilities caps, in every set, and cannot regain others.
+// Credentials are per thread in Linux: /proc/PID/status shows the main
+// thread's only, so each /proc/PID/task/TID/status is read.
 func checkPrivileges(t *testing.T, what string, pid, uid int, caps ...uint) {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) < 2 {
+		t.Fatalf("%s: threads of pid %d: %v %v", what, pid, tasks, err)
+	}
+	for _, task := range tasks {
+		checkThreadPrivileges(t, what+" "+task, task, uid, caps...)
+	}
+}
+
+func checkThreadPrivileges(t *testing.T, what, path string, uid int, caps ...uint) {
 	t.Helper()
 	var want uint64
 	for _, c := range caps {
 		want |= 1 << c
 	}
-	st := readProcStatus(t, pid)
+	st := readProcStatus(t, path)
 	if st.comm != "mifsec" {
-		t.Fatalf("%s: pid %d is %q, not mifsec", what, pid, st.comm)
+		t.Fatalf("%s is %q, not mifsec", what, st.comm)
 	}
 	for i, id := range st.uid {
 		if id != uid {
