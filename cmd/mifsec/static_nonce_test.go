@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
@@ -208,4 +211,63 @@ func TestStaticRefusesExposedKeys(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
 		t.Error("a refused configuration created the state directory")
 	}
+}
+
+// TestSequenceKeptAhead: while an SA sends, the stored mark moves a block
+// ahead whenever half of the current block is used, so sending never
+// stops at the limit, and the mark on disk always covers every number
+// handed out; a restart starts above all of them.
+func TestSequenceKeptAhead(t *testing.T) {
+	dir := t.TempDir()
+	key := make([]byte, dataplane.AES128GCM16.KeyLen())
+	key[3] = 7
+	synctest.Test(t, func(t *testing.T) {
+		st, err := openSequenceState(dir, dataplane.AES128GCM16, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key, StartAfter: st.mark})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := startSequence(st, sa); err != nil {
+			t.Fatal(err)
+		}
+		if sa.SequenceLimit() != seqBlock || st.mark != seqBlock {
+			t.Fatalf("first limit %d, stored %d, want %d", sa.SequenceLimit(), st.mark, seqBlock)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { keepSequenceAhead(ctx, st, sa, slog.New(slog.DiscardHandler)); close(done) }()
+		for range 5 {
+			// Use just over half of the stored block, in batches as the
+			// engine's workers reserve them.
+			for sa.LastSequence()+seqBlock/2 <= sa.SequenceLimit() {
+				if _, err := sa.ReserveSequence(4096); err != nil {
+					t.Fatalf("reserving at %d (limit %d): %v", sa.LastSequence(), sa.SequenceLimit(), err)
+				}
+			}
+			before := sa.SequenceLimit()
+			time.Sleep(seqPoll)
+			synctest.Wait()
+			if sa.SequenceLimit() <= before {
+				t.Fatalf("limit still %d with %d used", before, sa.LastSequence())
+			}
+			if st.mark < sa.SequenceLimit() {
+				t.Fatalf("limit %d above the stored mark %d", sa.SequenceLimit(), st.mark)
+			}
+		}
+		cancel()
+		<-done
+		used := sa.LastSequence()
+		st.Close()
+		again, err := openSequenceState(dir, dataplane.AES128GCM16, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer again.Close()
+		if again.mark < used {
+			t.Fatalf("stored mark %d below the %d numbers used", again.mark, used)
+		}
+	})
 }
