@@ -43,6 +43,7 @@ func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, fun
 					return errGatewayDeleted
 				}
 				s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
+				sa.wipe() // the reply to the Delete has gone
 				return nil
 			}
 		case ProtoESP:
@@ -82,6 +83,7 @@ func (s *Session) childByOutSPI(spi uint32) *ChildSA {
 // a rekey just made one) takes over sending.
 func (s *Session) deleteChild(c *ChildSA) {
 	s.h.RemoveChild(c)
+	c.Wipe()
 	if c == s.child {
 		s.child = nil
 		s.setStatus(func(st *Status) { st.setChild(nil) })
@@ -311,6 +313,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		reply, err = s.exchange(ctx, sa, INFORMATIONAL,
 			[]Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}, s.cfg.Retransmit)
 		s.h.RemoveChild(old)
+		old.Wipe()
 		return err
 	}
 	return errors.New("CREATE_CHILD_SA: the gateway refused every DH group")
@@ -370,6 +373,7 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	s.log.Info("rekeyed the IKE SA", "spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
 	_, err = s.exchange(ctx, old, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, s.cfg.Retransmit)
 	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == old })
+	old.wipe()
 	if err != nil {
 		s.log.Debug("deleting the rekeyed IKE SA", "err", err)
 	}

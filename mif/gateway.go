@@ -420,6 +420,9 @@ func (g *Gateway) RemoveChild(client *ike.Client, child *ike.ChildSA) {
 	if k != nil {
 		g.engine.RemoveRoutes(k.out)
 	}
+	// The data plane's SAs were made from copies; the responder is done
+	// with the negotiated keys.
+	child.Wipe()
 }
 
 // ClientMoved implements ike.ResponderPathHandler: after a MOBIKE

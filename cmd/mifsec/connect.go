@@ -16,6 +16,7 @@ import (
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -51,6 +52,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "check the gateway is alive after `DURATION` of silence"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
+		userFlag("root", "; as another user the control socket outlives the process in /run/mifsec (the next start removes it)"),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
 	return &cli.Command{
@@ -184,6 +186,10 @@ func runConnect(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	as, err := resolveUser(c)
+	if err != nil {
+		return err
+	}
 	cfg.Logger = slog.Default()
 	client, err := mif.NewClient(c.Context, cfg)
 	if err != nil {
@@ -192,6 +198,18 @@ func runConnect(c *cli.Context) error {
 	defer client.Close()
 	if err := mif.ServeStatus(c.Context, mif.ControlSocket(cfg.TUN.Name), func() any { return client.Status() }); err != nil {
 		slog.Warn("status will not be available", "err", err)
+	}
+	// At run time the client sets the addresses and routes the gateway
+	// grants, on every (re)connection, and raises the receive buffers of
+	// new path sockets (CAP_NET_ADMIN); with --interfaces it opens a
+	// socket on port 500 for each interface that appears
+	// (CAP_NET_BIND_SERVICE). SO_BINDTODEVICE on a new socket needs no
+	// capability since Linux 5.7 (CAP_NET_RAW before). It stays uid 0
+	// by default: the control socket lives in /run/mifsec, which only
+	// root may write, and removing it on exit needs that; --user runs it
+	// unprivileged and leaves the socket for the next start to remove.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}, as); err != nil {
+		return err
 	}
 	return client.Run(c.Context)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sys/unix"
 )
 
 func gatewayCommand() *cli.Command {
@@ -51,6 +52,7 @@ func gatewayCommand() *cli.Command {
 			Usage: "Diffie-Hellman time per second IKE_SA_INIT from all sources together may cost"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
+		userFlag("root", "; as another user the key files must be readable by it for SIGHUP, and the sysctl record and control socket outlive the process in /run/mifsec"),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
 	return &cli.Command{
@@ -176,6 +178,10 @@ func runGateway(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	as, err := resolveUser(c)
+	if err != nil {
+		return err
+	}
 	cfg.Logger = slog.Default()
 	cfg.Responder.Logger = slog.Default()
 	g, err := mif.NewGateway(c.Context, cfg)
@@ -189,6 +195,17 @@ func runGateway(c *cli.Context) error {
 		return g.Status(ctx)
 	}); err != nil {
 		slog.Warn("status will not be available", "err", err)
+	}
+	// At run time the gateway adds and removes each client's routes,
+	// and restores the forwarding sysctls on exit (CAP_NET_ADMIN: it
+	// grants writing a network namespace's sysctls); its sockets all
+	// exist now. It stays uid 0 by default: SIGHUP reads the key files
+	// again (root's, mode 600) and exit removes its sysctl record from
+	// /run/mifsec, which only root may write; without CAP_DAC_OVERRIDE
+	// uid 0 still owns root's files, so --user with a dedicated account
+	// is the stronger setting.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN}, as); err != nil {
+		return err
 	}
 	reload := func() {
 		reloadPSKs(c, g)
