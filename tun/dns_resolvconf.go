@@ -96,4 +96,3 @@ func runResolvconf(prog string, stdin io.Reader, args ...string) error {
 	}
 	return nil
 }
-
