@@ -148,7 +148,9 @@ type connectProcess struct {
 
 func startConnect(t *testing.T, ns, tunName string, args ...string) *connectProcess {
 	t.Helper()
-	p := startMifsec(t, ns, append([]string{"--log-level", "debug", "connect", "--tun", tunName}, args...)...)
+	// --dns off: the namespaces share the host's /etc/resolv.conf; a test
+	// of DNS gives its own --dns (the last one wins).
+	p := startMifsec(t, ns, append([]string{"--log-level", "debug", "connect", "--tun", tunName, "--dns", "off"}, args...)...)
 	return &connectProcess{mifsecProcess: p, tun: tunName}
 }
 
