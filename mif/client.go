@@ -43,8 +43,9 @@ type ClientConfig struct {
 	// traffic takes Policy.
 	Classes *scheduler.Classifier
 	// DNS says how the gateway's DNS servers and domains reach the host's
-	// resolver; the zero value leaves the resolver alone. Link is the TUN
-	// name.
+	// resolver; the zero value leaves the resolver alone and undoes
+	// nothing (any other mode, DNSOff included, first undoes what a
+	// crashed run left). Link is the TUN name.
 	DNS    tun.DNSOptions
 	Logger *slog.Logger
 }
@@ -87,9 +88,10 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 			c.Close()
 		}
 	}()
-	if cfg.DNS.Mode != "" && cfg.DNS.Mode != tun.DNSOff {
-		// First: it undoes what a crashed run left, and refuses a mode the
-		// host lacks before any socket or device exists.
+	if cfg.DNS.Mode != "" {
+		// First, in every mode (off too): it undoes what a crashed run
+		// left, and refuses a mode the host lacks before any socket or
+		// device exists.
 		opts := cfg.DNS
 		opts.Link, opts.Logger = cfg.TUN.Name, log
 		if c.dns, err = tun.NewDNS(opts); err != nil {
