@@ -522,7 +522,7 @@ func parseConnectArgs(t *testing.T, args ...string) (mif.ClientConfig, error) {
 		cfg, perr = parseConnect(c)
 		return nil
 	}
-	app := &cli.App{Commands: []*cli.Command{cmd}}
+	app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}} // as the binary reads --config
 	base := []string{"mifsec", "connect", "--gateway", "192.0.2.2", "--local-id", "client.example", "--psk-file", psk}
 	if err := app.Run(append(base, args...)); err != nil {
 		return cfg, err
