@@ -138,3 +138,40 @@ func TestGatewayProfileCarriesRequired(t *testing.T) {
 		t.Errorf("gateway profile not applied: %+v", r)
 	}
 }
+
+// static's required flags come from its profile too, and its mistakes are
+// named by line.
+func TestStaticProfile(t *testing.T) {
+	dir := t.TempDir()
+	key := strings.Repeat("ab", 36)
+	good := "local: 192.0.2.1\nremote: 192.0.2.2\nspi-out: 0x1001\nspi-in: 0x2002\nkey-out: " + key + "\nkey-in: " + key + "\naddress: [10.98.0.1/24]\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"good", good, ""},
+		{"unknown key", good + "spi_out: 0x1\n", "FILE:8: spi_out: unknown key (did you mean \"spi-out\"?)"},
+		{"bad value", strings.Replace(good, "0x1001", "0x10", 1), "FILE:3: --spi-out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := staticCommand()
+			var cfg *staticConfig
+			cmd.Action = func(c *cli.Context) (err error) {
+				cfg, err = parseStatic(c)
+				return err
+			}
+			app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}}
+			err := app.Run([]string{"mifsec", "static", "--config", path})
+			if tc.want == "" {
+				if err != nil || cfg == nil || cfg.tunName != "mifsec0" {
+					t.Fatalf("good profile: %v", err)
+				}
+				return
+			}
+			if want := strings.ReplaceAll(tc.want, "FILE", path); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v, want it to contain %q", err, want)
+			}
+		})
+	}
+}
