@@ -35,7 +35,7 @@ func versionText(bi *debug.BuildInfo, ok bool) string {
 		}
 		parts = append(parts, commit)
 	} else {
-		parts = append(parts, "commit unknown (built without VCS information: -buildvcs=false or outside a git checkout)")
+		parts = append(parts, "commit unknown: built without VCS information (-buildvcs=false, or outside a git checkout)")
 	}
 	parts = append(parts, bi.GoVersion)
 	return v + " (" + strings.Join(parts, "; ") + ")"
