@@ -258,7 +258,9 @@ func recoverDNS(opts DNSOptions) error {
 		case DNSResolvconf:
 			prog, err := resolvconfPath(opts)
 			if err != nil {
-				return fmt.Errorf("removing resolvconf record %s after a crash (record %s): %w", r.Record, path, err)
+				// Uninstalled since: its records went with it.
+				opts.Logger.Warn("cannot remove a resolvconf record left by a crash", "record", r.Record, "err", err)
+				break
 			}
 			if err := runResolvconf(prog, nil, "-d", r.Record, "-f"); err != nil {
 				return fmt.Errorf("removing resolvconf record %s after a crash: %w", r.Record, err)
