@@ -2,6 +2,7 @@ package ike
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -34,20 +35,11 @@ func configDomains(ps []Payload) []string {
 			continue
 		}
 		d, ok := ParseDNSDomain(string(a.Value))
-		if ok && !contains(out, d) {
+		if ok && !slices.Contains(out, d) {
 			out = append(out, d)
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ParseDNSDomain checks a domain in presentation format (RFC 8598 §4: an

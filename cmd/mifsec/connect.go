@@ -63,7 +63,6 @@ the traffic selectors the gateway grants into a TUN device. Runs until interrupt
 then deletes the IKE SA and removes the device.`,
 		Flags:  flags,
 		Action: runConnect, // withSetup (config.go) reads --config
-
 	}
 }
 

@@ -59,7 +59,6 @@ not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file 
 Runs until interrupted.`,
 		Flags:  flags,
 		Action: runGateway, // withSetup (config.go) reads --config
-
 	}
 }
 
