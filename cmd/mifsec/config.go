@@ -58,7 +58,7 @@ func profileKeys(c *cli.Context, flags []cli.Flag) map[string]flagKind {
 	keys := map[string]flagKind{}
 	for _, f := range flags {
 		for _, name := range f.Names() {
-			if name == "config" {
+			if name == "config" || name == "help" || name == "h" {
 				continue
 			}
 			kind := kindString

@@ -85,6 +85,7 @@ func TestConnectProfileErrors(t *testing.T) {
 		{"unknown key", base + "remote_id: gw.example\n", nil, `FILE:4: remote_id: unknown key (did you mean "remote-id"?)`},
 		{"unknown key, no suggestion", base + "colour: blue\n", nil, `FILE:4: colour: unknown key`},
 		{"--config inside", base + "config: other.yaml\n", nil, `FILE:4: config: unknown key`},
+		{"help", base + "help: true\n", nil, `FILE:4: help: unknown key`},
 		{"not a number", base + "mtu: big\n", nil, `FILE:4: mtu: "big" is not a whole number`},
 		{"not a duration", base + "dpd: 10\n", nil, `FILE:4: dpd: "10" is not a duration`},
 		{"not a bool", base + "ipv6: maybe\n", nil, `FILE:4: ipv6: "maybe" is not true or false`},
