@@ -250,6 +250,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		cp = append(cp, CPAttribute{Type: INTERNAL_IP6_ADDRESS}, CPAttribute{Type: INTERNAL_IP6_DNS})
 	}
 	if len(cp) > 0 {
+		cp = append(cp, CPAttribute{Type: INTERNAL_DNS_DOMAIN}) // split DNS (splitdns.go)
 		payloads = append(payloads, &CP{CfgType: CFG_REQUEST, Attributes: cp})
 	}
 	inSPI := randomESPSPI()
@@ -272,6 +273,9 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	child, err := s.childFromReply(sa, reply, inSPI, sa.ni, sa.nr, nil, false, s.localTS(), s.cfg.RemoteTS)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH: %w", err)
+	}
+	if h, ok := s.h.(DNSDomainsHandler); ok {
+		h.ConfiguredDNSDomains(configDomains(reply))
 	}
 	if err := s.h.Configured(addrs, dns); err != nil {
 		return err

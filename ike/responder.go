@@ -88,6 +88,10 @@ type ResponderConfig struct {
 	DNS     []netip.Addr   // DNS servers for the configuration reply
 	LocalTS []netip.Prefix // the protected networks behind the gateway
 
+	// DNSDomains are sent (INTERNAL_DNS_DOMAIN, RFC 8598) to clients that
+	// ask for them: the names the DNS servers resolve.
+	DNSDomains []string
+
 	// CookieThreshold is the number of half-open IKE SAs above which a
 	// COOKIE (RFC 7296 §2.6) is demanded; 0 means 32.
 	CookieThreshold int
@@ -1199,9 +1203,11 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 // lease takes an address from each pool whose family the client asked for
 // and returns the CP reply's attributes.
 func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
-	var want4, want6, dns4, dns6 bool
+	var want4, want6, dns4, dns6, domains bool
 	for _, a := range cp.Attributes {
 		switch a.Type {
+		case INTERNAL_DNS_DOMAIN:
+			domains = true
 		case INTERNAL_IP4_ADDRESS:
 			want4 = true
 		case INTERNAL_IP6_ADDRESS:
@@ -1241,6 +1247,9 @@ func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
 		case d.Is6() && dns6:
 			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_DNS, Value: d.AsSlice()})
 		}
+	}
+	if domains {
+		attrs = append(attrs, dnsDomainAttributes(r.cfg.DNSDomains)...)
 	}
 	return attrs, nil
 }

@@ -53,7 +53,9 @@ func connectCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
 		userFlag("root", "; as another user the control socket outlives the process in /run/mifsec (the next start removes it)"),
-		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "dns", Value: string(tun.DNSAuto), Usage: "give the gateway's DNS servers and domains to the resolver: `MODE` auto, resolved (systemd-resolved, split DNS), resolvconf, file (rewrite /etc/resolv.conf) or off"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: tun.DefaultStateDir, Usage: "`DIR` for what must be undone after a crash (the original resolv.conf)"}),
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
 	}
 	return &cli.Command{
 		Name:  "connect",
@@ -63,8 +65,7 @@ func connectCommand() *cli.Command {
 the traffic selectors the gateway grants into a TUN device. Runs until interrupted,
 then deletes the IKE SA and removes the device.`,
 		Flags:  flags,
-		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
-		Action: runConnect,
+		Action: runConnect, // withSetup (config.go) reads --config
 	}
 }
 
@@ -111,6 +112,11 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 	if cfg.TUN.MTU == 0 {
 		cfg.TUN.MTU = innerMTU(1500, gw.Addr())
 	}
+	mode, err := tun.ParseDNSMode(c.String("dns"))
+	if err != nil {
+		return cfg, fmt.Errorf("--dns: %w", err)
+	}
+	cfg.DNS = tun.DNSOptions{Mode: mode, StateDir: c.String("state-dir")}
 	cfg.Device = c.String("interface")
 	if cfg.Interfaces, err = parseInterfaces(c); err != nil {
 		return cfg, err

@@ -148,7 +148,9 @@ type connectProcess struct {
 
 func startConnect(t *testing.T, ns, tunName string, args ...string) *connectProcess {
 	t.Helper()
-	p := startMifsec(t, ns, append([]string{"--log-level", "debug", "connect", "--tun", tunName}, args...)...)
+	// --dns off: the namespaces share the host's /etc/resolv.conf; a test
+	// of DNS gives its own --dns (the last one wins).
+	p := startMifsec(t, ns, append([]string{"--log-level", "debug", "connect", "--tun", tunName, "--dns", "off"}, args...)...)
 	return &connectProcess{mifsecProcess: p, tun: tunName}
 }
 
@@ -520,7 +522,7 @@ func parseConnectArgs(t *testing.T, args ...string) (mif.ClientConfig, error) {
 		cfg, perr = parseConnect(c)
 		return nil
 	}
-	app := &cli.App{Commands: []*cli.Command{cmd}}
+	app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}} // as the binary reads --config
 	base := []string{"mifsec", "connect", "--gateway", "192.0.2.2", "--local-id", "client.example", "--psk-file", psk}
 	if err := app.Run(append(base, args...)); err != nil {
 		return cfg, err

@@ -33,6 +33,7 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "pool", Usage: "inner address pool `CIDR`, at most one per family (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "protected network `CIDR` behind the gateway (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns", Usage: "DNS server `ADDR` for clients (repeatable)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns-domain", Usage: "`DOMAIN` whose names the --dns servers resolve, sent to clients that ask (RFC 8598 split DNS; repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256", Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
@@ -53,7 +54,7 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
 		userFlag("root", "; as another user the key files must be readable by it for SIGHUP, and the sysctl record and control socket outlive the process in /run/mifsec"),
-		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
 	}
 	return &cli.Command{
 		Name:  "gateway",
@@ -68,8 +69,7 @@ not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file 
 --client-psks again: clients whose key changed or went are dropped, the others stay.
 Runs until interrupted.`,
 		Flags:  flags,
-		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
-		Action: runGateway,
+		Action: runGateway, // withSetup (config.go) reads --config
 	}
 }
 
@@ -123,6 +123,18 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 			}
 			r.DNS = append(r.DNS, a)
 		}
+	}
+	for _, item := range c.StringSlice("dns-domain") {
+		for _, s := range strings.Split(item, ",") {
+			d, ok := ike.ParseDNSDomain(strings.TrimSpace(s))
+			if !ok {
+				return cfg, fmt.Errorf("--dns-domain: %q is not a domain name", s)
+			}
+			r.DNSDomains = append(r.DNSDomains, d)
+		}
+	}
+	if len(r.DNSDomains) > 0 && len(r.DNS) == 0 {
+		return cfg, errors.New("--dns-domain needs --dns (the servers that resolve the domains)")
 	}
 	if r.ChildRekey = c.Duration("child-rekey"); r.ChildRekey < 0 {
 		return cfg, errors.New("--child-rekey: a negative duration")

@@ -318,7 +318,7 @@ func parseGatewayArgs(t *testing.T, args ...string) (mif.GatewayConfig, error) {
 		cfg, perr = parseGateway(c)
 		return nil
 	}
-	app := &cli.App{Commands: []*cli.Command{cmd}}
+	app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}} // as the binary reads --config
 	base := []string{"mifsec", "gateway", "--local-id", "gw.example", "--psk-file", psk, "--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24"}
 	if err := app.Run(append(base, args...)); err != nil {
 		return cfg, err

@@ -79,7 +79,6 @@ numbers above the highest one recorded for the outbound key in --state-dir, so
 that restarting never sends two packets under the same nonce. Packets from the
 peer must come from its --address network or a --route.`,
 		Flags:  flags,
-		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
 		Action: runStatic,
 	}
 }
