@@ -387,6 +387,7 @@ func (r *Responder) tick() {
 		if now.After(sa.expires) {
 			r.leaveHalfOpen(sa)
 			delete(r.sas, k)
+			sa.wipe()
 		}
 	}
 	r.forgetIdleBudgets(now)
@@ -856,6 +857,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		}
 		r.leaveHalfOpen(oldest)
 		delete(r.sas, saKey{oldest.spiI, oldest.spiR})
+		oldest.wipe()
 	}
 	if !r.takeDH(src, dhCost(suite.DHGroup), now) {
 		r.log.Debug("dropping IKE_SA_INIT: Diffie-Hellman budget spent", "from", in.from, "group", suite.DHGroup)
@@ -919,10 +921,12 @@ func (r *Responder) authFail(sa *rSA, from netip.AddrPort, why string, args ...a
 	return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
 }
 
-// forget removes an IKE SA from the tables.
+// forget removes an IKE SA from the tables and wipes its keys: nothing
+// reaches it any more (what it last sent is cached sealed).
 func (r *Responder) forget(sa *rSA) {
 	r.leaveHalfOpen(sa)
 	delete(r.sas, saKey{sa.spiI, sa.spiR})
+	sa.wipe()
 }
 
 // verifyClient checks the client's AUTH payload over its IKE_SA_INIT
@@ -1278,6 +1282,7 @@ func (r *Responder) dropClient(c *rClient) {
 	for k, sa := range r.sas {
 		if sa.client == c {
 			delete(r.sas, k)
+			sa.wipe()
 		}
 	}
 	r.clients = slices.DeleteFunc(r.clients, func(o *rClient) bool { return o == c })

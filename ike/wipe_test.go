@@ -73,3 +73,45 @@ func TestSessionWipesKeysOfSAsThatGo(t *testing.T) {
 		t.Error("teardown left keys behind")
 	}
 }
+
+// TestResponderWipesKeysOfSAsThatGo: the gateway zeroes an IKE SA's keys
+// once the client rekeyed and deleted it, and once the client left.
+func TestResponderWipesKeysOfSAsThatGo(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	w, _ := startResponder(t, ResponderConfig{PSK: psk})
+	s, _ := w.newClient(t, "192.0.2.41", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test")})
+	connect(t, s, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gatewaySA := func() *rSA {
+		var sa *rSA
+		w.r.do(ctx, func() {
+			for _, c := range w.r.clients {
+				sa = c.sa
+			}
+		})
+		return sa
+	}
+	first := gatewaySA()
+	if first == nil || allZero(ikeKeyMaterial(first.ikeSA)...) {
+		t.Fatal("no gateway IKE SA with keys")
+	}
+	if err := s.rekeyIKE(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		var zero bool
+		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(first.ikeSA)...) })
+		return zero
+	})
+	second := gatewaySA()
+	if second == first || allZero(ikeKeyMaterial(second.ikeSA)...) {
+		t.Fatal("the gateway's new IKE SA has no keys")
+	}
+	s.shutdown() // the Delete, then the local teardown
+	waitUntil(t, func() bool {
+		var zero bool
+		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(second.ikeSA)...) })
+		return zero
+	})
+}
