@@ -144,8 +144,15 @@ func TestGatewayProfileCarriesRequired(t *testing.T) {
 // named by line.
 func TestStaticProfile(t *testing.T) {
 	dir := t.TempDir()
-	key := strings.Repeat("ab", 36)
-	good := "local: 192.0.2.1\nremote: 192.0.2.2\nspi-out: 0x1001\nspi-in: 0x2002\nkey-out: " + key + "\nkey-in: " + key + "\naddress: [10.98.0.1/24]\n"
+	// Keys come from private files, never from the profile itself.
+	keyOut, keyIn := filepath.Join(dir, "out.key"), filepath.Join(dir, "in.key")
+	if err := os.WriteFile(keyOut, []byte(strings.Repeat("ab", 36)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyIn, []byte(strings.Repeat("cd", 36)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := "local: 192.0.2.1\nremote: 192.0.2.2\nspi-out: 0x1001\nspi-in: 0x2002\nkey-out-file: " + keyOut + "\nkey-in-file: " + keyIn + "\naddress: [10.98.0.1/24]\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"good", good, ""},
 		{"unknown key", good + "spi_out: 0x1\n", "FILE:8: spi_out: unknown key (did you mean \"spi-out\"?)"},
