@@ -7,12 +7,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 // requireLab skips unless the test can build network namespaces and run
-// iperf3 through them.
+// traffic through them.
 func requireLab(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
@@ -149,20 +150,19 @@ func TestThroughputCancelledCleansUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lab := newTestLab(t, ctx)
-	// Cancel while iperf3 runs its 30 s test.
+	// Cancel while the 30 s TCP flow runs.
+	flowing := make(chan struct{})
+	log := &signalLog{t: t, marker: "veth: TCP up", seen: flowing}
 	go func() {
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			if labRuns(lab, "iperf3 server") { // this lab's, not another test's iperf3
-				time.Sleep(time.Second)
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
+		select {
+		case <-flowing:
+			time.Sleep(time.Second)
+		case <-time.After(20 * time.Second):
 		}
 		cancel()
 	}()
 	start := time.Now()
-	report, err := RunThroughput(ctx, lab, ThroughputConfig{Duration: 30 * time.Second, Peers: []string{"veth"}, Log: testLog{t}})
+	report, err := RunThroughput(ctx, lab, ThroughputConfig{Duration: 30 * time.Second, Peers: []string{"veth"}, Log: log})
 	if err == nil {
 		t.Fatal("RunThroughput after cancel returned no error")
 	}
@@ -220,16 +220,19 @@ func TestNewLabRemovesStaleNamespaces(t *testing.T) {
 	}
 }
 
-// labRuns reports whether a process of lab named name is running.
-func labRuns(lab *Lab, name string) bool {
-	lab.mu.Lock()
-	defer lab.mu.Unlock()
-	for _, p := range lab.processes {
-		if p.Name() == name && !p.Exited() {
-			return true
-		}
+// signalLog is a testLog that closes seen once a line contains marker.
+type signalLog struct {
+	t      *testing.T
+	marker string
+	seen   chan struct{}
+	once   sync.Once
+}
+
+func (l *signalLog) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), l.marker) {
+		l.once.Do(func() { close(l.seen) })
 	}
-	return false
+	return testLog{l.t}.Write(p)
 }
 
 // testLog sends progress messages to the test log.

@@ -140,8 +140,25 @@ func TestLabCommand(t *testing.T) {
 	if run.Total.Phases[0].UpMbps < 5 {
 		t.Errorf("before the failure the tunnel carried %.1f Mbit/s, want several", run.Total.Phases[0].UpMbps)
 	}
-	if run.Probe == nil || run.Probe.Sent == 0 || run.Probe.Received == 0 || len(run.Interruptions) != 1 {
-		t.Fatalf("probe %+v, interruptions %+v", run.Probe, run.Interruptions)
+	if run.Probe == nil || run.Probe.Sent == 0 || run.Probe.Received == 0 || len(run.Interruptions) != 2 {
+		t.Fatalf("probe %+v, interruptions %+v (want one for the failure, one for the return)", run.Probe, run.Interruptions)
+	}
+	// The TCP flow, generated and measured by the lab itself, reports its
+	// stall for both events, and its goodput every 100 ms.
+	for _, in := range run.Interruptions {
+		if in.TCPStallSeconds == nil || in.TCPRetransmits == nil {
+			t.Errorf("interruption %+v has no TCP stall", in)
+		} else if *in.TCPStallSeconds > 2 {
+			t.Errorf("after %s the TCP flow stalled %.2fs, want under 2 s", in.Event, *in.TCPStallSeconds)
+		}
+	}
+	if tcp := run.Traffic[0]; tcp.Kind != TrafficTCP || tcp.Mbps == nil || *tcp.Mbps < 5 || len(tcp.Goodput) < 50 || tcp.RTTMeanMs <= 0 {
+		t.Errorf("tcp result %+v, want several Mbit/s, 100 ms goodput samples and an RTT", tcp)
+	}
+	for _, want := range []string{"TCP stalled at most", "Peers side by side"} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("summary lacks %q", want)
+		}
 	}
 	// Probes every 10 ms lost for at most a second (the target is
 	// 300 ms; a loaded test machine gets slack).
@@ -161,8 +178,10 @@ func TestLabCommand(t *testing.T) {
 	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != PlotHeight {
 		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, PlotHeight)
 	}
-	if _, err := os.Stat(filepath.Join(out, "summary.txt")); err != nil {
-		t.Error(err)
+	for _, name := range []string{"summary.txt", "throughput.png"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
@@ -208,8 +227,8 @@ func TestLabKilledThenRerun(t *testing.T) {
 		}
 		pids = append(pids, parsePIDs(out)...)
 	}
-	if len(pids) < 3 {
-		t.Fatalf("the running lab has processes %v in its namespaces, want gateway, client, iperf3", pids)
+	if len(pids) < 2 {
+		t.Fatalf("the running lab has processes %v in its namespaces, want gateway and client", pids)
 	}
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -311,5 +330,67 @@ client: {interface: wwan0}
 	}
 	if run.Probe == nil || run.Probe.Received < run.Probe.Sent*9/10 {
 		t.Errorf("probes through the NAT: %+v", run.Probe)
+	}
+}
+
+// TestScenarioMPTCPUsesBothUplinks runs the mptcp peer (kernel MPTCP, no
+// tunnel) with two flows, one up and one down, over two healthy emulated
+// uplinks, one behind NAT: the connections negotiate MPTCP, open a subflow
+// per uplink, and both links carry a real share of the traffic; then the
+// WLAN link fails and the TCP stall is measured.
+func TestScenarioMPTCPUsesBothUplinks(t *testing.T) {
+	requireLab(t)
+	if _, err := os.Stat("/proc/sys/net/mptcp/enabled"); err != nil {
+		t.Skip("the kernel has no MPTCP")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not found: apt-get install nftables")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc, err := ParseScenario(strings.NewReader(`
+name: mptcp
+duration: 6s
+uplinks:
+  - {name: wlan0, kind: wlan, link: {rate: 20Mbit, delay: 5ms, queue_time: 50ms}}
+  - {name: wwan0, kind: cellular, nat: true, link: {rate: 10Mbit, delay: 20ms, queue_time: 50ms}}
+events:
+  - {at: 4s, uplink: wlan0, action: down}
+traffic:
+  - {kind: tcp, direction: up}
+  - {kind: tcp, direction: down, streams: 2}
+peers: [mptcp]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := newTestLab(t, ctx)
+	report, err := RunScenario(ctx, lab, sc, ScenarioConfig{Log: testLog{t}})
+	if err != nil {
+		t.Fatalf("RunScenario: %v", err)
+	}
+	if err := lab.Close(); err != nil {
+		t.Errorf("Lab.Close: %v", err)
+	}
+	assertCleanedUp(t, lab)
+	run := report.Runs[0]
+	if run.Skipped != "" || len(run.Errors) > 0 {
+		t.Fatalf("mptcp: skipped %q, errors %q", run.Skipped, run.Errors)
+	}
+	for _, tr := range run.Traffic {
+		if !tr.MultipathTCP || tr.Subflows < 2 {
+			t.Errorf("%s flow: MPTCP %v with %d subflows, want MPTCP over both uplinks", tr.Direction, tr.MultipathTCP, tr.Subflows)
+		}
+	}
+	// Before the failure both links carry a real share in each direction.
+	wlan, wwan := run.Paths[0].Phases[0], run.Paths[1].Phases[0]
+	if wlan.UpMbps < 2 || wwan.UpMbps < 2 || wlan.DownMbps < 2 || wwan.DownMbps < 2 {
+		t.Errorf("before the failure: wlan0 %+v, wwan0 %+v; want both links used both ways", wlan, wwan)
+	}
+	if !strings.Contains(run.Tunnel, "bytes up per uplink: wlan0") {
+		t.Errorf("tunnel state %q lacks the split over the uplinks", run.Tunnel)
+	}
+	if len(run.Interruptions) != 1 || run.Interruptions[0].TCPStallSeconds == nil {
+		t.Fatalf("interruptions %+v, want the failure's TCP stall", run.Interruptions)
 	}
 }

@@ -387,11 +387,40 @@ func (n *LabNet) address(ctx context.Context, ns, iface string, p netip.Prefix) 
 }
 
 func (n *LabNet) sysctls(ctx context.Context, ns string, settings ...string) error {
-	args := append([]string{"ip", "netns", "exec", ns, "sysctl", "-q", "-w"}, settings...)
-	if _, err := runCommand(ctx, args[0], args[1:]...); err != nil {
+	if err := writeSysctls(ns, settings...); err != nil {
 		return fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	return nil
+}
+
+// writeSysctls sets KEY=VALUE settings (net.ipv4.ip_forward=1) inside
+// namespace ns by writing /proc/sys, which shows the namespace of the
+// thread that opens it.
+func writeSysctls(ns string, settings ...string) error {
+	return inNamespace(ns, func() error {
+		for _, setting := range settings {
+			key, value, ok := strings.Cut(setting, "=")
+			if !ok {
+				return fmt.Errorf("sysctl setting %q has no =", setting)
+			}
+			path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+			if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+				return fmt.Errorf("set %s: %w", key, err)
+			}
+		}
+		return nil
+	})
+}
+
+// readSysctl reads a setting (net.mptcp.enabled) inside namespace ns.
+func readSysctl(ns, key string) (string, error) {
+	var value string
+	err := inNamespace(ns, func() error {
+		b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
+		value = strings.TrimSpace(string(b))
+		return err
+	})
+	return value, err
 }
 
 // runCommandStdin is runCommand with input on stdin.

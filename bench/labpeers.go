@@ -51,6 +51,8 @@ func newLabPeer(name string, opts PeerOptions) (labPeer, error) {
 		return &wireguardLabPeer{wireguardPeer: wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}}, nil
 	case "strongswan":
 		return &strongswanLabPeer{}, nil
+	case "mptcp":
+		return &mptcpLabPeer{}, nil
 	}
 	return nil, fmt.Errorf("unknown peer %q (known: %v)", name, LabPeerNames)
 }
@@ -284,12 +286,10 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 	return fmt.Errorf("the client reports no inner address while its tunnel carries pings (status: %v)", lastErr)
 }
 
-// waitForPing pings the protected server from the client namespace until
-// it answers.
+// waitForPing sends ICMP echo requests to the protected server from the
+// client namespace until it answers.
 func (n *LabNet) waitForPing(ctx context.Context, src netip.Addr, processes ...*Process) error {
-	return pingUntilReply(ctx, func(ctx context.Context, args ...string) (string, error) {
-		return n.Run(ctx, n.Client, args...)
-	}, src, labServerAddr, processes...)
+	return waitForEcho(ctx, n.Client, src, labServerAddr, processes...)
 }
 
 // wireguardLabPeer is wireguard-go on both sides; the client's endpoint is
@@ -344,6 +344,21 @@ func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) e
 	// The client's interface is the second one started.
 	p.interfaces[0], p.interfaces[1] = p.interfaces[1], p.interfaces[0]
 	return n.waitForPing(ctx, netip.Addr{}, p.processes...)
+}
+
+func (p *wireguardLabPeer) tools() []tool { return wireguardTools }
+
+// wireguardTools are what the wireguard-go peer runs besides wireguard-go
+// itself (built from the module proxy when missing).
+var wireguardTools = []tool{{"wg", "wireguard-tools"}}
+
+func (p *strongswanLabPeer) tools() []tool { return strongswanTools }
+
+// strongswanTools are the programs of the strongSwan peer.
+var strongswanTools = []tool{
+	{charonBinary, "strongswan-charon"},
+	{"swanctl", "strongswan-swanctl"},
+	{"unshare", "util-linux"},
 }
 
 // strongswanLabPeer is strongSwan's charon (kernel-libipsec) as the client

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/bench/linkemu"
+	"github.com/mifsec/mifsec/bench/traffic"
 )
 
 // ScenarioReport is everything one scenario run measured, for every peer.
@@ -75,6 +76,9 @@ type PeerRun struct {
 	// Logs holds the recent output of each process the run started, by
 	// process name (written beside the report, not into it).
 	Logs map[string]string `json:"-"`
+
+	// noTunnel: the peer carries the traffic without a tunnel (mptcp).
+	noTunnel bool
 }
 
 // Sample is the emulators' counters at time T (seconds since the traffic
@@ -116,7 +120,9 @@ type PhaseRate struct {
 	DownMbps float64 `json:"down_mbps"`
 }
 
-// TrafficResult is one traffic entry's outcome as its own tool saw it.
+// TrafficResult is one traffic entry's outcome as the lab's traffic
+// generator (bench/traffic) measured it: goodput at the receivers, the
+// senders' retransmissions and RTT from TCP_INFO, UDP's loss.
 type TrafficResult struct {
 	Kind        string   `json:"kind"`
 	Direction   string   `json:"direction"`
@@ -126,20 +132,58 @@ type TrafficResult struct {
 	Mbps        *float64 `json:"mbps,omitempty"`
 	Retransmits *int     `json:"retransmits,omitempty"`
 	LossPercent *float64 `json:"loss_percent,omitempty"`
-	Error       string   `json:"error,omitempty"`
+	// Bytes is the TCP payload the receivers got.
+	Bytes int64 `json:"bytes,omitempty"`
+	// RTTMeanMs and RTTMaxMs are the senders' smoothed RTT (TCP_INFO).
+	RTTMeanMs float64 `json:"rtt_mean_ms,omitempty"`
+	RTTMaxMs  float64 `json:"rtt_max_ms,omitempty"`
+	// MultipathTCP is true when the connections ran as MPTCP; Subflows is
+	// the most subflows one of them had.
+	MultipathTCP bool `json:"multipath_tcp,omitempty"`
+	Subflows     int  `json:"subflows,omitempty"`
+	// Goodput is the received rate per 100 ms (t: end of the interval,
+	// seconds since the scenario's start).
+	Goodput []traffic.Interval `json:"goodput,omitempty"`
+	Error   string             `json:"error,omitempty"`
+
+	// flow is the whole measurement, with the acknowledged bytes every
+	// 10 ms that the stalls are computed from.
+	flow *traffic.Result
 }
 
-// Interruption is how long traffic stopped after a failure event,
-// measured by the probe stream.
+// Interruption is what an event (a link failing, degrading or returning)
+// did to the traffic: how long the probe stream got nothing through, and
+// how long the TCP flow made no progress.
 type Interruption struct {
-	Event     string  `json:"event"`
-	AtS       float64 `json:"at_s"`
+	Event  string  `json:"event"`
+	Action string  `json:"action"`
+	AtS    float64 `json:"at_s"`
+	// Seconds, Lost and Recovered are the probe stream's outage after the
+	// event; None is true when no probe was lost around it.
 	Seconds   float64 `json:"seconds"`
 	Lost      int     `json:"lost_probes"`
 	Recovered bool    `json:"recovered"`
-	// None is true when no probe was lost around the event.
-	None bool `json:"none,omitempty"`
+	None      bool    `json:"none,omitempty"`
+	// TCPStallSeconds is the longest time, from the event until the next
+	// one (or the end), in which the TCP flow had no new bytes
+	// acknowledged (the senders' TCP_INFO read every 10 ms); nil without a
+	// TCP flow running. TCPRetransmits is what the senders retransmitted
+	// from the event until a second after that stall; TCPRecovered is
+	// false when the flow never moved again before the window's end.
+	TCPStallSeconds *float64 `json:"tcp_stall_seconds,omitempty"`
+	TCPStallFromS   *float64 `json:"tcp_stall_from_s,omitempty"`
+	TCPRetransmits  *int     `json:"tcp_retransmits,omitempty"`
+	TCPRecovered    *bool    `json:"tcp_recovered,omitempty"`
+	// TCPLowSeconds is the longest run of 100 ms intervals in the same
+	// window in which the flow's goodput stayed below lowGoodputFraction
+	// of its mean over the run: a flow that trickles (a packet now and
+	// then ends a stall) is as good as stopped for its user.
+	TCPLowSeconds *float64 `json:"tcp_low_seconds,omitempty"`
 }
+
+// lowGoodputFraction is the share of a flow's mean goodput below which an
+// interval counts as a user would feel a stop.
+const lowGoodputFraction = 0.1
 
 // SingleLinkRatio is mifsec's rate against what each uplink alone carried
 // through mifsec in the same run.
@@ -261,9 +305,111 @@ func totalInterruption(p PeerRun) *float64 {
 	}
 	var sum float64
 	for _, i := range p.Interruptions {
-		sum += i.Seconds
+		if i.Action == ActionDown || i.Action == ActionUnplug || i.Action == "" {
+			sum += i.Seconds
+		}
 	}
 	return &sum
+}
+
+// longestStall is the longest TCP stall after any event of the run; nil
+// when none was measured.
+func longestStall(p PeerRun) *float64 {
+	var longest *float64
+	for _, i := range p.Interruptions {
+		if i.TCPStallSeconds != nil && (longest == nil || *i.TCPStallSeconds > *longest) {
+			longest = i.TCPStallSeconds
+		}
+	}
+	return longest
+}
+
+// longestLow is the longest time after any event in which the TCP flow
+// ran below lowGoodputFraction of its mean; nil when not measured.
+func longestLow(p PeerRun) *float64 {
+	var longest *float64
+	for _, i := range p.Interruptions {
+		if i.TCPLowSeconds != nil && (longest == nil || *i.TCPLowSeconds > *longest) {
+			longest = i.TCPLowSeconds
+		}
+	}
+	return longest
+}
+
+// tcpRetransmits sums the retransmits of the run's TCP flows; nil without
+// one.
+func tcpRetransmits(p PeerRun) *int {
+	var sum *int
+	for _, t := range p.Traffic {
+		if t.Retransmits != nil {
+			if sum == nil {
+				sum = new(int)
+			}
+			*sum += *t.Retransmits
+		}
+	}
+	return sum
+}
+
+// Ranked orders the runs that were measured by their mean throughput in
+// the main direction, best first; the shorter longest TCP stall breaks a
+// tie.
+func (r *ScenarioReport) Ranked() []PeerRun {
+	var runs []PeerRun
+	for _, p := range r.Runs {
+		if mainRate(p, r.Directions) != nil {
+			runs = append(runs, p)
+		}
+	}
+	slices.SortStableFunc(runs, func(a, b PeerRun) int {
+		ra, rb := *mainRate(a, r.Directions), *mainRate(b, r.Directions)
+		switch {
+		case ra > rb:
+			return -1
+		case ra < rb:
+			return 1
+		}
+		sa, sb := longestStall(a), longestStall(b)
+		if sa != nil && sb != nil {
+			switch {
+			case *sa < *sb:
+				return -1
+			case *sa > *sb:
+				return 1
+			}
+		}
+		return 0
+	})
+	return runs
+}
+
+// writeRanking writes the table of every measured peer side by side.
+func (r *ScenarioReport) writeRanking(b *strings.Builder) {
+	ranked := r.Ranked()
+	if len(ranked) == 0 {
+		return
+	}
+	dir := r.Directions[0]
+	fmt.Fprintf(b, "\nPeers side by side, ranked by throughput (%s, mean over the run):\n", dir)
+	header := []string{"  #  peer", "Mbit/s", "retransmits", "longest TCP stall", "TCP under 1/10 rate", "probe outage"}
+	rows := [][]string{header}
+	for i, p := range ranked {
+		stall := "-"
+		if s := longestStall(p); s != nil {
+			stall = fmt.Sprintf("%.2fs", *s)
+		}
+		low := "-"
+		if l := longestLow(p); l != nil {
+			low = fmt.Sprintf("%.1fs", *l)
+		}
+		outage := "-"
+		if o := totalInterruption(p); o != nil && r.hasFailures() {
+			outage = fmt.Sprintf("%.2fs", *o)
+		}
+		rows = append(rows, []string{fmt.Sprintf("  %d  %s", i+1, p.Peer), formatFloat(mainRate(p, r.Directions), 1),
+			formatInt(tcpRetransmits(p)), stall, low, outage})
+	}
+	writeAligned(b, rows)
 }
 
 // summarize fills the per-sample rates, the per-path and total summaries
@@ -296,22 +442,61 @@ func (p *PeerRun) summarize(sc *Scenario) {
 	}
 	p.Total = &total
 	p.Interruptions = nil
-	if p.Probe == nil {
+	if p.Probe == nil && !slices.ContainsFunc(p.Traffic, func(t TrafficResult) bool { return t.flow != nil }) {
 		return
 	}
-	for _, e := range sc.Events {
-		if e.Action != ActionDown && e.Action != ActionUnplug {
-			continue
-		}
+	for k, e := range sc.Events {
 		at := e.At.D().Seconds()
-		in := Interruption{Event: e.describe(), AtS: at}
-		if o, ok := p.Probe.outageAt(at); ok {
-			in.Seconds, in.Lost, in.Recovered = o.Seconds, o.Lost, o.Recovered
-		} else {
-			in.None, in.Recovered = true, true
+		in := Interruption{Event: e.describe(), Action: e.Action, AtS: at}
+		if p.Probe != nil {
+			if o, ok := p.Probe.outageAt(at); ok {
+				in.Seconds, in.Lost, in.Recovered = o.Seconds, o.Lost, o.Recovered
+			} else {
+				in.None, in.Recovered = true, true
+			}
 		}
+		// The event's effect on TCP lasts until the next event.
+		until := sc.Duration.D().Seconds()
+		for _, next := range sc.Events[k+1:] {
+			if t := next.At.D().Seconds(); t > at {
+				until = t
+				break
+			}
+		}
+		in.addStall(p.Traffic, at, until)
 		p.Interruptions = append(p.Interruptions, in)
 	}
+}
+
+// addStall fills the TCP figures from the longest stall of the flows
+// running between from and to.
+func (in *Interruption) addStall(flows []TrafficResult, from, to float64) {
+	var worst *traffic.Stall
+	retransmits := 0
+	low := 0.0
+	for _, t := range flows {
+		if t.flow == nil {
+			continue
+		}
+		st, ok := t.flow.Stall(from, to)
+		if !ok {
+			continue
+		}
+		// A stall is time below any rate; the 100 ms intervals may cut
+		// it short at its edges.
+		l, _ := t.flow.LowGoodput(from, to, lowGoodputFraction)
+		low = max(low, l, st.Seconds)
+		retransmits += st.Retransmits
+		if worst == nil || st.Seconds > worst.Seconds {
+			worst = &st
+		}
+	}
+	if worst == nil {
+		return
+	}
+	seconds, start, recovered := worst.Seconds, worst.StartS, worst.Recovered
+	in.TCPStallSeconds, in.TCPStallFromS, in.TCPRetransmits, in.TCPRecovered = &seconds, &start, &retransmits, &recovered
+	in.TCPLowSeconds = &low
 }
 
 // fillRates computes each sample's rates from the byte counters.
@@ -437,6 +622,7 @@ func (r *ScenarioReport) WriteSummary(w io.Writer) error {
 		b.WriteString("\n")
 		r.writeRun(&b, p)
 	}
+	r.writeRanking(&b)
 	if len(r.Ratios) > 0 {
 		b.WriteString("\nmifsec compared with the other peers of this run:\n")
 		for _, ra := range r.Ratios {
@@ -484,7 +670,11 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 	if p.Total == nil {
 		return
 	}
-	wrap(b, "  ", fmt.Sprintf("tunnel up in %.1fs; %s", p.SetupSeconds, p.Behaviour))
+	ready := "tunnel up"
+	if p.noTunnel {
+		ready = "ready (no tunnel)"
+	}
+	wrap(b, "  ", fmt.Sprintf("%s in %.1fs; %s", ready, p.SetupSeconds, p.Behaviour))
 	for _, dir := range r.Directions {
 		header := []string{fmt.Sprintf("  %s, Mbit/s", dir)}
 		for _, ph := range p.Total.Phases {
@@ -506,7 +696,7 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 		if t.Kind == TrafficProbe {
 			continue
 		}
-		fmt.Fprintf(b, "  iperf3 %s %s", t.Kind, t.Direction)
+		fmt.Fprintf(b, "  %s %s", t.Kind, t.Direction)
 		if t.Streams > 1 {
 			fmt.Fprintf(b, " (%d streams)", t.Streams)
 		}
@@ -516,8 +706,17 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 			if t.Retransmits != nil {
 				fmt.Fprintf(b, ", %d retransmits", *t.Retransmits)
 			}
+			if t.RTTMeanMs > 0 {
+				fmt.Fprintf(b, ", RTT mean %.1f ms (max %.1f)", t.RTTMeanMs, t.RTTMaxMs)
+			}
+			if t.MultipathTCP {
+				fmt.Fprintf(b, ", MPTCP with up to %d subflows", t.Subflows)
+			}
 			if t.LossPercent != nil {
 				fmt.Fprintf(b, ", %.2f%% lost", *t.LossPercent)
+			}
+			if t.Error != "" {
+				fmt.Fprintf(b, " (%s)", oneLine(t.Error, 200))
 			}
 		default:
 			fmt.Fprintf(b, ": %s", oneLine(t.Error, 300))
@@ -539,14 +738,7 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 				matched[o.StartS] = true
 			}
 		}
-		switch {
-		case in.None:
-			fmt.Fprintf(b, "  after %s at %.1fs: no interruption\n", in.Event, in.AtS)
-		case in.Recovered:
-			fmt.Fprintf(b, "  after %s at %.1fs: no traffic for %.2fs (%d probes lost)\n", in.Event, in.AtS, in.Seconds, in.Lost)
-		default:
-			fmt.Fprintf(b, "  after %s at %.1fs: no traffic until the end (%.2fs, %d probes lost)\n", in.Event, in.AtS, in.Seconds, in.Lost)
-		}
+		fmt.Fprintf(b, "  after %s at %.1fs: %s\n", in.Event, in.AtS, in.describe(p.Probe != nil))
 	}
 	if pr := p.Probe; pr != nil {
 		for _, o := range pr.Outages {
@@ -564,6 +756,38 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 	if p.Tunnel != "" {
 		wrap(b, "  ", "client's status at the end: "+p.Tunnel)
 	}
+}
+
+// describe says what the event did to the probes and the TCP flow.
+func (in Interruption) describe(probes bool) string {
+	var parts []string
+	if probes {
+		switch {
+		case in.None:
+			parts = append(parts, "no probe lost")
+		case in.Recovered:
+			parts = append(parts, fmt.Sprintf("no probe through for %.2fs (%d lost)", in.Seconds, in.Lost))
+		default:
+			parts = append(parts, fmt.Sprintf("no probe through until the end (%.2fs, %d lost)", in.Seconds, in.Lost))
+		}
+	}
+	if in.TCPStallSeconds != nil {
+		tcp := fmt.Sprintf("TCP stalled at most %.2fs", *in.TCPStallSeconds)
+		if in.TCPRecovered != nil && !*in.TCPRecovered {
+			tcp = fmt.Sprintf("TCP stalled %.2fs, to the next event or the end", *in.TCPStallSeconds)
+		}
+		if in.TCPLowSeconds != nil && *in.TCPLowSeconds > *in.TCPStallSeconds+0.1 {
+			tcp += fmt.Sprintf(" (under a tenth of its mean rate for %.1fs)", *in.TCPLowSeconds)
+		}
+		if in.TCPRetransmits != nil {
+			tcp += fmt.Sprintf(", %d retransmits", *in.TCPRetransmits)
+		}
+		parts = append(parts, tcp)
+	}
+	if len(parts) == 0 {
+		return "not measured"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // hasFailures reports whether the scenario fails a link (down, unplug).

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"image/png"
 	"math"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/bench/traffic"
 )
 
 // syntheticRecord is a 10 ms probe stream of n probes, each delivered
@@ -157,6 +160,37 @@ func TestPeerRunSummarize(t *testing.T) {
 	run := PeerRun{Peer: "mifsec", Samples: syntheticSamples()}
 	probe := syntheticRecord(1000, 20*time.Millisecond, func(i int) bool { return i >= 500 && i < 730 }).summarize()
 	run.Probe = &probe
+	// The TCP flow acknowledges nothing from 5.2 s to 6.0 s and retransmits
+	// 7 segments at 5.5 s.
+	flow := &traffic.Result{}
+	var acked uint64
+	for k := 0; k <= 1000; k++ {
+		tt := float64(k) / 100
+		if tt <= 5.2 || tt >= 6.0 {
+			acked += 1000
+		}
+		var retrans uint32
+		if tt >= 5.5 {
+			retrans = 7
+		}
+		flow.Progress = append(flow.Progress, traffic.Progress{T: tt, Acked: acked, Retransmits: retrans})
+	}
+	// Its goodput: 8 Mbit/s, nothing from 5.2 to 6.0 s, a trickle until
+	// 6.5 s.
+	flow.Mbps = 8
+	for k := 1; k <= 100; k++ {
+		tt := float64(k) / 10
+		mbps := 8.0
+		switch {
+		case tt > 5.2+1e-9 && tt <= 6.0+1e-9:
+			mbps = 0
+		case tt > 6.0+1e-9 && tt <= 6.5+1e-9:
+			mbps = 0.3
+		}
+		flow.Intervals = append(flow.Intervals, traffic.Interval{T: tt, Mbps: mbps})
+	}
+	retransmits := 7
+	run.Traffic = []TrafficResult{{Kind: TrafficTCP, Direction: "up", Retransmits: &retransmits, flow: flow}}
 	run.summarize(sc)
 
 	if got := run.Samples[10].Uplinks[0].UpMbps; math.Abs(got-10) > 1e-6 {
@@ -188,6 +222,12 @@ func TestPeerRunSummarize(t *testing.T) {
 	if in.AtS != 5 || in.Seconds != 2.3 || in.Lost != 230 || !in.Recovered || in.None {
 		t.Errorf("interruption %+v, want 2.3 s from 5 s, recovered", in)
 	}
+	if in.TCPStallSeconds == nil || math.Abs(*in.TCPStallSeconds-0.8) > 0.015 || *in.TCPRetransmits != 7 || !*in.TCPRecovered {
+		t.Errorf("TCP stall %v, retransmits %v, want 0.8 s and 7", in.TCPStallSeconds, in.TCPRetransmits)
+	}
+	if in.TCPLowSeconds == nil || math.Abs(*in.TCPLowSeconds-1.3) > 1e-6 {
+		t.Errorf("TCP low goodput %v, want 1.3 s (stopped, then trickling)", in.TCPLowSeconds)
+	}
 
 	report := newScenarioReport(sc)
 	other := run
@@ -218,7 +258,8 @@ func TestPeerRunSummarize(t *testing.T) {
 		"Scenario maths",
 		"at   5.0s  wlan0 link down",
 		"0–5s", "5–10s", "whole run",
-		"after wlan0 link down at 5.0s: no traffic for 2.30s (230 probes lost)",
+		"after wlan0 link down at 5.0s: no probe through for 2.30s (230 lost); TCP stalled at most 0.80s (under a tenth of its mean rate for 1.3s), 7 retransmits",
+		"Peers side by side, ranked by throughput (up, mean over the run):",
 		"skipped: not installed",
 		"mifsec/wireguard-go: throughput 2.00 (5.0 / 2.5 Mbit/s), interruption 0.50 (2.30 / 4.60 s)",
 	} {
@@ -237,6 +278,18 @@ func TestPeerRunSummarize(t *testing.T) {
 	}
 	if len(back.Runs) != 3 || len(back.Runs[0].Samples) != 101 || back.Runs[0].Probe.Lost != 230 {
 		t.Errorf("JSON round trip lost data: %d runs", len(back.Runs))
+	}
+	if !strings.Contains(string(data), `"tcp_stall_seconds":0.8`) {
+		t.Errorf("report.json has no tcp_stall_seconds of 0.8")
+	}
+	// The ranking: mifsec (5 Mbit/s) before wireguard-go (2.5); the
+	// skipped peer is not ranked.
+	if ranked := report.Ranked(); len(ranked) != 2 || ranked[0].Peer != "mifsec" || ranked[1].Peer != "wireguard-go" {
+		t.Errorf("ranked %v, want mifsec then wireguard-go", ranked)
+	}
+	rankLines := regexp.MustCompile(`(?m)^\s+(\d)\s+(\S+)\s+([\d.]+)`).FindAllStringSubmatch(text[strings.Index(text, "Peers side by side"):], -1)
+	if len(rankLines) != 2 || rankLines[0][2] != "mifsec" || rankLines[0][3] != "5.0" || rankLines[1][2] != "wireguard-go" {
+		t.Errorf("ranking table %q", rankLines)
 	}
 
 	// Single-link baselines: mifsec against the sum of what each uplink
@@ -294,6 +347,34 @@ func TestWritePlot(t *testing.T) {
 	buf.Reset()
 	if err := report.WritePlot(&buf, PeerRun{Peer: "x"}); err != nil {
 		t.Errorf("plot of an empty run: %v", err)
+	}
+}
+
+func TestWriteComparisonPlot(t *testing.T) {
+	sc := reportScenario(t)
+	report := newScenarioReport(sc)
+	for _, name := range []string{"mifsec", "mptcp", "wireguard-go"} {
+		run := PeerRun{Peer: name, Samples: syntheticSamples()}
+		run.summarize(sc)
+		report.Runs = append(report.Runs, run)
+	}
+	report.Runs = append(report.Runs, PeerRun{Peer: "strongswan", Skipped: "not installed"})
+	var buf bytes.Buffer
+	ok, err := report.WriteComparisonPlot(&buf)
+	if err != nil || !ok {
+		t.Fatalf("WriteComparisonPlot = %v, %v", ok, err)
+	}
+	img, err := png.Decode(&buf)
+	if err != nil {
+		t.Fatalf("the plot is not a PNG: %v", err)
+	}
+	// One panel per measured peer: the skipped one has none.
+	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != 3*comparisonPanelHeight+comparisonHeader {
+		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, 3*comparisonPanelHeight+comparisonHeader)
+	}
+	empty := newScenarioReport(sc)
+	if ok, err := empty.WriteComparisonPlot(&buf); ok || err != nil {
+		t.Errorf("a report without samples plotted: %v, %v", ok, err)
 	}
 }
 

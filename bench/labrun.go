@@ -2,14 +2,17 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
-	"strconv"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/mifsec/mifsec/bench/traffic"
 )
 
 // sampleEvery is how often the emulators' counters are read for the
@@ -56,7 +59,7 @@ func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig
 	if len(peers) == 0 {
 		return nil, errors.New("no peers to measure")
 	}
-	if err := checkTrafficTools(); err != nil {
+	if err := checkPrerequisites(sc, peers, len(cfg.Peers) > 0, log); err != nil {
 		return nil, err
 	}
 	report := newScenarioReport(sc)
@@ -79,10 +82,45 @@ func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig
 	return report, errors.Join(failures...)
 }
 
+// toolUser is a peer that runs external programs of its own.
+type toolUser interface{ tools() []tool }
+
+// checkPrerequisites looks for every program the run needs before anything
+// starts, and names all the missing ones with their Debian packages in one
+// message: an error when the lab itself or a peer the user asked for
+// (explicit) needs them; otherwise a note that the peers lacking them will
+// be skipped.
+func checkPrerequisites(sc *Scenario, peers []labPeer, explicit bool, log io.Writer) error {
+	needed := slices.Clone(trafficTools)
+	if slices.ContainsFunc(sc.Uplinks, func(u UplinkSpec) bool { return u.NAT }) {
+		needed = append(needed, tool{"nft", "nftables"})
+	}
+	missing := missingTools(needed)
+	var skipped []string
+	var peerMissing []tool
+	for _, p := range peers {
+		tu, ok := p.(toolUser)
+		if !ok {
+			continue
+		}
+		if m := missingTools(tu.tools()); len(m) > 0 {
+			skipped = append(skipped, p.Name())
+			peerMissing = append(peerMissing, m...)
+		}
+	}
+	if len(missing) > 0 || explicit && len(peerMissing) > 0 {
+		return errors.New(describeMissing(missingTools(append(missing, peerMissing...))))
+	}
+	if len(peerMissing) > 0 {
+		fmt.Fprintf(log, "%s; without them %s will be skipped\n", describeMissing(missingTools(peerMissing)), strings.Join(skipped, ", "))
+	}
+	return nil
+}
+
 // runLabPeer measures one peer; the error is nil for a skipped peer.
 func runLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, cfg ScenarioConfig) (PeerRun, error) {
 	start := time.Now()
-	run := PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc)}
+	run := PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
 	err := measureLabPeer(ctx, lab, sc, peer, cfg, &run)
 	run.Version = peer.Version()
 	run.WallClockSeconds = roundTo(time.Since(start).Seconds(), 1)
@@ -124,7 +162,11 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 	if err := n.pinGateway(ctx, n.uplink(sc.Client.Interface)); err != nil {
 		return err
 	}
-	fmt.Fprintf(log, "%s: bringing the tunnel up over %s (%s)\n", peer.Name(), sc.Client.Interface, peer.Version())
+	if hasNoTunnel(peer) {
+		fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
+	} else {
+		fmt.Fprintf(log, "%s: bringing the tunnel up over %s (%s)\n", peer.Name(), sc.Client.Interface, peer.Version())
+	}
 	setupCtx, cancel := context.WithTimeout(ctx, peerSetupTimeout)
 	err = peer.Setup(setupCtx, n, sc)
 	cancel()
@@ -132,39 +174,13 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 		return err
 	}
 	run.SetupSeconds = roundTo(time.Since(setupStart).Seconds(), 2)
-	servers, err := startIperfServers(ctx, n, sc)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(log, "%s: tunnel up after %.1fs; running %s for %s\n", peer.Name(), run.SetupSeconds, sc.Name, sc.Duration)
-	return runTimeline(ctx, n, sc, peer, cfg, servers, run)
-}
-
-// startIperfServers starts one iperf3 server in the protected network per
-// tcp or udp traffic entry, on ports iperfPort, iperfPort+1, ...
-func startIperfServers(ctx context.Context, n *LabNet, sc *Scenario) (map[int]int, error) {
-	ports := map[int]int{}
-	for i, t := range sc.Traffic {
-		if t.Kind == TrafficProbe {
-			continue
-		}
-		port := iperfPort + len(ports)
-		server, err := n.Start(n.Protected, "iperf3 server :"+strconv.Itoa(port), nil,
-			"iperf3", "--server", "--one-off", "--port", strconv.Itoa(port))
-		if err != nil {
-			return nil, err
-		}
-		if err := waitListeningIn(ctx, n, n.Protected, server, port); err != nil {
-			return nil, err
-		}
-		ports[i] = port
-	}
-	return ports, nil
+	fmt.Fprintf(log, "%s: ready after %.1fs; running %s for %s\n", peer.Name(), run.SetupSeconds, sc.Name, sc.Duration)
+	return runTimeline(ctx, n, sc, peer, cfg, run)
 }
 
 // runTimeline starts the traffic, samples the links and applies the events
 // on the scenario's clock, then collects the results into run.
-func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg ScenarioConfig, ports map[int]int, run *PeerRun) error {
+func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) error {
 	// A short lead lets every goroutine be ready at time zero.
 	base := time.Now().Add(50 * time.Millisecond)
 	// Every peer meets the same stretch of a trace-driven link's trace.
@@ -224,18 +240,19 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 			wg.Go(func() { probeErr = probe.run(timelineCtx, base) })
 			continue
 		}
+		port := uint16(trafficPort + i)
 		wg.Go(func() {
 			if !sleepUntil(timelineCtx, base.Add(t.Start.D())) {
 				results[i].Error = "not started: interrupted"
 				return
 			}
-			runLabIperf(timelineCtx, n, t, ports[i], peer.ClientAddr(), &results[i])
+			runLabTraffic(timelineCtx, n, t, port, peer, base, &results[i])
 		})
 	}
 	// The timeline ends at the scenario's end; traffic still running then
-	// (iperf3 waiting for a dead tunnel) gets a short grace.
+	// (data in flight through a dead tunnel) gets a short grace.
 	go func() {
-		sleepUntil(timelineCtx, base.Add(total+iperfGrace))
+		sleepUntil(timelineCtx, base.Add(total+trafficGrace))
 		stopTimeline()
 	}()
 	wg.Wait()
@@ -255,12 +272,57 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 		}
 	}
 	run.summarize(sc)
+	if mp, ok := peer.(multipathPeer); ok && mp.MultipathTCP() {
+		run.Tunnel = joinNonEmpty(run.Tunnel, uplinkShares(run, sc))
+	}
 	return eventErr
 }
 
-// iperfGrace is how long after the scenario's end an iperf3 client may
-// still be busy reporting before it is stopped.
-const iperfGrace = 4 * time.Second
+// uplinkShares says how the run's bytes in the main direction split over
+// the uplinks (the emulators' counters), so that a multipath transport that
+// left an uplink unused shows it.
+func uplinkShares(run *PeerRun, sc *Scenario) string {
+	dirs := sc.directions()
+	var total uint64
+	bytes := make([]uint64, len(run.Paths))
+	for i, p := range run.Paths {
+		bytes[i] = p.UpBytes
+		if dirs[0] == "down" {
+			bytes[i] = p.DownBytes
+		}
+		total += bytes[i]
+	}
+	if total == 0 {
+		return "no bytes crossed the uplinks"
+	}
+	var parts, unused []string
+	for i, p := range run.Paths {
+		share := float64(bytes[i]) / float64(total)
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", p.Uplink, 100*share))
+		if share < 0.01 {
+			unused = append(unused, p.Uplink)
+		}
+	}
+	text := fmt.Sprintf("bytes %s per uplink: %s", dirs[0], strings.Join(parts, ", "))
+	if len(unused) > 0 {
+		text += fmt.Sprintf(" (%s carried less than 1%%: no subflow used it)", strings.Join(unused, ", "))
+	}
+	return text
+}
+
+func joinNonEmpty(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+// trafficGrace is how long after the scenario's end the receivers of the
+// traffic wait for data still in flight before the flows are cut off.
+const trafficGrace = 4 * time.Second
 
 // sleepUntil waits until t; false when ctx ended first.
 func sleepUntil(ctx context.Context, t time.Time) bool {
@@ -305,92 +367,110 @@ func sampleLinks(ctx context.Context, n *LabNet, base time.Time, total time.Dura
 	}
 }
 
-// runLabIperf runs one iperf3 client in the client namespace.
-func runLabIperf(ctx context.Context, n *LabNet, t TrafficSpec, port int, bind netip.Addr, result *TrafficResult) {
-	args := []string{"iperf3", "--client", labServerAddr.String(), "--port", strconv.Itoa(port),
-		"--time", strconv.Itoa(int(t.Duration.D() / time.Second)), "--json", "--connect-timeout", "3000",
-		"--parallel", strconv.Itoa(t.Streams)}
+// multipathPeer is a peer whose traffic runs as MPTCP connections.
+type multipathPeer interface{ MultipathTCP() bool }
+
+// hasNoTunnel reports whether the peer carries the traffic without a
+// tunnel (kernel MPTCP).
+func hasNoTunnel(peer labPeer) bool {
+	mp, ok := peer.(multipathPeer)
+	return ok && mp.MultipathTCP()
+}
+
+// runLabTraffic runs one tcp or udp traffic entry from the client
+// namespace to the protected server, in this process.
+func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
+	server := netip.AddrPortFrom(labServerAddr, port)
 	if t.Kind == TrafficUDP {
-		args = append(args, "--udp", "--bitrate", strconv.FormatFloat(float64(t.Rate), 'f', 0, 64))
+		runLabUDP(ctx, n, t, server, peer.ClientAddr(), result)
+		return
 	}
+	mp, _ := peer.(multipathPeer)
+	flow := flowSpec{clientNS: n.Client, serverNS: n.Protected, server: server, bind: peer.ClientAddr(),
+		streams: t.Streams, direction: t.Direction, duration: t.Duration.D(), base: base,
+		mptcp: mp != nil && mp.MultipathTCP()}
+	res, err := flow.run(ctx)
+	if res == nil {
+		if ctx.Err() != nil {
+			result.Error = "the flow had not connected when the scenario ended (the tunnel was not carrying traffic)"
+		} else {
+			result.Error = err.Error()
+		}
+		return
+	}
+	result.flow = res
+	mbps, retransmits := roundTo(res.Mbps, 2), res.Retransmits
+	result.Mbps, result.Retransmits = &mbps, &retransmits
+	result.Bytes = res.Bytes
+	result.RTTMeanMs, result.RTTMaxMs = res.RTTMeanMs, res.RTTMaxMs
+	result.MultipathTCP, result.Subflows = res.MultipathTCP, res.Subflows
+	result.Goodput = res.Intervals
+	if res.Incomplete != "" {
+		result.Error = "cut short: " + res.Incomplete
+	}
+}
+
+// runLabUDP runs a paced UDP stream from the client namespace (up) or to
+// it (down).
+func runLabUDP(ctx context.Context, n *LabNet, t TrafficSpec, server netip.AddrPort, bind netip.Addr, result *TrafficResult) {
+	from := netip.IPv4Unspecified()
 	if bind.IsValid() {
-		args = append(args, "--bind", bind.String())
+		from = bind
 	}
+	serverConn, err := listenUDPIn(n.Protected, netip.AddrPortFrom(netip.IPv4Unspecified(), server.Port()))
+	if err != nil {
+		result.Error = err.Error()
+		return
+	}
+	defer serverConn.Close()
+	var clientConn *net.UDPConn
+	err = inNamespace(n.Client, func() error {
+		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0)), net.UDPAddrFromAddrPort(server))
+		clientConn = c
+		return err
+	})
+	if err != nil {
+		result.Error = fmt.Sprintf("UDP socket in namespace %s: %v", n.Client, err)
+		return
+	}
+	defer clientConn.Close()
+	stream := &traffic.UDP{Sender: clientConn, Receiver: serverConn, Rate: float64(t.Rate), Duration: t.Duration.D()}
 	if t.Direction == "down" {
-		args = append(args, "--reverse")
-	}
-	out, runErr := n.Run(ctx, n.Client, args...)
-	mbps, retransmits, lost, parseErr := parseIperfSummary([]byte(jsonPart(out)))
-	switch {
-	case parseErr == nil:
-		result.Mbps, result.Retransmits, result.LossPercent = &mbps, retransmits, lost
-	case ctx.Err() != nil:
-		result.Error = "iperf3 had not finished when the scenario ended (the tunnel was not carrying traffic)"
-	case runErr != nil:
-		result.Error = fmt.Sprintf("%v (%v)", parseErr, firstLine(runErr.Error()))
-	default:
-		result.Error = parseErr.Error()
-	}
-}
-
-// parseIperfSummary reads the received rate of a TCP or UDP iperf3 test,
-// with TCP's retransmits or UDP's loss.
-func parseIperfSummary(data []byte) (mbps float64, retransmits *int, lossPercent *float64, err error) {
-	var udp struct {
-		Start struct {
-			TestStart struct {
-				Protocol string `json:"protocol"`
-			} `json:"test_start"`
-		} `json:"start"`
-		End struct {
-			Sum *struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-				LostPercent   float64 `json:"lost_percent"`
-			} `json:"sum"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(data, &udp); err != nil {
-		return 0, nil, nil, fmt.Errorf("parse iperf3 JSON output: %w", err)
-	}
-	if udp.Error != "" {
-		return 0, nil, nil, fmt.Errorf("iperf3: %s", udp.Error)
-	}
-	switch udp.Start.TestStart.Protocol {
-	case "TCP":
-		r, err := ParseIperfJSON(data)
+		// The server sends from its port to where the client's datagrams
+		// come from, so the client's connected socket takes them.
+		to, err := learnClient(ctx, clientConn, serverConn)
 		if err != nil {
-			return 0, nil, nil, err
+			result.Error = err.Error()
+			return
 		}
-		mbps = roundTo(r.Mbps(), 2)
-		return mbps, &r.Retransmits, nil, nil
-	case "UDP":
-		if udp.End.Sum == nil {
-			return 0, nil, nil, errors.New("iperf3 UDP output has no end.sum")
-		}
-		mbps = roundTo(udp.End.Sum.BitsPerSecond/1e6, 2)
-		lost := roundTo(udp.End.Sum.LostPercent, 2)
-		return mbps, nil, &lost, nil
+		stream.Sender, stream.To, stream.Receiver = serverConn, to, clientConn
 	}
-	return 0, nil, nil, fmt.Errorf("iperf3 output for unknown protocol %q", udp.Start.TestStart.Protocol)
+	res, err := stream.Run(ctx)
+	if err != nil && res == nil {
+		result.Error = err.Error()
+		return
+	}
+	mbps, lost := roundTo(res.Mbps, 2), res.LossPercent
+	result.Mbps, result.LossPercent = &mbps, &lost
+	if ctx.Err() != nil {
+		result.Error = "interrupted"
+	}
 }
 
-// waitListeningIn polls until namespace ns listens on the TCP port.
-func waitListeningIn(ctx context.Context, n *LabNet, ns string, server *Process, port int) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, err := n.Run(ctx, ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port))
-		if err == nil && len(out) > 0 {
-			return nil
+// learnClient has the client send datagrams until one reaches the server,
+// and returns the client's address as the server sees it (the tunnel's
+// inner address, or a NAT's).
+func learnClient(ctx context.Context, client, server *net.UDPConn) (netip.AddrPort, error) {
+	buf := make([]byte, 64)
+	defer server.SetReadDeadline(time.Time{})
+	for range 20 {
+		if _, err := client.Write([]byte("hello")); err != nil && ctx.Err() != nil {
+			return netip.AddrPort{}, ctx.Err()
 		}
-		if server.Exited() {
-			return fmt.Errorf("%s ended before listening:\n%s", server.Name(), server.Describe())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not listen on port %d after 10s:\n%s", server.Name(), port, server.Describe())
-		}
-		if !sleepUntil(ctx, time.Now().Add(50*time.Millisecond)) {
-			return ctx.Err()
+		server.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		if _, from, err := server.ReadFromUDPAddrPort(buf); err == nil {
+			return from, nil
 		}
 	}
+	return netip.AddrPort{}, errors.New("udp down: the client's datagrams never reached the server")
 }

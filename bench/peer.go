@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 )
 
 // Peer is one system measured by the throughput scenario: a tunnel between
@@ -22,10 +21,10 @@ type Peer interface {
 	Path() string
 	// Setup brings the tunnel up in topo and returns once traffic passes.
 	Setup(ctx context.Context, topo *Topology) error
-	// ClientAddr is the source address iperf3 binds to in the client
-	// namespace; the zero Addr lets the kernel choose.
+	// ClientAddr is the source address the measured flow binds to in the
+	// client namespace; the zero Addr lets the kernel choose.
 	ClientAddr() netip.Addr
-	// ServerAddr is where iperf3 reaches the server through the tunnel.
+	// ServerAddr is where the flow reaches the server through the tunnel.
 	ServerAddr() netip.Addr
 	// ClientInterface is the client namespace's interface that the
 	// measured flow must cross (the tunnel's TUN device), checked against
@@ -92,56 +91,14 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 	return nil, fmt.Errorf("unknown peer %q (known: %s)", name, strings.Join(PeerNames, ", "))
 }
 
-// waitForPing pings dst from the client namespace until a reply comes back,
-// failing early when one of the tunnel's processes ends.
+// waitForPing sends ICMP echo requests to dst from the client namespace
+// until a reply comes back, failing early when one of the tunnel's
+// processes ends.
 func waitForPing(ctx context.Context, topo *Topology, src, dst netip.Addr, processes ...*Process) error {
-	return pingUntilReply(ctx, func(ctx context.Context, args ...string) (string, error) {
-		return topo.Run(ctx, topo.Client, args...)
-	}, src, dst, processes...)
+	return waitForEcho(ctx, topo.Client, src, dst, processes...)
 }
 
-// pingUntilReply pings dst with run (which runs a command in the client's
-// namespace) until a reply comes back, failing early when one of the
-// tunnel's processes ends.
-func pingUntilReply(ctx context.Context, run func(ctx context.Context, args ...string) (string, error),
-	src, dst netip.Addr, processes ...*Process) error {
-	const attempts = 20
-	args := []string{"ping", "-n", "-q", "-c", "1", "-W", "1"}
-	if src.IsValid() {
-		args = append(args, "-I", src.String())
-	}
-	args = append(args, dst.String())
-	var lastErr error
-	for range attempts {
-		for _, p := range processes {
-			if p.Exited() {
-				return fmt.Errorf("%s ended while the tunnel came up:\n%s", p.Name(), p.Describe())
-			}
-		}
-		_, err := run(ctx, args...)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		lastErr = err
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	var details strings.Builder
-	for _, p := range processes {
-		details.WriteString("\n")
-		details.WriteString(p.Describe())
-	}
-	return fmt.Errorf("no ping reply from %s through the tunnel after %d tries (last: %v)%s",
-		dst, attempts, firstLine(lastErr.Error()), details.String())
-}
-
-// vethPeer is the reference: no tunnel, iperf3 straight over the veth pair.
+// vethPeer is the reference: no tunnel, the flow straight over the veth pair.
 type vethPeer struct{ topo *Topology }
 
 func (p *vethPeer) Name() string                      { return "veth" }

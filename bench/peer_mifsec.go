@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/mifsec/mifsec/dataplane"
@@ -102,10 +103,11 @@ func (p *mifsecPeer) Setup(ctx context.Context, topo *Topology) error {
 			serverToClient, clientToServer, netip.PrefixFrom(mifsecServerAddr, 24)},
 	}
 	for _, s := range sides {
-		proc, err := topo.Start(s.ns, "mifsec static ("+s.label+")", nil, p.binary, "static",
+		// Keys go through the environment, never the command line; each
+		// side records its sequence numbers in a state directory of its own.
+		proc, err := topo.Start(s.ns, "mifsec static ("+s.label+")", []string{"MIFSEC_KEY_OUT=" + s.keyOut, "MIFSEC_KEY_IN=" + s.keyIn}, p.binary, "static",
 			"--local", s.local.String(), "--remote", s.remote.String(),
-			"--spi-out", s.spiOut, "--spi-in", s.spiIn,
-			"--key-out", s.keyOut, "--key-in", s.keyIn,
+			"--spi-out", s.spiOut, "--spi-in", s.spiIn, "--state-dir", filepath.Join(topo.Dir, "static-state-"+s.label),
 			"--alg", alg.String(), "--tun", mifsecTUN, "--address", s.address.String())
 		if err != nil {
 			return err

@@ -133,8 +133,9 @@ const (
 	TrafficProbe = "probe"
 )
 
-// TrafficSpec is one traffic source. tcp and udp run iperf3 from the client
-// to the protected network's server; probe sends sequenced, timestamped UDP
+// TrafficSpec is one traffic source. tcp and udp run the lab's own traffic
+// generator (bench/traffic) between the client and the protected network's
+// server; probe sends sequenced, timestamped UDP
 // packets at a fixed interval and records each one's one-way delay.
 type TrafficSpec struct {
 	Kind string `yaml:"kind"`
@@ -479,7 +480,7 @@ const SingleLinkPrefix = "mifsec@"
 
 // LabPeerNames are the peers a scenario can run (besides the single-link
 // baselines, SingleLinkPrefix + an uplink's name).
-var LabPeerNames = []string{"mifsec", "wireguard-go", "strongswan"}
+var LabPeerNames = []string{"mifsec", "mptcp", "wireguard-go", "strongswan"}
 
 // normalize fills defaults and validates; errors name the field.
 func (s *Scenario) normalize() error {

@@ -21,7 +21,6 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
@@ -551,14 +550,9 @@ func (r *SoakReport) WritePlot(w io.Writer) error {
 		line.Color = color.RGBA{R: 200, G: 30, B: 30, A: 255}
 		p.Add(line)
 	}
-	canvas := vgimg.NewWith(
-		vgimg.UseWH(vg.Length(PlotWidth)*vg.Inch/plotDPI, vg.Length(PlotHeight)*vg.Inch/plotDPI),
-		vgimg.UseDPI(plotDPI), vgimg.UseBackgroundColor(color.White))
+	canvas := newCanvas(PlotHeight)
 	p.Draw(draw.New(canvas))
-	if _, err := (vgimg.PngCanvas{Canvas: canvas}).WriteTo(w); err != nil {
-		return fmt.Errorf("write the plot: %w", err)
-	}
-	return nil
+	return writePNG(w, canvas)
 }
 
 // WriteFiles writes summary.txt, report.json and soak.png into dir.

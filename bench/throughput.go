@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,11 +17,11 @@ import (
 )
 
 // ThroughputScenario describes what RunThroughput measures.
-const ThroughputScenario = "two network namespaces joined by one veth pair; one TCP flow with iperf3 through the tunnel, client to server (up) then server to client (down, iperf3 -R)"
+const ThroughputScenario = "two network namespaces joined by one veth pair; one TCP flow through the tunnel, client to server (up) then server to client (down)"
 
 // ThroughputConfig selects the peers and the length of each measurement.
 type ThroughputConfig struct {
-	// Duration of each iperf3 test (one per direction), at least 1s.
+	// Duration of each TCP transfer (one per direction), at least 1s.
 	Duration time.Duration
 	// Peers are measured in this order; names from PeerNames.
 	Peers []string
@@ -138,7 +139,7 @@ func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*Throug
 
 func throughputPeers(cfg ThroughputConfig) ([]Peer, error) {
 	if cfg.Duration < time.Second {
-		return nil, fmt.Errorf("duration %v is too short: iperf3 measures whole seconds, at least 1s", cfg.Duration)
+		return nil, fmt.Errorf("duration %v is too short: each direction runs at least 1s", cfg.Duration)
 	}
 	if len(cfg.Peers) == 0 {
 		return nil, errors.New("no peers to measure")
@@ -163,7 +164,7 @@ func throughputPeers(cfg ThroughputConfig) ([]Peer, error) {
 type optionalPeer interface{ Optional() bool }
 
 // measurePeer prepares the peer, builds its topology, brings the tunnel up,
-// runs iperf3 up then down, and tears everything down again. The error is
+// runs a TCP flow up then down, and tears everything down again. The error is
 // nil for a skipped peer.
 func measurePeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, log io.Writer) (PeerResult, error) {
 	start := time.Now()
@@ -213,11 +214,15 @@ func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, r
 		if err != nil {
 			return err
 		}
-		measured, err := topo.runIperf(ctx, iperfTest{
-			server: peer.ServerAddr(), bind: peer.ClientAddr(), duration: duration, reverse: reverse,
-		})
+		fmt.Fprintf(log, "%s: TCP %s for %v\n", peer.Name(), direction, duration)
+		measured, err := flowSpec{clientNS: topo.Client, serverNS: topo.Server,
+			server: netip.AddrPortFrom(peer.ServerAddr(), trafficPort), bind: peer.ClientAddr(),
+			streams: 1, direction: direction, duration: duration}.run(ctx)
 		if err != nil {
-			return fmt.Errorf("iperf3 %s: %w", direction, err)
+			return fmt.Errorf("TCP %s: %w", direction, err)
+		}
+		if measured.Incomplete != "" {
+			return fmt.Errorf("TCP %s: cut short after %d bytes: %s", direction, measured.Bytes, measured.Incomplete)
 		}
 		after, err := topo.readCounters(ctx, topo.Client, iface)
 		if err != nil {
@@ -228,10 +233,10 @@ func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, r
 			crossed = after.RxBytes - before.RxBytes
 		}
 		if !flowCrossed(measured.Bytes, crossed) {
-			return fmt.Errorf("iperf3 %s: the flow bypassed the tunnel: it moved %d bytes, %s counted only %d",
+			return fmt.Errorf("TCP %s: the flow bypassed the tunnel: it moved %d bytes, %s counted only %d",
 				direction, measured.Bytes, iface, crossed)
 		}
-		mbps, retransmits := roundTo(measured.Mbps(), 1), measured.Retransmits
+		mbps, retransmits := roundTo(measured.Mbps, 1), measured.Retransmits
 		if reverse {
 			result.DownMbps, result.DownRetransmits, result.DownSeconds = &mbps, &retransmits, roundTo(measured.Seconds, 2)
 		} else {

@@ -216,6 +216,9 @@ var (
 	// (2^32-1, or 2^64-1 with ESN) and must be rekeyed: ESP never wraps.
 	ErrSequenceExhausted = errors.New("esp: sequence number space exhausted, SA needs rekeying")
 	ErrBufferTooSmall    = errors.New("esp: buffer too small for headroom, padding and ICV")
+	// ErrSequenceLimit means the SA reached the limit SetSequenceLimit set
+	// and waits for it to be raised.
+	ErrSequenceLimit = errors.New("esp: sequence number limit reached, waiting for the high mark to be stored")
 )
 
 // SAConfig describes one direction of an ESP security association.
@@ -227,6 +230,12 @@ type SAConfig struct {
 	// ReplayWindow is the inbound anti-replay window in packets;
 	// 0 means DefaultReplayWindow.
 	ReplayWindow int
+	// StartAfter is the sequence number an outbound SA counts from: its
+	// first packet carries StartAfter+1. A manually keyed SA whose key
+	// outlives the process starts above every number an earlier run may
+	// have sent, so that no (sequence number, IV) pair, and so no AEAD
+	// nonce, repeats under the key (see SetSequenceLimit).
+	StartAfter uint64
 }
 
 // SA is one ESP security association. An SA is used in one direction; the
@@ -246,6 +255,7 @@ type SA struct {
 	headerLen, icvLen int
 
 	seq    atomic.Uint64 // last sequence number handed out
+	limit  atomic.Uint64 // highest sequence number that may be handed out
 	window *ReplayWindow
 
 	Stats SAStats
@@ -279,6 +289,11 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	if cfg.ESN {
 		sa.maxSeq = math.MaxUint64
 	}
+	if cfg.StartAfter >= sa.maxSeq {
+		return nil, fmt.Errorf("SA %#x: starting after sequence number %d leaves none to send: %w", cfg.SPI, cfg.StartAfter, ErrSequenceExhausted)
+	}
+	sa.seq.Store(cfg.StartAfter)
+	sa.limit.Store(sa.maxSeq)
 	info, _ := cfg.Algorithm.info()
 	if !info.aead {
 		if sa.cbc, err = newCBCState(info, cfg.Key); err != nil {
@@ -306,6 +321,25 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	copy(sa.salt[:], salt)
 	return sa, nil
 }
+
+// SetSequenceLimit lets the SA hand out sequence numbers up to limit only
+// (at most the SA's last one); past it, sealing fails with
+// ErrSequenceLimit until the limit is raised. An owner that records a high
+// mark of the numbers used on disk raises the limit only once the mark is
+// stored, so that a crash never loses track of a number sent.
+func (sa *SA) SetSequenceLimit(limit uint64) { sa.limit.Store(min(limit, sa.maxSeq)) }
+
+// SequenceLimit returns the highest sequence number the SA may hand out.
+func (sa *SA) SequenceLimit() uint64 { return sa.limit.Load() }
+
+// MaxSequence returns the SA's last sequence number: 2^32-1, or 2^64-1 with
+// ESN.
+func (sa *SA) MaxSequence() uint64 { return sa.maxSeq }
+
+// Wipe clears the key material the SA holds itself (the salt); the
+// cipher's expanded key belongs to the standard library and goes with the
+// SA. Call it once the SA is no longer used by anyone.
+func (sa *SA) Wipe() { clear(sa.salt[:]) }
 
 // SPI returns the SA's security parameter index.
 func (sa *SA) SPI() uint32 { return sa.spi }
@@ -337,6 +371,9 @@ func (sa *SA) ReserveSequence(n int) (uint64, error) {
 		last := sa.seq.Load()
 		if last > sa.maxSeq-uint64(n) {
 			return 0, ErrSequenceExhausted
+		}
+		if limit := sa.limit.Load(); limit < uint64(n) || last > limit-uint64(n) {
+			return 0, ErrSequenceLimit
 		}
 		if sa.seq.CompareAndSwap(last, last+uint64(n)) {
 			return last + 1, nil

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -366,5 +367,96 @@ func TestOpenToSeparateBuffer(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestStartAfterAndLimit: an SA configured to start after a stored high
+// mark sends its first packet above it, a fresh receiver accepts that
+// packet, a receiver that saw the earlier run's numbers accepts it too, and
+// sealing stops at the limit until the limit is raised.
+func TestStartAfterAndLimit(t *testing.T) {
+	key := make([]byte, AES256GCM16.KeyLen())
+	rand.Read(key)
+	const mark = 1 << 20
+	cfg := SAConfig{SPI: 0x1001, Algorithm: AES256GCM16, Key: key, StartAfter: mark}
+	out, err := NewSA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.StartAfter = 0
+	fresh, err := NewSA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen, err := NewSA(cfg) // a receiver that kept running: it saw 1..100 of an earlier run
+	if err != nil {
+		t.Fatal(err)
+	}
+	earlier, err := NewSA(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if _, _, err := openPacket(seen, sealPayload(t, earlier, []byte{0x45, 0, 0, 4}, NextHeaderIPv4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pkt := sealPayload(t, out, []byte{0x45, 0, 0, 4}, NextHeaderIPv4)
+	if seq := binary.BigEndian.Uint32(pkt[4:]); seq != mark+1 {
+		t.Fatalf("first sequence number %d, want %d", seq, mark+1)
+	}
+	if iv := binary.BigEndian.Uint64(pkt[8:16]); iv != mark+1 {
+		t.Fatalf("first IV %d, want %d", iv, mark+1)
+	}
+	for name, in := range map[string]*SA{"fresh": fresh, "running": seen} {
+		if _, _, err := openPacket(in, pkt); err != nil {
+			t.Fatalf("%s receiver refused the first packet of a restarted sender: %v", name, err)
+		}
+	}
+
+	out.SetSequenceLimit(mark + 3)
+	buf := make([]byte, Headroom+64)
+	for i := range 2 {
+		if _, err := out.Seal(buf, 10, NextHeaderIPv4); err != nil {
+			t.Fatalf("seal %d under the limit: %v", i, err)
+		}
+	}
+	if _, err := out.Seal(buf, 10, NextHeaderIPv4); !errors.Is(err, ErrSequenceLimit) {
+		t.Fatalf("seal at the limit: %v, want ErrSequenceLimit", err)
+	}
+	if _, err := out.ReserveSequence(2); !errors.Is(err, ErrSequenceLimit) {
+		t.Fatalf("reserve past the limit: %v, want ErrSequenceLimit", err)
+	}
+	if out.LastSequence() != mark+3 {
+		t.Fatalf("counter %d, want %d", out.LastSequence(), mark+3)
+	}
+	out.SetSequenceLimit(mark + 10)
+	if _, err := out.Seal(buf, 10, NextHeaderIPv4); err != nil {
+		t.Fatalf("seal after raising the limit: %v", err)
+	}
+	out.SetSequenceLimit(math.MaxUint64)
+	if out.SequenceLimit() != math.MaxUint32 {
+		t.Fatalf("limit %d above the SA's last number", out.SequenceLimit())
+	}
+
+	cfg.StartAfter = math.MaxUint32
+	if _, err := NewSA(cfg); !errors.Is(err, ErrSequenceExhausted) {
+		t.Fatalf("an SA starting after its last number: %v", err)
+	}
+}
+
+// TestWipeClearsSalt: after Wipe the SA holds no salt of its own, so what
+// it seals no longer opens under the original key and salt.
+func TestWipeClearsSalt(t *testing.T) {
+	out, in := newSAPair(t, ChaCha20Poly1305, false)
+	if out.salt == [SaltLen]byte{} {
+		t.Skip("the random salt happened to be zero")
+	}
+	out.Wipe()
+	if out.salt != [SaltLen]byte{} {
+		t.Fatalf("salt %x after Wipe", out.salt)
+	}
+	if _, _, err := openPacket(in, sealPayload(t, out, []byte{0x45, 0, 0, 4}, NextHeaderIPv4)); !errors.Is(err, ErrBadICV) {
+		t.Fatalf("a packet sealed after Wipe opened: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -271,10 +272,99 @@ func ParseCertReqData(data []byte) ([][sha1.Size]byte, error) {
 	return hashes, nil
 }
 
-// TrustStore holds the trusted CA certificates (trust anchors).
+// TrustStore holds the trusted CA certificates (trust anchors) and the
+// certificates they revoked (SetCRLs).
 type TrustStore struct {
-	pool *x509.CertPool
-	cas  []*x509.Certificate
+	pool    *x509.CertPool
+	cas     []*x509.Certificate
+	revoked atomic.Pointer[revocations] // nil: no CRL
+}
+
+// revocations are the serial numbers revoked by each CA, by the CA's
+// subject (raw DER) and the serial's decimal text.
+type revocations map[string]map[string]bool
+
+// ErrRevoked reports a peer certificate that its CA revoked.
+var ErrRevoked = errors.New("ike: certificate revoked")
+
+// SetCRLs replaces the certificate revocation lists: from now on a chain
+// with a certificate listed in one of them is refused. Every CRL must be
+// signed by one of the store's CAs; an expired one still counts (a
+// revocation does not lapse with its list) and is reported in the returned
+// warnings. Safe to call while other goroutines verify.
+func (t *TrustStore) SetCRLs(crls ...*x509.RevocationList) (warnings []string, err error) {
+	rv := revocations{}
+	for i, crl := range crls {
+		var issuer *x509.Certificate
+		for _, ca := range t.cas {
+			if crl.CheckSignatureFrom(ca) == nil {
+				issuer = ca
+				break
+			}
+		}
+		if issuer == nil {
+			return nil, fmt.Errorf("ike: CRL %d (issuer %q) is not signed by a trusted CA", i+1, crl.Issuer.String())
+		}
+		if !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate) {
+			warnings = append(warnings, fmt.Sprintf("CRL of %q was due for an update at %s", issuer.Subject.String(), crl.NextUpdate.UTC().Format(time.RFC3339)))
+		}
+		key := string(issuer.RawSubject)
+		if rv[key] == nil {
+			rv[key] = map[string]bool{}
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			rv[key][e.SerialNumber.String()] = true
+		}
+	}
+	t.revoked.Store(&rv)
+	return warnings, nil
+}
+
+// LoadCRLs reads certificate revocation lists from a file (PEM "X509 CRL"
+// blocks, or one DER CRL).
+func LoadCRLs(path string) ([]*x509.RevocationList, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ike: load CRLs: %w", err)
+	}
+	var crls []*x509.RevocationList
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "X509 CRL" {
+			continue
+		}
+		crl, err := x509.ParseRevocationList(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ike: CRL in %s: %w", path, err)
+		}
+		crls = append(crls, crl)
+	}
+	if len(crls) == 0 {
+		crl, err := x509.ParseRevocationList(data)
+		if err != nil {
+			return nil, fmt.Errorf("ike: %s holds no CRL (PEM X509 CRL or DER): %w", path, err)
+		}
+		crls = append(crls, crl)
+	}
+	return crls, nil
+}
+
+// checkRevoked refuses a chain (leaf first) with a revoked certificate.
+func (t *TrustStore) checkRevoked(chain []*x509.Certificate) error {
+	rv := t.revoked.Load()
+	if rv == nil {
+		return nil
+	}
+	for _, c := range chain {
+		if (*rv)[string(c.RawIssuer)][c.SerialNumber.String()] {
+			return fmt.Errorf("%w: %q (serial %s) by %q", ErrRevoked, c.Subject.String(), c.SerialNumber.String(), c.Issuer.String())
+		}
+	}
+	return nil
 }
 
 // NewTrustStore returns a trust store holding cas.
@@ -498,6 +588,9 @@ func (t *TrustStore) VerifyPeerCertificate(leaf *x509.Certificate, intermediates
 			return nil, fmt.Errorf("ike: peer certificate %q (issuer %q) does not chain to a trusted CA: %w", subject, leaf.Issuer.String(), err)
 		}
 		return nil, fmt.Errorf("ike: peer certificate %q does not verify: %w", subject, err)
+	}
+	if err := t.checkRevoked(chains[0]); err != nil {
+		return nil, err
 	}
 	if leaf.KeyUsage != 0 && leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
 		return nil, fmt.Errorf("ike: peer certificate %q: key usage allows neither digitalSignature nor nonRepudiation", subject)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
@@ -13,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -472,5 +474,78 @@ func TestVerifyGatewayExtKeyUsage(t *testing.T) {
 				t.Fatalf("VerifyGateway: %v, want ErrNotAGateway", err)
 			}
 		})
+	}
+}
+
+// TestCRLRevokes: a certificate its CA revoked is refused, others of the
+// CA still pass; a CRL not signed by a trusted CA is refused; CRL files
+// load as PEM and DER.
+func TestCRLRevokes(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := GenerateTestPKI(dir, TestPKIOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := GenerateTestPKI(t.TempDir(), TestPKIOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := NewTrustStore(pki.CA.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlOf := func(ca TestCredential, serials ...*big.Int) []byte {
+		t.Helper()
+		tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour)}
+		for _, s := range serials {
+			tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Certificate, ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	client, gw := pki.Client, pki.Gateway
+	if _, err := store.VerifyPeer(client.Certificate.Raw, nil, client.Identity, time.Time{}); err != nil {
+		t.Fatalf("before any CRL: %v", err)
+	}
+	der := crlOf(pki.CA, client.Certificate.SerialNumber)
+	pemFile := filepath.Join(dir, "crl.pem")
+	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	derFile := filepath.Join(dir, "crl.der")
+	if err := os.WriteFile(derFile, der, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{pemFile, derFile} {
+		crls, err := LoadCRLs(f)
+		if err != nil || len(crls) != 1 {
+			t.Fatalf("LoadCRLs(%s): %d, %v", f, len(crls), err)
+		}
+		if _, err := store.SetCRLs(crls...); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.VerifyPeer(client.Certificate.Raw, nil, client.Identity, time.Time{}); !errors.Is(err, ErrRevoked) {
+			t.Fatalf("revoked client certificate: %v, want ErrRevoked", err)
+		}
+		if _, err := store.VerifyPeer(gw.Certificate.Raw, nil, gw.Identity, time.Time{}); err != nil {
+			t.Fatalf("a certificate the CRL does not list: %v", err)
+		}
+	}
+	foreign, err := x509.ParseRevocationList(crlOf(other.CA, gw.Certificate.SerialNumber))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.SetCRLs(foreign); err == nil {
+		t.Fatal("a CRL signed by an untrusted CA was taken")
+	}
+	// An empty set lifts every revocation (a reload without the entry).
+	if _, err := store.SetCRLs(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.VerifyPeer(client.Certificate.Raw, nil, client.Identity, time.Time{}); err != nil {
+		t.Fatalf("after the CRL was withdrawn: %v", err)
 	}
 }

@@ -74,7 +74,40 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("building IKE_SA_INIT: %w", err)
 		}
-		resp, raw, err := s.initRoundTrip(ctx, b, spiI)
+		// The response is not protected: anyone on the path can forge
+		// one. A response that is an error, or that does not make an IKE
+		// SA, is noted and the wait goes on for a valid one until the
+		// retransmissions are spent (RFC 7296 §2.21.1); only then does
+		// the last such answer become the error.
+		var result *initResult
+		resp, err := s.initRoundTrip(ctx, b, spiI, func(resp *Message, raw []byte) error {
+			if FindNotify(resp.Payloads, COOKIE) != nil {
+				return nil
+			}
+			if n := FindNotify(resp.Payloads, INVALID_KE_PAYLOAD); n != nil {
+				if len(n.Data) != 2 {
+					return fmt.Errorf("IKE_SA_INIT: malformed INVALID_KE_PAYLOAD from the gateway")
+				}
+				want := binary.BigEndian.Uint16(n.Data)
+				if !slices.Contains(groupsOf(s.cfg.IKE), want) || want == group {
+					return fmt.Errorf("%w: the gateway wants DH group %d, which the IKE proposals (%s) do not offer",
+						ErrNoProposalChosen, want, FormatProposals(s.cfg.IKE))
+				}
+				return nil
+			}
+			if err := firstError(resp.Payloads, "IKE_SA_INIT"); err != nil {
+				if strings.Contains(err.Error(), "proposals") {
+					return fmt.Errorf("%w; offered %s", err, FormatProposals(s.cfg.IKE))
+				}
+				return err
+			}
+			if resp.SPIr == 0 {
+				return fmt.Errorf("IKE_SA_INIT: the gateway's response has no responder SPI")
+			}
+			res, err := s.completeInit(resp, raw, b, kex, ni)
+			result = res
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -83,50 +116,45 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 			continue
 		}
 		if n := FindNotify(resp.Payloads, INVALID_KE_PAYLOAD); n != nil {
-			if len(n.Data) != 2 {
-				return nil, fmt.Errorf("IKE_SA_INIT: malformed INVALID_KE_PAYLOAD from the gateway")
-			}
-			want := binary.BigEndian.Uint16(n.Data)
-			if !slices.Contains(groupsOf(s.cfg.IKE), want) || want == group {
-				return nil, fmt.Errorf("%w: the gateway wants DH group %d, which the IKE proposals (%s) do not offer",
-					ErrNoProposalChosen, want, FormatProposals(s.cfg.IKE))
-			}
-			group = want
+			group = binary.BigEndian.Uint16(n.Data)
 			continue
 		}
-		if err := firstError(resp.Payloads, "IKE_SA_INIT"); err != nil {
-			if strings.Contains(err.Error(), "proposals") {
-				return nil, fmt.Errorf("%w; offered %s", err, FormatProposals(s.cfg.IKE))
-			}
-			return nil, err
-		}
-		if resp.SPIr == 0 {
-			return nil, fmt.Errorf("IKE_SA_INIT: the gateway's response has no responder SPI")
-		}
-		return s.completeInit(resp, raw, b, kex, ni)
+		return result, nil
 	}
 }
 
-// initRoundTrip sends an IKE_SA_INIT request and waits for its response.
-func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64) (*Message, []byte, error) {
+// initRoundTrip sends an IKE_SA_INIT request and waits for a response
+// that accept takes (returns nil for). A response accept refuses does
+// not end the wait; when the retransmissions are spent, the last refusal
+// is the error.
+func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64, accept func(resp *Message, raw []byte) error) (*Message, error) {
 	policy := s.cfg.Retransmit
 	timeout := policy.Timeout
 	s.transmit([][]byte{req})
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	var refused error
 	for tries := 1; ; {
 		select {
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		case in := <-s.inbox:
 			m, err := Parse(in.data)
 			if err != nil || m.Exchange != IKE_SA_INIT || m.Flags&FlagResponse == 0 || m.SPIi != spiI {
 				continue
 			}
-			return m, in.data, nil
+			if err := accept(m, in.data); err != nil {
+				s.log.Debug("IKE_SA_INIT: waiting on after an unusable response", "from", in.from, "err", err)
+				refused = err
+				continue
+			}
+			return m, nil
 		case <-timer.C:
 			if tries == policy.Tries {
-				return nil, nil, fmt.Errorf("%w: %s did not answer IKE_SA_INIT after %d tries", ErrTimeout, s.cfg.Remote, tries)
+				if refused != nil {
+					return nil, refused
+				}
+				return nil, fmt.Errorf("%w: %s did not answer IKE_SA_INIT after %d tries", ErrTimeout, s.cfg.Remote, tries)
 			}
 			tries++
 			s.transmit([][]byte{req})
@@ -156,8 +184,8 @@ func (s *Session) completeInit(resp *Message, raw, req []byte, kex KeyExchange, 
 	if err != nil {
 		return nil, fmt.Errorf("IKE_SA_INIT: %w", err)
 	}
-	if len(nr.Data) < 16 || len(nr.Data) > 256 {
-		return nil, fmt.Errorf("IKE_SA_INIT: nonce of %d bytes", len(nr.Data))
+	if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+		return nil, fmt.Errorf("IKE_SA_INIT: %w", err)
 	}
 	keys, err := deriveIKEKeys(suite, shared, ni, nr.Data, resp.SPIi, resp.SPIr, true)
 	if err != nil {
@@ -222,6 +250,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		cp = append(cp, CPAttribute{Type: INTERNAL_IP6_ADDRESS}, CPAttribute{Type: INTERNAL_IP6_DNS})
 	}
 	if len(cp) > 0 {
+		cp = append(cp, CPAttribute{Type: INTERNAL_DNS_DOMAIN}) // split DNS (splitdns.go)
 		payloads = append(payloads, &CP{CfgType: CFG_REQUEST, Attributes: cp})
 	}
 	inSPI := randomESPSPI()
@@ -244,6 +273,9 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	child, err := s.childFromReply(sa, reply, inSPI, sa.ni, sa.nr, nil, false, s.localTS(), s.cfg.RemoteTS)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH: %w", err)
+	}
+	if h, ok := s.h.(DNSDomainsHandler); ok {
+		h.ConfiguredDNSDomains(configDomains(reply))
 	}
 	if err := s.h.Configured(addrs, dns); err != nil {
 		return err

@@ -29,6 +29,15 @@ func newIKEKeys(k *Keys, initiator bool) (*ikeKeys, error) {
 	return &ikeKeys{Keys: k, prf: prf, out: out, in: in}, nil
 }
 
+// wipe overwrites the IKE SA's keys with zeros once it is gone (deleted,
+// replaced by a rekey, torn down). The SK crypters' and the PRF's expanded
+// keys live inside the standard library and go with the SA.
+func (sa *ikeSA) wipe() {
+	if sa != nil && sa.keys != nil {
+		sa.keys.Wipe()
+	}
+}
+
 // deriveIKEKeys derives a new IKE SA's keys from IKE_SA_INIT.
 func deriveIKEKeys(s Suite, shared, ni, nr []byte, spiI, spiR uint64, initiator bool) (*ikeKeys, error) {
 	k, err := DeriveKeys(s, shared, ni, nr, spiI, spiR)

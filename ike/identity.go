@@ -7,8 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -826,3 +829,135 @@ func dnEqual(a, b []byte) bool {
 func normalizeDNString(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// Canonical returns the one form of id under which the gateway files a
+// client: per-client pre-shared keys, sticky address leases, the
+// per-identity limit and INITIAL_CONTACT replacement all look identities
+// up by it, so that spellings of one name ("ALICE.example",
+// "alice.example.") cannot pass for different clients, nor for the same
+// client with a different key. FQDNs and email addresses are case-folded
+// (ASCII: names on the wire are A-labels) without trailing dots; a DN has
+// its string values space-normalised and lower-cased, each RDN's
+// attributes in a fixed order; an IPv4-mapped ID_IPV6_ADDR becomes the
+// ID_IPV4_ADDR it maps. Key IDs and unknown types stay byte for byte.
+// The result is only compared, never sent: authentication always uses the
+// identity as the peer sent it.
+func (id Identity) Canonical() Identity {
+	switch id.Type {
+	case IDFQDN, IDRFC822:
+		s := strings.TrimRight(asciiLower(string(id.Data)), ".")
+		if s == "" {
+			s = string(id.Data)
+		}
+		return Identity{Type: id.Type, Data: []byte(s)}
+	case IDIPv6:
+		if a, ok := netip.AddrFromSlice(id.Data); ok && len(id.Data) == 16 && a.Is4In6() {
+			v4 := a.Unmap().As4()
+			return Identity{Type: IDIPv4, Data: v4[:]}
+		}
+	case IDDN:
+		if der, err := canonicalDN(id.Data); err == nil {
+			return Identity{Type: IDDN, Data: der}
+		}
+	}
+	return Identity{Type: id.Type, Data: bytes.Clone(id.Data)}
+}
+
+// Key is the text of id's canonical form (see Canonical): the key of the
+// gateway's tables by identity.
+func (id Identity) Key() string { return id.Canonical().String() }
+
+// asciiLower lower-cases the ASCII letters of s and leaves every other
+// byte as it is.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// canonicalDN re-encodes a DN with its string values prepared as dnEqual
+// compares them (spaces normalised, lower-cased) as UTF8String, and the
+// attributes of each RDN sorted by their encoding.
+func canonicalDN(der []byte) ([]byte, error) {
+	seq, err := parseDN(der)
+	if err != nil {
+		return nil, err
+	}
+	out := make(dnSequence, len(seq))
+	for i, rdn := range seq {
+		set := make(dnAttributeSET, len(rdn))
+		for j, attr := range rdn {
+			set[j] = dnAttribute{Type: attr.Type, Value: asn1.RawValue{FullBytes: attr.Value.FullBytes}}
+			if s, ok := dnValueString(attr.Value); ok {
+				v, err := asn1.MarshalWithParams(strings.ToLower(normalizeDNString(s)), "utf8")
+				if err != nil {
+					return nil, err
+				}
+				set[j].Value = asn1.RawValue{FullBytes: v}
+			}
+		}
+		enc := make([][]byte, len(set))
+		for j := range set {
+			if enc[j], err = asn1.Marshal(set[j]); err != nil {
+				return nil, err
+			}
+		}
+		idx := make([]int, len(set))
+		for j := range idx {
+			idx[j] = j
+		}
+		slices.SortFunc(idx, func(a, b int) int { return bytes.Compare(enc[a], enc[b]) })
+		sorted := make(dnAttributeSET, len(set))
+		for j, k := range idx {
+			sorted[j] = set[k]
+		}
+		out[i] = sorted
+	}
+	return asn1.Marshal(out)
+}
+
+// Printable returns s with every character a terminal could act on
+// (control characters, escape sequences, invalid UTF-8, unprintable or
+// invisible code points) replaced by a Go escape such as \x1b or \u202e.
+// Everything that shows a name a peer chose (logs, `mifsec status`)
+// passes it through this.
+func Printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x80 && !unicode.IsPrint(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case !unicode.IsPrint(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// Display is id's text for people to read: String with unprintable
+// characters escaped (Printable).
+func (id Identity) Display() string { return Printable(id.String()) }
+
+// LogValue makes log records show id as Display does, so that a client's
+// chosen identity cannot carry terminal escape sequences into a log.
+func (id Identity) LogValue() slog.Value { return slog.StringValue(id.Display()) }

@@ -251,6 +251,13 @@ func (k *Keys) Wipe() {
 	}
 }
 
+// Wipe overwrites the Child SA's keys with zeros. Call it once the SA is
+// removed: the data plane holds its own copies while the SA runs.
+func (c *ChildSA) Wipe() {
+	clear(c.InKey)
+	clear(c.OutKey)
+}
+
 // Wipe overwrites the key material with zeros.
 func (c *ChildKeys) Wipe() {
 	for _, b := range [][]byte{c.InitiatorEncryption, c.InitiatorIntegrity, c.ResponderEncryption, c.ResponderIntegrity} {

@@ -43,6 +43,7 @@ func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, fun
 					return errGatewayDeleted
 				}
 				s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
+				sa.wipe() // the reply to the Delete has gone
 				return nil
 			}
 		case ProtoESP:
@@ -82,6 +83,7 @@ func (s *Session) childByOutSPI(spi uint32) *ChildSA {
 // a rekey just made one) takes over sending.
 func (s *Session) deleteChild(c *ChildSA) {
 	s.h.RemoveChild(c)
+	c.Wipe()
 	if c == s.child {
 		s.child = nil
 		s.setStatus(func(st *Status) { st.setChild(nil) })
@@ -133,7 +135,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	}
 	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
 	tsi, tsr := findTS(req, false), findTS(req, true)
-	if saP == nil || ni == nil || tsi == nil || tsr == nil {
+	if saP == nil || ni == nil || tsi == nil || tsr == nil || CheckNonce(sa.suite.PRF, ni.Data) != nil {
 		return fail(INVALID_SYNTAX, nil)
 	}
 	keGroup := uint16(0)
@@ -213,7 +215,7 @@ func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Tim
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	chosen, suite := sel.Proposal, sel.Suite
-	if len(sel.PeerSPI) != 8 {
+	if len(sel.PeerSPI) != 8 || CheckNonce(suite.PRF, ni.Data) != nil {
 		return fail(INVALID_SYNTAX, nil)
 	}
 	if ke.Group != suite.DHGroup {
@@ -290,6 +292,9 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if nr == nil {
 			return errors.New("CREATE_CHILD_SA: the gateway's response lacks a nonce")
 		}
+		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
+		}
 		child, err := s.childFromReply(sa, reply, inSPI, ni, nr.Data, shared, true, old.LocalTS, old.RemoteTS)
 		if err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
@@ -308,6 +313,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		reply, err = s.exchange(ctx, sa, INFORMATIONAL,
 			[]Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}, s.cfg.Retransmit)
 		s.h.RemoveChild(old)
+		old.Wipe()
 		return err
 	}
 	return errors.New("CREATE_CHILD_SA: the gateway refused every DH group")
@@ -343,6 +349,9 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	if err != nil || ke.Group != kex.Group() {
 		return fmt.Errorf("IKE rekey: unacceptable answer: %v", err)
 	}
+	if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+		return fmt.Errorf("IKE rekey: %w", err)
+	}
 	shared, err := kex.SharedSecret(ke.Data)
 	if err != nil {
 		return fmt.Errorf("IKE rekey: %w", err)
@@ -364,6 +373,7 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	s.log.Info("rekeyed the IKE SA", "spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
 	_, err = s.exchange(ctx, old, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, s.cfg.Retransmit)
 	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == old })
+	old.wipe()
 	if err != nil {
 		s.log.Debug("deleting the rekeyed IKE SA", "err", err)
 	}

@@ -71,8 +71,9 @@ type ResponderConfig struct {
 	// Otherwise Key and Certificates (end entity first) sign; CAs verify
 	// clients that authenticate with certificates.
 	PSK []byte
-	// ClientPSKs are pre-shared keys of single clients, by the canonical
-	// form of their identity (Identity.String). A client named here
+	// ClientPSKs are pre-shared keys of single clients, by the textual
+	// form of their identity (Identity.String; spellings that differ only
+	// as Identity.Canonical allows name one client). A client named here
 	// authenticates with its own key only, and the gateway answers with
 	// that key unless it signs with Key; any other client uses PSK.
 	ClientPSKs   map[string][]byte
@@ -87,12 +88,32 @@ type ResponderConfig struct {
 	DNS     []netip.Addr   // DNS servers for the configuration reply
 	LocalTS []netip.Prefix // the protected networks behind the gateway
 
+	// DNSDomains are sent (INTERNAL_DNS_DOMAIN, RFC 8598) to clients that
+	// ask for them: the names the DNS servers resolve.
+	DNSDomains []string
+
 	// CookieThreshold is the number of half-open IKE SAs above which a
 	// COOKIE (RFC 7296 §2.6) is demanded; 0 means 32.
 	CookieThreshold int
 	// MaxHalfOpen bounds half-open IKE SAs; requests beyond it are
 	// dropped. 0 means 1024.
 	MaxHalfOpen int
+	// MaxHalfOpenPerSource bounds the half-open IKE SAs of one source
+	// (an IPv4 address, an IPv6 /64): at the limit the source must return
+	// a COOKIE and may then replace its oldest one if that is stale.
+	// 0 means 128 (limits.go).
+	MaxHalfOpenPerSource int
+	// SourceDHBudget is the Diffie-Hellman time per second (by each
+	// group's nominal cost) IKE_SA_INIT requests from one source may make
+	// the gateway spend, after a burst of twice that; requests beyond it
+	// are dropped (the client retransmits). DHBudget is the same for all
+	// sources together. 0 means 100 ms and 500 ms.
+	SourceDHBudget, DHBudget time.Duration
+	// MaxSAsPerIdentity bounds the IKE SAs one authenticated identity
+	// holds at once; IKE_AUTH beyond it fails, unless it carries
+	// INITIAL_CONTACT, which replaces the identity's older IKE SAs. 0
+	// means 4; a negative value sets no limit.
+	MaxSAsPerIdentity int
 	// HalfOpenTimeout drops an IKE SA whose IKE_AUTH did not come; 0
 	// means 30 s.
 	HalfOpenTimeout time.Duration
@@ -147,6 +168,13 @@ type rSA struct {
 	peerHashes []uint16
 	expires    time.Time // for a half-open SA
 	client     *rClient  // nil while half-open
+	// The last request answered: where it came from and the digest of
+	// its (first) datagram, to recognise its retransmissions; and how
+	// often its response was sent again.
+	reqFrom  netip.AddrPort
+	reqSum   [sha256.Size]byte
+	firstSum [sha256.Size]byte // of the request being reassembled
+	resends  int
 }
 
 // rClient is one authenticated client: its current IKE SA, Child SAs and
@@ -159,12 +187,14 @@ type rClient struct {
 	established time.Time
 	ikeRekeys   int
 	childRekeys int
-	pending     *rRequest      // the request we started and await the answer to
-	espSeen     uint64         // ESP packets its Child SAs had received at the last tick
-	lastESP     time.Time      // when espSeen last grew
-	dpdChecks   int            // liveness checks the gateway started
-	mob         clientMobility // MOBIKE and MIF (mobike.go)
-	psk         []byte         // the pre-shared key it authenticated with; nil for a certificate
+	pending     *rRequest        // the request we started and await the answer to
+	espSeen     uint64           // ESP packets its Child SAs had received at the last tick
+	lastESP     time.Time        // when espSeen last grew
+	dpdChecks   int              // liveness checks the gateway started
+	mob         clientMobility   // MOBIKE and MIF (mobike.go)
+	psk         []byte           // the pre-shared key it authenticated with; nil for a certificate
+	authFrom    []netip.AddrPort // where its authenticated messages came from lately, newest first
+	key         string           // ID's text (ID is canonical): the key of per-identity tables
 }
 
 // rRequest is a request the gateway sent to a client.
@@ -191,10 +221,14 @@ type Responder struct {
 	inbox chan inbound
 	calls chan func()
 
-	sas      map[saKey]*rSA
-	halfOpen map[saKey]*rSA
-	clients  []*rClient
-	pools    []*AddressPool
+	sas       map[saKey]*rSA
+	halfOpen  map[saKey]*rSA
+	initIndex map[initKey]*rSA           // half-open IKE SAs by initiator SPI and source
+	perSource map[netip.Prefix][]*rSA    // half-open IKE SAs by source, oldest first
+	budgets   map[netip.Prefix]*dhBudget // Diffie-Hellman budgets by source
+	dhAll     dhBudget                   // and for all sources
+	clients   []*rClient
+	pools     []*AddressPool
 
 	secret, oldSecret [32]byte
 	secretSince       time.Time
@@ -202,9 +236,11 @@ type Responder struct {
 
 // NewResponder checks cfg and returns a responder that does not run yet.
 func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Responder, error) {
-	if err := checkClientPSKs(cfg.ClientPSKs); err != nil {
+	keys, err := canonicalPSKs(cfg.ClientPSKs)
+	if err != nil {
 		return nil, err
 	}
+	cfg.ClientPSKs = keys
 	if err := checkCredentials(len(cfg.PSK) > 0 || len(cfg.ClientPSKs) > 0, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
 		return nil, err
 	}
@@ -217,6 +253,18 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	if cfg.MaxHalfOpen <= 0 {
 		cfg.MaxHalfOpen = 1024
 	}
+	if cfg.MaxHalfOpenPerSource <= 0 {
+		cfg.MaxHalfOpenPerSource = defaultMaxHalfOpenPerSource
+	}
+	if cfg.SourceDHBudget <= 0 {
+		cfg.SourceDHBudget = defaultSourceDHBudget
+	}
+	if cfg.DHBudget <= 0 {
+		cfg.DHBudget = defaultDHBudget
+	}
+	if cfg.MaxSAsPerIdentity == 0 {
+		cfg.MaxSAsPerIdentity = defaultMaxSAsPerIdentity
+	}
 	if cfg.HalfOpenTimeout <= 0 {
 		cfg.HalfOpenTimeout = 30 * time.Second
 	}
@@ -228,7 +276,8 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	}
 	cfg.Retransmit = cfg.Retransmit.withDefaults()
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
-		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}}
+		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
+		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -299,7 +348,7 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 	var out []ClientStatus
 	r.do(ctx, func() {
 		for _, c := range r.clients {
-			st := ClientStatus{ID: c.ID.String(), Remote: c.Remote.String(),
+			st := ClientStatus{ID: c.ID.Display(), Remote: c.Remote.String(),
 				IKESPIi: fmt.Sprintf("%016x", c.sa.spiI), IKESPIr: fmt.Sprintf("%016x", c.sa.spiR), IKESuite: c.sa.suite.String(),
 				Established: c.established, IKERekeys: c.ikeRekeys, ChildRekeys: c.childRekeys, DPDChecks: c.dpdChecks, ClientMobility: c.mob.status()}
 			for _, a := range c.Addresses {
@@ -338,10 +387,12 @@ func (r *Responder) tick() {
 	now := r.cfg.Now()
 	for k, sa := range r.halfOpen {
 		if now.After(sa.expires) {
-			delete(r.halfOpen, k)
+			r.leaveHalfOpen(sa)
 			delete(r.sas, k)
+			sa.wipe()
 		}
 	}
+	r.forgetIdleBudgets(now)
 	if now.Sub(r.secretSince) >= r.cfg.CookieSecretLifetime {
 		r.oldSecret = r.secret
 		rand.Read(r.secret[:])
@@ -484,7 +535,7 @@ func (r *Responder) requestTo(c *rClient, to netip.AddrPort, exchange ExchangeTy
 }
 
 // handleResponse passes the response to the request we sent on sa.
-func (r *Responder) handleResponse(sa *rSA, m *Message) {
+func (r *Responder) handleResponse(sa *rSA, m *Message, from netip.AddrPort) {
 	c := sa.client
 	if c == nil || c.pending == nil || c.pending.sa != sa || c.pending.id != m.MessageID {
 		return
@@ -501,6 +552,8 @@ func (r *Responder) handleResponse(sa *rSA, m *Message) {
 	c.pending = nil
 	sa.nextOut++
 	sa.lastHeard = r.cfg.Now()
+	c.noteAuthSource(from)
+	r.confirmed(from)
 	if inner == nil {
 		inner = []Payload{} // an empty answer is still an answer
 	}
@@ -557,6 +610,10 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		saP, nr := Find[*SA](reply), Find[*Nonce](reply)
 		if saP == nil || len(saP.Proposals) != 1 || nr == nil {
 			later("the response lacks SA or Nonce")
+			return
+		}
+		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+			later(err.Error())
 			return
 		}
 		esp, err := acceptESP(saP.Proposals[0], r.cfg.ESP, true)
@@ -635,12 +692,17 @@ func (r *Responder) handle(in inbound) {
 		return
 	}
 	if m.Flags&FlagResponse != 0 {
-		r.handleResponse(sa, m)
+		r.handleResponse(sa, m, in.from)
 		return
 	}
 	switch {
-	case m.MessageID+1 == sa.nextIn && sa.lastResp != nil:
-		r.transmit(sa, in.from, sa.lastResp) // our response was lost
+	case m.MessageID+1 == sa.nextIn:
+		// Our response was lost: send it again, but only for a copy of
+		// the request it answered, to where that came from (limits.go).
+		if sa.isRetransmission(m, in) {
+			sa.resends++
+			r.transmit(sa, in.from, sa.lastResp)
+		}
 		return
 	case m.MessageID != sa.nextIn:
 		return
@@ -650,9 +712,13 @@ func (r *Responder) handle(in inbound) {
 		r.log.Debug("dropping undecryptable request", "from", in.from, "exchange", m.Exchange, "err", err)
 		return
 	}
+	if firstDatagram(m) {
+		sa.firstSum = sha256.Sum256(in.data)
+	}
 	if !complete {
 		return
 	}
+	sa.reqFrom, sa.reqSum, sa.resends = in.from, sa.firstSum, 0
 	sa.lastHeard = r.cfg.Now()
 	sa.natT = in.natT
 	var reply []Payload
@@ -674,9 +740,31 @@ func (r *Responder) handle(in inbound) {
 	}
 	sa.lastResp = datagrams
 	sa.nextIn++
+	if sa.client != nil {
+		// Before the answer goes out: a transport that picks its socket
+		// by source knows this one now.
+		sa.client.noteAuthSource(in.from)
+		r.confirmed(in.from)
+	}
 	r.transmit(sa, in.from, datagrams)
 	if after != nil {
 		after()
+	}
+}
+
+// SourceObserver is implemented by a Transport that wants to know which
+// sources proved to be an authenticated client: the Responder calls
+// Confirmed, on its loop, with the source of every request and response
+// that passed the integrity check of an authenticated client's IKE SA.
+// Nothing an unauthenticated peer sends is reported, so that a table kept
+// from these calls cannot be filled from spoofed addresses.
+type SourceObserver interface {
+	Confirmed(from netip.AddrPort)
+}
+
+func (r *Responder) confirmed(from netip.AddrPort) {
+	if o, ok := r.tr.(SourceObserver); ok {
+		o.Confirmed(from)
 	}
 }
 
@@ -716,22 +804,26 @@ func (r *Responder) answerInit(m *Message, in inbound, n *Notify) {
 // handleInit answers an IKE_SA_INIT request.
 func (r *Responder) handleInit(m *Message, in inbound) {
 	saP, ke, ni := Find[*SA](m.Payloads), Find[*KE](m.Payloads), Find[*Nonce](m.Payloads)
-	if saP == nil || ke == nil || ni == nil || len(ni.Data) < 16 || len(ni.Data) > 256 {
+	if saP == nil || ke == nil || ni == nil || len(ni.Data) < MinNonceLen || len(ni.Data) > MaxNonceLen {
 		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
 		return
 	}
-	// A retransmission gets the response already sent.
-	for _, sa := range r.halfOpen {
-		if sa.spiI == m.SPIi && sa.from == in.from && string(sa.ni) == string(ni.Data) {
+	// A retransmission, a copy of the request from where it came, gets
+	// the response already sent (limits.go).
+	if sa := r.initIndex[initKey{m.SPIi, in.from}]; sa != nil && string(sa.initReq) == string(in.data) {
+		if sa.resends < maxResends {
+			sa.resends++
 			r.transmit(sa, in.from, [][]byte{sa.initResp})
-			return
 		}
+		return
 	}
-	if len(r.halfOpen) >= r.cfg.MaxHalfOpen {
+	src := sourceOf(in.from)
+	atSourceLimit := len(r.perSource[src]) >= r.cfg.MaxHalfOpenPerSource
+	if len(r.halfOpen) >= r.cfg.MaxHalfOpen && !atSourceLimit {
 		r.log.Debug("dropping IKE_SA_INIT: too many half-open IKE SAs", "from", in.from)
 		return
 	}
-	if len(r.halfOpen) >= r.cfg.CookieThreshold {
+	if len(r.halfOpen) >= r.cfg.CookieThreshold || atSourceLimit {
 		n := FindNotify(m.Payloads, COOKIE)
 		if n == nil || !r.cookieOK(n.Data, ni.Data, in.from.Addr(), m.SPIi) {
 			cur := r.secret
@@ -747,6 +839,30 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 	suite := sel.Suite
 	if ke.Group != suite.DHGroup {
 		r.answerInit(m, in, &Notify{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DHGroup)})
+		return
+	}
+	if err := CheckNonce(suite.PRF, ni.Data); err != nil {
+		r.log.Debug("refusing IKE_SA_INIT", "from", in.from, "err", err)
+		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
+		return
+	}
+	now := r.cfg.Now()
+	if atSourceLimit {
+		// The source proved its address with the cookie: its own oldest
+		// half-open IKE SA makes room if it waited long for its IKE_AUTH
+		// (abandoned, or planted by a spoofer); one still in its
+		// handshake is not cut short.
+		oldest := r.perSource[src][0]
+		if now.Sub(oldest.created) < staleHalfOpen {
+			r.log.Debug("dropping IKE_SA_INIT: its source has the most half-open IKE SAs allowed", "from", in.from)
+			return
+		}
+		r.leaveHalfOpen(oldest)
+		delete(r.sas, saKey{oldest.spiI, oldest.spiR})
+		oldest.wipe()
+	}
+	if !r.takeDH(src, dhCost(suite.DHGroup), now) {
+		r.log.Debug("dropping IKE_SA_INIT: Diffie-Hellman budget spent", "from", in.from, "group", suite.DHGroup)
 		return
 	}
 	kex, err := NewKeyExchange(suite.DHGroup)
@@ -790,15 +906,13 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		r.log.Warn("building IKE_SA_INIT response", "err", err)
 		return
 	}
-	now := r.cfg.Now()
 	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
 		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
 		from: in.from, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
 	if n := FindNotify(m.Payloads, SIGNATURE_HASH_ALGORITHMS); n != nil {
 		sa.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
 	}
-	k := saKey{m.SPIi, spiR}
-	r.sas[k], r.halfOpen[k] = sa, sa
+	r.addHalfOpen(sa)
 	r.transmit(sa, in.from, [][]byte{b})
 }
 
@@ -809,11 +923,12 @@ func (r *Responder) authFail(sa *rSA, from netip.AddrPort, why string, args ...a
 	return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
 }
 
-// forget removes an IKE SA from the tables.
+// forget removes an IKE SA from the tables and wipes its keys: nothing
+// reaches it any more (what it last sent is cached sealed).
 func (r *Responder) forget(sa *rSA) {
-	k := saKey{sa.spiI, sa.spiR}
-	delete(r.sas, k)
-	delete(r.halfOpen, k)
+	r.leaveHalfOpen(sa)
+	delete(r.sas, saKey{sa.spiI, sa.spiR})
+	sa.wipe()
 }
 
 // verifyClient checks the client's AUTH payload over its IKE_SA_INIT
@@ -855,20 +970,41 @@ func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload
 	return nil
 }
 
-// checkClientPSKs refuses an empty per-client key.
-func checkClientPSKs(keys map[string][]byte) error {
-	for id, psk := range keys {
+// canonicalPSKs checks per-client keys (no empty key, identities that
+// parse, no identity named twice in two spellings) and returns a copy
+// keyed by the identities' canonical form (Identity.Key).
+func canonicalPSKs(keys map[string][]byte) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(keys))
+	for name, psk := range keys {
 		if len(psk) == 0 {
-			return fmt.Errorf("empty pre-shared key for client %s", id)
+			return nil, fmt.Errorf("empty pre-shared key for client %s", Printable(name))
 		}
+		id, err := ParseIdentity(name)
+		if err != nil {
+			return nil, fmt.Errorf("pre-shared key for client %s: %w", Printable(name), err)
+		}
+		k := id.Key()
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("two pre-shared keys for client %s (identities are compared without case and trailing dot)", Printable(k))
+		}
+		out[k] = slices.Clone(psk)
 	}
-	return nil
+	return out, nil
+}
+
+// CheckClientPSKs checks per-client pre-shared keys as NewResponder
+// does (no empty key, identities that parse, no identity given twice in
+// two spellings), so that a configuration can be refused before anything
+// is set up.
+func CheckClientPSKs(keys map[string][]byte) error {
+	_, err := canonicalPSKs(keys)
+	return err
 }
 
 // pskFor returns the pre-shared key a client of identity id authenticates
 // with: its own, else the shared one (nil when there is neither).
 func (r *Responder) pskFor(id Identity) []byte {
-	if psk, ok := r.cfg.ClientPSKs[id.String()]; ok {
+	if psk, ok := r.cfg.ClientPSKs[id.Key()]; ok {
 		return psk
 	}
 	return r.cfg.PSK
@@ -880,12 +1016,9 @@ func (r *Responder) pskFor(id Identity) []byte {
 // IKE SA is deleted and dropped with their Child SAs and leases; their
 // identities are returned. New keys apply to every later IKE_AUTH.
 func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[string][]byte) ([]Identity, error) {
-	if err := checkClientPSKs(perClient); err != nil {
+	keys, err := canonicalPSKs(perClient)
+	if err != nil {
 		return nil, err
-	}
-	keys := make(map[string][]byte, len(perClient))
-	for id, psk := range perClient {
-		keys[id] = slices.Clone(psk)
 	}
 	if len(shared) == 0 && len(keys) == 0 && r.cfg.Key == nil {
 		return nil, errors.New("no pre-shared key left and no private key to authenticate with")
@@ -931,6 +1064,23 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	if err := r.verifyClient(sa, id, auth, req); err != nil {
 		return r.authFail(sa, from, err.Error(), "id", id)
 	}
+	// From here on the client is known by the canonical form of the
+	// identity it authenticated with, for its leases, the limit per
+	// identity and INITIAL_CONTACT.
+	id = id.Canonical()
+	key := id.String()
+	replace := FindNotify(req, INITIAL_CONTACT) != nil
+	if limit := r.cfg.MaxSAsPerIdentity; limit > 0 && !replace {
+		held := 0
+		for _, c := range r.clients {
+			if c.key == key {
+				held++
+			}
+		}
+		if held >= limit {
+			return r.authFail(sa, from, "its identity already holds the most IKE SAs allowed", "id", id, "limit", limit)
+		}
+	}
 	// Our AUTH over our IKE_SA_INIT response.
 	reply := []Payload{&ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}}
 	octets := ResponderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
@@ -954,17 +1104,17 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	// were only needed for the AUTH payloads (a retransmitted IKE_AUTH gets
 	// the cached response): a gateway with many clients need not keep
 	// them.
-	delete(r.halfOpen, saKey{sa.spiI, sa.spiR})
+	r.leaveHalfOpen(sa)
 	sa.initReq, sa.initResp = nil, nil
-	if FindNotify(req, INITIAL_CONTACT) != nil {
+	if replace {
 		for _, old := range slices.Clone(r.clients) {
-			if old.ID.Equal(id) {
+			if old.key == key {
 				r.log.Info("client reconnected: dropping its older IKE SA", "id", id, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
 				r.dropClient(old)
 			}
 		}
 	}
-	c := &rClient{Client: Client{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, established: r.cfg.Now()}
+	c := &rClient{Client: Client{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
 	if auth.Method == AuthPSK {
 		c.psk = r.pskFor(id)
 	}
@@ -973,15 +1123,22 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 
 	childReply, fail := r.firstChild(c, req)
 	if fail != nil {
-		r.log.Warn("client authenticated, but no Child SA", "id", id, "from", from, "notify", fail.NotifyType)
+		// Nothing of the client stays behind: the IKE SA goes with the
+		// answer (the client gives up on it when its first Child SA is
+		// refused), and firstChild released the leases.
+		r.log.Warn("client authenticated, but no Child SA: dropping it", "id", id, "from", from, "notify", fail.NotifyType)
 		reply = append(reply, fail)
-	} else {
-		reply = append(reply, childReply...)
-		r.log.Info("client connected", "id", id, "from", from, "ike", sa.suite, "esp", c.child.Algorithm,
-			"addresses", c.Addresses, "in_spi", fmt.Sprintf("%#x", c.child.InSPI), "out_spi", fmt.Sprintf("%#x", c.child.OutSPI))
-		if weak := WeakAlgorithms(sa.suite, c.child.Algorithm); len(weak) > 0 {
-			r.log.Warn("client negotiated weak algorithms", "id", id, "from", from, "weak", weak)
+		return reply, func() {
+			if slices.Contains(r.clients, c) {
+				r.dropClient(c)
+			}
 		}
+	}
+	reply = append(reply, childReply...)
+	r.log.Info("client connected", "id", id, "from", from, "ike", sa.suite, "esp", c.child.Algorithm,
+		"addresses", c.Addresses, "in_spi", fmt.Sprintf("%#x", c.child.InSPI), "out_spi", fmt.Sprintf("%#x", c.child.OutSPI))
+	if weak := WeakAlgorithms(sa.suite, c.child.Algorithm); len(weak) > 0 {
+		r.log.Warn("client negotiated weak algorithms", "id", id, "from", from, "weak", weak)
 	}
 	return reply, nil
 }
@@ -993,6 +1150,9 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	tsi, tsr := findTS(req, false), findTS(req, true)
 	if saP == nil || tsi == nil || tsr == nil {
 		return nil, &Notify{NotifyType: INVALID_SYNTAX}
+	}
+	if tooManySelectors(req) {
+		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
 	}
 	sel, ok := SelectProposalWith(saP.Proposals, r.cfg.ESP, SelectOptions{IgnoreDH: true})
 	if !ok {
@@ -1017,12 +1177,14 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	}
 	// The client's side narrows to its leased addresses; without pools, to
 	// what it proposed.
-	remote := PrefixesFromSelectors(tsi.Selectors)
+	remoteAllowed := []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)}
 	if len(r.pools) > 0 {
-		remote = narrow(remote, c.Addresses)
+		remoteAllowed = c.Addresses
 	}
-	local := narrow(PrefixesFromSelectors(tsr.Selectors), r.cfg.LocalTS)
-	if len(remote) == 0 || len(local) == 0 {
+	limit := max(maxChildPrefixes, 2*len(r.cfg.LocalTS))
+	remote, okRemote := narrowSelectors(tsi.Selectors, remoteAllowed, limit)
+	local, okLocal := narrowSelectors(tsr.Selectors, r.cfg.LocalTS, limit)
+	if !okRemote || !okLocal || len(remote) == 0 || len(local) == 0 {
 		r.releaseLeases(c)
 		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
 	}
@@ -1050,9 +1212,11 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 // lease takes an address from each pool whose family the client asked for
 // and returns the CP reply's attributes.
 func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
-	var want4, want6, dns4, dns6 bool
+	var want4, want6, dns4, dns6, domains bool
 	for _, a := range cp.Attributes {
 		switch a.Type {
+		case INTERNAL_DNS_DOMAIN:
+			domains = true
 		case INTERNAL_IP4_ADDRESS:
 			want4 = true
 		case INTERNAL_IP6_ADDRESS:
@@ -1069,7 +1233,7 @@ func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
 		if (is4 && !want4) || (!is4 && !want6) {
 			continue
 		}
-		a, err := p.LeaseFor(c.ID.String())
+		a, err := p.LeaseFor(c.key)
 		if err != nil {
 			r.releaseLeases(c)
 			return nil, err
@@ -1093,6 +1257,9 @@ func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
 			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_DNS, Value: d.AsSlice()})
 		}
 	}
+	if domains {
+		attrs = append(attrs, dnsDomainAttributes(r.cfg.DNSDomains)...)
+	}
 	return attrs, nil
 }
 
@@ -1105,29 +1272,6 @@ func (r *Responder) releaseLeases(c *rClient) {
 		}
 	}
 	c.Addresses = nil
-}
-
-// narrow returns the parts of offered that lie within allowed: for each
-// pair, the smaller prefix when one contains the other.
-func narrow(offered, allowed []netip.Prefix) []netip.Prefix {
-	var out []netip.Prefix
-	for _, a := range allowed {
-		for _, o := range offered {
-			var p netip.Prefix
-			switch {
-			case o.Overlaps(a) && o.Bits() >= a.Bits():
-				p = o
-			case o.Overlaps(a):
-				p = a
-			default:
-				continue
-			}
-			if !slices.Contains(out, p) {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }
 
 // dropClient removes a client: its Child SAs, leases and IKE SAs.
@@ -1143,6 +1287,7 @@ func (r *Responder) dropClient(c *rClient) {
 	for k, sa := range r.sas {
 		if sa.client == c {
 			delete(r.sas, k)
+			sa.wipe()
 		}
 	}
 	r.clients = slices.DeleteFunc(r.clients, func(o *rClient) bool { return o == c })
@@ -1238,6 +1383,9 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 	old := c.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
 	if old == nil || old != c.child {
 		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+	}
+	if tooManySelectors(req) {
+		return []Payload{&Notify{NotifyType: TS_UNACCEPTABLE}}, nil
 	}
 	if len(c.oldKids) >= maxOldChildren {
 		// A client that rekeys without deleting what it replaced would

@@ -2,9 +2,9 @@ package ike
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -874,7 +874,7 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	_, espSpecs := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes128gcm16") // no PFS: no KE needed
-	spi := s.child.InSPI // the SA the gateway sends on, named by our inbound SPI
+	spi := s.child.InSPI                                                           // the SA the gateway sends on, named by our inbound SPI
 	rekey := func() NotifyType {
 		t.Helper()
 		next := randomESPSPI()

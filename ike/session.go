@@ -285,13 +285,20 @@ func (s *Session) Run(ctx context.Context) error {
 	}
 }
 
-// teardown forgets the IKE SA and removes its Child SAs from the data plane.
+// teardown forgets the IKE SA and removes its Child SAs from the data
+// plane; the keys of all are wiped.
 func (s *Session) teardown() {
 	for _, c := range s.oldKids {
 		s.h.RemoveChild(c)
+		c.Wipe()
 	}
 	if s.child != nil {
 		s.h.RemoveChild(s.child)
+		s.child.Wipe()
+	}
+	s.sa.wipe()
+	for _, sa := range s.oldSAs {
+		sa.wipe()
 	}
 	s.child, s.oldKids, s.sa, s.oldSAs = nil, nil, nil, nil
 	s.natT = false

@@ -42,7 +42,12 @@ type ClientConfig struct {
 	// Classes give some traffic its own policy (`--class`); nil: all
 	// traffic takes Policy.
 	Classes *scheduler.Classifier
-	Logger  *slog.Logger
+	// DNS says how the gateway's DNS servers and domains reach the host's
+	// resolver; the zero value leaves the resolver alone and undoes
+	// nothing (any other mode, DNSOff included, first undoes what a
+	// crashed run left). Link is the TUN name.
+	DNS    tun.DNSOptions
+	Logger *slog.Logger
 }
 
 // Client is a running VPN client: one path to one gateway, or with
@@ -64,6 +69,11 @@ type Client struct {
 	outs     map[uint32]*dataplane.SA // outbound SAs by the Child SA's InSPI
 
 	multi multiPath // with ClientConfig.Interfaces (path_client.go)
+
+	dns        tun.DNS          // nil: the resolver is left alone
+	dnsServers []netip.Addr     // from the last configuration reply
+	dnsDomains []string         // from the last configuration reply
+	dnsApplied *tun.DNSSettings // what dns holds now
 }
 
 // NewClient opens the sockets and the TUN device. Nothing is sent yet.
@@ -78,6 +88,16 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 			c.Close()
 		}
 	}()
+	if cfg.DNS.Mode != "" {
+		// First, in every mode (off too): it undoes what a crashed run
+		// left, and refuses a mode the host lacks before any socket or
+		// device exists.
+		opts := cfg.DNS
+		opts.Link, opts.Logger = cfg.TUN.Name, log
+		if c.dns, err = tun.NewDNS(opts); err != nil {
+			return nil, err
+		}
+	}
 	gw := cfg.Session.Remote.Addr()
 	if cfg.Interfaces != nil {
 		if err := c.openMulti(ctx); err != nil {
@@ -239,6 +259,11 @@ func (c *Client) Status() Status {
 // Close releases the TUN device (with its addresses and routes) and the
 // sockets.
 func (c *Client) Close() {
+	if c.dns != nil {
+		if err := c.dns.Restore(); err != nil {
+			c.log.Error("restoring the DNS settings", "err", err)
+		}
+	}
 	c.closeMulti()
 	if c.engine != nil {
 		c.engine.Close()
@@ -268,7 +293,42 @@ func (c *Client) InstallChild(child *ike.ChildSA) error {
 	defer c.mu.Unlock()
 	c.children[child.InSPI] = in
 	c.outs[child.InSPI] = out
-	return c.routeLocked(child.RemoteTS)
+	if err := c.routeLocked(child.RemoteTS); err != nil {
+		return err
+	}
+	c.applyDNSLocked(child.RemoteTS)
+	return nil
+}
+
+// ConfiguredDNSDomains implements ike.DNSDomainsHandler: the gateway's
+// split DNS domains, applied with its servers.
+func (c *Client) ConfiguredDNSDomains(domains []string) {
+	c.mu.Lock()
+	c.dnsDomains = domains
+	c.mu.Unlock()
+}
+
+// applyDNSLocked gives the resolver the gateway's DNS settings once the
+// routes into the tunnel exist. A tunnel that carries everything (remote
+// selector /0), or a gateway that named no domain, gets every query.
+func (c *Client) applyDNSLocked(remoteTS []netip.Prefix) {
+	if c.dns == nil || len(c.dnsServers) == 0 {
+		return
+	}
+	s := tun.DNSSettings{Servers: c.dnsServers, Domains: c.dnsDomains, DefaultRoute: len(c.dnsDomains) == 0}
+	for _, p := range remoteTS {
+		if p.Bits() == 0 {
+			s.DefaultRoute = true
+		}
+	}
+	if c.dnsApplied != nil && c.dnsApplied.Equal(s) {
+		return
+	}
+	if err := c.dns.Apply(s); err != nil {
+		c.log.Error("applying the gateway's DNS settings", "err", err)
+		return
+	}
+	c.dnsApplied = &s
 }
 
 // routeLocked adds routes into the tunnel for prefixes not routed yet.
@@ -369,8 +429,9 @@ func (c *Client) Configured(addrs []netip.Prefix, dns []netip.Addr) error {
 		return err
 	}
 	if len(dns) > 0 {
-		c.log.Info("gateway assigned DNS servers", "dns", dns)
+		c.log.Info("gateway assigned DNS servers", "dns", dns, "domains", c.dnsDomains)
 	}
+	c.dnsServers = dns
 	return nil
 }
 

@@ -47,7 +47,8 @@ type Gateway struct {
 	log       *slog.Logger
 	iface     *tun.Interface
 	listeners []*listener
-	peers     peerTable
+	peers     peerTable // where each source's IKE messages arrive, authenticated or not
+	confirmed peerTable // the same, for the sources of authenticated clients only
 	engine    *dataplane.Engine
 	resp      *ike.Responder
 	sysctl    []sysctlValue
@@ -239,10 +240,17 @@ func (g *Gateway) Send(msg []byte, to netip.AddrPort, natT bool) error {
 }
 
 // listenerFor returns the listener a client at to talks to: the one its
-// last IKE message arrived on, else the first of its address family.
+// last authenticated IKE message arrived on, else the one its last IKE
+// message arrived on, else the first of its address family. A flood of
+// IKE_SA_INIT from spoofed sources churns the second table only: it
+// cannot make the gateway answer an authenticated client from the wrong
+// address.
 func (g *Gateway) listenerFor(to netip.AddrPort) *listener {
 	if len(g.listeners) == 1 {
 		return g.listeners[0]
+	}
+	if i, ok := g.confirmed.lookup(to); ok && i < len(g.listeners) {
+		return g.listeners[i]
 	}
 	if i, ok := g.peers.lookup(to); ok && i < len(g.listeners) {
 		return g.listeners[i]
@@ -253,6 +261,18 @@ func (g *Gateway) listenerFor(to netip.AddrPort) *listener {
 		}
 	}
 	return g.listeners[0]
+}
+
+// Confirmed implements ike.SourceObserver: the responder vouches that an
+// authenticated client's message came from from, so the listener it
+// arrived on is remembered where unauthenticated traffic cannot evict it.
+func (g *Gateway) Confirmed(from netip.AddrPort) {
+	if len(g.listeners) < 2 {
+		return
+	}
+	if i, ok := g.peers.lookup(from); ok {
+		g.confirmed.note(from, i, len(g.listeners))
+	}
 }
 
 // peerTable remembers which listener each remote endpoint last sent an IKE
@@ -400,6 +420,9 @@ func (g *Gateway) RemoveChild(client *ike.Client, child *ike.ChildSA) {
 	if k != nil {
 		g.engine.RemoveRoutes(k.out)
 	}
+	// The data plane's SAs were made from copies; the responder is done
+	// with the negotiated keys.
+	child.Wipe()
 }
 
 // ClientMoved implements ike.ResponderPathHandler: after a MOBIKE

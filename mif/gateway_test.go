@@ -65,6 +65,35 @@ func TestListenerFor(t *testing.T) {
 	}
 }
 
+// TestListenerForSurvivesSpoofedFlood is L4: the sources an
+// authenticated client used keep their listener through a flood of
+// IKE_SA_INIT from spoofed sources that churns the unauthenticated table.
+func TestListenerForSurvivesSpoofedFlood(t *testing.T) {
+	v4a := &listener{addr: netip.MustParseAddr("192.0.2.2")}
+	v4b := &listener{addr: netip.MustParseAddr("198.51.100.2")}
+	g := &Gateway{listeners: []*listener{v4a, v4b}}
+	client := netip.MustParseAddrPort("203.0.113.9:4500")
+	g.peers.note(client, 1, 2)
+	var _ ike.SourceObserver = g
+	g.Confirmed(client)
+	unauth := netip.MustParseAddrPort("203.0.113.10:4500") // only ever sent IKE_SA_INIT
+	g.peers.note(unauth, 1, 2)
+	for i := range 3 * maxPeerGeneration {
+		g.peers.note(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 500), 0, 2)
+	}
+	if got := g.listenerFor(client); got != v4b {
+		t.Fatalf("after a spoofed flood the client is answered from %v, want %v", got.addr, v4b.addr)
+	}
+	if got := g.listenerFor(unauth); got != v4a {
+		t.Fatalf("an unauthenticated source kept its entry through the flood: %v", got.addr)
+	}
+	// A source the responder never vouched for is not confirmed.
+	g.Confirmed(netip.MustParseAddrPort("203.0.113.11:4500"))
+	if _, ok := g.confirmed.lookup(netip.MustParseAddrPort("203.0.113.11:4500")); ok {
+		t.Fatal("a source with no arrival was confirmed")
+	}
+}
+
 // TestGatewayClientMoved checks that a MOBIKE move re-points every Child
 // SA of the client, and only of that client, at its new endpoint.
 func TestGatewayClientMoved(t *testing.T) {

@@ -112,7 +112,7 @@ func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
 	if p == nil {
 		ctx, cancel := context.WithCancel(g.runCtx)
 		p = &gatewayPeer{cancel: cancel, done: make(chan struct{}), paths: map[uint16]ike.PathInfo{},
-			pp: newPeerPaths(peerPathsConfig{Engine: g.engine, Policy: g.cfg.Policy, Classes: g.cfg.Classes, Logger: g.log.With("client", client.ID.String())})}
+			pp: newPeerPaths(peerPathsConfig{Engine: g.engine, Policy: g.cfg.Policy, Classes: g.cfg.Classes, Logger: g.log.With("client", client.ID.Display())})}
 		g.mpeers[client] = p
 		go func() {
 			defer close(p.done)

@@ -84,10 +84,10 @@ func benchScenarioCommand(name string) *cli.Command {
 func benchThroughputCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "throughput",
-		Usage: "one TCP flow with iperf3 through each tunnel, both directions, in a netns pair over veth",
+		Usage: "one TCP flow through each tunnel, both directions, in a netns pair over veth",
 		Description: "Each peer gets two fresh network namespaces (" + bench.NamespacePrefix + "PID-PEER-c/-s)\n" +
-			"joined by a veth pair; the tunnel runs between them and iperf3 measures one TCP flow\n" +
-			"up (client to server) and down (-R). Peers: mifsec (this binary's `static` command),\n" +
+			"joined by a veth pair; the tunnel runs between them and mifsec itself sends and measures one\n" +
+			"TCP flow up (client to server) and down (server to client). Peers: mifsec (this binary's `static` command),\n" +
 			"mifsec-ike (this binary's `gateway` and `connect`: IKEv2 with a PSK, AES-256-GCM),\n" +
 			"wireguard-go (built from the Go module proxy into the cache directory when missing),\n" +
 			"strongswan (charon with kernel-libipsec, when installed), mifsec-aes256-sha256 and\n" +
@@ -95,7 +95,7 @@ func benchThroughputCommand() *cli.Command {
 			"of macOS and iOS clients) and veth (no tunnel).\n" +
 			"Namespaces and processes left by an interrupted earlier run are removed first.",
 		Flags: []cli.Flag{
-			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each iperf3 test (one per direction)"},
+			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each TCP transfer (one per direction)"},
 			&cli.StringFlag{Name: "peers", Value: strings.Join(bench.PeerNames, ","), Usage: "comma-separated peers to measure, in this order"},
 			&cli.StringFlag{Name: "json", Value: "bench-out/throughput.json", Usage: "write the JSON report to `FILE`"},
 			&cli.BoolFlag{Name: "keep-going", Usage: "measure the remaining peers after one fails"},

@@ -4,5 +4,13 @@ import "github.com/urfave/cli/v2"
 
 // commands lists the subcommands of the binary, one file each.
 func commands() []*cli.Command {
-	return []*cli.Command{benchCommand(), connectCommand(), gatewayCommand(), labCommand(), staticCommand(), statusCommand()}
+	return []*cli.Command{
+		benchCommand(),
+		withSetup(connectCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
+		withSetup(gatewayCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
+		withSetup(labCommand(), commandSetup{needsRoot: true}),
+		withSetup(staticCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
+		statusCommand(),
+		versionCommand(),
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -34,6 +35,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for the gateway, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "crl", Usage: "certificate revocation lists of the --ca CAs, PEM or DER `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs, or aes128/aes192/aes256 with sha1/sha256/sha384/sha512)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
@@ -52,7 +54,10 @@ func connectCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "check the gateway is alive after `DURATION` of silence"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
-		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
+		userFlag("root", "; as another user the control socket outlives the process in /run/mifsec (the next start removes it)"),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "dns", Value: string(tun.DNSAuto), Usage: "give the gateway's DNS servers and domains to the resolver: `MODE` auto, resolved (systemd-resolved, split DNS), resolvconf, file (rewrite /etc/resolv.conf) or off"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: tun.DefaultStateDir, Usage: "`DIR` for what must be undone after a crash (the original resolv.conf)"}),
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
 	}
 	return &cli.Command{
 		Name:  "connect",
@@ -62,8 +67,7 @@ func connectCommand() *cli.Command {
 the traffic selectors the gateway grants into a TUN device. Runs until interrupted,
 then deletes the IKE SA and removes the device.`,
 		Flags:  flags,
-		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
-		Action: runConnect,
+		Action: runConnect, // withSetup (config.go) reads --config
 	}
 }
 
@@ -110,6 +114,11 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 	if cfg.TUN.MTU == 0 {
 		cfg.TUN.MTU = innerMTU(1500, gw.Addr(), creds.espAlgs...)
 	}
+	mode, err := tun.ParseDNSMode(c.String("dns"))
+	if err != nil {
+		return cfg, fmt.Errorf("--dns: %w", err)
+	}
+	cfg.DNS = tun.DNSOptions{Mode: mode, StateDir: c.String("state-dir")}
 	cfg.Device = c.String("interface")
 	if cfg.Interfaces, err = parseInterfaces(c); err != nil {
 		return cfg, err
@@ -185,6 +194,10 @@ func runConnect(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	as, err := resolveUser(c)
+	if err != nil {
+		return err
+	}
 	cfg.Logger = slog.Default()
 	client, err := mif.NewClient(c.Context, cfg)
 	if err != nil {
@@ -193,6 +206,18 @@ func runConnect(c *cli.Context) error {
 	defer client.Close()
 	if err := mif.ServeStatus(c.Context, mif.ControlSocket(cfg.TUN.Name), func() any { return client.Status() }); err != nil {
 		slog.Warn("status will not be available", "err", err)
+	}
+	// At run time the client sets the addresses and routes the gateway
+	// grants, on every (re)connection, and raises the receive buffers of
+	// new path sockets (CAP_NET_ADMIN); with --interfaces it opens a
+	// socket on port 500 for each interface that appears
+	// (CAP_NET_BIND_SERVICE). SO_BINDTODEVICE on a new socket needs no
+	// capability since Linux 5.7 (CAP_NET_RAW before). It stays uid 0
+	// by default: the control socket lives in /run/mifsec, which only
+	// root may write, and removing it on exit needs that; --user runs it
+	// unprivileged and leaves the socket for the next start to remove.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}, as); err != nil {
+		return err
 	}
 	return client.Run(c.Context)
 }

@@ -148,7 +148,9 @@ type connectProcess struct {
 
 func startConnect(t *testing.T, ns, tunName string, args ...string) *connectProcess {
 	t.Helper()
-	p := startMifsec(t, ns, append([]string{"--log-level", "debug", "connect", "--tun", tunName}, args...)...)
+	// --dns off: the namespaces share the host's /etc/resolv.conf; a test
+	// of DNS gives its own --dns (the last one wins).
+	p := startMifsec(t, ns, append([]string{"--log-level", "debug", "connect", "--tun", tunName, "--dns", "off"}, args...)...)
 	return &connectProcess{mifsecProcess: p, tun: tunName}
 }
 
@@ -265,7 +267,7 @@ func TestConnectWithCertificates(t *testing.T) {
 // (RFC 7296 §2.6) from an address with a half-open IKE SA: a bare
 // IKE_SA_INIT from the client's address leaves one behind first.
 func TestConnectWithCookie(t *testing.T) {
-	const psk = "cookie"
+	const psk = "cookie test secret"
 	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16",
 		auth: "psk", psk: psk, charon: "\tcookie_threshold_ip = 1\n"})
 	specs, err := ike.ParseIKEProposals("aes256gcm16-prfsha256-x25519")
@@ -315,7 +317,7 @@ func TestConnectWithCookie(t *testing.T) {
 func TestConnectIPv6(t *testing.T) {
 	for _, outer6 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("outer-ipv6=%v", outer6), func(t *testing.T) {
-			const psk = "v6"
+			const psk = "an IPv6 test secret"
 			o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk, ipv6Inner: true, ipv6Outer: outer6}
 			top := newGatewayTopology(t, o)
 			c := startConnect(t, top.client, "mcl0", "--gateway", o.gatewayAddr(), "--local-id", "client.example",
@@ -342,7 +344,7 @@ func TestConnectIPv6(t *testing.T) {
 // takes ECP-256: the gateway answers INVALID_KE_PAYLOAD and the client
 // retries with the group it asks for.
 func TestConnectInvalidKERetry(t *testing.T) {
-	const psk = "ke"
+	const psk = "key exchange secret"
 	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-ecp256", espProposals: "aes256gcm16", auth: "psk", psk: psk})
 	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
 		"--psk-file", writePSK(t, top.dir, psk), "--ike", "aes256gcm16-prfsha256-x25519-ecp256", "--ipv6=false")
@@ -359,9 +361,9 @@ func TestConnectInvalidKERetry(t *testing.T) {
 }
 
 func TestConnectWrongPSKFails(t *testing.T) {
-	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: "right"})
+	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: "the right secret key"})
 	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
-		"--psk-file", writePSK(t, top.dir, "wrong"), "--ipv6=false")
+		"--psk-file", writePSK(t, top.dir, "the wrong secret key"), "--ipv6=false")
 	select {
 	case <-c.done:
 	case <-time.After(20 * time.Second):
@@ -380,9 +382,9 @@ func TestConnectWrongPSKFails(t *testing.T) {
 }
 
 func TestConnectNoCommonProposal(t *testing.T) {
-	top := newGatewayTopology(t, gatewayOptions{proposals: "aes128gcm16-prfsha384-ecp384", espProposals: "aes128gcm16", auth: "psk", psk: "s"})
+	top := newGatewayTopology(t, gatewayOptions{proposals: "aes128gcm16-prfsha384-ecp384", espProposals: "aes128gcm16", auth: "psk", psk: "a proposal test secret"})
 	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
-		"--psk-file", writePSK(t, top.dir, "s"), "--ike", "chacha20poly1305-prfsha256-x25519", "--ipv6=false")
+		"--psk-file", writePSK(t, top.dir, "a proposal test secret"), "--ike", "chacha20poly1305-prfsha256-x25519", "--ipv6=false")
 	select {
 	case <-c.done:
 	case <-time.After(20 * time.Second):
@@ -425,7 +427,7 @@ func TestRekeyWithoutLoss(t *testing.T) {
 	}
 	for _, by := range []string{"strongswan", "mifsec"} {
 		t.Run("by "+by, func(t *testing.T) {
-			const psk = "rekey secret"
+			const psk = "a rekey test secret"
 			o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16-x25519", auth: "psk", psk: psk}
 			args := []string{"--gateway", "192.0.2.2", "--local-id", "client.example", "--remote-id", "gw.example",
 				"--psk-file", "", "--ike", o.proposals, "--esp", o.espProposals, "--ipv6=false"}
@@ -461,7 +463,7 @@ func TestRekeyWithoutLoss(t *testing.T) {
 // notices (DPD 2 s, three tries from 500 ms), reconnects and traffic flows
 // again, within 10 s of charon being back on an idle host.
 func TestGatewayRestart(t *testing.T) {
-	const psk = "restart secret"
+	const psk = "a restart test secret"
 	o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk}
 	top := newGatewayTopology(t, o)
 	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
@@ -495,7 +497,7 @@ func TestGatewayRestart(t *testing.T) {
 // limit; the figure is logged.
 func TestConnectThroughput(t *testing.T) {
 	testenv.RequireCommand(t, "iperf3")
-	const psk = "throughput"
+	const psk = "a throughput test secret"
 	top := newGatewayTopology(t, gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk})
 	c := startConnect(t, top.client, "mcl0", "--gateway", "192.0.2.2", "--local-id", "client.example",
 		"--psk-file", writePSK(t, top.dir, psk), "--ipv6=false")
@@ -533,7 +535,7 @@ func parseConnectArgs(t *testing.T, args ...string) (mif.ClientConfig, error) {
 		cfg, perr = parseConnect(c)
 		return nil
 	}
-	app := &cli.App{Commands: []*cli.Command{cmd}}
+	app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}} // as the binary reads --config
 	base := []string{"mifsec", "connect", "--gateway", "192.0.2.2", "--local-id", "client.example", "--psk-file", psk}
 	if err := app.Run(append(base, args...)); err != nil {
 		return cfg, err
@@ -687,7 +689,7 @@ func (p *connectProcess) waitPath(t *testing.T, iface string, within time.Durati
 // session moves to cellular at once; when WLAN returns it moves back after
 // the hysteresis and a path check.
 func TestConnectHandover(t *testing.T) {
-	const psk = "handover secret"
+	const psk = "a handover test secret"
 	o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk}
 	top := newHandoverTopology(t, o)
 	c := startConnect(t, top.client, "mho0", "--gateway", "192.0.2.2", "--local-id", "client.example",
@@ -796,7 +798,7 @@ func TestConnectHandover(t *testing.T) {
 // no usable interface: it connects once one comes up, and follows the
 // active interface to a new address.
 func TestConnectWaitsForInterface(t *testing.T) {
-	const psk = "waiting secret"
+	const psk = "a waiting test secret"
 	o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16", auth: "psk", psk: psk}
 	top := newHandoverTopology(t, o)
 	testenv.Exec(t, top.client, "ip", "link", "set", "wlan0", "down")

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"unicode"
@@ -46,6 +48,13 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		if cr.certs, err = ike.LoadCertificates(c.String("cert")); err != nil {
 			return cr, fmt.Errorf("--cert: %w", err)
 		}
+		fi, err := os.Stat(c.String("key"))
+		if err == nil {
+			err = checkSecretMode(c.String("key"), fi)
+		}
+		if err != nil {
+			return cr, fmt.Errorf("--key: %w", err)
+		}
 		if cr.key, err = ike.LoadPrivateKey(c.String("key")); err != nil {
 			return cr, fmt.Errorf("--key: %w", err)
 		}
@@ -55,6 +64,14 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 	if ca := c.String("ca"); ca != "" {
 		if cr.cas, err = ike.LoadTrustStore(ca); err != nil {
 			return cr, fmt.Errorf("--ca: %w", err)
+		}
+	}
+	if f := c.String("crl"); f != "" {
+		if cr.cas == nil {
+			return cr, errors.New("--crl needs --ca: the lists are checked against the CAs they come from")
+		}
+		if err := loadCRLs(cr.cas, f); err != nil {
+			return cr, err
 		}
 	}
 	if cr.ike, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
@@ -85,15 +102,66 @@ func readPSKs(c *cli.Context) (psk []byte, perClient map[string][]byte, err erro
 	return psk, perClient, nil
 }
 
+// minPSKLen is the shortest pre-shared key accepted. A PSK is only as
+// strong as it is hard to guess, and IKEv2 lets anyone who records one
+// exchange try guesses offline (RFC 7296 §2.15 asks for keys as strong
+// as the negotiated PRF's key): 16 bytes is the least that gives a random
+// key 128 bits.
+const minPSKLen = 16
+
+// readSecretFile reads a file that holds a secret (a pre-shared key, an
+// ESP key). Like ssh with a private key, it refuses a file that its group
+// or others may read or write: the secret must be the owner's alone.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSecretMode(path, fi); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(f)
+}
+
+// checkSecretMode refuses a file holding a secret that is not a regular
+// file or that its group or others may read or write.
+func checkSecretMode(path string, fi os.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o: a file holding a secret must not be open to its group or others (chmod 600 %s)", path, perm, path)
+	}
+	return nil
+}
+
+// checkPSK refuses a pre-shared key shorter than minPSKLen; what names the
+// key (a file, a client) prefixes the error. The key itself is never shown.
+func checkPSK(psk []byte, what string) error {
+	if len(psk) < minPSKLen {
+		return fmt.Errorf("%s: the pre-shared key has %d bytes, at least %d are needed (for example: head -c 24 /dev/urandom | base64)", what, len(psk), minPSKLen)
+	}
+	return nil
+}
+
 // readPSKFile reads a pre-shared key: the file's content without the
-// line end.
+// line end. The file must be its owner's alone and the key at least
+// minPSKLen bytes long.
 func readPSKFile(path string) ([]byte, error) {
-	psk, err := os.ReadFile(path)
+	psk, err := readSecretFile(path)
 	if err != nil {
 		return nil, err
 	}
 	if psk = bytes.TrimRight(psk, "\r\n"); len(psk) == 0 {
 		return nil, fmt.Errorf("%s is empty", path)
+	}
+	if err := checkPSK(psk, path); err != nil {
+		return nil, err
 	}
 	return psk, nil
 }
@@ -102,8 +170,10 @@ func readPSKFile(path string) ([]byte, error) {
 // line, its identity (as --local-id takes it), white space, then its key
 // to the end of the line. Blank lines and lines starting with # are
 // skipped. The keys are returned by the canonical form of the identity.
+// The file must be its owner's alone and every key at least minPSKLen
+// bytes long.
 func readClientPSKs(path string) (map[string][]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSecretFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -125,10 +195,29 @@ func readClientPSKs(path string) (map[string][]byte, error) {
 		if _, dup := keys[id.String()]; dup {
 			return nil, fmt.Errorf("%s:%d: a second key for %s", path, i+1, id)
 		}
+		if err := checkPSK([]byte(key), fmt.Sprintf("%s:%d: %s", path, i+1, id)); err != nil {
+			return nil, err
+		}
 		keys[id.String()] = []byte(key)
 	}
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%s names no client", path)
 	}
 	return keys, nil
+}
+
+// loadCRLs reads --crl into the trust store (at start and on SIGHUP).
+func loadCRLs(cas *ike.TrustStore, path string) error {
+	crls, err := ike.LoadCRLs(path)
+	if err != nil {
+		return fmt.Errorf("--crl: %w", err)
+	}
+	warnings, err := cas.SetCRLs(crls...)
+	if err != nil {
+		return fmt.Errorf("--crl: %w", err)
+	}
+	for _, w := range warnings {
+		slog.Warn("--crl: "+w, "file", path)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sys/unix"
 )
 
 // The gateway's default proposals accept what the IKEv2 clients built into
@@ -47,9 +48,11 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for clients, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "crl", Usage: "certificate revocation lists of the --ca CAs, PEM or DER `FILE` (read again on SIGHUP)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "pool", Usage: "inner address pool `CIDR`, at most one per family (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "protected network `CIDR` behind the gateway (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns", Usage: "DNS server `ADDR` for clients (repeatable)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns-domain", Usage: "`DOMAIN` whose names the --dns servers resolve, sent to clients that ask (RFC 8598 split DNS; repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultGatewayIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax, the preferred first"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultGatewayESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax, the preferred first (AEADs, or aes128/aes192/aes256 with sha1/sha256/sha384/sha512)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
@@ -59,9 +62,18 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of the gateway's IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of a gateway's IKE request before giving up on the client"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-sas-per-identity", Value: 4,
+			Usage: "IKE SAs one client identity may hold at once (0: no limit); a login with INITIAL_CONTACT replaces the older ones"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-half-open-per-source", Value: 128,
+			Usage: "half-open IKE SAs one source address (IPv6: /64) may hold; beyond it the source must return a cookie and may only replace its stale ones"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "source-dh-budget", Value: 100 * time.Millisecond,
+			Usage: "Diffie-Hellman time per second IKE_SA_INIT from one source may cost (nominal: MODP-2048 8ms, X25519 0.15ms)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dh-budget", Value: 500 * time.Millisecond,
+			Usage: "Diffie-Hellman time per second IKE_SA_INIT from all sources together may cost"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
-		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
+		userFlag("root", "; as another user the key files must be readable by it for SIGHUP, and the sysctl record and control socket outlive the process in /run/mifsec"),
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
 	}
 	return &cli.Command{
 		Name:  "gateway",
@@ -76,8 +88,7 @@ not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file 
 --client-psks again: clients whose key changed or went are dropped, the others stay.
 Runs until interrupted.`,
 		Flags:  flags,
-		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
-		Action: runGateway,
+		Action: runGateway, // withSetup (config.go) reads --config
 	}
 }
 
@@ -108,6 +119,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 		return cfg, err
 	}
 	r.PSK, r.ClientPSKs, r.Key, r.Certificates, r.CAs = creds.psk, creds.clientPSKs, creds.key, creds.certs, creds.cas
+	if err := ike.CheckClientPSKs(r.ClientPSKs); err != nil {
+		return cfg, fmt.Errorf("--client-psks: %w", err)
+	}
 	r.IKE, r.ESP = creds.ike, creds.esp
 	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
 		return cfg, fmt.Errorf("--pool: %w", err)
@@ -129,6 +143,18 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 			r.DNS = append(r.DNS, a)
 		}
 	}
+	for _, item := range c.StringSlice("dns-domain") {
+		for _, s := range strings.Split(item, ",") {
+			d, ok := ike.ParseDNSDomain(strings.TrimSpace(s))
+			if !ok {
+				return cfg, fmt.Errorf("--dns-domain: %q is not a domain name", s)
+			}
+			r.DNSDomains = append(r.DNSDomains, d)
+		}
+	}
+	if len(r.DNSDomains) > 0 && len(r.DNS) == 0 {
+		return cfg, errors.New("--dns-domain needs --dns (the servers that resolve the domains)")
+	}
 	if r.ChildRekey = c.Duration("child-rekey"); r.ChildRekey < 0 {
 		return cfg, errors.New("--child-rekey: a negative duration")
 	}
@@ -139,6 +165,23 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 		return cfg, errors.New("--retransmit and --retransmit-tries must be positive")
 	}
 	r.Retransmit = ike.RetransmitPolicy{Timeout: c.Duration("retransmit"), Tries: c.Int("retransmit-tries")}
+	switch n := c.Int("max-sas-per-identity"); {
+	case n < 0:
+		return cfg, errors.New("--max-sas-per-identity: a negative number")
+	case n == 0:
+		r.MaxSAsPerIdentity = -1 // no limit
+	default:
+		r.MaxSAsPerIdentity = n
+	}
+	if r.MaxHalfOpenPerSource = c.Int("max-half-open-per-source"); r.MaxHalfOpenPerSource <= 0 {
+		return cfg, errors.New("--max-half-open-per-source must be positive")
+	}
+	if r.SourceDHBudget = c.Duration("source-dh-budget"); r.SourceDHBudget <= 0 {
+		return cfg, errors.New("--source-dh-budget must be positive")
+	}
+	if r.DHBudget = c.Duration("dh-budget"); r.DHBudget <= 0 {
+		return cfg, errors.New("--dh-budget must be positive")
+	}
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return cfg, fmt.Errorf("--tun: %w", err)
 	}
@@ -166,6 +209,10 @@ func runGateway(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	as, err := resolveUser(c)
+	if err != nil {
+		return err
+	}
 	cfg.Logger = slog.Default()
 	cfg.Responder.Logger = slog.Default()
 	g, err := mif.NewGateway(c.Context, cfg)
@@ -180,7 +227,29 @@ func runGateway(c *cli.Context) error {
 	}); err != nil {
 		slog.Warn("status will not be available", "err", err)
 	}
-	reload := func() { reloadPSKs(c, g) }
+	// At run time the gateway adds and removes each client's routes,
+	// and restores the forwarding sysctls on exit (CAP_NET_ADMIN: it
+	// grants writing a network namespace's sysctls); its sockets all
+	// exist now. It stays uid 0 by default: SIGHUP reads the key files
+	// again (root's, mode 600) and exit removes its sysctl record from
+	// /run/mifsec, which only root may write; without CAP_DAC_OVERRIDE
+	// uid 0 still owns root's files, so --user with a dedicated account
+	// is the stronger setting.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN}, as); err != nil {
+		return err
+	}
+	reload := func() {
+		reloadPSKs(c, g)
+		if f := c.String("crl"); f != "" && cfg.Responder.CAs != nil {
+			// The store is the responder's: new authentications see the
+			// lists at once.
+			if err := loadCRLs(cfg.Responder.CAs, f); err != nil {
+				slog.Error("SIGHUP: keeping the certificate revocation lists", "err", err)
+			} else {
+				slog.Info("SIGHUP: certificate revocation lists reloaded", "file", f)
+			}
+		}
+	}
 	onHangup.Store(&reload)
 	defer onHangup.Store(nil)
 	return g.Run(c.Context)
@@ -213,7 +282,7 @@ func reloadPSKs(c *cli.Context, g *mif.Gateway) {
 func printGatewayStatus(st mif.GatewayStatus) {
 	fmt.Printf("gateway on %s, TUN %s: %d clients\n", st.Listen, st.Interface, len(st.Clients))
 	for _, c := range st.Clients {
-		fmt.Printf("  %s from %s, addresses %s\n", c.ID, c.Remote, strings.Join(c.Addresses, ", "))
+		fmt.Printf("  %s from %s, addresses %s\n", ike.Printable(c.ID), c.Remote, strings.Join(c.Addresses, ", "))
 		fmt.Printf("    IKE SA %s_i %s_r  %s  (rekeyed %d times)\n", c.IKESPIi, c.IKESPIr, c.IKESuite, c.IKERekeys)
 		if len(c.Weak) > 0 {
 			fmt.Printf("    weak algorithms: %s\n", strings.Join(c.Weak, ", "))

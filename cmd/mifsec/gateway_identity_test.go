@@ -1,12 +1,19 @@
 package main
 
 import (
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/bench"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
@@ -75,5 +82,77 @@ func TestConnectChecksGatewayCertificate(t *testing.T) {
 	good.waitEstablished(t, 15*time.Second)
 	if err := ping(rogue.client, "10.1.0.1", 3); err != nil {
 		t.Fatalf("%v\n%s", err, good.log.String())
+	}
+}
+
+// TestMifsecGatewayCRLReload: a client certificate revoked in the --crl file
+// is refused from the next SIGHUP on; the CA's other certificates still
+// connect.
+func TestMifsecGatewayCRLReload(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	pki, err := ike.GenerateTestPKI(dir, ike.TestPKIOptions{KeyType: ike.TestKeyECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := ike.NewTrustStore(pki.CA.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(dir, "crl.pem")
+	writeCRL := func(serials ...*big.Int) {
+		t.Helper()
+		tmpl := &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour)}
+		for _, s := range serials {
+			tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, tmpl, pki.CA.Certificate, pki.CA.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crlFile, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCRL()
+	s := startScaleGateway(t, "--local-id", pki.Gateway.Identity.String(),
+		"--cert", pki.Gateway.CertFile, "--key", pki.Gateway.KeyFile, "--ca", pki.CA.CertFile, "--crl", crlFile)
+	type cred struct {
+		id   ike.Identity
+		key  crypto.Signer
+		cert *x509.Certificate
+	}
+	mk := func(email string) cred {
+		key, cert := issueClientCert(t, pki.CA, email)
+		id, err := ike.ParseIdentity("email:" + email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cred{id, key, cert}
+	}
+	alice, bob := mk("alice@fleet.bench"), mk("bob@fleet.bench")
+	connectAs := func(c cred) bench.ClientsReport {
+		f := s.startFleet(t, bench.ClientsConfig{Count: 1, CAs: cas, RemoteID: pki.Gateway.Identity, Timeout: 5 * time.Second,
+			Credentials: func(int) (ike.Identity, crypto.Signer, []*x509.Certificate, error) {
+				return c.id, c.key, []*x509.Certificate{c.cert}, nil
+			}})
+		defer f.Close()
+		return f.Report()
+	}
+	if rep := connectAs(alice); rep.TrafficOK != 1 {
+		t.Fatalf("alice before her revocation: %v", rep)
+	}
+	writeCRL(alice.cert.SerialNumber)
+	if err := s.p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !testenv.Eventually(5*time.Second, func() bool { return strings.Contains(s.p.log.String(), "certificate revocation lists reloaded") }) {
+		t.Fatalf("no reload logged:\n%s", s.p.log.String())
+	}
+	if rep := connectAs(alice); rep.Established != 0 {
+		t.Fatalf("alice's revoked certificate was accepted: %v", rep)
+	}
+	if rep := connectAs(bob); rep.TrafficOK != 1 {
+		t.Fatalf("bob, not revoked: %v", rep)
 	}
 }

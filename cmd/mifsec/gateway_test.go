@@ -238,7 +238,7 @@ func TestMifsecGatewayMifsecClient(t *testing.T) {
 // closed) ends the client as SIGTERM does, deleting its IKE SA at the
 // gateway rather than leaving it to the gateway's liveness checks.
 func TestConnectHangupDisconnects(t *testing.T) {
-	const psk = "hang up"
+	const psk = "a hang-up test secret"
 	client, _, _ := mifsecGatewayTopology(t, psk)
 	c := startConnect(t, client, "mhu0", "--gateway", "192.0.2.2", "--local-id", "client.example",
 		"--remote-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--ipv6=false")
@@ -363,7 +363,7 @@ func TestMifsecGatewayStrongSwanRekey(t *testing.T) {
 		t.Skip("pings for a minute while strongSwan rekeys")
 	}
 	strongswan.Require(t)
-	const psk = "rekey secret"
+	const psk = "a rekey test secret"
 	client, _, g := mifsecGatewayTopology(t, psk)
 	charon := startStrongSwanClient(t, client, strongSwanClient{psk: psk, childRekey: "10s", ikeRekey: "20s"}, g)
 	first := gatewayClients(t)
@@ -410,7 +410,7 @@ func TestMifsecGatewayStrongSwanRekey(t *testing.T) {
 func TestMifsecGatewayThroughput(t *testing.T) {
 	strongswan.Require(t)
 	testenv.RequireCommand(t, "iperf3")
-	const psk = "throughput"
+	const psk = "a throughput test secret"
 	client, gw, g := mifsecGatewayTopology(t, psk)
 	charon := startStrongSwanClient(t, client, strongSwanClient{psk: psk}, g)
 	testenv.StartIperf3Server(t, gw, "10.1.0.1", true)
@@ -502,7 +502,7 @@ func TestMifsecGatewaySysctlsAfterCrash(t *testing.T) {
 		for _, p := range paths {
 			testenv.Exec(t, s.gw, "sh", "-c", "echo 0 > "+p)
 		}
-	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), "k"))
+	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), "a sysctl test secret"))
 	if got := read(s.gw); got != "1 1" {
 		t.Fatalf("forwarding while the gateway runs: %q, want on for both families", got)
 	}

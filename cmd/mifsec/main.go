@@ -22,7 +22,7 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:    "mifsec",
 		Usage:   "IPsec VPN that uses every network interface at once",
-		Version: version,
+		Version: buildVersion(),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to `FILE` while running"},

@@ -318,7 +318,7 @@ func parseGatewayArgs(t *testing.T, args ...string) (mif.GatewayConfig, error) {
 		cfg, perr = parseGateway(c)
 		return nil
 	}
-	app := &cli.App{Commands: []*cli.Command{cmd}}
+	app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}} // as the binary reads --config
 	base := []string{"mifsec", "gateway", "--local-id", "gw.example", "--psk-file", psk, "--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24"}
 	if err := app.Run(append(base, args...)); err != nil {
 		return cfg, err
@@ -394,6 +394,43 @@ func TestParsePolicy(t *testing.T) {
 				t.Fatalf("policy %v, %v; want %v", cfg.Policy, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseGatewayLimits(t *testing.T) {
+	cfg, err := parseGatewayArgs(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Responder; r.MaxSAsPerIdentity != 4 || r.MaxHalfOpenPerSource != 128 ||
+		r.SourceDHBudget != 100*time.Millisecond || r.DHBudget != 500*time.Millisecond {
+		t.Fatalf("default limits: %d SAs per identity, %d half-open per source, DH budgets %v per source, %v in all",
+			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
+	}
+	cfg, err = parseGatewayArgs(t, "--max-sas-per-identity", "0", "--max-half-open-per-source", "3",
+		"--source-dh-budget", "20ms", "--dh-budget", "300ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Responder; r.MaxSAsPerIdentity >= 0 || r.MaxHalfOpenPerSource != 3 ||
+		r.SourceDHBudget != 20*time.Millisecond || r.DHBudget != 300*time.Millisecond {
+		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, DH budgets %v per source, %v in all",
+			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
+	}
+	// Two keys for one client, spelled twice: refused while parsing,
+	// before any device exists.
+	keys := filepath.Join(t.TempDir(), "clients")
+	if err := os.WriteFile(keys, []byte("alice.example one-key-long-enough\nALICE.example. another-key-long-enough\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseGatewayArgs(t, "--client-psks", keys); err == nil || !strings.Contains(err.Error(), "--client-psks: two pre-shared keys for client alice.example ") {
+		t.Errorf("one identity in two spellings with two keys: %v, want it refused", err)
+	}
+	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"},
+		{"--source-dh-budget", "0s"}, {"--dh-budget", "-1s"}} {
+		if _, err := parseGatewayArgs(t, args...); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: %v, want it refused", args, err)
+		}
 	}
 }
 

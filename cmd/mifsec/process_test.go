@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -19,7 +20,17 @@ type mifsecProcess struct {
 // startMifsec runs `mifsec args...` in ns; it is stopped when the test ends.
 func startMifsec(t *testing.T, ns string, args ...string) *mifsecProcess {
 	t.Helper()
+	return startMifsecEnv(t, ns, nil, args...)
+}
+
+// startMifsecEnv is startMifsec with env (NAME=VALUE) added to the
+// environment.
+func startMifsecEnv(t *testing.T, ns string, env []string, args ...string) *mifsecProcess {
+	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, mifsecBinary(t)}, args...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	p := &mifsecProcess{cmd: cmd, log: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {

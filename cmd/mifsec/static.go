@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sys/unix"
 )
 
 // staticConfig is a manually keyed tunnel: two SAs, as `ip xfrm state`
@@ -27,7 +31,14 @@ type staticConfig struct {
 	addresses     []netip.Prefix
 	routes        []netip.Prefix
 	device        string
+	stateDir      string
 }
+
+// Environment variables that may hold the static keys instead of files.
+const (
+	envKeyOut = "MIFSEC_KEY_OUT"
+	envKeyIn  = "MIFSEC_KEY_IN"
+)
 
 func staticCommand() *cli.Command {
 	flags := []cli.Flag{
@@ -36,8 +47,13 @@ func staticCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "port", Value: 4500, Usage: "UDP `PORT` for ESP where --local/--remote name none"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "spi-out", Usage: "`SPI` of the outbound SA (0x hex or decimal, at least 256)", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "spi-in", Usage: "`SPI` of the inbound SA", Required: true}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-out", Usage: "outbound key and 4-byte salt in `HEX`, as ip xfrm writes it", Required: true}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-in", Usage: "inbound key and salt in `HEX`", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-out-file", Usage: "read the outbound key and 4-byte salt, in hex as ip xfrm writes it, from `FILE` (mode 600; or set " + envKeyOut + ")"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-in-file", Usage: "read the inbound key and salt in hex from `FILE` (mode 600; or set " + envKeyIn + ")"}),
+		// Keys on the command line are visible to every local user
+		// (/proc/PID/cmdline): the flags only explain where keys go now.
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-out", Hidden: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-in", Hidden: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: defaultStateDir, Usage: "`DIR` that records, per outbound key, the highest sequence number sent, so that no run repeats a nonce"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "alg", Value: "aes256gcm16", Usage: "`ALGORITHM`: aes128gcm16, aes256gcm16, chacha20poly1305, or aes128/aes192/aes256 with -sha1, -sha256, -sha384 or -sha512 (aes256-sha256)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "esn", Usage: "use 64-bit extended sequence numbers"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "replay-window", Value: dataplane.DefaultReplayWindow, Usage: "anti-replay window in `PACKETS` (32-65536)"}),
@@ -47,6 +63,7 @@ func staticCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "queues", Usage: "TUN queues, one worker each; 0 means one per CPU"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "bind-device", Usage: "send and receive ESP only through interface `IFNAME`"}),
+		userFlag("nobody", ""),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
 	return &cli.Command{
@@ -54,12 +71,16 @@ func staticCommand() *cli.Command {
 		Usage: "run a tunnel with manually keyed SAs (no IKE)",
 		Description: `Runs ESP in UDP between two hosts with keys given by hand, as 'ip xfrm state'
 would hold them. The peer runs the mirror image: swapped --local/--remote,
---spi-in/--spi-out and --key-in/--key-out. Keys are the cipher key followed by
-the 4-byte salt: 20 bytes for aes128gcm16, 36 for aes256gcm16 and
-chacha20poly1305. Packets from the peer must come from its --address network or
-a --route.`,
+--spi-in/--spi-out and the two keys. Keys are the cipher key followed by the
+4-byte salt, in hex: 20 bytes for aes128gcm16, 36 for aes256gcm16 and
+chacha20poly1305; for AES-CBC with an HMAC the encryption key followed by the
+integrity key (64 bytes for aes256-sha256). They come from files only their owner may read
+(--key-out-file, --key-in-file) or from the environment (` + envKeyOut + `,
+` + envKeyIn + `), never from the command line. Each run starts its sequence
+numbers above the highest one recorded for the outbound key in --state-dir, so
+that restarting never sends two packets under the same nonce. Packets from the
+peer must come from its --address network or a --route.`,
 		Flags:  flags,
-		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
 		Action: runStatic,
 	}
 }
@@ -93,14 +114,26 @@ func parseStatic(c *cli.Context) (*staticConfig, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--%s: %w", d.spi, err)
 		}
-		key, err := parseKey(c.String(d.key), alg)
+		hexKey, from, err := readStaticKey(c, d.key)
 		if err != nil {
-			return nil, fmt.Errorf("--%s: %w", d.key, err)
+			return nil, err
+		}
+		key, err := parseKey(hexKey, alg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", from, err)
 		}
 		*d.sa = dataplane.SAConfig{SPI: spi, Algorithm: alg, Key: key, ESN: c.Bool("esn"), ReplayWindow: c.Int("replay-window")}
 	}
 	if cfg.out.SPI == cfg.in.SPI {
 		return nil, fmt.Errorf("--spi-out and --spi-in are both %#x: each direction needs its own SA", cfg.in.SPI)
+	}
+	if bytes.Equal(cfg.out.Key, cfg.in.Key) {
+		// The peer would send under our key from its own counter:
+		// nonces would repeat between the two directions.
+		return nil, errors.New("the outbound and inbound keys are the same: each direction needs its own key")
+	}
+	if cfg.stateDir = c.String("state-dir"); cfg.stateDir == "" {
+		return nil, errors.New("--state-dir: no directory: the sequence numbers sent must be recorded")
 	}
 	if err := tun.ValidateName(cfg.tunName); err != nil {
 		return nil, fmt.Errorf("--tun: %w", err)
@@ -163,6 +196,34 @@ func parseEndpoint(s string, defaultPort uint16) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a.Unmap(), defaultPort), nil
 }
 
+// readStaticKey reads one direction's key ("key-out" or "key-in") from its
+// file or the environment, and says where it came from. The environment
+// variable is cleared once read, so that nothing started later inherits it.
+func readStaticKey(c *cli.Context, name string) (hexKey, from string, err error) {
+	fileFlag, env := name+"-file", envKeyOut
+	if name == "key-in" {
+		env = envKeyIn
+	}
+	if c.String(name) != "" {
+		return "", "", fmt.Errorf("--%s: keys are not taken on the command line (visible to every local user) or from --config: put the key in a file of mode 600 and give --%s, or set %s", name, fileFlag, env)
+	}
+	envValue, inEnv := os.LookupEnv(env)
+	os.Unsetenv(env)
+	switch path := c.String(fileFlag); {
+	case path != "" && inEnv:
+		return "", "", fmt.Errorf("both --%s and %s are given: choose one", fileFlag, env)
+	case path != "":
+		b, err := readSecretFile(path)
+		if err != nil {
+			return "", "", fmt.Errorf("--%s: %w", fileFlag, err)
+		}
+		return strings.TrimSpace(string(b)), "--" + fileFlag + " " + path, nil
+	case inEnv:
+		return strings.TrimSpace(envValue), env, nil
+	}
+	return "", "", fmt.Errorf("no %s key: give --%s FILE or set %s", strings.TrimPrefix(name, "key-")+"bound", fileFlag, env)
+}
+
 func parseSPI(s string) (uint32, error) {
 	v, err := strconv.ParseUint(s, 0, 32)
 	if err != nil {
@@ -210,14 +271,31 @@ func runStatic(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out, err := dataplane.NewSA(cfg.out)
+	as, err := resolveUser(c)
 	if err != nil {
 		return err
 	}
+	seq, err := openSequenceState(cfg.stateDir, cfg.out.Algorithm, cfg.out.Key)
+	if err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	defer seq.Close()
+	cfg.out.StartAfter = seq.mark
+	out, err := dataplane.NewSA(cfg.out)
+	if errors.Is(err, dataplane.ErrSequenceExhausted) {
+		return fmt.Errorf("the outbound key has sent its last sequence number in earlier runs (recorded in %s): make new keys", cfg.stateDir)
+	}
+	if err != nil {
+		return err
+	}
+	out.SetSequenceLimit(seq.mark) // nothing may be sent before the first block is stored
 	in, err := dataplane.NewSA(cfg.in)
 	if err != nil {
 		return err
 	}
+	// The SAs hold the keys now (NewSA copies them): wipe ours (L7).
+	clear(cfg.out.Key)
+	clear(cfg.in.Key)
 	conn, err := dataplane.ListenUDP(c.Context, dataplane.UDPConfig{Local: cfg.local, Device: cfg.device})
 	if err != nil {
 		return err
@@ -272,17 +350,26 @@ func runStatic(c *cli.Context) error {
 		conn.Close()
 		return err
 	}
-	if err := dropPrivileges(); err != nil {
-		if !errPrivilegesKept(err) {
-			return err
-		}
-		slog.Warn("capabilities kept: this binary was built with cgo; build with CGO_ENABLED=0 to drop them")
+	// At run time static changes routes and addresses only when it
+	// stops (CAP_NET_ADMIN); the sequence state file stays open.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN}, as); err != nil {
+		return err
 	}
 	gso, gro := conn.Offloads()
 	slog.Info("tunnel up", "tun", iface.Name(), "mtu", cfg.mtu, "queues", len(iface.Queues()),
 		"local", conn.LocalAddr(), "remote", cfg.remote, "alg", out.Algorithm(),
-		"spi_out", fmt.Sprintf("%#x", out.SPI()), "spi_in", fmt.Sprintf("%#x", in.SPI()), "udp_gso", gso, "udp_gro", gro)
+		"spi_out", fmt.Sprintf("%#x", out.SPI()), "spi_in", fmt.Sprintf("%#x", in.SPI()), "first_seq", out.LastSequence()+1, "udp_gso", gso, "udp_gro", gro)
+	// The first block is stored only now, so that a run that fails to
+	// start costs the key no sequence numbers.
+	if err := startSequence(seq, out); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	go keepSequenceAhead(ctx, seq, out, slog.Default())
 	err = engine.Run(c.Context)
+	out.Wipe() // the engine has stopped: nothing seals or opens any more
+	in.Wipe()
 	s := &engine.Stats
 	slog.Info("tunnel down", "tx_packets", s.TxPackets.Load(), "rx_packets", s.RxPackets.Load(),
 		"drops", s.Drops.Snapshot(), "send_errors", s.SendErrors.Load())

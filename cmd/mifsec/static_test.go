@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // buildBinary compiles mifsec once per test run.
@@ -59,6 +60,16 @@ func randomKey(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
+// writeKeyFile writes a hex key to a file of mode 600 in dir.
+func writeKeyFile(t *testing.T, dir, name, key string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // staticTopology is two namespaces joined by a veth pair with a mifsec
 // static tunnel between them, IPv4 and IPv6 inside.
 type staticTopology struct {
@@ -76,12 +87,15 @@ func newStaticTopology(t *testing.T, alg string, keyLen int, corruptKey bool) *s
 	if corruptKey {
 		keyABatB = randomKey(t, keyLen)
 	}
+	dirA, dirB := t.TempDir(), t.TempDir()
 	common := []string{"--alg", alg, "--tun", "mst0"}
 	top.a = startStatic(t, top.nsA, append(common, "--local", "192.0.2.1", "--remote", "192.0.2.2",
-		"--spi-out", "0x1001", "--spi-in", "0x2002", "--key-out", keyAB, "--key-in", keyBA,
+		"--spi-out", "0x1001", "--spi-in", "0x2002", "--key-out-file", writeKeyFile(t, dirA, "out", keyAB),
+		"--key-in-file", writeKeyFile(t, dirA, "in", keyBA), "--state-dir", filepath.Join(dirA, "state"),
 		"--address", "10.98.0.1/24", "--address", "fd98::1/64")...)
 	top.b = startStatic(t, top.nsB, append(common, "--local", "192.0.2.2", "--remote", "192.0.2.1",
-		"--spi-out", "0x2002", "--spi-in", "0x1001", "--key-out", keyBA, "--key-in", keyABatB,
+		"--spi-out", "0x2002", "--spi-in", "0x1001", "--key-out-file", writeKeyFile(t, dirB, "out", keyBA),
+		"--key-in-file", writeKeyFile(t, dirB, "in", keyABatB), "--state-dir", filepath.Join(dirB, "state"),
 		"--address", "10.98.0.2/24", "--address", "fd98::2/64")...)
 	for _, ns := range []string{top.nsA, top.nsB} {
 		waitForLink(t, ns, "mst0")
@@ -119,6 +133,9 @@ func TestStaticTunnelCarriesTraffic(t *testing.T) {
 	}{{"aes256gcm16", 36}, {"aes128gcm16", 20}, {"chacha20poly1305", 36}, {"aes256-sha256", 64}, {"aes128-sha1", 36}, {"aes256-sha512", 96}} {
 		t.Run(tc.alg, func(t *testing.T) {
 			top := newStaticTopology(t, tc.alg, tc.keyLen, false)
+			// By default static runs as nobody with CAP_NET_ADMIN only.
+			waitForLog(t, top.a, "privileges dropped")
+			checkPrivileges(t, "static", top.a.cmd.Process.Pid, 65534, unix.CAP_NET_ADMIN)
 			for _, addr := range []string{"10.98.0.2", "fd98::2"} {
 				if err := ping(top.nsA, addr, 3); err != nil {
 					t.Fatal(err)

@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/mifsec/mifsec/bench/traffic"
+)
+
+// trafficPort is where the protected server (or the throughput scenario's
+// server namespace) accepts the measured flows: trafficPort for the first
+// traffic entry, trafficPort+1 for the next, ...
+const trafficPort = 5201
+
+// flowSpec is one bulk transfer between two namespaces, generated and
+// measured in this process (bench/traffic).
+type flowSpec struct {
+	clientNS, serverNS string
+	// server is where the server listens (in serverNS); bind the client's
+	// source address, invalid for the kernel's choice.
+	server    netip.AddrPort
+	bind      netip.Addr
+	streams   int
+	direction string
+	duration  time.Duration
+	// base is the scenario's clock; zero for the transfer's own start.
+	base time.Time
+	// mptcp opens MPTCP sockets on both ends.
+	mptcp bool
+}
+
+// listenTCPIn opens a TCP (or MPTCP) listener inside namespace ns.
+func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool) (net.Listener, error) {
+	var ln net.Listener
+	err := inNamespace(ns, func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(mptcp)
+		l, err := lc.Listen(context.Background(), "tcp4", addr.String())
+		ln = l
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in namespace %s: %w", addr, ns, err)
+	}
+	return ln, nil
+}
+
+// dialerIn returns a Dial function that opens TCP (or MPTCP) connections
+// from namespace ns to addr.
+func dialerIn(ns string, bind netip.Addr, addr netip.AddrPort, mptcp bool) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		var conn net.Conn
+		err := inNamespace(ns, func() error {
+			var d net.Dialer
+			d.SetMultipathTCP(mptcp)
+			if bind.IsValid() {
+				d.LocalAddr = &net.TCPAddr{IP: bind.AsSlice()}
+			}
+			c, err := d.DialContext(ctx, "tcp4", addr.String())
+			conn = c
+			return err
+		})
+		return conn, err
+	}
+}
+
+// run opens the server's listener, runs the transfer and closes it. The
+// error is for a transfer that could not start; one cut short returns its
+// partial result with Incomplete set.
+func (f flowSpec) run(ctx context.Context) (*traffic.Result, error) {
+	listen := netip.AddrPortFrom(netip.IPv4Unspecified(), f.server.Port())
+	ln, err := listenTCPIn(f.serverNS, listen, f.mptcp)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	b := &traffic.Bulk{Streams: max(f.streams, 1), Direction: f.direction, Duration: f.duration,
+		Dial: dialerIn(f.clientNS, f.bind, f.server, f.mptcp), Listener: ln, Base: f.base}
+	return b.Run(ctx)
+}
+
+// interfaceCounters are an interface's byte counters.
+type interfaceCounters struct {
+	TxBytes, RxBytes uint64
+}
+
+// readCounters reads the byte counters of an interface in namespace ns.
+func (t *Topology) readCounters(ctx context.Context, ns, iface string) (interfaceCounters, error) {
+	out, err := t.Run(ctx, ns, "ip", "-json", "-stats", "link", "show", "dev", iface)
+	if err != nil {
+		return interfaceCounters{}, fmt.Errorf("read the counters of %s: %w", iface, err)
+	}
+	return parseLinkCounters([]byte(jsonPart(out)))
+}
+
+// parseLinkCounters reads the byte counters from `ip -json -stats link show
+// dev IFACE`.
+func parseLinkCounters(data []byte) (interfaceCounters, error) {
+	var links []struct {
+		Name  string `json:"ifname"`
+		Stats *struct {
+			Rx struct {
+				Bytes uint64 `json:"bytes"`
+			} `json:"rx"`
+			Tx struct {
+				Bytes uint64 `json:"bytes"`
+			} `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(data, &links); err != nil {
+		return interfaceCounters{}, fmt.Errorf("parse ip link JSON: %w", err)
+	}
+	if len(links) != 1 || links[0].Stats == nil {
+		return interfaceCounters{}, errors.New("ip link JSON has no single interface with stats64")
+	}
+	return interfaceCounters{TxBytes: links[0].Stats.Tx.Bytes, RxBytes: links[0].Stats.Rx.Bytes}, nil
+}
+
+// flowCrossed reports whether an interface that counted delta bytes in the
+// flow's direction carried a flow of payload bytes: headers only add, so
+// at least 90% (the counters and the flow's measurement differ at the
+// edges).
+func flowCrossed(payload int64, delta uint64) bool {
+	return float64(delta) >= 0.9*float64(payload)
+}
+
+// jsonPart cuts anything before the first '{' or '[' (ip netns exec may
+// print warnings to the combined output).
+func jsonPart(out string) string {
+	if i := strings.IndexAny(out, "{["); i > 0 {
+		return out[i:]
+	}
+	return out
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// tool is an external program a run needs and the Debian package that has
+// it.
+type tool struct{ binary, pkg string }
+
+// missingTools returns the tools that are not in PATH, once each.
+func missingTools(tools []tool) []tool {
+	var missing []tool
+	seen := map[string]bool{}
+	for _, t := range tools {
+		if seen[t.binary] {
+			continue
+		}
+		seen[t.binary] = true
+		if _, err := exec.LookPath(t.binary); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	return missing
+}
+
+// describeMissing names the missing tools and the one apt-get command that
+// installs them all.
+func describeMissing(missing []tool) string {
+	var names, pkgs []string
+	seen := map[string]bool{}
+	for _, t := range missing {
+		names = append(names, t.binary)
+		if !seen[t.pkg] {
+			seen[t.pkg] = true
+			pkgs = append(pkgs, t.pkg)
+		}
+	}
+	return fmt.Sprintf("%s not found: apt-get install %s", strings.Join(names, ", "), strings.Join(pkgs, " "))
+}
+
+// trafficTools are what every run needs besides its peers' own tools: the
+// traffic itself is generated in this process.
+var trafficTools = []tool{{"ip", "iproute2"}}
+
+// checkTrafficTools reports the tools every run needs, all missing ones in
+// one error.
+func checkTrafficTools() error {
+	if missing := missingTools(trafficTools); len(missing) > 0 {
+		return errors.New(describeMissing(missing))
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package ike
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+func allZero(bs ...[]byte) bool {
+	for _, b := range bs {
+		if len(b) == 0 || !bytes.Equal(b, make([]byte, len(b))) {
+			return false
+		}
+	}
+	return true
+}
+
+func ikeKeyMaterial(sa *ikeSA) [][]byte {
+	k := sa.keys
+	out := [][]byte{k.SKd, k.SKei, k.SKer, k.SKpi, k.SKpr}
+	if len(k.SKai) > 0 { // AEAD suites have no integrity keys
+		out = append(out, k.SKai, k.SKar)
+	}
+	return out
+}
+
+// TestSessionWipesKeysOfSAsThatGo: the client's keys of a Child SA are
+// zeroed once a rekey replaced and removed it, the keys of an IKE SA once
+// a rekey replaced and deleted it, and everything at teardown; the SAs in
+// use keep theirs and keep working. On b74fb06 nothing was ever wiped.
+func TestSessionWipesKeysOfSAsThatGo(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	w, _ := startResponder(t, ResponderConfig{PSK: psk})
+	s, ch := w.newClient(t, "192.0.2.40", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test")})
+	connect(t, s, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	firstChild, firstIKE := ch.last(), s.sa
+	if allZero(firstChild.InKey) || allZero(ikeKeyMaterial(firstIKE)...) {
+		t.Fatal("keys zero before anything was removed")
+	}
+	if err := s.rekeyChild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !allZero(firstChild.InKey, firstChild.OutKey) {
+		t.Error("the replaced Child SA's keys were not wiped")
+	}
+	secondChild := ch.last()
+	if secondChild == firstChild || allZero(secondChild.InKey) || allZero(secondChild.OutKey) {
+		t.Fatal("the new Child SA's keys are zero")
+	}
+	if err := s.rekeyIKE(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range ikeKeyMaterial(firstIKE) {
+		if !allZero(k) {
+			t.Errorf("key %d of the rekeyed IKE SA was not wiped", i)
+		}
+	}
+	// The new IKE SA still works: a liveness check and a Child SA rekey,
+	// whose keys come from the new SK_d.
+	if _, err := s.exchange(ctx, s.sa, INFORMATIONAL, nil, s.cfg.Retransmit); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rekeyChild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	last, current := ch.last(), s.sa
+	s.teardown()
+	if !allZero(last.InKey, last.OutKey) || !allZero(ikeKeyMaterial(current)...) {
+		t.Error("teardown left keys behind")
+	}
+}
+
+// TestResponderWipesKeysOfSAsThatGo: the gateway zeroes an IKE SA's keys
+// once the client rekeyed and deleted it, and once the client left.
+func TestResponderWipesKeysOfSAsThatGo(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	w, _ := startResponder(t, ResponderConfig{PSK: psk})
+	s, _ := w.newClient(t, "192.0.2.41", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test")})
+	connect(t, s, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gatewaySA := func() *rSA {
+		var sa *rSA
+		w.r.do(ctx, func() {
+			for _, c := range w.r.clients {
+				sa = c.sa
+			}
+		})
+		return sa
+	}
+	first := gatewaySA()
+	if first == nil || allZero(ikeKeyMaterial(first.ikeSA)...) {
+		t.Fatal("no gateway IKE SA with keys")
+	}
+	if err := s.rekeyIKE(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		var zero bool
+		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(first.ikeSA)...) })
+		return zero
+	})
+	second := gatewaySA()
+	if second == first || allZero(ikeKeyMaterial(second.ikeSA)...) {
+		t.Fatal("the gateway's new IKE SA has no keys")
+	}
+	s.shutdown() // the Delete, then the local teardown
+	waitUntil(t, func() bool {
+		var zero bool
+		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(second.ikeSA)...) })
+		return zero
+	})
+}
