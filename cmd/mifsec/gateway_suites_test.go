@@ -163,7 +163,7 @@ func TestMifsecGatewayCBCRekeys(t *testing.T) {
 		t.Skip("pings for 45 s while strongSwan rekeys")
 	}
 	strongswan.Require(t)
-	const psk = "cbc rekeys"
+	const psk = "cbc rekeys under a ping"
 	client, _, g := mifsecGatewayTopology(t, psk)
 	charon := startStrongSwanClient(t, client, strongSwanClient{psk: psk, ike: "aes256-sha1-modp1024",
 		esp: "aes256-sha1-modp1024", childRekey: "10s", ikeRekey: "20s"}, g)
