@@ -139,7 +139,10 @@ type SoakReport struct {
 	EchoesLost         int       `json:"echoes_lost"`
 	EchoesLostInFlaps  int       `json:"echoes_lost_in_flaps"`
 	EchoesLostOutside  int       `json:"echoes_lost_outside_flaps"`
-	LostOutsideAt      []float64 `json:"lost_outside_at_s,omitempty"`
+	// LostOutsideBySecond counts the echoes lost outside flaps by the
+	// second of the run they were sent in: a burst of every client at
+	// once (the gateway stalled) looks different from a trickle.
+	LostOutsideBySecond map[int]int `json:"lost_outside_by_second,omitempty"`
 	Churns             int       `json:"churns"`
 	ChurnFailures      int       `json:"churn_failures"`
 	ChildRekeys        int       `json:"child_rekeys"`
@@ -243,6 +246,11 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	since := func(t time.Time) float64 { return t.Sub(start).Seconds() }
 
 	var mu sync.Mutex // guards the echo record and the flaps
+	// linkMu is held by a flap (write) for the link's down time plus
+	// FlapGrace, and by a churn round (read) while its clients connect and
+	// pass their first echo: a round that met a flap would measure the
+	// flap, not the gateway.
+	var linkMu sync.RWMutex
 	type echo struct {
 		at float64
 		ok bool
@@ -281,7 +289,9 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 		defer t.Stop()
 		for {
 			leave()
+			linkMu.RLock()
 			nf, err := startFleet("churn", cfg.ChurnClients)
+			linkMu.RUnlock()
 			mu.Lock()
 			rep.Churns++
 			if err != nil {
@@ -315,8 +325,10 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 				return
 			case <-t.C:
 			}
+			linkMu.Lock()
 			from := time.Now()
 			if _, err := topo.Run(ctx, topo.Client, "ip", "link", "set", "veth0", "down"); err != nil {
+				linkMu.Unlock()
 				fmt.Fprintf(cfg.Log, "soak: link down: %v\n", err)
 				continue
 			}
@@ -330,6 +342,11 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 			mu.Lock()
 			rep.Flaps = append(rep.Flaps, SoakWindow{From: since(from), To: since(time.Now())})
 			mu.Unlock()
+			select {
+			case <-runCtx.Done():
+			case <-time.After(cfg.FlapGrace):
+			}
+			linkMu.Unlock()
 		}
 	})
 
@@ -425,9 +442,10 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 			rep.EchoesLostInFlaps++
 		} else {
 			rep.EchoesLostOutside++
-			if len(rep.LostOutsideAt) < 100 {
-				rep.LostOutsideAt = append(rep.LostOutsideAt, math.Round(e.at*10)/10)
+			if rep.LostOutsideBySecond == nil {
+				rep.LostOutsideBySecond = map[int]int{}
 			}
+			rep.LostOutsideBySecond[int(e.at)]++
 		}
 	}
 	rep.summarizeSamples()
@@ -498,6 +516,18 @@ func (r *SoakReport) Summary() string {
 	}
 	fmt.Fprintf(&b, "  echoes: %d sent, %d lost: %d during the %d link flaps, %d outside them\n",
 		r.EchoesSent, r.EchoesLost, r.EchoesLostInFlaps, len(r.Flaps), r.EchoesLostOutside)
+	if len(r.LostOutsideBySecond) > 0 {
+		secs := make([]int, 0, len(r.LostOutsideBySecond))
+		for sec := range r.LostOutsideBySecond {
+			secs = append(secs, sec)
+		}
+		slices.SortFunc(secs, func(a, b int) int { return r.LostOutsideBySecond[b] - r.LostOutsideBySecond[a] })
+		var top []string
+		for _, sec := range secs[:min(len(secs), 8)] {
+			top = append(top, fmt.Sprintf("%d s: %d", sec, r.LostOutsideBySecond[sec]))
+		}
+		fmt.Fprintf(&b, "  losses outside flaps in %d different seconds; the most: %s\n", len(secs), strings.Join(top, ", "))
+	}
 	fmt.Fprintf(&b, "  rekeys counted at the end by the gateway (clients then up): %d Child SA, %d IKE SA; churn rounds %d (%d failed)\n",
 		r.ChildRekeys, r.IKERekeys, r.Churns, r.ChurnFailures)
 	leak := "nothing leaked"

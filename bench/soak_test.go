@@ -34,7 +34,7 @@ func TestSoakShort(t *testing.T) {
 	// Rekeys are make-before-break: they cost nothing. One echo is
 	// allowed for a loaded host.
 	if rep.EchoesLostOutside > 1 {
-		t.Errorf("%d echoes lost outside the link flaps (at %v s)", rep.EchoesLostOutside, rep.LostOutsideAt)
+		t.Errorf("%d echoes lost outside the link flaps (by second of the run: %v)", rep.EchoesLostOutside, rep.LostOutsideBySecond)
 	}
 	if len(rep.Flaps) < 2 || rep.Churns < 3 || rep.ChurnFailures != 0 {
 		t.Errorf("%d flaps, %d churn rounds (%d failed): the soak did not do what it should", len(rep.Flaps), rep.Churns, rep.ChurnFailures)
