@@ -135,21 +135,21 @@ type SoakReport struct {
 	Flaps   []SoakWindow `json:"flaps"`
 	// Echoes sent and lost; lost outside a flap (and FlapGrace after it)
 	// is what a rekey, churn or leak cost.
-	EchoesSent         int       `json:"echoes_sent"`
-	EchoesLost         int       `json:"echoes_lost"`
-	EchoesLostInFlaps  int       `json:"echoes_lost_in_flaps"`
-	EchoesLostOutside  int       `json:"echoes_lost_outside_flaps"`
+	EchoesSent        int `json:"echoes_sent"`
+	EchoesLost        int `json:"echoes_lost"`
+	EchoesLostInFlaps int `json:"echoes_lost_in_flaps"`
+	EchoesLostOutside int `json:"echoes_lost_outside_flaps"`
 	// LostOutsideBySecond counts the echoes lost outside flaps by the
 	// second of the run they were sent in: a burst of every client at
 	// once (the gateway stalled) looks different from a trickle.
 	LostOutsideBySecond map[int]int `json:"lost_outside_by_second,omitempty"`
-	Churns             int       `json:"churns"`
-	ChurnFailures      int       `json:"churn_failures"`
-	ChildRekeys        int       `json:"child_rekeys"`
-	IKERekeys          int       `json:"ike_rekeys"`
-	RSSSlopeKiBPerHour float64   `json:"rss_slope_kib_per_hour"` // over the second half of the run
-	GoroutinesMin      int       `json:"goroutines_min"`         // over the second half
-	GoroutinesMax      int       `json:"goroutines_max"`
+	Churns              int         `json:"churns"`
+	ChurnFailures       int         `json:"churn_failures"`
+	ChildRekeys         int         `json:"child_rekeys"`
+	IKERekeys           int         `json:"ike_rekeys"`
+	RSSSlopeKiBPerHour  float64     `json:"rss_slope_kib_per_hour"` // over the second half of the run
+	GoroutinesMin       int         `json:"goroutines_min"`         // over the second half
+	GoroutinesMax       int         `json:"goroutines_max"`
 	// After every client left: what the gateway still holds (all 0 when
 	// nothing leaked).
 	LeftClients    int `json:"left_clients"`

@@ -113,7 +113,6 @@ type EngineStats struct {
 	Keepalives         atomic.Uint64 // NAT keepalives received
 	Dummies            atomic.Uint64 // next header 59 packets consumed that were not probes
 	Probes             atomic.Uint64 // path probes handed to OnProbe
-	ProbeSourceUnknown atomic.Uint64 // probe requests from addresses not answered (AnswerProbe)
 	Rescued            atomic.Uint64 // datagrams resent on another path after theirs refused them
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination

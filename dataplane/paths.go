@@ -3,7 +3,6 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"sync/atomic"
 
@@ -67,27 +66,6 @@ func checkPath(p *Path) error {
 // (scheduler.PathSet), so a group has at most scheduler.MaxPaths members.
 type PathGroup struct {
 	state atomic.Pointer[groupState]
-}
-
-// memberRemote returns the endpoint of g's member on path p whose address
-// is from (a member without its own Remote uses the path's).
-func (g *PathGroup) memberRemote(p *Path, from netip.AddrPort) (*Endpoint, bool) {
-	if g == nil || p == nil {
-		return nil, false
-	}
-	for _, m := range g.state.Load().members {
-		if m.Path != p.ID {
-			continue
-		}
-		remote := m.Remote
-		if remote == nil {
-			remote = p.Remote
-		}
-		if remote != nil && remote.AddrPort() == from {
-			return remote, true
-		}
-	}
-	return nil, false
 }
 
 // GroupMember is one way a group sends: the engine path whose socket sends

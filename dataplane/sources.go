@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -124,31 +123,27 @@ var probeBufs = sync.Pool{New: func() any { return &probeBuf{b: make([]byte, 0, 
 
 // AnswerProbe answers the probe request of ev with a reply sealed with out
 // (the SA paired with the one it arrived in) carrying what that SA
-// received on ev's path from its source, sent back on the same path — but
-// only to an address group g sends to on that path: the outer source of an
-// authenticated packet is still the sender's to choose, and replies must
-// not be reflected to a third party. It returns ErrUnknownSource for a
-// probe from anywhere else.
-func (e *Engine) AnswerProbe(out *SA, g *PathGroup, ev *ProbeEvent) error {
+// received on ev's path from its source, sent back on the same path to
+// where the request came from: the path under test is the one the request
+// took, whatever address the peer has there now (a path that failed and
+// comes back must be answered before it is used again). The reply is not
+// padded, so it is never larger than the request: an authenticated peer
+// that forges its outer source gains no amplification by it.
+func (e *Engine) AnswerProbe(out *SA, ev *ProbeEvent) error {
 	if ev.Probe.Kind != ProbeRequest {
 		return nil
 	}
-	to, ok := g.memberRemote(ev.Path, ev.From)
-	if !ok {
-		e.Stats.ProbeSourceUnknown.Add(1)
-		return ErrUnknownSource
+	to, err := ev.Path.Conn.NewEndpoint(ev.From)
+	if err != nil {
+		return fmt.Errorf("answering probe from %s: %w", ev.From, err)
 	}
 	r := ev.Probe
 	r.Kind = ProbeReply
 	r.RxPackets, r.RxBytes = ev.Received.Packets, ev.Received.Bytes
 	r.HoldMicros = 0 // answered on the receive worker: no measurable hold
-	_, err := e.sendProbe(out, ev.Path.ID, to, r, 0)
+	_, err = e.sendProbe(out, ev.Path.ID, to, r, 0)
 	return err
 }
-
-// ErrUnknownSource reports a probe from an address its peer's path group
-// does not send to.
-var ErrUnknownSource = errors.New("probe from an address the peer's paths do not lead to")
 
 // SendProbe seals p, padded to size bytes, with the outbound SA out and
 // sends it on path id to remote (nil: the path's Remote). It is not for

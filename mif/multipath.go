@@ -96,7 +96,6 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
 	pp.prober = NewProber(cfg.Engine, ProberConfig{
 		Outbound: pp.outbound,
-		Group:    pp.group,
 		Interval: pp.sched.ProbeInterval,
 		Timeout:  2 * time.Second,
 		Size:     cfg.ProbeSize,

@@ -58,7 +58,7 @@ func (g *Gateway) onProbe(ev *dataplane.ProbeEvent) {
 		p.pp.HandleProbe(ev)
 		return
 	}
-	if err := g.engine.AnswerProbe(k.out, k.group, ev); err != nil {
+	if err := g.engine.AnswerProbe(k.out, ev); err != nil {
 		g.log.Debug("answering a probe", "from", ev.From, "err", err)
 	}
 }

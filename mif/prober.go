@@ -40,7 +40,7 @@ type ProbeSample struct {
 // probeSender is the data plane's side of probing (dataplane.Engine).
 type probeSender interface {
 	SendProbe(out *dataplane.SA, id scheduler.PathID, remote *dataplane.Endpoint, p dataplane.Probe, size int) error
-	AnswerProbe(out *dataplane.SA, g *dataplane.PathGroup, ev *dataplane.ProbeEvent) error
+	AnswerProbe(out *dataplane.SA, ev *dataplane.ProbeEvent) error
 }
 
 // proberPath is what the prober knows of one path.
@@ -66,9 +66,6 @@ type ProberConfig struct {
 	// Outbound returns the SA that seals probes now (it changes with
 	// rekeys); nil means none yet, and nothing is sent.
 	Outbound func() *dataplane.SA
-	// Group is the peer's path group: the peer's probe requests are
-	// answered only from the addresses it sends to.
-	Group *dataplane.PathGroup
 	// Interval returns how often path id wants a probe now; 0 means
 	// 100 ms.
 	Interval func(id scheduler.PathID) time.Duration
@@ -174,7 +171,7 @@ func (p *Prober) answer(ev *dataplane.ProbeEvent) {
 		p.ReplyErrors.Add(1)
 		return
 	}
-	if err := p.engine.AnswerProbe(out, p.cfg.Group, ev); err != nil {
+	if err := p.engine.AnswerProbe(out, ev); err != nil {
 		p.ReplyErrors.Add(1)
 		p.log.Debug("answering probe", "path", ev.Path.ID, "from", ev.From, "err", err)
 	}

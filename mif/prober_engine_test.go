@@ -62,7 +62,6 @@ func TestProberOverEngines(t *testing.T) {
 		me.e = e
 		me.prober = NewProber(e, ProberConfig{
 			Outbound: func() *dataplane.SA { return me.out },
-			Group:    dataplane.NewPathGroup(nil, dataplane.GroupMember{Path: 0}),
 			Interval: func(scheduler.PathID) time.Duration { return 20 * time.Millisecond },
 			Sample: func(s ProbeSample) {
 				me.mu.Lock()

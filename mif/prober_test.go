@@ -24,7 +24,7 @@ type loopPaths struct {
 }
 
 // AnswerProbe: the loop answers its own requests; none come from a peer.
-func (l *loopPaths) AnswerProbe(*dataplane.SA, *dataplane.PathGroup, *dataplane.ProbeEvent) error {
+func (l *loopPaths) AnswerProbe(*dataplane.SA, *dataplane.ProbeEvent) error {
 	return nil
 }
 
