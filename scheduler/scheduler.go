@@ -77,6 +77,17 @@ type Config struct {
 // MinRateFactor is the floor of the loss penalty.
 const MinRateFactor = 0.05
 
+// Queue tracking (docs/scheduler.md "Standing queues").
+const (
+	// BacklogDelay is the queueing a probe must meet, at both ends of a
+	// delivery-rate sample's interval, for the sample to count as taken
+	// while the path was backlogged (RateEstimator.AddSample).
+	BacklogDelay = 5 * time.Millisecond
+	// MaxQueueAllowance bounds how much longer than its miss timeout a
+	// probe may take because of the queue ahead of it.
+	MaxQueueAllowance = 300 * time.Millisecond
+)
+
 func (c *Config) fill() {
 	c.Detector.fill()
 	if c.LossPenalty <= 0 {
@@ -145,6 +156,12 @@ type ctlPath struct {
 	lastTx      Counters // at the last probe sent
 	carrying    bool     // data went out between the last two probes
 	pickerRate  float64
+	// queue is the queueing the latest reply's probe met: its round trip
+	// less the minimum. synced is the sum of the corrections made to the
+	// virtual queue (by measurement and by rebase), so that a reply
+	// corrects only what the corrections since its probe left did not.
+	queue  time.Duration
+	synced int64
 }
 
 const probeRing = 32
@@ -154,6 +171,10 @@ type probeRec struct {
 	sent int64
 	tx   Counters
 	live bool
+	// vq is the virtual queue (ns) when the probe left, syncedAt the
+	// path's synced then; ahead is how much longer than the miss timeout
+	// the probe may take because of the queue in front of it.
+	vq, syncedAt, ahead int64
 }
 
 // Scheduler holds the paths of one session, their estimators and failure
@@ -297,7 +318,9 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 		// Overwritten before it was answered or timed out: missed.
 		s.miss(p)
 	}
-	*r = probeRec{seq: seq, sent: now, tx: tx, live: true}
+	vq := max(s.hot[id].busy.Load()-now, 0)
+	ahead := min(max(vq, int64(p.queue)), int64(MaxQueueAllowance))
+	*r = probeRec{seq: seq, sent: now, tx: tx, live: true, vq: vq, syncedAt: p.synced, ahead: ahead}
 	if p.pending == 0 {
 		p.pending = now
 	}
@@ -335,7 +358,12 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			s.miss(p)
 		}
 	}
-	p.rtt.Add(time.Duration(now-rec.sent)-max(r.Hold, 0), now)
+	sample := time.Duration(now-rec.sent) - max(r.Hold, 0)
+	p.rtt.Add(sample, now)
+	// The queueing this probe met; the path was backlogged through the
+	// interval when the previous probe met queueing too.
+	queue := max(sample-p.rtt.Min, 0)
+	backlogged := p.rtt.Samples > 1 && p.queue >= BacklogDelay && queue >= BacklogDelay
 
 	if p.havePrev && rec.sent > p.prevSent && r.Rx.Bytes >= p.prevRx.Bytes && r.Rx.Packets >= p.prevRx.Packets &&
 		rec.tx.Bytes >= p.prevTx.Bytes && rec.tx.Packets >= p.prevTx.Packets {
@@ -347,7 +375,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		offered := p.pickerRate * time.Duration(rec.sent-p.prevSent).Seconds()
 		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
 		if sent > 0 || p.rate.Rate > 0 {
-			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited)
+			p.rate.AddSample(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, backlogged)
 		}
 		p.loss.AddInterval(rec.tx.Packets-p.prevTx.Packets, r.Rx.Packets-p.prevRx.Packets)
 	} else {
@@ -355,6 +383,17 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	}
 	p.prevSent, p.prevTx, p.prevRx, p.havePrev = rec.sent, rec.tx, r.Rx, true
 	p.prevReplied = now - int64(max(r.Hold, 0))
+	if sample > 0 {
+		p.queue = queue
+		if p.rtt.Samples > 1 {
+			// The virtual queue when the probe left, with the corrections
+			// made since, against the queue the probe met: the difference
+			// is the model's error (a rate estimate off, a shaper's
+			// queue the model did not see); correct it.
+			modelled := rec.vq + p.synced - rec.syncedAt
+			p.synced += s.shiftQueue(id, int64(queue)-modelled, now)
+		}
+	}
 
 	p.det.Reply(now)
 	p.pending = 0
@@ -380,7 +419,7 @@ func (s *Scheduler) Tick(now int64) {
 		p := s.paths[set.Next()]
 		mt := int64(p.det.MissTimeout(&p.rtt))
 		for i := range p.probes {
-			if o := &p.probes[i]; o.live && now-o.sent > mt {
+			if o := &p.probes[i]; o.live && now-o.sent > mt+o.ahead {
 				o.live = false
 				s.miss(p)
 			}
@@ -404,7 +443,23 @@ func (s *Scheduler) rebase(now int64) {
 	}
 	if excess := least - int64(s.cfg.MaxBacklog); excess > 0 {
 		for c := s.present; !c.Empty(); {
-			s.hot[c.Next()].busy.Add(-excess)
+			id := c.Next()
+			s.hot[id].busy.Add(-excess)
+			s.paths[id].synced -= excess
+		}
+	}
+}
+
+// shiftQueue moves path id's virtual queue by d (a negative d shortens
+// it, not below empty) and returns the shift made.
+func (s *Scheduler) shiftQueue(id PathID, d, now int64) int64 {
+	h := &s.hot[id]
+	for {
+		old := h.busy.Load()
+		base := max(old, now)
+		nw := max(base+d, now)
+		if h.busy.CompareAndSwap(old, nw) {
+			return nw - base
 		}
 	}
 }
@@ -436,9 +491,11 @@ func (s *Scheduler) publishPath(p *ctlPath) {
 	p.pickerRate = rate
 	h := &s.hot[p.cfg.ID]
 	h.cost.Store(int64(1e12/rate) + 1)
+	// The queueing is in the virtual queue (ProbeReply keeps it in step
+	// with what the probes meet): the delay beyond it is the minimum's.
 	owd := p.owdSet
 	if owd == 0 {
-		owd = p.rtt.SRTT / 2
+		owd = p.rtt.Min / 2
 	}
 	h.owd.Store(int64(owd))
 }
