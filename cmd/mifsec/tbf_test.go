@@ -55,8 +55,18 @@ func TestTBFAggregation(t *testing.T) {
 		testenv.StartIperf3Server(t, top.gw, "10.1.0.1", false)
 		time.Sleep(500 * time.Millisecond)
 		var r result
+		logOrder := func(dir string) {
+			if st, err := top.connect.status(t); err == nil && st.Order != nil {
+				t.Logf("after %s: client resequencer %+v", dir, *st.Order)
+			}
+			if gs := top.gatewayStatus(t); len(gs.Clients) == 1 && gs.Clients[0].Order != nil {
+				t.Logf("after %s: gateway resequencer %+v", dir, *gs.Clients[0].Order)
+			}
+		}
 		r.up = iperf3(t, top.client, "10.1.0.1", secs, false)
+		logOrder("upload")
 		r.down = iperf3(t, top.client, "10.1.0.1", secs, true)
+		logOrder("download")
 		if ifArgs[0] == "--interfaces" {
 			st, _ := top.connect.status(t)
 			for _, p := range st.Paths {
@@ -88,7 +98,7 @@ func TestTBFAggregation(t *testing.T) {
 	}
 	a, w, c := res["aggregate"], res["wlan0"], res["wwan0"]
 	if w.up == 0 || c.up == 0 || a.up == 0 {
-		t.Fatalf("a case did not run: %+v", res)
+		t.Skipf("not every case ran (-run selected some?): %+v", res)
 	}
 	ratio := func(agg, x, y float64) float64 { return agg / (x + y) }
 	summary := fmt.Sprintf("alone: wlan0 %.1f/%.1f, wwan0 %.1f/%.1f Mbit/s (up/down); aggregate %.1f/%.1f: ratio up %.2f, down %.2f",
