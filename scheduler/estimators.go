@@ -84,6 +84,24 @@ type RateEstimator struct {
 	cycle    int
 	prevRate float64
 	started  bool
+	// Peak is the largest sample of the last PeakWindow or so (the
+	// current window's and the previous one's): what the path has been
+	// seen to carry, a bound below its capacity.
+	Peak              float64
+	peakCur, peakPrev float64
+	peakAt            int64
+}
+
+// PeakWindow is how long a delivery-rate sample counts for Peak.
+const PeakWindow = 10 * time.Second
+
+// notePeak takes a sample s at now into Peak.
+func (e *RateEstimator) notePeak(s float64, now int64) {
+	if now-e.peakAt > int64(PeakWindow) {
+		e.peakPrev, e.peakCur, e.peakAt = e.peakCur, 0, now
+	}
+	e.peakCur = max(e.peakCur, s)
+	e.Peak = max(e.peakCur, e.peakPrev)
 }
 
 // RateWindow is the number of delivery-rate samples the maximum is taken
@@ -95,12 +113,13 @@ var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 // Add feeds one sample: delivered bytes over interval. appLimited says the
 // sender offered the path clearly less than its estimate in that interval.
 func (e *RateEstimator) Add(delivered uint64, interval time.Duration, appLimited bool) {
-	e.AddSample(delivered, interval, appLimited, false)
+	e.AddSample(delivered, interval, appLimited, false, 0)
 }
 
 // AddSample is Add with backlogged: the path's queue stood through the
-// whole interval, so the sample is the bottleneck's rate.
-func (e *RateEstimator) AddSample(delivered uint64, interval time.Duration, appLimited, backlogged bool) {
+// whole interval, so the sample is the bottleneck's rate; now (the
+// sample's instant) ages Peak.
+func (e *RateEstimator) AddSample(delivered uint64, interval time.Duration, appLimited, backlogged bool, now int64) {
 	if !e.started {
 		e.started, e.startup = true, true
 	}
@@ -108,6 +127,7 @@ func (e *RateEstimator) AddSample(delivered uint64, interval time.Duration, appL
 		return
 	}
 	s := float64(delivered) / interval.Seconds()
+	e.notePeak(s, now)
 	if appLimited && s < e.Rate {
 		e.cycle++
 		return

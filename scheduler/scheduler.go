@@ -82,7 +82,7 @@ const (
 	// BacklogDelay is the queueing a probe must meet, at both ends of a
 	// delivery-rate sample's interval, for the sample to count as taken
 	// while the path was backlogged (RateEstimator.AddSample).
-	BacklogDelay = 5 * time.Millisecond
+	BacklogDelay = 2 * time.Millisecond
 	// MaxQueueAllowance bounds how much longer than its miss timeout a
 	// probe may take because of the queue ahead of it.
 	MaxQueueAllowance = 300 * time.Millisecond
@@ -162,6 +162,9 @@ type ctlPath struct {
 	// corrects only what the corrections since its probe left did not.
 	queue  time.Duration
 	synced int64
+	// missed is the mean size (gain 1/8) of those corrections: how far
+	// off the expected arrivals on this path were.
+	missed time.Duration
 }
 
 const probeRing = 32
@@ -175,6 +178,9 @@ type probeRec struct {
 	// path's synced then; ahead is how much longer than the miss timeout
 	// the probe may take because of the queue in front of it.
 	vq, syncedAt, ahead int64
+	// inflight bounds our bytes ahead of the probe: sent until it left,
+	// less what the receiver had counted by the latest reply then.
+	inflight uint64
 }
 
 // Scheduler holds the paths of one session, their estimators and failure
@@ -320,7 +326,11 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 	}
 	vq := max(s.hot[id].busy.Load()-now, 0)
 	ahead := min(max(vq, int64(p.queue)), int64(MaxQueueAllowance))
-	*r = probeRec{seq: seq, sent: now, tx: tx, live: true, vq: vq, syncedAt: p.synced, ahead: ahead}
+	var inflight uint64
+	if tx.Bytes > p.prevRx.Bytes {
+		inflight = tx.Bytes - p.prevRx.Bytes
+	}
+	*r = probeRec{seq: seq, sent: now, tx: tx, live: true, vq: vq, syncedAt: p.synced, ahead: ahead, inflight: inflight}
 	if p.pending == 0 {
 		p.pending = now
 	}
@@ -360,9 +370,16 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	}
 	sample := time.Duration(now-rec.sent) - max(r.Hold, 0)
 	p.rtt.Add(sample, now)
-	// The queueing this probe met; the path was backlogged through the
-	// interval when the previous probe met queueing too.
+	// The queueing this probe met, as far as our own bytes ahead of it can
+	// explain it: a round trip also grows with the peer's traffic queued
+	// the other way, which is not ours to drain. Our bytes ahead of it, at
+	// twice the best rate the path has shown, take at most that long.
 	queue := max(sample-p.rtt.Min, 0)
+	if p.rate.Peak > 0 {
+		queue = min(queue, time.Duration(2*float64(rec.inflight)/p.rate.Peak*1e9))
+	}
+	// The path was backlogged through the interval when the previous
+	// probe met queueing too.
 	backlogged := p.rtt.Samples > 1 && p.queue >= BacklogDelay && queue >= BacklogDelay
 
 	if p.havePrev && rec.sent > p.prevSent && r.Rx.Bytes >= p.prevRx.Bytes && r.Rx.Packets >= p.prevRx.Packets &&
@@ -375,7 +392,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		offered := p.pickerRate * time.Duration(rec.sent-p.prevSent).Seconds()
 		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
 		if sent > 0 || p.rate.Rate > 0 {
-			p.rate.AddSample(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, backlogged)
+			p.rate.AddSample(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, backlogged, now)
 		}
 		p.loss.AddInterval(rec.tx.Packets-p.prevTx.Packets, r.Rx.Packets-p.prevRx.Packets)
 	} else {
@@ -391,7 +408,9 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			// is the model's error (a rate estimate off, a shaper's
 			// queue the model did not see); correct it.
 			modelled := rec.vq + p.synced - rec.syncedAt
-			p.synced += s.shiftQueue(id, int64(queue)-modelled, now)
+			e := int64(queue) - modelled
+			p.synced += s.shiftQueue(id, e, now)
+			p.missed += (time.Duration(max(e, -e)) - p.missed) / 8
 		}
 	}
 
@@ -756,7 +775,7 @@ func (s *Scheduler) DelaySpread() (spread, jitter time.Duration) {
 		}
 		first = false
 		if p := s.paths[id]; p != nil {
-			jitter = max(jitter, p.rtt.RTTVar)
+			jitter = max(jitter, p.rtt.RTTVar, p.missed)
 		}
 	}
 	return hi - lo, jitter

@@ -23,6 +23,7 @@ type simLink struct {
 	loss       float64 // random loss probability, each direction
 	queueLimit int     // bytes the bottleneck queue holds
 	standing   int64   // extra forward delay: a queue other traffic keeps full (bufferbloat)
+	reverse    int64   // extra delay of the replies: the peer's own traffic queued the other way
 	up         bool
 
 	// A token bucket (tc tbf) instead of a plain bottleneck when bucket >
@@ -96,7 +97,7 @@ func (l *simLink) back(now int64, rng *rand.Rand) (int64, bool) {
 	if !l.up || (l.loss > 0 && rng.Float64() < l.loss) {
 		return 0, false
 	}
-	arr := now + l.owd
+	arr := now + l.owd + l.reverse
 	if l.jitter > 0 {
 		arr += rng.Int64N(l.jitter)
 	}
@@ -732,5 +733,47 @@ func TestSimAggregateTBFOverload(t *testing.T) {
 	}
 	if o := m.outOfOrder(); o >= 0.01 {
 		t.Errorf("%.2f%% released out of order, want < 1%%", o*100)
+	}
+}
+
+// TestSimAggregateTBFAfterReverseLoad: the peer first fills the links the
+// other way (an upload: the replies to our probes queue behind it, 30 and
+// 60 ms, while we send only its acknowledgements, 2 Mbit/s), then the
+// direction turns (a download). Queueing the probes meet on their way
+// back is not our backlog: the rate estimates must not be pinned to the
+// acknowledgements' rate, and the download must fill both links soon.
+func TestSimAggregateTBFAfterReverseLoad(t *testing.T) {
+	const burst = 256 << 10
+	fast := newTBFLink(60, burst, 50*time.Millisecond, time.Millisecond)
+	slow := newTBFLink(25, burst, 50*time.Millisecond, time.Millisecond)
+	m := newSim(t, PolicyAggregate, Config{}, 9, wlan(0, fast), cellular(1, slow))
+	m.run(300 * time.Millisecond)
+	fast.reverse, slow.reverse = int64(30*time.Millisecond), int64(60*time.Millisecond)
+	m.startSender(2)
+	m.run(5 * time.Second)
+	for id := PathID(0); id < 2; id++ {
+		info, _ := m.s.Info(id, m.now)
+		t.Logf("at the turn: path %d: rate %.1f Mbit/s srtt %v min %v", id, info.Rate*8/1e6, info.SRTT, info.MinRTT)
+	}
+	t.Logf("before the turn: out of order %.3f%%, share of path 1 %.3f", m.outOfOrder()*100, m.share(1))
+	m.reordered, m.released = 0, 0
+	fast.reverse, slow.reverse = 0, 0
+	m.offered = mbit(80)
+	m.run(time.Second)
+	t.Logf("first second after the turn: out of order %.3f%%", m.outOfOrder()*100)
+	m.reordered, m.released = 0, 0
+	m.mark()
+	m.run(5 * time.Second)
+	for id := PathID(0); id < 2; id++ {
+		info, _ := m.s.Info(id, m.now)
+		t.Logf("path %d: rate %.1f Mbit/s srtt %v min %v", id, info.Rate*8/1e6, info.SRTT, info.MinRTT)
+	}
+	t.Logf("80 Mbit/s offered after the turn: goodput %.1f Mbit/s, share of 25 Mbit/s path %.3f, out of order %.3f%%",
+		m.goodput(), m.share(1), m.outOfOrder()*100)
+	if gp := m.goodput(); gp < 0.95*80 {
+		t.Errorf("goodput %.1f Mbit/s from 1 s after the turn, want ≥ 95%% of the 80 offered", gp)
+	}
+	if o := m.outOfOrder(); o >= 0.01 {
+		t.Errorf("%.2f%% released out of order after the turn, want < 1%%", o*100)
 	}
 }
