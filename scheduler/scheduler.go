@@ -325,11 +325,15 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 		s.miss(p)
 	}
 	vq := max(s.hot[id].busy.Load()-now, 0)
-	ahead := min(max(vq, int64(p.queue)), int64(MaxQueueAllowance))
 	var inflight uint64
 	if tx.Bytes > p.prevRx.Bytes {
 		inflight = tx.Bytes - p.prevRx.Bytes
 	}
+	// The queue ahead: the virtual one or the one the latest reply met,
+	// whichever is longer; twice that, because a rate estimate taken over
+	// a shaper's burst can be twice the rate and the queue then twice as
+	// long as modelled.
+	ahead := min(2*max(vq, int64(p.queue)), int64(MaxQueueAllowance))
 	*r = probeRec{seq: seq, sent: now, tx: tx, live: true, vq: vq, syncedAt: p.synced, ahead: ahead, inflight: inflight}
 	if p.pending == 0 {
 		p.pending = now
@@ -443,7 +447,21 @@ func (s *Scheduler) Tick(now int64) {
 				s.miss(p)
 			}
 		}
-		p.det.Silence(now, p.pending, &p.rtt)
+		// Silence counts from the oldest unanswered probe, each allowed
+		// the queue ahead of it as for its miss timeout.
+		pending := p.pending
+		if pending != 0 {
+			pending = int64(1<<63 - 1)
+			for i := range p.probes {
+				if o := &p.probes[i]; o.live {
+					pending = min(pending, o.sent+o.ahead)
+				}
+			}
+			if pending == int64(1<<63-1) {
+				pending = p.pending
+			}
+		}
+		p.det.Silence(now, pending, &p.rtt)
 		s.afterHealth(p)
 	}
 	s.rebase(now)
