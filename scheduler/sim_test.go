@@ -762,8 +762,13 @@ func TestSimAggregateTBFAfterReverseLoad(t *testing.T) {
 	m.reordered, m.released = 0, 0
 	fast.reverse, slow.reverse = 0, 0
 	m.offered = mbit(80)
-	m.run(time.Second)
-	t.Logf("first second after the turn: out of order %.3f%%", m.outOfOrder()*100)
+	m.mark()
+	for range 4 {
+		m.run(250 * time.Millisecond)
+		info, _ := m.s.Info(1, m.now)
+		t.Logf("after the turn: goodput %.1f Mbit/s, path 1 rate %.1f Mbit/s", m.goodput(), info.Rate*8/1e6)
+	}
+	t.Logf("first second after the turn: goodput %.1f Mbit/s, out of order %.3f%%", m.goodput(), m.outOfOrder()*100)
 	m.reordered, m.released = 0, 0
 	m.mark()
 	m.run(5 * time.Second)
