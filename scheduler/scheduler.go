@@ -160,7 +160,10 @@ type ctlPath struct {
 	// less the minimum. synced is the sum of the corrections made to the
 	// virtual queue (by measurement and by rebase), so that a reply
 	// corrects only what the corrections since its probe left did not.
-	queue  time.Duration
+	queue time.Duration
+	// met is the whole queueing the latest reply's probe met, the other
+	// direction's included: what delays the next replies too.
+	met    time.Duration
 	synced int64
 	// missed is the mean size (gain 1/8) of those corrections: how far
 	// off the expected arrivals on this path were.
@@ -329,11 +332,12 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 	if tx.Bytes > p.prevRx.Bytes {
 		inflight = tx.Bytes - p.prevRx.Bytes
 	}
-	// The queue ahead: the virtual one or the one the latest reply met,
+	// The queue ahead: the virtual one or the one the latest reply met
+	// (both directions: a reply waits behind the peer's traffic),
 	// whichever is longer; twice that, because a rate estimate taken over
 	// a shaper's burst can be twice the rate and the queue then twice as
 	// long as modelled.
-	ahead := min(2*max(vq, int64(p.queue)), int64(MaxQueueAllowance))
+	ahead := min(2*max(vq, int64(p.met)), int64(MaxQueueAllowance))
 	*r = probeRec{seq: seq, sent: now, tx: tx, live: true, vq: vq, syncedAt: p.synced, ahead: ahead, inflight: inflight}
 	if p.pending == 0 {
 		p.pending = now
@@ -379,6 +383,9 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	// the other way, which is not ours to drain. Our bytes ahead of it, at
 	// twice the best rate the path has shown, take at most that long.
 	queue := max(sample-p.rtt.Min, 0)
+	if sample > 0 {
+		p.met = queue
+	}
 	if p.rate.Peak > 0 {
 		queue = min(queue, time.Duration(2*float64(rec.inflight)/p.rate.Peak*1e9))
 	}
