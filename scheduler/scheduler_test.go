@@ -350,3 +350,50 @@ func TestOneWayDelayAndSpread(t *testing.T) {
 		t.Errorf("unknown path: %v", err)
 	}
 }
+
+// TestQueueAheadIsNotAMiss: on a path whose bare round trip is 1 ms, a
+// probe sent behind 100 ms of queued data is answered 100 ms late. That is
+// the queue (a token bucket's deep FIFO), not a loss: no probe may count as
+// missed, and the path must stay healthy.
+func TestQueueAheadIsNotAMiss(t *testing.T) {
+	s := New(Config{})
+	if err := s.AddPath(PathConfig{ID: 0, Kind: KindWLAN, Tier: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	const rate = 50e6 / 8
+	now := verify(t, s, 0, 0, time.Millisecond, rate, 8)
+	b := uint64(rate * float64(30*ms) / 1e9)
+	tx := Counters{Packets: 8 * b / 1000, Bytes: 8 * b}
+	for s.hot[0].busy.Load()-now < 100*ms {
+		s.Decide(PolicyAggregate, 1400, now)
+	}
+	queueEnds := s.hot[0].busy.Load()
+	var seqs []uint32
+	worst := Healthy
+	for at, seq := now, uint32(100); at < queueEnds+5*ms; at += ms {
+		if at < queueEnds && (at-now)%(10*ms) == 0 {
+			if err := s.ProbeSent(0, seq, at, tx); err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, seq)
+			seq++
+		}
+		if at >= queueEnds+ms {
+			for _, q := range seqs {
+				// Behind the queue, every probe arrives once it drained.
+				if err := s.ProbeReply(0, ProbeReply{Seq: q, Rx: tx}, at); err != nil {
+					t.Errorf("reply %d: %v", q, err)
+				}
+			}
+			seqs = nil
+		}
+		s.Tick(at)
+		info, _ := s.Info(0, at)
+		worst = max(worst, info.Health)
+	}
+	info, _ := s.Info(0, queueEnds+5*ms)
+	t.Logf("worst health %v behind a %v queue; now %v, state %v, srtt %v", worst, time.Duration(queueEnds-now), info.Health, info.State, info.SRTT)
+	if worst != Healthy {
+		t.Errorf("the path was held %v while probes waited behind its queue", worst)
+	}
+}
