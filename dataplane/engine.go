@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mifsec/mifsec/scheduler"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -118,13 +119,21 @@ type EngineStats struct {
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
 	SourcePolicy       atomic.Uint64 // outbound packets whose source is outside their route's Sources
 	NoPath             atomic.Uint64 // outbound packets whose chosen path is gone
+	// SequenceExhausted counts outbound packets dropped because their SA
+	// had handed out its last sequence number (it was not rekeyed in time).
+	SequenceExhausted atomic.Uint64
 	SendErrors         atomic.Uint64 // datagrams the kernel refused
 	TUNErrors          atomic.Uint64 // failed TUN reads or writes
 	Drops              DropCounters  // inbound drops of every reason
 }
 
+// exhaustedLogInterval is the least time between two log lines about SAs
+// whose sequence numbers ran out: the drops themselves are counted.
+const exhaustedLogInterval = 10 * time.Second
+
 // Engine is the data plane of one TUN device.
 type Engine struct {
+	lastExhaustedLog atomic.Int64 // unix nanoseconds of the last such log line
 	cfg     EngineConfig
 	log     *slog.Logger
 	picker  scheduler.Picker
@@ -531,7 +540,7 @@ func (w *outboundWorker) step() bool {
 		sa := r.SA
 		first, err := sa.ReserveSequence(j - i)
 		if err != nil {
-			e.log.Warn("dropping outbound packets", "sa", sa, "err", err)
+			e.sequenceExhausted(sa, j-i, err)
 			i = j
 			continue
 		}
@@ -844,4 +853,18 @@ func (e *Engine) writeTUN(q wgtun.Device, pkts [][]byte) [][]byte {
 	e.Stats.RxBytes.Add(bytes)
 	clear(pkts)
 	return pkts[:0]
+}
+
+// sequenceExhausted counts n outbound packets dropped because sa has no
+// sequence number left, and logs it at most once per exhaustedLogInterval:
+// an SA that ran out would otherwise log once per batch.
+func (e *Engine) sequenceExhausted(sa *SA, n int, err error) {
+	e.Stats.SequenceExhausted.Add(uint64(n))
+	now := time.Now().UnixNano()
+	last := e.lastExhaustedLog.Load()
+	if now-last < int64(exhaustedLogInterval) || !e.lastExhaustedLog.CompareAndSwap(last, now) {
+		return
+	}
+	e.log.Warn("dropping outbound packets: the SA was not rekeyed in time", "sa", sa, "err", err,
+		"dropped_so_far", e.Stats.SequenceExhausted.Load())
 }

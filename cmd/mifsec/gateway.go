@@ -32,9 +32,10 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "protected network `CIDR` behind the gateway (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dns", Usage: "DNS server `ADDR` for clients (repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256", Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultGatewayESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs only)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey each client's Child SA after `DURATION` (0: leave it to the clients)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Value: defaultChildRekey, Usage: "rekey each client's Child SA after `DURATION`, less up to 10% jitter (0: leave it to the clients; sequence numbers running out still rekey)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ike-rekey", Value: defaultIKERekey, Usage: "rekey each client's IKE SA after `DURATION`, less up to 10% jitter (0: leave it to the clients)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 30 * time.Second,
 			Usage: "check a client that sent nothing (IKE or ESP) for `DURATION`, drop it when it does not answer (0: never)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of the gateway's IKE requests"}),
@@ -110,8 +111,8 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 			r.DNS = append(r.DNS, a)
 		}
 	}
-	if r.ChildRekey = c.Duration("child-rekey"); r.ChildRekey < 0 {
-		return cfg, errors.New("--child-rekey: a negative duration")
+	if r.ChildRekey, r.IKERekey, err = rekeyFlags(c); err != nil {
+		return cfg, err
 	}
 	if r.DPD = c.Duration("dpd"); r.DPD < 0 {
 		return cfg, errors.New("--dpd: a negative duration")
