@@ -119,12 +119,13 @@ type EngineStats struct {
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
 	SourcePolicy       atomic.Uint64 // outbound packets whose source is outside their route's Sources
 	NoPath             atomic.Uint64 // outbound packets whose chosen path is gone
-	// SequenceExhausted counts outbound packets dropped because their SA
-	// had handed out its last sequence number (it was not rekeyed in time).
-	SequenceExhausted atomic.Uint64
 	SendErrors         atomic.Uint64 // datagrams the kernel refused
 	TUNErrors          atomic.Uint64 // failed TUN reads or writes
 	Drops              DropCounters  // inbound drops of every reason
+
+	// SequenceExhausted counts outbound packets dropped because their SA
+	// had handed out its last sequence number (it was not rekeyed in time).
+	SequenceExhausted atomic.Uint64
 }
 
 // exhaustedLogInterval is the least time between two log lines about SAs
@@ -133,7 +134,6 @@ const exhaustedLogInterval = 10 * time.Second
 
 // Engine is the data plane of one TUN device.
 type Engine struct {
-	lastExhaustedLog atomic.Int64 // unix nanoseconds of the last such log line
 	cfg     EngineConfig
 	log     *slog.Logger
 	picker  scheduler.Picker
@@ -156,6 +156,8 @@ type Engine struct {
 	// are a few per path per second, so one buffer is enough.
 	probeMu  sync.Mutex
 	probeBuf []byte
+
+	lastExhaustedLog atomic.Int64 // unix nanoseconds of the last log line about an SA out of sequence numbers
 }
 
 type inboundSA struct {

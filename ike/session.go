@@ -163,13 +163,14 @@ type Session struct {
 	oldSAs  []*ikeSA // rekeyed IKE SAs waiting for their Delete
 	child   *ChildSA
 	oldKids []*ChildSA      // rekeyed Child SAs kept for inbound until deleted
-	// rekeying is the rekey this side has started and awaits the answer
-	// to: the gateway's rekey of the other kind is refused meanwhile.
-	rekeying rekeyKind
 	mob     sessionMobility // paths, MOBIKE and MIF (mobike.go)
 
 	statusMu sync.Mutex
 	status   Status
+
+	// rekeying is the rekey this side has started and awaits the answer
+	// to: the gateway's rekey of the other kind is refused meanwhile.
+	rekeying rekeyKind
 }
 
 // Status is a snapshot of a session for `mifsec status`.
