@@ -46,3 +46,10 @@ func dropSnapshot(s *dataplane.EngineStats) map[string]uint64 {
 	}
 	return m
 }
+
+// Both handlers tell the IKE side how far their Child SAs' sequence
+// numbers have gone, so that it rekeys before they run out.
+var (
+	_ ike.SequenceCounter = (*Client)(nil)
+	_ ike.SequenceCounter = (*Gateway)(nil)
+)
