@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mifsec/mifsec/scheduler"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -121,7 +122,15 @@ type EngineStats struct {
 	SendErrors         atomic.Uint64 // datagrams the kernel refused
 	TUNErrors          atomic.Uint64 // failed TUN reads or writes
 	Drops              DropCounters  // inbound drops of every reason
+
+	// SequenceExhausted counts outbound packets dropped because their SA
+	// had handed out its last sequence number (it was not rekeyed in time).
+	SequenceExhausted atomic.Uint64
 }
+
+// exhaustedLogInterval is the least time between two log lines about SAs
+// whose sequence numbers ran out: the drops themselves are counted.
+const exhaustedLogInterval = 10 * time.Second
 
 // Engine is the data plane of one TUN device.
 type Engine struct {
@@ -143,6 +152,7 @@ type Engine struct {
 	workers   sync.WaitGroup
 	receiving map[*Path]chan struct{} // closed when the path's receive worker ended
 
+	lastExhaustedLog atomic.Int64 // unix nanoseconds of the last log line about an SA out of sequence numbers
 }
 
 type inboundSA struct {
@@ -530,7 +540,7 @@ func (w *outboundWorker) step() bool {
 		sa := r.SA
 		first, err := sa.ReserveSequence(j - i)
 		if err != nil {
-			e.log.Warn("dropping outbound packets", "sa", sa, "err", err)
+			e.sequenceExhausted(sa, j-i, err)
 			i = j
 			continue
 		}
@@ -843,4 +853,18 @@ func (e *Engine) writeTUN(q wgtun.Device, pkts [][]byte) [][]byte {
 	e.Stats.RxBytes.Add(bytes)
 	clear(pkts)
 	return pkts[:0]
+}
+
+// sequenceExhausted counts n outbound packets dropped because sa has no
+// sequence number left, and logs it at most once per exhaustedLogInterval:
+// an SA that ran out would otherwise log once per batch.
+func (e *Engine) sequenceExhausted(sa *SA, n int, err error) {
+	e.Stats.SequenceExhausted.Add(uint64(n))
+	now := time.Now().UnixNano()
+	last := e.lastExhaustedLog.Load()
+	if now-last < int64(exhaustedLogInterval) || !e.lastExhaustedLog.CompareAndSwap(last, now) {
+		return
+	}
+	e.log.Warn("dropping outbound packets: the SA was not rekeyed in time", "sa", sa, "err", err,
+		"dropped_so_far", e.Stats.SequenceExhausted.Load())
 }

@@ -375,3 +375,26 @@ func mustEndpoint(t testing.TB, c *dataplane.UDPConn, ap netip.AddrPort) *datapl
 	}
 	return ep
 }
+
+// TestEngineSequenceExhaustedCounted: an SA that has handed out its last
+// sequence number drops what it would send, counted (not one log line
+// per batch), and sends nothing with a wrapped number.
+func TestEngineSequenceExhaustedCounted(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunB: tun.MemoryConfig{RecordWrites: 10}})
+	if _, err := a.out.ReserveSequence(1<<32 - 2); err != nil {
+		t.Fatal(err)
+	}
+	run(t, a, b)
+	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("the last one")))
+	receiveAll(t, b.tun, 1)
+	for range 5 {
+		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("too late")))
+	}
+	waitFor(t, func() bool { return a.e.Stats.SequenceExhausted.Load() == 5 })
+	if n := a.out.Stats.Packets.Load(); n != 1 {
+		t.Fatalf("a sealed %d packets, want 1", n)
+	}
+	if got := a.out.LastSequence(); got != 1<<32-1 {
+		t.Fatalf("last sequence %d, want 2^32-1", got)
+	}
+}

@@ -105,6 +105,11 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 	if old == nil {
 		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
 	}
+	if s.rekeying == rekeyingIKE || old != s.child {
+		// Not while our rekey of the IKE SA is outstanding, nor for an
+		// SA being deleted (RFC 7296 §2.25.1): the gateway retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
 	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, old, s.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
@@ -114,6 +119,7 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 	}
 	after := func() error {
 		// Send on the new SA once the gateway deletes the old one.
+		old.retired = s.cfg.Now()
 		s.oldKids = append(s.oldKids, old)
 		s.child = child
 		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
@@ -170,7 +176,8 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: peerToUs, OutKey: usToPeer, ESN: esp.esn,
-		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now}
+		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now,
+		rekeyOf: old, nonces: [2][]byte{slices.Clone(ni.Data), nr}, byPeer: true}
 	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}
 	if kePayload != nil {
 		reply = append(reply, kePayload)
@@ -183,6 +190,11 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 // respondIKERekey answers the gateway's rekey of the IKE SA (RFC 7296
 // §2.18): a new IKE SA whose initiator is the gateway.
 func (s *Session) respondIKERekey(sa *ikeSA, req []Payload) ([]Payload, func() error) {
+	if s.rekeying == rekeyingChild || sa != s.sa {
+		// Not while our Child SA rekey is outstanding, nor for an IKE SA
+		// already replaced: the gateway retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
 	reply, next, fail := answerIKERekey(sa, s.cfg.IKE, req, s.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
@@ -236,16 +248,20 @@ func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Tim
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: false, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
-		lastHeard: now, created: now, fragOK: sa.fragOK}
+		lastHeard: now, created: now, fragOK: sa.fragOK, rekeyOf: sa}
 	chosen.SPI = binary.BigEndian.AppendUint64(nil, spiR)
 	return []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}, &KE{Group: suite.DHGroup, Data: kex.Public()}}, next, nil
 }
 
 // rekeyChild replaces the Child SA (RFC 7296 §2.8), with PFS when the ESP
-// proposal names a DH group.
+// proposal names a DH group. When the gateway rekeyed the same SA
+// meanwhile, the collision is settled as RFC 7296 §2.8.1 says
+// (settleChildCollision).
 func (s *Session) rekeyChild(ctx context.Context) error {
 	old := s.child
 	sa := s.sa
+	s.rekeying = rekeyingChild
+	defer func() { s.rekeying = notRekeying }()
 	group := FirstDHGroup(s.cfg.ESP)
 	for attempt := 0; attempt < 2; attempt++ {
 		inSPI := randomESPSPI()
@@ -268,14 +284,18 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && attempt == 0 {
+		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && attempt == 0 && s.child == old {
 			group = binary.BigEndian.Uint16(n.Data)
 			continue
 		}
 		if err := firstError(reply, "CREATE_CHILD_SA"); err != nil {
-			// TEMPORARY_FAILURE or a collision: try again later.
-			s.log.Info("child rekey refused, retrying later", "err", err)
-			old.Created = s.cfg.Now().Add(-s.cfg.ChildRekey + 5*time.Second)
+			// TEMPORARY_FAILURE (the gateway is rekeying too) or another
+			// refusal: try again later, unless the gateway's rekey of the
+			// same SA went through meanwhile.
+			if s.child == old {
+				s.log.Info("child rekey refused, retrying later", "err", err)
+				old.retryLater(s.cfg.Now())
+			}
 			return nil
 		}
 		var shared []byte
@@ -299,6 +319,10 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 		}
+		child.rekeyOf, child.nonces = old, [2][]byte{ni, slices.Clone(nr.Data)}
+		if s.child != old {
+			return s.settleChildCollision(ctx, sa, old, child)
+		}
 		if err := s.h.InstallChild(child); err != nil {
 			return err
 		}
@@ -308,20 +332,73 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		s.setStatus(func(st *Status) { st.ChildRekeys++; st.setChild(child) })
 		s.log.Info("rekeyed the Child SA", "in_spi", fmt.Sprintf("%#x", child.InSPI), "out_spi", fmt.Sprintf("%#x", child.OutSPI),
 			"old_in_spi", fmt.Sprintf("%#x", old.InSPI))
-		// Delete the old pair; its inbound SA stays until the gateway
-		// confirms, so packets in flight on it still arrive.
-		reply, err = s.exchange(ctx, sa, INFORMATIONAL,
-			[]Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}, s.cfg.Retransmit)
-		s.h.RemoveChild(old)
-		old.Wipe()
-		return err
+		return s.deleteRekeyedChild(ctx, sa, old)
 	}
 	return errors.New("CREATE_CHILD_SA: the gateway refused every DH group")
 }
 
+// settleChildCollision ends our rekey of old, which produced ours, when
+// the gateway rekeyed old too and we answered (RFC 7296 §2.8.1): of the
+// two new SAs, the one whose exchange holds the lowest of the four nonces
+// is redundant and is deleted by the side that initiated that exchange;
+// the side whose SA survives deletes old.
+func (s *Session) settleChildCollision(ctx context.Context, sa *ikeSA, old, ours *ChildSA) error {
+	theirs := s.child
+	if err := s.h.InstallChild(ours); err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	if theirs == nil || theirs.rekeyOf != old || lowestNonceIn(ours.nonces, theirs.nonces) {
+		// Ours is redundant: the gateway's SA stays, the gateway deletes
+		// old, and ours goes now.
+		s.log.Info("simultaneous Child SA rekey: the gateway's new SA stays, deleting ours",
+			"in_spi", fmt.Sprintf("%#x", ours.InSPI), "old_in_spi", fmt.Sprintf("%#x", old.InSPI))
+		ours.retired = now
+		s.oldKids = append(s.oldKids, ours)
+		return s.deleteRekeyedChild(ctx, sa, ours)
+	}
+	// The gateway's SA is redundant: it deletes it; ours sends, and old
+	// goes now.
+	s.log.Info("simultaneous Child SA rekey: our new SA stays, the gateway deletes its own",
+		"in_spi", fmt.Sprintf("%#x", ours.InSPI), "old_in_spi", fmt.Sprintf("%#x", old.InSPI))
+	s.h.SwitchOutbound(ours)
+	ours.switched = true
+	theirs.retired = now
+	s.oldKids = append(s.oldKids, theirs)
+	s.child = ours
+	s.setStatus(func(st *Status) { st.setChild(ours) })
+	return s.deleteRekeyedChild(ctx, sa, old)
+}
+
+// deleteRekeyedChild deletes old at the gateway and then here. Its
+// inbound SA stays until the gateway confirms, so packets in flight on it
+// still arrive; a Delete the gateway sends for it meanwhile removes it
+// once only.
+func (s *Session) deleteRekeyedChild(ctx context.Context, sa *ikeSA, old *ChildSA) error {
+	if !slices.Contains(s.oldKids, old) {
+		old.retired = s.cfg.Now()
+		s.oldKids = append(s.oldKids, old)
+	}
+	_, err := s.exchange(ctx, sa, INFORMATIONAL,
+		[]Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}, s.cfg.Retransmit)
+	if slices.Contains(s.oldKids, old) {
+		s.h.RemoveChild(old)
+		old.Wipe()
+		s.oldKids = slices.DeleteFunc(s.oldKids, func(o *ChildSA) bool { return o == old })
+	}
+	return err
+}
+
 // rekeyIKE replaces the IKE SA (RFC 7296 §2.18) and deletes the old one.
+// When the gateway rekeyed the same IKE SA meanwhile, the collision is
+// settled as RFC 7296 §2.8.2 says: the new IKE SA of the exchange holding
+// the lowest nonce is deleted by its initiator, the survivor's initiator
+// deletes the old one. Child SAs are not bound to an IKE SA here: they
+// stay, under whichever IKE SA survives.
 func (s *Session) rekeyIKE(ctx context.Context) error {
 	old := s.sa
+	s.rekeying = rekeyingIKE
+	defer func() { s.rekeying = notRekeying }()
 	spiI := randomSPI()
 	ni := nonce()
 	kex, err := NewKeyExchange(old.suite.DHGroup)
@@ -337,8 +414,10 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 		return err
 	}
 	if err := firstError(reply, "CREATE_CHILD_SA (IKE rekey)"); err != nil {
-		s.log.Info("IKE rekey refused, retrying later", "err", err)
-		old.created = s.cfg.Now().Add(-s.cfg.IKERekey + 5*time.Second)
+		if s.sa == old {
+			s.log.Info("IKE rekey refused, retrying later", "err", err)
+			old.retryLater(s.cfg.Now())
+		}
 		return nil
 	}
 	saP, nr, ke := Find[*SA](reply), Find[*Nonce](reply), Find[*KE](reply)
@@ -363,19 +442,42 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	}
 	now := s.cfg.Now()
 	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: slices.Clone(nr.Data),
-		lastHeard: now, created: now, fragOK: old.fragOK}
+		lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old}
+	if theirs := s.sa; theirs != old {
+		if theirs.rekeyOf != old || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
+			// Ours is redundant: the gateway's stays and the gateway
+			// deletes old.
+			s.log.Info("simultaneous IKE SA rekey: the gateway's new IKE SA stays, deleting ours",
+				"spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
+			s.deleteIKE(ctx, next)
+			return nil
+		}
+		s.log.Info("simultaneous IKE SA rekey: our new IKE SA stays, the gateway deletes its own",
+			"spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
+		s.oldSAs = append(s.oldSAs, theirs)
+	} else {
+		s.oldSAs = append(s.oldSAs, old)
+		s.setStatus(func(st *Status) { st.IKERekeys++ })
+		s.log.Info("rekeyed the IKE SA", "spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
+	}
 	s.sa = next
-	s.oldSAs = append(s.oldSAs, old)
 	s.setStatus(func(st *Status) {
-		st.IKERekeys++
 		st.IKESPIi, st.IKESPIr = fmt.Sprintf("%016x", spiI), fmt.Sprintf("%016x", spiR)
 	})
-	s.log.Info("rekeyed the IKE SA", "spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
-	_, err = s.exchange(ctx, old, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, s.cfg.Retransmit)
-	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == old })
-	old.wipe()
-	if err != nil {
-		s.log.Debug("deleting the rekeyed IKE SA", "err", err)
-	}
+	s.deleteIKE(ctx, old)
 	return nil
+}
+
+// deleteIKE deletes the IKE SA sa, which is not the current one, at the
+// gateway (one exchange on sa) and forgets it.
+func (s *Session) deleteIKE(ctx context.Context, sa *ikeSA) {
+	if !slices.Contains(s.oldSAs, sa) {
+		s.oldSAs = append(s.oldSAs, sa) // so that the answer finds it
+	}
+	_, err := s.exchange(ctx, sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, s.cfg.Retransmit)
+	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
+	sa.wipe()
+	if err != nil {
+		s.log.Debug("deleting a rekeyed IKE SA", "err", err)
+	}
 }

@@ -121,8 +121,14 @@ type ResponderConfig struct {
 	// the previous one still verifies. 0 means 2 minutes.
 	CookieSecretLifetime time.Duration
 	// ChildRekey makes the gateway rekey each client's Child SA that long
-	// after it was created; 0 leaves rekeying to the clients.
-	ChildRekey time.Duration
+	// after it was created, and IKERekey its IKE SA (RFC 7296 §2.18), each
+	// less up to 10% of random jitter; 0 leaves it to the clients.
+	ChildRekey, IKERekey time.Duration
+	// RekeySequences rekeys a client's Child SA without extended sequence
+	// numbers once the last sequence number sent or the highest received
+	// passes it (read through the handler when it implements
+	// SequenceCounter); 0 means DefaultRekeySequences.
+	RekeySequences uint64
 	// Retransmit paces the requests the gateway starts.
 	Retransmit RetransmitPolicy
 	// DPD starts a liveness check (an empty INFORMATIONAL request, RFC
@@ -208,6 +214,7 @@ type rRequest struct {
 	wait      time.Duration
 	next      time.Time
 	done      func(reply []Payload) // nil reply: no answer
+	rekey     rekeyKind             // the rekey it starts, if any
 }
 
 type saKey struct{ spiI, spiR uint64 }
@@ -275,6 +282,9 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 		cfg.Now = time.Now
 	}
 	cfg.Retransmit = cfg.Retransmit.withDefaults()
+	if cfg.RekeySequences == 0 {
+		cfg.RekeySequences = DefaultRekeySequences
+	}
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
 		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}}
@@ -421,10 +431,7 @@ func (r *Responder) tick() {
 		}
 		r.nextRoutabilityCheck(c)
 		r.expireOldChildren(c, now)
-		if r.cfg.ChildRekey > 0 && c.pending == nil && c.child != nil && c.child.switched && len(c.oldKids) == 0 &&
-			now.Sub(c.child.Created) >= r.cfg.ChildRekey {
-			r.rekeyChild(c)
-		}
+		r.rekeyWhenDue(c, now) // responder_rekey.go
 		r.checkLiveness(c, now)
 	}
 }
@@ -516,10 +523,15 @@ func (r *Responder) request(c *rClient, exchange ExchangeType, payloads []Payloa
 // requestTo is request to the address to (when valid) instead of the
 // client's current one.
 func (r *Responder) requestTo(c *rClient, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+	return r.requestOn(c, c.sa, to, exchange, payloads, done)
+}
+
+// requestOn is requestTo on the IKE SA sa of c, which need not be c's
+// current one (deleting a rekeyed IKE SA).
+func (r *Responder) requestOn(c *rClient, sa *rSA, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
 	if c.pending != nil {
 		return errors.New("a request is outstanding")
 	}
-	sa := c.sa
 	datagrams, err := sealMessage(sa.ikeSA, exchange, sa.nextOut, false, payloads)
 	if err != nil {
 		return err
@@ -558,111 +570,6 @@ func (r *Responder) handleResponse(sa *rSA, m *Message, from netip.AddrPort) {
 		inner = []Payload{} // an empty answer is still an answer
 	}
 	p.done(inner)
-}
-
-// rekeyChild starts a CREATE_CHILD_SA that replaces c's Child SA (RFC 7296
-// §2.8), with PFS when an ESP proposal names a DH group. The new SA
-// receives and sends once the client answers; the old one receives until
-// the client confirms its deletion.
-func (r *Responder) rekeyChild(c *rClient) {
-	r.startChildRekey(c, c.child, FirstDHGroup(r.cfg.ESP), true)
-}
-
-func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
-	sa := c.sa
-	inSPI := randomESPSPI()
-	ni := nonce()
-	payloads := []Payload{
-		&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
-		&SA{Proposals: offerESP(r.cfg.ESP, inSPI, true)},
-		&Nonce{Data: ni},
-	}
-	var kex KeyExchange
-	if group != DH_NONE {
-		var err error
-		if kex, err = NewKeyExchange(group); err != nil {
-			r.log.Warn("rekeying a client's Child SA", "id", c.ID, "err", err)
-			return
-		}
-		payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
-	}
-	payloads = append(payloads, &TS{Selectors: SelectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.RemoteTS)})
-	later := func(why string, args ...any) {
-		r.log.Info("child rekey failed, retrying later: "+why, append([]any{"id", c.ID}, args...)...)
-		old.Created = r.cfg.Now().Add(-r.cfg.ChildRekey + 5*time.Second)
-	}
-	err := r.request(c, CREATE_CHILD_SA, payloads, func(reply []Payload) {
-		if reply == nil {
-			later("no answer")
-			return
-		}
-		if c.child != old || sa.client != c {
-			return // the client rekeyed or went meanwhile
-		}
-		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && retryKE {
-			r.startChildRekey(c, old, binary.BigEndian.Uint16(n.Data), false)
-			return
-		}
-		if err := firstError(reply, "CREATE_CHILD_SA"); err != nil {
-			later(err.Error())
-			return
-		}
-		saP, nr := Find[*SA](reply), Find[*Nonce](reply)
-		if saP == nil || len(saP.Proposals) != 1 || nr == nil {
-			later("the response lacks SA or Nonce")
-			return
-		}
-		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
-			later(err.Error())
-			return
-		}
-		esp, err := acceptESP(saP.Proposals[0], r.cfg.ESP, true)
-		if err != nil {
-			later(err.Error())
-			return
-		}
-		var shared []byte
-		if esp.dh != DH_NONE {
-			ke := Find[*KE](reply)
-			if kex == nil || ke == nil || ke.Group != kex.Group() || esp.dh != kex.Group() {
-				later("the response lacks the KE for PFS")
-				return
-			}
-			if shared, err = kex.SharedSecret(ke.Data); err != nil {
-				later(err.Error())
-				return
-			}
-		}
-		out, in, err := childKeys(sa.ikeSA, esp, shared, ni, nr.Data)
-		if err != nil {
-			later(err.Error())
-			return
-		}
-		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
-			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(), switched: true}
-		if err := r.h.InstallChild(&c.Client, child, true); err != nil {
-			later(err.Error())
-			return
-		}
-		old.retired = r.cfg.Now()
-		c.oldKids = append(c.oldKids, old)
-		c.child = child
-		c.childRekeys++
-		r.log.Debug("rekeyed a client's Child SA", "id", c.ID, "in_spi", fmt.Sprintf("%#x", inSPI), "out_spi", fmt.Sprintf("%#x", esp.spi))
-		del := []Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
-		removeOld := func([]Payload) {
-			if slices.Contains(c.oldKids, old) {
-				r.h.RemoveChild(&c.Client, old)
-				c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
-			}
-		}
-		if err := r.request(c, INFORMATIONAL, del, removeOld); err != nil {
-			removeOld(nil)
-		}
-	})
-	if err != nil {
-		r.log.Debug("rekeying a client's Child SA", "id", c.ID, "err", err)
-	}
 }
 
 func (r *Responder) transmit(sa *rSA, to netip.AddrPort, datagrams [][]byte) {
@@ -1381,11 +1288,16 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 		return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
 	}
 	old := c.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
-	if old == nil || old != c.child {
+	if old == nil {
 		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
 	}
 	if tooManySelectors(req) {
 		return []Payload{&Notify{NotifyType: TS_UNACCEPTABLE}}, nil
+	}
+	if old != c.child || (c.pending != nil && c.pending.rekey == rekeyingIKE) {
+		// Not for an SA being deleted (RFC 7296 §2.25.1), nor while our
+		// rekey of the IKE SA is outstanding: the client retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
 	}
 	if len(c.oldKids) >= maxOldChildren {
 		// A client that rekeys without deleting what it replaced would
@@ -1412,6 +1324,11 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 // respondIKERekey answers a client's rekey of its IKE SA.
 func (r *Responder) respondIKERekey(sa *rSA, req []Payload) ([]Payload, func()) {
 	c := sa.client
+	if sa != c.sa || (c.pending != nil && c.pending.rekey == rekeyingChild) {
+		// Not for an IKE SA already replaced, nor while our rekey of a
+		// Child SA is outstanding: the client retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
 	reply, next, fail := answerIKERekey(sa.ikeSA, r.cfg.IKE, req, r.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil

@@ -47,6 +47,16 @@ type ChildSA struct {
 
 	switched bool      // its outbound SA sends
 	retired  time.Time // when a rekey replaced it; it is deleted within oldChildGrace
+
+	// The exchange that created it, to settle a rekey collision (RFC 7296
+	// §2.8.1): the SA it replaced, the exchange's nonces (Ni, Nr) and
+	// whether the peer initiated it.
+	rekeyOf *ChildSA
+	nonces  [2][]byte
+	byPeer  bool
+	// rekeyAt is when its lifetime ends (set when first checked, with
+	// jitter); retryAt holds off another rekey after one was refused.
+	rekeyAt, retryAt time.Time
 }
 
 // Handler receives what the session negotiated.
@@ -107,9 +117,15 @@ type SessionConfig struct {
 	RequestIPv4, RequestIPv6 bool           // ask for inner addresses (configuration payload)
 	LocalTS, RemoteTS        []netip.Prefix // default: everything, both families
 	Retransmit               RetransmitPolicy
-	// ChildRekey and IKERekey start rekeying that long after creation;
-	// 0 leaves rekeying to the gateway.
+	// ChildRekey and IKERekey start rekeying that long after creation,
+	// less up to 10% of random jitter so that the two ends rarely start
+	// at once; 0 leaves rekeying to the gateway.
 	ChildRekey, IKERekey time.Duration
+	// RekeySequences rekeys a Child SA without extended sequence numbers
+	// once the last sequence number it sent or the highest it received
+	// passes it, whatever ChildRekey says (read through the Handler when
+	// it implements SequenceCounter); 0 means DefaultRekeySequences.
+	RekeySequences uint64
 	// DPD sends a liveness check after that long without a message from
 	// the gateway; 0 means 10 s.
 	DPD time.Duration
@@ -154,6 +170,10 @@ type Session struct {
 
 	statusMu sync.Mutex
 	status   Status
+
+	// rekeying is the rekey this side has started and awaits the answer
+	// to: the gateway's rekey of the other kind is refused meanwhile.
+	rekeying rekeyKind
 }
 
 // Status is a snapshot of a session for `mifsec status`.
@@ -195,6 +215,9 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	cfg.Retransmit = cfg.Retransmit.withDefaults()
 	if cfg.DPD == 0 {
 		cfg.DPD = 10 * time.Second
+	}
+	if cfg.RekeySequences == 0 {
+		cfg.RekeySequences = DefaultRekeySequences
 	}
 	if cfg.ReconnectDelay == 0 {
 		cfg.ReconnectDelay = time.Second
@@ -350,9 +373,9 @@ func (s *Session) tick(ctx context.Context) error {
 	now := s.cfg.Now()
 	sa := s.sa
 	switch {
-	case s.cfg.IKERekey > 0 && now.Sub(sa.created) >= s.cfg.IKERekey:
+	case sa.rekeyDue(s.cfg.IKERekey, now):
 		return s.rekeyIKE(ctx)
-	case s.cfg.ChildRekey > 0 && s.child != nil && now.Sub(s.child.Created) >= s.cfg.ChildRekey:
+	case s.child != nil && s.child.rekeyDue(s.cfg.ChildRekey, s.cfg.RekeySequences, s.h, now):
 		return s.rekeyChild(ctx)
 	case s.child != nil && !s.child.switched && now.Sub(s.child.Created) >= 2*time.Second:
 		// The gateway rekeyed but has not deleted the old SA yet.
@@ -379,6 +402,10 @@ type ikeSA struct {
 	created    time.Time
 	fragOK     bool // peer supports RFC 7383
 	reasm      *Reassembler
+	rekeyOf    *ikeSA // the IKE SA this one replaced (RFC 7296 §2.18)
+	// rekeyAt is when its lifetime ends (set when first checked, with
+	// jitter); retryAt holds off another rekey after one was refused.
+	rekeyAt, retryAt time.Time
 }
 
 // flags returns the header flags of a message we send on sa.

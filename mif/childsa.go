@@ -24,3 +24,32 @@ func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 	}
 	return in, out, nil
 }
+
+// sequences returns the last sequence number out handed out and the
+// highest in accepted; 0 for an SA that is missing.
+func sequences(in, out *dataplane.SA) (sent, received uint64) {
+	if out != nil {
+		sent = out.LastSequence()
+	}
+	if in != nil {
+		received = in.ReplayWindow().Top()
+	}
+	return sent, received
+}
+
+// dropSnapshot returns the engine's drop counters by name: the inbound
+// reasons and the outbound packets whose SA ran out of sequence numbers.
+func dropSnapshot(s *dataplane.EngineStats) map[string]uint64 {
+	m := s.Drops.Snapshot()
+	if n := s.SequenceExhausted.Load(); n != 0 {
+		m["sequence-exhausted"] = n
+	}
+	return m
+}
+
+// Both handlers tell the IKE side how far their Child SAs' sequence
+// numbers have gone, so that it rekeys before they run out.
+var (
+	_ ike.SequenceCounter = (*Client)(nil)
+	_ ike.SequenceCounter = (*Gateway)(nil)
+)

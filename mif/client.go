@@ -228,7 +228,7 @@ func (c *Client) Status() Status {
 	s := &c.engine.Stats
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
-	st.Drops = s.Drops.Snapshot()
+	st.Drops = dropSnapshot(s)
 	if c.multi.paths != nil {
 		st.Device = c.activePath()
 		st.Policy = scheduler.PolicySingle.String()
@@ -401,6 +401,15 @@ func (c *Client) setRoutes(child *ike.ChildSA, out *dataplane.SA, group *datapla
 		routes = append(routes, dataplane.Route{Prefix: p, Sources: child.LocalTS, SA: out, Group: group})
 	}
 	c.engine.SetRoutes(routes)
+}
+
+// Sequences implements ike.SequenceCounter: how far child's sequence
+// numbers have gone, read from the data plane with two atomic loads.
+func (c *Client) Sequences(child *ike.ChildSA) (sent, received uint64) {
+	c.mu.Lock()
+	in, out := c.children[child.InSPI], c.outs[child.InSPI]
+	c.mu.Unlock()
+	return sequences(in, out)
 }
 
 // RemoveChild implements ike.Handler.

@@ -459,6 +459,18 @@ func (g *Gateway) Received(client *ike.Client, child *ike.ChildSA) uint64 {
 	return k.in.Stats.Packets.Load()
 }
 
+// Sequences implements ike.SequenceCounter: how far child's sequence
+// numbers have gone, read from the data plane with two atomic loads.
+func (g *Gateway) Sequences(child *ike.ChildSA) (sent, received uint64) {
+	g.mu.Lock()
+	k := g.kids[child.InSPI]
+	g.mu.Unlock()
+	if k == nil {
+		return 0, 0
+	}
+	return sequences(k.in, k.out)
+}
+
 // GatewayStatus is what `mifsec status` shows about a gateway.
 type GatewayStatus struct {
 	Role      string                `json:"role"` // "gateway"
@@ -508,7 +520,7 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	s := &g.engine.Stats
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
-	st.Drops = s.Drops.Snapshot()
+	st.Drops = dropSnapshot(s)
 	st.InboundSAs, st.Goroutines = g.engine.InboundSAs(), runtime.NumGoroutine()
 	clients := g.resp.Clients(ctx)
 	st.Pools = g.resp.Pools(ctx)

@@ -22,8 +22,15 @@ import (
 const (
 	defaultIKEProposals = "aes256gcm16-prfsha256-x25519,chacha20poly1305-prfsha256-x25519,aes128gcm16-prfsha256-ecp256,aes256-sha256-modp2048"
 	// defaultESPProposals are AEADs only: with AES-CBC allowed the TUN MTU
-	// would have to leave room for its longer framing (docs/ike.md).
-	defaultESPProposals = "aes256gcm16,chacha20poly1305,aes128gcm16"
+	// would have to leave room for its longer framing (docs/ike.md). ESN
+	// preferred, 32-bit sequence numbers for peers without it
+	// (strongSwan's kernel-libipsec).
+	defaultESPProposals = "aes256gcm16-esn-noesn,chacha20poly1305-esn-noesn,aes128gcm16-esn-noesn"
+
+	// Both ends rekey by default, as strongSwan does; each subtracts up to
+	// 10% of random jitter so that they rarely start at the same moment.
+	defaultChildRekey = time.Hour
+	defaultIKERekey   = 4 * time.Hour
 )
 
 func connectCommand() *cli.Command {
@@ -49,8 +56,8 @@ func connectCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "`CIDR` to reach through the tunnel (repeatable; default everything)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "ipv6", Value: true, Usage: "ask for an inner IPv6 address too"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey the Child SA after `DURATION` (0: the gateway rekeys)"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ike-rekey", Usage: "rekey the IKE SA after `DURATION` (0: the gateway rekeys)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Value: defaultChildRekey, Usage: "rekey the Child SA after `DURATION`, less up to 10% jitter (0: the gateway rekeys; sequence numbers running out still rekey)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ike-rekey", Value: defaultIKERekey, Usage: "rekey the IKE SA after `DURATION`, less up to 10% jitter (0: the gateway rekeys)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "check the gateway is alive after `DURATION` of silence"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
@@ -105,7 +112,10 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 		return cfg, fmt.Errorf("--remote-ts: %w", err)
 	}
 	s.RequestIPv4, s.RequestIPv6 = true, c.Bool("ipv6")
-	s.ChildRekey, s.IKERekey, s.DPD = c.Duration("child-rekey"), c.Duration("ike-rekey"), c.Duration("dpd")
+	if s.ChildRekey, s.IKERekey, err = rekeyFlags(c); err != nil {
+		return cfg, err
+	}
+	s.DPD = c.Duration("dpd")
 	s.Retransmit = ike.RetransmitPolicy{Timeout: c.Duration("retransmit"), Tries: c.Int("retransmit-tries")}
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return cfg, fmt.Errorf("--tun: %w", err)
@@ -319,4 +329,17 @@ func formatRate(bytesPerSecond float64) string {
 	default:
 		return fmt.Sprintf("%.0f kbit/s", b/1e3)
 	}
+}
+
+// rekeyFlags reads --child-rekey and --ike-rekey, which connect and
+// gateway share.
+func rekeyFlags(c *cli.Context) (child, ikeSA time.Duration, err error) {
+	child, ikeSA = c.Duration("child-rekey"), c.Duration("ike-rekey")
+	switch {
+	case child < 0:
+		return 0, 0, errors.New("--child-rekey: a negative duration")
+	case ikeSA < 0:
+		return 0, 0, errors.New("--ike-rekey: a negative duration")
+	}
+	return child, ikeSA, nil
 }

@@ -429,8 +429,11 @@ func TestRekeyWithoutLoss(t *testing.T) {
 		t.Run("by "+by, func(t *testing.T) {
 			const psk = "a rekey test secret"
 			o := gatewayOptions{proposals: "aes256gcm16-prfsha256-x25519", espProposals: "aes256gcm16-x25519", auth: "psk", psk: psk}
+			// The client offers ESN first, as its defaults do; strongSwan
+			// with kernel-libipsec takes the 32-bit transform, in IKE_AUTH
+			// and in every rekey.
 			args := []string{"--gateway", "192.0.2.2", "--local-id", "client.example", "--remote-id", "gw.example",
-				"--psk-file", "", "--ike", o.proposals, "--esp", o.espProposals, "--ipv6=false"}
+				"--psk-file", "", "--ike", o.proposals, "--esp", o.espProposals + "-esn-noesn", "--ipv6=false"}
 			if by == "strongswan" {
 				o.childRekey, o.ikeRekey = "10s", "20s"
 			} else {

@@ -33,7 +33,7 @@ const (
 		",aes256-aes192-aes128-sha256-sha384-sha512-x25519-ecp256-ecp384-modp2048" +
 		",aes256-aes192-aes128-sha256-sha384-sha512-modp1024" +
 		",aes256-aes192-aes128-sha1-x25519-ecp256-ecp384-modp2048-modp1024"
-	defaultGatewayESPProposals = defaultESPProposals + ",aes256gcm16-x25519,aes128gcm16-ecp256" +
+	defaultGatewayESPProposals = defaultESPProposals + ",aes256gcm16-x25519-esn-noesn,aes128gcm16-ecp256-esn-noesn" +
 		",aes256-aes192-aes128-sha256-sha384-sha512-sha1" +
 		",aes256-aes192-aes128-sha256-sha384-sha512-sha1-x25519-ecp256-ecp384-modp2048-modp1024"
 )
@@ -56,7 +56,8 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultGatewayIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax, the preferred first"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultGatewayESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax, the preferred first (AEADs, or aes128/aes192/aes256 with sha1/sha256/sha384/sha512)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Usage: "rekey each client's Child SA after `DURATION` (0: leave it to the clients)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Value: defaultChildRekey, Usage: "rekey each client's Child SA after `DURATION`, less up to 10% jitter (0: leave it to the clients; sequence numbers running out still rekey)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ike-rekey", Value: defaultIKERekey, Usage: "rekey each client's IKE SA after `DURATION`, less up to 10% jitter (0: leave it to the clients)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 30 * time.Second,
 			Usage: "check a client that sent nothing (IKE or ESP) for `DURATION`, drop it when it does not answer (0: never)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of the gateway's IKE requests"}),
@@ -155,8 +156,8 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if len(r.DNSDomains) > 0 && len(r.DNS) == 0 {
 		return cfg, errors.New("--dns-domain needs --dns (the servers that resolve the domains)")
 	}
-	if r.ChildRekey = c.Duration("child-rekey"); r.ChildRekey < 0 {
-		return cfg, errors.New("--child-rekey: a negative duration")
+	if r.ChildRekey, r.IKERekey, err = rekeyFlags(c); err != nil {
+		return cfg, err
 	}
 	if r.DPD = c.Duration("dpd"); r.DPD < 0 {
 		return cfg, errors.New("--dpd: a negative duration")

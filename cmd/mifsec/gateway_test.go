@@ -529,3 +529,51 @@ func TestMifsecGatewaySysctlsAfterCrash(t *testing.T) {
 		t.Errorf("the sysctl record %s is still there after a clean exit (%v)", records[0], err)
 	}
 }
+
+// TestMifsecGatewayIKERekey lets the gateway rekey the strongSwan client's
+// IKE SA every 10 s (RFC 7296 §2.18, the gateway as the new IKE SA's
+// initiator) while a ping runs at 10/s for 60 s: no packet may be lost,
+// the client is not re-authenticated, and strongSwan ends with the one IKE
+// SA the gateway reports.
+func TestMifsecGatewayIKERekey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pings for a minute while the gateway rekeys")
+	}
+	strongswan.Require(t)
+	const psk = "gateway IKE rekey secret"
+	client, _, g := mifsecGatewayTopologyWith(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk),
+		"--ike-rekey", "10s")
+	charon := startStrongSwanClient(t, client, strongSwanClient{psk: psk}, g)
+	first := gatewayClients(t)
+	if len(first) != 1 {
+		t.Fatalf("gateway status %+v, want one client", first)
+	}
+	lost := pingLoss(t, client, "10.1.0.1", 600)
+	last := gatewayClients(t)
+	if len(last) != 1 || !last[0].Established.Equal(first[0].Established) || last[0].Addresses[0] != first[0].Addresses[0] {
+		t.Fatalf("the client changed: first %+v, now %+v\nmifsec:\n%s", first, last, g.log.String())
+	}
+	t.Logf("lost %d of 600; %d IKE SA rekeys by the gateway; IKE SA %s_i %s_r -> %s_i %s_r",
+		lost, last[0].IKERekeys, first[0].IKESPIi, first[0].IKESPIr, last[0].IKESPIi, last[0].IKESPIr)
+	if lost != 0 {
+		t.Errorf("%d of 600 pings lost during IKE SA rekeys\ncharon:\n%s\nmifsec:\n%s", lost, charon.Log(), g.log.String())
+	}
+	if last[0].IKERekeys < 4 || last[0].IKESPIi == first[0].IKESPIi {
+		t.Errorf("%d IKE SA rekeys in 60 s, want at least 4\ncharon:\n%s\nmifsec:\n%s", last[0].IKERekeys, charon.Log(), g.log.String())
+	}
+	if strings.Contains(charon.Log(), "reauthenticating") {
+		t.Errorf("strongSwan re-authenticated:\n%s", charon.Log())
+	}
+	// strongSwan holds one IKE SA, the one the gateway reports (a rekey
+	// may be under way: give it a moment).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		sas := charon.MustSwanctl("--list-sas")
+		last = gatewayClients(t)
+		if strings.Count(sas, "IKEv2, ") == 1 && len(last) == 1 && strings.Contains(sas, last[0].IKESPIi+"_i") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("strongSwan's IKE SAs do not match the gateway's %+v:\n%s", last, sas)
+		}
+	}
+}

@@ -1,0 +1,111 @@
+package ike
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"time"
+)
+
+// When SAs are rekeyed, shared by both roles: by lifetime (with jitter, so
+// that the two ends rarely start at once), by volume (before a Child SA
+// without extended sequence numbers runs out of them), and how two rekeys
+// of the same SA that cross are settled (RFC 7296 §2.8.1, §2.8.2).
+
+// DefaultRekeySequences is the sequence number past which a Child SA
+// without extended sequence numbers is rekeyed: 90% of the 2^32 an SA may
+// send (at 300,000 packets a second the last 10% last 24 minutes).
+const DefaultRekeySequences = 1 << 32 / 10 * 9
+
+// SequenceCounter is implemented by a Handler or ResponderHandler whose
+// data plane tells how far a Child SA's sequence numbers have gone: the
+// session then rekeys before they run out. Sequences must be cheap (it
+// runs once a second per Child SA).
+type SequenceCounter interface {
+	// Sequences returns the last sequence number c's outbound SA handed
+	// out and the highest its inbound SA accepted.
+	Sequences(c *ChildSA) (sent, received uint64)
+}
+
+// rekeyKind is the rekey a side has started and awaits the answer to.
+type rekeyKind uint8
+
+const (
+	notRekeying rekeyKind = iota
+	rekeyingChild
+	rekeyingIKE
+)
+
+// jittered returns d less a random part of up to 10%.
+func jittered(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d - rand.N(d/10+1)
+}
+
+// retryDelay is how long a refused rekey waits before it is tried again:
+// 2 to 10 s, random, so that two ends that refused each other's rekeys
+// (one rekeying its IKE SA, the other a Child SA) do not retry in step.
+func retryDelay() time.Duration { return 2*time.Second + rand.N(8*time.Second) }
+
+// rekeyDue says whether c should be rekeyed now: its lifetime (jittered
+// once) is over, or it has no ESN and its sequence numbers passed limit
+// (when h can tell). A refused rekey holds both off until retryAt.
+func (c *ChildSA) rekeyDue(lifetime time.Duration, limit uint64, h any, now time.Time) bool {
+	if now.Before(c.retryAt) {
+		return false
+	}
+	if lifetime > 0 {
+		if c.rekeyAt.IsZero() {
+			c.rekeyAt = c.Created.Add(jittered(lifetime))
+		}
+		if !now.Before(c.rekeyAt) {
+			return true
+		}
+	}
+	return c.sequencesRunningOut(limit, h)
+}
+
+// sequencesRunningOut says whether c, without ESN, sent or received past
+// limit.
+func (c *ChildSA) sequencesRunningOut(limit uint64, h any) bool {
+	sc, ok := h.(SequenceCounter)
+	if c.ESN || !ok {
+		return false
+	}
+	sent, received := sc.Sequences(c)
+	return sent >= limit || received >= limit
+}
+
+// retryLater holds off c's next rekey for retryDelay.
+func (c *ChildSA) retryLater(now time.Time) { c.retryAt = now.Add(retryDelay()) }
+
+// rekeyDue says whether sa's lifetime (jittered once) is over; a zero
+// lifetime never ends.
+func (sa *ikeSA) rekeyDue(lifetime time.Duration, now time.Time) bool {
+	if lifetime <= 0 || now.Before(sa.retryAt) {
+		return false
+	}
+	if sa.rekeyAt.IsZero() {
+		sa.rekeyAt = sa.created.Add(jittered(lifetime))
+	}
+	return !now.Before(sa.rekeyAt)
+}
+
+// retryLater holds off sa's next rekey for retryDelay.
+func (sa *ikeSA) retryLater(now time.Time) { sa.retryAt = now.Add(retryDelay()) }
+
+// lowestNonceIn reports whether the lowest of the four nonces of two
+// colliding rekey exchanges (Ni, Nr of each) is one of a's: the SA that
+// exchange a created is then the redundant one, to be deleted by a's
+// initiator (RFC 7296 §2.8.1). Both ends see the same four nonces and
+// reach the same answer.
+func lowestNonceIn(a, b [2][]byte) bool {
+	lowest := func(n [2][]byte) []byte {
+		if bytes.Compare(n[0], n[1]) <= 0 {
+			return n[0]
+		}
+		return n[1]
+	}
+	return bytes.Compare(lowest(a), lowest(b)) < 0
+}

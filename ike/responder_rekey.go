@@ -1,0 +1,288 @@
+package ike
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// The rekeys the gateway starts: each client's Child SA and IKE SA by
+// lifetime, the Child SA also by volume, and the collisions with the
+// client's own rekeys of the same SAs (RFC 7296 §2.8.1, §2.8.2).
+
+// rekeyWhenDue starts a rekey of c's Child SA or IKE SA when one is due
+// and no other request of the gateway is outstanding.
+func (r *Responder) rekeyWhenDue(c *rClient, now time.Time) {
+	if c.pending != nil || c.sa == nil {
+		return
+	}
+	if k := c.child; k != nil && k.switched && len(c.oldKids) == 0 &&
+		k.rekeyDue(r.cfg.ChildRekey, r.cfg.RekeySequences, r.h, now) {
+		r.rekeyChild(c)
+		return
+	}
+	if c.sa.rekeyDue(r.cfg.IKERekey, now) {
+		r.rekeyIKE(c)
+	}
+}
+
+// rekeyChild starts a CREATE_CHILD_SA that replaces c's Child SA (RFC 7296
+// §2.8), with PFS when an ESP proposal names a DH group. The new SA
+// receives and sends once the client answers; the old one receives until
+// the client confirms its deletion.
+func (r *Responder) rekeyChild(c *rClient) {
+	r.startChildRekey(c, c.child, FirstDHGroup(r.cfg.ESP), true)
+}
+
+func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
+	sa := c.sa
+	inSPI := randomESPSPI()
+	ni := nonce()
+	payloads := []Payload{
+		&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
+		&SA{Proposals: offerESP(r.cfg.ESP, inSPI, true)},
+		&Nonce{Data: ni},
+	}
+	var kex KeyExchange
+	if group != DH_NONE {
+		var err error
+		if kex, err = NewKeyExchange(group); err != nil {
+			r.log.Warn("rekeying a client's Child SA", "id", c.ID, "err", err)
+			return
+		}
+		payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
+	}
+	payloads = append(payloads, &TS{Selectors: SelectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.RemoteTS)})
+	later := func(why string, args ...any) {
+		if c.child != old {
+			return // the client's rekey of the same SA went through
+		}
+		r.log.Info("child rekey failed, retrying later: "+why, append([]any{"id", c.ID}, args...)...)
+		old.retryLater(r.cfg.Now())
+	}
+	err := r.request(c, CREATE_CHILD_SA, payloads, func(reply []Payload) {
+		if sa.client != c || !slices.Contains(r.clients, c) {
+			return // the client went meanwhile
+		}
+		if reply == nil {
+			later("no answer")
+			return
+		}
+		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && retryKE && c.child == old {
+			r.startChildRekey(c, old, binary.BigEndian.Uint16(n.Data), false)
+			return
+		}
+		if err := firstError(reply, "CREATE_CHILD_SA"); err != nil {
+			later(err.Error())
+			return
+		}
+		saP, nr := Find[*SA](reply), Find[*Nonce](reply)
+		if saP == nil || len(saP.Proposals) != 1 || nr == nil {
+			later("the response lacks SA or Nonce")
+			return
+		}
+		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+			later(err.Error())
+			return
+		}
+		esp, err := acceptESP(saP.Proposals[0], r.cfg.ESP, true)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		var shared []byte
+		if esp.dh != DH_NONE {
+			ke := Find[*KE](reply)
+			if kex == nil || ke == nil || ke.Group != kex.Group() || esp.dh != kex.Group() {
+				later("the response lacks the KE for PFS")
+				return
+			}
+			if shared, err = kex.SharedSecret(ke.Data); err != nil {
+				later(err.Error())
+				return
+			}
+		}
+		out, in, err := childKeys(sa.ikeSA, esp, shared, ni, nr.Data)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
+			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(),
+			rekeyOf: old, nonces: [2][]byte{ni, nr.Data}}
+		if c.child != old {
+			r.settleChildCollision(c, old, child)
+			return
+		}
+		if err := r.h.InstallChild(&c.Client, child, true); err != nil {
+			later(err.Error())
+			return
+		}
+		child.switched = true
+		old.retired = r.cfg.Now()
+		c.oldKids = append(c.oldKids, old)
+		c.child = child
+		c.childRekeys++
+		r.log.Debug("rekeyed a client's Child SA", "id", c.ID, "in_spi", fmt.Sprintf("%#x", inSPI), "out_spi", fmt.Sprintf("%#x", esp.spi))
+		r.deleteOldChild(c, old)
+	})
+	if err != nil {
+		r.log.Debug("rekeying a client's Child SA", "id", c.ID, "err", err)
+		return
+	}
+	c.pending.rekey = rekeyingChild
+}
+
+// settleChildCollision ends the gateway's rekey of old, which produced
+// ours, when the client rekeyed old too and the gateway answered (RFC
+// 7296 §2.8.1): the new SA whose exchange holds the lowest of the four
+// nonces is redundant and is deleted by the side that initiated that
+// exchange; the side whose SA survives deletes old. Either way exactly
+// one new SA pair remains.
+func (r *Responder) settleChildCollision(c *rClient, old, ours *ChildSA) {
+	theirs := c.child
+	now := r.cfg.Now()
+	if theirs == nil || theirs.rekeyOf != old || lowestNonceIn(ours.nonces, theirs.nonces) {
+		// Ours is redundant: the client's SA stays and the client deletes
+		// old. Ours receives until the client confirms its deletion.
+		r.log.Info("simultaneous Child SA rekey: the client's new SA stays, deleting the gateway's", "id", c.ID,
+			"in_spi", fmt.Sprintf("%#x", ours.InSPI))
+		if err := r.h.InstallChild(&c.Client, ours, false); err != nil {
+			r.log.Warn("installing a redundant Child SA", "id", c.ID, "err", err)
+			return
+		}
+		ours.retired = now
+		c.oldKids = append(c.oldKids, ours)
+		r.deleteOldChild(c, ours)
+		return
+	}
+	// The client's SA is redundant: the client deletes it; ours sends,
+	// and old goes now.
+	r.log.Info("simultaneous Child SA rekey: the gateway's new SA stays, the client deletes its own", "id", c.ID,
+		"in_spi", fmt.Sprintf("%#x", ours.InSPI))
+	if err := r.h.InstallChild(&c.Client, ours, true); err != nil {
+		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
+		return
+	}
+	ours.switched = true
+	theirs.retired = now
+	c.oldKids = append(c.oldKids, theirs)
+	c.child = ours
+	r.deleteOldChild(c, old)
+}
+
+// deleteOldChild asks c to delete old, one of c.oldKids, and removes it
+// when the client answers (or cannot be asked).
+func (r *Responder) deleteOldChild(c *rClient, old *ChildSA) {
+	remove := func([]Payload) {
+		if slices.Contains(c.oldKids, old) {
+			r.h.RemoveChild(&c.Client, old)
+			c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
+		}
+	}
+	del := []Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
+	if err := r.request(c, INFORMATIONAL, del, remove); err != nil {
+		remove(nil)
+	}
+}
+
+// rekeyIKE starts a CREATE_CHILD_SA that replaces c's IKE SA (RFC 7296
+// §2.18): the gateway initiates the new IKE SA, so the client is its
+// responder. Once the client answers, c moves to the new IKE SA with its
+// Child SAs and the gateway deletes the old one. When the client rekeyed
+// the same IKE SA meanwhile, the new IKE SA of the exchange holding the
+// lowest nonce is deleted by its initiator (RFC 7296 §2.8.2).
+func (r *Responder) rekeyIKE(c *rClient) {
+	old := c.sa
+	spiI := randomSPI()
+	ni := nonce()
+	kex, err := NewKeyExchange(old.suite.DHGroup)
+	if err != nil {
+		r.log.Warn("rekeying a client's IKE SA", "id", c.ID, "err", err)
+		return
+	}
+	offered := offerIKE(r.cfg.IKE)
+	for i := range offered {
+		offered[i].SPI = binary.BigEndian.AppendUint64(nil, spiI)
+	}
+	later := func(why string) {
+		if c.sa == old {
+			r.log.Info("IKE rekey failed, retrying later: "+why, "id", c.ID)
+			old.retryLater(r.cfg.Now())
+		}
+	}
+	err = r.request(c, CREATE_CHILD_SA, []Payload{&SA{Proposals: offered}, &Nonce{Data: ni}, &KE{Group: kex.Group(), Data: kex.Public()}}, func(reply []Payload) {
+		if !slices.Contains(r.clients, c) {
+			return
+		}
+		if reply == nil {
+			later("no answer")
+			return
+		}
+		if err := firstError(reply, "CREATE_CHILD_SA (IKE rekey)"); err != nil {
+			later(err.Error())
+			return
+		}
+		saP, nr, ke := Find[*SA](reply), Find[*Nonce](reply), Find[*KE](reply)
+		if saP == nil || nr == nil || ke == nil || len(saP.Proposals) != 1 || len(saP.Proposals[0].SPI) != 8 {
+			later("the response lacks SA, Nonce or KE")
+			return
+		}
+		suite, err := acceptIKE(saP.Proposals[0], r.cfg.IKE)
+		if err != nil || ke.Group != kex.Group() {
+			later(fmt.Sprintf("unacceptable answer: %v", err))
+			return
+		}
+		if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+			later(err.Error())
+		}
+		shared, err := kex.SharedSecret(ke.Data)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		spiR := binary.BigEndian.Uint64(saP.Proposals[0].SPI)
+		keys, err := rekeyIKEKeys(old.keys, suite, shared, ni, nr.Data, spiI, spiR, true)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		now := r.cfg.Now()
+		next := &rSA{ikeSA: &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: nr.Data,
+			lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.ikeSA}, from: old.from, natT: old.natT, client: c}
+		r.sas[saKey{spiI, spiR}] = next
+		if theirs := c.sa; theirs != old {
+			if theirs.rekeyOf != old.ikeSA || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
+				// Ours is redundant: the client's stays and the client
+				// deletes old.
+				r.log.Info("simultaneous IKE SA rekey: the client's new IKE SA stays, deleting the gateway's", "id", c.ID)
+				r.deleteIKE(c, next)
+				return
+			}
+			// The client's is redundant: the client deletes it.
+			r.log.Info("simultaneous IKE SA rekey: the gateway's new IKE SA stays, the client deletes its own", "id", c.ID)
+		} else {
+			c.ikeRekeys++
+			r.log.Debug("rekeyed a client's IKE SA", "id", c.ID, "spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
+		}
+		c.sa = next
+		c.IKESPIi, c.IKESPIr = spiI, spiR
+		r.deleteIKE(c, old)
+	})
+	if err != nil {
+		r.log.Debug("rekeying a client's IKE SA", "id", c.ID, "err", err)
+		return
+	}
+	c.pending.rekey = rekeyingIKE
+}
+
+// deleteIKE asks c to delete sa, an IKE SA of c that is not its current
+// one, and forgets it when the client answers (or cannot be asked).
+func (r *Responder) deleteIKE(c *rClient, sa *rSA) {
+	forget := func([]Payload) { r.forget(sa) }
+	if err := r.requestOn(c, sa, netip.AddrPort{}, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, forget); err != nil {
+		forget(nil)
+	}
+}
