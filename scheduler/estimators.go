@@ -5,19 +5,12 @@ import "time"
 // RTTEstimator smooths probe round trips as RFC 6298 §2 does for TCP's
 // retransmission timer: SRTT and RTTVAR with gains 1/8 and 1/4, the first
 // sample setting SRTT = R and RTTVAR = R/2. It also keeps the minimum
-// round trip of the last one to two MinRTTWindows, the path's delay
-// without queueing, and the latest sample: Latest − Min is the queueing
-// the latest probe met.
+// round trip of the last MinRTTWindow, the path's delay without queueing.
 type RTTEstimator struct {
 	SRTT, RTTVar time.Duration
 	Min          time.Duration // minimum over the window (0: no sample yet)
-	Latest       time.Duration // the latest sample
 	Samples      int
-	// The minimum is kept in two halves, the window now filling and the
-	// previous one, so that it never forgets every sample at once: a
-	// queue that stands when a window ends does not become the minimum.
-	minCur, minPrev time.Duration
-	winStart        int64
+	minAt        int64 // when Min was taken
 }
 
 // MinRTTWindow is how long a minimum round trip stays valid: a route change
@@ -41,15 +34,9 @@ func (e *RTTEstimator) Add(r time.Duration, now int64) {
 		e.SRTT += (r - e.SRTT) / 8
 	}
 	e.Samples++
-	e.Latest = r
-	if age := now - e.winStart; e.Samples == 1 || age > int64(MinRTTWindow) {
-		e.minPrev, e.minCur, e.winStart = e.minCur, r, now
-		if e.Samples == 1 || age > 2*int64(MinRTTWindow) {
-			e.minPrev = r // the previous window had no sample
-		}
+	if e.Min == 0 || r <= e.Min || now-e.minAt > int64(MinRTTWindow) {
+		e.Min, e.minAt = r, now
 	}
-	e.minCur = min(e.minCur, r)
-	e.Min = min(e.minCur, e.minPrev)
 }
 
 // RateEstimator estimates a path's delivery rate, in bytes per second, from
@@ -66,17 +53,8 @@ func (e *RTTEstimator) Add(r time.Duration, now int64) {
 // grow less than 25%), then a cycle of 1.25, 0.75 and six times 1, one
 // step per sample, so a path whose capacity exceeds the estimate is offered
 // more and shows it, and the queue that built up drains again.
-//
-// A sample taken while the path's queue stood all through its interval
-// (Backlogged: the probes at both of its ends met queueing) measured the
-// bottleneck itself. While the window holds such a sample, the estimate is
-// the maximum of those only: a token-bucket shaper (tc tbf, ISP and
-// cellular shapers) delivers a full bucket at line rate after an idle
-// moment, and a sample over that burst would otherwise set the estimate to
-// a multiple of the rate the bucket sustains.
 type RateEstimator struct {
 	samples  [RateWindow]float64
-	busy     [RateWindow]bool
 	n, next  int
 	Rate     float64 // bytes per second; 0 until the first sample
 	startup  bool
@@ -84,24 +62,6 @@ type RateEstimator struct {
 	cycle    int
 	prevRate float64
 	started  bool
-	// Peak is the largest sample of the last PeakWindow or so (the
-	// current window's and the previous one's): what the path has been
-	// seen to carry, a bound below its capacity.
-	Peak              float64
-	peakCur, peakPrev float64
-	peakAt            int64
-}
-
-// PeakWindow is how long a delivery-rate sample counts for Peak.
-const PeakWindow = 10 * time.Second
-
-// notePeak takes a sample s at now into Peak.
-func (e *RateEstimator) notePeak(s float64, now int64) {
-	if now-e.peakAt > int64(PeakWindow) {
-		e.peakPrev, e.peakCur, e.peakAt = e.peakCur, 0, now
-	}
-	e.peakCur = max(e.peakCur, s)
-	e.Peak = max(e.peakCur, e.peakPrev)
 }
 
 // RateWindow is the number of delivery-rate samples the maximum is taken
@@ -113,13 +73,6 @@ var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 // Add feeds one sample: delivered bytes over interval. appLimited says the
 // sender offered the path clearly less than its estimate in that interval.
 func (e *RateEstimator) Add(delivered uint64, interval time.Duration, appLimited bool) {
-	e.AddSample(delivered, interval, appLimited, false, 0)
-}
-
-// AddSample is Add with backlogged: the path's queue stood through the
-// whole interval, so the sample is the bottleneck's rate; now (the
-// sample's instant) ages Peak.
-func (e *RateEstimator) AddSample(delivered uint64, interval time.Duration, appLimited, backlogged bool, now int64) {
 	if !e.started {
 		e.started, e.startup = true, true
 	}
@@ -127,25 +80,18 @@ func (e *RateEstimator) AddSample(delivered uint64, interval time.Duration, appL
 		return
 	}
 	s := float64(delivered) / interval.Seconds()
-	e.notePeak(s, now)
 	if appLimited && s < e.Rate {
 		e.cycle++
 		return
 	}
-	e.samples[e.next], e.busy[e.next] = s, backlogged && !appLimited
+	e.samples[e.next] = s
 	e.next = (e.next + 1) % RateWindow
 	if e.n < RateWindow {
 		e.n++
 	}
-	m, mb, anyBusy := 0.0, 0.0, false
-	for i, v := range e.samples[:e.n] {
+	m := 0.0
+	for _, v := range e.samples[:e.n] {
 		m = max(m, v)
-		if e.busy[i] {
-			mb, anyBusy = max(mb, v), true
-		}
-	}
-	if anyBusy {
-		m = mb
 	}
 	e.Rate = m
 	e.cycle++

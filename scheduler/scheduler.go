@@ -77,17 +77,6 @@ type Config struct {
 // MinRateFactor is the floor of the loss penalty.
 const MinRateFactor = 0.05
 
-// Queue tracking (docs/scheduler.md "Standing queues").
-const (
-	// BacklogDelay is the queueing a probe must meet, at both ends of a
-	// delivery-rate sample's interval, for the sample to count as taken
-	// while the path was backlogged (RateEstimator.AddSample).
-	BacklogDelay = 2 * time.Millisecond
-	// MaxQueueAllowance bounds how much longer than its miss timeout a
-	// probe may take because of the queue ahead of it.
-	MaxQueueAllowance = 300 * time.Millisecond
-)
-
 func (c *Config) fill() {
 	c.Detector.fill()
 	if c.LossPenalty <= 0 {
@@ -156,18 +145,6 @@ type ctlPath struct {
 	lastTx      Counters // at the last probe sent
 	carrying    bool     // data went out between the last two probes
 	pickerRate  float64
-	// queue is the queueing the latest reply's probe met: its round trip
-	// less the minimum. synced is the sum of the corrections made to the
-	// virtual queue (by measurement and by rebase), so that a reply
-	// corrects only what the corrections since its probe left did not.
-	queue time.Duration
-	// met is the whole queueing the latest reply's probe met, the other
-	// direction's included: what delays the next replies too.
-	met    time.Duration
-	synced int64
-	// missed is the mean size (gain 1/8) of those corrections: how far
-	// off the expected arrivals on this path were.
-	missed time.Duration
 }
 
 const probeRing = 32
@@ -177,13 +154,6 @@ type probeRec struct {
 	sent int64
 	tx   Counters
 	live bool
-	// vq is the virtual queue (ns) when the probe left, syncedAt the
-	// path's synced then; ahead is how much longer than the miss timeout
-	// the probe may take because of the queue in front of it.
-	vq, syncedAt, ahead int64
-	// inflight bounds our bytes ahead of the probe: sent until it left,
-	// less what the receiver had counted by the latest reply then.
-	inflight uint64
 }
 
 // Scheduler holds the paths of one session, their estimators and failure
@@ -327,18 +297,7 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 		// Overwritten before it was answered or timed out: missed.
 		s.miss(p)
 	}
-	vq := max(s.hot[id].busy.Load()-now, 0)
-	var inflight uint64
-	if tx.Bytes > p.prevRx.Bytes {
-		inflight = tx.Bytes - p.prevRx.Bytes
-	}
-	// The queue ahead: the virtual one or the one the latest reply met
-	// (both directions: a reply waits behind the peer's traffic),
-	// whichever is longer; twice that, because a rate estimate taken over
-	// a shaper's burst can be twice the rate and the queue then twice as
-	// long as modelled.
-	ahead := min(2*max(vq, int64(p.met)), int64(MaxQueueAllowance))
-	*r = probeRec{seq: seq, sent: now, tx: tx, live: true, vq: vq, syncedAt: p.synced, ahead: ahead, inflight: inflight}
+	*r = probeRec{seq: seq, sent: now, tx: tx, live: true}
 	if p.pending == 0 {
 		p.pending = now
 	}
@@ -376,22 +335,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			s.miss(p)
 		}
 	}
-	sample := time.Duration(now-rec.sent) - max(r.Hold, 0)
-	p.rtt.Add(sample, now)
-	// The queueing this probe met, as far as our own bytes ahead of it can
-	// explain it: a round trip also grows with the peer's traffic queued
-	// the other way, which is not ours to drain. Our bytes ahead of it, at
-	// twice the best rate the path has shown, take at most that long.
-	queue := max(sample-p.rtt.Min, 0)
-	if sample > 0 {
-		p.met = queue
-	}
-	if p.rate.Peak > 0 {
-		queue = min(queue, time.Duration(2*float64(rec.inflight)/p.rate.Peak*1e9))
-	}
-	// The path was backlogged through the interval when the previous
-	// probe met queueing too.
-	backlogged := p.rtt.Samples > 1 && p.queue >= BacklogDelay && queue >= BacklogDelay
+	p.rtt.Add(time.Duration(now-rec.sent)-max(r.Hold, 0), now)
 
 	if p.havePrev && rec.sent > p.prevSent && r.Rx.Bytes >= p.prevRx.Bytes && r.Rx.Packets >= p.prevRx.Packets &&
 		rec.tx.Bytes >= p.prevTx.Bytes && rec.tx.Packets >= p.prevTx.Packets {
@@ -403,7 +347,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		offered := p.pickerRate * time.Duration(rec.sent-p.prevSent).Seconds()
 		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
 		if sent > 0 || p.rate.Rate > 0 {
-			p.rate.AddSample(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, backlogged, now)
+			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited)
 		}
 		p.loss.AddInterval(rec.tx.Packets-p.prevTx.Packets, r.Rx.Packets-p.prevRx.Packets)
 	} else {
@@ -411,19 +355,6 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	}
 	p.prevSent, p.prevTx, p.prevRx, p.havePrev = rec.sent, rec.tx, r.Rx, true
 	p.prevReplied = now - int64(max(r.Hold, 0))
-	if sample > 0 {
-		p.queue = queue
-		if p.rtt.Samples > 1 {
-			// The virtual queue when the probe left, with the corrections
-			// made since, against the queue the probe met: the difference
-			// is the model's error (a rate estimate off, a shaper's
-			// queue the model did not see); correct it.
-			modelled := rec.vq + p.synced - rec.syncedAt
-			e := int64(queue) - modelled
-			p.synced += s.shiftQueue(id, e, now)
-			p.missed += (time.Duration(max(e, -e)) - p.missed) / 8
-		}
-	}
 
 	p.det.Reply(now)
 	p.pending = 0
@@ -449,26 +380,12 @@ func (s *Scheduler) Tick(now int64) {
 		p := s.paths[set.Next()]
 		mt := int64(p.det.MissTimeout(&p.rtt))
 		for i := range p.probes {
-			if o := &p.probes[i]; o.live && now-o.sent > mt+o.ahead {
+			if o := &p.probes[i]; o.live && now-o.sent > mt {
 				o.live = false
 				s.miss(p)
 			}
 		}
-		// Silence counts from the oldest unanswered probe, each allowed
-		// the queue ahead of it as for its miss timeout.
-		pending := p.pending
-		if pending != 0 {
-			pending = int64(1<<63 - 1)
-			for i := range p.probes {
-				if o := &p.probes[i]; o.live {
-					pending = min(pending, o.sent+o.ahead)
-				}
-			}
-			if pending == int64(1<<63-1) {
-				pending = p.pending
-			}
-		}
-		p.det.Silence(now, pending, &p.rtt)
+		p.det.Silence(now, p.pending, &p.rtt)
 		s.afterHealth(p)
 	}
 	s.rebase(now)
@@ -487,23 +404,7 @@ func (s *Scheduler) rebase(now int64) {
 	}
 	if excess := least - int64(s.cfg.MaxBacklog); excess > 0 {
 		for c := s.present; !c.Empty(); {
-			id := c.Next()
-			s.hot[id].busy.Add(-excess)
-			s.paths[id].synced -= excess
-		}
-	}
-}
-
-// shiftQueue moves path id's virtual queue by d (a negative d shortens
-// it, not below empty) and returns the shift made.
-func (s *Scheduler) shiftQueue(id PathID, d, now int64) int64 {
-	h := &s.hot[id]
-	for {
-		old := h.busy.Load()
-		base := max(old, now)
-		nw := max(base+d, now)
-		if h.busy.CompareAndSwap(old, nw) {
-			return nw - base
+			s.hot[c.Next()].busy.Add(-excess)
 		}
 	}
 }
@@ -535,11 +436,9 @@ func (s *Scheduler) publishPath(p *ctlPath) {
 	p.pickerRate = rate
 	h := &s.hot[p.cfg.ID]
 	h.cost.Store(int64(1e12/rate) + 1)
-	// The queueing is in the virtual queue (ProbeReply keeps it in step
-	// with what the probes meet): the delay beyond it is the minimum's.
 	owd := p.owdSet
 	if owd == 0 {
-		owd = p.rtt.Min / 2
+		owd = p.rtt.SRTT / 2
 	}
 	h.owd.Store(int64(owd))
 }
@@ -800,7 +699,7 @@ func (s *Scheduler) DelaySpread() (spread, jitter time.Duration) {
 		}
 		first = false
 		if p := s.paths[id]; p != nil {
-			jitter = max(jitter, p.rtt.RTTVar, p.missed)
+			jitter = max(jitter, p.rtt.RTTVar)
 		}
 	}
 	return hi - lo, jitter

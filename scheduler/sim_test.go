@@ -23,18 +23,7 @@ type simLink struct {
 	loss       float64 // random loss probability, each direction
 	queueLimit int     // bytes the bottleneck queue holds
 	standing   int64   // extra forward delay: a queue other traffic keeps full (bufferbloat)
-	reverse    int64   // extra delay of the replies: the peer's own traffic queued the other way
 	up         bool
-
-	// A token bucket (tc tbf) instead of a plain bottleneck when bucket >
-	// 0: tokens accrue at rate up to bucket bytes; a packet leaves at the
-	// line rate (peak) while there are tokens for it, else waits for them.
-	bucket float64
-	peak   float64
-	tokens float64
-	tokAt  int64
-
-	drops int // packets the queue had no room for
 
 	freeAt     int64 // bottleneck busy until
 	lastArrive int64 // keeps the path FIFO despite jitter
@@ -49,17 +38,6 @@ func newLink(rateMbit float64, rtt time.Duration, jitter time.Duration, loss flo
 	return l
 }
 
-// newTBFLink is a link shaped as `tc qdisc add dev IF root tbf rate RATE
-// burst BURST latency LATENCY` shapes it: a token bucket of burst bytes
-// filled at the rate, a line rate of 1 Gbit/s while it has tokens, and a
-// FIFO of rate × latency + burst bytes (tbf's limit) in front of it.
-func newTBFLink(rateMbit float64, burst int, latency, rtt time.Duration) *simLink {
-	l := &simLink{rate: mbit(rateMbit), owd: int64(rtt) / 2, up: true, bucket: float64(burst), peak: mbit(1000)}
-	l.tokens = l.bucket
-	l.queueLimit = int(l.rate*latency.Seconds()) + burst
-	return l
-}
-
 // send offers a packet to the forward direction at now and returns when it
 // arrives, or false when it is dropped.
 func (l *simLink) send(now int64, size int, rng *rand.Rand) (int64, bool) {
@@ -68,21 +46,9 @@ func (l *simLink) send(now int64, size int, rng *rand.Rand) (int64, bool) {
 	}
 	start := max(now, l.freeAt)
 	if backlog := float64(start-now) / 1e9 * l.rate; int(backlog)+size > l.queueLimit {
-		l.drops++
 		return 0, false
 	}
-	if l.bucket > 0 {
-		tok := min(l.bucket, l.tokens+float64(start-l.tokAt)/1e9*l.rate)
-		if tok >= float64(size) {
-			l.freeAt = start + int64(float64(size)/l.peak*1e9)
-			l.tokens, l.tokAt = tok-float64(size), start
-		} else {
-			l.freeAt = start + int64((float64(size)-tok)/l.rate*1e9)
-			l.tokens, l.tokAt = 0, l.freeAt
-		}
-	} else {
-		l.freeAt = start + int64(float64(size)/l.rate*1e9)
-	}
+	l.freeAt = start + int64(float64(size)/l.rate*1e9)
 	if l.loss > 0 && rng.Float64() < l.loss {
 		return 0, false
 	}
@@ -100,7 +66,7 @@ func (l *simLink) back(now int64, rng *rand.Rand) (int64, bool) {
 	if !l.up || (l.loss > 0 && rng.Float64() < l.loss) {
 		return 0, false
 	}
-	arr := now + l.owd + l.reverse
+	arr := now + l.owd
 	if l.jitter > 0 {
 		arr += rng.Int64N(l.jitter)
 	}
@@ -645,143 +611,5 @@ func TestSimAggregateBufferbloatedPath(t *testing.T) {
 	}
 	if gp := m.goodput(); gp < 0.9*30 {
 		t.Errorf("goodput %.1f Mbit/s, want ≥ 27", gp)
-	}
-}
-
-// tbfRun runs aggregate over two links shaped like issue 14's first
-// acceptance case (tc tbf, 60 and 25 Mbit/s, burst 256 kB, latency 50 ms,
-// 1 ms round trip without queueing) with a sender that alternates
-// between load and load/2 every period (a TCP flow's window rises and
-// falls; the halves let the buckets refill). It returns the simulation
-// after 10 s measured, and the share of sent packets the links dropped.
-func tbfRun(t *testing.T, load float64, period time.Duration) (*sim, float64) {
-	const burst = 256 << 10
-	fast := newTBFLink(60, burst, 50*time.Millisecond, time.Millisecond)
-	slow := newTBFLink(25, burst, 50*time.Millisecond, time.Millisecond)
-	m := newSim(t, PolicyAggregate, Config{}, 8, wlan(0, fast), cellular(1, slow))
-	m.run(300 * time.Millisecond)
-	m.startSender(load)
-	if period > 0 {
-		var flip func()
-		high := true
-		flip = func() {
-			high = !high
-			if high {
-				m.offered = mbit(load)
-			} else {
-				m.offered = mbit(load / 2)
-			}
-			m.do(m.now+int64(period), flip)
-		}
-		m.do(m.now+int64(period), flip)
-	}
-	m.run(3 * time.Second)
-	m.mark()
-	startSeq := m.seq
-	m.run(10 * time.Second)
-	endSeq := m.seq - uint64(0.3*m.offered/float64(m.size))
-	var lost uint64
-	for s := startSeq + 1; s <= endSeq; s++ {
-		if s >= uint64(len(m.seen)) || !m.seen[s] {
-			lost++
-		}
-	}
-	return m, float64(lost) / float64(endSeq-startSeq)
-}
-
-// TestSimAggregateTBF: two token-bucket shaped links (60 + 25 Mbit/s,
-// burst 256 kB, latency 50 ms). Before the virtual queues followed the
-// queueing the probes meet and before backlogged rate samples capped the
-// estimate, the scheduler took the buckets' bursts for rate (80 and
-// 54 Mbit/s estimated), overfilled both shapers' queues and lost 2.5–12%
-// of the packets with 1.8–2.5% released out of order, below the links'
-// capacity.
-func TestSimAggregateTBF(t *testing.T) {
-	for _, c := range []struct {
-		load   float64
-		period time.Duration
-	}{{80, 0}, {110, 200 * time.Millisecond}, {110, 500 * time.Millisecond}} {
-		m, loss := tbfRun(t, c.load, c.period)
-		for id := PathID(0); id < 2; id++ {
-			info, _ := m.s.Info(id, m.now)
-			t.Logf("load %v/%v: path %d: rate %.1f Mbit/s srtt %v min %v loss %.3f state %v/%v", c.load, c.period, id, info.Rate*8/1e6, info.SRTT, info.MinRTT, info.Loss, info.State, info.Health)
-		}
-		gp, offered := m.goodput(), c.load
-		if c.period > 0 {
-			offered = c.load * 3 / 4
-		}
-		t.Logf("load %v/%v: goodput %.1f Mbit/s of %.1f offered, share of 25 Mbit/s path %.3f, lost %.2f%%, out of order %.3f%%, reseq %+v",
-			c.load, c.period, gp, offered, m.share(1), loss*100, m.outOfOrder()*100, m.reseq.Stats)
-		// The capacity is 85 Mbit/s; every load here averages less.
-		if loss > 0.02 {
-			t.Errorf("load %v/%v: %.2f%% lost in the shapers' queues, want < 2%%", c.load, c.period, loss*100)
-		}
-		if o := m.outOfOrder(); o >= 0.01 {
-			t.Errorf("load %v/%v: %.2f%% released out of order, want < 1%%", c.load, c.period, o*100)
-		}
-		if gp < 0.95*offered {
-			t.Errorf("load %v/%v: goodput %.1f Mbit/s, want ≥ 95%% of the %.1f offered", c.load, c.period, gp, offered)
-		}
-	}
-}
-
-// TestSimAggregateTBFOverload: offered more than the two shapers carry,
-// the scheduler fills both (their sum is delivered) and keeps the order.
-func TestSimAggregateTBFOverload(t *testing.T) {
-	m, loss := tbfRun(t, 100, 0)
-	t.Logf("100 Mbit/s offered: goodput %.1f Mbit/s, share of 25 Mbit/s path %.3f, lost %.2f%%, out of order %.3f%%",
-		m.goodput(), m.share(1), loss*100, m.outOfOrder()*100)
-	if gp := m.goodput(); gp < 0.97*85 {
-		t.Errorf("goodput %.1f Mbit/s, want ≥ 97%% of 85", gp)
-	}
-	if o := m.outOfOrder(); o >= 0.01 {
-		t.Errorf("%.2f%% released out of order, want < 1%%", o*100)
-	}
-}
-
-// TestSimAggregateTBFAfterReverseLoad: the peer first fills the links the
-// other way (an upload: the replies to our probes queue behind it, 30 and
-// 60 ms, while we send only its acknowledgements, 2 Mbit/s), then the
-// direction turns (a download). Queueing the probes meet on their way
-// back is not our backlog: the rate estimates must not be pinned to the
-// acknowledgements' rate, and the download must fill both links soon.
-func TestSimAggregateTBFAfterReverseLoad(t *testing.T) {
-	const burst = 256 << 10
-	fast := newTBFLink(60, burst, 50*time.Millisecond, time.Millisecond)
-	slow := newTBFLink(25, burst, 50*time.Millisecond, time.Millisecond)
-	m := newSim(t, PolicyAggregate, Config{}, 9, wlan(0, fast), cellular(1, slow))
-	m.run(300 * time.Millisecond)
-	fast.reverse, slow.reverse = int64(30*time.Millisecond), int64(60*time.Millisecond)
-	m.startSender(2)
-	m.run(5 * time.Second)
-	for id := PathID(0); id < 2; id++ {
-		info, _ := m.s.Info(id, m.now)
-		t.Logf("at the turn: path %d: rate %.1f Mbit/s srtt %v min %v", id, info.Rate*8/1e6, info.SRTT, info.MinRTT)
-	}
-	t.Logf("before the turn: out of order %.3f%%, share of path 1 %.3f", m.outOfOrder()*100, m.share(1))
-	m.reordered, m.released = 0, 0
-	fast.reverse, slow.reverse = 0, 0
-	m.offered = mbit(80)
-	m.mark()
-	for range 4 {
-		m.run(250 * time.Millisecond)
-		info, _ := m.s.Info(1, m.now)
-		t.Logf("after the turn: goodput %.1f Mbit/s, path 1 rate %.1f Mbit/s", m.goodput(), info.Rate*8/1e6)
-	}
-	t.Logf("first second after the turn: goodput %.1f Mbit/s, out of order %.3f%%", m.goodput(), m.outOfOrder()*100)
-	m.reordered, m.released = 0, 0
-	m.mark()
-	m.run(5 * time.Second)
-	for id := PathID(0); id < 2; id++ {
-		info, _ := m.s.Info(id, m.now)
-		t.Logf("path %d: rate %.1f Mbit/s srtt %v min %v", id, info.Rate*8/1e6, info.SRTT, info.MinRTT)
-	}
-	t.Logf("80 Mbit/s offered after the turn: goodput %.1f Mbit/s, share of 25 Mbit/s path %.3f, out of order %.3f%%",
-		m.goodput(), m.share(1), m.outOfOrder()*100)
-	if gp := m.goodput(); gp < 0.95*80 {
-		t.Errorf("goodput %.1f Mbit/s from 1 s after the turn, want ≥ 95%% of the 80 offered", gp)
-	}
-	if o := m.outOfOrder(); o >= 0.015 {
-		t.Errorf("%.2f%% released out of order after the turn, want < 1.5%%", o*100)
 	}
 }

@@ -31,13 +31,6 @@ type multipathTopology struct {
 }
 
 func newMultipathTopology(t *testing.T, policy string) *multipathTopology {
-	return newMultipathTopologyWith(t, policy, nil, "--interfaces", "wlan0,wwan0")
-}
-
-// newMultipathTopologyWith is newMultipathTopology with the client's
-// interface arguments given (--interfaces LIST or --interface IF) and
-// shape, when not nil, run on the namespaces before mifsec starts.
-func newMultipathTopologyWith(t *testing.T, policy string, shape func(client, gw string), ifArgs ...string) *multipathTopology {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "ping")
 	testenv.RequireCommand(t, "nft")
@@ -46,9 +39,6 @@ func newMultipathTopologyWith(t *testing.T, policy string, shape func(client, gw
 	top := &multipathTopology{client: testenv.NewNamedNetns(t, "mp-cl"), gw: testenv.NewNamedNetns(t, "mp-gw"),
 		gwTUN: "mpg" + hex.EncodeToString(suffix), clTUN: "mpc" + hex.EncodeToString(suffix)}
 	linkTwoUplinks(t, top.client, top.gw)
-	if shape != nil {
-		shape(top.client, top.gw)
-	}
 	const psk = "multipath secret"
 	dir := t.TempDir()
 	top.gateway = startMifsec(t, top.gw, "--log-level", "debug", "gateway", "--tun", top.gwTUN, "--listen", "192.0.2.2",
@@ -65,13 +55,9 @@ func newMultipathTopologyWith(t *testing.T, policy string, shape func(client, gw
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	args := []string{"--gateway", "192.0.2.2", "--local-id", "client.example",
-		"--remote-id", "gw.example", "--psk-file", writePSK(t, dir, psk), "--ipv6=false"}
-	args = append(args, ifArgs...)
-	if len(ifArgs) > 0 && ifArgs[0] == "--interfaces" {
-		args = append(args, "--policy", policy, "--handover-hysteresis", "1s")
-	}
-	top.connect = startConnect(t, top.client, top.clTUN, args...)
+	top.connect = startConnect(t, top.client, top.clTUN, "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--remote-id", "gw.example", "--psk-file", writePSK(t, dir, psk), "--ipv6=false",
+		"--interfaces", "wlan0,wwan0", "--policy", policy, "--handover-hysteresis", "1s")
 	return top
 }
 
