@@ -34,8 +34,8 @@ const (
 		",aes256-aes192-aes128-sha256-sha384-sha512-modp1024" +
 		",aes256-aes192-aes128-sha1-x25519-ecp256-ecp384-modp2048-modp1024"
 	defaultGatewayESPProposals = defaultESPProposals + ",aes256gcm16-x25519-esn-noesn,aes128gcm16-ecp256-esn-noesn" +
-		",aes256-aes192-aes128-sha256-sha384-sha512-sha1" +
-		",aes256-aes192-aes128-sha256-sha384-sha512-sha1-x25519-ecp256-ecp384-modp2048-modp1024"
+		",aes256-aes192-aes128-sha256-sha384-sha512-sha1-esn-noesn" +
+		",aes256-aes192-aes128-sha256-sha384-sha512-sha1-x25519-ecp256-ecp384-modp2048-modp1024-esn-noesn"
 )
 
 func gatewayCommand() *cli.Command {
