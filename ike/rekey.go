@@ -177,7 +177,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: peerToUs, OutKey: usToPeer, ESN: esp.esn,
 		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now,
-		rekeyOf: old, nonces: [2][]byte{slices.Clone(ni.Data), nr}, byPeer: true}
+		rekeyOf: old.InSPI, nonces: [2][]byte{slices.Clone(ni.Data), nr}, byPeer: true}
 	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}
 	if kePayload != nil {
 		reply = append(reply, kePayload)
@@ -248,7 +248,7 @@ func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Tim
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: false, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
-		lastHeard: now, created: now, fragOK: sa.fragOK, rekeyOf: sa}
+		lastHeard: now, created: now, fragOK: sa.fragOK, rekeyOf: sa.id()}
 	chosen.SPI = binary.BigEndian.AppendUint64(nil, spiR)
 	return []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}, &KE{Group: suite.DHGroup, Data: kex.Public()}}, next, nil
 }
@@ -319,7 +319,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 		}
-		child.rekeyOf, child.nonces = old, [2][]byte{ni, slices.Clone(nr.Data)}
+		child.rekeyOf, child.nonces = old.InSPI, [2][]byte{ni, slices.Clone(nr.Data)}
 		if s.child != old {
 			return s.settleChildCollision(ctx, sa, old, child)
 		}
@@ -348,7 +348,7 @@ func (s *Session) settleChildCollision(ctx context.Context, sa *ikeSA, old, ours
 		return err
 	}
 	now := s.cfg.Now()
-	if theirs == nil || theirs.rekeyOf != old || lowestNonceIn(ours.nonces, theirs.nonces) {
+	if theirs == nil || !theirs.replaced(old) || lowestNonceIn(ours.nonces, theirs.nonces) {
 		// Ours is redundant: the gateway's SA stays, the gateway deletes
 		// old, and ours goes now.
 		s.log.Info("simultaneous Child SA rekey: the gateway's new SA stays, deleting ours",
@@ -442,9 +442,9 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	}
 	now := s.cfg.Now()
 	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: slices.Clone(nr.Data),
-		lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old}
+		lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.id()}
 	if theirs := s.sa; theirs != old {
-		if theirs.rekeyOf != old || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
+		if !theirs.replaced(old) || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
 			// Ours is redundant: the gateway's stays and the gateway
 			// deletes old.
 			s.log.Info("simultaneous IKE SA rekey: the gateway's new IKE SA stays, deleting ours",

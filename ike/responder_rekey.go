@@ -111,7 +111,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		}
 		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
 			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(),
-			rekeyOf: old, nonces: [2][]byte{ni, nr.Data}}
+			rekeyOf: old.InSPI, nonces: [2][]byte{ni, nr.Data}}
 		if c.child != old {
 			r.settleChildCollision(c, old, child)
 			return
@@ -144,7 +144,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 func (r *Responder) settleChildCollision(c *rClient, old, ours *ChildSA) {
 	theirs := c.child
 	now := r.cfg.Now()
-	if theirs == nil || theirs.rekeyOf != old || lowestNonceIn(ours.nonces, theirs.nonces) {
+	if theirs == nil || !theirs.replaced(old) || lowestNonceIn(ours.nonces, theirs.nonces) {
 		// Ours is redundant: the client's SA stays and the client deletes
 		// old. Ours receives until the client confirms its deletion.
 		r.log.Info("simultaneous Child SA rekey: the client's new SA stays, deleting the gateway's", "id", c.ID,
@@ -251,10 +251,10 @@ func (r *Responder) rekeyIKE(c *rClient) {
 		}
 		now := r.cfg.Now()
 		next := &rSA{ikeSA: &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: nr.Data,
-			lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.ikeSA}, from: old.from, natT: old.natT, client: c}
+			lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.ikeSA.id()}, from: old.from, natT: old.natT, client: c}
 		r.sas[saKey{spiI, spiR}] = next
 		if theirs := c.sa; theirs != old {
-			if theirs.rekeyOf != old.ikeSA || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
+			if !theirs.ikeSA.replaced(old.ikeSA) || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
 				// Ours is redundant: the client's stays and the client
 				// deletes old.
 				r.log.Info("simultaneous IKE SA rekey: the client's new IKE SA stays, deleting the gateway's", "id", c.ID)

@@ -49,9 +49,11 @@ type ChildSA struct {
 	retired  time.Time // when a rekey replaced it; it is deleted within oldChildGrace
 
 	// The exchange that created it, to settle a rekey collision (RFC 7296
-	// §2.8.1): the SA it replaced, the exchange's nonces (Ni, Nr) and
-	// whether the peer initiated it.
-	rekeyOf *ChildSA
+	// §2.8.1): the inbound SPI of the SA it replaced (an SPI, not a
+	// pointer: a pointer would keep every predecessor alive, a chain that
+	// grows by one SA per rekey for the life of the session), the
+	// exchange's nonces (Ni, Nr) and whether the peer initiated it.
+	rekeyOf uint32
 	nonces  [2][]byte
 	byPeer  bool
 	// rekeyAt is when its lifetime ends (set when first checked, with
@@ -402,7 +404,7 @@ type ikeSA struct {
 	created    time.Time
 	fragOK     bool // peer supports RFC 7383
 	reasm      *Reassembler
-	rekeyOf    *ikeSA // the IKE SA this one replaced (RFC 7296 §2.18)
+	rekeyOf    ikeSAID // the IKE SA this one replaced (RFC 7296 §2.18); by SPIs, not a pointer, for the reason ChildSA.rekeyOf gives
 	// rekeyAt is when its lifetime ends (set when first checked, with
 	// jitter); retryAt holds off another rekey after one was refused.
 	rekeyAt, retryAt time.Time
@@ -464,3 +466,15 @@ func notifyError(n *Notify, exchange string) error {
 	}
 	return fmt.Errorf("the gateway answered %s with error notification %d", exchange, n.NotifyType)
 }
+
+// ikeSAID names an IKE SA by its SPIs; the zero value names none.
+type ikeSAID struct{ spiI, spiR uint64 }
+
+// id returns sa's SPIs as an ikeSAID.
+func (sa *ikeSA) id() ikeSAID { return ikeSAID{sa.spiI, sa.spiR} }
+
+// replaced reports whether sa was created by a rekey of old.
+func (sa *ikeSA) replaced(old *ikeSA) bool { return old != nil && sa.rekeyOf == old.id() }
+
+// replaced reports whether c was created by a rekey of old.
+func (c *ChildSA) replaced(old *ChildSA) bool { return old != nil && c.rekeyOf == old.InSPI }
