@@ -18,6 +18,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/internal/inetsum"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -576,13 +577,13 @@ func echoRequest(b []byte, src, dst netip.Addr, id, seq uint16) int {
 	s4, d4 := src.As4(), dst.As4()
 	copy(ip[12:16], s4[:])
 	copy(ip[16:20], d4[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	binary.BigEndian.PutUint16(ip[10:], inetsum.Checksum(ip))
 	icmp := b[20:n]
 	icmp[0] = 8 // echo request
 	binary.BigEndian.PutUint16(icmp[4:], id)
 	binary.BigEndian.PutUint16(icmp[6:], seq)
 	copy(icmp[8:], "mifsec fleet 01.")
-	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp))
+	binary.BigEndian.PutUint16(icmp[2:], inetsum.Checksum(icmp))
 	return n
 }
 
@@ -601,19 +602,4 @@ func echoReply(p []byte, id uint16) (seq uint16, ok bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint16(icmp[6:]), true
-}
-
-// checksum is the Internet checksum (RFC 1071) of b.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for ; len(b) >= 2; b = b[2:] {
-		sum += uint32(binary.BigEndian.Uint16(b))
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/internal/inetsum"
 )
 
 func TestEchoRequest(t *testing.T) {
@@ -25,25 +27,14 @@ func TestEchoRequest(t *testing.T) {
 		t.Errorf("destination %v", got)
 	}
 	// A correct Internet checksum sums to zero over what it covers.
-	if c := checksum(p[:20]); c != 0 {
+	if c := inetsum.Checksum(p[:20]); c != 0 {
 		t.Errorf("IP header checksum does not verify: %#x", c)
 	}
-	if c := checksum(p[20:]); c != 0 {
+	if c := inetsum.Checksum(p[20:]); c != 0 {
 		t.Errorf("ICMP checksum does not verify: %#x", c)
 	}
 	if p[20] != 8 || binary.BigEndian.Uint16(p[24:]) != 0x1234 || binary.BigEndian.Uint16(p[26:]) != 9 {
 		t.Errorf("ICMP header % x", p[20:28])
-	}
-}
-
-func TestChecksumRFC1071(t *testing.T) {
-	// RFC 1071 §3's example: the one's complement sum of these bytes is
-	// 0xddf2, so the checksum is its complement.
-	if c := checksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); c != ^uint16(0xddf2) {
-		t.Fatalf("checksum %#x, want %#x", c, ^uint16(0xddf2))
-	}
-	if c := checksum([]byte{0xff}); c != ^uint16(0xff00) {
-		t.Fatalf("odd length: %#x", c)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/internal/inetsum"
 )
 
 // ICMP echo, sent from a raw socket in a namespace: how the lab checks that
@@ -29,14 +31,14 @@ func encodeEcho(b []byte, id, seq uint16, payload []byte) []byte {
 	binary.BigEndian.PutUint16(b[4:], id)
 	binary.BigEndian.PutUint16(b[6:], seq)
 	b = append(b, payload...)
-	binary.BigEndian.PutUint16(b[2:], checksum(b))
+	binary.BigEndian.PutUint16(b[2:], inetsum.Checksum(b))
 	return b
 }
 
 // parseEchoReply reads an ICMPv4 message; ok is true for a well-formed
 // echo reply (valid checksum) with identifier id.
 func parseEchoReply(b []byte, id uint16) (seq uint16, ok bool) {
-	if len(b) < icmpHeaderLen || b[0] != icmpEchoReply || b[1] != 0 || checksum(b) != 0 {
+	if len(b) < icmpHeaderLen || b[0] != icmpEchoReply || b[1] != 0 || inetsum.Checksum(b) != 0 {
 		return 0, false
 	}
 	if binary.BigEndian.Uint16(b[4:]) != id {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"github.com/mifsec/mifsec/internal/inetsum"
 )
 
 const (
@@ -64,7 +66,7 @@ func ipPacket(src, dst netip.Addr, proto byte, transport []byte, checksumAt int)
 		pkt[9] = proto
 		copy(pkt[12:16], srcBytes)
 		copy(pkt[16:20], dstBytes)
-		binary.BigEndian.PutUint16(pkt[10:], ^foldChecksum(sumBytes(0, pkt[:ipv4HeaderLen])))
+		binary.BigEndian.PutUint16(pkt[10:], inetsum.Checksum(pkt[:ipv4HeaderLen]))
 	} else {
 		pkt[0] = 0x60
 		binary.BigEndian.PutUint16(pkt[4:], uint16(len(transport)))
@@ -77,32 +79,13 @@ func ipPacket(src, dst netip.Addr, proto byte, transport []byte, checksumAt int)
 	segment := pkt[headerLen:]
 	copy(segment, transport)
 	segment[checksumAt], segment[checksumAt+1] = 0, 0
-	pseudo := sumBytes(0, srcBytes)
-	pseudo = sumBytes(pseudo, dstBytes)
+	pseudo := inetsum.Add(0, srcBytes)
+	pseudo = inetsum.Add(pseudo, dstBytes)
 	pseudo += uint64(proto) + uint64(len(segment))
-	checksum := ^foldChecksum(sumBytes(pseudo, segment))
+	checksum := ^inetsum.Fold(inetsum.Add(pseudo, segment))
 	if checksum == 0 && proto == protocolUDP {
 		checksum = 0xffff // zero means "no checksum" in UDP over IPv4 and is invalid over IPv6
 	}
 	binary.BigEndian.PutUint16(segment[checksumAt:], checksum)
 	return pkt, nil
-}
-
-// sumBytes adds b to sum as big-endian 16-bit words (RFC 1071).
-func sumBytes(sum uint64, b []byte) uint64 {
-	for len(b) >= 2 {
-		sum += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint64(b[0]) << 8
-	}
-	return sum
-}
-
-func foldChecksum(sum uint64) uint16 {
-	for sum > 0xffff {
-		sum = (sum >> 16) + (sum & 0xffff)
-	}
-	return uint16(sum)
 }

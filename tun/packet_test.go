@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/mifsec/mifsec/internal/inetsum"
 )
 
 func TestUDPPacket(t *testing.T) {
@@ -36,22 +38,22 @@ func TestUDPPacket(t *testing.T) {
 				if pkt[0] != 0x45 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) || pkt[9] != protocolUDP {
 					t.Errorf("bad IPv4 header % x", pkt[:ipv4HeaderLen])
 				}
-				if sum := foldChecksum(sumBytes(0, pkt[:ipv4HeaderLen])); sum != 0xffff {
+				if sum := inetsum.Fold(inetsum.Add(0, pkt[:ipv4HeaderLen])); sum != 0xffff {
 					t.Errorf("IPv4 header checksum does not verify: folded sum %#x", sum)
 				}
-				pseudo = sumBytes(0, pkt[12:20])
+				pseudo = inetsum.Add(0, pkt[12:20])
 			} else {
 				if pkt[0]>>4 != 6 || int(binary.BigEndian.Uint16(pkt[4:])) != udpHeaderLen+tt.payloadLen || pkt[6] != protocolUDP {
 					t.Errorf("bad IPv6 header % x", pkt[:ipv6HeaderLen])
 				}
-				pseudo = sumBytes(0, pkt[8:40])
+				pseudo = inetsum.Add(0, pkt[8:40])
 			}
 			udp := pkt[tt.wantHdrLen:]
 			if binary.BigEndian.Uint16(udp) != src.Port() || binary.BigEndian.Uint16(udp[2:]) != dst.Port() {
 				t.Errorf("ports %d -> %d", binary.BigEndian.Uint16(udp), binary.BigEndian.Uint16(udp[2:]))
 			}
 			pseudo += protocolUDP + uint64(len(udp))
-			if sum := foldChecksum(sumBytes(pseudo, udp)); sum != 0xffff {
+			if sum := inetsum.Fold(inetsum.Add(pseudo, udp)); sum != 0xffff {
 				t.Errorf("UDP checksum does not verify: folded sum %#x", sum)
 			}
 			if !bytes.Equal(udp[udpHeaderLen:], payload) {

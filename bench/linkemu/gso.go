@@ -3,6 +3,8 @@ package linkemu
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/mifsec/mifsec/internal/inetsum"
 )
 
 // virtio-net header (struct virtio_net_hdr, little-endian fields as the
@@ -229,18 +231,18 @@ func (f *superFrame) write(i int, dst []byte) int {
 	vnetHdr{flags: vnetFlagNeedsCsum, csumStart: uint16(f.l4), csumOffset: csumOffset}.encode(dst)
 
 	l4Len := total - f.l4
-	var sum uint32
+	var sum uint64
 	if f.v6 {
 		ip := out[f.l3:]
 		binary.BigEndian.PutUint16(ip[4:], uint16(total-f.l3-40))
-		sum = sumBytes(0, ip[8:40])
+		sum = inetsum.Add(0, ip[8:40])
 	} else {
 		ip := out[f.l3:f.l4]
 		binary.BigEndian.PutUint16(ip[2:], uint16(total-f.l3))
 		binary.BigEndian.PutUint16(ip[4:], f.ipID+uint16(i))
 		ip[10], ip[11] = 0, 0
-		binary.BigEndian.PutUint16(ip[10:], ^fold(sumBytes(0, ip)))
-		sum = sumBytes(0, ip[12:20])
+		binary.BigEndian.PutUint16(ip[10:], inetsum.Checksum(ip))
+		sum = inetsum.Add(0, ip[12:20])
 	}
 	l4 := out[f.l4:]
 	if f.udp {
@@ -257,26 +259,7 @@ func (f *superFrame) write(i int, dst []byte) int {
 		}
 		sum += protoTCP
 	}
-	sum += uint32(l4Len)
-	binary.BigEndian.PutUint16(l4[csumOffset:], fold(sum))
+	sum += uint64(l4Len)
+	binary.BigEndian.PutUint16(l4[csumOffset:], inetsum.Fold(sum))
 	return vnetHdrLen + total
-}
-
-// sumBytes adds b to the one's-complement sum as 16-bit big-endian words.
-func sumBytes(sum uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	return sum
-}
-
-func fold(sum uint32) uint16 {
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
 }

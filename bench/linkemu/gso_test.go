@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+
+	"github.com/mifsec/mifsec/internal/inetsum"
 )
 
 func TestChecksumKnownHeader(t *testing.T) {
 	// IPv4 header with its checksum 0xb861 (the common textbook example).
 	h := []byte{0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7}
-	if got := ^fold(sumBytes(0, h)); got != 0xb861 {
+	if got := inetsum.Checksum(h); got != 0xb861 {
 		t.Fatalf("checksum %#04x, want 0xb861", got)
 	}
 }
@@ -75,7 +77,7 @@ func completeChecksum(t *testing.T, seg []byte, h vnetHdr, v6 bool, l3 int) {
 	t.Helper()
 	l4 := seg[h.csumStart:]
 	field := l4[h.csumOffset:]
-	binary.BigEndian.PutUint16(field, ^fold(sumBytes(0, l4)))
+	binary.BigEndian.PutUint16(field, inetsum.Checksum(l4))
 	var pseudo []byte
 	if v6 {
 		pseudo = append(pseudo, seg[l3+8:l3+40]...)
@@ -86,7 +88,7 @@ func completeChecksum(t *testing.T, seg []byte, h vnetHdr, v6 bool, l3 int) {
 		pseudo = append(pseudo, 0, seg[l3+9])
 		pseudo = binary.BigEndian.AppendUint16(pseudo, uint16(len(l4)))
 	}
-	if got := fold(sumBytes(sumBytes(0, pseudo), l4)); got != 0xffff {
+	if got := inetsum.Fold(inetsum.Add(inetsum.Add(0, pseudo), l4)); got != 0xffff {
 		t.Errorf("transport checksum does not verify: sum %#04x", got)
 	}
 }
@@ -145,7 +147,7 @@ func TestSegment(t *testing.T) {
 					if got := binary.BigEndian.Uint16(ip[4:]); got != 0x1234+uint16(i) {
 						t.Errorf("segment %d: IP ID %#x", i, got)
 					}
-					if got := fold(sumBytes(0, ip[:20])); got != 0xffff {
+					if got := inetsum.Fold(inetsum.Add(0, ip[:20])); got != 0xffff {
 						t.Errorf("segment %d: IPv4 header checksum does not verify", i)
 					}
 				}
