@@ -2,6 +2,7 @@ package mif
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ func TestClassPicker(t *testing.T) {
 	}
 	pp := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload, Classes: classes})
 	for id := range scheduler.PathID(2) {
-		if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: scheduler.KindWLAN, Tier: int(id)}, monoNow()); err != nil {
+		if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: scheduler.KindWLAN, Tier: int(id)}, scheduler.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,13 +54,33 @@ func TestClassPicker(t *testing.T) {
 	}
 }
 
+// TestPerPacketPickersAreTheScheduler's: what the data plane calls for
+// every packet is the scheduler's code, with the scheduler's clock; mif
+// only sets it up (and moves the fallback), so a packet never climbs into
+// the session layer.
+func TestPerPacketPickersAreTheSchedulers(t *testing.T) {
+	classes, err := scheduler.ParseRules("udp/5060:redundant", scheduler.PolicyOffload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []peerPathsConfig{
+		{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyAggregate},
+		{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload, Classes: classes},
+	} {
+		pp := newPeerPaths(cfg)
+		if got, want := reflect.TypeOf(pp.groupPicker).Elem().PkgPath(), reflect.TypeFor[scheduler.Policy]().PkgPath(); got != want {
+			t.Errorf("with classes %v the path group calls %T per packet, from %s; want a picker of %s", cfg.Classes, pp.groupPicker, got, want)
+		}
+	}
+}
+
 // TestTickPace: the conductor applies the scheduler's timeouts every 5 ms
 // while a path is being verified (or carries data, or is in doubt), and
 // only every 20 ms once every path is idle and healthy, so that a
 // gateway's idle clients cost few wake-ups.
 func TestTickPace(t *testing.T) {
 	pp := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload})
-	now := monoNow()
+	now := scheduler.Now()
 	if err := pp.sched.AddPath(scheduler.PathConfig{ID: 0, Kind: scheduler.KindWLAN}, now); err != nil {
 		t.Fatal(err)
 	}

@@ -20,9 +20,11 @@
 //     engine's per-path transmit counters and the replier's receive
 //     counters; Tick every few milliseconds; ProbeInterval to schedule the
 //     next probe on each path. These serialise on a mutex.
-//   - Outbound workers call Decide (or Pick, or a ClockPicker through the
-//     Picker interface) per packet, after Classifier.Classify chose the
-//     policy from the inner header. These take no lock and allocate
-//     nothing.
+//   - Outbound workers call a PolicyPicker (or a ClassPicker, whose
+//     Classifier chooses the policy from the inner header) through the
+//     Picker interfaces per packet; it calls Pick or Decide. These take no
+//     lock and allocate nothing.
 //   - A receive side owns one Resequencer per SA.
+//   - Every time passed in is read from one clock, Now (At converts a
+//     time.Time to it).
 package scheduler

@@ -1,5 +1,7 @@
 package scheduler
 
+import "sync/atomic"
+
 // PathID identifies one path of a session: a (local interface, local
 // address, remote address) triple with its own socket.
 type PathID uint16
@@ -37,23 +39,90 @@ type Single PathID
 // Pick returns the single path.
 func (s Single) Pick(int) PathID { return PathID(s) }
 
-// ClockPicker adapts a Scheduler to the Picker interface: each Pick reads
-// the clock (monotonic nanoseconds, the same clock the conductor passes to
-// the Scheduler) and asks for Policy's path. Under PolicyRedundant it
-// returns one path only; a sender that duplicates calls
-// Scheduler.Decide and sends on every path of the set. When the scheduler
-// has no path it returns Fallback.
-type ClockPicker struct {
-	S        *Scheduler
-	Policy   Policy
-	Now      func() int64
-	Fallback PathID
+// PolicyPicker is the per-packet picker of one peer's paths: it asks the
+// Scheduler for each packet's path under one policy, reading Now. When the
+// scheduler has no usable path (every path still being verified, or all
+// failed) the packet takes the fallback path, the one the peer's IKE SA
+// uses, rather than being dropped. The fallback is an atomic: the
+// conductor moves it while the data plane's workers pick. Pick and
+// PickSet allocate nothing; they run once per packet.
+type PolicyPicker struct {
+	s        *Scheduler
+	policy   Policy
+	clock    func() int64 // nil: Now
+	fallback atomic.Uint32
+}
+
+// NewPolicyPicker returns a picker of s's paths under policy, whose
+// fallback is path fallback.
+func NewPolicyPicker(s *Scheduler, policy Policy, fallback PathID) *PolicyPicker {
+	p := &PolicyPicker{s: s, policy: policy}
+	p.fallback.Store(uint32(fallback))
+	return p
+}
+
+// now reads the picker's clock: Now, unless a test gave another.
+func (p *PolicyPicker) now() int64 {
+	if p.clock != nil {
+		return p.clock()
+	}
+	return Now()
 }
 
 // Pick returns the path for a packet of size bytes.
-func (c *ClockPicker) Pick(size int) PathID {
-	if id, ok := c.S.Pick(c.Policy, size, c.Now()); ok {
+func (p *PolicyPicker) Pick(size int) PathID {
+	if id, ok := p.s.Pick(p.policy, size, p.now()); ok {
 		return id
 	}
-	return c.Fallback
+	return p.Fallback()
+}
+
+// PickSet returns every usable path under the redundant policy (each
+// packet goes on all of them; the receiver's replay window drops the
+// copies), the one path Pick chooses under the others.
+func (p *PolicyPicker) PickSet(size int) PathSet {
+	if p.policy == PolicyRedundant {
+		if set := p.s.Decide(p.policy, size, p.now()); !set.Empty() {
+			return set
+		}
+	}
+	return SetOf(p.Pick(size))
+}
+
+// Fallback returns the path that takes the packets no usable path takes.
+func (p *PolicyPicker) Fallback() PathID { return PathID(p.fallback.Load()) }
+
+// SetFallback makes path id take the packets the scheduler has no usable
+// path for.
+func (p *PolicyPicker) SetFallback(id PathID) { p.fallback.Store(uint32(id)) }
+
+// ClassPicker gives each packet the policy of its traffic class (a
+// PacketPicker: the data plane hands it the inner packet before sealing);
+// a class without a policy of its own, and a packet no path takes, fall
+// back as the PolicyPicker does.
+type ClassPicker struct {
+	*PolicyPicker
+	classes *Classifier
+}
+
+// NewClassPicker returns a picker that classifies each packet with
+// classes and picks among p's paths under its class's policy.
+func NewClassPicker(p *PolicyPicker, classes *Classifier) *ClassPicker {
+	return &ClassPicker{PolicyPicker: p, classes: classes}
+}
+
+// PickPacket returns the paths for one inner packet: every usable path
+// when its class is redundant, else the one its class's policy picks. It
+// allocates nothing.
+func (c *ClassPicker) PickPacket(inner []byte, sealedSize int) PathSet {
+	pol := c.classes.Classify(inner)
+	now := c.now()
+	if pol == PolicyRedundant {
+		if set := c.s.Decide(pol, sealedSize, now); !set.Empty() {
+			return set
+		}
+	} else if id, ok := c.s.Pick(pol, sealedSize, now); ok {
+		return SetOf(id)
+	}
+	return SetOf(c.Fallback())
 }

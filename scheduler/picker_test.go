@@ -16,10 +16,11 @@ func TestSingleAlwaysPicksItsPath(t *testing.T) {
 	}
 }
 
-func TestClockPicker(t *testing.T) {
+func TestPolicyPicker(t *testing.T) {
 	s := New(Config{})
 	now := int64(0)
-	cp := &ClockPicker{S: s, Policy: PolicyOffload, Now: func() int64 { return now }, Fallback: 7}
+	cp := NewPolicyPicker(s, PolicyOffload, 7)
+	cp.clock = func() int64 { return now }
 	var p Picker = cp
 	if got := p.Pick(1400); got != 7 {
 		t.Fatalf("no paths: %d, want the fallback 7", got)

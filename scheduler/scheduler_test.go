@@ -216,7 +216,8 @@ func TestHotPathAllocations(t *testing.T) {
 		verify(t, s, id, 0, 10*time.Millisecond, mbit(50), 5)
 	}
 	now := int64(time.Second)
-	cp := &ClockPicker{S: s, Policy: PolicyAggregate, Now: func() int64 { now += 1000; return now }}
+	cp := NewPolicyPicker(s, PolicyAggregate, 0)
+	cp.clock = func() int64 { now += 1000; return now }
 	var p Picker = cp
 	for pol := range numPolicies {
 		if a := testing.AllocsPerRun(1000, func() { now += 1000; s.Decide(pol, 1400, now) }); a != 0 {
@@ -224,7 +225,7 @@ func TestHotPathAllocations(t *testing.T) {
 		}
 	}
 	if a := testing.AllocsPerRun(1000, func() { p.Pick(1400) }); a != 0 {
-		t.Errorf("ClockPicker.Pick: %v allocations", a)
+		t.Errorf("PolicyPicker.Pick: %v allocations", a)
 	}
 }
 
