@@ -60,7 +60,7 @@ type Client struct {
 	engine  *dataplane.Engine
 	session *ike.Session
 
-	mu       sync.Mutex
+	mu       sync.Mutex // a leaf (multiPath.routeMu may be held around it); guards what follows
 	inbound  map[uint32]bool
 	routes   []netip.Prefix // added to the TUN interface
 	addrs    []netip.Prefix // assigned by the gateway

@@ -54,7 +54,7 @@ type Gateway struct {
 	sysctl    []sysctlValue
 	record    string // where the original sysctl values are recorded
 
-	mu      sync.Mutex
+	mu      sync.Mutex               // guards what follows; no other mif lock is taken under it (only the engine's)
 	kids    map[uint32]*gatewayChild // by inbound SPI
 	retired map[*ike.Client]*trafficTotals
 	mpeers  map[*ike.Client]*gatewayPeer // clients with multipath scheduling
@@ -281,7 +281,7 @@ func (g *Gateway) Confirmed(from netip.AddrPort) {
 // under a flood of IKE_SA_INIT from spoofed sources while every client
 // that sent anything recently is found.
 type peerTable struct {
-	mu        sync.Mutex
+	mu        sync.Mutex // a leaf
 	cur, prev map[netip.AddrPort]int
 }
 

@@ -37,7 +37,7 @@ type peerPaths struct {
 	group       *dataplane.PathGroup
 	prober      *Prober
 
-	mu      sync.Mutex
+	mu      sync.Mutex              // a leaf (multiPath.routeMu may be held around it); guards what follows
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
 	inSPI   uint32 // the inbound SA that restores order (0: none)

@@ -29,7 +29,7 @@ type gatewayPeer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex
+	mu    sync.Mutex              // a leaf, never held with Gateway.mu
 	paths map[uint16]ike.PathInfo // the client's MIF paths
 }
 

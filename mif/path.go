@@ -99,7 +99,7 @@ type pathSet struct {
 	// current when the set was made (the monitor's).
 	ns netns.NsHandle
 
-	mu     sync.Mutex
+	mu     sync.Mutex       // guards what follows; the engine's locks are taken under it, no other mif lock
 	paths  map[string]*path // by interface name
 	gen    uint64           // of the last path opened
 	closed bool

@@ -72,7 +72,8 @@ type multiPath struct {
 	kick      chan struct{} // wakes drivePaths: the session or the Child SA changed
 	announce  chan struct{} // wakes announcePaths
 	// routeMu orders the route changes of SwitchOutbound (the session's
-	// loop) and of turning multipath on (drivePaths).
+	// loop) and of turning multipath on (drivePaths). Lock order: routeMu,
+	// then Client.mu, mu or peerPaths.mu (see the package's Locks).
 	routeMu       sync.Mutex
 	child         *ike.ChildSA                // the Child SA that sends now (guarded by routeMu)
 	mifReconnects int                         // the session's Reconnects when multipath was turned on
