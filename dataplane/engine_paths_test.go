@@ -69,7 +69,7 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 		t.Fatalf("b has %d paths", len(paths))
 	}
 	// A receive worker counts its batch after writing it to the TUN.
-	waitFor(t, func() bool { return paths[0].Stats.RxPackets.Load()+paths[1].Stats.RxPackets.Load() == n })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return paths[0].Stats.RxPackets.Load()+paths[1].Stats.RxPackets.Load() == n })
 	for _, p := range paths {
 		if got := p.Stats.RxPackets.Load(); got < n/4 {
 			t.Errorf("path %d received %d of %d packets: not spread", p.ID, got, n)
@@ -99,7 +99,7 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 	for i := range 100 {
 		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 	}
-	waitFor(t, func() bool { return a.e.Stats.NoPath.Load() == 50 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return a.e.Stats.NoPath.Load() == 50 })
 	receiveAll(t, b.tun, 50)
 
 	// Back to one member: nothing is lost any more.
@@ -163,7 +163,7 @@ func TestEngineRedundantGroup(t *testing.T) {
 		}
 	}
 	receiveAll(t, b.tun, n)
-	waitFor(t, func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool {
 		return b.e.Stats.Drops.Get(dataplane.DropReplayed)+b.e.Stats.Drops.Get(dataplane.DropTooOld) == n
 	})
 	if extra := len(b.tun.Writes()); extra != 0 {
@@ -211,7 +211,7 @@ func TestEngineRescuesRefusedDatagrams(t *testing.T) {
 					a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 				}
 				if !rescue {
-					waitFor(t, func() bool { return e.Stats.SendErrors.Load() == n })
+					testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return e.Stats.SendErrors.Load() == n })
 					if e.Stats.Rescued.Load() != 0 || len(b.tun.Writes()) != 0 {
 						t.Fatal("refused datagrams arrived without rescue")
 					}

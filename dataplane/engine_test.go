@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"go.uber.org/goleak"
@@ -206,7 +206,7 @@ func TestEngineWrongKeyCountsBadICV(t *testing.T) {
 	for range 50 {
 		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("secret")))
 	}
-	waitFor(t, func() bool { return b.e.Stats.Drops.Get(dataplane.DropBadICV) == 50 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.Drops.Get(dataplane.DropBadICV) == 50 })
 	if b.e.Stats.RxPackets.Load() != 0 || len(b.tun.Writes()) != 0 {
 		t.Fatal("packets with a bad ICV reached the TUN")
 	}
@@ -219,7 +219,7 @@ func TestEnginePolicyDropsForeignSource(t *testing.T) {
 	a.tun.Inject(udp(t, "10.9.9.9:1", "10.0.0.2:2", []byte("spoofed")))
 	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine")))
 	receiveAll(t, b.tun, 1)
-	waitFor(t, func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 1 })
 }
 
 // TestEnginePolicyDropsForeignDestination: a peer that sends to an address
@@ -235,12 +235,12 @@ func TestEnginePolicyDropsForeignDestination(t *testing.T) {
 	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
 	a.tun.Inject(fine)
 	got := receiveAll(t, b.tun, 1)
-	waitFor(t, func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 3 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 3 })
 	if !bytes.Equal(got[0], fine) {
 		t.Fatalf("b's TUN got %x, want the packet to its own address", got[0])
 	}
 	// The counter follows the TUN write.
-	waitFor(t, func() bool { return b.e.Stats.RxPackets.Load() >= 1 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.RxPackets.Load() >= 1 })
 	if n := b.e.Stats.RxPackets.Load(); n != 1 {
 		t.Fatalf("%d packets reached b's TUN, want 1", n)
 	}
@@ -256,7 +256,7 @@ func TestEngineSourcePolicy(t *testing.T) {
 	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
 	a.tun.Inject(fine)
 	receiveAll(t, b.tun, 1)
-	waitFor(t, func() bool { return a.e.Stats.SourcePolicy.Load() == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return a.e.Stats.SourcePolicy.Load() == 1 })
 	if n := a.out.Stats.Packets.Load(); n != 1 {
 		t.Fatalf("a sealed %d packets, want 1", n)
 	}
@@ -268,7 +268,7 @@ func TestEngineNoRoute(t *testing.T) {
 	run(t, a, b)
 	a.tun.Inject(udp(t, "10.0.0.1:1", "10.2.0.2:2", []byte("nowhere")))
 	a.tun.Inject([]byte{0x00, 0x01}) // not IP
-	waitFor(t, func() bool { return a.e.Stats.NoRoute.Load() == 2 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return a.e.Stats.NoRoute.Load() == 2 })
 	if a.e.Stats.TxPackets.Load() != 0 {
 		t.Fatal("sent a packet without a route")
 	}
@@ -301,7 +301,7 @@ func TestEngineDemux(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool {
 		s := &b.e.Stats
 		return s.Keepalives.Load() == 1 && s.IKEMessages.Load() == 1 &&
 			s.Drops.Get(dataplane.DropRunt) == 1 && s.Drops.Get(dataplane.DropUnknownSPI) == 1
@@ -356,18 +356,6 @@ func TestEngineZeroAllocations(t *testing.T) {
 	}
 }
 
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func mustEndpoint(t testing.TB, c *dataplane.UDPConn, ap netip.AddrPort) *dataplane.Endpoint {
 	ep, err := c.NewEndpoint(ap)
 	if err != nil {
@@ -390,7 +378,7 @@ func TestEngineSequenceExhaustedCounted(t *testing.T) {
 	for range 5 {
 		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("too late")))
 	}
-	waitFor(t, func() bool { return a.e.Stats.SequenceExhausted.Load() == 5 })
+	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return a.e.Stats.SequenceExhausted.Load() == 5 })
 	if n := a.out.Stats.Packets.Load(); n != 1 {
 		t.Fatalf("a sealed %d packets, want 1", n)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 	"weak"
+
+	"github.com/mifsec/mifsec/internal/testenv"
 )
 
 // weakGateway is a gateway handler that holds the Child SAs it is given
@@ -58,19 +60,11 @@ func TestRekeysForgetReplacedSAs(t *testing.T) {
 		}
 	}
 	// The client deletes what it replaced; wait for the gateway to hear it.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.WaitUntil(t, 5*time.Second, "the gateway removes the replaced Child SAs", func() bool {
 		gh.mu.Lock()
-		removed := gh.removed
-		gh.mu.Unlock()
-		if removed >= rekeys {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway removed %d Child SAs after %d rekeys", removed, rekeys)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer gh.mu.Unlock()
+		return gh.removed >= rekeys
+	})
 	runtime.GC()
 	runtime.GC()
 	gh.mu.Lock()

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/mifsec/mifsec/internal/testenv"
 )
 
 // wire joins initiator Sessions to a Responder in memory.
@@ -304,23 +306,12 @@ func TestResponderPSKLifecycle(t *testing.T) {
 	}
 
 	s.shutdown()
-	waitUntil(t, func() bool { return len(clients(t, w)) == 0 })
+	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return len(clients(t, w)) == 0 })
 	if n := leased(t, w); n != 0 {
 		t.Fatalf("%d addresses still leased after the client left", n)
 	}
 	if _, removed, _ := gh.counts(); removed != 3 {
 		t.Fatalf("gateway removed %d Child SAs, want 3", removed)
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -462,7 +453,7 @@ func TestResponderSetPSKs(t *testing.T) {
 	if got := ids(); !slices.Equal(got, []string{"alice@mifsec.test", "carol@mifsec.test"}) {
 		t.Fatalf("clients after bob's key changed: %v", got)
 	}
-	waitUntil(t, func() bool { return bob.Status().State == "reconnecting" }) // it heard the Delete
+	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return bob.Status().State == "reconnecting" }) // it heard the Delete
 	if n := leased(t, w); n != 4 {
 		t.Fatalf("%d addresses leased, want alice's and carol's 4", n)
 	}
@@ -916,7 +907,7 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 	}
 	current := gh.last()
 	offset.Store(int64(oldChildGrace + time.Second))
-	waitUntil(t, func() bool { _, removed, _ := gh.counts(); return removed >= maxOldChildren })
+	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { _, removed, _ := gh.counts(); return removed >= maxOldChildren })
 	gh.mu.Lock()
 	defer gh.mu.Unlock()
 	for _, k := range gh.removed[:maxOldChildren] {

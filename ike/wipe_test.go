@@ -5,6 +5,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/internal/testenv"
 )
 
 func allZero(bs ...[]byte) bool {
@@ -99,7 +101,7 @@ func TestResponderWipesKeysOfSAsThatGo(t *testing.T) {
 	if err := s.rekeyIKE(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, func() bool {
+	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
 		var zero bool
 		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(first.ikeSA)...) })
 		return zero
@@ -109,7 +111,7 @@ func TestResponderWipesKeysOfSAsThatGo(t *testing.T) {
 		t.Fatal("the gateway's new IKE SA has no keys")
 	}
 	s.shutdown() // the Delete, then the local teardown
-	waitUntil(t, func() bool {
+	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
 		var zero bool
 		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(second.ikeSA)...) })
 		return zero

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -132,7 +133,7 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 		wg.Go(func() { p.e.Run(ctx) })
 		wg.Go(func() { p.pp.Run(ctx) })
 	}
-	waitUntil(t, 5*time.Second, "both paths verified", func() bool { return len(a.pp.healthy()) == 2 })
+	testenv.WaitUntil(t, 5*time.Second, "both paths verified", func() bool { return len(a.pp.healthy()) == 2 })
 
 	// Steady traffic, a packet every 200 µs, for the rest of the test.
 	pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), make([]byte, 1000))
@@ -156,11 +157,11 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 		}
 	}()
 	rx := func(id int) uint64 { return b.e.Paths()[id].Stats.RxPackets.Load() }
-	waitUntil(t, 5*time.Second, "data on both paths", func() bool { return rx(0) > 200 && rx(1) > 200 })
+	testenv.WaitUntil(t, 5*time.Second, "data on both paths", func() bool { return rx(0) > 200 && rx(1) > 200 })
 
 	relay.cut.Store(true)
 	cut := time.Now()
-	waitUntil(t, 5*time.Second, "path 1 failed", func() bool { return len(a.pp.healthy()) == 1 })
+	testenv.WaitUntil(t, 5*time.Second, "path 1 failed", func() bool { return len(a.pp.healthy()) == 1 })
 	detected := time.Since(cut)
 	before := rx(1)
 	time.Sleep(200 * time.Millisecond)
@@ -175,17 +176,6 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	t.Logf("silent failure detected and traffic moved %v after the cut", detected)
 	if detected > 2*time.Second {
 		t.Fatalf("failure detected only after %v", detected)
-	}
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 

@@ -215,7 +215,7 @@ func TestPathSetFollowsInterfaces(t *testing.T) {
 	}
 
 	t.Run("keepalives on every path", func(t *testing.T) {
-		waitUntil(t, 5*time.Second, "keepalives from both interfaces", func() bool {
+		testenv.WaitUntil(t, 5*time.Second, "keepalives from both interfaces", func() bool {
 			return nat.count(wlan, []byte{0xff}) >= 3 && nat.count(wwan, []byte{0xff}) >= 3
 		})
 	})
@@ -231,7 +231,7 @@ func TestPathSetFollowsInterfaces(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitUntil(t, 5*time.Second, "20 datagrams from wwan0:500", func() bool {
+		testenv.WaitUntil(t, 5*time.Second, "20 datagrams from wwan0:500", func() bool {
 			return ike.count(netip.MustParseAddrPort("10.72.2.2:500"), msg) == 20
 		})
 		if d := l.rxPackets(t, "wwan0p") - rxWWAN; d < 20 {
@@ -244,7 +244,7 @@ func TestPathSetFollowsInterfaces(t *testing.T) {
 		if err := ps.send("wlan0", msg, netip.AddrPortFrom(pathLabGateway, 4500), true); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 5*time.Second, "a marked message from wlan0:4500", func() bool {
+		testenv.WaitUntil(t, 5*time.Second, "a marked message from wlan0:4500", func() bool {
 			return nat.count(wlan, append([]byte{0, 0, 0, 0}, msg...)) == 1
 		})
 		if err := ps.send("eth9", msg, netip.AddrPortFrom(pathLabGateway, 500), false); err == nil {
@@ -299,7 +299,7 @@ func TestPathSetFollowsInterfaces(t *testing.T) {
 			t.Errorf("reopened path %+v (ID 0 is reused, usable since %v, after the down at %v)", p, i.UsableSince, down)
 		}
 		before := nat.count(wlan, []byte{0xff})
-		waitUntil(t, 5*time.Second, "keepalives on the reopened path", func() bool { return nat.count(wlan, []byte{0xff}) > before })
+		testenv.WaitUntil(t, 5*time.Second, "keepalives on the reopened path", func() bool { return nat.count(wlan, []byte{0xff}) > before })
 	})
 
 	t.Run("address change replaces the path", func(t *testing.T) {

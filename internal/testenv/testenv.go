@@ -330,13 +330,23 @@ func StartIperf3Server(t testing.TB, ns, bind string, once bool) {
 	}
 }
 
-// Eventually polls cond every 20 ms until it holds or within has passed,
+// Eventually polls cond every 2 ms until it holds or within has passed,
 // and reports whether it held: the caller fails with what it knows.
 func Eventually(within time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			return cond()
 		}
 	}
 	return true
+}
+
+// WaitUntil fails t unless cond holds within the given time; what names
+// the condition in the failure. It is the tests' one way to wait for
+// something another goroutine or process does.
+func WaitUntil(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !Eventually(within, cond) {
+		t.Fatalf("%s: not within %v", what, within)
+	}
 }
