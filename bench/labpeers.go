@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mifsec/mifsec/internal/strongswan/charon"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -80,15 +79,10 @@ func orderSummary(o *mif.OrderStatus) string {
 		total, o.Released, o.Late, 100*float64(o.Late)/float64(total), o.Timeouts, o.LostEarly)
 }
 
-// readStatus reads an instance's status from its control socket.
+// readStatus reads the status of the instance with TUN device tunName from
+// its control socket into v (mif.Status or mif.GatewayStatus).
 func readStatus(tunName string, v any) error {
-	conn, err := net.DialTimeout("unix", mif.ControlSocket(tunName), time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	raw, err := io.ReadAll(io.LimitReader(conn, 1<<20))
+	raw, err := mif.ReadStatus(mif.ControlSocket(tunName))
 	if err != nil {
 		return err
 	}
@@ -323,7 +317,7 @@ func (p *strongswanLabPeer) tools() []tool { return strongswanTools }
 
 // strongswanTools are the programs of the strongSwan peer.
 var strongswanTools = []tool{
-	{charonBinary, "strongswan-charon"},
+	{charon.Binary, "strongswan-charon"},
 	{"swanctl", "strongswan-swanctl"},
 	{"unshare", "util-linux"},
 }
