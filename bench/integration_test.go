@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/mif"
 )
 
 // requireLab skips unless the test can build network namespaces and run
@@ -128,7 +130,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 		t.Errorf("Lab.Close: %v", err)
 	}
 	assertCleanedUp(t, lab)
-	sockets, _ := filepath.Glob(mifsecControlSocket("mbk" + strconv.Itoa(lab.owner) + "*"))
+	sockets, _ := filepath.Glob(mif.ControlSocket("mbk" + strconv.Itoa(lab.owner) + "*"))
 	if len(sockets) > 0 {
 		t.Errorf("mifsec control sockets remain: %v", sockets)
 	}

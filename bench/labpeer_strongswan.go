@@ -74,10 +74,9 @@ func (p *strongswanLabPeer) setupLab(ctx context.Context, n *LabNet, sc *Scenari
 	for _, s := range sides {
 		side := s.side
 		side.Child, side.PSK = strongswanChild, psk
-		charon, uri, err := startCharon(ctx, n.Start, n.Dir, s.ns, s.label,
-			strongswanSide{Plugins: strongswanPlugins, Socket: strongswanSocket}, labSwanctl, side)
-		if charon != nil {
-			p.processes = append(p.processes, charon)
+		proc, uri, err := startCharon(ctx, n.Start, n.Dir, s.ns, s.label, labSwanctl, side)
+		if proc != nil {
+			p.processes = append(p.processes, proc)
 		}
 		if err != nil {
 			return err

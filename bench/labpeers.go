@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/internal/strongswan/charon"
+	"github.com/mifsec/mifsec/mif"
 )
 
 // tunnelStater is a peer that can describe its tunnel's state after the
@@ -67,27 +68,9 @@ type mifsecLabPeer struct {
 	only       string // a single-link baseline: bound to this uplink alone
 }
 
-// mifsecClientStatus is the part of `mifsec status --json` of a client
-// that the lab reports.
-type mifsecClientStatus struct {
-	Session struct {
-		State      string   `json:"state"`
-		Reconnects int      `json:"reconnects"`
-		Addresses  []string `json:"addresses"`
-	} `json:"session"`
-	Order *mifsecOrder `json:"order"`
-}
-
-// mifsecOrder is a resequencer's counters in `mifsec status --json`.
-type mifsecOrder struct {
-	InOrder   uint64 `json:"in_order"`
-	Released  uint64 `json:"released"`
-	Late      uint64 `json:"late"`
-	Timeouts  uint64 `json:"timeouts"`
-	LostEarly uint64 `json:"lost_early"`
-}
-
-func (o *mifsecOrder) String() string {
+// orderSummary is a resequencer's counters (mif.OrderStatus in `mifsec
+// status --json`) in one line of the lab's summary.
+func orderSummary(o *mif.OrderStatus) string {
 	total := o.InOrder + o.Released + o.Late
 	if total == 0 {
 		return "no packets"
@@ -96,22 +79,10 @@ func (o *mifsecOrder) String() string {
 		total, o.Released, o.Late, 100*float64(o.Late)/float64(total), o.Timeouts, o.LostEarly)
 }
 
-// mifsecGatewayStatus is the part of the gateway's status the lab reports.
-type mifsecGatewayStatus struct {
-	Clients []struct {
-		Order *mifsecOrder `json:"order"`
-	} `json:"clients"`
-}
-
-// readStatus reads an instance's status from its control socket.
+// readStatus reads the status of the instance with TUN device tunName from
+// its control socket into v (mif.Status or mif.GatewayStatus).
 func readStatus(tunName string, v any) error {
-	conn, err := net.DialTimeout("unix", mifsecControlSocket(tunName), time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	raw, err := io.ReadAll(io.LimitReader(conn, 1<<20))
+	raw, err := mif.ReadStatus(mif.ControlSocket(tunName))
 	if err != nil {
 		return err
 	}
@@ -120,20 +91,10 @@ func readStatus(tunName string, v any) error {
 
 // clientStatus reads `mifsec connect`'s status from its control socket
 // (which answers every connection with its status as JSON).
-func (p *mifsecLabPeer) clientStatus() (mifsecClientStatus, error) {
-	var st mifsecClientStatus
-	conn, err := net.DialTimeout("unix", mifsecControlSocket(p.clientTUN), time.Second)
-	if err != nil {
+func (p *mifsecLabPeer) clientStatus() (mif.Status, error) {
+	var st mif.Status
+	if err := readStatus(p.clientTUN, &st); err != nil {
 		return st, fmt.Errorf("the client's status: %w", err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	raw, err := io.ReadAll(io.LimitReader(conn, 1<<20))
-	if err != nil {
-		return st, fmt.Errorf("the client's status: %w", err)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, fmt.Errorf("parse the client's status: %w", err)
 	}
 	return st, nil
 }
@@ -157,12 +118,12 @@ func (p *mifsecLabPeer) TunnelState() string {
 	}
 	// The resequencers, where the multipath policy restores order: the
 	// gateway's orders what came up, the client's what came down.
-	var gw mifsecGatewayStatus
+	var gw mif.GatewayStatus
 	if err := readStatus(p.serverTUN, &gw); err == nil && len(gw.Clients) == 1 && gw.Clients[0].Order != nil {
-		text += "; order restored at the gateway (up): " + gw.Clients[0].Order.String()
+		text += "; order restored at the gateway (up): " + orderSummary(gw.Clients[0].Order)
 	}
 	if st.Order != nil {
-		text += "; at the client (down): " + st.Order.String()
+		text += "; at the client (down): " + orderSummary(st.Order)
 	}
 	return text
 }
@@ -230,7 +191,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 		return err
 	}
 	p.processes = append(p.processes, gateway)
-	if err := waitForSocket(ctx, mifsecControlSocket(p.serverTUN), gateway); err != nil {
+	if err := waitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
 		return err
 	}
 	uplink := n.uplink(sc.Client.Interface)
@@ -356,7 +317,7 @@ func (p *strongswanLabPeer) tools() []tool { return strongswanTools }
 
 // strongswanTools are the programs of the strongSwan peer.
 var strongswanTools = []tool{
-	{charonBinary, "strongswan-charon"},
+	{charon.Binary, "strongswan-charon"},
 	{"swanctl", "strongswan-swanctl"},
 	{"unshare", "util-linux"},
 }

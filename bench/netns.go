@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mifsec/mifsec/mif"
 )
 
 // NamespacePrefix starts the name of every network namespace the lab
@@ -90,9 +92,9 @@ func removeStaleDirs(tempDir string) {
 
 // labSocketPrefixes start the names of the files (control sockets, saved
 // settings) of the peers a lab runs, followed by the lab's PID: mifsec's in
-// mifsecControlDir, wireguard-go's in wireguardSocketDir.
+// mif.ControlDir, wireguard-go's in wireguardSocketDir.
 var labSocketPrefixes = map[string][]string{
-	mifsecControlDir:   {"mbk", "mlb"},
+	mif.ControlDir:     {"mbk", "mlb"},
 	wireguardSocketDir: {"wgb", "wlb"},
 }
 

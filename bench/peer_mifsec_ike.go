@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/mif"
 )
 
 const (
@@ -17,9 +19,6 @@ const (
 	mifsecIKEPool     = "10.95.0.0/24"
 	mifsecIKEClientID = "client.bench"
 	mifsecIKEServerID = "gateway.bench"
-	// mifsecControlDir is where `mifsec connect` and `mifsec gateway` put
-	// their control sockets (mif.ControlDir), named after the TUN device.
-	mifsecControlDir = "/run/mifsec"
 )
 
 // mifsecIKEServerAddr is the inner address on the server's lo that the
@@ -95,7 +94,7 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *Topology) error {
 	}
 	p.processes = append(p.processes, gateway)
 	// The gateway serves its control socket once it listens for IKE.
-	if err := waitForSocket(ctx, mifsecControlSocket(p.serverTUN), gateway); err != nil {
+	if err := waitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
 		return err
 	}
 	client, err := topo.Start(topo.Client, "mifsec connect (client)", nil, p.binary, "connect",
@@ -118,7 +117,7 @@ func (p *mifsecIKEPeer) Teardown() error {
 		if name == "" {
 			continue
 		}
-		if err := os.Remove(mifsecControlSocket(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(mif.ControlSocket(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -147,8 +146,4 @@ func waitForSocket(ctx context.Context, path string, proc *Process) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-func mifsecControlSocket(tun string) string {
-	return filepath.Join(mifsecControlDir, tun+".sock")
 }

@@ -5,27 +5,15 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/mifsec/mifsec/internal/strongswan/charon"
 )
 
-const (
-	charonBinary     = "/usr/lib/ipsec/charon"
-	strongswanPlugin = "/usr/lib/ipsec/plugins/libstrongswan-%s.so"
-	// strongswanPlugins is the explicit plugin list: openssl first for its
-	// AES-NI AES-GCM (the software aes/gcm plugins are ~15× slower), kdf for
-	// the IKE key derivation, kernel-libipsec for userspace ESP.
-	strongswanPlugins = "random nonce openssl aesni aes sha1 sha2 hmac gcm chapoly curve25519 x509 pem pkcs1 pkcs8 pubkey kdf gmp kernel-libipsec kernel-netlink socket-default vici attr updown"
-	strongswanChild   = "bench"
-	// The vici socket lives in charon's private /run; the lab reaches it
-	// through /proc/PID/root. Its name is not the default so that a host
-	// charon's socket is never mistaken for it before the private /run is
-	// mounted.
-	strongswanSocket = "/run/mifsec-bench-charon.vici"
-)
+// strongswanChild names the Child SA of the strongSwan peers.
+const strongswanChild = "bench"
 
 var (
 	strongswanClientAddr = netip.MustParseAddr("10.96.0.1")
@@ -50,7 +38,7 @@ func (p *strongswanPeer) Name() string {
 	return p.name
 }
 func (p *strongswanPeer) Version() string        { return p.version }
-func (p *strongswanPeer) Path() string           { return charonBinary }
+func (p *strongswanPeer) Path() string           { return charon.Binary }
 func (p *strongswanPeer) ClientAddr() netip.Addr { return strongswanClientAddr }
 func (p *strongswanPeer) ServerAddr() netip.Addr { return strongswanServerAddr }
 
@@ -62,28 +50,12 @@ func (p *strongswanPeer) ClientInterface() string { return "ipsec0" }
 func (p *strongswanPeer) Optional() bool { return true }
 
 func (p *strongswanPeer) Prepare(ctx context.Context) error {
-	const packages = "apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins"
-	if _, err := os.Stat(charonBinary); err != nil {
-		return skipf("%s not found: %s", charonBinary, packages)
+	if missing := charon.Missing(); missing != "" {
+		return skipf("%s", missing)
 	}
-	for _, tool := range []string{"swanctl", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return skipf("%s not found: %s", tool, packages)
-		}
-	}
-	for plugin, pkg := range map[string]string{
-		"openssl":         "libstrongswan-standard-plugins",
-		"kernel-libipsec": "libcharon-extra-plugins",
-		"kdf":             "libstrongswan-extra-plugins",
-	} {
-		path := fmt.Sprintf(strongswanPlugin, plugin)
-		if _, err := os.Stat(path); err != nil {
-			return skipf("strongSwan plugin %s not found (%s): apt-get install %s", plugin, path, pkg)
-		}
-	}
-	out, err := runCommand(ctx, charonBinary, "--version")
+	out, err := runCommand(ctx, charon.Binary, "--version")
 	if err != nil {
-		return skipf("%s --version: %v", charonBinary, err)
+		return skipf("%s --version: %v", charon.Binary, err)
 	}
 	p.version = "unknown"
 	for line := range strings.Lines(out) {
@@ -100,31 +72,9 @@ type strongswanSide struct {
 	LocalUnderlay, RemoteUnderlay netip.Addr
 	LocalInner, RemoteInner       netip.Addr
 	PSK                           string
-	Plugins                       string
-	Socket                        string
 	Child                         string
 	IKEProposals, ESPProposals    string
 }
-
-var strongswanConf = template.Must(template.New("strongswan.conf").Parse(`charon {
-	load = {{.Plugins}}
-	filelog {
-		stderr {
-			default = 1
-			ike = 1
-			time_format = %T
-		}
-	}
-	plugins {
-		kernel-libipsec {
-			allow_peer_ts = yes
-		}
-		vici {
-			socket = unix://{{.Socket}}
-		}
-	}
-}
-`))
 
 // swanctl.conf takes one setting per line.
 var swanctlConf = template.Must(template.New("swanctl.conf").Parse(`connections {
@@ -187,7 +137,7 @@ func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
 	var uris []string
 	for _, s := range sides {
 		side := s.side
-		side.PSK, side.Plugins, side.Socket, side.Child = psk, strongswanPlugins, strongswanSocket, strongswanChild
+		side.PSK, side.Child = psk, strongswanChild
 		side.IKEProposals, side.ESPProposals = p.ike, p.esp
 		if side.IKEProposals == "" {
 			side.IKEProposals, side.ESPProposals = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
@@ -195,9 +145,9 @@ func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
 		if _, err := topo.Run(ctx, s.ns, "ip", "addr", "add", netip.PrefixFrom(side.LocalInner, 32).String(), "dev", "lo"); err != nil {
 			return fmt.Errorf("inner address: %w", err)
 		}
-		charon, uri, err := startCharon(ctx, topo.Start, topo.Dir, s.ns, side.Label, side, swanctlConf, side)
-		if charon != nil {
-			p.processes = append(p.processes, charon)
+		proc, uri, err := startCharon(ctx, topo.Start, topo.Dir, s.ns, side.Label, swanctlConf, side)
+		if proc != nil {
+			p.processes = append(p.processes, proc)
 		}
 		if err != nil {
 			return err
@@ -210,40 +160,37 @@ func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
 	return waitForPing(ctx, topo, strongswanClientAddr, strongswanServerAddr, p.processes...)
 }
 
-// startCharon starts charon in namespace ns, inside its own mount
-// namespace with a private /run (which keeps the pid files and vici sockets
-// of several charons apart), with strongswan.conf from confData and
-// swanctl.conf from the template swanctl and swanctlData, written under
-// dir; it loads the configuration and returns the process (also on a later
-// error, so that the caller stops it) and the vici URI.
+// startCharon starts charon in namespace ns as package charon does, with
+// swanctl.conf from the template swanctl and swanctlData, both files written
+// under dir; it loads the configuration and returns the process (also on a
+// later error, so that the caller stops it) and the vici URI.
 func startCharon(ctx context.Context, start func(ns, name string, env []string, args ...string) (*Process, error),
-	dir, ns, label string, confData any, swanctl *template.Template, swanctlData any) (*Process, string, error) {
+	dir, ns, label string, swanctl *template.Template, swanctlData any) (*Process, string, error) {
 	dir = filepath.Join(dir, "strongswan-"+label)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("create strongSwan directory: %w", err)
 	}
 	conf, swanctlFile := filepath.Join(dir, "strongswan.conf"), filepath.Join(dir, "swanctl.conf")
-	if err := writeTemplate(conf, strongswanConf, confData); err != nil {
-		return nil, "", err
+	if err := os.WriteFile(conf, []byte(charon.Conf("", 1)), 0o600); err != nil {
+		return nil, "", fmt.Errorf("write %s: %w", conf, err)
 	}
 	if err := writeTemplate(swanctlFile, swanctl, swanctlData); err != nil {
 		return nil, "", err
 	}
-	charon, err := start(ns, "charon ("+label+")", []string{"STRONGSWAN_CONF=" + conf},
-		"unshare", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /run && exec "+charonBinary)
+	proc, err := start(ns, "charon ("+label+")", []string{"STRONGSWAN_CONF=" + conf}, charon.Command()...)
 	if err != nil {
 		return nil, "", err
 	}
-	socket := filepath.Join("/proc", strconv.Itoa(charon.PID()), "root", strongswanSocket)
-	if err := waitForFile(ctx, socket, charon); err != nil {
-		return charon, "", err
+	socket := charon.SocketPath(proc.PID())
+	if err := waitForFile(ctx, socket, proc); err != nil {
+		return proc, "", err
 	}
 	uri := "unix://" + socket
 	if _, err := runCommandIn(ctx, "", []string{"STRONGSWAN_CONF=" + conf},
 		"swanctl", "--load-all", "--uri", uri, "--file", swanctlFile); err != nil {
-		return charon, "", fmt.Errorf("load the configuration: %w\n%s", err, charon.Describe())
+		return proc, "", fmt.Errorf("load the configuration: %w\n%s", err, proc.Describe())
 	}
-	return charon, uri, nil
+	return proc, uri, nil
 }
 
 func (p *strongswanPeer) Teardown() error {

@@ -499,17 +499,29 @@ func (s *Scenario) normalize() error {
 	if len(s.Uplinks) > maxUplinks {
 		return fmt.Errorf("uplinks: %d given, at most %d", len(s.Uplinks), maxUplinks)
 	}
-	names := map[string]bool{}
+	for _, step := range []func() error{s.normalizeUplinks, s.normalizeEvents, s.validateShapes, s.normalizeTraffic, s.normalizePeers, s.normalizeClient} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isUplink reports whether name is one of the scenario's uplinks.
+func (s *Scenario) isUplink(name string) bool { return s.uplinkIndex(name) >= 0 }
+
+// normalizeUplinks checks the uplinks, gives each a metric (100 per
+// position) and kind by default, and loads their traces.
+func (s *Scenario) normalizeUplinks() error {
 	for i := range s.Uplinks {
 		u := &s.Uplinks[i]
 		field := fmt.Sprintf("uplinks[%d]", i)
 		if err := validInterfaceName(u.Name); err != nil {
 			return fmt.Errorf("%s.name: %w", field, err)
 		}
-		if names[u.Name] {
+		if s.uplinkIndex(u.Name) < i {
 			return fmt.Errorf("%s.name: %q is used twice", field, u.Name)
 		}
-		names[u.Name] = true
 		if u.Metric == 0 {
 			u.Metric = 100 * (i + 1)
 		}
@@ -531,13 +543,18 @@ func (s *Scenario) normalize() error {
 			return fmt.Errorf("%s.link.%w", field, err)
 		}
 	}
+	return nil
+}
+
+// normalizeEvents checks each event against the uplinks and its action.
+func (s *Scenario) normalizeEvents() error {
 	for i := range s.Events {
 		e := &s.Events[i]
 		field := fmt.Sprintf("events[%d]", i)
 		if e.At.D() > s.Duration.D() {
 			return fmt.Errorf("%s.at: %s is after the end of the scenario (%s)", field, e.At, s.Duration)
 		}
-		if !names[e.Uplink] {
+		if !s.isUplink(e.Uplink) {
 			return fmt.Errorf("%s.uplink: %q is not an uplink (have %s)", field, e.Uplink, strings.Join(s.UplinkNames(), ", "))
 		}
 		switch e.Action {
@@ -566,9 +583,13 @@ func (s *Scenario) normalize() error {
 			return fmt.Errorf("%s.direction: not for action %q", field, e.Action)
 		}
 	}
+	return nil
+}
+
+// validateShapes sorts the events by time and checks that what the emulator
+// would be asked to do, at the start and after every event, is valid.
+func (s *Scenario) validateShapes() error {
 	sort.SliceStable(s.Events, func(i, j int) bool { return s.Events[i].At < s.Events[j].At })
-	// What the emulator would be asked to do, at the start and after every
-	// event, must be valid.
 	configs := make([]linkemu.Config, len(s.Uplinks))
 	for i, u := range s.Uplinks {
 		configs[i] = u.Shapes()
@@ -583,85 +604,106 @@ func (s *Scenario) normalize() error {
 			return fmt.Errorf("event at %s on %s: %w", e.At, e.Uplink, err)
 		}
 	}
+	return nil
+}
+
+// normalizeTraffic checks the traffic streams and fills in their defaults.
+func (s *Scenario) normalizeTraffic() error {
 	if len(s.Traffic) == 0 {
 		return errors.New("traffic: nothing to measure")
 	}
 	probes := 0
 	for i := range s.Traffic {
 		t := &s.Traffic[i]
-		field := fmt.Sprintf("traffic[%d]", i)
-		switch t.Kind {
-		case TrafficTCP, TrafficUDP, TrafficProbe:
-		case "":
-			return fmt.Errorf("%s.kind: missing (tcp, udp or probe)", field)
-		default:
-			return fmt.Errorf("%s.kind: %q is not tcp, udp or probe", field, t.Kind)
+		if err := t.normalize(fmt.Sprintf("traffic[%d]", i), s.Duration); err != nil {
+			return err
 		}
-		switch t.Direction {
-		case "":
-			t.Direction = "up"
-		case "up", "down":
-		default:
-			return fmt.Errorf("%s.direction: %q is not up or down", field, t.Direction)
-		}
-		if t.Start.D() >= s.Duration.D() {
-			return fmt.Errorf("%s.start: %s is not before the end of the scenario (%s)", field, t.Start, s.Duration)
-		}
-		if t.Duration == 0 {
-			t.Duration = s.Duration - t.Start
-		}
-		if t.Start+t.Duration > s.Duration {
-			return fmt.Errorf("%s.duration: start %s + %s runs past the end of the scenario (%s)", field, t.Start, t.Duration, s.Duration)
-		}
-		switch t.Kind {
-		case TrafficTCP, TrafficUDP:
-			if t.Duration.D() < time.Second {
-				return fmt.Errorf("%s.duration: %s is too short: iperf3 measures whole seconds", field, t.Duration)
-			}
-			if t.Streams == 0 {
-				t.Streams = 1
-			}
-			if t.Streams < 0 || t.Streams > maxStreams {
-				return fmt.Errorf("%s.streams: %d is not between 1 and %d", field, t.Streams, maxStreams)
-			}
-			if t.Kind == TrafficUDP && t.Rate <= 0 {
-				return fmt.Errorf("%s.rate: udp traffic needs a rate (e.g. rate: 10Mbit)", field)
-			}
-			if t.Interval != 0 || t.Size != 0 {
-				return fmt.Errorf("%s: interval and size are for probe traffic", field)
-			}
-		case TrafficProbe:
+		if t.Kind == TrafficProbe {
 			probes++
-			if t.Streams != 0 || t.Rate != 0 {
-				return fmt.Errorf("%s: streams and rate are for tcp and udp traffic", field)
-			}
-			if t.Direction != "up" {
-				return fmt.Errorf("%s.direction: probes go up (client to protected network)", field)
-			}
-			if t.Interval == 0 {
-				t.Interval = Duration(defaultProbeEvery)
-			}
-			if t.Interval.D() < minProbeInterval {
-				return fmt.Errorf("%s.interval: %s is below the minimum of %s", field, t.Interval, minProbeInterval)
-			}
-			if t.Size == 0 {
-				t.Size = defaultProbeSize
-			}
-			if t.Size < probeHeaderLen || t.Size > 1400 {
-				return fmt.Errorf("%s.size: %d is not between %d and 1400 bytes", field, t.Size, probeHeaderLen)
-			}
 		}
 	}
 	if probes > 1 {
 		return errors.New("traffic: at most one probe stream")
 	}
+	return nil
+}
+
+// normalize checks one traffic stream of a scenario lasting scenario and
+// fills in its defaults (up, to the end, one stream, the probe's interval and
+// size); errors start with field.
+func (t *TrafficSpec) normalize(field string, scenario Duration) error {
+	switch t.Kind {
+	case TrafficTCP, TrafficUDP, TrafficProbe:
+	case "":
+		return fmt.Errorf("%s.kind: missing (tcp, udp or probe)", field)
+	default:
+		return fmt.Errorf("%s.kind: %q is not tcp, udp or probe", field, t.Kind)
+	}
+	switch t.Direction {
+	case "":
+		t.Direction = "up"
+	case "up", "down":
+	default:
+		return fmt.Errorf("%s.direction: %q is not up or down", field, t.Direction)
+	}
+	if t.Start.D() >= scenario.D() {
+		return fmt.Errorf("%s.start: %s is not before the end of the scenario (%s)", field, t.Start, scenario)
+	}
+	if t.Duration == 0 {
+		t.Duration = scenario - t.Start
+	}
+	if t.Start+t.Duration > scenario {
+		return fmt.Errorf("%s.duration: start %s + %s runs past the end of the scenario (%s)", field, t.Start, t.Duration, scenario)
+	}
+	switch t.Kind {
+	case TrafficTCP, TrafficUDP:
+		if t.Duration.D() < time.Second {
+			return fmt.Errorf("%s.duration: %s is too short: iperf3 measures whole seconds", field, t.Duration)
+		}
+		if t.Streams == 0 {
+			t.Streams = 1
+		}
+		if t.Streams < 0 || t.Streams > maxStreams {
+			return fmt.Errorf("%s.streams: %d is not between 1 and %d", field, t.Streams, maxStreams)
+		}
+		if t.Kind == TrafficUDP && t.Rate <= 0 {
+			return fmt.Errorf("%s.rate: udp traffic needs a rate (e.g. rate: 10Mbit)", field)
+		}
+		if t.Interval != 0 || t.Size != 0 {
+			return fmt.Errorf("%s: interval and size are for probe traffic", field)
+		}
+	case TrafficProbe:
+		if t.Streams != 0 || t.Rate != 0 {
+			return fmt.Errorf("%s: streams and rate are for tcp and udp traffic", field)
+		}
+		if t.Direction != "up" {
+			return fmt.Errorf("%s.direction: probes go up (client to protected network)", field)
+		}
+		if t.Interval == 0 {
+			t.Interval = Duration(defaultProbeEvery)
+		}
+		if t.Interval.D() < minProbeInterval {
+			return fmt.Errorf("%s.interval: %s is below the minimum of %s", field, t.Interval, minProbeInterval)
+		}
+		if t.Size == 0 {
+			t.Size = defaultProbeSize
+		}
+		if t.Size < probeHeaderLen || t.Size > 1400 {
+			return fmt.Errorf("%s.size: %d is not between %d and 1400 bytes", field, t.Size, probeHeaderLen)
+		}
+	}
+	return nil
+}
+
+// normalizePeers checks the peers (mifsec by default).
+func (s *Scenario) normalizePeers() error {
 	if len(s.Peers) == 0 {
 		s.Peers = []string{"mifsec"}
 	}
 	seen := map[string]bool{}
 	for i, p := range s.Peers {
 		if uplink, ok := strings.CutPrefix(p, SingleLinkPrefix); ok {
-			if !names[uplink] {
+			if !s.isUplink(uplink) {
 				return fmt.Errorf("peers[%d]: %q: %q is not an uplink (have %s)", i, p, uplink, strings.Join(s.UplinkNames(), ", "))
 			}
 		} else if !slices.Contains(LabPeerNames, p) {
@@ -672,16 +714,22 @@ func (s *Scenario) normalize() error {
 		}
 		seen[p] = true
 	}
+	return nil
+}
+
+// normalizeClient checks the client's settings; its interface is the
+// preferred uplink by default.
+func (s *Scenario) normalizeClient() error {
 	if s.Client.Interface == "" {
 		s.Client.Interface = s.preferredUplink()
-	} else if !names[s.Client.Interface] {
+	} else if !s.isUplink(s.Client.Interface) {
 		return fmt.Errorf("client.interface: %q is not an uplink (have %s)", s.Client.Interface, strings.Join(s.UplinkNames(), ", "))
 	}
 	if s.Client.RetransmitTries < 0 {
 		return fmt.Errorf("client.retransmit_tries: %d is negative", s.Client.RetransmitTries)
 	}
 	for i, name := range s.Client.Interfaces {
-		if !names[name] {
+		if !s.isUplink(name) {
 			return fmt.Errorf("client.interfaces[%d]: %q is not an uplink (have %s)", i, name, strings.Join(s.UplinkNames(), ", "))
 		}
 	}

@@ -132,14 +132,18 @@ func ServeStatus(ctx context.Context, path string, status func() any) error {
 	return nil
 }
 
+// statusTimeout bounds reading an instance's status.
+const statusTimeout = 2 * time.Second
+
 // ReadStatus reads the status of the instance whose control socket is at
-// path.
+// path; an instance that does not answer within statusTimeout is an error.
 func ReadStatus(path string) (json.RawMessage, error) {
-	conn, err := net.Dial("unix", path)
+	conn, err := net.DialTimeout("unix", path, statusTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("no running mifsec at %s: %w", path, err)
 	}
 	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(statusTimeout))
 	var raw json.RawMessage
 	if err := json.NewDecoder(conn).Decode(&raw); err != nil {
 		return nil, fmt.Errorf("reading status from %s: %w", path, err)

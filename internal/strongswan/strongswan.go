@@ -5,32 +5,22 @@
 // Each charon runs in its own mount namespace with a private /run, so
 // several can run at once and none touches the host's. Tests write the
 // swanctl.conf they need; Start adds strongswan.conf with an explicit plugin
-// list (openssl first for AES-NI, kdf for the IKE key derivation).
+// list (openssl first for AES-NI, kdf for the IKE key derivation). How charon
+// is configured and started is package charon's, shared with the benchmark.
 package strongswan
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/internal/strongswan/charon"
 	"github.com/mifsec/mifsec/internal/testenv"
-)
-
-const (
-	charonBinary = "/usr/lib/ipsec/charon"
-	pluginPath   = "/usr/lib/ipsec/plugins/libstrongswan-%s.so"
-	// Plugins is the explicit plugin list charon loads.
-	Plugins = "random nonce openssl aesni aes sha1 sha2 hmac gcm chapoly curve25519 x509 pem pkcs1 pkcs8 pubkey kdf gmp kernel-libipsec kernel-netlink socket-default vici attr updown"
-	// Packages are the Debian packages that provide all of it.
-	Packages  = "strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins libstrongswan-standard-plugins"
-	socketRun = "/run/mifsec-test-charon.vici"
 )
 
 // Available reports what is missing to run charon, or "" if nothing is.
@@ -38,20 +28,7 @@ func Available() string {
 	if os.Geteuid() != 0 {
 		return "needs root (network and mount namespaces)"
 	}
-	if _, err := os.Stat(charonBinary); err != nil {
-		return charonBinary + " not found: apt-get install " + Packages
-	}
-	for _, tool := range []string{"swanctl", "unshare", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return tool + " not found: apt-get install " + Packages
-		}
-	}
-	for _, p := range []string{"openssl", "kernel-libipsec", "kdf", "vici"} {
-		if _, err := os.Stat(fmt.Sprintf(pluginPath, p)); err != nil {
-			return "strongSwan plugin " + p + " not found: apt-get install " + Packages
-		}
-	}
-	return ""
+	return charon.Missing()
 }
 
 // Require skips the test unless charon can run here.
@@ -91,30 +68,7 @@ func Start(t testing.TB, cfg Config) *Charon {
 	t.Helper()
 	Require(t)
 	dir := t.TempDir()
-	strongswanConf := fmt.Sprintf(`charon {
-	load = %s
-	port = 500
-	port_nat_t = 4500
-	retransmit_timeout = 1
-	retransmit_tries = 3
-%s
-	filelog {
-		stderr {
-			default = 1
-			ike = 2
-			time_format = %%T
-		}
-	}
-	plugins {
-		kernel-libipsec {
-			allow_peer_ts = yes
-		}
-		vici {
-			socket = unix://%s
-		}
-	}
-}
-`, Plugins, cfg.Charon, socketRun)
+	strongswanConf := charon.Conf("\tport = 500\n\tport_nat_t = 4500\n\tretransmit_timeout = 1\n\tretransmit_tries = 3\n"+cfg.Charon, 2)
 	if err := os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(strongswanConf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +85,7 @@ func Start(t testing.TB, cfg Config) *Charon {
 		}
 	}
 	c := &Charon{t: t, dir: dir, log: &testenv.SyncBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command("ip", "netns", "exec", cfg.Netns, "unshare", "--mount", "sh", "-c",
-		"mount -t tmpfs tmpfs /run && exec "+charonBinary)
+	c.cmd = exec.Command("ip", append([]string{"netns", "exec", cfg.Netns}, charon.Command()...)...)
 	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(dir, "strongswan.conf"))
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -141,9 +94,7 @@ func Start(t testing.TB, cfg Config) *Charon {
 	}
 	go func() { c.cmd.Wait(); close(c.done) }()
 	t.Cleanup(c.Stop)
-	// The vici socket is in charon's private /run: reach it through the
-	// process's root. The process is sh until it execs charon.
-	c.uri = "unix:///proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/root" + socketRun
+	c.uri = "unix://" + charon.SocketPath(c.cmd.Process.Pid)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := os.Stat(strings.TrimPrefix(c.uri, "unix://")); err == nil {
