@@ -17,34 +17,6 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
-// The engine moves packets between the TUN device and the paths:
-//
-//	outbound, one worker per TUN queue (the kernel keeps a flow on one queue):
-//
-//	  TUN queue ─Read batch─▶ SA by inner destination ─▶ sequence numbers, one
-//	  atomic per run of packets for one SA ─▶ seal in place ─▶ scheduler picks
-//	  the path ─▶ per-path Sender, GSO by iovec ─▶ sendmmsg
-//
-//	inbound, one worker per path socket:
-//
-//	  recvmmsg with GRO ─▶ split by segment size ─▶ demux: IKE to Control,
-//	  keepalive counted, ESP on ─▶ SA by SPI ─▶ replay check, open straight
-//	  into a TUN buffer, replay update ─▶ inner header and selector check ─▶
-//	  TUN Write batch (GRO coalescing)
-//
-// Each worker runs its packets to completion: no lock, no channel and no
-// allocation per packet; a batch takes one system call in and one or a few
-// out. The alternative, wireguard-go's parallel crypto workers behind
-// per-peer ordered queues, spreads a single flow over all cores but hands
-// every packet between goroutines twice. Measured on the target, a 2-core
-// host where the tunnel shares the cores with the application and the
-// kernel's TCP stack, this engine carries 1.8-2.3 times wireguard-go's
-// single-flow throughput (README "Performance"); a parallel-crypto variant
-// of this engine has not been built to isolate the concurrency design from
-// the rest. Decrypting from the receive buffer into the TUN buffer (OpenTo)
-// makes the split of a GRO train free, and sealing in place with GSO by
-// iovec makes the send side copy-free.
-
 // Path is one way to the peer: a socket and the peer's address on it.
 type Path struct {
 	ID     scheduler.PathID
@@ -132,7 +104,42 @@ type EngineStats struct {
 // whose sequence numbers ran out: the drops themselves are counted.
 const exhaustedLogInterval = 10 * time.Second
 
-// Engine is the data plane of one TUN device.
+// Engine is the data plane of one TUN device: it moves packets between the
+// TUN device and the paths.
+//
+//	outbound, one worker per TUN queue (the kernel keeps a flow on one queue):
+//
+//	  TUN queue ─Read batch─▶ SA by inner destination ─▶ sequence numbers, one
+//	  atomic per run of packets for one SA ─▶ seal in place ─▶ scheduler picks
+//	  the path ─▶ per-path Sender, GSO by iovec ─▶ sendmmsg
+//
+//	inbound, one worker per path socket:
+//
+//	  recvmmsg with GRO ─▶ split by segment size ─▶ demux: IKE to Control,
+//	  keepalive counted, ESP on ─▶ SA by SPI ─▶ replay check, open straight
+//	  into a TUN buffer, replay update ─▶ inner header and selector check ─▶
+//	  TUN Write batch (GRO coalescing)
+//
+// Each worker runs its packets to completion: no lock, no channel and no
+// allocation per packet; a batch takes one system call in and one or a few
+// out. The alternative, wireguard-go's parallel crypto workers behind
+// per-peer ordered queues, spreads a single flow over all cores but hands
+// every packet between goroutines twice. Measured on the target, a 2-core
+// host where the tunnel shares the cores with the application and the
+// kernel's TCP stack, this engine carries 1.8-2.3 times wireguard-go's
+// single-flow throughput (README "Performance"); a parallel-crypto variant
+// of this engine has not been built to isolate the concurrency design from
+// the rest. Decrypting from the receive buffer into the TUN buffer (OpenTo)
+// makes the split of a GRO train free, and sealing in place with GSO by
+// iovec makes the send side copy-free.
+//
+// Workers read the route, inbound SA and path tables through atomic
+// pointers; writers copy a table and swap it under the table's mutex.
+//
+// Lock order: routeMu, inMu and pathMu are never held together; inMu
+// comes before an inbound SA's reorder.mu (RemoveInbound closes the
+// reorder under it). The packet path takes none of them but reorder.mu,
+// once per batch of an SA that restores order.
 type Engine struct {
 	cfg     EngineConfig
 	log     *slog.Logger

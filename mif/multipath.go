@@ -38,6 +38,9 @@ type peerPaths struct {
 	group       *dataplane.PathGroup
 	prober      *Prober
 
+	// mu guards what follows. It is a leaf: nothing else is locked while
+	// it is held (the scheduler, the prober and the engine are called
+	// outside it; the group's Set under it is one atomic store).
 	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
