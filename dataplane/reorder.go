@@ -79,11 +79,6 @@ type reorder struct {
 	closed  bool
 }
 
-// monoEpoch is the origin of the resequencers' clock.
-var monoEpoch = time.Now()
-
-func monotonic() int64 { return int64(time.Since(monoEpoch)) }
-
 func newReorder(e *Engine, q wgtun.Device, cfg scheduler.ResequencerConfig) (*reorder, error) {
 	rs, err := scheduler.NewResequencer(cfg)
 	if err != nil {
@@ -106,7 +101,7 @@ func newReorder(e *Engine, q wgtun.Device, cfg scheduler.ResequencerConfig) (*re
 // deliver offers the packets of pkts that belong to r, in order, and
 // writes what is released to q. It runs on a receive worker.
 func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
-	now := monotonic()
+	now := scheduler.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range pkts {
@@ -152,7 +147,7 @@ func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
 
 // expire gives up gaps whose wait is over and writes what follows them.
 func (r *reorder) expire() {
-	now := monotonic()
+	now := scheduler.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {

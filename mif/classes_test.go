@@ -20,7 +20,7 @@ func TestClassPicker(t *testing.T) {
 	}
 	pp := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload, Classes: classes})
 	for id := range scheduler.PathID(2) {
-		if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: scheduler.KindWLAN, Tier: int(id)}, monoNow()); err != nil {
+		if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: scheduler.KindWLAN, Tier: int(id)}, scheduler.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -59,7 +59,7 @@ func TestClassPicker(t *testing.T) {
 // gateway's idle clients cost few wake-ups.
 func TestTickPace(t *testing.T) {
 	pp := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload})
-	now := monoNow()
+	now := scheduler.Now()
 	if err := pp.sched.AddPath(scheduler.PathConfig{ID: 0, Kind: scheduler.KindWLAN}, now); err != nil {
 		t.Fatal(err)
 	}

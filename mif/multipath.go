@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
@@ -31,8 +30,8 @@ type peerPaths struct {
 	engine *dataplane.Engine
 	sched  *scheduler.Scheduler
 	policy scheduler.Policy
-	picker *fallbackPicker
-	// groupPicker is what the path group asks: picker, or a classPicker
+	picker *scheduler.FallbackPicker
+	// groupPicker is what the path group asks: picker, or a ClassPicker
 	// around it when traffic classes are configured.
 	groupPicker scheduler.Picker
 	group       *dataplane.PathGroup
@@ -90,11 +89,10 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 		log = slog.Default()
 	}
 	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy}
-	pp.picker = &fallbackPicker{s: pp.sched, policy: cfg.Policy}
-	pp.picker.fallback.Store(uint32(noEnginePath))
+	pp.picker = scheduler.NewFallbackPicker(pp.sched, cfg.Policy, noEnginePath)
 	pp.groupPicker = pp.picker
 	if cfg.Classes != nil {
-		pp.groupPicker = &classPicker{fallbackPicker: pp.picker, classes: cfg.Classes}
+		pp.groupPicker = scheduler.NewClassPicker(pp.picker, cfg.Classes)
 	}
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
 	pp.prober = NewProber(cfg.Engine, ProberConfig{
@@ -110,74 +108,12 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	return pp
 }
 
-// fallbackPicker asks the scheduler for each packet's path under one
-// policy; when the scheduler has no usable path (every path is still
-// being verified, or all failed) the packet takes the fallback path, the
-// one the peer's IKE SA uses, rather than being dropped. The fallback is
-// an atomic: the conductor moves it while workers pick.
-type fallbackPicker struct {
-	s        *scheduler.Scheduler
-	policy   scheduler.Policy
-	fallback atomic.Uint32
-}
-
-// Pick returns the path for a packet of size bytes; it allocates nothing
-// (it runs once per packet).
-func (f *fallbackPicker) Pick(size int) scheduler.PathID {
-	if id, ok := f.s.Pick(f.policy, size, monoNow()); ok {
-		return id
-	}
-	return scheduler.PathID(f.fallback.Load())
-}
-
-// PickSet returns every usable path under the redundant policy (each
-// packet goes on all of them; the receiver's replay window drops the
-// copies), the one path Pick chooses under the others.
-func (f *fallbackPicker) PickSet(size int) scheduler.PathSet {
-	if f.policy == scheduler.PolicyRedundant {
-		if set := f.s.Decide(f.policy, size, monoNow()); !set.Empty() {
-			return set
-		}
-	}
-	return scheduler.SetOf(f.Pick(size))
-}
-
-// classPicker gives each packet the policy of its traffic class: the data
-// plane hands it the inner packet before sealing (scheduler.PacketPicker).
-type classPicker struct {
-	*fallbackPicker
-	classes *scheduler.Classifier
-}
-
-// PickPacket returns the paths for one inner packet: every usable path
-// when its class is redundant, else the one its class's policy picks.
-// It allocates nothing.
-func (c *classPicker) PickPacket(inner []byte, sealedSize int) scheduler.PathSet {
-	pol := c.classes.Classify(inner)
-	now := monoNow()
-	if pol == scheduler.PolicyRedundant {
-		if set := c.s.Decide(pol, sealedSize, now); !set.Empty() {
-			return set
-		}
-	} else if id, ok := c.s.Pick(pol, sealedSize, now); ok {
-		return scheduler.SetOf(id)
-	}
-	return scheduler.SetOf(scheduler.PathID(c.fallback.Load()))
-}
-
 // SetFallback makes path id take the packets the scheduler has no usable
 // path for (noEnginePath: drop them).
-func (pp *peerPaths) SetFallback(id scheduler.PathID) { pp.picker.fallback.Store(uint32(id)) }
+func (pp *peerPaths) SetFallback(id scheduler.PathID) { pp.picker.SetFallback(id) }
 
 // Policy is the policy the paths are scheduled by.
 func (pp *peerPaths) Policy() scheduler.Policy { return pp.policy }
-
-// monoEpoch and monoNow are the scheduler's clock: monotonic nanoseconds.
-var monoEpoch = time.Now()
-
-func monoNow() int64 { return int64(time.Since(monoEpoch)) }
-
-func (pp *peerPaths) monoAt(t time.Time) int64 { return int64(t.Sub(monoEpoch)) }
 
 // Group is the path group the peer's routes send through.
 func (pp *peerPaths) Group() *dataplane.PathGroup { return pp.group }
@@ -199,7 +135,7 @@ func (pp *peerPaths) outbound() *dataplane.SA {
 // AddPath adds path id, sent through member m, and starts probing it; it
 // carries data once the scheduler verified it.
 func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int, m dataplane.GroupMember) error {
-	if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: kind, Tier: tier}, monoNow()); err != nil {
+	if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: kind, Tier: tier}, scheduler.Now()); err != nil {
 		return fmt.Errorf("adding path %d: %w", id, err)
 	}
 	pp.mu.Lock()
@@ -216,7 +152,7 @@ func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int,
 
 // RemovePath stops using and probing path id at once.
 func (pp *peerPaths) RemovePath(id scheduler.PathID) {
-	if uint32(id) == pp.picker.fallback.Load() {
+	if id == pp.picker.Fallback() {
 		pp.SetFallback(noEnginePath)
 	}
 	pp.sched.RemovePath(id)
@@ -232,7 +168,7 @@ func (pp *peerPaths) RemovePath(id scheduler.PathID) {
 
 // State returns the scheduler's state of path id.
 func (pp *peerPaths) State(id scheduler.PathID) (scheduler.State, bool) {
-	info, ok := pp.sched.Info(id, monoNow())
+	info, ok := pp.sched.Info(id, scheduler.Now())
 	return info.State, ok
 }
 
@@ -246,7 +182,7 @@ func (pp *peerPaths) Paths() []scheduler.PathInfo {
 	pp.mu.Lock()
 	set := pp.paths
 	pp.mu.Unlock()
-	now := monoNow()
+	now := scheduler.Now()
 	var out []scheduler.PathInfo
 	for c := set; !c.Empty(); {
 		if info, ok := pp.sched.Info(c.Next(), now); ok {
@@ -282,7 +218,7 @@ func (pp *peerPaths) probeSent(id scheduler.PathID, seq uint32, at time.Time) {
 		return
 	}
 	packets, bytes := pp.group.MemberTx(m)
-	pp.sched.ProbeSent(id, seq, pp.monoAt(at), scheduler.Counters{Packets: packets, Bytes: bytes})
+	pp.sched.ProbeSent(id, seq, scheduler.At(at), scheduler.Counters{Packets: packets, Bytes: bytes})
 }
 
 func (pp *peerPaths) sample(s ProbeSample) {
@@ -290,7 +226,7 @@ func (pp *peerPaths) sample(s ProbeSample) {
 		return // the scheduler's detector times probes out itself (Tick)
 	}
 	err := pp.sched.ProbeReply(s.Path, scheduler.ProbeReply{Seq: s.Seq,
-		Rx: scheduler.Counters{Packets: s.PeerRxPackets, Bytes: s.PeerRxBytes}}, pp.monoAt(s.At))
+		Rx: scheduler.Counters{Packets: s.PeerRxPackets, Bytes: s.PeerRxBytes}}, scheduler.At(s.At))
 	if err != nil {
 		pp.log.Debug("probe reply", "path", s.Path, "err", err)
 	}
@@ -311,7 +247,7 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		pp.sched.Tick(monoNow())
+		pp.sched.Tick(scheduler.Now())
 		t.Reset(pp.tickEvery())
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()

@@ -1,5 +1,7 @@
 package scheduler
 
+import "sync/atomic"
+
 // PathID identifies one path of a session: a (local interface, local
 // address, remote address) triple with its own socket.
 type PathID uint16
@@ -37,23 +39,77 @@ type Single PathID
 // Pick returns the single path.
 func (s Single) Pick(int) PathID { return PathID(s) }
 
-// ClockPicker adapts a Scheduler to the Picker interface: each Pick reads
-// the clock (monotonic nanoseconds, the same clock the conductor passes to
-// the Scheduler) and asks for Policy's path. Under PolicyRedundant it
-// returns one path only; a sender that duplicates calls
-// Scheduler.Decide and sends on every path of the set. When the scheduler
-// has no path it returns Fallback.
-type ClockPicker struct {
-	S        *Scheduler
-	Policy   Policy
-	Now      func() int64
-	Fallback PathID
+// FallbackPicker asks a Scheduler for each packet's path under one
+// policy, at the instant Now reads; when the scheduler has no usable path
+// (every path is still being verified, or all failed) the packet takes the
+// fallback path (for a peer, the one its IKE SA uses) rather than being
+// dropped. The fallback is an atomic: the conductor moves it while
+// workers pick. Its methods allocate nothing (they run once per packet).
+type FallbackPicker struct {
+	s        *Scheduler
+	policy   Policy
+	fallback atomic.Uint32
 }
 
+// NewFallbackPicker returns a picker of s's paths under policy whose
+// fallback is path fallback.
+func NewFallbackPicker(s *Scheduler, policy Policy, fallback PathID) *FallbackPicker {
+	f := &FallbackPicker{s: s, policy: policy}
+	f.fallback.Store(uint32(fallback))
+	return f
+}
+
+// SetFallback makes path id take the packets the scheduler has no usable
+// path for.
+func (f *FallbackPicker) SetFallback(id PathID) { f.fallback.Store(uint32(id)) }
+
+// Fallback returns the fallback path.
+func (f *FallbackPicker) Fallback() PathID { return PathID(f.fallback.Load()) }
+
 // Pick returns the path for a packet of size bytes.
-func (c *ClockPicker) Pick(size int) PathID {
-	if id, ok := c.S.Pick(c.Policy, size, c.Now()); ok {
+func (f *FallbackPicker) Pick(size int) PathID {
+	if id, ok := f.s.Pick(f.policy, size, Now()); ok {
 		return id
 	}
-	return c.Fallback
+	return f.Fallback()
+}
+
+// PickSet returns every usable path under the redundant policy (each
+// packet goes on all of them; the receiver's replay window drops the
+// copies), the one path Pick chooses under the others.
+func (f *FallbackPicker) PickSet(size int) PathSet {
+	if f.policy == PolicyRedundant {
+		if set := f.s.Decide(f.policy, size, Now()); !set.Empty() {
+			return set
+		}
+	}
+	return SetOf(f.Pick(size))
+}
+
+// ClassPicker gives each packet the policy of its traffic class: the data
+// plane hands it the inner packet before sealing (PacketPicker).
+type ClassPicker struct {
+	*FallbackPicker
+	classes *Classifier
+}
+
+// NewClassPicker returns a picker that classifies each packet with
+// classes and picks under its class's policy, falling back as f does.
+func NewClassPicker(f *FallbackPicker, classes *Classifier) *ClassPicker {
+	return &ClassPicker{FallbackPicker: f, classes: classes}
+}
+
+// PickPacket returns the paths for one inner packet: every usable path
+// when its class is redundant, else the one its class's policy picks.
+func (c *ClassPicker) PickPacket(inner []byte, sealedSize int) PathSet {
+	pol := c.classes.Classify(inner)
+	now := Now()
+	if pol == PolicyRedundant {
+		if set := c.s.Decide(pol, sealedSize, now); !set.Empty() {
+			return set
+		}
+	} else if id, ok := c.s.Pick(pol, sealedSize, now); ok {
+		return SetOf(id)
+	}
+	return SetOf(c.Fallback())
 }
