@@ -36,19 +36,15 @@ type PathStats struct {
 // Route sends inner packets to destinations in Prefix through SA, if their
 // source is in Sources (the SA's local traffic selectors; RFC 4301 §5.1: a
 // packet from any other source is dropped and counted in
-// Stats.SourcePolicy, so a host cannot send what the SA does not cover).
-// Where they go:
-//   - Group non-nil: on the member its picker chooses per packet (the
-//     paths to one peer);
-//   - else Remote non-nil: to that endpoint on the socket of the path the
-//     engine's Picker chooses (a gateway reaching a client behind its one
-//     socket); Remote must come from NewEndpoint of that socket;
-//   - else: the engine's Picker chooses the path, and the path's Remote.
+// Stats.SourcePolicy, so a host cannot send what the SA does not cover),
+// on the member of Group its picker chooses per packet. A route on one
+// path is a group of one (a gateway's route to a client behind one socket
+// is the member with the client's Endpoint); a nil Group is the group of
+// path 0 to its Remote.
 type Route struct {
 	Prefix  netip.Prefix
 	Sources Selectors
 	SA      *SA
-	Remote  *Endpoint
 	Group   *PathGroup
 }
 
@@ -59,8 +55,6 @@ type EngineConfig struct {
 	// Paths are the sockets to the peer at start; more come and go with
 	// AddPath and RemovePath. IDs must be distinct.
 	Paths []*Path
-	// Picker chooses a path per outbound packet; nil means path 0.
-	Picker scheduler.Picker
 	// OnProbe receives the path probes (docs/mif.md) that arrive in
 	// inbound SAs. It runs on the receiving worker: it must be quick and
 	// must not keep ev after it returns. nil counts probes as dummies.
@@ -104,8 +98,8 @@ type EngineStats struct {
 // whose sequence numbers ran out: the drops themselves are counted.
 const exhaustedLogInterval = 10 * time.Second
 
-// Engine is the data plane of one TUN device: it moves packets between
-// the device and the paths.
+// Engine is the data plane of one TUN device: it moves packets between the
+// TUN device and the paths.
 //
 //	outbound, one worker per TUN queue (the kernel keeps a flow on one queue):
 //
@@ -132,10 +126,18 @@ const exhaustedLogInterval = 10 * time.Second
 // the rest. Decrypting from the receive buffer into the TUN buffer (OpenTo)
 // makes the split of a GRO train free, and sealing in place with GSO by
 // iovec makes the send side copy-free.
+//
+// Workers read the route, inbound SA and path tables through atomic
+// pointers; writers copy a table and swap it under the table's mutex.
+//
+// Lock order: routeMu, inMu and pathMu are never held together; inMu
+// comes before an inbound SA's reorder.mu (RemoveInbound closes the
+// reorder under it). The packet path takes none of them but reorder.mu,
+// once per batch of an SA that restores order.
 type Engine struct {
 	cfg     EngineConfig
 	log     *slog.Logger
-	picker  scheduler.Picker
+	path0   *PathGroup // the group of a Route without one
 	routes  atomic.Pointer[routeTable]
 	routeMu sync.Mutex // serialises writers of routes
 	inbound atomic.Pointer[map[uint32]*inboundSA]
@@ -191,13 +193,10 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 		paths = paths.with(p)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, picker: cfg.Picker}
+	e := &Engine{cfg: cfg, log: cfg.Logger, path0: NewPathGroup(nil, GroupMember{Path: 0})}
 	e.paths.Store(paths)
 	if e.log == nil {
 		e.log = slog.Default()
-	}
-	if e.picker == nil {
-		e.picker = scheduler.Single(0)
 	}
 	e.routes.Store(newRouteTable(nil))
 	e.inbound.Store(&map[uint32]*inboundSA{})
@@ -545,38 +544,31 @@ func (w *outboundWorker) step() bool {
 		}
 		var packets, bytes uint64
 		for k := i; k < j; k++ {
-			// A route with a path group sends to a set of its members:
-			// one, or several (redundant: the same sealed packet, so one
-			// sequence number, and the receiver's replay window keeps the
-			// first copy). A picker that chooses by the packet (traffic
-			// classes) reads the inner header before it is sealed over.
-			var st *groupState
+			// A route sends to a set of its group's members: one, or
+			// several (redundant: the same sealed packet, so one sequence
+			// number, and the receiver's replay window keeps the first
+			// copy). A picker that chooses by the packet (traffic classes)
+			// reads the inner header before it is sealed over.
+			g := r.Group
+			if g == nil {
+				g = e.path0
+			}
+			st := g.state.Load()
 			var set scheduler.PathSet
-			if r.Group != nil {
-				if st = r.Group.state.Load(); st.packet != nil {
-					sealed := sa.SealedLen(w.sizes[k])
-					set = st.countSet(st.packet.PickPacket(w.bufs[k][Headroom:Headroom+w.sizes[k]], sealed), sealed)
-				}
+			if st.packet != nil {
+				sealed := sa.SealedLen(w.sizes[k])
+				set = st.countSet(st.packet.PickPacket(w.bufs[k][Headroom:Headroom+w.sizes[k]], sealed), sealed)
 			}
 			pkt, err := sa.SealWithSequence(w.bufs[k], w.sizes[k], w.nextHeaders[k], first+uint64(k-i))
 			if err != nil {
 				continue // cannot happen: buffers hold the largest packet
 			}
-			if st != nil {
-				if st.packet == nil {
-					set = st.choose(len(pkt))
-				}
-				if !w.sendSet(st, set, pkt) {
-					e.Stats.NoPath.Add(1)
-					continue
-				}
-			} else {
-				sender, remote := w.choose(r, len(pkt))
-				if sender == nil {
-					e.Stats.NoPath.Add(1)
-					continue
-				}
-				sender.Add(pkt, remote)
+			if st.packet == nil {
+				set = st.choose(len(pkt))
+			}
+			if !w.sendSet(st, set, pkt) {
+				e.Stats.NoPath.Add(1)
+				continue
 			}
 			packets++
 			bytes += uint64(w.sizes[k])
@@ -666,20 +658,6 @@ func (w *outboundWorker) sendSet(st *groupState, set scheduler.PathSet, pkt []by
 		sent = true
 	}
 	return sent
-}
-
-// choose returns the Sender and remote endpoint for one sealed packet of
-// route r without a path group, or a nil Sender when the chosen path is
-// gone.
-func (w *outboundWorker) choose(r *Route, size int) (*Sender, *Endpoint) {
-	id, remote := w.e.picker.Pick(size), r.Remote
-	if int(id) >= len(w.senders) || w.senders[id] == nil {
-		return nil, nil
-	}
-	if remote == nil {
-		remote = w.paths.byID[id].Remote
-	}
-	return w.senders[id], remote
 }
 
 // receiveWorker owns one path's receive batch and the TUN buffers it

@@ -40,7 +40,30 @@ type orderedPacket struct {
 	src scheduler.PathID
 }
 
-// reorder is one inbound SA's resequencing state.
+// reorder is one inbound SA's resequencing state: it restores order across
+// paths. When a peer spreads one SA's packets over
+// several paths, they arrive out of order: a TCP receiver takes that for
+// loss. An inbound SA may therefore restore the ESP sequence order before
+// its packets reach the TUN device, with the scheduler's Resequencer
+// deciding what waits and for how long.
+//
+// Shape: the receive workers (one per path socket) decrypt a batch without
+// any lock, as for every SA. At the end of the batch, where the packets go
+// to the TUN device, a worker takes the SA's reorder lock once, offers the
+// batch's packets of that SA to the resequencer in arrival order and writes
+// whatever it releases — in order — to the TUN device before it lets go of
+// the lock; a timer does the same for gaps given up on time. Writing under
+// the lock is what keeps the order: two workers (or a worker and the timer)
+// cannot interleave their releases. Packets released the moment they
+// arrive are written from the worker's buffer; only packets that must wait
+// are copied into the SA's slot buffers, so in-order traffic costs one
+// uncontended lock per batch and no copy.
+//
+// Packets that occupy a sequence number but go nowhere (probes, dummies,
+// packets dropped by the selector check) are offered too, so that they do
+// not leave gaps that would be waited for.
+//
+// mu is taken after the Engine's inMu, never before it.
 type reorder struct {
 	e *Engine
 	q wgtun.Device // where timer releases are written
@@ -173,28 +196,6 @@ func (r *reorder) close() {
 // order: packets that arrive ahead of a gap wait (bounded by cfg) for the
 // gap to fill. Use it for an SA whose peer spreads packets over several
 // paths.
-//
-// When a peer spreads one SA's packets over
-// several paths, they arrive out of order: a TCP receiver takes that for
-// loss. An inbound SA may therefore restore the ESP sequence order before
-// its packets reach the TUN device, with the scheduler's Resequencer
-// deciding what waits and for how long.
-//
-// Shape: the receive workers (one per path socket) decrypt a batch without
-// any lock, as for every SA. At the end of the batch, where the packets go
-// to the TUN device, a worker takes the SA's reorder lock once, offers the
-// batch's packets of that SA to the resequencer in arrival order and writes
-// whatever it releases — in order — to the TUN device before it lets go of
-// the lock; a timer does the same for gaps given up on time. Writing under
-// the lock is what keeps the order: two workers (or a worker and the timer)
-// cannot interleave their releases. Packets released the moment they
-// arrive are written from the worker's buffer; only packets that must wait
-// are copied into the SA's slot buffers, so in-order traffic costs one
-// uncontended lock per batch and no copy.
-//
-// Packets that occupy a sequence number but go nowhere (probes, dummies,
-// packets dropped by the selector check) are offered too, so that they do
-// not leave gaps that would be waited for.
 func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()

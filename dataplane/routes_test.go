@@ -92,7 +92,7 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 	gw, err := dataplane.NewEngine(dataplane.EngineConfig{
 		Queues: []wgtun.Device{gwTun},
 		// The path's own Remote is a socket nobody reads: every packet
-		// must follow its route's Remote.
+		// must follow its route's member's Remote.
 		Paths: []*dataplane.Path{{ID: 0, Conn: gwConn, Remote: mustEndpoint(t, gwConn, nowhere.LocalAddr())}},
 	})
 	if err != nil {
@@ -120,7 +120,7 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 			Prefix:  netip.PrefixFrom(netip.MustParseAddr(c.addr), 32),
 			Sources: dataplane.AnyAddress,
 			SA:      c.out,
-			Remote:  mustEndpoint(t, gwConn, c.conn.LocalAddr()),
+			Group:   dataplane.NewPathGroup(nil, dataplane.GroupMember{Path: 0, Remote: mustEndpoint(t, gwConn, c.conn.LocalAddr())}),
 		})
 	}
 	run(t, &side{e: gw}, &side{e: clients[0].e}, &side{e: clients[1].e})

@@ -2,7 +2,6 @@ package mif
 
 import (
 	"net/netip"
-	"reflect"
 	"testing"
 	"time"
 
@@ -51,26 +50,6 @@ func TestClassPicker(t *testing.T) {
 	plain := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload})
 	if _, ok := plain.groupPicker.(scheduler.PacketPicker); ok {
 		t.Error("a peer without classes classifies every packet")
-	}
-}
-
-// TestPerPacketPickersAreTheScheduler's: what the data plane calls for
-// every packet is the scheduler's code, with the scheduler's clock; mif
-// only sets it up (and moves the fallback), so a packet never climbs into
-// the session layer.
-func TestPerPacketPickersAreTheSchedulers(t *testing.T) {
-	classes, err := scheduler.ParseRules("udp/5060:redundant", scheduler.PolicyOffload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cfg := range []peerPathsConfig{
-		{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyAggregate},
-		{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyOffload, Classes: classes},
-	} {
-		pp := newPeerPaths(cfg)
-		if got, want := reflect.TypeOf(pp.groupPicker).Elem().PkgPath(), reflect.TypeFor[scheduler.Policy]().PkgPath(); got != want {
-			t.Errorf("with classes %v the path group calls %T per packet, from %s; want a picker of %s", cfg.Classes, pp.groupPicker, got, want)
-		}
 	}
 }
 

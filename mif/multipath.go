@@ -30,14 +30,17 @@ type peerPaths struct {
 	engine *dataplane.Engine
 	sched  *scheduler.Scheduler
 	policy scheduler.Policy
-	picker *scheduler.PolicyPicker
-	// groupPicker is what the path group asks: picker, or a classPicker
+	picker *scheduler.FallbackPicker
+	// groupPicker is what the path group asks: picker, or a ClassPicker
 	// around it when traffic classes are configured.
 	groupPicker scheduler.Picker
 	group       *dataplane.PathGroup
 	prober      *Prober
 
-	mu      sync.Mutex              // a leaf (multiPath.routeMu may be held around it); guards what follows
+	// mu guards what follows. It is a leaf: nothing else is locked while
+	// it is held (the scheduler, the prober and the engine are called
+	// outside it; the group's Set under it is one atomic store).
+	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
 	inSPI   uint32 // the inbound SA that restores order (0: none)
@@ -86,7 +89,7 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 		log = slog.Default()
 	}
 	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy}
-	pp.picker = scheduler.NewPolicyPicker(pp.sched, cfg.Policy, noEnginePath)
+	pp.picker = scheduler.NewFallbackPicker(pp.sched, cfg.Policy, noEnginePath)
 	pp.groupPicker = pp.picker
 	if cfg.Classes != nil {
 		pp.groupPicker = scheduler.NewClassPicker(pp.picker, cfg.Classes)

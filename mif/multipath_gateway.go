@@ -29,7 +29,10 @@ type gatewayPeer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex              // a leaf, never held with Gateway.mu
+	// mu guards paths; it is a leaf, as peerPaths.mu is. Lock order:
+	// Gateway.mu before the engine's inMu (restoreOrder runs under it);
+	// Gateway.mu is released before mu or peerPaths.mu is taken.
+	mu    sync.Mutex
 	paths map[uint16]ike.PathInfo // the client's MIF paths
 }
 

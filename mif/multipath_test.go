@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -189,4 +190,26 @@ func (pp *peerPaths) healthy() []scheduler.PathID {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// TestPerPacketPickingIsTheSchedulers checks that what the data plane
+// calls per packet for a peer's paths is the scheduler's picker, not code
+// of this package (issue 20: the data plane does not climb into mif per
+// packet), with and without traffic classes.
+func TestPerPacketPickingIsTheSchedulers(t *testing.T) {
+	classes, err := scheduler.ParseRules("udp/5060:redundant", scheduler.PolicyOffload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedulerPkg := reflect.TypeFor[scheduler.Picker]().PkgPath()
+	for _, c := range []*scheduler.Classifier{nil, classes} {
+		pp := newPeerPaths(peerPathsConfig{Engine: &dataplane.Engine{}, Policy: scheduler.PolicyAggregate, Classes: c})
+		typ := reflect.TypeOf(pp.groupPicker)
+		if typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		if typ.PkgPath() != schedulerPkg {
+			t.Errorf("classes %v: the path group picks with %v, want a type of %s", c != nil, typ, schedulerPkg)
+		}
+	}
 }

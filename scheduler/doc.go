@@ -9,9 +9,10 @@
 // It does no I/O, starts no goroutines and is deterministic given its
 // inputs, so every policy can be simulated and tested on synthetic paths
 // (sim_test.go is a discrete-event simulator of whole sessions). Time is
-// always an argument: instants are monotonic nanoseconds as int64 (the
-// conductor and the data plane read the same clock), durations are
-// time.Duration. It imports no other package of the project.
+// always an argument: instants are monotonic nanoseconds as int64 from the
+// one clock Now reads (the conductor, the pickers and the data plane all
+// read it), durations are time.Duration. It imports no other package of
+// the project.
 //
 // Who calls what:
 //
@@ -20,11 +21,9 @@
 //     engine's per-path transmit counters and the replier's receive
 //     counters; Tick every few milliseconds; ProbeInterval to schedule the
 //     next probe on each path. These serialise on a mutex.
-//   - Outbound workers call a PolicyPicker (or a ClassPicker, whose
-//     Classifier chooses the policy from the inner header) through the
-//     Picker interfaces per packet; it calls Pick or Decide. These take no
-//     lock and allocate nothing.
+//   - Outbound workers call a FallbackPicker or ClassPicker through the
+//     Picker interfaces per packet (Classifier.Classify chooses the
+//     policy from the inner header; Decide or Pick the paths). These take
+//     no lock and allocate nothing.
 //   - A receive side owns one Resequencer per SA.
-//   - Every time passed in is read from one clock, Now (At converts a
-//     time.Time to it).
 package scheduler

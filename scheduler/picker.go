@@ -39,84 +39,71 @@ type Single PathID
 // Pick returns the single path.
 func (s Single) Pick(int) PathID { return PathID(s) }
 
-// PolicyPicker is the per-packet picker of one peer's paths: it asks the
-// Scheduler for each packet's path under one policy, reading Now. When the
-// scheduler has no usable path (every path still being verified, or all
-// failed) the packet takes the fallback path, the one the peer's IKE SA
-// uses, rather than being dropped. The fallback is an atomic: the
-// conductor moves it while the data plane's workers pick. Pick and
-// PickSet allocate nothing; they run once per packet.
-type PolicyPicker struct {
+// FallbackPicker asks a Scheduler for each packet's path under one
+// policy, at the instant Now reads; when the scheduler has no usable path
+// (every path is still being verified, or all failed) the packet takes the
+// fallback path (for a peer, the one its IKE SA uses) rather than being
+// dropped. The fallback is an atomic: the conductor moves it while
+// workers pick. Its methods allocate nothing (they run once per packet).
+type FallbackPicker struct {
 	s        *Scheduler
 	policy   Policy
-	clock    func() int64 // nil: Now
 	fallback atomic.Uint32
 }
 
-// NewPolicyPicker returns a picker of s's paths under policy, whose
+// NewFallbackPicker returns a picker of s's paths under policy whose
 // fallback is path fallback.
-func NewPolicyPicker(s *Scheduler, policy Policy, fallback PathID) *PolicyPicker {
-	p := &PolicyPicker{s: s, policy: policy}
-	p.fallback.Store(uint32(fallback))
-	return p
+func NewFallbackPicker(s *Scheduler, policy Policy, fallback PathID) *FallbackPicker {
+	f := &FallbackPicker{s: s, policy: policy}
+	f.fallback.Store(uint32(fallback))
+	return f
 }
 
-// now reads the picker's clock: Now, unless a test gave another.
-func (p *PolicyPicker) now() int64 {
-	if p.clock != nil {
-		return p.clock()
-	}
-	return Now()
-}
+// SetFallback makes path id take the packets the scheduler has no usable
+// path for.
+func (f *FallbackPicker) SetFallback(id PathID) { f.fallback.Store(uint32(id)) }
+
+// Fallback returns the fallback path.
+func (f *FallbackPicker) Fallback() PathID { return PathID(f.fallback.Load()) }
 
 // Pick returns the path for a packet of size bytes.
-func (p *PolicyPicker) Pick(size int) PathID {
-	if id, ok := p.s.Pick(p.policy, size, p.now()); ok {
+func (f *FallbackPicker) Pick(size int) PathID {
+	if id, ok := f.s.Pick(f.policy, size, Now()); ok {
 		return id
 	}
-	return p.Fallback()
+	return f.Fallback()
 }
 
 // PickSet returns every usable path under the redundant policy (each
 // packet goes on all of them; the receiver's replay window drops the
 // copies), the one path Pick chooses under the others.
-func (p *PolicyPicker) PickSet(size int) PathSet {
-	if p.policy == PolicyRedundant {
-		if set := p.s.Decide(p.policy, size, p.now()); !set.Empty() {
+func (f *FallbackPicker) PickSet(size int) PathSet {
+	if f.policy == PolicyRedundant {
+		if set := f.s.Decide(f.policy, size, Now()); !set.Empty() {
 			return set
 		}
 	}
-	return SetOf(p.Pick(size))
+	return SetOf(f.Pick(size))
 }
 
-// Fallback returns the path that takes the packets no usable path takes.
-func (p *PolicyPicker) Fallback() PathID { return PathID(p.fallback.Load()) }
-
-// SetFallback makes path id take the packets the scheduler has no usable
-// path for.
-func (p *PolicyPicker) SetFallback(id PathID) { p.fallback.Store(uint32(id)) }
-
-// ClassPicker gives each packet the policy of its traffic class (a
-// PacketPicker: the data plane hands it the inner packet before sealing);
-// a class without a policy of its own, and a packet no path takes, fall
-// back as the PolicyPicker does.
+// ClassPicker gives each packet the policy of its traffic class: the data
+// plane hands it the inner packet before sealing (PacketPicker).
 type ClassPicker struct {
-	*PolicyPicker
+	*FallbackPicker
 	classes *Classifier
 }
 
 // NewClassPicker returns a picker that classifies each packet with
-// classes and picks among p's paths under its class's policy.
-func NewClassPicker(p *PolicyPicker, classes *Classifier) *ClassPicker {
-	return &ClassPicker{PolicyPicker: p, classes: classes}
+// classes and picks under its class's policy, falling back as f does.
+func NewClassPicker(f *FallbackPicker, classes *Classifier) *ClassPicker {
+	return &ClassPicker{FallbackPicker: f, classes: classes}
 }
 
 // PickPacket returns the paths for one inner packet: every usable path
-// when its class is redundant, else the one its class's policy picks. It
-// allocates nothing.
+// when its class is redundant, else the one its class's policy picks.
 func (c *ClassPicker) PickPacket(inner []byte, sealedSize int) PathSet {
 	pol := c.classes.Classify(inner)
-	now := c.now()
+	now := Now()
 	if pol == PolicyRedundant {
 		if set := c.s.Decide(pol, sealedSize, now); !set.Empty() {
 			return set

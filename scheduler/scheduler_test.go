@@ -216,16 +216,14 @@ func TestHotPathAllocations(t *testing.T) {
 		verify(t, s, id, 0, 10*time.Millisecond, mbit(50), 5)
 	}
 	now := int64(time.Second)
-	cp := NewPolicyPicker(s, PolicyAggregate, 0)
-	cp.clock = func() int64 { now += 1000; return now }
-	var p Picker = cp
+	p := NewClassPicker(NewFallbackPicker(s, PolicyAggregate, 0), nil)
 	for pol := range numPolicies {
 		if a := testing.AllocsPerRun(1000, func() { now += 1000; s.Decide(pol, 1400, now) }); a != 0 {
 			t.Errorf("Decide(%v): %v allocations", pol, a)
 		}
 	}
-	if a := testing.AllocsPerRun(1000, func() { p.Pick(1400) }); a != 0 {
-		t.Errorf("PolicyPicker.Pick: %v allocations", a)
+	if a := testing.AllocsPerRun(1000, func() { p.Pick(1400); p.PickSet(1400); p.PickPacket(nil, 1400) }); a != 0 {
+		t.Errorf("ClassPicker: %v allocations", a)
 	}
 }
 
