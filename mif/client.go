@@ -60,6 +60,9 @@ type Client struct {
 	engine  *dataplane.Engine
 	session *ike.Session
 
+	// mu guards the fields below up to multi. It may be taken with
+	// multi.routeMu held, never the other way round; it is never held
+	// together with multi.mu (see the lock order in doc.go).
 	mu       sync.Mutex
 	inbound  map[uint32]bool
 	routes   []netip.Prefix // added to the TUN interface

@@ -2,4 +2,15 @@
 // interfaces through netlink, opens one path per (local interface, gateway
 // address), probes paths, adds and removes them, drives handover, and wires
 // the ike, dataplane, scheduler and tun packages together.
+//
+// Lock order: a goroutine that holds several of the package's mutexes took
+// them in this order, and takes none of them while it holds a later one:
+//
+//	multiPath.routeMu  (Client routes: SwitchOutbound and drivePaths)
+//	  Client.mu, multiPath.mu, peerPaths.mu  (each taken alone under routeMu)
+//
+// Every other mutex is a leaf: Gateway.mu, gatewayPeer.mu, peerTable.mu,
+// pathSet.mu and netmon's Monitor.mu are held only while no other mutex of
+// this package is taken (they may call into dataplane, whose locks come
+// after all of these).
 package mif

@@ -54,6 +54,9 @@ type Gateway struct {
 	sysctl    []sysctlValue
 	record    string // where the original sysctl values are recorded
 
+	// mu is a leaf in mif's lock order: while it is held, only dataplane
+	// (restoreOrder) and atomics are touched, never gatewayPeer.mu or
+	// peerTable.mu.
 	mu      sync.Mutex
 	kids    map[uint32]*gatewayChild // by inbound SPI
 	retired map[*ike.Client]*trafficTotals
@@ -281,7 +284,7 @@ func (g *Gateway) Confirmed(from netip.AddrPort) {
 // under a flood of IKE_SA_INIT from spoofed sources while every client
 // that sent anything recently is found.
 type peerTable struct {
-	mu        sync.Mutex
+	mu        sync.Mutex // a leaf: nothing else is locked while it is held
 	cur, prev map[netip.AddrPort]int
 }
 

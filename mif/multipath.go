@@ -38,6 +38,8 @@ type peerPaths struct {
 	group       *dataplane.PathGroup
 	prober      *Prober
 
+	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
+	// nothing else of mif is locked while it is held.
 	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
@@ -179,8 +181,8 @@ func (pp *peerPaths) monoAt(t time.Time) int64 { return int64(t.Sub(monoEpoch)) 
 // Group is the path group the peer's routes send through.
 func (pp *peerPaths) Group() *dataplane.PathGroup { return pp.group }
 
-// SetOutbound sets the SA that seals probes (the current outbound Child
-// SA), and the inbound SA whose resequencer follows the paths' delays.
+// SetSAs sets the SA that seals probes (the current outbound Child SA),
+// and the inbound SA whose resequencer follows the paths' delays.
 func (pp *peerPaths) SetSAs(out *dataplane.SA, inSPI uint32) {
 	pp.mu.Lock()
 	pp.out, pp.inSPI = out, inSPI
@@ -338,10 +340,6 @@ func (pp *peerPaths) tickEvery() time.Duration {
 	return idleTickInterval
 }
 
-// Status returns every path's scheduler state and estimates with what the
-// data plane sent through it (the group's member counters) and received on
-// it (the inbound SA's per-source counters: a member's engine path, and
-// its remote endpoint when it names one).
 // Order returns the counters of the inbound SA's resequencer, nil when it
 // does not restore order.
 func (pp *peerPaths) Order() *OrderStatus {
@@ -359,6 +357,10 @@ func (pp *peerPaths) Order() *OrderStatus {
 		LostEarly: st.LostEarly, Overflow: st.Overflow, Late: st.Late, Duplicates: st.Duplicates, HeldNow: held}
 }
 
+// Status returns every path's scheduler state and estimates with what the
+// data plane sent through it (the group's member counters) and received on
+// it (the inbound SA's per-source counters: a member's engine path, and
+// its remote endpoint when it names one).
 func (pp *peerPaths) Status() []ScheduledPath {
 	pp.mu.Lock()
 	inSPI := pp.inSPI

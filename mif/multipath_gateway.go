@@ -29,6 +29,7 @@ type gatewayPeer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// mu is a leaf: never held together with Gateway.mu.
 	mu    sync.Mutex
 	paths map[uint16]ike.PathInfo // the client's MIF paths
 }

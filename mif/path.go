@@ -99,6 +99,8 @@ type pathSet struct {
 	// current when the set was made (the monitor's).
 	ns netns.NsHandle
 
+	// mu is a leaf in mif's lock order: nothing else of mif is locked
+	// while it is held.
 	mu     sync.Mutex
 	paths  map[string]*path // by interface name
 	gen    uint64           // of the last path opened
