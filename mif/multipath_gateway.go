@@ -89,7 +89,7 @@ func (g *Gateway) memberAt(remote netip.AddrPort) (dataplane.GroupMember, error)
 // PathAdded implements ike.ResponderPathHandler: the client's first MIF
 // path turns multipath on for it (unless the policy is single), and every
 // path is probed and scheduled.
-func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
+func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 	if g.cfg.Policy == scheduler.PolicySingle {
 		g.log.Debug("client path added (downlink policy single: not used)", "id", client.ID, "path", info.ID, "remote", info.Remote)
 		return
@@ -167,7 +167,7 @@ func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
 }
 
 // hasChildLocked reports whether client has a Child SA; g.mu is held.
-func (g *Gateway) hasChildLocked(client *ike.Client) bool {
+func (g *Gateway) hasChildLocked(client *ike.RemoteClient) bool {
 	for _, k := range g.kids {
 		if k.client == client {
 			return true
@@ -177,7 +177,7 @@ func (g *Gateway) hasChildLocked(client *ike.Client) bool {
 }
 
 // PathRemoved implements ike.ResponderPathHandler.
-func (g *Gateway) PathRemoved(client *ike.Client, id uint16) {
+func (g *Gateway) PathRemoved(client *ike.RemoteClient, id uint16) {
 	g.mu.Lock()
 	p := g.mpeers[client]
 	g.mu.Unlock()
@@ -220,7 +220,7 @@ func (p *gatewayPeer) stop() {
 func (g *Gateway) stopPeers() {
 	g.mu.Lock()
 	peers := g.mpeers
-	g.mpeers = map[*ike.Client]*gatewayPeer{}
+	g.mpeers = map[*ike.RemoteClient]*gatewayPeer{}
 	g.mu.Unlock()
 	for _, p := range peers {
 		p.stop()
