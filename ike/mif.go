@@ -37,8 +37,11 @@ const (
 	mifPathRemoveLen = 2
 )
 
-// PathKind is the kind of interface a path leaves from; the scheduler's
-// offload policy ranks paths by it.
+// PathKind is the wire value of the kind of interface a path leaves from,
+// as MIF_PATH_ADD carries it. It is not a second interface-kind type: the
+// project's one is scheduler.Kind (which this package may not import), and
+// mif maps between the two. The values equal scheduler.Kind's for the kinds
+// the extension names.
 type PathKind uint8
 
 // Interface kinds carried in MIF_PATH_ADD. Unknown values are kept as they

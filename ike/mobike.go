@@ -85,12 +85,12 @@ type PathHandler interface {
 type ResponderPathHandler interface {
 	// ClientMoved reports that the client moved its IKE SA and Child SAs
 	// (UPDATE_SA_ADDRESSES) to client.Remote: outbound ESP goes there now.
-	ClientMoved(client *Client)
+	ClientMoved(client *RemoteClient)
 	// PathAdded reports a MIF path of the client (new, or changed when
 	// the client adds an ID again).
-	PathAdded(client *Client, p PathInfo)
+	PathAdded(client *RemoteClient, p PathInfo)
 	// PathRemoved reports that the client removed MIF path id.
-	PathRemoved(client *Client, id uint16)
+	PathRemoved(client *RemoteClient, id uint16)
 }
 
 // MobilityConfig configures MOBIKE and the MIF extension. It is part of
@@ -959,7 +959,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 				c.Remote = from
 				c.mob.moves++
 				if ph != nil {
-					ph.ClientMoved(&c.Client)
+					ph.ClientMoved(&c.RemoteClient)
 				}
 			})
 		})
@@ -1004,7 +1004,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 				c.mob.paths = slices.Insert(c.mob.paths, i, info)
 				r.log.Info("client added a path", "id", c.ID, "path", info.ID, "kind", info.Kind, "priority", info.Priority, "remote", info.Remote)
 				if ph != nil {
-					ph.PathAdded(&c.Client, info)
+					ph.PathAdded(&c.RemoteClient, info)
 				}
 			})
 		})
@@ -1018,7 +1018,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 			n := len(c.mob.paths)
 			c.mob.paths = slices.DeleteFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == id })
 			if len(c.mob.paths) != n && ph != nil {
-				ph.PathRemoved(&c.Client, id)
+				ph.PathRemoved(&c.RemoteClient, id)
 			}
 		})
 	}

@@ -79,27 +79,27 @@ func (l *pathLog) changes() []Path {
 // gwPathLog is a gateway handler that also follows clients' paths.
 type gwPathLog struct {
 	gwLog
-	moved   []Client
+	moved   []RemoteClient
 	added   []PathInfo
 	removed []uint16
 }
 
-func (l *gwPathLog) ClientMoved(c *Client) {
+func (l *gwPathLog) ClientMoved(c *RemoteClient) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.moved = append(l.moved, *c)
 }
-func (l *gwPathLog) PathAdded(c *Client, p PathInfo) {
+func (l *gwPathLog) PathAdded(c *RemoteClient, p PathInfo) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.added = append(l.added, p)
 }
-func (l *gwPathLog) PathRemoved(c *Client, id uint16) {
+func (l *gwPathLog) PathRemoved(c *RemoteClient, id uint16) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.removed = append(l.removed, id)
 }
-func (l *gwPathLog) snapshot() (moved []Client, added []PathInfo, removed []uint16) {
+func (l *gwPathLog) snapshot() (moved []RemoteClient, added []PathInfo, removed []uint16) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.moved), slices.Clone(l.added), slices.Clone(l.removed)

@@ -19,7 +19,7 @@ type weakGateway struct {
 	removed int
 }
 
-func (h *weakGateway) InstallChild(_ *Client, c *ChildSA, _ bool) error {
+func (h *weakGateway) InstallChild(_ *RemoteClient, c *ChildSA, _ bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.first == (weak.Pointer[ChildSA]{}) {
@@ -27,8 +27,8 @@ func (h *weakGateway) InstallChild(_ *Client, c *ChildSA, _ bool) error {
 	}
 	return nil
 }
-func (h *weakGateway) SwitchOutbound(*Client, *ChildSA) {}
-func (h *weakGateway) RemoveChild(*Client, *ChildSA) {
+func (h *weakGateway) SwitchOutbound(*RemoteClient, *ChildSA) {}
+func (h *weakGateway) RemoveChild(*RemoteClient, *ChildSA) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.removed++

@@ -31,8 +31,9 @@ import (
 // is far more than a gateway's IKE rate needs (200 clients starting at once
 // are all established within 0.4 s on a 2-core host, docs/ike.md).
 
-// Client describes one authenticated client to the ResponderHandler.
-type Client struct {
+// RemoteClient describes one authenticated client, as the responder (the
+// gateway) serves it, to the ResponderHandler.
+type RemoteClient struct {
 	ID        Identity
 	Remote    netip.AddrPort // where its IKE messages and ESP come from
 	Addresses []netip.Prefix // leased inner addresses
@@ -46,12 +47,12 @@ type ResponderHandler interface {
 	// InstallChild makes c's inbound SA receive (from c.RemoteTS only) and,
 	// when send is true, its outbound SA carry traffic to c.RemoteTS to
 	// client.Remote.
-	InstallChild(client *Client, c *ChildSA, send bool) error
+	InstallChild(client *RemoteClient, c *ChildSA, send bool) error
 	// SwitchOutbound makes c the SA that sends to the client, replacing
 	// the one it rekeyed.
-	SwitchOutbound(client *Client, c *ChildSA)
+	SwitchOutbound(client *RemoteClient, c *ChildSA)
 	// RemoveChild stops c, both directions.
-	RemoveChild(client *Client, c *ChildSA)
+	RemoveChild(client *RemoteClient, c *ChildSA)
 }
 
 // ResponderActivity is implemented by a ResponderHandler whose data plane
@@ -61,7 +62,7 @@ type ResponderHandler interface {
 // on the Responder's loop.
 type ResponderActivity interface {
 	// Received returns how many packets c's inbound SA has accepted so far.
-	Received(client *Client, c *ChildSA) uint64
+	Received(client *RemoteClient, c *ChildSA) uint64
 }
 
 // ResponderConfig is what a gateway answers with.
@@ -186,7 +187,7 @@ type rSA struct {
 // rClient is one authenticated client: its current IKE SA, Child SAs and
 // leases.
 type rClient struct {
-	Client
+	RemoteClient
 	sa          *rSA
 	child       *ChildSA
 	oldKids     []*ChildSA
@@ -410,7 +411,7 @@ func (r *Responder) tick() {
 	}
 	for _, c := range slices.Clone(r.clients) {
 		if c.child != nil && !c.child.switched && now.Sub(c.child.Created) >= 2*time.Second {
-			r.h.SwitchOutbound(&c.Client, c.child)
+			r.h.SwitchOutbound(&c.RemoteClient, c.child)
 			c.child.switched = true
 		}
 		if p := c.pending; p != nil && !now.Before(p.next) {
@@ -473,10 +474,10 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 	if a, ok := r.h.(ResponderActivity); ok {
 		var n uint64
 		if c.child != nil {
-			n += a.Received(&c.Client, c.child)
+			n += a.Received(&c.RemoteClient, c.child)
 		}
 		for _, k := range c.oldKids {
-			n += a.Received(&c.Client, k)
+			n += a.Received(&c.RemoteClient, k)
 		}
 		if n != c.espSeen {
 			c.espSeen, c.lastESP = n, now
@@ -1012,7 +1013,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 			}
 		}
 	}
-	c := &rClient{Client: Client{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
+	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
 	if auth.Method == AuthPSK {
 		c.psk = r.pskFor(id)
 	}
@@ -1094,7 +1095,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: iToR, OutKey: rToI, ESN: esp.esn,
 		LocalTS: local, RemoteTS: remote, Created: r.cfg.Now(), switched: true}
-	if err := r.h.InstallChild(&c.Client, child, true); err != nil {
+	if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
 		r.log.Warn("installing a client's Child SA", "id", c.ID, "err", err)
 		r.releaseLeases(c)
 		return nil, &Notify{NotifyType: TEMPORARY_FAILURE}
@@ -1175,10 +1176,10 @@ func (r *Responder) releaseLeases(c *rClient) {
 // dropClient removes a client: its Child SAs, leases and IKE SAs.
 func (r *Responder) dropClient(c *rClient) {
 	for _, k := range c.oldKids {
-		r.h.RemoveChild(&c.Client, k)
+		r.h.RemoveChild(&c.RemoteClient, k)
 	}
 	if c.child != nil {
-		r.h.RemoveChild(&c.Client, c.child)
+		r.h.RemoveChild(&c.RemoteClient, c.child)
 	}
 	c.child, c.oldKids = nil, nil
 	r.releaseLeases(c)
@@ -1252,14 +1253,14 @@ func (r *Responder) respondInformational(sa *rSA, req []Payload) ([]Payload, fun
 					continue
 				}
 				ours = append(ours, binary.BigEndian.AppendUint32(nil, k.InSPI))
-				r.h.RemoveChild(&c.Client, k)
+				r.h.RemoveChild(&c.RemoteClient, k)
 				if k == c.child {
 					c.child = nil
 					continue
 				}
 				c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == k })
 				if c.child != nil && !c.child.switched {
-					r.h.SwitchOutbound(&c.Client, c.child)
+					r.h.SwitchOutbound(&c.RemoteClient, c.child)
 					c.child.switched = true
 				}
 			}
@@ -1300,7 +1301,7 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
-	if err := r.h.InstallChild(&c.Client, child, false); err != nil {
+	if err := r.h.InstallChild(&c.RemoteClient, child, false); err != nil {
 		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
 		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
 	}

@@ -81,9 +81,9 @@ type fuzzHandler struct {
 	installed, removed int
 }
 
-func (h *fuzzHandler) InstallChild(*Client, *ChildSA, bool) error { h.installed++; return nil }
-func (h *fuzzHandler) SwitchOutbound(*Client, *ChildSA)           {}
-func (h *fuzzHandler) RemoveChild(*Client, *ChildSA)              { h.removed++ }
+func (h *fuzzHandler) InstallChild(*RemoteClient, *ChildSA, bool) error { h.installed++; return nil }
+func (h *fuzzHandler) SwitchOutbound(*RemoteClient, *ChildSA)           {}
+func (h *fuzzHandler) RemoveChild(*RemoteClient, *ChildSA)              { h.removed++ }
 
 func newFuzzRig(tb testing.TB) *fuzzRig { return newFuzzRigWith(tb, nil) }
 

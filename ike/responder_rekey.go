@@ -116,7 +116,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			r.settleChildCollision(c, old, child)
 			return
 		}
-		if err := r.h.InstallChild(&c.Client, child, true); err != nil {
+		if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
 			later(err.Error())
 			return
 		}
@@ -149,7 +149,7 @@ func (r *Responder) settleChildCollision(c *rClient, old, ours *ChildSA) {
 		// old. Ours receives until the client confirms its deletion.
 		r.log.Info("simultaneous Child SA rekey: the client's new SA stays, deleting the gateway's", "id", c.ID,
 			"in_spi", fmt.Sprintf("%#x", ours.InSPI))
-		if err := r.h.InstallChild(&c.Client, ours, false); err != nil {
+		if err := r.h.InstallChild(&c.RemoteClient, ours, false); err != nil {
 			r.log.Warn("installing a redundant Child SA", "id", c.ID, "err", err)
 			return
 		}
@@ -162,7 +162,7 @@ func (r *Responder) settleChildCollision(c *rClient, old, ours *ChildSA) {
 	// and old goes now.
 	r.log.Info("simultaneous Child SA rekey: the gateway's new SA stays, the client deletes its own", "id", c.ID,
 		"in_spi", fmt.Sprintf("%#x", ours.InSPI))
-	if err := r.h.InstallChild(&c.Client, ours, true); err != nil {
+	if err := r.h.InstallChild(&c.RemoteClient, ours, true); err != nil {
 		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
 		return
 	}
@@ -178,7 +178,7 @@ func (r *Responder) settleChildCollision(c *rClient, old, ours *ChildSA) {
 func (r *Responder) deleteOldChild(c *rClient, old *ChildSA) {
 	remove := func([]Payload) {
 		if slices.Contains(c.oldKids, old) {
-			r.h.RemoveChild(&c.Client, old)
+			r.h.RemoveChild(&c.RemoteClient, old)
 			c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
 		}
 	}

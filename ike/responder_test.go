@@ -108,10 +108,10 @@ func (l *childLog) Configured(addrs []netip.Prefix, dns []netip.Addr) error {
 
 type gwLog struct {
 	childLog
-	clients []Client
+	clients []RemoteClient
 }
 
-func (l *gwLog) InstallChild(cl *Client, c *ChildSA, send bool) error {
+func (l *gwLog) InstallChild(cl *RemoteClient, c *ChildSA, send bool) error {
 	l.mu.Lock()
 	l.clients = append(l.clients, *cl)
 	l.mu.Unlock()
@@ -120,8 +120,8 @@ func (l *gwLog) InstallChild(cl *Client, c *ChildSA, send bool) error {
 	}
 	return l.childLog.InstallChild(c)
 }
-func (l *gwLog) SwitchOutbound(cl *Client, c *ChildSA) { l.childLog.SwitchOutbound(c) }
-func (l *gwLog) RemoveChild(cl *Client, c *ChildSA)    { l.childLog.RemoveChild(c) }
+func (l *gwLog) SwitchOutbound(cl *RemoteClient, c *ChildSA) { l.childLog.SwitchOutbound(c) }
+func (l *gwLog) RemoveChild(cl *RemoteClient, c *ChildSA)    { l.childLog.RemoveChild(c) }
 
 func (l *childLog) counts() (installed, removed, switched int) {
 	l.mu.Lock()
@@ -735,7 +735,7 @@ type activeLog struct {
 	received atomic.Uint64
 }
 
-func (l *activeLog) Received(*Client, *ChildSA) uint64 { return l.received.Load() }
+func (l *activeLog) Received(*RemoteClient, *ChildSA) uint64 { return l.received.Load() }
 
 func (w *wire) requestsOf(e ExchangeType) int {
 	w.mu.Lock()

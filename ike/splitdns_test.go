@@ -128,7 +128,7 @@ func TestSplitDNSDomainsEndToEnd(t *testing.T) {
 	// The responder's reply to a request that does not ask.
 	var attrs []CPAttribute
 	w.r.do(context.Background(), func() {
-		c := &rClient{Client: Client{ID: mustID(t, "other@mifsec.test")}}
+		c := &rClient{RemoteClient: RemoteClient{ID: mustID(t, "other@mifsec.test")}}
 		attrs, err = w.r.lease(c, &CP{CfgType: CFG_REQUEST, Attributes: []CPAttribute{{Type: INTERNAL_IP4_ADDRESS}, {Type: INTERNAL_IP4_DNS}}})
 		w.r.releaseLeases(c)
 	})

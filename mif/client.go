@@ -60,7 +60,10 @@ type Client struct {
 	engine  *dataplane.Engine
 	session *ike.Session
 
-	mu       sync.Mutex // a leaf (multiPath.routeMu may be held around it); guards what follows
+	// mu guards the fields below up to multi. It may be taken with
+	// multi.routeMu held, never the other way round; it is never held
+	// together with multi.mu (see the lock order in doc.go).
+	mu       sync.Mutex
 	inbound  map[uint32]bool
 	routes   []netip.Prefix // added to the TUN interface
 	addrs    []netip.Prefix // assigned by the gateway

@@ -3,14 +3,14 @@
 // address), probes paths, adds and removes them, drives handover, and wires
 // the ike, dataplane, scheduler and tun packages together.
 //
-// # Locks
+// Lock order: a goroutine that holds several of the package's mutexes took
+// them in this order, and takes none of them while it holds a later one:
 //
-// The package's mutexes guard small pieces of state and are leaves, with
-// one exception: multiPath.routeMu, which orders a client's route changes,
-// is taken before Client.mu, multiPath.mu and peerPaths.mu (never after
-// them). No other mif mutex is held while another mif mutex is taken; the
-// data plane's and the scheduler's locks come after any of them (the
-// gateway installs routes and resequencers under Gateway.mu, a path set
-// opens engine paths under pathSet.mu). Each struct says what its mutex
-// guards.
+//	multiPath.routeMu  (Client routes: SwitchOutbound and drivePaths)
+//	  Client.mu, multiPath.mu, peerPaths.mu  (each taken alone under routeMu)
+//
+// Every other mutex is a leaf: Gateway.mu, gatewayPeer.mu, peerTable.mu,
+// pathSet.mu and netmon's Monitor.mu are held only while no other mutex of
+// this package is taken (they may call into dataplane, whose locks come
+// after all of these).
 package mif

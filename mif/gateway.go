@@ -54,10 +54,13 @@ type Gateway struct {
 	sysctl    []sysctlValue
 	record    string // where the original sysctl values are recorded
 
-	mu      sync.Mutex               // guards what follows; no other mif lock is taken under it (only the engine's)
+	// mu is a leaf in mif's lock order: while it is held, only dataplane
+	// (restoreOrder) and atomics are touched, never gatewayPeer.mu or
+	// peerTable.mu.
+	mu      sync.Mutex
 	kids    map[uint32]*gatewayChild // by inbound SPI
-	retired map[*ike.Client]*trafficTotals
-	mpeers  map[*ike.Client]*gatewayPeer // clients with multipath scheduling
+	retired map[*ike.RemoteClient]*trafficTotals
+	mpeers  map[*ike.RemoteClient]*gatewayPeer // clients with multipath scheduling
 	// probeKids is kids for the receive workers' probes (inbound SPI ->
 	// *gatewayChild): a sync.Map, read-mostly, so that a lookup takes no
 	// lock and a change costs O(1) with many clients.
@@ -75,7 +78,7 @@ type listener struct {
 }
 
 type gatewayChild struct {
-	client  *ike.Client
+	client  *ike.RemoteClient
 	in, out *dataplane.SA
 	group   *dataplane.PathGroup // the client's endpoint on its listener's socket
 	prefix  []netip.Prefix       // the client's side
@@ -107,8 +110,8 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			return nil, fmt.Errorf("listen address %v: invalid or given twice", a)
 		}
 	}
-	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, retired: map[*ike.Client]*trafficTotals{},
-		mpeers: map[*ike.Client]*gatewayPeer{}, runCtx: context.Background()}
+	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, retired: map[*ike.RemoteClient]*trafficTotals{},
+		mpeers: map[*ike.RemoteClient]*gatewayPeer{}, runCtx: context.Background()}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -281,7 +284,7 @@ func (g *Gateway) Confirmed(from netip.AddrPort) {
 // under a flood of IKE_SA_INIT from spoofed sources while every client
 // that sent anything recently is found.
 type peerTable struct {
-	mu        sync.Mutex // a leaf
+	mu        sync.Mutex // a leaf: nothing else is locked while it is held
 	cur, prev map[netip.AddrPort]int
 }
 
@@ -312,7 +315,7 @@ func (t *peerTable) lookup(a netip.AddrPort) (int, bool) {
 
 // member is the way the gateway reaches client: its endpoint on the
 // socket of the listener it talks to.
-func (g *Gateway) member(client *ike.Client) (dataplane.GroupMember, error) {
+func (g *Gateway) member(client *ike.RemoteClient) (dataplane.GroupMember, error) {
 	l := g.listenerFor(client.Remote)
 	ep, err := l.natT.NewEndpoint(client.Remote)
 	if err != nil {
@@ -322,7 +325,7 @@ func (g *Gateway) member(client *ike.Client) (dataplane.GroupMember, error) {
 }
 
 // InstallChild implements ike.ResponderHandler.
-func (g *Gateway) InstallChild(client *ike.Client, child *ike.ChildSA, send bool) error {
+func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, send bool) error {
 	in, out, err := NewChildSAs(child)
 	if err != nil {
 		return err
@@ -379,7 +382,7 @@ func (g *Gateway) route(k *gatewayChild) {
 }
 
 // SwitchOutbound implements ike.ResponderHandler.
-func (g *Gateway) SwitchOutbound(client *ike.Client, child *ike.ChildSA) {
+func (g *Gateway) SwitchOutbound(client *ike.RemoteClient, child *ike.ChildSA) {
 	g.mu.Lock()
 	k := g.kids[child.InSPI]
 	g.mu.Unlock()
@@ -393,7 +396,7 @@ func (g *Gateway) SwitchOutbound(client *ike.Client, child *ike.ChildSA) {
 }
 
 // RemoveChild implements ike.ResponderHandler.
-func (g *Gateway) RemoveChild(client *ike.Client, child *ike.ChildSA) {
+func (g *Gateway) RemoveChild(client *ike.RemoteClient, child *ike.ChildSA) {
 	g.engine.RemoveInbound(child.InSPI)
 	g.mu.Lock()
 	k := g.kids[child.InSPI]
@@ -428,7 +431,7 @@ func (g *Gateway) RemoveChild(client *ike.Client, child *ike.ChildSA) {
 // ClientMoved implements ike.ResponderPathHandler: after a MOBIKE
 // UPDATE_SA_ADDRESSES, every Child SA of the client sends to its new
 // endpoint, from the listener its messages now arrive on.
-func (g *Gateway) ClientMoved(client *ike.Client) {
+func (g *Gateway) ClientMoved(client *ike.RemoteClient) {
 	m, err := g.member(client)
 	if err != nil {
 		g.log.Warn("client moved to an endpoint the gateway cannot send to", "id", client.ID, "remote", client.Remote, "err", err)
@@ -449,7 +452,7 @@ func (g *Gateway) ClientMoved(client *ike.Client) {
 
 // Received implements ike.ResponderActivity: the packets child's inbound
 // SA accepted, read from the data plane's counter.
-func (g *Gateway) Received(client *ike.Client, child *ike.ChildSA) uint64 {
+func (g *Gateway) Received(client *ike.RemoteClient, child *ike.ChildSA) uint64 {
 	g.mu.Lock()
 	k := g.kids[child.InSPI]
 	g.mu.Unlock()
@@ -525,7 +528,7 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	clients := g.resp.Clients(ctx)
 	st.Pools = g.resp.Pools(ctx)
 	g.mu.Lock()
-	totals := make(map[*ike.Client]trafficTotals, len(g.retired))
+	totals := make(map[*ike.RemoteClient]trafficTotals, len(g.retired))
 	for c, t := range g.retired {
 		totals[c] = *t
 	}
@@ -537,11 +540,11 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 		t.txBytes += k.out.Stats.Bytes.Load()
 		totals[k.client] = t
 	}
-	byInSPI := make(map[string]*ike.Client, len(g.kids))
+	byInSPI := make(map[string]*ike.RemoteClient, len(g.kids))
 	for spi, k := range g.kids {
 		byInSPI[fmt.Sprintf("%08x", spi)] = k.client
 	}
-	peers := make(map[*ike.Client]*gatewayPeer, len(g.mpeers))
+	peers := make(map[*ike.RemoteClient]*gatewayPeer, len(g.mpeers))
 	for c, p := range g.mpeers {
 		peers[c] = p
 	}

@@ -106,9 +106,9 @@ func TestGatewayClientMoved(t *testing.T) {
 	g := &Gateway{listeners: []*listener{l}, kids: map[uint32]*gatewayChild{}, log: slog.New(slog.DiscardHandler)}
 	var _ ike.ResponderPathHandler = g
 	var _ ike.ResponderActivity = g
-	moving := &ike.Client{Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
-	staying := &ike.Client{Remote: netip.MustParseAddrPort("192.0.2.11:4500")}
-	for spi, c := range map[uint32]*ike.Client{1: moving, 2: moving, 3: staying} {
+	moving := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
+	staying := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.11:4500")}
+	for spi, c := range map[uint32]*ike.RemoteClient{1: moving, 2: moving, 3: staying} {
 		m, err := g.member(c)
 		if err != nil {
 			t.Fatal(err)

@@ -37,9 +37,8 @@ type peerPaths struct {
 	group       *dataplane.PathGroup
 	prober      *Prober
 
-	// mu guards what follows. It is a leaf: nothing else is locked while
-	// it is held (the scheduler, the prober and the engine are called
-	// outside it; the group's Set under it is one atomic store).
+	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
+	// nothing else of mif is locked while it is held.
 	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
@@ -118,8 +117,8 @@ func (pp *peerPaths) Policy() scheduler.Policy { return pp.policy }
 // Group is the path group the peer's routes send through.
 func (pp *peerPaths) Group() *dataplane.PathGroup { return pp.group }
 
-// SetSAs sets the SA that seals probes (the current outbound Child
-// SA), and the inbound SA whose resequencer follows the paths' delays.
+// SetSAs sets the SA that seals probes (the current outbound Child SA),
+// and the inbound SA whose resequencer follows the paths' delays.
 func (pp *peerPaths) SetSAs(out *dataplane.SA, inSPI uint32) {
 	pp.mu.Lock()
 	pp.out, pp.inSPI = out, inSPI

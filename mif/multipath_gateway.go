@@ -29,9 +29,7 @@ type gatewayPeer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// mu guards paths; it is a leaf, as peerPaths.mu is. Lock order:
-	// Gateway.mu before the engine's inMu (restoreOrder runs under it);
-	// Gateway.mu is released before mu or peerPaths.mu is taken.
+	// mu is a leaf: never held together with Gateway.mu.
 	mu    sync.Mutex
 	paths map[uint16]ike.PathInfo // the client's MIF paths
 }
@@ -91,7 +89,7 @@ func (g *Gateway) memberAt(remote netip.AddrPort) (dataplane.GroupMember, error)
 // PathAdded implements ike.ResponderPathHandler: the client's first MIF
 // path turns multipath on for it (unless the policy is single), and every
 // path is probed and scheduled.
-func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
+func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 	if g.cfg.Policy == scheduler.PolicySingle {
 		g.log.Debug("client path added (downlink policy single: not used)", "id", client.ID, "path", info.ID, "remote", info.Remote)
 		return
@@ -169,7 +167,7 @@ func (g *Gateway) PathAdded(client *ike.Client, info ike.PathInfo) {
 }
 
 // hasChildLocked reports whether client has a Child SA; g.mu is held.
-func (g *Gateway) hasChildLocked(client *ike.Client) bool {
+func (g *Gateway) hasChildLocked(client *ike.RemoteClient) bool {
 	for _, k := range g.kids {
 		if k.client == client {
 			return true
@@ -179,7 +177,7 @@ func (g *Gateway) hasChildLocked(client *ike.Client) bool {
 }
 
 // PathRemoved implements ike.ResponderPathHandler.
-func (g *Gateway) PathRemoved(client *ike.Client, id uint16) {
+func (g *Gateway) PathRemoved(client *ike.RemoteClient, id uint16) {
 	g.mu.Lock()
 	p := g.mpeers[client]
 	g.mu.Unlock()
@@ -222,7 +220,7 @@ func (p *gatewayPeer) stop() {
 func (g *Gateway) stopPeers() {
 	g.mu.Lock()
 	peers := g.mpeers
-	g.mpeers = map[*ike.Client]*gatewayPeer{}
+	g.mpeers = map[*ike.RemoteClient]*gatewayPeer{}
 	g.mu.Unlock()
 	for _, p := range peers {
 		p.stop()

@@ -72,13 +72,13 @@ func TestGatewayMultipathPeer(t *testing.T) {
 	}
 	defer engine.Close()
 	g := &Gateway{cfg: GatewayConfig{Policy: scheduler.PolicyOffload}, listeners: []*listener{l}, engine: engine,
-		kids: map[uint32]*gatewayChild{}, retired: map[*ike.Client]*trafficTotals{}, mpeers: map[*ike.Client]*gatewayPeer{},
+		kids: map[uint32]*gatewayChild{}, retired: map[*ike.RemoteClient]*trafficTotals{}, mpeers: map[*ike.RemoteClient]*gatewayPeer{},
 		log: slog.New(slog.DiscardHandler), runCtx: t.Context()}
 
-	mif := &ike.Client{Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
-	plain := &ike.Client{Remote: netip.MustParseAddrPort("192.0.2.11:4500")}
+	mif := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
+	plain := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.11:4500")}
 	key := make([]byte, 36)
-	install := func(c *ike.Client, spi uint32, prefix string) {
+	install := func(c *ike.RemoteClient, spi uint32, prefix string) {
 		t.Helper()
 		child := &ike.ChildSA{InSPI: spi, OutSPI: spi + 1, Algorithm: "aes256gcm16", InKey: key, OutKey: key,
 			LocalTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, RemoteTS: []netip.Prefix{netip.MustParsePrefix(prefix)}}
@@ -135,7 +135,7 @@ func TestGatewayMultipathPeer(t *testing.T) {
 
 	// A client without a Child SA that announces paths starts nothing:
 	// nothing would ever stop it.
-	childless := &ike.Client{Remote: netip.MustParseAddrPort("192.0.2.12:4500")}
+	childless := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.12:4500")}
 	for id := uint16(1); id <= 50; id++ {
 		g.PathAdded(childless, ike.PathInfo{ID: id, Kind: ike.PathKindWLAN, Remote: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), 4500+id)})
 	}

@@ -31,7 +31,7 @@ type path struct {
 	id       scheduler.PathID // the data plane's
 	name     string           // the interface's
 	index    int
-	kind     netmon.Kind
+	kind     scheduler.Kind
 	priority int
 	local    netip.Addr
 	gateway  netip.AddrPort // the gateway's NAT-T address
@@ -52,14 +52,15 @@ func (p *path) ikePath() ike.Path {
 	return ike.Path{ID: p.name, Local: p.tr.natT.LocalAddr(), Gateway: p.gateway.Addr(), Transport: &p.tr}
 }
 
-// pathKind maps an interface kind to the MIF extension's.
-func pathKind(k netmon.Kind) ike.PathKind {
+// pathKind maps an interface kind to its MIF_PATH_ADD wire value (kindOf
+// maps back); kinds the extension does not name go as unknown.
+func pathKind(k scheduler.Kind) ike.PathKind {
 	switch k {
-	case netmon.KindEthernet:
+	case scheduler.KindEthernet:
 		return ike.PathKindEthernet
-	case netmon.KindWLAN:
+	case scheduler.KindWLAN:
 		return ike.PathKindWLAN
-	case netmon.KindCellular:
+	case scheduler.KindCellular:
 		return ike.PathKindCellular
 	}
 	return ike.PathKindUnknown
@@ -99,7 +100,9 @@ type pathSet struct {
 	// current when the set was made (the monitor's).
 	ns netns.NsHandle
 
-	mu     sync.Mutex       // guards what follows; the engine's locks are taken under it, no other mif lock
+	// mu is a leaf in mif's lock order: nothing else of mif is locked
+	// while it is held.
+	mu     sync.Mutex
 	paths  map[string]*path // by interface name
 	gen    uint64           // of the last path opened
 	closed bool
@@ -339,7 +342,7 @@ type pathInfo struct {
 	Gen         uint64
 	ID          scheduler.PathID
 	Name        string
-	Kind        netmon.Kind
+	Kind        scheduler.Kind
 	Priority    int
 	Local       netip.AddrPort
 	Gateway     netip.AddrPort

@@ -59,6 +59,8 @@ type multiPath struct {
 	paths *pathSet
 	group *dataplane.PathGroup // the Child SA routes' group: the active path
 
+	// mu is a leaf: held with no other mutex taken after it. It may be
+	// taken with routeMu held.
 	mu        sync.Mutex
 	active    string        // interface of the path IKE and ESP use; "" none
 	activeGen uint64        // and which path on it (a replaced path must be moved to)
@@ -72,8 +74,9 @@ type multiPath struct {
 	kick      chan struct{} // wakes drivePaths: the session or the Child SA changed
 	announce  chan struct{} // wakes announcePaths
 	// routeMu orders the route changes of SwitchOutbound (the session's
-	// loop) and of turning multipath on (drivePaths). Lock order: routeMu,
-	// then Client.mu, mu or peerPaths.mu (see the package's Locks).
+	// loop) and of turning multipath on (drivePaths). It comes first in
+	// the lock order: Client.mu, mu and pp.mu are taken under it, and it
+	// is never taken while one of them is held.
 	routeMu       sync.Mutex
 	child         *ike.ChildSA                // the Child SA that sends now (guarded by routeMu)
 	mifReconnects int                         // the session's Reconnects when multipath was turned on

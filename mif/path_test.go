@@ -12,6 +12,7 @@ import (
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/mif/netmon"
+	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -207,7 +208,7 @@ func TestPathSetFollowsInterfaces(t *testing.T) {
 	}
 	wlan := netip.MustParseAddrPort("10.72.1.2:4500")
 	wwan := netip.MustParseAddrPort("10.72.2.2:4500")
-	if paths[0].Local != wlan || paths[1].Local != wwan || paths[0].Kind != netmon.KindWLAN || paths[1].Priority != 2 {
+	if paths[0].Local != wlan || paths[1].Local != wwan || paths[0].Kind != scheduler.KindWLAN || paths[1].Priority != 2 {
 		t.Errorf("paths %+v", paths)
 	}
 	if got := len(engine.Paths()); got != 2 {

@@ -6,53 +6,77 @@ import (
 	"time"
 )
 
-// Kind is the kind of network interface a path leaves by.
+// Kind is what sort of network an interface attaches to, and so the kind
+// of a path that leaves by it. It is the project's one interface-kind type:
+// the interface monitor classifies interfaces into it, the scheduler ranks
+// paths by it (DefaultTier), and the MIF extension carries it on the wire
+// (ike.PathKind, mapped in mif).
 type Kind uint8
 
 // Interface kinds.
 const (
-	KindOther Kind = iota
-	KindEthernet
+	KindOther    Kind = iota // unknown hardware, or a virtual device carrying traffic (bridge, bond)
+	KindEthernet             // wired, or a veth/container uplink not named otherwise
 	KindWLAN
 	KindCellular
+	KindLoopback
+	KindVirtual // tunnels and other overlays (tun, wireguard, ipip, vxlan, ...)
 )
 
-var kindNames = [...]string{"other", "ethernet", "wlan", "cellular"}
+var kindNames = [...]string{
+	KindOther:    "other",
+	KindEthernet: "ethernet",
+	KindWLAN:     "wlan",
+	KindCellular: "cellular",
+	KindLoopback: "loopback",
+	KindVirtual:  "virtual",
+}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
 	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
+	return fmt.Sprintf("kind-%d", uint8(k))
 }
 
-// ParseKind parses "ethernet", "wlan" (or "wifi"), "cellular" (or "lte",
-// "5g") and "other".
+// MarshalText makes kinds readable in JSON status.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// ParseKind parses a kind name as String prints it, case-insensitively, and
+// the aliases "eth"/"wired", "wifi"/"wireless" and "lte"/"5g"/"wwan"/"mobile";
+// the empty string is KindOther.
 func ParseKind(s string) (Kind, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "ethernet", "eth", "wired":
+	case "eth", "wired":
 		return KindEthernet, nil
-	case "wlan", "wifi", "wireless":
+	case "wifi", "wireless":
 		return KindWLAN, nil
-	case "cellular", "lte", "5g", "wwan", "mobile":
+	case "lte", "5g", "wwan", "mobile":
 		return KindCellular, nil
-	case "other", "":
+	case "":
 		return KindOther, nil
 	}
-	return 0, fmt.Errorf("scheduler: unknown interface kind %q (want ethernet, wlan, cellular or other)", s)
+	for k, name := range kindNames {
+		if strings.EqualFold(strings.TrimSpace(s), name) {
+			return Kind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("scheduler: unknown interface kind %q (want ethernet, wlan, cellular, loopback, virtual or other)", s)
 }
 
 // DefaultTier returns the priority tier of an interface kind when the user
-// configured none: ethernet 0, WLAN and other 1, cellular 2 (lower tiers
-// are preferred by the offload and single policies).
+// configured none: ethernet 0, WLAN 1, cellular 2, any other kind 3 (lower
+// tiers are preferred by the offload and single policies).
 func DefaultTier(k Kind) int {
 	switch k {
 	case KindEthernet:
 		return 0
+	case KindWLAN:
+		return 1
 	case KindCellular:
 		return 2
 	}
-	return 1
+	return 3
 }
 
 // State is a path's life-cycle state, set by the conductor (Probing on

@@ -295,6 +295,14 @@ func TestParsePolicyAndKind(t *testing.T) {
 	if _, err := ParseKind("carrier-pigeon"); err == nil {
 		t.Error("unknown kind accepted")
 	}
+	if _, err := ParseKind("wlan0"); err == nil {
+		t.Error("ParseKind accepted an interface name")
+	}
+	for k := KindOther; k <= KindVirtual; k++ {
+		if got, err := ParseKind(k.String()); err != nil || got != k {
+			t.Errorf("ParseKind(%q) = %v, %v", k.String(), got, err)
+		}
+	}
 }
 
 func TestTickBoundsBacklog(t *testing.T) {

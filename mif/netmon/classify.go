@@ -2,76 +2,13 @@ package netmon
 
 import (
 	"bufio"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
-
-// Kind is what sort of network an interface attaches to. It decides the
-// default priority of the interface's paths.
-type Kind uint8
-
-// Interface kinds.
-const (
-	KindOther    Kind = iota // unknown hardware, or a virtual device carrying traffic (bridge, bond)
-	KindEthernet             // wired, or a veth/container uplink not named otherwise
-	KindWLAN
-	KindCellular
-	KindLoopback
-	KindVirtual // tunnels and other overlays (tun, wireguard, ipip, vxlan, ...)
-)
-
-var kindNames = [...]string{
-	KindOther:    "other",
-	KindEthernet: "ethernet",
-	KindWLAN:     "wlan",
-	KindCellular: "cellular",
-	KindLoopback: "loopback",
-	KindVirtual:  "virtual",
-}
-
-func (k Kind) String() string {
-	if int(k) < len(kindNames) {
-		return kindNames[k]
-	}
-	return fmt.Sprintf("kind-%d", uint8(k))
-}
-
-// MarshalText makes kinds readable in JSON status.
-func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
-
-// ParseKind parses a kind name as String prints it ("wifi" and "wwan" are
-// accepted as well).
-func ParseKind(s string) (Kind, bool) {
-	switch strings.ToLower(s) {
-	case "wifi", "wireless":
-		return KindWLAN, true
-	case "wwan", "mobile", "lte", "5g":
-		return KindCellular, true
-	}
-	for k, name := range kindNames {
-		if strings.EqualFold(s, name) {
-			return Kind(k), true
-		}
-	}
-	return 0, false
-}
-
-// DefaultPriority is the priority of an interface of kind k when the
-// configuration says nothing about it: lower is better.
-func DefaultPriority(k Kind) int {
-	switch k {
-	case KindEthernet:
-		return 0
-	case KindWLAN:
-		return 1
-	case KindCellular:
-		return 2
-	}
-	return 3
-}
 
 // linkFacts is what classification looks at: the netlink link type (veth,
 // tuntap, wireguard, bridge, device, ...), the ARPHRD encapsulation, and
@@ -96,9 +33,9 @@ type linkFacts struct {
 //  4. the link type: tunnels and overlays are virtual, bridges and bonds
 //     other, physical devices and veths ethernet when their
 //     encapsulation is ethernet.
-func classify(root string, f linkFacts) Kind {
+func classify(root string, f linkFacts) scheduler.Kind {
 	if f.Encap == "loopback" || f.LinkType == "loopback" {
-		return KindLoopback
+		return scheduler.KindLoopback
 	}
 	if root != "" {
 		if k, ok := classifySysfs(root, f); ok {
@@ -111,36 +48,36 @@ func classify(root string, f linkFacts) Kind {
 	switch f.LinkType {
 	case "tuntap", "tun", "wireguard", "ipip", "gre", "gretap", "ip6tnl", "sit", "vti", "vti6",
 		"vxlan", "geneve", "ip6gre", "ip6gretap", "xfrm", "dummy", "ifb", "vrf", "nlmon":
-		return KindVirtual
+		return scheduler.KindVirtual
 	case "bridge", "bond", "team", "macvlan", "macvtap", "ipvlan", "vlan":
-		return KindOther
+		return scheduler.KindOther
 	case "device", "veth":
 		if f.Encap == "ether" || f.Encap == "" {
-			return KindEthernet
+			return scheduler.KindEthernet
 		}
 		if f.Encap == "none" || f.Encap == "ppp" {
 			// Point-to-point without a link layer: PPP, raw-IP
 			// modems.
-			return KindCellular
+			return scheduler.KindCellular
 		}
 	}
-	return KindOther
+	return scheduler.KindOther
 }
 
-func classifyName(name string) (Kind, bool) {
+func classifyName(name string) (scheduler.Kind, bool) {
 	switch {
 	case strings.HasPrefix(name, "wwan"), strings.HasPrefix(name, "rmnet"),
 		strings.HasPrefix(name, "usb"), strings.HasPrefix(name, "ww"):
-		return KindCellular, true
+		return scheduler.KindCellular, true
 	case strings.HasPrefix(name, "wlan"), strings.HasPrefix(name, "wl"):
-		return KindWLAN, true
+		return scheduler.KindWLAN, true
 	case strings.HasPrefix(name, "eth"), strings.HasPrefix(name, "en"):
-		return KindEthernet, true
+		return scheduler.KindEthernet, true
 	}
 	return 0, false
 }
 
-func classifySysfs(root string, f linkFacts) (Kind, bool) {
+func classifySysfs(root string, f linkFacts) (scheduler.Kind, bool) {
 	if f.Name == "" || strings.ContainsAny(f.Name, "/") || f.Name == "." || f.Name == ".." {
 		return 0, false
 	}
@@ -155,13 +92,13 @@ func classifySysfs(root string, f linkFacts) (Kind, bool) {
 	if t, ok := ueventDevtype(filepath.Join(dir, "uevent")); ok {
 		switch t {
 		case "wlan":
-			return KindWLAN, true
+			return scheduler.KindWLAN, true
 		case "wwan":
-			return KindCellular, true
+			return scheduler.KindCellular, true
 		}
 	}
 	if st, err := os.Stat(filepath.Join(dir, "wireless")); err == nil && st.IsDir() {
-		return KindWLAN, true
+		return scheduler.KindWLAN, true
 	}
 	return 0, false
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 // fakeSysfs writes a /sys/class/net-like tree: per interface its ifindex,
@@ -55,26 +57,26 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name string
 		f    linkFacts
-		want Kind
+		want scheduler.Kind
 	}{
-		{"sysfs DEVTYPE=wlan", linkFacts{Name: "wlp2s0", Index: 3, LinkType: "device", Encap: "ether"}, KindWLAN},
-		{"sysfs wireless dir", linkFacts{Name: "radio0", Index: 4, LinkType: "device", Encap: "ether"}, KindWLAN},
-		{"sysfs DEVTYPE=wwan", linkFacts{Name: "modem0", Index: 5, LinkType: "device", Encap: "none"}, KindCellular},
-		{"sysfs without DEVTYPE", linkFacts{Name: "eth1", Index: 6, LinkType: "device", Encap: "ether"}, KindEthernet},
-		{"sysfs of another namespace ignored", linkFacts{Name: "foreign", Index: 7, LinkType: "veth", Encap: "ether"}, KindEthernet},
-		{"veth named wlan0", linkFacts{Name: "wlan0", Index: 10, LinkType: "veth", Encap: "ether"}, KindWLAN},
-		{"veth named wwan0", linkFacts{Name: "wwan0", Index: 11, LinkType: "veth", Encap: "ether"}, KindCellular},
-		{"wl prefix", linkFacts{Name: "wlx001122", LinkType: "device", Encap: "ether"}, KindWLAN},
-		{"rmnet", linkFacts{Name: "rmnet_data0", LinkType: "device", Encap: "none"}, KindCellular},
-		{"usb tethering", linkFacts{Name: "usb0", LinkType: "device", Encap: "ether"}, KindCellular},
-		{"raw-IP modem without a name hint", linkFacts{Name: "qmi0", LinkType: "device", Encap: "none"}, KindCellular},
-		{"loopback", linkFacts{Name: "lo", Index: 1, LinkType: "device", Encap: "loopback"}, KindLoopback},
-		{"tun", linkFacts{Name: "mifsec0", LinkType: "tuntap", Encap: "none"}, KindVirtual},
-		{"wireguard", linkFacts{Name: "wg0", LinkType: "wireguard", Encap: "none"}, KindVirtual},
-		{"bridge", linkFacts{Name: "br0", LinkType: "bridge", Encap: "ether"}, KindOther},
-		{"plain veth", linkFacts{Name: "veth12", LinkType: "veth", Encap: "ether"}, KindEthernet},
-		{"unknown", linkFacts{Name: "x0", LinkType: "can", Encap: "can"}, KindOther},
-		{"name with a slash never touches sysfs", linkFacts{Name: "../wlp2s0", Index: 3, LinkType: "veth", Encap: "ether"}, KindEthernet},
+		{"sysfs DEVTYPE=wlan", linkFacts{Name: "wlp2s0", Index: 3, LinkType: "device", Encap: "ether"}, scheduler.KindWLAN},
+		{"sysfs wireless dir", linkFacts{Name: "radio0", Index: 4, LinkType: "device", Encap: "ether"}, scheduler.KindWLAN},
+		{"sysfs DEVTYPE=wwan", linkFacts{Name: "modem0", Index: 5, LinkType: "device", Encap: "none"}, scheduler.KindCellular},
+		{"sysfs without DEVTYPE", linkFacts{Name: "eth1", Index: 6, LinkType: "device", Encap: "ether"}, scheduler.KindEthernet},
+		{"sysfs of another namespace ignored", linkFacts{Name: "foreign", Index: 7, LinkType: "veth", Encap: "ether"}, scheduler.KindEthernet},
+		{"veth named wlan0", linkFacts{Name: "wlan0", Index: 10, LinkType: "veth", Encap: "ether"}, scheduler.KindWLAN},
+		{"veth named wwan0", linkFacts{Name: "wwan0", Index: 11, LinkType: "veth", Encap: "ether"}, scheduler.KindCellular},
+		{"wl prefix", linkFacts{Name: "wlx001122", LinkType: "device", Encap: "ether"}, scheduler.KindWLAN},
+		{"rmnet", linkFacts{Name: "rmnet_data0", LinkType: "device", Encap: "none"}, scheduler.KindCellular},
+		{"usb tethering", linkFacts{Name: "usb0", LinkType: "device", Encap: "ether"}, scheduler.KindCellular},
+		{"raw-IP modem without a name hint", linkFacts{Name: "qmi0", LinkType: "device", Encap: "none"}, scheduler.KindCellular},
+		{"loopback", linkFacts{Name: "lo", Index: 1, LinkType: "device", Encap: "loopback"}, scheduler.KindLoopback},
+		{"tun", linkFacts{Name: "mifsec0", LinkType: "tuntap", Encap: "none"}, scheduler.KindVirtual},
+		{"wireguard", linkFacts{Name: "wg0", LinkType: "wireguard", Encap: "none"}, scheduler.KindVirtual},
+		{"bridge", linkFacts{Name: "br0", LinkType: "bridge", Encap: "ether"}, scheduler.KindOther},
+		{"plain veth", linkFacts{Name: "veth12", LinkType: "veth", Encap: "ether"}, scheduler.KindEthernet},
+		{"unknown", linkFacts{Name: "x0", LinkType: "can", Encap: "can"}, scheduler.KindOther},
+		{"name with a slash never touches sysfs", linkFacts{Name: "../wlp2s0", Index: 3, LinkType: "veth", Encap: "ether"}, scheduler.KindEthernet},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,20 +84,5 @@ func TestClassify(t *testing.T) {
 				t.Errorf("classify(%+v) = %v, want %v", tt.f, got, tt.want)
 			}
 		})
-	}
-}
-
-func TestParseKind(t *testing.T) {
-	for k := KindOther; k <= KindVirtual; k++ {
-		got, ok := ParseKind(k.String())
-		if !ok || got != k {
-			t.Errorf("ParseKind(%q) = %v, %v", k.String(), got, ok)
-		}
-	}
-	if k, ok := ParseKind("WiFi"); !ok || k != KindWLAN {
-		t.Errorf("ParseKind(WiFi) = %v, %v", k, ok)
-	}
-	if _, ok := ParseKind("wlan0"); ok {
-		t.Error("ParseKind accepted an interface name")
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 // fakeBackend stands in for netlink in timer tests: the test feeds events
@@ -154,7 +156,7 @@ func TestCoalescing(t *testing.T) {
 			t.Errorf("burst published after %v, want %v", d, DefaultSettle)
 		}
 		w, ok := s.Lookup("wwan0")
-		if s.Seq != 2 || !ok || len(w.Addrs) != 2 || !w.Usable || w.Kind != KindCellular || w.Priority != 2 {
+		if s.Seq != 2 || !ok || len(w.Addrs) != 2 || !w.Usable || w.Kind != scheduler.KindCellular || w.Priority != 2 {
 			t.Fatalf("after the burst: %+v", s)
 		}
 		if u := s.Usable(); len(u) != 2 || u[0].Name != "wlan0" {

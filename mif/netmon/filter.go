@@ -5,6 +5,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 // Filter decides which interfaces a monitor reports and with which
@@ -22,7 +24,7 @@ type Filter struct {
 	// Priorities set an interface's priority (lower is better) by its
 	// name, a name glob, or a kind name (ethernet, wlan, cellular, other,
 	// virtual). An exact name wins over a glob, a glob over a kind, a kind
-	// over DefaultPriority.
+	// over scheduler.DefaultTier.
 	Priorities map[string]int
 }
 
@@ -50,8 +52,8 @@ func (f *Filter) Validate() error {
 }
 
 // Admits reports whether an interface named name of kind k is reported.
-func (f *Filter) Admits(name string, k Kind) bool {
-	if k == KindLoopback {
+func (f *Filter) Admits(name string, k scheduler.Kind) bool {
+	if k == scheduler.KindLoopback {
 		return false
 	}
 	for _, n := range f.Ignore {
@@ -66,13 +68,13 @@ func (f *Filter) Admits(name string, k Kind) bool {
 }
 
 // Priority returns the priority of an interface named name of kind k.
-func (f *Filter) Priority(name string, k Kind) int {
+func (f *Filter) Priority(name string, k scheduler.Kind) int {
 	if p, ok := f.Priorities[name]; ok {
 		return p
 	}
 	best, found := 0, false
 	for g, p := range f.Priorities {
-		if _, isKind := ParseKind(g); isKind {
+		if _, err := scheduler.ParseKind(g); err == nil {
 			continue
 		}
 		if ok, _ := path.Match(g, name); ok && (!found || p < best) {
@@ -83,11 +85,11 @@ func (f *Filter) Priority(name string, k Kind) int {
 		return best
 	}
 	for g, p := range f.Priorities {
-		if kk, isKind := ParseKind(g); isKind && kk == k {
+		if kk, err := scheduler.ParseKind(g); err == nil && kk == k {
 			return p
 		}
 	}
-	return DefaultPriority(k)
+	return scheduler.DefaultTier(k)
 }
 
 func matchAny(globs []string, name string) bool {

@@ -1,23 +1,27 @@
 package netmon
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/mifsec/mifsec/scheduler"
+)
 
 func TestFilterAdmits(t *testing.T) {
 	tests := []struct {
 		name   string
 		f      Filter
 		iface  string
-		kind   Kind
+		kind   scheduler.Kind
 		admits bool
 	}{
-		{"everything by default", Filter{}, "eth0", KindEthernet, true},
-		{"loopback never", Filter{Include: []string{"*"}}, "lo", KindLoopback, false},
-		{"ignored TUN", Filter{Ignore: []string{"mifsec0"}}, "mifsec0", KindVirtual, false},
-		{"include glob matches", Filter{Include: []string{"wl*", "eth0"}}, "wlan0", KindWLAN, true},
-		{"include glob misses", Filter{Include: []string{"wl*", "eth0"}}, "wwan0", KindCellular, false},
-		{"exclude wins over include", Filter{Include: []string{"*"}, Exclude: []string{"ww*"}}, "wwan0", KindCellular, false},
-		{"exclude leaves others", Filter{Exclude: []string{"ww*"}}, "wlan0", KindWLAN, true},
-		{"character class", Filter{Include: []string{"eth[0-1]"}}, "eth2", KindEthernet, false},
+		{"everything by default", Filter{}, "eth0", scheduler.KindEthernet, true},
+		{"loopback never", Filter{Include: []string{"*"}}, "lo", scheduler.KindLoopback, false},
+		{"ignored TUN", Filter{Ignore: []string{"mifsec0"}}, "mifsec0", scheduler.KindVirtual, false},
+		{"include glob matches", Filter{Include: []string{"wl*", "eth0"}}, "wlan0", scheduler.KindWLAN, true},
+		{"include glob misses", Filter{Include: []string{"wl*", "eth0"}}, "wwan0", scheduler.KindCellular, false},
+		{"exclude wins over include", Filter{Include: []string{"*"}, Exclude: []string{"ww*"}}, "wwan0", scheduler.KindCellular, false},
+		{"exclude leaves others", Filter{Exclude: []string{"ww*"}}, "wlan0", scheduler.KindWLAN, true},
+		{"character class", Filter{Include: []string{"eth[0-1]"}}, "eth2", scheduler.KindEthernet, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -35,16 +39,16 @@ func TestFilterPriority(t *testing.T) {
 	f := Filter{Priorities: map[string]int{"wwan0": 0, "wl*": 5, "wlan9": 7, "cellular": 9, "ethernet": 4}}
 	tests := []struct {
 		iface string
-		kind  Kind
+		kind  scheduler.Kind
 		want  int
 	}{
-		{"wwan0", KindCellular, 0}, // exact name over kind
-		{"wwan1", KindCellular, 9}, // kind
-		{"wlan9", KindWLAN, 7},     // exact name over glob
-		{"wlan0", KindWLAN, 5},     // glob
-		{"eth0", KindEthernet, 4},  // kind
-		{"br0", KindOther, 3},      // default
-		{"tun7", KindVirtual, 3},   // default
+		{"wwan0", scheduler.KindCellular, 0}, // exact name over kind
+		{"wwan1", scheduler.KindCellular, 9}, // kind
+		{"wlan9", scheduler.KindWLAN, 7},     // exact name over glob
+		{"wlan0", scheduler.KindWLAN, 5},     // glob
+		{"eth0", scheduler.KindEthernet, 4},  // kind
+		{"br0", scheduler.KindOther, 3},      // default
+		{"tun7", scheduler.KindVirtual, 3},   // default
 	}
 	for _, tt := range tests {
 		t.Run(tt.iface, func(t *testing.T) {
@@ -54,7 +58,7 @@ func TestFilterPriority(t *testing.T) {
 		})
 	}
 	var none Filter
-	for k, want := range map[Kind]int{KindEthernet: 0, KindWLAN: 1, KindCellular: 2, KindOther: 3} {
+	for k, want := range map[scheduler.Kind]int{scheduler.KindEthernet: 0, scheduler.KindWLAN: 1, scheduler.KindCellular: 2, scheduler.KindOther: 3} {
 		if got := none.Priority("x", k); got != want {
 			t.Errorf("default priority of %v = %d, want %d", k, got, want)
 		}

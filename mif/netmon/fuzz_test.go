@@ -3,6 +3,8 @@ package netmon
 import (
 	"strings"
 	"testing"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 // Flag values are user input: malformed ones get an error, never a panic,
@@ -20,14 +22,14 @@ func FuzzParseFlags(f *testing.F) {
 			if err := f.Validate(); err != nil {
 				t.Fatalf("accepted priority %q does not validate: %v", s, err)
 			}
-			f.Priority(name, KindOther)
+			f.Priority(name, scheduler.KindOther)
 		}
 		if globs, err := ParseGlobs(s); err == nil {
 			f := Filter{Include: globs, Exclude: globs}
 			if err := f.Validate(); err != nil {
 				t.Fatalf("accepted globs %q do not validate: %v", globs, err)
 			}
-			f.Admits(s, KindEthernet)
+			f.Admits(s, scheduler.KindEthernet)
 		}
 	})
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 // lab is a namespace with a WLAN-like and a cellular-like veth (named
@@ -112,10 +114,10 @@ func TestMonitorLab(t *testing.T) {
 	}
 	w, _ := s.Lookup("wlan0")
 	c, _ := s.Lookup("wwan0")
-	if w.Kind != KindWLAN || w.Priority != 1 || !w.Up || w.LinkType != "veth" || w.MTU != 1500 {
+	if w.Kind != scheduler.KindWLAN || w.Priority != 1 || !w.Up || w.LinkType != "veth" || w.MTU != 1500 {
 		t.Errorf("wlan0: %+v", w)
 	}
-	if c.Kind != KindCellular || c.Priority != 2 || !c.Up {
+	if c.Kind != scheduler.KindCellular || c.Priority != 2 || !c.Up {
 		t.Errorf("wwan0: %+v", c)
 	}
 	wantAddrs := []netip.Prefix{netip.MustParsePrefix("10.71.1.2/24"), netip.MustParsePrefix("2001:db8:71:1::2/64")}
@@ -219,7 +221,7 @@ func TestMonitorLab(t *testing.T) {
 		}
 		s := waitFor(t, m, "eth7 up", func(s Snapshot) bool { i, ok := s.Lookup("eth7"); return ok && i.Up })
 		i, _ := s.Lookup("eth7")
-		if _, old := s.Lookup("wwan0"); old || i.Index != idx || i.Kind != KindEthernet || i.Priority != 0 {
+		if _, old := s.Lookup("wwan0"); old || i.Index != idx || i.Kind != scheduler.KindEthernet || i.Priority != 0 {
 			t.Errorf("after the rename: %+v", s.Interfaces)
 		}
 		if s.Interfaces[0].Name != "eth7" {
@@ -255,7 +257,7 @@ func TestMonitorFilters(t *testing.T) {
 	if _, ok := s.Lookup("tun9"); ok {
 		t.Errorf("ignored tun9 reported: %+v", s.Interfaces)
 	}
-	if i, _ := s.Lookup("tun8"); i.Kind != KindVirtual || i.Priority != 3 || i.Usable {
+	if i, _ := s.Lookup("tun8"); i.Kind != scheduler.KindVirtual || i.Priority != 3 || i.Usable {
 		t.Errorf("tun8: %+v", i)
 	}
 }

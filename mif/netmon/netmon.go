@@ -54,7 +54,7 @@ type Monitor struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 
-	mu   sync.Mutex
+	mu   sync.Mutex // a leaf: guards last only
 	last Snapshot
 
 	// Owned by the loop.

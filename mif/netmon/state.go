@@ -9,15 +9,17 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 // Interface is one interface in a Snapshot.
 type Interface struct {
-	Name     string `json:"name"`
-	Index    int    `json:"index"`
-	Kind     Kind   `json:"kind"`
-	LinkType string `json:"link_type"` // netlink's: device, veth, tuntap, ...
-	Priority int    `json:"priority"`  // lower is better
+	Name     string         `json:"name"`
+	Index    int            `json:"index"`
+	Kind     scheduler.Kind `json:"kind"`
+	LinkType string         `json:"link_type"` // netlink's: device, veth, tuntap, ...
+	Priority int            `json:"priority"`  // lower is better
 	// Up is true when the interface is administratively up and has a
 	// carrier (operational state up, or unknown with the lower layer up,
 	// as tun devices and some drivers report).
@@ -112,7 +114,7 @@ func equalRoute(a, b *DefaultRoute) bool {
 // linkState is what the monitor knows of one link from link events.
 type linkState struct {
 	facts linkFacts
-	kind  Kind
+	kind  scheduler.Kind
 	up    bool
 	mtu   int
 }
