@@ -324,39 +324,6 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestResponderCertificates(t *testing.T) {
-	pki, err := GenerateTestPKI(t.TempDir(), TestPKIOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cas, err := NewTrustStore(pki.CA.Certificate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, gh := startResponder(t, ResponderConfig{LocalID: pki.Gateway.Identity, Key: pki.Gateway.Key,
-		Certificates: []*x509Cert{pki.Gateway.Certificate}, CAs: cas})
-	s, ch := w.newClient(t, "192.0.2.11", SessionConfig{LocalID: pki.Client.Identity, Key: pki.Client.Key,
-		Certificates: []*x509Cert{pki.Client.Certificate}, CAs: cas, RemoteID: pki.Gateway.Identity})
-	connect(t, s, true)
-	pairOK(t, ch.last(), gh.last())
-
-	// A client whose key the CA did not certify is refused.
-	other, err := GenerateTestPKI(t.TempDir(), TestPKIOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad, _ := w.newClient(t, "192.0.2.12", SessionConfig{LocalID: other.Client.Identity, Key: other.Client.Key,
-		Certificates: []*x509Cert{other.Client.Certificate}, CAs: cas})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := bad.connect(ctx, true); err == nil {
-		t.Fatal("a client with a foreign certificate connected")
-	}
-	if n := len(clients(t, w)); n != 1 {
-		t.Fatalf("%d clients, want 1", n)
-	}
-}
-
 func TestResponderWrongPSK(t *testing.T) {
 	w, _ := startResponder(t, ResponderConfig{PSK: []byte("the gateway's key")})
 	s, _ := w.newClient(t, "192.0.2.13", SessionConfig{PSK: []byte("another key")})
