@@ -889,14 +889,14 @@ func (r *Responder) respondClient(sa *rSA, exchange ExchangeType, req []Payload,
 		c.Remote = from
 	}
 	if exchange != INFORMATIONAL {
-		return r.respond(sa, exchange, req)
+		return dispatchInSARequest(r, sa, exchange, req)
 	}
 	// Checked before anything else of the request takes effect.
 	extra, then, fail := r.mobilityRequest(c, sa, req, from)
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
-	reply, after := r.respond(sa, exchange, req)
+	reply, after := dispatchInSARequest(r, sa, exchange, req)
 	reply = append(reply, extra...)
 	return reply, func() {
 		if after != nil {

@@ -9,25 +9,6 @@ import (
 	"time"
 )
 
-// respond builds the response to a request from the gateway and what to do
-// once it is sent.
-func (s *Session) respond(sa *ikeSA, exchange ExchangeType, req []Payload) ([]Payload, func() error) {
-	switch exchange {
-	case INFORMATIONAL:
-		return s.respondInformational(sa, req)
-	case CREATE_CHILD_SA:
-		if n := FindNotify(req, REKEY_SA); n != nil {
-			return s.respondChildRekey(sa, n, req)
-		}
-		if p := Find[*SA](req); p != nil && len(p.Proposals) > 0 && p.Proposals[0].Protocol == ProtoIKE {
-			return s.respondIKERekey(sa, req)
-		}
-		// mifsec runs one Child SA per IKE SA.
-		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_SAS}}, nil
-	}
-	return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
-}
-
 func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, func() error) {
 	var reply []Payload
 	var after func() error

@@ -1200,23 +1200,6 @@ func (r *Responder) dropClient(c *rClient) {
 	r.clients = slices.DeleteFunc(r.clients, func(o *rClient) bool { return o == c })
 }
 
-// respond answers a request on an authenticated IKE SA.
-func (r *Responder) respond(sa *rSA, exchange ExchangeType, req []Payload) ([]Payload, func()) {
-	switch exchange {
-	case INFORMATIONAL:
-		return r.respondInformational(sa, req)
-	case CREATE_CHILD_SA:
-		if n := FindNotify(req, REKEY_SA); n != nil {
-			return r.respondChildRekey(sa, n, req)
-		}
-		if p := Find[*SA](req); p != nil && len(p.Proposals) > 0 && p.Proposals[0].Protocol == ProtoIKE {
-			return r.respondIKERekey(sa, req)
-		}
-		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_SAS}}, nil
-	}
-	return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
-}
-
 // childByOutSPI finds a client's Child SA by the SPI the client receives
 // on.
 func (c *rClient) childByOutSPI(spi uint32) *ChildSA {
