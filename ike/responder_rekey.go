@@ -286,3 +286,65 @@ func (r *Responder) deleteIKE(c *rClient, sa *rSA) {
 		forget(nil)
 	}
 }
+
+// respondChildRekey answers a client's rekey of its Child SA. The new SA
+// receives at once and sends once the client deletes the old one.
+func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	if rekey.Protocol != ProtoESP || len(rekey.SPI) != 4 {
+		return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
+	}
+	old := c.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
+	if old == nil {
+		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+	}
+	if tooManySelectors(req) {
+		return []Payload{&Notify{NotifyType: TS_UNACCEPTABLE}}, nil
+	}
+	if old != c.child || (c.pending != nil && c.pending.rekey == rekeyingIKE) {
+		// Not for an SA being deleted (RFC 7296 §2.25.1), nor while our
+		// rekey of the IKE SA is outstanding: the client retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	if len(c.oldKids) >= maxOldChildren {
+		// A client that rekeys without deleting what it replaced would
+		// grow the gateway's SAs without bound.
+		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, r.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	if err := r.h.InstallChild(&c.Client, child, false); err != nil {
+		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	return reply, func() {
+		old.retired = r.cfg.Now()
+		c.oldKids = append(c.oldKids, old)
+		c.child = child
+		c.childRekeys++
+	}
+}
+
+// respondIKERekey answers a client's rekey of its IKE SA.
+func (r *Responder) respondIKERekey(sa *rSA, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	if sa != c.sa || (c.pending != nil && c.pending.rekey == rekeyingChild) {
+		// Not for an IKE SA already replaced, nor while our rekey of a
+		// Child SA is outstanding: the client retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	reply, next, fail := answerIKERekey(sa.ikeSA, r.cfg.IKE, req, r.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	return reply, func() {
+		n := &rSA{ikeSA: next, from: sa.from, natT: sa.natT, client: c}
+		r.sas[saKey{next.spiI, next.spiR}] = n
+		c.sa = n
+		c.IKESPIi, c.IKESPIr = next.spiI, next.spiR
+		c.ikeRekeys++
+	}
+}
