@@ -13,35 +13,6 @@ import (
 	"time"
 )
 
-// MOBIKE (RFC 4555) in both roles, and the MIF extension's paths.
-//
-// The initiator's session sends its IKE messages on one path at a time: a
-// Path is a local socket (its Transport) and the gateway address it sends
-// to. The conductor of the session hands it other paths through CheckPath
-// (a return routability test, RFC 4555 §3.4 style), UpdateAddresses
-// (UPDATE_SA_ADDRESSES, RFC 4555 §3.5: IKE and ESP move to the path) and,
-// with a gateway that speaks the MIF extension, AddPath and RemovePath (the
-// gateway learns the path's address as it sees it, and ESP may use every
-// path at once). These methods are safe to call from any goroutine while
-// Run serves: like Deliver, they hand their work to the session's loop,
-// which owns the protocol state, and wait for its result.
-//
-// Message IDs: the IKE window is one request. A request whose first
-// transmissions on a path under test go unanswered is not abandoned (the
-// gateway may have received it and only the answer was lost): the same
-// message is retransmitted on the current path until answered, so both
-// sides stay in step, and the path is reported dead. A request that is
-// outstanding when UpdateAddresses is called (a DPD or a rekey stuck on a
-// dead path) is retransmitted on the new path at once, with a fresh
-// retransmission schedule (RFC 4555 lets the initiator retransmit from
-// other addresses); what the session sends until the update runs leaves
-// there too, and UPDATE_SA_ADDRESSES follows.
-//
-// The gateway (Responder) answers MOBIKE_SUPPORTED, moves a client's IKE
-// and ESP traffic only on UPDATE_SA_ADDRESSES once MOBIKE is negotiated
-// (never implicitly), echoes COOKIE2 in every answer and records the
-// client's MIF paths.
-
 // Path is one way from this host to the gateway: a socket bound to one
 // local interface and address, and the gateway address it reaches.
 type Path struct {

@@ -14,20 +14,6 @@ import (
 	"time"
 )
 
-// A gateway's side of IKEv2: the Responder answers many clients' IKE SAs
-// (IKE_SA_INIT, IKE_AUTH with a configuration reply, INFORMATIONAL,
-// CREATE_CHILD_SA rekeys) and hands each client's Child SAs to a
-// ResponderHandler.
-//
-// The Responder runs in one goroutine (Run), like the initiator's Session:
-// datagrams arrive through Deliver, which copies and never blocks, so that
-// the data plane's receive worker that hands over IKE messages on port
-// 4500 never waits for a Diffie-Hellman computation or a signature. The
-// loop owns every IKE SA, the address pools and the half-open table, so
-// none of them needs a lock; handshakes are serialised on one core, which
-// is far more than a gateway's IKE rate needs (200 clients starting at once
-// are all established within 0.4 s on a 2-core host, docs/ike.md).
-
 // Client describes one authenticated client to the ResponderHandler.
 type Client struct {
 	ID        Identity
@@ -216,7 +202,22 @@ type rRequest struct {
 
 type saKey struct{ spiI, spiR uint64 }
 
-// Responder is a gateway's IKEv2 responder for many clients.
+// Responder is a gateway's side of IKEv2: it answers many clients' IKE SAs
+// (IKE_SA_INIT, IKE_AUTH with a configuration reply, INFORMATIONAL,
+// CREATE_CHILD_SA rekeys) and hands each client's Child SAs to a
+// ResponderHandler.
+//
+// The Responder runs in one goroutine (Run), like the initiator's Session:
+// datagrams arrive through Deliver, which copies and never blocks, so that
+// the data plane's receive worker that hands over IKE messages on port
+// 4500 never waits for a Diffie-Hellman computation or a signature. The
+// loop owns every IKE SA, the address pools and the half-open table, so
+// none of them needs a lock; handshakes are serialised on one core, which
+// is far more than a gateway's IKE rate needs (200 clients starting at once
+// are all established within 0.4 s on a 2-core host, docs/ike.md).
+//
+// Its defences against unauthenticated and misbehaving peers are in the
+// package documentation (Defences of the Responder).
 type Responder struct {
 	cfg   ResponderConfig
 	tr    Transport

@@ -8,10 +8,6 @@ import (
 	"time"
 )
 
-// The rekeys the gateway starts: each client's Child SA and IKE SA by
-// lifetime, the Child SA also by volume, and the collisions with the
-// client's own rekeys of the same SAs (RFC 7296 §2.8.1, §2.8.2).
-
 // rekeyWhenDue starts a rekey of c's Child SA or IKE SA when one is due
 // and no other request of the gateway is outstanding.
 func (r *Responder) rekeyWhenDue(c *rClient, now time.Time) {

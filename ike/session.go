@@ -15,16 +15,6 @@ import (
 	"time"
 )
 
-// An initiator's session with one gateway: it sets up an IKE SA and one
-// Child SA (IKE_SA_INIT, IKE_AUTH with a configuration request), keeps them
-// alive (retransmissions, dead peer detection, rekeying in both roles) and
-// hands the Child SAs' keys to a Handler, which installs them in the data
-// plane. When the gateway goes away it reconnects.
-//
-// The session runs in one goroutine (Run). Datagrams arrive through Deliver
-// from whatever reads the sockets, leave through a Transport. It is shaped
-// as one loop so that the protocol state needs no lock: the loop owns it.
-
 // Transport sends IKE messages.
 type Transport interface {
 	// Send sends msg to the peer. natT says it goes between the UDP
@@ -153,7 +143,15 @@ type inbound struct {
 	natT bool
 }
 
-// Session is one initiator's connection to a gateway.
+// Session is one initiator's connection to a gateway: it sets up an IKE SA and one
+// Child SA (IKE_SA_INIT, IKE_AUTH with a configuration request), keeps them
+// alive (retransmissions, dead peer detection, rekeying in both roles) and
+// hands the Child SAs' keys to a Handler, which installs them in the data
+// plane. When the gateway goes away it reconnects.
+//
+// The session runs in one goroutine (Run). Datagrams arrive through Deliver
+// from whatever reads the sockets, leave through a Transport. It is shaped
+// as one loop so that the protocol state needs no lock: the loop owns it.
 type Session struct {
 	cfg     SessionConfig
 	tr      Transport
