@@ -18,16 +18,7 @@ func (r *Responder) expireOldChildren(c *rClient, now time.Time) {
 			continue
 		}
 		r.log.Info("deleting a rekeyed Child SA the client did not delete", "id", c.ID, "in_spi", fmt.Sprintf("%#x", old.InSPI))
-		remove := func([]Payload) {
-			if slices.Contains(c.oldKids, old) {
-				r.h.RemoveChild(&c.Client, old)
-				c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
-			}
-		}
-		del := []Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
-		if err := r.request(c, INFORMATIONAL, del, remove); err != nil {
-			remove(nil)
-		}
+		r.deleteOldChild(c, old)
 		return
 	}
 }
