@@ -177,7 +177,7 @@ func (sa *rSA) isRetransmission(m *Message, in inbound) bool {
 // tooManySelectors reports whether a TS payload of req carries more
 // selectors than a client may ask for.
 func tooManySelectors(req []Payload) bool {
-	for _, ts := range FindAll[*TS](req) {
+	for _, ts := range findAll[*TS](req) {
 		if len(ts.Selectors) > MaxSelectors {
 			return true
 		}

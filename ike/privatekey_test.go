@@ -44,19 +44,19 @@ func TestParsePrivateKeyFormats(t *testing.T) {
 	}
 	for _, tt := range ok {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := ParsePrivateKey(tt.data)
+			k, err := parsePrivateKey(tt.data)
 			if err != nil {
-				t.Fatalf("ParsePrivateKey: %v", err)
+				t.Fatalf("parsePrivateKey: %v", err)
 			}
 			if k.Public() == nil {
 				t.Fatal("no public key")
 			}
 		})
 	}
-	if k, _ := ParsePrivateKey(sec1); !k.(*ecdsa.PrivateKey).Equal(ecKey) {
+	if k, _ := parsePrivateKey(sec1); !k.(*ecdsa.PrivateKey).Equal(ecKey) {
 		t.Fatal("SEC1 key differs")
 	}
-	if k, _ := ParsePrivateKey(pkcs1); !k.(*rsa.PrivateKey).Equal(rsaKey) {
+	if k, _ := parsePrivateKey(pkcs1); !k.(*rsa.PrivateKey).Equal(rsaKey) {
 		t.Fatal("PKCS1 key differs")
 	}
 
@@ -77,7 +77,7 @@ func TestParsePrivateKeyFormats(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParsePrivateKey(tt.data)
+			_, err := parsePrivateKey(tt.data)
 			if err == nil {
 				t.Fatal("want an error")
 			}

@@ -28,7 +28,7 @@ func (r *Responder) forget(sa *rSA) {
 // verifyClient checks the client's AUTH payload over its IKE_SA_INIT
 // request.
 func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload) error {
-	octets := InitiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, id.PayloadBody())
+	octets := initiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, id.PayloadBody())
 	if auth.Method == AuthPSK {
 		psk := r.pskFor(id)
 		if len(psk) == 0 {
@@ -37,7 +37,7 @@ func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload
 			}
 			return errors.New("it used a pre-shared key, the gateway expects a certificate")
 		}
-		if VerifyPSKAuth(sa.keys.prf.Sum, psk, octets, auth.Data) != nil {
+		if verifyPSKAuth(sa.keys.prf.Sum, psk, octets, auth.Data) != nil {
 			return errors.New("its AUTH does not match the pre-shared key")
 		}
 		return nil
@@ -138,7 +138,7 @@ func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[st
 // respondAuth answers IKE_AUTH: authenticates the client, leases its inner
 // addresses and sets up its first Child SA.
 func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
-	idi, auth := FindID(req, false), Find[*Auth](req)
+	idi, auth := findID(req, false), Find[*Auth](req)
 	if idi == nil || auth == nil {
 		return r.authFail(sa, from, "no IDi or AUTH")
 	}
@@ -165,7 +165,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	}
 	// Our AUTH over our IKE_SA_INIT response.
 	reply := []Payload{&ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}}
-	octets := ResponderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
+	octets := responderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
 	ours := &Auth{}
 	if r.cfg.Key != nil {
 		for _, c := range r.cfg.Certificates {
@@ -178,7 +178,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		}
 		ours.Method, ours.Data = method, data
 	} else {
-		ours.Method, ours.Data = AuthPSK, PSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
+		ours.Method, ours.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
 	}
 	reply = append(reply, ours)
 
@@ -287,7 +287,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	chosen := sel.Proposal
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
 	reply = append(reply, &SA{Proposals: []Proposal{chosen}},
-		&TS{Selectors: SelectorsFromPrefixes(remote)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(local)})
+		&TS{Selectors: selectorsFromPrefixes(remote)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(local)})
 	return reply, nil
 }
 

@@ -81,7 +81,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		r.answerInit(m, in, &Notify{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DHGroup)})
 		return
 	}
-	if err := CheckNonce(suite.PRF, ni.Data); err != nil {
+	if err := checkNonce(suite.PRF, ni.Data); err != nil {
 		r.log.Debug("refusing IKE_SA_INIT", "from", in.from, "err", err)
 		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
 		return
@@ -131,7 +131,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		// behind a NAT: it floats to port 4500 and encapsulates ESP in
 		// UDP, the only ESP the data plane carries.
 		&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(m.SPIi, spiR, in.from)},
+		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(m.SPIi, spiR, in.from)},
 	}
 	if fragOK {
 		payloads = append(payloads, &Notify{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED})

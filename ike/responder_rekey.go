@@ -29,7 +29,7 @@ func (r *Responder) rekeyWhenDue(c *rClient, now time.Time) {
 // receives and sends once the client answers; the old one receives until
 // the client confirms its deletion.
 func (r *Responder) rekeyChild(c *rClient) {
-	r.startChildRekey(c, c.child, FirstDHGroup(r.cfg.ESP), true)
+	r.startChildRekey(c, c.child, firstDHGroup(r.cfg.ESP), true)
 }
 
 func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
@@ -50,7 +50,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		}
 		payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
 	}
-	payloads = append(payloads, &TS{Selectors: SelectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.RemoteTS)})
+	payloads = append(payloads, &TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
 	later := func(why string, args ...any) {
 		if c.child != old {
 			return // the client's rekey of the same SA went through
@@ -79,7 +79,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			later("the response lacks SA or Nonce")
 			return
 		}
-		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+		if err := checkNonce(sa.suite.PRF, nr.Data); err != nil {
 			later(err.Error())
 			return
 		}
@@ -231,7 +231,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 			later(fmt.Sprintf("unacceptable answer: %v", err))
 			return
 		}
-		if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+		if err := checkNonce(suite.PRF, nr.Data); err != nil {
 			later(err.Error())
 		}
 		shared, err := kex.SharedSecret(ke.Data)

@@ -55,7 +55,7 @@ func (g gatewaySide) Send(msg []byte, to netip.AddrPort, natT bool) error {
 		w.requests = append(w.requests, m.Exchange)
 	}
 	if m, err := Parse(msg); err == nil && m.Exchange == IKE_SA_INIT {
-		for _, n := range FindAll[*Notify](m.Payloads) {
+		for _, n := range findAll[*Notify](m.Payloads) {
 			w.seen = append(w.seen, n.NotifyType)
 		}
 	}
@@ -849,7 +849,7 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 			&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, spi), NotifyType: REKEY_SA},
 			&SA{Proposals: offerESP(espSpecs, next, true)},
 			&Nonce{Data: nonce()},
-			&TS{Selectors: SelectorsFromPrefixes(s.child.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(s.child.RemoteTS)},
+			&TS{Selectors: selectorsFromPrefixes(s.child.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(s.child.RemoteTS)},
 		}
 		var reply []Payload
 		err := s.call(ctxT(t), func(loop context.Context, r *callResult) error {
@@ -861,7 +861,7 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range FindAll[*Notify](reply) {
+		for _, n := range findAll[*Notify](reply) {
 			if n.NotifyType.IsError() {
 				return n.NotifyType
 			}
