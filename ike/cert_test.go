@@ -26,16 +26,6 @@ import (
 	"github.com/mifsec/mifsec/internal/testpki"
 )
 
-// parseIdentity parses s or fails the test.
-func parseIdentity(t *testing.T, s string) Identity {
-	t.Helper()
-	id, err := ParseIdentity(s)
-	if err != nil {
-		t.Fatalf("ParseIdentity(%q): %v", s, err)
-	}
-	return id
-}
-
 // testPKI generates a test PKI in a temporary directory of the test.
 func testPKI(t *testing.T, opts testpki.Options) *testpki.PKI {
 	t.Helper()
@@ -90,7 +80,7 @@ func TestGenerateTestPKIVariants(t *testing.T) {
 					t.Fatalf("Verify with the certificate's key: %v", err)
 				}
 			}
-			ip := parseIdentity(t, "192.0.2.1")
+			ip := MustParseIdentity(t, "192.0.2.1")
 			if _, err := ts.VerifyPeer(p.Gateway.Certificate.Raw, nil, ip, time.Time{}); err != nil {
 				t.Fatalf("VerifyPeer with IP identity: %v", err)
 			}
@@ -116,7 +106,7 @@ func TestTestPKIContents(t *testing.T) {
 	if p.Gateway.Identity.String() != "gw.mifsec.test" || p.Client.Identity.String() != "client@mifsec.test" {
 		t.Fatalf("identities %s, %s", p.Gateway.Identity, p.Client.Identity)
 	}
-	if len(gw.SubjectKeyId) == 0 || !parseIdentity(t, "@#"+hex.EncodeToString(gw.SubjectKeyId)).MatchesCertificate(gw) {
+	if len(gw.SubjectKeyId) == 0 || !MustParseIdentity(t, "@#"+hex.EncodeToString(gw.SubjectKeyId)).MatchesCertificate(gw) {
 		t.Fatal("gateway certificate has no usable subject key identifier")
 	}
 	info, err := os.Stat(p.Gateway.KeyFile)
@@ -170,7 +160,7 @@ func TestVerifyPeerFailures(t *testing.T) {
 	})
 	t.Run("identity mismatch", func(t *testing.T) {
 		for _, id := range []string{"@sun.mifsec.test", "client@mifsec.test", "192.0.2.9", "C=CH, O=mifsec test, CN=sun"} {
-			_, err := ts.VerifyPeer(gw.Certificate.Raw, nil, parseIdentity(t, id), time.Time{})
+			_, err := ts.VerifyPeer(gw.Certificate.Raw, nil, MustParseIdentity(t, id), time.Time{})
 			if !errors.Is(err, ErrIdentityMismatch) || !strings.Contains(err.Error(), "DNS:gw.mifsec.test") {
 				t.Fatalf("identity %s: err = %v, want ErrIdentityMismatch listing the SANs", id, err)
 			}

@@ -13,6 +13,7 @@ var (
 	OIDExtKeyUsageIKEIntermediate = oidExtKeyUsageIKEIntermediate
 	OIDExtKeyUsageIPsecIKE        = oidExtKeyUsageIPsecIKE
 	LeaksKey                      = leaksKey
+	MustParseIdentity             = mustParseIdentity
 )
 
 // CertifiedPeer is one end's certificate credentials for
