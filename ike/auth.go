@@ -39,7 +39,7 @@ const pskKeyPad = "Key Pad for IKEv2"
 // verifying AUTH payloads.
 const minRSABits = 2048
 
-// InitiatorSignedOctets returns the octets the initiator signs or MACs
+// initiatorSignedOctets returns the octets the initiator signs or MACs
 // (RFC 7296 §2.15):
 //
 //	RealMessage1 | NonceRData | prf(SK_pi, IDi payload body)
@@ -50,15 +50,15 @@ const minRSABits = 2048
 // payload (ID Type, RESERVED, data), as carried in IKE_AUTH; use
 // Identity.PayloadBody to build it and, when verifying, the received bytes
 // unchanged. prf is the negotiated pseudorandom function.
-func InitiatorSignedOctets(prf func(key, data []byte) []byte, realMessage1, nonceR, skPi, idiBody []byte) []byte {
+func initiatorSignedOctets(prf func(key, data []byte) []byte, realMessage1, nonceR, skPi, idiBody []byte) []byte {
 	return signedOctets(prf, realMessage1, nonceR, skPi, idiBody)
 }
 
-// ResponderSignedOctets returns the octets the responder signs or MACs
+// responderSignedOctets returns the octets the responder signs or MACs
 // (RFC 7296 §2.15):
 //
 //	RealMessage2 | NonceIData | prf(SK_pr, IDr payload body)
-func ResponderSignedOctets(prf func(key, data []byte) []byte, realMessage2, nonceI, skPr, idrBody []byte) []byte {
+func responderSignedOctets(prf func(key, data []byte) []byte, realMessage2, nonceI, skPr, idrBody []byte) []byte {
 	return signedOctets(prf, realMessage2, nonceI, skPr, idrBody)
 }
 
@@ -70,26 +70,26 @@ func signedOctets(prf func(key, data []byte) []byte, message, peerNonce, skP, id
 	return append(octets, macedID...)
 }
 
-// PSKAuth returns the AUTH data of the Shared Key Message Integrity Code
+// pSKAuth returns the AUTH data of the Shared Key Message Integrity Code
 // method (2) for signedOctets (RFC 7296 §2.15):
 //
 //	prf(prf(secret, "Key Pad for IKEv2"), signedOctets)
 //
 // With EAP the secret is the MSK (or SK_pi/SK_pr when EAP yields none).
-func PSKAuth(prf func(key, data []byte) []byte, secret, signedOctets []byte) []byte {
+func pSKAuth(prf func(key, data []byte) []byte, secret, signedOctets []byte) []byte {
 	return prf(prf(secret, []byte(pskKeyPad)), signedOctets)
 }
 
-// VerifyPSKAuth checks received AUTH data of method 2 in constant time.
+// verifyPSKAuth checks received AUTH data of method 2 in constant time.
 // It returns ErrAuthenticationFailed when it does not match.
-func VerifyPSKAuth(prf func(key, data []byte) []byte, secret, signedOctets, received []byte) error {
+func verifyPSKAuth(prf func(key, data []byte) []byte, secret, signedOctets, received []byte) error {
 	if len(secret) == 0 {
 		return errors.New("ike: verify shared-key AUTH: no shared secret configured")
 	}
 	if len(received) == 0 {
 		return fmt.Errorf("%w: empty shared-key AUTH data", ErrAuthenticationFailed)
 	}
-	if !hmac.Equal(PSKAuth(prf, secret, signedOctets), received) {
+	if !hmac.Equal(pSKAuth(prf, secret, signedOctets), received) {
 		return fmt.Errorf("%w: shared-key MIC mismatch", ErrAuthenticationFailed)
 	}
 	return nil
@@ -268,11 +268,11 @@ type SignOptions struct {
 // method with SHA-256 and Ed25519 keys the Digital Signature method with
 // Identity. RSA keys are signed with PKCS #1 v1.5.
 func Sign(key crypto.Signer, octets []byte, peerHashes []uint16) (AuthMethod, []byte, error) {
-	return SignWithOptions(key, octets, peerHashes, SignOptions{})
+	return signWithOptions(key, octets, peerHashes, SignOptions{})
 }
 
-// SignWithOptions is Sign with options.
-func SignWithOptions(key crypto.Signer, octets []byte, peerHashes []uint16, opts SignOptions) (AuthMethod, []byte, error) {
+// signWithOptions is Sign with options.
+func signWithOptions(key crypto.Signer, octets []byte, peerHashes []uint16, opts SignOptions) (AuthMethod, []byte, error) {
 	if key == nil {
 		return 0, nil, errors.New("ike: sign AUTH: no private key")
 	}
@@ -448,7 +448,7 @@ func Verify(pub crypto.PublicKey, method AuthMethod, data []byte, octets []byte)
 	case AuthRSA:
 		return fmt.Errorf("ike: verify AUTH: method 1 (RSA with SHA-1) refused: %w", ErrWeakSignature)
 	case AuthPSK:
-		return errors.New("ike: verify AUTH: method 2 (shared key) is not a signature; use VerifyPSKAuth")
+		return errors.New("ike: verify AUTH: method 2 (shared key) is not a signature; use verifyPSKAuth")
 	}
 	return fmt.Errorf("ike: verify AUTH: unsupported authentication method %d", uint8(method))
 }

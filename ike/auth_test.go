@@ -36,8 +36,8 @@ func TestSignedOctets(t *testing.T) {
 	want := append(append(append([]byte{}, msg...), nonce...), macedID...)
 
 	for name, f := range map[string]func(func(key, data []byte) []byte, []byte, []byte, []byte, []byte) []byte{
-		"initiator": InitiatorSignedOctets,
-		"responder": ResponderSignedOctets,
+		"initiator": initiatorSignedOctets,
+		"responder": responderSignedOctets,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if got := f(hmacSHA256, msg, nonce, sk, body); !bytes.Equal(got, want) {
@@ -56,9 +56,9 @@ func TestPSKAuth(t *testing.T) {
 	// prf(prf(secret, "Key Pad for IKEv2"), octets) with HMAC-SHA256,
 	// computed with Python's hmac module.
 	want := identityTestHex(t, "fb66f1578d7c58994ba509c2e9a8c5d0c349304fb71e9dc8c99f046b6172bfa8")
-	got := PSKAuth(hmacSHA256, secret, octets)
+	got := pSKAuth(hmacSHA256, secret, octets)
 	if !bytes.Equal(got, want) {
-		t.Fatalf("PSKAuth = %x, want %x", got, want)
+		t.Fatalf("pSKAuth = %x, want %x", got, want)
 	}
 	// And the same with Go's HMAC written out independently.
 	inner := hmac.New(sha256.New, secret)
@@ -66,7 +66,7 @@ func TestPSKAuth(t *testing.T) {
 	outer := hmac.New(sha256.New, inner.Sum(nil))
 	outer.Write(octets)
 	if !bytes.Equal(got, outer.Sum(nil)) {
-		t.Fatal("PSKAuth differs from an independent HMAC-SHA256 computation")
+		t.Fatal("pSKAuth differs from an independent HMAC-SHA256 computation")
 	}
 
 	tests := []struct {
@@ -85,9 +85,9 @@ func TestPSKAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := VerifyPSKAuth(hmacSHA256, tt.secret, tt.octets, tt.auth)
+			err := verifyPSKAuth(hmacSHA256, tt.secret, tt.octets, tt.auth)
 			if (err != nil) != tt.wantFail {
-				t.Fatalf("VerifyPSKAuth = %v, want failure %v", err, tt.wantFail)
+				t.Fatalf("verifyPSKAuth = %v, want failure %v", err, tt.wantFail)
 			}
 			if err != nil && tt.secret != nil && !errors.Is(err, ErrAuthenticationFailed) {
 				t.Fatalf("error %v is not ErrAuthenticationFailed", err)
@@ -287,7 +287,7 @@ func TestSignVerify(t *testing.T) {
 	octets := []byte("RealMessage1 | NonceRData | MACedIDForI")
 	for _, tc := range signCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			method, data, err := SignWithOptions(tc.key, octets, tc.peerHashes, tc.opts)
+			method, data, err := signWithOptions(tc.key, octets, tc.peerHashes, tc.opts)
 			if err != nil {
 				t.Fatalf("Sign: %v", err)
 			}
@@ -346,7 +346,7 @@ func TestSignNegotiationErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := SignWithOptions(tt.key, octets, tt.peerHashes, tt.opts); err == nil {
+			if _, _, err := signWithOptions(tt.key, octets, tt.peerHashes, tt.opts); err == nil {
 				t.Fatal("want an error")
 			}
 		})
@@ -481,10 +481,10 @@ func TestSecretsNeverInText(t *testing.T) {
 	secret := []byte("s3cr3t-shared-key-do-not-print")
 	octets := []byte("octets")
 	var texts []string
-	if err := VerifyPSKAuth(hmacSHA256, secret, octets, []byte("wrong")); err != nil {
+	if err := verifyPSKAuth(hmacSHA256, secret, octets, []byte("wrong")); err != nil {
 		texts = append(texts, err.Error())
 	}
-	if err := VerifyPSKAuth(hmacSHA256, secret, octets, nil); err != nil {
+	if err := verifyPSKAuth(hmacSHA256, secret, octets, nil); err != nil {
 		texts = append(texts, err.Error())
 	}
 	for _, text := range texts {

@@ -27,10 +27,10 @@ import (
 // identity the peer claimed in its ID payload.
 var ErrIdentityMismatch = errors.New("ike: identity not contained in the peer's certificate")
 
-// ParseCertificates decodes every certificate in data, which holds
+// parseCertificates decodes every certificate in data, which holds
 // PEM "CERTIFICATE" blocks or a single DER certificate. Other PEM blocks
 // are skipped.
-func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := data
 	sawPEM := false
@@ -65,7 +65,7 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 
 // ParseCertificate decodes the first certificate of PEM or DER data.
 func ParseCertificate(data []byte) (*x509.Certificate, error) {
-	certs, err := ParseCertificates(data)
+	certs, err := parseCertificates(data)
 	if err != nil {
 		return nil, err
 	}
@@ -79,15 +79,15 @@ func LoadCertificates(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ike: read certificate: %w", err)
 	}
-	certs, err := ParseCertificates(data)
+	certs, err := parseCertificates(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w (file %s)", err, path)
 	}
 	return certs, nil
 }
 
-// LoadCertificate reads the first certificate of a PEM or DER file.
-func LoadCertificate(path string) (*x509.Certificate, error) {
+// loadCertificate reads the first certificate of a PEM or DER file.
+func loadCertificate(path string) (*x509.Certificate, error) {
 	certs, err := LoadCertificates(path)
 	if err != nil {
 		return nil, err
@@ -95,11 +95,11 @@ func LoadCertificate(path string) (*x509.Certificate, error) {
 	return certs[0], nil
 }
 
-// ParsePrivateKey decodes a private key: PEM "PRIVATE KEY" (PKCS #8),
+// parsePrivateKey decodes a private key: PEM "PRIVATE KEY" (PKCS #8),
 // "RSA PRIVATE KEY" (PKCS #1) or "EC PRIVATE KEY" (SEC 1), or the same
 // encodings in DER. Encrypted keys are not supported. Errors never contain
 // key material.
-func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+func parsePrivateKey(data []byte) (crypto.Signer, error) {
 	rest := data
 	sawPEM := false
 	for {
@@ -165,13 +165,13 @@ func parsePKCS8Signer(der []byte) (crypto.Signer, error) {
 	return nil, fmt.Errorf("ike: unsupported PKCS #8 private key type %T", k)
 }
 
-// LoadPrivateKey reads a private key file (see ParsePrivateKey).
+// LoadPrivateKey reads a private key file (see parsePrivateKey).
 func LoadPrivateKey(path string) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("ike: read private key: %w", err)
 	}
-	k, err := ParsePrivateKey(data)
+	k, err := parsePrivateKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w (file %s)", err, path)
 	}

@@ -1,15 +1,15 @@
-package ike
+// The tests of this file use internal/testpki, which imports ike: they
+// are in the external test package (export_test.go lends them the few
+// internals they need).
+package ike_test
 
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -21,19 +21,22 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	. "github.com/mifsec/mifsec/ike" //nolint:revive // the tests were written inside package ike
+	"github.com/mifsec/mifsec/internal/testpki"
 )
 
 // testPKI generates a test PKI in a temporary directory of the test.
-func testPKI(t *testing.T, opts TestPKIOptions) *TestPKI {
+func testPKI(t *testing.T, opts testpki.Options) *testpki.PKI {
 	t.Helper()
-	p, err := GenerateTestPKI(t.TempDir(), opts)
+	p, err := testpki.Generate(t.TempDir(), opts)
 	if err != nil {
-		t.Fatalf("GenerateTestPKI: %v", err)
+		t.Fatalf("testpki.Generate: %v", err)
 	}
 	return p
 }
 
-func trustStoreOf(t *testing.T, p *TestPKI) *TrustStore {
+func trustStoreOf(t *testing.T, p *testpki.PKI) *TrustStore {
 	t.Helper()
 	ts, err := LoadTrustStore(p.CA.CertFile)
 	if err != nil {
@@ -48,16 +51,16 @@ func TestGenerateTestPKIVariants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kt := range []TestKeyType{TestKeyECDSAP256, TestKeyECDSAP384, TestKeyRSA3072, TestKeyEd25519} {
+	for _, kt := range []testpki.KeyType{testpki.KeyECDSAP256, testpki.KeyECDSAP384, testpki.KeyRSA3072, testpki.KeyEd25519} {
 		t.Run(kt.String(), func(t *testing.T) {
-			p := testPKI(t, TestPKIOptions{
+			p := testPKI(t, testpki.Options{
 				KeyType:      kt,
 				GatewayName:  "moon.strongswan.org",
 				GatewayAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
 				ClientEmail:  "carol@strongswan.org",
 			})
 			ts := trustStoreOf(t, p)
-			for _, holder := range []TestCredential{p.Gateway, p.Client} {
+			for _, holder := range []testpki.Credential{p.Gateway, p.Client} {
 				creds, err := LoadCredentials(holder.CertFile, holder.KeyFile)
 				if err != nil {
 					t.Fatalf("LoadCredentials: %v", err)
@@ -77,7 +80,7 @@ func TestGenerateTestPKIVariants(t *testing.T) {
 					t.Fatalf("Verify with the certificate's key: %v", err)
 				}
 			}
-			ip := mustParseIdentity(t, "192.0.2.1")
+			ip := MustParseIdentity(t, "192.0.2.1")
 			if _, err := ts.VerifyPeer(p.Gateway.Certificate.Raw, nil, ip, time.Time{}); err != nil {
 				t.Fatalf("VerifyPeer with IP identity: %v", err)
 			}
@@ -86,7 +89,7 @@ func TestGenerateTestPKIVariants(t *testing.T) {
 }
 
 func TestTestPKIContents(t *testing.T) {
-	p := testPKI(t, TestPKIOptions{})
+	p := testPKI(t, testpki.Options{})
 	gw := p.Gateway.Certificate
 	if len(gw.DNSNames) != 1 || gw.DNSNames[0] != "gw.mifsec.test" {
 		t.Fatalf("gateway DNS SANs %v", gw.DNSNames)
@@ -103,7 +106,7 @@ func TestTestPKIContents(t *testing.T) {
 	if p.Gateway.Identity.String() != "gw.mifsec.test" || p.Client.Identity.String() != "client@mifsec.test" {
 		t.Fatalf("identities %s, %s", p.Gateway.Identity, p.Client.Identity)
 	}
-	if len(gw.SubjectKeyId) == 0 || !mustParseIdentity(t, "@#"+hex.EncodeToString(gw.SubjectKeyId)).MatchesCertificate(gw) {
+	if len(gw.SubjectKeyId) == 0 || !MustParseIdentity(t, "@#"+hex.EncodeToString(gw.SubjectKeyId)).MatchesCertificate(gw) {
 		t.Fatal("gateway certificate has no usable subject key identifier")
 	}
 	info, err := os.Stat(p.Gateway.KeyFile)
@@ -129,8 +132,8 @@ func TestTestPKIContents(t *testing.T) {
 }
 
 func TestVerifyPeerFailures(t *testing.T) {
-	p := testPKI(t, TestPKIOptions{})
-	other := testPKI(t, TestPKIOptions{})
+	p := testPKI(t, testpki.Options{})
+	other := testPKI(t, testpki.Options{})
 	ts := trustStoreOf(t, p)
 	gw := p.Gateway
 
@@ -157,7 +160,7 @@ func TestVerifyPeerFailures(t *testing.T) {
 	})
 	t.Run("identity mismatch", func(t *testing.T) {
 		for _, id := range []string{"@sun.mifsec.test", "client@mifsec.test", "192.0.2.9", "C=CH, O=mifsec test, CN=sun"} {
-			_, err := ts.VerifyPeer(gw.Certificate.Raw, nil, mustParseIdentity(t, id), time.Time{})
+			_, err := ts.VerifyPeer(gw.Certificate.Raw, nil, MustParseIdentity(t, id), time.Time{})
 			if !errors.Is(err, ErrIdentityMismatch) || !strings.Contains(err.Error(), "DNS:gw.mifsec.test") {
 				t.Fatalf("identity %s: err = %v, want ErrIdentityMismatch listing the SANs", id, err)
 			}
@@ -181,7 +184,7 @@ func TestVerifyPeerFailures(t *testing.T) {
 }
 
 func TestVerifyPeerWithIntermediate(t *testing.T) {
-	p := testPKI(t, TestPKIOptions{Intermediate: true})
+	p := testPKI(t, testpki.Options{Intermediate: true})
 	ts := trustStoreOf(t, p)
 	gw := p.Gateway
 	if _, err := ts.VerifyPeer(gw.Certificate.Raw, nil, gw.Identity, time.Time{}); err == nil {
@@ -204,8 +207,8 @@ func TestVerifyPeerWithIntermediate(t *testing.T) {
 }
 
 func TestCertReqData(t *testing.T) {
-	p := testPKI(t, TestPKIOptions{})
-	other := testPKI(t, TestPKIOptions{})
+	p := testPKI(t, testpki.Options{})
+	other := testPKI(t, testpki.Options{})
 	ts, err := NewTrustStore(p.CA.Certificate, other.CA.Certificate, p.CA.Certificate)
 	if err != nil {
 		t.Fatal(err)
@@ -244,8 +247,8 @@ func TestCertReqData(t *testing.T) {
 }
 
 func TestLoadTrustStoreDirectory(t *testing.T) {
-	p := testPKI(t, TestPKIOptions{})
-	other := testPKI(t, TestPKIOptions{})
+	p := testPKI(t, testpki.Options{})
+	other := testPKI(t, testpki.Options{})
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "a.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate.Raw}), 0o644); err != nil {
 		t.Fatal(err)
@@ -268,97 +271,9 @@ func TestLoadTrustStoreDirectory(t *testing.T) {
 	}
 }
 
-func TestParsePrivateKeyFormats(t *testing.T) {
-	rsaKey, _ := rsaTestKeys(t)
-	ecKey := ecdsaKey(t, elliptic.P256())
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(ecKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec1, err := x509.MarshalECPrivateKey(ecKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs1 := x509.MarshalPKCS1PrivateKey(rsaKey)
-	edPKCS8, err := x509.MarshalPKCS8PrivateKey(ed25519Key(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ok := []struct {
-		name string
-		data []byte
-	}{
-		{"PKCS8 PEM", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})},
-		{"SEC1 PEM with parameters block", append(
-			pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}}),
-			pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})...)},
-		{"PKCS1 PEM", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: pkcs1})},
-		{"Ed25519 PKCS8 PEM", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: edPKCS8})},
-		{"PKCS8 DER", pkcs8},
-		{"SEC1 DER", sec1},
-		{"PKCS1 DER", pkcs1},
-	}
-	for _, tt := range ok {
-		t.Run(tt.name, func(t *testing.T) {
-			k, err := ParsePrivateKey(tt.data)
-			if err != nil {
-				t.Fatalf("ParsePrivateKey: %v", err)
-			}
-			if k.Public() == nil {
-				t.Fatal("no public key")
-			}
-		})
-	}
-	if k, _ := ParsePrivateKey(sec1); !k.(*ecdsa.PrivateKey).Equal(ecKey) {
-		t.Fatal("SEC1 key differs")
-	}
-	if k, _ := ParsePrivateKey(pkcs1); !k.(*rsa.PrivateKey).Equal(rsaKey) {
-		t.Fatal("PKCS1 key differs")
-	}
-
-	corrupted := append([]byte{}, pkcs8...)
-	corrupted[len(corrupted)/2] ^= 0xff
-	bad := []struct {
-		name string
-		data []byte
-	}{
-		{"encrypted PKCS8", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: pkcs8})},
-		{"encrypted legacy PEM", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-128-CBC,00"}, Bytes: sec1})},
-		{"corrupted PKCS8 PEM", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: corrupted[:len(corrupted)-3]})},
-		{"corrupted PKCS1 PEM", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: pkcs1[:100]})},
-		{"corrupted SEC1 PEM", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1[:40]})},
-		{"certificate only", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}})},
-		{"garbage", []byte("not a key")},
-		{"empty", nil},
-	}
-	for _, tt := range bad {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParsePrivateKey(tt.data)
-			if err == nil {
-				t.Fatal("want an error")
-			}
-			for _, secret := range [][]byte{pkcs8, sec1, pkcs1, ecKey.D.Bytes()} {
-				if leaksKey(err.Error(), secret) {
-					t.Fatalf("error %q contains key material", err)
-				}
-			}
-		})
-	}
-}
-
-// leaksKey reports whether text contains a recognisable piece of secret.
-func leaksKey(text string, secret []byte) bool {
-	for _, enc := range []string{hex.EncodeToString(secret), base64.StdEncoding.EncodeToString(secret), string(secret)} {
-		if len(enc) >= 16 && strings.Contains(text, enc[len(enc)/2-8:len(enc)/2+8]) {
-			return true
-		}
-	}
-	return false
-}
-
 func TestCredentials(t *testing.T) {
-	p := testPKI(t, TestPKIOptions{})
-	other := testPKI(t, TestPKIOptions{})
+	p := testPKI(t, testpki.Options{})
+	other := testPKI(t, testpki.Options{})
 	if _, err := LoadCredentials(p.Gateway.CertFile, other.Gateway.KeyFile); err == nil {
 		t.Fatal("accepted a key that does not match the certificate")
 	}
@@ -389,7 +304,7 @@ func TestCredentials(t *testing.T) {
 }
 
 func TestKeysNeverInText(t *testing.T) {
-	p := testPKI(t, TestPKIOptions{})
+	p := testPKI(t, testpki.Options{})
 	creds, err := LoadCredentials(p.Client.CertFile, p.Client.KeyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -415,7 +330,7 @@ func TestKeysNeverInText(t *testing.T) {
 		fmt.Sprintf("%#v", p.Client),
 	} {
 		for _, s := range secrets {
-			if leaksKey(text, s) {
+			if LeaksKey(text, s) {
 				t.Fatalf("%q contains key material", text)
 			}
 		}
@@ -430,7 +345,7 @@ func TestKeysNeverInText(t *testing.T) {
 // gateway's name in it does not make its holder the gateway.
 func TestVerifyGatewayExtKeyUsage(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := GenerateTestPKI(dir, TestPKIOptions{})
+	pki, err := testpki.Generate(dir, testpki.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,17 +362,17 @@ func TestVerifyGatewayExtKeyUsage(t *testing.T) {
 	}{
 		{"serverAuth", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, nil, true},
 		{"serverAuth and clientAuth", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}, nil, true},
-		{"ikeIntermediate", nil, []asn1.ObjectIdentifier{oidExtKeyUsageIKEIntermediate}, true},
-		{"id-kp-ipsecIKE", nil, []asn1.ObjectIdentifier{oidExtKeyUsageIPsecIKE}, true},
+		{"ikeIntermediate", nil, []asn1.ObjectIdentifier{OIDExtKeyUsageIKEIntermediate}, true},
+		{"id-kp-ipsecIKE", nil, []asn1.ObjectIdentifier{OIDExtKeyUsageIPsecIKE}, true},
 		{"anyExtendedKeyUsage", []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, nil, true},
 		{"clientAuth only", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, false},
 		{"emailProtection only", []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}, nil, false},
 		{"no extended key usage", nil, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cred, err := issueTestCertificate(dir, fmt.Sprintf("c%d.pem", i), fmt.Sprintf("c%d.key", i), TestKeyECDSAP256,
-				testCertTemplate{subject: "CN=vpn.example.test", dnsNames: []string{"vpn.example.test"}, extUsage: tc.usage, extOIDs: tc.oids,
-					notBefore: time.Now().Add(-time.Hour), notAfter: time.Now().Add(time.Hour)}, &pki.CA)
+			cred, err := testpki.IssueCertificate(dir, fmt.Sprintf("c%d.pem", i), fmt.Sprintf("c%d.key", i), testpki.KeyECDSAP256,
+				testpki.CertTemplate{Subject: "CN=vpn.example.test", DNSNames: []string{"vpn.example.test"}, ExtKeyUsage: tc.usage, ExtKeyUsageOIDs: tc.oids,
+					NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, &pki.CA)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -482,11 +397,11 @@ func TestVerifyGatewayExtKeyUsage(t *testing.T) {
 // load as PEM and DER.
 func TestCRLRevokes(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := GenerateTestPKI(dir, TestPKIOptions{})
+	pki, err := testpki.Generate(dir, testpki.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := GenerateTestPKI(t.TempDir(), TestPKIOptions{})
+	other, err := testpki.Generate(t.TempDir(), testpki.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +409,7 @@ func TestCRLRevokes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crlOf := func(ca TestCredential, serials ...*big.Int) []byte {
+	crlOf := func(ca testpki.Credential, serials ...*big.Int) []byte {
 		t.Helper()
 		tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour)}
 		for _, s := range serials {
@@ -548,4 +463,14 @@ func TestCRLRevokes(t *testing.T) {
 	if _, err := store.VerifyPeer(client.Certificate.Raw, nil, client.Identity, time.Time{}); err != nil {
 		t.Fatalf("after the CRL was withdrawn: %v", err)
 	}
+}
+
+// TestResponderCertificates: a client with a certificate of the gateway's CA
+// connects; one whose certificate another CA issued is refused.
+func TestResponderCertificates(t *testing.T) {
+	pki, other := testPKI(t, testpki.Options{}), testPKI(t, testpki.Options{})
+	peer := func(c testpki.Credential) CertifiedPeer {
+		return CertifiedPeer{ID: c.Identity, Key: c.Key, Cert: c.Certificate}
+	}
+	RunResponderCertificates(t, trustStoreOf(t, pki), peer(pki.Gateway), peer(pki.Client), peer(other.Client))
 }

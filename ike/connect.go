@@ -41,7 +41,7 @@ type initResult struct {
 func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 	spiI := randomSPI()
 	ni := nonce()
-	group := FirstDHGroup(s.cfg.IKE)
+	group := firstDHGroup(s.cfg.IKE)
 	var cookie []byte
 	offered := offerIKE(s.cfg.IKE)
 	for attempt := 0; ; attempt++ {
@@ -65,7 +65,7 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 			// (mifsec's data plane only carries ESP in UDP), as
 			// strongSwan's encap=yes does.
 			&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(spiI, 0, s.remote)},
+			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(spiI, 0, s.remote)},
 			&Notify{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED},
 			&Notify{NotifyType: SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()},
 		)
@@ -91,13 +91,13 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 				want := binary.BigEndian.Uint16(n.Data)
 				if !slices.Contains(groupsOf(s.cfg.IKE), want) || want == group {
 					return fmt.Errorf("%w: the gateway wants DH group %d, which the IKE proposals (%s) do not offer",
-						ErrNoProposalChosen, want, FormatProposals(s.cfg.IKE))
+						ErrNoProposalChosen, want, formatProposals(s.cfg.IKE))
 				}
 				return nil
 			}
 			if err := firstError(resp.Payloads, "IKE_SA_INIT"); err != nil {
 				if strings.Contains(err.Error(), "proposals") {
-					return fmt.Errorf("%w; offered %s", err, FormatProposals(s.cfg.IKE))
+					return fmt.Errorf("%w; offered %s", err, formatProposals(s.cfg.IKE))
 				}
 				return err
 			}
@@ -184,7 +184,7 @@ func (s *Session) completeInit(resp *Message, raw, req []byte, kex KeyExchange, 
 	if err != nil {
 		return nil, fmt.Errorf("IKE_SA_INIT: %w", err)
 	}
-	if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+	if err := checkNonce(suite.PRF, nr.Data); err != nil {
 		return nil, fmt.Errorf("IKE_SA_INIT: %w", err)
 	}
 	keys, err := deriveIKEKeys(suite, shared, ni, nr.Data, resp.SPIi, resp.SPIr, true)
@@ -215,7 +215,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		}
 	}()
 	idi := &ID{IDType: s.cfg.LocalID.Type, Data: s.cfg.LocalID.Data}
-	octets := InitiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
+	octets := initiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
 	var payloads []Payload
 	payloads = append(payloads, idi)
 	auth := &Auth{}
@@ -229,7 +229,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		}
 		auth.Method, auth.Data = method, data
 	} else {
-		auth.Method, auth.Data = AuthPSK, PSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)
+		auth.Method, auth.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)
 	}
 	if s.cfg.CAs != nil {
 		payloads = append(payloads, &CertReq{Encoding: CertX509Signature, Data: s.cfg.CAs.CertReqData()})
@@ -256,8 +256,8 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	inSPI := randomESPSPI()
 	payloads = append(payloads,
 		&SA{Proposals: offerESP(s.cfg.ESP, inSPI, false)},
-		&TS{Selectors: SelectorsFromPrefixes(s.localTS())},
-		&TS{Responder: true, Selectors: SelectorsFromPrefixes(s.cfg.RemoteTS)},
+		&TS{Selectors: selectorsFromPrefixes(s.localTS())},
+		&TS{Responder: true, Selectors: selectorsFromPrefixes(s.cfg.RemoteTS)},
 	)
 	reply, err := s.exchange(ctx, sa, IKE_AUTH, payloads, s.cfg.Retransmit)
 	if err != nil {
@@ -342,12 +342,12 @@ func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
 		return fmt.Errorf("IKE_AUTH: the gateway's response lacks IDr or AUTH")
 	}
 	got := Identity{Type: idr.IDType, Data: idr.Data}
-	octets := ResponderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, got.PayloadBody())
+	octets := responderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, got.PayloadBody())
 	if auth.Method == AuthPSK {
 		if len(s.cfg.PSK) == 0 {
 			return fmt.Errorf("%w: the gateway authenticated with a pre-shared key, we expect a certificate", ErrAuthFailed)
 		}
-		if VerifyPSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets, auth.Data) != nil {
+		if verifyPSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets, auth.Data) != nil {
 			return fmt.Errorf("%w: the gateway's AUTH does not match the pre-shared key", ErrAuthFailed)
 		}
 		if s.cfg.RemoteID.Type != 0 && !got.Equal(s.cfg.RemoteID) {
@@ -405,7 +405,7 @@ func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI uint32, ni, n
 	if tsi == nil || tsr == nil {
 		return nil, fmt.Errorf("the gateway's response lacks traffic selectors")
 	}
-	gotLocal, gotRemote := PrefixesFromSelectors(tsi.Selectors), PrefixesFromSelectors(tsr.Selectors)
+	gotLocal, gotRemote := prefixesFromSelectors(tsi.Selectors), prefixesFromSelectors(tsr.Selectors)
 	grantedLocal, grantedRemote, widened, err := grantedSelectors(gotLocal, gotRemote, local, remote)
 	if err != nil {
 		return nil, err

@@ -194,7 +194,7 @@ func (s *Session) handle(in inbound, p *pending) error {
 		return nil
 	}
 	sa.lastHeard = s.cfg.Now()
-	reply, after := s.respond(sa, m.Exchange, inner)
+	reply, after := dispatchInSARequest(s, sa, m.Exchange, inner)
 	datagrams, err := s.send(sa, m.Exchange, m.MessageID, true, reply)
 	if err != nil {
 		return err

@@ -28,7 +28,7 @@ func parseAll(t *testing.T, datagrams [][]byte) []*Message {
 
 func TestMarshalFragmentsLayout(t *testing.T) {
 	c := newCodecCrypter()
-	_, inner, err := MarshalPayloads(ikeAuthInner())
+	_, inner, err := marshalPayloads(ikeAuthInner())
 	if err != nil {
 		t.Fatal(err)
 	}

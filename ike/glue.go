@@ -40,7 +40,7 @@ func (sa *ikeSA) wipe() {
 
 // deriveIKEKeys derives a new IKE SA's keys from IKE_SA_INIT.
 func deriveIKEKeys(s Suite, shared, ni, nr []byte, spiI, spiR uint64, initiator bool) (*ikeKeys, error) {
-	k, err := DeriveKeys(s, shared, ni, nr, spiI, spiR)
+	k, err := deriveKeys(s, shared, ni, nr, spiI, spiR)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func offerESP(specs []ProposalSpec, spi uint32, withDH bool) []Proposal {
 
 // acceptIKE checks the gateway's choice against what we offered.
 func acceptIKE(chosen Proposal, specs []ProposalSpec) (Suite, error) {
-	sel, err := VerifyChosenProposal([]Proposal{chosen}, offerIKE(specs))
+	sel, err := verifyChosenProposal([]Proposal{chosen}, offerIKE(specs))
 	return sel.Suite, err
 }
 
@@ -116,7 +116,7 @@ func espFromSelection(sel Selection) (espParams, error) {
 
 // acceptESP checks the gateway's choice of ESP proposal.
 func acceptESP(chosen Proposal, specs []ProposalSpec, withDH bool) (espParams, error) {
-	sel, err := VerifyChosenProposal([]Proposal{chosen}, offerESP(specs, 0, withDH))
+	sel, err := verifyChosenProposal([]Proposal{chosen}, offerESP(specs, 0, withDH))
 	if err != nil {
 		return espParams{}, err
 	}

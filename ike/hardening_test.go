@@ -401,7 +401,7 @@ func initRequest(t *testing.T, spiI uint64, ikeSpec string, nonceLen int, cookie
 	if err != nil {
 		t.Fatal(err)
 	}
-	kex, err := NewKeyExchange(FirstDHGroup(specs))
+	kex, err := NewKeyExchange(firstDHGroup(specs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +435,7 @@ func (rig *fuzzRig) initAnswer(t *testing.T, from netip.AddrPort, n int) (cookie
 		if Find[*KE](m.Payloads) != nil {
 			return nil, true, 0
 		}
-		if ns := FindAll[*Notify](m.Payloads); len(ns) > 0 {
+		if ns := findAll[*Notify](m.Payloads); len(ns) > 0 {
 			return nil, false, ns[0].NotifyType
 		}
 	}
@@ -806,7 +806,7 @@ func TestSessionNonceLength(t *testing.T) {
 func TestRekeyNonceLength(t *testing.T) {
 	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha512-x25519", "aes256gcm16")
 	sa := &ikeSA{suite: Suite{PRF: PRF_HMAC_SHA2_512}}
-	ts := SelectorsFromPrefixes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	ts := selectorsFromPrefixes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	short := &Nonce{Data: make([]byte, 16)}
 	_, _, fail := answerChildRekey(sa, espP, []Payload{&SA{Proposals: offerESP(espP, 0x1234, true)}, short,
 		&TS{Selectors: ts}, &TS{Responder: true, Selectors: ts}}, &ChildSA{}, time.Now())

@@ -270,10 +270,10 @@ func (id Identity) PayloadBody() []byte {
 	return body
 }
 
-// ParseIdentityPayloadBody decodes the body of an IDi or IDr payload
+// parseIdentityPayloadBody decodes the body of an IDi or IDr payload
 // (the bytes after the generic payload header). It checks that the data
 // fits the type; RESERVED bytes are ignored as RFC 7296 requires.
-func ParseIdentityPayloadBody(body []byte) (Identity, error) {
+func parseIdentityPayloadBody(body []byte) (Identity, error) {
 	if len(body) < 1+idPayloadReservedLen {
 		return Identity{}, fmt.Errorf("ike: ID payload body of %d bytes is shorter than its %d-byte header", len(body), 1+idPayloadReservedLen)
 	}

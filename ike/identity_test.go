@@ -236,7 +236,7 @@ func TestIdentityPayloadBody(t *testing.T) {
 	if !bytes.Equal(body, want) {
 		t.Fatalf("PayloadBody = %x, want %x", body, want)
 	}
-	back, err := ParseIdentityPayloadBody(body)
+	back, err := parseIdentityPayloadBody(body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestIdentityPayloadBody(t *testing.T) {
 	}
 	body[0] = 0 // the returned data must not alias the input
 	if back.Type != IDFQDN {
-		t.Fatal("ParseIdentityPayloadBody aliases its input")
+		t.Fatal("parseIdentityPayloadBody aliases its input")
 	}
 
 	for name, bad := range map[string][]byte{
@@ -257,13 +257,13 @@ func TestIdentityPayloadBody(t *testing.T) {
 		"unknown empty": {200, 0, 0, 0},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := ParseIdentityPayloadBody(bad); err == nil {
+			if _, err := parseIdentityPayloadBody(bad); err == nil {
 				t.Fatal("want an error")
 			}
 		})
 	}
 	// RESERVED bytes are ignored on receipt.
-	got, err := ParseIdentityPayloadBody([]byte{byte(IDIPv4), 1, 2, 3, 10, 0, 0, 1})
+	got, err := parseIdentityPayloadBody([]byte{byte(IDIPv4), 1, 2, 3, 10, 0, 0, 1})
 	if err != nil || got.String() != "10.0.0.1" {
 		t.Fatalf("got %v, %v", got, err)
 	}
@@ -312,7 +312,7 @@ func FuzzParseIdentity(f *testing.F) {
 			t.Fatalf("ParseIdentity(%q) = %s %x; String %q parses to %s %x", s, describeIDType(id.Type), id.Data, text, describeIDType(back.Type), back.Data)
 		}
 		body := id.PayloadBody()
-		if parsed, err := ParseIdentityPayloadBody(body); err != nil || !parsed.Equal(id) {
+		if parsed, err := parseIdentityPayloadBody(body); err != nil || !parsed.Equal(id) {
 			t.Fatalf("payload body of %q does not round trip: %v", s, err)
 		}
 	})
@@ -322,7 +322,7 @@ func FuzzParseIdentityPayloadBody(f *testing.F) {
 	f.Add([]byte{byte(IDDN), 0, 0, 0, 0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x04, 'm', 'o', 'o', 'n'})
 	f.Add([]byte{byte(IDIPv4), 0, 0, 0, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		id, err := ParseIdentityPayloadBody(body)
+		id, err := parseIdentityPayloadBody(body)
 		if err != nil {
 			return
 		}

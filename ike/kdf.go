@@ -101,11 +101,11 @@ type Keys struct {
 	SKd, SKai, SKar, SKei, SKer, SKpi, SKpr []byte
 }
 
-// DeriveKeys computes SKEYSEED = prf(Ni | Nr, g^ir) and the seven keys
+// deriveKeys computes SKEYSEED = prf(Ni | Nr, g^ir) and the seven keys
 // {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED,
 // Ni | Nr | SPIi | SPIr) of a new IKE SA. sharedSecret is g^ir as
 // KeyExchange.SharedSecret returns it.
-func DeriveKeys(s Suite, sharedSecret, ni, nr []byte, spii, spir uint64) (*Keys, error) {
+func deriveKeys(s Suite, sharedSecret, ni, nr []byte, spii, spir uint64) (*Keys, error) {
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("deriving IKE SA keys: %w", err)
 	}
@@ -124,7 +124,7 @@ func DeriveKeys(s Suite, sharedSecret, ni, nr []byte, spii, spir uint64) (*Keys,
 
 // Rekey derives the keys of the IKE SA that replaces k's (RFC 7296 §2.18):
 // SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), computed with the old
-// IKE SA's PRF, then the seven keys as in DeriveKeys with the new suite's
+// IKE SA's PRF, then the seven keys as in deriveKeys with the new suite's
 // PRF. Ni, Nr and the SPIs are those of the rekeying CREATE_CHILD_SA
 // exchange: i is the side that initiated it.
 func (k *Keys) Rekey(s Suite, sharedSecret, ni, nr []byte, spii, spir uint64) (*Keys, error) {

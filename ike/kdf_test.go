@@ -128,7 +128,7 @@ func TestPRFVectors(t *testing.T) {
 
 // TestKeyDerivationChains runs the CAVP chains end to end: SKEYSEED from
 // g^ir and the nonces, the DKM from SKEYSEED and the SPIs, and checks that
-// DeriveKeys splits the DKM into the seven keys in RFC 7296 order.
+// deriveKeys splits the DKM into the seven keys in RFC 7296 order.
 func TestKeyDerivationChains(t *testing.T) {
 	prfIDs := map[string]uint16{
 		"PRF_HMAC_SHA2_256": PRF_HMAC_SHA2_256,
@@ -173,7 +173,7 @@ func TestKeyDerivationChains(t *testing.T) {
 				t.Run(s.String(), func(t *testing.T) {
 					// Where Ni ends and Nr begins does not matter.
 					half := len(nonces) / 2
-					k, err := DeriveKeys(s, gir, nonces[:half], nonces[half:], spii, spir)
+					k, err := deriveKeys(s, gir, nonces[:half], nonces[half:], spii, spir)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -192,7 +192,7 @@ func TestKeyDerivationChains(t *testing.T) {
 		})
 	}
 	if derived == 0 {
-		t.Error("no chain was long enough to check DeriveKeys")
+		t.Error("no chain was long enough to check deriveKeys")
 	}
 }
 
@@ -245,7 +245,7 @@ func testIKESuite() Suite {
 // TestRekeyUsesOldPRF: SKEYSEED of a rekeyed IKE SA is prf_old(SK_d, g^ir
 // | Ni | Nr), the keys prf+_new (RFC 7296 §2.18).
 func TestRekeyUsesOldPRF(t *testing.T) {
-	old, err := DeriveKeys(testIKESuite(), []byte("old g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
+	old, err := deriveKeys(testIKESuite(), []byte("old g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestRekeyUsesOldPRF(t *testing.T) {
 }
 
 func TestDeriveChildKeys(t *testing.T) {
-	ike, err := DeriveKeys(testIKESuite(), []byte("g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
+	ike, err := deriveKeys(testIKESuite(), []byte("g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestDeriveKeysRejectsBadSuites(t *testing.T) {
 		"no DH":             {Protocol: ProtoIKE, Encryption: ENCR_CHACHA20_POLY1305, PRF: PRF_HMAC_SHA2_256},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := DeriveKeys(s, []byte("g"), make([]byte, 16), make([]byte, 16), 1, 2); err == nil {
+			if _, err := deriveKeys(s, []byte("g"), make([]byte, 16), make([]byte, 16), 1, 2); err == nil {
 				t.Error("succeeded")
 			}
 		})
@@ -358,7 +358,7 @@ func TestDeriveKeysRejectsBadSuites(t *testing.T) {
 // TestKeysNeverPrinted formats keys, key exchanges and crypters every way
 // fmt and slog offer and looks for the key material.
 func TestKeysNeverPrinted(t *testing.T) {
-	ike, err := DeriveKeys(testIKESuite(), []byte("g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
+	ike, err := deriveKeys(testIKESuite(), []byte("g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +435,7 @@ func TestNATDetectionHash(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
 			want := sha1.Sum(tt.want)
-			got := NATDetectionHash(spii, spir, netip.MustParseAddrPort(tt.addr))
+			got := nATDetectionHash(spii, spir, netip.MustParseAddrPort(tt.addr))
 			if !bytes.Equal(got, want[:]) {
 				t.Errorf("got %x, want %x", got, want)
 			}
@@ -475,8 +475,8 @@ func TestRandomNonceAndSPI(t *testing.T) {
 		{PRF_HMAC_SHA2_256, 257, false},
 	}
 	for _, c := range checks {
-		if err := CheckNonce(c.prf, make([]byte, c.n)); (err == nil) != c.valid {
-			t.Errorf("CheckNonce(%d, %d bytes) = %v, want valid %v", c.prf, c.n, err, c.valid)
+		if err := checkNonce(c.prf, make([]byte, c.n)); (err == nil) != c.valid {
+			t.Errorf("checkNonce(%d, %d bytes) = %v, want valid %v", c.prf, c.n, err, c.valid)
 		}
 	}
 }

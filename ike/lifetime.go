@@ -6,11 +6,6 @@ import (
 	"time"
 )
 
-// When SAs are rekeyed, shared by both roles: by lifetime (with jitter, so
-// that the two ends rarely start at once), by volume (before a Child SA
-// without extended sequence numbers runs out of them), and how two rekeys
-// of the same SA that cross are settled (RFC 7296 §2.8.1, §2.8.2).
-
 // DefaultRekeySequences is the sequence number past which a Child SA
 // without extended sequence numbers is rekeyed: 90% of the 2^32 an SA may
 // send (at 300,000 packets a second the last 10% last 24 minutes).

@@ -7,31 +7,6 @@ import (
 	"time"
 )
 
-// What the Responder does against peers that have not authenticated, or
-// that hold a valid credential and misuse it:
-//
-//   - Half-open IKE SAs are bounded in all (MaxHalfOpen) and per source
-//     (MaxHalfOpenPerSource, an IPv4 address or an IPv6 /64). A source at
-//     its limit must return a COOKIE, whatever the table's fill, and may
-//     then replace its own oldest half-open SA if that one waited over
-//     staleHalfOpen for its IKE_AUTH (else the request is dropped and the
-//     client retransmits): a host cannot fill the table, a spoofer that
-//     filled a victim's share cannot keep it out, and a crowd of clients
-//     behind one NAT does not knock out each other's handshakes.
-//   - The Diffie-Hellman work IKE_SA_INIT requests cause is paced by
-//     token buckets of nominal computing time (dhCost), one per source
-//     (SourceDHBudget) and one for all (DHBudget): a MODP-2048 exchange
-//     costs milliseconds on the only IKE goroutine, an X25519 one a tenth
-//     of a millisecond, so a source forcing MODP gets few, while hundreds
-//     of X25519 clients behind one address all get in at once.
-//   - A cached response is sent again only for a byte-identical copy of
-//     the request it answered, from the address that request came from
-//     or the client's current one, a bounded number of times (retransmission, RFC 7296 §2.1): a
-//     spoofed or forged "retransmission" reflects nothing.
-//   - Authenticated identities hold at most MaxSAsPerIdentity IKE SAs;
-//     INITIAL_CONTACT replaces the older ones (identity.go's Canonical
-//     decides what "the same identity" is).
-
 // Defaults of the limits in ResponderConfig.
 const (
 	defaultMaxHalfOpenPerSource = 128
@@ -202,7 +177,7 @@ func (sa *rSA) isRetransmission(m *Message, in inbound) bool {
 // tooManySelectors reports whether a TS payload of req carries more
 // selectors than a client may ask for.
 func tooManySelectors(req []Payload) bool {
-	for _, ts := range FindAll[*TS](req) {
+	for _, ts := range findAll[*TS](req) {
 		if len(ts.Selectors) > MaxSelectors {
 			return true
 		}

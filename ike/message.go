@@ -143,7 +143,7 @@ func (m *Message) Marshal() ([]byte, error) {
 // payload header with their final lengths and lets c seal the inner
 // payloads into the SK body.
 func (m *Message) MarshalEncrypted(c Crypter) ([]byte, error) {
-	first, inner, err := MarshalPayloads(m.Payloads)
+	first, inner, err := marshalPayloads(m.Payloads)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +216,7 @@ func (m *Message) Decrypt(c Crypter) ([]Payload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ike: opening SK payload: %w", err)
 	}
-	ps, err := ParsePayloads(enc.NextPayload, inner)
+	ps, err := parsePayloads(enc.NextPayload, inner)
 	if err != nil {
 		return nil, err
 	}
@@ -236,8 +236,8 @@ func Find[T Payload](ps []Payload) T {
 	return zero
 }
 
-// FindAll returns every payload of type T in ps, in order.
-func FindAll[T Payload](ps []Payload) []T {
+// findAll returns every payload of type T in ps, in order.
+func findAll[T Payload](ps []Payload) []T {
 	var found []T
 	for _, p := range ps {
 		if t, ok := p.(T); ok {
@@ -257,8 +257,8 @@ func FindNotify(ps []Payload, t NotifyType) *Notify {
 	return nil
 }
 
-// FindID returns the IDi (responder false) or IDr payload in ps, or nil.
-func FindID(ps []Payload, responder bool) *ID {
+// findID returns the IDi (responder false) or IDr payload in ps, or nil.
+func findID(ps []Payload, responder bool) *ID {
 	for _, p := range ps {
 		if id, ok := p.(*ID); ok && id.Responder == responder {
 			return id

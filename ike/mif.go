@@ -78,12 +78,12 @@ type PathInfo struct {
 // ErrMIFFormat reports a malformed MIF notification.
 var ErrMIFFormat = errors.New("malformed MIF notification")
 
-// MIFSupportedData returns the data of our MIF_SUPPORTED notification.
-func MIFSupportedData() []byte { return []byte{MIFVersion, 0} }
+// mIFSupportedData returns the data of our MIF_SUPPORTED notification.
+func mIFSupportedData() []byte { return []byte{MIFVersion, 0} }
 
-// ParseMIFSupported returns the version a MIF_SUPPORTED notification
+// parseMIFSupported returns the version a MIF_SUPPORTED notification
 // announces. The reserved byte is ignored.
-func ParseMIFSupported(b []byte) (uint8, error) {
+func parseMIFSupported(b []byte) (uint8, error) {
 	if len(b) != mifSupportedLen {
 		return 0, fmt.Errorf("%w: MIF_SUPPORTED of %d bytes, want %d", ErrMIFFormat, len(b), mifSupportedLen)
 	}
@@ -108,9 +108,9 @@ func (p PathAdd) Marshal() []byte {
 	return b
 }
 
-// ParsePathAdd parses MIF_PATH_ADD data: exactly 4 bytes, path ID not 0
+// parsePathAdd parses MIF_PATH_ADD data: exactly 4 bytes, path ID not 0
 // (0 names the path the IKE SA runs on).
-func ParsePathAdd(b []byte) (PathAdd, error) {
+func parsePathAdd(b []byte) (PathAdd, error) {
 	if len(b) != mifPathAddLen {
 		return PathAdd{}, fmt.Errorf("%w: MIF_PATH_ADD of %d bytes, want %d", ErrMIFFormat, len(b), mifPathAddLen)
 	}
@@ -121,11 +121,11 @@ func ParsePathAdd(b []byte) (PathAdd, error) {
 	return p, nil
 }
 
-// PathRemoveData returns MIF_PATH_REMOVE data for path id.
-func PathRemoveData(id uint16) []byte { return binary.BigEndian.AppendUint16(nil, id) }
+// pathRemoveData returns MIF_PATH_REMOVE data for path id.
+func pathRemoveData(id uint16) []byte { return binary.BigEndian.AppendUint16(nil, id) }
 
-// ParsePathRemove parses MIF_PATH_REMOVE data: exactly 2 bytes, not 0.
-func ParsePathRemove(b []byte) (uint16, error) {
+// parsePathRemove parses MIF_PATH_REMOVE data: exactly 2 bytes, not 0.
+func parsePathRemove(b []byte) (uint16, error) {
 	if len(b) != mifPathRemoveLen {
 		return 0, fmt.Errorf("%w: MIF_PATH_REMOVE of %d bytes, want %d", ErrMIFFormat, len(b), mifPathRemoveLen)
 	}
@@ -142,6 +142,6 @@ func peerMIF(ps []Payload) bool {
 	if n == nil {
 		return false
 	}
-	v, err := ParseMIFSupported(n.Data)
+	v, err := parseMIFSupported(n.Data)
 	return err == nil && v >= MIFVersion
 }

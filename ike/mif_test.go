@@ -13,7 +13,7 @@ func TestParseMIFSupported(t *testing.T) {
 		version uint8
 		ok      bool
 	}{
-		{"ours", MIFSupportedData(), MIFVersion, true},
+		{"ours", mIFSupportedData(), MIFVersion, true},
 		{"newer version, reserved set", []byte{2, 0xff}, 2, true},
 		{"empty", nil, 0, false},
 		{"short", []byte{1}, 0, false},
@@ -21,9 +21,9 @@ func TestParseMIFSupported(t *testing.T) {
 		{"version 0", []byte{0, 0}, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := ParseMIFSupported(tc.data)
+			v, err := parseMIFSupported(tc.data)
 			if (err == nil) != tc.ok || v != tc.version {
-				t.Fatalf("ParseMIFSupported(%x) = %d, %v; want %d, ok=%v", tc.data, v, err, tc.version, tc.ok)
+				t.Fatalf("parseMIFSupported(%x) = %d, %v; want %d, ok=%v", tc.data, v, err, tc.version, tc.ok)
 			}
 			if err != nil && !errors.Is(err, ErrMIFFormat) {
 				t.Fatalf("error %v does not wrap ErrMIFFormat", err)
@@ -47,9 +47,9 @@ func TestPathAddCodec(t *testing.T) {
 			if !bytes.Equal(b, tc.wire) {
 				t.Fatalf("Marshal = %x, want %x", b, tc.wire)
 			}
-			got, err := ParsePathAdd(b)
+			got, err := parsePathAdd(b)
 			if err != nil || got != tc.p {
-				t.Fatalf("ParsePathAdd = %+v, %v; want %+v", got, err, tc.p)
+				t.Fatalf("parsePathAdd = %+v, %v; want %+v", got, err, tc.p)
 			}
 		})
 	}
@@ -64,8 +64,8 @@ func TestPathAddCodec(t *testing.T) {
 		{"path 0", []byte{0, 0, 2, 0}},
 	} {
 		t.Run("bad "+tc.name, func(t *testing.T) {
-			if _, err := ParsePathAdd(tc.data); !errors.Is(err, ErrMIFFormat) {
-				t.Fatalf("ParsePathAdd(%x): %v, want ErrMIFFormat", tc.data, err)
+			if _, err := parsePathAdd(tc.data); !errors.Is(err, ErrMIFFormat) {
+				t.Fatalf("parsePathAdd(%x): %v, want ErrMIFFormat", tc.data, err)
 			}
 		})
 	}
@@ -78,7 +78,7 @@ func TestPathRemoveCodec(t *testing.T) {
 		id   uint16
 		ok   bool
 	}{
-		{"id 9", PathRemoveData(9), 9, true},
+		{"id 9", pathRemoveData(9), 9, true},
 		{"wire", []byte{0x01, 0x02}, 0x0102, true},
 		{"max", []byte{0xff, 0xff}, 0xffff, true},
 		{"path 0", []byte{0, 0}, 0, false},
@@ -86,9 +86,9 @@ func TestPathRemoveCodec(t *testing.T) {
 		{"long", []byte{0, 1, 0}, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := ParsePathRemove(tc.data)
+			id, err := parsePathRemove(tc.data)
 			if (err == nil) != tc.ok || id != tc.id {
-				t.Fatalf("ParsePathRemove(%x) = %d, %v; want %d ok=%v", tc.data, id, err, tc.id, tc.ok)
+				t.Fatalf("parsePathRemove(%x) = %d, %v; want %d ok=%v", tc.data, id, err, tc.id, tc.ok)
 			}
 		})
 	}
@@ -110,7 +110,7 @@ func TestPeerMIF(t *testing.T) {
 		want bool
 	}{
 		{"absent", []Payload{&Notify{NotifyType: MOBIKE_SUPPORTED}}, false},
-		{"ours", []Payload{&Notify{NotifyType: MIF_SUPPORTED, Data: MIFSupportedData()}}, true},
+		{"ours", []Payload{&Notify{NotifyType: MIF_SUPPORTED, Data: mIFSupportedData()}}, true},
 		{"malformed", []Payload{&Notify{NotifyType: MIF_SUPPORTED}}, false},
 		{"newer", []Payload{&Notify{NotifyType: MIF_SUPPORTED, Data: []byte{3, 0}}}, true},
 	} {
@@ -128,7 +128,7 @@ func TestMIFNotifiesInMessage(t *testing.T) {
 	m := &Message{SPIi: 1, SPIr: 2, Exchange: INFORMATIONAL, MessageID: 4, Payloads: []Payload{
 		&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 3, Kind: PathKindWLAN, Priority: 1}.Marshal()},
 		&Notify{NotifyType: COOKIE2, Data: bytes.Repeat([]byte{7}, 16)},
-		&Notify{NotifyType: MIF_PATH_REMOVE, Data: PathRemoveData(2)},
+		&Notify{NotifyType: MIF_PATH_REMOVE, Data: pathRemoveData(2)},
 	}}
 	b, err := m.Marshal()
 	if err != nil {
@@ -138,11 +138,11 @@ func TestMIFNotifiesInMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	add, err := ParsePathAdd(FindNotify(got.Payloads, MIF_PATH_ADD).Data)
+	add, err := parsePathAdd(FindNotify(got.Payloads, MIF_PATH_ADD).Data)
 	if err != nil || add.ID != 3 || add.Kind != PathKindWLAN {
 		t.Fatalf("MIF_PATH_ADD after a round trip: %+v %v", add, err)
 	}
-	if id, err := ParsePathRemove(FindNotify(got.Payloads, MIF_PATH_REMOVE).Data); err != nil || id != 2 {
+	if id, err := parsePathRemove(FindNotify(got.Payloads, MIF_PATH_REMOVE).Data); err != nil || id != 2 {
 		t.Fatalf("MIF_PATH_REMOVE after a round trip: %d %v", id, err)
 	}
 	if MIF_PATH_ADD.IsError() || MIF_SUPPORTED < 40960 || MIF_PATH_REMOVE < 40960 {
@@ -155,14 +155,14 @@ func FuzzParsePathAdd(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := ParsePathAdd(b)
+		p, err := parsePathAdd(b)
 		if err != nil {
 			return
 		}
 		if p.ID == 0 || len(b) != mifPathAddLen {
 			t.Fatalf("accepted %x as %+v", b, p)
 		}
-		again, err := ParsePathAdd(p.Marshal())
+		again, err := parsePathAdd(p.Marshal())
 		if err != nil || again != p {
 			t.Fatalf("round trip of %+v: %+v %v", p, again, err)
 		}
@@ -170,24 +170,24 @@ func FuzzParsePathAdd(f *testing.F) {
 }
 
 func FuzzParsePathRemove(f *testing.F) {
-	f.Add(PathRemoveData(1))
+	f.Add(pathRemoveData(1))
 	f.Add([]byte{0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		id, err := ParsePathRemove(b)
+		id, err := parsePathRemove(b)
 		if err != nil {
 			return
 		}
-		if id == 0 || !bytes.Equal(PathRemoveData(id), b) {
+		if id == 0 || !bytes.Equal(pathRemoveData(id), b) {
 			t.Fatalf("accepted %x as %d", b, id)
 		}
 	})
 }
 
 func FuzzParseMIFSupported(f *testing.F) {
-	f.Add(MIFSupportedData())
+	f.Add(mIFSupportedData())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		v, err := ParseMIFSupported(b)
+		v, err := parseMIFSupported(b)
 		if err == nil && (v == 0 || len(b) != mifSupportedLen) {
 			t.Fatalf("accepted %x as version %d", b, v)
 		}

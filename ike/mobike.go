@@ -13,35 +13,6 @@ import (
 	"time"
 )
 
-// MOBIKE (RFC 4555) in both roles, and the MIF extension's paths.
-//
-// The initiator's session sends its IKE messages on one path at a time: a
-// Path is a local socket (its Transport) and the gateway address it sends
-// to. The conductor of the session hands it other paths through CheckPath
-// (a return routability test, RFC 4555 §3.4 style), UpdateAddresses
-// (UPDATE_SA_ADDRESSES, RFC 4555 §3.5: IKE and ESP move to the path) and,
-// with a gateway that speaks the MIF extension, AddPath and RemovePath (the
-// gateway learns the path's address as it sees it, and ESP may use every
-// path at once). These methods are safe to call from any goroutine while
-// Run serves: like Deliver, they hand their work to the session's loop,
-// which owns the protocol state, and wait for its result.
-//
-// Message IDs: the IKE window is one request. A request whose first
-// transmissions on a path under test go unanswered is not abandoned (the
-// gateway may have received it and only the answer was lost): the same
-// message is retransmitted on the current path until answered, so both
-// sides stay in step, and the path is reported dead. A request that is
-// outstanding when UpdateAddresses is called (a DPD or a rekey stuck on a
-// dead path) is retransmitted on the new path at once, with a fresh
-// retransmission schedule (RFC 4555 lets the initiator retransmit from
-// other addresses); what the session sends until the update runs leaves
-// there too, and UPDATE_SA_ADDRESSES follows.
-//
-// The gateway (Responder) answers MOBIKE_SUPPORTED, moves a client's IKE
-// and ESP traffic only on UPDATE_SA_ADDRESSES once MOBIKE is negotiated
-// (never implicitly), echoes COOKIE2 in every answer and records the
-// client's MIF paths.
-
 // Path is one way from this host to the gateway: a socket bound to one
 // local interface and address, and the gateway address it reaches.
 type Path struct {
@@ -178,9 +149,9 @@ func checkCookie2(b []byte) error {
 	return nil
 }
 
-// AdditionalAddressNotify returns the ADDITIONAL_IP4_ADDRESS or
+// additionalAddressNotify returns the ADDITIONAL_IP4_ADDRESS or
 // ADDITIONAL_IP6_ADDRESS notification for a.
-func AdditionalAddressNotify(a netip.Addr) *Notify {
+func additionalAddressNotify(a netip.Addr) *Notify {
 	a = a.Unmap()
 	if a.Is4() {
 		return &Notify{NotifyType: ADDITIONAL_IP4_ADDRESS, Data: a.AsSlice()}
@@ -188,9 +159,9 @@ func AdditionalAddressNotify(a netip.Addr) *Notify {
 	return &Notify{NotifyType: ADDITIONAL_IP6_ADDRESS, Data: a.AsSlice()}
 }
 
-// ParseAdditionalAddress parses the data of an ADDITIONAL_IP4_ADDRESS (4
+// parseAdditionalAddress parses the data of an ADDITIONAL_IP4_ADDRESS (4
 // bytes) or ADDITIONAL_IP6_ADDRESS (16 bytes) notification.
-func ParseAdditionalAddress(t NotifyType, b []byte) (netip.Addr, error) {
+func parseAdditionalAddress(t NotifyType, b []byte) (netip.Addr, error) {
 	switch {
 	case t == ADDITIONAL_IP4_ADDRESS && len(b) == 4:
 		return netip.AddrFrom4([4]byte(b)), nil
@@ -206,12 +177,12 @@ func ParseAdditionalAddress(t NotifyType, b []byte) (netip.Addr, error) {
 // ADDITIONAL_* addresses and whether it said NO_ADDITIONAL_ADDRESSES.
 // Malformed entries are skipped. found says whether ps said anything.
 func additionalAddresses(ps []Payload) (addrs []netip.Addr, none, found bool) {
-	for _, n := range FindAll[*Notify](ps) {
+	for _, n := range findAll[*Notify](ps) {
 		switch n.NotifyType {
 		case NO_ADDITIONAL_ADDRESSES:
 			none, found = true, true
 		case ADDITIONAL_IP4_ADDRESS, ADDITIONAL_IP6_ADDRESS:
-			if a, err := ParseAdditionalAddress(n.NotifyType, n.Data); err == nil {
+			if a, err := parseAdditionalAddress(n.NotifyType, n.Data); err == nil {
 				addrs, found = append(addrs, a), true
 			}
 		}
@@ -226,16 +197,16 @@ func addressNotifies(addrs []netip.Addr) []Payload {
 	}
 	var out []Payload
 	for _, a := range addrs {
-		out = append(out, AdditionalAddressNotify(a))
+		out = append(out, additionalAddressNotify(a))
 	}
 	return out
 }
 
-// NoNATsData returns NO_NATS_ALLOWED data (RFC 4555 §4.2.4): the source
+// noNATsData returns NO_NATS_ALLOWED data (RFC 4555 §4.2.4): the source
 // and destination addresses, then the source and destination ports, of
 // the packet that carries it. Both addresses are written in one family:
 // IPv4 when both are IPv4 (or IPv4-mapped), IPv6 otherwise.
-func NoNATsData(src, dst netip.AddrPort) []byte {
+func noNATsData(src, dst netip.AddrPort) []byte {
 	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
 	var b []byte
 	if s.Is4() && d.Is4() {
@@ -248,8 +219,8 @@ func NoNATsData(src, dst netip.AddrPort) []byte {
 	return binary.BigEndian.AppendUint16(b, dst.Port())
 }
 
-// ParseNoNATs parses NO_NATS_ALLOWED data: 12 bytes for IPv4, 36 for IPv6.
-func ParseNoNATs(b []byte) (src, dst netip.AddrPort, err error) {
+// parseNoNATs parses NO_NATS_ALLOWED data: 12 bytes for IPv4, 36 for IPv6.
+func parseNoNATs(b []byte) (src, dst netip.AddrPort, err error) {
 	var s, d netip.Addr
 	switch len(b) {
 	case 12:
@@ -355,7 +326,7 @@ func (s *Session) authNotifies() []Payload {
 		ps = append(ps, addressNotifies(s.cfg.AdditionalAddresses)...)
 	}
 	if !s.cfg.DisableMIF {
-		ps = append(ps, &Notify{NotifyType: MIF_SUPPORTED, Data: MIFSupportedData()})
+		ps = append(ps, &Notify{NotifyType: MIF_SUPPORTED, Data: mIFSupportedData()})
 	}
 	return ps
 }
@@ -403,14 +374,14 @@ func (s *Session) MOBIKE() bool { return s.Status().MOBIKE }
 func (s *Session) natDetection(sa *ikeSA, p *Path) []Payload {
 	src := randomBytes(20)
 	if s.cfg.NoNATsAllowed && p.Local.IsValid() {
-		src = NATDetectionHash(sa.spiI, sa.spiR, p.Local)
+		src = nATDetectionHash(sa.spiI, sa.spiR, p.Local)
 	}
 	ps := []Payload{
 		&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: src},
-		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(sa.spiI, sa.spiR, p.to(s.remote))},
+		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, p.to(s.remote))},
 	}
 	if s.cfg.NoNATsAllowed && p.Local.IsValid() {
-		ps = append(ps, &Notify{NotifyType: NO_NATS_ALLOWED, Data: NoNATsData(p.Local, p.to(s.remote))})
+		ps = append(ps, &Notify{NotifyType: NO_NATS_ALLOWED, Data: noNATsData(p.Local, p.to(s.remote))})
 	}
 	return ps
 }
@@ -558,7 +529,7 @@ func (s *Session) pathExchange(loop, caller context.Context, p *Path, payloads [
 // checkEcho checks a path request's response: no error notification and
 // our COOKIE2 echoed.
 func checkEcho(reply []Payload, cookie []byte, what string) error {
-	for _, n := range FindAll[*Notify](reply) {
+	for _, n := range findAll[*Notify](reply) {
 		switch {
 		case n.NotifyType == UNACCEPTABLE_ADDRESSES:
 			return fmt.Errorf("%s: the gateway refused the path's address (UNACCEPTABLE_ADDRESSES)", what)
@@ -737,7 +708,7 @@ func (s *Session) RemovePath(ctx context.Context, id uint16) error {
 			r.set(fmt.Errorf("removing path %d: no such MIF path", id))
 			return nil
 		}
-		reply, err := s.exchange(loop, s.sa, INFORMATIONAL, []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: PathRemoveData(id)}}, s.cfg.Retransmit)
+		reply, err := s.exchange(loop, s.sa, INFORMATIONAL, []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: pathRemoveData(id)}}, s.cfg.Retransmit)
 		if err != nil {
 			r.set(fmt.Errorf("removing path %d: %w", id, err))
 			return err
@@ -764,7 +735,7 @@ func (s *Session) mobilityReply(sa *ikeSA, req []Payload) []Payload {
 	if FindNotify(req, NAT_DETECTION_DESTINATION_IP) != nil {
 		_, to := s.route()
 		out = append(out, &Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(sa.spiI, sa.spiR, to)})
+			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, to)})
 	}
 	if addrs, _, found := additionalAddresses(req); found && s.mob.mobike {
 		s.mob.peerAddrs = addrs
@@ -874,7 +845,7 @@ func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
 	}
 	if !r.cfg.DisableMIF && peerMIF(req) {
 		c.mob.mif = true
-		reply = append(reply, &Notify{NotifyType: MIF_SUPPORTED, Data: MIFSupportedData()})
+		reply = append(reply, &Notify{NotifyType: MIF_SUPPORTED, Data: mIFSupportedData()})
 	}
 	return reply
 }
@@ -889,14 +860,14 @@ func (r *Responder) respondClient(sa *rSA, exchange ExchangeType, req []Payload,
 		c.Remote = from
 	}
 	if exchange != INFORMATIONAL {
-		return r.respond(sa, exchange, req)
+		return dispatchInSARequest(r, sa, exchange, req)
 	}
 	// Checked before anything else of the request takes effect.
 	extra, then, fail := r.mobilityRequest(c, sa, req, from)
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
-	reply, after := r.respond(sa, exchange, req)
+	reply, after := dispatchInSARequest(r, sa, exchange, req)
 	reply = append(reply, extra...)
 	return reply, func() {
 		if after != nil {
@@ -922,7 +893,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 		out = append(out, &Notify{NotifyType: COOKIE2, Data: n.Data})
 	}
 	if n := FindNotify(req, NO_NATS_ALLOWED); n != nil && c.mob.mobike {
-		src, _, err := ParseNoNATs(n.Data)
+		src, _, err := parseNoNATs(n.Data)
 		if err != nil {
 			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
 		}
@@ -937,7 +908,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 		// The source hash matches no address: the client keeps
 		// encapsulating ESP in UDP, the only ESP the data plane carries.
 		out = append(out, &Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: NATDetectionHash(sa.spiI, sa.spiR, from)})
+			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, from)})
 	}
 	if addrs, _, found := additionalAddresses(req); found && c.mob.mobike {
 		then = append(then, func() { c.mob.addrs = addrs })
@@ -965,7 +936,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 		})
 	}
 	if n := FindNotify(req, MIF_PATH_ADD); n != nil && c.mob.mif {
-		add, err := ParsePathAdd(n.Data)
+		add, err := parsePathAdd(n.Data)
 		if err != nil || FindNotify(req, COOKIE2) == nil {
 			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
 		}
@@ -1010,7 +981,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 		})
 	}
 	if n := FindNotify(req, MIF_PATH_REMOVE); n != nil && c.mob.mif {
-		id, err := ParsePathRemove(n.Data)
+		id, err := parsePathRemove(n.Data)
 		if err != nil {
 			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
 		}

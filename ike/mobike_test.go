@@ -503,7 +503,7 @@ func TestResponderMIFRequests(t *testing.T) {
 		{"short COOKIE2", []Payload{&Notify{NotifyType: COOKIE2, Data: []byte{1, 2, 3}}}, INVALID_SYNTAX},
 		{"path add from the IKE path", []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 3}.Marshal()}, &Notify{NotifyType: COOKIE2, Data: newCookie2()}}, UNACCEPTABLE_ADDRESSES},
 		{"bad NO_NATS_ALLOWED", []Payload{&Notify{NotifyType: NO_NATS_ALLOWED, Data: []byte{1}}}, INVALID_SYNTAX},
-		{"remove unknown path", []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: PathRemoveData(5)}}, 0},
+		{"remove unknown path", []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: pathRemoveData(5)}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var reply []Payload
@@ -517,7 +517,7 @@ func TestResponderMIFRequests(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got NotifyType
-			for _, n := range FindAll[*Notify](reply) {
+			for _, n := range findAll[*Notify](reply) {
 				if n.NotifyType.IsError() {
 					got = n.NotifyType
 				}
@@ -545,7 +545,7 @@ func TestSessionEchoesCookie2(t *testing.T) {
 	if n := FindNotify(reply, COOKIE2); n == nil || !bytes.Equal(n.Data, cookie) {
 		t.Fatalf("no COOKIE2 echo in %+v", reply)
 	}
-	if n := FindNotify(reply, NAT_DETECTION_DESTINATION_IP); n == nil || !bytes.Equal(n.Data, NATDetectionHash(1, 2, s.remote)) {
+	if n := FindNotify(reply, NAT_DETECTION_DESTINATION_IP); n == nil || !bytes.Equal(n.Data, nATDetectionHash(1, 2, s.remote)) {
 		t.Fatalf("NAT detection answer %+v", reply)
 	}
 	if got := s.mobilityReply(sa, []Payload{&Notify{NotifyType: COOKIE2, Data: []byte{1}}}); len(got) != 0 {
@@ -564,11 +564,11 @@ func TestAdditionalAddressCodec(t *testing.T) {
 		{"v6", netip.MustParseAddr("2001:db8::7"), ADDITIONAL_IP6_ADDRESS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := AdditionalAddressNotify(tc.addr)
+			n := additionalAddressNotify(tc.addr)
 			if n.NotifyType != tc.typ {
 				t.Fatalf("type %d, want %d", n.NotifyType, tc.typ)
 			}
-			a, err := ParseAdditionalAddress(n.NotifyType, n.Data)
+			a, err := parseAdditionalAddress(n.NotifyType, n.Data)
 			if err != nil || a != tc.addr.Unmap() {
 				t.Fatalf("round trip %v %v", a, err)
 			}
@@ -585,12 +585,12 @@ func TestAdditionalAddressCodec(t *testing.T) {
 		{"other type", COOKIE2, make([]byte, 4)},
 	} {
 		t.Run("bad "+tc.name, func(t *testing.T) {
-			if _, err := ParseAdditionalAddress(tc.typ, tc.data); err == nil {
+			if _, err := parseAdditionalAddress(tc.typ, tc.data); err == nil {
 				t.Fatal("accepted")
 			}
 		})
 	}
-	addrs, none, found := additionalAddresses([]Payload{AdditionalAddressNotify(rigAddr1),
+	addrs, none, found := additionalAddresses([]Payload{additionalAddressNotify(rigAddr1),
 		&Notify{NotifyType: ADDITIONAL_IP6_ADDRESS, Data: []byte{1}}, &Notify{NotifyType: NO_ADDITIONAL_ADDRESSES}})
 	if !slices.Equal(addrs, []netip.Addr{rigAddr1}) || !none || !found {
 		t.Fatalf("additionalAddresses: %v %v %v", addrs, none, found)
@@ -608,11 +608,11 @@ func TestNoNATsCodec(t *testing.T) {
 		{"v4-mapped", netip.MustParseAddrPort("[::ffff:192.0.2.10]:4500"), netip.MustParseAddrPort("192.0.2.1:4500"), 12},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := NoNATsData(tc.src, tc.dst)
+			b := noNATsData(tc.src, tc.dst)
 			if len(b) != tc.n {
 				t.Fatalf("%d bytes, want %d", len(b), tc.n)
 			}
-			src, dst, err := ParseNoNATs(b)
+			src, dst, err := parseNoNATs(b)
 			unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
 			if err != nil || src != unmap(tc.src) || dst != unmap(tc.dst) {
 				t.Fatalf("round trip %v %v %v", src, dst, err)
@@ -620,11 +620,11 @@ func TestNoNATsCodec(t *testing.T) {
 		})
 	}
 	// Layout: addresses first, then ports.
-	if b := NoNATsData(netip.MustParseAddrPort("1.2.3.4:5"), netip.MustParseAddrPort("6.7.8.9:10")); !bytes.Equal(b, []byte{1, 2, 3, 4, 6, 7, 8, 9, 0, 5, 0, 10}) {
+	if b := noNATsData(netip.MustParseAddrPort("1.2.3.4:5"), netip.MustParseAddrPort("6.7.8.9:10")); !bytes.Equal(b, []byte{1, 2, 3, 4, 6, 7, 8, 9, 0, 5, 0, 10}) {
 		t.Fatalf("layout %x", b)
 	}
 	for _, n := range []int{0, 11, 13, 35, 37} {
-		if _, _, err := ParseNoNATs(make([]byte, n)); err == nil {
+		if _, _, err := parseNoNATs(make([]byte, n)); err == nil {
 			t.Errorf("%d bytes accepted", n)
 		}
 	}
@@ -696,15 +696,15 @@ func mustESP(t *testing.T) []ProposalSpec {
 }
 
 func FuzzParseNoNATs(f *testing.F) {
-	f.Add(NoNATsData(netip.MustParseAddrPort("192.0.2.1:4500"), netip.MustParseAddrPort("192.0.2.2:4500")))
+	f.Add(noNATsData(netip.MustParseAddrPort("192.0.2.1:4500"), netip.MustParseAddrPort("192.0.2.2:4500")))
 	f.Add(make([]byte, 36))
 	f.Add(append(append(make([]byte, 10), 0xff, 0xff), bytes.Repeat([]byte{0x30}, 24)...)) // v4-mapped beside IPv6
 	f.Fuzz(func(t *testing.T, b []byte) {
-		src, dst, err := ParseNoNATs(b)
+		src, dst, err := parseNoNATs(b)
 		if err != nil {
 			return
 		}
-		s2, d2, err := ParseNoNATs(NoNATsData(src, dst))
+		s2, d2, err := parseNoNATs(noNATsData(src, dst))
 		unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
 		if err != nil || unmap(s2) != unmap(src) || unmap(d2) != unmap(dst) {
 			t.Fatalf("%x parsed as %v %v, which round-trips as %v %v (%v)", b, src, dst, s2, d2, err)
@@ -716,11 +716,11 @@ func FuzzParseAdditionalAddress(f *testing.F) {
 	f.Add(uint16(ADDITIONAL_IP4_ADDRESS), []byte{192, 0, 2, 1})
 	f.Add(uint16(ADDITIONAL_IP6_ADDRESS), make([]byte, 16))
 	f.Fuzz(func(t *testing.T, typ uint16, b []byte) {
-		a, err := ParseAdditionalAddress(NotifyType(typ), b)
+		a, err := parseAdditionalAddress(NotifyType(typ), b)
 		if err != nil {
 			return
 		}
-		n := AdditionalAddressNotify(a)
+		n := additionalAddressNotify(a)
 		if n.NotifyType != NotifyType(typ) && !a.Is4In6() {
 			t.Fatalf("%d %x parsed as %v, which encodes as type %d", typ, b, a, n.NotifyType)
 		}

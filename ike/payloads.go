@@ -222,10 +222,10 @@ func payloadName(t PayloadType) string {
 	return fmt.Sprintf("payload type %d", uint8(t))
 }
 
-// MarshalPayloads encodes a chain of payloads, the inner payloads of an SK
+// marshalPayloads encodes a chain of payloads, the inner payloads of an SK
 // or SKF payload, and returns the type of the first one (PayloadNone for an
 // empty chain) to put in the next-payload field that precedes them.
-func MarshalPayloads(ps []Payload) (first PayloadType, b []byte, err error) {
+func marshalPayloads(ps []Payload) (first PayloadType, b []byte, err error) {
 	b, err = appendPayloads(nil, ps, false)
 	if err != nil {
 		return PayloadNone, nil, err
@@ -233,10 +233,10 @@ func MarshalPayloads(ps []Payload) (first PayloadType, b []byte, err error) {
 	return firstType(ps), b, nil
 }
 
-// ParsePayloads decodes a chain of payloads whose first one has type first,
+// parsePayloads decodes a chain of payloads whose first one has type first,
 // such as the inner payloads of an SK payload. It applies the rules of
 // Parse and rejects nested SK and SKF payloads.
-func ParsePayloads(first PayloadType, b []byte) ([]Payload, error) {
+func parsePayloads(first PayloadType, b []byte) ([]Payload, error) {
 	return parseChain(first, b, false)
 }
 

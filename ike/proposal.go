@@ -264,8 +264,8 @@ func (p ProposalSpec) String() string {
 	return strings.Join(tok, "-")
 }
 
-// FormatProposals renders specs as a comma-separated list.
-func FormatProposals(specs []ProposalSpec) string {
+// formatProposals renders specs as a comma-separated list.
+func formatProposals(specs []ProposalSpec) string {
 	s := make([]string, len(specs))
 	for i, p := range specs {
 		s[i] = p.String()
@@ -334,9 +334,9 @@ func BuildProposals(specs []ProposalSpec, spi []byte) ([]Proposal, error) {
 	return out, nil
 }
 
-// FirstDHGroup returns the preferred DH group of specs, the one to send a
+// firstDHGroup returns the preferred DH group of specs, the one to send a
 // KE payload for first; DH_NONE if there is none.
-func FirstDHGroup(specs []ProposalSpec) uint16 {
+func firstDHGroup(specs []ProposalSpec) uint16 {
 	for _, p := range specs {
 		for _, g := range p.DHGroups {
 			if g != DH_NONE {
@@ -543,13 +543,13 @@ func (s Suite) proposal(number uint8) Proposal {
 // was offered.
 var ErrProposalMismatch = errors.New("chosen proposal does not match the offer")
 
-// VerifyChosenProposal is the initiator's check of the SA payload of an
+// verifyChosenProposal is the initiator's check of the SA payload of an
 // answer (RFC 7296 §2.7): exactly one proposal, with the number and
 // protocol of one we offered, one transform of each type that offer has
 // (integrity may be left out with an AEAD, a DH group when the offer
 // allowed NONE), each transform one the offer listed. offered is what we
 // sent.
-func VerifyChosenProposal(chosen, offered []Proposal) (Selection, error) {
+func verifyChosenProposal(chosen, offered []Proposal) (Selection, error) {
 	if len(chosen) != 1 {
 		return Selection{}, fmt.Errorf("%w: %d proposals in the answer, want 1", ErrProposalMismatch, len(chosen))
 	}

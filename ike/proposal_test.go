@@ -20,7 +20,7 @@ func TestParseProposals(t *testing.T) {
 		proto  ProtocolID
 		in     string
 		want   []ProposalSpec
-		String string // FormatProposals of the result
+		String string // formatProposals of the result
 	}{
 		{"AEAD with PRF", ProtoIKE, "aes256gcm16-prfsha256-x25519",
 			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_CURVE25519}})},
@@ -104,7 +104,7 @@ func TestParseProposals(t *testing.T) {
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got  %+v\nwant %+v", got, tt.want)
 			}
-			s := FormatProposals(got)
+			s := formatProposals(got)
 			if s != tt.String {
 				t.Errorf("String = %q, want %q", s, tt.String)
 			}
@@ -201,8 +201,8 @@ func TestProposalRendering(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
-	if g := FirstDHGroup(specs); g != DH_CURVE25519 {
-		t.Errorf("FirstDHGroup = %d", g)
+	if g := firstDHGroup(specs); g != DH_CURVE25519 {
+		t.Errorf("firstDHGroup = %d", g)
 	}
 	espSpec := mustParseESP(t, "aes128gcm16-x25519-esn")[0]
 	p := espSpec.WithoutDH().Proposal(1, []byte{1, 2, 3, 4})
@@ -373,7 +373,7 @@ func TestSelectProposal(t *testing.T) {
 					tt.offered[i].Transforms = removeDH(tt.offered[i].Transforms)
 				}
 			}
-			v, err := VerifyChosenProposal([]Proposal{answer}, tt.offered)
+			v, err := verifyChosenProposal([]Proposal{answer}, tt.offered)
 			if err != nil {
 				t.Fatalf("initiator rejects the answer %+v: %v", answer, err)
 			}
@@ -443,7 +443,7 @@ func TestVerifyChosenProposal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sel, err := VerifyChosenProposal(tt.chosen, tt.offered)
+			sel, err := verifyChosenProposal(tt.chosen, tt.offered)
 			if tt.want == "" {
 				if err == nil {
 					t.Fatalf("accepted as %s", sel.Suite)
@@ -538,7 +538,7 @@ func TestESPSelectionCBC(t *testing.T) {
 	}
 	ikeSpecs, _ := ParseIKEProposals("aes256-sha256-modp2048")
 	ikeSel, _ := SelectProposal(offerIKE(ikeSpecs), ikeSpecs)
-	k, err := DeriveKeys(ikeSel.Suite, bytes.Repeat([]byte{1}, 256), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 32), 1, 2)
+	k, err := deriveKeys(ikeSel.Suite, bytes.Repeat([]byte{1}, 256), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 32), 1, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

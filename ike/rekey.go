@@ -9,25 +9,6 @@ import (
 	"time"
 )
 
-// respond builds the response to a request from the gateway and what to do
-// once it is sent.
-func (s *Session) respond(sa *ikeSA, exchange ExchangeType, req []Payload) ([]Payload, func() error) {
-	switch exchange {
-	case INFORMATIONAL:
-		return s.respondInformational(sa, req)
-	case CREATE_CHILD_SA:
-		if n := FindNotify(req, REKEY_SA); n != nil {
-			return s.respondChildRekey(sa, n, req)
-		}
-		if p := Find[*SA](req); p != nil && len(p.Proposals) > 0 && p.Proposals[0].Protocol == ProtoIKE {
-			return s.respondIKERekey(sa, req)
-		}
-		// mifsec runs one Child SA per IKE SA.
-		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_SAS}}, nil
-	}
-	return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
-}
-
 func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, func() error) {
 	var reply []Payload
 	var after func() error
@@ -141,7 +122,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	}
 	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
 	tsi, tsr := findTS(req, false), findTS(req, true)
-	if saP == nil || ni == nil || tsi == nil || tsr == nil || CheckNonce(sa.suite.PRF, ni.Data) != nil {
+	if saP == nil || ni == nil || tsi == nil || tsr == nil || checkNonce(sa.suite.PRF, ni.Data) != nil {
 		return fail(INVALID_SYNTAX, nil)
 	}
 	keGroup := uint16(0)
@@ -183,7 +164,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 		reply = append(reply, kePayload)
 	}
 	// The peer initiated: its TSi is its side, our remote.
-	reply = append(reply, &TS{Selectors: SelectorsFromPrefixes(old.RemoteTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.LocalTS)})
+	reply = append(reply, &TS{Selectors: selectorsFromPrefixes(old.RemoteTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.LocalTS)})
 	return reply, child, nil
 }
 
@@ -227,7 +208,7 @@ func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Tim
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
 	chosen, suite := sel.Proposal, sel.Suite
-	if len(sel.PeerSPI) != 8 || CheckNonce(suite.PRF, ni.Data) != nil {
+	if len(sel.PeerSPI) != 8 || checkNonce(suite.PRF, ni.Data) != nil {
 		return fail(INVALID_SYNTAX, nil)
 	}
 	if ke.Group != suite.DHGroup {
@@ -262,7 +243,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 	sa := s.sa
 	s.rekeying = rekeyingChild
 	defer func() { s.rekeying = notRekeying }()
-	group := FirstDHGroup(s.cfg.ESP)
+	group := firstDHGroup(s.cfg.ESP)
 	for attempt := 0; attempt < 2; attempt++ {
 		inSPI := randomESPSPI()
 		ni := nonce()
@@ -279,7 +260,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 			}
 			payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
 		}
-		payloads = append(payloads, &TS{Selectors: SelectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.RemoteTS)})
+		payloads = append(payloads, &TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
 		reply, err := s.exchange(ctx, sa, CREATE_CHILD_SA, payloads, s.cfg.Retransmit)
 		if err != nil {
 			return err
@@ -312,7 +293,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if nr == nil {
 			return errors.New("CREATE_CHILD_SA: the gateway's response lacks a nonce")
 		}
-		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+		if err := checkNonce(sa.suite.PRF, nr.Data); err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 		}
 		child, err := s.childFromReply(sa, reply, inSPI, ni, nr.Data, shared, true, old.LocalTS, old.RemoteTS)
@@ -428,7 +409,7 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	if err != nil || ke.Group != kex.Group() {
 		return fmt.Errorf("IKE rekey: unacceptable answer: %v", err)
 	}
-	if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+	if err := checkNonce(suite.PRF, nr.Data); err != nil {
 		return fmt.Errorf("IKE rekey: %w", err)
 	}
 	shared, err := kex.SharedSecret(ke.Data)

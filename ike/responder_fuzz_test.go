@@ -185,14 +185,14 @@ func (rig *fuzzRig) sealFromClient(sa *ikeSA, exchange ExchangeType, id uint32, 
 // a client of the fuzzed identity would compute, so that the responder's
 // checks after authentication are reached.
 func (rig *fuzzRig) fixAuth(ps []Payload) {
-	idi, auth := FindID(ps, false), Find[*Auth](ps)
+	idi, auth := findID(ps, false), Find[*Auth](ps)
 	if idi == nil || auth == nil || auth.Method != AuthPSK || rig.init == nil {
 		return
 	}
 	sa := rig.init.sa
 	id := Identity{Type: idi.IDType, Data: idi.Data}
-	octets := InitiatorSignedOctets(sa.keys.prf.Sum, rig.init.request, sa.nr, sa.keys.SKpi, id.PayloadBody())
-	auth.Data = PSKAuth(sa.keys.prf.Sum, fuzzPSK, octets)
+	octets := initiatorSignedOctets(sa.keys.prf.Sum, rig.init.request, sa.nr, sa.keys.SKpi, id.PayloadBody())
+	auth.Data = pSKAuth(sa.keys.prf.Sum, fuzzPSK, octets)
 }
 
 // checkInvariants fails when the responder's tables disagree with each
@@ -307,7 +307,7 @@ func fuzzResponderSeeds(f *testing.F) {
 		if err != nil {
 			return
 		}
-		first, b, err := MarshalPayloads(inner)
+		first, b, err := marshalPayloads(inner)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -337,12 +337,12 @@ func fuzzResponderSeeds(f *testing.F) {
 		{&Notify{NotifyType: UPDATE_SA_ADDRESSES}, &Notify{NotifyType: COOKIE2, Data: newCookie2()},
 			&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: make([]byte, 20)}, &Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: make([]byte, 20)}},
 		{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 2, Kind: PathKindCellular, Priority: 1}.Marshal()}, &Notify{NotifyType: COOKIE2, Data: newCookie2()}},
-		{&Notify{NotifyType: MIF_PATH_REMOVE, Data: PathRemoveData(2)}},
+		{&Notify{NotifyType: MIF_PATH_REMOVE, Data: pathRemoveData(2)}},
 		{&Delete{Protocol: ProtoESP, SPIs: [][]byte{{0, 0, 1, 0}}}},
 		{&Delete{Protocol: ProtoIKE}},
 		{&Notify{NotifyType: ADDITIONAL_IP4_ADDRESS, Data: []byte{192, 0, 2, 11}}},
 	} {
-		first, b, err := MarshalPayloads(ps)
+		first, b, err := marshalPayloads(ps)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -354,7 +354,7 @@ func fuzzResponderSeeds(f *testing.F) {
 		a := netip.AddrFrom4([4]byte{10, 3, 0, byte(2 * i)})
 		many = append(many, TrafficSelector{EndPort: 65535, Start: a, End: a.Next()})
 	}
-	first, b, err := MarshalPayloads([]Payload{
+	first, b, err := marshalPayloads([]Payload{
 		&ID{IDType: IDFQDN, Data: []byte("c.example")}, &Auth{Method: AuthPSK, Data: make([]byte, 32)},
 		&CP{CfgType: CFG_REQUEST, Attributes: []CPAttribute{{Type: INTERNAL_IP4_ADDRESS}}},
 		&SA{Proposals: offerESP(rig.s.cfg.ESP, 0x1000, false)},
@@ -444,8 +444,8 @@ func TestFuzzRigReachesDeep(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	FindID(inner, false).Data = []byte("other@mifsec.test")
-	first, b, err := MarshalPayloads(inner)
+	findID(inner, false).Data = []byte("other@mifsec.test")
+	first, b, err := marshalPayloads(inner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func TestFuzzRigReachesDeep(t *testing.T) {
 	}
 	rig.checkInvariants(t)
 
-	first, b, err = MarshalPayloads([]Payload{&Delete{Protocol: ProtoIKE}})
+	first, b, err = marshalPayloads([]Payload{&Delete{Protocol: ProtoIKE}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +472,7 @@ func fuzzInner(data []byte) []Payload {
 	if len(data) == 0 {
 		return nil
 	}
-	ps, err := ParsePayloads(PayloadType(data[0]), data[1:])
+	ps, err := parsePayloads(PayloadType(data[0]), data[1:])
 	if err != nil {
 		return nil
 	}

@@ -8,10 +8,6 @@ import (
 	"time"
 )
 
-// The rekeys the gateway starts: each client's Child SA and IKE SA by
-// lifetime, the Child SA also by volume, and the collisions with the
-// client's own rekeys of the same SAs (RFC 7296 §2.8.1, §2.8.2).
-
 // rekeyWhenDue starts a rekey of c's Child SA or IKE SA when one is due
 // and no other request of the gateway is outstanding.
 func (r *Responder) rekeyWhenDue(c *rClient, now time.Time) {
@@ -33,7 +29,7 @@ func (r *Responder) rekeyWhenDue(c *rClient, now time.Time) {
 // receives and sends once the client answers; the old one receives until
 // the client confirms its deletion.
 func (r *Responder) rekeyChild(c *rClient) {
-	r.startChildRekey(c, c.child, FirstDHGroup(r.cfg.ESP), true)
+	r.startChildRekey(c, c.child, firstDHGroup(r.cfg.ESP), true)
 }
 
 func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
@@ -54,7 +50,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		}
 		payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
 	}
-	payloads = append(payloads, &TS{Selectors: SelectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(old.RemoteTS)})
+	payloads = append(payloads, &TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
 	later := func(why string, args ...any) {
 		if c.child != old {
 			return // the client's rekey of the same SA went through
@@ -83,7 +79,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			later("the response lacks SA or Nonce")
 			return
 		}
-		if err := CheckNonce(sa.suite.PRF, nr.Data); err != nil {
+		if err := checkNonce(sa.suite.PRF, nr.Data); err != nil {
 			later(err.Error())
 			return
 		}
@@ -235,7 +231,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 			later(fmt.Sprintf("unacceptable answer: %v", err))
 			return
 		}
-		if err := CheckNonce(suite.PRF, nr.Data); err != nil {
+		if err := checkNonce(suite.PRF, nr.Data); err != nil {
 			later(err.Error())
 		}
 		shared, err := kex.SharedSecret(ke.Data)
@@ -284,5 +280,67 @@ func (r *Responder) deleteIKE(c *rClient, sa *rSA) {
 	forget := func([]Payload) { r.forget(sa) }
 	if err := r.requestOn(c, sa, netip.AddrPort{}, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, forget); err != nil {
 		forget(nil)
+	}
+}
+
+// respondChildRekey answers a client's rekey of its Child SA. The new SA
+// receives at once and sends once the client deletes the old one.
+func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	if rekey.Protocol != ProtoESP || len(rekey.SPI) != 4 {
+		return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
+	}
+	old := c.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
+	if old == nil {
+		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+	}
+	if tooManySelectors(req) {
+		return []Payload{&Notify{NotifyType: TS_UNACCEPTABLE}}, nil
+	}
+	if old != c.child || (c.pending != nil && c.pending.rekey == rekeyingIKE) {
+		// Not for an SA being deleted (RFC 7296 §2.25.1), nor while our
+		// rekey of the IKE SA is outstanding: the client retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	if len(c.oldKids) >= maxOldChildren {
+		// A client that rekeys without deleting what it replaced would
+		// grow the gateway's SAs without bound.
+		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, r.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	if err := r.h.InstallChild(&c.RemoteClient, child, false); err != nil {
+		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	return reply, func() {
+		old.retired = r.cfg.Now()
+		c.oldKids = append(c.oldKids, old)
+		c.child = child
+		c.childRekeys++
+	}
+}
+
+// respondIKERekey answers a client's rekey of its IKE SA.
+func (r *Responder) respondIKERekey(sa *rSA, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	if sa != c.sa || (c.pending != nil && c.pending.rekey == rekeyingChild) {
+		// Not for an IKE SA already replaced, nor while our rekey of a
+		// Child SA is outstanding: the client retries later.
+		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+	}
+	reply, next, fail := answerIKERekey(sa.ikeSA, r.cfg.IKE, req, r.cfg.Now())
+	if fail != nil {
+		return []Payload{fail}, nil
+	}
+	return reply, func() {
+		n := &rSA{ikeSA: next, from: sa.from, natT: sa.natT, client: c}
+		r.sas[saKey{next.spiI, next.spiR}] = n
+		c.sa = n
+		c.IKESPIi, c.IKESPIr = next.spiI, next.spiR
+		c.ikeRekeys++
 	}
 }

@@ -9,9 +9,9 @@ import (
 // Conversions between traffic selectors (address ranges, RFC 7296 §3.13.1)
 // and the prefixes routes and the data plane use.
 
-// SelectorsFromPrefixes turns prefixes into traffic selectors for any
+// selectorsFromPrefixes turns prefixes into traffic selectors for any
 // protocol and port.
-func SelectorsFromPrefixes(prefixes []netip.Prefix) []TrafficSelector {
+func selectorsFromPrefixes(prefixes []netip.Prefix) []TrafficSelector {
 	out := make([]TrafficSelector, 0, len(prefixes))
 	for _, p := range prefixes {
 		p = p.Masked()
@@ -20,10 +20,10 @@ func SelectorsFromPrefixes(prefixes []netip.Prefix) []TrafficSelector {
 	return out
 }
 
-// PrefixesFromSelectors covers each selector's address range with the
+// prefixesFromSelectors covers each selector's address range with the
 // fewest prefixes. Protocol and ports are not represented. The work is
 // linear in the number of prefixes returned (at most 2×128 per selector).
-func PrefixesFromSelectors(ts []TrafficSelector) []netip.Prefix {
+func prefixesFromSelectors(ts []TrafficSelector) []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range ts {
 		out = appendRangePrefixes(out, s.Start, s.End)
@@ -151,7 +151,7 @@ func appendRangePrefixesLimited(out []netip.Prefix, start, end netip.Addr, limit
 // narrow returns the parts of offered that lie within allowed, as the
 // fewest prefixes, sorted (see narrowSelectors).
 func narrow(offered, allowed []netip.Prefix) []netip.Prefix {
-	out, _ := narrowSelectors(SelectorsFromPrefixes(offered), allowed, -1)
+	out, _ := narrowSelectors(selectorsFromPrefixes(offered), allowed, -1)
 	return out
 }
 

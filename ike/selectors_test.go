@@ -10,7 +10,7 @@ import (
 func TestSelectorPrefixRoundTrip(t *testing.T) {
 	for _, s := range []string{"0.0.0.0/0", "10.1.0.0/24", "10.3.0.7/32", "::/0", "fd00:1::/64", "2001:db8::1/128"} {
 		p := netip.MustParsePrefix(s)
-		got := PrefixesFromSelectors(SelectorsFromPrefixes([]netip.Prefix{p}))
+		got := prefixesFromSelectors(selectorsFromPrefixes([]netip.Prefix{p}))
 		if len(got) != 1 || got[0] != p {
 			t.Errorf("%s came back as %v", p, got)
 		}
@@ -115,7 +115,7 @@ func TestChildRekeyKeepsSelectors(t *testing.T) {
 	old := &ChildSA{LocalTS: []netip.Prefix{netip.MustParsePrefix("10.3.0.2/32")}, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}}
 	any := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 	req := []Payload{&SA{Proposals: offerESP(espSpecs, 0x1234, true)}, &Nonce{Data: make([]byte, 32)},
-		&TS{Selectors: SelectorsFromPrefixes(any)}, &TS{Responder: true, Selectors: SelectorsFromPrefixes(any)}}
+		&TS{Selectors: selectorsFromPrefixes(any)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(any)}}
 	reply, child, fail := answerChildRekey(sa, espSpecs, req, old, time.Now())
 	if fail != nil {
 		t.Fatalf("refused: %v", fail)
@@ -124,10 +124,10 @@ func TestChildRekeyKeepsSelectors(t *testing.T) {
 		t.Fatalf("rekeyed child has %v ⇄ %v, want the old %v ⇄ %v", child.LocalTS, child.RemoteTS, old.LocalTS, old.RemoteTS)
 	}
 	tsi, tsr := findTS(reply, false), findTS(reply, true)
-	if got := PrefixesFromSelectors(tsi.Selectors); !slices.Equal(got, old.RemoteTS) {
+	if got := prefixesFromSelectors(tsi.Selectors); !slices.Equal(got, old.RemoteTS) {
 		t.Errorf("answer's TSi %v, want the peer's old side %v", got, old.RemoteTS)
 	}
-	if got := PrefixesFromSelectors(tsr.Selectors); !slices.Equal(got, old.LocalTS) {
+	if got := prefixesFromSelectors(tsr.Selectors); !slices.Equal(got, old.LocalTS) {
 		t.Errorf("answer's TSr %v, want our old side %v", got, old.LocalTS)
 	}
 }

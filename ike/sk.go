@@ -23,10 +23,10 @@ import (
 // ErrAuthentication is returned by Open when the integrity check fails.
 var ErrAuthentication = errors.New("SK payload failed its integrity check")
 
-// NewCrypter returns the Crypter for one direction of an IKE SA with suite
+// newCrypter returns the Crypter for one direction of an IKE SA with suite
 // s. encKey is SK_e (for an AEAD the cipher key followed by the 4-byte
 // salt), integKey SK_a (empty for an AEAD).
-func NewCrypter(s Suite, encKey, integKey []byte) (Crypter, error) {
+func newCrypter(s Suite, encKey, integKey []byte) (Crypter, error) {
 	enc, ok := lookupEncryption(s.Encryption, s.KeyLength)
 	if !ok {
 		return nil, fmt.Errorf("SK payload: unsupported encryption algorithm %d with key length %d", s.Encryption, s.KeyLength)
@@ -88,10 +88,10 @@ func (k *Keys) Crypters(initiator bool) (out, in Crypter, err error) {
 	if !initiator {
 		ei, ai, er, ar = er, ar, ei, ai
 	}
-	if out, err = NewCrypter(k.Suite, ei, ai); err != nil {
+	if out, err = newCrypter(k.Suite, ei, ai); err != nil {
 		return nil, nil, err
 	}
-	if in, err = NewCrypter(k.Suite, er, ar); err != nil {
+	if in, err = newCrypter(k.Suite, er, ar); err != nil {
 		return nil, nil, err
 	}
 	return out, in, nil

@@ -59,7 +59,7 @@ func TestChaCha20Poly1305Vector(t *testing.T) {
 	for _, v := range f.Vectors {
 		t.Run(v.Name, func(t *testing.T) {
 			s := Suite{Protocol: ProtoIKE, Encryption: ENCR_CHACHA20_POLY1305, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
-			c, err := NewCrypter(s, append(unhexKDF(t, v.Key), unhexKDF(t, v.Salt)...), nil)
+			c, err := newCrypter(s, append(unhexKDF(t, v.Key), unhexKDF(t, v.Salt)...), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,7 +88,7 @@ func TestChaCha20Poly1305Vector(t *testing.T) {
 
 func testKeys(t *testing.T, s Suite) *Keys {
 	t.Helper()
-	k, err := DeriveKeys(s, []byte("g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 0x0102030405060708, 0x1112131415161718)
+	k, err := deriveKeys(s, []byte("g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 0x0102030405060708, 0x1112131415161718)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestSKTamperingDetected(t *testing.T) {
 				t.Error("body with an extra byte opened")
 			}
 			// Other keys of the same suite fail.
-			other, err := DeriveKeys(s, []byte("another g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
+			other, err := deriveKeys(s, []byte("another g^ir"), bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), 1, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,7 +252,7 @@ func TestSKAcceptsAnyPadding(t *testing.T) {
 	t.Run("aes128gcm16", func(t *testing.T) {
 		key := bytes.Repeat([]byte{3}, 16+4)
 		s := Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
-		c, err := NewCrypter(s, key, nil)
+		c, err := newCrypter(s, key, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +278,7 @@ func TestSKAcceptsAnyPadding(t *testing.T) {
 	t.Run("aes128-sha256", func(t *testing.T) {
 		encKey, integKey := bytes.Repeat([]byte{4}, 16), bytes.Repeat([]byte{5}, 32)
 		s := Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_CBC, KeyLength: 128, Integrity: AUTH_HMAC_SHA2_256_128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
-		c, err := NewCrypter(s, encKey, integKey)
+		c, err := newCrypter(s, encKey, integKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,13 +330,13 @@ func TestNewCrypterRejectsBadKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewCrypter(tt.suite, make([]byte, tt.enc), make([]byte, tt.integ))
+			_, err := newCrypter(tt.suite, make([]byte, tt.enc), make([]byte, tt.integ))
 			if (err == nil) != tt.wantOK {
 				t.Errorf("error %v, want ok %v", err, tt.wantOK)
 			}
 		})
 	}
-	c, err := NewCrypter(gcm, make([]byte, 36), nil)
+	c, err := newCrypter(gcm, make([]byte, 36), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

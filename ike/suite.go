@@ -314,11 +314,11 @@ func esnKeyword(esn bool) string {
 	return "noesn"
 }
 
-// NATDetectionHash returns the data of a NAT_DETECTION_SOURCE_IP or
+// nATDetectionHash returns the data of a NAT_DETECTION_SOURCE_IP or
 // NAT_DETECTION_DESTINATION_IP notification: SHA-1(SPIi | SPIr | IP |
 // port) (RFC 7296 §2.23). SPIr is 0 in the IKE_SA_INIT request. An
 // IPv4-mapped IPv6 address is hashed as the IPv4 address the peer sees.
-func NATDetectionHash(spii, spir uint64, addr netip.AddrPort) []byte {
+func nATDetectionHash(spii, spir uint64, addr netip.AddrPort) []byte {
 	ip := addr.Addr().Unmap().AsSlice()
 	buf := make([]byte, 0, 16+len(ip)+2)
 	buf = binary.BigEndian.AppendUint64(buf, spii)
@@ -357,9 +357,9 @@ func RandomNonce(n int) ([]byte, error) {
 	return b, nil
 }
 
-// CheckNonce checks a received nonce's length: 16 to 256 bytes and at
+// checkNonce checks a received nonce's length: 16 to 256 bytes and at
 // least half the key size of the negotiated PRF (RFC 7296 §2.10).
-func CheckNonce(prfID uint16, nonce []byte) error {
+func checkNonce(prfID uint16, nonce []byte) error {
 	if len(nonce) < MinNonceLen || len(nonce) > MaxNonceLen {
 		return fmt.Errorf("nonce of %d bytes, want %d..%d", len(nonce), MinNonceLen, MaxNonceLen)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/strongswan"
 	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/internal/testpki"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/urfave/cli/v2"
 )
@@ -32,7 +33,7 @@ type gatewayTopology struct {
 type gatewayOptions struct {
 	proposals, espProposals string
 	auth                    string // "psk" or "pubkey"
-	pki                     *ike.TestPKI
+	pki                     *testpki.PKI
 	childRekey, ikeRekey    string // strongSwan durations, "" for its defaults
 	psk                     string
 	ipv6Inner               bool   // also protect fd01::/64 and hand out fd03::/64 addresses
@@ -231,17 +232,17 @@ func TestConnectWithCertificates(t *testing.T) {
 	strongswan.Require(t)
 	for _, tc := range []struct {
 		name, ike, esp string
-		key            ike.TestKeyType
+		key            testpki.KeyType
 	}{
-		{"p256/aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16", ike.TestKeyECDSAP256},
-		{"p256/chacha20poly1305-ecp256", "chacha20poly1305-prfsha256-ecp256", "chacha20poly1305", ike.TestKeyECDSAP256},
-		{"p384/aes128gcm16-ecp384", "aes128gcm16-prfsha384-ecp384", "aes128gcm16", ike.TestKeyECDSAP384},
+		{"p256/aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16", testpki.KeyECDSAP256},
+		{"p256/chacha20poly1305-ecp256", "chacha20poly1305-prfsha256-ecp256", "chacha20poly1305", testpki.KeyECDSAP256},
+		{"p384/aes128gcm16-ecp384", "aes128gcm16-prfsha384-ecp384", "aes128gcm16", testpki.KeyECDSAP384},
 		// RSA-3072 certificates make IKE_AUTH larger than one datagram:
 		// both sides fragment (RFC 7383).
-		{"rsa3072/aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16", ike.TestKeyRSA3072},
+		{"rsa3072/aes256gcm16-x25519", "aes256gcm16-prfsha256-x25519", "aes256gcm16", testpki.KeyRSA3072},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{KeyType: tc.key})
+			pki, err := testpki.Generate(t.TempDir(), testpki.Options{KeyType: tc.key})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,7 +254,7 @@ func TestConnectWithCertificates(t *testing.T) {
 			if err := ping(top.client, "10.1.0.1", 3); err != nil {
 				t.Fatalf("%v\nmifsec:\n%s\ncharon:\n%s", err, c.log.String(), top.charon.Log())
 			}
-			if tc.key == ike.TestKeyRSA3072 {
+			if tc.key == testpki.KeyRSA3072 {
 				log := top.charon.Log()
 				if !strings.Contains(log, "received fragment #") || !strings.Contains(log, "generating IKE_AUTH response 1 [ EF(") {
 					t.Fatalf("IKE_AUTH was not fragmented both ways:\n%s", log)

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/internal/testpki"
 )
 
 func TestReadClientPSKs(t *testing.T) {
@@ -112,7 +112,7 @@ func TestSecretFilesMustBePrivate(t *testing.T) {
 // TestPrivateKeyFileMustBePrivate: --key naming a private key that its
 // group or others may read is refused before anything is created.
 func TestPrivateKeyFileMustBePrivate(t *testing.T) {
-	pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{})
+	pki, err := testpki.Generate(t.TempDir(), testpki.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

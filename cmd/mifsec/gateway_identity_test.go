@@ -16,6 +16,7 @@ import (
 	"github.com/mifsec/mifsec/bench"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/internal/testpki"
 )
 
 // hostsInNetns makes name resolve to addr for processes started with
@@ -43,7 +44,7 @@ func TestConnectChecksGatewayCertificate(t *testing.T) {
 	const gwName = "gw.mifsec.test"
 	// The client certificate names the gateway too: only its extended key
 	// usage (clientAuth) tells it from the gateway's.
-	pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{ClientName: gwName})
+	pki, err := testpki.Generate(t.TempDir(), testpki.Options{ClientName: gwName})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestConnectChecksGatewayCertificate(t *testing.T) {
 func TestMifsecGatewayCRLReload(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
-	pki, err := ike.GenerateTestPKI(dir, ike.TestPKIOptions{KeyType: ike.TestKeyECDSAP256})
+	pki, err := testpki.Generate(dir, testpki.Options{KeyType: testpki.KeyECDSAP256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/mifsec/mifsec/bench"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/internal/testpki"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/urfave/cli/v2"
 )
@@ -248,7 +249,7 @@ func TestMifsecGatewayScaleCertificates(t *testing.T) {
 		t.Skip("connects 50 clients")
 	}
 	const n = 50
-	pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{KeyType: ike.TestKeyECDSAP256})
+	pki, err := testpki.Generate(t.TempDir(), testpki.Options{KeyType: testpki.KeyECDSAP256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ func TestMifsecGatewayScaleCertificates(t *testing.T) {
 
 // issueClientCert issues an ECDSA P-256 client certificate for email,
 // signed by ca.
-func issueClientCert(t *testing.T, ca ike.TestCredential, email string) (crypto.Signer, *x509.Certificate) {
+func issueClientCert(t *testing.T, ca testpki.Credential, email string) (crypto.Signer, *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/strongswan"
 	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/internal/testpki"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -265,7 +265,7 @@ func TestConnectHangupDisconnects(t *testing.T) {
 // strongSwanClient describes a strongSwan client of `mifsec gateway`.
 type strongSwanClient struct {
 	psk                  string       // PSK authentication with client.example / gw.example
-	pki                  *ike.TestPKI // or certificates
+	pki                  *testpki.PKI // or certificates
 	childRekey, ikeRekey string       // strongSwan durations, "" for its defaults
 	ike, esp             string       // proposals, "" for AES-GCM-256 with x25519
 }
@@ -333,7 +333,7 @@ func startStrongSwanClient(t *testing.T, ns string, o strongSwanClient, g *mifse
 
 func TestMifsecGatewayStrongSwanCertificates(t *testing.T) {
 	strongswan.Require(t)
-	pki, err := ike.GenerateTestPKI(t.TempDir(), ike.TestPKIOptions{KeyType: ike.TestKeyECDSAP256})
+	pki, err := testpki.Generate(t.TempDir(), testpki.Options{KeyType: testpki.KeyECDSAP256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package ike
+package testpki
 
 import (
 	"crypto"
@@ -19,44 +19,49 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/ike"
 )
 
-// A small certificate authority for tests, including integration tests
-// against strongSwan: strongSwan accepts a peer only when its certificate
-// contains the peer's identity, so the gateway certificate carries its
-// name as a DNS subjectAltName and the client certificate its email
-// address as an rfc822Name subjectAltName.
+// oidExtKeyUsageIPsecIKEIntermediate is the IKE-intermediate extended key
+// usage (1.3.6.1.5.5.8.2.2) strongSwan and macOS look for on a gateway.
+var oidExtKeyUsageIPsecIKEIntermediate = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 8, 2, 2}
 
-// TestKeyType selects the key type of a test PKI.
-type TestKeyType int
+// dnSpecials are the characters a test PKI name may not hold: they would
+// need escaping in the certificate's subject DN.
+const dnSpecials = `,+;"\<>=#`
+
+// KeyType selects the key type of a test PKI.
+type KeyType int
 
 const (
-	TestKeyECDSAP256 TestKeyType = iota
-	TestKeyECDSAP384
-	TestKeyRSA3072
-	TestKeyEd25519
+	KeyECDSAP256 KeyType = iota
+	KeyECDSAP384
+	KeyRSA3072
+	KeyEd25519
 )
 
 // String names the key type.
-func (k TestKeyType) String() string {
+func (k KeyType) String() string {
 	switch k {
-	case TestKeyECDSAP256:
+	case KeyECDSAP256:
 		return "ECDSA P-256"
-	case TestKeyECDSAP384:
+	case KeyECDSAP384:
 		return "ECDSA P-384"
-	case TestKeyRSA3072:
+	case KeyRSA3072:
 		return "RSA 3072"
-	case TestKeyEd25519:
+	case KeyEd25519:
 		return "Ed25519"
 	}
-	return fmt.Sprintf("TestKeyType(%d)", int(k))
+	return fmt.Sprintf("KeyType(%d)", int(k))
 }
 
-// TestPKIOptions describes a test PKI. The zero value is usable.
-type TestPKIOptions struct {
+// Options describes a test PKI. The zero value is usable.
+type Options struct {
 	// KeyType of every key (CA, intermediate, gateway, client).
-	KeyType TestKeyType
+	KeyType KeyType
 	// GatewayName is the gateway's CN and DNS subjectAltName
 	// (default "gw.mifsec.test").
 	GatewayName string
@@ -77,52 +82,52 @@ type TestPKIOptions struct {
 	NotBefore, NotAfter time.Time
 }
 
-// TestCredential is one certificate of a test PKI with its key and files.
-type TestCredential struct {
+// Credential is one certificate of a test PKI with its key and files.
+type Credential struct {
 	Certificate *x509.Certificate
 	Key         crypto.Signer
 	// CertFile holds the PEM certificate, KeyFile the PEM PKCS #8 key.
 	CertFile, KeyFile string
 	// Identity is the IKE identity the certificate proves: the DNS name of
 	// the gateway, the email address of the client, the DN of a CA.
-	Identity Identity
+	Identity ike.Identity
 	// SubjectDN is the certificate's subject as an ID_DER_ASN1_DN identity.
-	SubjectDN Identity
+	SubjectDN ike.Identity
 }
 
 // String describes the credential without its private key.
-func (c TestCredential) String() string {
-	return fmt.Sprintf("TestCredential{%s, cert %s}", c.Identity, c.CertFile)
+func (c Credential) String() string {
+	return fmt.Sprintf("Credential{%s, cert %s}", c.Identity, c.CertFile)
 }
 
 // GoString is String, so that %#v does not print the private key either.
-func (c TestCredential) GoString() string { return c.String() }
+func (c Credential) GoString() string { return c.String() }
 
-// TestPKI is a CA, an optional intermediate CA, a gateway and a client.
-type TestPKI struct {
+// PKI is a CA, an optional intermediate CA, a gateway and a client.
+type PKI struct {
 	Dir          string
-	CA           TestCredential
-	Intermediate *TestCredential
-	Gateway      TestCredential
-	Client       TestCredential
+	CA           Credential
+	Intermediate *Credential
+	Gateway      Credential
+	Client       Credential
 }
 
-// File names written by GenerateTestPKI into its directory.
+// File names written by Generate into its directory.
 const (
-	TestPKICAFile           = "ca.pem"
-	TestPKICAKeyFile        = "ca.key"
-	TestPKIIntermediateFile = "intermediate.pem"
-	TestPKIIntermediateKey  = "intermediate.key"
-	TestPKIGatewayFile      = "gateway.pem"
-	TestPKIGatewayKeyFile   = "gateway.key"
-	TestPKIClientFile       = "client.pem"
-	TestPKIClientKeyFile    = "client.key"
+	CAFile              = "ca.pem"
+	CAKeyFile           = "ca.key"
+	IntermediateFile    = "intermediate.pem"
+	IntermediateKeyFile = "intermediate.key"
+	GatewayFile         = "gateway.pem"
+	GatewayKeyFile      = "gateway.key"
+	ClientFile          = "client.pem"
+	ClientKeyFile       = "client.key"
 )
 
-// GenerateTestPKI creates a test PKI and writes its certificates and keys
+// Generate creates a test PKI and writes its certificates and keys
 // as PEM files into dir (created if missing; keys with mode 0600). It is
 // meant for tests only.
-func GenerateTestPKI(dir string, opts TestPKIOptions) (*TestPKI, error) {
+func Generate(dir string, opts Options) (*PKI, error) {
 	if opts.GatewayName == "" {
 		opts.GatewayName = "gw.mifsec.test"
 	}
@@ -136,19 +141,22 @@ func GenerateTestPKI(dir string, opts TestPKIOptions) (*TestPKI, error) {
 	if opts.NotAfter.IsZero() {
 		opts.NotAfter = now.Add(30 * 24 * time.Hour)
 	}
+	if strings.ContainsAny(opts.GatewayName, dnSpecials) || strings.ContainsAny(opts.ClientEmail, dnSpecials) {
+		return nil, fmt.Errorf("testpki: names %q and %q must not need DN escaping", opts.GatewayName, opts.ClientEmail)
+	}
 	if !opts.NotAfter.After(opts.NotBefore) {
-		return nil, errors.New("ike: test PKI: NotAfter must be after NotBefore")
+		return nil, errors.New("testpki: NotAfter must be after NotBefore")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("ike: test PKI: %w", err)
+		return nil, fmt.Errorf("testpki: %w", err)
 	}
 	caNotBefore := opts.NotBefore.Add(-24 * time.Hour)
 	caNotAfter := opts.NotAfter.Add(365 * 24 * time.Hour)
 
-	pki := &TestPKI{Dir: dir}
-	ca, err := issueTestCertificate(dir, TestPKICAFile, TestPKICAKeyFile, opts.KeyType, testCertTemplate{
-		subject: "C=CH, O=mifsec test, CN=mifsec test CA", isCA: true,
-		notBefore: caNotBefore, notAfter: caNotAfter,
+	pki := &PKI{Dir: dir}
+	ca, err := IssueCertificate(dir, CAFile, CAKeyFile, opts.KeyType, CertTemplate{
+		Subject: "C=CH, O=mifsec test, CN=mifsec test CA", IsCA: true,
+		NotBefore: caNotBefore, NotAfter: caNotAfter,
 	}, nil)
 	if err != nil {
 		return nil, err
@@ -157,9 +165,9 @@ func GenerateTestPKI(dir string, opts TestPKIOptions) (*TestPKI, error) {
 	pki.CA = *ca
 	issuer := ca
 	if opts.Intermediate {
-		ic, err := issueTestCertificate(dir, TestPKIIntermediateFile, TestPKIIntermediateKey, opts.KeyType, testCertTemplate{
-			subject: "C=CH, O=mifsec test, CN=mifsec test intermediate CA", isCA: true,
-			notBefore: caNotBefore, notAfter: caNotAfter,
+		ic, err := IssueCertificate(dir, IntermediateFile, IntermediateKeyFile, opts.KeyType, CertTemplate{
+			Subject: "C=CH, O=mifsec test, CN=mifsec test intermediate CA", IsCA: true,
+			NotBefore: caNotBefore, NotAfter: caNotAfter,
 		}, ca)
 		if err != nil {
 			return nil, err
@@ -169,17 +177,17 @@ func GenerateTestPKI(dir string, opts TestPKIOptions) (*TestPKI, error) {
 		issuer = ic
 	}
 
-	gatewayIdentity, err := ParseIdentity("@" + opts.GatewayName)
+	gatewayIdentity, err := ike.ParseIdentity("@" + opts.GatewayName)
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: gateway name: %w", err)
+		return nil, fmt.Errorf("testpki: gateway name: %w", err)
 	}
-	gw, err := issueTestCertificate(dir, TestPKIGatewayFile, TestPKIGatewayKeyFile, opts.KeyType, testCertTemplate{
-		subject:   "C=CH, O=mifsec test, CN=" + escapeDNValue(opts.GatewayName),
-		dnsNames:  []string{opts.GatewayName},
-		addrs:     opts.GatewayAddrs,
-		extUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		extOIDs:   []asn1.ObjectIdentifier{oidExtKeyUsageIKEIntermediate},
-		notBefore: opts.NotBefore, notAfter: opts.NotAfter,
+	gw, err := IssueCertificate(dir, GatewayFile, GatewayKeyFile, opts.KeyType, CertTemplate{
+		Subject:         "C=CH, O=mifsec test, CN=" + opts.GatewayName,
+		DNSNames:        []string{opts.GatewayName},
+		Addrs:           opts.GatewayAddrs,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsageOIDs: []asn1.ObjectIdentifier{oidExtKeyUsageIPsecIKEIntermediate},
+		NotBefore:       opts.NotBefore, NotAfter: opts.NotAfter,
 	}, issuer)
 	if err != nil {
 		return nil, err
@@ -187,20 +195,20 @@ func GenerateTestPKI(dir string, opts TestPKIOptions) (*TestPKI, error) {
 	gw.Identity = gatewayIdentity
 	pki.Gateway = *gw
 
-	clientIdentity, err := ParseIdentity("email:" + opts.ClientEmail)
+	clientIdentity, err := ike.ParseIdentity("email:" + opts.ClientEmail)
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: client email: %w", err)
+		return nil, fmt.Errorf("testpki: client email: %w", err)
 	}
 	var clientDNS []string
 	if opts.ClientName != "" {
 		clientDNS = []string{opts.ClientName}
 	}
-	cl, err := issueTestCertificate(dir, TestPKIClientFile, TestPKIClientKeyFile, opts.KeyType, testCertTemplate{
-		subject:   "C=CH, O=mifsec test, CN=" + escapeDNValue(opts.ClientEmail),
-		dnsNames:  clientDNS,
-		emails:    []string{opts.ClientEmail},
-		extUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		notBefore: opts.NotBefore, notAfter: opts.NotAfter,
+	cl, err := IssueCertificate(dir, ClientFile, ClientKeyFile, opts.KeyType, CertTemplate{
+		Subject:     "C=CH, O=mifsec test, CN=" + opts.ClientEmail,
+		DNSNames:    clientDNS,
+		Emails:      []string{opts.ClientEmail},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore:   opts.NotBefore, NotAfter: opts.NotAfter,
 	}, issuer)
 	if err != nil {
 		return nil, err
@@ -210,26 +218,26 @@ func GenerateTestPKI(dir string, opts TestPKIOptions) (*TestPKI, error) {
 	return pki, nil
 }
 
-type testCertTemplate struct {
-	subject             string
-	isCA                bool
-	dnsNames            []string
-	emails              []string
-	addrs               []netip.Addr
-	extUsage            []x509.ExtKeyUsage
-	extOIDs             []asn1.ObjectIdentifier
-	notBefore, notAfter time.Time
+type CertTemplate struct {
+	Subject             string
+	IsCA                bool
+	DNSNames            []string
+	Emails              []string
+	Addrs               []netip.Addr
+	ExtKeyUsage         []x509.ExtKeyUsage
+	ExtKeyUsageOIDs     []asn1.ObjectIdentifier
+	NotBefore, NotAfter time.Time
 }
 
-func generateTestKey(kt TestKeyType) (crypto.Signer, error) {
+func generateKey(kt KeyType) (crypto.Signer, error) {
 	switch kt {
-	case TestKeyECDSAP256:
+	case KeyECDSAP256:
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case TestKeyECDSAP384:
+	case KeyECDSAP384:
 		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case TestKeyRSA3072:
+	case KeyRSA3072:
 		return rsa.GenerateKey(rand.Reader, 3072)
-	case TestKeyEd25519:
+	case KeyEd25519:
 		_, k, err := ed25519.GenerateKey(rand.Reader)
 		return k, err
 	}
@@ -254,40 +262,43 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	return sum[:], nil
 }
 
-func issueTestCertificate(dir, certName, keyName string, kt TestKeyType, tmpl testCertTemplate, issuer *TestCredential) (*TestCredential, error) {
-	key, err := generateTestKey(kt)
+// IssueCertificate generates a key of type kt, issues a certificate for it
+// as tmpl describes, signed by issuer (self-signed when issuer is nil), and
+// writes both as PEM into dir/certName and dir/keyName.
+func IssueCertificate(dir, certName, keyName string, kt KeyType, tmpl CertTemplate, issuer *Credential) (*Credential, error) {
+	key, err := generateKey(kt)
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: generate %s key: %w", kt, err)
+		return nil, fmt.Errorf("testpki: generate %s key: %w", kt, err)
 	}
-	subject, err := ParseIdentity("asn1dn:" + tmpl.subject)
+	subject, err := ike.ParseIdentity("asn1dn:" + tmpl.Subject)
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: %w", err)
+		return nil, fmt.Errorf("testpki: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: serial number: %w", err)
+		return nil, fmt.Errorf("testpki: serial number: %w", err)
 	}
 	ski, err := subjectKeyID(key.Public())
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: subject key identifier: %w", err)
+		return nil, fmt.Errorf("testpki: subject key identifier: %w", err)
 	}
 	template := &x509.Certificate{
 		SerialNumber:          serial.Add(serial, big.NewInt(1)),
 		RawSubject:            subject.Data,
-		NotBefore:             tmpl.notBefore,
-		NotAfter:              tmpl.notAfter,
+		NotBefore:             tmpl.NotBefore,
+		NotAfter:              tmpl.NotAfter,
 		SubjectKeyId:          ski,
 		BasicConstraintsValid: true,
-		IsCA:                  tmpl.isCA,
-		DNSNames:              tmpl.dnsNames,
-		EmailAddresses:        tmpl.emails,
-		ExtKeyUsage:           tmpl.extUsage,
-		UnknownExtKeyUsage:    tmpl.extOIDs,
+		IsCA:                  tmpl.IsCA,
+		DNSNames:              tmpl.DNSNames,
+		EmailAddresses:        tmpl.Emails,
+		ExtKeyUsage:           tmpl.ExtKeyUsage,
+		UnknownExtKeyUsage:    tmpl.ExtKeyUsageOIDs,
 	}
-	for _, a := range tmpl.addrs {
+	for _, a := range tmpl.Addrs {
 		template.IPAddresses = append(template.IPAddresses, net.IP(a.Unmap().AsSlice()))
 	}
-	if tmpl.isCA {
+	if tmpl.IsCA {
 		template.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	} else {
 		template.KeyUsage = x509.KeyUsageDigitalSignature
@@ -298,17 +309,17 @@ func issueTestCertificate(dir, certName, keyName string, kt TestKeyType, tmpl te
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, parent, key.Public(), signer)
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: create certificate %q: %w", tmpl.subject, err)
+		return nil, fmt.Errorf("testpki: create certificate %q: %w", tmpl.Subject, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: parse certificate %q: %w", tmpl.subject, err)
+		return nil, fmt.Errorf("testpki: parse certificate %q: %w", tmpl.Subject, err)
 	}
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("ike: test PKI: encode %s key: %w", kt, err)
+		return nil, fmt.Errorf("testpki: encode %s key: %w", kt, err)
 	}
-	cred := &TestCredential{
+	cred := &Credential{
 		Certificate: cert,
 		Key:         key,
 		CertFile:    filepath.Join(dir, certName),
@@ -316,10 +327,10 @@ func issueTestCertificate(dir, certName, keyName string, kt TestKeyType, tmpl te
 		SubjectDN:   subject,
 	}
 	if err := os.WriteFile(cred.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, fmt.Errorf("ike: test PKI: %w", err)
+		return nil, fmt.Errorf("testpki: %w", err)
 	}
 	if err := os.WriteFile(cred.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600); err != nil {
-		return nil, fmt.Errorf("ike: test PKI: %w", err)
+		return nil, fmt.Errorf("testpki: %w", err)
 	}
 	return cred, nil
 }
@@ -329,7 +340,7 @@ func issueTestCertificate(dir, certName, keyName string, kt TestKeyType, tmpl te
 // certificate and the intermediate CA (if any; swanctl 5.9 has no x509ia/)
 // to x509/, and its key to private/. swanctl --load-all --file
 // dir/swanctl.conf then loads them.
-func (p *TestPKI) WriteSwanctl(dir string, holder TestCredential) error {
+func (p *PKI) WriteSwanctl(dir string, holder Credential) error {
 	type file struct {
 		sub, name string
 		block     *pem.Block
@@ -337,24 +348,24 @@ func (p *TestPKI) WriteSwanctl(dir string, holder TestCredential) error {
 	}
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(holder.Key)
 	if err != nil {
-		return fmt.Errorf("ike: write swanctl credentials: encode key: %w", err)
+		return fmt.Errorf("testpki: write swanctl credentials: encode key: %w", err)
 	}
 	base := filepath.Base(holder.CertFile)
 	files := []file{
-		{"x509ca", TestPKICAFile, &pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate.Raw}, 0o644},
+		{"x509ca", CAFile, &pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Certificate.Raw}, 0o644},
 		{"x509", base, &pem.Block{Type: "CERTIFICATE", Bytes: holder.Certificate.Raw}, 0o644},
 		{"private", base[:len(base)-len(filepath.Ext(base))] + ".key", &pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}, 0o600},
 	}
 	if p.Intermediate != nil {
-		files = append(files, file{"x509", TestPKIIntermediateFile, &pem.Block{Type: "CERTIFICATE", Bytes: p.Intermediate.Certificate.Raw}, 0o644})
+		files = append(files, file{"x509", IntermediateFile, &pem.Block{Type: "CERTIFICATE", Bytes: p.Intermediate.Certificate.Raw}, 0o644})
 	}
 	for _, f := range files {
 		sub := filepath.Join(dir, f.sub)
 		if err := os.MkdirAll(sub, 0o755); err != nil {
-			return fmt.Errorf("ike: write swanctl credentials: %w", err)
+			return fmt.Errorf("testpki: write swanctl credentials: %w", err)
 		}
 		if err := os.WriteFile(filepath.Join(sub, f.name), pem.EncodeToMemory(f.block), f.mode); err != nil {
-			return fmt.Errorf("ike: write swanctl credentials: %w", err)
+			return fmt.Errorf("testpki: write swanctl credentials: %w", err)
 		}
 	}
 	return nil

@@ -1,0 +1,357 @@
+package ike
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// authFail answers IKE_AUTH with AUTHENTICATION_FAILED and forgets sa once
+// the answer is sent.
+func (r *Responder) authFail(sa *rSA, from netip.AddrPort, why string, args ...any) ([]Payload, func()) {
+	r.log.Warn("client failed to authenticate: "+why, append([]any{"from", from}, args...)...)
+	return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
+}
+
+// forget removes an IKE SA from the tables and wipes its keys: nothing
+// reaches it any more (what it last sent is cached sealed).
+func (r *Responder) forget(sa *rSA) {
+	r.leaveHalfOpen(sa)
+	delete(r.sas, saKey{sa.spiI, sa.spiR})
+	sa.wipe()
+}
+
+// verifyClient checks the client's AUTH payload over its IKE_SA_INIT
+// request.
+func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload) error {
+	octets := initiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, id.PayloadBody())
+	if auth.Method == AuthPSK {
+		psk := r.pskFor(id)
+		if len(psk) == 0 {
+			if len(r.cfg.ClientPSKs) > 0 {
+				return errors.New("it used a pre-shared key, the gateway has none for its identity")
+			}
+			return errors.New("it used a pre-shared key, the gateway expects a certificate")
+		}
+		if verifyPSKAuth(sa.keys.prf.Sum, psk, octets, auth.Data) != nil {
+			return errors.New("its AUTH does not match the pre-shared key")
+		}
+		return nil
+	}
+	if r.cfg.CAs == nil {
+		return errors.New("it used a certificate, but no CA is configured")
+	}
+	var certs [][]byte
+	for _, p := range req {
+		if c, ok := p.(*Cert); ok && c.Encoding == CertX509Signature {
+			certs = append(certs, c.Data)
+		}
+	}
+	if len(certs) == 0 {
+		return errors.New("it sent no certificate")
+	}
+	peer, err := r.cfg.CAs.VerifyPeer(certs[0], certs[1:], id, r.cfg.Now())
+	if err != nil {
+		return err
+	}
+	if err := Verify(peer.PublicKey, auth.Method, auth.Data, octets); err != nil {
+		return fmt.Errorf("its signature: %w", err)
+	}
+	return nil
+}
+
+// canonicalPSKs checks per-client keys (no empty key, identities that
+// parse, no identity named twice in two spellings) and returns a copy
+// keyed by the identities' canonical form (Identity.Key).
+func canonicalPSKs(keys map[string][]byte) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(keys))
+	for name, psk := range keys {
+		if len(psk) == 0 {
+			return nil, fmt.Errorf("empty pre-shared key for client %s", Printable(name))
+		}
+		id, err := ParseIdentity(name)
+		if err != nil {
+			return nil, fmt.Errorf("pre-shared key for client %s: %w", Printable(name), err)
+		}
+		k := id.Key()
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("two pre-shared keys for client %s (identities are compared without case and trailing dot)", Printable(k))
+		}
+		out[k] = slices.Clone(psk)
+	}
+	return out, nil
+}
+
+// CheckClientPSKs checks per-client pre-shared keys as NewResponder
+// does (no empty key, identities that parse, no identity given twice in
+// two spellings), so that a configuration can be refused before anything
+// is set up.
+func CheckClientPSKs(keys map[string][]byte) error {
+	_, err := canonicalPSKs(keys)
+	return err
+}
+
+// pskFor returns the pre-shared key a client of identity id authenticates
+// with: its own, else the shared one (nil when there is neither).
+func (r *Responder) pskFor(id Identity) []byte {
+	if psk, ok := r.cfg.ClientPSKs[id.Key()]; ok {
+		return psk
+	}
+	return r.cfg.PSK
+}
+
+// SetPSKs replaces the shared and the per-client pre-shared keys (see
+// ResponderConfig) while the responder runs. Clients that authenticated
+// with a key that is no longer theirs (changed or removed) are told their
+// IKE SA is deleted and dropped with their Child SAs and leases; their
+// identities are returned. New keys apply to every later IKE_AUTH.
+func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[string][]byte) ([]Identity, error) {
+	keys, err := canonicalPSKs(perClient)
+	if err != nil {
+		return nil, err
+	}
+	if len(shared) == 0 && len(keys) == 0 && r.cfg.Key == nil {
+		return nil, errors.New("no pre-shared key left and no private key to authenticate with")
+	}
+	var revoked []Identity
+	ok := r.do(ctx, func() {
+		r.cfg.PSK, r.cfg.ClientPSKs = slices.Clone(shared), keys
+		for _, c := range slices.Clone(r.clients) {
+			if c.psk == nil || subtle.ConstantTimeCompare(c.psk, r.pskFor(c.ID)) == 1 {
+				continue
+			}
+			r.log.Info("client's pre-shared key changed: deleting its IKE SA", "id", c.ID, "from", c.Remote, "addresses", c.Addresses)
+			r.sayGoodbye(c)
+			revoked = append(revoked, c.ID)
+		}
+	})
+	if !ok {
+		return nil, ctx.Err()
+	}
+	return revoked, nil
+}
+
+// respondAuth answers IKE_AUTH: authenticates the client, leases its inner
+// addresses and sets up its first Child SA.
+func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
+	idi, auth := findID(req, false), Find[*Auth](req)
+	if idi == nil || auth == nil {
+		return r.authFail(sa, from, "no IDi or AUTH")
+	}
+	id := Identity{Type: idi.IDType, Data: idi.Data}
+	if err := r.verifyClient(sa, id, auth, req); err != nil {
+		return r.authFail(sa, from, err.Error(), "id", id)
+	}
+	// From here on the client is known by the canonical form of the
+	// identity it authenticated with, for its leases, the limit per
+	// identity and INITIAL_CONTACT.
+	id = id.Canonical()
+	key := id.String()
+	replace := FindNotify(req, INITIAL_CONTACT) != nil
+	if limit := r.cfg.MaxSAsPerIdentity; limit > 0 && !replace {
+		held := 0
+		for _, c := range r.clients {
+			if c.key == key {
+				held++
+			}
+		}
+		if held >= limit {
+			return r.authFail(sa, from, "its identity already holds the most IKE SAs allowed", "id", id, "limit", limit)
+		}
+	}
+	// Our AUTH over our IKE_SA_INIT response.
+	reply := []Payload{&ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}}
+	octets := responderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
+	ours := &Auth{}
+	if r.cfg.Key != nil {
+		for _, c := range r.cfg.Certificates {
+			reply = append(reply, &Cert{Encoding: CertX509Signature, Data: c.Raw})
+		}
+		method, data, err := Sign(r.cfg.Key, octets, sa.peerHashes)
+		if err != nil {
+			r.log.Warn("signing IKE_AUTH", "err", err)
+			return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
+		}
+		ours.Method, ours.Data = method, data
+	} else {
+		ours.Method, ours.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
+	}
+	reply = append(reply, ours)
+
+	// The client is authenticated from here on. The IKE_SA_INIT messages
+	// were only needed for the AUTH payloads (a retransmitted IKE_AUTH gets
+	// the cached response): a gateway with many clients need not keep
+	// them.
+	r.leaveHalfOpen(sa)
+	sa.initReq, sa.initResp = nil, nil
+	if replace {
+		for _, old := range slices.Clone(r.clients) {
+			if old.key == key {
+				r.log.Info("client reconnected: dropping its older IKE SA", "id", id, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
+				r.dropClient(old)
+			}
+		}
+	}
+	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
+	if auth.Method == AuthPSK {
+		c.psk = r.pskFor(id)
+	}
+	sa.client = c
+	r.clients = append(r.clients, c)
+
+	childReply, fail := r.firstChild(c, req)
+	if fail != nil {
+		// Nothing of the client stays behind: the IKE SA goes with the
+		// answer (the client gives up on it when its first Child SA is
+		// refused), and firstChild released the leases.
+		r.log.Warn("client authenticated, but no Child SA: dropping it", "id", id, "from", from, "notify", fail.NotifyType)
+		reply = append(reply, fail)
+		return reply, func() {
+			if slices.Contains(r.clients, c) {
+				r.dropClient(c)
+			}
+		}
+	}
+	reply = append(reply, childReply...)
+	r.log.Info("client connected", "id", id, "from", from, "ike", sa.suite, "esp", c.child.Algorithm,
+		"addresses", c.Addresses, "in_spi", fmt.Sprintf("%#x", c.child.InSPI), "out_spi", fmt.Sprintf("%#x", c.child.OutSPI))
+	if weak := WeakAlgorithms(sa.suite, c.child.Algorithm); len(weak) > 0 {
+		r.log.Warn("client negotiated weak algorithms", "id", id, "from", from, "weak", weak)
+	}
+	return reply, nil
+}
+
+// firstChild leases the client's addresses and builds its first Child SA
+// from IKE_AUTH: the CP reply, SA and narrowed traffic selectors.
+func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
+	saP := Find[*SA](req)
+	tsi, tsr := findTS(req, false), findTS(req, true)
+	if saP == nil || tsi == nil || tsr == nil {
+		return nil, &Notify{NotifyType: INVALID_SYNTAX}
+	}
+	if tooManySelectors(req) {
+		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
+	}
+	sel, ok := SelectProposalWith(saP.Proposals, r.cfg.ESP, SelectOptions{IgnoreDH: true})
+	if !ok {
+		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+	}
+	esp, err := espFromSelection(sel)
+	if err != nil {
+		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+	}
+	var reply []Payload
+	if len(r.pools) > 0 {
+		cp := Find[*CP](req)
+		if cp == nil || cp.CfgType != CFG_REQUEST {
+			return nil, &Notify{NotifyType: FAILED_CP_REQUIRED}
+		}
+		attrs, err := r.lease(c, cp)
+		if err != nil {
+			r.log.Warn("leasing an inner address", "id", c.ID, "err", err)
+			return nil, &Notify{NotifyType: INTERNAL_ADDRESS_FAILURE}
+		}
+		reply = append(reply, &CP{CfgType: CFG_REPLY, Attributes: attrs})
+	}
+	// The client's side narrows to its leased addresses; without pools, to
+	// what it proposed.
+	remoteAllowed := []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)}
+	if len(r.pools) > 0 {
+		remoteAllowed = c.Addresses
+	}
+	limit := max(maxChildPrefixes, 2*len(r.cfg.LocalTS))
+	remote, okRemote := narrowSelectors(tsi.Selectors, remoteAllowed, limit)
+	local, okLocal := narrowSelectors(tsr.Selectors, r.cfg.LocalTS, limit)
+	if !okRemote || !okLocal || len(remote) == 0 || len(local) == 0 {
+		r.releaseLeases(c)
+		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
+	}
+	inSPI := randomESPSPI()
+	iToR, rToI, err := childKeys(c.sa.ikeSA, esp, nil, c.sa.ni, c.sa.nr)
+	if err != nil {
+		r.releaseLeases(c)
+		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+	}
+	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: iToR, OutKey: rToI, ESN: esp.esn,
+		LocalTS: local, RemoteTS: remote, Created: r.cfg.Now(), switched: true}
+	if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
+		r.log.Warn("installing a client's Child SA", "id", c.ID, "err", err)
+		r.releaseLeases(c)
+		return nil, &Notify{NotifyType: TEMPORARY_FAILURE}
+	}
+	c.child = child
+	chosen := sel.Proposal
+	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
+	reply = append(reply, &SA{Proposals: []Proposal{chosen}},
+		&TS{Selectors: selectorsFromPrefixes(remote)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(local)})
+	return reply, nil
+}
+
+// lease takes an address from each pool whose family the client asked for
+// and returns the CP reply's attributes.
+func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
+	var want4, want6, dns4, dns6, domains bool
+	for _, a := range cp.Attributes {
+		switch a.Type {
+		case INTERNAL_DNS_DOMAIN:
+			domains = true
+		case INTERNAL_IP4_ADDRESS:
+			want4 = true
+		case INTERNAL_IP6_ADDRESS:
+			want6 = true
+		case INTERNAL_IP4_DNS:
+			dns4 = true
+		case INTERNAL_IP6_DNS:
+			dns6 = true
+		}
+	}
+	var attrs []CPAttribute
+	for _, p := range r.pools {
+		is4 := p.Prefix().Addr().Is4()
+		if (is4 && !want4) || (!is4 && !want6) {
+			continue
+		}
+		a, err := p.LeaseFor(c.key)
+		if err != nil {
+			r.releaseLeases(c)
+			return nil, err
+		}
+		if is4 {
+			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 32))
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP4_ADDRESS, Value: a.AsSlice()})
+		} else {
+			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 128))
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_ADDRESS, Value: append(a.AsSlice(), 128)})
+		}
+	}
+	if len(attrs) == 0 {
+		return nil, errors.New("the client asked for no address of a family the pools have")
+	}
+	for _, d := range r.cfg.DNS {
+		switch {
+		case d.Is4() && dns4:
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP4_DNS, Value: d.AsSlice()})
+		case d.Is6() && dns6:
+			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_DNS, Value: d.AsSlice()})
+		}
+	}
+	if domains {
+		attrs = append(attrs, dnsDomainAttributes(r.cfg.DNSDomains)...)
+	}
+	return attrs, nil
+}
+
+func (r *Responder) releaseLeases(c *rClient) {
+	for _, a := range c.Addresses {
+		for _, p := range r.pools {
+			if p.Prefix().Contains(a.Addr()) {
+				p.Release(a.Addr())
+			}
+		}
+	}
+	c.Addresses = nil
+}

@@ -1,0 +1,143 @@
+package ike
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// expireOldChildren deletes the first of c's rekeyed Child SAs whose grace
+// has passed, when no other request of the gateway is outstanding.
+func (r *Responder) expireOldChildren(c *rClient, now time.Time) {
+	if c.pending != nil || c.sa == nil {
+		return
+	}
+	for _, old := range c.oldKids {
+		if old.retired.IsZero() || now.Sub(old.retired) < oldChildGrace {
+			continue
+		}
+		r.log.Info("deleting a rekeyed Child SA the client did not delete", "id", c.ID, "in_spi", fmt.Sprintf("%#x", old.InSPI))
+		r.deleteOldChild(c, old)
+		return
+	}
+}
+
+// checkLiveness sends c an empty INFORMATIONAL request when nothing came
+// from it for the DPD interval, and drops c when the request goes
+// unanswered after every retransmission. ESP counts as a sign of life
+// when the handler reports it: the counters are read once a tick, so
+// liveness costs the data plane nothing per packet.
+func (r *Responder) checkLiveness(c *rClient, now time.Time) {
+	if r.cfg.DPD <= 0 || c.sa == nil {
+		return
+	}
+	if a, ok := r.h.(ResponderActivity); ok {
+		var n uint64
+		if c.child != nil {
+			n += a.Received(&c.RemoteClient, c.child)
+		}
+		for _, k := range c.oldKids {
+			n += a.Received(&c.RemoteClient, k)
+		}
+		if n != c.espSeen {
+			c.espSeen, c.lastESP = n, now
+		}
+	}
+	last := c.sa.lastHeard
+	if c.lastESP.After(last) {
+		last = c.lastESP
+	}
+	if c.pending != nil || now.Sub(last) < r.cfg.DPD {
+		return
+	}
+	sa := c.sa
+	err := r.request(c, INFORMATIONAL, nil, func(reply []Payload) {
+		if reply != nil || c.sa != sa || !slices.Contains(r.clients, c) {
+			return // answered, or the client moved to a rekeyed IKE SA or left
+		}
+		r.log.Info("client is gone: no answer to a liveness check", "id", c.ID, "from", c.Remote,
+			"silent_for", r.cfg.Now().Sub(last).Round(time.Second), "addresses", c.Addresses)
+		r.dropClient(c)
+	})
+	if err != nil {
+		r.log.Debug("liveness check", "id", c.ID, "err", err)
+		return
+	}
+	c.dpdChecks++
+}
+
+// sayGoodbye tells c its IKE SA is deleted (one try, no wait: the gateway
+// forgets it at once) and drops it with its Child SAs and leases.
+func (r *Responder) sayGoodbye(c *rClient) {
+	if sa := c.sa; sa != nil {
+		if datagrams, err := sealMessage(sa.ikeSA, INFORMATIONAL, sa.nextOut, false, []Payload{&Delete{Protocol: ProtoIKE}}); err == nil {
+			sa.nextOut++
+			r.transmit(sa, c.Remote, datagrams)
+		}
+	}
+	r.dropClient(c)
+}
+
+// childByOutSPI finds a client's Child SA by the SPI the client receives
+// on.
+func (c *rClient) childByOutSPI(spi uint32) *ChildSA {
+	if c.child != nil && c.child.OutSPI == spi {
+		return c.child
+	}
+	for _, k := range c.oldKids {
+		if k.OutSPI == spi {
+			return k
+		}
+	}
+	return nil
+}
+
+func (r *Responder) respondInformational(sa *rSA, req []Payload) ([]Payload, func()) {
+	c := sa.client
+	var reply []Payload
+	var after func()
+	for _, p := range req {
+		d, ok := p.(*Delete)
+		if !ok {
+			continue
+		}
+		switch d.Protocol {
+		case ProtoIKE:
+			after = func() {
+				if c.sa == sa {
+					r.log.Info("client disconnected", "id", c.ID, "addresses", c.Addresses)
+					r.dropClient(c)
+					return
+				}
+				r.forget(sa) // a rekeyed IKE SA
+			}
+		case ProtoESP:
+			var ours [][]byte
+			for _, spi := range d.SPIs {
+				if len(spi) != 4 {
+					continue
+				}
+				k := c.childByOutSPI(binary.BigEndian.Uint32(spi))
+				if k == nil {
+					continue
+				}
+				ours = append(ours, binary.BigEndian.AppendUint32(nil, k.InSPI))
+				r.h.RemoveChild(&c.RemoteClient, k)
+				if k == c.child {
+					c.child = nil
+					continue
+				}
+				c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == k })
+				if c.child != nil && !c.child.switched {
+					r.h.SwitchOutbound(&c.RemoteClient, c.child)
+					c.child.switched = true
+				}
+			}
+			if len(ours) > 0 {
+				reply = append(reply, &Delete{Protocol: ProtoESP, SPIs: ours})
+			}
+		}
+	}
+	return reply, after
+}
