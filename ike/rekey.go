@@ -48,11 +48,17 @@ func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, fun
 }
 
 // childByOutSPI finds a Child SA by the SPI the gateway receives on.
-func (s *Session) childByOutSPI(spi uint32) *ChildSA {
-	if s.child != nil && s.child.OutSPI == spi {
-		return s.child
+func (s *Session) childByOutSPI(spi uint32) *ChildSA { return childByOutSPI(s.child, s.oldKids, spi) }
+
+// childByOutSPI finds, among an IKE SA's current Child SA and the rekeyed
+// ones still waiting for their Delete, the one whose outbound SPI (the
+// peer's inbound) is spi; nil when none is. Both roles look up a peer's
+// Delete this way.
+func childByOutSPI(current *ChildSA, old []*ChildSA, spi uint32) *ChildSA {
+	if current != nil && current.OutSPI == spi {
+		return current
 	}
-	for _, c := range s.oldKids {
+	for _, c := range old {
 		if c.OutSPI == spi {
 			return c
 		}

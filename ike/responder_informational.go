@@ -81,17 +81,7 @@ func (r *Responder) sayGoodbye(c *rClient) {
 
 // childByOutSPI finds a client's Child SA by the SPI the client receives
 // on.
-func (c *rClient) childByOutSPI(spi uint32) *ChildSA {
-	if c.child != nil && c.child.OutSPI == spi {
-		return c.child
-	}
-	for _, k := range c.oldKids {
-		if k.OutSPI == spi {
-			return k
-		}
-	}
-	return nil
-}
+func (c *rClient) childByOutSPI(spi uint32) *ChildSA { return childByOutSPI(c.child, c.oldKids, spi) }
 
 func (r *Responder) respondInformational(sa *rSA, req []Payload) ([]Payload, func()) {
 	c := sa.client
