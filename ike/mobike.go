@@ -77,6 +77,11 @@ type MobilityConfig struct {
 	// ADDITIONAL_IP4/6_ADDRESS; without them NO_ADDITIONAL_ADDRESSES is
 	// sent.
 	AdditionalAddresses []netip.Addr
+	// AdditionalAddressesFor (responder), when set, replaces
+	// AdditionalAddresses with the list for the client at the given
+	// address: a gateway with several addresses announces the ones that
+	// client did not reach it on.
+	AdditionalAddressesFor func(client netip.AddrPort) []netip.Addr
 	// NoNATsAllowed (initiator) sends NO_NATS_ALLOWED and true NAT
 	// detection hashes with UPDATE_SA_ADDRESSES and path tests, so that
 	// the gateway refuses a path with a NAT on it.
@@ -840,7 +845,11 @@ func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
 	if !r.cfg.DisableMOBIKE && FindNotify(req, MOBIKE_SUPPORTED) != nil {
 		c.mob.mobike = true
 		reply = append(reply, &Notify{NotifyType: MOBIKE_SUPPORTED})
-		reply = append(reply, addressNotifies(r.cfg.AdditionalAddresses)...)
+		addrs := r.cfg.AdditionalAddresses
+		if r.cfg.AdditionalAddressesFor != nil {
+			addrs = r.cfg.AdditionalAddressesFor(c.Remote)
+		}
+		reply = append(reply, addressNotifies(addrs)...)
 		c.mob.addrs, _, _ = additionalAddresses(req)
 	}
 	if !r.cfg.DisableMIF && peerMIF(req) {

@@ -251,6 +251,25 @@ func TestMOBIKENegotiation(t *testing.T) {
 	}
 }
 
+// TestMOBIKEAddressesPerClient: a gateway with several addresses tells
+// each client the ones it did not reach the gateway on.
+func TestMOBIKEAddressesPerClient(t *testing.T) {
+	var asked []netip.AddrPort
+	gcfg := ResponderConfig{MobilityConfig: MobilityConfig{
+		AdditionalAddresses: []netip.Addr{netip.MustParseAddr("198.51.100.99")}, // replaced
+		AdditionalAddressesFor: func(client netip.AddrPort) []netip.Addr {
+			asked = append(asked, client)
+			return []netip.Addr{netip.MustParseAddr("203.0.113.7")}
+		}}}
+	rg := newRig(t, gcfg, SessionConfig{})
+	if want := rg.client(t).Remote; len(asked) != 1 || asked[0].String() != want {
+		t.Fatalf("the gateway asked for the addresses of %v, want once for the client at %s", asked, want)
+	}
+	if got := rg.s.Status().GatewayAddresses; !slices.Equal(got, []string{"203.0.113.7"}) {
+		t.Fatalf("the client learnt the gateway's addresses %v, want [203.0.113.7]", got)
+	}
+}
+
 func TestMOBIKEUpdateAddresses(t *testing.T) {
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
 	before := rg.s.Status()

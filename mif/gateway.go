@@ -172,6 +172,9 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	if err != nil {
 		return nil, err
 	}
+	if len(g.listeners) > 1 && cfg.Responder.AdditionalAddresses == nil && cfg.Responder.AdditionalAddressesFor == nil {
+		cfg.Responder.AdditionalAddressesFor = g.otherAddresses
+	}
 	if g.resp, err = ike.NewResponder(cfg.Responder, g, g); err != nil {
 		return nil, err
 	}
@@ -264,6 +267,20 @@ func (g *Gateway) listenerFor(to netip.AddrPort) *listener {
 		}
 	}
 	return g.listeners[0]
+}
+
+// otherAddresses are the listen addresses a MOBIKE client at client can
+// move to (RFC 4555 §3.4): every specific one but the one it talks to. A
+// client that loses its way to that address keeps its IKE SA on another.
+func (g *Gateway) otherAddresses(client netip.AddrPort) []netip.Addr {
+	current := g.listenerFor(client)
+	var others []netip.Addr
+	for _, l := range g.listeners {
+		if l != current && !l.addr.IsUnspecified() {
+			others = append(others, l.addr)
+		}
+	}
+	return others
 }
 
 // Confirmed implements ike.SourceObserver: the responder vouches that an

@@ -31,10 +31,20 @@ func mifsecGatewayTopology(t *testing.T, psk string) (client, gw string, g *mifs
 // identity, credentials and any further flags given as args.
 func mifsecGatewayTopologyWith(t *testing.T, args ...string) (client, gw string, g *mifsecProcess) {
 	t.Helper()
+	return mifsecGatewayTopologyAfter(t, nil, args...)
+}
+
+// mifsecGatewayTopologyAfter is mifsecGatewayTopologyWith that runs setup
+// on the two namespaces before the gateway starts.
+func mifsecGatewayTopologyAfter(t *testing.T, setup func(client, gw string), args ...string) (client, gw string, g *mifsecProcess) {
+	t.Helper()
 	testenv.RequireCommand(t, "ping")
 	client, gw = testenv.NewNamedNetns(t, "cl"), testenv.NewNamedNetns(t, "gw")
 	testenv.Veth(t, client, gw, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
 	testenv.Exec(t, gw, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo")
+	if setup != nil {
+		setup(client, gw)
+	}
 	g = startMifsec(t, gw, append([]string{"--log-level", "debug", "gateway", "--tun", "mgw0", "--listen", "192.0.2.2",
 		"--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24", "--dns", "10.1.0.53"}, args...)...)
 	deadline := time.Now().Add(10 * time.Second)
@@ -125,6 +135,34 @@ secrets {
 	cl := gatewayClients(t)
 	if len(cl) != 1 || cl[0].ID != "client.example" || cl[0].RxPackets == 0 || cl[0].TxPackets == 0 {
 		t.Fatalf("gateway status %+v", cl)
+	}
+}
+
+// TestMifsecGatewayAnnouncesItsAddresses: a gateway listening on two
+// addresses tells a strongSwan MOBIKE client about the one it did not
+// connect to (ADDITIONAL_IP4_ADDRESS in the IKE_AUTH response), and only
+// that one.
+func TestMifsecGatewayAnnouncesItsAddresses(t *testing.T) {
+	strongswan.Require(t)
+	const psk = "a secret only the two share"
+	client, _, g := mifsecGatewayTopologyAfter(t, func(client, gw string) {
+		testenv.Veth(t, client, gw, netip.MustParsePrefix("203.0.113.1/24"), netip.MustParsePrefix("203.0.113.2/24"))
+	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--listen", "203.0.113.2")
+	charon := startStrongSwanClient(t, client, strongSwanClient{psk: psk}, g)
+	var authResponse string
+	for _, line := range strings.Split(charon.Log(), "\n") {
+		if strings.Contains(line, "parsed IKE_AUTH response") {
+			authResponse = line
+		}
+	}
+	if n := strings.Count(authResponse, "N(ADD_4_ADDR)"); n != 1 || strings.Contains(authResponse, "N(NO_ADD_ADDR)") {
+		t.Fatalf("the IKE_AUTH response carries %d ADDITIONAL_IP4_ADDRESS, want 1 (203.0.113.2):\n%s\ncharon:\n%s", n, authResponse, charon.Log())
+	}
+	if !strings.Contains(g.log.String(), "203.0.113.2") {
+		t.Fatalf("the gateway does not listen on 203.0.113.2:\n%s", g.log.String())
+	}
+	if err := ping(client, "10.1.0.1", 3); err != nil {
+		t.Fatalf("%v\ncharon:\n%s\nmifsec:\n%s", err, charon.Log(), g.log.String())
 	}
 }
 
