@@ -205,12 +205,12 @@ func (c *Client) Run(ctx context.Context) error {
 	return c.session.Run(ctx)
 }
 
-// KeepaliveInterval is how often a NAT keepalive (RFC 3948 §2.3) goes to
+// keepaliveInterval is how often a NAT keepalive (RFC 3948 §2.3) goes to
 // the gateway, to hold the mapping of a NAT on the way open.
-const KeepaliveInterval = 20 * time.Second
+const keepaliveInterval = 20 * time.Second
 
 func (c *Client) sendKeepalives(ctx context.Context) {
-	t := time.NewTicker(KeepaliveInterval)
+	t := time.NewTicker(keepaliveInterval)
 	defer t.Stop()
 	to := netip.AddrPortFrom(c.cfg.Session.Remote.Addr(), 4500)
 	for {

@@ -18,7 +18,7 @@ import (
 // scheduler's estimators and failure detector, and tells the inbound SA's
 // resequencer how far apart the paths are.
 //
-//	probe replies ─▶ Prober ─▶ Scheduler.ProbeReply ─▶ estimates, health
+//	probe replies ─▶ pathProber ─▶ Scheduler.ProbeReply ─▶ estimates, health
 //	every tick    ─▶ Scheduler.Tick (timeouts)  ─▶ policy sets the engine's
 //	                                                workers read per packet
 //	                 Scheduler.DelaySpread      ─▶ Engine.SetOrderDelays
@@ -35,7 +35,7 @@ type peerPaths struct {
 	// around it when traffic classes are configured.
 	groupPicker scheduler.Picker
 	group       *dataplane.PathGroup
-	prober      *Prober
+	prober      *pathProber
 
 	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
 	// nothing else of mif is locked while it is held.
@@ -94,7 +94,7 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 		pp.groupPicker = scheduler.NewClassPicker(pp.picker, cfg.Classes)
 	}
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
-	pp.prober = NewProber(cfg.Engine, ProberConfig{
+	pp.prober = newPathProber(cfg.Engine, pathProberConfig{
 		Outbound: pp.outbound,
 		Interval: pp.sched.ProbeInterval,
 		Timeout:  2 * time.Second,
@@ -220,7 +220,7 @@ func (pp *peerPaths) probeSent(id scheduler.PathID, seq uint32, at time.Time) {
 	pp.sched.ProbeSent(id, seq, scheduler.At(at), scheduler.Counters{Packets: packets, Bytes: bytes})
 }
 
-func (pp *peerPaths) sample(s ProbeSample) {
+func (pp *peerPaths) sample(s probeSample) {
 	if s.Lost {
 		return // the scheduler's detector times probes out itself (Tick)
 	}

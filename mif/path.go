@@ -72,7 +72,7 @@ type pathSetConfig struct {
 	// IKEPort is the gateway's IKE port: when it is not 4500, each path
 	// also opens port 500.
 	IKEPort uint16
-	// Keepalive is the NAT keepalive interval; 0 means KeepaliveInterval.
+	// Keepalive is the NAT keepalive interval; 0 means keepaliveInterval.
 	Keepalive time.Duration
 	// Deliver receives the IKE messages of the port 500 sockets.
 	Deliver func(msg []byte, from netip.AddrPort, natT bool)
@@ -112,7 +112,7 @@ type pathSet struct {
 // thread's network namespace.
 func newPathSet(cfg pathSetConfig, engine *dataplane.Engine) (*pathSet, error) {
 	if cfg.Keepalive <= 0 {
-		cfg.Keepalive = KeepaliveInterval
+		cfg.Keepalive = keepaliveInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -36,7 +36,7 @@ type InterfaceConfig struct {
 	// change; 0 means netmon.DefaultSettle. Losses never wait.
 	Settle time.Duration
 	// Keepalive is each path's NAT keepalive interval; 0 means
-	// KeepaliveInterval.
+	// keepaliveInterval.
 	Keepalive time.Duration
 }
 

@@ -13,7 +13,7 @@ import (
 // The prober measures the paths of one peer with ESP probes (docs/mif.md):
 // every path sends a probe request at the interval the scheduler asks for,
 // the peer answers on the same path with what it received there, and each
-// reply or timeout becomes a ProbeSample for the scheduler's estimators and
+// reply or timeout becomes a probeSample for the scheduler's estimators and
 // failure detector. Requests from the peer are answered at once, on the
 // receive worker that opened them.
 //
@@ -22,8 +22,8 @@ import (
 // counts it: a late sample is worth less than a free receive worker), so
 // that the per-path state has one owner and needs no lock.
 
-// ProbeSample is one probe's outcome on one path.
-type ProbeSample struct {
+// probeSample is one probe's outcome on one path.
+type probeSample struct {
 	Path scheduler.PathID
 	Seq  uint32
 	// Lost is true when no reply came within the timeout; the other
@@ -61,8 +61,8 @@ type sentProbe struct {
 // probeWindow bounds the requests of one path awaiting a reply.
 const probeWindow = 64
 
-// ProberConfig sets up a prober.
-type ProberConfig struct {
+// pathProberConfig sets up a prober.
+type pathProberConfig struct {
 	// Outbound returns the SA that seals probes now (it changes with
 	// rekeys); nil means none yet, and nothing is sent.
 	Outbound func() *dataplane.SA
@@ -74,7 +74,7 @@ type ProberConfig struct {
 	// Size pads requests to this many bytes (0: unpadded).
 	Size int
 	// Sample receives every outcome, on the prober's goroutine.
-	Sample func(ProbeSample)
+	Sample func(probeSample)
 	// Send, when set, sends a request instead of the engine's SendProbe
 	// to the path's remote (a path group member counts it, for example).
 	Send func(out *dataplane.SA, id scheduler.PathID, p dataplane.Probe, size int) error
@@ -86,9 +86,9 @@ type ProberConfig struct {
 	Now func() time.Time
 }
 
-// Prober probes the paths of one peer.
-type Prober struct {
-	cfg     ProberConfig
+// pathProber probes the paths of one peer.
+type pathProber struct {
+	cfg     pathProberConfig
 	engine  probeSender
 	log     *slog.Logger
 	replies chan dataplane.ProbeEvent
@@ -103,9 +103,9 @@ type Prober struct {
 	ReplyErrors atomic.Uint64
 }
 
-// NewProber returns a prober sending through engine. Run starts it; feed
+// newPathProber returns a prober sending through engine. Run starts it; feed
 // the engine's OnProbe events to HandleProbe.
-func NewProber(engine probeSender, cfg ProberConfig) *Prober {
+func newPathProber(engine probeSender, cfg pathProberConfig) *pathProber {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Second
 	}
@@ -118,27 +118,27 @@ func NewProber(engine probeSender, cfg ProberConfig) *Prober {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Prober{cfg: cfg, engine: engine, log: cfg.Logger,
+	return &pathProber{cfg: cfg, engine: engine, log: cfg.Logger,
 		replies: make(chan dataplane.ProbeEvent, 256), calls: make(chan func(), 16),
 		paths: map[scheduler.PathID]*proberPath{}, epoch: cfg.Now()}
 }
 
 // AddPath starts probing path id (towards remote; nil means the path's own
 // remote endpoint). The first probe goes at once.
-func (p *Prober) AddPath(id scheduler.PathID, remote *dataplane.Endpoint) {
+func (p *pathProber) AddPath(id scheduler.PathID, remote *dataplane.Endpoint) {
 	p.do(func() {
 		p.paths[id] = &proberPath{id: id, remote: remote, nextSend: p.cfg.Now()}
 	})
 }
 
 // RemovePath stops probing path id; its pending requests are forgotten.
-func (p *Prober) RemovePath(id scheduler.PathID) {
+func (p *pathProber) RemovePath(id scheduler.PathID) {
 	p.do(func() { delete(p.paths, id) })
 }
 
 // ProbeNow sends the next request of path id at once (a path that looks
 // broken gets its verdict sooner).
-func (p *Prober) ProbeNow(id scheduler.PathID) {
+func (p *pathProber) ProbeNow(id scheduler.PathID) {
 	p.do(func() {
 		if pp := p.paths[id]; pp != nil {
 			pp.nextSend = p.cfg.Now()
@@ -147,12 +147,12 @@ func (p *Prober) ProbeNow(id scheduler.PathID) {
 }
 
 // do runs f on the prober's goroutine (or queues it until Run starts).
-func (p *Prober) do(f func()) { p.calls <- f }
+func (p *pathProber) do(f func()) { p.calls <- f }
 
 // HandleProbe takes a probe the engine received. Requests are answered at
 // once with reply, which seals with the outbound SA; replies go to the
 // prober's goroutine. It runs on a receive worker and never blocks.
-func (p *Prober) HandleProbe(ev *dataplane.ProbeEvent) {
+func (p *pathProber) HandleProbe(ev *dataplane.ProbeEvent) {
 	switch ev.Probe.Kind {
 	case dataplane.ProbeRequest:
 		p.answer(ev)
@@ -165,7 +165,7 @@ func (p *Prober) HandleProbe(ev *dataplane.ProbeEvent) {
 	}
 }
 
-func (p *Prober) answer(ev *dataplane.ProbeEvent) {
+func (p *pathProber) answer(ev *dataplane.ProbeEvent) {
 	out := p.cfg.Outbound()
 	if out == nil {
 		p.ReplyErrors.Add(1)
@@ -178,7 +178,7 @@ func (p *Prober) answer(ev *dataplane.ProbeEvent) {
 }
 
 // Run probes until ctx ends.
-func (p *Prober) Run(ctx context.Context) error {
+func (p *pathProber) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -197,7 +197,7 @@ func (p *Prober) Run(ctx context.Context) error {
 }
 
 // reply matches a reply with its request and reports the sample.
-func (p *Prober) reply(ev dataplane.ProbeEvent) {
+func (p *pathProber) reply(ev dataplane.ProbeEvent) {
 	pp := p.paths[scheduler.PathID(ev.Probe.PathID)]
 	if pp == nil {
 		return
@@ -210,14 +210,14 @@ func (p *Prober) reply(ev dataplane.ProbeEvent) {
 	now := p.cfg.Now()
 	rtt := now.Sub(s.at) - time.Duration(ev.Probe.HoldMicros)*time.Microsecond
 	if p.cfg.Sample != nil {
-		p.cfg.Sample(ProbeSample{Path: pp.id, Seq: ev.Probe.Seq, RTT: max(rtt, 0),
+		p.cfg.Sample(probeSample{Path: pp.id, Seq: ev.Probe.Seq, RTT: max(rtt, 0),
 			PeerRxPackets: ev.Probe.RxPackets, PeerRxBytes: ev.Probe.RxBytes, At: now})
 	}
 }
 
 // tick sends what is due, reports timeouts and returns when it next has
 // something to do.
-func (p *Prober) tick() time.Time {
+func (p *pathProber) tick() time.Time {
 	now := p.cfg.Now()
 	next := now.Add(time.Second)
 	for _, pp := range p.paths {
@@ -229,7 +229,7 @@ func (p *Prober) tick() time.Time {
 			if deadline := s.at.Add(p.cfg.Timeout); !now.Before(deadline) {
 				s.pending = false
 				if p.cfg.Sample != nil {
-					p.cfg.Sample(ProbeSample{Path: pp.id, Seq: s.seq, Lost: true, At: now})
+					p.cfg.Sample(probeSample{Path: pp.id, Seq: s.seq, Lost: true, At: now})
 				}
 			} else if deadline.Before(next) {
 				next = deadline
@@ -250,7 +250,7 @@ func (p *Prober) tick() time.Time {
 	return next
 }
 
-func (p *Prober) send(pp *proberPath, now time.Time) {
+func (p *pathProber) send(pp *proberPath, now time.Time) {
 	out := p.cfg.Outbound()
 	if out == nil {
 		return
@@ -259,7 +259,7 @@ func (p *Prober) send(pp *proberPath, now time.Time) {
 	s := &pp.sent[pp.seq%probeWindow]
 	if s.pending && p.cfg.Sample != nil {
 		// The window wrapped over an unanswered request: it is lost.
-		p.cfg.Sample(ProbeSample{Path: pp.id, Seq: s.seq, Lost: true, At: now})
+		p.cfg.Sample(probeSample{Path: pp.id, Seq: s.seq, Lost: true, At: now})
 	}
 	*s = sentProbe{seq: pp.seq, at: now, pending: true}
 	req := dataplane.Probe{Kind: dataplane.ProbeRequest, PathID: uint16(pp.id), Seq: pp.seq,

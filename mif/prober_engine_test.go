@@ -22,9 +22,9 @@ func TestProberOverEngines(t *testing.T) {
 		conn    *dataplane.UDPConn
 		e       *dataplane.Engine
 		out, in *dataplane.SA
-		prober  *Prober
+		prober  *pathProber
 		mu      sync.Mutex
-		samples []ProbeSample
+		samples []probeSample
 	}
 	aOut, aIn, bOut, bIn := saPair(t)
 	a, b := &end{out: aOut, in: aIn}, &end{out: bOut, in: bIn}
@@ -60,10 +60,10 @@ func TestProberOverEngines(t *testing.T) {
 			t.Fatal(err)
 		}
 		me.e = e
-		me.prober = NewProber(e, ProberConfig{
+		me.prober = newPathProber(e, pathProberConfig{
 			Outbound: func() *dataplane.SA { return me.out },
 			Interval: func(scheduler.PathID) time.Duration { return 20 * time.Millisecond },
-			Sample: func(s ProbeSample) {
+			Sample: func(s probeSample) {
 				me.mu.Lock()
 				me.samples = append(me.samples, s)
 				me.mu.Unlock()

@@ -15,7 +15,7 @@ import (
 // fixed round-trip time (or never, for a dead path), like a peer running
 // HandleProbe. It lives inside a synctest bubble.
 type loopPaths struct {
-	p       *Prober
+	p       *pathProber
 	mu      sync.Mutex
 	rtt     map[scheduler.PathID]time.Duration // missing: dead
 	rx      map[scheduler.PathID]uint64
@@ -59,14 +59,14 @@ func TestProberMeasuresRTTAndLoss(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		paths := &loopPaths{rtt: map[scheduler.PathID]time.Duration{0: 30 * time.Millisecond, 1: 80 * time.Millisecond}, rx: map[scheduler.PathID]uint64{}}
 		var mu sync.Mutex
-		samples := map[scheduler.PathID][]ProbeSample{}
+		samples := map[scheduler.PathID][]probeSample{}
 		sa := &dataplane.SA{}
-		p := NewProber(paths, ProberConfig{
+		p := newPathProber(paths, pathProberConfig{
 			Outbound: func() *dataplane.SA { return sa },
 			Interval: func(id scheduler.PathID) time.Duration { return 50 * time.Millisecond },
 			Timeout:  200 * time.Millisecond,
 			Size:     300,
-			Sample: func(s ProbeSample) {
+			Sample: func(s probeSample) {
 				mu.Lock()
 				samples[s.Path] = append(samples[s.Path], s)
 				mu.Unlock()
@@ -146,10 +146,10 @@ func TestProberMeasuresRTTAndLoss(t *testing.T) {
 // (stale, forged in an old SA, or for an unknown path) is no sample.
 func TestProberIgnoresUnknownReplies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var got []ProbeSample
-		p := NewProber(&loopPaths{rtt: map[scheduler.PathID]time.Duration{}, rx: map[scheduler.PathID]uint64{}}, ProberConfig{
+		var got []probeSample
+		p := newPathProber(&loopPaths{rtt: map[scheduler.PathID]time.Duration{}, rx: map[scheduler.PathID]uint64{}}, pathProberConfig{
 			Outbound: func() *dataplane.SA { return &dataplane.SA{} },
-			Sample:   func(s ProbeSample) { got = append(got, s) },
+			Sample:   func(s probeSample) { got = append(got, s) },
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

@@ -40,8 +40,8 @@ func (c *Classifier) Default() Policy { return c.def }
 // Rules returns a copy of the rules.
 func (c *Classifier) Rules() []Rule { return append([]Rule(nil), c.rules...) }
 
-// Header is what the classifier reads from an inner packet.
-type Header struct {
+// packetHeader is what the classifier reads from an inner packet.
+type packetHeader struct {
 	Dst      netip.Addr
 	Proto    int // -1: unknown (truncated)
 	SrcPort  uint16
@@ -53,11 +53,11 @@ type Header struct {
 // maxExtHeaders bounds the IPv6 extension headers walked.
 const maxExtHeaders = 8
 
-// ParseHeader reads the destination, protocol, ports and DSCP of an IPv4 or
+// parseHeader reads the destination, protocol, ports and DSCP of an IPv4 or
 // IPv6 packet. ok is false when b is not a well-formed start of one. IPv6
 // hop-by-hop, routing, destination-options and AH headers are skipped
 // (up to 8); a fragment (any fragment, in either family) has no ports.
-func ParseHeader(b []byte) (h Header, ok bool) {
+func parseHeader(b []byte) (h packetHeader, ok bool) {
 	h.Proto = -1
 	if len(b) < 1 {
 		return h, false
@@ -138,20 +138,20 @@ func (c *Classifier) Classify(pkt []byte) Policy {
 	if len(c.rules) == 0 {
 		return c.def
 	}
-	h, ok := ParseHeader(pkt)
+	h, ok := parseHeader(pkt)
 	if !ok {
 		return c.def
 	}
 	for i := range c.rules {
-		if c.rules[i].Match(&h) {
+		if c.rules[i].match(&h) {
 			return c.rules[i].Policy
 		}
 	}
 	return c.def
 }
 
-// Match reports whether a parsed header matches the rule.
-func (r *Rule) Match(h *Header) bool {
+// match reports whether a parsed header matches the rule.
+func (r *Rule) match(h *packetHeader) bool {
 	if r.Prefix.IsValid() && (!h.Dst.IsValid() || !r.Prefix.Contains(h.Dst)) {
 		return false
 	}

@@ -64,32 +64,32 @@ func TestParseHeader(t *testing.T) {
 		name string
 		pkt  []byte
 		ok   bool
-		want Header
+		want packetHeader
 	}{
 		{"ipv4 udp", ipv4("10.1.2.3", 17, 46, 5060, 5061, 0), true,
-			Header{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 17, SrcPort: 5060, DstPort: 5061, HasPorts: true, DSCP: 46}},
+			packetHeader{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 17, SrcPort: 5060, DstPort: 5061, HasPorts: true, DSCP: 46}},
 		{"ipv4 first fragment has no port", ipv4("10.1.2.3", 6, 0, 1, 2, 0x2000), true,
-			Header{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 6}},
+			packetHeader{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 6}},
 		{"ipv4 later fragment", ipv4("10.1.2.3", 6, 0, 1, 2, 0x0010), true,
-			Header{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 6}},
-		{"ipv4 icmp", ipv4("10.1.2.3", 1, 0, 1, 2, 0), true, Header{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 1}},
-		{"ipv4 truncated transport", ipv4("10.1.2.3", 17, 0, 1, 2, 0)[:22], true, Header{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 17}},
-		{"ipv4 short", ipv4("10.1.2.3", 17, 0, 1, 2, 0)[:19], false, Header{Proto: -1}},
-		{"ipv4 bad ihl", append([]byte{0x44}, make([]byte, 27)...), false, Header{Proto: -1}},
+			packetHeader{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 6}},
+		{"ipv4 icmp", ipv4("10.1.2.3", 1, 0, 1, 2, 0), true, packetHeader{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 1}},
+		{"ipv4 truncated transport", ipv4("10.1.2.3", 17, 0, 1, 2, 0)[:22], true, packetHeader{Dst: netip.MustParseAddr("10.1.2.3"), Proto: 17}},
+		{"ipv4 short", ipv4("10.1.2.3", 17, 0, 1, 2, 0)[:19], false, packetHeader{Proto: -1}},
+		{"ipv4 bad ihl", append([]byte{0x44}, make([]byte, 27)...), false, packetHeader{Proto: -1}},
 		{"ipv6 tcp", ipv6("2001:db8::7", 6, 34, 443, 50000), true,
-			Header{Dst: netip.MustParseAddr("2001:db8::7"), Proto: 6, SrcPort: 443, DstPort: 50000, HasPorts: true, DSCP: 34}},
+			packetHeader{Dst: netip.MustParseAddr("2001:db8::7"), Proto: 6, SrcPort: 443, DstPort: 50000, HasPorts: true, DSCP: 34}},
 		{"ipv6 ext headers skipped", ipv6("2001:db8::7", 17, 0, 53, 5353, hbh, dst, ah), true,
-			Header{Dst: netip.MustParseAddr("2001:db8::7"), Proto: 17, SrcPort: 53, DstPort: 5353, HasPorts: true}},
+			packetHeader{Dst: netip.MustParseAddr("2001:db8::7"), Proto: 17, SrcPort: 53, DstPort: 5353, HasPorts: true}},
 		{"ipv6 fragment has no port", ipv6("2001:db8::7", 17, 0, 53, 5353, frag), true,
-			Header{Dst: netip.MustParseAddr("2001:db8::7"), Proto: 17}},
+			packetHeader{Dst: netip.MustParseAddr("2001:db8::7"), Proto: 17}},
 		{"ipv6 truncated ext", ipv6("2001:db8::7", 17, 0, 53, 5353, hbh)[:41], true,
-			Header{Dst: netip.MustParseAddr("2001:db8::7"), Proto: -1}},
-		{"empty", nil, false, Header{Proto: -1}},
-		{"version 5", []byte{0x50, 0, 0, 0}, false, Header{Proto: -1}},
+			packetHeader{Dst: netip.MustParseAddr("2001:db8::7"), Proto: -1}},
+		{"empty", nil, false, packetHeader{Proto: -1}},
+		{"version 5", []byte{0x50, 0, 0, 0}, false, packetHeader{Proto: -1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h, ok := ParseHeader(tc.pkt)
+			h, ok := parseHeader(tc.pkt)
 			if ok != tc.ok || h != tc.want {
 				t.Errorf("got %+v %v, want %+v %v", h, ok, tc.want, tc.ok)
 			}
@@ -202,7 +202,7 @@ func FuzzParseHeader(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, ok := ParseHeader(b)
+		h, ok := parseHeader(b)
 		if !ok {
 			if c.Classify(b) != PolicyAggregate {
 				t.Fatalf("unparsable packet did not take the default")

@@ -121,11 +121,11 @@ func (c *DetectorConfig) fill() {
 	}
 }
 
-// Detector is one path's failure detector with hysteresis. It is driven by
+// failureDetector is one path's failure detector with hysteresis. It is driven by
 // three events — a probe sent, its reply, a missed probe (decided by the
 // caller from MissTimeout) — and by Silence for the timeout rule. Not safe
 // for concurrent use: the Scheduler calls it under its control-plane lock.
-type Detector struct {
+type failureDetector struct {
 	cfg         DetectorConfig
 	health      Health
 	misses      int // consecutive
@@ -135,21 +135,21 @@ type Detector struct {
 	Transitions int // changes of Health, for flapping checks
 }
 
-// NewDetector returns a detector for a new path: Down until it has
+// newFailureDetector returns a detector for a new path: Down until it has
 // answered RecoverReplies probes (a path is verified before it carries
 // traffic).
-func NewDetector(cfg DetectorConfig) *Detector {
+func newFailureDetector(cfg DetectorConfig) *failureDetector {
 	cfg.fill()
-	return &Detector{cfg: cfg, health: Down}
+	return &failureDetector{cfg: cfg, health: Down}
 }
 
 // Health returns the current conclusion.
-func (d *Detector) Health() Health { return d.health }
+func (d *failureDetector) Health() Health { return d.health }
 
 // Misses returns the number of consecutive missed probes.
-func (d *Detector) Misses() int { return d.misses }
+func (d *failureDetector) Misses() int { return d.misses }
 
-func (d *Detector) set(h Health) {
+func (d *failureDetector) set(h Health) {
 	if h != d.health {
 		d.health = h
 		d.Transitions++
@@ -158,7 +158,7 @@ func (d *Detector) set(h Health) {
 
 // MissTimeout returns how long a probe may stay unanswered on a path with
 // the given round-trip estimate before it counts as missed.
-func (d *Detector) MissTimeout(rtt *RTTEstimator) time.Duration {
+func (d *failureDetector) MissTimeout(rtt *rttEstimator) time.Duration {
 	if rtt.Samples == 0 {
 		return max(d.cfg.MissFloor, 250*time.Millisecond)
 	}
@@ -166,12 +166,12 @@ func (d *Detector) MissTimeout(rtt *RTTEstimator) time.Duration {
 }
 
 // FailTimeout returns the silence after which a path is Down.
-func (d *Detector) FailTimeout(rtt *RTTEstimator) time.Duration {
+func (d *failureDetector) FailTimeout(rtt *rttEstimator) time.Duration {
 	return max(time.Duration(d.cfg.FailFactor*float64(rtt.SRTT)), d.cfg.FailFloor)
 }
 
 // Reply records a good reply at now.
-func (d *Detector) Reply(now int64) {
+func (d *failureDetector) Reply(now int64) {
 	d.misses = 0
 	d.lastReply, d.everReply = now, true
 	if d.health == Down {
@@ -186,7 +186,7 @@ func (d *Detector) Reply(now int64) {
 }
 
 // Miss records one probe that went unanswered.
-func (d *Detector) Miss() {
+func (d *failureDetector) Miss() {
 	d.misses++
 	d.goods = 0
 	if d.health == Down {
@@ -204,7 +204,7 @@ func (d *Detector) Miss() {
 
 // Silence applies the timeout rule: oldestUnanswered is when the oldest
 // probe sent after the last reply left (0: none outstanding).
-func (d *Detector) Silence(now, oldestUnanswered int64, rtt *RTTEstimator) {
+func (d *failureDetector) Silence(now, oldestUnanswered int64, rtt *rttEstimator) {
 	if oldestUnanswered == 0 || d.health == Down {
 		return
 	}
@@ -221,7 +221,7 @@ func (d *Detector) Silence(now, oldestUnanswered int64, rtt *RTTEstimator) {
 
 // ProbeInterval returns the interval the path wants between probes now;
 // carrying says whether it carried data since the previous probe.
-func (d *Detector) ProbeInterval(rtt *RTTEstimator, carrying bool) time.Duration {
+func (d *failureDetector) ProbeInterval(rtt *rttEstimator, carrying bool) time.Duration {
 	switch {
 	case d.health == Down && !d.everReply && d.misses < d.cfg.FailMisses:
 		// Being verified: fast, until it looks unreachable.

@@ -6,7 +6,7 @@ import (
 )
 
 func TestDetector(t *testing.T) {
-	rtt := &RTTEstimator{}
+	rtt := &rttEstimator{}
 	rtt.Add(15*time.Millisecond, 0)
 	type step struct {
 		ev   byte // 'r' reply, 'm' miss
@@ -25,7 +25,7 @@ func TestDetector(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := NewDetector(DetectorConfig{})
+			d := newFailureDetector(DetectorConfig{})
 			for i, s := range tc.steps {
 				if s.ev == 'r' {
 					d.Reply(int64(i) * ms)
@@ -41,9 +41,9 @@ func TestDetector(t *testing.T) {
 }
 
 func TestDetectorSilenceAndIntervals(t *testing.T) {
-	rtt := &RTTEstimator{}
+	rtt := &rttEstimator{}
 	rtt.Add(15*time.Millisecond, 0)
-	d := NewDetector(DetectorConfig{})
+	d := newFailureDetector(DetectorConfig{})
 	if got := d.ProbeInterval(rtt, true); got != 10*time.Millisecond {
 		t.Errorf("verifying: interval %v, want the fast 10ms", got)
 	}

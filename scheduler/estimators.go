@@ -2,11 +2,11 @@ package scheduler
 
 import "time"
 
-// RTTEstimator smooths probe round trips as RFC 6298 §2 does for TCP's
+// rttEstimator smooths probe round trips as RFC 6298 §2 does for TCP's
 // retransmission timer: SRTT and RTTVAR with gains 1/8 and 1/4, the first
 // sample setting SRTT = R and RTTVAR = R/2. It also keeps the minimum
 // round trip of the last MinRTTWindow, the path's delay without queueing.
-type RTTEstimator struct {
+type rttEstimator struct {
 	SRTT, RTTVar time.Duration
 	Min          time.Duration // minimum over the window (0: no sample yet)
 	Samples      int
@@ -19,7 +19,7 @@ const MinRTTWindow = 10 * time.Second
 
 // Add feeds one round-trip sample measured at now. Non-positive samples
 // (a clock step, a bogus reply) are ignored.
-func (e *RTTEstimator) Add(r time.Duration, now int64) {
+func (e *rttEstimator) Add(r time.Duration, now int64) {
 	if r <= 0 {
 		return
 	}
@@ -39,7 +39,7 @@ func (e *RTTEstimator) Add(r time.Duration, now int64) {
 	}
 }
 
-// RateEstimator estimates a path's delivery rate, in bytes per second, from
+// rateEstimator estimates a path's delivery rate, in bytes per second, from
 // the receiver's per-path byte counters that probe replies carry: each
 // reply gives the bytes delivered since the previous reply and the time
 // between the two probes. The estimate is the maximum of the last
@@ -53,7 +53,7 @@ func (e *RTTEstimator) Add(r time.Duration, now int64) {
 // grow less than 25%), then a cycle of 1.25, 0.75 and six times 1, one
 // step per sample, so a path whose capacity exceeds the estimate is offered
 // more and shows it, and the queue that built up drains again.
-type RateEstimator struct {
+type rateEstimator struct {
 	samples  [RateWindow]float64
 	n, next  int
 	Rate     float64 // bytes per second; 0 until the first sample
@@ -72,7 +72,7 @@ var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 
 // Add feeds one sample: delivered bytes over interval. appLimited says the
 // sender offered the path clearly less than its estimate in that interval.
-func (e *RateEstimator) Add(delivered uint64, interval time.Duration, appLimited bool) {
+func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited bool) {
 	if !e.started {
 		e.started, e.startup = true, true
 	}
@@ -106,7 +106,7 @@ func (e *RateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 }
 
 // Gain returns the factor the picker applies to Rate now.
-func (e *RateEstimator) Gain() float64 {
+func (e *rateEstimator) Gain() float64 {
 	if e.startup || !e.started {
 		return 2
 	}
@@ -114,14 +114,14 @@ func (e *RateEstimator) Gain() float64 {
 }
 
 // Startup reports whether the estimator is still growing its first estimate.
-func (e *RateEstimator) Startup() bool { return e.startup || !e.started }
+func (e *rateEstimator) Startup() bool { return e.startup || !e.started }
 
-// LossEstimator is an exponentially weighted moving average (gain Alpha) of
+// lossEstimator is an exponentially weighted moving average (gain Alpha) of
 // a path's loss: each probe reply contributes the data loss of its
 // interval, 1 − (packets the receiver counted) / (packets sent), when at
-// least MinLossPackets were sent, and otherwise 0 for the probe that made
+// least minLossPackets were sent, and otherwise 0 for the probe that made
 // it; each missed probe contributes 1.
-type LossEstimator struct {
+type lossEstimator struct {
 	Loss    float64
 	Samples int
 }
@@ -129,13 +129,13 @@ type LossEstimator struct {
 // Loss estimator constants.
 const (
 	LossAlpha      = 1.0 / 8
-	MinLossPackets = 8
+	minLossPackets = 8
 )
 
 // AddInterval feeds a probe reply's interval: sent and received packets.
-func (e *LossEstimator) AddInterval(sent, received uint64) {
+func (e *lossEstimator) AddInterval(sent, received uint64) {
 	s := 0.0
-	if sent >= MinLossPackets {
+	if sent >= minLossPackets {
 		if received < sent {
 			s = float64(sent-received) / float64(sent)
 		}
@@ -144,9 +144,9 @@ func (e *LossEstimator) AddInterval(sent, received uint64) {
 }
 
 // AddMissedProbe feeds one probe that got no reply.
-func (e *LossEstimator) AddMissedProbe() { e.add(1) }
+func (e *lossEstimator) AddMissedProbe() { e.add(1) }
 
-func (e *LossEstimator) add(s float64) {
+func (e *lossEstimator) add(s float64) {
 	e.Loss += (s - e.Loss) * LossAlpha
 	e.Samples++
 }

@@ -21,7 +21,7 @@ func TestRTTEstimator(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var e RTTEstimator
+			var e rttEstimator
 			for i, s := range tc.samples {
 				e.Add(s, int64(i)*ms)
 			}
@@ -31,7 +31,7 @@ func TestRTTEstimator(t *testing.T) {
 		})
 	}
 	t.Run("min expires", func(t *testing.T) {
-		var e RTTEstimator
+		var e rttEstimator
 		e.Add(10*time.Millisecond, 0)
 		e.Add(30*time.Millisecond, int64(5*time.Second))
 		if e.Min != 10*time.Millisecond {
@@ -54,7 +54,7 @@ func absDur(d time.Duration) time.Duration {
 func TestRateEstimator(t *testing.T) {
 	iv := 100 * time.Millisecond
 	t.Run("max of window", func(t *testing.T) {
-		var e RateEstimator
+		var e rateEstimator
 		for _, b := range []uint64{100000, 300000, 200000} {
 			e.Add(b, iv, false)
 		}
@@ -70,7 +70,7 @@ func TestRateEstimator(t *testing.T) {
 		}
 	})
 	t.Run("app-limited only raises", func(t *testing.T) {
-		var e RateEstimator
+		var e rateEstimator
 		e.Add(500000, iv, false) // 5e6
 		for range 3 * RateWindow {
 			e.Add(1000, iv, true)
@@ -84,7 +84,7 @@ func TestRateEstimator(t *testing.T) {
 		}
 	})
 	t.Run("startup then cycle", func(t *testing.T) {
-		var e RateEstimator
+		var e rateEstimator
 		if e.Gain() != 2 || !e.Startup() {
 			t.Fatalf("gain %v before samples, want startup gain 2", e.Gain())
 		}
@@ -110,7 +110,7 @@ func TestRateEstimator(t *testing.T) {
 		}
 	})
 	t.Run("zero interval ignored", func(t *testing.T) {
-		var e RateEstimator
+		var e rateEstimator
 		e.Add(1000, 0, false)
 		if e.Rate != 0 {
 			t.Fatalf("rate %v from a zero interval", e.Rate)
@@ -121,15 +121,15 @@ func TestRateEstimator(t *testing.T) {
 func TestLossEstimator(t *testing.T) {
 	tests := []struct {
 		name string
-		feed func(*LossEstimator)
+		feed func(*lossEstimator)
 		want float64
 	}{
-		{"no loss", func(e *LossEstimator) { e.AddInterval(100, 100) }, 0},
-		{"10% of one interval", func(e *LossEstimator) { e.AddInterval(100, 90) }, 0.1 * LossAlpha},
-		{"too few packets count as a good probe", func(e *LossEstimator) { e.AddInterval(4, 0) }, 0},
-		{"missed probe", func(e *LossEstimator) { e.AddMissedProbe() }, LossAlpha},
-		{"receiver counted more (probes)", func(e *LossEstimator) { e.AddInterval(10, 11) }, 0},
-		{"converges", func(e *LossEstimator) {
+		{"no loss", func(e *lossEstimator) { e.AddInterval(100, 100) }, 0},
+		{"10% of one interval", func(e *lossEstimator) { e.AddInterval(100, 90) }, 0.1 * LossAlpha},
+		{"too few packets count as a good probe", func(e *lossEstimator) { e.AddInterval(4, 0) }, 0},
+		{"missed probe", func(e *lossEstimator) { e.AddMissedProbe() }, LossAlpha},
+		{"receiver counted more (probes)", func(e *lossEstimator) { e.AddInterval(10, 11) }, 0},
+		{"converges", func(e *lossEstimator) {
 			for range 200 {
 				e.AddInterval(1000, 980)
 			}
@@ -137,7 +137,7 @@ func TestLossEstimator(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var e LossEstimator
+			var e lossEstimator
 			tc.feed(&e)
 			if math.Abs(e.Loss-tc.want) > 1e-6 {
 				t.Errorf("loss %v, want %v", e.Loss, tc.want)

@@ -226,7 +226,7 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 		}
 	}
 	// The gap should have been waited for longer: learn, and forget
-	// again after LearnedDecay without a late packet.
+	// again after learnedDecay without a late packet.
 	r.learned = min(max(r.learned*3/2, r.wait*3/2), r.cfg.MaxWait)
 	r.lastLate = now
 	r.updateWait()
@@ -234,13 +234,13 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 	return append(out, h), false
 }
 
-// LearnedDecay is how long a wait learned from late packets lasts without
+// learnedDecay is how long a wait learned from late packets lasts without
 // another late packet.
-const LearnedDecay = 10 * time.Second
+const learnedDecay = 10 * time.Second
 
 // advance releases held packets from next on and gives up gaps known lost.
 func (r *Resequencer) advance(now int64, out []Handle) []Handle {
-	if r.learned > 0 && now-r.lastLate > int64(LearnedDecay) {
+	if r.learned > 0 && now-r.lastLate > int64(learnedDecay) {
 		r.learned = 0
 		r.updateWait()
 	}

@@ -145,8 +145,8 @@ func TestResequencerWait(t *testing.T) {
 	if r.Stats.Late != 1 || r.Wait() <= time.Millisecond {
 		t.Errorf("late packet: stats %+v, wait %v: want a longer wait", r.Stats, r.Wait())
 	}
-	// And the lesson is forgotten after LearnedDecay.
-	r.Push(5, 0, 5*ms+int64(LearnedDecay)+1, 5, out)
+	// And the lesson is forgotten after learnedDecay.
+	r.Push(5, 0, 5*ms+int64(learnedDecay)+1, 5, out)
 	if r.Wait() != time.Millisecond {
 		t.Errorf("wait %v after the decay, want 1ms", r.Wait())
 	}

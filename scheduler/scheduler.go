@@ -128,10 +128,10 @@ type policySets struct {
 type ctlPath struct {
 	cfg     PathConfig
 	state   State
-	rtt     RTTEstimator
-	rate    RateEstimator
-	loss    LossEstimator
-	det     Detector
+	rtt     rttEstimator
+	rate    rateEstimator
+	loss    lossEstimator
+	det     failureDetector
 	owdSet  time.Duration // measured one-way delay (0: SRTT/2)
 	probes  [probeRing]probeRec
 	pending int64 // send time of the oldest probe unanswered since the last reply (0: none)
@@ -220,7 +220,7 @@ func (s *Scheduler) AddPath(pc PathConfig, now int64) error {
 	if s.paths[pc.ID] != nil {
 		return fmt.Errorf("add path %d: %w", pc.ID, ErrPathExists)
 	}
-	p := &ctlPath{cfg: pc, state: StateProbing, det: *NewDetector(s.cfg.Detector)}
+	p := &ctlPath{cfg: pc, state: StateProbing, det: *newFailureDetector(s.cfg.Detector)}
 	s.paths[pc.ID] = p
 	s.present = s.present.With(pc.ID)
 	h := &s.hot[pc.ID]
