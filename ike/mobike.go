@@ -706,7 +706,7 @@ func (s *Session) AddPath(ctx context.Context, p Path, id uint16, kind PathKind,
 }
 
 // RemovePath tells the gateway that MIF path id leaves (MIF_PATH_REMOVE,
-// on the current path). Drain the path's traffic first.
+// on the current path).
 func (s *Session) RemovePath(ctx context.Context, id uint16) error {
 	return s.call(ctx, func(loop context.Context, r *callResult) error {
 		if _, ok := s.mob.paths[id]; !ok || s.sa == nil {

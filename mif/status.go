@@ -71,7 +71,7 @@ type ScheduledPath struct {
 	Remote     string `json:"remote,omitempty"`
 	Kind       string `json:"kind"`
 	Tier       int    `json:"tier"`
-	// State is probing (not verified yet), active, failed, draining.
+	// State is probing (not verified yet), active, failed.
 	State string        `json:"state"`
 	SRTT  time.Duration `json:"srtt"`
 	Rate  float64       `json:"rate"` // delivery rate, bytes per second (0: unknown)

@@ -16,7 +16,7 @@
 //
 // Who calls what:
 //
-//   - The session conductor owns a Scheduler per peer: AddPath, Drain,
+//   - The session conductor owns a Scheduler per peer: AddPath,
 //     RemovePath; ProbeSent and ProbeReply for every probe, with the
 //     engine's per-path transmit counters and the replier's receive
 //     counters; Tick every few milliseconds; ProbeInterval to schedule the

@@ -80,8 +80,7 @@ func DefaultTier(k Kind) int {
 }
 
 // State is a path's life-cycle state, set by the conductor (Probing on
-// AddPath, Draining, Removed) and by the failure detector (Active,
-// Failed).
+// AddPath, Removed) and by the failure detector (Active, Failed).
 type State uint8
 
 // Path states.
@@ -94,14 +93,11 @@ const (
 	// StateFailed: the failure detector declared it down; probed until it
 	// recovers.
 	StateFailed
-	// StateDraining: leaving; takes no new data, still probed, until the
-	// conductor removes it.
-	StateDraining
 	// StateRemoved: gone.
 	StateRemoved
 )
 
-var stateNames = [...]string{"probing", "active", "failed", "draining", "removed"}
+var stateNames = [...]string{"probing", "active", "failed", "removed"}
 
 func (s State) String() string {
 	if int(s) < len(stateNames) {

@@ -230,7 +230,11 @@ func (s *Scheduler) AddPath(pc PathConfig, now int64) error {
 	return nil
 }
 
-// RemovePath removes a path at once (Drain first for make-before-break).
+// RemovePath removes a path at once. The conductor removes a path when its
+// interface or address is already gone, so nothing is left to drain: a
+// planned removal (an interface taken down) loses no packet inside the
+// tunnel (`mifsec bench planned`), and packets in flight on a path that
+// died silently are for the failure detector and the peer's resequencer.
 func (s *Scheduler) RemovePath(id PathID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -242,30 +246,6 @@ func (s *Scheduler) RemovePath(id PathID) error {
 	s.present = s.present.Without(id)
 	s.recompute()
 	return nil
-}
-
-// Drain stops new data on a path that is leaving; it stays probed until
-// RemovePath.
-func (s *Scheduler) Drain(id PathID) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, err := s.path(id)
-	if err != nil {
-		return fmt.Errorf("drain: %w", err)
-	}
-	p.state = StateDraining
-	s.recompute()
-	return nil
-}
-
-// Drained reports whether a path's virtual queue is empty and the last
-// byte had time to arrive: the conductor may remove it then.
-func (s *Scheduler) Drained(id PathID, now int64) bool {
-	if id >= MaxPaths {
-		return true
-	}
-	h := &s.hot[id]
-	return now >= h.busy.Load()+h.owd.Load()
 }
 
 // SetOneWayDelay sets a measured one-way delay for a path (0 returns to
@@ -445,7 +425,7 @@ func (s *Scheduler) publishPath(p *ctlPath) {
 
 // recompute publishes every policy's sets from the paths' states.
 func (s *Scheduler) recompute() {
-	var usable, failing, down, draining, probing, unverified PathSet
+	var usable, failing, down, probing, unverified PathSet
 	for set := s.present; !set.Empty(); {
 		id := set.Next()
 		p := s.paths[id]
@@ -463,13 +443,11 @@ func (s *Scheduler) recompute() {
 			}
 		case StateFailed:
 			down = down.With(id)
-		case StateDraining:
-			draining = draining.With(id)
 		}
 	}
 	// When nothing is usable, sending on a failing path beats dropping.
 	any := usable
-	for _, f := range []PathSet{failing, down, draining} {
+	for _, f := range []PathSet{failing, down} {
 		if any.Empty() {
 			any = f
 		}

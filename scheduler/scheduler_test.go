@@ -162,20 +162,6 @@ func TestPolicies(t *testing.T) {
 			t.Errorf("split %v: want more on faster paths, some on every path", count)
 		}
 	})
-	t.Run("draining takes no new data", func(t *testing.T) {
-		s, now := newS(Config{})
-		if err := s.Drain(0); err != nil {
-			t.Fatal(err)
-		}
-		for pol := range numPolicies {
-			if s.Decide(pol, 1000, now).Has(0) {
-				t.Errorf("%v: draining path chosen", pol)
-			}
-		}
-		if !s.Drained(0, now+int64(time.Second)) {
-			t.Errorf("not drained after a second without data")
-		}
-	})
 }
 
 func TestProbingShareForUnknownRate(t *testing.T) {
