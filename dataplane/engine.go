@@ -55,10 +55,11 @@ type EngineConfig struct {
 	// Paths are the sockets to the peer at start; more come and go with
 	// AddPath and RemovePath. IDs must be distinct.
 	Paths []*Path
-	// OnProbe receives the path probes (docs/mif.md) that arrive in
-	// inbound SAs. It runs on the receiving worker: it must be quick and
-	// must not keep ev after it returns. nil counts probes as dummies.
-	OnProbe func(ev *ProbeEvent)
+	// OnProbeReply receives the replies to path probes (docs/mif.md) that
+	// arrive in inbound SAs; requests are answered by the engine itself
+	// (AddInbound). It runs on the receiving worker: it must be quick and
+	// must not keep ev after it returns. nil counts replies as dummies.
+	OnProbeReply func(ev *ProbeEvent)
 	// RescueRefused resends, on another path to its Remote, what a path's
 	// socket refused because its interface went down or lost its route:
 	// the moments between an interface going away and the conductor
@@ -79,7 +80,8 @@ type EngineStats struct {
 	RxPackets, RxBytes atomic.Uint64 // inner packets opened and written to the TUN
 	Keepalives         atomic.Uint64 // NAT keepalives received
 	Dummies            atomic.Uint64 // next header 59 packets consumed that were not probes
-	Probes             atomic.Uint64 // path probes handed to OnProbe
+	Probes             atomic.Uint64 // probe requests answered and replies handed to OnProbeReply
+	ProbesUnanswered   atomic.Uint64 // probe requests in an SA with no outbound pair, or whose reply failed
 	Rescued            atomic.Uint64 // datagrams resent on another path after theirs refused them
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
@@ -112,7 +114,8 @@ const exhaustedLogInterval = 10 * time.Second
 //	  recvmmsg with GRO ─▶ split by segment size ─▶ demux: IKE to Control,
 //	  keepalive counted, ESP on ─▶ SA by SPI ─▶ replay check, open straight
 //	  into a TUN buffer, replay update ─▶ inner header and selector check ─▶
-//	  TUN Write batch (GRO coalescing)
+//	  TUN Write batch (GRO coalescing); a probe request (next header 59) is
+//	  answered here with the inbound SA's pair, a reply goes to OnProbeReply
 //
 // Each worker runs its packets to completion: no lock, no channel and no
 // allocation per packet; a batch takes one system call in and one or a few
@@ -158,6 +161,7 @@ type Engine struct {
 
 type inboundSA struct {
 	sa      *SA
+	pair    *SA       // the outbound SA of the same Child SA: answers probe requests
 	remote  Selectors // inner source addresses the peer may send from
 	local   Selectors // inner destination addresses the peer may send to
 	sources sourceCounters
@@ -260,7 +264,11 @@ func (e *Engine) storeRoutes(r []Route) {
 // inner header must match both sides of the SA's selectors). Anything else
 // is dropped and counted as DropPolicy: a peer reaches only what it was
 // granted.
-func (e *Engine) AddInbound(sa *SA, remote, local Selectors) error {
+//
+// pair is the outbound SA of the same Child SA: a probe request that
+// arrives in sa is answered with it, on the receive worker, without a
+// round through the conductor; nil leaves requests unanswered (counted).
+func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 	if sa.SPI() < 256 {
 		// RFC 4303 §2.1: 0 is local-only (and on port 4500 the non-ESP
 		// marker) and 1-255 are reserved.
@@ -279,7 +287,7 @@ func (e *Engine) AddInbound(sa *SA, remote, local Selectors) error {
 	for k, v := range old {
 		m[k] = v
 	}
-	m[sa.SPI()] = &inboundSA{sa: sa, remote: slices.Clone(remote), local: slices.Clone(local)}
+	m[sa.SPI()] = &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local)}
 	e.inbound.Store(&m)
 	return nil
 }

@@ -75,7 +75,7 @@ func benchmarkPipeline(b *testing.B, alg dataplane.Algorithm, workers int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := r.AddInbound(in, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+		if err := r.AddInbound(in, nil, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			b.Fatal(err)
 		}
 		engines = append(engines, r)

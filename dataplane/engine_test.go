@@ -106,7 +106,7 @@ func newPair(t testing.TB, pc pairConfig) (a, b *side) {
 			{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Sources: x.sources, SA: x.s.out},
 			{Prefix: netip.MustParsePrefix("::/0"), Sources: x.sources, SA: x.s.out},
 		})
-		if err := e.AddInbound(x.s.in, x.remote, x.local); err != nil {
+		if err := e.AddInbound(x.s.in, x.s.out, x.remote, x.local); err != nil {
 			t.Fatal(err)
 		}
 		x.s.e = e

@@ -113,7 +113,7 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.e.AddInbound(cloneSA(t, c.out, key), dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+		if err := c.e.AddInbound(cloneSA(t, c.out, key), c.out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			t.Fatal(err)
 		}
 		gw.AddRoutes(dataplane.Route{

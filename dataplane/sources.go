@@ -103,45 +103,60 @@ func (e *Engine) InboundSources(spi uint32) []SourceStats {
 	return out
 }
 
-// handleDummy consumes a next-header-59 packet: a probe goes to OnProbe,
+// handleDummy consumes a next-header-59 packet: a probe request is
+// answered here, with the SA's pair, a reply goes to OnProbeReply, and
 // anything else is a dummy (RFC 4303 §2.6, e.g. traffic flow
-// confidentiality padding) and only counted.
+// confidentiality padding) and only counted. Requests are answered on the
+// receive worker so that a probe's round trip measures the path, not the
+// conductor's scheduling.
 func (e *Engine) handleDummy(in *inboundSA, payload []byte, p *Path, from netip.AddrPort) {
 	probe, err := ParseProbe(payload)
-	if err != nil || e.cfg.OnProbe == nil {
+	switch {
+	case err != nil:
 		e.Stats.Dummies.Add(1)
-		return
+	case probe.Kind == ProbeRequest:
+		if in.pair == nil {
+			e.Stats.ProbesUnanswered.Add(1)
+			return
+		}
+		if err := e.answerProbe(in.pair, probe, p, from, in.sources.get(p.ID, from)); err != nil {
+			e.Stats.ProbesUnanswered.Add(1)
+			e.log.Debug("answering a probe", "path", p.ID, "from", from, "err", err)
+			return
+		}
+		e.Stats.Probes.Add(1)
+	case e.cfg.OnProbeReply == nil:
+		e.Stats.Dummies.Add(1)
+	default:
+		e.Stats.Probes.Add(1)
+		ev := ProbeEvent{Probe: probe, SPI: in.sa.SPI(), Path: p, From: from, Received: in.sources.get(p.ID, from)}
+		e.cfg.OnProbeReply(&ev)
 	}
-	e.Stats.Probes.Add(1)
-	ev := ProbeEvent{Probe: probe, SPI: in.sa.SPI(), Path: p, From: from, Received: in.sources.get(p.ID, from)}
-	e.cfg.OnProbe(&ev)
 }
 
 type probeBuf struct{ b []byte }
 
 var probeBufs = sync.Pool{New: func() any { return &probeBuf{b: make([]byte, 0, Headroom+256+Tailroom)} }}
 
-// AnswerProbe answers the probe request of ev with a reply sealed with out
+// answerProbe answers the probe request req with a reply sealed with out
 // (the SA paired with the one it arrived in) carrying what that SA
-// received on ev's path from its source, sent back on the same path to
-// where the request came from: the path under test is the one the request
-// took, whatever address the peer has there now (a path that failed and
-// comes back must be answered before it is used again). The reply is not
-// padded, so it is never larger than the request: an authenticated peer
-// that forges its outer source gains no amplification by it.
-func (e *Engine) AnswerProbe(out *SA, ev *ProbeEvent) error {
-	if ev.Probe.Kind != ProbeRequest {
-		return nil
-	}
-	to, err := ev.Path.Conn.NewEndpoint(ev.From)
+// received on path p from the request's source, sent back on the same path
+// to where the request came from: the path under test is the one the
+// request took, whatever address the peer has there now (a path that
+// failed and comes back must be answered before it is used again). The
+// reply is not padded, so it is never larger than the request: an
+// authenticated peer that forges its outer source gains no amplification
+// by it.
+func (e *Engine) answerProbe(out *SA, req Probe, p *Path, from netip.AddrPort, received SourceStats) error {
+	to, err := p.Conn.NewEndpoint(from)
 	if err != nil {
-		return fmt.Errorf("answering probe from %s: %w", ev.From, err)
+		return fmt.Errorf("answering probe from %s: %w", from, err)
 	}
-	r := ev.Probe
+	r := req
 	r.Kind = ProbeReply
-	r.RxPackets, r.RxBytes = ev.Received.Packets, ev.Received.Bytes
+	r.RxPackets, r.RxBytes = received.Packets, received.Bytes
 	r.HoldMicros = 0 // answered on the receive worker: no measurable hold
-	_, err = e.sendProbe(out, ev.Path.ID, to, r, 0)
+	_, err = e.sendProbe(out, p.ID, to, r, 0)
 	return err
 }
 

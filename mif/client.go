@@ -289,7 +289,7 @@ func (c *Client) InstallChild(child *ike.ChildSA) error {
 	if err != nil {
 		return err
 	}
-	if err := c.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
+	if err := c.engine.AddInbound(in, out, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -166,8 +166,8 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			g.peers.note(from, int(p.ID), len(g.listeners))
 			g.resp.Deliver(msg, from, true)
 		},
-		OnProbe: g.onProbe,
-		Logger:  log,
+		OnProbeReply: g.onProbeReply,
+		Logger:       log,
 	})
 	if err != nil {
 		return nil, err
@@ -353,7 +353,7 @@ func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, sen
 	}
 	// Both sides of the selectors, as narrowed in IKE_AUTH: the client
 	// reaches only the networks it was granted (RFC 4301 §5.2).
-	if err := g.engine.AddInbound(in, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
+	if err := g.engine.AddInbound(in, out, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
 		return err
 	}
 	k := &gatewayChild{client: client, in: in, out: out, group: dataplane.NewPathGroup(nil, m),

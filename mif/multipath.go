@@ -191,8 +191,9 @@ func (pp *peerPaths) Paths() []scheduler.PathInfo {
 	return out
 }
 
-// HandleProbe takes a probe the engine received in the peer's inbound SA.
-func (pp *peerPaths) HandleProbe(ev *dataplane.ProbeEvent) { pp.prober.HandleProbe(ev) }
+// HandleReply takes a probe reply the engine received in the peer's
+// inbound SA.
+func (pp *peerPaths) HandleReply(ev *dataplane.ProbeEvent) { pp.prober.HandleReply(ev) }
 
 func (pp *peerPaths) member(id scheduler.PathID) (dataplane.GroupMember, bool) {
 	pp.mu.Lock()

@@ -47,20 +47,15 @@ func kindOf(k ike.PathKind) scheduler.Kind {
 	return scheduler.KindOther
 }
 
-// onProbe takes a probe a receive worker opened: to the client's
-// peerPaths, or answered at once when the client has none.
-func (g *Gateway) onProbe(ev *dataplane.ProbeEvent) {
+// onProbeReply takes a probe reply a receive worker opened to the
+// client's peerPaths (the engine answers requests itself).
+func (g *Gateway) onProbeReply(ev *dataplane.ProbeEvent) {
 	v, ok := g.probeKids.Load(ev.SPI)
 	if !ok {
 		return
 	}
-	k := v.(*gatewayChild)
-	if p := k.peer.Load(); p != nil {
-		p.pp.HandleProbe(ev)
-		return
-	}
-	if err := g.engine.AnswerProbe(k.out, ev); err != nil {
-		g.log.Debug("answering a probe", "from", ev.From, "err", err)
+	if p := v.(*gatewayChild).peer.Load(); p != nil {
+		p.pp.HandleReply(ev)
 	}
 }
 

@@ -106,11 +106,11 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 		p.tun = m
 		var pp *peerPaths
 		e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{m}, Paths: paths,
-			OnProbe: func(ev *dataplane.ProbeEvent) { pp.HandleProbe(ev) }})
+			OnProbeReply: func(ev *dataplane.ProbeEvent) { pp.HandleReply(ev) }})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.AddInbound(p.in, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+		if err := e.AddInbound(p.in, p.out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			t.Fatal(err)
 		}
 		pp = newPeerPaths(peerPathsConfig{Engine: e, Policy: scheduler.PolicyAggregate})

@@ -105,11 +105,11 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 		Control: func(msg []byte, from netip.AddrPort, _ *dataplane.Path) {
 			c.session.Deliver(msg, from, true)
 		},
-		// Probes answer and measure the paths (multipath_client.go);
-		// without multipath they are counted as dummies.
-		OnProbe: func(ev *dataplane.ProbeEvent) {
+		// Probe replies measure the paths (multipath_client.go); the
+		// engine answers the gateway's requests itself.
+		OnProbeReply: func(ev *dataplane.ProbeEvent) {
 			if c.multi.pp != nil {
-				c.multi.pp.HandleProbe(ev)
+				c.multi.pp.HandleReply(ev)
 			}
 		},
 		Logger: c.log,

@@ -14,8 +14,9 @@ import (
 // every path sends a probe request at the interval the scheduler asks for,
 // the peer answers on the same path with what it received there, and each
 // reply or timeout becomes a probeSample for the scheduler's estimators and
-// failure detector. Requests from the peer are answered at once, on the
-// receive worker that opened them.
+// failure detector. Requests from the peer never come here: the data
+// plane answers them itself, with the outbound SA paired with the inbound
+// one (dataplane.Engine.AddInbound).
 //
 // Replies arrive on receive workers; they are handed to the prober's
 // goroutine through a buffered channel (a full channel drops the reply and
@@ -40,7 +41,6 @@ type probeSample struct {
 // probeSender is the data plane's side of probing (dataplane.Engine).
 type probeSender interface {
 	SendProbe(out *dataplane.SA, id scheduler.PathID, remote *dataplane.Endpoint, p dataplane.Probe, size int) error
-	AnswerProbe(out *dataplane.SA, ev *dataplane.ProbeEvent) error
 }
 
 // proberPath is what the prober knows of one path.
@@ -99,12 +99,10 @@ type pathProber struct {
 	// DroppedReplies counts replies the prober's goroutine was too busy
 	// to take.
 	DroppedReplies atomic.Uint64
-	// ReplyErrors counts requests of the peer that could not be answered.
-	ReplyErrors atomic.Uint64
 }
 
 // newPathProber returns a prober sending through engine. Run starts it; feed
-// the engine's OnProbe events to HandleProbe.
+// the engine's OnProbeReply events to HandleReply.
 func newPathProber(engine probeSender, cfg pathProberConfig) *pathProber {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Second
@@ -149,31 +147,17 @@ func (p *pathProber) ProbeNow(id scheduler.PathID) {
 // do runs f on the prober's goroutine (or queues it until Run starts).
 func (p *pathProber) do(f func()) { p.calls <- f }
 
-// HandleProbe takes a probe the engine received. Requests are answered at
-// once with reply, which seals with the outbound SA; replies go to the
-// prober's goroutine. It runs on a receive worker and never blocks.
-func (p *pathProber) HandleProbe(ev *dataplane.ProbeEvent) {
-	switch ev.Probe.Kind {
-	case dataplane.ProbeRequest:
-		p.answer(ev)
-	case dataplane.ProbeReply:
-		select {
-		case p.replies <- *ev:
-		default:
-			p.DroppedReplies.Add(1)
-		}
-	}
-}
-
-func (p *pathProber) answer(ev *dataplane.ProbeEvent) {
-	out := p.cfg.Outbound()
-	if out == nil {
-		p.ReplyErrors.Add(1)
+// HandleReply takes a probe reply the engine received and hands it to the
+// prober's goroutine. It runs on a receive worker and never blocks: a full
+// channel drops the reply and counts it.
+func (p *pathProber) HandleReply(ev *dataplane.ProbeEvent) {
+	if ev.Probe.Kind != dataplane.ProbeReply {
 		return
 	}
-	if err := p.engine.AnswerProbe(out, ev); err != nil {
-		p.ReplyErrors.Add(1)
-		p.log.Debug("answering probe", "path", ev.Path.ID, "from", ev.From, "err", err)
+	select {
+	case p.replies <- *ev:
+	default:
+		p.DroppedReplies.Add(1)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 )
 
 // TestProberOverEngines runs two real engines over loopback, each with a
-// prober: every request is answered by the other side's HandleProbe, and
+// prober: every request is answered by the other side's engine, and
 // each side's samples show a round trip and the peer's counters.
 func TestProberOverEngines(t *testing.T) {
 	type end struct {
@@ -49,14 +49,14 @@ func TestProberOverEngines(t *testing.T) {
 			t.Fatal(err)
 		}
 		e, err := dataplane.NewEngine(dataplane.EngineConfig{
-			Queues:  []wgtun.Device{m},
-			Paths:   []*dataplane.Path{{ID: 0, Conn: me.conn, Remote: ep}},
-			OnProbe: func(ev *dataplane.ProbeEvent) { me.prober.HandleProbe(ev) },
+			Queues:       []wgtun.Device{m},
+			Paths:        []*dataplane.Path{{ID: 0, Conn: me.conn, Remote: ep}},
+			OnProbeReply: func(ev *dataplane.ProbeEvent) { me.prober.HandleReply(ev) },
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.AddInbound(me.in, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+		if err := e.AddInbound(me.in, me.out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			t.Fatal(err)
 		}
 		me.e = e
@@ -102,7 +102,7 @@ func TestProberOverEngines(t *testing.T) {
 			}
 		}
 		x.mu.Unlock()
-		if n := x.prober.ReplyErrors.Load(); n != 0 {
+		if n := x.e.Stats.ProbesUnanswered.Load(); n != 0 {
 			t.Errorf("%s: %d requests not answered", name, n)
 		}
 	}

@@ -12,8 +12,8 @@ import (
 )
 
 // loopPaths is a probe sender whose paths answer each request after a
-// fixed round-trip time (or never, for a dead path), like a peer running
-// HandleProbe. It lives inside a synctest bubble.
+// fixed round-trip time (or never, for a dead path), like a peer's engine.
+// It lives inside a synctest bubble.
 type loopPaths struct {
 	p       *pathProber
 	mu      sync.Mutex
@@ -21,11 +21,6 @@ type loopPaths struct {
 	rx      map[scheduler.PathID]uint64
 	timers  []*time.Timer
 	padding int
-}
-
-// AnswerProbe: the loop answers its own requests; none come from a peer.
-func (l *loopPaths) AnswerProbe(*dataplane.SA, *dataplane.ProbeEvent) error {
-	return nil
 }
 
 func (l *loopPaths) SendProbe(out *dataplane.SA, id scheduler.PathID, remote *dataplane.Endpoint, p dataplane.Probe, size int) error {
@@ -40,7 +35,7 @@ func (l *loopPaths) SendProbe(out *dataplane.SA, id scheduler.PathID, remote *da
 	reply := p
 	reply.Kind, reply.RxPackets, reply.RxBytes = dataplane.ProbeReply, l.rx[id]/100, l.rx[id]
 	l.timers = append(l.timers, time.AfterFunc(rtt, func() {
-		l.p.HandleProbe(&dataplane.ProbeEvent{Probe: reply})
+		l.p.HandleReply(&dataplane.ProbeEvent{Probe: reply})
 	}))
 	return nil
 }
@@ -158,9 +153,9 @@ func TestProberIgnoresUnknownReplies(t *testing.T) {
 		p.AddPath(0, nil)
 		synctest.Wait()
 		// A forged or stale reply: right seq, wrong timestamp.
-		p.HandleProbe(&dataplane.ProbeEvent{Probe: dataplane.Probe{Kind: dataplane.ProbeReply, PathID: 0, Seq: 1, Timestamp: 12345}})
+		p.HandleReply(&dataplane.ProbeEvent{Probe: dataplane.Probe{Kind: dataplane.ProbeReply, PathID: 0, Seq: 1, Timestamp: 12345}})
 		// A reply for a path that does not exist.
-		p.HandleProbe(&dataplane.ProbeEvent{Probe: dataplane.Probe{Kind: dataplane.ProbeReply, PathID: 7, Seq: 1}})
+		p.HandleReply(&dataplane.ProbeEvent{Probe: dataplane.Probe{Kind: dataplane.ProbeReply, PathID: 7, Seq: 1}})
 		synctest.Wait()
 		for _, s := range got {
 			if !s.Lost {

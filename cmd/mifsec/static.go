@@ -346,7 +346,7 @@ func runStatic(c *cli.Context) error {
 	engine.SetRoutes(routes)
 	// Manual keys name no selectors for this side: the peer's packets
 	// must come from its networks, and may go to any address here.
-	if err := engine.AddInbound(in, networks, dataplane.AnyAddress); err != nil {
+	if err := engine.AddInbound(in, out, networks, dataplane.AnyAddress); err != nil {
 		conn.Close()
 		return err
 	}
