@@ -168,7 +168,7 @@ func TestEngineRedundantGroup(t *testing.T) {
 		}
 	}
 	receiveAll(t, b.tun, n)
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "every replayed packet dropped as replayed or too old", func() bool {
 		return b.e.Stats.Drops.Get(dataplane.DropReplayed)+b.e.Stats.Drops.Get(dataplane.DropTooOld) == n
 	})
 	if extra := len(b.tun.Writes()); extra != 0 {
@@ -216,7 +216,7 @@ func TestEngineRescuesRefusedDatagrams(t *testing.T) {
 					a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 				}
 				if !rescue {
-					testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return e.Stats.SendErrors.Load() == n })
+					testenv.WaitUntil(t, 10*time.Second, "the refused datagrams counted as send errors", func() bool { return e.Stats.SendErrors.Load() == n })
 					if e.Stats.Rescued.Load() != 0 || len(b.tun.Writes()) != 0 {
 						t.Fatal("refused datagrams arrived without rescue")
 					}

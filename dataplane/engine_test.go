@@ -209,7 +209,7 @@ func TestEngineWrongKeyCountsBadICV(t *testing.T) {
 	for range 50 {
 		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("secret")))
 	}
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.Drops.Get(dataplane.DropBadICV) == 50 })
+	testenv.WaitUntil(t, 10*time.Second, "50 bad-ICV drops", func() bool { return b.e.Stats.Drops.Get(dataplane.DropBadICV) == 50 })
 	if b.e.Stats.RxPackets.Load() != 0 || len(b.tun.Writes()) != 0 {
 		t.Fatal("packets with a bad ICV reached the TUN")
 	}
@@ -222,7 +222,7 @@ func TestEnginePolicyDropsForeignSource(t *testing.T) {
 	a.tun.Inject(udp(t, "10.9.9.9:1", "10.0.0.2:2", []byte("spoofed")))
 	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine")))
 	receiveAll(t, b.tun, 1)
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "1 policy drop", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 1 })
 }
 
 // TestEnginePolicyDropsForeignDestination: a peer that sends to an address
@@ -238,12 +238,12 @@ func TestEnginePolicyDropsForeignDestination(t *testing.T) {
 	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
 	a.tun.Inject(fine)
 	got := receiveAll(t, b.tun, 1)
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 3 })
+	testenv.WaitUntil(t, 10*time.Second, "3 policy drops", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 3 })
 	if !bytes.Equal(got[0], fine) {
 		t.Fatalf("b's TUN got %x, want the packet to its own address", got[0])
 	}
 	// The counter follows the TUN write.
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return b.e.Stats.RxPackets.Load() >= 1 })
+	testenv.WaitUntil(t, 10*time.Second, "a packet through", func() bool { return b.e.Stats.RxPackets.Load() >= 1 })
 	if n := b.e.Stats.RxPackets.Load(); n != 1 {
 		t.Fatalf("%d packets reached b's TUN, want 1", n)
 	}
@@ -259,7 +259,7 @@ func TestEngineSourcePolicy(t *testing.T) {
 	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
 	a.tun.Inject(fine)
 	receiveAll(t, b.tun, 1)
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return a.e.Stats.SourcePolicy.Load() == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "1 source-policy drop", func() bool { return a.e.Stats.SourcePolicy.Load() == 1 })
 	if n := a.out.Stats.Packets.Load(); n != 1 {
 		t.Fatalf("a sealed %d packets, want 1", n)
 	}
@@ -271,7 +271,7 @@ func TestEngineNoRoute(t *testing.T) {
 	run(t, a, b)
 	a.tun.Inject(udp(t, "10.0.0.1:1", "10.2.0.2:2", []byte("nowhere")))
 	a.tun.Inject([]byte{0x00, 0x01}) // not IP
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return a.e.Stats.NoRoute.Load() == 2 })
+	testenv.WaitUntil(t, 10*time.Second, "2 no-route drops", func() bool { return a.e.Stats.NoRoute.Load() == 2 })
 	if a.e.Stats.TxPackets.Load() != 0 {
 		t.Fatal("sent a packet without a route")
 	}
@@ -304,7 +304,7 @@ func TestEngineDemux(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool {
+	testenv.WaitUntil(t, 10*time.Second, "a keepalive, an IKE message, a runt and an unknown SPI counted", func() bool {
 		s := &b.e.Stats
 		return s.Keepalives.Load() == 1 && s.IKEMessages.Load() == 1 &&
 			s.Drops.Get(dataplane.DropRunt) == 1 && s.Drops.Get(dataplane.DropUnknownSPI) == 1
@@ -381,7 +381,7 @@ func TestEngineSequenceExhaustedCounted(t *testing.T) {
 	for range 5 {
 		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("too late")))
 	}
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return a.e.Stats.SequenceExhausted.Load() == 5 })
+	testenv.WaitUntil(t, 10*time.Second, "5 packets refused for exhausted sequence numbers", func() bool { return a.e.Stats.SequenceExhausted.Load() == 5 })
 	if n := a.out.Stats.Packets.Load(); n != 1 {
 		t.Fatalf("a sealed %d packets, want 1", n)
 	}

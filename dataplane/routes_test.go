@@ -149,7 +149,7 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 	if got := receiveAll(t, clients[1].tun, 1); !bytes.Equal(got[0], last) {
 		t.Fatalf("client 2 got %x", got[0])
 	}
-	testenv.WaitUntil(t, 10*time.Second, "condition", func() bool { return gw.Stats.NoRoute.Load() == 1 })
+	testenv.WaitUntil(t, 10*time.Second, "1 no-route drop at the gateway", func() bool { return gw.Stats.NoRoute.Load() == 1 })
 	if n := len(clients[0].tun.Writes()); n != 0 {
 		t.Fatalf("client 1 got %d packets after its routes were removed", n)
 	}

@@ -637,7 +637,7 @@ func TestResponderChildRefusedFreesClient(t *testing.T) {
 	if err := s.connect(ctx, true); err == nil {
 		t.Fatal("a Child SA outside the local selectors was accepted")
 	}
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return len(clients(t, w)) == 0 })
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to forget every client", func() bool { return len(clients(t, w)) == 0 })
 	if n := leased(t, w); n != 0 {
 		t.Fatalf("%d addresses still leased", n)
 	}

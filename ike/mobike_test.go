@@ -303,7 +303,7 @@ func TestMOBIKEUpdateAddresses(t *testing.T) {
 	t.Logf("UpdateAddresses took %v in memory", time.Since(start))
 	st := rg.s.Status()
 	// The gateway moves once its return routability check came back.
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return rg.client(t).Moves == 1 })
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to move the client once", func() bool { return rg.client(t).Moves == 1 })
 	if st.Path != "wlan0" || st.PathUpdates != 1 || st.IKESPIi != before.IKESPIi || st.IKESPIr != before.IKESPIr {
 		t.Fatalf("after the update: path %q updates %d SPIs %s/%s (were %s/%s)", st.Path, st.PathUpdates, st.IKESPIi, st.IKESPIr, before.IKESPIi, before.IKESPIr)
 	}
@@ -387,7 +387,7 @@ func TestMOBIKEUpdateWhileRequestPending(t *testing.T) {
 	rg.p1.cut(true)
 	// DPD runs every second tick: wait until it retransmits on path 1.
 	sent := rg.p1.sent.Load()
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return rg.p1.sent.Load() >= sent+2 })
+	testenv.WaitUntil(t, 5*time.Second, "two more datagrams on path 1", func() bool { return rg.p1.sent.Load() >= sent+2 })
 	start := time.Now()
 	if err := rg.s.UpdateAddresses(ctxT(t), rg.path2); err != nil {
 		t.Fatal(err)
@@ -398,7 +398,7 @@ func TestMOBIKEUpdateWhileRequestPending(t *testing.T) {
 		t.Fatalf("after the update: reconnects %d, SPI %s (was %s), path %q", st.Reconnects, st.IKESPIi, before.IKESPIi, st.Path)
 	}
 	// The gateway moves once its return routability check came back.
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return rg.client(t).Remote == "198.51.100.10:4500" })
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to move the client to 198.51.100.10:4500", func() bool { return rg.client(t).Remote == "198.51.100.10:4500" })
 	if err := rg.ping(t); err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +441,7 @@ func TestMOBIKENoNATsAllowed(t *testing.T) {
 				want = "192.0.2.10:4500"
 			}
 			// A move waits for the gateway's return routability check.
-			testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return rg.client(t).Remote == want })
+			testenv.WaitUntil(t, 5*time.Second, "the gateway to move the client", func() bool { return rg.client(t).Remote == want })
 		})
 	}
 }
@@ -457,7 +457,7 @@ func TestMIFPaths(t *testing.T) {
 	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500")}
 	// The handler runs once the gateway's return routability check of
 	// the new address came back.
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
+	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn a path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
 	c := rg.client(t)
 	if _, added, _ := rg.gh.snapshot(); len(added) != 1 || added[0] != want {
 		t.Fatalf("PathAdded calls %+v, want %+v", added, want)
@@ -825,7 +825,7 @@ func TestMIFPathLimits(t *testing.T) {
 			t.Fatalf("path %d of at most %d accepted", i, MaxClientPaths)
 		}
 		if i <= MaxClientPaths {
-			testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return len(rg.client(t).Paths) == i })
+			testenv.WaitUntil(t, 5*time.Second, "the gateway to record the client's paths", func() bool { return len(rg.client(t).Paths) == i })
 		}
 	}
 	if n := len(rg.client(t).Paths); n != MaxClientPaths {

@@ -72,7 +72,7 @@ func TestSimultaneousChildRekey(t *testing.T) {
 		}
 		// Each round installs two SAs on each side and removes two: the
 		// old one and the redundant one.
-		testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
+		testenv.WaitUntil(t, 5*time.Second, "each side to install two SAs and remove two in this round", func() bool {
 			ci, cr, _ := rg.ch.counts()
 			gi, gr, _ := rg.gh.counts()
 			return ci == 1+2*i && cr == 2*i && gi == 1+2*i && gr == 2*i
@@ -119,7 +119,7 @@ func TestSimultaneousIKERekey(t *testing.T) {
 		if err != nil {
 			t.Fatalf("rekey %d: %v", i, err)
 		}
-		testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
+		testenv.WaitUntil(t, 5*time.Second, "both sides to drop the old SAs", func() bool {
 			var oldSAs, sas int
 			sessionState(t, rg.s, func() { oldSAs = len(rg.s.oldSAs) })
 			rg.w.r.do(ctxT(t), func() { sas = len(rg.w.r.sas) })
@@ -186,7 +186,7 @@ func TestChildRekeyDuringIKERekey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var childRetry time.Time
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to hold off another Child SA rekey", func() bool {
 		gatewayClient(t, rg.w.r, func(c *rClient) { childRetry = c.child.retryAt })
 		return !childRetry.IsZero()
 	})
@@ -204,7 +204,7 @@ func TestChildRekeyDuringIKERekey(t *testing.T) {
 		t.Fatal(err)
 	}
 	gatewayClient(t, rg.w.r, func(c *rClient) { rg.w.r.rekeyChild(c) })
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
+	testenv.WaitUntil(t, 5*time.Second, "one IKE and one Child SA rekey, one live Child SA on each side", func() bool {
 		st := rg.client(t)
 		return st.IKERekeys == 1 && st.ChildRekeys == 1 && rg.ch.live() == 1 && rg.gh.live() == 1
 	})

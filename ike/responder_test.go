@@ -306,7 +306,7 @@ func TestResponderPSKLifecycle(t *testing.T) {
 	}
 
 	s.shutdown()
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return len(clients(t, w)) == 0 })
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to forget every client", func() bool { return len(clients(t, w)) == 0 })
 	if n := leased(t, w); n != 0 {
 		t.Fatalf("%d addresses still leased after the client left", n)
 	}
@@ -420,7 +420,7 @@ func TestResponderSetPSKs(t *testing.T) {
 	if got := ids(); !slices.Equal(got, []string{"alice@mifsec.test", "carol@mifsec.test"}) {
 		t.Fatalf("clients after bob's key changed: %v", got)
 	}
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { return bob.Status().State == "reconnecting" }) // it heard the Delete
+	testenv.WaitUntil(t, 5*time.Second, "bob to hear the Delete and reconnect", func() bool { return bob.Status().State == "reconnecting" }) // it heard the Delete
 	if n := leased(t, w); n != 4 {
 		t.Fatalf("%d addresses leased, want alice's and carol's 4", n)
 	}
@@ -874,7 +874,7 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 	}
 	current := gh.last()
 	offset.Store(int64(oldChildGrace + time.Second))
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool { _, removed, _ := gh.counts(); return removed >= maxOldChildren })
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to delete the old Child SAs", func() bool { _, removed, _ := gh.counts(); return removed >= maxOldChildren })
 	gh.mu.Lock()
 	defer gh.mu.Unlock()
 	for _, k := range gh.removed[:maxOldChildren] {

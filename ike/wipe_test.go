@@ -101,7 +101,7 @@ func TestResponderWipesKeysOfSAsThatGo(t *testing.T) {
 	if err := s.rekeyIKE(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to wipe the replaced IKE SA's keys", func() bool {
 		var zero bool
 		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(first.ikeSA)...) })
 		return zero
@@ -111,7 +111,7 @@ func TestResponderWipesKeysOfSAsThatGo(t *testing.T) {
 		t.Fatal("the gateway's new IKE SA has no keys")
 	}
 	s.shutdown() // the Delete, then the local teardown
-	testenv.WaitUntil(t, 5*time.Second, "condition", func() bool {
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to wipe the deleted IKE SA's keys", func() bool {
 		var zero bool
 		w.r.do(ctx, func() { zero = allZero(ikeKeyMaterial(second.ikeSA)...) })
 		return zero
