@@ -148,15 +148,11 @@ var probeBufs = sync.Pool{New: func() any { return &probeBuf{b: make([]byte, 0, 
 // authenticated peer that forges its outer source gains no amplification
 // by it.
 func (e *Engine) answerProbe(out *SA, req Probe, p *Path, from netip.AddrPort, received SourceStats) error {
-	to, err := p.Conn.NewEndpoint(from)
-	if err != nil {
-		return fmt.Errorf("answering probe from %s: %w", from, err)
-	}
 	r := req
 	r.Kind = ProbeReply
 	r.RxPackets, r.RxBytes = received.Packets, received.Bytes
 	r.HoldMicros = 0 // answered on the receive worker: no measurable hold
-	_, err = e.sendProbe(out, p.ID, to, r, 0)
+	_, err := e.sendProbe(out, p, from, r, 0)
 	return err
 }
 
@@ -164,7 +160,7 @@ func (e *Engine) answerProbe(out *SA, req Probe, p *Path, from netip.AddrPort, r
 // sends it on path id to remote (nil: the path's Remote). It is not for
 // the per-packet path: it takes a lock and one system call.
 func (e *Engine) SendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) error {
-	_, err := e.sendProbe(out, id, remote, p, size)
+	_, err := e.sendProbeOn(out, id, remote, p, size)
 	return err
 }
 
@@ -172,14 +168,15 @@ func (e *Engine) SendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Pro
 // member's sent counters like the data it carries (the peer's per-source
 // counters, echoed in replies, count probes too).
 func (e *Engine) SendGroupProbe(out *SA, g *PathGroup, m GroupMember, p Probe, size int) error {
-	n, err := e.sendProbe(out, m.Path, m.Remote, p, size)
+	n, err := e.sendProbeOn(out, m.Path, m.Remote, p, size)
 	if err == nil {
 		g.countTx(m, n)
 	}
 	return err
 }
 
-func (e *Engine) sendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) (int, error) {
+// sendProbeOn is sendProbe on path id to remote (nil: the path's Remote).
+func (e *Engine) sendProbeOn(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) (int, error) {
 	path := e.paths.Load().get(id)
 	if path == nil {
 		return 0, fmt.Errorf("sending probe: no path %d", id)
@@ -187,6 +184,13 @@ func (e *Engine) sendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Pro
 	if remote == nil {
 		remote = path.Remote
 	}
+	return e.sendProbe(out, path, remote.AddrPort(), p, size)
+}
+
+// sendProbe seals p, padded to size bytes, with out and sends it on path
+// to to; it returns the datagram's size.
+func (e *Engine) sendProbe(out *SA, path *Path, to netip.AddrPort, p Probe, size int) (int, error) {
+	id := path.ID
 	// A buffer of the pool per probe: no lock is held across the send,
 	// so probes of many peers (a gateway's) never queue behind one socket.
 	pb := probeBufs.Get().(*probeBuf)
@@ -202,7 +206,7 @@ func (e *Engine) sendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Pro
 	if err != nil {
 		return 0, fmt.Errorf("sending probe on path %d: %w", id, err)
 	}
-	if err := path.Conn.WriteTo(pkt, remote.AddrPort()); err != nil {
+	if err := path.Conn.WriteTo(pkt, to); err != nil {
 		return 0, fmt.Errorf("sending probe on path %d: %w", id, err)
 	}
 	path.Stats.TxPackets.Add(1)

@@ -151,9 +151,6 @@ func (p *pathProber) do(f func()) { p.calls <- f }
 // prober's goroutine. It runs on a receive worker and never blocks: a full
 // channel drops the reply and counts it.
 func (p *pathProber) HandleReply(ev *dataplane.ProbeEvent) {
-	if ev.Probe.Kind != dataplane.ProbeReply {
-		return
-	}
 	select {
 	case p.replies <- *ev:
 	default:
