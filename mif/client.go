@@ -46,8 +46,14 @@ type ClientConfig struct {
 	// resolver; the zero value leaves the resolver alone and undoes
 	// nothing (any other mode, DNSOff included, first undoes what a
 	// crashed run left). Link is the TUN name.
-	DNS    tun.DNSOptions
-	Logger *slog.Logger
+	DNS tun.DNSOptions
+	// KillSwitch keeps every packet of the host's from leaving outside
+	// the tunnel, except IKE and ESP to the gateway (tun.KillSwitch), from
+	// before the first IKE message until Close, reconnections included.
+	// Without it, a kill switch a crashed run left on the TUN name is
+	// removed.
+	KillSwitch bool
+	Logger     *slog.Logger
 }
 
 // Client is a running VPN client: one path to one gateway, or with
@@ -77,6 +83,8 @@ type Client struct {
 	dnsServers []netip.Addr     // from the last configuration reply
 	dnsDomains []string         // from the last configuration reply
 	dnsApplied *tun.DNSSettings // what dns holds now
+
+	killSwitch *tun.KillSwitch // nil without ClientConfig.KillSwitch
 }
 
 // NewClient opens the sockets and the TUN device. Nothing is sent yet.
@@ -100,6 +108,9 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		if c.dns, err = tun.NewDNS(opts); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.setKillSwitch(); err != nil {
+		return nil, err
 	}
 	gw := cfg.Session.Remote.Addr()
 	if cfg.Interfaces != nil {
@@ -151,6 +162,33 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// setKillSwitch installs the kill switch before anything is sent, or
+// removes one that a crashed run on the same TUN name left.
+func (c *Client) setKillSwitch() error {
+	name := c.cfg.TUN.Name
+	if !c.cfg.KillSwitch {
+		removed, err := tun.RemoveStaleKillSwitch(name)
+		if err != nil {
+			c.log.Warn("could not check for a kill switch a previous run left", "err", err)
+		} else if removed {
+			c.log.Warn("removed the kill switch a previous run left on " + name + " (it exited without cleaning up); traffic may leave outside the tunnel again")
+		}
+		return nil
+	}
+	gw := c.cfg.Session.Remote
+	peers := []netip.AddrPort{gw}
+	if gw.Port() != 4500 {
+		peers = append(peers, netip.AddrPortFrom(gw.Addr(), 4500))
+	}
+	ks, err := tun.NewKillSwitch(tun.KillSwitchConfig{Link: name, Peers: peers})
+	if err != nil {
+		return err
+	}
+	c.killSwitch = ks
+	c.log.Info("kill switch on: only the tunnel and IKE/ESP to the gateway leave this host", "gateway", gw.Addr())
+	return nil
 }
 
 // deviceTowards returns the interface the routing table uses to reach a.
@@ -232,6 +270,14 @@ func (c *Client) Status() Status {
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
 	st.Drops = dropSnapshot(s)
+	if c.killSwitch != nil {
+		ks := &KillSwitchStatus{}
+		var err error
+		if ks.DroppedPackets, ks.DroppedBytes, err = c.killSwitch.Dropped(); err != nil {
+			ks.Error = err.Error()
+		}
+		st.KillSwitch = ks
+	}
 	if c.multi.paths != nil {
 		st.Device = c.activePath()
 		st.Policy = scheduler.PolicySingle.String()
@@ -279,6 +325,13 @@ func (c *Client) Close() {
 	if c.iface != nil {
 		if err := c.iface.Close(); err != nil {
 			c.log.Warn("removing the TUN device", "err", err)
+		}
+	}
+	// Last: until the device and its routes are gone, traffic must not
+	// leak.
+	if c.killSwitch != nil {
+		if err := c.killSwitch.Close(); err != nil {
+			c.log.Error("removing the kill switch (nft delete table inet mifsec-"+c.cfg.TUN.Name+" removes it by hand)", "err", err)
 		}
 	}
 }

@@ -32,6 +32,16 @@ type Status struct {
 	// Order is what the resequencer of the inbound SA did, when it
 	// restores the order across paths.
 	Order *OrderStatus `json:"order,omitempty"`
+	// KillSwitch is there when the kill switch is on.
+	KillSwitch *KillSwitchStatus `json:"kill_switch,omitempty"`
+}
+
+// KillSwitchStatus counts what the kill switch kept from leaving outside
+// the tunnel.
+type KillSwitchStatus struct {
+	DroppedPackets uint64 `json:"dropped_packets"`
+	DroppedBytes   uint64 `json:"dropped_bytes"`
+	Error          string `json:"error,omitempty"` // reading the counter failed
 }
 
 // OrderStatus counts what a resequencer did with an inbound SA's packets

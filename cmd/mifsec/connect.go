@@ -63,6 +63,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
 		userFlag("root", "; as another user the control socket outlives the process in /run/mifsec (the next start removes it)"),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "dns", Value: string(tun.DNSAuto), Usage: "give the gateway's DNS servers and domains to the resolver: `MODE` auto, resolved (systemd-resolved, split DNS), resolvconf, file (rewrite /etc/resolv.conf) or off"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "kill-switch", Usage: "drop every packet of this host's that would leave outside the tunnel (nftables), IKE/ESP to the gateway, DHCP and IPv6 neighbour discovery excepted, until a clean exit"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "state-dir", Value: tun.DefaultStateDir, Usage: "`DIR` for what must be undone after a crash (the original resolv.conf)"}),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
 	}
@@ -129,6 +130,7 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 		return cfg, fmt.Errorf("--dns: %w", err)
 	}
 	cfg.DNS = tun.DNSOptions{Mode: mode, StateDir: c.String("state-dir")}
+	cfg.KillSwitch = c.Bool("kill-switch")
 	cfg.Device = c.String("interface")
 	if cfg.Interfaces, err = parseInterfaces(c); err != nil {
 		return cfg, err
@@ -297,6 +299,13 @@ func printStatus(st mif.Status) {
 	fmt.Printf("  traffic: sent %d packets (%d bytes), received %d packets (%d bytes)\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes)
 	if len(st.Drops) > 0 {
 		fmt.Printf("  drops: %v\n", st.Drops)
+	}
+	if ks := st.KillSwitch; ks != nil {
+		fmt.Printf("  kill switch on: dropped %d packets (%d bytes) outside the tunnel", ks.DroppedPackets, ks.DroppedBytes)
+		if ks.Error != "" {
+			fmt.Printf(" (%s)", ks.Error)
+		}
+		fmt.Println()
 	}
 	if st.Policy != "" {
 		fmt.Printf("  policy %s (MIF %v)\n", st.Policy, s.MIF)
