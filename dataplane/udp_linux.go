@@ -9,9 +9,12 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 // UDP I/O for ESP in UDP (RFC 3948), shaped for the hot path:
@@ -29,6 +32,16 @@ import (
 //     to one goroutine each.
 //   - Megabyte socket buffers, forced when running as root, as serious VPNs
 //     do: a burst of a few thousand packets must not overflow them.
+//   - Narrow paths: ESP over IPv4 leaves without DF (IP_PMTUDISC_DONT), so a
+//     router on a path narrower than the packets fragments them rather than
+//     dropping them and counting on an ICMP message to get back (firewalls
+//     filter it: the classic tunnel black hole). IPv6 routers never
+//     fragment: there the kernel learns the path MTU from packet-too-big
+//     messages and fragments at the source. Either way, once the kernel
+//     knows a path MTU smaller than a GSO message's segments it refuses the
+//     message (EMSGSIZE); the Sender then sends those datagrams one per
+//     message, which the kernel fragments, and stops coalescing datagrams
+//     that large to that endpoint for a while (Endpoint.gsoLimit).
 
 const (
 	// DefaultSocketBuffer is the send and receive buffer size asked for.
@@ -106,6 +119,10 @@ func ListenUDP(ctx context.Context, cfg UDPConfig) (*UDPConn, error) {
 }
 
 func setSocketOptions(fd int, device string, bufSize int) error {
+	// DF off for IPv4 (on a dual-stack socket too): see the package
+	// comment on narrow paths. An IPv6-only socket refuses the IPv4
+	// option, which does not matter.
+	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
 	if device != "" {
 		if err := unix.BindToDevice(fd, device); err != nil {
 			return fmt.Errorf("binding socket to %s: %w", device, err)
@@ -142,6 +159,38 @@ type Endpoint struct {
 	addr  netip.AddrPort
 	raw   unix.RawSockaddrInet6 // big enough for either family
 	rawLn uint32
+	// gsoLimit, when set, is the largest datagram the Sender coalesces
+	// into GSO messages to this endpoint, until gsoLimitUntil (on
+	// scheduler.Now's clock): a larger one made the kernel refuse its
+	// message, because the path MTU it learned is smaller.
+	gsoLimit      atomic.Uint32
+	gsoLimitUntil atomic.Int64
+}
+
+// gsoLimitTime is how long a refused GSO segment size stays off for an
+// endpoint: the kernel forgets a learned path MTU after 10 minutes
+// (net.ipv4.route.mtu_expires), and so does the Sender.
+const gsoLimitTime = 10 * time.Minute
+
+// maxGSOSegment returns the largest datagram that may go into a GSO message
+// to e at monotonic time now (0: any).
+func (e *Endpoint) maxGSOSegment(now int64) int {
+	lim := e.gsoLimit.Load()
+	if lim == 0 {
+		return 0
+	}
+	if now >= e.gsoLimitUntil.Load() {
+		e.gsoLimit.Store(0)
+		return 0
+	}
+	return int(lim)
+}
+
+// limitGSO keeps datagrams of size segSize and larger out of GSO messages to
+// e for gsoLimitTime.
+func (e *Endpoint) limitGSO(segSize int, now int64) {
+	e.gsoLimitUntil.Store(now + int64(gsoLimitTime))
+	e.gsoLimit.Store(uint32(max(segSize-1, 1)))
 }
 
 // NewEndpoint encodes ap for a socket of c's family.
@@ -190,6 +239,7 @@ type Sender struct {
 	nmsgs int
 	done  int
 	err   error
+	now   int64 // scheduler.Now() at the start of Flush
 	write func(fd uintptr) bool
 
 	// Errors counts datagrams the kernel refused (after retries).
@@ -250,6 +300,7 @@ func (s *Sender) Flush() error {
 	}
 	var first error
 	start := 0
+	s.now = scheduler.Now()
 	for start < len(s.pkts) {
 		gso := s.c.gso.Load()
 		s.build(start, gso)
@@ -266,6 +317,15 @@ func (s *Sender) Flush() error {
 			// back to one datagram per message, from the failed one on.
 			s.c.gso.Store(false)
 			start = s.firstPacketOf(s.done)
+			continue
+		}
+		if errors.Is(s.err, unix.EMSGSIZE) && s.msgs[s.done].hdr.Iovlen > 1 {
+			// The path to this endpoint is narrower than the message's
+			// segments: send them one per message, for the kernel to
+			// fragment (see the package comment on narrow paths).
+			failed := s.firstPacketOf(s.done)
+			s.eps[failed].limitGSO(len(s.pkts[failed]), s.now)
+			start = failed
 			continue
 		}
 		// Skip the refused message and go on with the rest.
@@ -316,7 +376,7 @@ func (s *Sender) firstPacketOf(m int) int {
 // one size to one endpoint into GSO messages when gso is on.
 func (s *Sender) build(start int, gso bool) {
 	s.nmsgs = 0
-	var segSize, segs, bytes int
+	var segSize, segs, bytes, segLimit int
 	var cur *mmsghdr
 	for i := start; i < len(s.pkts); i++ {
 		pkt := s.pkts[i]
@@ -324,7 +384,8 @@ func (s *Sender) build(start int, gso bool) {
 		iov.Base = unsafe.SliceData(pkt)
 		iov.SetLen(len(pkt))
 		if gso && cur != nil && s.eps[i] == s.eps[i-1] && len(pkt) <= segSize &&
-			segs < maxGSOSegments && bytes+len(pkt) <= maxGSOBytes && len(s.pkts[i-1]) == segSize {
+			segs < maxGSOSegments && bytes+len(pkt) <= maxGSOBytes && len(s.pkts[i-1]) == segSize &&
+			(segLimit == 0 || segSize <= segLimit) {
 			// Extend the message: same destination, not larger than the
 			// segment size, and no shorter datagram before it.
 			cur.hdr.Iovlen++
@@ -349,6 +410,9 @@ func (s *Sender) build(start int, gso bool) {
 		cur.hdr.Iov = iov
 		cur.hdr.Iovlen = 1
 		segSize, segs, bytes = len(pkt), 1, len(pkt)
+		if gso {
+			segLimit = s.eps[i].maxGSOSegment(s.now)
+		}
 	}
 }
 

@@ -3,8 +3,15 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/scheduler"
+	"github.com/vishvananda/netlink"
 )
 
 func listenLoopback(t *testing.T, noOffload bool) *UDPConn {
@@ -114,4 +121,92 @@ func TestSenderGrouping(t *testing.T) {
 			t.Fatalf("%d messages, second starts at %d", s.nmsgs, s.firstPacketOf(1))
 		}
 	})
+}
+
+// TestGSONarrowPath: a route whose MTU (1280) is smaller than the segments
+// of a GSO message makes the kernel refuse the message. The Sender sends
+// the datagrams one per message instead, which the kernel fragments, and
+// stops coalescing datagrams that large to that endpoint.
+func TestGSONarrowPath(t *testing.T) {
+	testenv.WithNetns(t, func() {
+		link := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "phys"}, PeerName: "wire"}
+		if err := netlink.LinkAdd(link); err != nil {
+			t.Fatalf("adding a veth pair: %v", err)
+		}
+		wire, err := netlink.LinkByName("wire")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, _ := netlink.ParseAddr("192.0.2.1/24")
+		if err := errors.Join(netlink.AddrAdd(link, addr), netlink.LinkSetUp(link), netlink.LinkSetUp(wire)); err != nil {
+			t.Fatal(err)
+		}
+		// A static neighbour: the datagrams leave at once, no ARP.
+		if err := netlink.NeighAdd(&netlink.Neigh{LinkIndex: link.Attrs().Index, State: netlink.NUD_PERMANENT,
+			IP: net.ParseIP("192.0.2.9"), HardwareAddr: wire.Attrs().HardwareAddr}); err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: net.ParseIP("192.0.2.9"), Mask: net.CIDRMask(32, 32)}, MTU: 1280}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ListenUDP(context.Background(), UDPConfig{Local: netip.MustParseAddrPort("192.0.2.1:0")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if gso, _ := c.Offloads(); !gso {
+			t.Skip("kernel has no UDP_SEGMENT: needs Linux 4.18 or later")
+		}
+		ep, err := c.NewEndpoint(netip.MustParseAddrPort("192.0.2.9:4500"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rxBefore := linkStats(t, "wire").RxPackets
+		s := c.NewSender(64)
+		send := func(n, size int) {
+			t.Helper()
+			for range n {
+				s.Add(make([]byte, size), ep)
+			}
+			if err := s.Flush(); err != nil {
+				t.Fatalf("Flush: %v (send errors %d)", err, s.Errors)
+			}
+		}
+		send(10, 1400)
+		if s.Errors != 0 || s.nmsgs != 10 {
+			t.Fatalf("%d send errors, %d messages at the end; want 0 errors and one message per datagram", s.Errors, s.nmsgs)
+		}
+		if got := ep.maxGSOSegment(scheduler.Now()); got != 1399 {
+			t.Errorf("GSO limit to the endpoint %d, want 1399", got)
+		}
+		// Each 1400-byte datagram left as two fragments.
+		var got uint64
+		testenv.Eventually(time.Second, func() bool { got = linkStats(t, "wire").RxPackets - rxBefore; return got >= 20 })
+		if got != 20 {
+			t.Errorf("%d frames on the wire (phys sent %+v), want 20 (10 datagrams in two fragments each)", got, linkStats(t, "phys"))
+		}
+		// The next batch goes one per message at once; smaller datagrams
+		// are still coalesced.
+		send(10, 1400)
+		if s.nmsgs != 10 {
+			t.Errorf("%d messages for 10 datagrams over the limit, want 10", s.nmsgs)
+		}
+		send(10, 1000)
+		if s.nmsgs != 1 {
+			t.Errorf("%d messages for 10 datagrams under the limit, want one GSO message", s.nmsgs)
+		}
+		// The limit expires with the kernel's memory of the path MTU.
+		if got := ep.maxGSOSegment(scheduler.Now() + int64(gsoLimitTime)); got != 0 {
+			t.Errorf("GSO limit %d after %v, want none", got, gsoLimitTime)
+		}
+	})
+}
+
+func linkStats(t *testing.T, name string) *netlink.LinkStatistics {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Statistics
 }

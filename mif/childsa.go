@@ -44,6 +44,9 @@ func dropSnapshot(s *dataplane.EngineStats) map[string]uint64 {
 	if n := s.SequenceExhausted.Load(); n != 0 {
 		m["sequence-exhausted"] = n
 	}
+	if n := s.SendErrors.Load(); n != 0 {
+		m["send-error"] = n // datagrams the kernel refused to send
+	}
 	return m
 }
 

@@ -45,12 +45,20 @@ func mifsecGatewayTopologyAfter(t *testing.T, setup func(client, gw string), arg
 	if setup != nil {
 		setup(client, gw)
 	}
-	g = startMifsec(t, gw, append([]string{"--log-level", "debug", "gateway", "--tun", "mgw0", "--listen", "192.0.2.2",
+	return client, gw, startMifsecGateway(t, gw, "192.0.2.2", args...)
+}
+
+// startMifsecGateway starts `mifsec gateway` in ns on the listen address,
+// protecting 10.1.0.0/24 and leasing from 10.3.0.0/24 (TUN mgw0), and
+// waits until its control socket answers.
+func startMifsecGateway(t *testing.T, ns, listen string, args ...string) *mifsecProcess {
+	t.Helper()
+	g := startMifsec(t, ns, append([]string{"--log-level", "debug", "gateway", "--tun", "mgw0", "--listen", listen,
 		"--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24", "--dns", "10.1.0.53"}, args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := mif.ReadStatus(mif.ControlSocket("mgw0")); err == nil {
-			return client, gw, g
+			return g
 		}
 		select {
 		case <-g.done:
