@@ -88,6 +88,7 @@ type EngineStats struct {
 	SourcePolicy       atomic.Uint64 // outbound packets whose source is outside their route's Sources
 	NoPath             atomic.Uint64 // outbound packets whose chosen path is gone
 	SendErrors         atomic.Uint64 // datagrams the kernel refused
+	MSSClamped         atomic.Uint64 // TCP SYNs whose MSS was lowered to fit the TUN MTU (mss.go)
 	TUNErrors          atomic.Uint64 // failed TUN reads or writes
 	Drops              DropCounters  // inbound drops of every reason
 
@@ -157,6 +158,10 @@ type Engine struct {
 	receiving map[*Path]chan struct{} // closed when the path's receive worker ended
 
 	lastExhaustedLog atomic.Int64 // unix nanoseconds of the last log line about an SA out of sequence numbers
+
+	// mss4 and mss6 are the largest MSS a TCP SYN crossing the tunnel may
+	// announce, from the TUN MTU (0: not clamped).
+	mss4, mss6 uint16
 }
 
 type inboundSA struct {
@@ -204,6 +209,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	}
 	e.routes.Store(newRouteTable(nil))
 	e.inbound.Store(&map[uint32]*inboundSA{})
+	if mtu, err := cfg.Queues[0].MTU(); err == nil {
+		e.mss4, e.mss6 = mssFor(mtu)
+	}
 	return e, nil
 }
 
@@ -528,6 +536,9 @@ func (w *outboundWorker) step() bool {
 			e.Stats.SourcePolicy.Add(1)
 		default:
 			w.routes[i], w.nextHeaders[i] = r, nh
+			if clampMSS(w.bufs[i][Headroom:Headroom+w.sizes[i]], e.mss4, e.mss6) {
+				e.Stats.MSSClamped.Add(1)
+			}
 		}
 	}
 	var txPackets, txBytes uint64
@@ -796,6 +807,9 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 	case !in.remote.Contains(innerSrc) || !in.local.Contains(innerDst):
 		e.Stats.Drops.Add(DropPolicy)
 		return nil, ro, seq, src
+	}
+	if clampMSS(inner, e.mss4, e.mss6) {
+		e.Stats.MSSClamped.Add(1)
 	}
 	return dst[:Headroom+len(inner)], ro, seq, src
 }

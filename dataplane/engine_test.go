@@ -277,6 +277,29 @@ func TestEngineNoRoute(t *testing.T) {
 	}
 }
 
+// TestEngineClampsMSS: a SYN announcing a 1460-byte MSS crosses from an
+// engine whose TUN MTU is 1400 to one whose MTU is 1300. The sender lowers
+// the MSS to 1360 as it seals, the receiver to 1260 as it opens: each end
+// clamps to its own tunnel, in both directions of travel.
+func TestEngineClampsMSS(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunA: tun.MemoryConfig{MTU: 1400}, tunB: tun.MemoryConfig{MTU: 1300, RecordWrites: 1}})
+	run(t, a, b)
+	mss := []byte{2, 4, 0x05, 0xb4} // 1460
+	syn, err := tun.TCPPacket(netip.MustParseAddrPort("10.3.0.2:40000"), netip.MustParseAddrPort("10.1.0.7:443"), 0x02, mss, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tun.Inject(syn)
+	got := receiveAll(t, b.tun, 1)[0]
+	if announced := int(got[20+22])<<8 | int(got[20+23]); announced != 1260 {
+		t.Errorf("MSS %d after the tunnel, want 1260", announced)
+	}
+	if a.e.Stats.MSSClamped.Load() != 1 || b.e.Stats.MSSClamped.Load() != 1 {
+		t.Errorf("clamped %d times on the way out and %d on the way in, want once each",
+			a.e.Stats.MSSClamped.Load(), b.e.Stats.MSSClamped.Load())
+	}
+}
+
 // TestEngineDemux sends what else arrives on port 4500: keepalives, IKE,
 // runts and unknown SPIs are told apart and counted.
 func TestEngineDemux(t *testing.T) {

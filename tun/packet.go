@@ -12,7 +12,9 @@ const (
 	ipv4HeaderLen = 20
 	ipv6HeaderLen = 40
 	udpHeaderLen  = 8
+	tcpHeaderLen  = 20
 	protocolUDP   = 17
+	protocolTCP   = 6
 	defaultTTL    = 64
 )
 
@@ -32,6 +34,31 @@ func UDPPacket(src, dst netip.AddrPort, payload []byte) ([]byte, error) {
 	pkt, err := ipPacket(src.Addr(), dst.Addr(), protocolUDP, udp, 6)
 	if err != nil {
 		return nil, fmt.Errorf("building UDP packet %s -> %s: %w", src, dst, err)
+	}
+	return pkt, nil
+}
+
+// TCPPacket returns an IPv4 or IPv6 packet carrying one TCP segment from
+// src to dst with the flags (0x02 SYN, 0x10 ACK, ...), the options (padded
+// with end-of-options to a multiple of 4 bytes) and the payload, with valid
+// checksums; sequence numbers are zero and the window 65535. It serves as
+// test input.
+func TCPPacket(src, dst netip.AddrPort, flags byte, options, payload []byte) ([]byte, error) {
+	optLen := (len(options) + 3) &^ 3
+	if optLen > 40 {
+		return nil, fmt.Errorf("building TCP packet %s -> %s: %d bytes of options, at most 40", src, dst, len(options))
+	}
+	tcp := make([]byte, tcpHeaderLen+optLen+len(payload))
+	binary.BigEndian.PutUint16(tcp[0:], src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
+	tcp[12] = byte((tcpHeaderLen+optLen)/4) << 4
+	tcp[13] = flags
+	binary.BigEndian.PutUint16(tcp[14:], 0xffff)
+	copy(tcp[tcpHeaderLen:], options)
+	copy(tcp[tcpHeaderLen+optLen:], payload)
+	pkt, err := ipPacket(src.Addr(), dst.Addr(), protocolTCP, tcp, 16)
+	if err != nil {
+		return nil, fmt.Errorf("building TCP packet %s -> %s: %w", src, dst, err)
 	}
 	return pkt, nil
 }
