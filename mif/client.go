@@ -15,6 +15,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/vishvananda/netlink"
@@ -25,9 +26,13 @@ import (
 type ClientConfig struct {
 	Session ike.SessionConfig
 	TUN     tun.Config
-	// Device is the interface that reaches the gateway; empty means the
-	// one the routing table uses now. Both sockets are bound to it, so
-	// that routes into the tunnel never capture the tunnel's own packets.
+	// Device is the one interface that reaches the gateway when
+	// Interfaces is nil; empty means the one the routing table uses at
+	// start. It is the machinery of Interfaces with one interface: its
+	// sockets are bound to it, so that routes into the tunnel never
+	// capture the tunnel's own packets, and a new address on it (DHCP
+	// renumbering, another network on the same Wi-Fi interface) moves the
+	// session there (MOBIKE) as a handover would.
 	Device string
 	// Interfaces, when set, watches the host's interfaces instead of
 	// using Device: one path per usable interface, IKE and ESP on the
@@ -36,8 +41,9 @@ type ClientConfig struct {
 	Interfaces *InterfaceConfig
 	// Policy spreads the outbound ESP over every path (with Interfaces)
 	// when the gateway negotiated the MIF extension: nil means
-	// PolicyOffload then. PolicySingle, or a gateway without the
-	// extension, keeps one path at a time, moved with MOBIKE.
+	// PolicyOffload then (PolicySingle with Device). PolicySingle, or a
+	// gateway without the extension, keeps one path at a time, moved with
+	// MOBIKE.
 	Policy *scheduler.Policy
 	// Classes give some traffic its own policy (`--class`); nil: all
 	// traffic takes Policy.
@@ -56,13 +62,13 @@ type ClientConfig struct {
 	Logger     *slog.Logger
 }
 
-// Client is a running VPN client: one path to one gateway, or with
-// ClientConfig.Interfaces one path per usable interface.
+// Client is a running VPN client: one path per usable interface of those
+// ClientConfig.Interfaces watches, or of the one interface Device names
+// (path_client.go).
 type Client struct {
 	cfg   ClientConfig
 	log   *slog.Logger
 	iface *tun.Interface
-	ikeTransport
 	engine  *dataplane.Engine
 	session *ike.Session
 
@@ -99,6 +105,19 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 			c.Close()
 		}
 	}()
+	if c.cfg.Interfaces == nil {
+		// One interface: the multi-interface machinery watching only it.
+		if c.cfg.Device == "" {
+			if c.cfg.Device, err = deviceTowards(cfg.Session.Remote.Addr()); err != nil {
+				return nil, err
+			}
+		}
+		c.cfg.Interfaces = &InterfaceConfig{Filter: netmon.Filter{Include: []string{c.cfg.Device}}}
+		if c.cfg.Policy == nil {
+			single := scheduler.PolicySingle
+			c.cfg.Policy = &single
+		}
+	}
 	if cfg.DNS.Mode != "" {
 		// First, in every mode (off too): it undoes what a crashed run
 		// left, and refuses a mode the host lacks before any socket or
@@ -112,53 +131,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if err := c.setKillSwitch(); err != nil {
 		return nil, err
 	}
-	gw := cfg.Session.Remote.Addr()
-	if cfg.Interfaces != nil {
-		if err := c.openMulti(ctx); err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
-	if cfg.Device == "" {
-		if c.cfg.Device, err = deviceTowards(gw); err != nil {
-			return nil, err
-		}
-	}
-	any := netip.IPv4Unspecified()
-	if gw.Is6() {
-		any = netip.IPv6Unspecified()
-	}
-	if cfg.Session.Remote.Port() != 4500 {
-		lc := bindToDevice(c.cfg.Device)
-		pc, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(any, 500).String())
-		if err != nil {
-			return nil, fmt.Errorf("opening IKE port 500: %w", err)
-		}
-		c.ike500 = pc.(*net.UDPConn)
-	}
-	if c.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(any, 4500), Device: c.cfg.Device}); err != nil {
-		return nil, err
-	}
-	if c.iface, err = tun.Create(cfg.TUN); err != nil {
-		return nil, err
-	}
-	remote, err := c.natT.NewEndpoint(netip.AddrPortFrom(gw, 4500))
-	if err != nil {
-		return nil, err
-	}
-	path := &dataplane.Path{ID: 0, Conn: c.natT, Remote: remote}
-	c.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
-		Queues: c.iface.Queues(),
-		Paths:  []*dataplane.Path{path},
-		Control: func(msg []byte, from netip.AddrPort, _ *dataplane.Path) {
-			c.session.Deliver(msg, from, true)
-		},
-		Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if c.session, err = ike.NewSession(cfg.Session, c, c); err != nil {
+	if err := c.openMulti(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -191,6 +164,10 @@ func (c *Client) setKillSwitch() error {
 	return nil
 }
 
+// keepaliveInterval is how often a NAT keepalive (RFC 3948 §2.3) goes to
+// the gateway on each path, to hold the mapping of a NAT on the way open.
+const keepaliveInterval = 20 * time.Second
+
 // deviceTowards returns the interface the routing table uses to reach a.
 func deviceTowards(a netip.Addr) (string, error) {
 	routes, err := netlink.RouteGet(a.AsSlice())
@@ -209,33 +186,21 @@ func (c *Client) Run(ctx context.Context) error {
 	engineCtx, stopEngine := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { c.engine.Run(engineCtx) })
-	if c.ike500 != nil {
-		wg.Go(func() { c.readPort500(c.session.Deliver) })
-	}
-	if c.multi.paths != nil {
-		wg.Go(func() { c.drivePaths(engineCtx) })
-		if c.multi.pp != nil {
-			wg.Go(func() { c.announcePaths(engineCtx) })
-			c.multi.ppRunning.Store(true)
-			wg.Go(func() {
-				defer c.multi.ppRunning.Store(false)
-				c.multi.pp.Run(engineCtx)
-			})
-		}
-	} else {
-		wg.Go(func() { c.sendKeepalives(engineCtx) })
+	wg.Go(func() { c.drivePaths(engineCtx) })
+	if c.multi.pp != nil {
+		wg.Go(func() { c.announcePaths(engineCtx) })
+		c.multi.ppRunning.Store(true)
+		wg.Go(func() {
+			defer c.multi.ppRunning.Store(false)
+			c.multi.pp.Run(engineCtx)
+		})
 	}
 	defer func() {
 		stopEngine()
-		if c.ike500 != nil {
-			c.ike500.Close()
-		}
 		wg.Wait()
 	}()
-	if c.multi.paths != nil {
-		if err := c.waitActive(ctx); err != nil {
-			return err
-		}
+	if err := c.waitActive(ctx); err != nil {
+		return err
 	}
 	if err := c.session.Connect(ctx); err != nil {
 		return err
@@ -243,29 +208,9 @@ func (c *Client) Run(ctx context.Context) error {
 	return c.session.Run(ctx)
 }
 
-// keepaliveInterval is how often a NAT keepalive (RFC 3948 §2.3) goes to
-// the gateway, to hold the mapping of a NAT on the way open.
-const keepaliveInterval = 20 * time.Second
-
-func (c *Client) sendKeepalives(ctx context.Context) {
-	t := time.NewTicker(keepaliveInterval)
-	defer t.Stop()
-	to := netip.AddrPortFrom(c.cfg.Session.Remote.Addr(), 4500)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := c.natT.WriteTo([]byte{0xff}, to); err != nil {
-				c.log.Debug("sending NAT keepalive", "err", err)
-			}
-		}
-	}
-}
-
 // Status returns the session's state with the data plane's counters.
 func (c *Client) Status() Status {
-	st := Status{Session: c.session.Status(), Interface: c.iface.Name(), Device: c.cfg.Device}
+	st := Status{Session: c.session.Status(), Interface: c.iface.Name()}
 	s := &c.engine.Stats
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
@@ -278,30 +223,24 @@ func (c *Client) Status() Status {
 		}
 		st.KillSwitch = ks
 	}
-	if c.multi.paths != nil {
-		st.Device = c.activePath()
-		st.Policy = scheduler.PolicySingle.String()
-		scheduled := map[int]ScheduledPath{}
-		if c.multi.mifOn.Load() {
-			st.Policy = c.multi.pp.Policy().String()
-			st.Order = c.multi.pp.Order()
-			for _, sp := range c.multi.pp.Status() {
-				scheduled[sp.ID] = sp
-			}
+	st.Device = c.activePath()
+	st.Policy = scheduler.PolicySingle.String()
+	scheduled := map[int]ScheduledPath{}
+	if c.multi.mifOn.Load() {
+		st.Policy = c.multi.pp.Policy().String()
+		st.Order = c.multi.pp.Order()
+		for _, sp := range c.multi.pp.Status() {
+			scheduled[sp.ID] = sp
 		}
-		for _, p := range c.multi.paths.list() {
-			ps := PathStatus{ID: int(p.ID), Device: p.Name, Local: p.Local.String(),
-				Remote: p.Gateway.String(), GSO: p.GSO, GRO: p.GRO}
-			if sp, ok := scheduled[int(p.ID)]; ok {
-				ps.Multipath = &sp
-			}
-			st.Paths = append(st.Paths, ps)
-		}
-		return st
 	}
-	gso, gro := c.natT.Offloads()
-	st.Paths = []PathStatus{{ID: 0, Device: c.cfg.Device, Local: c.natT.LocalAddr().String(),
-		Remote: netip.AddrPortFrom(c.cfg.Session.Remote.Addr(), 4500).String(), GSO: gso, GRO: gro}}
+	for _, p := range c.multi.paths.list() {
+		ps := PathStatus{ID: int(p.ID), Device: p.Name, Local: p.Local.String(),
+			Remote: p.Gateway.String(), GSO: p.GSO, GRO: p.GRO}
+		if sp, ok := scheduled[int(p.ID)]; ok {
+			ps.Multipath = &sp
+		}
+		st.Paths = append(st.Paths, ps)
+	}
 	return st
 }
 
@@ -316,11 +255,6 @@ func (c *Client) Close() {
 	c.closeMulti()
 	if c.engine != nil {
 		c.engine.Close()
-	} else if c.natT != nil {
-		c.natT.Close()
-	}
-	if c.ike500 != nil {
-		c.ike500.Close()
 	}
 	if c.iface != nil {
 		if err := c.iface.Close(); err != nil {

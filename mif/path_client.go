@@ -162,11 +162,8 @@ func (c *Client) closeMulti() {
 }
 
 // Send implements ike.Transport: on the path IKE uses (the session's own
-// paths, after a move, send on theirs), or on the single socket pair.
+// paths, after a move, send on theirs).
 func (c *Client) Send(msg []byte, to netip.AddrPort, natT bool) error {
-	if c.multi.paths == nil {
-		return c.ikeTransport.Send(msg, to, natT)
-	}
 	name := c.activePath()
 	if name == "" {
 		return errors.New("no usable interface towards the gateway")
@@ -225,9 +222,6 @@ func (c *Client) waitActive(ctx context.Context) error {
 // PathChanged implements ike.PathHandler: the IKE SA moved to path p, and
 // the outbound ESP follows.
 func (c *Client) PathChanged(p ike.Path) {
-	if c.multi.paths == nil {
-		return
-	}
 	info, ok := c.multi.paths.get(p.ID)
 	if !ok {
 		c.log.Warn("the IKE SA moved to a path that is gone", "path", p.ID)

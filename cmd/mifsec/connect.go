@@ -47,7 +47,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs, or aes128/aes192/aes256 with sha1/sha256/sha384/sha512)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "interface", Usage: "reach the gateway through `IFNAME` (default: as routed now)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "interface", Usage: "reach the gateway through `IFNAME` (default: as routed at start), following its address changes"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "interfaces", Usage: "watch the interfaces matching `GLOB[,GLOB]` and keep a path on each that reaches the gateway (instead of --interface)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "exclude-interfaces", Usage: "never use interfaces matching `GLOB[,GLOB]` (implies watching the others)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "interface-priority", Usage: "`NAME=N`: priority of an interface name, glob or kind (ethernet, wlan, cellular, other), 0 best (repeatable)"}),

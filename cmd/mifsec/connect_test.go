@@ -867,3 +867,50 @@ func TestConnectWaitsForInterface(t *testing.T) {
 		t.Errorf("reconnected %d times", st.Session.Reconnects)
 	}
 }
+
+// TestConnectFollowsAddressChange (issue 18, acceptance 6): the default
+// client, on the one interface the routing table uses, keeps its tunnel
+// when that interface is renumbered (DHCP gives another address, another
+// network on the same Wi-Fi interface): the gap is at most 1 s, and the
+// gateway sends to the new address.
+func TestConnectFollowsAddressChange(t *testing.T) {
+	const psk = "an address change secret"
+	client, _, g := mifsecGatewayTopology(t, psk)
+	c := startConnect(t, client, "mren0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--remote-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--ipv6=false")
+	st := c.waitEstablished(t, 10*time.Second)
+	dev := linkOf(t, client, "192.0.2.1")
+	if st.Device != dev || len(st.Paths) != 1 {
+		t.Fatalf("paths %+v on %q, want one on %s", st.Paths, st.Device, dev)
+	}
+	if err := ping(client, "10.1.0.1", 2); err != nil {
+		t.Fatalf("%v\n%s", err, c.log.String())
+	}
+	const interval = 20 * time.Millisecond
+	type result struct {
+		received, lost int
+		out            string
+	}
+	done := make(chan result)
+	go func() {
+		r, l, out := pingGaps(client, "10.1.0.1", interval, 150)
+		done <- result{r, l, out}
+	}()
+	time.Sleep(time.Second)
+	// As a DHCP client renumbers: the old lease goes, the new one comes
+	// (the route to the gateway goes and comes with them).
+	testenv.Exec(t, client, "ip", "addr", "del", "192.0.2.1/24", "dev", dev)
+	testenv.Exec(t, client, "ip", "addr", "add", "192.0.2.11/24", "dev", dev)
+	r := <-done
+	gap := time.Duration(r.lost) * interval
+	t.Logf("renumbered 192.0.2.1 -> 192.0.2.11: %d of 150 replies, longest gap %v", r.received, gap)
+	if gap > time.Second {
+		t.Errorf("longest gap %v, want at most 1 s\n%s\nclient:\n%s\ngateway:\n%s", gap, r.out, c.log.String(), g.log.String())
+	}
+	if cl := gatewayClients(t); len(cl) != 1 || !strings.HasPrefix(cl[0].Remote, "192.0.2.11:") {
+		t.Errorf("the gateway sends to %+v, want 192.0.2.11", cl)
+	}
+	if st, _ := c.status(t); st.Session.State != "established" || len(st.Paths) != 1 || !strings.HasPrefix(st.Paths[0].Local, "192.0.2.11:") {
+		t.Errorf("after the change: %s, paths %+v", st.Session.State, st.Paths)
+	}
+}

@@ -102,8 +102,12 @@ func (w *wireTap) classify(f []byte) {
 			w.leaks = append(w.leaks, fmt.Sprintf("IPv4 protocol %d to %v", ip[9], netip.AddrFrom4([4]byte(ip[16:20]))))
 		}
 	case unix.ETH_P_IPV6:
-		if len(ip) >= 41 && ip[6] == unix.IPPROTO_ICMPV6 && (ip[40] >= 133 && ip[40] <= 136 || ip[40] == 143) {
-			return
+		next, l4 := ip[6], 40
+		if next == 0 && len(ip) >= 48 { // hop-by-hop options, as MLD reports carry
+			next, l4 = ip[40], 40+(int(ip[41])+1)*8
+		}
+		if len(ip) > l4 && next == unix.IPPROTO_ICMPV6 && (ip[l4] >= 133 && ip[l4] <= 136 || ip[l4] == 143) {
+			return // neighbour discovery and MLD reports
 		}
 		if len(ip) >= 40 {
 			w.leaks = append(w.leaks, fmt.Sprintf("IPv6 next header %d to %v", ip[6], netip.AddrFrom16([16]byte(ip[24:40]))))
