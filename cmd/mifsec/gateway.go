@@ -231,7 +231,7 @@ func runGateway(c *cli.Context) error {
 	// Its sockets are listening: it is ready.
 	go inst.report(2*time.Second, func() (bool, string) {
 		st := status()
-		return true, fmt.Sprintf("listening on %s, %d clients", st.Listen, len(st.Clients))
+		return true, fmt.Sprintf("listening on %s, clients: %d", st.Listen, len(st.Clients))
 	})
 	// At run time the gateway adds and removes each client's routes,
 	// and restores the forwarding sysctls on exit (CAP_NET_ADMIN: it

@@ -348,3 +348,43 @@ func TestInstallUnit(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestProfileUpStatic runs both ends of a static tunnel from profiles with
+// `mifsec up NAME`: each tells systemd READY=1 and, on SIGTERM, STOPPING=1.
+func TestProfileUpStatic(t *testing.T) {
+	testenv.RequireCommand(t, "ping")
+	nsA, nsB := testenv.NewNamedNetns(t, "prsa"), testenv.NewNamedNetns(t, "prsb")
+	testenv.Veth(t, nsA, nsB, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
+	dir := t.TempDir()
+	keyAB, keyBA := writeKeyFile(t, dir, "ab", randomKey(t, 36)), writeKeyFile(t, dir, "ba", randomKey(t, 36))
+	side := func(name, local, remote, out, in, keyOut, keyIn, addr string) {
+		writeProfile(t, dir, name, fmt.Sprintf(`mode: static
+tun: %s0
+local: %s
+remote: %s
+spi-out: %s
+spi-in: %s
+key-out-file: %s
+key-in-file: %s
+state-dir: %s
+address: [%s]
+`, name, local, remote, out, in, keyOut, keyIn, filepath.Join(dir, name+"-state"), addr))
+	}
+	side("prsa", "192.0.2.1", "192.0.2.2", "0x1001", "0x2002", keyAB, keyBA, "10.96.0.1/24")
+	side("prsb", "192.0.2.2", "192.0.2.1", "0x2002", "0x1001", keyBA, keyAB, "10.96.0.2/24")
+	notifyA, notifyB := newNotifySocket(t), newNotifySocket(t)
+	a := startMifsecEnv(t, nsA, []string{"MIFSEC_PROFILE_DIR=" + dir, "NOTIFY_SOCKET=" + notifyA.path}, "up", "prsa")
+	startMifsecEnv(t, nsB, []string{"MIFSEC_PROFILE_DIR=" + dir, "NOTIFY_SOCKET=" + notifyB.path}, "up", "prsb")
+	for _, n := range []*notifySocket{notifyA, notifyB} {
+		if !testenv.Eventually(10*time.Second, func() bool { return n.has("READY=1") }) {
+			t.Fatalf("no READY=1 from a static tunnel:\n%s\n%s", n.log.String(), a.log.String())
+		}
+	}
+	if err := ping(nsA, "10.96.0.2", 3); err != nil {
+		t.Fatalf("%v\n%s", err, a.log.String())
+	}
+	a.stop(t)
+	if code := a.cmd.ProcessState.ExitCode(); code != 0 || !notifyA.has("STOPPING=1") {
+		t.Fatalf("static tunnel on SIGTERM: exit %d, notifications:\n%s\n%s", code, notifyA.log.String(), a.log.String())
+	}
+}
