@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -386,5 +387,48 @@ address: [%s]
 	a.stop(t)
 	if code := a.cmd.ProcessState.ExitCode(); code != 0 || !notifyA.has("STOPPING=1") {
 		t.Fatalf("static tunnel on SIGTERM: exit %d, notifications:\n%s\n%s", code, notifyA.log.String(), a.log.String())
+	}
+}
+
+// Flags after the profile name count as flags: `mifsec status office --json`.
+func TestCommandArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		names []string
+		json  bool
+		tun   string
+		err   string
+	}{
+		{args: []string{"office"}, names: []string{"office"}},
+		{args: []string{"office", "--json"}, names: []string{"office"}, json: true},
+		{args: []string{"office", "--json=false", "-tun", "x0"}, names: []string{"office"}, tun: "x0"},
+		{args: []string{"office", "--tun=x1", "home"}, names: []string{"office", "home"}, tun: "x1"},
+		{args: []string{"office", "--", "--json"}, names: []string{"office", "--json"}},
+		{args: []string{"office", "--tun"}, err: "flag needs an argument: --tun"},
+		{args: []string{"office", "--json=maybe"}, err: "--json=maybe: "},
+		{args: []string{"office", "--colour"}, err: "flag provided but not defined: --colour"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var names []string
+			var asJSON bool
+			var tun string
+			app := &cli.App{Commands: []*cli.Command{{Name: "status",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json"}, &cli.StringFlag{Name: "tun"}},
+				Action: func(c *cli.Context) (err error) {
+					names, err = commandArgs(c)
+					asJSON, tun = c.Bool("json"), c.String("tun")
+					return err
+				}}}}
+			err := app.Run(append([]string{"mifsec", "status"}, tc.args...))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(names, tc.names) || asJSON != tc.json || tun != tc.tun {
+				t.Fatalf("names %q json %v tun %q (%v), want %q %v %q", names, asJSON, tun, err, tc.names, tc.json, tc.tun)
+			}
+		})
 	}
 }
