@@ -2,11 +2,14 @@ package mif
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSplitDefault(t *testing.T) {
@@ -30,7 +33,7 @@ func TestStatusSocketRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "s.sock")
-	if err := ServeStatus(ctx, path, func() any { return map[string]int{"tx_packets": 42} }); err != nil {
+	if err := ServeControl(ctx, path, Control{Status: func() any { return map[string]int{"tx_packets": 42} }}); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := ReadStatus(path)
@@ -44,10 +47,66 @@ func TestStatusSocketRoundTrip(t *testing.T) {
 		t.Fatal("reading a missing socket succeeded")
 	}
 	// A second instance on the same path must not take the live socket.
-	if err := ServeStatus(ctx, path, func() any { return "other" }); err == nil || !strings.Contains(err.Error(), "another mifsec instance") {
-		t.Fatalf("second ServeStatus on a live socket: %v", err)
+	if err := ServeControl(ctx, path, Control{Status: func() any { return "other" }}); err == nil || !strings.Contains(err.Error(), "another mifsec instance") {
+		t.Fatalf("second ServeControl on a live socket: %v", err)
 	}
 	if raw, err := ReadStatus(path); err != nil || string(raw) != `{"tx_packets":42}` {
 		t.Fatalf("the first instance lost its socket: %s %v", raw, err)
+	}
+}
+
+// TestControlSocketRequests: the control socket answers a status request,
+// a connection that sends nothing, a stop request (calling Stop), and
+// refuses stop without a Stop and unknown requests.
+func TestControlSocketRequests(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan struct{}, 1)
+	path := filepath.Join(t.TempDir(), "s.sock")
+	if err := ServeControl(ctx, path, Control{
+		Status: func() any { return map[string]int{"tx_packets": 7} },
+		Stop:   func() { stopped <- struct{}{} },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	noStop := filepath.Join(t.TempDir(), "nostop.sock")
+	if err := ServeControl(ctx, noStop, Control{Status: func() any { return "x" }}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, send, want string
+	}{
+		{"status", path, "status\n", `{"tx_packets":7}`},
+		{"nothing sent", path, "", `{"tx_packets":7}`},
+		{"unknown", path, "restart\n", `{"stopping":false,"error":"unknown request \"restart\""}`},
+		{"stop refused", noStop, "stop\n", `{"stopping":false,"error":"this instance cannot be stopped through its control socket"}`},
+		{"stop", path, "stop\n", `{"stopping":true}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("unix", tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Write([]byte(tc.send)); err != nil {
+				t.Fatal(err)
+			}
+			reply, err := io.ReadAll(conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(reply)); got != tc.want {
+				t.Fatalf("reply %s, want %s", got, tc.want)
+			}
+		})
+	}
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("a stop request did not call Stop")
+	}
+	if err := Stop(noStop, time.Second); err == nil || !strings.Contains(err.Error(), "cannot be stopped") {
+		t.Fatalf("Stop of an instance without Stop: %v", err)
 	}
 }

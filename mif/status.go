@@ -1,17 +1,21 @@
 package mif
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
+	"golang.org/x/sys/unix"
 )
 
 // Status is what `mifsec status` shows about a running instance.
@@ -101,10 +105,33 @@ const ControlDir = "/run/mifsec"
 // interface name.
 func ControlSocket(name string) string { return filepath.Join(ControlDir, name+".sock") }
 
-// ServeStatus answers every connection to the control socket at path with
-// the current status as JSON, until ctx ends. The socket is readable by
-// root only.
-func ServeStatus(ctx context.Context, path string, status func() any) error {
+// Control is what an instance's control socket serves.
+type Control struct {
+	// Status returns the instance's status, sent as JSON.
+	Status func() any
+	// Stop asks the instance to stop as SIGTERM does; nil refuses stop
+	// requests.
+	Stop func()
+}
+
+// The control protocol: a client sends one request line and reads one
+// JSON reply. A client that sends nothing within requestTimeout, or
+// closes its side at once, gets the status (so `nc -U` shows it).
+const (
+	requestStatus  = "status"
+	requestStop    = "stop"
+	requestTimeout = 500 * time.Millisecond
+)
+
+// stopReply answers a stop request, and refuses a request.
+type stopReply struct {
+	Stopping bool   `json:"stopping"`
+	Error    string `json:"error,omitempty"`
+}
+
+// ServeControl answers requests on the control socket at path until ctx
+// ends. The socket is readable by root only.
+func ServeControl(ctx context.Context, path string, ctl Control) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("control socket directory: %w", err)
 	}
@@ -135,28 +162,138 @@ func ServeStatus(ctx context.Context, path string, status func() any) error {
 			if err != nil {
 				return
 			}
-			json.NewEncoder(conn).Encode(status())
-			conn.Close()
+			go ctl.answer(conn)
 		}
 	}()
 	return nil
 }
 
+// answer reads one request from conn and replies to it.
+func (ctl Control) answer(conn net.Conn) {
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(requestTimeout))
+	line, _ := bufio.NewReader(io.LimitReader(conn, 64)).ReadString('\n')
+	conn.SetDeadline(time.Now().Add(statusTimeout))
+	enc := json.NewEncoder(conn)
+	switch req := strings.TrimSpace(line); req {
+	case "", requestStatus:
+		enc.Encode(ctl.Status())
+	case requestStop:
+		if ctl.Stop == nil {
+			enc.Encode(stopReply{Error: "this instance cannot be stopped through its control socket"})
+			return
+		}
+		enc.Encode(stopReply{Stopping: true})
+		ctl.Stop()
+	default:
+		enc.Encode(stopReply{Error: fmt.Sprintf("unknown request %q", req)})
+	}
+}
+
 // statusTimeout bounds reading an instance's status.
 const statusTimeout = 2 * time.Second
 
-// ReadStatus reads the status of the instance whose control socket is at
-// path; an instance that does not answer within statusTimeout is an error.
-func ReadStatus(path string) (json.RawMessage, error) {
+// dialControl connects to the control socket at path.
+func dialControl(path string) (*net.UnixConn, error) {
 	conn, err := net.DialTimeout("unix", path, statusTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("no running mifsec at %s: %w", path, err)
 	}
-	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(statusTimeout))
+	return conn.(*net.UnixConn), nil
+}
+
+// send sends the request req on conn to the control socket at path.
+func send(conn net.Conn, path, req string) error {
+	if _, err := io.WriteString(conn, req+"\n"); err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadStatus reads the status of the instance whose control socket is at
+// path; an instance that does not answer within statusTimeout is an error.
+func ReadStatus(path string) (json.RawMessage, error) {
+	conn, err := dialControl(path)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if err := send(conn, path, requestStatus); err != nil {
+		return nil, err
+	}
 	var raw json.RawMessage
 	if err := json.NewDecoder(conn).Decode(&raw); err != nil {
 		return nil, fmt.Errorf("reading status from %s: %w", path, err)
 	}
 	return raw, nil
+}
+
+// Stop asks the instance whose control socket is at path to stop, as
+// SIGTERM would, and waits up to within for its process to exit, which
+// it does once it has deleted its IKE SA and removed its device.
+func Stop(path string, within time.Duration) error {
+	conn, err := dialControl(path)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// The peer's process, opened before it is asked to stop: its exit is
+	// what the wait below sees.
+	pid, pidfd, err := openPeer(conn)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	defer unix.Close(pidfd)
+	if err := send(conn, path, requestStop); err != nil {
+		return err
+	}
+	var reply stopReply
+	if err := json.NewDecoder(conn).Decode(&reply); err != nil {
+		return fmt.Errorf("stopping the instance at %s: %w", path, err)
+	}
+	if reply.Error != "" {
+		return fmt.Errorf("stopping the instance at %s: %s", path, reply.Error)
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(within)
+	for {
+		n, err := unix.Poll(fds, int(max(0, time.Until(deadline).Milliseconds())))
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("waiting for process %d: %w", pid, err)
+		case n == 0:
+			return fmt.Errorf("process %d (control socket %s) still runs %v after the stop request", pid, path, within)
+		}
+		return nil
+	}
+}
+
+// openPeer returns the process at the other end of conn and a pidfd of it
+// (SO_PEERCRED, pidfd_open).
+func openPeer(conn *net.UnixConn) (pid, pidfd int, err error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return 0, -1, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, -1, err
+	}
+	if credErr != nil {
+		return 0, -1, fmt.Errorf("peer credentials: %w", credErr)
+	}
+	if cred.Pid == 0 {
+		return 0, -1, errors.New("the instance runs in another PID namespace")
+	}
+	pidfd, err = unix.PidfdOpen(int(cred.Pid), 0)
+	if err != nil {
+		return 0, -1, fmt.Errorf("opening process %d: %w", cred.Pid, err)
+	}
+	return int(cred.Pid), pidfd, nil
 }

@@ -10,7 +10,10 @@ func commands() []*cli.Command {
 		withSetup(gatewayCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
 		withSetup(labCommand(), commandSetup{needsRoot: true}),
 		withSetup(staticCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
+		downCommand(),
+		installCommand(),
 		statusCommand(),
+		upCommand(),
 		versionCommand(),
 	}
 }

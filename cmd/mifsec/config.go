@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,9 +17,9 @@ import (
 
 // A profile (--config FILE) is a YAML mapping from flag names to values:
 // every flag of the command except --config itself, required ones
-// included. A value on the command line wins over the file's. Unknown
-// keys and values of the wrong kind are refused with the file, line and
-// key named.
+// included, and "mode", the command it is for. A value on the command
+// line wins over the file's. Unknown keys and values of the wrong kind
+// are refused with the file, line and key named.
 
 // profileSetting is one key of a profile.
 type profileSetting struct {
@@ -78,8 +79,24 @@ func profileKeys(c *cli.Context, flags []cli.Flag) map[string]flagKind {
 	return keys
 }
 
-// readProfile parses path against the keys a command has.
-func readProfile(path string, keys map[string]flagKind) (*profile, error) {
+// modeKey is the profile key that names the command the profile is for
+// (`mifsec up` runs it): connect, gateway or static; connect when absent.
+const modeKey = "mode"
+
+// profileModes are the commands a profile may be for.
+var profileModes = []string{"connect", "gateway", "static"}
+
+// profileMode checks a mode key's value.
+func profileMode(v *yaml.Node) (string, error) {
+	if v.Kind != yaml.ScalarNode || !slices.Contains(profileModes, v.Value) {
+		return "", fmt.Errorf("%q is not %s", v.Value, strings.Join(profileModes, ", "))
+	}
+	return v.Value, nil
+}
+
+// parseProfileYAML reads path and returns its top-level mapping, nil for
+// an empty file.
+func parseProfileYAML(path string) (*yaml.Node, error) {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("--config: %s does not exist", path)
@@ -98,29 +115,53 @@ func readProfile(path string, keys map[string]flagKind) (*profile, error) {
 		}
 		return nil, fmt.Errorf("%s: %s", path, msg)
 	}
-	p := &profile{path: path}
 	if len(doc.Content) == 0 {
-		return p, nil // an empty file
+		return nil, nil // an empty file
 	}
 	top := doc.Content[0]
 	if top.Kind != yaml.MappingNode {
 		return nil, profileError(path, top.Line, "", "want a mapping of flag names to values (like 'gateway: vpn.example.net')")
 	}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Kind != yaml.ScalarNode {
+			return nil, profileError(path, top.Content[i].Line, "", "a key must be a flag name")
+		}
+	}
+	return top, nil
+}
+
+// readProfile parses path against the keys command has.
+func readProfile(path, command string, keys map[string]flagKind) (*profile, error) {
+	top, err := parseProfileYAML(path)
+	if err != nil {
+		return nil, err
+	}
+	p := &profile{path: path}
+	if top == nil {
+		return p, nil
+	}
 	seen := map[string]int{}
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		k, v := top.Content[i], top.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			return nil, profileError(path, k.Line, "", "a key must be a flag name")
-		}
 		key := k.Value
 		kind, ok := keys[key]
-		if !ok {
+		if !ok && key != modeKey {
 			return nil, profileError(path, k.Line, key, "unknown key%s", suggestKey(key, keys))
 		}
 		if first, dup := seen[key]; dup {
 			return nil, profileError(path, k.Line, key, "given again (first on line %d)", first)
 		}
 		seen[key] = k.Line
+		if key == modeKey {
+			mode, err := profileMode(v)
+			if err != nil {
+				return nil, profileError(path, v.Line, key, "%v", err)
+			}
+			if mode != command {
+				return nil, profileError(path, v.Line, key, "the profile is for mifsec %s, not mifsec %s", mode, command)
+			}
+			continue
+		}
 		values, err := profileValues(v, kind)
 		if err != nil {
 			return nil, profileError(path, v.Line, key, "%v", err)
@@ -254,7 +295,7 @@ func withSetup(cmd *cli.Command, setup commandSetup) *cli.Command {
 			}
 		}
 		if path := c.String("config"); hasConfig && path != "" {
-			p, err := readProfile(path, profileKeys(c, cmd.Flags))
+			p, err := readProfile(path, cmd.Name, profileKeys(c, cmd.Flags))
 			if err != nil {
 				return err
 			}

@@ -42,6 +42,7 @@ func runConnectProfile(t *testing.T, yaml string, args ...string) (mif.ClientCon
 
 func TestConnectProfileCarriesEverything(t *testing.T) {
 	const good = `# a whole profile: no flag needed on the command line
+mode: connect
 gateway: 192.0.2.2:4500
 local-id: client@example.net
 remote-id: gw.example.net
@@ -92,6 +93,9 @@ func TestConnectProfileErrors(t *testing.T) {
 		{"list for one value", "gateway:\n  - 192.0.2.2\n  - 192.0.2.3\nlocal-id: a.example\n", nil, `FILE:2: gateway: a list where one value belongs`},
 		{"empty value", base + "remote-id:\n", nil, `FILE:4: remote-id: no value`},
 		{"twice", base + "dpd: 5s\ndpd: 6s\n", nil, `FILE:5: dpd: given again (first on line 4)`},
+		{"mode of another command", base + "mode: gateway\n", nil, `FILE:4: mode: the profile is for mifsec gateway, not mifsec connect`},
+		{"unknown mode", base + "mode: client\n", nil, `FILE:4: mode: "client" is not connect, gateway, static`},
+		{"mode twice", base + "mode: connect\nmode: connect\n", nil, `FILE:5: mode: given again (first on line 4)`},
 		{"bad value found later", "gateway: not a host!\nlocal-id: client.example\npsk-file: PSK\n", nil, `FILE:1: --gateway: "not a host!" is neither`},
 		{"bad mode", base + "dns: systemd\n", nil, `FILE:4: --dns: DNS mode "systemd"`},
 		{"syntax", base + "dpd: 5s: x\n", nil, `FILE:4: mapping values are not allowed`},
@@ -120,7 +124,7 @@ func TestGatewayProfileCarriesRequired(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gw.yaml")
 	psk := writePSK(t, dir, "a secret of enough length")
-	yaml := fmt.Sprintf("local-id: gw.example\npsk-file: %s\npool: [10.3.0.0/24]\nlocal-ts:\n  - 10.1.0.0/24\ndns: [10.1.0.53]\ndns-domain: [corp.test]\n", psk)
+	yaml := fmt.Sprintf("mode: gateway\nlocal-id: gw.example\npsk-file: %s\npool: [10.3.0.0/24]\nlocal-ts:\n  - 10.1.0.0/24\ndns: [10.1.0.53]\ndns-domain: [corp.test]\n", psk)
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -152,11 +156,11 @@ func TestStaticProfile(t *testing.T) {
 	if err := os.WriteFile(keyIn, []byte(strings.Repeat("cd", 36)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	good := "local: 192.0.2.1\nremote: 192.0.2.2\nspi-out: 0x1001\nspi-in: 0x2002\nkey-out-file: " + keyOut + "\nkey-in-file: " + keyIn + "\naddress: [10.98.0.1/24]\n"
+	good := "mode: static\nlocal: 192.0.2.1\nremote: 192.0.2.2\nspi-out: 0x1001\nspi-in: 0x2002\nkey-out-file: " + keyOut + "\nkey-in-file: " + keyIn + "\naddress: [10.98.0.1/24]\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"good", good, ""},
-		{"unknown key", good + "spi_out: 0x1\n", "FILE:8: spi_out: unknown key (did you mean \"spi-out\"?)"},
-		{"bad value", strings.Replace(good, "0x1001", "0x10", 1), "FILE:3: --spi-out"},
+		{"unknown key", good + "spi_out: 0x1\n", "FILE:9: spi_out: unknown key (did you mean \"spi-out\"?)"},
+		{"bad value", strings.Replace(good, "0x1001", "0x10", 1), "FILE:4: --spi-out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".yaml")

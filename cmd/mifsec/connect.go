@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -216,9 +214,12 @@ func runConnect(c *cli.Context) error {
 		return err
 	}
 	defer client.Close()
-	if err := mif.ServeStatus(c.Context, mif.ControlSocket(cfg.TUN.Name), func() any { return client.Status() }); err != nil {
-		slog.Warn("status will not be available", "err", err)
-	}
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return client.Status() })
+	defer stop()
+	go inst.report(250*time.Millisecond, func() (bool, string) {
+		st := client.Status()
+		return st.Session.State == "established", clientSummary(st)
+	})
 	// At run time the client sets the addresses and routes the gateway
 	// grants, on every (re)connection, and raises the receive buffers of
 	// new path sockets (CAP_NET_ADMIN); with --interfaces it opens a
@@ -231,43 +232,27 @@ func runConnect(c *cli.Context) error {
 	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}, as); err != nil {
 		return err
 	}
-	return client.Run(c.Context)
+	return client.Run(inst.ctx)
 }
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "status",
-		Usage: "show the state of a running mifsec (IKE SA, Child SAs, counters, paths)",
+		Name:      "status",
+		Usage:     "show the state of a running mifsec (IKE SA, Child SAs, counters, paths)",
+		ArgsUsage: "[NAME]",
+		Description: `Shows the instance of the profile NAME, or the one on --tun; with neither, the
+one instance running, or every one.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "the instance's TUN interface `NAME`"},
+			&cli.StringFlag{Name: "tun", Usage: "the instance's TUN interface `NAME`"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			profileDirFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			raw, err := mif.ReadStatus(mif.ControlSocket(c.String("tun")))
+			running, err := instanceStatuses(c)
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				var out bytes.Buffer
-				json.Indent(&out, raw, "", "  ")
-				fmt.Println(out.String())
-				return nil
-			}
-			var role struct{ Role string }
-			if json.Unmarshal(raw, &role) == nil && role.Role == "gateway" {
-				var gst mif.GatewayStatus
-				if err := json.Unmarshal(raw, &gst); err != nil {
-					return err
-				}
-				printGatewayStatus(gst)
-				return nil
-			}
-			var st mif.Status
-			if err := json.Unmarshal(raw, &st); err != nil {
-				return err
-			}
-			printStatus(st)
-			return nil
+			return printInstances(running, c.Bool("json"))
 		},
 	}
 }

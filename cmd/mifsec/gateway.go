@@ -221,13 +221,18 @@ func runGateway(c *cli.Context) error {
 		return err
 	}
 	defer g.Close()
-	if err := mif.ServeStatus(c.Context, mif.ControlSocket(cfg.TUN.Name), func() any {
+	status := func() mif.GatewayStatus {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return g.Status(ctx)
-	}); err != nil {
-		slog.Warn("status will not be available", "err", err)
 	}
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return status() })
+	defer stop()
+	// Its sockets are listening: it is ready.
+	go inst.report(2*time.Second, func() (bool, string) {
+		st := status()
+		return true, fmt.Sprintf("listening on %s, clients: %d", st.Listen, len(st.Clients))
+	})
 	// At run time the gateway adds and removes each client's routes,
 	// and restores the forwarding sysctls on exit (CAP_NET_ADMIN: it
 	// grants writing a network namespace's sysctls); its sockets all
@@ -253,7 +258,7 @@ func runGateway(c *cli.Context) error {
 	}
 	onHangup.Store(&reload)
 	defer onHangup.Store(nil)
-	return g.Run(c.Context)
+	return g.Run(inst.ctx)
 }
 
 // reloadPSKs reads --psk-file and --client-psks again (on SIGHUP) and

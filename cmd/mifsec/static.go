@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
@@ -350,6 +351,11 @@ func runStatic(c *cli.Context) error {
 		conn.Close()
 		return err
 	}
+	// No control socket: both ends of a test or a benchmark run on one
+	// host with one TUN name, in two network namespaces, and the sockets
+	// share /run. systemd still hears how it is.
+	inst, stop := startInstance(c.Context, "", nil)
+	defer stop()
 	// At run time static changes routes and addresses only when it
 	// stops (CAP_NET_ADMIN); the sequence state file stays open.
 	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN}, as); err != nil {
@@ -367,7 +373,11 @@ func runStatic(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	go keepSequenceAhead(ctx, seq, out, slog.Default())
-	err = engine.Run(c.Context)
+	go inst.report(time.Second, func() (bool, string) {
+		s := &engine.Stats
+		return true, fmt.Sprintf("sent %d packets, received %d", s.TxPackets.Load(), s.RxPackets.Load())
+	})
+	err = engine.Run(inst.ctx)
 	out.Wipe() // the engine has stopped: nothing seals or opens any more
 	in.Wipe()
 	s := &engine.Stats
