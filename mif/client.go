@@ -232,6 +232,10 @@ func (c *Client) Status() Status {
 	st.TxPackets, st.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
 	st.Drops = dropSnapshot(s)
+	sockets := make(map[int]*dataplane.PathStats)
+	for _, p := range c.engine.Paths() {
+		sockets[int(p.ID)] = &p.Stats
+	}
 	if c.multi.paths != nil {
 		st.Device = c.activePath()
 		st.Policy = scheduler.PolicySingle.String()
@@ -249,6 +253,7 @@ func (c *Client) Status() Status {
 			if sp, ok := scheduled[int(p.ID)]; ok {
 				ps.Multipath = &sp
 			}
+			ps.countSocket(sockets[ps.ID])
 			st.Paths = append(st.Paths, ps)
 		}
 		return st
@@ -256,6 +261,7 @@ func (c *Client) Status() Status {
 	gso, gro := c.natT.Offloads()
 	st.Paths = []PathStatus{{ID: 0, Device: c.cfg.Device, Local: c.natT.LocalAddr().String(),
 		Remote: netip.AddrPortFrom(c.cfg.Session.Remote.Addr(), 4500).String(), GSO: gso, GRO: gro}}
+	st.Paths[0].countSocket(sockets[0])
 	return st
 }
 
