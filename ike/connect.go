@@ -313,13 +313,7 @@ func (st *Status) setChild(c *ChildSA) {
 		st.Child = nil
 		return
 	}
-	st.Child = &struct {
-		InSPI     string   `json:"in_spi"`
-		OutSPI    string   `json:"out_spi"`
-		Algorithm string   `json:"algorithm"`
-		LocalTS   []string `json:"local_ts"`
-		RemoteTS  []string `json:"remote_ts"`
-	}{InSPI: fmt.Sprintf("%08x", c.InSPI), OutSPI: fmt.Sprintf("%08x", c.OutSPI), Algorithm: c.Algorithm}
+	st.Child = &ChildStatus{InSPI: fmt.Sprintf("%08x", c.InSPI), OutSPI: fmt.Sprintf("%08x", c.OutSPI), Algorithm: c.Algorithm}
 	for _, p := range c.LocalTS {
 		st.Child.LocalTS = append(st.Child.LocalTS, p.String())
 	}

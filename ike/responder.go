@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -235,6 +236,7 @@ type Responder struct {
 	dhAll     dhBudget                   // and for all sources
 	clients   []*rClient
 	pools     []*AddressPool
+	failures  map[string]uint64 // by reason (Fail*)
 
 	secret, oldSecret [32]byte
 	secretSince       time.Time
@@ -286,7 +288,7 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	}
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
-		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}}
+		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{}}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -390,6 +392,17 @@ func (r *Responder) Pools(ctx context.Context) []PoolStatus {
 	return out
 }
 
+// Failures counts, by reason (Fail*), the IKE_SA_INIT and IKE_AUTH
+// requests the gateway refused (every retransmission of a refused
+// IKE_SA_INIT is answered and counted again: the gateway keeps no state
+// for it) or its limits dropped, and the clients that answered none of
+// its requests.
+func (r *Responder) Failures(ctx context.Context) map[string]uint64 {
+	var out map[string]uint64
+	r.do(ctx, func() { out = maps.Clone(r.failures) })
+	return out
+}
+
 // tick expires half-open IKE SAs, rotates the cookie secret and switches
 // rekeyed Child SAs whose predecessor the client did not delete.
 func (r *Responder) tick() {
@@ -415,6 +428,7 @@ func (r *Responder) tick() {
 		if p := c.pending; p != nil && !now.Before(p.next) {
 			if r.sas[saKey{p.sa.spiI, p.sa.spiR}] != p.sa || p.tries >= r.cfg.Retransmit.Tries {
 				r.log.Info("client did not answer", "id", c.ID, "exchange", p.exchange, "tries", p.tries)
+				r.failures[FailTimeout]++
 				c.pending = nil
 				p.done(nil)
 				continue

@@ -14,6 +14,7 @@ import (
 // the answer is sent.
 func (r *Responder) authFail(sa *rSA, from netip.AddrPort, why string, args ...any) ([]Payload, func()) {
 	r.log.Warn("client failed to authenticate: "+why, append([]any{"from", from}, args...)...)
+	r.failures[FailAuthentication]++
 	return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
 }
 
@@ -209,6 +210,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		// answer (the client gives up on it when its first Child SA is
 		// refused), and firstChild released the leases.
 		r.log.Warn("client authenticated, but no Child SA: dropping it", "id", id, "from", from, "notify", fail.NotifyType)
+		r.failures[notifyFailure(fail.NotifyType)]++
 		reply = append(reply, fail)
 		return reply, func() {
 			if slices.Contains(r.clients, c) {

@@ -31,6 +31,11 @@ func (r *Responder) cookieOK(got, ni []byte, from netip.Addr, spiI uint64) bool 
 // answerInit sends an unprotected IKE_SA_INIT response that creates no
 // state: a cookie or an error.
 func (r *Responder) answerInit(m *Message, in inbound, n *Notify) {
+	// A client that offered another group than the one chosen retries
+	// with it: that is no failure.
+	if n.NotifyType.IsError() && n.NotifyType != INVALID_KE_PAYLOAD {
+		r.failures[notifyFailure(n.NotifyType)]++
+	}
 	resp := &Message{SPIi: m.SPIi, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: []Payload{n}}
 	b, err := resp.Marshal()
 	if err != nil {
@@ -61,6 +66,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 	atSourceLimit := len(r.perSource[src]) >= r.cfg.MaxHalfOpenPerSource
 	if len(r.halfOpen) >= r.cfg.MaxHalfOpen && !atSourceLimit {
 		r.log.Debug("dropping IKE_SA_INIT: too many half-open IKE SAs", "from", in.from)
+		r.failures[FailHalfOpenLimit]++
 		return
 	}
 	if len(r.halfOpen) >= r.cfg.CookieThreshold || atSourceLimit {
@@ -95,6 +101,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		oldest := r.perSource[src][0]
 		if now.Sub(oldest.created) < staleHalfOpen {
 			r.log.Debug("dropping IKE_SA_INIT: its source has the most half-open IKE SAs allowed", "from", in.from)
+			r.failures[FailHalfOpenLimit]++
 			return
 		}
 		r.leaveHalfOpen(oldest)
@@ -103,6 +110,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 	}
 	if !r.takeDH(src, dhCost(suite.DHGroup), now) {
 		r.log.Debug("dropping IKE_SA_INIT: Diffie-Hellman budget spent", "from", in.from, "group", suite.DHGroup)
+		r.failures[FailDHBudget]++
 		return
 	}
 	kex, err := NewKeyExchange(suite.DHGroup)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -189,17 +190,24 @@ type Status struct {
 	IKERekeys   int       `json:"ike_rekeys"`
 	ChildRekeys int       `json:"child_rekeys"`
 	Reconnects  int       `json:"reconnects"`
-	Child       *struct {
-		InSPI     string   `json:"in_spi"`
-		OutSPI    string   `json:"out_spi"`
-		Algorithm string   `json:"algorithm"`
-		LocalTS   []string `json:"local_ts"`
-		RemoteTS  []string `json:"remote_ts"`
-	} `json:"child,omitempty"`
-	Addresses []string `json:"addresses,omitempty"`
-	DNS       []string `json:"dns,omitempty"`
-	LastError string   `json:"last_error,omitempty"`
+	// Failures counts the IKE SAs that could not be set up or were lost,
+	// by reason (Fail*).
+	Failures  map[string]uint64 `json:"failures,omitempty"`
+	Child     *ChildStatus      `json:"child,omitempty"`
+	Addresses []string          `json:"addresses,omitempty"`
+	DNS       []string          `json:"dns,omitempty"`
+	LastError string            `json:"last_error,omitempty"`
 	MobilityStatus
+}
+
+// ChildStatus describes the current Child SA: SPIs in hex, the
+// algorithm, the traffic selectors.
+type ChildStatus struct {
+	InSPI     string   `json:"in_spi"`
+	OutSPI    string   `json:"out_spi"`
+	Algorithm string   `json:"algorithm"`
+	LocalTS   []string `json:"local_ts"`
+	RemoteTS  []string `json:"remote_ts"`
 }
 
 // NewSession checks cfg and returns a session that does not run yet.
@@ -258,6 +266,7 @@ func (s *Session) Status() Status {
 	s.statusMu.Lock()
 	defer s.statusMu.Unlock()
 	st := s.status
+	st.Failures = maps.Clone(st.Failures)
 	return st
 }
 
@@ -272,9 +281,21 @@ func (s *Session) setStatus(f func(*Status)) {
 func (s *Session) Connect(ctx context.Context) error {
 	err := s.connect(ctx, true)
 	if err != nil {
-		s.setStatus(func(st *Status) { st.State, st.LastError = "failed", err.Error() })
+		s.setStatus(func(st *Status) {
+			st.State, st.LastError = "failed", err.Error()
+			countFailure(st, err)
+		})
 	}
 	return err
+}
+
+// countFailure counts err, which ended or prevented an IKE SA, in
+// st.Failures.
+func countFailure(st *Status, err error) {
+	if st.Failures == nil {
+		st.Failures = map[string]uint64{}
+	}
+	st.Failures[errorFailure(err)]++
 }
 
 // Run keeps the session up until ctx ends, then deletes the IKE SA. It
@@ -288,7 +309,10 @@ func (s *Session) Run(ctx context.Context) error {
 		}
 		s.log.Warn("connection to gateway lost, reconnecting", "gateway", s.cfg.Remote, "err", err)
 		s.teardown()
-		s.setStatus(func(st *Status) { st.State, st.LastError = "reconnecting", err.Error() })
+		s.setStatus(func(st *Status) {
+			st.State, st.LastError = "reconnecting", err.Error()
+			countFailure(st, err)
+		})
 		for {
 			select {
 			case <-ctx.Done():
@@ -300,7 +324,10 @@ func (s *Session) Run(ctx context.Context) error {
 					return nil
 				}
 				s.log.Warn("reconnecting failed", "err", err)
-				s.setStatus(func(st *Status) { st.LastError = err.Error() })
+				s.setStatus(func(st *Status) {
+					st.LastError = err.Error()
+					countFailure(st, err)
+				})
 				continue
 			}
 			s.setStatus(func(st *Status) { st.Reconnects++ })

@@ -66,9 +66,9 @@ type ClientConfig struct {
 // ClientConfig.Interfaces watches, or of the one interface Device names
 // (path_client.go).
 type Client struct {
-	cfg   ClientConfig
-	log   *slog.Logger
-	iface *tun.Interface
+	cfg     ClientConfig
+	log     *slog.Logger
+	iface   *tun.Interface
 	engine  *dataplane.Engine
 	session *ike.Session
 
@@ -223,6 +223,10 @@ func (c *Client) Status() Status {
 		}
 		st.KillSwitch = ks
 	}
+	sockets := make(map[int]*dataplane.PathStats)
+	for _, p := range c.engine.Paths() {
+		sockets[int(p.ID)] = &p.Stats
+	}
 	st.Device = c.activePath()
 	st.Policy = scheduler.PolicySingle.String()
 	scheduled := map[int]ScheduledPath{}
@@ -239,6 +243,7 @@ func (c *Client) Status() Status {
 		if sp, ok := scheduled[int(p.ID)]; ok {
 			ps.Multipath = &sp
 		}
+		ps.countSocket(sockets[ps.ID])
 		st.Paths = append(st.Paths, ps)
 	}
 	return st

@@ -503,6 +503,9 @@ type GatewayStatus struct {
 	RxBytes   uint64                `json:"rx_bytes"`
 	Drops     map[string]uint64     `json:"drops,omitempty"`
 	Pools     []ike.PoolStatus      `json:"pools,omitempty"`
+	// IKEFailures counts refused IKE requests and lost clients by reason
+	// (ike.Responder.Failures).
+	IKEFailures map[string]uint64 `json:"ike_failures,omitempty"`
 	// InboundSAs counts the data plane's receiving SAs (every client's
 	// Child SAs, rekeyed ones until deleted); Goroutines the process's.
 	InboundSAs int `json:"inbound_sas"`
@@ -544,6 +547,7 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	st.InboundSAs, st.Goroutines = g.engine.InboundSAs(), runtime.NumGoroutine()
 	clients := g.resp.Clients(ctx)
 	st.Pools = g.resp.Pools(ctx)
+	st.IKEFailures = g.resp.Failures(ctx)
 	g.mu.Lock()
 	totals := make(map[*ike.RemoteClient]trafficTotals, len(g.retired))
 	for c, t := range g.retired {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
 	"golang.org/x/sys/unix"
 )
@@ -73,9 +74,23 @@ type PathStatus struct {
 	Remote string `json:"remote"`
 	GSO    bool   `json:"udp_gso"`
 	GRO    bool   `json:"udp_gro"`
+	// What the path's socket carried: ESP datagrams sent (sealed bytes)
+	// and datagrams of every kind received (dataplane.PathStats).
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
 	// Multipath is the path's scheduling state when the session spreads
 	// its traffic over several paths (the MIF extension).
 	Multipath *ScheduledPath `json:"multipath,omitempty"`
+}
+
+// countSocket copies the counters of the path's socket (nil: none).
+func (ps *PathStatus) countSocket(s *dataplane.PathStats) {
+	if s != nil {
+		ps.TxPackets, ps.TxBytes = s.TxPackets.Load(), s.TxBytes.Load()
+		ps.RxPackets, ps.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
+	}
 }
 
 // ScheduledPath is one path as the multipath scheduler sees it.

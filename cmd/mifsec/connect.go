@@ -59,6 +59,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "check the gateway is alive after `DURATION` of silence"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of IKE requests"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
+		metricsFlag(),
 		userFlag("root", "; as another user the control socket outlives the process in /run/mifsec (the next start removes it)"),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "dns", Value: string(tun.DNSAuto), Usage: "give the gateway's DNS servers and domains to the resolver: `MODE` auto, resolved (systemd-resolved, split DNS), resolvconf, file (rewrite /etc/resolv.conf) or off"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "kill-switch", Usage: "drop every packet of this host's that would leave outside the tunnel (nftables), IKE/ESP to the gateway, DHCP and IPv6 neighbour discovery excepted, until a clean exit"}),
@@ -208,6 +209,11 @@ func runConnect(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := listenMetrics(c)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	cfg.Logger = slog.Default()
 	client, err := mif.NewClient(c.Context, cfg)
 	if err != nil {
@@ -220,6 +226,7 @@ func runConnect(c *cli.Context) error {
 		st := client.Status()
 		return st.Session.State == "established", clientSummary(st)
 	})
+	metrics.Serve(statusCollector{client.Status})
 	// At run time the client sets the addresses and routes the gateway
 	// grants, on every (re)connection, and raises the receive buffers of
 	// new path sockets (CAP_NET_ADMIN); with --interfaces it opens a

@@ -73,6 +73,7 @@ func gatewayCommand() *cli.Command {
 			Usage: "Diffie-Hellman time per second IKE_SA_INIT from all sources together may cost"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
+		metricsFlag(),
 		userFlag("root", "; as another user the key files must be readable by it for SIGHUP, and the sysctl record and control socket outlive the process in /run/mifsec"),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
 	}
@@ -214,6 +215,11 @@ func runGateway(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := listenMetrics(c)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	cfg.Logger = slog.Default()
 	cfg.Responder.Logger = slog.Default()
 	g, err := mif.NewGateway(c.Context, cfg)
@@ -233,6 +239,7 @@ func runGateway(c *cli.Context) error {
 		st := status()
 		return true, fmt.Sprintf("listening on %s, clients: %d", st.Listen, len(st.Clients))
 	})
+	metrics.Serve(gatewayCollector{g.Status})
 	// At run time the gateway adds and removes each client's routes,
 	// and restores the forwarding sysctls on exit (CAP_NET_ADMIN: it
 	// grants writing a network namespace's sysctls); its sockets all

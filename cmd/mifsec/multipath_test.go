@@ -30,7 +30,9 @@ type multipathTopology struct {
 	gatewayControl string
 }
 
-func newMultipathTopology(t *testing.T, policy string) *multipathTopology {
+// newMultipathTopology starts `mifsec gateway` and `mifsec connect` on a
+// multipathTopology; both get extra flags, if any, after their own.
+func newMultipathTopology(t *testing.T, policy string, extra ...string) *multipathTopology {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "ping")
 	testenv.RequireCommand(t, "nft")
@@ -41,9 +43,9 @@ func newMultipathTopology(t *testing.T, policy string) *multipathTopology {
 	linkTwoUplinks(t, top.client, top.gw)
 	const psk = "multipath secret"
 	dir := t.TempDir()
-	top.gateway = startMifsec(t, top.gw, "--log-level", "debug", "gateway", "--tun", top.gwTUN, "--listen", "192.0.2.2",
+	top.gateway = startMifsec(t, top.gw, append([]string{"--log-level", "debug", "gateway", "--tun", top.gwTUN, "--listen", "192.0.2.2",
 		"--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24", "--local-id", "gw.example",
-		"--psk-file", writePSK(t, dir, psk), "--policy", policy)
+		"--psk-file", writePSK(t, dir, psk), "--policy", policy}, extra...)...)
 	top.gatewayControl = mif.ControlSocket(top.gwTUN)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -55,9 +57,9 @@ func newMultipathTopology(t *testing.T, policy string) *multipathTopology {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	top.connect = startConnect(t, top.client, top.clTUN, "--gateway", "192.0.2.2", "--local-id", "client.example",
+	top.connect = startConnect(t, top.client, top.clTUN, append([]string{"--gateway", "192.0.2.2", "--local-id", "client.example",
 		"--remote-id", "gw.example", "--psk-file", writePSK(t, dir, psk), "--ipv6=false",
-		"--interfaces", "wlan0,wwan0", "--policy", policy, "--handover-hysteresis", "1s")
+		"--interfaces", "wlan0,wwan0", "--policy", policy, "--handover-hysteresis", "1s"}, extra...)...)
 	return top
 }
 

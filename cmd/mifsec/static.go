@@ -15,6 +15,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -64,6 +65,7 @@ func staticCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "queues", Usage: "TUN queues, one worker each; 0 means one per CPU"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "bind-device", Usage: "send and receive ESP only through interface `IFNAME`"}),
+		metricsFlag(),
 		userFlag("nobody", ""),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names)"},
 	}
@@ -149,6 +151,25 @@ func parseStatic(c *cli.Context) (*staticConfig, error) {
 		cfg.mtu = innerMTU(1500, cfg.remote.Addr(), alg)
 	}
 	return cfg, nil
+}
+
+// staticStatus is what the metrics report of a static tunnel: always
+// established, one Child SA (the manually keyed pair), one path.
+func staticStatus(e *dataplane.Engine, cfg *staticConfig, out, in *dataplane.SA) mif.Status {
+	s := &e.Stats
+	st := mif.Status{Interface: cfg.tunName, Device: cfg.device,
+		TxPackets: s.TxPackets.Load(), TxBytes: s.TxBytes.Load(), RxPackets: s.RxPackets.Load(), RxBytes: s.RxBytes.Load(),
+		Drops: s.Drops.Snapshot()}
+	if n := s.SequenceExhausted.Load(); n != 0 {
+		st.Drops["sequence-exhausted"] = n
+	}
+	st.Session.State = "established"
+	st.Session.Child = &ike.ChildStatus{InSPI: staticSPI(in.SPI()), OutSPI: staticSPI(out.SPI()), Algorithm: out.Algorithm().String()}
+	for _, p := range e.Paths() {
+		st.Paths = append(st.Paths, mif.PathStatus{ID: int(p.ID), Device: cfg.device, Remote: cfg.remote.String(),
+			TxPackets: p.Stats.TxPackets.Load(), TxBytes: p.Stats.TxBytes.Load(), RxPackets: p.Stats.RxPackets.Load(), RxBytes: p.Stats.RxBytes.Load()})
+	}
+	return st
 }
 
 // innerMTU is the largest inner packet whose ESP-in-UDP datagram fits a path
@@ -276,6 +297,11 @@ func runStatic(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := listenMetrics(c)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	seq, err := openSequenceState(cfg.stateDir, cfg.out.Algorithm, cfg.out.Key)
 	if err != nil {
 		return fmt.Errorf("--state-dir: %w", err)
@@ -356,6 +382,7 @@ func runStatic(c *cli.Context) error {
 	// share /run. systemd still hears how it is.
 	inst, stop := startInstance(c.Context, "", nil)
 	defer stop()
+	metrics.Serve(statusCollector{func() mif.Status { return staticStatus(engine, cfg, out, in) }})
 	// At run time static changes routes and addresses only when it
 	// stops (CAP_NET_ADMIN); the sequence state file stays open.
 	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN}, as); err != nil {

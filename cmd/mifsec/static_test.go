@@ -77,7 +77,8 @@ type staticTopology struct {
 	a, b     *mifsecProcess
 }
 
-func newStaticTopology(t *testing.T, alg string, keyLen int, corruptKey bool) *staticTopology {
+// newStaticTopology starts both ends; extra flags, if any, go to both.
+func newStaticTopology(t *testing.T, alg string, keyLen int, corruptKey bool, extra ...string) *staticTopology {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "ping")
 	top := &staticTopology{nsA: testenv.NewNamedNetns(t, "st-a"), nsB: testenv.NewNamedNetns(t, "st-b")}
@@ -88,7 +89,7 @@ func newStaticTopology(t *testing.T, alg string, keyLen int, corruptKey bool) *s
 		keyABatB = randomKey(t, keyLen)
 	}
 	dirA, dirB := t.TempDir(), t.TempDir()
-	common := []string{"--alg", alg, "--tun", "mst0"}
+	common := append([]string{"--alg", alg, "--tun", "mst0"}, extra...)
 	top.a = startStatic(t, top.nsA, append(common, "--local", "192.0.2.1", "--remote", "192.0.2.2",
 		"--spi-out", "0x1001", "--spi-in", "0x2002", "--key-out-file", writeKeyFile(t, dirA, "out", keyAB),
 		"--key-in-file", writeKeyFile(t, dirA, "in", keyBA), "--state-dir", filepath.Join(dirA, "state"),

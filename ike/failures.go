@@ -1,0 +1,52 @@
+package ike
+
+import "errors"
+
+// Reasons for which an IKE SA could not be set up or was lost, as
+// Status.Failures (the initiator) and Responder.Failures (the gateway)
+// count them.
+const (
+	FailAuthentication = "authentication"  // AUTHENTICATION_FAILED: credentials refused
+	FailNoProposal     = "no-proposal"     // NO_PROPOSAL_CHOSEN: no common algorithms
+	FailTSUnacceptable = "ts-unacceptable" // TS_UNACCEPTABLE: no common traffic selectors
+	FailNoAddress      = "no-address"      // INTERNAL_ADDRESS_FAILURE, FAILED_CP_REQUIRED: no inner address
+	FailInvalidSyntax  = "invalid-syntax"  // INVALID_SYNTAX: a malformed request
+	FailTimeout        = "timeout"         // the peer answered none of a request's retransmissions
+	FailHalfOpenLimit  = "half-open-limit" // IKE_SA_INIT dropped: too many half-open IKE SAs
+	FailDHBudget       = "dh-budget"       // IKE_SA_INIT dropped: Diffie-Hellman budget spent
+	FailOther          = "other"
+)
+
+// FailureReasons lists every reason a failure is counted under.
+var FailureReasons = []string{FailAuthentication, FailNoProposal, FailTSUnacceptable, FailNoAddress,
+	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailOther}
+
+// notifyFailure names the failure an error notification reports.
+func notifyFailure(n NotifyType) string {
+	switch n {
+	case AUTHENTICATION_FAILED:
+		return FailAuthentication
+	case NO_PROPOSAL_CHOSEN:
+		return FailNoProposal
+	case TS_UNACCEPTABLE:
+		return FailTSUnacceptable
+	case INTERNAL_ADDRESS_FAILURE, FAILED_CP_REQUIRED:
+		return FailNoAddress
+	case INVALID_SYNTAX:
+		return FailInvalidSyntax
+	}
+	return FailOther
+}
+
+// errorFailure names the failure a Session's error reports.
+func errorFailure(err error) string {
+	switch {
+	case errors.Is(err, ErrAuthFailed):
+		return FailAuthentication
+	case errors.Is(err, ErrNoProposalChosen):
+		return FailNoProposal
+	case errors.Is(err, ErrTimeout):
+		return FailTimeout
+	}
+	return FailOther
+}
