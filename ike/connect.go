@@ -263,6 +263,17 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
 	}
+	if Find[*Auth](reply) != nil {
+		// The gateway authenticated itself: its side of the IKE SA is
+		// established, whatever we make of the rest (a refused Child SA,
+		// an identity we do not accept). Giving up must not leave it
+		// there, holding a lease until its liveness checks give up.
+		defer func() {
+			if err != nil {
+				s.deleteAbandoned(sa)
+			}
+		}()
+	}
 	if err := firstError(reply, "IKE_AUTH"); err != nil {
 		return err
 	}
@@ -306,6 +317,16 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		s.log.Warn("session negotiated weak algorithms", "gateway", s.cfg.Remote, "weak", weak)
 	}
 	return nil
+}
+
+// deleteAbandoned deletes an IKE SA the gateway established but we give
+// up (one try, as at shutdown).
+func (s *Session) deleteAbandoned(sa *ikeSA) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.exchange(ctx, sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, deletePolicy); err != nil {
+		s.log.Debug("deleting the IKE SA we gave up", "err", err)
+	}
 }
 
 func (st *Status) setChild(c *ChildSA) {

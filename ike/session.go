@@ -356,11 +356,15 @@ func (s *Session) teardown() {
 	s.remote = s.cfg.Remote
 }
 
+// deletePolicy retransmits a Delete of the whole IKE SA: briefly, since
+// nothing is lost if the gateway never hears it.
+var deletePolicy = RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 2}
+
 // shutdown deletes the IKE SA at the gateway (one try) and tears down.
 func (s *Session) shutdown() {
 	if s.sa != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := s.exchange(ctx, s.sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 2})
+		_, err := s.exchange(ctx, s.sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, deletePolicy)
 		cancel()
 		if err != nil {
 			s.log.Debug("deleting IKE SA", "err", err)

@@ -623,3 +623,51 @@ func TestMifsecGatewayIKERekey(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectGivingUpLeavesNothing (issue 18, acceptance 6): a client that
+// gives up after IKE_AUTH, when the gateway has already established the
+// IKE SA, deletes it: the gateway lists no half-finished client and keeps
+// no lease. It gives up when the gateway refuses its Child SA (it asks for
+// networks the gateway does not protect) or proves another identity than
+// the one expected.
+func TestConnectGivingUpLeavesNothing(t *testing.T) {
+	const psk = "a giving up secret"
+	for _, tc := range []struct {
+		name string
+		args []string
+		log  string
+	}{
+		{"refused Child SA", []string{"--remote-id", "gw.example", "--remote-ts", "172.16.0.0/16"}, "accepted none of the traffic selectors"},
+		{"another identity", []string{"--remote-id", "other.example"}, "identifies as"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, _, g := mifsecGatewayTopology(t, psk)
+			c := startConnect(t, client, "mgu0", append([]string{"--gateway", "192.0.2.2", "--local-id", "client.example",
+				"--psk-file", writePSK(t, t.TempDir(), psk), "--ipv6=false"}, tc.args...)...)
+			select {
+			case <-c.done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("mifsec connect still runs 20 s after giving up:\n%s", c.log.String())
+			}
+			if c.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(c.log.String(), tc.log) {
+				t.Errorf("exit status %d, want failure with %q:\n%s", c.cmd.ProcessState.ExitCode(), tc.log, c.log.String())
+			}
+			if !testenv.Eventually(3*time.Second, func() bool { return len(gatewayClients(t)) == 0 }) {
+				t.Fatalf("the gateway still lists %+v after the client gave up\nclient:\n%s\ngateway:\n%s", gatewayClients(t), c.log.String(), g.log.String())
+			}
+			raw, err := mif.ReadStatus(mif.ControlSocket("mgw0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st mif.GatewayStatus
+			if err := json.Unmarshal(raw, &st); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range st.Pools {
+				if p.Leased != 0 {
+					t.Errorf("pool %+v: addresses still leased", p)
+				}
+			}
+		})
+	}
+}
