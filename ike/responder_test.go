@@ -42,7 +42,10 @@ func (c clientSide) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	if natT {
 		port = 4500
 	}
-	c.w.r.Deliver(msg, netip.AddrPortFrom(c.addr, port), natT)
+	c.w.mu.Lock()
+	r := c.w.r
+	c.w.mu.Unlock()
+	r.Deliver(msg, netip.AddrPortFrom(c.addr, port), natT)
 	return nil
 }
 
@@ -167,6 +170,16 @@ func startResponder(t *testing.T, cfg ResponderConfig) (*wire, *gwLog) {
 // startResponderWith is startResponder with the handler given.
 func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *wire {
 	t.Helper()
+	w := &wire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
+	w.runResponder(t, cfg, h)
+	return w
+}
+
+// runResponder makes a new responder with cfg (completed by the tests'
+// defaults) the wire's, until the test ends: a gateway that restarts,
+// maybe with other settings.
+func (w *wire) runResponder(t *testing.T, cfg ResponderConfig, h ResponderHandler) {
+	t.Helper()
 	if cfg.LocalID.Type == 0 {
 		cfg.LocalID = mustID(t, "gw.mifsec.test")
 	}
@@ -180,17 +193,17 @@ func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *
 		cfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
 	}
 	cfg.DNS = []netip.Addr{netip.MustParseAddr("10.1.0.53")}
-	w := &wire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
 	r, err := NewResponder(cfg, gatewaySide{w}, h)
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.mu.Lock()
 	w.r = r
+	w.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return w
 }
 
 // newClient makes an initiator session from addr (192.0.2.x) to the
@@ -722,6 +735,38 @@ func (w *wire) requestsOf(e ExchangeType) int {
 // nothing is dropped with its Child SA and leases after the request's
 // retransmissions (1 s, ×1.8, 5 sends: sent at 30 s, given up at 54 s on
 // the 1 s tick).
+// TestReconnectBacksOff (issue 18, acceptance 6): the gateway restarts
+// with another key, so that every reconnection is refused; the client
+// doubles its pause after each refusal, up to MaxReconnectDelay, instead of
+// trying once a second. Ten minutes of fake time hold a dozen attempts,
+// not six hundred.
+func TestReconnectBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w, _ := startResponder(t, ResponderConfig{PSK: []byte("the key of the first year")})
+		s, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: []byte("the key of the first year"),
+			RemoteID: mustID(t, "gw.mifsec.test"), DPD: 5 * time.Second})
+		connect(t, s, true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+
+		w.runResponder(t, ResponderConfig{PSK: []byte("the key of the second year")}, &gwLog{})
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		st := s.Status()
+		attempts := st.Failures[FailAuthentication]
+		t.Logf("in 10 minutes: %d refused attempts, state %s", attempts, st.State)
+		// After DPD gives up: pauses of about 2, 4, ... 64 s, then 120 s.
+		if attempts < 5 || attempts > 14 {
+			t.Errorf("%d refused reconnection attempts in 10 minutes, want 5 to 14 (doubling pauses up to 2 min)", attempts)
+		}
+		if st.State != "reconnecting" {
+			t.Errorf("state %s, want reconnecting", st.State)
+		}
+	})
+}
+
 func TestResponderDPD(t *testing.T) {
 	const dpd = 30 * time.Second
 	t.Run("answering client stays", func(t *testing.T) {

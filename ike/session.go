@@ -123,8 +123,13 @@ type SessionConfig struct {
 	// the gateway; 0 means 10 s.
 	DPD time.Duration
 	// ReconnectDelay is the pause before reconnecting after the gateway was
-	// lost; 0 means 1 s.
+	// lost; 0 means 1 s. Each attempt the gateway refuses (authentication,
+	// proposals, selectors: anything but silence) doubles the pause, up to
+	// MaxReconnectDelay; a gateway that does not answer is tried again
+	// after ReconnectDelay, its retransmissions having paced the attempt.
 	ReconnectDelay time.Duration
+	// MaxReconnectDelay caps the pause; 0 means DefaultMaxReconnectDelay.
+	MaxReconnectDelay time.Duration
 	Logger         *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -231,6 +236,9 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if cfg.ReconnectDelay == 0 {
 		cfg.ReconnectDelay = time.Second
 	}
+	if cfg.MaxReconnectDelay == 0 {
+		cfg.MaxReconnectDelay = DefaultMaxReconnectDelay
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -313,17 +321,19 @@ func (s *Session) Run(ctx context.Context) error {
 			st.State, st.LastError = "reconnecting", err.Error()
 			countFailure(st, err)
 		})
+		pause := s.cfg.ReconnectDelay
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(s.cfg.ReconnectDelay):
+			case <-time.After(pause):
 			}
 			if err := s.connect(ctx, true); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
-				s.log.Warn("reconnecting failed", "err", err)
+				pause = nextReconnectPause(pause, err, s.cfg.ReconnectDelay, s.cfg.MaxReconnectDelay)
+				s.log.Warn("reconnecting failed", "err", err, "next_attempt_in", pause.Round(time.Millisecond))
 				s.setStatus(func(st *Status) {
 					st.LastError = err.Error()
 					countFailure(st, err)
@@ -334,6 +344,21 @@ func (s *Session) Run(ctx context.Context) error {
 			break
 		}
 	}
+}
+
+// DefaultMaxReconnectDelay caps the pause between reconnection attempts
+// the gateway refuses.
+const DefaultMaxReconnectDelay = 2 * time.Minute
+
+// nextReconnectPause returns the pause after an attempt that failed with
+// err: twice the last one up to max (less up to 10% of jitter, so that the
+// clients a gateway refused together do not come back together) when the
+// gateway refused; base when it did not answer.
+func nextReconnectPause(last time.Duration, err error, base, max time.Duration) time.Duration {
+	if errorFailure(err) == FailTimeout {
+		return base
+	}
+	return jittered(min(2*last, max))
 }
 
 // teardown forgets the IKE SA and removes its Child SAs from the data
