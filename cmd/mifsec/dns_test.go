@@ -21,9 +21,9 @@ import (
 // namespace): odd on purpose, so that "byte for byte" means something.
 const clientResolvConf = "# café Wi-Fi\nnameserver 198.51.100.53\nsearch lan\noptions edns0 ndots:2\n\n; no final newline"
 
-// serveCorpDNS answers A queries for names under corp.test with 10.1.0.7
-// (and anything else with NXDOMAIN) on addr:53 in the namespace ns, until
-// the test ends.
+// serveCorpDNS answers A queries for names under corp.test with 10.1.0.7,
+// for vpn.test (a gateway's name) with 192.0.2.2, and anything else with
+// NXDOMAIN, on addr:53 in the namespace ns, until the test ends.
 func serveCorpDNS(t *testing.T, ns string, addr string) {
 	t.Helper()
 	var conn *net.UDPConn
@@ -74,12 +74,20 @@ func corpDNSReply(q []byte) []byte {
 	binary.BigEndian.PutUint16(r[6:], 0)
 	binary.BigEndian.PutUint16(r[8:], 0)
 	binary.BigEndian.PutUint16(r[10:], 0)
+	var a [4]byte
 	switch {
-	case name != "corp.test" && !strings.HasSuffix(name, ".corp.test"):
+	case name == "vpn.test":
+		a = [4]byte{192, 0, 2, 2}
+	case name == "corp.test" || strings.HasSuffix(name, ".corp.test"):
+		a = [4]byte{10, 1, 0, 7}
+	default:
 		r[3] |= 3 // NXDOMAIN
-	case qtype == 1:
+		return r
+	}
+	if qtype == 1 {
 		binary.BigEndian.PutUint16(r[6:], 1)
-		r = append(r, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 0, 7)
+		r = append(r, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4)
+		r = append(r, a[:]...)
 	}
 	return r
 }
@@ -249,4 +257,34 @@ func fileNameservers(s string) []string {
 		}
 	}
 	return out
+}
+
+// TestConnectGatewayByName (issue 18, acceptance 6): `--gateway vpn.test`
+// is looked up through the system's resolver (the client namespace's own
+// resolv.conf names a DNS server), and the name is the identity the
+// gateway must prove.
+func TestConnectGatewayByName(t *testing.T) {
+	const psk = "a gateway by name secret"
+	client, _, g := mifsecGatewayTopologyAfter(t, func(client, gw string) {
+		testenv.Exec(t, gw, "ip", "addr", "add", "10.100.0.53/32", "dev", "lo")
+		serveCorpDNS(t, gw, "10.100.0.53")
+		testenv.Exec(t, client, "ip", "route", "add", "10.100.0.53/32", "via", "192.0.2.2")
+		dir := filepath.Join("/etc/netns", client)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 10.100.0.53\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}, "--local-id", "vpn.test", "--psk-file", writePSK(t, t.TempDir(), psk))
+	c := startConnect(t, client, "mnm0", "--gateway", "vpn.test", "--local-id", "client.example",
+		"--psk-file", writePSK(t, t.TempDir(), psk), "--ipv6=false")
+	st := c.waitEstablished(t, 10*time.Second)
+	if st.Session.Gateway != "192.0.2.2:500" {
+		t.Errorf("connected to %s, want vpn.test's 192.0.2.2:500", st.Session.Gateway)
+	}
+	if err := ping(client, "10.1.0.1", 2); err != nil {
+		t.Fatalf("%v\nclient:\n%s\ngateway:\n%s", err, c.log.String(), g.log.String())
+	}
 }
