@@ -130,7 +130,7 @@ type SessionConfig struct {
 	ReconnectDelay time.Duration
 	// MaxReconnectDelay caps the pause; 0 means DefaultMaxReconnectDelay.
 	MaxReconnectDelay time.Duration
-	Logger         *slog.Logger
+	Logger            *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
