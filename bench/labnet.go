@@ -82,11 +82,12 @@ func (l *Lab) NewLabNet(ctx context.Context, label string, uplinks []UplinkSpec)
 }
 
 func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec) error {
-	if _, err := exec.LookPath("nft"); err != nil {
-		for _, u := range uplinks {
-			if u.NAT {
-				return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
-			}
+	for _, u := range uplinks {
+		if _, err := exec.LookPath("nft"); err != nil && u.NAT {
+			return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
+		}
+		if _, err := exec.LookPath("tc"); err != nil && u.TBF != nil {
+			return fmt.Errorf("uplink %s has tbf: tc not found: apt-get install iproute2", u.Name)
 		}
 	}
 	l := n.lab
@@ -199,6 +200,14 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 	}
 	if err := u.addDefaultRoute(ctx, n.Client); err != nil {
 		return u, err
+	}
+	if spec.TBF != nil {
+		for _, end := range []struct{ ns, dev string }{{n.Client, spec.Name}, {n.Gateway, u.GatewayIface}} {
+			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, spec.TBF.tcArgs()...)
+			if _, err := runCommand(ctx, "tc", args...); err != nil {
+				return u, fmt.Errorf("token bucket shaper: %w", err)
+			}
+		}
 	}
 	link, err := linkemu.Start(u.LinkNS, linkIfA, linkIfB, spec.Shapes())
 	if err != nil {
