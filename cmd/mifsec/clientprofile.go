@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha1"
 	"crypto/x509"
 	"errors"
@@ -67,28 +68,24 @@ func runGatewayProfile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if p.IKE, p.ESP, err = p.suites(clientPlatforms[format], c.String("ike"), c.String("esp")); err != nil {
+	if p.IKE, p.ESP, err = clientSuites(clientPlatforms[format], c.String("ike"), c.String("esp")); err != nil {
 		return fmt.Errorf("%s clients: %w", format, err)
-	}
-	out := c.App.Writer
-	if path := c.String("out"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("--out: %w", err)
-		}
-		defer f.Close()
-		out = f
 	}
 	write := map[string]func(io.Writer, *clientProfile) error{
 		"apple": writeAppleProfile, "windows": writeWindowsProfile, "android": writeAndroidProfile,
 	}[format]
-	if err := write(out, p); err != nil {
+	var out bytes.Buffer
+	if err := write(&out, p); err != nil {
 		return fmt.Errorf("write the %s profile: %w", format, err)
 	}
-	if f, ok := out.(*os.File); ok && f != os.Stdout {
-		return f.Close()
+	if path := c.String("out"); path != "" {
+		if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+		return nil
 	}
-	return nil
+	_, err = c.App.Writer.Write(out.Bytes())
+	return err
 }
 
 // clientProfile is the connection a profile describes.
@@ -318,9 +315,9 @@ var clientPlatforms = map[string]clientPlatform{
 	},
 }
 
-// suites picks the IKE and ESP suites for platform from the gateway's
-// proposals, parsed as the gateway parses them.
-func (p *clientProfile) suites(platform clientPlatform, ikeProposals, espProposals string) (ikeSuite, espSuite clientSuite, err error) {
+// clientSuites picks the IKE and ESP suites for platform from the
+// gateway's proposals, parsed as the gateway parses them.
+func clientSuites(platform clientPlatform, ikeProposals, espProposals string) (ikeSuite, espSuite clientSuite, err error) {
 	ikeSpecs, err := ike.ParseIKEProposals(ikeProposals)
 	if err != nil {
 		return ikeSuite, espSuite, fmt.Errorf("--ike: %w", err)

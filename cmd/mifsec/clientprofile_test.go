@@ -119,8 +119,7 @@ func TestClientProfileSuites(t *testing.T) {
 		{"windows has no ChaCha20", "windows", "aes256-sha256-modp2048", "chacha20poly1305", "aes256-sha256-prfsha256-modp2048", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var p clientProfile
-			ikeSuite, espSuite, err := p.suites(clientPlatforms[tc.platform], tc.ike, tc.esp)
+			ikeSuite, espSuite, err := clientSuites(clientPlatforms[tc.platform], tc.ike, tc.esp)
 			if tc.wantIKE == "" || tc.wantESP == "" {
 				if err == nil {
 					t.Fatalf("IKE %s, ESP %s: want an error, got %s and %s", tc.ike, tc.esp,
