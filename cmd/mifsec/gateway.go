@@ -89,8 +89,9 @@ gets a liveness check and is dropped, its addresses returned to the pool, when i
 not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file and
 --client-psks again: clients whose key changed or went are dropped, the others stay.
 Runs until interrupted.`,
-		Flags:  flags,
-		Action: runGateway, // withSetup (config.go) reads --config
+		Flags:       flags,
+		Action:      runGateway, // withSetup (config.go) reads --config
+		Subcommands: []*cli.Command{gatewayProfileCommand()},
 	}
 }
 
