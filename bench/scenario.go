@@ -62,17 +62,21 @@ type UplinkSpec struct {
 	// NAT puts a router that masquerades (nftables) between the link and
 	// the gateway.
 	NAT bool `yaml:"nat"`
+	// Router puts a plain router (no address translation) there.
+	Router bool `yaml:"router"`
 	// Link shapes both directions; Up (client to gateway) and Down override
 	// single fields per direction.
 	Link LinkSpec  `yaml:"link"`
 	Up   *LinkSpec `yaml:"up"`
 	Down *LinkSpec `yaml:"down"`
-	// TBF puts the kernel's token bucket shaper (tc tbf) on both ends of
-	// the uplink, in front of the emulated link: the client's interface
-	// (up) and the gateway's interface towards it (down). Token buckets
-	// with deep queues are what ISPs and cellular networks shape with; a
-	// shaper the project did not write checks the scheduler outside its
-	// own emulator.
+	// TBF puts the kernel's token bucket shaper (tc tbf) on both
+	// directions of the uplink: with a router (NAT or Router) on its interfaces
+	// towards the gateway (up) and towards the link (down), a box between
+	// the hosts as an ISP's shaper is; without, on the client's interface
+	// (up) and the gateway's towards it (down). Token buckets with deep
+	// queues are what ISPs and cellular networks shape with; a shaper the
+	// project did not write checks the scheduler outside its own
+	// emulator.
 	TBF *TBFSpec `yaml:"tbf"`
 
 	// The traces read from Link.TraceUp and Link.TraceDown.
