@@ -67,6 +67,9 @@ type UDPConfig struct {
 	// NoOffload turns segmentation and receive offload off (for tests and
 	// for comparing).
 	NoOffload bool
+	// ReuseAddr sets SO_REUSEADDR, so that a wildcard and specific
+	// addresses may be bound on the same port.
+	ReuseAddr bool
 }
 
 // UDPConn is one UDP socket carrying ESP (and IKE behind the non-ESP marker).
@@ -93,6 +96,9 @@ func ListenUDP(ctx context.Context, cfg UDPConfig) (*UDPConn, error) {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = setSocketOptions(int(fd), cfg.Device, bufSize)
+			if serr == nil && cfg.ReuseAddr {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			}
 		})
 		return errors.Join(err, serr)
 	}}

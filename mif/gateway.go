@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/scheduler"
@@ -28,6 +30,16 @@ type GatewayConfig struct {
 	// Listen are the addresses the IKE (500) and NAT-T (4500) sockets
 	// bind to, a pair per address; the unspecified address listens on
 	// every address of its family. Empty means 0.0.0.0.
+	//
+	// The unspecified address also gets a pair of its own on each
+	// address of its family the host has at start (impliedListen): a
+	// socket bound to the wildcard answers from whichever address the
+	// routing table picks towards the client, and a client that dialled
+	// another one (an address on loopback, or on another uplink than the
+	// one its packets arrive on) drops that reply behind any NAT or
+	// stateful firewall. The kernel delivers to the most specific socket,
+	// and a bound socket answers from its address. The wildcard pair
+	// still serves addresses that appear later.
 	Listen []netip.Addr
 	TUN    tun.Config
 	// Policy schedules the downlink of clients that announce extra paths
@@ -71,10 +83,13 @@ type Gateway struct {
 // listener is one listen address: its IKE socket, its NAT-T socket and
 // the data plane path (ID = its index) that sends on the NAT-T socket.
 type listener struct {
-	addr   netip.Addr
-	ike500 *net.UDPConn
-	natT   *dataplane.UDPConn
-	path   *dataplane.Path
+	addr netip.Addr
+	// implied: opened for an address of the host because a wildcard was
+	// asked for, not named by Listen (it is not announced to clients).
+	implied bool
+	ike500  *net.UDPConn
+	natT    *dataplane.UDPConn
+	path    *dataplane.Path
 }
 
 type gatewayChild struct {
@@ -117,14 +132,25 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			g.Close()
 		}
 	}()
-	paths := make([]*dataplane.Path, 0, len(cfg.Listen))
-	for i, a := range cfg.Listen {
-		l := &listener{addr: a}
+	implied, err := impliedListen(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	explicit := len(cfg.Listen)
+	addrs := append(slices.Clone(cfg.Listen), implied...)
+	paths := make([]*dataplane.Path, 0, len(addrs))
+	for i, a := range addrs {
+		l := &listener{addr: a, implied: i >= explicit}
 		g.listeners = append(g.listeners, l)
-		if l.ike500, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 500))); err != nil {
+		// SO_REUSEADDR lets a wildcard and specific addresses share the
+		// ports (root only: they are below 1024).
+		lc := net.ListenConfig{Control: reuseAddr}
+		pc, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(a, 500).String())
+		if err != nil {
 			return nil, fmt.Errorf("opening IKE port 500 on %s: %w", a, err)
 		}
-		if l.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(a, 4500)}); err != nil {
+		l.ike500 = pc.(*net.UDPConn)
+		if l.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(a, 4500), ReuseAddr: true}); err != nil {
 			return nil, fmt.Errorf("opening NAT-T port 4500 on %s: %w", a, err)
 		}
 		// The path's own Remote is never used: every route names its
@@ -172,7 +198,7 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	if err != nil {
 		return nil, err
 	}
-	if len(g.listeners) > 1 && cfg.Responder.AdditionalAddresses == nil && cfg.Responder.AdditionalAddressesFor == nil {
+	if explicit > 1 && cfg.Responder.AdditionalAddresses == nil && cfg.Responder.AdditionalAddressesFor == nil {
 		cfg.Responder.AdditionalAddressesFor = g.otherAddresses
 	}
 	if g.resp, err = ike.NewResponder(cfg.Responder, g, g); err != nil {
@@ -198,7 +224,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 			})
 		})
 	}
-	g.log.Info("gateway listening", "addrs", g.cfg.Listen, "tun", g.iface.Name(), "pools", g.cfg.Responder.Pools,
+	listening := make([]netip.Addr, len(g.listeners))
+	for i, l := range g.listeners {
+		listening[i] = l.addr
+	}
+	g.log.Info("gateway listening", "addrs", listening, "tun", g.iface.Name(), "pools", g.cfg.Responder.Pools,
 		"dpd", g.cfg.Responder.DPD)
 	err := g.resp.Run(ctx)
 	stopEngine()
@@ -269,6 +299,48 @@ func (g *Gateway) listenerFor(to netip.AddrPort) *listener {
 	return g.listeners[0]
 }
 
+// impliedListen returns the addresses the host has now, of the family of
+// each unspecified address in listen and not in listen: global unicast
+// ones (private ranges included), not loopback or link-local ones.
+func impliedListen(listen []netip.Addr) ([]netip.Addr, error) {
+	want4 := slices.Contains(listen, netip.IPv4Unspecified())
+	want6 := slices.Contains(listen, netip.IPv6Unspecified())
+	if !want4 && !want6 {
+		return nil, nil
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing the host's addresses for the wildcard listen address: %w", err)
+	}
+	var out []netip.Addr
+	for _, ia := range ifaddrs {
+		n, ok := ia.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		if !a.IsGlobalUnicast() || slices.Contains(listen, a) || slices.Contains(out, a) ||
+			a.Is4() && !want4 || a.Is6() && !want6 {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// reuseAddr sets SO_REUSEADDR on a socket about to be bound.
+func reuseAddr(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	})
+	return errors.Join(err, serr)
+}
+
 // otherAddresses are the listen addresses a MOBIKE client at client can
 // move to (RFC 4555 §3.4): every specific one but the one it talks to. A
 // client that loses its way to that address keeps its IKE SA on another.
@@ -276,7 +348,7 @@ func (g *Gateway) otherAddresses(client netip.AddrPort) []netip.Addr {
 	current := g.listenerFor(client)
 	var others []netip.Addr
 	for _, l := range g.listeners {
-		if l != current && !l.addr.IsUnspecified() {
+		if l != current && !l.addr.IsUnspecified() && !l.implied {
 			others = append(others, l.addr)
 		}
 	}

@@ -33,6 +33,13 @@ type multipathTopology struct {
 // newMultipathTopology starts `mifsec gateway` and `mifsec connect` on a
 // multipathTopology; both get extra flags, if any, after their own.
 func newMultipathTopology(t *testing.T, policy string, extra ...string) *multipathTopology {
+	return newMultipathTopologyListening(t, policy, []string{"--listen", "192.0.2.2"}, nil, extra...)
+}
+
+// newMultipathTopologyListening is newMultipathTopology with the gateway's
+// --listen flags given (none: the wildcard) and setup run on the two
+// namespaces before anything starts.
+func newMultipathTopologyListening(t *testing.T, policy string, listen []string, setup func(client, gw string), extra ...string) *multipathTopology {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "ping")
 	testenv.RequireCommand(t, "nft")
@@ -41,11 +48,15 @@ func newMultipathTopology(t *testing.T, policy string, extra ...string) *multipa
 	top := &multipathTopology{client: testenv.NewNamedNetns(t, "mp-cl"), gw: testenv.NewNamedNetns(t, "mp-gw"),
 		gwTUN: "mpg" + hex.EncodeToString(suffix), clTUN: "mpc" + hex.EncodeToString(suffix)}
 	linkTwoUplinks(t, top.client, top.gw)
+	if setup != nil {
+		setup(top.client, top.gw)
+	}
 	const psk = "multipath secret"
 	dir := t.TempDir()
-	top.gateway = startMifsec(t, top.gw, append([]string{"--log-level", "debug", "gateway", "--tun", top.gwTUN, "--listen", "192.0.2.2",
+	args := append([]string{"--log-level", "debug", "gateway", "--tun", top.gwTUN}, listen...)
+	top.gateway = startMifsec(t, top.gw, append(append(args,
 		"--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24", "--local-id", "gw.example",
-		"--psk-file", writePSK(t, dir, psk), "--policy", policy}, extra...)...)
+		"--psk-file", writePSK(t, dir, psk), "--policy", policy), extra...)...)
 	top.gatewayControl = mif.ControlSocket(top.gwTUN)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -497,5 +508,31 @@ func TestMultipathAggregate(t *testing.T) {
 		if p.Multipath != nil {
 			t.Logf("client path %s: %+v", p.Device, *p.Multipath)
 		}
+	}
+}
+
+// TestMultipathWildcardGatewayBehindNAT: a gateway listening on the
+// wildcard address (the default) whose address the client dials
+// (192.0.2.2, on its loopback) is on neither of the links. Each path's
+// replies must leave from that address: a NAT or stateful firewall on the
+// client's side drops a reply from any other (here the client's own
+// firewall drops UDP from port 4500 that answers nothing it sent). Both
+// paths come up and carry traffic.
+func TestMultipathWildcardGatewayBehindNAT(t *testing.T) {
+	top := newMultipathTopologyListening(t, "aggregate", nil, func(client, gw string) {
+		rules := "table inet stateful {\n chain in {\n  type filter hook input priority filter; policy accept;\n  udp sport { 500, 4500 } ct state new counter drop\n }\n}\n"
+		cmd := exec.Command("ip", "netns", "exec", client, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("client firewall: %v\n%s", err, out)
+		}
+	})
+	top.connect.waitEstablished(t, 10*time.Second)
+	top.waitPaths(t, map[string]string{"wlan0": "active", "wwan0": "active"}, 2, 10*time.Second)
+	if err := ping(top.client, "10.1.0.1", 3); err != nil {
+		t.Fatal(err)
+	}
+	if out := testenv.Exec(t, top.client, "nft", "list", "table", "inet", "stateful"); !strings.Contains(out, "packets 0 ") {
+		t.Errorf("the client's firewall dropped replies from an address it did not send to:\n%s", out)
 	}
 }
