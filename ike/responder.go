@@ -65,6 +65,10 @@ type ResponderConfig struct {
 	Key          crypto.Signer
 	Certificates []*x509.Certificate
 	CAs          *TrustStore
+	// EAPUsers log in with EAP-MSCHAPv2 (RFC 7296 §2.16): a client whose
+	// IKE_AUTH request has no AUTH payload. The gateway proves itself
+	// with Key and Certificates, which EAP needs. Nil: no EAP.
+	EAPUsers *EAPUsers
 
 	IKE []ProposalSpec // acceptable IKE SA proposals, in order of preference
 	ESP []ProposalSpec // acceptable Child SA proposals
@@ -158,6 +162,7 @@ type rSA struct {
 	initResp   []byte // our response: we sign it
 	peerHashes []uint16
 	expires    time.Time // for a half-open SA
+	eap        *rEAP     // the EAP login under way (responder_eap.go)
 	client     *rClient  // nil while half-open
 	// The last request answered: where it came from and the digest of
 	// its (first) datagram, to recognise its retransmissions; and how
@@ -251,6 +256,9 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	cfg.ClientPSKs = keys
 	if err := checkCredentials(len(cfg.PSK) > 0 || len(cfg.ClientPSKs) > 0, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
 		return nil, err
+	}
+	if cfg.EAPUsers != nil && cfg.Key == nil {
+		return nil, errEAPNeedsKey
 	}
 	if len(cfg.LocalTS) == 0 {
 		return nil, errors.New("no local traffic selectors (protected networks)")
@@ -575,6 +583,10 @@ func (r *Responder) handle(in inbound) {
 	var reply []Payload
 	var after func()
 	switch {
+	case sa.client == nil && sa.eap != nil && m.Exchange == IKE_AUTH:
+		reply, after = r.continueEAP(sa, inner, in.from) // responder_eap.go
+	case sa.client == nil && sa.eap != nil && m.Exchange == INFORMATIONAL:
+		reply, after = r.abandonEAP(sa, inner, in.from)
 	case sa.client == nil && m.Exchange == IKE_AUTH && m.MessageID == 1:
 		reply, after = r.respondAuth(sa, inner, in.from)
 		reply = r.authMobility(sa, inner, reply) // MOBIKE, MIF (mobike.go)

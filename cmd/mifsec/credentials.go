@@ -27,6 +27,7 @@ type ikeCredentials struct {
 	cas        *ike.TrustStore
 	ike, esp   []ike.ProposalSpec
 	espAlgs    []dataplane.Algorithm // the data plane algorithms esp allows
+	eap        *ike.EAPCredentials   // connect's --eap-identity and --password-file
 }
 
 // parseCredentials reads --psk-file or --cert/--key, --ca, --ike and --esp
@@ -58,8 +59,11 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		if cr.key, err = ike.LoadPrivateKey(c.String("key")); err != nil {
 			return cr, fmt.Errorf("--key: %w", err)
 		}
-	case cr.psk == nil && cr.clientPSKs == nil:
+	case cr.psk == nil && cr.clientPSKs == nil && c.String("eap-identity") == "":
 		return cr, errors.New("no credentials: give --psk-file, or --cert and --key")
+	}
+	if cr.eap, err = readEAPCredentials(c, cr); err != nil {
+		return cr, err
 	}
 	if ca := c.String("ca"); ca != "" {
 		if cr.cas, err = ike.LoadTrustStore(ca); err != nil {
@@ -220,4 +224,80 @@ func loadCRLs(cas *ike.TrustStore, path string) error {
 		slog.Warn("--crl: "+w, "file", path)
 	}
 	return nil
+}
+
+// readEAPCredentials reads connect's --eap-identity and --password-file
+// (nil without --eap-identity). EAP replaces a pre-shared key or our own
+// certificate, and the gateway is then checked by its certificate alone.
+func readEAPCredentials(c *cli.Context, cr ikeCredentials) (*ike.EAPCredentials, error) {
+	name := c.String("eap-identity")
+	if name == "" {
+		if c.String("password-file") != "" {
+			return nil, errors.New("--password-file needs --eap-identity")
+		}
+		return nil, nil
+	}
+	switch {
+	case cr.psk != nil || cr.key != nil:
+		return nil, errors.New("--eap-identity excludes --psk-file and --cert/--key: EAP is how we authenticate")
+	case c.String("password-file") == "":
+		return nil, errors.New("--eap-identity needs --password-file")
+	case c.String("ca") == "":
+		return nil, errors.New("--eap-identity needs --ca: the gateway proves itself with a certificate before the password is used")
+	}
+	password, err := readPasswordFile(c.String("password-file"))
+	if err != nil {
+		return nil, fmt.Errorf("--password-file: %w", err)
+	}
+	cred, err := ike.NewEAPCredentials(name, password)
+	if err != nil {
+		return nil, fmt.Errorf("--eap-identity: %w", err)
+	}
+	return cred, nil
+}
+
+// readPasswordFile reads a password: the file's first line. The file must
+// be its owner's alone.
+func readPasswordFile(path string) (string, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return "", err
+	}
+	password, _, _ := strings.Cut(string(data), "\n")
+	if password = strings.TrimRight(password, "\r"); password == "" {
+		return "", fmt.Errorf("%s holds no password on its first line", path)
+	}
+	return password, nil
+}
+
+// readEAPUsers reads the gateway's --eap-users: one user a line, its EAP
+// identity, white space, then its password to the end of the line (white
+// space around it trimmed). Blank lines and lines starting with # are
+// skipped. The file must be its owner's alone. Errors name the line, never
+// a password.
+func readEAPUsers(path string) (*ike.EAPUsers, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return nil, err
+	}
+	passwords := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		end := strings.IndexFunc(line, unicode.IsSpace)
+		if end < 0 {
+			return nil, fmt.Errorf("%s:%d: want an identity and its password", path, i+1)
+		}
+		name, password := line[:end], strings.TrimSpace(line[end:])
+		if _, dup := passwords[name]; dup {
+			return nil, fmt.Errorf("%s:%d: a second password for %s", path, i+1, ike.Printable(name))
+		}
+		passwords[name] = password
+	}
+	if len(passwords) == 0 {
+		return nil, fmt.Errorf("%s names no user", path)
+	}
+	return ike.NewEAPUsers(passwords)
 }

@@ -53,11 +53,18 @@ func mifsecGatewayTopologyAfter(t *testing.T, setup func(client, gw string), arg
 // waits until its control socket answers.
 func startMifsecGateway(t *testing.T, ns, listen string, args ...string) *mifsecProcess {
 	t.Helper()
-	g := startMifsec(t, ns, append([]string{"--log-level", "debug", "gateway", "--tun", "mgw0", "--listen", listen,
+	return startMifsecGatewayTUN(t, ns, listen, "mgw0", args...)
+}
+
+// startMifsecGatewayTUN is startMifsecGateway with the TUN named tunName,
+// for tests that may run beside those using mgw0.
+func startMifsecGatewayTUN(t *testing.T, ns, listen, tunName string, args ...string) *mifsecProcess {
+	t.Helper()
+	g := startMifsec(t, ns, append([]string{"--log-level", "debug", "gateway", "--tun", tunName, "--listen", listen,
 		"--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24", "--dns", "10.1.0.53"}, args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := mif.ReadStatus(mif.ControlSocket("mgw0")); err == nil {
+		if _, err := mif.ReadStatus(mif.ControlSocket(tunName)); err == nil {
 			return g
 		}
 		select {
@@ -84,7 +91,12 @@ func secondClientNetns(t *testing.T, gw, prefix string) string {
 }
 
 func gatewayClients(t *testing.T) []mif.GatewayClientStatus {
-	raw, err := mif.ReadStatus(mif.ControlSocket("mgw0"))
+	return gatewayClientsOn(t, "mgw0")
+}
+
+// gatewayClientsOn lists the clients of the gateway whose TUN is tunName.
+func gatewayClientsOn(t *testing.T, tunName string) []mif.GatewayClientStatus {
+	raw, err := mif.ReadStatus(mif.ControlSocket(tunName))
 	if err != nil {
 		t.Fatal(err)
 	}
