@@ -340,7 +340,11 @@ func (u *EAPUsers) lookup(name string) ([16]byte, bool) {
 // MSCHAPv2 Challenge, Response, Success request and response, then
 // EAP-Success.
 type eapServer struct {
-	users     *EAPUsers
+	users *EAPUsers
+	// lockedOut, when set, is asked before a password is checked; a
+	// reason it returns refuses the login unchecked.
+	lockedOut func(name string) string
+	guessed   bool   // a password was checked (or the user was unknown)
 	name      []byte // the authenticator's name in the Challenge
 	id        uint8  // the identifier of the last request
 	state     eapServerState
@@ -431,6 +435,12 @@ func (e *eapServer) step(packet []byte) ([]byte, eapResult, error) {
 			name = e.identity
 		}
 		e.identity = name
+		if e.lockedOut != nil {
+			if why := e.lockedOut(name); why != "" {
+				return fail("%s", why)
+			}
+		}
+		e.guessed = true
 		hash, ok := e.users.lookup(name)
 		if !ok {
 			return fail("unknown EAP user %s", Printable(name))

@@ -64,6 +64,19 @@ func RunResponderEAP(t *testing.T, cas *TrustStore, gateway CertifiedPeer) {
 	if n := len(clients(t, w)); n != 2 {
 		t.Fatalf("%d clients, want 2", n)
 	}
+	// Guessing: after the free failures the name and the source are
+	// locked out, the right password too; others log in.
+	for i := 0; i <= eapFreeFailures; i++ {
+		if _, _, err := login("192.0.2.14", "dave", "guess"); !errors.Is(err, ErrAuthFailed) {
+			t.Fatalf("guess %d: %v", i+1, err)
+		}
+	}
+	if _, _, err := login("192.0.2.14", "dave", "dave's password"); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("dave's right password while locked out: %v, want ErrAuthFailed", err)
+	}
+	if _, _, err := login("192.0.2.15", "carol", "carol's password"); err != nil {
+		t.Fatalf("carol from elsewhere while dave is locked out: %v", err)
+	}
 
 	octets := []byte("signed octets")
 	method, sig, err := w.r.sign(&rSA{}, octets)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -233,4 +235,50 @@ func FuzzEAP(f *testing.F) {
 		client := &eapClient{cred: cred}
 		client.step(b)
 	})
+}
+
+func TestEAPLockout(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: 0, 3: 0, 4: time.Second, 5: 2 * time.Second, 8: 16 * time.Second, 12: 256 * time.Second, 13: maxEAPLockout, 100: maxEAPLockout} {
+		if got := eapLockout(n); got != want {
+			t.Errorf("lockout after %d failures = %v, want %v", n, got, want)
+		}
+	}
+	var l eapLimits
+	now := time.Unix(1e9, 0)
+	attacker, other := netip.MustParseAddrPort("192.0.2.66:4500"), netip.MustParseAddrPort("198.51.100.7:4500")
+	for i := 0; i < eapFreeFailures; i++ {
+		if why := l.lockedOut("carol", attacker, now); why != "" {
+			t.Fatalf("locked out after %d failures: %s", i, why)
+		}
+		l.failed("carol", attacker, now)
+	}
+	if got := l.failed("carol", attacker, now); got != time.Second {
+		t.Fatalf("lockout after %d failures %v, want 1s", eapFreeFailures+1, got)
+	}
+	for _, tc := range []struct {
+		name   string
+		from   netip.AddrPort
+		at     time.Duration
+		locked string
+	}{
+		{"carol", attacker, 0, "EAP user carol locked out for 1s after 4 failed logins"},
+		{"carol", other, 0, "EAP user carol locked out"},
+		{"dave", attacker, 0, "source 192.0.2.66/32 locked out"},
+		{"dave", other, 0, ""},
+		{"carol", attacker, time.Second, ""},
+	} {
+		why := l.lockedOut(tc.name, tc.from, now.Add(tc.at))
+		if (tc.locked == "") != (why == "") || !strings.Contains(why, tc.locked) {
+			t.Errorf("%s from %s at +%v: %q, want %q", tc.name, tc.from, tc.at, why, tc.locked)
+		}
+	}
+	l.succeeded("carol", attacker)
+	if why := l.lockedOut("carol", attacker, now); why != "" {
+		t.Fatalf("still locked out after a successful login: %s", why)
+	}
+	l.failed("dave", other, now)
+	l.forget(now.Add(eapFailureMemory))
+	if len(l.byName)+len(l.bySource) != 0 {
+		t.Fatalf("counts left after %v: %v %v", eapFailureMemory, l.byName, l.bySource)
+	}
 }

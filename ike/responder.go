@@ -242,6 +242,7 @@ type Responder struct {
 	clients   []*rClient
 	pools     []*AddressPool
 	failures  map[string]uint64 // by reason (Fail*)
+	eapLimits eapLimits         // failed EAP logins by name and source (eap_limits.go)
 
 	secret, oldSecret [32]byte
 	secretSince       time.Time
@@ -423,6 +424,7 @@ func (r *Responder) tick() {
 		}
 	}
 	r.forgetIdleBudgets(now)
+	r.eapLimits.forget(now)
 	if now.Sub(r.secretSince) >= r.cfg.CookieSecretLifetime {
 		r.oldSecret = r.secret
 		rand.Read(r.secret[:])

@@ -47,6 +47,7 @@ func (r *Responder) startEAP(sa *rSA, idi *ID, req []Payload, from netip.AddrPor
 		reply = append(reply, &Cert{Encoding: CertX509Signature, Data: c.Raw})
 	}
 	server, first := newEAPServer(r.cfg.EAPUsers, r.cfg.LocalID.Display())
+	server.lockedOut = func(name string) string { return r.eapLimits.lockedOut(name, from, r.cfg.Now()) }
 	sa.eap = &rEAP{server: server, first: req, idi: Identity{Type: idi.IDType, Data: idi.Data}.PayloadBody()}
 	r.log.Debug("client asked for EAP", "from", from, "idi", Identity{Type: idi.IDType, Data: idi.Data}, "auth_method", method)
 	return append(reply, &Auth{Method: method, Data: data}, &EAP{Data: first}), nil
@@ -67,6 +68,7 @@ func (r *Responder) continueEAP(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		if verifyPSKAuth(sa.keys.prf.Sum, e.msk, octets, auth.Data) != nil {
 			return r.authFail(sa, from, "its AUTH does not match the EAP MSK", "eap_id", Printable(e.server.identity))
 		}
+		r.eapLimits.succeeded(e.server.identity, from)
 		first, msk := e.first, e.msk
 		reply, after := r.admit(sa, eapIdentity(e.server.identity), first, from, nil, msk)
 		clear(msk)
@@ -79,7 +81,11 @@ func (r *Responder) continueEAP(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	out, result, err := e.server.step(p.Data)
 	switch result {
 	case eapFailed:
-		r.log.Warn("client failed to authenticate: EAP: "+err.Error(), "from", from)
+		args := []any{"from", from}
+		if e.server.guessed {
+			args = append(args, "locked_out_for", r.eapLimits.failed(e.server.identity, from, r.cfg.Now()))
+		}
+		r.log.Warn("client failed to authenticate: EAP: "+err.Error(), args...)
 		r.failures[FailAuthentication]++
 		e.failed = true
 		sa.expires = r.cfg.Now().Add(eapFailureLinger)
