@@ -177,11 +177,46 @@ func readPSKFile(path string) ([]byte, error) {
 // The file must be its owner's alone and every key at least minPSKLen
 // bytes long.
 func readClientPSKs(path string) (map[string][]byte, error) {
-	data, err := readSecretFile(path)
+	lines, err := readSecretLines(path, "key")
 	if err != nil {
 		return nil, err
 	}
 	keys := map[string][]byte{}
+	for _, l := range lines {
+		id, err := ike.ParseIdentity(l.name)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, l.n, err)
+		}
+		if _, dup := keys[id.String()]; dup {
+			return nil, fmt.Errorf("%s:%d: a second key for %s", path, l.n, id)
+		}
+		if err := checkPSK([]byte(l.value), fmt.Sprintf("%s:%d: %s", path, l.n, id)); err != nil {
+			return nil, err
+		}
+		keys[id.String()] = []byte(l.value)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s names no client", path)
+	}
+	return keys, nil
+}
+
+// secretLine is one line of a file of 'NAME SECRET' lines.
+type secretLine struct {
+	n           int // its number, from 1
+	name, value string
+}
+
+// readSecretLines reads a file of 'NAME SECRET' lines (what names the
+// secret in errors): the name up to the first white space, the secret the
+// rest of the line, white space around it trimmed. Blank lines and lines
+// starting with # are skipped. The file must be its owner's alone.
+func readSecretLines(path, what string) ([]secretLine, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var lines []secretLine
 	for i, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -189,25 +224,11 @@ func readClientPSKs(path string) (map[string][]byte, error) {
 		}
 		end := strings.IndexFunc(line, unicode.IsSpace)
 		if end < 0 {
-			return nil, fmt.Errorf("%s:%d: want an identity and its key", path, i+1)
+			return nil, fmt.Errorf("%s:%d: want an identity and its %s", path, i+1, what)
 		}
-		name, key := line[:end], strings.TrimSpace(line[end:])
-		id, err := ike.ParseIdentity(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
-		}
-		if _, dup := keys[id.String()]; dup {
-			return nil, fmt.Errorf("%s:%d: a second key for %s", path, i+1, id)
-		}
-		if err := checkPSK([]byte(key), fmt.Sprintf("%s:%d: %s", path, i+1, id)); err != nil {
-			return nil, err
-		}
-		keys[id.String()] = []byte(key)
+		lines = append(lines, secretLine{n: i + 1, name: line[:end], value: strings.TrimSpace(line[end:])})
 	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s names no client", path)
-	}
-	return keys, nil
+	return lines, nil
 }
 
 // loadCRLs reads --crl into the trust store (at start and on SIGHUP).
@@ -276,25 +297,16 @@ func readPasswordFile(path string) (string, error) {
 // skipped. The file must be its owner's alone. Errors name the line, never
 // a password.
 func readEAPUsers(path string) (*ike.EAPUsers, error) {
-	data, err := readSecretFile(path)
+	lines, err := readSecretLines(path, "password")
 	if err != nil {
 		return nil, err
 	}
 	passwords := map[string]string{}
-	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
+	for _, l := range lines {
+		if _, dup := passwords[l.name]; dup {
+			return nil, fmt.Errorf("%s:%d: a second password for %s", path, l.n, ike.Printable(l.name))
 		}
-		end := strings.IndexFunc(line, unicode.IsSpace)
-		if end < 0 {
-			return nil, fmt.Errorf("%s:%d: want an identity and its password", path, i+1)
-		}
-		name, password := line[:end], strings.TrimSpace(line[end:])
-		if _, dup := passwords[name]; dup {
-			return nil, fmt.Errorf("%s:%d: a second password for %s", path, i+1, ike.Printable(name))
-		}
-		passwords[name] = password
+		passwords[l.name] = l.value
 	}
 	if len(passwords) == 0 {
 		return nil, fmt.Errorf("%s names no user", path)

@@ -15,8 +15,6 @@ import (
 	"github.com/mifsec/mifsec/internal/strongswan/charon"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/internal/testpki"
-	"github.com/mifsec/mifsec/mif"
-	"github.com/urfave/cli/v2"
 )
 
 // The EAP tests use namespaces, TUN devices and control sockets of their
@@ -70,25 +68,7 @@ type eapClient struct {
 }
 
 func (o eapClient) swanctl(password string) string {
-	return fmt.Sprintf(`connections {
-	cl {
-		version = 2
-		remote_addrs = 192.0.2.2
-		vips = 0.0.0.0
-		proposals = %s
-		local {
-%s		}
-		remote {
-%s		}
-		children {
-			net {
-				remote_ts = 10.1.0.0/24
-				esp_proposals = %s
-			}
-		}
-	}
-}
-%s`, o.ike, o.local, o.remote, o.esp, eapSecret(password))
+	return strongSwanClient{ike: o.ike, esp: o.esp, local: o.local, remote: o.remote, secrets: eapSecret(password)}.swanctl()
 }
 
 // TestEAPStrongSwanClients: strongSwan clients configured like the
@@ -357,23 +337,6 @@ func TestEAPConnectToMifsecGateway(t *testing.T) {
 	}
 }
 
-// runConnectFlags parses `mifsec connect` args as the binary does.
-func runConnectFlags(t *testing.T, args ...string) (mif.ClientConfig, error) {
-	t.Helper()
-	cmd := connectCommand()
-	var cfg mif.ClientConfig
-	var perr error
-	cmd.Action = func(c *cli.Context) error {
-		cfg, perr = parseConnect(c)
-		return nil
-	}
-	app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}}
-	if err := app.Run(append([]string{"mifsec", "connect", "--gateway", "192.0.2.2"}, args...)); err != nil {
-		return cfg, err
-	}
-	return cfg, perr
-}
-
 func TestEAPConnectFlags(t *testing.T) {
 	pki, err := testpki.Generate(t.TempDir(), testpki.Options{KeyType: testpki.KeyECDSAP256})
 	if err != nil {
@@ -400,7 +363,7 @@ func TestEAPConnectFlags(t *testing.T) {
 		{"neither --local-id nor EAP", []string{"--psk-file", psk}, "--local-id is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := runConnectFlags(t, tc.args...)
+			cfg, err := parseConnectFlags(t, append([]string{"--gateway", "192.0.2.2"}, tc.args...)...)
 			if tc.err == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -326,12 +326,18 @@ type strongSwanClient struct {
 	pki                  *testpki.PKI // or certificates
 	childRekey, ikeRekey string       // strongSwan durations, "" for its defaults
 	ike, esp             string       // proposals, "" for AES-GCM-256 with x25519
+	// local, remote and secrets, when local is set, replace the sections
+	// psk or pki make (EAP clients).
+	local, remote, secrets string
 }
 
 func (o strongSwanClient) swanctl() string {
 	local, remote := "\t\t\tauth = psk\n\t\t\tid = client.example\n", "\t\t\tauth = psk\n\t\t\tid = gw.example\n"
 	secrets := fmt.Sprintf("secrets {\n\tike-1 {\n\t\tid-gw = gw.example\n\t\tid-cl = client.example\n\t\tsecret = %q\n\t}\n}\n", o.psk)
-	if o.pki != nil {
+	switch {
+	case o.local != "":
+		local, remote, secrets = o.local, o.remote, o.secrets
+	case o.pki != nil:
 		local = "\t\t\tauth = pubkey\n\t\t\tcerts = client.pem\n\t\t\tid = " + o.pki.Client.Identity.String() + "\n"
 		remote = "\t\t\tauth = pubkey\n\t\t\tid = " + o.pki.Gateway.Identity.String() + "\n"
 		secrets = ""
