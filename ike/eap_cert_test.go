@@ -11,3 +11,8 @@ func TestResponderEAP(t *testing.T) {
 	p := testPKI(t, testpki.Options{KeyType: testpki.KeyRSA3072, GatewayName: "gw.test"})
 	RunResponderEAP(t, trustStoreOf(t, p), CertifiedPeer{ID: p.Gateway.Identity, Key: p.Gateway.Key, Cert: p.Gateway.Certificate})
 }
+
+func TestResponderRADIUSSilent(t *testing.T) {
+	p := testPKI(t, testpki.Options{KeyType: testpki.KeyECDSAP256, GatewayName: "gw.test"})
+	RunResponderRADIUSSilent(t, trustStoreOf(t, p), CertifiedPeer{ID: p.Gateway.Identity, Key: p.Gateway.Key, Cert: p.Gateway.Certificate})
+}

@@ -6,6 +6,11 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -90,4 +95,59 @@ func RunResponderEAP(t *testing.T, cas *TrustStore, gateway CertifiedPeer) {
 	if method, _, _ := w.r.sign(&rSA{peerHashes: []uint16{HashSHA256}}, octets); method != AuthDigitalSignature {
 		t.Fatalf("signing for a client that listed SHA-256: method %d, want 14", method)
 	}
+}
+
+// RunResponderRADIUSSilent logs a client in to a gateway whose RADIUS
+// server never answers: the login is refused with AUTHENTICATION_FAILED
+// once the RADIUS timeout passed, the reason logged, and the gateway's
+// loop keeps serving meanwhile (a PSK client connects while the RADIUS
+// request is out).
+func RunResponderRADIUSSilent(t *testing.T, cas *TrustStore, gateway CertifiedPeer) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	w, _ := startResponder(t, ResponderConfig{LocalID: gateway.ID, Key: gateway.Key, Certificates: []*x509Cert{gateway.Cert},
+		ClientPSKs: map[string][]byte{"psk.client": []byte("a pre-shared key of some length")}, Logger: logger,
+		RADIUS: &RADIUSConfig{Server: silent.LocalAddr().String(), Secret: []byte("s"), Timeout: 1500 * time.Millisecond}})
+	cred, _ := NewEAPCredentials("carol", "pw")
+	s, _ := w.newClient(t, "192.0.2.21", SessionConfig{EAP: cred, CAs: cas, RemoteID: gateway.ID})
+	// Retransmissions of IKE_AUTH arrive while the RADIUS request is out.
+	s.cfg.Retransmit = RetransmitPolicy{Timeout: time.Second, Tries: 3}
+	result := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		result <- s.connect(ctx, true)
+	}()
+	time.Sleep(200 * time.Millisecond) // the Access-Request is out
+	other, _ := w.newClient(t, "192.0.2.22", SessionConfig{LocalID: mustID(t, "psk.client"), PSK: []byte("a pre-shared key of some length"), CAs: cas, RemoteID: gateway.ID})
+	start := time.Now()
+	connect(t, other, true)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a PSK client took %v while a RADIUS request was out", d)
+	}
+	if err := <-result; !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("EAP login with a silent RADIUS server: %v, want ErrAuthFailed", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "did not answer") {
+		t.Fatalf("no log line saying the RADIUS server did not answer:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

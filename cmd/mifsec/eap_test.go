@@ -141,9 +141,7 @@ func TestEAPStrongSwanWrongPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	client, gw, g := eapGatewayTopology(t, pki)
-	windows := eapClient{ike: "aes256-sha1-modp1024", esp: "aes256-sha1",
-		local: "\t\t\tauth = eap-mschapv2\n\t\t\teap_id = carol\n\t\t\tid = 192.0.2.1\n", remote: "\t\t\tauth = pubkey\n",
-		charon: "\tsignature_authentication = no\n", files: map[string][]byte{"x509ca/ca.pem": mustRead(t, pki.CA.CertFile)}}
+	windows := windowsLike(t, pki, "192.0.2.1")
 	bad := strongswan.Start(t, strongswan.Config{Netns: client, Swanctl: windows.swanctl("not the password"),
 		Files: windows.files, Charon: eapCharon(windows.charon)})
 	if out, err := bad.Swanctl("--initiate", "--child", "net", "--timeout", "20"); err == nil {
@@ -157,7 +155,7 @@ func TestEAPStrongSwanWrongPassword(t *testing.T) {
 	}
 
 	second := secondClientNetns(t, gw, "eapcl2")
-	windows.local = strings.Replace(windows.local, "192.0.2.1", "198.51.100.1", 1)
+	windows = windowsLike(t, pki, "198.51.100.1")
 	good := strongswan.Start(t, strongswan.Config{Netns: second, Swanctl: windows.swanctl(eapPassword),
 		Files: windows.files, Charon: eapCharon(windows.charon)})
 	start := time.Now()
@@ -171,6 +169,15 @@ func TestEAPStrongSwanWrongPassword(t *testing.T) {
 		t.Fatalf("gateway clients %+v, want carol alone", cl)
 	}
 	t.Logf("the right password connected %v after the wrong one was refused", time.Since(start).Round(time.Millisecond))
+}
+
+// windowsLike is a strongSwan client set up as the IKEv2 client of Windows
+// with carol's login: IDi its address addr, no IDr, no
+// SIGNATURE_HASH_ALGORITHMS, AES-CBC with SHA-1 over MODP-1024.
+func windowsLike(t *testing.T, pki *testpki.PKI, addr string) eapClient {
+	return eapClient{ike: "aes256-sha1-modp1024", esp: "aes256-sha1",
+		local: "\t\t\tauth = eap-mschapv2\n\t\t\teap_id = carol\n\t\t\tid = " + addr + "\n", remote: "\t\t\tauth = pubkey\n",
+		charon: "\tsignature_authentication = no\n", files: map[string][]byte{"x509ca/ca.pem": mustRead(t, pki.CA.CertFile)}}
 }
 
 // eapGatewayTopology is a client and a gateway namespace; the gateway runs
