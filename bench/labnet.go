@@ -23,8 +23,10 @@ import (
 // Every uplink has its own transit subnet 10.(100+i).0.0/24 with the
 // gateway at .1, so the gateway has one address per uplink; any of them is
 // reachable through any uplink (the gateway forwards between them). An
-// uplink with NAT gets a router namespace between its link and the gateway
-// that masquerades the client's private subnet 192.168.(100+i).0/24. The
+// uplink with NAT (or Router) gets a router namespace between its link and
+// the gateway for the client's private subnet 192.168.(100+i).0/24, which
+// NAT masquerades and a plain router routes (the gateway has a route to
+// it). The
 // client's default routes go through every uplink, the lowest metric
 // preferred, like a laptop's. The emulator of each uplink bridges two veth
 // ends inside its own namespace, so the client sees an ordinary interface.
@@ -40,7 +42,8 @@ type LabNet struct {
 type LabUplink struct {
 	Spec UplinkSpec
 	// LinkNS runs the emulator between interfaces "a" (client side) and
-	// "emu-b" (gateway side); RouterNS is the NAT router, when there is one.
+	// "emu-b" (gateway side); RouterNS is the router between the link and
+	// the gateway (with NAT or Router), when there is one.
 	LinkNS, RouterNS string
 	// ClientAddr is the address on the client's interface, NextHop its
 	// default route's gateway, GatewayAddr the gateway's address on this
@@ -82,11 +85,12 @@ func (l *Lab) NewLabNet(ctx context.Context, label string, uplinks []UplinkSpec)
 }
 
 func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec) error {
-	if _, err := exec.LookPath("nft"); err != nil {
-		for _, u := range uplinks {
-			if u.NAT {
-				return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
-			}
+	for _, u := range uplinks {
+		if _, err := exec.LookPath("nft"); err != nil && u.NAT {
+			return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
+		}
+		if _, err := exec.LookPath("tc"); err != nil && u.TBF != nil {
+			return fmt.Errorf("uplink %s has tbf: tc not found: apt-get install iproute2", u.Name)
 		}
 	}
 	l := n.lab
@@ -152,8 +156,12 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 	if err := n.veth(ctx, n.Client, spec.Name, u.LinkNS, linkIfA); err != nil {
 		return u, err
 	}
-	if spec.NAT {
-		if u.RouterNS, err = l.addNamespace(ctx, fmt.Sprintf("%s-nat%d", label, i)); err != nil {
+	if spec.NAT || spec.Router {
+		kind := "rt"
+		if spec.NAT {
+			kind = "nat"
+		}
+		if u.RouterNS, err = l.addNamespace(ctx, fmt.Sprintf("%s-%s%d", label, kind, i)); err != nil {
 			return u, err
 		}
 		if err := n.sysctls(ctx, u.RouterNS, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
@@ -174,11 +182,13 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 			return u, err
 		}
 		if _, err := runCommand(ctx, "ip", "-n", u.RouterNS, "route", "add", "default", "via", u.GatewayAddr.String()); err != nil {
-			return u, fmt.Errorf("NAT router: %w", err)
+			return u, fmt.Errorf("router: %w", err)
 		}
-		rules := "table ip nat {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"wan\" masquerade\n }\n}\n"
-		if _, err := runCommandStdin(ctx, rules, "ip", "netns", "exec", u.RouterNS, "nft", "-f", "-"); err != nil {
-			return u, fmt.Errorf("NAT router: %w", err)
+		if spec.NAT {
+			rules := "table ip nat {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"wan\" masquerade\n }\n}\n"
+			if _, err := runCommandStdin(ctx, rules, "ip", "netns", "exec", u.RouterNS, "nft", "-f", "-"); err != nil {
+				return u, fmt.Errorf("NAT router: %w", err)
+			}
 		}
 	} else {
 		if err := n.veth(ctx, u.LinkNS, linkIfB, n.Gateway, u.GatewayIface); err != nil {
@@ -188,6 +198,13 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 	}
 	if err := n.address(ctx, n.Gateway, u.GatewayIface, netip.PrefixFrom(u.GatewayAddr, 24)); err != nil {
 		return u, err
+	}
+	if u.RouterNS != "" && !spec.NAT {
+		// A plain router: the gateway reaches the client's subnet
+		// through it.
+		if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "route", "add", u.ClientAddr.Masked().String(), "via", transit(2).String()); err != nil {
+			return u, fmt.Errorf("route to the client's subnet: %w", err)
+		}
 	}
 	if err := n.address(ctx, n.Client, spec.Name, u.ClientAddr); err != nil {
 		return u, err
@@ -199,6 +216,22 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 	}
 	if err := u.addDefaultRoute(ctx, n.Client); err != nil {
 		return u, err
+	}
+	if spec.TBF != nil {
+		// On the router when there is one, a box between the hosts as an
+		// ISP's shaper is; else on the two hosts' own interfaces, where the
+		// sending host's TCP stack feels the queue directly (TCP small
+		// queues) while a tunnel's UDP does not.
+		ends := []struct{ ns, dev string }{{n.Client, spec.Name}, {n.Gateway, u.GatewayIface}}
+		if u.RouterNS != "" {
+			ends = []struct{ ns, dev string }{{u.RouterNS, "wan"}, {u.RouterNS, "lan"}}
+		}
+		for _, end := range ends {
+			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, spec.TBF.tcArgs()...)
+			if _, err := runCommand(ctx, "tc", args...); err != nil {
+				return u, fmt.Errorf("token bucket shaper: %w", err)
+			}
+		}
 	}
 	link, err := linkemu.Start(u.LinkNS, linkIfA, linkIfB, spec.Shapes())
 	if err != nil {

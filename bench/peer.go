@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -55,6 +56,9 @@ func skipReason(err error) (string, bool) {
 // PeerNames lists the peers in the default order of a run.
 var PeerNames = []string{"mifsec", "mifsec-ike", "wireguard-go", "strongswan", "mifsec-aes256-sha256", "strongswan-aes256-sha256", "veth"}
 
+// MorePeerNames are peers a run measures only when named.
+var MorePeerNames = []string{"mifsec-ike-" + cbcSuite}
+
 // cbcSuite is the AES-CBC suite the -aes256-sha256 peers run: what the
 // IKEv2 clients of macOS and iOS negotiate.
 const cbcSuite = "aes256-sha256"
@@ -83,12 +87,14 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 		return &strongswanPeer{}, nil
 	case "mifsec-" + cbcSuite:
 		return &mifsecPeer{binary: opts.MifsecPath, name: name, alg: cbcSuite}, nil
+	case "mifsec-ike-" + cbcSuite:
+		return &mifsecIKEPeer{binary: opts.MifsecPath, name: name, ike: cbcSuite + "-modp2048", esp: cbcSuite}, nil
 	case "strongswan-" + cbcSuite:
 		return &strongswanPeer{name: name, ike: cbcSuite + "-modp2048", esp: cbcSuite}, nil
 	case "veth":
 		return &vethPeer{}, nil
 	}
-	return nil, fmt.Errorf("unknown peer %q (known: %s)", name, strings.Join(PeerNames, ", "))
+	return nil, fmt.Errorf("unknown peer %q (known: %s)", name, strings.Join(slices.Concat(PeerNames, MorePeerNames), ", "))
 }
 
 // waitForPing sends ICMP echo requests to dst from the client namespace

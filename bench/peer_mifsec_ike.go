@@ -31,12 +31,29 @@ var mifsecIKEServerAddr = netip.MustParseAddr("10.94.0.1")
 type mifsecIKEPeer struct {
 	binary  string
 	version string
+	// name, ike and esp select a suite other than AES-GCM-256: "" for
+	// "mifsec-ike" with mifsecIKEProposal and mifsecAlg.
+	name, ike, esp string
 
 	clientTUN, serverTUN string
 	processes            []*Process
 }
 
-func (p *mifsecIKEPeer) Name() string            { return "mifsec-ike" }
+func (p *mifsecIKEPeer) Name() string {
+	if p.name == "" {
+		return "mifsec-ike"
+	}
+	return p.name
+}
+
+// proposals are the IKE and ESP proposals both ends are given.
+func (p *mifsecIKEPeer) proposals() (ikeProposal, espProposal string) {
+	if p.ike == "" {
+		return mifsecIKEProposal, mifsecAlg
+	}
+	return p.ike, p.esp
+}
+
 func (p *mifsecIKEPeer) Version() string         { return p.version }
 func (p *mifsecIKEPeer) Path() string            { return p.binary }
 func (p *mifsecIKEPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
@@ -63,7 +80,8 @@ func (p *mifsecIKEPeer) Prepare(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mifsec --version: %w", err)
 	}
-	p.version = strings.TrimSpace(firstLine(out)) + ", IKEv2 PSK " + mifsecIKEProposal + ", ESP " + mifsecAlg
+	ikeProposal, espProposal := p.proposals()
+	p.version = strings.TrimSpace(firstLine(out)) + ", IKEv2 PSK " + ikeProposal + ", ESP " + espProposal
 	return nil
 }
 
@@ -73,6 +91,7 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *Topology) error {
 	// neither with another run nor with a mifsec running on the host.
 	p.clientTUN = fmt.Sprintf("mbk%dc", topo.lab.owner)
 	p.serverTUN = fmt.Sprintf("mbk%ds", topo.lab.owner)
+	ikeProposal, espProposal := p.proposals()
 	psk, err := randomHex(32)
 	if err != nil {
 		return err
@@ -88,7 +107,7 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *Topology) error {
 	gateway, err := topo.Start(topo.Server, "mifsec gateway (server)", nil, p.binary, "gateway",
 		"--listen", topo.ServerUnderlay.String(), "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--pool", mifsecIKEPool, "--local-ts", netip.PrefixFrom(mifsecIKEServerAddr, 32).String(),
-		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN)
+		"--ike", ikeProposal, "--esp", espProposal, "--tun", p.serverTUN)
 	if err != nil {
 		return err
 	}
@@ -100,7 +119,7 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *Topology) error {
 	client, err := topo.Start(topo.Client, "mifsec connect (client)", nil, p.binary, "connect",
 		"--gateway", topo.ServerUnderlay.String(), "--local-id", mifsecIKEClientID,
 		"--remote-id", mifsecIKEServerID, "--psk-file", pskFile,
-		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false")
+		"--ike", ikeProposal, "--esp", espProposal, "--tun", p.clientTUN, "--ipv6=false")
 	if err != nil {
 		return err
 	}

@@ -62,11 +62,22 @@ type UplinkSpec struct {
 	// NAT puts a router that masquerades (nftables) between the link and
 	// the gateway.
 	NAT bool `yaml:"nat"`
+	// Router puts a plain router (no address translation) there.
+	Router bool `yaml:"router"`
 	// Link shapes both directions; Up (client to gateway) and Down override
 	// single fields per direction.
 	Link LinkSpec  `yaml:"link"`
 	Up   *LinkSpec `yaml:"up"`
 	Down *LinkSpec `yaml:"down"`
+	// TBF puts the kernel's token bucket shaper (tc tbf) on both
+	// directions of the uplink: with a router (NAT or Router) on its interfaces
+	// towards the gateway (up) and towards the link (down), a box between
+	// the hosts as an ISP's shaper is; without, on the client's interface
+	// (up) and the gateway's towards it (down). Token buckets with deep
+	// queues are what ISPs and cellular networks shape with; a shaper the
+	// project did not write checks the scheduler outside its own
+	// emulator.
+	TBF *TBFSpec `yaml:"tbf"`
 
 	// The traces read from Link.TraceUp and Link.TraceDown.
 	traceUp, traceDown *linkemu.Trace
@@ -89,6 +100,33 @@ type LinkSpec struct {
 	// Only in an uplink's link.
 	TraceUp   *string `yaml:"trace_up"`
 	TraceDown *string `yaml:"trace_down"`
+}
+
+// TBFSpec is a tc tbf qdisc: rate, bucket size (burst) and the longest a
+// packet may wait in its queue (latency).
+type TBFSpec struct {
+	Rate    Rate     `yaml:"rate"`
+	Burst   Size     `yaml:"burst"`
+	Latency Duration `yaml:"latency"`
+}
+
+// validate checks that every field is set.
+func (t *TBFSpec) validate() error {
+	switch {
+	case t.Rate <= 0:
+		return errors.New("rate must be set")
+	case t.Burst <= 0:
+		return errors.New("burst must be set (the bucket size, e.g. 256KiB)")
+	case t.Latency <= 0:
+		return errors.New("latency must be set (the longest wait in the queue, e.g. 50ms)")
+	}
+	return nil
+}
+
+// tcArgs are the arguments of `tc qdisc replace dev DEV root` for t.
+func (t *TBFSpec) tcArgs() []string {
+	return []string{"tbf", "rate", fmt.Sprintf("%.0fbit", float64(t.Rate)), "burst", strconv.Itoa(int(t.Burst)),
+		"latency", fmt.Sprintf("%dus", t.Latency.D().Microseconds())}
 }
 
 // BurstSpec is Gilbert-Elliott burst loss: p is the chance per packet of
@@ -541,6 +579,11 @@ func (s *Scenario) normalizeUplinks() error {
 		}
 		if err := s.loadTraces(u); err != nil {
 			return fmt.Errorf("%s.link.%w", field, err)
+		}
+		if u.TBF != nil {
+			if err := u.TBF.validate(); err != nil {
+				return fmt.Errorf("%s.tbf: %w", field, err)
+			}
 		}
 	}
 	return nil

@@ -123,6 +123,9 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"bad loss", replace("loss: 1%", "loss: lots"), "not a fraction"},
 		{"burst never recovers", replace("r: 0.3", "r: 0"), "never leaves the bad state"},
 		{"bad queue", replace("queue_time: 50ms", "queue: 10XB"), `unknown unit "XB"`},
+		{"tbf without burst", replace("name: wwan0", "name: wwan0\n    tbf: {rate: 25Mbit, latency: 50ms}"), "uplinks[1].tbf: burst must be set"},
+		{"tbf without rate", replace("name: wwan0", "name: wwan0\n    tbf: {burst: 256KiB, latency: 50ms}"), "uplinks[1].tbf: rate must be set"},
+		{"tbf bad latency", replace("name: wwan0", "name: wwan0\n    tbf: {rate: 25Mbit, burst: 256KiB, latency: soon}"), `"soon" is not a duration`},
 		{"duplicate uplink", replace("name: wwan0", "name: wlan0"), "used twice"},
 		{"long interface name", replace("name: wwan0", "name: averyveryverylongname"), "longer than 15"},
 		{"lo", replace("name: wwan0", "name: lo"), "loopback"},
@@ -435,5 +438,13 @@ func TestBuiltinTraceScenarios(t *testing.T) {
 		if !slices.Contains(files, f) {
 			t.Errorf("scenarios/traces lacks %s (the traces are GPL-3)", f)
 		}
+	}
+}
+
+func TestTBFArgs(t *testing.T) {
+	spec := TBFSpec{Rate: 60e6, Burst: 256 << 10, Latency: Duration(50 * time.Millisecond)}
+	got := strings.Join(spec.tcArgs(), " ")
+	if want := "tbf rate 60000000bit burst 262144 latency 50000us"; got != want {
+		t.Errorf("tc arguments %q, want %q", got, want)
 	}
 }

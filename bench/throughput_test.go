@@ -190,7 +190,8 @@ func TestCBCRatios(t *testing.T) {
 	}
 }
 
-// TestCBCPeers checks that the -aes256-sha256 peers run that suite.
+// TestCBCPeers checks that the -aes256-sha256 peers run that suite, and
+// that mifsec-ike-aes256-sha256 is a peer one may name.
 func TestCBCPeers(t *testing.T) {
 	m, err := NewPeer("mifsec-aes256-sha256", PeerOptions{})
 	if err != nil || m.Name() != "mifsec-aes256-sha256" || m.(*mifsecPeer).algorithm() != "aes256-sha256" {
@@ -199,6 +200,16 @@ func TestCBCPeers(t *testing.T) {
 	s, err := NewPeer("strongswan-aes256-sha256", PeerOptions{})
 	if err != nil || s.Name() != "strongswan-aes256-sha256" || s.(*strongswanPeer).esp != "aes256-sha256" {
 		t.Fatalf("strongSwan peer %+v, %v", s, err)
+	}
+	i, err := NewPeer("mifsec-ike-aes256-sha256", PeerOptions{})
+	if err != nil || i.Name() != "mifsec-ike-aes256-sha256" {
+		t.Fatalf("mifsec-ike peer %+v, %v", i, err)
+	}
+	if ikeProposal, espProposal := i.(*mifsecIKEPeer).proposals(); ikeProposal != "aes256-sha256-modp2048" || espProposal != "aes256-sha256" {
+		t.Errorf("mifsec-ike-aes256-sha256 runs IKE %s, ESP %s", ikeProposal, espProposal)
+	}
+	if _, err := NewPeer("mifsec-ike-aes128-sha1", PeerOptions{}); err == nil || !strings.Contains(err.Error(), "mifsec-ike-aes256-sha256") {
+		t.Errorf("an unknown peer: %v", err)
 	}
 	var conf strings.Builder
 	side := strongswanSide{IKEProposals: "aes256-sha256-modp2048", ESPProposals: "aes256-sha256"}

@@ -15,10 +15,12 @@ import (
 func (s *Session) connect(ctx context.Context, initialContact bool) error {
 	s.adoptMove()
 	s.remote, s.natT = s.cfg.Remote, s.cfg.Remote.Port() == 4500
+	s.log.Info("connecting", "gateway", s.cfg.Remote)
 	init, err := s.initExchange(ctx)
 	if err != nil {
 		return err
 	}
+	s.log.Info("the gateway answered; authenticating", "gateway", s.cfg.Remote, "ike", init.sa.suite)
 	if !s.natT {
 		// Float to the encapsulation port for everything after
 		// IKE_SA_INIT (RFC 7296 §2.23): ESP always travels in UDP.
@@ -157,6 +159,7 @@ func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64, ac
 				return nil, fmt.Errorf("%w: %s did not answer IKE_SA_INIT after %d tries", ErrTimeout, s.cfg.Remote, tries)
 			}
 			tries++
+			s.log.Info("no answer from the gateway yet, sending again", "gateway", s.cfg.Remote, "try", tries, "of", policy.Tries)
 			s.transmit([][]byte{req})
 			timeout = time.Duration(float64(timeout) * policy.Backoff)
 			timer.Reset(timeout)

@@ -767,6 +767,44 @@ func TestReconnectBacksOff(t *testing.T) {
 	})
 }
 
+// TestCheckAliveReconnectsAtOnce: a liveness check asked for (the machine
+// woke, the route changed) that the gateway answers changes nothing; one
+// that a restarted gateway, which lost the IKE SA, leaves unanswered makes
+// the session reconnect within 2 s, where DPD would take its interval.
+func TestCheckAliveReconnectsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		psk := []byte("a key that outlives a restart")
+		w, _ := startResponder(t, ResponderConfig{PSK: psk})
+		s, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test"), DPD: time.Hour})
+		connect(t, s, true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+
+		if err := s.CheckAlive(ctxT(t)); err != nil {
+			t.Fatalf("CheckAlive with the gateway up: %v", err)
+		}
+		if st := s.Status(); st.Reconnects != 0 || st.State != "established" {
+			t.Fatalf("after a passed check: %s, %d reconnects", st.State, st.Reconnects)
+		}
+
+		w.runResponder(t, ResponderConfig{PSK: psk}, &gwLog{}) // restarted: no IKE SA
+		start := time.Now()
+		if err := s.CheckAlive(ctxT(t)); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("CheckAlive after the gateway lost the IKE SA: %v, want a timeout", err)
+		}
+		time.Sleep(2*time.Second - time.Since(start))
+		synctest.Wait()
+		if st := s.Status(); st.Reconnects != 1 || st.State != "established" {
+			t.Fatalf("2 s after the failed check: %s, %d reconnects, want established again", st.State, st.Reconnects)
+		}
+		if err := s.CheckAlive(context.Background()); err != nil {
+			t.Fatalf("CheckAlive on the new IKE SA: %v", err)
+		}
+	})
+}
+
 func TestResponderDPD(t *testing.T) {
 	const dpd = 30 * time.Second
 	t.Run("answering client stays", func(t *testing.T) {

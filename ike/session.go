@@ -337,6 +337,9 @@ func (s *Session) Run(ctx context.Context) error {
 			countFailure(st, err)
 		})
 		pause := s.cfg.ReconnectDelay
+		if errors.Is(err, errGatewaySilent) {
+			pause = 0 // a check asked for because the network changed
+		}
 		for {
 			select {
 			case <-ctx.Done():
@@ -395,6 +398,33 @@ func (s *Session) teardown() {
 	s.natT = false
 	s.remote = s.cfg.Remote
 }
+
+// CheckAlive sends a liveness check at once, retransmitted quickly
+// (aliveCheckPolicy: about a second in all), for when the session has
+// reason to doubt the gateway still knows it: the machine woke from sleep,
+// the route to the gateway changed. A gateway that does not answer is
+// lost: the session reconnects at once, without the usual pause, and
+// CheckAlive returns an error matching ErrTimeout. Without an IKE SA it
+// returns ErrNotEstablished.
+func (s *Session) CheckAlive(ctx context.Context) error {
+	return s.call(ctx, func(loop context.Context, r *callResult) error {
+		if s.sa == nil {
+			r.set(ErrNotEstablished)
+			return nil
+		}
+		if _, err := s.exchange(loop, s.sa, INFORMATIONAL, nil, aliveCheckPolicy); err != nil {
+			return fmt.Errorf("%w: %w", errGatewaySilent, err) // ends serve: reconnect
+		}
+		return nil
+	})
+}
+
+// aliveCheckPolicy paces CheckAlive's retransmissions.
+var aliveCheckPolicy = RetransmitPolicy{Timeout: 300 * time.Millisecond, Backoff: 1, Tries: 3}
+
+// errGatewaySilent marks a session lost because CheckAlive went
+// unanswered: it reconnects without a pause.
+var errGatewaySilent = errors.New("the gateway did not answer a liveness check")
 
 // deletePolicy retransmits a Delete of the whole IKE SA: briefly, since
 // nothing is lost if the gateway never hears it.

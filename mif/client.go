@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -91,6 +92,9 @@ type Client struct {
 	dnsApplied *tun.DNSSettings // what dns holds now
 
 	killSwitch *tun.KillSwitch // nil without ClientConfig.KillSwitch
+
+	checking   atomic.Bool    // a liveness check runs (wake.go)
+	background sync.WaitGroup // such checks, waited for by Run
 }
 
 // NewClient opens the sockets and the TUN device. Nothing is sent yet.
@@ -187,6 +191,7 @@ func (c *Client) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { c.engine.Run(engineCtx) })
 	wg.Go(func() { c.drivePaths(engineCtx) })
+	wg.Go(func() { c.watchSleep(engineCtx) })
 	if c.multi.pp != nil {
 		wg.Go(func() { c.announcePaths(engineCtx) })
 		c.multi.ppRunning.Store(true)
@@ -198,6 +203,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer func() {
 		stopEngine()
 		wg.Wait()
+		c.background.Wait()
 	}()
 	if err := c.waitActive(ctx); err != nil {
 		return err

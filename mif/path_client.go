@@ -237,6 +237,7 @@ func (c *Client) drivePaths(ctx context.Context) {
 	var (
 		timer  *time.Timer
 		timerC <-chan time.Time
+		last   = c.multi.mon.Snapshot()
 	)
 	defer func() {
 		if timer != nil {
@@ -271,6 +272,10 @@ func (c *Client) drivePaths(ctx context.Context) {
 			if !ok {
 				return
 			}
+			if routeChanged(last, snap, c.activePath()) {
+				c.checkGateway(ctx, "the default route changed")
+			}
+			last = snap
 			ch, err := c.multi.paths.update(ctx, snap, time.Now())
 			if err != nil {
 				c.log.Warn("opening paths", "err", err)

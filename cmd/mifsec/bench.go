@@ -92,7 +92,8 @@ func benchThroughputCommand() *cli.Command {
 			"wireguard-go (built from the Go module proxy into the cache directory when missing),\n" +
 			"strongswan (charon with kernel-libipsec, when installed), mifsec-aes256-sha256 and\n" +
 			"strongswan-aes256-sha256 (the same two on AES-256-CBC with HMAC-SHA2-256-128, the suite\n" +
-			"of macOS and iOS clients) and veth (no tunnel).\n" +
+			"of macOS and iOS clients) and veth (no tunnel); mifsec-ike-aes256-sha256 (mifsec-ike on that\n" +
+			"suite) only when named.\n" +
 			"Namespaces and processes left by an interrupted earlier run are removed first.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each TCP transfer (one per direction)"},

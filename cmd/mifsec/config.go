@@ -289,6 +289,9 @@ func withSetup(cmd *cli.Command, setup commandSetup) *cli.Command {
 	var prof *profile
 	cmd.Before = func(c *cli.Context) error {
 		prof = nil
+		if c.Args().Present() && cmd.Command(c.Args().First()) != nil {
+			return nil // a subcommand (gateway profile) runs: the setup is not its
+		}
 		if setup.needsRoot {
 			if err := requireRoot(cmd.Name); err != nil {
 				return err

@@ -919,3 +919,48 @@ func TestConnectFollowsAddressChange(t *testing.T) {
 		t.Errorf("after the change: %s, paths %+v", st.Session.State, st.Paths)
 	}
 }
+
+// TestConnectChecksGatewayOnRouteChange (issue 18, scope 4): the gateway
+// restarts and forgets the session; nothing tells the client until, a
+// moment later, its default route changes (another router on the same
+// network, as after a network change or a resume). The client checks the
+// gateway at once and reconnects within 2 s, where DPD (10 s, then its
+// retransmissions) would leave the tunnel dead for half a minute.
+func TestConnectChecksGatewayOnRouteChange(t *testing.T) {
+	const psk = "a route change secret"
+	gwArgs := []string{"--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk)}
+	client, gw, g := mifsecGatewayTopologyAfter(t, func(client, gw string) {
+		testenv.Exec(t, client, "ip", "route", "add", "default", "via", "192.0.2.2")
+	}, gwArgs...)
+	c := startConnect(t, client, "mrt0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--remote-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--ipv6=false")
+	c.waitEstablished(t, 10*time.Second)
+	if err := ping(client, "10.1.0.1", 1); err != nil {
+		t.Fatal(err)
+	}
+	g.cmd.Process.Kill()
+	<-g.done
+	g = startMifsecGateway(t, gw, "192.0.2.2", gwArgs...)
+
+	changed := time.Now()
+	testenv.Exec(t, client, "ip", "route", "replace", "default", "via", "192.0.2.3")
+	var st mif.Status
+	if !testenv.Eventually(5*time.Second, func() bool {
+		var err error
+		st, err = c.status(t)
+		return err == nil && st.Session.Reconnects == 1 && st.Session.State == "established"
+	}) {
+		t.Fatalf("5 s after the route changed: %s, %d reconnects\nclient:\n%s", st.Session.State, st.Session.Reconnects, c.log.String())
+	}
+	took := time.Since(changed)
+	t.Logf("reconnected %v after the default route changed", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("reconnected %v after the route changed, want within 2 s", took)
+	}
+	if !strings.Contains(c.log.String(), "the default route changed: checking that the gateway still knows the session") {
+		t.Errorf("the check is not in the log:\n%s", c.log.String())
+	}
+	if err := ping(client, "10.1.0.1", 2); err != nil {
+		t.Errorf("after reconnecting: %v\ngateway:\n%s", err, g.log.String())
+	}
+}

@@ -95,8 +95,9 @@ not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file 
 --client-psks again: clients whose key changed or went are dropped, the others stay;
 and --eap-users, for the logins that follow.
 Runs until interrupted.`,
-		Flags:  flags,
-		Action: runGateway, // withSetup (config.go) reads --config
+		Flags:       flags,
+		Action:      runGateway, // withSetup (config.go) reads --config
+		Subcommands: []*cli.Command{gatewayProfileCommand()},
 	}
 }
 

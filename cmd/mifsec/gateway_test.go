@@ -90,12 +90,14 @@ func secondClientNetns(t *testing.T, gw, prefix string) string {
 	return ns
 }
 
-func gatewayClients(t *testing.T) []mif.GatewayClientStatus {
-	return gatewayClientsOn(t, "mgw0")
+// mifsecGatewayStatus reads the status of the gateway on mgw0.
+func mifsecGatewayStatus(t *testing.T) mif.GatewayStatus {
+	return mifsecGatewayStatusOn(t, "mgw0")
 }
 
-// gatewayClientsOn lists the clients of the gateway whose TUN is tunName.
-func gatewayClientsOn(t *testing.T, tunName string) []mif.GatewayClientStatus {
+// mifsecGatewayStatusOn reads the status of the gateway whose TUN is
+// tunName.
+func mifsecGatewayStatusOn(t *testing.T, tunName string) mif.GatewayStatus {
 	raw, err := mif.ReadStatus(mif.ControlSocket(tunName))
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +106,14 @@ func gatewayClientsOn(t *testing.T, tunName string) []mif.GatewayClientStatus {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		t.Fatal(err)
 	}
-	return st.Clients
+	return st
+}
+
+func gatewayClients(t *testing.T) []mif.GatewayClientStatus { return mifsecGatewayStatus(t).Clients }
+
+// gatewayClientsOn lists the clients of the gateway whose TUN is tunName.
+func gatewayClientsOn(t *testing.T, tunName string) []mif.GatewayClientStatus {
+	return mifsecGatewayStatusOn(t, tunName).Clients
 }
 
 func TestMifsecGatewayStrongSwanClient(t *testing.T) {
@@ -673,15 +682,7 @@ func TestConnectGivingUpLeavesNothing(t *testing.T) {
 			if !testenv.Eventually(3*time.Second, func() bool { return len(gatewayClients(t)) == 0 }) {
 				t.Fatalf("the gateway still lists %+v after the client gave up\nclient:\n%s\ngateway:\n%s", gatewayClients(t), c.log.String(), g.log.String())
 			}
-			raw, err := mif.ReadStatus(mif.ControlSocket("mgw0"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var st mif.GatewayStatus
-			if err := json.Unmarshal(raw, &st); err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range st.Pools {
+			for _, p := range mifsecGatewayStatus(t).Pools {
 				if p.Leased != 0 {
 					t.Errorf("pool %+v: addresses still leased", p)
 				}
