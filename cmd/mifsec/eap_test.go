@@ -89,6 +89,9 @@ func TestEAPStrongSwanClients(t *testing.T) {
 		client eapClient
 		id     string // the identity the gateway lists
 		weak   bool
+		// what the client's log must show of the gateway's IKE_AUTH
+		// response
+		saw []string
 	}{
 		{"windows", eapClient{
 			ike: "aes256-sha1-modp1024,aes128-sha1-modp1024,aes256-sha256-modp1024", esp: "aes256-sha1,aes128-sha1",
@@ -96,17 +99,20 @@ func TestEAPStrongSwanClients(t *testing.T) {
 			// Windows sends no SIGNATURE_HASH_ALGORITHMS and checks
 			// method 1 (RSA with SHA-1) only.
 			charon: "\tsignature_authentication = no\n", files: caOnly,
-		}, "carol", true},
+		}, "carol", true, []string{
+			"reassembled fragmented IKE message",                        // the response with the RSA-3072 chain
+			"authentication of 'gw.test' with RSA signature successful", // method 1: RSA with SHA-1
+		}},
 		{"apple", eapClient{
 			ike: "aes256-sha256-modp2048,aes256-sha256-ecp256", esp: "aes256-sha256",
 			local: eapLocal + "\t\t\tid = carol\n", remote: "\t\t\tauth = pubkey\n\t\t\tid = gw.test\n", files: caOnly,
-		}, "carol", false},
+		}, "carol", false, nil},
 		{"certificate", eapClient{
 			ike: "aes256-sha256-modp2048,aes256-sha1-modp1024", esp: "aes256-sha256,aes256-sha1",
 			local:  "\t\t\tauth = pubkey\n\t\t\tcerts = client.pem\n\t\t\tid = " + pki.Client.Identity.String() + "\n",
 			remote: "\t\t\tauth = pubkey\n\t\t\tid = gw.test\n",
 			files:  swanctlFiles(t, pki.CA.CertFile, "client", pki.Client.CertFile, pki.Client.KeyFile),
-		}, pki.Client.Identity.String(), false},
+		}, pki.Client.Identity.String(), false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client, gw, g := eapGatewayTopology(t, pki)
@@ -125,6 +131,11 @@ func TestEAPStrongSwanClients(t *testing.T) {
 			}
 			if strings.Contains(g.log.String(), eapPassword) {
 				t.Fatal("the gateway logged the password")
+			}
+			for _, want := range tc.saw {
+				if !strings.Contains(ch.Log(), want) {
+					t.Fatalf("the client's log lacks %q:\n%s", want, ch.Log())
+				}
 			}
 			t.Logf("%s: client %s, IKE %s, ESP %s, weak %v", tc.name, cl[0].ID, cl[0].IKESuite, cl[0].Algorithm, cl[0].Weak)
 		})
