@@ -435,3 +435,37 @@ func TestReadEAPUsers(t *testing.T) {
 		})
 	}
 }
+
+// TestEAPStrongSwanUntrustedGateway: a client that cannot verify the
+// gateway's certificate gives up with an INFORMATIONAL N(AUTHENTICATION_
+// FAILED) in the half-open IKE SA, which the gateway takes (answers and
+// drops the IKE SA), and sends no EAP.
+func TestEAPStrongSwanUntrustedGateway(t *testing.T) {
+	requireEAPPlugins(t)
+	pki, err := testpki.Generate(t.TempDir(), testpki.Options{KeyType: testpki.KeyRSA3072, GatewayName: "gw.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := testpki.Generate(t.TempDir(), testpki.Options{KeyType: testpki.KeyECDSAP256, GatewayName: "gw.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, _, g := eapGatewayTopology(t, pki)
+	o := windowsLike(t, other, "192.0.2.1") // trusts another CA
+	ch := strongswan.Start(t, strongswan.Config{Netns: client, Swanctl: o.swanctl(eapPassword), Files: o.files, Charon: eapCharon(o.charon)})
+	if out, err := ch.Swanctl("--initiate", "--child", "net", "--timeout", "20"); err == nil {
+		t.Fatalf("connected to a gateway it cannot verify:\n%s", out)
+	}
+	// strongSwan does not wait for the answer; the gateway's log shows it
+	// took the request (TestResponderEAP checks the answer and that the
+	// IKE SA goes).
+	if !strings.Contains(ch.Log(), "INFORMATIONAL request 2 [ N(AUTH_FAILED) ]") ||
+		!testenv.Eventually(5*time.Second, func() bool {
+			return strings.Contains(g.log.String(), "client gave up its EAP login") && strings.Contains(g.log.String(), "authentication_failed=true")
+		}) {
+		t.Fatalf("the client's N(AUTHENTICATION_FAILED) was not taken:\n%s\nmifsec:\n%s", ch.Log(), g.log.String())
+	}
+	if strings.Contains(ch.Log(), "EAP/RES") {
+		t.Fatalf("the client sent EAP to a gateway it could not verify:\n%s", ch.Log())
+	}
+}
