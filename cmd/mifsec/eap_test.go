@@ -243,13 +243,8 @@ func TestEAPConnectToStrongSwan(t *testing.T) {
 			if tc.password != eapPassword {
 				// The first attempt failing, mifsec connect exits with the
 				// reason.
-				select {
-				case <-c.done:
-				case <-time.After(20 * time.Second):
-					t.Fatalf("mifsec connect still runs 20 s after a wrong password:\n%s\ncharon:\n%s", c.log.String(), ch.Log())
-				}
-				if out := c.log.String(); c.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(out, "refused the EAP login") {
-					t.Fatalf("exit status %d, want a failure saying the login was refused:\n%s", c.cmd.ProcessState.ExitCode(), out)
+				if out := c.refused(t, 20*time.Second); !strings.Contains(out, "refused the EAP login") {
+					t.Fatalf("want a failure saying the login was refused:\n%s\ncharon:\n%s", out, ch.Log())
 				}
 				if strings.Contains(c.log.String(), tc.password) {
 					t.Fatal("mifsec connect logged the password")
@@ -267,6 +262,21 @@ func TestEAPConnectToStrongSwan(t *testing.T) {
 			t.Logf("%s: IKE %s, ESP %s, addresses %v", tc.name, st.Session.IKESuite, st.Session.Child.Algorithm, st.Session.Addresses)
 		})
 	}
+}
+
+// refused waits up to within for a `mifsec connect` whose first attempt
+// the gateway refuses to exit with a failure, and returns its output.
+func (p *connectProcess) refused(t *testing.T, within time.Duration) string {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("mifsec connect still runs %v after it was refused:\n%s", within, p.log.String())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Fatalf("mifsec connect exited with status 0 after it was refused:\n%s", p.log.String())
+	}
+	return p.log.String()
 }
 
 // eapGatewaySwanctl is a strongSwan gateway that proves itself with its
@@ -340,14 +350,9 @@ func TestEAPConnectToMifsecGateway(t *testing.T) {
 	if !testenv.Eventually(5*time.Second, func() bool { return strings.Contains(g.log.String(), "EAP users reloaded") }) {
 		t.Fatalf("no reload in the gateway's log:\n%s", g.log.String())
 	}
-	old := connect(eapPassword)
-	select {
-	case <-old.done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the old password still tries 20 s after SIGHUP:\n%s", old.log.String())
-	}
-	if !strings.Contains(old.log.String(), "the gateway rejected our credentials") || !strings.Contains(g.log.String(), "wrong password for EAP user carol") {
-		t.Fatalf("the old password was not refused as a wrong one:\n%s\ngateway:\n%s", old.log.String(), g.log.String())
+	if out := connect(eapPassword).refused(t, 20*time.Second); !strings.Contains(out, "the gateway rejected our credentials") ||
+		!strings.Contains(g.log.String(), "wrong password for EAP user carol") {
+		t.Fatalf("the old password was not refused as a wrong one:\n%s\ngateway:\n%s", out, g.log.String())
 	}
 	connect(newPassword).waitEstablished(t, 15*time.Second)
 	if log := g.log.String(); strings.Contains(log, eapPassword) || strings.Contains(log, newPassword) {
