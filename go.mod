@@ -19,6 +19,7 @@ require (
 	golang.org/x/term v0.47.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
 	gonum.org/v1/plot v0.17.0
+	layeh.com/radius v0.0.0-20231213012653-1006025d24f8
 )
 
 require (

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 
+	_ "crypto/sha1"   // SHA-1 for method 1 signatures (signRSASHA1)
 	_ "crypto/sha256" // SHA-256 for signatures
 	_ "crypto/sha512" // SHA-384 and SHA-512 for signatures
 )
@@ -269,6 +270,20 @@ type SignOptions struct {
 // Identity. RSA keys are signed with PKCS #1 v1.5.
 func Sign(key crypto.Signer, octets []byte, peerHashes []uint16) (AuthMethod, []byte, error) {
 	return signWithOptions(key, octets, peerHashes, SignOptions{})
+}
+
+// signRSASHA1 signs with method 1, RSA PKCS #1 v1.5 with SHA-1 (RFC 7296
+// §3.8): only for a peer that can check nothing else. mifsec never
+// accepts it (Verify).
+func signRSASHA1(key crypto.Signer, octets []byte) (AuthMethod, []byte, error) {
+	if bits := key.Public().(*rsa.PublicKey).N.BitLen(); bits < minRSABits {
+		return 0, nil, fmt.Errorf("ike: sign AUTH: RSA key of %d bits is smaller than %d bits: %w", bits, minRSABits, ErrWeakSignature)
+	}
+	sig, err := key.Sign(rand.Reader, digest(crypto.SHA1, octets), crypto.SHA1)
+	if err != nil {
+		return 0, nil, fmt.Errorf("ike: sign AUTH: %w", err)
+	}
+	return AuthRSA, sig, nil
 }
 
 // signWithOptions is Sign with options.

@@ -221,8 +221,12 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	octets := initiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
 	var payloads []Payload
 	payloads = append(payloads, idi)
-	auth := &Auth{}
-	if s.cfg.Key != nil {
+	// With EAP the request has no AUTH (RFC 7296 §2.16): the gateway
+	// proves itself first, then EAP runs, then AUTH keyed with its MSK.
+	var auth *Auth
+	switch {
+	case s.cfg.EAP != nil:
+	case s.cfg.Key != nil:
 		for _, c := range s.cfg.Certificates {
 			payloads = append(payloads, &Cert{Encoding: CertX509Signature, Data: c.Raw})
 		}
@@ -230,9 +234,9 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		if err != nil {
 			return fmt.Errorf("IKE_AUTH: signing: %w", err)
 		}
-		auth.Method, auth.Data = method, data
-	} else {
-		auth.Method, auth.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)
+		auth = &Auth{Method: method, Data: data}
+	default:
+		auth = &Auth{Method: AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)}
 	}
 	if s.cfg.CAs != nil {
 		payloads = append(payloads, &CertReq{Encoding: CertX509Signature, Data: s.cfg.CAs.CertReqData()})
@@ -240,7 +244,9 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	if s.cfg.RemoteID.Type != 0 {
 		payloads = append(payloads, &ID{Responder: true, IDType: s.cfg.RemoteID.Type, Data: s.cfg.RemoteID.Data})
 	}
-	payloads = append(payloads, auth)
+	if auth != nil {
+		payloads = append(payloads, auth)
+	}
 	if initialContact {
 		payloads = append(payloads, &Notify{NotifyType: INITIAL_CONTACT})
 	}
@@ -282,6 +288,11 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	}
 	if err := s.verifyGateway(init, reply); err != nil {
 		return err
+	}
+	if s.cfg.EAP != nil {
+		if reply, err = s.eapLogin(ctx, init, reply); err != nil {
+			return err
+		}
 	}
 	addrs, dns := configReply(reply)
 	child, err := s.childFromReply(sa, reply, inSPI, sa.ni, sa.nr, nil, false, s.localTS(), s.cfg.RemoteTS)

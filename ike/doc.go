@@ -1,7 +1,9 @@
 // Package ike owns IKEv2 (RFC 7296): message encoding and decoding, crypto
 // suites and key derivation, the initiator and responder state machines,
 // configuration payloads, NAT traversal, fragmentation, rekeying, dead peer
-// detection, MOBIKE (RFC 4555) and the notifications of the MIF extension.
+// detection, MOBIKE (RFC 4555), the notifications of the MIF extension, and
+// EAP in IKE_AUTH (EAP-MSCHAPv2 in both roles, the gateway's users checked
+// locally or by a RADIUS server).
 //
 // It imports no other package of the project; the mif package wires its
 // results (negotiated keys, traffic selectors, addresses) into the data plane.
@@ -69,6 +71,8 @@
 //     the request it answered, from the address that request came from
 //     or the client's current one, a bounded number of times (retransmission, RFC 7296 §2.1): a
 //     spoofed or forged "retransmission" reflects nothing.
+//   - Failed EAP logins lock the user name and the source out for an
+//     exponentially growing time after a few free ones (eap_limits.go).
 //   - Authenticated identities hold at most MaxSAsPerIdentity IKE SAs;
 //     INITIAL_CONTACT replaces the older ones (identity.go's Canonical
 //     decides what "the same identity" is).

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -65,6 +66,13 @@ type ResponderConfig struct {
 	Key          crypto.Signer
 	Certificates []*x509.Certificate
 	CAs          *TrustStore
+	// EAPUsers log in with EAP-MSCHAPv2 (RFC 7296 §2.16): a client whose
+	// IKE_AUTH request has no AUTH payload. The gateway proves itself
+	// with Key and Certificates, which EAP needs. Nil: no EAP.
+	EAPUsers *EAPUsers
+	// RADIUS checks EAP logins with a RADIUS server instead of EAPUsers
+	// (radius.go); it needs Key and Certificates as well.
+	RADIUS *RADIUSConfig
 
 	IKE []ProposalSpec // acceptable IKE SA proposals, in order of preference
 	ESP []ProposalSpec // acceptable Child SA proposals
@@ -158,6 +166,7 @@ type rSA struct {
 	initResp   []byte // our response: we sign it
 	peerHashes []uint16
 	expires    time.Time // for a half-open SA
+	eap        *rEAP     // the EAP login under way (responder_eap.go)
 	client     *rClient  // nil while half-open
 	// The last request answered: where it came from and the digest of
 	// its (first) datagram, to recognise its retransmissions; and how
@@ -185,6 +194,7 @@ type rClient struct {
 	mob         clientMobility   // MOBIKE and MIF (mobike.go)
 	psk         []byte           // the pre-shared key it authenticated with; nil for a certificate
 	authFrom    []netip.AddrPort // where its authenticated messages came from lately, newest first
+	accounted   *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
 	key         string           // ID's text (ID is canonical): the key of per-identity tables
 }
 
@@ -237,6 +247,13 @@ type Responder struct {
 	clients   []*rClient
 	pools     []*AddressPool
 	failures  map[string]uint64 // by reason (Fail*)
+	eapLimits eapLimits         // failed EAP logins by name and source (eap_limits.go)
+	radius    *radiusClient     // nil without a RADIUS server
+	// RADIUS answers come back to the loop through radiusDone; quit
+	// closes when Run returns; accounting counts requests in flight.
+	radiusDone chan func()
+	quit       chan struct{}
+	accounting sync.WaitGroup
 
 	secret, oldSecret [32]byte
 	secretSince       time.Time
@@ -251,6 +268,12 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	cfg.ClientPSKs = keys
 	if err := checkCredentials(len(cfg.PSK) > 0 || len(cfg.ClientPSKs) > 0, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
 		return nil, err
+	}
+	if (cfg.EAPUsers != nil || cfg.RADIUS != nil) && cfg.Key == nil {
+		return nil, errEAPNeedsKey
+	}
+	if cfg.EAPUsers != nil && cfg.RADIUS != nil {
+		return nil, errors.New("EAP users and a RADIUS server exclude each other")
 	}
 	if len(cfg.LocalTS) == 0 {
 		return nil, errors.New("no local traffic selectors (protected networks)")
@@ -288,7 +311,13 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 	}
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
-		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{}}
+		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
+		radiusDone: make(chan func(), 64), quit: make(chan struct{})}
+	if cfg.RADIUS != nil {
+		if r.radius, err = newRADIUSClient(*cfg.RADIUS); err != nil {
+			return nil, err
+		}
+	}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -331,9 +360,13 @@ func (r *Responder) Run(ctx context.Context) error {
 			for _, c := range slices.Clone(r.clients) {
 				r.sayGoodbye(c)
 			}
+			close(r.quit)
+			r.waitAccounting(2 * time.Second)
 			return nil
 		case in := <-r.inbox:
 			r.handle(in)
+		case f := <-r.radiusDone:
+			f()
 		case f := <-r.calls:
 			f()
 		case <-timer.C:
@@ -415,6 +448,7 @@ func (r *Responder) tick() {
 		}
 	}
 	r.forgetIdleBudgets(now)
+	r.eapLimits.forget(now)
 	if now.Sub(r.secretSince) >= r.cfg.CookieSecretLifetime {
 		r.oldSecret = r.secret
 		rand.Read(r.secret[:])
@@ -575,6 +609,15 @@ func (r *Responder) handle(in inbound) {
 	var reply []Payload
 	var after func()
 	switch {
+	case sa.client == nil && sa.eap != nil && m.Exchange == IKE_AUTH && r.relaysEAP(sa):
+		// The answer goes out once the RADIUS server's came
+		// (responder_eap.go); retransmissions meanwhile are dropped.
+		r.relayEAP(sa, m.MessageID, inner, in.from)
+		return
+	case sa.client == nil && sa.eap != nil && m.Exchange == IKE_AUTH:
+		reply, after = r.continueEAP(sa, inner, in.from) // responder_eap.go
+	case sa.client == nil && sa.eap != nil && m.Exchange == INFORMATIONAL:
+		reply, after = r.abandonEAP(sa, inner, in.from)
 	case sa.client == nil && m.Exchange == IKE_AUTH && m.MessageID == 1:
 		reply, after = r.respondAuth(sa, inner, in.from)
 		reply = r.authMobility(sa, inner, reply) // MOBIKE, MIF (mobike.go)
@@ -628,6 +671,7 @@ func (r *Responder) dropClient(c *rClient) {
 		r.h.RemoveChild(&c.RemoteClient, c.child)
 	}
 	c.child, c.oldKids = nil, nil
+	r.accountStop(c) // before the leases go: the session's record names them
 	r.releaseLeases(c)
 	for k, sa := range r.sas {
 		if sa.client == c {

@@ -2,6 +2,7 @@ package ike
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -137,16 +138,31 @@ func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[st
 }
 
 // respondAuth answers IKE_AUTH: authenticates the client, leases its inner
-// addresses and sets up its first Child SA.
+// addresses and sets up its first Child SA. A request without AUTH starts
+// EAP (responder_eap.go).
 func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
 	idi, auth := findID(req, false), Find[*Auth](req)
-	if idi == nil || auth == nil {
-		return r.authFail(sa, from, "no IDi or AUTH")
+	if idi == nil {
+		return r.authFail(sa, from, "no IDi")
+	}
+	if auth == nil {
+		return r.startEAP(sa, idi, req, from)
 	}
 	id := Identity{Type: idi.IDType, Data: idi.Data}
 	if err := r.verifyClient(sa, id, auth, req); err != nil {
 		return r.authFail(sa, from, err.Error(), "id", id)
 	}
+	var psk []byte
+	if auth.Method == AuthPSK {
+		psk = r.pskFor(id)
+	}
+	return r.admit(sa, id, req, from, psk, nil)
+}
+
+// admit answers the IKE_AUTH request of a client that authenticated as id
+// (with psk, or with EAP and its msk, or with a certificate when both are
+// nil): our identity and AUTH, its addresses and first Child SA from req.
+func (r *Responder) admit(sa *rSA, id Identity, req []Payload, from netip.AddrPort, psk, msk []byte) ([]Payload, func()) {
 	// From here on the client is known by the canonical form of the
 	// identity it authenticated with, for its leases, the limit per
 	// identity and INITIAL_CONTACT.
@@ -164,21 +180,28 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 			return r.authFail(sa, from, "its identity already holds the most IKE SAs allowed", "id", id, "limit", limit)
 		}
 	}
-	// Our AUTH over our IKE_SA_INIT response.
-	reply := []Payload{&ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}}
+	// Our AUTH over our IKE_SA_INIT response. After EAP it is keyed with
+	// the MSK (RFC 7296 §2.16); IDr and the certificate went with the
+	// first response.
 	octets := responderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
+	var reply []Payload
 	ours := &Auth{}
-	if r.cfg.Key != nil {
+	switch {
+	case msk != nil:
+		ours.Method, ours.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, msk, octets)
+	case r.cfg.Key != nil:
+		reply = append(reply, r.localIDPayload())
 		for _, c := range r.cfg.Certificates {
 			reply = append(reply, &Cert{Encoding: CertX509Signature, Data: c.Raw})
 		}
-		method, data, err := Sign(r.cfg.Key, octets, sa.peerHashes)
+		method, data, err := r.sign(sa, octets)
 		if err != nil {
 			r.log.Warn("signing IKE_AUTH", "err", err)
 			return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
 		}
 		ours.Method, ours.Data = method, data
-	} else {
+	default:
+		reply = append(reply, r.localIDPayload())
 		ours.Method, ours.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
 	}
 	reply = append(reply, ours)
@@ -189,6 +212,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	// them.
 	r.leaveHalfOpen(sa)
 	sa.initReq, sa.initResp = nil, nil
+	sa.eap = nil
 	if replace {
 		for _, old := range slices.Clone(r.clients) {
 			if old.key == key {
@@ -198,9 +222,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		}
 	}
 	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
-	if auth.Method == AuthPSK {
-		c.psk = r.pskFor(id)
-	}
+	c.psk = psk
 	sa.client = c
 	r.clients = append(r.clients, c)
 
@@ -225,6 +247,20 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		r.log.Warn("client negotiated weak algorithms", "id", id, "from", from, "weak", weak)
 	}
 	return reply, nil
+}
+
+func (r *Responder) localIDPayload() *ID {
+	return &ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}
+}
+
+// sign signs our AUTH octets for the client of sa. A client that sent no
+// SIGNATURE_HASH_ALGORITHMS (the IKEv2 client of Windows) can only check
+// method 1 (RSA PKCS #1 v1.5 with SHA-1, RFC 7296 §3.8) of an RSA key.
+func (r *Responder) sign(sa *rSA, octets []byte) (AuthMethod, []byte, error) {
+	if _, isRSA := r.cfg.Key.Public().(*rsa.PublicKey); isRSA && len(sa.peerHashes) == 0 {
+		return signRSASHA1(r.cfg.Key, octets)
+	}
+	return Sign(r.cfg.Key, octets, sa.peerHashes)
 }
 
 // firstChild leases the client's addresses and builds its first Child SA

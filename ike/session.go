@@ -103,6 +103,10 @@ type SessionConfig struct {
 	Key          crypto.Signer
 	Certificates []*x509.Certificate
 	CAs          *TrustStore
+	// EAP logs in with EAP-MSCHAPv2 instead (RFC 7296 §2.16); the gateway
+	// proves itself with a certificate that CAs vouch for. LocalID may
+	// then be the zero value: the EAP identity stands in.
+	EAP *EAPCredentials
 
 	IKE []ProposalSpec // IKE SA proposals, in order of preference
 	ESP []ProposalSpec // Child SA proposals (a DH group in them is used for PFS on rekey)
@@ -220,7 +224,18 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if !cfg.Remote.IsValid() {
 		return nil, errors.New("no gateway address")
 	}
-	if err := checkCredentials(len(cfg.PSK) > 0, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
+	if cfg.EAP != nil {
+		if len(cfg.PSK) > 0 || cfg.Key != nil {
+			return nil, errors.New("EAP and a pre-shared key or private key exclude each other")
+		}
+		if cfg.CAs == nil {
+			return nil, errors.New("EAP needs the CAs that vouch for the gateway's certificate")
+		}
+		if cfg.LocalID.Type == 0 {
+			cfg.LocalID = eapIdentity(cfg.EAP.Identity)
+		}
+	}
+	if err := checkCredentials(len(cfg.PSK) > 0 || cfg.EAP != nil, cfg.Key, cfg.Certificates, cfg.IKE, cfg.ESP, cfg.LocalID); err != nil {
 		return nil, err
 	}
 	if err := checkPaths(&cfg, tr); err != nil { // mobike.go

@@ -604,6 +604,12 @@ func (g *Gateway) SetPSKs(ctx context.Context, shared []byte, perClient map[stri
 	return g.resp.SetPSKs(ctx, shared, perClient)
 }
 
+// SetEAPUsers replaces the EAP users while the gateway runs
+// (ike.Responder.SetEAPUsers).
+func (g *Gateway) SetEAPUsers(ctx context.Context, users *ike.EAPUsers) error {
+	return g.resp.SetEAPUsers(ctx, users)
+}
+
 // Status returns the clients with their counters: each client's traffic
 // over all its Child SAs, the rekeyed ones included.
 func (g *Gateway) Status(ctx context.Context) GatewayStatus {

@@ -100,8 +100,8 @@ func TestConnectProfileErrors(t *testing.T) {
 		{"bad mode", base + "dns: systemd\n", nil, `FILE:4: --dns: DNS mode "systemd"`},
 		{"syntax", base + "dpd: 5s: x\n", nil, `FILE:4: mapping values are not allowed`},
 		{"not a mapping", "- gateway\n", nil, `FILE:1: want a mapping`},
-		{"missing required", "psk-file: PSK\n", nil, `needs --gateway, --local-id (on the command line or as keys in FILE)`},
-		{"no profile, missing required", "-", []string{"--psk-file", "x"}, `needs --gateway, --local-id; see mifsec connect --help`},
+		{"missing required", "psk-file: PSK\n", nil, `needs --gateway (on the command line or as keys in FILE)`},
+		{"no profile, missing required", "-", []string{"--psk-file", "x"}, `needs --gateway; see mifsec connect --help`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, path, err := runConnectProfile(t, tc.yaml, tc.args...)

@@ -34,13 +34,15 @@ const (
 func connectCommand() *cli.Command {
 	flags := []cli.Flag{
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "gateway", Usage: "gateway `HOST`, HOST:PORT or [IPv6]:PORT (IKE port, default 500); a name is resolved at start and is the gateway's identity unless --remote-id says otherwise", Required: true}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN (required but with --eap-identity)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote-id", Usage: "the gateway's expected `IDENTITY` (default: --gateway's name; required with --ca when --gateway is an address)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for the gateway, PEM `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "crl", Usage: "certificate revocation lists of the --ca CAs, PEM or DER `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "eap-identity", Usage: "log in with EAP-MSCHAPv2 as user `NAME` (with --password-file, and --ca to verify the gateway)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "password-file", Usage: "read the EAP password from the first line of `FILE` (mode 600)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax (AEADs, or aes128/aes192/aes256 with sha1/sha256/sha384/sha512)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
@@ -69,8 +71,9 @@ func connectCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "connect",
 		Usage: "connect to an IKEv2 gateway and route the granted networks through the tunnel",
-		Description: `Authenticates to the gateway with a pre-shared key (--psk-file) or a certificate
-(--cert, --key, and --ca to verify the gateway), asks for inner addresses, and routes
+		Description: `Authenticates to the gateway with a pre-shared key (--psk-file), a certificate
+(--cert, --key, and --ca to verify the gateway) or an EAP-MSCHAPv2 user name and password
+(--eap-identity, --password-file, and --ca to verify the gateway), asks for inner addresses, and routes
 the traffic selectors the gateway grants into a TUN device. Runs until interrupted,
 then deletes the IKE SA and removes the device.`,
 		Flags:  flags,
@@ -86,12 +89,17 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 		return cfg, fmt.Errorf("--gateway: %w", err)
 	}
 	s.Remote = gw
-	if s.LocalID, err = ike.ParseIdentity(c.String("local-id")); err != nil {
-		return cfg, fmt.Errorf("--local-id: %w", err)
-	}
 	creds, err := parseCredentials(c)
 	if err != nil {
 		return cfg, err
+	}
+	switch id := c.String("local-id"); {
+	case id != "":
+		if s.LocalID, err = ike.ParseIdentity(id); err != nil {
+			return cfg, fmt.Errorf("--local-id: %w", err)
+		}
+	case creds.eap == nil:
+		return cfg, errors.New("--local-id is required (but with --eap-identity, which stands in for it)")
 	}
 	switch id := c.String("remote-id"); {
 	case id != "":
@@ -106,7 +114,7 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 		return cfg, fmt.Errorf("--remote-id is required with --ca when --gateway is an address: " +
 			"any certificate of the CA would otherwise be accepted as the gateway's (give the gateway's identity, e.g. --remote-id vpn.example.net, or --gateway by name)")
 	}
-	s.PSK, s.Key, s.Certificates, s.CAs = creds.psk, creds.key, creds.certs, creds.cas
+	s.PSK, s.Key, s.Certificates, s.CAs, s.EAP = creds.psk, creds.key, creds.certs, creds.cas, creds.eap
 	s.IKE, s.ESP = creds.ike, creds.esp
 	if s.RemoteTS, err = parsePrefixes(c.StringSlice("remote-ts"), true); err != nil {
 		return cfg, fmt.Errorf("--remote-ts: %w", err)

@@ -536,6 +536,12 @@ func TestConnectThroughput(t *testing.T) {
 func parseConnectArgs(t *testing.T, args ...string) (mif.ClientConfig, error) {
 	t.Helper()
 	psk := writePSK(t, t.TempDir(), "a secret of enough length")
+	return parseConnectFlags(t, append([]string{"--gateway", "192.0.2.2", "--local-id", "client.example", "--psk-file", psk}, args...)...)
+}
+
+// parseConnectFlags parses `mifsec connect` args as the binary does.
+func parseConnectFlags(t *testing.T, args ...string) (mif.ClientConfig, error) {
+	t.Helper()
 	cmd := connectCommand()
 	var cfg mif.ClientConfig
 	var perr error
@@ -544,8 +550,7 @@ func parseConnectArgs(t *testing.T, args ...string) (mif.ClientConfig, error) {
 		return nil
 	}
 	app := &cli.App{Commands: []*cli.Command{withSetup(cmd, commandSetup{})}} // as the binary reads --config
-	base := []string{"mifsec", "connect", "--gateway", "192.0.2.2", "--local-id", "client.example", "--psk-file", psk}
-	if err := app.Run(append(base, args...)); err != nil {
+	if err := app.Run(append([]string{"mifsec", "connect"}, args...)); err != nil {
 		return cfg, err
 	}
 	return cfg, perr

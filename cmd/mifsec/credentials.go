@@ -27,6 +27,7 @@ type ikeCredentials struct {
 	cas        *ike.TrustStore
 	ike, esp   []ike.ProposalSpec
 	espAlgs    []dataplane.Algorithm // the data plane algorithms esp allows
+	eap        *ike.EAPCredentials   // connect's --eap-identity and --password-file
 }
 
 // parseCredentials reads --psk-file or --cert/--key, --ca, --ike and --esp
@@ -58,8 +59,11 @@ func parseCredentials(c *cli.Context) (ikeCredentials, error) {
 		if cr.key, err = ike.LoadPrivateKey(c.String("key")); err != nil {
 			return cr, fmt.Errorf("--key: %w", err)
 		}
-	case cr.psk == nil && cr.clientPSKs == nil:
+	case cr.psk == nil && cr.clientPSKs == nil && c.String("eap-identity") == "":
 		return cr, errors.New("no credentials: give --psk-file, or --cert and --key")
+	}
+	if cr.eap, err = readEAPCredentials(c, cr); err != nil {
+		return cr, err
 	}
 	if ca := c.String("ca"); ca != "" {
 		if cr.cas, err = ike.LoadTrustStore(ca); err != nil {
@@ -173,11 +177,46 @@ func readPSKFile(path string) ([]byte, error) {
 // The file must be its owner's alone and every key at least minPSKLen
 // bytes long.
 func readClientPSKs(path string) (map[string][]byte, error) {
-	data, err := readSecretFile(path)
+	lines, err := readSecretLines(path, "key")
 	if err != nil {
 		return nil, err
 	}
 	keys := map[string][]byte{}
+	for _, l := range lines {
+		id, err := ike.ParseIdentity(l.name)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, l.n, err)
+		}
+		if _, dup := keys[id.String()]; dup {
+			return nil, fmt.Errorf("%s:%d: a second key for %s", path, l.n, id)
+		}
+		if err := checkPSK([]byte(l.value), fmt.Sprintf("%s:%d: %s", path, l.n, id)); err != nil {
+			return nil, err
+		}
+		keys[id.String()] = []byte(l.value)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s names no client", path)
+	}
+	return keys, nil
+}
+
+// secretLine is one line of a file of 'NAME SECRET' lines.
+type secretLine struct {
+	n           int // its number, from 1
+	name, value string
+}
+
+// readSecretLines reads a file of 'NAME SECRET' lines (what names the
+// secret in errors): the name up to the first white space, the secret the
+// rest of the line, white space around it trimmed. Blank lines and lines
+// starting with # are skipped. The file must be its owner's alone.
+func readSecretLines(path, what string) ([]secretLine, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var lines []secretLine
 	for i, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -185,25 +224,11 @@ func readClientPSKs(path string) (map[string][]byte, error) {
 		}
 		end := strings.IndexFunc(line, unicode.IsSpace)
 		if end < 0 {
-			return nil, fmt.Errorf("%s:%d: want an identity and its key", path, i+1)
+			return nil, fmt.Errorf("%s:%d: want an identity and its %s", path, i+1, what)
 		}
-		name, key := line[:end], strings.TrimSpace(line[end:])
-		id, err := ike.ParseIdentity(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
-		}
-		if _, dup := keys[id.String()]; dup {
-			return nil, fmt.Errorf("%s:%d: a second key for %s", path, i+1, id)
-		}
-		if err := checkPSK([]byte(key), fmt.Sprintf("%s:%d: %s", path, i+1, id)); err != nil {
-			return nil, err
-		}
-		keys[id.String()] = []byte(key)
+		lines = append(lines, secretLine{n: i + 1, name: line[:end], value: strings.TrimSpace(line[end:])})
 	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s names no client", path)
-	}
-	return keys, nil
+	return lines, nil
 }
 
 // loadCRLs reads --crl into the trust store (at start and on SIGHUP).
@@ -220,4 +245,71 @@ func loadCRLs(cas *ike.TrustStore, path string) error {
 		slog.Warn("--crl: "+w, "file", path)
 	}
 	return nil
+}
+
+// readEAPCredentials reads connect's --eap-identity and --password-file
+// (nil without --eap-identity). EAP replaces a pre-shared key or our own
+// certificate, and the gateway is then checked by its certificate alone.
+func readEAPCredentials(c *cli.Context, cr ikeCredentials) (*ike.EAPCredentials, error) {
+	name := c.String("eap-identity")
+	if name == "" {
+		if c.String("password-file") != "" {
+			return nil, errors.New("--password-file needs --eap-identity")
+		}
+		return nil, nil
+	}
+	switch {
+	case cr.psk != nil || cr.key != nil:
+		return nil, errors.New("--eap-identity excludes --psk-file and --cert/--key: EAP is how we authenticate")
+	case c.String("password-file") == "":
+		return nil, errors.New("--eap-identity needs --password-file")
+	case c.String("ca") == "":
+		return nil, errors.New("--eap-identity needs --ca: the gateway proves itself with a certificate before the password is used")
+	}
+	password, err := readPasswordFile(c.String("password-file"))
+	if err != nil {
+		return nil, fmt.Errorf("--password-file: %w", err)
+	}
+	cred, err := ike.NewEAPCredentials(name, password)
+	if err != nil {
+		return nil, fmt.Errorf("--eap-identity: %w", err)
+	}
+	return cred, nil
+}
+
+// readPasswordFile reads a password: the file's first line. The file must
+// be its owner's alone.
+func readPasswordFile(path string) (string, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return "", err
+	}
+	password, _, _ := strings.Cut(string(data), "\n")
+	if password = strings.TrimRight(password, "\r"); password == "" {
+		return "", fmt.Errorf("%s holds no password on its first line", path)
+	}
+	return password, nil
+}
+
+// readEAPUsers reads the gateway's --eap-users: one user a line, its EAP
+// identity, white space, then its password to the end of the line (white
+// space around it trimmed). Blank lines and lines starting with # are
+// skipped. The file must be its owner's alone. Errors name the line, never
+// a password.
+func readEAPUsers(path string) (*ike.EAPUsers, error) {
+	lines, err := readSecretLines(path, "password")
+	if err != nil {
+		return nil, err
+	}
+	passwords := map[string]string{}
+	for _, l := range lines {
+		if _, dup := passwords[l.name]; dup {
+			return nil, fmt.Errorf("%s:%d: a second password for %s", path, l.n, ike.Printable(l.name))
+		}
+		passwords[l.name] = l.value
+	}
+	if len(passwords) == 0 {
+		return nil, fmt.Errorf("%s names no user", path)
+	}
+	return ike.NewEAPUsers(passwords)
 }

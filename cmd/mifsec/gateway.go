@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for clients, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "eap-users", Usage: "EAP-MSCHAPv2 users, `FILE` of 'IDENTITY PASSWORD' lines (mode 600; read again on SIGHUP); needs --cert/--key"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "radius", Usage: "check EAP logins with the RADIUS server at `HOST[:PORT]` (1812; accounting on the next port) instead of --eap-users; needs --cert/--key"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "radius-secret-file", Usage: "read the RADIUS shared secret from `FILE` (mode 600)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "crl", Usage: "certificate revocation lists of the --ca CAs, PEM or DER `FILE` (read again on SIGHUP)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "pool", Usage: "inner address pool `CIDR`, at most one per family (repeatable)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "protected network `CIDR` behind the gateway (repeatable)", Required: true}),
@@ -81,13 +85,15 @@ func gatewayCommand() *cli.Command {
 		Name:  "gateway",
 		Usage: "run an IKEv2 security gateway that leases inner addresses to clients",
 		Description: `Answers IKEv2 clients on ports 500 and 4500, authenticates them with a pre-shared key
-(--psk-file, or a key per client with --client-psks) or certificates (--cert, --key,
-and --ca to verify clients), leases each an inner address from the pools, and carries
+(--psk-file, or a key per client with --client-psks), certificates (--cert, --key,
+and --ca to verify clients) or EAP-MSCHAPv2 user names and passwords (--eap-users, the
+gateway proving itself with --cert; or checked by a RADIUS server, --radius), leases each an inner address from the pools, and carries
 their traffic to the protected networks (--local-ts) through a TUN device whose address
 is the first usable one of each pool. A client from which nothing arrived for --dpd
 gets a liveness check and is dropped, its addresses returned to the pool, when it does
 not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file and
---client-psks again: clients whose key changed or went are dropped, the others stay.
+--client-psks again: clients whose key changed or went are dropped, the others stay;
+and --eap-users, for the logins that follow.
 Runs until interrupted.`,
 		Flags:       flags,
 		Action:      runGateway, // withSetup (config.go) reads --config
@@ -126,6 +132,17 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 		return cfg, fmt.Errorf("--client-psks: %w", err)
 	}
 	r.IKE, r.ESP = creds.ike, creds.esp
+	if f := c.String("eap-users"); f != "" {
+		if r.Key == nil {
+			return cfg, errors.New("--eap-users needs --cert and --key: EAP clients check the gateway by its certificate")
+		}
+		if r.EAPUsers, err = readEAPUsers(f); err != nil {
+			return cfg, fmt.Errorf("--eap-users: %w", err)
+		}
+	}
+	if r.RADIUS, err = parseRADIUS(c, r.LocalID); err != nil {
+		return cfg, err
+	}
 	if r.Pools, err = parsePrefixes(c.StringSlice("pool"), true); err != nil {
 		return cfg, fmt.Errorf("--pool: %w", err)
 	}
@@ -254,6 +271,7 @@ func runGateway(c *cli.Context) error {
 	}
 	reload := func() {
 		reloadPSKs(c, g)
+		reloadEAPUsers(c, g)
 		if f := c.String("crl"); f != "" && cfg.Responder.CAs != nil {
 			// The store is the responder's: new authentications see the
 			// lists at once.
@@ -291,6 +309,57 @@ func reloadPSKs(c *cli.Context, g *mif.Gateway) {
 	}
 	slog.Info("SIGHUP: pre-shared keys reloaded", "clients_with_own_key", len(keys), "shared_key", psk != nil,
 		"dropped", revoked)
+}
+
+// parseRADIUS reads --radius and --radius-secret-file (nil without them).
+func parseRADIUS(c *cli.Context, nas ike.Identity) (*ike.RADIUSConfig, error) {
+	if c.String("radius") == "" {
+		if c.String("radius-secret-file") != "" {
+			return nil, errors.New("--radius-secret-file needs --radius")
+		}
+		return nil, nil
+	}
+	switch {
+	case c.String("eap-users") != "":
+		return nil, errors.New("--radius and --eap-users exclude each other: the RADIUS server checks the passwords")
+	case c.String("key") == "":
+		return nil, errors.New("--radius needs --cert and --key: EAP clients check the gateway by its certificate")
+	case c.String("radius-secret-file") == "":
+		return nil, errors.New("--radius needs --radius-secret-file")
+	}
+	server, _, err := resolveGateway(c.Context, c.String("radius"), 1812)
+	if err != nil {
+		return nil, fmt.Errorf("--radius: %w", err)
+	}
+	secret, err := readSecretFile(c.String("radius-secret-file"))
+	if err != nil {
+		return nil, fmt.Errorf("--radius-secret-file: %w", err)
+	}
+	if secret = bytes.TrimRight(secret, "\r\n"); len(secret) == 0 {
+		return nil, fmt.Errorf("--radius-secret-file: %s is empty", c.String("radius-secret-file"))
+	}
+	accounting := netip.AddrPortFrom(server.Addr(), server.Port()+1)
+	return &ike.RADIUSConfig{Server: server.String(), Accounting: accounting.String(), Secret: secret, NASIdentifier: nas.Display()}, nil
+}
+
+// reloadEAPUsers reads --eap-users again (on SIGHUP) for the logins that
+// follow; a file that cannot be read leaves the users as they were.
+func reloadEAPUsers(c *cli.Context, g *mif.Gateway) {
+	f := c.String("eap-users")
+	if f == "" {
+		return
+	}
+	users, err := readEAPUsers(f)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
+		defer cancel()
+		err = g.SetEAPUsers(ctx, users)
+	}
+	if err != nil {
+		slog.Error("SIGHUP: keeping the EAP users", "err", err)
+		return
+	}
+	slog.Info("SIGHUP: EAP users reloaded", "file", f, "users", users.Len())
 }
 
 func printGatewayStatus(st mif.GatewayStatus) {

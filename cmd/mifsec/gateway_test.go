@@ -53,11 +53,18 @@ func mifsecGatewayTopologyAfter(t *testing.T, setup func(client, gw string), arg
 // waits until its control socket answers.
 func startMifsecGateway(t *testing.T, ns, listen string, args ...string) *mifsecProcess {
 	t.Helper()
-	g := startMifsec(t, ns, append([]string{"--log-level", "debug", "gateway", "--tun", "mgw0", "--listen", listen,
+	return startMifsecGatewayTUN(t, ns, listen, "mgw0", args...)
+}
+
+// startMifsecGatewayTUN is startMifsecGateway with the TUN named tunName,
+// for tests that may run beside those using mgw0.
+func startMifsecGatewayTUN(t *testing.T, ns, listen, tunName string, args ...string) *mifsecProcess {
+	t.Helper()
+	g := startMifsec(t, ns, append([]string{"--log-level", "debug", "gateway", "--tun", tunName, "--listen", listen,
 		"--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24", "--dns", "10.1.0.53"}, args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := mif.ReadStatus(mif.ControlSocket("mgw0")); err == nil {
+		if _, err := mif.ReadStatus(mif.ControlSocket(tunName)); err == nil {
 			return g
 		}
 		select {
@@ -85,7 +92,13 @@ func secondClientNetns(t *testing.T, gw, prefix string) string {
 
 // mifsecGatewayStatus reads the status of the gateway on mgw0.
 func mifsecGatewayStatus(t *testing.T) mif.GatewayStatus {
-	raw, err := mif.ReadStatus(mif.ControlSocket("mgw0"))
+	return mifsecGatewayStatusOn(t, "mgw0")
+}
+
+// mifsecGatewayStatusOn reads the status of the gateway whose TUN is
+// tunName.
+func mifsecGatewayStatusOn(t *testing.T, tunName string) mif.GatewayStatus {
+	raw, err := mif.ReadStatus(mif.ControlSocket(tunName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +110,11 @@ func mifsecGatewayStatus(t *testing.T) mif.GatewayStatus {
 }
 
 func gatewayClients(t *testing.T) []mif.GatewayClientStatus { return mifsecGatewayStatus(t).Clients }
+
+// gatewayClientsOn lists the clients of the gateway whose TUN is tunName.
+func gatewayClientsOn(t *testing.T, tunName string) []mif.GatewayClientStatus {
+	return mifsecGatewayStatusOn(t, tunName).Clients
+}
 
 func TestMifsecGatewayStrongSwanClient(t *testing.T) {
 	strongswan.Require(t)
@@ -317,12 +335,18 @@ type strongSwanClient struct {
 	pki                  *testpki.PKI // or certificates
 	childRekey, ikeRekey string       // strongSwan durations, "" for its defaults
 	ike, esp             string       // proposals, "" for AES-GCM-256 with x25519
+	// local, remote and secrets, when local is set, replace the sections
+	// psk or pki make (EAP clients).
+	local, remote, secrets string
 }
 
 func (o strongSwanClient) swanctl() string {
 	local, remote := "\t\t\tauth = psk\n\t\t\tid = client.example\n", "\t\t\tauth = psk\n\t\t\tid = gw.example\n"
 	secrets := fmt.Sprintf("secrets {\n\tike-1 {\n\t\tid-gw = gw.example\n\t\tid-cl = client.example\n\t\tsecret = %q\n\t}\n}\n", o.psk)
-	if o.pki != nil {
+	switch {
+	case o.local != "":
+		local, remote, secrets = o.local, o.remote, o.secrets
+	case o.pki != nil:
 		local = "\t\t\tauth = pubkey\n\t\t\tcerts = client.pem\n\t\t\tid = " + o.pki.Client.Identity.String() + "\n"
 		remote = "\t\t\tauth = pubkey\n\t\t\tid = " + o.pki.Gateway.Identity.String() + "\n"
 		secrets = ""
