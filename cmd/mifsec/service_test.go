@@ -344,8 +344,17 @@ func TestInstallUnit(t *testing.T) {
 		t.Skip("systemd-analyze is not installed: the unit is not verified")
 	}
 	// An instance of the template, checked as systemd would load it.
+	// It also loads units of the host the template pulls in, and warns
+	// about theirs (a distribution's freeradius.service, say): only what
+	// it says about this unit counts.
 	out, err = exec.Command("systemd-analyze", "verify", filepath.Join(filepath.Dir(path), "mifsec@office.service")).CombinedOutput()
-	if err != nil || len(out) > 0 {
+	var ours []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.Contains(line, "mifsec") {
+			ours = append(ours, line)
+		}
+	}
+	if err != nil || len(ours) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
