@@ -16,7 +16,6 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
-	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/vishvananda/netlink"
@@ -29,7 +28,8 @@ type ClientConfig struct {
 	TUN     tun.Config
 	// Device is the one interface that reaches the gateway when
 	// Interfaces is nil; empty means the one the routing table uses at
-	// start. It is the machinery of Interfaces with one interface: its
+	// start (or, with no route yet, the first interface that comes to
+	// reach it). It is the machinery of Interfaces with one interface: its
 	// sockets are bound to it, so that routes into the tunnel never
 	// capture the tunnel's own packets, and a new address on it (DHCP
 	// renumbering, another network on the same Wi-Fi interface) moves the
@@ -111,12 +111,19 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	}()
 	if c.cfg.Interfaces == nil {
 		// One interface: the multi-interface machinery watching only it.
+		// With no route to the gateway yet (the network is not up), every
+		// interface is watched and the first that reaches it is used.
+		c.cfg.Interfaces = &InterfaceConfig{}
 		if c.cfg.Device == "" {
-			if c.cfg.Device, err = deviceTowards(cfg.Session.Remote.Addr()); err != nil {
-				return nil, err
+			dev, err := deviceTowards(cfg.Session.Remote.Addr())
+			if err != nil {
+				log.Info("no route to the gateway yet: waiting for an interface that reaches it", "gateway", cfg.Session.Remote.Addr(), "err", err)
 			}
+			c.cfg.Device = dev
 		}
-		c.cfg.Interfaces = &InterfaceConfig{Filter: netmon.Filter{Include: []string{c.cfg.Device}}}
+		if c.cfg.Device != "" {
+			c.cfg.Interfaces.Include = []string{c.cfg.Device}
+		}
 		if c.cfg.Policy == nil {
 			single := scheduler.PolicySingle
 			c.cfg.Policy = &single

@@ -171,6 +171,19 @@ func (c *Client) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	return c.multi.paths.send(name, msg, to, natT)
 }
 
+// activeKept reports whether the active path is still open (not replaced
+// by another on its interface, not gone).
+func (c *Client) activeKept() bool {
+	c.multi.mu.Lock()
+	active, gen := c.multi.active, c.multi.activeGen
+	c.multi.mu.Unlock()
+	if active == "" {
+		return false
+	}
+	p, ok := c.multi.paths.get(active)
+	return ok && p.Gen == gen
+}
+
 // activePath returns the interface of the active path.
 func (c *Client) activePath() string {
 	c.multi.mu.Lock()
@@ -272,13 +285,17 @@ func (c *Client) drivePaths(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if routeChanged(last, snap, c.activePath()) {
-				c.checkGateway(ctx, "the default route changed")
-			}
+			rerouted := routeChanged(last, snap, c.activePath())
 			last = snap
 			ch, err := c.multi.paths.update(ctx, snap, time.Now())
 			if err != nil {
 				c.log.Warn("opening paths", "err", err)
+			}
+			if rerouted && c.activeKept() {
+				// The path stays, but the way to the gateway changed.
+				// (A path replaced or gone is moved from, and the move
+				// is itself the check.)
+				c.checkGateway(ctx, "the default route changed")
 			}
 			if len(ch.Added)+len(ch.Removed) > 0 {
 				c.log.Debug("paths changed", "added", ch.Added, "removed", ch.Removed)

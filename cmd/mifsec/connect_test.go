@@ -964,3 +964,36 @@ func TestConnectChecksGatewayOnRouteChange(t *testing.T) {
 		t.Errorf("after reconnecting: %v\ngateway:\n%s", err, g.log.String())
 	}
 }
+
+// TestConnectWaitsForNetwork (issue 18): `mifsec connect` started before
+// the network is up (no route to the gateway) waits for an interface that
+// reaches it instead of exiting, and connects once the link comes up.
+func TestConnectWaitsForNetwork(t *testing.T) {
+	const psk = "a waiting for the network secret"
+	var dev string
+	client, _, g := mifsecGatewayTopologyAfter(t, func(client, gw string) {
+		dev = linkOf(t, client, "192.0.2.1")
+		testenv.Exec(t, client, "ip", "link", "set", dev, "down")
+	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk))
+	c := startConnect(t, client, "mwn0", "--gateway", "192.0.2.2", "--local-id", "client.example",
+		"--remote-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--ipv6=false")
+	var err error
+	if !testenv.Eventually(10*time.Second, func() bool { _, err = c.status(t); return err == nil }) {
+		t.Fatalf("no status 10 s after the start (exited?): %v\n%s", err, c.log.String())
+	}
+	time.Sleep(time.Second)
+	if st, err := c.status(t); err != nil || st.Session.State == "established" {
+		t.Fatalf("without a network: %+v, %v", st.Session, err)
+	}
+	if !strings.Contains(c.log.String(), "no route to the gateway yet") {
+		t.Errorf("the wait is not in the log:\n%s", c.log.String())
+	}
+	testenv.Exec(t, client, "ip", "link", "set", dev, "up")
+	st := c.waitEstablished(t, 10*time.Second)
+	if st.Device != dev {
+		t.Errorf("established on %q, want %s", st.Device, dev)
+	}
+	if err := ping(client, "10.1.0.1", 2); err != nil {
+		t.Fatalf("%v\nclient:\n%s\ngateway:\n%s", err, c.log.String(), g.log.String())
+	}
+}
