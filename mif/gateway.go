@@ -327,10 +327,18 @@ func impliedListen(listen []netip.Addr) ([]netip.Addr, error) {
 			a.Is4() && !want4 || a.Is6() && !want6 {
 			continue
 		}
+		if len(out) == maxImpliedListen {
+			break // the wildcard socket serves the rest, as before
+		}
 		out = append(out, a)
 	}
 	return out, nil
 }
+
+// maxImpliedListen bounds the sockets a wildcard listen address opens on
+// a host with many addresses; the addresses past it are served by the
+// wildcard socket alone.
+const maxImpliedListen = 32
 
 // reuseAddr sets SO_REUSEADDR on a socket about to be bound.
 func reuseAddr(_, _ string, rc syscall.RawConn) error {
