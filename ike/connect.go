@@ -279,7 +279,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		// there, holding a lease until its liveness checks give up.
 		defer func() {
 			if err != nil {
-				s.deleteAbandoned(sa)
+				s.deleteIKESA(sa)
 			}
 		}()
 	}
@@ -331,16 +331,6 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		s.log.Warn("session negotiated weak algorithms", "gateway", s.cfg.Remote, "weak", weak)
 	}
 	return nil
-}
-
-// deleteAbandoned deletes an IKE SA the gateway established but we give
-// up (one try, as at shutdown).
-func (s *Session) deleteAbandoned(sa *ikeSA) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := s.exchange(ctx, sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, deletePolicy); err != nil {
-		s.log.Debug("deleting the IKE SA we gave up", "err", err)
-	}
 }
 
 func (st *Status) setChild(c *ChildSA) {

@@ -426,19 +426,21 @@ var aliveCheckPolicy = RetransmitPolicy{Timeout: 300 * time.Millisecond, Backoff
 // unanswered: it reconnects without a pause.
 var errGatewaySilent = errors.New("the gateway did not answer a liveness check")
 
-// deletePolicy retransmits a Delete of the whole IKE SA: briefly, since
-// nothing is lost if the gateway never hears it.
-var deletePolicy = RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 2}
+// deleteIKESA deletes sa at the gateway: one exchange, retransmitted
+// briefly, since nothing is lost if the gateway never hears it.
+func (s *Session) deleteIKESA(sa *ikeSA) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	policy := RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 2}
+	if _, err := s.exchange(ctx, sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, policy); err != nil {
+		s.log.Debug("deleting IKE SA", "err", err)
+	}
+}
 
 // shutdown deletes the IKE SA at the gateway (one try) and tears down.
 func (s *Session) shutdown() {
 	if s.sa != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := s.exchange(ctx, s.sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, deletePolicy)
-		cancel()
-		if err != nil {
-			s.log.Debug("deleting IKE SA", "err", err)
-		}
+		s.deleteIKESA(s.sa)
 	}
 	s.teardown()
 	s.setStatus(func(st *Status) { st.State = "closed" })

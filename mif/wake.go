@@ -84,13 +84,7 @@ func routeChanged(before, after netmon.Snapshot, active string) bool {
 	if !ok1 || !ok2 {
 		return false
 	}
-	same := func(x, y *netmon.DefaultRoute) bool {
-		if x == nil || y == nil {
-			return x == y
-		}
-		return *x == *y
-	}
-	return !same(a.Default4, b.Default4) || !same(a.Default6, b.Default6)
+	return !a.Default4.Equal(b.Default4) || !a.Default6.Equal(b.Default6)
 }
 
 // checkGateway runs one liveness check in the background, unless one is

@@ -99,16 +99,18 @@ func (s Snapshot) sameAs(o Snapshot) bool {
 	return slices.EqualFunc(s.Interfaces, o.Interfaces, func(a, b Interface) bool {
 		return a.Name == b.Name && a.Index == b.Index && a.Kind == b.Kind && a.LinkType == b.LinkType &&
 			a.Priority == b.Priority && a.Up == b.Up && a.MTU == b.MTU && slices.Equal(a.Addrs, b.Addrs) &&
-			equalRoute(a.Default4, b.Default4) && equalRoute(a.Default6, b.Default6) &&
+			a.Default4.Equal(b.Default4) && a.Default6.Equal(b.Default6) &&
 			a.Usable == b.Usable && a.Source == b.Source
 	})
 }
 
-func equalRoute(a, b *DefaultRoute) bool {
-	if a == nil || b == nil {
-		return a == b
+// Equal reports whether two default routes (either may be nil: none) are
+// the same.
+func (r *DefaultRoute) Equal(o *DefaultRoute) bool {
+	if r == nil || o == nil {
+		return r == o
 	}
-	return *a == *b
+	return *r == *o
 }
 
 // linkState is what the monitor knows of one link from link events.
