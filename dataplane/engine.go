@@ -83,6 +83,7 @@ type EngineStats struct {
 	Probes             atomic.Uint64 // probe requests answered and replies handed to OnProbeReply
 	ProbesUnanswered   atomic.Uint64 // probe requests in an SA with no outbound pair, or whose reply failed
 	Rescued            atomic.Uint64 // datagrams resent on another path after theirs refused them
+	Reinjected         atomic.Uint64 // datagrams sent again on another path after theirs failed (Reinjection)
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
 	SourcePolicy       atomic.Uint64 // outbound packets whose source is outside their route's Sources
@@ -156,6 +157,11 @@ type Engine struct {
 	running   bool
 	workers   sync.WaitGroup
 	receiving map[*Path]chan struct{} // closed when the path's receive worker ended
+
+	// rings are the outbound workers' copies of recent datagrams
+	// (reinject.go); ringMu guards the slice.
+	ringMu sync.Mutex
+	rings  []*sentRing
 
 	lastExhaustedLog atomic.Int64 // unix nanoseconds of the last log line about an SA out of sequence numbers
 
@@ -464,6 +470,7 @@ type outboundWorker struct {
 	nextHeaders []byte
 	paths       *pathTable // the table senders was built for
 	senders     []*Sender  // by PathID, nil where no path
+	sent        *sentRing  // copies for reinjection, locked while a batch is sealed
 }
 
 func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
@@ -476,7 +483,11 @@ func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
 		sizes:       make([]int, batch),
 		routes:      make([]*Route, batch),
 		nextHeaders: make([]byte, batch),
+		sent:        &sentRing{},
 	}
+	e.ringMu.Lock()
+	e.rings = append(e.rings, w.sent)
+	e.ringMu.Unlock()
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, Headroom+MaxDatagram+Tailroom)
 	}
@@ -542,6 +553,8 @@ func (w *outboundWorker) step() bool {
 		}
 	}
 	var txPackets, txBytes uint64
+	var now int64 // of the batch, read when the first datagram is kept
+	keeping := false
 	for i := 0; i < n; {
 		// A run of packets for one SA takes its sequence numbers with one
 		// atomic operation.
@@ -589,6 +602,14 @@ func (w *outboundWorker) step() bool {
 				e.Stats.NoPath.Add(1)
 				continue
 			}
+			if set.Len() == 1 && g.keep.Load() {
+				if !keeping {
+					now, keeping = scheduler.Now(), true
+					w.sent.mu.Lock()
+				}
+				only, _ := set.First()
+				w.sent.keep(g, st.members[only], pkt, now)
+			}
 			packets++
 			bytes += uint64(w.sizes[k])
 		}
@@ -597,6 +618,9 @@ func (w *outboundWorker) step() bool {
 		txPackets += packets
 		txBytes += bytes
 		i = j
+	}
+	if keeping {
+		w.sent.mu.Unlock()
 	}
 	for id, s := range w.senders {
 		if s == nil || s.Len() == 0 {

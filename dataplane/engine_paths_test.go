@@ -265,3 +265,117 @@ func TestEnginePacketPicker(t *testing.T) {
 		t.Fatalf("member 0 sent %d, member 1 %d; want 40 and 20 (port 2001 on member 1)", p0, p1)
 	}
 }
+
+// TestEngineReinject: a group spreads packets over two paths, and path 1
+// loses everything it is given (its remote is a socket nobody reads from
+// the engine's side). Once the picker no longer chooses path 1, the
+// Reinjection sends what path 1 took since the given moment on path 0,
+// paced as its caller wants: the peer gets every packet, once. What path
+// 1 took before that moment stays lost, and a second Reinjection finds
+// nothing left. When the path had delivered after
+// all, the peer's replay window drops the copies.
+func TestEngineReinject(t *testing.T) {
+	t.Run("lost", func(t *testing.T) {
+		a, b := newPair(t, pairConfig{tunB: tunRecording(2000)})
+		run(t, a, b)
+		hole := listenLoopback(t) // path 1 leads here: nothing reads it
+		defer hole.Close()
+		a2 := listenLoopback(t)
+		if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, hole.LocalAddr())}); err != nil {
+			t.Fatal(err)
+		}
+		members := []dataplane.GroupMember{{Path: 0}, {Path: 1}}
+		group := dataplane.NewPathGroup(&alternate{}, members...)
+		group.KeepSent(true)
+		a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
+		send := func(from, n int) {
+			for i := from; i < from+n; i++ {
+				a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
+			}
+		}
+		// 100 packets before the moment the peer confirmed, 200 after.
+		send(0, 100)
+		receiveAll(t, b.tun, 50)
+		testenv.WaitUntil(t, 10*time.Second, "path 1 to send its 50", func() bool { return a.e.Paths()[1].Stats.TxPackets.Load() == 50 })
+		since := scheduler.Now()
+		send(100, 200)
+		got := receiveAll(t, b.tun, 100)
+		testenv.WaitUntil(t, 10*time.Second, "path 1 to send its 150", func() bool { return a.e.Paths()[1].Stats.TxPackets.Load() == 150 })
+
+		group.Set(scheduler.Single(0), members...) // the path failed
+		r := a.e.Reinjection(group, members[1], since)
+		if r == nil || r.Left() != 100 {
+			t.Fatalf("%v to reinject, want the 100 path 1 took since the confirmation", r)
+		}
+		// Paced by the caller: 30 now, the rest later.
+		budget := 30
+		if n := r.Send(func() bool { budget--; return budget >= 0 }); n != 30 || r.Left() != 70 {
+			t.Fatalf("paced send: %d sent, %d left; want 30 and 70", n, r.Left())
+		}
+		if n := r.Send(nil); n != 70 || r.Left() != 0 {
+			t.Fatalf("the rest: %d sent, %d left; want 70 and 0", n, r.Left())
+		}
+		got = append(got, receiveAll(t, b.tun, 100)...)
+		seen := map[int]bool{}
+		for _, p := range got {
+			payload := p[len(p)-2:]
+			seen[int(payload[0])|int(payload[1])<<8] = true
+		}
+		for i := 100; i < 300; i++ {
+			if !seen[i] {
+				t.Fatalf("packet %d never arrived", i)
+			}
+		}
+		if r := a.e.Reinjection(group, members[1], since); r != nil {
+			t.Fatalf("a second Reinjection found %d datagrams: each goes again at most once", r.Left())
+		}
+		if r := a.e.Stats.Reinjected.Load(); r != 100 {
+			t.Fatalf("Stats.Reinjected = %d", r)
+		}
+		select {
+		case p := <-b.tun.Writes():
+			t.Fatalf("an extra packet arrived: %x", p)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
+	t.Run("delivered after all", func(t *testing.T) {
+		a, b := newPair(t, pairConfig{tunB: tunRecording(2000)})
+		run(t, a, b)
+		addSecondPath(t, a, b)
+		members := []dataplane.GroupMember{{Path: 0}, {Path: 1}}
+		group := dataplane.NewPathGroup(&alternate{}, members...)
+		group.KeepSent(true)
+		a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
+		for i := range 100 {
+			a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+		}
+		receiveAll(t, b.tun, 100)
+		group.Set(scheduler.Single(0), members...)
+		if n := a.e.Reinjection(group, members[1], 0).Send(nil); n != 50 {
+			t.Fatalf("reinjected %d datagrams, want 50", n)
+		}
+		testenv.WaitUntil(t, 10*time.Second, "the peer to drop the 50 copies as replayed", func() bool {
+			return b.e.Stats.Drops.Get(dataplane.DropReplayed) == 50
+		})
+		select {
+		case p := <-b.tun.Writes():
+			t.Fatalf("a copy reached the TUN: %x", p)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
+	t.Run("not kept", func(t *testing.T) {
+		a, b := newPair(t, pairConfig{tunB: tunRecording(2000)})
+		run(t, a, b)
+		addSecondPath(t, a, b)
+		members := []dataplane.GroupMember{{Path: 0}, {Path: 1}}
+		group := dataplane.NewPathGroup(&alternate{}, members...) // KeepSent off
+		a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
+		for i := range 10 {
+			a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+		}
+		receiveAll(t, b.tun, 10)
+		if r := a.e.Reinjection(group, members[1], 0); r != nil {
+			t.Fatalf("%d datagrams to reinject in a group that keeps none", r.Left())
+		}
+	})
+}

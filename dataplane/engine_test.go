@@ -345,9 +345,11 @@ func TestEngineZeroAllocations(t *testing.T) {
 	for _, tc := range []struct {
 		offload, restoreOrder bool
 		alg                   dataplane.Algorithm
-	}{{true, false, 0}, {false, false, 0}, {true, true, 0}, {true, false, dataplane.AES256SHA256}, {false, true, dataplane.AES128SHA1}} {
+		keepSent              bool // copies for reinjection
+	}{{true, false, 0, false}, {false, false, 0, false}, {true, true, 0, false}, {true, false, dataplane.AES256SHA256, false},
+		{false, true, dataplane.AES128SHA1, false}, {true, true, 0, true}} {
 		offload := tc.offload
-		t.Run(fmt.Sprintf("offload=%v/restore-order=%v/%v", tc.offload, tc.restoreOrder, tc.alg), func(t *testing.T) {
+		t.Run(fmt.Sprintf("offload=%v/restore-order=%v/%v/keep-sent=%v", tc.offload, tc.restoreOrder, tc.alg, tc.keepSent), func(t *testing.T) {
 			tmpl := udp(t, "10.0.0.1:1000", "10.0.0.2:2000", make([]byte, 1372))
 			a, b := newPair(t, pairConfig{alg: tc.alg, noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}})
 			defer a.e.Close()
@@ -356,6 +358,11 @@ func TestEngineZeroAllocations(t *testing.T) {
 				if err := b.e.RestoreOrder(b.in.SPI(), scheduler.ResequencerConfig{}); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if tc.keepSent {
+				g := dataplane.NewPathGroup(nil, dataplane.GroupMember{Path: 0})
+				g.KeepSent(true)
+				a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: g}})
 			}
 			out := a.e.OutboundWorker(a.tun)
 			in := b.e.ReceiveWorker(0, b.tun)

@@ -66,6 +66,7 @@ func checkPath(p *Path) error {
 // (scheduler.PathSet), so a group has at most scheduler.MaxPaths members.
 type PathGroup struct {
 	state atomic.Pointer[groupState]
+	keep  atomic.Bool // KeepSent
 }
 
 // GroupMember is one way a group sends: the engine path whose socket sends

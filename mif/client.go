@@ -246,6 +246,7 @@ func (c *Client) Status() Status {
 	if c.multi.mifOn.Load() {
 		st.Policy = c.multi.pp.Policy().String()
 		st.Order = c.multi.pp.Order()
+		st.Reinjected = c.multi.pp.reinjected.Load()
 		for _, sp := range c.multi.pp.Status() {
 			scheduled[sp.ID] = sp
 		}

@@ -604,6 +604,9 @@ type GatewayClientStatus struct {
 	Policy    string          `json:"policy,omitempty"`
 	Multipath []ScheduledPath `json:"multipath,omitempty"`
 	Order     *OrderStatus    `json:"order,omitempty"`
+	// Reinjected counts the datagrams to the client sent again on its
+	// other paths after theirs failed or went away.
+	Reinjected uint64 `json:"reinjected,omitempty"`
 }
 
 // SetPSKs replaces the pre-shared keys while the gateway runs and drops
@@ -663,6 +666,7 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 			cs.RxPackets, cs.RxBytes, cs.TxPackets, cs.TxBytes = t.rxPackets, t.rxBytes, t.txPackets, t.txBytes
 			if p := peers[cl]; p != nil {
 				cs.Policy, cs.Multipath, cs.Order = p.pp.Policy().String(), p.pp.Status(), p.pp.Order()
+				cs.Reinjected = p.pp.reinjected.Load()
 			}
 		}
 		st.Clients = append(st.Clients, cs)

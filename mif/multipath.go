@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
@@ -39,11 +40,15 @@ type peerPaths struct {
 
 	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
 	// nothing else of mif is locked while it is held.
+	reinjected atomic.Uint64 // datagrams sent again after their path failed
+	wake       chan struct{} // a tick now: a reinjection to send
+
 	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
 	inSPI   uint32 // the inbound SA that restores order (0: none)
 	out     *dataplane.SA
+	pending []pendingReinjection // oldest first
 }
 
 // orderConfig is how the receivers of a multipath session restore order.
@@ -64,6 +69,7 @@ const noEnginePath = scheduler.PathID(1<<16 - 1)
 // (probed every 100 ms): a miss is then seen at most that much later, and
 // a gateway's idle clients cost a quarter of the wake-ups.
 const (
+	reinjectTick     = time.Millisecond // while a reinjection is paced
 	tickInterval     = 5 * time.Millisecond
 	idleTickInterval = 20 * time.Millisecond
 	idleProbeEvery   = 100 * time.Millisecond // the detector's interval for an idle, healthy path
@@ -87,13 +93,15 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	if log == nil {
 		log = slog.Default()
 	}
-	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy}
+	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy,
+		wake: make(chan struct{}, 1)}
 	pp.picker = scheduler.NewFallbackPicker(pp.sched, cfg.Policy, noEnginePath)
 	pp.groupPicker = pp.picker
 	if cfg.Classes != nil {
 		pp.groupPicker = scheduler.NewClassPicker(pp.picker, cfg.Classes)
 	}
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
+	pp.group.KeepSent(true)
 	pp.prober = newPathProber(cfg.Engine, pathProberConfig{
 		Outbound: pp.outbound,
 		Interval: pp.sched.ProbeInterval,
@@ -149,20 +157,115 @@ func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int,
 	return nil
 }
 
-// RemovePath stops using and probing path id at once.
+// RemovePath stops using and probing path id at once, and sends what may
+// still be in flight on it again on the other paths: whether the way is
+// gone or only leaves the set, nothing it took is left to the flows'
+// retransmission timers.
 func (pp *peerPaths) RemovePath(id scheduler.PathID) {
 	if id == pp.picker.Fallback() {
 		pp.SetFallback(noEnginePath)
 	}
+	since, known := pp.sched.Unconfirmed(id)
 	pp.sched.RemovePath(id)
 	pp.prober.RemovePath(id)
 	pp.mu.Lock()
+	var gone dataplane.GroupMember
 	if int(id) < len(pp.members) {
+		gone = pp.members[id]
 		pp.members[id] = dataplane.GroupMember{Path: noEnginePath}
 	}
 	pp.paths = pp.paths.Without(id)
 	pp.publish()
 	pp.mu.Unlock()
+	if known && gone.Path != noEnginePath {
+		pp.reinject(id, gone, since, "removed")
+	}
+}
+
+// reinjectBacklog is how far the reinjection of a failed path's datagrams
+// may fill the virtual queue of the paths that take them: a burst of up
+// to sentRingSlots datagrams at once would overflow a short queue (a
+// token bucket's, a cellular scheduler's) and lose what it was meant to
+// save. Below the 50 ms that shapers commonly hold.
+const reinjectBacklog = 25 * time.Millisecond
+
+// reinjectMaxAge drops a reinjection not sent within this time: the peer's
+// resequencer has given its gaps up, and the flows their own packets.
+const reinjectMaxAge = time.Second
+
+// reinject takes what was sent on member m (path id) since, which the peer
+// may not have, to be sent again on the other paths from the next tick.
+func (pp *peerPaths) reinject(id scheduler.PathID, m dataplane.GroupMember, since int64, why string) {
+	r := pp.engine.Reinjection(pp.group, m, since)
+	if r == nil {
+		return
+	}
+	pp.log.Debug("path "+why+": what it carried since its last confirmation goes again on the others",
+		"path", id, "datagrams", r.Left(), "window", time.Duration(scheduler.Now()-since))
+	pp.mu.Lock()
+	pp.pending = append(pp.pending, pendingReinjection{r: r, at: scheduler.Now()})
+	pp.mu.Unlock()
+	pp.kick()
+}
+
+// pendingReinjection is a Reinjection being sent, and when it was taken.
+type pendingReinjection struct {
+	r  *dataplane.Reinjection
+	at int64
+}
+
+// sendReinjections sends what is pending, in order, while the paths'
+// backlog stays below reinjectBacklog, and reports whether some is left.
+// Run calls it on every tick.
+func (pp *peerPaths) sendReinjections(now int64) bool {
+	pp.mu.Lock()
+	pending := pp.pending
+	pp.mu.Unlock()
+	if len(pending) == 0 {
+		return false
+	}
+	room := func() bool { return pp.sched.Backlog(pp.policy, scheduler.Now()) < reinjectBacklog }
+	done := 0
+	for _, p := range pending {
+		if now-p.at > int64(reinjectMaxAge) {
+			pp.log.Debug("reinjection dropped: not sent within its time", "datagrams", p.r.Left())
+			done++
+			continue
+		}
+		pp.reinjected.Add(uint64(p.r.Send(room)))
+		if p.r.Left() > 0 {
+			break // the paths are full: the rest waits, in order
+		}
+		done++
+	}
+	pp.mu.Lock()
+	pp.pending = pp.pending[done:]
+	left := len(pp.pending) > 0
+	pp.mu.Unlock()
+	return left
+}
+
+// kick wakes Run for a tick now.
+func (pp *peerPaths) kick() {
+	select {
+	case pp.wake <- struct{}{}:
+	default:
+	}
+}
+
+// failures reinjects what was in flight on the paths that failed since
+// the last call (failed is the set seen then) and returns the set now.
+func (pp *peerPaths) failures(failed scheduler.PathSet) scheduler.PathSet {
+	now := pp.sched.Failed()
+	for set := now &^ failed; !set.Empty(); {
+		id := set.Next()
+		m, ok := pp.member(id)
+		since, known := pp.sched.Unconfirmed(id)
+		if ok && known {
+			pp.reinject(id, m, since, "failed")
+		}
+	}
+	return now
 }
 
 // State returns the scheduler's state of path id.
@@ -236,19 +339,35 @@ func (pp *peerPaths) sample(s probeSample) {
 func (pp *peerPaths) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer pp.engine.ForgetSent(pp.group)
 	wg.Go(func() { pp.prober.Run(ctx) })
 	t := time.NewTimer(tickInterval)
 	defer t.Stop()
 	var lastSpread, lastJitter time.Duration
 	var lastPaths int
+	var failed scheduler.PathSet
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-pp.wake:
 		}
-		pp.sched.Tick(scheduler.Now())
-		t.Reset(pp.tickEvery())
+		now := scheduler.Now()
+		pp.sched.Tick(now)
+		failed = pp.failures(failed)
+		pacing := pp.sendReinjections(now)
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		if pacing {
+			t.Reset(reinjectTick)
+		} else {
+			t.Reset(pp.tickEvery())
+		}
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()
 		pp.mu.Unlock()

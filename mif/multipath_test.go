@@ -2,6 +2,7 @@ package mif
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"reflect"
@@ -77,7 +78,9 @@ type testPeer struct {
 // TestPeerPathsAggregateAndFailover: two paths to a peer over loopback,
 // one through a relay. Both are verified by probes and carry data under
 // the aggregate policy; when the relay silently drops everything, the
-// scheduler declares that path failed and the data moves to the other.
+// scheduler declares that path failed and the data moves to the other;
+// what the failed path took from the cut on is reinjected on the other,
+// so that every packet arrives.
 func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	listen := func() *dataplane.UDPConn {
 		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
@@ -136,25 +139,35 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	}
 	testenv.WaitUntil(t, 5*time.Second, "both paths verified", func() bool { return len(a.pp.healthy()) == 2 })
 
-	// Steady traffic, a packet every 200 µs, for the rest of the test.
-	pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), make([]byte, 1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Go(func() {
+	// Steady traffic, a numbered packet every 200 µs, until stopped.
+	var sent atomic.Uint32
+	sending, stopSending := context.WithCancel(ctx)
+	var sender sync.WaitGroup
+	sender.Go(func() {
 		tick := time.NewTicker(200 * time.Microsecond)
 		defer tick.Stop()
+		payload := make([]byte, 1000)
 		for {
 			select {
-			case <-ctx.Done():
+			case <-sending.Done():
 				return
 			case <-tick.C:
+				binary.BigEndian.PutUint32(payload, sent.Add(1))
+				pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), payload)
+				if err != nil {
+					panic(err)
+				}
 				a.tun.Inject(pkt)
 			}
 		}
 	})
+	var seenMu sync.Mutex
+	seen := map[uint32]bool{}
 	go func() {
-		for range b.tun.Writes() {
+		for p := range b.tun.Writes() {
+			seenMu.Lock()
+			seen[binary.BigEndian.Uint32(p[28:])] = true
+			seenMu.Unlock()
 		}
 	}()
 	rx := func(id int) uint64 { return b.e.Paths()[id].Stats.RxPackets.Load() }
@@ -177,6 +190,27 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	t.Logf("silent failure detected and traffic moved %v after the cut", detected)
 	if detected > 2*time.Second {
 		t.Fatalf("failure detected only after %v", detected)
+	}
+	stopSending()
+	sender.Wait()
+	last := sent.Load()
+	missing := func() (n int) {
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		for i := uint32(1); i <= last; i++ {
+			if !seen[i] {
+				n++
+			}
+		}
+		return n
+	}
+	testenv.Eventually(2*time.Second, func() bool { return missing() == 0 })
+	t.Logf("%d packets sent, %d reinjected, %d copies dropped as replayed", last, a.pp.reinjected.Load(), b.e.Stats.Drops.Get(dataplane.DropReplayed))
+	if n := missing(); n != 0 {
+		t.Fatalf("%d of %d packets never arrived: what the failed path took was not reinjected", n, last)
+	}
+	if a.pp.reinjected.Load() == 0 {
+		t.Fatal("nothing reinjected")
 	}
 }
 

@@ -37,6 +37,10 @@ type Status struct {
 	// Order is what the resequencer of the inbound SA did, when it
 	// restores the order across paths.
 	Order *OrderStatus `json:"order,omitempty"`
+	// Reinjected counts the datagrams sent again on the other paths after
+	// theirs failed or went away; the copies that had arrived after all
+	// are the gateway's "replayed" drops.
+	Reinjected uint64 `json:"reinjected,omitempty"`
 	// KillSwitch is there when the kill switch is on.
 	KillSwitch *KillSwitchStatus `json:"kill_switch,omitempty"`
 }

@@ -178,6 +178,7 @@ type Scheduler struct {
 	hot     [MaxPaths]hotPath
 	sets    [numPolicies]policySets
 	probing atomic.Uint64 // usable paths with no rate sample yet
+	failed  atomic.Uint64 // verified paths the detector took out of service (Failed)
 	_       [48]byte
 	counter atomic.Uint64 // packets while probing is non-empty
 	_       [56]byte
@@ -445,6 +446,7 @@ func (s *Scheduler) recompute() {
 			down = down.With(id)
 		}
 	}
+	s.failed.Store(uint64(failing | down))
 	// When nothing is usable, sending on a failing path beats dropping.
 	any := usable
 	for _, f := range []PathSet{failing, down} {
@@ -647,6 +649,52 @@ func (s *Scheduler) ProbeInterval(id PathID) time.Duration {
 		return 0
 	}
 	return p.det.ProbeInterval(&p.rtt, p.carrying)
+}
+
+// Failed returns the verified paths the failure detector took out of
+// service: Failing or Down, so that policies send elsewhere when they can.
+// A path entering this set has lost what was in flight on it since
+// Unconfirmed; the conductor has it sent again on the others
+// (dataplane.Engine.Reinject).
+func (s *Scheduler) Failed() PathSet { return PathSet(s.failed.Load()) }
+
+// Unconfirmed returns the time (the Now clock) from which what was sent on
+// path id is not known to have arrived: the arrival of its last probe
+// reply, which counted what the peer had received when it left, less a
+// smoothed round trip and its variation; 0 (everything) when the path
+// never answered. ok is false for an unknown path.
+func (s *Scheduler) Unconfirmed(id PathID) (since int64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.path(id)
+	if err != nil {
+		return 0, false
+	}
+	if !p.det.everReply {
+		return 0, true
+	}
+	return p.det.lastReply - int64(p.rtt.SRTT+p.rtt.RTTVar), true
+}
+
+// Backlog returns how long a packet sent under pol at now would wait in
+// the virtual queue of the least loaded path the policy sends on: what
+// the sender has put on the paths beyond what their estimated rates have
+// carried away since (0 when idle or without a path). It makes no
+// allocation and takes no lock. Bursts that are not the sender's own
+// pace, such as a reinjection, keep it below a target so as not to
+// overflow the queues the packets go into.
+func (s *Scheduler) Backlog(pol Policy, now int64) time.Duration {
+	if pol >= numPolicies {
+		pol = PolicyAggregate
+	}
+	least := int64(-1)
+	for c := PathSet(s.sets[pol].primary.Load()); !c.Empty(); {
+		q := max(s.hot[c.Next()].busy.Load()-now, 0)
+		if least < 0 || q < least {
+			least = q
+		}
+	}
+	return time.Duration(max(least, 0))
 }
 
 // Paths returns the ids of the paths present.

@@ -153,6 +153,22 @@ type sim struct {
 	markAt         int64
 
 	onSend func(now int64, set PathSet)
+
+	// Reinjection, as the data plane does it (dataplane/reinject.go):
+	// the last second of datagrams sent alone on one path, and those sent
+	// again when their path enters Scheduler.Failed.
+	reinject   bool
+	sentLog    []sentRec
+	failed     PathSet
+	pending    []sentRec // to send again, paced
+	firstPath  []PathID // by sequence number: the path it was first sent on
+	reinjected uint64
+}
+
+type sentRec struct {
+	seq  uint64
+	path PathID
+	at   int64
 }
 
 func newSim(t *testing.T, pol Policy, cfg Config, seed uint64, paths ...simPath) *sim {
@@ -243,6 +259,9 @@ func (m *sim) handle(e simEvent) {
 		e.fn()
 	case evTick:
 		m.s.Tick(m.now)
+		if m.reinject {
+			m.reinjectFailed()
+		}
 		m.out = m.reseq.Expire(m.now, m.out[:0])
 		m.deliver()
 		if (m.now/ms)%50 == 0 {
@@ -256,13 +275,13 @@ func (m *sim) handle(e simEvent) {
 		if m.onSend != nil {
 			m.onSend(m.now, set)
 		}
-		for c := set; !c.Empty(); {
-			id := c.Next()
-			m.tx[id].Packets++
-			m.tx[id].Bytes += uint64(m.size)
-			m.sentOn[id] += uint64(m.size)
-			if arr, ok := m.links[id].send(m.now, m.size, m.rng); ok {
-				m.push(simEvent{at: arr, kind: evArrive, path: id, seq: m.seq, size: m.size})
+		m.sendOn(set, m.seq)
+		first, _ := set.First()
+		m.firstPath = append(m.firstPath, first) // m.seq starts at 1
+		if id, ok := set.First(); ok && set.Len() == 1 && m.reinject {
+			m.sentLog = append(m.sentLog, sentRec{seq: m.seq, path: id, at: m.now})
+			if old := m.sentLog[0]; m.now-old.at > int64(time.Second) {
+				m.sentLog = m.sentLog[1:]
 			}
 		}
 		m.at(m.now+int64(float64(m.size)/m.offered*1e9), evSend, 0)
@@ -302,6 +321,65 @@ func (m *sim) handle(e simEvent) {
 		// A reply may come after its probe was given up: ErrUnknownProbe.
 		_ = m.s.ProbeReply(e.path, ProbeReply{Seq: uint32(e.seq), Rx: e.rx}, m.now)
 	}
+}
+
+// sendOn sends data packet seq on every path of set.
+func (m *sim) sendOn(set PathSet, seq uint64) {
+	for c := set; !c.Empty(); {
+		id := c.Next()
+		m.tx[id].Packets++
+		m.tx[id].Bytes += uint64(m.size)
+		m.sentOn[id] += uint64(m.size)
+		if arr, ok := m.links[id].send(m.now, m.size, m.rng); ok {
+			m.push(simEvent{at: arr, kind: evArrive, path: id, seq: seq, size: m.size})
+		}
+	}
+}
+
+// reinjectFailed takes, in order, what the paths that just failed took
+// since Unconfirmed, and sends it on the paths the policy picks now,
+// paced by the scheduler's backlog as mif does (reinjectBacklog there).
+func (m *sim) reinjectFailed() {
+	now := m.s.Failed()
+	for set := now &^ m.failed; !set.Empty(); {
+		id := set.Next()
+		since, ok := m.s.Unconfirmed(id)
+		if !ok {
+			m.t.Fatalf("no Unconfirmed for failed path %d", id)
+		}
+		kept := m.sentLog[:0]
+		for _, r := range m.sentLog {
+			if r.path != id || r.at < since {
+				kept = append(kept, r)
+				continue
+			}
+			m.pending = append(m.pending, r)
+		}
+		m.sentLog = kept
+	}
+	m.failed = now
+	for len(m.pending) > 0 && m.s.Backlog(m.pol, m.now) < simReinjectBacklog {
+		r := m.pending[0]
+		m.pending = m.pending[1:]
+		if again := m.s.Decide(m.pol, m.size, m.now).Without(r.path); !again.Empty() {
+			m.sendOn(again, r.seq)
+			m.reinjected++
+		}
+	}
+}
+
+// simReinjectBacklog is mif's reinjectBacklog.
+const simReinjectBacklog = 25 * time.Millisecond
+
+// lost counts the sequence numbers from..upTo first sent on path that
+// never arrived.
+func (m *sim) lost(path PathID, from, upTo uint64) (n uint64) {
+	for s := from; s <= upTo; s++ {
+		if m.firstPath[s-1] == path && (s >= uint64(len(m.seen)) || !m.seen[s]) {
+			n++
+		}
+	}
+	return n
 }
 
 func (m *sim) deliver() {
@@ -611,5 +689,53 @@ func TestSimAggregateBufferbloatedPath(t *testing.T) {
 	}
 	if gp := m.goodput(); gp < 0.9*30 {
 		t.Errorf("goodput %.1f Mbit/s, want ≥ 27", gp)
+	}
+}
+
+// TestSimReinjection: a silent cut of the WLAN path while both paths
+// carry an aggregated flow loses what was in flight on it. With
+// reinjection every packet sent on WLAN still arrives (the flow sees a
+// delay, not a loss), and the receiver drops few copies (what had arrived
+// before the cut). Without reinjection, the packets in flight stay lost.
+// (This sender keeps its pace through the cut, unlike TCP, which stops
+// when acknowledgements do: the reinjection, paced by the backlog, gets
+// only the capacity left over, and some of it arrives after the
+// receiver's resequencer gave the gap up, counted Late.)
+func TestSimReinjection(t *testing.T) {
+	for _, reinject := range []bool{false, true} {
+		for _, phase := range []time.Duration{0, 7 * time.Millisecond, 19 * time.Millisecond} {
+			wl := newLink(50, 15*time.Millisecond, time.Millisecond, 0)
+			cell := newLink(20, 40*time.Millisecond, 2*time.Millisecond, 0)
+			m := newSim(t, PolicyAggregate, Config{}, 7, wlan(0, wl), cellular(1, cell))
+			m.reinject = reinject
+			m.reseq, _ = NewResequencer(ResequencerConfig{MaxWait: 200 * time.Millisecond}) // mif's orderConfig
+			m.run(200 * time.Millisecond)
+			m.startSender(16) // what cellular alone carries: no loss but the cut's
+			m.run(3*time.Second + phase)
+			cutSeq := m.seq
+			wl.up = false
+			m.run(2 * time.Second)
+			lost := m.lost(0, cutSeq-500, m.seq-200)
+			t.Logf("reinjection %v, phase %v: lost %d of those sent on WLAN around the cut, reinjected %d, copies dropped %d, resequencer %+v",
+				reinject, phase, lost, m.reinjected, m.dups, m.reseq.Stats)
+			if !reinject {
+				if lost == 0 {
+					t.Errorf("without reinjection nothing was lost: the cut did not hit traffic in flight")
+				}
+				continue
+			}
+			if lost != 0 {
+				t.Errorf("phase %v: %d sequence numbers lost with reinjection, want 0", phase, lost)
+			}
+			if m.reinjected == 0 || m.dups > m.reinjected {
+				t.Errorf("phase %v: reinjected %d, %d copies dropped", phase, m.reinjected, m.dups)
+			}
+			// The copies are what WLAN delivered between its last
+			// confirmed probe and the cut: at most a probe interval and
+			// a round trip of the flow (16 Mbit/s, 1400-byte packets).
+			if limit := uint64(16_000_000 / 8 / 1400 / 10); m.dups > limit {
+				t.Errorf("phase %v: %d copies dropped, want at most %d (100 ms of WLAN)", phase, m.dups, limit)
+			}
+		}
 	}
 }

@@ -105,6 +105,7 @@ var (
 	descIKERekeys   = prometheus.NewDesc("mifsec_ike_rekeys_total", "IKE SA rekeys.", nil, nil)
 	descChildRekeys = prometheus.NewDesc("mifsec_child_rekeys_total", "Child SA rekeys.", nil, nil)
 	descReconnects  = prometheus.NewDesc("mifsec_reconnects_total", "Times the client set up a new IKE SA after losing the gateway.", nil, nil)
+	descReinjected  = prometheus.NewDesc("mifsec_reinjected_packets_total", "ESP datagrams sent again on the other paths after their path failed or went away (multipath scheduling only).", nil, nil)
 	// Paths are named by ID and device on a client, by client (identity
 	// and inner address), ID and remote address on a gateway.
 	clientPaths = newPathDescs([]string{"path", "device"},
@@ -122,10 +123,11 @@ var (
 	descClientBytes   = prometheus.NewDesc("mifsec_client_bytes_total", "Inner bytes received from (rx) and sent to (tx) a client, over all its Child SAs.", append(clientLabels, "direction"), nil)
 	descGWIKERekeys   = prometheus.NewDesc("mifsec_ike_rekeys_total", "A client's IKE SA rekeys.", clientLabels, nil)
 	descGWChildRekeys = prometheus.NewDesc("mifsec_child_rekeys_total", "A client's Child SA rekeys.", clientLabels, nil)
+	descGWReinjected  = prometheus.NewDesc("mifsec_reinjected_packets_total", "ESP datagrams to a client sent again on its other paths after their path failed or went away.", clientLabels, nil)
 	descPoolLeased    = prometheus.NewDesc("mifsec_pool_leased_addresses", "Inner addresses leased from the pool.", []string{"pool"}, nil)
 	tunnelDescs       = []*prometheus.Desc{descTunnelPackets, descTunnelBytes, descDrops, descIKEFailures, descIKESAs, descChildSAs}
-	clientOnlyDescs   = append([]*prometheus.Desc{descEstablished, descChildSA, descIKERekeys, descChildRekeys, descReconnects}, clientPaths.all()...)
-	gatewayOnlyDescs  = append([]*prometheus.Desc{descClientPackets, descClientBytes, descGWIKERekeys, descGWChildRekeys, descPoolLeased}, gatewayPaths.all()...)
+	clientOnlyDescs   = append([]*prometheus.Desc{descEstablished, descChildSA, descIKERekeys, descChildRekeys, descReconnects, descReinjected}, clientPaths.all()...)
+	gatewayOnlyDescs  = append([]*prometheus.Desc{descClientPackets, descClientBytes, descGWIKERekeys, descGWChildRekeys, descGWReinjected, descPoolLeased}, gatewayPaths.all()...)
 )
 
 // pathDescs are the per-path metrics.
@@ -204,6 +206,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descIKERekeys, uint64(s.IKERekeys))
 	counter(ch, descChildRekeys, uint64(s.ChildRekeys))
 	counter(ch, descReconnects, uint64(s.Reconnects))
+	counter(ch, descReinjected, st.Reinjected)
 	for _, p := range st.Paths {
 		state := "standby"
 		if len(st.Paths) == 1 || p.Device == st.Device {
@@ -261,6 +264,7 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		directions(ch, descClientBytes, cl.TxBytes, cl.RxBytes, id[:]...)
 		counter(ch, descGWIKERekeys, uint64(cl.IKERekeys), id[:]...)
 		counter(ch, descGWChildRekeys, uint64(cl.ChildRekeys), id[:]...)
+		counter(ch, descGWReinjected, cl.Reinjected, id[:]...)
 		for _, m := range cl.Multipath {
 			gatewayPaths.collect(ch, pathCounts{m.TxPackets, m.TxBytes, m.RxPackets, m.RxBytes}, m.State, &m, id[0], id[1], strconv.Itoa(m.ID), m.Remote)
 		}
