@@ -125,7 +125,18 @@ func (p *mifsecLabPeer) TunnelState() string {
 	if st.Order != nil {
 		text += "; at the client (down): " + orderSummary(st.Order)
 	}
+	if reinjected := st.Reinjected + gatewayReinjected(&gw); reinjected > 0 {
+		text += fmt.Sprintf("; reinjected after a path failed: %d datagrams by the client, %d by the gateway", st.Reinjected, gatewayReinjected(&gw))
+	}
 	return text
+}
+
+// gatewayReinjected is what the gateway reinjected to its (only) client.
+func gatewayReinjected(gw *mif.GatewayStatus) uint64 {
+	if len(gw.Clients) != 1 {
+		return 0
+	}
+	return gw.Clients[0].Reinjected
 }
 
 func (p *mifsecLabPeer) Name() string {
