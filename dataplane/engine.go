@@ -83,7 +83,7 @@ type EngineStats struct {
 	Probes             atomic.Uint64 // probe requests answered and replies handed to OnProbeReply
 	ProbesUnanswered   atomic.Uint64 // probe requests in an SA with no outbound pair, or whose reply failed
 	Rescued            atomic.Uint64 // datagrams resent on another path after theirs refused them
-	Reinjected         atomic.Uint64 // datagrams sent again on another path after theirs failed (Reinjection)
+	Reinjected         atomic.Uint64 // datagrams sent again on another path after theirs failed (Reinject)
 	IKEMessages        atomic.Uint64 // handed to Control
 	NoRoute            atomic.Uint64 // outbound packets with no SA for their destination
 	SourcePolicy       atomic.Uint64 // outbound packets whose source is outside their route's Sources

@@ -268,11 +268,10 @@ func TestEnginePacketPicker(t *testing.T) {
 
 // TestEngineReinject: a group spreads packets over two paths, and path 1
 // loses everything it is given (its remote is a socket nobody reads from
-// the engine's side). Once the picker no longer chooses path 1, the
-// Reinjection sends what path 1 took since the given moment on path 0,
-// paced as its caller wants: the peer gets every packet, once. What path
-// 1 took before that moment stays lost, and a second Reinjection finds
-// nothing left. When the path had delivered after
+// the engine's side). Once the picker no longer chooses path 1, Reinject
+// sends what path 1 took since the given moment on path 0: the peer gets
+// every packet, once. What path 1 took before that moment stays lost, and
+// a second Reinject finds nothing left. When the path had delivered after
 // all, the peer's replay window drops the copies.
 func TestEngineReinject(t *testing.T) {
 	t.Run("lost", func(t *testing.T) {
@@ -303,17 +302,8 @@ func TestEngineReinject(t *testing.T) {
 		testenv.WaitUntil(t, 10*time.Second, "path 1 to send its 150", func() bool { return a.e.Paths()[1].Stats.TxPackets.Load() == 150 })
 
 		group.Set(scheduler.Single(0), members...) // the path failed
-		r := a.e.Reinjection(group, members[1], since)
-		if r == nil || r.Left() != 100 {
-			t.Fatalf("%v to reinject, want the 100 path 1 took since the confirmation", r)
-		}
-		// Paced by the caller: 30 now, the rest later.
-		budget := 30
-		if n := r.Send(func() bool { budget--; return budget >= 0 }); n != 30 || r.Left() != 70 {
-			t.Fatalf("paced send: %d sent, %d left; want 30 and 70", n, r.Left())
-		}
-		if n := r.Send(nil); n != 70 || r.Left() != 0 {
-			t.Fatalf("the rest: %d sent, %d left; want 70 and 0", n, r.Left())
+		if n := a.e.Reinject(group, members[1], since); n != 100 {
+			t.Fatalf("reinjected %d datagrams, want the 100 path 1 took since the confirmation", n)
 		}
 		got = append(got, receiveAll(t, b.tun, 100)...)
 		seen := map[int]bool{}
@@ -326,8 +316,8 @@ func TestEngineReinject(t *testing.T) {
 				t.Fatalf("packet %d never arrived", i)
 			}
 		}
-		if r := a.e.Reinjection(group, members[1], since); r != nil {
-			t.Fatalf("a second Reinjection found %d datagrams: each goes again at most once", r.Left())
+		if n := a.e.Reinject(group, members[1], since); n != 0 {
+			t.Fatalf("a second Reinject sent %d datagrams: each goes again at most once", n)
 		}
 		if r := a.e.Stats.Reinjected.Load(); r != 100 {
 			t.Fatalf("Stats.Reinjected = %d", r)
@@ -351,7 +341,7 @@ func TestEngineReinject(t *testing.T) {
 		}
 		receiveAll(t, b.tun, 100)
 		group.Set(scheduler.Single(0), members...)
-		if n := a.e.Reinjection(group, members[1], 0).Send(nil); n != 50 {
+		if n := a.e.Reinject(group, members[1], 0); n != 50 {
 			t.Fatalf("reinjected %d datagrams, want 50", n)
 		}
 		testenv.WaitUntil(t, 10*time.Second, "the peer to drop the 50 copies as replayed", func() bool {
@@ -374,8 +364,8 @@ func TestEngineReinject(t *testing.T) {
 			a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 		}
 		receiveAll(t, b.tun, 10)
-		if r := a.e.Reinjection(group, members[1], 0); r != nil {
-			t.Fatalf("%d datagrams to reinject in a group that keeps none", r.Left())
+		if n := a.e.Reinject(group, members[1], 0); n != 0 {
+			t.Fatalf("reinjected %d datagrams of a group that keeps none", n)
 		}
 	})
 }

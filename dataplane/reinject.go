@@ -14,11 +14,10 @@ import (
 // (hundreds of milliseconds, and a collapsed congestion window). Each
 // outbound worker therefore keeps copies of the last sentRingSlots
 // datagrams it sent alone on one member of a group that keeps them
-// (PathGroup.KeepSent); when the conductor declares a member failed, it
-// takes the copies sent on it since the last moment the peer confirmed
-// (Engine.Reinjection) and sends them, in their order and paced so as
-// not to overflow the queue they go into, on the members the group's
-// picker chooses now. They are the same sealed packets (same SA, same sequence
+// (PathGroup.KeepSent); when the conductor declares a member failed,
+// Engine.Reinject sends the copies sent on it since the last moment the
+// peer confirmed, in their order, on the members the group's picker
+// chooses now. They are the same sealed packets (same SA, same sequence
 // numbers): the peer's replay window drops the copies of what did arrive
 // (DropReplayed) and its resequencer puts the rest back in place, so the
 // flows see a delay instead of a loss.
@@ -110,96 +109,60 @@ func (r *sentRing) forget(g *PathGroup) {
 }
 
 // KeepSent makes the engine keep copies of what this group sends alone on
-// one member, for Engine.Reinjection; off by default.
+// one member, for Engine.Reinject; off by default.
 func (g *PathGroup) KeepSent(on bool) { g.keep.Store(on) }
 
-// A Reinjection is the datagrams a failed member of a group took that
-// may not have arrived, in send order, waiting to be sent again on the
-// members the group's picker chooses now. The caller paces it (Send), so
-// that the burst does not overflow the queue of the path that takes it.
-type Reinjection struct {
-	e      *Engine
-	g      *PathGroup
-	failed GroupMember
-	copies []sentCopy
-	next   int
-	// senders by engine path, made when first needed
-	senders map[scheduler.PathID]*Sender
-}
-
-// Reinjection takes from the workers' copies the datagrams sent alone to
-// member failed of g at or after since (scheduler.Now clock), oldest
-// first; nil when there are none. Each datagram is taken at most once.
-func (e *Engine) Reinjection(g *PathGroup, failed GroupMember, since int64) *Reinjection {
+// Reinject sends again, at once, on the members g's picker chooses now,
+// the datagrams sent alone to member failed at or after since
+// (scheduler.Now clock) that the workers still keep, oldest first, and
+// returns how many left. The caller has already made the picker stop
+// choosing failed; a datagram for which it has nothing else is not
+// resent. Each datagram is reinjected at most once.
+func (e *Engine) Reinject(g *PathGroup, failed GroupMember, since int64) int {
 	var copies []sentCopy
 	for _, r := range e.sentRings() {
 		copies = r.collect(g, failed, since, copies)
 	}
 	if len(copies) == 0 {
-		return nil
+		return 0
 	}
 	// Each worker's copies are in order; a flow's packets all come from
 	// one worker's queue, so ordering by send time keeps every flow in
 	// sequence order.
 	slices.SortStableFunc(copies, func(a, b sentCopy) int { return cmp.Compare(a.at, b.at) })
-	return &Reinjection{e: e, g: g, failed: failed, copies: copies, senders: map[scheduler.PathID]*Sender{}}
-}
 
-// Left returns how many datagrams are still to send.
-func (r *Reinjection) Left() int { return len(r.copies) - r.next }
-
-// Send sends the next datagrams, in order, while more reports room (nil:
-// all of them), each on the members g's picker chooses for it, and
-// returns how many datagrams left. The caller has already made the picker
-// stop choosing the failed member; a datagram for which it has nothing
-// else is not resent.
-func (r *Reinjection) Send(more func() bool) int {
-	paths, st := r.e.paths.Load(), r.g.state.Load()
-	for ; r.next < len(r.copies) && (more == nil || more()); r.next++ {
-		c := r.copies[r.next]
+	paths, st := e.paths.Load(), g.state.Load()
+	senders := map[scheduler.PathID]*Sender{}
+	for _, c := range copies {
 		for set := st.choose(len(c.pkt)); !set.Empty(); {
 			m := st.members[set.Next()]
 			p := paths.get(m.Path)
-			if m == r.failed || p == nil {
+			if m == failed || p == nil {
 				continue
 			}
 			remote := m.Remote
 			if remote == nil {
 				remote = p.Remote
 			}
-			snd := r.senders[m.Path]
+			snd := senders[m.Path]
 			if snd == nil {
-				snd = p.Conn.NewSender(sentRingSlots)
-				r.senders[m.Path] = snd
+				snd = p.Conn.NewSender(len(copies))
+				senders[m.Path] = snd
 			}
-			if !snd.Add(c.pkt, remote) {
-				r.flush(paths)
-				snd.Add(c.pkt, remote)
-			}
+			snd.Add(c.pkt, remote)
 		}
-		r.copies[r.next].pkt = nil // sent: the copy can go
 	}
-	return r.flush(paths)
-}
-
-// flush sends what the senders hold and returns how many datagrams left.
-func (r *Reinjection) flush(paths *pathTable) int {
 	sent := 0
-	for id, snd := range r.senders {
+	for id, snd := range senders {
 		queued := uint64(snd.Len())
-		if queued == 0 {
-			continue
-		}
 		before := snd.Errors
 		snd.Flush()
 		ok := queued - min(queued, snd.Errors-before)
-		r.e.Stats.SendErrors.Add(queued - ok)
-		if p := paths.get(id); p != nil {
-			p.Stats.TxPackets.Add(ok)
-		}
+		e.Stats.SendErrors.Add(queued - ok)
+		paths.get(id).Stats.TxPackets.Add(ok)
 		sent += int(ok)
 	}
-	r.e.Stats.Reinjected.Add(uint64(sent))
+	e.Stats.Reinjected.Add(uint64(sent))
 	return sent
 }
 

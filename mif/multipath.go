@@ -41,14 +41,12 @@ type peerPaths struct {
 	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
 	// nothing else of mif is locked while it is held.
 	reinjected atomic.Uint64 // datagrams sent again after their path failed
-	wake       chan struct{} // a tick now: a reinjection to send
 
 	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
 	inSPI   uint32 // the inbound SA that restores order (0: none)
 	out     *dataplane.SA
-	pending []pendingReinjection // oldest first
 }
 
 // orderConfig is how the receivers of a multipath session restore order.
@@ -69,7 +67,6 @@ const noEnginePath = scheduler.PathID(1<<16 - 1)
 // (probed every 100 ms): a miss is then seen at most that much later, and
 // a gateway's idle clients cost a quarter of the wake-ups.
 const (
-	reinjectTick     = time.Millisecond // while a reinjection is paced
 	tickInterval     = 5 * time.Millisecond
 	idleTickInterval = 20 * time.Millisecond
 	idleProbeEvery   = 100 * time.Millisecond // the detector's interval for an idle, healthy path
@@ -93,8 +90,7 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	if log == nil {
 		log = slog.Default()
 	}
-	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy,
-		wake: make(chan struct{}, 1)}
+	pp := &peerPaths{log: log, engine: cfg.Engine, sched: scheduler.New(cfg.Scheduler), policy: cfg.Policy}
 	pp.picker = scheduler.NewFallbackPicker(pp.sched, cfg.Policy, noEnginePath)
 	pp.groupPicker = pp.picker
 	if cfg.Classes != nil {
@@ -182,74 +178,21 @@ func (pp *peerPaths) RemovePath(id scheduler.PathID) {
 	}
 }
 
-// reinjectBacklog is how far the reinjection of a failed path's datagrams
-// may fill the virtual queue of the paths that take them: a burst of up
-// to sentRingSlots datagrams at once would overflow a short queue (a
-// token bucket's, a cellular scheduler's) and lose what it was meant to
-// save. Below the 50 ms that shapers commonly hold.
-const reinjectBacklog = 25 * time.Millisecond
-
-// reinjectMaxAge drops a reinjection not sent within this time: the peer's
-// resequencer has given its gaps up, and the flows their own packets.
-const reinjectMaxAge = time.Second
-
-// reinject takes what was sent on member m (path id) since, which the peer
-// may not have, to be sent again on the other paths from the next tick.
+// reinject sends again on the other paths, at once and in order, what was
+// sent on member m (path id) since, which the peer may not have. At once:
+// these datagrams hold up every flow they belong to (the peer's
+// resequencer waits for them, or its TCP does), and those flows have
+// mostly stopped sending for want of acknowledgements, so they are the
+// most urgent traffic; a pace below the surviving paths' rate would let
+// the flows' retransmission timers fire first. (A pace by the paths'
+// backlog, tried first, starved: a TCP flow moving to a slower path keeps
+// its backlog high for a second.)
 func (pp *peerPaths) reinject(id scheduler.PathID, m dataplane.GroupMember, since int64, why string) {
-	r := pp.engine.Reinjection(pp.group, m, since)
-	if r == nil {
-		return
-	}
-	pp.log.Debug("path "+why+": what it carried since its last confirmation goes again on the others",
-		"path", id, "datagrams", r.Left(), "window", time.Duration(scheduler.Now()-since))
-	pp.mu.Lock()
-	pp.pending = append(pp.pending, pendingReinjection{r: r, at: scheduler.Now()})
-	pp.mu.Unlock()
-	pp.kick()
-}
-
-// pendingReinjection is a Reinjection being sent, and when it was taken.
-type pendingReinjection struct {
-	r  *dataplane.Reinjection
-	at int64
-}
-
-// sendReinjections sends what is pending, in order, while the paths'
-// backlog stays below reinjectBacklog, and reports whether some is left.
-// Run calls it on every tick.
-func (pp *peerPaths) sendReinjections(now int64) bool {
-	pp.mu.Lock()
-	pending := pp.pending
-	pp.mu.Unlock()
-	if len(pending) == 0 {
-		return false
-	}
-	room := func() bool { return pp.sched.Backlog(pp.policy, scheduler.Now()) < reinjectBacklog }
-	done := 0
-	for _, p := range pending {
-		if now-p.at > int64(reinjectMaxAge) {
-			pp.log.Debug("reinjection dropped: not sent within its time", "datagrams", p.r.Left())
-			done++
-			continue
-		}
-		pp.reinjected.Add(uint64(p.r.Send(room)))
-		if p.r.Left() > 0 {
-			break // the paths are full: the rest waits, in order
-		}
-		done++
-	}
-	pp.mu.Lock()
-	pp.pending = pp.pending[done:]
-	left := len(pp.pending) > 0
-	pp.mu.Unlock()
-	return left
-}
-
-// kick wakes Run for a tick now.
-func (pp *peerPaths) kick() {
-	select {
-	case pp.wake <- struct{}{}:
-	default:
+	n := pp.engine.Reinject(pp.group, m, since)
+	pp.reinjected.Add(uint64(n))
+	if n > 0 {
+		pp.log.Debug("path "+why+": what it carried since its last confirmation was sent again on the others",
+			"path", id, "datagrams", n, "window", time.Duration(scheduler.Now()-since))
 	}
 }
 
@@ -257,8 +200,12 @@ func (pp *peerPaths) kick() {
 // the last call (failed is the set seen then) and returns the set now.
 func (pp *peerPaths) failures(failed scheduler.PathSet) scheduler.PathSet {
 	now := pp.sched.Failed()
+	for set := failed &^ now; !set.Empty(); {
+		pp.log.Debug("path back in service, or removed", "path", set.Next())
+	}
 	for set := now &^ failed; !set.Empty(); {
 		id := set.Next()
+		pp.log.Debug("path out of service", "path", id)
 		m, ok := pp.member(id)
 		since, known := pp.sched.Unconfirmed(id)
 		if ok && known {
@@ -351,23 +298,10 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case <-pp.wake:
 		}
-		now := scheduler.Now()
-		pp.sched.Tick(now)
+		pp.sched.Tick(scheduler.Now())
 		failed = pp.failures(failed)
-		pacing := pp.sendReinjections(now)
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		if pacing {
-			t.Reset(reinjectTick)
-		} else {
-			t.Reset(pp.tickEvery())
-		}
+		t.Reset(pp.tickEvery())
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()
 		pp.mu.Unlock()

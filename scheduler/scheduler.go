@@ -447,12 +447,14 @@ func (s *Scheduler) recompute() {
 		}
 	}
 	s.failed.Store(uint64(failing | down))
-	// When nothing is usable, sending on a failing path beats dropping.
+	// When nothing is usable, sending on a failing or down path beats
+	// dropping: on the one that answered last, which is the likeliest to
+	// work. A path whose queue delays its probes after it took over a
+	// dead one's traffic can miss enough of them to look down while the
+	// dead one, silent for longer, is only failing yet.
 	any := usable
-	for _, f := range []PathSet{failing, down} {
-		if any.Empty() {
-			any = f
-		}
+	if any.Empty() && !(failing | down).Empty() {
+		any = s.lastAnswered(failing | down)
 	}
 
 	// Aggregate: paths with a known rate, plus a probing share.
@@ -517,6 +519,21 @@ func (s *Scheduler) recompute() {
 	} else {
 		s.sets[PolicySingle].primary.Store(0)
 	}
+}
+
+// lastAnswered returns the path of set whose last probe reply is the most
+// recent; s.mu is held.
+func (s *Scheduler) lastAnswered(set PathSet) PathSet {
+	var best PathID
+	var at int64
+	found := false
+	for c := set; !c.Empty(); {
+		id := c.Next()
+		if d := s.paths[id].det; !found || d.lastReply > at {
+			best, at, found = id, d.lastReply, true
+		}
+	}
+	return SetOf(best)
 }
 
 // Decide returns the paths a packet of size bytes (as it goes on the wire)
@@ -674,27 +691,6 @@ func (s *Scheduler) Unconfirmed(id PathID) (since int64, ok bool) {
 		return 0, true
 	}
 	return p.det.lastReply - int64(p.rtt.SRTT+p.rtt.RTTVar), true
-}
-
-// Backlog returns how long a packet sent under pol at now would wait in
-// the virtual queue of the least loaded path the policy sends on: what
-// the sender has put on the paths beyond what their estimated rates have
-// carried away since (0 when idle or without a path). It makes no
-// allocation and takes no lock. Bursts that are not the sender's own
-// pace, such as a reinjection, keep it below a target so as not to
-// overflow the queues the packets go into.
-func (s *Scheduler) Backlog(pol Policy, now int64) time.Duration {
-	if pol >= numPolicies {
-		pol = PolicyAggregate
-	}
-	least := int64(-1)
-	for c := PathSet(s.sets[pol].primary.Load()); !c.Empty(); {
-		q := max(s.hot[c.Next()].busy.Load()-now, 0)
-		if least < 0 || q < least {
-			least = q
-		}
-	}
-	return time.Duration(max(least, 0))
 }
 
 // Paths returns the ids of the paths present.

@@ -160,7 +160,7 @@ type sim struct {
 	reinject   bool
 	sentLog    []sentRec
 	failed     PathSet
-	pending    []sentRec // to send again, paced
+	pending    []sentRec // to send again
 	firstPath  []PathID // by sequence number: the path it was first sent on
 	reinjected uint64
 }
@@ -336,9 +336,8 @@ func (m *sim) sendOn(set PathSet, seq uint64) {
 	}
 }
 
-// reinjectFailed takes, in order, what the paths that just failed took
-// since Unconfirmed, and sends it on the paths the policy picks now,
-// paced by the scheduler's backlog as mif does (reinjectBacklog there).
+// reinjectFailed sends again, at once and in order, what the paths that
+// just failed took since Unconfirmed, on the paths the policy picks now.
 func (m *sim) reinjectFailed() {
 	now := m.s.Failed()
 	for set := now &^ m.failed; !set.Empty(); {
@@ -358,7 +357,7 @@ func (m *sim) reinjectFailed() {
 		m.sentLog = kept
 	}
 	m.failed = now
-	for len(m.pending) > 0 && m.s.Backlog(m.pol, m.now) < simReinjectBacklog {
+	for len(m.pending) > 0 {
 		r := m.pending[0]
 		m.pending = m.pending[1:]
 		if again := m.s.Decide(m.pol, m.size, m.now).Without(r.path); !again.Empty() {
@@ -367,9 +366,6 @@ func (m *sim) reinjectFailed() {
 		}
 	}
 }
-
-// simReinjectBacklog is mif's reinjectBacklog.
-const simReinjectBacklog = 25 * time.Millisecond
 
 // lost counts the sequence numbers from..upTo first sent on path that
 // never arrived.
@@ -695,19 +691,28 @@ func TestSimAggregateBufferbloatedPath(t *testing.T) {
 // TestSimReinjection: a silent cut of the WLAN path while both paths
 // carry an aggregated flow loses what was in flight on it. With
 // reinjection every packet sent on WLAN still arrives (the flow sees a
-// delay, not a loss), and the receiver drops few copies (what had arrived
-// before the cut). Without reinjection, the packets in flight stay lost.
-// (This sender keeps its pace through the cut, unlike TCP, which stops
-// when acknowledgements do: the reinjection, paced by the backlog, gets
-// only the capacity left over, and some of it arrives after the
-// receiver's resequencer gave the gap up, counted Late.)
+// delay, not a loss) when the cellular queue holds the reinjected burst,
+// and the receiver drops few copies (what had arrived before the cut).
+// Without reinjection, the packets in flight stay lost. With a cellular
+// queue shorter than the burst, the burst overflows it: this sender keeps
+// its pace through the cut (TCP stops when acknowledgements do), and the
+// queue drops part of the burst, so only most of it is saved.
 func TestSimReinjection(t *testing.T) {
-	for _, reinject := range []bool{false, true} {
+	lostWithout := map[time.Duration]uint64{}
+	for _, tc := range []struct {
+		reinject   bool
+		cellQueue  time.Duration
+		maxLostPct float64 // of the least lost without reinjection (the case before)
+	}{
+		{false, 200 * time.Millisecond, 0}, {true, 200 * time.Millisecond, 0},
+		{false, 50 * time.Millisecond, 0}, {true, 50 * time.Millisecond, 60},
+	} {
 		for _, phase := range []time.Duration{0, 7 * time.Millisecond, 19 * time.Millisecond} {
 			wl := newLink(50, 15*time.Millisecond, time.Millisecond, 0)
 			cell := newLink(20, 40*time.Millisecond, 2*time.Millisecond, 0)
+			cell.queueLimit = int(cell.rate * tc.cellQueue.Seconds())
 			m := newSim(t, PolicyAggregate, Config{}, 7, wlan(0, wl), cellular(1, cell))
-			m.reinject = reinject
+			m.reinject = tc.reinject
 			m.reseq, _ = NewResequencer(ResequencerConfig{MaxWait: 200 * time.Millisecond}) // mif's orderConfig
 			m.run(200 * time.Millisecond)
 			m.startSender(16) // what cellular alone carries: no loss but the cut's
@@ -716,16 +721,19 @@ func TestSimReinjection(t *testing.T) {
 			wl.up = false
 			m.run(2 * time.Second)
 			lost := m.lost(0, cutSeq-500, m.seq-200)
-			t.Logf("reinjection %v, phase %v: lost %d of those sent on WLAN around the cut, reinjected %d, copies dropped %d, resequencer %+v",
-				reinject, phase, lost, m.reinjected, m.dups, m.reseq.Stats)
-			if !reinject {
-				if lost == 0 {
-					t.Errorf("without reinjection nothing was lost: the cut did not hit traffic in flight")
+			t.Logf("cellular queue %v, reinjection %v, phase %v: lost %d of those sent on WLAN around the cut, reinjected %d, copies dropped %d, resequencer %+v",
+				tc.cellQueue, tc.reinject, phase, lost, m.reinjected, m.dups, m.reseq.Stats)
+			if !tc.reinject {
+				if lost < 50 {
+					t.Errorf("without reinjection %d lost: the cut did not hit traffic in flight", lost)
+				}
+				if least, ok := lostWithout[tc.cellQueue]; !ok || lost < least {
+					lostWithout[tc.cellQueue] = lost
 				}
 				continue
 			}
-			if lost != 0 {
-				t.Errorf("phase %v: %d sequence numbers lost with reinjection, want 0", phase, lost)
+			if limit := uint64(tc.maxLostPct / 100 * float64(lostWithout[tc.cellQueue])); lost > limit {
+				t.Errorf("cellular queue %v, phase %v: %d of WLAN's packets lost with reinjection, want at most %d", tc.cellQueue, phase, lost, limit)
 			}
 			if m.reinjected == 0 || m.dups > m.reinjected {
 				t.Errorf("phase %v: reinjected %d, %d copies dropped", phase, m.reinjected, m.dups)
