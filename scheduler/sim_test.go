@@ -161,7 +161,7 @@ type sim struct {
 	sentLog    []sentRec
 	failed     PathSet
 	pending    []sentRec // to send again
-	firstPath  []PathID // by sequence number: the path it was first sent on
+	firstPath  []PathID  // by sequence number: the path it was first sent on
 	reinjected uint64
 }
 
