@@ -35,6 +35,8 @@ type ScenarioReport struct {
 	// Directions are the directions of the scenario's iperf3 traffic, the
 	// main one first; the summary and the plot show them.
 	Directions []string `json:"directions"`
+	// TCPCongestion is the congestion control of the TCP flows.
+	TCPCongestion string `json:"tcp_congestion"`
 }
 
 // UplinkInfo describes an uplink as the run began.
@@ -217,7 +219,7 @@ func newScenarioReport(sc *Scenario) *ScenarioReport {
 		Scenario: sc.Name, Description: sc.Description, Source: sc.Source(),
 		StartedAt: time.Now().UTC().Truncate(time.Second), DurationSeconds: sc.Duration.D().Seconds(),
 		Machine: machineInfo(), ClientInterface: sc.Client.Interface, Notes: sc.Notes,
-		Directions: sc.directions(),
+		Directions: sc.directions(), TCPCongestion: sc.TCPCongestion,
 	}
 	for _, u := range sc.Uplinks {
 		cfg := u.Shapes()
@@ -648,8 +650,8 @@ func (r *ScenarioReport) WriteSummary(w io.Writer) error {
 		b.WriteString("\n")
 		wrap(&b, "", "Note: "+n)
 	}
-	fmt.Fprintf(&b, "\n%d CPUs, kernel %s, load average %.2f at start; figures measured on a busy machine are preliminary.\n",
-		r.Machine.NumCPU, r.Machine.Kernel, r.Machine.LoadAverage)
+	fmt.Fprintf(&b, "\nTCP congestion control %s; %d CPUs, kernel %s, load average %.2f at start; figures measured on a busy machine are preliminary.\n",
+		r.TCPCongestion, r.Machine.NumCPU, r.Machine.Kernel, r.Machine.LoadAverage)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

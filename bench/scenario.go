@@ -36,6 +36,12 @@ type Scenario struct {
 	Uplinks  []UplinkSpec  `yaml:"uplinks"`
 	Events   []EventSpec   `yaml:"events"`
 	Traffic  []TrafficSpec `yaml:"traffic"`
+	// TCPCongestion is the congestion control of every TCP (and MPTCP)
+	// flow of the scenario, on both ends: cubic (the default: what
+	// Linux, Windows and macOS hosts run unless told otherwise) or any
+	// other the kernel has (bbr). The lab sets it in its namespaces, so
+	// that figures do not depend on the host's own default.
+	TCPCongestion string `yaml:"tcp_congestion"`
 	// Peers are measured one after the other, each in a fresh topology.
 	Peers  []string   `yaml:"peers"`
 	Client ClientSpec `yaml:"client"`
@@ -537,6 +543,9 @@ func (s *Scenario) normalize() error {
 	if len(s.Uplinks) > maxUplinks {
 		return fmt.Errorf("uplinks: %d given, at most %d", len(s.Uplinks), maxUplinks)
 	}
+	if err := s.SetTCPCongestion(s.TCPCongestion); err != nil {
+		return fmt.Errorf("tcp_congestion: %w", err)
+	}
 	for _, step := range []func() error{s.normalizeUplinks, s.normalizeEvents, s.validateShapes, s.normalizeTraffic, s.normalizePeers, s.normalizeClient} {
 		if err := step(); err != nil {
 			return err
@@ -784,6 +793,24 @@ func (s *Scenario) normalizeClient() error {
 	if s.Client.Policy != "" && len(s.Client.Interfaces) == 0 {
 		return errors.New("client.policy needs client.interfaces: with one interface there is nothing to choose")
 	}
+	return nil
+}
+
+// DefaultTCPCongestion is the congestion control of a scenario's flows
+// unless it names another.
+const DefaultTCPCongestion = "cubic"
+
+// SetTCPCongestion sets the congestion control of the scenario's TCP
+// flows ("" for DefaultTCPCongestion). Whether the kernel has it is
+// checked when the lab sets it.
+func (s *Scenario) SetTCPCongestion(name string) error {
+	if name == "" {
+		name = DefaultTCPCongestion
+	}
+	if len(name) > 15 || strings.IndexFunc(name, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') }) >= 0 {
+		return fmt.Errorf("%q is not a congestion control name (cubic, bbr, reno, ...)", name)
+	}
+	s.TCPCongestion = name
 	return nil
 }
 

@@ -53,6 +53,9 @@ func TestParseScenarioValid(t *testing.T) {
 	if len(s.Peers) != 1 || s.Peers[0] != "mifsec" {
 		t.Errorf("default peers = %v", s.Peers)
 	}
+	if s.TCPCongestion != "cubic" {
+		t.Errorf("default TCP congestion control %q, want cubic (the host's default must not decide)", s.TCPCongestion)
+	}
 	// Events are sorted by time.
 	for i, want := range []time.Duration{2 * time.Second, 3 * time.Second, 6 * time.Second} {
 		if got := s.Events[i].At.D(); got != want {
@@ -114,6 +117,7 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"no duration", replace("duration: 10s", ""), "duration: missing"},
 		{"bad duration", replace("duration: 10s", "duration: ten"), `"ten" is not a duration`},
 		{"too long", replace("duration: 10s", "duration: 2h"), "longer than the limit"},
+		{"bad congestion control", replace("duration: 10s", "duration: 10s\ntcp_congestion: 'bbr; rm'"), "tcp_congestion: \"bbr; rm\" is not a congestion control name"},
 		{"no uplinks", "name: t\nduration: 5s\ntraffic: [{kind: probe}]\n", "uplinks: at least one"},
 		{"bad rate unit", replace("rate: 50Mbit", "rate: 50MB"), `unknown unit "MB"`},
 		{"bad rate", replace("rate: 50Mbit", "rate: fast"), `rate "fast"`},

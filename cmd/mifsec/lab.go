@@ -53,6 +53,7 @@ func scenarioFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "duration", Usage: "run the traffic this long, events moved in proportion (default: the scenario's)"},
 		&cli.StringFlag{Name: "peers", Usage: "comma-separated peers to measure (default: the scenario's): " + strings.Join(bench.LabPeerNames, ", ")},
 		&cli.BoolFlag{Name: "keep-going", Usage: "measure the remaining peers after one fails"},
+		&cli.StringFlag{Name: "tcp-congestion", Usage: "TCP congestion control of the flows on both ends, e.g. bbr (default: the scenario's, else " + bench.DefaultTCPCongestion + ")"},
 		&cli.StringFlag{Name: "wireguard-go", Usage: "use this wireguard-go binary instead of building one (`PATH`)"},
 	}
 }
@@ -67,6 +68,11 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 	if d := c.Duration("duration"); d != 0 {
 		if err := sc.SetDuration(d); err != nil {
 			return fmt.Errorf("--duration: %w", err)
+		}
+	}
+	if cc := c.String("tcp-congestion"); cc != "" {
+		if err := sc.SetTCPCongestion(cc); err != nil {
+			return fmt.Errorf("--tcp-congestion: %w", err)
 		}
 	}
 	var peers []string
