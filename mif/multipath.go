@@ -38,10 +38,10 @@ type peerPaths struct {
 	group       *dataplane.PathGroup
 	prober      *pathProber
 
-	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
-	// nothing else of mif is locked while it is held.
 	reinjected atomic.Uint64 // datagrams sent again after their path failed
 
+	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
+	// nothing else of mif is locked while it is held.
 	mu      sync.Mutex
 	members []dataplane.GroupMember // by scheduler path ID
 	paths   scheduler.PathSet
