@@ -8,6 +8,7 @@ import "time"
 // round trip of the last MinRTTWindow, the path's delay without queueing.
 type rttEstimator struct {
 	SRTT, RTTVar time.Duration
+	Last         time.Duration // the latest sample
 	Min          time.Duration // minimum over the window (0: no sample yet)
 	Samples      int
 	minAt        int64 // when Min was taken
@@ -34,6 +35,7 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 		e.SRTT += (r - e.SRTT) / 8
 	}
 	e.Samples++
+	e.Last = r
 	if e.Min == 0 || r <= e.Min || now-e.minAt > int64(MinRTTWindow) {
 		e.Min, e.minAt = r, now
 	}

@@ -79,6 +79,7 @@ type Resequencer struct {
 	expected int     // SetExpectedPaths
 
 	base     time.Duration // from SetDelays
+	hasBase  bool          // SetDelays was called
 	learned  time.Duration // from late arrivals
 	lastLate int64
 	wait     time.Duration
@@ -136,8 +137,14 @@ func NewResequencer(cfg ResequencerConfig) (*Resequencer, error) {
 // slowest and the fastest path's one-way delay, and the delay variation.
 // The wait is spread + 2·jitter (at least what late arrivals taught),
 // clamped to MinWait…MaxWait.
+//
+// Until the first SetDelays the wait is MaxWait: the paths' delays are
+// not known yet, and a gap given up too early delivers what comes after
+// it out of order, which a TCP receiver takes for loss (a sender starts
+// on a new path before this side has measured it). Loss is still
+// inferred early once every path delivered beyond a gap.
 func (r *Resequencer) SetDelays(spread, jitter time.Duration) {
-	r.base = max(spread, 0) + 2*max(jitter, 0)
+	r.base, r.hasBase = max(spread, 0)+2*max(jitter, 0), true
 	r.updateWait()
 }
 
@@ -153,6 +160,10 @@ func (r *Resequencer) SetExpectedPaths(n int) { r.expected = n }
 func (r *Resequencer) Wait() time.Duration { return r.wait }
 
 func (r *Resequencer) updateWait() {
+	if !r.hasBase {
+		r.wait = r.cfg.MaxWait
+		return
+	}
 	r.wait = min(max(r.base, r.learned, r.cfg.MinWait), r.cfg.MaxWait)
 }
 

@@ -118,8 +118,12 @@ func TestResequencerWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if r.Wait() != 100*time.Millisecond {
+		t.Errorf("initial wait %v, want the 100ms cap until the delays are known", r.Wait())
+	}
+	r.SetDelays(0, 0)
 	if r.Wait() != time.Millisecond {
-		t.Errorf("initial wait %v, want the 1ms floor", r.Wait())
+		t.Errorf("wait %v with no delay spread, want the 1ms floor", r.Wait())
 	}
 	r.SetDelays(25*time.Millisecond, 2*time.Millisecond)
 	if r.Wait() != 29*time.Millisecond {

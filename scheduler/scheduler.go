@@ -144,6 +144,9 @@ type ctlPath struct {
 	havePrev    bool
 	lastTx      Counters // at the last probe sent
 	carrying    bool     // data went out between the last two probes
+	// boost (≥ 1) multiplies the picker's rate of a path that carries
+	// data without a queue building on it (probeBoost).
+	boost float64
 	pickerRate  float64
 }
 
@@ -337,6 +340,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	p.prevSent, p.prevTx, p.prevRx, p.havePrev = rec.sent, rec.tx, r.Rx, true
 	p.prevReplied = now - int64(max(r.Hold, 0))
 
+	p.boost = probeBoost(p)
 	p.det.Reply(now)
 	p.pending = 0
 	for i := range p.probes {
@@ -407,19 +411,57 @@ func (s *Scheduler) afterHealth(p *ctlPath) {
 	s.recompute()
 }
 
+// Probe boost. A path's delivery rate is measured from what it was given:
+// a path the picker gives little to (its rate estimate is low, so its
+// virtual queue fills at once) delivers little and keeps its low
+// estimate, and a sender that clocks itself by its acknowledgements, as a
+// loss-based TCP does, never offers the excess that would make the picker
+// spill onto it. Measured in mifsec lab with cubic: cellular stuck at 2.4
+// Mbit/s of its 20 while WLAN carried the flow alone. So a path that
+// carries data while no queue builds on it (its smoothed and its latest
+// RTT within boostSlack of its minimum, no loss) has more room than its estimate
+// says: the picker trusts it with boostStep more at every such reply, up
+// to maxBoost, and back to its estimate once a queue shows. Its delivery
+// rate then follows what it is given, and the estimate with it.
+const (
+	boostStep = 1.25
+	maxBoost  = 16
+)
+
+// boostSlack is how far above its minimum a path's smoothed RTT may be
+// with no queue counted: jitter, and the probe's own transmission.
+func boostSlack(min time.Duration) time.Duration { return max(3*time.Millisecond, min/8) }
+
+// probeBoost returns p's boost after a reply.
+func probeBoost(p *ctlPath) float64 {
+	queued := p.rtt.Min + boostSlack(p.rtt.Min)
+	if !p.carrying || p.rtt.Samples < 4 || p.loss.Loss > 0.01 || p.rtt.SRTT > queued || p.rtt.Last > queued {
+		return 1
+	}
+	return min(max(p.boost, 1)*boostStep, maxBoost)
+}
+
 // publishPath stores the picker's rate and delay for p.
 func (s *Scheduler) publishPath(p *ctlPath) {
 	rate := p.rate.Rate
 	if rate <= 0 {
 		rate = s.cfg.InitialRate
 	}
-	rate *= p.rate.Gain() * max(MinRateFactor, 1-s.cfg.LossPenalty*p.loss.Loss)
+	rate *= p.rate.Gain() * max(p.boost, 1) * max(MinRateFactor, 1-s.cfg.LossPenalty*p.loss.Loss)
 	p.pickerRate = rate
 	h := &s.hot[p.cfg.ID]
 	h.cost.Store(int64(1e12/rate) + 1)
 	owd := p.owdSet
 	if owd == 0 {
-		owd = p.rtt.SRTT / 2
+		// Half the quietest round trip each way, and the queue (what the
+		// smoothed round trip has above it) all on the way out: a queue
+		// builds where the sender's data goes. A sender clocked by its
+		// acknowledgements keeps a standing queue on the path it uses
+		// that the virtual queue, which drains at the path's rate, never
+		// sees; counted here, it makes the next packet's arrival later on
+		// that path, and the others take their share before the queue
+		// overflows.
+		owd = p.rtt.Min/2 + max(p.rtt.SRTT-p.rtt.Min, 0)
 	}
 	h.owd.Store(int64(owd))
 }
@@ -700,18 +742,24 @@ func (s *Scheduler) Paths() PathSet {
 	return s.present
 }
 
-// DelaySpread returns, over the usable paths, the difference between the
+// DelaySpread returns, over the paths that answered a probe and have not failed, the difference between the
 // largest and the smallest one-way delay estimate and the largest RTT
 // variation: what a resequencer on the other side should wait for
 // (ResequencerConfig / Resequencer.SetDelays).
 func (s *Scheduler) DelaySpread() (spread, jitter time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	set := PathSet(s.sets[PolicyAggregate].primary.Load())
+	// Every path with a round-trip sample that has not failed: the peer
+	// may send on one before this side has verified it (a new path gets a
+	// probing share as soon as the peer trusts it), and its packets are
+	// the ones the receiver must wait for.
 	var lo, hi time.Duration
 	first := true
-	for c := set; !c.Empty(); {
+	for c := s.present; !c.Empty(); {
 		id := c.Next()
+		if p := s.paths[id]; p.rtt.Samples == 0 || p.state == StateFailed {
+			continue
+		}
 		o := time.Duration(s.hot[id].owd.Load())
 		if first || o < lo {
 			lo = o

@@ -144,6 +144,19 @@ func TestPolicies(t *testing.T) {
 	})
 	t.Run("aggregate splits by rate", func(t *testing.T) {
 		s, now := newS(Config{})
+		// The paths are full: a queue shows in their round trips, so the
+		// picker trusts their measured rates (no probe boost).
+		for id := range PathID(3) {
+			info, _ := s.Info(id, now)
+			seq := uint32(info.RTTSamples + 1)
+			// No counters: a round trip only, no rate sample.
+			if err := s.ProbeSent(id, seq, now, Counters{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.ProbeReply(id, ProbeReply{Seq: seq}, now+int64(info.MinRTT)+int64(20*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		count := map[PathID]int{}
 		// Offer more than the paths carry (their rates × the startup gain
 		// 2) for 100 ms: the rates set the split.
