@@ -146,8 +146,8 @@ type ctlPath struct {
 	carrying    bool     // data went out between the last two probes
 	// boost (≥ 1) multiplies the picker's rate of a path that carries
 	// data without a queue building on it (probeBoost).
-	boost float64
-	pickerRate  float64
+	boost      float64
+	pickerRate float64
 }
 
 const probeRing = 32
