@@ -328,18 +328,24 @@ func TestEngineReinject(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	})
-	t.Run("delivered after all", func(t *testing.T) {
-		a, b := newPair(t, pairConfig{tunB: tunRecording(2000)})
+	// twoWorkingPaths sends n packets alternately over two paths that
+	// deliver, through a group that keeps copies or not.
+	twoWorkingPaths := func(t *testing.T, keep bool, n int) (a, b *side, group *dataplane.PathGroup, members []dataplane.GroupMember) {
+		a, b = newPair(t, pairConfig{tunB: tunRecording(2000)})
 		run(t, a, b)
 		addSecondPath(t, a, b)
-		members := []dataplane.GroupMember{{Path: 0}, {Path: 1}}
-		group := dataplane.NewPathGroup(&alternate{}, members...)
-		group.KeepSent(true)
+		members = []dataplane.GroupMember{{Path: 0}, {Path: 1}}
+		group = dataplane.NewPathGroup(&alternate{}, members...)
+		group.KeepSent(keep)
 		a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
-		for i := range 100 {
+		for i := range n {
 			a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 		}
-		receiveAll(t, b.tun, 100)
+		receiveAll(t, b.tun, n)
+		return a, b, group, members
+	}
+	t.Run("delivered after all", func(t *testing.T) {
+		a, b, group, members := twoWorkingPaths(t, true, 100)
 		group.Set(scheduler.Single(0), members...)
 		if n := a.e.Reinject(group, members[1], 0); n != 50 {
 			t.Fatalf("reinjected %d datagrams, want 50", n)
@@ -354,16 +360,7 @@ func TestEngineReinject(t *testing.T) {
 		}
 	})
 	t.Run("not kept", func(t *testing.T) {
-		a, b := newPair(t, pairConfig{tunB: tunRecording(2000)})
-		run(t, a, b)
-		addSecondPath(t, a, b)
-		members := []dataplane.GroupMember{{Path: 0}, {Path: 1}}
-		group := dataplane.NewPathGroup(&alternate{}, members...) // KeepSent off
-		a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
-		for i := range 10 {
-			a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
-		}
-		receiveAll(t, b.tun, 10)
+		a, _, group, members := twoWorkingPaths(t, false, 10)
 		if n := a.e.Reinject(group, members[1], 0); n != 0 {
 			t.Fatalf("reinjected %d datagrams of a group that keeps none", n)
 		}
