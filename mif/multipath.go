@@ -305,7 +305,9 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()
 		pp.mu.Unlock()
-		if inSPI == 0 {
+		if inSPI == 0 || !pp.sched.DelaysKnown() {
+			// The resequencer keeps its initial wait until every path
+			// has a delay: a spread of the first path alone is 0.
 			continue
 		}
 		spread, jitter := pp.sched.DelaySpread()

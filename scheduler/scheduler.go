@@ -742,10 +742,25 @@ func (s *Scheduler) Paths() PathSet {
 	return s.present
 }
 
-// DelaySpread returns, over the paths that answered a probe and have not failed, the difference between the
-// largest and the smallest one-way delay estimate and the largest RTT
-// variation: what a resequencer on the other side should wait for
-// (ResequencerConfig / Resequencer.SetDelays).
+// DelaysKnown reports whether every path present that has not failed has
+// answered a probe, so that DelaySpread covers them all: until then a
+// resequencer is better left at its initial wait than set from part of
+// the paths.
+func (s *Scheduler) DelaysKnown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := s.present; !c.Empty(); {
+		if p := s.paths[c.Next()]; p.rtt.Samples == 0 && p.state != StateFailed {
+			return false
+		}
+	}
+	return true
+}
+
+// DelaySpread returns, over the paths that answered a probe and have not
+// failed, the difference between the largest and the smallest one-way
+// delay estimate and the largest RTT variation: what a resequencer on the
+// other side should wait for (ResequencerConfig / Resequencer.SetDelays).
 func (s *Scheduler) DelaySpread() (spread, jitter time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -338,8 +338,17 @@ func TestOneWayDelayAndSpread(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if s.DelaysKnown() {
+		t.Error("delays known before any path answered")
+	}
 	verify(t, s, 0, 0, 20*time.Millisecond, mbit(10), 8)
+	if s.DelaysKnown() {
+		t.Error("delays known while path 1 never answered")
+	}
 	now := verify(t, s, 1, 0, 60*time.Millisecond, mbit(10), 8)
+	if !s.DelaysKnown() {
+		t.Error("delays not known after both paths answered")
+	}
 	if info, _ := s.Info(1, now); info.OneWayDelay != 30*time.Millisecond {
 		t.Errorf("one-way delay %v, want SRTT/2 = 30ms", info.OneWayDelay)
 	}
