@@ -125,8 +125,8 @@ func (p *mifsecLabPeer) TunnelState() string {
 	if st.Order != nil {
 		text += "; at the client (down): " + orderSummary(st.Order)
 	}
-	if reinjected := st.Reinjected + gatewayReinjected(&gw); reinjected > 0 {
-		text += fmt.Sprintf("; reinjected after a path failed: %d datagrams by the client, %d by the gateway", st.Reinjected, gatewayReinjected(&gw))
+	if byGateway := gatewayReinjected(&gw); st.Reinjected+byGateway > 0 {
+		text += fmt.Sprintf("; reinjected after a path failed: %d datagrams by the client, %d by the gateway", st.Reinjected, byGateway)
 	}
 	return text
 }

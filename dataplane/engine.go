@@ -693,11 +693,7 @@ func (w *outboundWorker) sendSet(st *groupState, set scheduler.PathSet, pkt []by
 		if int(m.Path) >= len(w.senders) || w.senders[m.Path] == nil {
 			continue
 		}
-		remote := m.Remote
-		if remote == nil {
-			remote = w.paths.byID[m.Path].Remote
-		}
-		w.senders[m.Path].Add(pkt, remote)
+		w.senders[m.Path].Add(pkt, remoteOf(m, w.paths.byID[m.Path]))
 		sent = true
 	}
 	return sent

@@ -146,6 +146,15 @@ func (g *PathGroup) countTx(m GroupMember, size int) {
 	}
 }
 
+// remoteOf returns where member m sends: its own Remote, or else its
+// path's (p, which must be m's path).
+func remoteOf(m GroupMember, p *Path) *Endpoint {
+	if m.Remote != nil {
+		return m.Remote
+	}
+	return p.Remote
+}
+
 // Members returns a copy of the group's members.
 func (g *PathGroup) Members() []GroupMember {
 	return slices.Clone(g.state.Load().members)

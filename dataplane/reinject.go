@@ -140,16 +140,12 @@ func (e *Engine) Reinject(g *PathGroup, failed GroupMember, since int64) int {
 			if m == failed || p == nil {
 				continue
 			}
-			remote := m.Remote
-			if remote == nil {
-				remote = p.Remote
-			}
 			snd := senders[m.Path]
 			if snd == nil {
 				snd = p.Conn.NewSender(len(copies))
 				senders[m.Path] = snd
 			}
-			snd.Add(c.pkt, remote)
+			snd.Add(c.pkt, remoteOf(m, p))
 		}
 	}
 	sent := 0

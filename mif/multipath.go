@@ -305,12 +305,15 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()
 		pp.mu.Unlock()
-		if inSPI == 0 || !pp.sched.DelaysKnown() {
+		if inSPI == 0 {
+			continue
+		}
+		spread, jitter, known := pp.sched.DelaySpread()
+		if !known {
 			// The resequencer keeps its initial wait until every path
 			// has a delay: a spread of the first path alone is 0.
 			continue
 		}
-		spread, jitter := pp.sched.DelaySpread()
 		if spread != lastSpread || jitter != lastJitter || n != lastPaths {
 			// The peer's paths are ours reversed: their delay spread is
 			// close to the one measured here.

@@ -742,26 +742,14 @@ func (s *Scheduler) Paths() PathSet {
 	return s.present
 }
 
-// DelaysKnown reports whether every path present that has not failed has
-// answered a probe, so that DelaySpread covers them all: until then a
-// resequencer is better left at its initial wait than set from part of
-// the paths.
-func (s *Scheduler) DelaysKnown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := s.present; !c.Empty(); {
-		if p := s.paths[c.Next()]; p.rtt.Samples == 0 && p.state != StateFailed {
-			return false
-		}
-	}
-	return true
-}
-
 // DelaySpread returns, over the paths that answered a probe and have not
 // failed, the difference between the largest and the smallest one-way
 // delay estimate and the largest RTT variation: what a resequencer on the
 // other side should wait for (ResequencerConfig / Resequencer.SetDelays).
-func (s *Scheduler) DelaySpread() (spread, jitter time.Duration) {
+// known is false while a path present and not failed has not answered
+// yet: the spread covers only part of the paths, and a resequencer is
+// better left at its initial wait.
+func (s *Scheduler) DelaySpread() (spread, jitter time.Duration, known bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Every path with a round-trip sample that has not failed: the peer
@@ -769,10 +757,11 @@ func (s *Scheduler) DelaySpread() (spread, jitter time.Duration) {
 	// probing share as soon as the peer trusts it), and its packets are
 	// the ones the receiver must wait for.
 	var lo, hi time.Duration
-	first := true
+	first, known := true, true
 	for c := s.present; !c.Empty(); {
 		id := c.Next()
 		if p := s.paths[id]; p.rtt.Samples == 0 || p.state == StateFailed {
+			known = known && p.state == StateFailed
 			continue
 		}
 		o := time.Duration(s.hot[id].owd.Load())
@@ -787,5 +776,5 @@ func (s *Scheduler) DelaySpread() (spread, jitter time.Duration) {
 			jitter = max(jitter, p.rtt.RTTVar)
 		}
 	}
-	return hi - lo, jitter
+	return hi - lo, jitter, known
 }

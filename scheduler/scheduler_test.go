@@ -338,21 +338,21 @@ func TestOneWayDelayAndSpread(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s.DelaysKnown() {
+	if _, _, known := s.DelaySpread(); known {
 		t.Error("delays known before any path answered")
 	}
 	verify(t, s, 0, 0, 20*time.Millisecond, mbit(10), 8)
-	if s.DelaysKnown() {
+	if _, _, known := s.DelaySpread(); known {
 		t.Error("delays known while path 1 never answered")
 	}
 	now := verify(t, s, 1, 0, 60*time.Millisecond, mbit(10), 8)
-	if !s.DelaysKnown() {
+	if _, _, known := s.DelaySpread(); !known {
 		t.Error("delays not known after both paths answered")
 	}
 	if info, _ := s.Info(1, now); info.OneWayDelay != 30*time.Millisecond {
 		t.Errorf("one-way delay %v, want SRTT/2 = 30ms", info.OneWayDelay)
 	}
-	if spread, _ := s.DelaySpread(); spread != 20*time.Millisecond {
+	if spread, _, _ := s.DelaySpread(); spread != 20*time.Millisecond {
 		t.Errorf("spread %v, want 30ms − 10ms", spread)
 	}
 	if err := s.SetOneWayDelay(1, 45*time.Millisecond); err != nil {

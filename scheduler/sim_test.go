@@ -265,7 +265,8 @@ func (m *sim) handle(e simEvent) {
 		m.out = m.reseq.Expire(m.now, m.out[:0])
 		m.deliver()
 		if (m.now/ms)%50 == 0 {
-			m.reseq.SetDelays(m.s.DelaySpread())
+			spread, jitter, _ := m.s.DelaySpread()
+			m.reseq.SetDelays(spread, jitter)
 		}
 		m.at(m.now+ms, evTick, 0)
 	case evSend:
