@@ -9,9 +9,11 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mifsec/mifsec/bench/traffic"
+	"golang.org/x/sys/unix"
 )
 
 // trafficPort is where the protected server (or the throughput scenario's
@@ -34,13 +36,17 @@ type flowSpec struct {
 	base time.Time
 	// mptcp opens MPTCP sockets on both ends.
 	mptcp bool
+	// cc is the congestion control of both ends' sockets; "" for the
+	// namespaces' default.
+	cc string
 }
 
-// listenTCPIn opens a TCP (or MPTCP) listener inside namespace ns.
-func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool) (net.Listener, error) {
+// listenTCPIn opens a TCP (or MPTCP) listener inside namespace ns; its
+// connections use congestion control cc ("" for the namespace's default).
+func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool, cc string) (net.Listener, error) {
 	var ln net.Listener
 	err := inNamespace(ns, func() error {
-		var lc net.ListenConfig
+		lc := net.ListenConfig{Control: congestionControl(cc)}
 		lc.SetMultipathTCP(mptcp)
 		l, err := lc.Listen(context.Background(), "tcp4", addr.String())
 		ln = l
@@ -53,12 +59,13 @@ func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool) (net.Listener, erro
 }
 
 // dialerIn returns a Dial function that opens TCP (or MPTCP) connections
-// from namespace ns to addr.
-func dialerIn(ns string, bind netip.Addr, addr netip.AddrPort, mptcp bool) func(ctx context.Context) (net.Conn, error) {
+// from namespace ns to addr with congestion control cc ("" for the
+// namespace's default).
+func dialerIn(ns string, bind netip.Addr, addr netip.AddrPort, mptcp bool, cc string) func(ctx context.Context) (net.Conn, error) {
 	return func(ctx context.Context) (net.Conn, error) {
 		var conn net.Conn
 		err := inNamespace(ns, func() error {
-			var d net.Dialer
+			d := net.Dialer{Control: congestionControl(cc)}
 			d.SetMultipathTCP(mptcp)
 			if bind.IsValid() {
 				d.LocalAddr = &net.TCPAddr{IP: bind.AsSlice()}
@@ -71,18 +78,59 @@ func dialerIn(ns string, bind netip.Addr, addr netip.AddrPort, mptcp bool) func(
 	}
 }
 
+// congestionControl returns a socket control function that sets the
+// socket's TCP congestion control to cc, or nil for "". The socket
+// option, not the namespace's default (net.ipv4.tcp_congestion_control):
+// a namespace other than the host's may only default to an algorithm in
+// the host's net.ipv4.tcp_allowed_congestion_control, which differs
+// between machines, while a root process may set any loaded algorithm on
+// its own sockets. A listener's setting passes to the connections it
+// accepts; on an MPTCP socket it passes to every subflow.
+func congestionControl(cc string) func(network, address string, c syscall.RawConn) error {
+	if cc == "" {
+		return nil
+	}
+	return func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = setCongestionControl(int(fd), cc) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}
+}
+
+// setCongestionControl sets TCP_CONGESTION on socket fd.
+func setCongestionControl(fd int, cc string) error {
+	if err := unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc); err != nil {
+		return fmt.Errorf("TCP congestion control %q: %w (the kernel may lack it: modprobe tcp_%s)", cc, err, cc)
+	}
+	return nil
+}
+
+// checkCongestionControl reports whether this process can give its TCP
+// sockets congestion control cc, before any namespace is built: a socket
+// in the host's namespace takes it (and, as root, loads its module).
+func checkCongestionControl(cc string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("TCP congestion control %q: %w", cc, err)
+	}
+	defer unix.Close(fd)
+	return setCongestionControl(fd, cc)
+}
+
 // run opens the server's listener, runs the transfer and closes it. The
 // error is for a transfer that could not start; one cut short returns its
 // partial result with Incomplete set.
 func (f flowSpec) run(ctx context.Context) (*traffic.Result, error) {
 	listen := netip.AddrPortFrom(netip.IPv4Unspecified(), f.server.Port())
-	ln, err := listenTCPIn(f.serverNS, listen, f.mptcp)
+	ln, err := listenTCPIn(f.serverNS, listen, f.mptcp, f.cc)
 	if err != nil {
 		return nil, err
 	}
 	defer ln.Close()
 	b := &traffic.Bulk{Streams: max(f.streams, 1), Direction: f.direction, Duration: f.duration,
-		Dial: dialerIn(f.clientNS, f.bind, f.server, f.mptcp), Listener: ln, Base: f.base}
+		Dial: dialerIn(f.clientNS, f.bind, f.server, f.mptcp, f.cc), Listener: ln, Base: f.base}
 	return b.Run(ctx)
 }
 

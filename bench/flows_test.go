@@ -1,109 +1,113 @@
 package bench
 
 import (
-	"bytes"
+	"context"
+	"net"
+	"net/netip"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-func TestDescribeMissingNamesEveryToolInOneMessage(t *testing.T) {
-	missing := missingTools([]tool{
-		{"mifsec-no-such-tool-a", "pkg-a"},
-		{"sh", "dash"}, // present everywhere
-		{"mifsec-no-such-tool-b", "pkg-b"},
-		{"mifsec-no-such-tool-c", "pkg-a"},
-		{"mifsec-no-such-tool-a", "pkg-a"},
-	})
-	if len(missing) != 3 {
-		t.Fatalf("missingTools = %v, want the three missing ones once each", missing)
+// TestFlowsCarryCongestionControl: both ends of a lab flow use the
+// scenario's congestion control, set on their sockets, in a namespace
+// whose default could not be set to it. It picks an algorithm the kernel
+// has that the host does not allow as a namespace's default when there is
+// one (cubic on a host tuned for bbr, bbr on a fresh Debian), so that it
+// fails the way the namespace sysctl did; otherwise the first available
+// one that is not the host's default.
+func TestFlowsCarryCongestionControl(t *testing.T) {
+	requireLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	read := func(name string) []string {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
+		if err != nil {
+			t.Skipf("cannot read the host's congestion controls: %v", err)
+		}
+		return strings.Fields(string(b))
 	}
-	got := describeMissing(missing)
-	want := "mifsec-no-such-tool-a, mifsec-no-such-tool-b, mifsec-no-such-tool-c not found: apt-get install pkg-a pkg-b"
-	if got != want {
-		t.Errorf("describeMissing = %q, want %q", got, want)
+	available, allowed, def := read("tcp_available_congestion_control"), read("tcp_allowed_congestion_control"), read("tcp_congestion_control")
+	cc := ""
+	for _, a := range available {
+		if !slices.Contains(allowed, a) {
+			cc = a
+			break
+		}
 	}
-}
-
-func TestJSONPart(t *testing.T) {
-	if got := jsonPart("warning: something\n{\"a\":1}"); got != `{"a":1}` {
-		t.Errorf("jsonPart = %q", got)
+	for _, a := range available {
+		if cc == "" && !slices.Contains(def, a) {
+			cc = a
+		}
 	}
-	if got := jsonPart(`{"a":1}`); got != `{"a":1}` {
-		t.Errorf("jsonPart = %q", got)
+	if cc == "" {
+		t.Skipf("the kernel has no congestion control but its default (%v)", available)
 	}
-}
-
-func TestParseLinkCounters(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "ip-link-stats.json"))
+	lab := newTestLab(t, ctx)
+	ns, err := lab.addNamespace(ctx, "cc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := parseLinkCounters(data)
+	server := netip.MustParseAddrPort("127.0.0.1:5201")
+	ln, err := listenTCPIn(ns, server, false, cc)
 	if err != nil {
-		t.Fatalf("parseLinkCounters: %v", err)
+		t.Fatal(err)
 	}
-	if got.TxBytes == 0 || got.RxBytes == 0 {
-		t.Errorf("counters = %+v, want both > 0", got)
-	}
-	synthetic := `[{"ifname":"mifsec0","stats64":{"rx":{"bytes":7,"packets":1},"tx":{"bytes":9,"packets":1}}}]`
-	if got, err := parseLinkCounters([]byte(synthetic)); err != nil || got != (interfaceCounters{TxBytes: 9, RxBytes: 7}) {
-		t.Errorf("parseLinkCounters = %+v, %v; want tx 9 rx 7", got, err)
-	}
-	for _, bad := range []string{`[]`, `[{"ifname":"x"}]`, `not json`} {
-		if _, err := parseLinkCounters([]byte(bad)); err == nil {
-			t.Errorf("parseLinkCounters(%q) succeeded, want an error", bad)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
 		}
+	}()
+	c, err := dialerIn(ns, netip.Addr{}, server, false, cc)(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestFlowCrossed(t *testing.T) {
-	tests := []struct {
-		payload int64
-		delta   uint64
-		want    bool
-	}{
-		{payload: 1000, delta: 1100, want: true},
-		{payload: 1000, delta: 900, want: true},
-		{payload: 1000, delta: 500, want: false},
-		{payload: 1_000_000_000, delta: 12_000, want: false},
+	defer c.Close()
+	var a net.Conn
+	select {
+	case a = <-accepted:
+		defer a.Close()
+	case <-ctx.Done():
+		t.Fatal("no connection accepted")
 	}
-	for _, tt := range tests {
-		if got := flowCrossed(tt.payload, tt.delta); got != tt.want {
-			t.Errorf("flowCrossed(%d, %d) = %v, want %v", tt.payload, tt.delta, got, tt.want)
-		}
-	}
-}
-
-func TestCheckPrerequisitesNamesAllMissingAtOnce(t *testing.T) {
-	t.Setenv("PATH", t.TempDir()) // nothing is found
-	sc := reportScenario(t)
-	sc.Uplinks[1].NAT = true
-	peers := []labPeer{&mifsecLabPeer{}, &wireguardLabPeer{}, &mptcpLabPeer{}}
-	var log bytes.Buffer
-	err := checkPrerequisites(sc, peers, true, &log)
-	if err == nil {
-		t.Fatal("no error with nothing in PATH")
-	}
-	want := "ip, nft, wg not found: apt-get install iproute2 nftables wireguard-tools"
-	if err.Error() != want {
-		t.Errorf("error %q, want %q", err, want)
-	}
-	// With the lab's own tools present, a default peer that lacks its
-	// tools is reported once and skipped, not an error.
-	dir := t.TempDir()
-	for _, name := range []string{"ip", "nft"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+	for _, x := range []struct {
+		end  string
+		conn net.Conn
+	}{{"client", c}, {"server", a}} {
+		raw, err := x.conn.(*net.TCPConn).SyscallConn()
+		if err != nil {
 			t.Fatal(err)
 		}
+		var got string
+		var gerr error
+		raw.Control(func(fd uintptr) { got, gerr = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION) })
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		if got != cc {
+			t.Errorf("%s's socket runs %q, want %q (available %v, allowed as a namespace default %v)", x.end, got, cc, available, allowed)
+		}
 	}
-	t.Setenv("PATH", dir)
-	log.Reset()
-	if err := checkPrerequisites(sc, peers, false, &log); err != nil {
-		t.Fatalf("default peers: %v", err)
+}
+
+// TestCheckCongestionControl: an algorithm the kernel does not have is
+// refused before anything is built, naming the module to load.
+func TestCheckCongestionControl(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root may give a socket an algorithm the host does not allow")
 	}
-	if got := log.String(); !strings.Contains(got, "wg not found: apt-get install wireguard-tools; without them wireguard-go will be skipped") {
-		t.Errorf("log %q", got)
+	if err := checkCongestionControl("reno"); err != nil {
+		t.Fatalf("reno, which every kernel has: %v", err)
+	}
+	err := checkCongestionControl("nosuchcc")
+	if err == nil || !strings.Contains(err.Error(), "modprobe tcp_nosuchcc") {
+		t.Fatalf("an unknown algorithm: %v, want a refusal naming the module", err)
 	}
 }

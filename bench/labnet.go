@@ -76,17 +76,15 @@ const (
 
 // NewLabNet builds the topology of the scenario's uplinks; label names its
 // namespaces (<prefix><owner>-<label>-client, -gw, -net, -link0, ...).
-// The TCP flows of the client, gateway and server namespaces use
-// congestion control cc (Scenario.TCPCongestion).
-func (l *Lab) NewLabNet(ctx context.Context, label string, uplinks []UplinkSpec, cc string) (*LabNet, error) {
+func (l *Lab) NewLabNet(ctx context.Context, label string, uplinks []UplinkSpec) (*LabNet, error) {
 	n := &LabNet{lab: l}
-	if err := n.build(ctx, label, uplinks, cc); err != nil {
+	if err := n.build(ctx, label, uplinks); err != nil {
 		return nil, errors.Join(err, n.Close())
 	}
 	return n, nil
 }
 
-func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec, cc string) error {
+func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec) error {
 	for _, u := range uplinks {
 		if _, err := exec.LookPath("nft"); err != nil && u.NAT {
 			return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
@@ -118,14 +116,6 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec, 
 	}
 	if err := n.sysctls(ctx, n.Gateway, "net.ipv4.ip_forward=1"); err != nil {
 		return err
-	}
-	// A new namespace starts with the host's default congestion control,
-	// which differs between machines (cubic on a fresh Debian, bbr on
-	// some tuned hosts) and changes how TCP reacts to a path change.
-	for _, ns := range []string{n.Client, n.Gateway, n.Protected} {
-		if err := n.sysctls(ctx, ns, "net.ipv4.tcp_congestion_control="+cc); err != nil {
-			return fmt.Errorf("TCP congestion control %q: %w (the kernel may lack it: modprobe tcp_%s)", cc, err, cc)
-		}
 	}
 	if err := n.veth(ctx, n.Gateway, "lan0", n.Protected, "eth0"); err != nil {
 		return err

@@ -62,6 +62,9 @@ func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig
 	if err := checkPrerequisites(sc, peers, len(cfg.Peers) > 0, log); err != nil {
 		return nil, err
 	}
+	if err := checkCongestionControl(sc.TCPCongestion); err != nil {
+		return nil, err
+	}
 	report := newScenarioReport(sc)
 	var failures []error
 	for _, peer := range peers {
@@ -151,7 +154,7 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 	}
 	fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
 	setupStart := time.Now()
-	n, err := lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc.Uplinks, sc.TCPCongestion)
+	n, err := lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc.Uplinks)
 	if err != nil {
 		return err
 	}
@@ -246,7 +249,7 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 				results[i].Error = "not started: interrupted"
 				return
 			}
-			runLabTraffic(timelineCtx, n, t, port, peer, base, &results[i])
+			runLabTraffic(timelineCtx, n, t, sc.TCPCongestion, port, peer, base, &results[i])
 		})
 	}
 	// The timeline ends at the scenario's end; traffic still running then
@@ -377,9 +380,10 @@ func hasNoTunnel(peer labPeer) bool {
 	return ok && mp.MultipathTCP()
 }
 
-// runLabTraffic runs one tcp or udp traffic entry from the client
+// runLabTraffic runs one tcp or udp traffic entry (TCP with congestion
+// control cc) from the client
 // namespace to the protected server, in this process.
-func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
+func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, cc string, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
 	server := netip.AddrPortFrom(labServerAddr, port)
 	if t.Kind == TrafficUDP {
 		runLabUDP(ctx, n, t, server, peer.ClientAddr(), result)
@@ -388,7 +392,7 @@ func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, port uint16, p
 	mp, _ := peer.(multipathPeer)
 	flow := flowSpec{clientNS: n.Client, serverNS: n.Protected, server: server, bind: peer.ClientAddr(),
 		streams: t.Streams, direction: t.Direction, duration: t.Duration.D(), base: base,
-		mptcp: mp != nil && mp.MultipathTCP()}
+		mptcp: mp != nil && mp.MultipathTCP(), cc: cc}
 	res, err := flow.run(ctx)
 	if res == nil {
 		if ctx.Err() != nil {

@@ -39,8 +39,8 @@ type Scenario struct {
 	// TCPCongestion is the congestion control of every TCP (and MPTCP)
 	// flow of the scenario, on both ends: cubic (the default: what
 	// Linux, Windows and macOS hosts run unless told otherwise) or any
-	// other the kernel has (bbr). The lab sets it in its namespaces, so
-	// that figures do not depend on the host's own default.
+	// other the kernel has (bbr). The lab sets it on the flows' sockets,
+	// so that figures do not depend on the host's own default.
 	TCPCongestion string `yaml:"tcp_congestion"`
 	// Peers are measured one after the other, each in a fresh topology.
 	Peers  []string   `yaml:"peers"`
