@@ -177,6 +177,9 @@ type inboundSA struct {
 	local   Selectors // inner destination addresses the peer may send to
 	sources sourceCounters
 	reorder atomic.Pointer[reorder] // nil: packets go to the TUN as they come
+	// data is set in the entry of a probe SA: the Child SA's data SA,
+	// whose pair answers the probes and whose counters count them.
+	data *inboundSA
 }
 
 // ProbeEvent is a probe that arrived: in which SA, on which path, from
@@ -291,17 +294,33 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 	if len(remote) == 0 || len(local) == 0 {
 		return fmt.Errorf("inbound SA: SPI %#x: no traffic selectors for the peer's or this side", sa.SPI())
 	}
+	probe := sa.ProbeSA()
+	if probe != nil && (pair == nil || pair.ProbeSA() == nil) {
+		return fmt.Errorf("inbound SA: SPI %#x has a probe SA but its outbound pair has none to answer with", sa.SPI())
+	}
+	if probe != nil && probe.SPI() < 256 {
+		return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x is reserved", sa.SPI(), probe.SPI())
+	}
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
 	old := *e.inbound.Load()
 	if _, dup := old[sa.SPI()]; dup {
 		return fmt.Errorf("inbound SA: SPI %#x already in use", sa.SPI())
 	}
-	m := make(map[uint32]*inboundSA, len(old)+1)
+	if probe != nil {
+		if _, dup := old[probe.SPI()]; dup {
+			return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x already in use", sa.SPI(), probe.SPI())
+		}
+	}
+	m := make(map[uint32]*inboundSA, len(old)+2)
 	for k, v := range old {
 		m[k] = v
 	}
-	m[sa.SPI()] = &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local)}
+	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local)}
+	m[sa.SPI()] = in
+	if probe != nil {
+		m[probe.SPI()] = &inboundSA{sa: probe, data: in}
+	}
 	e.inbound.Store(&m)
 	return nil
 }
@@ -309,15 +328,15 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 // InboundSAs returns how many SAs receive.
 func (e *Engine) InboundSAs() int { return len(*e.inbound.Load()) }
 
-// RemoveInbound stops sa with this SPI from receiving.
+// RemoveInbound stops sa with this SPI, and its probe SA, from receiving.
 func (e *Engine) RemoveInbound(spi uint32) {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
 	old := *e.inbound.Load()
 	m := make(map[uint32]*inboundSA, len(old))
 	for k, v := range old {
-		if k != spi {
-			m[k] = v
+		if k != spi && (v.data == nil || v.data.sa.SPI() != spi) {
+			m[k] = v // not the SA, nor its probe SA
 		}
 	}
 	e.inbound.Store(&m)
@@ -805,6 +824,18 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 			e.Stats.Drops.Add(drop.Reason)
 		}
 		return
+	}
+	if in.data != nil {
+		// A probe SA: its sequence numbers are its own, so nothing goes
+		// to the resequencer; the packets count as the data SA's, as the
+		// sender counts them on the path.
+		in.data.sources.count(p.ID, from, len(payload))
+		if nh != NextHeaderDummy {
+			e.Stats.Drops.Add(DropBadNextHeader)
+			return nil, nil, 0, 0
+		}
+		e.handleDummy(in.data, plain, p, from)
+		return nil, nil, 0, 0
 	}
 	src = in.sources.count(p.ID, from, len(payload))
 	ro = in.reorder.Load()

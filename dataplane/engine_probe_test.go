@@ -1,6 +1,7 @@
 package dataplane_test
 
 import (
+	"crypto/rand"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/mifsec/mifsec/internal/testenv"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -104,4 +106,143 @@ func rebuild(t *testing.T, s *side, pair *dataplane.SA, onReply func(*dataplane.
 		t.Fatal(err)
 	}
 	return e
+}
+
+// TestEngineProbeSA: with probe SAs (SA.SetProbeSA) a probe and its reply
+// travel in them, so the data SAs' sequence numbers and replay windows do
+// not move: a receiver restoring the data's order never waits for a
+// probe. The probes still count in the data SA's per-path counters, the
+// reply reaches OnProbeReply under the data SA's SPI, data sealed in a
+// probe SA is dropped, and removing the data SA removes its probe SA.
+func TestEngineProbeSA(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunB: tunRecording(100)})
+	key := func() []byte {
+		k := make([]byte, dataplane.AES256GCM16.KeyLen())
+		rand.Read(k)
+		return k
+	}
+	keyAB, keyBA := key(), key()
+	probeSA := func(spi uint32, k []byte) *dataplane.SA {
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: k, ReplayWindow: dataplane.MinReplayWindow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	probeAB := probeSA(0x1101, keyAB)
+	for _, x := range []struct {
+		sa, probe *dataplane.SA
+	}{{a.out, probeAB}, {b.in, probeSA(0x1101, keyAB)}, {b.out, probeSA(0x2202, keyBA)}, {a.in, probeSA(0x2202, keyBA)}} {
+		if err := x.sa.SetProbeSA(x.probe); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replies := make(chan dataplane.ProbeEvent, 1)
+	a.e = rebuild(t, a, a.out, func(ev *dataplane.ProbeEvent) { replies <- *ev })
+	b.e = rebuild(t, b, b.out, nil)
+	if n := b.e.InboundSAs(); n != 2 {
+		t.Fatalf("b receives in %d SAs, want the data SA and its probe SA", n)
+	}
+	run(t, a, b)
+	for range 10 {
+		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
+	}
+	receiveAll(t, b.tun, 10)
+	if err := a.e.SendProbe(a.out, 0, nil, dataplane.Probe{Kind: dataplane.ProbeRequest, Seq: 7}, 200); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-replies:
+		if ev.Probe.Kind != dataplane.ProbeReply || ev.Probe.Seq != 7 || ev.Probe.RxPackets != 11 {
+			t.Fatalf("reply %+v, want seq 7 with 10 data + 1 probe received", ev.Probe)
+		}
+		if ev.SPI != a.in.SPI() {
+			t.Fatalf("the reply is reported in SA %#x, want the data SA %#x", ev.SPI, a.in.SPI())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no probe reply")
+	}
+	for _, c := range []struct {
+		what      string
+		got, want uint64
+	}{
+		{"a's data SA sent", a.out.LastSequence(), 10},
+		{"a's probe SA sent", probeAB.LastSequence(), 1},
+		{"b's data SA received up to", b.in.ReplayWindow().Top(), 10},
+		{"b's probe SA received up to", b.in.ProbeSA().ReplayWindow().Top(), 1},
+		{"b's data SA sent", b.out.LastSequence(), 0},
+		{"b's probe SA sent", b.out.ProbeSA().LastSequence(), 1},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s %d, want %d", c.what, c.got, c.want)
+		}
+	}
+
+	// Data sealed with a probe SA: the receiver drops it.
+	routes := a.e.Routes()
+	for i := range routes {
+		routes[i].SA = probeAB
+	}
+	a.e.SetRoutes(routes)
+	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
+	testenv.WaitUntil(t, 5*time.Second, "b to drop data in a probe SA", func() bool {
+		return b.e.Stats.Drops.Get(dataplane.DropBadNextHeader) == 1
+	})
+	if n := len(b.tun.Writes()); n != 0 {
+		t.Fatalf("b wrote %d packets that came in a probe SA", n)
+	}
+
+	b.e.RemoveInbound(b.in.SPI())
+	if n := b.e.InboundSAs(); n != 0 {
+		t.Fatalf("b still receives in %d SAs after its data SA was removed", n)
+	}
+}
+
+// TestSetProbeSARefuses: a probe SA needs an SPI of its own and no probe
+// SA of its own, and an inbound SA with one needs an outbound pair with
+// one to answer with.
+func TestSetProbeSARefuses(t *testing.T) {
+	newSA := func(spi uint32) *dataplane.SA {
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES128GCM16, Key: make([]byte, dataplane.AES128GCM16.KeyLen())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	data, probe, chained := newSA(0x1000), newSA(0x1001), newSA(0x1002)
+	if err := chained.SetProbeSA(newSA(0x1003)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		probe *dataplane.SA
+	}{{"nil", nil}, {"itself", data}, {"same SPI", newSA(0x1000)}, {"with a probe SA", chained}} {
+		if err := data.SetProbeSA(c.probe); err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+	if err := data.SetProbeSA(probe); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tun.NewMemory(tun.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddInbound(data, newSA(0x2000), dataplane.AnyAddress, dataplane.AnyAddress); err == nil {
+		t.Error("an inbound SA with a probe SA was installed with a pair that has none")
+	}
+	pair := newSA(0x2000)
+	if err := pair.SetProbeSA(newSA(0x2001)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddInbound(newSA(0x1001), nil, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddInbound(data, pair, dataplane.AnyAddress, dataplane.AnyAddress); err == nil {
+		t.Error("a probe SA whose SPI is in use was installed")
+	}
 }

@@ -258,6 +258,10 @@ type SA struct {
 	limit  atomic.Uint64 // highest sequence number that may be handed out
 	window *ReplayWindow
 
+	// probe is the SA's probe SA (SetProbeSA), or nil: probes then take
+	// sequence numbers of this SA.
+	probe *SA
+
 	Stats SAStats
 }
 
@@ -321,6 +325,29 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	copy(sa.salt[:], salt)
 	return sa, nil
 }
+
+// SetProbeSA gives sa a companion SA for path probes, the same direction
+// and the same peer, with keys and an SPI of its own (docs/mif.md, "The
+// probe SA"). Probes then leave their own sequence space: a probe sent on
+// a slow path takes no sequence number of the data, so a receiver that
+// restores the data's order across paths never waits for one. Set it
+// before sa is installed (Engine.AddInbound for an inbound SA, a route or
+// a probe for an outbound one); it is not changed afterwards.
+func (sa *SA) SetProbeSA(probe *SA) error {
+	switch {
+	case probe == nil:
+		return fmt.Errorf("SA %#x: a nil probe SA", sa.spi)
+	case probe == sa || probe.spi == sa.spi:
+		return fmt.Errorf("SA %#x: the probe SA needs an SPI of its own", sa.spi)
+	case probe.probe != nil:
+		return fmt.Errorf("SA %#x: probe SA %#x has a probe SA itself", sa.spi, probe.spi)
+	}
+	sa.probe = probe
+	return nil
+}
+
+// ProbeSA returns the probe SA given to SetProbeSA, or nil.
+func (sa *SA) ProbeSA() *SA { return sa.probe }
 
 // SetSequenceLimit lets the SA hand out sequence numbers up to limit only
 // (at most the SA's last one); past it, sealing fails with

@@ -202,6 +202,9 @@ func (e *Engine) sendProbe(out *SA, path *Path, to netip.AddrPort, p Probe, size
 	n := len(b) - Headroom
 	b = append(b, make([]byte, Tailroom)...)
 	pb.b = b
+	if out.probe != nil {
+		out = out.probe // outside the data's sequence space (SetProbeSA)
+	}
 	pkt, err := out.Seal(b, n, NextHeaderDummy)
 	if err != nil {
 		return 0, fmt.Errorf("sending probe on path %d: %w", id, err)

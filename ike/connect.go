@@ -263,11 +263,13 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		payloads = append(payloads, &CP{CfgType: CFG_REQUEST, Attributes: cp})
 	}
 	inSPI := randomESPSPI()
+	probeSPI, probeOffer := offerProbeSPI(!s.cfg.DisableMIF)
 	payloads = append(payloads,
 		&SA{Proposals: offerESP(s.cfg.ESP, inSPI, false)},
 		&TS{Selectors: selectorsFromPrefixes(s.localTS())},
 		&TS{Responder: true, Selectors: selectorsFromPrefixes(s.cfg.RemoteTS)},
 	)
+	payloads = append(payloads, probeOffer...)
 	reply, err := s.exchange(ctx, sa, IKE_AUTH, payloads, s.cfg.Retransmit)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
@@ -295,7 +297,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		}
 	}
 	addrs, dns := configReply(reply)
-	child, err := s.childFromReply(sa, reply, inSPI, sa.ni, sa.nr, nil, false, s.localTS(), s.cfg.RemoteTS)
+	child, err := s.childFromReply(sa, reply, inSPI, probeSPI, sa.ni, sa.nr, nil, false, s.localTS(), s.cfg.RemoteTS)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH: %w", err)
 	}
@@ -339,6 +341,9 @@ func (st *Status) setChild(c *ChildSA) {
 		return
 	}
 	st.Child = &ChildStatus{InSPI: fmt.Sprintf("%08x", c.InSPI), OutSPI: fmt.Sprintf("%08x", c.OutSPI), Algorithm: c.Algorithm}
+	if c.Probe != nil {
+		st.Child.ProbeInSPI, st.Child.ProbeOutSPI = fmt.Sprintf("%08x", c.Probe.InSPI), fmt.Sprintf("%08x", c.Probe.OutSPI)
+	}
 	for _, p := range c.LocalTS {
 		st.Child.LocalTS = append(st.Child.LocalTS, p.String())
 	}
@@ -411,7 +416,9 @@ func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
 // outbound direction come first in the key material. The gateway may only
 // narrow the selectors we proposed (local, remote; RFC 7296 §2.9): what it
 // answers is intersected with them, and nothing left is an error.
-func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI uint32, ni, nr, shared []byte, withDH bool, local, remote []netip.Prefix) (*ChildSA, error) {
+// probeSPI is the SPI we offered for its probe SA (MIF_PROBE_SPI), 0 for
+// none.
+func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI, probeSPI uint32, ni, nr, shared []byte, withDH bool, local, remote []netip.Prefix) (*ChildSA, error) {
 	saP := Find[*SA](reply)
 	if saP == nil || len(saP.Proposals) != 1 {
 		return nil, fmt.Errorf("the gateway's response has no single Child SA proposal")
@@ -433,12 +440,15 @@ func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI uint32, ni, n
 		s.log.Warn("the gateway widened the traffic selectors we proposed; using the intersection",
 			"granted_local", gotLocal, "granted_remote", gotRemote, "using_local", grantedLocal, "using_remote", grantedRemote)
 	}
-	out, in, err := childKeys(sa, esp, shared, ni, nr)
+	_, probed := peerProbeSPI(reply)
+	km, err := childKeys(sa, esp, shared, ni, nr, probeSPI != 0 && probed)
 	if err != nil {
 		return nil, err
 	}
-	return &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
-		LocalTS: grantedLocal, RemoteTS: grantedRemote, Created: s.cfg.Now()}, nil
+	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.rToI, OutKey: km.iToR, ESN: esp.esn,
+		LocalTS: grantedLocal, RemoteTS: grantedRemote, Created: s.cfg.Now()}
+	child.withProbeSA(probeSPI, reply, km, true)
+	return child, nil
 }
 
 // grantedSelectors intersects the selectors a gateway answered (got*) with

@@ -133,20 +133,40 @@ func selectESP(offered []Proposal, specs []ProposalSpec, keGroup uint16) (Propos
 	return sel.Proposal, esp, err == nil
 }
 
-// childKeys returns a Child SA's keys: the initiator-to-responder key of
-// the exchange first. Each is the data plane's keying material for one
-// direction: the encryption key (with an AEAD's salt), followed by the
-// integrity key when the suite has one (RFC 7296 §2.17 takes them from
-// KEYMAT in that order).
-func childKeys(sa *ikeSA, esp espParams, shared, ni, nr []byte) (iToR, rToI []byte, err error) {
-	ck, err := sa.keys.DeriveChildKeys(esp.s, shared, ni, nr)
-	if err != nil {
-		return nil, nil, err
+// childKeyMaterial is a Child SA's keying material: for each direction
+// the data plane's key, the encryption key (with an AEAD's salt) followed
+// by the integrity key when the suite has one (RFC 7296 §2.17 takes them
+// from KEYMAT in that order); and the same for its probe SA (ProbeSA),
+// nil when it has none.
+type childKeyMaterial struct {
+	iToR, rToI           []byte
+	probeIToR, probeRToI []byte
+}
+
+// childKeys returns a Child SA's keys, the initiator-to-responder key of
+// the exchange first; with probe, also its probe SA's, taken from KEYMAT
+// right after them.
+func childKeys(sa *ikeSA, esp espParams, shared, ni, nr []byte, probe bool) (childKeyMaterial, error) {
+	sets := 1
+	if probe {
+		sets = 2
 	}
-	iToR = append(append([]byte(nil), ck.InitiatorEncryption...), ck.InitiatorIntegrity...)
-	rToI = append(append([]byte(nil), ck.ResponderEncryption...), ck.ResponderIntegrity...)
-	ck.Wipe()
-	return iToR, rToI, nil
+	ks, err := sa.keys.deriveChildKeySets(esp.s, shared, ni, nr, sets)
+	if err != nil {
+		return childKeyMaterial{}, err
+	}
+	joined := func(ck *ChildKeys) (iToR, rToI []byte) {
+		iToR = append(append([]byte(nil), ck.InitiatorEncryption...), ck.InitiatorIntegrity...)
+		rToI = append(append([]byte(nil), ck.ResponderEncryption...), ck.ResponderIntegrity...)
+		ck.Wipe()
+		return iToR, rToI
+	}
+	var km childKeyMaterial
+	km.iToR, km.rToI = joined(ks[0])
+	if probe {
+		km.probeIToR, km.probeRToI = joined(ks[1])
+	}
+	return km, nil
 }
 
 func (e ExchangeType) String() string {

@@ -809,7 +809,7 @@ func TestRekeyNonceLength(t *testing.T) {
 	ts := selectorsFromPrefixes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	short := &Nonce{Data: make([]byte, 16)}
 	_, _, fail := answerChildRekey(sa, espP, []Payload{&SA{Proposals: offerESP(espP, 0x1234, true)}, short,
-		&TS{Selectors: ts}, &TS{Responder: true, Selectors: ts}}, &ChildSA{}, time.Now())
+		&TS{Selectors: ts}, &TS{Responder: true, Selectors: ts}}, &ChildSA{}, false, time.Now())
 	if fail == nil || fail.NotifyType != INVALID_SYNTAX {
 		t.Fatalf("Child SA rekey with a 16-byte nonce under prfsha512: %+v", fail)
 	}

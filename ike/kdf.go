@@ -198,6 +198,18 @@ type ChildKeys struct {
 // nonces for the Child SA of IKE_AUTH, otherwise those of the
 // CREATE_CHILD_SA exchange.
 func (k *Keys) DeriveChildKeys(s Suite, sharedSecret, ni, nr []byte) (*ChildKeys, error) {
+	ks, err := k.deriveChildKeySets(s, sharedSecret, ni, nr, 1)
+	if err != nil {
+		return nil, err
+	}
+	return ks[0], nil
+}
+
+// deriveChildKeySets is DeriveChildKeys for n SAs of suite s in one
+// exchange: n sets of keys taken from KEYMAT one after the other, the
+// first the Child SA's (the same bytes DeriveChildKeys gives), the second
+// its probe SA's (ProbeSA).
+func (k *Keys) deriveChildKeySets(s Suite, sharedSecret, ni, nr []byte, n int) ([]*ChildKeys, error) {
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("deriving Child SA keys: %w", err)
 	}
@@ -212,22 +224,26 @@ func (k *Keys) DeriveChildKeys(s Suite, sharedSecret, ni, nr []byte) (*ChildKeys
 		return nil, fmt.Errorf("IKE SA: %w", err)
 	}
 	encLen, integLen := s.EncryptionKeyLen(), s.IntegrityKeyLen()
-	km, err := p.Plus(k.SKd, bytes.Join([][]byte{sharedSecret, ni, nr}, nil), 2*(encLen+integLen))
+	km, err := p.Plus(k.SKd, bytes.Join([][]byte{sharedSecret, ni, nr}, nil), n*2*(encLen+integLen))
 	if err != nil {
 		return nil, err
 	}
-	c := &ChildKeys{Suite: s}
-	for _, f := range []struct {
-		dst *[]byte
-		n   int
-	}{
-		{&c.InitiatorEncryption, encLen}, {&c.InitiatorIntegrity, integLen},
-		{&c.ResponderEncryption, encLen}, {&c.ResponderIntegrity, integLen},
-	} {
-		*f.dst = km[:f.n:f.n]
-		km = km[f.n:]
+	sets := make([]*ChildKeys, n)
+	for i := range sets {
+		c := &ChildKeys{Suite: s}
+		for _, f := range []struct {
+			dst *[]byte
+			n   int
+		}{
+			{&c.InitiatorEncryption, encLen}, {&c.InitiatorIntegrity, integLen},
+			{&c.ResponderEncryption, encLen}, {&c.ResponderIntegrity, integLen},
+		} {
+			*f.dst = km[:f.n:f.n]
+			km = km[f.n:]
+		}
+		sets[i] = c
 	}
-	return c, nil
+	return sets, nil
 }
 
 // Outbound returns the keys of the SA this side sends with; initiator says
@@ -256,6 +272,10 @@ func (k *Keys) Wipe() {
 func (c *ChildSA) Wipe() {
 	clear(c.InKey)
 	clear(c.OutKey)
+	if c.Probe != nil {
+		clear(c.Probe.InKey)
+		clear(c.Probe.OutKey)
+	}
 }
 
 // Wipe overwrites the key material with zeros.

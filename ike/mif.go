@@ -25,6 +25,11 @@ const (
 	MIF_PATH_ADD NotifyType = 53249
 	// MIF_PATH_REMOVE (INFORMATIONAL request): PathID(2).
 	MIF_PATH_REMOVE NotifyType = 53250
+	// MIF_PROBE_SPI (beside the SA payload of an exchange that creates a
+	// Child SA, IKE_AUTH or CREATE_CHILD_SA, request and response): SPI(4),
+	// the SPI its sender receives the new Child SA's probes on. Both sides
+	// sending it gives the Child SA a probe SA (ProbeSA).
+	MIF_PROBE_SPI NotifyType = 53251
 )
 
 // MIFVersion is the version of the extension this package speaks.
@@ -35,6 +40,7 @@ const (
 	mifSupportedLen  = 2
 	mifPathAddLen    = 4
 	mifPathRemoveLen = 2
+	mifProbeSPILen   = 4
 )
 
 // PathKind is the wire value of the kind of interface a path leaves from,
@@ -144,4 +150,61 @@ func peerMIF(ps []Payload) bool {
 	}
 	v, err := parseMIFSupported(n.Data)
 	return err == nil && v >= MIFVersion
+}
+
+// ProbeSA is a Child SA's probe SA: a pair of ESP SAs, one per direction,
+// that carry only the path probes of the MIF extension (next header 59),
+// so that probes take no sequence number of the data. A probe sent on a
+// slow path would otherwise leave a gap in the data's sequence that a
+// receiver restoring order across paths waits for, holding back every
+// packet of the fast paths sent after it.
+//
+// It shares the Child SA's algorithm and ESN setting and lives and dies
+// with it: a rekey makes a new one with the new Child SA, a DELETE of the
+// Child SA ends it. Its keys are the next bytes of the Child SA's KEYMAT
+// (RFC 7296 §2.17), after the Child SA's own, in the same order: the
+// initiator-to-responder encryption and integrity keys, then the
+// responder-to-initiator ones. docs/mif.md has the layout.
+type ProbeSA struct {
+	InSPI, OutSPI uint32
+	InKey, OutKey []byte // as ChildSA's InKey and OutKey
+}
+
+// offerProbeSPI returns a fresh SPI to receive probes on and its
+// MIF_PROBE_SPI, when offer says the peer may take it (MIF is on); 0 and
+// no payload otherwise.
+func offerProbeSPI(offer bool) (uint32, []Payload) {
+	if !offer {
+		return 0, nil
+	}
+	spi := randomESPSPI()
+	return spi, []Payload{&Notify{NotifyType: MIF_PROBE_SPI, Data: binary.BigEndian.AppendUint32(nil, spi)}}
+}
+
+// peerProbeSPI returns the SPI a MIF_PROBE_SPI of ps names. A missing or
+// malformed one (not 4 bytes, or a reserved SPI below 256: RFC 4303
+// §2.1) is no offer: the Child SA then probes in its own sequence space,
+// as with a peer without the notification.
+func peerProbeSPI(ps []Payload) (uint32, bool) {
+	n := FindNotify(ps, MIF_PROBE_SPI)
+	if n == nil || len(n.Data) != mifProbeSPILen {
+		return 0, false
+	}
+	spi := binary.BigEndian.Uint32(n.Data)
+	return spi, spi >= 256
+}
+
+// withProbeSA gives c its probe SA when both sides offered one: ours to
+// receive on (0 when we offered none) and the peer's in ps. initiator
+// says whether we initiated the exchange, whose key material km holds.
+func (c *ChildSA) withProbeSA(ours uint32, ps []Payload, km childKeyMaterial, initiator bool) {
+	theirs, ok := peerProbeSPI(ps)
+	if ours == 0 || !ok || km.probeIToR == nil {
+		return
+	}
+	p := &ProbeSA{InSPI: ours, OutSPI: theirs, InKey: km.probeRToI, OutKey: km.probeIToR}
+	if !initiator {
+		p.InKey, p.OutKey = km.probeIToR, km.probeRToI
+	}
+	c.Probe = p
 }

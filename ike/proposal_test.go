@@ -543,9 +543,13 @@ func TestESPSelectionCBC(t *testing.T) {
 		t.Fatal(err)
 	}
 	sa := &ikeSA{keys: &ikeKeys{Keys: k}}
-	iToR, rToI, err := childKeys(sa, esp, nil, []byte("ni-ni-ni-ni-ni-ni"), []byte("nr-nr-nr-nr-nr-nr"))
+	km, err := childKeys(sa, esp, nil, []byte("ni-ni-ni-ni-ni-ni"), []byte("nr-nr-nr-nr-nr-nr"), false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	iToR, rToI := km.iToR, km.rToI
+	if km.probeIToR != nil || km.probeRToI != nil {
+		t.Fatal("probe SA keys without a probe SA")
 	}
 	ck, err := k.DeriveChildKeys(esp.s, nil, []byte("ni-ni-ni-ni-ni-ni"), []byte("nr-nr-nr-nr-nr-nr"))
 	if err != nil {
@@ -554,5 +558,27 @@ func TestESPSelectionCBC(t *testing.T) {
 	if len(iToR) != 32+48 || !bytes.Equal(iToR, append(bytes.Clone(ck.InitiatorEncryption), ck.InitiatorIntegrity...)) ||
 		!bytes.Equal(rToI, append(bytes.Clone(ck.ResponderEncryption), ck.ResponderIntegrity...)) {
 		t.Fatal("Child SA keys are not encryption key then integrity key per direction")
+	}
+
+	// With a probe SA: the Child SA's keys are the same bytes, and the
+	// probe SA's are the next ones of KEYMAT, in the same order.
+	withProbe, err := childKeys(sa, esp, nil, []byte("ni-ni-ni-ni-ni-ni"), []byte("nr-nr-nr-nr-nr-nr"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(withProbe.iToR, iToR) || !bytes.Equal(withProbe.rToI, rToI) {
+		t.Fatal("a probe SA changed the Child SA's keys")
+	}
+	prf, err := NewPRF(k.Suite.PRF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(iToR)
+	keymat, err := prf.Plus(k.SKd, []byte("ni-ni-ni-ni-ni-ninr-nr-nr-nr-nr-nr"), 4*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(withProbe.probeIToR, keymat[2*n:3*n]) || !bytes.Equal(withProbe.probeRToI, keymat[3*n:]) {
+		t.Fatal("the probe SA's keys are not the KEYMAT bytes after the Child SA's")
 	}
 }

@@ -97,7 +97,7 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 		// SA being deleted (RFC 7296 §2.25.1): the gateway retries later.
 		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
 	}
-	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, old, s.cfg.Now())
+	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, old, s.mob.mif, s.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
@@ -122,7 +122,7 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 // proposal has a DH group. It returns the response and the new Child SA,
 // or the error notification to answer with. The selectors stay those of
 // old, whatever the request says: neither side widens them by rekeying.
-func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *ChildSA, now time.Time) ([]Payload, *ChildSA, *Notify) {
+func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *ChildSA, mif bool, now time.Time) ([]Payload, *ChildSA, *Notify) {
 	fail := func(t NotifyType, data []byte) ([]Payload, *ChildSA, *Notify) {
 		return nil, nil, &Notify{NotifyType: t, Data: data}
 	}
@@ -157,15 +157,18 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	}
 	inSPI := randomESPSPI()
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
+	_, probed := peerProbeSPI(req)
+	probeSPI, probeAnswer := offerProbeSPI(mif && probed)
 	// The peer initiated this exchange: its direction's key comes first.
-	peerToUs, usToPeer, err := childKeys(sa, esp, shared, ni.Data, nr)
+	km, err := childKeys(sa, esp, shared, ni.Data, nr, probeSPI != 0)
 	if err != nil {
 		return fail(NO_PROPOSAL_CHOSEN, nil)
 	}
-	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: peerToUs, OutKey: usToPeer, ESN: esp.esn,
+	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.iToR, OutKey: km.rToI, ESN: esp.esn,
 		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now,
 		rekeyOf: old.InSPI, nonces: [2][]byte{slices.Clone(ni.Data), nr}, byPeer: true}
-	reply := []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}
+	child.withProbeSA(probeSPI, req, km, false)
+	reply := append([]Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}, probeAnswer...)
 	if kePayload != nil {
 		reply = append(reply, kePayload)
 	}
@@ -252,12 +255,14 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 	group := firstDHGroup(s.cfg.ESP)
 	for attempt := 0; attempt < 2; attempt++ {
 		inSPI := randomESPSPI()
+		probeSPI, probeOffer := offerProbeSPI(s.mob.mif)
 		ni := nonce()
 		payloads := []Payload{
 			&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
 			&SA{Proposals: offerESP(s.cfg.ESP, inSPI, true)},
 			&Nonce{Data: ni},
 		}
+		payloads = append(payloads, probeOffer...)
 		var kex KeyExchange
 		if group != 0 {
 			var err error
@@ -302,7 +307,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		if err := checkNonce(sa.suite.PRF, nr.Data); err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 		}
-		child, err := s.childFromReply(sa, reply, inSPI, ni, nr.Data, shared, true, old.LocalTS, old.RemoteTS)
+		child, err := s.childFromReply(sa, reply, inSPI, probeSPI, ni, nr.Data, shared, true, old.LocalTS, old.RemoteTS)
 		if err != nil {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 		}

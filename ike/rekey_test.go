@@ -2,6 +2,7 @@ package ike
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -341,4 +342,68 @@ func TestGatewayRekeysIKESA(t *testing.T) {
 			t.Fatalf("%d IKE SA rekeys after two minutes, want 2", n)
 		}
 	})
+}
+
+// TestProbeSANegotiated: a Child SA has a probe SA (MIF_PROBE_SPI) when
+// both ends speak MIF, from IKE_AUTH and after every rekey whichever side
+// starts it, with matching SPIs and keys of its own on both ends; with
+// MIF off on either end, none, and the Child SA works as before.
+func TestProbeSANegotiated(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		gwOff, clientOff bool
+	}{
+		{"both speak MIF", false, false},
+		{"gateway without MIF", true, false},
+		{"client without MIF", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rg := newRig(t, ResponderConfig{MobilityConfig: MobilityConfig{DisableMIF: tc.gwOff}},
+				SessionConfig{MobilityConfig: MobilityConfig{DisableMIF: tc.clientOff}})
+			want := !tc.gwOff && !tc.clientOff
+			check := func(when string) {
+				t.Helper()
+				var cur, gcur *ChildSA
+				sessionState(t, rg.s, func() { cur = rg.s.child })
+				gatewayClient(t, rg.w.r, func(c *rClient) { gcur = c.child })
+				pairOK(t, cur, gcur)
+				if got := cur.Probe != nil; got != want {
+					t.Fatalf("%s: probe SA %v, want %v", when, got, want)
+				}
+				testenv.WaitUntil(t, 5*time.Second, "both statuses to show the current Child SA", func() bool {
+					st := rg.s.Status()
+					return st.Child != nil && st.Child.InSPI == fmt.Sprintf("%08x", cur.InSPI) && rg.client(t).InSPI == fmt.Sprintf("%08x", gcur.InSPI)
+				})
+				if st := rg.s.Status(); (st.Child.ProbeInSPI != "") != want || (st.Child.ProbeOutSPI != "") != want {
+					t.Fatalf("%s: client status %+v, want a probe SA %v", when, st.Child, want)
+				}
+				if got := rg.client(t).ProbeSA; got != want {
+					t.Fatalf("%s: the gateway's status says probe SA %v, want %v", when, got, want)
+				}
+			}
+			check("after IKE_AUTH")
+			for i, byGateway := range []bool{false, true, false} {
+				installed, _, _ := rg.ch.counts()
+				err := rg.s.call(ctxT(t), func(loop context.Context, r *callResult) error {
+					if byGateway {
+						rg.w.r.do(loop, func() { rg.w.r.rekeyChild(rg.w.r.clients[0]) })
+						return nil
+					}
+					r.set(rg.s.rekeyChild(loop))
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("rekey %d: %v", i, err)
+				}
+				testenv.WaitUntil(t, 5*time.Second, "the rekeyed Child SA on both sides", func() bool {
+					ci, _, _ := rg.ch.counts()
+					return ci == installed+1 && rg.ch.live() == 1 && rg.gh.live() == 1
+				})
+				check(map[bool]string{false: "after the client's rekey", true: "after the gateway's rekey"}[byGateway])
+			}
+			if err := rg.ping(t); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }

@@ -150,10 +150,12 @@ type ClientStatus struct {
 	InSPI       string    `json:"in_spi,omitempty"`
 	OutSPI      string    `json:"out_spi,omitempty"`
 	Algorithm   string    `json:"algorithm,omitempty"`
-	Weak        []string  `json:"weak,omitempty"` // weak algorithms negotiated (WeakAlgorithms)
-	IKERekeys   int       `json:"ike_rekeys"`
-	ChildRekeys int       `json:"child_rekeys"`
-	DPDChecks   int       `json:"dpd_checks"` // liveness checks the gateway started
+	// ProbeSA says the Child SA has a probe SA (ProbeSA).
+	ProbeSA     bool     `json:"probe_sa,omitempty"`
+	Weak        []string `json:"weak,omitempty"` // weak algorithms negotiated (WeakAlgorithms)
+	IKERekeys   int      `json:"ike_rekeys"`
+	ChildRekeys int      `json:"child_rekeys"`
+	DPDChecks   int      `json:"dpd_checks"` // liveness checks the gateway started
 	ClientMobility
 }
 
@@ -400,6 +402,7 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 			}
 			if c.child != nil {
 				st.InSPI, st.OutSPI, st.Algorithm = fmt.Sprintf("%08x", c.child.InSPI), fmt.Sprintf("%08x", c.child.OutSPI), c.child.Algorithm
+				st.ProbeSA = c.child.Probe != nil
 			}
 			st.Weak = WeakAlgorithms(c.sa.suite, st.Algorithm)
 			out = append(out, st)

@@ -309,13 +309,16 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
 	}
 	inSPI := randomESPSPI()
-	iToR, rToI, err := childKeys(c.sa.ikeSA, esp, nil, c.sa.ni, c.sa.nr)
+	_, probed := peerProbeSPI(req)
+	probeSPI, probeAnswer := offerProbeSPI(!r.cfg.DisableMIF && peerMIF(req) && probed)
+	km, err := childKeys(c.sa.ikeSA, esp, nil, c.sa.ni, c.sa.nr, probeSPI != 0)
 	if err != nil {
 		r.releaseLeases(c)
 		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
 	}
-	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: iToR, OutKey: rToI, ESN: esp.esn,
+	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.iToR, OutKey: km.rToI, ESN: esp.esn,
 		LocalTS: local, RemoteTS: remote, Created: r.cfg.Now(), switched: true}
+	child.withProbeSA(probeSPI, req, km, false)
 	if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
 		r.log.Warn("installing a client's Child SA", "id", c.ID, "err", err)
 		r.releaseLeases(c)
@@ -326,7 +329,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
 	reply = append(reply, &SA{Proposals: []Proposal{chosen}},
 		&TS{Selectors: selectorsFromPrefixes(remote)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(local)})
-	return reply, nil
+	return append(reply, probeAnswer...), nil
 }
 
 // lease takes an address from each pool whose family the client asked for

@@ -35,12 +35,14 @@ func (r *Responder) rekeyChild(c *rClient) {
 func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
 	sa := c.sa
 	inSPI := randomESPSPI()
+	probeSPI, probeOffer := offerProbeSPI(c.mob.mif)
 	ni := nonce()
 	payloads := []Payload{
 		&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
 		&SA{Proposals: offerESP(r.cfg.ESP, inSPI, true)},
 		&Nonce{Data: ni},
 	}
+	payloads = append(payloads, probeOffer...)
 	var kex KeyExchange
 	if group != DH_NONE {
 		var err error
@@ -100,14 +102,16 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 				return
 			}
 		}
-		out, in, err := childKeys(sa.ikeSA, esp, shared, ni, nr.Data)
+		_, probed := peerProbeSPI(reply)
+		km, err := childKeys(sa.ikeSA, esp, shared, ni, nr.Data, probeSPI != 0 && probed)
 		if err != nil {
 			later(err.Error())
 			return
 		}
-		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: in, OutKey: out, ESN: esp.esn,
+		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.rToI, OutKey: km.iToR, ESN: esp.esn,
 			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(),
 			rekeyOf: old.InSPI, nonces: [2][]byte{ni, nr.Data}}
+		child.withProbeSA(probeSPI, reply, km, true)
 		if c.child != old {
 			r.settleChildCollision(c, old, child)
 			return
@@ -308,7 +312,7 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
 		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
 	}
-	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, r.cfg.Now())
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, sa.client.mob.mif, r.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
 	}

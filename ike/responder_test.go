@@ -263,6 +263,16 @@ func pairOK(t *testing.T, c, g *ChildSA) {
 	if c.InSPI != g.OutSPI || c.OutSPI != g.InSPI || !bytes.Equal(c.InKey, g.OutKey) || !bytes.Equal(c.OutKey, g.InKey) || c.Algorithm != g.Algorithm {
 		t.Fatalf("Child SAs do not match:\nclient  %+v\ngateway %+v", c, g)
 	}
+	cp, gp := c.Probe, g.Probe
+	switch {
+	case (cp == nil) != (gp == nil):
+		t.Fatalf("one side has a probe SA: client %+v, gateway %+v", cp, gp)
+	case cp == nil:
+	case cp.InSPI != gp.OutSPI || cp.OutSPI != gp.InSPI || !bytes.Equal(cp.InKey, gp.OutKey) || !bytes.Equal(cp.OutKey, gp.InKey):
+		t.Fatalf("probe SAs do not match:\nclient  %+v\ngateway %+v", cp, gp)
+	case cp.InSPI == c.InSPI || cp.OutSPI == c.OutSPI || bytes.Equal(cp.InKey, c.InKey) || bytes.Equal(cp.OutKey, c.OutKey) || len(cp.InKey) != len(c.InKey):
+		t.Fatalf("the probe SA shares an SPI or a key with its Child SA, or differs in key length:\nChild SA %+v\nprobe SA %+v", c, cp)
+	}
 }
 
 func TestResponderPSKLifecycle(t *testing.T) {

@@ -116,7 +116,7 @@ func TestChildRekeyKeepsSelectors(t *testing.T) {
 	any := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 	req := []Payload{&SA{Proposals: offerESP(espSpecs, 0x1234, true)}, &Nonce{Data: make([]byte, 32)},
 		&TS{Selectors: selectorsFromPrefixes(any)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(any)}}
-	reply, child, fail := answerChildRekey(sa, espSpecs, req, old, time.Now())
+	reply, child, fail := answerChildRekey(sa, espSpecs, req, old, false, time.Now())
 	if fail != nil {
 		t.Fatalf("refused: %v", fail)
 	}

@@ -32,9 +32,12 @@ type ChildSA struct {
 	// followed by the integrity key (AES-CBC with an HMAC).
 	InKey, OutKey []byte
 	ESN           bool
-	LocalTS       []netip.Prefix
-	RemoteTS      []netip.Prefix
-	Created       time.Time
+	// Probe is its probe SA (MIF extension), nil when the peer offered
+	// none: probes then travel in the Child SA itself.
+	Probe    *ProbeSA
+	LocalTS  []netip.Prefix
+	RemoteTS []netip.Prefix
+	Created  time.Time
 
 	switched bool      // its outbound SA sends
 	retired  time.Time // when a rekey replaced it; it is deleted within oldChildGrace
@@ -217,6 +220,10 @@ type ChildStatus struct {
 	Algorithm string   `json:"algorithm"`
 	LocalTS   []string `json:"local_ts"`
 	RemoteTS  []string `json:"remote_ts"`
+	// ProbeInSPI and ProbeOutSPI are its probe SA's (ProbeSA), empty
+	// when it has none.
+	ProbeInSPI  string `json:"probe_in_spi,omitempty"`
+	ProbeOutSPI string `json:"probe_out_spi,omitempty"`
 }
 
 // NewSession checks cfg and returns a session that does not run yet.

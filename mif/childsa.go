@@ -1,11 +1,19 @@
 package mif
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
 )
 
-// NewChildSAs makes the data plane's two SAs of a negotiated Child SA.
+// probeReplayWindow is a probe SA's inbound replay window: probes of a few
+// paths, each a few dozen a second, reorder across paths by a few packets.
+const probeReplayWindow = 128
+
+// NewChildSAs makes the data plane's two SAs of a negotiated Child SA,
+// each with its probe SA when the Child SA has one (docs/mif.md).
 // The outbound SA never checks replays, so it gets the smallest window:
 // 2 KiB less per SA, per client on a gateway.
 func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
@@ -13,14 +21,29 @@ func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	in, err = dataplane.NewSA(dataplane.SAConfig{SPI: child.InSPI, Algorithm: alg, Key: child.InKey, ESN: child.ESN})
-	if err != nil {
+	pair := func(inSPI, outSPI uint32, inKey, outKey []byte, inWindow int) (in, out *dataplane.SA, err error) {
+		in, err = dataplane.NewSA(dataplane.SAConfig{SPI: inSPI, Algorithm: alg, Key: inKey, ESN: child.ESN, ReplayWindow: inWindow})
+		if err != nil {
+			return nil, nil, err
+		}
+		out, err = dataplane.NewSA(dataplane.SAConfig{SPI: outSPI, Algorithm: alg, Key: outKey, ESN: child.ESN,
+			ReplayWindow: dataplane.MinReplayWindow})
+		if err != nil {
+			return nil, nil, err
+		}
+		return in, out, nil
+	}
+	if in, out, err = pair(child.InSPI, child.OutSPI, child.InKey, child.OutKey, 0); err != nil {
 		return nil, nil, err
 	}
-	out, err = dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN,
-		ReplayWindow: dataplane.MinReplayWindow})
-	if err != nil {
-		return nil, nil, err
+	if p := child.Probe; p != nil {
+		probeIn, probeOut, err := pair(p.InSPI, p.OutSPI, p.InKey, p.OutKey, probeReplayWindow)
+		if err != nil {
+			return nil, nil, fmt.Errorf("probe SA: %w", err)
+		}
+		if err := errors.Join(in.SetProbeSA(probeIn), out.SetProbeSA(probeOut)); err != nil {
+			return nil, nil, err
+		}
 	}
 	return in, out, nil
 }

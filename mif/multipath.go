@@ -368,7 +368,7 @@ func (pp *peerPaths) Status() []ScheduledPath {
 	out := make([]ScheduledPath, 0, len(infos))
 	for _, info := range infos {
 		sp := ScheduledPath{ID: int(info.ID), Kind: info.Kind.String(), Tier: info.Tier, State: info.State.String(),
-			SRTT: info.SRTT, Rate: info.Rate, Loss: info.Loss}
+			SRTT: info.SRTT, Rate: info.Rate, Loss: info.Loss, OneWayDelay: info.OneWayDelay, PickerRate: info.PickerRate, Queued: info.Queued}
 		if m, ok := pp.member(info.ID); ok {
 			sp.EnginePath = int(m.Path)
 			sp.TxPackets, sp.TxBytes = pp.group.MemberTx(m)

@@ -109,6 +109,12 @@ type ScheduledPath struct {
 	SRTT  time.Duration `json:"srtt"`
 	Rate  float64       `json:"rate"` // delivery rate, bytes per second (0: unknown)
 	Loss  float64       `json:"loss"` // 0..1
+	// What the scheduler picks by: the one-way delay it expects, the
+	// rate it spreads packets at (the delivery rate with its gain, boost
+	// and loss penalty) and the queue it believes the path holds now.
+	OneWayDelay time.Duration `json:"one_way_delay"`
+	PickerRate  float64       `json:"picker_rate"` // bytes per second
+	Queued      int64         `json:"queued"`      // bytes
 	// What was sent through the path (data and probes) and what the
 	// current inbound SA received on it.
 	TxPackets uint64 `json:"tx_packets"`

@@ -142,6 +142,7 @@ type PathInfo struct {
 	OneWayDelay   time.Duration
 	Rate          float64 // delivery rate, bytes per second (0: unknown)
 	Gain          float64 // factor the picker applies to Rate now
+	PickerRate    float64 // the rate the picker spreads packets at: Rate with gain, probe boost and loss penalty
 	Loss          float64 // 0..1
 	Queued        int64   // bytes in the sender-side virtual queue
 	ProbeInterval time.Duration

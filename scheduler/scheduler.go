@@ -690,7 +690,7 @@ func (s *Scheduler) Info(id PathID, now int64) (PathInfo, bool) {
 	return PathInfo{
 		PathConfig: p.cfg, State: p.state, Health: p.det.Health(), Misses: p.det.Misses(),
 		SRTT: p.rtt.SRTT, RTTVar: p.rtt.RTTVar, MinRTT: p.rtt.Min,
-		OneWayDelay: time.Duration(h.owd.Load()), Rate: p.rate.Rate, Gain: p.rate.Gain(),
+		OneWayDelay: time.Duration(h.owd.Load()), Rate: p.rate.Rate, Gain: p.rate.Gain(), PickerRate: p.pickerRate,
 		Loss: p.loss.Loss, Queued: int64(float64(q) * p.pickerRate / 1e9),
 		ProbeInterval: p.det.ProbeInterval(&p.rtt, p.carrying), Transitions: p.det.Transitions,
 		RTTSamples: p.rtt.Samples, RateSamples: p.rate.Rate > 0,

@@ -213,6 +213,9 @@ func TestMultipathMifsecGateway(t *testing.T) {
 	if !st.Session.MIF || st.Policy != "offload" {
 		t.Fatalf("MIF %v, policy %q: want MIF negotiated and offload\n%s", st.Session.MIF, st.Policy, c.log.String())
 	}
+	if ch := st.Session.Child; ch == nil || ch.ProbeInSPI == "" || ch.ProbeOutSPI == "" {
+		t.Fatalf("the Child SA has no probe SA between two mifsec peers: %+v", ch)
+	}
 	spiI, spiR := st.Session.IKESPIi, st.Session.IKESPIr
 	both := map[string]string{"wlan0": "active", "wwan0": "active"}
 	st = top.waitPaths(t, both, 2, 10*time.Second)
