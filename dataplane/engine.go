@@ -325,8 +325,17 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 	return nil
 }
 
-// InboundSAs returns how many SAs receive.
-func (e *Engine) InboundSAs() int { return len(*e.inbound.Load()) }
+// InboundSAs returns how many SAs receive, not counting probe SAs (each
+// lives and dies with its data SA).
+func (e *Engine) InboundSAs() int {
+	n := 0
+	for _, in := range *e.inbound.Load() {
+		if in.data == nil {
+			n++
+		}
+	}
+	return n
+}
 
 // RemoveInbound stops sa with this SPI, and its probe SA, from receiving.
 func (e *Engine) RemoveInbound(spi uint32) {

@@ -140,8 +140,8 @@ func TestEngineProbeSA(t *testing.T) {
 	replies := make(chan dataplane.ProbeEvent, 1)
 	a.e = rebuild(t, a, a.out, func(ev *dataplane.ProbeEvent) { replies <- *ev })
 	b.e = rebuild(t, b, b.out, nil)
-	if n := b.e.InboundSAs(); n != 2 {
-		t.Fatalf("b receives in %d SAs, want the data SA and its probe SA", n)
+	if n, spis := b.e.InboundSAs(), b.e.InboundEntries(); n != 1 || spis != 2 {
+		t.Fatalf("b counts %d inbound SAs receiving on %d SPIs, want the data SA alone on 2 (its probe SA goes with it)", n, spis)
 	}
 	run(t, a, b)
 	for range 10 {
@@ -193,8 +193,8 @@ func TestEngineProbeSA(t *testing.T) {
 	}
 
 	b.e.RemoveInbound(b.in.SPI())
-	if n := b.e.InboundSAs(); n != 0 {
-		t.Fatalf("b still receives in %d SAs after its data SA was removed", n)
+	if n := b.e.InboundEntries(); n != 0 {
+		t.Fatalf("b still receives on %d SPIs after its data SA was removed", n)
 	}
 }
 

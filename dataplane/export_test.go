@@ -21,3 +21,6 @@ func (e *Engine) OutboundWorker(q wgtun.Device) Stepper {
 func (e *Engine) ReceiveWorker(path int, q wgtun.Device) Stepper {
 	return receiveStepper{e.newReceiveWorker(e.paths.Load().byID[path], q)}
 }
+
+// InboundEntries is how many SPIs receive, probe SAs included.
+func (e *Engine) InboundEntries() int { return len(*e.inbound.Load()) }
