@@ -10,6 +10,11 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
+// restoreOrderSpan is how far back RestoreOrder looks for a packet still
+// missing: what the slower path may have in flight (25 ms of a 100 Mbit/s
+// path is about 200 packets), not a gap left long ago.
+const restoreOrderSpan = 512
+
 // handleNone marks a sequence number with no packet to write.
 const handleNone = scheduler.Handle(1<<32 - 1)
 
@@ -206,8 +211,14 @@ func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error
 	if in.reorder.Load() != nil {
 		return nil
 	}
-	if cfg.First == 0 && in.sa.ReplayWindow().Top() == 0 {
-		cfg.First = 1 // a new SA: its first packet may not be the first to arrive
+	if cfg.First == 0 {
+		// Start at the oldest packet not yet received: on a new SA its
+		// first packet, which may not be the first to arrive; on an SA
+		// that already carries traffic (a gateway restores order once
+		// the client's second path is announced) a packet still in
+		// flight on the slower path, which would otherwise be taken for
+		// late and reach TCP out of order.
+		cfg.First = in.sa.ReplayWindow().FirstMissing(restoreOrderSpan)
 	}
 	r, err := newReorder(e, e.cfg.Queues[0], cfg)
 	if err != nil {

@@ -161,6 +161,28 @@ func slotState(v, block, topBlock uint64) int {
 	return slotOlder
 }
 
+// FirstMissing returns the lowest sequence number among the last span
+// below the top (and inside the window) that has not been accepted, or
+// top+1 when every one of them was; 1 before anything was accepted.
+// Packets may arrive meanwhile: it is a snapshot.
+func (w *ReplayWindow) FirstMissing(span uint64) uint64 {
+	top := w.top.Load()
+	if top == 0 {
+		return 1
+	}
+	span = min(span, w.size)
+	low := uint64(1)
+	if top > span {
+		low = top - span + 1
+	}
+	for seq := low; seq <= top; seq++ {
+		if w.Check(seq) == nil {
+			return seq
+		}
+	}
+	return top + 1
+}
+
 // InferSequence reconstructs the 64-bit extended sequence number of a packet
 // from the 32 bits on the wire, as in RFC 4303 Appendix A2.2: the high half
 // is the one that places seq inside or just ahead of the window.

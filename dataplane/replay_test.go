@@ -266,3 +266,46 @@ func TestNewReplayWindowBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayWindowFirstMissing: the oldest sequence number not received
+// among the last span, or the next one when none is missing.
+func TestReplayWindowFirstMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		window   int
+		accepted []uint64
+		span     uint64
+		want     uint64
+	}{
+		{"nothing received", 64, nil, 512, 1},
+		{"all received", 64, seqRange(1, 10), 512, 11},
+		{"a gap", 64, append(seqRange(1, 3), seqRange(5, 10)...), 512, 4},
+		{"the first missing", 64, seqRange(2, 10), 512, 1},
+		{"a gap older than the span", 4096, append(seqRange(1, 4), seqRange(6, 1000)...), 512, 1001},
+		{"a gap older than the window", 64, append(seqRange(1, 4), seqRange(6, 1000)...), 512, 1001},
+		{"a gap inside the span", 4096, append(seqRange(1, 899), seqRange(901, 1000)...), 512, 900},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := NewReplayWindow(tc.window)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, seq := range tc.accepted {
+				if err := w.Accept(seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := w.FirstMissing(tc.span); got != tc.want {
+				t.Fatalf("FirstMissing(%d) = %d, want %d", tc.span, got, tc.want)
+			}
+		})
+	}
+}
+
+func seqRange(from, to uint64) []uint64 {
+	var s []uint64
+	for q := from; q <= to; q++ {
+		s = append(s, q)
+	}
+	return s
+}

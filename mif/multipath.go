@@ -55,7 +55,12 @@ type peerPaths struct {
 // with 100 ms of buffer behind a 50 Mbit/s WLAN one with 50 ms differ by
 // up to 125 ms under load); gaps that are real losses are released early
 // by the resequencer's loss inference, not by this bound.
-var orderConfig = scheduler.ResequencerConfig{MaxWait: 200 * time.Millisecond}
+//
+// It expects two paths until the conductor's first tick counts them: order
+// is restored because a second path is there (or about to be), and a
+// packet on it must not be taken for lost while the first path alone has
+// delivered beyond it.
+var orderConfig = scheduler.ResequencerConfig{MaxWait: 200 * time.Millisecond, ExpectedPaths: 2}
 
 // noEnginePath marks a hole in the members: the engine has no such path.
 const noEnginePath = scheduler.PathID(1<<16 - 1)
@@ -308,18 +313,27 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		if inSPI == 0 {
 			continue
 		}
+		if n != lastPaths {
+			// As soon as the paths are known, not only once their
+			// delays are: until then a gap is inferred lost early
+			// from whatever paths delivered data, and a packet on a
+			// path that has carried none yet (its probes travel in the
+			// probe SA) would be given up while it is in flight and
+			// arrive out of order.
+			pp.engine.SetOrderPaths(inSPI, n)
+			lastPaths = n
+		}
 		spread, jitter, known := pp.sched.DelaySpread()
 		if !known {
 			// The resequencer keeps its initial wait until every path
 			// has a delay: a spread of the first path alone is 0.
 			continue
 		}
-		if spread != lastSpread || jitter != lastJitter || n != lastPaths {
+		if spread != lastSpread || jitter != lastJitter {
 			// The peer's paths are ours reversed: their delay spread is
 			// close to the one measured here.
 			pp.engine.SetOrderDelays(inSPI, spread, jitter)
-			pp.engine.SetOrderPaths(inSPI, n)
-			lastSpread, lastJitter, lastPaths = spread, jitter, n
+			lastSpread, lastJitter = spread, jitter
 		}
 	}
 }

@@ -26,6 +26,10 @@ type ResequencerConfig struct {
 	// First is the first sequence number to expect (ESP starts at 1 on a
 	// new SA); 0 starts from the first packet pushed, whatever it is.
 	First uint64
+	// ExpectedPaths is SetExpectedPaths from the start: a resequencer
+	// made once a second path is known must not infer a loss from the
+	// first path alone before it is told the count.
+	ExpectedPaths int
 }
 
 // ResequencerStats counts what a Resequencer did. Every pushed handle is
@@ -125,7 +129,7 @@ func NewResequencer(cfg ResequencerConfig) (*Resequencer, error) {
 	if cfg.ActiveWindow <= 0 {
 		cfg.ActiveWindow = cfg.MaxWait
 	}
-	r := &Resequencer{cfg: cfg, mask: uint64(cfg.Slots - 1), slots: make([]reseqSlot, cfg.Slots)}
+	r := &Resequencer{cfg: cfg, mask: uint64(cfg.Slots - 1), slots: make([]reseqSlot, cfg.Slots), expected: cfg.ExpectedPaths}
 	if cfg.First > 0 {
 		r.started, r.next, r.highest = true, cfg.First, cfg.First
 	}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -212,24 +213,34 @@ func TestResequencerExpectedPaths(t *testing.T) {
 		{"second path stalled, two expected", 2, []push{{1, 1, 0}, {2, 0, 200}, {4, 0, 201}}, []uint64{1, 2}, 0},
 		{"both paths past the gap, two expected", 2, []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}, {5, 1, 2}}, []uint64{1, 2, 4, 5}, 1},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r, err := NewResequencer(ResequencerConfig{Slots: 8})
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.SetExpectedPaths(tc.expected)
-			var got []uint64
-			out := make([]Handle, 0, 16)
-			for _, p := range tc.pushes {
-				res, _ := r.Push(p.seq, p.path, p.at*ms, Handle(p.seq), out[:0])
-				for _, h := range res {
-					got = append(got, uint64(h))
+		// The expectation set after construction, or from the start
+		// (ResequencerConfig.ExpectedPaths): the same outcome.
+		for _, fromConfig := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/config %v", tc.name, fromConfig), func(t *testing.T) {
+				cfg := ResequencerConfig{Slots: 8}
+				if fromConfig {
+					cfg.ExpectedPaths = tc.expected
 				}
-			}
-			if !slices.Equal(got, tc.want) || r.Stats.LostEarly != tc.lostEarly {
-				t.Fatalf("released %v (lost early %d), want %v (%d)", got, r.Stats.LostEarly, tc.want, tc.lostEarly)
-			}
-		})
+				r, err := NewResequencer(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !fromConfig {
+					r.SetExpectedPaths(tc.expected)
+				}
+				var got []uint64
+				out := make([]Handle, 0, 16)
+				for _, p := range tc.pushes {
+					res, _ := r.Push(p.seq, p.path, p.at*ms, Handle(p.seq), out[:0])
+					for _, h := range res {
+						got = append(got, uint64(h))
+					}
+				}
+				if !slices.Equal(got, tc.want) || r.Stats.LostEarly != tc.lostEarly {
+					t.Fatalf("released %v (lost early %d), want %v (%d)", got, r.Stats.LostEarly, tc.want, tc.lostEarly)
+				}
+			})
+		}
 	}
 }
 
