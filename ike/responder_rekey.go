@@ -312,7 +312,7 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
 		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
 	}
-	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, sa.client.mob.mif, r.cfg.Now())
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, c.mob.mif, r.cfg.Now())
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
