@@ -760,6 +760,10 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 	}
 }
 
+// stallLaterThan is how long after an event its longest TCP stall may
+// start before the summary says where it starts.
+const stallLaterThan = 1.0
+
 // describe says what the event did to the probes and the TCP flow.
 func (in Interruption) describe(probes bool) string {
 	var parts []string
@@ -777,6 +781,11 @@ func (in Interruption) describe(probes bool) string {
 		tcp := fmt.Sprintf("TCP stalled at most %.2fs", *in.TCPStallSeconds)
 		if in.TCPRecovered != nil && !*in.TCPRecovered {
 			tcp = fmt.Sprintf("TCP stalled %.2fs, to the next event or the end", *in.TCPStallSeconds)
+		}
+		if in.TCPStallFromS != nil && *in.TCPStallFromS-in.AtS >= stallLaterThan {
+			// The longest stall is not the event's own: say where it
+			// is (a recorded link's own outage, seconds later).
+			tcp += fmt.Sprintf(", starting %.1fs after it", *in.TCPStallFromS-in.AtS)
 		}
 		if in.TCPLowSeconds != nil && *in.TCPLowSeconds > *in.TCPStallSeconds+0.1 {
 			tcp += fmt.Sprintf(" (under a tenth of its mean rate for %.1fs)", *in.TCPLowSeconds)

@@ -390,3 +390,32 @@ func TestOutageAtPicksTheLongest(t *testing.T) {
 		t.Errorf("outageAt(10) = %+v, %v; want the 7.73 s outage from 10.31 s", o, ok)
 	}
 }
+
+// TestInterruptionSaysWhereALateStallStarts: a longest stall that starts
+// well after its event (a recorded link's own outage) is said to, so that
+// it is not read as the event's; one at the event is not.
+func TestInterruptionSaysWhereALateStallStarts(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	recovered, notRecovered := true, false
+	for _, tc := range []struct {
+		name      string
+		from      float64
+		recovered *bool
+		want      string
+	}{
+		{"at the event", 11.1, &recovered, "TCP stalled at most 0.60s"},
+		{"seconds later", 19.1, &notRecovered, "TCP stalled 0.93s, to the next event or the end, starting 8.1s after it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seconds := 0.60
+			if tc.from > 12 {
+				seconds = 0.93
+			}
+			in := Interruption{AtS: 11, TCPStallSeconds: f(seconds), TCPStallFromS: f(tc.from), TCPRecovered: tc.recovered}
+			got := in.describe(false)
+			if !strings.HasPrefix(got, tc.want) || (tc.from < 12 && strings.Contains(got, "after it")) {
+				t.Fatalf("%q, want it to start with %q", got, tc.want)
+			}
+		})
+	}
+}
