@@ -440,14 +440,14 @@ func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI, probeSPI uin
 		s.log.Warn("the gateway widened the traffic selectors we proposed; using the intersection",
 			"granted_local", gotLocal, "granted_remote", gotRemote, "using_local", grantedLocal, "using_remote", grantedRemote)
 	}
-	_, probed := peerProbeSPI(reply)
+	theirs, probed := peerProbeSPI(reply)
 	km, err := childKeys(sa, esp, shared, ni, nr, probeSPI != 0 && probed)
 	if err != nil {
 		return nil, err
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.rToI, OutKey: km.iToR, ESN: esp.esn,
 		LocalTS: grantedLocal, RemoteTS: grantedRemote, Created: s.cfg.Now()}
-	child.withProbeSA(probeSPI, reply, km, true)
+	child.withProbeSA(probeSPI, theirs, km, true)
 	return child, nil
 }
 

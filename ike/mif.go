@@ -194,12 +194,11 @@ func peerProbeSPI(ps []Payload) (uint32, bool) {
 	return spi, spi >= 256
 }
 
-// withProbeSA gives c its probe SA when both sides offered one: ours to
-// receive on (0 when we offered none) and the peer's in ps. initiator
-// says whether we initiated the exchange, whose key material km holds.
-func (c *ChildSA) withProbeSA(ours uint32, ps []Payload, km childKeyMaterial, initiator bool) {
-	theirs, ok := peerProbeSPI(ps)
-	if ours == 0 || !ok || km.probeIToR == nil {
+// withProbeSA gives c its probe SA when km holds its keys, which childKeys
+// derives only when both sides offered one: ours to receive on and the
+// peer's, theirs. initiator says whether we initiated the exchange.
+func (c *ChildSA) withProbeSA(ours, theirs uint32, km childKeyMaterial, initiator bool) {
+	if km.probeIToR == nil {
 		return
 	}
 	p := &ProbeSA{InSPI: ours, OutSPI: theirs, InKey: km.probeRToI, OutKey: km.probeIToR}

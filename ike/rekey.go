@@ -157,7 +157,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	}
 	inSPI := randomESPSPI()
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
-	_, probed := peerProbeSPI(req)
+	theirs, probed := peerProbeSPI(req)
 	probeSPI, probeAnswer := offerProbeSPI(mif && probed)
 	// The peer initiated this exchange: its direction's key comes first.
 	km, err := childKeys(sa, esp, shared, ni.Data, nr, probeSPI != 0)
@@ -167,7 +167,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.iToR, OutKey: km.rToI, ESN: esp.esn,
 		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now,
 		rekeyOf: old.InSPI, nonces: [2][]byte{slices.Clone(ni.Data), nr}, byPeer: true}
-	child.withProbeSA(probeSPI, req, km, false)
+	child.withProbeSA(probeSPI, theirs, km, false)
 	reply := append([]Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}, probeAnswer...)
 	if kePayload != nil {
 		reply = append(reply, kePayload)

@@ -309,7 +309,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
 	}
 	inSPI := randomESPSPI()
-	_, probed := peerProbeSPI(req)
+	theirs, probed := peerProbeSPI(req)
 	probeSPI, probeAnswer := offerProbeSPI(!r.cfg.DisableMIF && peerMIF(req) && probed)
 	km, err := childKeys(c.sa.ikeSA, esp, nil, c.sa.ni, c.sa.nr, probeSPI != 0)
 	if err != nil {
@@ -318,7 +318,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.iToR, OutKey: km.rToI, ESN: esp.esn,
 		LocalTS: local, RemoteTS: remote, Created: r.cfg.Now(), switched: true}
-	child.withProbeSA(probeSPI, req, km, false)
+	child.withProbeSA(probeSPI, theirs, km, false)
 	if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
 		r.log.Warn("installing a client's Child SA", "id", c.ID, "err", err)
 		r.releaseLeases(c)

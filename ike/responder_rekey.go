@@ -102,7 +102,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 				return
 			}
 		}
-		_, probed := peerProbeSPI(reply)
+		theirs, probed := peerProbeSPI(reply)
 		km, err := childKeys(sa.ikeSA, esp, shared, ni, nr.Data, probeSPI != 0 && probed)
 		if err != nil {
 			later(err.Error())
@@ -111,7 +111,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.rToI, OutKey: km.iToR, ESN: esp.esn,
 			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(),
 			rekeyOf: old.InSPI, nonces: [2][]byte{ni, nr.Data}}
-		child.withProbeSA(probeSPI, reply, km, true)
+		child.withProbeSA(probeSPI, theirs, km, true)
 		if c.child != old {
 			r.settleChildCollision(c, old, child)
 			return
