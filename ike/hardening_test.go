@@ -678,26 +678,35 @@ func TestIdentityPrintable(t *testing.T) {
 	}
 }
 
-// L4: the transport learns of a source only once it sent an
-// authenticated client's message, never from IKE_SA_INIT or a spoofed
-// copy.
-func TestResponderConfirmsAuthenticatedSourcesOnly(t *testing.T) {
+// L4: a gateway with several addresses answers an authenticated client
+// from the address its IKE SA uses, whatever arrives at another address:
+// an IKE_SA_INIT from the client's own source or a copy of its request
+// sent elsewhere neither moves it nor changes where the gateway answers
+// from.
+func TestResponderKeepsClientsGatewayAddress(t *testing.T) {
 	rig := newFuzzRig(t)
-	rig.r.handle(inbound{data: initRequest(t, 99, "aes256gcm16-prfsha256-x25519", 32, nil), from: fuzzAttacker})
+	other := netip.MustParseAddr("198.51.100.1") // another address of the gateway
+	client := netip.AddrPortFrom(rig.clientAddr, 4500)
 	rig.halfOpen(t)
-	if len(rig.confirmed) != 0 {
-		t.Fatalf("sources confirmed before authentication: %v", rig.confirmed)
-	}
 	if err := rig.s.authExchange(context.Background(), rig.init, true); err != nil {
 		t.Fatal(err)
 	}
-	client := netip.AddrPortFrom(rig.clientAddr, 4500)
-	if !slices.Equal(rig.confirmed, []netip.AddrPort{client}) {
-		t.Fatalf("after IKE_AUTH: confirmed %v, want %v", rig.confirmed, client)
+	if c := rig.r.clients[0]; c.Local != fuzzGatewayAddr.Addr() || c.Remote != client {
+		t.Fatalf("after IKE_AUTH the client talks to %v from %v, want %v from %v", c.Local, c.Remote, fuzzGatewayAddr.Addr(), client)
 	}
-	rig.r.handle(inbound{data: slices.Clone(rig.lastRequest(t)), from: fuzzAttacker, natT: true})
-	if slices.Contains(rig.confirmed, fuzzAttacker) {
-		t.Fatal("a copy of a client's request from another source confirmed that source")
+	rig.r.handle(inbound{data: initRequest(t, 99, "aes256gcm16-prfsha256-x25519", 32, nil), local: other, from: client, natT: true})
+	rig.r.handle(inbound{data: slices.Clone(rig.lastRequest(t)), local: other, from: fuzzAttacker, natT: true})
+	rig.r.handle(inbound{data: slices.Clone(rig.lastRequest(t)), local: other, from: client, natT: true})
+	if c := rig.r.clients[0]; c.Local != fuzzGatewayAddr.Addr() || c.Remote != client {
+		t.Fatalf("after datagrams at another address the client talks to %v from %v, want %v from %v", c.Local, c.Remote, fuzzGatewayAddr.Addr(), client)
+	}
+	rig.sent = nil
+	c := rig.r.clients[0]
+	if err := rig.r.request(c, INFORMATIONAL, nil, func([]Payload) {}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rig.sent) != 1 || rig.sent[0].local != fuzzGatewayAddr.Addr() || rig.sent[0].to != client {
+		t.Fatalf("the gateway's request left as %+v, want one from %v to %v", rig.sent, fuzzGatewayAddr.Addr(), client)
 	}
 }
 

@@ -79,6 +79,9 @@ type PathInfo struct {
 	Kind     PathKind
 	Priority uint8          // lower is preferred
 	Remote   netip.AddrPort // the client's address and port on this path, as observed
+	// Local is the gateway's address the path reaches (as
+	// Responder.Deliver reported it).
+	Local netip.Addr
 }
 
 // ErrMIFFormat reports a malformed MIF notification.

@@ -55,7 +55,8 @@ type PathHandler interface {
 // clients' paths. Its methods run on the Responder's loop.
 type ResponderPathHandler interface {
 	// ClientMoved reports that the client moved its IKE SA and Child SAs
-	// (UPDATE_SA_ADDRESSES) to client.Remote: outbound ESP goes there now.
+	// (UPDATE_SA_ADDRESSES) to client.Remote, talking to the gateway's
+	// client.Local: outbound ESP goes there now.
 	ClientMoved(client *RemoteClient)
 	// PathAdded reports a MIF path of the client (new, or changed when
 	// the client adds an ID again).
@@ -78,10 +79,10 @@ type MobilityConfig struct {
 	// sent.
 	AdditionalAddresses []netip.Addr
 	// AdditionalAddressesFor (responder), when set, replaces
-	// AdditionalAddresses with the list for the client at the given
-	// address: a gateway with several addresses announces the ones that
-	// client did not reach it on.
-	AdditionalAddressesFor func(client netip.AddrPort) []netip.Addr
+	// AdditionalAddresses with the list for a client that talks to the
+	// gateway's address local: a gateway with several addresses announces
+	// the ones that client did not reach it on.
+	AdditionalAddressesFor func(local netip.Addr) []netip.Addr
 	// NoNATsAllowed (initiator) sends NO_NATS_ALLOWED and true NAT
 	// detection hashes with UPDATE_SA_ADDRESSES and path tests, so that
 	// the gateway refuses a path with a NAT on it.
@@ -758,13 +759,14 @@ type clientMobility struct {
 	checks      []routabilityCheck // return routability checks waiting for their turn
 }
 
-// routabilityCheck is a new address of a client that the gateway uses
-// only after the client proved it receives there (RFC 4555 §5.2): then
-// runs once the client echoed the check's COOKIE2 from that address's
-// request.
+// routabilityCheck is a new address of a client (reached from the
+// gateway's address local) that the gateway uses only after the client
+// proved it receives there (RFC 4555 §5.2): then runs once the client
+// echoed the check's COOKIE2 from that address's request.
 type routabilityCheck struct {
-	to   netip.AddrPort
-	then func()
+	local netip.Addr
+	to    netip.AddrPort
+	then  func()
 }
 
 // Bounds on what one client may ask the gateway to track.
@@ -780,14 +782,15 @@ const (
 	maxPendingChecks = 4
 )
 
-// checkRoutability queues a return routability check of to for c and
-// starts it when c has no request of the gateway outstanding.
-func (r *Responder) checkRoutability(c *rClient, to netip.AddrPort, then func()) {
+// checkRoutability queues a return routability check of to (from the
+// gateway's address local) for c and starts it when c has no request of
+// the gateway outstanding.
+func (r *Responder) checkRoutability(c *rClient, local netip.Addr, to netip.AddrPort, then func()) {
 	if len(c.mob.checks) >= maxPendingChecks {
 		r.log.Debug("return routability checks queued to the limit: dropping the oldest", "id", c.ID, "to", c.mob.checks[0].to)
 		c.mob.checks = c.mob.checks[1:]
 	}
-	c.mob.checks = append(c.mob.checks, routabilityCheck{to: to, then: then})
+	c.mob.checks = append(c.mob.checks, routabilityCheck{local: local, to: to, then: then})
 	r.nextRoutabilityCheck(c)
 }
 
@@ -802,7 +805,7 @@ func (r *Responder) nextRoutabilityCheck(c *rClient) {
 	c.mob.checks = c.mob.checks[1:]
 	cookie := newCookie2()
 	sa := c.sa
-	err := r.requestTo(c, chk.to, INFORMATIONAL, []Payload{&Notify{NotifyType: COOKIE2, Data: cookie}}, func(reply []Payload) {
+	err := r.requestTo(c, chk.local, chk.to, INFORMATIONAL, []Payload{&Notify{NotifyType: COOKIE2, Data: cookie}}, func(reply []Payload) {
 		var echo []byte
 		if n := FindNotify(reply, COOKIE2); n != nil {
 			echo = n.Data
@@ -830,7 +833,11 @@ func (m *clientMobility) status() ClientMobility {
 		st.ClientAddresses = append(st.ClientAddresses, a.String())
 	}
 	for _, p := range m.paths {
-		st.Paths = append(st.Paths, PathStatus{ID: p.ID, Kind: p.Kind.String(), Priority: p.Priority, Remote: p.Remote.String()})
+		ps := PathStatus{ID: p.ID, Kind: p.Kind.String(), Priority: p.Priority, Remote: p.Remote.String()}
+		if p.Local.IsValid() {
+			ps.Local = p.Local.String()
+		}
+		st.Paths = append(st.Paths, ps)
 	}
 	return st
 }
@@ -847,7 +854,7 @@ func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
 		reply = append(reply, &Notify{NotifyType: MOBIKE_SUPPORTED})
 		addrs := r.cfg.AdditionalAddresses
 		if r.cfg.AdditionalAddressesFor != nil {
-			addrs = r.cfg.AdditionalAddressesFor(c.Remote)
+			addrs = r.cfg.AdditionalAddressesFor(c.Local)
 		}
 		reply = append(reply, addressNotifies(addrs)...)
 		c.mob.addrs, _, _ = additionalAddresses(req)
@@ -866,13 +873,13 @@ func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
 func (r *Responder) respondClient(sa *rSA, exchange ExchangeType, req []Payload, from netip.AddrPort) ([]Payload, func()) {
 	c := sa.client
 	if !c.mob.mobike {
-		c.Remote = from
+		c.Local, c.Remote = sa.reqLocal, from
 	}
 	if exchange != INFORMATIONAL {
 		return dispatchInSARequest(r, sa, exchange, req)
 	}
 	// Checked before anything else of the request takes effect.
-	extra, then, fail := r.mobilityRequest(c, sa, req, from)
+	extra, then, fail := r.mobilityRequest(c, sa, req, sa.reqLocal, from)
 	if fail != nil {
 		return []Payload{fail}, nil
 	}
@@ -889,10 +896,15 @@ func (r *Responder) respondClient(sa *rSA, exchange ExchangeType, req []Payload,
 }
 
 // mobilityRequest handles the MOBIKE and MIF notifications of a client's
-// INFORMATIONAL request: it returns what the answer adds and what to do
-// once it is sent, or the error notification to answer with instead. It
-// changes nothing itself.
-func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func(), *Notify) {
+// INFORMATIONAL request, which came from from to the gateway's address
+// local: it returns what the answer adds and what to do once it is sent,
+// or the error notification to answer with instead. It changes nothing
+// itself.
+//
+// A client's path is the pair of its address and the gateway's: a client
+// that talks to two gateway addresses from one socket has two paths.
+func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, local netip.Addr, from netip.AddrPort) ([]Payload, func(), *Notify) {
+	here := func(l netip.Addr, remote netip.AddrPort) bool { return l == local && remote == from }
 	var out []Payload
 	var then []func()
 	if n := FindNotify(req, COOKIE2); n != nil {
@@ -928,15 +940,15 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 		// SAs move only once the client answers there (RFC 4555 §5.2), so
 		// no one can point the gateway's traffic at a third party.
 		then = append(then, func() {
-			if c.Remote == from {
+			if here(c.Local, c.Remote) {
 				return
 			}
-			r.checkRoutability(c, from, func() {
-				if c.Remote == from {
+			r.checkRoutability(c, local, from, func() {
+				if here(c.Local, c.Remote) {
 					return
 				}
-				r.log.Info("client moved", "id", c.ID, "from", c.Remote, "to", from)
-				c.Remote = from
+				r.log.Info("client moved", "id", c.ID, "from", c.Remote, "to", from, "gateway_address", local)
+				c.Local, c.Remote = local, from
 				c.mob.moves++
 				if ph != nil {
 					ph.ClientMoved(&c.RemoteClient)
@@ -955,7 +967,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 		if add.ID == 0 || add.ID > maxPathID {
 			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
 		}
-		if from == c.Remote || slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return p.Remote == from && p.ID != add.ID }) {
+		if here(c.Local, c.Remote) || slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return here(p.Local, p.Remote) && p.ID != add.ID }) {
 			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
 		}
 		known := slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == add.ID })
@@ -968,11 +980,11 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 			// schedule, and nothing to tear the scheduling down with.
 			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
 		}
-		info := PathInfo{ID: add.ID, Kind: add.Kind, Priority: add.Priority, Remote: from}
+		info := PathInfo{ID: add.ID, Kind: add.Kind, Priority: add.Priority, Local: local, Remote: from}
 		// The client's COOKIE2 proves nothing of its address: the gateway
 		// sends there only after its own check came back.
 		then = append(then, func() {
-			r.checkRoutability(c, from, func() {
+			r.checkRoutability(c, local, from, func() {
 				if c.child == nil {
 					return
 				}
@@ -982,7 +994,8 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, from net
 				}
 				i, _ := slices.BinarySearchFunc(c.mob.paths, info.ID, func(p PathInfo, id uint16) int { return cmp.Compare(p.ID, id) })
 				c.mob.paths = slices.Insert(c.mob.paths, i, info)
-				r.log.Info("client added a path", "id", c.ID, "path", info.ID, "kind", info.Kind, "priority", info.Priority, "remote", info.Remote)
+				r.log.Info("client added a path", "id", c.ID, "path", info.ID, "kind", info.Kind, "priority", info.Priority, "remote", info.Remote,
+					"gateway_address", info.Local)
 				if ph != nil {
 					ph.PathAdded(&c.RemoteClient, info)
 				}

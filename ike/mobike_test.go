@@ -35,7 +35,7 @@ func (p *testPath) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	if natT {
 		port = 4500
 	}
-	p.w.r.Deliver(msg, netip.AddrPortFrom(p.addr, port), natT)
+	p.w.r.Deliver(msg, to.Addr(), netip.AddrPortFrom(p.addr, port), natT)
 	return nil
 }
 
@@ -49,13 +49,13 @@ type pathWire struct {
 	paths []*testPath
 }
 
-func (g pathWire) Send(msg []byte, to netip.AddrPort, natT bool) error {
+func (g pathWire) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error {
 	for _, p := range g.paths {
 		if p.addr == to.Addr() && p.downLost.Load() {
 			return nil
 		}
 	}
-	return gatewaySide{g.w}.Send(msg, to, natT)
+	return gatewaySide{g.w}.SendFrom(msg, local, to, natT)
 }
 
 // pathLog is a session Handler that also follows path changes.
@@ -254,16 +254,16 @@ func TestMOBIKENegotiation(t *testing.T) {
 // TestMOBIKEAddressesPerClient: a gateway with several addresses tells
 // each client the ones it did not reach the gateway on.
 func TestMOBIKEAddressesPerClient(t *testing.T) {
-	var asked []netip.AddrPort
+	var asked []netip.Addr
 	gcfg := ResponderConfig{MobilityConfig: MobilityConfig{
 		AdditionalAddresses: []netip.Addr{netip.MustParseAddr("198.51.100.99")}, // replaced
-		AdditionalAddressesFor: func(client netip.AddrPort) []netip.Addr {
-			asked = append(asked, client)
+		AdditionalAddressesFor: func(local netip.Addr) []netip.Addr {
+			asked = append(asked, local)
 			return []netip.Addr{netip.MustParseAddr("203.0.113.7")}
 		}}}
 	rg := newRig(t, gcfg, SessionConfig{})
-	if want := rg.client(t).Remote; len(asked) != 1 || asked[0].String() != want {
-		t.Fatalf("the gateway asked for the addresses of %v, want once for the client at %s", asked, want)
+	if want := rg.w.gw.Addr(); len(asked) != 1 || asked[0] != want {
+		t.Fatalf("the gateway asked for the addresses other than %v, want once other than %s", asked, want)
 	}
 	if got := rg.s.Status().GatewayAddresses; !slices.Equal(got, []string{"203.0.113.7"}) {
 		t.Fatalf("the client learnt the gateway's addresses %v, want [203.0.113.7]", got)
@@ -446,6 +446,35 @@ func TestMOBIKENoNATsAllowed(t *testing.T) {
 	}
 }
 
+// TestMIFPathToAnotherGatewayAddress: a path is a pair of addresses, so a
+// client adds a path from the address its IKE SA uses to another address
+// of the gateway, and may move its IKE SA there; the same pair twice is
+// still refused.
+func TestMIFPathToAnotherGatewayAddress(t *testing.T) {
+	second := netip.MustParseAddr("192.0.2.2")
+	rg := newRig(t, ResponderConfig{}, SessionConfig{})
+	onSecond := rg.path1
+	onSecond.Gateway = second
+	if err := rg.s.AddPath(ctxT(t), onSecond, 3, PathKindEthernet, 0); err != nil {
+		t.Fatalf("a path from the IKE SA's own address to another gateway address: %v", err)
+	}
+	want := PathInfo{ID: 3, Kind: PathKindEthernet, Remote: netip.MustParseAddrPort("192.0.2.10:4500"), Local: second}
+	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn the path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
+	if _, added, _ := rg.gh.snapshot(); len(added) != 1 || added[0] != want {
+		t.Fatalf("PathAdded calls %+v, want %+v", added, want)
+	}
+	if err := rg.s.AddPath(ctxT(t), onSecond, 4, PathKindEthernet, 0); err == nil {
+		t.Fatal("a second path over the same pair of addresses was accepted")
+	}
+	if err := rg.s.UpdateAddresses(ctxT(t), onSecond); err != nil {
+		t.Fatalf("moving the IKE SA to the gateway's other address: %v", err)
+	}
+	testenv.WaitUntil(t, 5*time.Second, "the gateway to move the client", func() bool { return rg.client(t).Local == second.String() })
+	if moved, _, _ := rg.gh.snapshot(); len(moved) != 1 || moved[0].Local != second {
+		t.Fatalf("ClientMoved calls %+v, want one to %v", moved, second)
+	}
+}
+
 func TestMIFPaths(t *testing.T) {
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
 	if err := rg.s.AddPath(ctxT(t), rg.path2, 0, PathKindWLAN, 0); err == nil {
@@ -454,7 +483,7 @@ func TestMIFPaths(t *testing.T) {
 	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, PathKindWLAN, 1); err != nil {
 		t.Fatal(err)
 	}
-	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500")}
+	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500"), Local: rg.w.gw.Addr()}
 	// The handler runs once the gateway's return routability check of
 	// the new address came back.
 	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn a path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
@@ -462,7 +491,7 @@ func TestMIFPaths(t *testing.T) {
 	if _, added, _ := rg.gh.snapshot(); len(added) != 1 || added[0] != want {
 		t.Fatalf("PathAdded calls %+v, want %+v", added, want)
 	}
-	if len(c.Paths) != 1 || c.Paths[0] != (PathStatus{ID: 7, Kind: "wlan", Priority: 1, Remote: "198.51.100.10:4500"}) {
+	if len(c.Paths) != 1 || c.Paths[0] != (PathStatus{ID: 7, Kind: "wlan", Priority: 1, Local: "192.0.2.1", Remote: "198.51.100.10:4500"}) {
 		t.Fatalf("gateway status paths %+v", c.Paths)
 	}
 	if c.Remote != "192.0.2.10:4500" {

@@ -19,11 +19,25 @@ import (
 // RemoteClient describes one authenticated client, as the responder (the
 // gateway) serves it, to the ResponderHandler.
 type RemoteClient struct {
-	ID        Identity
-	Remote    netip.AddrPort // where its IKE messages and ESP come from
+	ID     Identity
+	Remote netip.AddrPort // where its IKE messages and ESP come from
+	// Local is the gateway's address its IKE SA uses: where its IKE
+	// messages arrive and the gateway's leave from (the zero Addr or an
+	// unspecified one: a socket bound to the wildcard address).
+	Local     netip.Addr
 	Addresses []netip.Prefix // leased inner addresses
 	IKESPIi   uint64
 	IKESPIr   uint64
+}
+
+// ResponderTransport sends a gateway's IKE messages. A gateway with
+// several addresses answers each client from the address the client talks
+// to (RFC 4555 §3.3: a reply leaves from where the request arrived), so
+// every message names the gateway address it leaves from: local, as
+// Responder.Deliver reported it. natT says it goes between the UDP
+// encapsulation ports (4500), behind the non-ESP marker.
+type ResponderTransport interface {
+	SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error
 }
 
 // ResponderHandler installs what the Responder negotiated with clients.
@@ -142,6 +156,7 @@ type ResponderConfig struct {
 type ClientStatus struct {
 	ID          string    `json:"id"`
 	Remote      string    `json:"remote"`
+	Local       string    `json:"local,omitempty"` // the gateway address it talks to
 	Addresses   []string  `json:"addresses"`
 	IKESPIi     string    `json:"ike_spi_i"`
 	IKESPIr     string    `json:"ike_spi_r"`
@@ -163,6 +178,7 @@ type ClientStatus struct {
 type rSA struct {
 	*ikeSA
 	from       netip.AddrPort // where IKE_SA_INIT came from
+	local      netip.Addr     // the gateway address it arrived at
 	natT       bool
 	initReq    []byte // the client's IKE_SA_INIT request: it signs it
 	initResp   []byte // our response: we sign it
@@ -170,10 +186,12 @@ type rSA struct {
 	expires    time.Time // for a half-open SA
 	eap        *rEAP     // the EAP login under way (responder_eap.go)
 	client     *rClient  // nil while half-open
-	// The last request answered: where it came from and the digest of
-	// its (first) datagram, to recognise its retransmissions; and how
-	// often its response was sent again.
+	// The last request answered: where it came from (and the gateway
+	// address it arrived at) and the digest of its (first) datagram, to
+	// recognise its retransmissions; and how often its response was sent
+	// again.
 	reqFrom  netip.AddrPort
+	reqLocal netip.Addr
 	reqSum   [sha256.Size]byte
 	firstSum [sha256.Size]byte // of the request being reassembled
 	resends  int
@@ -204,6 +222,7 @@ type rClient struct {
 type rRequest struct {
 	sa        *rSA
 	to        netip.AddrPort // where it goes; the zero value: the client's current address
+	local     netip.Addr     // the gateway address it leaves from, with to
 	id        uint32
 	exchange  ExchangeType
 	datagrams [][]byte
@@ -234,7 +253,7 @@ type saKey struct{ spiI, spiR uint64 }
 // package documentation (Defences of the Responder).
 type Responder struct {
 	cfg   ResponderConfig
-	tr    Transport
+	tr    ResponderTransport
 	h     ResponderHandler
 	log   *slog.Logger
 	inbox chan inbound
@@ -262,7 +281,7 @@ type Responder struct {
 }
 
 // NewResponder checks cfg and returns a responder that does not run yet.
-func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Responder, error) {
+func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler) (*Responder, error) {
 	keys, err := canonicalPSKs(cfg.ClientPSKs)
 	if err != nil {
 		return nil, err
@@ -342,11 +361,13 @@ func NewResponder(cfg ResponderConfig, tr Transport, h ResponderHandler) (*Respo
 }
 
 // Deliver hands the responder a datagram from a client (without the
-// non-ESP marker). It copies data and never blocks: when the responder is
-// behind, the datagram is dropped, as the network might have.
-func (r *Responder) Deliver(data []byte, from netip.AddrPort, natT bool) {
+// non-ESP marker) that arrived at the gateway's address local (the zero
+// Addr or an unspecified one when the socket that read it does not know).
+// It copies data and never blocks: when the responder is behind, the
+// datagram is dropped, as the network might have.
+func (r *Responder) Deliver(data []byte, local netip.Addr, from netip.AddrPort, natT bool) {
 	select {
-	case r.inbox <- inbound{data: slices.Clone(data), from: from, natT: natT}:
+	case r.inbox <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT}:
 	default:
 	}
 }
@@ -397,6 +418,9 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 			st := ClientStatus{ID: c.ID.Display(), Remote: c.Remote.String(),
 				IKESPIi: fmt.Sprintf("%016x", c.sa.spiI), IKESPIr: fmt.Sprintf("%016x", c.sa.spiR), IKESuite: c.sa.suite.String(),
 				Established: c.established, IKERekeys: c.ikeRekeys, ChildRekeys: c.childRekeys, DPDChecks: c.dpdChecks, ClientMobility: c.mob.status()}
+			if c.Local.IsValid() && !c.Local.IsUnspecified() {
+				st.Local = c.Local.String()
+			}
 			for _, a := range c.Addresses {
 				st.Addresses = append(st.Addresses, a.String())
 			}
@@ -473,11 +497,11 @@ func (r *Responder) tick() {
 			p.tries++
 			p.wait = time.Duration(float64(p.wait) * r.cfg.Retransmit.Backoff)
 			p.next = now.Add(p.wait)
-			to := p.to
+			local, to := p.local, p.to
 			if !to.IsValid() {
-				to = c.Remote
+				local, to = c.Local, c.Remote
 			}
-			r.transmit(p.sa, to, p.datagrams)
+			r.transmit(p.sa, local, to, p.datagrams)
 		}
 		r.nextRoutabilityCheck(c)
 		r.expireOldChildren(c, now)
@@ -498,18 +522,18 @@ const (
 // request sends a request to c on its current IKE SA; done gets the
 // response's payloads, or nil when none came.
 func (r *Responder) request(c *rClient, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
-	return r.requestTo(c, netip.AddrPort{}, exchange, payloads, done)
+	return r.requestTo(c, netip.Addr{}, netip.AddrPort{}, exchange, payloads, done)
 }
 
-// requestTo is request to the address to (when valid) instead of the
-// client's current one.
-func (r *Responder) requestTo(c *rClient, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
-	return r.requestOn(c, c.sa, to, exchange, payloads, done)
+// requestTo is request to the address to from the gateway address local
+// (when to is valid) instead of the client's current pair.
+func (r *Responder) requestTo(c *rClient, local netip.Addr, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+	return r.requestOn(c, c.sa, local, to, exchange, payloads, done)
 }
 
 // requestOn is requestTo on the IKE SA sa of c, which need not be c's
 // current one (deleting a rekeyed IKE SA).
-func (r *Responder) requestOn(c *rClient, sa *rSA, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+func (r *Responder) requestOn(c *rClient, sa *rSA, local netip.Addr, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
 	if c.pending != nil {
 		return errors.New("a request is outstanding")
 	}
@@ -518,12 +542,12 @@ func (r *Responder) requestOn(c *rClient, sa *rSA, to netip.AddrPort, exchange E
 		return err
 	}
 	wait := r.cfg.Retransmit.Timeout
-	c.pending = &rRequest{sa: sa, to: to, id: sa.nextOut, exchange: exchange, datagrams: datagrams, tries: 1, wait: wait,
+	c.pending = &rRequest{sa: sa, to: to, local: local, id: sa.nextOut, exchange: exchange, datagrams: datagrams, tries: 1, wait: wait,
 		next: r.cfg.Now().Add(wait), done: done}
 	if !to.IsValid() {
-		to = c.Remote
+		local, to = c.Local, c.Remote
 	}
-	r.transmit(sa, to, datagrams)
+	r.transmit(sa, local, to, datagrams)
 	return nil
 }
 
@@ -546,16 +570,16 @@ func (r *Responder) handleResponse(sa *rSA, m *Message, from netip.AddrPort) {
 	sa.nextOut++
 	sa.lastHeard = r.cfg.Now()
 	c.noteAuthSource(from)
-	r.confirmed(from)
 	if inner == nil {
 		inner = []Payload{} // an empty answer is still an answer
 	}
 	p.done(inner)
 }
 
-func (r *Responder) transmit(sa *rSA, to netip.AddrPort, datagrams [][]byte) {
+// transmit sends datagrams to to, from the gateway address local.
+func (r *Responder) transmit(sa *rSA, local netip.Addr, to netip.AddrPort, datagrams [][]byte) {
 	for _, d := range datagrams {
-		if err := r.tr.Send(d, to, sa.natT); err != nil {
+		if err := r.tr.SendFrom(d, local, to, sa.natT); err != nil {
 			r.log.Debug("sending IKE message", "to", to, "err", err)
 		}
 	}
@@ -589,7 +613,7 @@ func (r *Responder) handle(in inbound) {
 		// the request it answered, to where that came from (limits.go).
 		if sa.isRetransmission(m, in) {
 			sa.resends++
-			r.transmit(sa, in.from, sa.lastResp)
+			r.transmit(sa, in.local, in.from, sa.lastResp)
 		}
 		return
 	case m.MessageID != sa.nextIn:
@@ -606,7 +630,7 @@ func (r *Responder) handle(in inbound) {
 	if !complete {
 		return
 	}
-	sa.reqFrom, sa.reqSum, sa.resends = in.from, sa.firstSum, 0
+	sa.reqFrom, sa.reqLocal, sa.reqSum, sa.resends = in.from, in.local, sa.firstSum, 0
 	sa.lastHeard = r.cfg.Now()
 	sa.natT = in.natT
 	var reply []Payload
@@ -638,30 +662,11 @@ func (r *Responder) handle(in inbound) {
 	sa.lastResp = datagrams
 	sa.nextIn++
 	if sa.client != nil {
-		// Before the answer goes out: a transport that picks its socket
-		// by source knows this one now.
 		sa.client.noteAuthSource(in.from)
-		r.confirmed(in.from)
 	}
-	r.transmit(sa, in.from, datagrams)
+	r.transmit(sa, in.local, in.from, datagrams)
 	if after != nil {
 		after()
-	}
-}
-
-// SourceObserver is implemented by a Transport that wants to know which
-// sources proved to be an authenticated client: the Responder calls
-// Confirmed, on its loop, with the source of every request and response
-// that passed the integrity check of an authenticated client's IKE SA.
-// Nothing an unauthenticated peer sends is reported, so that a table kept
-// from these calls cannot be filled from spoofed addresses.
-type SourceObserver interface {
-	Confirmed(from netip.AddrPort)
-}
-
-func (r *Responder) confirmed(from netip.AddrPort) {
-	if o, ok := r.tr.(SourceObserver); ok {
-		o.Confirmed(from)
 	}
 }
 

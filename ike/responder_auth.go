@@ -221,7 +221,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []Payload, from netip.AddrPo
 			}
 		}
 	}
-	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
+	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
 	c.psk = psk
 	sa.client = c
 	r.clients = append(r.clients, c)

@@ -205,7 +205,7 @@ func (r *Responder) answerLater(sa *rSA, id uint32, from netip.AddrPort) func([]
 		}
 		sa.lastResp = datagrams
 		sa.nextIn++
-		r.transmit(sa, from, datagrams)
+		r.transmit(sa, sa.reqLocal, from, datagrams)
 		if after != nil {
 			after()
 		}

@@ -27,8 +27,9 @@ var fuzzPSK = []byte("a pre-shared key for the fuzz rig")
 
 // syncSent is one datagram the responder sent.
 type syncSent struct {
-	data []byte
-	to   netip.AddrPort
+	data  []byte
+	local netip.Addr // the gateway address it left from
+	to    netip.AddrPort
 }
 
 // syncGateway is the responder's transport in the rig: it records what
@@ -37,16 +38,13 @@ type syncGateway struct {
 	rig *fuzzRig
 }
 
-func (g syncGateway) Send(msg []byte, to netip.AddrPort, natT bool) error {
-	g.rig.sent = append(g.rig.sent, syncSent{data: append([]byte(nil), msg...), to: to})
+func (g syncGateway) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error {
+	g.rig.sent = append(g.rig.sent, syncSent{data: append([]byte(nil), msg...), local: local, to: to})
 	if g.rig.s != nil && to.Addr() == g.rig.clientAddr {
 		g.rig.s.Deliver(msg, netip.AddrPortFrom(fuzzGatewayAddr.Addr(), to.Port()), natT)
 	}
 	return nil
 }
-
-// Confirmed implements SourceObserver.
-func (g syncGateway) Confirmed(from netip.AddrPort) { g.rig.confirmed = append(g.rig.confirmed, from) }
 
 // syncClient is the session's transport: each datagram is handled by the
 // responder at once, on the caller's goroutine.
@@ -60,7 +58,7 @@ func (c syncClient) Send(msg []byte, to netip.AddrPort, natT bool) error {
 		port = 4500
 	}
 	c.rig.fromClient = append(c.rig.fromClient, append([]byte(nil), msg...))
-	c.rig.r.handle(inbound{data: append([]byte(nil), msg...), from: netip.AddrPortFrom(c.rig.clientAddr, port), natT: natT})
+	c.rig.r.handle(inbound{data: append([]byte(nil), msg...), local: to.Addr(), from: netip.AddrPortFrom(c.rig.clientAddr, port), natT: natT})
 	return nil
 }
 
@@ -72,8 +70,7 @@ type fuzzRig struct {
 	clientAddr netip.Addr
 	sent       []syncSent
 	fromClient [][]byte
-	init       *initResult      // the client's IKE_SA_INIT, when run
-	confirmed  []netip.AddrPort // what the responder told SourceObserver
+	init       *initResult // the client's IKE_SA_INIT, when run
 }
 
 // fuzzHandler is a ResponderHandler that counts what it holds.

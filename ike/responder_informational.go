@@ -73,7 +73,7 @@ func (r *Responder) sayGoodbye(c *rClient) {
 	if sa := c.sa; sa != nil {
 		if datagrams, err := sealMessage(sa.ikeSA, INFORMATIONAL, sa.nextOut, false, []Payload{&Delete{Protocol: ProtoIKE}}); err == nil {
 			sa.nextOut++
-			r.transmit(sa, c.Remote, datagrams)
+			r.transmit(sa, c.Local, c.Remote, datagrams)
 		}
 	}
 	r.dropClient(c)

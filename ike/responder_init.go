@@ -41,7 +41,7 @@ func (r *Responder) answerInit(m *Message, in inbound, n *Notify) {
 	if err != nil {
 		return
 	}
-	if err := r.tr.Send(b, in.from, in.natT); err != nil {
+	if err := r.tr.SendFrom(b, in.local, in.from, in.natT); err != nil {
 		r.log.Debug("sending IKE_SA_INIT response", "to", in.from, "err", err)
 	}
 }
@@ -58,7 +58,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 	if sa := r.initIndex[initKey{m.SPIi, in.from}]; sa != nil && string(sa.initReq) == string(in.data) {
 		if sa.resends < maxResends {
 			sa.resends++
-			r.transmit(sa, in.from, [][]byte{sa.initResp})
+			r.transmit(sa, in.local, in.from, [][]byte{sa.initResp})
 		}
 		return
 	}
@@ -156,10 +156,10 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 	}
 	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
 		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
-		from: in.from, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
+		from: in.from, local: in.local, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
 	if n := FindNotify(m.Payloads, SIGNATURE_HASH_ALGORITHMS); n != nil {
 		sa.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
 	}
 	r.addHalfOpen(sa)
-	r.transmit(sa, in.from, [][]byte{b})
+	r.transmit(sa, in.local, in.from, [][]byte{b})
 }

@@ -251,7 +251,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 		}
 		now := r.cfg.Now()
 		next := &rSA{ikeSA: &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: nr.Data,
-			lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.ikeSA.id()}, from: old.from, natT: old.natT, client: c}
+			lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.ikeSA.id()}, from: old.from, local: old.local, natT: old.natT, client: c}
 		r.sas[saKey{spiI, spiR}] = next
 		if theirs := c.sa; theirs != old {
 			if !theirs.ikeSA.replaced(old.ikeSA) || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
@@ -282,7 +282,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 // one, and forgets it when the client answers (or cannot be asked).
 func (r *Responder) deleteIKE(c *rClient, sa *rSA) {
 	forget := func([]Payload) { r.forget(sa) }
-	if err := r.requestOn(c, sa, netip.AddrPort{}, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, forget); err != nil {
+	if err := r.requestOn(c, sa, netip.Addr{}, netip.AddrPort{}, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, forget); err != nil {
 		forget(nil)
 	}
 }
@@ -341,7 +341,7 @@ func (r *Responder) respondIKERekey(sa *rSA, req []Payload) ([]Payload, func()) 
 		return []Payload{fail}, nil
 	}
 	return reply, func() {
-		n := &rSA{ikeSA: next, from: sa.from, natT: sa.natT, client: c}
+		n := &rSA{ikeSA: next, from: sa.from, local: sa.local, natT: sa.natT, client: c}
 		r.sas[saKey{next.spiI, next.spiR}] = n
 		c.sa = n
 		c.IKESPIi, c.IKESPIr = next.spiI, next.spiR

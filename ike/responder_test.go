@@ -45,13 +45,15 @@ func (c clientSide) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	c.w.mu.Lock()
 	r := c.w.r
 	c.w.mu.Unlock()
-	r.Deliver(msg, netip.AddrPortFrom(c.addr, port), natT)
+	r.Deliver(msg, to.Addr(), netip.AddrPortFrom(c.addr, port), natT)
 	return nil
 }
 
 type gatewaySide struct{ w *wire }
 
-func (g gatewaySide) Send(msg []byte, to netip.AddrPort, natT bool) error {
+// SendFrom delivers msg to the session at to, from the gateway address
+// local (the wire's when local is not given).
+func (g gatewaySide) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error {
 	w := g.w
 	w.mu.Lock()
 	s := w.sessions[to.Addr()]
@@ -66,7 +68,10 @@ func (g gatewaySide) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	}
 	w.mu.Unlock()
 	if s != nil && !drop {
-		s.Deliver(msg, netip.AddrPortFrom(w.gw.Addr(), to.Port()), natT)
+		if !local.IsValid() || local.IsUnspecified() {
+			local = w.gw.Addr()
+		}
+		s.Deliver(msg, netip.AddrPortFrom(local, to.Port()), natT)
 	}
 	return nil
 }

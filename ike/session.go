@@ -153,9 +153,10 @@ var (
 
 // inbound is a received datagram.
 type inbound struct {
-	data []byte
-	from netip.AddrPort
-	natT bool
+	data  []byte
+	local netip.Addr // the gateway's address it arrived at (responder only)
+	from  netip.AddrPort
+	natT  bool
 }
 
 // Session is one initiator's connection to a gateway: it sets up an IKE SA

@@ -59,16 +59,13 @@ type Gateway struct {
 	log       *slog.Logger
 	iface     *tun.Interface
 	listeners []*listener
-	peers     peerTable // where each source's IKE messages arrive, authenticated or not
-	confirmed peerTable // the same, for the sources of authenticated clients only
 	engine    *dataplane.Engine
 	resp      *ike.Responder
 	sysctl    []sysctlValue
 	record    string // where the original sysctl values are recorded
 
 	// mu is a leaf in mif's lock order: while it is held, only dataplane
-	// (restoreOrder) and atomics are touched, never gatewayPeer.mu or
-	// peerTable.mu.
+	// (restoreOrder) and atomics are touched, never gatewayPeer.mu.
 	mu      sync.Mutex
 	kids    map[uint32]*gatewayChild // by inbound SPI
 	retired map[*ike.RemoteClient]*trafficTotals
@@ -189,8 +186,7 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 		Queues: g.iface.Queues(),
 		Paths:  paths,
 		Control: func(msg []byte, from netip.AddrPort, p *dataplane.Path) {
-			g.peers.note(from, int(p.ID), len(g.listeners))
-			g.resp.Deliver(msg, from, true)
+			g.resp.Deliver(msg, g.listeners[p.ID].addr, from, true)
 		},
 		OnProbeReply: g.onProbeReply,
 		Logger:       log,
@@ -215,12 +211,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { g.engine.Run(engineCtx) })
-	for i, l := range g.listeners {
+	for _, l := range g.listeners {
 		t := &ikeTransport{ike500: l.ike500}
 		wg.Go(func() {
 			t.readPort500(func(msg []byte, from netip.AddrPort, natT bool) {
-				g.peers.note(from, i, len(g.listeners))
-				g.resp.Deliver(msg, from, natT)
+				g.resp.Deliver(msg, l.addr, from, natT)
 			})
 		})
 	}
@@ -261,11 +256,11 @@ func (g *Gateway) Close() {
 	g.restoreForwarding()
 }
 
-// Send implements ike.Transport: a message to a client leaves from the
-// listen address the client talks to, so that its source is the address
-// the client sent to.
-func (g *Gateway) Send(msg []byte, to netip.AddrPort, natT bool) error {
-	l := g.listenerFor(to)
+// SendFrom implements ike.ResponderTransport: a message to a client
+// leaves from the listen address the client talks to, so that its source
+// is the address the client sent to.
+func (g *Gateway) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error {
+	l := g.listenerAt(local, to)
 	if natT {
 		b := make([]byte, 4+len(msg)) // non-ESP marker
 		copy(b[4:], msg)
@@ -275,24 +270,23 @@ func (g *Gateway) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	return err
 }
 
-// listenerFor returns the listener a client at to talks to: the one its
-// last authenticated IKE message arrived on, else the one its last IKE
-// message arrived on, else the first of its address family. A flood of
-// IKE_SA_INIT from spoofed sources churns the second table only: it
-// cannot make the gateway answer an authenticated client from the wrong
-// address.
-func (g *Gateway) listenerFor(to netip.AddrPort) *listener {
+// listenerAt returns the listener of the gateway address local (as the
+// responder reported it: where the client's messages arrive), else the
+// first of remote's address family. Where a client's IKE SA and each of
+// its MIF paths arrive is the responder's to say, from authenticated
+// messages only, so a flood of spoofed IKE_SA_INIT cannot make the
+// gateway answer a client from the wrong address.
+func (g *Gateway) listenerAt(local netip.Addr, remote netip.AddrPort) *listener {
 	if len(g.listeners) == 1 {
 		return g.listeners[0]
 	}
-	if i, ok := g.confirmed.lookup(to); ok && i < len(g.listeners) {
-		return g.listeners[i]
-	}
-	if i, ok := g.peers.lookup(to); ok && i < len(g.listeners) {
-		return g.listeners[i]
+	for _, l := range g.listeners {
+		if l.addr == local {
+			return l
+		}
 	}
 	for _, l := range g.listeners {
-		if l.addr.Is4() == to.Addr().Is4() {
+		if l.addr.Is4() == remote.Addr().Is4() {
 			return l
 		}
 	}
@@ -349,76 +343,24 @@ func reuseAddr(_, _ string, rc syscall.RawConn) error {
 	return errors.Join(err, serr)
 }
 
-// otherAddresses are the listen addresses a MOBIKE client at client can
-// move to (RFC 4555 §3.4): every specific one but the one it talks to. A
-// client that loses its way to that address keeps its IKE SA on another.
-func (g *Gateway) otherAddresses(client netip.AddrPort) []netip.Addr {
-	current := g.listenerFor(client)
+// otherAddresses are the listen addresses a MOBIKE client that talks to
+// local can move to (RFC 4555 §3.4), and a mifsec client can build paths
+// to: every specific one but local. A client that loses its way to that
+// address keeps its IKE SA on another.
+func (g *Gateway) otherAddresses(local netip.Addr) []netip.Addr {
 	var others []netip.Addr
 	for _, l := range g.listeners {
-		if l != current && !l.addr.IsUnspecified() && !l.implied {
+		if l.addr != local && !l.addr.IsUnspecified() && !l.implied {
 			others = append(others, l.addr)
 		}
 	}
 	return others
 }
 
-// Confirmed implements ike.SourceObserver: the responder vouches that an
-// authenticated client's message came from from, so the listener it
-// arrived on is remembered where unauthenticated traffic cannot evict it.
-func (g *Gateway) Confirmed(from netip.AddrPort) {
-	if len(g.listeners) < 2 {
-		return
-	}
-	if i, ok := g.peers.lookup(from); ok {
-		g.confirmed.note(from, i, len(g.listeners))
-	}
-}
-
-// peerTable remembers which listener each remote endpoint last sent an IKE
-// message to, when there are several. It is two generations of maps: a
-// full current one becomes the previous one, so the table stays bounded
-// under a flood of IKE_SA_INIT from spoofed sources while every client
-// that sent anything recently is found.
-type peerTable struct {
-	mu        sync.Mutex // a leaf: nothing else is locked while it is held
-	cur, prev map[netip.AddrPort]int
-}
-
-// maxPeerGeneration bounds one generation of the peer table.
-const maxPeerGeneration = 1 << 14
-
-func (t *peerTable) note(from netip.AddrPort, listener, listeners int) {
-	if listeners < 2 {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.cur == nil || len(t.cur) >= maxPeerGeneration {
-		t.prev, t.cur = t.cur, make(map[netip.AddrPort]int)
-	}
-	t.cur[from] = listener
-}
-
-func (t *peerTable) lookup(a netip.AddrPort) (int, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if i, ok := t.cur[a]; ok {
-		return i, true
-	}
-	i, ok := t.prev[a]
-	return i, ok
-}
-
-// member is the way the gateway reaches client: its endpoint on the
-// socket of the listener it talks to.
+// member is the way the gateway reaches client's IKE address: its
+// endpoint on the socket of the listener its IKE SA talks to.
 func (g *Gateway) member(client *ike.RemoteClient) (dataplane.GroupMember, error) {
-	l := g.listenerFor(client.Remote)
-	ep, err := l.natT.NewEndpoint(client.Remote)
-	if err != nil {
-		return dataplane.GroupMember{}, fmt.Errorf("client endpoint %s: %w", client.Remote, err)
-	}
-	return dataplane.GroupMember{Path: l.path.ID, Remote: ep}, nil
+	return g.memberAt(client.Local, client.Remote)
 }
 
 // InstallChild implements ike.ResponderHandler.
@@ -543,7 +485,7 @@ func (g *Gateway) ClientMoved(client *ike.RemoteClient) {
 	p := g.mpeers[client]
 	g.mu.Unlock()
 	if p != nil {
-		p.moved(m, client.Remote)
+		p.moved(m, client.Local, client.Remote)
 	}
 }
 

@@ -2,6 +2,7 @@ package mif
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 
@@ -70,13 +71,14 @@ func (g *Gateway) restoreOrder(p *gatewayPeer, spi uint32) {
 	}
 }
 
-// memberAt is the way the gateway reaches a client's address remote: its
-// endpoint on the socket of the listener it talks to.
-func (g *Gateway) memberAt(remote netip.AddrPort) (dataplane.GroupMember, error) {
-	l := g.listenerFor(remote)
+// memberAt is the way the gateway reaches a client's address remote from
+// its own address local: the client's endpoint on the socket of local's
+// listener.
+func (g *Gateway) memberAt(local netip.Addr, remote netip.AddrPort) (dataplane.GroupMember, error) {
+	l := g.listenerAt(local, remote)
 	ep, err := l.natT.NewEndpoint(remote)
 	if err != nil {
-		return dataplane.GroupMember{}, err
+		return dataplane.GroupMember{}, fmt.Errorf("client endpoint %s: %w", remote, err)
 	}
 	return dataplane.GroupMember{Path: l.path.ID, Remote: ep}, nil
 }
@@ -89,7 +91,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 		g.log.Debug("client path added (downlink policy single: not used)", "id", client.ID, "path", info.ID, "remote", info.Remote)
 		return
 	}
-	m, err := g.memberAt(info.Remote)
+	m, err := g.memberAt(info.Local, info.Remote)
 	if err != nil {
 		g.log.Warn("client path the gateway cannot send to", "id", client.ID, "path", info.ID, "remote", info.Remote, "err", err)
 		return
@@ -186,14 +188,15 @@ func (g *Gateway) PathRemoved(client *ike.RemoteClient, id uint16) {
 	g.log.Debug("client path removed", "id", client.ID, "path", id)
 }
 
-// moved makes path 0 the client's new IKE address m (remote). It takes
-// the kind and priority of the MIF path at that address, if there is one
-// (the client moved IKE to a path it had announced).
-func (p *gatewayPeer) moved(m dataplane.GroupMember, remote netip.AddrPort) {
+// moved makes path 0 the client's new IKE path m (between the gateway's
+// local and the client's remote). It takes the kind and priority of the
+// MIF path over that pair, if there is one (the client moved IKE to a path
+// it had announced).
+func (p *gatewayPeer) moved(m dataplane.GroupMember, local netip.Addr, remote netip.AddrPort) {
 	kind, tier := scheduler.KindOther, 0
 	p.mu.Lock()
 	for _, info := range p.paths {
-		if info.Remote == remote {
+		if info.Remote == remote && info.Local == local {
 			kind, tier = kindOf(info.Kind), int(info.Priority)
 		}
 	}
