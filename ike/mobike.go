@@ -774,9 +774,9 @@ const (
 	// MaxClientPaths is the number of MIF paths a client may have at
 	// once.
 	MaxClientPaths = 16
-	// maxPathID is the largest MIF path ID the gateway accepts (the
+	// MaxPathID is the largest MIF path ID the gateway accepts (the
 	// scheduler tracks 64 paths per peer, path 0 being the IKE SA's).
-	maxPathID = 63
+	MaxPathID = 63
 	// maxPendingChecks bounds the return routability checks queued per
 	// client; the oldest is dropped (the client asks again).
 	maxPendingChecks = 4
@@ -964,7 +964,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, local ne
 		// An address already in use is refused: it is the IKE SA's own
 		// path, or the request reached us on another path than the one
 		// it announces (a retransmission on the current path).
-		if add.ID == 0 || add.ID > maxPathID {
+		if add.ID == 0 || add.ID > MaxPathID {
 			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
 		}
 		if here(c.Local, c.Remote) || slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return here(p.Local, p.Remote) && p.ID != add.ID }) {

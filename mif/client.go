@@ -251,13 +251,18 @@ func (c *Client) Status() Status {
 			scheduled[sp.ID] = sp
 		}
 	}
-	for _, p := range c.multi.paths.list() {
+	// One entry per pair of an interface and a gateway address; the
+	// socket's counters go with the pair to the configured address.
+	for _, gp := range c.gatewayPaths(c.multi.paths.list(), c.gatewayAddrs()) {
+		p := gp.path
 		ps := PathStatus{ID: int(p.ID), Device: p.Name, Local: p.Local.String(),
-			Remote: p.Gateway.String(), GSO: p.GSO, GRO: p.GRO}
-		if sp, ok := scheduled[int(p.ID)]; ok {
+			Remote: netip.AddrPortFrom(gp.gw, p.Gateway.Port()).String(), GSO: p.GSO, GRO: p.GRO}
+		if sp, ok := scheduled[int(gp.id)]; ok {
 			ps.Multipath = &sp
 		}
-		ps.countSocket(sockets[ps.ID])
+		if gp.k == 0 {
+			ps.countSocket(sockets[ps.ID])
+		}
 		st.Paths = append(st.Paths, ps)
 	}
 	return st

@@ -392,6 +392,17 @@ func (s *pathSet) restartHysteresis(name string, now time.Time) {
 	}
 }
 
+// endpoint returns to as a remote endpoint of path name's NAT-T socket.
+func (s *pathSet) endpoint(name string, to netip.AddrPort) (*dataplane.Endpoint, error) {
+	s.mu.Lock()
+	p, ok := s.paths[name]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no path on %s", name)
+	}
+	return p.tr.natT.NewEndpoint(to)
+}
+
 // send sends an IKE message on path name's sockets.
 func (s *pathSet) send(name string, msg []byte, to netip.AddrPort, natT bool) error {
 	s.mu.Lock()

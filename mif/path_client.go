@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,12 @@ type multiPath struct {
 	mu        sync.Mutex
 	active    string        // interface of the path IKE and ESP use; "" none
 	activeGen uint64        // and which path on it (a replaced path must be moved to)
+	activeGW  netip.Addr    // and the gateway address (the zero Addr: the configured one)
 	changed   chan struct{} // signalled when active changes
+	// gwAddrs are the gateway's addresses by number (syncGatewayAddrs):
+	// 0 the configured one, then those it announced; a zero Addr is a
+	// free number.
+	gwAddrs []netip.Addr
 
 	// Multipath scheduling (multipath_client.go): pp is nil with policy
 	// single. The rest is guarded by mu unless said otherwise.
@@ -78,9 +84,9 @@ type multiPath struct {
 	// the lock order: Client.mu, mu and pp.mu are taken under it, and it
 	// is never taken while one of them is held.
 	routeMu       sync.Mutex
-	child         *ike.ChildSA                // the Child SA that sends now (guarded by routeMu)
-	mifReconnects int                         // the session's Reconnects when multipath was turned on
-	members       map[scheduler.PathID]uint64 // pp's paths: engine path ID -> path generation
+	child         *ike.ChildSA                   // the Child SA that sends now (guarded by routeMu)
+	mifReconnects int                            // the session's Reconnects when multipath was turned on
+	members       map[scheduler.PathID]memberKey // pp's paths by scheduler path ID
 }
 
 // openMulti opens the TUN device, the engine without paths, the interface
@@ -120,7 +126,7 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 	c.multi.changed = make(chan struct{}, 1)
 	c.multi.kick = make(chan struct{}, 1)
 	c.multi.announce = make(chan struct{}, 1)
-	c.multi.members = map[scheduler.PathID]uint64{}
+	c.multi.members = map[scheduler.PathID]memberKey{}
 	c.multi.group = dataplane.NewPathGroup(nil)
 	if pol := c.policy(); pol != scheduler.PolicySingle {
 		c.multi.pp = newPeerPaths(peerPathsConfig{Engine: c.engine, Policy: pol, Classes: c.cfg.Classes, Logger: c.log})
@@ -144,7 +150,7 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 		c.log.Warn("opening paths", "err", err)
 	}
 	if ps := c.multi.paths.list(); len(ps) > 0 {
-		c.setActive(ps[0])
+		c.setActive(ps[0], netip.Addr{})
 	} else {
 		c.log.Warn("no usable interface towards the gateway yet", "gateway", gw.Addr())
 	}
@@ -192,12 +198,25 @@ func (c *Client) activePath() string {
 }
 
 // setActive makes p the path IKE's default transport and the outbound ESP
-// use.
-func (c *Client) setActive(p pathInfo) {
-	c.multi.group.Set(nil, dataplane.GroupMember{Path: p.ID})
+// use, to the gateway address gw (the zero Addr: the configured one).
+func (c *Client) setActive(p pathInfo, gw netip.Addr) {
+	if gw == c.cfg.Session.Remote.Addr() {
+		gw = netip.Addr{}
+	}
+	m := dataplane.GroupMember{Path: p.ID}
+	if gw.IsValid() {
+		ep, err := c.multi.paths.endpoint(p.Name, netip.AddrPortFrom(gw, p.Gateway.Port()))
+		if err != nil {
+			c.log.Warn("sending to another address of the gateway", "interface", p.Name, "gateway", gw, "err", err)
+			gw = netip.Addr{}
+		} else {
+			m.Remote = ep
+		}
+	}
+	c.multi.group.Set(nil, m)
 	c.multi.mu.Lock()
 	changed := c.multi.active != p.Name
-	c.multi.active, c.multi.activeGen = p.Name, p.Gen
+	c.multi.active, c.multi.activeGen, c.multi.activeGW = p.Name, p.Gen, gw
 	c.multi.mu.Unlock()
 	if changed {
 		select {
@@ -211,8 +230,33 @@ func (c *Client) setActive(p pathInfo) {
 func (c *Client) clearActive() {
 	c.multi.group.Set(nil)
 	c.multi.mu.Lock()
-	c.multi.active, c.multi.activeGen = "", 0
+	c.multi.active, c.multi.activeGen, c.multi.activeGW = "", 0, netip.Addr{}
 	c.multi.mu.Unlock()
+}
+
+// activeGateway returns the gateway address of the active path (the zero
+// Addr: the configured one).
+func (c *Client) activeGateway() netip.Addr {
+	c.multi.mu.Lock()
+	defer c.multi.mu.Unlock()
+	return c.multi.activeGW
+}
+
+// activeID returns the scheduler path IKE uses: the active interface's
+// path to the active gateway address.
+func (c *Client) activeID() (scheduler.PathID, bool) {
+	c.multi.mu.Lock()
+	name, gw := c.multi.active, c.multi.activeGW
+	c.multi.mu.Unlock()
+	p, ok := c.multi.paths.get(name)
+	if !ok {
+		return 0, false
+	}
+	k, ok := c.gatewayAddrIndex(gw)
+	if !ok {
+		return 0, false
+	}
+	return gatewayPathID(p.ID, k)
 }
 
 // waitActive waits until a path is usable.
@@ -240,7 +284,7 @@ func (c *Client) PathChanged(p ike.Path) {
 		c.log.Warn("the IKE SA moved to a path that is gone", "path", p.ID)
 		return
 	}
-	c.setActive(info)
+	c.setActive(info, p.Gateway)
 	c.kickPaths()
 }
 
@@ -311,9 +355,13 @@ func (c *Client) drivePaths(ctx context.Context) {
 // it wants to decide again (a better path's hysteresis ends), or zero.
 func (c *Client) steer(ctx context.Context, now time.Time) (wake time.Time) {
 	paths := c.multi.paths.list()
+	gws := c.gatewayAddrs()
 	c.multi.mu.Lock()
-	active, activeGen := c.multi.active, c.multi.activeGen
+	active, activeGen, activeGW := c.multi.active, c.multi.activeGen, c.multi.activeGW
 	c.multi.mu.Unlock()
+	if !activeGW.IsValid() {
+		activeGW = gws[0]
+	}
 	if len(paths) == 0 {
 		if active != "" {
 			c.log.Warn("no usable interface towards the gateway is left")
@@ -332,16 +380,19 @@ func (c *Client) steer(ctx context.Context, now time.Time) (wake time.Time) {
 		// The active path is gone, or was replaced by a new one on the
 		// same interface (a new address), or there was none: move to the
 		// best at once; the move itself tests the path.
-		c.moveTo(ctx, paths[0], active, false)
+		c.moveTo(ctx, paths[0], activeGW, active, false)
 		return time.Time{}
 	}
-	if c.multi.mifOn.Load() && c.pathState(cur.ID) == scheduler.StateFailed {
+	pairs := c.gatewayPaths(paths, gws)
+	if curID, ok := c.activeID(); ok && c.multi.mifOn.Load() && c.pathState(curID) == scheduler.StateFailed {
 		// The scheduler's probes found IKE's path silent (the ESP has
-		// already left it): IKE follows to the best verified path.
-		for _, p := range paths {
-			if p.ID != cur.ID && c.pathState(p.ID) == scheduler.StateActive {
-				c.log.Info("the interface IKE uses stopped answering probes", "interface", cur.Name)
-				c.moveTo(ctx, p, active, false)
+		// already left it): IKE follows to the best verified pair of an
+		// interface and a gateway address.
+		for _, gp := range pairs {
+			if gp.id != curID && c.pathState(gp.id) == scheduler.StateActive {
+				c.log.Info("the path IKE uses stopped answering probes", "interface", cur.Name, "gateway", activeGW,
+					"to_interface", gp.path.Name, "to_gateway", gp.gw)
+				c.moveTo(ctx, gp.path, gp.gw, active, false)
 				return time.Time{}
 			}
 		}
@@ -351,8 +402,15 @@ func (c *Client) steer(ctx context.Context, now time.Time) (wake time.Time) {
 		if p.Priority >= cur.Priority {
 			break // sorted: no better path
 		}
-		if c.multi.mifOn.Load() && c.pathState(p.ID) != scheduler.StateActive {
-			continue // not verified by the probes (yet, or again)
+		gw := activeGW
+		if c.multi.mifOn.Load() {
+			// Verified by the probes: to the gateway address IKE uses
+			// if that pair is, else to another.
+			gp, ok := verifiedPair(pairs, p, activeGW, c.pathState)
+			if !ok {
+				continue // not verified (yet, or again)
+			}
+			gw = gp.gw
 		}
 		if due := p.UsableSince.Add(hyst); due.After(now) {
 			if wake.IsZero() || due.Before(wake) {
@@ -360,18 +418,48 @@ func (c *Client) steer(ctx context.Context, now time.Time) (wake time.Time) {
 			}
 			continue
 		}
-		if c.moveTo(ctx, p, active, true) {
+		if c.moveTo(ctx, p, gw, active, true) {
 			return time.Time{}
 		}
 	}
 	return wake
 }
 
-// moveTo moves IKE and ESP to path p; from is the active path's interface
-// ("" or gone when it was lost). With check, p is tested first and the
-// session stays where it is if the test fails. It reports whether the
-// session uses p now.
-func (c *Client) moveTo(ctx context.Context, p pathInfo, from string, check bool) bool {
+// verifiedPair returns the pair of pairs over interface path p that the
+// probes verified, the one to gateway address prefer if it is.
+func verifiedPair(pairs []gatewayPath, p pathInfo, prefer netip.Addr, state func(scheduler.PathID) scheduler.State) (gatewayPath, bool) {
+	var found gatewayPath
+	ok := false
+	for _, gp := range pairs {
+		if gp.path.ID != p.ID || state(gp.id) != scheduler.StateActive {
+			continue
+		}
+		if gp.gw == prefer {
+			return gp, true
+		}
+		if !ok {
+			found, ok = gp, true
+		}
+	}
+	return found, ok
+}
+
+// gatewayAddrs returns the gateway's addresses by number: the configured
+// one first.
+func (c *Client) gatewayAddrs() []netip.Addr {
+	c.multi.mu.Lock()
+	defer c.multi.mu.Unlock()
+	if len(c.multi.gwAddrs) == 0 {
+		return []netip.Addr{c.cfg.Session.Remote.Addr()}
+	}
+	return slices.Clone(c.multi.gwAddrs)
+}
+
+// moveTo moves IKE and ESP to path p, towards the gateway address gw;
+// from is the active path's interface ("" or gone when it was lost). With
+// check, p is tested first and the session stays where it is if the test
+// fails. It reports whether the session uses p now.
+func (c *Client) moveTo(ctx context.Context, p pathInfo, gw netip.Addr, from string, check bool) bool {
 	timeout := moveTimeout
 	if c.session.Status().State != "established" {
 		// Connecting or reconnecting: the session's loop does not serve
@@ -382,8 +470,12 @@ func (c *Client) moveTo(ctx context.Context, p pathInfo, from string, check bool
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	started := time.Now()
+	ikp := p.ike
+	if gw.IsValid() {
+		ikp.Gateway = gw
+	}
 	if check {
-		rtt, err := c.session.CheckPath(ctx, p.ike)
+		rtt, err := c.session.CheckPath(ctx, ikp)
 		switch {
 		case err == nil:
 			c.log.Debug("path check passed", "interface", p.Name, "rtt", rtt)
@@ -398,11 +490,13 @@ func (c *Client) moveTo(ctx context.Context, p pathInfo, from string, check bool
 	// IKE's default transport follows at once, so a session that is
 	// connecting or reconnecting uses p.
 	prev, stillThere := c.multi.paths.get(from)
-	c.setActive(p)
-	err := c.session.UpdateAddresses(ctx, p.ike)
+	prevGW := c.activeGateway()
+	c.setActive(p, gw)
+	err := c.session.UpdateAddresses(ctx, ikp)
 	switch {
 	case err == nil:
-		c.log.Info("moved to another interface", "interface", p.Name, "from", from, "took", time.Since(started).Round(time.Microsecond))
+		c.log.Info("moved to another path", "interface", p.Name, "gateway", ikp.Gateway, "from", from,
+			"took", time.Since(started).Round(time.Microsecond))
 		return true
 	case errors.Is(err, ike.ErrNotEstablished), errors.Is(err, context.DeadlineExceeded):
 		// No IKE SA to move (or the session is busy connecting): the
@@ -419,7 +513,7 @@ func (c *Client) moveTo(ctx context.Context, p pathInfo, from string, check bool
 		c.log.Warn("moving to another interface failed", "interface", p.Name, "from", from, "err", err)
 		c.multi.paths.restartHysteresis(p.Name, time.Now())
 		if stillThere {
-			c.setActive(prev)
+			c.setActive(prev, prevGW)
 			return false
 		}
 		return true // nothing better to go back to

@@ -5,9 +5,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,9 +165,15 @@ type pingStream struct {
 }
 
 // flood pings addr from ns every millisecond with size-byte payloads,
-// count times (ping -D stamps each reply with its arrival time).
+// count times.
 func flood(ns, addr string, count int, size int) pingStream {
-	b, _ := exec.Command("ip", "netns", "exec", ns, "ping", "-n", "-D", "-c", fmt.Sprint(count), "-i", "0.001",
+	return pingEvery(ns, addr, count, size, time.Millisecond)
+}
+
+// pingEvery pings addr from ns every interval with size-byte payloads,
+// count times (ping -D stamps each reply with its arrival time).
+func pingEvery(ns, addr string, count, size int, interval time.Duration) pingStream {
+	b, _ := exec.Command("ip", "netns", "exec", ns, "ping", "-n", "-D", "-c", fmt.Sprint(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
 		"-s", fmt.Sprint(size), "-W", "1", addr).CombinedOutput()
 	return parsePingStream(string(b), count)
 }
@@ -537,5 +546,102 @@ func TestMultipathWildcardGatewayBehindNAT(t *testing.T) {
 	}
 	if out := testenv.Exec(t, top.client, "nft", "list", "table", "inet", "stateful"); !strings.Contains(out, "packets 0 ") {
 		t.Errorf("the client's firewall dropped replies from an address it did not send to:\n%s", out)
+	}
+}
+
+// TestMultipathGatewayUplinkFails: the gateway has two uplinks (two
+// ISPs: 10.81.0.2 and 10.82.0.2, with source routing), the client one
+// interface behind a router that reaches both. The client connects to the
+// first address, learns the second (ADDITIONAL_IP4_ADDRESS) and keeps a
+// path to each. The router then drops everything to and from the first
+// address under a 100/s ping through the tunnel: the traffic goes on over
+// the second within the probes' failure detection, IKE follows there, and
+// the IKE SA and inner address stay.
+func TestMultipathGatewayUplinkFails(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "ping")
+	testenv.RequireCommand(t, "nft")
+	const g1, g2 = "10.81.0.2", "10.82.0.2"
+	cl, rt, gw := testenv.NewNamedNetns(t, "gu-cl"), testenv.NewNamedNetns(t, "gu-rt"), testenv.NewNamedNetns(t, "gu-gw")
+	clIf, _ := testenv.Veth(t, cl, rt, netip.MustParsePrefix("10.80.0.2/24"), netip.MustParsePrefix("10.80.0.1/24"))
+	testenv.Veth(t, rt, gw, netip.MustParsePrefix("10.81.0.1/24"), netip.MustParsePrefix(g1+"/24"))
+	testenv.Veth(t, rt, gw, netip.MustParsePrefix("10.82.0.1/24"), netip.MustParsePrefix(g2+"/24"))
+	testenv.Exec(t, rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	testenv.Exec(t, cl, "ip", "route", "add", "default", "via", "10.80.0.1")
+	testenv.Exec(t, gw, "ip", "route", "add", "default", "via", "10.81.0.1")
+	testenv.Exec(t, gw, "ip", "rule", "add", "from", g2, "table", "102")
+	testenv.Exec(t, gw, "ip", "route", "add", "default", "via", "10.82.0.1", "table", "102")
+	testenv.Exec(t, gw, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo")
+
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	gwTUN, clTUN := "gug"+hex.EncodeToString(suffix), "guc"+hex.EncodeToString(suffix)
+	dir := t.TempDir()
+	psk := writePSK(t, dir, "two uplinks secret")
+	g := startMifsecGatewayTUN(t, gw, g1, gwTUN, "--listen", g2, "--local-id", "gw.example", "--psk-file", psk)
+	c := startConnect(t, cl, clTUN, "--gateway", g1, "--local-id", "client.example", "--remote-id", "gw.example",
+		"--psk-file", psk, "--ipv6=false", "--interfaces", clIf)
+	st := c.waitEstablished(t, 10*time.Second)
+	spiI, inner := st.Session.IKESPIi, st.Session.Addresses
+	if !slices.Equal(st.Session.GatewayAddresses, []string{g2}) {
+		t.Fatalf("the client learnt the gateway addresses %v, want [%s]\n%s", st.Session.GatewayAddresses, g2, c.log.String())
+	}
+	// Both pairs verified on both sides: the client's to each gateway
+	// address, the gateway's to the client at each of its addresses.
+	pairs := func(st mif.Status) map[string]string {
+		out := map[string]string{}
+		for _, p := range st.Paths {
+			if p.Multipath != nil {
+				out[p.Remote] = p.Multipath.State
+			}
+		}
+		return out
+	}
+	want := map[string]string{g1 + ":4500": "active", g2 + ":4500": "active"}
+	testenv.WaitUntil(t, 10*time.Second, "both paths active on both sides", func() bool {
+		got := pairs(mustStatus(t, c))
+		gst := mifsecGatewayStatusOn(t, gwTUN)
+		active := 0
+		if len(gst.Clients) == 1 {
+			for _, p := range gst.Clients[0].Multipath {
+				if p.State == "active" {
+					active++
+				}
+			}
+		}
+		return maps.Equal(got, want) && active == 2
+	})
+
+	pings := make(chan pingStream, 1)
+	go func() { pings <- pingEvery(cl, "10.1.0.1", 800, 56, 10*time.Millisecond) }()
+	time.Sleep(2 * time.Second)
+	testenv.Exec(t, rt, "nft", "add table inet gucut")
+	testenv.Exec(t, rt, "nft", `add chain inet gucut cut { type filter hook forward priority 0; policy accept; }`)
+	testenv.Exec(t, rt, "nft", "add rule inet gucut cut ip daddr "+g1+" drop")
+	testenv.Exec(t, rt, "nft", "add rule inet gucut cut ip saddr "+g1+" drop")
+	r := <-pings
+	t.Logf("the gateway's first uplink cut under 100 pings/s: %d of 800 replies, longest gap between replies %v (%d pings in a row lost)",
+		r.received, r.longestGap.Round(time.Millisecond), r.longestLoss)
+	// 300 ms is the goal; 1 s leaves room for the shared test host.
+	if r.longestGap > time.Second || r.received < 700 {
+		t.Errorf("traffic stopped for %v (%d of 800 replies) when the gateway's first uplink failed:\n%s\nclient:\n%s\ngateway:\n%s",
+			r.longestGap, r.received, tail(r.out, 2000), tail(c.log.String(), 6000), tail(g.log.String(), 6000))
+	}
+	// IKE follows the traffic to the second address; the same IKE SA and
+	// inner address throughout, and the tunnel works on.
+	testenv.WaitUntil(t, 10*time.Second, "the gateway to see the client's IKE SA on its second address", func() bool {
+		gst := mifsecGatewayStatusOn(t, gwTUN)
+		return len(gst.Clients) == 1 && gst.Clients[0].Local == g2
+	})
+	if r := pingEvery(cl, "10.1.0.1", 100, 56, 10*time.Millisecond); r.received < 95 {
+		t.Errorf("after the move %d of 100 pings answered", r.received)
+	}
+	after := mustStatus(t, c)
+	if after.Session.IKESPIi != spiI || after.Session.Reconnects != 0 || !slices.Equal(after.Session.Addresses, inner) {
+		t.Errorf("IKE SA %s (reconnects %d, addresses %v), want %s with %v", after.Session.IKESPIi, after.Session.Reconnects,
+			after.Session.Addresses, spiI, inner)
+	}
+	if got := pairs(after); got[g1+":4500"] != "failed" || got[g2+":4500"] != "active" {
+		t.Errorf("client paths after the cut: %v, want the first address's failed", got)
 	}
 }
