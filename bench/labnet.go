@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,10 +31,32 @@ import (
 // client's default routes go through every uplink, the lowest metric
 // preferred, like a laptop's. The emulator of each uplink bridges two veth
 // ends inside its own namespace, so the client sees an ordinary interface.
+//
+// A scenario with gateway uplinks (a multihomed gateway) puts an ISP
+// router between the two hosts instead, and gives the gateway one address
+// per uplink of its own, each behind its own emulated link:
+//
+//	client ── eth0 ─[link0: emulator]─ up0 ── isp ─ gw0 ─[glink0: emulator]─ isp0 ── gateway ── lan0 ─── protected
+//	                                               └ gw1 ─[glink1: emulator]─ isp1 ──┘
+//
+// The client's uplink j has the transit subnet 10.(100+j).0.0/24 with the
+// ISP router at .1; the gateway's uplink k has 10.(120+k).0.0/24 with the
+// gateway at .1 (its address on that uplink) and the ISP router at .2.
+// The gateway's default route goes through its first uplink, and what it
+// sends from its address on another leaves through that one (a routing
+// rule per source address, as a multihomed host routes). The ISP router
+// reaches the protected network through the gateway's first uplink (the
+// route a tunnel-less peer, MPTCP, takes).
 type LabNet struct {
 	lab                        *Lab
 	Client, Gateway, Protected string
-	Uplinks                    []*LabUplink
+	gatewayUplinks             []*LabUplink // while building
+	// ISP is the router between the hosts when the gateway has uplinks of
+	// its own, else "".
+	ISP string
+	// Uplinks are the client's uplinks, then the gateway's
+	// (Scenario.links).
+	Uplinks []*LabUplink
 	// Dir is a private temporary directory for configuration files.
 	Dir string
 }
@@ -53,6 +76,9 @@ type LabUplink struct {
 	GatewayAddr netip.Addr
 	// GatewayIface is the gateway's interface towards this uplink.
 	GatewayIface string
+	// OfGateway: an uplink of the gateway's (its interface GatewayIface,
+	// its address GatewayAddr, the emulator's "a" side on the ISP router).
+	OfGateway bool
 
 	mu   sync.Mutex
 	link *linkemu.Link
@@ -76,16 +102,16 @@ const (
 
 // NewLabNet builds the topology of the scenario's uplinks; label names its
 // namespaces (<prefix><owner>-<label>-client, -gw, -net, -link0, ...).
-func (l *Lab) NewLabNet(ctx context.Context, label string, uplinks []UplinkSpec) (*LabNet, error) {
+func (l *Lab) NewLabNet(ctx context.Context, label string, sc *Scenario) (*LabNet, error) {
 	n := &LabNet{lab: l}
-	if err := n.build(ctx, label, uplinks); err != nil {
+	if err := n.build(ctx, label, sc.Uplinks, sc.GatewayUplinks); err != nil {
 		return nil, errors.Join(err, n.Close())
 	}
 	return n, nil
 }
 
-func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec) error {
-	for _, u := range uplinks {
+func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplinks []UplinkSpec) error {
+	for _, u := range append(slices.Clone(uplinks), gatewayUplinks...) {
 		if _, err := exec.LookPath("nft"); err != nil && u.NAT {
 			return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
 		}
@@ -129,6 +155,28 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks []UplinkSpec) 
 	if _, err := runCommand(ctx, "ip", "-n", n.Protected, "route", "add", "default", "via", labGatewayLAN.String()); err != nil {
 		return fmt.Errorf("protected network: %w", err)
 	}
+	if len(gatewayUplinks) > 0 {
+		// The gateway's uplinks first: the client's reach its address.
+		if n.ISP, err = l.addNamespace(ctx, label+"-isp"); err != nil {
+			return err
+		}
+		if err := n.sysctls(ctx, n.ISP, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+			return err
+		}
+		for k, spec := range gatewayUplinks {
+			u, err := n.buildGatewayUplink(ctx, label, k, spec)
+			if u != nil {
+				n.gatewayUplinks = append(n.gatewayUplinks, u)
+			}
+			if err != nil {
+				return fmt.Errorf("gateway uplink %s: %w", spec.Name, err)
+			}
+		}
+		if _, err := runCommand(ctx, "ip", "-n", n.ISP, "route", "add", labProtectedNet.String(), "via", n.gatewayUplinks[0].GatewayAddr.String()); err != nil {
+			return fmt.Errorf("ISP router: route to the protected network: %w", err)
+		}
+	}
+	defer func() { n.Uplinks = append(n.Uplinks, n.gatewayUplinks...) }()
 	for i, spec := range uplinks {
 		u, err := n.buildUplink(ctx, label, i, spec)
 		if u != nil {
@@ -146,6 +194,13 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 	u := &LabUplink{Spec: spec, GatewayIface: "up" + strconv.Itoa(i)}
 	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(100 + i), 0, host}) }
 	u.GatewayAddr = transit(1)
+	// far is the host at the uplink's end: the gateway, or the ISP router
+	// in front of a multihomed gateway (whose primary address the client
+	// then talks to).
+	far := n.Gateway
+	if n.ISP != "" {
+		far = n.ISP
+	}
 	var err error
 	if u.LinkNS, err = l.addNamespace(ctx, fmt.Sprintf("%s-link%d", label, i)); err != nil {
 		return u, err
@@ -175,7 +230,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 		if err := n.address(ctx, u.RouterNS, "lan", netip.PrefixFrom(private(1), 24)); err != nil {
 			return u, err
 		}
-		if err := n.veth(ctx, u.RouterNS, "wan", n.Gateway, u.GatewayIface); err != nil {
+		if err := n.veth(ctx, u.RouterNS, "wan", far, u.GatewayIface); err != nil {
 			return u, err
 		}
 		if err := n.address(ctx, u.RouterNS, "wan", netip.PrefixFrom(transit(2), 24)); err != nil {
@@ -191,18 +246,21 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 			}
 		}
 	} else {
-		if err := n.veth(ctx, u.LinkNS, linkIfB, n.Gateway, u.GatewayIface); err != nil {
+		if err := n.veth(ctx, u.LinkNS, linkIfB, far, u.GatewayIface); err != nil {
 			return u, err
 		}
 		u.ClientAddr, u.NextHop = netip.PrefixFrom(transit(2), 24), u.GatewayAddr
 	}
-	if err := n.address(ctx, n.Gateway, u.GatewayIface, netip.PrefixFrom(u.GatewayAddr, 24)); err != nil {
+	if err := n.address(ctx, far, u.GatewayIface, netip.PrefixFrom(u.GatewayAddr, 24)); err != nil {
 		return u, err
 	}
+	if n.ISP != "" {
+		u.GatewayAddr = n.gatewayUplinks[0].GatewayAddr
+	}
 	if u.RouterNS != "" && !spec.NAT {
-		// A plain router: the gateway reaches the client's subnet
-		// through it.
-		if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "route", "add", u.ClientAddr.Masked().String(), "via", transit(2).String()); err != nil {
+		// A plain router: the gateway (or the ISP) reaches the client's
+		// subnet through it.
+		if _, err := runCommand(ctx, "ip", "-n", far, "route", "add", u.ClientAddr.Masked().String(), "via", transit(2).String()); err != nil {
 			return u, fmt.Errorf("route to the client's subnet: %w", err)
 		}
 	}
@@ -222,7 +280,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 		// ISP's shaper is; else on the two hosts' own interfaces, where the
 		// sending host's TCP stack feels the queue directly (TCP small
 		// queues) while a tunnel's UDP does not.
-		ends := []struct{ ns, dev string }{{n.Client, spec.Name}, {n.Gateway, u.GatewayIface}}
+		ends := []struct{ ns, dev string }{{n.Client, spec.Name}, {far, u.GatewayIface}}
 		if u.RouterNS != "" {
 			ends = []struct{ ns, dev string }{{u.RouterNS, "wan"}, {u.RouterNS, "lan"}}
 		}
@@ -239,6 +297,78 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 	}
 	u.link = link
 	return u, nil
+}
+
+// buildGatewayUplink builds the gateway's uplink k: its interface
+// spec.Name with the address 10.(120+k).0.1/24, an emulated link (its "a"
+// side on the ISP router, so that up is towards the gateway as on the
+// client's uplinks) and the ISP router's end at .2.
+func (n *LabNet) buildGatewayUplink(ctx context.Context, label string, k int, spec UplinkSpec) (*LabUplink, error) {
+	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(120 + k), 0, host}) }
+	u := &LabUplink{Spec: spec, GatewayIface: spec.Name, GatewayAddr: transit(1), NextHop: transit(2), OfGateway: true}
+	var err error
+	if u.LinkNS, err = n.lab.addNamespace(ctx, fmt.Sprintf("%s-glink%d", label, k)); err != nil {
+		return u, err
+	}
+	if err := n.sysctls(ctx, u.LinkNS, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+		return u, err
+	}
+	ispIface := "gw" + strconv.Itoa(k)
+	if err := n.veth(ctx, n.ISP, ispIface, u.LinkNS, linkIfA); err != nil {
+		return u, err
+	}
+	if err := n.veth(ctx, u.LinkNS, linkIfB, n.Gateway, u.GatewayIface); err != nil {
+		return u, err
+	}
+	if err := n.address(ctx, n.ISP, ispIface, netip.PrefixFrom(transit(2), 24)); err != nil {
+		return u, err
+	}
+	if err := n.address(ctx, n.Gateway, u.GatewayIface, netip.PrefixFrom(u.GatewayAddr, 24)); err != nil {
+		return u, err
+	}
+	for _, iface := range []string{linkIfA, linkIfB} {
+		if _, err := runCommand(ctx, "ip", "-n", u.LinkNS, "link", "set", iface, "up"); err != nil {
+			return u, fmt.Errorf("link namespace: %w", err)
+		}
+	}
+	table := strconv.Itoa(100 + k)
+	if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "rule", "add", "from", u.GatewayAddr.String(), "table", table); err != nil {
+		return u, fmt.Errorf("routing rule for %s: %w", u.GatewayAddr, err)
+	}
+	if err := n.gatewayRoutes(ctx, u, k); err != nil {
+		return u, err
+	}
+	if spec.TBF != nil {
+		for _, end := range []struct{ ns, dev string }{{n.ISP, ispIface}, {n.Gateway, u.GatewayIface}} {
+			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, spec.TBF.tcArgs()...)
+			if _, err := runCommand(ctx, "tc", args...); err != nil {
+				return u, fmt.Errorf("token bucket shaper: %w", err)
+			}
+		}
+	}
+	link, err := linkemu.Start(u.LinkNS, linkIfA, linkIfB, spec.Shapes())
+	if err != nil {
+		return u, fmt.Errorf("start the link emulator: %w", err)
+	}
+	u.link = link
+	return u, nil
+}
+
+// gatewayRoutes (re)installs the routes of the gateway's uplink u (its
+// k-th): what leaves from its address goes through it, and the first one
+// carries the gateway's default route. The kernel removes them when the
+// interface goes down.
+func (n *LabNet) gatewayRoutes(ctx context.Context, u *LabUplink, k int) error {
+	if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "route", "replace", "default", "via", u.NextHop.String(),
+		"dev", u.GatewayIface, "table", strconv.Itoa(100+k)); err != nil {
+		return fmt.Errorf("route of the gateway's uplink %s: %w", u.Spec.Name, err)
+	}
+	if k == 0 {
+		if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "route", "replace", "default", "via", u.NextHop.String(), "dev", u.GatewayIface); err != nil {
+			return fmt.Errorf("the gateway's default route: %w", err)
+		}
+	}
+	return nil
 }
 
 // addDefaultRoute (re)installs the client's default route through the
@@ -305,13 +435,22 @@ func (n *LabNet) StartTraces(at time.Time) {
 
 // apply carries out a scenario event on this uplink.
 func (n *LabNet) apply(ctx context.Context, u *LabUplink, e EventSpec) error {
-	switch e.Action {
-	case ActionUnplug:
+	switch {
+	case u.OfGateway && (e.Action == ActionUnplug || e.Action == ActionPlug):
+		state := map[string]string{ActionUnplug: "down", ActionPlug: "up"}[e.Action]
+		if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "link", "set", u.GatewayIface, state); err != nil {
+			return fmt.Errorf("%s the gateway's %s: %w", e.Action, u.Spec.Name, err)
+		}
+		if e.Action == ActionPlug {
+			return n.gatewayRoutes(ctx, u, slices.Index(n.Uplinks, u)-n.clientUplinks())
+		}
+		return nil
+	case e.Action == ActionUnplug:
 		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "down"); err != nil {
 			return fmt.Errorf("unplug %s: %w", u.Spec.Name, err)
 		}
 		return nil
-	case ActionPlug:
+	case e.Action == ActionPlug:
 		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "up"); err != nil {
 			return fmt.Errorf("plug %s in: %w", u.Spec.Name, err)
 		}
@@ -355,7 +494,7 @@ func (n *LabNet) Close() error {
 	for _, u := range n.Uplinks {
 		namespaces = append(namespaces, u.LinkNS, u.RouterNS)
 	}
-	namespaces = append(namespaces, n.Client, n.Gateway, n.Protected)
+	namespaces = append(namespaces, n.Client, n.Gateway, n.Protected, n.ISP)
 	for _, ns := range namespaces {
 		if ns != "" {
 			errs = append(errs, n.lab.removeNamespace(ns))
@@ -390,6 +529,20 @@ func (n *LabNet) processLogs() map[string]string {
 		}
 	}
 	return logs
+}
+
+// clientUplinks is how many of Uplinks are the client's.
+func (n *LabNet) clientUplinks() int {
+	return len(n.Uplinks) - len(n.GatewayUplinks())
+}
+
+// GatewayUplinks are the gateway's own uplinks (the last of Uplinks).
+func (n *LabNet) GatewayUplinks() []*LabUplink {
+	i := slices.IndexFunc(n.Uplinks, func(u *LabUplink) bool { return u.OfGateway })
+	if i < 0 {
+		return nil
+	}
+	return n.Uplinks[i:]
 }
 
 // uplink returns the named uplink.

@@ -190,8 +190,18 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 	if err := os.WriteFile(pskFile, []byte(psk+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write the PSK: %w", err)
 	}
+	// Every address of the gateway's own uplinks is named, so that it
+	// announces them to the client (the wildcard's are not announced).
+	listen := "0.0.0.0"
+	if gws := n.GatewayUplinks(); len(gws) > 0 {
+		var addrs []string
+		for _, u := range gws {
+			addrs = append(addrs, u.GatewayAddr.String())
+		}
+		listen = strings.Join(addrs, ",")
+	}
 	gwArgs := []string{p.binary, "gateway",
-		"--listen", "0.0.0.0", "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
+		"--listen", listen, "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--pool", mifsecIKEPool, "--local-ts", labProtectedNet.String(),
 		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN}
 	if sc.Client.Policy != "" && p.only == "" {

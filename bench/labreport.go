@@ -45,8 +45,11 @@ type UplinkInfo struct {
 	Kind   string `json:"kind"`
 	Metric int    `json:"metric"`
 	NAT    bool   `json:"nat"`
-	Up     string `json:"up"`
-	Down   string `json:"down"`
+	// Gateway marks an uplink of the gateway's (its up is towards the
+	// gateway too).
+	Gateway bool   `json:"gateway,omitempty"`
+	Up      string `json:"up"`
+	Down    string `json:"down"`
 }
 
 // EventInfo is one event of the timeline.
@@ -221,9 +224,9 @@ func newScenarioReport(sc *Scenario) *ScenarioReport {
 		Machine: machineInfo(), ClientInterface: sc.Client.Interface, Notes: sc.Notes,
 		Directions: sc.directions(), TCPCongestion: sc.TCPCongestion,
 	}
-	for _, u := range sc.Uplinks {
+	for i, u := range sc.links() {
 		cfg := u.Shapes()
-		r.Uplinks = append(r.Uplinks, UplinkInfo{Name: u.Name, Kind: u.Kind, Metric: u.Metric, NAT: u.NAT,
+		r.Uplinks = append(r.Uplinks, UplinkInfo{Name: u.Name, Kind: u.Kind, Metric: u.Metric, NAT: u.NAT, Gateway: sc.isGatewayLink(i),
 			Up: describeShape(cfg.AtoB), Down: describeShape(cfg.BtoA)})
 	}
 	for _, e := range sc.Events {
@@ -421,10 +424,13 @@ func (p *PeerRun) summarize(sc *Scenario) {
 	bounds := phaseBounds(sc)
 	p.Paths = nil
 	total := PathSummary{Uplink: "total"}
-	for i, u := range sc.Uplinks {
+	for i, u := range sc.links() {
 		path := summarizePath(p.Samples, i, bounds)
 		path.Uplink, path.Kind = u.Name, u.Kind
 		p.Paths = append(p.Paths, path)
+		if sc.isGatewayLink(i) {
+			continue // the client's uplinks carried the same traffic
+		}
 		total.UpMbps += path.UpMbps
 		total.DownMbps += path.DownMbps
 		total.UpBytes += path.UpBytes

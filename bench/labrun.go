@@ -154,7 +154,7 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 	}
 	fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
 	setupStart := time.Now()
-	n, err := lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc.Uplinks)
+	n, err := lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
 	if err != nil {
 		return err
 	}

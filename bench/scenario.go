@@ -32,10 +32,17 @@ type Scenario struct {
 	Summary     string `yaml:"summary"`
 	Description string `yaml:"description"`
 	// Duration is how long the traffic runs; events happen within it.
-	Duration Duration      `yaml:"duration"`
-	Uplinks  []UplinkSpec  `yaml:"uplinks"`
-	Events   []EventSpec   `yaml:"events"`
-	Traffic  []TrafficSpec `yaml:"traffic"`
+	Duration Duration     `yaml:"duration"`
+	Uplinks  []UplinkSpec `yaml:"uplinks"`
+	// GatewayUplinks, when given, are the gateway's own uplinks, each with
+	// its own emulated link to an ISP router that the client's uplinks
+	// reach too (LabNet): a multihomed gateway. The first is its primary
+	// address, the one clients connect to; events and reports name them
+	// like the client's uplinks. Only link, up, down and tbf apply (no
+	// nat, router or metric: the gateway routes by source address).
+	GatewayUplinks []UplinkSpec  `yaml:"gateway_uplinks"`
+	Events         []EventSpec   `yaml:"events"`
+	Traffic        []TrafficSpec `yaml:"traffic"`
 	// TCPCongestion is the congestion control of every TCP (and MPTCP)
 	// flow of the scenario, on both ends: cubic (the default: what
 	// Linux, Windows and macOS hosts run unless told otherwise) or any
@@ -557,45 +564,92 @@ func (s *Scenario) normalize() error {
 // isUplink reports whether name is one of the scenario's uplinks.
 func (s *Scenario) isUplink(name string) bool { return s.uplinkIndex(name) >= 0 }
 
-// normalizeUplinks checks the uplinks, gives each a metric (100 per
-// position) and kind by default, and loads their traces.
+// links returns every emulated link of the scenario: the client's
+// uplinks, then the gateway's. Events, samples and reports index them in
+// this order.
+func (s *Scenario) links() []UplinkSpec {
+	return append(slices.Clone(s.Uplinks), s.GatewayUplinks...)
+}
+
+// isGatewayLink reports whether link i of links() is one of the gateway's.
+func (s *Scenario) isGatewayLink(i int) bool { return i >= len(s.Uplinks) }
+
+// normalizeUplinks checks the uplinks (the client's and the gateway's),
+// gives each a metric (100 per position) and kind by default, and loads
+// their traces.
 func (s *Scenario) normalizeUplinks() error {
+	if len(s.GatewayUplinks) > maxUplinks {
+		return fmt.Errorf("gateway_uplinks: %d given, at most %d", len(s.GatewayUplinks), maxUplinks)
+	}
+	for i := range s.GatewayUplinks {
+		u := &s.GatewayUplinks[i]
+		field := fmt.Sprintf("gateway_uplinks[%d]", i)
+		switch {
+		case u.NAT || u.Router:
+			return fmt.Errorf("%s: nat and router are for the client's uplinks (the gateway's sit on the ISP router)", field)
+		case u.Metric != 0:
+			return fmt.Errorf("%s.metric: the gateway's uplinks are used in their order (the first is its primary address)", field)
+		}
+		if err := s.normalizeUplink(field, len(s.Uplinks)+i, u); err != nil {
+			return err
+		}
+	}
 	for i := range s.Uplinks {
-		u := &s.Uplinks[i]
-		field := fmt.Sprintf("uplinks[%d]", i)
-		if err := validInterfaceName(u.Name); err != nil {
-			return fmt.Errorf("%s.name: %w", field, err)
-		}
-		if s.uplinkIndex(u.Name) < i {
-			return fmt.Errorf("%s.name: %q is used twice", field, u.Name)
-		}
-		if u.Metric == 0 {
-			u.Metric = 100 * (i + 1)
-		}
-		if u.Metric < 0 {
-			return fmt.Errorf("%s.metric: %d is negative", field, u.Metric)
-		}
-		if u.Kind == "" {
-			u.Kind = "link"
-		}
-		for dir, spec := range map[string]*LinkSpec{"link": &u.Link, "up": u.Up, "down": u.Down} {
-			if spec == nil {
-				continue
-			}
-			if err := spec.validate(dir == "link"); err != nil {
-				return fmt.Errorf("%s.%s: %w", field, dir, err)
-			}
-		}
-		if err := s.loadTraces(u); err != nil {
-			return fmt.Errorf("%s.link.%w", field, err)
-		}
-		if u.TBF != nil {
-			if err := u.TBF.validate(); err != nil {
-				return fmt.Errorf("%s.tbf: %w", field, err)
-			}
+		if err := s.normalizeUplink(fmt.Sprintf("uplinks[%d]", i), i, &s.Uplinks[i]); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// normalizeUplink checks link i of links(), u, named field in errors.
+func (s *Scenario) normalizeUplink(field string, i int, u *UplinkSpec) error {
+	if err := validInterfaceName(u.Name); err != nil {
+		return fmt.Errorf("%s.name: %w", field, err)
+	}
+	if s.uplinkIndex(u.Name) < i {
+		return fmt.Errorf("%s.name: %q is used twice", field, u.Name)
+	}
+	if u.Metric == 0 && !s.isGatewayLink(i) {
+		u.Metric = 100 * (i + 1)
+	}
+	if u.Metric < 0 {
+		return fmt.Errorf("%s.metric: %d is negative", field, u.Metric)
+	}
+	if u.Kind == "" {
+		u.Kind = "link"
+	}
+	for dir, spec := range map[string]*LinkSpec{"link": &u.Link, "up": u.Up, "down": u.Down} {
+		if spec == nil {
+			continue
+		}
+		if err := spec.validate(dir == "link"); err != nil {
+			return fmt.Errorf("%s.%s: %w", field, dir, err)
+		}
+	}
+	if err := s.loadTraces(u); err != nil {
+		return fmt.Errorf("%s.link.%w", field, err)
+	}
+	if u.TBF != nil {
+		if err := u.TBF.validate(); err != nil {
+			return fmt.Errorf("%s.tbf: %w", field, err)
+		}
+	}
+	return nil
+}
+
+// isClientUplink reports whether name is one of the client's uplinks.
+func (s *Scenario) isClientUplink(name string) bool {
+	return slices.ContainsFunc(s.Uplinks, func(u UplinkSpec) bool { return u.Name == name })
+}
+
+// linkNames lists every link's name (links()).
+func (s *Scenario) linkNames() []string {
+	var names []string
+	for _, u := range s.links() {
+		names = append(names, u.Name)
+	}
+	return names
 }
 
 // normalizeEvents checks each event against the uplinks and its action.
@@ -607,7 +661,7 @@ func (s *Scenario) normalizeEvents() error {
 			return fmt.Errorf("%s.at: %s is after the end of the scenario (%s)", field, e.At, s.Duration)
 		}
 		if !s.isUplink(e.Uplink) {
-			return fmt.Errorf("%s.uplink: %q is not an uplink (have %s)", field, e.Uplink, strings.Join(s.UplinkNames(), ", "))
+			return fmt.Errorf("%s.uplink: %q is not an uplink (have %s)", field, e.Uplink, strings.Join(s.linkNames(), ", "))
 		}
 		switch e.Action {
 		case ActionDown, ActionUp, ActionUnplug, ActionPlug:
@@ -642,11 +696,12 @@ func (s *Scenario) normalizeEvents() error {
 // would be asked to do, at the start and after every event, is valid.
 func (s *Scenario) validateShapes() error {
 	sort.SliceStable(s.Events, func(i, j int) bool { return s.Events[i].At < s.Events[j].At })
-	configs := make([]linkemu.Config, len(s.Uplinks))
-	for i, u := range s.Uplinks {
+	links := s.links()
+	configs := make([]linkemu.Config, len(links))
+	for i, u := range links {
 		configs[i] = u.Shapes()
 		if err := configs[i].Validate(); err != nil {
-			return fmt.Errorf("uplinks[%d] (%s): %w", i, u.Name, err)
+			return fmt.Errorf("uplink %s: %w", u.Name, err)
 		}
 	}
 	for _, e := range s.Events {
@@ -755,8 +810,8 @@ func (s *Scenario) normalizePeers() error {
 	seen := map[string]bool{}
 	for i, p := range s.Peers {
 		if uplink, ok := strings.CutPrefix(p, SingleLinkPrefix); ok {
-			if !s.isUplink(uplink) {
-				return fmt.Errorf("peers[%d]: %q: %q is not an uplink (have %s)", i, p, uplink, strings.Join(s.UplinkNames(), ", "))
+			if !s.isClientUplink(uplink) {
+				return fmt.Errorf("peers[%d]: %q: %q is not an uplink of the client (have %s)", i, p, uplink, strings.Join(s.UplinkNames(), ", "))
 			}
 		} else if !slices.Contains(LabPeerNames, p) {
 			return fmt.Errorf("peers[%d]: unknown peer %q (known: %s, and %sUPLINK)", i, p, strings.Join(LabPeerNames, ", "), SingleLinkPrefix)
@@ -774,15 +829,15 @@ func (s *Scenario) normalizePeers() error {
 func (s *Scenario) normalizeClient() error {
 	if s.Client.Interface == "" {
 		s.Client.Interface = s.preferredUplink()
-	} else if !s.isUplink(s.Client.Interface) {
-		return fmt.Errorf("client.interface: %q is not an uplink (have %s)", s.Client.Interface, strings.Join(s.UplinkNames(), ", "))
+	} else if !s.isClientUplink(s.Client.Interface) {
+		return fmt.Errorf("client.interface: %q is not an uplink of the client (have %s)", s.Client.Interface, strings.Join(s.UplinkNames(), ", "))
 	}
 	if s.Client.RetransmitTries < 0 {
 		return fmt.Errorf("client.retransmit_tries: %d is negative", s.Client.RetransmitTries)
 	}
 	for i, name := range s.Client.Interfaces {
-		if !s.isUplink(name) {
-			return fmt.Errorf("client.interfaces[%d]: %q is not an uplink (have %s)", i, name, strings.Join(s.UplinkNames(), ", "))
+		if !s.isClientUplink(name) {
+			return fmt.Errorf("client.interfaces[%d]: %q is not an uplink of the client (have %s)", i, name, strings.Join(s.UplinkNames(), ", "))
 		}
 	}
 	switch s.Client.Policy {
@@ -838,7 +893,7 @@ func (s *Scenario) SetDuration(d time.Duration) error {
 	return s.normalize()
 }
 
-// UplinkNames lists the uplinks' interface names in order.
+// UplinkNames lists the client's uplinks' interface names in order.
 func (s *Scenario) UplinkNames() []string {
 	var names []string
 	for _, u := range s.Uplinks {
@@ -858,9 +913,9 @@ func (s *Scenario) preferredUplink() string {
 	return s.Uplinks[best].Name
 }
 
-// uplinkIndex returns the position of the named uplink, or -1.
+// uplinkIndex returns the position of the named uplink in links(), or -1.
 func (s *Scenario) uplinkIndex(name string) int {
-	return slices.IndexFunc(s.Uplinks, func(u UplinkSpec) bool { return u.Name == name })
+	return slices.IndexFunc(s.links(), func(u UplinkSpec) bool { return u.Name == name })
 }
 
 // validInterfaceName checks a Linux interface name.

@@ -156,6 +156,11 @@ func TestParseScenarioErrors(t *testing.T) {
 		{"client interfaces unknown", replace("traffic:", "client: {interfaces: [wlan0, eth1]}\ntraffic:"), `client.interfaces[1]: "eth1"`},
 		{"unknown policy", replace("traffic:", "client: {interfaces: [wlan0, wwan0], policy: bonding}\ntraffic:"), `"bonding" is not a policy`},
 		{"policy on one interface", replace("traffic:", "client: {policy: offload}\ntraffic:"), "needs client.interfaces"},
+		{"gateway uplink with nat", replace("events:", "gateway_uplinks:\n  - {name: isp0, nat: true, link: {rate: 50Mbit}}\nevents:"), "gateway_uplinks[0]: nat and router"},
+		{"gateway uplink with metric", replace("events:", "gateway_uplinks:\n  - {name: isp0, metric: 5, link: {rate: 50Mbit}}\nevents:"), "gateway_uplinks[0].metric"},
+		{"gateway uplink named like the client's", replace("events:", "gateway_uplinks:\n  - {name: wlan0, link: {rate: 50Mbit}}\nevents:"), "used twice"},
+		{"client on a gateway uplink", replace("events:", "gateway_uplinks:\n  - {name: isp0, link: {rate: 50Mbit}}\nevents:") + "client: {interface: isp0}\n",
+			`client.interface: "isp0" is not an uplink of the client`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -253,6 +258,40 @@ func TestLoadScenarioFile(t *testing.T) {
 	}
 	if _, err := LoadScenario(path); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("a bad file's error %v should name the file", err)
+	}
+}
+
+// TestGatewayUplinks: the gateway's uplinks follow the client's in the
+// links events, samples and reports index, and are events' targets too.
+func TestGatewayUplinks(t *testing.T) {
+	yaml := strings.Replace(validScenario, "events:", `gateway_uplinks:
+  - {name: isp0, link: {rate: 50Mbit, delay: 10ms}}
+  - {name: isp1, link: {rate: 50Mbit, delay: 20ms}, tbf: {rate: 50Mbit, burst: 64KiB, latency: 50ms}}
+events:
+  - {at: 5s, uplink: isp0, action: down}`, 1)
+	s, err := ParseScenario(strings.NewReader(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.linkNames(); !slices.Equal(got, []string{"wlan0", "wwan0", "isp0", "isp1"}) {
+		t.Fatalf("links %v", got)
+	}
+	if got := s.UplinkNames(); !slices.Equal(got, []string{"wlan0", "wwan0"}) {
+		t.Errorf("the client's uplinks %v", got)
+	}
+	if i := s.uplinkIndex("isp1"); i != 3 || !s.isGatewayLink(i) || s.isGatewayLink(1) {
+		t.Errorf("isp1 at %d, gateway link: %v", i, s.isGatewayLink(i))
+	}
+	if s.GatewayUplinks[0].Metric != 0 || s.Uplinks[1].Metric != 200 {
+		t.Errorf("metrics: gateway %d, client %d", s.GatewayUplinks[0].Metric, s.Uplinks[1].Metric)
+	}
+	r := newScenarioReport(s)
+	if len(r.Uplinks) != 4 || r.Uplinks[1].Gateway || !r.Uplinks[2].Gateway {
+		t.Errorf("report uplinks %+v", r.Uplinks)
+	}
+	// Normalizing again (SetDuration) keeps it valid.
+	if err := s.SetDuration(20 * time.Second); err != nil {
+		t.Fatalf("SetDuration: %v", err)
 	}
 }
 

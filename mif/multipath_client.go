@@ -15,11 +15,11 @@ import (
 // Multipath on the client: with ClientConfig.Interfaces, a policy other
 // than single and a gateway that negotiated the MIF extension, every path
 // of the pathSet is a path of one peerPaths (scheduler path ID = engine
-// path ID, tier = the interface's priority), whose group carries the Child
-// SA's routes. IKE still runs on one path (the active one, moved with
-// MOBIKE as in path_client.go); every other path is announced to the
-// gateway with MIF_PATH_ADD, sent from that path, so that the gateway
-// probes and schedules its downlink over it too.
+// path ID, tier from the interface's priority: gatewayPath.tier), whose
+// group carries the Child SA's routes. IKE still runs on one path (the
+// active one, moved with MOBIKE as in path_client.go); every other path is
+// announced to the gateway with MIF_PATH_ADD, sent from that path, so that
+// the gateway probes and schedules its downlink over it too.
 //
 // The ESP leaves a failing path by the scheduler's own failure detection
 // (missing probe replies), without waiting for IKE; IKE follows to a
@@ -190,6 +190,12 @@ func (c *Client) member(gp gatewayPath) (dataplane.GroupMember, error) {
 	return dataplane.GroupMember{Path: gp.path.ID, Remote: ep}, nil
 }
 
+// tier is gp's scheduling tier: its interface's priority, and within it
+// the gateway addresses in their order, so that offload keeps to the
+// configured address while it works and a backup uplink of the gateway
+// ranks below it (aggregate and redundant use every verified pair).
+func (gp gatewayPath) tier() int { return gp.path.Priority*maxGatewayAddrs + gp.k }
+
 // key is what gp is added and announced with.
 func (gp gatewayPath) key() memberKey {
 	return memberKey{engine: gp.path.ID, gen: gp.path.Gen, gw: gp.gw}
@@ -334,7 +340,7 @@ func (c *Client) syncMultipath() {
 		}
 		m, err := c.member(gp)
 		if err == nil {
-			err = pp.AddPath(gp.id, kindOf(pathKind(gp.path.Kind)), gp.path.Priority, m)
+			err = pp.AddPath(gp.id, kindOf(pathKind(gp.path.Kind)), gp.tier(), m)
 		}
 		if err != nil {
 			c.log.Warn("scheduling a path", "interface", gp.path.Name, "gateway", gp.gw, "err", err)
@@ -440,7 +446,7 @@ func (c *Client) announcePaths(ctx context.Context) {
 			}
 			p := gp.path
 			actx, cancel := context.WithTimeout(ctx, announceTimeout)
-			err := c.session.AddPath(actx, gp.ikePath(), mifPathID(id), pathKind(p.Kind), uint8(min(max(p.Priority, 0), 255)))
+			err := c.session.AddPath(actx, gp.ikePath(), mifPathID(id), pathKind(p.Kind), uint8(min(max(gp.tier(), 0), 255)))
 			cancel()
 			switch {
 			case err == nil:
