@@ -753,6 +753,7 @@ func (s *Session) mobilityReply(sa *ikeSA, req []Payload) []Payload {
 // clientMobility is a gateway's MOBIKE and MIF state of one client.
 type clientMobility struct {
 	mobike, mif bool
+	announce    bool // the gateway's addresses changed since the client was told
 	addrs       []netip.Addr // its ADDITIONAL_* addresses
 	paths       []PathInfo   // MIF paths, by ID
 	moves       int
@@ -827,6 +828,57 @@ func (r *Responder) nextRoutabilityCheck(c *rClient) {
 	}
 }
 
+// AnnounceAddresses tells every MOBIKE client the gateway's addresses
+// anew (RFC 4555 §3.6), for a gateway whose addresses changed: an
+// INFORMATIONAL request with ADDITIONAL_IP4/6_ADDRESS, or
+// NO_ADDITIONAL_ADDRESSES, as AdditionalAddressesFor says when it is sent.
+// A client with a request of the gateway outstanding is told once that
+// one is answered.
+func (r *Responder) AnnounceAddresses(ctx context.Context) error {
+	if !r.do(ctx, func() {
+		for _, c := range r.clients {
+			if c.mob.mobike {
+				c.mob.announce = true
+				r.nextAnnouncement(c)
+			}
+		}
+	}) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// additionalAddressesOf are the addresses a client that talks to the
+// gateway's local may also use.
+func (r *Responder) additionalAddressesOf(c *rClient) []netip.Addr {
+	if r.cfg.AdditionalAddressesFor != nil {
+		return r.cfg.AdditionalAddressesFor(c.Local)
+	}
+	return r.cfg.AdditionalAddresses
+}
+
+// nextAnnouncement sends c the gateway's addresses if they changed since
+// it was last told and nothing else of the gateway's is outstanding.
+func (r *Responder) nextAnnouncement(c *rClient) {
+	if !c.mob.announce || c.pending != nil || c.sa == nil {
+		return
+	}
+	c.mob.announce = false
+	addrs := r.additionalAddressesOf(c)
+	err := r.request(c, INFORMATIONAL, addressNotifies(addrs), func(reply []Payload) {
+		if reply == nil {
+			r.log.Info("client did not answer the gateway's new addresses", "id", c.ID)
+		}
+		r.nextRoutabilityCheck(c)
+		r.nextAnnouncement(c)
+	})
+	if err != nil {
+		r.log.Debug("announcing the gateway's addresses", "id", c.ID, "err", err)
+		return
+	}
+	r.log.Debug("told a client the gateway's addresses", "id", c.ID, "addresses", addrs)
+}
+
 func (m *clientMobility) status() ClientMobility {
 	st := ClientMobility{MOBIKE: m.mobike, MIF: m.mif, Moves: m.moves}
 	for _, a := range m.addrs {
@@ -852,11 +904,7 @@ func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
 	if !r.cfg.DisableMOBIKE && FindNotify(req, MOBIKE_SUPPORTED) != nil {
 		c.mob.mobike = true
 		reply = append(reply, &Notify{NotifyType: MOBIKE_SUPPORTED})
-		addrs := r.cfg.AdditionalAddresses
-		if r.cfg.AdditionalAddressesFor != nil {
-			addrs = r.cfg.AdditionalAddressesFor(c.Local)
-		}
-		reply = append(reply, addressNotifies(addrs)...)
+		reply = append(reply, addressNotifies(r.additionalAddressesOf(c))...)
 		c.mob.addrs, _, _ = additionalAddresses(req)
 	}
 	if !r.cfg.DisableMIF && peerMIF(req) {

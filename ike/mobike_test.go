@@ -270,6 +270,34 @@ func TestMOBIKEAddressesPerClient(t *testing.T) {
 	}
 }
 
+// TestMOBIKEAnnounceAddresses: when the gateway's addresses change it
+// tells its MOBIKE clients the new list in an INFORMATIONAL request (RFC
+// 4555 §3.6), NO_ADDITIONAL_ADDRESSES when none is left.
+func TestMOBIKEAnnounceAddresses(t *testing.T) {
+	var mu sync.Mutex
+	addrs := []netip.Addr{netip.MustParseAddr("203.0.113.7")}
+	gcfg := ResponderConfig{MobilityConfig: MobilityConfig{AdditionalAddressesFor: func(netip.Addr) []netip.Addr {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(addrs)
+	}}}
+	rg := newRig(t, gcfg, SessionConfig{})
+	for _, want := range [][]string{{"203.0.113.7", "198.51.100.77"}, nil} {
+		mu.Lock()
+		addrs = nil
+		for _, a := range want {
+			addrs = append(addrs, netip.MustParseAddr(a))
+		}
+		mu.Unlock()
+		if err := rg.w.r.AnnounceAddresses(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitUntil(t, 5*time.Second, fmt.Sprintf("the client to learn the gateway's addresses %v", want), func() bool {
+			return slices.Equal(rg.s.Status().GatewayAddresses, want)
+		})
+	}
+}
+
 func TestMOBIKEUpdateAddresses(t *testing.T) {
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
 	before := rg.s.Status()

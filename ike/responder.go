@@ -504,6 +504,7 @@ func (r *Responder) tick() {
 			r.transmit(p.sa, local, to, p.datagrams)
 		}
 		r.nextRoutabilityCheck(c)
+		r.nextAnnouncement(c)
 		r.expireOldChildren(c, now)
 		r.rekeyWhenDue(c, now) // responder_rekey.go
 		r.checkLiveness(c, now)

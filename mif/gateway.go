@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,10 +15,9 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 )
@@ -29,7 +27,8 @@ type GatewayConfig struct {
 	Responder ike.ResponderConfig
 	// Listen are the addresses the IKE (500) and NAT-T (4500) sockets
 	// bind to, a pair per address; the unspecified address listens on
-	// every address of its family. Empty means 0.0.0.0.
+	// every address of its family. Empty means 0.0.0.0, unless
+	// Interfaces are given.
 	//
 	// The unspecified address also gets a pair of its own on each
 	// address of its family the host has at start (impliedListen): a
@@ -41,7 +40,12 @@ type GatewayConfig struct {
 	// and a bound socket answers from its address. The wildcard pair
 	// still serves addresses that appear later.
 	Listen []netip.Addr
-	TUN    tun.Config
+	// Interfaces, when set, are the gateway's uplinks (name globs): each
+	// address of a matching interface gets a pair of sockets while it
+	// exists, opened and closed as addresses come and go at run time, and
+	// MOBIKE clients are told the new set each time (gateway_listeners.go).
+	Interfaces []string
+	TUN        tun.Config
 	// Policy schedules the downlink of clients that announce extra paths
 	// (the MIF extension) over all of them; PolicySingle (the zero value)
 	// sends on the path each client's IKE SA uses.
@@ -55,10 +59,16 @@ type GatewayConfig struct {
 // per listen address shared by every client that talks to that address,
 // and the IKE responder.
 type Gateway struct {
-	cfg       GatewayConfig
-	log       *slog.Logger
-	iface     *tun.Interface
+	cfg   GatewayConfig
+	log   *slog.Logger
+	iface *tun.Interface
+	mon   *netmon.Monitor // the uplinks' addresses; nil without Interfaces
+	// lmu guards listeners, the listen addresses by data plane path ID (a
+	// hole is nil), and running. It is a leaf.
+	lmu       sync.RWMutex
 	listeners []*listener
+	running   bool           // Run started: a new listener's reader starts at once
+	readers   sync.WaitGroup // the listeners' port 500 readers
 	engine    *dataplane.Engine
 	resp      *ike.Responder
 	sysctl    []sysctlValue
@@ -75,18 +85,6 @@ type Gateway struct {
 	// lock and a change costs O(1) with many clients.
 	probeKids sync.Map
 	runCtx    context.Context // ends with Run: peers' goroutines stop with it
-}
-
-// listener is one listen address: its IKE socket, its NAT-T socket and
-// the data plane path (ID = its index) that sends on the NAT-T socket.
-type listener struct {
-	addr netip.Addr
-	// implied: opened for an address of the host because a wildcard was
-	// asked for, not named by Listen (it is not announced to clients).
-	implied bool
-	ike500  *net.UDPConn
-	natT    *dataplane.UDPConn
-	path    *dataplane.Path
 }
 
 type gatewayChild struct {
@@ -114,8 +112,12 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	if len(cfg.Listen) == 0 {
+	if len(cfg.Listen) == 0 && len(cfg.Interfaces) == 0 {
 		cfg.Listen = []netip.Addr{netip.IPv4Unspecified()}
+	}
+	uplinks := netmon.Filter{Include: cfg.Interfaces, Ignore: []string{cfg.TUN.Name}}
+	if err := uplinks.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway interfaces: %w", err)
 	}
 	for i, a := range cfg.Listen {
 		if !a.IsValid() || slices.Contains(cfg.Listen[:i], a) {
@@ -137,26 +139,12 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	addrs := append(slices.Clone(cfg.Listen), implied...)
 	paths := make([]*dataplane.Path, 0, len(addrs))
 	for i, a := range addrs {
-		l := &listener{addr: a, implied: i >= explicit}
-		g.listeners = append(g.listeners, l)
-		// SO_REUSEADDR lets a wildcard and specific addresses share the
-		// ports (root only: they are below 1024).
-		lc := net.ListenConfig{Control: reuseAddr}
-		pc, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(a, 500).String())
-		if err != nil {
-			return nil, fmt.Errorf("opening IKE port 500 on %s: %w", a, err)
-		}
-		l.ike500 = pc.(*net.UDPConn)
-		if l.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(a, 4500), ReuseAddr: true}); err != nil {
-			return nil, fmt.Errorf("opening NAT-T port 4500 on %s: %w", a, err)
-		}
-		// The path's own Remote is never used: every route names its
-		// client's endpoint.
-		self, err := l.natT.NewEndpoint(l.natT.LocalAddr())
+		l, err := openListener(ctx, a, scheduler.PathID(i))
 		if err != nil {
 			return nil, err
 		}
-		l.path = &dataplane.Path{ID: scheduler.PathID(i), Conn: l.natT, Remote: self}
+		l.implied = i >= explicit
+		g.listeners = append(g.listeners, l)
 		paths = append(paths, l.path)
 	}
 	if g.iface, err = tun.Create(cfg.TUN); err != nil {
@@ -186,7 +174,9 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 		Queues: g.iface.Queues(),
 		Paths:  paths,
 		Control: func(msg []byte, from netip.AddrPort, p *dataplane.Path) {
-			g.resp.Deliver(msg, g.listeners[p.ID].addr, from, true)
+			if l := g.listenerByPath(p.ID); l != nil {
+				g.resp.Deliver(msg, l.addr, from, true)
+			}
 		},
 		OnProbeReply: g.onProbeReply,
 		Logger:       log,
@@ -194,7 +184,13 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	if err != nil {
 		return nil, err
 	}
-	if explicit > 1 && cfg.Responder.AdditionalAddresses == nil && cfg.Responder.AdditionalAddressesFor == nil {
+	if len(cfg.Interfaces) > 0 {
+		if g.mon, err = netmon.New(netmon.Config{Filter: uplinks, Logger: log}); err != nil {
+			return nil, fmt.Errorf("watching the gateway's interfaces: %w", err)
+		}
+		g.syncListeners(ctx, <-g.mon.Updates())
+	}
+	if (explicit > 1 || len(cfg.Interfaces) > 0) && cfg.Responder.AdditionalAddresses == nil && cfg.Responder.AdditionalAddressesFor == nil {
 		cfg.Responder.AdditionalAddressesFor = g.otherAddresses
 	}
 	if g.resp, err = ike.NewResponder(cfg.Responder, g, g); err != nil {
@@ -211,36 +207,39 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { g.engine.Run(engineCtx) })
-	for _, l := range g.listeners {
-		t := &ikeTransport{ike500: l.ike500}
-		wg.Go(func() {
-			t.readPort500(func(msg []byte, from netip.AddrPort, natT bool) {
-				g.resp.Deliver(msg, l.addr, from, natT)
-			})
-		})
+	g.lmu.Lock()
+	g.running = true
+	g.lmu.Unlock()
+	var listening []netip.Addr
+	for _, l := range g.listenersNow() {
+		g.startReader(l)
+		listening = append(listening, l.addr)
 	}
-	listening := make([]netip.Addr, len(g.listeners))
-	for i, l := range g.listeners {
-		listening[i] = l.addr
+	if g.mon != nil {
+		wg.Go(func() { g.watchInterfaces(engineCtx) })
 	}
-	g.log.Info("gateway listening", "addrs", listening, "tun", g.iface.Name(), "pools", g.cfg.Responder.Pools,
-		"dpd", g.cfg.Responder.DPD)
+	g.log.Info("gateway listening", "addrs", listening, "interfaces", g.cfg.Interfaces, "tun", g.iface.Name(),
+		"pools", g.cfg.Responder.Pools, "dpd", g.cfg.Responder.DPD)
 	err := g.resp.Run(ctx)
 	stopEngine()
+	wg.Wait() // the interface watcher: no listener comes or goes after this
 	g.stopPeers()
-	for _, l := range g.listeners {
+	for _, l := range g.listenersNow() {
 		l.ike500.Close()
 	}
-	wg.Wait()
+	g.readers.Wait()
 	return err
 }
 
 // Close releases the TUN device, the sockets and the forwarding sysctls.
 func (g *Gateway) Close() {
+	if g.mon != nil {
+		g.mon.Close()
+	}
 	if g.engine != nil {
 		g.engine.Close() // closes the paths' sockets
 	}
-	for _, l := range g.listeners {
+	for _, l := range g.listenersNow() {
 		if g.engine == nil && l.natT != nil {
 			l.natT.Close()
 		}
@@ -261,6 +260,9 @@ func (g *Gateway) Close() {
 // is the address the client sent to.
 func (g *Gateway) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error {
 	l := g.listenerAt(local, to)
+	if l == nil {
+		return errors.New("the gateway has no address to send from")
+	}
 	if natT {
 		b := make([]byte, 4+len(msg)) // non-ESP marker
 		copy(b[4:], msg)
@@ -268,93 +270,6 @@ func (g *Gateway) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT
 	}
 	_, err := l.ike500.WriteToUDPAddrPort(msg, to)
 	return err
-}
-
-// listenerAt returns the listener of the gateway address local (as the
-// responder reported it: where the client's messages arrive), else the
-// first of remote's address family. Where a client's IKE SA and each of
-// its MIF paths arrive is the responder's to say, from authenticated
-// messages only, so a flood of spoofed IKE_SA_INIT cannot make the
-// gateway answer a client from the wrong address.
-func (g *Gateway) listenerAt(local netip.Addr, remote netip.AddrPort) *listener {
-	if len(g.listeners) == 1 {
-		return g.listeners[0]
-	}
-	for _, l := range g.listeners {
-		if l.addr == local {
-			return l
-		}
-	}
-	for _, l := range g.listeners {
-		if l.addr.Is4() == remote.Addr().Is4() {
-			return l
-		}
-	}
-	return g.listeners[0]
-}
-
-// impliedListen returns the addresses the host has now, of the family of
-// each unspecified address in listen and not in listen: global unicast
-// ones (private ranges included), not loopback or link-local ones.
-func impliedListen(listen []netip.Addr) ([]netip.Addr, error) {
-	want4 := slices.Contains(listen, netip.IPv4Unspecified())
-	want6 := slices.Contains(listen, netip.IPv6Unspecified())
-	if !want4 && !want6 {
-		return nil, nil
-	}
-	ifaddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, fmt.Errorf("listing the host's addresses for the wildcard listen address: %w", err)
-	}
-	var out []netip.Addr
-	for _, ia := range ifaddrs {
-		n, ok := ia.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		a, ok := netip.AddrFromSlice(n.IP)
-		if !ok {
-			continue
-		}
-		a = a.Unmap()
-		if !a.IsGlobalUnicast() || slices.Contains(listen, a) || slices.Contains(out, a) ||
-			a.Is4() && !want4 || a.Is6() && !want6 {
-			continue
-		}
-		if len(out) == maxImpliedListen {
-			break // the wildcard socket serves the rest, as before
-		}
-		out = append(out, a)
-	}
-	return out, nil
-}
-
-// maxImpliedListen bounds the sockets a wildcard listen address opens on
-// a host with many addresses; the addresses past it are served by the
-// wildcard socket alone.
-const maxImpliedListen = 32
-
-// reuseAddr sets SO_REUSEADDR on a socket about to be bound.
-func reuseAddr(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	})
-	return errors.Join(err, serr)
-}
-
-// otherAddresses are the listen addresses a MOBIKE client that talks to
-// local can move to (RFC 4555 §3.4), and a mifsec client can build paths
-// to: every specific one but local. A client that loses its way to that
-// address keeps its IKE SA on another.
-func (g *Gateway) otherAddresses(local netip.Addr) []netip.Addr {
-	var others []netip.Addr
-	for _, l := range g.listeners {
-		if l.addr != local && !l.addr.IsUnspecified() && !l.implied {
-			others = append(others, l.addr)
-		}
-	}
-	return others
 }
 
 // member is the way the gateway reaches client's IKE address: its
@@ -566,9 +481,9 @@ func (g *Gateway) SetEAPUsers(ctx context.Context, users *ike.EAPUsers) error {
 // Status returns the clients with their counters: each client's traffic
 // over all its Child SAs, the rekeyed ones included.
 func (g *Gateway) Status(ctx context.Context) GatewayStatus {
-	addrs := make([]string, len(g.listeners))
-	for i, l := range g.listeners {
-		addrs[i] = l.natT.LocalAddr().String()
+	var addrs []string
+	for _, l := range g.listenersNow() {
+		addrs = append(addrs, l.natT.LocalAddr().String())
 	}
 	st := GatewayStatus{Role: "gateway", Interface: g.iface.Name(), Listen: strings.Join(addrs, ",")}
 	s := &g.engine.Stats

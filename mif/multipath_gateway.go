@@ -208,6 +208,25 @@ func (p *gatewayPeer) moved(m dataplane.GroupMember, local netip.Addr, remote ne
 	p.pp.SetFallback(0)
 }
 
+// leaveAddress takes the client's MIF paths to the gateway's address a out
+// of the scheduler before a's socket closes: what was in flight on them is
+// sent again on the client's other paths. The client withdraws them when
+// it learns the address is gone.
+func (p *gatewayPeer) leaveAddress(a netip.Addr) {
+	var gone []uint16
+	p.mu.Lock()
+	for id, info := range p.paths {
+		if info.Local == a {
+			gone = append(gone, id)
+			delete(p.paths, id)
+		}
+	}
+	p.mu.Unlock()
+	for _, id := range gone {
+		p.pp.RemovePath(scheduler.PathID(id))
+	}
+}
+
 // stop ends the peer's goroutines and waits for them.
 func (p *gatewayPeer) stop() {
 	p.cancel()

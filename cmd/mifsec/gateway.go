@@ -13,6 +13,7 @@ import (
 
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
@@ -43,6 +44,7 @@ func gatewayCommand() *cli.Command {
 	flags := []cli.Flag{
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Value: cli.NewStringSlice("0.0.0.0"),
 			Usage: "`ADDR[,ADDR]` the IKE (500) and NAT-T (4500) sockets bind to, a pair per address (repeatable)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "interfaces", Usage: "the gateway's uplinks, `GLOB[,GLOB]`: listen on every address of the matching interfaces as addresses come and go, and tell clients (MOBIKE) each time (without --listen, on these only)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key (the same for every client) from `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "client-psks", Usage: "per-client pre-shared keys, `FILE` of 'IDENTITY KEY' lines; a client listed uses its own key only"}),
@@ -104,7 +106,18 @@ Runs until interrupted.`,
 func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	var cfg mif.GatewayConfig
 	r := &cfg.Responder
-	for _, item := range c.StringSlice("listen") {
+	var err error
+	if cfg.Interfaces, err = netmon.ParseGlobs(c.String("interfaces")); err != nil {
+		return cfg, fmt.Errorf("--interfaces: %w", err)
+	}
+	if c.IsSet("interfaces") && len(cfg.Interfaces) == 0 {
+		return cfg, errors.New("--interfaces: no interface pattern given")
+	}
+	listen := c.StringSlice("listen")
+	if len(cfg.Interfaces) > 0 && !c.IsSet("listen") {
+		listen = nil // the uplinks' addresses only
+	}
+	for _, item := range listen {
 		for _, s := range strings.Split(item, ",") {
 			addr, err := netip.ParseAddr(strings.TrimSpace(s))
 			if err != nil {
@@ -116,10 +129,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 			cfg.Listen = append(cfg.Listen, addr)
 		}
 	}
-	if len(cfg.Listen) == 0 {
+	if len(cfg.Listen) == 0 && len(cfg.Interfaces) == 0 {
 		return cfg, errors.New("--listen: no address")
 	}
-	var err error
 	if r.LocalID, err = ike.ParseIdentity(c.String("local-id")); err != nil {
 		return cfg, fmt.Errorf("--local-id: %w", err)
 	}
@@ -215,9 +227,14 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	}
 	cfg.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
 	if cfg.TUN.MTU == 0 {
-		// The smallest inner MTU over the listen addresses' families.
-		cfg.TUN.MTU = innerMTU(1500, cfg.Listen[0], creds.espAlgs...)
-		for _, a := range cfg.Listen[1:] {
+		// The smallest inner MTU over the listen addresses' families;
+		// an uplink may bring an address of either.
+		families := cfg.Listen
+		if len(cfg.Interfaces) > 0 {
+			families = append(slices.Clone(families), netip.IPv4Unspecified(), netip.IPv6Unspecified())
+		}
+		cfg.TUN.MTU = innerMTU(1500, families[0], creds.espAlgs...)
+		for _, a := range families[1:] {
 			cfg.TUN.MTU = min(cfg.TUN.MTU, innerMTU(1500, a, creds.espAlgs...))
 		}
 	}
@@ -265,8 +282,13 @@ func runGateway(c *cli.Context) error {
 	// again (root's, mode 600) and exit removes its sysctl record from
 	// /run/mifsec, which only root may write; without CAP_DAC_OVERRIDE
 	// uid 0 still owns root's files, so --user with a dedicated account
-	// is the stronger setting.
-	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN}, as); err != nil {
+	// is the stronger setting. With --interfaces it opens the IKE port
+	// 500 on each new address of an uplink (CAP_NET_BIND_SERVICE).
+	keep := []uintptr{unix.CAP_NET_ADMIN}
+	if len(cfg.Interfaces) > 0 {
+		keep = append(keep, unix.CAP_NET_BIND_SERVICE)
+	}
+	if err := dropPrivilegesOrWarn(slog.Default(), keep, as); err != nil {
 		return err
 	}
 	reload := func() {

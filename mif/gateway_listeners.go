@@ -1,0 +1,334 @@
+package mif
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/mif/netmon"
+	"github.com/mifsec/mifsec/scheduler"
+)
+
+// The gateway's addresses: a listener per address, each an IKE socket
+// (500), a NAT-T socket (4500) and the data plane path (ID = its index in
+// Gateway.listeners) that sends on the NAT-T socket. Three kinds:
+//
+//   - explicit: named by GatewayConfig.Listen, opened at start, kept;
+//   - implied: an address the host had at start, opened because a
+//     wildcard was asked for (impliedListen), kept, not announced;
+//   - dynamic: an address of an interface matching
+//     GatewayConfig.Interfaces (a multihomed gateway's uplinks), opened
+//     when it appears and closed when it goes, at run time, and announced
+//     to MOBIKE clients each time the set changes.
+//
+// Before a dynamic address's socket closes, every client's MIF paths
+// through it leave the scheduler, and what was in flight on them is sent
+// again on the client's other paths.
+
+// listener is one listen address.
+type listener struct {
+	addr netip.Addr
+	// implied: opened for an address of the host because a wildcard was
+	// asked for, not named by Listen (it is not announced to clients).
+	implied bool
+	// dynamic: an address of an interface of GatewayConfig.Interfaces.
+	dynamic bool
+	ike500  *net.UDPConn
+	natT    *dataplane.UDPConn
+	path    *dataplane.Path
+}
+
+// openListener opens the sockets of address a and its data plane path id
+// (not yet added to an engine).
+func openListener(ctx context.Context, a netip.Addr, id scheduler.PathID) (_ *listener, err error) {
+	l := &listener{addr: a}
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	// SO_REUSEADDR lets a wildcard and specific addresses share the
+	// ports (root only: they are below 1024).
+	lc := net.ListenConfig{Control: reuseAddr}
+	pc, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(a, 500).String())
+	if err != nil {
+		return nil, fmt.Errorf("opening IKE port 500 on %s: %w", a, err)
+	}
+	l.ike500 = pc.(*net.UDPConn)
+	if l.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(a, 4500), ReuseAddr: true}); err != nil {
+		return nil, fmt.Errorf("opening NAT-T port 4500 on %s: %w", a, err)
+	}
+	// The path's own Remote is never used: every route names its
+	// client's endpoint.
+	self, err := l.natT.NewEndpoint(l.natT.LocalAddr())
+	if err != nil {
+		return nil, err
+	}
+	l.path = &dataplane.Path{ID: id, Conn: l.natT, Remote: self}
+	return l, nil
+}
+
+// close closes the sockets of a listener that no engine owns.
+func (l *listener) close() {
+	if l.ike500 != nil {
+		l.ike500.Close()
+	}
+	if l.natT != nil {
+		l.natT.Close()
+	}
+}
+
+// listenerByPath returns the listener of data plane path id, nil when
+// it is gone.
+func (g *Gateway) listenerByPath(id scheduler.PathID) *listener {
+	g.lmu.RLock()
+	defer g.lmu.RUnlock()
+	if int(id) < len(g.listeners) {
+		return g.listeners[id]
+	}
+	return nil
+}
+
+// listenersNow returns the listeners (no holes).
+func (g *Gateway) listenersNow() []*listener {
+	g.lmu.RLock()
+	defer g.lmu.RUnlock()
+	out := make([]*listener, 0, len(g.listeners))
+	for _, l := range g.listeners {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// listenerAt returns the listener of the gateway address local (as the
+// responder reported it: where the client's messages arrive), else the
+// first of remote's address family, else the first. Where a client's
+// IKE SA and each of its MIF paths arrive is the responder's to say, from
+// authenticated messages only, so a flood of spoofed IKE_SA_INIT cannot
+// make the gateway answer a client from the wrong address. It is nil only
+// when the gateway has no address at all.
+func (g *Gateway) listenerAt(local netip.Addr, remote netip.AddrPort) *listener {
+	ls := g.listenersNow()
+	if len(ls) == 0 {
+		return nil
+	}
+	for _, l := range ls {
+		if l.addr == local {
+			return l
+		}
+	}
+	for _, l := range ls {
+		if l.addr.Is4() == remote.Addr().Is4() {
+			return l
+		}
+	}
+	return ls[0]
+}
+
+// otherAddresses are the listen addresses a MOBIKE client that talks to
+// local can move to (RFC 4555 §3.4), and a mifsec client can build paths
+// to: every specific one but local. A client that loses its way to that
+// address keeps its IKE SA on another.
+func (g *Gateway) otherAddresses(local netip.Addr) []netip.Addr {
+	var others []netip.Addr
+	for _, l := range g.listenersNow() {
+		if l.addr != local && !l.addr.IsUnspecified() && !l.implied {
+			others = append(others, l.addr)
+		}
+	}
+	return others
+}
+
+// startReader reads l's IKE socket until it closes; Run waits for it.
+func (g *Gateway) startReader(l *listener) {
+	t := &ikeTransport{ike500: l.ike500}
+	g.readers.Go(func() {
+		t.readPort500(func(msg []byte, from netip.AddrPort, natT bool) {
+			g.resp.Deliver(msg, l.addr, from, natT)
+		})
+	})
+}
+
+// addListener opens a dynamic listener on a and adds its path to the
+// engine.
+func (g *Gateway) addListener(ctx context.Context, a netip.Addr) error {
+	g.lmu.Lock()
+	id := slices.Index(g.listeners, nil)
+	if id < 0 {
+		id = len(g.listeners)
+	}
+	g.lmu.Unlock()
+	if id > maxListeners {
+		return fmt.Errorf("listening on %s: %d addresses already", a, maxListeners)
+	}
+	l, err := openListener(ctx, a, scheduler.PathID(id))
+	if err != nil {
+		return err
+	}
+	l.dynamic = true
+	if err := g.engine.AddPath(l.path); err != nil {
+		l.close()
+		return err
+	}
+	g.lmu.Lock()
+	for len(g.listeners) <= id {
+		g.listeners = append(g.listeners, nil)
+	}
+	g.listeners[id] = l
+	running := g.running
+	g.lmu.Unlock()
+	if running {
+		g.startReader(l)
+	}
+	g.log.Info("listening on a new address", "addr", a, "path", id)
+	return nil
+}
+
+// removeListener closes dynamic listener l: first every client's MIF
+// paths through it leave their scheduler (what was in flight on them goes
+// again on the others), then its sockets close.
+func (g *Gateway) removeListener(l *listener) {
+	g.lmu.Lock()
+	if int(l.path.ID) < len(g.listeners) && g.listeners[l.path.ID] == l {
+		g.listeners[l.path.ID] = nil
+	}
+	g.lmu.Unlock()
+	g.mu.Lock()
+	peers := make([]*gatewayPeer, 0, len(g.mpeers))
+	for _, p := range g.mpeers {
+		peers = append(peers, p)
+	}
+	g.mu.Unlock()
+	for _, p := range peers {
+		p.leaveAddress(l.addr)
+	}
+	if err := g.engine.RemovePath(l.path.ID); err != nil {
+		g.log.Debug("removing a listener's path", "addr", l.addr, "err", err)
+	}
+	l.ike500.Close()
+	g.log.Info("stopped listening on an address that went away", "addr", l.addr)
+}
+
+// maxListeners bounds the addresses a gateway listens on (dynamic ones
+// included); a client's scheduler tracks 64 paths.
+const maxListeners = 32
+
+// syncListeners opens a dynamic listener on every usable address of the
+// snapshot's interfaces that has none and closes the dynamic listeners
+// whose address left; it reports whether anything changed.
+func (g *Gateway) syncListeners(ctx context.Context, snap netmon.Snapshot) bool {
+	want := map[netip.Addr]bool{}
+	for _, i := range snap.Interfaces {
+		if !i.Up {
+			continue
+		}
+		for _, p := range i.Addrs {
+			want[p.Addr().Unmap()] = true
+		}
+	}
+	changed := false
+	for _, l := range g.listenersNow() {
+		if l.dynamic && !want[l.addr] {
+			g.removeListener(l)
+			changed = true
+		}
+	}
+	have := map[netip.Addr]bool{}
+	for _, l := range g.listenersNow() {
+		have[l.addr] = true
+	}
+	for a := range want {
+		if have[a] {
+			continue // listened on already (explicit, implied or dynamic)
+		}
+		if err := g.addListener(ctx, a); err != nil {
+			g.log.Warn("listening on a new address of an uplink", "addr", a, "err", err)
+			continue
+		}
+		changed = true
+	}
+	return changed
+}
+
+// watchInterfaces follows the interface monitor until ctx ends, opening
+// and closing dynamic listeners and telling the clients.
+func (g *Gateway) watchInterfaces(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case snap, ok := <-g.mon.Updates():
+			if !ok {
+				return
+			}
+			if !g.syncListeners(ctx, snap) {
+				continue
+			}
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := g.resp.AnnounceAddresses(actx); err != nil && ctx.Err() == nil {
+				g.log.Warn("telling the clients the gateway's addresses", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// impliedListen returns the addresses the host has now, of the family of
+// each unspecified address in listen and not in listen: global unicast
+// ones (private ranges included), not loopback or link-local ones.
+func impliedListen(listen []netip.Addr) ([]netip.Addr, error) {
+	want4 := slices.Contains(listen, netip.IPv4Unspecified())
+	want6 := slices.Contains(listen, netip.IPv6Unspecified())
+	if !want4 && !want6 {
+		return nil, nil
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing the host's addresses for the wildcard listen address: %w", err)
+	}
+	var out []netip.Addr
+	for _, ia := range ifaddrs {
+		n, ok := ia.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		if !a.IsGlobalUnicast() || slices.Contains(listen, a) || slices.Contains(out, a) ||
+			a.Is4() && !want4 || a.Is6() && !want6 {
+			continue
+		}
+		if len(out) == maxImpliedListen {
+			break // the wildcard socket serves the rest, as before
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// maxImpliedListen bounds the sockets a wildcard listen address opens on
+// a host with many addresses; the addresses past it are served by the
+// wildcard socket alone.
+const maxImpliedListen = 32
+
+// reuseAddr sets SO_REUSEADDR on a socket about to be bound.
+func reuseAddr(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	})
+	return errors.Join(err, serr)
+}
