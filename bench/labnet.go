@@ -280,23 +280,37 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 		// ISP's shaper is; else on the two hosts' own interfaces, where the
 		// sending host's TCP stack feels the queue directly (TCP small
 		// queues) while a tunnel's UDP does not.
-		ends := []struct{ ns, dev string }{{n.Client, spec.Name}, {far, u.GatewayIface}}
+		ends := []linkEnd{{n.Client, spec.Name}, {far, u.GatewayIface}}
 		if u.RouterNS != "" {
-			ends = []struct{ ns, dev string }{{u.RouterNS, "wan"}, {u.RouterNS, "lan"}}
+			ends = []linkEnd{{u.RouterNS, "wan"}, {u.RouterNS, "lan"}}
 		}
+		return u, u.shapeAndStart(ctx, ends)
+	}
+	return u, u.shapeAndStart(ctx, nil)
+}
+
+// linkEnd is an interface in a namespace.
+type linkEnd struct{ ns, dev string }
+
+// shapeAndStart puts the uplink's token bucket shaper (if any) on ends
+// and starts its emulator.
+func (u *LabUplink) shapeAndStart(ctx context.Context, ends []linkEnd) error {
+	if u.Spec.TBF != nil {
 		for _, end := range ends {
-			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, spec.TBF.tcArgs()...)
+			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, u.Spec.TBF.tcArgs()...)
 			if _, err := runCommand(ctx, "tc", args...); err != nil {
-				return u, fmt.Errorf("token bucket shaper: %w", err)
+				return fmt.Errorf("token bucket shaper: %w", err)
 			}
 		}
 	}
-	link, err := linkemu.Start(u.LinkNS, linkIfA, linkIfB, spec.Shapes())
+	link, err := linkemu.Start(u.LinkNS, linkIfA, linkIfB, u.Spec.Shapes())
 	if err != nil {
-		return u, fmt.Errorf("start the link emulator: %w", err)
+		return fmt.Errorf("start the link emulator: %w", err)
 	}
+	u.mu.Lock()
 	u.link = link
-	return u, nil
+	u.mu.Unlock()
+	return nil
 }
 
 // buildGatewayUplink builds the gateway's uplink k: its interface
@@ -338,20 +352,7 @@ func (n *LabNet) buildGatewayUplink(ctx context.Context, label string, k int, sp
 	if err := n.gatewayRoutes(ctx, u, k); err != nil {
 		return u, err
 	}
-	if spec.TBF != nil {
-		for _, end := range []struct{ ns, dev string }{{n.ISP, ispIface}, {n.Gateway, u.GatewayIface}} {
-			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, spec.TBF.tcArgs()...)
-			if _, err := runCommand(ctx, "tc", args...); err != nil {
-				return u, fmt.Errorf("token bucket shaper: %w", err)
-			}
-		}
-	}
-	link, err := linkemu.Start(u.LinkNS, linkIfA, linkIfB, spec.Shapes())
-	if err != nil {
-		return u, fmt.Errorf("start the link emulator: %w", err)
-	}
-	u.link = link
-	return u, nil
+	return u, u.shapeAndStart(ctx, []linkEnd{{n.ISP, ispIface}, {n.Gateway, u.GatewayIface}})
 }
 
 // gatewayRoutes (re)installs the routes of the gateway's uplink u (its

@@ -753,7 +753,7 @@ func (s *Session) mobilityReply(sa *ikeSA, req []Payload) []Payload {
 // clientMobility is a gateway's MOBIKE and MIF state of one client.
 type clientMobility struct {
 	mobike, mif bool
-	announce    bool // the gateway's addresses changed since the client was told
+	announce    bool         // the gateway's addresses changed since the client was told
 	addrs       []netip.Addr // its ADDITIONAL_* addresses
 	paths       []PathInfo   // MIF paths, by ID
 	moves       int

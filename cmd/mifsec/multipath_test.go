@@ -92,10 +92,15 @@ func (top *multipathTopology) gatewayStatus(t *testing.T) mif.GatewayStatus {
 
 // clientStates returns the client's paths' scheduler states by interface.
 func clientStates(st mif.Status) map[string]string {
+	return pathStates(st, func(p mif.PathStatus) string { return p.Device })
+}
+
+// pathStates returns the client's scheduled paths' states by key.
+func pathStates(st mif.Status, key func(mif.PathStatus) string) map[string]string {
 	out := map[string]string{}
 	for _, p := range st.Paths {
 		if p.Multipath != nil {
-			out[p.Device] = p.Multipath.State
+			out[key(p)] = p.Multipath.State
 		}
 	}
 	return out
@@ -677,13 +682,7 @@ func addSecondGatewayAddress(t *testing.T, gw string) {
 // gatewayPairs returns the client's scheduled paths' states by gateway
 // address.
 func gatewayPairs(st mif.Status) map[string]string {
-	out := map[string]string{}
-	for _, p := range st.Paths {
-		if p.Multipath != nil {
-			out[p.Remote] = p.Multipath.State
-		}
-	}
-	return out
+	return pathStates(st, func(p mif.PathStatus) string { return p.Remote })
 }
 
 // gatewayActivePaths counts the active paths of the gateway's one client.
