@@ -149,6 +149,9 @@ func (p *mifsecLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
 func (p *mifsecLabPeer) TunnelInterface() string { return p.clientTUN }
 
 func (p *mifsecLabPeer) Behaviour(sc *Scenario) string {
+	if p.only != "" && !sc.isClientUplink(p.only) {
+		return fmt.Sprintf("`mifsec gateway --listen` on its %s address alone: a single-link baseline for the multipath run", p.only)
+	}
 	if p.only != "" {
 		return fmt.Sprintf("`mifsec connect --interface %s`: bound to %s alone, a single-link baseline for the multipath run", p.only, p.only)
 	}
@@ -191,9 +194,16 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 		return fmt.Errorf("write the PSK: %w", err)
 	}
 	// Every address of the gateway's own uplinks is named, so that it
-	// announces them to the client (the wildcard's are not announced).
+	// announces them to the client (the wildcard's are not announced); a
+	// single-link baseline gets one: its gateway uplink's, or the first.
 	listen := "0.0.0.0"
-	if gws := n.GatewayUplinks(); len(gws) > 0 {
+	only := n.uplink(p.only)
+	switch gws := n.GatewayUplinks(); {
+	case only != nil && only.OfGateway:
+		listen = only.GatewayAddr.String()
+	case only != nil && len(gws) > 0:
+		listen = gws[0].GatewayAddr.String()
+	case len(gws) > 0:
 		var addrs []string
 		for _, u := range gws {
 			addrs = append(addrs, u.GatewayAddr.String())
@@ -215,16 +225,19 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) erro
 	if err := waitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
 		return err
 	}
-	uplink := n.uplink(sc.Client.Interface)
-	if p.only != "" {
-		uplink = n.uplink(p.only)
+	uplink, iface := n.uplink(sc.Client.Interface), sc.Client.Interface
+	switch {
+	case only != nil && only.OfGateway:
+		uplink = only // the client's own interface, to that gateway address
+	case only != nil:
+		uplink, iface = only, p.only
 	}
 	args := []string{p.binary, "connect",
 		"--gateway", uplink.GatewayAddr.String(),
 		"--local-id", mifsecIKEClientID, "--remote-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false"}
 	if p.only != "" {
-		args = append(args, "--interface", p.only)
+		args = append(args, "--interface", iface)
 	} else if len(sc.Client.Interfaces) > 0 {
 		args = append(args, "--interfaces", strings.Join(sc.Client.Interfaces, ","))
 		if sc.Client.Policy != "" {

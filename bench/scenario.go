@@ -810,8 +810,8 @@ func (s *Scenario) normalizePeers() error {
 	seen := map[string]bool{}
 	for i, p := range s.Peers {
 		if uplink, ok := strings.CutPrefix(p, SingleLinkPrefix); ok {
-			if !s.isClientUplink(uplink) {
-				return fmt.Errorf("peers[%d]: %q: %q is not an uplink of the client (have %s)", i, p, uplink, strings.Join(s.UplinkNames(), ", "))
+			if !s.isUplink(uplink) {
+				return fmt.Errorf("peers[%d]: %q: %q is not an uplink (have %s)", i, p, uplink, strings.Join(s.linkNames(), ", "))
 			}
 		} else if !slices.Contains(LabPeerNames, p) {
 			return fmt.Errorf("peers[%d]: unknown peer %q (known: %s, and %sUPLINK)", i, p, strings.Join(LabPeerNames, ", "), SingleLinkPrefix)

@@ -289,6 +289,10 @@ events:
 	if len(r.Uplinks) != 4 || r.Uplinks[1].Gateway || !r.Uplinks[2].Gateway {
 		t.Errorf("report uplinks %+v", r.Uplinks)
 	}
+	// A single-link baseline may name the gateway's uplinks too.
+	if _, err := ParseScenario(strings.NewReader(strings.Replace(yaml, "traffic:", "peers: [mifsec, mifsec@isp1]\ntraffic:", 1))); err != nil {
+		t.Errorf("mifsec@isp1: %v", err)
+	}
 	// Normalizing again (SetDuration) keeps it valid.
 	if err := s.SetDuration(20 * time.Second); err != nil {
 		t.Fatalf("SetDuration: %v", err)
