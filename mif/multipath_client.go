@@ -328,7 +328,7 @@ func (c *Client) syncMultipath() {
 	want := map[scheduler.PathID]bool{}
 	for _, gp := range gps {
 		want[gp.id] = true
-		key := memberKey{engine: gp.path.ID, gen: gp.path.Gen, gw: gp.gw}
+		key := gp.key()
 		c.multi.mu.Lock()
 		had, ok := c.multi.members[gp.id]
 		c.multi.mu.Unlock()

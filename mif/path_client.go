@@ -425,8 +425,9 @@ func (c *Client) steer(ctx context.Context, now time.Time) (wake time.Time) {
 	return wake
 }
 
-// verifiedPair returns the pair of pairs over interface path p that the
-// probes verified, the one to gateway address prefer if it is.
+// verifiedPair returns a pair over interface path p that the probes
+// verified: the one to gateway address prefer if that one is, else the
+// first.
 func verifiedPair(pairs []gatewayPath, p pathInfo, prefer netip.Addr, state func(scheduler.PathID) scheduler.State) (gatewayPath, bool) {
 	var found gatewayPath
 	ok := false
