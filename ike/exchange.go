@@ -195,9 +195,20 @@ func (s *Session) handle(in inbound, p *pending) error {
 	}
 	sa.lastHeard = s.cfg.Now()
 	reply, after := dispatchInSARequest(s, sa, m.Exchange, inner)
-	datagrams, err := s.send(sa, m.Exchange, m.MessageID, true, reply)
+	datagrams, err := sealMessage(sa, m.Exchange, m.MessageID, true, reply)
 	if err != nil {
 		return err
+	}
+	// The answer goes where the request came from (RFC 7296 §2.11), on
+	// the path IKE uses: a gateway that asks from another of its
+	// addresses (its old one went away) is answered there. A copy of the
+	// request is answered on the path as before (above), never to
+	// another source.
+	tr, _ := s.route()
+	for _, d := range datagrams {
+		if err := tr.Send(d, in.from, s.natT); err != nil {
+			s.log.Debug("sending IKE response", "to", in.from, "err", err)
+		}
 	}
 	sa.lastResp = datagrams
 	sa.nextIn++

@@ -22,12 +22,14 @@ type testPath struct {
 	w        *wire
 	addr     netip.Addr
 	sent     atomic.Int32
+	lastTo   atomic.Value // netip.AddrPort: where the last datagram went
 	upDown   atomic.Bool // requests are lost
 	downLost atomic.Bool // answers to this address are lost
 }
 
 func (p *testPath) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	p.sent.Add(1)
+	p.lastTo.Store(to)
 	if p.upDown.Load() {
 		return nil
 	}
@@ -500,6 +502,35 @@ func TestMIFPathToAnotherGatewayAddress(t *testing.T) {
 	testenv.WaitUntil(t, 5*time.Second, "the gateway to move the client", func() bool { return rg.client(t).Local == second.String() })
 	if moved, _, _ := rg.gh.snapshot(); len(moved) != 1 || moved[0].Local != second {
 		t.Fatalf("ClientMoved calls %+v, want one to %v", moved, second)
+	}
+}
+
+// TestSessionAnswersWhereTheRequestCameFrom: a gateway that asks from
+// another of its addresses (the one the IKE SA uses went away) gets the
+// answer there (RFC 7296 §2.11), not at the address that is gone.
+func TestSessionAnswersWhereTheRequestCameFrom(t *testing.T) {
+	second := netip.MustParseAddr("192.0.2.2")
+	rg := newRig(t, ResponderConfig{}, SessionConfig{})
+	r := rg.w.r
+	answered := make(chan []Payload, 1)
+	if !r.do(ctxT(t), func() {
+		c := r.clients[0]
+		if err := r.requestTo(c, second, c.Remote, INFORMATIONAL, nil, func(reply []Payload) { answered <- reply }); err != nil {
+			t.Error(err)
+		}
+	}) {
+		t.Fatal("the responder does not serve")
+	}
+	select {
+	case reply := <-answered:
+		if reply == nil {
+			t.Fatal("no answer")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer within 5s")
+	}
+	if to, _ := rg.p1.lastTo.Load().(netip.AddrPort); to.Addr() != second {
+		t.Fatalf("the session answered to %v, want %v (where the request came from)", to, second)
 	}
 }
 

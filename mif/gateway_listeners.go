@@ -210,7 +210,7 @@ func (g *Gateway) removeListener(l *listener) {
 	}
 	g.mu.Unlock()
 	for _, p := range peers {
-		p.leaveAddress(l.addr)
+		p.leaveAddress(l.addr, l.path.ID)
 	}
 	if err := g.engine.RemovePath(l.path.ID); err != nil {
 		g.log.Debug("removing a listener's path", "addr", l.addr, "err", err)

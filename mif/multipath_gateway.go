@@ -208,22 +208,27 @@ func (p *gatewayPeer) moved(m dataplane.GroupMember, local netip.Addr, remote ne
 	p.pp.SetFallback(0)
 }
 
-// leaveAddress takes the client's MIF paths to the gateway's address a out
-// of the scheduler before a's socket closes: what was in flight on them is
-// sent again on the client's other paths. The client withdraws them when
-// it learns the address is gone.
-func (p *gatewayPeer) leaveAddress(a netip.Addr) {
-	var gone []uint16
+// leaveAddress takes the client's paths through the gateway's address a
+// (its listener's engine path) out of the scheduler before a's socket
+// closes: what was in flight on them is sent again on the client's other
+// paths. The client withdraws its MIF paths when it learns the address is
+// gone. When its IKE SA's own path (0) goes too, the downlink stays on the
+// others until the client moves its IKE SA (moved puts path 0 back).
+func (p *gatewayPeer) leaveAddress(a netip.Addr, enginePath scheduler.PathID) {
+	var gone []scheduler.PathID
+	if m, ok := p.pp.member(0); ok && m.Path == enginePath {
+		gone = append(gone, 0)
+	}
 	p.mu.Lock()
 	for id, info := range p.paths {
 		if info.Local == a {
-			gone = append(gone, id)
+			gone = append(gone, scheduler.PathID(id))
 			delete(p.paths, id)
 		}
 	}
 	p.mu.Unlock()
 	for _, id := range gone {
-		p.pp.RemovePath(scheduler.PathID(id))
+		p.pp.RemovePath(id)
 	}
 }
 
