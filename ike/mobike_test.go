@@ -23,8 +23,8 @@ type testPath struct {
 	addr     netip.Addr
 	sent     atomic.Int32
 	lastTo   atomic.Value // netip.AddrPort: where the last datagram went
-	upDown   atomic.Bool // requests are lost
-	downLost atomic.Bool // answers to this address are lost
+	upDown   atomic.Bool  // requests are lost
+	downLost atomic.Bool  // answers to this address are lost
 }
 
 func (p *testPath) Send(msg []byte, to netip.AddrPort, natT bool) error {
