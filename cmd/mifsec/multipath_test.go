@@ -224,7 +224,9 @@ func TestMultipathMifsecGateway(t *testing.T) {
 	top := newMultipathTopology(t, "offload")
 	c := top.connect
 	st := c.waitEstablished(t, 10*time.Second)
-	if !st.Session.MIF || st.Policy != "offload" {
+	// Multipath goes on just after the session reports the MIF
+	// extension negotiated (on the paths' goroutine, woken by it).
+	if !testenv.Eventually(5*time.Second, func() bool { st = mustStatus(t, c); return st.Session.MIF && st.Policy == "offload" }) {
 		t.Fatalf("MIF %v, policy %q: want MIF negotiated and offload\n%s", st.Session.MIF, st.Policy, c.log.String())
 	}
 	if ch := st.Session.Child; ch == nil || ch.ProbeInSPI == "" || ch.ProbeOutSPI == "" {
