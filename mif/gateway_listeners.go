@@ -168,7 +168,7 @@ func (g *Gateway) addListener(ctx context.Context, a netip.Addr) error {
 		id = len(g.listeners)
 	}
 	g.lmu.Unlock()
-	if id > maxListeners {
+	if id >= maxListeners {
 		return fmt.Errorf("listening on %s: %d addresses already", a, maxListeners)
 	}
 	l, err := openListener(ctx, a, scheduler.PathID(id))
