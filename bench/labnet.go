@@ -50,7 +50,6 @@ import (
 type LabNet struct {
 	lab                        *Lab
 	Client, Gateway, Protected string
-	gatewayUplinks             []*LabUplink // while building
 	// ISP is the router between the hosts when the gateway has uplinks of
 	// its own, else "".
 	ISP string
@@ -155,6 +154,12 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 	if _, err := runCommand(ctx, "ip", "-n", n.Protected, "route", "add", "default", "via", labGatewayLAN.String()); err != nil {
 		return fmt.Errorf("protected network: %w", err)
 	}
+	// The gateway's uplinks are built first (the client's talk to the
+	// first one's address) and listed after the client's, also when the
+	// build fails, so that Close finds them.
+	var gws []*LabUplink
+	defer func() { n.Uplinks = append(n.Uplinks, gws...) }()
+	var primary netip.Addr
 	if len(gatewayUplinks) > 0 {
 		// The gateway's uplinks first: the client's reach its address.
 		if n.ISP, err = l.addNamespace(ctx, label+"-isp"); err != nil {
@@ -166,19 +171,19 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 		for k, spec := range gatewayUplinks {
 			u, err := n.buildGatewayUplink(ctx, label, k, spec)
 			if u != nil {
-				n.gatewayUplinks = append(n.gatewayUplinks, u)
+				gws = append(gws, u)
 			}
 			if err != nil {
 				return fmt.Errorf("gateway uplink %s: %w", spec.Name, err)
 			}
 		}
-		if _, err := runCommand(ctx, "ip", "-n", n.ISP, "route", "add", labProtectedNet.String(), "via", n.gatewayUplinks[0].GatewayAddr.String()); err != nil {
+		primary = gws[0].GatewayAddr
+		if _, err := runCommand(ctx, "ip", "-n", n.ISP, "route", "add", labProtectedNet.String(), "via", primary.String()); err != nil {
 			return fmt.Errorf("ISP router: route to the protected network: %w", err)
 		}
 	}
-	defer func() { n.Uplinks = append(n.Uplinks, n.gatewayUplinks...) }()
 	for i, spec := range uplinks {
-		u, err := n.buildUplink(ctx, label, i, spec)
+		u, err := n.buildUplink(ctx, label, i, spec, primary)
 		if u != nil {
 			n.Uplinks = append(n.Uplinks, u)
 		}
@@ -189,7 +194,7 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 	return nil
 }
 
-func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec UplinkSpec) (*LabUplink, error) {
+func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec UplinkSpec, primary netip.Addr) (*LabUplink, error) {
 	l := n.lab
 	u := &LabUplink{Spec: spec, GatewayIface: "up" + strconv.Itoa(i)}
 	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(100 + i), 0, host}) }
@@ -255,7 +260,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec Upli
 		return u, err
 	}
 	if n.ISP != "" {
-		u.GatewayAddr = n.gatewayUplinks[0].GatewayAddr
+		u.GatewayAddr = primary
 	}
 	if u.RouterNS != "" && !spec.NAT {
 		// A plain router: the gateway (or the ISP) reaches the client's

@@ -118,21 +118,24 @@ func (g *Gateway) listenersNow() []*listener {
 // make the gateway answer a client from the wrong address. It is nil only
 // when the gateway has no address at all.
 func (g *Gateway) listenerAt(local netip.Addr, remote netip.AddrPort) *listener {
-	ls := g.listenersNow()
-	if len(ls) == 0 {
-		return nil
-	}
-	for _, l := range ls {
-		if l.addr == local {
+	g.lmu.RLock()
+	defer g.lmu.RUnlock()
+	var family, first *listener
+	for _, l := range g.listeners {
+		switch {
+		case l == nil:
+		case l.addr == local:
 			return l
+		case family == nil && l.addr.Is4() == remote.Addr().Is4():
+			family = l
+		case first == nil:
+			first = l
 		}
 	}
-	for _, l := range ls {
-		if l.addr.Is4() == remote.Addr().Is4() {
-			return l
-		}
+	if family != nil {
+		return family
 	}
-	return ls[0]
+	return first
 }
 
 // otherAddresses are the listen addresses a MOBIKE client that talks to

@@ -46,10 +46,8 @@ func newMultipathTopologyListening(t *testing.T, policy string, listen []string,
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "ping")
 	testenv.RequireCommand(t, "nft")
-	suffix := make([]byte, 3)
-	rand.Read(suffix)
-	top := &multipathTopology{client: testenv.NewNamedNetns(t, "mp-cl"), gw: testenv.NewNamedNetns(t, "mp-gw"),
-		gwTUN: "mpg" + hex.EncodeToString(suffix), clTUN: "mpc" + hex.EncodeToString(suffix)}
+	top := &multipathTopology{client: testenv.NewNamedNetns(t, "mp-cl"), gw: testenv.NewNamedNetns(t, "mp-gw")}
+	top.gwTUN, top.clTUN = tunNames("mpg", "mpc")
 	linkTwoUplinks(t, top.client, top.gw)
 	if setup != nil {
 		setup(top.client, top.gw)
@@ -589,11 +587,8 @@ func TestMultipathWildcardGatewayBehindNAT(t *testing.T) {
 func TestMultipathGatewayUplinkFails(t *testing.T) {
 	const g1, g2 = "10.81.0.2", "10.82.0.2"
 	cl, rt, gw, clIf := gatewayUplinksTopology(t, true)
-	suffix := make([]byte, 3)
-	rand.Read(suffix)
-	gwTUN, clTUN := "gug"+hex.EncodeToString(suffix), "guc"+hex.EncodeToString(suffix)
-	dir := t.TempDir()
-	psk := writePSK(t, dir, "two uplinks secret")
+	gwTUN, clTUN := tunNames("gug", "guc")
+	psk := writePSK(t, t.TempDir(), "two uplinks secret")
 	g := startMifsecGatewayTUN(t, gw, g1, gwTUN, "--listen", g2, "--local-id", "gw.example", "--psk-file", psk)
 	c := startConnect(t, cl, clTUN, "--gateway", g1, "--local-id", "client.example", "--remote-id", "gw.example",
 		"--psk-file", psk, "--ipv6=false", "--interfaces", clIf)
@@ -681,6 +676,15 @@ func addSecondGatewayAddress(t *testing.T, gw string) {
 	testenv.Exec(t, gw, "ip", "route", "add", "default", "via", "10.82.0.1", "dev", "isp1", "table", "102")
 }
 
+// tunNames returns a gateway's and a client's TUN names with the
+// prefixes and one random suffix, so that tests on the same host do not
+// meet in /run/mifsec.
+func tunNames(gwPrefix, clPrefix string) (gw, cl string) {
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	return gwPrefix + hex.EncodeToString(suffix), clPrefix + hex.EncodeToString(suffix)
+}
+
 // gatewayPairs returns the client's scheduled paths' states by gateway
 // address.
 func gatewayPairs(st mif.Status) map[string]string {
@@ -714,9 +718,7 @@ func gatewayActivePaths(t *testing.T, gwTUN string) int {
 func TestMultipathGatewayAddressAtRunTime(t *testing.T) {
 	const g1, g2 = "10.81.0.2", "10.82.0.2"
 	cl, _, gw, clIf := gatewayUplinksTopology(t, false)
-	suffix := make([]byte, 3)
-	rand.Read(suffix)
-	gwTUN, clTUN := "gag"+hex.EncodeToString(suffix), "gac"+hex.EncodeToString(suffix)
+	gwTUN, clTUN := tunNames("gag", "gac")
 	psk := writePSK(t, t.TempDir(), "uplinks that come and go")
 	g := startMifsec(t, gw, "--log-level", "debug", "gateway", "--tun", gwTUN, "--interfaces", "isp*",
 		"--pool", "10.3.0.0/24", "--local-ts", "10.1.0.0/24", "--local-id", "gw.example", "--psk-file", psk, "--policy", "aggregate")
