@@ -180,6 +180,9 @@ type inboundSA struct {
 	// data is set in the entry of a probe SA: the Child SA's data SA,
 	// whose pair answers the probes and whose counters count them.
 	data *inboundSA
+	// transport is the header a transport-mode SA rebuilds in front of
+	// each payload (transport.go); nil in tunnel mode.
+	transport *transportHeader
 }
 
 // ProbeEvent is a probe that arrived: in which SA, on which path, from
@@ -312,11 +315,18 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 			return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x already in use", sa.SPI(), probe.SPI())
 		}
 	}
+	var th *transportHeader
+	if sa.Transport() {
+		var err error
+		if th, err = newTransportHeader(remote, local); err != nil {
+			return fmt.Errorf("inbound SA: SPI %#x: %w", sa.SPI(), err)
+		}
+	}
 	m := make(map[uint32]*inboundSA, len(old)+2)
 	for k, v := range old {
 		m[k] = v
 	}
-	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local)}
+	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local), transport: th}
 	m[sa.SPI()] = in
 	if probe != nil {
 		m[probe.SPI()] = &inboundSA{sa: probe, data: in}
@@ -496,6 +506,7 @@ type outboundWorker struct {
 	sizes       []int
 	routes      []*Route // per packet: its route, nil when none
 	nextHeaders []byte
+	stripped    []int      // bytes of IP header a transport-mode SA leaves out, per packet
 	paths       *pathTable // the table senders was built for
 	senders     []*Sender  // by PathID, nil where no path
 	sent        *sentRing  // copies for reinjection, locked while a batch is sealed
@@ -511,6 +522,7 @@ func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
 		sizes:       make([]int, batch),
 		routes:      make([]*Route, batch),
 		nextHeaders: make([]byte, batch),
+		stripped:    make([]int, batch),
 		sent:        &sentRing{},
 	}
 	e.ringMu.Lock()
@@ -574,9 +586,17 @@ func (w *outboundWorker) step() bool {
 		case !r.Sources.Contains(src):
 			e.Stats.SourcePolicy.Add(1)
 		default:
-			w.routes[i], w.nextHeaders[i] = r, nh
-			if clampMSS(w.bufs[i][Headroom:Headroom+w.sizes[i]], e.mss4, e.mss6) {
+			pkt := w.bufs[i][Headroom : Headroom+w.sizes[i]]
+			if clampMSS(pkt, e.mss4, e.mss6) {
 				e.Stats.MSSClamped.Add(1)
+			}
+			w.routes[i], w.nextHeaders[i], w.stripped[i] = r, nh, 0
+			if r.SA.Transport() {
+				// The IP header goes: the peer rebuilds it from the
+				// selectors (transport.go).
+				if hl, proto, ok := transportPayload(pkt); ok {
+					w.nextHeaders[i], w.stripped[i] = proto, hl
+				}
 			}
 		}
 	}
@@ -615,11 +635,12 @@ func (w *outboundWorker) step() bool {
 			}
 			st := g.state.Load()
 			var set scheduler.PathSet
+			cut := w.stripped[k] // a transport-mode SA's IP header
 			if st.packet != nil {
-				sealed := sa.SealedLen(w.sizes[k])
+				sealed := sa.SealedLen(w.sizes[k] - cut)
 				set = st.countSet(st.packet.PickPacket(w.bufs[k][Headroom:Headroom+w.sizes[k]], sealed), sealed)
 			}
-			pkt, err := sa.SealWithSequence(w.bufs[k], w.sizes[k], w.nextHeaders[k], first+uint64(k-i))
+			pkt, err := sa.SealWithSequence(w.bufs[k][cut:], w.sizes[k]-cut, w.nextHeaders[k], first+uint64(k-i))
 			if err != nil {
 				continue // cannot happen: buffers hold the largest packet
 			}
@@ -826,7 +847,12 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		e.Stats.Drops.Add(DropUnknownSPI)
 		return
 	}
-	plain, nh, seq, err := in.sa.OpenToSequence(dst, payload)
+	open := dst
+	if in.transport != nil {
+		// Room in front of the payload for the header rebuilt below.
+		open = dst[in.transport.len:]
+	}
+	plain, nh, seq, err := in.sa.OpenToSequence(open, payload)
 	if err != nil {
 		var drop *DropError
 		if errors.As(err, &drop) {
@@ -855,6 +881,19 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		// data on its path: its sequence number fills its slot but
 		// says nothing about what the path delivered.
 		return nil, ro, seq, scheduler.MaxPaths
+	}
+	if th := in.transport; th != nil {
+		if nh != NextHeaderIPv4 && nh != NextHeaderIPv6 {
+			th.write(dst[Headroom:], len(plain), nh)
+			inner := dst[Headroom : Headroom+th.len+len(plain)]
+			if clampMSS(inner, e.mss4, e.mss6) {
+				e.Stats.MSSClamped.Add(1)
+			}
+			return dst[:Headroom+len(inner)], ro, seq, src
+		}
+		// A packet that travelled whole (transport.go) goes where a
+		// tunnel-mode packet would be, and is checked like one.
+		plain = dst[Headroom : Headroom+copy(dst[Headroom:], plain)]
 	}
 	inner, innerSrc, innerDst, ok := innerPacket(plain, nh)
 	switch {

@@ -37,6 +37,10 @@ type pairConfig struct {
 	sourcesOfA dataplane.Selectors // the sources a may send from; nil means any
 	tunA, tunB tun.MemoryConfig
 	noOffload  bool
+	// transportA and transportB, when set, make every SA a transport-mode
+	// one between these two addresses: each side's inbound selectors name
+	// them (remoteOfA still overrides b's view of a).
+	transportA, transportB netip.Addr
 }
 
 // newPair builds two engines joined over 127.0.0.1 with SPIs 0x1001 (a→b)
@@ -50,7 +54,7 @@ func newPair(t testing.TB, pc pairConfig) (a, b *side) {
 	rand.Read(keyAB)
 	rand.Read(keyBA)
 	newSA := func(spi uint32, key []byte) *dataplane.SA {
-		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: pc.alg, Key: key})
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: pc.alg, Key: key, Transport: pc.transportA.IsValid()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,12 +82,23 @@ func newPair(t testing.TB, pc pairConfig) (a, b *side) {
 		}
 		return s
 	}
+	remoteOfB, localOfA := dataplane.AnyAddress, dataplane.AnyAddress
+	if pc.transportA.IsValid() {
+		one := func(a netip.Addr) dataplane.Selectors { return dataplane.Selectors{netip.PrefixFrom(a, a.BitLen())} }
+		remoteOfB, localOfA = one(pc.transportB), one(pc.transportA)
+		if pc.remoteOfA == nil {
+			pc.remoteOfA = localOfA
+		}
+		if pc.localOfB == nil {
+			pc.localOfB = remoteOfB
+		}
+	}
 	for _, x := range []struct {
 		s, peer                *side
 		tcfg                   tun.MemoryConfig
 		remote, local, sources dataplane.Selectors
 	}{
-		{a, b, pc.tunA, dataplane.AnyAddress, dataplane.AnyAddress, orAny(pc.sourcesOfA)},
+		{a, b, pc.tunA, remoteOfB, localOfA, orAny(pc.sourcesOfA)},
 		{b, a, pc.tunB, orAny(pc.remoteOfA), orAny(pc.localOfB), dataplane.AnyAddress},
 	} {
 		ep, err := x.s.conn.NewEndpoint(x.peer.conn.LocalAddr())
@@ -346,12 +361,17 @@ func TestEngineZeroAllocations(t *testing.T) {
 		offload, restoreOrder bool
 		alg                   dataplane.Algorithm
 		keepSent              bool // copies for reinjection
-	}{{true, false, 0, false}, {false, false, 0, false}, {true, true, 0, false}, {true, false, dataplane.AES256SHA256, false},
-		{false, true, dataplane.AES128SHA1, false}, {true, true, 0, true}} {
+		transport             bool
+	}{{true, false, 0, false, false}, {false, false, 0, false, false}, {true, true, 0, false, false}, {true, false, dataplane.AES256SHA256, false, false},
+		{false, true, dataplane.AES128SHA1, false, false}, {true, true, 0, true, false}, {true, true, 0, false, true}, {false, false, dataplane.AES256SHA256, false, true}} {
 		offload := tc.offload
-		t.Run(fmt.Sprintf("offload=%v/restore-order=%v/%v/keep-sent=%v", tc.offload, tc.restoreOrder, tc.alg, tc.keepSent), func(t *testing.T) {
+		t.Run(fmt.Sprintf("offload=%v/restore-order=%v/%v/keep-sent=%v/transport=%v", tc.offload, tc.restoreOrder, tc.alg, tc.keepSent, tc.transport), func(t *testing.T) {
 			tmpl := udp(t, "10.0.0.1:1000", "10.0.0.2:2000", make([]byte, 1372))
-			a, b := newPair(t, pairConfig{alg: tc.alg, noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}})
+			pc := pairConfig{alg: tc.alg, noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}}
+			if tc.transport {
+				pc.transportA, pc.transportB = netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+			}
+			a, b := newPair(t, pc)
 			defer a.e.Close()
 			defer b.e.Close()
 			if tc.restoreOrder {

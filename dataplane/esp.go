@@ -236,6 +236,11 @@ type SAConfig struct {
 	// have sent, so that no (sequence number, IV) pair, and so no AEAD
 	// nonce, repeats under the key (see SetSequenceLimit).
 	StartAfter uint64
+	// Transport makes the SA carry transport-mode ESP (RFC 4303 §3.1.1,
+	// transport.go): the engine seals what follows a packet's IP header
+	// and rebuilds that header from the selectors on receipt. The
+	// selectors of such an SA name one address on each side.
+	Transport bool
 }
 
 // SA is one ESP security association. An SA is used in one direction; the
@@ -253,6 +258,7 @@ type SA struct {
 	// headerLen and icvLen are the algorithm's (Algorithm.HeaderLen,
 	// Algorithm.ICVLen), kept here for the per-packet paths.
 	headerLen, icvLen int
+	transport         bool // SAConfig.Transport
 
 	seq    atomic.Uint64 // last sequence number handed out
 	limit  atomic.Uint64 // highest sequence number that may be handed out
@@ -289,7 +295,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 		return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 	}
 	sa := &SA{spi: cfg.SPI, alg: cfg.Algorithm, esn: cfg.ESN, window: w, maxSeq: math.MaxUint32,
-		headerLen: cfg.Algorithm.HeaderLen(), icvLen: cfg.Algorithm.ICVLen()}
+		headerLen: cfg.Algorithm.HeaderLen(), icvLen: cfg.Algorithm.ICVLen(), transport: cfg.Transport}
 	if cfg.ESN {
 		sa.maxSeq = math.MaxUint64
 	}
@@ -373,6 +379,9 @@ func (sa *SA) SPI() uint32 { return sa.spi }
 
 // Algorithm returns the SA's transform.
 func (sa *SA) Algorithm() Algorithm { return sa.alg }
+
+// Transport reports whether the SA carries transport-mode ESP.
+func (sa *SA) Transport() bool { return sa.transport }
 
 // ESN reports whether the SA uses extended sequence numbers.
 func (sa *SA) ESN() bool { return sa.esn }
