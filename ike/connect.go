@@ -270,6 +270,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		&TS{Responder: true, Selectors: selectorsFromPrefixes(s.cfg.RemoteTS)},
 	)
 	payloads = append(payloads, probeOffer...)
+	payloads = append(payloads, transportRequest(s.cfg.Transport)...)
 	reply, err := s.exchange(ctx, sa, IKE_AUTH, payloads, s.cfg.Retransmit)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
@@ -300,6 +301,9 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	child, err := s.childFromReply(sa, reply, inSPI, probeSPI, sa.ni, sa.nr, nil, false, s.localTS(), s.cfg.RemoteTS)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH: %w", err)
+	}
+	if child.Transport = agreedTransport(s.cfg.Transport, reply, child); s.cfg.Transport && !child.Transport {
+		s.log.Info("the peer chose tunnel mode: transport mode needs its consent and one address on each side", "local_ts", child.LocalTS, "remote_ts", child.RemoteTS)
 	}
 	if h, ok := s.h.(DNSDomainsHandler); ok {
 		h.ConfiguredDNSDomains(configDomains(reply))
@@ -340,7 +344,7 @@ func (st *Status) setChild(c *ChildSA) {
 		st.Child = nil
 		return
 	}
-	st.Child = &ChildStatus{InSPI: fmt.Sprintf("%08x", c.InSPI), OutSPI: fmt.Sprintf("%08x", c.OutSPI), Algorithm: c.Algorithm}
+	st.Child = &ChildStatus{InSPI: fmt.Sprintf("%08x", c.InSPI), OutSPI: fmt.Sprintf("%08x", c.OutSPI), Algorithm: c.Algorithm, Mode: c.mode()}
 	if c.Probe != nil {
 		st.Child.ProbeInSPI, st.Child.ProbeOutSPI = fmt.Sprintf("%08x", c.Probe.InSPI), fmt.Sprintf("%08x", c.Probe.OutSPI)
 	}

@@ -168,7 +168,11 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now,
 		rekeyOf: old.InSPI, nonces: [2][]byte{slices.Clone(ni.Data), nr}, byPeer: true}
 	child.withProbeSA(probeSPI, theirs, km, false)
+	// The mode stays that of old: a rekey does not switch to transport.
+	var mode []Payload
+	child.Transport, mode = answerTransport(req, old.Transport, old.LocalTS, old.RemoteTS)
 	reply := append([]Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}, probeAnswer...)
+	reply = append(reply, mode...)
 	if kePayload != nil {
 		reply = append(reply, kePayload)
 	}
@@ -272,6 +276,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 			payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
 		}
 		payloads = append(payloads, &TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
+		payloads = append(payloads, transportRequest(old.Transport)...)
 		reply, err := s.exchange(ctx, sa, CREATE_CHILD_SA, payloads, s.cfg.Retransmit)
 		if err != nil {
 			return err
@@ -312,6 +317,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 			return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 		}
 		child.rekeyOf, child.nonces = old.InSPI, [2][]byte{ni, slices.Clone(nr.Data)}
+		child.Transport = agreedTransport(old.Transport, reply, child)
 		if s.child != old {
 			return s.settleChildCollision(ctx, sa, old, child)
 		}

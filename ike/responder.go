@@ -94,6 +94,11 @@ type ResponderConfig struct {
 	Pools   []netip.Prefix // inner address pools, at most one per family
 	DNS     []netip.Addr   // DNS servers for the configuration reply
 	LocalTS []netip.Prefix // the protected networks behind the gateway
+	// Transport agrees to a client's request for transport mode
+	// (USE_TRANSPORT_MODE) when the Child SA's selectors name one address
+	// on each side (transport.go); otherwise every Child SA is in tunnel
+	// mode, the request notwithstanding.
+	Transport bool
 
 	// DNSDomains are sent (INTERNAL_DNS_DOMAIN, RFC 8598) to clients that
 	// ask for them: the names the DNS servers resolve.

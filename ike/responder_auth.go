@@ -319,6 +319,8 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.iToR, OutKey: km.rToI, ESN: esp.esn,
 		LocalTS: local, RemoteTS: remote, Created: r.cfg.Now(), switched: true}
 	child.withProbeSA(probeSPI, theirs, km, false)
+	transport, mode := answerTransport(req, r.cfg.Transport, local, remote)
+	child.Transport = transport
 	if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
 		r.log.Warn("installing a client's Child SA", "id", c.ID, "err", err)
 		r.releaseLeases(c)
@@ -329,6 +331,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
 	reply = append(reply, &SA{Proposals: []Proposal{chosen}},
 		&TS{Selectors: selectorsFromPrefixes(remote)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(local)})
+	reply = append(reply, mode...)
 	return append(reply, probeAnswer...), nil
 }
 

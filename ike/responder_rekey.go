@@ -53,6 +53,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
 	}
 	payloads = append(payloads, &TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
+	payloads = append(payloads, transportRequest(old.Transport)...)
 	later := func(why string, args ...any) {
 		if c.child != old {
 			return // the client's rekey of the same SA went through
@@ -112,6 +113,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(),
 			rekeyOf: old.InSPI, nonces: [2][]byte{ni, nr.Data}}
 		child.withProbeSA(probeSPI, theirs, km, true)
+		child.Transport = agreedTransport(old.Transport, reply, child)
 		if c.child != old {
 			r.settleChildCollision(c, old, child)
 			return

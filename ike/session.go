@@ -38,6 +38,9 @@ type ChildSA struct {
 	LocalTS  []netip.Prefix
 	RemoteTS []netip.Prefix
 	Created  time.Time
+	// Transport says the peers agreed on transport mode (RFC 7296
+	// §1.3.1, transport.go); otherwise the SA is in tunnel mode.
+	Transport bool
 
 	switched bool      // its outbound SA sends
 	retired  time.Time // when a rekey replaced it; it is deleted within oldChildGrace
@@ -116,7 +119,11 @@ type SessionConfig struct {
 
 	RequestIPv4, RequestIPv6 bool           // ask for inner addresses (configuration payload)
 	LocalTS, RemoteTS        []netip.Prefix // default: everything, both families
-	Retransmit               RetransmitPolicy
+	// Transport asks for transport mode (USE_TRANSPORT_MODE); the Child
+	// SA falls back to tunnel mode when the peer does not agree or the
+	// selectors name more than one address on a side (transport.go).
+	Transport  bool
+	Retransmit RetransmitPolicy
 	// ChildRekey and IKERekey start rekeying that long after creation,
 	// less up to 10% of random jitter so that the two ends rarely start
 	// at once; 0 leaves rekeying to the gateway.
@@ -219,6 +226,7 @@ type ChildStatus struct {
 	InSPI     string   `json:"in_spi"`
 	OutSPI    string   `json:"out_spi"`
 	Algorithm string   `json:"algorithm"`
+	Mode      string   `json:"mode"` // "tunnel" or "transport"
 	LocalTS   []string `json:"local_ts"`
 	RemoteTS  []string `json:"remote_ts"`
 	// ProbeInSPI and ProbeOutSPI are its probe SA's (ProbeSA), empty

@@ -12,8 +12,9 @@ import (
 // paths, each a few dozen a second, reorder across paths by a few packets.
 const probeReplayWindow = 128
 
-// NewChildSAs makes the data plane's two SAs of a negotiated Child SA,
-// each with its probe SA when the Child SA has one (docs/mif.md).
+// NewChildSAs makes the data plane's two SAs of a negotiated Child SA, in
+// its mode, each with its probe SA when the Child SA has one (docs/mif.md;
+// probes are never carried in transport mode: they have no IP header).
 // The outbound SA never checks replays, so it gets the smallest window:
 // 2 KiB less per SA, per client on a gateway.
 func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
@@ -21,23 +22,23 @@ func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	pair := func(inSPI, outSPI uint32, inKey, outKey []byte, inWindow int) (in, out *dataplane.SA, err error) {
-		in, err = dataplane.NewSA(dataplane.SAConfig{SPI: inSPI, Algorithm: alg, Key: inKey, ESN: child.ESN, ReplayWindow: inWindow})
+	pair := func(inSPI, outSPI uint32, inKey, outKey []byte, inWindow int, transport bool) (in, out *dataplane.SA, err error) {
+		in, err = dataplane.NewSA(dataplane.SAConfig{SPI: inSPI, Algorithm: alg, Key: inKey, ESN: child.ESN, ReplayWindow: inWindow, Transport: transport})
 		if err != nil {
 			return nil, nil, err
 		}
 		out, err = dataplane.NewSA(dataplane.SAConfig{SPI: outSPI, Algorithm: alg, Key: outKey, ESN: child.ESN,
-			ReplayWindow: dataplane.MinReplayWindow})
+			ReplayWindow: dataplane.MinReplayWindow, Transport: transport})
 		if err != nil {
 			return nil, nil, err
 		}
 		return in, out, nil
 	}
-	if in, out, err = pair(child.InSPI, child.OutSPI, child.InKey, child.OutKey, 0); err != nil {
+	if in, out, err = pair(child.InSPI, child.OutSPI, child.InKey, child.OutKey, 0, child.Transport); err != nil {
 		return nil, nil, err
 	}
 	if p := child.Probe; p != nil {
-		probeIn, probeOut, err := pair(p.InSPI, p.OutSPI, p.InKey, p.OutKey, probeReplayWindow)
+		probeIn, probeOut, err := pair(p.InSPI, p.OutSPI, p.InKey, p.OutKey, probeReplayWindow, false)
 		if err != nil {
 			return nil, nil, fmt.Errorf("probe SA: %w", err)
 		}

@@ -164,7 +164,7 @@ func staticStatus(e *dataplane.Engine, cfg *staticConfig, out, in *dataplane.SA)
 		st.Drops["sequence-exhausted"] = n
 	}
 	st.Session.State = "established"
-	st.Session.Child = &ike.ChildStatus{InSPI: staticSPI(in.SPI()), OutSPI: staticSPI(out.SPI()), Algorithm: out.Algorithm().String()}
+	st.Session.Child = &ike.ChildStatus{InSPI: staticSPI(in.SPI()), OutSPI: staticSPI(out.SPI()), Algorithm: out.Algorithm().String(), Mode: "tunnel"}
 	for _, p := range e.Paths() {
 		st.Paths = append(st.Paths, mif.PathStatus{ID: int(p.ID), Device: cfg.device, Remote: cfg.remote.String(),
 			TxPackets: p.Stats.TxPackets.Load(), TxBytes: p.Stats.TxBytes.Load(), RxPackets: p.Stats.RxPackets.Load(), RxBytes: p.Stats.RxBytes.Load()})

@@ -1,0 +1,53 @@
+package ike
+
+import "net/netip"
+
+// Transport mode (RFC 7296 §1.3.1): the initiator asks for it with
+// USE_TRANSPORT_MODE in the request that creates a Child SA, the responder
+// agrees by sending it back, and a response without it means tunnel mode.
+// A rekey asks again for the mode of the SA it replaces. This
+// implementation agrees only where the data plane can rebuild the IP
+// header from the selectors: one address on each side, of one family
+// (docs/end-to-end.md).
+
+// transportRequest is the notification that asks for transport mode, or
+// nothing.
+func transportRequest(want bool) []Payload {
+	if !want {
+		return nil
+	}
+	return []Payload{&Notify{NotifyType: USE_TRANSPORT_MODE}}
+}
+
+// transportSelectors reports whether a Child SA with these selectors can
+// run in transport mode.
+func transportSelectors(local, remote []netip.Prefix) bool {
+	if len(local) != 1 || len(remote) != 1 || !local[0].IsSingleIP() || !remote[0].IsSingleIP() {
+		return false
+	}
+	l, r := local[0].Addr(), remote[0].Addr()
+	return l.Is4() == r.Is4() && !l.Is4In6() && !r.Is4In6()
+}
+
+// answerTransport is a responder's decision on a request that creates a
+// Child SA with the selectors local and remote: transport mode when the
+// peer asked, allow says yes, and the selectors permit it. The notification
+// to put in the response comes with a yes.
+func answerTransport(req []Payload, allow bool, local, remote []netip.Prefix) (bool, []Payload) {
+	ok := allow && FindNotify(req, USE_TRANSPORT_MODE) != nil && transportSelectors(local, remote)
+	return ok, transportRequest(ok)
+}
+
+// agreedTransport is the initiator's reading of a response to a request
+// that asked for transport mode (asked) or not.
+func agreedTransport(asked bool, reply []Payload, c *ChildSA) bool {
+	return asked && FindNotify(reply, USE_TRANSPORT_MODE) != nil && transportSelectors(c.LocalTS, c.RemoteTS)
+}
+
+// mode names the Child SA's mode for status output.
+func (c *ChildSA) mode() string {
+	if c.Transport {
+		return "transport"
+	}
+	return "tunnel"
+}

@@ -1,0 +1,91 @@
+package ike
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mifsec/mifsec/internal/testenv"
+)
+
+// TestTransportModeNegotiation: USE_TRANSPORT_MODE gives a transport-mode
+// Child SA only when the initiator asks, the responder allows it and the
+// selectors name one address on each side; otherwise tunnel mode, with
+// the notification absent from the response. A rekey by either side
+// keeps the mode.
+func TestTransportModeNegotiation(t *testing.T) {
+	one := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	for _, tc := range []struct {
+		name              string
+		ask, allow        bool
+		local, remote, gw []netip.Prefix // the client's selectors, the gateway's LocalTS
+		want              bool
+	}{
+		{"agreed", true, true, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), true},
+		{"gateway refuses", true, false, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), false},
+		{"not asked", false, true, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), false},
+		{"a network behind the gateway", true, true, one("10.7.0.1/32"), one("10.7.0.0/24"), one("10.7.0.0/24"), false},
+		{"two families", true, true, one("10.7.0.1/32"), one("fd07::2/128"), one("fd07::2/128"), false},
+		{"IPv6", true, true, one("fd07::1/128"), one("fd07::2/128"), one("fd07::2/128"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			psk := []byte("a pre-shared key of some length")
+			w, gh := startResponder(t, ResponderConfig{PSK: psk, Pools: []netip.Prefix{}, LocalTS: tc.gw, Transport: tc.allow})
+			s, ch := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test"),
+				LocalTS: tc.local, RemoteTS: tc.remote, Transport: tc.ask})
+			connect(t, s, true)
+			c, g := ch.last(), gh.last()
+			pairOK(t, c, g)
+			if c.Transport != tc.want || g.Transport != tc.want {
+				t.Fatalf("transport mode: client %v, gateway %v, want %v (selectors %v ⇄ %v)", c.Transport, g.Transport, tc.want, c.LocalTS, c.RemoteTS)
+			}
+			if mode := s.Status().Child.Mode; mode != c.mode() {
+				t.Fatalf("status says %q", mode)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := s.rekeyChild(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if c, g := ch.last(), gh.last(); c.Transport != tc.want || g.Transport != tc.want {
+				t.Fatalf("after the client's rekey: client %v, gateway %v", c.Transport, g.Transport)
+			}
+			// The client's loop answers the gateway's rekey.
+			runCtx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { s.Run(runCtx); close(done) }()
+			t.Cleanup(func() { stop(); <-done })
+			w.r.do(ctx, func() { w.r.rekeyChild(w.r.clients[0]) })
+			testenv.WaitUntil(t, 5*time.Second, "the gateway's rekey", func() bool { installed, _, _ := gh.counts(); return installed == 3 })
+			if c, g := ch.last(), gh.last(); c.Transport != tc.want || g.Transport != tc.want {
+				t.Fatalf("after the gateway's rekey: client %v, gateway %v", c.Transport, g.Transport)
+			}
+		})
+	}
+}
+
+func TestTransportSelectors(t *testing.T) {
+	p := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		local, remote []netip.Prefix
+		want          bool
+	}{
+		{p("10.0.0.1/32"), p("10.0.0.2/32"), true},
+		{p("fd00::1/128"), p("fd00::2/128"), true},
+		{p("10.0.0.1/32"), p("10.0.0.0/31"), false},
+		{p("10.0.0.1/32", "fd00::1/128"), p("10.0.0.2/32"), false},
+		{p("::ffff:10.0.0.1/128"), p("::ffff:10.0.0.2/128"), false},
+		{nil, p("10.0.0.2/32"), false},
+	} {
+		if got := transportSelectors(tc.local, tc.remote); got != tc.want {
+			t.Errorf("%v ⇄ %v: %v, want %v", tc.local, tc.remote, got, tc.want)
+		}
+	}
+}
