@@ -94,6 +94,9 @@ type ResponderConfig struct {
 	Pools   []netip.Prefix // inner address pools, at most one per family
 	DNS     []netip.Addr   // DNS servers for the configuration reply
 	LocalTS []netip.Prefix // the protected networks behind the gateway
+	// Peers, when set, are the only identities that may log in (checked
+	// before their proof): `mifsec peer` answers its one peer.
+	Peers []Identity
 	// Transport agrees to a client's request for transport mode
 	// (USE_TRANSPORT_MODE) when the Child SA's selectors name one address
 	// on each side (transport.go); otherwise every Child SA is in tunnel
@@ -300,6 +303,9 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	}
 	if cfg.EAPUsers != nil && cfg.RADIUS != nil {
 		return nil, errors.New("EAP users and a RADIUS server exclude each other")
+	}
+	if len(cfg.Peers) > 0 && (cfg.EAPUsers != nil || cfg.RADIUS != nil) {
+		return nil, errors.New("allowed peers and EAP exclude each other: EAP logins name their users inside EAP")
 	}
 	if len(cfg.LocalTS) == 0 {
 		return nil, errors.New("no local traffic selectors (protected networks)")

@@ -149,6 +149,9 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		return r.startEAP(sa, idi, req, from)
 	}
 	id := Identity{Type: idi.IDType, Data: idi.Data}
+	if len(r.cfg.Peers) > 0 && !slices.ContainsFunc(r.cfg.Peers, func(p Identity) bool { return p.Key() == id.Key() }) {
+		return r.authFail(sa, from, "identity not among the allowed peers", "id", id)
+	}
 	if err := r.verifyClient(sa, id, auth, req); err != nil {
 		return r.authFail(sa, from, err.Error(), "id", id)
 	}

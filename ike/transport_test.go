@@ -89,3 +89,18 @@ func TestTransportSelectors(t *testing.T) {
 		}
 	}
 }
+
+// TestResponderPeers: a responder with Peers lets only those identities
+// in, whatever key they prove.
+func TestResponderPeers(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	w, _ := startResponder(t, ResponderConfig{PSK: psk, Pools: []netip.Prefix{}, Peers: []Identity{mustID(t, "b.example")}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stranger, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, LocalID: mustID(t, "c.example"), RemoteID: mustID(t, "gw.mifsec.test")})
+	if err := stranger.connect(ctx, true); !errorsIs(err, ErrAuthFailed) {
+		t.Fatalf("an identity not among the peers: %v, want %v", err, ErrAuthFailed)
+	}
+	peer, _ := w.newClient(t, "192.0.2.11", SessionConfig{PSK: psk, LocalID: mustID(t, "B.example."), RemoteID: mustID(t, "gw.mifsec.test")})
+	connect(t, peer, true)
+}

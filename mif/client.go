@@ -60,7 +60,12 @@ type ClientConfig struct {
 	// Without it, a kill switch a crashed run left on the TUN name is
 	// removed.
 	KillSwitch bool
-	Logger     *slog.Logger
+	// SourceFromSelectors makes each route into the tunnel prefer as the
+	// source of the host's packets the address the Child SA's local
+	// selectors name in its family, when they name one: the host's own
+	// stable address (`mifsec peer`), which is not on the TUN.
+	SourceFromSelectors bool
+	Logger              *slog.Logger
 }
 
 // Client is a running VPN client: one path per usable interface of those
@@ -307,7 +312,11 @@ func (c *Client) InstallChild(child *ike.ChildSA) error {
 	defer c.mu.Unlock()
 	c.children[child.InSPI] = in
 	c.outs[child.InSPI] = out
-	if err := c.routeLocked(child.RemoteTS); err != nil {
+	var sources []netip.Prefix
+	if c.cfg.SourceFromSelectors {
+		sources = child.LocalTS
+	}
+	if err := c.routeLocked(child.RemoteTS, sources); err != nil {
 		return err
 	}
 	c.applyDNSLocked(child.RemoteTS)
@@ -345,20 +354,39 @@ func (c *Client) applyDNSLocked(remoteTS []netip.Prefix) {
 	c.dnsApplied = &s
 }
 
-// routeLocked adds routes into the tunnel for prefixes not routed yet.
-func (c *Client) routeLocked(prefixes []netip.Prefix) error {
+// routeLocked adds routes into the tunnel for prefixes not routed yet,
+// each preferring as source the one address of its family in sources
+// (routeSource).
+func (c *Client) routeLocked(prefixes, sources []netip.Prefix) error {
 	for _, p := range prefixes {
 		for _, r := range splitDefault(p) {
 			if containsPrefix(c.routes, r) {
 				continue
 			}
-			if err := c.iface.AddRoute(r); err != nil {
+			if err := c.iface.AddRouteFrom(r, routeSource(r, sources)); err != nil {
 				return err
 			}
 			c.routes = append(c.routes, r)
 		}
 	}
 	return nil
+}
+
+// routeSource returns the address of sources (a Child SA's local
+// selectors) that traffic routed to p prefers as its source: the one
+// single address of p's family, or the zero Addr (the kernel chooses).
+func routeSource(p netip.Prefix, sources []netip.Prefix) netip.Addr {
+	var src netip.Addr
+	for _, s := range sources {
+		if s.Addr().Is4() != p.Addr().Is4() {
+			continue
+		}
+		if src.IsValid() || !s.IsSingleIP() {
+			return netip.Addr{}
+		}
+		src = s.Addr()
+	}
+	return src
 }
 
 // splitDefault turns a default route into two halves, so that it wins

@@ -52,7 +52,12 @@ type GatewayConfig struct {
 	Policy scheduler.Policy
 	// Classes give some downlink traffic its own policy (`--class`).
 	Classes *scheduler.Classifier
-	Logger  *slog.Logger
+	// RouteSelectors routes each client's selectors through the TUN as
+	// its Child SA is installed, preferring as source this side's
+	// address in the SA's local selectors (routeSource): for a peer's
+	// stable address (`mifsec peer`), which no pool's route covers.
+	RouteSelectors bool
+	Logger         *slog.Logger
 }
 
 // Gateway is a running security gateway: one TUN device, a NAT-T socket
@@ -84,7 +89,11 @@ type Gateway struct {
 	// *gatewayChild): a sync.Map, read-mostly, so that a lookup takes no
 	// lock and a change costs O(1) with many clients.
 	probeKids sync.Map
-	runCtx    context.Context // ends with Run: peers' goroutines stop with it
+	// kroutes are the routes through the TUN RouteSelectors added; kmu,
+	// a leaf, guards them.
+	kmu     sync.Mutex
+	kroutes []netip.Prefix
+	runCtx  context.Context // ends with Run: peers' goroutines stop with it
 }
 
 type gatewayChild struct {
@@ -311,6 +320,29 @@ func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, sen
 	g.mu.Unlock()
 	if send {
 		g.route(k)
+	}
+	if g.cfg.RouteSelectors {
+		return g.routeSelectors(k)
+	}
+	return nil
+}
+
+// routeSelectors adds the routes through the TUN to k's client side not
+// routed yet (GatewayConfig.RouteSelectors). Close removes them with the
+// TUN.
+func (g *Gateway) routeSelectors(k *gatewayChild) error {
+	g.kmu.Lock()
+	defer g.kmu.Unlock()
+	for _, p := range k.prefix {
+		for _, r := range splitDefault(p) {
+			if containsPrefix(g.kroutes, r) {
+				continue
+			}
+			if err := g.iface.AddRouteFrom(r, routeSource(r, k.local)); err != nil {
+				return err
+			}
+			g.kroutes = append(g.kroutes, r)
+		}
 	}
 	return nil
 }

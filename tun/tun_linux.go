@@ -285,6 +285,15 @@ func (i *Interface) routedLocally(a netip.Addr) bool {
 // kernel refuses routes through a down link. Close removes the routes added
 // here.
 func (i *Interface) AddRoute(p netip.Prefix) error {
+	return i.AddRouteFrom(p, netip.Addr{})
+}
+
+// AddRouteFrom is AddRoute with src, an address of this host of p's
+// family, as the preferred source of the host's packets on the route (the
+// zero Addr: the kernel chooses). Two hosts that protect traffic between
+// stable addresses (an address on lo) need it: the tunnel has no address
+// of its own to lend the packets.
+func (i *Interface) AddRouteFrom(p netip.Prefix, src netip.Addr) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if !p.IsValid() || p.Addr().Zone() != "" {
@@ -294,7 +303,14 @@ func (i *Interface) AddRoute(p netip.Prefix) error {
 	if err := i.usable(); err != nil {
 		return fmt.Errorf("adding route %s via %s: %w", p, i.name, err)
 	}
-	if err := i.nl.RouteAdd(i.netlinkRoute(p)); err != nil {
+	r := i.netlinkRoute(p)
+	if src = src.Unmap(); src.IsValid() {
+		if src.Is4() != p.Addr().Is4() {
+			return fmt.Errorf("adding route %s via %s: source %s is of the other family", p, i.name, src)
+		}
+		r.Src = src.AsSlice()
+	}
+	if err := i.nl.RouteAdd(r); err != nil {
 		if errors.Is(err, unix.ENETDOWN) {
 			return fmt.Errorf("adding route %s via %s: %w (routes need the interface up: call SetUp first)", p, i.name, err)
 		}

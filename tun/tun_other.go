@@ -40,6 +40,9 @@ func (i *Interface) AddAddress(netip.Prefix) error { return errors.ErrUnsupporte
 // AddRoute routes a prefix through the interface.
 func (i *Interface) AddRoute(netip.Prefix) error { return errors.ErrUnsupported }
 
+// AddRouteFrom is not supported outside Linux.
+func (i *Interface) AddRouteFrom(netip.Prefix, netip.Addr) error { return errors.ErrUnsupported }
+
 // SetUp brings the interface up.
 func (i *Interface) SetUp() error { return errors.ErrUnsupported }
 
