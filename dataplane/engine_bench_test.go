@@ -20,18 +20,23 @@ import (
 // and writes them to an in-memory TUN that counts them. With w workers each
 // engine has w TUN queues and w paths (one receive worker each). It reports
 // packets per second delivered end to end, per worker, and the share lost
-// to full socket buffers.
+// to full socket buffers. The transport variants carry the same packets
+// in transport-mode SAs (the receiver rebuilds each IP header): compare
+// with the tunnel-mode run of the same algorithm and workers.
 func BenchmarkPipeline(b *testing.B) {
 	for _, workers := range []int{1, 2} {
 		for _, alg := range []dataplane.Algorithm{dataplane.AES256GCM16, dataplane.ChaCha20Poly1305} {
 			b.Run(fmt.Sprintf("%s/workers=%d", alg, workers), func(b *testing.B) {
-				benchmarkPipeline(b, alg, workers)
+				benchmarkPipeline(b, alg, workers, false)
+			})
+			b.Run(fmt.Sprintf("%s/workers=%d/transport", alg, workers), func(b *testing.B) {
+				benchmarkPipeline(b, alg, workers, true)
 			})
 		}
 	}
 }
 
-func benchmarkPipeline(b *testing.B, alg dataplane.Algorithm, workers int) {
+func benchmarkPipeline(b *testing.B, alg dataplane.Algorithm, workers int, transport bool) {
 	const payload = 1400
 	tmpl, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1000"), netip.MustParseAddrPort("10.0.0.2:2000"), make([]byte, payload-28))
 	if err != nil {
@@ -39,8 +44,12 @@ func benchmarkPipeline(b *testing.B, alg dataplane.Algorithm, workers int) {
 	}
 	key := make([]byte, alg.KeyLen())
 	rand.Read(key)
-	out, _ := dataplane.NewSA(dataplane.SAConfig{SPI: 0x1001, Algorithm: alg, Key: key})
-	in, _ := dataplane.NewSA(dataplane.SAConfig{SPI: 0x1001, Algorithm: alg, Key: key, ReplayWindow: dataplane.MaxReplayWindow})
+	out, _ := dataplane.NewSA(dataplane.SAConfig{SPI: 0x1001, Algorithm: alg, Key: key, Transport: transport})
+	in, _ := dataplane.NewSA(dataplane.SAConfig{SPI: 0x1001, Algorithm: alg, Key: key, ReplayWindow: dataplane.MaxReplayWindow, Transport: transport})
+	remote, local := dataplane.AnyAddress, dataplane.AnyAddress
+	if transport {
+		remote, local = dataplane.Selectors{netip.MustParsePrefix("10.0.0.1/32")}, dataplane.Selectors{netip.MustParsePrefix("10.0.0.2/32")}
+	}
 
 	perQueue := uint64(b.N/workers + 1)
 	var srcQueues, sinkQueues []wgtun.Device
@@ -75,7 +84,7 @@ func benchmarkPipeline(b *testing.B, alg dataplane.Algorithm, workers int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := r.AddInbound(in, nil, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+		if err := r.AddInbound(in, nil, remote, local); err != nil {
 			b.Fatal(err)
 		}
 		engines = append(engines, r)

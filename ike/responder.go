@@ -94,6 +94,9 @@ type ResponderConfig struct {
 	Pools   []netip.Prefix // inner address pools, at most one per family
 	DNS     []netip.Addr   // DNS servers for the configuration reply
 	LocalTS []netip.Prefix // the protected networks behind the gateway
+	// RemoteTS, without pools, is what a client's side of the selectors
+	// narrows to (default everything); with pools, its leased addresses.
+	RemoteTS []netip.Prefix
 	// Peers, when set, are the only identities that may log in (checked
 	// before their proof): `mifsec peer` answers its one peer.
 	Peers []Identity
@@ -173,6 +176,7 @@ type ClientStatus struct {
 	InSPI       string    `json:"in_spi,omitempty"`
 	OutSPI      string    `json:"out_spi,omitempty"`
 	Algorithm   string    `json:"algorithm,omitempty"`
+	Mode        string    `json:"mode,omitempty"` // the Child SA's: tunnel or transport
 	// ProbeSA says the Child SA has a probe SA (ProbeSA).
 	ProbeSA     bool     `json:"probe_sa,omitempty"`
 	Weak        []string `json:"weak,omitempty"` // weak algorithms negotiated (WeakAlgorithms)
@@ -437,6 +441,7 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 			}
 			if c.child != nil {
 				st.InSPI, st.OutSPI, st.Algorithm = fmt.Sprintf("%08x", c.child.InSPI), fmt.Sprintf("%08x", c.child.OutSPI), c.child.Algorithm
+				st.Mode = c.child.mode()
 				st.ProbeSA = c.child.Probe != nil
 			}
 			st.Weak = WeakAlgorithms(c.sa.suite, st.Algorithm)

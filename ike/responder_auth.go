@@ -301,8 +301,11 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	// The client's side narrows to its leased addresses; without pools, to
 	// what it proposed.
 	remoteAllowed := []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)}
-	if len(r.pools) > 0 {
+	switch {
+	case len(r.pools) > 0:
 		remoteAllowed = c.Addresses
+	case len(r.cfg.RemoteTS) > 0:
+		remoteAllowed = r.cfg.RemoteTS
 	}
 	limit := max(maxChildPrefixes, 2*len(r.cfg.LocalTS))
 	remote, okRemote := narrowSelectors(tsi.Selectors, remoteAllowed, limit)

@@ -3,6 +3,7 @@ package ike
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,22 +22,27 @@ func TestTransportModeNegotiation(t *testing.T) {
 		ask, allow        bool
 		local, remote, gw []netip.Prefix // the client's selectors, the gateway's LocalTS
 		want              bool
+		gwRemote          []netip.Prefix // the gateway's RemoteTS
 	}{
-		{"agreed", true, true, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), true},
-		{"gateway refuses", true, false, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), false},
-		{"not asked", false, true, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), false},
-		{"a network behind the gateway", true, true, one("10.7.0.1/32"), one("10.7.0.0/24"), one("10.7.0.0/24"), false},
-		{"two families", true, true, one("10.7.0.1/32"), one("fd07::2/128"), one("fd07::2/128"), false},
-		{"IPv6", true, true, one("fd07::1/128"), one("fd07::2/128"), one("fd07::2/128"), true},
+		{"narrowed by the gateway", true, true, one("0.0.0.0/0"), one("10.7.0.2/32"), one("10.7.0.2/32"), true, one("10.7.0.1/32")},
+		{"agreed", true, true, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), true, nil},
+		{"gateway refuses", true, false, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), false, nil},
+		{"not asked", false, true, one("10.7.0.1/32"), one("10.7.0.2/32"), one("10.7.0.2/32"), false, nil},
+		{"a network behind the gateway", true, true, one("10.7.0.1/32"), one("10.7.0.0/24"), one("10.7.0.0/24"), false, nil},
+		{"two families", true, true, one("10.7.0.1/32"), one("fd07::2/128"), one("fd07::2/128"), false, nil},
+		{"IPv6", true, true, one("fd07::1/128"), one("fd07::2/128"), one("fd07::2/128"), true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			psk := []byte("a pre-shared key of some length")
-			w, gh := startResponder(t, ResponderConfig{PSK: psk, Pools: []netip.Prefix{}, LocalTS: tc.gw, Transport: tc.allow})
+			w, gh := startResponder(t, ResponderConfig{PSK: psk, Pools: []netip.Prefix{}, LocalTS: tc.gw, RemoteTS: tc.gwRemote, Transport: tc.allow})
 			s, ch := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test"),
 				LocalTS: tc.local, RemoteTS: tc.remote, Transport: tc.ask})
 			connect(t, s, true)
 			c, g := ch.last(), gh.last()
 			pairOK(t, c, g)
+			if tc.gwRemote != nil && (!slices.Equal(c.LocalTS, tc.gwRemote) || !slices.Equal(g.RemoteTS, tc.gwRemote)) {
+				t.Fatalf("the client's side narrowed to %v (gateway %v), want %v", c.LocalTS, g.RemoteTS, tc.gwRemote)
+			}
 			if c.Transport != tc.want || g.Transport != tc.want {
 				t.Fatalf("transport mode: client %v, gateway %v, want %v (selectors %v ⇄ %v)", c.Transport, g.Transport, tc.want, c.LocalTS, c.RemoteTS)
 			}

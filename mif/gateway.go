@@ -57,7 +57,10 @@ type GatewayConfig struct {
 	// address in the SA's local selectors (routeSource): for a peer's
 	// stable address (`mifsec peer`), which no pool's route covers.
 	RouteSelectors bool
-	Logger         *slog.Logger
+	// NoForwarding leaves the host's IP forwarding as it is: the host is
+	// the end of the traffic it protects (`mifsec peer`), not a router.
+	NoForwarding bool
+	Logger       *slog.Logger
 }
 
 // Gateway is a running security gateway: one TUN device, a NAT-T socket
@@ -176,8 +179,10 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			g.log.Debug("route to the pool", "pool", p, "err", err)
 		}
 	}
-	if err := g.enableForwarding(); err != nil {
-		return nil, err
+	if !cfg.NoForwarding {
+		if err := g.enableForwarding(); err != nil {
+			return nil, err
+		}
 	}
 	g.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
 		Queues: g.iface.Queues(),

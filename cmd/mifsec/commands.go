@@ -9,6 +9,7 @@ func commands() []*cli.Command {
 		withSetup(connectCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
 		withSetup(gatewayCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
 		withSetup(labCommand(), commandSetup{needsRoot: true}),
+		withSetup(peerCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
 		withSetup(staticCommand(), commandSetup{needsRoot: true, tunFlag: "tun"}),
 		downCommand(),
 		installCommand(),

@@ -286,7 +286,7 @@ func printStatus(st mif.Status) {
 		}
 	}
 	if s.Child != nil {
-		fmt.Printf("  Child SA in %s out %s  %s  (rekeyed %d times)\n", s.Child.InSPI, s.Child.OutSPI, s.Child.Algorithm, s.ChildRekeys)
+		fmt.Printf("  Child SA in %s out %s  %s %s mode  (rekeyed %d times)\n", s.Child.InSPI, s.Child.OutSPI, s.Child.Algorithm, s.Child.Mode, s.ChildRekeys)
 		fmt.Printf("    local %s === remote %s\n", strings.Join(s.Child.LocalTS, ","), strings.Join(s.Child.RemoteTS, ","))
 	}
 	if len(s.Addresses) > 0 {

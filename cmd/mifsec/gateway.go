@@ -393,7 +393,7 @@ func printGatewayStatus(st mif.GatewayStatus) {
 			fmt.Printf("    weak algorithms: %s\n", strings.Join(c.Weak, ", "))
 		}
 		if c.InSPI != "" {
-			fmt.Printf("    Child SA in %s out %s  %s  (rekeyed %d times)\n", c.InSPI, c.OutSPI, c.Algorithm, c.ChildRekeys)
+			fmt.Printf("    Child SA in %s out %s  %s %s mode  (rekeyed %d times)\n", c.InSPI, c.OutSPI, c.Algorithm, c.Mode, c.ChildRekeys)
 		}
 		if c.DPDChecks > 0 {
 			fmt.Printf("    liveness checks: %d\n", c.DPDChecks)

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/mif/netmon"
+	"github.com/mifsec/mifsec/scheduler"
+	"github.com/mifsec/mifsec/tun"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+	"golang.org/x/sys/unix"
+)
+
+// mifsec peer: two hosts protect the traffic between their stable
+// addresses (docs/end-to-end.md). The two run the same command with the
+// identities swapped; one of them starts the IKE SA and drives the paths
+// (mif.Client), the other answers on every address of its interfaces
+// (mif.Gateway with one allowed peer, no pools, no forwarding), so that
+// paths form between every interface of both.
+
+func peerCommand() *cli.Command {
+	flags := []cli.Flag{
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote-id", Usage: "the peer's `IDENTITY`; no other may log in", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote", Usage: "the peer's `ADDR` (IKE on port 500); it announces its other addresses once connected", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ca", Usage: "CA certificates that vouch for the peer, PEM `FILE`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "crl", Usage: "certificate revocation lists of the --ca CAs, PEM or DER `FILE`"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "this host's stable `ADDR/LEN` whose traffic is protected (transport mode: one address of this host, e.g. on lo)", Required: true}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "the peer's stable `ADDR/LEN` (transport mode: one address)", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "transport", Usage: "`MODE` transport (no inner IP header; tunnel mode when the peer refuses) or tunnel"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "role", Value: "auto", Usage: "`ROLE` auto (the host whose identity sorts first starts the IKE SA, the other answers), initiator or responder (e.g. for a host that cannot be reached)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "interfaces", Usage: "use the interfaces matching `GLOB[,GLOB]`, every address of each: paths between every pair of both hosts' interfaces (default: the one routed towards --remote, and every address answers)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "interface-priority", Usage: "`NAME=N`: priority of an interface name, glob or kind (ethernet, wlan, cellular, other), 0 best (repeatable)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "aggregate", Usage: "spread traffic over the paths: single, offload, `aggregate` or redundant"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` as for connect (docs/scheduler.md)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ike", Value: defaultIKEProposals, Usage: "IKE `PROPOSALS` in strongSwan's syntax"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "esp", Value: defaultESPProposals, Usage: "ESP `PROPOSALS` in strongSwan's syntax"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the TUN interface to create"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "mtu", Usage: "TUN `MTU`; 0 fits a 1500-byte outer path"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Value: defaultChildRekey, Usage: "rekey the Child SA after `DURATION`, less up to 10% jitter"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ike-rekey", Value: defaultIKERekey, Usage: "rekey the IKE SA after `DURATION`, less up to 10% jitter"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "check the peer is alive after `DURATION` of silence"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retransmit", Value: time.Second, Usage: "first retransmission timeout of IKE requests"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "retransmit-tries", Value: 5, Usage: "sends of an IKE request before giving up"}),
+		metricsFlag(),
+		userFlag("root", "; as another user the control socket outlives the process in /run/mifsec (the next start removes it)"),
+		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
+	}
+	return &cli.Command{
+		Name:  "peer",
+		Usage: "protect the traffic between this host and another one, end to end, over every interface of both",
+		Description: `Two hosts run it with their identities swapped, each naming its own stable address
+(--local-ts, an address on lo or on one interface) and the other's (--remote-ts). Their traffic
+travels in transport mode (no inner IP header) over every pair of the two hosts' interfaces
+(--interfaces), and keeps its addresses, and so its sockets, while interfaces come and go.
+One host starts the IKE SA, the other answers (--role); either may be started first.
+Runs until interrupted, then deletes the IKE SA and removes the device.`,
+		Flags:  flags,
+		Action: runPeer, // withSetup (config.go) reads --config
+	}
+}
+
+// peerConfig is what `mifsec peer` runs: one of the two roles.
+type peerConfig struct {
+	initiator bool
+	client    mif.ClientConfig  // initiator
+	gateway   mif.GatewayConfig // responder
+}
+
+func parsePeer(c *cli.Context) (peerConfig, error) {
+	var pc peerConfig
+	localID, err := ike.ParseIdentity(c.String("local-id"))
+	if err != nil {
+		return pc, fmt.Errorf("--local-id: %w", err)
+	}
+	remoteID, err := ike.ParseIdentity(c.String("remote-id"))
+	if err != nil {
+		return pc, fmt.Errorf("--remote-id: %w", err)
+	}
+	if localID.Key() == remoteID.Key() {
+		return pc, errors.New("--local-id and --remote-id name the same identity: each host needs its own")
+	}
+	switch r := c.String("role"); r {
+	case "auto":
+		pc.initiator = localID.Key() < remoteID.Key()
+	case "initiator", "responder":
+		pc.initiator = r == "initiator"
+	default:
+		return pc, fmt.Errorf("--role: %q is not auto, initiator or responder", r)
+	}
+	if strings.Contains(c.String("remote"), ",") {
+		return pc, errors.New("--remote: one address; the peer announces its others (MOBIKE) once connected")
+	}
+	remote, _, err := resolveGateway(c.Context, c.String("remote"), 500)
+	if err != nil {
+		return pc, fmt.Errorf("--remote: %w", err)
+	}
+	creds, err := parseCredentials(c)
+	if err != nil {
+		return pc, err
+	}
+	if creds.eap != nil {
+		return pc, errors.New("mifsec peer authenticates with --psk-file or --cert/--key, not EAP")
+	}
+	local, err := parsePrefixes(c.StringSlice("local-ts"), true)
+	if err != nil {
+		return pc, fmt.Errorf("--local-ts: %w", err)
+	}
+	remoteTS, err := parsePrefixes(c.StringSlice("remote-ts"), true)
+	if err != nil {
+		return pc, fmt.Errorf("--remote-ts: %w", err)
+	}
+	var transport bool
+	switch m := c.String("mode"); m {
+	case "transport":
+		transport = true
+		if err := transportSelectors(local, remoteTS); err != nil {
+			return pc, err
+		}
+	case "tunnel":
+	default:
+		return pc, fmt.Errorf("--mode: %q is not transport or tunnel", m)
+	}
+	if err := ownAddresses(local); err != nil {
+		return pc, err
+	}
+	childRekey, ikeRekey, err := rekeyFlags(c)
+	if err != nil {
+		return pc, err
+	}
+	if c.Duration("dpd") < 0 {
+		return pc, errors.New("--dpd: a negative duration")
+	}
+	if c.Duration("retransmit") <= 0 || c.Int("retransmit-tries") <= 0 {
+		return pc, errors.New("--retransmit and --retransmit-tries must be positive")
+	}
+	retransmit := ike.RetransmitPolicy{Timeout: c.Duration("retransmit"), Tries: c.Int("retransmit-tries")}
+	if err := tun.ValidateName(c.String("tun")); err != nil {
+		return pc, fmt.Errorf("--tun: %w", err)
+	}
+	tunCfg := tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
+	if tunCfg.MTU == 0 {
+		tunCfg.MTU = innerMTU(1500, remote.Addr(), creds.espAlgs...)
+	}
+	globs, err := netmon.ParseGlobs(c.String("interfaces"))
+	if err != nil {
+		return pc, fmt.Errorf("--interfaces: %w", err)
+	}
+	policy, err := scheduler.ParsePolicy(c.String("policy"))
+	if err != nil {
+		return pc, fmt.Errorf("--policy: %w", err)
+	}
+	var classes *scheduler.Classifier
+	if spec := c.String("class"); spec != "" {
+		if classes, err = scheduler.ParseRules(spec, policy); err != nil {
+			return pc, fmt.Errorf("--class: %w", err)
+		}
+	}
+	if !pc.initiator {
+		if len(c.StringSlice("interface-priority")) > 0 {
+			return pc, errors.New("--interface-priority: the host that starts the IKE SA ranks the paths (this one answers: --role)")
+		}
+		g := &pc.gateway
+		r := &g.Responder
+		r.LocalID, r.Peers = localID, []ike.Identity{remoteID}
+		r.Key, r.Certificates, r.CAs = creds.key, creds.certs, creds.cas
+		if creds.psk != nil {
+			// The peer's key only: no other identity has one.
+			r.ClientPSKs = map[string][]byte{c.String("remote-id"): creds.psk}
+		}
+		r.IKE, r.ESP = creds.ike, creds.esp
+		r.LocalTS, r.RemoteTS, r.Transport = local, remoteTS, transport
+		r.ChildRekey, r.IKERekey, r.DPD, r.Retransmit = childRekey, ikeRekey, c.Duration("dpd"), retransmit
+		r.MaxSAsPerIdentity = 1
+		// Every address of the interfaces answers; without --interfaces,
+		// every address of the host.
+		if g.Interfaces = globs; len(globs) == 0 {
+			g.Listen = []netip.Addr{netip.IPv4Unspecified()}
+			if remote.Addr().Is6() {
+				g.Listen = []netip.Addr{netip.IPv6Unspecified()}
+			}
+		}
+		g.TUN, g.Policy, g.Classes = tunCfg, policy, classes
+		g.RouteSelectors, g.NoForwarding = true, true
+		return pc, nil
+	}
+	cc := &pc.client
+	s := &cc.Session
+	s.Remote, s.LocalID, s.RemoteID = remote, localID, remoteID
+	s.PSK, s.Key, s.Certificates, s.CAs = creds.psk, creds.key, creds.certs, creds.cas
+	s.IKE, s.ESP = creds.ike, creds.esp
+	s.LocalTS, s.RemoteTS, s.Transport = local, remoteTS, transport
+	s.ChildRekey, s.IKERekey, s.DPD, s.Retransmit = childRekey, ikeRekey, c.Duration("dpd"), retransmit
+	cc.TUN, cc.SourceFromSelectors = tunCfg, true
+	if len(globs) > 0 {
+		cc.Interfaces = &mif.InterfaceConfig{Filter: netmon.Filter{Include: globs}, Hysteresis: mif.DefaultHysteresis}
+		for _, p := range c.StringSlice("interface-priority") {
+			name, n, err := netmon.ParsePriority(p)
+			if err != nil {
+				return pc, fmt.Errorf("--interface-priority: %w", err)
+			}
+			if cc.Interfaces.Priorities == nil {
+				cc.Interfaces.Priorities = map[string]int{}
+			}
+			cc.Interfaces.Priorities[name] = n
+		}
+		cc.Policy, cc.Classes = &policy, classes
+	} else if policy != scheduler.PolicySingle && c.IsSet("policy") || classes != nil {
+		return pc, errors.New("--policy and --class need --interfaces (several paths)")
+	}
+	return pc, nil
+}
+
+// transportSelectors checks that transport mode can carry the traffic
+// between local and remote: one address on each side, of one family.
+func transportSelectors(local, remote []netip.Prefix) error {
+	single := func(ps []netip.Prefix) bool { return len(ps) == 1 && ps[0].IsSingleIP() }
+	switch {
+	case !single(local) || !single(remote):
+		return fmt.Errorf("--mode transport needs one address on each side (--local-ts %v, --remote-ts %v): use --mode tunnel for networks", local, remote)
+	case local[0].Addr().Is4() != remote[0].Addr().Is4():
+		return fmt.Errorf("--local-ts %v and --remote-ts %v are of two families", local[0], remote[0])
+	}
+	return nil
+}
+
+// ownAddresses checks that each single address among the selectors of
+// this side is an address of this host: packets to the peer leave from it,
+// and the peer's come to it.
+func ownAddresses(local []netip.Prefix) error {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("listing this host's addresses: %w", err)
+	}
+	var mine []netip.Addr
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				mine = append(mine, ip.Unmap())
+			}
+		}
+	}
+	for _, p := range local {
+		if p.IsSingleIP() && !slices.Contains(mine, p.Addr()) {
+			return fmt.Errorf("--local-ts %s is not an address of this host: add it first (ip addr add %s dev lo)", p, p)
+		}
+	}
+	return nil
+}
+
+func runPeer(c *cli.Context) error {
+	pc, err := parsePeer(c)
+	if err != nil {
+		return err
+	}
+	as, err := resolveUser(c)
+	if err != nil {
+		return err
+	}
+	metrics, err := listenMetrics(c)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
+	if pc.initiator {
+		slog.Info("starting the IKE SA with the peer", "peer", pc.client.Session.Remote, "mode", c.String("mode"))
+		return runPeerInitiator(c, pc.client, as, metrics)
+	}
+	slog.Info("waiting for the peer to start the IKE SA", "peer", c.String("remote-id"), "mode", c.String("mode"))
+	return runPeerResponder(c, pc.gateway, as, metrics)
+}
+
+func runPeerInitiator(c *cli.Context, cfg mif.ClientConfig, as *credentials, metrics *metricsServer) error {
+	cfg.Logger = slog.Default()
+	client, err := mif.NewClient(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return client.Status() })
+	defer stop()
+	go inst.report(250*time.Millisecond, func() (bool, string) {
+		st := client.Status()
+		return st.Session.State == "established", clientSummary(st)
+	})
+	metrics.Serve(statusCollector{client.Status})
+	// As for connect: routes on each (re)connection, sockets on new
+	// interfaces.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}, as); err != nil {
+		return err
+	}
+	return client.Run(inst.ctx)
+}
+
+func runPeerResponder(c *cli.Context, cfg mif.GatewayConfig, as *credentials, metrics *metricsServer) error {
+	cfg.Logger = slog.Default()
+	cfg.Responder.Logger = slog.Default()
+	g, err := mif.NewGateway(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	status := func() mif.GatewayStatus {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return g.Status(ctx)
+	}
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return status() })
+	defer stop()
+	go inst.report(2*time.Second, func() (bool, string) {
+		st := status()
+		return len(st.Clients) > 0, fmt.Sprintf("answering on %s, peer connected: %v", st.Listen, len(st.Clients) > 0)
+	})
+	metrics.Serve(gatewayCollector{g.Status})
+	// As for gateway: the peer's routes when it connects, port 500 on new
+	// addresses of the interfaces.
+	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}, as); err != nil {
+		return err
+	}
+	return g.Run(inst.ctx)
+}
