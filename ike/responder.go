@@ -451,6 +451,27 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 	return out
 }
 
+// Disconnect deletes the IKE SAs of the clients whose identity is id
+// (telling each) with their Child SAs and leases, and returns how many
+// went: for a host that holds two IKE SAs with its peer, one in each
+// role, and keeps the other (mifsec peer).
+func (r *Responder) Disconnect(ctx context.Context, id Identity) (int, error) {
+	n := 0
+	ok := r.do(ctx, func() {
+		for _, c := range slices.Clone(r.clients) {
+			if c.ID.Key() == id.Key() {
+				r.log.Info("deleting the IKE SA of a client whose other IKE SA is kept", "id", c.ID, "from", c.Remote)
+				r.sayGoodbye(c)
+				n++
+			}
+		}
+	})
+	if !ok {
+		return 0, ctx.Err()
+	}
+	return n, nil
+}
+
 // PoolStatus is one address pool's use, for `mifsec status`.
 type PoolStatus struct {
 	Prefix string `json:"prefix"`

@@ -144,7 +144,12 @@ type SessionConfig struct {
 	ReconnectDelay time.Duration
 	// MaxReconnectDelay caps the pause; 0 means DefaultMaxReconnectDelay.
 	MaxReconnectDelay time.Duration
-	Logger            *slog.Logger
+	// WaitToConnect, when set, is called before each attempt Run makes
+	// to connect, and the attempt waits until it returns nil: a host that
+	// also answers its peer (mifsec peer) does not start a second IKE SA
+	// while the peer's is up. An error ends Run.
+	WaitToConnect func(ctx context.Context) error
+	Logger        *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
@@ -182,6 +187,7 @@ type Session struct {
 	h       Handler
 	log     *slog.Logger
 	inbox   chan inbound
+	drop    chan struct{}  // Drop: delete the IKE SA and connect again
 	natT    bool           // talking on port 4500
 	remote  netip.AddrPort // where requests go
 	sa      *ikeSA
@@ -283,7 +289,7 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), remote: cfg.Remote, mob: newSessionMobility(&cfg)}
+	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), drop: make(chan struct{}, 1), remote: cfg.Remote, mob: newSessionMobility(&cfg)}
 	s.status.State = "connecting"
 	s.status.Gateway = cfg.Remote.String()
 	s.publishMobility()
@@ -338,29 +344,55 @@ func countFailure(st *Status, err error) {
 }
 
 // Run keeps the session up until ctx ends, then deletes the IKE SA. It
-// reconnects when the gateway is lost. Call Connect first.
+// reconnects when the gateway is lost. Without a Connect first, it starts
+// by connecting, and tries until it succeeds.
 func (s *Session) Run(ctx context.Context) error {
+	connected := s.sa != nil
 	for {
-		err := s.serve(ctx)
-		if ctx.Err() != nil {
-			s.shutdown()
-			return nil
-		}
-		s.log.Warn("connection to gateway lost, reconnecting", "gateway", s.cfg.Remote, "err", err)
-		s.teardown()
-		s.setStatus(func(st *Status) {
-			st.State, st.LastError = "reconnecting", err.Error()
-			countFailure(st, err)
-		})
-		pause := s.cfg.ReconnectDelay
-		if errors.Is(err, errGatewaySilent) {
-			pause = 0 // a check asked for because the network changed
+		pause := time.Duration(0)
+		if connected {
+			err := s.serve(ctx)
+			if ctx.Err() != nil {
+				s.shutdown()
+				return nil
+			}
+			switch {
+			case errors.Is(err, errDropped):
+				s.log.Info("IKE SA deleted: the peer's own stays", "gateway", s.cfg.Remote)
+				s.deleteIKESA(s.sa)
+			default:
+				s.log.Warn("connection to gateway lost, reconnecting", "gateway", s.cfg.Remote, "err", err)
+				pause = s.cfg.ReconnectDelay
+				if errors.Is(err, errGatewaySilent) {
+					pause = 0 // a check asked for because the network changed
+				}
+			}
+			s.teardown()
+			s.setStatus(func(st *Status) {
+				st.State = "reconnecting"
+				if !errors.Is(err, errDropped) {
+					st.LastError = err.Error()
+					countFailure(st, err)
+				}
+			})
 		}
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-time.After(pause):
+			}
+			select {
+			case <-s.drop: // a Drop while not connected asks nothing
+			default:
+			}
+			if s.cfg.WaitToConnect != nil {
+				if err := s.cfg.WaitToConnect(ctx); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
 			}
 			if err := s.connect(ctx, true); err != nil {
 				if ctx.Err() != nil {
@@ -374,9 +406,26 @@ func (s *Session) Run(ctx context.Context) error {
 				})
 				continue
 			}
-			s.setStatus(func(st *Status) { st.Reconnects++ })
+			if connected {
+				s.setStatus(func(st *Status) { st.Reconnects++ })
+			}
+			connected = true
 			break
 		}
+	}
+}
+
+// errDropped ends serve when Drop asked for the IKE SA to go.
+var errDropped = errors.New("IKE SA dropped: the peer's IKE SA is kept instead")
+
+// Drop deletes the IKE SA (telling the peer) and makes Run connect again,
+// after WaitToConnect: for a host that holds two IKE SAs with its peer,
+// one in each role, and keeps the other (mifsec peer). Without an IKE SA
+// it does nothing.
+func (s *Session) Drop() {
+	select {
+	case s.drop <- struct{}{}:
+	default:
 	}
 }
 
@@ -484,6 +533,8 @@ func (s *Session) serve(ctx context.Context) error {
 			if err := f(ctx); err != nil {
 				return err
 			}
+		case <-s.drop:
+			return errDropped
 		}
 	}
 }

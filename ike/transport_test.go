@@ -110,3 +110,63 @@ func TestResponderPeers(t *testing.T) {
 	peer, _ := w.newClient(t, "192.0.2.11", SessionConfig{PSK: psk, LocalID: mustID(t, "B.example."), RemoteID: mustID(t, "gw.mifsec.test")})
 	connect(t, peer, true)
 }
+
+// TestSessionWaitToConnectAndDrop: a session that runs without Connect
+// first waits for WaitToConnect, connects, and after Drop deletes its IKE
+// SA at the responder and waits again before a new one; the responder's
+// Disconnect sends it back to waiting too.
+func TestSessionWaitToConnectAndDrop(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	w, _ := startResponder(t, ResponderConfig{PSK: psk, Pools: []netip.Prefix{}})
+	waits := make(chan chan struct{})
+	s, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, RemoteID: mustID(t, "gw.mifsec.test"), ReconnectDelay: 10 * time.Millisecond,
+		WaitToConnect: func(ctx context.Context) error {
+			release := make(chan struct{})
+			select {
+			case waits <- release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	next := func(what string) chan struct{} {
+		t.Helper()
+		select {
+		case r := <-waits:
+			return r
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no WaitToConnect %s", what)
+			return nil
+		}
+	}
+	established := func() bool { return s.Status().State == "established" }
+	release := next("before the first connection")
+	time.Sleep(50 * time.Millisecond)
+	if established() || len(clients(t, w)) != 0 {
+		t.Fatal("connected before WaitToConnect returned")
+	}
+	close(release)
+	testenv.WaitUntil(t, 5*time.Second, "established", established)
+	first := s.Status().IKESPIi
+
+	s.Drop()
+	release = next("after Drop")
+	testenv.WaitUntil(t, 5*time.Second, "the responder to forget the dropped IKE SA", func() bool { return len(clients(t, w)) == 0 })
+	close(release)
+	testenv.WaitUntil(t, 5*time.Second, "established again", func() bool { return established() && s.Status().IKESPIi != first })
+
+	if n, err := w.r.Disconnect(ctx, mustID(t, "client@mifsec.test")); n != 1 || err != nil {
+		t.Fatalf("Disconnect: %d, %v", n, err)
+	}
+	close(next("after the responder's Disconnect"))
+	testenv.WaitUntil(t, 5*time.Second, "established a third time", func() bool { return established() && len(clients(t, w)) == 1 })
+}

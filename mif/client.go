@@ -60,12 +60,11 @@ type ClientConfig struct {
 	// Without it, a kill switch a crashed run left on the TUN name is
 	// removed.
 	KillSwitch bool
-	// SourceFromSelectors makes each route into the tunnel prefer as the
-	// source of the host's packets the address the Child SA's local
-	// selectors name in its family, when they name one: the host's own
-	// stable address (`mifsec peer`), which is not on the TUN.
-	SourceFromSelectors bool
-	Logger              *slog.Logger
+	Logger     *slog.Logger
+
+	// shared is the TUN device of the Peer this client is one role of;
+	// nil: the client creates its own (TUN).
+	shared *sharedTUN
 }
 
 // Client is a running VPN client: one path per usable interface of those
@@ -197,8 +196,15 @@ func deviceTowards(a netip.Addr) (string, error) {
 	return link.Attrs().Name, nil
 }
 
-// Run connects and keeps the tunnel up until ctx ends.
-func (c *Client) Run(ctx context.Context) error {
+// Run connects and keeps the tunnel up until ctx ends. A first connection
+// that fails ends it.
+func (c *Client) Run(ctx context.Context) error { return c.run(ctx, true) }
+
+// runPeer is Run for a Peer's starting side: the session tries until it
+// connects, and again whenever its IKE SA is gone.
+func (c *Client) runPeer(ctx context.Context) error { return c.run(ctx, false) }
+
+func (c *Client) run(ctx context.Context, connectFirst bool) error {
 	engineCtx, stopEngine := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { c.engine.Run(engineCtx) })
@@ -220,8 +226,10 @@ func (c *Client) Run(ctx context.Context) error {
 	if err := c.waitActive(ctx); err != nil {
 		return err
 	}
-	if err := c.session.Connect(ctx); err != nil {
-		return err
+	if connectFirst {
+		if err := c.session.Connect(ctx); err != nil {
+			return err
+		}
 	}
 	return c.session.Run(ctx)
 }
@@ -285,7 +293,7 @@ func (c *Client) Close() {
 	if c.engine != nil {
 		c.engine.Close()
 	}
-	if c.iface != nil {
+	if c.iface != nil && c.cfg.shared == nil {
 		if err := c.iface.Close(); err != nil {
 			c.log.Warn("removing the TUN device", "err", err)
 		}
@@ -312,11 +320,7 @@ func (c *Client) InstallChild(child *ike.ChildSA) error {
 	defer c.mu.Unlock()
 	c.children[child.InSPI] = in
 	c.outs[child.InSPI] = out
-	var sources []netip.Prefix
-	if c.cfg.SourceFromSelectors {
-		sources = child.LocalTS
-	}
-	if err := c.routeLocked(child.RemoteTS, sources); err != nil {
+	if err := c.routeLocked(child.RemoteTS); err != nil {
 		return err
 	}
 	c.applyDNSLocked(child.RemoteTS)
@@ -354,39 +358,24 @@ func (c *Client) applyDNSLocked(remoteTS []netip.Prefix) {
 	c.dnsApplied = &s
 }
 
-// routeLocked adds routes into the tunnel for prefixes not routed yet,
-// each preferring as source the one address of its family in sources
-// (routeSource).
-func (c *Client) routeLocked(prefixes, sources []netip.Prefix) error {
+// routeLocked adds routes into the tunnel for prefixes not routed yet. On
+// a TUN device a Peer shares, the Peer owns the routes.
+func (c *Client) routeLocked(prefixes []netip.Prefix) error {
+	if c.cfg.shared != nil {
+		return nil
+	}
 	for _, p := range prefixes {
 		for _, r := range splitDefault(p) {
 			if containsPrefix(c.routes, r) {
 				continue
 			}
-			if err := c.iface.AddRouteFrom(r, routeSource(r, sources)); err != nil {
+			if err := c.iface.AddRoute(r); err != nil {
 				return err
 			}
 			c.routes = append(c.routes, r)
 		}
 	}
 	return nil
-}
-
-// routeSource returns the address of sources (a Child SA's local
-// selectors) that traffic routed to p prefers as its source: the one
-// single address of p's family, or the zero Addr (the kernel chooses).
-func routeSource(p netip.Prefix, sources []netip.Prefix) netip.Addr {
-	var src netip.Addr
-	for _, s := range sources {
-		if s.Addr().Is4() != p.Addr().Is4() {
-			continue
-		}
-		if src.IsValid() || !s.IsSingleIP() {
-			return netip.Addr{}
-		}
-		src = s.Addr()
-	}
-	return src
 }
 
 // splitDefault turns a default route into two halves, so that it wins

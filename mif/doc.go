@@ -9,8 +9,8 @@
 //	multiPath.routeMu  (Client routes: SwitchOutbound and drivePaths)
 //	  Client.mu, multiPath.mu, peerPaths.mu  (each taken alone under routeMu)
 //
-// Every other mutex is a leaf: Gateway.mu, Gateway.kmu, gatewayPeer.mu,
-// pathSet.mu and netmon's Monitor.mu are held only while no other mutex of
+// Every other mutex is a leaf: Gateway.mu, gatewayPeer.mu, pathSet.mu
+// and netmon's Monitor.mu are held only while no other mutex of
 // this package is taken (they may call into dataplane and tun, whose locks
 // come after all of these).
 package mif

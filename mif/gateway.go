@@ -52,15 +52,14 @@ type GatewayConfig struct {
 	Policy scheduler.Policy
 	// Classes give some downlink traffic its own policy (`--class`).
 	Classes *scheduler.Classifier
-	// RouteSelectors routes each client's selectors through the TUN as
-	// its Child SA is installed, preferring as source this side's
-	// address in the SA's local selectors (routeSource): for a peer's
-	// stable address (`mifsec peer`), which no pool's route covers.
-	RouteSelectors bool
 	// NoForwarding leaves the host's IP forwarding as it is: the host is
 	// the end of the traffic it protects (`mifsec peer`), not a router.
 	NoForwarding bool
 	Logger       *slog.Logger
+
+	// shared is the TUN device of the Peer this gateway is one role of;
+	// nil: the gateway creates its own (TUN).
+	shared *sharedTUN
 }
 
 // Gateway is a running security gateway: one TUN device, a NAT-T socket
@@ -92,11 +91,7 @@ type Gateway struct {
 	// *gatewayChild): a sync.Map, read-mostly, so that a lookup takes no
 	// lock and a change costs O(1) with many clients.
 	probeKids sync.Map
-	// kroutes are the routes through the TUN RouteSelectors added; kmu,
-	// a leaf, guards them.
-	kmu     sync.Mutex
-	kroutes []netip.Prefix
-	runCtx  context.Context // ends with Run: peers' goroutines stop with it
+	runCtx    context.Context // ends with Run: peers' goroutines stop with it
 }
 
 type gatewayChild struct {
@@ -159,8 +154,12 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 		g.listeners = append(g.listeners, l)
 		paths = append(paths, l.path)
 	}
-	if g.iface, err = tun.Create(cfg.TUN); err != nil {
-		return nil, err
+	queues := cfg.shared.queues(roleResponder)
+	if g.iface = cfg.shared.device(); g.iface == nil {
+		if g.iface, err = tun.Create(cfg.TUN); err != nil {
+			return nil, err
+		}
+		queues = g.iface.Queues()
 	}
 	for _, p := range cfg.Responder.Pools {
 		pool, err := ike.NewAddressPool(p)
@@ -185,7 +184,7 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 		}
 	}
 	g.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
-		Queues: g.iface.Queues(),
+		Queues: queues,
 		Paths:  paths,
 		Control: func(msg []byte, from netip.AddrPort, p *dataplane.Path) {
 			if l := g.listenerByPath(p.ID); l != nil {
@@ -261,7 +260,7 @@ func (g *Gateway) Close() {
 			l.ike500.Close()
 		}
 	}
-	if g.iface != nil {
+	if g.iface != nil && g.cfg.shared == nil {
 		if err := g.iface.Close(); err != nil {
 			g.log.Warn("removing the TUN device", "err", err)
 		}
@@ -325,29 +324,6 @@ func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, sen
 	g.mu.Unlock()
 	if send {
 		g.route(k)
-	}
-	if g.cfg.RouteSelectors {
-		return g.routeSelectors(k)
-	}
-	return nil
-}
-
-// routeSelectors adds the routes through the TUN to k's client side not
-// routed yet (GatewayConfig.RouteSelectors). Close removes them with the
-// TUN.
-func (g *Gateway) routeSelectors(k *gatewayChild) error {
-	g.kmu.Lock()
-	defer g.kmu.Unlock()
-	for _, p := range k.prefix {
-		for _, r := range splitDefault(p) {
-			if containsPrefix(g.kroutes, r) {
-				continue
-			}
-			if err := g.iface.AddRouteFrom(r, routeSource(r, k.local)); err != nil {
-				return err
-			}
-			g.kroutes = append(g.kroutes, r)
-		}
 	}
 	return nil
 }

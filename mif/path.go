@@ -79,6 +79,10 @@ type pathSetConfig struct {
 	Logger  *slog.Logger
 	// NoOffload opens the sockets without UDP GSO/GRO.
 	NoOffload bool
+	// EphemeralPorts binds the sockets to ports the kernel picks instead
+	// of 4500 and 500: a Peer's answering side holds those on the same
+	// addresses.
+	EphemeralPorts bool
 	// Closing, when set, is told that path id is about to leave the
 	// engine, before its engine path is removed (so that no scheduler
 	// picks it once the engine no longer has it). It runs with the set
@@ -257,12 +261,16 @@ func (s *pathSet) openLocked(ctx context.Context, i netmon.Interface, now time.T
 			}
 		}
 	}()
+	natTPort, ikePort := uint16(4500), uint16(500)
+	if s.cfg.EphemeralPorts {
+		natTPort, ikePort = 0, 0
+	}
 	if p.tr.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{
-		Local: netip.AddrPortFrom(i.Source, 4500), Device: i.Name, NoOffload: s.cfg.NoOffload}); err != nil {
+		Local: netip.AddrPortFrom(i.Source, natTPort), Device: i.Name, NoOffload: s.cfg.NoOffload}); err != nil {
 		return nil, fmt.Errorf("path on %s: %w", i.Name, err)
 	}
 	if s.cfg.IKEPort != 4500 {
-		pc, err := bindToDevice(i.Name).ListenPacket(ctx, "udp", netip.AddrPortFrom(i.Source, 500).String())
+		pc, err := bindToDevice(i.Name).ListenPacket(ctx, "udp", netip.AddrPortFrom(i.Source, ikePort).String())
 		if err != nil {
 			return nil, fmt.Errorf("path on %s: opening IKE port 500: %w", i.Name, err)
 		}

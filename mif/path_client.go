@@ -100,11 +100,15 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 	gw := c.cfg.Session.Remote
 	filter := ic.Filter
 	filter.Ignore = append(append([]string(nil), filter.Ignore...), c.cfg.TUN.Name)
-	if c.iface, err = tun.Create(c.cfg.TUN); err != nil {
-		return err
+	queues := c.cfg.shared.queues(roleInitiator)
+	if c.iface = c.cfg.shared.device(); c.iface == nil {
+		if c.iface, err = tun.Create(c.cfg.TUN); err != nil {
+			return err
+		}
+		queues = c.iface.Queues()
 	}
 	c.engine, err = dataplane.NewEngine(dataplane.EngineConfig{
-		Queues: c.iface.Queues(),
+		Queues: queues,
 		// Every path leads to the gateway: what an interface that just
 		// went down refuses leaves on another before the monitor notices.
 		RescueRefused: true,
@@ -132,7 +136,7 @@ func (c *Client) openMulti(ctx context.Context) (err error) {
 		c.multi.pp = newPeerPaths(peerPathsConfig{Engine: c.engine, Policy: pol, Classes: c.cfg.Classes, Logger: c.log})
 	}
 	c.multi.paths, err = newPathSet(pathSetConfig{
-		Gateway: gw.Addr(), IKEPort: gw.Port(), Keepalive: ic.Keepalive, Logger: c.log,
+		Gateway: gw.Addr(), IKEPort: gw.Port(), Keepalive: ic.Keepalive, Logger: c.log, EphemeralPorts: c.cfg.shared != nil,
 		Deliver: func(msg []byte, from netip.AddrPort, natT bool) { c.session.Deliver(msg, from, natT) },
 		Closing: c.pathClosing,
 	}, c.engine)

@@ -23,16 +23,14 @@ import (
 
 // mifsec peer: two hosts protect the traffic between their stable
 // addresses (docs/end-to-end.md). The two run the same command with the
-// identities swapped; one of them starts the IKE SA and drives the paths
-// (mif.Client), the other answers on every address of its interfaces
-// (mif.Gateway with one allowed peer, no pools, no forwarding), so that
-// paths form between every interface of both.
+// identities swapped; each runs both roles of a mif.Peer, so either may
+// start the IKE SA, and one stays.
 
 func peerCommand() *cli.Command {
 	flags := []cli.Flag{
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote-id", Usage: "the peer's `IDENTITY`; no other may log in", Required: true}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote", Usage: "the peer's `ADDR` (IKE on port 500); it announces its other addresses once connected", Required: true}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "remote", Usage: "the peer's `ADDR` (IKE on port 4500, or ADDR:PORT); it announces its other addresses once connected", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key from `FILE`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert", Usage: "our certificate chain, PEM `FILE` (end entity first)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "key", Usage: "our private key, PEM `FILE`"}),
@@ -41,7 +39,7 @@ func peerCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "local-ts", Usage: "this host's stable `ADDR/LEN` whose traffic is protected (transport mode: one address of this host, e.g. on lo)", Required: true}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "the peer's stable `ADDR/LEN` (transport mode: one address)", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "mode", Value: "transport", Usage: "`MODE` transport (no inner IP header; tunnel mode when the peer refuses) or tunnel"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "role", Value: "auto", Usage: "`ROLE` auto (the host whose identity sorts first starts the IKE SA, the other answers), initiator or responder (e.g. for a host that cannot be reached)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "standby", Value: mif.DefaultPeerStandby, Usage: "the host whose identity sorts second waits `DURATION` for the other's IKE SA before it starts its own"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "interfaces", Usage: "use the interfaces matching `GLOB[,GLOB]`, every address of each: paths between every pair of both hosts' interfaces (default: the one routed towards --remote, and every address answers)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "interface-priority", Usage: "`NAME=N`: priority of an interface name, glob or kind (ethernet, wlan, cellular, other), 0 best (repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "aggregate", Usage: "spread traffic over the paths: single, offload, `aggregate` or redundant"}),
@@ -66,22 +64,16 @@ func peerCommand() *cli.Command {
 (--local-ts, an address on lo or on one interface) and the other's (--remote-ts). Their traffic
 travels in transport mode (no inner IP header) over every pair of the two hosts' interfaces
 (--interfaces), and keeps its addresses, and so its sockets, while interfaces come and go.
-One host starts the IKE SA, the other answers (--role); either may be started first.
+Either host may start the IKE SA and either may be started first; when both hold one,
+the one the host whose identity sorts first started stays.
 Runs until interrupted, then deletes the IKE SA and removes the device.`,
 		Flags:  flags,
 		Action: runPeer, // withSetup (config.go) reads --config
 	}
 }
 
-// peerConfig is what `mifsec peer` runs: one of the two roles.
-type peerConfig struct {
-	initiator bool
-	client    mif.ClientConfig  // initiator
-	gateway   mif.GatewayConfig // responder
-}
-
-func parsePeer(c *cli.Context) (peerConfig, error) {
-	var pc peerConfig
+func parsePeer(c *cli.Context) (mif.PeerConfig, error) {
+	var pc mif.PeerConfig
 	localID, err := ike.ParseIdentity(c.String("local-id"))
 	if err != nil {
 		return pc, fmt.Errorf("--local-id: %w", err)
@@ -93,18 +85,15 @@ func parsePeer(c *cli.Context) (peerConfig, error) {
 	if localID.Key() == remoteID.Key() {
 		return pc, errors.New("--local-id and --remote-id name the same identity: each host needs its own")
 	}
-	switch r := c.String("role"); r {
-	case "auto":
-		pc.initiator = localID.Key() < remoteID.Key()
-	case "initiator", "responder":
-		pc.initiator = r == "initiator"
-	default:
-		return pc, fmt.Errorf("--role: %q is not auto, initiator or responder", r)
+	pc.First = localID.Key() < remoteID.Key()
+	if pc.Standby = c.Duration("standby"); pc.Standby <= 0 {
+		return pc, errors.New("--standby must be positive")
 	}
 	if strings.Contains(c.String("remote"), ",") {
 		return pc, errors.New("--remote: one address; the peer announces its others (MOBIKE) once connected")
 	}
-	remote, _, err := resolveGateway(c.Context, c.String("remote"), 500)
+	// IKE starts on 4500: the peer is a mifsec host, which listens there.
+	remote, _, err := resolveGateway(c.Context, c.String("remote"), 4500)
 	if err != nil {
 		return pc, fmt.Errorf("--remote: %w", err)
 	}
@@ -134,9 +123,10 @@ func parsePeer(c *cli.Context) (peerConfig, error) {
 	default:
 		return pc, fmt.Errorf("--mode: %q is not transport or tunnel", m)
 	}
-	if err := ownAddresses(local); err != nil {
+	if pc.Source, err = ownAddresses(local); err != nil {
 		return pc, err
 	}
+	pc.Routes = remoteTS
 	childRekey, ikeRekey, err := rekeyFlags(c)
 	if err != nil {
 		return pc, err
@@ -151,9 +141,9 @@ func parsePeer(c *cli.Context) (peerConfig, error) {
 	if err := tun.ValidateName(c.String("tun")); err != nil {
 		return pc, fmt.Errorf("--tun: %w", err)
 	}
-	tunCfg := tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
-	if tunCfg.MTU == 0 {
-		tunCfg.MTU = innerMTU(1500, remote.Addr(), creds.espAlgs...)
+	pc.TUN = tun.Config{Name: c.String("tun"), MTU: c.Int("mtu")}
+	if pc.TUN.MTU == 0 {
+		pc.TUN.MTU = innerMTU(1500, remote.Addr(), creds.espAlgs...)
 	}
 	globs, err := netmon.ParseGlobs(c.String("interfaces"))
 	if err != nil {
@@ -169,42 +159,40 @@ func parsePeer(c *cli.Context) (peerConfig, error) {
 			return pc, fmt.Errorf("--class: %w", err)
 		}
 	}
-	if !pc.initiator {
-		if len(c.StringSlice("interface-priority")) > 0 {
-			return pc, errors.New("--interface-priority: the host that starts the IKE SA ranks the paths (this one answers: --role)")
-		}
-		g := &pc.gateway
-		r := &g.Responder
-		r.LocalID, r.Peers = localID, []ike.Identity{remoteID}
-		r.Key, r.Certificates, r.CAs = creds.key, creds.certs, creds.cas
-		if creds.psk != nil {
-			// The peer's key only: no other identity has one.
-			r.ClientPSKs = map[string][]byte{c.String("remote-id"): creds.psk}
-		}
-		r.IKE, r.ESP = creds.ike, creds.esp
-		r.LocalTS, r.RemoteTS, r.Transport = local, remoteTS, transport
-		r.ChildRekey, r.IKERekey, r.DPD, r.Retransmit = childRekey, ikeRekey, c.Duration("dpd"), retransmit
-		r.MaxSAsPerIdentity = 1
-		// Every address of the interfaces answers; without --interfaces,
-		// every address of the host.
-		if g.Interfaces = globs; len(globs) == 0 {
-			g.Listen = []netip.Addr{netip.IPv4Unspecified()}
-			if remote.Addr().Is6() {
-				g.Listen = []netip.Addr{netip.IPv6Unspecified()}
-			}
-		}
-		g.TUN, g.Policy, g.Classes = tunCfg, policy, classes
-		g.RouteSelectors, g.NoForwarding = true, true
-		return pc, nil
+	if len(globs) == 0 && (c.IsSet("policy") && policy != scheduler.PolicySingle || classes != nil || len(c.StringSlice("interface-priority")) > 0) {
+		return pc, errors.New("--policy, --class and --interface-priority need --interfaces (several paths)")
 	}
-	cc := &pc.client
+
+	// The answering side: the peer's identity only, its key only.
+	g := &pc.Gateway
+	r := &g.Responder
+	r.LocalID, r.Peers = localID, []ike.Identity{remoteID}
+	r.Key, r.Certificates, r.CAs = creds.key, creds.certs, creds.cas
+	if creds.psk != nil {
+		r.ClientPSKs = map[string][]byte{c.String("remote-id"): creds.psk}
+	}
+	r.IKE, r.ESP = creds.ike, creds.esp
+	r.LocalTS, r.RemoteTS, r.Transport = local, remoteTS, transport
+	r.ChildRekey, r.IKERekey, r.DPD, r.Retransmit = childRekey, ikeRekey, c.Duration("dpd"), retransmit
+	r.MaxSAsPerIdentity = 1
+	// Every address of the interfaces answers; without --interfaces,
+	// every address of the host.
+	if g.Interfaces = globs; len(globs) == 0 {
+		g.Listen = []netip.Addr{netip.IPv4Unspecified()}
+		if remote.Addr().Is6() {
+			g.Listen = []netip.Addr{netip.IPv6Unspecified()}
+		}
+	}
+	g.Policy, g.Classes = policy, classes
+
+	// The starting side.
+	cc := &pc.Client
 	s := &cc.Session
 	s.Remote, s.LocalID, s.RemoteID = remote, localID, remoteID
 	s.PSK, s.Key, s.Certificates, s.CAs = creds.psk, creds.key, creds.certs, creds.cas
 	s.IKE, s.ESP = creds.ike, creds.esp
 	s.LocalTS, s.RemoteTS, s.Transport = local, remoteTS, transport
 	s.ChildRekey, s.IKERekey, s.DPD, s.Retransmit = childRekey, ikeRekey, c.Duration("dpd"), retransmit
-	cc.TUN, cc.SourceFromSelectors = tunCfg, true
 	if len(globs) > 0 {
 		cc.Interfaces = &mif.InterfaceConfig{Filter: netmon.Filter{Include: globs}, Hysteresis: mif.DefaultHysteresis}
 		for _, p := range c.StringSlice("interface-priority") {
@@ -218,8 +206,6 @@ func parsePeer(c *cli.Context) (peerConfig, error) {
 			cc.Interfaces.Priorities[name] = n
 		}
 		cc.Policy, cc.Classes = &policy, classes
-	} else if policy != scheduler.PolicySingle && c.IsSet("policy") || classes != nil {
-		return pc, errors.New("--policy and --class need --interfaces (several paths)")
 	}
 	return pc, nil
 }
@@ -238,12 +224,12 @@ func transportSelectors(local, remote []netip.Prefix) error {
 }
 
 // ownAddresses checks that each single address among the selectors of
-// this side is an address of this host: packets to the peer leave from it,
-// and the peer's come to it.
-func ownAddresses(local []netip.Prefix) error {
+// this side is an address of this host (packets to the peer leave from
+// it, and the peer's come to it), and returns those addresses.
+func ownAddresses(local []netip.Prefix) ([]netip.Addr, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return fmt.Errorf("listing this host's addresses: %w", err)
+		return nil, fmt.Errorf("listing this host's addresses: %w", err)
 	}
 	var mine []netip.Addr
 	for _, a := range addrs {
@@ -253,16 +239,21 @@ func ownAddresses(local []netip.Prefix) error {
 			}
 		}
 	}
+	var own []netip.Addr
 	for _, p := range local {
-		if p.IsSingleIP() && !slices.Contains(mine, p.Addr()) {
-			return fmt.Errorf("--local-ts %s is not an address of this host: add it first (ip addr add %s dev lo)", p, p)
+		if !p.IsSingleIP() {
+			continue
 		}
+		if !slices.Contains(mine, p.Addr()) {
+			return nil, fmt.Errorf("--local-ts %s is not an address of this host: add it first (ip addr add %s dev lo)", p, p)
+		}
+		own = append(own, p.Addr())
 	}
-	return nil
+	return own, nil
 }
 
 func runPeer(c *cli.Context) error {
-	pc, err := parsePeer(c)
+	cfg, err := parsePeer(c)
 	if err != nil {
 		return err
 	}
@@ -275,60 +266,55 @@ func runPeer(c *cli.Context) error {
 		return err
 	}
 	defer metrics.Close()
-	if pc.initiator {
-		slog.Info("starting the IKE SA with the peer", "peer", pc.client.Session.Remote, "mode", c.String("mode"))
-		return runPeerInitiator(c, pc.client, as, metrics)
-	}
-	slog.Info("waiting for the peer to start the IKE SA", "peer", c.String("remote-id"), "mode", c.String("mode"))
-	return runPeerResponder(c, pc.gateway, as, metrics)
-}
-
-func runPeerInitiator(c *cli.Context, cfg mif.ClientConfig, as *credentials, metrics *metricsServer) error {
 	cfg.Logger = slog.Default()
-	client, err := mif.NewClient(c.Context, cfg)
+	cfg.Gateway.Responder.Logger = slog.Default()
+	p, err := mif.NewPeer(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return client.Status() })
-	defer stop()
-	go inst.report(250*time.Millisecond, func() (bool, string) {
-		st := client.Status()
-		return st.Session.State == "established", clientSummary(st)
-	})
-	metrics.Serve(statusCollector{client.Status})
-	// As for connect: routes on each (re)connection, sockets on new
-	// interfaces.
-	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}, as); err != nil {
-		return err
-	}
-	return client.Run(inst.ctx)
-}
-
-func runPeerResponder(c *cli.Context, cfg mif.GatewayConfig, as *credentials, metrics *metricsServer) error {
-	cfg.Logger = slog.Default()
-	cfg.Responder.Logger = slog.Default()
-	g, err := mif.NewGateway(c.Context, cfg)
-	if err != nil {
-		return err
-	}
-	defer g.Close()
-	status := func() mif.GatewayStatus {
+	defer p.Close()
+	status := func() mif.PeerStatus {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		return g.Status(ctx)
+		return p.Status(ctx)
 	}
 	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return status() })
 	defer stop()
-	go inst.report(2*time.Second, func() (bool, string) {
+	go inst.report(250*time.Millisecond, func() (bool, string) {
 		st := status()
-		return len(st.Clients) > 0, fmt.Sprintf("answering on %s, peer connected: %v", st.Listen, len(st.Clients) > 0)
+		return st.Active != "", peerSummary(st)
 	})
-	metrics.Serve(gatewayCollector{g.Status})
-	// As for gateway: the peer's routes when it connects, port 500 on new
-	// addresses of the interfaces.
+	metrics.Serve(statusCollector{func() mif.Status { return status().Initiator }})
+	// As connect and gateway: routes and addresses of new paths, sockets
+	// on port 500 of new addresses (CAP_NET_BIND_SERVICE).
 	if err := dropPrivilegesOrWarn(slog.Default(), []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_BIND_SERVICE}, as); err != nil {
 		return err
 	}
-	return g.Run(inst.ctx)
+	return p.Run(inst.ctx)
+}
+
+// peerSummary is a one-line state of a peer for the service manager.
+func peerSummary(st mif.PeerStatus) string {
+	switch st.Active {
+	case "initiator":
+		return "IKE SA started by this host: " + clientSummary(st.Initiator)
+	case "responder":
+		return "IKE SA started by the peer"
+	}
+	return "no IKE SA with the peer yet"
+}
+
+// printPeerStatus prints the IKE SA in use, from whichever side holds it.
+func printPeerStatus(st mif.PeerStatus) {
+	switch st.Active {
+	case "initiator":
+		fmt.Println("peer: the IKE SA this host started")
+		printStatus(st.Initiator)
+	case "responder":
+		fmt.Println("peer: the IKE SA the peer started")
+		printGatewayStatus(st.Responder)
+	default:
+		fmt.Println("peer: no IKE SA yet")
+		printStatus(st.Initiator)
+	}
 }

@@ -21,7 +21,7 @@ const (
 	peerA, peerB             = "10.9.0.1", "10.9.0.2"
 	peerBFirst, peerBSecond  = "10.95.0.2", "10.96.0.2"
 	peerAFirst, peerASecond  = "10.93.0.2", "10.94.0.2"
-	peerAID, peerBID         = "a.example", "b.example" // a sorts first: a starts the IKE SA
+	peerAID, peerBID         = "a.example", "b.example" // a sorts first: its IKE SA stays
 	peerProbeSize            = 1000                     // ping payload whose ESP sizes the test checks
 	peerTransportHeaderSaved = 20
 )
@@ -72,15 +72,67 @@ func startPeer(t *testing.T, ns, tunName string, isA bool, psk string, args ...s
 	return &connectProcess{mifsecProcess: p, tun: tunName}
 }
 
-// peerResponderStatus reads the answering host's status.
-func peerResponderStatus(t *testing.T, tunName string) (mif.GatewayStatus, error) {
+// peerStatus reads a peer's status.
+func peerStatus(tunName string) (mif.PeerStatus, error) {
 	raw, err := mif.ReadStatus(mif.ControlSocket(tunName))
 	if err != nil {
-		return mif.GatewayStatus{}, err
+		return mif.PeerStatus{}, err
 	}
-	var st mif.GatewayStatus
+	var st mif.PeerStatus
 	err = json.Unmarshal(raw, &st)
 	return st, err
+}
+
+// waitPeer waits until the peer on tunName uses the IKE SA of role
+// ("initiator": its own, "responder": the other's) and returns its status.
+func waitPeer(t *testing.T, p *connectProcess, role string, within time.Duration) mif.PeerStatus {
+	t.Helper()
+	var st mif.PeerStatus
+	var err error
+	deadline := time.Now().Add(within)
+	for {
+		st, err = peerStatus(p.tun)
+		if err == nil && st.Active == role && (role != "initiator" || st.Initiator.Session.State == "established") {
+			return st
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("mifsec peer exited:\n%s", p.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer on %s does not use the IKE SA of the %s within %v (status %+v, %v):\n%s", p.tun, role, within, st, err, tail(p.log.String(), 8000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// oneIKESA checks that a (first) and b hold one IKE SA between them: a's,
+// used on both sides.
+func oneIKESA(t *testing.T, a, b *connectProcess) {
+	t.Helper()
+	sa, errA := peerStatus(a.tun)
+	sb, errB := peerStatus(b.tun)
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	if sa.Active != "initiator" || sa.Initiator.Session.State != "established" || len(sa.Responder.Clients) != 0 ||
+		sb.Active != "responder" || len(sb.Responder.Clients) != 1 || sb.Initiator.Session.State == "established" ||
+		sb.Responder.Clients[0].IKESPIi != sa.Initiator.Session.IKESPIi {
+		t.Fatalf("want a's IKE SA only:\na: active %q, own %s %s, the peer's %d\nb: active %q, own %s, the peer's %+v",
+			sa.Active, sa.Initiator.Session.State, sa.Initiator.Session.IKESPIi, len(sa.Responder.Clients),
+			sb.Active, sb.Initiator.Session.State, sb.Responder.Clients)
+	}
+}
+
+// peerInitiator returns a's own session's status.
+func peerInitiator(t *testing.T, p *connectProcess) mif.Status {
+	t.Helper()
+	st, err := peerStatus(p.tun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Initiator
 }
 
 // espSize is the length of the IP datagram that carries an inner payload
@@ -136,19 +188,22 @@ func TestPeerTransportMode(t *testing.T) {
 
 	pb := startPeer(t, b, tunB, false, psk)
 	pa := startPeer(t, a, tunA, true, psk)
-	st := pa.waitEstablished(t, 15*time.Second)
+	st := waitPeer(t, pa, "initiator", 15*time.Second).Initiator
 	if st.Session.Child == nil || st.Session.Child.Mode != "transport" {
 		t.Fatalf("Child SA %+v, want transport mode\n%s", st.Session.Child, pa.log.String())
 	}
-	testenv.WaitUntil(t, 10*time.Second, "the answering host to see one peer in transport mode", func() bool {
-		gst, err := peerResponderStatus(t, tunB)
-		return err == nil && len(gst.Clients) == 1 && gst.Clients[0].Mode == "transport"
-	})
+	waitPeer(t, pb, "responder", 10*time.Second)
+	// Both started at once: whatever b started meanwhile has gone.
+	time.Sleep(3 * time.Second)
+	oneIKESA(t, pa, pb)
+	if sb, _ := peerStatus(tunB); sb.Responder.Clients[0].Mode != "transport" {
+		t.Fatalf("b's Child SA in %s mode", sb.Responder.Clients[0].Mode)
+	}
 	// Every pair of an interface of a and an address of b verified.
 	want := map[string]string{"a0>" + peerBFirst + ":4500": "active", "a0>" + peerBSecond + ":4500": "active",
 		"a1>" + peerBFirst + ":4500": "active", "a1>" + peerBSecond + ":4500": "active"}
 	pairs := func() map[string]string {
-		return pathStates(mustStatus(t, pa), func(p mif.PathStatus) string { return p.Device + ">" + p.Remote })
+		return pathStates(peerInitiator(t, pa), func(p mif.PathStatus) string { return p.Device + ">" + p.Remote })
 	}
 	testenv.WaitUntil(t, 10*time.Second, "four active pairs", func() bool {
 		got := pairs()
@@ -171,13 +226,10 @@ func TestPeerTransportMode(t *testing.T) {
 		t.Fatalf("ESP datagrams received by b: %d of %d bytes (transport mode), %d of %d bytes (tunnel mode); want 38+ and 0",
 			got[transportLen], transportLen, got[tunnelLen], tunnelLen)
 	}
-	gst, _ := peerResponderStatus(t, tunB)
-	if n := len(gst.Clients); n != 1 {
-		t.Fatalf("the answering host holds %d IKE SAs, want 1", n)
-	}
+	oneIKESA(t, pa, pb)
 
 	// b's first interface goes silent (the address a's IKE SA uses).
-	spi := mustStatus(t, pa).Session.IKESPIi
+	spi := peerInitiator(t, pa).Session.IKESPIi
 	pings := make(chan pingStream, 1)
 	go func() { pings <- pingEvery(a, peerB, 600, 56, 10*time.Millisecond) }()
 	time.Sleep(time.Second)
@@ -192,7 +244,7 @@ func TestPeerTransportMode(t *testing.T) {
 		t.Errorf("traffic stopped for %v (%d of 600 replies):\n%s\na:\n%s\nb:\n%s", res.longestGap, res.received,
 			tail(res.out, 2000), tail(pa.log.String(), 6000), tail(pb.log.String(), 6000))
 	}
-	if after := mustStatus(t, pa); after.Session.IKESPIi != spi || after.Session.Reconnects != 0 {
+	if after := peerInitiator(t, pa); after.Session.IKESPIi != spi || after.Session.Reconnects != 0 {
 		t.Errorf("IKE SA %s after the cut (reconnects %d), want %s", after.Session.IKESPIi, after.Session.Reconnects, spi)
 	}
 	testenv.Exec(t, r, "nft", "delete table inet pecut")
@@ -202,8 +254,9 @@ func TestPeerTransportMode(t *testing.T) {
 	// Tunnel mode, a started first.
 	pa = startPeer(t, a, tunA, true, psk, "--mode", "tunnel")
 	time.Sleep(time.Second)
-	startPeer(t, b, tunB, false, psk, "--mode", "tunnel")
-	st = pa.waitEstablished(t, 15*time.Second)
+	pb = startPeer(t, b, tunB, false, psk, "--mode", "tunnel")
+	st = waitPeer(t, pa, "initiator", 15*time.Second).Initiator
+	waitPeer(t, pb, "responder", 10*time.Second)
 	if st.Session.Child.Mode != "tunnel" {
 		t.Fatalf("Child SA in %s mode, want tunnel", st.Session.Child.Mode)
 	}
@@ -223,67 +276,62 @@ func TestParsePeer(t *testing.T) {
 	ns := testenv.NewNamedNetns(t, "pe-parse")
 	testenv.Exec(t, ns, "ip", "addr", "add", "10.9.0.1/32", "dev", "lo")
 	testenv.Exec(t, ns, "ip", "addr", "add", "fd09::1/128", "dev", "lo")
-	{
-		psk := writePSK(t, t.TempDir(), "end to end secret")
-		base := []string{"--local-id", "a.example", "--remote-id", "b.example", "--remote", "192.0.2.2", "--psk-file", psk}
-		for _, tc := range []struct {
-			name      string
-			args      []string
-			err       string // "" for success
-			initiator bool
-		}{
-			{"transport", []string{"--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "", true},
-			{"responder by identity", []string{"--local-id", "c.example", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "", false},
-			{"role given", []string{"--role", "responder", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "", false},
-			{"networks need tunnel mode", []string{"--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.0/24"}, "use --mode tunnel", false},
-			{"tunnel mode takes networks", []string{"--mode", "tunnel", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.0/24"}, "", true},
-			{"two families", []string{"--local-ts", "10.9.0.1/32", "--remote-ts", "fd09::2/128"}, "two families", false},
-			{"IPv6", []string{"--local-ts", "fd09::1/128", "--remote-ts", "fd09::2/128"}, "", true},
-			{"not this host's address", []string{"--local-ts", "10.9.0.7/32", "--remote-ts", "10.9.0.2/32"}, "not an address of this host", false},
-			{"same identities", []string{"--remote-id", "a.example", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "same identity", false},
-			{"bad role", []string{"--role", "both", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "--role", false},
-			{"bad mode", []string{"--mode", "beet", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "--mode", false},
-			{"several remotes", []string{"--remote", "192.0.2.2,192.0.2.3", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "one address", false},
-			{"policy needs interfaces", []string{"--policy", "redundant", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "--interfaces", false},
-		} {
-			t.Run(tc.name, func(t *testing.T) {
-				// In the namespace (its addresses), on this goroutine.
-				var pc peerConfig
-				var err error
-				testenv.InNamedNetns(t, ns, func() { pc, err = parsePeerArgs(t, append(append([]string(nil), base...), tc.args...)...) })
-				if tc.err != "" {
-					if err == nil || !strings.Contains(err.Error(), tc.err) {
-						t.Fatalf("err %v, want one saying %q", err, tc.err)
-					}
-					return
+	psk := writePSK(t, t.TempDir(), "end to end secret")
+	base := []string{"--local-id", "a.example", "--remote-id", "b.example", "--remote", "192.0.2.2", "--psk-file", psk}
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		err       string // "" for success
+		first     bool
+		transport bool
+	}{
+		{"transport", []string{"--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "", true, true},
+		{"second by identity", []string{"--local-id", "c.example", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "", false, true},
+		{"networks need tunnel mode", []string{"--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.0/24"}, "use --mode tunnel", false, false},
+		{"tunnel mode takes networks", []string{"--mode", "tunnel", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.0/24"}, "", true, false},
+		{"two families", []string{"--local-ts", "10.9.0.1/32", "--remote-ts", "fd09::2/128"}, "two families", false, false},
+		{"IPv6", []string{"--local-ts", "fd09::1/128", "--remote-ts", "fd09::2/128"}, "", true, true},
+		{"not this host's address", []string{"--local-ts", "10.9.0.7/32", "--remote-ts", "10.9.0.2/32"}, "not an address of this host", false, false},
+		{"same identities", []string{"--remote-id", "A.example", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "same identity", false, false},
+		{"bad mode", []string{"--mode", "beet", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "--mode", false, false},
+		{"several remotes", []string{"--remote", "192.0.2.2,192.0.2.3", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "one address", false, false},
+		{"policy needs interfaces", []string{"--policy", "redundant", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "--interfaces", false, false},
+		{"standby", []string{"--standby", "0s", "--local-ts", "10.9.0.1/32", "--remote-ts", "10.9.0.2/32"}, "--standby", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// In the namespace (its addresses), on this goroutine.
+			var pc mif.PeerConfig
+			var err error
+			testenv.InNamedNetns(t, ns, func() { pc, err = parsePeerArgs(t, append(append([]string(nil), base...), tc.args...)...) })
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want one saying %q", err, tc.err)
 				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if pc.initiator != tc.initiator {
-					t.Fatalf("initiator %v, want %v", pc.initiator, tc.initiator)
-				}
-				if pc.initiator {
-					s := pc.client.Session
-					if s.RequestIPv4 || s.RequestIPv6 || !pc.client.SourceFromSelectors || s.Transport == slices.Contains(tc.args, "tunnel") {
-						t.Fatalf("initiator session %+v", s)
-					}
-					return
-				}
-				g := pc.gateway
-				if len(g.Responder.Pools) != 0 || !g.RouteSelectors || !g.NoForwarding || len(g.Responder.Peers) != 1 ||
-					g.Responder.PSK != nil || len(g.Responder.ClientPSKs) != 1 || g.Responder.MaxSAsPerIdentity != 1 {
-					t.Fatalf("responder config %+v", g)
-				}
-			})
-		}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, r := pc.Client.Session, pc.Gateway.Responder
+			switch {
+			case pc.First != tc.first:
+				t.Fatalf("first %v, want %v", pc.First, tc.first)
+			case s.Transport != tc.transport || r.Transport != tc.transport:
+				t.Fatalf("transport: starting side %v, answering side %v, want %v", s.Transport, r.Transport, tc.transport)
+			case len(pc.Source) != 1 || !pc.Source[0].IsValid() || len(pc.Routes) != 1 || !slices.Equal(pc.Routes, s.RemoteTS):
+				t.Fatalf("routes %v from %v, selectors %v", pc.Routes, pc.Source, s.RemoteTS)
+			case len(r.Pools) != 0 || len(r.Peers) != 1 || r.Peers[0].Key() != s.RemoteID.Key() || r.PSK != nil ||
+				len(r.ClientPSKs) != 1 || r.MaxSAsPerIdentity != 1 || !slices.Equal(r.LocalTS, s.LocalTS) || !slices.Equal(r.RemoteTS, s.RemoteTS):
+				t.Fatalf("answering side %+v", r)
+			}
+		})
 	}
 }
 
 // parsePeerArgs runs the peer command's parser on args.
-func parsePeerArgs(t *testing.T, args ...string) (peerConfig, error) {
+func parsePeerArgs(t *testing.T, args ...string) (mif.PeerConfig, error) {
 	t.Helper()
-	var pc peerConfig
+	var pc mif.PeerConfig
 	var perr error
 	cmd := peerCommand()
 	cmd.Action = func(c *cli.Context) error {
@@ -295,4 +343,57 @@ func parsePeerArgs(t *testing.T, args ...string) (peerConfig, error) {
 		return pc, err
 	}
 	return pc, perr
+}
+
+// TestPeerEitherStarts: either host may start the IKE SA. Both starting
+// one at once (b without standby) ends with a's alone on both sides; a
+// that cannot reach b (its IKE_SA_INIT to b's port 4500 dropped, as a NAT
+// before b would) is reached by b's own after b's standby; and b killed
+// and started again (a's IKE SA now stale) gets traffic through again.
+func TestPeerEitherStarts(t *testing.T) {
+	a, r, b := peerTopology(t)
+	psk := writePSK(t, t.TempDir(), "end to end secret")
+	tunB, tunA := tunNames("peb", "pea")
+	ping := func(what string) {
+		t.Helper()
+		if res := pingEvery(a, peerB, 10, 56, 20*time.Millisecond); res.received < 9 {
+			t.Fatalf("%s: %d of 10 pings answered:\n%s", what, res.received, res.out)
+		}
+	}
+
+	pb := startPeer(t, b, tunB, false, psk, "--standby", "1ms")
+	pa := startPeer(t, a, tunA, true, psk)
+	waitPeer(t, pa, "initiator", 15*time.Second)
+	waitPeer(t, pb, "responder", 15*time.Second)
+	time.Sleep(2 * time.Second)
+	oneIKESA(t, pa, pb)
+	ping("both started one")
+	pa.stop(t)
+	pb.stop(t)
+
+	testenv.Exec(t, r, "nft", "add table inet pein")
+	testenv.Exec(t, r, "nft", `add chain inet pein f { type filter hook forward priority 0; policy accept; }`)
+	testenv.Exec(t, r, "nft", "add rule inet pein f ip daddr { "+peerBFirst+", "+peerBSecond+" } udp dport 4500 drop")
+	pa = startPeer(t, a, tunA, true, psk)
+	pb = startPeer(t, b, tunB, false, psk)
+	start := time.Now()
+	waitPeer(t, pb, "initiator", 15*time.Second)
+	waitPeer(t, pa, "responder", 5*time.Second)
+	t.Logf("b unreachable for a: b's IKE SA in use after %v", time.Since(start).Round(time.Millisecond))
+	ping("a cannot reach b")
+	testenv.Exec(t, r, "nft", "delete table inet pein")
+
+	// b dies without a word and comes back; a still has b's IKE SA.
+	pb.cmd.Process.Kill()
+	<-pb.done
+	pb = startPeer(t, b, tunB, false, psk)
+	start = time.Now()
+	testenv.WaitUntil(t, 30*time.Second, "traffic through a fresh IKE SA", func() bool {
+		return pingEvery(a, peerB, 3, 56, 100*time.Millisecond).received == 3
+	})
+	t.Logf("b restarted: traffic through again after %v", time.Since(start).Round(time.Millisecond))
+	waitPeer(t, pa, "initiator", 15*time.Second)
+	waitPeer(t, pb, "responder", 15*time.Second)
+	time.Sleep(2 * time.Second)
+	oneIKESA(t, pa, pb)
 }

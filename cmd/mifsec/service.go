@@ -314,6 +314,12 @@ func printInstanceStatus(raw json.RawMessage) error {
 	var role struct{ Role string }
 	json.Unmarshal(raw, &role)
 	switch role.Role {
+	case "peer":
+		var st mif.PeerStatus
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return err
+		}
+		printPeerStatus(st)
 	case "gateway":
 		var st mif.GatewayStatus
 		if err := json.Unmarshal(raw, &st); err != nil {
