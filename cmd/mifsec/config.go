@@ -80,11 +80,12 @@ func profileKeys(c *cli.Context, flags []cli.Flag) map[string]flagKind {
 }
 
 // modeKey is the profile key that names the command the profile is for
-// (`mifsec up` runs it): connect, gateway or static; connect when absent.
+// (`mifsec up` runs it): connect, gateway, peer or static; connect when
+// absent.
 const modeKey = "mode"
 
 // profileModes are the commands a profile may be for.
-var profileModes = []string{"connect", "gateway", "static"}
+var profileModes = []string{"connect", "gateway", "peer", "static"}
 
 // profileMode checks a mode key's value.
 func profileMode(v *yaml.Node) (string, error) {

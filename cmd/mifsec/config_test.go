@@ -94,7 +94,7 @@ func TestConnectProfileErrors(t *testing.T) {
 		{"empty value", base + "remote-id:\n", nil, `FILE:4: remote-id: no value`},
 		{"twice", base + "dpd: 5s\ndpd: 6s\n", nil, `FILE:5: dpd: given again (first on line 4)`},
 		{"mode of another command", base + "mode: gateway\n", nil, `FILE:4: mode: the profile is for mifsec gateway, not mifsec connect`},
-		{"unknown mode", base + "mode: client\n", nil, `FILE:4: mode: "client" is not connect, gateway, static`},
+		{"unknown mode", base + "mode: client\n", nil, `FILE:4: mode: "client" is not connect, gateway, peer, static`},
 		{"mode twice", base + "mode: connect\nmode: connect\n", nil, `FILE:5: mode: given again (first on line 4)`},
 		{"bad value found later", "gateway: not a host!\nlocal-id: client.example\npsk-file: PSK\n", nil, `FILE:1: --gateway: "not a host!" is neither`},
 		{"bad mode", base + "dns: systemd\n", nil, `FILE:4: --dns: DNS mode "systemd"`},

@@ -44,7 +44,7 @@ func TestFindProfile(t *testing.T) {
 		{name: "defaults", arg: "plain", mode: "connect", tun: "mifsec0"},
 		{name: "empty", arg: "empty", mode: "connect", tun: "mifsec0"},
 		{name: "mode and tun", arg: "gw", mode: "gateway", tun: "corp0"},
-		{name: "bad mode", arg: "badmode", want: `FILE:2: mode: "server" is not connect, gateway, static`},
+		{name: "bad mode", arg: "badmode", want: `FILE:2: mode: "server" is not connect, gateway, peer, static`},
 		{name: "missing", arg: "nowhere", want: `no profile "nowhere": FILE does not exist`},
 		{name: "path", arg: "../etc/x", want: `profile name "../etc/x": use letters`},
 		{name: "hidden", arg: ".gw", want: `profile name ".gw"`},
@@ -101,7 +101,7 @@ func TestUpRefusesBadProfile(t *testing.T) {
 		{"bad value", "gateway: 192.0.2.2\nlocal-id: a.example\npsk-file: " + psk + "\nmtu: big\n", `FILE:4: mtu: "big" is not a whole number`},
 		{"gateway key in a client", "gateway: 192.0.2.2\npool: [10.3.0.0/24]\n", "FILE:2: pool: unknown key"},
 		{"client key in a gateway", "mode: gateway\nlocal-id: gw.example\ngateway: 192.0.2.2\n", "FILE:3: gateway: unknown key"},
-		{"bad mode", "mode: client\n", `FILE:1: mode: "client" is not connect, gateway, static`},
+		{"bad mode", "mode: client\n", `FILE:1: mode: "client" is not connect, gateway, peer, static`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			name := strings.ReplaceAll(tc.name, " ", "-")
