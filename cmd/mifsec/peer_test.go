@@ -397,3 +397,56 @@ func TestPeerEitherStarts(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	oneIKESA(t, pa, pb)
 }
+
+// addPeerInterface gives host ns a new interface name to the router r on
+// subnet 10.net.0.0/24, routed like peerTopology's.
+func addPeerInterface(t *testing.T, ns, r, name string, net int) {
+	peer := fmt.Sprintf("pe%s%d", hex.EncodeToString([]byte(r[len(r)-2:])), net)
+	testenv.Exec(t, "", "ip", "link", "add", "name", name, "netns", ns, "type", "veth", "peer", "name", peer, "netns", r)
+	testenv.Exec(t, r, "ip", "addr", "add", fmt.Sprintf("10.%d.0.1/24", net), "dev", peer)
+	testenv.Exec(t, r, "ip", "link", "set", peer, "up")
+	testenv.Exec(t, ns, "ip", "rule", "add", "from", fmt.Sprintf("10.%d.0.2", net), "table", fmt.Sprint(100+net))
+	testenv.Exec(t, ns, "ip", "addr", "add", fmt.Sprintf("10.%d.0.2/24", net), "dev", name)
+	testenv.Exec(t, ns, "ip", "link", "set", name, "up")
+	testenv.Exec(t, ns, "ip", "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", net), "dev", name, "table", fmt.Sprint(100+net))
+	testenv.Exec(t, ns, "ip", "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", net), "dev", name, "metric", "30")
+}
+
+// TestPeerInterfacesAdded: an interface that appears on either host
+// carries traffic of the same IKE SA within seconds: a's new interface
+// gets a path to each of b's addresses, b's new address is announced and
+// a path from each of a's interfaces reaches it.
+func TestPeerInterfacesAdded(t *testing.T) {
+	a, r, b := peerTopology(t)
+	psk := writePSK(t, t.TempDir(), "end to end secret")
+	tunB, tunA := tunNames("peb", "pea")
+	pb := startPeer(t, b, tunB, false, psk)
+	pa := startPeer(t, a, tunA, true, psk)
+	waitPeer(t, pa, "initiator", 15*time.Second)
+	waitPeer(t, pb, "responder", 10*time.Second)
+	spi := peerInitiator(t, pa).Session.IKESPIi
+	active := func(pair string) func() bool {
+		return func() bool {
+			return pathStates(peerInitiator(t, pa), func(p mif.PathStatus) string { return p.Device + ">" + p.Remote })[pair] == "active"
+		}
+	}
+	testenv.WaitUntil(t, 10*time.Second, "a's first paths", active("a0>"+peerBFirst+":4500"))
+
+	start := time.Now()
+	addPeerInterface(t, a, r, "a2", 97)
+	testenv.WaitUntil(t, 10*time.Second, "a path on a's new interface", active("a2>"+peerBSecond+":4500"))
+	t.Logf("a's new interface: a path to b active after %v", time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	addPeerInterface(t, b, r, "b2", 98)
+	testenv.WaitUntil(t, 10*time.Second, "a path to b's new address", active("a1>10.98.0.2:4500"))
+	t.Logf("b's new interface: a path to it active after %v", time.Since(start).Round(time.Millisecond))
+
+	if res := pingEvery(a, peerB, 50, 56, 10*time.Millisecond); res.received < 48 {
+		t.Fatalf("%d of 50 pings answered over the new paths:\n%s", res.received, res.out)
+	}
+	if st := peerInitiator(t, pa); st.Session.IKESPIi != spi || st.Session.Reconnects != 0 {
+		t.Fatalf("IKE SA %s (reconnects %d), want %s throughout", st.Session.IKESPIi, st.Session.Reconnects, spi)
+	}
+	oneIKESA(t, pa, pb)
+}
