@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +37,13 @@ type peerPaths struct {
 	// groupPicker is what the path group asks: picker, or a ClassPicker
 	// around it when traffic classes are configured.
 	groupPicker scheduler.Picker
-	group       *dataplane.PathGroup
-	prober      *pathProber
+	// classes is groupPicker when traffic classes are configured; ifaces
+	// names each path's local interface for the classes bound to
+	// interfaces (guarded by mu).
+	classes *scheduler.ClassPicker
+	ifaces  map[scheduler.PathID]string
+	group   *dataplane.PathGroup
+	prober  *pathProber
 
 	reinjected atomic.Uint64 // datagrams sent again after their path failed
 
@@ -99,7 +106,9 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	pp.picker = scheduler.NewFallbackPicker(pp.sched, cfg.Policy, noEnginePath)
 	pp.groupPicker = pp.picker
 	if cfg.Classes != nil {
-		pp.groupPicker = scheduler.NewClassPicker(pp.picker, cfg.Classes)
+		pp.classes = scheduler.NewClassPicker(pp.picker, cfg.Classes)
+		pp.groupPicker = pp.classes
+		pp.ifaces = map[scheduler.PathID]string{}
 	}
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
 	pp.group.KeepSent(true)
@@ -140,9 +149,10 @@ func (pp *peerPaths) outbound() *dataplane.SA {
 	return pp.out
 }
 
-// AddPath adds path id, sent through member m, and starts probing it; it
-// carries data once the scheduler verified it.
-func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int, m dataplane.GroupMember) error {
+// AddPath adds path id, sent through member m from local interface iface
+// ("" when unknown), and starts probing it; it carries data once the
+// scheduler verified it.
+func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int, iface string, m dataplane.GroupMember) error {
 	if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: kind, Tier: tier}, scheduler.Now()); err != nil {
 		return fmt.Errorf("adding path %d: %w", id, err)
 	}
@@ -152,6 +162,10 @@ func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int,
 	}
 	pp.members[id] = m
 	pp.paths = pp.paths.With(id)
+	if pp.classes != nil {
+		pp.ifaces[id] = iface
+		pp.classes.SetPathInterfaces(pp.ifaces)
+	}
 	pp.publish()
 	pp.mu.Unlock()
 	pp.prober.AddPath(id, m.Remote)
@@ -176,6 +190,10 @@ func (pp *peerPaths) RemovePath(id scheduler.PathID) {
 		pp.members[id] = dataplane.GroupMember{Path: noEnginePath}
 	}
 	pp.paths = pp.paths.Without(id)
+	if pp.classes != nil {
+		delete(pp.ifaces, id)
+		pp.classes.SetPathInterfaces(pp.ifaces)
+	}
 	pp.publish()
 	pp.mu.Unlock()
 	if known && gone.Path != noEnginePath {
@@ -399,4 +417,31 @@ func (pp *peerPaths) Status() []ScheduledPath {
 		out = append(out, sp)
 	}
 	return out
+}
+
+// localInterface returns the name of this host's interface that holds
+// address a, "" when none does (or a is unspecified): the local end of a
+// path, for traffic classes bound to interfaces.
+func localInterface(a netip.Addr) string {
+	if !a.IsValid() || a.IsUnspecified() {
+		return ""
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	for _, i := range ifaces {
+		addrs, err := i.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, x := range addrs {
+			if n, ok := x.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.Unmap() {
+					return i.Name
+				}
+			}
+		}
+	}
+	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -19,6 +20,10 @@ type Rule struct {
 	HasPorts bool
 	DSCP     int // -1: any
 	Policy   Policy
+	// Interfaces binds the class to interfaces (name globs), in order of
+	// preference: its packets take the usable paths of the first that
+	// has one, and any path when none has (ClassPicker).
+	Interfaces []string
 }
 
 // Classifier maps an inner IP packet to its policy: the first rule that
@@ -132,22 +137,29 @@ func parseHeader(b []byte) (h packetHeader, ok bool) {
 // Classify returns the policy of an inner IP packet. A packet that does
 // not parse takes the default policy.
 func (c *Classifier) Classify(pkt []byte) Policy {
+	pol, _ := c.ClassifyRule(pkt)
+	return pol
+}
+
+// ClassifyRule is Classify that also returns the index of the rule that
+// matched, -1 for the default.
+func (c *Classifier) ClassifyRule(pkt []byte) (Policy, int) {
 	if c == nil {
-		return PolicyAggregate
+		return PolicyAggregate, -1
 	}
 	if len(c.rules) == 0 {
-		return c.def
+		return c.def, -1
 	}
 	h, ok := parseHeader(pkt)
 	if !ok {
-		return c.def
+		return c.def, -1
 	}
 	for i := range c.rules {
 		if c.rules[i].match(&h) {
-			return c.rules[i].Policy
+			return c.rules[i].Policy, i
 		}
 	}
-	return c.def
+	return c.def, -1
 }
 
 // match reports whether a parsed header matches the rule.
@@ -195,10 +207,13 @@ var dscpNames = map[string]int{
 //	any                                    every packet
 //	default                                the policy of everything else
 //
-// and POLICY is single, offload, aggregate or redundant. def is the default
-// policy when no "default" rule is given. Example:
+// and POLICY is single, offload, aggregate or redundant, optionally bound to
+// interfaces: POLICY@GLOB[>GLOB...] sends the class on the usable paths of
+// the first interface (name glob) that has one, in the order given, and on
+// any path when none has. def is the default policy when no "default" rule
+// is given. Example:
 //
-//	dscp=ef:redundant, udp/5060-5061:redundant, 10.0.0.0/8+tcp:offload, default:aggregate
+//	dscp=ef:redundant, udp/5060-5061:redundant@wwan*, tcp/22:offload@wlan0>eth0, default:aggregate
 func ParseRules(spec string, def Policy) (*Classifier, error) {
 	c := &Classifier{def: def}
 	fields := strings.FieldsFunc(spec, func(r rune) bool {
@@ -210,12 +225,25 @@ func ParseRules(spec string, def Policy) (*Classifier, error) {
 		if colon <= 0 || colon == len(f)-1 {
 			return nil, fmt.Errorf("%w: rule %d %q: want MATCH:POLICY", ErrRuleSyntax, i+1, f)
 		}
-		pol, err := ParsePolicy(f[colon+1:])
+		polName, bound, isBound := strings.Cut(f[colon+1:], "@")
+		pol, err := ParsePolicy(polName)
 		if err != nil {
-			return nil, fmt.Errorf("%w: rule %d %q: unknown policy %q", ErrRuleSyntax, i+1, f, f[colon+1:])
+			return nil, fmt.Errorf("%w: rule %d %q: unknown policy %q", ErrRuleSyntax, i+1, f, polName)
+		}
+		var ifaces []string
+		if isBound {
+			for _, g := range strings.Split(bound, ">") {
+				if _, err := path.Match(g, ""); g == "" || err != nil {
+					return nil, fmt.Errorf("%w: rule %d %q: interface %q: want a name or glob, several in order joined by '>'", ErrRuleSyntax, i+1, f, g)
+				}
+				ifaces = append(ifaces, g)
+			}
 		}
 		match := f[:colon]
 		if strings.EqualFold(match, "default") {
+			if isBound {
+				return nil, fmt.Errorf("%w: rule %d %q: the default cannot be bound to interfaces", ErrRuleSyntax, i+1, f)
+			}
 			if seenDefault {
 				return nil, fmt.Errorf("%w: rule %d %q: second default", ErrRuleSyntax, i+1, f)
 			}
@@ -226,7 +254,7 @@ func ParseRules(spec string, def Policy) (*Classifier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: rule %d %q: %v", ErrRuleSyntax, i+1, f, err)
 		}
-		r.Policy = pol
+		r.Policy, r.Interfaces = pol, ifaces
 		c.rules = append(c.rules, r)
 	}
 	return c, nil
@@ -383,7 +411,21 @@ func (r Rule) String() string {
 	if len(terms) == 0 {
 		terms = append(terms, "any")
 	}
-	return strings.Join(terms, "+") + ":" + r.Policy.String()
+	s := strings.Join(terms, "+") + ":" + r.Policy.String()
+	if len(r.Interfaces) > 0 {
+		s += "@" + strings.Join(r.Interfaces, ">")
+	}
+	return s
+}
+
+// Bound reports whether a rule binds its class to interfaces.
+func (c *Classifier) Bound() bool {
+	for _, r := range c.rules {
+		if len(r.Interfaces) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // String formats the classifier in ParseRules' syntax, default last.

@@ -126,6 +126,14 @@ func TestParseRules(t *testing.T) {
 		{"carrier:single", "protocol", 0, 0, ""},
 		{"tcp++udp:single", "empty term", 0, 0, ""},
 		{"fe80::1%eth0:single", "", 0, 0, ""}, // checked below: zone
+		{"udp/5060-5061:redundant@wwan*, tcp/22:offload@wlan0>eth0", "", 2, PolicyAggregate,
+			"proto=17+port=5060-5061:redundant@wwan*, proto=6+port=22-22:offload@wlan0>eth0, default:aggregate"},
+		{"fd00::/8:single@eth[01]", "", 1, PolicyAggregate, "fd00::/8:single@eth[01], default:aggregate"},
+		{"default:aggregate@eth0", "cannot be bound", 0, 0, ""},
+		{"tcp:offload@", "interface", 0, 0, ""},
+		{"tcp:offload@wlan0>>eth0", "interface", 0, 0, ""},
+		{"tcp:offload@eth[", "interface", 0, 0, ""},
+		{"tcp:roundrobin@eth0", "unknown policy", 0, 0, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.spec, func(t *testing.T) {

@@ -1,6 +1,9 @@
 package scheduler
 
-import "sync/atomic"
+import (
+	"path"
+	"sync/atomic"
+)
 
 // PathID identifies one path of a session: a (local interface, local
 // address, remote address) triple with its own socket.
@@ -87,10 +90,16 @@ func (f *FallbackPicker) PickSet(size int) PathSet {
 }
 
 // ClassPicker gives each packet the policy of its traffic class: the data
-// plane hands it the inner packet before sealing (PacketPicker).
+// plane hands it the inner packet before sealing (PacketPicker). A class
+// bound to interfaces (Rule.Interfaces) picks among the paths of the
+// first of them that has a usable one (SetPathInterfaces says which paths
+// are on which interface), and among all paths when none has.
 type ClassPicker struct {
 	*FallbackPicker
 	classes *Classifier
+	// within holds, per rule, the paths on each of its interfaces in
+	// order (nil for a rule not bound); replaced whole when paths change.
+	within atomic.Pointer[[][]PathSet]
 }
 
 // NewClassPicker returns a picker that classifies each packet with
@@ -99,11 +108,41 @@ func NewClassPicker(f *FallbackPicker, classes *Classifier) *ClassPicker {
 	return &ClassPicker{FallbackPicker: f, classes: classes}
 }
 
+// SetPathInterfaces tells the picker each path's interface name, for
+// classes bound to interfaces: called whenever paths come and go.
+func (c *ClassPicker) SetPathInterfaces(names map[PathID]string) {
+	rules := c.classes.rules
+	within := make([][]PathSet, len(rules))
+	for i, r := range rules {
+		if len(r.Interfaces) == 0 {
+			continue
+		}
+		within[i] = make([]PathSet, len(r.Interfaces))
+		for k, glob := range r.Interfaces {
+			for id, name := range names {
+				if ok, _ := path.Match(glob, name); ok && name != "" {
+					within[i][k] = within[i][k].With(id)
+				}
+			}
+		}
+	}
+	c.within.Store(&within)
+}
+
 // PickPacket returns the paths for one inner packet: every usable path
-// when its class is redundant, else the one its class's policy picks.
+// when its class is redundant, else the one its class's policy picks;
+// for a class bound to interfaces, among the paths of the first of them
+// that has a usable one.
 func (c *ClassPicker) PickPacket(inner []byte, sealedSize int) PathSet {
-	pol := c.classes.Classify(inner)
+	pol, rule := c.classes.ClassifyRule(inner)
 	now := Now()
+	if w := c.within.Load(); rule >= 0 && w != nil && (*w)[rule] != nil {
+		for _, set := range (*w)[rule] {
+			if got := c.s.DecideWithin(pol, sealedSize, now, set); !got.Empty() {
+				return got
+			}
+		}
+	}
 	if pol == PolicyRedundant {
 		if set := c.s.Decide(pol, sealedSize, now); !set.Empty() {
 			return set

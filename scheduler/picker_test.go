@@ -45,3 +45,75 @@ func TestFallbackPicker(t *testing.T) {
 		t.Fatalf("WLAN verified: %d, want 1 (offload prefers WLAN)", got)
 	}
 }
+
+// TestClassBoundToInterfaces: a class bound to interfaces sends only on
+// the paths of the first that has a usable one — never on another while
+// that one's path is usable — then on the next in its order when it
+// fails, then on any path when none is left; unbound classes use every
+// path.
+func TestClassBoundToInterfaces(t *testing.T) {
+	s := New(Config{})
+	now := int64(0)
+	names := map[PathID]string{0: "wlan0", 1: "eth0", 2: "wwan0", 3: "wwan1"}
+	for id := range PathID(4) {
+		if err := s.AddPath(PathConfig{ID: id, Kind: KindOther, Tier: 0}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := range PathID(4) {
+		now = verify(t, s, id, now, 10*time.Millisecond, 1e6, 3)
+	}
+	classes, err := ParseRules("tcp/22:offload@wlan0>eth0, udp/5060:redundant@wwan*, icmp:single@eth0", PolicyAggregate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := NewClassPicker(NewFallbackPicker(s, PolicyAggregate, 63), classes)
+	cp.SetPathInterfaces(names)
+	ssh := ipv4("10.0.0.1", 6, 0, 40000, 22, 0)
+	sip := ipv4("10.0.0.1", 17, 0, 5060, 5060, 0)
+	ping := ipv4("10.0.0.1", 1, 0, 0, 0, 0)
+	other := ipv4("10.0.0.1", 17, 0, 1000, 2000, 0)
+	count := func(pkt []byte) map[PathSet]int {
+		setClock(now)
+		got := map[PathSet]int{}
+		for range 500 {
+			got[cp.PickPacket(pkt, 1400)]++
+		}
+		return got
+	}
+	expectOnly := func(what string, pkt []byte, want PathSet) {
+		t.Helper()
+		if got := count(pkt); len(got) != 1 || got[want] != 500 {
+			t.Fatalf("%s: picked %v, want only %b", what, got, want)
+		}
+	}
+	expectOnly("ssh on wlan0", ssh, SetOf(0))
+	expectOnly("SIP on both wwan paths, redundant", sip, SetOf(2, 3))
+	expectOnly("ping on eth0 (single, whose own path is wlan0's)", ping, SetOf(1))
+	if got := count(other); len(got) < 2 {
+		t.Fatalf("unbound traffic on %v, want it spread (aggregate)", got)
+	}
+
+	// wlan0 goes silent: ssh falls back to eth0, the next in its order.
+	for seq := uint32(100); seq < 140; seq++ {
+		s.ProbeSent(0, seq, now, Counters{})
+		for id := PathID(1); id < 4; id++ {
+			s.ProbeSent(id, seq, now, Counters{})
+			s.ProbeReply(id, ProbeReply{Seq: seq}, now+int64(10*time.Millisecond))
+		}
+		now += int64(30 * time.Millisecond)
+		s.Tick(now)
+	}
+	if !s.Failed().Has(0) {
+		t.Fatal("wlan0's path did not fail")
+	}
+	expectOnly("ssh with wlan0 failed", ssh, SetOf(1))
+	// eth0 goes away: nothing of ssh's list is left, any path will do.
+	s.RemovePath(1)
+	delete(names, 1)
+	cp.SetPathInterfaces(names)
+	if got := count(ssh); got[SetOf(0)] != 0 || got[SetOf(1)] != 0 || got[SetOf(2)]+got[SetOf(3)] != 500 {
+		t.Fatalf("ssh with neither of its interfaces: %v, want the usable wwan paths", got)
+	}
+	expectOnly("ping with eth0 gone: any usable path, single's", ping, SetOf(2))
+}

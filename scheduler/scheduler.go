@@ -182,7 +182,8 @@ type Scheduler struct {
 	sets    [numPolicies]policySets
 	probing atomic.Uint64 // usable paths with no rate sample yet
 	failed  atomic.Uint64 // verified paths the detector took out of service (Failed)
-	_       [48]byte
+	usable  atomic.Uint64 // active paths not failing: the paths DecideWithin chooses among
+	_       [40]byte
 	counter atomic.Uint64 // packets while probing is non-empty
 	_       [56]byte
 
@@ -489,6 +490,7 @@ func (s *Scheduler) recompute() {
 		}
 	}
 	s.failed.Store(uint64(failing | down))
+	s.usable.Store(uint64(usable))
 	// When nothing is usable, sending on a failing or down path beats
 	// dropping: on the one that answered last, which is the likeliest to
 	// work. A path whose queue delays its probes after it took over a
@@ -597,6 +599,36 @@ func (s *Scheduler) Decide(pol Policy, size int, now int64) PathSet {
 		return 1 << id
 	}
 	return 0
+}
+
+// DecideWithin is Decide among the usable paths of within (active, not
+// failing): the empty set when within has none, so that the caller can
+// try another set. Under single and offload, whose chosen path or tier
+// may lie outside within, it takes the path of within where the packet
+// arrives first. No allocation, no lock.
+func (s *Scheduler) DecideWithin(pol Policy, size int, now int64, within PathSet) PathSet {
+	usable := PathSet(s.usable.Load()) & within
+	if usable.Empty() {
+		return 0
+	}
+	if pol == PolicyRedundant {
+		for c := usable; !c.Empty(); {
+			s.account(c.Next(), size, now)
+		}
+		return usable
+	}
+	set := usable
+	if pol < numPolicies {
+		if p := PathSet(s.sets[pol].primary.Load()) & usable; !p.Empty() {
+			set = p
+		}
+	}
+	id, _, _, ok := s.earliest(set, size, now)
+	if !ok {
+		return 0
+	}
+	s.account(id, size, now)
+	return SetOf(id)
 }
 
 // Pick returns the one path a packet takes under pol (for PolicyRedundant,

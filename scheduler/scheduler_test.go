@@ -224,6 +224,16 @@ func TestHotPathAllocations(t *testing.T) {
 	if a := testing.AllocsPerRun(1000, func() { p.Pick(1400); p.PickSet(1400); p.PickPacket(nil, 1400) }); a != 0 {
 		t.Errorf("ClassPicker: %v allocations", a)
 	}
+	bound, err := ParseRules("udp:redundant@eth1, tcp:aggregate@eth0>eth1", PolicyAggregate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp := NewClassPicker(NewFallbackPicker(s, PolicyAggregate, 0), bound)
+	bp.SetPathInterfaces(map[PathID]string{0: "eth0", 1: "eth1"})
+	udp, tcp := ipv4("10.0.0.1", 17, 0, 1, 2, 0), ipv4("10.0.0.1", 6, 0, 1, 2, 0)
+	if a := testing.AllocsPerRun(1000, func() { bp.PickPacket(udp, 1400); bp.PickPacket(tcp, 1400) }); a != 0 {
+		t.Errorf("ClassPicker with classes bound to interfaces: %v allocations", a)
+	}
 }
 
 // TestConcurrentPick runs the per-packet methods from several goroutines

@@ -53,7 +53,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "interface-priority", Usage: "`NAME=N`: priority of an interface name, glob or kind (ethernet, wlan, cellular, other), 0 best (repeatable)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "handover-hysteresis", Value: mif.DefaultHysteresis, Usage: "a better interface must stay usable for `DURATION` before traffic moves back to it"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Usage: "spread traffic over the interfaces' paths: `single`, offload, aggregate or redundant (default offload when the gateway speaks the MIF extension, else single)"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload' (docs/scheduler.md)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "`CIDR` to reach through the tunnel (repeatable; default everything)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "ipv6", Value: true, Usage: "ask for an inner IPv6 address too"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Value: defaultChildRekey, Usage: "rekey the Child SA after `DURATION`, less up to 10% jitter (0: the gateway rekeys; sequence numbers running out still rekey)"}),

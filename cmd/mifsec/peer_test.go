@@ -450,3 +450,72 @@ func TestPeerInterfacesAdded(t *testing.T) {
 	}
 	oneIKESA(t, pa, pb)
 }
+
+// TestPeerClassBoundToInterface: a traffic class bound to a's second
+// interface (`icmp:aggregate@a1>a0`) sends nothing on a0 while a1 works,
+// counted on the router by the size of the datagrams (1000-byte pings,
+// far above probes), and moves to a0, the next in its order, when a1
+// goes silent; the other traffic keeps using both.
+func TestPeerClassBoundToInterface(t *testing.T) {
+	a, r, b := peerTopology(t)
+	psk := writePSK(t, t.TempDir(), "end to end secret")
+	tunB, tunA := tunNames("peb", "pea")
+	pb := startPeer(t, b, tunB, false, psk)
+	pa := startPeer(t, a, tunA, true, psk, "--class", "icmp:aggregate@a1>a0")
+	waitPeer(t, pa, "initiator", 15*time.Second)
+	waitPeer(t, pb, "responder", 10*time.Second)
+	testenv.WaitUntil(t, 10*time.Second, "four active pairs", func() bool {
+		n := 0
+		for _, s := range pathStates(peerInitiator(t, pa), func(p mif.PathStatus) string { return p.Device + ">" + p.Remote }) {
+			if s == "active" {
+				n++
+			}
+		}
+		return n == 4
+	})
+	// Datagrams of the pings (and nothing else of that size) from a, per
+	// interface of a, as the router forwards them.
+	tag := hex.EncodeToString([]byte(r[len(r)-2:]))
+	testenv.Exec(t, r, "nft", "add table inet pecls")
+	testenv.Exec(t, r, "nft", `add chain inet pecls f { type filter hook forward priority 0; policy accept; }`)
+	for i, dev := range []string{"a0", "a1"} {
+		testenv.Exec(t, r, "nft", fmt.Sprintf(`add rule inet pecls f iifname "pe%s%d" ip length > 900 counter comment "%s"`, tag, i, dev))
+	}
+	counts := func() map[string]int {
+		out := testenv.Exec(t, r, "nft", "list table inet pecls")
+		got := map[string]int{}
+		for _, line := range strings.Split(out, "\n") {
+			var packets int
+			if i := strings.Index(line, "counter packets "); i >= 0 {
+				fmt.Sscanf(line[i:], "counter packets %d", &packets)
+				for _, dev := range []string{"a0", "a1"} {
+					if strings.Contains(line, `"`+dev+`"`) {
+						got[dev] = packets
+					}
+				}
+			}
+		}
+		return got
+	}
+	if res := pingEvery(a, peerB, 300, 1000, 5*time.Millisecond); res.received < 290 {
+		t.Fatalf("%d of 300 pings answered:\n%s", res.received, res.out)
+	}
+	got := counts()
+	if got["a1"] < 300 || got["a0"] != 0 {
+		t.Fatalf("pings bound to a1: %d datagrams on a1, %d on a0; want 300+ and 0", got["a1"], got["a0"])
+	}
+
+	pings := make(chan pingStream, 1)
+	go func() { pings <- pingEvery(a, peerB, 400, 1000, 10*time.Millisecond) }()
+	time.Sleep(time.Second)
+	testenv.Exec(t, r, "nft", fmt.Sprintf(`insert rule inet pecls f iifname "pe%s1" drop`, tag))
+	testenv.Exec(t, r, "nft", fmt.Sprintf(`insert rule inet pecls f oifname "pe%s1" drop`, tag))
+	res := <-pings
+	t.Logf("a1 cut under the bound pings: %d of 400 answered, longest gap %v", res.received, res.longestGap.Round(time.Millisecond))
+	if res.longestGap > time.Second || res.received < 350 {
+		t.Fatalf("the class did not move to a0: %d of 400 answered, longest gap %v:\n%s", res.received, res.longestGap, tail(pa.log.String(), 4000))
+	}
+	if after := counts(); after["a0"] < 250 {
+		t.Fatalf("%d datagrams of the class on a0 after a1 failed, want 250+", after["a0"])
+	}
+}
