@@ -21,7 +21,9 @@ const (
 	// MIF_SUPPORTED (IKE_AUTH, both directions): Version(1) Reserved(1).
 	MIF_SUPPORTED NotifyType = 53248
 	// MIF_PATH_ADD (INFORMATIONAL request sent from the new path, with
-	// NAT detection and COOKIE2): PathID(2) Kind(1) Priority(1).
+	// NAT detection and COOKIE2): PathID(2) Kind(1) Priority(1), then
+	// optionally the name of the sender's interface the path leaves
+	// from (1-15 bytes of printable ASCII, the rest of the data).
 	MIF_PATH_ADD NotifyType = 53249
 	// MIF_PATH_REMOVE (INFORMATIONAL request): PathID(2).
 	MIF_PATH_REMOVE NotifyType = 53250
@@ -30,6 +32,13 @@ const (
 	// the SPI its sender receives the new Child SA's probes on. Both sides
 	// sending it gives the Child SA a probe SA (ProbeSA).
 	MIF_PROBE_SPI NotifyType = 53251
+	// MIF_CLASSES (IKE_AUTH request, beside MIF_SUPPORTED): the sender's
+	// traffic classes, so that the other direction follows them.
+	// InterfaceLen(1) Interface(InterfaceLen) Rules(rest): the interface
+	// the IKE SA's own path (path 0) leaves from (0-15 bytes of printable
+	// ASCII), and the rules in the syntax of `--class` (printable ASCII,
+	// 1-1024 bytes).
+	MIF_CLASSES NotifyType = 53252
 )
 
 // MIFVersion is the version of the extension this package speaks.
@@ -79,6 +88,9 @@ type PathInfo struct {
 	Kind     PathKind
 	Priority uint8          // lower is preferred
 	Remote   netip.AddrPort // the client's address and port on this path, as observed
+	// Interface is the client's interface the path leaves from, as it
+	// announced it ("" when it did not).
+	Interface string
 	// Local is the gateway's address the path reaches (as
 	// Responder.Deliver reported it).
 	Local netip.Addr
@@ -107,27 +119,87 @@ type PathAdd struct {
 	ID       uint16
 	Kind     PathKind
 	Priority uint8
+	// Interface names the sender's interface the path leaves from, for
+	// traffic classes bound to interfaces; "" sends none.
+	Interface string
 }
 
-// Marshal returns the notification data.
+// Marshal returns the notification data. An interface name that
+// validInterfaceName refuses is left out.
 func (p PathAdd) Marshal() []byte {
-	b := make([]byte, mifPathAddLen)
+	b := make([]byte, mifPathAddLen, mifPathAddLen+len(p.Interface))
 	binary.BigEndian.PutUint16(b, p.ID)
 	b[2], b[3] = uint8(p.Kind), p.Priority
+	if validInterfaceName(p.Interface) {
+		b = append(b, p.Interface...)
+	}
 	return b
 }
 
-// parsePathAdd parses MIF_PATH_ADD data: exactly 4 bytes, path ID not 0
-// (0 names the path the IKE SA runs on).
+// parsePathAdd parses MIF_PATH_ADD data: 4 bytes, path ID not 0 (0 names
+// the path the IKE SA runs on), then an optional interface name.
 func parsePathAdd(b []byte) (PathAdd, error) {
-	if len(b) != mifPathAddLen {
-		return PathAdd{}, fmt.Errorf("%w: MIF_PATH_ADD of %d bytes, want %d", ErrMIFFormat, len(b), mifPathAddLen)
+	if len(b) < mifPathAddLen {
+		return PathAdd{}, fmt.Errorf("%w: MIF_PATH_ADD of %d bytes, want at least %d", ErrMIFFormat, len(b), mifPathAddLen)
 	}
-	p := PathAdd{ID: binary.BigEndian.Uint16(b), Kind: PathKind(b[2]), Priority: b[3]}
+	p := PathAdd{ID: binary.BigEndian.Uint16(b), Kind: PathKind(b[2]), Priority: b[3], Interface: string(b[mifPathAddLen:])}
 	if p.ID == 0 {
 		return PathAdd{}, fmt.Errorf("%w: MIF_PATH_ADD for path 0, the IKE SA's own path", ErrMIFFormat)
 	}
+	if p.Interface != "" && !validInterfaceName(p.Interface) {
+		return PathAdd{}, fmt.Errorf("%w: MIF_PATH_ADD with an interface name of %d bytes that is not 1-%d printable characters", ErrMIFFormat, len(p.Interface), maxInterfaceName)
+	}
 	return p, nil
+}
+
+// maxInterfaceName is the longest interface name the MIF notifications
+// carry: Linux's (IFNAMSIZ less the NUL).
+const maxInterfaceName = 15
+
+// maxClassesLen bounds the rules of a MIF_CLASSES notification.
+const maxClassesLen = 1024
+
+// validInterfaceName reports whether s may go in a MIF notification as an
+// interface name: 1-15 bytes of printable ASCII, no space.
+func validInterfaceName(s string) bool {
+	return len(s) > 0 && len(s) <= maxInterfaceName && printableASCII(s, false)
+}
+
+// printableASCII reports whether s holds printable ASCII only (spaces
+// too when spaces says so).
+func printableASCII(s string, spaces bool) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c > '~' || c < '!' && !(spaces && c == ' ') {
+			return false
+		}
+	}
+	return true
+}
+
+// marshalClasses returns MIF_CLASSES data for the interface of path 0
+// (left out when validInterfaceName refuses it) and the rules.
+func marshalClasses(iface, rules string) []byte {
+	if !validInterfaceName(iface) {
+		iface = ""
+	}
+	b := append([]byte{byte(len(iface))}, iface...)
+	return append(b, rules...)
+}
+
+// parseClasses parses MIF_CLASSES data. The rules are only checked to be
+// text of a bounded length here; their syntax is the conductor's.
+func parseClasses(b []byte) (iface, rules string, err error) {
+	if len(b) < 1 || int(b[0]) > len(b)-1 {
+		return "", "", fmt.Errorf("%w: MIF_CLASSES of %d bytes", ErrMIFFormat, len(b))
+	}
+	iface, rules = string(b[1:1+b[0]]), string(b[1+b[0]:])
+	switch {
+	case iface != "" && !validInterfaceName(iface):
+		return "", "", fmt.Errorf("%w: MIF_CLASSES with an interface name that is not 1-%d printable characters", ErrMIFFormat, maxInterfaceName)
+	case len(rules) == 0 || len(rules) > maxClassesLen || !printableASCII(rules, true):
+		return "", "", fmt.Errorf("%w: MIF_CLASSES rules of %d bytes, want 1-%d printable characters", ErrMIFFormat, len(rules), maxClassesLen)
+	}
+	return iface, rules, nil
 }
 
 // pathRemoveData returns MIF_PATH_REMOVE data for path id.

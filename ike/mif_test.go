@@ -160,12 +160,57 @@ func FuzzParsePathAdd(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if p.ID == 0 || len(b) != mifPathAddLen {
+		if p.ID == 0 || len(b) < mifPathAddLen || len(b) > mifPathAddLen+maxInterfaceName || !bytes.Equal(p.Marshal(), b) {
 			t.Fatalf("accepted %x as %+v", b, p)
 		}
 		again, err := parsePathAdd(p.Marshal())
 		if err != nil || again != p {
 			t.Fatalf("round trip of %+v: %+v %v", p, again, err)
+		}
+	})
+}
+
+// TestMIFInterfaceNames: MIF_PATH_ADD and MIF_CLASSES carry interface
+// names of 1-15 printable characters and rules of bounded text; anything
+// else is refused when parsed and left out when marshalled.
+func TestMIFInterfaceNames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sent string // what Marshal keeps
+	}{{"wlan0", "wlan0"}, {"", ""}, {"a-very-long-name0", ""}, {"eth 0", ""}, {"wwan\x00", ""}} {
+		b := PathAdd{ID: 2, Interface: tc.name}.Marshal()
+		p, err := parsePathAdd(b)
+		if err != nil || p.Interface != tc.sent {
+			t.Errorf("%q: parsed %+v, %v", tc.name, p, err)
+		}
+	}
+	for _, bad := range [][]byte{append(PathAdd{ID: 2}.Marshal(), 0), append(PathAdd{ID: 2}.Marshal(), " eth0"...),
+		append(PathAdd{ID: 2}.Marshal(), "sixteen-bytes-00"...)} {
+		if p, err := parsePathAdd(bad); err == nil {
+			t.Errorf("%x accepted as %+v", bad, p)
+		}
+	}
+	iface, rules, err := parseClasses(marshalClasses("eth0", "tcp/22:offload@wlan0>eth0, icmp:single"))
+	if err != nil || iface != "eth0" || rules != "tcp/22:offload@wlan0>eth0, icmp:single" {
+		t.Fatalf("MIF_CLASSES round trip: %q %q %v", iface, rules, err)
+	}
+	for _, bad := range [][]byte{nil, {5, 'a'}, {0}, append([]byte{0}, make([]byte, maxClassesLen+1)...), append([]byte{0}, "tcp:single\n"...)} {
+		if _, _, err := parseClasses(bad); err == nil {
+			t.Errorf("MIF_CLASSES %q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseClasses(f *testing.F) {
+	f.Add(marshalClasses("wlan0", "udp/5060:redundant@wwan*"))
+	f.Add([]byte{0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		iface, rules, err := parseClasses(b)
+		if err != nil {
+			return
+		}
+		if len(rules) == 0 || len(rules) > maxClassesLen || (iface != "" && !validInterfaceName(iface)) || !bytes.Equal(marshalClasses(iface, rules), b) {
+			t.Fatalf("accepted %x as %q %q", b, iface, rules)
 		}
 	})
 }

@@ -26,6 +26,10 @@ type Path struct {
 	Gateway netip.Addr
 	// Transport sends from this path's socket.
 	Transport Transport
+	// Interface names the local interface the path leaves from, told to
+	// the gateway (MIF_PATH_ADD, MIF_CLASSES) for traffic classes bound
+	// to interfaces; "" tells nothing.
+	Interface string
 }
 
 func (p *Path) check() error {
@@ -74,6 +78,11 @@ type MobilityConfig struct {
 	DisableMOBIKE bool
 	// DisableMIF leaves MIF_SUPPORTED out of IKE_AUTH.
 	DisableMIF bool
+	// MIFClasses, on an initiator, are the traffic classes it tells the
+	// gateway in IKE_AUTH (MIF_CLASSES), with the interface of its
+	// current path, so that the other direction follows them; "" tells
+	// none.
+	MIFClasses string
 	// AdditionalAddresses are this side's other addresses, announced as
 	// ADDITIONAL_IP4/6_ADDRESS; without them NO_ADDITIONAL_ADDRESSES is
 	// sent.
@@ -333,6 +342,9 @@ func (s *Session) authNotifies() []Payload {
 	}
 	if !s.cfg.DisableMIF {
 		ps = append(ps, &Notify{NotifyType: MIF_SUPPORTED, Data: mIFSupportedData()})
+		if s.cfg.MIFClasses != "" {
+			ps = append(ps, &Notify{NotifyType: MIF_CLASSES, Data: marshalClasses(s.currentPath().Interface, s.cfg.MIFClasses)})
+		}
 	}
 	return ps
 }
@@ -682,7 +694,7 @@ func (s *Session) AddPath(ctx context.Context, p Path, id uint16, kind PathKind,
 			return nil
 		}
 		cookie := newCookie2()
-		payloads := append([]Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: id, Kind: kind, Priority: priority}.Marshal()}},
+		payloads := append([]Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: id, Kind: kind, Priority: priority, Interface: p.Interface}.Marshal()}},
 			s.natDetection(s.sa, &p)...)
 		payloads = append(payloads, &Notify{NotifyType: COOKIE2, Data: cookie})
 		reply, _, err, fatal := s.pathExchange(loop, ctx, &p, payloads, false)
@@ -910,6 +922,14 @@ func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
 	if !r.cfg.DisableMIF && peerMIF(req) {
 		c.mob.mif = true
 		reply = append(reply, &Notify{NotifyType: MIF_SUPPORTED, Data: mIFSupportedData()})
+		if n := FindNotify(req, MIF_CLASSES); n != nil {
+			// Informational: a malformed one is logged and left aside.
+			if iface, rules, err := parseClasses(n.Data); err != nil {
+				r.log.Info("ignoring a client's traffic classes", "id", c.ID, "err", err)
+			} else {
+				c.PeerClasses, c.PathInterface = rules, iface
+			}
+		}
 	}
 	return reply
 }
@@ -1028,7 +1048,7 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, local ne
 			// schedule, and nothing to tear the scheduling down with.
 			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
 		}
-		info := PathInfo{ID: add.ID, Kind: add.Kind, Priority: add.Priority, Local: local, Remote: from}
+		info := PathInfo{ID: add.ID, Kind: add.Kind, Priority: add.Priority, Local: local, Remote: from, Interface: add.Interface}
 		// The client's COOKIE2 proves nothing of its address: the gateway
 		// sends there only after its own check came back.
 		then = append(then, func() {

@@ -141,8 +141,8 @@ func newRig(t *testing.T, gcfg ResponderConfig, ccfg SessionConfig) *rig {
 	rdone := make(chan struct{})
 	go func() { r.Run(ctx); close(rdone) }()
 
-	rg.path1 = Path{ID: "eth0", Local: netip.AddrPortFrom(rigAddr1, 4500), Transport: rg.p1}
-	rg.path2 = Path{ID: "wlan0", Local: netip.AddrPortFrom(rigAddr2, 4500), Transport: rg.p2}
+	rg.path1 = Path{ID: "eth0", Local: netip.AddrPortFrom(rigAddr1, 4500), Transport: rg.p1, Interface: "eth0"}
+	rg.path2 = Path{ID: "wlan0", Local: netip.AddrPortFrom(rigAddr2, 4500), Transport: rg.p2, Interface: "wlan0"}
 	ccfg.Remote = rg.w.gw
 	ccfg.LocalID = mustID(t, "client@mifsec.test")
 	ccfg.IKE, ccfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
@@ -488,7 +488,7 @@ func TestMIFPathToAnotherGatewayAddress(t *testing.T) {
 	if err := rg.s.AddPath(ctxT(t), onSecond, 3, PathKindEthernet, 0); err != nil {
 		t.Fatalf("a path from the IKE SA's own address to another gateway address: %v", err)
 	}
-	want := PathInfo{ID: 3, Kind: PathKindEthernet, Remote: netip.MustParseAddrPort("192.0.2.10:4500"), Local: second}
+	want := PathInfo{ID: 3, Kind: PathKindEthernet, Remote: netip.MustParseAddrPort("192.0.2.10:4500"), Local: second, Interface: "eth0"}
 	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn the path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
 	if _, added, _ := rg.gh.snapshot(); len(added) != 1 || added[0] != want {
 		t.Fatalf("PathAdded calls %+v, want %+v", added, want)
@@ -542,7 +542,7 @@ func TestMIFPaths(t *testing.T) {
 	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, PathKindWLAN, 1); err != nil {
 		t.Fatal(err)
 	}
-	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500"), Local: rg.w.gw.Addr()}
+	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500"), Local: rg.w.gw.Addr(), Interface: "wlan0"}
 	// The handler runs once the gateway's return routability check of
 	// the new address came back.
 	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn a path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
@@ -933,5 +933,25 @@ func TestMIFPathLimits(t *testing.T) {
 	}
 	if n := FindNotify(reply, INVALID_SYNTAX); n == nil {
 		t.Fatalf("path ID 2000 not refused as malformed: %+v", reply)
+	}
+}
+
+// TestMIFClassesAnnounced: a client's traffic classes reach the gateway
+// in IKE_AUTH with the interface of its IKE SA's path, and each MIF path
+// names its interface.
+func TestMIFClassesAnnounced(t *testing.T) {
+	const rules = "icmp:single@wlan0>eth0"
+	rg := newRig(t, ResponderConfig{}, SessionConfig{MobilityConfig: MobilityConfig{MIFClasses: rules}})
+	var peerClasses, pathIface string
+	rg.w.r.do(ctxT(t), func() { peerClasses, pathIface = rg.w.r.clients[0].PeerClasses, rg.w.r.clients[0].PathInterface })
+	if peerClasses != rules || pathIface != "eth0" {
+		t.Fatalf("the gateway learnt classes %q on interface %q, want %q on eth0", peerClasses, pathIface, rules)
+	}
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, PathKindWLAN, 1); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn a path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
+	if _, added, _ := rg.gh.snapshot(); added[0].Interface != "wlan0" {
+		t.Fatalf("path added with interface %q, want wlan0", added[0].Interface)
 	}
 }

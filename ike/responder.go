@@ -28,6 +28,10 @@ type RemoteClient struct {
 	Addresses []netip.Prefix // leased inner addresses
 	IKESPIi   uint64
 	IKESPIr   uint64
+	// PeerClasses are the traffic classes the client announced
+	// (MIF_CLASSES) for the gateway's side to follow, and PathInterface
+	// the client's interface of the IKE SA's own path then; "" without.
+	PeerClasses, PathInterface string
 }
 
 // ResponderTransport sends a gateway's IKE messages. A gateway with

@@ -107,6 +107,10 @@ func NewClient(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.Classes != nil && cfg.Session.MIFClasses == "" {
+		// The gateway follows them the other way (MIF_CLASSES).
+		cfg.Session.MIFClasses = cfg.Classes.String()
+	}
 	c := &Client{cfg: cfg, log: log, inbound: map[uint32]bool{}, children: map[uint32]*dataplane.SA{}, outs: map[uint32]*dataplane.SA{}}
 	defer func() {
 		if err != nil {

@@ -38,12 +38,13 @@ type peerPaths struct {
 	// around it when traffic classes are configured.
 	groupPicker scheduler.Picker
 	// classes is groupPicker when traffic classes are configured; ifaces
-	// names each path's local interface for the classes bound to
-	// interfaces (guarded by mu).
-	classes *scheduler.ClassPicker
-	ifaces  map[scheduler.PathID]string
-	group   *dataplane.PathGroup
-	prober  *pathProber
+	// and peerIfaces name each path's local interface and the peer's at
+	// its far end, for the classes bound to interfaces (guarded by mu).
+	classes    *scheduler.ClassPicker
+	ifaces     map[scheduler.PathID]string
+	peerIfaces map[scheduler.PathID]string
+	group      *dataplane.PathGroup
+	prober     *pathProber
 
 	reinjected atomic.Uint64 // datagrams sent again after their path failed
 
@@ -108,7 +109,7 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	if cfg.Classes != nil {
 		pp.classes = scheduler.NewClassPicker(pp.picker, cfg.Classes)
 		pp.groupPicker = pp.classes
-		pp.ifaces = map[scheduler.PathID]string{}
+		pp.ifaces, pp.peerIfaces = map[scheduler.PathID]string{}, map[scheduler.PathID]string{}
 	}
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
 	pp.group.KeepSent(true)
@@ -150,9 +151,9 @@ func (pp *peerPaths) outbound() *dataplane.SA {
 }
 
 // AddPath adds path id, sent through member m from local interface iface
-// ("" when unknown), and starts probing it; it carries data once the
-// scheduler verified it.
-func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int, iface string, m dataplane.GroupMember) error {
+// to the peer's interface peerIface ("" when unknown), and starts probing
+// it; it carries data once the scheduler verified it.
+func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int, iface, peerIface string, m dataplane.GroupMember) error {
 	if err := pp.sched.AddPath(scheduler.PathConfig{ID: id, Kind: kind, Tier: tier}, scheduler.Now()); err != nil {
 		return fmt.Errorf("adding path %d: %w", id, err)
 	}
@@ -163,8 +164,8 @@ func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int,
 	pp.members[id] = m
 	pp.paths = pp.paths.With(id)
 	if pp.classes != nil {
-		pp.ifaces[id] = iface
-		pp.classes.SetPathInterfaces(pp.ifaces)
+		pp.ifaces[id], pp.peerIfaces[id] = iface, peerIface
+		pp.classes.SetPathInterfaces(pp.ifaces, pp.peerIfaces)
 	}
 	pp.publish()
 	pp.mu.Unlock()
@@ -192,7 +193,8 @@ func (pp *peerPaths) RemovePath(id scheduler.PathID) {
 	pp.paths = pp.paths.Without(id)
 	if pp.classes != nil {
 		delete(pp.ifaces, id)
-		pp.classes.SetPathInterfaces(pp.ifaces)
+		delete(pp.peerIfaces, id)
+		pp.classes.SetPathInterfaces(pp.ifaces, pp.peerIfaces)
 	}
 	pp.publish()
 	pp.mu.Unlock()

@@ -340,7 +340,7 @@ func (c *Client) syncMultipath() {
 		}
 		m, err := c.member(gp)
 		if err == nil {
-			err = pp.AddPath(gp.id, kindOf(pathKind(gp.path.Kind)), gp.tier(), gp.path.Name, m)
+			err = pp.AddPath(gp.id, kindOf(pathKind(gp.path.Kind)), gp.tier(), gp.path.Name, "", m)
 		}
 		if err != nil {
 			c.log.Warn("scheduling a path", "interface", gp.path.Name, "gateway", gp.gw, "err", err)

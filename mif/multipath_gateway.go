@@ -110,7 +110,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 	if p == nil {
 		ctx, cancel := context.WithCancel(g.runCtx)
 		p = &gatewayPeer{cancel: cancel, done: make(chan struct{}), paths: map[uint16]ike.PathInfo{},
-			pp: newPeerPaths(peerPathsConfig{Engine: g.engine, Policy: g.cfg.Policy, Classes: g.cfg.Classes, Logger: g.log.With("client", client.ID.Display())})}
+			pp: newPeerPaths(peerPathsConfig{Engine: g.engine, Policy: g.cfg.Policy, Classes: g.classesFor(client), Logger: g.log.With("client", client.ID.Display())})}
 		g.mpeers[client] = p
 		go func() {
 			defer close(p.done)
@@ -128,7 +128,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 	if reroute != nil {
 		m0, err := g.member(client)
 		if err == nil {
-			err = p.pp.AddPath(0, scheduler.KindOther, 0, localInterface(client.Local), m0)
+			err = p.pp.AddPath(0, scheduler.KindOther, 0, localInterface(client.Local), client.PathInterface, m0)
 		}
 		if err != nil {
 			g.log.Warn("scheduling a client's IKE path", "id", client.ID, "err", err)
@@ -156,7 +156,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 	if again {
 		p.pp.RemovePath(scheduler.PathID(info.ID))
 	}
-	if err := p.pp.AddPath(scheduler.PathID(info.ID), kindOf(info.Kind), int(info.Priority), localInterface(info.Local), m); err != nil {
+	if err := p.pp.AddPath(scheduler.PathID(info.ID), kindOf(info.Kind), int(info.Priority), localInterface(info.Local), info.Interface, m); err != nil {
 		g.log.Warn("scheduling a client path", "id", client.ID, "path", info.ID, "err", err)
 		return
 	}
@@ -193,16 +193,16 @@ func (g *Gateway) PathRemoved(client *ike.RemoteClient, id uint16) {
 // MIF path over that pair, if there is one (the client moved IKE to a path
 // it had announced).
 func (p *gatewayPeer) moved(m dataplane.GroupMember, local netip.Addr, remote netip.AddrPort) {
-	kind, tier := scheduler.KindOther, 0
+	kind, tier, peerIface := scheduler.KindOther, 0, ""
 	p.mu.Lock()
 	for _, info := range p.paths {
 		if info.Remote == remote && info.Local == local {
-			kind, tier = kindOf(info.Kind), int(info.Priority)
+			kind, tier, peerIface = kindOf(info.Kind), int(info.Priority), info.Interface
 		}
 	}
 	p.mu.Unlock()
 	p.pp.RemovePath(0)
-	if err := p.pp.AddPath(0, kind, tier, localInterface(local), m); err != nil {
+	if err := p.pp.AddPath(0, kind, tier, localInterface(local), peerIface, m); err != nil {
 		p.pp.log.Warn("scheduling a client's IKE path", "err", err)
 	}
 	p.pp.SetFallback(0)
@@ -247,4 +247,19 @@ func (g *Gateway) stopPeers() {
 	for _, p := range peers {
 		p.stop()
 	}
+}
+
+// classesFor returns the traffic classes of client's downlink: those the
+// client announced (MIF_CLASSES: its own, followed the other way) ahead
+// of the gateway's --class, or the gateway's alone.
+func (g *Gateway) classesFor(client *ike.RemoteClient) *scheduler.Classifier {
+	if client.PeerClasses == "" {
+		return g.cfg.Classes
+	}
+	c, err := g.cfg.Classes.WithPeerRules(client.PeerClasses, g.cfg.Policy)
+	if err != nil {
+		g.log.Info("ignoring a client's traffic classes", "id", client.ID, "err", err)
+		return g.cfg.Classes
+	}
+	return c
 }

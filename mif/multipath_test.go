@@ -123,10 +123,10 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	build(a, []*dataplane.Path{{ID: 0, Conn: a0, Remote: ep(a0, b0.LocalAddr())}, {ID: 1, Conn: a1, Remote: ep(a1, relay.addr())}}, 0)
 	build(b, []*dataplane.Path{{ID: 0, Conn: b0, Remote: ep(b0, a0.LocalAddr())}, {ID: 1, Conn: b1, Remote: ep(b1, relay.addr())}}, 100000)
 	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: a.pp.Group()}})
-	if err := a.pp.AddPath(0, scheduler.KindEthernet, 0, "eth0", dataplane.GroupMember{Path: 0}); err != nil {
+	if err := a.pp.AddPath(0, scheduler.KindEthernet, 0, "eth0", "", dataplane.GroupMember{Path: 0}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.pp.AddPath(1, scheduler.KindEthernet, 0, "eth1", dataplane.GroupMember{Path: 1}); err != nil {
+	if err := a.pp.AddPath(1, scheduler.KindEthernet, 0, "eth1", "", dataplane.GroupMember{Path: 1}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -49,7 +49,7 @@ type path struct {
 
 // ikePath is the path as the IKE session knows it.
 func (p *path) ikePath() ike.Path {
-	return ike.Path{ID: p.name, Local: p.tr.natT.LocalAddr(), Gateway: p.gateway.Addr(), Transport: &p.tr}
+	return ike.Path{ID: p.name, Local: p.tr.natT.LocalAddr(), Gateway: p.gateway.Addr(), Transport: &p.tr, Interface: p.name}
 }
 
 // pathKind maps an interface kind to its MIF_PATH_ADD wire value (kindOf

@@ -47,6 +47,7 @@ type Peer struct {
 	lastResponder atomic.Int64
 	started       time.Time
 	active        atomic.Int32 // the role that reads the TUN: roleNone, roleInitiator, roleResponder
+	both          bool         // at the last settle both roles held an IKE SA (settle's goroutine only)
 }
 
 // PeerConfig is a Peer's setup: both roles and the device they share.
@@ -183,10 +184,14 @@ func (p *Peer) settle(ctx context.Context) {
 	if theirs {
 		p.lastResponder.Store(time.Now().UnixNano())
 	}
+	both := mine && theirs
+	if both && !p.both {
+		p.log.Info("both hosts hold an IKE SA: one goes", "ours_since", st.Established, "theirs_since", theirsAt)
+	}
+	p.both = both
 	switch keep := settleRule(p.cfg.First, mine, st.Established, theirs, theirsAt); keep {
 	case roleInitiator:
 		if theirs {
-			p.log.Info("both hosts hold an IKE SA: deleting the peer's, ours stays")
 			dctx, cancel := context.WithTimeout(ctx, time.Second)
 			p.gw.resp.Disconnect(dctx, p.cfg.Gateway.Responder.Peers[0])
 			cancel()
@@ -194,7 +199,6 @@ func (p *Peer) settle(ctx context.Context) {
 		p.setTurn(roleInitiator)
 	case roleResponder:
 		if mine {
-			p.log.Info("both hosts hold an IKE SA: deleting ours, the peer's stays")
 			p.client.session.Drop()
 		}
 		p.setTurn(roleResponder)
@@ -232,11 +236,19 @@ func (p *Peer) setTurn(role int32) {
 // up, and for Standby after it went (or after the start).
 func (p *Peer) waitToConnect(ctx context.Context) error {
 	for {
+		// Asked here too, not only at settle's pace: a Standby shorter
+		// than settle's tick must not let an IKE SA start beside the
+		// first host's.
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		if len(p.gw.resp.Clients(qctx)) > 0 {
+			p.lastResponder.Store(time.Now().UnixNano())
+		}
+		cancel()
 		last := p.started
 		if t := time.Unix(0, p.lastResponder.Load()); t.After(last) {
 			last = t
 		}
-		if wait := p.cfg.Standby - time.Since(last); wait <= 0 && p.active.Load() != roleResponder {
+		if time.Since(last) >= p.cfg.Standby {
 			return nil
 		}
 		select {

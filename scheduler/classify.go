@@ -24,6 +24,12 @@ type Rule struct {
 	// preference: its packets take the usable paths of the first that
 	// has one, and any path when none has (ClassPicker).
 	Interfaces []string
+	// Peer marks a rule the peer announced for its own traffic (the MIF
+	// extension's MIF_CLASSES), followed here for the other direction:
+	// Prefix is matched against the inner source (the peer's
+	// destination), and Interfaces name the peer's interfaces, the far
+	// ends of the paths.
+	Peer bool
 }
 
 // Classifier maps an inner IP packet to its policy: the first rule that
@@ -47,7 +53,7 @@ func (c *Classifier) Rules() []Rule { return append([]Rule(nil), c.rules...) }
 
 // packetHeader is what the classifier reads from an inner packet.
 type packetHeader struct {
-	Dst      netip.Addr
+	Src, Dst netip.Addr
 	Proto    int // -1: unknown (truncated)
 	SrcPort  uint16
 	DstPort  uint16
@@ -79,7 +85,7 @@ func parseHeader(b []byte) (h packetHeader, ok bool) {
 		}
 		h.DSCP = int(b[1] >> 2)
 		h.Proto = int(b[9])
-		h.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		h.Src, h.Dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
 		if binary.BigEndian.Uint16(b[6:8])&0x3fff != 0 {
 			return h, true // a fragment: no ports
 		}
@@ -89,7 +95,7 @@ func parseHeader(b []byte) (h packetHeader, ok bool) {
 			return h, false
 		}
 		h.DSCP = int((b[0]&0x0f)<<4|b[1]>>4) >> 2
-		h.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		h.Src, h.Dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
 		nh := int(b[6])
 		off = 40
 	walk:
@@ -164,7 +170,11 @@ func (c *Classifier) ClassifyRule(pkt []byte) (Policy, int) {
 
 // match reports whether a parsed header matches the rule.
 func (r *Rule) match(h *packetHeader) bool {
-	if r.Prefix.IsValid() && (!h.Dst.IsValid() || !r.Prefix.Contains(h.Dst)) {
+	addr := h.Dst
+	if r.Peer {
+		addr = h.Src
+	}
+	if r.Prefix.IsValid() && (!addr.IsValid() || !r.Prefix.Contains(addr)) {
 		return false
 	}
 	if r.Proto >= 0 && h.Proto != r.Proto {
@@ -268,6 +278,8 @@ func parseMatch(m string) (Rule, error) {
 		case t == "":
 			return r, errors.New("empty term")
 		case lt == "any":
+		case lt == "peer":
+			r.Peer = true // as the peer announced it (Rule.Peer)
 		case strings.HasPrefix(lt, "dscp="):
 			v := lt[5:]
 			d, ok := dscpNames[v]
@@ -411,11 +423,40 @@ func (r Rule) String() string {
 	if len(terms) == 0 {
 		terms = append(terms, "any")
 	}
+	if r.Peer {
+		terms = append([]string{"peer"}, terms...)
+	}
 	s := strings.Join(terms, "+") + ":" + r.Policy.String()
 	if len(r.Interfaces) > 0 {
 		s += "@" + strings.Join(r.Interfaces, ">")
 	}
 	return s
+}
+
+// maxPeerRules bounds the rules a peer may announce.
+const maxPeerRules = 32
+
+// WithPeerRules returns a classifier whose rules are the peer's, parsed
+// from spec (what it announced, in ParseRules' syntax) and marked Peer,
+// ahead of c's own, with c's default (c may be nil: def). A peer's own
+// default is not followed.
+func (c *Classifier) WithPeerRules(spec string, def Policy) (*Classifier, error) {
+	peer, err := ParseRules(spec, def)
+	if err != nil {
+		return nil, err
+	}
+	if len(peer.rules) > maxPeerRules {
+		return nil, fmt.Errorf("%w: %d rules, at most %d", ErrRuleSyntax, len(peer.rules), maxPeerRules)
+	}
+	out := &Classifier{def: def}
+	for _, r := range peer.rules {
+		r.Peer = true
+		out.rules = append(out.rules, r)
+	}
+	if c != nil {
+		out.rules, out.def = append(out.rules, c.rules...), c.def
+	}
+	return out, nil
 }
 
 // Bound reports whether a rule binds its class to interfaces.

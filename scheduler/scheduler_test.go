@@ -229,7 +229,7 @@ func TestHotPathAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	bp := NewClassPicker(NewFallbackPicker(s, PolicyAggregate, 0), bound)
-	bp.SetPathInterfaces(map[PathID]string{0: "eth0", 1: "eth1"})
+	bp.SetPathInterfaces(map[PathID]string{0: "eth0", 1: "eth1"}, nil)
 	udp, tcp := ipv4("10.0.0.1", 17, 0, 1, 2, 0), ipv4("10.0.0.1", 6, 0, 1, 2, 0)
 	if a := testing.AllocsPerRun(1000, func() { bp.PickPacket(udp, 1400); bp.PickPacket(tcp, 1400) }); a != 0 {
 		t.Errorf("ClassPicker with classes bound to interfaces: %v allocations", a)

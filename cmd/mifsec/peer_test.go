@@ -396,6 +396,20 @@ func TestPeerEitherStarts(t *testing.T) {
 	waitPeer(t, pb, "responder", 15*time.Second)
 	time.Sleep(2 * time.Second)
 	oneIKESA(t, pa, pb)
+
+	// a dies and comes back unable to reach b: b, whose copy of a's IKE
+	// SA dies with its liveness checks, starts its own.
+	testenv.Exec(t, r, "nft", "add table inet pein")
+	testenv.Exec(t, r, "nft", `add chain inet pein f { type filter hook forward priority 0; policy accept; }`)
+	testenv.Exec(t, r, "nft", "add rule inet pein f ip daddr { "+peerBFirst+", "+peerBSecond+" } udp dport 4500 drop")
+	pa.cmd.Process.Kill()
+	<-pa.done
+	pa = startPeer(t, a, tunA, true, psk)
+	start = time.Now()
+	waitPeer(t, pb, "initiator", 40*time.Second)
+	waitPeer(t, pa, "responder", 5*time.Second)
+	t.Logf("a restarted and unreachable: b's own IKE SA in use after %v", time.Since(start).Round(time.Millisecond))
+	ping("b's IKE SA after a came back")
 }
 
 // addPeerInterface gives host ns a new interface name to the router r on
@@ -454,8 +468,9 @@ func TestPeerInterfacesAdded(t *testing.T) {
 // TestPeerClassBoundToInterface: a traffic class bound to a's second
 // interface (`icmp:aggregate@a1>a0`) sends nothing on a0 while a1 works,
 // counted on the router by the size of the datagrams (1000-byte pings,
-// far above probes), and moves to a0, the next in its order, when a1
-// goes silent; the other traffic keeps using both.
+// far above probes); b, told the class (MIF_CLASSES), sends its replies
+// only to a1 too; when a1 goes silent the class moves to a0, the next in
+// its order.
 func TestPeerClassBoundToInterface(t *testing.T) {
 	a, r, b := peerTopology(t)
 	psk := writePSK(t, t.TempDir(), "end to end secret")
@@ -480,6 +495,7 @@ func TestPeerClassBoundToInterface(t *testing.T) {
 	testenv.Exec(t, r, "nft", `add chain inet pecls f { type filter hook forward priority 0; policy accept; }`)
 	for i, dev := range []string{"a0", "a1"} {
 		testenv.Exec(t, r, "nft", fmt.Sprintf(`add rule inet pecls f iifname "pe%s%d" ip length > 900 counter comment "%s"`, tag, i, dev))
+		testenv.Exec(t, r, "nft", fmt.Sprintf(`add rule inet pecls f oifname "pe%s%d" ip length > 900 counter comment "to-%s"`, tag, i, dev))
 	}
 	counts := func() map[string]int {
 		out := testenv.Exec(t, r, "nft", "list table inet pecls")
@@ -488,7 +504,7 @@ func TestPeerClassBoundToInterface(t *testing.T) {
 			var packets int
 			if i := strings.Index(line, "counter packets "); i >= 0 {
 				fmt.Sscanf(line[i:], "counter packets %d", &packets)
-				for _, dev := range []string{"a0", "a1"} {
+				for _, dev := range []string{"a0", "a1", "to-a0", "to-a1"} {
 					if strings.Contains(line, `"`+dev+`"`) {
 						got[dev] = packets
 					}
@@ -503,6 +519,9 @@ func TestPeerClassBoundToInterface(t *testing.T) {
 	got := counts()
 	if got["a1"] < 300 || got["a0"] != 0 {
 		t.Fatalf("pings bound to a1: %d datagrams on a1, %d on a0; want 300+ and 0", got["a1"], got["a0"])
+	}
+	if got["to-a1"] < 290 || got["to-a0"] != 0 {
+		t.Fatalf("b's replies: %d datagrams to a1, %d to a0; want 290+ and 0 (b follows a's class)", got["to-a1"], got["to-a0"])
 	}
 
 	pings := make(chan pingStream, 1)
