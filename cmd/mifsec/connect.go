@@ -213,11 +213,7 @@ func runConnect(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	as, err := resolveUser(c)
-	if err != nil {
-		return err
-	}
-	metrics, err := listenMetrics(c)
+	as, metrics, err := userAndMetrics(c)
 	if err != nil {
 		return err
 	}

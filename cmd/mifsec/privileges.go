@@ -73,6 +73,22 @@ func lookupUser(name string) (*credentials, error) {
 
 // resolveUser looks up --user before anything is created. A user given
 // explicitly must exist; when the default user is missing on this host the
+// userAndMetrics resolves --user and opens --metrics-listen, what every
+// long-running command does before it sets anything up (so that a wrong
+// user or a taken port is refused first); the caller closes the metrics
+// server.
+func userAndMetrics(c *cli.Context) (*credentials, *metricsServer, error) {
+	as, err := resolveUser(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	metrics, err := listenMetrics(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return as, metrics, nil
+}
+
 // command stays uid 0 (capabilities still dropped) and says so.
 func resolveUser(c *cli.Context) (*credentials, error) {
 	as, err := lookupUser(c.String("user"))

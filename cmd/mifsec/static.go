@@ -293,11 +293,7 @@ func runStatic(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	as, err := resolveUser(c)
-	if err != nil {
-		return err
-	}
-	metrics, err := listenMetrics(c)
+	as, metrics, err := userAndMetrics(c)
 	if err != nil {
 		return err
 	}
