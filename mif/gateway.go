@@ -52,6 +52,10 @@ type GatewayConfig struct {
 	Policy scheduler.Policy
 	// Classes give some downlink traffic its own policy (`--class`).
 	Classes *scheduler.Classifier
+	// Drain are addresses not to listen on, though Listen or Interfaces
+	// name them: uplinks taken out of service (Drain changes them at run
+	// time).
+	Drain []netip.Addr
 	// NoForwarding leaves the host's IP forwarding as it is: the host is
 	// the end of the traffic it protects (`mifsec peer`), not a router.
 	NoForwarding bool
@@ -74,12 +78,17 @@ type Gateway struct {
 	// hole is nil), and running. It is a leaf.
 	lmu       sync.RWMutex
 	listeners []*listener
-	running   bool           // Run started: a new listener's reader starts at once
-	readers   sync.WaitGroup // the listeners' port 500 readers
-	engine    *dataplane.Engine
-	resp      *ike.Responder
-	sysctl    []sysctlValue
-	record    string // where the original sysctl values are recorded
+	drained   map[netip.Addr]bool // addresses not listened on (Drain)
+	lastSnap  netmon.Snapshot     // the interfaces' last snapshot, for Drain
+	// fixedListen are the addresses of Listen and those the wildcard
+	// stood for at start: what Drain may open again.
+	fixedListen []netip.Addr
+	running     bool           // Run started: a new listener's reader starts at once
+	readers     sync.WaitGroup // the listeners' port 500 readers
+	engine      *dataplane.Engine
+	resp        *ike.Responder
+	sysctl      []sysctlValue
+	record      string // where the original sysctl values are recorded
 
 	// mu is a leaf in mif's lock order: while it is held, only dataplane
 	// (restoreOrder) and atomics are touched, never gatewayPeer.mu.
@@ -144,6 +153,7 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	}
 	explicit := len(cfg.Listen)
 	addrs := append(slices.Clone(cfg.Listen), implied...)
+	g.fixedListen = slices.Clone(addrs)
 	paths := make([]*dataplane.Path, 0, len(addrs))
 	for i, a := range addrs {
 		l, err := openListener(ctx, a, scheduler.PathID(i))
@@ -208,6 +218,13 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	}
 	if g.resp, err = ike.NewResponder(cfg.Responder, g, g); err != nil {
 		return nil, err
+	}
+	leaving, _, err := g.setDrained(ctx, cfg.Drain)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range leaving {
+		g.removeListener(l) // no client yet to tell
 	}
 	return g, nil
 }

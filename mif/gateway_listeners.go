@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -41,9 +42,12 @@ type listener struct {
 	implied bool
 	// dynamic: an address of an interface of GatewayConfig.Interfaces.
 	dynamic bool
-	ike500  *net.UDPConn
-	natT    *dataplane.UDPConn
-	path    *dataplane.Path
+	// draining: Drain takes it out of service; it is no longer announced
+	// and closes once the clients were told (guarded by Gateway.lmu).
+	draining bool
+	ike500   *net.UDPConn
+	natT     *dataplane.UDPConn
+	path     *dataplane.Path
 }
 
 // openListener opens the sockets of address a and its data plane path id
@@ -144,8 +148,10 @@ func (g *Gateway) listenerAt(local netip.Addr, remote netip.AddrPort) *listener 
 // address keeps its IKE SA on another.
 func (g *Gateway) otherAddresses(local netip.Addr) []netip.Addr {
 	var others []netip.Addr
-	for _, l := range g.listenersNow() {
-		if l.addr != local && !l.addr.IsUnspecified() && !l.implied {
+	g.lmu.RLock()
+	defer g.lmu.RUnlock()
+	for _, l := range g.listeners {
+		if l != nil && l.addr != local && !l.addr.IsUnspecified() && !l.implied && !l.draining {
 			others = append(others, l.addr)
 		}
 	}
@@ -162,9 +168,9 @@ func (g *Gateway) startReader(l *listener) {
 	})
 }
 
-// addListener opens a dynamic listener on a and adds its path to the
-// engine.
-func (g *Gateway) addListener(ctx context.Context, a netip.Addr) error {
+// addListener opens a listener on a (dynamic: for an address of an
+// interface of GatewayConfig.Interfaces) and adds its path to the engine.
+func (g *Gateway) addListener(ctx context.Context, a netip.Addr, dynamic bool) error {
 	g.lmu.Lock()
 	id := slices.Index(g.listeners, nil)
 	if id < 0 {
@@ -178,7 +184,7 @@ func (g *Gateway) addListener(ctx context.Context, a netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	l.dynamic = true
+	l.dynamic = dynamic
 	if err := g.engine.AddPath(l.path); err != nil {
 		l.close()
 		return err
@@ -219,7 +225,7 @@ func (g *Gateway) removeListener(l *listener) {
 		g.log.Debug("removing a listener's path", "addr", l.addr, "err", err)
 	}
 	l.ike500.Close()
-	g.log.Info("stopped listening on an address that went away", "addr", l.addr)
+	g.log.Info("stopped listening on an address", "addr", l.addr)
 }
 
 // maxListeners bounds the addresses a gateway listens on (dynamic ones
@@ -227,21 +233,28 @@ func (g *Gateway) removeListener(l *listener) {
 const maxListeners = 32
 
 // syncListeners opens a dynamic listener on every usable address of the
-// snapshot's interfaces that has none and closes the dynamic listeners
-// whose address left; it reports whether anything changed.
+// snapshot's interfaces that has none and is not drained, and closes the
+// dynamic listeners whose address left; it reports whether anything
+// changed.
 func (g *Gateway) syncListeners(ctx context.Context, snap netmon.Snapshot) bool {
+	g.lmu.Lock()
+	g.lastSnap = snap
+	drained := maps.Clone(g.drained)
+	g.lmu.Unlock()
 	want := map[netip.Addr]bool{}
 	for _, i := range snap.Interfaces {
 		if !i.Up {
 			continue
 		}
 		for _, p := range i.Addrs {
-			want[p.Addr().Unmap()] = true
+			if a := p.Addr().Unmap(); !drained[a] {
+				want[a] = true
+			}
 		}
 	}
 	changed := false
 	for _, l := range g.listenersNow() {
-		if l.dynamic && !want[l.addr] {
+		if l.dynamic && !want[l.addr] && !drained[l.addr] { // a drained one is Drain's to close
 			g.removeListener(l)
 			changed = true
 		}
@@ -254,13 +267,86 @@ func (g *Gateway) syncListeners(ctx context.Context, snap netmon.Snapshot) bool 
 		if have[a] {
 			continue // listened on already (explicit, implied or dynamic)
 		}
-		if err := g.addListener(ctx, a); err != nil {
+		if err := g.addListener(ctx, a, true); err != nil {
 			g.log.Warn("listening on a new address of an uplink", "addr", a, "err", err)
 			continue
 		}
 		changed = true
 	}
 	return changed
+}
+
+// Drain stops using the gateway addresses addrs, at run time, without
+// losing what clients send: every client's paths through one of them
+// leave their schedulers first (what was in flight on them goes again on
+// the others, and a client whose IKE SA used it moves it, as when the
+// address goes away), then the sockets close, and the clients are told
+// the gateway's addresses now (RFC 4555 §3.6). An address drained before
+// and not in addrs any more is listened on again when it is one of
+// Listen, of the host's addresses the wildcard stood for at start, or an
+// address of Interfaces. `mifsec gateway --drain`, read again on SIGHUP.
+func (g *Gateway) Drain(ctx context.Context, addrs []netip.Addr) error {
+	leaving, changed, err := g.setDrained(ctx, addrs)
+	if changed {
+		if aerr := g.resp.AnnounceAddresses(ctx); aerr != nil {
+			err = errors.Join(err, fmt.Errorf("telling the clients the gateway's addresses: %w", aerr))
+		}
+	}
+	if len(leaving) > 0 {
+		// Make before break: the clients stop sending to the address
+		// once told, and what they sent meanwhile still arrives.
+		select {
+		case <-ctx.Done():
+		case <-time.After(drainGrace):
+		}
+	}
+	for _, l := range leaving {
+		g.removeListener(l)
+	}
+	return err
+}
+
+// drainGrace is how long a drained address keeps receiving after the
+// clients were told it goes: an announcement's round trip and the
+// clients' reaction, with room to spare.
+const drainGrace = 500 * time.Millisecond
+
+// setDrained records addrs as drained, marks their listeners draining
+// (returned: the caller closes them) and opens the listeners of the
+// addresses drained no more; it reports whether the addresses listened on
+// changed.
+func (g *Gateway) setDrained(ctx context.Context, addrs []netip.Addr) (leaving []*listener, changed bool, err error) {
+	g.lmu.Lock()
+	before := g.drained
+	g.drained = map[netip.Addr]bool{}
+	for _, a := range addrs {
+		g.drained[a.Unmap()] = true
+	}
+	drained, snap := maps.Clone(g.drained), g.lastSnap
+	for _, l := range g.listeners {
+		if l != nil && drained[l.addr] && !l.draining {
+			g.log.Info("draining a gateway address: its clients move to the others", "addr", l.addr)
+			l.draining = true
+			leaving = append(leaving, l)
+			changed = true
+		}
+	}
+	g.lmu.Unlock()
+	var errs []error
+	for a := range before {
+		if drained[a] || !slices.Contains(g.fixedListen, a) {
+			continue
+		}
+		if err := g.addListener(ctx, a, false); err != nil {
+			errs = append(errs, fmt.Errorf("listening again on %s: %w", a, err))
+			continue
+		}
+		changed = true
+	}
+	if g.mon != nil && g.syncListeners(ctx, snap) {
+		changed = true
+	}
+	return leaving, changed, errors.Join(errs...)
 }
 
 // watchInterfaces follows the interface monitor until ctx ends, opening

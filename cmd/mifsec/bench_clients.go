@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -89,14 +88,8 @@ func parseBenchClients(c *cli.Context) (bench.ClientsConfig, error) {
 		return cfg, fmt.Errorf("--id-prefix: %w", err)
 	}
 	cfg.ID = bench.FleetIDs(prefix)
-	for _, item := range c.StringSlice("source") {
-		for _, s := range strings.Split(item, ",") {
-			a, err := netip.ParseAddr(strings.TrimSpace(s))
-			if err != nil {
-				return cfg, fmt.Errorf("--source: %w", err)
-			}
-			cfg.Sources = append(cfg.Sources, a)
-		}
+	if cfg.Sources, err = parseAddrs(c.StringSlice("source")); err != nil {
+		return cfg, fmt.Errorf("--source: %w", err)
 	}
 	if cfg.IKE, err = ike.ParseIKEProposals(c.String("ike")); err != nil {
 		return cfg, fmt.Errorf("--ike: %w", err)

@@ -44,6 +44,7 @@ func gatewayCommand() *cli.Command {
 	flags := []cli.Flag{
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Value: cli.NewStringSlice("0.0.0.0"),
 			Usage: "`ADDR[,ADDR]` the IKE (500) and NAT-T (4500) sockets bind to, a pair per address (repeatable)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "drain", Usage: "`ADDR[,ADDR]` not to listen on though --listen or --interfaces name them: uplinks taken out of service, their clients moved to the others first (the profile's `drain` is read again on SIGHUP; repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "interfaces", Usage: "the gateway's uplinks, `GLOB[,GLOB]`: listen on every address of the matching interfaces as addresses come and go, and tell clients (MOBIKE) each time (without --listen, on these only)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "local-id", Usage: "our `IDENTITY`: address, fqdn, @fqdn, user@domain or a DN", Required: true}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "psk-file", Usage: "read the pre-shared key (the same for every client) from `FILE`"}),
@@ -95,7 +96,9 @@ is the first usable one of each pool. A client from which nothing arrived for --
 gets a liveness check and is dropped, its addresses returned to the pool, when it does
 not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file and
 --client-psks again: clients whose key changed or went are dropped, the others stay;
-and --eap-users, for the logins that follow.
+--eap-users, for the logins that follow; and the profile's drain list (--config): an
+address listed stops being used, its clients moved to the others first, and one no
+longer listed is used again.
 Runs until interrupted.`,
 		Flags:       flags,
 		Action:      runGateway, // withSetup (config.go) reads --config
@@ -117,17 +120,8 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if len(cfg.Interfaces) > 0 && !c.IsSet("listen") {
 		listen = nil // the uplinks' addresses only
 	}
-	for _, item := range listen {
-		for _, s := range strings.Split(item, ",") {
-			addr, err := netip.ParseAddr(strings.TrimSpace(s))
-			if err != nil {
-				return cfg, fmt.Errorf("--listen: %w", err)
-			}
-			if slices.Contains(cfg.Listen, addr) {
-				return cfg, fmt.Errorf("--listen: %s given twice", addr)
-			}
-			cfg.Listen = append(cfg.Listen, addr)
-		}
+	if cfg.Listen, err = parseAddrs(listen); err != nil {
+		return cfg, fmt.Errorf("--listen: %w", err)
 	}
 	if len(cfg.Listen) == 0 && len(cfg.Interfaces) == 0 {
 		return cfg, errors.New("--listen: no address")
@@ -166,14 +160,11 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	if r.LocalTS, err = parsePrefixes(c.StringSlice("local-ts"), true); err != nil {
 		return cfg, fmt.Errorf("--local-ts: %w", err)
 	}
-	for _, item := range c.StringSlice("dns") {
-		for _, s := range strings.Split(item, ",") {
-			a, err := netip.ParseAddr(strings.TrimSpace(s))
-			if err != nil {
-				return cfg, fmt.Errorf("--dns: %w", err)
-			}
-			r.DNS = append(r.DNS, a)
-		}
+	if r.DNS, err = parseAddrs(c.StringSlice("dns")); err != nil {
+		return cfg, fmt.Errorf("--dns: %w", err)
+	}
+	if cfg.Drain, err = parseAddrs(c.StringSlice("drain")); err != nil {
+		return cfg, fmt.Errorf("--drain: %w", err)
 	}
 	for _, item := range c.StringSlice("dns-domain") {
 		for _, s := range strings.Split(item, ",") {
@@ -279,9 +270,10 @@ func runGateway(c *cli.Context) error {
 	// /run/mifsec, which only root may write; without CAP_DAC_OVERRIDE
 	// uid 0 still owns root's files, so --user with a dedicated account
 	// is the stronger setting. With --interfaces it opens the IKE port
-	// 500 on each new address of an uplink (CAP_NET_BIND_SERVICE).
+	// 500 on each new address of an uplink, and with a profile on each
+	// address SIGHUP takes off the drain list (CAP_NET_BIND_SERVICE).
 	keep := []uintptr{unix.CAP_NET_ADMIN}
-	if len(cfg.Interfaces) > 0 {
+	if len(cfg.Interfaces) > 0 || c.String("config") != "" {
 		keep = append(keep, unix.CAP_NET_BIND_SERVICE)
 	}
 	if err := dropPrivilegesOrWarn(slog.Default(), keep, as); err != nil {
@@ -290,6 +282,7 @@ func runGateway(c *cli.Context) error {
 	reload := func() {
 		reloadPSKs(c, g)
 		reloadEAPUsers(c, g)
+		reloadDrain(c, g)
 		if f := c.String("crl"); f != "" && cfg.Responder.CAs != nil {
 			// The store is the responder's: new authentications see the
 			// lists at once.
@@ -358,6 +351,50 @@ func parseRADIUS(c *cli.Context, nas ike.Identity) (*ike.RADIUSConfig, error) {
 	}
 	accounting := netip.AddrPortFrom(server.Addr(), server.Port()+1)
 	return &ike.RADIUSConfig{Server: server.String(), Accounting: accounting.String(), Secret: secret, NASIdentifier: nas.Display()}, nil
+}
+
+// reloadDrain reads the profile's drain key again (on SIGHUP; absent:
+// nothing drained) and drains those addresses: an operator takes an
+// uplink out of service by editing the profile, and puts it back the
+// same way. Without --config the drain list stays what it was.
+func reloadDrain(c *cli.Context, g *mif.Gateway) {
+	path := c.String("config")
+	if path == "" {
+		return
+	}
+	addrs, err := profileDrain(path)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+		defer cancel()
+		err = g.Drain(ctx, addrs)
+	}
+	if err != nil {
+		slog.Error("SIGHUP: draining gateway addresses", "err", err)
+		return
+	}
+	slog.Info("SIGHUP: drained gateway addresses", "file", path, "drain", addrs)
+}
+
+// profileDrain returns the addresses of a profile's drain key.
+func profileDrain(path string) ([]netip.Addr, error) {
+	top, err := parseProfileYAML(path)
+	if err != nil || top == nil {
+		return nil, err
+	}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if k := top.Content[i]; k.Value == "drain" {
+			values, err := profileValues(top.Content[i+1], kindList)
+			if err != nil {
+				return nil, profileError(path, k.Line, k.Value, "%v", err)
+			}
+			addrs, err := parseAddrs(values)
+			if err != nil {
+				return nil, profileError(path, k.Line, k.Value, "%v", err)
+			}
+			return addrs, nil
+		}
+	}
+	return nil, nil
 }
 
 // reloadEAPUsers reads --eap-users again (on SIGHUP) for the logins that

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -269,6 +270,25 @@ func parseKey(s string, alg dataplane.Algorithm) ([]byte, error) {
 		return nil, fmt.Errorf("%s needs %d bytes (%d-byte key and 4-byte salt), got %d", alg, alg.KeyLen(), alg.KeyLen()-dataplane.SaltLen, len(key))
 	}
 	return key, nil
+}
+
+// parseAddrs parses addresses given as repeated flags, each a
+// comma-separated list; an address given twice is refused.
+func parseAddrs(list []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, item := range list {
+		for _, s := range strings.Split(item, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return nil, err
+			}
+			if slices.Contains(out, a) {
+				return nil, fmt.Errorf("%s given twice", a)
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
 }
 
 func parsePrefixes(list []string, masked bool) ([]netip.Prefix, error) {
