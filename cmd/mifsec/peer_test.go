@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/internal/testenv"
+	"github.com/mifsec/mifsec/internal/testpki"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/urfave/cli/v2"
 )
@@ -537,4 +539,39 @@ func TestPeerClassBoundToInterface(t *testing.T) {
 	if after := counts(); after["a0"] < 250 {
 		t.Fatalf("%d datagrams of the class on a0 after a1 failed, want 250+", after["a0"])
 	}
+}
+
+// TestPeerCertificates: two hosts that prove themselves with certificates
+// of their own CAs (each trusts the other's CA, and each certificate may
+// serve either role: serverAuth) set up one IKE SA, whichever starts it.
+func TestPeerCertificates(t *testing.T) {
+	a, _, b := peerTopology(t)
+	dir := t.TempDir()
+	pkiA, err := testpki.Generate(filepath.Join(dir, "a"), testpki.Options{GatewayName: peerAID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkiB, err := testpki.Generate(filepath.Join(dir, "b"), testpki.Options{GatewayName: peerBID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tunB, tunA := tunNames("peb", "pea")
+	start := func(ns, tunName string, isA bool, own, other *testpki.PKI) *connectProcess {
+		local, remote, localID, remoteID, remoteAddr := peerA, peerB, peerAID, peerBID, peerBFirst
+		if !isA {
+			local, remote, localID, remoteID, remoteAddr = peerB, peerA, peerBID, peerAID, peerAFirst
+		}
+		p := startMifsec(t, ns, "--log-level", "debug", "peer", "--tun", tunName, "--local-id", localID, "--remote-id", remoteID,
+			"--remote", remoteAddr, "--cert", own.Gateway.CertFile, "--key", own.Gateway.KeyFile, "--ca", other.CA.CertFile,
+			"--local-ts", local+"/32", "--remote-ts", remote+"/32")
+		return &connectProcess{mifsecProcess: p, tun: tunName}
+	}
+	pb := start(b, tunB, false, pkiB, pkiA)
+	pa := start(a, tunA, true, pkiA, pkiB)
+	waitPeer(t, pa, "initiator", 15*time.Second)
+	waitPeer(t, pb, "responder", 10*time.Second)
+	if res := pingEvery(a, peerB, 10, 56, 20*time.Millisecond); res.received < 9 {
+		t.Fatalf("%d of 10 pings answered:\n%s", res.received, res.out)
+	}
+	oneIKESA(t, pa, pb)
 }
