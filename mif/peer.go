@@ -29,8 +29,8 @@ import (
 // rule both hosts apply alike: the IKE SA started by the host whose
 // identity sorts first (First) stays. That host starts its IKE SA at once
 // and again whenever it has none of its own; the other starts one only
-// after Standby without the first's, so that a first host that cannot
-// reach it (behind a NAT) is still reached. One exception keeps a host
+// after Standby without the first's, so that it is still reached when the
+// first cannot reach it (a NAT in front of it). One exception keeps a host
 // that lost its state from waiting for a dead IKE SA: when the first host
 // sees the other's IKE SA arrive after its own was set up, the other has
 // lost its own and started afresh, so the first host deletes its own and
