@@ -575,3 +575,31 @@ func TestPeerCertificates(t *testing.T) {
 	}
 	oneIKESA(t, pa, pb)
 }
+
+// TestPeerIPv6: stable IPv6 addresses over IPv4 interfaces: transport
+// mode, its IPv6 headers rebuilt from the selectors (their sizes are
+// TestTransportModeLeavesTheHeaderOut's), and ping passes both ways.
+func TestPeerIPv6(t *testing.T) {
+	a, _, b := peerTopology(t)
+	testenv.Exec(t, a, "ip", "addr", "add", "fd09::1/128", "dev", "lo", "nodad")
+	testenv.Exec(t, b, "ip", "addr", "add", "fd09::2/128", "dev", "lo", "nodad")
+	psk := writePSK(t, t.TempDir(), "end to end secret")
+	tunB, tunA := tunNames("peb", "pea")
+	start := func(ns, tunName, localID, remoteID, remote, local, peer string) *connectProcess {
+		p := startMifsec(t, ns, "--log-level", "debug", "peer", "--tun", tunName, "--local-id", localID, "--remote-id", remoteID,
+			"--remote", remote, "--psk-file", psk, "--local-ts", local+"/128", "--remote-ts", peer+"/128")
+		return &connectProcess{mifsecProcess: p, tun: tunName}
+	}
+	pb := start(b, tunB, peerBID, peerAID, peerAFirst, "fd09::2", "fd09::1")
+	pa := start(a, tunA, peerAID, peerBID, peerBFirst, "fd09::1", "fd09::2")
+	st := waitPeer(t, pa, "initiator", 15*time.Second)
+	waitPeer(t, pb, "responder", 10*time.Second)
+	if c := st.Initiator.Session.Child; c == nil || c.Mode != "transport" {
+		t.Fatalf("Child SA %+v, want transport mode", c)
+	}
+	for _, dir := range []struct{ ns, to string }{{a, "fd09::2"}, {b, "fd09::1"}} {
+		if res := pingEvery(dir.ns, dir.to, 10, 56, 20*time.Millisecond); res.received < 9 {
+			t.Fatalf("%d of 10 pings to %s answered:\n%s", res.received, dir.to, res.out)
+		}
+	}
+}
