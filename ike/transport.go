@@ -1,6 +1,9 @@
 package ike
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+)
 
 // Transport mode (RFC 7296 §1.3.1): the initiator asks for it with
 // USE_TRANSPORT_MODE in the request that creates a Child SA, the responder
@@ -19,14 +22,24 @@ func transportRequest(want bool) []Payload {
 	return []Payload{&Notify{NotifyType: USE_TRANSPORT_MODE}}
 }
 
+// CheckTransportSelectors says why a Child SA with these selectors cannot
+// run in transport mode here, nil when it can: one address on each side,
+// of one family.
+func CheckTransportSelectors(local, remote []netip.Prefix) error {
+	if len(local) != 1 || len(remote) != 1 || !local[0].IsSingleIP() || !remote[0].IsSingleIP() {
+		return fmt.Errorf("transport mode needs one address on each side, not %v and %v", local, remote)
+	}
+	l, r := local[0].Addr(), remote[0].Addr()
+	if l.Is4() != r.Is4() || l.Is4In6() || r.Is4In6() {
+		return fmt.Errorf("transport mode needs addresses of one family, not two families (%v and %v)", l, r)
+	}
+	return nil
+}
+
 // transportSelectors reports whether a Child SA with these selectors can
 // run in transport mode.
 func transportSelectors(local, remote []netip.Prefix) bool {
-	if len(local) != 1 || len(remote) != 1 || !local[0].IsSingleIP() || !remote[0].IsSingleIP() {
-		return false
-	}
-	l, r := local[0].Addr(), remote[0].Addr()
-	return l.Is4() == r.Is4() && !l.Is4In6() && !r.Is4In6()
+	return CheckTransportSelectors(local, remote) == nil
 }
 
 // answerTransport is a responder's decision on a request that creates a

@@ -423,9 +423,10 @@ func (pp *peerPaths) Status() []ScheduledPath {
 
 // localInterface returns the name of this host's interface that holds
 // address a, "" when none does (or a is unspecified): the local end of a
-// path, for traffic classes bound to interfaces.
-func localInterface(a netip.Addr) string {
-	if !a.IsValid() || a.IsUnspecified() {
+// path, for traffic classes bound to interfaces. Without classes nothing
+// asks, so it lists no interface (a gateway adds paths for every client).
+func (pp *peerPaths) localInterface(a netip.Addr) string {
+	if pp.classes == nil || !a.IsValid() || a.IsUnspecified() {
 		return ""
 	}
 	ifaces, err := net.Interfaces()

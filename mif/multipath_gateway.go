@@ -128,7 +128,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 	if reroute != nil {
 		m0, err := g.member(client)
 		if err == nil {
-			err = p.pp.AddPath(0, scheduler.KindOther, 0, localInterface(client.Local), client.PathInterface, m0)
+			err = p.pp.AddPath(0, scheduler.KindOther, 0, p.pp.localInterface(client.Local), client.PathInterface, m0)
 		}
 		if err != nil {
 			g.log.Warn("scheduling a client's IKE path", "id", client.ID, "err", err)
@@ -156,7 +156,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 	if again {
 		p.pp.RemovePath(scheduler.PathID(info.ID))
 	}
-	if err := p.pp.AddPath(scheduler.PathID(info.ID), kindOf(info.Kind), int(info.Priority), localInterface(info.Local), info.Interface, m); err != nil {
+	if err := p.pp.AddPath(scheduler.PathID(info.ID), kindOf(info.Kind), int(info.Priority), p.pp.localInterface(info.Local), info.Interface, m); err != nil {
 		g.log.Warn("scheduling a client path", "id", client.ID, "path", info.ID, "err", err)
 		return
 	}
@@ -202,7 +202,7 @@ func (p *gatewayPeer) moved(m dataplane.GroupMember, local netip.Addr, remote ne
 	}
 	p.mu.Unlock()
 	p.pp.RemovePath(0)
-	if err := p.pp.AddPath(0, kind, tier, localInterface(local), peerIface, m); err != nil {
+	if err := p.pp.AddPath(0, kind, tier, p.pp.localInterface(local), peerIface, m); err != nil {
 		p.pp.log.Warn("scheduling a client's IKE path", "err", err)
 	}
 	p.pp.SetFallback(0)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
-	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	"github.com/urfave/cli/v2"
@@ -116,8 +115,8 @@ func parsePeer(c *cli.Context) (mif.PeerConfig, error) {
 	switch m := c.String("mode"); m {
 	case "transport":
 		transport = true
-		if err := transportSelectors(local, remoteTS); err != nil {
-			return pc, err
+		if err := ike.CheckTransportSelectors(local, remoteTS); err != nil {
+			return pc, fmt.Errorf("--mode transport: %w (--local-ts, --remote-ts): use --mode tunnel for networks", err)
 		}
 	case "tunnel":
 	default:
@@ -145,9 +144,14 @@ func parsePeer(c *cli.Context) (mif.PeerConfig, error) {
 	if pc.TUN.MTU == 0 {
 		pc.TUN.MTU = innerMTU(1500, remote.Addr(), creds.espAlgs...)
 	}
-	globs, err := netmon.ParseGlobs(c.String("interfaces"))
+	// As connect reads them (no --exclude-interfaces here).
+	ifaces, err := parseInterfaces(c)
 	if err != nil {
-		return pc, fmt.Errorf("--interfaces: %w", err)
+		return pc, err
+	}
+	var globs []string
+	if ifaces != nil {
+		globs = ifaces.Filter.Include
 	}
 	policy, err := scheduler.ParsePolicy(c.String("policy"))
 	if err != nil {
@@ -159,8 +163,8 @@ func parsePeer(c *cli.Context) (mif.PeerConfig, error) {
 			return pc, fmt.Errorf("--class: %w", err)
 		}
 	}
-	if len(globs) == 0 && (c.IsSet("policy") && policy != scheduler.PolicySingle || classes != nil || len(c.StringSlice("interface-priority")) > 0) {
-		return pc, errors.New("--policy, --class and --interface-priority need --interfaces (several paths)")
+	if len(globs) == 0 && (c.IsSet("policy") && policy != scheduler.PolicySingle || classes != nil) {
+		return pc, errors.New("--policy and --class need --interfaces (several paths)")
 	}
 
 	// The answering side: the peer's identity only, its key only.
@@ -193,34 +197,10 @@ func parsePeer(c *cli.Context) (mif.PeerConfig, error) {
 	s.IKE, s.ESP = creds.ike, creds.esp
 	s.LocalTS, s.RemoteTS, s.Transport = local, remoteTS, transport
 	s.ChildRekey, s.IKERekey, s.DPD, s.Retransmit = childRekey, ikeRekey, c.Duration("dpd"), retransmit
-	if len(globs) > 0 {
-		cc.Interfaces = &mif.InterfaceConfig{Filter: netmon.Filter{Include: globs}, Hysteresis: mif.DefaultHysteresis}
-		for _, p := range c.StringSlice("interface-priority") {
-			name, n, err := netmon.ParsePriority(p)
-			if err != nil {
-				return pc, fmt.Errorf("--interface-priority: %w", err)
-			}
-			if cc.Interfaces.Priorities == nil {
-				cc.Interfaces.Priorities = map[string]int{}
-			}
-			cc.Interfaces.Priorities[name] = n
-		}
+	if cc.Interfaces = ifaces; ifaces != nil {
 		cc.Policy, cc.Classes = &policy, classes
 	}
 	return pc, nil
-}
-
-// transportSelectors checks that transport mode can carry the traffic
-// between local and remote: one address on each side, of one family.
-func transportSelectors(local, remote []netip.Prefix) error {
-	single := func(ps []netip.Prefix) bool { return len(ps) == 1 && ps[0].IsSingleIP() }
-	switch {
-	case !single(local) || !single(remote):
-		return fmt.Errorf("--mode transport needs one address on each side (--local-ts %v, --remote-ts %v): use --mode tunnel for networks", local, remote)
-	case local[0].Addr().Is4() != remote[0].Addr().Is4():
-		return fmt.Errorf("--local-ts %v and --remote-ts %v are of two families", local[0], remote[0])
-	}
-	return nil
 }
 
 // ownAddresses checks that each single address among the selectors of
