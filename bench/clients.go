@@ -18,6 +18,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/inetsum"
 	"github.com/mifsec/mifsec/mif"
 )
@@ -144,7 +145,7 @@ type fleetClient struct {
 // fleets of different prefixes never share an identity.
 func FleetIDs(prefix string) func(int) ike.Identity {
 	return func(i int) ike.Identity {
-		return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "%s-%d.fleet.bench", prefix, i)}
+		return ike.Identity{Type: wire.IDFQDN, Data: fmt.Appendf(nil, "%s-%d.fleet.bench", prefix, i)}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Bounds of an IKE_SA_INIT flood: it is a test tool, never a weapon.
@@ -108,12 +109,12 @@ func FloodIKESAInitResult(ctx context.Context, target netip.AddrPort, rate int, 
 					}
 					continue
 				}
-				m, err := ike.Parse(buf[:n])
-				if err != nil || m.Exchange != ike.IKE_SA_INIT || !m.IsResponse() {
+				m, err := wire.Parse(buf[:n])
+				if err != nil || m.Exchange != wire.IKE_SA_INIT || !m.IsResponse() {
 					continue
 				}
 				replies.Add(1)
-				if ike.FindNotify(m.Payloads, ike.COOKIE) != nil {
+				if wire.FindNotify(m.Payloads, wire.COOKIE) != nil {
 					cookies.Add(1)
 				}
 			}
@@ -203,7 +204,7 @@ func floodTemplates(n int) ([][]byte, error) {
 	}
 	out := make([][]byte, n)
 	for i := range out {
-		kex, err := ike.NewKeyExchange(ike.DH_CURVE25519)
+		kex, err := ike.NewKeyExchange(wire.DH_CURVE25519)
 		if err != nil {
 			return nil, err
 		}
@@ -211,10 +212,10 @@ func floodTemplates(n int) ([][]byte, error) {
 		if _, err := rand.Read(nonce); err != nil {
 			return nil, err
 		}
-		m := &ike.Message{SPIi: 1, Exchange: ike.IKE_SA_INIT, Flags: ike.FlagInitiator, Payloads: []ike.Payload{
-			&ike.SA{Proposals: props},
-			&ike.KE{Group: ike.DH_CURVE25519, Data: kex.Public()},
-			&ike.Nonce{Data: nonce},
+		m := &wire.Message{SPIi: 1, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagInitiator, Payloads: []wire.Payload{
+			&wire.SA{Proposals: props},
+			&wire.KE{Group: wire.DH_CURVE25519, Data: kex.Public()},
+			&wire.Nonce{Data: nonce},
 		}}
 		if out[i], err = m.Marshal(); err != nil {
 			return nil, err

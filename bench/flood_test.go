@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 func TestFloodIKESAInitRefusesOtherTargets(t *testing.T) {
@@ -51,17 +51,17 @@ func TestFloodIKESAInit(t *testing.T) {
 				done <- g
 				return
 			}
-			m, err := ike.Parse(buf[:n])
+			m, err := wire.Parse(buf[:n])
 			switch {
 			case err != nil:
 				g.error = err.Error()
-			case m.Exchange != ike.IKE_SA_INIT || m.IsResponse() || !m.IsInitiator() || m.SPIr != 0:
+			case m.Exchange != wire.IKE_SA_INIT || m.IsResponse() || !m.IsInitiator() || m.SPIr != 0:
 				g.error = "not an IKE_SA_INIT request"
-			case ike.Find[*ike.SA](m.Payloads) == nil || ike.Find[*ike.Nonce](m.Payloads) == nil:
+			case wire.Find[*wire.SA](m.Payloads) == nil || wire.Find[*wire.Nonce](m.Payloads) == nil:
 				g.error = "SA or Nonce missing"
 			default:
-				ke := ike.Find[*ike.KE](m.Payloads)
-				if ke == nil || ke.Group != ike.DH_CURVE25519 || len(ke.Data) != 32 {
+				ke := wire.Find[*wire.KE](m.Payloads)
+				if ke == nil || ke.Group != wire.DH_CURVE25519 || len(ke.Data) != 32 {
 					g.error = "bad KE"
 				}
 			}

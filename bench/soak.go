@@ -23,6 +23,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -213,7 +214,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 
 	fleetCfg := func(prefix string, n int) ClientsConfig {
 		return ClientsConfig{Gateway: netip.AddrPortFrom(topo.ServerUnderlay, 500), Count: n, Target: target,
-			ID: FleetIDs(prefix), PSK: []byte(psk), RemoteID: ike.Identity{Type: ike.IDFQDN, Data: []byte("gw.soak.bench")},
+			ID: FleetIDs(prefix), PSK: []byte(psk), RemoteID: ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.soak.bench")},
 			ChildRekey: cfg.ChildRekey, IKERekey: cfg.IKERekey, Timeout: 20 * time.Second}
 	}
 	startFleet := func(prefix string, n int) (*Fleet, error) {

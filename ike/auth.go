@@ -19,6 +19,8 @@ import (
 	_ "crypto/sha1"   // SHA-1 for method 1 signatures (signRSASHA1)
 	_ "crypto/sha256" // SHA-256 for signatures
 	_ "crypto/sha512" // SHA-384 and SHA-512 for signatures
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Authentication of the IKE SA (RFC 7296 §2.15) with a pre-shared key or
@@ -100,7 +102,7 @@ func verifyPSKAuth(prf func(key, data []byte) []byte, secret, signedOctets, rece
 // SIGNATURE_HASH_ALGORITHMS notification (RFC 7427 §4) listing the hashes
 // mifsec verifies: SHA2-256, SHA2-384, SHA2-512 and Identity (RFC 8420).
 func SignatureHashAlgorithmsNotifyData() []byte {
-	hashes := []uint16{HashSHA256, HashSHA384, HashSHA512, HashIdentity}
+	hashes := []uint16{wire.HashSHA256, wire.HashSHA384, wire.HashSHA512, wire.HashIdentity}
 	data := make([]byte, 2*len(hashes))
 	for i, h := range hashes {
 		binary.BigEndian.PutUint16(data[2*i:], h)
@@ -239,13 +241,13 @@ func (s signatureScheme) hash() crypto.Hash {
 func (s signatureScheme) hashID() uint16 {
 	switch s.hash() {
 	case crypto.SHA256:
-		return HashSHA256
+		return wire.HashSHA256
 	case crypto.SHA384:
-		return HashSHA384
+		return wire.HashSHA384
 	case crypto.SHA512:
-		return HashSHA512
+		return wire.HashSHA512
 	}
-	return HashIdentity
+	return wire.HashIdentity
 }
 
 // SignOptions tunes Sign.
@@ -268,14 +270,14 @@ type SignOptions struct {
 // RFC 4754 (SHA-256/384/512 fixed by the curve), RSA keys the Digital Signature
 // method with SHA-256 and Ed25519 keys the Digital Signature method with
 // Identity. RSA keys are signed with PKCS #1 v1.5.
-func Sign(key crypto.Signer, octets []byte, peerHashes []uint16) (AuthMethod, []byte, error) {
+func Sign(key crypto.Signer, octets []byte, peerHashes []uint16) (wire.AuthMethod, []byte, error) {
 	return signWithOptions(key, octets, peerHashes, SignOptions{})
 }
 
 // signRSASHA1 signs with method 1, RSA PKCS #1 v1.5 with SHA-1 (RFC 7296
 // §3.8): only for a peer that can check nothing else. mifsec never
 // accepts it (Verify).
-func signRSASHA1(key crypto.Signer, octets []byte) (AuthMethod, []byte, error) {
+func signRSASHA1(key crypto.Signer, octets []byte) (wire.AuthMethod, []byte, error) {
 	if bits := key.Public().(*rsa.PublicKey).N.BitLen(); bits < minRSABits {
 		return 0, nil, fmt.Errorf("ike: sign AUTH: RSA key of %d bits is smaller than %d bits: %w", bits, minRSABits, ErrWeakSignature)
 	}
@@ -283,11 +285,11 @@ func signRSASHA1(key crypto.Signer, octets []byte) (AuthMethod, []byte, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("ike: sign AUTH: %w", err)
 	}
-	return AuthRSA, sig, nil
+	return wire.AuthRSA, sig, nil
 }
 
 // signWithOptions is Sign with options.
-func signWithOptions(key crypto.Signer, octets []byte, peerHashes []uint16, opts SignOptions) (AuthMethod, []byte, error) {
+func signWithOptions(key crypto.Signer, octets []byte, peerHashes []uint16, opts SignOptions) (wire.AuthMethod, []byte, error) {
 	if key == nil {
 		return 0, nil, errors.New("ike: sign AUTH: no private key")
 	}
@@ -319,7 +321,7 @@ func signWithOptions(key crypto.Signer, octets []byte, peerHashes []uint16, opts
 		}
 		return signDigitalSignature(key, scheme, octets)
 	case ed25519.PublicKey:
-		if len(peerHashes) > 0 && !containsHash(peerHashes, HashIdentity) {
+		if len(peerHashes) > 0 && !containsHash(peerHashes, wire.HashIdentity) {
 			return 0, nil, errors.New("ike: sign AUTH with Ed25519 key: the peer's SIGNATURE_HASH_ALGORITHMS lacks Identity (5)")
 		}
 		return signDigitalSignature(key, schemeEd25519, octets)
@@ -351,14 +353,14 @@ func chooseScheme(preference []signatureScheme, peerHashes []uint16) (signatureS
 
 // ecdsaSchemes returns the classic RFC 4754 method of a curve and the
 // Digital Signature schemes in order of preference.
-func ecdsaSchemes(curve elliptic.Curve) (AuthMethod, []signatureScheme, error) {
+func ecdsaSchemes(curve elliptic.Curve) (wire.AuthMethod, []signatureScheme, error) {
 	switch curve {
 	case elliptic.P256():
-		return AuthECDSA256, []signatureScheme{schemeECDSASHA256, schemeECDSASHA384, schemeECDSASHA512}, nil
+		return wire.AuthECDSA256, []signatureScheme{schemeECDSASHA256, schemeECDSASHA384, schemeECDSASHA512}, nil
 	case elliptic.P384():
-		return AuthECDSA384, []signatureScheme{schemeECDSASHA384, schemeECDSASHA512, schemeECDSASHA256}, nil
+		return wire.AuthECDSA384, []signatureScheme{schemeECDSASHA384, schemeECDSASHA512, schemeECDSASHA256}, nil
 	case elliptic.P521():
-		return AuthECDSA521, []signatureScheme{schemeECDSASHA512, schemeECDSASHA384, schemeECDSASHA256}, nil
+		return wire.AuthECDSA521, []signatureScheme{schemeECDSASHA512, schemeECDSASHA384, schemeECDSASHA256}, nil
 	}
 	return 0, nil, fmt.Errorf("unsupported ECDSA curve %s", curveName(curve))
 }
@@ -376,7 +378,7 @@ func digest(h crypto.Hash, octets []byte) []byte {
 	return d.Sum(nil)
 }
 
-func signDigitalSignature(key crypto.Signer, scheme signatureScheme, octets []byte) (AuthMethod, []byte, error) {
+func signDigitalSignature(key crypto.Signer, scheme signatureScheme, octets []byte) (wire.AuthMethod, []byte, error) {
 	var (
 		sig []byte
 		err error
@@ -399,7 +401,7 @@ func signDigitalSignature(key crypto.Signer, scheme signatureScheme, octets []by
 	data = append(data, byte(len(algID)))
 	data = append(data, algID...)
 	data = append(data, sig...)
-	return AuthDigitalSignature, data, nil
+	return wire.AuthDigitalSignature, data, nil
 }
 
 type ecdsaSignature struct {
@@ -409,7 +411,7 @@ type ecdsaSignature struct {
 // signECDSAClassic signs with methods 9, 10 or 11 (RFC 4754): the hash is
 // fixed by the curve and the signature is r | s, each padded to the
 // curve's size.
-func signECDSAClassic(key crypto.Signer, method AuthMethod, octets []byte) (AuthMethod, []byte, error) {
+func signECDSAClassic(key crypto.Signer, method wire.AuthMethod, octets []byte) (wire.AuthMethod, []byte, error) {
 	h, size := classicECDSAParams(method)
 	der, err := key.Sign(rand.Reader, digest(h, octets), h)
 	if err != nil {
@@ -429,13 +431,13 @@ func signECDSAClassic(key crypto.Signer, method AuthMethod, octets []byte) (Auth
 	return method, data, nil
 }
 
-func classicECDSAParams(method AuthMethod) (crypto.Hash, int) {
+func classicECDSAParams(method wire.AuthMethod) (crypto.Hash, int) {
 	switch method {
-	case AuthECDSA256:
+	case wire.AuthECDSA256:
 		return crypto.SHA256, 32
-	case AuthECDSA384:
+	case wire.AuthECDSA384:
 		return crypto.SHA384, 48
-	case AuthECDSA521:
+	case wire.AuthECDSA521:
 		return crypto.SHA512, 66
 	}
 	return 0, 0
@@ -448,7 +450,7 @@ func classicECDSAParams(method AuthMethod) (crypto.Hash, int) {
 // ECDSA methods 9, 10 and 11. Method 1 (RSA with SHA-1) is refused with
 // ErrWeakSignature. A signature that does not verify gives
 // ErrAuthenticationFailed.
-func Verify(pub crypto.PublicKey, method AuthMethod, data []byte, octets []byte) error {
+func Verify(pub crypto.PublicKey, method wire.AuthMethod, data []byte, octets []byte) error {
 	if pub == nil {
 		return errors.New("ike: verify AUTH: no public key")
 	}
@@ -456,13 +458,13 @@ func Verify(pub crypto.PublicKey, method AuthMethod, data []byte, octets []byte)
 		return fmt.Errorf("ike: verify AUTH: %w", err)
 	}
 	switch method {
-	case AuthDigitalSignature:
+	case wire.AuthDigitalSignature:
 		return verifyDigitalSignature(pub, data, octets)
-	case AuthECDSA256, AuthECDSA384, AuthECDSA521:
+	case wire.AuthECDSA256, wire.AuthECDSA384, wire.AuthECDSA521:
 		return verifyECDSAClassic(pub, method, data, octets)
-	case AuthRSA:
+	case wire.AuthRSA:
 		return fmt.Errorf("ike: verify AUTH: method 1 (RSA with SHA-1) refused: %w", ErrWeakSignature)
-	case AuthPSK:
+	case wire.AuthPSK:
 		return errors.New("ike: verify AUTH: method 2 (shared key) is not a signature; use verifyPSKAuth")
 	}
 	return fmt.Errorf("ike: verify AUTH: unsupported authentication method %d", uint8(method))
@@ -494,7 +496,7 @@ func checkPublicKeyStrength(pub crypto.PublicKey) error {
 	return nil
 }
 
-func verifyECDSAClassic(pub crypto.PublicKey, method AuthMethod, data, octets []byte) error {
+func verifyECDSAClassic(pub crypto.PublicKey, method wire.AuthMethod, data, octets []byte) error {
 	key, ok := pub.(*ecdsa.PublicKey)
 	if !ok {
 		return fmt.Errorf("ike: verify AUTH: method %d needs an ECDSA key, the peer's key is %s", uint8(method), keyTypeName(pub))

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 func hmacSHA256(key, data []byte) []byte {
@@ -105,7 +107,7 @@ func TestSignatureHashAlgorithmsNotifyData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hashes) != 4 || hashes[0] != HashSHA256 || hashes[3] != HashIdentity {
+	if len(hashes) != 4 || hashes[0] != wire.HashSHA256 || hashes[3] != wire.HashIdentity {
 		t.Fatalf("parsed %v", hashes)
 	}
 	for _, bad := range [][]byte{nil, {0}, {0, 2, 0}} {
@@ -250,7 +252,7 @@ type signCase struct {
 	otherKey   crypto.Signer // same type, different key
 	peerHashes []uint16
 	opts       SignOptions
-	wantMethod AuthMethod
+	wantMethod wire.AuthMethod
 	wantAlgID  []byte // for method 14
 	wantLen    int    // for classic methods
 }
@@ -261,25 +263,25 @@ func signCases(t *testing.T) []signCase {
 	p384, p384b := ecdsaKey(t, elliptic.P384()), ecdsaKey(t, elliptic.P384())
 	p521, p521b := ecdsaKey(t, elliptic.P521()), ecdsaKey(t, elliptic.P521())
 	ed, edb := ed25519Key(t), ed25519Key(t)
-	all := []uint16{HashSHA256, HashSHA384, HashSHA512, HashIdentity}
+	all := []uint16{wire.HashSHA256, wire.HashSHA384, wire.HashSHA512, wire.HashIdentity}
 	return []signCase{
-		{"RSA PKCS1 SHA-256", rsa1, rsa2, all, SignOptions{}, AuthDigitalSignature, algIDSHA256WithRSA, 0},
-		{"RSA PKCS1 SHA-384", rsa1, rsa2, []uint16{HashSHA384}, SignOptions{}, AuthDigitalSignature, algIDSHA384WithRSA, 0},
-		{"RSA PKCS1 SHA-512", rsa1, rsa2, []uint16{HashIdentity, HashSHA512}, SignOptions{}, AuthDigitalSignature, algIDSHA512WithRSA, 0},
-		{"RSA without peer list", rsa1, rsa2, nil, SignOptions{}, AuthDigitalSignature, algIDSHA256WithRSA, 0},
-		{"RSA PSS SHA-256", rsa1, rsa2, all, SignOptions{RSAPSS: true}, AuthDigitalSignature, algIDRSAPSSSHA256, 0},
-		{"P-256 SHA-256", p256, p256b, all, SignOptions{}, AuthDigitalSignature, algIDECDSAWithSHA256, 0},
-		{"P-256 SHA-384", p256, p256b, []uint16{HashSHA384, HashSHA512}, SignOptions{}, AuthDigitalSignature, algIDECDSAWithSHA384, 0},
-		{"P-256 SHA-512", p256, p256b, []uint16{HashSHA512}, SignOptions{}, AuthDigitalSignature, algIDECDSAWithSHA512, 0},
-		{"P-384 SHA-384", p384, p384b, all, SignOptions{}, AuthDigitalSignature, algIDECDSAWithSHA384, 0},
-		{"P-384 SHA-256", p384, p384b, []uint16{HashSHA256}, SignOptions{}, AuthDigitalSignature, algIDECDSAWithSHA256, 0},
-		{"P-521 SHA-512", p521, p521b, all, SignOptions{}, AuthDigitalSignature, algIDECDSAWithSHA512, 0},
-		{"P-256 classic", p256, p256b, nil, SignOptions{}, AuthECDSA256, nil, 64},
-		{"P-256 classic, no common hash", p256, p256b, []uint16{HashIdentity}, SignOptions{}, AuthECDSA256, nil, 64},
-		{"P-384 classic", p384, p384b, nil, SignOptions{}, AuthECDSA384, nil, 96},
-		{"P-521 classic", p521, p521b, nil, SignOptions{}, AuthECDSA521, nil, 132},
-		{"Ed25519", ed, edb, all, SignOptions{}, AuthDigitalSignature, algIDEd25519, 0},
-		{"Ed25519 without peer list", ed, edb, nil, SignOptions{}, AuthDigitalSignature, algIDEd25519, 0},
+		{"RSA PKCS1 SHA-256", rsa1, rsa2, all, SignOptions{}, wire.AuthDigitalSignature, algIDSHA256WithRSA, 0},
+		{"RSA PKCS1 SHA-384", rsa1, rsa2, []uint16{wire.HashSHA384}, SignOptions{}, wire.AuthDigitalSignature, algIDSHA384WithRSA, 0},
+		{"RSA PKCS1 SHA-512", rsa1, rsa2, []uint16{wire.HashIdentity, wire.HashSHA512}, SignOptions{}, wire.AuthDigitalSignature, algIDSHA512WithRSA, 0},
+		{"RSA without peer list", rsa1, rsa2, nil, SignOptions{}, wire.AuthDigitalSignature, algIDSHA256WithRSA, 0},
+		{"RSA PSS SHA-256", rsa1, rsa2, all, SignOptions{RSAPSS: true}, wire.AuthDigitalSignature, algIDRSAPSSSHA256, 0},
+		{"P-256 SHA-256", p256, p256b, all, SignOptions{}, wire.AuthDigitalSignature, algIDECDSAWithSHA256, 0},
+		{"P-256 SHA-384", p256, p256b, []uint16{wire.HashSHA384, wire.HashSHA512}, SignOptions{}, wire.AuthDigitalSignature, algIDECDSAWithSHA384, 0},
+		{"P-256 SHA-512", p256, p256b, []uint16{wire.HashSHA512}, SignOptions{}, wire.AuthDigitalSignature, algIDECDSAWithSHA512, 0},
+		{"P-384 SHA-384", p384, p384b, all, SignOptions{}, wire.AuthDigitalSignature, algIDECDSAWithSHA384, 0},
+		{"P-384 SHA-256", p384, p384b, []uint16{wire.HashSHA256}, SignOptions{}, wire.AuthDigitalSignature, algIDECDSAWithSHA256, 0},
+		{"P-521 SHA-512", p521, p521b, all, SignOptions{}, wire.AuthDigitalSignature, algIDECDSAWithSHA512, 0},
+		{"P-256 classic", p256, p256b, nil, SignOptions{}, wire.AuthECDSA256, nil, 64},
+		{"P-256 classic, no common hash", p256, p256b, []uint16{wire.HashIdentity}, SignOptions{}, wire.AuthECDSA256, nil, 64},
+		{"P-384 classic", p384, p384b, nil, SignOptions{}, wire.AuthECDSA384, nil, 96},
+		{"P-521 classic", p521, p521b, nil, SignOptions{}, wire.AuthECDSA521, nil, 132},
+		{"Ed25519", ed, edb, all, SignOptions{}, wire.AuthDigitalSignature, algIDEd25519, 0},
+		{"Ed25519 without peer list", ed, edb, nil, SignOptions{}, wire.AuthDigitalSignature, algIDEd25519, 0},
 	}
 }
 
@@ -294,7 +296,7 @@ func TestSignVerify(t *testing.T) {
 			if method != tc.wantMethod {
 				t.Fatalf("method = %d, want %d", method, tc.wantMethod)
 			}
-			if method == AuthDigitalSignature {
+			if method == wire.AuthDigitalSignature {
 				if int(data[0]) != len(tc.wantAlgID) || !bytes.Equal(data[1:1+len(tc.wantAlgID)], tc.wantAlgID) {
 					t.Fatalf("AlgorithmIdentifier = %x, want %x", data[1:1+int(data[0])], tc.wantAlgID)
 				}
@@ -338,9 +340,9 @@ func TestSignNegotiationErrors(t *testing.T) {
 		peerHashes []uint16
 		opts       SignOptions
 	}{
-		{"RSA, peer only Identity", rsaKey, []uint16{HashIdentity}, SignOptions{}},
-		{"RSA PSS, peer only SHA-512", rsaKey, []uint16{HashSHA512}, SignOptions{RSAPSS: true}},
-		{"Ed25519, peer without Identity", ed25519Key(t), []uint16{HashSHA256}, SignOptions{}},
+		{"RSA, peer only Identity", rsaKey, []uint16{wire.HashIdentity}, SignOptions{}},
+		{"RSA PSS, peer only SHA-512", rsaKey, []uint16{wire.HashSHA512}, SignOptions{RSAPSS: true}},
+		{"Ed25519, peer without Identity", ed25519Key(t), []uint16{wire.HashSHA256}, SignOptions{}},
 		{"P-224", ecdsaKey(t, elliptic.P224()), nil, SignOptions{}},
 		{"nil key", nil, nil, SignOptions{}},
 	}
@@ -358,7 +360,7 @@ func TestVerifyRefusals(t *testing.T) {
 	p256 := ecdsaKey(t, elliptic.P256())
 	p384 := ecdsaKey(t, elliptic.P384())
 	octets := []byte("octets")
-	_, ecdsaData, err := Sign(p256, octets, []uint16{HashSHA256})
+	_, ecdsaData, err := Sign(p256, octets, []uint16{wire.HashSHA256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,26 +376,26 @@ func TestVerifyRefusals(t *testing.T) {
 	tests := []struct {
 		name     string
 		pub      crypto.PublicKey
-		method   AuthMethod
+		method   wire.AuthMethod
 		data     []byte
 		wantWeak bool
 	}{
-		{"method 1 RSA SHA-1", &rsaKey.PublicKey, AuthRSA, make([]byte, 384), true},
-		{"sha1WithRSAEncryption", &rsaKey.PublicKey, AuthDigitalSignature, sha1WithRSA, true},
-		{"ECDSA algorithm with RSA key", &rsaKey.PublicKey, AuthDigitalSignature, ecdsaData, false},
-		{"classic method 9 with P-384 key", &p384.PublicKey, AuthECDSA256, classic, false},
-		{"classic method 10 with P-256 key", &p256.PublicKey, AuthECDSA384, classic, false},
-		{"classic with RSA key", &rsaKey.PublicKey, AuthECDSA256, classic, false},
-		{"PSK method", &p256.PublicKey, AuthPSK, classic, false},
+		{"method 1 RSA SHA-1", &rsaKey.PublicKey, wire.AuthRSA, make([]byte, 384), true},
+		{"sha1WithRSAEncryption", &rsaKey.PublicKey, wire.AuthDigitalSignature, sha1WithRSA, true},
+		{"ECDSA algorithm with RSA key", &rsaKey.PublicKey, wire.AuthDigitalSignature, ecdsaData, false},
+		{"classic method 9 with P-384 key", &p384.PublicKey, wire.AuthECDSA256, classic, false},
+		{"classic method 10 with P-256 key", &p256.PublicKey, wire.AuthECDSA384, classic, false},
+		{"classic with RSA key", &rsaKey.PublicKey, wire.AuthECDSA256, classic, false},
+		{"PSK method", &p256.PublicKey, wire.AuthPSK, classic, false},
 		{"unknown method", &p256.PublicKey, 200, classic, false},
-		{"unknown algorithm", ed25519.PublicKey(make([]byte, 32)), AuthDigitalSignature, unknownAlg, false},
-		{"empty data", &p256.PublicKey, AuthDigitalSignature, nil, false},
-		{"zero-length AlgorithmIdentifier", &p256.PublicKey, AuthDigitalSignature, []byte{0, 1, 2}, false},
-		{"AlgorithmIdentifier past the end", &p256.PublicKey, AuthDigitalSignature, []byte{200, 0x30}, false},
-		{"garbage AlgorithmIdentifier", &p256.PublicKey, AuthDigitalSignature, []byte{2, 0xff, 0xff, 1}, false},
-		{"AlgorithmIdentifier with trailing bytes", &p256.PublicKey, AuthDigitalSignature, append([]byte{13}, append(append([]byte{}, algIDECDSAWithSHA256...), 0, 1, 2)...), false},
-		{"nil key", nil, AuthDigitalSignature, ecdsaData, false},
-		{"unsupported key type", "not a key", AuthDigitalSignature, ecdsaData, false},
+		{"unknown algorithm", ed25519.PublicKey(make([]byte, 32)), wire.AuthDigitalSignature, unknownAlg, false},
+		{"empty data", &p256.PublicKey, wire.AuthDigitalSignature, nil, false},
+		{"zero-length AlgorithmIdentifier", &p256.PublicKey, wire.AuthDigitalSignature, []byte{0, 1, 2}, false},
+		{"AlgorithmIdentifier past the end", &p256.PublicKey, wire.AuthDigitalSignature, []byte{200, 0x30}, false},
+		{"garbage AlgorithmIdentifier", &p256.PublicKey, wire.AuthDigitalSignature, []byte{2, 0xff, 0xff, 1}, false},
+		{"AlgorithmIdentifier with trailing bytes", &p256.PublicKey, wire.AuthDigitalSignature, append([]byte{13}, append(append([]byte{}, algIDECDSAWithSHA256...), 0, 1, 2)...), false},
+		{"nil key", nil, wire.AuthDigitalSignature, ecdsaData, false},
+		{"unsupported key type", "not a key", wire.AuthDigitalSignature, ecdsaData, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -416,7 +418,7 @@ func TestVerifySmallRSAKeyRefused(t *testing.T) {
 	if _, _, err := Sign(small, []byte("x"), nil); !errors.Is(err, ErrWeakSignature) {
 		t.Fatalf("Sign with RSA 1024 = %v, want ErrWeakSignature", err)
 	}
-	if err := Verify(&small.PublicKey, AuthDigitalSignature, []byte{1, 2, 3}, []byte("x")); !errors.Is(err, ErrWeakSignature) {
+	if err := Verify(&small.PublicKey, wire.AuthDigitalSignature, []byte{1, 2, 3}, []byte("x")); !errors.Is(err, ErrWeakSignature) {
 		t.Fatalf("Verify with RSA 1024 = %v, want ErrWeakSignature", err)
 	}
 }
@@ -467,7 +469,7 @@ func TestVerifyPSSVariants(t *testing.T) {
 				t.Fatal(err)
 			}
 			data := append(append([]byte{byte(len(algID))}, algID...), sig...)
-			err = Verify(&key.PublicKey, AuthDigitalSignature, data, octets)
+			err = Verify(&key.PublicKey, wire.AuthDigitalSignature, data, octets)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Verify = %v, want error %v", err, tt.wantErr)
 			}
@@ -504,9 +506,9 @@ func TestSecretsNeverInText(t *testing.T) {
 	dHex := hex.EncodeToString(key.D.Bytes())
 	dDec := key.D.String()
 	for _, err := range []error{
-		Verify(&other.PublicKey, AuthECDSA256, data, octets),
-		Verify(&key.PublicKey, AuthECDSA384, data, octets),
-		Verify(&key.PublicKey, AuthDigitalSignature, data, octets),
+		Verify(&other.PublicKey, wire.AuthECDSA256, data, octets),
+		Verify(&key.PublicKey, wire.AuthECDSA384, data, octets),
+		Verify(&key.PublicKey, wire.AuthDigitalSignature, data, octets),
 	} {
 		if err == nil {
 			t.Fatal("expected an error")
@@ -528,17 +530,17 @@ func FuzzVerify(f *testing.F) {
 	}
 	octets := []byte("octets")
 	for _, key := range []crypto.Signer{p256, edKey} {
-		for _, hashes := range [][]uint16{nil, {HashSHA256}, {HashIdentity}} {
+		for _, hashes := range [][]uint16{nil, {wire.HashSHA256}, {wire.HashIdentity}} {
 			if method, data, err := Sign(key, octets, hashes); err == nil {
 				f.Add(uint8(method), data)
 			}
 		}
 	}
-	f.Add(uint8(AuthDigitalSignature), append([]byte{byte(len(algIDRSAPSSSHA256))}, algIDRSAPSSSHA256...))
+	f.Add(uint8(wire.AuthDigitalSignature), append([]byte{byte(len(algIDRSAPSSSHA256))}, algIDRSAPSSSHA256...))
 	f.Fuzz(func(t *testing.T, method uint8, data []byte) {
 		// Must not panic, whatever the input.
 		for _, pub := range []crypto.PublicKey{&p256.PublicKey, edKey.Public()} {
-			_ = Verify(pub, AuthMethod(method), data, octets)
+			_ = Verify(pub, wire.AuthMethod(method), data, octets)
 		}
 		if len(data) > 0 && data[0] > 0 && int(data[0]) < len(data) {
 			_, _, _ = splitDigitalSignature(data)

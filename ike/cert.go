@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // X.509 certificates for IKEv2 authentication (RFC 7296 §3.6, §3.7;
@@ -242,8 +244,8 @@ func (c Credentials) GoString() string { return c.String() }
 // ParseCertPayload decodes the Certificate Encoding and Certificate Data
 // of a CERT payload. Only X.509 Certificate - Signature (4) is supported.
 func ParseCertPayload(encoding uint8, data []byte) (*x509.Certificate, error) {
-	if encoding != CertX509Signature {
-		return nil, fmt.Errorf("ike: CERT payload encoding %d is not supported (only %d, DER X.509)", encoding, CertX509Signature)
+	if encoding != wire.CertX509Signature {
+		return nil, fmt.Errorf("ike: CERT payload encoding %d is not supported (only %d, DER X.509)", encoding, wire.CertX509Signature)
 	}
 	c, err := x509.ParseCertificate(data)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	. "github.com/mifsec/mifsec/ike" //nolint:revive // the tests were written inside package ike
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testpki"
 )
 
@@ -291,14 +292,14 @@ func TestCredentials(t *testing.T) {
 	if len(data) != 2 || !bytes.Equal(data[0], p.Gateway.Certificate.Raw) || !bytes.Equal(data[1], p.CA.Certificate.Raw) {
 		t.Fatal("CertPayloadData order")
 	}
-	c, err := ParseCertPayload(CertX509Signature, data[0])
+	c, err := ParseCertPayload(wire.CertX509Signature, data[0])
 	if err != nil || !c.Equal(p.Gateway.Certificate) {
 		t.Fatalf("ParseCertPayload: %v", err)
 	}
 	if _, err := ParseCertPayload(1, data[0]); err == nil {
 		t.Fatal("ParseCertPayload accepted encoding 1")
 	}
-	if _, err := ParseCertPayload(CertX509Signature, []byte{1, 2}); err == nil {
+	if _, err := ParseCertPayload(wire.CertX509Signature, []byte{1, 2}); err == nil {
 		t.Fatal("ParseCertPayload accepted garbage")
 	}
 }
@@ -353,7 +354,7 @@ func TestVerifyGatewayExtKeyUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := Identity{Type: IDFQDN, Data: []byte("vpn.example.test")}
+	id := Identity{Type: wire.IDFQDN, Data: []byte("vpn.example.test")}
 	for i, tc := range []struct {
 		name   string
 		usage  []x509.ExtKeyUsage

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // connect sets up a new IKE SA and its first Child SA.
@@ -54,24 +56,24 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		var payloads []Payload
+		var payloads []wire.Payload
 		if cookie != nil {
-			payloads = append(payloads, &Notify{NotifyType: COOKIE, Data: cookie})
+			payloads = append(payloads, &wire.Notify{NotifyType: wire.COOKIE, Data: cookie})
 		}
 		payloads = append(payloads,
-			&SA{Proposals: offered},
-			&KE{Group: group, Data: kex.Public()},
-			&Nonce{Data: ni},
+			&wire.SA{Proposals: offered},
+			&wire.KE{Group: group, Data: kex.Public()},
+			&wire.Nonce{Data: ni},
 			// A source hash that matches no address makes the gateway
 			// see a NAT, so that both sides encapsulate ESP in UDP
 			// (mifsec's data plane only carries ESP in UDP), as
 			// strongSwan's encap=yes does.
-			&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(spiI, 0, s.remote)},
-			&Notify{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED},
-			&Notify{NotifyType: SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()},
+			&wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+			&wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(spiI, 0, s.remote)},
+			&wire.Notify{NotifyType: wire.IKEV2_FRAGMENTATION_SUPPORTED},
+			&wire.Notify{NotifyType: wire.SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()},
 		)
-		req := &Message{SPIi: spiI, Exchange: IKE_SA_INIT, Flags: FlagInitiator, Payloads: payloads}
+		req := &wire.Message{SPIi: spiI, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagInitiator, Payloads: payloads}
 		b, err := req.Marshal()
 		if err != nil {
 			return nil, fmt.Errorf("building IKE_SA_INIT: %w", err)
@@ -82,11 +84,11 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 		// retransmissions are spent (RFC 7296 §2.21.1); only then does
 		// the last such answer become the error.
 		var result *initResult
-		resp, err := s.initRoundTrip(ctx, b, spiI, func(resp *Message, raw []byte) error {
-			if FindNotify(resp.Payloads, COOKIE) != nil {
+		resp, err := s.initRoundTrip(ctx, b, spiI, func(resp *wire.Message, raw []byte) error {
+			if wire.FindNotify(resp.Payloads, wire.COOKIE) != nil {
 				return nil
 			}
-			if n := FindNotify(resp.Payloads, INVALID_KE_PAYLOAD); n != nil {
+			if n := wire.FindNotify(resp.Payloads, wire.INVALID_KE_PAYLOAD); n != nil {
 				if len(n.Data) != 2 {
 					return fmt.Errorf("IKE_SA_INIT: malformed INVALID_KE_PAYLOAD from the gateway")
 				}
@@ -113,11 +115,11 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if n := FindNotify(resp.Payloads, COOKIE); n != nil {
+		if n := wire.FindNotify(resp.Payloads, wire.COOKIE); n != nil {
 			cookie = slices.Clone(n.Data)
 			continue
 		}
-		if n := FindNotify(resp.Payloads, INVALID_KE_PAYLOAD); n != nil {
+		if n := wire.FindNotify(resp.Payloads, wire.INVALID_KE_PAYLOAD); n != nil {
 			group = binary.BigEndian.Uint16(n.Data)
 			continue
 		}
@@ -129,7 +131,7 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 // that accept takes (returns nil for). A response accept refuses does
 // not end the wait; when the retransmissions are spent, the last refusal
 // is the error.
-func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64, accept func(resp *Message, raw []byte) error) (*Message, error) {
+func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64, accept func(resp *wire.Message, raw []byte) error) (*wire.Message, error) {
 	policy := s.cfg.Retransmit
 	timeout := policy.Timeout
 	s.transmit([][]byte{req})
@@ -141,8 +143,8 @@ func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64, ac
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case in := <-s.inbox:
-			m, err := Parse(in.data)
-			if err != nil || m.Exchange != IKE_SA_INIT || m.Flags&FlagResponse == 0 || m.SPIi != spiI {
+			m, err := wire.Parse(in.data)
+			if err != nil || m.Exchange != wire.IKE_SA_INIT || m.Flags&wire.FlagResponse == 0 || m.SPIi != spiI {
 				continue
 			}
 			if err := accept(m, in.data); err != nil {
@@ -169,10 +171,10 @@ func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64, ac
 
 // completeInit checks the gateway's IKE_SA_INIT response and derives the
 // IKE SA's keys.
-func (s *Session) completeInit(resp *Message, raw, req []byte, kex KeyExchange, ni []byte) (*initResult, error) {
-	saP := Find[*SA](resp.Payloads)
-	ke := Find[*KE](resp.Payloads)
-	nr := Find[*Nonce](resp.Payloads)
+func (s *Session) completeInit(resp *wire.Message, raw, req []byte, kex KeyExchange, ni []byte) (*initResult, error) {
+	saP := wire.Find[*wire.SA](resp.Payloads)
+	ke := wire.Find[*wire.KE](resp.Payloads)
+	nr := wire.Find[*wire.Nonce](resp.Payloads)
 	if saP == nil || ke == nil || nr == nil || len(saP.Proposals) != 1 {
 		return nil, fmt.Errorf("IKE_SA_INIT: the gateway's response lacks SA, KE or Nonce")
 	}
@@ -196,9 +198,9 @@ func (s *Session) completeInit(resp *Message, raw, req []byte, kex KeyExchange, 
 	}
 	now := s.cfg.Now()
 	sa := &ikeSA{spiI: resp.SPIi, spiR: resp.SPIr, initiator: true, suite: suite, keys: keys, ni: ni, nr: slices.Clone(nr.Data),
-		nextOut: 1, lastHeard: now, created: now, fragOK: FindNotify(resp.Payloads, IKEV2_FRAGMENTATION_SUPPORTED) != nil}
+		nextOut: 1, lastHeard: now, created: now, fragOK: wire.FindNotify(resp.Payloads, wire.IKEV2_FRAGMENTATION_SUPPORTED) != nil}
 	res := &initResult{sa: sa, request: req, response: raw}
-	if n := FindNotify(resp.Payloads, SIGNATURE_HASH_ALGORITHMS); n != nil {
+	if n := wire.FindNotify(resp.Payloads, wire.SIGNATURE_HASH_ALGORITHMS); n != nil {
 		for i := 0; i+1 < len(n.Data); i += 2 {
 			res.peerHashes = append(res.peerHashes, binary.BigEndian.Uint16(n.Data[i:]))
 		}
@@ -217,65 +219,65 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 			s.sa = nil
 		}
 	}()
-	idi := &ID{IDType: s.cfg.LocalID.Type, Data: s.cfg.LocalID.Data}
+	idi := &wire.ID{IDType: s.cfg.LocalID.Type, Data: s.cfg.LocalID.Data}
 	octets := initiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
-	var payloads []Payload
+	var payloads []wire.Payload
 	payloads = append(payloads, idi)
 	// With EAP the request has no AUTH (RFC 7296 §2.16): the gateway
 	// proves itself first, then EAP runs, then AUTH keyed with its MSK.
-	var auth *Auth
+	var auth *wire.Auth
 	switch {
 	case s.cfg.EAP != nil:
 	case s.cfg.Key != nil:
 		for _, c := range s.cfg.Certificates {
-			payloads = append(payloads, &Cert{Encoding: CertX509Signature, Data: c.Raw})
+			payloads = append(payloads, &wire.Cert{Encoding: wire.CertX509Signature, Data: c.Raw})
 		}
 		method, data, err := Sign(s.cfg.Key, octets, init.peerHashes)
 		if err != nil {
 			return fmt.Errorf("IKE_AUTH: signing: %w", err)
 		}
-		auth = &Auth{Method: method, Data: data}
+		auth = &wire.Auth{Method: method, Data: data}
 	default:
-		auth = &Auth{Method: AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)}
+		auth = &wire.Auth{Method: wire.AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)}
 	}
 	if s.cfg.CAs != nil {
-		payloads = append(payloads, &CertReq{Encoding: CertX509Signature, Data: s.cfg.CAs.CertReqData()})
+		payloads = append(payloads, &wire.CertReq{Encoding: wire.CertX509Signature, Data: s.cfg.CAs.CertReqData()})
 	}
 	if s.cfg.RemoteID.Type != 0 {
-		payloads = append(payloads, &ID{Responder: true, IDType: s.cfg.RemoteID.Type, Data: s.cfg.RemoteID.Data})
+		payloads = append(payloads, &wire.ID{Responder: true, IDType: s.cfg.RemoteID.Type, Data: s.cfg.RemoteID.Data})
 	}
 	if auth != nil {
 		payloads = append(payloads, auth)
 	}
 	if initialContact {
-		payloads = append(payloads, &Notify{NotifyType: INITIAL_CONTACT})
+		payloads = append(payloads, &wire.Notify{NotifyType: wire.INITIAL_CONTACT})
 	}
 	payloads = append(payloads, s.authNotifies()...) // MOBIKE, MIF (mobike.go)
-	var cp []CPAttribute
+	var cp []wire.CPAttribute
 	if s.cfg.RequestIPv4 {
-		cp = append(cp, CPAttribute{Type: INTERNAL_IP4_ADDRESS}, CPAttribute{Type: INTERNAL_IP4_DNS})
+		cp = append(cp, wire.CPAttribute{Type: wire.INTERNAL_IP4_ADDRESS}, wire.CPAttribute{Type: wire.INTERNAL_IP4_DNS})
 	}
 	if s.cfg.RequestIPv6 {
-		cp = append(cp, CPAttribute{Type: INTERNAL_IP6_ADDRESS}, CPAttribute{Type: INTERNAL_IP6_DNS})
+		cp = append(cp, wire.CPAttribute{Type: wire.INTERNAL_IP6_ADDRESS}, wire.CPAttribute{Type: wire.INTERNAL_IP6_DNS})
 	}
 	if len(cp) > 0 {
-		cp = append(cp, CPAttribute{Type: INTERNAL_DNS_DOMAIN}) // split DNS (splitdns.go)
-		payloads = append(payloads, &CP{CfgType: CFG_REQUEST, Attributes: cp})
+		cp = append(cp, wire.CPAttribute{Type: wire.INTERNAL_DNS_DOMAIN}) // split DNS (splitdns.go)
+		payloads = append(payloads, &wire.CP{CfgType: wire.CFG_REQUEST, Attributes: cp})
 	}
 	inSPI := randomESPSPI()
 	probeSPI, probeOffer := offerProbeSPI(!s.cfg.DisableMIF)
 	payloads = append(payloads,
-		&SA{Proposals: offerESP(s.cfg.ESP, inSPI, false)},
-		&TS{Selectors: selectorsFromPrefixes(s.localTS())},
-		&TS{Responder: true, Selectors: selectorsFromPrefixes(s.cfg.RemoteTS)},
+		&wire.SA{Proposals: offerESP(s.cfg.ESP, inSPI, false)},
+		&wire.TS{Selectors: selectorsFromPrefixes(s.localTS())},
+		&wire.TS{Responder: true, Selectors: selectorsFromPrefixes(s.cfg.RemoteTS)},
 	)
 	payloads = append(payloads, probeOffer...)
 	payloads = append(payloads, transportRequest(s.cfg.Transport)...)
-	reply, err := s.exchange(ctx, sa, IKE_AUTH, payloads, s.cfg.Retransmit)
+	reply, err := s.exchange(ctx, sa, wire.IKE_AUTH, payloads, s.cfg.Retransmit)
 	if err != nil {
 		return fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
 	}
-	if Find[*Auth](reply) != nil {
+	if wire.Find[*wire.Auth](reply) != nil {
 		// The gateway authenticated itself: its side of the IKE SA is
 		// established, whatever we make of the rest (a refused Child SA,
 		// an identity we do not accept). Giving up must not leave it
@@ -306,7 +308,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		s.log.Info("the peer chose tunnel mode: transport mode needs its consent and one address on each side", "local_ts", child.LocalTS, "remote_ts", child.RemoteTS)
 	}
 	if h, ok := s.h.(DNSDomainsHandler); ok {
-		h.ConfiguredDNSDomains(configDomains(reply))
+		h.ConfiguredDNSDomains(wire.ConfigDomains(reply))
 	}
 	if err := s.h.Configured(addrs, dns); err != nil {
 		return err
@@ -362,16 +364,16 @@ func (st *Status) setChild(c *ChildSA) {
 func (s *Session) localTS() []netip.Prefix { return s.cfg.LocalTS }
 
 // verifyGateway checks the gateway's identity and AUTH payload.
-func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
+func (s *Session) verifyGateway(init *initResult, reply []wire.Payload) error {
 	sa := init.sa
-	idr := Find[*ID](reply)
-	auth := Find[*Auth](reply)
+	idr := wire.Find[*wire.ID](reply)
+	auth := wire.Find[*wire.Auth](reply)
 	if idr == nil || !idr.Responder || auth == nil {
 		return fmt.Errorf("IKE_AUTH: the gateway's response lacks IDr or AUTH")
 	}
 	got := Identity{Type: idr.IDType, Data: idr.Data}
 	octets := responderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, got.PayloadBody())
-	if auth.Method == AuthPSK {
+	if auth.Method == wire.AuthPSK {
 		if len(s.cfg.PSK) == 0 {
 			return fmt.Errorf("%w: the gateway authenticated with a pre-shared key, we expect a certificate", ErrAuthFailed)
 		}
@@ -388,7 +390,7 @@ func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
 	}
 	var certs [][]byte
 	for _, p := range reply {
-		if c, ok := p.(*Cert); ok && c.Encoding == CertX509Signature {
+		if c, ok := p.(*wire.Cert); ok && c.Encoding == wire.CertX509Signature {
 			certs = append(certs, c.Data)
 		}
 	}
@@ -422,8 +424,8 @@ func (s *Session) verifyGateway(init *initResult, reply []Payload) error {
 // answers is intersected with them, and nothing left is an error.
 // probeSPI is the SPI we offered for its probe SA (MIF_PROBE_SPI), 0 for
 // none.
-func (s *Session) childFromReply(sa *ikeSA, reply []Payload, inSPI, probeSPI uint32, ni, nr, shared []byte, withDH bool, local, remote []netip.Prefix) (*ChildSA, error) {
-	saP := Find[*SA](reply)
+func (s *Session) childFromReply(sa *ikeSA, reply []wire.Payload, inSPI, probeSPI uint32, ni, nr, shared []byte, withDH bool, local, remote []netip.Prefix) (*ChildSA, error) {
+	saP := wire.Find[*wire.SA](reply)
 	if saP == nil || len(saP.Proposals) != 1 {
 		return nil, fmt.Errorf("the gateway's response has no single Child SA proposal")
 	}
@@ -478,16 +480,16 @@ func allIn(ps, set []netip.Prefix) bool {
 }
 
 // configReply reads the addresses and DNS servers of a CFG_REPLY.
-func configReply(ps []Payload) (addrs []netip.Prefix, dns []netip.Addr) {
-	cp := Find[*CP](ps)
-	if cp == nil || cp.CfgType != CFG_REPLY {
+func configReply(ps []wire.Payload) (addrs []netip.Prefix, dns []netip.Addr) {
+	cp := wire.Find[*wire.CP](ps)
+	if cp == nil || cp.CfgType != wire.CFG_REPLY {
 		return nil, nil
 	}
 	for _, a := range cp.Attributes {
 		switch {
-		case a.Type == INTERNAL_IP4_ADDRESS && len(a.Value) == 4:
+		case a.Type == wire.INTERNAL_IP4_ADDRESS && len(a.Value) == 4:
 			addrs = append(addrs, netip.PrefixFrom(netip.AddrFrom4([4]byte(a.Value)), 32))
-		case a.Type == INTERNAL_IP6_ADDRESS && len(a.Value) == 17:
+		case a.Type == wire.INTERNAL_IP6_ADDRESS && len(a.Value) == 17:
 			// The prefix length puts a route on the TUN device: a short
 			// one would pull a whole range (or all of IPv6) into the
 			// tunnel without traffic selectors saying so. Below /64 it is
@@ -497,9 +499,9 @@ func configReply(ps []Payload) (addrs []netip.Prefix, dns []netip.Addr) {
 				bits = 128
 			}
 			addrs = append(addrs, netip.PrefixFrom(netip.AddrFrom16([16]byte(a.Value[:16])), bits))
-		case a.Type == INTERNAL_IP4_DNS && len(a.Value) == 4:
+		case a.Type == wire.INTERNAL_IP4_DNS && len(a.Value) == 4:
 			dns = append(dns, netip.AddrFrom4([4]byte(a.Value)))
-		case a.Type == INTERNAL_IP6_DNS && len(a.Value) == 16:
+		case a.Type == wire.INTERNAL_IP6_DNS && len(a.Value) == 16:
 			dns = append(dns, netip.AddrFrom16([16]byte(a.Value)))
 		}
 	}
@@ -508,18 +510,18 @@ func configReply(ps []Payload) (addrs []netip.Prefix, dns []netip.Addr) {
 
 // firstError returns the first error notification of a response as the
 // error a user reads.
-func firstError(ps []Payload, exchange string) error {
+func firstError(ps []wire.Payload, exchange string) error {
 	for _, p := range ps {
-		if n, ok := p.(*Notify); ok && n.NotifyType.IsError() {
+		if n, ok := p.(*wire.Notify); ok && n.NotifyType.IsError() {
 			return notifyError(n, exchange)
 		}
 	}
 	return nil
 }
 
-func findTS(ps []Payload, responder bool) *TS {
+func findTS(ps []wire.Payload, responder bool) *wire.TS {
 	for _, p := range ps {
-		if ts, ok := p.(*TS); ok && ts.Responder == responder {
+		if ts, ok := p.(*wire.TS); ok && ts.Responder == responder {
 			return ts
 		}
 	}

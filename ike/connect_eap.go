@@ -3,6 +3,8 @@ package ike
 import (
 	"context"
 	"fmt"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // maxEAPRounds bounds the EAP requests a gateway may send in one login
@@ -13,12 +15,12 @@ const maxEAPRounds = 8
 // (first, whose signature verifyGateway checked), then sends AUTH keyed
 // with the MSK and checks the gateway's. It returns the last response,
 // which carries the configuration, SA and traffic selectors.
-func (s *Session) eapLogin(ctx context.Context, init *initResult, first []Payload) ([]Payload, error) {
+func (s *Session) eapLogin(ctx context.Context, init *initResult, first []wire.Payload) ([]wire.Payload, error) {
 	sa := init.sa
 	client := &eapClient{cred: s.cfg.EAP}
 	reply := first
 	for round := 0; !client.done; round++ {
-		p := Find[*EAP](reply)
+		p := wire.Find[*wire.EAP](reply)
 		if p == nil {
 			return nil, fmt.Errorf("%w: IKE_AUTH: the gateway proved its identity but sent no EAP request (it does not do EAP for us)", ErrAuthFailed)
 		}
@@ -32,7 +34,7 @@ func (s *Session) eapLogin(ctx context.Context, init *initResult, first []Payloa
 		if answer == nil {
 			break
 		}
-		if reply, err = s.exchange(ctx, sa, IKE_AUTH, []Payload{&EAP{Data: answer}}, s.cfg.Retransmit); err != nil {
+		if reply, err = s.exchange(ctx, sa, wire.IKE_AUTH, []wire.Payload{&wire.EAP{Data: answer}}, s.cfg.Retransmit); err != nil {
 			return nil, fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
 		}
 		if err := firstError(reply, "IKE_AUTH"); err != nil {
@@ -42,15 +44,15 @@ func (s *Session) eapLogin(ctx context.Context, init *initResult, first []Payloa
 	msk := client.msk
 	defer clear(msk)
 	octets := initiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
-	reply, err := s.exchange(ctx, sa, IKE_AUTH, []Payload{&Auth{Method: AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, msk, octets)}}, s.cfg.Retransmit)
+	reply, err := s.exchange(ctx, sa, wire.IKE_AUTH, []wire.Payload{&wire.Auth{Method: wire.AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, msk, octets)}}, s.cfg.Retransmit)
 	if err != nil {
 		return nil, fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
 	}
 	if err := firstError(reply, "IKE_AUTH"); err != nil {
 		return nil, err
 	}
-	auth, idr := Find[*Auth](reply), Find[*ID](first)
-	if auth == nil || auth.Method != AuthPSK {
+	auth, idr := wire.Find[*wire.Auth](reply), wire.Find[*wire.ID](first)
+	if auth == nil || auth.Method != wire.AuthPSK {
 		return nil, fmt.Errorf("%w: the gateway's last IKE_AUTH response has no AUTH keyed with the EAP MSK", ErrAuthFailed)
 	}
 	theirs := responderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, Identity{Type: idr.IDType, Data: idr.Data}.PayloadBody())

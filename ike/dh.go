@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // KeyExchange is one side's ephemeral Diffie-Hellman key pair for a KE
@@ -35,14 +37,14 @@ var (
 // client).
 func NewKeyExchange(group uint16) (KeyExchange, error) {
 	switch group {
-	case DH_CURVE25519, DH_ECP_256, DH_ECP_384:
+	case wire.DH_CURVE25519, wire.DH_ECP_256, wire.DH_ECP_384:
 		curve := ecdhCurve(group)
 		priv, err := curve.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("generating %s key: %w", dhKeyword(group), err)
 		}
 		return &ecdhExchange{group: group, priv: priv}, nil
-	case DH_MODP_2048, DH_MODP_1024:
+	case wire.DH_MODP_2048, wire.DH_MODP_1024:
 		g := modpGroupOf(group)
 		x, err := rand.Int(rand.Reader, new(big.Int).Sub(g.p, big.NewInt(3)))
 		if err != nil {
@@ -55,11 +57,11 @@ func NewKeyExchange(group uint16) (KeyExchange, error) {
 
 func ecdhCurve(group uint16) ecdh.Curve {
 	switch group {
-	case DH_CURVE25519:
+	case wire.DH_CURVE25519:
 		return ecdh.X25519()
-	case DH_ECP_256:
+	case wire.DH_ECP_256:
 		return ecdh.P256()
-	case DH_ECP_384:
+	case wire.DH_ECP_384:
 		return ecdh.P384()
 	}
 	return nil
@@ -98,7 +100,7 @@ func (e *ecdhExchange) Group() uint16 { return e.group }
 // group, x | y without SEC1's 0x04 prefix (RFC 5903 §7).
 func (e *ecdhExchange) Public() []byte {
 	pub := e.priv.PublicKey().Bytes()
-	if e.group == DH_CURVE25519 {
+	if e.group == wire.DH_CURVE25519 {
 		return pub
 	}
 	return pub[1:]
@@ -110,7 +112,7 @@ func (e *ecdhExchange) SharedSecret(peer []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w: %d bytes, want %d", dhKeyword(e.group), ErrKELength, len(peer), want)
 	}
 	encoded := peer
-	if e.group != DH_CURVE25519 {
+	if e.group != wire.DH_CURVE25519 {
 		encoded = append([]byte{4}, peer...)
 	}
 	pub, err := e.priv.Curve().NewPublicKey(encoded)
@@ -170,17 +172,17 @@ type modpGroup struct {
 }
 
 var (
-	modp2048 = &modpGroup{id: DH_MODP_2048, p: modp2048Prime, len: 256}
-	modp1024 = &modpGroup{id: DH_MODP_1024, p: modp1024Prime, len: 128}
+	modp2048 = &modpGroup{id: wire.DH_MODP_2048, p: modp2048Prime, len: 256}
+	modp1024 = &modpGroup{id: wire.DH_MODP_1024, p: modp1024Prime, len: 128}
 )
 
 // modpGroupOf returns the MODP group with the transform ID, nil if it is
 // not one.
 func modpGroupOf(id uint16) *modpGroup {
 	switch id {
-	case DH_MODP_2048:
+	case wire.DH_MODP_2048:
 		return modp2048
-	case DH_MODP_1024:
+	case wire.DH_MODP_1024:
 		return modp1024
 	}
 	return nil

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/big"
 	"testing"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 var allDHGroups = []struct {
@@ -12,11 +14,11 @@ var allDHGroups = []struct {
 	pubLen int
 	secLen int
 }{
-	{DH_CURVE25519, 32, 32},
-	{DH_ECP_256, 64, 32},
-	{DH_ECP_384, 96, 48},
-	{DH_MODP_2048, 256, 256},
-	{DH_MODP_1024, 128, 128},
+	{wire.DH_CURVE25519, 32, 32},
+	{wire.DH_ECP_256, 64, 32},
+	{wire.DH_ECP_384, 96, 48},
+	{wire.DH_MODP_2048, 256, 256},
+	{wire.DH_MODP_1024, 128, 128},
 }
 
 // TestMODPPrimesAreSafePrimes checks the group constants: p and (p-1)/2
@@ -81,10 +83,10 @@ func TestKeyExchangeAgreement(t *testing.T) {
 func TestKeyExchangeRejectsMalformedPeers(t *testing.T) {
 	p := modp2048Prime
 	pad := func(x *big.Int) []byte { return x.FillBytes(make([]byte, 256)) }
-	ecp256, _ := NewKeyExchange(DH_ECP_256)
+	ecp256, _ := NewKeyExchange(wire.DH_ECP_256)
 	offCurve := ecp256.Public()
 	offCurve[63] ^= 1
-	ecp384, _ := NewKeyExchange(DH_ECP_384)
+	ecp384, _ := NewKeyExchange(wire.DH_ECP_384)
 	offCurve384 := ecp384.Public()
 	offCurve384[95] ^= 1
 	// The order-1 and order-2 points and a point of order 8 (RFC 7748
@@ -96,25 +98,25 @@ func TestKeyExchangeRejectsMalformedPeers(t *testing.T) {
 		peer    []byte
 		wantErr error
 	}{
-		{"x25519 short", DH_CURVE25519, make([]byte, 31), ErrKELength},
-		{"x25519 long", DH_CURVE25519, make([]byte, 33), ErrKELength},
-		{"x25519 zero point", DH_CURVE25519, make([]byte, 32), ErrKEInvalid},
-		{"x25519 one", DH_CURVE25519, append([]byte{1}, make([]byte, 31)...), ErrKEInvalid},
-		{"x25519 order 8", DH_CURVE25519, order8, ErrKEInvalid},
-		{"ecp256 with 0x04 prefix", DH_ECP_256, append([]byte{4}, ecp256.Public()...), ErrKELength},
-		{"ecp256 x only", DH_ECP_256, ecp256.Public()[:32], ErrKELength},
-		{"ecp256 off curve", DH_ECP_256, offCurve, ErrKEInvalid},
-		{"ecp256 zeros", DH_ECP_256, make([]byte, 64), ErrKEInvalid},
-		{"ecp384 off curve", DH_ECP_384, offCurve384, ErrKEInvalid},
-		{"ecp384 ecp256 point", DH_ECP_384, ecp256.Public(), ErrKELength},
-		{"modp2048 short", DH_MODP_2048, make([]byte, 255), ErrKELength},
-		{"modp2048 zero", DH_MODP_2048, make([]byte, 256), ErrKEInvalid},
-		{"modp2048 one", DH_MODP_2048, pad(big.NewInt(1)), ErrKEInvalid},
-		{"modp2048 p-1", DH_MODP_2048, pad(new(big.Int).Sub(p, big.NewInt(1))), ErrKEInvalid},
-		{"modp2048 p", DH_MODP_2048, pad(p), ErrKEInvalid},
-		{"modp2048 all ones", DH_MODP_2048, bytes.Repeat([]byte{0xff}, 256), ErrKEInvalid},
-		{"modp1024 long", DH_MODP_1024, make([]byte, 256), ErrKELength},
-		{"modp1024 one", DH_MODP_1024, append(make([]byte, 127), 1), ErrKEInvalid},
+		{"x25519 short", wire.DH_CURVE25519, make([]byte, 31), ErrKELength},
+		{"x25519 long", wire.DH_CURVE25519, make([]byte, 33), ErrKELength},
+		{"x25519 zero point", wire.DH_CURVE25519, make([]byte, 32), ErrKEInvalid},
+		{"x25519 one", wire.DH_CURVE25519, append([]byte{1}, make([]byte, 31)...), ErrKEInvalid},
+		{"x25519 order 8", wire.DH_CURVE25519, order8, ErrKEInvalid},
+		{"ecp256 with 0x04 prefix", wire.DH_ECP_256, append([]byte{4}, ecp256.Public()...), ErrKELength},
+		{"ecp256 x only", wire.DH_ECP_256, ecp256.Public()[:32], ErrKELength},
+		{"ecp256 off curve", wire.DH_ECP_256, offCurve, ErrKEInvalid},
+		{"ecp256 zeros", wire.DH_ECP_256, make([]byte, 64), ErrKEInvalid},
+		{"ecp384 off curve", wire.DH_ECP_384, offCurve384, ErrKEInvalid},
+		{"ecp384 ecp256 point", wire.DH_ECP_384, ecp256.Public(), ErrKELength},
+		{"modp2048 short", wire.DH_MODP_2048, make([]byte, 255), ErrKELength},
+		{"modp2048 zero", wire.DH_MODP_2048, make([]byte, 256), ErrKEInvalid},
+		{"modp2048 one", wire.DH_MODP_2048, pad(big.NewInt(1)), ErrKEInvalid},
+		{"modp2048 p-1", wire.DH_MODP_2048, pad(new(big.Int).Sub(p, big.NewInt(1))), ErrKEInvalid},
+		{"modp2048 p", wire.DH_MODP_2048, pad(p), ErrKEInvalid},
+		{"modp2048 all ones", wire.DH_MODP_2048, bytes.Repeat([]byte{0xff}, 256), ErrKEInvalid},
+		{"modp1024 long", wire.DH_MODP_1024, make([]byte, 256), ErrKELength},
+		{"modp1024 one", wire.DH_MODP_1024, append(make([]byte, 127), 1), ErrKEInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,7 +133,7 @@ func TestKeyExchangeRejectsMalformedPeers(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewKeyExchange(DH_NONE); !errors.Is(err, ErrUnsupportedDH) {
+	if _, err := NewKeyExchange(wire.DH_NONE); !errors.Is(err, ErrUnsupportedDH) {
 		t.Errorf("NewKeyExchange(NONE) error %v", err)
 	}
 	if _, err := NewKeyExchange(21); !errors.Is(err, ErrUnsupportedDH) {
@@ -151,7 +153,7 @@ func TestKeyExchangeKnownAnswers(t *testing.T) {
 		{
 			// RFC 7748 §6.1, Alice's side.
 			name:    "RFC 7748 6.1 X25519",
-			group:   DH_CURVE25519,
+			group:   wire.DH_CURVE25519,
 			private: "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
 			public:  "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a",
 			peer:    "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
@@ -161,7 +163,7 @@ func TestKeyExchangeKnownAnswers(t *testing.T) {
 			// RFC 5903 §8.1, the initiator's side: KE data is gix | giy,
 			// the shared secret girx alone (RFC 5903 §9).
 			name:    "RFC 5903 8.1 ECP-256",
-			group:   DH_ECP_256,
+			group:   wire.DH_ECP_256,
 			private: "c88f01f510d9ac3f70a292daa2316de544e9aab8afe84049c62a9c57862d1433",
 			public: "dad0b65394221cf9b051e1feca5787d098dfe637fc90b9ef945d0c3772581180" +
 				"5271a0461cdb8252d61f1c456fa3e59ab1f45b33accf5f58389e0577b8990bb3",
@@ -171,7 +173,7 @@ func TestKeyExchangeKnownAnswers(t *testing.T) {
 		},
 		{
 			name:    "RFC 5903 8.1 ECP-256 responder",
-			group:   DH_ECP_256,
+			group:   wire.DH_ECP_256,
 			private: "c6ef9c5d78ae012a011164acb397ce2088685d8f06bf9be0b283ab46476bee53",
 			public: "d12dfb5289c8d4f81208b70270398c342296970a0bccb74c736fc7554494bf63" +
 				"56fbf3ca366cc23e8157854c13c58d6aac23f046ada30f8353e74f33039872ab",
@@ -182,7 +184,7 @@ func TestKeyExchangeKnownAnswers(t *testing.T) {
 		{
 			// 2^2 mod p and (2^3)^2 mod p, padded to the modulus.
 			name:    "MODP-2048 small exponent",
-			group:   DH_MODP_2048,
+			group:   wire.DH_MODP_2048,
 			private: "02",
 			public:  hexPad256("04"),
 			peer:    hexPad256("08"),

@@ -1,12 +1,14 @@
 package ike
 
+import "github.com/mifsec/mifsec/ike/wire"
+
 // inSARequests is what a role (the client's Session, the gateway's
 // Responder) answers requests on an established IKE SA with. IKESA is the
 // role's IKE SA type and After what it runs once the response is sent.
 type inSARequests[IKESA, After any] interface {
-	respondInformational(sa IKESA, req []Payload) ([]Payload, After)
-	respondChildRekey(sa IKESA, rekey *Notify, req []Payload) ([]Payload, After)
-	respondIKERekey(sa IKESA, req []Payload) ([]Payload, After)
+	respondInformational(sa IKESA, req []wire.Payload) ([]wire.Payload, After)
+	respondChildRekey(sa IKESA, rekey *wire.Notify, req []wire.Payload) ([]wire.Payload, After)
+	respondIKERekey(sa IKESA, req []wire.Payload) ([]wire.Payload, After)
 }
 
 // dispatchInSARequest is the one dispatch of CREATE_CHILD_SA and
@@ -14,19 +16,19 @@ type inSARequests[IKESA, After any] interface {
 // rekeys a Child SA, one whose first proposal is for IKE rekeys the IKE SA,
 // and any other asks for an additional Child SA, which mifsec refuses (it
 // runs one Child SA per IKE SA).
-func dispatchInSARequest[IKESA, After any](role inSARequests[IKESA, After], sa IKESA, exchange ExchangeType, req []Payload) ([]Payload, After) {
+func dispatchInSARequest[IKESA, After any](role inSARequests[IKESA, After], sa IKESA, exchange wire.ExchangeType, req []wire.Payload) ([]wire.Payload, After) {
 	var nothing After
 	switch exchange {
-	case INFORMATIONAL:
+	case wire.INFORMATIONAL:
 		return role.respondInformational(sa, req)
-	case CREATE_CHILD_SA:
-		if n := FindNotify(req, REKEY_SA); n != nil {
+	case wire.CREATE_CHILD_SA:
+		if n := wire.FindNotify(req, wire.REKEY_SA); n != nil {
 			return role.respondChildRekey(sa, n, req)
 		}
-		if p := Find[*SA](req); p != nil && len(p.Proposals) > 0 && p.Proposals[0].Protocol == ProtoIKE {
+		if p := wire.Find[*wire.SA](req); p != nil && len(p.Proposals) > 0 && p.Proposals[0].Protocol == wire.ProtoIKE {
 			return role.respondIKERekey(sa, req)
 		}
-		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_SAS}}, nothing
+		return []wire.Payload{&wire.Notify{NotifyType: wire.NO_ADDITIONAL_SAS}}, nothing
 	}
-	return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nothing
+	return []wire.Payload{&wire.Notify{NotifyType: wire.INVALID_SYNTAX}}, nothing
 }

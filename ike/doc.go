@@ -1,12 +1,14 @@
-// Package ike owns IKEv2 (RFC 7296): message encoding and decoding, crypto
-// suites and key derivation, the initiator and responder state machines,
-// configuration payloads, NAT traversal, fragmentation, rekeying, dead peer
-// detection, MOBIKE (RFC 4555), the notifications of the MIF extension, and
+// Package ike owns IKEv2 (RFC 7296) above the wire: crypto suites and key
+// derivation, the protection of the SK payload, the initiator and
+// responder state machines, configuration payloads, NAT traversal,
+// rekeying, dead peer detection, MOBIKE (RFC 4555), the MIF extension, and
 // EAP in IKE_AUTH (EAP-MSCHAPv2 in both roles, the gateway's users checked
-// locally or by a RADIUS server).
+// locally or by a RADIUS server). Messages are encoded and decoded by its
+// subpackage ike/wire, the codec.
 //
-// It imports no other package of the project; the mif package wires its
-// results (negotiated keys, traffic selectors, addresses) into the data plane.
+// It imports no other package of the project but ike/wire; the mif package
+// wires its results (negotiated keys, traffic selectors, addresses) into
+// the data plane.
 //
 // # MOBIKE and the MIF extension
 //

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // RunResponderEAP logs clients in to a gateway that signs with gateway's
@@ -85,14 +87,14 @@ func RunResponderEAP(t *testing.T, cas *TrustStore, gateway CertifiedPeer) {
 
 	octets := []byte("signed octets")
 	method, sig, err := w.r.sign(&rSA{}, octets)
-	if err != nil || method != AuthRSA {
+	if err != nil || method != wire.AuthRSA {
 		t.Fatalf("signing for a client without SIGNATURE_HASH_ALGORITHMS: method %d, %v; want 1", method, err)
 	}
 	sum := sha1.Sum(octets)
 	if err := rsa.VerifyPKCS1v15(gateway.Key.Public().(*rsa.PublicKey), crypto.SHA1, sum[:], sig); err != nil {
 		t.Fatalf("method 1 signature: %v", err)
 	}
-	if method, _, _ := w.r.sign(&rSA{peerHashes: []uint16{HashSHA256}}, octets); method != AuthDigitalSignature {
+	if method, _, _ := w.r.sign(&rSA{peerHashes: []uint16{wire.HashSHA256}}, octets); method != wire.AuthDigitalSignature {
 		t.Fatalf("signing for a client that listed SHA-256: method %d, want 14", method)
 	}
 }

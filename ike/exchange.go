@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // maxDatagram is the largest IKE datagram sent unfragmented when the peer
@@ -19,14 +21,14 @@ var errGatewayDeleted = errors.New("the gateway deleted the IKE SA")
 type pending struct {
 	sa    *ikeSA
 	id    uint32
-	reply []Payload
+	reply []wire.Payload
 	err   error
 	done  bool
 }
 
 // send protects payloads in a message of sa and sends it. It returns the
 // datagrams, to be resent as they are on retransmission.
-func (s *Session) send(sa *ikeSA, exchange ExchangeType, id uint32, response bool, payloads []Payload) ([][]byte, error) {
+func (s *Session) send(sa *ikeSA, exchange wire.ExchangeType, id uint32, response bool, payloads []wire.Payload) ([][]byte, error) {
 	datagrams, err := sealMessage(sa, exchange, id, response, payloads)
 	if err != nil {
 		return nil, err
@@ -37,8 +39,8 @@ func (s *Session) send(sa *ikeSA, exchange ExchangeType, id uint32, response boo
 
 // sealMessage protects payloads in a message of sa: one datagram, or
 // fragments (RFC 7383) when the peer supports them.
-func sealMessage(sa *ikeSA, exchange ExchangeType, id uint32, response bool, payloads []Payload) ([][]byte, error) {
-	m := &Message{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: exchange, Flags: sa.flags(response), MessageID: id, Payloads: payloads}
+func sealMessage(sa *ikeSA, exchange wire.ExchangeType, id uint32, response bool, payloads []wire.Payload) ([][]byte, error) {
+	m := &wire.Message{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: exchange, Flags: sa.flags(response), MessageID: id, Payloads: payloads}
 	if sa.fragOK {
 		datagrams, err := m.MarshalFragments(sa.keys.out, maxDatagram)
 		if err != nil {
@@ -65,7 +67,7 @@ func (s *Session) transmit(datagrams [][]byte) {
 // exchange sends a request on sa and returns the decrypted payloads of the
 // response, retransmitting per policy. Requests from the gateway that
 // arrive meanwhile are answered.
-func (s *Session) exchange(ctx context.Context, sa *ikeSA, exchange ExchangeType, payloads []Payload, policy RetransmitPolicy) ([]Payload, error) {
+func (s *Session) exchange(ctx context.Context, sa *ikeSA, exchange wire.ExchangeType, payloads []wire.Payload, policy RetransmitPolicy) ([]wire.Payload, error) {
 	policy = policy.withDefaults()
 	id := sa.nextOut
 	datagrams, err := s.send(sa, exchange, id, false, payloads)
@@ -123,21 +125,23 @@ func (s *Session) findSA(spiI, spiR uint64) *ikeSA {
 
 // decrypt returns the inner payloads of a protected message of sa; for a
 // fragment, nil until the message is complete.
-func (s *Session) decrypt(sa *ikeSA, m *Message) ([]Payload, bool, error) { return openMessage(sa, m) }
+func (s *Session) decrypt(sa *ikeSA, m *wire.Message) ([]wire.Payload, bool, error) {
+	return openMessage(sa, m)
+}
 
 // openMessage returns the inner payloads of a protected message of sa; for
 // a fragment, nil until the message is complete.
-func openMessage(sa *ikeSA, m *Message) ([]Payload, bool, error) {
+func openMessage(sa *ikeSA, m *wire.Message) ([]wire.Payload, bool, error) {
 	if len(m.Payloads) == 0 {
 		return nil, false, errors.New("unprotected message after IKE_SA_INIT")
 	}
 	switch m.Payloads[len(m.Payloads)-1].(type) {
-	case *Encrypted:
+	case *wire.Encrypted:
 		inner, err := m.Decrypt(sa.keys.in)
 		return inner, err == nil, err
-	case *EncryptedFragment:
+	case *wire.EncryptedFragment:
 		if sa.reasm == nil {
-			sa.reasm = &Reassembler{}
+			sa.reasm = &wire.Reassembler{}
 		}
 		return sa.reasm.Add(m, sa.keys.in)
 	}
@@ -148,12 +152,12 @@ func openMessage(sa *ikeSA, m *Message) ([]Payload, bool, error) {
 // request awaiting its response. It returns an error when the session must
 // end (the gateway deleted the IKE SA).
 func (s *Session) handle(in inbound, p *pending) error {
-	m, err := Parse(in.data)
+	m, err := wire.Parse(in.data)
 	if err != nil {
 		s.log.Debug("dropping malformed IKE message", "from", in.from, "err", err)
 		return nil
 	}
-	if m.Exchange == IKE_SA_INIT {
+	if m.Exchange == wire.IKE_SA_INIT {
 		return nil // a late response to a retransmitted IKE_SA_INIT
 	}
 	sa := s.findSA(m.SPIi, m.SPIr)
@@ -161,7 +165,7 @@ func (s *Session) handle(in inbound, p *pending) error {
 		s.log.Debug("dropping IKE message for an unknown SA", "from", in.from, "exchange", m.Exchange)
 		return nil
 	}
-	if m.Flags&FlagResponse != 0 {
+	if m.Flags&wire.FlagResponse != 0 {
 		if p == nil || p.sa != sa || m.MessageID != p.id || p.done {
 			return nil
 		}

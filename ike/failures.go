@@ -1,5 +1,6 @@
 package ike
 
+import "github.com/mifsec/mifsec/ike/wire"
 import "errors"
 
 // Reasons for which an IKE SA could not be set up or was lost, as
@@ -22,17 +23,17 @@ var FailureReasons = []string{FailAuthentication, FailNoProposal, FailTSUnaccept
 	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailOther}
 
 // notifyFailure names the failure an error notification reports.
-func notifyFailure(n NotifyType) string {
+func notifyFailure(n wire.NotifyType) string {
 	switch n {
-	case AUTHENTICATION_FAILED:
+	case wire.AUTHENTICATION_FAILED:
 		return FailAuthentication
-	case NO_PROPOSAL_CHOSEN:
+	case wire.NO_PROPOSAL_CHOSEN:
 		return FailNoProposal
-	case TS_UNACCEPTABLE:
+	case wire.TS_UNACCEPTABLE:
 		return FailTSUnacceptable
-	case INTERNAL_ADDRESS_FAILURE, FAILED_CP_REQUIRED:
+	case wire.INTERNAL_ADDRESS_FAILURE, wire.FAILED_CP_REQUIRED:
 		return FailNoAddress
-	case INVALID_SYNTAX:
+	case wire.INVALID_SYNTAX:
 		return FailInvalidSyntax
 	}
 	return FailOther

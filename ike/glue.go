@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // ikeKeys are an IKE SA's keys with the PRF and the SK crypters of this
@@ -14,7 +16,7 @@ import (
 type ikeKeys struct {
 	*Keys
 	prf     PRF
-	out, in Crypter
+	out, in wire.Crypter
 }
 
 func newIKEKeys(k *Keys, initiator bool) (*ikeKeys, error) {
@@ -62,7 +64,7 @@ func groupsOf(specs []ProposalSpec) []uint16 {
 	var out []uint16
 	for _, s := range specs {
 		for _, g := range s.DHGroups {
-			if g != DH_NONE && !slices.Contains(out, g) {
+			if g != wire.DH_NONE && !slices.Contains(out, g) {
 				out = append(out, g)
 			}
 		}
@@ -70,14 +72,14 @@ func groupsOf(specs []ProposalSpec) []uint16 {
 	return out
 }
 
-func offerIKE(specs []ProposalSpec) []Proposal {
+func offerIKE(specs []ProposalSpec) []wire.Proposal {
 	ps, _ := BuildProposals(specs, nil)
 	return ps
 }
 
 // offerESP builds the ESP proposals with our inbound SPI; without DH for
 // IKE_AUTH, where no key exchange takes place.
-func offerESP(specs []ProposalSpec, spi uint32, withDH bool) []Proposal {
+func offerESP(specs []ProposalSpec, spi uint32, withDH bool) []wire.Proposal {
 	if !withDH {
 		plain := make([]ProposalSpec, len(specs))
 		for i, s := range specs {
@@ -90,8 +92,8 @@ func offerESP(specs []ProposalSpec, spi uint32, withDH bool) []Proposal {
 }
 
 // acceptIKE checks the gateway's choice against what we offered.
-func acceptIKE(chosen Proposal, specs []ProposalSpec) (Suite, error) {
-	sel, err := verifyChosenProposal([]Proposal{chosen}, offerIKE(specs))
+func acceptIKE(chosen wire.Proposal, specs []ProposalSpec) (Suite, error) {
+	sel, err := verifyChosenProposal([]wire.Proposal{chosen}, offerIKE(specs))
 	return sel.Suite, err
 }
 
@@ -115,8 +117,8 @@ func espFromSelection(sel Selection) (espParams, error) {
 }
 
 // acceptESP checks the gateway's choice of ESP proposal.
-func acceptESP(chosen Proposal, specs []ProposalSpec, withDH bool) (espParams, error) {
-	sel, err := verifyChosenProposal([]Proposal{chosen}, offerESP(specs, 0, withDH))
+func acceptESP(chosen wire.Proposal, specs []ProposalSpec, withDH bool) (espParams, error) {
+	sel, err := verifyChosenProposal([]wire.Proposal{chosen}, offerESP(specs, 0, withDH))
 	if err != nil {
 		return espParams{}, err
 	}
@@ -124,10 +126,10 @@ func acceptESP(chosen Proposal, specs []ProposalSpec, withDH bool) (espParams, e
 }
 
 // selectESP is the responder's choice among the gateway's ESP proposals.
-func selectESP(offered []Proposal, specs []ProposalSpec, keGroup uint16) (Proposal, espParams, bool) {
+func selectESP(offered []wire.Proposal, specs []ProposalSpec, keGroup uint16) (wire.Proposal, espParams, bool) {
 	sel, ok := SelectProposalWith(offered, specs, SelectOptions{PreferDH: keGroup})
 	if !ok {
-		return Proposal{}, espParams{}, false
+		return wire.Proposal{}, espParams{}, false
 	}
 	esp, err := espFromSelection(sel)
 	return sel.Proposal, esp, err == nil
@@ -167,20 +169,6 @@ func childKeys(sa *ikeSA, esp espParams, shared, ni, nr []byte, probe bool) (chi
 		km.probeIToR, km.probeRToI = joined(ks[1])
 	}
 	return km, nil
-}
-
-func (e ExchangeType) String() string {
-	switch e {
-	case IKE_SA_INIT:
-		return "IKE_SA_INIT"
-	case IKE_AUTH:
-		return "IKE_AUTH"
-	case CREATE_CHILD_SA:
-		return "CREATE_CHILD_SA"
-	case INFORMATIONAL:
-		return "INFORMATIONAL"
-	}
-	return fmt.Sprintf("exchange-%d", uint8(e))
 }
 
 // checkCredentials checks what either role needs to authenticate and

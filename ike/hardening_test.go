@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
 
@@ -137,7 +138,7 @@ func (rig *fuzzRig) sentTo(a netip.AddrPort) int {
 func TestResponderRetransmissionNoReflection(t *testing.T) {
 	rig := newFuzzRig(t)
 	rig.establish(t)
-	if _, err := rig.s.exchange(context.Background(), rig.s.sa, INFORMATIONAL, nil, rig.s.cfg.Retransmit); err != nil {
+	if _, err := rig.s.exchange(context.Background(), rig.s.sa, wire.INFORMATIONAL, nil, rig.s.cfg.Retransmit); err != nil {
 		t.Fatal(err)
 	}
 	req := rig.lastRequest(t)
@@ -201,17 +202,17 @@ func TestResponderInitRetransmission(t *testing.T) {
 
 // worstSelectors is a TS payload's worth of selectors that each split
 // into the most prefixes: [::1, ffff:...:fffe] is 254 prefixes.
-func worstSelectors(n int) []TrafficSelector {
-	out := make([]TrafficSelector, n)
+func worstSelectors(n int) []wire.TrafficSelector {
+	out := make([]wire.TrafficSelector, n)
 	for i := range out {
-		out[i] = TrafficSelector{EndPort: 65535, Start: netip.MustParseAddr("::1"),
+		out[i] = wire.TrafficSelector{EndPort: 65535, Start: netip.MustParseAddr("::1"),
 			End: netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")}
 	}
 	return out
 }
 
 // narrowWorst is what firstChild does with a worst-case request.
-func narrowWorst(ts []TrafficSelector, local, addrs []netip.Prefix) int {
+func narrowWorst(ts []wire.TrafficSelector, local, addrs []netip.Prefix) int {
 	l, _ := narrowSelectors(ts, local, maxChildPrefixes)
 	r, _ := narrowSelectors(ts, addrs, maxChildPrefixes)
 	return len(l) + len(r)
@@ -238,9 +239,9 @@ func TestSelectorWorkBound(t *testing.T) {
 	}
 	// Ranges inside the local selectors that split into many prefixes
 	// each: refused once past the bound, without building them all.
-	var inside []TrafficSelector
+	var inside []wire.TrafficSelector
 	for i := range MaxSelectors {
-		inside = append(inside, TrafficSelector{EndPort: 65535,
+		inside = append(inside, wire.TrafficSelector{EndPort: 65535,
 			Start: netip.AddrFrom16([16]byte{0xfd, 1, 8: byte(2 * i), 15: 1}),
 			End:   netip.AddrFrom16([16]byte{0xfd, 1, 8: byte(2 * i), 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xfe})})
 	}
@@ -253,7 +254,7 @@ func TestSelectorWorkBound(t *testing.T) {
 	}
 	// The same ranges, one per selector, within the bound, give the exact
 	// addresses: narrowing keeps what is inside and drops what is not.
-	got, ok := narrowSelectors([]TrafficSelector{
+	got, ok := narrowSelectors([]wire.TrafficSelector{
 		{Start: netip.MustParseAddr("10.0.255.255"), End: netip.MustParseAddr("10.1.0.9")},
 		{Start: netip.MustParseAddr("10.1.0.8"), End: netip.MustParseAddr("10.1.0.15")},
 		{Start: netip.MustParseAddr("10.9.0.0"), End: netip.MustParseAddr("10.9.0.1")},
@@ -338,13 +339,13 @@ func TestRangeToPrefixesMatchesReference(t *testing.T) {
 
 // authReply runs the rig's client's IKE_AUTH with its payloads changed by
 // mod and returns the responder's decrypted answer.
-func (rig *fuzzRig) authReply(t *testing.T, mod func([]Payload) []Payload) []Payload {
+func (rig *fuzzRig) authReply(t *testing.T, mod func([]wire.Payload) []wire.Payload) []wire.Payload {
 	t.Helper()
 	seed := newFuzzRig(t)
 	seed.establish(t)
-	var inner []Payload
+	var inner []wire.Payload
 	for _, raw := range seed.fromClient {
-		if m, err := Parse(raw); err == nil && m.Exchange == IKE_AUTH {
+		if m, err := wire.Parse(raw); err == nil && m.Exchange == wire.IKE_AUTH {
 			if inner, err = m.Decrypt(seed.r.sas[saKey{m.SPIi, m.SPIr}].keys.in); err != nil {
 				t.Fatal(err)
 			}
@@ -354,12 +355,12 @@ func (rig *fuzzRig) authReply(t *testing.T, mod func([]Payload) []Payload) []Pay
 	rig.halfOpen(t)
 	rig.fixAuth(inner)
 	n := len(rig.sent)
-	for _, d := range rig.sealFromClient(rig.init.sa, IKE_AUTH, 1, inner) {
+	for _, d := range rig.sealFromClient(rig.init.sa, wire.IKE_AUTH, 1, inner) {
 		rig.deliver(d, true)
 	}
 	for _, s := range rig.sent[n:] {
-		m, err := Parse(s.data)
-		if err != nil || m.Exchange != IKE_AUTH {
+		m, err := wire.Parse(s.data)
+		if err != nil || m.Exchange != wire.IKE_AUTH {
 			continue
 		}
 		reply, err := m.Decrypt(rig.init.sa.keys.in)
@@ -376,15 +377,15 @@ func (rig *fuzzRig) authReply(t *testing.T, mod func([]Payload) []Payload) []Pay
 // and the client refused its Child SA leaves nothing behind.
 func TestResponderTooManySelectors(t *testing.T) {
 	rig := newFuzzRig(t)
-	reply := rig.authReply(t, func(ps []Payload) []Payload {
+	reply := rig.authReply(t, func(ps []wire.Payload) []wire.Payload {
 		for _, p := range ps {
-			if ts, ok := p.(*TS); ok {
+			if ts, ok := p.(*wire.TS); ok {
 				ts.Selectors = worstSelectors(MaxSelectors + 1)
 			}
 		}
 		return ps
 	})
-	if FindNotify(reply, TS_UNACCEPTABLE) == nil {
+	if wire.FindNotify(reply, wire.TS_UNACCEPTABLE) == nil {
 		t.Fatalf("%d selectors: answer %v, want TS_UNACCEPTABLE", MaxSelectors+1, reply)
 	}
 	if len(rig.r.clients) != 0 || len(rig.r.sas) != 0 || rig.r.pools[0].Leased() != 0 {
@@ -405,12 +406,12 @@ func initRequest(t *testing.T, spiI uint64, ikeSpec string, nonceLen int, cookie
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ps []Payload
+	var ps []wire.Payload
 	if cookie != nil {
-		ps = append(ps, &Notify{NotifyType: COOKIE, Data: cookie})
+		ps = append(ps, &wire.Notify{NotifyType: wire.COOKIE, Data: cookie})
 	}
-	ps = append(ps, &SA{Proposals: offerIKE(specs)}, &KE{Group: kex.Group(), Data: kex.Public()}, &Nonce{Data: make([]byte, nonceLen)})
-	b, err := (&Message{SPIi: spiI, Exchange: IKE_SA_INIT, Flags: FlagInitiator, Payloads: ps}).Marshal()
+	ps = append(ps, &wire.SA{Proposals: offerIKE(specs)}, &wire.KE{Group: kex.Group(), Data: kex.Public()}, &wire.Nonce{Data: make([]byte, nonceLen)})
+	b, err := (&wire.Message{SPIi: spiI, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagInitiator, Payloads: ps}).Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,23 +420,23 @@ func initRequest(t *testing.T, spiI uint64, ikeSpec string, nonceLen int, cookie
 
 // initAnswer is what the responder's last datagram to a says: a cookie
 // to return, whether it created an IKE SA (a KE payload), an error.
-func (rig *fuzzRig) initAnswer(t *testing.T, from netip.AddrPort, n int) (cookie []byte, ke bool, notify NotifyType) {
+func (rig *fuzzRig) initAnswer(t *testing.T, from netip.AddrPort, n int) (cookie []byte, ke bool, notify wire.NotifyType) {
 	t.Helper()
 	for _, s := range slices.Backward(rig.sent[n:]) {
 		if s.to != from {
 			continue
 		}
-		m, err := Parse(s.data)
+		m, err := wire.Parse(s.data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c := FindNotify(m.Payloads, COOKIE); c != nil {
+		if c := wire.FindNotify(m.Payloads, wire.COOKIE); c != nil {
 			return c.Data, false, 0
 		}
-		if Find[*KE](m.Payloads) != nil {
+		if wire.Find[*wire.KE](m.Payloads) != nil {
 			return nil, true, 0
 		}
-		if ns := findAll[*Notify](m.Payloads); len(ns) > 0 {
+		if ns := wire.FindAll[*wire.Notify](m.Payloads); len(ns) > 0 {
 			return nil, false, ns[0].NotifyType
 		}
 	}
@@ -505,7 +506,7 @@ func TestResponderPerSourceLimits(t *testing.T) {
 // another source still gets in.
 func TestResponderDHBudget(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	x25519 := dhCost(DH_CURVE25519)
+	x25519 := dhCost(wire.DH_CURVE25519)
 	rig := newFuzzRigWith(t, func(c *ResponderConfig) {
 		c.MaxHalfOpen, c.CookieThreshold, c.MaxHalfOpenPerSource = 1000, 1000, 1000
 		c.SourceDHBudget, c.DHBudget = 3*x25519, 100*x25519 // bursts of 6 and 200 exchanges
@@ -533,8 +534,8 @@ func TestResponderDHBudget(t *testing.T) {
 	}
 	// MODP-2048 costs more than 50 X25519 exchanges: with this budget a
 	// source gets none.
-	if dhCost(DH_MODP_2048) < 50*x25519 {
-		t.Fatalf("MODP-2048 costs %v, X25519 %v", dhCost(DH_MODP_2048), x25519)
+	if dhCost(wire.DH_MODP_2048) < 50*x25519 {
+		t.Fatalf("MODP-2048 costs %v, X25519 %v", dhCost(wire.DH_MODP_2048), x25519)
 	}
 	n := len(rig.sent)
 	rig.r.handle(inbound{data: initRequest(t, 5, "aes256gcm16-prfsha256-modp2048", 32, nil), from: netip.MustParseAddrPort("192.0.2.78:500")})
@@ -542,7 +543,7 @@ func TestResponderDHBudget(t *testing.T) {
 		t.Fatalf("a MODP-2048 exchange beyond the source's budget: computed %v, notify %d; want it dropped", ke, notify)
 	}
 	now = now.Add(time.Hour) // the global budget's burst covers one
-	rig.r.cfg.SourceDHBudget = dhCost(DH_MODP_2048)
+	rig.r.cfg.SourceDHBudget = dhCost(wire.DH_MODP_2048)
 	n = len(rig.sent)
 	rig.r.handle(inbound{data: initRequest(t, 6, "aes256gcm16-prfsha256-modp2048", 32, nil), from: netip.MustParseAddrPort("192.0.2.79:500")})
 	if _, ke, _ := rig.initAnswer(t, netip.MustParseAddrPort("192.0.2.79:500"), n); !ke {
@@ -591,7 +592,7 @@ func TestResponderNonceLength(t *testing.T) {
 		n := len(rig.sent)
 		rig.r.handle(inbound{data: initRequest(t, uint64(tc.n), "aes256gcm16-prfsha512-x25519", tc.n, nil), from: from})
 		_, ke, notify := rig.initAnswer(t, from, n)
-		if ke != tc.ok || !tc.ok && notify != INVALID_SYNTAX {
+		if ke != tc.ok || !tc.ok && notify != wire.INVALID_SYNTAX {
 			t.Errorf("nonce of %d bytes with prfsha512: IKE SA %v, notify %d", tc.n, ke, notify)
 		}
 	}
@@ -663,7 +664,7 @@ func TestIdentityPrintable(t *testing.T) {
 			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
-	evil := Identity{Type: IDFQDN, Data: []byte("x\x1b[31mred")}
+	evil := Identity{Type: wire.IDFQDN, Data: []byte("x\x1b[31mred")}
 	var log bytes.Buffer
 	slog.New(slog.NewTextHandler(&log, nil)).Info("client", "id", evil)
 	if bytes.ContainsRune(log.Bytes(), 0x1b) {
@@ -702,7 +703,7 @@ func TestResponderKeepsClientsGatewayAddress(t *testing.T) {
 	}
 	rig.sent = nil
 	c := rig.r.clients[0]
-	if err := rig.r.request(c, INFORMATIONAL, nil, func([]Payload) {}); err != nil {
+	if err := rig.r.request(c, wire.INFORMATIONAL, nil, func([]wire.Payload) {}); err != nil {
 		t.Fatal(err)
 	}
 	if len(rig.sent) != 1 || rig.sent[0].local != fuzzGatewayAddr.Addr() || rig.sent[0].to != client {
@@ -721,13 +722,13 @@ type forgingPath struct {
 }
 
 func (p *forgingPath) Send(msg []byte, to netip.AddrPort, natT bool) error {
-	if m, err := Parse(msg); err == nil && m.Exchange == IKE_SA_INIT && !m.IsResponse() {
-		for _, ps := range [][]Payload{
-			{&Notify{NotifyType: NO_PROPOSAL_CHOSEN}},
-			{&Notify{NotifyType: INVALID_KE_PAYLOAD, Data: []byte{0, 99}}}, // a group never offered
-			{&Nonce{Data: make([]byte, 32)}},                               // no SA, no KE
+	if m, err := wire.Parse(msg); err == nil && m.Exchange == wire.IKE_SA_INIT && !m.IsResponse() {
+		for _, ps := range [][]wire.Payload{
+			{&wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN}},
+			{&wire.Notify{NotifyType: wire.INVALID_KE_PAYLOAD, Data: []byte{0, 99}}}, // a group never offered
+			{&wire.Nonce{Data: make([]byte, 32)}},                                    // no SA, no KE
 		} {
-			forged, err := (&Message{SPIi: m.SPIi, SPIr: 7, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: ps}).Marshal()
+			forged, err := (&wire.Message{SPIi: m.SPIi, SPIr: 7, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagResponse, Payloads: ps}).Marshal()
 			if err != nil {
 				return err
 			}
@@ -793,17 +794,17 @@ func TestSessionNonceLength(t *testing.T) {
 		n  int
 		ok bool
 	}{{16, false}, {31, false}, {32, true}} {
-		kex, err := NewKeyExchange(DH_CURVE25519)
+		kex, err := NewKeyExchange(wire.DH_CURVE25519)
 		if err != nil {
 			t.Fatal(err)
 		}
-		peer, err := NewKeyExchange(DH_CURVE25519)
+		peer, err := NewKeyExchange(wire.DH_CURVE25519)
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp := &Message{SPIi: 1, SPIr: 2, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: []Payload{
-			&SA{Proposals: offerIKE(ikeP)[:1]}, &KE{Group: DH_CURVE25519, Data: peer.Public()}, &Nonce{Data: make([]byte, tc.n)}}}
-		resp.Payloads[0].(*SA).Proposals[0].Number = 1
+		resp := &wire.Message{SPIi: 1, SPIr: 2, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagResponse, Payloads: []wire.Payload{
+			&wire.SA{Proposals: offerIKE(ikeP)[:1]}, &wire.KE{Group: wire.DH_CURVE25519, Data: peer.Public()}, &wire.Nonce{Data: make([]byte, tc.n)}}}
+		resp.Payloads[0].(*wire.SA).Proposals[0].Number = 1
 		_, err = s.completeInit(resp, nil, nil, kex, make([]byte, 32))
 		if (err == nil) != tc.ok {
 			t.Errorf("gateway nonce of %d bytes with prfsha512: %v", tc.n, err)
@@ -814,24 +815,24 @@ func TestSessionNonceLength(t *testing.T) {
 // L10: a rekey's nonce is checked against the PRF too.
 func TestRekeyNonceLength(t *testing.T) {
 	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha512-x25519", "aes256gcm16")
-	sa := &ikeSA{suite: Suite{PRF: PRF_HMAC_SHA2_512}}
+	sa := &ikeSA{suite: Suite{PRF: wire.PRF_HMAC_SHA2_512}}
 	ts := selectorsFromPrefixes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
-	short := &Nonce{Data: make([]byte, 16)}
-	_, _, fail := answerChildRekey(sa, espP, []Payload{&SA{Proposals: offerESP(espP, 0x1234, true)}, short,
-		&TS{Selectors: ts}, &TS{Responder: true, Selectors: ts}}, &ChildSA{}, false, time.Now())
-	if fail == nil || fail.NotifyType != INVALID_SYNTAX {
+	short := &wire.Nonce{Data: make([]byte, 16)}
+	_, _, fail := answerChildRekey(sa, espP, []wire.Payload{&wire.SA{Proposals: offerESP(espP, 0x1234, true)}, short,
+		&wire.TS{Selectors: ts}, &wire.TS{Responder: true, Selectors: ts}}, &ChildSA{}, false, time.Now())
+	if fail == nil || fail.NotifyType != wire.INVALID_SYNTAX {
 		t.Fatalf("Child SA rekey with a 16-byte nonce under prfsha512: %+v", fail)
 	}
 	offer := offerIKE(ikeP)
 	for i := range offer {
 		offer[i].SPI = []byte{1, 2, 3, 4, 5, 6, 7, 8}
 	}
-	kex, err := NewKeyExchange(DH_CURVE25519)
+	kex, err := NewKeyExchange(wire.DH_CURVE25519)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, fail = answerIKERekey(sa, ikeP, []Payload{&SA{Proposals: offer}, short, &KE{Group: DH_CURVE25519, Data: kex.Public()}}, time.Now())
-	if fail == nil || fail.NotifyType != INVALID_SYNTAX {
+	_, _, fail = answerIKERekey(sa, ikeP, []wire.Payload{&wire.SA{Proposals: offer}, short, &wire.KE{Group: wire.DH_CURVE25519, Data: kex.Public()}}, time.Now())
+	if fail == nil || fail.NotifyType != wire.INVALID_SYNTAX {
 		t.Fatalf("IKE SA rekey with a 16-byte nonce under prfsha512: %+v", fail)
 	}
 }

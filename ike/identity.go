@@ -14,13 +14,15 @@ import (
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Identity is the content of an IDi or IDr payload (RFC 7296 §3.5): the
 // identification type and its data. For ID_DER_ASN1_DN the data is the DER
 // encoding of an X.501 Name (a SEQUENCE of RDNs).
 type Identity struct {
-	Type IDType
+	Type wire.IDType
 	Data []byte
 }
 
@@ -56,7 +58,7 @@ func ParseIdentity(s string) (Identity, error) {
 		case rest == "":
 			return Identity{}, errors.New(`ike: identity "@" has no name after '@'`)
 		default:
-			return Identity{Type: IDFQDN, Data: []byte(rest)}, nil
+			return Identity{Type: wire.IDFQDN, Data: []byte(rest)}, nil
 		}
 	}
 	if addr, err := netip.ParseAddr(s); err == nil {
@@ -65,16 +67,16 @@ func ParseIdentity(s string) (Identity, error) {
 	if strings.Contains(s, "=") {
 		der, err := encodeDN(s)
 		if err == nil {
-			return Identity{Type: IDDN, Data: der}, nil
+			return Identity{Type: wire.IDDN, Data: der}, nil
 		}
 		if looksLikeDN(s) {
 			return Identity{}, fmt.Errorf("ike: identity %q: %w", s, err)
 		}
 	}
 	if i := strings.IndexByte(s, '@'); i > 0 {
-		return Identity{Type: IDRFC822, Data: []byte(s)}, nil
+		return Identity{Type: wire.IDRFC822, Data: []byte(s)}, nil
 	}
-	return Identity{Type: IDFQDN, Data: []byte(s)}, nil
+	return Identity{Type: wire.IDFQDN, Data: []byte(s)}, nil
 }
 
 // looksLikeDN reports whether s starts with an attribute type followed by
@@ -100,18 +102,18 @@ func parsePrefixedIdentity(s string) (Identity, bool, error) {
 		if rest == "" {
 			return Identity{}, true, fmt.Errorf("ike: identity %q: empty name", s)
 		}
-		return Identity{Type: IDFQDN, Data: []byte(rest)}, true, nil
+		return Identity{Type: wire.IDFQDN, Data: []byte(rest)}, true, nil
 	case "email", "rfc822", "userfqdn":
 		if rest == "" {
 			return Identity{}, true, fmt.Errorf("ike: identity %q: empty address", s)
 		}
-		return Identity{Type: IDRFC822, Data: []byte(rest)}, true, nil
+		return Identity{Type: wire.IDRFC822, Data: []byte(rest)}, true, nil
 	case "asn1dn":
 		der, err := encodeDN(rest)
 		if err != nil {
 			return Identity{}, true, fmt.Errorf("ike: identity %q: %w", s, err)
 		}
-		return Identity{Type: IDDN, Data: der}, true, nil
+		return Identity{Type: wire.IDDN, Data: der}, true, nil
 	case "keyid":
 		if strings.HasPrefix(rest, "#") {
 			id, err := parseKeyIDHex(rest[1:])
@@ -120,7 +122,7 @@ func parsePrefixedIdentity(s string) (Identity, bool, error) {
 		if rest == "" {
 			return Identity{}, true, fmt.Errorf("ike: identity %q: empty key ID", s)
 		}
-		return Identity{Type: IDKeyID, Data: []byte(rest)}, true, nil
+		return Identity{Type: wire.IDKeyID, Data: []byte(rest)}, true, nil
 	case "ipv4", "ipv6":
 		addr, err := netip.ParseAddr(rest)
 		if err != nil {
@@ -140,7 +142,7 @@ func parseKeyIDHex(h string) (Identity, error) {
 	if err != nil || len(b) == 0 {
 		return Identity{}, fmt.Errorf("ike: key ID %q is not a non-empty hex string", h)
 	}
-	return Identity{Type: IDKeyID, Data: b}, nil
+	return Identity{Type: wire.IDKeyID, Data: b}, nil
 }
 
 func identityFromAddr(addr netip.Addr) (Identity, error) {
@@ -149,10 +151,10 @@ func identityFromAddr(addr netip.Addr) (Identity, error) {
 	}
 	if addr.Is4() {
 		a := addr.As4()
-		return Identity{Type: IDIPv4, Data: a[:]}, nil
+		return Identity{Type: wire.IDIPv4, Data: a[:]}, nil
 	}
 	a := addr.As16()
-	return Identity{Type: IDIPv6, Data: a[:]}, nil
+	return Identity{Type: wire.IDIPv6, Data: a[:]}, nil
 }
 
 // IdentityFromAddr returns the ID_IPV4_ADDR or ID_IPV6_ADDR identity of
@@ -168,25 +170,25 @@ func IdentityFromAddr(addr netip.Addr) (Identity, error) {
 // gives back an equal identity.
 func (id Identity) String() string {
 	switch id.Type {
-	case IDIPv4, IDIPv6:
+	case wire.IDIPv4, wire.IDIPv6:
 		addr, ok := netip.AddrFromSlice(id.Data)
-		if !ok || id.Type == IDIPv4 && len(id.Data) != 4 || id.Type == IDIPv6 && len(id.Data) != 16 {
+		if !ok || id.Type == wire.IDIPv4 && len(id.Data) != 4 || id.Type == wire.IDIPv6 && len(id.Data) != 16 {
 			return fmt.Sprintf("%s:#%x", describeIDType(id.Type), id.Data)
 		}
 		return addr.String()
-	case IDFQDN:
+	case wire.IDFQDN:
 		name := string(id.Data)
 		if fqdnNeedsPrefix(name) {
 			return "fqdn:" + name
 		}
 		return name
-	case IDRFC822:
+	case wire.IDRFC822:
 		addr := string(id.Data)
 		if emailNeedsPrefix(addr) {
 			return "email:" + addr
 		}
 		return addr
-	case IDDN:
+	case wire.IDDN:
 		s, err := formatDN(id.Data)
 		if err != nil {
 			return fmt.Sprintf("asn1dn:#%x", id.Data)
@@ -195,7 +197,7 @@ func (id Identity) String() string {
 			return "asn1dn:" + s
 		}
 		return s
-	case IDKeyID:
+	case wire.IDKeyID:
 		return "@#" + hex.EncodeToString(id.Data)
 	}
 	return fmt.Sprintf("%s:#%x", describeIDType(id.Type), id.Data)
@@ -250,11 +252,11 @@ func (id Identity) Equal(other Identity) bool {
 		return false
 	}
 	switch id.Type {
-	case IDFQDN:
+	case wire.IDFQDN:
 		return strings.EqualFold(strings.TrimSuffix(string(id.Data), "."), strings.TrimSuffix(string(other.Data), "."))
-	case IDRFC822:
+	case wire.IDRFC822:
 		return emailEqual(string(id.Data), string(other.Data))
-	case IDDN:
+	case wire.IDDN:
 		return dnEqual(id.Data, other.Data)
 	}
 	return bytes.Equal(id.Data, other.Data)
@@ -277,7 +279,7 @@ func parseIdentityPayloadBody(body []byte) (Identity, error) {
 	if len(body) < 1+idPayloadReservedLen {
 		return Identity{}, fmt.Errorf("ike: ID payload body of %d bytes is shorter than its %d-byte header", len(body), 1+idPayloadReservedLen)
 	}
-	id := Identity{Type: IDType(body[0]), Data: bytes.Clone(body[1+idPayloadReservedLen:])}
+	id := Identity{Type: wire.IDType(body[0]), Data: bytes.Clone(body[1+idPayloadReservedLen:])}
 	if err := id.validate(); err != nil {
 		return Identity{}, err
 	}
@@ -286,19 +288,19 @@ func parseIdentityPayloadBody(body []byte) (Identity, error) {
 
 func (id Identity) validate() error {
 	switch id.Type {
-	case IDIPv4:
+	case wire.IDIPv4:
 		if len(id.Data) != 4 {
 			return fmt.Errorf("ike: ID_IPV4_ADDR with %d bytes of data, want 4", len(id.Data))
 		}
-	case IDIPv6:
+	case wire.IDIPv6:
 		if len(id.Data) != 16 {
 			return fmt.Errorf("ike: ID_IPV6_ADDR with %d bytes of data, want 16", len(id.Data))
 		}
-	case IDFQDN, IDRFC822, IDKeyID:
+	case wire.IDFQDN, wire.IDRFC822, wire.IDKeyID:
 		if len(id.Data) == 0 {
 			return fmt.Errorf("ike: %s identity with empty data", describeIDType(id.Type))
 		}
-	case IDDN:
+	case wire.IDDN:
 		if _, err := parseDN(id.Data); err != nil {
 			return fmt.Errorf("ike: ID_DER_ASN1_DN: %w", err)
 		}
@@ -320,22 +322,22 @@ func (id Identity) MatchesCertificate(c *x509.Certificate) bool {
 		return false
 	}
 	switch id.Type {
-	case IDFQDN:
+	case wire.IDFQDN:
 		want := strings.TrimSuffix(string(id.Data), ".")
 		for _, name := range c.DNSNames {
 			if want != "" && strings.EqualFold(strings.TrimSuffix(name, "."), want) {
 				return true
 			}
 		}
-	case IDRFC822:
+	case wire.IDRFC822:
 		for _, addr := range c.EmailAddresses {
 			if emailEqual(string(id.Data), addr) {
 				return true
 			}
 		}
-	case IDIPv4, IDIPv6:
+	case wire.IDIPv4, wire.IDIPv6:
 		want, ok := netip.AddrFromSlice(id.Data)
-		if !ok || id.Type == IDIPv4 && len(id.Data) != 4 || id.Type == IDIPv6 && len(id.Data) != 16 {
+		if !ok || id.Type == wire.IDIPv4 && len(id.Data) != 4 || id.Type == wire.IDIPv6 && len(id.Data) != 16 {
 			return false
 		}
 		for _, ip := range c.IPAddresses {
@@ -343,16 +345,16 @@ func (id Identity) MatchesCertificate(c *x509.Certificate) bool {
 			if !ok {
 				continue
 			}
-			if id.Type == IDIPv4 {
+			if id.Type == wire.IDIPv4 {
 				got = got.Unmap()
 			}
 			if got == want {
 				return true
 			}
 		}
-	case IDDN:
+	case wire.IDDN:
 		return len(id.Data) > 0 && dnEqual(id.Data, c.RawSubject)
-	case IDKeyID:
+	case wire.IDKeyID:
 		return len(id.Data) > 0 && len(c.SubjectKeyId) > 0 && bytes.Equal(id.Data, c.SubjectKeyId)
 	}
 	return false
@@ -368,19 +370,19 @@ func emailEqual(a, b string) bool {
 	return a[:ia] == b[:ib] && strings.EqualFold(a[ia+1:], b[ib+1:])
 }
 
-func describeIDType(t IDType) string {
+func describeIDType(t wire.IDType) string {
 	switch t {
-	case IDIPv4:
+	case wire.IDIPv4:
 		return "ID_IPV4_ADDR"
-	case IDFQDN:
+	case wire.IDFQDN:
 		return "ID_FQDN"
-	case IDRFC822:
+	case wire.IDRFC822:
 		return "ID_RFC822_ADDR"
-	case IDIPv6:
+	case wire.IDIPv6:
 		return "ID_IPV6_ADDR"
-	case IDDN:
+	case wire.IDDN:
 		return "ID_DER_ASN1_DN"
-	case IDKeyID:
+	case wire.IDKeyID:
 		return "ID_KEY_ID"
 	}
 	return fmt.Sprintf("idtype%d", uint8(t))
@@ -844,20 +846,20 @@ func normalizeDNString(s string) string {
 // identity as the peer sent it.
 func (id Identity) Canonical() Identity {
 	switch id.Type {
-	case IDFQDN, IDRFC822:
+	case wire.IDFQDN, wire.IDRFC822:
 		s := strings.TrimRight(asciiLower(string(id.Data)), ".")
 		if s == "" {
 			s = string(id.Data)
 		}
 		return Identity{Type: id.Type, Data: []byte(s)}
-	case IDIPv6:
+	case wire.IDIPv6:
 		if a, ok := netip.AddrFromSlice(id.Data); ok && len(id.Data) == 16 && a.Is4In6() {
 			v4 := a.Unmap().As4()
-			return Identity{Type: IDIPv4, Data: v4[:]}
+			return Identity{Type: wire.IDIPv4, Data: v4[:]}
 		}
-	case IDDN:
+	case wire.IDDN:
 		if der, err := canonicalDN(id.Data); err == nil {
-			return Identity{Type: IDDN, Data: der}
+			return Identity{Type: wire.IDDN, Data: der}
 		}
 	}
 	return Identity{Type: id.Type, Data: bytes.Clone(id.Data)}

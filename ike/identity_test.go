@@ -13,6 +13,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 func mustParseIdentity(t *testing.T, s string) Identity {
@@ -36,29 +38,29 @@ func identityTestHex(t *testing.T, s string) []byte {
 func TestParseIdentity(t *testing.T) {
 	tests := []struct {
 		in       string
-		wantType IDType
+		wantType wire.IDType
 		wantData []byte // nil: skip the data check
 		wantStr  string
 	}{
-		{"192.0.2.1", IDIPv4, []byte{192, 0, 2, 1}, "192.0.2.1"},
-		{"2001:db8::1", IDIPv6, []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, "2001:db8::1"},
-		{"::ffff:192.0.2.1", IDIPv6, nil, "::ffff:192.0.2.1"},
-		{"moon.strongswan.org", IDFQDN, []byte("moon.strongswan.org"), "moon.strongswan.org"},
-		{"@moon.strongswan.org", IDFQDN, []byte("moon.strongswan.org"), "moon.strongswan.org"},
-		{"@192.0.2.1", IDFQDN, []byte("192.0.2.1"), "fqdn:192.0.2.1"},
-		{"fqdn:moon", IDFQDN, []byte("moon"), "moon"},
-		{"carol@strongswan.org", IDRFC822, []byte("carol@strongswan.org"), "carol@strongswan.org"},
-		{"email:carol@strongswan.org", IDRFC822, []byte("carol@strongswan.org"), "carol@strongswan.org"},
-		{"C=CH, O=strongSwan, CN=moon.strongswan.org", IDDN, nil, "C=CH, O=strongSwan, CN=moon.strongswan.org"},
-		{"C=CH,O=strongSwan,CN=carol@strongswan.org", IDDN, nil, "C=CH, O=strongSwan, CN=carol@strongswan.org"},
-		{"CN=moon", IDDN, identityTestHex(t, "300f310d300b06035504031304"+hex.EncodeToString([]byte("moon"))), "CN=moon"},
-		{`CN=Doe\, John + OU=Sales, O="A, B", DC=example`, IDDN, nil, `OU=Sales + CN=Doe\, John, O=A\, B, DC=example`}, // DER sorts the SET
-		{"asn1dn:CN=x", IDDN, nil, "CN=x"},
-		{"@#0a0b0c", IDKeyID, []byte{0x0a, 0x0b, 0x0c}, "@#0a0b0c"},
-		{"keyid:#0a0b0c", IDKeyID, []byte{0x0a, 0x0b, 0x0c}, "@#0a0b0c"},
-		{"keyid:abc", IDKeyID, []byte("abc"), "@#616263"},
-		{"ipv4:10.0.0.1", IDIPv4, []byte{10, 0, 0, 1}, "10.0.0.1"},
-		{"a=b", IDFQDN, []byte("a=b"), "fqdn:a=b"},
+		{"192.0.2.1", wire.IDIPv4, []byte{192, 0, 2, 1}, "192.0.2.1"},
+		{"2001:db8::1", wire.IDIPv6, []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, "2001:db8::1"},
+		{"::ffff:192.0.2.1", wire.IDIPv6, nil, "::ffff:192.0.2.1"},
+		{"moon.strongswan.org", wire.IDFQDN, []byte("moon.strongswan.org"), "moon.strongswan.org"},
+		{"@moon.strongswan.org", wire.IDFQDN, []byte("moon.strongswan.org"), "moon.strongswan.org"},
+		{"@192.0.2.1", wire.IDFQDN, []byte("192.0.2.1"), "fqdn:192.0.2.1"},
+		{"fqdn:moon", wire.IDFQDN, []byte("moon"), "moon"},
+		{"carol@strongswan.org", wire.IDRFC822, []byte("carol@strongswan.org"), "carol@strongswan.org"},
+		{"email:carol@strongswan.org", wire.IDRFC822, []byte("carol@strongswan.org"), "carol@strongswan.org"},
+		{"C=CH, O=strongSwan, CN=moon.strongswan.org", wire.IDDN, nil, "C=CH, O=strongSwan, CN=moon.strongswan.org"},
+		{"C=CH,O=strongSwan,CN=carol@strongswan.org", wire.IDDN, nil, "C=CH, O=strongSwan, CN=carol@strongswan.org"},
+		{"CN=moon", wire.IDDN, identityTestHex(t, "300f310d300b06035504031304"+hex.EncodeToString([]byte("moon"))), "CN=moon"},
+		{`CN=Doe\, John + OU=Sales, O="A, B", DC=example`, wire.IDDN, nil, `OU=Sales + CN=Doe\, John, O=A\, B, DC=example`}, // DER sorts the SET
+		{"asn1dn:CN=x", wire.IDDN, nil, "CN=x"},
+		{"@#0a0b0c", wire.IDKeyID, []byte{0x0a, 0x0b, 0x0c}, "@#0a0b0c"},
+		{"keyid:#0a0b0c", wire.IDKeyID, []byte{0x0a, 0x0b, 0x0c}, "@#0a0b0c"},
+		{"keyid:abc", wire.IDKeyID, []byte("abc"), "@#616263"},
+		{"ipv4:10.0.0.1", wire.IDIPv4, []byte{10, 0, 0, 1}, "10.0.0.1"},
+		{"a=b", wire.IDFQDN, []byte("a=b"), "fqdn:a=b"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -186,11 +188,11 @@ func TestIdentityMatchesCertificate(t *testing.T) {
 		{mustParseIdentity(t, "2001:db8::2"), false},
 		{mustParseIdentity(t, "C=CH, CN=moon"), true},
 		{mustParseIdentity(t, "C=CH, CN=sun"), false},
-		{Identity{Type: IDDN, Data: utf8DN}, true},
+		{Identity{Type: wire.IDDN, Data: utf8DN}, true},
 		{mustParseIdentity(t, "@#01020304"), true},
 		{mustParseIdentity(t, "@#01020305"), false},
-		{Identity{Type: IDIPv4, Data: []byte{192, 0, 2}}, false},
-		{Identity{Type: IDDN, Data: []byte{0x30, 0x80}}, false},
+		{Identity{Type: wire.IDIPv4, Data: []byte{192, 0, 2}}, false},
+		{Identity{Type: wire.IDDN, Data: []byte{0x30, 0x80}}, false},
 		{Identity{}, false},
 	}
 	for _, tt := range tests {
@@ -232,7 +234,7 @@ func TestIdentityEqual(t *testing.T) {
 func TestIdentityPayloadBody(t *testing.T) {
 	id := mustParseIdentity(t, "@moon.strongswan.org")
 	body := id.PayloadBody()
-	want := append([]byte{byte(IDFQDN), 0, 0, 0}, "moon.strongswan.org"...)
+	want := append([]byte{byte(wire.IDFQDN), 0, 0, 0}, "moon.strongswan.org"...)
 	if !bytes.Equal(body, want) {
 		t.Fatalf("PayloadBody = %x, want %x", body, want)
 	}
@@ -244,16 +246,16 @@ func TestIdentityPayloadBody(t *testing.T) {
 		t.Fatalf("parsed %s, want %s", back, id)
 	}
 	body[0] = 0 // the returned data must not alias the input
-	if back.Type != IDFQDN {
+	if back.Type != wire.IDFQDN {
 		t.Fatal("parseIdentityPayloadBody aliases its input")
 	}
 
 	for name, bad := range map[string][]byte{
-		"short":         {byte(IDIPv4), 0, 0},
-		"ipv4 3 bytes":  {byte(IDIPv4), 0, 0, 0, 1, 2, 3},
-		"ipv6 4 bytes":  {byte(IDIPv6), 0, 0, 0, 1, 2, 3, 4},
-		"empty fqdn":    {byte(IDFQDN), 0, 0, 0},
-		"bad dn":        {byte(IDDN), 0, 0, 0, 0x30, 0x05, 0x31},
+		"short":         {byte(wire.IDIPv4), 0, 0},
+		"ipv4 3 bytes":  {byte(wire.IDIPv4), 0, 0, 0, 1, 2, 3},
+		"ipv6 4 bytes":  {byte(wire.IDIPv6), 0, 0, 0, 1, 2, 3, 4},
+		"empty fqdn":    {byte(wire.IDFQDN), 0, 0, 0},
+		"bad dn":        {byte(wire.IDDN), 0, 0, 0, 0x30, 0x05, 0x31},
 		"unknown empty": {200, 0, 0, 0},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -263,7 +265,7 @@ func TestIdentityPayloadBody(t *testing.T) {
 		})
 	}
 	// RESERVED bytes are ignored on receipt.
-	got, err := parseIdentityPayloadBody([]byte{byte(IDIPv4), 1, 2, 3, 10, 0, 0, 1})
+	got, err := parseIdentityPayloadBody([]byte{byte(wire.IDIPv4), 1, 2, 3, 10, 0, 0, 1})
 	if err != nil || got.String() != "10.0.0.1" {
 		t.Fatalf("got %v, %v", got, err)
 	}
@@ -277,7 +279,7 @@ func TestFormatDNUnknownAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := Identity{Type: IDDN, Data: der}
+	id := Identity{Type: wire.IDDN, Data: der}
 	s := id.String()
 	if s != "1.2.3.4=x, CN=#020105" {
 		t.Fatalf("String() = %q", s)
@@ -319,8 +321,8 @@ func FuzzParseIdentity(f *testing.F) {
 }
 
 func FuzzParseIdentityPayloadBody(f *testing.F) {
-	f.Add([]byte{byte(IDDN), 0, 0, 0, 0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x04, 'm', 'o', 'o', 'n'})
-	f.Add([]byte{byte(IDIPv4), 0, 0, 0, 1, 2, 3, 4})
+	f.Add([]byte{byte(wire.IDDN), 0, 0, 0, 0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x13, 0x04, 'm', 'o', 'o', 'n'})
+	f.Add([]byte{byte(wire.IDIPv4), 0, 0, 0, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		id, err := parseIdentityPayloadBody(body)
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"hash"
 	"log/slog"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Key derivation of RFC 7296: prf, prf+ (§2.13), the IKE SA keys (§2.14),
@@ -109,7 +111,7 @@ func deriveKeys(s Suite, sharedSecret, ni, nr []byte, spii, spir uint64) (*Keys,
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("deriving IKE SA keys: %w", err)
 	}
-	if s.Protocol != ProtoIKE {
+	if s.Protocol != wire.ProtoIKE {
 		return nil, fmt.Errorf("deriving IKE SA keys for a protocol %d suite", s.Protocol)
 	}
 	p, err := NewPRF(s.PRF)
@@ -131,7 +133,7 @@ func (k *Keys) Rekey(s Suite, sharedSecret, ni, nr []byte, spii, spir uint64) (*
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("deriving rekeyed IKE SA keys: %w", err)
 	}
-	if s.Protocol != ProtoIKE {
+	if s.Protocol != wire.ProtoIKE {
 		return nil, fmt.Errorf("deriving IKE SA keys for a protocol %d suite", s.Protocol)
 	}
 	oldPRF, err := NewPRF(k.Suite.PRF)
@@ -213,10 +215,10 @@ func (k *Keys) deriveChildKeySets(s Suite, sharedSecret, ni, nr []byte, n int) (
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("deriving Child SA keys: %w", err)
 	}
-	if s.Protocol != ProtoESP {
+	if s.Protocol != wire.ProtoESP {
 		return nil, fmt.Errorf("deriving Child SA keys for a protocol %d suite", s.Protocol)
 	}
-	if (s.DHGroup != DH_NONE) != (len(sharedSecret) > 0) {
+	if (s.DHGroup != wire.DH_NONE) != (len(sharedSecret) > 0) {
 		return nil, fmt.Errorf("suite %s and shared secret disagree about a key exchange for the Child SA", s)
 	}
 	p, err := NewPRF(k.Suite.PRF)

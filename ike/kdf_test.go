@@ -15,6 +15,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 func unhexKDF(t *testing.T, s string) []byte {
@@ -131,14 +133,14 @@ func TestPRFVectors(t *testing.T) {
 // deriveKeys splits the DKM into the seven keys in RFC 7296 order.
 func TestKeyDerivationChains(t *testing.T) {
 	prfIDs := map[string]uint16{
-		"PRF_HMAC_SHA2_256": PRF_HMAC_SHA2_256,
-		"PRF_HMAC_SHA2_384": PRF_HMAC_SHA2_384,
-		"PRF_HMAC_SHA2_512": PRF_HMAC_SHA2_512,
+		"PRF_HMAC_SHA2_256": wire.PRF_HMAC_SHA2_256,
+		"PRF_HMAC_SHA2_384": wire.PRF_HMAC_SHA2_384,
+		"PRF_HMAC_SHA2_512": wire.PRF_HMAC_SHA2_512,
 	}
 	suites := []Suite{
-		{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 128, DHGroup: DH_CURVE25519},
-		{Protocol: ProtoIKE, Encryption: ENCR_CHACHA20_POLY1305, DHGroup: DH_CURVE25519},
-		{Protocol: ProtoIKE, Encryption: ENCR_AES_CBC, KeyLength: 256, Integrity: AUTH_HMAC_SHA2_256_128, DHGroup: DH_MODP_2048},
+		{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128, DHGroup: wire.DH_CURVE25519},
+		{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_CHACHA20_POLY1305, DHGroup: wire.DH_CURVE25519},
+		{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_CBC, KeyLength: 256, Integrity: wire.AUTH_HMAC_SHA2_256_128, DHGroup: wire.DH_MODP_2048},
 	}
 	f := loadKDFVectors(t)
 	derived := 0
@@ -197,7 +199,7 @@ func TestKeyDerivationChains(t *testing.T) {
 }
 
 func TestPRFPlusIsHKDFExpand(t *testing.T) {
-	for _, id := range []uint16{PRF_HMAC_SHA1, PRF_HMAC_SHA2_256, PRF_HMAC_SHA2_384, PRF_HMAC_SHA2_512} {
+	for _, id := range []uint16{wire.PRF_HMAC_SHA1, wire.PRF_HMAC_SHA2_256, wire.PRF_HMAC_SHA2_384, wire.PRF_HMAC_SHA2_512} {
 		p, err := NewPRF(id)
 		if err != nil {
 			t.Fatal(err)
@@ -239,7 +241,7 @@ func TestPRFPlusIsHKDFExpand(t *testing.T) {
 }
 
 func testIKESuite() Suite {
-	return Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_CBC, KeyLength: 128, Integrity: AUTH_HMAC_SHA2_256_128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
+	return Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_CBC, KeyLength: 128, Integrity: wire.AUTH_HMAC_SHA2_256_128, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}
 }
 
 // TestRekeyUsesOldPRF: SKEYSEED of a rekeyed IKE SA is prf_old(SK_d, g^ir
@@ -249,7 +251,7 @@ func TestRekeyUsesOldPRF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 256, PRF: PRF_HMAC_SHA2_384, DHGroup: DH_ECP_384}
+	next := Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, PRF: wire.PRF_HMAC_SHA2_384, DHGroup: wire.DH_ECP_384}
 	gir, ni, nr := []byte("new g^ir"), bytes.Repeat([]byte{3}, 32), bytes.Repeat([]byte{4}, 24)
 	spii, spir := uint64(0x1111111111111111), uint64(0x2222222222222222)
 	k, err := old.Rekey(next, gir, ni, nr, spii, spir)
@@ -261,7 +263,7 @@ func TestRekeyUsesOldPRF(t *testing.T) {
 	m.Write(ni)
 	m.Write(nr)
 	skeyseed := m.Sum(nil)
-	p384, _ := NewPRF(PRF_HMAC_SHA2_384)
+	p384, _ := NewPRF(wire.PRF_HMAC_SHA2_384)
 	seed := bytes.Join([][]byte{ni, nr, binary.BigEndian.AppendUint64(nil, spii), binary.BigEndian.AppendUint64(nil, spir)}, nil)
 	want, _ := p384.Plus(skeyseed, seed, 3*48+2*36)
 	got := bytes.Join([][]byte{k.SKd, k.SKai, k.SKar, k.SKei, k.SKer, k.SKpi, k.SKpr}, nil)
@@ -281,7 +283,7 @@ func TestDeriveChildKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := NewPRF(PRF_HMAC_SHA2_256)
+	p, _ := NewPRF(wire.PRF_HMAC_SHA2_256)
 	ni, nr := bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{8}, 32)
 	tests := []struct {
 		name       string
@@ -292,14 +294,14 @@ func TestDeriveChildKeys(t *testing.T) {
 		wantErr    bool
 		wantEncKey string // keyword the data plane knows
 	}{
-		{"aes128gcm16", Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 128}, nil, 20, 0, false, "aes128gcm16"},
-		{"aes256gcm16", Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 256}, nil, 36, 0, false, "aes256gcm16"},
-		{"chacha20poly1305 with PFS", Suite{Protocol: ProtoESP, Encryption: ENCR_CHACHA20_POLY1305, DHGroup: DH_CURVE25519}, []byte("new g^ir"), 36, 0, false, "chacha20poly1305"},
-		{"aes256-sha512 esn", Suite{Protocol: ProtoESP, Encryption: ENCR_AES_CBC, KeyLength: 256, Integrity: AUTH_HMAC_SHA2_512_256, ESN: true}, nil, 32, 64, false, "aes256"},
-		{"group without secret", Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 128, DHGroup: DH_ECP_256}, nil, 0, 0, true, ""},
-		{"secret without group", Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 128}, []byte("x"), 0, 0, true, ""},
+		{"aes128gcm16", Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128}, nil, 20, 0, false, "aes128gcm16"},
+		{"aes256gcm16", Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256}, nil, 36, 0, false, "aes256gcm16"},
+		{"chacha20poly1305 with PFS", Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_CHACHA20_POLY1305, DHGroup: wire.DH_CURVE25519}, []byte("new g^ir"), 36, 0, false, "chacha20poly1305"},
+		{"aes256-sha512 esn", Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_CBC, KeyLength: 256, Integrity: wire.AUTH_HMAC_SHA2_512_256, ESN: true}, nil, 32, 64, false, "aes256"},
+		{"group without secret", Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128, DHGroup: wire.DH_ECP_256}, nil, 0, 0, true, ""},
+		{"secret without group", Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128}, []byte("x"), 0, 0, true, ""},
 		{"IKE suite", testIKESuite(), nil, 0, 0, true, ""},
-		{"unsupported", Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_8, KeyLength: 128}, nil, 0, 0, true, ""},
+		{"unsupported", Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_8, KeyLength: 128}, nil, 0, 0, true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -340,12 +342,12 @@ func TestDeriveChildKeys(t *testing.T) {
 
 func TestDeriveKeysRejectsBadSuites(t *testing.T) {
 	for name, s := range map[string]Suite{
-		"ESP suite":         {Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 128},
-		"no PRF":            {Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 128, DHGroup: DH_CURVE25519},
-		"AEAD with integ":   {Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 128, Integrity: AUTH_HMAC_SHA2_256_128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519},
-		"CBC without integ": {Protocol: ProtoIKE, Encryption: ENCR_AES_CBC, KeyLength: 128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519},
-		"bad key length":    {Protocol: ProtoIKE, Encryption: ENCR_AES_CBC, KeyLength: 100, Integrity: AUTH_HMAC_SHA2_256_128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519},
-		"no DH":             {Protocol: ProtoIKE, Encryption: ENCR_CHACHA20_POLY1305, PRF: PRF_HMAC_SHA2_256},
+		"ESP suite":         {Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128},
+		"no PRF":            {Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128, DHGroup: wire.DH_CURVE25519},
+		"AEAD with integ":   {Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128, Integrity: wire.AUTH_HMAC_SHA2_256_128, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519},
+		"CBC without integ": {Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_CBC, KeyLength: 128, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519},
+		"bad key length":    {Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_CBC, KeyLength: 100, Integrity: wire.AUTH_HMAC_SHA2_256_128, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519},
+		"no DH":             {Protocol: wire.ProtoIKE, Encryption: wire.ENCR_CHACHA20_POLY1305, PRF: wire.PRF_HMAC_SHA2_256},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := deriveKeys(s, []byte("g"), make([]byte, 16), make([]byte, 16), 1, 2); err == nil {
@@ -362,16 +364,16 @@ func TestKeysNeverPrinted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	child, err := ike.DeriveChildKeys(Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 256}, nil, []byte("ni"), []byte("nr"))
+	child, err := ike.DeriveChildKeys(Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256}, nil, []byte("ni"), []byte("nr"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ke, err := NewKeyExchange(DH_CURVE25519)
+	ke, err := NewKeyExchange(wire.DH_CURVE25519)
 	if err != nil {
 		t.Fatal(err)
 	}
 	privKey := ke.(*ecdhExchange).priv.Bytes()
-	modp, err := NewKeyExchange(DH_MODP_2048)
+	modp, err := NewKeyExchange(wire.DH_MODP_2048)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,11 +470,11 @@ func TestRandomNonceAndSPI(t *testing.T) {
 		n     int
 		valid bool
 	}{
-		{PRF_HMAC_SHA2_256, 16, true},
-		{PRF_HMAC_SHA2_512, 16, false}, // half of 64
-		{PRF_HMAC_SHA2_512, 32, true},
-		{PRF_HMAC_SHA2_256, 15, false},
-		{PRF_HMAC_SHA2_256, 257, false},
+		{wire.PRF_HMAC_SHA2_256, 16, true},
+		{wire.PRF_HMAC_SHA2_512, 16, false}, // half of 64
+		{wire.PRF_HMAC_SHA2_512, 32, true},
+		{wire.PRF_HMAC_SHA2_256, 15, false},
+		{wire.PRF_HMAC_SHA2_256, 257, false},
 	}
 	for _, c := range checks {
 		if err := checkNonce(c.prf, make([]byte, c.n)); (err == nil) != c.valid {

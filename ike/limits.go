@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Defaults of the limits in ResponderConfig.
@@ -60,11 +62,11 @@ type initKey struct {
 // dearest.
 func dhCost(group uint16) time.Duration {
 	switch group {
-	case DH_CURVE25519:
+	case wire.DH_CURVE25519:
 		return 150 * time.Microsecond
-	case DH_ECP_256:
+	case wire.DH_ECP_256:
 		return 200 * time.Microsecond
-	case DH_ECP_384:
+	case wire.DH_ECP_384:
 		return time.Millisecond
 	}
 	return 8 * time.Millisecond // MODP-2048 and anything else
@@ -151,11 +153,11 @@ func (r *Responder) leaveHalfOpen(sa *rSA) {
 
 // firstDatagram reports whether m is a whole message or its first
 // fragment: the datagram a retransmission is recognised by.
-func firstDatagram(m *Message) bool {
+func firstDatagram(m *wire.Message) bool {
 	if len(m.Payloads) == 0 {
 		return false
 	}
-	f, ok := m.Payloads[len(m.Payloads)-1].(*EncryptedFragment)
+	f, ok := m.Payloads[len(m.Payloads)-1].(*wire.EncryptedFragment)
 	return !ok || f.Number == 1
 }
 
@@ -166,7 +168,7 @@ func firstDatagram(m *Message) bool {
 // whose answer was lost on a dead path again on its previous one), so
 // that the cached response may go out again. A copy of the request as
 // fragments is answered on its first fragment only (RFC 7383 §2.6.1).
-func (sa *rSA) isRetransmission(m *Message, in inbound) bool {
+func (sa *rSA) isRetransmission(m *wire.Message, in inbound) bool {
 	from := in.from == sa.reqFrom || sa.client != nil && slices.Contains(sa.client.authFrom, in.from)
 	if sa.lastResp == nil || !from || sa.resends >= maxResends || !firstDatagram(m) {
 		return false
@@ -176,8 +178,8 @@ func (sa *rSA) isRetransmission(m *Message, in inbound) bool {
 
 // tooManySelectors reports whether a TS payload of req carries more
 // selectors than a client may ask for.
-func tooManySelectors(req []Payload) bool {
-	for _, ts := range findAll[*TS](req) {
+func tooManySelectors(req []wire.Payload) bool {
+	for _, ts := range wire.FindAll[*wire.TS](req) {
 		if len(ts.Selectors) > MaxSelectors {
 			return true
 		}

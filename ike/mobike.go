@@ -5,12 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Path is one way from this host to the gateway: a socket bound to one
@@ -164,91 +165,6 @@ func checkCookie2(b []byte) error {
 	return nil
 }
 
-// additionalAddressNotify returns the ADDITIONAL_IP4_ADDRESS or
-// ADDITIONAL_IP6_ADDRESS notification for a.
-func additionalAddressNotify(a netip.Addr) *Notify {
-	a = a.Unmap()
-	if a.Is4() {
-		return &Notify{NotifyType: ADDITIONAL_IP4_ADDRESS, Data: a.AsSlice()}
-	}
-	return &Notify{NotifyType: ADDITIONAL_IP6_ADDRESS, Data: a.AsSlice()}
-}
-
-// parseAdditionalAddress parses the data of an ADDITIONAL_IP4_ADDRESS (4
-// bytes) or ADDITIONAL_IP6_ADDRESS (16 bytes) notification.
-func parseAdditionalAddress(t NotifyType, b []byte) (netip.Addr, error) {
-	switch {
-	case t == ADDITIONAL_IP4_ADDRESS && len(b) == 4:
-		return netip.AddrFrom4([4]byte(b)), nil
-	case t == ADDITIONAL_IP6_ADDRESS && len(b) == 16:
-		return netip.AddrFrom16([16]byte(b)), nil
-	case t == ADDITIONAL_IP4_ADDRESS || t == ADDITIONAL_IP6_ADDRESS:
-		return netip.Addr{}, fmt.Errorf("notify %d with %d bytes of address", t, len(b))
-	}
-	return netip.Addr{}, fmt.Errorf("notify %d is no additional address", t)
-}
-
-// additionalAddresses returns the peer's address list from ps: its
-// ADDITIONAL_* addresses and whether it said NO_ADDITIONAL_ADDRESSES.
-// Malformed entries are skipped. found says whether ps said anything.
-func additionalAddresses(ps []Payload) (addrs []netip.Addr, none, found bool) {
-	for _, n := range findAll[*Notify](ps) {
-		switch n.NotifyType {
-		case NO_ADDITIONAL_ADDRESSES:
-			none, found = true, true
-		case ADDITIONAL_IP4_ADDRESS, ADDITIONAL_IP6_ADDRESS:
-			if a, err := parseAdditionalAddress(n.NotifyType, n.Data); err == nil {
-				addrs, found = append(addrs, a), true
-			}
-		}
-	}
-	return addrs, none, found
-}
-
-// addressNotifies announces this side's other addresses.
-func addressNotifies(addrs []netip.Addr) []Payload {
-	if len(addrs) == 0 {
-		return []Payload{&Notify{NotifyType: NO_ADDITIONAL_ADDRESSES}}
-	}
-	var out []Payload
-	for _, a := range addrs {
-		out = append(out, additionalAddressNotify(a))
-	}
-	return out
-}
-
-// noNATsData returns NO_NATS_ALLOWED data (RFC 4555 §4.2.4): the source
-// and destination addresses, then the source and destination ports, of
-// the packet that carries it. Both addresses are written in one family:
-// IPv4 when both are IPv4 (or IPv4-mapped), IPv6 otherwise.
-func noNATsData(src, dst netip.AddrPort) []byte {
-	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
-	var b []byte
-	if s.Is4() && d.Is4() {
-		b = append(s.AsSlice(), d.AsSlice()...)
-	} else {
-		s16, d16 := s.As16(), d.As16()
-		b = append(s16[:], d16[:]...)
-	}
-	b = binary.BigEndian.AppendUint16(b, src.Port())
-	return binary.BigEndian.AppendUint16(b, dst.Port())
-}
-
-// parseNoNATs parses NO_NATS_ALLOWED data: 12 bytes for IPv4, 36 for IPv6.
-func parseNoNATs(b []byte) (src, dst netip.AddrPort, err error) {
-	var s, d netip.Addr
-	switch len(b) {
-	case 12:
-		s, d = netip.AddrFrom4([4]byte(b[0:4])), netip.AddrFrom4([4]byte(b[4:8]))
-	case 36:
-		s, d = netip.AddrFrom16([16]byte(b[0:16])), netip.AddrFrom16([16]byte(b[16:32]))
-	default:
-		return src, dst, fmt.Errorf("NO_NATS_ALLOWED of %d bytes, want 12 or 36", len(b))
-	}
-	n := len(b)
-	return netip.AddrPortFrom(s, binary.BigEndian.Uint16(b[n-4:])), netip.AddrPortFrom(d, binary.BigEndian.Uint16(b[n-2:])), nil
-}
-
 // sessionMobility is the session's MOBIKE and MIF state, owned by its loop
 // except for the two channels.
 type sessionMobility struct {
@@ -266,7 +182,7 @@ type sessionMobility struct {
 
 type mifPath struct {
 	path     Path
-	kind     PathKind
+	kind     wire.PathKind
 	priority uint8
 }
 
@@ -334,16 +250,16 @@ func (s *Session) adoptMove() {
 
 // authNotifies are the MOBIKE and MIF notifications of our IKE_AUTH
 // request.
-func (s *Session) authNotifies() []Payload {
-	var ps []Payload
+func (s *Session) authNotifies() []wire.Payload {
+	var ps []wire.Payload
 	if !s.cfg.DisableMOBIKE {
-		ps = append(ps, &Notify{NotifyType: MOBIKE_SUPPORTED})
-		ps = append(ps, addressNotifies(s.cfg.AdditionalAddresses)...)
+		ps = append(ps, &wire.Notify{NotifyType: wire.MOBIKE_SUPPORTED})
+		ps = append(ps, wire.AddressNotifies(s.cfg.AdditionalAddresses)...)
 	}
 	if !s.cfg.DisableMIF {
-		ps = append(ps, &Notify{NotifyType: MIF_SUPPORTED, Data: mIFSupportedData()})
+		ps = append(ps, &wire.Notify{NotifyType: wire.MIF_SUPPORTED, Data: wire.MIFSupportedData()})
 		if s.cfg.MIFClasses != "" {
-			ps = append(ps, &Notify{NotifyType: MIF_CLASSES, Data: marshalClasses(s.currentPath().Interface, s.cfg.MIFClasses)})
+			ps = append(ps, &wire.Notify{NotifyType: wire.MIF_CLASSES, Data: wire.MarshalClasses(s.currentPath().Interface, s.cfg.MIFClasses)})
 		}
 	}
 	return ps
@@ -351,11 +267,11 @@ func (s *Session) authNotifies() []Payload {
 
 // authAccepted records what the gateway's IKE_AUTH response said about
 // MOBIKE and MIF. A new IKE SA starts with no MIF paths.
-func (s *Session) authAccepted(reply []Payload) {
+func (s *Session) authAccepted(reply []wire.Payload) {
 	m := &s.mob
-	m.mobike = !s.cfg.DisableMOBIKE && FindNotify(reply, MOBIKE_SUPPORTED) != nil
+	m.mobike = !s.cfg.DisableMOBIKE && wire.FindNotify(reply, wire.MOBIKE_SUPPORTED) != nil
 	m.mif = !s.cfg.DisableMIF && peerMIF(reply)
-	m.peerAddrs, _, _ = additionalAddresses(reply)
+	m.peerAddrs, _, _ = wire.AdditionalAddresses(reply)
 	m.paths = nil
 	s.publishMobility()
 }
@@ -389,17 +305,17 @@ func (s *Session) MOBIKE() bool { return s.Status().MOBIKE }
 // natDetection returns the NAT detection notifications of a request sent
 // on p. Without NoNATsAllowed the source hash matches no address, as in
 // IKE_SA_INIT, so that the gateway keeps encapsulating ESP in UDP.
-func (s *Session) natDetection(sa *ikeSA, p *Path) []Payload {
+func (s *Session) natDetection(sa *ikeSA, p *Path) []wire.Payload {
 	src := randomBytes(20)
 	if s.cfg.NoNATsAllowed && p.Local.IsValid() {
 		src = nATDetectionHash(sa.spiI, sa.spiR, p.Local)
 	}
-	ps := []Payload{
-		&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: src},
-		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, p.to(s.remote))},
+	ps := []wire.Payload{
+		&wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: src},
+		&wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, p.to(s.remote))},
 	}
 	if s.cfg.NoNATsAllowed && p.Local.IsValid() {
-		ps = append(ps, &Notify{NotifyType: NO_NATS_ALLOWED, Data: noNATsData(p.Local, p.to(s.remote))})
+		ps = append(ps, &wire.Notify{NotifyType: wire.NO_NATS_ALLOWED, Data: wire.NoNATsData(p.Local, p.to(s.remote))})
 	}
 	return ps
 }
@@ -466,10 +382,10 @@ func (s *Session) pathCheckPolicy() RetransmitPolicy {
 // sends meanwhile leave on p too: once the gateway has processed the
 // update it sends from there (strongSwan rekeys the Child SA at once),
 // and it sends responses to where the request came from.
-func (s *Session) pathExchange(loop, caller context.Context, p *Path, payloads []Payload, move bool) (reply []Payload, rtt time.Duration, err, fatal error) {
+func (s *Session) pathExchange(loop, caller context.Context, p *Path, payloads []wire.Payload, move bool) (reply []wire.Payload, rtt time.Duration, err, fatal error) {
 	sa := s.sa
 	id := sa.nextOut
-	datagrams, err := sealMessage(sa, INFORMATIONAL, id, false, payloads)
+	datagrams, err := sealMessage(sa, wire.INFORMATIONAL, id, false, payloads)
 	if err != nil {
 		return nil, 0, err, nil
 	}
@@ -546,18 +462,18 @@ func (s *Session) pathExchange(loop, caller context.Context, p *Path, payloads [
 
 // checkEcho checks a path request's response: no error notification and
 // our COOKIE2 echoed.
-func checkEcho(reply []Payload, cookie []byte, what string) error {
-	for _, n := range findAll[*Notify](reply) {
+func checkEcho(reply []wire.Payload, cookie []byte, what string) error {
+	for _, n := range wire.FindAll[*wire.Notify](reply) {
 		switch {
-		case n.NotifyType == UNACCEPTABLE_ADDRESSES:
+		case n.NotifyType == wire.UNACCEPTABLE_ADDRESSES:
 			return fmt.Errorf("%s: the gateway refused the path's address (UNACCEPTABLE_ADDRESSES)", what)
-		case n.NotifyType == UNEXPECTED_NAT_DETECTED:
+		case n.NotifyType == wire.UNEXPECTED_NAT_DETECTED:
 			return fmt.Errorf("%s: the gateway saw a NAT on the path (UNEXPECTED_NAT_DETECTED)", what)
 		case n.NotifyType.IsError():
 			return fmt.Errorf("%s: the gateway answered with error notification %d", what, n.NotifyType)
 		}
 	}
-	n := FindNotify(reply, COOKIE2)
+	n := wire.FindNotify(reply, wire.COOKIE2)
 	if n == nil || string(n.Data) != string(cookie) {
 		return fmt.Errorf("%s: the gateway's answer does not echo our COOKIE2", what)
 	}
@@ -579,7 +495,7 @@ func (s *Session) CheckPath(ctx context.Context, p Path) (time.Duration, error) 
 			return nil
 		}
 		cookie := newCookie2()
-		reply, d, err, fatal := s.pathExchange(loop, ctx, &p, append(s.natDetection(s.sa, &p), &Notify{NotifyType: COOKIE2, Data: cookie}), false)
+		reply, d, err, fatal := s.pathExchange(loop, ctx, &p, append(s.natDetection(s.sa, &p), &wire.Notify{NotifyType: wire.COOKIE2, Data: cookie}), false)
 		if fatal != nil {
 			return fatal
 		}
@@ -637,8 +553,8 @@ func (s *Session) UpdateAddresses(ctx context.Context, p Path) error {
 		}
 		started := time.Now()
 		cookie := newCookie2()
-		payloads := append([]Payload{&Notify{NotifyType: UPDATE_SA_ADDRESSES}}, s.natDetection(s.sa, target)...)
-		payloads = append(payloads, &Notify{NotifyType: COOKIE2, Data: cookie})
+		payloads := append([]wire.Payload{&wire.Notify{NotifyType: wire.UPDATE_SA_ADDRESSES}}, s.natDetection(s.sa, target)...)
+		payloads = append(payloads, &wire.Notify{NotifyType: wire.COOKIE2, Data: cookie})
 		reply, _, err, fatal := s.pathExchange(loop, ctx, target, payloads, true)
 		if fatal != nil {
 			return fatal
@@ -646,9 +562,9 @@ func (s *Session) UpdateAddresses(ctx context.Context, p Path) error {
 		if errors.Is(err, ErrPathSilent) {
 			// The gateway may have moved before its answer got lost:
 			// point it back at the path we use.
-			resync := append([]Payload{&Notify{NotifyType: UPDATE_SA_ADDRESSES}}, s.natDetection(s.sa, s.currentPath())...)
-			resync = append(resync, &Notify{NotifyType: COOKIE2, Data: newCookie2()})
-			if _, err := s.exchange(loop, s.sa, INFORMATIONAL, resync, s.cfg.Retransmit); err != nil {
+			resync := append([]wire.Payload{&wire.Notify{NotifyType: wire.UPDATE_SA_ADDRESSES}}, s.natDetection(s.sa, s.currentPath())...)
+			resync = append(resync, &wire.Notify{NotifyType: wire.COOKIE2, Data: newCookie2()})
+			if _, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, resync, s.cfg.Retransmit); err != nil {
 				r.set(fmt.Errorf("moving to path %q: %w", p.ID, ErrPathSilent))
 				return err
 			}
@@ -677,7 +593,7 @@ func (s *Session) UpdateAddresses(ctx context.Context, p Path) error {
 // MIF_PATH_ADD with NAT detection and COOKIE2 leaves on p; the gateway
 // records the address and port it sees it from as path id. IKE keeps
 // using the current path. Adding an id again updates it.
-func (s *Session) AddPath(ctx context.Context, p Path, id uint16, kind PathKind, priority uint8) error {
+func (s *Session) AddPath(ctx context.Context, p Path, id uint16, kind wire.PathKind, priority uint8) error {
 	if err := p.check(); err != nil {
 		return err
 	}
@@ -694,9 +610,9 @@ func (s *Session) AddPath(ctx context.Context, p Path, id uint16, kind PathKind,
 			return nil
 		}
 		cookie := newCookie2()
-		payloads := append([]Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: id, Kind: kind, Priority: priority, Interface: p.Interface}.Marshal()}},
+		payloads := append([]wire.Payload{&wire.Notify{NotifyType: wire.MIF_PATH_ADD, Data: wire.PathAdd{ID: id, Kind: kind, Priority: priority, Interface: p.Interface}.Marshal()}},
 			s.natDetection(s.sa, &p)...)
-		payloads = append(payloads, &Notify{NotifyType: COOKIE2, Data: cookie})
+		payloads = append(payloads, &wire.Notify{NotifyType: wire.COOKIE2, Data: cookie})
 		reply, _, err, fatal := s.pathExchange(loop, ctx, &p, payloads, false)
 		if fatal != nil {
 			return fatal
@@ -726,7 +642,7 @@ func (s *Session) RemovePath(ctx context.Context, id uint16) error {
 			r.set(fmt.Errorf("removing path %d: no such MIF path", id))
 			return nil
 		}
-		reply, err := s.exchange(loop, s.sa, INFORMATIONAL, []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: pathRemoveData(id)}}, s.cfg.Retransmit)
+		reply, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, []wire.Payload{&wire.Notify{NotifyType: wire.MIF_PATH_REMOVE, Data: wire.PathRemoveData(id)}}, s.cfg.Retransmit)
 		if err != nil {
 			r.set(fmt.Errorf("removing path %d: %w", id, err))
 			return err
@@ -745,17 +661,17 @@ func (s *Session) RemovePath(ctx context.Context, id uint16) error {
 // mobilityReply is what our answer to a gateway's INFORMATIONAL adds: the
 // COOKIE2 echo (RFC 4555 §4.2.3) and NAT detection for a return
 // routability check; a new address list of the gateway is recorded.
-func (s *Session) mobilityReply(sa *ikeSA, req []Payload) []Payload {
-	var out []Payload
-	if n := FindNotify(req, COOKIE2); n != nil && checkCookie2(n.Data) == nil {
-		out = append(out, &Notify{NotifyType: COOKIE2, Data: n.Data})
+func (s *Session) mobilityReply(sa *ikeSA, req []wire.Payload) []wire.Payload {
+	var out []wire.Payload
+	if n := wire.FindNotify(req, wire.COOKIE2); n != nil && checkCookie2(n.Data) == nil {
+		out = append(out, &wire.Notify{NotifyType: wire.COOKIE2, Data: n.Data})
 	}
-	if FindNotify(req, NAT_DETECTION_DESTINATION_IP) != nil {
+	if wire.FindNotify(req, wire.NAT_DETECTION_DESTINATION_IP) != nil {
 		_, to := s.route()
-		out = append(out, &Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, to)})
+		out = append(out, &wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+			&wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, to)})
 	}
-	if addrs, _, found := additionalAddresses(req); found && s.mob.mobike {
+	if addrs, _, found := wire.AdditionalAddresses(req); found && s.mob.mobike {
 		s.mob.peerAddrs = addrs
 		s.publishMobility()
 	}
@@ -818,9 +734,9 @@ func (r *Responder) nextRoutabilityCheck(c *rClient) {
 	c.mob.checks = c.mob.checks[1:]
 	cookie := newCookie2()
 	sa := c.sa
-	err := r.requestTo(c, chk.local, chk.to, INFORMATIONAL, []Payload{&Notify{NotifyType: COOKIE2, Data: cookie}}, func(reply []Payload) {
+	err := r.requestTo(c, chk.local, chk.to, wire.INFORMATIONAL, []wire.Payload{&wire.Notify{NotifyType: wire.COOKIE2, Data: cookie}}, func(reply []wire.Payload) {
 		var echo []byte
-		if n := FindNotify(reply, COOKIE2); n != nil {
+		if n := wire.FindNotify(reply, wire.COOKIE2); n != nil {
 			echo = n.Data
 		}
 		switch {
@@ -877,7 +793,7 @@ func (r *Responder) nextAnnouncement(c *rClient) {
 	}
 	c.mob.announce = false
 	addrs := r.additionalAddressesOf(c)
-	err := r.request(c, INFORMATIONAL, addressNotifies(addrs), func(reply []Payload) {
+	err := r.request(c, wire.INFORMATIONAL, wire.AddressNotifies(addrs), func(reply []wire.Payload) {
 		if reply == nil {
 			r.log.Info("client did not answer the gateway's new addresses", "id", c.ID)
 		}
@@ -908,23 +824,23 @@ func (m *clientMobility) status() ClientMobility {
 
 // authMobility adds the gateway's MOBIKE and MIF answers to an IKE_AUTH
 // response, for a client that announced them.
-func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
+func (r *Responder) authMobility(sa *rSA, req, reply []wire.Payload) []wire.Payload {
 	c := sa.client
 	if c == nil || c.sa != sa {
 		return reply // authentication failed
 	}
-	if !r.cfg.DisableMOBIKE && FindNotify(req, MOBIKE_SUPPORTED) != nil {
+	if !r.cfg.DisableMOBIKE && wire.FindNotify(req, wire.MOBIKE_SUPPORTED) != nil {
 		c.mob.mobike = true
-		reply = append(reply, &Notify{NotifyType: MOBIKE_SUPPORTED})
-		reply = append(reply, addressNotifies(r.additionalAddressesOf(c))...)
-		c.mob.addrs, _, _ = additionalAddresses(req)
+		reply = append(reply, &wire.Notify{NotifyType: wire.MOBIKE_SUPPORTED})
+		reply = append(reply, wire.AddressNotifies(r.additionalAddressesOf(c))...)
+		c.mob.addrs, _, _ = wire.AdditionalAddresses(req)
 	}
 	if !r.cfg.DisableMIF && peerMIF(req) {
 		c.mob.mif = true
-		reply = append(reply, &Notify{NotifyType: MIF_SUPPORTED, Data: mIFSupportedData()})
-		if n := FindNotify(req, MIF_CLASSES); n != nil {
+		reply = append(reply, &wire.Notify{NotifyType: wire.MIF_SUPPORTED, Data: wire.MIFSupportedData()})
+		if n := wire.FindNotify(req, wire.MIF_CLASSES); n != nil {
 			// Informational: a malformed one is logged and left aside.
-			if iface, rules, err := parseClasses(n.Data); err != nil {
+			if iface, rules, err := wire.ParseClasses(n.Data); err != nil {
 				r.log.Info("ignoring a client's traffic classes", "id", c.ID, "err", err)
 			} else {
 				c.PeerClasses, c.PathInterface = rules, iface
@@ -938,18 +854,18 @@ func (r *Responder) authMobility(sa *rSA, req, reply []Payload) []Payload {
 // MOBIKE the client's address follows its requests (RFC 7296 §2.23); with
 // MOBIKE only UPDATE_SA_ADDRESSES moves it (RFC 4555 §3.5), and a path
 // test is answered to where it came from without moving anything.
-func (r *Responder) respondClient(sa *rSA, exchange ExchangeType, req []Payload, from netip.AddrPort) ([]Payload, func()) {
+func (r *Responder) respondClient(sa *rSA, exchange wire.ExchangeType, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
 	c := sa.client
 	if !c.mob.mobike {
 		c.Local, c.Remote = sa.reqLocal, from
 	}
-	if exchange != INFORMATIONAL {
+	if exchange != wire.INFORMATIONAL {
 		return dispatchInSARequest(r, sa, exchange, req)
 	}
 	// Checked before anything else of the request takes effect.
 	extra, then, fail := r.mobilityRequest(c, sa, req, sa.reqLocal, from)
 	if fail != nil {
-		return []Payload{fail}, nil
+		return []wire.Payload{fail}, nil
 	}
 	reply, after := dispatchInSARequest(r, sa, exchange, req)
 	reply = append(reply, extra...)
@@ -971,39 +887,39 @@ func (r *Responder) respondClient(sa *rSA, exchange ExchangeType, req []Payload,
 //
 // A client's path is the pair of its address and the gateway's: a client
 // that talks to two gateway addresses from one socket has two paths.
-func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, local netip.Addr, from netip.AddrPort) ([]Payload, func(), *Notify) {
+func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []wire.Payload, local netip.Addr, from netip.AddrPort) ([]wire.Payload, func(), *wire.Notify) {
 	here := func(l netip.Addr, remote netip.AddrPort) bool { return l == local && remote == from }
-	var out []Payload
+	var out []wire.Payload
 	var then []func()
-	if n := FindNotify(req, COOKIE2); n != nil {
+	if n := wire.FindNotify(req, wire.COOKIE2); n != nil {
 		if checkCookie2(n.Data) != nil {
-			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+			return nil, nil, &wire.Notify{NotifyType: wire.INVALID_SYNTAX}
 		}
-		out = append(out, &Notify{NotifyType: COOKIE2, Data: n.Data})
+		out = append(out, &wire.Notify{NotifyType: wire.COOKIE2, Data: n.Data})
 	}
-	if n := FindNotify(req, NO_NATS_ALLOWED); n != nil && c.mob.mobike {
-		src, _, err := parseNoNATs(n.Data)
+	if n := wire.FindNotify(req, wire.NO_NATS_ALLOWED); n != nil && c.mob.mobike {
+		src, _, err := wire.ParseNoNATs(n.Data)
 		if err != nil {
-			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+			return nil, nil, &wire.Notify{NotifyType: wire.INVALID_SYNTAX}
 		}
 		// The gateway's own address is the socket's: only the client's
 		// side is compared.
 		if src.Addr().Unmap() != from.Addr().Unmap() || src.Port() != from.Port() {
 			r.log.Info("client's path crosses a NAT, which it does not allow", "id", c.ID, "sent_from", src, "seen_from", from)
-			return nil, nil, &Notify{NotifyType: UNEXPECTED_NAT_DETECTED}
+			return nil, nil, &wire.Notify{NotifyType: wire.UNEXPECTED_NAT_DETECTED}
 		}
 	}
-	if FindNotify(req, NAT_DETECTION_DESTINATION_IP) != nil {
+	if wire.FindNotify(req, wire.NAT_DETECTION_DESTINATION_IP) != nil {
 		// The source hash matches no address: the client keeps
 		// encapsulating ESP in UDP, the only ESP the data plane carries.
-		out = append(out, &Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-			&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, from)})
+		out = append(out, &wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+			&wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(sa.spiI, sa.spiR, from)})
 	}
-	if addrs, _, found := additionalAddresses(req); found && c.mob.mobike {
+	if addrs, _, found := wire.AdditionalAddresses(req); found && c.mob.mobike {
 		then = append(then, func() { c.mob.addrs = addrs })
 	}
 	ph, _ := r.h.(ResponderPathHandler)
-	if FindNotify(req, UPDATE_SA_ADDRESSES) != nil && c.mob.mobike {
+	if wire.FindNotify(req, wire.UPDATE_SA_ADDRESSES) != nil && c.mob.mobike {
 		// The request is authenticated, its source address is not: the
 		// SAs move only once the client answers there (RFC 4555 §5.2), so
 		// no one can point the gateway's traffic at a third party.
@@ -1024,29 +940,29 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, local ne
 			})
 		})
 	}
-	if n := FindNotify(req, MIF_PATH_ADD); n != nil && c.mob.mif {
-		add, err := parsePathAdd(n.Data)
-		if err != nil || FindNotify(req, COOKIE2) == nil {
-			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+	if n := wire.FindNotify(req, wire.MIF_PATH_ADD); n != nil && c.mob.mif {
+		add, err := wire.ParsePathAdd(n.Data)
+		if err != nil || wire.FindNotify(req, wire.COOKIE2) == nil {
+			return nil, nil, &wire.Notify{NotifyType: wire.INVALID_SYNTAX}
 		}
 		// An address already in use is refused: it is the IKE SA's own
 		// path, or the request reached us on another path than the one
 		// it announces (a retransmission on the current path).
 		if add.ID == 0 || add.ID > MaxPathID {
-			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+			return nil, nil, &wire.Notify{NotifyType: wire.INVALID_SYNTAX}
 		}
 		if here(c.Local, c.Remote) || slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return here(p.Local, p.Remote) && p.ID != add.ID }) {
-			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
+			return nil, nil, &wire.Notify{NotifyType: wire.UNACCEPTABLE_ADDRESSES}
 		}
 		known := slices.ContainsFunc(c.mob.paths, func(p PathInfo) bool { return p.ID == add.ID })
 		switch {
 		case !known && len(c.mob.paths) >= MaxClientPaths:
 			r.log.Info("client announced more paths than allowed", "id", c.ID, "paths", len(c.mob.paths), "max", MaxClientPaths)
-			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
+			return nil, nil, &wire.Notify{NotifyType: wire.UNACCEPTABLE_ADDRESSES}
 		case c.child == nil:
 			// Paths carry ESP: without a Child SA there is nothing to
 			// schedule, and nothing to tear the scheduling down with.
-			return nil, nil, &Notify{NotifyType: UNACCEPTABLE_ADDRESSES}
+			return nil, nil, &wire.Notify{NotifyType: wire.UNACCEPTABLE_ADDRESSES}
 		}
 		info := PathInfo{ID: add.ID, Kind: add.Kind, Priority: add.Priority, Local: local, Remote: from, Interface: add.Interface}
 		// The client's COOKIE2 proves nothing of its address: the gateway
@@ -1070,10 +986,10 @@ func (r *Responder) mobilityRequest(c *rClient, sa *rSA, req []Payload, local ne
 			})
 		})
 	}
-	if n := FindNotify(req, MIF_PATH_REMOVE); n != nil && c.mob.mif {
-		id, err := parsePathRemove(n.Data)
+	if n := wire.FindNotify(req, wire.MIF_PATH_REMOVE); n != nil && c.mob.mif {
+		id, err := wire.ParsePathRemove(n.Data)
 		if err != nil {
-			return nil, nil, &Notify{NotifyType: INVALID_SYNTAX}
+			return nil, nil, &wire.Notify{NotifyType: wire.INVALID_SYNTAX}
 		}
 		then = append(then, func() {
 			n := len(c.mob.paths)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/strongswan"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
@@ -222,7 +223,7 @@ secrets {
 	for i := range 3 {
 		call(fmt.Sprintf("liveness check %d", i), func(ctx context.Context) error {
 			return s.call(ctx, func(loop context.Context, r *callResult) error {
-				_, err := s.exchange(loop, s.sa, INFORMATIONAL, nil, s.cfg.Retransmit)
+				_, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, nil, s.cfg.Retransmit)
 				r.set(err)
 				return nil
 			})

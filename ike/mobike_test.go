@@ -13,13 +13,14 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
 
 // testPath is one of a client's paths on the in-memory wire: it sends from
 // its own address to the responder, and can be cut in either direction.
 type testPath struct {
-	w        *wire
+	w        *memWire
 	addr     netip.Addr
 	sent     atomic.Int32
 	lastTo   atomic.Value // netip.AddrPort: where the last datagram went
@@ -47,7 +48,7 @@ func (p *testPath) cut(down bool) { p.upDown.Store(down); p.downLost.Store(down)
 // pathWire is the gateway's transport for a wire with paths: an answer
 // to a path whose downlink is cut is lost.
 type pathWire struct {
-	w     *wire
+	w     *memWire
 	paths []*testPath
 }
 
@@ -109,7 +110,7 @@ func (l *gwPathLog) snapshot() (moved []RemoteClient, added []PathInfo, removed 
 
 // rig is a Responder and one running Session with two paths.
 type rig struct {
-	w            *wire
+	w            *memWire
 	gh           *gwPathLog
 	s            *Session
 	ch           *pathLog
@@ -130,7 +131,7 @@ func newRig(t *testing.T, gcfg ResponderConfig, ccfg SessionConfig) *rig {
 	gcfg.IKE, gcfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
 	gcfg.Pools = []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}
 	gcfg.LocalTS = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
-	rg := &rig{w: &wire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}, gh: &gwPathLog{}, ch: &pathLog{}}
+	rg := &rig{w: &memWire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}, gh: &gwPathLog{}, ch: &pathLog{}}
 	rg.p1, rg.p2 = &testPath{w: rg.w, addr: rigAddr1}, &testPath{w: rg.w, addr: rigAddr2}
 	r, err := NewResponder(gcfg, pathWire{rg.w, []*testPath{rg.p1, rg.p2}}, rg.gh)
 	if err != nil {
@@ -199,7 +200,7 @@ func (rg *rig) ping(t *testing.T) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return rg.s.call(ctx, func(loop context.Context, r *callResult) error {
-		_, err := rg.s.exchange(loop, rg.s.sa, INFORMATIONAL, nil, rg.s.cfg.Retransmit)
+		_, err := rg.s.exchange(loop, rg.s.sa, wire.INFORMATIONAL, nil, rg.s.cfg.Retransmit)
 		r.set(err)
 		return nil
 	})
@@ -485,15 +486,15 @@ func TestMIFPathToAnotherGatewayAddress(t *testing.T) {
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
 	onSecond := rg.path1
 	onSecond.Gateway = second
-	if err := rg.s.AddPath(ctxT(t), onSecond, 3, PathKindEthernet, 0); err != nil {
+	if err := rg.s.AddPath(ctxT(t), onSecond, 3, wire.PathKindEthernet, 0); err != nil {
 		t.Fatalf("a path from the IKE SA's own address to another gateway address: %v", err)
 	}
-	want := PathInfo{ID: 3, Kind: PathKindEthernet, Remote: netip.MustParseAddrPort("192.0.2.10:4500"), Local: second, Interface: "eth0"}
+	want := PathInfo{ID: 3, Kind: wire.PathKindEthernet, Remote: netip.MustParseAddrPort("192.0.2.10:4500"), Local: second, Interface: "eth0"}
 	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn the path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
 	if _, added, _ := rg.gh.snapshot(); len(added) != 1 || added[0] != want {
 		t.Fatalf("PathAdded calls %+v, want %+v", added, want)
 	}
-	if err := rg.s.AddPath(ctxT(t), onSecond, 4, PathKindEthernet, 0); err == nil {
+	if err := rg.s.AddPath(ctxT(t), onSecond, 4, wire.PathKindEthernet, 0); err == nil {
 		t.Fatal("a second path over the same pair of addresses was accepted")
 	}
 	if err := rg.s.UpdateAddresses(ctxT(t), onSecond); err != nil {
@@ -512,10 +513,10 @@ func TestSessionAnswersWhereTheRequestCameFrom(t *testing.T) {
 	second := netip.MustParseAddr("192.0.2.2")
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
 	r := rg.w.r
-	answered := make(chan []Payload, 1)
+	answered := make(chan []wire.Payload, 1)
 	if !r.do(ctxT(t), func() {
 		c := r.clients[0]
-		if err := r.requestTo(c, second, c.Remote, INFORMATIONAL, nil, func(reply []Payload) { answered <- reply }); err != nil {
+		if err := r.requestTo(c, second, c.Remote, wire.INFORMATIONAL, nil, func(reply []wire.Payload) { answered <- reply }); err != nil {
 			t.Error(err)
 		}
 	}) {
@@ -536,13 +537,13 @@ func TestSessionAnswersWhereTheRequestCameFrom(t *testing.T) {
 
 func TestMIFPaths(t *testing.T) {
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
-	if err := rg.s.AddPath(ctxT(t), rg.path2, 0, PathKindWLAN, 0); err == nil {
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 0, wire.PathKindWLAN, 0); err == nil {
 		t.Fatal("path 0 was accepted")
 	}
-	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, PathKindWLAN, 1); err != nil {
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, wire.PathKindWLAN, 1); err != nil {
 		t.Fatal(err)
 	}
-	want := PathInfo{ID: 7, Kind: PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500"), Local: rg.w.gw.Addr(), Interface: "wlan0"}
+	want := PathInfo{ID: 7, Kind: wire.PathKindWLAN, Priority: 1, Remote: netip.MustParseAddrPort("198.51.100.10:4500"), Local: rg.w.gw.Addr(), Interface: "wlan0"}
 	// The handler runs once the gateway's return routability check of
 	// the new address came back.
 	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn a path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })
@@ -565,7 +566,7 @@ func TestMIFPaths(t *testing.T) {
 	// SA's own path is refused, not recorded with the wrong address.
 	p3 := &testPath{w: rg.w, addr: netip.MustParseAddr("203.0.113.10")}
 	p3.cut(true)
-	if err := rg.s.AddPath(ctxT(t), Path{ID: "wwan0", Transport: p3}, 8, PathKindCellular, 5); !errors.Is(err, ErrPathSilent) {
+	if err := rg.s.AddPath(ctxT(t), Path{ID: "wwan0", Transport: p3}, 8, wire.PathKindCellular, 5); !errors.Is(err, ErrPathSilent) {
 		t.Fatalf("AddPath on a dead path: %v", err)
 	}
 	if c := rg.client(t); len(c.Paths) != 1 {
@@ -591,7 +592,7 @@ func TestMIFPaths(t *testing.T) {
 
 func TestMIFNotNegotiated(t *testing.T) {
 	rg := newRig(t, ResponderConfig{MobilityConfig: MobilityConfig{DisableMIF: true}}, SessionConfig{})
-	if err := rg.s.AddPath(ctxT(t), rg.path2, 1, PathKindWLAN, 0); !errors.Is(err, ErrNoMIF) {
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 1, wire.PathKindWLAN, 0); !errors.Is(err, ErrNoMIF) {
 		t.Fatalf("AddPath without MIF: %v", err)
 	}
 }
@@ -602,29 +603,29 @@ func TestResponderMIFRequests(t *testing.T) {
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
 	for _, tc := range []struct {
 		name string
-		req  []Payload
-		want NotifyType // error expected in the answer, 0 for none
+		req  []wire.Payload
+		want wire.NotifyType // error expected in the answer, 0 for none
 	}{
-		{"path add without COOKIE2", []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 3}.Marshal()}}, INVALID_SYNTAX},
-		{"short path add", []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: []byte{1}}, &Notify{NotifyType: COOKIE2, Data: newCookie2()}}, INVALID_SYNTAX},
-		{"short COOKIE2", []Payload{&Notify{NotifyType: COOKIE2, Data: []byte{1, 2, 3}}}, INVALID_SYNTAX},
-		{"path add from the IKE path", []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 3}.Marshal()}, &Notify{NotifyType: COOKIE2, Data: newCookie2()}}, UNACCEPTABLE_ADDRESSES},
-		{"bad NO_NATS_ALLOWED", []Payload{&Notify{NotifyType: NO_NATS_ALLOWED, Data: []byte{1}}}, INVALID_SYNTAX},
-		{"remove unknown path", []Payload{&Notify{NotifyType: MIF_PATH_REMOVE, Data: pathRemoveData(5)}}, 0},
+		{"path add without COOKIE2", []wire.Payload{&wire.Notify{NotifyType: wire.MIF_PATH_ADD, Data: wire.PathAdd{ID: 3}.Marshal()}}, wire.INVALID_SYNTAX},
+		{"short path add", []wire.Payload{&wire.Notify{NotifyType: wire.MIF_PATH_ADD, Data: []byte{1}}, &wire.Notify{NotifyType: wire.COOKIE2, Data: newCookie2()}}, wire.INVALID_SYNTAX},
+		{"short COOKIE2", []wire.Payload{&wire.Notify{NotifyType: wire.COOKIE2, Data: []byte{1, 2, 3}}}, wire.INVALID_SYNTAX},
+		{"path add from the IKE path", []wire.Payload{&wire.Notify{NotifyType: wire.MIF_PATH_ADD, Data: wire.PathAdd{ID: 3}.Marshal()}, &wire.Notify{NotifyType: wire.COOKIE2, Data: newCookie2()}}, wire.UNACCEPTABLE_ADDRESSES},
+		{"bad NO_NATS_ALLOWED", []wire.Payload{&wire.Notify{NotifyType: wire.NO_NATS_ALLOWED, Data: []byte{1}}}, wire.INVALID_SYNTAX},
+		{"remove unknown path", []wire.Payload{&wire.Notify{NotifyType: wire.MIF_PATH_REMOVE, Data: wire.PathRemoveData(5)}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var reply []Payload
+			var reply []wire.Payload
 			err := rg.s.call(ctxT(t), func(loop context.Context, r *callResult) error {
 				var err error
-				reply, err = rg.s.exchange(loop, rg.s.sa, INFORMATIONAL, tc.req, rg.s.cfg.Retransmit)
+				reply, err = rg.s.exchange(loop, rg.s.sa, wire.INFORMATIONAL, tc.req, rg.s.cfg.Retransmit)
 				r.set(err)
 				return nil
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got NotifyType
-			for _, n := range findAll[*Notify](reply) {
+			var got wire.NotifyType
+			for _, n := range wire.FindAll[*wire.Notify](reply) {
 				if n.NotifyType.IsError() {
 					got = n.NotifyType
 				}
@@ -647,93 +648,16 @@ func TestSessionEchoesCookie2(t *testing.T) {
 	s.mob.mobike = true
 	sa := &ikeSA{spiI: 1, spiR: 2}
 	cookie := bytes.Repeat([]byte{9}, 32)
-	reply := s.mobilityReply(sa, []Payload{&Notify{NotifyType: COOKIE2, Data: cookie},
-		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: make([]byte, 20)}})
-	if n := FindNotify(reply, COOKIE2); n == nil || !bytes.Equal(n.Data, cookie) {
+	reply := s.mobilityReply(sa, []wire.Payload{&wire.Notify{NotifyType: wire.COOKIE2, Data: cookie},
+		&wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: make([]byte, 20)}})
+	if n := wire.FindNotify(reply, wire.COOKIE2); n == nil || !bytes.Equal(n.Data, cookie) {
 		t.Fatalf("no COOKIE2 echo in %+v", reply)
 	}
-	if n := FindNotify(reply, NAT_DETECTION_DESTINATION_IP); n == nil || !bytes.Equal(n.Data, nATDetectionHash(1, 2, s.remote)) {
+	if n := wire.FindNotify(reply, wire.NAT_DETECTION_DESTINATION_IP); n == nil || !bytes.Equal(n.Data, nATDetectionHash(1, 2, s.remote)) {
 		t.Fatalf("NAT detection answer %+v", reply)
 	}
-	if got := s.mobilityReply(sa, []Payload{&Notify{NotifyType: COOKIE2, Data: []byte{1}}}); len(got) != 0 {
+	if got := s.mobilityReply(sa, []wire.Payload{&wire.Notify{NotifyType: wire.COOKIE2, Data: []byte{1}}}); len(got) != 0 {
 		t.Fatalf("a malformed COOKIE2 was echoed: %+v", got)
-	}
-}
-
-func TestAdditionalAddressCodec(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		addr netip.Addr
-		typ  NotifyType
-	}{
-		{"v4", netip.MustParseAddr("192.0.2.7"), ADDITIONAL_IP4_ADDRESS},
-		{"v4-mapped", netip.MustParseAddr("::ffff:192.0.2.7"), ADDITIONAL_IP4_ADDRESS},
-		{"v6", netip.MustParseAddr("2001:db8::7"), ADDITIONAL_IP6_ADDRESS},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			n := additionalAddressNotify(tc.addr)
-			if n.NotifyType != tc.typ {
-				t.Fatalf("type %d, want %d", n.NotifyType, tc.typ)
-			}
-			a, err := parseAdditionalAddress(n.NotifyType, n.Data)
-			if err != nil || a != tc.addr.Unmap() {
-				t.Fatalf("round trip %v %v", a, err)
-			}
-		})
-	}
-	for _, tc := range []struct {
-		name string
-		typ  NotifyType
-		data []byte
-	}{
-		{"v4 with 16 bytes", ADDITIONAL_IP4_ADDRESS, make([]byte, 16)},
-		{"v6 with 4 bytes", ADDITIONAL_IP6_ADDRESS, make([]byte, 4)},
-		{"empty", ADDITIONAL_IP4_ADDRESS, nil},
-		{"other type", COOKIE2, make([]byte, 4)},
-	} {
-		t.Run("bad "+tc.name, func(t *testing.T) {
-			if _, err := parseAdditionalAddress(tc.typ, tc.data); err == nil {
-				t.Fatal("accepted")
-			}
-		})
-	}
-	addrs, none, found := additionalAddresses([]Payload{additionalAddressNotify(rigAddr1),
-		&Notify{NotifyType: ADDITIONAL_IP6_ADDRESS, Data: []byte{1}}, &Notify{NotifyType: NO_ADDITIONAL_ADDRESSES}})
-	if !slices.Equal(addrs, []netip.Addr{rigAddr1}) || !none || !found {
-		t.Fatalf("additionalAddresses: %v %v %v", addrs, none, found)
-	}
-}
-
-func TestNoNATsCodec(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		src, dst netip.AddrPort
-		n        int
-	}{
-		{"v4", netip.MustParseAddrPort("192.0.2.10:4500"), netip.MustParseAddrPort("192.0.2.1:4500"), 12},
-		{"v6", netip.MustParseAddrPort("[2001:db8::10]:4500"), netip.MustParseAddrPort("[2001:db8::1]:4501"), 36},
-		{"v4-mapped", netip.MustParseAddrPort("[::ffff:192.0.2.10]:4500"), netip.MustParseAddrPort("192.0.2.1:4500"), 12},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b := noNATsData(tc.src, tc.dst)
-			if len(b) != tc.n {
-				t.Fatalf("%d bytes, want %d", len(b), tc.n)
-			}
-			src, dst, err := parseNoNATs(b)
-			unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
-			if err != nil || src != unmap(tc.src) || dst != unmap(tc.dst) {
-				t.Fatalf("round trip %v %v %v", src, dst, err)
-			}
-		})
-	}
-	// Layout: addresses first, then ports.
-	if b := noNATsData(netip.MustParseAddrPort("1.2.3.4:5"), netip.MustParseAddrPort("6.7.8.9:10")); !bytes.Equal(b, []byte{1, 2, 3, 4, 6, 7, 8, 9, 0, 5, 0, 10}) {
-		t.Fatalf("layout %x", b)
-	}
-	for _, n := range []int{0, 11, 13, 35, 37} {
-		if _, _, err := parseNoNATs(make([]byte, n)); err == nil {
-			t.Errorf("%d bytes accepted", n)
-		}
 	}
 }
 
@@ -800,38 +724,6 @@ func mustIKE(t *testing.T) []ProposalSpec {
 func mustESP(t *testing.T) []ProposalSpec {
 	_, e := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
 	return e
-}
-
-func FuzzParseNoNATs(f *testing.F) {
-	f.Add(noNATsData(netip.MustParseAddrPort("192.0.2.1:4500"), netip.MustParseAddrPort("192.0.2.2:4500")))
-	f.Add(make([]byte, 36))
-	f.Add(append(append(make([]byte, 10), 0xff, 0xff), bytes.Repeat([]byte{0x30}, 24)...)) // v4-mapped beside IPv6
-	f.Fuzz(func(t *testing.T, b []byte) {
-		src, dst, err := parseNoNATs(b)
-		if err != nil {
-			return
-		}
-		s2, d2, err := parseNoNATs(noNATsData(src, dst))
-		unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
-		if err != nil || unmap(s2) != unmap(src) || unmap(d2) != unmap(dst) {
-			t.Fatalf("%x parsed as %v %v, which round-trips as %v %v (%v)", b, src, dst, s2, d2, err)
-		}
-	})
-}
-
-func FuzzParseAdditionalAddress(f *testing.F) {
-	f.Add(uint16(ADDITIONAL_IP4_ADDRESS), []byte{192, 0, 2, 1})
-	f.Add(uint16(ADDITIONAL_IP6_ADDRESS), make([]byte, 16))
-	f.Fuzz(func(t *testing.T, typ uint16, b []byte) {
-		a, err := parseAdditionalAddress(NotifyType(typ), b)
-		if err != nil {
-			return
-		}
-		n := additionalAddressNotify(a)
-		if n.NotifyType != NotifyType(typ) && !a.Is4In6() {
-			t.Fatalf("%d %x parsed as %v, which encodes as type %d", typ, b, a, n.NotifyType)
-		}
-	})
 }
 
 // A path test on a dead path gives up after exactly the PathCheck
@@ -905,7 +797,7 @@ func TestMIFPathLimits(t *testing.T) {
 		rg.w.mu.Lock()
 		rg.w.sessions[tp.addr] = rg.s
 		rg.w.mu.Unlock()
-		err := rg.s.AddPath(ctxT(t), Path{ID: fmt.Sprintf("if%d", i), Local: netip.AddrPortFrom(tp.addr, 4500), Transport: tp}, uint16(i), PathKindWLAN, 1)
+		err := rg.s.AddPath(ctxT(t), Path{ID: fmt.Sprintf("if%d", i), Local: netip.AddrPortFrom(tp.addr, 4500), Transport: tp}, uint16(i), wire.PathKindWLAN, 1)
 		if i <= MaxClientPaths && err != nil {
 			t.Fatalf("path %d: %v", i, err)
 		}
@@ -920,18 +812,18 @@ func TestMIFPathLimits(t *testing.T) {
 		t.Fatalf("gateway tracks %d paths, want %d", n, MaxClientPaths)
 	}
 	// An ID out of range is malformed.
-	var reply []Payload
+	var reply []wire.Payload
 	err := rg.s.call(ctxT(t), func(loop context.Context, r *callResult) error {
 		var err error
-		reply, err = rg.s.exchange(loop, rg.s.sa, INFORMATIONAL, []Payload{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 2000}.Marshal()},
-			&Notify{NotifyType: COOKIE2, Data: newCookie2()}}, rg.s.cfg.Retransmit)
+		reply, err = rg.s.exchange(loop, rg.s.sa, wire.INFORMATIONAL, []wire.Payload{&wire.Notify{NotifyType: wire.MIF_PATH_ADD, Data: wire.PathAdd{ID: 2000}.Marshal()},
+			&wire.Notify{NotifyType: wire.COOKIE2, Data: newCookie2()}}, rg.s.cfg.Retransmit)
 		r.set(err)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := FindNotify(reply, INVALID_SYNTAX); n == nil {
+	if n := wire.FindNotify(reply, wire.INVALID_SYNTAX); n == nil {
 		t.Fatalf("path ID 2000 not refused as malformed: %+v", reply)
 	}
 }
@@ -947,7 +839,7 @@ func TestMIFClassesAnnounced(t *testing.T) {
 	if peerClasses != rules || pathIface != "eth0" {
 		t.Fatalf("the gateway learnt classes %q on interface %q, want %q on eth0", peerClasses, pathIface, rules)
 	}
-	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, PathKindWLAN, 1); err != nil {
+	if err := rg.s.AddPath(ctxT(t), rg.path2, 7, wire.PathKindWLAN, 1); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitUntil(t, 5*time.Second, "the gateway's handler to learn a path", func() bool { _, added, _ := rg.gh.snapshot(); return len(added) > 0 })

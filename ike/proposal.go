@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Proposals in strongSwan's syntax (swanctl.conf proposals and
@@ -22,7 +24,7 @@ type EncryptionTransform struct {
 // ProposalSpec is one configured proposal: the acceptable transforms of
 // each type, in order of preference.
 type ProposalSpec struct {
-	Protocol   ProtocolID
+	Protocol   wire.ProtocolID
 	Encryption []EncryptionTransform
 	Integrity  []uint16 // empty with AEADs
 	PRF        []uint16 // IKE only
@@ -47,7 +49,7 @@ var proposalAliases = map[string]string{
 	"curve25519":   "x25519",
 }
 
-func supportedKeywords(proto ProtocolID) string {
+func supportedKeywords(proto wire.ProtocolID) string {
 	var enc, integ, prf, dh []string
 	for _, a := range encryptionAlgs {
 		enc = append(enc, a.keyword)
@@ -60,13 +62,13 @@ func supportedKeywords(proto ProtocolID) string {
 	}
 	for _, a := range dhGroupAlgs {
 		kw := a.keyword
-		if a.id == DH_CURVE25519 {
+		if a.id == wire.DH_CURVE25519 {
 			kw += " (curve25519)"
 		}
 		dh = append(dh, kw)
 	}
 	s := "encryption " + strings.Join(enc, " ") + "; integrity " + strings.Join(integ, " ")
-	if proto == ProtoIKE {
+	if proto == wire.ProtoIKE {
 		return s + "; PRF " + strings.Join(prf, " ") + "; DH " + strings.Join(dh, " ")
 	}
 	return s + "; DH (PFS) " + strings.Join(dh, " ") + " modpnone; esn noesn"
@@ -78,7 +80,7 @@ func supportedKeywords(proto ProtocolID) string {
 // algorithms (sha256 gives prfsha256), which is then dropped if the
 // encryption algorithms are AEADs; a PRF and a DH group are mandatory.
 func ParseIKEProposals(s string) ([]ProposalSpec, error) {
-	return parseProposals(ProtoIKE, s)
+	return parseProposals(wire.ProtoIKE, s)
 }
 
 // ParseESPProposals parses Child SA proposals such as
@@ -88,10 +90,10 @@ func ParseIKEProposals(s string) ([]ProposalSpec, error) {
 // dropped. Unlike strongSwan, AES-CBC without an integrity algorithm is
 // refused.
 func ParseESPProposals(s string) ([]ProposalSpec, error) {
-	return parseProposals(ProtoESP, s)
+	return parseProposals(wire.ProtoESP, s)
 }
 
-func parseProposals(proto ProtocolID, s string) ([]ProposalSpec, error) {
+func parseProposals(proto wire.ProtocolID, s string) ([]ProposalSpec, error) {
 	var specs []ProposalSpec
 	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
@@ -110,19 +112,19 @@ func parseProposals(proto ProtocolID, s string) ([]ProposalSpec, error) {
 	return specs, nil
 }
 
-func protoName(p ProtocolID) string {
+func protoName(p wire.ProtocolID) string {
 	switch p {
-	case ProtoIKE:
+	case wire.ProtoIKE:
 		return "IKE"
-	case ProtoESP:
+	case wire.ProtoESP:
 		return "ESP"
-	case ProtoAH:
+	case wire.ProtoAH:
 		return "AH"
 	}
 	return fmt.Sprintf("protocol %d", p)
 }
 
-func parseProposal(proto ProtocolID, item string) (ProposalSpec, error) {
+func parseProposal(proto wire.ProtocolID, item string) (ProposalSpec, error) {
 	p := ProposalSpec{Protocol: proto}
 	bad := func(format string, args ...any) (ProposalSpec, error) {
 		return ProposalSpec{}, fmt.Errorf("%s proposal %q: %s", protoName(proto), item, fmt.Sprintf(format, args...))
@@ -154,7 +156,7 @@ func parseProposal(proto ProtocolID, item string) (ProposalSpec, error) {
 	}
 
 	switch proto {
-	case ProtoIKE:
+	case wire.ProtoIKE:
 		if len(p.PRF) == 0 {
 			for _, i := range p.Integrity {
 				if prf, ok := prfForIntegrity(i); ok {
@@ -165,17 +167,17 @@ func parseProposal(proto ProtocolID, item string) (ProposalSpec, error) {
 		if len(p.PRF) == 0 {
 			return bad("no PRF (add one of prfsha256 prfsha384 prfsha512 prfsha1)")
 		}
-		p.DHGroups = slices.DeleteFunc(p.DHGroups, func(g uint16) bool { return g == DH_NONE })
+		p.DHGroups = slices.DeleteFunc(p.DHGroups, func(g uint16) bool { return g == wire.DH_NONE })
 		if len(p.DHGroups) == 0 {
 			return bad("no Diffie-Hellman group (add one of modp2048 ecp256 ecp384 x25519)")
 		}
 		if len(p.ESN) != 0 {
 			return bad("esn and noesn apply to ESP proposals only")
 		}
-	case ProtoESP:
+	case wire.ProtoESP:
 		p.PRF = nil
 		if len(p.ESN) == 0 {
-			p.ESN = []uint16{ESN_NO}
+			p.ESN = []uint16{wire.ESN_NO}
 		}
 	}
 	if aead != 0 {
@@ -218,11 +220,11 @@ func (p *ProposalSpec) addKeyword(tok string) bool {
 	}
 	switch tok {
 	case "modpnone":
-		p.DHGroups = appendUnique(p.DHGroups, DH_NONE)
+		p.DHGroups = appendUnique(p.DHGroups, wire.DH_NONE)
 	case "esn":
-		p.ESN = appendUnique(p.ESN, ESN_YES)
+		p.ESN = appendUnique(p.ESN, wire.ESN_YES)
 	case "noesn":
-		p.ESN = appendUnique(p.ESN, ESN_NO)
+		p.ESN = appendUnique(p.ESN, wire.ESN_NO)
 	default:
 		return false
 	}
@@ -256,9 +258,9 @@ func (p ProposalSpec) String() string {
 	for _, g := range p.DHGroups {
 		tok = append(tok, dhKeyword(g))
 	}
-	if !slices.Equal(p.ESN, []uint16{ESN_NO}) {
+	if !slices.Equal(p.ESN, []uint16{wire.ESN_NO}) {
 		for _, e := range p.ESN {
-			tok = append(tok, esnKeyword(e == ESN_YES))
+			tok = append(tok, esnKeyword(e == wire.ESN_YES))
 		}
 	}
 	return strings.Join(tok, "-")
@@ -301,33 +303,33 @@ func (p ProposalSpec) WithoutDH() ProposalSpec {
 
 // Proposal renders p as the proposal substructure of an SA payload
 // (RFC 7296 §3.3.1), transforms in the order ENCR, PRF, INTEG, DH, ESN.
-func (p ProposalSpec) Proposal(number uint8, spi []byte) Proposal {
-	out := Proposal{Number: number, Protocol: p.Protocol, SPI: spi}
+func (p ProposalSpec) Proposal(number uint8, spi []byte) wire.Proposal {
+	out := wire.Proposal{Number: number, Protocol: p.Protocol, SPI: spi}
 	for _, e := range p.Encryption {
-		out.Transforms = append(out.Transforms, Transform{Type: TransformENCR, ID: e.ID, KeyLength: e.KeyLength})
+		out.Transforms = append(out.Transforms, wire.Transform{Type: wire.TransformENCR, ID: e.ID, KeyLength: e.KeyLength})
 	}
 	for _, f := range p.PRF {
-		out.Transforms = append(out.Transforms, Transform{Type: TransformPRF, ID: f})
+		out.Transforms = append(out.Transforms, wire.Transform{Type: wire.TransformPRF, ID: f})
 	}
 	for _, i := range p.Integrity {
-		out.Transforms = append(out.Transforms, Transform{Type: TransformINTEG, ID: i})
+		out.Transforms = append(out.Transforms, wire.Transform{Type: wire.TransformINTEG, ID: i})
 	}
 	for _, g := range p.DHGroups {
-		out.Transforms = append(out.Transforms, Transform{Type: TransformDH, ID: g})
+		out.Transforms = append(out.Transforms, wire.Transform{Type: wire.TransformDH, ID: g})
 	}
 	for _, e := range p.ESN {
-		out.Transforms = append(out.Transforms, Transform{Type: TransformESN, ID: e})
+		out.Transforms = append(out.Transforms, wire.Transform{Type: wire.TransformESN, ID: e})
 	}
 	return out
 }
 
 // BuildProposals renders specs as the proposals of an SA payload,
 // numbered from 1, each with spi.
-func BuildProposals(specs []ProposalSpec, spi []byte) ([]Proposal, error) {
+func BuildProposals(specs []ProposalSpec, spi []byte) ([]wire.Proposal, error) {
 	if len(specs) > 255 {
 		return nil, fmt.Errorf("%d proposals, at most 255 fit in an SA payload", len(specs))
 	}
-	out := make([]Proposal, len(specs))
+	out := make([]wire.Proposal, len(specs))
 	for i, p := range specs {
 		out[i] = p.Proposal(uint8(i+1), spi)
 	}
@@ -339,12 +341,12 @@ func BuildProposals(specs []ProposalSpec, spi []byte) ([]Proposal, error) {
 func firstDHGroup(specs []ProposalSpec) uint16 {
 	for _, p := range specs {
 		for _, g := range p.DHGroups {
-			if g != DH_NONE {
+			if g != wire.DH_NONE {
 				return g
 			}
 		}
 	}
-	return DH_NONE
+	return wire.DH_NONE
 }
 
 // SelectOptions adjust SelectProposalWith.
@@ -364,7 +366,7 @@ type Selection struct {
 	// Proposal is the single proposal to answer with: one transform of
 	// each type and the Number of the offer accepted. Its SPI is empty; a
 	// responder sets its own before sending.
-	Proposal Proposal
+	Proposal wire.Proposal
 	// PeerSPI is the SPI of the accepted offer.
 	PeerSPI []byte
 	Suite   Suite
@@ -379,12 +381,12 @@ type Selection struct {
 // a transform type that is not understood or not valid for its protocol,
 // or missing a mandatory type, does not match. ok is false when nothing
 // matches (answer NO_PROPOSAL_CHOSEN).
-func SelectProposal(offered []Proposal, mine []ProposalSpec) (Selection, bool) {
+func SelectProposal(offered []wire.Proposal, mine []ProposalSpec) (Selection, bool) {
 	return SelectProposalWith(offered, mine, SelectOptions{})
 }
 
 // SelectProposalWith is SelectProposal with options.
-func SelectProposalWith(offered []Proposal, mine []ProposalSpec, opts SelectOptions) (Selection, bool) {
+func SelectProposalWith(offered []wire.Proposal, mine []ProposalSpec, opts SelectOptions) (Selection, bool) {
 	for _, spec := range mine {
 		for _, offer := range offered {
 			if s, ok := matchProposal(spec, offer, opts); ok {
@@ -406,19 +408,19 @@ type offeredTransforms struct {
 	unknown             bool
 }
 
-func splitTransforms(ts []Transform) offeredTransforms {
+func splitTransforms(ts []wire.Transform) offeredTransforms {
 	var o offeredTransforms
 	for _, t := range ts {
 		switch t.Type {
-		case TransformENCR:
+		case wire.TransformENCR:
 			o.encr = append(o.encr, EncryptionTransform{ID: t.ID, KeyLength: t.KeyLength})
-		case TransformINTEG:
+		case wire.TransformINTEG:
 			o.integ = append(o.integ, t.ID)
-		case TransformPRF:
+		case wire.TransformPRF:
 			o.prf = append(o.prf, t.ID)
-		case TransformDH:
+		case wire.TransformDH:
 			o.dh = append(o.dh, t.ID)
-		case TransformESN:
+		case wire.TransformESN:
 			o.esn = append(o.esn, t.ID)
 		default:
 			o.unknown = true
@@ -427,17 +429,17 @@ func splitTransforms(ts []Transform) offeredTransforms {
 	return o
 }
 
-func spiSizeOK(p Proposal) bool {
+func spiSizeOK(p wire.Proposal) bool {
 	switch p.Protocol {
-	case ProtoIKE:
+	case wire.ProtoIKE:
 		return len(p.SPI) == 0 || len(p.SPI) == 8
-	case ProtoESP, ProtoAH:
+	case wire.ProtoESP, wire.ProtoAH:
 		return len(p.SPI) == 4
 	}
 	return false
 }
 
-func matchProposal(spec ProposalSpec, offer Proposal, opts SelectOptions) (Suite, bool) {
+func matchProposal(spec ProposalSpec, offer wire.Proposal, opts SelectOptions) (Suite, bool) {
 	if offer.Protocol != spec.Protocol || !spiSizeOK(offer) {
 		return Suite{}, false
 	}
@@ -458,7 +460,7 @@ func matchProposal(spec ProposalSpec, offer Proposal, opts SelectOptions) (Suite
 		}
 	}
 	switch spec.Protocol {
-	case ProtoIKE:
+	case wire.ProtoIKE:
 		if len(o.esn) != 0 {
 			return Suite{}, false
 		}
@@ -468,17 +470,17 @@ func matchProposal(spec ProposalSpec, offer Proposal, opts SelectOptions) (Suite
 		if s.DHGroup, ok = chooseDH(spec.DHGroups, o.dh, opts.PreferDH); !ok {
 			return Suite{}, false
 		}
-	case ProtoESP:
+	case wire.ProtoESP:
 		if len(o.prf) != 0 {
 			return Suite{}, false
 		}
 		if !opts.IgnoreDH {
 			mineDH, offerDH := spec.DHGroups, o.dh
 			if len(mineDH) == 0 {
-				mineDH = []uint16{DH_NONE}
+				mineDH = []uint16{wire.DH_NONE}
 			}
 			if len(offerDH) == 0 {
-				offerDH = []uint16{DH_NONE}
+				offerDH = []uint16{wire.DH_NONE}
 			}
 			if s.DHGroup, ok = chooseDH(mineDH, offerDH, opts.PreferDH); !ok {
 				return Suite{}, false
@@ -488,7 +490,7 @@ func matchProposal(spec ProposalSpec, offer Proposal, opts SelectOptions) (Suite
 		if !ok {
 			return Suite{}, false
 		}
-		s.ESN = esn == ESN_YES
+		s.ESN = esn == wire.ESN_YES
 	default:
 		return Suite{}, false
 	}
@@ -509,7 +511,7 @@ func firstCommon(mine, offered []uint16) (uint16, bool) {
 }
 
 func chooseDH(mine, offered []uint16, prefer uint16) (uint16, bool) {
-	if prefer != DH_NONE && slices.Contains(mine, prefer) && slices.Contains(offered, prefer) {
+	if prefer != wire.DH_NONE && slices.Contains(mine, prefer) && slices.Contains(offered, prefer) {
 		return prefer, true
 	}
 	return firstCommon(mine, offered)
@@ -517,24 +519,24 @@ func chooseDH(mine, offered []uint16, prefer uint16) (uint16, bool) {
 
 // proposal renders a negotiated suite as the single-transform-per-type
 // proposal of an answer.
-func (s Suite) proposal(number uint8) Proposal {
-	p := Proposal{Number: number, Protocol: s.Protocol}
-	p.Transforms = append(p.Transforms, Transform{Type: TransformENCR, ID: s.Encryption, KeyLength: s.KeyLength})
-	if s.Protocol == ProtoIKE {
-		p.Transforms = append(p.Transforms, Transform{Type: TransformPRF, ID: s.PRF})
+func (s Suite) proposal(number uint8) wire.Proposal {
+	p := wire.Proposal{Number: number, Protocol: s.Protocol}
+	p.Transforms = append(p.Transforms, wire.Transform{Type: wire.TransformENCR, ID: s.Encryption, KeyLength: s.KeyLength})
+	if s.Protocol == wire.ProtoIKE {
+		p.Transforms = append(p.Transforms, wire.Transform{Type: wire.TransformPRF, ID: s.PRF})
 	}
 	if !s.IsAEAD() {
-		p.Transforms = append(p.Transforms, Transform{Type: TransformINTEG, ID: s.Integrity})
+		p.Transforms = append(p.Transforms, wire.Transform{Type: wire.TransformINTEG, ID: s.Integrity})
 	}
-	if s.DHGroup != DH_NONE {
-		p.Transforms = append(p.Transforms, Transform{Type: TransformDH, ID: s.DHGroup})
+	if s.DHGroup != wire.DH_NONE {
+		p.Transforms = append(p.Transforms, wire.Transform{Type: wire.TransformDH, ID: s.DHGroup})
 	}
-	if s.Protocol == ProtoESP {
-		esn := ESN_NO
+	if s.Protocol == wire.ProtoESP {
+		esn := wire.ESN_NO
 		if s.ESN {
-			esn = ESN_YES
+			esn = wire.ESN_YES
 		}
-		p.Transforms = append(p.Transforms, Transform{Type: TransformESN, ID: esn})
+		p.Transforms = append(p.Transforms, wire.Transform{Type: wire.TransformESN, ID: esn})
 	}
 	return p
 }
@@ -549,12 +551,12 @@ var ErrProposalMismatch = errors.New("chosen proposal does not match the offer")
 // (integrity may be left out with an AEAD, a DH group when the offer
 // allowed NONE), each transform one the offer listed. offered is what we
 // sent.
-func verifyChosenProposal(chosen, offered []Proposal) (Selection, error) {
+func verifyChosenProposal(chosen, offered []wire.Proposal) (Selection, error) {
 	if len(chosen) != 1 {
 		return Selection{}, fmt.Errorf("%w: %d proposals in the answer, want 1", ErrProposalMismatch, len(chosen))
 	}
 	c := chosen[0]
-	i := slices.IndexFunc(offered, func(p Proposal) bool { return p.Number == c.Number })
+	i := slices.IndexFunc(offered, func(p wire.Proposal) bool { return p.Number == c.Number })
 	if i < 0 {
 		return Selection{}, fmt.Errorf("%w: proposal number %d was not offered", ErrProposalMismatch, c.Number)
 	}
@@ -565,16 +567,16 @@ func verifyChosenProposal(chosen, offered []Proposal) (Selection, error) {
 	if !spiSizeOK(c) {
 		return Selection{}, fmt.Errorf("%w: %s proposal with a %d-byte SPI", ErrProposalMismatch, protoName(c.Protocol), len(c.SPI))
 	}
-	seen := map[TransformType]bool{}
+	seen := map[wire.TransformType]bool{}
 	for _, t := range c.Transforms {
-		if t.Type < TransformENCR || t.Type > TransformESN {
+		if t.Type < wire.TransformENCR || t.Type > wire.TransformESN {
 			return Selection{}, fmt.Errorf("%w: unknown transform type %d", ErrProposalMismatch, t.Type)
 		}
 		if seen[t.Type] {
 			return Selection{}, fmt.Errorf("%w: more than one transform of type %d", ErrProposalMismatch, t.Type)
 		}
 		seen[t.Type] = true
-		if !slices.ContainsFunc(offer.Transforms, func(o Transform) bool {
+		if !slices.ContainsFunc(offer.Transforms, func(o wire.Transform) bool {
 			return o.Type == t.Type && o.ID == t.ID && o.KeyLength == t.KeyLength
 		}) {
 			return Selection{}, fmt.Errorf("%w: transform type %d ID %d (key length %d) was not offered", ErrProposalMismatch, t.Type, t.ID, t.KeyLength)
@@ -596,7 +598,7 @@ func verifyChosenProposal(chosen, offered []Proposal) (Selection, error) {
 		s.DHGroup = got.dh[0]
 	}
 	if len(got.esn) > 0 {
-		s.ESN = got.esn[0] == ESN_YES
+		s.ESN = got.esn[0] == wire.ESN_YES
 	}
 	missing := func(what string) (Selection, error) {
 		return Selection{}, fmt.Errorf("%w: no %s transform", ErrProposalMismatch, what)
@@ -607,7 +609,7 @@ func verifyChosenProposal(chosen, offered []Proposal) (Selection, error) {
 	if len(want.prf) > 0 && len(got.prf) == 0 {
 		return missing("PRF")
 	}
-	if len(want.dh) > 0 && len(got.dh) == 0 && (c.Protocol == ProtoIKE || !slices.Contains(want.dh, DH_NONE)) {
+	if len(want.dh) > 0 && len(got.dh) == 0 && (c.Protocol == wire.ProtoIKE || !slices.Contains(want.dh, wire.DH_NONE)) {
 		return missing("Diffie-Hellman")
 	}
 	if len(want.esn) > 0 && len(got.esn) == 0 {

@@ -7,94 +7,96 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 func TestParseProposals(t *testing.T) {
-	gcm := func(bits uint16) EncryptionTransform { return EncryptionTransform{ENCR_AES_GCM_16, bits} }
-	cbc := func(bits uint16) EncryptionTransform { return EncryptionTransform{ENCR_AES_CBC, bits} }
-	chacha := EncryptionTransform{ENCR_CHACHA20_POLY1305, 0}
-	ike := func(p ProposalSpec) ProposalSpec { p.Protocol = ProtoIKE; return p }
-	esp := func(p ProposalSpec) ProposalSpec { p.Protocol = ProtoESP; return p }
+	gcm := func(bits uint16) EncryptionTransform { return EncryptionTransform{wire.ENCR_AES_GCM_16, bits} }
+	cbc := func(bits uint16) EncryptionTransform { return EncryptionTransform{wire.ENCR_AES_CBC, bits} }
+	chacha := EncryptionTransform{wire.ENCR_CHACHA20_POLY1305, 0}
+	ike := func(p ProposalSpec) ProposalSpec { p.Protocol = wire.ProtoIKE; return p }
+	esp := func(p ProposalSpec) ProposalSpec { p.Protocol = wire.ProtoESP; return p }
 	tests := []struct {
 		name   string
-		proto  ProtocolID
+		proto  wire.ProtocolID
 		in     string
 		want   []ProposalSpec
 		String string // formatProposals of the result
 	}{
-		{"AEAD with PRF", ProtoIKE, "aes256gcm16-prfsha256-x25519",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_CURVE25519}})},
+		{"AEAD with PRF", wire.ProtoIKE, "aes256gcm16-prfsha256-x25519",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{wire.PRF_HMAC_SHA2_256}, DHGroups: []uint16{wire.DH_CURVE25519}})},
 			"aes256gcm16-prfsha256-x25519"},
-		{"chacha", ProtoIKE, "chacha20poly1305-prfsha256-ecp256",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{chacha}, PRF: []uint16{PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_ECP_256}})},
+		{"chacha", wire.ProtoIKE, "chacha20poly1305-prfsha256-ecp256",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{chacha}, PRF: []uint16{wire.PRF_HMAC_SHA2_256}, DHGroups: []uint16{wire.DH_ECP_256}})},
 			"chacha20poly1305-prfsha256-ecp256"},
-		{"gcm128 sha384 ecp384", ProtoIKE, "aes128gcm16-prfsha384-ecp384",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(128)}, PRF: []uint16{PRF_HMAC_SHA2_384}, DHGroups: []uint16{DH_ECP_384}})},
+		{"gcm128 sha384 ecp384", wire.ProtoIKE, "aes128gcm16-prfsha384-ecp384",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(128)}, PRF: []uint16{wire.PRF_HMAC_SHA2_384}, DHGroups: []uint16{wire.DH_ECP_384}})},
 			"aes128gcm16-prfsha384-ecp384"},
-		{"classic, PRF from integrity", ProtoIKE, "aes256-sha256-modp2048",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{cbc(256)}, Integrity: []uint16{AUTH_HMAC_SHA2_256_128}, PRF: []uint16{PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_MODP_2048}})},
+		{"classic, PRF from integrity", wire.ProtoIKE, "aes256-sha256-modp2048",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{cbc(256)}, Integrity: []uint16{wire.AUTH_HMAC_SHA2_256_128}, PRF: []uint16{wire.PRF_HMAC_SHA2_256}, DHGroups: []uint16{wire.DH_MODP_2048}})},
 			"aes256-sha256-prfsha256-modp2048"},
-		{"AEAD, PRF from dropped integrity", ProtoIKE, "aes256gcm16-sha384-curve25519",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{PRF_HMAC_SHA2_384}, DHGroups: []uint16{DH_CURVE25519}})},
+		{"AEAD, PRF from dropped integrity", wire.ProtoIKE, "aes256gcm16-sha384-curve25519",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{wire.PRF_HMAC_SHA2_384}, DHGroups: []uint16{wire.DH_CURVE25519}})},
 			"aes256gcm16-prfsha384-x25519"},
-		{"explicit PRF wins over integrity", ProtoIKE, "aes128-sha1-prfsha512-ecp256",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{cbc(128)}, Integrity: []uint16{AUTH_HMAC_SHA1_96}, PRF: []uint16{PRF_HMAC_SHA2_512}, DHGroups: []uint16{DH_ECP_256}})},
+		{"explicit PRF wins over integrity", wire.ProtoIKE, "aes128-sha1-prfsha512-ecp256",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{cbc(128)}, Integrity: []uint16{wire.AUTH_HMAC_SHA1_96}, PRF: []uint16{wire.PRF_HMAC_SHA2_512}, DHGroups: []uint16{wire.DH_ECP_256}})},
 			"aes128-sha1-prfsha512-ecp256"},
-		{"several of a kind, kinds mixed", ProtoIKE, "aes256gcm16-prfsha384-ecp384-aes128gcm16-prfsha256-x25519",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256), gcm(128)}, PRF: []uint16{PRF_HMAC_SHA2_384, PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_ECP_384, DH_CURVE25519}})},
+		{"several of a kind, kinds mixed", wire.ProtoIKE, "aes256gcm16-prfsha384-ecp384-aes128gcm16-prfsha256-x25519",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256), gcm(128)}, PRF: []uint16{wire.PRF_HMAC_SHA2_384, wire.PRF_HMAC_SHA2_256}, DHGroups: []uint16{wire.DH_ECP_384, wire.DH_CURVE25519}})},
 			"aes256gcm16-aes128gcm16-prfsha384-prfsha256-ecp384-x25519"},
-		{"list, spaces, case, aliases", ProtoIKE, " AES256GCM16-prfsha256-x25519 , aes-sha2_256-sha-modp2048,aes192gcm128-prfsha1-ecp256",
+		{"list, spaces, case, aliases", wire.ProtoIKE, " AES256GCM16-prfsha256-x25519 , aes-sha2_256-sha-modp2048,aes192gcm128-prfsha1-ecp256",
 			[]ProposalSpec{
-				ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_CURVE25519}}),
-				ike(ProposalSpec{Encryption: []EncryptionTransform{cbc(128)}, Integrity: []uint16{AUTH_HMAC_SHA2_256_128, AUTH_HMAC_SHA1_96}, PRF: []uint16{PRF_HMAC_SHA2_256, PRF_HMAC_SHA1}, DHGroups: []uint16{DH_MODP_2048}}),
-				ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(192)}, PRF: []uint16{PRF_HMAC_SHA1}, DHGroups: []uint16{DH_ECP_256}}),
+				ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{wire.PRF_HMAC_SHA2_256}, DHGroups: []uint16{wire.DH_CURVE25519}}),
+				ike(ProposalSpec{Encryption: []EncryptionTransform{cbc(128)}, Integrity: []uint16{wire.AUTH_HMAC_SHA2_256_128, wire.AUTH_HMAC_SHA1_96}, PRF: []uint16{wire.PRF_HMAC_SHA2_256, wire.PRF_HMAC_SHA1}, DHGroups: []uint16{wire.DH_MODP_2048}}),
+				ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(192)}, PRF: []uint16{wire.PRF_HMAC_SHA1}, DHGroups: []uint16{wire.DH_ECP_256}}),
 			},
 			"aes256gcm16-prfsha256-x25519,aes128-sha256-sha1-prfsha256-prfsha1-modp2048,aes192gcm16-prfsha1-ecp256"},
-		{"duplicates collapse", ProtoIKE, "aes256gcm16-aes256gcm16-prfsha256-x25519-curve25519",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_CURVE25519}})},
+		{"duplicates collapse", wire.ProtoIKE, "aes256gcm16-aes256gcm16-prfsha256-x25519-curve25519",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{wire.PRF_HMAC_SHA2_256}, DHGroups: []uint16{wire.DH_CURVE25519}})},
 			"aes256gcm16-prfsha256-x25519"},
-		{"IKE drops modpnone", ProtoIKE, "aes256gcm16-prfsha256-modpnone-x25519",
-			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{PRF_HMAC_SHA2_256}, DHGroups: []uint16{DH_CURVE25519}})},
+		{"IKE drops modpnone", wire.ProtoIKE, "aes256gcm16-prfsha256-modpnone-x25519",
+			[]ProposalSpec{ike(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, PRF: []uint16{wire.PRF_HMAC_SHA2_256}, DHGroups: []uint16{wire.DH_CURVE25519}})},
 			"aes256gcm16-prfsha256-x25519"},
 
-		{"ESP gcm", ProtoESP, "aes256gcm16",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{ESN_NO}})},
+		{"ESP gcm", wire.ProtoESP, "aes256gcm16",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{wire.ESN_NO}})},
 			"aes256gcm16"},
-		{"ESP chacha", ProtoESP, "chacha20poly1305",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{chacha}, ESN: []uint16{ESN_NO}})},
+		{"ESP chacha", wire.ProtoESP, "chacha20poly1305",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{chacha}, ESN: []uint16{wire.ESN_NO}})},
 			"chacha20poly1305"},
-		{"ESP PFS group", ProtoESP, "aes128gcm16-x25519",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(128)}, DHGroups: []uint16{DH_CURVE25519}, ESN: []uint16{ESN_NO}})},
+		{"ESP PFS group", wire.ProtoESP, "aes128gcm16-x25519",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(128)}, DHGroups: []uint16{wire.DH_CURVE25519}, ESN: []uint16{wire.ESN_NO}})},
 			"aes128gcm16-x25519"},
-		{"ESP optional PFS", ProtoESP, "aes128gcm16-x25519-modpnone",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(128)}, DHGroups: []uint16{DH_CURVE25519, DH_NONE}, ESN: []uint16{ESN_NO}})},
+		{"ESP optional PFS", wire.ProtoESP, "aes128gcm16-x25519-modpnone",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(128)}, DHGroups: []uint16{wire.DH_CURVE25519, wire.DH_NONE}, ESN: []uint16{wire.ESN_NO}})},
 			"aes128gcm16-x25519-modpnone"},
-		{"ESP esn", ProtoESP, "aes256gcm16-esn",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{ESN_YES}})},
+		{"ESP esn", wire.ProtoESP, "aes256gcm16-esn",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{wire.ESN_YES}})},
 			"aes256gcm16-esn"},
-		{"ESP noesn", ProtoESP, "aes256gcm16-noesn",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{ESN_NO}})},
+		{"ESP noesn", wire.ProtoESP, "aes256gcm16-noesn",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{wire.ESN_NO}})},
 			"aes256gcm16"},
-		{"ESP both ESN", ProtoESP, "aes256gcm16-esn-noesn",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{ESN_YES, ESN_NO}})},
+		{"ESP both ESN", wire.ProtoESP, "aes256gcm16-esn-noesn",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{wire.ESN_YES, wire.ESN_NO}})},
 			"aes256gcm16-esn-noesn"},
-		{"ESP classic", ProtoESP, "aes128-sha256-sha512",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{cbc(128)}, Integrity: []uint16{AUTH_HMAC_SHA2_256_128, AUTH_HMAC_SHA2_512_256}, ESN: []uint16{ESN_NO}})},
+		{"ESP classic", wire.ProtoESP, "aes128-sha256-sha512",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{cbc(128)}, Integrity: []uint16{wire.AUTH_HMAC_SHA2_256_128, wire.AUTH_HMAC_SHA2_512_256}, ESN: []uint16{wire.ESN_NO}})},
 			"aes128-sha256-sha512"},
-		{"ESP drops integrity with AEAD and PRFs", ProtoESP, "aes256gcm16-sha256-prfsha256",
-			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{ESN_NO}})},
+		{"ESP drops integrity with AEAD and PRFs", wire.ProtoESP, "aes256gcm16-sha256-prfsha256",
+			[]ProposalSpec{esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{wire.ESN_NO}})},
 			"aes256gcm16"},
-		{"ESP list", ProtoESP, "aes256gcm16,chacha20poly1305",
+		{"ESP list", wire.ProtoESP, "aes256gcm16,chacha20poly1305",
 			[]ProposalSpec{
-				esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{ESN_NO}}),
-				esp(ProposalSpec{Encryption: []EncryptionTransform{chacha}, ESN: []uint16{ESN_NO}}),
+				esp(ProposalSpec{Encryption: []EncryptionTransform{gcm(256)}, ESN: []uint16{wire.ESN_NO}}),
+				esp(ProposalSpec{Encryption: []EncryptionTransform{chacha}, ESN: []uint16{wire.ESN_NO}}),
 			},
 			"aes256gcm16,chacha20poly1305"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			parse := ParseIKEProposals
-			if tt.proto == ProtoESP {
+			if tt.proto == wire.ProtoESP {
 				parse = ParseESPProposals
 			}
 			got, err := parse(tt.in)
@@ -122,29 +124,29 @@ func TestParseProposals(t *testing.T) {
 func TestParseProposalErrors(t *testing.T) {
 	tests := []struct {
 		name     string
-		proto    ProtocolID
+		proto    wire.ProtocolID
 		in       string
 		contains []string
 	}{
-		{"unknown token", ProtoIKE, "aes512-sha256-modp2048", []string{`"aes512"`, "supported:", "aes256gcm16", "x25519", "prfsha256"}},
-		{"unknown ESP token", ProtoESP, "aes256gcm16-blowfish", []string{`"blowfish"`, "supported:", "esn"}},
-		{"gcm8 not supported", ProtoESP, "aes128gcm8", []string{`"aes128gcm8"`}},
-		{"no PRF with AEAD", ProtoIKE, "aes256gcm16-x25519", []string{"no PRF"}},
-		{"no DH", ProtoIKE, "aes256gcm16-prfsha256", []string{"no Diffie-Hellman group"}},
-		{"only modpnone", ProtoIKE, "aes256gcm16-prfsha256-modpnone", []string{"no Diffie-Hellman group"}},
-		{"classic without integrity", ProtoIKE, "aes256-prfsha256-modp2048", []string{"integrity"}},
-		{"ESP classic without integrity", ProtoESP, "aes256", []string{"integrity"}},
-		{"AEAD and classic mixed", ProtoIKE, "aes256gcm16-aes256-sha256-prfsha256-modp2048", []string{"AEAD and classic"}},
-		{"no encryption", ProtoIKE, "sha256-prfsha256-modp2048", []string{"no encryption"}},
-		{"ESN in IKE", ProtoIKE, "aes256gcm16-prfsha256-x25519-esn", []string{"ESP proposals only"}},
-		{"empty", ProtoIKE, "", []string{"empty IKE proposal"}},
-		{"empty item", ProtoESP, "aes256gcm16,,chacha20poly1305", []string{"empty ESP proposal"}},
-		{"empty token", ProtoIKE, "aes256gcm16--prfsha256-x25519", []string{"empty algorithm keyword"}},
+		{"unknown token", wire.ProtoIKE, "aes512-sha256-modp2048", []string{`"aes512"`, "supported:", "aes256gcm16", "x25519", "prfsha256"}},
+		{"unknown ESP token", wire.ProtoESP, "aes256gcm16-blowfish", []string{`"blowfish"`, "supported:", "esn"}},
+		{"gcm8 not supported", wire.ProtoESP, "aes128gcm8", []string{`"aes128gcm8"`}},
+		{"no PRF with AEAD", wire.ProtoIKE, "aes256gcm16-x25519", []string{"no PRF"}},
+		{"no DH", wire.ProtoIKE, "aes256gcm16-prfsha256", []string{"no Diffie-Hellman group"}},
+		{"only modpnone", wire.ProtoIKE, "aes256gcm16-prfsha256-modpnone", []string{"no Diffie-Hellman group"}},
+		{"classic without integrity", wire.ProtoIKE, "aes256-prfsha256-modp2048", []string{"integrity"}},
+		{"ESP classic without integrity", wire.ProtoESP, "aes256", []string{"integrity"}},
+		{"AEAD and classic mixed", wire.ProtoIKE, "aes256gcm16-aes256-sha256-prfsha256-modp2048", []string{"AEAD and classic"}},
+		{"no encryption", wire.ProtoIKE, "sha256-prfsha256-modp2048", []string{"no encryption"}},
+		{"ESN in IKE", wire.ProtoIKE, "aes256gcm16-prfsha256-x25519-esn", []string{"ESP proposals only"}},
+		{"empty", wire.ProtoIKE, "", []string{"empty IKE proposal"}},
+		{"empty item", wire.ProtoESP, "aes256gcm16,,chacha20poly1305", []string{"empty ESP proposal"}},
+		{"empty token", wire.ProtoIKE, "aes256gcm16--prfsha256-x25519", []string{"empty algorithm keyword"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			parse := ParseIKEProposals
-			if tt.proto == ProtoESP {
+			if tt.proto == wire.ProtoESP {
 				parse = ParseESPProposals
 			}
 			got, err := parse(tt.in)
@@ -187,27 +189,27 @@ func TestProposalRendering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Proposal{
-		{Number: 1, Protocol: ProtoIKE, Transforms: []Transform{
-			{TransformENCR, ENCR_AES_GCM_16, 256}, {TransformENCR, ENCR_CHACHA20_POLY1305, 0},
-			{TransformPRF, PRF_HMAC_SHA2_384, 0},
-			{TransformDH, DH_CURVE25519, 0}, {TransformDH, DH_ECP_256, 0},
+	want := []wire.Proposal{
+		{Number: 1, Protocol: wire.ProtoIKE, Transforms: []wire.Transform{
+			{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 256}, {Type: wire.TransformENCR, ID: wire.ENCR_CHACHA20_POLY1305, KeyLength: 0},
+			{Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_384, KeyLength: 0},
+			{Type: wire.TransformDH, ID: wire.DH_CURVE25519, KeyLength: 0}, {Type: wire.TransformDH, ID: wire.DH_ECP_256, KeyLength: 0},
 		}},
-		{Number: 2, Protocol: ProtoIKE, Transforms: []Transform{
-			{TransformENCR, ENCR_AES_CBC, 128}, {TransformPRF, PRF_HMAC_SHA2_256, 0},
-			{TransformINTEG, AUTH_HMAC_SHA2_256_128, 0}, {TransformDH, DH_MODP_2048, 0},
+		{Number: 2, Protocol: wire.ProtoIKE, Transforms: []wire.Transform{
+			{Type: wire.TransformENCR, ID: wire.ENCR_AES_CBC, KeyLength: 128}, {Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_256, KeyLength: 0},
+			{Type: wire.TransformINTEG, ID: wire.AUTH_HMAC_SHA2_256_128, KeyLength: 0}, {Type: wire.TransformDH, ID: wire.DH_MODP_2048, KeyLength: 0},
 		}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
-	if g := firstDHGroup(specs); g != DH_CURVE25519 {
+	if g := firstDHGroup(specs); g != wire.DH_CURVE25519 {
 		t.Errorf("firstDHGroup = %d", g)
 	}
 	espSpec := mustParseESP(t, "aes128gcm16-x25519-esn")[0]
 	p := espSpec.WithoutDH().Proposal(1, []byte{1, 2, 3, 4})
-	wantESP := Proposal{Number: 1, Protocol: ProtoESP, SPI: []byte{1, 2, 3, 4}, Transforms: []Transform{
-		{TransformENCR, ENCR_AES_GCM_16, 128}, {TransformESN, ESN_YES, 0},
+	wantESP := wire.Proposal{Number: 1, Protocol: wire.ProtoESP, SPI: []byte{1, 2, 3, 4}, Transforms: []wire.Transform{
+		{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 128}, {Type: wire.TransformESN, ID: wire.ESN_YES, KeyLength: 0},
 	}}
 	if !reflect.DeepEqual(p, wantESP) {
 		t.Errorf("ESP without DH: %+v", p)
@@ -217,10 +219,10 @@ func TestProposalRendering(t *testing.T) {
 	}
 }
 
-func offerOf(t *testing.T, proto ProtocolID, s string, spi []byte) []Proposal {
+func offerOf(t *testing.T, proto wire.ProtocolID, s string, spi []byte) []wire.Proposal {
 	t.Helper()
 	var specs []ProposalSpec
-	if proto == ProtoIKE {
+	if proto == wire.ProtoIKE {
 		specs = mustParseIKE(t, s)
 	} else {
 		specs = mustParseESP(t, s)
@@ -234,7 +236,7 @@ func offerOf(t *testing.T, proto ProtocolID, s string, spi []byte) []Proposal {
 
 func TestSelectProposal(t *testing.T) {
 	espSPI := []byte{0xc1, 0xc2, 0xc3, 0xc4}
-	withTransform := func(ps []Proposal, tr Transform) []Proposal {
+	withTransform := func(ps []wire.Proposal, tr wire.Transform) []wire.Proposal {
 		for i := range ps {
 			ps[i].Transforms = append(ps[i].Transforms, tr)
 		}
@@ -242,95 +244,95 @@ func TestSelectProposal(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		offered []Proposal
+		offered []wire.Proposal
 		mine    []ProposalSpec
 		opts    SelectOptions
 		want    string // Suite.String of the choice, "" for none
 		number  uint8
 	}{
 		{"responder's proposal order wins",
-			offerOf(t, ProtoIKE, "aes128gcm16-prfsha256-ecp256,aes256gcm16-prfsha384-x25519", nil),
+			offerOf(t, wire.ProtoIKE, "aes128gcm16-prfsha256-ecp256,aes256gcm16-prfsha384-x25519", nil),
 			mustParseIKE(t, "aes256gcm16-prfsha384-x25519,aes128gcm16-prfsha256-ecp256"), SelectOptions{},
 			"aes256gcm16-prfsha384-x25519", 2},
 		{"responder's algorithm order wins",
-			offerOf(t, ProtoIKE, "aes128gcm16-aes256gcm16-prfsha256-prfsha384-ecp256-x25519", nil),
+			offerOf(t, wire.ProtoIKE, "aes128gcm16-aes256gcm16-prfsha256-prfsha384-ecp256-x25519", nil),
 			mustParseIKE(t, "aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256"), SelectOptions{},
 			"aes256gcm16-prfsha384-x25519", 1},
 		{"KE group preferred among shared groups",
-			offerOf(t, ProtoIKE, "aes128gcm16-aes256gcm16-prfsha256-prfsha384-ecp256-x25519", nil),
-			mustParseIKE(t, "aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256"), SelectOptions{PreferDH: DH_ECP_256},
+			offerOf(t, wire.ProtoIKE, "aes128gcm16-aes256gcm16-prfsha256-prfsha384-ecp256-x25519", nil),
+			mustParseIKE(t, "aes256gcm16-aes128gcm16-prfsha384-prfsha256-x25519-ecp256"), SelectOptions{PreferDH: wire.DH_ECP_256},
 			"aes256gcm16-prfsha384-ecp256", 1},
 		{"KE group not acceptable is not chosen",
-			offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-ecp256-x25519-modp2048", nil),
-			mustParseIKE(t, "aes256gcm16-prfsha256-x25519-ecp256"), SelectOptions{PreferDH: DH_MODP_2048},
+			offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-ecp256-x25519-modp2048", nil),
+			mustParseIKE(t, "aes256gcm16-prfsha256-x25519-ecp256"), SelectOptions{PreferDH: wire.DH_MODP_2048},
 			"aes256gcm16-prfsha256-x25519", 1},
 		{"classic suite",
-			offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519,aes256-sha384-sha256-modp2048", nil),
+			offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519,aes256-sha384-sha256-modp2048", nil),
 			mustParseIKE(t, "aes256-aes128-sha256-modp2048"), SelectOptions{},
 			"aes256-sha256-prfsha256-modp2048", 2},
 		{"key length must match",
-			[]Proposal{{Number: 1, Protocol: ProtoIKE, Transforms: []Transform{{TransformENCR, ENCR_AES_GCM_16, 128}, {TransformPRF, PRF_HMAC_SHA2_256, 0}, {TransformDH, DH_CURVE25519, 0}}}},
+			[]wire.Proposal{{Number: 1, Protocol: wire.ProtoIKE, Transforms: []wire.Transform{{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 128}, {Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_256, KeyLength: 0}, {Type: wire.TransformDH, ID: wire.DH_CURVE25519, KeyLength: 0}}}},
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "", 0},
 		{"AES without key length attribute",
-			[]Proposal{{Number: 1, Protocol: ProtoIKE, Transforms: []Transform{{TransformENCR, ENCR_AES_GCM_16, 0}, {TransformPRF, PRF_HMAC_SHA2_256, 0}, {TransformDH, DH_CURVE25519, 0}}}},
+			[]wire.Proposal{{Number: 1, Protocol: wire.ProtoIKE, Transforms: []wire.Transform{{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 0}, {Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_256, KeyLength: 0}, {Type: wire.TransformDH, ID: wire.DH_CURVE25519, KeyLength: 0}}}},
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "", 0},
 		{"nothing in common",
-			offerOf(t, ProtoIKE, "aes128gcm16-prfsha256-ecp256", nil),
+			offerOf(t, wire.ProtoIKE, "aes128gcm16-prfsha256-ecp256", nil),
 			mustParseIKE(t, "aes256gcm16-prfsha256-ecp256,aes128gcm16-prfsha384-ecp256,aes128gcm16-prfsha256-x25519"), SelectOptions{}, "", 0},
 		{"unknown transform type makes an offer unacceptable",
-			withTransform(offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), Transform{Type: 6, ID: 1}),
+			withTransform(offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), wire.Transform{Type: 6, ID: 1}),
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "", 0},
 		{"AEAD offer with integrity NONE",
-			withTransform(offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), Transform{Type: TransformINTEG, ID: AUTH_NONE}),
+			withTransform(offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), wire.Transform{Type: wire.TransformINTEG, ID: wire.AUTH_NONE}),
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "aes256gcm16-prfsha256-x25519", 1},
 		{"ESN in an IKE offer",
-			withTransform(offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), Transform{Type: TransformESN, ID: ESN_NO}),
+			withTransform(offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), wire.Transform{Type: wire.TransformESN, ID: wire.ESN_NO}),
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "", 0},
 		{"bad IKE SPI size",
-			offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519", []byte{1, 2, 3, 4}),
+			offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519", []byte{1, 2, 3, 4}),
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "", 0},
 		{"IKE rekey SPI",
-			offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519", []byte{1, 2, 3, 4, 5, 6, 7, 8}),
+			offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519", []byte{1, 2, 3, 4, 5, 6, 7, 8}),
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "aes256gcm16-prfsha256-x25519", 1},
 		{"protocol mismatch",
-			offerOf(t, ProtoESP, "aes256gcm16", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16", espSPI),
 			mustParseIKE(t, "aes256gcm16-prfsha256-x25519"), SelectOptions{}, "", 0},
 
 		{"ESP AEAD",
-			offerOf(t, ProtoESP, "aes128gcm16,aes256gcm16,chacha20poly1305", espSPI),
+			offerOf(t, wire.ProtoESP, "aes128gcm16,aes256gcm16,chacha20poly1305", espSPI),
 			mustParseESP(t, "chacha20poly1305,aes256gcm16"), SelectOptions{}, "chacha20poly1305-noesn", 3},
 		{"ESP offer with PFS, none configured",
-			offerOf(t, ProtoESP, "aes256gcm16-x25519", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16-x25519", espSPI),
 			mustParseESP(t, "aes256gcm16"), SelectOptions{}, "", 0},
 		{"ESP offer with PFS in IKE_AUTH",
-			offerOf(t, ProtoESP, "aes256gcm16-x25519", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16-x25519", espSPI),
 			mustParseESP(t, "aes256gcm16"), SelectOptions{IgnoreDH: true}, "aes256gcm16-noesn", 1},
 		{"ESP offer with optional PFS",
-			offerOf(t, ProtoESP, "aes256gcm16-x25519-modpnone", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16-x25519-modpnone", espSPI),
 			mustParseESP(t, "aes256gcm16"), SelectOptions{}, "aes256gcm16-noesn", 1},
 		{"ESP PFS required, offer without",
-			offerOf(t, ProtoESP, "aes256gcm16", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16", espSPI),
 			mustParseESP(t, "aes256gcm16-x25519"), SelectOptions{}, "", 0},
 		{"ESP PFS required, IKE_AUTH",
-			offerOf(t, ProtoESP, "aes256gcm16", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16", espSPI),
 			mustParseESP(t, "aes256gcm16-x25519"), SelectOptions{IgnoreDH: true}, "aes256gcm16-noesn", 1},
 		{"ESP PFS agreed",
-			offerOf(t, ProtoESP, "aes256gcm16-ecp256-x25519", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16-ecp256-x25519", espSPI),
 			mustParseESP(t, "aes256gcm16-x25519-ecp256"), SelectOptions{}, "aes256gcm16-x25519-noesn", 1},
 		{"ESP ESN preference",
-			offerOf(t, ProtoESP, "aes256gcm16-noesn-esn", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16-noesn-esn", espSPI),
 			mustParseESP(t, "aes256gcm16-esn-noesn"), SelectOptions{}, "aes256gcm16-esn", 1},
 		{"ESP ESN mismatch",
-			offerOf(t, ProtoESP, "aes256gcm16-esn", espSPI),
+			offerOf(t, wire.ProtoESP, "aes256gcm16-esn", espSPI),
 			mustParseESP(t, "aes256gcm16"), SelectOptions{}, "", 0},
 		{"ESP offer without ESN transform",
-			[]Proposal{{Number: 1, Protocol: ProtoESP, SPI: espSPI, Transforms: []Transform{{TransformENCR, ENCR_AES_GCM_16, 256}}}},
+			[]wire.Proposal{{Number: 1, Protocol: wire.ProtoESP, SPI: espSPI, Transforms: []wire.Transform{{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 256}}}},
 			mustParseESP(t, "aes256gcm16"), SelectOptions{}, "", 0},
 		{"ESP offer with a PRF",
-			withTransform(offerOf(t, ProtoESP, "aes256gcm16", espSPI), Transform{Type: TransformPRF, ID: PRF_HMAC_SHA2_256}),
+			withTransform(offerOf(t, wire.ProtoESP, "aes256gcm16", espSPI), wire.Transform{Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_256}),
 			mustParseESP(t, "aes256gcm16"), SelectOptions{}, "", 0},
 		{"ESP without SPI",
-			offerOf(t, ProtoESP, "aes256gcm16", nil),
+			offerOf(t, wire.ProtoESP, "aes256gcm16", nil),
 			mustParseESP(t, "aes256gcm16"), SelectOptions{}, "", 0},
 	}
 	for _, tt := range tests {
@@ -354,7 +356,7 @@ func TestSelectProposal(t *testing.T) {
 			if sel.Proposal.SPI != nil {
 				t.Errorf("answer has SPI %x", sel.Proposal.SPI)
 			}
-			var offer Proposal
+			var offer wire.Proposal
 			for _, o := range tt.offered {
 				if o.Number == tt.number {
 					offer = o
@@ -373,7 +375,7 @@ func TestSelectProposal(t *testing.T) {
 					tt.offered[i].Transforms = removeDH(tt.offered[i].Transforms)
 				}
 			}
-			v, err := verifyChosenProposal([]Proposal{answer}, tt.offered)
+			v, err := verifyChosenProposal([]wire.Proposal{answer}, tt.offered)
 			if err != nil {
 				t.Fatalf("initiator rejects the answer %+v: %v", answer, err)
 			}
@@ -382,15 +384,15 @@ func TestSelectProposal(t *testing.T) {
 			}
 		})
 	}
-	if _, ok := SelectProposal(offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), mustParseIKE(t, "aes256gcm16-prfsha256-x25519")); !ok {
+	if _, ok := SelectProposal(offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519", nil), mustParseIKE(t, "aes256gcm16-prfsha256-x25519")); !ok {
 		t.Error("SelectProposal found nothing")
 	}
 }
 
-func removeDH(ts []Transform) []Transform {
-	var out []Transform
+func removeDH(ts []wire.Transform) []wire.Transform {
+	var out []wire.Transform
 	for _, t := range ts {
-		if t.Type != TransformDH {
+		if t.Type != wire.TransformDH {
 			out = append(out, t)
 		}
 	}
@@ -398,48 +400,48 @@ func removeDH(ts []Transform) []Transform {
 }
 
 func TestVerifyChosenProposal(t *testing.T) {
-	ikeOffer := offerOf(t, ProtoIKE, "aes256gcm16-prfsha256-x25519-ecp256,aes128-sha256-modp2048", nil)
+	ikeOffer := offerOf(t, wire.ProtoIKE, "aes256gcm16-prfsha256-x25519-ecp256,aes128-sha256-modp2048", nil)
 	espSPI := []byte{1, 2, 3, 4}
-	espOffer := offerOf(t, ProtoESP, "aes256gcm16-x25519-esn-noesn,aes128gcm16-x25519-modpnone", espSPI)
-	gcm256 := Transform{Type: TransformENCR, ID: ENCR_AES_GCM_16, KeyLength: 256}
-	prf256 := Transform{Type: TransformPRF, ID: PRF_HMAC_SHA2_256}
-	x25519 := Transform{Type: TransformDH, ID: DH_CURVE25519}
-	noesn := Transform{Type: TransformESN, ID: ESN_NO}
-	ike := func(n uint8, ts ...Transform) Proposal {
-		return Proposal{Number: n, Protocol: ProtoIKE, Transforms: ts}
+	espOffer := offerOf(t, wire.ProtoESP, "aes256gcm16-x25519-esn-noesn,aes128gcm16-x25519-modpnone", espSPI)
+	gcm256 := wire.Transform{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 256}
+	prf256 := wire.Transform{Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_256}
+	x25519 := wire.Transform{Type: wire.TransformDH, ID: wire.DH_CURVE25519}
+	noesn := wire.Transform{Type: wire.TransformESN, ID: wire.ESN_NO}
+	ike := func(n uint8, ts ...wire.Transform) wire.Proposal {
+		return wire.Proposal{Number: n, Protocol: wire.ProtoIKE, Transforms: ts}
 	}
-	esp := func(n uint8, ts ...Transform) Proposal {
-		return Proposal{Number: n, Protocol: ProtoESP, SPI: []byte{9, 9, 9, 9}, Transforms: ts}
+	esp := func(n uint8, ts ...wire.Transform) wire.Proposal {
+		return wire.Proposal{Number: n, Protocol: wire.ProtoESP, SPI: []byte{9, 9, 9, 9}, Transforms: ts}
 	}
 	tests := []struct {
 		name    string
-		chosen  []Proposal
-		offered []Proposal
+		chosen  []wire.Proposal
+		offered []wire.Proposal
 		want    string // suite, "" for an error
 	}{
-		{"IKE AEAD", []Proposal{ike(1, gcm256, prf256, x25519)}, ikeOffer, "aes256gcm16-prfsha256-x25519"},
-		{"IKE transforms in any order", []Proposal{ike(1, x25519, gcm256, prf256)}, ikeOffer, "aes256gcm16-prfsha256-x25519"},
-		{"IKE classic", []Proposal{ike(2, Transform{Type: TransformENCR, ID: ENCR_AES_CBC, KeyLength: 128}, prf256, Transform{Type: TransformINTEG, ID: AUTH_HMAC_SHA2_256_128}, Transform{Type: TransformDH, ID: DH_MODP_2048})}, ikeOffer, "aes128-sha256-prfsha256-modp2048"},
-		{"two proposals", []Proposal{ike(1, gcm256, prf256, x25519), ike(1, gcm256, prf256, x25519)}, ikeOffer, ""},
+		{"IKE AEAD", []wire.Proposal{ike(1, gcm256, prf256, x25519)}, ikeOffer, "aes256gcm16-prfsha256-x25519"},
+		{"IKE transforms in any order", []wire.Proposal{ike(1, x25519, gcm256, prf256)}, ikeOffer, "aes256gcm16-prfsha256-x25519"},
+		{"IKE classic", []wire.Proposal{ike(2, wire.Transform{Type: wire.TransformENCR, ID: wire.ENCR_AES_CBC, KeyLength: 128}, prf256, wire.Transform{Type: wire.TransformINTEG, ID: wire.AUTH_HMAC_SHA2_256_128}, wire.Transform{Type: wire.TransformDH, ID: wire.DH_MODP_2048})}, ikeOffer, "aes128-sha256-prfsha256-modp2048"},
+		{"two proposals", []wire.Proposal{ike(1, gcm256, prf256, x25519), ike(1, gcm256, prf256, x25519)}, ikeOffer, ""},
 		{"no proposal", nil, ikeOffer, ""},
-		{"number not offered", []Proposal{ike(3, gcm256, prf256, x25519)}, ikeOffer, ""},
-		{"transform from another proposal", []Proposal{ike(1, gcm256, prf256, Transform{Type: TransformDH, ID: DH_MODP_2048})}, ikeOffer, ""},
-		{"different key length", []Proposal{ike(1, Transform{Type: TransformENCR, ID: ENCR_AES_GCM_16, KeyLength: 128}, prf256, x25519)}, ikeOffer, ""},
-		{"two DH groups", []Proposal{ike(1, gcm256, prf256, x25519, Transform{Type: TransformDH, ID: DH_ECP_256})}, ikeOffer, ""},
-		{"no DH", []Proposal{ike(1, gcm256, prf256)}, ikeOffer, ""},
-		{"no PRF", []Proposal{ike(1, gcm256, x25519)}, ikeOffer, ""},
-		{"no encryption", []Proposal{ike(1, prf256, x25519)}, ikeOffer, ""},
-		{"classic without integrity", []Proposal{ike(2, Transform{Type: TransformENCR, ID: ENCR_AES_CBC, KeyLength: 128}, prf256, Transform{Type: TransformDH, ID: DH_MODP_2048})}, ikeOffer, ""},
-		{"unknown transform type", []Proposal{ike(1, gcm256, prf256, x25519, Transform{Type: 9, ID: 1})}, ikeOffer, ""},
-		{"protocol changed", []Proposal{{Number: 1, Protocol: ProtoESP, SPI: espSPI, Transforms: []Transform{gcm256, prf256, x25519}}}, ikeOffer, ""},
-		{"IKE SPI of 4 bytes", []Proposal{{Number: 1, Protocol: ProtoIKE, SPI: espSPI, Transforms: []Transform{gcm256, prf256, x25519}}}, ikeOffer, ""},
+		{"number not offered", []wire.Proposal{ike(3, gcm256, prf256, x25519)}, ikeOffer, ""},
+		{"transform from another proposal", []wire.Proposal{ike(1, gcm256, prf256, wire.Transform{Type: wire.TransformDH, ID: wire.DH_MODP_2048})}, ikeOffer, ""},
+		{"different key length", []wire.Proposal{ike(1, wire.Transform{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 128}, prf256, x25519)}, ikeOffer, ""},
+		{"two DH groups", []wire.Proposal{ike(1, gcm256, prf256, x25519, wire.Transform{Type: wire.TransformDH, ID: wire.DH_ECP_256})}, ikeOffer, ""},
+		{"no DH", []wire.Proposal{ike(1, gcm256, prf256)}, ikeOffer, ""},
+		{"no PRF", []wire.Proposal{ike(1, gcm256, x25519)}, ikeOffer, ""},
+		{"no encryption", []wire.Proposal{ike(1, prf256, x25519)}, ikeOffer, ""},
+		{"classic without integrity", []wire.Proposal{ike(2, wire.Transform{Type: wire.TransformENCR, ID: wire.ENCR_AES_CBC, KeyLength: 128}, prf256, wire.Transform{Type: wire.TransformDH, ID: wire.DH_MODP_2048})}, ikeOffer, ""},
+		{"unknown transform type", []wire.Proposal{ike(1, gcm256, prf256, x25519, wire.Transform{Type: 9, ID: 1})}, ikeOffer, ""},
+		{"protocol changed", []wire.Proposal{{Number: 1, Protocol: wire.ProtoESP, SPI: espSPI, Transforms: []wire.Transform{gcm256, prf256, x25519}}}, ikeOffer, ""},
+		{"IKE SPI of 4 bytes", []wire.Proposal{{Number: 1, Protocol: wire.ProtoIKE, SPI: espSPI, Transforms: []wire.Transform{gcm256, prf256, x25519}}}, ikeOffer, ""},
 
-		{"ESP with PFS", []Proposal{esp(1, gcm256, x25519, noesn)}, espOffer, "aes256gcm16-x25519-noesn"},
-		{"ESP PFS required but left out", []Proposal{esp(1, gcm256, noesn)}, espOffer, ""},
-		{"ESP PFS optional and left out", []Proposal{esp(2, Transform{Type: TransformENCR, ID: ENCR_AES_GCM_16, KeyLength: 128}, noesn)}, espOffer, "aes128gcm16-noesn"},
-		{"ESP without ESN", []Proposal{esp(1, gcm256, x25519)}, espOffer, ""},
-		{"ESP with integrity next to AEAD", []Proposal{esp(1, gcm256, x25519, noesn, Transform{Type: TransformINTEG, ID: AUTH_HMAC_SHA2_256_128})}, espOffer, ""},
-		{"ESP SPI of 8 bytes", []Proposal{{Number: 1, Protocol: ProtoESP, SPI: make([]byte, 8), Transforms: []Transform{gcm256, x25519, noesn}}}, espOffer, ""},
+		{"ESP with PFS", []wire.Proposal{esp(1, gcm256, x25519, noesn)}, espOffer, "aes256gcm16-x25519-noesn"},
+		{"ESP PFS required but left out", []wire.Proposal{esp(1, gcm256, noesn)}, espOffer, ""},
+		{"ESP PFS optional and left out", []wire.Proposal{esp(2, wire.Transform{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLength: 128}, noesn)}, espOffer, "aes128gcm16-noesn"},
+		{"ESP without ESN", []wire.Proposal{esp(1, gcm256, x25519)}, espOffer, ""},
+		{"ESP with integrity next to AEAD", []wire.Proposal{esp(1, gcm256, x25519, noesn, wire.Transform{Type: wire.TransformINTEG, ID: wire.AUTH_HMAC_SHA2_256_128})}, espOffer, ""},
+		{"ESP SPI of 8 bytes", []wire.Proposal{{Number: 1, Protocol: wire.ProtoESP, SPI: make([]byte, 8), Transforms: []wire.Transform{gcm256, x25519, noesn}}}, espOffer, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,12 +473,12 @@ func TestSuiteValidate(t *testing.T) {
 		suite Suite
 		ok    bool
 	}{
-		{Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 256, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}, true},
-		{Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 256, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519, ESN: true}, false},
-		{Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 256, PRF: PRF_HMAC_SHA2_256}, false},
-		{Suite{Protocol: ProtoESP, Encryption: ENCR_AES_GCM_16, KeyLength: 256, DHGroup: 99}, false},
-		{Suite{Protocol: ProtoESP, Encryption: ENCR_CHACHA20_POLY1305, KeyLength: 256}, false},
-		{Suite{Protocol: ProtoAH, Integrity: AUTH_HMAC_SHA2_256_128}, false},
+		{Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}, true},
+		{Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519, ESN: true}, false},
+		{Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, PRF: wire.PRF_HMAC_SHA2_256}, false},
+		{Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, DHGroup: 99}, false},
+		{Suite{Protocol: wire.ProtoESP, Encryption: wire.ENCR_CHACHA20_POLY1305, KeyLength: 256}, false},
+		{Suite{Protocol: wire.ProtoAH, Integrity: wire.AUTH_HMAC_SHA2_256_128}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.suite.String(), func(t *testing.T) {
@@ -532,7 +534,7 @@ func TestESPSelectionCBC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, esp, ok := selectESP(offerESP(specs, 0x1234, false), specs, DH_NONE)
+	_, esp, ok := selectESP(offerESP(specs, 0x1234, false), specs, wire.DH_NONE)
 	if !ok || esp.alg != "aes256-sha384" || esp.spi != 0x1234 {
 		t.Fatalf("selectESP = %+v, %v", esp, ok)
 	}

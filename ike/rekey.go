@@ -7,18 +7,20 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
-func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, func() error) {
-	var reply []Payload
+func (s *Session) respondInformational(sa *ikeSA, req []wire.Payload) ([]wire.Payload, func() error) {
+	var reply []wire.Payload
 	var after func() error
 	for _, p := range req {
-		d, ok := p.(*Delete)
+		d, ok := p.(*wire.Delete)
 		if !ok {
 			continue
 		}
 		switch d.Protocol {
-		case ProtoIKE:
+		case wire.ProtoIKE:
 			after = func() error {
 				if sa == s.sa {
 					return errGatewayDeleted
@@ -27,7 +29,7 @@ func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, fun
 				sa.wipe() // the reply to the Delete has gone
 				return nil
 			}
-		case ProtoESP:
+		case wire.ProtoESP:
 			var ours [][]byte
 			for _, spi := range d.SPIs {
 				if len(spi) != 4 {
@@ -39,7 +41,7 @@ func (s *Session) respondInformational(sa *ikeSA, req []Payload) ([]Payload, fun
 				}
 			}
 			if len(ours) > 0 {
-				reply = append(reply, &Delete{Protocol: ProtoESP, SPIs: ours})
+				reply = append(reply, &wire.Delete{Protocol: wire.ProtoESP, SPIs: ours})
 			}
 		}
 	}
@@ -84,25 +86,25 @@ func (s *Session) deleteChild(c *ChildSA) {
 }
 
 // respondChildRekey answers the gateway's rekey of the Child SA.
-func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]Payload, func() error) {
-	if rekey.Protocol != ProtoESP || len(rekey.SPI) != 4 {
-		return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
+func (s *Session) respondChildRekey(sa *ikeSA, rekey *wire.Notify, req []wire.Payload) ([]wire.Payload, func() error) {
+	if rekey.Protocol != wire.ProtoESP || len(rekey.SPI) != 4 {
+		return []wire.Payload{&wire.Notify{NotifyType: wire.INVALID_SYNTAX}}, nil
 	}
 	old := s.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
 	if old == nil {
-		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+		return []wire.Payload{&wire.Notify{Protocol: wire.ProtoESP, SPI: rekey.SPI, NotifyType: wire.CHILD_SA_NOT_FOUND}}, nil
 	}
 	if s.rekeying == rekeyingIKE || old != s.child {
 		// Not while our rekey of the IKE SA is outstanding, nor for an
 		// SA being deleted (RFC 7296 §2.25.1): the gateway retries later.
-		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
 	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, old, s.mob.mif, s.cfg.Now())
 	if fail != nil {
-		return []Payload{fail}, nil
+		return []wire.Payload{fail}, nil
 	}
 	if err := s.h.InstallChild(child); err != nil {
-		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
 	after := func() error {
 		// Send on the new SA once the gateway deletes the old one.
@@ -122,14 +124,14 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *Notify, req []Payload) ([]
 // proposal has a DH group. It returns the response and the new Child SA,
 // or the error notification to answer with. The selectors stay those of
 // old, whatever the request says: neither side widens them by rekeying.
-func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *ChildSA, mif bool, now time.Time) ([]Payload, *ChildSA, *Notify) {
-	fail := func(t NotifyType, data []byte) ([]Payload, *ChildSA, *Notify) {
-		return nil, nil, &Notify{NotifyType: t, Data: data}
+func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []wire.Payload, old *ChildSA, mif bool, now time.Time) ([]wire.Payload, *ChildSA, *wire.Notify) {
+	fail := func(t wire.NotifyType, data []byte) ([]wire.Payload, *ChildSA, *wire.Notify) {
+		return nil, nil, &wire.Notify{NotifyType: t, Data: data}
 	}
-	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
+	saP, ni, ke := wire.Find[*wire.SA](req), wire.Find[*wire.Nonce](req), wire.Find[*wire.KE](req)
 	tsi, tsr := findTS(req, false), findTS(req, true)
 	if saP == nil || ni == nil || tsi == nil || tsr == nil || checkNonce(sa.suite.PRF, ni.Data) != nil {
-		return fail(INVALID_SYNTAX, nil)
+		return fail(wire.INVALID_SYNTAX, nil)
 	}
 	keGroup := uint16(0)
 	if ke != nil {
@@ -137,23 +139,23 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	}
 	chosen, esp, ok := selectESP(saP.Proposals, specs, keGroup)
 	if !ok {
-		return fail(NO_PROPOSAL_CHOSEN, nil)
+		return fail(wire.NO_PROPOSAL_CHOSEN, nil)
 	}
 	nr := nonce()
 	var shared []byte
-	var kePayload *KE
+	var kePayload *wire.KE
 	if esp.dh != 0 {
 		if ke == nil || ke.Group != esp.dh {
-			return fail(INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, esp.dh))
+			return fail(wire.INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, esp.dh))
 		}
 		kex, err := NewKeyExchange(esp.dh)
 		if err != nil {
-			return fail(NO_PROPOSAL_CHOSEN, nil)
+			return fail(wire.NO_PROPOSAL_CHOSEN, nil)
 		}
 		if shared, err = kex.SharedSecret(ke.Data); err != nil {
-			return fail(INVALID_SYNTAX, nil)
+			return fail(wire.INVALID_SYNTAX, nil)
 		}
-		kePayload = &KE{Group: esp.dh, Data: kex.Public()}
+		kePayload = &wire.KE{Group: esp.dh, Data: kex.Public()}
 	}
 	inSPI := randomESPSPI()
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
@@ -162,36 +164,36 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []Payload, old *Child
 	// The peer initiated this exchange: its direction's key comes first.
 	km, err := childKeys(sa, esp, shared, ni.Data, nr, probeSPI != 0)
 	if err != nil {
-		return fail(NO_PROPOSAL_CHOSEN, nil)
+		return fail(wire.NO_PROPOSAL_CHOSEN, nil)
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.iToR, OutKey: km.rToI, ESN: esp.esn,
 		LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: now,
 		rekeyOf: old.InSPI, nonces: [2][]byte{slices.Clone(ni.Data), nr}, byPeer: true}
 	child.withProbeSA(probeSPI, theirs, km, false)
 	// The mode stays that of old: a rekey does not switch to transport.
-	var mode []Payload
+	var mode []wire.Payload
 	child.Transport, mode = answerTransport(req, old.Transport, old.LocalTS, old.RemoteTS)
-	reply := append([]Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}}, probeAnswer...)
+	reply := append([]wire.Payload{&wire.SA{Proposals: []wire.Proposal{chosen}}, &wire.Nonce{Data: nr}}, probeAnswer...)
 	reply = append(reply, mode...)
 	if kePayload != nil {
 		reply = append(reply, kePayload)
 	}
 	// The peer initiated: its TSi is its side, our remote.
-	reply = append(reply, &TS{Selectors: selectorsFromPrefixes(old.RemoteTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.LocalTS)})
+	reply = append(reply, &wire.TS{Selectors: selectorsFromPrefixes(old.RemoteTS)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(old.LocalTS)})
 	return reply, child, nil
 }
 
 // respondIKERekey answers the gateway's rekey of the IKE SA (RFC 7296
 // §2.18): a new IKE SA whose initiator is the gateway.
-func (s *Session) respondIKERekey(sa *ikeSA, req []Payload) ([]Payload, func() error) {
+func (s *Session) respondIKERekey(sa *ikeSA, req []wire.Payload) ([]wire.Payload, func() error) {
 	if s.rekeying == rekeyingChild || sa != s.sa {
 		// Not while our Child SA rekey is outstanding, nor for an IKE SA
 		// already replaced: the gateway retries later.
-		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
 	reply, next, fail := answerIKERekey(sa, s.cfg.IKE, req, s.cfg.Now())
 	if fail != nil {
-		return []Payload{fail}, nil
+		return []wire.Payload{fail}, nil
 	}
 	return reply, func() error {
 		s.oldSAs = append(s.oldSAs, sa)
@@ -208,43 +210,43 @@ func (s *Session) respondIKERekey(sa *ikeSA, req []Payload) ([]Payload, func() e
 // the IKE SA sa (RFC 7296 §2.18). It returns the response and the new IKE
 // SA (whose initiator is the peer), or the error notification to answer
 // with.
-func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []Payload, now time.Time) ([]Payload, *ikeSA, *Notify) {
-	fail := func(t NotifyType, data []byte) ([]Payload, *ikeSA, *Notify) {
-		return nil, nil, &Notify{NotifyType: t, Data: data}
+func answerIKERekey(sa *ikeSA, specs []ProposalSpec, req []wire.Payload, now time.Time) ([]wire.Payload, *ikeSA, *wire.Notify) {
+	fail := func(t wire.NotifyType, data []byte) ([]wire.Payload, *ikeSA, *wire.Notify) {
+		return nil, nil, &wire.Notify{NotifyType: t, Data: data}
 	}
-	saP, ni, ke := Find[*SA](req), Find[*Nonce](req), Find[*KE](req)
+	saP, ni, ke := wire.Find[*wire.SA](req), wire.Find[*wire.Nonce](req), wire.Find[*wire.KE](req)
 	if saP == nil || ni == nil || ke == nil {
-		return fail(INVALID_SYNTAX, nil)
+		return fail(wire.INVALID_SYNTAX, nil)
 	}
 	sel, ok := SelectProposalWith(saP.Proposals, specs, SelectOptions{PreferDH: ke.Group})
 	if !ok {
-		return fail(NO_PROPOSAL_CHOSEN, nil)
+		return fail(wire.NO_PROPOSAL_CHOSEN, nil)
 	}
 	chosen, suite := sel.Proposal, sel.Suite
 	if len(sel.PeerSPI) != 8 || checkNonce(suite.PRF, ni.Data) != nil {
-		return fail(INVALID_SYNTAX, nil)
+		return fail(wire.INVALID_SYNTAX, nil)
 	}
 	if ke.Group != suite.DHGroup {
-		return fail(INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, suite.DHGroup))
+		return fail(wire.INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, suite.DHGroup))
 	}
 	kex, err := NewKeyExchange(suite.DHGroup)
 	if err != nil {
-		return fail(NO_PROPOSAL_CHOSEN, nil)
+		return fail(wire.NO_PROPOSAL_CHOSEN, nil)
 	}
 	shared, err := kex.SharedSecret(ke.Data)
 	if err != nil {
-		return fail(INVALID_SYNTAX, nil)
+		return fail(wire.INVALID_SYNTAX, nil)
 	}
 	nr := nonce()
 	spiI, spiR := binary.BigEndian.Uint64(sel.PeerSPI), randomSPI()
 	keys, err := rekeyIKEKeys(sa.keys, suite, shared, ni.Data, nr, spiI, spiR, false)
 	if err != nil {
-		return fail(NO_PROPOSAL_CHOSEN, nil)
+		return fail(wire.NO_PROPOSAL_CHOSEN, nil)
 	}
 	next := &ikeSA{spiI: spiI, spiR: spiR, initiator: false, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
 		lastHeard: now, created: now, fragOK: sa.fragOK, rekeyOf: sa.id()}
 	chosen.SPI = binary.BigEndian.AppendUint64(nil, spiR)
-	return []Payload{&SA{Proposals: []Proposal{chosen}}, &Nonce{Data: nr}, &KE{Group: suite.DHGroup, Data: kex.Public()}}, next, nil
+	return []wire.Payload{&wire.SA{Proposals: []wire.Proposal{chosen}}, &wire.Nonce{Data: nr}, &wire.KE{Group: suite.DHGroup, Data: kex.Public()}}, next, nil
 }
 
 // rekeyChild replaces the Child SA (RFC 7296 §2.8), with PFS when the ESP
@@ -261,10 +263,10 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		inSPI := randomESPSPI()
 		probeSPI, probeOffer := offerProbeSPI(s.mob.mif)
 		ni := nonce()
-		payloads := []Payload{
-			&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
-			&SA{Proposals: offerESP(s.cfg.ESP, inSPI, true)},
-			&Nonce{Data: ni},
+		payloads := []wire.Payload{
+			&wire.Notify{Protocol: wire.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: wire.REKEY_SA},
+			&wire.SA{Proposals: offerESP(s.cfg.ESP, inSPI, true)},
+			&wire.Nonce{Data: ni},
 		}
 		payloads = append(payloads, probeOffer...)
 		var kex KeyExchange
@@ -273,15 +275,15 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 			if kex, err = NewKeyExchange(group); err != nil {
 				return err
 			}
-			payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
+			payloads = append(payloads, &wire.KE{Group: group, Data: kex.Public()})
 		}
-		payloads = append(payloads, &TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
+		payloads = append(payloads, &wire.TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
 		payloads = append(payloads, transportRequest(old.Transport)...)
-		reply, err := s.exchange(ctx, sa, CREATE_CHILD_SA, payloads, s.cfg.Retransmit)
+		reply, err := s.exchange(ctx, sa, wire.CREATE_CHILD_SA, payloads, s.cfg.Retransmit)
 		if err != nil {
 			return err
 		}
-		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && attempt == 0 && s.child == old {
+		if n := wire.FindNotify(reply, wire.INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && attempt == 0 && s.child == old {
 			group = binary.BigEndian.Uint16(n.Data)
 			continue
 		}
@@ -297,7 +299,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 		}
 		var shared []byte
 		if kex != nil {
-			ke := Find[*KE](reply)
+			ke := wire.Find[*wire.KE](reply)
 			if ke == nil || ke.Group != kex.Group() {
 				return errors.New("CREATE_CHILD_SA: the gateway's response lacks the KE for PFS")
 			}
@@ -305,7 +307,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 				return fmt.Errorf("CREATE_CHILD_SA: %w", err)
 			}
 		}
-		nr := Find[*Nonce](reply)
+		nr := wire.Find[*wire.Nonce](reply)
 		if nr == nil {
 			return errors.New("CREATE_CHILD_SA: the gateway's response lacks a nonce")
 		}
@@ -377,8 +379,8 @@ func (s *Session) deleteRekeyedChild(ctx context.Context, sa *ikeSA, old *ChildS
 		old.retired = s.cfg.Now()
 		s.oldKids = append(s.oldKids, old)
 	}
-	_, err := s.exchange(ctx, sa, INFORMATIONAL,
-		[]Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}, s.cfg.Retransmit)
+	_, err := s.exchange(ctx, sa, wire.INFORMATIONAL,
+		[]wire.Payload{&wire.Delete{Protocol: wire.ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}, s.cfg.Retransmit)
 	if slices.Contains(s.oldKids, old) {
 		s.h.RemoveChild(old)
 		old.Wipe()
@@ -407,7 +409,7 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	for i := range offered {
 		offered[i].SPI = binary.BigEndian.AppendUint64(nil, spiI)
 	}
-	reply, err := s.exchange(ctx, old, CREATE_CHILD_SA, []Payload{&SA{Proposals: offered}, &Nonce{Data: ni}, &KE{Group: kex.Group(), Data: kex.Public()}}, s.cfg.Retransmit)
+	reply, err := s.exchange(ctx, old, wire.CREATE_CHILD_SA, []wire.Payload{&wire.SA{Proposals: offered}, &wire.Nonce{Data: ni}, &wire.KE{Group: kex.Group(), Data: kex.Public()}}, s.cfg.Retransmit)
 	if err != nil {
 		return err
 	}
@@ -418,7 +420,7 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 		}
 		return nil
 	}
-	saP, nr, ke := Find[*SA](reply), Find[*Nonce](reply), Find[*KE](reply)
+	saP, nr, ke := wire.Find[*wire.SA](reply), wire.Find[*wire.Nonce](reply), wire.Find[*wire.KE](reply)
 	if saP == nil || nr == nil || ke == nil || len(saP.Proposals) != 1 || len(saP.Proposals[0].SPI) != 8 {
 		return errors.New("IKE rekey: the gateway's response lacks SA, Nonce or KE")
 	}
@@ -472,7 +474,7 @@ func (s *Session) deleteIKE(ctx context.Context, sa *ikeSA) {
 	if !slices.Contains(s.oldSAs, sa) {
 		s.oldSAs = append(s.oldSAs, sa) // so that the answer finds it
 	}
-	_, err := s.exchange(ctx, sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, s.cfg.Retransmit)
+	_, err := s.exchange(ctx, sa, wire.INFORMATIONAL, []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}}, s.cfg.Retransmit)
 	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
 	sa.wipe()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
 
@@ -143,7 +144,7 @@ func TestSimultaneousIKERekey(t *testing.T) {
 		}
 		answered := make(chan bool, 1)
 		gatewayClient(t, rg.w.r, func(c *rClient) {
-			if err := rg.w.r.request(c, INFORMATIONAL, nil, func(reply []Payload) { answered <- reply != nil }); err != nil {
+			if err := rg.w.r.request(c, wire.INFORMATIONAL, nil, func(reply []wire.Payload) { answered <- reply != nil }); err != nil {
 				t.Errorf("gateway's liveness check: %v", err)
 				answered <- false
 			}

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // RemoteClient describes one authenticated client, as the responder (the
@@ -240,13 +242,13 @@ type rRequest struct {
 	to        netip.AddrPort // where it goes; the zero value: the client's current address
 	local     netip.Addr     // the gateway address it leaves from, with to
 	id        uint32
-	exchange  ExchangeType
+	exchange  wire.ExchangeType
 	datagrams [][]byte
 	tries     int
 	wait      time.Duration
 	next      time.Time
-	done      func(reply []Payload) // nil reply: no answer
-	rekey     rekeyKind             // the rekey it starts, if any
+	done      func(reply []wire.Payload) // nil reply: no answer
+	rekey     rekeyKind                  // the rekey it starts, if any
 }
 
 type saKey struct{ spiI, spiR uint64 }
@@ -563,19 +565,19 @@ const (
 
 // request sends a request to c on its current IKE SA; done gets the
 // response's payloads, or nil when none came.
-func (r *Responder) request(c *rClient, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+func (r *Responder) request(c *rClient, exchange wire.ExchangeType, payloads []wire.Payload, done func([]wire.Payload)) error {
 	return r.requestTo(c, netip.Addr{}, netip.AddrPort{}, exchange, payloads, done)
 }
 
 // requestTo is request to the address to from the gateway address local
 // (when to is valid) instead of the client's current pair.
-func (r *Responder) requestTo(c *rClient, local netip.Addr, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+func (r *Responder) requestTo(c *rClient, local netip.Addr, to netip.AddrPort, exchange wire.ExchangeType, payloads []wire.Payload, done func([]wire.Payload)) error {
 	return r.requestOn(c, c.sa, local, to, exchange, payloads, done)
 }
 
 // requestOn is requestTo on the IKE SA sa of c, which need not be c's
 // current one (deleting a rekeyed IKE SA).
-func (r *Responder) requestOn(c *rClient, sa *rSA, local netip.Addr, to netip.AddrPort, exchange ExchangeType, payloads []Payload, done func([]Payload)) error {
+func (r *Responder) requestOn(c *rClient, sa *rSA, local netip.Addr, to netip.AddrPort, exchange wire.ExchangeType, payloads []wire.Payload, done func([]wire.Payload)) error {
 	if c.pending != nil {
 		return errors.New("a request is outstanding")
 	}
@@ -594,7 +596,7 @@ func (r *Responder) requestOn(c *rClient, sa *rSA, local netip.Addr, to netip.Ad
 }
 
 // handleResponse passes the response to the request we sent on sa.
-func (r *Responder) handleResponse(sa *rSA, m *Message, from netip.AddrPort) {
+func (r *Responder) handleResponse(sa *rSA, m *wire.Message, from netip.AddrPort) {
 	c := sa.client
 	if c == nil || c.pending == nil || c.pending.sa != sa || c.pending.id != m.MessageID {
 		return
@@ -613,7 +615,7 @@ func (r *Responder) handleResponse(sa *rSA, m *Message, from netip.AddrPort) {
 	sa.lastHeard = r.cfg.Now()
 	c.noteAuthSource(from)
 	if inner == nil {
-		inner = []Payload{} // an empty answer is still an answer
+		inner = []wire.Payload{} // an empty answer is still an answer
 	}
 	p.done(inner)
 }
@@ -629,13 +631,13 @@ func (r *Responder) transmit(sa *rSA, local netip.Addr, to netip.AddrPort, datag
 
 // handle processes one datagram.
 func (r *Responder) handle(in inbound) {
-	m, err := Parse(in.data)
+	m, err := wire.Parse(in.data)
 	if err != nil {
 		r.log.Debug("dropping malformed IKE message", "from", in.from, "err", err)
 		return
 	}
-	if m.Exchange == IKE_SA_INIT {
-		if m.Flags&FlagResponse == 0 && m.Flags&FlagInitiator != 0 && m.SPIr == 0 && m.MessageID == 0 {
+	if m.Exchange == wire.IKE_SA_INIT {
+		if m.Flags&wire.FlagResponse == 0 && m.Flags&wire.FlagInitiator != 0 && m.SPIr == 0 && m.MessageID == 0 {
 			r.handleInit(m, in)
 		}
 		return
@@ -645,7 +647,7 @@ func (r *Responder) handle(in inbound) {
 		r.log.Debug("dropping IKE message for an unknown SA", "from", in.from, "exchange", m.Exchange)
 		return
 	}
-	if m.Flags&FlagResponse != 0 {
+	if m.Flags&wire.FlagResponse != 0 {
 		r.handleResponse(sa, m, in.from)
 		return
 	}
@@ -675,19 +677,19 @@ func (r *Responder) handle(in inbound) {
 	sa.reqFrom, sa.reqLocal, sa.reqSum, sa.resends = in.from, in.local, sa.firstSum, 0
 	sa.lastHeard = r.cfg.Now()
 	sa.natT = in.natT
-	var reply []Payload
+	var reply []wire.Payload
 	var after func()
 	switch {
-	case sa.client == nil && sa.eap != nil && m.Exchange == IKE_AUTH && r.relaysEAP(sa):
+	case sa.client == nil && sa.eap != nil && m.Exchange == wire.IKE_AUTH && r.relaysEAP(sa):
 		// The answer goes out once the RADIUS server's came
 		// (responder_eap.go); retransmissions meanwhile are dropped.
 		r.relayEAP(sa, m.MessageID, inner, in.from)
 		return
-	case sa.client == nil && sa.eap != nil && m.Exchange == IKE_AUTH:
+	case sa.client == nil && sa.eap != nil && m.Exchange == wire.IKE_AUTH:
 		reply, after = r.continueEAP(sa, inner, in.from) // responder_eap.go
-	case sa.client == nil && sa.eap != nil && m.Exchange == INFORMATIONAL:
+	case sa.client == nil && sa.eap != nil && m.Exchange == wire.INFORMATIONAL:
 		reply, after = r.abandonEAP(sa, inner, in.from)
-	case sa.client == nil && m.Exchange == IKE_AUTH && m.MessageID == 1:
+	case sa.client == nil && m.Exchange == wire.IKE_AUTH && m.MessageID == 1:
 		reply, after = r.respondAuth(sa, inner, in.from)
 		reply = r.authMobility(sa, inner, reply) // MOBIKE, MIF (mobike.go)
 	case sa.client == nil:

@@ -9,14 +9,16 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // authFail answers IKE_AUTH with AUTHENTICATION_FAILED and forgets sa once
 // the answer is sent.
-func (r *Responder) authFail(sa *rSA, from netip.AddrPort, why string, args ...any) ([]Payload, func()) {
+func (r *Responder) authFail(sa *rSA, from netip.AddrPort, why string, args ...any) ([]wire.Payload, func()) {
 	r.log.Warn("client failed to authenticate: "+why, append([]any{"from", from}, args...)...)
 	r.failures[FailAuthentication]++
-	return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
+	return []wire.Payload{&wire.Notify{NotifyType: wire.AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
 }
 
 // forget removes an IKE SA from the tables and wipes its keys: nothing
@@ -29,9 +31,9 @@ func (r *Responder) forget(sa *rSA) {
 
 // verifyClient checks the client's AUTH payload over its IKE_SA_INIT
 // request.
-func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload) error {
+func (r *Responder) verifyClient(sa *rSA, id Identity, auth *wire.Auth, req []wire.Payload) error {
 	octets := initiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, id.PayloadBody())
-	if auth.Method == AuthPSK {
+	if auth.Method == wire.AuthPSK {
 		psk := r.pskFor(id)
 		if len(psk) == 0 {
 			if len(r.cfg.ClientPSKs) > 0 {
@@ -49,7 +51,7 @@ func (r *Responder) verifyClient(sa *rSA, id Identity, auth *Auth, req []Payload
 	}
 	var certs [][]byte
 	for _, p := range req {
-		if c, ok := p.(*Cert); ok && c.Encoding == CertX509Signature {
+		if c, ok := p.(*wire.Cert); ok && c.Encoding == wire.CertX509Signature {
 			certs = append(certs, c.Data)
 		}
 	}
@@ -140,8 +142,8 @@ func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[st
 // respondAuth answers IKE_AUTH: authenticates the client, leases its inner
 // addresses and sets up its first Child SA. A request without AUTH starts
 // EAP (responder_eap.go).
-func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
-	idi, auth := findID(req, false), Find[*Auth](req)
+func (r *Responder) respondAuth(sa *rSA, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
+	idi, auth := wire.FindID(req, false), wire.Find[*wire.Auth](req)
 	if idi == nil {
 		return r.authFail(sa, from, "no IDi")
 	}
@@ -156,7 +158,7 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		return r.authFail(sa, from, err.Error(), "id", id)
 	}
 	var psk []byte
-	if auth.Method == AuthPSK {
+	if auth.Method == wire.AuthPSK {
 		psk = r.pskFor(id)
 	}
 	return r.admit(sa, id, req, from, psk, nil)
@@ -165,13 +167,13 @@ func (r *Responder) respondAuth(sa *rSA, req []Payload, from netip.AddrPort) ([]
 // admit answers the IKE_AUTH request of a client that authenticated as id
 // (with psk, or with EAP and its msk, or with a certificate when both are
 // nil): our identity and AUTH, its addresses and first Child SA from req.
-func (r *Responder) admit(sa *rSA, id Identity, req []Payload, from netip.AddrPort, psk, msk []byte) ([]Payload, func()) {
+func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.AddrPort, psk, msk []byte) ([]wire.Payload, func()) {
 	// From here on the client is known by the canonical form of the
 	// identity it authenticated with, for its leases, the limit per
 	// identity and INITIAL_CONTACT.
 	id = id.Canonical()
 	key := id.String()
-	replace := FindNotify(req, INITIAL_CONTACT) != nil
+	replace := wire.FindNotify(req, wire.INITIAL_CONTACT) != nil
 	if limit := r.cfg.MaxSAsPerIdentity; limit > 0 && !replace {
 		held := 0
 		for _, c := range r.clients {
@@ -187,25 +189,25 @@ func (r *Responder) admit(sa *rSA, id Identity, req []Payload, from netip.AddrPo
 	// the MSK (RFC 7296 §2.16); IDr and the certificate went with the
 	// first response.
 	octets := responderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
-	var reply []Payload
-	ours := &Auth{}
+	var reply []wire.Payload
+	ours := &wire.Auth{}
 	switch {
 	case msk != nil:
-		ours.Method, ours.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, msk, octets)
+		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf.Sum, msk, octets)
 	case r.cfg.Key != nil:
 		reply = append(reply, r.localIDPayload())
 		for _, c := range r.cfg.Certificates {
-			reply = append(reply, &Cert{Encoding: CertX509Signature, Data: c.Raw})
+			reply = append(reply, &wire.Cert{Encoding: wire.CertX509Signature, Data: c.Raw})
 		}
 		method, data, err := r.sign(sa, octets)
 		if err != nil {
 			r.log.Warn("signing IKE_AUTH", "err", err)
-			return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
+			return []wire.Payload{&wire.Notify{NotifyType: wire.AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
 		}
 		ours.Method, ours.Data = method, data
 	default:
 		reply = append(reply, r.localIDPayload())
-		ours.Method, ours.Data = AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
+		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
 	}
 	reply = append(reply, ours)
 
@@ -252,14 +254,14 @@ func (r *Responder) admit(sa *rSA, id Identity, req []Payload, from netip.AddrPo
 	return reply, nil
 }
 
-func (r *Responder) localIDPayload() *ID {
-	return &ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}
+func (r *Responder) localIDPayload() *wire.ID {
+	return &wire.ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}
 }
 
 // sign signs our AUTH octets for the client of sa. A client that sent no
 // SIGNATURE_HASH_ALGORITHMS (the IKEv2 client of Windows) can only check
 // method 1 (RSA PKCS #1 v1.5 with SHA-1, RFC 7296 §3.8) of an RSA key.
-func (r *Responder) sign(sa *rSA, octets []byte) (AuthMethod, []byte, error) {
+func (r *Responder) sign(sa *rSA, octets []byte) (wire.AuthMethod, []byte, error) {
 	if _, isRSA := r.cfg.Key.Public().(*rsa.PublicKey); isRSA && len(sa.peerHashes) == 0 {
 		return signRSASHA1(r.cfg.Key, octets)
 	}
@@ -268,35 +270,35 @@ func (r *Responder) sign(sa *rSA, octets []byte) (AuthMethod, []byte, error) {
 
 // firstChild leases the client's addresses and builds its first Child SA
 // from IKE_AUTH: the CP reply, SA and narrowed traffic selectors.
-func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
-	saP := Find[*SA](req)
+func (r *Responder) firstChild(c *rClient, req []wire.Payload) ([]wire.Payload, *wire.Notify) {
+	saP := wire.Find[*wire.SA](req)
 	tsi, tsr := findTS(req, false), findTS(req, true)
 	if saP == nil || tsi == nil || tsr == nil {
-		return nil, &Notify{NotifyType: INVALID_SYNTAX}
+		return nil, &wire.Notify{NotifyType: wire.INVALID_SYNTAX}
 	}
 	if tooManySelectors(req) {
-		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
+		return nil, &wire.Notify{NotifyType: wire.TS_UNACCEPTABLE}
 	}
 	sel, ok := SelectProposalWith(saP.Proposals, r.cfg.ESP, SelectOptions{IgnoreDH: true})
 	if !ok {
-		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+		return nil, &wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN}
 	}
 	esp, err := espFromSelection(sel)
 	if err != nil {
-		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+		return nil, &wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN}
 	}
-	var reply []Payload
+	var reply []wire.Payload
 	if len(r.pools) > 0 {
-		cp := Find[*CP](req)
-		if cp == nil || cp.CfgType != CFG_REQUEST {
-			return nil, &Notify{NotifyType: FAILED_CP_REQUIRED}
+		cp := wire.Find[*wire.CP](req)
+		if cp == nil || cp.CfgType != wire.CFG_REQUEST {
+			return nil, &wire.Notify{NotifyType: wire.FAILED_CP_REQUIRED}
 		}
 		attrs, err := r.lease(c, cp)
 		if err != nil {
 			r.log.Warn("leasing an inner address", "id", c.ID, "err", err)
-			return nil, &Notify{NotifyType: INTERNAL_ADDRESS_FAILURE}
+			return nil, &wire.Notify{NotifyType: wire.INTERNAL_ADDRESS_FAILURE}
 		}
-		reply = append(reply, &CP{CfgType: CFG_REPLY, Attributes: attrs})
+		reply = append(reply, &wire.CP{CfgType: wire.CFG_REPLY, Attributes: attrs})
 	}
 	// The client's side narrows to its leased addresses; without pools, to
 	// what it proposed.
@@ -312,7 +314,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	local, okLocal := narrowSelectors(tsr.Selectors, r.cfg.LocalTS, limit)
 	if !okRemote || !okLocal || len(remote) == 0 || len(local) == 0 {
 		r.releaseLeases(c)
-		return nil, &Notify{NotifyType: TS_UNACCEPTABLE}
+		return nil, &wire.Notify{NotifyType: wire.TS_UNACCEPTABLE}
 	}
 	inSPI := randomESPSPI()
 	theirs, probed := peerProbeSPI(req)
@@ -320,7 +322,7 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	km, err := childKeys(c.sa.ikeSA, esp, nil, c.sa.ni, c.sa.nr, probeSPI != 0)
 	if err != nil {
 		r.releaseLeases(c)
-		return nil, &Notify{NotifyType: NO_PROPOSAL_CHOSEN}
+		return nil, &wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN}
 	}
 	child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.iToR, OutKey: km.rToI, ESN: esp.esn,
 		LocalTS: local, RemoteTS: remote, Created: r.cfg.Now(), switched: true}
@@ -330,36 +332,36 @@ func (r *Responder) firstChild(c *rClient, req []Payload) ([]Payload, *Notify) {
 	if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
 		r.log.Warn("installing a client's Child SA", "id", c.ID, "err", err)
 		r.releaseLeases(c)
-		return nil, &Notify{NotifyType: TEMPORARY_FAILURE}
+		return nil, &wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}
 	}
 	c.child = child
 	chosen := sel.Proposal
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
-	reply = append(reply, &SA{Proposals: []Proposal{chosen}},
-		&TS{Selectors: selectorsFromPrefixes(remote)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(local)})
+	reply = append(reply, &wire.SA{Proposals: []wire.Proposal{chosen}},
+		&wire.TS{Selectors: selectorsFromPrefixes(remote)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(local)})
 	reply = append(reply, mode...)
 	return append(reply, probeAnswer...), nil
 }
 
 // lease takes an address from each pool whose family the client asked for
 // and returns the CP reply's attributes.
-func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
+func (r *Responder) lease(c *rClient, cp *wire.CP) ([]wire.CPAttribute, error) {
 	var want4, want6, dns4, dns6, domains bool
 	for _, a := range cp.Attributes {
 		switch a.Type {
-		case INTERNAL_DNS_DOMAIN:
+		case wire.INTERNAL_DNS_DOMAIN:
 			domains = true
-		case INTERNAL_IP4_ADDRESS:
+		case wire.INTERNAL_IP4_ADDRESS:
 			want4 = true
-		case INTERNAL_IP6_ADDRESS:
+		case wire.INTERNAL_IP6_ADDRESS:
 			want6 = true
-		case INTERNAL_IP4_DNS:
+		case wire.INTERNAL_IP4_DNS:
 			dns4 = true
-		case INTERNAL_IP6_DNS:
+		case wire.INTERNAL_IP6_DNS:
 			dns6 = true
 		}
 	}
-	var attrs []CPAttribute
+	var attrs []wire.CPAttribute
 	for _, p := range r.pools {
 		is4 := p.Prefix().Addr().Is4()
 		if (is4 && !want4) || (!is4 && !want6) {
@@ -372,10 +374,10 @@ func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
 		}
 		if is4 {
 			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 32))
-			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP4_ADDRESS, Value: a.AsSlice()})
+			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP4_ADDRESS, Value: a.AsSlice()})
 		} else {
 			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 128))
-			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_ADDRESS, Value: append(a.AsSlice(), 128)})
+			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP6_ADDRESS, Value: append(a.AsSlice(), 128)})
 		}
 	}
 	if len(attrs) == 0 {
@@ -384,13 +386,13 @@ func (r *Responder) lease(c *rClient, cp *CP) ([]CPAttribute, error) {
 	for _, d := range r.cfg.DNS {
 		switch {
 		case d.Is4() && dns4:
-			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP4_DNS, Value: d.AsSlice()})
+			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP4_DNS, Value: d.AsSlice()})
 		case d.Is6() && dns6:
-			attrs = append(attrs, CPAttribute{Type: INTERNAL_IP6_DNS, Value: d.AsSlice()})
+			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP6_DNS, Value: d.AsSlice()})
 		}
 	}
 	if domains {
-		attrs = append(attrs, dnsDomainAttributes(r.cfg.DNSDomains)...)
+		attrs = append(attrs, wire.DNSDomainAttributes(r.cfg.DNSDomains)...)
 	}
 	return attrs, nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"layeh.com/radius"
 )
 
@@ -23,10 +24,10 @@ import (
 // rEAP is the state of an EAP login on a half-open IKE SA.
 type rEAP struct {
 	server *eapServer
-	first  []Payload // the first IKE_AUTH request: its SA, TS and CP make the Child SA
-	idi    []byte    // the body of its IDi payload, which the client's AUTH covers
-	msk    []byte    // once EAP succeeded
-	failed bool      // EAP-Failure sent; the client may still say goodbye
+	first  []wire.Payload // the first IKE_AUTH request: its SA, TS and CP make the Child SA
+	idi    []byte         // the body of its IDi payload, which the client's AUTH covers
+	msk    []byte         // once EAP succeeded
+	failed bool           // EAP-Failure sent; the client may still say goodbye
 	// Through RADIUS: the server's State, whether an Access-Request is
 	// out, and the identifier of the EAP response it carries.
 	state     []byte
@@ -41,7 +42,7 @@ var errEAPNeedsKey = errors.New("EAP users need the gateway's certificate and ke
 const eapFailureLinger = 10 * time.Second
 
 // startEAP answers an IKE_AUTH request without AUTH.
-func (r *Responder) startEAP(sa *rSA, idi *ID, req []Payload, from netip.AddrPort) ([]Payload, func()) {
+func (r *Responder) startEAP(sa *rSA, idi *wire.ID, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
 	if r.cfg.EAPUsers == nil && r.radius == nil {
 		return r.authFail(sa, from, "it asked for EAP (no AUTH), the gateway has no EAP users", "id", Identity{Type: idi.IDType, Data: idi.Data})
 	}
@@ -49,28 +50,28 @@ func (r *Responder) startEAP(sa *rSA, idi *ID, req []Payload, from netip.AddrPor
 	method, data, err := r.sign(sa, octets)
 	if err != nil {
 		r.log.Warn("signing IKE_AUTH", "err", err)
-		return []Payload{&Notify{NotifyType: AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
+		return []wire.Payload{&wire.Notify{NotifyType: wire.AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
 	}
-	reply := []Payload{r.localIDPayload()}
+	reply := []wire.Payload{r.localIDPayload()}
 	for _, c := range r.cfg.Certificates {
-		reply = append(reply, &Cert{Encoding: CertX509Signature, Data: c.Raw})
+		reply = append(reply, &wire.Cert{Encoding: wire.CertX509Signature, Data: c.Raw})
 	}
 	server, first := newEAPServer(r.cfg.EAPUsers, r.cfg.LocalID.Display())
 	server.lockedOut = func(name string) string { return r.eapLimits.lockedOut(name, from, r.cfg.Now()) }
 	sa.eap = &rEAP{server: server, first: req, idi: Identity{Type: idi.IDType, Data: idi.Data}.PayloadBody()}
 	r.log.Debug("client asked for EAP", "from", from, "idi", Identity{Type: idi.IDType, Data: idi.Data}, "auth_method", method)
-	return append(reply, &Auth{Method: method, Data: data}, &EAP{Data: first}), nil
+	return append(reply, &wire.Auth{Method: method, Data: data}, &wire.EAP{Data: first}), nil
 }
 
 // continueEAP answers an IKE_AUTH request of an EAP login under way.
-func (r *Responder) continueEAP(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
+func (r *Responder) continueEAP(sa *rSA, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
 	e := sa.eap
 	if e.failed {
 		return r.authFail(sa, from, "IKE_AUTH after its EAP login failed")
 	}
 	if e.msk != nil {
-		auth := Find[*Auth](req)
-		if auth == nil || auth.Method != AuthPSK {
+		auth := wire.Find[*wire.Auth](req)
+		if auth == nil || auth.Method != wire.AuthPSK {
 			return r.authFail(sa, from, "no shared-key AUTH after EAP-Success", "eap_id", Printable(e.server.identity))
 		}
 		octets := initiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, e.idi)
@@ -86,7 +87,7 @@ func (r *Responder) continueEAP(sa *rSA, req []Payload, from netip.AddrPort) ([]
 		}
 		return r.authMobility(sa, first, reply), after
 	}
-	p := Find[*EAP](req)
+	p := wire.Find[*wire.EAP](req)
 	if p == nil {
 		return r.authFail(sa, from, "no EAP payload in its EAP login")
 	}
@@ -97,14 +98,14 @@ func (r *Responder) continueEAP(sa *rSA, req []Payload, from netip.AddrPort) ([]
 	case eapSucceeded:
 		e.msk = e.server.msk
 	}
-	return []Payload{&EAP{Data: out}}, nil
+	return []wire.Payload{&wire.EAP{Data: out}}, nil
 }
 
 // refuseEAP answers a failed EAP login with failure (an EAP-Failure) and
 // AUTHENTICATION_FAILED, logs why once and, when a password was tried
 // (guessed), counts it against the name and the source. The IKE SA waits
 // eapFailureLinger for the client's goodbye.
-func (r *Responder) refuseEAP(sa *rSA, from netip.AddrPort, failure []byte, why error, guessed bool) ([]Payload, func()) {
+func (r *Responder) refuseEAP(sa *rSA, from netip.AddrPort, failure []byte, why error, guessed bool) ([]wire.Payload, func()) {
 	args := []any{"from", from}
 	if guessed {
 		args = append(args, "locked_out_for", r.eapLimits.failed(sa.eap.server.identity, from, r.cfg.Now()))
@@ -113,7 +114,7 @@ func (r *Responder) refuseEAP(sa *rSA, from netip.AddrPort, failure []byte, why 
 	r.failures[FailAuthentication]++
 	sa.eap.failed = true
 	sa.expires = r.cfg.Now().Add(eapFailureLinger)
-	return []Payload{&EAP{Data: failure}, &Notify{NotifyType: AUTHENTICATION_FAILED}}, nil
+	return []wire.Payload{&wire.EAP{Data: failure}, &wire.Notify{NotifyType: wire.AUTHENTICATION_FAILED}}, nil
 }
 
 // relaysEAP says whether the client's next EAP packet goes to the RADIUS
@@ -125,12 +126,12 @@ func (r *Responder) relaysEAP(sa *rSA) bool {
 // relayEAP sends the EAP packet of the IKE_AUTH request id to the RADIUS
 // server, beside the loop; radiusAnswered answers the client. A request
 // that arrives while one is out (a retransmission) is dropped.
-func (r *Responder) relayEAP(sa *rSA, id uint32, req []Payload, from netip.AddrPort) {
+func (r *Responder) relayEAP(sa *rSA, id uint32, req []wire.Payload, from netip.AddrPort) {
 	e := sa.eap
 	if e.relaying {
 		return
 	}
-	p := Find[*EAP](req)
+	p := wire.Find[*wire.EAP](req)
 	if p == nil || len(p.Data) < 2 {
 		r.answerLater(sa, id, from)(r.authFail(sa, from, "no EAP packet in its EAP login"))
 		return
@@ -187,20 +188,20 @@ func (r *Responder) radiusAnswered(sa *rSA, id uint32, from netip.AddrPort, a ra
 		answer(r.refuseEAP(sa, from, failure, fmt.Errorf("the RADIUS server's answer (code %v) has no EAP message", a.code), false))
 	case a.code == radius.CodeAccessAccept:
 		e.msk = a.msk
-		answer([]Payload{&EAP{Data: a.eap}}, nil)
+		answer([]wire.Payload{&wire.EAP{Data: a.eap}}, nil)
 	default:
 		e.state = a.state
-		answer([]Payload{&EAP{Data: a.eap}}, nil)
+		answer([]wire.Payload{&wire.EAP{Data: a.eap}}, nil)
 	}
 }
 
 // answerLater returns what sends the response to the IKE_AUTH request id
 // of sa, as handle does for the requests it answers at once.
-func (r *Responder) answerLater(sa *rSA, id uint32, from netip.AddrPort) func([]Payload, func()) {
-	return func(reply []Payload, after func()) {
-		datagrams, err := sealMessage(sa.ikeSA, IKE_AUTH, id, true, reply)
+func (r *Responder) answerLater(sa *rSA, id uint32, from netip.AddrPort) func([]wire.Payload, func()) {
+	return func(reply []wire.Payload, after func()) {
+		datagrams, err := sealMessage(sa.ikeSA, wire.IKE_AUTH, id, true, reply)
 		if err != nil {
-			r.log.Warn("building IKE response", "exchange", IKE_AUTH, "err", err)
+			r.log.Warn("building IKE response", "exchange", wire.IKE_AUTH, "err", err)
 			return
 		}
 		sa.lastResp = datagrams
@@ -260,9 +261,9 @@ func (r *Responder) waitAccounting(d time.Duration) {
 // abandonEAP answers an INFORMATIONAL request on the half-open IKE SA of
 // an EAP login (a client that gives up sends N(AUTHENTICATION_FAILED) or
 // a Delete there) and drops the IKE SA.
-func (r *Responder) abandonEAP(sa *rSA, req []Payload, from netip.AddrPort) ([]Payload, func()) {
+func (r *Responder) abandonEAP(sa *rSA, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
 	if !sa.eap.failed {
-		r.log.Info("client gave up its EAP login", "from", from, "authentication_failed", FindNotify(req, AUTHENTICATION_FAILED) != nil)
+		r.log.Info("client gave up its EAP login", "from", from, "authentication_failed", wire.FindNotify(req, wire.AUTHENTICATION_FAILED) != nil)
 	}
 	return nil, func() { r.forget(sa) }
 }
@@ -270,10 +271,10 @@ func (r *Responder) abandonEAP(sa *rSA, req []Payload, from netip.AddrPort) ([]P
 // eapIdentity is the identity of a client that logged in as EAP user
 // name: as --local-id would read it, else a key ID.
 func eapIdentity(name string) Identity {
-	if id, err := ParseIdentity(name); err == nil && id.Type != IDDN {
+	if id, err := ParseIdentity(name); err == nil && id.Type != wire.IDDN {
 		return id
 	}
-	return Identity{Type: IDKeyID, Data: []byte(name)}
+	return Identity{Type: wire.IDKeyID, Data: []byte(name)}
 }
 
 // SetEAPUsers replaces the EAP users while the responder runs: later

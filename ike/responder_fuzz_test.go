@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // The responder's whole message handler under a fuzzer: a real Responder
@@ -92,7 +94,7 @@ func newFuzzRigWith(tb testing.TB, mod func(*ResponderConfig)) *fuzzRig {
 	ikeP, espP := mustFuzzProposals(tb)
 	rig := &fuzzRig{h: &fuzzHandler{}, clientAddr: netip.MustParseAddr("192.0.2.10")}
 	cfg := ResponderConfig{
-		LocalID: Identity{Type: IDFQDN, Data: []byte("gw.mifsec.test")},
+		LocalID: Identity{Type: wire.IDFQDN, Data: []byte("gw.mifsec.test")},
 		PSK:     fuzzPSK,
 		IKE:     ikeP, ESP: espP,
 		Pools:           []netip.Prefix{netip.MustParsePrefix("10.3.0.0/28"), netip.MustParsePrefix("fd03::/64")},
@@ -112,7 +114,7 @@ func newFuzzRigWith(tb testing.TB, mod func(*ResponderConfig)) *fuzzRig {
 	rig.r = r
 	s, err := NewSession(SessionConfig{
 		Remote:  fuzzGatewayAddr,
-		LocalID: Identity{Type: IDRFC822, Data: []byte("client@mifsec.test")},
+		LocalID: Identity{Type: wire.IDRFC822, Data: []byte("client@mifsec.test")},
 		PSK:     fuzzPSK, IKE: ikeP, ESP: espP,
 		RequestIPv4: true, RequestIPv6: true,
 		Retransmit:     RetransmitPolicy{Timeout: time.Hour, Tries: 1},
@@ -170,7 +172,7 @@ func (rig *fuzzRig) deliver(data []byte, natT bool) {
 }
 
 // sealFromClient seals payloads as a request of the client's IKE SA sa.
-func (rig *fuzzRig) sealFromClient(sa *ikeSA, exchange ExchangeType, id uint32, payloads []Payload) [][]byte {
+func (rig *fuzzRig) sealFromClient(sa *ikeSA, exchange wire.ExchangeType, id uint32, payloads []wire.Payload) [][]byte {
 	datagrams, err := sealMessage(sa, exchange, id, false, payloads)
 	if err != nil {
 		return nil // a payload the codec refuses to marshal: nothing to send
@@ -181,9 +183,9 @@ func (rig *fuzzRig) sealFromClient(sa *ikeSA, exchange ExchangeType, id uint32, 
 // fixAuth replaces the AUTH data of an IKE_AUTH request with the PSK MAC
 // a client of the fuzzed identity would compute, so that the responder's
 // checks after authentication are reached.
-func (rig *fuzzRig) fixAuth(ps []Payload) {
-	idi, auth := findID(ps, false), Find[*Auth](ps)
-	if idi == nil || auth == nil || auth.Method != AuthPSK || rig.init == nil {
+func (rig *fuzzRig) fixAuth(ps []wire.Payload) {
+	idi, auth := wire.FindID(ps, false), wire.Find[*wire.Auth](ps)
+	if idi == nil || auth == nil || auth.Method != wire.AuthPSK || rig.init == nil {
 		return
 	}
 	sa := rig.init.sa
@@ -292,8 +294,8 @@ func fuzzResponderSeeds(f *testing.F) {
 	// Inner payloads of what the client sent, decrypted with the
 	// responder's keys.
 	addInner := func(raw []byte) {
-		m, err := Parse(raw)
-		if err != nil || m.Exchange == IKE_SA_INIT {
+		m, err := wire.Parse(raw)
+		if err != nil || m.Exchange == wire.IKE_SA_INIT {
 			return
 		}
 		sa := rig.r.sas[saKey{m.SPIi, m.SPIr}]
@@ -304,12 +306,12 @@ func fuzzResponderSeeds(f *testing.F) {
 		if err != nil {
 			return
 		}
-		first, b, err := marshalPayloads(inner)
+		first, b, err := wire.MarshalPayloads(inner)
 		if err != nil {
 			f.Fatal(err)
 		}
 		stage := uint8(fuzzClientPayloads)
-		if m.Exchange == IKE_AUTH {
+		if m.Exchange == wire.IKE_AUTH {
 			stage = fuzzAuthPayloads
 		}
 		f.Add(stage, uint8(m.Exchange), append([]byte{byte(first)}, b...))
@@ -323,44 +325,44 @@ func fuzzResponderSeeds(f *testing.F) {
 	if err := rig.s.rekeyChild(ctx); err != nil {
 		f.Fatal(err)
 	}
-	if _, err := rig.s.exchange(ctx, rig.s.sa, INFORMATIONAL, nil, rig.s.cfg.Retransmit); err != nil {
+	if _, err := rig.s.exchange(ctx, rig.s.sa, wire.INFORMATIONAL, nil, rig.s.cfg.Retransmit); err != nil {
 		f.Fatal(err)
 	}
 	for _, raw := range rig.fromClient {
 		addInner(raw)
 	}
 	// Hand-made requests the exchange above does not send.
-	for _, ps := range [][]Payload{
-		{&Notify{NotifyType: UPDATE_SA_ADDRESSES}, &Notify{NotifyType: COOKIE2, Data: newCookie2()},
-			&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: make([]byte, 20)}, &Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: make([]byte, 20)}},
-		{&Notify{NotifyType: MIF_PATH_ADD, Data: PathAdd{ID: 2, Kind: PathKindCellular, Priority: 1}.Marshal()}, &Notify{NotifyType: COOKIE2, Data: newCookie2()}},
-		{&Notify{NotifyType: MIF_PATH_REMOVE, Data: pathRemoveData(2)}},
-		{&Delete{Protocol: ProtoESP, SPIs: [][]byte{{0, 0, 1, 0}}}},
-		{&Delete{Protocol: ProtoIKE}},
-		{&Notify{NotifyType: ADDITIONAL_IP4_ADDRESS, Data: []byte{192, 0, 2, 11}}},
+	for _, ps := range [][]wire.Payload{
+		{&wire.Notify{NotifyType: wire.UPDATE_SA_ADDRESSES}, &wire.Notify{NotifyType: wire.COOKIE2, Data: newCookie2()},
+			&wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: make([]byte, 20)}, &wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: make([]byte, 20)}},
+		{&wire.Notify{NotifyType: wire.MIF_PATH_ADD, Data: wire.PathAdd{ID: 2, Kind: wire.PathKindCellular, Priority: 1}.Marshal()}, &wire.Notify{NotifyType: wire.COOKIE2, Data: newCookie2()}},
+		{&wire.Notify{NotifyType: wire.MIF_PATH_REMOVE, Data: wire.PathRemoveData(2)}},
+		{&wire.Delete{Protocol: wire.ProtoESP, SPIs: [][]byte{{0, 0, 1, 0}}}},
+		{&wire.Delete{Protocol: wire.ProtoIKE}},
+		{&wire.Notify{NotifyType: wire.ADDITIONAL_IP4_ADDRESS, Data: []byte{192, 0, 2, 11}}},
 	} {
-		first, b, err := marshalPayloads(ps)
+		first, b, err := wire.MarshalPayloads(ps)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(uint8(fuzzClientPayloads), uint8(INFORMATIONAL), append([]byte{byte(first)}, b...))
+		f.Add(uint8(fuzzClientPayloads), uint8(wire.INFORMATIONAL), append([]byte{byte(first)}, b...))
 	}
 	// A traffic selector payload with many ranges, the costly case.
-	var many []TrafficSelector
+	var many []wire.TrafficSelector
 	for i := range 40 {
 		a := netip.AddrFrom4([4]byte{10, 3, 0, byte(2 * i)})
-		many = append(many, TrafficSelector{EndPort: 65535, Start: a, End: a.Next()})
+		many = append(many, wire.TrafficSelector{EndPort: 65535, Start: a, End: a.Next()})
 	}
-	first, b, err := marshalPayloads([]Payload{
-		&ID{IDType: IDFQDN, Data: []byte("c.example")}, &Auth{Method: AuthPSK, Data: make([]byte, 32)},
-		&CP{CfgType: CFG_REQUEST, Attributes: []CPAttribute{{Type: INTERNAL_IP4_ADDRESS}}},
-		&SA{Proposals: offerESP(rig.s.cfg.ESP, 0x1000, false)},
-		&TS{Selectors: many}, &TS{Responder: true, Selectors: many},
+	first, b, err := wire.MarshalPayloads([]wire.Payload{
+		&wire.ID{IDType: wire.IDFQDN, Data: []byte("c.example")}, &wire.Auth{Method: wire.AuthPSK, Data: make([]byte, 32)},
+		&wire.CP{CfgType: wire.CFG_REQUEST, Attributes: []wire.CPAttribute{{Type: wire.INTERNAL_IP4_ADDRESS}}},
+		&wire.SA{Proposals: offerESP(rig.s.cfg.ESP, 0x1000, false)},
+		&wire.TS{Selectors: many}, &wire.TS{Responder: true, Selectors: many},
 	})
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(uint8(fuzzAuthPayloads), uint8(IKE_AUTH), append([]byte{byte(first)}, b...))
+	f.Add(uint8(fuzzAuthPayloads), uint8(wire.IKE_AUTH), append([]byte{byte(first)}, b...))
 }
 
 // FuzzResponderHandle feeds arbitrary input to the responder's message
@@ -392,7 +394,7 @@ func runFuzzStage(t *testing.T, stage, exchange uint8, data []byte) *fuzzRig {
 		}
 		rig.fixAuth(ps)
 		for range 2 { // the second is a retransmission
-			for _, d := range rig.sealFromClient(rig.init.sa, IKE_AUTH, 1, ps) {
+			for _, d := range rig.sealFromClient(rig.init.sa, wire.IKE_AUTH, 1, ps) {
 				rig.deliver(d, true)
 			}
 		}
@@ -402,9 +404,9 @@ func runFuzzStage(t *testing.T, stage, exchange uint8, data []byte) *fuzzRig {
 		if ps == nil {
 			return rig
 		}
-		ex := ExchangeType(exchange)
-		if ex < IKE_SA_INIT || ex > INFORMATIONAL+1 {
-			ex = INFORMATIONAL
+		ex := wire.ExchangeType(exchange)
+		if ex < wire.IKE_SA_INIT || ex > wire.INFORMATIONAL+1 {
+			ex = wire.INFORMATIONAL
 		}
 		datagrams := rig.sealFromClient(rig.s.sa, ex, rig.s.sa.nextOut, ps)
 		for range 2 {
@@ -431,32 +433,32 @@ func runFuzzStage(t *testing.T, stage, exchange uint8, data []byte) *fuzzRig {
 func TestFuzzRigReachesDeep(t *testing.T) {
 	seed := newFuzzRig(t)
 	seed.establish(t)
-	var inner []Payload
+	var inner []wire.Payload
 	for _, raw := range seed.fromClient {
-		m, err := Parse(raw)
-		if err != nil || m.Exchange != IKE_AUTH {
+		m, err := wire.Parse(raw)
+		if err != nil || m.Exchange != wire.IKE_AUTH {
 			continue
 		}
 		if inner, err = m.Decrypt(seed.r.sas[saKey{m.SPIi, m.SPIr}].keys.in); err != nil {
 			t.Fatal(err)
 		}
 	}
-	findID(inner, false).Data = []byte("other@mifsec.test")
-	first, b, err := marshalPayloads(inner)
+	wire.FindID(inner, false).Data = []byte("other@mifsec.test")
+	first, b, err := wire.MarshalPayloads(inner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rig := runFuzzStage(t, fuzzAuthPayloads, uint8(IKE_AUTH), append([]byte{byte(first)}, b...))
+	rig := runFuzzStage(t, fuzzAuthPayloads, uint8(wire.IKE_AUTH), append([]byte{byte(first)}, b...))
 	if rig.h.installed != 1 || len(rig.r.clients) != 1 || rig.r.clients[0].ID.String() != "other@mifsec.test" {
 		t.Fatalf("IKE_AUTH through the harness: %d Child SAs installed, clients %d", rig.h.installed, len(rig.r.clients))
 	}
 	rig.checkInvariants(t)
 
-	first, b, err = marshalPayloads([]Payload{&Delete{Protocol: ProtoIKE}})
+	first, b, err = wire.MarshalPayloads([]wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rig = runFuzzStage(t, fuzzClientPayloads, uint8(INFORMATIONAL), append([]byte{byte(first)}, b...))
+	rig = runFuzzStage(t, fuzzClientPayloads, uint8(wire.INFORMATIONAL), append([]byte{byte(first)}, b...))
 	if len(rig.r.clients) != 0 || rig.h.removed != 1 {
 		t.Fatalf("a Delete through the harness left %d clients, removed %d Child SAs", len(rig.r.clients), rig.h.removed)
 	}
@@ -465,16 +467,16 @@ func TestFuzzRigReachesDeep(t *testing.T) {
 
 // fuzzInner parses a fuzzed inner payload chain: the first byte is the
 // first payload's type. nil when it does not parse.
-func fuzzInner(data []byte) []Payload {
+func fuzzInner(data []byte) []wire.Payload {
 	if len(data) == 0 {
 		return nil
 	}
-	ps, err := parsePayloads(PayloadType(data[0]), data[1:])
+	ps, err := wire.ParsePayloads(wire.PayloadType(data[0]), data[1:])
 	if err != nil {
 		return nil
 	}
 	if ps == nil {
-		ps = []Payload{}
+		ps = []wire.Payload{}
 	}
 	return ps
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // expireOldChildren deletes the first of c's rekeyed Child SAs whose grace
@@ -52,7 +54,7 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 		return
 	}
 	sa := c.sa
-	err := r.request(c, INFORMATIONAL, nil, func(reply []Payload) {
+	err := r.request(c, wire.INFORMATIONAL, nil, func(reply []wire.Payload) {
 		if reply != nil || c.sa != sa || !slices.Contains(r.clients, c) {
 			return // answered, or the client moved to a rekeyed IKE SA or left
 		}
@@ -71,7 +73,7 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 // forgets it at once) and drops it with its Child SAs and leases.
 func (r *Responder) sayGoodbye(c *rClient) {
 	if sa := c.sa; sa != nil {
-		if datagrams, err := sealMessage(sa.ikeSA, INFORMATIONAL, sa.nextOut, false, []Payload{&Delete{Protocol: ProtoIKE}}); err == nil {
+		if datagrams, err := sealMessage(sa.ikeSA, wire.INFORMATIONAL, sa.nextOut, false, []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}}); err == nil {
 			sa.nextOut++
 			r.transmit(sa, c.Local, c.Remote, datagrams)
 		}
@@ -83,17 +85,17 @@ func (r *Responder) sayGoodbye(c *rClient) {
 // on.
 func (c *rClient) childByOutSPI(spi uint32) *ChildSA { return childByOutSPI(c.child, c.oldKids, spi) }
 
-func (r *Responder) respondInformational(sa *rSA, req []Payload) ([]Payload, func()) {
+func (r *Responder) respondInformational(sa *rSA, req []wire.Payload) ([]wire.Payload, func()) {
 	c := sa.client
-	var reply []Payload
+	var reply []wire.Payload
 	var after func()
 	for _, p := range req {
-		d, ok := p.(*Delete)
+		d, ok := p.(*wire.Delete)
 		if !ok {
 			continue
 		}
 		switch d.Protocol {
-		case ProtoIKE:
+		case wire.ProtoIKE:
 			after = func() {
 				if c.sa == sa {
 					r.log.Info("client disconnected", "id", c.ID, "addresses", c.Addresses)
@@ -102,7 +104,7 @@ func (r *Responder) respondInformational(sa *rSA, req []Payload) ([]Payload, fun
 				}
 				r.forget(sa) // a rekeyed IKE SA
 			}
-		case ProtoESP:
+		case wire.ProtoESP:
 			var ours [][]byte
 			for _, spi := range d.SPIs {
 				if len(spi) != 4 {
@@ -125,7 +127,7 @@ func (r *Responder) respondInformational(sa *rSA, req []Payload) ([]Payload, fun
 				}
 			}
 			if len(ours) > 0 {
-				reply = append(reply, &Delete{Protocol: ProtoESP, SPIs: ours})
+				reply = append(reply, &wire.Delete{Protocol: wire.ProtoESP, SPIs: ours})
 			}
 		}
 	}

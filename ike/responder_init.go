@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // cookie is the stateless COOKIE for an IKE_SA_INIT request (RFC 7296
@@ -30,13 +32,13 @@ func (r *Responder) cookieOK(got, ni []byte, from netip.Addr, spiI uint64) bool 
 
 // answerInit sends an unprotected IKE_SA_INIT response that creates no
 // state: a cookie or an error.
-func (r *Responder) answerInit(m *Message, in inbound, n *Notify) {
+func (r *Responder) answerInit(m *wire.Message, in inbound, n *wire.Notify) {
 	// A client that offered another group than the one chosen retries
 	// with it: that is no failure.
-	if n.NotifyType.IsError() && n.NotifyType != INVALID_KE_PAYLOAD {
+	if n.NotifyType.IsError() && n.NotifyType != wire.INVALID_KE_PAYLOAD {
 		r.failures[notifyFailure(n.NotifyType)]++
 	}
-	resp := &Message{SPIi: m.SPIi, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: []Payload{n}}
+	resp := &wire.Message{SPIi: m.SPIi, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagResponse, Payloads: []wire.Payload{n}}
 	b, err := resp.Marshal()
 	if err != nil {
 		return
@@ -47,10 +49,10 @@ func (r *Responder) answerInit(m *Message, in inbound, n *Notify) {
 }
 
 // handleInit answers an IKE_SA_INIT request.
-func (r *Responder) handleInit(m *Message, in inbound) {
-	saP, ke, ni := Find[*SA](m.Payloads), Find[*KE](m.Payloads), Find[*Nonce](m.Payloads)
+func (r *Responder) handleInit(m *wire.Message, in inbound) {
+	saP, ke, ni := wire.Find[*wire.SA](m.Payloads), wire.Find[*wire.KE](m.Payloads), wire.Find[*wire.Nonce](m.Payloads)
 	if saP == nil || ke == nil || ni == nil || len(ni.Data) < MinNonceLen || len(ni.Data) > MaxNonceLen {
-		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
+		r.answerInit(m, in, &wire.Notify{NotifyType: wire.INVALID_SYNTAX})
 		return
 	}
 	// A retransmission, a copy of the request from where it came, gets
@@ -70,26 +72,26 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		return
 	}
 	if len(r.halfOpen) >= r.cfg.CookieThreshold || atSourceLimit {
-		n := FindNotify(m.Payloads, COOKIE)
+		n := wire.FindNotify(m.Payloads, wire.COOKIE)
 		if n == nil || !r.cookieOK(n.Data, ni.Data, in.from.Addr(), m.SPIi) {
 			cur := r.secret
-			r.answerInit(m, in, &Notify{NotifyType: COOKIE, Data: cookie(cur[:], 1, ni.Data, in.from.Addr(), m.SPIi)})
+			r.answerInit(m, in, &wire.Notify{NotifyType: wire.COOKIE, Data: cookie(cur[:], 1, ni.Data, in.from.Addr(), m.SPIi)})
 			return
 		}
 	}
 	sel, ok := SelectProposalWith(saP.Proposals, r.cfg.IKE, SelectOptions{PreferDH: ke.Group})
 	if !ok {
-		r.answerInit(m, in, &Notify{NotifyType: NO_PROPOSAL_CHOSEN})
+		r.answerInit(m, in, &wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN})
 		return
 	}
 	suite := sel.Suite
 	if ke.Group != suite.DHGroup {
-		r.answerInit(m, in, &Notify{NotifyType: INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DHGroup)})
+		r.answerInit(m, in, &wire.Notify{NotifyType: wire.INVALID_KE_PAYLOAD, Data: binary.BigEndian.AppendUint16(nil, suite.DHGroup)})
 		return
 	}
 	if err := checkNonce(suite.PRF, ni.Data); err != nil {
 		r.log.Debug("refusing IKE_SA_INIT", "from", in.from, "err", err)
-		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
+		r.answerInit(m, in, &wire.Notify{NotifyType: wire.INVALID_SYNTAX})
 		return
 	}
 	now := r.cfg.Now()
@@ -115,12 +117,12 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 	}
 	kex, err := NewKeyExchange(suite.DHGroup)
 	if err != nil {
-		r.answerInit(m, in, &Notify{NotifyType: NO_PROPOSAL_CHOSEN})
+		r.answerInit(m, in, &wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN})
 		return
 	}
 	shared, err := kex.SharedSecret(ke.Data)
 	if err != nil {
-		r.answerInit(m, in, &Notify{NotifyType: INVALID_SYNTAX})
+		r.answerInit(m, in, &wire.Notify{NotifyType: wire.INVALID_SYNTAX})
 		return
 	}
 	nr := nonce()
@@ -130,25 +132,25 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 		r.log.Warn("deriving IKE SA keys", "err", err)
 		return
 	}
-	fragOK := FindNotify(m.Payloads, IKEV2_FRAGMENTATION_SUPPORTED) != nil
-	payloads := []Payload{
-		&SA{Proposals: []Proposal{sel.Proposal}},
-		&KE{Group: suite.DHGroup, Data: kex.Public()},
-		&Nonce{Data: nr},
+	fragOK := wire.FindNotify(m.Payloads, wire.IKEV2_FRAGMENTATION_SUPPORTED) != nil
+	payloads := []wire.Payload{
+		&wire.SA{Proposals: []wire.Proposal{sel.Proposal}},
+		&wire.KE{Group: suite.DHGroup, Data: kex.Public()},
+		&wire.Nonce{Data: nr},
 		// A source hash that matches no address tells the client we are
 		// behind a NAT: it floats to port 4500 and encapsulates ESP in
 		// UDP, the only ESP the data plane carries.
-		&Notify{NotifyType: NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
-		&Notify{NotifyType: NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(m.SPIi, spiR, in.from)},
+		&wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+		&wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(m.SPIi, spiR, in.from)},
 	}
 	if fragOK {
-		payloads = append(payloads, &Notify{NotifyType: IKEV2_FRAGMENTATION_SUPPORTED})
+		payloads = append(payloads, &wire.Notify{NotifyType: wire.IKEV2_FRAGMENTATION_SUPPORTED})
 	}
-	payloads = append(payloads, &Notify{NotifyType: SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()})
+	payloads = append(payloads, &wire.Notify{NotifyType: wire.SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()})
 	if r.cfg.CAs != nil {
-		payloads = append(payloads, &CertReq{Encoding: CertX509Signature, Data: r.cfg.CAs.CertReqData()})
+		payloads = append(payloads, &wire.CertReq{Encoding: wire.CertX509Signature, Data: r.cfg.CAs.CertReqData()})
 	}
-	resp := &Message{SPIi: m.SPIi, SPIr: spiR, Exchange: IKE_SA_INIT, Flags: FlagResponse, Payloads: payloads}
+	resp := &wire.Message{SPIi: m.SPIi, SPIr: spiR, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagResponse, Payloads: payloads}
 	b, err := resp.Marshal()
 	if err != nil {
 		r.log.Warn("building IKE_SA_INIT response", "err", err)
@@ -157,7 +159,7 @@ func (r *Responder) handleInit(m *Message, in inbound) {
 	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
 		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
 		from: in.from, local: in.local, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
-	if n := FindNotify(m.Payloads, SIGNATURE_HASH_ALGORITHMS); n != nil {
+	if n := wire.FindNotify(m.Payloads, wire.SIGNATURE_HASH_ALGORITHMS); n != nil {
 		sa.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
 	}
 	r.addHalfOpen(sa)

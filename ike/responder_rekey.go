@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // rekeyWhenDue starts a rekey of c's Child SA or IKE SA when one is due
@@ -37,22 +39,22 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 	inSPI := randomESPSPI()
 	probeSPI, probeOffer := offerProbeSPI(c.mob.mif)
 	ni := nonce()
-	payloads := []Payload{
-		&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: REKEY_SA},
-		&SA{Proposals: offerESP(r.cfg.ESP, inSPI, true)},
-		&Nonce{Data: ni},
+	payloads := []wire.Payload{
+		&wire.Notify{Protocol: wire.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: wire.REKEY_SA},
+		&wire.SA{Proposals: offerESP(r.cfg.ESP, inSPI, true)},
+		&wire.Nonce{Data: ni},
 	}
 	payloads = append(payloads, probeOffer...)
 	var kex KeyExchange
-	if group != DH_NONE {
+	if group != wire.DH_NONE {
 		var err error
 		if kex, err = NewKeyExchange(group); err != nil {
 			r.log.Warn("rekeying a client's Child SA", "id", c.ID, "err", err)
 			return
 		}
-		payloads = append(payloads, &KE{Group: group, Data: kex.Public()})
+		payloads = append(payloads, &wire.KE{Group: group, Data: kex.Public()})
 	}
-	payloads = append(payloads, &TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
+	payloads = append(payloads, &wire.TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
 	payloads = append(payloads, transportRequest(old.Transport)...)
 	later := func(why string, args ...any) {
 		if c.child != old {
@@ -61,7 +63,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		r.log.Info("child rekey failed, retrying later: "+why, append([]any{"id", c.ID}, args...)...)
 		old.retryLater(r.cfg.Now())
 	}
-	err := r.request(c, CREATE_CHILD_SA, payloads, func(reply []Payload) {
+	err := r.request(c, wire.CREATE_CHILD_SA, payloads, func(reply []wire.Payload) {
 		if sa.client != c || !slices.Contains(r.clients, c) {
 			return // the client went meanwhile
 		}
@@ -69,7 +71,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			later("no answer")
 			return
 		}
-		if n := FindNotify(reply, INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && retryKE && c.child == old {
+		if n := wire.FindNotify(reply, wire.INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && retryKE && c.child == old {
 			r.startChildRekey(c, old, binary.BigEndian.Uint16(n.Data), false)
 			return
 		}
@@ -77,7 +79,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			later(err.Error())
 			return
 		}
-		saP, nr := Find[*SA](reply), Find[*Nonce](reply)
+		saP, nr := wire.Find[*wire.SA](reply), wire.Find[*wire.Nonce](reply)
 		if saP == nil || len(saP.Proposals) != 1 || nr == nil {
 			later("the response lacks SA or Nonce")
 			return
@@ -92,8 +94,8 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 			return
 		}
 		var shared []byte
-		if esp.dh != DH_NONE {
-			ke := Find[*KE](reply)
+		if esp.dh != wire.DH_NONE {
+			ke := wire.Find[*wire.KE](reply)
 			if kex == nil || ke == nil || ke.Group != kex.Group() || esp.dh != kex.Group() {
 				later("the response lacks the KE for PFS")
 				return
@@ -178,14 +180,14 @@ func (r *Responder) settleChildCollision(c *rClient, old, ours *ChildSA) {
 // deleteOldChild asks c to delete old, one of c.oldKids, and removes it
 // when the client answers (or cannot be asked).
 func (r *Responder) deleteOldChild(c *rClient, old *ChildSA) {
-	remove := func([]Payload) {
+	remove := func([]wire.Payload) {
 		if slices.Contains(c.oldKids, old) {
 			r.h.RemoveChild(&c.RemoteClient, old)
 			c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
 		}
 	}
-	del := []Payload{&Delete{Protocol: ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
-	if err := r.request(c, INFORMATIONAL, del, remove); err != nil {
+	del := []wire.Payload{&wire.Delete{Protocol: wire.ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
+	if err := r.request(c, wire.INFORMATIONAL, del, remove); err != nil {
 		remove(nil)
 	}
 }
@@ -215,7 +217,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 			old.retryLater(r.cfg.Now())
 		}
 	}
-	err = r.request(c, CREATE_CHILD_SA, []Payload{&SA{Proposals: offered}, &Nonce{Data: ni}, &KE{Group: kex.Group(), Data: kex.Public()}}, func(reply []Payload) {
+	err = r.request(c, wire.CREATE_CHILD_SA, []wire.Payload{&wire.SA{Proposals: offered}, &wire.Nonce{Data: ni}, &wire.KE{Group: kex.Group(), Data: kex.Public()}}, func(reply []wire.Payload) {
 		if !slices.Contains(r.clients, c) {
 			return
 		}
@@ -227,7 +229,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 			later(err.Error())
 			return
 		}
-		saP, nr, ke := Find[*SA](reply), Find[*Nonce](reply), Find[*KE](reply)
+		saP, nr, ke := wire.Find[*wire.SA](reply), wire.Find[*wire.Nonce](reply), wire.Find[*wire.KE](reply)
 		if saP == nil || nr == nil || ke == nil || len(saP.Proposals) != 1 || len(saP.Proposals[0].SPI) != 8 {
 			later("the response lacks SA, Nonce or KE")
 			return
@@ -283,44 +285,44 @@ func (r *Responder) rekeyIKE(c *rClient) {
 // deleteIKE asks c to delete sa, an IKE SA of c that is not its current
 // one, and forgets it when the client answers (or cannot be asked).
 func (r *Responder) deleteIKE(c *rClient, sa *rSA) {
-	forget := func([]Payload) { r.forget(sa) }
-	if err := r.requestOn(c, sa, netip.Addr{}, netip.AddrPort{}, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, forget); err != nil {
+	forget := func([]wire.Payload) { r.forget(sa) }
+	if err := r.requestOn(c, sa, netip.Addr{}, netip.AddrPort{}, wire.INFORMATIONAL, []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}}, forget); err != nil {
 		forget(nil)
 	}
 }
 
 // respondChildRekey answers a client's rekey of its Child SA. The new SA
 // receives at once and sends once the client deletes the old one.
-func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]Payload, func()) {
+func (r *Responder) respondChildRekey(sa *rSA, rekey *wire.Notify, req []wire.Payload) ([]wire.Payload, func()) {
 	c := sa.client
-	if rekey.Protocol != ProtoESP || len(rekey.SPI) != 4 {
-		return []Payload{&Notify{NotifyType: INVALID_SYNTAX}}, nil
+	if rekey.Protocol != wire.ProtoESP || len(rekey.SPI) != 4 {
+		return []wire.Payload{&wire.Notify{NotifyType: wire.INVALID_SYNTAX}}, nil
 	}
 	old := c.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
 	if old == nil {
-		return []Payload{&Notify{Protocol: ProtoESP, SPI: rekey.SPI, NotifyType: CHILD_SA_NOT_FOUND}}, nil
+		return []wire.Payload{&wire.Notify{Protocol: wire.ProtoESP, SPI: rekey.SPI, NotifyType: wire.CHILD_SA_NOT_FOUND}}, nil
 	}
 	if tooManySelectors(req) {
-		return []Payload{&Notify{NotifyType: TS_UNACCEPTABLE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TS_UNACCEPTABLE}}, nil
 	}
 	if old != c.child || (c.pending != nil && c.pending.rekey == rekeyingIKE) {
 		// Not for an SA being deleted (RFC 7296 §2.25.1), nor while our
 		// rekey of the IKE SA is outstanding: the client retries later.
-		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
 	if len(c.oldKids) >= maxOldChildren {
 		// A client that rekeys without deleting what it replaced would
 		// grow the gateway's SAs without bound.
 		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
-		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
 	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, c.mob.mif, r.cfg.Now())
 	if fail != nil {
-		return []Payload{fail}, nil
+		return []wire.Payload{fail}, nil
 	}
 	if err := r.h.InstallChild(&c.RemoteClient, child, false); err != nil {
 		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
-		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
 	return reply, func() {
 		old.retired = r.cfg.Now()
@@ -331,16 +333,16 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *Notify, req []Payload) ([]
 }
 
 // respondIKERekey answers a client's rekey of its IKE SA.
-func (r *Responder) respondIKERekey(sa *rSA, req []Payload) ([]Payload, func()) {
+func (r *Responder) respondIKERekey(sa *rSA, req []wire.Payload) ([]wire.Payload, func()) {
 	c := sa.client
 	if sa != c.sa || (c.pending != nil && c.pending.rekey == rekeyingChild) {
 		// Not for an IKE SA already replaced, nor while our rekey of a
 		// Child SA is outstanding: the client retries later.
-		return []Payload{&Notify{NotifyType: TEMPORARY_FAILURE}}, nil
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
 	reply, next, fail := answerIKERekey(sa.ikeSA, r.cfg.IKE, req, r.cfg.Now())
 	if fail != nil {
-		return []Payload{fail}, nil
+		return []wire.Payload{fail}, nil
 	}
 	return reply, func() {
 		n := &rSA{ikeSA: next, from: sa.from, local: sa.local, natT: sa.natT, client: c}

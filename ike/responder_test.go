@@ -16,11 +16,12 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
 
-// wire joins initiator Sessions to a Responder in memory.
-type wire struct {
+// memWire joins initiator Sessions to a Responder in memory.
+type memWire struct {
 	r        *Responder
 	gw       netip.AddrPort
 	mu       sync.Mutex
@@ -28,12 +29,12 @@ type wire struct {
 	// dropResponse, when set, drops a datagram from the responder when it
 	// returns true.
 	dropResponse func(b []byte) bool
-	seen         []NotifyType   // notifications in unprotected responses
-	requests     []ExchangeType // requests the responder sent, in order
+	seen         []wire.NotifyType   // notifications in unprotected responses
+	requests     []wire.ExchangeType // requests the responder sent, in order
 }
 
 type clientSide struct {
-	w    *wire
+	w    *memWire
 	addr netip.Addr
 }
 
@@ -49,7 +50,7 @@ func (c clientSide) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	return nil
 }
 
-type gatewaySide struct{ w *wire }
+type gatewaySide struct{ w *memWire }
 
 // SendFrom delivers msg to the session at to, from the gateway address
 // local (the wire's when local is not given).
@@ -58,11 +59,11 @@ func (g gatewaySide) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, n
 	w.mu.Lock()
 	s := w.sessions[to.Addr()]
 	drop := w.dropResponse != nil && w.dropResponse(msg)
-	if m, err := Parse(msg); err == nil && !m.IsResponse() {
+	if m, err := wire.Parse(msg); err == nil && !m.IsResponse() {
 		w.requests = append(w.requests, m.Exchange)
 	}
-	if m, err := Parse(msg); err == nil && m.Exchange == IKE_SA_INIT {
-		for _, n := range findAll[*Notify](m.Payloads) {
+	if m, err := wire.Parse(msg); err == nil && m.Exchange == wire.IKE_SA_INIT {
+		for _, n := range wire.FindAll[*wire.Notify](m.Payloads) {
 			w.seen = append(w.seen, n.NotifyType)
 		}
 	}
@@ -76,7 +77,7 @@ func (g gatewaySide) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, n
 	return nil
 }
 
-func (w *wire) sawNotify(t NotifyType) bool {
+func (w *memWire) sawNotify(t wire.NotifyType) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return slices.Contains(w.seen, t)
@@ -166,16 +167,16 @@ func mustID(t *testing.T, s string) Identity {
 }
 
 // startResponder runs a responder until the test ends.
-func startResponder(t *testing.T, cfg ResponderConfig) (*wire, *gwLog) {
+func startResponder(t *testing.T, cfg ResponderConfig) (*memWire, *gwLog) {
 	t.Helper()
 	h := &gwLog{}
 	return startResponderWith(t, cfg, h), h
 }
 
 // startResponderWith is startResponder with the handler given.
-func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *wire {
+func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *memWire {
 	t.Helper()
-	w := &wire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
+	w := &memWire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
 	w.runResponder(t, cfg, h)
 	return w
 }
@@ -183,7 +184,7 @@ func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *
 // runResponder makes a new responder with cfg (completed by the tests'
 // defaults) the wire's, until the test ends: a gateway that restarts,
 // maybe with other settings.
-func (w *wire) runResponder(t *testing.T, cfg ResponderConfig, h ResponderHandler) {
+func (w *memWire) runResponder(t *testing.T, cfg ResponderConfig, h ResponderHandler) {
 	t.Helper()
 	if cfg.LocalID.Type == 0 {
 		cfg.LocalID = mustID(t, "gw.mifsec.test")
@@ -213,7 +214,7 @@ func (w *wire) runResponder(t *testing.T, cfg ResponderConfig, h ResponderHandle
 
 // newClient makes an initiator session from addr (192.0.2.x) to the
 // wire's responder.
-func (w *wire) newClient(t *testing.T, addr string, cfg SessionConfig) (*Session, *childLog) {
+func (w *memWire) newClient(t *testing.T, addr string, cfg SessionConfig) (*Session, *childLog) {
 	t.Helper()
 	a := netip.MustParseAddr(addr)
 	cfg.Remote = w.gw
@@ -245,13 +246,13 @@ func connect(t *testing.T, s *Session, initialContact bool) {
 	}
 }
 
-func clients(t *testing.T, w *wire) []ClientStatus {
+func clients(t *testing.T, w *memWire) []ClientStatus {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return w.r.Clients(ctx)
 }
 
-func leased(t *testing.T, w *wire) int {
+func leased(t *testing.T, w *memWire) int {
 	n := 0
 	w.r.do(context.Background(), func() {
 		for _, p := range w.r.pools {
@@ -317,7 +318,7 @@ func TestResponderPSKLifecycle(t *testing.T) {
 	if err := s.rekeyIKE(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.exchange(ctx, s.sa, INFORMATIONAL, nil, s.cfg.Retransmit); err != nil {
+	if _, err := s.exchange(ctx, s.sa, wire.INFORMATIONAL, nil, s.cfg.Retransmit); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.rekeyChild(ctx); err != nil {
@@ -487,10 +488,10 @@ func TestResponderInvalidKE(t *testing.T) {
 	cIKE, cESP := mustProposals(t, "aes256gcm16-prfsha256-x25519-ecp256", "aes256gcm16")
 	s, _ := w.newClient(t, "192.0.2.14", SessionConfig{PSK: []byte("k"), IKE: cIKE, ESP: cESP})
 	connect(t, s, true)
-	if !w.sawNotify(INVALID_KE_PAYLOAD) {
+	if !w.sawNotify(wire.INVALID_KE_PAYLOAD) {
 		t.Fatal("no INVALID_KE_PAYLOAD for a KE of a group the gateway does not take")
 	}
-	if s.sa.suite.DHGroup != DH_ECP_256 {
+	if s.sa.suite.DHGroup != wire.DH_ECP_256 {
 		t.Fatalf("IKE SA with group %d", s.sa.suite.DHGroup)
 	}
 }
@@ -506,7 +507,7 @@ func TestResponderCookie(t *testing.T) {
 	}
 	s, ch := w.newClient(t, "192.0.2.16", SessionConfig{PSK: []byte("k")})
 	connect(t, s, true)
-	if !w.sawNotify(COOKIE) {
+	if !w.sawNotify(wire.COOKIE) {
 		t.Fatal("no COOKIE demanded above the threshold")
 	}
 	if len(ch.addrs) == 0 {
@@ -549,11 +550,11 @@ func TestResponderRetransmittedRequests(t *testing.T) {
 	var dropped atomic.Int32
 	w.dropResponse = func(b []byte) bool {
 		// The first IKE_SA_INIT and the first IKE_AUTH response are lost.
-		m, err := Parse(b)
-		if err != nil || (m.Exchange != IKE_SA_INIT && m.Exchange != IKE_AUTH) {
+		m, err := wire.Parse(b)
+		if err != nil || (m.Exchange != wire.IKE_SA_INIT && m.Exchange != wire.IKE_AUTH) {
 			return false
 		}
-		bit := int32(1) << (m.Exchange - IKE_SA_INIT)
+		bit := int32(1) << (m.Exchange - wire.IKE_SA_INIT)
 		for {
 			old := dropped.Load()
 			if old&bit != 0 {
@@ -616,7 +617,7 @@ func TestResponderInitialContact(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	first.cfg.Retransmit = RetransmitPolicy{Timeout: 50 * time.Millisecond, Backoff: 1, Tries: 2}
-	if _, err := first.exchange(ctx, first.sa, INFORMATIONAL, nil, first.cfg.Retransmit); err == nil {
+	if _, err := first.exchange(ctx, first.sa, wire.INFORMATIONAL, nil, first.cfg.Retransmit); err == nil {
 		t.Fatal("the replaced IKE SA still answers")
 	}
 }
@@ -732,7 +733,7 @@ type activeLog struct {
 
 func (l *activeLog) Received(*RemoteClient, *ChildSA) uint64 { return l.received.Load() }
 
-func (w *wire) requestsOf(e ExchangeType) int {
+func (w *memWire) requestsOf(e wire.ExchangeType) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
@@ -832,7 +833,7 @@ func TestResponderDPD(t *testing.T) {
 			go func() { s.Run(ctx); close(done) }()
 			time.Sleep(29 * time.Second)
 			synctest.Wait()
-			if n := w.requestsOf(INFORMATIONAL); n != 0 {
+			if n := w.requestsOf(wire.INFORMATIONAL); n != 0 {
 				t.Errorf("%d liveness checks before %v of silence", n, dpd)
 			}
 			time.Sleep(71 * time.Second) // 100 s: checks at 30, 60 and 90 s
@@ -841,7 +842,7 @@ func TestResponderDPD(t *testing.T) {
 			if len(st) != 1 || st[0].DPDChecks != 3 {
 				t.Errorf("after 100 s: clients %+v, want one with 3 liveness checks", st)
 			}
-			if n := w.requestsOf(INFORMATIONAL); n != 3 {
+			if n := w.requestsOf(wire.INFORMATIONAL); n != 3 {
 				t.Errorf("%d INFORMATIONAL requests sent, want 3 (one per check, none retransmitted)", n)
 			}
 			cancel()
@@ -858,7 +859,7 @@ func TestResponderDPD(t *testing.T) {
 			if n := len(clients(t, w)); n != 1 {
 				t.Fatalf("%d clients at 53 s, before the retransmissions ran out", n)
 			}
-			if n := w.requestsOf(INFORMATIONAL); n != 5 {
+			if n := w.requestsOf(wire.INFORMATIONAL); n != 5 {
 				t.Errorf("%d INFORMATIONAL requests sent, want 5 (the check and 4 retransmissions)", n)
 			}
 			time.Sleep(2 * time.Second)
@@ -890,14 +891,14 @@ func TestResponderDPD(t *testing.T) {
 				h.received.Add(1)
 			}
 			synctest.Wait()
-			if n := w.requestsOf(INFORMATIONAL); n != 0 {
+			if n := w.requestsOf(wire.INFORMATIONAL); n != 0 {
 				t.Errorf("%d liveness checks while ESP arrived", n)
 			}
 			// The ESP stops: 30 s later the check, 24 s later the drop.
 			time.Sleep(dpd + 26*time.Second)
 			synctest.Wait()
-			if n := len(clients(t, w)); n != 0 || w.requestsOf(INFORMATIONAL) != 5 {
-				t.Errorf("%d clients and %d INFORMATIONAL requests 56 s after the last ESP, want 0 and 5", n, w.requestsOf(INFORMATIONAL))
+			if n := len(clients(t, w)); n != 0 || w.requestsOf(wire.INFORMATIONAL) != 5 {
+				t.Errorf("%d clients and %d INFORMATIONAL requests 56 s after the last ESP, want 0 and 5", n, w.requestsOf(wire.INFORMATIONAL))
 			}
 		})
 	})
@@ -908,8 +909,8 @@ func TestResponderDPD(t *testing.T) {
 			connect(t, s, true)
 			time.Sleep(10 * time.Minute)
 			synctest.Wait()
-			if n := len(clients(t, w)); n != 1 || w.requestsOf(INFORMATIONAL) != 0 {
-				t.Errorf("without DPD: %d clients, %d liveness checks", n, w.requestsOf(INFORMATIONAL))
+			if n := len(clients(t, w)); n != 1 || w.requestsOf(wire.INFORMATIONAL) != 0 {
+				t.Errorf("without DPD: %d clients, %d liveness checks", n, w.requestsOf(wire.INFORMATIONAL))
 			}
 		})
 	})
@@ -931,26 +932,26 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 
 	_, espSpecs := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes128gcm16") // no PFS: no KE needed
 	spi := s.child.InSPI                                                           // the SA the gateway sends on, named by our inbound SPI
-	rekey := func() NotifyType {
+	rekey := func() wire.NotifyType {
 		t.Helper()
 		next := randomESPSPI()
-		req := []Payload{
-			&Notify{Protocol: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, spi), NotifyType: REKEY_SA},
-			&SA{Proposals: offerESP(espSpecs, next, true)},
-			&Nonce{Data: nonce()},
-			&TS{Selectors: selectorsFromPrefixes(s.child.LocalTS)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(s.child.RemoteTS)},
+		req := []wire.Payload{
+			&wire.Notify{Protocol: wire.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, spi), NotifyType: wire.REKEY_SA},
+			&wire.SA{Proposals: offerESP(espSpecs, next, true)},
+			&wire.Nonce{Data: nonce()},
+			&wire.TS{Selectors: selectorsFromPrefixes(s.child.LocalTS)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(s.child.RemoteTS)},
 		}
-		var reply []Payload
+		var reply []wire.Payload
 		err := s.call(ctxT(t), func(loop context.Context, r *callResult) error {
 			var err error
-			reply, err = s.exchange(loop, s.sa, CREATE_CHILD_SA, req, s.cfg.Retransmit)
+			reply, err = s.exchange(loop, s.sa, wire.CREATE_CHILD_SA, req, s.cfg.Retransmit)
 			r.set(err)
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range findAll[*Notify](reply) {
+		for _, n := range wire.FindAll[*wire.Notify](reply) {
 			if n.NotifyType.IsError() {
 				return n.NotifyType
 			}
@@ -963,7 +964,7 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 			t.Fatalf("rekey %d refused with %d", i+1, got)
 		}
 	}
-	if got := rekey(); got != TEMPORARY_FAILURE {
+	if got := rekey(); got != wire.TEMPORARY_FAILURE {
 		t.Fatalf("a rekey with %d replaced SAs undeleted answered %d, want TEMPORARY_FAILURE", maxOldChildren, got)
 	}
 	_, removed, _ := gh.counts()

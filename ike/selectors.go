@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Conversions between traffic selectors (address ranges, RFC 7296 §3.13.1)
@@ -11,11 +13,11 @@ import (
 
 // selectorsFromPrefixes turns prefixes into traffic selectors for any
 // protocol and port.
-func selectorsFromPrefixes(prefixes []netip.Prefix) []TrafficSelector {
-	out := make([]TrafficSelector, 0, len(prefixes))
+func selectorsFromPrefixes(prefixes []netip.Prefix) []wire.TrafficSelector {
+	out := make([]wire.TrafficSelector, 0, len(prefixes))
 	for _, p := range prefixes {
 		p = p.Masked()
-		out = append(out, TrafficSelector{StartPort: 0, EndPort: 65535, Start: p.Addr(), End: lastAddr(p)})
+		out = append(out, wire.TrafficSelector{StartPort: 0, EndPort: 65535, Start: p.Addr(), End: lastAddr(p)})
 	}
 	return out
 }
@@ -23,7 +25,7 @@ func selectorsFromPrefixes(prefixes []netip.Prefix) []TrafficSelector {
 // prefixesFromSelectors covers each selector's address range with the
 // fewest prefixes. Protocol and ports are not represented. The work is
 // linear in the number of prefixes returned (at most 2×128 per selector).
-func prefixesFromSelectors(ts []TrafficSelector) []netip.Prefix {
+func prefixesFromSelectors(ts []wire.TrafficSelector) []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range ts {
 		out = appendRangePrefixes(out, s.Start, s.End)
@@ -167,7 +169,7 @@ type addrRange struct {
 // merged, and only the result is split into prefixes, so the work is
 // O(k log k) for k = len(ts)×len(allowed), plus the prefixes returned.
 // With limit >= 0, more than limit prefixes are not built: ok is false.
-func narrowSelectors(ts []TrafficSelector, allowed []netip.Prefix, limit int) (_ []netip.Prefix, ok bool) {
+func narrowSelectors(ts []wire.TrafficSelector, allowed []netip.Prefix, limit int) (_ []netip.Prefix, ok bool) {
 	pieces := make([]addrRange, 0, len(ts)*len(allowed))
 	for _, sel := range ts {
 		if !sel.Start.IsValid() || !sel.End.IsValid() || sel.Start.Is4() != sel.End.Is4() || sel.End.Less(sel.Start) {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 func TestSelectorPrefixRoundTrip(t *testing.T) {
@@ -91,7 +93,7 @@ func TestConfigReplyBoundsIPv6Prefix(t *testing.T) {
 		want int
 	}{{0, 128}, {8, 128}, {63, 128}, {64, 64}, {120, 120}, {128, 128}, {200, 128}} {
 		v := append(addr[:], tc.bits)
-		got, _ := configReply([]Payload{&CP{CfgType: CFG_REPLY, Attributes: []CPAttribute{{Type: INTERNAL_IP6_ADDRESS, Value: v}}}})
+		got, _ := configReply([]wire.Payload{&wire.CP{CfgType: wire.CFG_REPLY, Attributes: []wire.CPAttribute{{Type: wire.INTERNAL_IP6_ADDRESS, Value: v}}}})
 		if len(got) != 1 || got[0].Bits() != tc.want {
 			t.Errorf("prefix length %d: got %v, want /%d", tc.bits, got, tc.want)
 		}
@@ -114,8 +116,8 @@ func TestChildRekeyKeepsSelectors(t *testing.T) {
 	sa := &ikeSA{spiI: 1, spiR: 2, suite: suite, keys: keys}
 	old := &ChildSA{LocalTS: []netip.Prefix{netip.MustParsePrefix("10.3.0.2/32")}, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}}
 	any := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
-	req := []Payload{&SA{Proposals: offerESP(espSpecs, 0x1234, true)}, &Nonce{Data: make([]byte, 32)},
-		&TS{Selectors: selectorsFromPrefixes(any)}, &TS{Responder: true, Selectors: selectorsFromPrefixes(any)}}
+	req := []wire.Payload{&wire.SA{Proposals: offerESP(espSpecs, 0x1234, true)}, &wire.Nonce{Data: make([]byte, 32)},
+		&wire.TS{Selectors: selectorsFromPrefixes(any)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(any)}}
 	reply, child, fail := answerChildRekey(sa, espSpecs, req, old, false, time.Now())
 	if fail != nil {
 		t.Fatalf("refused: %v", fail)

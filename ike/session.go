@@ -14,6 +14,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Transport sends IKE messages.
@@ -477,7 +479,7 @@ func (s *Session) CheckAlive(ctx context.Context) error {
 			r.set(ErrNotEstablished)
 			return nil
 		}
-		if _, err := s.exchange(loop, s.sa, INFORMATIONAL, nil, aliveCheckPolicy); err != nil {
+		if _, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, nil, aliveCheckPolicy); err != nil {
 			return fmt.Errorf("%w: %w", errGatewaySilent, err) // ends serve: reconnect
 		}
 		return nil
@@ -497,7 +499,7 @@ func (s *Session) deleteIKESA(sa *ikeSA) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	policy := RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 2}
-	if _, err := s.exchange(ctx, sa, INFORMATIONAL, []Payload{&Delete{Protocol: ProtoIKE}}, policy); err != nil {
+	if _, err := s.exchange(ctx, sa, wire.INFORMATIONAL, []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}}, policy); err != nil {
 		s.log.Debug("deleting IKE SA", "err", err)
 	}
 }
@@ -553,7 +555,7 @@ func (s *Session) tick(ctx context.Context) error {
 		s.h.SwitchOutbound(s.child)
 		s.child.switched = true
 	case now.Sub(sa.lastHeard) >= s.cfg.DPD:
-		_, err := s.exchange(ctx, sa, INFORMATIONAL, nil, s.cfg.Retransmit)
+		_, err := s.exchange(ctx, sa, wire.INFORMATIONAL, nil, s.cfg.Retransmit)
 		return err
 	}
 	return nil
@@ -572,7 +574,7 @@ type ikeSA struct {
 	lastHeard  time.Time
 	created    time.Time
 	fragOK     bool // peer supports RFC 7383
-	reasm      *Reassembler
+	reasm      *wire.Reassembler
 	rekeyOf    ikeSAID // the IKE SA this one replaced (RFC 7296 §2.18); by SPIs, not a pointer, for the reason ChildSA.rekeyOf gives
 	// rekeyAt is when its lifetime ends (set when first checked, with
 	// jitter); retryAt holds off another rekey after one was refused.
@@ -583,10 +585,10 @@ type ikeSA struct {
 func (sa *ikeSA) flags(response bool) uint8 {
 	var f uint8
 	if sa.initiator {
-		f |= FlagInitiator
+		f |= wire.FlagInitiator
 	}
 	if response {
-		f |= FlagResponse
+		f |= wire.FlagResponse
 	}
 	return f
 }
@@ -620,17 +622,17 @@ func nonce() []byte {
 }
 
 // fmtErr turns an error notification into the error a user reads.
-func notifyError(n *Notify, exchange string) error {
+func notifyError(n *wire.Notify, exchange string) error {
 	switch n.NotifyType {
-	case AUTHENTICATION_FAILED:
+	case wire.AUTHENTICATION_FAILED:
 		return fmt.Errorf("%w: the gateway rejected our credentials (%s)", ErrAuthFailed, exchange)
-	case NO_PROPOSAL_CHOSEN:
+	case wire.NO_PROPOSAL_CHOSEN:
 		return fmt.Errorf("%w: the gateway accepted none of the proposals offered in %s", ErrNoProposalChosen, exchange)
-	case TS_UNACCEPTABLE:
+	case wire.TS_UNACCEPTABLE:
 		return fmt.Errorf("the gateway accepted none of the traffic selectors (%s)", exchange)
-	case INTERNAL_ADDRESS_FAILURE:
+	case wire.INTERNAL_ADDRESS_FAILURE:
 		return fmt.Errorf("the gateway could not assign an inner address (%s)", exchange)
-	case FAILED_CP_REQUIRED:
+	case wire.FAILED_CP_REQUIRED:
 		return fmt.Errorf("the gateway requires a configuration request (%s)", exchange)
 	}
 	return fmt.Errorf("the gateway answered %s with error notification %d", exchange, n.NotifyType)

@@ -13,6 +13,7 @@ import (
 	"math"
 	"sync/atomic"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -26,7 +27,7 @@ var ErrAuthentication = errors.New("SK payload failed its integrity check")
 // newCrypter returns the Crypter for one direction of an IKE SA with suite
 // s. encKey is SK_e (for an AEAD the cipher key followed by the 4-byte
 // salt), integKey SK_a (empty for an AEAD).
-func newCrypter(s Suite, encKey, integKey []byte) (Crypter, error) {
+func newCrypter(s Suite, encKey, integKey []byte) (wire.Crypter, error) {
 	enc, ok := lookupEncryption(s.Encryption, s.KeyLength)
 	if !ok {
 		return nil, fmt.Errorf("SK payload: unsupported encryption algorithm %d with key length %d", s.Encryption, s.KeyLength)
@@ -42,12 +43,12 @@ func newCrypter(s Suite, encKey, integKey []byte) (Crypter, error) {
 		var aead cipher.AEAD
 		var err error
 		switch enc.id {
-		case ENCR_AES_GCM_16:
+		case wire.ENCR_AES_GCM_16:
 			var block cipher.Block
 			if block, err = aes.NewCipher(key); err == nil {
 				aead, err = cipher.NewGCM(block)
 			}
-		case ENCR_CHACHA20_POLY1305:
+		case wire.ENCR_CHACHA20_POLY1305:
 			aead, err = chacha20poly1305.New(key)
 		}
 		if err != nil {
@@ -83,7 +84,7 @@ func newCrypter(s Suite, encKey, integKey []byte) (Crypter, error) {
 // Crypters returns the Crypters of the IKE SA: out protects what this side
 // sends, in checks what it receives. initiator says whether this side is
 // the "i" of the keys (see Keys).
-func (k *Keys) Crypters(initiator bool) (out, in Crypter, err error) {
+func (k *Keys) Crypters(initiator bool) (out, in wire.Crypter, err error) {
 	ei, ai, er, ar := k.SKei, k.SKai, k.SKer, k.SKar
 	if !initiator {
 		ei, ai, er, ar = er, ar, ei, ai

@@ -12,13 +12,15 @@ import (
 	"os"
 	"sync"
 	"testing"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // allIKESuites are the IKE SA suites the SK payload supports.
 func allIKESuites() []Suite {
 	var out []Suite
 	for _, e := range encryptionAlgs {
-		s := Suite{Protocol: ProtoIKE, Encryption: e.id, KeyLength: e.keyLength, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
+		s := Suite{Protocol: wire.ProtoIKE, Encryption: e.id, KeyLength: e.keyLength, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}
 		if e.aead {
 			out = append(out, s)
 			continue
@@ -34,7 +36,7 @@ func allIKESuites() []Suite {
 // TestChaCha20Poly1305Vector reproduces the IKEv2 message of RFC 7634
 // Appendix B with the vector's key, salt and IV.
 func TestChaCha20Poly1305Vector(t *testing.T) {
-	raw, err := os.ReadFile("testdata/ikev2-message-chapoly.json")
+	raw, err := os.ReadFile("wire/testdata/ikev2-message-chapoly.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func TestChaCha20Poly1305Vector(t *testing.T) {
 	}
 	for _, v := range f.Vectors {
 		t.Run(v.Name, func(t *testing.T) {
-			s := Suite{Protocol: ProtoIKE, Encryption: ENCR_CHACHA20_POLY1305, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
+			s := Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_CHACHA20_POLY1305, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}
 			c, err := newCrypter(s, append(unhexKDF(t, v.Key), unhexKDF(t, v.Salt)...), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -112,8 +114,8 @@ func TestSKRoundTrip(t *testing.T) {
 				inner := bytes.Repeat([]byte{byte(n)}, n)
 				for _, pair := range []struct {
 					name     string
-					out, in  Crypter
-					wrongOut Crypter
+					out, in  wire.Crypter
+					wrongOut wire.Crypter
 				}{{"i→r", iOut, rIn, rOut}, {"r→i", rOut, iIn, iOut}} {
 					body := make([]byte, pair.out.BodyLen(n))
 					if err := pair.out.Seal(body, prefix, inner); err != nil {
@@ -227,7 +229,7 @@ func TestSKIVsNeverRepeat(t *testing.T) {
 }
 
 func TestSKIVExhaustion(t *testing.T) {
-	out, _, err := testKeys(t, Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 256, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_ECP_256}).Crypters(true)
+	out, _, err := testKeys(t, Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_ECP_256}).Crypters(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +253,7 @@ func TestSKAcceptsAnyPadding(t *testing.T) {
 
 	t.Run("aes128gcm16", func(t *testing.T) {
 		key := bytes.Repeat([]byte{3}, 16+4)
-		s := Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
+		s := Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 128, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}
 		c, err := newCrypter(s, key, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -277,7 +279,7 @@ func TestSKAcceptsAnyPadding(t *testing.T) {
 
 	t.Run("aes128-sha256", func(t *testing.T) {
 		encKey, integKey := bytes.Repeat([]byte{4}, 16), bytes.Repeat([]byte{5}, 32)
-		s := Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_CBC, KeyLength: 128, Integrity: AUTH_HMAC_SHA2_256_128, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
+		s := Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_CBC, KeyLength: 128, Integrity: wire.AUTH_HMAC_SHA2_256_128, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}
 		c, err := newCrypter(s, encKey, integKey)
 		if err != nil {
 			t.Fatal(err)
@@ -310,8 +312,8 @@ func TestSKAcceptsAnyPadding(t *testing.T) {
 }
 
 func TestNewCrypterRejectsBadKeys(t *testing.T) {
-	gcm := Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_GCM_16, KeyLength: 256, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
-	cbc := Suite{Protocol: ProtoIKE, Encryption: ENCR_AES_CBC, KeyLength: 256, Integrity: AUTH_HMAC_SHA2_384_192, PRF: PRF_HMAC_SHA2_256, DHGroup: DH_CURVE25519}
+	gcm := Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}
+	cbc := Suite{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_CBC, KeyLength: 256, Integrity: wire.AUTH_HMAC_SHA2_384_192, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519}
 	tests := []struct {
 		name   string
 		suite  Suite
@@ -326,7 +328,7 @@ func TestNewCrypterRejectsBadKeys(t *testing.T) {
 		{"cbc short integrity key", cbc, 32, 32, false},
 		{"cbc short key", cbc, 16, 48, false},
 		{"unsupported", Suite{Encryption: 3, KeyLength: 0}, 24, 0, false},
-		{"cbc unsupported integrity", Suite{Encryption: ENCR_AES_CBC, KeyLength: 128, Integrity: 5}, 16, 16, false},
+		{"cbc unsupported integrity", Suite{Encryption: wire.ENCR_AES_CBC, KeyLength: 128, Integrity: 5}, 16, 16, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

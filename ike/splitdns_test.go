@@ -6,86 +6,9 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
-
-func TestParseDNSDomain(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want string
-		ok   bool
-	}{
-		{"corp.test", "corp.test", true},
-		{"Corp.Example.", "corp.example", true},
-		{"_sip.example", "_sip.example", true},
-		{"xn--bcher-kva.example", "xn--bcher-kva.example", true},
-		{"", "", false},
-		{".", "", false},
-		{"a..b", "", false},
-		{"-a.b", "", false},
-		{"a b", "", false},
-		{"10.1.2.3", "", false},
-		{"exa\x00mple", "", false},
-	} {
-		got, ok := ParseDNSDomain(tc.in)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("ParseDNSDomain(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
-func TestConfigDomains(t *testing.T) {
-	reply := []Payload{&CP{CfgType: CFG_REPLY, Attributes: []CPAttribute{
-		{Type: INTERNAL_IP4_DNS, Value: []byte{10, 0, 0, 53}},
-		{Type: INTERNAL_DNS_DOMAIN, Value: []byte("corp.test")},
-		{Type: INTERNAL_DNS_DOMAIN, Value: []byte("CORP.test.")}, // a repeat
-		{Type: INTERNAL_DNS_DOMAIN, Value: []byte("bad domain")},
-		{Type: INTERNAL_DNS_DOMAIN},
-		{Type: INTERNAL_DNS_DOMAIN, Value: []byte("lab.corp.test")},
-	}}}
-	if got := configDomains(reply); !reflect.DeepEqual(got, []string{"corp.test", "lab.corp.test"}) {
-		t.Errorf("configDomains = %v", got)
-	}
-	request := []Payload{&CP{CfgType: CFG_REQUEST, Attributes: []CPAttribute{{Type: INTERNAL_DNS_DOMAIN, Value: []byte("x.test")}}}}
-	if got := configDomains(request); got != nil {
-		t.Errorf("domains read from a request: %v", got)
-	}
-}
-
-// The domains travel in a CP payload that survives encoding.
-func TestDNSDomainAttributesRoundTrip(t *testing.T) {
-	cp := &CP{CfgType: CFG_REPLY, Attributes: dnsDomainAttributes([]string{"corp.test", "example.net"})}
-	b, err := cp.appendBody(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := parseCP(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := configDomains([]Payload{back}); !reflect.DeepEqual(got, []string{"corp.test", "example.net"}) {
-		t.Errorf("round trip: %v", got)
-	}
-}
-
-// FuzzConfigDomains feeds CP payload bodies from the network to the
-// domain reader: no panic, and every domain it returns parses again to
-// itself.
-func FuzzConfigDomains(f *testing.F) {
-	seed, _ := (&CP{CfgType: CFG_REPLY, Attributes: dnsDomainAttributes([]string{"corp.test"})}).appendBody(nil)
-	f.Add(seed)
-	f.Add([]byte{CFG_REPLY, 0, 0, 0, 0, 25, 0, 1, '.'})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		cp, err := parseCP(b)
-		if err != nil {
-			return
-		}
-		for _, d := range configDomains([]Payload{cp}) {
-			if again, ok := ParseDNSDomain(d); !ok || again != d {
-				t.Fatalf("domain %q does not parse to itself (%q, %v)", d, again, ok)
-			}
-		}
-	})
-}
 
 // domainLog is a client handler that also takes the split DNS domains.
 type domainLog struct {
@@ -126,17 +49,17 @@ func TestSplitDNSDomainsEndToEnd(t *testing.T) {
 	h.mu.Unlock()
 
 	// The responder's reply to a request that does not ask.
-	var attrs []CPAttribute
+	var attrs []wire.CPAttribute
 	w.r.do(context.Background(), func() {
 		c := &rClient{RemoteClient: RemoteClient{ID: mustID(t, "other@mifsec.test")}}
-		attrs, err = w.r.lease(c, &CP{CfgType: CFG_REQUEST, Attributes: []CPAttribute{{Type: INTERNAL_IP4_ADDRESS}, {Type: INTERNAL_IP4_DNS}}})
+		attrs, err = w.r.lease(c, &wire.CP{CfgType: wire.CFG_REQUEST, Attributes: []wire.CPAttribute{{Type: wire.INTERNAL_IP4_ADDRESS}, {Type: wire.INTERNAL_IP4_DNS}}})
 		w.r.releaseLeases(c)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, at := range attrs {
-		if at.Type == INTERNAL_DNS_DOMAIN {
+		if at.Type == wire.INTERNAL_DNS_DOMAIN {
 			t.Errorf("domains sent to a client that did not ask: %q", at.Value)
 		}
 	}

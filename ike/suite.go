@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Suite is the set of algorithms negotiated for an IKE SA or a Child SA
 // (ESP): one transform of each type.
 type Suite struct {
-	Protocol   ProtocolID
+	Protocol   wire.ProtocolID
 	Encryption uint16 // ENCR_*
 	// KeyLength is the Key Length attribute in bits; 0 for an algorithm
 	// that has none (ChaCha20-Poly1305, RFC 7634 §3).
@@ -42,13 +44,13 @@ type encryptionAlg struct {
 
 // The encryption algorithms, in the order the supported list names them.
 var encryptionAlgs = []encryptionAlg{
-	{"aes128", ENCR_AES_CBC, 128, 16, false},
-	{"aes192", ENCR_AES_CBC, 192, 24, false},
-	{"aes256", ENCR_AES_CBC, 256, 32, false},
-	{"aes128gcm16", ENCR_AES_GCM_16, 128, 16, true},
-	{"aes192gcm16", ENCR_AES_GCM_16, 192, 24, true},
-	{"aes256gcm16", ENCR_AES_GCM_16, 256, 32, true},
-	{"chacha20poly1305", ENCR_CHACHA20_POLY1305, 0, 32, true},
+	{"aes128", wire.ENCR_AES_CBC, 128, 16, false},
+	{"aes192", wire.ENCR_AES_CBC, 192, 24, false},
+	{"aes256", wire.ENCR_AES_CBC, 256, 32, false},
+	{"aes128gcm16", wire.ENCR_AES_GCM_16, 128, 16, true},
+	{"aes192gcm16", wire.ENCR_AES_GCM_16, 192, 24, true},
+	{"aes256gcm16", wire.ENCR_AES_GCM_16, 256, 32, true},
+	{"chacha20poly1305", wire.ENCR_CHACHA20_POLY1305, 0, 32, true},
 }
 
 func lookupEncryption(id, keyLength uint16) (encryptionAlg, bool) {
@@ -71,10 +73,10 @@ type integrityAlg struct {
 }
 
 var integrityAlgs = []integrityAlg{
-	{"sha1", AUTH_HMAC_SHA1_96, "sha1", 20, 12},
-	{"sha256", AUTH_HMAC_SHA2_256_128, "sha256", 32, 16},
-	{"sha384", AUTH_HMAC_SHA2_384_192, "sha384", 48, 24},
-	{"sha512", AUTH_HMAC_SHA2_512_256, "sha512", 64, 32},
+	{"sha1", wire.AUTH_HMAC_SHA1_96, "sha1", 20, 12},
+	{"sha256", wire.AUTH_HMAC_SHA2_256_128, "sha256", 32, 16},
+	{"sha384", wire.AUTH_HMAC_SHA2_384_192, "sha384", 48, 24},
+	{"sha512", wire.AUTH_HMAC_SHA2_512_256, "sha512", 64, 32},
 }
 
 func lookupIntegrity(id uint16) (integrityAlg, bool) {
@@ -95,10 +97,10 @@ type prfAlg struct {
 }
 
 var prfAlgs = []prfAlg{
-	{"prfsha1", PRF_HMAC_SHA1, "sha1", 20},
-	{"prfsha256", PRF_HMAC_SHA2_256, "sha256", 32},
-	{"prfsha384", PRF_HMAC_SHA2_384, "sha384", 48},
-	{"prfsha512", PRF_HMAC_SHA2_512, "sha512", 64},
+	{"prfsha1", wire.PRF_HMAC_SHA1, "sha1", 20},
+	{"prfsha256", wire.PRF_HMAC_SHA2_256, "sha256", 32},
+	{"prfsha384", wire.PRF_HMAC_SHA2_384, "sha384", 48},
+	{"prfsha512", wire.PRF_HMAC_SHA2_512, "sha512", 64},
 }
 
 func lookupPRF(id uint16) (prfAlg, bool) {
@@ -114,14 +116,14 @@ func lookupPRF(id uint16) (prfAlg, bool) {
 // names an integrity algorithm but no PRF.
 func prfForIntegrity(integ uint16) (uint16, bool) {
 	switch integ {
-	case AUTH_HMAC_SHA1_96:
-		return PRF_HMAC_SHA1, true
-	case AUTH_HMAC_SHA2_256_128:
-		return PRF_HMAC_SHA2_256, true
-	case AUTH_HMAC_SHA2_384_192:
-		return PRF_HMAC_SHA2_384, true
-	case AUTH_HMAC_SHA2_512_256:
-		return PRF_HMAC_SHA2_512, true
+	case wire.AUTH_HMAC_SHA1_96:
+		return wire.PRF_HMAC_SHA1, true
+	case wire.AUTH_HMAC_SHA2_256_128:
+		return wire.PRF_HMAC_SHA2_256, true
+	case wire.AUTH_HMAC_SHA2_384_192:
+		return wire.PRF_HMAC_SHA2_384, true
+	case wire.AUTH_HMAC_SHA2_512_256:
+		return wire.PRF_HMAC_SHA2_512, true
 	}
 	return 0, false
 }
@@ -133,11 +135,11 @@ type dhGroupAlg struct {
 }
 
 var dhGroupAlgs = []dhGroupAlg{
-	{"modp2048", DH_MODP_2048},
-	{"modp1024", DH_MODP_1024},
-	{"ecp256", DH_ECP_256},
-	{"ecp384", DH_ECP_384},
-	{"x25519", DH_CURVE25519},
+	{"modp2048", wire.DH_MODP_2048},
+	{"modp1024", wire.DH_MODP_1024},
+	{"ecp256", wire.DH_ECP_256},
+	{"ecp384", wire.DH_ECP_384},
+	{"x25519", wire.DH_CURVE25519},
 }
 
 func lookupDHGroup(id uint16) (dhGroupAlg, bool) {
@@ -210,13 +212,13 @@ func (s Suite) DataPlaneName() string {
 // default; docs/ike.md shows how to move such clients to stronger ones.
 func WeakAlgorithms(ike Suite, espAlgorithm string) []string {
 	var weak []string
-	if ike.DHGroup == DH_MODP_1024 {
+	if ike.DHGroup == wire.DH_MODP_1024 {
 		weak = append(weak, "ike:modp1024")
 	}
-	if ike.PRF == PRF_HMAC_SHA1 {
+	if ike.PRF == wire.PRF_HMAC_SHA1 {
 		weak = append(weak, "ike:prfsha1")
 	}
-	if !ike.IsAEAD() && ike.Integrity == AUTH_HMAC_SHA1_96 {
+	if !ike.IsAEAD() && ike.Integrity == wire.AUTH_HMAC_SHA1_96 {
 		weak = append(weak, "ike:sha1")
 	}
 	if strings.HasSuffix(espAlgorithm, "-sha1") {
@@ -233,14 +235,14 @@ func (s Suite) Validate() error {
 		return fmt.Errorf("unsupported encryption algorithm %d with key length %d", s.Encryption, s.KeyLength)
 	}
 	if enc.aead {
-		if s.Integrity != AUTH_NONE {
+		if s.Integrity != wire.AUTH_NONE {
 			return fmt.Errorf("%s is an AEAD and takes no integrity algorithm, got %d", enc.keyword, s.Integrity)
 		}
 	} else if _, ok := lookupIntegrity(s.Integrity); !ok {
 		return fmt.Errorf("%s needs a supported integrity algorithm, got %d", enc.keyword, s.Integrity)
 	}
 	switch s.Protocol {
-	case ProtoIKE:
+	case wire.ProtoIKE:
 		if _, ok := lookupPRF(s.PRF); !ok {
 			return fmt.Errorf("unsupported PRF %d", s.PRF)
 		}
@@ -250,11 +252,11 @@ func (s Suite) Validate() error {
 		if s.ESN {
 			return errors.New("extended sequence numbers are not an IKE SA transform")
 		}
-	case ProtoESP:
+	case wire.ProtoESP:
 		if s.PRF != 0 {
 			return fmt.Errorf("a PRF (%d) is not an ESP transform", s.PRF)
 		}
-		if _, ok := lookupDHGroup(s.DHGroup); !ok && s.DHGroup != DH_NONE {
+		if _, ok := lookupDHGroup(s.DHGroup); !ok && s.DHGroup != wire.DH_NONE {
 			return fmt.Errorf("unsupported Diffie-Hellman group %d", s.DHGroup)
 		}
 	default:
@@ -268,16 +270,16 @@ func (s Suite) Validate() error {
 func (s Suite) String() string {
 	var tok []string
 	tok = append(tok, s.EncryptionName())
-	if !s.IsAEAD() && s.Integrity != AUTH_NONE {
+	if !s.IsAEAD() && s.Integrity != wire.AUTH_NONE {
 		tok = append(tok, integrityKeyword(s.Integrity))
 	}
-	if s.Protocol == ProtoIKE || s.PRF != 0 {
+	if s.Protocol == wire.ProtoIKE || s.PRF != 0 {
 		tok = append(tok, prfKeyword(s.PRF))
 	}
-	if s.DHGroup != DH_NONE {
+	if s.DHGroup != wire.DH_NONE {
 		tok = append(tok, dhKeyword(s.DHGroup))
 	}
-	if s.Protocol == ProtoESP {
+	if s.Protocol == wire.ProtoESP {
 		tok = append(tok, esnKeyword(s.ESN))
 	}
 	return strings.Join(tok, "-")
@@ -298,7 +300,7 @@ func prfKeyword(id uint16) string {
 }
 
 func dhKeyword(id uint16) string {
-	if id == DH_NONE {
+	if id == wire.DH_NONE {
 		return "modpnone"
 	}
 	if a, ok := lookupDHGroup(id); ok {

@@ -3,6 +3,8 @@ package ike
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // Transport mode (RFC 7296 §1.3.1): the initiator asks for it with
@@ -15,11 +17,11 @@ import (
 
 // transportRequest is the notification that asks for transport mode, or
 // nothing.
-func transportRequest(want bool) []Payload {
+func transportRequest(want bool) []wire.Payload {
 	if !want {
 		return nil
 	}
-	return []Payload{&Notify{NotifyType: USE_TRANSPORT_MODE}}
+	return []wire.Payload{&wire.Notify{NotifyType: wire.USE_TRANSPORT_MODE}}
 }
 
 // CheckTransportSelectors says why a Child SA with these selectors cannot
@@ -46,15 +48,15 @@ func transportSelectors(local, remote []netip.Prefix) bool {
 // Child SA with the selectors local and remote: transport mode when the
 // peer asked, allow says yes, and the selectors permit it. The notification
 // to put in the response comes with a yes.
-func answerTransport(req []Payload, allow bool, local, remote []netip.Prefix) (bool, []Payload) {
-	ok := allow && FindNotify(req, USE_TRANSPORT_MODE) != nil && transportSelectors(local, remote)
+func answerTransport(req []wire.Payload, allow bool, local, remote []netip.Prefix) (bool, []wire.Payload) {
+	ok := allow && wire.FindNotify(req, wire.USE_TRANSPORT_MODE) != nil && transportSelectors(local, remote)
 	return ok, transportRequest(ok)
 }
 
 // agreedTransport is the initiator's reading of a response to a request
 // that asked for transport mode (asked) or not.
-func agreedTransport(asked bool, reply []Payload, c *ChildSA) bool {
-	return asked && FindNotify(reply, USE_TRANSPORT_MODE) != nil && transportSelectors(c.LocalTS, c.RemoteTS)
+func agreedTransport(asked bool, reply []wire.Payload, c *ChildSA) bool {
+	return asked && wire.FindNotify(reply, wire.USE_TRANSPORT_MODE) != nil && transportSelectors(c.LocalTS, c.RemoteTS)
 }
 
 // mode names the Child SA's mode for status output.

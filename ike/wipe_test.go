@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
 
@@ -63,7 +64,7 @@ func TestSessionWipesKeysOfSAsThatGo(t *testing.T) {
 	}
 	// The new IKE SA still works: a liveness check and a Child SA rekey,
 	// whose keys come from the new SK_d.
-	if _, err := s.exchange(ctx, s.sa, INFORMATIONAL, nil, s.cfg.Retransmit); err != nil {
+	if _, err := s.exchange(ctx, s.sa, wire.INFORMATIONAL, nil, s.cfg.Retransmit); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.rekeyChild(ctx); err != nil {

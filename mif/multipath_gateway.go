@@ -8,6 +8,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/scheduler"
 )
 
@@ -36,13 +37,13 @@ type gatewayPeer struct {
 }
 
 // kindOf maps a MIF path kind to the scheduler's.
-func kindOf(k ike.PathKind) scheduler.Kind {
+func kindOf(k wire.PathKind) scheduler.Kind {
 	switch k {
-	case ike.PathKindEthernet:
+	case wire.PathKindEthernet:
 		return scheduler.KindEthernet
-	case ike.PathKindWLAN:
+	case wire.PathKindWLAN:
 		return scheduler.KindWLAN
-	case ike.PathKindCellular:
+	case wire.PathKindCellular:
 		return scheduler.KindCellular
 	}
 	return scheduler.KindOther

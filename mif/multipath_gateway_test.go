@@ -8,6 +8,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -89,7 +90,7 @@ func TestGatewayMultipathPeer(t *testing.T) {
 	install(mif, 0x1000, "10.3.0.2/32")
 	install(plain, 0x2000, "10.3.0.3/32")
 
-	g.PathAdded(mif, ike.PathInfo{ID: 2, Kind: ike.PathKindCellular, Priority: 2, Remote: netip.MustParseAddrPort("198.51.100.7:4500")})
+	g.PathAdded(mif, ike.PathInfo{ID: 2, Kind: wire.PathKindCellular, Priority: 2, Remote: netip.MustParseAddrPort("198.51.100.7:4500")})
 	g.mu.Lock()
 	p := g.mpeers[mif]
 	npeers := len(g.mpeers)
@@ -137,7 +138,7 @@ func TestGatewayMultipathPeer(t *testing.T) {
 	// nothing would ever stop it.
 	childless := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.12:4500")}
 	for id := uint16(1); id <= 50; id++ {
-		g.PathAdded(childless, ike.PathInfo{ID: id, Kind: ike.PathKindWLAN, Remote: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), 4500+id)})
+		g.PathAdded(childless, ike.PathInfo{ID: id, Kind: wire.PathKindWLAN, Remote: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), 4500+id)})
 	}
 	g.mu.Lock()
 	_, started := g.mpeers[childless]

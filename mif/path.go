@@ -15,6 +15,7 @@ import (
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/vishvananda/netns"
@@ -54,16 +55,16 @@ func (p *path) ikePath() ike.Path {
 
 // pathKind maps an interface kind to its MIF_PATH_ADD wire value (kindOf
 // maps back); kinds the extension does not name go as unknown.
-func pathKind(k scheduler.Kind) ike.PathKind {
+func pathKind(k scheduler.Kind) wire.PathKind {
 	switch k {
 	case scheduler.KindEthernet:
-		return ike.PathKindEthernet
+		return wire.PathKindEthernet
 	case scheduler.KindWLAN:
-		return ike.PathKindWLAN
+		return wire.PathKindWLAN
 	case scheduler.KindCellular:
-		return ike.PathKindCellular
+		return wire.PathKindCellular
 	}
-	return ike.PathKindUnknown
+	return wire.PathKindUnknown
 }
 
 // pathSetConfig is what a pathSet opens paths with.

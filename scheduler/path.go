@@ -10,7 +10,7 @@ import (
 // of a path that leaves by it. It is the project's one interface-kind type:
 // the interface monitor classifies interfaces into it, the scheduler ranks
 // paths by it (DefaultTier), and the MIF extension carries it on the wire
-// (ike.PathKind, mapped in mif).
+// (ike/wire.PathKind, mapped in mif).
 type Kind uint8
 
 // Interface kinds.

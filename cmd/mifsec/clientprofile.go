@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/urfave/cli/v2"
 )
 
@@ -119,7 +120,7 @@ func newClientProfile(c *cli.Context) (*clientProfile, error) {
 		if p.RemoteID, err = ike.ParseIdentity(s); err != nil {
 			return nil, fmt.Errorf("--local-id: %w", err)
 		}
-		if t := p.RemoteID.Type; t != ike.IDFQDN && t != ike.IDIPv4 && t != ike.IDIPv6 {
+		if t := p.RemoteID.Type; t != wire.IDFQDN && t != wire.IDIPv4 && t != wire.IDIPv6 {
 			return nil, fmt.Errorf("--local-id: %s is not a DNS name or an address, which is all the built-in clients can expect", p.RemoteID)
 		}
 	}
@@ -169,7 +170,7 @@ func parseServerName(s string) (ike.Identity, error) {
 	if s == "" || len(s) > 253 || strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != "" {
 		return ike.Identity{}, fmt.Errorf("%q is neither an address nor a DNS name", s)
 	}
-	return ike.Identity{Type: ike.IDFQDN, Data: []byte(s)}, nil
+	return ike.Identity{Type: wire.IDFQDN, Data: []byte(s)}, nil
 }
 
 // checkProfileText refuses text with control characters: a profile
@@ -191,21 +192,21 @@ type clientSuite struct {
 	// Hash gives the integrity algorithm (none with an AEAD) and, for IKE,
 	// the PRF: the built-in clients tie the two together.
 	Hash  clientHash
-	Group clientGroup // ESP: the PFS group, ike.DH_NONE for none
+	Group clientGroup // ESP: the PFS group, wire.DH_NONE for none
 }
 
 // Proposal is the suite in strongSwan's syntax.
-func (s clientSuite) Proposal(protocol ike.ProtocolID) string {
+func (s clientSuite) Proposal(protocol wire.ProtocolID) string {
 	spec := ike.ProposalSpec{Protocol: protocol, Encryption: []ike.EncryptionTransform{s.Cipher.EncryptionTransform}}
 	if s.Hash.integrity != 0 {
 		spec.Integrity = []uint16{s.Hash.integrity}
 	}
-	if protocol == ike.ProtoIKE {
+	if protocol == wire.ProtoIKE {
 		spec.PRF = []uint16{s.Hash.prf}
 	} else {
-		spec.ESN = []uint16{ike.ESN_NO}
+		spec.ESN = []uint16{wire.ESN_NO}
 	}
-	if s.Group.id != ike.DH_NONE {
+	if s.Group.id != wire.DH_NONE {
 		spec.DHGroups = []uint16{s.Group.id}
 	}
 	return spec.String()
@@ -245,14 +246,14 @@ type clientAlgorithms struct {
 type clientPlatform struct{ ike, esp clientAlgorithms }
 
 var (
-	aes256GCM  = ike.EncryptionTransform{ID: ike.ENCR_AES_GCM_16, KeyLength: 256}
-	aes192GCM  = ike.EncryptionTransform{ID: ike.ENCR_AES_GCM_16, KeyLength: 192}
-	aes128GCM  = ike.EncryptionTransform{ID: ike.ENCR_AES_GCM_16, KeyLength: 128}
-	chacha20   = ike.EncryptionTransform{ID: ike.ENCR_CHACHA20_POLY1305}
-	aes256CBC  = ike.EncryptionTransform{ID: ike.ENCR_AES_CBC, KeyLength: 256}
-	aes192CBC  = ike.EncryptionTransform{ID: ike.ENCR_AES_CBC, KeyLength: 192}
-	aes128CBC  = ike.EncryptionTransform{ID: ike.ENCR_AES_CBC, KeyLength: 128}
-	noPFSGroup = clientGroup{id: ike.DH_NONE, name: "None"}
+	aes256GCM  = ike.EncryptionTransform{ID: wire.ENCR_AES_GCM_16, KeyLength: 256}
+	aes192GCM  = ike.EncryptionTransform{ID: wire.ENCR_AES_GCM_16, KeyLength: 192}
+	aes128GCM  = ike.EncryptionTransform{ID: wire.ENCR_AES_GCM_16, KeyLength: 128}
+	chacha20   = ike.EncryptionTransform{ID: wire.ENCR_CHACHA20_POLY1305}
+	aes256CBC  = ike.EncryptionTransform{ID: wire.ENCR_AES_CBC, KeyLength: 256}
+	aes192CBC  = ike.EncryptionTransform{ID: wire.ENCR_AES_CBC, KeyLength: 192}
+	aes128CBC  = ike.EncryptionTransform{ID: wire.ENCR_AES_CBC, KeyLength: 128}
+	noPFSGroup = clientGroup{id: wire.DH_NONE, name: "None"}
 )
 
 // clientPlatforms maps --format to what its clients support. Ciphers rank
@@ -269,48 +270,48 @@ var clientPlatforms = map[string]clientPlatform{
 		ike: clientAlgorithms{
 			ciphers: []clientCipher{{aes256GCM, true, "AES-256-GCM"}, {chacha20, true, "ChaCha20Poly1305"},
 				{aes256CBC, false, "AES-256"}, {aes128GCM, true, "AES-128-GCM"}, {aes128CBC, false, "AES-128"}},
-			hashes: []clientHash{{ike.AUTH_HMAC_SHA2_512_256, ike.PRF_HMAC_SHA2_512, "SHA2-512"},
-				{ike.AUTH_HMAC_SHA2_384_192, ike.PRF_HMAC_SHA2_384, "SHA2-384"}, {ike.AUTH_HMAC_SHA2_256_128, ike.PRF_HMAC_SHA2_256, "SHA2-256"}},
-			groups: []clientGroup{{ike.DH_ECP_384, ""}, {ike.DH_CURVE25519, ""}, {ike.DH_ECP_256, ""}, {ike.DH_MODP_2048, ""}},
+			hashes: []clientHash{{wire.AUTH_HMAC_SHA2_512_256, wire.PRF_HMAC_SHA2_512, "SHA2-512"},
+				{wire.AUTH_HMAC_SHA2_384_192, wire.PRF_HMAC_SHA2_384, "SHA2-384"}, {wire.AUTH_HMAC_SHA2_256_128, wire.PRF_HMAC_SHA2_256, "SHA2-256"}},
+			groups: []clientGroup{{wire.DH_ECP_384, ""}, {wire.DH_CURVE25519, ""}, {wire.DH_ECP_256, ""}, {wire.DH_MODP_2048, ""}},
 		},
 		esp: clientAlgorithms{
 			ciphers: []clientCipher{{aes256GCM, true, "AES-256-GCM"}, {chacha20, true, "ChaCha20Poly1305"},
 				{aes256CBC, false, "AES-256"}, {aes128GCM, true, "AES-128-GCM"}, {aes128CBC, false, "AES-128"}},
-			hashes: []clientHash{{ike.AUTH_HMAC_SHA2_512_256, 0, "SHA2-512"}, {ike.AUTH_HMAC_SHA2_384_192, 0, "SHA2-384"},
-				{ike.AUTH_HMAC_SHA2_256_128, 0, "SHA2-256"}},
-			groups: []clientGroup{{ike.DH_ECP_384, ""}, {ike.DH_CURVE25519, ""}, {ike.DH_ECP_256, ""}, {ike.DH_MODP_2048, ""}, noPFSGroup},
+			hashes: []clientHash{{wire.AUTH_HMAC_SHA2_512_256, 0, "SHA2-512"}, {wire.AUTH_HMAC_SHA2_384_192, 0, "SHA2-384"},
+				{wire.AUTH_HMAC_SHA2_256_128, 0, "SHA2-256"}},
+			groups: []clientGroup{{wire.DH_ECP_384, ""}, {wire.DH_CURVE25519, ""}, {wire.DH_ECP_256, ""}, {wire.DH_MODP_2048, ""}, noPFSGroup},
 		},
 	},
 	"windows": {
 		ike: clientAlgorithms{
 			ciphers: []clientCipher{{aes256CBC, false, "AES256"}, {aes192CBC, false, "AES192"}, {aes128CBC, false, "AES128"}},
-			hashes: []clientHash{{ike.AUTH_HMAC_SHA2_384_192, ike.PRF_HMAC_SHA2_384, "SHA384"},
-				{ike.AUTH_HMAC_SHA2_256_128, ike.PRF_HMAC_SHA2_256, "SHA256"}, {ike.AUTH_HMAC_SHA1_96, ike.PRF_HMAC_SHA1, "SHA1"}},
-			groups: []clientGroup{{ike.DH_ECP_384, "ECP384"}, {ike.DH_ECP_256, "ECP256"}, {ike.DH_MODP_2048, "Group14"}, {ike.DH_MODP_1024, "Group2"}},
+			hashes: []clientHash{{wire.AUTH_HMAC_SHA2_384_192, wire.PRF_HMAC_SHA2_384, "SHA384"},
+				{wire.AUTH_HMAC_SHA2_256_128, wire.PRF_HMAC_SHA2_256, "SHA256"}, {wire.AUTH_HMAC_SHA1_96, wire.PRF_HMAC_SHA1, "SHA1"}},
+			groups: []clientGroup{{wire.DH_ECP_384, "ECP384"}, {wire.DH_ECP_256, "ECP256"}, {wire.DH_MODP_2048, "Group14"}, {wire.DH_MODP_1024, "Group2"}},
 		},
 		esp: clientAlgorithms{
 			ciphers: []clientCipher{{aes256GCM, true, "GCMAES256"}, {aes256CBC, false, "AES256"}, {aes192GCM, true, "GCMAES192"},
 				{aes192CBC, false, "AES192"}, {aes128GCM, true, "GCMAES128"}, {aes128CBC, false, "AES128"}},
-			hashes: []clientHash{{ike.AUTH_HMAC_SHA2_256_128, 0, "SHA256128"}, {ike.AUTH_HMAC_SHA1_96, 0, "SHA196"}},
-			groups: []clientGroup{{ike.DH_ECP_384, "ECP384"}, {ike.DH_ECP_256, "ECP256"}, {ike.DH_MODP_2048, "PFS2048"},
-				{ike.DH_MODP_1024, "PFS2"}, noPFSGroup},
+			hashes: []clientHash{{wire.AUTH_HMAC_SHA2_256_128, 0, "SHA256128"}, {wire.AUTH_HMAC_SHA1_96, 0, "SHA196"}},
+			groups: []clientGroup{{wire.DH_ECP_384, "ECP384"}, {wire.DH_ECP_256, "ECP256"}, {wire.DH_MODP_2048, "PFS2048"},
+				{wire.DH_MODP_1024, "PFS2"}, noPFSGroup},
 		},
 	},
 	"android": {
 		ike: clientAlgorithms{
 			ciphers: []clientCipher{{aes256GCM, true, ""}, {chacha20, true, ""}, {aes256CBC, false, ""}, {aes192GCM, true, ""},
 				{aes192CBC, false, ""}, {aes128GCM, true, ""}, {aes128CBC, false, ""}},
-			hashes: []clientHash{{ike.AUTH_HMAC_SHA2_512_256, ike.PRF_HMAC_SHA2_512, ""}, {ike.AUTH_HMAC_SHA2_384_192, ike.PRF_HMAC_SHA2_384, ""},
-				{ike.AUTH_HMAC_SHA2_256_128, ike.PRF_HMAC_SHA2_256, ""}, {ike.AUTH_HMAC_SHA1_96, ike.PRF_HMAC_SHA1, ""}},
-			groups: []clientGroup{{ike.DH_ECP_384, ""}, {ike.DH_CURVE25519, ""}, {ike.DH_ECP_256, ""}, {ike.DH_MODP_2048, ""}, {ike.DH_MODP_1024, ""}},
+			hashes: []clientHash{{wire.AUTH_HMAC_SHA2_512_256, wire.PRF_HMAC_SHA2_512, ""}, {wire.AUTH_HMAC_SHA2_384_192, wire.PRF_HMAC_SHA2_384, ""},
+				{wire.AUTH_HMAC_SHA2_256_128, wire.PRF_HMAC_SHA2_256, ""}, {wire.AUTH_HMAC_SHA1_96, wire.PRF_HMAC_SHA1, ""}},
+			groups: []clientGroup{{wire.DH_ECP_384, ""}, {wire.DH_CURVE25519, ""}, {wire.DH_ECP_256, ""}, {wire.DH_MODP_2048, ""}, {wire.DH_MODP_1024, ""}},
 		},
 		esp: clientAlgorithms{
 			ciphers: []clientCipher{{aes256GCM, true, ""}, {chacha20, true, ""}, {aes256CBC, false, ""}, {aes192GCM, true, ""},
 				{aes192CBC, false, ""}, {aes128GCM, true, ""}, {aes128CBC, false, ""}},
-			hashes: []clientHash{{ike.AUTH_HMAC_SHA2_512_256, 0, ""}, {ike.AUTH_HMAC_SHA2_384_192, 0, ""},
-				{ike.AUTH_HMAC_SHA2_256_128, 0, ""}, {ike.AUTH_HMAC_SHA1_96, 0, ""}},
-			groups: []clientGroup{{ike.DH_ECP_384, ""}, {ike.DH_CURVE25519, ""}, {ike.DH_ECP_256, ""}, {ike.DH_MODP_2048, ""},
-				{ike.DH_MODP_1024, ""}, {ike.DH_NONE, ""}},
+			hashes: []clientHash{{wire.AUTH_HMAC_SHA2_512_256, 0, ""}, {wire.AUTH_HMAC_SHA2_384_192, 0, ""},
+				{wire.AUTH_HMAC_SHA2_256_128, 0, ""}, {wire.AUTH_HMAC_SHA1_96, 0, ""}},
+			groups: []clientGroup{{wire.DH_ECP_384, ""}, {wire.DH_CURVE25519, ""}, {wire.DH_ECP_256, ""}, {wire.DH_MODP_2048, ""},
+				{wire.DH_MODP_1024, ""}, {wire.DH_NONE, ""}},
 		},
 	},
 }
@@ -340,14 +341,14 @@ func clientSuites(platform clientPlatform, ikeProposals, espProposals string) (i
 // and algs supports: the strongest cipher first, then the strongest hash,
 // then the strongest group. A client offers one suite; the gateway takes
 // it when a single one of its proposals holds all its algorithms. In an
-// ESP proposal without groups (no PFS) only ike.DH_NONE matches.
+// ESP proposal without groups (no PFS) only wire.DH_NONE matches.
 func strongestSuite(specs []ike.ProposalSpec, algs clientAlgorithms) (clientSuite, bool) {
 	var best clientSuite
 	bestRank := []int(nil)
 	for _, spec := range specs {
 		groups := spec.DHGroups
-		if spec.Protocol == ike.ProtoESP && len(groups) == 0 {
-			groups = []uint16{ike.DH_NONE}
+		if spec.Protocol == wire.ProtoESP && len(groups) == 0 {
+			groups = []uint16{wire.DH_NONE}
 		}
 		ci := slices.IndexFunc(algs.ciphers, func(c clientCipher) bool { return slices.Contains(spec.Encryption, c.EncryptionTransform) })
 		if ci < 0 {
@@ -358,14 +359,14 @@ func strongestSuite(specs []ike.ProposalSpec, algs clientAlgorithms) (clientSuit
 			if !cipher.aead && !slices.Contains(spec.Integrity, h.integrity) {
 				return false
 			}
-			return spec.Protocol != ike.ProtoIKE || slices.Contains(spec.PRF, h.prf)
+			return spec.Protocol != wire.ProtoIKE || slices.Contains(spec.PRF, h.prf)
 		})
 		if hi < 0 {
 			continue
 		}
 		hash := algs.hashes[hi]
 		switch {
-		case cipher.aead && spec.Protocol == ike.ProtoESP:
+		case cipher.aead && spec.Protocol == wire.ProtoESP:
 			hash, hi = clientHash{}, 0 // nothing to rank
 		case cipher.aead:
 			hash.integrity = 0 // the hash names the PRF alone

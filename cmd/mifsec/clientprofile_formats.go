@@ -15,7 +15,7 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // The three formats of `mifsec gateway profile`: Apple's configuration
@@ -28,7 +28,7 @@ import (
 // remoteIDText is the gateway identity as the clients' settings write it:
 // the DNS name or the address.
 func (p *clientProfile) remoteIDText() string {
-	if p.RemoteID.Type == ike.IDFQDN {
+	if p.RemoteID.Type == wire.IDFQDN {
 		return string(p.RemoteID.Data)
 	}
 	return p.RemoteID.String()
@@ -130,12 +130,12 @@ func appleCertificateType(key any) (string, error) {
 // ChildSecurityAssociationParameters dictionary. With AES-GCM in IKE the
 // integrity algorithm names the PRF; a Child SA without PFS leaves the
 // group out.
-func appleSAParameters(s clientSuite, protocol ike.ProtocolID) plistDict {
+func appleSAParameters(s clientSuite, protocol wire.ProtocolID) plistDict {
 	d := plistDict{{"EncryptionAlgorithm", s.Cipher.name}}
-	if protocol == ike.ProtoIKE || !s.AEAD() {
+	if protocol == wire.ProtoIKE || !s.AEAD() {
 		d = append(d, plistEntry{"IntegrityAlgorithm", s.Hash.name})
 	}
-	if s.Group.id != ike.DH_NONE {
+	if s.Group.id != wire.DH_NONE {
 		d = append(d, plistEntry{"DiffieHellmanGroup", int(s.Group.id)})
 	}
 	return d
@@ -158,7 +158,7 @@ func writeAppleProfile(w io.Writer, p *clientProfile) error {
 	}
 	identifier := "mifsec." + p.Server + "." + p.User
 	pfs := 0
-	if p.ESP.Group.id != ike.DH_NONE {
+	if p.ESP.Group.id != wire.DH_NONE {
 		pfs = 1
 	}
 	vpn := plistDict{
@@ -171,8 +171,8 @@ func writeAppleProfile(w io.Writer, p *clientProfile) error {
 			{"ServerCertificateIssuerCommonName", issuer},
 			{"ExtendedAuthEnabled", 1},
 			{"AuthName", p.User},
-			{"IKESecurityAssociationParameters", appleSAParameters(p.IKE, ike.ProtoIKE)},
-			{"ChildSecurityAssociationParameters", appleSAParameters(p.ESP, ike.ProtoESP)},
+			{"IKESecurityAssociationParameters", appleSAParameters(p.IKE, wire.ProtoIKE)},
+			{"ChildSecurityAssociationParameters", appleSAParameters(p.ESP, wire.ProtoESP)},
 			{"EnablePFS", pfs},
 			{"DeadPeerDetectionRate", "Medium"},
 		}},
@@ -255,8 +255,8 @@ func writeWindowsProfile(w io.Writer, p *clientProfile) error {
 		Name: p.Name, Server: p.Server, User: p.User,
 		CAPEM:                   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CA.Raw})),
 		CASerial:                p.CA.SerialNumber.Text(16),
-		IKEProposal:             p.IKE.Proposal(ike.ProtoIKE),
-		ESPProposal:             p.ESP.Proposal(ike.ProtoESP),
+		IKEProposal:             p.IKE.Proposal(wire.ProtoIKE),
+		ESPProposal:             p.ESP.Proposal(wire.ProtoESP),
 		EncryptionMethod:        p.IKE.Cipher.name,
 		IntegrityCheckMethod:    p.IKE.Hash.name,
 		DHGroup:                 p.IKE.Group.name,
@@ -291,8 +291,8 @@ func writeAndroidProfile(w io.Writer, p *clientProfile) error {
 		UUID:        strings.ToLower(profileUUID("android", p.Server, p.User)),
 		Name:        p.Name,
 		Type:        "ikev2-eap",
-		IKEProposal: p.IKE.Proposal(ike.ProtoIKE),
-		ESPProposal: p.ESP.Proposal(ike.ProtoESP),
+		IKEProposal: p.IKE.Proposal(wire.ProtoIKE),
+		ESPProposal: p.ESP.Proposal(wire.ProtoESP),
 	}
 	s.Remote.Addr, s.Remote.ID = p.Server, p.RemoteID.String()
 	s.Remote.Cert = base64.StdEncoding.EncodeToString(p.CA.Raw)

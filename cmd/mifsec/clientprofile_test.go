@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testpki"
 )
 
@@ -61,7 +62,7 @@ func TestClientPlatformNames(t *testing.T) {
 			}
 		}
 		for _, g := range algs.groups {
-			if g.id != ike.DH_NONE && !slices.Contains(appleDiffieHellmanGroup, g.id) {
+			if g.id != wire.DH_NONE && !slices.Contains(appleDiffieHellmanGroup, g.id) {
 				t.Errorf("apple: DiffieHellmanGroup %d is not Apple's", g.id)
 			}
 		}
@@ -123,21 +124,21 @@ func TestClientProfileSuites(t *testing.T) {
 			if tc.wantIKE == "" || tc.wantESP == "" {
 				if err == nil {
 					t.Fatalf("IKE %s, ESP %s: want an error, got %s and %s", tc.ike, tc.esp,
-						ikeSuite.Proposal(ike.ProtoIKE), espSuite.Proposal(ike.ProtoESP))
+						ikeSuite.Proposal(wire.ProtoIKE), espSuite.Proposal(wire.ProtoESP))
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := ikeSuite.Proposal(ike.ProtoIKE); got != tc.wantIKE {
+			if got := ikeSuite.Proposal(wire.ProtoIKE); got != tc.wantIKE {
 				t.Errorf("IKE %s, want %s", got, tc.wantIKE)
 			}
-			if got := espSuite.Proposal(ike.ProtoESP); got != tc.wantESP {
+			if got := espSuite.Proposal(wire.ProtoESP); got != tc.wantESP {
 				t.Errorf("ESP %s, want %s", got, tc.wantESP)
 			}
-			gatewayAccepts(t, ike.ParseIKEProposals, tc.ike, ikeSuite.Proposal(ike.ProtoIKE))
-			gatewayAccepts(t, ike.ParseESPProposals, tc.esp, espSuite.Proposal(ike.ProtoESP))
+			gatewayAccepts(t, ike.ParseIKEProposals, tc.ike, ikeSuite.Proposal(wire.ProtoIKE))
+			gatewayAccepts(t, ike.ParseESPProposals, tc.esp, espSuite.Proposal(wire.ProtoESP))
 		})
 	}
 }
@@ -155,7 +156,7 @@ func gatewayAccepts(t *testing.T, parse func(string) ([]ike.ProposalSpec, error)
 		t.Fatalf("the profile's proposal %q: %v", client, err)
 	}
 	var spi []byte
-	if offer[0].Protocol == ike.ProtoESP {
+	if offer[0].Protocol == wire.ProtoESP {
 		spi = []byte{1, 2, 3, 4}
 	}
 	offered, err := ike.BuildProposals(offer, spi)

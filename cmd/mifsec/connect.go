@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
@@ -109,7 +110,7 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 	case gwName != "":
 		// The name the user dialled is the name the gateway must prove,
 		// as a browser checks a server's certificate.
-		s.RemoteID = ike.Identity{Type: ike.IDFQDN, Data: []byte(gwName)}
+		s.RemoteID = ike.Identity{Type: wire.IDFQDN, Data: []byte(gwName)}
 	case creds.cas != nil:
 		return cfg, fmt.Errorf("--remote-id is required with --ca when --gateway is an address: " +
 			"any certificate of the CA would otherwise be accepted as the gateway's (give the gateway's identity, e.g. --remote-id vpn.example.net, or --gateway by name)")

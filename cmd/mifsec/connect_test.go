@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/strongswan"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/internal/testpki"
@@ -279,13 +280,13 @@ func TestConnectWithCookie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kex, err := ike.NewKeyExchange(ike.DH_CURVE25519)
+	kex, err := ike.NewKeyExchange(wire.DH_CURVE25519)
 	if err != nil {
 		t.Fatal(err)
 	}
 	nonce, _ := ike.RandomNonce(32)
-	halfOpen := &ike.Message{SPIi: ike.RandomSPI(), Exchange: ike.IKE_SA_INIT, Flags: ike.FlagInitiator, Payloads: []ike.Payload{
-		&ike.SA{Proposals: proposals}, &ike.KE{Group: ike.DH_CURVE25519, Data: kex.Public()}, &ike.Nonce{Data: nonce}}}
+	halfOpen := &wire.Message{SPIi: ike.RandomSPI(), Exchange: wire.IKE_SA_INIT, Flags: wire.FlagInitiator, Payloads: []wire.Payload{
+		&wire.SA{Proposals: proposals}, &wire.KE{Group: wire.DH_CURVE25519, Data: kex.Public()}, &wire.Nonce{Data: nonce}}}
 	req, err := halfOpen.Marshal()
 	if err != nil {
 		t.Fatal(err)

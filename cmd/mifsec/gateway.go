@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
@@ -168,7 +169,7 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	}
 	for _, item := range c.StringSlice("dns-domain") {
 		for _, s := range strings.Split(item, ",") {
-			d, ok := ike.ParseDNSDomain(strings.TrimSpace(s))
+			d, ok := wire.ParseDNSDomain(strings.TrimSpace(s))
 			if !ok {
 				return cfg, fmt.Errorf("--dns-domain: %q is not a domain name", s)
 			}

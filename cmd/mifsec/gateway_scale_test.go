@@ -21,6 +21,7 @@ import (
 
 	"github.com/mifsec/mifsec/bench"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/internal/testpki"
 	"github.com/mifsec/mifsec/mif"
@@ -227,7 +228,7 @@ func TestMifsecGatewayScale(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let the gateway's start-up allocations settle
 	before := processMemory(t, pid)
 
-	f := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), RemoteID: ike.Identity{Type: ike.IDFQDN, Data: []byte("gw.example")}})
+	f := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), RemoteID: ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.example")}})
 	s.checkFleet(t, f, n, 10*time.Second)
 	after := processMemory(t, pid)
 	t.Logf("gateway memory: VmRSS %d kB before, %d kB with %d clients (%d bytes per client); Pss %d kB → %d kB (%d bytes per client)",
@@ -454,12 +455,12 @@ func TestMifsecGatewayEnforcesLocalTS(t *testing.T) {
 	s := startScaleGatewayWith(t, func(s *scaleGateway) {
 		testenv.Exec(t, s.gw, "ip", "addr", "add", "10.9.0.1/24", "dev", "lo")
 	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk))
-	gwID := ike.Identity{Type: ike.IDFQDN, Data: []byte("gw.example")}
+	gwID := ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.example")}
 	for i, target := range []string{"10.9.0.1", "192.0.2.2"} {
 		f := s.startFleet(t, bench.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
 			Target: netip.MustParseAddr(target), RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Timeout: 3 * time.Second,
 			ID: func(int) ike.Identity {
-				return ike.Identity{Type: ike.IDFQDN, Data: fmt.Appendf(nil, "rogue%d.example", i)}
+				return ike.Identity{Type: wire.IDFQDN, Data: fmt.Appendf(nil, "rogue%d.example", i)}
 			}})
 		rep := f.Report()
 		if rep.Established != 1 {
@@ -474,7 +475,7 @@ func TestMifsecGatewayEnforcesLocalTS(t *testing.T) {
 		f.Close()
 	}
 	f := s.startFleet(t, bench.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
-		ID: func(int) ike.Identity { return ike.Identity{Type: ike.IDFQDN, Data: []byte("honest.example")} }})
+		ID: func(int) ike.Identity { return ike.Identity{Type: wire.IDFQDN, Data: []byte("honest.example")} }})
 	if rep := f.Report(); rep.TrafficOK != 1 {
 		t.Fatalf("a client echoing to 10.1.0.1 inside --local-ts got no reply: %v", rep)
 	}

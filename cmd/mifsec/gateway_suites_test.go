@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/strongswan"
 )
 
@@ -56,11 +57,11 @@ var nativeClientOffers = []struct {
 // offerFromStrongSwan renders a strongSwan proposal string as the SA
 // payload proposals a client sends, with a stand-in transform for 3DES
 // (ENCR_3DES, 3), which mifsec cannot parse from the string.
-func offerFromStrongSwan(t *testing.T, proto ike.ProtocolID, list string) []ike.Proposal {
+func offerFromStrongSwan(t *testing.T, proto wire.ProtocolID, list string) []wire.Proposal {
 	t.Helper()
-	var out []ike.Proposal
+	var out []wire.Proposal
 	spi := []byte{1, 2, 3, 4}
-	if proto == ike.ProtoIKE {
+	if proto == wire.ProtoIKE {
 		spi = nil
 	}
 	for i, item := range strings.Split(list, ",") {
@@ -70,7 +71,7 @@ func offerFromStrongSwan(t *testing.T, proto ike.ProtocolID, list string) []ike.
 		}
 		var specs []ike.ProposalSpec
 		var err error
-		if proto == ike.ProtoIKE {
+		if proto == wire.ProtoIKE {
 			specs, err = ike.ParseIKEProposals(item)
 		} else {
 			specs, err = ike.ParseESPProposals(item)
@@ -80,7 +81,7 @@ func offerFromStrongSwan(t *testing.T, proto ike.ProtocolID, list string) []ike.
 		}
 		p := specs[0].Proposal(uint8(i+1), spi)
 		if des {
-			p.Transforms[0] = ike.Transform{Type: ike.TransformENCR, ID: 3}
+			p.Transforms[0] = wire.Transform{Type: wire.TransformENCR, ID: 3}
 		}
 		out = append(out, p)
 	}
@@ -107,11 +108,11 @@ func TestGatewayDefaultsChooseForNativeClients(t *testing.T) {
 			continue // strongSwan's own defaults: only the interop test knows them
 		}
 		t.Run(c.name, func(t *testing.T) {
-			ikeSel, ok := ike.SelectProposal(offerFromStrongSwan(t, ike.ProtoIKE, c.ike), ikeSpecs)
+			ikeSel, ok := ike.SelectProposal(offerFromStrongSwan(t, wire.ProtoIKE, c.ike), ikeSpecs)
 			if !ok || ikeSel.Suite.String() != c.wantIKE {
 				t.Fatalf("IKE: chose %v (%v), want %s", ikeSel.Suite, ok, c.wantIKE)
 			}
-			espSel, ok := ike.SelectProposalWith(offerFromStrongSwan(t, ike.ProtoESP, c.esp), espSpecs, ike.SelectOptions{IgnoreDH: true})
+			espSel, ok := ike.SelectProposalWith(offerFromStrongSwan(t, wire.ProtoESP, c.esp), espSpecs, ike.SelectOptions{IgnoreDH: true})
 			if !ok || espSel.Suite.DataPlaneName() != c.wantESP {
 				t.Fatalf("ESP: chose %v (%v), want %s", espSel.Suite, ok, c.wantESP)
 			}

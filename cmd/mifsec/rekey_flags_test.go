@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // TestRekeyDefaults: with no flags both ends rekey (Child SA 1 h, IKE SA
@@ -15,7 +16,7 @@ func TestRekeyDefaults(t *testing.T) {
 	offersESN := func(t *testing.T, specs []ike.ProposalSpec) {
 		t.Helper()
 		for _, s := range specs {
-			if !slices.Equal(s.ESN, []uint16{ike.ESN_YES, ike.ESN_NO}) {
+			if !slices.Equal(s.ESN, []uint16{wire.ESN_YES, wire.ESN_NO}) {
 				t.Errorf("ESP proposal %s offers ESN %v, want esn then noesn", s, s.ESN)
 			}
 		}

@@ -1,4 +1,4 @@
-package ike
+package wire
 
 import (
 	"bytes"
@@ -143,7 +143,7 @@ func (m *Message) Marshal() ([]byte, error) {
 // payload header with their final lengths and lets c seal the inner
 // payloads into the SK body.
 func (m *Message) MarshalEncrypted(c Crypter) ([]byte, error) {
-	first, inner, err := marshalPayloads(m.Payloads)
+	first, inner, err := MarshalPayloads(m.Payloads)
 	if err != nil {
 		return nil, err
 	}
@@ -216,63 +216,10 @@ func (m *Message) Decrypt(c Crypter) ([]Payload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ike: opening SK payload: %w", err)
 	}
-	ps, err := parsePayloads(enc.NextPayload, inner)
+	ps, err := ParsePayloads(enc.NextPayload, inner)
 	if err != nil {
 		return nil, err
 	}
 	outer := m.Payloads[:len(m.Payloads)-1]
 	return append(append([]Payload(nil), outer...), ps...), nil
-}
-
-// Find returns the first payload of type T in ps, or the zero T (a nil
-// pointer) when there is none.
-func Find[T Payload](ps []Payload) T {
-	for _, p := range ps {
-		if t, ok := p.(T); ok {
-			return t
-		}
-	}
-	var zero T
-	return zero
-}
-
-// findAll returns every payload of type T in ps, in order.
-func findAll[T Payload](ps []Payload) []T {
-	var found []T
-	for _, p := range ps {
-		if t, ok := p.(T); ok {
-			found = append(found, t)
-		}
-	}
-	return found
-}
-
-// FindNotify returns the first Notify payload of type t in ps, or nil.
-func FindNotify(ps []Payload, t NotifyType) *Notify {
-	for _, p := range ps {
-		if n, ok := p.(*Notify); ok && n.NotifyType == t {
-			return n
-		}
-	}
-	return nil
-}
-
-// findID returns the IDi (responder false) or IDr payload in ps, or nil.
-func findID(ps []Payload, responder bool) *ID {
-	for _, p := range ps {
-		if id, ok := p.(*ID); ok && id.Responder == responder {
-			return id
-		}
-	}
-	return nil
-}
-
-// FindTS returns the TSi (responder false) or TSr payload in ps, or nil.
-func FindTS(ps []Payload, responder bool) *TS {
-	for _, p := range ps {
-		if ts, ok := p.(*TS); ok && ts.Responder == responder {
-			return ts
-		}
-	}
-	return nil
 }

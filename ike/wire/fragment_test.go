@@ -1,4 +1,4 @@
-package ike
+package wire
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ func parseAll(t *testing.T, datagrams [][]byte) []*Message {
 
 func TestMarshalFragmentsLayout(t *testing.T) {
 	c := newCodecCrypter()
-	_, inner, err := marshalPayloads(ikeAuthInner())
+	_, inner, err := MarshalPayloads(ikeAuthInner())
 	if err != nil {
 		t.Fatal(err)
 	}

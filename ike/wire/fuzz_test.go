@@ -1,4 +1,4 @@
-package ike
+package wire
 
 import (
 	"bytes"
@@ -94,16 +94,16 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// FuzzParsePayloads checks parsePayloads, the decoder of decrypted inner
+// FuzzParsePayloads checks ParsePayloads, the decoder of decrypted inner
 // payloads, the same way.
 func FuzzParsePayloads(f *testing.F) {
-	first, inner, err := marshalPayloads(codecFuzzSmallInner())
+	first, inner, err := MarshalPayloads(codecFuzzSmallInner())
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(uint8(first), inner)
 	for _, tc := range codecPayloadCases {
-		first, b, err := marshalPayloads([]Payload{tc.p})
+		first, b, err := MarshalPayloads([]Payload{tc.p})
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -113,7 +113,7 @@ func FuzzParsePayloads(f *testing.F) {
 	f.Add(uint8(PayloadSK), codecHex(f, "00 00 0008 01020304"))
 	f.Add(uint8(PayloadNone), []byte{})
 	f.Fuzz(func(t *testing.T, first uint8, b []byte) {
-		ps, err := parsePayloads(PayloadType(first), b)
+		ps, err := ParsePayloads(PayloadType(first), b)
 		if err != nil {
 			var pe *ParseError
 			if !errors.As(err, &pe) {
@@ -121,14 +121,14 @@ func FuzzParsePayloads(f *testing.F) {
 			}
 			return
 		}
-		first2, out, err := marshalPayloads(ps)
+		first2, out, err := MarshalPayloads(ps)
 		if err != nil {
-			t.Fatalf("marshalPayloads of parsed payloads: %v\n%x", err, b)
+			t.Fatalf("MarshalPayloads of parsed payloads: %v\n%x", err, b)
 		}
 		if len(ps) > 0 && first2 != PayloadType(first) {
 			t.Fatalf("first payload %d, parsed from %d", first2, first)
 		}
-		again, err := parsePayloads(first2, out)
+		again, err := ParsePayloads(first2, out)
 		if err != nil {
 			t.Fatalf("re-parse: %v\nin  %x\nout %x", err, b, out)
 		}

@@ -1,4 +1,4 @@
-package ike
+package wire
 
 import (
 	"bytes"
@@ -270,8 +270,8 @@ func TestIKESAInitRequestEncoding(t *testing.T) {
 	if id := Find[*ID](parsed.Payloads); id != nil {
 		t.Errorf("Find[*ID] = %+v, want nil", id)
 	}
-	if ns := findAll[*Notify](parsed.Payloads); len(ns) != 4 {
-		t.Errorf("findAll[*Notify] found %d, want 4", len(ns))
+	if ns := FindAll[*Notify](parsed.Payloads); len(ns) != 4 {
+		t.Errorf("FindAll[*Notify] found %d, want 4", len(ns))
 	}
 }
 
@@ -365,13 +365,13 @@ func TestPayloadRoundTrip(t *testing.T) {
 				t.Fatalf("re-marshal: %v\n got %x\nwant %x", err, again, b)
 			}
 
-			first, inner, err := marshalPayloads([]Payload{tc.p})
+			first, inner, err := MarshalPayloads([]Payload{tc.p})
 			if err != nil || first != tc.p.Type() {
-				t.Fatalf("marshalPayloads: %v, first %d", err, first)
+				t.Fatalf("MarshalPayloads: %v, first %d", err, first)
 			}
-			ps, err := parsePayloads(first, inner)
+			ps, err := ParsePayloads(first, inner)
 			if err != nil || len(ps) != 1 || !reflect.DeepEqual(ps[0], tc.p) {
-				t.Fatalf("parsePayloads: %v, %+v", err, ps)
+				t.Fatalf("ParsePayloads: %v, %+v", err, ps)
 			}
 		})
 	}
@@ -403,31 +403,31 @@ func TestEncryptedPayloadsRoundTrip(t *testing.T) {
 
 func TestMarshalPayloadsChain(t *testing.T) {
 	ps := ikeAuthInner()
-	first, b, err := marshalPayloads(ps)
+	first, b, err := MarshalPayloads(ps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first != PayloadIDi {
 		t.Errorf("first = %d, want IDi", first)
 	}
-	got, err := parsePayloads(first, b)
+	got, err := ParsePayloads(first, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, ps) {
-		t.Fatalf("parsePayloads\n got %+v\nwant %+v", got, ps)
+		t.Fatalf("ParsePayloads\n got %+v\nwant %+v", got, ps)
 	}
 	if ts := FindTS(got, true); ts == nil || !ts.Responder {
 		t.Error("FindTS(responder) found no TSr")
 	}
-	if id := findID(got, false); id == nil || string(id.Data) != "client.example.org" {
-		t.Errorf("findID(initiator) = %+v", id)
+	if id := FindID(got, false); id == nil || string(id.Data) != "client.example.org" {
+		t.Errorf("FindID(initiator) = %+v", id)
 	}
-	if first, b, err := marshalPayloads(nil); err != nil || first != PayloadNone || len(b) != 0 {
-		t.Errorf("marshalPayloads(nil) = %d, %x, %v", first, b, err)
+	if first, b, err := MarshalPayloads(nil); err != nil || first != PayloadNone || len(b) != 0 {
+		t.Errorf("MarshalPayloads(nil) = %d, %x, %v", first, b, err)
 	}
-	if ps, err := parsePayloads(PayloadNone, nil); err != nil || ps != nil {
-		t.Errorf("parsePayloads(none) = %v, %v", ps, err)
+	if ps, err := ParsePayloads(PayloadNone, nil); err != nil || ps != nil {
+		t.Errorf("ParsePayloads(none) = %v, %v", ps, err)
 	}
 }
 
@@ -627,7 +627,7 @@ func TestEncryptedRoundTrip(t *testing.T) {
 // Vendor ID payload ahead of the SK payload.
 func sealWithVendorID(t *testing.T, c Crypter, m *Message, vendor []byte, inner []Payload) []byte {
 	t.Helper()
-	first, plain, err := marshalPayloads(inner)
+	first, plain, err := MarshalPayloads(inner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -845,14 +845,14 @@ func TestParseStrictness(t *testing.T) {
 	t.Run("inner chain", func(t *testing.T) {
 		for _, body := range []string{"00 00 0008 01020304", "00 00 000c 0001 0001 01020304"} {
 			for _, first := range []PayloadType{PayloadSK, PayloadSKF} {
-				_, err := parsePayloads(first, codecHex(t, body))
+				_, err := ParsePayloads(first, codecHex(t, body))
 				if pe := codecParseError(t, err); pe.Notify != INVALID_SYNTAX {
 					t.Errorf("%s inside SK: notify %d", payloadName(first), pe.Notify)
 				}
 			}
 		}
-		if _, err := parsePayloads(PayloadNone, []byte{0}); err == nil {
-			t.Error("parsePayloads accepted padding after the chain")
+		if _, err := ParsePayloads(PayloadNone, []byte{0}); err == nil {
+			t.Error("ParsePayloads accepted padding after the chain")
 		}
 	})
 }
@@ -901,8 +901,8 @@ func TestMarshalRejects(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := marshalPayloads([]Payload{&Encrypted{}}); err == nil {
-		t.Error("marshalPayloads accepted an SK payload")
+	if _, _, err := MarshalPayloads([]Payload{&Encrypted{}}); err == nil {
+		t.Error("MarshalPayloads accepted an SK payload")
 	}
 	if _, err := (&Message{Payloads: []Payload{&Encrypted{}}}).MarshalEncrypted(newCodecCrypter()); err == nil {
 		t.Error("MarshalEncrypted accepted a nested SK payload")

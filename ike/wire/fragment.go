@@ -1,4 +1,4 @@
-package ike
+package wire
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ var ErrFragmentLimit = errors.New("ike: fragment reassembly limit exceeded")
 // header and the same message ID, sealed separately with c. Only fragment 1
 // names the first inner payload.
 func (m *Message) MarshalFragments(c Crypter, maxDatagram int) ([][]byte, error) {
-	first, inner, err := marshalPayloads(m.Payloads)
+	first, inner, err := MarshalPayloads(m.Payloads)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func (r *Reassembler) Add(m *Message, c Crypter) (inner []Payload, done bool, er
 	}
 	first := st.first
 	r.Discard(key.messageID, key.response)
-	ps, err := parsePayloads(first, whole)
+	ps, err := ParsePayloads(first, whole)
 	if err != nil {
 		return nil, false, err
 	}

@@ -1,4 +1,6 @@
-package ike
+package wire
+
+import "fmt"
 
 // Wire constants of IKEv2 (RFC 7296 and the RFCs named), from the IANA
 // "Internet Key Exchange Version 2 (IKEv2) Parameters" registry.
@@ -217,3 +219,17 @@ const (
 
 // IsError reports whether n is an error notification.
 func (n NotifyType) IsError() bool { return n < 16384 }
+
+func (e ExchangeType) String() string {
+	switch e {
+	case IKE_SA_INIT:
+		return "IKE_SA_INIT"
+	case IKE_AUTH:
+		return "IKE_AUTH"
+	case CREATE_CHILD_SA:
+		return "CREATE_CHILD_SA"
+	case INFORMATIONAL:
+		return "INFORMATIONAL"
+	}
+	return fmt.Sprintf("exchange-%d", uint8(e))
+}

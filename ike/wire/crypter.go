@@ -1,4 +1,4 @@
-package ike
+package wire
 
 // Crypter protects the inner payloads of an Encrypted (SK, RFC 7296 §3.14)
 // or Encrypted Fragment (SKF, RFC 7383 §2.5) payload with the negotiated

@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzAuth(f *testing.F) { fuzzPayload(f, PayloadAUTH) }

@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzCert(f *testing.F) { fuzzPayload(f, PayloadCERT, PayloadCERTREQ) }

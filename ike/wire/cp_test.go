@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzCP(f *testing.F) { fuzzPayload(f, PayloadCP) }

@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzDelete(f *testing.F) { fuzzPayload(f, PayloadDelete) }

@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzEAP(f *testing.F) { fuzzPayload(f, PayloadEAP) }

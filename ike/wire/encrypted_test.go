@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzEncrypted(f *testing.F) { fuzzPayload(f, PayloadSK, PayloadSKF) }

@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzID(f *testing.F) { fuzzPayload(f, PayloadIDi, PayloadIDr) }

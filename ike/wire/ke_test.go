@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzKE(f *testing.F) { fuzzPayload(f, PayloadKE) }

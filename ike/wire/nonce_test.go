@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzNonce(f *testing.F) { fuzzPayload(f, PayloadNonce) }

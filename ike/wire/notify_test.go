@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzNotify(f *testing.F) { fuzzPayload(f, PayloadNotify) }

@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzSA(f *testing.F) { fuzzPayload(f, PayloadSA) }

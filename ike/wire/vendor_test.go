@@ -1,0 +1,5 @@
+package wire
+
+import "testing"
+
+func FuzzVendorID(f *testing.F) { fuzzPayload(f, PayloadVendorID) }
