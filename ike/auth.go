@@ -9,16 +9,15 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	_ "crypto/sha1"   // SHA-1 for method 1 signatures (signRSASHA1)
+	_ "crypto/sha256" // SHA-256 for signatures
+	_ "crypto/sha512" // SHA-384 and SHA-512 for signatures
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
-
-	_ "crypto/sha1"   // SHA-1 for method 1 signatures (signRSASHA1)
-	_ "crypto/sha256" // SHA-256 for signatures
-	_ "crypto/sha512" // SHA-384 and SHA-512 for signatures
 
 	"github.com/mifsec/mifsec/ike/wire"
 )

@@ -10,6 +10,16 @@
 // wires its results (negotiated keys, traffic selectors, addresses) into
 // the data plane.
 //
+// # Where each exchange lives
+//
+// Each exchange has one file holding both roles, the initiator's Session
+// and the gateway's Responder: ike_sa_init.go, ike_auth.go,
+// ike_auth_eap.go, create_child_sa.go (rekeys), informational.go (deletes,
+// liveness) and mobike.go (MOBIKE and the MIF extension). Both roles
+// dispatch the requests that arrive inside an IKE SA through one function
+// (dispatch.go). session.go and exchange.go are the initiator's loop and
+// retransmissions, responder.go the gateway's.
+//
 // # MOBIKE and the MIF extension
 //
 // MOBIKE (RFC 4555) works in both roles, with the MIF extension's paths.

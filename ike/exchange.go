@@ -221,3 +221,14 @@ func (s *Session) handle(in inbound, p *pending) error {
 	}
 	return nil
 }
+
+// firstError returns the first error notification of a response as the
+// error a user reads.
+func firstError(ps []wire.Payload, exchange string) error {
+	for _, p := range ps {
+		if n, ok := p.(*wire.Notify); ok && n.NotifyType.IsError() {
+			return notifyError(n, exchange)
+		}
+	}
+	return nil
+}

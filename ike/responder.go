@@ -202,7 +202,7 @@ type rSA struct {
 	initResp   []byte // our response: we sign it
 	peerHashes []uint16
 	expires    time.Time // for a half-open SA
-	eap        *rEAP     // the EAP login under way (responder_eap.go)
+	eap        *rEAP     // the EAP login under way (ike_auth_eap.go)
 	client     *rClient  // nil while half-open
 	// The last request answered: where it came from (and the gateway
 	// address it arrived at) and the digest of its (first) datagram, to
@@ -549,7 +549,7 @@ func (r *Responder) tick() {
 		r.nextRoutabilityCheck(c)
 		r.nextAnnouncement(c)
 		r.expireOldChildren(c, now)
-		r.rekeyWhenDue(c, now) // responder_rekey.go
+		r.rekeyWhenDue(c, now) // create_child_sa.go
 		r.checkLiveness(c, now)
 	}
 }
@@ -682,11 +682,11 @@ func (r *Responder) handle(in inbound) {
 	switch {
 	case sa.client == nil && sa.eap != nil && m.Exchange == wire.IKE_AUTH && r.relaysEAP(sa):
 		// The answer goes out once the RADIUS server's came
-		// (responder_eap.go); retransmissions meanwhile are dropped.
+		// (ike_auth_eap.go); retransmissions meanwhile are dropped.
 		r.relayEAP(sa, m.MessageID, inner, in.from)
 		return
 	case sa.client == nil && sa.eap != nil && m.Exchange == wire.IKE_AUTH:
-		reply, after = r.continueEAP(sa, inner, in.from) // responder_eap.go
+		reply, after = r.continueEAP(sa, inner, in.from) // ike_auth_eap.go
 	case sa.client == nil && sa.eap != nil && m.Exchange == wire.INFORMATIONAL:
 		reply, after = r.abandonEAP(sa, inner, in.from)
 	case sa.client == nil && m.Exchange == wire.IKE_AUTH && m.MessageID == 1:

@@ -125,7 +125,7 @@ func TestChildRekeyKeepsSelectors(t *testing.T) {
 	if !slices.Equal(child.LocalTS, old.LocalTS) || !slices.Equal(child.RemoteTS, old.RemoteTS) {
 		t.Fatalf("rekeyed child has %v ⇄ %v, want the old %v ⇄ %v", child.LocalTS, child.RemoteTS, old.LocalTS, old.RemoteTS)
 	}
-	tsi, tsr := findTS(reply, false), findTS(reply, true)
+	tsi, tsr := wire.FindTS(reply, false), wire.FindTS(reply, true)
 	if got := prefixesFromSelectors(tsi.Selectors); !slices.Equal(got, old.RemoteTS) {
 		t.Errorf("answer's TSi %v, want the peer's old side %v", got, old.RemoteTS)
 	}

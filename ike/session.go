@@ -649,3 +649,26 @@ func (sa *ikeSA) replaced(old *ikeSA) bool { return old != nil && sa.rekeyOf == 
 
 // replaced reports whether c was created by a rekey of old.
 func (c *ChildSA) replaced(old *ChildSA) bool { return old != nil && c.rekeyOf == old.InSPI }
+
+func (st *Status) setChild(c *ChildSA) {
+	if c == nil {
+		st.Child = nil
+		return
+	}
+	st.Child = &ChildStatus{InSPI: fmt.Sprintf("%08x", c.InSPI), OutSPI: fmt.Sprintf("%08x", c.OutSPI), Algorithm: c.Algorithm, Mode: c.mode()}
+	if c.Probe != nil {
+		st.Child.ProbeInSPI, st.Child.ProbeOutSPI = fmt.Sprintf("%08x", c.Probe.InSPI), fmt.Sprintf("%08x", c.Probe.OutSPI)
+	}
+	for _, p := range c.LocalTS {
+		st.Child.LocalTS = append(st.Child.LocalTS, p.String())
+	}
+	for _, p := range c.RemoteTS {
+		st.Child.RemoteTS = append(st.Child.RemoteTS, p.String())
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}

@@ -1,13 +1,116 @@
+// INFORMATIONAL (RFC 7296 §1.4), both roles: deletes of Child SAs and IKE
+// SAs, liveness checks. MOBIKE's and the MIF extension's INFORMATIONAL
+// requests are in mobike.go.
+
 package ike
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/mifsec/mifsec/ike/wire"
 )
+
+func (s *Session) respondInformational(sa *ikeSA, req []wire.Payload) ([]wire.Payload, func() error) {
+	var reply []wire.Payload
+	var after func() error
+	for _, p := range req {
+		d, ok := p.(*wire.Delete)
+		if !ok {
+			continue
+		}
+		switch d.Protocol {
+		case wire.ProtoIKE:
+			after = func() error {
+				if sa == s.sa {
+					return errGatewayDeleted
+				}
+				s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
+				sa.wipe() // the reply to the Delete has gone
+				return nil
+			}
+		case wire.ProtoESP:
+			var ours [][]byte
+			for _, spi := range d.SPIs {
+				if len(spi) != 4 {
+					continue
+				}
+				if c := s.childByOutSPI(binary.BigEndian.Uint32(spi)); c != nil {
+					ours = append(ours, binary.BigEndian.AppendUint32(nil, c.InSPI))
+					s.deleteChild(c)
+				}
+			}
+			if len(ours) > 0 {
+				reply = append(reply, &wire.Delete{Protocol: wire.ProtoESP, SPIs: ours})
+			}
+		}
+	}
+	reply = append(reply, s.mobilityReply(sa, req)...) // COOKIE2 echo (mobike.go)
+	return reply, after
+}
+
+// childByOutSPI finds a Child SA by the SPI the gateway receives on.
+func (s *Session) childByOutSPI(spi uint32) *ChildSA { return childByOutSPI(s.child, s.oldKids, spi) }
+
+// childByOutSPI finds, among an IKE SA's current Child SA and the rekeyed
+// ones still waiting for their Delete, the one whose outbound SPI (the
+// peer's inbound) is spi; nil when none is. Both roles look up a peer's
+// Delete this way.
+func childByOutSPI(current *ChildSA, old []*ChildSA, spi uint32) *ChildSA {
+	if current != nil && current.OutSPI == spi {
+		return current
+	}
+	for _, c := range old {
+		if c.OutSPI == spi {
+			return c
+		}
+	}
+	return nil
+}
+
+// deleteChild removes c. When the current Child SA goes, its successor (if
+// a rekey just made one) takes over sending.
+func (s *Session) deleteChild(c *ChildSA) {
+	s.h.RemoveChild(c)
+	c.Wipe()
+	if c == s.child {
+		s.child = nil
+		s.setStatus(func(st *Status) { st.setChild(nil) })
+		return
+	}
+	s.oldKids = slices.DeleteFunc(s.oldKids, func(o *ChildSA) bool { return o == c })
+	if s.child != nil && !s.child.switched {
+		s.h.SwitchOutbound(s.child)
+		s.child.switched = true
+	}
+}
+
+// deleteIKE deletes the IKE SA sa, which is not the current one, at the
+// gateway (one exchange on sa) and forgets it.
+func (s *Session) deleteIKE(ctx context.Context, sa *ikeSA) {
+	if !slices.Contains(s.oldSAs, sa) {
+		s.oldSAs = append(s.oldSAs, sa) // so that the answer finds it
+	}
+	_, err := s.exchange(ctx, sa, wire.INFORMATIONAL, []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}}, s.cfg.Retransmit)
+	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
+	sa.wipe()
+	if err != nil {
+		s.log.Debug("deleting a rekeyed IKE SA", "err", err)
+	}
+}
+
+// deleteIKE asks c to delete sa, an IKE SA of c that is not its current
+// one, and forgets it when the client answers (or cannot be asked).
+func (r *Responder) deleteIKE(c *rClient, sa *rSA) {
+	forget := func([]wire.Payload) { r.forget(sa) }
+	if err := r.requestOn(c, sa, netip.Addr{}, netip.AddrPort{}, wire.INFORMATIONAL, []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}}, forget); err != nil {
+		forget(nil)
+	}
+}
 
 // expireOldChildren deletes the first of c's rekeyed Child SAs whose grace
 // has passed, when no other request of the gateway is outstanding.

@@ -1,3 +1,7 @@
+// CREATE_CHILD_SA (RFC 7296 §1.3), both roles: rekeying Child SAs and IKE
+// SAs, started by lifetime or volume, answered, and simultaneous rekeys
+// settled (§2.8.1, §2.8.2).
+
 package ike
 
 import (
@@ -10,80 +14,6 @@ import (
 
 	"github.com/mifsec/mifsec/ike/wire"
 )
-
-func (s *Session) respondInformational(sa *ikeSA, req []wire.Payload) ([]wire.Payload, func() error) {
-	var reply []wire.Payload
-	var after func() error
-	for _, p := range req {
-		d, ok := p.(*wire.Delete)
-		if !ok {
-			continue
-		}
-		switch d.Protocol {
-		case wire.ProtoIKE:
-			after = func() error {
-				if sa == s.sa {
-					return errGatewayDeleted
-				}
-				s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
-				sa.wipe() // the reply to the Delete has gone
-				return nil
-			}
-		case wire.ProtoESP:
-			var ours [][]byte
-			for _, spi := range d.SPIs {
-				if len(spi) != 4 {
-					continue
-				}
-				if c := s.childByOutSPI(binary.BigEndian.Uint32(spi)); c != nil {
-					ours = append(ours, binary.BigEndian.AppendUint32(nil, c.InSPI))
-					s.deleteChild(c)
-				}
-			}
-			if len(ours) > 0 {
-				reply = append(reply, &wire.Delete{Protocol: wire.ProtoESP, SPIs: ours})
-			}
-		}
-	}
-	reply = append(reply, s.mobilityReply(sa, req)...) // COOKIE2 echo (mobike.go)
-	return reply, after
-}
-
-// childByOutSPI finds a Child SA by the SPI the gateway receives on.
-func (s *Session) childByOutSPI(spi uint32) *ChildSA { return childByOutSPI(s.child, s.oldKids, spi) }
-
-// childByOutSPI finds, among an IKE SA's current Child SA and the rekeyed
-// ones still waiting for their Delete, the one whose outbound SPI (the
-// peer's inbound) is spi; nil when none is. Both roles look up a peer's
-// Delete this way.
-func childByOutSPI(current *ChildSA, old []*ChildSA, spi uint32) *ChildSA {
-	if current != nil && current.OutSPI == spi {
-		return current
-	}
-	for _, c := range old {
-		if c.OutSPI == spi {
-			return c
-		}
-	}
-	return nil
-}
-
-// deleteChild removes c. When the current Child SA goes, its successor (if
-// a rekey just made one) takes over sending.
-func (s *Session) deleteChild(c *ChildSA) {
-	s.h.RemoveChild(c)
-	c.Wipe()
-	if c == s.child {
-		s.child = nil
-		s.setStatus(func(st *Status) { st.setChild(nil) })
-		return
-	}
-	s.oldKids = slices.DeleteFunc(s.oldKids, func(o *ChildSA) bool { return o == c })
-	if s.child != nil && !s.child.switched {
-		s.h.SwitchOutbound(s.child)
-		s.child.switched = true
-	}
-}
 
 // respondChildRekey answers the gateway's rekey of the Child SA.
 func (s *Session) respondChildRekey(sa *ikeSA, rekey *wire.Notify, req []wire.Payload) ([]wire.Payload, func() error) {
@@ -129,7 +59,7 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []wire.Payload, old *
 		return nil, nil, &wire.Notify{NotifyType: t, Data: data}
 	}
 	saP, ni, ke := wire.Find[*wire.SA](req), wire.Find[*wire.Nonce](req), wire.Find[*wire.KE](req)
-	tsi, tsr := findTS(req, false), findTS(req, true)
+	tsi, tsr := wire.FindTS(req, false), wire.FindTS(req, true)
 	if saP == nil || ni == nil || tsi == nil || tsr == nil || checkNonce(sa.suite.PRF, ni.Data) != nil {
 		return fail(wire.INVALID_SYNTAX, nil)
 	}
@@ -468,16 +398,336 @@ func (s *Session) rekeyIKE(ctx context.Context) error {
 	return nil
 }
 
-// deleteIKE deletes the IKE SA sa, which is not the current one, at the
-// gateway (one exchange on sa) and forgets it.
-func (s *Session) deleteIKE(ctx context.Context, sa *ikeSA) {
-	if !slices.Contains(s.oldSAs, sa) {
-		s.oldSAs = append(s.oldSAs, sa) // so that the answer finds it
+// rekeyWhenDue starts a rekey of c's Child SA or IKE SA when one is due
+// and no other request of the gateway is outstanding.
+func (r *Responder) rekeyWhenDue(c *rClient, now time.Time) {
+	if c.pending != nil || c.sa == nil {
+		return
 	}
-	_, err := s.exchange(ctx, sa, wire.INFORMATIONAL, []wire.Payload{&wire.Delete{Protocol: wire.ProtoIKE}}, s.cfg.Retransmit)
-	s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
-	sa.wipe()
+	if k := c.child; k != nil && k.switched && len(c.oldKids) == 0 &&
+		k.rekeyDue(r.cfg.ChildRekey, r.cfg.RekeySequences, r.h, now) {
+		r.rekeyChild(c)
+		return
+	}
+	if c.sa.rekeyDue(r.cfg.IKERekey, now) {
+		r.rekeyIKE(c)
+	}
+}
+
+// rekeyChild starts a CREATE_CHILD_SA that replaces c's Child SA (RFC 7296
+// §2.8), with PFS when an ESP proposal names a DH group. The new SA
+// receives and sends once the client answers; the old one receives until
+// the client confirms its deletion.
+func (r *Responder) rekeyChild(c *rClient) {
+	r.startChildRekey(c, c.child, firstDHGroup(r.cfg.ESP), true)
+}
+
+func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
+	sa := c.sa
+	inSPI := randomESPSPI()
+	probeSPI, probeOffer := offerProbeSPI(c.mob.mif)
+	ni := nonce()
+	payloads := []wire.Payload{
+		&wire.Notify{Protocol: wire.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: wire.REKEY_SA},
+		&wire.SA{Proposals: offerESP(r.cfg.ESP, inSPI, true)},
+		&wire.Nonce{Data: ni},
+	}
+	payloads = append(payloads, probeOffer...)
+	var kex KeyExchange
+	if group != wire.DH_NONE {
+		var err error
+		if kex, err = NewKeyExchange(group); err != nil {
+			r.log.Warn("rekeying a client's Child SA", "id", c.ID, "err", err)
+			return
+		}
+		payloads = append(payloads, &wire.KE{Group: group, Data: kex.Public()})
+	}
+	payloads = append(payloads, &wire.TS{Selectors: selectorsFromPrefixes(old.LocalTS)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(old.RemoteTS)})
+	payloads = append(payloads, transportRequest(old.Transport)...)
+	later := func(why string, args ...any) {
+		if c.child != old {
+			return // the client's rekey of the same SA went through
+		}
+		r.log.Info("child rekey failed, retrying later: "+why, append([]any{"id", c.ID}, args...)...)
+		old.retryLater(r.cfg.Now())
+	}
+	err := r.request(c, wire.CREATE_CHILD_SA, payloads, func(reply []wire.Payload) {
+		if sa.client != c || !slices.Contains(r.clients, c) {
+			return // the client went meanwhile
+		}
+		if reply == nil {
+			later("no answer")
+			return
+		}
+		if n := wire.FindNotify(reply, wire.INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && retryKE && c.child == old {
+			r.startChildRekey(c, old, binary.BigEndian.Uint16(n.Data), false)
+			return
+		}
+		if err := firstError(reply, "CREATE_CHILD_SA"); err != nil {
+			later(err.Error())
+			return
+		}
+		saP, nr := wire.Find[*wire.SA](reply), wire.Find[*wire.Nonce](reply)
+		if saP == nil || len(saP.Proposals) != 1 || nr == nil {
+			later("the response lacks SA or Nonce")
+			return
+		}
+		if err := checkNonce(sa.suite.PRF, nr.Data); err != nil {
+			later(err.Error())
+			return
+		}
+		esp, err := acceptESP(saP.Proposals[0], r.cfg.ESP, true)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		var shared []byte
+		if esp.dh != wire.DH_NONE {
+			ke := wire.Find[*wire.KE](reply)
+			if kex == nil || ke == nil || ke.Group != kex.Group() || esp.dh != kex.Group() {
+				later("the response lacks the KE for PFS")
+				return
+			}
+			if shared, err = kex.SharedSecret(ke.Data); err != nil {
+				later(err.Error())
+				return
+			}
+		}
+		theirs, probed := peerProbeSPI(reply)
+		km, err := childKeys(sa.ikeSA, esp, shared, ni, nr.Data, probeSPI != 0 && probed)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		child := &ChildSA{InSPI: inSPI, OutSPI: esp.spi, Algorithm: esp.alg, InKey: km.rToI, OutKey: km.iToR, ESN: esp.esn,
+			LocalTS: old.LocalTS, RemoteTS: old.RemoteTS, Created: r.cfg.Now(),
+			rekeyOf: old.InSPI, nonces: [2][]byte{ni, nr.Data}}
+		child.withProbeSA(probeSPI, theirs, km, true)
+		child.Transport = agreedTransport(old.Transport, reply, child)
+		if c.child != old {
+			r.settleChildCollision(c, old, child)
+			return
+		}
+		if err := r.h.InstallChild(&c.RemoteClient, child, true); err != nil {
+			later(err.Error())
+			return
+		}
+		child.switched = true
+		old.retired = r.cfg.Now()
+		c.oldKids = append(c.oldKids, old)
+		c.child = child
+		c.childRekeys++
+		r.log.Debug("rekeyed a client's Child SA", "id", c.ID, "in_spi", fmt.Sprintf("%#x", inSPI), "out_spi", fmt.Sprintf("%#x", esp.spi))
+		r.deleteOldChild(c, old)
+	})
 	if err != nil {
-		s.log.Debug("deleting a rekeyed IKE SA", "err", err)
+		r.log.Debug("rekeying a client's Child SA", "id", c.ID, "err", err)
+		return
+	}
+	c.pending.rekey = rekeyingChild
+}
+
+// settleChildCollision ends the gateway's rekey of old, which produced
+// ours, when the client rekeyed old too and the gateway answered (RFC
+// 7296 §2.8.1): the new SA whose exchange holds the lowest of the four
+// nonces is redundant and is deleted by the side that initiated that
+// exchange; the side whose SA survives deletes old. Either way exactly
+// one new SA pair remains.
+func (r *Responder) settleChildCollision(c *rClient, old, ours *ChildSA) {
+	theirs := c.child
+	now := r.cfg.Now()
+	if theirs == nil || !theirs.replaced(old) || lowestNonceIn(ours.nonces, theirs.nonces) {
+		// Ours is redundant: the client's SA stays and the client deletes
+		// old. Ours receives until the client confirms its deletion.
+		r.log.Info("simultaneous Child SA rekey: the client's new SA stays, deleting the gateway's", "id", c.ID,
+			"in_spi", fmt.Sprintf("%#x", ours.InSPI))
+		if err := r.h.InstallChild(&c.RemoteClient, ours, false); err != nil {
+			r.log.Warn("installing a redundant Child SA", "id", c.ID, "err", err)
+			return
+		}
+		ours.retired = now
+		c.oldKids = append(c.oldKids, ours)
+		r.deleteOldChild(c, ours)
+		return
+	}
+	// The client's SA is redundant: the client deletes it; ours sends,
+	// and old goes now.
+	r.log.Info("simultaneous Child SA rekey: the gateway's new SA stays, the client deletes its own", "id", c.ID,
+		"in_spi", fmt.Sprintf("%#x", ours.InSPI))
+	if err := r.h.InstallChild(&c.RemoteClient, ours, true); err != nil {
+		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
+		return
+	}
+	ours.switched = true
+	theirs.retired = now
+	c.oldKids = append(c.oldKids, theirs)
+	c.child = ours
+	r.deleteOldChild(c, old)
+}
+
+// deleteOldChild asks c to delete old, one of c.oldKids, and removes it
+// when the client answers (or cannot be asked).
+func (r *Responder) deleteOldChild(c *rClient, old *ChildSA) {
+	remove := func([]wire.Payload) {
+		if slices.Contains(c.oldKids, old) {
+			r.h.RemoveChild(&c.RemoteClient, old)
+			c.oldKids = slices.DeleteFunc(c.oldKids, func(o *ChildSA) bool { return o == old })
+		}
+	}
+	del := []wire.Payload{&wire.Delete{Protocol: wire.ProtoESP, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, old.InSPI)}}}
+	if err := r.request(c, wire.INFORMATIONAL, del, remove); err != nil {
+		remove(nil)
+	}
+}
+
+// rekeyIKE starts a CREATE_CHILD_SA that replaces c's IKE SA (RFC 7296
+// §2.18): the gateway initiates the new IKE SA, so the client is its
+// responder. Once the client answers, c moves to the new IKE SA with its
+// Child SAs and the gateway deletes the old one. When the client rekeyed
+// the same IKE SA meanwhile, the new IKE SA of the exchange holding the
+// lowest nonce is deleted by its initiator (RFC 7296 §2.8.2).
+func (r *Responder) rekeyIKE(c *rClient) {
+	old := c.sa
+	spiI := randomSPI()
+	ni := nonce()
+	kex, err := NewKeyExchange(old.suite.DHGroup)
+	if err != nil {
+		r.log.Warn("rekeying a client's IKE SA", "id", c.ID, "err", err)
+		return
+	}
+	offered := offerIKE(r.cfg.IKE)
+	for i := range offered {
+		offered[i].SPI = binary.BigEndian.AppendUint64(nil, spiI)
+	}
+	later := func(why string) {
+		if c.sa == old {
+			r.log.Info("IKE rekey failed, retrying later: "+why, "id", c.ID)
+			old.retryLater(r.cfg.Now())
+		}
+	}
+	err = r.request(c, wire.CREATE_CHILD_SA, []wire.Payload{&wire.SA{Proposals: offered}, &wire.Nonce{Data: ni}, &wire.KE{Group: kex.Group(), Data: kex.Public()}}, func(reply []wire.Payload) {
+		if !slices.Contains(r.clients, c) {
+			return
+		}
+		if reply == nil {
+			later("no answer")
+			return
+		}
+		if err := firstError(reply, "CREATE_CHILD_SA (IKE rekey)"); err != nil {
+			later(err.Error())
+			return
+		}
+		saP, nr, ke := wire.Find[*wire.SA](reply), wire.Find[*wire.Nonce](reply), wire.Find[*wire.KE](reply)
+		if saP == nil || nr == nil || ke == nil || len(saP.Proposals) != 1 || len(saP.Proposals[0].SPI) != 8 {
+			later("the response lacks SA, Nonce or KE")
+			return
+		}
+		suite, err := acceptIKE(saP.Proposals[0], r.cfg.IKE)
+		if err != nil || ke.Group != kex.Group() {
+			later(fmt.Sprintf("unacceptable answer: %v", err))
+			return
+		}
+		if err := checkNonce(suite.PRF, nr.Data); err != nil {
+			later(err.Error())
+		}
+		shared, err := kex.SharedSecret(ke.Data)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		spiR := binary.BigEndian.Uint64(saP.Proposals[0].SPI)
+		keys, err := rekeyIKEKeys(old.keys, suite, shared, ni, nr.Data, spiI, spiR, true)
+		if err != nil {
+			later(err.Error())
+			return
+		}
+		now := r.cfg.Now()
+		next := &rSA{ikeSA: &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: nr.Data,
+			lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.ikeSA.id()}, from: old.from, local: old.local, natT: old.natT, client: c}
+		r.sas[saKey{spiI, spiR}] = next
+		if theirs := c.sa; theirs != old {
+			if !theirs.ikeSA.replaced(old.ikeSA) || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
+				// Ours is redundant: the client's stays and the client
+				// deletes old.
+				r.log.Info("simultaneous IKE SA rekey: the client's new IKE SA stays, deleting the gateway's", "id", c.ID)
+				r.deleteIKE(c, next)
+				return
+			}
+			// The client's is redundant: the client deletes it.
+			r.log.Info("simultaneous IKE SA rekey: the gateway's new IKE SA stays, the client deletes its own", "id", c.ID)
+		} else {
+			c.ikeRekeys++
+			r.log.Debug("rekeyed a client's IKE SA", "id", c.ID, "spi_i", fmt.Sprintf("%016x", spiI), "spi_r", fmt.Sprintf("%016x", spiR))
+		}
+		c.sa = next
+		c.IKESPIi, c.IKESPIr = spiI, spiR
+		r.deleteIKE(c, old)
+	})
+	if err != nil {
+		r.log.Debug("rekeying a client's IKE SA", "id", c.ID, "err", err)
+		return
+	}
+	c.pending.rekey = rekeyingIKE
+}
+
+// respondChildRekey answers a client's rekey of its Child SA. The new SA
+// receives at once and sends once the client deletes the old one.
+func (r *Responder) respondChildRekey(sa *rSA, rekey *wire.Notify, req []wire.Payload) ([]wire.Payload, func()) {
+	c := sa.client
+	if rekey.Protocol != wire.ProtoESP || len(rekey.SPI) != 4 {
+		return []wire.Payload{&wire.Notify{NotifyType: wire.INVALID_SYNTAX}}, nil
+	}
+	old := c.childByOutSPI(binary.BigEndian.Uint32(rekey.SPI))
+	if old == nil {
+		return []wire.Payload{&wire.Notify{Protocol: wire.ProtoESP, SPI: rekey.SPI, NotifyType: wire.CHILD_SA_NOT_FOUND}}, nil
+	}
+	if tooManySelectors(req) {
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TS_UNACCEPTABLE}}, nil
+	}
+	if old != c.child || (c.pending != nil && c.pending.rekey == rekeyingIKE) {
+		// Not for an SA being deleted (RFC 7296 §2.25.1), nor while our
+		// rekey of the IKE SA is outstanding: the client retries later.
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
+	}
+	if len(c.oldKids) >= maxOldChildren {
+		// A client that rekeys without deleting what it replaced would
+		// grow the gateway's SAs without bound.
+		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
+	}
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, c.mob.mif, r.cfg.Now())
+	if fail != nil {
+		return []wire.Payload{fail}, nil
+	}
+	if err := r.h.InstallChild(&c.RemoteClient, child, false); err != nil {
+		r.log.Warn("installing a rekeyed Child SA", "id", c.ID, "err", err)
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
+	}
+	return reply, func() {
+		old.retired = r.cfg.Now()
+		c.oldKids = append(c.oldKids, old)
+		c.child = child
+		c.childRekeys++
+	}
+}
+
+// respondIKERekey answers a client's rekey of its IKE SA.
+func (r *Responder) respondIKERekey(sa *rSA, req []wire.Payload) ([]wire.Payload, func()) {
+	c := sa.client
+	if sa != c.sa || (c.pending != nil && c.pending.rekey == rekeyingChild) {
+		// Not for an IKE SA already replaced, nor while our rekey of a
+		// Child SA is outstanding: the client retries later.
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
+	}
+	reply, next, fail := answerIKERekey(sa.ikeSA, r.cfg.IKE, req, r.cfg.Now())
+	if fail != nil {
+		return []wire.Payload{fail}, nil
+	}
+	return reply, func() {
+		n := &rSA{ikeSA: next, from: sa.from, local: sa.local, natT: sa.natT, client: c}
+		r.sas[saKey{next.spiI, next.spiR}] = n
+		c.sa = n
+		c.IKESPIi, c.IKESPIr = next.spiI, next.spiR
+		c.ikeRekeys++
 	}
 }

@@ -1,3 +1,6 @@
+// IKE_AUTH with EAP (RFC 7296 §2.16), both roles: the client's
+// EAP-MSCHAPv2 login, the gateway's local or RADIUS check and accounting.
+
 package ike
 
 import (
@@ -12,14 +15,56 @@ import (
 	"layeh.com/radius"
 )
 
-// EAP logins at the gateway (RFC 7296 §2.16). A client that sends IKE_AUTH
-// without AUTH asks for EAP: the gateway answers with its identity,
-// certificate and AUTH (signed as the client can check) and an
-// EAP-Identity request, then runs EAP-MSCHAPv2 over further IKE_AUTH
-// exchanges. After EAP-Success the client sends AUTH keyed with the MSK,
-// the gateway checks it and answers with its own MSK-keyed AUTH and the
-// configuration, SA and traffic selectors the first request asked for.
-// The IKE SA stays half-open (bounded by HalfOpenTimeout) until then.
+// eapLogin runs EAP-MSCHAPv2 after the gateway's first IKE_AUTH response
+// (first, whose signature verifyGateway checked), then sends AUTH keyed
+// with the MSK and checks the gateway's. It returns the last response,
+// which carries the configuration, SA and traffic selectors.
+func (s *Session) eapLogin(ctx context.Context, init *initResult, first []wire.Payload) ([]wire.Payload, error) {
+	sa := init.sa
+	client := &eapClient{cred: s.cfg.EAP}
+	reply := first
+	for round := 0; !client.done; round++ {
+		p := wire.Find[*wire.EAP](reply)
+		if p == nil {
+			return nil, fmt.Errorf("%w: IKE_AUTH: the gateway proved its identity but sent no EAP request (it does not do EAP for us)", ErrAuthFailed)
+		}
+		if round == maxEAPRounds {
+			return nil, fmt.Errorf("IKE_AUTH: the gateway sent more than %d EAP requests", maxEAPRounds)
+		}
+		answer, err := client.step(p.Data)
+		if err != nil {
+			return nil, fmt.Errorf("IKE_AUTH with %s: EAP-MSCHAPv2 as %s: %w", s.cfg.Remote, Printable(s.cfg.EAP.Identity), err)
+		}
+		if answer == nil {
+			break
+		}
+		if reply, err = s.exchange(ctx, sa, wire.IKE_AUTH, []wire.Payload{&wire.EAP{Data: answer}}, s.cfg.Retransmit); err != nil {
+			return nil, fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
+		}
+		if err := firstError(reply, "IKE_AUTH"); err != nil {
+			return nil, err
+		}
+	}
+	msk := client.msk
+	defer clear(msk)
+	octets := initiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
+	reply, err := s.exchange(ctx, sa, wire.IKE_AUTH, []wire.Payload{&wire.Auth{Method: wire.AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, msk, octets)}}, s.cfg.Retransmit)
+	if err != nil {
+		return nil, fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
+	}
+	if err := firstError(reply, "IKE_AUTH"); err != nil {
+		return nil, err
+	}
+	auth, idr := wire.Find[*wire.Auth](reply), wire.Find[*wire.ID](first)
+	if auth == nil || auth.Method != wire.AuthPSK {
+		return nil, fmt.Errorf("%w: the gateway's last IKE_AUTH response has no AUTH keyed with the EAP MSK", ErrAuthFailed)
+	}
+	theirs := responderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, Identity{Type: idr.IDType, Data: idr.Data}.PayloadBody())
+	if verifyPSKAuth(sa.keys.prf.Sum, msk, theirs, auth.Data) != nil {
+		return nil, fmt.Errorf("%w: the gateway's AUTH does not match the EAP MSK", ErrAuthFailed)
+	}
+	return reply, nil
+}
 
 // rEAP is the state of an EAP login on a half-open IKE SA.
 type rEAP struct {
@@ -34,12 +79,6 @@ type rEAP struct {
 	relaying  bool
 	relayedID uint8
 }
-
-var errEAPNeedsKey = errors.New("EAP users need the gateway's certificate and key: EAP clients check the gateway by its certificate")
-
-// eapFailureLinger is how long an IKE SA whose EAP login failed waits for
-// the client's INFORMATIONAL (RFC 7296 §2.21.2) before it is dropped.
-const eapFailureLinger = 10 * time.Second
 
 // startEAP answers an IKE_AUTH request without AUTH.
 func (r *Responder) startEAP(sa *rSA, idi *wire.ID, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
@@ -291,3 +330,13 @@ func (r *Responder) SetEAPUsers(ctx context.Context, users *EAPUsers) error {
 	}
 	return nil
 }
+
+// maxEAPRounds bounds the EAP requests a gateway may send in one login
+// (EAP-MSCHAPv2 needs three: Identity, Challenge, Success).
+const maxEAPRounds = 8
+
+var errEAPNeedsKey = errors.New("EAP users need the gateway's certificate and key: EAP clients check the gateway by its certificate")
+
+// eapFailureLinger is how long an IKE SA whose EAP login failed waits for
+// the client's INFORMATIONAL (RFC 7296 §2.21.2) before it is dropped.
+const eapFailureLinger = 10 * time.Second
