@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/scheduler"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -20,8 +21,8 @@ import (
 // Path is one way to the peer: a socket and the peer's address on it.
 type Path struct {
 	ID     scheduler.PathID
-	Conn   *UDPConn
-	Remote *Endpoint
+	Conn   *udp.Conn
+	Remote *udp.Endpoint
 	Stats  PathStats
 }
 
@@ -109,11 +110,11 @@ const exhaustedLogInterval = 10 * time.Second
 //
 //	  TUN queue ─Read batch─▶ SA by inner destination ─▶ sequence numbers, one
 //	  atomic per run of packets for one SA ─▶ seal in place ─▶ scheduler picks
-//	  the path ─▶ per-path Sender, GSO by iovec ─▶ sendmmsg
+//	  the path ─▶ per-path udp.Sender, GSO by iovec ─▶ sendmmsg
 //
 //	inbound, one worker per path socket:
 //
-//	  recvmmsg with GRO ─▶ split by segment size ─▶ demux: IKE to Control,
+//	  udp.Receiver: recvmmsg with GRO ─▶ split by segment size ─▶ demux: IKE to Control,
 //	  keepalive counted, ESP on ─▶ SA by SPI ─▶ replay check, open straight
 //	  into a TUN buffer, replay update ─▶ inner header and selector check ─▶
 //	  TUN Write batch (GRO coalescing); a probe request (next header 59) is
@@ -506,10 +507,10 @@ type outboundWorker struct {
 	sizes       []int
 	routes      []*Route // per packet: its route, nil when none
 	nextHeaders []byte
-	stripped    []int      // bytes of IP header a transport-mode SA leaves out, per packet
-	paths       *pathTable // the table senders was built for
-	senders     []*Sender  // by PathID, nil where no path
-	sent        *sentRing  // copies for reinjection, locked while a batch is sealed
+	stripped    []int         // bytes of IP header a transport-mode SA leaves out, per packet
+	paths       *pathTable    // the table senders was built for
+	senders     []*udp.Sender // by PathID, nil where no path
+	sent        *sentRing     // copies for reinjection, locked while a batch is sealed
 }
 
 func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
@@ -529,7 +530,7 @@ func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
 	e.rings = append(e.rings, w.sent)
 	e.ringMu.Unlock()
 	for i := range w.bufs {
-		w.bufs[i] = make([]byte, Headroom+MaxDatagram+Tailroom)
+		w.bufs[i] = make([]byte, Headroom+udp.MaxDatagram+Tailroom)
 	}
 	w.syncPaths()
 	return w
@@ -542,7 +543,7 @@ func (w *outboundWorker) syncPaths() {
 	if t == w.paths {
 		return
 	}
-	senders := make([]*Sender, len(t.byID))
+	senders := make([]*udp.Sender, len(t.byID))
 	for id, p := range t.byID {
 		if p == nil {
 			continue
@@ -754,7 +755,7 @@ type receiveWorker struct {
 	e       *Engine
 	p       *Path
 	q       wgtun.Device
-	r       *Receiver
+	r       *udp.Receiver
 	tunBufs [][]byte
 	used    int      // tunBufs holding a packet not yet written
 	writes  [][]byte // packets of SAs that do not restore order
@@ -767,13 +768,13 @@ func (e *Engine) newReceiveWorker(p *Path, q wgtun.Device) *receiveWorker {
 	if gro {
 		msgs = 8 // each message holds up to 64 datagrams
 	}
-	w := &receiveWorker{e: e, p: p, q: q, r: p.Conn.NewReceiver(msgs),
+	w := &receiveWorker{e: e, p: p, q: q, r: p.Conn.NewReceiver(msgs, scratchLen),
 		tunBufs: make([][]byte, tunBatch), writes: make([][]byte, 0, tunBatch),
 		ordered: make([]orderedPacket, 0, 4*tunBatch)}
 	for i := range w.tunBufs {
 		// Full-size buffers: the TUN's GRO coalesces a flow's packets
 		// into the first one's buffer.
-		w.tunBufs[i] = make([]byte, Headroom+MaxDatagram)
+		w.tunBufs[i] = make([]byte, Headroom+udp.MaxDatagram)
 	}
 	return w
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -59,11 +60,11 @@ func benchmarkPipeline(b *testing.B, alg dataplane.Algorithm, workers int, trans
 		src, _ := tun.NewMemory(tun.MemoryConfig{Template: tmpl, SourceLimit: perQueue})
 		sink, _ := tun.NewMemory(tun.MemoryConfig{})
 		srcQueues, sinkQueues, sinks = append(srcQueues, src), append(sinkQueues, sink), append(sinks, sink)
-		tx, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+		tx, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
 			b.Fatal(err)
 		}
-		rx, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+		rx, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
@@ -22,7 +23,7 @@ func (a *alternate) Pick(int) scheduler.PathID { return scheduler.PathID(a.n.Add
 
 // addSecondPath joins a and b by a second pair of loopback sockets, path 1
 // on both sides, and returns a's and b's socket.
-func addSecondPath(t *testing.T, a, b *side) (a2, b2 *dataplane.UDPConn) {
+func addSecondPath(t *testing.T, a, b *side) (a2, b2 *udp.Conn) {
 	t.Helper()
 	a2, b2 = listenLoopback(t), listenLoopback(t)
 	if err := a.e.AddPath(&dataplane.Path{ID: 1, Conn: a2, Remote: mustEndpoint(t, a2, b2.LocalAddr())}); err != nil {
@@ -34,9 +35,9 @@ func addSecondPath(t *testing.T, a, b *side) (a2, b2 *dataplane.UDPConn) {
 	return a2, b2
 }
 
-func listenLoopback(t *testing.T) *dataplane.UDPConn {
+func listenLoopback(t *testing.T) *udp.Conn {
 	t.Helper()
-	c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	c, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 
 	const n = 400
 	for i := range n {
-		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
 	}
 	receiveAll(t, b.tun, n)
 	paths := b.e.Paths()
@@ -102,7 +103,7 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 		t.Fatal("removing a removed path succeeded")
 	}
 	for i := range 100 {
-		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 	}
 	testenv.WaitUntil(t, 10*time.Second, "half the packets to be dropped for want of a path", func() bool { return a.e.Stats.NoPath.Load() == 50 })
 	receiveAll(t, b.tun, 50)
@@ -110,7 +111,7 @@ func TestEnginePathsAtRunTime(t *testing.T) {
 	// Back to one member: nothing is lost any more.
 	group.Set(nil, dataplane.GroupMember{Path: 0})
 	for i := range 100 {
-		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 	}
 	receiveAll(t, b.tun, 100)
 	if got := a.e.Stats.NoPath.Load(); got != 50 {
@@ -162,7 +163,7 @@ func TestEngineRedundantGroup(t *testing.T) {
 	run(t, a, b)
 	const n = 200
 	for i := range n {
-		a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
 		if i%50 == 49 {
 			time.Sleep(time.Millisecond)
 		}
@@ -194,7 +195,7 @@ func TestEngineRescuesRefusedDatagrams(t *testing.T) {
 		testenv.WithNetns(t, func() {
 			func() {
 				a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
-				dead, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("0.0.0.0:0")})
+				dead, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("0.0.0.0:0")})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -213,7 +214,7 @@ func TestEngineRescuesRefusedDatagrams(t *testing.T) {
 				run(t, a, b)
 				const n = 100
 				for i := range n {
-					a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+					a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 				}
 				if !rescue {
 					testenv.WaitUntil(t, 10*time.Second, "the refused datagrams counted as send errors", func() bool { return e.Stats.SendErrors.Load() == n })
@@ -256,7 +257,7 @@ func TestEnginePacketPicker(t *testing.T) {
 	run(t, a, b)
 	for i := range 60 {
 		port := 2000 + i%3 // a third to 2001
-		a.tun.Inject(udp(t, "10.0.0.1:1000", fmt.Sprintf("10.0.0.2:%d", port), []byte{byte(i)}))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1000", fmt.Sprintf("10.0.0.2:%d", port), []byte{byte(i)}))
 	}
 	receiveAll(t, b.tun, 60)
 	p0, _ := group.MemberTx(dataplane.GroupMember{Path: 0})
@@ -289,7 +290,7 @@ func TestEngineReinject(t *testing.T) {
 		a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
 		send := func(from, n int) {
 			for i := from; i < from+n; i++ {
-				a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
+				a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i), byte(i >> 8)}))
 			}
 		}
 		// 100 packets before the moment the peer confirmed, 200 after.
@@ -339,7 +340,7 @@ func TestEngineReinject(t *testing.T) {
 		group.KeepSent(keep)
 		a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
 		for i := range n {
-			a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+			a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
 		}
 		receiveAll(t, b.tun, n)
 		return a, b, group, members

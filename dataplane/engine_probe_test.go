@@ -26,7 +26,7 @@ func TestEngineProbeRoundTrip(t *testing.T) {
 	run(t, a, b)
 	// Some data first, so the counters are not just the probe.
 	for range 10 {
-		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
 	}
 	receiveAll(t, b.tun, 10)
 	sent := time.Now().UnixNano()
@@ -145,7 +145,7 @@ func TestEngineProbeSA(t *testing.T) {
 	}
 	run(t, a, b)
 	for range 10 {
-		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
 	}
 	receiveAll(t, b.tun, 10)
 	if err := a.e.SendProbe(a.out, 0, nil, dataplane.Probe{Kind: dataplane.ProbeRequest, Seq: 7}, 200); err != nil {
@@ -184,7 +184,7 @@ func TestEngineProbeSA(t *testing.T) {
 		routes[i].SA = probeAB
 	}
 	a.e.SetRoutes(routes)
-	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
+	a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
 	testenv.WaitUntil(t, 5*time.Second, "b to drop data in a probe SA", func() bool {
 		return b.e.Stats.Drops.Get(dataplane.DropBadNextHeader) == 1
 	})

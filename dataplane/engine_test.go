@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
@@ -24,7 +25,7 @@ import (
 type side struct {
 	e    *dataplane.Engine
 	tun  *tun.Memory
-	conn *dataplane.UDPConn
+	conn *udp.Conn
 	out  *dataplane.SA
 	in   *dataplane.SA
 }
@@ -69,7 +70,7 @@ func newPair(t testing.TB, pc pairConfig) (a, b *side) {
 		b.in = newSA(0x1001, wrong)
 	}
 	for _, s := range []*side{a, b} {
-		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{
+		c, err := udp.Listen(context.Background(), udp.Config{
 			Local: netip.MustParseAddrPort("127.0.0.1:0"), NoOffload: pc.noOffload})
 		if err != nil {
 			t.Fatal(err)
@@ -142,7 +143,7 @@ func run(t testing.TB, sides ...*side) {
 	})
 }
 
-func udp(t testing.TB, src, dst string, payload []byte) []byte {
+func udpPacket(t testing.TB, src, dst string, payload []byte) []byte {
 	t.Helper()
 	pkt, err := tun.UDPPacket(netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst), payload)
 	if err != nil {
@@ -180,9 +181,9 @@ func TestEngineCarriesPacketsBothWays(t *testing.T) {
 				for i := range 300 {
 					payload := bytes.Repeat([]byte{byte(i)}, 1+i*4)
 					if i%3 == 0 {
-						sent = append(sent, udp(t, "[fd00::1]:1000", "[fd00::2]:2000", payload))
+						sent = append(sent, udpPacket(t, "[fd00::1]:1000", "[fd00::2]:2000", payload))
 					} else {
-						sent = append(sent, udp(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
+						sent = append(sent, udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
 					}
 				}
 				for _, p := range sent {
@@ -197,7 +198,7 @@ func TestEngineCarriesPacketsBothWays(t *testing.T) {
 					}
 				}
 				// And back.
-				reply := udp(t, "10.0.0.2:2000", "10.0.0.1:1000", []byte("reply"))
+				reply := udpPacket(t, "10.0.0.2:2000", "10.0.0.1:1000", []byte("reply"))
 				if err := b.tun.Inject(reply); err != nil {
 					t.Fatal(err)
 				}
@@ -222,7 +223,7 @@ func TestEngineWrongKeyCountsBadICV(t *testing.T) {
 	a, b := newPair(t, pairConfig{wrongKey: true, tunB: tun.MemoryConfig{RecordWrites: 10}})
 	run(t, a, b)
 	for range 50 {
-		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("secret")))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("secret")))
 	}
 	testenv.WaitUntil(t, 10*time.Second, "50 bad-ICV drops", func() bool { return b.e.Stats.Drops.Get(dataplane.DropBadICV) == 50 })
 	if b.e.Stats.RxPackets.Load() != 0 || len(b.tun.Writes()) != 0 {
@@ -234,8 +235,8 @@ func TestEnginePolicyDropsForeignSource(t *testing.T) {
 	a, b := newPair(t, pairConfig{remoteOfA: dataplane.Selectors{netip.MustParsePrefix("10.0.0.0/24")},
 		tunB: tun.MemoryConfig{RecordWrites: 10}})
 	run(t, a, b)
-	a.tun.Inject(udp(t, "10.9.9.9:1", "10.0.0.2:2", []byte("spoofed")))
-	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine")))
+	a.tun.Inject(udpPacket(t, "10.9.9.9:1", "10.0.0.2:2", []byte("spoofed")))
+	a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine")))
 	receiveAll(t, b.tun, 1)
 	testenv.WaitUntil(t, 10*time.Second, "1 policy drop", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 1 })
 }
@@ -247,10 +248,10 @@ func TestEnginePolicyDropsForeignDestination(t *testing.T) {
 	a, b := newPair(t, pairConfig{localOfB: dataplane.Selectors{netip.MustParsePrefix("10.0.0.2/32"), netip.MustParsePrefix("fd00::2/128")},
 		tunB: tun.MemoryConfig{RecordWrites: 10}})
 	run(t, a, b)
-	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.3:2", []byte("next door")))
-	a.tun.Inject(udp(t, "10.0.0.1:1", "192.168.1.1:22", []byte("management")))
-	a.tun.Inject(udp(t, "[fd00::1]:1", "[fd00::3]:2", []byte("v6 next door")))
-	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
+	a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.3:2", []byte("next door")))
+	a.tun.Inject(udpPacket(t, "10.0.0.1:1", "192.168.1.1:22", []byte("management")))
+	a.tun.Inject(udpPacket(t, "[fd00::1]:1", "[fd00::3]:2", []byte("v6 next door")))
+	fine := udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
 	a.tun.Inject(fine)
 	got := receiveAll(t, b.tun, 1)
 	testenv.WaitUntil(t, 10*time.Second, "3 policy drops", func() bool { return b.e.Stats.Drops.Get(dataplane.DropPolicy) == 3 })
@@ -270,8 +271,8 @@ func TestEngineSourcePolicy(t *testing.T) {
 	a, b := newPair(t, pairConfig{sourcesOfA: dataplane.Selectors{netip.MustParsePrefix("10.0.0.1/32")},
 		tunB: tun.MemoryConfig{RecordWrites: 10}})
 	run(t, a, b)
-	a.tun.Inject(udp(t, "10.0.0.9:1", "10.0.0.2:2", []byte("not mine")))
-	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
+	a.tun.Inject(udpPacket(t, "10.0.0.9:1", "10.0.0.2:2", []byte("not mine")))
+	fine := udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
 	a.tun.Inject(fine)
 	receiveAll(t, b.tun, 1)
 	testenv.WaitUntil(t, 10*time.Second, "1 source-policy drop", func() bool { return a.e.Stats.SourcePolicy.Load() == 1 })
@@ -284,7 +285,7 @@ func TestEngineNoRoute(t *testing.T) {
 	a, b := newPair(t, pairConfig{})
 	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.1.0.0/16"), Sources: dataplane.AnyAddress, SA: a.out}})
 	run(t, a, b)
-	a.tun.Inject(udp(t, "10.0.0.1:1", "10.2.0.2:2", []byte("nowhere")))
+	a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.2.0.2:2", []byte("nowhere")))
 	a.tun.Inject([]byte{0x00, 0x01}) // not IP
 	testenv.WaitUntil(t, 10*time.Second, "2 no-route drops", func() bool { return a.e.Stats.NoRoute.Load() == 2 })
 	if a.e.Stats.TxPackets.Load() != 0 {
@@ -366,7 +367,7 @@ func TestEngineZeroAllocations(t *testing.T) {
 		{false, true, dataplane.AES128SHA1, false, false}, {true, true, 0, true, false}, {true, true, 0, false, true}, {false, false, dataplane.AES256SHA256, false, true}} {
 		offload := tc.offload
 		t.Run(fmt.Sprintf("offload=%v/restore-order=%v/%v/keep-sent=%v/transport=%v", tc.offload, tc.restoreOrder, tc.alg, tc.keepSent, tc.transport), func(t *testing.T) {
-			tmpl := udp(t, "10.0.0.1:1000", "10.0.0.2:2000", make([]byte, 1372))
+			tmpl := udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", make([]byte, 1372))
 			pc := pairConfig{alg: tc.alg, noOffload: !offload, tunA: tun.MemoryConfig{Template: tmpl}}
 			if tc.transport {
 				pc.transportA, pc.transportB = netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
@@ -409,7 +410,7 @@ func TestEngineZeroAllocations(t *testing.T) {
 	}
 }
 
-func mustEndpoint(t testing.TB, c *dataplane.UDPConn, ap netip.AddrPort) *dataplane.Endpoint {
+func mustEndpoint(t testing.TB, c *udp.Conn, ap netip.AddrPort) *udp.Endpoint {
 	ep, err := c.NewEndpoint(ap)
 	if err != nil {
 		t.Fatal(err)
@@ -426,10 +427,10 @@ func TestEngineSequenceExhaustedCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, a, b)
-	a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("the last one")))
+	a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("the last one")))
 	receiveAll(t, b.tun, 1)
 	for range 5 {
-		a.tun.Inject(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("too late")))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("too late")))
 	}
 	testenv.WaitUntil(t, 10*time.Second, "5 packets refused for exhausted sequence numbers", func() bool { return a.e.Stats.SequenceExhausted.Load() == 5 })
 	if n := a.out.Stats.Packets.Load(); n != 1 {

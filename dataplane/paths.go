@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/scheduler"
 )
 
@@ -73,7 +74,7 @@ type PathGroup struct {
 // it, and the remote endpoint (nil: the path's own Remote).
 type GroupMember struct {
 	Path   scheduler.PathID
-	Remote *Endpoint
+	Remote *udp.Endpoint
 }
 
 type groupState struct {
@@ -148,7 +149,7 @@ func (g *PathGroup) countTx(m GroupMember, size int) {
 
 // remoteOf returns where member m sends: its own Remote, or else its
 // path's (p, which must be m's path).
-func remoteOf(m GroupMember, p *Path) *Endpoint {
+func remoteOf(m GroupMember, p *Path) *udp.Endpoint {
 	if m.Remote != nil {
 		return m.Remote
 	}

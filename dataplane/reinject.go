@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/scheduler"
 )
 
@@ -132,7 +133,7 @@ func (e *Engine) Reinject(g *PathGroup, failed GroupMember, since int64) int {
 	slices.SortStableFunc(copies, func(a, b sentCopy) int { return cmp.Compare(a.at, b.at) })
 
 	paths, st := e.paths.Load(), g.state.Load()
-	senders := map[scheduler.PathID]*Sender{}
+	senders := map[scheduler.PathID]*udp.Sender{}
 	for _, c := range copies {
 		for set := st.choose(len(c.pkt)); !set.Empty(); {
 			m := st.members[set.Next()]

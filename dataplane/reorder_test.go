@@ -89,7 +89,7 @@ func TestRestoreOrderAcrossPaths(t *testing.T) {
 			for i := range n {
 				payload := make([]byte, 64)
 				binary.BigEndian.PutUint32(payload, uint32(i))
-				a.tun.Inject(udp(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
+				a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
 				if i%20 == 19 {
 					time.Sleep(time.Millisecond) // keep inside the socket buffers
 				}
@@ -162,7 +162,7 @@ func TestRestoreOrderMidFlow(t *testing.T) {
 	send := func(seqs ...uint64) {
 		t.Helper()
 		for _, seq := range seqs {
-			inner := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte{byte(seq)})
+			inner := udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte{byte(seq)})
 			buf := make([]byte, dataplane.Headroom+len(inner)+dataplane.Tailroom)
 			copy(buf[dataplane.Headroom:], inner)
 			pkt, err := a.out.SealWithSequence(buf, len(inner), dataplane.NextHeaderIPv4, seq)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -69,8 +70,8 @@ func TestEngineRouteHelpers(t *testing.T) {
 // clients: each client's routes carry its endpoint, and each client gets
 // only its own packets.
 func TestEngineRoutesToTwoClients(t *testing.T) {
-	listen := func() *dataplane.UDPConn {
-		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	listen := func() *udp.Conn {
+		c, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +80,7 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 	gwConn, c1Conn, c2Conn, nowhere := listen(), listen(), listen(), listen()
 	defer nowhere.Close()
 	type client struct {
-		conn *dataplane.UDPConn
+		conn *udp.Conn
 		tun  *tun.Memory
 		e    *dataplane.Engine
 		out  *dataplane.SA // on the gateway
@@ -127,7 +128,7 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 	var want [2][][]byte
 	for i := range 40 {
 		c := i % 2
-		p := udp(t, "10.1.0.1:53", clients[c].addr+":1000", bytes.Repeat([]byte{byte(i)}, 10+i))
+		p := udpPacket(t, "10.1.0.1:53", clients[c].addr+":1000", bytes.Repeat([]byte{byte(i)}, 10+i))
 		want[c] = append(want[c], p)
 		if err := gwTun.Inject(p); err != nil {
 			t.Fatal(err)
@@ -143,8 +144,8 @@ func TestEngineRoutesToTwoClients(t *testing.T) {
 	}
 	// Removing one client's routes leaves the other reachable.
 	gw.RemoveRoutes(clients[0].out)
-	gwTun.Inject(udp(t, "10.1.0.1:53", "10.3.0.2:1000", []byte("gone")))
-	last := udp(t, "10.1.0.1:53", "10.3.0.3:1000", []byte("still here"))
+	gwTun.Inject(udpPacket(t, "10.1.0.1:53", "10.3.0.2:1000", []byte("gone")))
+	last := udpPacket(t, "10.1.0.1:53", "10.3.0.3:1000", []byte("still here"))
 	gwTun.Inject(last)
 	if got := receiveAll(t, clients[1].tun, 1); !bytes.Equal(got[0], last) {
 		t.Fatalf("client 2 got %x", got[0])

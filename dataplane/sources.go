@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/scheduler"
 )
 
@@ -159,7 +160,7 @@ func (e *Engine) answerProbe(out *SA, req Probe, p *Path, from netip.AddrPort, r
 // SendProbe seals p, padded to size bytes, with the outbound SA out and
 // sends it on path id to remote (nil: the path's Remote). It is not for
 // the per-packet path: it takes a lock and one system call.
-func (e *Engine) SendProbe(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) error {
+func (e *Engine) SendProbe(out *SA, id scheduler.PathID, remote *udp.Endpoint, p Probe, size int) error {
 	_, err := e.sendProbeOn(out, id, remote, p, size)
 	return err
 }
@@ -176,7 +177,7 @@ func (e *Engine) SendGroupProbe(out *SA, g *PathGroup, m GroupMember, p Probe, s
 }
 
 // sendProbeOn is sendProbe on path id to remote (nil: the path's Remote).
-func (e *Engine) sendProbeOn(out *SA, id scheduler.PathID, remote *Endpoint, p Probe, size int) (int, error) {
+func (e *Engine) sendProbeOn(out *SA, id scheduler.PathID, remote *udp.Endpoint, p Probe, size int) (int, error) {
 	path := e.paths.Load().get(id)
 	if path == nil {
 		return 0, fmt.Errorf("sending probe: no path %d", id)

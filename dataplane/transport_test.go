@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/internal/inetsum"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/tun"
@@ -109,11 +110,11 @@ func TestTransportModeLeavesTheHeaderOut(t *testing.T) {
 func TestTransportModeWholePackets(t *testing.T) {
 	a, b := transportPair(t, "10.0.0.1", "10.0.0.2", pairConfig{})
 	run(t, a, b)
-	frag := udp(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 600))
+	frag := udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 600))
 	binary.BigEndian.PutUint16(frag[6:], 0x2000) // more fragments, offset 0
 	refreshIPv4Checksum(frag)
-	options := withIPv4Options(udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("options")))
-	spoofed := udp(t, "10.9.9.9:1", "10.0.0.2:2", make([]byte, 100))
+	options := withIPv4Options(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("options")))
+	spoofed := udpPacket(t, "10.9.9.9:1", "10.0.0.2:2", make([]byte, 100))
 	binary.BigEndian.PutUint16(spoofed[6:], 0x2000)
 	refreshIPv4Checksum(spoofed)
 	for _, p := range [][]byte{frag, spoofed, options} {
@@ -134,8 +135,8 @@ func TestTransportModeWholePackets(t *testing.T) {
 func TestTransportModeSourcePolicy(t *testing.T) {
 	a, b := transportPair(t, "10.0.0.1", "10.0.0.2", pairConfig{sourcesOfA: dataplane.Selectors{netip.MustParsePrefix("10.0.0.1/32")}})
 	run(t, a, b)
-	a.tun.Inject(udp(t, "10.0.0.7:1", "10.0.0.2:2", []byte("not mine")))
-	fine := udp(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
+	a.tun.Inject(udpPacket(t, "10.0.0.7:1", "10.0.0.2:2", []byte("not mine")))
+	fine := udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", []byte("fine"))
 	a.tun.Inject(fine)
 	if got := receiveAll(t, b.tun, 1); !bytes.Equal(got[0], fine) {
 		t.Fatalf("got %x", got[0])
@@ -156,7 +157,7 @@ func TestTransportModeNeedsOneAddressEachSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := tun.NewMemory(tun.MemoryConfig{})
-	c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	c, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 	if err != nil {
 		t.Fatal(err)
 	}

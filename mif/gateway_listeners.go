@@ -11,11 +11,11 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
+	"golang.org/x/sys/unix"
 )
 
 // The gateway's addresses: a listener per address, each an IKE socket
@@ -46,7 +46,7 @@ type listener struct {
 	// and closes once the clients were told (guarded by Gateway.lmu).
 	draining bool
 	ike500   *net.UDPConn
-	natT     *dataplane.UDPConn
+	natT     *udp.Conn
 	path     *dataplane.Path
 }
 
@@ -67,7 +67,7 @@ func openListener(ctx context.Context, a netip.Addr, id scheduler.PathID) (_ *li
 		return nil, fmt.Errorf("opening IKE port 500 on %s: %w", a, err)
 	}
 	l.ike500 = pc.(*net.UDPConn)
-	if l.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{Local: netip.AddrPortFrom(a, 4500), ReuseAddr: true}); err != nil {
+	if l.natT, err = udp.Listen(ctx, udp.Config{Local: netip.AddrPortFrom(a, 4500), ReuseAddr: true}); err != nil {
 		return nil, fmt.Errorf("opening NAT-T port 4500 on %s: %w", a, err)
 	}
 	// The path's own Remote is never used: every route names its

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/ike"
 )
 
@@ -48,7 +49,7 @@ func TestListenerAt(t *testing.T) {
 // TestGatewayClientMoved checks that a MOBIKE move re-points every Child
 // SA of the client, and only of that client, at its new endpoint.
 func TestGatewayClientMoved(t *testing.T) {
-	conn, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	conn, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 	if err != nil {
 		t.Fatal(err)
 	}

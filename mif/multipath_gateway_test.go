@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/scheduler"
@@ -54,7 +55,7 @@ func TestFallbackPicker(t *testing.T) {
 // the priority of the MIF path at the new address, a removed path leaves
 // the group, and the client's last Child SA stops its goroutines.
 func TestGatewayMultipathPeer(t *testing.T) {
-	conn, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	conn, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
@@ -82,8 +83,8 @@ type testPeer struct {
 // what the failed path took from the cut on is reinjected on the other,
 // so that every packet arrives.
 func TestPeerPathsAggregateAndFailover(t *testing.T) {
-	listen := func() *dataplane.UDPConn {
-		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	listen := func() *udp.Conn {
+		c, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +92,7 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	}
 	a0, a1, b0, b1 := listen(), listen(), listen(), listen()
 	relay := newCutRelay(t, b1.LocalAddr())
-	ep := func(c *dataplane.UDPConn, to netip.AddrPort) *dataplane.Endpoint {
+	ep := func(c *udp.Conn, to netip.AddrPort) *udp.Endpoint {
 		e, err := c.NewEndpoint(to)
 		if err != nil {
 			t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/mif/netmon"
@@ -266,7 +267,7 @@ func (s *pathSet) openLocked(ctx context.Context, i netmon.Interface, now time.T
 	if s.cfg.EphemeralPorts {
 		natTPort, ikePort = 0, 0
 	}
-	if p.tr.natT, err = dataplane.ListenUDP(ctx, dataplane.UDPConfig{
+	if p.tr.natT, err = udp.Listen(ctx, udp.Config{
 		Local: netip.AddrPortFrom(i.Source, natTPort), Device: i.Name, NoOffload: s.cfg.NoOffload}); err != nil {
 		return nil, fmt.Errorf("path on %s: %w", i.Name, err)
 	}
@@ -402,7 +403,7 @@ func (s *pathSet) restartHysteresis(name string, now time.Time) {
 }
 
 // endpoint returns to as a remote endpoint of path name's NAT-T socket.
-func (s *pathSet) endpoint(name string, to netip.AddrPort) (*dataplane.Endpoint, error) {
+func (s *pathSet) endpoint(name string, to netip.AddrPort) (*udp.Endpoint, error) {
 	s.mu.Lock()
 	p, ok := s.paths[name]
 	s.mu.Unlock()

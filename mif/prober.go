@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/scheduler"
 )
 
@@ -40,13 +41,13 @@ type probeSample struct {
 
 // probeSender is the data plane's side of probing (dataplane.Engine).
 type probeSender interface {
-	SendProbe(out *dataplane.SA, id scheduler.PathID, remote *dataplane.Endpoint, p dataplane.Probe, size int) error
+	SendProbe(out *dataplane.SA, id scheduler.PathID, remote *udp.Endpoint, p dataplane.Probe, size int) error
 }
 
 // proberPath is what the prober knows of one path.
 type proberPath struct {
 	id       scheduler.PathID
-	remote   *dataplane.Endpoint // nil: the path's own remote
+	remote   *udp.Endpoint // nil: the path's own remote
 	seq      uint32
 	nextSend time.Time
 	sent     [probeWindow]sentProbe // by seq % probeWindow
@@ -123,7 +124,7 @@ func newPathProber(engine probeSender, cfg pathProberConfig) *pathProber {
 
 // AddPath starts probing path id (towards remote; nil means the path's own
 // remote endpoint). The first probe goes at once.
-func (p *pathProber) AddPath(id scheduler.PathID, remote *dataplane.Endpoint) {
+func (p *pathProber) AddPath(id scheduler.PathID, remote *udp.Endpoint) {
 	p.do(func() {
 		p.paths[id] = &proberPath{id: id, remote: remote, nextSend: p.cfg.Now()}
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -19,7 +20,7 @@ import (
 // each side's samples show a round trip and the peer's counters.
 func TestProberOverEngines(t *testing.T) {
 	type end struct {
-		conn    *dataplane.UDPConn
+		conn    *udp.Conn
 		e       *dataplane.Engine
 		out, in *dataplane.SA
 		prober  *pathProber
@@ -29,7 +30,7 @@ func TestProberOverEngines(t *testing.T) {
 	aOut, aIn, bOut, bIn := saPair(t)
 	a, b := &end{out: aOut, in: aIn}, &end{out: bOut, in: bIn}
 	for _, x := range []*end{a, b} {
-		c, err := dataplane.ListenUDP(context.Background(), dataplane.UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+		c, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
 			t.Fatal(err)
 		}

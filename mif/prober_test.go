@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/scheduler"
 )
 
@@ -23,7 +24,7 @@ type loopPaths struct {
 	padding int
 }
 
-func (l *loopPaths) SendProbe(out *dataplane.SA, id scheduler.PathID, remote *dataplane.Endpoint, p dataplane.Probe, size int) error {
+func (l *loopPaths) SendProbe(out *dataplane.SA, id scheduler.PathID, remote *udp.Endpoint, p dataplane.Probe, size int) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.padding = size

@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 )
 
 // ikeTransport carries IKE messages: on UDP port 500, and behind the
@@ -13,7 +13,7 @@ import (
 // implements ike.Transport for both the client and the gateway.
 type ikeTransport struct {
 	ike500 *net.UDPConn // nil when IKE starts on port 4500
-	natT   *dataplane.UDPConn
+	natT   *udp.Conn
 }
 
 // Send implements ike.Transport.

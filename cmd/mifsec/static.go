@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
+	"github.com/mifsec/mifsec/dataplane/udp"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/mifsec/mifsec/tun"
@@ -339,7 +340,7 @@ func runStatic(c *cli.Context) error {
 	// The SAs hold the keys now (NewSA copies them): wipe ours (L7).
 	clear(cfg.out.Key)
 	clear(cfg.in.Key)
-	conn, err := dataplane.ListenUDP(c.Context, dataplane.UDPConfig{Local: cfg.local, Device: cfg.device})
+	conn, err := udp.Listen(c.Context, udp.Config{Local: cfg.local, Device: cfg.device})
 	if err != nil {
 		return err
 	}

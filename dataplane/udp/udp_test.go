@@ -1,4 +1,4 @@
-package dataplane
+package udp
 
 import (
 	"bytes"
@@ -17,9 +17,9 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-func listenLoopback(t *testing.T, noOffload bool) *UDPConn {
+func listenLoopback(t *testing.T, noOffload bool) *Conn {
 	t.Helper()
-	c, err := ListenUDP(context.Background(), UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0"), NoOffload: noOffload})
+	c, err := Listen(context.Background(), Config{Local: netip.MustParseAddrPort("127.0.0.1:0"), NoOffload: noOffload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,8 @@ func TestGSOTrainArrivesCoalesced(t *testing.T) {
 	if s.nmsgs != 1 {
 		t.Fatalf("built %d messages, want one GSO message", s.nmsgs)
 	}
-	r := rx.NewReceiver(8)
+	const headroom = 16
+	r := rx.NewReceiver(8, headroom)
 	var got []byte
 	for len(got) < len(want) {
 		m, err := r.Read()
@@ -76,7 +77,7 @@ func TestGSOTrainArrivesCoalesced(t *testing.T) {
 			if m == 1 && n == len(want) && seg != 1000 {
 				t.Fatalf("coalesced message with segment size %d, want 1000", seg)
 			}
-			got = append(got, buf[scratchLen:scratchLen+n]...)
+			got = append(got, buf[headroom:headroom+n]...)
 		}
 	}
 	if !bytes.Equal(got, want) {
@@ -165,7 +166,7 @@ func TestGSONarrowPath(t *testing.T) {
 				}
 			}
 		}()
-		c, err := ListenUDP(context.Background(), UDPConfig{Local: netip.MustParseAddrPort("192.0.2.1:0")})
+		c, err := Listen(context.Background(), Config{Local: netip.MustParseAddrPort("192.0.2.1:0")})
 		if err != nil {
 			t.Fatal(err)
 		}

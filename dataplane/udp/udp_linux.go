@@ -1,4 +1,4 @@
-package dataplane
+package udp
 
 import (
 	"context"
@@ -12,36 +12,9 @@ import (
 	"time"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mifsec/mifsec/scheduler"
+	"golang.org/x/sys/unix"
 )
-
-// UDP I/O for ESP in UDP (RFC 3948), shaped for the hot path:
-//
-//   - Batches: one sendmmsg or recvmmsg moves many datagrams per system call.
-//   - Segmentation offload (UDP_SEGMENT, "GSO"): the sealed packets of one TSO
-//     superpacket read from the TUN are all the same size, so one message
-//     whose iovecs point at each of them goes down the stack once and the
-//     kernel cuts it into datagrams. The iovecs make the coalescing free: no
-//     packet is copied into a common buffer.
-//   - Receive offload (UDP_GRO): the kernel hands up trains of same-size
-//     datagrams from one source in one buffer with their segment size.
-//   - No allocation per call: message headers, iovecs, control buffers and
-//     the poller callbacks are made once per Sender or Receiver, which belong
-//     to one goroutine each.
-//   - Megabyte socket buffers, forced when running as root, as serious VPNs
-//     do: a burst of a few thousand packets must not overflow them.
-//   - Narrow paths: ESP over IPv4 leaves without DF (IP_PMTUDISC_DONT), so a
-//     router on a path narrower than the packets fragments them rather than
-//     dropping them and counting on an ICMP message to get back (firewalls
-//     filter it: the classic tunnel black hole). IPv6 routers never
-//     fragment: there the kernel learns the path MTU from packet-too-big
-//     messages and fragments at the source. Either way, once the kernel
-//     knows a path MTU smaller than a GSO message's segments it refuses the
-//     message (EMSGSIZE); the Sender then sends those datagrams one per
-//     message, which the kernel fragments, and stops coalescing datagrams
-//     that large to that endpoint for a while (Endpoint.gsoLimit).
 
 const (
 	// DefaultSocketBuffer is the send and receive buffer size asked for.
@@ -55,8 +28,8 @@ const (
 	MaxDatagram = 65535
 )
 
-// UDPConfig says where a UDPConn listens.
-type UDPConfig struct {
+// Config says where a Conn listens.
+type Config struct {
 	Local netip.AddrPort // address and port to bind; the zero Addr binds all
 	// Device binds the socket to one interface (SO_BINDTODEVICE), so that a
 	// path's packets leave and arrive through that interface only.
@@ -72,8 +45,8 @@ type UDPConfig struct {
 	ReuseAddr bool
 }
 
-// UDPConn is one UDP socket carrying ESP (and IKE behind the non-ESP marker).
-type UDPConn struct {
+// Conn is one UDP socket carrying ESP (and IKE behind the non-ESP marker).
+type Conn struct {
 	conn  *net.UDPConn
 	rc    syscall.RawConn
 	local netip.AddrPort
@@ -82,8 +55,8 @@ type UDPConn struct {
 	gro   bool
 }
 
-// ListenUDP opens the socket described by cfg.
-func ListenUDP(ctx context.Context, cfg UDPConfig) (*UDPConn, error) {
+// Listen opens the socket described by cfg.
+func Listen(ctx context.Context, cfg Config) (*Conn, error) {
 	bufSize := cfg.SocketBuffer
 	if bufSize == 0 {
 		bufSize = DefaultSocketBuffer
@@ -112,7 +85,7 @@ func ListenUDP(ctx context.Context, cfg UDPConfig) (*UDPConn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("udp %s: %w", cfg.Local, err)
 	}
-	c := &UDPConn{conn: conn, rc: rc, local: conn.LocalAddr().(*net.UDPAddr).AddrPort(), is6: network == "udp6"}
+	c := &Conn{conn: conn, rc: rc, local: conn.LocalAddr().(*net.UDPAddr).AddrPort(), is6: network == "udp6"}
 	if !cfg.NoOffload {
 		rc.Control(func(fd uintptr) {
 			// GSO is usable where the option can be read back.
@@ -145,16 +118,16 @@ func setSocketOptions(fd int, device string, bufSize int) error {
 }
 
 // LocalAddr returns the address the socket is bound to.
-func (c *UDPConn) LocalAddr() netip.AddrPort { return c.local }
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 
 // Offloads reports whether segmentation and receive offload are on.
-func (c *UDPConn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
+func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
 
 // Close closes the socket; blocked Senders and Receivers return.
-func (c *UDPConn) Close() error { return c.conn.Close() }
+func (c *Conn) Close() error { return c.conn.Close() }
 
 // WriteTo sends one datagram (IKE messages, keepalives): not for the hot path.
-func (c *UDPConn) WriteTo(b []byte, to netip.AddrPort) error {
+func (c *Conn) WriteTo(b []byte, to netip.AddrPort) error {
 	_, err := c.conn.WriteToUDPAddrPort(b, to)
 	return err
 }
@@ -200,7 +173,7 @@ func (e *Endpoint) limitGSO(segSize int, now int64) {
 }
 
 // NewEndpoint encodes ap for a socket of c's family.
-func (c *UDPConn) NewEndpoint(ap netip.AddrPort) (*Endpoint, error) {
+func (c *Conn) NewEndpoint(ap netip.AddrPort) (*Endpoint, error) {
 	e := &Endpoint{addr: ap}
 	a := ap.Addr()
 	switch {
@@ -236,7 +209,7 @@ var gsoControlLen = unix.CmsgSpace(2)
 
 // Sender batches outbound datagrams for one goroutine.
 type Sender struct {
-	c     *UDPConn
+	c     *Conn
 	pkts  [][]byte
 	eps   []*Endpoint
 	msgs  []mmsghdr
@@ -258,7 +231,7 @@ type Sender struct {
 }
 
 // NewSender returns a Sender for up to batch datagrams per Flush.
-func (c *UDPConn) NewSender(batch int) *Sender {
+func (c *Conn) NewSender(batch int) *Sender {
 	s := &Sender{
 		c:       c,
 		pkts:    make([][]byte, 0, batch),
@@ -443,35 +416,36 @@ func (s *Sender) writeMessages(fd uintptr) bool {
 
 // Receiver reads batches of datagrams for one goroutine.
 type Receiver struct {
-	c     *UDPConn
-	bufs  [][]byte
-	msgs  []mmsghdr
-	iovs  []unix.Iovec
-	oob   []byte
-	names []unix.RawSockaddrInet6
-	n     int
-	err   error
-	read  func(fd uintptr) bool
+	c        *Conn
+	headroom int // bytes left free in front of every message
+	bufs     [][]byte
+	msgs     []mmsghdr
+	iovs     []unix.Iovec
+	oob      []byte
+	names    []unix.RawSockaddrInet6
+	n        int
+	err      error
+	read     func(fd uintptr) bool
 }
 
 var groControlLen = unix.CmsgSpace(4)
 
 // NewReceiver returns a Receiver reading up to batch messages per call, each
 // into its own buffer of MaxDatagram bytes (with receive offload one message
-// holds up to 64 datagrams).
-func (c *UDPConn) NewReceiver(batch int) *Receiver {
+// holds up to 64 datagrams) after headroom free bytes, so that the reader
+// can open the first datagram in place.
+func (c *Conn) NewReceiver(batch, headroom int) *Receiver {
 	r := &Receiver{
-		c:     c,
-		bufs:  make([][]byte, batch),
-		msgs:  make([]mmsghdr, batch),
-		iovs:  make([]unix.Iovec, batch),
-		oob:   make([]byte, batch*groControlLen),
-		names: make([]unix.RawSockaddrInet6, batch),
+		c:        c,
+		headroom: headroom,
+		bufs:     make([][]byte, batch),
+		msgs:     make([]mmsghdr, batch),
+		iovs:     make([]unix.Iovec, batch),
+		oob:      make([]byte, batch*groControlLen),
+		names:    make([]unix.RawSockaddrInet6, batch),
 	}
 	for i := range r.bufs {
-		// Headroom in front of every message so that the first datagram
-		// can be opened in place.
-		r.bufs[i] = make([]byte, scratchLen+MaxDatagram)
+		r.bufs[i] = make([]byte, headroom+MaxDatagram)
 	}
 	r.read = r.readMessages
 	return r
@@ -480,7 +454,7 @@ func (c *UDPConn) NewReceiver(batch int) *Receiver {
 // Read waits for datagrams and returns how many messages arrived.
 func (r *Receiver) Read() (int, error) {
 	for i := range r.msgs {
-		r.iovs[i].Base = &r.bufs[i][scratchLen]
+		r.iovs[i].Base = &r.bufs[i][r.headroom]
 		r.iovs[i].SetLen(MaxDatagram)
 		r.msgs[i] = mmsghdr{}
 		r.msgs[i].hdr.Iov = &r.iovs[i]
@@ -516,8 +490,8 @@ func (r *Receiver) readMessages(fd uintptr) bool {
 	}
 }
 
-// Message returns message i of the last Read: its buffer (the data starts at
-// scratchLen), its length, the size of each datagram in it (the whole
+// Message returns message i of the last Read: its buffer (the data starts
+// after the headroom), its length, the size of each datagram in it (the whole
 // length when the kernel did not coalesce), and its source.
 func (r *Receiver) Message(i int) (buf []byte, n, segSize int, from netip.AddrPort) {
 	m := &r.msgs[i]
