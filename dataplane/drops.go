@@ -43,15 +43,15 @@ func (r DropReason) String() string {
 	return fmt.Sprintf("drop-reason-%d", uint8(r))
 }
 
-// DropError is the error returned for a dropped packet. The values are
+// dropError is the error returned for a dropped packet. The values are
 // preallocated (one per reason) so that dropping never allocates.
-type DropError struct{ Reason DropReason }
+type dropError struct{ Reason DropReason }
 
-func (e *DropError) Error() string { return "esp: packet dropped: " + e.Reason.String() }
+func (e *dropError) Error() string { return "esp: packet dropped: " + e.Reason.String() }
 
-var dropErrors = func() (errs [numDropReasons]*DropError) {
+var dropErrors = func() (errs [numDropReasons]*dropError) {
 	for i := range errs {
-		errs[i] = &DropError{Reason: DropReason(i)}
+		errs[i] = &dropError{Reason: DropReason(i)}
 	}
 	return errs
 }()

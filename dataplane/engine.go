@@ -828,22 +828,22 @@ func (w *receiveWorker) step() bool {
 // and source (with a nil packet when the sequence number carried nothing
 // to write).
 func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (pkt []byte, ro *reorder, seq uint64, src scheduler.PathID) {
-	kind, payload := Demux(dgram)
+	kind, payload := demux(dgram)
 	switch kind {
-	case KindKeepalive:
+	case kindKeepalive:
 		e.Stats.Keepalives.Add(1)
 		return
-	case KindIKE:
+	case kindIKE:
 		e.Stats.IKEMessages.Add(1)
 		if e.cfg.Control != nil {
 			e.cfg.Control(payload, from, p)
 		}
 		return
-	case KindInvalid:
+	case kindInvalid:
 		e.Stats.Drops.Add(DropRunt)
 		return
 	}
-	in := (*e.inbound.Load())[PeekSPI(payload)]
+	in := (*e.inbound.Load())[peekSPI(payload)]
 	if in == nil {
 		e.Stats.Drops.Add(DropUnknownSPI)
 		return
@@ -855,7 +855,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 	}
 	plain, nh, seq, err := in.sa.OpenToSequence(open, payload)
 	if err != nil {
-		var drop *DropError
+		var drop *dropError
 		if errors.As(err, &drop) {
 			e.Stats.Drops.Add(drop.Reason)
 		}
@@ -866,7 +866,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		// to the resequencer; the packets count as the data SA's, as the
 		// sender counts them on the path.
 		in.data.sources.count(p.ID, from, len(payload))
-		if nh != NextHeaderDummy {
+		if nh != nextHeaderDummy {
 			e.Stats.Drops.Add(DropBadNextHeader)
 			return nil, nil, 0, 0
 		}
@@ -875,7 +875,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 	}
 	src = in.sources.count(p.ID, from, len(payload))
 	ro = in.reorder.Load()
-	if nh == NextHeaderDummy {
+	if nh == nextHeaderDummy {
 		e.handleDummy(in, plain, p, from)
 		// A probe takes its sequence number when it is sent, not in
 		// the order of the data batches around it, so it may overtake
@@ -884,7 +884,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		return nil, ro, seq, scheduler.MaxPaths
 	}
 	if th := in.transport; th != nil {
-		if nh != NextHeaderIPv4 && nh != NextHeaderIPv6 {
+		if nh != NextHeaderIPv4 && nh != nextHeaderIPv6 {
 			th.write(dst[Headroom:], len(plain), nh)
 			inner := dst[Headroom : Headroom+th.len+len(plain)]
 			if clampMSS(inner, e.mss4, e.mss6) {
@@ -898,7 +898,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 	}
 	inner, innerSrc, innerDst, ok := innerPacket(plain, nh)
 	switch {
-	case !ok && nh != NextHeaderIPv4 && nh != NextHeaderIPv6:
+	case !ok && nh != NextHeaderIPv4 && nh != nextHeaderIPv6:
 		e.Stats.Drops.Add(DropBadNextHeader)
 		return nil, ro, seq, src
 	case !ok:

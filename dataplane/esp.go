@@ -52,9 +52,9 @@ type algorithmInfo struct {
 }
 
 var algorithmInfos = [numAlgorithms]algorithmInfo{
-	AES128GCM16:      {name: "aes128gcm16", aead: true, cipher: 16, icv: ICVLen},
-	AES256GCM16:      {name: "aes256gcm16", aead: true, cipher: 32, icv: ICVLen},
-	ChaCha20Poly1305: {name: "chacha20poly1305", aead: true, cipher: 32, icv: ICVLen},
+	AES128GCM16:      {name: "aes128gcm16", aead: true, cipher: 16, icv: icvLen},
+	AES256GCM16:      {name: "aes256gcm16", aead: true, cipher: 32, icv: icvLen},
+	ChaCha20Poly1305: {name: "chacha20poly1305", aead: true, cipher: 32, icv: icvLen},
 	AES128SHA1:       {name: "aes128-sha1", cipher: 16, macKey: 20, icv: 12, newHash: sha1.New},
 	AES128SHA256:     {name: "aes128-sha256", cipher: 16, macKey: 32, icv: 16, newHash: sha256.New},
 	AES128SHA384:     {name: "aes128-sha384", cipher: 16, macKey: 48, icv: 24, newHash: sha512.New384},
@@ -147,7 +147,7 @@ func (a Algorithm) HeaderLen() int {
 // sealing an n-byte payload with the algorithm produces.
 func (a Algorithm) SealedLen(n int) int {
 	if a.AEAD() {
-		return SealedLen(n)
+		return sealedLen(n)
 	}
 	return cbcHeaderLen + cbcPadded(n) + a.ICVLen()
 }
@@ -184,30 +184,30 @@ func (a Algorithm) MaxPayload(space int) int {
 //	buffer: | scratch 8 | SPI 4 | seq 4 | IV 16 | payload ... | pad 0-15 | pad len | next hdr | ICV 12-32 |
 //	        0           8                       32 = Headroom
 //
-// HeaderLen, IVLen, ICVLen and SealedLen are the AEAD values; an SA's own
+// HeaderLen, ivLen, icvLen and sealedLen are the AEAD values; an SA's own
 // are SA.SealedLen and the Algorithm methods. Headroom and Tailroom fit
 // every algorithm.
 const (
 	SaltLen      = 4
-	IVLen        = 8
-	ICVLen       = 16
-	HeaderLen    = 8 + IVLen              // SPI, sequence number, IV
+	ivLen        = 8
+	icvLen       = 16
+	HeaderLen    = 8 + ivLen              // SPI, sequence number, IV
 	scratchLen   = 16                     // nonce (12) and the ESN AAD's SPI (4)
 	Headroom     = scratchLen + HeaderLen // bytes a caller reserves in front of the inner packet
 	cbcBlock     = aes.BlockSize
 	cbcHeaderLen = 8 + cbcBlock                 // SPI, sequence number, 16-byte IV
 	maxICVLen    = 32                           // HMAC-SHA2-512-256
 	Tailroom     = cbcBlock - 1 + 2 + maxICVLen // most padding, pad length, next header, longest ICV
-	Overhead     = cbcHeaderLen + Tailroom      // most bytes ESP adds to a packet, any algorithm
-	minESPLen    = HeaderLen + 2 + ICVLen       // the shortest ESP packet of any algorithm
+	overhead     = cbcHeaderLen + Tailroom      // most bytes ESP adds to a packet, any algorithm
+	minESPLen    = HeaderLen + 2 + icvLen       // the shortest ESP packet of any algorithm
 	minCBCLen    = cbcHeaderLen + cbcBlock + 12 // one block and the shortest ICV
 )
 
 // Next header values (IANA protocol numbers) ESP carries.
 const (
 	NextHeaderIPv4  = 4
-	NextHeaderIPv6  = 41
-	NextHeaderDummy = 59 // RFC 4303 §2.6: discarded by the receiver
+	nextHeaderIPv6  = 41
+	nextHeaderDummy = 59 // RFC 4303 §2.6: discarded by the receiver
 )
 
 // Errors of the sending side.
@@ -290,7 +290,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	if window == 0 {
 		window = DefaultReplayWindow
 	}
-	w, err := NewReplayWindow(window)
+	w, err := newReplayWindow(window)
 	if err != nil {
 		return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 	}
@@ -417,10 +417,10 @@ func (sa *SA) ReserveSequence(n int) (uint64, error) {
 	}
 }
 
-// SealedLen returns the length of the ESP packet (from SPI to ICV) that
+// sealedLen returns the length of the ESP packet (from SPI to ICV) that
 // sealing an n-byte payload with an AEAD produces; SA.SealedLen is the
 // length for any SA.
-func SealedLen(n int) int { return HeaderLen + n + padLen(n) + 2 + ICVLen }
+func sealedLen(n int) int { return HeaderLen + n + padLen(n) + 2 + icvLen }
 
 // SealedLen returns the length of the ESP packet (from SPI to ICV) that
 // sealing an n-byte payload with this SA produces.
@@ -428,7 +428,7 @@ func (sa *SA) SealedLen(n int) int {
 	if sa.aead == nil {
 		return cbcHeaderLen + cbcPadded(n) + sa.icvLen
 	}
-	return SealedLen(n)
+	return sealedLen(n)
 }
 
 func padLen(n int) int { return (4 - (n+2)&3) & 3 }
@@ -438,7 +438,7 @@ func padLen(n int) int { return (4 - (n+2)&3) & 3 }
 // from b[Headroom-sa's header length] to its ICV. b must have room for
 // sa.SealedLen(n) bytes from there (Headroom+n+Tailroom bytes always
 // suffice); the scratch bytes in front of the header are overwritten.
-// nextHeader is NextHeaderIPv4, NextHeaderIPv6 or NextHeaderDummy.
+// nextHeader is NextHeaderIPv4, nextHeaderIPv6 or nextHeaderDummy.
 func (sa *SA) Seal(b []byte, n int, nextHeader byte) ([]byte, error) {
 	seq, err := sa.ReserveSequence(1)
 	if err != nil {
@@ -457,7 +457,7 @@ func (sa *SA) SealWithSequence(b []byte, n int, nextHeader byte, seq uint64) ([]
 		return sa.sealCBCWithSequence(b, n, nextHeader, seq)
 	}
 	end := Headroom + n + padLen(n) + 2
-	if n < 0 || len(b) < end+ICVLen {
+	if n < 0 || len(b) < end+icvLen {
 		return nil, ErrBufferTooSmall
 	}
 	for i, p := Headroom+n, 1; i < end-2; i, p = i+1, p+1 {
@@ -465,7 +465,7 @@ func (sa *SA) SealWithSequence(b []byte, n int, nextHeader byte, seq uint64) ([]
 	}
 	b[end-2] = byte(padLen(n))
 	b[end-1] = nextHeader
-	var iv [IVLen]byte
+	var iv [ivLen]byte
 	binary.BigEndian.PutUint64(iv[:], seq)
 	return sa.seal(b, end, seq, iv), nil
 }
@@ -473,7 +473,7 @@ func (sa *SA) SealWithSequence(b []byte, n int, nextHeader byte, seq uint64) ([]
 // seal writes the ESP header and encrypts b[Headroom:end], which already
 // holds payload and trailer, with an explicit IV (known-answer tests use the
 // IVs of published vectors). It returns the ESP packet.
-func (sa *SA) seal(b []byte, end int, seq uint64, iv [IVLen]byte) []byte {
+func (sa *SA) seal(b []byte, end int, seq uint64, iv [ivLen]byte) []byte {
 	const h = scratchLen
 	binary.BigEndian.PutUint32(b[h:], sa.spi)
 	binary.BigEndian.PutUint32(b[h+4:], uint32(seq))
@@ -495,7 +495,7 @@ func (sa *SA) seal(b []byte, end int, seq uint64, iv [IVLen]byte) []byte {
 	if sa.esn {
 		binary.BigEndian.PutUint32(b[h:], sa.spi)
 	}
-	return b[h : end+ICVLen]
+	return b[h : end+icvLen]
 }
 
 // Open authenticates and decrypts in place the n-byte ESP packet at
@@ -516,7 +516,7 @@ func (sa *SA) Open(b []byte, n int) (payload []byte, nextHeader byte, err error)
 // OpenTo authenticates the ESP packet pkt and decrypts its payload to
 // dst[Headroom:], returning the payload and its next header. It checks the
 // replay window before and updates it only after the ICV verified, and
-// checks the padding. Every failure is a *DropError, counted in
+// checks the padding. Every failure is a *dropError, counted in
 // sa.Stats.Drops. dst must hold Headroom bytes more than the plaintext
 // (pkt without header and ICV); its first 24 bytes are scratch. dst and pkt either do not overlap
 // or are laid out as Open lays them out (pkt at dst[Headroom-h:], h the
@@ -543,7 +543,7 @@ func (sa *SA) OpenToSequence(dst, pkt []byte) (payload []byte, nextHeader byte, 
 	return payload, nextHeader, seq, nil
 }
 
-func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *DropError) {
+func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *dropError) {
 	minLen := minESPLen
 	if sa.aead == nil {
 		minLen = minCBCLen
@@ -562,11 +562,11 @@ func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *DropError) {
 		seq = sa.window.InferSequence(low)
 	}
 	if err := sa.window.Check(seq); err != nil {
-		return nil, 0, 0, err.(*DropError)
+		return nil, 0, 0, err.(*dropError)
 	}
 	var payload []byte
 	var nextHeader byte
-	var r *DropError
+	var r *dropError
 	if sa.aead == nil {
 		payload, nextHeader, r = sa.decryptCBC(dst, pkt, seq)
 	} else {
@@ -576,7 +576,7 @@ func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *DropError) {
 		return nil, 0, 0, r
 	}
 	if err := sa.window.Accept(seq); err != nil {
-		return nil, 0, 0, err.(*DropError)
+		return nil, 0, 0, err.(*dropError)
 	}
 	return payload, nextHeader, seq, nil
 }
@@ -586,7 +586,7 @@ func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *DropError) {
 // consulted. The nonce is built in dst[0:12] and the ESN AAD in dst[12:24];
 // when pkt sits at dst[16:] that AAD overwrites the SPI already checked and
 // rewrites the sequence number in place.
-func (sa *SA) decrypt(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError) {
+func (sa *SA) decrypt(dst, pkt []byte, seq uint64) ([]byte, byte, *dropError) {
 	nonce := dst[:12]
 	copy(nonce, sa.salt[:])
 	copy(nonce[4:], pkt[8:16])
@@ -606,7 +606,7 @@ func (sa *SA) decrypt(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError) {
 
 // checkTrailer checks the padding, pad length and next header at the end of
 // a decrypted payload (RFC 4303 §2.4) and returns the payload without them.
-func checkTrailer(plain []byte) ([]byte, byte, *DropError) {
+func checkTrailer(plain []byte) ([]byte, byte, *dropError) {
 	if len(plain) < 2 {
 		return nil, 0, dropErrors[DropBadPadding]
 	}

@@ -83,7 +83,7 @@ func BenchmarkAEADRaw(b *testing.B) {
 			}
 			// The same layout ESP seals: payload plus a 2-byte trailer
 			// (1400 is already aligned), nonce and AAD in the buffer.
-			buf := make([]byte, Headroom+benchPayload+2+ICVLen)
+			buf := make([]byte, Headroom+benchPayload+2+icvLen)
 			rand.Read(buf)
 			nonce, aad := buf[:12], buf[scratchLen:scratchLen+8]
 			b.SetBytes(benchPayload)

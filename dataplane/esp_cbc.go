@@ -174,7 +174,7 @@ func (sa *SA) sealCBC(b []byte, end int, seq uint64) []byte {
 // half of seq is written to dst[0:4] to be authenticated. pkt either does
 // not overlap dst or sits at dst[Headroom-cbcHeaderLen:], as Open lays it
 // out, and is then decrypted in place.
-func (sa *SA) decryptCBC(dst, pkt []byte, seq uint64) ([]byte, byte, *DropError) {
+func (sa *SA) decryptCBC(dst, pkt []byte, seq uint64) ([]byte, byte, *dropError) {
 	icvAt := len(pkt) - sa.icvLen
 	w := sa.cbc.get()
 	w.mac.Reset()

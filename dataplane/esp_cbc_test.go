@@ -229,7 +229,7 @@ func TestCBCBadPadding(t *testing.T) {
 	}
 }
 
-// TestMaxPayloadFits checks Algorithm.MaxPayload against SealedLen for
+// TestMaxPayloadFits checks Algorithm.MaxPayload against sealedLen for
 // every algorithm: the largest payload fits, one more byte does not.
 func TestMaxPayloadFits(t *testing.T) {
 	for _, alg := range Algorithms() {
@@ -307,7 +307,7 @@ func FuzzOpenCBC(f *testing.F) {
 		}
 		payload, nh, err := openPacket(sa, pkt)
 		if err != nil {
-			var drop *DropError
+			var drop *dropError
 			if !errors.As(err, &drop) {
 				t.Fatalf("Open returned %v, not a drop", err)
 			}

@@ -75,7 +75,7 @@ func TestRoundTripEverySize(t *testing.T) {
 				for n := 1; n <= maxSize; n++ {
 					nh := byte(NextHeaderIPv4)
 					if n%2 == 0 {
-						nh = NextHeaderIPv6
+						nh = nextHeaderIPv6
 					}
 					copy(buf[Headroom:], src[:n])
 					pkt, err := out.Seal(buf, n, nh)
@@ -115,7 +115,7 @@ func TestEveryBitFlipFails(t *testing.T) {
 						flipped := bytes.Clone(pkt)
 						flipped[bit/8] ^= 1 << (bit % 8)
 						_, _, err := openPacket(in, flipped)
-						var drop *DropError
+						var drop *dropError
 						if !errors.As(err, &drop) {
 							t.Fatalf("bit %d flipped: Open returned %v, want a drop", bit, err)
 						}
@@ -143,9 +143,9 @@ func TestEveryBitFlipFails(t *testing.T) {
 
 func TestNextHeaderDummyIsReturned(t *testing.T) {
 	out, in := newSAPair(t, AES128GCM16, false)
-	pkt := sealPayload(t, out, []byte("probe"), NextHeaderDummy)
+	pkt := sealPayload(t, out, []byte("probe"), nextHeaderDummy)
 	payload, nh, err := openPacket(in, pkt)
-	if err != nil || nh != NextHeaderDummy || string(payload) != "probe" {
+	if err != nil || nh != nextHeaderDummy || string(payload) != "probe" {
 		t.Fatalf("got %q, %d, %v", payload, nh, err)
 	}
 }
@@ -167,9 +167,9 @@ func TestBadPadding(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out, in := newSAPair(t, ChaCha20Poly1305, false)
 			plain := tc.plain
-			buf := make([]byte, Headroom+len(plain)+ICVLen)
+			buf := make([]byte, Headroom+len(plain)+icvLen)
 			copy(buf[Headroom:], plain)
-			pkt := out.seal(buf, Headroom+len(plain), 1, [IVLen]byte{7})
+			pkt := out.seal(buf, Headroom+len(plain), 1, [ivLen]byte{7})
 			if _, _, err := openPacket(in, pkt); !errors.Is(err, ErrBadPadding) {
 				t.Fatalf("Open: %v, want %v", err, ErrBadPadding)
 			}
@@ -227,7 +227,7 @@ func TestSequenceNeverWraps(t *testing.T) {
 func TestNoNonceReuseAcrossCores(t *testing.T) {
 	out, _ := newSAPair(t, AES256GCM16, true)
 	const workers, perWorker = 8, 2000
-	ivs := make([][][IVLen]byte, workers)
+	ivs := make([][][ivLen]byte, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
@@ -240,12 +240,12 @@ func TestNoNonceReuseAcrossCores(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				ivs[w] = append(ivs[w], [IVLen]byte(pkt[8:16]))
+				ivs[w] = append(ivs[w], [ivLen]byte(pkt[8:16]))
 			}
 		}()
 	}
 	wg.Wait()
-	seen := make(map[[IVLen]byte]bool)
+	seen := make(map[[ivLen]byte]bool)
 	for _, list := range ivs {
 		for _, iv := range list {
 			if seen[iv] {

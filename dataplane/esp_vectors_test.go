@@ -96,9 +96,9 @@ func TestKnownAnswerSeal(t *testing.T) {
 			t.Run(v.Name, func(t *testing.T) {
 				sa := v.sa(t)
 				plain := unhex(t, v.PlaintextHex)
-				buf := make([]byte, Headroom+len(plain)+ICVLen)
+				buf := make([]byte, Headroom+len(plain)+icvLen)
 				copy(buf[Headroom:], plain)
-				var iv [IVLen]byte
+				var iv [ivLen]byte
 				copy(iv[:], unhex(t, v.IVHex))
 				got := sa.seal(buf, Headroom+len(plain), v.seq(t), iv)
 
@@ -136,7 +136,7 @@ func TestKnownAnswerOpen(t *testing.T) {
 				if v.ESN {
 					// The high half of the sequence number is not on the
 					// wire; give it as the vector states it.
-					var r *DropError
+					var r *dropError
 					payload, nh, r = sa.decrypt(buf, buf[scratchLen:], v.seq(t))
 					if r != nil {
 						t.Fatal(r)

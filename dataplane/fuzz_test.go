@@ -13,7 +13,7 @@ var fuzzKey = bytes.Repeat([]byte{0x5a}, AES256GCM16.KeyLen())
 const fuzzSPI = 0x0badcafe
 
 // FuzzOpen feeds arbitrary bytes to Open as if they came from the network.
-// Open must never panic, must fail with a counted *DropError for anything
+// Open must never panic, must fail with a counted *dropError for anything
 // not sealed with the key, and what it accepts must be well formed.
 func FuzzOpen(f *testing.F) {
 	for _, esn := range []bool{false, true} {
@@ -41,7 +41,7 @@ func FuzzOpen(f *testing.F) {
 		copy(buf[scratchLen:], pkt)
 		payload, nh, err := sa.Open(buf, len(pkt))
 		if err != nil {
-			var drop *DropError
+			var drop *dropError
 			if !errors.As(err, &drop) {
 				t.Fatalf("Open returned %v, not a drop", err)
 			}
@@ -72,21 +72,21 @@ func FuzzDemux(f *testing.F) {
 	f.Add(make([]byte, minESPLen))
 	f.Add(append([]byte{0, 0, 1, 0}, make([]byte, 40)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		kind, payload := Demux(b)
+		kind, payload := demux(b)
 		switch kind {
-		case KindKeepalive:
+		case kindKeepalive:
 			if len(b) != 1 || b[0] != 0xFF || payload != nil {
 				t.Fatalf("keepalive from %x", b)
 			}
-		case KindIKE:
+		case kindIKE:
 			if len(b) < 4 || binary.BigEndian.Uint32(b) != 0 || !bytes.Equal(payload, b[4:]) {
 				t.Fatalf("IKE from %x", b)
 			}
-		case KindESP:
-			if len(b) < minESPLen || PeekSPI(payload) == 0 || !bytes.Equal(payload, b) {
+		case kindESP:
+			if len(b) < minESPLen || peekSPI(payload) == 0 || !bytes.Equal(payload, b) {
 				t.Fatalf("ESP from %x", b)
 			}
-		case KindInvalid:
+		case kindInvalid:
 			if payload != nil {
 				t.Fatal("invalid datagram with a payload")
 			}

@@ -21,7 +21,7 @@ func innerAddresses(pkt []byte) (src, dst netip.Addr, nextHeader byte, ok bool) 
 		if len(pkt) < 40 {
 			return netip.Addr{}, netip.Addr{}, 0, false
 		}
-		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40])), NextHeaderIPv6, true
+		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40])), nextHeaderIPv6, true
 	}
 	return netip.Addr{}, netip.Addr{}, 0, false
 }
@@ -41,7 +41,7 @@ func innerPacket(payload []byte, nextHeader byte) (pkt []byte, src, dst netip.Ad
 			return nil, netip.Addr{}, netip.Addr{}, false
 		}
 		return payload[:total], netip.AddrFrom4([4]byte(payload[12:16])), netip.AddrFrom4([4]byte(payload[16:20])), true
-	case NextHeaderIPv6:
+	case nextHeaderIPv6:
 		if len(payload) < 40 || payload[0]>>4 != 6 {
 			return nil, netip.Addr{}, netip.Addr{}, false
 		}

@@ -58,8 +58,8 @@ func (k ProbeKind) String() string {
 
 // Encoded sizes of the two kinds, without padding.
 const (
-	ProbeRequestLen = 20
-	ProbeReplyLen   = 40
+	probeRequestLen = 20
+	probeReplyLen   = 40
 )
 
 const (
@@ -83,34 +83,34 @@ type Probe struct {
 	HoldMicros         uint32
 }
 
-// Errors of ParseProbe.
+// Errors of parseProbe.
 var (
-	ErrNotProbe      = errors.New("probe: not a probe (magic or version)")
-	ErrProbeTooShort = errors.New("probe: too short")
-	ErrProbeKind     = errors.New("probe: unknown kind")
+	errNotProbe      = errors.New("probe: not a probe (magic or version)")
+	errProbeTooShort = errors.New("probe: too short")
+	errProbeKind     = errors.New("probe: unknown kind")
 )
 
-// ParseProbe decodes a probe from the payload of a next-header-59 packet.
+// parseProbe decodes a probe from the payload of a next-header-59 packet.
 // Trailing bytes (padding) are ignored.
-func ParseProbe(b []byte) (Probe, error) {
+func parseProbe(b []byte) (Probe, error) {
 	if len(b) < 4 {
-		return Probe{}, ErrProbeTooShort
+		return Probe{}, errProbeTooShort
 	}
 	if b[0] != probeMagic0 || b[1] != probeMagic1 || b[2] != probeVersion {
-		return Probe{}, ErrNotProbe
+		return Probe{}, errNotProbe
 	}
 	p := Probe{Kind: ProbeKind(b[3])}
 	need := 0
 	switch p.Kind {
 	case ProbeRequest:
-		need = ProbeRequestLen
+		need = probeRequestLen
 	case ProbeReply:
-		need = ProbeReplyLen
+		need = probeReplyLen
 	default:
-		return Probe{}, ErrProbeKind
+		return Probe{}, errProbeKind
 	}
 	if len(b) < need {
-		return Probe{}, ErrProbeTooShort
+		return Probe{}, errProbeTooShort
 	}
 	p.PathID = binary.BigEndian.Uint16(b[4:])
 	p.Seq = binary.BigEndian.Uint32(b[8:])
@@ -123,17 +123,17 @@ func ParseProbe(b []byte) (Probe, error) {
 	return p, nil
 }
 
-// AppendProbe appends p's encoding, padded with zeros to at least size
+// appendProbe appends p's encoding, padded with zeros to at least size
 // bytes (at most 1500 bytes of padding), to b.
-func AppendProbe(b []byte, p Probe, size int) ([]byte, error) {
+func appendProbe(b []byte, p Probe, size int) ([]byte, error) {
 	n := 0
 	switch p.Kind {
 	case ProbeRequest:
-		n = ProbeRequestLen
+		n = probeRequestLen
 	case ProbeReply:
-		n = ProbeReplyLen
+		n = probeReplyLen
 	default:
-		return b, ErrProbeKind
+		return b, errProbeKind
 	}
 	if size > n+maxProbePadding {
 		return b, fmt.Errorf("probe: size %d exceeds %d bytes", size, n+maxProbePadding)

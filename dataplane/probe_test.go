@@ -15,19 +15,19 @@ func TestProbeRoundTrip(t *testing.T) {
 		size int
 		want int
 	}{
-		{"request", Probe{Kind: ProbeRequest, PathID: 3, Seq: 1 << 31, Timestamp: -5}, 0, ProbeRequestLen},
+		{"request", Probe{Kind: ProbeRequest, PathID: 3, Seq: 1 << 31, Timestamp: -5}, 0, probeRequestLen},
 		{"padded request", Probe{Kind: ProbeRequest, PathID: 65535, Seq: 7, Timestamp: 1e18}, 1200, 1200},
-		{"reply", Probe{Kind: ProbeReply, PathID: 1, Seq: 9, Timestamp: 42, RxPackets: 1 << 40, RxBytes: 1<<63 + 1, HoldMicros: 77}, 10, ProbeReplyLen},
+		{"reply", Probe{Kind: ProbeReply, PathID: 1, Seq: 9, Timestamp: 42, RxPackets: 1 << 40, RxBytes: 1<<63 + 1, HoldMicros: 77}, 10, probeReplyLen},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := AppendProbe([]byte("prefix"), tc.p, tc.size)
+			b, err := appendProbe([]byte("prefix"), tc.p, tc.size)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.HasPrefix(b, []byte("prefix")) || len(b)-6 != tc.want {
 				t.Fatalf("encoded %d bytes after the prefix, want %d", len(b)-6, tc.want)
 			}
-			got, err := ParseProbe(b[6:])
+			got, err := parseProbe(b[6:])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,8 +39,8 @@ func TestProbeRoundTrip(t *testing.T) {
 }
 
 func TestParseProbeRejects(t *testing.T) {
-	req, _ := AppendProbe(nil, Probe{Kind: ProbeRequest}, 0)
-	reply, _ := AppendProbe(nil, Probe{Kind: ProbeReply}, 0)
+	req, _ := appendProbe(nil, Probe{Kind: ProbeRequest}, 0)
+	reply, _ := appendProbe(nil, Probe{Kind: ProbeReply}, 0)
 	badKind := bytes.Clone(req)
 	badKind[3] = 9
 	badVersion := bytes.Clone(req)
@@ -50,40 +50,40 @@ func TestParseProbeRejects(t *testing.T) {
 		b    []byte
 		want error
 	}{
-		{"empty", nil, ErrProbeTooShort},
-		{"TFC padding", make([]byte, 64), ErrNotProbe},
-		{"other version", badVersion, ErrNotProbe},
-		{"unknown kind", badKind, ErrProbeKind},
-		{"short request", req[:ProbeRequestLen-1], ErrProbeTooShort},
-		{"short reply", reply[:ProbeReplyLen-1], ErrProbeTooShort},
+		{"empty", nil, errProbeTooShort},
+		{"TFC padding", make([]byte, 64), errNotProbe},
+		{"other version", badVersion, errNotProbe},
+		{"unknown kind", badKind, errProbeKind},
+		{"short request", req[:probeRequestLen-1], errProbeTooShort},
+		{"short reply", reply[:probeReplyLen-1], errProbeTooShort},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := ParseProbe(tc.b); !errors.Is(err, tc.want) {
+			if _, err := parseProbe(tc.b); !errors.Is(err, tc.want) {
 				t.Fatalf("ParseProbe = %v, want %v", err, tc.want)
 			}
 		})
 	}
-	if _, err := AppendProbe(nil, Probe{Kind: 7}, 0); !errors.Is(err, ErrProbeKind) {
+	if _, err := appendProbe(nil, Probe{Kind: 7}, 0); !errors.Is(err, errProbeKind) {
 		t.Fatalf("AppendProbe of kind 7: %v", err)
 	}
-	if _, err := AppendProbe(nil, Probe{Kind: ProbeRequest}, 10000); err == nil {
+	if _, err := appendProbe(nil, Probe{Kind: ProbeRequest}, 10000); err == nil {
 		t.Fatal("AppendProbe padded to 10000 bytes")
 	}
 }
 
 func FuzzParseProbe(f *testing.F) {
-	req, _ := AppendProbe(nil, Probe{Kind: ProbeRequest, PathID: 1, Seq: 2, Timestamp: 3}, 0)
-	reply, _ := AppendProbe(nil, Probe{Kind: ProbeReply, PathID: 1, Seq: 2, Timestamp: 3, RxPackets: 4, RxBytes: 5, HoldMicros: 6}, 64)
+	req, _ := appendProbe(nil, Probe{Kind: ProbeRequest, PathID: 1, Seq: 2, Timestamp: 3}, 0)
+	reply, _ := appendProbe(nil, Probe{Kind: ProbeReply, PathID: 1, Seq: 2, Timestamp: 3, RxPackets: 4, RxBytes: 5, HoldMicros: 6}, 64)
 	f.Add(req)
 	f.Add(reply)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := ParseProbe(b)
+		p, err := parseProbe(b)
 		if err != nil {
 			return
 		}
 		// What parses re-encodes to the same leading bytes.
-		again, err := AppendProbe(nil, p, 0)
+		again, err := appendProbe(nil, p, 0)
 		if err != nil {
 			t.Fatalf("parsed %+v does not encode: %v", p, err)
 		}

@@ -48,9 +48,9 @@ const (
 	replayBlockShift = 5
 )
 
-// NewReplayWindow returns a window of size packets, between MinReplayWindow
+// newReplayWindow returns a window of size packets, between MinReplayWindow
 // and MaxReplayWindow.
-func NewReplayWindow(size int) (*ReplayWindow, error) {
+func newReplayWindow(size int) (*ReplayWindow, error) {
 	if size < MinReplayWindow || size > MaxReplayWindow {
 		return nil, fmt.Errorf("replay window of %d packets: must be between %d and %d", size, MinReplayWindow, MaxReplayWindow)
 	}

@@ -42,7 +42,7 @@ func TestReplayWindowTable(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			win, err := NewReplayWindow(w)
+			win, err := newReplayWindow(w)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,7 +80,7 @@ func TestReplayWindowMatchesModel(t *testing.T) {
 		for _, start := range []uint64{1, 1<<32 - 5000} {
 			t.Run(fmt.Sprintf("size=%d/start=%#x", size, start), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(uint64(size), start))
-				win, err := NewReplayWindow(size)
+				win, err := newReplayWindow(size)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -135,7 +135,7 @@ func TestInferSequence(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			win, _ := NewReplayWindow(w)
+			win, _ := newReplayWindow(w)
 			win.top.Store(tc.top)
 			if got := win.InferSequence(tc.low); got != tc.want {
 				t.Fatalf("InferSequence(%#x) with top %#x = %#x, want %#x", tc.low, tc.top, got, tc.want)
@@ -177,7 +177,7 @@ func TestESNAcrossEpochs(t *testing.T) {
 // sequence numbers, each one several times: every number must be accepted
 // exactly once. Run with -race.
 func TestReplayWindowConcurrent(t *testing.T) {
-	win, err := NewReplayWindow(DefaultReplayWindow)
+	win, err := newReplayWindow(DefaultReplayWindow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,12 +255,12 @@ func TestOpenConcurrent(t *testing.T) {
 
 func TestNewReplayWindowBounds(t *testing.T) {
 	for _, size := range []int{0, 31, 65537} {
-		if _, err := NewReplayWindow(size); err == nil {
+		if _, err := newReplayWindow(size); err == nil {
 			t.Errorf("size %d accepted", size)
 		}
 	}
 	for _, size := range []int{32, 33, 4096, 65536} {
-		w, err := NewReplayWindow(size)
+		w, err := newReplayWindow(size)
 		if err != nil || w.Size() != size {
 			t.Errorf("size %d: %v", size, err)
 		}
@@ -286,7 +286,7 @@ func TestReplayWindowFirstMissing(t *testing.T) {
 		{"a gap inside the span", 4096, append(seqRange(1, 899), seqRange(901, 1000)...), 512, 900},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w, err := NewReplayWindow(tc.window)
+			w, err := newReplayWindow(tc.window)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -111,7 +111,7 @@ func (e *Engine) InboundSources(spi uint32) []SourceStats {
 // receive worker so that a probe's round trip measures the path, not the
 // conductor's scheduling.
 func (e *Engine) handleDummy(in *inboundSA, payload []byte, p *Path, from netip.AddrPort) {
-	probe, err := ParseProbe(payload)
+	probe, err := parseProbe(payload)
 	switch {
 	case err != nil:
 		e.Stats.Dummies.Add(1)
@@ -196,7 +196,7 @@ func (e *Engine) sendProbe(out *SA, path *Path, to netip.AddrPort, p Probe, size
 	// so probes of many peers (a gateway's) never queue behind one socket.
 	pb := probeBufs.Get().(*probeBuf)
 	defer probeBufs.Put(pb)
-	b, err := AppendProbe(append(pb.b[:0], make([]byte, Headroom)...), p, size)
+	b, err := appendProbe(append(pb.b[:0], make([]byte, Headroom)...), p, size)
 	if err != nil {
 		return 0, fmt.Errorf("sending probe: %w", err)
 	}
@@ -206,7 +206,7 @@ func (e *Engine) sendProbe(out *SA, path *Path, to netip.AddrPort, p Probe, size
 	if out.probe != nil {
 		out = out.probe // outside the data's sequence space (SetProbeSA)
 	}
-	pkt, err := out.Seal(b, n, NextHeaderDummy)
+	pkt, err := out.Seal(b, n, nextHeaderDummy)
 	if err != nil {
 		return 0, fmt.Errorf("sending probe on path %d: %w", id, err)
 	}

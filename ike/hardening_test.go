@@ -224,7 +224,7 @@ func narrowWorst(ts []wire.TrafficSelector, local, addrs []netip.Prefix) int {
 // result with every other), and ranges that would come to more prefixes
 // than a Child SA may have are refused before they are built.
 func TestSelectorWorkBound(t *testing.T) {
-	ts := worstSelectors(MaxSelectors)
+	ts := worstSelectors(maxSelectors)
 	local := []netip.Prefix{netip.MustParsePrefix("fd01::/64"), netip.MustParsePrefix("2001:db8::/32")}
 	addrs := []netip.Prefix{netip.MustParsePrefix("fd03::2/128")}
 	if got := len(rangeToPrefixes(ts[0].Start, ts[0].End)); got != 254 {
@@ -240,7 +240,7 @@ func TestSelectorWorkBound(t *testing.T) {
 	// Ranges inside the local selectors that split into many prefixes
 	// each: refused once past the bound, without building them all.
 	var inside []wire.TrafficSelector
-	for i := range MaxSelectors {
+	for i := range maxSelectors {
 		inside = append(inside, wire.TrafficSelector{EndPort: 65535,
 			Start: netip.AddrFrom16([16]byte{0xfd, 1, 8: byte(2 * i), 15: 1}),
 			End:   netip.AddrFrom16([16]byte{0xfd, 1, 8: byte(2 * i), 9: 0xff, 10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xfe})})
@@ -267,7 +267,7 @@ func TestSelectorWorkBound(t *testing.T) {
 // BenchmarkWorstCaseSelectors is the time a worst-case request's
 // selectors cost the IKE goroutine.
 func BenchmarkWorstCaseSelectors(b *testing.B) {
-	ts := worstSelectors(MaxSelectors)
+	ts := worstSelectors(maxSelectors)
 	local := []netip.Prefix{netip.MustParsePrefix("fd01::/64"), netip.MustParsePrefix("2001:db8::/32")}
 	addrs := []netip.Prefix{netip.MustParsePrefix("fd03::2/128")}
 	b.ReportAllocs()
@@ -380,13 +380,13 @@ func TestResponderTooManySelectors(t *testing.T) {
 	reply := rig.authReply(t, func(ps []wire.Payload) []wire.Payload {
 		for _, p := range ps {
 			if ts, ok := p.(*wire.TS); ok {
-				ts.Selectors = worstSelectors(MaxSelectors + 1)
+				ts.Selectors = worstSelectors(maxSelectors + 1)
 			}
 		}
 		return ps
 	})
 	if wire.FindNotify(reply, wire.TS_UNACCEPTABLE) == nil {
-		t.Fatalf("%d selectors: answer %v, want TS_UNACCEPTABLE", MaxSelectors+1, reply)
+		t.Fatalf("%d selectors: answer %v, want TS_UNACCEPTABLE", maxSelectors+1, reply)
 	}
 	if len(rig.r.clients) != 0 || len(rig.r.sas) != 0 || rig.r.pools[0].Leased() != 0 {
 		t.Fatalf("a client refused its Child SA left %d clients, %d IKE SAs, %d leases",

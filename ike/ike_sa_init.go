@@ -236,7 +236,7 @@ func (r *Responder) answerInit(m *wire.Message, in inbound, n *wire.Notify) {
 // handleInit answers an IKE_SA_INIT request.
 func (r *Responder) handleInit(m *wire.Message, in inbound) {
 	saP, ke, ni := wire.Find[*wire.SA](m.Payloads), wire.Find[*wire.KE](m.Payloads), wire.Find[*wire.Nonce](m.Payloads)
-	if saP == nil || ke == nil || ni == nil || len(ni.Data) < MinNonceLen || len(ni.Data) > MaxNonceLen {
+	if saP == nil || ke == nil || ni == nil || len(ni.Data) < minNonceLen || len(ni.Data) > maxNonceLen {
 		r.answerInit(m, in, &wire.Notify{NotifyType: wire.INVALID_SYNTAX})
 		return
 	}

@@ -457,8 +457,8 @@ func TestRandomNonceAndSPI(t *testing.T) {
 			t.Errorf("RandomNonce(%d) succeeded", n)
 		}
 	}
-	a, _ := RandomNonce(DefaultNonceLen)
-	b, _ := RandomNonce(DefaultNonceLen)
+	a, _ := RandomNonce(defaultNonceLen)
+	b, _ := RandomNonce(defaultNonceLen)
 	if bytes.Equal(a, b) {
 		t.Error("two nonces are equal")
 	}

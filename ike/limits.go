@@ -28,9 +28,9 @@ const (
 	// maxSourceBudgets bounds the token bucket table; beyond it new
 	// sources wait for the tick to forget idle ones.
 	maxSourceBudgets = 1 << 16
-	// MaxSelectors is the most traffic selectors a TS payload from a
+	// maxSelectors is the most traffic selectors a TS payload from a
 	// client may carry; more are answered with TS_UNACCEPTABLE.
-	MaxSelectors = 16
+	maxSelectors = 16
 	// maxChildPrefixes bounds the prefixes a Child SA's narrowed
 	// selectors may come to on either side (or twice the gateway's local
 	// selectors, when more): a client's odd ranges cannot make the data
@@ -180,7 +180,7 @@ func (sa *rSA) isRetransmission(m *wire.Message, in inbound) bool {
 // selectors than a client may ask for.
 func tooManySelectors(req []wire.Payload) bool {
 	for _, ts := range wire.FindAll[*wire.TS](req) {
-		if len(ts.Selectors) > MaxSelectors {
+		if len(ts.Selectors) > maxSelectors {
 			return true
 		}
 	}

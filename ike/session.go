@@ -144,7 +144,7 @@ type SessionConfig struct {
 	// MaxReconnectDelay; a gateway that does not answer is tried again
 	// after ReconnectDelay, its retransmissions having paced the attempt.
 	ReconnectDelay time.Duration
-	// MaxReconnectDelay caps the pause; 0 means DefaultMaxReconnectDelay.
+	// MaxReconnectDelay caps the pause; 0 means defaultMaxReconnectDelay.
 	MaxReconnectDelay time.Duration
 	// WaitToConnect, when set, is called before each attempt Run makes
 	// to connect, and the attempt waits until it returns nil: a host that
@@ -276,7 +276,7 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 		cfg.ReconnectDelay = time.Second
 	}
 	if cfg.MaxReconnectDelay == 0 {
-		cfg.MaxReconnectDelay = DefaultMaxReconnectDelay
+		cfg.MaxReconnectDelay = defaultMaxReconnectDelay
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -431,9 +431,9 @@ func (s *Session) Drop() {
 	}
 }
 
-// DefaultMaxReconnectDelay caps the pause between reconnection attempts
+// defaultMaxReconnectDelay caps the pause between reconnection attempts
 // the gateway refuses.
-const DefaultMaxReconnectDelay = 2 * time.Minute
+const defaultMaxReconnectDelay = 2 * time.Minute
 
 // nextReconnectPause returns the pause after an attempt that failed with
 // err: twice the last one up to max (less up to 10% of jitter, so that the

@@ -344,15 +344,15 @@ func RandomSPI() uint64 {
 
 // Nonce lengths (RFC 7296 §2.10, §3.9).
 const (
-	DefaultNonceLen = 32
-	MinNonceLen     = 16
-	MaxNonceLen     = 256
+	defaultNonceLen = 32
+	minNonceLen     = 16
+	maxNonceLen     = 256
 )
 
 // RandomNonce returns n random bytes for a Nonce payload.
 func RandomNonce(n int) ([]byte, error) {
-	if n < MinNonceLen || n > MaxNonceLen {
-		return nil, fmt.Errorf("nonce length %d outside %d..%d", n, MinNonceLen, MaxNonceLen)
+	if n < minNonceLen || n > maxNonceLen {
+		return nil, fmt.Errorf("nonce length %d outside %d..%d", n, minNonceLen, maxNonceLen)
 	}
 	b := make([]byte, n)
 	rand.Read(b)
@@ -362,8 +362,8 @@ func RandomNonce(n int) ([]byte, error) {
 // checkNonce checks a received nonce's length: 16 to 256 bytes and at
 // least half the key size of the negotiated PRF (RFC 7296 §2.10).
 func checkNonce(prfID uint16, nonce []byte) error {
-	if len(nonce) < MinNonceLen || len(nonce) > MaxNonceLen {
-		return fmt.Errorf("nonce of %d bytes, want %d..%d", len(nonce), MinNonceLen, MaxNonceLen)
+	if len(nonce) < minNonceLen || len(nonce) > maxNonceLen {
+		return fmt.Errorf("nonce of %d bytes, want %d..%d", len(nonce), minNonceLen, maxNonceLen)
 	}
 	if a, ok := lookupPRF(prfID); ok && len(nonce) < a.size/2 {
 		return fmt.Errorf("nonce of %d bytes is shorter than half the %s key size (%d)", len(nonce), a.keyword, a.size)

@@ -40,8 +40,8 @@ type Classifier struct {
 	def   Policy
 }
 
-// NewClassifier returns a classifier over rules with a default policy.
-func NewClassifier(def Policy, rules ...Rule) *Classifier {
+// newClassifier returns a classifier over rules with a default policy.
+func newClassifier(def Policy, rules ...Rule) *Classifier {
 	return &Classifier{rules: append([]Rule(nil), rules...), def: def}
 }
 

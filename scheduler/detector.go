@@ -39,7 +39,7 @@ func (h Health) String() string {
 }
 
 // DetectorConfig sets the failure detector and the probe schedule it
-// expects. Zero fields take the defaults of DefaultDetectorConfig.
+// expects. Zero fields take the defaults of defaultDetectorConfig.
 type DetectorConfig struct {
 	// A probe is missed when unanswered after
 	// max(MissFactor·SRTT + 4·RTTVAR, MissFloor).
@@ -62,13 +62,13 @@ type DetectorConfig struct {
 	ActiveInterval, IdleInterval, FastInterval, DownInterval time.Duration
 }
 
-// DefaultDetectorConfig returns the defaults. On a 15 ms WLAN path probed
+// defaultDetectorConfig returns the defaults. On a 15 ms WLAN path probed
 // every 30 ms while traffic flows, a silent cut is seen as a miss at most
 // 30 + 40 ms after it, the path is Failing (traffic moves) after one more
 // fast probe's timeout, about 120 ms after the cut, and Down after the
 // third miss, about 130 ms; the silence timeout (200 ms) is the backstop.
 // A Down path returns after 3 good replies 50 ms apart.
-func DefaultDetectorConfig() DetectorConfig {
+func defaultDetectorConfig() DetectorConfig {
 	return DetectorConfig{
 		MissFactor:     2,
 		MissFloor:      40 * time.Millisecond,
@@ -85,7 +85,7 @@ func DefaultDetectorConfig() DetectorConfig {
 }
 
 func (c *DetectorConfig) fill() {
-	d := DefaultDetectorConfig()
+	d := defaultDetectorConfig()
 	if c.MissFactor <= 0 {
 		c.MissFactor = d.MissFactor
 	}

@@ -5,7 +5,7 @@ import "time"
 // rttEstimator smooths probe round trips as RFC 6298 §2 does for TCP's
 // retransmission timer: SRTT and RTTVAR with gains 1/8 and 1/4, the first
 // sample setting SRTT = R and RTTVAR = R/2. It also keeps the minimum
-// round trip of the last MinRTTWindow, the path's delay without queueing.
+// round trip of the last minRTTWindow, the path's delay without queueing.
 type rttEstimator struct {
 	SRTT, RTTVar time.Duration
 	Last         time.Duration // the latest sample
@@ -14,9 +14,9 @@ type rttEstimator struct {
 	minAt        int64 // when Min was taken
 }
 
-// MinRTTWindow is how long a minimum round trip stays valid: a route change
+// minRTTWindow is how long a minimum round trip stays valid: a route change
 // that makes the path slower shows after this long.
-const MinRTTWindow = 10 * time.Second
+const minRTTWindow = 10 * time.Second
 
 // Add feeds one round-trip sample measured at now. Non-positive samples
 // (a clock step, a bogus reply) are ignored.
@@ -36,7 +36,7 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 	}
 	e.Samples++
 	e.Last = r
-	if e.Min == 0 || r <= e.Min || now-e.minAt > int64(MinRTTWindow) {
+	if e.Min == 0 || r <= e.Min || now-e.minAt > int64(minRTTWindow) {
 		e.Min, e.minAt = r, now
 	}
 }
@@ -45,7 +45,7 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 // the receiver's per-path byte counters that probe replies carry: each
 // reply gives the bytes delivered since the previous reply and the time
 // between the two probes. The estimate is the maximum of the last
-// RateWindow samples (a bottleneck's rate is what it delivers when it is
+// rateWindow samples (a bottleneck's rate is what it delivers when it is
 // kept busy, so lower samples are noise or an idle sender).
 //
 // A sample taken while the sender did not push the path to its estimate
@@ -56,7 +56,7 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 // step per sample, so a path whose capacity exceeds the estimate is offered
 // more and shows it, and the queue that built up drains again.
 type rateEstimator struct {
-	samples  [RateWindow]float64
+	samples  [rateWindow]float64
 	n, next  int
 	Rate     float64 // bytes per second; 0 until the first sample
 	startup  bool
@@ -66,9 +66,9 @@ type rateEstimator struct {
 	started  bool
 }
 
-// RateWindow is the number of delivery-rate samples the maximum is taken
+// rateWindow is the number of delivery-rate samples the maximum is taken
 // over: about 300 ms at the default probe interval of an active path.
-const RateWindow = 10
+const rateWindow = 10
 
 var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 
@@ -87,8 +87,8 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		return
 	}
 	e.samples[e.next] = s
-	e.next = (e.next + 1) % RateWindow
-	if e.n < RateWindow {
+	e.next = (e.next + 1) % rateWindow
+	if e.n < rateWindow {
 		e.n++
 	}
 	m := 0.0
@@ -130,7 +130,7 @@ type lossEstimator struct {
 
 // Loss estimator constants.
 const (
-	LossAlpha      = 1.0 / 8
+	lossAlpha      = 1.0 / 8
 	minLossPackets = 8
 )
 
@@ -149,6 +149,6 @@ func (e *lossEstimator) AddInterval(sent, received uint64) {
 func (e *lossEstimator) AddMissedProbe() { e.add(1) }
 
 func (e *lossEstimator) add(s float64) {
-	e.Loss += (s - e.Loss) * LossAlpha
+	e.Loss += (s - e.Loss) * lossAlpha
 	e.Samples++
 }

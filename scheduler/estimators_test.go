@@ -61,8 +61,8 @@ func TestRateEstimator(t *testing.T) {
 		if e.Rate != 3e6 {
 			t.Fatalf("rate %v, want 3e6 (max of the samples)", e.Rate)
 		}
-		// The maximum ages out after RateWindow samples.
-		for range RateWindow {
+		// The maximum ages out after rateWindow samples.
+		for range rateWindow {
 			e.Add(100000, iv, false)
 		}
 		if e.Rate != 1e6 {
@@ -72,7 +72,7 @@ func TestRateEstimator(t *testing.T) {
 	t.Run("app-limited only raises", func(t *testing.T) {
 		var e rateEstimator
 		e.Add(500000, iv, false) // 5e6
-		for range 3 * RateWindow {
+		for range 3 * rateWindow {
 			e.Add(1000, iv, true)
 		}
 		if e.Rate != 5e6 {
@@ -125,9 +125,9 @@ func TestLossEstimator(t *testing.T) {
 		want float64
 	}{
 		{"no loss", func(e *lossEstimator) { e.AddInterval(100, 100) }, 0},
-		{"10% of one interval", func(e *lossEstimator) { e.AddInterval(100, 90) }, 0.1 * LossAlpha},
+		{"10% of one interval", func(e *lossEstimator) { e.AddInterval(100, 90) }, 0.1 * lossAlpha},
 		{"too few packets count as a good probe", func(e *lossEstimator) { e.AddInterval(4, 0) }, 0},
-		{"missed probe", func(e *lossEstimator) { e.AddMissedProbe() }, LossAlpha},
+		{"missed probe", func(e *lossEstimator) { e.AddMissedProbe() }, lossAlpha},
 		{"receiver counted more (probes)", func(e *lossEstimator) { e.AddInterval(10, 11) }, 0},
 		{"converges", func(e *lossEstimator) {
 			for range 200 {

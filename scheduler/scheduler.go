@@ -53,7 +53,7 @@ func ParsePolicy(s string) (Policy, error) {
 type Config struct {
 	Detector DetectorConfig
 	// LossPenalty scales a path's rate for the picker by
-	// max(MinRateFactor, 1 − LossPenalty·loss): with the default 5 a path
+	// max(minRateFactor, 1 − LossPenalty·loss): with the default 5 a path
 	// losing 2% gets 90% of its rate, one losing 10% half of it.
 	LossPenalty float64
 	// ProbeShare: one packet in ProbeShare may go to a usable path whose
@@ -74,8 +74,8 @@ type Config struct {
 	MaxBacklog time.Duration
 }
 
-// MinRateFactor is the floor of the loss penalty.
-const MinRateFactor = 0.05
+// minRateFactor is the floor of the loss penalty.
+const minRateFactor = 0.05
 
 func (c *Config) fill() {
 	c.Detector.fill()
@@ -448,7 +448,7 @@ func (s *Scheduler) publishPath(p *ctlPath) {
 	if rate <= 0 {
 		rate = s.cfg.InitialRate
 	}
-	rate *= p.rate.Gain() * max(p.boost, 1) * max(MinRateFactor, 1-s.cfg.LossPenalty*p.loss.Loss)
+	rate *= p.rate.Gain() * max(p.boost, 1) * max(minRateFactor, 1-s.cfg.LossPenalty*p.loss.Loss)
 	p.pickerRate = rate
 	h := &s.hot[p.cfg.ID]
 	h.cost.Store(int64(1e12/rate) + 1)

@@ -17,8 +17,8 @@ import (
 )
 
 const (
-	// DefaultSocketBuffer is the send and receive buffer size asked for.
-	DefaultSocketBuffer = 7 << 20
+	// defaultSocketBuffer is the send and receive buffer size asked for.
+	defaultSocketBuffer = 7 << 20
 	// maxGSOSegments is the kernel's limit on datagrams per GSO message.
 	maxGSOSegments = 64
 	// maxGSOBytes bounds one GSO message's payload (an IP packet's limit
@@ -35,7 +35,7 @@ type Config struct {
 	// path's packets leave and arrive through that interface only.
 	Device string
 	// SocketBuffer is the send and receive buffer size in bytes;
-	// 0 means DefaultSocketBuffer.
+	// 0 means defaultSocketBuffer.
 	SocketBuffer int
 	// NoOffload turns segmentation and receive offload off (for tests and
 	// for comparing).
@@ -59,7 +59,7 @@ type Conn struct {
 func Listen(ctx context.Context, cfg Config) (*Conn, error) {
 	bufSize := cfg.SocketBuffer
 	if bufSize == 0 {
-		bufSize = DefaultSocketBuffer
+		bufSize = defaultSocketBuffer
 	}
 	network := "udp4"
 	if cfg.Local.Addr().Is6() && !cfg.Local.Addr().Is4In6() {
