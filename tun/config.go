@@ -13,22 +13,22 @@ const (
 	// offset untouched.
 	VirtioNetHdrLen = 10
 
-	// MinMTU is the smallest MTU accepted: the minimum datagram every IPv4
+	// minMTU is the smallest MTU accepted: the minimum datagram every IPv4
 	// host must accept (RFC 791).
-	MinMTU = 576
-	// MinIPv6MTU is the smallest MTU of a link that carries IPv6 (RFC 8200).
-	MinIPv6MTU = 1280
-	// MaxMTU is the largest MTU accepted: the largest IPv4 datagram.
-	MaxMTU = 65535
-	// DefaultMTU is used when Config.MTU is 0: a 1500-byte path minus the
+	minMTU = 576
+	// minIPv6MTU is the smallest MTU of a link that carries IPv6 (RFC 8200).
+	minIPv6MTU = 1280
+	// maxMTU is the largest MTU accepted: the largest IPv4 datagram.
+	maxMTU = 65535
+	// defaultMTU is used when Config.MTU is 0: a 1500-byte path minus the
 	// overhead of UDP-encapsulated ESP over IPv6 (40 IPv6 + 8 UDP + 8 ESP
 	// header + 8 IV + up to 5 padding and trailer + 16 ICV), rounded down.
-	DefaultMTU = 1400
+	defaultMTU = 1400
 
-	// MaxQueues is the most queues one TUN interface can have: the kernel
+	// maxQueues is the most queues one TUN interface can have: the kernel
 	// refuses the 257th attach with E2BIG (MAX_TAP_QUEUES in
 	// drivers/net/tun.c).
-	MaxQueues = 256
+	maxQueues = 256
 
 	// maxNameLen is IFNAMSIZ minus the terminating NUL.
 	maxNameLen = 15
@@ -39,11 +39,11 @@ type Config struct {
 	// Name of the interface. Empty lets the kernel pick a free tunN name.
 	// At most 15 characters from a-z, A-Z, 0-9, '-', '_' and '.'.
 	Name string
-	// MTU of the interface, MinMTU..MaxMTU; 0 means DefaultMTU. An IPv6
-	// address can be added only when the MTU is at least MinIPv6MTU.
+	// MTU of the interface, minMTU..MaxMTU; 0 means defaultMTU. An IPv6
+	// address can be added only when the MTU is at least minIPv6MTU.
 	MTU int
 	// Queues is the number of queues opened on the interface, 1..MaxQueues;
-	// 0 means runtime.NumCPU() (capped at MaxQueues).
+	// 0 means runtime.NumCPU() (capped at maxQueues).
 	Queues int
 }
 
@@ -56,16 +56,16 @@ func (cfg Config) withDefaults() (Config, error) {
 		}
 	}
 	if cfg.MTU == 0 {
-		cfg.MTU = DefaultMTU
+		cfg.MTU = defaultMTU
 	}
 	if err := validateMTU(cfg.MTU); err != nil {
 		return cfg, err
 	}
 	if cfg.Queues == 0 {
-		cfg.Queues = min(runtime.NumCPU(), MaxQueues)
+		cfg.Queues = min(runtime.NumCPU(), maxQueues)
 	}
-	if cfg.Queues < 1 || cfg.Queues > MaxQueues {
-		return cfg, fmt.Errorf("queue count %d out of range 1..%d", cfg.Queues, MaxQueues)
+	if cfg.Queues < 1 || cfg.Queues > maxQueues {
+		return cfg, fmt.Errorf("queue count %d out of range 1..%d", cfg.Queues, maxQueues)
 	}
 	return cfg, nil
 }
@@ -95,8 +95,8 @@ func ValidateName(name string) error {
 }
 
 func validateMTU(mtu int) error {
-	if mtu < MinMTU || mtu > MaxMTU {
-		return fmt.Errorf("MTU %d out of range %d..%d", mtu, MinMTU, MaxMTU)
+	if mtu < minMTU || mtu > maxMTU {
+		return fmt.Errorf("MTU %d out of range %d..%d", mtu, minMTU, maxMTU)
 	}
 	return nil
 }

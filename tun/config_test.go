@@ -44,14 +44,14 @@ func TestConfigWithDefaults(t *testing.T) {
 		want    Config
 		wantErr string
 	}{
-		{"zero", Config{}, Config{MTU: DefaultMTU, Queues: min(runtime.NumCPU(), MaxQueues)}, ""},
+		{"zero", Config{}, Config{MTU: defaultMTU, Queues: min(runtime.NumCPU(), maxQueues)}, ""},
 		{"explicit", Config{Name: "mifsec0", MTU: 1280, Queues: 3}, Config{Name: "mifsec0", MTU: 1280, Queues: 3}, ""},
-		{"smallest MTU", Config{MTU: MinMTU, Queues: 1}, Config{MTU: MinMTU, Queues: 1}, ""},
-		{"largest MTU and queues", Config{MTU: MaxMTU, Queues: MaxQueues}, Config{MTU: MaxMTU, Queues: MaxQueues}, ""},
-		{"MTU too small", Config{MTU: MinMTU - 1}, Config{}, "MTU 575 out of range 576..65535"},
-		{"MTU too large", Config{MTU: MaxMTU + 1}, Config{}, "MTU 65536 out of range"},
+		{"smallest MTU", Config{MTU: minMTU, Queues: 1}, Config{MTU: minMTU, Queues: 1}, ""},
+		{"largest MTU and queues", Config{MTU: maxMTU, Queues: maxQueues}, Config{MTU: maxMTU, Queues: maxQueues}, ""},
+		{"MTU too small", Config{MTU: minMTU - 1}, Config{}, "MTU 575 out of range 576..65535"},
+		{"MTU too large", Config{MTU: maxMTU + 1}, Config{}, "MTU 65536 out of range"},
 		{"negative MTU", Config{MTU: -1}, Config{}, "MTU -1 out of range"},
-		{"too many queues", Config{Queues: MaxQueues + 1}, Config{}, "queue count 257 out of range 1..256"},
+		{"too many queues", Config{Queues: maxQueues + 1}, Config{}, "queue count 257 out of range 1..256"},
 		{"negative queues", Config{Queues: -2}, Config{}, "queue count -2 out of range"},
 		{"bad name", Config{Name: "a/b"}, Config{}, "invalid interface name"},
 	}

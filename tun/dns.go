@@ -62,7 +62,7 @@ func (s DNSSettings) Equal(o DNSSettings) bool {
 
 // Default paths of DNSOptions.
 const (
-	DefaultResolvConf = "/etc/resolv.conf"
+	defaultResolvConf = "/etc/resolv.conf"
 	// DefaultStateDir keeps what must be undone after a crash. It is on
 	// disk, not under /run, because a rewritten /etc/resolv.conf outlives
 	// a reboot.
@@ -73,7 +73,7 @@ const (
 type DNSOptions struct {
 	Mode DNSMode // "" is DNSOff
 	Link string  // the TUN interface's name
-	// ResolvConf is the file DNSFile rewrites; "" is DefaultResolvConf.
+	// ResolvConf is the file DNSFile rewrites; "" is defaultResolvConf.
 	ResolvConf string
 	// StateDir holds the records of changes to undo after a crash; "" is
 	// DefaultStateDir.
@@ -103,7 +103,7 @@ type DNS interface {
 // lacks is an error.
 func NewDNS(opts DNSOptions) (DNS, error) {
 	if opts.ResolvConf == "" {
-		opts.ResolvConf = DefaultResolvConf
+		opts.ResolvConf = defaultResolvConf
 	}
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir

@@ -104,7 +104,7 @@ func TestResolvedDNSOverDBus(t *testing.T) {
 	if err := service.Export(fake, resolvedPath, resolvedManager); err != nil {
 		t.Fatal(err)
 	}
-	bus := func() (ResolvedBus, error) { return ConnectResolvedBus(addr) }
+	bus := func() (ResolvedBus, error) { return connectResolvedBus(addr) }
 	opts := DNSOptions{Mode: DNSAuto, Link: "lo", StateDir: t.TempDir(), Bus: bus}
 	t.Setenv("PATH", t.TempDir()) // no resolvconf
 	if d, err := NewDNS(opts); err != nil || d.Mode() != DNSFile {

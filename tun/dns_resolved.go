@@ -29,9 +29,9 @@ const (
 // systemBus is ResolvedBus on a godbus connection.
 type systemBus struct{ conn *dbus.Conn }
 
-// ConnectResolvedBus returns a ResolvedBus on the D-Bus at address, or on
+// connectResolvedBus returns a ResolvedBus on the D-Bus at address, or on
 // the system bus when address is "".
-func ConnectResolvedBus(address string) (ResolvedBus, error) {
+func connectResolvedBus(address string) (ResolvedBus, error) {
 	var conn *dbus.Conn
 	var err error
 	if address == "" {
@@ -61,7 +61,7 @@ func connectBus(opts DNSOptions) (ResolvedBus, error) {
 	if opts.Bus != nil {
 		return opts.Bus()
 	}
-	return ConnectResolvedBus("")
+	return connectResolvedBus("")
 }
 
 func resolvedRunning(opts DNSOptions) bool {

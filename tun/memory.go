@@ -11,12 +11,12 @@ import (
 )
 
 // MemoryConfig configures an in-memory device. The zero value is a device
-// named "mem0" with DefaultMTU, batches of conn.IdealBatchSize, packets
+// named "mem0" with defaultMTU, batches of conn.IdealBatchSize, packets
 // supplied by Inject and written packets only counted.
 type MemoryConfig struct {
 	// Name returned by Name; empty means "mem0".
 	Name string
-	// MTU returned by MTU; 0 means DefaultMTU.
+	// MTU returned by MTU; 0 means defaultMTU.
 	MTU int
 	// BatchSize returned by BatchSize; 0 means conn.IdealBatchSize.
 	BatchSize int
@@ -95,7 +95,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		m.name = "mem0"
 	}
 	if m.mtu == 0 {
-		m.mtu = DefaultMTU
+		m.mtu = defaultMTU
 	}
 	if m.batchSize == 0 {
 		m.batchSize = conn.IdealBatchSize
@@ -109,8 +109,8 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		return nil, fmt.Errorf("memory tun %s: negative MTU, BatchSize, InjectQueue or RecordWrites", m.name)
 	case cfg.Template != nil && len(cfg.Template) == 0:
 		return nil, fmt.Errorf("memory tun %s: empty template packet", m.name)
-	case len(cfg.Template) > MaxMTU:
-		return nil, fmt.Errorf("memory tun %s: template of %d bytes exceeds %d", m.name, len(cfg.Template), MaxMTU)
+	case len(cfg.Template) > maxMTU:
+		return nil, fmt.Errorf("memory tun %s: template of %d bytes exceeds %d", m.name, len(cfg.Template), maxMTU)
 	}
 	if cfg.Template != nil {
 		m.template = append([]byte(nil), cfg.Template...)

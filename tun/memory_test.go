@@ -48,7 +48,7 @@ func TestNewMemoryDefaultsAndErrors(t *testing.T) {
 	m := mustMemory(t, MemoryConfig{})
 	name, _ := m.Name()
 	mtu, _ := m.MTU()
-	if name != "mem0" || mtu != DefaultMTU || m.BatchSize() != conn.IdealBatchSize || m.File() != nil || m.Writes() != nil {
+	if name != "mem0" || mtu != defaultMTU || m.BatchSize() != conn.IdealBatchSize || m.File() != nil || m.Writes() != nil {
 		t.Errorf("defaults: name %q, MTU %d, batch %d, file %v, writes %v", name, mtu, m.BatchSize(), m.File(), m.Writes())
 	}
 	if ev := <-m.Events(); ev != wgtun.EventUp {
@@ -63,7 +63,7 @@ func TestNewMemoryDefaultsAndErrors(t *testing.T) {
 		{"negative batch", MemoryConfig{BatchSize: -1}, "negative"},
 		{"negative record", MemoryConfig{RecordWrites: -1}, "negative"},
 		{"empty template", MemoryConfig{Template: []byte{}}, "empty template"},
-		{"huge template", MemoryConfig{Template: make([]byte, MaxMTU+1)}, "exceeds"},
+		{"huge template", MemoryConfig{Template: make([]byte, maxMTU+1)}, "exceeds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {

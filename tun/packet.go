@@ -23,7 +23,7 @@ const (
 // checksums and a TTL (hop limit) of 64. Both addresses must be of the same
 // family. It serves as the template of a Memory source and as test input.
 func UDPPacket(src, dst netip.AddrPort, payload []byte) ([]byte, error) {
-	if len(payload) > MaxMTU {
+	if len(payload) > maxMTU {
 		return nil, fmt.Errorf("building UDP packet %s -> %s: payload of %d bytes too large", src, dst, len(payload))
 	}
 	udp := make([]byte, udpHeaderLen+len(payload))
@@ -79,7 +79,7 @@ func ipPacket(src, dst netip.Addr, proto byte, transport []byte, checksumAt int)
 		headerLen = ipv4HeaderLen
 	}
 	total := headerLen + len(transport)
-	if src.Is4() && total > MaxMTU || len(transport) > 0xffff {
+	if src.Is4() && total > maxMTU || len(transport) > 0xffff {
 		return nil, fmt.Errorf("segment of %d bytes too large", len(transport))
 	}
 

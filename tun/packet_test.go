@@ -72,7 +72,7 @@ func TestUDPPacketRejects(t *testing.T) {
 	}{
 		{"mixed families", netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("[2001:db8::1]:1"), 0, "one family"},
 		{"invalid address", netip.AddrPort{}, netip.MustParseAddrPort("192.0.2.1:1"), 0, "one family"},
-		{"ipv4 too large", netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("192.0.2.2:1"), MaxMTU - 27, "too large"},
+		{"ipv4 too large", netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("192.0.2.2:1"), maxMTU - 27, "too large"},
 		{"ipv6 too large", netip.MustParseAddrPort("[2001:db8::1]:1"), netip.MustParseAddrPort("[2001:db8::2]:1"), 0xffff - 7, "too large"},
 	}
 	for _, tt := range tests {

@@ -98,7 +98,7 @@ func create(cfg Config) (_ *Interface, err error) {
 		fd, attachedName, err := openQueue(name)
 		if err != nil {
 			if errors.Is(err, unix.E2BIG) {
-				err = fmt.Errorf("%w (the kernel allows at most %d queues)", err, MaxQueues)
+				err = fmt.Errorf("%w (the kernel allows at most %d queues)", err, maxQueues)
 			}
 			return nil, fmt.Errorf("opening queue %d of %d: %w", q+1, cfg.Queues, err)
 		}
@@ -191,15 +191,15 @@ func (i *Interface) MTU() int {
 }
 
 // SetMTU changes the interface MTU. An interface with an IPv6 address needs
-// at least MinIPv6MTU.
+// at least minIPv6MTU.
 func (i *Interface) SetMTU(mtu int) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if err := validateMTU(mtu); err != nil {
 		return fmt.Errorf("setting MTU of %s: %w", i.name, err)
 	}
-	if mtu < MinIPv6MTU && slices.ContainsFunc(i.addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
-		return fmt.Errorf("setting MTU of %s: %d is below %d, the IPv6 minimum, and the interface has an IPv6 address", i.name, mtu, MinIPv6MTU)
+	if mtu < minIPv6MTU && slices.ContainsFunc(i.addrs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		return fmt.Errorf("setting MTU of %s: %d is below %d, the IPv6 minimum, and the interface has an IPv6 address", i.name, mtu, minIPv6MTU)
 	}
 	if err := i.usable(); err != nil {
 		return fmt.Errorf("setting MTU of %s: %w", i.name, err)
@@ -214,7 +214,7 @@ func (i *Interface) SetMTU(mtu int) error {
 // AddAddress adds an IPv4 or IPv6 address with its prefix length, e.g.
 // 192.0.2.1/24 or 2001:db8::1/64. IPv6 addresses skip duplicate address
 // detection (the tunnel's address is assigned by the peer) and need an MTU
-// of at least MinIPv6MTU. On an up interface AddAddress returns once the
+// of at least minIPv6MTU. On an up interface AddAddress returns once the
 // address is usable (the kernel completes IPv6 addresses asynchronously).
 // Close removes the addresses added here.
 func (i *Interface) AddAddress(p netip.Prefix) error {
@@ -224,8 +224,8 @@ func (i *Interface) AddAddress(p netip.Prefix) error {
 		return fmt.Errorf("adding address %s to %s: not a valid address prefix", p, i.name)
 	}
 	p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
-	if p.Addr().Is6() && i.mtu < MinIPv6MTU {
-		return fmt.Errorf("adding address %s to %s: MTU %d is below %d, the IPv6 minimum", p, i.name, i.mtu, MinIPv6MTU)
+	if p.Addr().Is6() && i.mtu < minIPv6MTU {
+		return fmt.Errorf("adding address %s to %s: MTU %d is below %d, the IPv6 minimum", p, i.name, i.mtu, minIPv6MTU)
 	}
 	if err := i.usable(); err != nil {
 		return fmt.Errorf("adding address %s to %s: %w", p, i.name, err)

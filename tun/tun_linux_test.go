@@ -209,7 +209,7 @@ func udpTo(dst netip.AddrPort) func([]byte) bool {
 // withHeadroom returns pkt at offset testOffset in a buffer with room to
 // coalesce further packets behind it.
 func withHeadroom(pkt []byte) []byte {
-	buf := make([]byte, testOffset+len(pkt), testOffset+MaxMTU)
+	buf := make([]byte, testOffset+len(pkt), testOffset+maxMTU)
 	copy(buf[testOffset:], pkt)
 	return buf
 }
@@ -329,7 +329,7 @@ func TestCreateOpensOffloadQueues(t *testing.T) {
 }
 
 func TestCreateQueueCounts(t *testing.T) {
-	for _, queues := range []int{1, 2, MaxQueues} {
+	for _, queues := range []int{1, 2, maxQueues} {
 		t.Run(fmt.Sprint(queues), func(t *testing.T) {
 			testenv.WithNetns(t, func() {
 				iface, err := Create(Config{Queues: queues})
@@ -452,10 +452,10 @@ func TestAddressAndRouteRules(t *testing.T) {
 			{"route while down", func() error { return iface.AddRoute(families[0].routed) }, "call SetUp first"},
 			{"up", iface.SetUp, ""},
 			{"route with host bits", func() error { return iface.AddRoute(netip.MustParsePrefix("203.0.113.9/24")) }, ""},
-			{"IPv6 MTU", func() error { return iface.SetMTU(MinIPv6MTU) }, ""},
+			{"IPv6 MTU", func() error { return iface.SetMTU(minIPv6MTU) }, ""},
 			{"IPv6 address", func() error { return iface.AddAddress(families[1].local) }, ""},
-			{"MTU below IPv6 with an IPv6 address", func() error { return iface.SetMTU(MinIPv6MTU - 1) }, "has an IPv6 address"},
-			{"MTU too large", func() error { return iface.SetMTU(MaxMTU + 1) }, "out of range"},
+			{"MTU below IPv6 with an IPv6 address", func() error { return iface.SetMTU(minIPv6MTU - 1) }, "has an IPv6 address"},
+			{"MTU too large", func() error { return iface.SetMTU(maxMTU + 1) }, "out of range"},
 			{"IPv6 route", func() error { return iface.AddRoute(families[1].routed) }, ""},
 			{"duplicate route", func() error { return iface.AddRoute(families[1].routed) }, "adding route 2001:db8:2::/64 via mifsec0: file exists"},
 		}
@@ -468,8 +468,8 @@ func TestAddressAndRouteRules(t *testing.T) {
 				t.Errorf("%s: error %v, want one containing %q", s.desc, err, s.wantErr)
 			}
 		}
-		if link := tuntapLink(t, testName); link.MTU != MinIPv6MTU || iface.MTU() != MinIPv6MTU {
-			t.Errorf("MTU: kernel %d, Interface %d; want %d", link.MTU, iface.MTU(), MinIPv6MTU)
+		if link := tuntapLink(t, testName); link.MTU != minIPv6MTU || iface.MTU() != minIPv6MTU {
+			t.Errorf("MTU: kernel %d, Interface %d; want %d", link.MTU, iface.MTU(), minIPv6MTU)
 		}
 		routes, err := netlink.RouteList(tuntapLink(t, testName), netlink.FAMILY_V4)
 		if err != nil {
