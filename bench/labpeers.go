@@ -24,10 +24,7 @@ type tunnelStater interface{ TunnelState() string }
 // namespace, its gateway in the gateway namespace, carrying the traffic to
 // the protected network.
 type labPeer interface {
-	Name() string
-	// Prepare finds what the peer needs; a *SkipError when it cannot run.
-	Prepare(ctx context.Context) error
-	Version() string
+	peerLifecycle
 	// Setup brings the tunnel up over the scenario's client interface and
 	// returns once the protected server answers pings through it.
 	Setup(ctx context.Context, n *LabNet, sc *Scenario) error
@@ -38,7 +35,6 @@ type labPeer interface {
 	TunnelInterface() string
 	// Behaviour says how the peer uses the uplinks, for the report.
 	Behaviour(sc *Scenario) string
-	Teardown() error
 }
 
 func newLabPeer(name string, opts PeerOptions) (labPeer, error) {

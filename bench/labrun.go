@@ -66,23 +66,27 @@ func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig
 		return nil, err
 	}
 	report := newScenarioReport(sc)
-	var failures []error
-	for _, peer := range peers {
-		run, err := runLabPeer(ctx, lab, sc, peer, cfg)
-		report.Runs = append(report.Runs, run)
-		if ctx.Err() != nil {
-			report.finish()
-			return report, fmt.Errorf("scenario %s interrupted during %s: %w", sc.Name, peer.Name(), ctx.Err())
-		}
-		if err != nil {
-			failures = append(failures, fmt.Errorf("%s: %w", peer.Name(), err))
-			if !cfg.KeepGoing {
-				break
-			}
-		}
-	}
+	// The setup time counts from building the topology; peers run one at
+	// a time.
+	var setupStart time.Time
+	runs, err := peerRunner[labPeer, *LabNet, PeerRun]{
+		what: "scenario " + sc.Name, keepGoing: cfg.KeepGoing, log: log,
+		row: func(peer labPeer) PeerRun {
+			return PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
+		},
+		build: func(ctx context.Context, peer labPeer) (*LabNet, error) {
+			fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
+			setupStart = time.Now()
+			return lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
+		},
+		measure: func(ctx context.Context, peer labPeer, n *LabNet, run *PeerRun) error {
+			return measureScenario(ctx, n, sc, peer, cfg, setupStart, run)
+		},
+		record: (*PeerRun).record,
+	}.run(ctx, peers)
+	report.Runs = runs
 	report.finish()
-	return report, errors.Join(failures...)
+	return report, err
 }
 
 // toolUser is a peer that runs external programs of its own.
@@ -120,48 +124,17 @@ func checkPrerequisites(sc *Scenario, peers []labPeer, explicit bool, log io.Wri
 	return nil
 }
 
-// runLabPeer measures one peer; the error is nil for a skipped peer.
-func runLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, cfg ScenarioConfig) (PeerRun, error) {
-	start := time.Now()
-	run := PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
-	err := measureLabPeer(ctx, lab, sc, peer, cfg, &run)
-	run.Version = peer.Version()
-	run.WallClockSeconds = roundTo(time.Since(start).Seconds(), 1)
-	if err == nil || ctx.Err() != nil {
-		if ctx.Err() != nil {
-			run.Errors = append(run.Errors, "interrupted: "+ctx.Err().Error())
-		}
-		return run, err
-	}
-	reason, skipped := skipReason(err)
-	if optional, ok := peer.(optionalPeer); ok && optional.Optional() && !skipped {
-		reason, skipped = err.Error(), true
-	}
-	if skipped {
-		run.Skipped = reason
-		fmt.Fprintf(cfg.Log, "%s: skipped: %s\n", peer.Name(), reason)
-		return run, nil
-	}
-	run.Errors = append(run.Errors, err.Error())
-	fmt.Fprintf(cfg.Log, "%s: failed: %v\n", peer.Name(), err)
-	return run, err
+// record stores the runner's outcome in the row.
+func (r *PeerRun) record(o peerOutcome) {
+	r.Version, r.WallClockSeconds, r.Skipped = o.version, o.wallClock, o.skipped
+	r.Errors = append(r.Errors, o.errors...)
 }
 
-func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) (err error) {
+// measureScenario brings the peer up on n and runs the scenario's
+// timeline; the runner tears everything down again.
+func measureScenario(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
 	log := cfg.Log
-	if err := peer.Prepare(ctx); err != nil {
-		return err
-	}
-	fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
-	setupStart := time.Now()
-	n, err := lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		run.Logs = n.processLogs()
-		err = errors.Join(err, peer.Teardown(), n.Close())
-	}()
+	defer func() { run.Logs = n.processLogs() }()
 	if err := n.pinGateway(ctx, n.uplink(sc.Client.Interface)); err != nil {
 		return err
 	}
@@ -171,7 +144,7 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 		fmt.Fprintf(log, "%s: bringing the tunnel up over %s (%s)\n", peer.Name(), sc.Client.Interface, peer.Version())
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, peerSetupTimeout)
-	err = peer.Setup(setupCtx, n, sc)
+	err := peer.Setup(setupCtx, n, sc)
 	cancel()
 	if err != nil {
 		return err

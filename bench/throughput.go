@@ -118,23 +118,24 @@ func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*Throug
 		DurationSeconds: cfg.Duration.Seconds(),
 		Machine:         machineInfo(),
 	}
-	var failures []error
-	for _, peer := range peers {
-		result, err := measurePeer(ctx, lab, peer, cfg.Duration, log)
-		report.Peers = append(report.Peers, result)
-		if ctx.Err() != nil {
-			report.setRatios()
-			return report, fmt.Errorf("throughput run interrupted during %s: %w", peer.Name(), ctx.Err())
-		}
-		if err != nil {
-			failures = append(failures, fmt.Errorf("%s: %w", peer.Name(), err))
-			if !cfg.KeepGoing {
-				break
-			}
-		}
+	report.Peers, err = peerRunner[Peer, *Topology, PeerResult]{
+		what: "throughput run", keepGoing: cfg.KeepGoing, log: log,
+		row: func(peer Peer) PeerResult { return PeerResult{Name: peer.Name()} },
+		build: func(ctx context.Context, peer Peer) (*Topology, error) {
+			fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
+			return lab.NewTopology(ctx, peer.Name())
+		},
+		measure: func(ctx context.Context, peer Peer, topo *Topology, result *PeerResult) error {
+			return measureThroughput(ctx, peer, topo, cfg.Duration, result, log)
+		},
+		record: (*PeerResult).record,
+	}.run(ctx, peers)
+	for i := range report.Peers {
+		// Known once the peer was prepared (mifsec's is os.Executable()).
+		report.Peers[i].Path = peers[i].Path()
 	}
 	report.setRatios()
-	return report, errors.Join(failures...)
+	return report, err
 }
 
 func throughputPeers(cfg ThroughputConfig) ([]Peer, error) {
@@ -160,50 +161,15 @@ func throughputPeers(cfg ThroughputConfig) ([]Peer, error) {
 	return peers, nil
 }
 
-// optionalPeer is a peer whose failures are reported as skips.
-type optionalPeer interface{ Optional() bool }
-
-// measurePeer prepares the peer, builds its topology, brings the tunnel up,
-// runs a TCP flow up then down, and tears everything down again. The error is
-// nil for a skipped peer.
-func measurePeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, log io.Writer) (PeerResult, error) {
-	start := time.Now()
-	result := PeerResult{Name: peer.Name()}
-	err := runPeer(ctx, lab, peer, duration, &result, log)
-	result.Version, result.Path = peer.Version(), peer.Path()
-	result.WallClockSeconds = roundTo(time.Since(start).Seconds(), 1)
-	if err == nil || ctx.Err() != nil {
-		if ctx.Err() != nil {
-			result.Errors = append(result.Errors, "interrupted: "+ctx.Err().Error())
-		}
-		return result, err
-	}
-	reason, skipped := skipReason(err)
-	if optional, ok := peer.(optionalPeer); ok && optional.Optional() && !skipped {
-		reason, skipped = err.Error(), true
-	}
-	if skipped {
-		result.Skipped = reason
-		fmt.Fprintf(log, "%s: skipped: %s\n", peer.Name(), reason)
-		return result, nil
-	}
-	result.Errors = append(result.Errors, err.Error())
-	fmt.Fprintf(log, "%s: failed: %v\n", peer.Name(), err)
-	return result, err
+// record stores the runner's outcome in the row.
+func (r *PeerResult) record(o peerOutcome) {
+	r.Version, r.WallClockSeconds, r.Skipped = o.version, o.wallClock, o.skipped
+	r.Errors = append(r.Errors, o.errors...)
 }
 
-func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, result *PeerResult, log io.Writer) (err error) {
-	if err := peer.Prepare(ctx); err != nil {
-		return err
-	}
-	fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
-	topo, err := lab.NewTopology(ctx, peer.Name())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		err = errors.Join(err, peer.Teardown(), topo.Close())
-	}()
+// measureThroughput brings the tunnel up in topo and runs a TCP flow up
+// then down; the runner tears everything down again.
+func measureThroughput(ctx context.Context, peer Peer, topo *Topology, duration time.Duration, result *PeerResult, log io.Writer) error {
 	if err := peer.Setup(ctx, topo); err != nil {
 		return err
 	}
