@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
 
@@ -152,7 +153,7 @@ func TestLabCommand(t *testing.T) {
 			t.Errorf("after %s the TCP flow stalled %.2fs, want under 2 s", in.Event, *in.TCPStallSeconds)
 		}
 	}
-	if tcp := run.Traffic[0]; tcp.Kind != TrafficTCP || tcp.Mbps == nil || *tcp.Mbps < 5 || len(tcp.Goodput) < 50 || tcp.RTTMeanMs <= 0 {
+	if tcp := run.Traffic[0]; tcp.Kind != scenarios.TrafficTCP || tcp.Mbps == nil || *tcp.Mbps < 5 || len(tcp.Goodput) < 50 || tcp.RTTMeanMs <= 0 {
 		t.Errorf("tcp result %+v, want several Mbit/s, 100 ms goodput samples and an RTT", tcp)
 	}
 	for _, want := range []string{"TCP stalled at most", "Peers side by side"} {
@@ -275,7 +276,7 @@ func TestScenarioNATAndUnplug(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	mifsec := buildMifsec(t, ctx)
-	sc, err := ParseScenario(strings.NewReader(`
+	sc, err := scenarios.ParseScenario(strings.NewReader(`
 name: nat
 duration: 4s
 uplinks:
@@ -348,7 +349,7 @@ func TestScenarioMPTCPUsesBothUplinks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sc, err := ParseScenario(strings.NewReader(`
+	sc, err := scenarios.ParseScenario(strings.NewReader(`
 name: mptcp
 duration: 6s
 uplinks:

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/bench/linkemu"
+	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 // LabNet is the topology of a scenario, one network namespace per host:
@@ -62,7 +63,7 @@ type LabNet struct {
 
 // LabUplink is one uplink of the client and its emulated link.
 type LabUplink struct {
-	Spec UplinkSpec
+	Spec scenarios.UplinkSpec
 	// LinkNS runs the emulator between interfaces "a" (client side) and
 	// "emu-b" (gateway side); RouterNS is the router between the link and
 	// the gateway (with NAT or Router), when there is one.
@@ -101,7 +102,7 @@ const (
 
 // NewLabNet builds the topology of the scenario's uplinks; label names its
 // namespaces (<prefix><owner>-<label>-client, -gw, -net, -link0, ...).
-func (l *Lab) NewLabNet(ctx context.Context, label string, sc *Scenario) (*LabNet, error) {
+func (l *Lab) NewLabNet(ctx context.Context, label string, sc *scenarios.Scenario) (*LabNet, error) {
 	n := &LabNet{lab: l}
 	if err := n.build(ctx, label, sc.Uplinks, sc.GatewayUplinks); err != nil {
 		return nil, errors.Join(err, n.Close())
@@ -109,7 +110,7 @@ func (l *Lab) NewLabNet(ctx context.Context, label string, sc *Scenario) (*LabNe
 	return n, nil
 }
 
-func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplinks []UplinkSpec) error {
+func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplinks []scenarios.UplinkSpec) error {
 	for _, u := range append(slices.Clone(uplinks), gatewayUplinks...) {
 		if _, err := exec.LookPath("nft"); err != nil && u.NAT {
 			return fmt.Errorf("uplink %s has nat: nft not found: apt-get install nftables", u.Name)
@@ -194,7 +195,7 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 	return nil
 }
 
-func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec UplinkSpec, primary netip.Addr) (*LabUplink, error) {
+func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec scenarios.UplinkSpec, primary netip.Addr) (*LabUplink, error) {
 	l := n.lab
 	u := &LabUplink{Spec: spec, GatewayIface: "up" + strconv.Itoa(i)}
 	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(100 + i), 0, host}) }
@@ -302,7 +303,7 @@ type linkEnd struct{ ns, dev string }
 func (u *LabUplink) shapeAndStart(ctx context.Context, ends []linkEnd) error {
 	if u.Spec.TBF != nil {
 		for _, end := range ends {
-			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, u.Spec.TBF.tcArgs()...)
+			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, u.Spec.TBF.TcArgs()...)
 			if _, err := runCommand(ctx, "tc", args...); err != nil {
 				return fmt.Errorf("token bucket shaper: %w", err)
 			}
@@ -322,7 +323,7 @@ func (u *LabUplink) shapeAndStart(ctx context.Context, ends []linkEnd) error {
 // spec.Name with the address 10.(120+k).0.1/24, an emulated link (its "a"
 // side on the ISP router, so that up is towards the gateway as on the
 // client's uplinks) and the ISP router's end at .2.
-func (n *LabNet) buildGatewayUplink(ctx context.Context, label string, k int, spec UplinkSpec) (*LabUplink, error) {
+func (n *LabNet) buildGatewayUplink(ctx context.Context, label string, k int, spec scenarios.UplinkSpec) (*LabUplink, error) {
 	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(120 + k), 0, host}) }
 	u := &LabUplink{Spec: spec, GatewayIface: spec.Name, GatewayAddr: transit(1), NextHop: transit(2), OfGateway: true}
 	var err error
@@ -440,23 +441,23 @@ func (n *LabNet) StartTraces(at time.Time) {
 }
 
 // apply carries out a scenario event on this uplink.
-func (n *LabNet) apply(ctx context.Context, u *LabUplink, e EventSpec) error {
+func (n *LabNet) apply(ctx context.Context, u *LabUplink, e scenarios.EventSpec) error {
 	switch {
-	case u.OfGateway && (e.Action == ActionUnplug || e.Action == ActionPlug):
-		state := map[string]string{ActionUnplug: "down", ActionPlug: "up"}[e.Action]
+	case u.OfGateway && (e.Action == scenarios.ActionUnplug || e.Action == scenarios.ActionPlug):
+		state := map[string]string{scenarios.ActionUnplug: "down", scenarios.ActionPlug: "up"}[e.Action]
 		if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "link", "set", u.GatewayIface, state); err != nil {
 			return fmt.Errorf("%s the gateway's %s: %w", e.Action, u.Spec.Name, err)
 		}
-		if e.Action == ActionPlug {
+		if e.Action == scenarios.ActionPlug {
 			return n.gatewayRoutes(ctx, u, slices.Index(n.Uplinks, u)-n.clientUplinks())
 		}
 		return nil
-	case e.Action == ActionUnplug:
+	case e.Action == scenarios.ActionUnplug:
 		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "down"); err != nil {
 			return fmt.Errorf("unplug %s: %w", u.Spec.Name, err)
 		}
 		return nil
-	case e.Action == ActionPlug:
+	case e.Action == scenarios.ActionPlug:
 		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "up"); err != nil {
 			return fmt.Errorf("plug %s in: %w", u.Spec.Name, err)
 		}
@@ -476,8 +477,8 @@ func (n *LabNet) apply(ctx context.Context, u *LabUplink, e EventSpec) error {
 	if u.link == nil {
 		return fmt.Errorf("uplink %s has no emulator", u.Spec.Name)
 	}
-	if err := u.link.Set(applyEvent(u.link.Config(), e)); err != nil {
-		return fmt.Errorf("%s: %w", e.describe(), err)
+	if err := u.link.Set(scenarios.ApplyEvent(u.link.Config(), e)); err != nil {
+		return fmt.Errorf("%s: %w", e.Describe(), err)
 	}
 	return nil
 }

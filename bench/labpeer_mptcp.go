@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"net/netip"
 	"os"
 	"slices"
@@ -42,7 +43,7 @@ func (p *mptcpLabPeer) Prepare(ctx context.Context) error {
 	return nil
 }
 
-func (p *mptcpLabPeer) Behaviour(sc *Scenario) string {
+func (p *mptcpLabPeer) Behaviour(sc *scenarios.Scenario) string {
 	return fmt.Sprintf("Linux MPTCP, no tunnel: the TCP flows are MPTCP connections from the client to the protected server; "+
 		"the client announces a subflow endpoint on each uplink (%s), so every connection opens a subflow over each and the "+
 		"kernel's scheduler spreads the data; the probe stream is plain UDP and follows the client's default route",
@@ -51,15 +52,15 @@ func (p *mptcpLabPeer) Behaviour(sc *Scenario) string {
 
 // uplinks are the interfaces MPTCP may use: the scenario's multipath
 // interfaces, else every uplink.
-func (p *mptcpLabPeer) uplinks(sc *Scenario) []string {
+func (p *mptcpLabPeer) uplinks(sc *scenarios.Scenario) []string {
 	if len(sc.Client.Interfaces) > 0 {
 		return sc.Client.Interfaces
 	}
 	return sc.UplinkNames()
 }
 
-func (p *mptcpLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
-	if !slices.ContainsFunc(sc.Traffic, func(t TrafficSpec) bool { return t.Kind == TrafficTCP }) {
+func (p *mptcpLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
+	if !slices.ContainsFunc(sc.Traffic, func(t scenarios.TrafficSpec) bool { return t.Kind == scenarios.TrafficTCP }) {
 		return skipf("scenario %s has no tcp traffic, and MPTCP carries only TCP", sc.Name)
 	}
 	for _, ns := range []string{n.Client, n.Protected} {

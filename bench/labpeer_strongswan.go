@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"net/netip"
 	"text/template"
 )
@@ -53,7 +54,7 @@ type labSwanSide struct {
 	Child, PSK        string
 }
 
-func (p *strongswanLabPeer) setupLab(ctx context.Context, n *LabNet, sc *Scenario) error {
+func (p *strongswanLabPeer) setupLab(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
 	psk, err := randomHex(32)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/internal/strongswan/charon"
 	"github.com/mifsec/mifsec/mif"
 )
@@ -27,18 +28,18 @@ type labPeer interface {
 	peerLifecycle
 	// Setup brings the tunnel up over the scenario's client interface and
 	// returns once the protected server answers pings through it.
-	Setup(ctx context.Context, n *LabNet, sc *Scenario) error
+	Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error
 	// ClientAddr is the source address for traffic into the tunnel; the
 	// zero Addr lets the kernel choose.
 	ClientAddr() netip.Addr
 	// TunnelInterface is the client's tunnel device.
 	TunnelInterface() string
 	// Behaviour says how the peer uses the uplinks, for the report.
-	Behaviour(sc *Scenario) string
+	Behaviour(sc *scenarios.Scenario) string
 }
 
 func newLabPeer(name string, opts PeerOptions) (labPeer, error) {
-	if uplink, ok := strings.CutPrefix(name, SingleLinkPrefix); ok && uplink != "" {
+	if uplink, ok := strings.CutPrefix(name, scenarios.SingleLinkPrefix); ok && uplink != "" {
 		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}, only: uplink}, nil
 	}
 	switch name {
@@ -51,7 +52,7 @@ func newLabPeer(name string, opts PeerOptions) (labPeer, error) {
 	case "mptcp":
 		return &mptcpLabPeer{}, nil
 	}
-	return nil, fmt.Errorf("unknown peer %q (known: %v)", name, LabPeerNames)
+	return nil, fmt.Errorf("unknown peer %q (known: %v)", name, scenarios.LabPeerNames)
 }
 
 // mifsecLabPeer is `mifsec gateway` in the gateway namespace and `mifsec
@@ -137,15 +138,15 @@ func gatewayReinjected(gw *mif.GatewayStatus) uint64 {
 
 func (p *mifsecLabPeer) Name() string {
 	if p.only != "" {
-		return SingleLinkPrefix + p.only
+		return scenarios.SingleLinkPrefix + p.only
 	}
 	return "mifsec"
 }
 func (p *mifsecLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
 func (p *mifsecLabPeer) TunnelInterface() string { return p.clientTUN }
 
-func (p *mifsecLabPeer) Behaviour(sc *Scenario) string {
-	if p.only != "" && !sc.isClientUplink(p.only) {
+func (p *mifsecLabPeer) Behaviour(sc *scenarios.Scenario) string {
+	if p.only != "" && !sc.IsClientUplink(p.only) {
 		return fmt.Sprintf("`mifsec gateway --listen` on its %s address alone: a single-link baseline for the multipath run", p.only)
 	}
 	if p.only != "" {
@@ -176,7 +177,7 @@ func (p *mifsecLabPeer) Behaviour(sc *Scenario) string {
 	return b + ", then it reconnects through the same interface until that link carries traffic again"
 }
 
-func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
+func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
 	// The control sockets (/run/mifsec/<tun>.sock) are shared by every
 	// namespace: the names carry the lab's PID.
 	p.clientTUN = fmt.Sprintf("mlb%dc", n.lab.owner)
@@ -293,13 +294,13 @@ type wireguardLabPeer struct {
 func (p *wireguardLabPeer) ClientAddr() netip.Addr  { return netip.Addr{} }
 func (p *wireguardLabPeer) TunnelInterface() string { return p.ClientInterface() }
 
-func (p *wireguardLabPeer) Behaviour(sc *Scenario) string {
+func (p *wireguardLabPeer) Behaviour(sc *scenarios.Scenario) string {
 	return fmt.Sprintf("wireguard-go with the gateway's %s address as endpoint: its UDP packets follow the client's routing table "+
 		"(through %s while that interface is up, else the next default route); the gateway follows the client's source address (roaming)",
 		sc.Client.Interface, sc.Client.Interface)
 }
 
-func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
+func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
 	tag := strconv.Itoa(n.lab.owner)
 	clientIface, serverIface := "wlb"+tag+"c", "wlb"+tag+"s"
 	clientKey, clientPub, err := wireguardKeyPair()
@@ -361,12 +362,12 @@ type strongswanLabPeer struct {
 func (p *strongswanLabPeer) ClientAddr() netip.Addr  { return strongswanClientAddr }
 func (p *strongswanLabPeer) TunnelInterface() string { return "ipsec0" }
 
-func (p *strongswanLabPeer) Behaviour(sc *Scenario) string {
+func (p *strongswanLabPeer) Behaviour(sc *scenarios.Scenario) string {
 	return "strongSwan 5.9 client with its defaults (MOBIKE on, DPD off): it moves the IKE and Child SAs to another address " +
 		"when the kernel reports the used one gone, and notices a silent failure only through IKE retransmissions"
 }
 
-func (p *strongswanLabPeer) Setup(ctx context.Context, n *LabNet, sc *Scenario) error {
+func (p *strongswanLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
 	err := p.setupLab(ctx, n, sc)
 	if err != nil && ctx.Err() == nil {
 		return skipf("strongSwan did not come up: %v", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/bench/linkemu"
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/bench/traffic"
 )
 
@@ -217,39 +218,22 @@ type ScenarioRatio struct {
 	PeerInterruptionS   *float64 `json:"peer_interruption_s"`
 }
 
-func newScenarioReport(sc *Scenario) *ScenarioReport {
+func newScenarioReport(sc *scenarios.Scenario) *ScenarioReport {
 	r := &ScenarioReport{
 		Scenario: sc.Name, Description: sc.Description, Source: sc.Source(),
 		StartedAt: time.Now().UTC().Truncate(time.Second), DurationSeconds: sc.Duration.D().Seconds(),
 		Machine: machineInfo(), ClientInterface: sc.Client.Interface, Notes: sc.Notes,
-		Directions: sc.directions(), TCPCongestion: sc.TCPCongestion,
+		Directions: sc.Directions(), TCPCongestion: sc.TCPCongestion,
 	}
-	for i, u := range sc.links() {
+	for i, u := range sc.Links() {
 		cfg := u.Shapes()
-		r.Uplinks = append(r.Uplinks, UplinkInfo{Name: u.Name, Kind: u.Kind, Metric: u.Metric, NAT: u.NAT, Gateway: sc.isGatewayLink(i),
+		r.Uplinks = append(r.Uplinks, UplinkInfo{Name: u.Name, Kind: u.Kind, Metric: u.Metric, NAT: u.NAT, Gateway: sc.IsGatewayLink(i),
 			Up: describeShape(cfg.AtoB), Down: describeShape(cfg.BtoA)})
 	}
 	for _, e := range sc.Events {
-		r.Events = append(r.Events, EventInfo{AtS: e.At.D().Seconds(), Uplink: e.Uplink, Action: e.Action, What: e.describe()})
+		r.Events = append(r.Events, EventInfo{AtS: e.At.D().Seconds(), Uplink: e.Uplink, Action: e.Action, What: e.Describe()})
 	}
 	return r
-}
-
-// directions lists the directions of the scenario's tcp and udp traffic
-// ("up" when there is none: probes go up).
-func (s *Scenario) directions() []string {
-	var dirs []string
-	for _, t := range s.Traffic {
-		if t.Kind != TrafficProbe && !slices.Contains(dirs, t.Direction) {
-			dirs = append(dirs, t.Direction)
-		}
-	}
-	if len(dirs) == 0 {
-		dirs = []string{"up"}
-	}
-	slices.Sort(dirs)
-	slices.Reverse(dirs) // up first
-	return dirs
 }
 
 // finish computes the ratios once every peer ran.
@@ -264,7 +248,7 @@ func (r *ScenarioReport) finish() {
 	if m := mainRate(mifsec, r.Directions); m != nil {
 		sl := &SingleLinkRatio{Links: map[string]float64{}, MifsecMbps: *m}
 		for _, p := range r.Runs {
-			uplink, ok := strings.CutPrefix(p.Peer, SingleLinkPrefix)
+			uplink, ok := strings.CutPrefix(p.Peer, scenarios.SingleLinkPrefix)
 			if v := mainRate(p, r.Directions); ok && v != nil {
 				sl.Links[uplink] = *v
 				sl.SumMbps += *v
@@ -310,7 +294,7 @@ func totalInterruption(p PeerRun) *float64 {
 	}
 	var sum float64
 	for _, i := range p.Interruptions {
-		if i.Action == ActionDown || i.Action == ActionUnplug || i.Action == "" {
+		if i.Action == scenarios.ActionDown || i.Action == scenarios.ActionUnplug || i.Action == "" {
 			sum += i.Seconds
 		}
 	}
@@ -419,16 +403,16 @@ func (r *ScenarioReport) writeRanking(b *strings.Builder) {
 
 // summarize fills the per-sample rates, the per-path and total summaries
 // and the interruptions from the samples and the probe summary.
-func (p *PeerRun) summarize(sc *Scenario) {
+func (p *PeerRun) summarize(sc *scenarios.Scenario) {
 	fillRates(p.Samples)
 	bounds := phaseBounds(sc)
 	p.Paths = nil
 	total := PathSummary{Uplink: "total"}
-	for i, u := range sc.links() {
+	for i, u := range sc.Links() {
 		path := summarizePath(p.Samples, i, bounds)
 		path.Uplink, path.Kind = u.Name, u.Kind
 		p.Paths = append(p.Paths, path)
-		if sc.isGatewayLink(i) {
+		if sc.IsGatewayLink(i) {
 			continue // the client's uplinks carried the same traffic
 		}
 		total.UpMbps += path.UpMbps
@@ -455,7 +439,7 @@ func (p *PeerRun) summarize(sc *Scenario) {
 	}
 	for k, e := range sc.Events {
 		at := e.At.D().Seconds()
-		in := Interruption{Event: e.describe(), Action: e.Action, AtS: at}
+		in := Interruption{Event: e.Describe(), Action: e.Action, AtS: at}
 		if p.Probe != nil {
 			if o, ok := p.Probe.outageAt(at); ok {
 				in.Seconds, in.Lost, in.Recovered = o.Seconds, o.Lost, o.Recovered
@@ -530,7 +514,7 @@ func mbps(bytes uint64, seconds float64) float64 {
 }
 
 // phaseBounds are 0, every distinct event time, and the end.
-func phaseBounds(sc *Scenario) []float64 {
+func phaseBounds(sc *scenarios.Scenario) []float64 {
 	bounds := []float64{0}
 	for _, e := range sc.Events {
 		at := e.At.D().Seconds()
@@ -585,9 +569,9 @@ func sampleAt(samples []Sample, t float64) Sample {
 
 // describeShape writes one direction of a link for the report.
 func describeShape(s linkemu.Shape) string {
-	parts := []string{formatRate(s.Rate)}
+	parts := []string{scenarios.FormatRate(s.Rate)}
 	if t := s.Trace; t != nil {
-		parts[0] = fmt.Sprintf("trace %s (mean %s)", t.Name(), formatRate(t.MeanRate()))
+		parts[0] = fmt.Sprintf("trace %s (mean %s)", t.Name(), scenarios.FormatRate(t.MeanRate()))
 	}
 	if s.Delay > 0 {
 		d := s.Delay.String()
@@ -701,7 +685,7 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 		writeAligned(b, rows)
 	}
 	for _, t := range p.Traffic {
-		if t.Kind == TrafficProbe {
+		if t.Kind == scenarios.TrafficProbe {
 			continue
 		}
 		fmt.Fprintf(b, "  %s %s", t.Kind, t.Direction)
@@ -809,7 +793,7 @@ func (in Interruption) describe(probes bool) string {
 
 // hasFailures reports whether the scenario fails a link (down, unplug).
 func (r *ScenarioReport) hasFailures() bool {
-	return slices.ContainsFunc(r.Events, func(e EventInfo) bool { return e.Action == ActionDown || e.Action == ActionUnplug })
+	return slices.ContainsFunc(r.Events, func(e EventInfo) bool { return e.Action == scenarios.ActionDown || e.Action == scenarios.ActionUnplug })
 }
 
 // summaryWidth is where the summary wraps long lines.

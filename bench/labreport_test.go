@@ -6,10 +6,12 @@ import (
 	"image/png"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/bench/traffic"
 )
 
@@ -134,9 +136,9 @@ func syntheticSamples() []Sample {
 	return samples
 }
 
-func reportScenario(t *testing.T) *Scenario {
+func reportScenario(t *testing.T) *scenarios.Scenario {
 	t.Helper()
-	s, err := ParseScenario(strings.NewReader(`
+	s, err := scenarios.ParseScenario(strings.NewReader(`
 name: maths
 description: test
 duration: 10s
@@ -190,7 +192,7 @@ func TestPeerRunSummarize(t *testing.T) {
 		flow.Intervals = append(flow.Intervals, traffic.Interval{T: tt, Mbps: mbps})
 	}
 	retransmits := 7
-	run.Traffic = []TrafficResult{{Kind: TrafficTCP, Direction: "up", Retransmits: &retransmits, flow: flow}}
+	run.Traffic = []TrafficResult{{Kind: scenarios.TrafficTCP, Direction: "up", Retransmits: &retransmits, flow: flow}}
 	run.summarize(sc)
 
 	if got := run.Samples[10].Uplinks[0].UpMbps; math.Abs(got-10) > 1e-6 {
@@ -296,7 +298,7 @@ func TestPeerRunSummarize(t *testing.T) {
 	// alone carried through it.
 	baseline := func(uplink string, mbps float64) PeerRun {
 		b := run
-		b.Peer = SingleLinkPrefix + uplink
+		b.Peer = scenarios.SingleLinkPrefix + uplink
 		total := *run.Total
 		total.UpMbps = mbps
 		b.Total = &total
@@ -417,5 +419,31 @@ func TestInterruptionSaysWhereALateStallStarts(t *testing.T) {
 				t.Fatalf("%q, want it to start with %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestReportLinks: the report lists the gateway's uplinks after the
+// client's, and describes a trace-driven link by its trace.
+func TestReportLinks(t *testing.T) {
+	s, err := scenarios.LoadScenario("gateway-aggregation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newScenarioReport(s)
+	clients := len(s.Uplinks)
+	if len(r.Uplinks) != clients+len(s.GatewayUplinks) || len(s.GatewayUplinks) == 0 ||
+		r.Uplinks[clients-1].Gateway || !r.Uplinks[clients].Gateway {
+		t.Errorf("report uplinks %+v", r.Uplinks)
+	}
+	s, err = scenarios.LoadScenario("lte-aggregation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(s.Uplinks, func(u scenarios.UplinkSpec) bool { return u.Shapes().AtoB.Trace != nil })
+	if i < 0 {
+		t.Fatal("lte-aggregation has no trace-driven uplink")
+	}
+	if got := describeShape(s.Uplinks[i].Shapes().AtoB); !strings.Contains(got, "trace TMobile-LTE-short.up (mean ") {
+		t.Errorf("report describes the link as %q", got)
 	}
 }

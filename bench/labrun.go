@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/bench/traffic"
 )
 
@@ -38,7 +39,7 @@ type ScenarioConfig struct {
 // lab, one after the other. Skipped peers are reported, not errors. The
 // report holds what was measured even when the error is not nil (a peer
 // failed, or ctx ended); the caller closes lab in every case.
-func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig) (*ScenarioReport, error) {
+func RunScenario(ctx context.Context, lab *Lab, sc *scenarios.Scenario, cfg ScenarioConfig) (*ScenarioReport, error) {
 	log := cfg.Log
 	if log == nil {
 		log = io.Discard
@@ -97,9 +98,9 @@ type toolUser interface{ tools() []tool }
 // message: an error when the lab itself or a peer the user asked for
 // (explicit) needs them; otherwise a note that the peers lacking them will
 // be skipped.
-func checkPrerequisites(sc *Scenario, peers []labPeer, explicit bool, log io.Writer) error {
+func checkPrerequisites(sc *scenarios.Scenario, peers []labPeer, explicit bool, log io.Writer) error {
 	needed := slices.Clone(trafficTools)
-	if slices.ContainsFunc(sc.Uplinks, func(u UplinkSpec) bool { return u.NAT }) {
+	if slices.ContainsFunc(sc.Uplinks, func(u scenarios.UplinkSpec) bool { return u.NAT }) {
 		needed = append(needed, tool{"nft", "nftables"})
 	}
 	missing := missingTools(needed)
@@ -132,7 +133,7 @@ func (r *PeerRun) record(o peerOutcome) {
 
 // measureScenario brings the peer up on n and runs the scenario's
 // timeline; the runner tears everything down again.
-func measureScenario(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
+func measureScenario(ctx context.Context, n *LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
 	log := cfg.Log
 	defer func() { run.Logs = n.processLogs() }()
 	if err := n.pinGateway(ctx, n.uplink(sc.Client.Interface)); err != nil {
@@ -156,7 +157,7 @@ func measureScenario(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer,
 
 // runTimeline starts the traffic, samples the links and applies the events
 // on the scenario's clock, then collects the results into run.
-func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) error {
+func runTimeline(ctx context.Context, n *LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) error {
 	// A short lead lets every goroutine be ready at time zero.
 	base := time.Now().Add(50 * time.Millisecond)
 	// Every peer meets the same stretch of a trace-driven link's trace.
@@ -187,20 +188,20 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 			if !sleepUntil(timelineCtx, base.Add(e.At.D())) {
 				return
 			}
-			i := sc.uplinkIndex(e.Uplink)
+			i := sc.UplinkIndex(e.Uplink)
 			if err := n.apply(timelineCtx, n.Uplinks[i], e); err != nil {
 				eventErr = errors.Join(eventErr, err)
 				continue
 			}
 			failedMu.Lock()
 			switch e.Action {
-			case ActionDown, ActionUnplug:
+			case scenarios.ActionDown, scenarios.ActionUnplug:
 				failed[i] = true
-			case ActionUp, ActionPlug:
+			case scenarios.ActionUp, scenarios.ActionPlug:
 				failed[i] = false
 			}
 			failedMu.Unlock()
-			fmt.Fprintf(cfg.Log, "%s: %5.1fs %s\n", peer.Name(), e.At.D().Seconds(), e.describe())
+			fmt.Fprintf(cfg.Log, "%s: %5.1fs %s\n", peer.Name(), e.At.D().Seconds(), e.Describe())
 		}
 	})
 
@@ -210,7 +211,7 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 	for i, t := range sc.Traffic {
 		results[i] = TrafficResult{Kind: t.Kind, Direction: t.Direction, Streams: t.Streams,
 			StartS: t.Start.D().Seconds(), Seconds: t.Duration.D().Seconds()}
-		if t.Kind == TrafficProbe {
+		if t.Kind == scenarios.TrafficProbe {
 			probe = &probeStream{src: n.Client, dst: n.Protected, to: netip.AddrPortFrom(labServerAddr, probePort),
 				start: t.Start.D(), interval: t.Interval.D(), size: int(t.Size), count: int(t.Duration.D() / t.Interval.D()), bind: peer.ClientAddr()}
 			wg.Go(func() { probeErr = probe.run(timelineCtx, base) })
@@ -257,8 +258,8 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 // uplinkShares says how the run's bytes in the main direction split over
 // the uplinks (the emulators' counters), so that a multipath transport that
 // left an uplink unused shows it.
-func uplinkShares(run *PeerRun, sc *Scenario) string {
-	dirs := sc.directions()
+func uplinkShares(run *PeerRun, sc *scenarios.Scenario) string {
+	dirs := sc.Directions()
 	var total uint64
 	bytes := make([]uint64, len(run.Paths))
 	for i, p := range run.Paths {
@@ -356,9 +357,9 @@ func hasNoTunnel(peer labPeer) bool {
 // runLabTraffic runs one tcp or udp traffic entry (TCP with congestion
 // control cc) from the client
 // namespace to the protected server, in this process.
-func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, cc string, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
+func runLabTraffic(ctx context.Context, n *LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
 	server := netip.AddrPortFrom(labServerAddr, port)
-	if t.Kind == TrafficUDP {
+	if t.Kind == scenarios.TrafficUDP {
 		runLabUDP(ctx, n, t, server, peer.ClientAddr(), result)
 		return
 	}
@@ -389,7 +390,7 @@ func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, cc string, por
 
 // runLabUDP runs a paced UDP stream from the client namespace (up) or to
 // it (down).
-func runLabUDP(ctx context.Context, n *LabNet, t TrafficSpec, server netip.AddrPort, bind netip.Addr, result *TrafficResult) {
+func runLabUDP(ctx context.Context, n *LabNet, t scenarios.TrafficSpec, server netip.AddrPort, bind netip.Addr, result *TrafficResult) {
 	from := netip.IPv4Unspecified()
 	if bind.IsValid() {
 		from = bind

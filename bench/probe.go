@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/vishvananda/netns"
 )
 
@@ -27,7 +28,7 @@ import (
 // nanoseconds since the stream's start (8) | padding up to the size.
 const (
 	probeMagic     = 0x4d4c5042 // "MLPB"
-	probeHeaderLen = 20
+	probeHeaderLen = scenarios.MinProbeSize
 	probePort      = 9191
 )
 

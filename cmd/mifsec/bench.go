@@ -12,11 +12,12 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 func benchCommand() *cli.Command {
 	subcommands := []*cli.Command{benchThroughputCommand(), benchClientsCommand(), benchSoakCommand()}
-	for _, name := range bench.BuiltinScenarios() {
+	for _, name := range scenarios.BuiltinScenarios() {
 		subcommands = append(subcommands, benchScenarioCommand(name))
 	}
 	return &cli.Command{
@@ -24,14 +25,14 @@ func benchCommand() *cli.Command {
 		Usage:     "measure mifsec against other tunnels in network namespaces (needs root)",
 		ArgsUsage: "SCENARIO | FILE.yaml",
 		Description: "`mifsec bench throughput` measures one TCP flow over a plain veth pair. The other scenarios\n" +
-			"(" + strings.Join(bench.BuiltinScenarios(), ", ") + ", or a scenario file: `mifsec bench [flags] FILE.yaml`)\n" +
+			"(" + strings.Join(scenarios.BuiltinScenarios(), ", ") + ", or a scenario file: `mifsec bench [flags] FILE.yaml`)\n" +
 			"run on a client host with several emulated uplinks; see docs/lab.md.",
 		Flags:       scenarioFlags(),
 		Subcommands: subcommands,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("bench needs one scenario: throughput, %s, or a scenario file",
-					strings.Join(bench.BuiltinScenarios(), ", "))
+					strings.Join(scenarios.BuiltinScenarios(), ", "))
 			}
 			return runScenarioCommand(c, c.Args().First(), "mifsec-bench")
 		},
@@ -62,7 +63,7 @@ func inheritFlags(c *cli.Context) error {
 // benchScenarioCommand runs a built-in scenario with its peers.
 func benchScenarioCommand(name string) *cli.Command {
 	usage := "the " + name + " scenario"
-	if summary, err := bench.BuiltinSummary(name); err == nil {
+	if summary, err := scenarios.BuiltinSummary(name); err == nil {
 		usage = summary
 	}
 	return &cli.Command{

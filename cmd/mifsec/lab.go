@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 func labCommand() *cli.Command {
@@ -51,9 +52,9 @@ func scenarioFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "out", Usage: "write the report, plots and summary into `DIR` (default ./mifsec-<scenario>-<time>)"},
 		&cli.DurationFlag{Name: "duration", Usage: "run the traffic this long, events moved in proportion (default: the scenario's)"},
-		&cli.StringFlag{Name: "peers", Usage: "comma-separated peers to measure (default: the scenario's): " + strings.Join(bench.LabPeerNames, ", ")},
+		&cli.StringFlag{Name: "peers", Usage: "comma-separated peers to measure (default: the scenario's): " + strings.Join(scenarios.LabPeerNames, ", ")},
 		&cli.BoolFlag{Name: "keep-going", Usage: "measure the remaining peers after one fails"},
-		&cli.StringFlag{Name: "tcp-congestion", Usage: "TCP congestion control of the flows on both ends, e.g. bbr (default: the scenario's, else " + bench.DefaultTCPCongestion + ")"},
+		&cli.StringFlag{Name: "tcp-congestion", Usage: "TCP congestion control of the flows on both ends, e.g. bbr (default: the scenario's, else " + scenarios.DefaultTCPCongestion + ")"},
 		&cli.StringFlag{Name: "wireguard-go", Usage: "use this wireguard-go binary instead of building one (`PATH`)"},
 	}
 }
@@ -61,7 +62,7 @@ func scenarioFlags() []cli.Flag {
 // runScenarioCommand runs a scenario for `mifsec lab` and `mifsec bench
 // SCENARIO`, prints the summary and writes the files.
 func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
-	sc, err := bench.LoadScenario(name)
+	sc, err := scenarios.LoadScenario(name)
 	if err != nil {
 		return err
 	}

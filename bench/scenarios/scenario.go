@@ -1,4 +1,4 @@
-package bench
+package scenarios
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -21,6 +20,10 @@ import (
 
 	"github.com/mifsec/mifsec/bench/linkemu"
 )
+
+// MinProbeSize is the smallest probe packet a scenario may ask for: the
+// probe stream's header (magic, sequence number, send time).
+const MinProbeSize = 20
 
 // Scenario is one lab experiment, read from YAML: a client host with
 // several uplinks, each through its own emulated link to the gateway, link
@@ -137,7 +140,7 @@ func (t *TBFSpec) validate() error {
 }
 
 // tcArgs are the arguments of `tc qdisc replace dev DEV root` for t.
-func (t *TBFSpec) tcArgs() []string {
+func (t *TBFSpec) TcArgs() []string {
 	return []string{"tbf", "rate", fmt.Sprintf("%.0fbit", float64(t.Rate)), "burst", strconv.Itoa(int(t.Burst)),
 		"latency", fmt.Sprintf("%dus", t.Latency.D().Microseconds())}
 }
@@ -372,12 +375,12 @@ func nodeErr(n *yaml.Node, format string, args ...any) error {
 	return fmt.Errorf("line %d: %s", n.Line, fmt.Sprintf(format, args...))
 }
 
-//go:embed scenarios/*.yaml
+//go:embed *.yaml
 var builtinScenarios embed.FS
 
 // BuiltinScenarios lists the names of the scenarios built into the binary.
 func BuiltinScenarios() []string {
-	entries, err := builtinScenarios.ReadDir("scenarios")
+	entries, err := builtinScenarios.ReadDir(".")
 	if err != nil {
 		return nil
 	}
@@ -395,7 +398,7 @@ func BuiltinScenarios() []string {
 // bench/scenarios/traces of mifsec's source (see builtinTraceDirs).
 func LoadScenario(nameOrPath string) (*Scenario, error) {
 	if !strings.ContainsAny(nameOrPath, "/.") {
-		data, err := builtinScenarios.ReadFile(path.Join("scenarios", nameOrPath+".yaml"))
+		data, err := builtinScenarios.ReadFile(nameOrPath + ".yaml")
 		if err == nil {
 			s, err := parseScenario(bytes.NewReader(data), findBuiltinTrace)
 			if err != nil {
@@ -427,7 +430,7 @@ func LoadScenario(nameOrPath string) (*Scenario, error) {
 // without checking the scenario or loading its traces (for command help,
 // built at every start of the binary).
 func BuiltinSummary(name string) (string, error) {
-	data, err := builtinScenarios.ReadFile(path.Join("scenarios", name+".yaml"))
+	data, err := builtinScenarios.ReadFile(name + ".yaml")
 	if err != nil {
 		return "", fmt.Errorf("no built-in scenario %q", name)
 	}
@@ -473,7 +476,7 @@ func builtinTraceDirs() []string {
 		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "bench", "scenarios"))
 	}
 	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		dirs = append(dirs, filepath.Join(filepath.Dir(file), "scenarios"))
+		dirs = append(dirs, filepath.Dir(file))
 	}
 	var distinct []string
 	for _, d := range dirs {
@@ -562,17 +565,17 @@ func (s *Scenario) normalize() error {
 }
 
 // isUplink reports whether name is one of the scenario's uplinks.
-func (s *Scenario) isUplink(name string) bool { return s.uplinkIndex(name) >= 0 }
+func (s *Scenario) isUplink(name string) bool { return s.UplinkIndex(name) >= 0 }
 
 // links returns every emulated link of the scenario: the client's
 // uplinks, then the gateway's. Events, samples and reports index them in
 // this order.
-func (s *Scenario) links() []UplinkSpec {
+func (s *Scenario) Links() []UplinkSpec {
 	return append(slices.Clone(s.Uplinks), s.GatewayUplinks...)
 }
 
 // isGatewayLink reports whether link i of links() is one of the gateway's.
-func (s *Scenario) isGatewayLink(i int) bool { return i >= len(s.Uplinks) }
+func (s *Scenario) IsGatewayLink(i int) bool { return i >= len(s.Uplinks) }
 
 // normalizeUplinks checks the uplinks (the client's and the gateway's),
 // gives each a metric (100 per position) and kind by default, and loads
@@ -607,10 +610,10 @@ func (s *Scenario) normalizeUplink(field string, i int, u *UplinkSpec) error {
 	if err := validInterfaceName(u.Name); err != nil {
 		return fmt.Errorf("%s.name: %w", field, err)
 	}
-	if s.uplinkIndex(u.Name) < i {
+	if s.UplinkIndex(u.Name) < i {
 		return fmt.Errorf("%s.name: %q is used twice", field, u.Name)
 	}
-	if u.Metric == 0 && !s.isGatewayLink(i) {
+	if u.Metric == 0 && !s.IsGatewayLink(i) {
 		u.Metric = 100 * (i + 1)
 	}
 	if u.Metric < 0 {
@@ -639,14 +642,14 @@ func (s *Scenario) normalizeUplink(field string, i int, u *UplinkSpec) error {
 }
 
 // isClientUplink reports whether name is one of the client's uplinks.
-func (s *Scenario) isClientUplink(name string) bool {
+func (s *Scenario) IsClientUplink(name string) bool {
 	return slices.ContainsFunc(s.Uplinks, func(u UplinkSpec) bool { return u.Name == name })
 }
 
 // linkNames lists every link's name (links()).
 func (s *Scenario) linkNames() []string {
 	var names []string
-	for _, u := range s.links() {
+	for _, u := range s.Links() {
 		names = append(names, u.Name)
 	}
 	return names
@@ -696,7 +699,7 @@ func (s *Scenario) normalizeEvents() error {
 // would be asked to do, at the start and after every event, is valid.
 func (s *Scenario) validateShapes() error {
 	sort.SliceStable(s.Events, func(i, j int) bool { return s.Events[i].At < s.Events[j].At })
-	links := s.links()
+	links := s.Links()
 	configs := make([]linkemu.Config, len(links))
 	for i, u := range links {
 		configs[i] = u.Shapes()
@@ -705,8 +708,8 @@ func (s *Scenario) validateShapes() error {
 		}
 	}
 	for _, e := range s.Events {
-		i := s.uplinkIndex(e.Uplink)
-		configs[i] = applyEvent(configs[i], e)
+		i := s.UplinkIndex(e.Uplink)
+		configs[i] = ApplyEvent(configs[i], e)
 		if err := configs[i].Validate(); err != nil {
 			return fmt.Errorf("event at %s on %s: %w", e.At, e.Uplink, err)
 		}
@@ -795,8 +798,8 @@ func (t *TrafficSpec) normalize(field string, scenario Duration) error {
 		if t.Size == 0 {
 			t.Size = defaultProbeSize
 		}
-		if t.Size < probeHeaderLen || t.Size > 1400 {
-			return fmt.Errorf("%s.size: %d is not between %d and 1400 bytes", field, t.Size, probeHeaderLen)
+		if t.Size < MinProbeSize || t.Size > 1400 {
+			return fmt.Errorf("%s.size: %d is not between %d and 1400 bytes", field, t.Size, MinProbeSize)
 		}
 	}
 	return nil
@@ -829,14 +832,14 @@ func (s *Scenario) normalizePeers() error {
 func (s *Scenario) normalizeClient() error {
 	if s.Client.Interface == "" {
 		s.Client.Interface = s.preferredUplink()
-	} else if !s.isClientUplink(s.Client.Interface) {
+	} else if !s.IsClientUplink(s.Client.Interface) {
 		return fmt.Errorf("client.interface: %q is not an uplink of the client (have %s)", s.Client.Interface, strings.Join(s.UplinkNames(), ", "))
 	}
 	if s.Client.RetransmitTries < 0 {
 		return fmt.Errorf("client.retransmit_tries: %d is negative", s.Client.RetransmitTries)
 	}
 	for i, name := range s.Client.Interfaces {
-		if !s.isClientUplink(name) {
+		if !s.IsClientUplink(name) {
 			return fmt.Errorf("client.interfaces[%d]: %q is not an uplink of the client (have %s)", i, name, strings.Join(s.UplinkNames(), ", "))
 		}
 	}
@@ -914,8 +917,8 @@ func (s *Scenario) preferredUplink() string {
 }
 
 // uplinkIndex returns the position of the named uplink in links(), or -1.
-func (s *Scenario) uplinkIndex(name string) int {
-	return slices.IndexFunc(s.links(), func(u UplinkSpec) bool { return u.Name == name })
+func (s *Scenario) UplinkIndex(name string) int {
+	return slices.IndexFunc(s.Links(), func(u UplinkSpec) bool { return u.Name == name })
 }
 
 // validInterfaceName checks a Linux interface name.
@@ -1049,7 +1052,7 @@ func (l *LinkSpec) apply(shape *linkemu.Shape) {
 }
 
 // applyEvent returns the link configuration after the event.
-func applyEvent(cfg linkemu.Config, e EventSpec) linkemu.Config {
+func ApplyEvent(cfg linkemu.Config, e EventSpec) linkemu.Config {
 	dirs := []*linkemu.Shape{&cfg.AtoB, &cfg.BtoA}
 	switch e.Direction {
 	case "up":
@@ -1071,7 +1074,7 @@ func applyEvent(cfg linkemu.Config, e EventSpec) linkemu.Config {
 }
 
 // describe says what the event does, for logs, reports and the plot.
-func (e EventSpec) describe() string {
+func (e EventSpec) Describe() string {
 	var what string
 	switch e.Action {
 	case ActionDown:
@@ -1086,7 +1089,7 @@ func (e EventSpec) describe() string {
 		var parts []string
 		l := e.Set
 		if l.Rate != nil {
-			parts = append(parts, "rate "+formatRate(float64(*l.Rate)))
+			parts = append(parts, "rate "+FormatRate(float64(*l.Rate)))
 		}
 		if l.Delay != nil {
 			parts = append(parts, "delay "+l.Delay.String())
@@ -1112,7 +1115,7 @@ func (e EventSpec) describe() string {
 }
 
 // formatRate writes a rate in the largest unit that keeps it at least 1.
-func formatRate(bps float64) string {
+func FormatRate(bps float64) string {
 	switch {
 	case bps == 0:
 		return "unlimited"
@@ -1124,4 +1127,21 @@ func formatRate(bps float64) string {
 		return strconv.FormatFloat(bps/1e3, 'g', 4, 64) + " kbit/s"
 	}
 	return strconv.FormatFloat(bps, 'g', 4, 64) + " bit/s"
+}
+
+// directions lists the directions of the scenario's tcp and udp traffic
+// ("up" when there is none: probes go up).
+func (s *Scenario) Directions() []string {
+	var dirs []string
+	for _, t := range s.Traffic {
+		if t.Kind != TrafficProbe && !slices.Contains(dirs, t.Direction) {
+			dirs = append(dirs, t.Direction)
+		}
+	}
+	if len(dirs) == 0 {
+		dirs = []string{"up"}
+	}
+	slices.Sort(dirs)
+	slices.Reverse(dirs) // up first
+	return dirs
 }
