@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/traffic"
 	"golang.org/x/sys/unix"
 )
@@ -45,7 +46,7 @@ type flowSpec struct {
 // connections use congestion control cc ("" for the namespace's default).
 func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool, cc string) (net.Listener, error) {
 	var ln net.Listener
-	err := inNamespace(ns, func() error {
+	err := labnet.InNamespace(ns, func() error {
 		lc := net.ListenConfig{Control: congestionControl(cc)}
 		lc.SetMultipathTCP(mptcp)
 		l, err := lc.Listen(context.Background(), "tcp4", addr.String())
@@ -64,7 +65,7 @@ func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool, cc string) (net.Lis
 func dialerIn(ns string, bind netip.Addr, addr netip.AddrPort, mptcp bool, cc string) func(ctx context.Context) (net.Conn, error) {
 	return func(ctx context.Context) (net.Conn, error) {
 		var conn net.Conn
-		err := inNamespace(ns, func() error {
+		err := labnet.InNamespace(ns, func() error {
 			d := net.Dialer{Control: congestionControl(cc)}
 			d.SetMultipathTCP(mptcp)
 			if bind.IsValid() {
@@ -139,8 +140,9 @@ type interfaceCounters struct {
 	TxBytes, RxBytes uint64
 }
 
-// readCounters reads the byte counters of an interface in namespace ns.
-func (t *Topology) readCounters(ctx context.Context, ns, iface string) (interfaceCounters, error) {
+// readCounters reads the byte counters of an interface in namespace ns of
+// topology t.
+func readCounters(ctx context.Context, t *labnet.Topology, ns, iface string) (interfaceCounters, error) {
 	out, err := t.Run(ctx, ns, "ip", "-json", "-stats", "link", "show", "dev", iface)
 	if err != nil {
 		return interfaceCounters{}, fmt.Errorf("read the counters of %s: %w", iface, err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -29,9 +30,9 @@ func requireLab(t *testing.T) {
 	}
 }
 
-func newTestLab(t *testing.T, ctx context.Context) *Lab {
+func newTestLab(t *testing.T, ctx context.Context) *labnet.Lab {
 	t.Helper()
-	lab, err := NewLab(ctx, testLog{t})
+	lab, err := labnet.NewLab(ctx, testLog{t})
 	if err != nil {
 		t.Fatalf("NewLab: %v", err)
 	}
@@ -41,9 +42,9 @@ func newTestLab(t *testing.T, ctx context.Context) *Lab {
 
 // assertCleanedUp checks that no namespace of the lab remains and that no
 // process it started is alive.
-func assertCleanedUp(t *testing.T, lab *Lab) {
+func assertCleanedUp(t *testing.T, lab *labnet.Lab) {
 	t.Helper()
-	out, err := runCommand(context.Background(), "ip", "netns", "list")
+	out, err := labnet.RunCommand(context.Background(), "ip", "netns", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +52,11 @@ func assertCleanedUp(t *testing.T, lab *Lab) {
 		t.Errorf("namespaces with prefix %s remain:\n%s", lab.NamespacePrefix(), out)
 	}
 	for _, pid := range lab.StartedPIDs() {
-		if processAlive(pid) {
+		if labnet.ProcessAlive(pid) {
 			t.Errorf("process %d started by the lab is still alive", pid)
 		}
 	}
-	sockets, _ := filepath.Glob(filepath.Join(wireguardSocketDir, "wgb"+strconv.Itoa(lab.owner)+"*"))
+	sockets, _ := filepath.Glob(filepath.Join(labnet.WireguardSocketDir, "wgb"+strconv.Itoa(lab.Owner)+"*"))
 	if len(sockets) > 0 {
 		t.Errorf("wireguard-go sockets remain: %v", sockets)
 	}
@@ -130,7 +131,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 		t.Errorf("Lab.Close: %v", err)
 	}
 	assertCleanedUp(t, lab)
-	sockets, _ := filepath.Glob(mif.ControlSocket("mbk" + strconv.Itoa(lab.owner) + "*"))
+	sockets, _ := filepath.Glob(mif.ControlSocket("mbk" + strconv.Itoa(lab.Owner) + "*"))
 	if len(sockets) > 0 {
 		t.Errorf("mifsec control sockets remain: %v", sockets)
 	}
@@ -186,11 +187,11 @@ func TestNewLabRemovesStaleNamespaces(t *testing.T) {
 	defer cancel()
 	// PID 0 never owns a lab: this stands for a crashed run's namespace,
 	// with a process still running inside.
-	stale := NamespacePrefix + "0-crashed"
-	if _, err := runCommand(ctx, "ip", "netns", "add", stale); err != nil {
+	stale := labnet.NamespacePrefix + "0-crashed"
+	if _, err := labnet.RunCommand(ctx, "ip", "netns", "add", stale); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteNamespace(stale) })
+	t.Cleanup(func() { labnet.DeleteNamespace(stale) })
 	sleeper := exec.Command("ip", "netns", "exec", stale, "sleep", "600")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
@@ -200,7 +201,7 @@ func TestNewLabRemovesStaleNamespaces(t *testing.T) {
 	// Start returns before ip(8) has entered the namespace: wait until the
 	// namespace lists the process, or there is nothing yet to kill.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		out, _ := runCommand(ctx, "ip", "netns", "pids", stale)
+		out, _ := labnet.RunCommand(ctx, "ip", "netns", "pids", stale)
 		if strings.TrimSpace(out) != "" {
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
@@ -22,7 +23,7 @@ func TestSocketOwner(t *testing.T) {
 	prefixes := []string{"mbk", "mlb"}
 	for name, want := range map[string]int{"mlb1234c.sock": 1234, "mbk7s.sock": 7, "mlb0c.sock": 0, "mlbc.sock": 0,
 		"mifsec0.sock": 0, "mlb1234c": 0, "wgb12c.sock": 0, "mlb99s.4026532245.sysctl": 99, "mlb12x.sock": 0} {
-		got, ok := socketOwner(name, prefixes)
+		got, ok := labnet.SocketOwner(name, prefixes)
 		if got != want || ok != (want > 0) {
 			t.Errorf("socketOwner(%q) = %d, %v; want %d", name, got, ok, want)
 		}
@@ -46,13 +47,13 @@ func buildMifsec(t *testing.T, ctx context.Context) string {
 // labNamespaces lists the namespaces of the lab owned by pid.
 func labNamespaces(t *testing.T, pid int) []string {
 	t.Helper()
-	out, err := runCommand(context.Background(), "ip", "netns", "list")
+	out, err := labnet.RunCommand(context.Background(), "ip", "netns", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
 	for line := range strings.Lines(out) {
-		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], NamespacePrefix+strconv.Itoa(pid)+"-") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], labnet.NamespacePrefix+strconv.Itoa(pid)+"-") {
 			names = append(names, f[0])
 		}
 	}
@@ -222,11 +223,11 @@ func TestLabKilledThenRerun(t *testing.T) {
 	}
 	var pids []int
 	for _, ns := range namespaces {
-		out, err := runCommand(ctx, "ip", "netns", "pids", ns)
+		out, err := labnet.RunCommand(ctx, "ip", "netns", "pids", ns)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pids = append(pids, parsePIDs(out)...)
+		pids = append(pids, labnet.ParsePIDs(out)...)
 	}
 	if len(pids) < 2 {
 		t.Fatalf("the running lab has processes %v in its namespaces, want gateway and client", pids)
@@ -250,11 +251,11 @@ func TestLabKilledThenRerun(t *testing.T) {
 		}
 	}
 	for _, pid := range pids {
-		if processAlive(pid) {
+		if labnet.ProcessAlive(pid) {
 			t.Errorf("process %d of the killed lab is still alive", pid)
 		}
 	}
-	for dir, prefixes := range labSocketPrefixes {
+	for dir, prefixes := range labnet.LabSocketPrefixes {
 		for _, prefix := range prefixes {
 			sockets, _ := filepath.Glob(filepath.Join(dir, prefix+strconv.Itoa(first.Process.Pid)+"*"))
 			if len(sockets) > 0 {

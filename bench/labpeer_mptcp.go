@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"net/netip"
 	"os"
@@ -59,17 +60,17 @@ func (p *mptcpLabPeer) uplinks(sc *scenarios.Scenario) []string {
 	return sc.UplinkNames()
 }
 
-func (p *mptcpLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
+func (p *mptcpLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
 	if !slices.ContainsFunc(sc.Traffic, func(t scenarios.TrafficSpec) bool { return t.Kind == scenarios.TrafficTCP }) {
 		return skipf("scenario %s has no tcp traffic, and MPTCP carries only TCP", sc.Name)
 	}
 	for _, ns := range []string{n.Client, n.Protected} {
-		enabled, err := readSysctl(ns, "net.mptcp.enabled")
+		enabled, err := labnet.ReadSysctl(ns, "net.mptcp.enabled")
 		if err != nil {
 			return skipf("MPTCP in namespace %s: %v", ns, err)
 		}
 		if enabled != "1" {
-			if err := writeSysctls(ns, "net.mptcp.enabled=1"); err != nil {
+			if err := labnet.WriteSysctls(ns, "net.mptcp.enabled=1"); err != nil {
 				return skipf("net.mptcp.enabled is %s in namespace %s and cannot be set: %v", enabled, ns, err)
 			}
 		}
@@ -79,7 +80,7 @@ func (p *mptcpLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scena
 	}
 	p.endpoints = nil
 	for _, name := range p.uplinks(sc) {
-		u := n.uplink(name)
+		u := n.Uplink(name)
 		if u == nil {
 			return fmt.Errorf("mptcp: no uplink %s", name)
 		}
@@ -92,7 +93,7 @@ func (p *mptcpLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scena
 		}
 		p.endpoints = append(p.endpoints, addr+" dev "+name)
 	}
-	return n.waitForPing(ctx, netip.Addr{})
+	return waitForLabPing(ctx, n, netip.Addr{})
 }
 
 // TunnelState lists the subflow endpoints.

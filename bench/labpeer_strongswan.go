@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"net/netip"
 	"text/template"
@@ -54,7 +55,7 @@ type labSwanSide struct {
 	Child, PSK        string
 }
 
-func (p *strongswanLabPeer) setupLab(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
+func (p *strongswanLabPeer) setupLab(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
 	psk, err := randomHex(32)
 	if err != nil {
 		return err
@@ -67,9 +68,9 @@ func (p *strongswanLabPeer) setupLab(ctx context.Context, n *LabNet, sc *scenari
 		ns, label string
 		side      labSwanSide
 	}{
-		{n.Gateway, "gateway", labSwanSide{LocalID: mifsecIKEServerID, RemoteID: mifsecIKEClientID, LocalTS: labProtectedNet, RemoteTS: clientTS}},
-		{n.Client, "client", labSwanSide{Client: true, Gateway: n.uplink(sc.Client.Interface).GatewayAddr,
-			LocalID: mifsecIKEClientID, RemoteID: mifsecIKEServerID, LocalTS: clientTS, RemoteTS: labProtectedNet}},
+		{n.Gateway, "gateway", labSwanSide{LocalID: mifsecIKEServerID, RemoteID: mifsecIKEClientID, LocalTS: labnet.LabProtectedNet, RemoteTS: clientTS}},
+		{n.Client, "client", labSwanSide{Client: true, Gateway: n.Uplink(sc.Client.Interface).GatewayAddr,
+			LocalID: mifsecIKEClientID, RemoteID: mifsecIKEServerID, LocalTS: clientTS, RemoteTS: labnet.LabProtectedNet}},
 	}
 	var clientURI string
 	for _, s := range sides {
@@ -84,8 +85,8 @@ func (p *strongswanLabPeer) setupLab(ctx context.Context, n *LabNet, sc *scenari
 		}
 		clientURI = uri
 	}
-	if _, err := runCommand(ctx, "swanctl", "--initiate", "--uri", clientURI, "--child", strongswanChild, "--timeout", "20"); err != nil {
+	if _, err := labnet.RunCommand(ctx, "swanctl", "--initiate", "--uri", clientURI, "--child", strongswanChild, "--timeout", "20"); err != nil {
 		return fmt.Errorf("initiate: %w\n%s\n%s", err, p.processes[0].Describe(), p.processes[1].Describe())
 	}
-	return n.waitForPing(ctx, strongswanClientAddr, p.processes...)
+	return waitForLabPing(ctx, n, strongswanClientAddr, p.processes...)
 }

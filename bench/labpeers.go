@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/internal/strongswan/charon"
 	"github.com/mifsec/mifsec/mif"
@@ -28,7 +29,7 @@ type labPeer interface {
 	peerLifecycle
 	// Setup brings the tunnel up over the scenario's client interface and
 	// returns once the protected server answers pings through it.
-	Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error
+	Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error
 	// ClientAddr is the source address for traffic into the tunnel; the
 	// zero Addr lets the kernel choose.
 	ClientAddr() netip.Addr
@@ -177,11 +178,11 @@ func (p *mifsecLabPeer) Behaviour(sc *scenarios.Scenario) string {
 	return b + ", then it reconnects through the same interface until that link carries traffic again"
 }
 
-func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
+func (p *mifsecLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
 	// The control sockets (/run/mifsec/<tun>.sock) are shared by every
 	// namespace: the names carry the lab's PID.
-	p.clientTUN = fmt.Sprintf("mlb%dc", n.lab.owner)
-	p.serverTUN = fmt.Sprintf("mlb%ds", n.lab.owner)
+	p.clientTUN = fmt.Sprintf("mlb%dc", n.Lab.Owner)
+	p.serverTUN = fmt.Sprintf("mlb%ds", n.Lab.Owner)
 	psk, err := randomHex(32)
 	if err != nil {
 		return err
@@ -194,7 +195,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scen
 	// announces them to the client (the wildcard's are not announced); a
 	// single-link baseline gets one: its gateway uplink's, or the first.
 	listen := "0.0.0.0"
-	only := n.uplink(p.only)
+	only := n.Uplink(p.only)
 	switch gws := n.GatewayUplinks(); {
 	case only != nil && only.OfGateway:
 		listen = only.GatewayAddr.String()
@@ -209,7 +210,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scen
 	}
 	gwArgs := []string{p.binary, "gateway",
 		"--listen", listen, "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
-		"--pool", mifsecIKEPool, "--local-ts", labProtectedNet.String(),
+		"--pool", mifsecIKEPool, "--local-ts", labnet.LabProtectedNet.String(),
 		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN}
 	if sc.Client.Policy != "" && p.only == "" {
 		gwArgs = append(gwArgs, "--policy", sc.Client.Policy)
@@ -222,7 +223,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scen
 	if err := waitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
 		return err
 	}
-	uplink, iface := n.uplink(sc.Client.Interface), sc.Client.Interface
+	uplink, iface := n.Uplink(sc.Client.Interface), sc.Client.Interface
 	switch {
 	case only != nil && only.OfGateway:
 		uplink = only // the client's own interface, to that gateway address
@@ -258,7 +259,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scen
 		return err
 	}
 	p.processes = append(p.processes, client)
-	if err := n.waitForPing(ctx, netip.Addr{}, p.processes...); err != nil {
+	if err := waitForLabPing(ctx, n, netip.Addr{}, p.processes...); err != nil {
 		return err
 	}
 	// The inner address at the start, to tell a reconnection that kept it
@@ -271,17 +272,17 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scen
 			return nil
 		}
 		lastErr = err
-		if !sleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
+		if !labnet.SleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
 			return ctx.Err()
 		}
 	}
 	return fmt.Errorf("the client reports no inner address while its tunnel carries pings (status: %v)", lastErr)
 }
 
-// waitForPing sends ICMP echo requests to the protected server from the
-// client namespace until it answers.
-func (n *LabNet) waitForPing(ctx context.Context, src netip.Addr, processes ...*Process) error {
-	return waitForEcho(ctx, n.Client, src, labServerAddr, processes...)
+// waitForLabPing sends ICMP echo requests to the protected server from the
+// client namespace of n until it answers.
+func waitForLabPing(ctx context.Context, n *labnet.LabNet, src netip.Addr, processes ...*labnet.Process) error {
+	return labnet.WaitForEcho(ctx, n.Client, src, labnet.LabServerAddr, processes...)
 }
 
 // wireguardLabPeer is wireguard-go on both sides; the client's endpoint is
@@ -300,8 +301,8 @@ func (p *wireguardLabPeer) Behaviour(sc *scenarios.Scenario) string {
 		sc.Client.Interface, sc.Client.Interface)
 }
 
-func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
-	tag := strconv.Itoa(n.lab.owner)
+func (p *wireguardLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
+	tag := strconv.Itoa(n.Lab.Owner)
 	clientIface, serverIface := "wlb"+tag+"c", "wlb"+tag+"s"
 	clientKey, clientPub, err := wireguardKeyPair()
 	if err != nil {
@@ -311,7 +312,7 @@ func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.S
 	if err != nil {
 		return err
 	}
-	endpoint := n.uplink(sc.Client.Interface).GatewayAddr
+	endpoint := n.Uplink(sc.Client.Interface).GatewayAddr
 	type side struct {
 		ns, iface, key, peerPub string
 		addr                    netip.Prefix
@@ -322,7 +323,7 @@ func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.S
 			peerArgs: []string{"allowed-ips", netip.PrefixFrom(wireguardClientAddr, 32).String()}},
 		{ns: n.Client, iface: clientIface, key: clientKey, peerPub: serverPub, addr: netip.PrefixFrom(wireguardClientAddr, 24),
 			peerArgs: []string{"endpoint", netip.AddrPortFrom(endpoint, wireguardPort).String(),
-				"allowed-ips", netip.PrefixFrom(wireguardServerAddr, 32).String() + "," + labProtectedNet.String(),
+				"allowed-ips", netip.PrefixFrom(wireguardServerAddr, 32).String() + "," + labnet.LabProtectedNet.String(),
 				"persistent-keepalive", "25"}},
 	}
 	for _, s := range sides {
@@ -330,12 +331,12 @@ func (p *wireguardLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.S
 			return err
 		}
 	}
-	if _, err := n.Run(ctx, n.Client, "ip", "route", "add", labProtectedNet.String(), "dev", clientIface); err != nil {
+	if _, err := n.Run(ctx, n.Client, "ip", "route", "add", labnet.LabProtectedNet.String(), "dev", clientIface); err != nil {
 		return fmt.Errorf("route the protected network into wireguard: %w", err)
 	}
 	// The client's interface is the second one started.
 	p.interfaces[0], p.interfaces[1] = p.interfaces[1], p.interfaces[0]
-	return n.waitForPing(ctx, netip.Addr{}, p.processes...)
+	return waitForLabPing(ctx, n, netip.Addr{}, p.processes...)
 }
 
 func (p *wireguardLabPeer) tools() []tool { return wireguardTools }
@@ -367,7 +368,7 @@ func (p *strongswanLabPeer) Behaviour(sc *scenarios.Scenario) string {
 		"when the kernel reports the used one gone, and notices a silent failure only through IKE retransmissions"
 }
 
-func (p *strongswanLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.Scenario) error {
+func (p *strongswanLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
 	err := p.setupLab(ctx, n, sc)
 	if err != nil && ctx.Err() == nil {
 		return skipf("strongSwan did not come up: %v", err)
@@ -377,7 +378,7 @@ func (p *strongswanLabPeer) Setup(ctx context.Context, n *LabNet, sc *scenarios.
 
 // Teardown stops both charons.
 func (p *strongswanLabPeer) Teardown() error {
-	stopAll(p.processes)
+	labnet.StopAll(p.processes)
 	p.processes = nil
 	return nil
 }

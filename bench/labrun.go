@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/bench/traffic"
 )
@@ -39,7 +40,7 @@ type ScenarioConfig struct {
 // lab, one after the other. Skipped peers are reported, not errors. The
 // report holds what was measured even when the error is not nil (a peer
 // failed, or ctx ended); the caller closes lab in every case.
-func RunScenario(ctx context.Context, lab *Lab, sc *scenarios.Scenario, cfg ScenarioConfig) (*ScenarioReport, error) {
+func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, cfg ScenarioConfig) (*ScenarioReport, error) {
 	log := cfg.Log
 	if log == nil {
 		log = io.Discard
@@ -70,17 +71,17 @@ func RunScenario(ctx context.Context, lab *Lab, sc *scenarios.Scenario, cfg Scen
 	// The setup time counts from building the topology; peers run one at
 	// a time.
 	var setupStart time.Time
-	runs, err := peerRunner[labPeer, *LabNet, PeerRun]{
+	runs, err := peerRunner[labPeer, *labnet.LabNet, PeerRun]{
 		what: "scenario " + sc.Name, keepGoing: cfg.KeepGoing, log: log,
 		row: func(peer labPeer) PeerRun {
 			return PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
 		},
-		build: func(ctx context.Context, peer labPeer) (*LabNet, error) {
+		build: func(ctx context.Context, peer labPeer) (*labnet.LabNet, error) {
 			fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
 			setupStart = time.Now()
 			return lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
 		},
-		measure: func(ctx context.Context, peer labPeer, n *LabNet, run *PeerRun) error {
+		measure: func(ctx context.Context, peer labPeer, n *labnet.LabNet, run *PeerRun) error {
 			return measureScenario(ctx, n, sc, peer, cfg, setupStart, run)
 		},
 		record: (*PeerRun).record,
@@ -133,10 +134,10 @@ func (r *PeerRun) record(o peerOutcome) {
 
 // measureScenario brings the peer up on n and runs the scenario's
 // timeline; the runner tears everything down again.
-func measureScenario(ctx context.Context, n *LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
+func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
 	log := cfg.Log
-	defer func() { run.Logs = n.processLogs() }()
-	if err := n.pinGateway(ctx, n.uplink(sc.Client.Interface)); err != nil {
+	defer func() { run.Logs = n.ProcessLogs() }()
+	if err := n.PinGateway(ctx, n.Uplink(sc.Client.Interface)); err != nil {
 		return err
 	}
 	if hasNoTunnel(peer) {
@@ -157,7 +158,7 @@ func measureScenario(ctx context.Context, n *LabNet, sc *scenarios.Scenario, pee
 
 // runTimeline starts the traffic, samples the links and applies the events
 // on the scenario's clock, then collects the results into run.
-func runTimeline(ctx context.Context, n *LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) error {
+func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) error {
 	// A short lead lets every goroutine be ready at time zero.
 	base := time.Now().Add(50 * time.Millisecond)
 	// Every peer meets the same stretch of a trace-driven link's trace.
@@ -185,11 +186,11 @@ func runTimeline(ctx context.Context, n *LabNet, sc *scenarios.Scenario, peer la
 	var eventErr error
 	wg.Go(func() {
 		for _, e := range sc.Events {
-			if !sleepUntil(timelineCtx, base.Add(e.At.D())) {
+			if !labnet.SleepUntil(timelineCtx, base.Add(e.At.D())) {
 				return
 			}
 			i := sc.UplinkIndex(e.Uplink)
-			if err := n.apply(timelineCtx, n.Uplinks[i], e); err != nil {
+			if err := n.Apply(timelineCtx, n.Uplinks[i], e); err != nil {
 				eventErr = errors.Join(eventErr, err)
 				continue
 			}
@@ -212,14 +213,14 @@ func runTimeline(ctx context.Context, n *LabNet, sc *scenarios.Scenario, peer la
 		results[i] = TrafficResult{Kind: t.Kind, Direction: t.Direction, Streams: t.Streams,
 			StartS: t.Start.D().Seconds(), Seconds: t.Duration.D().Seconds()}
 		if t.Kind == scenarios.TrafficProbe {
-			probe = &probeStream{src: n.Client, dst: n.Protected, to: netip.AddrPortFrom(labServerAddr, probePort),
+			probe = &probeStream{src: n.Client, dst: n.Protected, to: netip.AddrPortFrom(labnet.LabServerAddr, probePort),
 				start: t.Start.D(), interval: t.Interval.D(), size: int(t.Size), count: int(t.Duration.D() / t.Interval.D()), bind: peer.ClientAddr()}
 			wg.Go(func() { probeErr = probe.run(timelineCtx, base) })
 			continue
 		}
 		port := uint16(trafficPort + i)
 		wg.Go(func() {
-			if !sleepUntil(timelineCtx, base.Add(t.Start.D())) {
+			if !labnet.SleepUntil(timelineCtx, base.Add(t.Start.D())) {
 				results[i].Error = "not started: interrupted"
 				return
 			}
@@ -229,7 +230,7 @@ func runTimeline(ctx context.Context, n *LabNet, sc *scenarios.Scenario, peer la
 	// The timeline ends at the scenario's end; traffic still running then
 	// (data in flight through a dead tunnel) gets a short grace.
 	go func() {
-		sleepUntil(timelineCtx, base.Add(total+trafficGrace))
+		labnet.SleepUntil(timelineCtx, base.Add(total+trafficGrace))
 		stopTimeline()
 	}()
 	wg.Wait()
@@ -301,28 +302,12 @@ func joinNonEmpty(a, b string) string {
 // traffic wait for data still in flight before the flows are cut off.
 const trafficGrace = 4 * time.Second
 
-// sleepUntil waits until t; false when ctx ended first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
-}
-
 // sampleLinks reads every uplink's emulator counters every sampleEvery
 // from base until base+total, and returns the samples.
-func sampleLinks(ctx context.Context, n *LabNet, base time.Time, total time.Duration, failed func() []bool, tick func(time.Duration)) []Sample {
+func sampleLinks(ctx context.Context, n *labnet.LabNet, base time.Time, total time.Duration, failed func() []bool, tick func(time.Duration)) []Sample {
 	samples := make([]Sample, 0, int(total/sampleEvery)+2)
 	for k := 0; ; k++ {
-		if !sleepUntil(ctx, base.Add(time.Duration(k)*sampleEvery)) {
+		if !labnet.SleepUntil(ctx, base.Add(time.Duration(k)*sampleEvery)) {
 			return samples
 		}
 		now := time.Since(base)
@@ -357,8 +342,8 @@ func hasNoTunnel(peer labPeer) bool {
 // runLabTraffic runs one tcp or udp traffic entry (TCP with congestion
 // control cc) from the client
 // namespace to the protected server, in this process.
-func runLabTraffic(ctx context.Context, n *LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
-	server := netip.AddrPortFrom(labServerAddr, port)
+func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
+	server := netip.AddrPortFrom(labnet.LabServerAddr, port)
 	if t.Kind == scenarios.TrafficUDP {
 		runLabUDP(ctx, n, t, server, peer.ClientAddr(), result)
 		return
@@ -390,19 +375,19 @@ func runLabTraffic(ctx context.Context, n *LabNet, t scenarios.TrafficSpec, cc s
 
 // runLabUDP runs a paced UDP stream from the client namespace (up) or to
 // it (down).
-func runLabUDP(ctx context.Context, n *LabNet, t scenarios.TrafficSpec, server netip.AddrPort, bind netip.Addr, result *TrafficResult) {
+func runLabUDP(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, server netip.AddrPort, bind netip.Addr, result *TrafficResult) {
 	from := netip.IPv4Unspecified()
 	if bind.IsValid() {
 		from = bind
 	}
-	serverConn, err := listenUDPIn(n.Protected, netip.AddrPortFrom(netip.IPv4Unspecified(), server.Port()))
+	serverConn, err := labnet.ListenUDPIn(n.Protected, netip.AddrPortFrom(netip.IPv4Unspecified(), server.Port()))
 	if err != nil {
 		result.Error = err.Error()
 		return
 	}
 	defer serverConn.Close()
 	var clientConn *net.UDPConn
-	err = inNamespace(n.Client, func() error {
+	err = labnet.InNamespace(n.Client, func() error {
 		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0)), net.UDPAddrFromAddrPort(server))
 		clientConn = c
 		return err

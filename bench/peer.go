@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/labnet"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,7 +22,7 @@ type Peer interface {
 	Version() string
 	Path() string
 	// Setup brings the tunnel up in topo and returns once traffic passes.
-	Setup(ctx context.Context, topo *Topology) error
+	Setup(ctx context.Context, topo *labnet.Topology) error
 	// ClientAddr is the source address the measured flow binds to in the
 	// client namespace; the zero Addr lets the kernel choose.
 	ClientAddr() netip.Addr
@@ -100,12 +101,12 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 // waitForPing sends ICMP echo requests to dst from the client namespace
 // until a reply comes back, failing early when one of the tunnel's
 // processes ends.
-func waitForPing(ctx context.Context, topo *Topology, src, dst netip.Addr, processes ...*Process) error {
-	return waitForEcho(ctx, topo.Client, src, dst, processes...)
+func waitForPing(ctx context.Context, topo *labnet.Topology, src, dst netip.Addr, processes ...*labnet.Process) error {
+	return labnet.WaitForEcho(ctx, topo.Client, src, dst, processes...)
 }
 
 // vethPeer is the reference: no tunnel, the flow straight over the veth pair.
-type vethPeer struct{ topo *Topology }
+type vethPeer struct{ topo *labnet.Topology }
 
 func (p *vethPeer) Name() string                      { return "veth" }
 func (p *vethPeer) Prepare(ctx context.Context) error { return nil }
@@ -116,13 +117,13 @@ func (p *vethPeer) ServerAddr() netip.Addr            { return p.topo.ServerUnde
 func (p *vethPeer) ClientInterface() string           { return "veth0" }
 func (p *vethPeer) Teardown() error                   { return nil }
 
-func (p *vethPeer) Setup(ctx context.Context, topo *Topology) error {
+func (p *vethPeer) Setup(ctx context.Context, topo *labnet.Topology) error {
 	p.topo = topo
 	return waitForPing(ctx, topo, netip.Addr{}, topo.ServerUnderlay)
 }
 
 func kernelRelease() string {
-	release, err := readFile("/proc/sys/kernel/osrelease")
+	release, err := labnet.ReadFile("/proc/sys/kernel/osrelease")
 	if err != nil {
 		return "unknown"
 	}

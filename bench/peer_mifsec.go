@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/dataplane"
 )
 
@@ -33,7 +34,7 @@ type mifsecPeer struct {
 	// for "mifsec" with aes256gcm16.
 	name, alg string
 
-	processes []*Process
+	processes []*labnet.Process
 }
 
 func (p *mifsecPeer) Name() string {
@@ -63,13 +64,13 @@ func (p *mifsecPeer) Prepare(ctx context.Context) error {
 		}
 		p.binary = binary
 	}
-	if _, err := runCommand(ctx, p.binary, "static", "--help"); err != nil {
+	if _, err := labnet.RunCommand(ctx, p.binary, "static", "--help"); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return skipf("%s has no working `static` command (%s)", p.binary, firstLine(err.Error()))
 	}
-	out, err := runCommand(ctx, p.binary, "--version")
+	out, err := labnet.RunCommand(ctx, p.binary, "--version")
 	if err != nil {
 		return fmt.Errorf("mifsec --version: %w", err)
 	}
@@ -77,7 +78,7 @@ func (p *mifsecPeer) Prepare(ctx context.Context) error {
 	return nil
 }
 
-func (p *mifsecPeer) Setup(ctx context.Context, topo *Topology) error {
+func (p *mifsecPeer) Setup(ctx context.Context, topo *labnet.Topology) error {
 	alg, err := dataplane.ParseAlgorithm(p.algorithm())
 	if err != nil {
 		return err
@@ -118,7 +119,7 @@ func (p *mifsecPeer) Setup(ctx context.Context, topo *Topology) error {
 }
 
 func (p *mifsecPeer) Teardown() error {
-	stopAll(p.processes)
+	labnet.StopAll(p.processes)
 	p.processes = nil
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -36,7 +37,7 @@ type mifsecIKEPeer struct {
 	name, ike, esp string
 
 	clientTUN, serverTUN string
-	processes            []*Process
+	processes            []*labnet.Process
 }
 
 func (p *mifsecIKEPeer) Name() string {
@@ -69,14 +70,14 @@ func (p *mifsecIKEPeer) Prepare(ctx context.Context) error {
 		p.binary = binary
 	}
 	for _, command := range []string{"gateway", "connect"} {
-		if _, err := runCommand(ctx, p.binary, command, "--help"); err != nil {
+		if _, err := labnet.RunCommand(ctx, p.binary, command, "--help"); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return skipf("%s has no working `%s` command (%s)", p.binary, command, firstLine(err.Error()))
 		}
 	}
-	out, err := runCommand(ctx, p.binary, "--version")
+	out, err := labnet.RunCommand(ctx, p.binary, "--version")
 	if err != nil {
 		return fmt.Errorf("mifsec --version: %w", err)
 	}
@@ -85,12 +86,12 @@ func (p *mifsecIKEPeer) Prepare(ctx context.Context) error {
 	return nil
 }
 
-func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *Topology) error {
+func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *labnet.Topology) error {
 	// The control sockets (/run/mifsec/<tun>.sock) are shared by every
 	// namespace: the TUN names carry the lab's PID so that they collide
 	// neither with another run nor with a mifsec running on the host.
-	p.clientTUN = fmt.Sprintf("mbk%dc", topo.lab.owner)
-	p.serverTUN = fmt.Sprintf("mbk%ds", topo.lab.owner)
+	p.clientTUN = fmt.Sprintf("mbk%dc", topo.Lab.Owner)
+	p.serverTUN = fmt.Sprintf("mbk%ds", topo.Lab.Owner)
 	ikeProposal, espProposal := p.proposals()
 	psk, err := randomHex(32)
 	if err != nil {
@@ -128,7 +129,7 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *Topology) error {
 }
 
 func (p *mifsecIKEPeer) Teardown() error {
-	stopAll(p.processes)
+	labnet.StopAll(p.processes)
 	p.processes = nil
 	// Both remove their control sockets on SIGTERM; not after SIGKILL.
 	var errs []error
@@ -145,7 +146,7 @@ func (p *mifsecIKEPeer) Teardown() error {
 
 // waitForSocket waits until the unix socket at path accepts connections,
 // failing early when proc ends.
-func waitForSocket(ctx context.Context, path string, proc *Process) error {
+func waitForSocket(ctx context.Context, path string, proc *labnet.Process) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		conn, err := net.Dial("unix", path)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/internal/strongswan/charon"
 )
 
@@ -28,7 +29,7 @@ type strongswanPeer struct {
 	// "strongswan" with aes256gcm16-prfsha256-x25519 and aes256gcm16.
 	name, ike, esp string
 	version        string
-	processes      []*Process
+	processes      []*labnet.Process
 }
 
 func (p *strongswanPeer) Name() string {
@@ -53,7 +54,7 @@ func (p *strongswanPeer) Prepare(ctx context.Context) error {
 	if missing := charon.Missing(); missing != "" {
 		return skipf("%s", missing)
 	}
-	out, err := runCommand(ctx, charon.Binary, "--version")
+	out, err := labnet.RunCommand(ctx, charon.Binary, "--version")
 	if err != nil {
 		return skipf("%s --version: %v", charon.Binary, err)
 	}
@@ -112,7 +113,7 @@ secrets {
 }
 `))
 
-func (p *strongswanPeer) Setup(ctx context.Context, topo *Topology) error {
+func (p *strongswanPeer) Setup(ctx context.Context, topo *labnet.Topology) error {
 	err := p.setup(ctx, topo)
 	if err != nil && ctx.Err() == nil {
 		return skipf("strongSwan did not come up: %v", err)
@@ -120,7 +121,7 @@ func (p *strongswanPeer) Setup(ctx context.Context, topo *Topology) error {
 	return err
 }
 
-func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
+func (p *strongswanPeer) setup(ctx context.Context, topo *labnet.Topology) error {
 	psk, err := randomHex(32)
 	if err != nil {
 		return err
@@ -154,7 +155,7 @@ func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
 		}
 		uris = append(uris, uri)
 	}
-	if _, err := runCommand(ctx, "swanctl", "--initiate", "--uri", uris[0], "--child", strongswanChild, "--timeout", "20"); err != nil {
+	if _, err := labnet.RunCommand(ctx, "swanctl", "--initiate", "--uri", uris[0], "--child", strongswanChild, "--timeout", "20"); err != nil {
 		return fmt.Errorf("initiate: %w\n%s\n%s", err, p.processes[0].Describe(), p.processes[1].Describe())
 	}
 	return waitForPing(ctx, topo, strongswanClientAddr, strongswanServerAddr, p.processes...)
@@ -164,8 +165,8 @@ func (p *strongswanPeer) setup(ctx context.Context, topo *Topology) error {
 // swanctl.conf from the template swanctl and swanctlData, both files written
 // under dir; it loads the configuration and returns the process (also on a
 // later error, so that the caller stops it) and the vici URI.
-func startCharon(ctx context.Context, start func(ns, name string, env []string, args ...string) (*Process, error),
-	dir, ns, label string, swanctl *template.Template, swanctlData any) (*Process, string, error) {
+func startCharon(ctx context.Context, start func(ns, name string, env []string, args ...string) (*labnet.Process, error),
+	dir, ns, label string, swanctl *template.Template, swanctlData any) (*labnet.Process, string, error) {
 	dir = filepath.Join(dir, "strongswan-"+label)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("create strongSwan directory: %w", err)
@@ -186,7 +187,7 @@ func startCharon(ctx context.Context, start func(ns, name string, env []string, 
 		return proc, "", err
 	}
 	uri := "unix://" + socket
-	if _, err := runCommandIn(ctx, "", []string{"STRONGSWAN_CONF=" + conf},
+	if _, err := labnet.RunCommandIn(ctx, "", []string{"STRONGSWAN_CONF=" + conf},
 		"swanctl", "--load-all", "--uri", uri, "--file", swanctlFile); err != nil {
 		return proc, "", fmt.Errorf("load the configuration: %w\n%s", err, proc.Describe())
 	}
@@ -194,7 +195,7 @@ func startCharon(ctx context.Context, start func(ns, name string, env []string, 
 }
 
 func (p *strongswanPeer) Teardown() error {
-	stopAll(p.processes)
+	labnet.StopAll(p.processes)
 	p.processes = nil
 	return nil
 }

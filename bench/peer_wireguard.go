@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/labnet"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,8 +20,6 @@ import (
 const (
 	wireguardModule = "golang.zx2c4.com/wireguard@latest"
 	wireguardPort   = 51820
-	// wireguardSocketDir holds the UAPI sockets; it is not per namespace.
-	wireguardSocketDir = "/var/run/wireguard"
 )
 
 var (
@@ -34,7 +33,7 @@ type wireguardPeer struct {
 	cacheDir string
 	version  string
 
-	processes  []*Process
+	processes  []*labnet.Process
 	interfaces []string
 }
 
@@ -67,7 +66,7 @@ func (p *wireguardPeer) Prepare(ctx context.Context) error {
 	} else if _, err := os.Stat(p.binary); err != nil {
 		return fmt.Errorf("--wireguard-go: %w", err)
 	}
-	out, err := runCommand(ctx, p.binary, "--version")
+	out, err := labnet.RunCommand(ctx, p.binary, "--version")
 	if err != nil {
 		return fmt.Errorf("wireguard-go --version: %w", err)
 	}
@@ -102,7 +101,7 @@ func WireguardGo(ctx context.Context, cacheDir string) (string, error) {
 		return "", fmt.Errorf("create %s: %w", binDir, err)
 	}
 	cmd := []string{goTool, "install", wireguardModule}
-	if _, err := runCommandIn(ctx, cacheDir, []string{"GOBIN=" + binDir}, cmd...); err != nil {
+	if _, err := labnet.RunCommandIn(ctx, cacheDir, []string{"GOBIN=" + binDir}, cmd...); err != nil {
 		return "", fmt.Errorf("build wireguard-go (GOBIN=%s go install %s): %w", binDir, wireguardModule, err)
 	}
 	if _, err := os.Stat(binary); err != nil {
@@ -111,7 +110,7 @@ func WireguardGo(ctx context.Context, cacheDir string) (string, error) {
 	return binary, nil
 }
 
-func (p *wireguardPeer) Setup(ctx context.Context, topo *Topology) error {
+func (p *wireguardPeer) Setup(ctx context.Context, topo *labnet.Topology) error {
 	type side struct {
 		ns, iface     string
 		addr, remote  netip.Addr
@@ -120,7 +119,7 @@ func (p *wireguardPeer) Setup(ctx context.Context, topo *Topology) error {
 	}
 	// The UAPI socket directory is shared by all namespaces and all runs:
 	// the owner's PID keeps the names distinct.
-	tag := strconv.Itoa(topo.lab.owner)
+	tag := strconv.Itoa(topo.Lab.Owner)
 	sides := []*side{
 		{ns: topo.Client, iface: "wgb" + tag + "c", addr: wireguardClientAddr, remote: wireguardServerAddr, endpoint: topo.ServerUnderlay},
 		{ns: topo.Server, iface: "wgb" + tag + "s", addr: wireguardServerAddr, remote: wireguardClientAddr, endpoint: topo.ClientUnderlay},
@@ -147,7 +146,7 @@ func (p *wireguardPeer) Setup(ctx context.Context, topo *Topology) error {
 // and brings it up. The process and interface are recorded in p at once,
 // so that Teardown stops them whatever fails later.
 func (p *wireguardPeer) startSide(ctx context.Context,
-	start func(ns, name string, env []string, args ...string) (*Process, error),
+	start func(ns, name string, env []string, args ...string) (*labnet.Process, error),
 	run func(ctx context.Context, ns string, args ...string) (string, error),
 	dir, ns, iface, privateKey, peerPub string, peerArgs []string, addr netip.Prefix) error {
 	proc, err := start(ns, "wireguard-go "+iface, []string{"WG_PROCESS_FOREGROUND=1"}, p.binary, iface)
@@ -156,7 +155,7 @@ func (p *wireguardPeer) startSide(ctx context.Context,
 	}
 	p.processes = append(p.processes, proc)
 	p.interfaces = append(p.interfaces, iface)
-	if err := waitForFile(ctx, filepath.Join(wireguardSocketDir, iface+".sock"), proc); err != nil {
+	if err := waitForFile(ctx, filepath.Join(labnet.WireguardSocketDir, iface+".sock"), proc); err != nil {
 		return err
 	}
 	keyFile := filepath.Join(dir, iface+".key")
@@ -178,11 +177,11 @@ func (p *wireguardPeer) startSide(ctx context.Context,
 }
 
 func (p *wireguardPeer) Teardown() error {
-	stopAll(p.processes)
+	labnet.StopAll(p.processes)
 	p.processes = nil
 	var errs []error
 	for _, iface := range p.interfaces {
-		err := os.Remove(filepath.Join(wireguardSocketDir, iface+".sock"))
+		err := os.Remove(filepath.Join(labnet.WireguardSocketDir, iface+".sock"))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove wireguard-go's socket: %w", err))
 		}
@@ -203,7 +202,7 @@ func wireguardKeyPair() (private, public string, err error) {
 }
 
 // waitForFile polls until path exists, failing early when proc ends.
-func waitForFile(ctx context.Context, path string, proc *Process) error {
+func waitForFile(ctx context.Context, path string, proc *labnet.Process) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(path); err == nil {

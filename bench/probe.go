@@ -4,18 +4,16 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
-	"github.com/vishvananda/netns"
 )
 
 // The probe stream: UDP packets sent at a fixed interval from the client
@@ -103,66 +101,13 @@ type probeStream struct {
 	rec *probeRecord
 }
 
-// listenUDPIn opens a UDP socket inside network namespace ns: the thread
-// enters the namespace only while the socket is created, and a socket stays
-// in the namespace it was created in.
-func listenUDPIn(ns string, laddr netip.AddrPort) (*net.UDPConn, error) {
-	var conn *net.UDPConn
-	err := inNamespace(ns, func() error {
-		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))
-		conn = c
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("UDP socket in namespace %s: %w", ns, err)
-	}
-	return conn, nil
-}
-
-// inNamespace runs fn on a thread inside network namespace ns. A thread
-// that cannot return to the original namespace is left locked, so the
-// runtime discards it instead of reusing it.
-func inNamespace(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		original, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open the current network namespace: %w", err)
-			return
-		}
-		defer original.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open network namespace %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", ns, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(original); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("leave network namespace %s: %w", ns, err))
-			return // the thread stays locked and ends with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
-
 // run sends count probes at the interval, starting at base+start, and
 // receives them until all were sent plus a grace period for the last ones in
 // flight (or ctx ends). The record's times are relative to base, the
 // scenario's start.
 func (p *probeStream) run(ctx context.Context, base time.Time) error {
 	p.rec = newProbeRecord(p.count, p.interval)
-	rx, err := listenUDPIn(p.dst, netip.AddrPortFrom(netip.IPv4Unspecified(), p.to.Port()))
+	rx, err := labnet.ListenUDPIn(p.dst, netip.AddrPortFrom(netip.IPv4Unspecified(), p.to.Port()))
 	if err != nil {
 		return err
 	}
@@ -171,7 +116,7 @@ func (p *probeStream) run(ctx context.Context, base time.Time) error {
 	if p.bind.IsValid() {
 		from = p.bind
 	}
-	tx, err := listenUDPIn(p.src, netip.AddrPortFrom(from, 0))
+	tx, err := labnet.ListenUDPIn(p.src, netip.AddrPortFrom(from, 0))
 	if err != nil {
 		return err
 	}

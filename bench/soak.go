@@ -22,6 +22,7 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
 )
@@ -167,7 +168,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	lab, err := NewLab(ctx, cfg.Log)
+	lab, err := labnet.NewLab(ctx, cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +189,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	if err := os.WriteFile(pskFile, []byte(psk+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("write the PSK: %w", err)
 	}
-	tun := fmt.Sprintf("mbk%dg", lab.owner)
+	tun := fmt.Sprintf("mbk%dg", lab.Owner)
 	gw, err := topo.Start(topo.Server, "mifsec gateway", nil, cfg.Binary, "--log-level", "warn", "gateway",
 		"--listen", topo.ServerUnderlay.String(), "--local-id", "gw.soak.bench", "--psk-file", pskFile,
 		"--pool", "10.3.0.0/16", "--local-ts", "10.1.0.0/24", "--tun", tun)
@@ -218,7 +219,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	}
 	startFleet := func(prefix string, n int) (*Fleet, error) {
 		var f *Fleet
-		err := inNamespace(topo.Client, func() error {
+		err := labnet.InNamespace(topo.Client, func() error {
 			var err error
 			f, err = StartClients(ctx, fleetCfg(prefix, n))
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/labnet"
 	"io"
 	"net/netip"
 	"os"
@@ -100,7 +101,7 @@ func (r *ThroughputReport) setRatios() {
 // tearing it down before the next. Skipped peers are reported, not errors.
 // The report holds what was measured even when the error is not nil (a peer
 // failed, or ctx ended); the caller closes lab in every case.
-func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*ThroughputReport, error) {
+func RunThroughput(ctx context.Context, lab *labnet.Lab, cfg ThroughputConfig) (*ThroughputReport, error) {
 	log := cfg.Log
 	if log == nil {
 		log = io.Discard
@@ -118,14 +119,14 @@ func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*Throug
 		DurationSeconds: cfg.Duration.Seconds(),
 		Machine:         machineInfo(),
 	}
-	report.Peers, err = peerRunner[Peer, *Topology, PeerResult]{
+	report.Peers, err = peerRunner[Peer, *labnet.Topology, PeerResult]{
 		what: "throughput run", keepGoing: cfg.KeepGoing, log: log,
 		row: func(peer Peer) PeerResult { return PeerResult{Name: peer.Name()} },
-		build: func(ctx context.Context, peer Peer) (*Topology, error) {
+		build: func(ctx context.Context, peer Peer) (*labnet.Topology, error) {
 			fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
 			return lab.NewTopology(ctx, peer.Name())
 		},
-		measure: func(ctx context.Context, peer Peer, topo *Topology, result *PeerResult) error {
+		measure: func(ctx context.Context, peer Peer, topo *labnet.Topology, result *PeerResult) error {
 			return measureThroughput(ctx, peer, topo, cfg.Duration, result, log)
 		},
 		record: (*PeerResult).record,
@@ -169,14 +170,14 @@ func (r *PeerResult) record(o peerOutcome) {
 
 // measureThroughput brings the tunnel up in topo and runs a TCP flow up
 // then down; the runner tears everything down again.
-func measureThroughput(ctx context.Context, peer Peer, topo *Topology, duration time.Duration, result *PeerResult, log io.Writer) error {
+func measureThroughput(ctx context.Context, peer Peer, topo *labnet.Topology, duration time.Duration, result *PeerResult, log io.Writer) error {
 	if err := peer.Setup(ctx, topo); err != nil {
 		return err
 	}
 	iface := peer.ClientInterface()
 	for _, reverse := range []bool{false, true} {
 		direction := map[bool]string{false: "up", true: "down"}[reverse]
-		before, err := topo.readCounters(ctx, topo.Client, iface)
+		before, err := readCounters(ctx, topo, topo.Client, iface)
 		if err != nil {
 			return err
 		}
@@ -190,7 +191,7 @@ func measureThroughput(ctx context.Context, peer Peer, topo *Topology, duration 
 		if measured.Incomplete != "" {
 			return fmt.Errorf("TCP %s: cut short after %d bytes: %s", direction, measured.Bytes, measured.Incomplete)
 		}
-		after, err := topo.readCounters(ctx, topo.Client, iface)
+		after, err := readCounters(ctx, topo, topo.Client, iface)
 		if err != nil {
 			return err
 		}
@@ -362,12 +363,12 @@ func roundTo(v float64, decimals int) float64 {
 func machineInfo() MachineInfo {
 	info := MachineInfo{NumCPU: runtime.NumCPU(), Kernel: kernelRelease(), GoVersion: runtime.Version()}
 	info.Hostname, _ = os.Hostname()
-	if loadavg, err := readFile("/proc/loadavg"); err == nil {
+	if loadavg, err := labnet.ReadFile("/proc/loadavg"); err == nil {
 		if fields := strings.Fields(loadavg); len(fields) > 0 {
 			info.LoadAverage, _ = strconv.ParseFloat(fields[0], 64)
 		}
 	}
-	if cpuinfo, err := readFile("/proc/cpuinfo"); err == nil {
+	if cpuinfo, err := labnet.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.Lines(cpuinfo) {
 			if key, value, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(key) == "model name" {
 				info.CPU = strings.TrimSpace(value)

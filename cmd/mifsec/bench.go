@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
@@ -86,7 +87,7 @@ func benchThroughputCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "throughput",
 		Usage: "one TCP flow through each tunnel, both directions, in a netns pair over veth",
-		Description: "Each peer gets two fresh network namespaces (" + bench.NamespacePrefix + "PID-PEER-c/-s)\n" +
+		Description: "Each peer gets two fresh network namespaces (" + labnet.NamespacePrefix + "PID-PEER-c/-s)\n" +
 			"joined by a veth pair; the tunnel runs between them and mifsec itself sends and measures one\n" +
 			"TCP flow up (client to server) and down (server to client). Peers: mifsec (this binary's `static` command),\n" +
 			"mifsec-ike (this binary's `gateway` and `connect`: IKEv2 with a PSK, AES-256-GCM),\n" +
@@ -140,7 +141,7 @@ func runBenchThroughput(c *cli.Context) error {
 	// then fail with EPIPE instead.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx := c.Context
-	lab, err := bench.NewLab(ctx, cfg.Log)
+	lab, err := labnet.NewLab(ctx, cfg.Log)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
@@ -113,7 +114,7 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 	// removed its namespaces and processes.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx := c.Context
-	lab, err := bench.NewLab(ctx, con)
+	lab, err := labnet.NewLab(ctx, con)
 	if err != nil {
 		return err
 	}

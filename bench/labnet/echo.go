@@ -1,4 +1,4 @@
-package bench
+package labnet
 
 import (
 	"context"
@@ -56,13 +56,13 @@ const (
 // waitForEcho sends ICMP echo requests from namespace ns (from src when
 // valid) to dst until one is answered, failing early when one of the
 // tunnel's processes ends.
-func waitForEcho(ctx context.Context, ns string, src, dst netip.Addr, processes ...*Process) error {
+func WaitForEcho(ctx context.Context, ns string, src, dst netip.Addr, processes ...*Process) error {
 	local := "0.0.0.0"
 	if src.IsValid() {
 		local = src.String()
 	}
 	var conn net.PacketConn
-	err := inNamespace(ns, func() error {
+	err := InNamespace(ns, func() error {
 		c, err := net.ListenPacket("ip4:icmp", local)
 		conn = c
 		return err
@@ -88,7 +88,7 @@ func waitForEcho(ctx context.Context, ns string, src, dst netip.Addr, processes 
 		if _, err := conn.WriteTo(encodeEcho(out, id, seq, []byte("mifsec-lab")), to); err != nil {
 			lastErr = err
 			// No route yet: try again after the wait.
-			if !sleepUntil(ctx, sent.Add(echoWait/4)) {
+			if !SleepUntil(ctx, sent.Add(echoWait/4)) {
 				return ctx.Err()
 			}
 			continue
@@ -119,4 +119,20 @@ func waitForEcho(ctx context.Context, ns string, src, dst netip.Addr, processes 
 	}
 	return fmt.Errorf("no echo reply from %s through the tunnel after %d tries (last: %v)%s",
 		dst, echoAttempts, lastErr, details.String())
+}
+
+// sleepUntil waits until t; false when ctx ended first.
+func SleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
 }

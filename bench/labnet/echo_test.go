@@ -1,4 +1,4 @@
-package bench
+package labnet
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package bench
+package labnet
 
 import (
 	"bytes"
@@ -123,14 +123,14 @@ func killGroup(pid int, sig syscall.Signal) {
 
 // processAlive reports whether a process with this PID exists (and is not
 // a zombie).
-func processAlive(pid int) bool {
+func ProcessAlive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	stat, err := readFile(fmt.Sprintf("/proc/%d/stat", pid))
+	stat, err := ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return true
 	}

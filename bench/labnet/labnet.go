@@ -1,4 +1,4 @@
-package bench
+package labnet
 
 import (
 	"context"
@@ -49,7 +49,7 @@ import (
 // reaches the protected network through the gateway's first uplink (the
 // route a tunnel-less peer, MPTCP, takes).
 type LabNet struct {
-	lab                        *Lab
+	Lab                        *Lab
 	Client, Gateway, Protected string
 	// ISP is the router between the hosts when the gateway has uplinks of
 	// its own, else "".
@@ -89,9 +89,9 @@ type LabUplink struct {
 // Protected network behind the gateway; the iperf3 server and the probe
 // receiver run at labServerAddr.
 var (
-	labProtectedNet = netip.MustParsePrefix("10.210.0.0/24")
+	LabProtectedNet = netip.MustParsePrefix("10.210.0.0/24")
 	labGatewayLAN   = netip.MustParseAddr("10.210.0.1")
-	labServerAddr   = netip.MustParseAddr("10.210.0.2")
+	LabServerAddr   = netip.MustParseAddr("10.210.0.2")
 )
 
 // Link interface names inside a link namespace.
@@ -103,7 +103,7 @@ const (
 // NewLabNet builds the topology of the scenario's uplinks; label names its
 // namespaces (<prefix><owner>-<label>-client, -gw, -net, -link0, ...).
 func (l *Lab) NewLabNet(ctx context.Context, label string, sc *scenarios.Scenario) (*LabNet, error) {
-	n := &LabNet{lab: l}
+	n := &LabNet{Lab: l}
 	if err := n.build(ctx, label, sc.Uplinks, sc.GatewayUplinks); err != nil {
 		return nil, errors.Join(err, n.Close())
 	}
@@ -119,18 +119,18 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 			return fmt.Errorf("uplink %s has tbf: tc not found: apt-get install iproute2", u.Name)
 		}
 	}
-	l := n.lab
+	l := n.Lab
 	var err error
 	if n.Dir, err = os.MkdirTemp(l.dir, label+"-"); err != nil {
 		return fmt.Errorf("create the topology's directory: %w", err)
 	}
-	if n.Client, err = l.addNamespace(ctx, label+"-client"); err != nil {
+	if n.Client, err = l.AddNamespace(ctx, label+"-client"); err != nil {
 		return err
 	}
-	if n.Gateway, err = l.addNamespace(ctx, label+"-gw"); err != nil {
+	if n.Gateway, err = l.AddNamespace(ctx, label+"-gw"); err != nil {
 		return err
 	}
-	if n.Protected, err = l.addNamespace(ctx, label+"-net"); err != nil {
+	if n.Protected, err = l.AddNamespace(ctx, label+"-net"); err != nil {
 		return err
 	}
 	// The IPv6 link-local chatter (router solicitations, DAD) of the lab's
@@ -149,10 +149,10 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 	if err := n.address(ctx, n.Gateway, "lan0", netip.PrefixFrom(labGatewayLAN, 24)); err != nil {
 		return err
 	}
-	if err := n.address(ctx, n.Protected, "eth0", netip.PrefixFrom(labServerAddr, 24)); err != nil {
+	if err := n.address(ctx, n.Protected, "eth0", netip.PrefixFrom(LabServerAddr, 24)); err != nil {
 		return err
 	}
-	if _, err := runCommand(ctx, "ip", "-n", n.Protected, "route", "add", "default", "via", labGatewayLAN.String()); err != nil {
+	if _, err := RunCommand(ctx, "ip", "-n", n.Protected, "route", "add", "default", "via", labGatewayLAN.String()); err != nil {
 		return fmt.Errorf("protected network: %w", err)
 	}
 	// The gateway's uplinks are built first (the client's talk to the
@@ -163,7 +163,7 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 	var primary netip.Addr
 	if len(gatewayUplinks) > 0 {
 		// The gateway's uplinks first: the client's reach its address.
-		if n.ISP, err = l.addNamespace(ctx, label+"-isp"); err != nil {
+		if n.ISP, err = l.AddNamespace(ctx, label+"-isp"); err != nil {
 			return err
 		}
 		if err := n.sysctls(ctx, n.ISP, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
@@ -179,7 +179,7 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 			}
 		}
 		primary = gws[0].GatewayAddr
-		if _, err := runCommand(ctx, "ip", "-n", n.ISP, "route", "add", labProtectedNet.String(), "via", primary.String()); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", n.ISP, "route", "add", LabProtectedNet.String(), "via", primary.String()); err != nil {
 			return fmt.Errorf("ISP router: route to the protected network: %w", err)
 		}
 	}
@@ -196,7 +196,7 @@ func (n *LabNet) build(ctx context.Context, label string, uplinks, gatewayUplink
 }
 
 func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec scenarios.UplinkSpec, primary netip.Addr) (*LabUplink, error) {
-	l := n.lab
+	l := n.Lab
 	u := &LabUplink{Spec: spec, GatewayIface: "up" + strconv.Itoa(i)}
 	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(100 + i), 0, host}) }
 	u.GatewayAddr = transit(1)
@@ -208,7 +208,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec scen
 		far = n.ISP
 	}
 	var err error
-	if u.LinkNS, err = l.addNamespace(ctx, fmt.Sprintf("%s-link%d", label, i)); err != nil {
+	if u.LinkNS, err = l.AddNamespace(ctx, fmt.Sprintf("%s-link%d", label, i)); err != nil {
 		return u, err
 	}
 	if err := n.sysctls(ctx, u.LinkNS, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
@@ -222,7 +222,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec scen
 		if spec.NAT {
 			kind = "nat"
 		}
-		if u.RouterNS, err = l.addNamespace(ctx, fmt.Sprintf("%s-%s%d", label, kind, i)); err != nil {
+		if u.RouterNS, err = l.AddNamespace(ctx, fmt.Sprintf("%s-%s%d", label, kind, i)); err != nil {
 			return u, err
 		}
 		if err := n.sysctls(ctx, u.RouterNS, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
@@ -242,7 +242,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec scen
 		if err := n.address(ctx, u.RouterNS, "wan", netip.PrefixFrom(transit(2), 24)); err != nil {
 			return u, err
 		}
-		if _, err := runCommand(ctx, "ip", "-n", u.RouterNS, "route", "add", "default", "via", u.GatewayAddr.String()); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", u.RouterNS, "route", "add", "default", "via", u.GatewayAddr.String()); err != nil {
 			return u, fmt.Errorf("router: %w", err)
 		}
 		if spec.NAT {
@@ -266,7 +266,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec scen
 	if u.RouterNS != "" && !spec.NAT {
 		// A plain router: the gateway (or the ISP) reaches the client's
 		// subnet through it.
-		if _, err := runCommand(ctx, "ip", "-n", far, "route", "add", u.ClientAddr.Masked().String(), "via", transit(2).String()); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", far, "route", "add", u.ClientAddr.Masked().String(), "via", transit(2).String()); err != nil {
 			return u, fmt.Errorf("route to the client's subnet: %w", err)
 		}
 	}
@@ -274,7 +274,7 @@ func (n *LabNet) buildUplink(ctx context.Context, label string, i int, spec scen
 		return u, err
 	}
 	for _, iface := range []string{linkIfA, linkIfB} {
-		if _, err := runCommand(ctx, "ip", "-n", u.LinkNS, "link", "set", iface, "up"); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", u.LinkNS, "link", "set", iface, "up"); err != nil {
 			return u, fmt.Errorf("link namespace: %w", err)
 		}
 	}
@@ -304,7 +304,7 @@ func (u *LabUplink) shapeAndStart(ctx context.Context, ends []linkEnd) error {
 	if u.Spec.TBF != nil {
 		for _, end := range ends {
 			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, u.Spec.TBF.TcArgs()...)
-			if _, err := runCommand(ctx, "tc", args...); err != nil {
+			if _, err := RunCommand(ctx, "tc", args...); err != nil {
 				return fmt.Errorf("token bucket shaper: %w", err)
 			}
 		}
@@ -327,7 +327,7 @@ func (n *LabNet) buildGatewayUplink(ctx context.Context, label string, k int, sp
 	transit := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(120 + k), 0, host}) }
 	u := &LabUplink{Spec: spec, GatewayIface: spec.Name, GatewayAddr: transit(1), NextHop: transit(2), OfGateway: true}
 	var err error
-	if u.LinkNS, err = n.lab.addNamespace(ctx, fmt.Sprintf("%s-glink%d", label, k)); err != nil {
+	if u.LinkNS, err = n.Lab.AddNamespace(ctx, fmt.Sprintf("%s-glink%d", label, k)); err != nil {
 		return u, err
 	}
 	if err := n.sysctls(ctx, u.LinkNS, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
@@ -347,12 +347,12 @@ func (n *LabNet) buildGatewayUplink(ctx context.Context, label string, k int, sp
 		return u, err
 	}
 	for _, iface := range []string{linkIfA, linkIfB} {
-		if _, err := runCommand(ctx, "ip", "-n", u.LinkNS, "link", "set", iface, "up"); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", u.LinkNS, "link", "set", iface, "up"); err != nil {
 			return u, fmt.Errorf("link namespace: %w", err)
 		}
 	}
 	table := strconv.Itoa(100 + k)
-	if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "rule", "add", "from", u.GatewayAddr.String(), "table", table); err != nil {
+	if _, err := RunCommand(ctx, "ip", "-n", n.Gateway, "rule", "add", "from", u.GatewayAddr.String(), "table", table); err != nil {
 		return u, fmt.Errorf("routing rule for %s: %w", u.GatewayAddr, err)
 	}
 	if err := n.gatewayRoutes(ctx, u, k); err != nil {
@@ -366,12 +366,12 @@ func (n *LabNet) buildGatewayUplink(ctx context.Context, label string, k int, sp
 // carries the gateway's default route. The kernel removes them when the
 // interface goes down.
 func (n *LabNet) gatewayRoutes(ctx context.Context, u *LabUplink, k int) error {
-	if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "route", "replace", "default", "via", u.NextHop.String(),
+	if _, err := RunCommand(ctx, "ip", "-n", n.Gateway, "route", "replace", "default", "via", u.NextHop.String(),
 		"dev", u.GatewayIface, "table", strconv.Itoa(100+k)); err != nil {
 		return fmt.Errorf("route of the gateway's uplink %s: %w", u.Spec.Name, err)
 	}
 	if k == 0 {
-		if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "route", "replace", "default", "via", u.NextHop.String(), "dev", u.GatewayIface); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", n.Gateway, "route", "replace", "default", "via", u.NextHop.String(), "dev", u.GatewayIface); err != nil {
 			return fmt.Errorf("the gateway's default route: %w", err)
 		}
 	}
@@ -382,7 +382,7 @@ func (n *LabNet) gatewayRoutes(ctx context.Context, u *LabUplink, k int) error {
 // uplink with its metric; the kernel removes it when the interface goes
 // down.
 func (u *LabUplink) addDefaultRoute(ctx context.Context, clientNS string) error {
-	if _, err := runCommand(ctx, "ip", "-n", clientNS, "route", "replace", "default", "via", u.NextHop.String(),
+	if _, err := RunCommand(ctx, "ip", "-n", clientNS, "route", "replace", "default", "via", u.NextHop.String(),
 		"dev", u.Spec.Name, "metric", strconv.Itoa(u.Spec.Metric)); err != nil {
 		return fmt.Errorf("default route through %s: %w", u.Spec.Name, err)
 	}
@@ -394,8 +394,8 @@ func (u *LabUplink) addDefaultRoute(ctx context.Context, clientNS string) error 
 // routing table (wireguard-go, strongSwan) use it as long as it is up, like
 // the ones that bind to it. The kernel drops the route when the interface
 // goes down; a plug event puts it back.
-func (n *LabNet) pinGateway(ctx context.Context, u *LabUplink) error {
-	if _, err := runCommand(ctx, "ip", "-n", n.Client, "route", "replace", netip.PrefixFrom(u.GatewayAddr, 32).String(),
+func (n *LabNet) PinGateway(ctx context.Context, u *LabUplink) error {
+	if _, err := RunCommand(ctx, "ip", "-n", n.Client, "route", "replace", netip.PrefixFrom(u.GatewayAddr, 32).String(),
 		"via", u.NextHop.String(), "dev", u.Spec.Name); err != nil {
 		return fmt.Errorf("route to the gateway through %s: %w", u.Spec.Name, err)
 	}
@@ -441,11 +441,11 @@ func (n *LabNet) StartTraces(at time.Time) {
 }
 
 // apply carries out a scenario event on this uplink.
-func (n *LabNet) apply(ctx context.Context, u *LabUplink, e scenarios.EventSpec) error {
+func (n *LabNet) Apply(ctx context.Context, u *LabUplink, e scenarios.EventSpec) error {
 	switch {
 	case u.OfGateway && (e.Action == scenarios.ActionUnplug || e.Action == scenarios.ActionPlug):
 		state := map[string]string{scenarios.ActionUnplug: "down", scenarios.ActionPlug: "up"}[e.Action]
-		if _, err := runCommand(ctx, "ip", "-n", n.Gateway, "link", "set", u.GatewayIface, state); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", n.Gateway, "link", "set", u.GatewayIface, state); err != nil {
 			return fmt.Errorf("%s the gateway's %s: %w", e.Action, u.Spec.Name, err)
 		}
 		if e.Action == scenarios.ActionPlug {
@@ -453,12 +453,12 @@ func (n *LabNet) apply(ctx context.Context, u *LabUplink, e scenarios.EventSpec)
 		}
 		return nil
 	case e.Action == scenarios.ActionUnplug:
-		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "down"); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "down"); err != nil {
 			return fmt.Errorf("unplug %s: %w", u.Spec.Name, err)
 		}
 		return nil
 	case e.Action == scenarios.ActionPlug:
-		if _, err := runCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "up"); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", n.Client, "link", "set", u.Spec.Name, "up"); err != nil {
 			return fmt.Errorf("plug %s in: %w", u.Spec.Name, err)
 		}
 		if err := u.addDefaultRoute(ctx, n.Client); err != nil {
@@ -468,7 +468,7 @@ func (n *LabNet) apply(ctx context.Context, u *LabUplink, e scenarios.EventSpec)
 		pinned := u.pinned
 		u.mu.Unlock()
 		if pinned {
-			return n.pinGateway(ctx, u)
+			return n.PinGateway(ctx, u)
 		}
 		return nil
 	}
@@ -504,7 +504,7 @@ func (n *LabNet) Close() error {
 	namespaces = append(namespaces, n.Client, n.Gateway, n.Protected, n.ISP)
 	for _, ns := range namespaces {
 		if ns != "" {
-			errs = append(errs, n.lab.removeNamespace(ns))
+			errs = append(errs, n.Lab.removeNamespace(ns))
 		}
 	}
 	if n.Dir != "" {
@@ -515,22 +515,22 @@ func (n *LabNet) Close() error {
 
 // Start runs a long-lived command inside namespace ns, tracked by the lab.
 func (n *LabNet) Start(ns, name string, env []string, args ...string) (*Process, error) {
-	return n.lab.start(ns, name, env, args...)
+	return n.Lab.start(ns, name, env, args...)
 }
 
 // Run runs a command to completion inside namespace ns.
 func (n *LabNet) Run(ctx context.Context, ns string, args ...string) (string, error) {
-	return n.lab.run(ctx, ns, args...)
+	return n.Lab.run(ctx, ns, args...)
 }
 
 // processLogs returns the recent output of the lab's processes running in
 // this topology's namespaces, by process name.
-func (n *LabNet) processLogs() map[string]string {
+func (n *LabNet) ProcessLogs() map[string]string {
 	mine := map[string]bool{n.Client: true, n.Gateway: true, n.Protected: true}
-	n.lab.mu.Lock()
-	defer n.lab.mu.Unlock()
+	n.Lab.mu.Lock()
+	defer n.Lab.mu.Unlock()
 	logs := map[string]string{}
-	for _, p := range n.lab.processes {
+	for _, p := range n.Lab.processes {
 		if mine[p.namespace] {
 			logs[p.Name()] = p.Output()
 		}
@@ -553,7 +553,7 @@ func (n *LabNet) GatewayUplinks() []*LabUplink {
 }
 
 // uplink returns the named uplink.
-func (n *LabNet) uplink(name string) *LabUplink {
+func (n *LabNet) Uplink(name string) *LabUplink {
 	for _, u := range n.Uplinks {
 		if u.Spec.Name == name {
 			return u
@@ -563,24 +563,24 @@ func (n *LabNet) uplink(name string) *LabUplink {
 }
 
 func (n *LabNet) veth(ctx context.Context, nsA, ifA, nsB, ifB string) error {
-	if _, err := runCommand(ctx, "ip", "link", "add", "name", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB); err != nil {
+	if _, err := RunCommand(ctx, "ip", "link", "add", "name", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB); err != nil {
 		return fmt.Errorf("create veth pair %s/%s: %w", ifA, ifB, err)
 	}
 	return nil
 }
 
 func (n *LabNet) address(ctx context.Context, ns, iface string, p netip.Prefix) error {
-	if _, err := runCommand(ctx, "ip", "-n", ns, "addr", "add", p.String(), "dev", iface); err != nil {
+	if _, err := RunCommand(ctx, "ip", "-n", ns, "addr", "add", p.String(), "dev", iface); err != nil {
 		return fmt.Errorf("namespace %s: %w", ns, err)
 	}
-	if _, err := runCommand(ctx, "ip", "-n", ns, "link", "set", iface, "up"); err != nil {
+	if _, err := RunCommand(ctx, "ip", "-n", ns, "link", "set", iface, "up"); err != nil {
 		return fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	return nil
 }
 
 func (n *LabNet) sysctls(ctx context.Context, ns string, settings ...string) error {
-	if err := writeSysctls(ns, settings...); err != nil {
+	if err := WriteSysctls(ns, settings...); err != nil {
 		return fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	return nil
@@ -589,8 +589,8 @@ func (n *LabNet) sysctls(ctx context.Context, ns string, settings ...string) err
 // writeSysctls sets KEY=VALUE settings (net.ipv4.ip_forward=1) inside
 // namespace ns by writing /proc/sys, which shows the namespace of the
 // thread that opens it.
-func writeSysctls(ns string, settings ...string) error {
-	return inNamespace(ns, func() error {
+func WriteSysctls(ns string, settings ...string) error {
+	return InNamespace(ns, func() error {
 		for _, setting := range settings {
 			key, value, ok := strings.Cut(setting, "=")
 			if !ok {
@@ -606,9 +606,9 @@ func writeSysctls(ns string, settings ...string) error {
 }
 
 // readSysctl reads a setting (net.mptcp.enabled) inside namespace ns.
-func readSysctl(ns, key string) (string, error) {
+func ReadSysctl(ns, key string) (string, error) {
 	var value string
-	err := inNamespace(ns, func() error {
+	err := InNamespace(ns, func() error {
 		b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
 		value = strings.TrimSpace(string(b))
 		return err

@@ -1,4 +1,4 @@
-package bench
+package labnet
 
 import (
 	"bytes"
@@ -6,16 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/mifsec/mifsec/mif"
 )
@@ -36,7 +40,7 @@ const (
 // Lab owns the namespaces, processes and temporary files of one benchmark
 // run and removes them all in Close, whatever state the run ended in.
 type Lab struct {
-	owner int
+	Owner int
 	dir   string
 
 	mu         sync.Mutex
@@ -73,7 +77,7 @@ func NewLab(ctx context.Context, log io.Writer) (*Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create the lab's temporary directory: %w", err)
 	}
-	return &Lab{owner: owner, dir: dir}, nil
+	return &Lab{Owner: owner, dir: dir}, nil
 }
 
 // removeStaleDirs removes the temporary directories (configuration files,
@@ -84,7 +88,7 @@ func removeStaleDirs(tempDir string) {
 		return
 	}
 	for _, entry := range entries {
-		if owner, ok := namespaceOwner(entry.Name()); ok && entry.IsDir() && !processAlive(owner) {
+		if owner, ok := namespaceOwner(entry.Name()); ok && entry.IsDir() && !ProcessAlive(owner) {
 			_ = os.RemoveAll(filepath.Join(tempDir, entry.Name()))
 		}
 	}
@@ -93,21 +97,21 @@ func removeStaleDirs(tempDir string) {
 // labSocketPrefixes start the names of the files (control sockets, saved
 // settings) of the peers a lab runs, followed by the lab's PID: mifsec's in
 // mif.ControlDir, wireguard-go's in wireguardSocketDir.
-var labSocketPrefixes = map[string][]string{
+var LabSocketPrefixes = map[string][]string{
 	mif.ControlDir:     {"mbk", "mlb"},
-	wireguardSocketDir: {"wgb", "wlb"},
+	WireguardSocketDir: {"wgb", "wlb"},
 }
 
 // removeStaleSockets removes the files that the peers of a killed lab
 // could not remove themselves.
 func removeStaleSockets() {
-	for dir, prefixes := range labSocketPrefixes {
+	for dir, prefixes := range LabSocketPrefixes {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
 		for _, entry := range entries {
-			if owner, ok := socketOwner(entry.Name(), prefixes); ok && !processAlive(owner) {
+			if owner, ok := SocketOwner(entry.Name(), prefixes); ok && !ProcessAlive(owner) {
 				_ = os.Remove(filepath.Join(dir, entry.Name()))
 			}
 		}
@@ -117,7 +121,7 @@ func removeStaleSockets() {
 // socketOwner reads the lab PID from the name of a peer's file such as
 // "mlb1234c.sock" or "mlb1234s.4026532245.sysctl": a prefix, the PID, then
 // c (client) or s (server), then a dot.
-func socketOwner(name string, prefixes []string) (int, bool) {
+func SocketOwner(name string, prefixes []string) (int, bool) {
 	for _, prefix := range prefixes {
 		rest, ok := strings.CutPrefix(name, prefix)
 		if !ok {
@@ -136,7 +140,7 @@ func socketOwner(name string, prefixes []string) (int, bool) {
 
 // NamespacePrefix returns the prefix of this lab's own namespaces.
 func (l *Lab) NamespacePrefix() string {
-	return NamespacePrefix + strconv.Itoa(l.owner) + "-"
+	return NamespacePrefix + strconv.Itoa(l.Owner) + "-"
 }
 
 // StartedPIDs lists every process the lab has started.
@@ -162,10 +166,10 @@ func (l *Lab) Close() error {
 	l.processes, l.namespaces = nil, nil
 	l.mu.Unlock()
 
-	stopAll(processes)
+	StopAll(processes)
 	var errs []error
 	for _, ns := range namespaces {
-		if err := deleteNamespace(ns); err != nil {
+		if err := DeleteNamespace(ns); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -175,7 +179,7 @@ func (l *Lab) Close() error {
 	return errors.Join(errs...)
 }
 
-func stopAll(processes []*Process) {
+func StopAll(processes []*Process) {
 	var wg sync.WaitGroup
 	for _, p := range processes {
 		wg.Go(func() { p.Stop(stopGrace) })
@@ -186,7 +190,7 @@ func stopAll(processes []*Process) {
 // addNamespace creates the namespace NamespacePrefix+owner+"-"+label with
 // its loopback up. The name is registered for Close before it is created, so
 // it is returned, and removed later, even when creating it fails halfway.
-func (l *Lab) addNamespace(ctx context.Context, label string) (string, error) {
+func (l *Lab) AddNamespace(ctx context.Context, label string) (string, error) {
 	name := l.NamespacePrefix() + label
 	l.mu.Lock()
 	if l.closed {
@@ -195,10 +199,10 @@ func (l *Lab) addNamespace(ctx context.Context, label string) (string, error) {
 	}
 	l.namespaces = append(l.namespaces, name)
 	l.mu.Unlock()
-	if _, err := runCommand(ctx, "ip", "netns", "add", name); err != nil {
+	if _, err := RunCommand(ctx, "ip", "netns", "add", name); err != nil {
 		return name, fmt.Errorf("create namespace: %w", err)
 	}
-	if _, err := runCommand(ctx, "ip", "-n", name, "link", "set", "lo", "up"); err != nil {
+	if _, err := RunCommand(ctx, "ip", "-n", name, "link", "set", "lo", "up"); err != nil {
 		return name, fmt.Errorf("namespace %s: %w", name, err)
 	}
 	return name, nil
@@ -218,8 +222,8 @@ func (l *Lab) removeNamespace(name string) error {
 	l.processes = others
 	l.namespaces = slices.DeleteFunc(l.namespaces, func(ns string) bool { return ns == name })
 	l.mu.Unlock()
-	stopAll(inside)
-	return deleteNamespace(name)
+	StopAll(inside)
+	return DeleteNamespace(name)
 }
 
 // start runs args in namespace ns (in the lab's own namespace when ns is
@@ -251,19 +255,19 @@ func (l *Lab) run(ctx context.Context, ns string, args ...string) (string, error
 	if ns != "" {
 		args = append([]string{"ip", "netns", "exec", ns}, args...)
 	}
-	return runCommand(ctx, args[0], args[1:]...)
+	return RunCommand(ctx, args[0], args[1:]...)
 }
 
 // runCommand runs a short command in its own process group, killed as a
 // group when ctx ends, and returns its combined output. The error names the
 // command and includes its output.
-func runCommand(ctx context.Context, name string, args ...string) (string, error) {
-	return runCommandIn(ctx, "", nil, append([]string{name}, args...)...)
+func RunCommand(ctx context.Context, name string, args ...string) (string, error) {
+	return RunCommandIn(ctx, "", nil, append([]string{name}, args...)...)
 }
 
 // runCommandIn is runCommand in working directory dir (the current one when
 // empty) with extra environment variables.
-func runCommandIn(ctx context.Context, dir string, env []string, args ...string) (string, error) {
+func RunCommandIn(ctx context.Context, dir string, env []string, args ...string) (string, error) {
 	name := args[0]
 	args = args[1:]
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -299,15 +303,15 @@ func runCommandIn(ctx context.Context, dir string, env []string, args ...string)
 // whose owning process is gone, after killing the processes still running
 // inside it. It returns the names it removed.
 func RemoveStaleNamespaces(ctx context.Context) ([]string, error) {
-	out, err := runCommand(ctx, "ip", "netns", "list")
+	out, err := RunCommand(ctx, "ip", "netns", "list")
 	if err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
-	stale := staleNamespaces(out, processAlive)
+	stale := staleNamespaces(out, ProcessAlive)
 	var errs []error
 	var removed []string
 	for _, ns := range stale {
-		if err := deleteNamespace(ns); err != nil {
+		if err := DeleteNamespace(ns); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -350,13 +354,13 @@ func namespaceOwner(name string) (int, bool) {
 }
 
 // deleteNamespace kills every process inside the namespace, then deletes it.
-func deleteNamespace(name string) error {
+func DeleteNamespace(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	if err := killNamespaceProcesses(ctx, name); err != nil {
 		return err
 	}
-	if _, err := runCommand(ctx, "ip", "netns", "del", name); err != nil {
+	if _, err := RunCommand(ctx, "ip", "netns", "del", name); err != nil {
 		if _, statErr := os.Stat(filepath.Join("/run/netns", name)); errors.Is(statErr, os.ErrNotExist) {
 			return nil
 		}
@@ -369,14 +373,14 @@ func deleteNamespace(name string) error {
 // waits until none is left.
 func killNamespaceProcesses(ctx context.Context, name string) error {
 	for {
-		out, err := runCommand(ctx, "ip", "netns", "pids", name)
+		out, err := RunCommand(ctx, "ip", "netns", "pids", name)
 		if err != nil {
 			if _, statErr := os.Stat(filepath.Join("/run/netns", name)); errors.Is(statErr, os.ErrNotExist) {
 				return nil
 			}
 			return fmt.Errorf("list processes in namespace %s: %w", name, err)
 		}
-		pids := parsePIDs(out)
+		pids := ParsePIDs(out)
 		if len(pids) == 0 {
 			return nil
 		}
@@ -392,10 +396,10 @@ func killNamespaceProcesses(ctx context.Context, name string) error {
 }
 
 // parsePIDs reads the alive PIDs from `ip netns pids` output, one per line.
-func parsePIDs(out string) []int {
+func ParsePIDs(out string) []int {
 	var pids []int
 	for _, field := range strings.Fields(out) {
-		if pid, err := strconv.Atoi(field); err == nil && processAlive(pid) {
+		if pid, err := strconv.Atoi(field); err == nil && ProcessAlive(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -405,7 +409,7 @@ func parsePIDs(out string) []int {
 // Topology is a pair of namespaces, client and server, joined by one veth
 // pair named veth0 on both sides.
 type Topology struct {
-	lab            *Lab
+	Lab            *Lab
 	Client, Server string
 	ClientUnderlay netip.Addr
 	ServerUnderlay netip.Addr
@@ -424,7 +428,7 @@ const underlayBits = 24
 // NewTopology creates the namespaces <prefix><owner>-<label>-c and -s and
 // the veth pair between them.
 func (l *Lab) NewTopology(ctx context.Context, label string) (*Topology, error) {
-	t := &Topology{lab: l, ClientUnderlay: clientUnderlay, ServerUnderlay: serverUnderlay}
+	t := &Topology{Lab: l, ClientUnderlay: clientUnderlay, ServerUnderlay: serverUnderlay}
 	if err := t.build(ctx, label); err != nil {
 		return nil, errors.Join(err, t.Close())
 	}
@@ -432,24 +436,24 @@ func (l *Lab) NewTopology(ctx context.Context, label string) (*Topology, error) 
 }
 
 func (t *Topology) build(ctx context.Context, label string) error {
-	l := t.lab
+	l := t.Lab
 	var err error
-	if t.Client, err = l.addNamespace(ctx, label+"-c"); err != nil {
+	if t.Client, err = l.AddNamespace(ctx, label+"-c"); err != nil {
 		return err
 	}
-	if t.Server, err = l.addNamespace(ctx, label+"-s"); err != nil {
+	if t.Server, err = l.AddNamespace(ctx, label+"-s"); err != nil {
 		return err
 	}
-	if _, err := runCommand(ctx, "ip", "link", "add", "veth0", "netns", t.Client, "type", "veth",
+	if _, err := RunCommand(ctx, "ip", "link", "add", "veth0", "netns", t.Client, "type", "veth",
 		"peer", "name", "veth0", "netns", t.Server); err != nil {
 		return fmt.Errorf("create veth pair: %w", err)
 	}
 	for ns, addr := range map[string]netip.Addr{t.Client: t.ClientUnderlay, t.Server: t.ServerUnderlay} {
 		prefix := netip.PrefixFrom(addr, underlayBits).String()
-		if _, err := runCommand(ctx, "ip", "-n", ns, "addr", "add", prefix, "dev", "veth0"); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", ns, "addr", "add", prefix, "dev", "veth0"); err != nil {
 			return fmt.Errorf("namespace %s: %w", ns, err)
 		}
-		if _, err := runCommand(ctx, "ip", "-n", ns, "link", "set", "veth0", "up"); err != nil {
+		if _, err := RunCommand(ctx, "ip", "-n", ns, "link", "set", "veth0", "up"); err != nil {
 			return fmt.Errorf("namespace %s: %w", ns, err)
 		}
 	}
@@ -464,7 +468,7 @@ func (t *Topology) Close() error {
 	var errs []error
 	for _, ns := range []string{t.Client, t.Server} {
 		if ns != "" {
-			errs = append(errs, t.lab.removeNamespace(ns))
+			errs = append(errs, t.Lab.removeNamespace(ns))
 		}
 	}
 	if t.Dir != "" {
@@ -475,15 +479,72 @@ func (t *Topology) Close() error {
 
 // Start runs a long-lived command inside namespace ns, tracked by the lab.
 func (t *Topology) Start(ns, name string, env []string, args ...string) (*Process, error) {
-	return t.lab.start(ns, name, env, args...)
+	return t.Lab.start(ns, name, env, args...)
 }
 
 // Run runs a command to completion inside namespace ns.
 func (t *Topology) Run(ctx context.Context, ns string, args ...string) (string, error) {
-	return t.lab.run(ctx, ns, args...)
+	return t.Lab.run(ctx, ns, args...)
 }
 
-func readFile(path string) (string, error) {
+func ReadFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err
 }
+
+// listenUDPIn opens a UDP socket inside network namespace ns: the thread
+// enters the namespace only while the socket is created, and a socket stays
+// in the namespace it was created in.
+func ListenUDPIn(ns string, laddr netip.AddrPort) (*net.UDPConn, error) {
+	var conn *net.UDPConn
+	err := InNamespace(ns, func() error {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))
+		conn = c
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("UDP socket in namespace %s: %w", ns, err)
+	}
+	return conn, nil
+}
+
+// inNamespace runs fn on a thread inside network namespace ns. A thread
+// that cannot return to the original namespace is left locked, so the
+// runtime discards it instead of reusing it.
+func InNamespace(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		original, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open the current network namespace: %w", err)
+			return
+		}
+		defer original.Close()
+		target, err := netns.GetFromName(ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open network namespace %s: %w", ns, err)
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace %s: %w", ns, err)
+			return
+		}
+		fnErr := fn()
+		if err := netns.Set(original); err != nil {
+			errc <- errors.Join(fnErr, fmt.Errorf("leave network namespace %s: %w", ns, err))
+			return // the thread stays locked and ends with the goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- fnErr
+	}()
+	return <-errc
+}
+
+// wireguardSocketDir holds wireguard-go's UAPI sockets; it is not per
+// namespace.
+const WireguardSocketDir = "/var/run/wireguard"
