@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/traffic"
-	"golang.org/x/sys/unix"
 )
 
 // trafficPort is where the protected server (or the throughput scenario's
@@ -190,55 +190,15 @@ func jsonPart(out string) string {
 	return out
 }
 
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
-}
-
-// tool is an external program a run needs and the Debian package that has
-// it.
-type tool struct{ binary, pkg string }
-
-// missingTools returns the tools that are not in PATH, once each.
-func missingTools(tools []tool) []tool {
-	var missing []tool
-	seen := map[string]bool{}
-	for _, t := range tools {
-		if seen[t.binary] {
-			continue
-		}
-		seen[t.binary] = true
-		if _, err := exec.LookPath(t.binary); err != nil {
-			missing = append(missing, t)
-		}
-	}
-	return missing
-}
-
-// describeMissing names the missing tools and the one apt-get command that
-// installs them all.
-func describeMissing(missing []tool) string {
-	var names, pkgs []string
-	seen := map[string]bool{}
-	for _, t := range missing {
-		names = append(names, t.binary)
-		if !seen[t.pkg] {
-			seen[t.pkg] = true
-			pkgs = append(pkgs, t.pkg)
-		}
-	}
-	return fmt.Sprintf("%s not found: apt-get install %s", strings.Join(names, ", "), strings.Join(pkgs, " "))
-}
-
 // trafficTools are what every run needs besides its peers' own tools: the
 // traffic itself is generated in this process.
-var trafficTools = []tool{{"ip", "iproute2"}}
+var trafficTools = []labnet.Tool{{Binary: "ip", Package: "iproute2"}}
 
 // checkTrafficTools reports the tools every run needs, all missing ones in
 // one error.
 func checkTrafficTools() error {
-	if missing := missingTools(trafficTools); len(missing) > 0 {
-		return errors.New(describeMissing(missing))
+	if missing := labnet.MissingTools(trafficTools); len(missing) > 0 {
+		return errors.New(labnet.DescribeMissing(missing))
 	}
 	return nil
 }

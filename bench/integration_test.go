@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -69,7 +70,7 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	wireguardGo, err := WireguardGo(ctx, "")
+	wireguardGo, err := peers.WireguardGo(ctx, "")
 	if err != nil {
 		t.Skipf("wireguard-go unavailable: %v", err)
 	}
@@ -78,7 +79,7 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 	report, err := RunThroughput(ctx, lab, ThroughputConfig{
 		Duration:    2 * time.Second,
 		Peers:       []string{"veth", "wireguard-go"},
-		PeerOptions: PeerOptions{WireguardGoPath: wireguardGo},
+		PeerOptions: peers.PeerOptions{WireguardGoPath: wireguardGo},
 		Log:         testLog{t},
 	})
 	if err != nil {
@@ -121,7 +122,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 	report, err := RunThroughput(ctx, lab, ThroughputConfig{
 		Duration:    2 * time.Second,
 		Peers:       []string{"mifsec-ike"},
-		PeerOptions: PeerOptions{MifsecPath: mifsec},
+		PeerOptions: peers.PeerOptions{MifsecPath: mifsec},
 		Log:         testLog{t},
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
@@ -296,7 +297,7 @@ client: {interface: wwan0}
 		t.Fatal(err)
 	}
 	lab := newTestLab(t, ctx)
-	report, err := RunScenario(ctx, lab, sc, ScenarioConfig{PeerOptions: PeerOptions{MifsecPath: mifsec}, Log: testLog{t}})
+	report, err := RunScenario(ctx, lab, sc, ScenarioConfig{PeerOptions: peers.PeerOptions{MifsecPath: mifsec}, Log: testLog{t}})
 	if err != nil {
 		t.Fatalf("RunScenario: %v", err)
 	}

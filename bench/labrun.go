@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/bench/traffic"
 )
@@ -23,7 +24,7 @@ const sampleEvery = 100 * time.Millisecond
 
 // ScenarioConfig says how to run a scenario.
 type ScenarioConfig struct {
-	PeerOptions
+	peers.PeerOptions
 	// Peers overrides the scenario's list when not empty.
 	Peers []string
 	// KeepGoing measures the remaining peers after one fails.
@@ -50,18 +51,18 @@ func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, c
 	if len(cfg.Peers) > 0 {
 		names = cfg.Peers
 	}
-	var peers []labPeer
+	var list []peers.LabPeer
 	for _, name := range names {
-		peer, err := newLabPeer(name, cfg.PeerOptions)
+		peer, err := peers.NewLabPeer(name, cfg.PeerOptions)
 		if err != nil {
 			return nil, err
 		}
-		peers = append(peers, peer)
+		list = append(list, peer)
 	}
-	if len(peers) == 0 {
+	if len(list) == 0 {
 		return nil, errors.New("no peers to measure")
 	}
-	if err := checkPrerequisites(sc, peers, len(cfg.Peers) > 0, log); err != nil {
+	if err := checkPrerequisites(sc, list, len(cfg.Peers) > 0, log); err != nil {
 		return nil, err
 	}
 	if err := checkCongestionControl(sc.TCPCongestion); err != nil {
@@ -71,57 +72,57 @@ func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, c
 	// The setup time counts from building the topology; peers run one at
 	// a time.
 	var setupStart time.Time
-	runs, err := peerRunner[labPeer, *labnet.LabNet, PeerRun]{
+	runs, err := peerRunner[peers.LabPeer, *labnet.LabNet, PeerRun]{
 		what: "scenario " + sc.Name, keepGoing: cfg.KeepGoing, log: log,
-		row: func(peer labPeer) PeerRun {
+		row: func(peer peers.LabPeer) PeerRun {
 			return PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
 		},
-		build: func(ctx context.Context, peer labPeer) (*labnet.LabNet, error) {
+		build: func(ctx context.Context, peer peers.LabPeer) (*labnet.LabNet, error) {
 			fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
 			setupStart = time.Now()
 			return lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
 		},
-		measure: func(ctx context.Context, peer labPeer, n *labnet.LabNet, run *PeerRun) error {
+		measure: func(ctx context.Context, peer peers.LabPeer, n *labnet.LabNet, run *PeerRun) error {
 			return measureScenario(ctx, n, sc, peer, cfg, setupStart, run)
 		},
 		record: (*PeerRun).record,
-	}.run(ctx, peers)
+	}.run(ctx, list)
 	report.Runs = runs
 	report.finish()
 	return report, err
 }
 
 // toolUser is a peer that runs external programs of its own.
-type toolUser interface{ tools() []tool }
+type toolUser interface{ Tools() []labnet.Tool }
 
 // checkPrerequisites looks for every program the run needs before anything
 // starts, and names all the missing ones with their Debian packages in one
 // message: an error when the lab itself or a peer the user asked for
 // (explicit) needs them; otherwise a note that the peers lacking them will
 // be skipped.
-func checkPrerequisites(sc *scenarios.Scenario, peers []labPeer, explicit bool, log io.Writer) error {
+func checkPrerequisites(sc *scenarios.Scenario, list []peers.LabPeer, explicit bool, log io.Writer) error {
 	needed := slices.Clone(trafficTools)
 	if slices.ContainsFunc(sc.Uplinks, func(u scenarios.UplinkSpec) bool { return u.NAT }) {
-		needed = append(needed, tool{"nft", "nftables"})
+		needed = append(needed, labnet.Tool{Binary: "nft", Package: "nftables"})
 	}
-	missing := missingTools(needed)
+	missing := labnet.MissingTools(needed)
 	var skipped []string
-	var peerMissing []tool
-	for _, p := range peers {
+	var peerMissing []labnet.Tool
+	for _, p := range list {
 		tu, ok := p.(toolUser)
 		if !ok {
 			continue
 		}
-		if m := missingTools(tu.tools()); len(m) > 0 {
+		if m := labnet.MissingTools(tu.Tools()); len(m) > 0 {
 			skipped = append(skipped, p.Name())
 			peerMissing = append(peerMissing, m...)
 		}
 	}
 	if len(missing) > 0 || explicit && len(peerMissing) > 0 {
-		return errors.New(describeMissing(missingTools(append(missing, peerMissing...))))
+		return errors.New(labnet.DescribeMissing(labnet.MissingTools(append(missing, peerMissing...))))
 	}
 	if len(peerMissing) > 0 {
-		fmt.Fprintf(log, "%s; without them %s will be skipped\n", describeMissing(missingTools(peerMissing)), strings.Join(skipped, ", "))
+		fmt.Fprintf(log, "%s; without them %s will be skipped\n", labnet.DescribeMissing(labnet.MissingTools(peerMissing)), strings.Join(skipped, ", "))
 	}
 	return nil
 }
@@ -134,7 +135,7 @@ func (r *PeerRun) record(o peerOutcome) {
 
 // measureScenario brings the peer up on n and runs the scenario's
 // timeline; the runner tears everything down again.
-func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
+func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
 	log := cfg.Log
 	defer func() { run.Logs = n.ProcessLogs() }()
 	if err := n.PinGateway(ctx, n.Uplink(sc.Client.Interface)); err != nil {
@@ -158,7 +159,7 @@ func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenar
 
 // runTimeline starts the traffic, samples the links and applies the events
 // on the scenario's clock, then collects the results into run.
-func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) error {
+func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, run *PeerRun) error {
 	// A short lead lets every goroutine be ready at time zero.
 	base := time.Now().Add(50 * time.Millisecond)
 	// Every peer meets the same stretch of a trace-driven link's trace.
@@ -334,7 +335,7 @@ type multipathPeer interface{ MultipathTCP() bool }
 
 // hasNoTunnel reports whether the peer carries the traffic without a
 // tunnel (kernel MPTCP).
-func hasNoTunnel(peer labPeer) bool {
+func hasNoTunnel(peer peers.LabPeer) bool {
 	mp, ok := peer.(multipathPeer)
 	return ok && mp.MultipathTCP()
 }
@@ -342,7 +343,7 @@ func hasNoTunnel(peer labPeer) bool {
 // runLabTraffic runs one tcp or udp traffic entry (TCP with congestion
 // control cc) from the client
 // namespace to the protected server, in this process.
-func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
+func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer peers.LabPeer, base time.Time, result *TrafficResult) {
 	server := netip.AddrPortFrom(labnet.LabServerAddr, port)
 	if t.Kind == scenarios.TrafficUDP {
 		runLabUDP(ctx, n, t, server, peer.ClientAddr(), result)
@@ -437,3 +438,10 @@ func learnClient(ctx context.Context, client, server *net.UDPConn) (netip.AddrPo
 	}
 	return netip.AddrPort{}, errors.New("udp down: the client's datagrams never reached the server")
 }
+
+// tunnelStater is a peer that can describe its tunnel's state after the
+// run (reconnections, addresses).
+type tunnelStater interface{ TunnelState() string }
+
+// peerSetupTimeout bounds bringing one tunnel up.
+const peerSetupTimeout = 30 * time.Second

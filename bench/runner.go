@@ -4,23 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mifsec/mifsec/bench/peers"
 	"io"
 	"time"
 )
-
-// peerLifecycle is what every measured peer has, in a throughput run
-// (Peer) as in a scenario (labPeer): a name, a check of what it needs
-// before any namespace exists, a version, and a teardown of what its Setup
-// started. Setup itself differs: a throughput peer comes up between the two
-// namespaces of a Topology, a scenario's on the LabNet the scenario
-// describes.
-type peerLifecycle interface {
-	Name() string
-	// Prepare returns a *SkipError when the peer cannot run here.
-	Prepare(ctx context.Context) error
-	Version() string
-	Teardown() error
-}
 
 // optionalPeer is a peer whose failures are reported as skips.
 type optionalPeer interface{ Optional() bool }
@@ -40,7 +27,7 @@ type peerOutcome struct {
 // record the outcome; a skipped or optional peer is reported, not an error.
 // P is the peer type, N the network each peer gets (its Close runs after
 // the peer's Teardown), R the report's row.
-type peerRunner[P peerLifecycle, N interface{ Close() error }, R any] struct {
+type peerRunner[P peers.Lifecycle, N interface{ Close() error }, R any] struct {
 	// what names the run in the error of an interrupted one.
 	what      string
 	keepGoing bool
@@ -99,7 +86,7 @@ func (r peerRunner[P, N, R]) judge(ctx context.Context, peer P, err error, outco
 		}
 		return err
 	}
-	reason, skipped := skipReason(err)
+	reason, skipped := peers.SkipReason(err)
 	if optional, ok := any(peer).(optionalPeer); ok && optional.Optional() && !skipped {
 		reason, skipped = err.Error(), true
 	}

@@ -181,7 +181,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	if _, err := topo.Run(ctx, topo.Server, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo"); err != nil {
 		return nil, err
 	}
-	psk, err := randomHex(32)
+	psk, err := labnet.RandomHex(32)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +200,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 		gw.Stop(5 * time.Second)
 		os.Remove(mif.ControlSocket(tun))
 	}()
-	if err := waitForSocket(ctx, mif.ControlSocket(tun), gw); err != nil {
+	if err := labnet.WaitForSocket(ctx, mif.ControlSocket(tun), gw); err != nil {
 		return nil, err
 	}
 	status := func() (mif.GatewayStatus, error) {

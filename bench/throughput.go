@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mifsec/mifsec/bench/labnet"
 	"io"
 	"net/netip"
 	"os"
@@ -15,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
 )
 
 // ThroughputScenario describes what RunThroughput measures.
@@ -28,7 +30,7 @@ type ThroughputConfig struct {
 	Peers []string
 	// KeepGoing measures the remaining peers after one fails.
 	KeepGoing bool
-	PeerOptions
+	peers.PeerOptions
 	// Log receives progress messages; nil discards them.
 	Log io.Writer
 }
@@ -90,8 +92,8 @@ type ThroughputReport struct {
 func (r *ThroughputReport) setRatios() {
 	r.MifsecRatios, r.MifsecIKERatios = mifsecRatios(r.Peers), ratiosOf("mifsec-ike", r.Peers)
 	r.MifsecCBCRatios = nil
-	for _, ratio := range ratiosOf("mifsec-"+cbcSuite, r.Peers) {
-		if strings.HasSuffix(ratio.Peer, "-"+cbcSuite) {
+	for _, ratio := range ratiosOf("mifsec-"+peers.CBCSuite, r.Peers) {
+		if strings.HasSuffix(ratio.Peer, "-"+peers.CBCSuite) {
 			r.MifsecCBCRatios = append(r.MifsecCBCRatios, ratio)
 		}
 	}
@@ -106,7 +108,7 @@ func RunThroughput(ctx context.Context, lab *labnet.Lab, cfg ThroughputConfig) (
 	if log == nil {
 		log = io.Discard
 	}
-	peers, err := throughputPeers(cfg)
+	list, err := throughputPeers(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -119,47 +121,47 @@ func RunThroughput(ctx context.Context, lab *labnet.Lab, cfg ThroughputConfig) (
 		DurationSeconds: cfg.Duration.Seconds(),
 		Machine:         machineInfo(),
 	}
-	report.Peers, err = peerRunner[Peer, *labnet.Topology, PeerResult]{
+	report.Peers, err = peerRunner[peers.Peer, *labnet.Topology, PeerResult]{
 		what: "throughput run", keepGoing: cfg.KeepGoing, log: log,
-		row: func(peer Peer) PeerResult { return PeerResult{Name: peer.Name()} },
-		build: func(ctx context.Context, peer Peer) (*labnet.Topology, error) {
+		row: func(peer peers.Peer) PeerResult { return PeerResult{Name: peer.Name()} },
+		build: func(ctx context.Context, peer peers.Peer) (*labnet.Topology, error) {
 			fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
 			return lab.NewTopology(ctx, peer.Name())
 		},
-		measure: func(ctx context.Context, peer Peer, topo *labnet.Topology, result *PeerResult) error {
+		measure: func(ctx context.Context, peer peers.Peer, topo *labnet.Topology, result *PeerResult) error {
 			return measureThroughput(ctx, peer, topo, cfg.Duration, result, log)
 		},
 		record: (*PeerResult).record,
-	}.run(ctx, peers)
+	}.run(ctx, list)
 	for i := range report.Peers {
 		// Known once the peer was prepared (mifsec's is os.Executable()).
-		report.Peers[i].Path = peers[i].Path()
+		report.Peers[i].Path = list[i].Path()
 	}
 	report.setRatios()
 	return report, err
 }
 
-func throughputPeers(cfg ThroughputConfig) ([]Peer, error) {
+func throughputPeers(cfg ThroughputConfig) ([]peers.Peer, error) {
 	if cfg.Duration < time.Second {
 		return nil, fmt.Errorf("duration %v is too short: each direction runs at least 1s", cfg.Duration)
 	}
 	if len(cfg.Peers) == 0 {
 		return nil, errors.New("no peers to measure")
 	}
-	var peers []Peer
+	var list []peers.Peer
 	seen := map[string]bool{}
 	for _, name := range cfg.Peers {
 		if seen[name] {
 			return nil, fmt.Errorf("peer %q is listed twice", name)
 		}
 		seen[name] = true
-		peer, err := NewPeer(name, cfg.PeerOptions)
+		peer, err := peers.NewPeer(name, cfg.PeerOptions)
 		if err != nil {
 			return nil, err
 		}
-		peers = append(peers, peer)
+		list = append(list, peer)
 	}
-	return peers, nil
+	return list, nil
 }
 
 // record stores the runner's outcome in the row.
@@ -170,7 +172,7 @@ func (r *PeerResult) record(o peerOutcome) {
 
 // measureThroughput brings the tunnel up in topo and runs a TCP flow up
 // then down; the runner tears everything down again.
-func measureThroughput(ctx context.Context, peer Peer, topo *labnet.Topology, duration time.Duration, result *PeerResult, log io.Writer) error {
+func measureThroughput(ctx context.Context, peer peers.Peer, topo *labnet.Topology, duration time.Duration, result *PeerResult, log io.Writer) error {
 	if err := peer.Setup(ctx, topo); err != nil {
 		return err
 	}
@@ -295,7 +297,7 @@ func (r *ThroughputReport) WriteTable(w io.Writer) error {
 		b.WriteString("\n")
 	}
 	if len(r.MifsecCBCRatios) > 0 {
-		b.WriteString("mifsec-" + cbcSuite + "/peer, same suite (up/down):")
+		b.WriteString("mifsec-" + peers.CBCSuite + "/peer, same suite (up/down):")
 		for i, ratio := range r.MifsecCBCRatios {
 			sep := map[bool]string{false: ",", true: ""}[i == 0]
 			fmt.Fprintf(&b, "%s %s %s/%s", sep, ratio.Peer, formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2))
@@ -361,7 +363,7 @@ func roundTo(v float64, decimals int) float64 {
 }
 
 func machineInfo() MachineInfo {
-	info := MachineInfo{NumCPU: runtime.NumCPU(), Kernel: kernelRelease(), GoVersion: runtime.Version()}
+	info := MachineInfo{NumCPU: runtime.NumCPU(), Kernel: labnet.KernelRelease(), GoVersion: runtime.Version()}
 	info.Hostname, _ = os.Hostname()
 	if loadavg, err := labnet.ReadFile("/proc/loadavg"); err == nil {
 		if fields := strings.Fields(loadavg); len(fields) > 0 {

@@ -53,7 +53,7 @@ const (
 	echoWait     = time.Second
 )
 
-// waitForEcho sends ICMP echo requests from namespace ns (from src when
+// WaitForEcho sends ICMP echo requests from namespace ns (from src when
 // valid) to dst until one is answered, failing early when one of the
 // tunnel's processes ends.
 func WaitForEcho(ctx context.Context, ns string, src, dst netip.Addr, processes ...*Process) error {
@@ -121,7 +121,7 @@ func WaitForEcho(ctx context.Context, ns string, src, dst netip.Addr, processes 
 		dst, echoAttempts, lastErr, details.String())
 }
 
-// sleepUntil waits until t; false when ctx ended first.
+// SleepUntil waits until t; false when ctx ended first.
 func SleepUntil(ctx context.Context, t time.Time) bool {
 	d := time.Until(t)
 	if d <= 0 {

@@ -303,7 +303,7 @@ type linkEnd struct{ ns, dev string }
 func (u *LabUplink) shapeAndStart(ctx context.Context, ends []linkEnd) error {
 	if u.Spec.TBF != nil {
 		for _, end := range ends {
-			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, u.Spec.TBF.TcArgs()...)
+			args := append([]string{"-n", end.ns, "qdisc", "replace", "dev", end.dev, "root"}, u.Spec.TBF.TCArgs()...)
 			if _, err := RunCommand(ctx, "tc", args...); err != nil {
 				return fmt.Errorf("token bucket shaper: %w", err)
 			}
@@ -389,7 +389,7 @@ func (u *LabUplink) addDefaultRoute(ctx context.Context, clientNS string) error 
 	return nil
 }
 
-// pinGateway routes the gateway's address on uplink u through u (a host
+// PinGateway routes the gateway's address on uplink u through u (a host
 // route), so that tunnels which leave the choice of interface to the
 // routing table (wireguard-go, strongSwan) use it as long as it is up, like
 // the ones that bind to it. The kernel drops the route when the interface
@@ -440,7 +440,7 @@ func (n *LabNet) StartTraces(at time.Time) {
 	}
 }
 
-// apply carries out a scenario event on this uplink.
+// Apply carries out a scenario event on this uplink.
 func (n *LabNet) Apply(ctx context.Context, u *LabUplink, e scenarios.EventSpec) error {
 	switch {
 	case u.OfGateway && (e.Action == scenarios.ActionUnplug || e.Action == scenarios.ActionPlug):
@@ -523,7 +523,7 @@ func (n *LabNet) Run(ctx context.Context, ns string, args ...string) (string, er
 	return n.Lab.run(ctx, ns, args...)
 }
 
-// processLogs returns the recent output of the lab's processes running in
+// ProcessLogs returns the recent output of the lab's processes running in
 // this topology's namespaces, by process name.
 func (n *LabNet) ProcessLogs() map[string]string {
 	mine := map[string]bool{n.Client: true, n.Gateway: true, n.Protected: true}
@@ -552,7 +552,7 @@ func (n *LabNet) GatewayUplinks() []*LabUplink {
 	return n.Uplinks[i:]
 }
 
-// uplink returns the named uplink.
+// Uplink returns the named uplink.
 func (n *LabNet) Uplink(name string) *LabUplink {
 	for _, u := range n.Uplinks {
 		if u.Spec.Name == name {
@@ -586,7 +586,7 @@ func (n *LabNet) sysctls(ctx context.Context, ns string, settings ...string) err
 	return nil
 }
 
-// writeSysctls sets KEY=VALUE settings (net.ipv4.ip_forward=1) inside
+// WriteSysctls sets KEY=VALUE settings (net.ipv4.ip_forward=1) inside
 // namespace ns by writing /proc/sys, which shows the namespace of the
 // thread that opens it.
 func WriteSysctls(ns string, settings ...string) error {
@@ -605,7 +605,7 @@ func WriteSysctls(ns string, settings ...string) error {
 	})
 }
 
-// readSysctl reads a setting (net.mptcp.enabled) inside namespace ns.
+// ReadSysctl reads a setting (net.mptcp.enabled) inside namespace ns.
 func ReadSysctl(ns, key string) (string, error) {
 	var value string
 	err := InNamespace(ns, func() error {

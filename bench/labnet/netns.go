@@ -94,7 +94,7 @@ func removeStaleDirs(tempDir string) {
 	}
 }
 
-// labSocketPrefixes start the names of the files (control sockets, saved
+// LabSocketPrefixes start the names of the files (control sockets, saved
 // settings) of the peers a lab runs, followed by the lab's PID: mifsec's in
 // mif.ControlDir, wireguard-go's in wireguardSocketDir.
 var LabSocketPrefixes = map[string][]string{
@@ -118,7 +118,7 @@ func removeStaleSockets() {
 	}
 }
 
-// socketOwner reads the lab PID from the name of a peer's file such as
+// SocketOwner reads the lab PID from the name of a peer's file such as
 // "mlb1234c.sock" or "mlb1234s.4026532245.sysctl": a prefix, the PID, then
 // c (client) or s (server), then a dot.
 func SocketOwner(name string, prefixes []string) (int, bool) {
@@ -187,7 +187,7 @@ func StopAll(processes []*Process) {
 	wg.Wait()
 }
 
-// addNamespace creates the namespace NamespacePrefix+owner+"-"+label with
+// AddNamespace creates the namespace NamespacePrefix+owner+"-"+label with
 // its loopback up. The name is registered for Close before it is created, so
 // it is returned, and removed later, even when creating it fails halfway.
 func (l *Lab) AddNamespace(ctx context.Context, label string) (string, error) {
@@ -258,14 +258,14 @@ func (l *Lab) run(ctx context.Context, ns string, args ...string) (string, error
 	return RunCommand(ctx, args[0], args[1:]...)
 }
 
-// runCommand runs a short command in its own process group, killed as a
+// RunCommand runs a short command in its own process group, killed as a
 // group when ctx ends, and returns its combined output. The error names the
 // command and includes its output.
 func RunCommand(ctx context.Context, name string, args ...string) (string, error) {
 	return RunCommandIn(ctx, "", nil, append([]string{name}, args...)...)
 }
 
-// runCommandIn is runCommand in working directory dir (the current one when
+// RunCommandIn is runCommand in working directory dir (the current one when
 // empty) with extra environment variables.
 func RunCommandIn(ctx context.Context, dir string, env []string, args ...string) (string, error) {
 	name := args[0]
@@ -353,7 +353,7 @@ func namespaceOwner(name string) (int, bool) {
 	return pid, true
 }
 
-// deleteNamespace kills every process inside the namespace, then deletes it.
+// DeleteNamespace kills every process inside the namespace, then deletes it.
 func DeleteNamespace(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
@@ -395,7 +395,7 @@ func killNamespaceProcesses(ctx context.Context, name string) error {
 	}
 }
 
-// parsePIDs reads the alive PIDs from `ip netns pids` output, one per line.
+// ParsePIDs reads the alive PIDs from `ip netns pids` output, one per line.
 func ParsePIDs(out string) []int {
 	var pids []int
 	for _, field := range strings.Fields(out) {
@@ -492,7 +492,7 @@ func ReadFile(path string) (string, error) {
 	return string(b), err
 }
 
-// listenUDPIn opens a UDP socket inside network namespace ns: the thread
+// ListenUDPIn opens a UDP socket inside network namespace ns: the thread
 // enters the namespace only while the socket is created, and a socket stays
 // in the namespace it was created in.
 func ListenUDPIn(ns string, laddr netip.AddrPort) (*net.UDPConn, error) {
@@ -508,7 +508,7 @@ func ListenUDPIn(ns string, laddr netip.AddrPort) (*net.UDPConn, error) {
 	return conn, nil
 }
 
-// inNamespace runs fn on a thread inside network namespace ns. A thread
+// InNamespace runs fn on a thread inside network namespace ns. A thread
 // that cannot return to the original namespace is left locked, so the
 // runtime discards it instead of reusing it.
 func InNamespace(ns string, fn func() error) error {
@@ -545,6 +545,15 @@ func InNamespace(ns string, fn func() error) error {
 	return <-errc
 }
 
-// wireguardSocketDir holds wireguard-go's UAPI sockets; it is not per
+// WireguardSocketDir holds wireguard-go's UAPI sockets; it is not per
 // namespace.
 const WireguardSocketDir = "/var/run/wireguard"
+
+// KernelRelease is the running kernel's release.
+func KernelRelease() string {
+	release, err := ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(release)
+}

@@ -2,8 +2,12 @@ package labnet
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -121,7 +125,7 @@ func killGroup(pid int, sig syscall.Signal) {
 	_ = syscall.Kill(pid, sig)
 }
 
-// processAlive reports whether a process with this PID exists (and is not
+// ProcessAlive reports whether a process with this PID exists (and is not
 // a zombie).
 func ProcessAlive(pid int) bool {
 	if pid <= 0 {
@@ -167,4 +171,78 @@ func (b *tailBuffer) String() string {
 
 func indent(s string) string {
 	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// FirstLine is s up to its first newline.
+func FirstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// Tool is an external program a run needs and the Debian package that has
+// it.
+type Tool struct{ Binary, Package string }
+
+// MissingTools returns the tools that are not in PATH, once each.
+func MissingTools(tools []Tool) []Tool {
+	var missing []Tool
+	seen := map[string]bool{}
+	for _, t := range tools {
+		if seen[t.Binary] {
+			continue
+		}
+		seen[t.Binary] = true
+		if _, err := exec.LookPath(t.Binary); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	return missing
+}
+
+// DescribeMissing names the missing tools and the one apt-get command that
+// installs them all.
+func DescribeMissing(missing []Tool) string {
+	var names, pkgs []string
+	seen := map[string]bool{}
+	for _, t := range missing {
+		names = append(names, t.Binary)
+		if !seen[t.Package] {
+			seen[t.Package] = true
+			pkgs = append(pkgs, t.Package)
+		}
+	}
+	return fmt.Sprintf("%s not found: apt-get install %s", strings.Join(names, ", "), strings.Join(pkgs, " "))
+}
+
+// RandomHex is n random bytes in hex (pre-shared keys).
+func RandomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate key: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// WaitForSocket waits until the unix socket at path accepts connections,
+// failing early when proc ends.
+func WaitForSocket(ctx context.Context, path string, proc *Process) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if proc.Exited() {
+			return fmt.Errorf("%s ended while starting:\n%s", proc.Name(), proc.Describe())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not open %s within 10s (%v):\n%s", proc.Name(), path, err, proc.Describe())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

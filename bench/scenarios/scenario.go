@@ -139,8 +139,8 @@ func (t *TBFSpec) validate() error {
 	return nil
 }
 
-// tcArgs are the arguments of `tc qdisc replace dev DEV root` for t.
-func (t *TBFSpec) TcArgs() []string {
+// TCArgs are the arguments of `tc qdisc replace dev DEV root` for t.
+func (t *TBFSpec) TCArgs() []string {
 	return []string{"tbf", "rate", fmt.Sprintf("%.0fbit", float64(t.Rate)), "burst", strconv.Itoa(int(t.Burst)),
 		"latency", fmt.Sprintf("%dus", t.Latency.D().Microseconds())}
 }
@@ -567,14 +567,14 @@ func (s *Scenario) normalize() error {
 // isUplink reports whether name is one of the scenario's uplinks.
 func (s *Scenario) isUplink(name string) bool { return s.UplinkIndex(name) >= 0 }
 
-// links returns every emulated link of the scenario: the client's
+// Links returns every emulated link of the scenario: the client's
 // uplinks, then the gateway's. Events, samples and reports index them in
 // this order.
 func (s *Scenario) Links() []UplinkSpec {
 	return append(slices.Clone(s.Uplinks), s.GatewayUplinks...)
 }
 
-// isGatewayLink reports whether link i of links() is one of the gateway's.
+// IsGatewayLink reports whether link i of links() is one of the gateway's.
 func (s *Scenario) IsGatewayLink(i int) bool { return i >= len(s.Uplinks) }
 
 // normalizeUplinks checks the uplinks (the client's and the gateway's),
@@ -641,7 +641,7 @@ func (s *Scenario) normalizeUplink(field string, i int, u *UplinkSpec) error {
 	return nil
 }
 
-// isClientUplink reports whether name is one of the client's uplinks.
+// IsClientUplink reports whether name is one of the client's uplinks.
 func (s *Scenario) IsClientUplink(name string) bool {
 	return slices.ContainsFunc(s.Uplinks, func(u UplinkSpec) bool { return u.Name == name })
 }
@@ -916,7 +916,7 @@ func (s *Scenario) preferredUplink() string {
 	return s.Uplinks[best].Name
 }
 
-// uplinkIndex returns the position of the named uplink in links(), or -1.
+// UplinkIndex returns the position of the named uplink in links(), or -1.
 func (s *Scenario) UplinkIndex(name string) int {
 	return slices.IndexFunc(s.Links(), func(u UplinkSpec) bool { return u.Name == name })
 }
@@ -1051,7 +1051,7 @@ func (l *LinkSpec) apply(shape *linkemu.Shape) {
 	}
 }
 
-// applyEvent returns the link configuration after the event.
+// ApplyEvent returns the link configuration after the event.
 func ApplyEvent(cfg linkemu.Config, e EventSpec) linkemu.Config {
 	dirs := []*linkemu.Shape{&cfg.AtoB, &cfg.BtoA}
 	switch e.Direction {
@@ -1073,7 +1073,7 @@ func ApplyEvent(cfg linkemu.Config, e EventSpec) linkemu.Config {
 	return cfg
 }
 
-// describe says what the event does, for logs, reports and the plot.
+// Describe says what the event does, for logs, reports and the plot.
 func (e EventSpec) Describe() string {
 	var what string
 	switch e.Action {
@@ -1114,7 +1114,7 @@ func (e EventSpec) Describe() string {
 	return e.Uplink + " " + what
 }
 
-// formatRate writes a rate in the largest unit that keeps it at least 1.
+// FormatRate writes a rate in the largest unit that keeps it at least 1.
 func FormatRate(bps float64) string {
 	switch {
 	case bps == 0:
@@ -1129,7 +1129,7 @@ func FormatRate(bps float64) string {
 	return strconv.FormatFloat(bps, 'g', 4, 64) + " bit/s"
 }
 
-// directions lists the directions of the scenario's tcp and udp traffic
+// Directions lists the directions of the scenario's tcp and udp traffic
 // ("up" when there is none: probes go up).
 func (s *Scenario) Directions() []string {
 	var dirs []string

@@ -483,7 +483,7 @@ func TestBuiltinTraceScenarios(t *testing.T) {
 
 func TestTBFArgs(t *testing.T) {
 	spec := TBFSpec{Rate: 60e6, Burst: 256 << 10, Latency: Duration(50 * time.Millisecond)}
-	got := strings.Join(spec.TcArgs(), " ")
+	got := strings.Join(spec.TCArgs(), " ")
 	if want := "tbf rate 60000000bit burst 262144 latency 50000us"; got != want {
 		t.Errorf("tc arguments %q, want %q", got, want)
 	}

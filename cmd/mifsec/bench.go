@@ -13,6 +13,7 @@ import (
 
 	"github.com/mifsec/mifsec/bench"
 	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
 	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
@@ -99,7 +100,7 @@ func benchThroughputCommand() *cli.Command {
 			"Namespaces and processes left by an interrupted earlier run are removed first.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each TCP transfer (one per direction)"},
-			&cli.StringFlag{Name: "peers", Value: strings.Join(bench.PeerNames, ","), Usage: "comma-separated peers to measure, in this order"},
+			&cli.StringFlag{Name: "peers", Value: strings.Join(peers.PeerNames, ","), Usage: "comma-separated peers to measure, in this order"},
 			&cli.StringFlag{Name: "json", Value: "bench-out/throughput.json", Usage: "write the JSON report to `FILE`"},
 			&cli.BoolFlag{Name: "keep-going", Usage: "measure the remaining peers after one fails"},
 			&cli.StringFlag{Name: "wireguard-go", Usage: "use this wireguard-go binary instead of building one (`PATH`)"},
@@ -112,10 +113,10 @@ func runBenchThroughput(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("bench throughput takes no arguments, got %q", c.Args().Slice())
 	}
-	var peers []string
+	var names []string
 	for name := range strings.SplitSeq(c.String("peers"), ",") {
 		if name = strings.TrimSpace(name); name != "" {
-			peers = append(peers, name)
+			names = append(names, name)
 		}
 	}
 	mifsecPath, err := os.Executable()
@@ -124,9 +125,9 @@ func runBenchThroughput(c *cli.Context) error {
 	}
 	cfg := bench.ThroughputConfig{
 		Duration:  c.Duration("duration"),
-		Peers:     peers,
+		Peers:     names,
 		KeepGoing: c.Bool("keep-going"),
-		PeerOptions: bench.PeerOptions{
+		PeerOptions: peers.PeerOptions{
 			MifsecPath:      mifsecPath,
 			WireguardGoPath: c.String("wireguard-go"),
 		},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mifsec/mifsec/bench"
 	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
 	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
@@ -77,10 +78,10 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 			return fmt.Errorf("--tcp-congestion: %w", err)
 		}
 	}
-	var peers []string
+	var names []string
 	for p := range strings.SplitSeq(c.String("peers"), ",") {
 		if p = strings.TrimSpace(p); p != "" {
-			peers = append(peers, p)
+			names = append(names, p)
 		}
 	}
 	out := c.String("out")
@@ -104,8 +105,8 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 	}
 	con := newConsole(stderr)
 	cfg := bench.ScenarioConfig{
-		PeerOptions: bench.PeerOptions{MifsecPath: mifsecPath, WireguardGoPath: c.String("wireguard-go")},
-		Peers:       peers,
+		PeerOptions: peers.PeerOptions{MifsecPath: mifsecPath, WireguardGoPath: c.String("wireguard-go")},
+		Peers:       names,
 		KeepGoing:   c.Bool("keep-going"),
 		Log:         con,
 		Tick:        con.tick,

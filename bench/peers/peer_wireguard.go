@@ -1,4 +1,4 @@
-package bench
+package peers
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/mifsec/mifsec/bench/labnet"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/bench/labnet"
 )
 
 const (
@@ -70,7 +71,7 @@ func (p *wireguardPeer) Prepare(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("wireguard-go --version: %w", err)
 	}
-	p.version = strings.TrimSpace(firstLine(out))
+	p.version = strings.TrimSpace(labnet.FirstLine(out))
 	return nil
 }
 

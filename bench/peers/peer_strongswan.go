@@ -1,4 +1,4 @@
-package bench
+package peers
 
 import (
 	"context"
@@ -122,7 +122,7 @@ func (p *strongswanPeer) Setup(ctx context.Context, topo *labnet.Topology) error
 }
 
 func (p *strongswanPeer) setup(ctx context.Context, topo *labnet.Topology) error {
-	psk, err := randomHex(32)
+	psk, err := labnet.RandomHex(32)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,7 @@
-package bench
+package peers
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -68,13 +66,13 @@ func (p *mifsecPeer) Prepare(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return skipf("%s has no working `static` command (%s)", p.binary, firstLine(err.Error()))
+		return skipf("%s has no working `static` command (%s)", p.binary, labnet.FirstLine(err.Error()))
 	}
 	out, err := labnet.RunCommand(ctx, p.binary, "--version")
 	if err != nil {
 		return fmt.Errorf("mifsec --version: %w", err)
 	}
-	p.version = strings.TrimSpace(firstLine(out))
+	p.version = strings.TrimSpace(labnet.FirstLine(out))
 	return nil
 }
 
@@ -83,11 +81,11 @@ func (p *mifsecPeer) Setup(ctx context.Context, topo *labnet.Topology) error {
 	if err != nil {
 		return err
 	}
-	clientToServer, err := randomHex(alg.KeyLen())
+	clientToServer, err := labnet.RandomHex(alg.KeyLen())
 	if err != nil {
 		return err
 	}
-	serverToClient, err := randomHex(alg.KeyLen())
+	serverToClient, err := labnet.RandomHex(alg.KeyLen())
 	if err != nil {
 		return err
 	}
@@ -122,12 +120,4 @@ func (p *mifsecPeer) Teardown() error {
 	labnet.StopAll(p.processes)
 	p.processes = nil
 	return nil
-}
-
-func randomHex(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("generate key: %w", err)
-	}
-	return hex.EncodeToString(b), nil
 }

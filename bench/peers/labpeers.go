@@ -1,4 +1,4 @@
-package bench
+package peers
 
 import (
 	"context"
@@ -18,15 +18,11 @@ import (
 	"github.com/mifsec/mifsec/mif"
 )
 
-// tunnelStater is a peer that can describe its tunnel's state after the
-// run (reconnections, addresses).
-type tunnelStater interface{ TunnelState() string }
-
-// labPeer is a tunnel measured in a scenario: a client in the client
+// LabPeer is a tunnel measured in a scenario: a client in the client
 // namespace, its gateway in the gateway namespace, carrying the traffic to
 // the protected network.
-type labPeer interface {
-	peerLifecycle
+type LabPeer interface {
+	Lifecycle
 	// Setup brings the tunnel up over the scenario's client interface and
 	// returns once the protected server answers pings through it.
 	Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error
@@ -39,7 +35,7 @@ type labPeer interface {
 	Behaviour(sc *scenarios.Scenario) string
 }
 
-func newLabPeer(name string, opts PeerOptions) (labPeer, error) {
+func NewLabPeer(name string, opts PeerOptions) (LabPeer, error) {
 	if uplink, ok := strings.CutPrefix(name, scenarios.SingleLinkPrefix); ok && uplink != "" {
 		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}, only: uplink}, nil
 	}
@@ -183,7 +179,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenari
 	// namespace: the names carry the lab's PID.
 	p.clientTUN = fmt.Sprintf("mlb%dc", n.Lab.Owner)
 	p.serverTUN = fmt.Sprintf("mlb%ds", n.Lab.Owner)
-	psk, err := randomHex(32)
+	psk, err := labnet.RandomHex(32)
 	if err != nil {
 		return err
 	}
@@ -220,7 +216,7 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenari
 		return err
 	}
 	p.processes = append(p.processes, gateway)
-	if err := waitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
+	if err := labnet.WaitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
 		return err
 	}
 	uplink, iface := n.Uplink(sc.Client.Interface), sc.Client.Interface
@@ -339,19 +335,19 @@ func (p *wireguardLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scen
 	return waitForLabPing(ctx, n, netip.Addr{}, p.processes...)
 }
 
-func (p *wireguardLabPeer) tools() []tool { return wireguardTools }
+func (p *wireguardLabPeer) Tools() []labnet.Tool { return wireguardTools }
 
 // wireguardTools are what the wireguard-go peer runs besides wireguard-go
 // itself (built from the module proxy when missing).
-var wireguardTools = []tool{{"wg", "wireguard-tools"}}
+var wireguardTools = []labnet.Tool{{Binary: "wg", Package: "wireguard-tools"}}
 
-func (p *strongswanLabPeer) tools() []tool { return strongswanTools }
+func (p *strongswanLabPeer) Tools() []labnet.Tool { return strongswanTools }
 
 // strongswanTools are the programs of the strongSwan peer.
-var strongswanTools = []tool{
-	{charon.Binary, "strongswan-charon"},
-	{"swanctl", "strongswan-swanctl"},
-	{"unshare", "util-linux"},
+var strongswanTools = []labnet.Tool{
+	{Binary: charon.Binary, Package: "strongswan-charon"},
+	{Binary: "swanctl", Package: "strongswan-swanctl"},
+	{Binary: "unshare", Package: "util-linux"},
 }
 
 // strongswanLabPeer is strongSwan's charon (kernel-libipsec) as the client
@@ -386,10 +382,7 @@ func (p *strongswanLabPeer) Teardown() error {
 // mifsecLabPeer and wireguardLabPeer tear down like their throughput
 // counterparts; these assertions keep the interface honest.
 var (
-	_ labPeer = (*mifsecLabPeer)(nil)
-	_ labPeer = (*wireguardLabPeer)(nil)
-	_ labPeer = (*strongswanLabPeer)(nil)
+	_ LabPeer = (*mifsecLabPeer)(nil)
+	_ LabPeer = (*wireguardLabPeer)(nil)
+	_ LabPeer = (*strongswanLabPeer)(nil)
 )
-
-// peerSetupTimeout bounds bringing one tunnel up.
-const peerSetupTimeout = 30 * time.Second

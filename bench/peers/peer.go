@@ -1,25 +1,39 @@
-package bench
+package peers
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mifsec/mifsec/bench/labnet"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/mifsec/mifsec/bench/labnet"
 )
 
-// Peer is one system measured by the throughput scenario: a tunnel between
-// the two namespaces of a topology (or none, for the plain veth reference).
-type Peer interface {
+// Lifecycle is what every measured peer has, in a throughput run (Peer)
+// as in a scenario (LabPeer), and all that the runner in bench calls: a
+// name, a check of what it needs before any namespace exists, a version,
+// and a teardown of what its Setup started. Setup itself differs: a Peer
+// comes up between the two namespaces of a labnet.Topology, a LabPeer on
+// the labnet.LabNet a scenario describes (see the package comment).
+type Lifecycle interface {
 	// Name is the peer's name on the command line and in reports.
 	Name() string
 	// Prepare finds (or builds) what the peer needs before any namespace
 	// exists. It returns a *SkipError when the peer cannot run here.
 	Prepare(ctx context.Context) error
-	// Version describes the peer's software; Path is its main binary.
+	// Version describes the peer's software.
 	Version() string
+	// Teardown stops what Setup started; the network is removed after.
+	Teardown() error
+}
+
+// Peer is one system measured by the throughput scenario: a tunnel between
+// the two namespaces of a topology (or none, for the plain veth reference).
+type Peer interface {
+	Lifecycle
+	// Path is the peer's main binary.
 	Path() string
 	// Setup brings the tunnel up in topo and returns once traffic passes.
 	Setup(ctx context.Context, topo *labnet.Topology) error
@@ -32,8 +46,6 @@ type Peer interface {
 	// measured flow must cross (the tunnel's TUN device), checked against
 	// its byte counters so that a flow bypassing the tunnel is an error.
 	ClientInterface() string
-	// Teardown stops what Setup started; the topology is removed after.
-	Teardown() error
 }
 
 // SkipError says why a peer cannot be measured on this machine.
@@ -45,8 +57,8 @@ func skipf(format string, args ...any) error {
 	return &SkipError{Reason: fmt.Sprintf(format, args...)}
 }
 
-// skipReason returns the reason when err is a *SkipError.
-func skipReason(err error) (string, bool) {
+// SkipReason returns the reason when err is a *SkipError.
+func SkipReason(err error) (string, bool) {
 	var skip *SkipError
 	if errors.As(err, &skip) {
 		return skip.Reason, true
@@ -58,11 +70,11 @@ func skipReason(err error) (string, bool) {
 var PeerNames = []string{"mifsec", "mifsec-ike", "wireguard-go", "strongswan", "mifsec-aes256-sha256", "strongswan-aes256-sha256", "veth"}
 
 // MorePeerNames are peers a run measures only when named.
-var MorePeerNames = []string{"mifsec-ike-" + cbcSuite}
+var MorePeerNames = []string{"mifsec-ike-" + CBCSuite}
 
-// cbcSuite is the AES-CBC suite the -aes256-sha256 peers run: what the
+// CBCSuite is the AES-CBC suite the -aes256-sha256 peers run: what the
 // IKEv2 clients of macOS and iOS negotiate.
-const cbcSuite = "aes256-sha256"
+const CBCSuite = "aes256-sha256"
 
 // PeerOptions locates the peers' binaries.
 type PeerOptions struct {
@@ -86,12 +98,12 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 		return &wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}, nil
 	case "strongswan":
 		return &strongswanPeer{}, nil
-	case "mifsec-" + cbcSuite:
-		return &mifsecPeer{binary: opts.MifsecPath, name: name, alg: cbcSuite}, nil
-	case "mifsec-ike-" + cbcSuite:
-		return &mifsecIKEPeer{binary: opts.MifsecPath, name: name, ike: cbcSuite + "-modp2048", esp: cbcSuite}, nil
-	case "strongswan-" + cbcSuite:
-		return &strongswanPeer{name: name, ike: cbcSuite + "-modp2048", esp: cbcSuite}, nil
+	case "mifsec-" + CBCSuite:
+		return &mifsecPeer{binary: opts.MifsecPath, name: name, alg: CBCSuite}, nil
+	case "mifsec-ike-" + CBCSuite:
+		return &mifsecIKEPeer{binary: opts.MifsecPath, name: name, ike: CBCSuite + "-modp2048", esp: CBCSuite}, nil
+	case "strongswan-" + CBCSuite:
+		return &strongswanPeer{name: name, ike: CBCSuite + "-modp2048", esp: CBCSuite}, nil
 	case "veth":
 		return &vethPeer{}, nil
 	}
@@ -110,7 +122,7 @@ type vethPeer struct{ topo *labnet.Topology }
 
 func (p *vethPeer) Name() string                      { return "veth" }
 func (p *vethPeer) Prepare(ctx context.Context) error { return nil }
-func (p *vethPeer) Version() string                   { return "kernel " + kernelRelease() }
+func (p *vethPeer) Version() string                   { return "kernel " + labnet.KernelRelease() }
 func (p *vethPeer) Path() string                      { return "" }
 func (p *vethPeer) ClientAddr() netip.Addr            { return netip.Addr{} }
 func (p *vethPeer) ServerAddr() netip.Addr            { return p.topo.ServerUnderlay }
@@ -120,12 +132,4 @@ func (p *vethPeer) Teardown() error                   { return nil }
 func (p *vethPeer) Setup(ctx context.Context, topo *labnet.Topology) error {
 	p.topo = topo
 	return waitForPing(ctx, topo, netip.Addr{}, topo.ServerUnderlay)
-}
-
-func kernelRelease() string {
-	release, err := labnet.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(release)
 }

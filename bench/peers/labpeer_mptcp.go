@@ -1,14 +1,15 @@
-package bench
+package peers
 
 import (
 	"context"
 	"fmt"
-	"github.com/mifsec/mifsec/bench/labnet"
-	"github.com/mifsec/mifsec/bench/scenarios"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 // mptcpLabPeer is Linux's multipath TCP with no tunnel: the scenario's TCP
@@ -34,7 +35,7 @@ func (p *mptcpLabPeer) Teardown() error         { return nil }
 func (p *mptcpLabPeer) MultipathTCP() bool { return true }
 
 func (p *mptcpLabPeer) Version() string {
-	return "Linux " + kernelRelease() + " MPTCP, in-kernel path manager"
+	return "Linux " + labnet.KernelRelease() + " MPTCP, in-kernel path manager"
 }
 
 func (p *mptcpLabPeer) Prepare(ctx context.Context) error {
@@ -101,4 +102,4 @@ func (p *mptcpLabPeer) TunnelState() string {
 	return "subflow endpoints " + strings.Join(p.endpoints, ", ")
 }
 
-var _ labPeer = (*mptcpLabPeer)(nil)
+var _ LabPeer = (*mptcpLabPeer)(nil)

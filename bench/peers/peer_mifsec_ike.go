@@ -1,15 +1,13 @@
-package bench
+package peers
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/mif"
@@ -74,7 +72,7 @@ func (p *mifsecIKEPeer) Prepare(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return skipf("%s has no working `%s` command (%s)", p.binary, command, firstLine(err.Error()))
+			return skipf("%s has no working `%s` command (%s)", p.binary, command, labnet.FirstLine(err.Error()))
 		}
 	}
 	out, err := labnet.RunCommand(ctx, p.binary, "--version")
@@ -82,7 +80,7 @@ func (p *mifsecIKEPeer) Prepare(ctx context.Context) error {
 		return fmt.Errorf("mifsec --version: %w", err)
 	}
 	ikeProposal, espProposal := p.proposals()
-	p.version = strings.TrimSpace(firstLine(out)) + ", IKEv2 PSK " + ikeProposal + ", ESP " + espProposal
+	p.version = strings.TrimSpace(labnet.FirstLine(out)) + ", IKEv2 PSK " + ikeProposal + ", ESP " + espProposal
 	return nil
 }
 
@@ -93,7 +91,7 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *labnet.Topology) error 
 	p.clientTUN = fmt.Sprintf("mbk%dc", topo.Lab.Owner)
 	p.serverTUN = fmt.Sprintf("mbk%ds", topo.Lab.Owner)
 	ikeProposal, espProposal := p.proposals()
-	psk, err := randomHex(32)
+	psk, err := labnet.RandomHex(32)
 	if err != nil {
 		return err
 	}
@@ -114,7 +112,7 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *labnet.Topology) error 
 	}
 	p.processes = append(p.processes, gateway)
 	// The gateway serves its control socket once it listens for IKE.
-	if err := waitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
+	if err := labnet.WaitForSocket(ctx, mif.ControlSocket(p.serverTUN), gateway); err != nil {
 		return err
 	}
 	client, err := topo.Start(topo.Client, "mifsec connect (client)", nil, p.binary, "connect",
@@ -142,28 +140,4 @@ func (p *mifsecIKEPeer) Teardown() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// waitForSocket waits until the unix socket at path accepts connections,
-// failing early when proc ends.
-func waitForSocket(ctx context.Context, path string, proc *labnet.Process) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		conn, err := net.Dial("unix", path)
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		if proc.Exited() {
-			return fmt.Errorf("%s ended while starting:\n%s", proc.Name(), proc.Describe())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not open %s within 10s (%v):\n%s", proc.Name(), path, err, proc.Describe())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

@@ -1,12 +1,13 @@
-package bench
+package peers
 
 import (
 	"context"
 	"fmt"
-	"github.com/mifsec/mifsec/bench/labnet"
-	"github.com/mifsec/mifsec/bench/scenarios"
 	"net/netip"
 	"text/template"
+
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 // labSwanctl is a road-warrior setup: the client names only the gateway's
@@ -56,7 +57,7 @@ type labSwanSide struct {
 }
 
 func (p *strongswanLabPeer) setupLab(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
-	psk, err := randomHex(32)
+	psk, err := labnet.RandomHex(32)
 	if err != nil {
 		return err
 	}
