@@ -73,12 +73,12 @@ type PeerRun struct {
 	// Tunnel is the client's own account of its tunnel after the run.
 	Tunnel string `json:"tunnel,omitempty"`
 	// Paths has one entry per uplink, Total their sum.
-	Paths         []PathSummary   `json:"paths,omitempty"`
-	Total         *PathSummary    `json:"total,omitempty"`
-	Traffic       []TrafficResult `json:"traffic,omitempty"`
-	Probe         *ProbeSummary   `json:"probe,omitempty"`
-	Interruptions []Interruption  `json:"interruptions,omitempty"`
-	Samples       []Sample        `json:"samples,omitempty"`
+	Paths         []PathSummary         `json:"paths,omitempty"`
+	Total         *PathSummary          `json:"total,omitempty"`
+	Traffic       []TrafficResult       `json:"traffic,omitempty"`
+	Probe         *traffic.ProbeSummary `json:"probe,omitempty"`
+	Interruptions []Interruption        `json:"interruptions,omitempty"`
+	Samples       []Sample              `json:"samples,omitempty"`
 	// Logs holds the recent output of each process the run started, by
 	// process name (written beside the report, not into it).
 	Logs map[string]string `json:"-"`
@@ -441,7 +441,7 @@ func (p *PeerRun) summarize(sc *scenarios.Scenario) {
 		at := e.At.D().Seconds()
 		in := Interruption{Event: e.Describe(), Action: e.Action, AtS: at}
 		if p.Probe != nil {
-			if o, ok := p.Probe.outageAt(at); ok {
+			if o, ok := p.Probe.OutageAt(at); ok {
 				in.Seconds, in.Lost, in.Recovered = o.Seconds, o.Lost, o.Recovered
 			} else {
 				in.None, in.Recovered = true, true
@@ -726,7 +726,7 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 	matched := map[float64]bool{}
 	for _, in := range p.Interruptions {
 		if pr := p.Probe; pr != nil && !in.None {
-			if o, ok := pr.outageAt(in.AtS); ok {
+			if o, ok := pr.OutageAt(in.AtS); ok {
 				matched[o.StartS] = true
 			}
 		}

@@ -15,152 +15,23 @@ import (
 	"github.com/mifsec/mifsec/bench/traffic"
 )
 
-// syntheticRecord is a 10 ms probe stream of n probes, each delivered
-// after delay, except the sequence numbers in lost.
-func syntheticRecord(n int, delay time.Duration, lost func(seq int) bool) *probeRecord {
-	r := newProbeRecord(n, 10*time.Millisecond)
+// syntheticProbes is the summary of a 10 ms probe stream of n probes, each
+// delivered after delay, except the sequence numbers in lost.
+func syntheticProbes(n int, delay time.Duration, lost func(seq int) bool) traffic.ProbeSummary {
+	sent, received := make([]int64, n), make([]int64, n)
 	for i := range n {
-		r.sent[i] = int64(i) * int64(10*time.Millisecond)
+		sent[i], received[i] = int64(i)*int64(10*time.Millisecond), -1
 		if !lost(i) {
-			r.received[i] = r.sent[i] + int64(delay) + int64(i%10)*int64(time.Millisecond)
+			received[i] = sent[i] + int64(delay) + int64(i%10)*int64(time.Millisecond)
 		}
 	}
-	return r
-}
-
-func TestProbeSummary(t *testing.T) {
-	// 1000 probes over 10 s; 200..399 lost (2 s outage from 2.0 s), two
-	// single losses (not an outage), and 950.. lost until the end.
-	r := syntheticRecord(1000, 20*time.Millisecond, func(i int) bool {
-		return i >= 200 && i < 400 || i == 500 || i == 501 || i >= 950
-	})
-	s := r.summarize()
-	if s.Sent != 1000 || s.Received != 748 || s.Lost != 252 {
-		t.Errorf("sent %d received %d lost %d; want 1000, 748, 252", s.Sent, s.Received, s.Lost)
-	}
-	if s.LossPercent != 25.2 {
-		t.Errorf("loss %.2f%%, want 25.2%%", s.LossPercent)
-	}
-	if s.DelayMinMs != 20 || s.DelayMaxMs != 29 {
-		t.Errorf("delay min %v max %v, want 20 and 29", s.DelayMinMs, s.DelayMaxMs)
-	}
-	if s.DelayP50Ms < 23 || s.DelayP50Ms > 25 {
-		t.Errorf("median delay %v, want about 24.5", s.DelayP50Ms)
-	}
-	if len(s.Outages) != 2 {
-		t.Fatalf("outages = %+v, want 2", s.Outages)
-	}
-	first := s.Outages[0]
-	if first.StartS != 2 || first.EndS != 4 || first.Seconds != 2 || first.Lost != 200 || !first.Recovered {
-		t.Errorf("first outage %+v, want 2 s from 2.0 s, 200 lost, recovered", first)
-	}
-	last := s.Outages[1]
-	if last.Recovered || last.StartS != 9.5 || last.Lost != 50 || math.Abs(last.Seconds-0.5) > 1e-9 {
-		t.Errorf("last outage %+v, want 0.5 s from 9.5 s, not recovered", last)
-	}
-	if o, ok := s.outageAt(1.9); !ok || o.StartS != 2 {
-		t.Errorf("outageAt(1.9) = %+v, %v; want the outage from 2.0 s", o, ok)
-	}
-	if o, ok := s.outageAt(9.4); !ok || o.StartS != 9.5 {
-		t.Errorf("outageAt(9.4) = %+v, %v; want the outage from 9.5 s", o, ok)
-	}
-	if _, ok := s.outageAt(3); ok {
-		t.Error("outageAt(3) matched an outage that began a second earlier")
-	}
-	if _, ok := s.outageAt(5); ok {
-		t.Error("outageAt(5) found an outage where none was")
-	}
-}
-
-func TestProbeRecord(t *testing.T) {
-	r := newProbeRecord(4, 10*time.Millisecond)
-	buf := make([]byte, 64)
-	encodeProbe(buf, 2, 12345)
-	r.record(buf, 99)
-	r.record(buf, 100)                  // duplicate
-	r.record(buf[:probeHeaderLen-1], 1) // short
-	encodeProbe(buf, 9, 1)              // out of range
-	r.record(buf, 1)
-	if r.received[2] != 99 || r.duplicates != 1 || r.foreign != 2 {
-		t.Errorf("received %v, duplicates %d, foreign %d", r.received, r.duplicates, r.foreign)
-	}
-	// The receive path runs once per packet: it must not allocate.
-	encodeProbe(buf, 1, 5)
-	if allocs := testing.AllocsPerRun(1000, func() { r.record(buf, 7) }); allocs != 0 {
-		t.Errorf("record allocates %v times per packet", allocs)
-	}
-}
-
-func FuzzParseProbe(f *testing.F) {
-	b := make([]byte, probeHeaderLen)
-	encodeProbe(b, 7, 1234)
-	f.Add(b)
-	f.Add([]byte{})
-	f.Add([]byte("MLPB"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		seq, sent, ok := parseProbe(data)
-		if !ok {
-			return
-		}
-		if sent < 0 {
-			t.Fatalf("negative send time %d accepted", sent)
-		}
-		out := make([]byte, probeHeaderLen)
-		encodeProbe(out, seq, sent)
-		if !bytes.Equal(out, data[:probeHeaderLen]) {
-			t.Fatalf("re-encoding %x gives %x", data[:probeHeaderLen], out)
-		}
-		r := newProbeRecord(16, time.Millisecond)
-		r.record(data, 1)
-	})
-}
-
-// syntheticSamples: uplink 0 carries 10 Mbit/s up until 5 s and nothing
-// after; uplink 1 carries 2 Mbit/s down throughout. 100 ms samples, 10 s.
-func syntheticSamples() []Sample {
-	var samples []Sample
-	var up0, down1 uint64
-	for k := 0; k <= 100; k++ {
-		t := float64(k) / 10
-		if k > 0 && t <= 5 {
-			up0 += 10e6 / 8 / 10
-		}
-		if k > 0 {
-			down1 += 2e6 / 8 / 10
-		}
-		samples = append(samples, Sample{T: t, Uplinks: []UplinkSample{
-			{UpBytes: up0, Failed: t > 5},
-			{DownBytes: down1},
-		}})
-	}
-	return samples
-}
-
-func reportScenario(t *testing.T) *scenarios.Scenario {
-	t.Helper()
-	s, err := scenarios.ParseScenario(strings.NewReader(`
-name: maths
-description: test
-duration: 10s
-uplinks:
-  - {name: wlan0, kind: wlan, link: {rate: 50Mbit, delay: 15ms}}
-  - {name: wwan0, kind: cellular, link: {rate: 20Mbit, delay: 40ms}}
-events:
-  - {at: 5s, uplink: wlan0, action: down}
-traffic:
-  - {kind: tcp}
-  - {kind: probe}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return traffic.SummarizeProbes(10*time.Millisecond, sent, received)
 }
 
 func TestPeerRunSummarize(t *testing.T) {
 	sc := reportScenario(t)
 	run := PeerRun{Peer: "mifsec", Samples: syntheticSamples()}
-	probe := syntheticRecord(1000, 20*time.Millisecond, func(i int) bool { return i >= 500 && i < 730 }).summarize()
+	probe := syntheticProbes(1000, 20*time.Millisecond, func(i int) bool { return i >= 500 && i < 730 })
 	run.Probe = &probe
 	// The TCP flow acknowledges nothing from 5.2 s to 6.0 s and retransmits
 	// 7 segments at 5.5 s.
@@ -381,13 +252,13 @@ func TestWriteComparisonPlot(t *testing.T) {
 }
 
 func TestOutageAtPicksTheLongest(t *testing.T) {
-	s := ProbeSummary{Outages: []Outage{
+	s := traffic.ProbeSummary{Outages: []traffic.Outage{
 		{StartS: 9.2, EndS: 9.3, Seconds: 0.1},
 		{StartS: 10.0, EndS: 10.16, Seconds: 0.16},
 		{StartS: 10.31, EndS: 18.04, Seconds: 7.73},
 		{StartS: 19.4, EndS: 25, Seconds: 5.6},
 	}}
-	o, ok := s.outageAt(10)
+	o, ok := s.OutageAt(10)
 	if !ok || o.StartS != 10.31 {
 		t.Errorf("outageAt(10) = %+v, %v; want the 7.73 s outage from 10.31 s", o, ok)
 	}
@@ -446,4 +317,46 @@ func TestReportLinks(t *testing.T) {
 	if got := describeShape(s.Uplinks[i].Shapes().AtoB); !strings.Contains(got, "trace TMobile-LTE-short.up (mean ") {
 		t.Errorf("report describes the link as %q", got)
 	}
+}
+
+// syntheticSamples: uplink 0 carries 10 Mbit/s up until 5 s and nothing
+// after; uplink 1 carries 2 Mbit/s down throughout. 100 ms samples, 10 s.
+func syntheticSamples() []Sample {
+	var samples []Sample
+	var up0, down1 uint64
+	for k := 0; k <= 100; k++ {
+		t := float64(k) / 10
+		if k > 0 && t <= 5 {
+			up0 += 10e6 / 8 / 10
+		}
+		if k > 0 {
+			down1 += 2e6 / 8 / 10
+		}
+		samples = append(samples, Sample{T: t, Uplinks: []UplinkSample{
+			{UpBytes: up0, Failed: t > 5},
+			{DownBytes: down1},
+		}})
+	}
+	return samples
+}
+
+func reportScenario(t *testing.T) *scenarios.Scenario {
+	t.Helper()
+	s, err := scenarios.ParseScenario(strings.NewReader(`
+name: maths
+description: test
+duration: 10s
+uplinks:
+  - {name: wlan0, kind: wlan, link: {rate: 50Mbit, delay: 15ms}}
+  - {name: wwan0, kind: cellular, link: {rate: 20Mbit, delay: 40ms}}
+events:
+  - {at: 5s, uplink: wlan0, action: down}
+traffic:
+  - {kind: tcp}
+  - {kind: probe}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -208,15 +208,15 @@ func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, 
 	})
 
 	results := make([]TrafficResult, len(sc.Traffic))
-	var probe *probeStream
+	var probe *traffic.ProbeStream
 	var probeErr error
 	for i, t := range sc.Traffic {
 		results[i] = TrafficResult{Kind: t.Kind, Direction: t.Direction, Streams: t.Streams,
 			StartS: t.Start.D().Seconds(), Seconds: t.Duration.D().Seconds()}
 		if t.Kind == scenarios.TrafficProbe {
-			probe = &probeStream{src: n.Client, dst: n.Protected, to: netip.AddrPortFrom(labnet.LabServerAddr, probePort),
-				start: t.Start.D(), interval: t.Interval.D(), size: int(t.Size), count: int(t.Duration.D() / t.Interval.D()), bind: peer.ClientAddr()}
-			wg.Go(func() { probeErr = probe.run(timelineCtx, base) })
+			probe = &traffic.ProbeStream{To: netip.AddrPortFrom(labnet.LabServerAddr, traffic.ProbePort),
+				Start: t.Start.D(), Interval: t.Interval.D(), Size: int(t.Size), Count: int(t.Duration.D() / t.Interval.D())}
+			wg.Go(func() { probeErr = runProbe(timelineCtx, n, probe, peer.ClientAddr(), base) })
 			continue
 		}
 		port := uint16(trafficPort + i)
@@ -243,11 +243,12 @@ func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, 
 	if ts, ok := peer.(tunnelStater); ok {
 		run.Tunnel = ts.TunnelState()
 	}
-	if probe != nil && probe.rec != nil {
-		summary := probe.rec.summarize()
-		run.Probe = &summary
-		if probeErr != nil {
-			run.Errors = append(run.Errors, "probe: "+probeErr.Error())
+	if probe != nil {
+		if summary, ok := probe.Summary(); ok {
+			run.Probe = &summary
+			if probeErr != nil {
+				run.Errors = append(run.Errors, "probe: "+probeErr.Error())
+			}
 		}
 	}
 	run.summarize(sc)
@@ -445,3 +446,23 @@ type tunnelStater interface{ TunnelState() string }
 
 // peerSetupTimeout bounds bringing one tunnel up.
 const peerSetupTimeout = 30 * time.Second
+
+// runProbe runs the probe stream from the client namespace (from bind when
+// valid) to the protected network.
+func runProbe(ctx context.Context, n *labnet.LabNet, probe *traffic.ProbeStream, bind netip.Addr, base time.Time) error {
+	rx, err := labnet.ListenUDPIn(n.Protected, netip.AddrPortFrom(netip.IPv4Unspecified(), probe.To.Port()))
+	if err != nil {
+		return err
+	}
+	defer rx.Close()
+	from := netip.IPv4Unspecified()
+	if bind.IsValid() {
+		from = bind
+	}
+	tx, err := labnet.ListenUDPIn(n.Client, netip.AddrPortFrom(from, 0))
+	if err != nil {
+		return err
+	}
+	defer tx.Close()
+	return probe.Run(ctx, tx, rx, base)
+}

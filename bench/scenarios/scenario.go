@@ -19,11 +19,12 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mifsec/mifsec/bench/linkemu"
+	"github.com/mifsec/mifsec/bench/traffic"
 )
 
 // MinProbeSize is the smallest probe packet a scenario may ask for: the
 // probe stream's header (magic, sequence number, send time).
-const MinProbeSize = 20
+const MinProbeSize = traffic.ProbeHeaderLen
 
 // Scenario is one lab experiment, read from YAML: a client host with
 // several uplinks, each through its own emulated link to the gateway, link

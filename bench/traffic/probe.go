@@ -1,4 +1,4 @@
-package bench
+package traffic
 
 import (
 	"context"
@@ -11,9 +11,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/mifsec/mifsec/bench/labnet"
-	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 // The probe stream: UDP packets sent at a fixed interval from the client
@@ -26,11 +23,11 @@ import (
 // nanoseconds since the stream's start (8) | padding up to the size.
 const (
 	probeMagic     = 0x4d4c5042 // "MLPB"
-	probeHeaderLen = scenarios.MinProbeSize
-	probePort      = 9191
+	ProbeHeaderLen = 20
+	ProbePort      = 9191
 )
 
-// encodeProbe writes a probe header into b, which must hold probeHeaderLen
+// encodeProbe writes a probe header into b, which must hold ProbeHeaderLen
 // bytes.
 func encodeProbe(b []byte, seq uint64, sentNs int64) {
 	binary.BigEndian.PutUint32(b[0:4], probeMagic)
@@ -41,7 +38,7 @@ func encodeProbe(b []byte, seq uint64, sentNs int64) {
 // parseProbe reads a probe header; ok is false for anything else (a short
 // packet, another magic, a negative send time).
 func parseProbe(b []byte) (seq uint64, sentNs int64, ok bool) {
-	if len(b) < probeHeaderLen || binary.BigEndian.Uint32(b[0:4]) != probeMagic {
+	if len(b) < ProbeHeaderLen || binary.BigEndian.Uint32(b[0:4]) != probeMagic {
 		return 0, 0, false
 	}
 	seq = binary.BigEndian.Uint64(b[4:12])
@@ -88,40 +85,36 @@ func (r *probeRecord) record(b []byte, recvNs int64) {
 	r.received[seq] = recvNs
 }
 
-// probeStream runs one probe stream between two namespaces.
-type probeStream struct {
-	src, dst string // namespaces
-	to       netip.AddrPort
-	bind     netip.Addr    // sender's source address; invalid for the kernel's choice
-	start    time.Duration // first probe, after the scenario's start
-	interval time.Duration
-	size     int
-	count    int
+// SummarizeProbes summarizes a probe stream recorded elsewhere: per
+// sequence number, the send and receive times in nanoseconds since the
+// stream's start (-1: not sent / not received), one probe every interval.
+func SummarizeProbes(interval time.Duration, sent, received []int64) ProbeSummary {
+	return (&probeRecord{interval: interval, sent: sent, received: received}).summarize()
+}
+
+// ProbeStream sends a probe stream from one socket and receives it on
+// another; the caller opens both (in whichever namespaces it measures
+// between).
+type ProbeStream struct {
+	// To is where the probes go: the receiver's address as the sender
+	// reaches it.
+	To netip.AddrPort
+	// Start is the first probe's time after the base time given to Run.
+	Start    time.Duration
+	Interval time.Duration
+	// Size is each probe's size in bytes, at least ProbeHeaderLen.
+	Size  int
+	Count int
 
 	rec *probeRecord
 }
 
-// run sends count probes at the interval, starting at base+start, and
-// receives them until all were sent plus a grace period for the last ones in
-// flight (or ctx ends). The record's times are relative to base, the
-// scenario's start.
-func (p *probeStream) run(ctx context.Context, base time.Time) error {
-	p.rec = newProbeRecord(p.count, p.interval)
-	rx, err := labnet.ListenUDPIn(p.dst, netip.AddrPortFrom(netip.IPv4Unspecified(), p.to.Port()))
-	if err != nil {
-		return err
-	}
-	defer rx.Close()
-	from := netip.IPv4Unspecified()
-	if p.bind.IsValid() {
-		from = p.bind
-	}
-	tx, err := labnet.ListenUDPIn(p.src, netip.AddrPortFrom(from, 0))
-	if err != nil {
-		return err
-	}
-	defer tx.Close()
-
+// Run sends Count probes from tx at the interval, starting at base+Start,
+// and receives them on rx until all were sent plus a grace period for the
+// last ones in flight (or ctx ends). The record's times are relative to
+// base, the scenario's start. The caller closes the sockets.
+func (p *ProbeStream) Run(ctx context.Context, tx, rx *net.UDPConn, base time.Time) error {
+	p.rec = newProbeRecord(p.Count, p.Interval)
 	var wg sync.WaitGroup
 	wg.Go(func() { p.receive(rx, base) })
 	sendErr := p.send(ctx, tx, base)
@@ -137,12 +130,12 @@ func (p *probeStream) run(ctx context.Context, base time.Time) error {
 
 // send paces the probes by the clock (not by a ticker), so that a late
 // wake-up does not shift every later probe.
-func (p *probeStream) send(ctx context.Context, tx *net.UDPConn, base time.Time) error {
-	buf := make([]byte, p.size)
+func (p *ProbeStream) send(ctx context.Context, tx *net.UDPConn, base time.Time) error {
+	buf := make([]byte, p.Size)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for seq := range p.count {
-		due := base.Add(p.start + time.Duration(seq)*p.interval)
+	for seq := range p.Count {
+		due := base.Add(p.Start + time.Duration(seq)*p.Interval)
 		if wait := time.Until(due); wait > 0 {
 			timer.Reset(wait)
 			select {
@@ -162,8 +155,8 @@ func (p *probeStream) send(ctx context.Context, tx *net.UDPConn, base time.Time)
 		p.rec.sent[seq] = dueNs
 		// The deadline leaves a few milliseconds of slack: a sender
 		// goroutine woken late on a busy machine is not the tunnel's loss.
-		tx.SetWriteDeadline(due.Add(max(p.interval, 5*time.Millisecond)))
-		if _, err := tx.WriteToUDPAddrPort(buf, p.to); err != nil {
+		tx.SetWriteDeadline(due.Add(max(p.Interval, 5*time.Millisecond)))
+		if _, err := tx.WriteToUDPAddrPort(buf, p.To); err != nil {
 			// No route while the tunnel reconnects, for example: the probe
 			// counts as sent and lost.
 			p.rec.sendErrors++
@@ -172,7 +165,7 @@ func (p *probeStream) send(ctx context.Context, tx *net.UDPConn, base time.Time)
 	return nil
 }
 
-func (p *probeStream) receive(rx *net.UDPConn, base time.Time) {
+func (p *ProbeStream) receive(rx *net.UDPConn, base time.Time) {
 	buf := make([]byte, 2048)
 	for {
 		n, err := rx.Read(buf)
@@ -184,6 +177,14 @@ func (p *probeStream) receive(rx *net.UDPConn, base time.Time) {
 		}
 		p.rec.record(buf[:n], time.Since(base).Nanoseconds())
 	}
+}
+
+// Summary is what the stream measured; false before Run.
+func (p *ProbeStream) Summary() (ProbeSummary, bool) {
+	if p.rec == nil {
+		return ProbeSummary{}, false
+	}
+	return p.rec.summarize(), true
 }
 
 // ProbeSummary is what a probe stream measured.
@@ -229,8 +230,8 @@ func (r *probeRecord) summarize() ProbeSummary {
 		if runStart >= 0 && end-runStart >= outageMinProbes {
 			start := r.sent[runStart]
 			s.Outages = append(s.Outages, Outage{
-				StartS: roundTo(float64(start)/1e9, 3), EndS: roundTo(float64(endNs)/1e9, 3),
-				Seconds: roundTo(float64(endNs-start)/1e9, 3), Lost: end - runStart, Recovered: recovered,
+				StartS: round(float64(start)/1e9, 3), EndS: round(float64(endNs)/1e9, 3),
+				Seconds: round(float64(endNs-start)/1e9, 3), Lost: end - runStart, Recovered: recovered,
 			})
 		}
 		runStart = -1
@@ -254,15 +255,15 @@ func (r *probeRecord) summarize() ProbeSummary {
 	closeRun(len(r.sent), false, lastSent+int64(r.interval))
 	s.Lost = s.Sent - s.Received
 	if s.Sent > 0 {
-		s.LossPercent = roundTo(100*float64(s.Lost)/float64(s.Sent), 2)
+		s.LossPercent = round(100*float64(s.Lost)/float64(s.Sent), 2)
 	}
 	if len(delays) > 0 {
 		slices.Sort(delays)
-		s.DelayMinMs = roundTo(delays[0], 2)
-		s.DelayP50Ms = roundTo(percentile(delays, 50), 2)
-		s.DelayP95Ms = roundTo(percentile(delays, 95), 2)
-		s.DelayP99Ms = roundTo(percentile(delays, 99), 2)
-		s.DelayMaxMs = roundTo(delays[len(delays)-1], 2)
+		s.DelayMinMs = round(delays[0], 2)
+		s.DelayP50Ms = round(percentile(delays, 50), 2)
+		s.DelayP95Ms = round(percentile(delays, 95), 2)
+		s.DelayP99Ms = round(percentile(delays, 99), 2)
+		s.DelayMaxMs = round(delays[len(delays)-1], 2)
 	}
 	return s
 }
@@ -276,12 +277,12 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[min(max(rank, 1), len(sorted))-1]
 }
 
-// outageAt returns the outage that a failure at time t (seconds) caused:
+// OutageAt returns the outage that a failure at time t (seconds) caused:
 // the longest one that is still going on at t or starts within a second
 // after it (packets in flight when the link failed are lost too, and a
 // failure may show a little after the event), but began no more than half
 // a second before it.
-func (s ProbeSummary) outageAt(t float64) (Outage, bool) {
+func (s ProbeSummary) OutageAt(t float64) (Outage, bool) {
 	var best Outage
 	found := false
 	for _, o := range s.Outages {
