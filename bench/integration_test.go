@@ -13,6 +13,7 @@ import (
 
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/peers"
+	benchreport "github.com/mifsec/mifsec/bench/report"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -102,7 +103,7 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 			continue
 		}
 		if p.UpMbps == nil || *p.UpMbps <= 0 || p.DownMbps == nil || *p.DownMbps <= 0 {
-			t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, formatFloat(p.UpMbps, 1), formatFloat(p.DownMbps, 1))
+			t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, benchreport.FormatFloat(p.UpMbps, 1), benchreport.FormatFloat(p.DownMbps, 1))
 		}
 	}
 	var table strings.Builder
@@ -145,7 +146,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 		t.Fatalf("%s: skipped %q, errors %q", p.Name, p.Skipped, p.Errors)
 	}
 	if p.UpMbps == nil || *p.UpMbps <= 0 || p.DownMbps == nil || *p.DownMbps <= 0 {
-		t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, formatFloat(p.UpMbps, 1), formatFloat(p.DownMbps, 1))
+		t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, benchreport.FormatFloat(p.UpMbps, 1), benchreport.FormatFloat(p.DownMbps, 1))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/peers"
+	benchreport "github.com/mifsec/mifsec/bench/report"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
@@ -93,7 +94,7 @@ func TestLabCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var report ScenarioReport
+	var report benchreport.ScenarioReport
 	if err := json.Unmarshal(data, &report); err != nil {
 		t.Fatalf("report.json does not parse: %v", err)
 	}
@@ -178,8 +179,8 @@ func TestLabCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the plot is not a PNG: %v", err)
 	}
-	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != PlotHeight {
-		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, PlotHeight)
+	if b := img.Bounds(); b.Dx() != benchreport.PlotWidth || b.Dy() != benchreport.PlotHeight {
+		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), benchreport.PlotWidth, benchreport.PlotHeight)
 	}
 	for _, name := range []string{"summary.txt", "throughput.png"} {
 		if _, err := os.Stat(filepath.Join(out, name)); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/report"
 	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/bench/traffic"
 )
@@ -41,7 +42,7 @@ type ScenarioConfig struct {
 // lab, one after the other. Skipped peers are reported, not errors. The
 // report holds what was measured even when the error is not nil (a peer
 // failed, or ctx ended); the caller closes lab in every case.
-func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, cfg ScenarioConfig) (*ScenarioReport, error) {
+func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, cfg ScenarioConfig) (*report.ScenarioReport, error) {
 	log := cfg.Log
 	if log == nil {
 		log = io.Discard
@@ -68,28 +69,28 @@ func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, c
 	if err := checkCongestionControl(sc.TCPCongestion); err != nil {
 		return nil, err
 	}
-	report := newScenarioReport(sc)
+	rep := report.NewScenarioReport(sc)
 	// The setup time counts from building the topology; peers run one at
 	// a time.
 	var setupStart time.Time
-	runs, err := peerRunner[peers.LabPeer, *labnet.LabNet, PeerRun]{
+	runs, err := peerRunner[peers.LabPeer, *labnet.LabNet, report.PeerRun]{
 		what: "scenario " + sc.Name, keepGoing: cfg.KeepGoing, log: log,
-		row: func(peer peers.LabPeer) PeerRun {
-			return PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
+		row: func(peer peers.LabPeer) report.PeerRun {
+			return report.PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), NoTunnel: hasNoTunnel(peer)}
 		},
 		build: func(ctx context.Context, peer peers.LabPeer) (*labnet.LabNet, error) {
 			fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
 			setupStart = time.Now()
 			return lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
 		},
-		measure: func(ctx context.Context, peer peers.LabPeer, n *labnet.LabNet, run *PeerRun) error {
+		measure: func(ctx context.Context, peer peers.LabPeer, n *labnet.LabNet, run *report.PeerRun) error {
 			return measureScenario(ctx, n, sc, peer, cfg, setupStart, run)
 		},
-		record: (*PeerRun).record,
+		record: recordScenario,
 	}.run(ctx, list)
-	report.Runs = runs
-	report.finish()
-	return report, err
+	rep.Runs = runs
+	rep.Finish()
+	return rep, err
 }
 
 // toolUser is a peer that runs external programs of its own.
@@ -127,15 +128,15 @@ func checkPrerequisites(sc *scenarios.Scenario, list []peers.LabPeer, explicit b
 	return nil
 }
 
-// record stores the runner's outcome in the row.
-func (r *PeerRun) record(o peerOutcome) {
+// recordScenario stores the runner's outcome in the row.
+func recordScenario(r *report.PeerRun, o peerOutcome) {
 	r.Version, r.WallClockSeconds, r.Skipped = o.version, o.wallClock, o.skipped
 	r.Errors = append(r.Errors, o.errors...)
 }
 
 // measureScenario brings the peer up on n and runs the scenario's
 // timeline; the runner tears everything down again.
-func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, setupStart time.Time, run *PeerRun) error {
+func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, setupStart time.Time, run *report.PeerRun) error {
 	log := cfg.Log
 	defer func() { run.Logs = n.ProcessLogs() }()
 	if err := n.PinGateway(ctx, n.Uplink(sc.Client.Interface)); err != nil {
@@ -152,14 +153,14 @@ func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenar
 	if err != nil {
 		return err
 	}
-	run.SetupSeconds = roundTo(time.Since(setupStart).Seconds(), 2)
+	run.SetupSeconds = report.RoundTo(time.Since(setupStart).Seconds(), 2)
 	fmt.Fprintf(log, "%s: ready after %.1fs; running %s for %s\n", peer.Name(), run.SetupSeconds, sc.Name, sc.Duration)
 	return runTimeline(ctx, n, sc, peer, cfg, run)
 }
 
 // runTimeline starts the traffic, samples the links and applies the events
 // on the scenario's clock, then collects the results into run.
-func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, run *PeerRun) error {
+func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, run *report.PeerRun) error {
 	// A short lead lets every goroutine be ready at time zero.
 	base := time.Now().Add(50 * time.Millisecond)
 	// Every peer meets the same stretch of a trace-driven link's trace.
@@ -171,7 +172,7 @@ func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, 
 
 	failed := make([]bool, len(n.Uplinks))
 	var failedMu sync.Mutex
-	var samples []Sample
+	var samples []report.Sample
 	wg.Go(func() {
 		samples = sampleLinks(timelineCtx, n, base, total, func() []bool {
 			failedMu.Lock()
@@ -207,11 +208,11 @@ func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, 
 		}
 	})
 
-	results := make([]TrafficResult, len(sc.Traffic))
+	results := make([]report.TrafficResult, len(sc.Traffic))
 	var probe *traffic.ProbeStream
 	var probeErr error
 	for i, t := range sc.Traffic {
-		results[i] = TrafficResult{Kind: t.Kind, Direction: t.Direction, Streams: t.Streams,
+		results[i] = report.TrafficResult{Kind: t.Kind, Direction: t.Direction, Streams: t.Streams,
 			StartS: t.Start.D().Seconds(), Seconds: t.Duration.D().Seconds()}
 		if t.Kind == scenarios.TrafficProbe {
 			probe = &traffic.ProbeStream{To: netip.AddrPortFrom(labnet.LabServerAddr, traffic.ProbePort),
@@ -251,7 +252,7 @@ func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, 
 			}
 		}
 	}
-	run.summarize(sc)
+	run.Summarize(sc)
 	if mp, ok := peer.(multipathPeer); ok && mp.MultipathTCP() {
 		run.Tunnel = joinNonEmpty(run.Tunnel, uplinkShares(run, sc))
 	}
@@ -261,7 +262,7 @@ func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, 
 // uplinkShares says how the run's bytes in the main direction split over
 // the uplinks (the emulators' counters), so that a multipath transport that
 // left an uplink unused shows it.
-func uplinkShares(run *PeerRun, sc *scenarios.Scenario) string {
+func uplinkShares(run *report.PeerRun, sc *scenarios.Scenario) string {
 	dirs := sc.Directions()
 	var total uint64
 	bytes := make([]uint64, len(run.Paths))
@@ -306,18 +307,18 @@ const trafficGrace = 4 * time.Second
 
 // sampleLinks reads every uplink's emulator counters every sampleEvery
 // from base until base+total, and returns the samples.
-func sampleLinks(ctx context.Context, n *labnet.LabNet, base time.Time, total time.Duration, failed func() []bool, tick func(time.Duration)) []Sample {
-	samples := make([]Sample, 0, int(total/sampleEvery)+2)
+func sampleLinks(ctx context.Context, n *labnet.LabNet, base time.Time, total time.Duration, failed func() []bool, tick func(time.Duration)) []report.Sample {
+	samples := make([]report.Sample, 0, int(total/sampleEvery)+2)
 	for k := 0; ; k++ {
 		if !labnet.SleepUntil(ctx, base.Add(time.Duration(k)*sampleEvery)) {
 			return samples
 		}
 		now := time.Since(base)
 		down := failed()
-		s := Sample{T: roundTo(now.Seconds(), 3), Uplinks: make([]UplinkSample, len(n.Uplinks))}
+		s := report.Sample{T: report.RoundTo(now.Seconds(), 3), Uplinks: make([]report.UplinkSample, len(n.Uplinks))}
 		for i, u := range n.Uplinks {
 			st := u.Stats()
-			s.Uplinks[i] = UplinkSample{
+			s.Uplinks[i] = report.UplinkSample{
 				UpBytes: st.AtoB.DeliveredBytes, DownBytes: st.BtoA.DeliveredBytes,
 				Drops:  st.AtoB.LossDrops + st.AtoB.QueueDrops + st.AtoB.DownDrops + st.BtoA.LossDrops + st.BtoA.QueueDrops + st.BtoA.DownDrops,
 				Failed: down[i],
@@ -344,7 +345,7 @@ func hasNoTunnel(peer peers.LabPeer) bool {
 // runLabTraffic runs one tcp or udp traffic entry (TCP with congestion
 // control cc) from the client
 // namespace to the protected server, in this process.
-func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer peers.LabPeer, base time.Time, result *TrafficResult) {
+func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer peers.LabPeer, base time.Time, result *report.TrafficResult) {
 	server := netip.AddrPortFrom(labnet.LabServerAddr, port)
 	if t.Kind == scenarios.TrafficUDP {
 		runLabUDP(ctx, n, t, server, peer.ClientAddr(), result)
@@ -363,8 +364,8 @@ func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpe
 		}
 		return
 	}
-	result.flow = res
-	mbps, retransmits := roundTo(res.Mbps, 2), res.Retransmits
+	result.Flow = res
+	mbps, retransmits := report.RoundTo(res.Mbps, 2), res.Retransmits
 	result.Mbps, result.Retransmits = &mbps, &retransmits
 	result.Bytes = res.Bytes
 	result.RTTMeanMs, result.RTTMaxMs = res.RTTMeanMs, res.RTTMaxMs
@@ -377,7 +378,7 @@ func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpe
 
 // runLabUDP runs a paced UDP stream from the client namespace (up) or to
 // it (down).
-func runLabUDP(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, server netip.AddrPort, bind netip.Addr, result *TrafficResult) {
+func runLabUDP(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, server netip.AddrPort, bind netip.Addr, result *report.TrafficResult) {
 	from := netip.IPv4Unspecified()
 	if bind.IsValid() {
 		from = bind
@@ -415,7 +416,7 @@ func runLabUDP(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, s
 		result.Error = err.Error()
 		return
 	}
-	mbps, lost := roundTo(res.Mbps, 2), res.LossPercent
+	mbps, lost := report.RoundTo(res.Mbps, 2), res.LossPercent
 	result.Mbps, result.LossPercent = &mbps, &lost
 	if ctx.Err() != nil {
 		result.Error = "interrupted"

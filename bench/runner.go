@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/report"
 	"io"
 	"time"
 )
@@ -70,7 +71,7 @@ func (r peerRunner[P, N, R]) runOne(ctx context.Context, peer P) (R, error) {
 	start := time.Now()
 	row := r.row(peer)
 	err := r.lifecycle(ctx, peer, &row)
-	outcome := peerOutcome{version: peer.Version(), wallClock: roundTo(time.Since(start).Seconds(), 1)}
+	outcome := peerOutcome{version: peer.Version(), wallClock: report.RoundTo(time.Since(start).Seconds(), 1)}
 	err = r.judge(ctx, peer, err, &outcome)
 	r.record(&row, outcome)
 	return row, err

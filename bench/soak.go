@@ -23,6 +23,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/report"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
 )
@@ -567,7 +568,7 @@ func (r *SoakReport) WritePlot(w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("plot %s: %w", series.name, err)
 		}
-		line.Color = pathColors[i%len(pathColors)]
+		line.Color = report.PathColors[i%len(report.PathColors)]
 		line.Width = vg.Points(1.5)
 		p.Add(line)
 		p.Legend.Add(series.name, line)
@@ -581,9 +582,9 @@ func (r *SoakReport) WritePlot(w io.Writer) error {
 		line.Color = color.RGBA{R: 200, G: 30, B: 30, A: 255}
 		p.Add(line)
 	}
-	canvas := newCanvas(PlotHeight)
+	canvas := report.NewCanvas(report.PlotHeight)
 	p.Draw(draw.New(canvas))
-	return writePNG(w, canvas)
+	return report.WritePNG(w, canvas)
 }
 
 // WriteFiles writes summary.txt, report.json and soak.png into dir.

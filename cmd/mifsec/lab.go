@@ -19,6 +19,7 @@ import (
 	"github.com/mifsec/mifsec/bench"
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/report"
 	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
@@ -137,7 +138,7 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 // writeScenarioOutput prints the summary and writes summary.txt,
 // report.json, a plot of every measured peer side by side
 // (throughput.png) and one plot per peer into dir.
-func writeScenarioOutput(report *bench.ScenarioReport, dir string, stdout, log io.Writer) error {
+func writeScenarioOutput(report *report.ScenarioReport, dir string, stdout, log io.Writer) error {
 	var summary strings.Builder
 	if err := report.WriteSummary(&summary); err != nil {
 		return err

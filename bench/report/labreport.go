@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"encoding/json"
@@ -83,8 +83,8 @@ type PeerRun struct {
 	// process name (written beside the report, not into it).
 	Logs map[string]string `json:"-"`
 
-	// noTunnel: the peer carries the traffic without a tunnel (mptcp).
-	noTunnel bool
+	// NoTunnel: the peer carries the traffic without a tunnel (mptcp).
+	NoTunnel bool `json:"-"`
 }
 
 // Sample is the emulators' counters at time T (seconds since the traffic
@@ -152,9 +152,9 @@ type TrafficResult struct {
 	Goodput []traffic.Interval `json:"goodput,omitempty"`
 	Error   string             `json:"error,omitempty"`
 
-	// flow is the whole measurement, with the acknowledged bytes every
-	// 10 ms that the stalls are computed from.
-	flow *traffic.Result
+	// Flow is the whole measurement, with the acknowledged bytes every
+	// 10 ms that the stalls are computed from (not in the JSON report).
+	Flow *traffic.Result `json:"-"`
 }
 
 // Interruption is what an event (a link failing, degrading or returning)
@@ -218,11 +218,13 @@ type ScenarioRatio struct {
 	PeerInterruptionS   *float64 `json:"peer_interruption_s"`
 }
 
-func newScenarioReport(sc *scenarios.Scenario) *ScenarioReport {
+// NewScenarioReport starts the report of a run of sc: the scenario, its
+// links and events, and the machine, before any peer ran.
+func NewScenarioReport(sc *scenarios.Scenario) *ScenarioReport {
 	r := &ScenarioReport{
 		Scenario: sc.Name, Description: sc.Description, Source: sc.Source(),
 		StartedAt: time.Now().UTC().Truncate(time.Second), DurationSeconds: sc.Duration.D().Seconds(),
-		Machine: machineInfo(), ClientInterface: sc.Client.Interface, Notes: sc.Notes,
+		Machine: ReadMachine(), ClientInterface: sc.Client.Interface, Notes: sc.Notes,
 		Directions: sc.Directions(), TCPCongestion: sc.TCPCongestion,
 	}
 	for i, u := range sc.Links() {
@@ -236,8 +238,8 @@ func newScenarioReport(sc *scenarios.Scenario) *ScenarioReport {
 	return r
 }
 
-// finish computes the ratios once every peer ran.
-func (r *ScenarioReport) finish() {
+// Finish computes the ratios once every peer ran.
+func (r *ScenarioReport) Finish() {
 	r.Ratios = nil
 	i := slices.IndexFunc(r.Runs, func(p PeerRun) bool { return p.Peer == "mifsec" })
 	if i < 0 {
@@ -395,15 +397,15 @@ func (r *ScenarioReport) writeRanking(b *strings.Builder) {
 		if o := totalInterruption(p); o != nil && r.hasFailures() {
 			outage = fmt.Sprintf("%.2fs", *o)
 		}
-		rows = append(rows, []string{fmt.Sprintf("  %d  %s", i+1, p.Peer), formatFloat(mainRate(p, r.Directions), 1),
+		rows = append(rows, []string{fmt.Sprintf("  %d  %s", i+1, p.Peer), FormatFloat(mainRate(p, r.Directions), 1),
 			formatInt(tcpRetransmits(p)), stall, low, outage})
 	}
 	writeAligned(b, rows)
 }
 
-// summarize fills the per-sample rates, the per-path and total summaries
+// Summarize fills the per-sample rates, the per-path and total summaries
 // and the interruptions from the samples and the probe summary.
-func (p *PeerRun) summarize(sc *scenarios.Scenario) {
+func (p *PeerRun) Summarize(sc *scenarios.Scenario) {
 	fillRates(p.Samples)
 	bounds := phaseBounds(sc)
 	p.Paths = nil
@@ -428,13 +430,13 @@ func (p *PeerRun) summarize(sc *scenarios.Scenario) {
 			total.Phases[k].DownMbps += ph.DownMbps
 		}
 	}
-	total.UpMbps, total.DownMbps = roundTo(total.UpMbps, 2), roundTo(total.DownMbps, 2)
+	total.UpMbps, total.DownMbps = RoundTo(total.UpMbps, 2), RoundTo(total.DownMbps, 2)
 	for k := range total.Phases {
-		total.Phases[k].UpMbps, total.Phases[k].DownMbps = roundTo(total.Phases[k].UpMbps, 2), roundTo(total.Phases[k].DownMbps, 2)
+		total.Phases[k].UpMbps, total.Phases[k].DownMbps = RoundTo(total.Phases[k].UpMbps, 2), RoundTo(total.Phases[k].DownMbps, 2)
 	}
 	p.Total = &total
 	p.Interruptions = nil
-	if p.Probe == nil && !slices.ContainsFunc(p.Traffic, func(t TrafficResult) bool { return t.flow != nil }) {
+	if p.Probe == nil && !slices.ContainsFunc(p.Traffic, func(t TrafficResult) bool { return t.Flow != nil }) {
 		return
 	}
 	for k, e := range sc.Events {
@@ -467,16 +469,16 @@ func (in *Interruption) addStall(flows []TrafficResult, from, to float64) {
 	retransmits := 0
 	low := 0.0
 	for _, t := range flows {
-		if t.flow == nil {
+		if t.Flow == nil {
 			continue
 		}
-		st, ok := t.flow.Stall(from, to)
+		st, ok := t.Flow.Stall(from, to)
 		if !ok {
 			continue
 		}
 		// A stall is time below any rate; the 100 ms intervals may cut
 		// it short at its edges.
-		l, _ := t.flow.LowGoodput(from, to, lowGoodputFraction)
+		l, _ := t.Flow.LowGoodput(from, to, lowGoodputFraction)
 		low = max(low, l, st.Seconds)
 		retransmits += st.Retransmits
 		if worst == nil || st.Seconds > worst.Seconds {
@@ -500,8 +502,8 @@ func fillRates(samples []Sample) {
 		}
 		for i := range samples[k].Uplinks {
 			cur, prev := &samples[k].Uplinks[i], samples[k-1].Uplinks[i]
-			cur.UpMbps = roundTo(mbps(cur.UpBytes-min(prev.UpBytes, cur.UpBytes), dt), 3)
-			cur.DownMbps = roundTo(mbps(cur.DownBytes-min(prev.DownBytes, cur.DownBytes), dt), 3)
+			cur.UpMbps = RoundTo(mbps(cur.UpBytes-min(prev.UpBytes, cur.UpBytes), dt), 3)
+			cur.DownMbps = RoundTo(mbps(cur.DownBytes-min(prev.DownBytes, cur.DownBytes), dt), 3)
 		}
 	}
 }
@@ -536,13 +538,13 @@ func summarizePath(samples []Sample, i int, bounds []float64) PathSummary {
 	s.UpBytes = last.Uplinks[i].UpBytes - first.Uplinks[i].UpBytes
 	s.DownBytes = last.Uplinks[i].DownBytes - first.Uplinks[i].DownBytes
 	span := last.T - first.T
-	s.UpMbps, s.DownMbps = roundTo(mbps(s.UpBytes, span), 2), roundTo(mbps(s.DownBytes, span), 2)
+	s.UpMbps, s.DownMbps = RoundTo(mbps(s.UpBytes, span), 2), RoundTo(mbps(s.DownBytes, span), 2)
 	for k := 0; k+1 < len(bounds); k++ {
 		a, b := sampleAt(samples, bounds[k]), sampleAt(samples, bounds[k+1])
 		ph := PhaseRate{FromS: bounds[k], ToS: bounds[k+1]}
 		if dt := b.T - a.T; dt > 0 {
-			ph.UpMbps = roundTo(mbps(b.Uplinks[i].UpBytes-min(a.Uplinks[i].UpBytes, b.Uplinks[i].UpBytes), dt), 2)
-			ph.DownMbps = roundTo(mbps(b.Uplinks[i].DownBytes-min(a.Uplinks[i].DownBytes, b.Uplinks[i].DownBytes), dt), 2)
+			ph.UpMbps = RoundTo(mbps(b.Uplinks[i].UpBytes-min(a.Uplinks[i].UpBytes, b.Uplinks[i].UpBytes), dt), 2)
+			ph.DownMbps = RoundTo(mbps(b.Uplinks[i].DownBytes-min(a.Uplinks[i].DownBytes, b.Uplinks[i].DownBytes), dt), 2)
 		}
 		s.Phases = append(s.Phases, ph)
 	}
@@ -619,10 +621,10 @@ func (r *ScenarioReport) WriteSummary(w io.Writer) error {
 		b.WriteString("\nmifsec compared with the other peers of this run:\n")
 		for _, ra := range r.Ratios {
 			fmt.Fprintf(&b, "  mifsec/%s: throughput %s (%s / %s Mbit/s)", ra.Peer,
-				formatFloat(ra.Throughput, 2), formatFloat(ra.MifsecMbps, 1), formatFloat(ra.PeerMbps, 1))
+				FormatFloat(ra.Throughput, 2), FormatFloat(ra.MifsecMbps, 1), FormatFloat(ra.PeerMbps, 1))
 			if r.hasFailures() && (ra.MifsecInterruptionS != nil || ra.PeerInterruptionS != nil) {
-				fmt.Fprintf(&b, ", interruption %s (%s / %s s)", formatFloat(ra.Interruption, 2),
-					formatFloat(ra.MifsecInterruptionS, 2), formatFloat(ra.PeerInterruptionS, 2))
+				fmt.Fprintf(&b, ", interruption %s (%s / %s s)", FormatFloat(ra.Interruption, 2),
+					FormatFloat(ra.MifsecInterruptionS, 2), FormatFloat(ra.PeerInterruptionS, 2))
 			}
 			b.WriteString("\n")
 		}
@@ -663,14 +665,14 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 		return
 	}
 	ready := "tunnel up"
-	if p.noTunnel {
+	if p.NoTunnel {
 		ready = "ready (no tunnel)"
 	}
 	wrap(b, "  ", fmt.Sprintf("%s in %.1fs; %s", ready, p.SetupSeconds, p.Behaviour))
 	for _, dir := range r.Directions {
 		header := []string{fmt.Sprintf("  %s, Mbit/s", dir)}
 		for _, ph := range p.Total.Phases {
-			header = append(header, fmt.Sprintf("%g–%gs", roundTo(ph.FromS, 1), roundTo(ph.ToS, 1)))
+			header = append(header, fmt.Sprintf("%g–%gs", RoundTo(ph.FromS, 1), RoundTo(ph.ToS, 1)))
 		}
 		header = append(header, "whole run")
 		rows := [][]string{header}

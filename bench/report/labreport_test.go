@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"bytes"
@@ -63,8 +63,8 @@ func TestPeerRunSummarize(t *testing.T) {
 		flow.Intervals = append(flow.Intervals, traffic.Interval{T: tt, Mbps: mbps})
 	}
 	retransmits := 7
-	run.Traffic = []TrafficResult{{Kind: scenarios.TrafficTCP, Direction: "up", Retransmits: &retransmits, flow: flow}}
-	run.summarize(sc)
+	run.Traffic = []TrafficResult{{Kind: scenarios.TrafficTCP, Direction: "up", Retransmits: &retransmits, Flow: flow}}
+	run.Summarize(sc)
 
 	if got := run.Samples[10].Uplinks[0].UpMbps; math.Abs(got-10) > 1e-6 {
 		t.Errorf("sample rate at 1 s = %v Mbit/s, want 10", got)
@@ -102,7 +102,7 @@ func TestPeerRunSummarize(t *testing.T) {
 		t.Errorf("TCP low goodput %v, want 1.3 s (stopped, then trickling)", in.TCPLowSeconds)
 	}
 
-	report := newScenarioReport(sc)
+	report := NewScenarioReport(sc)
 	other := run
 	other.Peer = "wireguard-go"
 	otherTotal := *run.Total
@@ -110,7 +110,7 @@ func TestPeerRunSummarize(t *testing.T) {
 	other.Total = &otherTotal
 	other.Interruptions = []Interruption{{Seconds: 4.6}}
 	report.Runs = []PeerRun{run, other, {Peer: "strongswan", Skipped: "not installed"}}
-	report.finish()
+	report.Finish()
 	if len(report.Ratios) != 2 {
 		t.Fatalf("ratios %+v", report.Ratios)
 	}
@@ -176,7 +176,7 @@ func TestPeerRunSummarize(t *testing.T) {
 		return b
 	}
 	report.Runs = []PeerRun{run, baseline("wlan0", 4), baseline("wwan0", 1.25)}
-	report.finish()
+	report.Finish()
 	sl := report.SingleLinks
 	if sl == nil || sl.SumMbps != 5.25 || sl.BestMbps != 4 || sl.OfBest != 1.25 || math.Abs(sl.OfSum-5/5.25) > 1e-9 {
 		t.Fatalf("single links %+v, want sum 5.25, best 4, of best 1.25", sl)
@@ -202,8 +202,8 @@ func TestSampleAt(t *testing.T) {
 func TestWritePlot(t *testing.T) {
 	sc := reportScenario(t)
 	run := PeerRun{Peer: "mifsec", Samples: syntheticSamples()}
-	run.summarize(sc)
-	report := newScenarioReport(sc)
+	run.Summarize(sc)
+	report := NewScenarioReport(sc)
 	report.Runs = []PeerRun{run}
 	var buf bytes.Buffer
 	if err := report.WritePlot(&buf, run); err != nil {
@@ -225,10 +225,10 @@ func TestWritePlot(t *testing.T) {
 
 func TestWriteComparisonPlot(t *testing.T) {
 	sc := reportScenario(t)
-	report := newScenarioReport(sc)
+	report := NewScenarioReport(sc)
 	for _, name := range []string{"mifsec", "mptcp", "wireguard-go"} {
 		run := PeerRun{Peer: name, Samples: syntheticSamples()}
-		run.summarize(sc)
+		run.Summarize(sc)
 		report.Runs = append(report.Runs, run)
 	}
 	report.Runs = append(report.Runs, PeerRun{Peer: "strongswan", Skipped: "not installed"})
@@ -245,7 +245,7 @@ func TestWriteComparisonPlot(t *testing.T) {
 	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != 3*comparisonPanelHeight+comparisonHeader {
 		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, 3*comparisonPanelHeight+comparisonHeader)
 	}
-	empty := newScenarioReport(sc)
+	empty := NewScenarioReport(sc)
 	if ok, err := empty.WriteComparisonPlot(&buf); ok || err != nil {
 		t.Errorf("a report without samples plotted: %v, %v", ok, err)
 	}
@@ -300,7 +300,7 @@ func TestReportLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newScenarioReport(s)
+	r := NewScenarioReport(s)
 	clients := len(s.Uplinks)
 	if len(r.Uplinks) != clients+len(s.GatewayUplinks) || len(s.GatewayUplinks) == 0 ||
 		r.Uplinks[clients-1].Gateway || !r.Uplinks[clients].Gateway {

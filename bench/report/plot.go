@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"bytes"
@@ -22,8 +22,8 @@ const (
 	plotDPI    = 100
 )
 
-// pathColors are the uplinks' line colours, in order (colour-blind safe).
-var pathColors = []color.RGBA{
+// PathColors are the uplinks' line colours, in order (colour-blind safe).
+var PathColors = []color.RGBA{
 	{R: 0, G: 114, B: 178, A: 255},   // blue
 	{R: 230, G: 159, B: 0, A: 255},   // orange
 	{R: 0, G: 158, B: 115, A: 255},   // green
@@ -37,9 +37,9 @@ func (r *ScenarioReport) WritePlot(w io.Writer, run PeerRun) error {
 	if err != nil {
 		return err
 	}
-	canvas := newCanvas(PlotHeight)
+	canvas := NewCanvas(PlotHeight)
 	p.Draw(draw.New(canvas))
-	return writePNG(w, canvas)
+	return WritePNG(w, canvas)
 }
 
 // comparisonPanelHeight is the height of one peer's panel in the
@@ -78,7 +78,7 @@ func (r *ScenarioReport) WriteComparisonPlot(w io.Writer) (bool, error) {
 		}
 		plots[i] = []*plot.Plot{p}
 	}
-	canvas := newCanvas(comparisonPanelHeight*len(runs) + comparisonHeader)
+	canvas := NewCanvas(comparisonPanelHeight*len(runs) + comparisonHeader)
 	dc := draw.New(canvas)
 	// A title over the panels, in the header's band.
 	title := fmt.Sprintf("scenario %s: throughput per path (%s), every peer of the run", r.Scenario, r.mainDirection())
@@ -92,7 +92,7 @@ func (r *ScenarioReport) WriteComparisonPlot(w io.Writer) (bool, error) {
 	for i, c := range plot.Align(plots, tiles, body) {
 		plots[i][0].Draw(c[0])
 	}
-	return true, writePNG(w, canvas)
+	return true, WritePNG(w, canvas)
 }
 
 func (r *ScenarioReport) mainDirection() string {
@@ -149,7 +149,7 @@ func (r *ScenarioReport) runPlot(run PeerRun, ymax float64) (*plot.Plot, error) 
 		if err != nil {
 			return nil, fmt.Errorf("plot %s: %w", u.Name, err)
 		}
-		line.Color = pathColors[i%len(pathColors)]
+		line.Color = PathColors[i%len(PathColors)]
 		line.Width = vg.Points(1.5)
 		p.Add(line)
 		p.Legend.Add(fmt.Sprintf("%s (%s)", u.Name, u.Kind), line)
@@ -197,14 +197,15 @@ func (r *ScenarioReport) runPlot(run PeerRun, ymax float64) (*plot.Plot, error) 
 	return p, nil
 }
 
-// newCanvas is a white PlotWidth×height-pixel canvas at plotDPI.
-func newCanvas(height int) *vgimg.Canvas {
+// NewCanvas is a white PlotWidth×height-pixel canvas at plotDPI.
+func NewCanvas(height int) *vgimg.Canvas {
 	return vgimg.NewWith(
 		vgimg.UseWH(vg.Length(PlotWidth)*vg.Inch/plotDPI, vg.Length(height)*vg.Inch/plotDPI),
 		vgimg.UseDPI(plotDPI), vgimg.UseBackgroundColor(color.White))
 }
 
-func writePNG(w io.Writer, canvas *vgimg.Canvas) error {
+// WritePNG encodes the canvas as PNG to w.
+func WritePNG(w io.Writer, canvas *vgimg.Canvas) error {
 	if _, err := (vgimg.PngCanvas{Canvas: canvas}).WriteTo(w); err != nil {
 		return fmt.Errorf("write the plot: %w", err)
 	}
