@@ -14,6 +14,7 @@ import (
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/bench/peers"
 	benchreport "github.com/mifsec/mifsec/bench/report"
+	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -117,7 +118,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
+	mifsec := testenv.BuildMifsec(t, ctx)
 
 	lab := newTestLab(t, ctx)
 	report, err := RunThroughput(ctx, lab, ThroughputConfig{

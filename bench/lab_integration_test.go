@@ -32,20 +32,6 @@ func TestSocketOwner(t *testing.T) {
 	}
 }
 
-// buildMifsec builds the mifsec binary for the test.
-func buildMifsec(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go not found: needed to build the mifsec binary")
-	}
-	mifsec := filepath.Join(t.TempDir(), "mifsec")
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", mifsec, "../cmd/mifsec").CombinedOutput(); err != nil {
-		t.Fatalf("build mifsec: %v\n%s", err, out)
-	}
-	return mifsec
-}
-
 // labNamespaces lists the namespaces of the lab owned by pid.
 func labNamespaces(t *testing.T, pid int) []string {
 	t.Helper()
@@ -70,7 +56,7 @@ func TestLabCommand(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
+	mifsec := testenv.BuildMifsec(t, ctx)
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(ctx, mifsec, "lab", "--duration", "6s", "--out", out)
 	var stdout, stderr bytes.Buffer
@@ -196,7 +182,7 @@ func TestLabKilledThenRerun(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
+	mifsec := testenv.BuildMifsec(t, ctx)
 
 	first := exec.CommandContext(ctx, mifsec, "lab", "--duration", "20s", "--out", filepath.Join(t.TempDir(), "first"))
 	log := &testenv.SyncBuffer{}
@@ -278,7 +264,7 @@ func TestScenarioNATAndUnplug(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
+	mifsec := testenv.BuildMifsec(t, ctx)
 	sc, err := scenarios.ParseScenario(strings.NewReader(`
 name: nat
 duration: 4s
