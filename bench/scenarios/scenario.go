@@ -264,12 +264,9 @@ type Rate float64
 
 // UnmarshalYAML reads a rate with an optional unit.
 func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return nodeErr(n, "want a rate like 50Mbit")
-	}
-	v, err := ParseRate(n.Value)
+	v, err := parseScalar(n, "want a rate like 50Mbit", ParseRate)
 	if err != nil {
-		return nodeErr(n, "%v", err)
+		return err
 	}
 	*r = Rate(v)
 	return nil
@@ -279,10 +276,9 @@ func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
 // Mbit or Gbit (also kbps, Mbps, Gbps; "/s" may follow; case does not
 // matter). Byte units are refused: link rates are in bits.
 func ParseRate(s string) (float64, error) {
-	num, unit := splitNumber(s)
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("rate %q: want a number with a unit such as 50Mbit", s)
+	v, unit, err := parseNumber(s, "rate", "want a number with a unit such as 50Mbit")
+	if err != nil {
+		return 0, err
 	}
 	if v < 0 {
 		return 0, fmt.Errorf("rate %q is negative", s)
@@ -305,12 +301,9 @@ type Size int
 
 // UnmarshalYAML reads a size with an optional unit.
 func (z *Size) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return nodeErr(n, "want a size like 64KiB")
-	}
-	v, err := ParseSize(n.Value)
+	v, err := parseScalar(n, "want a size like 64KiB", ParseSize)
 	if err != nil {
-		return nodeErr(n, "%v", err)
+		return err
 	}
 	*z = Size(v)
 	return nil
@@ -319,10 +312,9 @@ func (z *Size) UnmarshalYAML(n *yaml.Node) error {
 // ParseSize reads a byte count: a number with an optional unit B, kB, KiB,
 // MB or MiB.
 func ParseSize(s string) (int, error) {
-	num, unit := splitNumber(s)
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with kB, KiB, MB or MiB", s)
+	v, unit, err := parseNumber(s, "size", "want a number of bytes, optionally with kB, KiB, MB or MiB")
+	if err != nil {
+		return 0, err
 	}
 	scale, ok := map[string]float64{"": 1, "b": 1, "kb": 1e3, "kib": 1 << 10, "mb": 1e6, "mib": 1 << 20}[strings.ToLower(unit)]
 	if !ok {
@@ -370,6 +362,31 @@ func splitNumber(s string) (num, unit string) {
 		return s, ""
 	}
 	return s[:i], strings.TrimSpace(s[i:])
+}
+
+// parseNumber splits s into a finite number and the unit after it; the
+// error names what (a rate, a size) and says what was wanted.
+func parseNumber(s, what, want string) (v float64, unit string, err error) {
+	num, unit := splitNumber(s)
+	v, err = strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, "", fmt.Errorf("%s %q: %s", what, s, want)
+	}
+	return v, unit, nil
+}
+
+// parseScalar reads a YAML scalar with parse; want is the error for any
+// other kind of node. Errors carry the node's line.
+func parseScalar[T any](n *yaml.Node, want string, parse func(string) (T, error)) (T, error) {
+	var v T
+	if n.Kind != yaml.ScalarNode {
+		return v, nodeErr(n, "%s", want)
+	}
+	v, err := parse(n.Value)
+	if err != nil {
+		return v, nodeErr(n, "%v", err)
+	}
+	return v, nil
 }
 
 func nodeErr(n *yaml.Node, format string, args ...any) error {
