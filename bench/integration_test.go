@@ -59,7 +59,7 @@ func assertCleanedUp(t *testing.T, lab *labnet.Lab) {
 			t.Errorf("process %d started by the lab is still alive", pid)
 		}
 	}
-	sockets, _ := filepath.Glob(filepath.Join(labnet.WireguardSocketDir, "wgb"+strconv.Itoa(lab.Owner)+"*"))
+	sockets, _ := filepath.Glob(filepath.Join(labnet.WireguardSocketDir, "wgb"+strconv.Itoa(lab.Owner())+"*"))
 	if len(sockets) > 0 {
 		t.Errorf("wireguard-go sockets remain: %v", sockets)
 	}
@@ -134,7 +134,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 		t.Errorf("Lab.Close: %v", err)
 	}
 	assertCleanedUp(t, lab)
-	sockets, _ := filepath.Glob(mif.ControlSocket("mbk" + strconv.Itoa(lab.Owner) + "*"))
+	sockets, _ := filepath.Glob(mif.ControlSocket("mbk" + strconv.Itoa(lab.Owner()) + "*"))
 	if len(sockets) > 0 {
 		t.Errorf("mifsec control sockets remain: %v", sockets)
 	}

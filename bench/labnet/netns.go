@@ -40,7 +40,7 @@ const (
 // Lab owns the namespaces, processes and temporary files of one benchmark
 // run and removes them all in Close, whatever state the run ended in.
 type Lab struct {
-	Owner int
+	owner int
 	dir   string
 
 	mu         sync.Mutex
@@ -49,6 +49,10 @@ type Lab struct {
 	processes  []*Process
 	startedPID []int
 }
+
+// Owner is the PID of the process that owns the lab; every name the lab
+// and its peers create carries it.
+func (l *Lab) Owner() int { return l.owner }
 
 // NewLab removes what crashed earlier runs left behind (see
 // RemoveStaleNamespaces) and prepares a new lab. It needs root. Progress
@@ -77,7 +81,7 @@ func NewLab(ctx context.Context, log io.Writer) (*Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create the lab's temporary directory: %w", err)
 	}
-	return &Lab{Owner: owner, dir: dir}, nil
+	return &Lab{owner: owner, dir: dir}, nil
 }
 
 // removeStaleDirs removes the temporary directories (configuration files,
@@ -140,7 +144,7 @@ func SocketOwner(name string, prefixes []string) (int, bool) {
 
 // NamespacePrefix returns the prefix of this lab's own namespaces.
 func (l *Lab) NamespacePrefix() string {
-	return NamespacePrefix + strconv.Itoa(l.Owner) + "-"
+	return NamespacePrefix + strconv.Itoa(l.owner) + "-"
 }
 
 // StartedPIDs lists every process the lab has started.

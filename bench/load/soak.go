@@ -190,7 +190,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	if err := os.WriteFile(pskFile, []byte(psk+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("write the PSK: %w", err)
 	}
-	tun := fmt.Sprintf("mbk%dg", lab.Owner)
+	tun := fmt.Sprintf("mbk%dg", lab.Owner())
 	gw, err := topo.Start(topo.Server, "mifsec gateway", nil, cfg.Binary, "--log-level", "warn", "gateway",
 		"--listen", topo.ServerUnderlay.String(), "--local-id", "gw.soak.bench", "--psk-file", pskFile,
 		"--pool", "10.3.0.0/16", "--local-ts", "10.1.0.0/24", "--tun", tun)

@@ -177,8 +177,8 @@ func (p *mifsecLabPeer) Behaviour(sc *scenarios.Scenario) string {
 func (p *mifsecLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
 	// The control sockets (/run/mifsec/<tun>.sock) are shared by every
 	// namespace: the names carry the lab's PID.
-	p.clientTUN = fmt.Sprintf("mlb%dc", n.Lab.Owner)
-	p.serverTUN = fmt.Sprintf("mlb%ds", n.Lab.Owner)
+	p.clientTUN = fmt.Sprintf("mlb%dc", n.Lab.Owner())
+	p.serverTUN = fmt.Sprintf("mlb%ds", n.Lab.Owner())
 	psk, err := labnet.RandomHex(32)
 	if err != nil {
 		return err
@@ -298,7 +298,7 @@ func (p *wireguardLabPeer) Behaviour(sc *scenarios.Scenario) string {
 }
 
 func (p *wireguardLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario) error {
-	tag := strconv.Itoa(n.Lab.Owner)
+	tag := strconv.Itoa(n.Lab.Owner())
 	clientIface, serverIface := "wlb"+tag+"c", "wlb"+tag+"s"
 	clientKey, clientPub, err := wireguardKeyPair()
 	if err != nil {

@@ -88,8 +88,8 @@ func (p *mifsecIKEPeer) Setup(ctx context.Context, topo *labnet.Topology) error 
 	// The control sockets (/run/mifsec/<tun>.sock) are shared by every
 	// namespace: the TUN names carry the lab's PID so that they collide
 	// neither with another run nor with a mifsec running on the host.
-	p.clientTUN = fmt.Sprintf("mbk%dc", topo.Lab.Owner)
-	p.serverTUN = fmt.Sprintf("mbk%ds", topo.Lab.Owner)
+	p.clientTUN = fmt.Sprintf("mbk%dc", topo.Lab.Owner())
+	p.serverTUN = fmt.Sprintf("mbk%ds", topo.Lab.Owner())
 	ikeProposal, espProposal := p.proposals()
 	psk, err := labnet.RandomHex(32)
 	if err != nil {

@@ -120,7 +120,7 @@ func (p *wireguardPeer) Setup(ctx context.Context, topo *labnet.Topology) error 
 	}
 	// The UAPI socket directory is shared by all namespaces and all runs:
 	// the owner's PID keeps the names distinct.
-	tag := strconv.Itoa(topo.Lab.Owner)
+	tag := strconv.Itoa(topo.Lab.Owner())
 	sides := []*side{
 		{ns: topo.Client, iface: "wgb" + tag + "c", addr: wireguardClientAddr, remote: wireguardServerAddr, endpoint: topo.ServerUnderlay},
 		{ns: topo.Server, iface: "wgb" + tag + "s", addr: wireguardServerAddr, remote: wireguardClientAddr, endpoint: topo.ClientUnderlay},

@@ -22,9 +22,9 @@ import (
 	"github.com/mifsec/mifsec/bench/traffic"
 )
 
-// MinProbeSize is the smallest probe packet a scenario may ask for: the
+// minProbeSize is the smallest probe packet a scenario may ask for: the
 // probe stream's header (magic, sequence number, send time).
-const MinProbeSize = traffic.ProbeHeaderLen
+const minProbeSize = traffic.ProbeHeaderLen
 
 // Scenario is one lab experiment, read from YAML: a client host with
 // several uplinks, each through its own emulated link to the gateway, link
@@ -816,8 +816,8 @@ func (t *TrafficSpec) normalize(field string, scenario Duration) error {
 		if t.Size == 0 {
 			t.Size = defaultProbeSize
 		}
-		if t.Size < MinProbeSize || t.Size > 1400 {
-			return fmt.Errorf("%s.size: %d is not between %d and 1400 bytes", field, t.Size, MinProbeSize)
+		if t.Size < minProbeSize || t.Size > 1400 {
+			return fmt.Errorf("%s.size: %d is not between %d and 1400 bytes", field, t.Size, minProbeSize)
 		}
 	}
 	return nil
