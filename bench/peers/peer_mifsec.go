@@ -55,25 +55,38 @@ func (p *mifsecPeer) ServerAddr() netip.Addr  { return mifsecServerAddr }
 func (p *mifsecPeer) ClientInterface() string { return mifsecTUN }
 
 func (p *mifsecPeer) Prepare(ctx context.Context) error {
-	if p.binary == "" {
-		binary, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find the mifsec binary: %w", err)
-		}
-		p.binary = binary
-	}
-	if _, err := labnet.RunCommand(ctx, p.binary, "static", "--help"); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return skipf("%s has no working `static` command (%s)", p.binary, labnet.FirstLine(err.Error()))
-	}
-	out, err := labnet.RunCommand(ctx, p.binary, "--version")
+	binary, version, err := checkMifsec(ctx, p.binary, "static")
+	p.binary = binary
 	if err != nil {
-		return fmt.Errorf("mifsec --version: %w", err)
+		return err
 	}
-	p.version = strings.TrimSpace(labnet.FirstLine(out))
+	p.version = version
 	return nil
+}
+
+// checkMifsec finds the mifsec binary (os.Executable when binary is
+// empty), checks that each of the commands runs, and returns the binary
+// and the first line of its --version. A binary without one of the
+// commands is a *SkipError.
+func checkMifsec(ctx context.Context, binary string, commands ...string) (path, version string, err error) {
+	if binary == "" {
+		if binary, err = os.Executable(); err != nil {
+			return "", "", fmt.Errorf("find the mifsec binary: %w", err)
+		}
+	}
+	for _, command := range commands {
+		if _, err := labnet.RunCommand(ctx, binary, command, "--help"); err != nil {
+			if ctx.Err() != nil {
+				return binary, "", ctx.Err()
+			}
+			return binary, "", skipf("%s has no working `%s` command (%s)", binary, command, labnet.FirstLine(err.Error()))
+		}
+	}
+	out, err := labnet.RunCommand(ctx, binary, "--version")
+	if err != nil {
+		return binary, "", fmt.Errorf("mifsec --version: %w", err)
+	}
+	return binary, strings.TrimSpace(labnet.FirstLine(out)), nil
 }
 
 func (p *mifsecPeer) Setup(ctx context.Context, topo *labnet.Topology) error {

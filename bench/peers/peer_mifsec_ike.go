@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/mifsec/mifsec/bench/labnet"
 	"github.com/mifsec/mifsec/mif"
@@ -60,27 +59,13 @@ func (p *mifsecIKEPeer) ServerAddr() netip.Addr  { return mifsecIKEServerAddr }
 func (p *mifsecIKEPeer) ClientInterface() string { return p.clientTUN }
 
 func (p *mifsecIKEPeer) Prepare(ctx context.Context) error {
-	if p.binary == "" {
-		binary, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find the mifsec binary: %w", err)
-		}
-		p.binary = binary
-	}
-	for _, command := range []string{"gateway", "connect"} {
-		if _, err := labnet.RunCommand(ctx, p.binary, command, "--help"); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return skipf("%s has no working `%s` command (%s)", p.binary, command, labnet.FirstLine(err.Error()))
-		}
-	}
-	out, err := labnet.RunCommand(ctx, p.binary, "--version")
+	binary, version, err := checkMifsec(ctx, p.binary, "gateway", "connect")
+	p.binary = binary
 	if err != nil {
-		return fmt.Errorf("mifsec --version: %w", err)
+		return err
 	}
 	ikeProposal, espProposal := p.proposals()
-	p.version = strings.TrimSpace(labnet.FirstLine(out)) + ", IKEv2 PSK " + ikeProposal + ", ESP " + espProposal
+	p.version = version + ", IKEv2 PSK " + ikeProposal + ", ESP " + espProposal
 	return nil
 }
 
