@@ -47,7 +47,7 @@ func parseEchoReply(b []byte, id uint16) (seq uint16, ok bool) {
 	return binary.BigEndian.Uint16(b[6:]), true
 }
 
-// echoAttempts and echoWait: how often and how long waitForEcho tries.
+// echoAttempts and echoWait: how often and how long WaitForEcho tries.
 const (
 	echoAttempts = 20
 	echoWait     = time.Second

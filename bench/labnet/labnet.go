@@ -616,7 +616,7 @@ func ReadSysctl(ns, key string) (string, error) {
 	return value, err
 }
 
-// runCommandStdin is runCommand with input on stdin.
+// runCommandStdin is RunCommand with input on stdin.
 func runCommandStdin(ctx context.Context, stdin string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdin = strings.NewReader(stdin)

@@ -100,7 +100,7 @@ func removeStaleDirs(tempDir string) {
 
 // LabSocketPrefixes start the names of the files (control sockets, saved
 // settings) of the peers a lab runs, followed by the lab's PID: mifsec's in
-// mif.ControlDir, wireguard-go's in wireguardSocketDir.
+// mif.ControlDir, wireguard-go's in WireguardSocketDir.
 var LabSocketPrefixes = map[string][]string{
 	mif.ControlDir:     {"mbk", "mlb"},
 	WireguardSocketDir: {"wgb", "wlb"},
@@ -115,17 +115,17 @@ func removeStaleSockets() {
 			continue
 		}
 		for _, entry := range entries {
-			if owner, ok := SocketOwner(entry.Name(), prefixes); ok && !ProcessAlive(owner) {
+			if owner, ok := socketOwner(entry.Name(), prefixes); ok && !ProcessAlive(owner) {
 				_ = os.Remove(filepath.Join(dir, entry.Name()))
 			}
 		}
 	}
 }
 
-// SocketOwner reads the lab PID from the name of a peer's file such as
+// socketOwner reads the lab PID from the name of a peer's file such as
 // "mlb1234c.sock" or "mlb1234s.4026532245.sysctl": a prefix, the PID, then
 // c (client) or s (server), then a dot.
-func SocketOwner(name string, prefixes []string) (int, bool) {
+func socketOwner(name string, prefixes []string) (int, bool) {
 	for _, prefix := range prefixes {
 		rest, ok := strings.CutPrefix(name, prefix)
 		if !ok {
@@ -269,7 +269,7 @@ func RunCommand(ctx context.Context, name string, args ...string) (string, error
 	return RunCommandIn(ctx, "", nil, append([]string{name}, args...)...)
 }
 
-// RunCommandIn is runCommand in working directory dir (the current one when
+// RunCommandIn is RunCommand in working directory dir (the current one when
 // empty) with extra environment variables.
 func RunCommandIn(ctx context.Context, dir string, env []string, args ...string) (string, error) {
 	name := args[0]

@@ -53,3 +53,14 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 		t.Errorf("tailBuffer = %q, want %q", got, "456789ab")
 	}
 }
+
+func TestSocketOwner(t *testing.T) {
+	prefixes := []string{"mbk", "mlb"}
+	for name, want := range map[string]int{"mlb1234c.sock": 1234, "mbk7s.sock": 7, "mlb0c.sock": 0, "mlbc.sock": 0,
+		"mifsec0.sock": 0, "mlb1234c": 0, "wgb12c.sock": 0, "mlb99s.4026532245.sysctl": 99, "mlb12x.sock": 0} {
+		got, ok := socketOwner(name, prefixes)
+		if got != want || ok != (want > 0) {
+			t.Errorf("socketOwner(%q) = %d, %v; want %d", name, got, ok, want)
+		}
+	}
+}
