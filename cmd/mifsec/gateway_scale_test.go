@@ -19,13 +19,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/mifsec/mifsec/bench/load"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/internal/testpki"
 	"github.com/mifsec/mifsec/mif"
+	"github.com/urfave/cli/v2"
 )
 
 // scaleGateway is `mifsec gateway` in its own namespace with a TUN device
