@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/mifsec/mifsec/bench/traffic"
 	"golang.org/x/sys/unix"
+
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/traffic"
 )
 
 // trafficPort is where the protected server (or the throughput scenario's
@@ -45,7 +46,7 @@ type flowSpec struct {
 // connections use congestion control cc ("" for the namespace's default).
 func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool, cc string) (net.Listener, error) {
 	var ln net.Listener
-	err := inNamespace(ns, func() error {
+	err := labnet.InNamespace(ns, func() error {
 		lc := net.ListenConfig{Control: congestionControl(cc)}
 		lc.SetMultipathTCP(mptcp)
 		l, err := lc.Listen(context.Background(), "tcp4", addr.String())
@@ -64,7 +65,7 @@ func listenTCPIn(ns string, addr netip.AddrPort, mptcp bool, cc string) (net.Lis
 func dialerIn(ns string, bind netip.Addr, addr netip.AddrPort, mptcp bool, cc string) func(ctx context.Context) (net.Conn, error) {
 	return func(ctx context.Context) (net.Conn, error) {
 		var conn net.Conn
-		err := inNamespace(ns, func() error {
+		err := labnet.InNamespace(ns, func() error {
 			d := net.Dialer{Control: congestionControl(cc)}
 			d.SetMultipathTCP(mptcp)
 			if bind.IsValid() {
@@ -139,8 +140,9 @@ type interfaceCounters struct {
 	TxBytes, RxBytes uint64
 }
 
-// readCounters reads the byte counters of an interface in namespace ns.
-func (t *Topology) readCounters(ctx context.Context, ns, iface string) (interfaceCounters, error) {
+// readCounters reads the byte counters of an interface in namespace ns of
+// topology t.
+func readCounters(ctx context.Context, t *labnet.Topology, ns, iface string) (interfaceCounters, error) {
 	out, err := t.Run(ctx, ns, "ip", "-json", "-stats", "link", "show", "dev", iface)
 	if err != nil {
 		return interfaceCounters{}, fmt.Errorf("read the counters of %s: %w", iface, err)
@@ -188,55 +190,15 @@ func jsonPart(out string) string {
 	return out
 }
 
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
-}
-
-// tool is an external program a run needs and the Debian package that has
-// it.
-type tool struct{ binary, pkg string }
-
-// missingTools returns the tools that are not in PATH, once each.
-func missingTools(tools []tool) []tool {
-	var missing []tool
-	seen := map[string]bool{}
-	for _, t := range tools {
-		if seen[t.binary] {
-			continue
-		}
-		seen[t.binary] = true
-		if _, err := exec.LookPath(t.binary); err != nil {
-			missing = append(missing, t)
-		}
-	}
-	return missing
-}
-
-// describeMissing names the missing tools and the one apt-get command that
-// installs them all.
-func describeMissing(missing []tool) string {
-	var names, pkgs []string
-	seen := map[string]bool{}
-	for _, t := range missing {
-		names = append(names, t.binary)
-		if !seen[t.pkg] {
-			seen[t.pkg] = true
-			pkgs = append(pkgs, t.pkg)
-		}
-	}
-	return fmt.Sprintf("%s not found: apt-get install %s", strings.Join(names, ", "), strings.Join(pkgs, " "))
-}
-
 // trafficTools are what every run needs besides its peers' own tools: the
 // traffic itself is generated in this process.
-var trafficTools = []tool{{"ip", "iproute2"}}
+var trafficTools = []labnet.Tool{{Binary: "ip", Package: "iproute2"}}
 
 // checkTrafficTools reports the tools every run needs, all missing ones in
 // one error.
 func checkTrafficTools() error {
-	if missing := missingTools(trafficTools); len(missing) > 0 {
-		return errors.New(describeMissing(missing))
+	if missing := labnet.MissingTools(trafficTools); len(missing) > 0 {
+		return errors.New(labnet.DescribeMissing(missing))
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ func TestFlowsCarryCongestionControl(t *testing.T) {
 		t.Skipf("the kernel has no congestion control but its default (%v)", available)
 	}
 	lab := newTestLab(t, ctx)
-	ns, err := lab.addNamespace(ctx, "cc")
+	ns, err := lab.AddNamespace(ctx, "cc")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
+	benchreport "github.com/mifsec/mifsec/bench/report"
+	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/mif"
 )
 
@@ -29,9 +33,9 @@ func requireLab(t *testing.T) {
 	}
 }
 
-func newTestLab(t *testing.T, ctx context.Context) *Lab {
+func newTestLab(t *testing.T, ctx context.Context) *labnet.Lab {
 	t.Helper()
-	lab, err := NewLab(ctx, testLog{t})
+	lab, err := labnet.NewLab(ctx, testLog{t})
 	if err != nil {
 		t.Fatalf("NewLab: %v", err)
 	}
@@ -41,9 +45,9 @@ func newTestLab(t *testing.T, ctx context.Context) *Lab {
 
 // assertCleanedUp checks that no namespace of the lab remains and that no
 // process it started is alive.
-func assertCleanedUp(t *testing.T, lab *Lab) {
+func assertCleanedUp(t *testing.T, lab *labnet.Lab) {
 	t.Helper()
-	out, err := runCommand(context.Background(), "ip", "netns", "list")
+	out, err := labnet.RunCommand(context.Background(), "ip", "netns", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +55,11 @@ func assertCleanedUp(t *testing.T, lab *Lab) {
 		t.Errorf("namespaces with prefix %s remain:\n%s", lab.NamespacePrefix(), out)
 	}
 	for _, pid := range lab.StartedPIDs() {
-		if processAlive(pid) {
+		if labnet.ProcessAlive(pid) {
 			t.Errorf("process %d started by the lab is still alive", pid)
 		}
 	}
-	sockets, _ := filepath.Glob(filepath.Join(wireguardSocketDir, "wgb"+strconv.Itoa(lab.owner)+"*"))
+	sockets, _ := filepath.Glob(filepath.Join(labnet.WireguardSocketDir, "wgb"+strconv.Itoa(lab.Owner())+"*"))
 	if len(sockets) > 0 {
 		t.Errorf("wireguard-go sockets remain: %v", sockets)
 	}
@@ -68,7 +72,7 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	wireguardGo, err := WireguardGo(ctx, "")
+	wireguardGo, err := peers.WireguardGo(ctx, "")
 	if err != nil {
 		t.Skipf("wireguard-go unavailable: %v", err)
 	}
@@ -77,7 +81,7 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 	report, err := RunThroughput(ctx, lab, ThroughputConfig{
 		Duration:    2 * time.Second,
 		Peers:       []string{"veth", "wireguard-go"},
-		PeerOptions: PeerOptions{WireguardGoPath: wireguardGo},
+		PeerOptions: peers.PeerOptions{WireguardGoPath: wireguardGo},
 		Log:         testLog{t},
 	})
 	if err != nil {
@@ -100,7 +104,7 @@ func TestThroughputVethAndWireguardGo(t *testing.T) {
 			continue
 		}
 		if p.UpMbps == nil || *p.UpMbps <= 0 || p.DownMbps == nil || *p.DownMbps <= 0 {
-			t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, formatFloat(p.UpMbps, 1), formatFloat(p.DownMbps, 1))
+			t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, benchreport.FormatFloat(p.UpMbps, 1), benchreport.FormatFloat(p.DownMbps, 1))
 		}
 	}
 	var table strings.Builder
@@ -114,13 +118,13 @@ func TestThroughputMifsecIKE(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
+	mifsec := testenv.BuildMifsec(t, ctx)
 
 	lab := newTestLab(t, ctx)
 	report, err := RunThroughput(ctx, lab, ThroughputConfig{
 		Duration:    2 * time.Second,
 		Peers:       []string{"mifsec-ike"},
-		PeerOptions: PeerOptions{MifsecPath: mifsec},
+		PeerOptions: peers.PeerOptions{MifsecPath: mifsec},
 		Log:         testLog{t},
 	})
 	if err != nil {
@@ -130,7 +134,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 		t.Errorf("Lab.Close: %v", err)
 	}
 	assertCleanedUp(t, lab)
-	sockets, _ := filepath.Glob(mif.ControlSocket("mbk" + strconv.Itoa(lab.owner) + "*"))
+	sockets, _ := filepath.Glob(mif.ControlSocket("mbk" + strconv.Itoa(lab.Owner()) + "*"))
 	if len(sockets) > 0 {
 		t.Errorf("mifsec control sockets remain: %v", sockets)
 	}
@@ -143,7 +147,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 		t.Fatalf("%s: skipped %q, errors %q", p.Name, p.Skipped, p.Errors)
 	}
 	if p.UpMbps == nil || *p.UpMbps <= 0 || p.DownMbps == nil || *p.DownMbps <= 0 {
-		t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, formatFloat(p.UpMbps, 1), formatFloat(p.DownMbps, 1))
+		t.Errorf("%s: up %s down %s Mbit/s, want both > 0", p.Name, benchreport.FormatFloat(p.UpMbps, 1), benchreport.FormatFloat(p.DownMbps, 1))
 	}
 }
 
@@ -186,11 +190,11 @@ func TestNewLabRemovesStaleNamespaces(t *testing.T) {
 	defer cancel()
 	// PID 0 never owns a lab: this stands for a crashed run's namespace,
 	// with a process still running inside.
-	stale := NamespacePrefix + "0-crashed"
-	if _, err := runCommand(ctx, "ip", "netns", "add", stale); err != nil {
+	stale := labnet.NamespacePrefix + "0-crashed"
+	if _, err := labnet.RunCommand(ctx, "ip", "netns", "add", stale); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteNamespace(stale) })
+	t.Cleanup(func() { labnet.DeleteNamespace(stale) })
 	sleeper := exec.Command("ip", "netns", "exec", stale, "sleep", "600")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
@@ -200,7 +204,7 @@ func TestNewLabRemovesStaleNamespaces(t *testing.T) {
 	// Start returns before ip(8) has entered the namespace: wait until the
 	// namespace lists the process, or there is nothing yet to kill.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		out, _ := runCommand(ctx, "ip", "netns", "pids", stale)
+		out, _ := labnet.RunCommand(ctx, "ip", "netns", "pids", stale)
 		if strings.TrimSpace(out) != "" {
 			break
 		}

@@ -14,44 +14,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
+	benchreport "github.com/mifsec/mifsec/bench/report"
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
-
-func TestSocketOwner(t *testing.T) {
-	prefixes := []string{"mbk", "mlb"}
-	for name, want := range map[string]int{"mlb1234c.sock": 1234, "mbk7s.sock": 7, "mlb0c.sock": 0, "mlbc.sock": 0,
-		"mifsec0.sock": 0, "mlb1234c": 0, "wgb12c.sock": 0, "mlb99s.4026532245.sysctl": 99, "mlb12x.sock": 0} {
-		got, ok := socketOwner(name, prefixes)
-		if got != want || ok != (want > 0) {
-			t.Errorf("socketOwner(%q) = %d, %v; want %d", name, got, ok, want)
-		}
-	}
-}
-
-// buildMifsec builds the mifsec binary for the test.
-func buildMifsec(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go not found: needed to build the mifsec binary")
-	}
-	mifsec := filepath.Join(t.TempDir(), "mifsec")
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", mifsec, "../cmd/mifsec").CombinedOutput(); err != nil {
-		t.Fatalf("build mifsec: %v\n%s", err, out)
-	}
-	return mifsec
-}
 
 // labNamespaces lists the namespaces of the lab owned by pid.
 func labNamespaces(t *testing.T, pid int) []string {
 	t.Helper()
-	out, err := runCommand(context.Background(), "ip", "netns", "list")
+	out, err := labnet.RunCommand(context.Background(), "ip", "netns", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
 	for line := range strings.Lines(out) {
-		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], NamespacePrefix+strconv.Itoa(pid)+"-") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], labnet.NamespacePrefix+strconv.Itoa(pid)+"-") {
 			names = append(names, f[0])
 		}
 	}
@@ -66,7 +45,7 @@ func TestLabCommand(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
+	mifsec := testenv.BuildMifsec(t, ctx)
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(ctx, mifsec, "lab", "--duration", "6s", "--out", out)
 	var stdout, stderr bytes.Buffer
@@ -90,7 +69,7 @@ func TestLabCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var report ScenarioReport
+	var report benchreport.ScenarioReport
 	if err := json.Unmarshal(data, &report); err != nil {
 		t.Fatalf("report.json does not parse: %v", err)
 	}
@@ -152,7 +131,7 @@ func TestLabCommand(t *testing.T) {
 			t.Errorf("after %s the TCP flow stalled %.2fs, want under 2 s", in.Event, *in.TCPStallSeconds)
 		}
 	}
-	if tcp := run.Traffic[0]; tcp.Kind != TrafficTCP || tcp.Mbps == nil || *tcp.Mbps < 5 || len(tcp.Goodput) < 50 || tcp.RTTMeanMs <= 0 {
+	if tcp := run.Traffic[0]; tcp.Kind != scenarios.TrafficTCP || tcp.Mbps == nil || *tcp.Mbps < 5 || len(tcp.Goodput) < 50 || tcp.RTTMeanMs <= 0 {
 		t.Errorf("tcp result %+v, want several Mbit/s, 100 ms goodput samples and an RTT", tcp)
 	}
 	for _, want := range []string{"TCP stalled at most", "Peers side by side"} {
@@ -175,8 +154,8 @@ func TestLabCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the plot is not a PNG: %v", err)
 	}
-	if b := img.Bounds(); b.Dx() != PlotWidth || b.Dy() != PlotHeight {
-		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), PlotWidth, PlotHeight)
+	if b := img.Bounds(); b.Dx() != benchreport.PlotWidth || b.Dy() != benchreport.PlotHeight {
+		t.Errorf("plot is %dx%d, want %dx%d", b.Dx(), b.Dy(), benchreport.PlotWidth, benchreport.PlotHeight)
 	}
 	for _, name := range []string{"summary.txt", "throughput.png"} {
 		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
@@ -192,7 +171,7 @@ func TestLabKilledThenRerun(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
+	mifsec := testenv.BuildMifsec(t, ctx)
 
 	first := exec.CommandContext(ctx, mifsec, "lab", "--duration", "20s", "--out", filepath.Join(t.TempDir(), "first"))
 	log := &testenv.SyncBuffer{}
@@ -221,11 +200,11 @@ func TestLabKilledThenRerun(t *testing.T) {
 	}
 	var pids []int
 	for _, ns := range namespaces {
-		out, err := runCommand(ctx, "ip", "netns", "pids", ns)
+		out, err := labnet.RunCommand(ctx, "ip", "netns", "pids", ns)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pids = append(pids, parsePIDs(out)...)
+		pids = append(pids, labnet.ParsePIDs(out)...)
 	}
 	if len(pids) < 2 {
 		t.Fatalf("the running lab has processes %v in its namespaces, want gateway and client", pids)
@@ -249,11 +228,11 @@ func TestLabKilledThenRerun(t *testing.T) {
 		}
 	}
 	for _, pid := range pids {
-		if processAlive(pid) {
+		if labnet.ProcessAlive(pid) {
 			t.Errorf("process %d of the killed lab is still alive", pid)
 		}
 	}
-	for dir, prefixes := range labSocketPrefixes {
+	for dir, prefixes := range labnet.LabSocketPrefixes {
 		for _, prefix := range prefixes {
 			sockets, _ := filepath.Glob(filepath.Join(dir, prefix+strconv.Itoa(first.Process.Pid)+"*"))
 			if len(sockets) > 0 {
@@ -274,8 +253,8 @@ func TestScenarioNATAndUnplug(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := buildMifsec(t, ctx)
-	sc, err := ParseScenario(strings.NewReader(`
+	mifsec := testenv.BuildMifsec(t, ctx)
+	sc, err := scenarios.ParseScenario(strings.NewReader(`
 name: nat
 duration: 4s
 uplinks:
@@ -294,7 +273,7 @@ client: {interface: wwan0}
 		t.Fatal(err)
 	}
 	lab := newTestLab(t, ctx)
-	report, err := RunScenario(ctx, lab, sc, ScenarioConfig{PeerOptions: PeerOptions{MifsecPath: mifsec}, Log: testLog{t}})
+	report, err := RunScenario(ctx, lab, sc, ScenarioConfig{PeerOptions: peers.PeerOptions{MifsecPath: mifsec}, Log: testLog{t}})
 	if err != nil {
 		t.Fatalf("RunScenario: %v", err)
 	}
@@ -348,7 +327,7 @@ func TestScenarioMPTCPUsesBothUplinks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sc, err := ParseScenario(strings.NewReader(`
+	sc, err := scenarios.ParseScenario(strings.NewReader(`
 name: mptcp
 duration: 6s
 uplinks:

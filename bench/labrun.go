@@ -12,6 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/report"
+	"github.com/mifsec/mifsec/bench/scenarios"
 	"github.com/mifsec/mifsec/bench/traffic"
 )
 
@@ -21,7 +25,7 @@ const sampleEvery = 100 * time.Millisecond
 
 // ScenarioConfig says how to run a scenario.
 type ScenarioConfig struct {
-	PeerOptions
+	peers.PeerOptions
 	// Peers overrides the scenario's list when not empty.
 	Peers []string
 	// KeepGoing measures the remaining peers after one fails.
@@ -38,7 +42,7 @@ type ScenarioConfig struct {
 // lab, one after the other. Skipped peers are reported, not errors. The
 // report holds what was measured even when the error is not nil (a peer
 // failed, or ctx ended); the caller closes lab in every case.
-func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig) (*ScenarioReport, error) {
+func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, cfg ScenarioConfig) (*report.ScenarioReport, error) {
 	log := cfg.Log
 	if log == nil {
 		log = io.Discard
@@ -48,121 +52,94 @@ func RunScenario(ctx context.Context, lab *Lab, sc *Scenario, cfg ScenarioConfig
 	if len(cfg.Peers) > 0 {
 		names = cfg.Peers
 	}
-	var peers []labPeer
+	var list []peers.LabPeer
 	for _, name := range names {
-		peer, err := newLabPeer(name, cfg.PeerOptions)
+		peer, err := peers.NewLabPeer(name, cfg.PeerOptions)
 		if err != nil {
 			return nil, err
 		}
-		peers = append(peers, peer)
+		list = append(list, peer)
 	}
-	if len(peers) == 0 {
+	if len(list) == 0 {
 		return nil, errors.New("no peers to measure")
 	}
-	if err := checkPrerequisites(sc, peers, len(cfg.Peers) > 0, log); err != nil {
+	if err := checkPrerequisites(sc, list, len(cfg.Peers) > 0, log); err != nil {
 		return nil, err
 	}
 	if err := checkCongestionControl(sc.TCPCongestion); err != nil {
 		return nil, err
 	}
-	report := newScenarioReport(sc)
-	var failures []error
-	for _, peer := range peers {
-		run, err := runLabPeer(ctx, lab, sc, peer, cfg)
-		report.Runs = append(report.Runs, run)
-		if ctx.Err() != nil {
-			report.finish()
-			return report, fmt.Errorf("scenario %s interrupted during %s: %w", sc.Name, peer.Name(), ctx.Err())
-		}
-		if err != nil {
-			failures = append(failures, fmt.Errorf("%s: %w", peer.Name(), err))
-			if !cfg.KeepGoing {
-				break
-			}
-		}
-	}
-	report.finish()
-	return report, errors.Join(failures...)
+	rep := report.NewScenarioReport(sc)
+	// The setup time counts from building the topology; peers run one at
+	// a time.
+	var setupStart time.Time
+	runs, err := peerRunner[peers.LabPeer, *labnet.LabNet, report.PeerRun]{
+		what: "scenario " + sc.Name, keepGoing: cfg.KeepGoing, log: log,
+		row: func(peer peers.LabPeer) report.PeerRun {
+			return report.PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), NoTunnel: hasNoTunnel(peer)}
+		},
+		build: func(ctx context.Context, peer peers.LabPeer) (*labnet.LabNet, error) {
+			fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
+			setupStart = time.Now()
+			return lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
+		},
+		measure: func(ctx context.Context, peer peers.LabPeer, n *labnet.LabNet, run *report.PeerRun) error {
+			return measureScenario(ctx, n, sc, peer, cfg, setupStart, run)
+		},
+		record: recordScenario,
+	}.run(ctx, list)
+	rep.Runs = runs
+	rep.Finish()
+	return rep, err
 }
 
 // toolUser is a peer that runs external programs of its own.
-type toolUser interface{ tools() []tool }
+type toolUser interface{ Tools() []labnet.Tool }
 
 // checkPrerequisites looks for every program the run needs before anything
 // starts, and names all the missing ones with their Debian packages in one
 // message: an error when the lab itself or a peer the user asked for
 // (explicit) needs them; otherwise a note that the peers lacking them will
 // be skipped.
-func checkPrerequisites(sc *Scenario, peers []labPeer, explicit bool, log io.Writer) error {
+func checkPrerequisites(sc *scenarios.Scenario, list []peers.LabPeer, explicit bool, log io.Writer) error {
 	needed := slices.Clone(trafficTools)
-	if slices.ContainsFunc(sc.Uplinks, func(u UplinkSpec) bool { return u.NAT }) {
-		needed = append(needed, tool{"nft", "nftables"})
+	if slices.ContainsFunc(sc.Uplinks, func(u scenarios.UplinkSpec) bool { return u.NAT }) {
+		needed = append(needed, labnet.Tool{Binary: "nft", Package: "nftables"})
 	}
-	missing := missingTools(needed)
+	missing := labnet.MissingTools(needed)
 	var skipped []string
-	var peerMissing []tool
-	for _, p := range peers {
+	var peerMissing []labnet.Tool
+	for _, p := range list {
 		tu, ok := p.(toolUser)
 		if !ok {
 			continue
 		}
-		if m := missingTools(tu.tools()); len(m) > 0 {
+		if m := labnet.MissingTools(tu.Tools()); len(m) > 0 {
 			skipped = append(skipped, p.Name())
 			peerMissing = append(peerMissing, m...)
 		}
 	}
 	if len(missing) > 0 || explicit && len(peerMissing) > 0 {
-		return errors.New(describeMissing(missingTools(append(missing, peerMissing...))))
+		return errors.New(labnet.DescribeMissing(labnet.MissingTools(append(missing, peerMissing...))))
 	}
 	if len(peerMissing) > 0 {
-		fmt.Fprintf(log, "%s; without them %s will be skipped\n", describeMissing(missingTools(peerMissing)), strings.Join(skipped, ", "))
+		fmt.Fprintf(log, "%s; without them %s will be skipped\n", labnet.DescribeMissing(labnet.MissingTools(peerMissing)), strings.Join(skipped, ", "))
 	}
 	return nil
 }
 
-// runLabPeer measures one peer; the error is nil for a skipped peer.
-func runLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, cfg ScenarioConfig) (PeerRun, error) {
-	start := time.Now()
-	run := PeerRun{Peer: peer.Name(), Behaviour: peer.Behaviour(sc), noTunnel: hasNoTunnel(peer)}
-	err := measureLabPeer(ctx, lab, sc, peer, cfg, &run)
-	run.Version = peer.Version()
-	run.WallClockSeconds = roundTo(time.Since(start).Seconds(), 1)
-	if err == nil || ctx.Err() != nil {
-		if ctx.Err() != nil {
-			run.Errors = append(run.Errors, "interrupted: "+ctx.Err().Error())
-		}
-		return run, err
-	}
-	reason, skipped := skipReason(err)
-	if optional, ok := peer.(optionalPeer); ok && optional.Optional() && !skipped {
-		reason, skipped = err.Error(), true
-	}
-	if skipped {
-		run.Skipped = reason
-		fmt.Fprintf(cfg.Log, "%s: skipped: %s\n", peer.Name(), reason)
-		return run, nil
-	}
-	run.Errors = append(run.Errors, err.Error())
-	fmt.Fprintf(cfg.Log, "%s: failed: %v\n", peer.Name(), err)
-	return run, err
+// recordScenario stores the runner's outcome in the row.
+func recordScenario(r *report.PeerRun, o peerOutcome) {
+	r.Version, r.WallClockSeconds, r.Skipped = o.version, o.wallClock, o.skipped
+	r.Errors = append(r.Errors, o.errors...)
 }
 
-func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) (err error) {
+// measureScenario brings the peer up on n and runs the scenario's
+// timeline; the runner tears everything down again.
+func measureScenario(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, setupStart time.Time, run *report.PeerRun) error {
 	log := cfg.Log
-	if err := peer.Prepare(ctx); err != nil {
-		return err
-	}
-	fmt.Fprintf(log, "%s: building the topology (%d uplinks, emulated links)\n", peer.Name(), len(sc.Uplinks))
-	setupStart := time.Now()
-	n, err := lab.NewLabNet(ctx, sc.Name+"-"+peer.Name(), sc)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		run.Logs = n.processLogs()
-		err = errors.Join(err, peer.Teardown(), n.Close())
-	}()
-	if err := n.pinGateway(ctx, n.uplink(sc.Client.Interface)); err != nil {
+	defer func() { run.Logs = n.ProcessLogs() }()
+	if err := n.PinGateway(ctx, n.Uplink(sc.Client.Interface)); err != nil {
 		return err
 	}
 	if hasNoTunnel(peer) {
@@ -171,19 +148,19 @@ func measureLabPeer(ctx context.Context, lab *Lab, sc *Scenario, peer labPeer, c
 		fmt.Fprintf(log, "%s: bringing the tunnel up over %s (%s)\n", peer.Name(), sc.Client.Interface, peer.Version())
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, peerSetupTimeout)
-	err = peer.Setup(setupCtx, n, sc)
+	err := peer.Setup(setupCtx, n, sc)
 	cancel()
 	if err != nil {
 		return err
 	}
-	run.SetupSeconds = roundTo(time.Since(setupStart).Seconds(), 2)
+	run.SetupSeconds = report.RoundTo(time.Since(setupStart).Seconds(), 2)
 	fmt.Fprintf(log, "%s: ready after %.1fs; running %s for %s\n", peer.Name(), run.SetupSeconds, sc.Name, sc.Duration)
 	return runTimeline(ctx, n, sc, peer, cfg, run)
 }
 
 // runTimeline starts the traffic, samples the links and applies the events
 // on the scenario's clock, then collects the results into run.
-func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg ScenarioConfig, run *PeerRun) error {
+func runTimeline(ctx context.Context, n *labnet.LabNet, sc *scenarios.Scenario, peer peers.LabPeer, cfg ScenarioConfig, run *report.PeerRun) error {
 	// A short lead lets every goroutine be ready at time zero.
 	base := time.Now().Add(50 * time.Millisecond)
 	// Every peer meets the same stretch of a trace-driven link's trace.
@@ -195,7 +172,7 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 
 	failed := make([]bool, len(n.Uplinks))
 	var failedMu sync.Mutex
-	var samples []Sample
+	var samples []report.Sample
 	wg.Go(func() {
 		samples = sampleLinks(timelineCtx, n, base, total, func() []bool {
 			failedMu.Lock()
@@ -211,41 +188,41 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 	var eventErr error
 	wg.Go(func() {
 		for _, e := range sc.Events {
-			if !sleepUntil(timelineCtx, base.Add(e.At.D())) {
+			if !labnet.SleepUntil(timelineCtx, base.Add(e.At.D())) {
 				return
 			}
-			i := sc.uplinkIndex(e.Uplink)
-			if err := n.apply(timelineCtx, n.Uplinks[i], e); err != nil {
+			i := sc.UplinkIndex(e.Uplink)
+			if err := n.Apply(timelineCtx, n.Uplinks[i], e); err != nil {
 				eventErr = errors.Join(eventErr, err)
 				continue
 			}
 			failedMu.Lock()
 			switch e.Action {
-			case ActionDown, ActionUnplug:
+			case scenarios.ActionDown, scenarios.ActionUnplug:
 				failed[i] = true
-			case ActionUp, ActionPlug:
+			case scenarios.ActionUp, scenarios.ActionPlug:
 				failed[i] = false
 			}
 			failedMu.Unlock()
-			fmt.Fprintf(cfg.Log, "%s: %5.1fs %s\n", peer.Name(), e.At.D().Seconds(), e.describe())
+			fmt.Fprintf(cfg.Log, "%s: %5.1fs %s\n", peer.Name(), e.At.D().Seconds(), e.Describe())
 		}
 	})
 
-	results := make([]TrafficResult, len(sc.Traffic))
-	var probe *probeStream
+	results := make([]report.TrafficResult, len(sc.Traffic))
+	var probe *traffic.ProbeStream
 	var probeErr error
 	for i, t := range sc.Traffic {
-		results[i] = TrafficResult{Kind: t.Kind, Direction: t.Direction, Streams: t.Streams,
+		results[i] = report.TrafficResult{Kind: t.Kind, Direction: t.Direction, Streams: t.Streams,
 			StartS: t.Start.D().Seconds(), Seconds: t.Duration.D().Seconds()}
-		if t.Kind == TrafficProbe {
-			probe = &probeStream{src: n.Client, dst: n.Protected, to: netip.AddrPortFrom(labServerAddr, probePort),
-				start: t.Start.D(), interval: t.Interval.D(), size: int(t.Size), count: int(t.Duration.D() / t.Interval.D()), bind: peer.ClientAddr()}
-			wg.Go(func() { probeErr = probe.run(timelineCtx, base) })
+		if t.Kind == scenarios.TrafficProbe {
+			probe = &traffic.ProbeStream{To: netip.AddrPortFrom(labnet.LabServerAddr, traffic.ProbePort),
+				Start: t.Start.D(), Interval: t.Interval.D(), Size: int(t.Size), Count: int(t.Duration.D() / t.Interval.D())}
+			wg.Go(func() { probeErr = runProbe(timelineCtx, n, probe, peer.ClientAddr(), base) })
 			continue
 		}
 		port := uint16(trafficPort + i)
 		wg.Go(func() {
-			if !sleepUntil(timelineCtx, base.Add(t.Start.D())) {
+			if !labnet.SleepUntil(timelineCtx, base.Add(t.Start.D())) {
 				results[i].Error = "not started: interrupted"
 				return
 			}
@@ -255,7 +232,7 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 	// The timeline ends at the scenario's end; traffic still running then
 	// (data in flight through a dead tunnel) gets a short grace.
 	go func() {
-		sleepUntil(timelineCtx, base.Add(total+trafficGrace))
+		labnet.SleepUntil(timelineCtx, base.Add(total+trafficGrace))
 		stopTimeline()
 	}()
 	wg.Wait()
@@ -267,14 +244,15 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 	if ts, ok := peer.(tunnelStater); ok {
 		run.Tunnel = ts.TunnelState()
 	}
-	if probe != nil && probe.rec != nil {
-		summary := probe.rec.summarize()
-		run.Probe = &summary
-		if probeErr != nil {
-			run.Errors = append(run.Errors, "probe: "+probeErr.Error())
+	if probe != nil {
+		if summary, ok := probe.Summary(); ok {
+			run.Probe = &summary
+			if probeErr != nil {
+				run.Errors = append(run.Errors, "probe: "+probeErr.Error())
+			}
 		}
 	}
-	run.summarize(sc)
+	run.Summarize(sc)
 	if mp, ok := peer.(multipathPeer); ok && mp.MultipathTCP() {
 		run.Tunnel = joinNonEmpty(run.Tunnel, uplinkShares(run, sc))
 	}
@@ -284,8 +262,8 @@ func runTimeline(ctx context.Context, n *LabNet, sc *Scenario, peer labPeer, cfg
 // uplinkShares says how the run's bytes in the main direction split over
 // the uplinks (the emulators' counters), so that a multipath transport that
 // left an uplink unused shows it.
-func uplinkShares(run *PeerRun, sc *Scenario) string {
-	dirs := sc.directions()
+func uplinkShares(run *report.PeerRun, sc *scenarios.Scenario) string {
+	dirs := sc.Directions()
 	var total uint64
 	bytes := make([]uint64, len(run.Paths))
 	for i, p := range run.Paths {
@@ -327,36 +305,20 @@ func joinNonEmpty(a, b string) string {
 // traffic wait for data still in flight before the flows are cut off.
 const trafficGrace = 4 * time.Second
 
-// sleepUntil waits until t; false when ctx ended first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
-}
-
 // sampleLinks reads every uplink's emulator counters every sampleEvery
 // from base until base+total, and returns the samples.
-func sampleLinks(ctx context.Context, n *LabNet, base time.Time, total time.Duration, failed func() []bool, tick func(time.Duration)) []Sample {
-	samples := make([]Sample, 0, int(total/sampleEvery)+2)
+func sampleLinks(ctx context.Context, n *labnet.LabNet, base time.Time, total time.Duration, failed func() []bool, tick func(time.Duration)) []report.Sample {
+	samples := make([]report.Sample, 0, int(total/sampleEvery)+2)
 	for k := 0; ; k++ {
-		if !sleepUntil(ctx, base.Add(time.Duration(k)*sampleEvery)) {
+		if !labnet.SleepUntil(ctx, base.Add(time.Duration(k)*sampleEvery)) {
 			return samples
 		}
 		now := time.Since(base)
 		down := failed()
-		s := Sample{T: roundTo(now.Seconds(), 3), Uplinks: make([]UplinkSample, len(n.Uplinks))}
+		s := report.Sample{T: report.RoundTo(now.Seconds(), 3), Uplinks: make([]report.UplinkSample, len(n.Uplinks))}
 		for i, u := range n.Uplinks {
 			st := u.Stats()
-			s.Uplinks[i] = UplinkSample{
+			s.Uplinks[i] = report.UplinkSample{
 				UpBytes: st.AtoB.DeliveredBytes, DownBytes: st.BtoA.DeliveredBytes,
 				Drops:  st.AtoB.LossDrops + st.AtoB.QueueDrops + st.AtoB.DownDrops + st.BtoA.LossDrops + st.BtoA.QueueDrops + st.BtoA.DownDrops,
 				Failed: down[i],
@@ -375,7 +337,7 @@ type multipathPeer interface{ MultipathTCP() bool }
 
 // hasNoTunnel reports whether the peer carries the traffic without a
 // tunnel (kernel MPTCP).
-func hasNoTunnel(peer labPeer) bool {
+func hasNoTunnel(peer peers.LabPeer) bool {
 	mp, ok := peer.(multipathPeer)
 	return ok && mp.MultipathTCP()
 }
@@ -383,9 +345,9 @@ func hasNoTunnel(peer labPeer) bool {
 // runLabTraffic runs one tcp or udp traffic entry (TCP with congestion
 // control cc) from the client
 // namespace to the protected server, in this process.
-func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, cc string, port uint16, peer labPeer, base time.Time, result *TrafficResult) {
-	server := netip.AddrPortFrom(labServerAddr, port)
-	if t.Kind == TrafficUDP {
+func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, cc string, port uint16, peer peers.LabPeer, base time.Time, result *report.TrafficResult) {
+	server := netip.AddrPortFrom(labnet.LabServerAddr, port)
+	if t.Kind == scenarios.TrafficUDP {
 		runLabUDP(ctx, n, t, server, peer.ClientAddr(), result)
 		return
 	}
@@ -402,8 +364,8 @@ func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, cc string, por
 		}
 		return
 	}
-	result.flow = res
-	mbps, retransmits := roundTo(res.Mbps, 2), res.Retransmits
+	result.Flow = res
+	mbps, retransmits := report.RoundTo(res.Mbps, 2), res.Retransmits
 	result.Mbps, result.Retransmits = &mbps, &retransmits
 	result.Bytes = res.Bytes
 	result.RTTMeanMs, result.RTTMaxMs = res.RTTMeanMs, res.RTTMaxMs
@@ -416,19 +378,19 @@ func runLabTraffic(ctx context.Context, n *LabNet, t TrafficSpec, cc string, por
 
 // runLabUDP runs a paced UDP stream from the client namespace (up) or to
 // it (down).
-func runLabUDP(ctx context.Context, n *LabNet, t TrafficSpec, server netip.AddrPort, bind netip.Addr, result *TrafficResult) {
+func runLabUDP(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpec, server netip.AddrPort, bind netip.Addr, result *report.TrafficResult) {
 	from := netip.IPv4Unspecified()
 	if bind.IsValid() {
 		from = bind
 	}
-	serverConn, err := listenUDPIn(n.Protected, netip.AddrPortFrom(netip.IPv4Unspecified(), server.Port()))
+	serverConn, err := labnet.ListenUDPIn(n.Protected, netip.AddrPortFrom(netip.IPv4Unspecified(), server.Port()))
 	if err != nil {
 		result.Error = err.Error()
 		return
 	}
 	defer serverConn.Close()
 	var clientConn *net.UDPConn
-	err = inNamespace(n.Client, func() error {
+	err = labnet.InNamespace(n.Client, func() error {
 		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0)), net.UDPAddrFromAddrPort(server))
 		clientConn = c
 		return err
@@ -454,7 +416,7 @@ func runLabUDP(ctx context.Context, n *LabNet, t TrafficSpec, server netip.AddrP
 		result.Error = err.Error()
 		return
 	}
-	mbps, lost := roundTo(res.Mbps, 2), res.LossPercent
+	mbps, lost := report.RoundTo(res.Mbps, 2), res.LossPercent
 	result.Mbps, result.LossPercent = &mbps, &lost
 	if ctx.Err() != nil {
 		result.Error = "interrupted"
@@ -477,4 +439,31 @@ func learnClient(ctx context.Context, client, server *net.UDPConn) (netip.AddrPo
 		}
 	}
 	return netip.AddrPort{}, errors.New("udp down: the client's datagrams never reached the server")
+}
+
+// tunnelStater is a peer that can describe its tunnel's state after the
+// run (reconnections, addresses).
+type tunnelStater interface{ TunnelState() string }
+
+// peerSetupTimeout bounds bringing one tunnel up.
+const peerSetupTimeout = 30 * time.Second
+
+// runProbe runs the probe stream from the client namespace (from bind when
+// valid) to the protected network.
+func runProbe(ctx context.Context, n *labnet.LabNet, probe *traffic.ProbeStream, bind netip.Addr, base time.Time) error {
+	rx, err := labnet.ListenUDPIn(n.Protected, netip.AddrPortFrom(netip.IPv4Unspecified(), probe.To.Port()))
+	if err != nil {
+		return err
+	}
+	defer rx.Close()
+	from := netip.IPv4Unspecified()
+	if bind.IsValid() {
+		from = bind
+	}
+	tx, err := labnet.ListenUDPIn(n.Client, netip.AddrPortFrom(from, 0))
+	if err != nil {
+		return err
+	}
+	defer tx.Close()
+	return probe.Run(ctx, tx, rx, base)
 }

@@ -2,18 +2,15 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/report"
 )
 
 // ThroughputScenario describes what RunThroughput measures.
@@ -27,190 +24,92 @@ type ThroughputConfig struct {
 	Peers []string
 	// KeepGoing measures the remaining peers after one fails.
 	KeepGoing bool
-	PeerOptions
+	peers.PeerOptions
 	// Log receives progress messages; nil discards them.
 	Log io.Writer
-}
-
-// PeerResult is one row of the report. Rates are nil when not measured.
-type PeerResult struct {
-	Name             string   `json:"name"`
-	Version          string   `json:"version,omitempty"`
-	Path             string   `json:"path,omitempty"`
-	UpMbps           *float64 `json:"up_mbps"`
-	DownMbps         *float64 `json:"down_mbps"`
-	UpRetransmits    *int     `json:"up_retransmits"`
-	DownRetransmits  *int     `json:"down_retransmits"`
-	UpSeconds        float64  `json:"up_seconds,omitempty"`
-	DownSeconds      float64  `json:"down_seconds,omitempty"`
-	WallClockSeconds float64  `json:"wall_clock_seconds"`
-	Skipped          string   `json:"skipped,omitempty"`
-	Errors           []string `json:"errors,omitempty"`
-}
-
-// Ratio is mifsec's rate divided by a peer's, per direction; nil when one
-// of the two was not measured.
-type Ratio struct {
-	Peer string   `json:"peer"`
-	Up   *float64 `json:"up"`
-	Down *float64 `json:"down"`
-}
-
-// MachineInfo identifies where a report was measured.
-type MachineInfo struct {
-	NumCPU    int    `json:"nproc"`
-	Kernel    string `json:"kernel"`
-	CPU       string `json:"cpu,omitempty"`
-	Hostname  string `json:"hostname,omitempty"`
-	GoVersion string `json:"go_version"`
-	// LoadAverage is /proc/loadavg's 1-minute figure when the run started:
-	// other work on the machine lowers every figure of the run.
-	LoadAverage float64 `json:"load_average_1m"`
-}
-
-// ThroughputReport is the result of one run.
-type ThroughputReport struct {
-	Scenario        string       `json:"scenario"`
-	StartedAt       time.Time    `json:"started_at"`
-	DurationSeconds float64      `json:"duration_seconds"`
-	Machine         MachineInfo  `json:"machine"`
-	Peers           []PeerResult `json:"peers"`
-	// MifsecRatios has one entry per other peer when mifsec is in the run.
-	MifsecRatios []Ratio `json:"mifsec_ratios,omitempty"`
-	// MifsecIKERatios is the same for mifsec-ike (IKEv2-keyed) when it is
-	// in the run: its entry for mifsec compares it with static keys.
-	MifsecIKERatios []Ratio `json:"mifsec_ike_ratios,omitempty"`
-	// MifsecCBCRatios compare mifsec-aes256-sha256 with the other peers on
-	// the same AES-CBC suite (strongswan-aes256-sha256).
-	MifsecCBCRatios []Ratio `json:"mifsec_aes256_sha256_ratios,omitempty"`
-}
-
-// setRatios fills the report's ratios from its peers.
-func (r *ThroughputReport) setRatios() {
-	r.MifsecRatios, r.MifsecIKERatios = mifsecRatios(r.Peers), ratiosOf("mifsec-ike", r.Peers)
-	r.MifsecCBCRatios = nil
-	for _, ratio := range ratiosOf("mifsec-"+cbcSuite, r.Peers) {
-		if strings.HasSuffix(ratio.Peer, "-"+cbcSuite) {
-			r.MifsecCBCRatios = append(r.MifsecCBCRatios, ratio)
-		}
-	}
 }
 
 // RunThroughput measures each configured peer in a fresh topology of lab,
 // tearing it down before the next. Skipped peers are reported, not errors.
 // The report holds what was measured even when the error is not nil (a peer
 // failed, or ctx ended); the caller closes lab in every case.
-func RunThroughput(ctx context.Context, lab *Lab, cfg ThroughputConfig) (*ThroughputReport, error) {
+func RunThroughput(ctx context.Context, lab *labnet.Lab, cfg ThroughputConfig) (*report.ThroughputReport, error) {
 	log := cfg.Log
 	if log == nil {
 		log = io.Discard
 	}
-	peers, err := throughputPeers(cfg)
+	list, err := throughputPeers(cfg)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkTrafficTools(); err != nil {
 		return nil, err
 	}
-	report := &ThroughputReport{
+	rep := &report.ThroughputReport{
 		Scenario:        ThroughputScenario,
 		StartedAt:       time.Now().UTC().Truncate(time.Second),
 		DurationSeconds: cfg.Duration.Seconds(),
-		Machine:         machineInfo(),
+		Machine:         report.ReadMachine(),
 	}
-	var failures []error
-	for _, peer := range peers {
-		result, err := measurePeer(ctx, lab, peer, cfg.Duration, log)
-		report.Peers = append(report.Peers, result)
-		if ctx.Err() != nil {
-			report.setRatios()
-			return report, fmt.Errorf("throughput run interrupted during %s: %w", peer.Name(), ctx.Err())
-		}
-		if err != nil {
-			failures = append(failures, fmt.Errorf("%s: %w", peer.Name(), err))
-			if !cfg.KeepGoing {
-				break
-			}
-		}
+	rep.Peers, err = peerRunner[peers.Peer, *labnet.Topology, report.PeerResult]{
+		what: "throughput run", keepGoing: cfg.KeepGoing, log: log,
+		row: func(peer peers.Peer) report.PeerResult { return report.PeerResult{Name: peer.Name()} },
+		build: func(ctx context.Context, peer peers.Peer) (*labnet.Topology, error) {
+			fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
+			return lab.NewTopology(ctx, peer.Name())
+		},
+		measure: func(ctx context.Context, peer peers.Peer, topo *labnet.Topology, result *report.PeerResult) error {
+			return measureThroughput(ctx, peer, topo, cfg.Duration, result, log)
+		},
+		record: recordThroughput,
+	}.run(ctx, list)
+	for i := range rep.Peers {
+		// Known once the peer was prepared (mifsec's is os.Executable()).
+		rep.Peers[i].Path = list[i].Path()
 	}
-	report.setRatios()
-	return report, errors.Join(failures...)
+	rep.SetRatios()
+	return rep, err
 }
 
-func throughputPeers(cfg ThroughputConfig) ([]Peer, error) {
+func throughputPeers(cfg ThroughputConfig) ([]peers.Peer, error) {
 	if cfg.Duration < time.Second {
 		return nil, fmt.Errorf("duration %v is too short: each direction runs at least 1s", cfg.Duration)
 	}
 	if len(cfg.Peers) == 0 {
 		return nil, errors.New("no peers to measure")
 	}
-	var peers []Peer
+	var list []peers.Peer
 	seen := map[string]bool{}
 	for _, name := range cfg.Peers {
 		if seen[name] {
 			return nil, fmt.Errorf("peer %q is listed twice", name)
 		}
 		seen[name] = true
-		peer, err := NewPeer(name, cfg.PeerOptions)
+		peer, err := peers.NewPeer(name, cfg.PeerOptions)
 		if err != nil {
 			return nil, err
 		}
-		peers = append(peers, peer)
+		list = append(list, peer)
 	}
-	return peers, nil
+	return list, nil
 }
 
-// optionalPeer is a peer whose failures are reported as skips.
-type optionalPeer interface{ Optional() bool }
-
-// measurePeer prepares the peer, builds its topology, brings the tunnel up,
-// runs a TCP flow up then down, and tears everything down again. The error is
-// nil for a skipped peer.
-func measurePeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, log io.Writer) (PeerResult, error) {
-	start := time.Now()
-	result := PeerResult{Name: peer.Name()}
-	err := runPeer(ctx, lab, peer, duration, &result, log)
-	result.Version, result.Path = peer.Version(), peer.Path()
-	result.WallClockSeconds = roundTo(time.Since(start).Seconds(), 1)
-	if err == nil || ctx.Err() != nil {
-		if ctx.Err() != nil {
-			result.Errors = append(result.Errors, "interrupted: "+ctx.Err().Error())
-		}
-		return result, err
-	}
-	reason, skipped := skipReason(err)
-	if optional, ok := peer.(optionalPeer); ok && optional.Optional() && !skipped {
-		reason, skipped = err.Error(), true
-	}
-	if skipped {
-		result.Skipped = reason
-		fmt.Fprintf(log, "%s: skipped: %s\n", peer.Name(), reason)
-		return result, nil
-	}
-	result.Errors = append(result.Errors, err.Error())
-	fmt.Fprintf(log, "%s: failed: %v\n", peer.Name(), err)
-	return result, err
+// recordThroughput stores the runner's outcome in the row.
+func recordThroughput(r *report.PeerResult, o peerOutcome) {
+	r.Version, r.WallClockSeconds, r.Skipped = o.version, o.wallClock, o.skipped
+	r.Errors = append(r.Errors, o.errors...)
 }
 
-func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, result *PeerResult, log io.Writer) (err error) {
-	if err := peer.Prepare(ctx); err != nil {
-		return err
-	}
-	fmt.Fprintf(log, "%s: setting up (%s)\n", peer.Name(), peer.Version())
-	topo, err := lab.NewTopology(ctx, peer.Name())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		err = errors.Join(err, peer.Teardown(), topo.Close())
-	}()
+// measureThroughput brings the tunnel up in topo and runs a TCP flow up
+// then down; the runner tears everything down again.
+func measureThroughput(ctx context.Context, peer peers.Peer, topo *labnet.Topology, duration time.Duration, result *report.PeerResult, log io.Writer) error {
 	if err := peer.Setup(ctx, topo); err != nil {
 		return err
 	}
 	iface := peer.ClientInterface()
 	for _, reverse := range []bool{false, true} {
 		direction := map[bool]string{false: "up", true: "down"}[reverse]
-		before, err := topo.readCounters(ctx, topo.Client, iface)
+		before, err := readCounters(ctx, topo, topo.Client, iface)
 		if err != nil {
 			return err
 		}
@@ -224,7 +123,7 @@ func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, r
 		if measured.Incomplete != "" {
 			return fmt.Errorf("TCP %s: cut short after %d bytes: %s", direction, measured.Bytes, measured.Incomplete)
 		}
-		after, err := topo.readCounters(ctx, topo.Client, iface)
+		after, err := readCounters(ctx, topo, topo.Client, iface)
 		if err != nil {
 			return err
 		}
@@ -236,178 +135,13 @@ func runPeer(ctx context.Context, lab *Lab, peer Peer, duration time.Duration, r
 			return fmt.Errorf("TCP %s: the flow bypassed the tunnel: it moved %d bytes, %s counted only %d",
 				direction, measured.Bytes, iface, crossed)
 		}
-		mbps, retransmits := roundTo(measured.Mbps, 1), measured.Retransmits
+		mbps, retransmits := report.RoundTo(measured.Mbps, 1), measured.Retransmits
 		if reverse {
-			result.DownMbps, result.DownRetransmits, result.DownSeconds = &mbps, &retransmits, roundTo(measured.Seconds, 2)
+			result.DownMbps, result.DownRetransmits, result.DownSeconds = &mbps, &retransmits, report.RoundTo(measured.Seconds, 2)
 		} else {
-			result.UpMbps, result.UpRetransmits, result.UpSeconds = &mbps, &retransmits, roundTo(measured.Seconds, 2)
+			result.UpMbps, result.UpRetransmits, result.UpSeconds = &mbps, &retransmits, report.RoundTo(measured.Seconds, 2)
 		}
 		fmt.Fprintf(log, "%s: %s %.1f Mbit/s, %d retransmits\n", peer.Name(), direction, mbps, retransmits)
 	}
 	return nil
-}
-
-// mifsecRatios divides mifsec's rates by every other measured peer's.
-func mifsecRatios(results []PeerResult) []Ratio { return ratiosOf("mifsec", results) }
-
-// ratiosOf divides the named peer's rates by every other peer's.
-func ratiosOf(name string, results []PeerResult) []Ratio {
-	i := slices.IndexFunc(results, func(r PeerResult) bool { return r.Name == name })
-	if i < 0 {
-		return nil
-	}
-	mifsec := results[i]
-	var ratios []Ratio
-	for _, r := range results {
-		if r.Name == name {
-			continue
-		}
-		ratios = append(ratios, Ratio{Peer: r.Name, Up: ratio(mifsec.UpMbps, r.UpMbps), Down: ratio(mifsec.DownMbps, r.DownMbps)})
-	}
-	return ratios
-}
-
-func ratio(numerator, denominator *float64) *float64 {
-	if numerator == nil || denominator == nil || *denominator <= 0 {
-		return nil
-	}
-	r := roundTo(*numerator / *denominator, 3)
-	return &r
-}
-
-// WriteTable prints the report as an aligned table: Mbit/s and
-// retransmits per direction, mifsec/peer per direction, and the version or
-// why the peer has no figures.
-func (r *ThroughputReport) WriteTable(w io.Writer) error {
-	ratios := map[string]Ratio{}
-	for _, ratio := range r.MifsecRatios {
-		ratios[ratio.Peer] = ratio
-	}
-	rows := [][]string{{"peer", "up Mbit/s", "down Mbit/s", "retr up", "retr down", "mifsec/peer up", "mifsec/peer down", "note"}}
-	for _, p := range r.Peers {
-		note := p.Version
-		switch {
-		case p.Skipped != "":
-			note = "skipped: " + p.Skipped
-		case len(p.Errors) > 0:
-			note = "error: " + p.Errors[0]
-		}
-		ratio := ratios[p.Name]
-		rows = append(rows, []string{p.Name,
-			formatFloat(p.UpMbps, 1), formatFloat(p.DownMbps, 1),
-			formatInt(p.UpRetransmits), formatInt(p.DownRetransmits),
-			formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2), oneLine(note, noteLimit)})
-	}
-	widths := make([]int, len(rows[0]))
-	for _, row := range rows {
-		for i, cell := range row {
-			widths[i] = max(widths[i], len(cell))
-		}
-	}
-	var b strings.Builder
-	for _, row := range rows {
-		last := len(row) - 1
-		for i, cell := range row {
-			switch i {
-			case 0:
-				fmt.Fprintf(&b, "%-*s", widths[i], cell)
-			case last:
-				fmt.Fprintf(&b, "  %s", cell)
-			default:
-				fmt.Fprintf(&b, "  %*s", widths[i], cell)
-			}
-		}
-		b.WriteString("\n")
-	}
-	if len(r.MifsecIKERatios) > 0 {
-		b.WriteString("mifsec-ike/peer (up/down):")
-		for i, ratio := range r.MifsecIKERatios {
-			sep := map[bool]string{false: ",", true: ""}[i == 0]
-			fmt.Fprintf(&b, "%s %s %s/%s", sep, ratio.Peer, formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2))
-		}
-		b.WriteString("\n")
-	}
-	if len(r.MifsecCBCRatios) > 0 {
-		b.WriteString("mifsec-" + cbcSuite + "/peer, same suite (up/down):")
-		for i, ratio := range r.MifsecCBCRatios {
-			sep := map[bool]string{false: ",", true: ""}[i == 0]
-			fmt.Fprintf(&b, "%s %s %s/%s", sep, ratio.Peer, formatFloat(ratio.Up, 2), formatFloat(ratio.Down, 2))
-		}
-		b.WriteString("\n")
-	}
-	fmt.Fprintf(&b, "%s; %.0fs per direction; %d CPUs, kernel %s, load average %.2f at start\n",
-		r.Scenario, r.DurationSeconds, r.Machine.NumCPU, r.Machine.Kernel, r.Machine.LoadAverage)
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-// WriteJSON writes the report to path, creating its directory.
-func (r *ThroughputReport) WriteJSON(path string) error {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode report: %w", err)
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("write report: %w", err)
-		}
-	}
-	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
-}
-
-// noteLimit bounds the note column; the JSON report has the whole text.
-const noteLimit = 200
-
-// oneLine collapses whitespace and newlines and cuts s to at most limit
-// bytes.
-func oneLine(s string, limit int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > limit {
-		s = s[:limit-3] + "..."
-	}
-	return s
-}
-
-func formatFloat(v *float64, decimals int) string {
-	if v == nil {
-		return "-"
-	}
-	return strconv.FormatFloat(*v, 'f', decimals, 64)
-}
-
-func formatInt(v *int) string {
-	if v == nil {
-		return "-"
-	}
-	return strconv.Itoa(*v)
-}
-
-func roundTo(v float64, decimals int) float64 {
-	scale := 1.0
-	for range decimals {
-		scale *= 10
-	}
-	return float64(int64(v*scale+0.5)) / scale
-}
-
-func machineInfo() MachineInfo {
-	info := MachineInfo{NumCPU: runtime.NumCPU(), Kernel: kernelRelease(), GoVersion: runtime.Version()}
-	info.Hostname, _ = os.Hostname()
-	if loadavg, err := readFile("/proc/loadavg"); err == nil {
-		if fields := strings.Fields(loadavg); len(fields) > 0 {
-			info.LoadAverage, _ = strconv.ParseFloat(fields[0], 64)
-		}
-	}
-	if cpuinfo, err := readFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(cpuinfo) {
-			if key, value, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(key) == "model name" {
-				info.CPU = strings.TrimSpace(value)
-				break
-			}
-		}
-	}
-	return info
 }

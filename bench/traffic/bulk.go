@@ -1,9 +1,11 @@
 // Package traffic generates and measures the lab's traffic in Go: bulk TCP
 // (or MPTCP) flows with their goodput over time, retransmissions, RTT and
-// acknowledged bytes read from the kernel (TCP_INFO, MPTCP_INFO), and
-// paced UDP streams. Both ends run in the calling process; the caller opens
-// the sockets (in whichever network namespace it wants) and hands them in,
-// so the package works the same over loopback and across namespaces.
+// acknowledged bytes read from the kernel (TCP_INFO, MPTCP_INFO), paced
+// UDP streams, and the probe stream that records every packet's one-way
+// delay and loss (ProbeStream, ProbeSummary, its outages). Both ends run in
+// the calling process; the caller opens the sockets (in whichever network
+// namespace it wants) and hands them in, so the package works the same over
+// loopback and across namespaces.
 package traffic
 
 import (

@@ -12,11 +12,14 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 func benchCommand() *cli.Command {
 	subcommands := []*cli.Command{benchThroughputCommand(), benchClientsCommand(), benchSoakCommand()}
-	for _, name := range bench.BuiltinScenarios() {
+	for _, name := range scenarios.BuiltinScenarios() {
 		subcommands = append(subcommands, benchScenarioCommand(name))
 	}
 	return &cli.Command{
@@ -24,14 +27,14 @@ func benchCommand() *cli.Command {
 		Usage:     "measure mifsec against other tunnels in network namespaces (needs root)",
 		ArgsUsage: "SCENARIO | FILE.yaml",
 		Description: "`mifsec bench throughput` measures one TCP flow over a plain veth pair. The other scenarios\n" +
-			"(" + strings.Join(bench.BuiltinScenarios(), ", ") + ", or a scenario file: `mifsec bench [flags] FILE.yaml`)\n" +
+			"(" + strings.Join(scenarios.BuiltinScenarios(), ", ") + ", or a scenario file: `mifsec bench [flags] FILE.yaml`)\n" +
 			"run on a client host with several emulated uplinks; see docs/lab.md.",
 		Flags:       scenarioFlags(),
 		Subcommands: subcommands,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("bench needs one scenario: throughput, %s, or a scenario file",
-					strings.Join(bench.BuiltinScenarios(), ", "))
+					strings.Join(scenarios.BuiltinScenarios(), ", "))
 			}
 			return runScenarioCommand(c, c.Args().First(), "mifsec-bench")
 		},
@@ -62,7 +65,7 @@ func inheritFlags(c *cli.Context) error {
 // benchScenarioCommand runs a built-in scenario with its peers.
 func benchScenarioCommand(name string) *cli.Command {
 	usage := "the " + name + " scenario"
-	if summary, err := bench.BuiltinSummary(name); err == nil {
+	if summary, err := scenarios.BuiltinSummary(name); err == nil {
 		usage = summary
 	}
 	return &cli.Command{
@@ -85,7 +88,7 @@ func benchThroughputCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "throughput",
 		Usage: "one TCP flow through each tunnel, both directions, in a netns pair over veth",
-		Description: "Each peer gets two fresh network namespaces (" + bench.NamespacePrefix + "PID-PEER-c/-s)\n" +
+		Description: "Each peer gets two fresh network namespaces (" + labnet.NamespacePrefix + "PID-PEER-c/-s)\n" +
 			"joined by a veth pair; the tunnel runs between them and mifsec itself sends and measures one\n" +
 			"TCP flow up (client to server) and down (server to client). Peers: mifsec (this binary's `static` command),\n" +
 			"mifsec-ike (this binary's `gateway` and `connect`: IKEv2 with a PSK, AES-256-GCM),\n" +
@@ -97,7 +100,7 @@ func benchThroughputCommand() *cli.Command {
 			"Namespaces and processes left by an interrupted earlier run are removed first.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "length of each TCP transfer (one per direction)"},
-			&cli.StringFlag{Name: "peers", Value: strings.Join(bench.PeerNames, ","), Usage: "comma-separated peers to measure, in this order"},
+			&cli.StringFlag{Name: "peers", Value: strings.Join(peers.PeerNames, ","), Usage: "comma-separated peers to measure, in this order"},
 			&cli.StringFlag{Name: "json", Value: "bench-out/throughput.json", Usage: "write the JSON report to `FILE`"},
 			&cli.BoolFlag{Name: "keep-going", Usage: "measure the remaining peers after one fails"},
 			&cli.StringFlag{Name: "wireguard-go", Usage: "use this wireguard-go binary instead of building one (`PATH`)"},
@@ -110,10 +113,10 @@ func runBenchThroughput(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("bench throughput takes no arguments, got %q", c.Args().Slice())
 	}
-	var peers []string
+	var names []string
 	for name := range strings.SplitSeq(c.String("peers"), ",") {
 		if name = strings.TrimSpace(name); name != "" {
-			peers = append(peers, name)
+			names = append(names, name)
 		}
 	}
 	mifsecPath, err := os.Executable()
@@ -122,9 +125,9 @@ func runBenchThroughput(c *cli.Context) error {
 	}
 	cfg := bench.ThroughputConfig{
 		Duration:  c.Duration("duration"),
-		Peers:     peers,
+		Peers:     names,
 		KeepGoing: c.Bool("keep-going"),
-		PeerOptions: bench.PeerOptions{
+		PeerOptions: peers.PeerOptions{
 			MifsecPath:      mifsecPath,
 			WireguardGoPath: c.String("wireguard-go"),
 		},
@@ -139,7 +142,7 @@ func runBenchThroughput(c *cli.Context) error {
 	// then fail with EPIPE instead.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx := c.Context
-	lab, err := bench.NewLab(ctx, cfg.Log)
+	lab, err := labnet.NewLab(ctx, cfg.Log)
 	if err != nil {
 		return err
 	}

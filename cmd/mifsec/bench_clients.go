@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/load"
 	"github.com/mifsec/mifsec/ike"
 )
 
@@ -47,7 +47,7 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 
 // benchClientsReport is what --json writes.
 type benchClientsReport struct {
-	Report  bench.ClientsReport `json:"report"`
+	Report  load.ClientsReport  `json:"report"`
 	Clients []benchClientResult `json:"clients"`
 }
 
@@ -63,8 +63,8 @@ type benchClientResult struct {
 	Error       string        `json:"error,omitempty"`
 }
 
-func parseBenchClients(c *cli.Context) (bench.ClientsConfig, error) {
-	var cfg bench.ClientsConfig
+func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {
+	var cfg load.ClientsConfig
 	var err error
 	if cfg.Gateway, err = parseEndpoint(c.String("gateway"), 500); err != nil {
 		return cfg, fmt.Errorf("--gateway: %w", err)
@@ -87,7 +87,7 @@ func parseBenchClients(c *cli.Context) (bench.ClientsConfig, error) {
 	if _, err := ike.ParseIdentity(prefix + "-0.fleet.bench"); err != nil {
 		return cfg, fmt.Errorf("--id-prefix: %w", err)
 	}
-	cfg.ID = bench.FleetIDs(prefix)
+	cfg.ID = load.FleetIDs(prefix)
 	if cfg.Sources, err = parseAddrs(c.StringSlice("source")); err != nil {
 		return cfg, fmt.Errorf("--source: %w", err)
 	}
@@ -108,7 +108,7 @@ func runBenchClients(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := bench.StartClients(c.Context, cfg)
+	f, err := load.StartClients(c.Context, cfg)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/load"
 )
 
 // benchSoakCommand is `mifsec bench soak`: a gateway under an hour of
@@ -39,7 +39,7 @@ Writes summary.txt, report.json and soak.png into --out. Needs root.`,
 }
 
 func runBenchSoak(c *cli.Context) error {
-	cfg := bench.SoakConfig{Clients: c.Int("clients"), Duration: c.Duration("duration"), ChildRekey: c.Duration("child-rekey"),
+	cfg := load.SoakConfig{Clients: c.Int("clients"), Duration: c.Duration("duration"), ChildRekey: c.Duration("child-rekey"),
 		IKERekey: c.Duration("ike-rekey"), FlapEvery: c.Duration("flap-every"), FlapFor: c.Duration("flap-for"),
 		ChurnEvery: c.Duration("churn-every"), ChurnClients: c.Int("churn"), Log: os.Stderr}
 	if cfg.ChurnClients == 0 {
@@ -49,7 +49,7 @@ func runBenchSoak(c *cli.Context) error {
 	if out == "" {
 		out = "mifsec-soak-" + time.Now().Format("20060102-150405")
 	}
-	rep, err := bench.RunSoak(c.Context, cfg)
+	rep, err := load.RunSoak(c.Context, cfg)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/load"
 	"github.com/mifsec/mifsec/internal/testenv"
 )
 
@@ -69,7 +69,7 @@ func TestMifsecGatewayIKESAInitFlood(t *testing.T) {
 		}
 		pingc <- r
 	}()
-	var flood bench.FloodResult
+	var flood load.FloodResult
 	var floodErr error
 	floodDone := make(chan struct{})
 	go func() {
@@ -77,7 +77,7 @@ func TestMifsecGatewayIKESAInitFlood(t *testing.T) {
 		testenv.InNamedNetns(t, client, func() {
 			ctx, cancel := context.WithTimeout(context.Background(), floodFor+5*time.Second)
 			defer cancel()
-			flood, floodErr = bench.FloodIKESAInitResult(ctx, netip.MustParseAddrPort("192.0.2.2:500"), rate, floodFor, sources)
+			flood, floodErr = load.FloodIKESAInitResult(ctx, netip.MustParseAddrPort("192.0.2.2:500"), rate, floodFor, sources)
 		})
 	}()
 

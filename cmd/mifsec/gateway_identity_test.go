@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/load"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/internal/testpki"
@@ -132,8 +132,8 @@ func TestMifsecGatewayCRLReload(t *testing.T) {
 		return cred{id, key, cert}
 	}
 	alice, bob := mk("alice@fleet.bench"), mk("bob@fleet.bench")
-	connectAs := func(c cred) bench.ClientsReport {
-		f := s.startFleet(t, bench.ClientsConfig{Count: 1, CAs: cas, RemoteID: pki.Gateway.Identity, Timeout: 5 * time.Second,
+	connectAs := func(c cred) load.ClientsReport {
+		f := s.startFleet(t, load.ClientsConfig{Count: 1, CAs: cas, RemoteID: pki.Gateway.Identity, Timeout: 5 * time.Second,
 			Credentials: func(int) (ike.Identity, crypto.Signer, []*x509.Certificate, error) {
 				return c.id, c.key, []*x509.Certificate{c.cert}, nil
 			}})

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/load"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/internal/testenv"
@@ -147,14 +147,14 @@ func processMemory(t *testing.T, pid int) memory {
 }
 
 // startFleet runs a client fleet from the client namespace.
-func (s *scaleGateway) startFleet(t *testing.T, cfg bench.ClientsConfig) *bench.Fleet {
+func (s *scaleGateway) startFleet(t *testing.T, cfg load.ClientsConfig) *load.Fleet {
 	t.Helper()
 	return startFleetIn(t, s.client, cfg)
 }
 
 // startFleetIn runs a client fleet from namespace ns; the gateway is
 // 192.0.2.2:500 and the target 10.1.0.1 unless cfg names them.
-func startFleetIn(t *testing.T, ns string, cfg bench.ClientsConfig) *bench.Fleet {
+func startFleetIn(t *testing.T, ns string, cfg load.ClientsConfig) *load.Fleet {
 	t.Helper()
 	if !cfg.Gateway.IsValid() {
 		cfg.Gateway = netip.MustParseAddrPort("192.0.2.2:500")
@@ -162,12 +162,12 @@ func startFleetIn(t *testing.T, ns string, cfg bench.ClientsConfig) *bench.Fleet
 	if !cfg.Target.IsValid() {
 		cfg.Target = netip.MustParseAddr("10.1.0.1")
 	}
-	var f *bench.Fleet
+	var f *load.Fleet
 	var err error
 	testenv.InNamedNetns(t, ns, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		f, err = bench.StartClients(ctx, cfg)
+		f, err = load.StartClients(ctx, cfg)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +179,7 @@ func startFleetIn(t *testing.T, ns string, cfg bench.ClientsConfig) *bench.Fleet
 // checkFleet asserts that every client was established within limit and
 // passed traffic, and that the gateway's status shows each with its own
 // address and traffic counters.
-func (s *scaleGateway) checkFleet(t *testing.T, f *bench.Fleet, n int, limit time.Duration) {
+func (s *scaleGateway) checkFleet(t *testing.T, f *load.Fleet, n int, limit time.Duration) {
 	t.Helper()
 	rep := f.Report()
 	t.Logf("%v", rep)
@@ -228,7 +228,7 @@ func TestMifsecGatewayScale(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let the gateway's start-up allocations settle
 	before := processMemory(t, pid)
 
-	f := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), RemoteID: ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.example")}})
+	f := s.startFleet(t, load.ClientsConfig{Count: n, PSK: []byte(psk), RemoteID: ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.example")}})
 	s.checkFleet(t, f, n, 10*time.Second)
 	after := processMemory(t, pid)
 	t.Logf("gateway memory: VmRSS %d kB before, %d kB with %d clients (%d bytes per client); Pss %d kB → %d kB (%d bytes per client)",
@@ -275,7 +275,7 @@ func TestMifsecGatewayScaleCertificates(t *testing.T) {
 	}
 	s := startScaleGateway(t, "--local-id", pki.Gateway.Identity.String(),
 		"--cert", pki.Gateway.CertFile, "--key", pki.Gateway.KeyFile, "--ca", pki.CA.CertFile)
-	f := s.startFleet(t, bench.ClientsConfig{Count: n, CAs: cas, RemoteID: pki.Gateway.Identity,
+	f := s.startFleet(t, load.ClientsConfig{Count: n, CAs: cas, RemoteID: pki.Gateway.Identity,
 		Credentials: func(i int) (ike.Identity, crypto.Signer, []*x509.Certificate, error) {
 			return creds[i].id, creds[i].key, []*x509.Certificate{creds[i].cert}, nil
 		}})
@@ -321,7 +321,7 @@ func TestMifsecGatewayDPD(t *testing.T) {
 	const n = 3
 	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk),
 		"--dpd", "2s", "--retransmit", "200ms", "--retransmit-tries", "3")
-	f := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk)})
+	f := s.startFleet(t, load.ClientsConfig{Count: n, PSK: []byte(psk)})
 	s.checkFleet(t, f, n, 10*time.Second)
 	// The clients' own DPD is 10 s: the gateway checks them at 2 s, 4 s,
 	// ... and they answer.
@@ -357,10 +357,10 @@ func TestMifsecGatewayListenSeveral(t *testing.T) {
 		other = testenv.NewNamedNetns(t, "scl2")
 		testenv.Veth(t, other, s.gw, netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("198.51.100.2/24"))
 	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--listen", "192.0.2.2,198.51.100.2")
-	a := s.startFleet(t, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: bench.FleetIDs("a")})
-	b := startFleetIn(t, other, bench.ClientsConfig{Count: 3, PSK: []byte(psk), ID: bench.FleetIDs("b"),
+	a := s.startFleet(t, load.ClientsConfig{Count: 3, PSK: []byte(psk), ID: load.FleetIDs("a")})
+	b := startFleetIn(t, other, load.ClientsConfig{Count: 3, PSK: []byte(psk), ID: load.FleetIDs("b"),
 		Gateway: netip.MustParseAddrPort("198.51.100.2:500")})
-	for name, f := range map[string]*bench.Fleet{"192.0.2.2": a, "198.51.100.2": b} {
+	for name, f := range map[string]*load.Fleet{"192.0.2.2": a, "198.51.100.2": b} {
 		if rep := f.Report(); rep.Established != 3 || rep.TrafficOK != 3 {
 			t.Errorf("clients of %s: %v", name, rep)
 		}
@@ -421,10 +421,10 @@ func TestMifsecGatewayInitialContact(t *testing.T) {
 	const psk = "a secret every client shares"
 	const n = 4
 	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk), "--dpd", "0")
-	old := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: bench.FleetIDs("host")})
+	old := s.startFleet(t, load.ClientsConfig{Count: n, PSK: []byte(psk), ID: load.FleetIDs("host")})
 	s.checkFleet(t, old, n, 10*time.Second)
 	old.Abandon()
-	again := s.startFleet(t, bench.ClientsConfig{Count: n, PSK: []byte(psk), ID: bench.FleetIDs("host")})
+	again := s.startFleet(t, load.ClientsConfig{Count: n, PSK: []byte(psk), ID: load.FleetIDs("host")})
 	s.checkFleet(t, again, n, 10*time.Second) // n clients, each with its own address and traffic
 	st := s.status(t)
 	ports := map[uint16]bool{} // of the reconnected clients' sockets
@@ -457,7 +457,7 @@ func TestMifsecGatewayEnforcesLocalTS(t *testing.T) {
 	}, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk))
 	gwID := ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.example")}
 	for i, target := range []string{"10.9.0.1", "192.0.2.2"} {
-		f := s.startFleet(t, bench.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
+		f := s.startFleet(t, load.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
 			Target: netip.MustParseAddr(target), RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, Timeout: 3 * time.Second,
 			ID: func(int) ike.Identity {
 				return ike.Identity{Type: wire.IDFQDN, Data: fmt.Appendf(nil, "rogue%d.example", i)}
@@ -474,7 +474,7 @@ func TestMifsecGatewayEnforcesLocalTS(t *testing.T) {
 		}
 		f.Close()
 	}
-	f := s.startFleet(t, bench.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
+	f := s.startFleet(t, load.ClientsConfig{Count: 1, PSK: []byte(psk), RemoteID: gwID,
 		ID: func(int) ike.Identity { return ike.Identity{Type: wire.IDFQDN, Data: []byte("honest.example")} }})
 	if rep := f.Report(); rep.TrafficOK != 1 {
 		t.Fatalf("a client echoing to 10.1.0.1 inside --local-ts got no reply: %v", rep)

@@ -17,6 +17,10 @@ import (
 	"golang.org/x/term"
 
 	"github.com/mifsec/mifsec/bench"
+	"github.com/mifsec/mifsec/bench/labnet"
+	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/report"
+	"github.com/mifsec/mifsec/bench/scenarios"
 )
 
 func labCommand() *cli.Command {
@@ -51,9 +55,9 @@ func scenarioFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "out", Usage: "write the report, plots and summary into `DIR` (default ./mifsec-<scenario>-<time>)"},
 		&cli.DurationFlag{Name: "duration", Usage: "run the traffic this long, events moved in proportion (default: the scenario's)"},
-		&cli.StringFlag{Name: "peers", Usage: "comma-separated peers to measure (default: the scenario's): " + strings.Join(bench.LabPeerNames, ", ")},
+		&cli.StringFlag{Name: "peers", Usage: "comma-separated peers to measure (default: the scenario's): " + strings.Join(scenarios.LabPeerNames, ", ")},
 		&cli.BoolFlag{Name: "keep-going", Usage: "measure the remaining peers after one fails"},
-		&cli.StringFlag{Name: "tcp-congestion", Usage: "TCP congestion control of the flows on both ends, e.g. bbr (default: the scenario's, else " + bench.DefaultTCPCongestion + ")"},
+		&cli.StringFlag{Name: "tcp-congestion", Usage: "TCP congestion control of the flows on both ends, e.g. bbr (default: the scenario's, else " + scenarios.DefaultTCPCongestion + ")"},
 		&cli.StringFlag{Name: "wireguard-go", Usage: "use this wireguard-go binary instead of building one (`PATH`)"},
 	}
 }
@@ -61,7 +65,7 @@ func scenarioFlags() []cli.Flag {
 // runScenarioCommand runs a scenario for `mifsec lab` and `mifsec bench
 // SCENARIO`, prints the summary and writes the files.
 func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
-	sc, err := bench.LoadScenario(name)
+	sc, err := scenarios.LoadScenario(name)
 	if err != nil {
 		return err
 	}
@@ -75,10 +79,10 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 			return fmt.Errorf("--tcp-congestion: %w", err)
 		}
 	}
-	var peers []string
+	var names []string
 	for p := range strings.SplitSeq(c.String("peers"), ",") {
 		if p = strings.TrimSpace(p); p != "" {
-			peers = append(peers, p)
+			names = append(names, p)
 		}
 	}
 	out := c.String("out")
@@ -102,8 +106,8 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 	}
 	con := newConsole(stderr)
 	cfg := bench.ScenarioConfig{
-		PeerOptions: bench.PeerOptions{MifsecPath: mifsecPath, WireguardGoPath: c.String("wireguard-go")},
-		Peers:       peers,
+		PeerOptions: peers.PeerOptions{MifsecPath: mifsecPath, WireguardGoPath: c.String("wireguard-go")},
+		Peers:       names,
 		KeepGoing:   c.Bool("keep-going"),
 		Log:         con,
 		Tick:        con.tick,
@@ -112,7 +116,7 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 	// removed its namespaces and processes.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx := c.Context
-	lab, err := bench.NewLab(ctx, con)
+	lab, err := labnet.NewLab(ctx, con)
 	if err != nil {
 		return err
 	}
@@ -134,7 +138,7 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 // writeScenarioOutput prints the summary and writes summary.txt,
 // report.json, a plot of every measured peer side by side
 // (throughput.png) and one plot per peer into dir.
-func writeScenarioOutput(report *bench.ScenarioReport, dir string, stdout, log io.Writer) error {
+func writeScenarioOutput(report *report.ScenarioReport, dir string, stdout, log io.Writer) error {
 	var summary strings.Builder
 	if err := report.WriteSummary(&summary); err != nil {
 		return err

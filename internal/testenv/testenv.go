@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -98,6 +99,21 @@ func RequireCommand(t testing.TB, name string) {
 		}
 		t.Skipf("needs command %q: %v", name, err)
 	}
+}
+
+// BuildMifsec builds the mifsec binary into t's temporary directory and
+// returns its path; it skips t when the go command is missing.
+func BuildMifsec(t testing.TB, ctx context.Context) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go not found: needed to build the mifsec binary")
+	}
+	mifsec := filepath.Join(t.TempDir(), "mifsec")
+	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", mifsec, "github.com/mifsec/mifsec/cmd/mifsec").CombinedOutput(); err != nil {
+		t.Fatalf("build mifsec: %v\n%s", err, out)
+	}
+	return mifsec
 }
 
 // WithNetns runs fn on the calling goroutine inside a new, private network
