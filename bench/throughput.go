@@ -13,8 +13,8 @@ import (
 	"github.com/mifsec/mifsec/bench/report"
 )
 
-// ThroughputScenario describes what RunThroughput measures.
-const ThroughputScenario = "two network namespaces joined by one veth pair; one TCP flow through the tunnel, client to server (up) then server to client (down)"
+// throughputScenario describes what RunThroughput measures.
+const throughputScenario = "two network namespaces joined by one veth pair; one TCP flow through the tunnel, client to server (up) then server to client (down)"
 
 // ThroughputConfig selects the peers and the length of each measurement.
 type ThroughputConfig struct {
@@ -46,7 +46,7 @@ func RunThroughput(ctx context.Context, lab *labnet.Lab, cfg ThroughputConfig) (
 		return nil, err
 	}
 	rep := &report.ThroughputReport{
-		Scenario:        ThroughputScenario,
+		Scenario:        throughputScenario,
 		StartedAt:       time.Now().UTC().Truncate(time.Second),
 		DurationSeconds: cfg.Duration.Seconds(),
 		Machine:         report.ReadMachine(),

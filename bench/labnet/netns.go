@@ -55,7 +55,7 @@ type Lab struct {
 func (l *Lab) Owner() int { return l.owner }
 
 // NewLab removes what crashed earlier runs left behind (see
-// RemoveStaleNamespaces) and prepares a new lab. It needs root. Progress
+// removeStaleNamespaces) and prepares a new lab. It needs root. Progress
 // messages go to log (may be nil).
 func NewLab(ctx context.Context, log io.Writer) (*Lab, error) {
 	if log == nil {
@@ -67,7 +67,7 @@ func NewLab(ctx context.Context, log io.Writer) (*Lab, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, errors.New("ip not found: apt-get install iproute2")
 	}
-	removed, err := RemoveStaleNamespaces(ctx)
+	removed, err := removeStaleNamespaces(ctx)
 	for _, ns := range removed {
 		fmt.Fprintf(log, "removed stale namespace %s left by an earlier run\n", ns)
 	}
@@ -303,10 +303,10 @@ func RunCommandIn(ctx context.Context, dir string, env []string, args ...string)
 	return text, nil
 }
 
-// RemoveStaleNamespaces deletes every namespace named with NamespacePrefix
+// removeStaleNamespaces deletes every namespace named with NamespacePrefix
 // whose owning process is gone, after killing the processes still running
 // inside it. It returns the names it removed.
-func RemoveStaleNamespaces(ctx context.Context) ([]string, error) {
+func removeStaleNamespaces(ctx context.Context) ([]string, error) {
 	out, err := RunCommand(ctx, "ip", "netns", "list")
 	if err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)

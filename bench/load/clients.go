@@ -494,7 +494,7 @@ func (c *fleetClient) awaitEcho(ctx context.Context, seq uint16, wait time.Durat
 func (f *Fleet) Results() []ClientResult { return slices.Clone(f.results) }
 
 // Report sums up the results.
-func (f *Fleet) Report() ClientsReport { return SummarizeClients(f.results) }
+func (f *Fleet) Report() ClientsReport { return summarizeClients(f.results) }
 
 // Close deletes every client's IKE SA at the gateway (each session sends
 // its Delete and waits for the answer, 2 s at most) and closes the
@@ -522,8 +522,8 @@ func (f *Fleet) closeSockets() {
 	}
 }
 
-// SummarizeClients computes a report from client results.
-func SummarizeClients(results []ClientResult) ClientsReport {
+// summarizeClients computes a report from client results.
+func summarizeClients(results []ClientResult) ClientsReport {
 	r := ClientsReport{Count: len(results)}
 	var hs, echoes []time.Duration
 	errs := map[string]int{}

@@ -95,7 +95,7 @@ func TestSummarizeClients(t *testing.T) {
 			Established: time.Duration(i+10) * time.Millisecond, TrafficOK: i%10 != 0, EchoRTT: time.Millisecond})
 	}
 	results = append(results, ClientResult{Err: errors.New("connecting: timeout")}, ClientResult{Err: errors.New("connecting: timeout")})
-	r := SummarizeClients(results)
+	r := summarizeClients(results)
 	if r.Count != 102 || r.Established != 100 || r.TrafficOK != 90 {
 		t.Errorf("counts %+v", r)
 	}
@@ -108,7 +108,7 @@ func TestSummarizeClients(t *testing.T) {
 	if len(r.Errors) != 1 || !strings.HasPrefix(r.Errors[0], "2× ") {
 		t.Errorf("errors %q", r.Errors)
 	}
-	if r := SummarizeClients(results[:100]); r.All != 109*time.Millisecond {
+	if r := summarizeClients(results[:100]); r.All != 109*time.Millisecond {
 		t.Errorf("All = %v, want the last client's 109ms", r.All)
 	}
 }

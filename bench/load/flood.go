@@ -19,8 +19,8 @@ import (
 
 // Bounds of an IKE_SA_INIT flood: it is a test tool, never a weapon.
 const (
-	MaxFloodRate     = 100_000          // requests per second
-	MaxFloodDuration = 60 * time.Second // per call
+	maxFloodRate     = 100_000          // requests per second
+	maxFloodDuration = 60 * time.Second // per call
 	maxFloodSources  = 256
 )
 
@@ -50,7 +50,7 @@ func (r FloodResult) Rate() float64 {
 	return float64(r.Sent) / r.Elapsed.Seconds()
 }
 
-// FloodIKESAInit sends valid-looking IKE_SA_INIT requests (SA
+// floodIKESAInit sends valid-looking IKE_SA_INIT requests (SA
 // aes256gcm16-prfsha256-x25519, a KE with an x25519 public value, a
 // nonce, a random SPIi per request) to target at rate requests per second
 // for d, spread round-robin over UDP sockets bound to sources (port 0), so
@@ -58,16 +58,16 @@ func (r FloodResult) Rate() float64 {
 // interface. It paces in batches every millisecond and stops early when ctx
 // ends, returning the number of requests sent.
 //
-// It is bounded: rate at most MaxFloodRate, d at most MaxFloodDuration, and
+// It is bounded: rate at most maxFloodRate, d at most maxFloodDuration, and
 // target must be loopback (127.0.0.0/8, ::1) or in the ranges the
 // namespace tests use (192.0.2.0/24, 198.51.100.0/24, fd00::/8); any other
 // target is refused.
-func FloodIKESAInit(ctx context.Context, target netip.AddrPort, rate int, d time.Duration, sources []netip.Addr) (sent int, err error) {
+func floodIKESAInit(ctx context.Context, target netip.AddrPort, rate int, d time.Duration, sources []netip.Addr) (sent int, err error) {
 	r, err := FloodIKESAInitResult(ctx, target, rate, d, sources)
 	return r.Sent, err
 }
 
-// FloodIKESAInitResult is FloodIKESAInit that also counts the responses,
+// FloodIKESAInitResult is floodIKESAInit that also counts the responses,
 // and those of them that demand a COOKIE, received until shortly after the
 // last request.
 func FloodIKESAInitResult(ctx context.Context, target netip.AddrPort, rate int, d time.Duration, sources []netip.Addr) (FloodResult, error) {
@@ -166,11 +166,11 @@ loop:
 }
 
 func checkFlood(target netip.AddrPort, rate int, d time.Duration, sources []netip.Addr) error {
-	if rate <= 0 || rate > MaxFloodRate {
-		return fmt.Errorf("flood rate %d/s: want 1..%d", rate, MaxFloodRate)
+	if rate <= 0 || rate > maxFloodRate {
+		return fmt.Errorf("flood rate %d/s: want 1..%d", rate, maxFloodRate)
 	}
-	if d <= 0 || d > MaxFloodDuration {
-		return fmt.Errorf("flood duration %v: want up to %v", d, MaxFloodDuration)
+	if d <= 0 || d > maxFloodDuration {
+		return fmt.Errorf("flood duration %v: want up to %v", d, maxFloodDuration)
 	}
 	if len(sources) == 0 || len(sources) > maxFloodSources {
 		return fmt.Errorf("%d flood sources: want 1..%d", len(sources), maxFloodSources)

@@ -13,14 +13,14 @@ import (
 func TestFloodIKESAInitRefusesOtherTargets(t *testing.T) {
 	src := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	for _, target := range []string{"8.8.8.8:500", "10.0.0.1:500", "[2001:db8::1]:500", "127.0.0.1:0"} {
-		if _, err := FloodIKESAInit(context.Background(), netip.MustParseAddrPort(target), 10, time.Millisecond, src); err == nil {
+		if _, err := floodIKESAInit(context.Background(), netip.MustParseAddrPort(target), 10, time.Millisecond, src); err == nil {
 			t.Errorf("flood of %s was not refused", target)
 		}
 	}
-	if _, err := FloodIKESAInit(context.Background(), netip.MustParseAddrPort("127.0.0.1:500"), MaxFloodRate+1, time.Millisecond, src); err == nil {
+	if _, err := floodIKESAInit(context.Background(), netip.MustParseAddrPort("127.0.0.1:500"), maxFloodRate+1, time.Millisecond, src); err == nil {
 		t.Error("a rate above MaxFloodRate was not refused")
 	}
-	if _, err := FloodIKESAInit(context.Background(), netip.MustParseAddrPort("127.0.0.1:500"), 10, MaxFloodDuration+time.Second, src); err == nil {
+	if _, err := floodIKESAInit(context.Background(), netip.MustParseAddrPort("127.0.0.1:500"), 10, maxFloodDuration+time.Second, src); err == nil {
 		t.Error("a duration above MaxFloodDuration was not refused")
 	}
 }
@@ -77,7 +77,7 @@ func TestFloodIKESAInit(t *testing.T) {
 	sources := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
 	target := l.LocalAddr().(*net.UDPAddr).AddrPort()
 	start := time.Now()
-	sent, err := FloodIKESAInit(context.Background(), target, 1000, 200*time.Millisecond, sources)
+	sent, err := floodIKESAInit(context.Background(), target, 1000, 200*time.Millisecond, sources)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatal(err)

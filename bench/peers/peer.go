@@ -21,7 +21,7 @@ type Lifecycle interface {
 	// Name is the peer's name on the command line and in reports.
 	Name() string
 	// Prepare finds (or builds) what the peer needs before any namespace
-	// exists. It returns a *SkipError when the peer cannot run here.
+	// exists. It returns a *skipError when the peer cannot run here.
 	Prepare(ctx context.Context) error
 	// Version describes the peer's software.
 	Version() string
@@ -48,18 +48,18 @@ type Peer interface {
 	ClientInterface() string
 }
 
-// SkipError says why a peer cannot be measured on this machine.
-type SkipError struct{ Reason string }
+// skipError says why a peer cannot be measured on this machine.
+type skipError struct{ Reason string }
 
-func (e *SkipError) Error() string { return "skipped: " + e.Reason }
+func (e *skipError) Error() string { return "skipped: " + e.Reason }
 
 func skipf(format string, args ...any) error {
-	return &SkipError{Reason: fmt.Sprintf(format, args...)}
+	return &skipError{Reason: fmt.Sprintf(format, args...)}
 }
 
-// SkipReason returns the reason when err is a *SkipError.
+// SkipReason returns the reason when err is a *skipError.
 func SkipReason(err error) (string, bool) {
-	var skip *SkipError
+	var skip *skipError
 	if errors.As(err, &skip) {
 		return skip.Reason, true
 	}
@@ -69,8 +69,8 @@ func SkipReason(err error) (string, bool) {
 // PeerNames lists the peers in the default order of a run.
 var PeerNames = []string{"mifsec", "mifsec-ike", "wireguard-go", "strongswan", "mifsec-aes256-sha256", "strongswan-aes256-sha256", "veth"}
 
-// MorePeerNames are peers a run measures only when named.
-var MorePeerNames = []string{"mifsec-ike-" + CBCSuite}
+// morePeerNames are peers a run measures only when named.
+var morePeerNames = []string{"mifsec-ike-" + CBCSuite}
 
 // CBCSuite is the AES-CBC suite the -aes256-sha256 peers run: what the
 // IKEv2 clients of macOS and iOS negotiate.
@@ -107,7 +107,7 @@ func NewPeer(name string, opts PeerOptions) (Peer, error) {
 	case "veth":
 		return &vethPeer{}, nil
 	}
-	return nil, fmt.Errorf("unknown peer %q (known: %s)", name, strings.Join(slices.Concat(PeerNames, MorePeerNames), ", "))
+	return nil, fmt.Errorf("unknown peer %q (known: %s)", name, strings.Join(slices.Concat(PeerNames, morePeerNames), ", "))
 }
 
 // waitForPing sends ICMP echo requests to dst from the client namespace

@@ -163,8 +163,8 @@ const (
 	ActionDown = "down"
 	// ActionUp restores a link that was down.
 	ActionUp = "up"
-	// ActionSet changes link fields (rate, delay, loss, ...).
-	ActionSet = "set"
+	// actionSet changes link fields (rate, delay, loss, ...).
+	actionSet = "set"
 	// ActionUnplug sets the client's interface administratively down (the
 	// client's kernel sees it go away), ActionPlug back up.
 	ActionUnplug = "unplug"
@@ -264,7 +264,7 @@ type Rate float64
 
 // UnmarshalYAML reads a rate with an optional unit.
 func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
-	v, err := parseScalar(n, "want a rate like 50Mbit", ParseRate)
+	v, err := parseScalar(n, "want a rate like 50Mbit", parseRate)
 	if err != nil {
 		return err
 	}
@@ -272,10 +272,10 @@ func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// ParseRate reads a bit rate: a number with an optional unit bit, kbit,
+// parseRate reads a bit rate: a number with an optional unit bit, kbit,
 // Mbit or Gbit (also kbps, Mbps, Gbps; "/s" may follow; case does not
 // matter). Byte units are refused: link rates are in bits.
-func ParseRate(s string) (float64, error) {
+func parseRate(s string) (float64, error) {
 	v, unit, err := parseNumber(s, "rate", "want a number with a unit such as 50Mbit")
 	if err != nil {
 		return 0, err
@@ -301,7 +301,7 @@ type Size int
 
 // UnmarshalYAML reads a size with an optional unit.
 func (z *Size) UnmarshalYAML(n *yaml.Node) error {
-	v, err := parseScalar(n, "want a size like 64KiB", ParseSize)
+	v, err := parseScalar(n, "want a size like 64KiB", parseSize)
 	if err != nil {
 		return err
 	}
@@ -309,9 +309,9 @@ func (z *Size) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// ParseSize reads a byte count: a number with an optional unit B, kB, KiB,
+// parseSize reads a byte count: a number with an optional unit B, kB, KiB,
 // MB or MiB.
-func ParseSize(s string) (int, error) {
+func parseSize(s string) (int, error) {
 	v, unit, err := parseNumber(s, "size", "want a number of bytes, optionally with kB, KiB, MB or MiB")
 	if err != nil {
 		return 0, err
@@ -687,9 +687,9 @@ func (s *Scenario) normalizeEvents() error {
 		switch e.Action {
 		case ActionDown, ActionUp, ActionUnplug, ActionPlug:
 			if e.Set != nil {
-				return fmt.Errorf("%s.set: only for action %q", field, ActionSet)
+				return fmt.Errorf("%s.set: only for action %q", field, actionSet)
 			}
-		case ActionSet:
+		case actionSet:
 			if e.Set == nil {
 				return fmt.Errorf("%s.set: action set needs the fields to change", field)
 			}
@@ -706,7 +706,7 @@ func (s *Scenario) normalizeEvents() error {
 		default:
 			return fmt.Errorf("%s.direction: %q is not up or down", field, e.Direction)
 		}
-		if e.Direction != "" && e.Action != ActionSet && e.Action != ActionDown && e.Action != ActionUp {
+		if e.Direction != "" && e.Action != actionSet && e.Action != ActionDown && e.Action != ActionUp {
 			return fmt.Errorf("%s.direction: not for action %q", field, e.Action)
 		}
 	}
@@ -1084,7 +1084,7 @@ func ApplyEvent(cfg linkemu.Config, e EventSpec) linkemu.Config {
 			shape.Down = true
 		case ActionUp:
 			shape.Down = false
-		case ActionSet:
+		case actionSet:
 			e.Set.apply(shape)
 		}
 	}
@@ -1103,7 +1103,7 @@ func (e EventSpec) Describe() string {
 		what = "unplugged"
 	case ActionPlug:
 		what = "plugged in"
-	case ActionSet:
+	case actionSet:
 		var parts []string
 		l := e.Set
 		if l.Rate != nil {

@@ -178,23 +178,23 @@ func TestParseScenarioErrors(t *testing.T) {
 func TestParseRateAndSize(t *testing.T) {
 	rates := map[string]float64{"50Mbit": 50e6, "1.5 Gbit/s": 1.5e9, "500kbit": 500e3, "20mbps": 20e6, "1000": 1000, "0": 0}
 	for in, want := range rates {
-		if got, err := ParseRate(in); err != nil || got != want {
+		if got, err := parseRate(in); err != nil || got != want {
 			t.Errorf("ParseRate(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
 	sizes := map[string]int{"64KiB": 65536, "100kB": 100000, "1MB": 1e6, "1500": 1500, "2 MiB": 2 << 20}
 	for in, want := range sizes {
-		if got, err := ParseSize(in); err != nil || got != want {
+		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "Mbit", "5 furlongs", "NaN"} {
-		if _, err := ParseRate(bad); err == nil {
+		if _, err := parseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) accepted", bad)
 		}
 	}
 	for _, bad := range []string{"", "-1", "2GiB", "5 TB"} {
-		if _, err := ParseSize(bad); err == nil {
+		if _, err := parseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q) accepted", bad)
 		}
 	}

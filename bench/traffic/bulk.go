@@ -31,11 +31,11 @@ const (
 
 // Default sampling intervals.
 const (
-	// DefaultInterval is the goodput interval.
-	DefaultInterval = 100 * time.Millisecond
-	// DefaultProgressInterval is how often the senders' TCP_INFO is read
+	// defaultInterval is the goodput interval.
+	defaultInterval = 100 * time.Millisecond
+	// defaultProgressInterval is how often the senders' TCP_INFO is read
 	// for acknowledged bytes and retransmissions.
-	DefaultProgressInterval = 10 * time.Millisecond
+	defaultProgressInterval = 10 * time.Millisecond
 )
 
 // helloMagic starts every bulk connection: the client sends it first, so
@@ -62,9 +62,9 @@ type Bulk struct {
 	// Base is the clock the result's times are relative to (seconds since
 	// Base); zero means the moment the connections are established.
 	Base time.Time
-	// Interval is the goodput interval (default DefaultInterval);
+	// Interval is the goodput interval (default defaultInterval);
 	// ProgressInterval how often the senders' kernel counters are read
-	// (default DefaultProgressInterval).
+	// (default defaultProgressInterval).
 	Interval, ProgressInterval time.Duration
 	// Grace is how long after Duration the receivers wait for data still in
 	// flight before the transfer is cut off (default 4 s).
@@ -126,10 +126,10 @@ func (b *Bulk) Run(ctx context.Context) (*Result, error) {
 	}
 	interval, progressEvery, grace := b.Interval, b.ProgressInterval, b.Grace
 	if interval <= 0 {
-		interval = DefaultInterval
+		interval = defaultInterval
 	}
 	if progressEvery <= 0 {
-		progressEvery = DefaultProgressInterval
+		progressEvery = defaultProgressInterval
 	}
 	if grace <= 0 {
 		grace = 4 * time.Second

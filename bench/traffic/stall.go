@@ -82,7 +82,7 @@ func (r *Result) LowGoodput(from, to, fraction float64) (seconds, startS float64
 		if in.T <= from+1e-9 || in.T > to+1e-9 {
 			continue
 		}
-		width := DefaultInterval.Seconds()
+		width := defaultInterval.Seconds()
 		if prevEnd >= 0 {
 			width = in.T - prevEnd
 		}
