@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mifsec/mifsec/bench/peers"
-	"github.com/mifsec/mifsec/bench/report"
 	"io"
 	"time"
+
+	"github.com/mifsec/mifsec/bench/peers"
+	"github.com/mifsec/mifsec/bench/report"
 )
 
 // optionalPeer is a peer whose failures are reported as skips.
