@@ -329,7 +329,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		// inflate the rate.
 		interval := time.Duration(max(rec.sent-p.prevSent, now-int64(max(r.Hold, 0))-p.prevReplied))
 		sent := rec.tx.Bytes - p.prevTx.Bytes
-		offered := p.pickerRate * time.Duration(rec.sent-p.prevSent).Seconds()
+		offered := p.rate.Rate * time.Duration(rec.sent-p.prevSent).Seconds()
 		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
 		if sent > 0 || p.rate.Rate > 0 {
 			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited)

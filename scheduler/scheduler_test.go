@@ -375,3 +375,45 @@ func TestOneWayDelayAndSpread(t *testing.T) {
 		t.Errorf("unknown path: %v", err)
 	}
 }
+
+// TestStartupEndsAtCapacity feeds a path exactly what it carries, as an
+// ack-clocked TCP flow does once it backs off at the bottleneck: the path
+// is then not limited by what it was offered, so the rate estimator must
+// leave startup and the picker must not go on rating the path at twice
+// its measured rate (which left its virtual queue empty while its real
+// one overflowed).
+func TestStartupEndsAtCapacity(t *testing.T) {
+	s := New(Config{})
+	now := int64(time.Second)
+	if err := s.AddPath(PathConfig{ID: 0}, now); err != nil {
+		t.Fatal(err)
+	}
+	rate := mbit(50)
+	var tx, rx Counters
+	for seq := uint32(1); seq <= 200; seq++ {
+		if err := s.ProbeSent(0, seq, now, tx); err != nil {
+			t.Fatal(err)
+		}
+		rtt := 48 * time.Millisecond // a standing queue: no probe boost
+		if seq == 1 {
+			rtt = 40 * time.Millisecond
+		}
+		if err := s.ProbeReply(0, ProbeReply{Seq: seq, Rx: rx}, now+int64(rtt)); err != nil {
+			t.Fatal(err)
+		}
+		const step = 30 * time.Millisecond
+		now += int64(step)
+		b := uint64(rate * step.Seconds())
+		tx.Bytes, tx.Packets = tx.Bytes+b, tx.Packets+b/1400
+		rx.Bytes, rx.Packets = rx.Bytes+b, rx.Packets+b/1400
+		s.Tick(now)
+	}
+	info, ok := s.Info(0, now)
+	if !ok {
+		t.Fatal("no path 0")
+	}
+	if info.Gain > 1.25 || info.PickerRate > 1.3*rate {
+		t.Errorf("fed its capacity for 6 s: gain %.2f, picker rate %.1f Mbit/s for a %.1f Mbit/s path; want gain ≤ 1.25 and picker rate ≤ 1.3×",
+			info.Gain, info.PickerRate*8/1e6, rate*8/1e6)
+	}
+}
