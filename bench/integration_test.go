@@ -118,7 +118,7 @@ func TestThroughputMifsecIKE(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := testenv.BuildMifsec(t, ctx)
+	mifsec := testenv.MifsecBinary(t)
 
 	lab := newTestLab(t, ctx)
 	report, err := RunThroughput(ctx, lab, ThroughputConfig{

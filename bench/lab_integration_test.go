@@ -45,7 +45,7 @@ func TestLabCommand(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := testenv.BuildMifsec(t, ctx)
+	mifsec := testenv.MifsecBinary(t)
 	out := filepath.Join(t.TempDir(), "out")
 	cmd := exec.CommandContext(ctx, mifsec, "lab", "--duration", "6s", "--out", out)
 	var stdout, stderr bytes.Buffer
@@ -171,7 +171,7 @@ func TestLabKilledThenRerun(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := testenv.BuildMifsec(t, ctx)
+	mifsec := testenv.MifsecBinary(t)
 
 	first := exec.CommandContext(ctx, mifsec, "lab", "--duration", "20s", "--out", filepath.Join(t.TempDir(), "first"))
 	log := &testenv.SyncBuffer{}
@@ -253,7 +253,7 @@ func TestScenarioNATAndUnplug(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mifsec := testenv.BuildMifsec(t, ctx)
+	mifsec := testenv.MifsecBinary(t)
 	sc, err := scenarios.ParseScenario(strings.NewReader(`
 name: nat
 duration: 4s

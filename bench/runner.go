@@ -82,11 +82,12 @@ func (r peerRunner[P, N, R]) runOne(ctx context.Context, peer P) (R, error) {
 // *SkipError, or any failure of an optional peer) or failed. The error it
 // returns is nil for a skipped peer.
 func (r peerRunner[P, N, R]) judge(ctx context.Context, peer P, err error, outcome *peerOutcome) error {
-	if err == nil || ctx.Err() != nil {
-		if ctx.Err() != nil {
-			outcome.errors = append(outcome.errors, "interrupted: "+ctx.Err().Error())
-		}
+	if ctx.Err() != nil {
+		outcome.errors = append(outcome.errors, "interrupted: "+ctx.Err().Error())
 		return err
+	}
+	if err == nil {
+		return nil
 	}
 	reason, skipped := peers.SkipReason(err)
 	if optional, ok := any(peer).(optionalPeer); ok && optional.Optional() && !skipped {

@@ -18,7 +18,7 @@ func TestSoakShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var log strings.Builder
-	rep, err := RunSoak(ctx, SoakConfig{Binary: testenv.BuildMifsec(t, ctx), Clients: 10, ChurnClients: 2, Duration: 30 * time.Second,
+	rep, err := RunSoak(ctx, SoakConfig{Binary: testenv.MifsecBinary(t), Clients: 10, ChurnClients: 2, Duration: 30 * time.Second,
 		ChildRekey: 3 * time.Second, IKERekey: 8 * time.Second, FlapEvery: 9 * time.Second, FlapFor: time.Second,
 		ChurnEvery: 6 * time.Second, SampleEvery: time.Second, Log: &log})
 	if err != nil {

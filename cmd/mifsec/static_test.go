@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,28 +23,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// buildBinary compiles mifsec once per test run.
-var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "mifsec-test-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "mifsec")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
 func mifsecBinary(t *testing.T) string {
 	t.Helper()
-	bin, err := buildBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
+	return testenv.MifsecBinary(t)
 }
 
 // startStatic runs `mifsec static` in ns until the test ends.

@@ -101,20 +101,35 @@ func RequireCommand(t testing.TB, name string) {
 	}
 }
 
-// BuildMifsec builds the mifsec binary into t's temporary directory and
-// returns its path; it skips t when the go command is missing.
-func BuildMifsec(t testing.TB, ctx context.Context) string {
+// MifsecBinary returns the mifsec binary, built once per test process
+// (CGO_ENABLED=0, as released) into a temporary directory; it skips t when
+// the go command is missing. Every package's tests that run the binary
+// share it.
+func MifsecBinary(t testing.TB) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
+	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go not found: needed to build the mifsec binary")
 	}
-	mifsec := filepath.Join(t.TempDir(), "mifsec")
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", mifsec, "github.com/mifsec/mifsec/cmd/mifsec").CombinedOutput(); err != nil {
-		t.Fatalf("build mifsec: %v\n%s", err, out)
+	bin, err := buildMifsec()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return mifsec
+	return bin
 }
+
+var buildMifsec = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "mifsec-test-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "mifsec")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/mifsec/mifsec/cmd/mifsec")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
 
 // WithNetns runs fn on the calling goroutine inside a new, private network
 // namespace whose loopback interface is up. The namespace disappears once
