@@ -66,6 +66,7 @@ type OrderStatus struct {
 	LostEarly  uint64 `json:"lost_early"`
 	Overflow   uint64 `json:"overflow"`
 	Late       uint64 `json:"late"`
+	Reordered  uint64 `json:"reordered,omitempty"` // of late: their gap had been inferred lost (their path reordered)
 	Duplicates uint64 `json:"duplicates"`
 	HeldNow    int    `json:"held_now"`
 }
