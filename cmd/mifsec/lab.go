@@ -108,10 +108,10 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 	cfg := bench.ScenarioConfig{
 		PeerOptions: peers.PeerOptions{MifsecPath: mifsecPath, WireguardGoPath: c.String("wireguard-go"),
 			LogLevel: logLevelOf(c)},
-		Peers:       names,
-		KeepGoing:   c.Bool("keep-going"),
-		Log:         con,
-		Tick:        con.tick,
+		Peers:     names,
+		KeepGoing: c.Bool("keep-going"),
+		Log:       con,
+		Tick:      con.tick,
 	}
 	// A closed stdout or stderr must not kill the process before it has
 	// removed its namespaces and processes.
