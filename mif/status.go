@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -156,31 +157,40 @@ type stopReply struct {
 }
 
 // ServeControl answers requests on the control socket at path until ctx
-// ends. The socket is readable by root only.
-func ServeControl(ctx context.Context, path string, ctl Control) error {
+// ends or closeControl is called, and removes the socket then. The socket
+// is readable by root only. A process that exits must call closeControl
+// itself: removal on ctx alone runs on a goroutine that may not get to
+// run before the process ends, and the socket file stays behind.
+func ServeControl(ctx context.Context, path string, ctl Control) (closeControl func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("control socket directory: %w", err)
+		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
 	// The sockets of every network namespace share /run: an instance in
 	// another namespace on a TUN device of the same name must keep its
 	// socket. Only a socket no one answers on is stale.
 	if conn, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		conn.Close()
-		return fmt.Errorf("another mifsec instance answers on %s (the same TUN name in another network namespace?): choose another --tun", path)
+		return nil, fmt.Errorf("another mifsec instance answers on %s (the same TUN name in another network namespace?): choose another --tun", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing stale control socket: %w", err)
+		return nil, fmt.Errorf("removing stale control socket: %w", err)
 	}
 	old := syscall.Umask(0o077)
 	ln, err := net.Listen("unix", path)
 	syscall.Umask(old)
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w", path, err)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	var once sync.Once
+	closeControl = func() {
+		once.Do(func() {
+			ln.Close()
+			os.Remove(path)
+		})
 	}
 	go func() {
 		<-ctx.Done()
-		ln.Close()
-		os.Remove(path)
+		closeControl()
 	}()
 	go func() {
 		for {
@@ -191,7 +201,7 @@ func ServeControl(ctx context.Context, path string, ctl Control) error {
 			go ctl.answer(conn)
 		}
 	}()
-	return nil
+	return closeControl, nil
 }
 
 // answer reads one request from conn and replies to it.

@@ -28,11 +28,20 @@ type instance struct {
 // socket now, while the process may still reach it, and tells systemd
 // STOPPING=1 when the context ends.
 func startInstance(parent context.Context, tunName string, status func() any) (*instance, context.CancelFunc) {
-	ctx, stop := context.WithCancel(parent)
+	ctx, cancel := context.WithCancel(parent)
 	in := &instance{ctx: ctx, notify: openNotifier()}
+	stop := cancel
 	if status != nil {
-		if err := mif.ServeControl(ctx, mif.ControlSocket(tunName), mif.Control{Status: status, Stop: stop}); err != nil {
+		closeControl, err := mif.ServeControl(ctx, mif.ControlSocket(tunName), mif.Control{Status: status, Stop: cancel})
+		if err != nil {
 			slog.Warn("status will not be available", "err", err)
+		} else {
+			// The socket goes before the process does, whichever way it
+			// ends (callers defer stop).
+			stop = func() {
+				cancel()
+				closeControl()
+			}
 		}
 	}
 	if in.notify != nil {
