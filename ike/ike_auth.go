@@ -22,6 +22,13 @@ func (s *Session) connect(ctx context.Context, initialContact bool) error {
 	s.remote, s.natT = s.cfg.Remote, s.cfg.Remote.Port() == 4500
 	s.log.Info("connecting", "gateway", s.cfg.Remote)
 	init, err := s.initExchange(ctx)
+	for redirect := (*redirectError)(nil); errors.As(err, &redirect); {
+		if err := s.followRedirect(ctx, redirect.to); err != nil {
+			return err
+		}
+		s.remote, s.natT = s.cfg.Remote, s.cfg.Remote.Port() == 4500
+		init, err = s.initExchange(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -139,10 +146,12 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	if err := s.h.Configured(addrs, dns); err != nil {
 		return err
 	}
+	s.tellRedirected() // ESP to the gateway we were redirected to (redirect.go)
 	if err := s.h.InstallChild(child); err != nil {
 		return err
 	}
 	s.h.SwitchOutbound(child)
+	s.redirectedFrom = netip.Addr{} // REDIRECTED_FROM goes only to the gateway we were sent to
 	child.switched = true
 	s.sa, s.child = sa, child
 	s.authAccepted(reply) // MOBIKE, MIF (mobike.go)
@@ -532,6 +541,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	}
 	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
 	c.psk = psk
+	c.redirectOK = sa.redirectOK
 	sa.client = c
 	r.clients = append(r.clients, c)
 
