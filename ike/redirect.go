@@ -353,6 +353,13 @@ func (s *Session) moveTo(ctx context.Context, to wire.RedirectGateway) error {
 		return err
 	}
 	s.sa, s.oldSAs, s.child, s.oldKids = nil, nil, nil, nil
+	s.keepAddrs = nil
+	for _, a := range old.status.Addresses {
+		if p, err := netip.ParsePrefix(a); err == nil {
+			s.keepAddrs = append(s.keepAddrs, p)
+		}
+	}
+	defer func() { s.keepAddrs = nil }()
 	start := s.cfg.Now()
 	if err := s.connect(ctx, true); err != nil {
 		restore()

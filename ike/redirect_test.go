@@ -302,9 +302,12 @@ func TestDrainRedirectsEstablished(t *testing.T) {
 	b := newBus(t, []string{"192.0.2.1", "192.0.2.2"}, redirectCfg(0, "192.0.2.2"), redirectCfg(0))
 	s, h := b.client(t, "198.51.100.1", "192.0.2.1", SessionConfig{})
 	stay, _ := b.client(t, "198.51.100.2", "192.0.2.1", SessionConfig{DisableRedirect: true})
-	connect(t, s, true)
 	connect(t, stay, true)
+	connect(t, s, true)
 	oldChild := h.last()
+	if got := s.Status().Addresses; !slices.Equal(got, []string{"10.3.0.3/32"}) {
+		t.Fatalf("addresses at the first gateway %v", got)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, c := range []*Session{s, stay} {
@@ -346,6 +349,11 @@ func TestDrainRedirectsEstablished(t *testing.T) {
 	st := s.Status()
 	if st.Redirects != 1 || st.RedirectedFrom != "192.0.2.1:500" {
 		t.Errorf("status after the redirect: %d redirects from %q", st.Redirects, st.RedirectedFrom)
+	}
+	// It asked the new gateway for the address it had (10.3.0.3, where
+	// the new gateway's pool would have leased 10.3.0.2 first).
+	if !slices.Equal(st.Addresses, []string{"10.3.0.3/32"}) {
+		t.Errorf("addresses at the new gateway %v, want the old 10.3.0.3/32 kept", st.Addresses)
 	}
 	if got := h.redirects(); !slices.Equal(got, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.2:500")}) {
 		t.Errorf("handler told of redirects %v", got)

@@ -217,6 +217,7 @@ type Session struct {
 	redirects      []time.Time
 	redirectedFrom netip.Addr
 	toldGateway    netip.AddrPort
+	keepAddrs      []netip.Prefix // the inner addresses to ask the new gateway for
 }
 
 // Status is a snapshot of a session for `mifsec status`.
