@@ -107,13 +107,18 @@ func (p *AddressPool) LeaseFor(id string) (netip.Addr, error) {
 
 // LeaseRequested leases want to the client with identity id when the
 // client asked for it (RFC 7296 §3.15.1: a client redirected from another
-// gateway of the same service asks for the address it had there), it is
-// free and no other identity had it last; false otherwise.
+// gateway of the same service asks for the address it had there) and it
+// is free; false otherwise. An identity that had it last here loses its
+// claim: the address is in use elsewhere in the service.
 func (p *AddressPool) LeaseRequested(id string, want netip.Addr) bool {
-	if !want.IsValid() || !p.usable(want) || p.leased[want] || (p.owner[want] != "" && p.owner[want] != id) {
+	if !want.IsValid() || !p.usable(want) || p.leased[want] {
 		return false
 	}
 	p.leased[want] = true
+	if prev, ok := p.owner[want]; ok {
+		delete(p.last, prev)
+		delete(p.owner, want)
+	}
 	if id != "" {
 		if old, ok := p.last[id]; ok {
 			delete(p.owner, old)
