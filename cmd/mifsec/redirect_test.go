@@ -207,12 +207,11 @@ func TestStrongSwanFollowsRedirect(t *testing.T) {
 	}
 	logRedirects := func() {
 		for _, line := range strings.Split(charon.Log(), "\n") {
-			if strings.Contains(strings.ToLower(line), "redirect") {
+			if l := strings.ToLower(line); strings.Contains(l, "redir") || strings.Contains(l, "delet") {
 				t.Log("charon:", line)
 			}
 		}
 	}
-	logRedirects()
 
 	// The mifsec client leaves the first gateway, which has room again;
 	// the second drains: charon, established there, is redirected back.
@@ -228,11 +227,16 @@ func TestStrongSwanFollowsRedirect(t *testing.T) {
 		cl := gatewayClientsOn(t, "mrd1")
 		return len(cl) == 1 && cl[0].ID == "client.example"
 	})
-	logRedirects()
+	logRedirects() // what charon made of both redirects
 	if !moved {
 		t.Fatalf("charon did not follow the INFORMATIONAL REDIRECT to the first gateway\ncharon:\n%s%s", charon.Log(), logs())
 	}
 	if err := ping(top.cl1, "10.1.0.1", 3); err != nil {
 		t.Fatalf("after the drain: %v\ncharon:\n%s%s", err, charon.Log(), logs())
+	}
+	// charon deletes its IKE SA with the drained gateway itself, before
+	// the drain's 10 s are up.
+	if !testenv.Eventually(5*time.Second, func() bool { return len(gatewayClientsOn(t, "mrd2")) == 0 }) {
+		t.Fatalf("charon's old IKE SA is still at the drained gateway%s", logs())
 	}
 }
