@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mifsec/mifsec/ike/wire"
+	"github.com/mifsec/mifsec/internal/testenv"
 )
 
 // bus joins initiator sessions to several responders in memory, each at
@@ -323,11 +324,7 @@ func TestDrainRedirectsEstablished(t *testing.T) {
 	}
 	waitFor := func(what string, within time.Duration, ok func() bool) time.Duration {
 		t.Helper()
-		for deadline := time.Now().Add(within); !ok(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %v", what, within)
-			}
-		}
+		testenv.WaitUntil(t, within, what, ok)
 		return time.Since(start)
 	}
 	moved := waitFor("the redirected client on the second gateway", 3*time.Second, func() bool {
