@@ -188,6 +188,15 @@ func TestRedirectFullGateway(t *testing.T) {
 	if _, _, n := state(b.gw("192.0.2.2")); n != 1 {
 		t.Errorf("the second gateway has %d clients, want 1", n)
 	}
+	// No Diffie-Hellman for the redirected client: its source never drew
+	// on the budgets (as for a cookie).
+	var budgeted bool
+	b.gw("192.0.2.1").do(context.Background(), func() {
+		_, budgeted = b.gw("192.0.2.1").budgets[sourceOf(netip.MustParseAddrPort("198.51.100.2:500"))]
+	})
+	if budgeted {
+		t.Error("the full gateway spent Diffie-Hellman budget on the client it redirected")
+	}
 	inits1, inits2 := b.initsTo("192.0.2.1"), b.initsTo("192.0.2.2")
 	if len(inits1) != 2 || !has(inits1[1], wire.REDIRECT_SUPPORTED) || has(inits1[1], wire.REDIRECTED_FROM) {
 		t.Errorf("IKE_SA_INIT requests to the first gateway: %v; want two with REDIRECT_SUPPORTED", inits1)
