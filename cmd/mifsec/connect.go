@@ -278,6 +278,9 @@ func printStatus(st mif.Status) {
 		fmt.Printf(" since %s", s.Established.Format(time.RFC3339))
 	}
 	fmt.Println()
+	if s.RedirectedFrom != "" {
+		fmt.Printf("  redirected here by the gateway %s (%d redirects followed)\n", s.RedirectedFrom, s.Redirects)
+	}
 	if s.IKESPIi != "" {
 		fmt.Printf("  IKE SA %s_i %s_r  %s  (rekeyed %d times, reconnected %d times)\n", s.IKESPIi, s.IKESPIr, s.IKESuite, s.IKERekeys, s.Reconnects)
 		if len(s.Weak) > 0 {

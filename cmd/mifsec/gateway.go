@@ -444,6 +444,12 @@ func reloadEAPUsers(c *cli.Context, g *mif.Gateway) {
 
 func printGatewayStatus(st mif.GatewayStatus) {
 	fmt.Printf("gateway on %s, TUN %s: %d clients\n", st.Listen, st.Interface, len(st.Clients))
+	switch r := st.Redirect; {
+	case r.Draining:
+		fmt.Printf("  draining: takes no new client; %d clients redirected to other gateways\n", r.Redirected)
+	case r.Redirected > 0:
+		fmt.Printf("  %d clients redirected to other gateways (full)\n", r.Redirected)
+	}
 	for _, c := range st.Clients {
 		fmt.Printf("  %s from %s, addresses %s\n", ike.Printable(c.ID), c.Remote, strings.Join(c.Addresses, ", "))
 		fmt.Printf("    IKE SA %s_i %s_r  %s  (rekeyed %d times)\n", c.IKESPIi, c.IKESPIr, c.IKESuite, c.IKERekeys)

@@ -84,6 +84,15 @@ func TestMifsecGatewayRedirect(t *testing.T) {
 	if !strings.Contains(c2.log.String(), "redirected by the gateway") {
 		t.Errorf("the client's log does not say it was redirected:\n%s", c2.log.String())
 	}
+	if out, err := exec.Command(mifsecBinary(t), "status", "--tun", "mrc2").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "gateway 203.0.113.2:500: established") ||
+		!strings.Contains(string(out), "redirected here by the gateway 198.51.100.2:500 (1 redirects followed)") {
+		t.Errorf("mifsec status of the redirected client (%v):\n%s", err, out)
+	}
+	if out, err := exec.Command(mifsecBinary(t), "status", "--tun", "mrd1").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "1 clients redirected to other gateways (full)") {
+		t.Errorf("mifsec status of the full gateway (%v):\n%s", err, out)
+	}
 	if n := len(gatewayClientsOn(t, "mrd1")); n != 1 {
 		t.Fatalf("the full gateway has %d clients, want 1%s", n, logs())
 	}
