@@ -281,6 +281,13 @@ func (s *Session) followRedirect(ctx context.Context, to wire.RedirectGateway) e
 	s.redirects = append(s.redirects, now)
 	s.redirectedFrom = from.Addr()
 	s.cfg.Remote = netip.AddrPortFrom(addr, from.Port())
+	if p := s.mob.path; p != nil && p.Gateway.IsValid() {
+		// The path led to another address of the old gateway: it leads
+		// to the new one now.
+		moved := *p
+		moved.Gateway = netip.Addr{}
+		s.mob.path = &moved
+	}
 	s.log.Info("redirected by the gateway", "from", from.Addr(), "to", s.cfg.Remote, "gateway_named", to)
 	s.setStatus(func(st *Status) {
 		st.Gateway, st.RedirectedFrom = s.cfg.Remote.String(), from.String()
@@ -329,9 +336,9 @@ type heldSA struct {
 	oldKids           []*ChildSA
 	remote, cfgRemote netip.AddrPort
 	natT              bool
+	path              *Path
 	redirectedFrom    netip.Addr
 	redirects         []time.Time
-	toldGateway       netip.AddrPort
 	status            Status
 }
 
@@ -342,10 +349,10 @@ type heldSA struct {
 // gateway cannot be reached, the old IKE SA stays as it was.
 func (s *Session) moveTo(ctx context.Context, to wire.RedirectGateway) error {
 	old := heldSA{sa: s.sa, oldSAs: s.oldSAs, child: s.child, oldKids: s.oldKids, remote: s.remote, cfgRemote: s.cfg.Remote,
-		natT: s.natT, redirectedFrom: s.redirectedFrom, redirects: slices.Clone(s.redirects), toldGateway: s.toldGateway, status: s.Status()}
+		natT: s.natT, path: s.mob.path, redirectedFrom: s.redirectedFrom, redirects: slices.Clone(s.redirects), status: s.Status()}
 	restore := func() {
 		s.sa, s.oldSAs, s.child, s.oldKids, s.remote, s.cfg.Remote, s.natT = old.sa, old.oldSAs, old.child, old.oldKids, old.remote, old.cfgRemote, old.natT
-		s.redirectedFrom, s.redirects = old.redirectedFrom, old.redirects
+		s.redirectedFrom, s.redirects, s.mob.path = old.redirectedFrom, old.redirects, old.path
 		s.tellRedirected()
 		s.setStatus(func(st *Status) { *st = old.status })
 	}
@@ -375,24 +382,24 @@ func (s *Session) moveTo(ctx context.Context, to wire.RedirectGateway) error {
 	for _, sa := range old.oldSAs {
 		sa.wipe()
 	}
-	s.deleteAt(old.sa, old.remote, old.natT)
+	s.deleteAt(old.sa, old.remote, old.natT, old.path)
 	s.log.Info("moved to the gateway we were redirected to", "from", old.cfgRemote, "to", s.cfg.Remote,
 		"took", s.cfg.Now().Sub(start).Round(time.Millisecond))
 	return nil
 }
 
 // deleteAt deletes sa, an IKE SA that is no longer the current one, at the
-// gateway at remote: one exchange, retransmitted briefly, since nothing is
+// gateway at remote (on path, as that IKE SA last used it): one exchange, retransmitted briefly, since nothing is
 // lost if that gateway never hears it.
-func (s *Session) deleteAt(sa *ikeSA, remote netip.AddrPort, natT bool) {
+func (s *Session) deleteAt(sa *ikeSA, remote netip.AddrPort, natT bool, path *Path) {
 	if sa == nil {
 		return
 	}
-	cur, curNatT := s.remote, s.natT
-	s.remote, s.natT = remote, natT
+	cur, curNatT, curPath := s.remote, s.natT, s.mob.path
+	s.remote, s.natT, s.mob.path = remote, natT, path
 	s.oldSAs = append(s.oldSAs, sa) // so that the answer finds it
 	defer func() {
-		s.remote, s.natT = cur, curNatT
+		s.remote, s.natT, s.mob.path = cur, curNatT, curPath
 		s.oldSAs = slices.DeleteFunc(s.oldSAs, func(o *ikeSA) bool { return o == sa })
 		sa.wipe()
 	}()
