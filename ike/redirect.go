@@ -389,8 +389,9 @@ func (s *Session) moveTo(ctx context.Context, to wire.RedirectGateway) error {
 }
 
 // deleteAt deletes sa, an IKE SA that is no longer the current one, at the
-// gateway at remote (on path, as that IKE SA last used it): one exchange, retransmitted briefly, since nothing is
-// lost if that gateway never hears it.
+// gateway at remote (on path, as that IKE SA last used it): one exchange,
+// retransmitted briefly, since nothing is lost if that gateway never
+// hears it.
 func (s *Session) deleteAt(sa *ikeSA, remote netip.AddrPort, natT bool, path *Path) {
 	if sa == nil {
 		return
