@@ -120,3 +120,34 @@ func TestControlSocketRequests(t *testing.T) {
 		t.Fatalf("Stop of an instance without Stop: %v", err)
 	}
 }
+
+// TestControlSocketDrain: a drain request calls Drain and returns how many
+// clients it asked to move; an instance without Drain (no gateway)
+// refuses, and Drain's error comes back.
+func TestControlSocketDrain(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	gw, client, failing := filepath.Join(dir, "gw.sock"), filepath.Join(dir, "cl.sock"), filepath.Join(dir, "f.sock")
+	for path, ctl := range map[string]Control{
+		gw:      {Status: func() any { return "gw" }, Drain: func() (int, error) { return 3, nil }},
+		client:  {Status: func() any { return "client" }},
+		failing: {Status: func() any { return "gw" }, Drain: func() (int, error) { return 0, errors.New("the loop is gone") }},
+	} {
+		if _, err := ServeControl(ctx, path, ctl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := Drain(gw); err != nil || n != 3 {
+		t.Fatalf("Drain: %d, %v; want 3 clients", n, err)
+	}
+	if _, err := Drain(client); err == nil || !strings.Contains(err.Error(), "no gateway") {
+		t.Fatalf("draining a client: %v, want it refused", err)
+	}
+	if _, err := Drain(failing); err == nil || !strings.Contains(err.Error(), "the loop is gone") {
+		t.Fatalf("a failing drain: %v", err)
+	}
+	if _, err := Drain(filepath.Join(dir, "none.sock")); err == nil {
+		t.Fatal("draining a missing socket succeeded")
+	}
+}

@@ -139,6 +139,10 @@ type Control struct {
 	// Stop asks the instance to stop as SIGTERM does; nil refuses stop
 	// requests.
 	Stop func()
+	// Drain takes a gateway out of service (`mifsec gateway drain`,
+	// SIGUSR1) and returns how many clients it asks to leave; nil refuses
+	// drain requests.
+	Drain func() (int, error)
 }
 
 // The control protocol: a client sends one request line and reads one
@@ -147,12 +151,20 @@ type Control struct {
 const (
 	requestStatus  = "status"
 	requestStop    = "stop"
+	requestDrain   = "drain"
 	requestTimeout = 500 * time.Millisecond
 )
 
 // stopReply answers a stop request, and refuses a request.
 type stopReply struct {
 	Stopping bool   `json:"stopping"`
+	Error    string `json:"error,omitempty"`
+}
+
+// drainReply answers a drain request.
+type drainReply struct {
+	Draining bool   `json:"draining"`
+	Clients  int    `json:"clients"` // asked to leave
 	Error    string `json:"error,omitempty"`
 }
 
@@ -221,6 +233,17 @@ func (ctl Control) answer(conn net.Conn) {
 		}
 		enc.Encode(stopReply{Stopping: true})
 		ctl.Stop()
+	case requestDrain:
+		if ctl.Drain == nil {
+			enc.Encode(drainReply{Error: "this instance is no gateway: it cannot be drained"})
+			return
+		}
+		n, err := ctl.Drain()
+		if err != nil {
+			enc.Encode(drainReply{Error: err.Error()})
+			return
+		}
+		enc.Encode(drainReply{Draining: true, Clients: n})
 	default:
 		enc.Encode(stopReply{Error: fmt.Sprintf("unknown request %q", req)})
 	}
@@ -263,6 +286,27 @@ func ReadStatus(path string) (json.RawMessage, error) {
 		return nil, fmt.Errorf("reading status from %s: %w", path, err)
 	}
 	return raw, nil
+}
+
+// Drain asks the gateway whose control socket is at path to drain (as
+// SIGUSR1 does) and returns how many clients it asks to leave.
+func Drain(path string) (int, error) {
+	conn, err := dialControl(path)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	if err := send(conn, path, requestDrain); err != nil {
+		return 0, err
+	}
+	var reply drainReply
+	if err := json.NewDecoder(conn).Decode(&reply); err != nil {
+		return 0, fmt.Errorf("draining the gateway at %s: %w", path, err)
+	}
+	if reply.Error != "" {
+		return 0, fmt.Errorf("draining the gateway at %s: %s", path, reply.Error)
+	}
+	return reply.Clients, nil
 }
 
 // Stop asks the instance whose control socket is at path to stop, as

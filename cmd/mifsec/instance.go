@@ -23,16 +23,17 @@ type instance struct {
 }
 
 // startInstance serves the control socket of the instance on the TUN
-// device tunName until the returned context ends (none when status is
-// nil); stop ends it as SIGTERM does. It opens systemd's notification
+// device tunName until the returned context ends (none when ctl.Status is
+// nil; ctl.Stop is set here); stop ends it as SIGTERM does. It opens systemd's notification
 // socket now, while the process may still reach it, and tells systemd
 // STOPPING=1 when the context ends.
-func startInstance(parent context.Context, tunName string, status func() any) (*instance, context.CancelFunc) {
+func startInstance(parent context.Context, tunName string, ctl mif.Control) (*instance, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	in := &instance{ctx: ctx, notify: openNotifier()}
 	stop := cancel
-	if status != nil {
-		closeControl, err := mif.ServeControl(ctx, mif.ControlSocket(tunName), mif.Control{Status: status, Stop: cancel})
+	if ctl.Status != nil {
+		ctl.Stop = cancel
+		closeControl, err := mif.ServeControl(ctx, mif.ControlSocket(tunName), ctl)
 		if err != nil {
 			slog.Warn("status will not be available", "err", err)
 		} else {
