@@ -55,9 +55,18 @@ func startScaleGatewayWith(t *testing.T, setup func(s *scaleGateway), args ...st
 		setup(s)
 	}
 	s.args = append([]string{"--log-level", "info", "gateway", "--tun", s.tun,
-		"--pool", "10.3.0.0/23", "--local-ts", "10.1.0.0/24"}, args...)
+		"--pool", scalePool(), "--local-ts", "10.1.0.0/24"}, args...)
 	s.start(t)
 	return s
+}
+
+// scalePool is the gateway's address pool: a /23, or a /16 when
+// MIFSEC_SCALE_CLIENTS asks for more clients than a /23 holds.
+func scalePool() string {
+	if n, err := strconv.Atoi(os.Getenv("MIFSEC_SCALE_CLIENTS")); err == nil && n > 500 {
+		return "10.3.0.0/16"
+	}
+	return "10.3.0.0/23"
 }
 
 // start starts the gateway (again) and waits for its status socket.
