@@ -244,6 +244,49 @@ func TestSKIVExhaustion(t *testing.T) {
 	}
 }
 
+// TestSKAEADKeepsNoCipher: an AEAD Crypter keeps the IKE SA's key, not an
+// expanded cipher (some 750 bytes each, two per client of a gateway):
+// messages sealed and opened one after another work, and once the keys
+// are wiped nothing opens any more, so no expanded copy of the key
+// survives the wipe.
+func TestSKAEADKeepsNoCipher(t *testing.T) {
+	for _, s := range []Suite{
+		{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_AES_GCM_16, KeyLength: 256, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519},
+		{Protocol: wire.ProtoIKE, Encryption: wire.ENCR_CHACHA20_POLY1305, PRF: wire.PRF_HMAC_SHA2_256, DHGroup: wire.DH_CURVE25519},
+	} {
+		t.Run(s.String(), func(t *testing.T) {
+			k := testKeys(t, s)
+			out, _, err := k.Crypters(true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, in, err := k.Crypters(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seal := func(inner []byte) []byte {
+				body := make([]byte, out.BodyLen(len(inner)))
+				if err := out.Seal(body, []byte("prefix"), inner); err != nil {
+					t.Fatal(err)
+				}
+				return body
+			}
+			for i := range 3 {
+				inner := bytes.Repeat([]byte{byte(i)}, 10+i)
+				got, err := in.Open([]byte("prefix"), seal(inner))
+				if err != nil || !bytes.Equal(got, inner) {
+					t.Fatalf("message %d: %x, %v", i, got, err)
+				}
+			}
+			body := seal([]byte("sealed before the wipe"))
+			k.Wipe()
+			if got, err := in.Open([]byte("prefix"), body); !errors.Is(err, ErrAuthentication) {
+				t.Fatalf("opened with wiped keys: %q, %v", got, err)
+			}
+		})
+	}
+}
+
 // TestSKAcceptsAnyPadding builds bodies whose padding is longer than
 // needed and not zero, as RFC 7296 §3.14 allows a sender.
 func TestSKAcceptsAnyPadding(t *testing.T) {
