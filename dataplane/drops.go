@@ -70,22 +70,31 @@ var (
 )
 
 // DropCounters counts dropped packets per reason. It is safe for concurrent
-// use; the zero value is ready.
+// use; the zero value is ready. Its counters are allocated with the first
+// drop: every SA has its own, and most SAs of a gateway (four per client)
+// never drop a packet, so they hold a nil pointer, not 18 counters
+// (issue 19: compact per-client state).
 type DropCounters struct {
-	counts [numDropReasons]atomic.Uint64
+	counts atomic.Pointer[[numDropReasons]atomic.Uint64]
 }
 
 // Add counts one packet dropped for reason r.
 func (c *DropCounters) Add(r DropReason) {
-	if r < numDropReasons {
-		c.counts[r].Add(1)
+	if r >= numDropReasons {
+		return
 	}
+	counts := c.counts.Load()
+	if counts == nil {
+		c.counts.CompareAndSwap(nil, new([numDropReasons]atomic.Uint64))
+		counts = c.counts.Load() // ours or the one another packet's drop set first
+	}
+	counts[r].Add(1)
 }
 
 // Get returns how many packets were dropped for reason r.
 func (c *DropCounters) Get(r DropReason) uint64 {
-	if r < numDropReasons {
-		return c.counts[r].Load()
+	if counts := c.counts.Load(); counts != nil && r < numDropReasons {
+		return counts[r].Load()
 	}
 	return 0
 }
@@ -93,8 +102,12 @@ func (c *DropCounters) Get(r DropReason) uint64 {
 // Snapshot returns the non-zero counters by reason name.
 func (c *DropCounters) Snapshot() map[string]uint64 {
 	m := make(map[string]uint64)
-	for i := range c.counts {
-		if v := c.counts[i].Load(); v != 0 {
+	counts := c.counts.Load()
+	if counts == nil {
+		return m
+	}
+	for i := range counts {
+		if v := counts[i].Load(); v != 0 {
 			m[DropReason(i).String()] = v
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"runtime"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -90,6 +91,43 @@ func BenchmarkAEADRaw(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				aead.Seal(buf[Headroom:Headroom], nonce, buf[Headroom:Headroom+benchPayload+2], aad)
+			}
+		})
+	}
+}
+
+// BenchmarkSAHeap reports the heap one SA holds (HeapAlloc after a GC,
+// over 1000 of them) with the window of an inbound data SA (the default),
+// of an outbound SA (the least) and of a probe SA's inbound side (128, as
+// mif makes it): a gateway holds four per client that speaks the MIF
+// extension, two per other client (docs/gateway-scale.md, Memory per
+// client).
+func BenchmarkSAHeap(b *testing.B) {
+	const n = 1000
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	key := make([]byte, AES256GCM16.KeyLen())
+	for _, w := range []struct {
+		name   string
+		window int
+	}{{"inbound", DefaultReplayWindow}, {"outbound", MinReplayWindow}, {"probe-inbound", 128}} {
+		b.Run(w.name, func(b *testing.B) {
+			for b.Loop() {
+				sas := make([]*SA, n)
+				before := heap()
+				for i := range sas {
+					var err error
+					if sas[i], err = NewSA(SAConfig{SPI: uint32(256 + i), Algorithm: AES256GCM16, Key: key, ReplayWindow: w.window}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(heap()-before)/n, "heapB/SA")
+				runtime.KeepAlive(sas)
 			}
 		})
 	}

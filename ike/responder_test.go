@@ -144,7 +144,7 @@ func (l *childLog) last() *ChildSA {
 	return l.installed[len(l.installed)-1]
 }
 
-func mustProposals(t *testing.T, ike, esp string) ([]ProposalSpec, []ProposalSpec) {
+func mustProposals(t testing.TB, ike, esp string) ([]ProposalSpec, []ProposalSpec) {
 	t.Helper()
 	i, err := ParseIKEProposals(ike)
 	if err != nil {
@@ -157,7 +157,7 @@ func mustProposals(t *testing.T, ike, esp string) ([]ProposalSpec, []ProposalSpe
 	return i, e
 }
 
-func mustID(t *testing.T, s string) Identity {
+func mustID(t testing.TB, s string) Identity {
 	t.Helper()
 	id, err := ParseIdentity(s)
 	if err != nil {
@@ -174,7 +174,7 @@ func startResponder(t *testing.T, cfg ResponderConfig) (*memWire, *gwLog) {
 }
 
 // startResponderWith is startResponder with the handler given.
-func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *memWire {
+func startResponderWith(t testing.TB, cfg ResponderConfig, h ResponderHandler) *memWire {
 	t.Helper()
 	w := &memWire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
 	w.runResponder(t, cfg, h)
@@ -184,7 +184,7 @@ func startResponderWith(t *testing.T, cfg ResponderConfig, h ResponderHandler) *
 // runResponder makes a new responder with cfg (completed by the tests'
 // defaults) the wire's, until the test ends: a gateway that restarts,
 // maybe with other settings.
-func (w *memWire) runResponder(t *testing.T, cfg ResponderConfig, h ResponderHandler) {
+func (w *memWire) runResponder(t testing.TB, cfg ResponderConfig, h ResponderHandler) {
 	t.Helper()
 	if cfg.LocalID.Type == 0 {
 		cfg.LocalID = mustID(t, "gw.mifsec.test")
@@ -214,7 +214,7 @@ func (w *memWire) runResponder(t *testing.T, cfg ResponderConfig, h ResponderHan
 
 // newClient makes an initiator session from addr (192.0.2.x) to the
 // wire's responder.
-func (w *memWire) newClient(t *testing.T, addr string, cfg SessionConfig) (*Session, *childLog) {
+func (w *memWire) newClient(t testing.TB, addr string, cfg SessionConfig) (*Session, *childLog) {
 	t.Helper()
 	a := netip.MustParseAddr(addr)
 	cfg.Remote = w.gw
@@ -237,7 +237,7 @@ func (w *memWire) newClient(t *testing.T, addr string, cfg SessionConfig) (*Sess
 	return s, h
 }
 
-func connect(t *testing.T, s *Session, initialContact bool) {
+func connect(t testing.TB, s *Session, initialContact bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -26,7 +26,9 @@ var ErrAuthentication = errors.New("SK payload failed its integrity check")
 
 // newCrypter returns the Crypter for one direction of an IKE SA with suite
 // s. encKey is SK_e (for an AEAD the cipher key followed by the 4-byte
-// salt), integKey SK_a (empty for an AEAD).
+// salt), integKey SK_a (empty for an AEAD). An AEAD Crypter keeps
+// encKey, not a copy: the caller keeps it for the Crypter's life and wipes
+// it after (Keys.Wipe).
 func newCrypter(s Suite, encKey, integKey []byte) (wire.Crypter, error) {
 	enc, ok := lookupEncryption(s.Encryption, s.KeyLength)
 	if !ok {
@@ -40,21 +42,10 @@ func newCrypter(s Suite, encKey, integKey []byte) (wire.Crypter, error) {
 			return nil, fmt.Errorf("SK payload: %s takes no integrity key", enc.keyword)
 		}
 		key, salt := encKey[:enc.keyBytes], encKey[enc.keyBytes:]
-		var aead cipher.AEAD
-		var err error
-		switch enc.id {
-		case wire.ENCR_AES_GCM_16:
-			var block cipher.Block
-			if block, err = aes.NewCipher(key); err == nil {
-				aead, err = cipher.NewGCM(block)
-			}
-		case wire.ENCR_CHACHA20_POLY1305:
-			aead, err = chacha20poly1305.New(key)
+		c := &aeadCrypter{name: enc.keyword, id: enc.id, key: key}
+		if _, err := c.aead(); err != nil { // the key is checked now, the cipher made for each message
+			return nil, err
 		}
-		if err != nil {
-			return nil, fmt.Errorf("SK payload: %s: %w", enc.keyword, err)
-		}
-		c := &aeadCrypter{name: enc.keyword, aead: aead}
 		copy(c.salt[:], salt)
 		var mask [8]byte
 		rand.Read(mask[:])
@@ -103,12 +94,39 @@ func (k *Keys) Crypters(initiator bool) (out, in wire.Crypter, err error) {
 // is a 64-bit counter XORed with a random mask: it never repeats within a
 // Crypter, and two Crypters made by mistake from one key are unlikely to
 // share IVs. Inner payloads get no padding, only the pad length byte 0.
+//
+// It keeps the key, not the cipher: an expanded AES-GCM key is some 750
+// bytes, two per IKE SA, and a gateway holds an IKE SA per client, which
+// sends an IKE message now and then (issue 19: compact per-client state,
+// docs/gateway-scale.md); the cipher is made for each message instead.
 type aeadCrypter struct {
 	name   string
-	aead   cipher.AEAD
+	id     uint16 // wire.ENCR_AES_GCM_16 or wire.ENCR_CHACHA20_POLY1305
+	key    []byte // the cipher key, SK_e without the salt (the Keys' own)
 	salt   [aeadSaltLen]byte
 	ivMask uint64
 	ivUsed atomic.Uint64
+}
+
+// aead returns the cipher.
+func (c *aeadCrypter) aead() (cipher.AEAD, error) {
+	var aead cipher.AEAD
+	var err error
+	switch c.id {
+	case wire.ENCR_AES_GCM_16:
+		var block cipher.Block
+		if block, err = aes.NewCipher(c.key); err == nil {
+			aead, err = cipher.NewGCM(block)
+		}
+	case wire.ENCR_CHACHA20_POLY1305:
+		aead, err = chacha20poly1305.New(c.key)
+	default:
+		err = fmt.Errorf("encryption algorithm %d is not an AEAD", c.id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("SK payload: %s: %w", c.name, err)
+	}
+	return aead, nil
 }
 
 func (c *aeadCrypter) BodyLen(n int) int { return aeadIVLen + n + 1 + aeadICVLen }
@@ -116,6 +134,10 @@ func (c *aeadCrypter) BodyLen(n int) int { return aeadIVLen + n + 1 + aeadICVLen
 func (c *aeadCrypter) Seal(body, prefix, inner []byte) error {
 	if len(body) != c.BodyLen(len(inner)) {
 		return fmt.Errorf("%s: body of %d bytes for %d bytes of inner payloads, want %d", c.name, len(body), len(inner), c.BodyLen(len(inner)))
+	}
+	aead, err := c.aead()
+	if err != nil {
+		return err
 	}
 	iv, err := c.takeIV()
 	if err != nil {
@@ -129,7 +151,7 @@ func (c *aeadCrypter) Seal(body, prefix, inner []byte) error {
 	var nonce [aeadSaltLen + aeadIVLen]byte
 	copy(nonce[:], c.salt[:])
 	copy(nonce[aeadSaltLen:], body[:aeadIVLen])
-	c.aead.Seal(plain[:0], nonce[:], plain, prefix)
+	aead.Seal(plain[:0], nonce[:], plain, prefix)
 	return nil
 }
 
@@ -154,7 +176,11 @@ func (c *aeadCrypter) Open(prefix, body []byte) ([]byte, error) {
 	copy(nonce[:], c.salt[:])
 	copy(nonce[aeadSaltLen:], body[:aeadIVLen])
 	sealed := body[aeadIVLen:]
-	plain, err := c.aead.Open(sealed[:0], nonce[:], sealed, prefix)
+	aead, err := c.aead()
+	if err != nil {
+		return nil, err
+	}
+	plain, err := aead.Open(sealed[:0], nonce[:], sealed, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.name, ErrAuthentication)
 	}

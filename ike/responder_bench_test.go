@@ -1,0 +1,88 @@
+package ike
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+	"time"
+)
+
+// BenchmarkResponderClients establishes N clients (PSK, X25519, one
+// Child SA each, IPv4 and IPv6 leases) through one Responder over the
+// in-memory wire, then lets the initiators go, so that what stays on the
+// heap is the gateway's: it reports the heap bytes the Responder holds per
+// client (HeapInuse after a GC, against the same before the clients) and
+// the rate at which the clients were set up (IKE SAs per second, one
+// client after another). The handler holds nothing; the data plane's share
+// of a real gateway (mif) is not in it. docs/gateway-scale.md (Memory per
+// client) has the figures; MIFSEC_HEAP_PROFILE=FILE writes the heap
+// profile with the clients held to FILE.N.
+func BenchmarkResponderClients(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				perClient, rate := responderClients(b, n)
+				b.ReportMetric(perClient, "heapB/client")
+				b.ReportMetric(rate, "IKE_SAs/s")
+			}
+		})
+	}
+}
+
+// responderClients sets up n clients against a new Responder and returns
+// the heap bytes per client it holds and the setup rate.
+func responderClients(b *testing.B, n int) (perClient, rate float64) {
+	quiet := slog.New(slog.DiscardHandler)
+	psk := []byte("a pre-shared key of some length")
+	w := &memWire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
+	w.runResponder(b, ResponderConfig{PSK: psk, Logger: quiet,
+		Pools: []netip.Prefix{netip.MustParsePrefix("10.64.0.0/10"), netip.MustParsePrefix("fd03::/64")}}, &fuzzHandler{})
+	before := heapInuse()
+	start := time.Now()
+	for i := range n {
+		// Each client its own source address and identity: the per-source
+		// and per-identity limits stay out of the way.
+		addr := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String()
+		s, _ := w.newClient(b, addr, SessionConfig{PSK: psk, Logger: quiet, LocalID: mustID(b, fmt.Sprintf("client-%d.fleet.bench", i))})
+		connect(b, s, true)
+		w.mu.Lock()
+		delete(w.sessions, netip.MustParseAddr(addr)) // the initiator is not the gateway's memory
+		w.mu.Unlock()
+	}
+	elapsed := time.Since(start)
+	after := heapInuse()
+	if path := os.Getenv("MIFSEC_HEAP_PROFILE"); path != "" {
+		writeHeapProfile(b, fmt.Sprintf("%s.%d", path, n))
+	}
+	if got := len(clients(nil, w)); got != n {
+		b.Fatalf("the responder has %d clients, want %d", got, n)
+	}
+	return float64(int64(after)-int64(before)) / float64(n), float64(n) / elapsed.Seconds()
+}
+
+// writeHeapProfile writes the heap profile, with the clients held, to
+// path: the profile -memprofile writes is taken after the Responder
+// stopped.
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatalf("writing the heap profile: %v", err)
+	}
+}
+
+// heapInuse returns the heap in use after a full collection.
+func heapInuse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
