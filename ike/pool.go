@@ -6,6 +6,22 @@ import (
 	"net/netip"
 )
 
+// Pool leases inner addresses from one prefix to clients: AddressPool is
+// a gateway's own; a cluster of gateways shares one through etcd
+// (mif/cluster). The Responder calls its methods on its loop, LeaseFor in
+// IKE_AUTH and Release when a client goes: a shared pool bounds the time
+// they take and fails at once while its store is unreachable.
+type Pool interface {
+	Prefix() netip.Prefix
+	// LeaseFor returns an address for the client with identity id (""
+	// for none), preferably the one it had last.
+	LeaseFor(id string) (netip.Addr, error)
+	// Release returns an address LeaseFor handed out.
+	Release(a netip.Addr)
+	// Leased is the number of addresses this gateway holds leased.
+	Leased() int
+}
+
 // AddressPool leases inner addresses from one prefix to clients
 // (configuration payload, RFC 7296 §3.15). The prefix's first address and
 // the one after it are never leased: the first is the network itself, the
