@@ -110,6 +110,11 @@ type ResponderConfig struct {
 	ESP []ProposalSpec // acceptable Child SA proposals
 
 	Pools   []netip.Prefix // inner address pools, at most one per family
+	DNS     []netip.Addr   // DNS servers for the configuration reply
+	LocalTS []netip.Prefix // the protected networks behind the gateway
+	// RemoteTS, without pools, is what a client's side of the selectors
+	// narrows to (default everything); with pools, its leased addresses.
+	RemoteTS []netip.Prefix
 	// NewPool makes the Pool that leases from each of Pools; nil makes an
 	// AddressPool (the gateway's own). A cluster of gateways passes its
 	// shared pools (mif/cluster).
@@ -117,11 +122,6 @@ type ResponderConfig struct {
 	// Sessions, when set, learns of each client that logs in and of each
 	// that leaves (a cluster's session registry).
 	Sessions SessionHook
-	DNS     []netip.Addr   // DNS servers for the configuration reply
-	LocalTS []netip.Prefix // the protected networks behind the gateway
-	// RemoteTS, without pools, is what a client's side of the selectors
-	// narrows to (default everything); with pools, its leased addresses.
-	RemoteTS []netip.Prefix
 	// Peers, when set, are the only identities that may log in (checked
 	// before their proof): `mifsec peer` answers its one peer.
 	Peers []Identity
