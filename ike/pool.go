@@ -69,8 +69,9 @@ func (p *AddressPool) GatewayAddress() netip.Prefix {
 
 func (p *AddressPool) first() netip.Addr { return p.prefix.Addr().Next().Next() }
 
-// usable reports whether a may be leased.
-func (p *AddressPool) usable(a netip.Addr) bool {
+// Usable reports whether a may be leased: in the prefix, neither the
+// network, the gateway's address nor an IPv4 broadcast address.
+func (p *AddressPool) Usable(a netip.Addr) bool {
 	if !a.IsValid() || !p.prefix.Contains(a) {
 		return false
 	}
@@ -98,7 +99,7 @@ func (p *AddressPool) LeaseFor(id string) (netip.Addr, error) {
 	for _, spareOthers := range []bool{true, false} {
 		a := p.next
 		for range maxScan {
-			if !p.usable(a) {
+			if !p.Usable(a) {
 				a = p.first()
 			}
 			if !p.leased[a] && (!spareOthers || p.owner[a] == "" || p.owner[a] == id) {
