@@ -14,6 +14,7 @@ import (
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/mif/cluster"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
@@ -82,9 +83,12 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		metricsFlag(),
+	}
+	flags = append(flags, clusterFlags()...)
+	flags = append(flags,
 		userFlag("root", "; as another user the key files must be readable by it for SIGHUP, and the sysctl record and control socket outlive the process in /run/mifsec"),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
-	}
+	)
 	return &cli.Command{
 		Name:  "gateway",
 		Usage: "run an IKEv2 security gateway that leases inner addresses to clients",
@@ -99,7 +103,9 @@ not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file 
 --client-psks again: clients whose key changed or went are dropped, the others stay;
 --eap-users, for the logins that follow; and the profile's drain list (--config): an
 address listed stops being used, its clients moved to the others first, and one no
-longer listed is used again.
+longer listed is used again. With --cluster-etcd, gateways share the pools and the
+session registry: a client keeps its address at any of them, and one that logs in
+at another gateway is deleted here (docs/gateway-scale.md).
 Runs until interrupted.`,
 		Flags:       flags,
 		Action:      runGateway, // withSetup (config.go) reads --config
@@ -245,6 +251,19 @@ func runGateway(c *cli.Context) error {
 	defer metrics.Close()
 	cfg.Logger = slog.Default()
 	cfg.Responder.Logger = slog.Default()
+	ccfg, err := parseCluster(c, cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if len(ccfg.Endpoints) > 0 {
+		ccfg.Logger = slog.Default()
+		member, err := cluster.New(c.Context, ccfg)
+		if err != nil {
+			return err
+		}
+		defer member.Close() // after the gateway's: its clients' goodbyes release their leases
+		cfg.Cluster = member
+	}
 	g, err := mif.NewGateway(c.Context, cfg)
 	if err != nil {
 		return err

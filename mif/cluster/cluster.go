@@ -622,6 +622,7 @@ func (c *Cluster) LeastLoaded() (netip.Addr, bool) {
 // Status is this gateway's view of the cluster, for `mifsec status`.
 type Status struct {
 	Name      string   `json:"name"`
+	Endpoints []string `json:"etcd"` // where `mifsec status --cluster` reads
 	Reachable bool     `json:"etcd_reachable"`
 	Members   []Member `json:"members"`
 	// Refused counts the clients refused because etcd did not answer.
@@ -632,7 +633,7 @@ type Status struct {
 func (c *Cluster) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Status{Name: c.cfg.Name, Reachable: c.up, Members: slices.Clone(c.members), Refused: c.refused}
+	return Status{Name: c.cfg.Name, Endpoints: c.cfg.Endpoints, Reachable: c.up, Members: slices.Clone(c.members), Refused: c.refused}
 }
 
 // View is the whole cluster as etcd has it: `mifsec status --cluster`.
