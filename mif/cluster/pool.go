@@ -106,7 +106,7 @@ func (p *Pool) LeaseFor(id string) (netip.Addr, error) {
 	return a, err
 }
 
-var errExhausted = errors.New("exhausted")
+var errExhausted = errors.New("no address is free")
 
 // lease tries the binding, then free addresses.
 func (p *Pool) lease(id string) (netip.Addr, error) {
@@ -178,7 +178,7 @@ func (p *Pool) lease(id string) (netip.Addr, error) {
 		}
 		cand = free.Next()
 	}
-	return netip.Addr{}, fmt.Errorf("address pool %s is exhausted: %w", prefix, errExhausted)
+	return netip.Addr{}, fmt.Errorf("address pool %s: %w", prefix, errExhausted)
 }
 
 // maxScan bounds the addresses one lease looks at (as ike's pools do).
