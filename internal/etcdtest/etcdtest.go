@@ -30,9 +30,18 @@ type member struct {
 	stopped   bool
 }
 
-// Start starts an etcd cluster of n members and stops it when the test
-// ends. It fails the test when the cluster has no leader within 20 s.
+// Start starts an etcd cluster of n members on 127.0.0.1 and stops it
+// when the test ends. It fails the test when the cluster has no leader
+// within 20 s.
 func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return StartAt(t, "127.0.0.1", n)
+}
+
+// StartAt is Start on the address host: called in a network namespace
+// (testenv.InNamedNetns), the members listen in that namespace, on an
+// address processes in other namespaces reach through a veth.
+func StartAt(t testing.TB, host string, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t}
 	var initial []string
@@ -43,7 +52,7 @@ func Start(t testing.TB, n int) *Cluster {
 		cfg.Dir = t.TempDir()
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		cfg.Logger = "zap"
-		peer, client := freeURL(t), freeURL(t)
+		peer, client := freeURL(t, host), freeURL(t, host)
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 		cfg.InitialClusterToken = "etcdtest"
@@ -73,12 +82,12 @@ func Start(t testing.TB, n int) *Cluster {
 	return c
 }
 
-// freeURL is a URL on 127.0.0.1 with a port free now. (etcd binds it
+// freeURL is a URL on host with a port free now. (etcd binds it
 // itself; another process could take the port in between, which on a test
 // machine does not happen in practice.)
-func freeURL(t testing.TB) url.URL {
+func freeURL(t testing.TB, host string) url.URL {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatalf("finding a free port: %v", err)
 	}
