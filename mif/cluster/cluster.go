@@ -231,22 +231,21 @@ func (c *Cluster) ttl(d time.Duration) int64 { return int64((d + time.Second - 1
 
 // takeLeases grants the member lease, the binding lease or both anew.
 func (c *Cluster) takeLeases(ctx context.Context, member, bind bool) error {
-	if member {
-		m, err := c.cli.Grant(ctx, c.ttl(c.cfg.MemberTTL))
+	for _, l := range []struct {
+		take bool
+		name string
+		ttl  time.Duration
+		id   *clientv3.LeaseID
+	}{{member, "member", c.cfg.MemberTTL, &c.memberLease}, {bind, "binding", c.cfg.Grace, &c.bindLease}} {
+		if !l.take {
+			continue
+		}
+		resp, err := c.cli.Grant(ctx, c.ttl(l.ttl))
 		if err != nil {
-			return fmt.Errorf("granting the member lease: %w", err)
+			return fmt.Errorf("granting the %s lease: %w", l.name, err)
 		}
 		c.mu.Lock()
-		c.memberLease = m.ID
-		c.mu.Unlock()
-	}
-	if bind {
-		b, err := c.cli.Grant(ctx, c.ttl(c.cfg.Grace))
-		if err != nil {
-			return fmt.Errorf("granting the binding lease: %w", err)
-		}
-		c.mu.Lock()
-		c.bindLease = b.ID
+		*l.id = resp.ID
 		c.mu.Unlock()
 	}
 	return nil
@@ -447,24 +446,19 @@ func (c *Cluster) syncIdentity(k string) (bool, error) {
 	c.mu.Unlock()
 	ctx, cancel := c.request()
 	defer cancel()
-	member, _ := c.leases()
-	key := c.keys.session(k)
-	if s == nil {
-		_, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", int64(member))).Then(clientv3.OpDelete(key)).Commit()
-		return true, err
-	}
-	got, err := c.cli.Get(ctx, key)
-	if err != nil {
-		return false, err
-	}
-	if len(got.Kvs) > 0 {
-		var other Session
-		if json.Unmarshal(got.Kvs[0].Value, &other) == nil && other.Gateway != c.cfg.Name {
-			return false, nil
+	if s != nil {
+		got, err := c.cli.Get(ctx, c.keys.session(k))
+		if err != nil {
+			return false, err
+		}
+		if len(got.Kvs) > 0 {
+			var other Session
+			if json.Unmarshal(got.Kvs[0].Value, &other) == nil && other.Gateway != c.cfg.Name {
+				return false, nil
+			}
 		}
 	}
-	_, err = c.cli.Put(ctx, key, value, clientv3.WithLease(member))
-	return true, err
+	return true, c.writeSession(ctx, k, value)
 }
 
 // ClientUp implements ike.SessionHook: the client's session key names
@@ -489,17 +483,8 @@ func (c *Cluster) ClientUp(client *ike.RemoteClient) {
 		c.dirty[k] = true
 	}
 	c.mu.Unlock()
-	if !up {
-		return
-	}
-	c.ops.Lock()
-	defer c.ops.Unlock()
-	ctx, cancel := c.request()
-	defer cancel()
-	member, _ := c.leases()
-	if _, err := c.cli.Put(ctx, c.keys.session(k), string(v), clientv3.WithLease(member)); err != nil {
-		c.markDirty(k)
-		c.failed("registering a client", err)
+	if up {
+		c.writeSessionNow(k, string(v), "registering a client")
 	}
 }
 
@@ -519,19 +504,36 @@ func (c *Cluster) ClientDown(client *ike.RemoteClient) {
 		c.dirty[k] = true
 	}
 	c.mu.Unlock()
-	if still || !up {
-		return
+	if up && !still {
+		c.writeSessionNow(k, "", "unregistering a client")
 	}
+}
+
+// writeSessionNow writes the session key of identity k; a failure leaves
+// it to the resynchronisation once etcd answers again.
+func (c *Cluster) writeSessionNow(k, value, what string) {
 	c.ops.Lock()
 	defer c.ops.Unlock()
 	ctx, cancel := c.request()
 	defer cancel()
+	if err := c.writeSession(ctx, k, value); err != nil {
+		c.markDirty(k)
+		c.failed(what, err)
+	}
+}
+
+// writeSession puts the session key of identity k with value on this
+// gateway's member lease, or with value "" deletes it if it is still on
+// that lease (no other gateway wrote it since).
+func (c *Cluster) writeSession(ctx context.Context, k, value string) error {
 	member, _ := c.leases()
 	key := c.keys.session(k)
-	if _, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", int64(member))).Then(clientv3.OpDelete(key)).Commit(); err != nil {
-		c.markDirty(k)
-		c.failed("unregistering a client", err)
+	if value == "" {
+		_, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", int64(member))).Then(clientv3.OpDelete(key)).Commit()
+		return err
 	}
+	_, err := c.cli.Put(ctx, key, value, clientv3.WithLease(member))
+	return err
 }
 
 func (c *Cluster) markDirty(k string) {
