@@ -143,7 +143,7 @@ func (k keys) binding(p netip.Prefix, id string) string { return k.pool(p) + "/i
 // New connects to etcd, takes this gateway's leases and registers it. It
 // fails when etcd does not answer within Timeout: a gateway does not start
 // outside its cluster.
-func New(ctx context.Context, cfg Config) (*Cluster, error) {
+func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("cluster: no etcd endpoint")
 	}
@@ -177,21 +177,29 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, log: log.With("cluster", cfg.Name), cli: cli, keys: keys{cfg.Root},
 		sessions: map[string]*session{}, dirty: map[string]bool{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			c.cancel()
+			cli.Close()
+		}
+	}()
 	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if err := c.takeLeases(rctx, true, true); err != nil {
-		c.cancel()
-		cli.Close()
 		return nil, fmt.Errorf("cluster: joining through etcd %v: %w", cfg.Endpoints, err)
 	}
 	if err := c.putMember(rctx); err != nil {
-		c.cancel()
-		cli.Close()
 		return nil, fmt.Errorf("cluster: registering member %s: %w", cfg.Name, err)
+	}
+	// The watch starts after this revision, so that no client this gateway
+	// registers from now on can be taken over unseen.
+	now, err := c.cli.Get(rctx, c.keys.sessions(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, fmt.Errorf("cluster: reading the sessions: %w", err)
 	}
 	c.up = true
 	c.wg.Go(c.maintain)
-	c.wg.Go(c.watch)
+	c.wg.Go(func() { c.watch(now.Header.Revision) })
 	return c, nil
 }
 
@@ -543,20 +551,30 @@ func (c *Cluster) markDirty(k string) {
 }
 
 // watch follows the session keys: one written by another gateway for a
-// client of this one is a takeover.
-func (c *Cluster) watch() {
+// client of this one is a takeover. A watch broken by an outage goes on
+// from the last revision it saw, so that writes made meanwhile (by a
+// gateway on the other side of a partition) are seen too, unless etcd
+// compacted them away.
+func (c *Cluster) watch(seen int64) {
 	for c.ctx.Err() == nil {
-		ctx := clientv3.WithRequireLeader(c.ctx)
-		for resp := range c.cli.Watch(ctx, c.keys.sessions(), clientv3.WithPrefix()) {
-			for _, ev := range resp.Events {
-				if ev.Type != mvccpb.PUT {
-					continue
+		if seen == 0 {
+			ctx, cancel := c.request()
+			resp, err := c.cli.Get(ctx, c.keys.sessions(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+			cancel()
+			if err == nil {
+				seen = resp.Header.Revision
+			}
+		}
+		if seen > 0 {
+			ctx := clientv3.WithRequireLeader(c.ctx)
+			for resp := range c.cli.Watch(ctx, c.keys.sessions(), clientv3.WithPrefix(), clientv3.WithRev(seen+1)) {
+				if resp.CompactRevision > 0 {
+					seen = 0 // from now on, after a fresh read
 				}
-				var s Session
-				if json.Unmarshal(ev.Kv.Value, &s) != nil || s.Gateway == c.cfg.Name {
-					continue
+				for _, ev := range resp.Events {
+					seen = max(seen, ev.Kv.ModRevision)
+					c.sessionWritten(ev)
 				}
-				c.takenOver(strings.TrimPrefix(string(ev.Kv.Key), c.keys.sessions()), "gateway "+s.Gateway)
 			}
 		}
 		select {
@@ -564,6 +582,18 @@ func (c *Cluster) watch() {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// sessionWritten handles a change of a session key.
+func (c *Cluster) sessionWritten(ev *clientv3.Event) {
+	if ev.Type != mvccpb.PUT {
+		return
+	}
+	var s Session
+	if json.Unmarshal(ev.Kv.Value, &s) != nil || s.Gateway == c.cfg.Name {
+		return
+	}
+	c.takenOver(strings.TrimPrefix(string(ev.Kv.Key), c.keys.sessions()), "gateway "+s.Gateway)
 }
 
 // takenOver deletes this gateway's client k, if it has it.

@@ -354,3 +354,21 @@ func TestMemberLoss(t *testing.T) {
 		t.Error("a gateway took etcd for unreachable with two members of three running")
 	}
 }
+
+// TestNoEtcdNoGateway: a gateway does not start outside its cluster: New
+// fails within its timeout when etcd does not answer, and leaves nothing
+// running (goleak).
+func TestNoEtcdNoGateway(t *testing.T) {
+	etcd := etcdtest.Start(t, 1)
+	endpoints := etcd.Endpoints()
+	etcd.Stop(0)
+	start := time.Now()
+	c, err := New(t.Context(), Config{Endpoints: endpoints, Name: "g", Timeout: time.Second})
+	if err == nil {
+		c.Close()
+		t.Fatal("joined a cluster whose etcd is stopped")
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("New took %v to fail; its timeout is 1 s", took)
+	}
+}
