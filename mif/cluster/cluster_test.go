@@ -3,7 +3,9 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -286,7 +288,9 @@ func TestEtcdLoss(t *testing.T) {
 	etcd := etcdtest.Start(t, 1)
 	// The binding lease outlives the outage (etcd's client may take
 	// seconds to dial again); the member lease may not.
-	g, err := New(t.Context(), Config{Endpoints: etcd.Endpoints(), Name: "g", MemberTTL: memberTTL, Grace: 30 * time.Second, Timeout: time.Second})
+	var log testenv.SyncBuffer
+	g, err := New(t.Context(), Config{Endpoints: etcd.Endpoints(), Name: "g", MemberTTL: memberTTL, Grace: 30 * time.Second, Timeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,11 +314,17 @@ func TestEtcdLoss(t *testing.T) {
 	if p.Leased() != 1 {
 		t.Errorf("%d addresses held; alice's must stay", p.Leased())
 	}
+	if n := strings.Count(log.String(), "etcd unreachable: keeping established clients, refusing new ones"); n != 1 {
+		t.Errorf("the outage logged %d times, want once:\n%s", n, log.String())
+	}
 	p.Release(alice) // alice leaves while etcd is away
 	g.ClientDown(client("alice@example.com"))
 
 	etcd.Restart(0)
 	testenv.WaitUntil(t, 10*time.Second, "the gateway to reach etcd again", func() bool { return g.Status().Reachable })
+	if !strings.Contains(log.String(), "etcd reachable again: accepting new clients") {
+		t.Errorf("no log line says etcd is back:\n%s", log.String())
+	}
 	cli := reader(t, etcd.Endpoints())
 	_, bind := g.leases()
 	resp, err := cli.Get(t.Context(), g.keys.addr(pool24, alice))
