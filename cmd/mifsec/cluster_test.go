@@ -65,9 +65,14 @@ func TestMifsecGatewayCluster(t *testing.T) {
 	if err := ping(client, "10.1.0.1", 3); err != nil {
 		t.Fatalf("through a: %v%s", err, logs())
 	}
-	view := clusterView(t, gwa, endpoints)
+	// Without --cluster-etcd, status asks the gateway for its etcd.
+	view := clusterView(t, gwa, "--tun", "mgwc0")
 	if len(view.Members) != 2 || len(view.Sessions) != 1 || view.Sessions[0].Gateway != "a" {
 		t.Fatalf("mifsec status --cluster: %+v; want 2 gateways, alice at a", view)
+	}
+	text := testenv.Exec(t, gwb, mifsecBinary(t), "status", "--cluster", "--cluster-etcd", endpoints)
+	if !strings.Contains(text, "2 gateways, 1 clients") || !strings.Contains(text, "alice.example, addresses 10.3.0.2") {
+		t.Fatalf("mifsec status --cluster:\n%s", text)
 	}
 
 	// The client dies without a word and comes back at b: b takes its
@@ -87,6 +92,10 @@ func TestMifsecGatewayCluster(t *testing.T) {
 	if cl := gatewayClientsOn(t, "mgwc1"); len(cl) != 1 {
 		t.Fatalf("b's clients: %+v", cl)
 	}
+	// a's deleting its stale copy left b's registration alone.
+	if view := clusterView(t, gwb, "--cluster-etcd", endpoints); len(view.Sessions) != 1 || view.Sessions[0].Gateway != "b" {
+		t.Fatalf("mifsec status --cluster after the takeover: %+v; want alice at b", view)
+	}
 
 	// It leaves b properly and comes back at a: its address waited for
 	// it (the next free one is 10.3.0.3).
@@ -95,7 +104,7 @@ func TestMifsecGatewayCluster(t *testing.T) {
 	if got := address(c); got != first {
 		t.Fatalf("back at a the client got %s, had %s%s", got, first, logs())
 	}
-	view = clusterView(t, gwb, endpoints)
+	view = clusterView(t, gwb, "--cluster-etcd", endpoints)
 	if len(view.Sessions) != 1 || view.Sessions[0].Gateway != "a" || view.Sessions[0].Addresses[0] != "10.3.0.2" {
 		t.Fatalf("mifsec status --cluster: %+v; want alice at a with 10.3.0.2", view)
 	}
@@ -104,10 +113,11 @@ func TestMifsecGatewayCluster(t *testing.T) {
 	}
 }
 
-// clusterView runs `mifsec status --cluster --json` in ns.
-func clusterView(t *testing.T, ns, endpoints string) cluster.View {
+// clusterView runs `mifsec status --cluster --json args...` in ns.
+func clusterView(t *testing.T, ns string, args ...string) cluster.View {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", ns, mifsecBinary(t), "status", "--cluster", "--cluster-etcd", endpoints, "--json").Output()
+	args = append([]string{"netns", "exec", ns, mifsecBinary(t), "status", "--cluster", "--json"}, args...)
+	out, err := exec.Command("ip", args...).Output()
 	if err != nil {
 		t.Fatalf("mifsec status --cluster: %v", err)
 	}
