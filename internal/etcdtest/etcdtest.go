@@ -105,6 +105,17 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
+// Leader is the index of the member that leads the cluster now (-1 when
+// none does).
+func (c *Cluster) Leader() int {
+	for i, m := range c.members {
+		if !m.stopped && m.etcd.Server.Leader() == m.etcd.Server.MemberID() {
+			return i
+		}
+	}
+	return -1
+}
+
 // Stop stops member i (it stays stopped).
 func (c *Cluster) Stop(i int) {
 	m := c.members[i]
