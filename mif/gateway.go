@@ -301,8 +301,8 @@ func (g *Gateway) Close() {
 
 // takenOver deletes the IKE SAs of a client that logged in at another
 // member of the cluster (by).
-func (g *Gateway) takenOver(id ike.Identity, by string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+func (g *Gateway) takenOver(ctx context.Context, id ike.Identity, by string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := g.resp.Disconnect(ctx, id, "it logged in at "+by); err != nil {
 		g.log.Warn("deleting a client that logged in at another gateway", "id", id, "by", by, "err", err)

@@ -91,7 +91,7 @@ type Cluster struct {
 	pools                         []*Pool
 	members                       []Member // as last read
 	refused                       uint64
-	takeover                      func(id ike.Identity, by string)
+	takeover                      func(ctx context.Context, id ike.Identity, by string)
 }
 
 type session struct {
@@ -224,8 +224,9 @@ func (c *Cluster) Close() {
 }
 
 // OnTakeover sets what deletes a client of this gateway that logged in at
-// another (by): the gateway passes its Responder's Disconnect.
-func (c *Cluster) OnTakeover(f func(id ike.Identity, by string)) {
+// another (by): the gateway passes its Responder's Disconnect. ctx ends
+// when the Cluster closes.
+func (c *Cluster) OnTakeover(f func(ctx context.Context, id ike.Identity, by string)) {
 	c.mu.Lock()
 	c.takeover = f
 	c.mu.Unlock()
@@ -605,7 +606,7 @@ func (c *Cluster) takenOver(k, by string) {
 		return
 	}
 	c.log.Info("cluster: client logged in elsewhere: deleting it here", "id", s.id, "by", by)
-	f(s.id, by)
+	f(c.ctx, s.id, by)
 }
 
 // Members reads the cluster's members from etcd.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -241,8 +242,8 @@ func TestTakeover(t *testing.T) {
 	etcd := etcdtest.Start(t, 1)
 	a, b := join(t, etcd.Endpoints(), "a", 5*time.Second), join(t, etcd.Endpoints(), "b", 5*time.Second)
 	taken := make(chan string, 4)
-	a.OnTakeover(func(id ike.Identity, by string) { taken <- id.String() + " by " + by })
-	b.OnTakeover(func(id ike.Identity, by string) { taken <- "b lost " + id.String() })
+	a.OnTakeover(func(_ context.Context, id ike.Identity, by string) { taken <- id.String() + " by " + by })
+	b.OnTakeover(func(_ context.Context, id ike.Identity, by string) { taken <- "b lost " + id.String() })
 	alice := client("alice@example.com")
 	a.ClientUp(alice)
 	a.ClientUp(client("bob@example.com"))
