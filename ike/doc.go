@@ -17,7 +17,9 @@
 // ike_auth_eap.go, create_child_sa.go (rekeys), informational.go (deletes,
 // liveness) and mobike.go (MOBIKE and the MIF extension). Both roles
 // dispatch the requests that arrive inside an IKE SA through one function
-// (dispatch.go). session.go and exchange.go are the initiator's loop and
+// (dispatch.go). redirect.go holds RFC 5685 redirects in both roles: a
+// full or draining gateway sends clients elsewhere, and the initiator
+// follows, make before break. session.go and exchange.go are the initiator's loop and
 // retransmissions, responder.go the gateway's.
 //
 // # MOBIKE and the MIF extension
@@ -85,6 +87,9 @@
 //     spoofed or forged "retransmission" reflects nothing.
 //   - Failed EAP logins lock the user name and the source out for an
 //     exponentially growing time after a few free ones (eap_limits.go).
+//   - A full (MaxClients) or draining gateway answers IKE_SA_INIT with
+//     REDIRECT or TEMPORARY_FAILURE, keeping no state and computing no
+//     Diffie-Hellman: no dearer than a cookie (redirect.go).
 //   - Authenticated identities hold at most MaxSAsPerIdentity IKE SAs;
 //     INITIAL_CONTACT replaces the older ones (identity.go's Canonical
 //     decides what "the same identity" is).

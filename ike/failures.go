@@ -15,12 +15,13 @@ const (
 	FailTimeout        = "timeout"         // the peer answered none of a request's retransmissions
 	FailHalfOpenLimit  = "half-open-limit" // IKE_SA_INIT dropped: too many half-open IKE SAs
 	FailDHBudget       = "dh-budget"       // IKE_SA_INIT dropped: Diffie-Hellman budget spent
+	FailUnavailable    = "unavailable"     // TEMPORARY_FAILURE: the gateway could not take the client (full or draining with nowhere to redirect to, redirect.go; or its data plane refused the Child SA)
 	FailOther          = "other"
 )
 
 // FailureReasons lists every reason a failure is counted under.
 var FailureReasons = []string{FailAuthentication, FailNoProposal, FailTSUnacceptable, FailNoAddress,
-	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailOther}
+	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailUnavailable, FailOther}
 
 // notifyFailure names the failure an error notification reports.
 func notifyFailure(n wire.NotifyType) string {
@@ -35,6 +36,8 @@ func notifyFailure(n wire.NotifyType) string {
 		return FailNoAddress
 	case wire.INVALID_SYNTAX:
 		return FailInvalidSyntax
+	case wire.TEMPORARY_FAILURE:
+		return FailUnavailable
 	}
 	return FailOther
 }
@@ -48,6 +51,8 @@ func errorFailure(err error) string {
 		return FailNoProposal
 	case errors.Is(err, ErrTimeout):
 		return FailTimeout
+	case errors.Is(err, ErrUnavailable):
+		return FailUnavailable
 	}
 	return FailOther
 }

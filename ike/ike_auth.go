@@ -22,6 +22,13 @@ func (s *Session) connect(ctx context.Context, initialContact bool) error {
 	s.remote, s.natT = s.cfg.Remote, s.cfg.Remote.Port() == 4500
 	s.log.Info("connecting", "gateway", s.cfg.Remote)
 	init, err := s.initExchange(ctx)
+	for redirect := (*redirectError)(nil); errors.As(err, &redirect); {
+		if err := s.followRedirect(ctx, redirect.to); err != nil {
+			return err
+		}
+		s.remote, s.natT = s.cfg.Remote, s.cfg.Remote.Port() == 4500
+		init, err = s.initExchange(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -80,11 +87,21 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	}
 	payloads = append(payloads, s.authNotifies()...) // MOBIKE, MIF (mobike.go)
 	var cp []wire.CPAttribute
+	// After a redirect the client asks the new gateway for the addresses
+	// it had (redirect.go), so that its connections survive the move.
+	ask4, ask6 := wire.CPAttribute{Type: wire.INTERNAL_IP4_ADDRESS}, wire.CPAttribute{Type: wire.INTERNAL_IP6_ADDRESS}
+	for _, a := range s.keepAddrs {
+		if a.Addr().Is4() {
+			ask4.Value = a.Addr().AsSlice()
+		} else {
+			ask6.Value = append(a.Addr().AsSlice(), 128)
+		}
+	}
 	if s.cfg.RequestIPv4 {
-		cp = append(cp, wire.CPAttribute{Type: wire.INTERNAL_IP4_ADDRESS}, wire.CPAttribute{Type: wire.INTERNAL_IP4_DNS})
+		cp = append(cp, ask4, wire.CPAttribute{Type: wire.INTERNAL_IP4_DNS})
 	}
 	if s.cfg.RequestIPv6 {
-		cp = append(cp, wire.CPAttribute{Type: wire.INTERNAL_IP6_ADDRESS}, wire.CPAttribute{Type: wire.INTERNAL_IP6_DNS})
+		cp = append(cp, ask6, wire.CPAttribute{Type: wire.INTERNAL_IP6_DNS})
 	}
 	if len(cp) > 0 {
 		cp = append(cp, wire.CPAttribute{Type: wire.INTERNAL_DNS_DOMAIN}) // split DNS (ike/wire/splitdns.go)
@@ -139,10 +156,12 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 	if err := s.h.Configured(addrs, dns); err != nil {
 		return err
 	}
+	s.tellRedirected() // ESP to the gateway we were redirected to (redirect.go)
 	if err := s.h.InstallChild(child); err != nil {
 		return err
 	}
 	s.h.SwitchOutbound(child)
+	s.redirectedFrom = netip.Addr{} // REDIRECTED_FROM goes only to the gateway we were sent to
 	child.switched = true
 	s.sa, s.child = sa, child
 	s.authAccepted(reply) // MOBIKE, MIF (mobike.go)
@@ -532,6 +551,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	}
 	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
 	c.psk = psk
+	c.redirectOK = sa.redirectOK
 	sa.client = c
 	r.clients = append(r.clients, c)
 
@@ -655,14 +675,21 @@ func (r *Responder) firstChild(c *rClient, req []wire.Payload) ([]wire.Payload, 
 // and returns the CP reply's attributes.
 func (r *Responder) lease(c *rClient, cp *wire.CP) ([]wire.CPAttribute, error) {
 	var want4, want6, dns4, dns6, domains bool
+	var asked []netip.Addr // addresses the client asked for by value
 	for _, a := range cp.Attributes {
 		switch a.Type {
 		case wire.INTERNAL_DNS_DOMAIN:
 			domains = true
 		case wire.INTERNAL_IP4_ADDRESS:
 			want4 = true
+			if len(a.Value) == 4 {
+				asked = append(asked, netip.AddrFrom4([4]byte(a.Value)))
+			}
 		case wire.INTERNAL_IP6_ADDRESS:
 			want6 = true
+			if len(a.Value) == 17 {
+				asked = append(asked, netip.AddrFrom16([16]byte(a.Value[:16])))
+			}
 		case wire.INTERNAL_IP4_DNS:
 			dns4 = true
 		case wire.INTERNAL_IP6_DNS:
@@ -675,10 +702,19 @@ func (r *Responder) lease(c *rClient, cp *wire.CP) ([]wire.CPAttribute, error) {
 		if (is4 && !want4) || (!is4 && !want6) {
 			continue
 		}
-		a, err := p.LeaseFor(c.key)
-		if err != nil {
-			r.releaseLeases(c)
-			return nil, err
+		var a netip.Addr
+		for _, w := range asked {
+			if w.Is4() == is4 && p.LeaseRequested(c.key, w) {
+				a = w
+				break
+			}
+		}
+		if !a.IsValid() {
+			var err error
+			if a, err = p.LeaseFor(c.key); err != nil {
+				r.releaseLeases(c)
+				return nil, err
+			}
 		}
 		if is4 {
 			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 32))

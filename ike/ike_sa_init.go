@@ -60,6 +60,7 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 			&wire.Notify{NotifyType: wire.IKEV2_FRAGMENTATION_SUPPORTED},
 			&wire.Notify{NotifyType: wire.SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()},
 		)
+		payloads = append(payloads, s.redirectNotify()...) // RFC 5685 (redirect.go)
 		req := &wire.Message{SPIi: spiI, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagInitiator, Payloads: payloads}
 		b, err := req.Marshal()
 		if err != nil {
@@ -71,7 +72,13 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 		// retransmissions are spent (RFC 7296 §2.21.1); only then does
 		// the last such answer become the error.
 		var result *initResult
+		var redirect *redirectError
 		resp, err := s.initRoundTrip(ctx, b, spiI, func(resp *wire.Message, raw []byte) error {
+			if n := wire.FindNotify(resp.Payloads, wire.REDIRECT); n != nil {
+				r, err := s.initRedirect(n, ni) // a spoofed one is waited past
+				redirect = r
+				return err
+			}
 			if wire.FindNotify(resp.Payloads, wire.COOKIE) != nil {
 				return nil
 			}
@@ -101,6 +108,9 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 		})
 		if err != nil {
 			return nil, err
+		}
+		if redirect != nil {
+			return nil, redirect
 		}
 		if n := wire.FindNotify(resp.Payloads, wire.COOKIE); n != nil {
 			cookie = slices.Clone(n.Data)
@@ -256,6 +266,10 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 		r.failures[FailHalfOpenLimit]++
 		return
 	}
+	if r.refusesNew() {
+		r.redirectInit(m, in, ni.Data) // full or draining (redirect.go)
+		return
+	}
 	if len(r.halfOpen) >= r.cfg.CookieThreshold || atSourceLimit {
 		n := wire.FindNotify(m.Payloads, wire.COOKIE)
 		if n == nil || !r.cookieOK(n.Data, ni.Data, in.from.Addr(), m.SPIi) {
@@ -343,7 +357,7 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 	}
 	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
 		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
-		from: in.from, local: in.local, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
+		redirectOK: supportsRedirect(m.Payloads), from: in.from, local: in.local, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
 	if n := wire.FindNotify(m.Payloads, wire.SIGNATURE_HASH_ALGORITHMS); n != nil {
 		sa.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
 	}

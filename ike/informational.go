@@ -50,6 +50,9 @@ func (s *Session) respondInformational(sa *ikeSA, req []wire.Payload) ([]wire.Pa
 		}
 	}
 	reply = append(reply, s.mobilityReply(sa, req)...) // COOKIE2 echo (mobike.go)
+	if redirect := s.informationalRedirect(sa, req); redirect != nil && after == nil {
+		after = redirect // RFC 5685 §5 (redirect.go)
+	}
 	return reply, after
 }
 

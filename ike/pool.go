@@ -16,6 +16,11 @@ type Pool interface {
 	// LeaseFor returns an address for the client with identity id (""
 	// for none), preferably the one it had last.
 	LeaseFor(id string) (netip.Addr, error)
+	// LeaseRequested leases want, an address the client asked for (a
+	// client redirected from another gateway of the service asks for the
+	// one it had), when it is free (a shared pool: no other identity
+	// holds it); false otherwise.
+	LeaseRequested(id string, want netip.Addr) bool
 	// Release returns an address LeaseFor handed out.
 	Release(a netip.Addr)
 	// Leased is the number of addresses this gateway holds leased.
@@ -120,6 +125,29 @@ func (p *AddressPool) LeaseFor(id string) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("address pool %s is exhausted", p.prefix)
+}
+
+// LeaseRequested leases want to the client with identity id when the
+// client asked for it (RFC 7296 §3.15.1: a client redirected from another
+// gateway of the same service asks for the address it had there) and it
+// is free; false otherwise. An identity that had it last here loses its
+// claim: the address is in use elsewhere in the service.
+func (p *AddressPool) LeaseRequested(id string, want netip.Addr) bool {
+	if !want.IsValid() || !p.Usable(want) || p.leased[want] {
+		return false
+	}
+	p.leased[want] = true
+	if prev, ok := p.owner[want]; ok {
+		delete(p.last, prev)
+		delete(p.owner, want)
+	}
+	if id != "" {
+		if old, ok := p.last[id]; ok {
+			delete(p.owner, old)
+		}
+		p.last[id], p.owner[want] = want, id
+	}
+	return true
 }
 
 // Release returns a to the pool; the identity it was leased to may get it

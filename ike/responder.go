@@ -185,6 +185,18 @@ type ResponderConfig struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
+	// MaxClients bounds the clients (with the half-open IKE SAs) the
+	// gateway takes; beyond it IKE_SA_INIT is redirected to the gateway
+	// Redirector names (RFC 5685) or refused with TEMPORARY_FAILURE. 0
+	// means no limit (redirect.go).
+	MaxClients int
+	// Redirector names the gateway that a full or draining gateway sends
+	// clients to; nil: none, they are refused.
+	Redirector Redirector
+	// DrainTimeout is how long Drain waits for the redirected clients to
+	// leave before it deletes their IKE SAs; 0 means 10 s.
+	DrainTimeout time.Duration
+
 	MobilityConfig // MOBIKE and MIF (mobike.go)
 }
 
@@ -220,6 +232,7 @@ type rSA struct {
 	initReq    []byte // the client's IKE_SA_INIT request: it signs it
 	initResp   []byte // our response: we sign it
 	peerHashes []uint16
+	redirectOK bool      // its IKE_SA_INIT said it follows redirects (RFC 5685)
 	expires    time.Time // for a half-open SA
 	eap        *rEAP     // the EAP login under way (ike_auth_eap.go)
 	client     *rClient  // nil while half-open
@@ -254,6 +267,9 @@ type rClient struct {
 	accounted   *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
 	key         string           // ID's text (ID is canonical): the key of per-identity tables
 	registered  bool             // ResponderConfig.Sessions knows it (ClientUp)
+	// redirectOK: it follows redirects (RFC 5685); redirectSent: a
+	// draining gateway asked it to go (redirect.go).
+	redirectOK, redirectSent bool
 }
 
 // rRequest is a request the gateway sent to a client.
@@ -316,6 +332,12 @@ type Responder struct {
 
 	secret, oldSecret [32]byte
 	secretSince       time.Time
+
+	// Drain (redirect.go): since when new clients are refused and until
+	// when established ones may leave; how many were redirected.
+	draining   bool
+	drainUntil time.Time
+	redirected uint64
 }
 
 // NewResponder checks cfg and returns a responder that does not run yet.
@@ -360,6 +382,12 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	}
 	if cfg.HalfOpenTimeout <= 0 {
 		cfg.HalfOpenTimeout = 30 * time.Second
+	}
+	if cfg.MaxClients < 0 {
+		return nil, fmt.Errorf("a negative client limit (%d)", cfg.MaxClients)
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = defaultDrainTimeout
 	}
 	if cfg.CookieSecretLifetime <= 0 {
 		cfg.CookieSecretLifetime = 2 * time.Minute
@@ -577,6 +605,7 @@ func (r *Responder) tick() {
 		r.rekeyWhenDue(c, now) // create_child_sa.go
 		r.checkLiveness(c, now)
 	}
+	r.drainTick(now) // redirect.go
 }
 
 // Bounds on the Child SAs a rekey leaves behind: the one who started the

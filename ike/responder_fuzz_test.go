@@ -280,6 +280,7 @@ const (
 	fuzzAuthPayloads          // IKE_AUTH inner payloads on a half-open IKE SA
 	fuzzClientPayloads        // a request's inner payloads on an established IKE SA
 	fuzzRawEstablished        // a raw datagram, SPIs set to an established IKE SA
+	fuzzRawDraining           // a raw datagram to a draining gateway whose client was redirected (redirect.go)
 	fuzzStages
 )
 
@@ -319,6 +320,7 @@ func fuzzResponderSeeds(f *testing.F) {
 	for _, raw := range rig.fromClient {
 		f.Add(uint8(fuzzRawFresh), uint8(0), raw)
 		f.Add(uint8(fuzzRawEstablished), uint8(0), raw)
+		f.Add(uint8(fuzzRawDraining), uint8(0), raw)
 		addInner(raw)
 	}
 	rig.fromClient = nil
@@ -422,6 +424,20 @@ func runFuzzStage(t *testing.T, stage, exchange uint8, data []byte) *fuzzRig {
 		}
 		rig.deliver(data, true)
 		rig.r.handle(inbound{data: data, from: fuzzAttacker, natT: true})
+	case fuzzRawDraining:
+		rig = newFuzzRigWith(t, func(c *ResponderConfig) {
+			r, err := NewStaticRedirector([]netip.Addr{netip.MustParseAddr("192.0.2.200")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Redirector = r
+		})
+		rig.establish(t)
+		now := rig.r.cfg.Now()
+		rig.r.draining, rig.r.drainUntil = true, now.Add(time.Hour)
+		rig.r.drainTick(now) // the client is sent an INFORMATIONAL with REDIRECT
+		rig.r.handle(inbound{data: data, from: fuzzAttacker})
+		rig.deliver(data, false)
 	}
 	return rig
 }
@@ -479,4 +495,27 @@ func fuzzInner(data []byte) []wire.Payload {
 		ps = []wire.Payload{}
 	}
 	return ps
+}
+
+// TestFuzzRigDrains checks that the draining stage reaches the redirects:
+// the established client is sent a REDIRECT, and the client's own
+// IKE_SA_INIT, delivered again from elsewhere and from the client, is
+// answered with one each time, with no new state.
+func TestFuzzRigDrains(t *testing.T) {
+	seed := newFuzzRig(t)
+	seed.establish(t)
+	var init []byte
+	for _, raw := range seed.fromClient {
+		if m, err := wire.Parse(raw); err == nil && m.Exchange == wire.IKE_SA_INIT {
+			init = raw
+		}
+	}
+	if init == nil {
+		t.Fatal("no IKE_SA_INIT from the client")
+	}
+	rig := runFuzzStage(t, fuzzRawDraining, 0, init)
+	if rig.r.redirected != 3 || len(rig.r.halfOpen) != 0 {
+		t.Fatalf("%d redirects, %d half-open IKE SAs; want 3 (the client's IKE SA, its IKE_SA_INIT twice) and none", rig.r.redirected, len(rig.r.halfOpen))
+	}
+	rig.checkInvariants(t)
 }

@@ -146,6 +146,9 @@ type SessionConfig struct {
 	ReconnectDelay time.Duration
 	// MaxReconnectDelay caps the pause; 0 means defaultMaxReconnectDelay.
 	MaxReconnectDelay time.Duration
+	// DisableRedirect leaves REDIRECT_SUPPORTED out of IKE_SA_INIT and
+	// ignores the gateway's REDIRECTs (RFC 5685, redirect.go).
+	DisableRedirect bool
 	// WaitToConnect, when set, is called before each attempt Run makes
 	// to connect, and the attempt waits until it returns nil: a host that
 	// also answers its peer (mifsec peer) does not start a second IKE SA
@@ -163,6 +166,9 @@ var (
 	ErrAuthFailed       = errors.New("authentication failed")
 	ErrNoProposalChosen = errors.New("no proposal chosen")
 	ErrTimeout          = errors.New("gateway did not answer")
+	// ErrUnavailable: the gateway is full or draining and named no other
+	// gateway to go to (TEMPORARY_FAILURE to IKE_SA_INIT, redirect.go).
+	ErrUnavailable = errors.New("gateway unavailable")
 )
 
 // inbound is a received datagram.
@@ -204,6 +210,14 @@ type Session struct {
 	// rekeying is the rekey this side has started and awaits the answer
 	// to: the gateway's rekey of the other kind is refused meanwhile.
 	rekeying rekeyKind
+
+	// Redirects (redirect.go): when we followed them lately, the gateway
+	// that sent us to the current one (until we connected there), and
+	// the gateway the handler last learnt ESP goes to.
+	redirects      []time.Time
+	redirectedFrom netip.Addr
+	toldGateway    netip.AddrPort
+	keepAddrs      []netip.Prefix // the inner addresses to ask the new gateway for
 }
 
 // Status is a snapshot of a session for `mifsec status`.
@@ -218,6 +232,11 @@ type Status struct {
 	IKERekeys   int       `json:"ike_rekeys"`
 	ChildRekeys int       `json:"child_rekeys"`
 	Reconnects  int       `json:"reconnects"`
+	// Redirects counts the gateways' redirects the session followed
+	// (RFC 5685); RedirectedFrom is the gateway that sent it to Gateway
+	// last.
+	Redirects      int    `json:"redirects,omitempty"`
+	RedirectedFrom string `json:"redirected_from,omitempty"`
 	// Failures counts the IKE SAs that could not be set up or were lost,
 	// by reason (Fail*).
 	Failures  map[string]uint64 `json:"failures,omitempty"`
@@ -291,7 +310,8 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), drop: make(chan struct{}, 1), remote: cfg.Remote, mob: newSessionMobility(&cfg)}
+	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), drop: make(chan struct{}, 1), remote: cfg.Remote, mob: newSessionMobility(&cfg),
+		toldGateway: cfg.Remote}
 	s.status.State = "connecting"
 	s.status.Gateway = cfg.Remote.String()
 	s.publishMobility()
@@ -357,6 +377,18 @@ func (s *Session) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				s.shutdown()
 				return nil
+			}
+			var redirect *redirectError
+			if errors.As(err, &redirect) {
+				// Make before break (redirect.go): on failure the old IKE
+				// SA serves on; its gateway deletes it in the end.
+				if err := s.moveTo(ctx, redirect.to); err != nil {
+					s.log.Warn("not following the gateway's redirect", "to", redirect.to, "err", err)
+				}
+				if s.sa != nil {
+					continue
+				}
+				err = fmt.Errorf("following the redirect to %s: %w", redirect.to, ctx.Err())
 			}
 			switch {
 			case errors.Is(err, errDropped):
@@ -634,6 +666,11 @@ func notifyError(n *wire.Notify, exchange string) error {
 		return fmt.Errorf("the gateway could not assign an inner address (%s)", exchange)
 	case wire.FAILED_CP_REQUIRED:
 		return fmt.Errorf("the gateway requires a configuration request (%s)", exchange)
+	case wire.TEMPORARY_FAILURE:
+		if exchange == "IKE_SA_INIT" {
+			return fmt.Errorf("%w: the gateway is full or draining and named no other gateway (TEMPORARY_FAILURE to %s)", ErrUnavailable, exchange)
+		}
+		return fmt.Errorf("%w: the gateway could not take the client now (TEMPORARY_FAILURE to %s)", ErrUnavailable, exchange)
 	}
 	return fmt.Errorf("the gateway answered %s with error notification %d", exchange, n.NotifyType)
 }

@@ -2,9 +2,11 @@ package mif
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -33,7 +35,8 @@ func TestStatusSocketRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "s.sock")
-	if err := ServeControl(ctx, path, Control{Status: func() any { return map[string]int{"tx_packets": 42} }}); err != nil {
+	closeControl, err := ServeControl(ctx, path, Control{Status: func() any { return map[string]int{"tx_packets": 42} }})
+	if err != nil {
 		t.Fatal(err)
 	}
 	raw, err := ReadStatus(path)
@@ -47,12 +50,19 @@ func TestStatusSocketRoundTrip(t *testing.T) {
 		t.Fatal("reading a missing socket succeeded")
 	}
 	// A second instance on the same path must not take the live socket.
-	if err := ServeControl(ctx, path, Control{Status: func() any { return "other" }}); err == nil || !strings.Contains(err.Error(), "another mifsec instance") {
+	if _, err := ServeControl(ctx, path, Control{Status: func() any { return "other" }}); err == nil || !strings.Contains(err.Error(), "another mifsec instance") {
 		t.Fatalf("second ServeControl on a live socket: %v", err)
 	}
 	if raw, err := ReadStatus(path); err != nil || string(raw) != `{"tx_packets":42}` {
 		t.Fatalf("the first instance lost its socket: %s %v", raw, err)
 	}
+	// close removes the socket before it returns (a process that exits
+	// right after must leave nothing in /run), and may be called again.
+	closeControl()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket still there after close: %v", err)
+	}
+	closeControl()
 }
 
 // TestControlSocketRequests: the control socket answers a status request,
@@ -63,14 +73,14 @@ func TestControlSocketRequests(t *testing.T) {
 	defer cancel()
 	stopped := make(chan struct{}, 1)
 	path := filepath.Join(t.TempDir(), "s.sock")
-	if err := ServeControl(ctx, path, Control{
+	if _, err := ServeControl(ctx, path, Control{
 		Status: func() any { return map[string]int{"tx_packets": 7} },
 		Stop:   func() { stopped <- struct{}{} },
 	}); err != nil {
 		t.Fatal(err)
 	}
 	noStop := filepath.Join(t.TempDir(), "nostop.sock")
-	if err := ServeControl(ctx, noStop, Control{Status: func() any { return "x" }}); err != nil {
+	if _, err := ServeControl(ctx, noStop, Control{Status: func() any { return "x" }}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -108,5 +118,36 @@ func TestControlSocketRequests(t *testing.T) {
 	}
 	if err := Stop(noStop, time.Second); err == nil || !strings.Contains(err.Error(), "cannot be stopped") {
 		t.Fatalf("Stop of an instance without Stop: %v", err)
+	}
+}
+
+// TestControlSocketDrain: a drain request calls Drain and returns how many
+// clients it asked to move; an instance without Drain (no gateway)
+// refuses, and Drain's error comes back.
+func TestControlSocketDrain(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	gw, client, failing := filepath.Join(dir, "gw.sock"), filepath.Join(dir, "cl.sock"), filepath.Join(dir, "f.sock")
+	for path, ctl := range map[string]Control{
+		gw:      {Status: func() any { return "gw" }, Drain: func() (int, error) { return 3, nil }},
+		client:  {Status: func() any { return "client" }},
+		failing: {Status: func() any { return "gw" }, Drain: func() (int, error) { return 0, errors.New("the loop is gone") }},
+	} {
+		if _, err := ServeControl(ctx, path, ctl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := Drain(gw); err != nil || n != 3 {
+		t.Fatalf("Drain: %d, %v; want 3 clients", n, err)
+	}
+	if _, err := Drain(client); err == nil || !strings.Contains(err.Error(), "no gateway") {
+		t.Fatalf("draining a client: %v, want it refused", err)
+	}
+	if _, err := Drain(failing); err == nil || !strings.Contains(err.Error(), "the loop is gone") {
+		t.Fatalf("a failing drain: %v", err)
+	}
+	if _, err := Drain(filepath.Join(dir, "none.sock")); err == nil {
+		t.Fatal("draining a missing socket succeeded")
 	}
 }

@@ -497,6 +497,9 @@ type GatewayStatus struct {
 	// IKEFailures counts refused IKE requests and lost clients by reason
 	// (ike.Responder.Failures).
 	IKEFailures map[string]uint64 `json:"ike_failures,omitempty"`
+	// Redirect says whether the gateway drains and how many clients it
+	// sent to other gateways (RFC 5685, ike.Responder.Drain).
+	Redirect ike.RedirectStatus `json:"redirect,omitzero"`
 	// InboundSAs counts the data plane's receiving SAs (every client's
 	// Child SAs, rekeyed ones until deleted); Goroutines the process's.
 	InboundSAs int `json:"inbound_sas"`
@@ -554,6 +557,7 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 		cs := g.cfg.Cluster.Status()
 		st.Cluster = &cs
 	}
+	st.Redirect = g.resp.RedirectStatus(ctx)
 	g.mu.Lock()
 	totals := make(map[*ike.RemoteClient]trafficTotals, len(g.retired))
 	for c, t := range g.retired {
@@ -665,4 +669,13 @@ func (g *Gateway) restoreForwarding() {
 		}
 	}
 	g.sysctl = nil
+}
+
+// DrainClients takes the gateway out of service: new clients are sent to
+// the gateways the responder's Redirector names (or refused), established
+// ones are redirected there and deleted when they have not left after
+// ike.ResponderConfig.DrainTimeout (ike.Responder.Drain). It returns how
+// many clients are asked to leave.
+func (g *Gateway) DrainClients(ctx context.Context) (int, error) {
+	return g.resp.Drain(ctx)
 }

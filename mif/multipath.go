@@ -383,7 +383,7 @@ func (pp *peerPaths) Order() *OrderStatus {
 		return nil
 	}
 	return &OrderStatus{InOrder: st.InOrder, Held: st.Held, Released: st.Released, Timeouts: st.Timeouts,
-		LostEarly: st.LostEarly, Overflow: st.Overflow, Late: st.Late, Duplicates: st.Duplicates, HeldNow: held}
+		LostEarly: st.LostEarly, Overflow: st.Overflow, Late: st.Late, Reordered: st.Reordered, Duplicates: st.Duplicates, HeldNow: held}
 }
 
 // Status returns every path's scheduler state and estimates with what the

@@ -280,6 +280,20 @@ func (c *Client) waitActive(ctx context.Context) error {
 	return nil
 }
 
+// Redirected implements ike.RedirectHandler: the session moved to the
+// gateway it was redirected to (RFC 5685), and the outbound ESP of the
+// active path follows.
+func (c *Client) Redirected(gw netip.AddrPort) {
+	info, ok := c.multi.paths.get(c.activePath())
+	if !ok {
+		c.log.Warn("redirected to another gateway without an active path", "gateway", gw)
+		return
+	}
+	c.log.Info("redirected: ESP goes to the new gateway", "gateway", gw, "interface", info.Name)
+	c.setActive(info, gw.Addr())
+	c.kickPaths()
+}
+
 // PathChanged implements ike.PathHandler: the IKE SA moved to path p, and
 // the outbound ESP follows.
 func (c *Client) PathChanged(p ike.Path) {

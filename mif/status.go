@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,6 +67,7 @@ type OrderStatus struct {
 	LostEarly  uint64 `json:"lost_early"`
 	Overflow   uint64 `json:"overflow"`
 	Late       uint64 `json:"late"`
+	Reordered  uint64 `json:"reordered,omitempty"` // of late: their gap had been inferred lost (their path reordered)
 	Duplicates uint64 `json:"duplicates"`
 	HeldNow    int    `json:"held_now"`
 }
@@ -137,6 +139,10 @@ type Control struct {
 	// Stop asks the instance to stop as SIGTERM does; nil refuses stop
 	// requests.
 	Stop func()
+	// Drain takes a gateway out of service (`mifsec gateway drain`,
+	// SIGUSR1) and returns how many clients it asks to leave; nil refuses
+	// drain requests.
+	Drain func() (int, error)
 }
 
 // The control protocol: a client sends one request line and reads one
@@ -145,6 +151,7 @@ type Control struct {
 const (
 	requestStatus  = "status"
 	requestStop    = "stop"
+	requestDrain   = "drain"
 	requestTimeout = 500 * time.Millisecond
 )
 
@@ -154,32 +161,48 @@ type stopReply struct {
 	Error    string `json:"error,omitempty"`
 }
 
+// drainReply answers a drain request.
+type drainReply struct {
+	Draining bool   `json:"draining"`
+	Clients  int    `json:"clients"` // asked to leave
+	Error    string `json:"error,omitempty"`
+}
+
 // ServeControl answers requests on the control socket at path until ctx
-// ends. The socket is readable by root only.
-func ServeControl(ctx context.Context, path string, ctl Control) error {
+// ends or closeControl is called, and removes the socket then. The socket
+// is readable by root only. A process that exits must call closeControl
+// itself: removal on ctx alone runs on a goroutine that may not get to
+// run before the process ends, and the socket file stays behind.
+func ServeControl(ctx context.Context, path string, ctl Control) (closeControl func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("control socket directory: %w", err)
+		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
 	// The sockets of every network namespace share /run: an instance in
 	// another namespace on a TUN device of the same name must keep its
 	// socket. Only a socket no one answers on is stale.
 	if conn, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		conn.Close()
-		return fmt.Errorf("another mifsec instance answers on %s (the same TUN name in another network namespace?): choose another --tun", path)
+		return nil, fmt.Errorf("another mifsec instance answers on %s (the same TUN name in another network namespace?): choose another --tun", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing stale control socket: %w", err)
+		return nil, fmt.Errorf("removing stale control socket: %w", err)
 	}
 	old := syscall.Umask(0o077)
 	ln, err := net.Listen("unix", path)
 	syscall.Umask(old)
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w", path, err)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	var once sync.Once
+	closeControl = func() {
+		once.Do(func() {
+			ln.Close()
+			os.Remove(path)
+		})
 	}
 	go func() {
 		<-ctx.Done()
-		ln.Close()
-		os.Remove(path)
+		closeControl()
 	}()
 	go func() {
 		for {
@@ -190,7 +213,7 @@ func ServeControl(ctx context.Context, path string, ctl Control) error {
 			go ctl.answer(conn)
 		}
 	}()
-	return nil
+	return closeControl, nil
 }
 
 // answer reads one request from conn and replies to it.
@@ -210,6 +233,17 @@ func (ctl Control) answer(conn net.Conn) {
 		}
 		enc.Encode(stopReply{Stopping: true})
 		ctl.Stop()
+	case requestDrain:
+		if ctl.Drain == nil {
+			enc.Encode(drainReply{Error: "this instance is no gateway: it cannot be drained"})
+			return
+		}
+		n, err := ctl.Drain()
+		if err != nil {
+			enc.Encode(drainReply{Error: err.Error()})
+			return
+		}
+		enc.Encode(drainReply{Draining: true, Clients: n})
 	default:
 		enc.Encode(stopReply{Error: fmt.Sprintf("unknown request %q", req)})
 	}
@@ -252,6 +286,27 @@ func ReadStatus(path string) (json.RawMessage, error) {
 		return nil, fmt.Errorf("reading status from %s: %w", path, err)
 	}
 	return raw, nil
+}
+
+// Drain asks the gateway whose control socket is at path to drain (as
+// SIGUSR1 does) and returns how many clients it asks to leave.
+func Drain(path string) (int, error) {
+	conn, err := dialControl(path)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	if err := send(conn, path, requestDrain); err != nil {
+		return 0, err
+	}
+	var reply drainReply
+	if err := json.NewDecoder(conn).Decode(&reply); err != nil {
+		return 0, fmt.Errorf("draining the gateway at %s: %w", path, err)
+	}
+	if reply.Error != "" {
+		return 0, fmt.Errorf("draining the gateway at %s: %s", path, reply.Error)
+	}
+	return reply.Clients, nil
 }
 
 // Stop asks the instance whose control socket is at path to stop, as

@@ -50,13 +50,25 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 //
 // A sample taken while the sender did not push the path to its estimate
 // (app-limited) only raises the estimate, never lowers it: an idle path
-// has not become slower. The picker drains a path's virtual queue at the
+// has not become slower.
+//
+// A sample whose interval began and ended with a queue on the path
+// (saturated: both probes came back later than the path's minimum round
+// trip by more than boostSlack) measured the bottleneck while it was busy
+// the whole time; once the window holds such samples, the estimate is the
+// maximum of those alone. The others may have caught a burst: a token
+// bucket (tc tbf, an ISP's or a cellular network's shaper) that idled
+// lets its bucket's worth through at line rate, and a 30 ms sample of a
+// 25 Mbit/s path with a 256 kB bucket reads up to 93 Mbit/s; kept by the
+// maximum, it made the picker drain that path's virtual queue three times
+// too fast while its real queue overflowed. The picker drains a path's virtual queue at the
 // estimate times Gain: 2 while starting up (until three samples in a row
 // grow less than 25%), then a cycle of 1.25, 0.75 and six times 1, one
 // step per sample, so a path whose capacity exceeds the estimate is offered
 // more and shows it, and the queue that built up drains again.
 type rateEstimator struct {
 	samples  [rateWindow]float64
+	busy     [rateWindow]bool // the sample was saturated
 	n, next  int
 	Rate     float64 // bytes per second; 0 until the first sample
 	startup  bool
@@ -74,7 +86,7 @@ var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 
 // Add feeds one sample: delivered bytes over interval. appLimited says the
 // sender offered the path clearly less than its estimate in that interval.
-func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited bool) {
+func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited, saturated bool) {
 	if !e.started {
 		e.started, e.startup = true, true
 	}
@@ -86,16 +98,22 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		e.cycle++
 		return
 	}
-	e.samples[e.next] = s
+	e.samples[e.next], e.busy[e.next] = s, saturated
 	e.next = (e.next + 1) % rateWindow
 	if e.n < rateWindow {
 		e.n++
 	}
-	m := 0.0
-	for _, v := range e.samples[:e.n] {
-		m = max(m, v)
+	all, busy := 0.0, 0.0
+	for i, v := range e.samples[:e.n] {
+		all = max(all, v)
+		if e.busy[i] {
+			busy = max(busy, v)
+		}
 	}
-	e.Rate = m
+	e.Rate = all
+	if busy > 0 {
+		e.Rate = busy
+	}
 	e.cycle++
 	if e.startup && !appLimited {
 		if e.Rate >= e.prevRate*1.25 {

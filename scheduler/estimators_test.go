@@ -56,14 +56,14 @@ func TestRateEstimator(t *testing.T) {
 	t.Run("max of window", func(t *testing.T) {
 		var e rateEstimator
 		for _, b := range []uint64{100000, 300000, 200000} {
-			e.Add(b, iv, false)
+			e.Add(b, iv, false, false)
 		}
 		if e.Rate != 3e6 {
 			t.Fatalf("rate %v, want 3e6 (max of the samples)", e.Rate)
 		}
 		// The maximum ages out after rateWindow samples.
 		for range rateWindow {
-			e.Add(100000, iv, false)
+			e.Add(100000, iv, false, false)
 		}
 		if e.Rate != 1e6 {
 			t.Fatalf("rate %v after the window, want 1e6", e.Rate)
@@ -71,14 +71,14 @@ func TestRateEstimator(t *testing.T) {
 	})
 	t.Run("app-limited only raises", func(t *testing.T) {
 		var e rateEstimator
-		e.Add(500000, iv, false) // 5e6
+		e.Add(500000, iv, false, false) // 5e6
 		for range 3 * rateWindow {
-			e.Add(1000, iv, true)
+			e.Add(1000, iv, true, false)
 		}
 		if e.Rate != 5e6 {
 			t.Fatalf("rate %v after idle samples, want 5e6 kept", e.Rate)
 		}
-		e.Add(800000, iv, true)
+		e.Add(800000, iv, true, false)
 		if e.Rate != 8e6 {
 			t.Fatalf("rate %v, an app-limited sample above the estimate should raise it to 8e6", e.Rate)
 		}
@@ -89,13 +89,13 @@ func TestRateEstimator(t *testing.T) {
 			t.Fatalf("gain %v before samples, want startup gain 2", e.Gain())
 		}
 		for _, b := range []uint64{100000, 200000, 400000} {
-			e.Add(b, iv, false)
+			e.Add(b, iv, false, false)
 			if !e.Startup() {
 				t.Fatalf("left startup while the rate doubled")
 			}
 		}
 		for range 3 {
-			e.Add(400000, iv, false)
+			e.Add(400000, iv, false, false)
 		}
 		if e.Startup() {
 			t.Fatalf("still in startup after 3 samples without growth")
@@ -103,15 +103,38 @@ func TestRateEstimator(t *testing.T) {
 		var gains []float64
 		for range len(gainCycle) {
 			gains = append(gains, e.Gain())
-			e.Add(400000, iv, false)
+			e.Add(400000, iv, false, false)
 		}
 		if gains[0] != 1.25 || gains[1] != 0.75 || gains[2] != 1 {
 			t.Fatalf("gain cycle %v, want 1.25, 0.75, 1…", gains)
 		}
 	})
+	t.Run("saturated samples outrank bursts", func(t *testing.T) {
+		// A 25 Mbit/s token bucket: busy intervals read its rate, one
+		// after it idled lets its 256 kB bucket through at line rate.
+		var e rateEstimator
+		rate := 25e6 / 8
+		for i := range 3 * rateWindow {
+			if i%4 == 0 {
+				e.Add(uint64(rate*iv.Seconds())+256<<10, iv, false, false)
+				continue
+			}
+			e.Add(uint64(rate*iv.Seconds()), iv, false, true)
+		}
+		if math.Abs(e.Rate-rate) > 1 {
+			t.Fatalf("rate %.0f, want the busy samples' %.0f, not a burst's", e.Rate, rate)
+		}
+		// With no saturated sample left in the window, every sample counts.
+		for range rateWindow {
+			e.Add(uint64(2*rate*iv.Seconds()), iv, false, false)
+		}
+		if math.Abs(e.Rate-2*rate) > 1 {
+			t.Fatalf("rate %.0f, want %.0f once no saturated sample is left", e.Rate, 2*rate)
+		}
+	})
 	t.Run("zero interval ignored", func(t *testing.T) {
 		var e rateEstimator
-		e.Add(1000, 0, false)
+		e.Add(1000, 0, false, false)
 		if e.Rate != 0 {
 			t.Fatalf("rate %v from a zero interval", e.Rate)
 		}

@@ -23,6 +23,15 @@ type ResequencerConfig struct {
 	// ActiveWindow: a path counts as active for loss inference while it
 	// delivered something within this long (default MaxWait).
 	ActiveWindow time.Duration
+	// ReorderWindow is how long a gap is still waited for once every
+	// active path has delivered something beyond it (default 1 ms). A
+	// path is nearly FIFO, not quite: a sender whose flow moves between
+	// cores, or a virtual link that queues per CPU, swaps a few packets
+	// on one path, and a gap given up at once comes out of order. A
+	// packet that arrives after its gap was inferred lost teaches a
+	// longer window (never longer than the wait), forgotten again after
+	// learnedDecay without another.
+	ReorderWindow time.Duration
 	// First is the first sequence number to expect (ESP starts at 1 on a
 	// new SA); 0 starts from the first packet pushed, whatever it is.
 	First uint64
@@ -43,6 +52,7 @@ type ResequencerStats struct {
 	LostEarly  uint64 // gaps given up at once: every active path had delivered something newer
 	Overflow   uint64 // gaps given up because the ring was full
 	Late       uint64 // arrived after their gap was given up (delivered)
+	Reordered  uint64 // of Late: their gap had been inferred lost (LostEarly), so their path reordered
 	Duplicates uint64 // already held or delivered (dropped)
 }
 
@@ -88,6 +98,15 @@ type Resequencer struct {
 	lastLate int64
 	wait     time.Duration
 
+	// Loss inference with a reorder window: evidentAt is when every
+	// active path was seen beyond the gap at next (evident says it is
+	// known for next); reorder is the window now, reorderLate when a
+	// late packet last taught it.
+	evident     bool
+	evidentAt   int64
+	reorder     time.Duration
+	reorderLate int64
+
 	Stats ResequencerStats
 }
 
@@ -101,8 +120,9 @@ type reseqSlot struct {
 const (
 	slotEmpty uint8 = iota
 	slotHeld
-	slotDone    // released
-	slotSkipped // given up
+	slotDone        // released
+	slotSkipped     // given up on time or for lack of room; arrived holds when
+	slotSkippedLost // given up as lost (every path was past it); arrived holds when
 )
 
 // ErrResequencerConfig reports an invalid configuration.
@@ -129,7 +149,11 @@ func NewResequencer(cfg ResequencerConfig) (*Resequencer, error) {
 	if cfg.ActiveWindow <= 0 {
 		cfg.ActiveWindow = cfg.MaxWait
 	}
-	r := &Resequencer{cfg: cfg, mask: uint64(cfg.Slots - 1), slots: make([]reseqSlot, cfg.Slots), expected: cfg.ExpectedPaths}
+	if cfg.ReorderWindow <= 0 {
+		cfg.ReorderWindow = time.Millisecond
+	}
+	r := &Resequencer{cfg: cfg, mask: uint64(cfg.Slots - 1), slots: make([]reseqSlot, cfg.Slots), expected: cfg.ExpectedPaths,
+		reorder: cfg.ReorderWindow}
 	if cfg.First > 0 {
 		r.started, r.next, r.highest = true, cfg.First, cfg.First
 	}
@@ -162,6 +186,10 @@ func (r *Resequencer) SetExpectedPaths(n int) { r.expected = n }
 
 // Wait returns how long a gap is waited for now.
 func (r *Resequencer) Wait() time.Duration { return r.wait }
+
+// ReorderWindow returns how long a gap is still waited for once every
+// active path is past it.
+func (r *Resequencer) ReorderWindow() time.Duration { return min(r.reorder, r.wait) }
 
 func (r *Resequencer) updateWait() {
 	if !r.hasBase {
@@ -205,7 +233,7 @@ func (r *Resequencer) Push(seq uint64, path PathID, now int64, h Handle, out []H
 	}
 	if seq-r.next >= uint64(len(r.slots)) {
 		// No room: give up the oldest gaps until seq fits.
-		out = r.forceTo(seq-uint64(len(r.slots))+1, out, &r.Stats.Overflow)
+		out = r.forceTo(seq-uint64(len(r.slots))+1, out, &r.Stats.Overflow, now)
 		if seq == r.next {
 			r.Stats.InOrder++
 			out = append(out, h)
@@ -230,19 +258,40 @@ func (r *Resequencer) Push(seq uint64, path PathID, now int64, h Handle, out []H
 // late handles a packet below next: a duplicate if it was released, late
 // if its gap was given up (or it is older than the ring remembers).
 func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Handle, bool) {
+	var lateBy time.Duration // behind its gap's skip, when known
 	if r.next-seq <= uint64(len(r.slots)) {
 		sl := &r.slots[seq&r.mask]
 		if sl.seq == seq && sl.state == slotDone {
 			r.Stats.Duplicates++
 			return out, true
 		}
+		if sl.seq == seq && sl.state == slotSkippedLost {
+			// Inferred lost, but its path had only reordered it: a
+			// longer reorder window would have waited for it (a quarter
+			// more than it was late by), and forget that again after
+			// learnedDecay without another.
+			sl.state = slotDone
+			r.reorder = min(max(r.reorder, time.Duration(now-sl.arrived)*5/4), r.cfg.MaxWait)
+			r.reorderLate = now
+			// The gap's deadline must not cut the window short.
+			r.learned, r.lastLate = max(r.learned, r.reorder), now
+			r.updateWait()
+			r.Stats.Reordered++
+			r.Stats.Late++
+			return append(out, h), false
+		}
 		if sl.seq == seq && sl.state == slotSkipped {
 			sl.state = slotDone
+			// As late as it was, and a quarter more: a path whose queue
+			// grew faster than the delays said makes the next packets
+			// as late, and one step at a time would deliver each of them
+			// out of order.
+			lateBy = time.Duration(now - sl.arrived)
 		}
 	}
 	// The gap should have been waited for longer: learn, and forget
 	// again after learnedDecay without a late packet.
-	r.learned = min(max(r.learned*3/2, r.wait*3/2), r.cfg.MaxWait)
+	r.learned = min(max(r.learned*3/2, r.wait*3/2, lateBy*5/4), r.cfg.MaxWait)
 	r.lastLate = now
 	r.updateWait()
 	r.Stats.Late++
@@ -259,6 +308,9 @@ func (r *Resequencer) advance(now int64, out []Handle) []Handle {
 		r.learned = 0
 		r.updateWait()
 	}
+	if r.reorder > r.cfg.ReorderWindow && now-r.reorderLate > int64(learnedDecay) {
+		r.reorder = r.cfg.ReorderWindow
+	}
 	released := false
 	for r.held > 0 {
 		sl := &r.slots[r.next&r.mask]
@@ -269,12 +321,25 @@ func (r *Resequencer) advance(now int64, out []Handle) []Handle {
 			r.Stats.Released++
 			r.next++
 			released = true
+			r.evident = false
 			continue
 		}
 		if !r.lostEarly(now) {
+			r.evident = false
 			break
 		}
-		r.skip(&r.Stats.LostEarly)
+		if !r.evident {
+			r.evident, r.evidentAt = true, now
+		}
+		if now-r.evidentAt < int64(r.ReorderWindow()) {
+			break
+		}
+		// Lost. The next gap, if every path is past it too, was most
+		// likely lost with it (one burst): evident stays, from the same
+		// moment.
+		sl.seq, sl.arrived, sl.state = r.next, now, slotSkippedLost
+		r.Stats.LostEarly++
+		r.next++
 	}
 	if r.held == 0 {
 		r.headWait = 0
@@ -303,15 +368,16 @@ func (r *Resequencer) lostEarly(now int64) bool {
 }
 
 // skip gives up next, counting it in c.
-func (r *Resequencer) skip(c *uint64) {
+func (r *Resequencer) skip(c *uint64, now int64) {
 	sl := &r.slots[r.next&r.mask]
-	*sl = reseqSlot{seq: r.next, state: slotSkipped}
+	*sl = reseqSlot{seq: r.next, arrived: now, state: slotSkipped}
 	*c++
 	r.next++
+	r.evident = false
 }
 
 // forceTo gives up every gap and releases every held packet below seq.
-func (r *Resequencer) forceTo(seq uint64, out []Handle, c *uint64) []Handle {
+func (r *Resequencer) forceTo(seq uint64, out []Handle, c *uint64, now int64) []Handle {
 	for r.next < seq {
 		sl := &r.slots[r.next&r.mask]
 		if sl.state == slotHeld && sl.seq == r.next {
@@ -328,23 +394,32 @@ func (r *Resequencer) forceTo(seq uint64, out []Handle, c *uint64) []Handle {
 			r.next = seq
 			break
 		}
-		r.skip(c)
+		r.skip(c, now)
 	}
 	return out
 }
 
 // NextDeadline returns when Expire has work (the oldest held packet's wait
-// ends); ok is false when nothing is held.
+// ends, or the reorder window of a gap every path is past); ok is false
+// when nothing is held.
 func (r *Resequencer) NextDeadline() (at int64, ok bool) {
 	if r.held == 0 {
 		return 0, false
 	}
-	return r.headWait + int64(r.wait), true
+	at = r.headWait + int64(r.wait)
+	if r.evident {
+		at = min(at, r.evidentAt+int64(r.ReorderWindow()))
+	}
+	return at, true
 }
 
 // Expire gives up the gaps in front of packets that have waited Wait() by
-// now and appends the handles that may go out.
+// now, and those every path is past whose reorder window is over, and
+// appends the handles that may go out.
 func (r *Resequencer) Expire(now int64, out []Handle) []Handle {
+	if r.evident {
+		out = r.advance(now, out)
+	}
 	for r.held > 0 && now >= r.headWait+int64(r.wait) {
 		// Give up gaps up to the next held packet, release the run that
 		// follows, then see how long the rest has waited.
@@ -353,7 +428,7 @@ func (r *Resequencer) Expire(now int64, out []Handle) []Handle {
 			if sl.state == slotHeld && sl.seq == r.next {
 				break
 			}
-			r.skip(&r.Stats.Timeouts)
+			r.skip(&r.Stats.Timeouts, now)
 		}
 		out = r.advance(now, out)
 	}

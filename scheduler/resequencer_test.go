@@ -36,13 +36,13 @@ func TestResequencer(t *testing.T) {
 			}},
 		{"gap held while the other path may still bring it", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}}, 0, []uint64{1, 2},
 			nil},
-		{"gap lost: every active path is past it", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}, {5, 1, 2}}, 0, []uint64{1, 2, 4, 5},
+		{"gap lost: every active path is past it, after the reorder window", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}, {5, 1, 2}}, 3, []uint64{1, 2, 4, 5},
 			func(t *testing.T, s ResequencerStats) {
 				if s.LostEarly != 1 || s.Timeouts != 0 {
 					t.Errorf("%+v", s)
 				}
 			}},
-		{"idle path does not block loss inference", []push{{1, 1, 0}, {2, 0, 200}, {4, 0, 201}}, 0, []uint64{1, 2, 4},
+		{"idle path does not block loss inference", []push{{1, 1, 0}, {2, 0, 200}, {4, 0, 201}}, 202, []uint64{1, 2, 4},
 			func(t *testing.T, s ResequencerStats) {
 				if s.LostEarly != 1 {
 					t.Errorf("%+v", s)
@@ -56,7 +56,7 @@ func TestResequencer(t *testing.T) {
 			}},
 		{"late packet delivered and counted", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 10}, {5, 0, 11}, {3, 1, 150}}, 10 + 100, []uint64{1, 2, 4, 5, 3},
 			func(t *testing.T, s ResequencerStats) {
-				if s.Late != 1 {
+				if s.Late != 1 || s.Reordered != 0 { // given up on time: not a path's reordering
 					t.Errorf("%+v", s)
 				}
 			}},
@@ -72,7 +72,14 @@ func TestResequencer(t *testing.T) {
 					t.Errorf("%+v", s)
 				}
 			}},
-		{"big jump with nothing held", []push{{1, 0, 0}, {1000, 0, 0}, {1001, 0, 0}}, 0, []uint64{1, 1000, 1001}, nil},
+		{"big jump with nothing held", []push{{1, 0, 0}, {1000, 0, 0}, {1001, 0, 0}}, 1, []uint64{1, 1000, 1001}, nil},
+		{"reordered within a path: waited for", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}, {5, 1, 1}, {3, 0, 1}}, 0, []uint64{1, 2, 3, 4, 5},
+			func(t *testing.T, s ResequencerStats) {
+				if s.LostEarly != 0 || s.Late != 0 {
+					t.Errorf("%+v", s)
+				}
+			}},
+		{"every path past the gap: still held within the window", []push{{1, 0, 0}, {2, 1, 0}, {4, 0, 1}, {5, 1, 1}}, 0, []uint64{1, 2}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,18 +149,43 @@ func TestResequencerWait(t *testing.T) {
 	out := make([]Handle, 0, 8)
 	r.Push(1, 0, 0, 1, out)
 	r.Push(3, 0, 0, 3, out)
-	r.Push(4, 1, 0, 4, out) // held; path 1 is not past 2 yet… it is: 4 > 2, so 2 is lost early
+	r.Push(4, 1, 0, 4, out) // both paths are past 2: lost once the reorder window is over
+	if at, ok := r.NextDeadline(); !ok || at != int64(time.Millisecond) {
+		t.Fatalf("deadline %v %v, want the 1ms reorder window", time.Duration(at), ok)
+	}
+	r.Expire(int64(time.Millisecond), out)
 	if r.Stats.LostEarly != 1 {
 		t.Fatalf("%+v", r.Stats)
 	}
 	r.Push(2, 1, 5*ms, 2, out)
-	if r.Stats.Late != 1 || r.Wait() <= time.Millisecond {
-		t.Errorf("late packet: stats %+v, wait %v: want a longer wait", r.Stats, r.Wait())
+	if r.Stats.Late != 1 || r.Stats.Reordered != 1 {
+		t.Errorf("late packet: stats %+v, want one late, reordered", r.Stats)
+	}
+	// 4 ms late: the window becomes 5 ms, and the wait at least that.
+	if r.ReorderWindow() != 5*time.Millisecond || r.Wait() != 5*time.Millisecond {
+		t.Errorf("reorder window %v, wait %v after a packet 4ms late, want 5ms and 5ms", r.ReorderWindow(), r.Wait())
 	}
 	// And the lesson is forgotten after learnedDecay.
 	r.Push(5, 0, 5*ms+int64(learnedDecay)+1, 5, out)
-	if r.Wait() != time.Millisecond {
-		t.Errorf("wait %v after the decay, want 1ms", r.Wait())
+	if r.Wait() != time.Millisecond || r.ReorderWindow() != time.Millisecond {
+		t.Errorf("wait %v, reorder window %v after the decay, want 1ms", r.Wait(), r.ReorderWindow())
+	}
+
+	// A packet much later than the wait teaches, at once, a wait as long as
+	// it was late and a quarter more: its path's queue grew faster than
+	// the delays said, and its successors will be as late.
+	r, err = NewResequencer(ResequencerConfig{MaxWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetDelays(0, 0)
+	r.Push(1, 0, 0, 1, out)
+	r.Push(2, 1, 0, 2, out)
+	r.Push(4, 0, 0, 4, out) // path 1 is not past 3: it waits
+	r.Expire(int64(time.Millisecond), out)
+	r.Push(3, 1, 41*ms, 3, out)
+	if r.Stats.Timeouts != 1 || r.Stats.Late != 1 || r.Stats.Reordered != 0 || r.Wait() != 50*time.Millisecond {
+		t.Errorf("a packet 40ms late: stats %+v, wait %v, want one timeout, one late and a 50ms wait", r.Stats, r.Wait())
 	}
 }
 
@@ -235,6 +267,11 @@ func TestResequencerExpectedPaths(t *testing.T) {
 					for _, h := range res {
 						got = append(got, uint64(h))
 					}
+				}
+				// After the reorder window, before any wait is over.
+				last := tc.pushes[len(tc.pushes)-1].at*ms + int64(r.ReorderWindow())
+				for _, h := range r.Expire(last, out[:0]) {
+					got = append(got, uint64(h))
 				}
 				if !slices.Equal(got, tc.want) || r.Stats.LostEarly != tc.lostEarly {
 					t.Fatalf("released %v (lost early %d), want %v (%d)", got, r.Stats.LostEarly, tc.want, tc.lostEarly)

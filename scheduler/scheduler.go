@@ -142,6 +142,7 @@ type ctlPath struct {
 	prevTx      Counters
 	prevRx      Counters
 	havePrev    bool
+	prevQueued  bool     // the previous reply came back behind a queue (rateEstimator: saturated)
 	lastTx      Counters // at the last probe sent
 	carrying    bool     // data went out between the last two probes
 	// boost (≥ 1) multiplies the picker's rate of a path that carries
@@ -321,6 +322,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		}
 	}
 	p.rtt.Add(time.Duration(now-rec.sent)-max(r.Hold, 0), now)
+	queued := p.rtt.Last > p.rtt.Min+boostSlack(p.rtt.Min)
 
 	if p.havePrev && rec.sent > p.prevSent && r.Rx.Bytes >= p.prevRx.Bytes && r.Rx.Packets >= p.prevRx.Packets &&
 		rec.tx.Bytes >= p.prevTx.Bytes && rec.tx.Packets >= p.prevTx.Packets {
@@ -332,13 +334,13 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		offered := p.rate.Rate * time.Duration(rec.sent-p.prevSent).Seconds()
 		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
 		if sent > 0 || p.rate.Rate > 0 {
-			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited)
+			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, queued && p.prevQueued)
 		}
 		p.loss.AddInterval(rec.tx.Packets-p.prevTx.Packets, r.Rx.Packets-p.prevRx.Packets)
 	} else {
 		p.loss.AddInterval(0, 0)
 	}
-	p.prevSent, p.prevTx, p.prevRx, p.havePrev = rec.sent, rec.tx, r.Rx, true
+	p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued = rec.sent, rec.tx, r.Rx, true, queued
 	p.prevReplied = now - int64(max(r.Hold, 0))
 
 	p.boost = probeBoost(p)

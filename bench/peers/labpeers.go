@@ -37,11 +37,11 @@ type LabPeer interface {
 
 func NewLabPeer(name string, opts PeerOptions) (LabPeer, error) {
 	if uplink, ok := strings.CutPrefix(name, scenarios.SingleLinkPrefix); ok && uplink != "" {
-		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}, only: uplink}, nil
+		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}, only: uplink, logLevel: opts.LogLevel}, nil
 	}
 	switch name {
 	case "mifsec":
-		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}}, nil
+		return &mifsecLabPeer{mifsecIKEPeer: mifsecIKEPeer{binary: opts.MifsecPath}, logLevel: opts.LogLevel}, nil
 	case "wireguard-go":
 		return &wireguardLabPeer{wireguardPeer: wireguardPeer{binary: opts.WireguardGoPath, cacheDir: opts.CacheDir}}, nil
 	case "strongswan":
@@ -60,6 +60,17 @@ type mifsecLabPeer struct {
 	args       []string
 	startAddrs []string
 	only       string // a single-link baseline: bound to this uplink alone
+	logLevel   string // --log-level of its processes, "" for their default
+}
+
+// command is the mifsec command line of sub (gateway, connect) with the
+// run's log level.
+func (p *mifsecLabPeer) command(sub string, args ...string) []string {
+	cmd := []string{p.binary}
+	if p.logLevel != "" {
+		cmd = append(cmd, "--log-level", p.logLevel)
+	}
+	return append(append(cmd, sub), args...)
 }
 
 // orderSummary is a resequencer's counters (mif.OrderStatus in `mifsec
@@ -69,8 +80,8 @@ func orderSummary(o *mif.OrderStatus) string {
 	if total == 0 {
 		return "no packets"
 	}
-	return fmt.Sprintf("%d packets, %d held until their gap filled, %d delivered out of order (%.2f%%); gaps given up: %d on time, %d inferred lost",
-		total, o.Released, o.Late, 100*float64(o.Late)/float64(total), o.Timeouts, o.LostEarly)
+	return fmt.Sprintf("%d packets, %d held until their gap filled, %d delivered out of order (%.2f%%, %d of them reordered on their path); gaps given up: %d on time, %d inferred lost",
+		total, o.Released, o.Late, 100*float64(o.Late)/float64(total), o.Reordered, o.Timeouts, o.LostEarly)
 }
 
 // readStatus reads the status of the instance with TUN device tunName from
@@ -204,10 +215,10 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenari
 		}
 		listen = strings.Join(addrs, ",")
 	}
-	gwArgs := []string{p.binary, "gateway",
+	gwArgs := p.command("gateway",
 		"--listen", listen, "--local-id", mifsecIKEServerID, "--psk-file", pskFile,
 		"--pool", mifsecIKEPool, "--local-ts", labnet.LabProtectedNet.String(),
-		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN}
+		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.serverTUN)
 	if sc.Client.Policy != "" && p.only == "" {
 		gwArgs = append(gwArgs, "--policy", sc.Client.Policy)
 	}
@@ -226,10 +237,10 @@ func (p *mifsecLabPeer) Setup(ctx context.Context, n *labnet.LabNet, sc *scenari
 	case only != nil:
 		uplink, iface = only, p.only
 	}
-	args := []string{p.binary, "connect",
+	args := p.command("connect",
 		"--gateway", uplink.GatewayAddr.String(),
 		"--local-id", mifsecIKEClientID, "--remote-id", mifsecIKEServerID, "--psk-file", pskFile,
-		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false"}
+		"--ike", mifsecIKEProposal, "--esp", mifsecAlg, "--tun", p.clientTUN, "--ipv6=false")
 	if p.only != "" {
 		args = append(args, "--interface", iface)
 	} else if len(sc.Client.Interfaces) > 0 {

@@ -85,6 +85,9 @@ type PeerOptions struct {
 	WireguardGoPath string
 	// CacheDir holds built peers; empty means the user cache directory.
 	CacheDir string
+	// LogLevel is the --log-level of the mifsec processes a lab run
+	// starts (their output goes to the run's logs/); empty means theirs.
+	LogLevel string
 }
 
 // NewPeer returns the peer with this name.

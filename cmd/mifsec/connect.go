@@ -57,6 +57,7 @@ func connectCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "remote-ts", Usage: "`CIDR` to reach through the tunnel (repeatable; default everything)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "ipv6", Value: true, Usage: "ask for an inner IPv6 address too"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "redirect", Value: true, Usage: "follow a full or draining gateway's redirect to another (RFC 5685; --redirect=false does not offer it)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "child-rekey", Value: defaultChildRekey, Usage: "rekey the Child SA after `DURATION`, less up to 10% jitter (0: the gateway rekeys; sequence numbers running out still rekey)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ike-rekey", Value: defaultIKERekey, Usage: "rekey the IKE SA after `DURATION`, less up to 10% jitter (0: the gateway rekeys)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "check the gateway is alive after `DURATION` of silence"}),
@@ -121,6 +122,7 @@ func parseConnect(c *cli.Context) (mif.ClientConfig, error) {
 		return cfg, fmt.Errorf("--remote-ts: %w", err)
 	}
 	s.RequestIPv4, s.RequestIPv6 = true, c.Bool("ipv6")
+	s.DisableRedirect = !c.Bool("redirect")
 	if s.ChildRekey, s.IKERekey, err = rekeyFlags(c); err != nil {
 		return cfg, err
 	}
@@ -225,7 +227,7 @@ func runConnect(c *cli.Context) error {
 		return err
 	}
 	defer client.Close()
-	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return client.Status() })
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, mif.Control{Status: func() any { return client.Status() }})
 	defer stop()
 	go inst.report(250*time.Millisecond, func() (bool, string) {
 		st := client.Status()
@@ -282,6 +284,9 @@ func printStatus(st mif.Status) {
 		fmt.Printf(" since %s", s.Established.Format(time.RFC3339))
 	}
 	fmt.Println()
+	if s.RedirectedFrom != "" {
+		fmt.Printf("  redirected here by the gateway %s (%d redirects followed)\n", s.RedirectedFrom, s.Redirects)
+	}
 	if s.IKESPIi != "" {
 		fmt.Printf("  IKE SA %s_i %s_r  %s  (rekeyed %d times, reconnected %d times)\n", s.IKESPIi, s.IKESPIr, s.IKESuite, s.IKERekeys, s.Reconnects)
 		if len(s.Weak) > 0 {

@@ -408,13 +408,18 @@ func TestConnectNoCommonProposal(t *testing.T) {
 func pingLoss(t *testing.T, ns, addr string, count int) int {
 	// -w lets ping wait for late replies after the last request (without
 	// it, a reply later than twice the largest RTT seen counts as lost);
-	// with it, ping sends more requests while replies are missing.
-	out, _ := exec.Command("ip", "netns", "exec", ns, "ping", "-q", "-c", fmt.Sprint(count), "-i", "0.1", "-W", "1",
+	// with it, ping sends more requests while replies are missing. -D -O
+	// print when each request went unanswered, so that a loss can be
+	// placed in the peers' logs.
+	out, _ := exec.Command("ip", "netns", "exec", ns, "ping", "-D", "-O", "-c", fmt.Sprint(count), "-i", "0.1", "-W", "1",
 		"-w", fmt.Sprint(count/10+10), addr).CombinedOutput()
 	var sent, received int
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "packets transmitted") {
+		switch {
+		case strings.Contains(line, "packets transmitted"):
 			fmt.Sscanf(line, "%d packets transmitted, %d received", &sent, &received)
+		case strings.Contains(line, "no answer yet"):
+			t.Logf("ping %s: %s (unix time)", addr, line)
 		}
 	}
 	if sent < count {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -80,6 +81,9 @@ func gatewayCommand() *cli.Command {
 			Usage: "Diffie-Hellman time per second IKE_SA_INIT from one source may cost (nominal: MODP-2048 8ms, X25519 0.15ms)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dh-budget", Value: 500 * time.Millisecond,
 			Usage: "Diffie-Hellman time per second IKE_SA_INIT from all sources together may cost"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-clients",
+			Usage: "clients the gateway takes at most (0: no limit); beyond it IKE_SA_INIT is redirected to --redirect-to (RFC 5685) or refused with TEMPORARY_FAILURE"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "redirect-to", Usage: "`ADDR[,ADDR]` of the other gateways a full or draining gateway sends clients to, in turn (RFC 5685 redirect; `mifsec gateway drain` or SIGUSR1 drains; repeatable)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		metricsFlag(),
@@ -103,13 +107,16 @@ not answer. IP forwarding is switched on while it runs. SIGHUP reads --psk-file 
 --client-psks again: clients whose key changed or went are dropped, the others stay;
 --eap-users, for the logins that follow; and the profile's drain list (--config): an
 address listed stops being used, its clients moved to the others first, and one no
-longer listed is used again. With --cluster-etcd, gateways share the pools and the
+longer listed is used again. SIGUSR1, or ` + "`mifsec gateway drain`" + `, drains the gateway: it
+takes no new client, sends the established ones to the --redirect-to gateways (RFC 5685
+redirect) and deletes the IKE SAs of those still there after 10 s. With --max-clients a full
+gateway sends new clients there too. With --cluster-etcd, gateways share the pools and the
 session registry: a client keeps its address at any of them, and one that logs in
 at another gateway is deleted here (docs/gateway-scale.md).
 Runs until interrupted.`,
 		Flags:       flags,
 		Action:      runGateway, // withSetup (config.go) reads --config
-		Subcommands: []*cli.Command{gatewayProfileCommand()},
+		Subcommands: []*cli.Command{gatewayProfileCommand(), gatewayDrainCommand()},
 	}
 }
 
@@ -172,6 +179,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	}
 	if cfg.Drain, err = parseAddrs(c.StringSlice("drain")); err != nil {
 		return cfg, fmt.Errorf("--drain: %w", err)
+	}
+	if err := parseRedirect(c, &cfg); err != nil {
+		return cfg, err
 	}
 	for _, item := range c.StringSlice("dns-domain") {
 		for _, s := range strings.Split(item, ",") {
@@ -274,7 +284,12 @@ func runGateway(c *cli.Context) error {
 		defer cancel()
 		return g.Status(ctx)
 	}
-	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return status() })
+	drain := func() (int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return g.DrainClients(ctx)
+	}
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, mif.Control{Status: func() any { return status() }, Drain: drain})
 	defer stop()
 	// Its sockets are listening: it is ready.
 	go inst.report(2*time.Second, func() (bool, string) {
@@ -315,6 +330,15 @@ func runGateway(c *cli.Context) error {
 	}
 	onHangup.Store(&reload)
 	defer onHangup.Store(nil)
+	drainOnSignal := func() {
+		if n, err := drain(); err != nil {
+			slog.Error("SIGUSR1: draining", "err", err)
+		} else {
+			slog.Info("SIGUSR1: draining", "clients_asked_to_move", n)
+		}
+	}
+	onDrain.Store(&drainOnSignal)
+	defer onDrain.Store(nil)
 	return g.Run(inst.ctx)
 }
 
@@ -439,6 +463,12 @@ func reloadEAPUsers(c *cli.Context, g *mif.Gateway) {
 
 func printGatewayStatus(st mif.GatewayStatus) {
 	fmt.Printf("gateway on %s, TUN %s: %d clients\n", st.Listen, st.Interface, len(st.Clients))
+	switch r := st.Redirect; {
+	case r.Draining:
+		fmt.Printf("  draining: takes no new client; %d clients redirected to other gateways\n", r.Redirected)
+	case r.Redirected > 0:
+		fmt.Printf("  %d clients redirected to other gateways (full)\n", r.Redirected)
+	}
 	for _, c := range st.Clients {
 		fmt.Printf("  %s from %s, addresses %s\n", ike.Printable(c.ID), c.Remote, strings.Join(c.Addresses, ", "))
 		fmt.Printf("    IKE SA %s_i %s_r  %s  (rekeyed %d times)\n", c.IKESPIi, c.IKESPIr, c.IKESuite, c.IKERekeys)
@@ -466,5 +496,81 @@ func printGatewayStatus(st mif.GatewayStatus) {
 	}
 	if len(st.Drops) > 0 {
 		fmt.Printf("  drops: %v\n", st.Drops)
+	}
+}
+
+// parseRedirect reads --max-clients and --redirect-to (RFC 5685). A
+// gateway that would redirect clients to itself (an address it listens
+// on, or one of this host's) is refused.
+func parseRedirect(c *cli.Context, cfg *mif.GatewayConfig) error {
+	r := &cfg.Responder
+	if r.MaxClients = c.Int("max-clients"); r.MaxClients < 0 {
+		return errors.New("--max-clients: a negative number")
+	}
+	targets, err := parseAddrs(c.StringSlice("redirect-to"))
+	if err != nil {
+		return fmt.Errorf("--redirect-to: %w", err)
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	own, err := hostAddresses()
+	if err != nil {
+		return fmt.Errorf("--redirect-to: %w", err)
+	}
+	own = append(own, cfg.Listen...)
+	for _, a := range targets {
+		if slices.Contains(own, a.Unmap()) || a.IsLoopback() {
+			return fmt.Errorf("--redirect-to: %s is an address of this gateway: clients would be sent back to it", a)
+		}
+	}
+	if r.Redirector, err = ike.NewStaticRedirector(targets); err != nil {
+		return fmt.Errorf("--redirect-to: %w", err)
+	}
+	return nil
+}
+
+// hostAddresses returns the addresses of this host's interfaces (in its
+// network namespace).
+func hostAddresses() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing this host's addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out, nil
+}
+
+// gatewayDrainCommand is `mifsec gateway drain`: it asks the running
+// gateway, through its control socket, to drain (as SIGUSR1 does).
+func gatewayDrainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "drain",
+		Usage: "take the running gateway out of service: new clients and established ones go to its --redirect-to gateways (RFC 5685)",
+		Description: `Asks the gateway running on the TUN device --tun, through its control socket, to drain, as
+SIGUSR1 does: it takes no new client (IKE_SA_INIT is answered with a REDIRECT to a --redirect-to
+gateway, or TEMPORARY_FAILURE for a client that does not follow redirects), asks each
+established client to move (INFORMATIONAL with REDIRECT), and deletes the IKE SAs of the
+clients still there after 10 s. A mifsec client connects to the new gateway before it leaves
+the old one. The gateway keeps running, drained, until it is stopped.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "tun", Value: "mifsec0", Usage: "`NAME` of the running gateway's TUN interface"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := tun.ValidateName(c.String("tun")); err != nil {
+				return fmt.Errorf("--tun: %w", err)
+			}
+			n, err := mif.Drain(mif.ControlSocket(c.String("tun")))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "draining: %d clients asked to move to the --redirect-to gateways\n", n)
+			return nil
+		},
 	}
 }

@@ -679,6 +679,9 @@ func TestConnectGivingUpLeavesNothing(t *testing.T) {
 			if c.cmd.ProcessState.ExitCode() == 0 || !strings.Contains(c.log.String(), tc.log) {
 				t.Errorf("exit status %d, want failure with %q:\n%s", c.cmd.ProcessState.ExitCode(), tc.log, c.log.String())
 			}
+			if _, err := os.Stat(mif.ControlSocket("mgu0")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the client's control socket outlived it: %v", err)
+			}
 			if !testenv.Eventually(3*time.Second, func() bool { return len(gatewayClients(t)) == 0 }) {
 				t.Fatalf("the gateway still lists %+v after the client gave up\nclient:\n%s\ngateway:\n%s", gatewayClients(t), c.log.String(), g.log.String())
 			}

@@ -23,16 +23,26 @@ type instance struct {
 }
 
 // startInstance serves the control socket of the instance on the TUN
-// device tunName until the returned context ends (none when status is
-// nil); stop ends it as SIGTERM does. It opens systemd's notification
+// device tunName until the returned context ends (none when ctl.Status is
+// nil; ctl.Stop is set here); stop ends it as SIGTERM does. It opens systemd's notification
 // socket now, while the process may still reach it, and tells systemd
 // STOPPING=1 when the context ends.
-func startInstance(parent context.Context, tunName string, status func() any) (*instance, context.CancelFunc) {
-	ctx, stop := context.WithCancel(parent)
+func startInstance(parent context.Context, tunName string, ctl mif.Control) (*instance, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
 	in := &instance{ctx: ctx, notify: openNotifier()}
-	if status != nil {
-		if err := mif.ServeControl(ctx, mif.ControlSocket(tunName), mif.Control{Status: status, Stop: stop}); err != nil {
+	stop := cancel
+	if ctl.Status != nil {
+		ctl.Stop = cancel
+		closeControl, err := mif.ServeControl(ctx, mif.ControlSocket(tunName), ctl)
+		if err != nil {
 			slog.Warn("status will not be available", "err", err)
+		} else {
+			// The socket goes before the process does, whichever way it
+			// ends (callers defer stop).
+			stop = func() {
+				cancel()
+				closeControl()
+			}
 		}
 	}
 	if in.notify != nil {

@@ -106,11 +106,12 @@ func runScenarioCommand(c *cli.Context, name, outPrefix string) error {
 	}
 	con := newConsole(stderr)
 	cfg := bench.ScenarioConfig{
-		PeerOptions: peers.PeerOptions{MifsecPath: mifsecPath, WireguardGoPath: c.String("wireguard-go")},
-		Peers:       names,
-		KeepGoing:   c.Bool("keep-going"),
-		Log:         con,
-		Tick:        con.tick,
+		PeerOptions: peers.PeerOptions{MifsecPath: mifsecPath, WireguardGoPath: c.String("wireguard-go"),
+			LogLevel: logLevelOf(c)},
+		Peers:     names,
+		KeepGoing: c.Bool("keep-going"),
+		Log:       con,
+		Tick:      con.tick,
 	}
 	// A closed stdout or stderr must not kill the process before it has
 	// removed its namespaces and processes.
@@ -283,4 +284,13 @@ func (c *console) done() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.finishBar()
+}
+
+// logLevelOf is the --log-level given before the command, which the lab
+// passes on to the mifsec processes it starts; "" when it was not given.
+func logLevelOf(c *cli.Context) string {
+	if c.IsSet("log-level") {
+		return c.String("log-level")
+	}
+	return ""
 }

@@ -60,15 +60,25 @@ func newApp() *cli.App {
 // so that `mifsec connect` still deletes its IKE SA and its TUN device.
 var onHangup atomic.Pointer[func()]
 
+// onDrain, when set, is what SIGUSR1 does (the gateway drains,
+// `mifsec gateway drain`); otherwise SIGUSR1 is ignored.
+var onDrain atomic.Pointer[func()]
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, hangUp := context.WithCancel(ctx)
 	defer hangUp()
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	go func() {
-		for range hup {
+		for sig := range hup {
+			if sig == syscall.SIGUSR1 {
+				if f := onDrain.Load(); f != nil {
+					(*f)()
+				}
+				continue
+			}
 			if f := onHangup.Load(); f != nil {
 				(*f)()
 				continue

@@ -470,6 +470,17 @@ func TestParseGatewayLimits(t *testing.T) {
 		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, DH budgets %v per source, %v in all",
 			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
 	}
+	cfg, err = parseGatewayArgs(t, "--max-clients", "50", "--redirect-to", "192.0.2.77,192.0.2.78")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Responder; r.MaxClients != 50 || r.Redirector == nil {
+		t.Fatalf("--max-clients 50 --redirect-to: limit %d, redirector %v", r.MaxClients, r.Redirector)
+	} else if a, _ := r.Redirector.RedirectTarget(netip.AddrPort{}); a != netip.MustParseAddr("192.0.2.77") {
+		t.Fatalf("first redirect to %s, want 192.0.2.77", a)
+	} else if a, _ := r.Redirector.RedirectTarget(netip.AddrPort{}); a != netip.MustParseAddr("192.0.2.78") {
+		t.Fatalf("second redirect to %s, want 192.0.2.78 (round robin)", a)
+	}
 	// Two keys for one client, spelled twice: refused while parsing,
 	// before any device exists.
 	keys := filepath.Join(t.TempDir(), "clients")
@@ -480,7 +491,8 @@ func TestParseGatewayLimits(t *testing.T) {
 		t.Errorf("one identity in two spellings with two keys: %v, want it refused", err)
 	}
 	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"},
-		{"--source-dh-budget", "0s"}, {"--dh-budget", "-1s"}} {
+		{"--source-dh-budget", "0s"}, {"--dh-budget", "-1s"}, {"--max-clients", "-1"},
+		{"--redirect-to", "127.0.0.1"}, {"--redirect-to", "192.0.2.9", "--listen", "192.0.2.9"}, {"--redirect-to", "gw2.example"}} {
 		if _, err := parseGatewayArgs(t, args...); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: %v, want it refused", args, err)
 		}

@@ -254,7 +254,7 @@ func runPeer(c *cli.Context) error {
 		defer cancel()
 		return p.Status(ctx)
 	}
-	inst, stop := startInstance(c.Context, cfg.TUN.Name, func() any { return status() })
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, mif.Control{Status: func() any { return status() }})
 	defer stop()
 	go inst.report(250*time.Millisecond, func() (bool, string) {
 		st := status()

@@ -397,7 +397,7 @@ func runStatic(c *cli.Context) error {
 	// No control socket: both ends of a test or a benchmark run on one
 	// host with one TUN name, in two network namespaces, and the sockets
 	// share /run. systemd still hears how it is.
-	inst, stop := startInstance(c.Context, "", nil)
+	inst, stop := startInstance(c.Context, "", mif.Control{})
 	defer stop()
 	metrics.Serve(statusCollector{func() mif.Status { return staticStatus(engine, cfg, out, in) }})
 	// At run time static changes routes and addresses only when it

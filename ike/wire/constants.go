@@ -212,6 +212,8 @@ const (
 	NO_NATS_ALLOWED               NotifyType = 16402
 	MULTIPLE_AUTH_SUPPORTED       NotifyType = 16404
 	REDIRECT_SUPPORTED            NotifyType = 16406
+	REDIRECT                      NotifyType = 16407 // RFC 5685 §8; data: redirect.go
+	REDIRECTED_FROM               NotifyType = 16408 // RFC 5685 §9; data: redirect.go
 	CHILDLESS_IKEV2_SUPPORTED     NotifyType = 16418
 	IKEV2_FRAGMENTATION_SUPPORTED NotifyType = 16430
 	SIGNATURE_HASH_ALGORITHMS     NotifyType = 16431

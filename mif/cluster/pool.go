@@ -181,6 +181,32 @@ func (p *Pool) lease(id string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("address pool %s: %w", prefix, errExhausted)
 }
 
+// LeaseRequested implements ike.Pool: want, which a client redirected
+// from another gateway asks for, when its key is absent or names the
+// identity (bound to it, on another gateway's lease or a grace lease).
+// While etcd is unreachable, or want is another identity's, it is false
+// (and the client gets an address by LeaseFor, or none).
+func (p *Pool) LeaseRequested(id string, want netip.Addr) bool {
+	c := p.c
+	if !p.rules.Usable(want) || p.heldHere(want) || !c.isUp() {
+		return false
+	}
+	c.ops.Lock()
+	defer c.ops.Unlock()
+	ctx, cancel := c.request()
+	defer cancel()
+	_, bind := c.leases()
+	ok, err := p.claim(ctx, want, id, bind)
+	if err != nil {
+		c.failed("leasing a requested address", err)
+		return false
+	}
+	if ok {
+		p.hold(want, id)
+	}
+	return ok
+}
+
 // maxScan bounds the addresses one lease looks at (as ike's pools do).
 const maxScan = 1 << 16
 
