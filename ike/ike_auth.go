@@ -570,6 +570,10 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		}
 	}
 	reply = append(reply, childReply...)
+	if r.cfg.Sessions != nil {
+		r.cfg.Sessions.ClientUp(&c.RemoteClient)
+		c.registered = true
+	}
 	r.log.Info("client connected", "id", id, "from", from, "ike", sa.suite, "esp", c.child.Algorithm,
 		"addresses", c.Addresses, "in_spi", fmt.Sprintf("%#x", c.child.InSPI), "out_spi", fmt.Sprintf("%#x", c.child.OutSPI))
 	if weak := WeakAlgorithms(sa.suite, c.child.Algorithm); len(weak) > 0 {

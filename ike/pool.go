@@ -6,6 +6,27 @@ import (
 	"net/netip"
 )
 
+// Pool leases inner addresses from one prefix to clients: AddressPool is
+// a gateway's own; a cluster of gateways shares one through etcd
+// (mif/cluster). The Responder calls its methods on its loop, LeaseFor in
+// IKE_AUTH and Release when a client goes: a shared pool bounds the time
+// they take and fails at once while its store is unreachable.
+type Pool interface {
+	Prefix() netip.Prefix
+	// LeaseFor returns an address for the client with identity id (""
+	// for none), preferably the one it had last.
+	LeaseFor(id string) (netip.Addr, error)
+	// LeaseRequested leases want, an address the client asked for (a
+	// client redirected from another gateway of the service asks for the
+	// one it had), when it is free (a shared pool: no other identity
+	// holds it); false otherwise.
+	LeaseRequested(id string, want netip.Addr) bool
+	// Release returns an address LeaseFor handed out.
+	Release(a netip.Addr)
+	// Leased is the number of addresses this gateway holds leased.
+	Leased() int
+}
+
 // AddressPool leases inner addresses from one prefix to clients
 // (configuration payload, RFC 7296 §3.15). The prefix's first address and
 // the one after it are never leased: the first is the network itself, the
@@ -53,8 +74,9 @@ func (p *AddressPool) GatewayAddress() netip.Prefix {
 
 func (p *AddressPool) first() netip.Addr { return p.prefix.Addr().Next().Next() }
 
-// usable reports whether a may be leased.
-func (p *AddressPool) usable(a netip.Addr) bool {
+// Usable reports whether a may be leased: in the prefix, neither the
+// network, the gateway's address nor an IPv4 broadcast address.
+func (p *AddressPool) Usable(a netip.Addr) bool {
 	if !a.IsValid() || !p.prefix.Contains(a) {
 		return false
 	}
@@ -82,7 +104,7 @@ func (p *AddressPool) LeaseFor(id string) (netip.Addr, error) {
 	for _, spareOthers := range []bool{true, false} {
 		a := p.next
 		for range maxScan {
-			if !p.usable(a) {
+			if !p.Usable(a) {
 				a = p.first()
 			}
 			if !p.leased[a] && (!spareOthers || p.owner[a] == "" || p.owner[a] == id) {
@@ -111,7 +133,7 @@ func (p *AddressPool) LeaseFor(id string) (netip.Addr, error) {
 // is free; false otherwise. An identity that had it last here loses its
 // claim: the address is in use elsewhere in the service.
 func (p *AddressPool) LeaseRequested(id string, want netip.Addr) bool {
-	if !want.IsValid() || !p.usable(want) || p.leased[want] {
+	if !want.IsValid() || !p.Usable(want) || p.leased[want] {
 		return false
 	}
 	p.leased[want] = true

@@ -60,6 +60,18 @@ type ResponderHandler interface {
 	RemoveChild(client *RemoteClient, c *ChildSA)
 }
 
+// SessionHook learns of the clients a Responder serves, on its loop: a
+// cluster of gateways registers them (mif/cluster), and deletes a client
+// here with Responder.Disconnect when it logs in at another gateway. Its
+// methods return soon: a registry that writes to a store bounds the wait.
+type SessionHook interface {
+	// ClientUp: client authenticated and got its first Child SA.
+	ClientUp(client *RemoteClient)
+	// ClientDown: a client ClientUp reported is gone (its leases are
+	// released already).
+	ClientDown(client *RemoteClient)
+}
+
 // ResponderActivity is implemented by a ResponderHandler whose data plane
 // counts the packets each Child SA receives: the liveness checks
 // (ResponderConfig.DPD) then take ESP from a client as a sign of life, so
@@ -103,6 +115,13 @@ type ResponderConfig struct {
 	// RemoteTS, without pools, is what a client's side of the selectors
 	// narrows to (default everything); with pools, its leased addresses.
 	RemoteTS []netip.Prefix
+	// NewPool makes the Pool that leases from each of Pools; nil makes an
+	// AddressPool (the gateway's own). A cluster of gateways passes its
+	// shared pools (mif/cluster).
+	NewPool func(netip.Prefix) (Pool, error)
+	// Sessions, when set, learns of each client that logs in and of each
+	// that leaves (a cluster's session registry).
+	Sessions SessionHook
 	// Peers, when set, are the only identities that may log in (checked
 	// before their proof): `mifsec peer` answers its one peer.
 	Peers []Identity
@@ -247,6 +266,7 @@ type rClient struct {
 	authFrom    []netip.AddrPort // where its authenticated messages came from lately, newest first
 	accounted   *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
 	key         string           // ID's text (ID is canonical): the key of per-identity tables
+	registered  bool             // ResponderConfig.Sessions knows it (ClientUp)
 	// redirectOK: it follows redirects (RFC 5685); redirectSent: a
 	// draining gateway asked it to go (redirect.go).
 	redirectOK, redirectSent bool
@@ -300,7 +320,7 @@ type Responder struct {
 	budgets   map[netip.Prefix]*dhBudget // Diffie-Hellman budgets by source
 	dhAll     dhBudget                   // and for all sources
 	clients   []*rClient
-	pools     []*AddressPool
+	pools     []Pool
 	failures  map[string]uint64 // by reason (Fail*)
 	eapLimits eapLimits         // failed EAP logins by name and source (eap_limits.go)
 	radius    *radiusClient     // nil without a RADIUS server
@@ -392,13 +412,17 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 		r.log = slog.Default()
 	}
 	var v4, v6 bool
+	newPool := cfg.NewPool
+	if newPool == nil {
+		newPool = func(p netip.Prefix) (Pool, error) { return NewAddressPool(p) }
+	}
 	for _, p := range cfg.Pools {
-		pool, err := NewAddressPool(p)
-		if err != nil {
-			return nil, err
-		}
 		if (p.Addr().Is4() && v4) || (!p.Addr().Is4() && v6) {
 			return nil, fmt.Errorf("address pool %s: only one pool per address family", p)
+		}
+		pool, err := newPool(p)
+		if err != nil {
+			return nil, err
 		}
 		v4, v6 = v4 || p.Addr().Is4(), v6 || !p.Addr().Is4()
 		r.pools = append(r.pools, pool)
@@ -487,14 +511,15 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 
 // Disconnect deletes the IKE SAs of the clients whose identity is id
 // (telling each) with their Child SAs and leases, and returns how many
-// went: for a host that holds two IKE SAs with its peer, one in each
-// role, and keeps the other (mifsec peer).
-func (r *Responder) Disconnect(ctx context.Context, id Identity) (int, error) {
+// went; why says it in the log: for a host that holds two IKE SAs with
+// its peer, one in each role, and keeps the other (mifsec peer), and for
+// a client that logged in at another gateway of a cluster (mif/cluster).
+func (r *Responder) Disconnect(ctx context.Context, id Identity, why string) (int, error) {
 	n := 0
 	ok := r.do(ctx, func() {
 		for _, c := range slices.Clone(r.clients) {
 			if c.ID.Key() == id.Key() {
-				r.log.Info("deleting the IKE SA of a client whose other IKE SA is kept", "id", c.ID, "from", c.Remote)
+				r.log.Info("deleting a client's IKE SA: "+why, "id", c.ID, "from", c.Remote)
 				r.sayGoodbye(c)
 				n++
 			}
@@ -754,6 +779,10 @@ func (r *Responder) dropClient(c *rClient) {
 	c.child, c.oldKids = nil, nil
 	r.accountStop(c) // before the leases go: the session's record names them
 	r.releaseLeases(c)
+	if c.registered {
+		c.registered = false
+		r.cfg.Sessions.ClientDown(&c.RemoteClient)
+	}
 	for k, sa := range r.sas {
 		if sa.client == c {
 			delete(r.sas, k)

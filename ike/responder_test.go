@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -984,4 +985,60 @@ func TestResponderOldChildrenBounded(t *testing.T) {
 	// (This client never learnt of its own rekeys, so the gateway's
 	// Deletes name the SA it still thinks current: it goes away. A real
 	// client deletes what it replaced and never meets the limit.)
+}
+
+// sessionLog records what a Responder tells its SessionHook.
+type sessionLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *sessionLog) note(what string, c *RemoteClient) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, fmt.Sprintf("%s %s %v", what, c.ID, c.Addresses))
+}
+func (l *sessionLog) ClientUp(c *RemoteClient)   { l.note("up", c) }
+func (l *sessionLog) ClientDown(c *RemoteClient) { l.note("down", c) }
+func (l *sessionLog) seen() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+// TestResponderPoolAndSessionHook: the responder leases from the pools
+// NewPool makes, and tells its SessionHook of each client that got its
+// first Child SA, once up and once down; a client refused for want of an
+// address is neither.
+func TestResponderPoolAndSessionHook(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	hook := &sessionLog{}
+	var made []netip.Prefix
+	w, _ := startResponder(t, ResponderConfig{PSK: psk, Sessions: hook,
+		Pools: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/30")}, // one client address: 10.3.0.2
+		NewPool: func(p netip.Prefix) (Pool, error) {
+			made = append(made, p)
+			return NewAddressPool(p)
+		}})
+	if len(made) != 1 || made[0] != netip.MustParsePrefix("10.3.0.0/30") {
+		t.Fatalf("NewPool made %v", made)
+	}
+	first, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, LocalID: mustID(t, "first@mifsec.test")})
+	connect(t, first, true)
+	second, _ := w.newClient(t, "192.0.2.11", SessionConfig{PSK: psk, LocalID: mustID(t, "second@mifsec.test")})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := second.connect(ctx, true); err == nil {
+		t.Fatal("a second client got an address from a pool of one")
+	}
+	if n, err := w.r.Disconnect(ctx, mustID(t, "first@mifsec.test"), "the test says so"); n != 1 || err != nil {
+		t.Fatalf("Disconnect: %d, %v", n, err)
+	}
+	want := []string{"up first@mifsec.test [10.3.0.2/32]", "down first@mifsec.test []"}
+	if got := hook.seen(); !slices.Equal(got, want) {
+		t.Errorf("the hook saw %q, want %q", got, want)
+	}
+	if n := leased(t, w); n != 0 {
+		t.Errorf("%d addresses leased after the client went", n)
+	}
 }

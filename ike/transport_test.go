@@ -164,7 +164,7 @@ func TestSessionWaitToConnectAndDrop(t *testing.T) {
 	close(release)
 	testenv.WaitUntil(t, 5*time.Second, "established again", func() bool { return established() && s.Status().IKESPIi != first })
 
-	if n, err := w.r.Disconnect(ctx, mustID(t, "client@mifsec.test")); n != 1 || err != nil {
+	if n, err := w.r.Disconnect(ctx, mustID(t, "client@mifsec.test"), "the test says so"); n != 1 || err != nil {
 		t.Fatalf("Disconnect: %d, %v", n, err)
 	}
 	close(next("after the responder's Disconnect"))

@@ -14,9 +14,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/ike"
+	"github.com/mifsec/mifsec/mif/cluster"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
@@ -59,7 +61,12 @@ type GatewayConfig struct {
 	// NoForwarding leaves the host's IP forwarding as it is: the host is
 	// the end of the traffic it protects (`mifsec peer`), not a router.
 	NoForwarding bool
-	Logger       *slog.Logger
+	// Cluster, when set, makes the gateway a member of a cluster on etcd:
+	// its pools are the cluster's shared ones and its clients are in the
+	// cluster's session registry; one that logs in at another member is
+	// deleted here. The caller closes it after the gateway.
+	Cluster *cluster.Cluster
+	Logger  *slog.Logger
 
 	// shared is the TUN device of the Peer this gateway is one role of;
 	// nil: the gateway creates its own (TUN).
@@ -216,8 +223,15 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 	if (explicit > 1 || len(cfg.Interfaces) > 0) && cfg.Responder.AdditionalAddresses == nil && cfg.Responder.AdditionalAddressesFor == nil {
 		cfg.Responder.AdditionalAddressesFor = g.otherAddresses
 	}
+	if cfg.Cluster != nil {
+		cfg.Responder.NewPool = cfg.Cluster.Pool
+		cfg.Responder.Sessions = cfg.Cluster
+	}
 	if g.resp, err = ike.NewResponder(cfg.Responder, g, g); err != nil {
 		return nil, err
+	}
+	if cfg.Cluster != nil {
+		cfg.Cluster.OnTakeover(g.takenOver)
 	}
 	leaving, _, err := g.setDrained(ctx, cfg.Drain)
 	if err != nil {
@@ -283,6 +297,16 @@ func (g *Gateway) Close() {
 		}
 	}
 	g.restoreForwarding()
+}
+
+// takenOver deletes the IKE SAs of a client that logged in at another
+// member of the cluster (by).
+func (g *Gateway) takenOver(ctx context.Context, id ike.Identity, by string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := g.resp.Disconnect(ctx, id, "it logged in at "+by); err != nil {
+		g.log.Warn("deleting a client that logged in at another gateway", "id", id, "by", by, "err", err)
+	}
 }
 
 // SendFrom implements ike.ResponderTransport: a message to a client
@@ -480,6 +504,8 @@ type GatewayStatus struct {
 	// Child SAs, rekeyed ones until deleted); Goroutines the process's.
 	InboundSAs int `json:"inbound_sas"`
 	Goroutines int `json:"goroutines"`
+	// Cluster is the gateway's cluster as last seen, when it is a member.
+	Cluster *cluster.Status `json:"cluster,omitempty"`
 }
 
 // GatewayClientStatus is one client with its Child SA's counters.
@@ -527,6 +553,10 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	clients := g.resp.Clients(ctx)
 	st.Pools = g.resp.Pools(ctx)
 	st.IKEFailures = g.resp.Failures(ctx)
+	if g.cfg.Cluster != nil {
+		cs := g.cfg.Cluster.Status()
+		st.Cluster = &cs
+	}
 	st.Redirect = g.resp.RedirectStatus(ctx)
 	g.mu.Lock()
 	totals := make(map[*ike.RemoteClient]trafficTotals, len(g.retired))

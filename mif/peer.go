@@ -193,7 +193,7 @@ func (p *Peer) settle(ctx context.Context) {
 	case roleInitiator:
 		if theirs {
 			dctx, cancel := context.WithTimeout(ctx, time.Second)
-			p.gw.resp.Disconnect(dctx, p.cfg.Gateway.Responder.Peers[0])
+			p.gw.resp.Disconnect(dctx, p.cfg.Gateway.Responder.Peers[0], "the peer's other IKE SA is kept")
 			cancel()
 		}
 		p.setTurn(roleInitiator)

@@ -255,13 +255,19 @@ func statusCommand() *cli.Command {
 		Usage:     "show the state of a running mifsec (IKE SA, Child SAs, counters, paths)",
 		ArgsUsage: "[NAME]",
 		Description: `Shows the instance of the profile NAME, or the one on --tun; with neither, the
-one instance running, or every one.`,
+one instance running, or every one. --cluster lists the gateways of a cluster on etcd
+and their clients instead.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "tun", Usage: "the instance's TUN interface `NAME`"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "cluster", Usage: "list every gateway of the cluster with its clients, read from etcd (--cluster-etcd, or the running gateway's)"},
+			&cli.StringSliceFlag{Name: "cluster-etcd", Usage: "the cluster's etcd, `URL[,URL]`, for --cluster"},
 			profileDirFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if c.Bool("cluster") {
+				return printCluster(c)
+			}
 			running, err := instanceStatuses(c)
 			if err != nil {
 				return err

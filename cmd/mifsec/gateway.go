@@ -15,6 +15,7 @@ import (
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/ike/wire"
 	"github.com/mifsec/mifsec/mif"
+	"github.com/mifsec/mifsec/mif/cluster"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
@@ -86,9 +87,12 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		metricsFlag(),
+	}
+	flags = append(flags, clusterFlags()...)
+	flags = append(flags,
 		userFlag("root", "; as another user the key files must be readable by it for SIGHUP, and the sysctl record and control socket outlive the process in /run/mifsec"),
 		&cli.StringFlag{Name: "config", Usage: "read these settings from a YAML `FILE` (keys are the flag names, required ones included; the command line wins)"},
-	}
+	)
 	return &cli.Command{
 		Name:  "gateway",
 		Usage: "run an IKEv2 security gateway that leases inner addresses to clients",
@@ -106,7 +110,9 @@ address listed stops being used, its clients moved to the others first, and one 
 longer listed is used again. SIGUSR1, or ` + "`mifsec gateway drain`" + `, drains the gateway: it
 takes no new client, sends the established ones to the --redirect-to gateways (RFC 5685
 redirect) and deletes the IKE SAs of those still there after 10 s. With --max-clients a full
-gateway sends new clients there too.
+gateway sends new clients there too. With --cluster-etcd, gateways share the pools and the
+session registry: a client keeps its address at any of them, and one that logs in
+at another gateway is deleted here (docs/gateway-scale.md).
 Runs until interrupted.`,
 		Flags:       flags,
 		Action:      runGateway, // withSetup (config.go) reads --config
@@ -255,6 +261,19 @@ func runGateway(c *cli.Context) error {
 	defer metrics.Close()
 	cfg.Logger = slog.Default()
 	cfg.Responder.Logger = slog.Default()
+	ccfg, err := parseCluster(c, cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if len(ccfg.Endpoints) > 0 {
+		ccfg.Logger = slog.Default()
+		member, err := cluster.New(c.Context, ccfg)
+		if err != nil {
+			return err
+		}
+		defer member.Close() // after the gateway's: its clients' goodbyes release their leases
+		cfg.Cluster = member
+	}
 	g, err := mif.NewGateway(c.Context, cfg)
 	if err != nil {
 		return err

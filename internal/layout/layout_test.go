@@ -31,7 +31,12 @@ var mayImport = map[string][]string{
 // testOnly are the helpers that must never be part of the binary. (The
 // charon launcher, internal/strongswan/charon, is not one of them: the
 // benchmark's strongSwan peer uses it too.)
-var testOnly = []string{"internal/testenv", "internal/testpki", "internal/strongswan"}
+var testOnly = []string{"internal/testenv", "internal/testpki", "internal/strongswan", "internal/etcdtest"}
+
+// testOnlyModules are outside packages only tests may link: the binary
+// talks to etcd as a client (mif/cluster); etcd's server runs embedded in
+// tests only (internal/etcdtest).
+var testOnlyModules = []string{"go.etcd.io/etcd/server/"}
 
 type listed struct {
 	ImportPath string
@@ -94,8 +99,8 @@ func TestImportsGoDown(t *testing.T) {
 }
 
 // TestBinaryHoldsNoTestHelper checks that the test PKI, the namespace
-// helpers and the strongSwan launcher for tests are not linked into the
-// binary.
+// helpers, the strongSwan launcher for tests and the embedded etcd are not
+// linked into the binary.
 func TestBinaryHoldsNoTestHelper(t *testing.T) {
 	bin := goList(t, "-deps", "./cmd/mifsec")
 	var deps []string
@@ -109,6 +114,11 @@ func TestBinaryHoldsNoTestHelper(t *testing.T) {
 		for _, h := range testOnly {
 			if d == module+h {
 				t.Errorf("the binary links %s, a test helper", d)
+			}
+		}
+		for _, m := range testOnlyModules {
+			if strings.HasPrefix(d, m) {
+				t.Errorf("the binary links %s, for tests only", d)
 			}
 		}
 	}
