@@ -83,7 +83,7 @@ func gatewayCommand() *cli.Command {
 			Usage: "Diffie-Hellman time per second IKE_SA_INIT from all sources together may cost"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-clients",
 			Usage: "clients the gateway takes at most (0: no limit); beyond it IKE_SA_INIT is redirected to --redirect-to (RFC 5685) or refused with TEMPORARY_FAILURE"}),
-		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "redirect-to", Usage: "`ADDR[,ADDR]` of the other gateways a full or draining gateway sends clients to, in turn (RFC 5685 redirect; `mifsec gateway drain` or SIGUSR1 drains; repeatable)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "redirect-to", Usage: "`ADDR[,ADDR]` of the other gateways a full or draining gateway sends clients to, in turn (RFC 5685 redirect; `mifsec gateway drain` or SIGUSR1 drains; repeatable); without it, a --cluster-etcd member sends them to the least loaded other member"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		metricsFlag(),
@@ -273,6 +273,11 @@ func runGateway(c *cli.Context) error {
 		}
 		defer member.Close() // after the gateway's: its clients' goodbyes release their leases
 		cfg.Cluster = member
+		if cfg.Responder.Redirector == nil {
+			// Without --redirect-to, a full or draining member sends its
+			// clients to the least loaded other member.
+			cfg.Responder.Redirector = member
+		}
 	}
 	g, err := mif.NewGateway(c.Context, cfg)
 	if err != nil {

@@ -630,6 +630,10 @@ func readMembers(ctx context.Context, cli *clientv3.Client, k keys) ([]Member, e
 	return out, nil
 }
 
+// RedirectTarget implements ike.Redirector: a full or draining gateway of
+// the cluster sends its clients to the least loaded other member.
+func (c *Cluster) RedirectTarget(netip.AddrPort) (netip.Addr, bool) { return c.LeastLoaded() }
+
 // LeastLoaded returns an address of the member other than this gateway
 // with the fewest clients, as last read (every third of MemberTTL; no
 // request to etcd): where a full or draining gateway redirects a client.

@@ -280,6 +280,10 @@ func TestTakeover(t *testing.T) {
 	if addr, ok := a.LeastLoaded(); !ok || addr != netip.MustParseAddr("192.0.2.1") {
 		t.Errorf("LeastLoaded at a: %v %v; want b's address", addr, ok)
 	}
+	var redirector ike.Redirector = a // where a full or draining member sends clients
+	if addr, ok := redirector.RedirectTarget(netip.MustParseAddrPort("203.0.113.9:4500")); !ok || addr != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("RedirectTarget at a: %v %v; want b's address", addr, ok)
+	}
 }
 
 // TestEtcdLoss: while etcd is away the gateway refuses new clients at
