@@ -48,6 +48,10 @@ type peerPaths struct {
 
 	reinjected atomic.Uint64 // datagrams sent again after their path failed
 
+	// waiting are failed paths whose datagrams no other path could take
+	// when they failed (waitingReinject); only Run's goroutine uses it.
+	waiting []waitingReinject
+
 	// mu is a leaf (it may be taken under the client's multiPath.routeMu);
 	// nothing else of mif is locked while it is held.
 	mu      sync.Mutex
@@ -221,8 +225,27 @@ func (pp *peerPaths) reinject(id scheduler.PathID, m dataplane.GroupMember, sinc
 	}
 }
 
+// waitingReinject is a failed path whose datagrams wait for another path
+// to come into service: when it failed, every other path was out of
+// service too (a deep queue or a cellular link's gap can make a healthy
+// path miss its probes), the picker fell back to the failed path, and a
+// reinjection then would have sent nothing. The engine keeps the copies
+// until they are collected.
+type waitingReinject struct {
+	id     scheduler.PathID
+	member dataplane.GroupMember
+	since  int64
+	failed int64 // when it failed (scheduler.Now)
+}
+
+// maxReinjectWait is how long a failed path's datagrams wait for another
+// path: longer, and TCP has retransmitted them itself.
+const maxReinjectWait = time.Second
+
 // failures reinjects what was in flight on the paths that failed since
-// the last call (failed is the set seen then) and returns the set now.
+// the last call (failed is the set seen then) and returns the set now. A
+// path that failed while no other could take its datagrams has them
+// reinjected as soon as one can, within maxReinjectWait.
 func (pp *peerPaths) failures(failed scheduler.PathSet) scheduler.PathSet {
 	now := pp.sched.Failed()
 	for set := failed &^ now; !set.Empty(); {
@@ -233,11 +256,43 @@ func (pp *peerPaths) failures(failed scheduler.PathSet) scheduler.PathSet {
 		pp.log.Debug("path out of service", "path", id)
 		m, ok := pp.member(id)
 		since, known := pp.sched.Unconfirmed(id)
-		if ok && known {
+		switch {
+		case !ok || !known:
+		case pp.otherInService(id, now):
 			pp.reinject(id, m, since, "failed")
+		default:
+			pp.log.Debug("path failed with no other in service: its datagrams wait for one", "path", id)
+			pp.waiting = append(pp.waiting, waitingReinject{id: id, member: m, since: since, failed: scheduler.Now()})
 		}
 	}
+	if len(pp.waiting) > 0 {
+		kept := pp.waiting[:0]
+		for _, w := range pp.waiting {
+			switch {
+			case !now.Has(w.id), scheduler.Now()-w.failed > int64(maxReinjectWait):
+				// Back in service itself, or waited too long.
+			case pp.otherInService(w.id, now):
+				pp.reinject(w.id, w.member, w.since, "failed, once another path was in service")
+			default:
+				kept = append(kept, w)
+			}
+		}
+		pp.waiting = kept
+	}
 	return now
+}
+
+// otherInService reports whether a path other than id is active and not
+// in failed: one the picker sends on instead of id.
+func (pp *peerPaths) otherInService(id scheduler.PathID, failed scheduler.PathSet) bool {
+	for set := pp.sched.Paths() &^ failed; !set.Empty(); {
+		if other := set.Next(); other != id {
+			if st, ok := pp.State(other); ok && st == scheduler.StateActive {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // State returns the scheduler's state of path id.

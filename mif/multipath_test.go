@@ -76,13 +76,11 @@ type testPeer struct {
 	pp      *peerPaths
 }
 
-// TestPeerPathsAggregateAndFailover: two paths to a peer over loopback,
-// one through a relay. Both are verified by probes and carry data under
-// the aggregate policy; when the relay silently drops everything, the
-// scheduler declares that path failed and the data moves to the other;
-// what the failed path took from the cut on is reinjected on the other,
-// so that every packet arrives.
-func TestPeerPathsAggregateAndFailover(t *testing.T) {
+// relayedPeers is a and b with two paths between them over loopback, each
+// through its relay, a sending to b under policy, both running until the
+// test ends, with both paths verified.
+func relayedPeers(t *testing.T, policy scheduler.Policy) (a, b *testPeer, relays [2]*cutRelay) {
+	t.Helper()
 	listen := func() *udp.Conn {
 		c, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
@@ -91,7 +89,7 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 		return c
 	}
 	a0, a1, b0, b1 := listen(), listen(), listen(), listen()
-	relay := newCutRelay(t, b1.LocalAddr())
+	relay0, relay1 := newCutRelay(t, b0.LocalAddr()), newCutRelay(t, b1.LocalAddr())
 	ep := func(c *udp.Conn, to netip.AddrPort) *udp.Endpoint {
 		e, err := c.NewEndpoint(to)
 		if err != nil {
@@ -100,8 +98,7 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 		return e
 	}
 	aOut, aIn, bOut, bIn := saPair(t)
-	a := &testPeer{out: aOut, in: aIn}
-	b := &testPeer{out: bOut, in: bIn}
+	a, b = &testPeer{out: aOut, in: aIn}, &testPeer{out: bOut, in: bIn}
 	build := func(p *testPeer, paths []*dataplane.Path, record int) {
 		m, err := tun.NewMemory(tun.MemoryConfig{RecordWrites: record})
 		if err != nil {
@@ -117,12 +114,12 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 		if err := e.AddInbound(p.in, p.out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			t.Fatal(err)
 		}
-		pp = newPeerPaths(peerPathsConfig{Engine: e, Policy: scheduler.PolicyAggregate})
+		pp = newPeerPaths(peerPathsConfig{Engine: e, Policy: policy})
 		pp.SetSAs(p.out, p.in.SPI())
 		p.e, p.pp = e, pp
 	}
-	build(a, []*dataplane.Path{{ID: 0, Conn: a0, Remote: ep(a0, b0.LocalAddr())}, {ID: 1, Conn: a1, Remote: ep(a1, relay.addr())}}, 0)
-	build(b, []*dataplane.Path{{ID: 0, Conn: b0, Remote: ep(b0, a0.LocalAddr())}, {ID: 1, Conn: b1, Remote: ep(b1, relay.addr())}}, 100000)
+	build(a, []*dataplane.Path{{ID: 0, Conn: a0, Remote: ep(a0, relay0.addr())}, {ID: 1, Conn: a1, Remote: ep(a1, relay1.addr())}}, 0)
+	build(b, []*dataplane.Path{{ID: 0, Conn: b0, Remote: ep(b0, relay0.addr())}, {ID: 1, Conn: b1, Remote: ep(b1, relay1.addr())}}, 100000)
 	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: a.pp.Group()}})
 	if err := a.pp.AddPath(0, scheduler.KindEthernet, 0, "eth0", "", dataplane.GroupMember{Path: 0}); err != nil {
 		t.Fatal(err)
@@ -133,12 +130,25 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, p := range []*testPeer{a, b} {
 		wg.Go(func() { p.e.Run(ctx) })
 		wg.Go(func() { p.pp.Run(ctx) })
 	}
 	testenv.WaitUntil(t, 5*time.Second, "both paths verified", func() bool { return len(a.pp.healthy()) == 2 })
+	return a, b, [2]*cutRelay{relay0, relay1}
+}
+
+// TestPeerPathsAggregateAndFailover: two paths to a peer over loopback,
+// each through a relay. Both are verified by probes and carry data under
+// the aggregate policy; when the relay silently drops everything, the
+// scheduler declares that path failed and the data moves to the other;
+// what the failed path took from the cut on is reinjected on the other,
+// so that every packet arrives.
+func TestPeerPathsAggregateAndFailover(t *testing.T) {
+	a, b, relays := relayedPeers(t, scheduler.PolicyAggregate)
+	relay := relays[1]
+	ctx := t.Context()
 
 	// Steady traffic, a numbered packet every 200 µs, until stopped.
 	var sent atomic.Uint32
@@ -212,6 +222,77 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	}
 	if a.pp.reinjected.Load() == 0 {
 		t.Fatal("nothing reinjected")
+	}
+}
+
+// TestPeerPathsReinjectionWaitsForAPath: the second path is out of service
+// (its relay drops everything) when the first fails too. Reinjecting then
+// would send nothing (the picker falls back to the failed path), so the
+// first path's datagrams wait; when the second comes back they are sent on
+// it, and every packet arrives.
+func TestPeerPathsReinjectionWaitsForAPath(t *testing.T) {
+	a, b, relays := relayedPeers(t, scheduler.PolicyAggregate)
+	var sent atomic.Uint32
+	sending, stopSending := context.WithCancel(t.Context())
+	var sender sync.WaitGroup
+	sender.Go(func() {
+		// A packet every millisecond: the engine's copies (2048 per
+		// worker) cover the whole outage.
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		payload := make([]byte, 1000)
+		for {
+			select {
+			case <-sending.Done():
+				return
+			case <-tick.C:
+				binary.BigEndian.PutUint32(payload, sent.Add(1))
+				pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), payload)
+				if err != nil {
+					panic(err)
+				}
+				a.tun.Inject(pkt)
+			}
+		}
+	})
+	var seenMu sync.Mutex
+	seen := map[uint32]bool{}
+	go func() {
+		for p := range b.tun.Writes() {
+			seenMu.Lock()
+			seen[binary.BigEndian.Uint32(p[28:])] = true
+			seenMu.Unlock()
+		}
+	}()
+	rx := func(id int) uint64 { return b.e.Paths()[id].Stats.RxPackets.Load() }
+	testenv.WaitUntil(t, 5*time.Second, "data on both paths", func() bool { return rx(0) > 100 && rx(1) > 100 })
+
+	relays[1].cut.Store(true)
+	testenv.WaitUntil(t, 5*time.Second, "path 1 failed", func() bool { return slices.Equal(a.pp.healthy(), []scheduler.PathID{0}) })
+	relays[0].cut.Store(true)
+	testenv.WaitUntil(t, 5*time.Second, "path 0 failed too", func() bool { return len(a.pp.healthy()) == 0 })
+	before := a.pp.reinjected.Load()
+	relays[1].cut.Store(false)
+	testenv.WaitUntil(t, 5*time.Second, "path 1 back", func() bool { return slices.Equal(a.pp.healthy(), []scheduler.PathID{1}) })
+	testenv.WaitUntil(t, 2*time.Second, "path 0's datagrams reinjected on path 1", func() bool { return a.pp.reinjected.Load() > before })
+
+	stopSending()
+	sender.Wait()
+	last := sent.Load()
+	missing := func() (n int) {
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		for i := uint32(1); i <= last; i++ {
+			if !seen[i] {
+				n++
+			}
+		}
+		return n
+	}
+	testenv.Eventually(2*time.Second, func() bool { return missing() == 0 })
+	t.Logf("%d packets sent, %d reinjected (%d once path 1 was back)", last, a.pp.reinjected.Load(), a.pp.reinjected.Load()-before)
+	if n := missing(); n != 0 {
+		t.Fatalf("%d of %d packets never arrived", n, last)
 	}
 }
 
