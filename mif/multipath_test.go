@@ -148,39 +148,8 @@ func relayedPeers(t *testing.T, policy scheduler.Policy) (a, b *testPeer, relays
 func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	a, b, relays := relayedPeers(t, scheduler.PolicyAggregate)
 	relay := relays[1]
-	ctx := t.Context()
-
 	// Steady traffic, a numbered packet every 200 µs, until stopped.
-	var sent atomic.Uint32
-	sending, stopSending := context.WithCancel(ctx)
-	var sender sync.WaitGroup
-	sender.Go(func() {
-		tick := time.NewTicker(200 * time.Microsecond)
-		defer tick.Stop()
-		payload := make([]byte, 1000)
-		for {
-			select {
-			case <-sending.Done():
-				return
-			case <-tick.C:
-				binary.BigEndian.PutUint32(payload, sent.Add(1))
-				pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), payload)
-				if err != nil {
-					panic(err)
-				}
-				a.tun.Inject(pkt)
-			}
-		}
-	})
-	var seenMu sync.Mutex
-	seen := map[uint32]bool{}
-	go func() {
-		for p := range b.tun.Writes() {
-			seenMu.Lock()
-			seen[binary.BigEndian.Uint32(p[28:])] = true
-			seenMu.Unlock()
-		}
-	}()
+	flow := startNumberedFlow(t, a, b, 200*time.Microsecond)
 	rx := func(id int) uint64 { return b.e.Paths()[id].Stats.RxPackets.Load() }
 	testenv.WaitUntil(t, 5*time.Second, "data on both paths", func() bool { return rx(0) > 200 && rx(1) > 200 })
 
@@ -202,19 +171,8 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 	if detected > 2*time.Second {
 		t.Fatalf("failure detected only after %v", detected)
 	}
-	stopSending()
-	sender.Wait()
-	last := sent.Load()
-	missing := func() (n int) {
-		seenMu.Lock()
-		defer seenMu.Unlock()
-		for i := uint32(1); i <= last; i++ {
-			if !seen[i] {
-				n++
-			}
-		}
-		return n
-	}
+	last := flow.stop()
+	missing := func() int { return flow.missing(last) }
 	testenv.Eventually(2*time.Second, func() bool { return missing() == 0 })
 	t.Logf("%d packets sent, %d reinjected, %d copies dropped as replayed", last, a.pp.reinjected.Load(), b.e.Stats.Drops.Get(dataplane.DropReplayed))
 	if n := missing(); n != 0 {
@@ -232,38 +190,9 @@ func TestPeerPathsAggregateAndFailover(t *testing.T) {
 // it, and every packet arrives.
 func TestPeerPathsReinjectionWaitsForAPath(t *testing.T) {
 	a, b, relays := relayedPeers(t, scheduler.PolicyAggregate)
-	var sent atomic.Uint32
-	sending, stopSending := context.WithCancel(t.Context())
-	var sender sync.WaitGroup
-	sender.Go(func() {
-		// A packet every millisecond: the engine's copies (2048 per
-		// worker) cover the whole outage.
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		payload := make([]byte, 1000)
-		for {
-			select {
-			case <-sending.Done():
-				return
-			case <-tick.C:
-				binary.BigEndian.PutUint32(payload, sent.Add(1))
-				pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), payload)
-				if err != nil {
-					panic(err)
-				}
-				a.tun.Inject(pkt)
-			}
-		}
-	})
-	var seenMu sync.Mutex
-	seen := map[uint32]bool{}
-	go func() {
-		for p := range b.tun.Writes() {
-			seenMu.Lock()
-			seen[binary.BigEndian.Uint32(p[28:])] = true
-			seenMu.Unlock()
-		}
-	}()
+	// A packet every millisecond: the engine's copies (2048 per worker)
+	// cover the whole outage.
+	flow := startNumberedFlow(t, a, b, time.Millisecond)
 	rx := func(id int) uint64 { return b.e.Paths()[id].Stats.RxPackets.Load() }
 	testenv.WaitUntil(t, 5*time.Second, "data on both paths", func() bool { return rx(0) > 100 && rx(1) > 100 })
 
@@ -276,24 +205,75 @@ func TestPeerPathsReinjectionWaitsForAPath(t *testing.T) {
 	testenv.WaitUntil(t, 5*time.Second, "path 1 back", func() bool { return slices.Equal(a.pp.healthy(), []scheduler.PathID{1}) })
 	testenv.WaitUntil(t, 2*time.Second, "path 0's datagrams reinjected on path 1", func() bool { return a.pp.reinjected.Load() > before })
 
-	stopSending()
-	sender.Wait()
-	last := sent.Load()
-	missing := func() (n int) {
-		seenMu.Lock()
-		defer seenMu.Unlock()
-		for i := uint32(1); i <= last; i++ {
-			if !seen[i] {
-				n++
-			}
-		}
-		return n
-	}
+	last := flow.stop()
+	missing := func() int { return flow.missing(last) }
 	testenv.Eventually(2*time.Second, func() bool { return missing() == 0 })
 	t.Logf("%d packets sent, %d reinjected (%d once path 1 was back)", last, a.pp.reinjected.Load(), a.pp.reinjected.Load()-before)
 	if n := missing(); n != 0 {
 		t.Fatalf("%d of %d packets never arrived", n, last)
 	}
+}
+
+// numberedFlow is a's packets to b, numbered, one every interval, and the
+// numbers b's TUN device received.
+type numberedFlow struct {
+	sent   atomic.Uint32
+	cancel context.CancelFunc
+	sender sync.WaitGroup
+	mu     sync.Mutex
+	seen   map[uint32]bool
+}
+
+// startNumberedFlow starts sending until stop.
+func startNumberedFlow(t *testing.T, a, b *testPeer, interval time.Duration) *numberedFlow {
+	f := &numberedFlow{seen: map[uint32]bool{}}
+	ctx, cancel := context.WithCancel(t.Context())
+	f.cancel = cancel
+	f.sender.Go(func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		payload := make([]byte, 1000)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				binary.BigEndian.PutUint32(payload, f.sent.Add(1))
+				pkt, err := tun.UDPPacket(netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), payload)
+				if err != nil {
+					panic(err)
+				}
+				a.tun.Inject(pkt)
+			}
+		}
+	})
+	go func() {
+		for p := range b.tun.Writes() {
+			f.mu.Lock()
+			f.seen[binary.BigEndian.Uint32(p[28:])] = true
+			f.mu.Unlock()
+		}
+	}()
+	return f
+}
+
+// stop ends the sending and returns the last number sent.
+func (f *numberedFlow) stop() uint32 {
+	f.cancel()
+	f.sender.Wait()
+	return f.sent.Load()
+}
+
+// missing counts the numbers up to last that b did not receive.
+func (f *numberedFlow) missing(last uint32) (n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := uint32(1); i <= last; i++ {
+		if !f.seen[i] {
+			n++
+		}
+	}
+	return n
 }
 
 // healthy returns the IDs of the paths the scheduler considers usable.

@@ -121,8 +121,8 @@ const (
 	slotEmpty uint8 = iota
 	slotHeld
 	slotDone        // released
-	slotSkipped     // given up on time or for lack of room; arrived holds when
-	slotSkippedLost // given up as lost (every path was past it); arrived holds when
+	slotSkipped     // given up on time or for lack of room; arrived holds the moment it was
+	slotSkippedLost // given up as lost (every path was past it); arrived holds the moment it was
 )
 
 // ErrResequencerConfig reports an invalid configuration.

@@ -322,7 +322,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		}
 	}
 	p.rtt.Add(time.Duration(now-rec.sent)-max(r.Hold, 0), now)
-	queued := p.rtt.Last > p.rtt.Min+boostSlack(p.rtt.Min)
+	queued := p.rtt.Last > queueShows(&p.rtt)
 
 	if p.havePrev && rec.sent > p.prevSent && r.Rx.Bytes >= p.prevRx.Bytes && r.Rx.Packets >= p.prevRx.Packets &&
 		rec.tx.Bytes >= p.prevTx.Bytes && rec.tx.Packets >= p.prevTx.Packets {
@@ -435,9 +435,13 @@ const (
 // with no queue counted: jitter, and the probe's own transmission.
 func boostSlack(min time.Duration) time.Duration { return max(3*time.Millisecond, min/8) }
 
+// queueShows is the round trip above which a path holds a queue: its
+// minimum plus boostSlack.
+func queueShows(r *rttEstimator) time.Duration { return r.Min + boostSlack(r.Min) }
+
 // probeBoost returns p's boost after a reply.
 func probeBoost(p *ctlPath) float64 {
-	queued := p.rtt.Min + boostSlack(p.rtt.Min)
+	queued := queueShows(&p.rtt)
 	if !p.carrying || p.rtt.Samples < 4 || p.loss.Loss > 0.01 || p.rtt.SRTT > queued || p.rtt.Last > queued {
 		return 1
 	}
