@@ -98,6 +98,15 @@ type session struct {
 	id    ike.Identity
 	n     int // its IKE SAs here
 	value string
+	// rev is the etcd revision of this gateway's last write of the
+	// session key, 0 while that write is under way. Another gateway's
+	// write older than it is not a takeover: the watch can deliver it
+	// after this gateway registered the client.
+	rev int64
+	// otherAt and otherBy: the newest write by another gateway the watch
+	// delivered while rev was 0, judged once the write returns.
+	otherAt int64
+	otherBy string
 }
 
 type release struct {
@@ -467,7 +476,11 @@ func (c *Cluster) syncIdentity(k string) (bool, error) {
 			}
 		}
 	}
-	return true, c.writeSession(ctx, k, value)
+	rev, err := c.writeSession(ctx, k, value)
+	if err == nil && s != nil {
+		c.sessionRegistered(k, value, rev)
+	}
+	return true, err
 }
 
 // ClientUp implements ike.SessionHook: the client's session key names
@@ -487,6 +500,7 @@ func (c *Cluster) ClientUp(client *ike.RemoteClient) {
 	}
 	held.n++
 	held.value = string(v)
+	held.rev, held.otherAt = 0, 0
 	up := c.up
 	if !up {
 		c.dirty[k] = true
@@ -525,24 +539,55 @@ func (c *Cluster) writeSessionNow(k, value, what string) {
 	defer c.ops.Unlock()
 	ctx, cancel := c.request()
 	defer cancel()
-	if err := c.writeSession(ctx, k, value); err != nil {
+	rev, err := c.writeSession(ctx, k, value)
+	if err != nil {
 		c.markDirty(k)
 		c.failed(what, err)
+		return
+	}
+	if value != "" {
+		c.sessionRegistered(k, value, rev)
 	}
 }
 
 // writeSession puts the session key of identity k with value on this
 // gateway's member lease, or with value "" deletes it if it is still on
-// that lease (no other gateway wrote it since).
-func (c *Cluster) writeSession(ctx context.Context, k, value string) error {
+// that lease (no other gateway wrote it since). It returns the revision
+// of the write.
+func (c *Cluster) writeSession(ctx context.Context, k, value string) (int64, error) {
 	member, _ := c.leases()
 	key := c.keys.session(k)
 	if value == "" {
-		_, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", int64(member))).Then(clientv3.OpDelete(key)).Commit()
-		return err
+		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", int64(member))).Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
+			return 0, err
+		}
+		return resp.Header.Revision, nil
 	}
-	_, err := c.cli.Put(ctx, key, value, clientv3.WithLease(member))
-	return err
+	resp, err := c.cli.Put(ctx, key, value, clientv3.WithLease(member))
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}
+
+// sessionRegistered records that the session key of k holds value since
+// revision rev, and judges another gateway's write the watch delivered
+// meanwhile: newer than rev, it took the client over.
+func (c *Cluster) sessionRegistered(k, value string, rev int64) {
+	c.mu.Lock()
+	s := c.sessions[k]
+	if s == nil || s.value != value {
+		c.mu.Unlock()
+		return // unregistered or registered again meanwhile
+	}
+	s.rev = rev
+	lost, by := s.otherAt > rev, s.otherBy
+	s.otherAt, s.otherBy = 0, ""
+	c.mu.Unlock()
+	if lost {
+		c.takenOver(k, by)
+	}
 }
 
 func (c *Cluster) markDirty(k string) {
@@ -594,7 +639,22 @@ func (c *Cluster) sessionWritten(ev *clientv3.Event) {
 	if json.Unmarshal(ev.Kv.Value, &s) != nil || s.Gateway == c.cfg.Name {
 		return
 	}
-	c.takenOver(strings.TrimPrefix(string(ev.Kv.Key), c.keys.sessions()), "gateway "+s.Gateway)
+	k, by, rev := strings.TrimPrefix(string(ev.Kv.Key), c.keys.sessions()), "gateway "+s.Gateway, ev.Kv.ModRevision
+	c.mu.Lock()
+	held := c.sessions[k]
+	if held == nil || (held.rev != 0 && rev < held.rev) {
+		c.mu.Unlock()
+		return // not a client of this gateway, or a write from before it registered it
+	}
+	if held.rev == 0 {
+		if rev > held.otherAt {
+			held.otherAt, held.otherBy = rev, by
+		}
+		c.mu.Unlock()
+		return // judged by sessionRegistered once this gateway's write returns
+	}
+	c.mu.Unlock()
+	c.takenOver(k, by)
 }
 
 // takenOver deletes this gateway's client k, if it has it.

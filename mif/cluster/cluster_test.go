@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
@@ -283,6 +284,49 @@ func TestTakeover(t *testing.T) {
 	var redirector ike.Redirector = a // where a full or draining member sends clients
 	if addr, ok := redirector.RedirectTarget(netip.MustParseAddrPort("203.0.113.9:4500")); !ok || addr != netip.MustParseAddr("192.0.2.1") {
 		t.Errorf("RedirectTarget at a: %v %v; want b's address", addr, ok)
+	}
+}
+
+// TestTakeoverByRevision: whether another gateway's write of a session
+// key is a takeover depends on its revision against this gateway's own
+// registration, also when the watch delivers it while that registration
+// is still being written (the order TestTakeover once met by chance).
+func TestTakeoverByRevision(t *testing.T) {
+	const rev = 100
+	for _, tc := range []struct {
+		name    string
+		pending bool  // the event arrives before this gateway's write returned
+		at      int64 // the other gateway's write
+		want    bool
+	}{
+		{"older write", false, rev - 1, false},
+		{"newer write", false, rev + 1, true},
+		{"older write, own write pending", true, rev - 1, false},
+		{"newer write, own write pending", true, rev + 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Cluster{cfg: Config{Name: "b"}, log: slog.New(slog.DiscardHandler), keys: keys{root: "/mifsec"},
+				ctx: t.Context(), sessions: map[string]*session{}}
+			var taken []string
+			c.OnTakeover(func(_ context.Context, id ike.Identity, by string) { taken = append(taken, id.String()+" by "+by) })
+			alice := client("alice@example.com")
+			k := alice.ID.String()
+			c.sessions[k] = &session{id: alice.ID, n: 1, value: `{"gateway":"b"}`}
+			if !tc.pending {
+				c.sessionRegistered(k, `{"gateway":"b"}`, rev)
+			}
+			c.sessionWritten(&clientv3.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{
+				Key: []byte(c.keys.session(k)), Value: []byte(`{"id":"alice@example.com","gateway":"a"}`), ModRevision: tc.at}})
+			if tc.pending {
+				if len(taken) != 0 {
+					t.Fatalf("judged before the own write returned: %v", taken)
+				}
+				c.sessionRegistered(k, `{"gateway":"b"}`, rev)
+			}
+			if got := len(taken) == 1; got != tc.want || len(taken) > 1 {
+				t.Errorf("takeovers %v, want one: %v", taken, tc.want)
+			}
+		})
 	}
 }
 
