@@ -11,12 +11,29 @@ type rttEstimator struct {
 	Last         time.Duration // the latest sample
 	Min          time.Duration // minimum over the window (0: no sample yet)
 	Samples      int
-	minAt        int64 // when Min was taken
+	// mins holds the minimum of each minRTTBucket-long slice of time, the
+	// newest at mins[0]: Min is the least of those the window covers.
+	mins [minRTTBuckets]rttBucket
+}
+
+type rttBucket struct {
+	min   time.Duration
+	start int64
 }
 
 // minRTTWindow is how long a minimum round trip stays valid: a route change
-// that makes the path slower shows after this long.
-const minRTTWindow = 10 * time.Second
+// that makes the path slower shows after this long. When it lapses, the
+// minimum is the least sample of the window, not the latest one: a path
+// that carries a standing queue of the session's own traffic (the faster
+// path of an aggregate holds one as deep as the other path is slower)
+// still dips to its base delay now and then, and taking the latest sample
+// instead made that queue vanish from the path's expected delay, so that
+// after ten seconds the slower path was starved.
+const (
+	minRTTWindow  = 10 * time.Second
+	minRTTBuckets = 5
+	minRTTBucket  = minRTTWindow / minRTTBuckets
+)
 
 // Add feeds one round-trip sample measured at now. Non-positive samples
 // (a clock step, a bogus reply) are ignored.
@@ -36,8 +53,17 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 	}
 	e.Samples++
 	e.Last = r
-	if e.Min == 0 || r <= e.Min || now-e.minAt > int64(minRTTWindow) {
-		e.Min, e.minAt = r, now
+	if b := &e.mins[0]; b.min == 0 || now-b.start >= int64(minRTTBucket) {
+		copy(e.mins[1:], e.mins[:len(e.mins)-1])
+		e.mins[0] = rttBucket{min: r, start: now}
+	} else {
+		b.min = min(b.min, r)
+	}
+	e.Min = r
+	for _, b := range e.mins {
+		if b.min > 0 && now-b.start < int64(minRTTWindow) {
+			e.Min = min(e.Min, b.min)
+		}
 	}
 }
 

@@ -42,6 +42,21 @@ func TestRTTEstimator(t *testing.T) {
 			t.Fatalf("min %v after the window, want 30ms (route got slower)", e.Min)
 		}
 	})
+	t.Run("min of the window, not the latest sample", func(t *testing.T) {
+		// A standing queue (40 ms over a 20 ms base) that drains now and
+		// then: the base stays the minimum.
+		var e rttEstimator
+		for i := range 300 {
+			r := 60 * time.Millisecond
+			if i%70 == 0 {
+				r = 20 * time.Millisecond
+			}
+			e.Add(r, int64(i)*int64(100*time.Millisecond))
+			if e.Min != 20*time.Millisecond {
+				t.Fatalf("sample %d (%v): min %v, want 20ms", i, r, e.Min)
+			}
+		}
+	})
 }
 
 func absDur(d time.Duration) time.Duration {

@@ -149,6 +149,9 @@ type ctlPath struct {
 	// data without a queue building on it (probeBoost).
 	boost      float64
 	pickerRate float64
+	// allowanceUsed: in the last probe interval the path was sent at
+	// least 0.8 of pickerRate.
+	allowanceUsed bool
 }
 
 const probeRing = 32
@@ -333,12 +336,18 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		sent := rec.tx.Bytes - p.prevTx.Bytes
 		offered := p.rate.Rate * time.Duration(rec.sent-p.prevSent).Seconds()
 		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
+		// The boost grows only while the path takes what the picker
+		// allows it: unused, it would let the picker pour a burst on the
+		// path the moment the others fill up, at many times the rate
+		// the path was ever seen to carry.
+		p.allowanceUsed = float64(sent) >= 0.8*p.pickerRate*time.Duration(rec.sent-p.prevSent).Seconds()
 		if sent > 0 || p.rate.Rate > 0 {
 			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, queued && p.prevQueued)
 		}
 		p.loss.AddInterval(rec.tx.Packets-p.prevTx.Packets, r.Rx.Packets-p.prevRx.Packets)
 	} else {
 		p.loss.AddInterval(0, 0)
+		p.allowanceUsed = false
 	}
 	p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued = rec.sent, rec.tx, r.Rx, true, queued
 	p.prevReplied = now - int64(max(r.Hold, 0))
@@ -442,7 +451,7 @@ func queueShows(r *rttEstimator) time.Duration { return r.Min + boostSlack(r.Min
 // probeBoost returns p's boost after a reply.
 func probeBoost(p *ctlPath) float64 {
 	queued := queueShows(&p.rtt)
-	if !p.carrying || p.rtt.Samples < 4 || p.loss.Loss > 0.01 || p.rtt.SRTT > queued || p.rtt.Last > queued {
+	if !p.carrying || !p.allowanceUsed || p.rtt.Samples < 4 || p.loss.Loss > 0.01 || p.rtt.SRTT > queued || p.rtt.Last > queued {
 		return 1
 	}
 	return min(max(p.boost, 1)*boostStep, maxBoost)

@@ -25,6 +25,7 @@ type simLink struct {
 	standing   int64   // extra forward delay: a queue other traffic keeps full (bufferbloat)
 	burst      float64 // token bucket (tc tbf) depth in bytes: after an idle spell this much leaves at once
 	up         bool
+	drops      int // packets the full queue refused
 
 	freeAt     int64 // bottleneck busy until
 	lastArrive int64 // keeps the path FIFO despite jitter
@@ -51,6 +52,7 @@ func (l *simLink) send(now int64, size int, rng *rand.Rand) (int64, bool) {
 	credit := int64(l.burst / l.rate * 1e9)
 	start := max(now, l.freeAt-credit)
 	if backlog := float64(start-now) / 1e9 * l.rate; int(backlog)+size > l.queueLimit {
+		l.drops++
 		return 0, false
 	}
 	l.freeAt = max(l.freeAt, start) + int64(float64(size)/l.rate*1e9)
@@ -167,6 +169,9 @@ type sim struct {
 	markAt         int64
 
 	onSend func(now int64, set PathSet)
+	// onRelease, when set, sees every sequence number the resequencer
+	// releases (the closed-loop sender's receiver).
+	onRelease func(seq uint64)
 
 	// Reinjection, as the data plane does it (dataplane/reinject.go):
 	// the last second of datagrams sent alone on one path, and those sent
@@ -284,21 +289,7 @@ func (m *sim) handle(e simEvent) {
 		}
 		m.at(m.now+ms, evTick, 0)
 	case evSend:
-		m.seq++
-		m.sentPackets++
-		set := m.s.Decide(m.pol, m.size, m.now)
-		if m.onSend != nil {
-			m.onSend(m.now, set)
-		}
-		m.sendOn(set, m.seq)
-		first, _ := set.First()
-		m.firstPath = append(m.firstPath, first) // m.seq starts at 1
-		if id, ok := set.First(); ok && set.Len() == 1 && m.reinject {
-			m.sentLog = append(m.sentLog, sentRec{seq: m.seq, path: id, at: m.now})
-			if old := m.sentLog[0]; m.now-old.at > int64(time.Second) {
-				m.sentLog = m.sentLog[1:]
-			}
-		}
+		m.sendData()
 		m.at(m.now+int64(float64(m.size)/m.offered*1e9), evSend, 0)
 	case evArrive:
 		m.rx[e.path].Packets++
@@ -336,6 +327,27 @@ func (m *sim) handle(e simEvent) {
 		// A reply may come after its probe was given up: ErrUnknownProbe.
 		_ = m.s.ProbeReply(e.path, ProbeReply{Seq: uint32(e.seq), Rx: e.rx}, m.now)
 	}
+}
+
+// sendData sends the next data packet where the policy decides and
+// returns its sequence number.
+func (m *sim) sendData() uint64 {
+	m.seq++
+	m.sentPackets++
+	set := m.s.Decide(m.pol, m.size, m.now)
+	if m.onSend != nil {
+		m.onSend(m.now, set)
+	}
+	m.sendOn(set, m.seq)
+	first, _ := set.First()
+	m.firstPath = append(m.firstPath, first) // m.seq starts at 1
+	if id, ok := set.First(); ok && set.Len() == 1 && m.reinject {
+		m.sentLog = append(m.sentLog, sentRec{seq: m.seq, path: id, at: m.now})
+		if old := m.sentLog[0]; m.now-old.at > int64(time.Second) {
+			m.sentLog = m.sentLog[1:]
+		}
+	}
+	return m.seq
 }
 
 // sendOn sends data packet seq on every path of set.
@@ -402,6 +414,9 @@ func (m *sim) deliver() {
 			m.maxOut = s
 		}
 		m.released++
+		if m.onRelease != nil {
+			m.onRelease(s)
+		}
 	}
 }
 

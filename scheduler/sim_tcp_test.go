@@ -1,0 +1,347 @@
+package scheduler
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+// tcpFlow is a closed-loop sender for the simulator: one TCP flow
+// through the tunnel, as Linux runs it by default (CUBIC with HyStart,
+// SACK-based recovery, a 200 ms minimum retransmission timeout). Its
+// segments are the session's data packets; its receiver acknowledges each
+// segment the resequencer releases, and the acknowledgement reaches the
+// sender ackDelay later. An open-loop sender never shows what a loss costs
+// a TCP flow through an aggregate: one drop on one path cuts the window
+// of the whole flow, and CUBIC takes seconds to grow it back.
+type tcpFlow struct {
+	m        *sim
+	ackDelay int64
+
+	// Sender.
+	cwnd, ssthresh float64
+	wmax, west     float64 // CUBIC's window before the last cut, and its Reno estimate
+	epoch          int64   // start of the current CUBIC epoch, 0: none
+	k              float64 // seconds from the epoch to wmax
+	next           uint64  // next new segment (segments count from 1)
+	una            uint64  // lowest segment not acknowledged
+	high           uint64  // highest segment the receiver reported
+	sacked         uint64  // segments received above una, as last reported
+	lostUpTo       uint64  // after a timeout: every unreported segment up to here is lost
+	recover        uint64  // in recovery until una passes it
+	inRecovery     bool
+	retx           map[uint64]bool // holes retransmitted in this recovery
+	sentAt         []int64         // by segment: when first sent (0: retransmitted)
+	minRTT, srtt   int64
+	hystartCount   int
+	lastProgress   int64
+	holeSince      int64 // when una was first reported with 3 segments above it, 0: not
+	retransmits    int
+	timeouts       int
+
+	// Receiver.
+	segOf    []uint64 // by the session's sequence number: the segment it carries
+	got      []bool   // by segment
+	rcvNext  uint64
+	rcvHigh  uint64
+	rcvAbove uint64 // segments received above rcvNext
+
+	markSeg uint64 // rcvNext at the window's start
+}
+
+const (
+	cubicC    = 0.4
+	cubicBeta = 0.7
+	minRTO    = 200 * ms
+)
+
+// startTCP starts a closed-loop flow on m (instead of startSender).
+func (m *sim) startTCP(ackDelay time.Duration) *tcpFlow {
+	f := &tcpFlow{m: m, ackDelay: int64(ackDelay), cwnd: 10, ssthresh: math.Inf(1), next: 1, una: 1,
+		rcvNext: 1, retx: map[uint64]bool{}, sentAt: []int64{0}, segOf: []uint64{0}, got: []bool{false},
+		lastProgress: m.now}
+	m.onRelease = f.release
+	m.do(m.now, f.transmit)
+	var rto func()
+	rto = func() { f.checkTimeout(); m.do(m.now+10*ms, rto) }
+	m.do(m.now+10*ms, rto)
+	return f
+}
+
+// send puts one segment on the wire as a new data packet.
+func (f *tcpFlow) send(seg uint64) {
+	seq := f.m.sendData()
+	for uint64(len(f.segOf)) <= seq {
+		f.segOf = append(f.segOf, 0)
+	}
+	f.segOf[seq] = seg
+}
+
+// pipe is what the sender counts in flight (RFC 6675, simplified): new
+// segments above the highest reported one, and the holes it retransmitted.
+func (f *tcpFlow) pipe() float64 {
+	if !f.inRecovery {
+		return float64(f.next - f.una - f.sacked)
+	}
+	n := 0
+	for s := range f.retx {
+		if s >= f.una {
+			n++
+		}
+	}
+	return float64(f.next-1-max(f.high, f.lostUpTo, f.una-1)) + float64(n)
+}
+
+// transmit sends while the window has room: holes first during recovery.
+func (f *tcpFlow) transmit() {
+	for f.pipe() < f.cwnd {
+		if f.inRecovery {
+			if h, ok := f.nextHole(); ok {
+				f.retx[h] = true
+				f.retransmits++
+				f.sentAt[h] = 0 // no RTT sample from a retransmitted segment
+				f.send(h)
+				continue
+			}
+		}
+		seg := f.next
+		f.next++
+		f.sentAt = append(f.sentAt, f.m.now)
+		f.send(seg)
+	}
+}
+
+// nextHole returns the lowest segment presumed lost and not yet sent again.
+func (f *tcpFlow) nextHole() (uint64, bool) {
+	top := max(f.high, f.lostUpTo)
+	for s := f.una; s <= top && s < f.next; s++ {
+		if !f.retx[s] && !(s < uint64(len(f.got)) && f.got[s]) {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// release is the receiver: the resequencer released session packet seq.
+func (f *tcpFlow) release(seq uint64) {
+	if seq >= uint64(len(f.segOf)) {
+		return
+	}
+	seg := f.segOf[seq]
+	for uint64(len(f.got)) <= seg {
+		f.got = append(f.got, false)
+	}
+	if seg >= f.rcvNext && !f.got[seg] {
+		f.got[seg] = true
+		f.rcvHigh = max(f.rcvHigh, seg)
+		if seg == f.rcvNext {
+			for f.rcvNext < uint64(len(f.got)) && f.got[f.rcvNext] {
+				f.rcvNext++
+			}
+			f.rcvAbove = 0
+			for s := f.rcvNext; s <= f.rcvHigh; s++ {
+				if f.got[s] {
+					f.rcvAbove++
+				}
+			}
+		} else {
+			f.rcvAbove++
+		}
+	}
+	cum, high, above := f.rcvNext, f.rcvHigh, f.rcvAbove
+	f.m.do(f.m.now+f.ackDelay, func() { f.ack(cum, high, above) })
+}
+
+// ack is the sender receiving an acknowledgement.
+func (f *tcpFlow) ack(cum, high, above uint64) {
+	now := f.m.now
+	if cum > f.una {
+		acked := float64(cum - f.una)
+		if s := cum - 1; s < uint64(len(f.sentAt)) && f.sentAt[s] > 0 {
+			f.rttSample(now - f.sentAt[s])
+		}
+		f.una = cum
+		f.lastProgress = now
+		if f.inRecovery && f.una > f.recover {
+			f.inRecovery = false
+			f.retx = map[uint64]bool{}
+			f.lostUpTo = 0
+		}
+		if !f.inRecovery {
+			f.grow(acked, now)
+		}
+	}
+	f.high, f.sacked = max(f.high, high), above
+	if f.una > f.high {
+		f.sacked = 0
+	}
+	f.detectLoss()
+	f.transmit()
+}
+
+// detectLoss enters recovery when una has been missing with 3 segments
+// above it for a quarter of the minimum round trip (RACK's reordering
+// window: what arrives within it was reordered, not lost).
+func (f *tcpFlow) detectLoss() {
+	if f.inRecovery || f.sacked < 3 {
+		f.holeSince = 0
+		return
+	}
+	if f.holeSince == 0 {
+		f.holeSince = f.m.now
+	}
+	if f.m.now-f.holeSince >= f.minRTT/4 {
+		f.holeSince = 0
+		f.cut(f.m.now)
+		f.inRecovery, f.recover = true, f.next-1
+	}
+}
+
+func (f *tcpFlow) rttSample(r int64) {
+	if f.minRTT == 0 || r < f.minRTT {
+		f.minRTT = r
+	}
+	if f.srtt == 0 {
+		f.srtt = r
+	} else {
+		f.srtt += (r - f.srtt) / 8
+	}
+	// HyStart (delay increase): slow start ends when the round trip
+	// grows by a clamp of minRTT/8 in [4, 16] ms for 8 samples in a row.
+	if f.cwnd < f.ssthresh && f.cwnd >= 16 {
+		if r > f.minRTT+min(max(f.minRTT/8, 4*ms), 16*ms) {
+			if f.hystartCount++; f.hystartCount >= 8 {
+				f.ssthresh = f.cwnd
+			}
+		} else {
+			f.hystartCount = 0
+		}
+	}
+}
+
+// grow opens the window for acked segments: slow start, then CUBIC.
+func (f *tcpFlow) grow(acked float64, now int64) {
+	if f.cwnd < f.ssthresh {
+		f.cwnd += acked
+		return
+	}
+	if f.epoch == 0 {
+		f.epoch = now
+		if f.wmax < f.cwnd {
+			f.k, f.wmax = 0, f.cwnd
+		} else {
+			f.k = math.Cbrt((f.wmax - f.cwnd) / cubicC)
+		}
+		f.west = f.cwnd
+	}
+	t := float64(now-f.epoch+f.srtt) / 1e9
+	target := cubicC*math.Pow(t-f.k, 3) + f.wmax
+	if target > f.cwnd {
+		f.cwnd += acked * (target - f.cwnd) / f.cwnd
+	} else {
+		f.cwnd += acked * 0.01 / f.cwnd
+	}
+	f.west += acked * 3 * (1 - cubicBeta) / (1 + cubicBeta) / f.cwnd
+	f.cwnd = max(f.cwnd, f.west)
+}
+
+// cut is CUBIC's multiplicative decrease, with fast convergence.
+func (f *tcpFlow) cut(now int64) {
+	if f.cwnd < f.wmax {
+		f.wmax = f.cwnd * (1 + cubicBeta) / 2
+	} else {
+		f.wmax = f.cwnd
+	}
+	f.cwnd = max(f.cwnd*cubicBeta, 2)
+	f.ssthresh = f.cwnd
+	f.epoch = 0
+}
+
+// checkTimeout is the retransmission timer: no progress for the RTO
+// means every outstanding segment not reported is lost.
+func (f *tcpFlow) checkTimeout() {
+	if f.holeSince != 0 {
+		f.detectLoss()
+		f.transmit()
+	}
+	rto := max(minRTO, 2*f.srtt)
+	if f.una >= f.next || f.m.now-f.lastProgress < rto {
+		return
+	}
+	f.timeouts++
+	f.cut(f.m.now)
+	f.cwnd = 1
+	f.inRecovery, f.recover, f.lostUpTo = true, f.next-1, f.next-1
+	f.retx = map[uint64]bool{}
+	f.lastProgress = f.m.now
+	f.transmit()
+}
+
+// mark starts a measurement window; goodput returns the in-order
+// delivered rate since, Mbit/s.
+func (f *tcpFlow) mark() { f.m.mark(); f.markSeg = f.rcvNext }
+func (f *tcpFlow) goodput() float64 {
+	return float64(f.rcvNext-f.markSeg) * float64(f.m.size) * 8 / (float64(f.m.now-f.m.markAt) / 1e9) / 1e6
+}
+
+// TestSimAggregateClosedLoopTCP: one TCP flow over two paths whose
+// delays differ by much of the faster one's queue. Earliest arrival keeps
+// the faster path's queue about as deep as the other path is slower: a
+// standing queue of the session's own making, which the faster path's
+// expected delay must go on counting for as long as the flow lasts, or
+// the slower path is starved (what the path's minimum round trip taken
+// from its latest sample once a window lapsed did after ten seconds). And
+// a path the flow did not need for a while must not be trusted with a
+// boosted rate when it is needed again: the burst overflows its queue,
+// and the flow's window is cut (what the probe boost of a path that did
+// not use it did).
+func TestSimAggregateClosedLoopTCP(t *testing.T) {
+	tbf := func(rate float64, rtt time.Duration, burst float64) *simLink {
+		l := newLink(rate, rtt, 0, 0)
+		l.burst = burst
+		l.queueLimit = int(l.rate*0.05) + int(burst) // tc tbf latency 50ms
+		return l
+	}
+	tests := []struct {
+		name  string
+		a, b  *simLink
+		sum   float64 // Mbit/s
+		seeds int
+		floor float64 // of sum
+	}{
+		// The lab's aggregation scenario: 50 Mbit/s with 30 ms and a
+		// 50 ms queue, 20 Mbit/s with 80 ms and a 100 ms queue.
+		{"emulator", newLink(50, 30*time.Millisecond, time.Millisecond, 0), func() *simLink {
+			l := newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0)
+			l.queueLimit = int(l.rate * 0.1)
+			return l
+		}(), 70, 6, 0.9},
+		// The lab's tbf-aggregation-delay: tc tbf 60 and 25 Mbit/s with
+		// 256 KiB buckets, 15 and 40 ms added.
+		// No jitter: every seed runs the same.
+		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9},
+	}
+	for _, tc := range tests {
+		for seed := uint64(1); seed <= uint64(tc.seeds); seed++ {
+			a, b := *tc.a, *tc.b
+			m := newSim(t, PolicyAggregate, Config{}, seed, wlan(0, &a), cellular(1, &b))
+			// The receiver's resequencer as mif configures it.
+			rs, err := NewResequencer(ResequencerConfig{MaxWait: 200 * time.Millisecond, ExpectedPaths: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.reseq = rs
+			m.run(200 * time.Millisecond)
+			f := m.startTCP(8 * time.Millisecond)
+			m.run(5 * time.Second)
+			f.mark()
+			m.run(25 * time.Second) // well past minRTTWindow
+			gp := f.goodput()
+			t.Logf("%s, seed %d: goodput %.1f Mbit/s (%.0f%% of %.0f), second path's share %.3f, queue drops %d+%d, retransmits %d, timeouts %d, cwnd %.0f, srtt %v, out of order %.3f%%, %+v",
+				tc.name, seed, gp, gp/tc.sum*100, tc.sum, m.share(1), a.drops, b.drops, f.retransmits, f.timeouts, f.cwnd, time.Duration(f.srtt), m.outOfOrder()*100, m.reseq.Stats)
+			if gp < tc.floor*tc.sum {
+				t.Errorf("%s, seed %d: goodput %.1f Mbit/s, below %.0f%% of the paths' %.0f", tc.name, seed, gp, tc.floor*100, tc.sum)
+			}
+		}
+	}
+}
