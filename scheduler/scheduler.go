@@ -185,11 +185,14 @@ type Scheduler struct {
 	hot     [MaxPaths]hotPath
 	sets    [numPolicies]policySets
 	probing atomic.Uint64 // usable paths with no rate sample yet
-	failed  atomic.Uint64 // verified paths the detector took out of service (Failed)
-	usable  atomic.Uint64 // active paths not failing: the paths DecideWithin chooses among
-	_       [40]byte
-	counter atomic.Uint64 // packets while probing is non-empty
-	_       [56]byte
+	// probingOpen: every path the aggregate policy picks among shows a
+	// queue, so the probing share may go out (recompute).
+	probingOpen atomic.Bool
+	failed      atomic.Uint64 // verified paths the detector took out of service (Failed)
+	usable      atomic.Uint64 // active paths not failing: the paths DecideWithin chooses among
+	_           [40]byte
+	counter     atomic.Uint64 // packets while probing is non-empty
+	_           [56]byte
 
 	mu      sync.Mutex
 	paths   [MaxPaths]*ctlPath
@@ -342,7 +345,13 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		// the path was ever seen to carry.
 		p.allowanceUsed = float64(sent) >= 0.8*p.pickerRate*time.Duration(rec.sent-p.prevSent).Seconds()
 		if sent > 0 || p.rate.Rate > 0 {
+			hadRate := p.rate.Rate > 0
 			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, queued && p.prevQueued)
+			if !hadRate && p.rate.Rate > 0 {
+				// The virtual queue was kept at InitialRate, a guess:
+				// at the path's first measured rate it is meaningless.
+				s.hot[p.cfg.ID].busy.Store(now)
+			}
 		}
 		p.loss.AddInterval(rec.tx.Packets-p.prevTx.Packets, r.Rx.Packets-p.prevRx.Packets)
 	} else {
@@ -436,8 +445,9 @@ func (s *Scheduler) afterHealth(p *ctlPath) {
 // to maxBoost, and back to its estimate once a queue shows. Its delivery
 // rate then follows what it is given, and the estimate with it.
 const (
-	boostStep = 1.25
-	maxBoost  = 16
+	boostStep  = 1.25
+	boostDecay = 0.8
+	maxBoost   = 16
 )
 
 // boostSlack is how far above its minimum a path's smoothed RTT may be
@@ -451,8 +461,11 @@ func queueShows(r *rttEstimator) time.Duration { return r.Min + boostSlack(r.Min
 // probeBoost returns p's boost after a reply.
 func probeBoost(p *ctlPath) float64 {
 	queued := queueShows(&p.rtt)
-	if !p.carrying || !p.allowanceUsed || p.rtt.Samples < 4 || p.loss.Loss > 0.01 || p.rtt.SRTT > queued || p.rtt.Last > queued {
+	if !p.carrying || p.rtt.Samples < 4 || p.loss.Loss > 0.01 || p.rtt.SRTT > queued || p.rtt.Last > queued {
 		return 1
+	}
+	if !p.allowanceUsed {
+		return max(p.boost*boostDecay, 1)
 	}
 	return min(max(p.boost, 1)*boostStep, maxBoost)
 }
@@ -516,13 +529,31 @@ func (s *Scheduler) recompute() {
 		any = s.lastAnswered(failing | down)
 	}
 
-	// Aggregate: paths with a known rate, plus a probing share.
+	// Aggregate: paths with a known rate, plus a probing share. While
+	// no path has a rate, the quickest carries the traffic and the
+	// others take the probing share: spread at InitialRate, four in
+	// ten of a new flow's first packets went to the slower path, the
+	// receiver held the rest for them, and the flow's slow start ended
+	// (HyStart) at a tenth of what the quicker path alone carries.
 	agg := any &^ probing
 	if agg.Empty() {
-		agg, probing = any, 0
+		agg = s.quickest(any)
+		probing = any &^ agg
 	}
 	s.sets[PolicyAggregate].primary.Store(uint64(agg))
 	s.probing.Store(uint64(probing))
+	// The probing share goes out only once the paths in use show a
+	// queue: a flow they carry alone has no use for another path, and
+	// each packet on a slower one makes the receiver hold the packets
+	// behind it, which a TCP sender in slow start takes for a full pipe
+	// (HyStart ends slow start).
+	open := true
+	for c := agg; !c.Empty(); {
+		if r := &s.paths[c.Next()].rtt; r.Samples == 0 || (r.Last <= queueShows(r) && r.SRTT <= queueShows(r)) {
+			open = false
+		}
+	}
+	s.probingOpen.Store(open)
 	// Redundant keeps failing and failed paths: a copy on a doubtful path
 	// costs little and is what the policy is for. On a path that loses
 	// one packet in ten, probe round trips fail often enough for the
@@ -591,6 +622,27 @@ func (s *Scheduler) lastAnswered(set PathSet) PathSet {
 		if d := s.paths[id].det; !found || d.lastReply > at {
 			best, at, found = id, d.lastReply, true
 		}
+	}
+	return SetOf(best)
+}
+
+// quickest returns the path of set with the least smoothed round trip
+// (the first of set when none has one yet).
+func (s *Scheduler) quickest(set PathSet) PathSet {
+	best, found := PathID(0), false
+	for c := set; !c.Empty(); {
+		id := c.Next()
+		if !found {
+			best, found = id, true
+			continue
+		}
+		p, b := &s.paths[id].rtt, &s.paths[best].rtt
+		if p.Samples > 0 && (b.Samples == 0 || p.SRTT < b.SRTT) {
+			best = id
+		}
+	}
+	if !found {
+		return 0
 	}
 	return SetOf(best)
 }
@@ -664,7 +716,7 @@ func (s *Scheduler) pick(pol Policy, size int, now int64) (PathID, bool) {
 		pol = PolicyAggregate
 	}
 	if pol == PolicyAggregate {
-		if pr := PathSet(s.probing.Load()); !pr.Empty() {
+		if pr := PathSet(s.probing.Load()); !pr.Empty() && s.probingOpen.Load() {
 			n := s.counter.Add(1)
 			if share := uint64(s.cfg.ProbeShare); n%share == 0 {
 				k := int(n/share) % pr.Len()

@@ -194,14 +194,23 @@ func TestProbingShareForUnknownRate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n1 := 0
 	const n = 3200
-	for i := range n {
-		if id, _ := s.Pick(PolicyAggregate, 1000, now+int64(i)*1000); id == 1 {
-			n1++
+	share := func() (n1 int) {
+		for i := range n {
+			if id, _ := s.Pick(PolicyAggregate, 1000, now+int64(i)*1000); id == 1 {
+				n1++
+			}
 		}
+		return n1
 	}
-	if n1 != n/s.Config().ProbeShare {
+	// Path 0 carries what it is given without a queue: path 1 is not
+	// needed, and its packets would make the receiver hold path 0's.
+	if n1 := share(); n1 != 0 {
+		t.Errorf("path with unknown rate got %d of %d packets while the other showed no queue, want 0", n1, n)
+	}
+	// Path 0's round trip shows a queue: path 1 gets its share.
+	now = verify(t, s, 0, now, 40*time.Millisecond, mbit(50), 2)
+	if n1 := share(); n1 != n/s.Config().ProbeShare {
 		t.Errorf("path with unknown rate got %d of %d packets, want exactly 1/%d", n1, n, s.Config().ProbeShare)
 	}
 }

@@ -294,7 +294,11 @@ func (f *tcpFlow) goodput() float64 {
 // a path the flow did not need for a while must not be trusted with a
 // boosted rate when it is needed again: the burst overflows its queue,
 // and the flow's window is cut (what the probe boost of a path that did
-// not use it did).
+// not use it did). Nor may the slower path take a new flow's packets
+// before the faster one is full: the receiver holds the packets behind
+// them, the flow's round trip grows, and HyStart ends slow start at a
+// fraction of the faster path's rate (what an even spread at InitialRate
+// and the probing share did in the first second).
 func TestSimAggregateClosedLoopTCP(t *testing.T) {
 	tbf := func(rate float64, rtt time.Duration, burst float64) *simLink {
 		l := newLink(rate, rtt, 0, 0)
@@ -308,6 +312,7 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 		sum   float64 // Mbit/s
 		seeds int
 		floor float64 // of sum
+		fast  float64 // Mbit/s, the faster path alone
 	}{
 		// The lab's aggregation scenario: 50 Mbit/s with 30 ms and a
 		// 50 ms queue, 20 Mbit/s with 80 ms and a 100 ms queue.
@@ -315,16 +320,16 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 			l := newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0)
 			l.queueLimit = int(l.rate * 0.1)
 			return l
-		}(), 70, 6, 0.9},
+		}(), 70, 6, 0.9, 50},
 		// The lab's tbf-aggregation-delay: tc tbf 60 and 25 Mbit/s with
 		// 256 KiB buckets, 15 and 40 ms added.
 		// The lab's aggregation-lossy: the cellular path loses 2% of
 		// its packets (each direction). One TCP flow cuts its whole
 		// window for each loss; the most it can carry is about what
 		// the loss-free path carries alone.
-		{"lossy", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0.02), 50, 3, 0.9},
+		{"lossy", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0.02), 50, 3, 0.9, 50},
 		// No jitter: every seed runs the same.
-		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9},
+		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9, 60},
 	}
 	for _, tc := range tests {
 		for seed := uint64(1); seed <= uint64(tc.seeds); seed++ {
@@ -346,6 +351,11 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 			gp := f.goodput()
 			t.Logf("%s, seed %d: first 5 s %.1f Mbit/s, then goodput %.1f Mbit/s (%.0f%% of %.0f), second path's share %.3f, queue drops %d+%d, retransmits %d, timeouts %d, cwnd %.0f, srtt %v, out of order %.3f%%, %+v",
 				tc.name, seed, ramp, gp, gp/tc.sum*100, tc.sum, m.share(1), a.drops, b.drops, f.retransmits, f.timeouts, f.cwnd, time.Duration(f.srtt), m.outOfOrder()*100, m.reseq.Stats)
+			// The first 5 s: at least what the faster path alone
+			// carries, less slow start's first round trips.
+			if ramp < 0.85*tc.fast {
+				t.Errorf("%s, seed %d: %.1f Mbit/s in the first 5 s, below 85%% of the faster path's %.0f", tc.name, seed, ramp, tc.fast)
+			}
 			if gp < tc.floor*tc.sum {
 				t.Errorf("%s, seed %d: goodput %.1f Mbit/s, below %.0f%% of the paths' %.0f", tc.name, seed, gp, tc.floor*100, tc.sum)
 			}
