@@ -190,7 +190,7 @@ type Scheduler struct {
 	probingOpen atomic.Bool
 	failed      atomic.Uint64 // verified paths the detector took out of service (Failed)
 	usable      atomic.Uint64 // active paths not failing: the paths DecideWithin chooses among
-	_           [32]byte // probing … usable fill a cache line, apart from counter
+	_           [32]byte      // probing … usable fill a cache line, apart from counter
 	counter     atomic.Uint64 // packets while probing is non-empty
 	_           [56]byte
 
