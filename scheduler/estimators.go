@@ -120,13 +120,7 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		return
 	}
 	s := float64(delivered) / interval.Seconds()
-	// An app-limited sample says nothing about the path's capacity,
-	// unless the path held a queue throughout: then it delivered all it
-	// could. Skipping those too froze an estimate a burst had inflated
-	// on a path the picker then fed little (its queue overflowing, the
-	// loss penalty cutting its share): every later sample was
-	// app-limited and below it.
-	if appLimited && !saturated && s < e.Rate {
+	if appLimited && s < e.Rate {
 		e.cycle++
 		return
 	}

@@ -147,28 +147,6 @@ func TestRateEstimator(t *testing.T) {
 			t.Fatalf("rate %.0f, want %.0f once no saturated sample is left", e.Rate, 2*rate)
 		}
 	})
-	t.Run("saturated app-limited samples lower an inflated estimate", func(t *testing.T) {
-		// A burst read 80 Mbit/s on a 25 Mbit/s path; the picker then
-		// gave it little (app-limited), but its queue stayed: the path
-		// delivered all it could.
-		var e rateEstimator
-		rate := 25e6 / 8
-		e.Add(uint64(80e6/8*iv.Seconds()), iv, false, false)
-		for range rateWindow {
-			e.Add(uint64(rate*iv.Seconds()), iv, true, true)
-		}
-		if math.Abs(e.Rate-rate) > 1 {
-			t.Fatalf("rate %.0f, want %.0f from the saturated samples", e.Rate, rate)
-		}
-		// Without a queue an app-limited sample below the estimate is
-		// no news.
-		for range rateWindow {
-			e.Add(uint64(rate/2*iv.Seconds()), iv, true, false)
-		}
-		if math.Abs(e.Rate-rate) > 1 {
-			t.Fatalf("rate %.0f after app-limited samples, want %.0f kept", e.Rate, rate)
-		}
-	})
 	t.Run("zero interval ignored", func(t *testing.T) {
 		var e rateEstimator
 		e.Add(1000, 0, false, false)
