@@ -299,8 +299,14 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 }
 
 // learnedDecay is how long a wait learned from late packets lasts without
-// another late packet.
-const learnedDecay = 10 * time.Second
+// another late packet. A recorded LTE link is late in bursts some ten
+// seconds apart (its capacity gaps): with a 10 s lesson each burst found
+// the wait forgotten again, every packet of it was given up and came
+// after its gap, and each such burst cost the TCP flow a spurious
+// retransmission and a window cut. Waiting longer for a gap costs a hold
+// on a path that really went silent, which failure detection and
+// reinjection end anyway.
+const learnedDecay = 30 * time.Second
 
 // advance releases held packets from next on and gives up gaps known lost.
 func (r *Resequencer) advance(now int64, out []Handle) []Handle {
