@@ -51,7 +51,6 @@ func TestTable(t *testing.T) {
 	}
 }
 
-
 // TestTableGetAllocatesNothing: the packet path's lookups, an inbound SA
 // by SPI and a host route by address, make no allocation.
 func TestTableGetAllocatesNothing(t *testing.T) {
