@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mifsec/mifsec/ike/wire"
@@ -306,12 +308,19 @@ type saKey struct{ spiI, spiR uint64 }
 // Its defences against unauthenticated and misbehaving peers are in the
 // package documentation (Defences of the Responder).
 type Responder struct {
-	cfg   ResponderConfig
-	tr    ResponderTransport
-	h     ResponderHandler
-	log   *slog.Logger
-	inbox chan inbound
-	calls chan func()
+	cfg ResponderConfig
+	tr  ResponderTransport
+	h   ResponderHandler
+	log *slog.Logger
+	// inbox takes requests within an IKE SA (SPIr set: IKE_AUTH and
+	// everything after it), inits the IKE_SA_INIT requests; the loop
+	// serves inbox first, so a client whose Diffie-Hellman was done is
+	// not starved by new ones when thousands start at once. A datagram
+	// that finds its queue full is dropped and counted (FailInboxFull).
+	inbox     chan inbound
+	inits     chan inbound
+	inboxDrop atomic.Uint64
+	calls     chan func()
 
 	sas       map[saKey]*rSA
 	halfOpen  map[saKey]*rSA
@@ -399,7 +408,7 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	if cfg.RekeySequences == 0 {
 		cfg.RekeySequences = DefaultRekeySequences
 	}
-	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
+	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, inboxSize), inits: make(chan inbound, initsSize), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
 		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
 		radiusDone: make(chan func(), 64), quit: make(chan struct{})}
@@ -433,15 +442,31 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	return r, nil
 }
 
+// The responder's queues, in datagrams. At the few hundred handshakes a
+// second one core sets up, 1024 IKE_SA_INIT requests are a few seconds of
+// work, about as long as a client waits before it retransmits; more would
+// only answer requests their senders have given up on. Requests within an
+// IKE SA cost no Diffie-Hellman and come at most one per handshake in
+// progress or client exchange.
+const (
+	inboxSize = 4096
+	initsSize = 1024
+)
+
 // Deliver hands the responder a datagram from a client (without the
 // non-ESP marker) that arrived at the gateway's address local (the zero
 // Addr or an unspecified one when the socket that read it does not know).
 // It copies data and never blocks: when the responder is behind, the
-// datagram is dropped, as the network might have.
+// datagram is dropped, as the network might have, and counted.
 func (r *Responder) Deliver(data []byte, local netip.Addr, from netip.AddrPort, natT bool) {
+	q := r.inits
+	if len(data) >= 16 && binary.BigEndian.Uint64(data[8:16]) != 0 {
+		q = r.inbox // the responder's SPI is set: not an IKE_SA_INIT
+	}
 	select {
-	case r.inbox <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT}:
+	case q <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT}:
 	default:
+		r.inboxDrop.Add(1)
 	}
 }
 
@@ -451,6 +476,10 @@ func (r *Responder) Run(ctx context.Context) error {
 	timer := time.NewTicker(time.Second)
 	defer timer.Stop()
 	for {
+		// Requests within IKE SAs first (a bounded run, so that the
+		// timer and the end of ctx are not starved).
+		for i := 0; i < 64 && r.serveInbox(); i++ {
+		}
 		select {
 		case <-ctx.Done():
 			for _, c := range slices.Clone(r.clients) {
@@ -461,6 +490,8 @@ func (r *Responder) Run(ctx context.Context) error {
 			return nil
 		case in := <-r.inbox:
 			r.handle(in)
+		case in := <-r.inits:
+			r.handle(in)
 		case f := <-r.radiusDone:
 			f()
 		case f := <-r.calls:
@@ -468,6 +499,17 @@ func (r *Responder) Run(ctx context.Context) error {
 		case <-timer.C:
 			r.tick()
 		}
+	}
+}
+
+// serveInbox handles a request within an IKE SA if one waits.
+func (r *Responder) serveInbox() bool {
+	select {
+	case in := <-r.inbox:
+		r.handle(in)
+		return true
+	default:
+		return false
 	}
 }
 
@@ -556,6 +598,9 @@ func (r *Responder) Pools(ctx context.Context) []PoolStatus {
 func (r *Responder) Failures(ctx context.Context) map[string]uint64 {
 	var out map[string]uint64
 	r.do(ctx, func() { out = maps.Clone(r.failures) })
+	if n := r.inboxDrop.Load(); n > 0 && out != nil {
+		out[FailInboxFull] = n
+	}
 	return out
 }
 
