@@ -269,6 +269,11 @@ type rClient struct {
 	accounted   *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
 	key         string           // ID's text (ID is canonical): the key of per-identity tables
 	registered  bool             // ResponderConfig.Sessions knows it (ClientUp)
+	dropped     bool             // dropClient removed it
+	// sas are its IKE SAs in r.sas (the current one, and one being
+	// rekeyed or replaced): dropClient deletes them without a walk of
+	// every client's.
+	sas []*rSA
 	// redirectOK: it follows redirects (RFC 5685); redirectSent: a
 	// draining gateway asked it to go (redirect.go).
 	redirectOK, redirectSent bool
@@ -329,6 +334,7 @@ type Responder struct {
 	budgets   map[netip.Prefix]*dhBudget // Diffie-Hellman budgets by source
 	dhAll     dhBudget                   // and for all sources
 	clients   []*rClient
+	byKey     map[string][]*rClient // clients by identity (rClient.key)
 	pools     []Pool
 	failures  map[string]uint64 // by reason (Fail*)
 	eapLimits eapLimits         // failed EAP logins by name and source (eap_limits.go)
@@ -410,7 +416,7 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	}
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, inboxSize), inits: make(chan inbound, initsSize), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
-		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
+		perSource: map[netip.Prefix][]*rSA{}, byKey: map[string][]*rClient{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
 		radiusDone: make(chan func(), 64), quit: make(chan struct{})}
 	if cfg.RADIUS != nil {
 		if r.radius, err = newRADIUSClient(*cfg.RADIUS); err != nil {
@@ -828,11 +834,36 @@ func (r *Responder) dropClient(c *rClient) {
 		c.registered = false
 		r.cfg.Sessions.ClientDown(&c.RemoteClient)
 	}
-	for k, sa := range r.sas {
-		if sa.client == c {
+	for _, sa := range c.sas {
+		if k := (saKey{sa.spiI, sa.spiR}); r.sas[k] == sa {
 			delete(r.sas, k)
 			sa.wipe()
 		}
 	}
+	c.sas = nil
+	c.dropped = true
 	r.clients = slices.DeleteFunc(r.clients, func(o *rClient) bool { return o == c })
+	if list := slices.DeleteFunc(r.byKey[c.key], func(o *rClient) bool { return o == c }); len(list) > 0 {
+		r.byKey[c.key] = list
+	} else {
+		delete(r.byKey, c.key)
+	}
 }
+
+// addClient makes c, which authenticated on sa, one of the clients.
+func (r *Responder) addClient(c *rClient, sa *rSA) {
+	r.clients = append(r.clients, c)
+	r.byKey[c.key] = append(r.byKey[c.key], c)
+	r.ownSA(c, sa)
+}
+
+// ownSA records sa, which is in r.sas, as c's, and forgets those of c's
+// IKE SAs that left r.sas.
+func (r *Responder) ownSA(c *rClient, sa *rSA) {
+	sa.client = c
+	c.sas = slices.DeleteFunc(c.sas, func(o *rSA) bool { return r.sas[saKey{o.spiI, o.spiR}] != o })
+	c.sas = append(c.sas, sa)
+}
+
+// holds reports whether c is still one of the clients.
+func (r *Responder) holds(c *rClient) bool { return !c.dropped }
