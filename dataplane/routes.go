@@ -119,41 +119,19 @@ func (t *routeTable) set(routes []Route) {
 
 // removeSA removes every route through sa and reports how many there were.
 func (t *routeTable) removeSA(sa *SA) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	gone := t.bySA[sa]
-	delete(t.bySA, sa)
-	wide := false
-	for _, e := range gone {
-		if !e.Prefix.IsSingleIP() {
-			t.wideList = slices.DeleteFunc(t.wideList, func(x *routeEntry) bool { return x == e })
-			wide = true
-			continue
-		}
-		a := e.Prefix.Addr().Unmap()
-		list := t.hostList[a]
-		first := list[0] == e
-		list = slices.DeleteFunc(list, func(x *routeEntry) bool { return x == e })
-		switch {
-		case len(list) == 0:
-			delete(t.hostList, a)
-			t.hosts.delete(a)
-		case first:
-			t.hostList[a] = list
-			t.hosts.set(a, &list[0].Route)
-		default:
-			t.hostList[a] = list
-		}
-	}
-	if wide {
-		t.publishWide()
-	}
-	return len(gone)
+	return t.edit(sa, func(*Route) bool { return false })
 }
 
 // change publishes anew, changed by f, every route through sa and reports
 // how many there were.
 func (t *routeTable) change(sa *SA, f func(*Route)) int {
+	return t.edit(sa, func(r *Route) bool { f(r); return true })
+}
+
+// edit calls f with a copy of every route through sa: the copy replaces
+// the route where f returns true, and the route goes where it returns
+// false. It reports how many routes there were.
+func (t *routeTable) edit(sa *SA, f func(*Route) bool) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.bySA[sa]
@@ -161,19 +139,37 @@ func (t *routeTable) change(sa *SA, f func(*Route)) int {
 	wide := false
 	for _, e := range old {
 		n := &routeEntry{Route: e.Route, seq: e.seq}
-		f(&n.Route)
-		t.bySA[n.SA] = append(t.bySA[n.SA], n)
+		keep := f(&n.Route)
+		if keep {
+			t.bySA[n.SA] = append(t.bySA[n.SA], n)
+		}
 		if !e.Prefix.IsSingleIP() {
-			t.wideList[slices.Index(t.wideList, e)] = n
+			i := slices.Index(t.wideList, e)
+			if keep {
+				t.wideList[i] = n
+			} else {
+				t.wideList = slices.Delete(t.wideList, i, i+1)
+			}
 			wide = true
 			continue
 		}
 		a := e.Prefix.Addr().Unmap()
 		list := t.hostList[a]
 		i := slices.Index(list, e)
-		list[i] = n
-		if i == 0 {
-			t.hosts.set(a, &n.Route)
+		if keep {
+			list[i] = n
+		} else {
+			list = slices.Delete(list, i, i+1)
+		}
+		switch {
+		case len(list) == 0:
+			delete(t.hostList, a)
+			t.hosts.delete(a)
+		case i == 0:
+			t.hostList[a] = list
+			t.hosts.set(a, &list[0].Route)
+		default:
+			t.hostList[a] = list
 		}
 	}
 	if wide {

@@ -14,6 +14,14 @@ func routeTableOf(routes []Route) *routeTable {
 	return t
 }
 
+// lookupSA is the SA of tab's route to dst, nil when none.
+func lookupSA(tab *routeTable, dst netip.Addr) *SA {
+	if r := tab.lookup(dst); r != nil {
+		return r.SA
+	}
+	return nil
+}
+
 // scanLookup is the reference: the most specific route containing dst, the
 // first of equal prefixes.
 func scanLookup(routes []Route, dst netip.Addr) *SA {
@@ -89,11 +97,7 @@ func TestRouteTableMatchesScan(t *testing.T) {
 		tab := routeTableOf(routes)
 		for range 100 {
 			dst := addr4()
-			var got *SA
-			if r := tab.lookup(dst); r != nil {
-				got = r.SA
-			}
-			if want := scanLookup(routes, dst); got != want {
+			if got, want := lookupSA(tab, dst), scanLookup(routes, dst); got != want {
 				t.Fatalf("round %d: lookup(%s) = %v, scan says %v\nroutes %v", round, dst, got, want, routes)
 			}
 		}
@@ -190,11 +194,7 @@ func TestRouteTableChanges(t *testing.T) {
 		}
 		for range 20 {
 			dst := addr4()
-			var got *SA
-			if r := tab.lookup(dst); r != nil {
-				got = r.SA
-			}
-			if w := scanLookup(want, dst); got != w {
+			if got, w := lookupSA(tab, dst), scanLookup(want, dst); got != w {
 				t.Fatalf("step %d: lookup(%s) = %v, scan says %v", step, dst, got, w)
 			}
 		}
