@@ -22,7 +22,7 @@ const (
 
 // FailureReasons lists every reason a failure is counted under.
 var FailureReasons = []string{FailAuthentication, FailNoProposal, FailTSUnacceptable, FailNoAddress,
-	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailUnavailable, FailOther}
+	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailUnavailable, FailInboxFull, FailOther}
 
 // notifyFailure names the failure an error notification reports.
 func notifyFailure(n wire.NotifyType) string {
