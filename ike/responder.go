@@ -448,12 +448,13 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	return r, nil
 }
 
-// The responder's queues, in datagrams. At the few hundred handshakes a
-// second one core sets up, 1024 IKE_SA_INIT requests are a few seconds of
-// work, about as long as a client waits before it retransmits; more would
-// only answer requests their senders have given up on. Requests within an
-// IKE SA cost no Diffie-Hellman and come at most one per handshake in
-// progress or client exchange.
+// The responder's queues, in datagrams. At the 600-900 handshakes a
+// second a 2-core gateway sets up (docs/gateway-scale.md), 1024
+// IKE_SA_INIT requests are one to two seconds of work, about as long as a
+// client waits before it first retransmits; a longer queue would mostly
+// hold retransmissions of requests already queued. Requests within an IKE
+// SA cost no Diffie-Hellman and come about one per handshake in progress
+// or client exchange.
 const (
 	inboxSize = 4096
 	initsSize = 1024
