@@ -133,10 +133,12 @@ const exhaustedLogInterval = 10 * time.Second
 // makes the split of a GRO train free, and sealing in place with GSO by
 // iovec makes the send side copy-free.
 //
-// Workers read the route, inbound SA and path tables through atomic
-// pointers; writers copy a table and swap it under the table's mutex.
+// Workers read the route and inbound SA tables without a lock; writers
+// change them in place under the table's mutex, a client's entries at a
+// time (table.go, routes.go). The path table is read through an atomic
+// pointer; its writers copy it and swap it under pathMu.
 //
-// Lock order: routeMu, inMu and pathMu are never held together; inMu
+// Lock order: the route table's mutex, inMu and pathMu are never held together; inMu
 // comes before an inbound SA's reorder.mu (RemoveInbound closes the
 // reorder under it). The packet path takes none of them but reorder.mu,
 // once per batch of an SA that restores order.
@@ -144,10 +146,9 @@ type Engine struct {
 	cfg     EngineConfig
 	log     *slog.Logger
 	path0   *PathGroup // the group of a Route without one
-	routes  atomic.Pointer[routeTable]
-	routeMu sync.Mutex // serialises writers of routes
-	inbound atomic.Pointer[map[uint32]*inboundSA]
-	inMu    sync.Mutex // serialises writers of inbound
+	routes  *routeTable
+	inbound *table[uint32, *inboundSA] // by SPI, probe SAs too
+	inMu    sync.Mutex                 // serialises writers of inbound
 	paths   atomic.Pointer[pathTable]
 	closing atomic.Bool
 	Stats   EngineStats
@@ -220,8 +221,8 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
-	e.routes.Store(newRouteTable(nil))
-	e.inbound.Store(&map[uint32]*inboundSA{})
+	e.routes = newRouteTable()
+	e.inbound = newTable[uint32, *inboundSA](hashSPI)
 	if mtu, err := cfg.Queues[0].MTU(); err == nil {
 		e.mss4, e.mss6 = mssFor(mtu)
 	}
@@ -229,56 +230,34 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 }
 
 // SetRoutes replaces the outbound routes. The most specific prefix wins.
-func (e *Engine) SetRoutes(routes []Route) {
-	e.routeMu.Lock()
-	defer e.routeMu.Unlock()
-	e.storeRoutes(slices.Clone(routes))
-}
+func (e *Engine) SetRoutes(routes []Route) { e.routes.set(routes) }
 
-// AddRoutes adds routes to the existing ones (copy on write: the workers
-// keep the list they loaded).
-func (e *Engine) AddRoutes(routes ...Route) {
-	e.routeMu.Lock()
-	defer e.routeMu.Unlock()
-	e.storeRoutes(slices.Concat(e.routes.Load().all, routes))
-}
+// AddRoutes adds routes to the existing ones, in place: the cost does not
+// grow with the routes there are (routes.go).
+func (e *Engine) AddRoutes(routes ...Route) { e.routes.add(routes) }
 
 // RemoveRoutes removes every route through sa and reports how many there
 // were.
-func (e *Engine) RemoveRoutes(sa *SA) int {
-	e.routeMu.Lock()
-	defer e.routeMu.Unlock()
-	old := e.routes.Load().all
-	r := slices.DeleteFunc(slices.Clone(old), func(r Route) bool { return r.SA == sa })
-	e.storeRoutes(r)
-	return len(old) - len(r)
-}
+func (e *Engine) RemoveRoutes(sa *SA) int { return e.routes.removeSA(sa) }
 
 // ReplaceRouteSA moves the routes through old to new (a rekeyed Child SA)
 // and reports how many moved.
 func (e *Engine) ReplaceRouteSA(old, new *SA) int {
-	e.routeMu.Lock()
-	defer e.routeMu.Unlock()
-	r := slices.Clone(e.routes.Load().all)
-	n := 0
-	for i := range r {
-		if r[i].SA == old {
-			r[i].SA = new
-			n++
-		}
-	}
-	e.storeRoutes(r)
-	return n
+	return e.routes.change(old, func(r *Route) { r.SA = new })
+}
+
+// SetRouteGroup makes the routes through sa send on group g and reports
+// how many there were.
+func (e *Engine) SetRouteGroup(sa *SA, g *PathGroup) int {
+	return e.routes.change(sa, func(r *Route) { r.Group = g })
 }
 
 // Routes returns a copy of the outbound routes, most specific first.
-func (e *Engine) Routes() []Route { return slices.Clone(e.routes.Load().all) }
+func (e *Engine) Routes() []Route { return e.routes.all() }
 
-// storeRoutes publishes a table of r (which the caller owns); routeMu is
-// held.
-func (e *Engine) storeRoutes(r []Route) {
-	e.routes.Store(newRouteTable(r))
-}
+// RoutesTo returns the routes of prefix p exactly (not those that merely
+// contain it), in the order added.
+func (e *Engine) RoutesTo(p netip.Prefix) []Route { return e.routes.to(p) }
 
 // AddInbound makes sa receive ESP; decrypted packets must come from an
 // address in remote and go to an address in local (RFC 4301 §5.2: the
@@ -307,12 +286,11 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 	}
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
-	old := *e.inbound.Load()
-	if _, dup := old[sa.SPI()]; dup {
+	if _, dup := e.inbound.get(sa.SPI()); dup {
 		return fmt.Errorf("inbound SA: SPI %#x already in use", sa.SPI())
 	}
 	if probe != nil {
-		if _, dup := old[probe.SPI()]; dup {
+		if _, dup := e.inbound.get(probe.SPI()); dup {
 			return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x already in use", sa.SPI(), probe.SPI())
 		}
 	}
@@ -323,16 +301,12 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 			return fmt.Errorf("inbound SA: SPI %#x: %w", sa.SPI(), err)
 		}
 	}
-	m := make(map[uint32]*inboundSA, len(old)+2)
-	for k, v := range old {
-		m[k] = v
-	}
 	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local), transport: th}
-	m[sa.SPI()] = in
 	if probe != nil {
-		m[probe.SPI()] = &inboundSA{sa: probe, data: in}
+		// The probe SA first: a data SA that receives has its probe SA.
+		e.inbound.set(probe.SPI(), &inboundSA{sa: probe, data: in})
 	}
-	e.inbound.Store(&m)
+	e.inbound.set(sa.SPI(), in)
 	return nil
 }
 
@@ -340,7 +314,7 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 // lives and dies with its data SA).
 func (e *Engine) InboundSAs() int {
 	n := 0
-	for _, in := range *e.inbound.Load() {
+	for _, in := range e.inbound.all {
 		if in.data == nil {
 			n++
 		}
@@ -352,18 +326,18 @@ func (e *Engine) InboundSAs() int {
 func (e *Engine) RemoveInbound(spi uint32) {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
-	old := *e.inbound.Load()
-	m := make(map[uint32]*inboundSA, len(old))
-	for k, v := range old {
-		if k != spi && (v.data == nil || v.data.sa.SPI() != spi) {
-			m[k] = v // not the SA, nor its probe SA
+	in, ok := e.inbound.get(spi)
+	if !ok {
+		return
+	}
+	e.inbound.delete(spi)
+	if probe := in.sa.ProbeSA(); probe != nil && in.data == nil {
+		if p, ok := e.inbound.get(probe.SPI()); ok && p.data == in {
+			e.inbound.delete(probe.SPI())
 		}
 	}
-	e.inbound.Store(&m)
-	if in := old[spi]; in != nil {
-		if r := in.reorder.Load(); r != nil {
-			r.close()
-		}
+	if r := in.reorder.Load(); r != nil {
+		r.close()
 	}
 }
 
@@ -485,7 +459,7 @@ func (e *Engine) Close() {
 			p.Conn.Close()
 		}
 	}
-	for _, in := range *e.inbound.Load() {
+	for _, in := range e.inbound.all {
 		if r := in.reorder.Load(); r != nil {
 			r.close()
 		}
@@ -573,7 +547,7 @@ func (w *outboundWorker) step() bool {
 		}
 	}
 	w.syncPaths()
-	routes := e.routes.Load()
+	routes := e.routes
 	for i := range n {
 		w.routes[i] = nil
 		src, dst, nh, ok := innerAddresses(w.bufs[i][Headroom : Headroom+w.sizes[i]])
@@ -843,7 +817,7 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		e.Stats.Drops.Add(DropRunt)
 		return
 	}
-	in := (*e.inbound.Load())[peekSPI(payload)]
+	in, _ := e.inbound.get(peekSPI(payload))
 	if in == nil {
 		e.Stats.Drops.Add(DropUnknownSPI)
 		return

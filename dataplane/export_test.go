@@ -23,4 +23,4 @@ func (e *Engine) ReceiveWorker(path int, q wgtun.Device) Stepper {
 }
 
 // InboundEntries is how many SPIs receive, probe SAs included.
-func (e *Engine) InboundEntries() int { return len(*e.inbound.Load()) }
+func (e *Engine) InboundEntries() int { return e.inbound.len() }

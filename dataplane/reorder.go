@@ -204,7 +204,7 @@ func (r *reorder) close() {
 func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
-	in := (*e.inbound.Load())[spi]
+	in, _ := e.inbound.get(spi)
 	if in == nil {
 		return fmt.Errorf("restoring order: no inbound SA %#x", spi)
 	}
@@ -268,7 +268,7 @@ func (e *Engine) OrderStats(spi uint32) (stats scheduler.ResequencerStats, held 
 }
 
 func (e *Engine) reorderOf(spi uint32) *reorder {
-	in := (*e.inbound.Load())[spi]
+	in, _ := e.inbound.get(spi)
 	if in == nil {
 		return nil
 	}

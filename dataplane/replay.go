@@ -7,11 +7,14 @@ import (
 
 // Replay window limits and default (RFC 4303 §3.4.3 asks for at least 32;
 // several paths of one SA arrive with a skew of many packets, so the default
-// is far larger than the 64 of a single-path IPsec stack).
+// is far larger than the 64 of a single-path IPsec stack). The default is
+// 4064 rather than 4096: 127 blocks of 32 and the spare block fit a ring of
+// 128 slots (1 KiB), where 4096 packets need 129 blocks and so a ring of
+// 256 (2 KiB), on every inbound SA of a gateway's clients.
 const (
 	MinReplayWindow     = 32
 	MaxReplayWindow     = 65536
-	DefaultReplayWindow = 4096
+	DefaultReplayWindow = 4064
 )
 
 // ReplayWindow is the anti-replay window of one inbound SA (RFC 4303 §3.4.3),

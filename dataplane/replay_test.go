@@ -309,3 +309,17 @@ func seqRange(from, to uint64) []uint64 {
 	}
 	return s
 }
+
+// TestDefaultReplayWindowRing: the default window fills a ring of 128
+// slots (1 KiB per inbound SA); one packet more would double it.
+func TestDefaultReplayWindowRing(t *testing.T) {
+	for _, tc := range []struct{ size, slots int }{{DefaultReplayWindow, 128}, {DefaultReplayWindow + 1, 256}} {
+		w, err := newReplayWindow(tc.size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(w.slots) != tc.slots {
+			t.Fatalf("a window of %d packets has %d slots, want %d", tc.size, len(w.slots), tc.slots)
+		}
+	}
+}

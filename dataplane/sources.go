@@ -90,7 +90,7 @@ type SourceStats struct {
 
 // InboundSources returns the per-source counters of the inbound SA spi.
 func (e *Engine) InboundSources(spi uint32) []SourceStats {
-	in := (*e.inbound.Load())[spi]
+	in, _ := e.inbound.get(spi)
 	if in == nil {
 		return nil
 	}

@@ -452,7 +452,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 		old.retryLater(r.cfg.Now())
 	}
 	err := r.request(c, wire.CREATE_CHILD_SA, payloads, func(reply []wire.Payload) {
-		if sa.client != c || !slices.Contains(r.clients, c) {
+		if sa.client != c || !r.holds(c) {
 			return // the client went meanwhile
 		}
 		if reply == nil {
@@ -606,7 +606,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 		}
 	}
 	err = r.request(c, wire.CREATE_CHILD_SA, []wire.Payload{&wire.SA{Proposals: offered}, &wire.Nonce{Data: ni}, &wire.KE{Group: kex.Group(), Data: kex.Public()}}, func(reply []wire.Payload) {
-		if !slices.Contains(r.clients, c) {
+		if !r.holds(c) {
 			return
 		}
 		if reply == nil {
@@ -645,6 +645,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 		next := &rSA{ikeSA: &ikeSA{spiI: spiI, spiR: spiR, initiator: true, suite: suite, keys: keys, ni: ni, nr: nr.Data,
 			lastHeard: now, created: now, fragOK: old.fragOK, rekeyOf: old.ikeSA.id()}, from: old.from, local: old.local, natT: old.natT, client: c}
 		r.sas[saKey{spiI, spiR}] = next
+		r.ownSA(c, next)
 		if theirs := c.sa; theirs != old {
 			if !theirs.ikeSA.replaced(old.ikeSA) || lowestNonceIn([2][]byte{next.ni, next.nr}, [2][]byte{theirs.ni, theirs.nr}) {
 				// Ours is redundant: the client's stays and the client
@@ -726,6 +727,7 @@ func (r *Responder) respondIKERekey(sa *rSA, req []wire.Payload) ([]wire.Payload
 	return reply, func() {
 		n := &rSA{ikeSA: next, from: sa.from, local: sa.local, natT: sa.natT, client: c}
 		r.sas[saKey{next.spiI, next.spiR}] = n
+		r.ownSA(c, n)
 		c.sa = n
 		c.IKESPIi, c.IKESPIr = next.spiI, next.spiR
 		c.ikeRekeys++

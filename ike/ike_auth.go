@@ -498,13 +498,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	key := id.String()
 	replace := wire.FindNotify(req, wire.INITIAL_CONTACT) != nil
 	if limit := r.cfg.MaxSAsPerIdentity; limit > 0 && !replace {
-		held := 0
-		for _, c := range r.clients {
-			if c.key == key {
-				held++
-			}
-		}
-		if held >= limit {
+		if held := len(r.byKey[key]); held >= limit {
 			return r.authFail(sa, from, "its identity already holds the most IKE SAs allowed", "id", id, "limit", limit)
 		}
 	}
@@ -542,18 +536,15 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	sa.initReq, sa.initResp = nil, nil
 	sa.eap = nil
 	if replace {
-		for _, old := range slices.Clone(r.clients) {
-			if old.key == key {
-				r.log.Info("client reconnected: dropping its older IKE SA", "id", id, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
-				r.dropClient(old)
-			}
+		for _, old := range slices.Clone(r.byKey[key]) {
+			r.log.Info("client reconnected: dropping its older IKE SA", "id", id, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
+			r.dropClient(old)
 		}
 	}
 	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
 	c.psk = psk
 	c.redirectOK = sa.redirectOK
-	sa.client = c
-	r.clients = append(r.clients, c)
+	r.addClient(c, sa)
 
 	childReply, fail := r.firstChild(c, req)
 	if fail != nil {
@@ -564,7 +555,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		r.failures[notifyFailure(fail.NotifyType)]++
 		reply = append(reply, fail)
 		return reply, func() {
-			if slices.Contains(r.clients, c) {
+			if r.holds(c) {
 				r.dropClient(c)
 			}
 		}

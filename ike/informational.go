@@ -161,7 +161,7 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 	}
 	sa := c.sa
 	err := r.request(c, wire.INFORMATIONAL, nil, func(reply []wire.Payload) {
-		if reply != nil || c.sa != sa || !slices.Contains(r.clients, c) {
+		if reply != nil || c.sa != sa || !r.holds(c) {
 			return // answered, or the client moved to a rekeyed IKE SA or left
 		}
 		r.log.Info("client is gone: no answer to a liveness check", "id", c.ID, "from", c.Remote,

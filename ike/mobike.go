@@ -744,7 +744,7 @@ func (r *Responder) nextRoutabilityCheck(c *rClient) {
 			r.log.Info("client's new address did not answer a return routability check: not used", "id", c.ID, "address", chk.to)
 		case subtle.ConstantTimeCompare(echo, cookie) != 1:
 			r.log.Info("client's answer to a return routability check lacks its COOKIE2: address not used", "id", c.ID, "address", chk.to)
-		case c.sa != sa || !slices.Contains(r.clients, c):
+		case c.sa != sa || !r.holds(c):
 			// The client rekeyed its IKE SA or left meanwhile.
 		default:
 			chk.then()

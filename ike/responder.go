@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mifsec/mifsec/ike/wire"
@@ -267,6 +269,11 @@ type rClient struct {
 	accounted   *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
 	key         string           // ID's text (ID is canonical): the key of per-identity tables
 	registered  bool             // ResponderConfig.Sessions knows it (ClientUp)
+	dropped     bool             // dropClient removed it
+	// sas are its IKE SAs in r.sas (the current one, and one being
+	// rekeyed or replaced): dropClient deletes them without a walk of
+	// every client's.
+	sas []*rSA
 	// redirectOK: it follows redirects (RFC 5685); redirectSent: a
 	// draining gateway asked it to go (redirect.go).
 	redirectOK, redirectSent bool
@@ -306,12 +313,19 @@ type saKey struct{ spiI, spiR uint64 }
 // Its defences against unauthenticated and misbehaving peers are in the
 // package documentation (Defences of the Responder).
 type Responder struct {
-	cfg   ResponderConfig
-	tr    ResponderTransport
-	h     ResponderHandler
-	log   *slog.Logger
-	inbox chan inbound
-	calls chan func()
+	cfg ResponderConfig
+	tr  ResponderTransport
+	h   ResponderHandler
+	log *slog.Logger
+	// inbox takes requests within an IKE SA (SPIr set: IKE_AUTH and
+	// everything after it), inits the IKE_SA_INIT requests; the loop
+	// serves inbox first, so a client whose Diffie-Hellman was done is
+	// not starved by new ones when thousands start at once. A datagram
+	// that finds its queue full is dropped and counted (FailInboxFull).
+	inbox     chan inbound
+	inits     chan inbound
+	inboxDrop atomic.Uint64
+	calls     chan func()
 
 	sas       map[saKey]*rSA
 	halfOpen  map[saKey]*rSA
@@ -320,6 +334,7 @@ type Responder struct {
 	budgets   map[netip.Prefix]*dhBudget // Diffie-Hellman budgets by source
 	dhAll     dhBudget                   // and for all sources
 	clients   []*rClient
+	byKey     map[string][]*rClient // clients by identity (rClient.key)
 	pools     []Pool
 	failures  map[string]uint64 // by reason (Fail*)
 	eapLimits eapLimits         // failed EAP logins by name and source (eap_limits.go)
@@ -399,9 +414,9 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	if cfg.RekeySequences == 0 {
 		cfg.RekeySequences = DefaultRekeySequences
 	}
-	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, 256), calls: make(chan func()),
+	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, inboxSize), inits: make(chan inbound, initsSize), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
-		perSource: map[netip.Prefix][]*rSA{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
+		perSource: map[netip.Prefix][]*rSA{}, byKey: map[string][]*rClient{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
 		radiusDone: make(chan func(), 64), quit: make(chan struct{})}
 	if cfg.RADIUS != nil {
 		if r.radius, err = newRADIUSClient(*cfg.RADIUS); err != nil {
@@ -433,15 +448,32 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	return r, nil
 }
 
+// The responder's queues, in datagrams. At the 600-900 handshakes a
+// second a 2-core gateway sets up (docs/gateway-scale.md), 1024
+// IKE_SA_INIT requests are one to two seconds of work, about as long as a
+// client waits before it first retransmits; a longer queue would mostly
+// hold retransmissions of requests already queued. Requests within an IKE
+// SA cost no Diffie-Hellman and come about one per handshake in progress
+// or client exchange.
+const (
+	inboxSize = 4096
+	initsSize = 1024
+)
+
 // Deliver hands the responder a datagram from a client (without the
 // non-ESP marker) that arrived at the gateway's address local (the zero
 // Addr or an unspecified one when the socket that read it does not know).
 // It copies data and never blocks: when the responder is behind, the
-// datagram is dropped, as the network might have.
+// datagram is dropped, as the network might have, and counted.
 func (r *Responder) Deliver(data []byte, local netip.Addr, from netip.AddrPort, natT bool) {
+	q := r.inits
+	if len(data) >= 16 && binary.BigEndian.Uint64(data[8:16]) != 0 {
+		q = r.inbox // the responder's SPI is set: not an IKE_SA_INIT
+	}
 	select {
-	case r.inbox <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT}:
+	case q <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT}:
 	default:
+		r.inboxDrop.Add(1)
 	}
 }
 
@@ -451,6 +483,10 @@ func (r *Responder) Run(ctx context.Context) error {
 	timer := time.NewTicker(time.Second)
 	defer timer.Stop()
 	for {
+		// Requests within IKE SAs first (a bounded run, so that the
+		// timer and the end of ctx are not starved).
+		for i := 0; i < 64 && r.serveInbox(); i++ {
+		}
 		select {
 		case <-ctx.Done():
 			for _, c := range slices.Clone(r.clients) {
@@ -461,6 +497,8 @@ func (r *Responder) Run(ctx context.Context) error {
 			return nil
 		case in := <-r.inbox:
 			r.handle(in)
+		case in := <-r.inits:
+			r.handle(in)
 		case f := <-r.radiusDone:
 			f()
 		case f := <-r.calls:
@@ -468,6 +506,17 @@ func (r *Responder) Run(ctx context.Context) error {
 		case <-timer.C:
 			r.tick()
 		}
+	}
+}
+
+// serveInbox handles a request within an IKE SA if one waits.
+func (r *Responder) serveInbox() bool {
+	select {
+	case in := <-r.inbox:
+		r.handle(in)
+		return true
+	default:
+		return false
 	}
 }
 
@@ -556,6 +605,9 @@ func (r *Responder) Pools(ctx context.Context) []PoolStatus {
 func (r *Responder) Failures(ctx context.Context) map[string]uint64 {
 	var out map[string]uint64
 	r.do(ctx, func() { out = maps.Clone(r.failures) })
+	if n := r.inboxDrop.Load(); n > 0 && out != nil {
+		out[FailInboxFull] = n
+	}
 	return out
 }
 
@@ -783,11 +835,36 @@ func (r *Responder) dropClient(c *rClient) {
 		c.registered = false
 		r.cfg.Sessions.ClientDown(&c.RemoteClient)
 	}
-	for k, sa := range r.sas {
-		if sa.client == c {
+	for _, sa := range c.sas {
+		if k := (saKey{sa.spiI, sa.spiR}); r.sas[k] == sa {
 			delete(r.sas, k)
 			sa.wipe()
 		}
 	}
+	c.sas = nil
+	c.dropped = true
 	r.clients = slices.DeleteFunc(r.clients, func(o *rClient) bool { return o == c })
+	if list := slices.DeleteFunc(r.byKey[c.key], func(o *rClient) bool { return o == c }); len(list) > 0 {
+		r.byKey[c.key] = list
+	} else {
+		delete(r.byKey, c.key)
+	}
 }
+
+// addClient makes c, which authenticated on sa, one of the clients.
+func (r *Responder) addClient(c *rClient, sa *rSA) {
+	r.clients = append(r.clients, c)
+	r.byKey[c.key] = append(r.byKey[c.key], c)
+	r.ownSA(c, sa)
+}
+
+// ownSA records sa, which is in r.sas, as c's, and forgets those of c's
+// IKE SAs that left r.sas.
+func (r *Responder) ownSA(c *rClient, sa *rSA) {
+	sa.client = c
+	c.sas = slices.DeleteFunc(c.sas, func(o *rSA) bool { return r.sas[saKey{o.spiI, o.spiR}] != o })
+	c.sas = append(c.sas, sa)
+}
+
+// holds reports whether c is still one of the clients.
+func (r *Responder) holds(c *rClient) bool { return !c.dropped }

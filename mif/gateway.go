@@ -382,9 +382,11 @@ func (g *Gateway) route(k *gatewayChild) {
 		routes = append(routes, dataplane.Route{Prefix: p, Sources: k.local, SA: k.out, Group: group})
 	}
 	g.engine.AddRoutes(routes...)
-	for _, r := range g.engine.Routes() {
-		if r.SA != k.out && containsPrefix(k.prefix, r.Prefix) {
-			g.engine.RemoveRoutes(r.SA)
+	for _, p := range k.prefix {
+		for _, r := range g.engine.RoutesTo(p) {
+			if r.SA != k.out {
+				g.engine.RemoveRoutes(r.SA)
+			}
 		}
 	}
 }

@@ -135,19 +135,13 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 			g.log.Warn("scheduling a client's IKE path", "id", client.ID, "err", err)
 		}
 		p.pp.SetFallback(0)
-		// The Child SAs that send now send on the group. Routes change
-		// only on the responder's loop (here too), so the table read is
-		// the table replaced.
-		routes := g.engine.Routes()
+		// The Child SAs that send now send on the group: only their
+		// routes change.
 		for _, k := range reroute {
-			for i := range routes {
-				if routes[i].SA == k.out {
-					routes[i].Group = p.pp.Group()
-					p.pp.SetSAs(k.out, k.in.SPI())
-				}
+			if g.engine.SetRouteGroup(k.out, p.pp.Group()) > 0 {
+				p.pp.SetSAs(k.out, k.in.SPI())
 			}
 		}
-		g.engine.SetRoutes(routes)
 		g.log.Info("multipath on for a client", "id", client.ID, "policy", g.cfg.Policy)
 	}
 	p.mu.Lock()

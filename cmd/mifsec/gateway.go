@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -87,6 +89,10 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		metricsFlag(),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "gc-percent", Value: defaultGatewayGCPercent,
+			Usage: "the Go collector's GOGC for the gateway: the heap may grow by `PERCENT` of the live data before a collection (lower: less memory per client, more collector CPU; the GOGC environment variable wins over the default, the flag over both)"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "memory-limit",
+			Usage: "a soft limit on the gateway's Go memory in `MIB` (GOMEMLIMIT; 0: the GOMEMLIMIT environment variable's, or none)"}),
 	}
 	flags = append(flags, clusterFlags()...)
 	flags = append(flags,
@@ -252,6 +258,9 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 func runGateway(c *cli.Context) error {
 	cfg, err := parseGateway(c)
 	if err != nil {
+		return err
+	}
+	if err := setGatewayGC(c, os.Getenv); err != nil {
 		return err
 	}
 	as, metrics, err := userAndMetrics(c)
@@ -578,4 +587,29 @@ the old one. The gateway keeps running, drained, until it is stopped.`,
 			return nil
 		},
 	}
+}
+
+// defaultGatewayGCPercent is the gateway's GOGC unless told otherwise: a
+// gateway's heap is mostly its clients' long-lived state, which the
+// runtime's default of 100 lets the heap double over
+// (docs/gateway-scale.md measures the difference).
+const defaultGatewayGCPercent = 50
+
+// setGatewayGC applies --gc-percent and --memory-limit. The defaults give
+// way to the GOGC and GOMEMLIMIT environment variables, which the runtime
+// already applied; a flag given wins over them.
+func setGatewayGC(c *cli.Context, getenv func(string) string) error {
+	if p := c.Int("gc-percent"); c.IsSet("gc-percent") || getenv("GOGC") == "" {
+		if p <= 0 {
+			return fmt.Errorf("--gc-percent %d: must be positive", p)
+		}
+		debug.SetGCPercent(p)
+	}
+	switch mib := c.Int("memory-limit"); {
+	case mib < 0:
+		return fmt.Errorf("--memory-limit %d: a negative size", mib)
+	case mib > 0:
+		debug.SetMemoryLimit(int64(mib) << 20)
+	}
+	return nil
 }
