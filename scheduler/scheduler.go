@@ -720,21 +720,24 @@ func (s *Scheduler) pick(pol Policy, size int, now int64) (PathID, bool) {
 	if pol >= numPolicies {
 		pol = PolicyAggregate
 	}
-	if pol == PolicyAggregate {
-		if pr := PathSet(s.probing.Load()); !pr.Empty() && s.probingOpen.Load() {
+	id, eat, queue, ok := s.earliest(PathSet(s.sets[pol].primary.Load()), size, now)
+	if pol == PolicyAggregate && s.probingOpen.Load() {
+		if pr := PathSet(s.probing.Load()); !pr.Empty() {
 			n := s.counter.Add(1)
 			if share := uint64(s.cfg.ProbeShare); n%share == 0 {
 				k := int(n/share) % pr.Len()
 				for ; k > 0; k-- {
 					pr.Next()
 				}
-				id := pr.Next()
-				s.account(id, size, now)
-				return id, true
+				// Only where it arrives no later than on the paths in
+				// use: earlier, the receiver would hold theirs for it.
+				if p := pr.Next(); !ok || now+s.hot[p].owd.Load() <= eat {
+					s.account(p, size, now)
+					return p, true
+				}
 			}
 		}
 	}
-	id, eat, queue, ok := s.earliest(PathSet(s.sets[pol].primary.Load()), size, now)
 	if pol == PolicyOffload && (!ok || queue > int64(s.cfg.OverflowDelay)) {
 		if ov := PathSet(s.sets[pol].overflow.Load()); !ov.Empty() {
 			if id2, eat2, _, ok2 := s.earliest(ov, size, now); ok2 && (!ok || eat2 < eat) {

@@ -710,8 +710,11 @@ func TestSimAggregateBufferbloatedPath(t *testing.T) {
 	m, bloated := run(100 * time.Millisecond)
 	t.Logf("share of the second path: %.3f without, %.3f with 100 ms of standing queue; goodput %.1f Mbit/s, out of order %.3f%%",
 		clean, bloated, m.goodput(), m.outOfOrder()*100)
-	if bloated >= clean/2 {
-		t.Errorf("bufferbloated path share %.3f, want well below its fair share %.3f", bloated, clean)
+	// The quickest path takes a load it can carry alone (the other gets
+	// the probing share only where it would arrive no later), so the
+	// clean share may itself be near 0.
+	if bloated > max(clean/2, 0.02) {
+		t.Errorf("bufferbloated path share %.3f, want well below its fair share %.3f (or 2%%)", bloated, clean)
 	}
 	if gp := m.goodput(); gp < 0.9*30 {
 		t.Errorf("goodput %.1f Mbit/s, want ≥ 27", gp)
