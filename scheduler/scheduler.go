@@ -338,12 +338,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		interval := time.Duration(max(rec.sent-p.prevSent, now-int64(max(r.Hold, 0))-p.prevReplied))
 		sent := rec.tx.Bytes - p.prevTx.Bytes
 		offered := p.rate.Rate * time.Duration(rec.sent-p.prevSent).Seconds()
-		// A path that dropped packets behind a queue was full, however
-		// little the picker gave it: a burst's inflated estimate froze
-		// when every later sample of a path fed little (its share cut
-		// by the loss penalty) counted as app-limited.
-		dropped := rec.tx.Packets-p.prevTx.Packets >= r.Rx.Packets-p.prevRx.Packets+2
-		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered && !(queued && p.prevQueued && dropped)
+		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
 		// The boost grows only while the path takes what the picker
 		// allows it: unused, it would let the picker pour a burst on the
 		// path the moment the others fill up, at many times the rate

@@ -805,11 +805,7 @@ func TestSimAggregateTokenBucket(t *testing.T) {
 		info, _ := m.s.Info(PathID(id), m.now)
 		got := info.Rate * 8 / 1e6
 		t.Logf("path %d: rate %.1f Mbit/s (shaper %v), picker %.1f, srtt %v, loss %.3f", id, got, want, info.PickerRate*8/1e6, info.SRTT, info.Loss)
-		// A path the picker feeds less than its capacity keeps the
-		// estimate its first samples gave (an app-limited sample does
-		// not lower it), which may include part of a burst; what the
-		// bound rules out is the 2–3 times the plain maximum read.
-		if got > 1.5*want || got < 0.7*want {
+		if got > 1.3*want || got < 0.7*want {
 			t.Errorf("path %d: estimated %.1f Mbit/s, the shaper's rate is %v", id, got, want)
 		}
 	}
