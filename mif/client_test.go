@@ -31,6 +31,27 @@ func TestSplitDefault(t *testing.T) {
 	}
 }
 
+// TestStatusSlowToBuild: a status that takes longer than the other
+// requests' timeout to build (a gateway with tens of thousands of
+// clients) is still read.
+func TestStatusSlowToBuild(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	closeControl, err := ServeControl(ctx, path, Control{Status: func() any {
+		time.Sleep(statusTimeout + 500*time.Millisecond)
+		return map[string]int{"clients": 60000}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeControl()
+	raw, err := ReadStatus(path)
+	if err != nil || string(raw) != `{"clients":60000}` {
+		t.Fatalf("status %s, %v", raw, err)
+	}
+}
+
 func TestStatusSocketRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -225,6 +225,7 @@ func (ctl Control) answer(conn net.Conn) {
 	enc := json.NewEncoder(conn)
 	switch req := strings.TrimSpace(line); req {
 	case "", requestStatus:
+		conn.SetDeadline(time.Now().Add(statusReadTimeout))
 		enc.Encode(ctl.Status())
 	case requestStop:
 		if ctl.Stop == nil {
@@ -249,8 +250,15 @@ func (ctl Control) answer(conn net.Conn) {
 	}
 }
 
-// statusTimeout bounds reading an instance's status.
+// statusTimeout bounds connecting to an instance and its answer to a
+// stop or drain request.
 const statusTimeout = 2 * time.Second
+
+// statusReadTimeout bounds reading an instance's status. A gateway's
+// status lists every client: with 60,000 of them it is some 30 MB of JSON,
+// which the gateway takes more than statusTimeout to build and encode
+// (docs/gateway-scale.md). An instance that hangs is still an error, later.
+const statusReadTimeout = 20 * time.Second
 
 // dialControl connects to the control socket at path.
 func dialControl(path string) (*net.UnixConn, error) {
@@ -271,7 +279,8 @@ func send(conn net.Conn, path, req string) error {
 }
 
 // ReadStatus reads the status of the instance whose control socket is at
-// path; an instance that does not answer within statusTimeout is an error.
+// path; an instance that does not answer within statusReadTimeout is an
+// error.
 func ReadStatus(path string) (json.RawMessage, error) {
 	conn, err := dialControl(path)
 	if err != nil {
@@ -281,6 +290,7 @@ func ReadStatus(path string) (json.RawMessage, error) {
 	if err := send(conn, path, requestStatus); err != nil {
 		return nil, err
 	}
+	conn.SetDeadline(time.Now().Add(statusReadTimeout))
 	var raw json.RawMessage
 	if err := json.NewDecoder(conn).Decode(&raw); err != nil {
 		return nil, fmt.Errorf("reading status from %s: %w", path, err)
