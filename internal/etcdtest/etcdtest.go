@@ -5,6 +5,8 @@
 package etcdtest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -12,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -152,4 +156,25 @@ func (c *Cluster) stopAll() {
 			c.Stop(i)
 		}
 	}
+}
+
+// GetPrefix reads every key under prefix and its value, linearizably,
+// through a running member's server itself (no client connection: the
+// members may listen in a network namespace the caller is not in).
+func (c *Cluster) GetPrefix(ctx context.Context, prefix string) (map[string]string, error) {
+	for _, m := range c.members {
+		if m.stopped {
+			continue
+		}
+		resp, err := m.etcd.Server.Range(ctx, &etcdserverpb.RangeRequest{Key: []byte(prefix), RangeEnd: []byte(clientv3.GetPrefixRangeEnd(prefix))})
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]string, len(resp.Kvs))
+		for _, kv := range resp.Kvs {
+			out[string(kv.Key)] = string(kv.Value)
+		}
+		return out, nil
+	}
+	return nil, errors.New("etcdtest: no member runs")
 }
