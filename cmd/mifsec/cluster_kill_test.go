@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -186,7 +187,8 @@ func (l *clusterLab) sampleAddresses(ctx context.Context) []string {
 	for k, val := range kv {
 		switch i := strings.LastIndex(k, "/addr/"); {
 		case i >= 0:
-			if a, ok := netip.AddrFromSlice(hexBytes(k[i+len("/addr/"):])); ok {
+			if b, err := hex.DecodeString(k[i+len("/addr/"):]); err == nil {
+				a, _ := netip.AddrFromSlice(b)
 				leased[a.String()] = val
 			}
 		case strings.Contains(k, "/id/"):
@@ -211,18 +213,6 @@ func (l *clusterLab) sampleAddresses(ctx context.Context) []string {
 		v = []string{}
 	}
 	return v
-}
-
-func hexBytes(s string) []byte {
-	b := make([]byte, len(s)/2)
-	for i := range b {
-		n, err := strconv.ParseUint(s[2*i:2*i+2], 16, 8)
-		if err != nil {
-			return nil
-		}
-		b[i] = byte(n)
-	}
-	return b
 }
 
 func readGatewayStatus(tun string) (mif.GatewayStatus, error) {
