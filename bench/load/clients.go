@@ -73,7 +73,12 @@ type ClientsConfig struct {
 	// Timeout bounds each client's handshake and, separately, its echo;
 	// 0 means 10 s.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// StartRate starts that many clients a second (client i at i/StartRate
+	// after the start) instead of all at once (0): a gateway whose
+	// admissions wait for etcd takes a few hundred a second, and clients
+	// that all come at once exhaust their retransmissions in its queue.
+	StartRate float64
+	Logger    *slog.Logger
 
 	// Gateways makes the fleet outlive its gateways (reconnect.go):
 	// client i starts at Gateways[i mod len] (Gateway is then ignored)
@@ -227,6 +232,17 @@ func StartClients(ctx context.Context, cfg ClientsConfig) (*Fleet, error) {
 		f.sessions.Go(func() {
 			res := &f.results[c.i]
 			res.Local = netip.MustParseAddrPort(c.conn.LocalAddr().String())
+			if cfg.StartRate > 0 {
+				wait := time.NewTimer(time.Until(start.Add(time.Duration(float64(c.i) / cfg.StartRate * float64(time.Second)))))
+				select {
+				case <-wait.C:
+				case <-ctx.Done():
+					wait.Stop()
+					res.Err = ctx.Err()
+					up.Done()
+					return
+				}
+			}
 			c.connect(ctx, runCtx, res, start, up.Done)
 		})
 	}
