@@ -73,7 +73,19 @@ type ClientsConfig struct {
 	// Timeout bounds each client's handshake and, separately, its echo;
 	// 0 means 10 s.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// StartRate starts that many clients a second (client i at i/StartRate
+	// after the start) instead of all at once (0): a gateway whose
+	// admissions wait for etcd takes a few hundred a second, and clients
+	// that all come at once exhaust their retransmissions in its queue.
+	StartRate float64
+	Logger    *slog.Logger
+
+	// Gateways makes the fleet outlive its gateways (reconnect.go):
+	// client i starts at Gateways[i mod len] (Gateway is then ignored)
+	// and, when its session ends, connects again at the next one. DPD is
+	// the clients' liveness check interval (0: ike's default).
+	Gateways []netip.AddrPort
+	DPD      time.Duration
 }
 
 // ClientResult is what one client of a fleet observed.
@@ -139,6 +151,8 @@ type fleetClient struct {
 	out   *dataplane.SA            // the one that sends
 	addrs []netip.Prefix
 	echo  chan uint16 // sequence numbers of echo replies
+
+	roam roamState // where it talks now, what it went through (reconnect.go)
 }
 
 // FleetIDs names a fleet's clients prefix-i.fleet.bench (FQDNs), so that
@@ -158,6 +172,9 @@ func FleetIDs(prefix string) func(int) ike.Identity {
 func StartClients(ctx context.Context, cfg ClientsConfig) (*Fleet, error) {
 	if cfg.Count <= 0 {
 		return nil, errors.New("client fleet: no clients")
+	}
+	if len(cfg.Gateways) > 0 {
+		cfg.Gateway = cfg.Gateways[0]
 	}
 	if !cfg.Gateway.IsValid() || !cfg.Target.IsValid() {
 		return nil, errors.New("client fleet: gateway address and target are required")
@@ -203,6 +220,7 @@ func StartClients(ctx context.Context, cfg ClientsConfig) (*Fleet, error) {
 		}
 		f.clients = append(f.clients, &fleetClient{i: i, cfg: &f.cfg, conn: conn, id: uint16(i),
 			in: map[uint32]*dataplane.SA{}, outs: map[uint32]*dataplane.SA{}, echo: make(chan uint16, 4)})
+		f.clients[i].startAt()
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -214,6 +232,17 @@ func StartClients(ctx context.Context, cfg ClientsConfig) (*Fleet, error) {
 		f.sessions.Go(func() {
 			res := &f.results[c.i]
 			res.Local = netip.MustParseAddrPort(c.conn.LocalAddr().String())
+			if cfg.StartRate > 0 {
+				wait := time.NewTimer(time.Until(start.Add(time.Duration(float64(c.i) / cfg.StartRate * float64(time.Second)))))
+				select {
+				case <-wait.C:
+				case <-ctx.Done():
+					wait.Stop()
+					res.Err = ctx.Err()
+					up.Done()
+					return
+				}
+			}
 			c.connect(ctx, runCtx, res, start, up.Done)
 		})
 	}
@@ -231,7 +260,7 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 	if len(remoteTS) == 0 {
 		remoteTS = []netip.Prefix{netip.PrefixFrom(cfg.Target, 32)}
 	}
-	scfg := ike.SessionConfig{Remote: cfg.Gateway, RemoteID: cfg.RemoteID, PSK: cfg.PSK, CAs: cfg.CAs,
+	scfg := ike.SessionConfig{Remote: c.gateway(), DPD: cfg.DPD, RemoteID: cfg.RemoteID, PSK: cfg.PSK, CAs: cfg.CAs,
 		IKE: cfg.IKE, ESP: cfg.ESP, RequestIPv4: true, Retransmit: cfg.Retransmit,
 		ChildRekey: cfg.ChildRekey, IKERekey: cfg.IKERekey,
 		RemoteTS: remoteTS,
@@ -246,6 +275,9 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 		scfg.LocalID, scfg.Key, scfg.Certificates, scfg.PSK = id, key, certs, nil
 	}
 	res.ID = scfg.LocalID.String()
+	if len(cfg.Gateways) > 0 {
+		scfg.WaitToConnect, scfg.ReconnectDelay = moveOn, roamReconnectDelay
+	}
 	s, err := ike.NewSession(scfg, c, c)
 	if err != nil {
 		res.Err = err
@@ -257,7 +289,7 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 	err = s.Connect(hctx)
 	cancel()
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		err = fmt.Errorf("no IKE SA with %s within %v", cfg.Gateway, cfg.Timeout)
+		err = fmt.Errorf("no IKE SA with %s within %v", scfg.Remote, cfg.Timeout)
 	}
 	if err != nil {
 		res.Err = fmt.Errorf("connecting: %w", err)
@@ -272,7 +304,7 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Run(runCtx) // answers the gateway; deletes the IKE SA when the fleet closes
+		c.run(runCtx, s, scfg) // answers the gateway; deletes the IKE SA when the fleet closes
 	}()
 	res.EchoRTT, res.Echoes, res.Err = c.ping(ctx, res.Address)
 	res.TrafficOK = res.Err == nil
@@ -322,7 +354,7 @@ func (c *fleetClient) receive() {
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if from.Addr() != c.cfg.Gateway.Addr() {
+		if !c.accepts(from.Addr()) {
 			continue // a client talks to its gateway's address only
 		}
 		b := buf[:n]
@@ -414,6 +446,7 @@ func (c *fleetClient) Configured(addrs []netip.Prefix, _ []netip.Addr) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.addrs = slices.Clone(addrs)
+	c.roam.configured(addrs, c.gateway())
 	return nil
 }
 
@@ -427,16 +460,18 @@ func (f *Fleet) EchoLoop(ctx context.Context, interval time.Duration, record fun
 		if !f.results[c.i].TrafficOK {
 			continue
 		}
-		src := f.results[c.i].Address
 		wg.Go(func() {
 			t := time.NewTicker(interval)
 			defer t.Stop()
+			c.roam.echoesStart()
 			for seq := uint16(1000); ; seq++ {
-				sent, err := c.sendEcho(src, seq)
+				sent, err := c.sendEcho(c.address(), seq)
 				ok := err == nil && c.awaitEcho(ctx, seq, interval)
 				if ctx.Err() != nil {
+					c.roam.echoesEnd()
 					return
 				}
+				c.echoed(ctx, ok)
 				record(c.i, sent, ok)
 				select {
 				case <-ctx.Done():
@@ -456,7 +491,7 @@ func (c *fleetClient) sendEcho(src netip.Addr, seq uint16) (time.Time, error) {
 	c.mu.Lock()
 	out := c.out
 	c.mu.Unlock()
-	if out == nil {
+	if out == nil || !src.Is4() {
 		return time.Now(), errors.New("no outbound SA")
 	}
 	n := echoRequest(buf[dataplane.Headroom:], src, c.cfg.Target, c.id, seq)
@@ -465,7 +500,7 @@ func (c *fleetClient) sendEcho(src netip.Addr, seq uint16) (time.Time, error) {
 		return time.Now(), fmt.Errorf("sealing an echo: %w", err)
 	}
 	sent := time.Now()
-	if _, err := c.conn.WriteToUDPAddrPort(pkt, netip.AddrPortFrom(c.cfg.Gateway.Addr(), 4500)); err != nil {
+	if _, err := c.conn.WriteToUDPAddrPort(pkt, netip.AddrPortFrom(c.gateway().Addr(), 4500)); err != nil {
 		return sent, fmt.Errorf("sending an echo: %w", err)
 	}
 	return sent, nil

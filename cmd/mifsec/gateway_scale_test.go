@@ -174,7 +174,7 @@ func startFleetIn(t *testing.T, ns string, cfg load.ClientsConfig) *load.Fleet {
 	var f *load.Fleet
 	var err error
 	testenv.InNamedNetns(t, ns, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), max(time.Minute, cfg.Timeout+30*time.Second))
 		defer cancel()
 		f, err = load.StartClients(ctx, cfg)
 	})

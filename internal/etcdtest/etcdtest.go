@@ -5,13 +5,18 @@
 package etcdtest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -53,6 +58,9 @@ func StartAt(t testing.TB, host string, n int) *Cluster {
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		cfg.Logger = "zap"
 		peer, client := freeURL(t, host), freeURL(t, host)
+		if n > 1 && host != "127.0.0.1" {
+			peer = unixPeerURL(t, name)
+		}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 		cfg.InitialClusterToken = "etcdtest"
@@ -93,6 +101,21 @@ func freeURL(t testing.TB, host string) url.URL {
 	}
 	defer l.Close()
 	return url.URL{Scheme: "http", Host: l.Addr().String()}
+}
+
+// unixPeerURL is a peer URL on a Unix socket, for members that listen in
+// a network namespace: a member dials its peers from whichever thread of
+// the test process runs the dial, most of them in the host's namespace,
+// where the namespace's address does not exist; a socket in the file
+// system is reached from every namespace. etcd takes the URL's host:port
+// as the socket's path, relative to the working directory (the package's
+// directory in a test); Go removes the socket when the member closes it.
+func unixPeerURL(t testing.TB, name string) url.URL {
+	t.Helper()
+	path := fmt.Sprintf("etcdtest-%d-%s:1", os.Getpid(), name)
+	os.Remove(path) // left by a test process of the same pid that was killed
+	t.Cleanup(func() { os.Remove(path) })
+	return url.URL{Scheme: "unix", Host: path}
 }
 
 // Endpoints are the client URLs of every member, stopped or not: what a
@@ -152,4 +175,25 @@ func (c *Cluster) stopAll() {
 			c.Stop(i)
 		}
 	}
+}
+
+// GetPrefix reads every key under prefix and its value, linearizably,
+// through a running member's server itself (no client connection: the
+// members may listen in a network namespace the caller is not in).
+func (c *Cluster) GetPrefix(ctx context.Context, prefix string) (map[string]string, error) {
+	for _, m := range c.members {
+		if m.stopped {
+			continue
+		}
+		resp, err := m.etcd.Server.Range(ctx, &etcdserverpb.RangeRequest{Key: []byte(prefix), RangeEnd: []byte(clientv3.GetPrefixRangeEnd(prefix))})
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]string, len(resp.Kvs))
+		for _, kv := range resp.Kvs {
+			out[string(kv.Key)] = string(kv.Value)
+		}
+		return out, nil
+	}
+	return nil, errors.New("etcdtest: no member runs")
 }
