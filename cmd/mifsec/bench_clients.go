@@ -39,6 +39,8 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 			&cli.StringFlag{Name: "esp", Value: "aes256gcm16", Usage: "ESP `PROPOSALS`"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "per client, for the handshake and for the echo"},
 			&cli.DurationFlag{Name: "hold", Usage: "keep the clients up this long before deleting their IKE SAs"},
+			&cli.Float64Flag{Name: "rate", Usage: "start `N` clients a second (default: all at once)"},
+			&cli.IntFlag{Name: "gateway-pid", Usage: "report the gateway process `PID`'s memory and CPU (from /proc; same host)"},
 			&cli.StringFlag{Name: "json", Usage: "also write the report and every client's result to `FILE`"},
 		},
 		Action: runBenchClients,
@@ -48,6 +50,7 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 // benchClientsReport is what --json writes.
 type benchClientsReport struct {
 	Report  load.ClientsReport  `json:"report"`
+	Gateway *gatewayUsage       `json:"gateway,omitempty"`
 	Clients []benchClientResult `json:"clients"`
 }
 
@@ -61,6 +64,27 @@ type benchClientResult struct {
 	Echoes      int           `json:"echoes"`
 	TrafficOK   bool          `json:"traffic_ok"`
 	Error       string        `json:"error,omitempty"`
+}
+
+// gatewayUsage is the gateway process's use of the host, before the
+// clients and once they were set up (--gateway-pid).
+type gatewayUsage struct {
+	PID    int          `json:"pid"`
+	Before processUsage `json:"before"`
+	Up     processUsage `json:"up"`
+	// Setup is how long the fleet took, from its start until every
+	// client succeeded or failed.
+	Setup time.Duration `json:"setup_ns"`
+}
+
+func (g gatewayUsage) String(established int) string {
+	per := 0
+	if established > 0 {
+		per = (g.Up.RSSkB - g.Before.RSSkB) * 1024 / established
+	}
+	cpu := g.Up.CPU - g.Before.CPU
+	return fmt.Sprintf("gateway %d: VmRSS %d kB before, %d kB with %d clients (%d bytes per client); CPU %.1f s in the %.1f s of setup (%.0f%% of a core)",
+		g.PID, g.Before.RSSkB, g.Up.RSSkB, established, per, cpu.Seconds(), g.Setup.Seconds(), 100*cpu.Seconds()/max(g.Setup.Seconds(), 1e-9))
 }
 
 func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {
@@ -100,6 +124,9 @@ func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {
 	if cfg.Timeout = c.Duration("timeout"); cfg.Timeout <= 0 {
 		return cfg, errors.New("--timeout must be positive")
 	}
+	if cfg.StartRate = c.Float64("rate"); cfg.StartRate < 0 {
+		return cfg, errors.New("--rate must not be negative")
+	}
 	return cfg, nil
 }
 
@@ -108,14 +135,30 @@ func runBenchClients(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var gw *gatewayUsage
+	if pid := c.Int("gateway-pid"); pid != 0 {
+		gw = &gatewayUsage{PID: pid}
+		if gw.Before, err = readProcessUsage(pid); err != nil {
+			return fmt.Errorf("--gateway-pid: %w", err)
+		}
+	}
+	start := time.Now()
 	f, err := load.StartClients(c.Context, cfg)
 	if err != nil {
 		return err
 	}
 	results, rep := f.Results(), f.Report()
 	fmt.Println(rep)
+	if gw != nil {
+		gw.Setup = time.Since(start)
+		if gw.Up, err = readProcessUsage(gw.PID); err != nil {
+			f.Close()
+			return fmt.Errorf("--gateway-pid: %w", err)
+		}
+		fmt.Println(gw.String(rep.Established))
+	}
 	if path := c.String("json"); path != "" {
-		out := benchClientsReport{Report: rep}
+		out := benchClientsReport{Report: rep, Gateway: gw}
 		for _, r := range results {
 			br := benchClientResult{ID: r.ID, Local: r.Local.String(), Handshake: r.Handshake, Established: r.Established,
 				EchoRTT: r.EchoRTT, Echoes: r.Echoes, TrafficOK: r.TrafficOK}

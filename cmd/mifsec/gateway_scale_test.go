@@ -135,24 +135,11 @@ type memory struct{ rss, pss int }
 
 func processMemory(t *testing.T, pid int) memory {
 	t.Helper()
-	field := func(file, name string) int {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.Lines(string(b)) {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == name+":" {
-				v, err := strconv.Atoi(f[1])
-				if err != nil {
-					t.Fatalf("%s %s: %v", file, name, err)
-				}
-				return v
-			}
-		}
-		t.Fatalf("no %s in /proc/%d/%s", name, pid, file)
-		return 0
+	u, err := readProcessUsage(pid)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return memory{rss: field("status", "VmRSS"), pss: field("smaps_rollup", "Pss")}
+	return memory{rss: u.RSSkB, pss: u.PsskB}
 }
 
 // startFleet runs a client fleet from the client namespace.
@@ -403,7 +390,8 @@ func TestBenchClientsCommand(t *testing.T) {
 	var err error
 	testenv.InNamedNetns(t, s.client, func() {
 		err = app.Run([]string{"mifsec", "clients", "--gateway", "192.0.2.2", "--target", "10.1.0.1", "--count", "8",
-			"--psk-file", pskFile, "--remote-id", "gw.example", "--json", out})
+			"--psk-file", pskFile, "--remote-id", "gw.example", "--json", out, "--rate", "40",
+			"--gateway-pid", strconv.Itoa(s.p.cmd.Process.Pid)})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -418,6 +406,15 @@ func TestBenchClientsCommand(t *testing.T) {
 	}
 	if rep.Report.Established != 8 || rep.Report.TrafficOK != 8 || len(rep.Clients) != 8 || rep.Clients[7].ID != "client-7.fleet.bench" {
 		t.Fatalf("report %+v", rep)
+	}
+	// --rate 40: client 7 started 175 ms after the first.
+	if e := rep.Clients[7].Established; e < 175*time.Millisecond {
+		t.Errorf("client 7 established %v after the start, before its turn at --rate 40", e)
+	}
+	// --gateway-pid: the gateway's memory and CPU, read from /proc.
+	if g := rep.Report; rep.Gateway == nil || rep.Gateway.Before.RSSkB <= 0 || rep.Gateway.Up.RSSkB <= 0 ||
+		rep.Gateway.Up.CPU < rep.Gateway.Before.CPU || rep.Gateway.Setup < 175*time.Millisecond {
+		t.Errorf("gateway usage %+v (report %+v)", rep.Gateway, g)
 	}
 	s.waitClients(t, 0, 10*time.Second)
 
