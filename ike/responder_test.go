@@ -1042,3 +1042,47 @@ func TestResponderPoolAndSessionHook(t *testing.T) {
 		t.Errorf("%d addresses leased after the client went", n)
 	}
 }
+
+// TestClientListRemoval: a departing client's place goes to the last
+// client, and every held client's slot names its place, whichever leaves.
+func TestClientListRemoval(t *testing.T) {
+	r := &Responder{byKey: map[string][]*rClient{}, sas: map[saKey]*rSA{}}
+	var cs []*rClient
+	for i := range 5 {
+		c := &rClient{key: fmt.Sprintf("c%d", i)}
+		r.addClient(c, &rSA{ikeSA: &ikeSA{spiI: uint64(i + 1), spiR: uint64(i + 1)}})
+		cs = append(cs, c)
+	}
+	check := func(want ...int) {
+		t.Helper()
+		if len(r.clients) != len(want) {
+			t.Fatalf("%d clients, want %d", len(r.clients), len(want))
+		}
+		for i, c := range r.clients {
+			if c.slot != i {
+				t.Fatalf("client %s at %d has slot %d", c.key, i, c.slot)
+			}
+		}
+		for _, w := range want {
+			if r.clients[cs[w].slot] != cs[w] {
+				t.Fatalf("client %d not at its slot", w)
+			}
+		}
+	}
+	r.dropClient(cs[1]) // from the middle: the last moves in
+	check(0, 2, 3, 4)
+	if r.clients[1] != cs[4] {
+		t.Fatalf("the last client did not take the departed one's place")
+	}
+	r.dropClient(cs[3]) // the last one
+	check(0, 2, 4)
+	r.dropClient(cs[3]) // again: nothing changes
+	check(0, 2, 4)
+	r.dropClient(cs[0])
+	r.dropClient(cs[2])
+	r.dropClient(cs[4])
+	check()
+	if len(r.byKey) != 0 {
+		t.Fatalf("byKey %v after every client left", r.byKey)
+	}
+}
