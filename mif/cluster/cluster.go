@@ -696,7 +696,8 @@ func (c *Cluster) RedirectTarget(netip.AddrPort) (netip.Addr, bool) { return c.L
 
 // LeastLoaded returns an address of the member other than this gateway
 // with the fewest clients, as last read (every third of MemberTTL; no
-// request to etcd): where a full or draining gateway redirects a client.
+// request to etcd) plus the clients this gateway sent to each since:
+// where a full or draining gateway redirects a client.
 // False when no other member has an address.
 func (c *Cluster) LeastLoaded() (netip.Addr, bool) {
 	c.mu.Lock()
@@ -713,6 +714,11 @@ func (c *Cluster) LeastLoaded() (netip.Addr, bool) {
 	if best == nil {
 		return netip.Addr{}, false
 	}
+	// Count the client there until the next read: a drain that redirects
+	// hundreds at once spreads them over the members as their loads even
+	// out, instead of sending every one to the member that was least
+	// loaded at the last read.
+	best.Clients++
 	return best.Addresses[0], true
 }
 
