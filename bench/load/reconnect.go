@@ -100,7 +100,12 @@ func (c *fleetClient) accepts(a netip.Addr) bool {
 func (c *fleetClient) address() netip.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range c.addrs {
+	return firstIPv4(c.addrs)
+}
+
+// firstIPv4 is the first IPv4 address of addrs (invalid without one).
+func firstIPv4(addrs []netip.Prefix) netip.Addr {
+	for _, p := range addrs {
 		if p.Addr().Is4() {
 			return p.Addr()
 		}
@@ -127,16 +132,9 @@ func (c *fleetClient) Redirected(gw netip.AddrPort) {
 
 // configured records a new IKE SA's inner address and gateway.
 func (r *roamState) configured(addrs []netip.Prefix, gw netip.AddrPort) {
-	var a netip.Addr
-	for _, p := range addrs {
-		if p.Addr().Is4() {
-			a = p.Addr()
-			break
-		}
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.addrs = append(r.addrs, a)
+	r.addrs = append(r.addrs, firstIPv4(addrs))
 	r.gateways = append(r.gateways, gw)
 }
 

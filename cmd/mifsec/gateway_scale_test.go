@@ -130,16 +130,13 @@ func (s *scaleGateway) waitClients(t *testing.T, n int, within time.Duration) {
 	}
 }
 
-// memory is a process's resident memory in kB.
-type memory struct{ rss, pss int }
-
-func processMemory(t *testing.T, pid int) memory {
+func processMemory(t *testing.T, pid int) processUsage {
 	t.Helper()
 	u, err := readProcessUsage(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return memory{rss: u.RSSkB, pss: u.PsskB}
+	return u
 }
 
 // startFleet runs a client fleet from the client namespace.
@@ -236,7 +233,7 @@ func TestMifsecGatewayScale(t *testing.T) {
 	after := processMemory(t, pid)
 	up := max(f.Report().Established, 1) // the clients the gateway holds
 	t.Logf("gateway memory: VmRSS %d kB before, %d kB with %d clients (%d bytes per client); Pss %d kB → %d kB (%d bytes per client)",
-		before.rss, after.rss, up, (after.rss-before.rss)*1024/up, before.pss, after.pss, (after.pss-before.pss)*1024/up)
+		before.RSSkB, after.RSSkB, up, (after.RSSkB-before.RSSkB)*1024/up, before.PsskB, after.PsskB, (after.PsskB-before.PsskB)*1024/up)
 	s.checkFleet(t, f, n, limit)
 
 	// Every client deletes its IKE SA: the gateway forgets them all and
