@@ -32,6 +32,10 @@ const (
 
 	// maxNameLen is IFNAMSIZ minus the terminating NUL.
 	maxNameLen = 15
+
+	// maxTxQueueLen bounds Config.TxQueueLen: each queue's ring holds that
+	// many packets, each up to an MTU.
+	maxTxQueueLen = 1 << 16
 )
 
 // Config describes the TUN interface that Create makes.
@@ -45,6 +49,19 @@ type Config struct {
 	// Queues is the number of queues opened on the interface, 1..MaxQueues;
 	// 0 means runtime.NumCPU() (capped at maxQueues).
 	Queues int
+	// TxQueueLen is the interface's transmit queue length, 1..65536; 0
+	// keeps the kernel's (500). The kernel sizes each queue's ring, where
+	// packets routed into the interface wait for this process to read
+	// them, by it, and drops what does not fit: a gateway whose many
+	// clients send at once needs more than 500.
+	TxQueueLen int
+}
+
+// Validate refuses a configuration that Create would refuse, so that a
+// command can refuse it before it creates anything else.
+func (cfg Config) Validate() error {
+	_, err := cfg.withDefaults()
+	return err
 }
 
 // withDefaults returns cfg with zero fields replaced by their defaults, or an
@@ -66,6 +83,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Queues < 1 || cfg.Queues > maxQueues {
 		return cfg, fmt.Errorf("queue count %d out of range 1..%d", cfg.Queues, maxQueues)
+	}
+	if cfg.TxQueueLen < 0 || cfg.TxQueueLen > maxTxQueueLen {
+		return cfg, fmt.Errorf("transmit queue length %d out of range 1..%d", cfg.TxQueueLen, maxTxQueueLen)
 	}
 	return cfg, nil
 }

@@ -53,6 +53,9 @@ func TestConfigWithDefaults(t *testing.T) {
 		{"negative MTU", Config{MTU: -1}, Config{}, "MTU -1 out of range"},
 		{"too many queues", Config{Queues: maxQueues + 1}, Config{}, "queue count 257 out of range 1..256"},
 		{"negative queues", Config{Queues: -2}, Config{}, "queue count -2 out of range"},
+		{"transmit queue", Config{Queues: 1, TxQueueLen: 4096}, Config{MTU: defaultMTU, Queues: 1, TxQueueLen: 4096}, ""},
+		{"negative transmit queue", Config{TxQueueLen: -1}, Config{}, "transmit queue length -1 out of range"},
+		{"transmit queue too long", Config{TxQueueLen: maxTxQueueLen + 1}, Config{}, "transmit queue length 65537 out of range"},
 		{"bad name", Config{Name: "a/b"}, Config{}, "invalid interface name"},
 	}
 	for _, tt := range tests {

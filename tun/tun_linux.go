@@ -126,6 +126,12 @@ func create(cfg Config) (_ *Interface, err error) {
 	if err := nl.LinkSetMTU(link, cfg.MTU); err != nil {
 		return nil, fmt.Errorf("setting MTU %d: %w", cfg.MTU, err)
 	}
+	if cfg.TxQueueLen > 0 {
+		// The kernel resizes the queues' rings, already attached, to it.
+		if err := nl.LinkSetTxQLen(link, cfg.TxQueueLen); err != nil {
+			return nil, fmt.Errorf("setting transmit queue length %d: %w", cfg.TxQueueLen, err)
+		}
+	}
 	return iface, nil
 }
 

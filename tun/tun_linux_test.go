@@ -292,7 +292,7 @@ func waitLinkGone(t *testing.T, index int) {
 
 func TestCreateOpensOffloadQueues(t *testing.T) {
 	testenv.WithNetns(t, func() {
-		iface, err := Create(Config{Name: testName, MTU: 1420, Queues: 4})
+		iface, err := Create(Config{Name: testName, MTU: 1420, Queues: 4, TxQueueLen: 3000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,6 +324,9 @@ func TestCreateOpensOffloadQueues(t *testing.T) {
 			link.MTU != 1420 || link.Index != iface.Index() || link.Flags&netlink.TUNTAP_NO_PI == 0 {
 			t.Errorf("kernel reports mode %d, flags %#x, %d queues, MTU %d, index %d; want TUN with %#x, 4 queues, MTU 1420, index %d",
 				link.Mode, link.Flags, link.Queues, link.MTU, link.Index, wantFlags, iface.Index())
+		}
+		if link.TxQLen != 3000 {
+			t.Errorf("transmit queue length %d, want 3000", link.TxQLen)
 		}
 	})
 }

@@ -152,7 +152,8 @@ type fleetClient struct {
 	addrs []netip.Prefix
 	echo  chan uint16 // sequence numbers of echo replies
 
-	roam roamState // where it talks now, what it went through (reconnect.go)
+	roam    roamState                       // where it talks now, what it went through (reconnect.go)
+	traffic atomic.Pointer[trafficCounters] // the traffic phase under way (traffic.go)
 }
 
 // FleetIDs names a fleet's clients prefix-i.fleet.bench (FQDNs), so that
@@ -379,7 +380,7 @@ func (c *fleetClient) receive() {
 			if err != nil || next != dataplane.NextHeaderIPv4 {
 				continue
 			}
-			if seq, ok := echoReply(payload, c.id); ok {
+			if seq, data, ok := echoReply(payload, c.id); ok && !c.countTraffic(data) {
 				select {
 				case c.echo <- seq:
 				default:
@@ -603,39 +604,45 @@ func quantile(d []time.Duration, q float64) time.Duration {
 // identifier and sequence number into b and returns its length (44 bytes:
 // 20 of IP header, 8 of ICMP header and 16 of payload).
 func echoRequest(b []byte, src, dst netip.Addr, id, seq uint16) int {
-	const n = 20 + 8 + 16
+	return echoRequestData(b, src, dst, id, seq, 20+8+16, "mifsec fleet 01.")
+}
+
+// echoRequestData writes an IPv4 ICMP echo request of size bytes (at
+// least 28 + len(marker)) whose data begins with marker, the rest zero,
+// into b and returns size.
+func echoRequestData(b []byte, src, dst netip.Addr, id, seq uint16, size int, marker string) int {
 	ip := b[:20]
-	clear(b[:n])
+	clear(b[:size])
 	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], n)
+	binary.BigEndian.PutUint16(ip[2:], uint16(size))
 	ip[8] = 64 // TTL
 	ip[9] = 1  // ICMP
 	s4, d4 := src.As4(), dst.As4()
 	copy(ip[12:16], s4[:])
 	copy(ip[16:20], d4[:])
 	binary.BigEndian.PutUint16(ip[10:], inetsum.Checksum(ip))
-	icmp := b[20:n]
+	icmp := b[20:size]
 	icmp[0] = 8 // echo request
 	binary.BigEndian.PutUint16(icmp[4:], id)
 	binary.BigEndian.PutUint16(icmp[6:], seq)
-	copy(icmp[8:], "mifsec fleet 01.")
+	copy(icmp[8:], marker)
 	binary.BigEndian.PutUint16(icmp[2:], inetsum.Checksum(icmp))
-	return n
+	return size
 }
 
-// echoReply returns the sequence number of an IPv4 ICMP echo reply with
-// identifier id; ok is false for anything else.
-func echoReply(p []byte, id uint16) (seq uint16, ok bool) {
+// echoReply returns the sequence number and the data of an IPv4 ICMP
+// echo reply with identifier id; ok is false for anything else.
+func echoReply(p []byte, id uint16) (seq uint16, data []byte, ok bool) {
 	if len(p) < 20 || p[0]>>4 != 4 || p[9] != 1 {
-		return 0, false
+		return 0, nil, false
 	}
 	hl := int(p[0]&0x0f) * 4
 	if hl < 20 || len(p) < hl+8 {
-		return 0, false
+		return 0, nil, false
 	}
 	icmp := p[hl:]
 	if icmp[0] != 0 || binary.BigEndian.Uint16(icmp[4:]) != id {
-		return 0, false
+		return 0, nil, false
 	}
-	return binary.BigEndian.Uint16(icmp[6:]), true
+	return binary.BigEndian.Uint16(icmp[6:]), icmp[8:], true
 }

@@ -66,9 +66,9 @@ func TestEchoReply(t *testing.T) {
 		{"empty", nil, 7, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			seq, ok := echoReply(tc.p, tc.id)
-			if ok != tc.ok || (ok && seq != 3) {
-				t.Fatalf("echoReply = %d, %v; want ok %v", seq, ok, tc.ok)
+			seq, data, ok := echoReply(tc.p, tc.id)
+			if ok != tc.ok || (ok && (seq != 3 || string(data) != "mifsec fleet 01.")) {
+				t.Fatalf("echoReply = %d, %q, %v; want ok %v", seq, data, ok, tc.ok)
 			}
 		})
 	}
@@ -81,9 +81,10 @@ func FuzzEchoReply(f *testing.F) {
 	f.Add(b[:n], uint16(7))
 	f.Add([]byte{0x4f, 0, 0, 0}, uint16(0))
 	f.Fuzz(func(t *testing.T, p []byte, id uint16) {
-		seq, ok := echoReply(p, id)
-		if ok && (len(p) < 28 || binary.BigEndian.Uint16(p[int(p[0]&0xf)*4+6:]) != seq) {
-			t.Fatalf("accepted % x as an echo reply with sequence %d", p, seq)
+		seq, data, ok := echoReply(p, id)
+		if ok && (len(p) < 28 || binary.BigEndian.Uint16(p[int(p[0]&0xf)*4+6:]) != seq ||
+			string(data) != string(p[int(p[0]&0xf)*4+8:])) {
+			t.Fatalf("accepted % x as an echo reply with sequence %d, data % x", p, seq, data)
 		}
 	})
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -42,6 +45,10 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 			&cli.Float64Flag{Name: "rate", Usage: "start `N` clients a second (default: all at once)"},
 			&cli.IntFlag{Name: "gateway-pid", Usage: "report the gateway process `PID`'s memory and CPU (from /proc; same host)"},
 			&cli.StringFlag{Name: "json", Usage: "also write the report and every client's result to `FILE`"},
+			&cli.DurationFlag{Name: "traffic", Usage: "once the clients are up, each traffic phase sends echoes through their tunnels for `DURATION`"},
+			&cli.StringFlag{Name: "traffic-clients", Usage: "the traffic phases, one after the other, each with that many of the clients, e.g. 1,1000 (`N[,N...]`; default: one phase with all)"},
+			&cli.IntFlag{Name: "traffic-size", Value: 1400, Usage: "inner packet `BYTES` of the traffic (within the gateway's TUN MTU)"},
+			&cli.IntFlag{Name: "traffic-window", Value: 256, Usage: "`N` echoes in flight over all the clients of a phase"},
 		},
 		Action: runBenchClients,
 	}
@@ -51,7 +58,30 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 type benchClientsReport struct {
 	Report  load.ClientsReport  `json:"report"`
 	Gateway *gatewayUsage       `json:"gateway,omitempty"`
+	Traffic []trafficPhase      `json:"traffic,omitempty"`
 	Clients []benchClientResult `json:"clients"`
+}
+
+// trafficPhase is one phase of --traffic: what came back, and the CPU
+// the gateway (with --gateway-pid) and the fleet itself used meanwhile.
+type trafficPhase struct {
+	Report load.TrafficReport `json:"report"`
+	// Ratio is the phase's replies per second over the first phase's.
+	Ratio      float64       `json:"ratio"`
+	GatewayCPU time.Duration `json:"gateway_cpu_ns,omitempty"`
+	FleetCPU   time.Duration `json:"fleet_cpu_ns"`
+}
+
+func (p trafficPhase) String() string {
+	s := fmt.Sprintf("%v; %.3f of the first phase; fleet CPU %.0f%% of a core", p.Report, p.Ratio,
+		100*p.FleetCPU.Seconds()/max(p.Report.Duration.Seconds(), 1e-9))
+	if p.GatewayCPU > 0 {
+		// The gateway opened a request and sealed a reply for each.
+		s += fmt.Sprintf(", gateway CPU %.0f%% of a core (%.1f µs per packet it carried)",
+			100*p.GatewayCPU.Seconds()/max(p.Report.Duration.Seconds(), 1e-9),
+			float64(p.GatewayCPU.Microseconds())/max(float64(2*p.Report.Received), 1))
+	}
+	return s
 }
 
 type benchClientResult struct {
@@ -130,8 +160,99 @@ func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {
 	return cfg, nil
 }
 
+// parseTrafficPhases reads --traffic and its companions: nil without
+// --traffic.
+func parseTrafficPhases(c *cli.Context, count int) ([]load.TrafficConfig, error) {
+	d := c.Duration("traffic")
+	if d < 0 {
+		return nil, errors.New("--traffic must not be negative")
+	}
+	if d == 0 {
+		for _, f := range []string{"traffic-clients", "traffic-size", "traffic-window"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s without --traffic", f)
+			}
+		}
+		return nil, nil
+	}
+	phase := load.TrafficConfig{Duration: d, Size: c.Int("traffic-size"), Window: c.Int("traffic-window")}
+	if phase.Window <= 0 {
+		return nil, errors.New("--traffic-window must be positive")
+	}
+	counts := []int{0}
+	if v := c.String("traffic-clients"); v != "" {
+		counts = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 || n > count {
+				return nil, fmt.Errorf("--traffic-clients %q: each between 1 and --count (%d)", v, count)
+			}
+			counts = append(counts, n)
+		}
+	}
+	var phases []load.TrafficConfig
+	for _, n := range counts {
+		p := phase
+		p.Clients = n
+		if err := p.Normalize(); err != nil {
+			return nil, fmt.Errorf("--traffic: %w", err)
+		}
+		phases = append(phases, p)
+	}
+	return phases, nil
+}
+
+// runTraffic runs the phases one after the other, printing each.
+func runTraffic(ctx context.Context, f *load.Fleet, phases []load.TrafficConfig, gatewayPID int) ([]trafficPhase, error) {
+	var out []trafficPhase
+	for _, cfg := range phases {
+		var gwBefore, selfBefore processUsage
+		var err error
+		if gatewayPID != 0 {
+			if gwBefore, err = readProcessUsage(gatewayPID); err != nil {
+				return out, fmt.Errorf("--gateway-pid: %w", err)
+			}
+		}
+		if selfBefore, err = readProcessUsage(os.Getpid()); err != nil {
+			return out, err
+		}
+		rep, err := f.Traffic(ctx, cfg)
+		if err != nil {
+			return out, err
+		}
+		p := trafficPhase{Report: rep}
+		if gatewayPID != 0 {
+			gw, err := readProcessUsage(gatewayPID)
+			if err != nil {
+				return out, fmt.Errorf("--gateway-pid: %w", err)
+			}
+			p.GatewayCPU = gw.CPU - gwBefore.CPU
+		}
+		self, err := readProcessUsage(os.Getpid())
+		if err != nil {
+			return out, err
+		}
+		p.FleetCPU = self.CPU - selfBefore.CPU
+		if len(out) > 0 && out[0].Report.PacketsPerSecond > 0 {
+			p.Ratio = rep.PacketsPerSecond / out[0].Report.PacketsPerSecond
+		} else if len(out) == 0 {
+			p.Ratio = 1
+		}
+		fmt.Println(p)
+		out = append(out, p)
+		if rep.Received == 0 {
+			return out, fmt.Errorf("traffic with %d clients: no reply came back", rep.Clients)
+		}
+	}
+	return out, nil
+}
+
 func runBenchClients(c *cli.Context) error {
 	cfg, err := parseBenchClients(c)
+	if err != nil {
+		return err
+	}
+	phases, err := parseTrafficPhases(c, cfg.Count)
 	if err != nil {
 		return err
 	}
@@ -157,8 +278,13 @@ func runBenchClients(c *cli.Context) error {
 		}
 		fmt.Println(gw.String(rep.Established))
 	}
+	var traffic []trafficPhase
+	var trafficErr error
+	if len(phases) > 0 {
+		traffic, trafficErr = runTraffic(c.Context, f, phases, c.Int("gateway-pid"))
+	}
 	if path := c.String("json"); path != "" {
-		out := benchClientsReport{Report: rep, Gateway: gw}
+		out := benchClientsReport{Report: rep, Gateway: gw, Traffic: traffic}
 		for _, r := range results {
 			br := benchClientResult{ID: r.ID, Local: r.Local.String(), Handshake: r.Handshake, Established: r.Established,
 				EchoRTT: r.EchoRTT, Echoes: r.Echoes, TrafficOK: r.TrafficOK}
@@ -190,5 +316,5 @@ func runBenchClients(c *cli.Context) error {
 	if rep.Established != rep.Count || rep.TrafficOK != rep.Count {
 		return fmt.Errorf("%d of %d clients established, %d passed traffic", rep.Established, rep.Count, rep.TrafficOK)
 	}
-	return nil
+	return trafficErr
 }

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -388,7 +389,7 @@ func TestBenchClientsCommand(t *testing.T) {
 	testenv.InNamedNetns(t, s.client, func() {
 		err = app.Run([]string{"mifsec", "clients", "--gateway", "192.0.2.2", "--target", "10.1.0.1", "--count", "8",
 			"--psk-file", pskFile, "--remote-id", "gw.example", "--json", out, "--rate", "40",
-			"--gateway-pid", strconv.Itoa(s.p.cmd.Process.Pid)})
+			"--gateway-pid", strconv.Itoa(s.p.cmd.Process.Pid), "--traffic", "700ms", "--traffic-clients", "1,8", "--traffic-size", "1200"})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -413,6 +414,21 @@ func TestBenchClientsCommand(t *testing.T) {
 		rep.Gateway.Up.CPU < rep.Gateway.Before.CPU || rep.Gateway.Setup < 175*time.Millisecond {
 		t.Errorf("gateway usage %+v (report %+v)", rep.Gateway, g)
 	}
+	// --traffic: a phase with one client, then one with all eight, each
+	// carried through the gateway both ways.
+	if len(rep.Traffic) != 2 {
+		t.Fatalf("%d traffic phases, want 2", len(rep.Traffic))
+	}
+	for i, want := range []int{1, 8} {
+		p := rep.Traffic[i]
+		if r := p.Report; r.Clients != want || r.Size != 1200 || r.Received == 0 || r.Silent != 0 || r.Received > r.Sent ||
+			r.MbitPerSecond <= 0 || p.FleetCPU <= 0 || p.GatewayCPU <= 0 || p.Ratio <= 0 {
+			t.Errorf("phase %d: %+v", i, p)
+		}
+	}
+	if w := rep.Traffic[1].Report.Window; w != 256/8 {
+		t.Errorf("eight clients have %d echoes in flight each, want 256/8", w)
+	}
 	s.waitClients(t, 0, 10*time.Second)
 
 	// Without a gateway at the address, the command fails and says so.
@@ -422,6 +438,36 @@ func TestBenchClientsCommand(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "0 of 2 clients established") {
 		t.Fatalf("against no gateway: %v", err)
+	}
+}
+
+// TestBenchClientsRefuses: bad flags are refused before any client starts.
+func TestBenchClientsRefuses(t *testing.T) {
+	pskFile := writePSK(t, t.TempDir(), "a secret every client shares")
+	app := &cli.App{Name: "mifsec", Commands: []*cli.Command{benchClientsCommand()}}
+	base := []string{"mifsec", "clients", "--gateway", "192.0.2.9", "--target", "10.1.0.1", "--count", "4", "--psk-file", pskFile}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--count", "0"}, "--count"},
+		{[]string{"--target", "fd00::1"}, "--target"},
+		{[]string{"--rate", "-1"}, "--rate"},
+		{[]string{"--traffic-clients", "2"}, "--traffic-clients without --traffic"},
+		{[]string{"--traffic", "1s", "--traffic-clients", "1,5"}, "between 1 and --count"},
+		{[]string{"--traffic", "1s", "--traffic-clients", "x"}, "--traffic-clients"},
+		{[]string{"--traffic", "1s", "--traffic-size", "2000"}, "packet size"},
+		{[]string{"--traffic", "1s", "--traffic-window", "0"}, "--traffic-window"},
+		{[]string{"--traffic", "-1s"}, "--traffic must not be negative"},
+	} {
+		start := time.Now()
+		err := app.Run(append(slices.Clone(base), tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error about %s", tc.args, err, tc.want)
+		}
+		if time.Since(start) > time.Second {
+			t.Errorf("%q: refused after %v: clients were started", tc.args, time.Since(start))
+		}
 	}
 }
 

@@ -456,9 +456,9 @@ func TestParseGatewayLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r := cfg.Responder; r.MaxSAsPerIdentity != 4 || r.MaxHalfOpenPerSource != 128 ||
-		r.SourceDHBudget != 100*time.Millisecond || r.DHBudget != 500*time.Millisecond {
-		t.Fatalf("default limits: %d SAs per identity, %d half-open per source, DH budgets %v per source, %v in all",
-			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
+		r.SourceDHBudget != 100*time.Millisecond || r.DHBudget != 500*time.Millisecond || cfg.TUN.TxQueueLen != 4096 {
+		t.Fatalf("TUN queue %d; default limits: %d SAs per identity, %d half-open per source, DH budgets %v per source, %v in all",
+			cfg.TUN.TxQueueLen, r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
 	}
 	cfg, err = parseGatewayArgs(t, "--max-sas-per-identity", "0", "--max-half-open-per-source", "3",
 		"--source-dh-budget", "20ms", "--dh-budget", "300ms")
@@ -492,7 +492,8 @@ func TestParseGatewayLimits(t *testing.T) {
 	}
 	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"},
 		{"--source-dh-budget", "0s"}, {"--dh-budget", "-1s"}, {"--max-clients", "-1"},
-		{"--redirect-to", "127.0.0.1"}, {"--redirect-to", "192.0.2.9", "--listen", "192.0.2.9"}, {"--redirect-to", "gw2.example"}} {
+		{"--redirect-to", "127.0.0.1"}, {"--redirect-to", "192.0.2.9", "--listen", "192.0.2.9"}, {"--redirect-to", "gw2.example"},
+		{"--tun-queue", "-1"}, {"--tun-queue", "100000"}, {"--mtu", "100"}} {
 		if _, err := parseGatewayArgs(t, args...); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: %v, want it refused", args, err)
 		}
