@@ -23,6 +23,7 @@ import (
 	"github.com/mifsec/mifsec/bench/load"
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/ike/wire"
+	"github.com/mifsec/mifsec/internal/strongswan"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/internal/testpki"
 	"github.com/mifsec/mifsec/mif"
@@ -536,5 +537,63 @@ func TestMifsecGatewayEnforcesLocalTS(t *testing.T) {
 		ID: func(int) ike.Identity { return ike.Identity{Type: wire.IDFQDN, Data: []byte("honest.example")} }})
 	if rep := f.Report(); rep.TrafficOK != 1 {
 		t.Fatalf("a client echoing to 10.1.0.1 inside --local-ts got no reply: %v", rep)
+	}
+}
+
+// TestFleetAgainstStrongSwanGateway: the load harness against strongSwan's
+// charon (kernel-libipsec) as the gateway, as bench/scripts/gateway/fleet.sh
+// runs it beside mifsec's: every client is established, passes an echo and
+// carries traffic through charon's userspace ESP.
+func TestFleetAgainstStrongSwanGateway(t *testing.T) {
+	const psk = "a secret every client shares"
+	const n = 20
+	cl, gw := testenv.NewNamedNetns(t, "fsc"), testenv.NewNamedNetns(t, "fsg")
+	testenv.Veth(t, cl, gw, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
+	testenv.Exec(t, gw, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo")
+	strongswan.Start(t, strongswan.Config{Netns: gw,
+		// All clients come from one address: charon's default blocks an
+		// address with more than five half-open IKE SAs.
+		Charon: "\tblock_threshold = 1000\n\tcookie_threshold = 1000\n",
+		Swanctl: fmt.Sprintf(`connections {
+	fleet {
+		version = 2
+		local_addrs = 192.0.2.2
+		pools = fleetpool
+		proposals = aes256gcm16-prfsha256-x25519
+		local {
+			auth = psk
+			id = gw.example
+		}
+		remote {
+			auth = psk
+		}
+		children {
+			net {
+				local_ts = 10.1.0.0/24
+				esp_proposals = aes256gcm16
+			}
+		}
+	}
+}
+pools {
+	fleetpool {
+		addrs = 10.3.0.0/24
+	}
+}
+secrets {
+	ike-fleet {
+		secret = %q
+	}
+}
+`, psk)})
+	f := startFleetIn(t, cl, load.ClientsConfig{Count: n, PSK: []byte(psk), RemoteID: ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.example")}})
+	rep := f.Report()
+	if rep.Established != n || rep.TrafficOK != n {
+		t.Fatalf("against charon: %v", rep)
+	}
+	tr, err := f.Traffic(context.Background(), load.TrafficConfig{Duration: time.Second, Size: 1200})
+	t.Logf("%v", tr)
+	if err != nil || tr.Clients != n || tr.Received == 0 || tr.Silent != 0 {
+		t.Fatalf("traffic through charon: %v, %v", tr, err)
 	}
 }

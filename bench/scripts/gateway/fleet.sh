@@ -1,0 +1,167 @@
+#!/bin/bash
+# One client fleet (`mifsec bench clients`) against a gateway in a network
+# namespace: mifsec's, strongSwan's charon (kernel-libipsec, userspace ESP),
+# or both one after the other in the same run, with the same clients, source
+# addresses and flags. Needs root; strongSwan needs the Debian packages that
+# .ci/run installs.
+#
+#   sudo MIFSEC=./mifsec bench/scripts/gateway/fleet.sh both 10000 --rate 1000 --timeout 60s
+#   sudo MIFSEC=./mifsec bench/scripts/gateway/fleet.sh mifsec 1000 --traffic 10s --traffic-clients 1,1000
+#
+# Topology: namespace gf-cl (the fleet, 192.0.2.1 and SOURCES source
+# addresses 192.0.2.101.., default 20) — one veth — namespace gf-gw (the
+# gateway, 192.0.2.2, the protected network 10.1.0.0/24 with 10.1.0.1 on
+# lo, the pool 10.3.0.0/16). The bench command gets --gateway-pid, so it
+# prints the gateway's memory and CPU per client; --json goes to
+# fleet-GATEWAY-COUNT.json in the current directory.
+#
+# strongSwan runs with its DoS thresholds raised (block_threshold and
+# cookie_threshold 1000 half-open SAs) and ikesa_table_size 4096, as its
+# documentation advises for a gateway with many clients: with its defaults it
+# blocks a source address with more than five half-open SAs, which a fleet
+# from twenty addresses always has.
+set -euo pipefail
+which=${1:?usage: fleet.sh mifsec|strongswan|both COUNT [mifsec bench clients flags]}
+count=${2:?usage: fleet.sh mifsec|strongswan|both COUNT [mifsec bench clients flags]}
+shift 2
+mifsec=${MIFSEC:-mifsec}
+sources=${SOURCES:-20}
+psk="a secret every client shares"
+dir=$(mktemp -d)
+gwpid=
+cleanup() {
+	if [ -n "$gwpid" ]; then kill -- -"$gwpid" 2>/dev/null || kill "$gwpid" 2>/dev/null || true; wait "$gwpid" 2>/dev/null || true; fi
+	ip netns del gf-cl 2>/dev/null || true
+	ip netns del gf-gw 2>/dev/null || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+topology() {
+	ip netns add gf-cl
+	ip netns add gf-gw
+	ip link add gfv0 netns gf-cl type veth peer name gfv1 netns gf-gw
+	ip -n gf-cl addr add 192.0.2.1/24 dev gfv0
+	ip -n gf-gw addr add 192.0.2.2/24 dev gfv1
+	ip -n gf-gw addr add 10.1.0.1/24 dev lo
+	for ns in gf-cl gf-gw; do ip -n $ns link set lo up; done
+	ip -n gf-cl link set gfv0 up
+	ip -n gf-gw link set gfv1 up
+	for i in $(seq 1 "$sources"); do ip -n gf-cl addr add 192.0.2.$((100 + i))/24 dev gfv0; done
+}
+
+start_mifsec() {
+	setsid ip netns exec gf-gw "$mifsec" --log-level warn gateway --tun gfgw0 --pool 10.3.0.0/16 \
+		--local-ts 10.1.0.0/24 --local-id gw.example --psk-file "$dir/psk" >"$dir/gateway.log" 2>&1 &
+	gwpid=$!
+	for _ in $(seq 100); do
+		ip netns exec gf-gw "$mifsec" status --tun gfgw0 >/dev/null 2>&1 && return
+		sleep 0.1
+	done
+	echo "mifsec gateway did not start:"; cat "$dir/gateway.log"; exit 1
+}
+
+start_strongswan() {
+	cat >"$dir/strongswan.conf" <<CONF
+charon {
+	load = random nonce openssl aesni aes sha1 sha2 hmac gcm chapoly curve25519 x509 pem pkcs1 pkcs8 pubkey kdf gmp kernel-libipsec kernel-netlink socket-default vici attr updown
+	port = 500
+	port_nat_t = 4500
+	ikesa_table_size = 4096
+	ikesa_table_segments = 16
+	block_threshold = 1000
+	cookie_threshold = 1000
+	filelog {
+		stderr {
+			default = 0
+		}
+	}
+	plugins {
+		kernel-libipsec {
+			allow_peer_ts = yes
+		}
+		vici {
+			socket = unix:///run/mifsec-charon.vici
+		}
+	}
+}
+CONF
+	cat >"$dir/swanctl.conf" <<CONF
+connections {
+	fleet {
+		version = 2
+		local_addrs = 192.0.2.2
+		pools = fleetpool
+		proposals = aes256gcm16-prfsha256-x25519
+		local {
+			auth = psk
+			id = gw.example
+		}
+		remote {
+			auth = psk
+		}
+		children {
+			net {
+				local_ts = 10.1.0.0/24
+				esp_proposals = aes256gcm16
+			}
+		}
+	}
+}
+pools {
+	fleetpool {
+		addrs = 10.3.0.0/16
+	}
+}
+secrets {
+	ike-fleet {
+		secret = "$psk"
+	}
+}
+CONF
+	STRONGSWAN_CONF="$dir/strongswan.conf" setsid ip netns exec gf-gw unshare --mount sh -c \
+		"mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon" >"$dir/gateway.log" 2>&1 &
+	gwpid=$!
+	local vici=/proc/$gwpid/root/run/mifsec-charon.vici
+	for _ in $(seq 100); do
+		[ -S "$vici" ] && break
+		sleep 0.1
+	done
+	# swanctl names each credential directory it does not find on stderr.
+	if ! swanctl --load-all --noprompt --file "$dir/swanctl.conf" --uri "unix://$vici" >"$dir/swanctl.log" 2>&1; then
+		echo "swanctl --load-all failed:"; cat "$dir/swanctl.log" "$dir/gateway.log"; exit 1
+	fi
+}
+
+run() {
+	local gw=$1
+	shift
+	topology
+	"start_$gw"
+	sleep 1 # the gateway's start-up allocations settle before its memory is read
+	local src=()
+	for i in $(seq 1 "$sources"); do src+=(--source 192.0.2.$((100 + i))); done
+	echo "== $gw, $count clients"
+	local rc=0
+	ip netns exec gf-cl "$mifsec" bench clients --gateway 192.0.2.2 --target 10.1.0.1 --count "$count" \
+		--psk-file "$dir/psk" --remote-id gw.example "${src[@]}" --gateway-pid "$gwpid" \
+		--json "fleet-$gw-$count.json" "$@" || rc=$?
+	kill -- -"$gwpid" 2>/dev/null || true
+	wait "$gwpid" 2>/dev/null || true
+	gwpid=
+	ip netns del gf-cl
+	ip netns del gf-gw
+	return $rc
+}
+
+(umask 077 && echo "$psk" >"$dir/psk")
+case $which in
+mifsec | strongswan) run "$which" "$@" ;;
+both)
+	rc=0
+	run mifsec "$@" || rc=$?
+	run strongswan "$@" || rc=$?
+	exit $rc
+	;;
+*) echo "fleet.sh: mifsec, strongswan or both, not $which" >&2; exit 2 ;;
+esac
