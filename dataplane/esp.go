@@ -12,6 +12,7 @@ import (
 	"hash"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -252,8 +253,16 @@ type SA struct {
 	alg    Algorithm
 	esn    bool
 	salt   [SaltLen]byte
-	aead   cipher.AEAD // nil with AES-CBC and an HMAC
-	cbc    *cbcState
+	// aead is the expanded cipher, made from key by the first packet
+	// sealed or opened (cipher): a gateway holds some 750 bytes of AES-GCM
+	// state per SA, and many SAs never carry a packet (a client's probe
+	// SAs while it has one path; the SAs of a client that is idle). It is
+	// nil with AES-CBC and an HMAC (cbc is set then).
+	aead     atomic.Pointer[aeadCipher]
+	expandMu sync.Mutex
+	key      *[32]byte // the AEAD key until it is expanded, then nil (zeroed)
+	keyLen   uint8
+	cbc      *cbcState
 	maxSeq uint64
 	// headerLen and icvLen are the algorithm's (Algorithm.HeaderLen,
 	// Algorithm.ICVLen), kept here for the per-packet paths.
@@ -278,8 +287,12 @@ type SAStats struct {
 	Drops   DropCounters
 }
 
-// NewSA checks cfg and makes an SA. The key is copied into the cipher; the SA
-// keeps no other copy of it.
+// aeadCipher holds an SA's expanded AEAD.
+type aeadCipher struct{ cipher.AEAD }
+
+// NewSA checks cfg and makes an SA. An AEAD's key is kept until the first
+// packet expands it into the cipher, and zeroed then; the SA keeps no other
+// copy of it.
 func NewSA(cfg SAConfig) (*SA, error) {
 	if want := cfg.Algorithm.KeyLen(); want == 0 {
 		return nil, fmt.Errorf("SA %#x: unknown ESP algorithm %d", cfg.SPI, cfg.Algorithm)
@@ -312,24 +325,54 @@ func NewSA(cfg SAConfig) (*SA, error) {
 		return sa, nil
 	}
 	key, salt := cfg.Key[:len(cfg.Key)-SaltLen], cfg.Key[len(cfg.Key)-SaltLen:]
-	switch cfg.Algorithm {
-	case AES128GCM16, AES256GCM16:
-		block, err := aes.NewCipher(key)
-		if err != nil {
-			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
-		}
-		sa.aead, err = cipher.NewGCM(block)
-		if err != nil {
-			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
-		}
-	case ChaCha20Poly1305:
-		sa.aead, err = chacha20poly1305.New(key)
-		if err != nil {
-			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
-		}
+	if len(key) > len(sa.key) {
+		return nil, fmt.Errorf("SA %#x: a %d-byte key", cfg.SPI, len(key))
 	}
+	sa.key = new([32]byte)
+	sa.keyLen = uint8(copy(sa.key[:], key))
 	copy(sa.salt[:], salt)
 	return sa, nil
+}
+
+// cipher returns the SA's AEAD, expanding the key on first use. The hot
+// path pays one atomic load for the laziness.
+func (sa *SA) cipher() cipher.AEAD {
+	if a := sa.aead.Load(); a != nil {
+		return a.AEAD
+	}
+	return sa.expand()
+}
+
+// expand makes the AEAD from the key and zeroes the key, once.
+func (sa *SA) expand() cipher.AEAD {
+	sa.expandMu.Lock()
+	defer sa.expandMu.Unlock()
+	if a := sa.aead.Load(); a != nil {
+		return a.AEAD
+	}
+	key := sa.key[:sa.keyLen]
+	var a cipher.AEAD
+	var err error
+	switch sa.alg {
+	case AES128GCM16, AES256GCM16:
+		var block cipher.Block
+		if block, err = aes.NewCipher(key); err == nil {
+			a, err = cipher.NewGCM(block)
+		}
+	case ChaCha20Poly1305:
+		a, err = chacha20poly1305.New(key)
+	default:
+		err = fmt.Errorf("%s is not an AEAD", sa.alg)
+	}
+	if err != nil {
+		// NewSA checked the algorithm and the key's length, all that
+		// either constructor checks.
+		panic(fmt.Sprintf("SA %#x: expanding a checked key: %v", sa.spi, err))
+	}
+	clear(sa.key[:])
+	sa.key = nil
+	sa.aead.Store(&aeadCipher{a})
+	return a
 }
 
 // SetProbeSA gives sa a companion SA for path probes, the same direction
@@ -369,10 +412,18 @@ func (sa *SA) SequenceLimit() uint64 { return sa.limit.Load() }
 // ESN.
 func (sa *SA) MaxSequence() uint64 { return sa.maxSeq }
 
-// Wipe clears the key material the SA holds itself (the salt); the
-// cipher's expanded key belongs to the standard library and goes with the
-// SA. Call it once the SA is no longer used by anyone.
-func (sa *SA) Wipe() { clear(sa.salt[:]) }
+// Wipe clears the key material the SA holds itself (the salt, and the key
+// if no packet expanded it); the cipher's expanded key belongs to the
+// standard library and goes with the SA. Call it once the SA is no longer
+// used by anyone. An AEAD SA never used is expanded first, so that a
+// packet that comes after all is sealed or opened with the SA's key,
+// never a zero one.
+func (sa *SA) Wipe() {
+	if sa.cbc == nil {
+		sa.cipher()
+	}
+	clear(sa.salt[:])
+}
 
 // SPI returns the SA's security parameter index.
 func (sa *SA) SPI() uint32 { return sa.spi }
@@ -425,7 +476,7 @@ func sealedLen(n int) int { return HeaderLen + n + padLen(n) + 2 + icvLen }
 // SealedLen returns the length of the ESP packet (from SPI to ICV) that
 // sealing an n-byte payload with this SA produces.
 func (sa *SA) SealedLen(n int) int {
-	if sa.aead == nil {
+	if sa.cbc != nil {
 		return cbcHeaderLen + cbcPadded(n) + sa.icvLen
 	}
 	return sealedLen(n)
@@ -453,7 +504,7 @@ func (sa *SA) Seal(b []byte, n int, nextHeader byte) ([]byte, error) {
 // sequence numbers are unique. With AES-CBC the IV is the sequence number
 // encrypted under the SA's own IV key (see cbcState).
 func (sa *SA) SealWithSequence(b []byte, n int, nextHeader byte, seq uint64) ([]byte, error) {
-	if sa.aead == nil {
+	if sa.cbc != nil {
 		return sa.sealCBCWithSequence(b, n, nextHeader, seq)
 	}
 	end := Headroom + n + padLen(n) + 2
@@ -491,7 +542,7 @@ func (sa *SA) seal(b []byte, end int, seq uint64, iv [ivLen]byte) []byte {
 	} else {
 		aad = b[h : h+8]
 	}
-	sa.aead.Seal(b[Headroom:Headroom], nonce, b[Headroom:end], aad)
+	sa.cipher().Seal(b[Headroom:Headroom], nonce, b[Headroom:end], aad)
 	if sa.esn {
 		binary.BigEndian.PutUint32(b[h:], sa.spi)
 	}
@@ -545,7 +596,7 @@ func (sa *SA) OpenToSequence(dst, pkt []byte) (payload []byte, nextHeader byte, 
 
 func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *dropError) {
 	minLen := minESPLen
-	if sa.aead == nil {
+	if sa.cbc != nil {
 		minLen = minCBCLen
 	}
 	if len(pkt) < minLen || len(dst) < Headroom+len(pkt)-sa.headerLen-sa.icvLen {
@@ -567,7 +618,7 @@ func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *dropError) {
 	var payload []byte
 	var nextHeader byte
 	var r *dropError
-	if sa.aead == nil {
+	if sa.cbc != nil {
 		payload, nextHeader, r = sa.decryptCBC(dst, pkt, seq)
 	} else {
 		payload, nextHeader, r = sa.decrypt(dst, pkt, seq)
@@ -597,7 +648,7 @@ func (sa *SA) decrypt(dst, pkt []byte, seq uint64) ([]byte, byte, *dropError) {
 		binary.BigEndian.PutUint32(aad[4:], uint32(seq>>32))
 		binary.BigEndian.PutUint32(aad[8:], uint32(seq))
 	}
-	plain, err := sa.aead.Open(dst[Headroom:Headroom], nonce, pkt[HeaderLen:], aad)
+	plain, err := sa.cipher().Open(dst[Headroom:Headroom], nonce, pkt[HeaderLen:], aad)
 	if err != nil {
 		return nil, 0, dropErrors[DropBadICV]
 	}

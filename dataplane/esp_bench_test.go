@@ -101,7 +101,8 @@ func BenchmarkAEADRaw(b *testing.B) {
 // of an outbound SA (the least) and of a probe SA's inbound side (128, as
 // mif makes it): a gateway holds four per client that speaks the MIF
 // extension, two per other client (docs/gateway-scale.md, Memory per
-// client).
+// client). An SA's cipher is expanded by its first packet: "used" SAs
+// have sealed one.
 func BenchmarkSAHeap(b *testing.B) {
 	const n = 1000
 	heap := func() uint64 {
@@ -115,7 +116,9 @@ func BenchmarkSAHeap(b *testing.B) {
 	for _, w := range []struct {
 		name   string
 		window int
-	}{{"inbound", DefaultReplayWindow}, {"outbound", MinReplayWindow}, {"probe-inbound", 128}} {
+		used   bool
+	}{{"inbound", DefaultReplayWindow, false}, {"outbound", MinReplayWindow, false}, {"probe-inbound", 128, false},
+		{"inbound-used", DefaultReplayWindow, true}, {"outbound-used", MinReplayWindow, true}} {
 		b.Run(w.name, func(b *testing.B) {
 			for b.Loop() {
 				sas := make([]*SA, n)
@@ -124,6 +127,11 @@ func BenchmarkSAHeap(b *testing.B) {
 					var err error
 					if sas[i], err = NewSA(SAConfig{SPI: uint32(256 + i), Algorithm: AES256GCM16, Key: key, ReplayWindow: w.window}); err != nil {
 						b.Fatal(err)
+					}
+					if w.used {
+						if _, err := sas[i].Seal(make([]byte, Headroom+20+Tailroom), 20, NextHeaderIPv4); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
 				b.ReportMetric(float64(heap()-before)/n, "heapB/SA")

@@ -460,3 +460,51 @@ func TestWipeClearsSalt(t *testing.T) {
 		t.Fatalf("a packet sealed after Wipe opened: %v", err)
 	}
 }
+
+// TestSACipherExpandedOnFirstUse: an AEAD SA holds its key, not the
+// expanded cipher, until its first packet; then the cipher and no key.
+// Many cores sealing the first packets at once expand it once, and every
+// packet opens; Wipe of an SA never used leaves no key behind either.
+func TestSACipherExpandedOnFirstUse(t *testing.T) {
+	for _, alg := range []Algorithm{AES128GCM16, AES256GCM16, ChaCha20Poly1305} {
+		t.Run(alg.String(), func(t *testing.T) {
+			out, in := newSAPair(t, alg, false)
+			for _, sa := range []*SA{out, in} {
+				if sa.aead.Load() != nil || sa.key == nil || *sa.key == [32]byte{} || int(sa.keyLen) != alg.KeyLen()-SaltLen {
+					t.Fatalf("a new SA: cipher %v, key %v, %d bytes", sa.aead.Load() != nil, sa.key != nil, sa.keyLen)
+				}
+			}
+			const workers = 8
+			pkts := make([][]byte, workers)
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Go(func() { pkts[w] = sealPayload(t, out, []byte{0x45, 0, 0, 20, byte(w)}, NextHeaderIPv4) })
+			}
+			wg.Wait()
+			first := out.aead.Load()
+			key := out.key
+			if first == nil || key != nil {
+				t.Fatalf("after sealing: cipher %v, key dropped %v", first != nil, key == nil)
+			}
+			for w, pkt := range pkts {
+				if p, _, err := openPacket(in, pkt); err != nil || p[4] != byte(w) {
+					t.Fatalf("packet %d: %v", w, err)
+				}
+			}
+			if in.aead.Load() == nil || in.key != nil {
+				t.Error("the inbound SA opened without expanding its key, or kept it")
+			}
+			sealPayload(t, out, []byte{0x45, 0, 0, 20}, NextHeaderIPv4)
+			if out.aead.Load() != first {
+				t.Error("the cipher was expanded again")
+			}
+
+			unused, _ := newSAPair(t, alg, false)
+			held := unused.key
+			unused.Wipe()
+			if unused.key != nil || *held != [32]byte{} || unused.aead.Load() == nil {
+				t.Error("Wipe of an unused SA left its key, or no cipher for a packet that comes after all")
+			}
+		})
+	}
+}
