@@ -249,10 +249,10 @@ type SAConfig struct {
 // cores: the sequence number is an atomic counter and the replay window is
 // lock-free, so every core seals and opens with no lock.
 type SA struct {
-	spi    uint32
-	alg    Algorithm
-	esn    bool
-	salt   [SaltLen]byte
+	spi  uint32
+	alg  Algorithm
+	esn  bool
+	salt [SaltLen]byte
 	// aead is the expanded cipher, made from key by the first packet
 	// sealed or opened (cipher): a gateway holds some 750 bytes of AES-GCM
 	// state per SA, and many SAs never carry a packet (a client's probe
@@ -263,7 +263,7 @@ type SA struct {
 	key      *[32]byte // the AEAD key until it is expanded, then nil (zeroed)
 	keyLen   uint8
 	cbc      *cbcState
-	maxSeq uint64
+	maxSeq   uint64
 	// headerLen and icvLen are the algorithm's (Algorithm.HeaderLen,
 	// Algorithm.ICVLen), kept here for the per-packet paths.
 	headerLen, icvLen int
