@@ -328,6 +328,10 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 		// window for each loss; the most it can carry is about what
 		// the loss-free path carries alone.
 		{"lossy", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0.02), 50, 3, 0.9, 50},
+		// The lab's gateway-aggregation, downlink: the gateway's two
+		// 50 Mbit/s uplinks (10 and 20 ms) to the client's one
+		// interface (5 ms), 50 ms queues.
+		{"two uplinks", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50},
 		// No jitter: every seed runs the same.
 		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9, 60},
 	}
