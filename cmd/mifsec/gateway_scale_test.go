@@ -550,42 +550,15 @@ func TestFleetAgainstStrongSwanGateway(t *testing.T) {
 	cl, gw := testenv.NewNamedNetns(t, "fsc"), testenv.NewNamedNetns(t, "fsg")
 	testenv.Veth(t, cl, gw, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("192.0.2.2/24"))
 	testenv.Exec(t, gw, "ip", "addr", "add", "10.1.0.1/24", "dev", "lo")
-	strongswan.Start(t, strongswan.Config{Netns: gw,
+	// The configuration bench/scripts/gateway/fleet.sh gives charon.
+	conf, err := os.ReadFile("../../bench/scripts/gateway/swanctl-fleet.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	strongswan.Start(t, strongswan.Config{Netns: gw, Swanctl: strings.ReplaceAll(string(conf), "@PSK@", psk),
 		// All clients come from one address: charon's default blocks an
 		// address with more than five half-open IKE SAs.
-		Charon: "\tblock_threshold = 1000\n\tcookie_threshold = 1000\n",
-		Swanctl: fmt.Sprintf(`connections {
-	fleet {
-		version = 2
-		local_addrs = 192.0.2.2
-		pools = fleetpool
-		proposals = aes256gcm16-prfsha256-x25519
-		local {
-			auth = psk
-			id = gw.example
-		}
-		remote {
-			auth = psk
-		}
-		children {
-			net {
-				local_ts = 10.1.0.0/24
-				esp_proposals = aes256gcm16
-			}
-		}
-	}
-}
-pools {
-	fleetpool {
-		addrs = 10.3.0.0/24
-	}
-}
-secrets {
-	ike-fleet {
-		secret = %q
-	}
-}
-`, psk)})
+		Charon: "\tblock_threshold = 1000\n\tcookie_threshold = 1000\n"})
 	f := startFleetIn(t, cl, load.ClientsConfig{Count: n, PSK: []byte(psk), RemoteID: ike.Identity{Type: wire.IDFQDN, Data: []byte("gw.example")}})
 	rep := f.Report()
 	if rep.Established != n || rep.TrafficOK != n {

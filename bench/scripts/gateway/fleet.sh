@@ -86,39 +86,7 @@ charon {
 	}
 }
 CONF
-	cat >"$dir/swanctl.conf" <<CONF
-connections {
-	fleet {
-		version = 2
-		local_addrs = 192.0.2.2
-		pools = fleetpool
-		proposals = aes256gcm16-prfsha256-x25519
-		local {
-			auth = psk
-			id = gw.example
-		}
-		remote {
-			auth = psk
-		}
-		children {
-			net {
-				local_ts = 10.1.0.0/24
-				esp_proposals = aes256gcm16
-			}
-		}
-	}
-}
-pools {
-	fleetpool {
-		addrs = 10.3.0.0/16
-	}
-}
-secrets {
-	ike-fleet {
-		secret = "$psk"
-	}
-}
-CONF
+	sed "s|@PSK@|$psk|" "$(dirname "$0")/swanctl-fleet.conf" >"$dir/swanctl.conf"
 	STRONGSWAN_CONF="$dir/strongswan.conf" setsid ip netns exec gf-gw unshare --mount sh -c \
 		"mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon" >"$dir/gateway.log" 2>&1 &
 	gwpid=$!
