@@ -436,7 +436,7 @@ func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retr
 	var kex KeyExchange
 	if group != wire.DH_NONE {
 		var err error
-		if kex, err = NewKeyExchange(group); err != nil {
+		if kex, err = r.keys.take(group); err != nil {
 			r.log.Warn("rekeying a client's Child SA", "id", c.ID, "err", err)
 			return
 		}
@@ -590,7 +590,7 @@ func (r *Responder) rekeyIKE(c *rClient) {
 	old := c.sa
 	spiI := randomSPI()
 	ni := nonce()
-	kex, err := NewKeyExchange(old.suite.DHGroup)
+	kex, err := r.keys.take(old.suite.DHGroup)
 	if err != nil {
 		r.log.Warn("rekeying a client's IKE SA", "id", c.ID, "err", err)
 		return

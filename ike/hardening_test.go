@@ -396,7 +396,7 @@ func TestResponderTooManySelectors(t *testing.T) {
 
 // initRequest builds an IKE_SA_INIT request as an initiator would, with a
 // nonce of nonceLen bytes and, when not nil, a cookie.
-func initRequest(t *testing.T, spiI uint64, ikeSpec string, nonceLen int, cookie []byte) []byte {
+func initRequest(t testing.TB, spiI uint64, ikeSpec string, nonceLen int, cookie []byte) []byte {
 	t.Helper()
 	specs, err := ParseIKEProposals(ikeSpec)
 	if err != nil {

@@ -314,7 +314,7 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 		r.failures[FailDHBudget]++
 		return
 	}
-	kex, err := NewKeyExchange(suite.DHGroup)
+	kex, err := r.keys.take(suite.DHGroup)
 	if err != nil {
 		r.answerInit(m, in, &wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN})
 		return

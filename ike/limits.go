@@ -82,7 +82,9 @@ type dhBudget struct {
 // dhBurst seconds' worth.
 func (b *dhBudget) refill(now time.Time, rate time.Duration) {
 	if d := now.Sub(b.at); d > 0 {
-		b.left = min(dhBurst*rate, b.left+time.Duration(float64(rate)*d.Seconds()))
+		// In floating point: a new bucket's interval runs from the zero
+		// time, and times a large budget it overflows a Duration.
+		b.left = time.Duration(min(float64(dhBurst*rate), float64(b.left)+float64(rate)*d.Seconds()))
 		b.at = now
 	} else if b.at.IsZero() {
 		b.left, b.at = dhBurst*rate, now

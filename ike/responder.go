@@ -318,6 +318,9 @@ type Responder struct {
 	tr  ResponderTransport
 	h   ResponderHandler
 	log *slog.Logger
+	// keys are key pairs made ahead for IKE_SA_INIT and rekeys
+	// (keypool.go), filled while Run runs.
+	keys *keyPool
 	// inbox takes requests within an IKE SA (SPIr set: IKE_AUTH and
 	// everything after it), inits the IKE_SA_INIT requests; the loop
 	// serves inbox first, so a client whose Diffie-Hellman was done is
@@ -418,7 +421,7 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, inboxSize), inits: make(chan inbound, initsSize), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
 		perSource: map[netip.Prefix][]*rSA{}, byKey: map[string][]*rClient{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
-		radiusDone: make(chan func(), 64), quit: make(chan struct{})}
+		radiusDone: make(chan func(), 64), quit: make(chan struct{}), keys: newKeyPool(keyPoolSize, cfg.IKE, cfg.ESP)}
 	if cfg.RADIUS != nil {
 		if r.radius, err = newRADIUSClient(*cfg.RADIUS); err != nil {
 			return nil, err
@@ -483,6 +486,13 @@ func (r *Responder) Deliver(data []byte, local netip.Addr, from netip.AddrPort, 
 func (r *Responder) Run(ctx context.Context) error {
 	timer := time.NewTicker(time.Second)
 	defer timer.Stop()
+	fillCtx, stopFill := context.WithCancel(ctx)
+	var fillers sync.WaitGroup
+	r.keys.fill(fillCtx, &fillers)
+	defer func() {
+		stopFill()
+		fillers.Wait()
+	}()
 	for {
 		// Requests within IKE SAs first (a bounded run, so that the
 		// timer and the end of ctx are not starved).
