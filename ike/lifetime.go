@@ -58,18 +58,31 @@ func (c *ChildSA) rekeyDue(lifetime time.Duration, limit uint64, h any, now time
 			return true
 		}
 	}
-	return c.sequencesRunningOut(limit, h)
+	return c.sequencesRunningOut(limit, h, now)
 }
+
+// maxSequenceRate bounds how fast one SA's sequence numbers go: 100
+// million packets a second, beyond what any SA of a data plane carries.
+// A Child SA whose numbers are far from the limit cannot reach it before
+// the distance at that rate, and is not read again until then: a gateway
+// read every client's counters at every tick, some 5 % of its loop's time
+// with 100,000 clients.
+const maxSequenceRate = 100e6
 
 // sequencesRunningOut says whether c, without ESN, sent or received past
 // limit.
-func (c *ChildSA) sequencesRunningOut(limit uint64, h any) bool {
+func (c *ChildSA) sequencesRunningOut(limit uint64, h any, now time.Time) bool {
 	sc, ok := h.(SequenceCounter)
-	if c.ESN || !ok {
+	if c.ESN || !ok || now.UnixNano() < c.seqCheckAt {
 		return false
 	}
 	sent, received := sc.Sequences(c)
-	return sent >= limit || received >= limit
+	if sent >= limit || received >= limit {
+		return true
+	}
+	left := float64(limit - max(sent, received))
+	c.seqCheckAt = now.UnixNano() + int64(left/maxSequenceRate*1e9)
+	return false
 }
 
 // retryLater holds off c's next rekey for retryDelay.

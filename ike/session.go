@@ -58,6 +58,9 @@ type ChildSA struct {
 	// rekeyAt is when its lifetime ends (set when first checked, with
 	// jitter); retryAt holds off another rekey after one was refused.
 	rekeyAt, retryAt time.Time
+	// seqCheckAt (Unix nanoseconds) is the earliest its sequence numbers
+	// can reach the rekey limit (sequencesRunningOut).
+	seqCheckAt int64
 }
 
 // Handler receives what the session negotiated.
