@@ -551,6 +551,25 @@ func TestResponderDHBudget(t *testing.T) {
 	}
 }
 
+// TestResponderLargeDHBudget: a budget too large to matter (an hour of
+// Diffie-Hellman a second) lets every IKE_SA_INIT through; the refill of a
+// new source's bucket, from the zero time, overflowed a Duration and
+// dropped them all.
+func TestResponderLargeDHBudget(t *testing.T) {
+	rig := newFuzzRigWith(t, func(c *ResponderConfig) {
+		c.CookieThreshold, c.MaxHalfOpen = 1<<20, 1<<20
+		c.SourceDHBudget, c.DHBudget = time.Hour, time.Hour
+	})
+	for i := range 3 {
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}), 500)
+		n := len(rig.sent)
+		rig.r.handle(inbound{data: initRequest(t, uint64(i+1), "aes256gcm16-prfsha256-x25519", 32, nil), from: from})
+		if _, ke, notify := rig.initAnswer(t, from, n); !ke {
+			t.Fatalf("IKE_SA_INIT %d: no IKE SA (notify %v, failures %v)", i, notify, rig.r.failures)
+		}
+	}
+}
+
 // M7: a spoofer that filled a victim's half-open share cannot keep the
 // victim out: once they are stale, the victim returns the cookie and
 // replaces the oldest.

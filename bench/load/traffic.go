@@ -203,12 +203,6 @@ func (c *fleetClient) sendTraffic(ctx context.Context, tc *trafficCounters, size
 		case <-ctx.Done():
 			return sent, lost, nil
 		case <-tc.wake:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
 		case <-timer.C:
 			// Nothing came back for a while: what is in flight is lost.
 			inFlight := int64(sent) - int64(tc.received.Load()) - int64(given)
@@ -217,7 +211,7 @@ func (c *fleetClient) sendTraffic(ctx context.Context, tc *trafficCounters, size
 				lost += uint64(inFlight)
 			}
 		}
-		timer.Reset(timeout)
+		timer.Reset(timeout) // since Go 1.23 a Reset timer delivers no stale tick
 	}
 }
 

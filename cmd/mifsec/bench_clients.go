@@ -204,39 +204,42 @@ func parseTrafficPhases(c *cli.Context, count int) ([]load.TrafficConfig, error)
 
 // runTraffic runs the phases one after the other, printing each.
 func runTraffic(ctx context.Context, f *load.Fleet, phases []load.TrafficConfig, gatewayPID int) ([]trafficPhase, error) {
+	// cpu reads the CPU time the fleet (this process) and the gateway
+	// (0 without --gateway-pid) have used so far.
+	cpu := func() (fleet, gateway time.Duration, err error) {
+		self, err := readProcessUsage(os.Getpid())
+		if err != nil {
+			return 0, 0, err
+		}
+		if gatewayPID != 0 {
+			gw, err := readProcessUsage(gatewayPID)
+			if err != nil {
+				return 0, 0, fmt.Errorf("--gateway-pid: %w", err)
+			}
+			gateway = gw.CPU
+		}
+		return self.CPU, gateway, nil
+	}
 	var out []trafficPhase
 	for _, cfg := range phases {
-		var gwBefore, selfBefore processUsage
-		var err error
-		if gatewayPID != 0 {
-			if gwBefore, err = readProcessUsage(gatewayPID); err != nil {
-				return out, fmt.Errorf("--gateway-pid: %w", err)
-			}
-		}
-		if selfBefore, err = readProcessUsage(os.Getpid()); err != nil {
+		fleet0, gw0, err := cpu()
+		if err != nil {
 			return out, err
 		}
 		rep, err := f.Traffic(ctx, cfg)
 		if err != nil {
 			return out, err
 		}
-		p := trafficPhase{Report: rep}
-		if gatewayPID != 0 {
-			gw, err := readProcessUsage(gatewayPID)
-			if err != nil {
-				return out, fmt.Errorf("--gateway-pid: %w", err)
-			}
-			p.GatewayCPU = gw.CPU - gwBefore.CPU
-		}
-		self, err := readProcessUsage(os.Getpid())
+		fleet1, gw1, err := cpu()
 		if err != nil {
 			return out, err
 		}
-		p.FleetCPU = self.CPU - selfBefore.CPU
-		if len(out) > 0 && out[0].Report.PacketsPerSecond > 0 {
-			p.Ratio = rep.PacketsPerSecond / out[0].Report.PacketsPerSecond
-		} else if len(out) == 0 {
-			p.Ratio = 1
+		p := trafficPhase{Report: rep, FleetCPU: fleet1 - fleet0, GatewayCPU: gw1 - gw0, Ratio: 1}
+		if len(out) > 0 {
+			p.Ratio = 0
+			if first := out[0].Report.PacketsPerSecond; first > 0 {
+				p.Ratio = rep.PacketsPerSecond / first
+			}
 		}
 		fmt.Println(p)
 		out = append(out, p)
