@@ -102,6 +102,10 @@ type rateEstimator struct {
 	cycle    int
 	prevRate float64
 	started  bool
+	// capacity is the estimate of the last window that held saturated
+	// samples, at capacityAt: a sample of the bottleneck busy.
+	capacity   float64
+	capacityAt int64
 }
 
 // rateWindow is the number of delivery-rate samples the maximum is taken
@@ -110,9 +114,10 @@ const rateWindow = 10
 
 var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 
-// Add feeds one sample: delivered bytes over interval. appLimited says the
-// sender offered the path clearly less than its estimate in that interval.
-func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited, saturated bool) {
+// Add feeds one sample taken at now: delivered bytes over interval.
+// appLimited says the sender offered the path clearly less than its
+// estimate in that interval.
+func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited, saturated bool, now int64) {
 	if !e.started {
 		e.started, e.startup = true, true
 	}
@@ -137,8 +142,11 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		}
 	}
 	e.Rate = all
-	if busy > 0 {
-		e.Rate = busy
+	switch {
+	case busy > 0:
+		e.Rate, e.capacity, e.capacityAt = busy, busy, now
+	case e.capacity > 0 && now-e.capacityAt <= int64(minRTTWindow):
+		e.Rate = min(all, e.capacity)
 	}
 	e.cycle++
 	if e.startup && !appLimited {

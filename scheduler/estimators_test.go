@@ -71,14 +71,14 @@ func TestRateEstimator(t *testing.T) {
 	t.Run("max of window", func(t *testing.T) {
 		var e rateEstimator
 		for _, b := range []uint64{100000, 300000, 200000} {
-			e.Add(b, iv, false, false)
+			e.Add(b, iv, false, false, 0)
 		}
 		if e.Rate != 3e6 {
 			t.Fatalf("rate %v, want 3e6 (max of the samples)", e.Rate)
 		}
 		// The maximum ages out after rateWindow samples.
 		for range rateWindow {
-			e.Add(100000, iv, false, false)
+			e.Add(100000, iv, false, false, 0)
 		}
 		if e.Rate != 1e6 {
 			t.Fatalf("rate %v after the window, want 1e6", e.Rate)
@@ -86,14 +86,14 @@ func TestRateEstimator(t *testing.T) {
 	})
 	t.Run("app-limited only raises", func(t *testing.T) {
 		var e rateEstimator
-		e.Add(500000, iv, false, false) // 5e6
+		e.Add(500000, iv, false, false, 0) // 5e6
 		for range 3 * rateWindow {
-			e.Add(1000, iv, true, false)
+			e.Add(1000, iv, true, false, 0)
 		}
 		if e.Rate != 5e6 {
 			t.Fatalf("rate %v after idle samples, want 5e6 kept", e.Rate)
 		}
-		e.Add(800000, iv, true, false)
+		e.Add(800000, iv, true, false, 0)
 		if e.Rate != 8e6 {
 			t.Fatalf("rate %v, an app-limited sample above the estimate should raise it to 8e6", e.Rate)
 		}
@@ -104,13 +104,13 @@ func TestRateEstimator(t *testing.T) {
 			t.Fatalf("gain %v before samples, want startup gain 2", e.Gain())
 		}
 		for _, b := range []uint64{100000, 200000, 400000} {
-			e.Add(b, iv, false, false)
+			e.Add(b, iv, false, false, 0)
 			if !e.Startup() {
 				t.Fatalf("left startup while the rate doubled")
 			}
 		}
 		for range 3 {
-			e.Add(400000, iv, false, false)
+			e.Add(400000, iv, false, false, 0)
 		}
 		if e.Startup() {
 			t.Fatalf("still in startup after 3 samples without growth")
@@ -118,7 +118,7 @@ func TestRateEstimator(t *testing.T) {
 		var gains []float64
 		for range len(gainCycle) {
 			gains = append(gains, e.Gain())
-			e.Add(400000, iv, false, false)
+			e.Add(400000, iv, false, false, 0)
 		}
 		if gains[0] != 1.25 || gains[1] != 0.75 || gains[2] != 1 {
 			t.Fatalf("gain cycle %v, want 1.25, 0.75, 1…", gains)
@@ -129,27 +129,38 @@ func TestRateEstimator(t *testing.T) {
 		// after it idled lets its 256 kB bucket through at line rate.
 		var e rateEstimator
 		rate := 25e6 / 8
+		var now int64
 		for i := range 3 * rateWindow {
+			now = int64(i) * int64(iv)
 			if i%4 == 0 {
-				e.Add(uint64(rate*iv.Seconds())+256<<10, iv, false, false)
+				e.Add(uint64(rate*iv.Seconds())+256<<10, iv, false, false, now)
 				continue
 			}
-			e.Add(uint64(rate*iv.Seconds()), iv, false, true)
+			e.Add(uint64(rate*iv.Seconds()), iv, false, true, now)
 		}
 		if math.Abs(e.Rate-rate) > 1 {
 			t.Fatalf("rate %.0f, want the busy samples' %.0f, not a burst's", e.Rate, rate)
 		}
-		// With no saturated sample left in the window, every sample counts.
+		// With no saturated sample left in the window, the capacity
+		// they measured still caps the estimate for minRTTWindow: the
+		// path's queue emptied, and its bucket refilled.
 		for range rateWindow {
-			e.Add(uint64(2*rate*iv.Seconds()), iv, false, false)
+			now += int64(iv)
+			e.Add(uint64(2*rate*iv.Seconds()), iv, false, false, now)
 		}
+		if math.Abs(e.Rate-rate) > 1 {
+			t.Fatalf("rate %.0f, want the capacity measured busy (%.0f) while it is recent", e.Rate, rate)
+		}
+		// Then every sample counts.
+		now += int64(minRTTWindow)
+		e.Add(uint64(2*rate*iv.Seconds()), iv, false, false, now)
 		if math.Abs(e.Rate-2*rate) > 1 {
-			t.Fatalf("rate %.0f, want %.0f once no saturated sample is left", e.Rate, 2*rate)
+			t.Fatalf("rate %.0f, want %.0f once the capacity measured busy is older than %v", e.Rate, 2*rate, minRTTWindow)
 		}
 	})
 	t.Run("zero interval ignored", func(t *testing.T) {
 		var e rateEstimator
-		e.Add(1000, 0, false, false)
+		e.Add(1000, 0, false, false, 0)
 		if e.Rate != 0 {
 			t.Fatalf("rate %v from a zero interval", e.Rate)
 		}

@@ -63,6 +63,7 @@ func TestClassBoundToInterfaces(t *testing.T) {
 	}
 	for id := range PathID(4) {
 		now = verify(t, s, id, now, 10*time.Millisecond, 1e6, 3)
+		now = fill(t, s, id, now, 10*time.Millisecond, 1e6, 3)
 	}
 	classes, err := ParseRules("tcp/22:offload@wlan0>eth0, udp/5060:redundant@wwan*, icmp:single@eth0", PolicyAggregate)
 	if err != nil {

@@ -33,6 +33,34 @@ func verify(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration,
 	return now
 }
 
+// fill feeds a verified path rounds replies that came back behind a
+// queue of 20 ms, with counters showing rate bytes per second delivered:
+// saturated samples, after which the path counts as filled (its rate is
+// its capacity) for minRTTWindow. It returns the new time.
+func fill(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, rate float64, rounds int) int64 {
+	t.Helper()
+	const interval = 30 * ms
+	info, _ := s.Info(id, now)
+	b := uint64(rate * float64(interval) / 1e9)
+	tx := s.paths[id].lastTx
+	for i := range rounds {
+		tx.Bytes += b
+		tx.Packets += b / 1000
+		seq := uint32(info.RTTSamples + i + 1)
+		if err := s.ProbeSent(id, seq, now, tx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ProbeReply(id, ProbeReply{Seq: seq, Rx: tx}, now+int64(rtt+20*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		now += interval
+	}
+	if !s.paths[id].filled {
+		t.Fatalf("path %d: not filled after %d replies behind a queue", id, rounds)
+	}
+	return now
+}
+
 func TestAddPathErrors(t *testing.T) {
 	s := New(Config{})
 	if err := s.AddPath(PathConfig{ID: MaxPaths}, 0); !errors.Is(err, ErrPathID) {
@@ -333,6 +361,7 @@ func TestTickBoundsBacklog(t *testing.T) {
 	var now int64
 	for id := range PathID(2) {
 		now = max(now, verify(t, s, id, 0, 10*time.Millisecond, mbit(10), 8))
+		now = max(now, fill(t, s, id, now, 10*time.Millisecond, mbit(10), 3))
 	}
 	// 10 s worth of data in an instant.
 	for range 20000 {
@@ -424,5 +453,146 @@ func TestStartupEndsAtCapacity(t *testing.T) {
 	if info.Gain > 1.25 || info.PickerRate > 1.3*rate {
 		t.Errorf("fed its capacity for 6 s: gain %.2f, picker rate %.1f Mbit/s for a %.1f Mbit/s path; want gain ≤ 1.25 and picker rate ≤ 1.3×",
 			info.Gain, info.PickerRate*8/1e6, rate*8/1e6)
+	}
+}
+
+// backgroundPaths returns a scheduler with two verified paths of round
+// trips rtt0 and rtt1 rated only by 0.2 Mbit/s of background traffic
+// (750 bytes a probe round, no queue), and the time after.
+func backgroundPaths(t *testing.T, rtt0, rtt1 time.Duration) (*Scheduler, int64) {
+	t.Helper()
+	s := New(Config{})
+	for id := range PathID(2) {
+		if err := s.AddPath(PathConfig{ID: id, Tier: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := verify(t, s, 0, 0, rtt0, mbit(0.2), 12)
+	return s, max(now, verify(t, s, 1, 0, rtt1, mbit(0.2), 12))
+}
+
+// TestVirtualQueueForgottenWithoutQueue: a path rated at the little its
+// background traffic carried builds a virtual queue of hundreds of
+// milliseconds from a burst that its bottleneck passes at once. A probe
+// sent behind that burst that comes back without a queue shows the
+// virtual queue was not there; it is taken off, and the next packets go
+// to the path again instead of to the slower one. A probe that comes
+// back behind a queue leaves it, and so does one on a path whose
+// bottleneck was seen busy lately (its rate is a capacity then).
+func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
+	const rtt0, rtt1 = 20 * time.Millisecond, 40 * time.Millisecond
+	tests := []struct {
+		name        string
+		filled      bool          // path 0's bottleneck was busy (two replies behind a queue) before the burst
+		replyQueue  time.Duration // the queue the probe sent behind the burst meets
+		wantForgets bool
+	}{
+		{"probe meets no queue", false, 0, true},
+		{"probe meets a queue", false, 30 * time.Millisecond, false},
+		{"path filled lately", true, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, now := backgroundPaths(t, rtt0, rtt1)
+			info, _ := s.Info(0, now)
+			seq := uint32(info.RTTSamples)
+			tx := Counters{Bytes: 12 * 750} // what verify sent: 750 bytes a round
+			probe := func(queue time.Duration, sent Counters) {
+				t.Helper()
+				seq++
+				if err := s.ProbeSent(0, seq, now, sent); err != nil {
+					t.Fatal(err)
+				}
+				now += int64(rtt0 + queue)
+				if err := s.ProbeReply(0, ProbeReply{Seq: seq, Rx: sent}, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.filled {
+				for range 3 {
+					tx.Bytes += 1200
+					tx.Packets++
+					probe(30*time.Millisecond, tx)
+				}
+			}
+			// A new flow's first burst: 30 packets at once.
+			for range 30 {
+				s.Decide(PolicyAggregate, 1400, now)
+			}
+			before := time.Duration(s.hot[0].busy.Load() - now)
+			if before < 50*time.Millisecond {
+				t.Fatalf("the burst left a virtual queue of %v on path 0: the test did not build one", before)
+			}
+			tx.Bytes += 30 * 1400
+			tx.Packets += 30
+			probe(tc.replyQueue, tx)
+			after := time.Duration(max(s.hot[0].busy.Load()-now, 0))
+			forgot := after < boostSlack(rtt0)+time.Millisecond
+			t.Logf("virtual queue of path 0: %v before the probe, %v after its reply", before, after)
+			if forgot != tc.wantForgets {
+				t.Errorf("virtual queue after the reply %v (before %v): forgotten %v, want %v", after, before, forgot, tc.wantForgets)
+			}
+			if tc.wantForgets {
+				if set := s.Decide(PolicyAggregate, 1400, now); set != SetOf(0) {
+					t.Errorf("next packet takes %v, want path 0 (the quicker, without a queue)", set)
+				}
+			}
+		})
+	}
+}
+
+// TestUnfilledPathsWaitForAQueue: two paths rated only by the little
+// background traffic they carried (never filled). A new flow's first
+// burst goes on the quicker one alone: spread at those rates, every
+// other packet took the slower path, and the receiver held the quicker
+// path's packets for them. Once the quicker path shows a queue, the
+// other joins, charged at the filled path's rate; a path seen filled is
+// aggregated from the start.
+func TestUnfilledPathsWaitForAQueue(t *testing.T) {
+	const rtt0, rtt1 = 20 * time.Millisecond, 40 * time.Millisecond
+	for _, filled := range []bool{false, true} {
+		s, now := backgroundPaths(t, rtt0, rtt1)
+		if filled {
+			now = fill(t, s, 1, now, rtt1, mbit(0.2), 3)
+		}
+		on := map[PathSet]int{}
+		for range 30 {
+			on[s.Decide(PolicyAggregate, 1400, now)]++
+		}
+		if !filled && on[SetOf(0)] != 30 {
+			t.Errorf("unfilled paths: the burst went %v, want all 30 on path 0 (the quicker)", on)
+		}
+		if filled && on[SetOf(1)] == 0 {
+			t.Errorf("path 1 filled: the burst went %v, want some on path 1", on)
+		}
+		if filled {
+			continue
+		}
+		// Path 0 fills (its probes come back behind a queue, at
+		// 50 Mbit/s): path 1 joins, charged as if it were as fast
+		// until a queue on it shows its own rate, and takes a share of
+		// the next packets, not one packet per probe interval.
+		now = fill(t, s, 0, now, rtt0, mbit(50), 3)
+		info1, _ := s.Info(1, now)
+		tx1 := s.paths[1].lastTx
+		tx1.Bytes += 750 // the background traffic's 0.2 Mbit/s
+		if err := s.ProbeSent(1, uint32(info1.RTTSamples+1), now, tx1); err != nil {
+			t.Fatal(err)
+		}
+		now += int64(rtt1)
+		if err := s.ProbeReply(1, ProbeReply{Seq: uint32(info1.RTTSamples + 1), Rx: tx1}, now); err != nil {
+			t.Fatal(err)
+		}
+		if r := s.paths[1].rate.Rate; r > mbit(1) {
+			t.Fatalf("path 1 rated %.1f Mbit/s: the test lost its background rate", r*8/1e6)
+		}
+		now += int64(2 * time.Second) // the first burst's virtual queue has drained
+		on = map[PathSet]int{}
+		for range 30 {
+			on[s.Decide(PolicyAggregate, 1400, now)]++
+		}
+		if on[SetOf(1)] < 5 {
+			t.Errorf("path 0 filled and queued: the next packets went %v, want at least 5 of 30 on path 1", on)
+		}
 	}
 }

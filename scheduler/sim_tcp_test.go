@@ -128,6 +128,9 @@ func (f *tcpFlow) release(seq uint64) {
 		return
 	}
 	seg := f.segOf[seq]
+	if seg == 0 {
+		return // not the flow's: background traffic (sim.startSender)
+	}
 	for uint64(len(f.got)) <= seg {
 		f.got = append(f.got, false)
 	}
@@ -313,6 +316,9 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 		seeds int
 		floor float64 // of sum
 		fast  float64 // Mbit/s, the faster path alone
+		// background, Mbit/s, is sent from the start, 3 s before the
+		// flow: the paths' rates are then what it carried.
+		background float64
 	}{
 		// The lab's aggregation scenario: 50 Mbit/s with 30 ms and a
 		// 50 ms queue, 20 Mbit/s with 80 ms and a 100 ms queue.
@@ -320,20 +326,24 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 			l := newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0)
 			l.queueLimit = int(l.rate * 0.1)
 			return l
-		}(), 70, 6, 0.9, 50},
+		}(), 70, 6, 0.9, 50, 0},
 		// The lab's tbf-aggregation-delay: tc tbf 60 and 25 Mbit/s with
 		// 256 KiB buckets, 15 and 40 ms added.
 		// The lab's aggregation-lossy: the cellular path loses 2% of
 		// its packets (each direction). One TCP flow cuts its whole
 		// window for each loss; the most it can carry is about what
 		// the loss-free path carries alone.
-		{"lossy", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0.02), 50, 3, 0.9, 50},
+		{"lossy", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0.02), 50, 3, 0.9, 50, 0},
 		// The lab's gateway-aggregation, downlink: the gateway's two
 		// 50 Mbit/s uplinks (10 and 20 ms) to the client's one
 		// interface (5 ms), 50 ms queues.
-		{"two uplinks", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50},
+		{"two uplinks", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50, 0},
+		// The same with a light stream (the lab's probes) running
+		// before and during the flow: the paths are rated at what it
+		// carried when the flow starts.
+		{"two uplinks, background", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50, 0.5},
 		// No jitter: every seed runs the same.
-		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9, 60},
+		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9, 60, 0},
 	}
 	for _, tc := range tests {
 		for seed := uint64(1); seed <= uint64(tc.seeds); seed++ {
@@ -345,7 +355,12 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 				t.Fatal(err)
 			}
 			m.reseq = rs
-			m.run(200 * time.Millisecond)
+			if tc.background > 0 {
+				m.startSender(tc.background)
+				m.run(3 * time.Second)
+			} else {
+				m.run(200 * time.Millisecond)
+			}
 			f := m.startTCP(8 * time.Millisecond)
 			f.mark()
 			m.run(5 * time.Second)

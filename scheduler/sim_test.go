@@ -785,35 +785,43 @@ func TestSimReinjection(t *testing.T) {
 // and cellular networks shape (tc tbf 60 and 25 Mbit/s, 256 kB buckets,
 // 50 ms queues, no delay to speak of), loaded near their sum. A bucket
 // that idled passes its depth at line rate, so a rate sample that caught
-// it reads far above the shaper's rate; the estimates must stay near the
-// shapers' rates (saturated samples), or the picker drains the virtual
-// queues too fast and the real queues overflow.
+// it reads far above the shaper's rate; if the picker drains the virtual
+// queues that much too fast, the real queues overflow. Saturated samples
+// measure the shaper's rate, and what they measured caps the estimate for
+// minRTTWindow after they left the window. Eight seeds: without that
+// memory the 25 Mbit/s path ended rated at 33-80 Mbit/s, by bursts read
+// while its queue was empty, in five of them (seven once queue-free
+// probes made the picker forget its virtual queue), and 96-98.8% of the
+// load was delivered; this test ran seed 7 alone, one of the good ones.
 func TestSimAggregateTokenBucket(t *testing.T) {
 	tbf := func(rateMbit float64) *simLink {
 		l := newLink(rateMbit, 2*time.Millisecond, 500*time.Microsecond, 0)
 		l.burst = 256 << 10
 		return l
 	}
-	m := newSim(t, PolicyAggregate, Config{}, 7, wlan(0, tbf(60)), cellular(1, tbf(25)))
-	m.run(200 * time.Millisecond)
-	m.startSender(80)
-	m.run(3 * time.Second)
-	m.mark()
-	m.run(10 * time.Second)
-	gp := m.goodput()
-	for id, want := range []float64{60, 25} {
-		info, _ := m.s.Info(PathID(id), m.now)
-		got := info.Rate * 8 / 1e6
-		t.Logf("path %d: rate %.1f Mbit/s (shaper %v), picker %.1f, srtt %v, loss %.3f", id, got, want, info.PickerRate*8/1e6, info.SRTT, info.Loss)
-		if got > 1.3*want || got < 0.7*want {
-			t.Errorf("path %d: estimated %.1f Mbit/s, the shaper's rate is %v", id, got, want)
+	for seed := uint64(1); seed <= 8; seed++ {
+		m := newSim(t, PolicyAggregate, Config{}, seed, wlan(0, tbf(60)), cellular(1, tbf(25)))
+		m.run(200 * time.Millisecond)
+		m.startSender(80)
+		m.run(3 * time.Second)
+		m.mark()
+		m.run(10 * time.Second)
+		gp := m.goodput()
+		for id, want := range []float64{60, 25} {
+			info, _ := m.s.Info(PathID(id), m.now)
+			got := info.Rate * 8 / 1e6
+			t.Logf("seed %d, path %d: rate %.1f Mbit/s (shaper %v), picker %.1f, srtt %v, loss %.3f, queue drops %d",
+				seed, id, got, want, info.PickerRate*8/1e6, info.SRTT, info.Loss, m.links[id].drops)
+			if got > 1.3*want || got < 0.5*want {
+				t.Errorf("seed %d, path %d: estimated %.1f Mbit/s, the shaper's rate is %v", seed, id, got, want)
+			}
 		}
-	}
-	t.Logf("goodput %.1f Mbit/s of 80 offered, out of order %.3f%%, reseq %+v", gp, m.outOfOrder()*100, m.reseq.Stats)
-	if gp < 0.97*80 {
-		t.Errorf("goodput %.1f Mbit/s, want ≥ 97%% of the 80 offered", gp)
-	}
-	if o := m.outOfOrder(); o >= 0.01 {
-		t.Errorf("%.2f%% released out of order, want < 1%%", o*100)
+		t.Logf("seed %d: goodput %.1f Mbit/s of 80 offered, out of order %.3f%%, reseq %+v", seed, gp, m.outOfOrder()*100, m.reseq.Stats)
+		if gp < 0.97*80 {
+			t.Errorf("seed %d: goodput %.1f Mbit/s, want ≥ 97%% of the 80 offered", seed, gp)
+		}
+		if o := m.outOfOrder(); o >= 0.01 {
+			t.Errorf("seed %d: %.2f%% released out of order, want < 1%%", seed, o*100)
+		}
 	}
 }
