@@ -545,7 +545,7 @@ func TestMultipathAggregate(t *testing.T) {
 		reverse bool
 	}{{"upload", false}, {"download", true}} {
 		wl0, ww0 := linkBytes(t, top.client, "wlan0"), linkBytes(t, top.client, "wwan0")
-		mbps := iperf3(t, top.client, "10.1.0.1", 5, dir.reverse)
+		mbps := iperf3(t, top.client, "10.1.0.1", 10, dir.reverse)
 		wl, ww := linkBytes(t, top.client, "wlan0")-wl0, linkBytes(t, top.client, "wwan0")-ww0
 		t.Logf("aggregate %s, one TCP flow over two 50 Mbit/s links: %.1f Mbit/s; wlan0 %d bytes, wwan0 %d bytes", dir.name, mbps, wl, ww)
 		// One link carries at most 50 Mbit/s: more is the sum of both.
