@@ -106,6 +106,8 @@ type rateEstimator struct {
 	// samples, at capacityAt: a sample of the bottleneck busy.
 	capacity   float64
 	capacityAt int64
+	// saturatedAt is when the last saturated sample was taken (0: never).
+	saturatedAt int64
 }
 
 // rateWindow is the number of delivery-rate samples the maximum is taken
@@ -120,6 +122,9 @@ var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited, saturated bool, now int64) {
 	if !e.started {
 		e.started, e.startup = true, true
+	}
+	if saturated {
+		e.saturatedAt = now
 	}
 	if interval <= 0 {
 		return
@@ -157,6 +162,13 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 			e.cycle = 0
 		}
 	}
+}
+
+// Filled reports whether a saturated sample was taken within
+// minRTTWindow of now: Rate is then the path's capacity, not only what it
+// was given.
+func (e *rateEstimator) Filled(now int64) bool {
+	return e.saturatedAt != 0 && now-e.saturatedAt <= int64(minRTTWindow)
 }
 
 // Gain returns the factor the picker applies to Rate now.

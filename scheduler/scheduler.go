@@ -142,13 +142,12 @@ type ctlPath struct {
 	prevTx      Counters
 	prevRx      Counters
 	havePrev    bool
-	prevQueued  bool  // the previous reply came back behind a queue (rateEstimator: saturated)
-	saturatedAt int64 // when the last saturated rate sample was taken (0: never)
-	// filled: the path was seen saturated within minRTTWindow, so its
-	// rate is its capacity, not only what it was given (recompute).
-	filled   bool
-	lastTx   Counters // at the last probe sent
-	carrying bool     // data went out between the last two probes
+	prevQueued  bool     // the previous reply came back behind a queue (rateEstimator: saturated)
+	lastTx      Counters // at the last probe sent
+	carrying    bool     // data went out between the last two probes
+	// filled is rate.Filled as of the last reply or tick, for recompute
+	// and publishPath, which have no clock.
+	filled bool
 	// boost (≥ 1) multiplies the picker's rate of a path that carries
 	// data without a queue building on it (probeBoost).
 	boost      float64
@@ -203,9 +202,9 @@ type Scheduler struct {
 
 	mu    sync.Mutex
 	paths [MaxPaths]*ctlPath
-	// filledRate is the largest rate of a filled usable path (0: none):
-	// the least an unfilled path that joins the aggregate is charged at
-	// (publishPath).
+	// filledRate is the largest rate of a filled active path (0: none),
+	// as of the last recompute: the least an unfilled path that joins
+	// the aggregate is charged at (publishPath).
 	filledRate float64
 	present    PathSet
 	single     PathID // current path of the single policy
@@ -358,11 +357,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		p.allowanceUsed = float64(sent) >= 0.8*p.pickerRate*time.Duration(rec.sent-p.prevSent).Seconds()
 		if sent > 0 || p.rate.Rate > 0 {
 			hadRate := p.rate.Rate > 0
-			saturated := queued && p.prevQueued
-			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, saturated, now)
-			if saturated {
-				p.saturatedAt = now
-			}
+			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, queued && p.prevQueued, now)
 			if !hadRate && p.rate.Rate > 0 {
 				// The virtual queue was kept at InitialRate, a guess:
 				// at the path's first measured rate it is meaningless.
@@ -377,7 +372,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued = rec.sent, rec.tx, r.Rx, true, queued
 	p.prevReplied = now - int64(max(r.Hold, 0))
 
-	p.filled = p.saturatedAt != 0 && now-p.saturatedAt <= int64(minRTTWindow)
+	p.filled = p.rate.Filled(now)
 	if !queued && p.loss.Loss < 0.001 && !p.filled {
 		s.forgetUnrealQueue(p, rec.queued, now)
 	}
@@ -387,12 +382,6 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	for i := range p.probes {
 		if o := &p.probes[i]; o.live && (p.pending == 0 || o.sent < p.pending) {
 			p.pending = o.sent
-		}
-	}
-	s.filledRate = 0
-	for c := s.present; !c.Empty(); {
-		if o := s.paths[c.Next()]; o.filled && o.state == StateActive {
-			s.filledRate = max(s.filledRate, o.rate.Rate)
 		}
 	}
 	s.publishPath(p)
@@ -462,7 +451,7 @@ func (s *Scheduler) Tick(now int64) {
 			}
 		}
 		p.det.Silence(now, p.pending, &p.rtt)
-		p.filled = p.filled && now-p.saturatedAt <= int64(minRTTWindow)
+		p.filled = p.rate.Filled(now)
 		s.afterHealth(p)
 	}
 	s.rebase(now)
@@ -603,6 +592,7 @@ func (s *Scheduler) publishPath(p *ctlPath) {
 // recompute publishes every policy's sets from the paths' states.
 func (s *Scheduler) recompute() {
 	var usable, failing, down, probing, unfilled, unverified PathSet
+	s.filledRate = 0
 	for set := s.present; !set.Empty(); {
 		id := set.Next()
 		p := s.paths[id]
@@ -610,6 +600,9 @@ func (s *Scheduler) recompute() {
 		case StateProbing:
 			unverified = unverified.With(id)
 		case StateActive:
+			if p.filled {
+				s.filledRate = max(s.filledRate, p.rate.Rate)
+			}
 			if p.det.Health() == Failing {
 				failing = failing.With(id)
 			} else {
