@@ -17,7 +17,7 @@ import (
 //	+---------------+---------------+---------------+---------------+
 //	|      'M'      |      'P'      |  version = 1  |     kind      |
 //	+---------------+---------------+---------------+---------------+
-//	|            path id            |        flags (0, ignored)     |
+//	|            path id            |             flags             |
 //	+---------------+---------------+---------------+---------------+
 //	|                      sequence number                          |
 //	+---------------+---------------+---------------+---------------+
@@ -32,7 +32,18 @@ import (
 //	+---------------+---------------+---------------+---------------+
 //	|  hold time (32): µs between request arrival and reply         |
 //	+---------------+---------------+---------------+---------------+
+//	  reply with flag 0x0001 only:
+//	|  arrival (64): when the request reached the replier, on the   |
+//	|  replier's monotonic clock (ns)                               |
+//	+---------------+---------------+---------------+---------------+
 //	  any kind: padding up to the probed size, ignored
+//
+// Flags other than 0x0001 are sent as 0 and ignored; a parser that knows
+// no flags (mifsec before the arrival time) reads the arrival time as
+// padding. The arrival time lets the requester tell a queue on the way
+// out from one on the way back: both clocks run at nearly the same rate,
+// so the arrival minus the request's sending, whatever the clocks'
+// offset, grows by exactly the queue the request met on its way.
 //
 // The path id is the requester's: a reply goes back on the path the
 // request came in on and carries the request's id, so the requester needs
@@ -60,6 +71,9 @@ func (k ProbeKind) String() string {
 const (
 	probeRequestLen = 20
 	probeReplyLen   = 40
+	// probeReplyTimedLen is a reply's length with the arrival time
+	// (flag probeFlagArrival).
+	probeReplyTimedLen = 48
 )
 
 const (
@@ -70,6 +84,9 @@ const (
 	probeHoldOffset  = 36
 	probeRxPktOffset = 20
 	probeRxByOffset  = 28
+	probeArrOffset   = 40
+	probeFlagsOffset = 6
+	probeFlagArrival = 0x0001
 )
 
 // Probe is one decoded probe.
@@ -81,6 +98,10 @@ type Probe struct {
 	// Reply only: what the replier received on the request's path.
 	RxPackets, RxBytes uint64
 	HoldMicros         uint32
+	// ArrivedAt is, in a reply, when the request reached the replier on
+	// the replier's monotonic clock (ns); 0 when the replier does not
+	// tell it (an older mifsec).
+	ArrivedAt int64
 }
 
 // Errors of parseProbe.
@@ -119,6 +140,9 @@ func parseProbe(b []byte) (Probe, error) {
 		p.RxPackets = binary.BigEndian.Uint64(b[probeRxPktOffset:])
 		p.RxBytes = binary.BigEndian.Uint64(b[probeRxByOffset:])
 		p.HoldMicros = binary.BigEndian.Uint32(b[probeHoldOffset:])
+		if binary.BigEndian.Uint16(b[probeFlagsOffset:])&probeFlagArrival != 0 && len(b) >= probeReplyTimedLen {
+			p.ArrivedAt = int64(binary.BigEndian.Uint64(b[probeArrOffset:]))
+		}
 	}
 	return p, nil
 }
@@ -132,6 +156,9 @@ func appendProbe(b []byte, p Probe, size int) ([]byte, error) {
 		n = probeRequestLen
 	case ProbeReply:
 		n = probeReplyLen
+		if p.ArrivedAt != 0 {
+			n = probeReplyTimedLen
+		}
 	default:
 		return b, errProbeKind
 	}
@@ -149,6 +176,10 @@ func appendProbe(b []byte, p Probe, size int) ([]byte, error) {
 		binary.BigEndian.PutUint64(q[probeRxPktOffset:], p.RxPackets)
 		binary.BigEndian.PutUint64(q[probeRxByOffset:], p.RxBytes)
 		binary.BigEndian.PutUint32(q[probeHoldOffset:], p.HoldMicros)
+		if p.ArrivedAt != 0 {
+			binary.BigEndian.PutUint16(q[probeFlagsOffset:], probeFlagArrival)
+			binary.BigEndian.PutUint64(q[probeArrOffset:], uint64(p.ArrivedAt))
+		}
 	}
 	return b, nil
 }

@@ -18,6 +18,8 @@ func TestProbeRoundTrip(t *testing.T) {
 		{"request", Probe{Kind: ProbeRequest, PathID: 3, Seq: 1 << 31, Timestamp: -5}, 0, probeRequestLen},
 		{"padded request", Probe{Kind: ProbeRequest, PathID: 65535, Seq: 7, Timestamp: 1e18}, 1200, 1200},
 		{"reply", Probe{Kind: ProbeReply, PathID: 1, Seq: 9, Timestamp: 42, RxPackets: 1 << 40, RxBytes: 1<<63 + 1, HoldMicros: 77}, 10, probeReplyLen},
+		{"reply with arrival time", Probe{Kind: ProbeReply, PathID: 1, Seq: 9, Timestamp: 42, RxBytes: 5, ArrivedAt: -1 << 40}, 0, probeReplyTimedLen},
+		{"padded reply with arrival time", Probe{Kind: ProbeReply, Seq: 1, ArrivedAt: 7}, 100, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := appendProbe([]byte("prefix"), tc.p, tc.size)
@@ -63,6 +65,18 @@ func TestParseProbeRejects(t *testing.T) {
 			}
 		})
 	}
+	// A reply whose arrival flag is set but that ends before the arrival
+	// time parses without one; one without the flag reads the bytes after
+	// the hold time as padding (a peer that knows no arrival time).
+	timed, _ := appendProbe(nil, Probe{Kind: ProbeReply, ArrivedAt: 99}, 0)
+	if p, err := parseProbe(timed[:probeReplyTimedLen-1]); err != nil || p.ArrivedAt != 0 {
+		t.Fatalf("truncated timed reply: %+v, %v", p, err)
+	}
+	untimed := bytes.Clone(timed)
+	untimed[probeFlagsOffset+1] = 0
+	if p, err := parseProbe(untimed); err != nil || p.ArrivedAt != 0 {
+		t.Fatalf("reply without the flag: %+v, %v", p, err)
+	}
 	if _, err := appendProbe(nil, Probe{Kind: 7}, 0); !errors.Is(err, errProbeKind) {
 		t.Fatalf("AppendProbe of kind 7: %v", err)
 	}
@@ -76,6 +90,8 @@ func FuzzParseProbe(f *testing.F) {
 	reply, _ := appendProbe(nil, Probe{Kind: ProbeReply, PathID: 1, Seq: 2, Timestamp: 3, RxPackets: 4, RxBytes: 5, HoldMicros: 6}, 64)
 	f.Add(req)
 	f.Add(reply)
+	timed, _ := appendProbe(nil, Probe{Kind: ProbeReply, PathID: 1, Seq: 2, Timestamp: 3, ArrivedAt: 7}, 0)
+	f.Add(timed)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := parseProbe(b)

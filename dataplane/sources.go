@@ -145,14 +145,17 @@ var probeBufs = sync.Pool{New: func() any { return &probeBuf{b: make([]byte, 0, 
 // to where the request came from: the path under test is the one the
 // request took, whatever address the peer has there now (a path that
 // failed and comes back must be answered before it is used again). The
-// reply is not padded, so it is never larger than the request: an
-// authenticated peer that forges its outer source gains no amplification
-// by it.
+// reply is not padded: its 48-byte payload exceeds the smallest request's
+// 20 by 28 bytes, so an authenticated peer that forges its outer source
+// gains at most that per request. It carries when the request arrived, on
+// this side's clock, so that the requester can tell a queue on its way
+// out from one on the way back.
 func (e *Engine) answerProbe(out *SA, req Probe, p *Path, from netip.AddrPort, received SourceStats) error {
 	r := req
 	r.Kind = ProbeReply
 	r.RxPackets, r.RxBytes = received.Packets, received.Bytes
 	r.HoldMicros = 0 // answered on the receive worker: no measurable hold
+	r.ArrivedAt = max(scheduler.Now(), 1)
 	_, err := e.sendProbe(out, p, from, r, 0)
 	return err
 }

@@ -356,7 +356,7 @@ func (pp *peerPaths) sample(s probeSample) {
 		return // the scheduler's detector times probes out itself (Tick)
 	}
 	err := pp.sched.ProbeReply(s.Path, scheduler.ProbeReply{Seq: s.Seq,
-		Rx: scheduler.Counters{Packets: s.PeerRxPackets, Bytes: s.PeerRxBytes}}, scheduler.At(s.At))
+		Rx: scheduler.Counters{Packets: s.PeerRxPackets, Bytes: s.PeerRxBytes}, PeerArrived: s.PeerArrived}, scheduler.At(s.At))
 	if err != nil {
 		pp.log.Debug("probe reply", "path", s.Path, "err", err)
 	}

@@ -36,7 +36,10 @@ type probeSample struct {
 	// path when it answered (its per-source counters): their growth
 	// between samples is the path's delivery rate.
 	PeerRxPackets, PeerRxBytes uint64
-	At                         time.Time // when the reply arrived (or the timeout struck)
+	// PeerArrived is when the request reached the peer, on the peer's
+	// clock (ns); 0 when the peer does not tell it.
+	PeerArrived int64
+	At          time.Time // when the reply arrived (or the timeout struck)
 }
 
 // probeSender is the data plane's side of probing (dataplane.Engine).
@@ -193,7 +196,7 @@ func (p *pathProber) reply(ev dataplane.ProbeEvent) {
 	rtt := now.Sub(s.at) - time.Duration(ev.Probe.HoldMicros)*time.Microsecond
 	if p.cfg.Sample != nil {
 		p.cfg.Sample(probeSample{Path: pp.id, Seq: ev.Probe.Seq, RTT: max(rtt, 0),
-			PeerRxPackets: ev.Probe.RxPackets, PeerRxBytes: ev.Probe.RxBytes, At: now})
+			PeerRxPackets: ev.Probe.RxPackets, PeerRxBytes: ev.Probe.RxBytes, PeerArrived: ev.Probe.ArrivedAt, At: now})
 	}
 }
 

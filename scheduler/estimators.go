@@ -11,14 +11,37 @@ type rttEstimator struct {
 	Last         time.Duration // the latest sample
 	Min          time.Duration // minimum over the window (0: no sample yet)
 	Samples      int
-	// mins holds the minimum of each minRTTBucket-long slice of time, the
-	// newest at mins[0]: Min is the least of those the window covers.
-	mins [minRTTBuckets]rttBucket
+	mins         windowMin
 }
 
-type rttBucket struct {
-	min   time.Duration
+// windowMin is the least of the samples of the last minRTTWindow: it keeps
+// the minimum of each minRTTBucket-long slice of time, the newest first,
+// and the least of those the window covers.
+type windowMin struct {
+	buckets [minRTTBuckets]minBucket
+}
+
+type minBucket struct {
+	min   int64
 	start int64
+	set   bool
+}
+
+// Add feeds sample v taken at now and returns the minimum of the window.
+func (w *windowMin) Add(v, now int64) int64 {
+	if b := &w.buckets[0]; !b.set || now-b.start >= int64(minRTTBucket) {
+		copy(w.buckets[1:], w.buckets[:len(w.buckets)-1])
+		w.buckets[0] = minBucket{min: v, start: now, set: true}
+	} else {
+		b.min = min(b.min, v)
+	}
+	m := v
+	for _, b := range w.buckets {
+		if b.set && now-b.start < int64(minRTTWindow) {
+			m = min(m, b.min)
+		}
+	}
+	return m
 }
 
 // minRTTWindow is how long a minimum round trip stays valid: a route change
@@ -53,18 +76,7 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 	}
 	e.Samples++
 	e.Last = r
-	if b := &e.mins[0]; b.min == 0 || now-b.start >= int64(minRTTBucket) {
-		copy(e.mins[1:], e.mins[:len(e.mins)-1])
-		e.mins[0] = rttBucket{min: r, start: now}
-	} else {
-		b.min = min(b.min, r)
-	}
-	e.Min = r
-	for _, b := range e.mins {
-		if b.min > 0 && now-b.start < int64(minRTTWindow) {
-			e.Min = min(e.Min, b.min)
-		}
-	}
+	e.Min = time.Duration(e.mins.Add(int64(r), now))
 }
 
 // rateEstimator estimates a path's delivery rate, in bytes per second, from

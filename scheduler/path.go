@@ -129,6 +129,12 @@ type ProbeReply struct {
 	Seq  uint32
 	Hold time.Duration
 	Rx   Counters
+	// PeerArrived is when the probe reached the replier, on the
+	// replier's clock (ns, any offset); 0 when the replier does not tell
+	// it. Its difference to the probe's sending grows by the queue the
+	// probe met on its way out, which tells that queue from one on the
+	// way back.
+	PeerArrived int64
 }
 
 // PathInfo is a snapshot of one path's state and estimates.

@@ -142,9 +142,13 @@ type ctlPath struct {
 	prevTx      Counters
 	prevRx      Counters
 	havePrev    bool
-	prevQueued  bool     // the previous reply came back behind a queue (rateEstimator: saturated)
-	lastTx      Counters // at the last probe sent
-	carrying    bool     // data went out between the last two probes
+	prevQueued  bool // the previous probe met a queue on its way out (rateEstimator: saturated)
+	// fwd is the least of the last minRTTWindow of probes' arrival at
+	// the replier minus their sending (two clocks: any offset), when the
+	// replier tells the arrival.
+	fwd      windowMin
+	lastTx   Counters // at the last probe sent
+	carrying bool     // data went out between the last two probes
 	// filled is rate.Filled as of the last reply or tick, for recompute
 	// and publishPath, which have no clock.
 	filled bool
@@ -340,6 +344,19 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	}
 	p.rtt.Add(time.Duration(now-rec.sent)-max(r.Hold, 0), now)
 	queued := p.rtt.Last > queueShows(&p.rtt)
+	if r.PeerArrived != 0 {
+		// The round trip shows a queue on either way; only one on the way
+		// out is this side's data. A queue on the way back (the peer's
+		// upload on the same link, or a queue left by it) made the
+		// gateway's probes on an idle downlink read "saturated" at the
+		// few hundred kbit/s of background it carried: the path was rated
+		// a filled 0.3 Mbit/s for the next ten seconds, and a TCP flow
+		// over it and a 50 Mbit/s path got 50-58 Mbit/s of their 100
+		// (TestMultipathAggregate, download after upload).
+		fwd := r.PeerArrived - rec.sent
+		base := p.fwd.Add(fwd, now)
+		queued = queued && time.Duration(fwd-base) > boostSlack(p.rtt.Min)
+	}
 
 	if p.havePrev && rec.sent > p.prevSent && r.Rx.Bytes >= p.prevRx.Bytes && r.Rx.Packets >= p.prevRx.Packets &&
 		rec.tx.Bytes >= p.prevTx.Bytes && rec.tx.Packets >= p.prevTx.Packets {

@@ -548,6 +548,65 @@ func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
 // path's packets for them. Once the quicker path shows a queue, the
 // other joins, charged at the filled path's rate; a path seen filled is
 // aggregated from the start.
+// TestQueueOnTheWayBack: a path that carries only background traffic
+// (0.2 Mbit/s) and whose probes come back 20 ms late. Without the peer's
+// arrival times the queue is taken for the path's own, and its samples
+// rate it a filled 0.2 Mbit/s; with them, a queue on the way back (the
+// peer's upload on the same link) leaves it unfilled, and one on the way
+// out still fills it.
+func TestQueueOnTheWayBack(t *testing.T) {
+	const rtt = 20 * time.Millisecond
+	const offset = int64(7e15) // the peer's clock, far from this side's
+	for _, tc := range []struct {
+		name       string
+		timed      bool
+		queueOut   bool // the 20 ms are on the way out; else on the way back
+		wantFilled bool
+	}{
+		{"no arrival times", false, false, true},
+		{"queue on the way back", true, false, false},
+		{"queue on the way out", true, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, now := backgroundPaths(t, rtt, 2*rtt)
+			info, _ := s.Info(0, now)
+			seq := uint32(info.RTTSamples)
+			tx := s.paths[0].lastTx
+			// A few round trips without a queue give the one-way minimum.
+			probe := func(queue time.Duration) {
+				t.Helper()
+				seq++
+				tx.Bytes += 750
+				tx.Packets++
+				if err := s.ProbeSent(0, seq, now, tx); err != nil {
+					t.Fatal(err)
+				}
+				arrived := now + int64(rtt/2) + offset
+				if tc.queueOut {
+					arrived += int64(queue)
+				}
+				r := ProbeReply{Seq: seq, Rx: tx}
+				if tc.timed {
+					r.PeerArrived = arrived
+				}
+				if err := s.ProbeReply(0, r, now+int64(rtt+queue)); err != nil {
+					t.Fatal(err)
+				}
+				now += int64(30 * time.Millisecond)
+			}
+			for range 4 {
+				probe(0)
+			}
+			for range 6 {
+				probe(20 * time.Millisecond)
+			}
+			if got := s.paths[0].filled; got != tc.wantFilled {
+				t.Errorf("filled %v, want %v (rate %.2f Mbit/s)", got, tc.wantFilled, s.paths[0].rate.Rate*8/1e6)
+			}
+		})
+	}
+}
+
 func TestUnfilledPathsWaitForAQueue(t *testing.T) {
 	const rtt0, rtt1 = 20 * time.Millisecond, 40 * time.Millisecond
 	for _, filled := range []bool{false, true} {
