@@ -108,10 +108,10 @@ func setCongestionControl(fd int, cc string) error {
 	return nil
 }
 
-// checkCongestionControl reports whether this process can give its TCP
+// CheckCongestionControl reports whether this process can give its TCP
 // sockets congestion control cc, before any namespace is built: a socket
 // in the host's namespace takes it (and, as root, loads its module).
-func checkCongestionControl(cc string) error {
+func CheckCongestionControl(cc string) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("TCP congestion control %q: %w", cc, err)

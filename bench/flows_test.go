@@ -103,10 +103,10 @@ func TestCheckCongestionControl(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: only root may give a socket an algorithm the host does not allow")
 	}
-	if err := checkCongestionControl("reno"); err != nil {
+	if err := CheckCongestionControl("reno"); err != nil {
 		t.Fatalf("reno, which every kernel has: %v", err)
 	}
-	err := checkCongestionControl("nosuchcc")
+	err := CheckCongestionControl("nosuchcc")
 	if err == nil || !strings.Contains(err.Error(), "modprobe tcp_nosuchcc") {
 		t.Fatalf("an unknown algorithm: %v, want a refusal naming the module", err)
 	}

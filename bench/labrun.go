@@ -66,7 +66,7 @@ func RunScenario(ctx context.Context, lab *labnet.Lab, sc *scenarios.Scenario, c
 	if err := checkPrerequisites(sc, list, len(cfg.Peers) > 0, log); err != nil {
 		return nil, err
 	}
-	if err := checkCongestionControl(sc.TCPCongestion); err != nil {
+	if err := CheckCongestionControl(sc.TCPCongestion); err != nil {
 		return nil, err
 	}
 	rep := report.NewScenarioReport(sc)
