@@ -9,6 +9,19 @@ import (
 
 // verify drives a path through probing with replies every interval whose
 // counters show rate bytes per second delivered; it returns the new time.
+// roundTrip sends probe seq on path id at sent, with the sender's counters
+// tx, and feeds its reply r (seq filled in) at replied.
+func roundTrip(t testing.TB, s *Scheduler, id PathID, seq uint32, tx Counters, sent, replied int64, r ProbeReply) {
+	t.Helper()
+	if err := s.ProbeSent(id, seq, sent, tx); err != nil {
+		t.Fatal(err)
+	}
+	r.Seq = seq
+	if err := s.ProbeReply(id, r, replied); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func verify(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, rate float64, rounds int) int64 {
 	t.Helper()
 	const interval = 30 * ms
@@ -19,12 +32,7 @@ func verify(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration,
 	}
 	for i := range rounds {
 		seq := uint32(info.RTTSamples + i + 1)
-		if err := s.ProbeSent(id, seq, now, tx); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.ProbeReply(id, ProbeReply{Seq: seq, Rx: tx}, now+int64(rtt)); err != nil {
-			t.Fatal(err)
-		}
+		roundTrip(t, s, id, seq, tx, now, now+int64(rtt), ProbeReply{Rx: tx})
 		b := uint64(rate * float64(interval) / 1e9)
 		tx.Bytes += b
 		tx.Packets += b / 1000
@@ -47,12 +55,7 @@ func fill(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, r
 		tx.Bytes += b
 		tx.Packets += b / 1000
 		seq := uint32(info.RTTSamples + i + 1)
-		if err := s.ProbeSent(id, seq, now, tx); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.ProbeReply(id, ProbeReply{Seq: seq, Rx: tx}, now+int64(rtt+20*time.Millisecond)); err != nil {
-			t.Fatal(err)
-		}
+		roundTrip(t, s, id, seq, tx, now, now+int64(rtt+20*time.Millisecond), ProbeReply{Rx: tx})
 		now += interval
 	}
 	if !s.paths[id].filled {
@@ -178,12 +181,7 @@ func TestPolicies(t *testing.T) {
 			info, _ := s.Info(id, now)
 			seq := uint32(info.RTTSamples + 1)
 			// No counters: a round trip only, no rate sample.
-			if err := s.ProbeSent(id, seq, now, Counters{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.ProbeReply(id, ProbeReply{Seq: seq}, now+int64(info.MinRTT)+int64(20*time.Millisecond)); err != nil {
-				t.Fatal(err)
-			}
+			roundTrip(t, s, id, seq, Counters{}, now, now+int64(info.MinRTT)+int64(20*time.Millisecond), ProbeReply{})
 		}
 		count := map[PathID]int{}
 		// Offer more than the paths carry (their rates × the startup gain
@@ -215,12 +213,7 @@ func TestProbingShareForUnknownRate(t *testing.T) {
 	now := verify(t, s, 0, 0, 10*time.Millisecond, mbit(50), 10)
 	// Path 1 verified but never carried data: its rate is unknown.
 	for i := range 3 {
-		if err := s.ProbeSent(1, uint32(i+1), now, Counters{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.ProbeReply(1, ProbeReply{Seq: uint32(i + 1)}, now+int64(5*time.Millisecond)); err != nil {
-			t.Fatal(err)
-		}
+		roundTrip(t, s, 1, uint32(i+1), Counters{}, now, now+int64(5*time.Millisecond), ProbeReply{})
 	}
 	const n = 3200
 	share := func() (n1 int) {
@@ -500,13 +493,8 @@ func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
 			probe := func(queue time.Duration, sent Counters) {
 				t.Helper()
 				seq++
-				if err := s.ProbeSent(0, seq, now, sent); err != nil {
-					t.Fatal(err)
-				}
+				roundTrip(t, s, 0, seq, sent, now, now+int64(rtt0+queue), ProbeReply{Rx: sent})
 				now += int64(rtt0 + queue)
-				if err := s.ProbeReply(0, ProbeReply{Seq: seq, Rx: sent}, now); err != nil {
-					t.Fatal(err)
-				}
 			}
 			if tc.filled {
 				for range 3 {
@@ -541,13 +529,6 @@ func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
 	}
 }
 
-// TestUnfilledPathsWaitForAQueue: two paths rated only by the little
-// background traffic they carried (never filled). A new flow's first
-// burst goes on the quicker one alone: spread at those rates, every
-// other packet took the slower path, and the receiver held the quicker
-// path's packets for them. Once the quicker path shows a queue, the
-// other joins, charged at the filled path's rate; a path seen filled is
-// aggregated from the start.
 // TestQueueOnTheWayBack: a path that carries only background traffic
 // (0.2 Mbit/s) and whose probes come back 20 ms late. Without the peer's
 // arrival times the queue is taken for the path's own, and its samples
@@ -578,20 +559,15 @@ func TestQueueOnTheWayBack(t *testing.T) {
 				seq++
 				tx.Bytes += 750
 				tx.Packets++
-				if err := s.ProbeSent(0, seq, now, tx); err != nil {
-					t.Fatal(err)
-				}
 				arrived := now + int64(rtt/2) + offset
 				if tc.queueOut {
 					arrived += int64(queue)
 				}
-				r := ProbeReply{Seq: seq, Rx: tx}
+				r := ProbeReply{Rx: tx}
 				if tc.timed {
 					r.PeerArrived = arrived
 				}
-				if err := s.ProbeReply(0, r, now+int64(rtt+queue)); err != nil {
-					t.Fatal(err)
-				}
+				roundTrip(t, s, 0, seq, tx, now, now+int64(rtt+queue), r)
 				now += int64(30 * time.Millisecond)
 			}
 			for range 4 {
@@ -607,6 +583,13 @@ func TestQueueOnTheWayBack(t *testing.T) {
 	}
 }
 
+// TestUnfilledPathsWaitForAQueue: two paths rated only by the little
+// background traffic they carried (never filled). A new flow's first
+// burst goes on the quicker one alone: spread at those rates, every
+// other packet took the slower path, and the receiver held the quicker
+// path's packets for them. Once the quicker path shows a queue, the
+// other joins, charged at the filled path's rate; a path seen filled is
+// aggregated from the start.
 func TestUnfilledPathsWaitForAQueue(t *testing.T) {
 	const rtt0, rtt1 = 20 * time.Millisecond, 40 * time.Millisecond
 	for _, filled := range []bool{false, true} {
@@ -635,13 +618,8 @@ func TestUnfilledPathsWaitForAQueue(t *testing.T) {
 		info1, _ := s.Info(1, now)
 		tx1 := s.paths[1].lastTx
 		tx1.Bytes += 750 // the background traffic's 0.2 Mbit/s
-		if err := s.ProbeSent(1, uint32(info1.RTTSamples+1), now, tx1); err != nil {
-			t.Fatal(err)
-		}
+		roundTrip(t, s, 1, uint32(info1.RTTSamples+1), tx1, now, now+int64(rtt1), ProbeReply{Rx: tx1})
 		now += int64(rtt1)
-		if err := s.ProbeReply(1, ProbeReply{Seq: uint32(info1.RTTSamples + 1), Rx: tx1}, now); err != nil {
-			t.Fatal(err)
-		}
 		if r := s.paths[1].rate.Rate; r > mbit(1) {
 			t.Fatalf("path 1 rated %.1f Mbit/s: the test lost its background rate", r*8/1e6)
 		}
