@@ -475,14 +475,18 @@ func backgroundPaths(t *testing.T, rtt0, rtt1 time.Duration) (*Scheduler, int64)
 func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
 	const rtt0, rtt1 = 20 * time.Millisecond, 40 * time.Millisecond
 	tests := []struct {
-		name        string
-		filled      bool          // path 0's bottleneck was busy (two replies behind a queue) before the burst
-		replyQueue  time.Duration // the queue the probe sent behind the burst meets
+		name       string
+		filled     bool          // path 0's bottleneck was busy (two replies behind a queue) before the burst
+		replyQueue time.Duration // the queue the probe sent behind the burst meets
+		// backOnly: replyQueue is on the way back, and the replier's
+		// arrival times say so.
+		backOnly    bool
 		wantForgets bool
 	}{
-		{"probe meets no queue", false, 0, true},
-		{"probe meets a queue", false, 30 * time.Millisecond, false},
-		{"path filled lately", true, 0, false},
+		{"probe meets no queue", false, 0, false, true},
+		{"probe meets a queue", false, 30 * time.Millisecond, false, false},
+		{"probe meets a queue on the way back", false, 30 * time.Millisecond, true, false},
+		{"path filled lately", true, 0, false, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -493,7 +497,11 @@ func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
 			probe := func(queue time.Duration, sent Counters) {
 				t.Helper()
 				seq++
-				roundTrip(t, s, 0, seq, sent, now, now+int64(rtt0+queue), ProbeReply{Rx: sent})
+				r := ProbeReply{Rx: sent}
+				if tc.backOnly {
+					r.PeerArrived = now + int64(rtt0/2)
+				}
+				roundTrip(t, s, 0, seq, sent, now, now+int64(rtt0+queue), r)
 				now += int64(rtt0 + queue)
 			}
 			if tc.filled {
