@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,9 @@ import (
 type Cluster struct {
 	t       testing.TB
 	members []*member
+	// mu guards each member's etcd and stopped: a test stops a member
+	// while a goroutine of its reads the cluster (GetPrefix).
+	mu sync.Mutex
 }
 
 type member struct {
@@ -131,6 +135,8 @@ func (c *Cluster) Endpoints() []string {
 // Leader is the index of the member that leads the cluster now (-1 when
 // none does).
 func (c *Cluster) Leader() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for i, m := range c.members {
 		if !m.stopped && m.etcd.Server.Leader() == m.etcd.Server.MemberID() {
 			return i
@@ -141,27 +147,36 @@ func (c *Cluster) Leader() int {
 
 // Stop stops member i (it stays stopped).
 func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
 	m := c.members[i]
-	if m.stopped {
+	e := m.etcd
+	if m.stopped || e == nil {
+		c.mu.Unlock()
 		return
 	}
 	m.stopped = true
-	m.etcd.Close()
-	<-m.etcd.Server.StopNotify()
+	c.mu.Unlock()
+	e.Close()
+	<-e.Server.StopNotify()
 }
 
 // Restart starts the stopped member i again on its data and ports.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()
+	c.mu.Lock()
 	m := c.members[i]
-	if !m.stopped {
+	stopped := m.stopped
+	c.mu.Unlock()
+	if !stopped {
 		return
 	}
 	e, err := embed.StartEtcd(m.cfg)
 	if err != nil {
 		c.t.Fatalf("restarting etcd member %s: %v", m.name, err)
 	}
+	c.mu.Lock()
 	m.etcd, m.stopped = e, false
+	c.mu.Unlock()
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(20 * time.Second):
@@ -171,9 +186,7 @@ func (c *Cluster) Restart(i int) {
 
 func (c *Cluster) stopAll() {
 	for i := range c.members {
-		if c.members[i].etcd != nil {
-			c.Stop(i)
-		}
+		c.Stop(i)
 	}
 }
 
@@ -181,19 +194,27 @@ func (c *Cluster) stopAll() {
 // through a running member's server itself (no client connection: the
 // members may listen in a network namespace the caller is not in).
 func (c *Cluster) GetPrefix(ctx context.Context, prefix string) (map[string]string, error) {
+	c.mu.Lock()
+	var running *embed.Etcd
 	for _, m := range c.members {
-		if m.stopped {
-			continue
+		if !m.stopped && m.etcd != nil {
+			running = m.etcd
+			break
 		}
-		resp, err := m.etcd.Server.Range(ctx, &etcdserverpb.RangeRequest{Key: []byte(prefix), RangeEnd: []byte(clientv3.GetPrefixRangeEnd(prefix))})
-		if err != nil {
-			return nil, err
-		}
-		out := make(map[string]string, len(resp.Kvs))
-		for _, kv := range resp.Kvs {
-			out[string(kv.Key)] = string(kv.Value)
-		}
-		return out, nil
 	}
-	return nil, errors.New("etcdtest: no member runs")
+	c.mu.Unlock()
+	if running == nil {
+		return nil, errors.New("etcdtest: no member runs")
+	}
+	// Outside the lock: a read waits for a quorum, and Stop must not wait
+	// for it. A member stopped meanwhile answers with an error.
+	resp, err := running.Server.Range(ctx, &etcdserverpb.RangeRequest{Key: []byte(prefix), RangeEnd: []byte(clientv3.GetPrefixRangeEnd(prefix))})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key)] = string(kv.Value)
+	}
+	return out, nil
 }
