@@ -27,6 +27,18 @@ type minBucket struct {
 	set   bool
 }
 
+// Min returns the minimum of the window at now, false when no sample is
+// that recent.
+func (w *windowMin) Min(now int64) (int64, bool) {
+	m, ok := int64(0), false
+	for _, b := range w.buckets {
+		if b.set && now-b.start < int64(minRTTWindow) && (!ok || b.min < m) {
+			m, ok = b.min, true
+		}
+	}
+	return m, ok
+}
+
 // Add feeds sample v taken at now and returns the minimum of the window.
 func (w *windowMin) Add(v, now int64) int64 {
 	if b := &w.buckets[0]; !b.set || now-b.start >= int64(minRTTBucket) {
@@ -93,20 +105,26 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 // A sample whose interval began and ended with a queue on the path
 // (saturated: both probes came back later than the path's minimum round
 // trip by more than boostSlack) measured the bottleneck while it was busy
-// the whole time; once the window holds such samples, the estimate is the
-// maximum of those alone. The others may have caught a burst: a token
-// bucket (tc tbf, an ISP's or a cellular network's shaper) that idled
-// lets its bucket's worth through at line rate, and a 30 ms sample of a
-// 25 Mbit/s path with a 256 kB bucket reads up to 93 Mbit/s; kept by the
-// maximum, it made the picker drain that path's virtual queue three times
-// too fast while its real queue overflowed. The picker drains a path's virtual queue at the
+// the whole time (the caller counts a queue only when its own data could
+// have made it). For minRTTWindow after such a sample, the estimate is at
+// most the largest saturated sample of that window (the capacity). The
+// others may have caught a burst: a token bucket (tc tbf, an ISP's or a
+// cellular network's shaper) that idled lets its bucket's worth through at
+// line rate, and a 30 ms sample of a 25 Mbit/s path with a 256 kB bucket
+// reads up to 93 Mbit/s; kept by the maximum, it made the picker drain
+// that path's virtual queue three times too fast while its real queue
+// overflowed. The capacity is the largest saturated sample of the whole
+// window, not of the latest samples: a cellular link's capacity dips for
+// a few hundred milliseconds now and then, its queue builds at once, and
+// the samples that span the dip are saturated and low; taken alone they
+// rated the recorded LTE link of lte-aggregation at 6 Mbit/s for ten
+// seconds where it carried 20-32. The picker drains a path's virtual queue at the
 // estimate times Gain: 2 while starting up (until three samples in a row
 // grow less than 25%), then a cycle of 1.25, 0.75 and six times 1, one
 // step per sample, so a path whose capacity exceeds the estimate is offered
 // more and shows it, and the queue that built up drains again.
 type rateEstimator struct {
 	samples  [rateWindow]float64
-	busy     [rateWindow]bool // the sample was saturated
 	n, next  int
 	Rate     float64 // bytes per second; 0 until the first sample
 	startup  bool
@@ -114,10 +132,11 @@ type rateEstimator struct {
 	cycle    int
 	prevRate float64
 	started  bool
-	// capacity is the estimate of the last window that held saturated
-	// samples, at capacityAt: a sample of the bottleneck busy.
-	capacity   float64
-	capacityAt int64
+	// capacity is the largest saturated sample of the last minRTTWindow
+	// (busyMax, kept negated), or of the last window that held one: what
+	// the bottleneck delivered while busy.
+	capacity float64
+	busyMax  windowMin
 	// saturatedAt is when the last saturated sample was taken (0: never).
 	saturatedAt int64
 }
@@ -146,23 +165,25 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		e.cycle++
 		return
 	}
-	e.samples[e.next], e.busy[e.next] = s, saturated
+	e.samples[e.next] = s
 	e.next = (e.next + 1) % rateWindow
 	if e.n < rateWindow {
 		e.n++
 	}
-	all, busy := 0.0, 0.0
-	for i, v := range e.samples[:e.n] {
+	all := 0.0
+	for _, v := range e.samples[:e.n] {
 		all = max(all, v)
-		if e.busy[i] {
-			busy = max(busy, v)
-		}
 	}
 	e.Rate = all
-	switch {
-	case busy > 0:
-		e.Rate, e.capacity, e.capacityAt = busy, busy, now
-	case e.capacity > 0 && now-e.capacityAt <= int64(minRTTWindow):
+	// A saturated sample that delivered nothing (the replies of an
+	// interval came back out of order, or the receiver's counters
+	// lagged) measured no capacity.
+	if saturated && s > 0 {
+		e.capacity = -float64(e.busyMax.Add(-int64(s), now))
+	} else if m, ok := e.busyMax.Min(now); ok {
+		e.capacity = -float64(m)
+	}
+	if e.Filled(now) && e.capacity > 0 {
 		e.Rate = min(all, e.capacity)
 	}
 	e.cycle++

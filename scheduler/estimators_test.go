@@ -158,6 +158,40 @@ func TestRateEstimator(t *testing.T) {
 			t.Fatalf("rate %.0f, want %.0f once the capacity measured busy is older than %v", e.Rate, 2*rate, minRTTWindow)
 		}
 	})
+	t.Run("a dip does not set the capacity", func(t *testing.T) {
+		// A cellular link busy at 20 Mbit/s whose capacity dips to 5 for
+		// one sample: its queue builds, so the dip's sample is saturated
+		// too. The capacity is the largest busy sample of minRTTWindow,
+		// so once the dip has left the window of samples the estimate is
+		// 20 again, not 5 for ten seconds.
+		var e rateEstimator
+		rate := 20e6 / 8
+		var now int64
+		step := func(r float64, saturated bool) {
+			now += int64(iv)
+			e.Add(uint64(r*iv.Seconds()), iv, false, saturated, now)
+		}
+		for range rateWindow {
+			step(rate, true)
+		}
+		step(rate/4, true)
+		for range 2 * rateWindow {
+			step(rate, false)
+		}
+		if math.Abs(e.Rate-rate) > 1 {
+			t.Fatalf("rate %.0f after a dip, want the capacity measured busy before it (%.0f)", e.Rate, rate)
+		}
+		if !e.Filled(now) {
+			t.Fatalf("not filled %v after a saturated sample", time.Duration(now-e.saturatedAt))
+		}
+		// A saturated sample that delivered nothing measures nothing.
+		var z rateEstimator
+		z.Add(0, iv, false, true, int64(iv))
+		z.Add(uint64(rate*iv.Seconds()), iv, false, false, 2*int64(iv))
+		if math.Abs(z.Rate-rate) > 1 {
+			t.Fatalf("rate %.0f after an empty saturated sample, want %.0f", z.Rate, rate)
+		}
+	})
 	t.Run("zero interval ignored", func(t *testing.T) {
 		var e rateEstimator
 		e.Add(1000, 0, false, false, 0)

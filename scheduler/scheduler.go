@@ -163,6 +163,10 @@ type ctlPath struct {
 
 const probeRing = 32
 
+// minSaturatingPackets is the least a path must have sent between two
+// probes (the probe included) for a queue they meet to be its own.
+const minSaturatingPackets = 4
+
 type probeRec struct {
 	seq  uint32
 	sent int64
@@ -375,7 +379,16 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		p.allowanceUsed = float64(sent) >= 0.8*p.pickerRate*time.Duration(rec.sent-p.prevSent).Seconds()
 		if sent > 0 || p.rate.Rate > 0 {
 			hadRate := p.rate.Rate > 0
-			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, queued && p.prevQueued, now)
+			// A queue counts as this side's only when its data could
+			// have made it: a path that carried nothing but the probes
+			// meets one now and then all the same (a cellular
+			// scheduler's gap between delivery opportunities, cross
+			// traffic), and read as saturated at the rate of its probes,
+			// the recorded LTE link of lte-aggregation was rated a
+			// filled 0.2 Mbit/s before the flow began, and took 1.5 s
+			// to grow from there.
+			saturated := queued && p.prevQueued && rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
+			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, saturated, now)
 			if !hadRate && p.rate.Rate > 0 {
 				// The virtual queue was kept at InitialRate, a guess:
 				// at the path's first measured rate it is meaningless.

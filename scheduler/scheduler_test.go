@@ -53,7 +53,7 @@ func fill(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, r
 	tx := s.paths[id].lastTx
 	for i := range rounds {
 		tx.Bytes += b
-		tx.Packets += b / 1000
+		tx.Packets += max(b/1000, minSaturatingPackets)
 		seq := uint32(info.RTTSamples + i + 1)
 		roundTrip(t, s, id, seq, tx, now, now+int64(rtt+20*time.Millisecond), ProbeReply{Rx: tx})
 		now += interval
@@ -507,7 +507,7 @@ func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
 			if tc.filled {
 				for range 3 {
 					tx.Bytes += 1200
-					tx.Packets++
+					tx.Packets += minSaturatingPackets
 					probe(30*time.Millisecond, tx)
 				}
 			}
@@ -538,11 +538,12 @@ func TestVirtualQueueForgottenWithoutQueue(t *testing.T) {
 }
 
 // TestQueueOnTheWayBack: a path that carries only background traffic
-// (0.2 Mbit/s) and whose probes come back 20 ms late. Without the peer's
-// arrival times the queue is taken for the path's own, and its samples
-// rate it a filled 0.2 Mbit/s; with them, a queue on the way back (the
-// peer's upload on the same link) leaves it unfilled, and one on the way
-// out still fills it.
+// (0.2 Mbit/s in small packets, four per probe interval) and whose probes
+// come back 20 ms late. Without the peer's arrival times the queue is
+// taken for the path's own, and its samples rate it a filled 0.2 Mbit/s;
+// with them, a queue on the way back (the peer's upload on the same
+// link) leaves it unfilled, and one on the way out still fills it. A
+// path that sent nothing but its probes made no queue, wherever it is.
 func TestQueueOnTheWayBack(t *testing.T) {
 	const rtt = 20 * time.Millisecond
 	const offset = int64(7e15) // the peer's clock, far from this side's
@@ -550,11 +551,14 @@ func TestQueueOnTheWayBack(t *testing.T) {
 		name       string
 		timed      bool
 		queueOut   bool // the 20 ms are on the way out; else on the way back
+		probesOnly bool // one packet per interval: the probe
 		wantFilled bool
 	}{
-		{"no arrival times", false, false, true},
-		{"queue on the way back", true, false, false},
-		{"queue on the way out", true, true, true},
+		{"no arrival times", false, false, false, true},
+		{"queue on the way back", true, false, false, false},
+		{"queue on the way out", true, true, false, true},
+		{"queue on the way out, probes only", true, true, true, false},
+		{"no arrival times, probes only", false, false, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, now := backgroundPaths(t, rtt, 2*rtt)
@@ -566,7 +570,10 @@ func TestQueueOnTheWayBack(t *testing.T) {
 				t.Helper()
 				seq++
 				tx.Bytes += 750
-				tx.Packets++
+				tx.Packets += minSaturatingPackets
+				if tc.probesOnly {
+					tx.Bytes, tx.Packets = tx.Bytes-750+56, tx.Packets-minSaturatingPackets+1
+				}
 				arrived := now + int64(rtt/2) + offset
 				if tc.queueOut {
 					arrived += int64(queue)
