@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -330,6 +331,17 @@ func TestMifsecGatewayClusterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-dead.p.done
+	// A gateway killed outright leaves its control socket and its record
+	// of the forwarding sysctls (which the next gateway on the device
+	// would restore); its namespace goes with the test, so they go too.
+	t.Cleanup(func() {
+		stale, _ := filepath.Glob(filepath.Join(mif.ControlDir, dead.tun+".*"))
+		for _, f := range stale {
+			if err := os.Remove(f); err != nil {
+				t.Errorf("removing the killed gateway's %s: %v", f, err)
+			}
+		}
+	})
 	// A client notices: 3 echoes unanswered (3 intervals), then a liveness
 	// check of 3 × 300 ms; it moves on and logs in at another gateway,
 	// whose responder takes each login's four etcd round trips in turn
