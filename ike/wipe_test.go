@@ -41,14 +41,15 @@ func TestSessionWipesKeysOfSAsThatGo(t *testing.T) {
 	defer cancel()
 
 	firstChild, firstIKE := ch.last(), s.sa
-	if allZero(firstChild.InKey) || allZero(ikeKeyMaterial(firstIKE)...) {
+	firstIn, firstOut := firstChild.InKey, firstChild.OutKey // Wipe zeroes these and drops them
+	if allZero(firstIn) || allZero(ikeKeyMaterial(firstIKE)...) {
 		t.Fatal("keys zero before anything was removed")
 	}
 	if err := s.rekeyChild(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !allZero(firstChild.InKey, firstChild.OutKey) {
-		t.Error("the replaced Child SA's keys were not wiped")
+	if !allZero(firstIn, firstOut) || firstChild.InKey != nil || firstChild.OutKey != nil {
+		t.Error("the replaced Child SA's keys were not wiped and dropped")
 	}
 	secondChild := ch.last()
 	if secondChild == firstChild || allZero(secondChild.InKey) || allZero(secondChild.OutKey) {
@@ -71,8 +72,9 @@ func TestSessionWipesKeysOfSAsThatGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	last, current := ch.last(), s.sa
+	lastIn, lastOut := last.InKey, last.OutKey
 	s.teardown()
-	if !allZero(last.InKey, last.OutKey) || !allZero(ikeKeyMaterial(current)...) {
+	if !allZero(lastIn, lastOut) || last.InKey != nil || !allZero(ikeKeyMaterial(current)...) {
 		t.Error("teardown left keys behind")
 	}
 }

@@ -320,6 +320,7 @@ func (c *Client) InstallChild(child *ike.ChildSA) error {
 	if err := c.engine.AddInbound(in, out, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
 		return err
 	}
+	child.Wipe() // the data plane's SAs hold their own copies
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.children[child.InSPI] = in

@@ -347,6 +347,7 @@ func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, sen
 	if err := g.engine.AddInbound(in, out, dataplane.Selectors(child.RemoteTS), dataplane.Selectors(child.LocalTS)); err != nil {
 		return err
 	}
+	child.Wipe() // the data plane's SAs hold their own copies
 	k := &gatewayChild{client: client, in: in, out: out, group: dataplane.NewPathGroup(nil, m),
 		prefix: child.RemoteTS, local: child.LocalTS}
 	g.mu.Lock()
@@ -433,9 +434,7 @@ func (g *Gateway) RemoveChild(client *ike.RemoteClient, child *ike.ChildSA) {
 	if k != nil {
 		g.engine.RemoveRoutes(k.out)
 	}
-	// The data plane's SAs were made from copies; the responder is done
-	// with the negotiated keys.
-	child.Wipe()
+	child.Wipe() // wiped at install already; a child that failed to install is wiped here
 }
 
 // ClientMoved implements ike.ResponderPathHandler: after a MOBIKE
