@@ -15,6 +15,14 @@
 # prints the gateway's memory and CPU per client; --json goes to
 # fleet-GATEWAY-COUNT.json in the current directory.
 #
+# GATEWAY_FLAGS adds global flags to mifsec's gateway, e.g. a heap profile
+# with the clients held (kill -USR2 the gateway during --hold):
+#
+#   sudo GATEWAY_FLAGS="--heapprofile /tmp/gw.prof" MIFSEC=./mifsec \
+#       bench/scripts/gateway/fleet.sh mifsec 10000 --rate 3000 --hold 25s
+#   sudo pkill -USR2 -f "heapprofile /tmp/gw.prof"     # while the clients are held
+#   go tool pprof -sample_index=inuse_space -top ./mifsec /tmp/gw.prof
+#
 # strongSwan runs with its DoS thresholds raised (block_threshold and
 # cookie_threshold 1000 half-open SAs) and ikesa_table_size 4096, as its
 # documentation advises for a gateway with many clients: with its defaults it
@@ -51,7 +59,8 @@ topology() {
 }
 
 start_mifsec() {
-	setsid ip netns exec gf-gw "$mifsec" --log-level warn gateway --tun gfgw0 --pool 10.3.0.0/16 \
+	# shellcheck disable=SC2086 # GATEWAY_FLAGS is a list of flags
+	setsid ip netns exec gf-gw "$mifsec" --log-level warn ${GATEWAY_FLAGS:-} gateway --tun gfgw0 --pool 10.3.0.0/16 \
 		--local-ts 10.1.0.0/24 --local-id gw.example --psk-file "$dir/psk" >"$dir/gateway.log" 2>&1 &
 	gwpid=$!
 	for _ in $(seq 100); do
