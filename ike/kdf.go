@@ -272,8 +272,8 @@ func (k *Keys) Wipe() {
 // Wipe overwrites the Child SA's keys with zeros and drops them. Call it
 // once the data plane has made its SAs (it keeps copies of its own), or
 // when the SA is removed: nothing else reads them, and a gateway holding
-// them for every client kept 0.25 KB of secrets per client it no longer
-// needed.
+// them for every client kept some 0.3 KB of secrets per client it no
+// longer needed.
 func (c *ChildSA) Wipe() {
 	clear(c.InKey)
 	clear(c.OutKey)

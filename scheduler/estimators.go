@@ -47,12 +47,7 @@ func (w *windowMin) Add(v, now int64) int64 {
 	} else {
 		b.min = min(b.min, v)
 	}
-	m := v
-	for _, b := range w.buckets {
-		if b.set && now-b.start < int64(minRTTWindow) {
-			m = min(m, b.min)
-		}
-	}
+	m, _ := w.Min(now) // the bucket just written is in the window
 	return m
 }
 

@@ -7,8 +7,6 @@ import (
 	"time"
 )
 
-// verify drives a path through probing with replies every interval whose
-// counters show rate bytes per second delivered; it returns the new time.
 // roundTrip sends probe seq on path id at sent, with the sender's counters
 // tx, and feeds its reply r (seq filled in) at replied.
 func roundTrip(t testing.TB, s *Scheduler, id PathID, seq uint32, tx Counters, sent, replied int64, r ProbeReply) {
@@ -22,6 +20,8 @@ func roundTrip(t testing.TB, s *Scheduler, id PathID, seq uint32, tx Counters, s
 	}
 }
 
+// verify drives a path through probing with replies every interval whose
+// counters show rate bytes per second delivered; it returns the new time.
 func verify(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, rate float64, rounds int) int64 {
 	t.Helper()
 	const interval = 30 * ms
@@ -569,10 +569,12 @@ func TestQueueOnTheWayBack(t *testing.T) {
 			probe := func(queue time.Duration) {
 				t.Helper()
 				seq++
-				tx.Bytes += 750
-				tx.Packets += minSaturatingPackets
 				if tc.probesOnly {
-					tx.Bytes, tx.Packets = tx.Bytes-750+56, tx.Packets-minSaturatingPackets+1
+					tx.Bytes += 56
+					tx.Packets++
+				} else {
+					tx.Bytes += 750
+					tx.Packets += minSaturatingPackets
 				}
 				arrived := now + int64(rtt/2) + offset
 				if tc.queueOut {
