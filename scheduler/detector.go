@@ -132,7 +132,8 @@ type failureDetector struct {
 	goods       int // consecutive good replies while Down
 	lastReply   int64
 	everReply   bool
-	Transitions int // changes of Health, for flapping checks
+	downAt      int64 // when the path last went Down (0: never)
+	Transitions int   // changes of Health, for flapping checks
 }
 
 // newFailureDetector returns a detector for a new path: Down until it has
@@ -156,6 +157,14 @@ func (d *failureDetector) set(h Health) {
 	}
 }
 
+// setDown makes the path Down at now.
+func (d *failureDetector) setDown(now int64) {
+	if d.health != Down {
+		d.downAt = now
+	}
+	d.set(Down)
+}
+
 // MissTimeout returns how long a probe may stay unanswered on a path with
 // the given round-trip estimate before it counts as missed.
 func (d *failureDetector) MissTimeout(rtt *rttEstimator) time.Duration {
@@ -170,10 +179,19 @@ func (d *failureDetector) FailTimeout(rtt *rttEstimator) time.Duration {
 	return max(time.Duration(d.cfg.FailFactor*float64(rtt.SRTT)), d.cfg.FailFloor)
 }
 
-// Reply records a good reply at now.
-func (d *failureDetector) Reply(now int64) {
+// Reply records at now a good reply to a probe sent at sent. A reply to
+// a probe sent before the path went Down brings it back at once: the path
+// delivered that probe while the misses were counted, so it was slower
+// than the miss timeout, not silent (a path that failed loses what it was
+// sent, and comes back only after RecoverReplies replies).
+func (d *failureDetector) Reply(now, sent int64) {
 	d.misses = 0
 	d.lastReply, d.everReply = now, true
+	if d.health == Down && d.downAt != 0 && sent < d.downAt {
+		d.goods = 0
+		d.set(Healthy)
+		return
+	}
 	if d.health == Down {
 		d.goods++
 		if d.goods >= d.cfg.RecoverReplies {
@@ -185,8 +203,8 @@ func (d *failureDetector) Reply(now int64) {
 	d.set(Healthy)
 }
 
-// Miss records one probe that went unanswered.
-func (d *failureDetector) Miss() {
+// Miss records one probe that went unanswered, counted at now.
+func (d *failureDetector) Miss(now int64) {
 	d.misses++
 	d.goods = 0
 	if d.health == Down {
@@ -194,7 +212,7 @@ func (d *failureDetector) Miss() {
 	}
 	switch {
 	case d.misses >= d.cfg.FailMisses:
-		d.set(Down)
+		d.setDown(now)
 	case d.misses >= d.cfg.SuspectMisses:
 		d.set(Failing)
 	default:
@@ -213,7 +231,7 @@ func (d *failureDetector) Silence(now, oldestUnanswered int64, rtt *rttEstimator
 	switch {
 	case silent >= ft:
 		d.goods = 0
-		d.set(Down)
+		d.setDown(now)
 	case silent >= ft/2 && d.health < Failing:
 		d.set(Failing)
 	}

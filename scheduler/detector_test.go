@@ -20,6 +20,8 @@ func TestDetector(t *testing.T) {
 		{"a miss in verification restarts it", []step{{'r', Down}, {'r', Down}, {'m', Down}, {'r', Down}, {'r', Down}, {'r', Healthy}}},
 		{"suspect, failing, down", []step{{'r', Down}, {'r', Down}, {'r', Healthy}, {'m', Suspect}, {'m', Failing}, {'m', Down}}},
 		{"one reply clears suspicion", []step{{'r', Down}, {'r', Down}, {'r', Healthy}, {'m', Suspect}, {'m', Failing}, {'r', Healthy}}},
+		{"a late reply undoes the misses", []step{{'r', Down}, {'r', Down}, {'r', Healthy}, {'m', Suspect}, {'m', Failing}, {'m', Down}, {'l', Healthy}}},
+		{"a new path is verified by three replies in a row as before", []step{{'l', Down}, {'l', Down}, {'m', Down}, {'l', Down}}},
 		{"down needs 3 good replies in a row", []step{{'r', Down}, {'r', Down}, {'r', Healthy},
 			{'m', Suspect}, {'m', Failing}, {'m', Down}, {'r', Down}, {'r', Down}, {'m', Down}, {'r', Down}, {'r', Down}, {'r', Healthy}}},
 	}
@@ -27,10 +29,13 @@ func TestDetector(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newFailureDetector(DetectorConfig{})
 			for i, s := range tc.steps {
-				if s.ev == 'r' {
-					d.Reply(int64(i) * ms)
-				} else {
-					d.Miss()
+				switch now := int64(i+1) * ms; s.ev {
+				case 'r':
+					d.Reply(now, now)
+				case 'l': // late: the reply to a probe sent at the start
+					d.Reply(now, 0)
+				default:
+					d.Miss(now)
 				}
 				if d.Health() != s.want {
 					t.Fatalf("step %d (%c): %v, want %v", i, s.ev, d.Health(), s.want)
@@ -48,7 +53,7 @@ func TestDetectorSilenceAndIntervals(t *testing.T) {
 		t.Errorf("verifying: interval %v, want the fast 10ms", got)
 	}
 	for i := range 3 {
-		d.Reply(int64(i) * ms)
+		d.Reply(int64(i)*ms, int64(i)*ms)
 	}
 	if got := d.ProbeInterval(rtt, true); got != 30*time.Millisecond {
 		t.Errorf("carrying: interval %v, want 30ms", got)

@@ -143,6 +143,13 @@ type ctlPath struct {
 	prevRx      Counters
 	havePrev    bool
 	prevQueued  bool // the previous probe met a queue on its way out (rateEstimator: saturated)
+	// The previous probe's arrival at the replier, on its clock (0: not
+	// told), and, when it ended a saturated sample, the arrival and the
+	// replier's counters at the probe before it.
+	prevArrived   int64
+	spanArrived   int64
+	spanRx        Counters
+	prevSaturated bool
 	// fwd is the least of the last minRTTWindow of probes' arrival at
 	// the replier minus their sending (two clocks: any offset), when the
 	// replier tells the arrival.
@@ -172,6 +179,9 @@ type probeRec struct {
 	sent int64
 	tx   Counters
 	live bool
+	// missed: counted missed, unanswered yet. Its reply may still come:
+	// see ProbeReply.
+	missed bool
 	// queued is the path's virtual queue (ns) when the probe left: what
 	// the probe should find ahead of it at the bottleneck.
 	queued int64
@@ -305,7 +315,7 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 	r := &p.probes[seq%probeRing]
 	if r.live {
 		// Overwritten before it was answered or timed out: missed.
-		s.miss(p)
+		s.miss(p, now)
 	}
 	*r = probeRec{seq: seq, sent: now, tx: tx, live: true,
 		queued: max(s.hot[id].busy.Load()-now, 0)}
@@ -318,8 +328,8 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 	return nil
 }
 
-func (s *Scheduler) miss(p *ctlPath) {
-	p.det.Miss()
+func (s *Scheduler) miss(p *ctlPath, now int64) {
+	p.det.Miss(now)
 	p.loss.AddMissedProbe()
 }
 
@@ -335,15 +345,23 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		return fmt.Errorf("probe reply: %w", err)
 	}
 	rec := &p.probes[r.Seq%probeRing]
-	if !rec.live || rec.seq != r.Seq {
+	if !(rec.live || rec.missed) || rec.seq != r.Seq {
 		return fmt.Errorf("probe reply on path %d: %w (seq %d)", id, ErrUnknownProbe, r.Seq)
 	}
-	rec.live = false
+	// A reply to a probe already counted missed is taken all the same:
+	// the path is alive, only slower than the miss timeout allowed, and
+	// its round trip is what the timeout must learn. Dropped, a queue
+	// that grew faster than the smoothed round trip (a token bucket's
+	// 50 ms filled by a flow's slow start on a path of 1 ms) had every
+	// probe missed, none of their round trips counted, and the path
+	// declared down while it delivered: the IKE SA moved off it and
+	// the flow lost the path's share.
+	rec.live, rec.missed = false, false
 	for i := range p.probes {
 		o := &p.probes[i]
 		if o.live && int32(o.seq-r.Seq) < 0 {
-			o.live = false
-			s.miss(p)
+			o.live, o.missed = false, true
+			s.miss(p, now)
 		}
 	}
 	p.rtt.Add(time.Duration(now-rec.sent)-max(r.Hold, 0), now)
@@ -363,6 +381,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		queued = queued && time.Duration(fwd-base) > boostSlack(p.rtt.Min)
 	}
 
+	saturated := false
 	if p.havePrev && rec.sent > p.prevSent && r.Rx.Bytes >= p.prevRx.Bytes && r.Rx.Packets >= p.prevRx.Packets &&
 		rec.tx.Bytes >= p.prevTx.Bytes && rec.tx.Packets >= p.prevTx.Packets {
 		// As BBR does: the longer of the send and the reply intervals, so
@@ -387,8 +406,25 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			// the recorded LTE link of lte-aggregation was rated a
 			// filled 0.2 Mbit/s before the flow began, and took 1.5 s
 			// to grow from there.
-			saturated := queued && p.prevQueued && rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
-			p.rate.Add(r.Rx.Bytes-p.prevRx.Bytes, interval, appLimited, saturated, now)
+			saturated = queued && p.prevQueued && rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
+			delivered := r.Rx.Bytes - p.prevRx.Bytes
+			if saturated && p.prevSaturated && p.spanArrived != 0 && r.PeerArrived > p.spanArrived && r.Rx.Bytes >= p.spanRx.Bytes {
+				// What the replier counted between two probes' arrivals
+				// took their distance on its clock to deliver. The
+				// sending interval is longer when the queue shrank
+				// between them, and a saturated sample read over it
+				// rated the path below what it delivered while busy,
+				// for the capacity's whole window: a tenth of the
+				// samples 15% or more under the uplink's rate in
+				// gateway-aggregation. The reading spans the last two
+				// intervals, both saturated: the replier stamps a probe
+				// when its receive worker reaches it, a few
+				// milliseconds late now and then, and over one 30 ms
+				// interval that read a 50 Mbit/s uplink at up to 56.
+				delivered = r.Rx.Bytes - p.spanRx.Bytes
+				interval = time.Duration(r.PeerArrived - p.spanArrived)
+			}
+			p.rate.Add(delivered, interval, appLimited, saturated, now)
 			if !hadRate && p.rate.Rate > 0 {
 				// The virtual queue was kept at InitialRate, a guess:
 				// at the path's first measured rate it is meaningless.
@@ -400,8 +436,14 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		p.loss.AddInterval(0, 0)
 		p.allowanceUsed = false
 	}
-	p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued = rec.sent, rec.tx, r.Rx, true, queued
-	p.prevReplied = now - int64(max(r.Hold, 0))
+	if !p.havePrev || rec.sent > p.prevSent {
+		// (A late reply that a later probe's overtook is one round
+		// trip, not the start of the next interval.)
+		p.spanArrived, p.spanRx = p.prevArrived, p.prevRx
+		p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued = rec.sent, rec.tx, r.Rx, true, queued
+		p.prevReplied = now - int64(max(r.Hold, 0))
+		p.prevArrived, p.prevSaturated = r.PeerArrived, saturated
+	}
 
 	p.filled = p.rate.Filled(now)
 	// Forgetting wants the whole round trip free of a queue, not only the
@@ -414,7 +456,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		s.forgetUnrealQueue(p, rec.queued, now)
 	}
 	p.boost = probeBoost(p)
-	p.det.Reply(now)
+	p.det.Reply(now, rec.sent)
 	p.pending = 0
 	for i := range p.probes {
 		if o := &p.probes[i]; o.live && (p.pending == 0 || o.sent < p.pending) {
@@ -483,8 +525,8 @@ func (s *Scheduler) Tick(now int64) {
 		mt := int64(p.det.MissTimeout(&p.rtt))
 		for i := range p.probes {
 			if o := &p.probes[i]; o.live && now-o.sent > mt {
-				o.live = false
-				s.miss(p)
+				o.live, o.missed = false, true
+				s.miss(p, now)
 			}
 		}
 		p.det.Silence(now, p.pending, &p.rtt)

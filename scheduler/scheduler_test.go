@@ -650,3 +650,171 @@ func TestUnfilledPathsWaitForAQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestCapacityWhileTheQueueShrinks: a path held below what its bottleneck
+// delivers (its capacity was read low) builds a queue only in the gain
+// cycle's 1.25 step, and the samples that see the queue at both ends are
+// those of the steps after it, while the queue shrinks by 5 ms per 30 ms
+// probe interval. The bottleneck delivers 50 Mbit/s without a pause all
+// the while: what the replier counts between two probes took their
+// distance in arrival, 25 ms, to deliver. Read over the 30 ms between
+// their sending it rated the path at 42 Mbit/s, below what the path had
+// been given, so the low capacity stood. With the replier's arrival
+// times the capacity is the bottleneck's rate, and a probe stamped 3 ms
+// late (the replier's receive worker was busy) moves it by little: the
+// reading spans two intervals.
+func TestCapacityWhileTheQueueShrinks(t *testing.T) {
+	const rtt = 20 * time.Millisecond
+	const interval = 30 * time.Millisecond
+	const offset = int64(3e15) // the peer's clock
+	rate := mbit(50)
+	for _, tc := range []struct {
+		name          string
+		timed         bool
+		lateStamp     time.Duration // how late the replier stamps the seventh probe
+		wantMin, want float64       // the capacity's bounds, as a fraction of rate
+	}{
+		{"arrival times", true, 0, 0.98, 1.02},
+		{"a late stamp", true, 3 * time.Millisecond, 0.98, 1.07},
+		{"no arrival times", false, 0, 0.8, 0.85},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Config{})
+			if err := s.AddPath(PathConfig{ID: 0, Tier: 1}, 0); err != nil {
+				t.Fatal(err)
+			}
+			var now, lastArrival int64
+			var tx, rx Counters
+			for i := range 10 {
+				// No queue for the first four probes (the minima), then
+				// 30 ms that shrink by 5 ms each interval.
+				queue := time.Duration(0)
+				if i >= 4 {
+					queue = 30*time.Millisecond - time.Duration(i-4)*5*time.Millisecond
+				}
+				arrival := now + int64(rtt/2+queue)
+				if i >= 4 {
+					// The bottleneck delivered at its rate between the
+					// two arrivals.
+					b := uint64(rate * float64(arrival-lastArrival) / 1e9)
+					rx.Bytes += b
+					rx.Packets += b / 1000
+				}
+				lastArrival = arrival
+				tx.Bytes, tx.Packets = tx.Bytes+uint64(rate*interval.Seconds()), tx.Packets+50
+				r := ProbeReply{Rx: rx}
+				if tc.timed {
+					r.PeerArrived = arrival + offset
+					if i == 6 {
+						r.PeerArrived += int64(tc.lateStamp)
+					}
+				}
+				roundTrip(t, s, 0, uint32(i+1), tx, now, now+int64(rtt+queue), r)
+				now += int64(interval)
+			}
+			p := s.paths[0]
+			if !p.filled {
+				t.Fatal("the path was not filled by probes behind a queue")
+			}
+			if got := p.rate.capacity / rate; got < tc.wantMin || got > tc.want {
+				t.Errorf("capacity %.1f Mbit/s, %.2f of the bottleneck's 50, want %.2f-%.2f", p.rate.capacity*8/1e6, got, tc.wantMin, tc.want)
+			}
+		})
+	}
+}
+
+// TestLateRepliesKeepAQueuedPathUp: a path of 2 ms whose queue grows to
+// 60 ms at once (a token bucket's queue filled by a flow's slow start).
+// Each reply comes after its probe's miss timeout, learnt on 2 ms round
+// trips, and the third miss declares the path down a millisecond before
+// the first reply comes. The replies are taken all the same: the first
+// brings the path back at once (its probe left before the path was
+// declared down), and the miss timeout learns the new round trip, so
+// that the path stays up. Dropped, the path stayed down while it
+// delivered every probe.
+func TestLateRepliesKeepAQueuedPathUp(t *testing.T) {
+	const base, queue = 2 * time.Millisecond, 60 * time.Millisecond
+	s := New(Config{})
+	if err := s.AddPath(PathConfig{ID: 0, Tier: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	now := verify(t, s, 0, 0, base, mbit(10), 6)
+	if info, _ := s.Info(0, now); info.State != StateActive {
+		t.Fatalf("path %v after verification, want active", info.State)
+	}
+	tx := s.paths[0].lastTx
+	type reply struct {
+		seq uint32
+		at  int64
+	}
+	var due []reply
+	failed := 0 // ms
+	seq := uint32(100)
+	start := now
+	for now < start+int64(time.Second) {
+		if (now-start)%int64(10*time.Millisecond) == 0 {
+			seq++
+			tx.Bytes += 12500 // 10 Mbit/s
+			tx.Packets += 10
+			if err := s.ProbeSent(0, seq, now, tx); err != nil {
+				t.Fatal(err)
+			}
+			due = append(due, reply{seq, now + int64(base+queue)})
+		}
+		for len(due) > 0 && due[0].at <= now {
+			// The replier counted what was sent a queue ago.
+			err := s.ProbeReply(0, ProbeReply{Seq: due[0].seq, Rx: tx}, now)
+			if err != nil {
+				t.Fatalf("reply %d at %v: %v", due[0].seq, time.Duration(now-start), err)
+			}
+			due = due[1:]
+		}
+		s.Tick(now)
+		if info, _ := s.Info(0, now); info.State == StateFailed {
+			failed++
+		}
+		now += int64(time.Millisecond)
+	}
+	if failed > 2 {
+		t.Errorf("path failed for %d ms of the second after its queue grew to %v, while every probe was answered", failed, queue)
+	}
+	if info, _ := s.Info(0, now); info.SRTT < queue {
+		t.Errorf("SRTT %v after a second of %v round trips", info.SRTT, base+queue)
+	}
+}
+
+// TestOvertakenReply: a reply overtaken by the next probe's (the path
+// reordered them) is one round trip more, and the rate sample's interval
+// still starts at the later probe.
+func TestOvertakenReply(t *testing.T) {
+	const rtt = 10 * time.Millisecond
+	s := New(Config{})
+	if err := s.AddPath(PathConfig{ID: 0, Tier: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	now := verify(t, s, 0, 0, rtt, mbit(10), 6)
+	tx := s.paths[0].lastTx
+	for seq := uint32(50); seq < 52; seq++ {
+		tx.Bytes += 1000
+		if err := s.ProbeSent(0, seq, now+int64(seq-50)*int64(ms), tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := now + int64(ms)
+	if err := s.ProbeReply(0, ProbeReply{Seq: 51, Rx: tx}, later+int64(rtt)); err != nil {
+		t.Fatal(err)
+	}
+	samples := s.paths[0].rtt.Samples
+	if err := s.ProbeReply(0, ProbeReply{Seq: 50, Rx: tx}, later+int64(rtt)+int64(ms)); err != nil {
+		t.Fatalf("the overtaken reply: %v", err)
+	}
+	if got := s.paths[0].rtt.Samples; got != samples+1 {
+		t.Errorf("%d round-trip samples after the overtaken reply, want %d", got, samples+1)
+	}
+	if got := s.paths[0].prevSent; got != later {
+		t.Errorf("the next rate sample starts at %v, want the later probe's %v", time.Duration(got), time.Duration(later))
+	}
+	if err := s.ProbeReply(0, ProbeReply{Seq: 50, Rx: tx}, later+int64(rtt)+int64(2*ms)); !errors.Is(err, ErrUnknownProbe) {
+		t.Errorf("the same reply again: %v, want ErrUnknownProbe", err)
+	}
+}
