@@ -408,7 +408,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			// to grow from there.
 			saturated = queued && p.prevQueued && rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
 			delivered := r.Rx.Bytes - p.prevRx.Bytes
-			if saturated && p.prevSaturated && p.spanArrived != 0 && r.PeerArrived > p.spanArrived && r.Rx.Bytes >= p.spanRx.Bytes {
+			if saturated && p.prevSaturated && p.spanArrived != 0 && r.PeerArrived > p.spanArrived {
 				// What the replier counted between two probes' arrivals
 				// took their distance on its clock to deliver. The
 				// sending interval is longer when the queue shrank
@@ -421,6 +421,8 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 				// when its receive worker reaches it, a few
 				// milliseconds late now and then, and over one 30 ms
 				// interval that read a 50 Mbit/s uplink at up to 56.
+				// (Both samples passed the counters' checks above, so
+				// the replier's counters grew over the two.)
 				delivered = r.Rx.Bytes - p.spanRx.Bytes
 				interval = time.Duration(r.PeerArrived - p.spanArrived)
 			}
