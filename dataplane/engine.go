@@ -147,7 +147,7 @@ type Engine struct {
 	log     *slog.Logger
 	path0   *PathGroup // the group of a Route without one
 	routes  *routeTable
-	inbound *table[uint32, *inboundSA] // by SPI, probe SAs too
+	inbound *table[uint32, *inboundSA] // by SPI: a data SA's entry under its probe SA's SPI too
 	inMu    sync.Mutex                 // serialises writers of inbound
 	paths   atomic.Pointer[pathTable]
 	closing atomic.Bool
@@ -167,6 +167,10 @@ type Engine struct {
 
 	lastExhaustedLog atomic.Int64 // unix nanoseconds of the last log line about an SA out of sequence numbers
 
+	// idleMu serialises ReleaseIdleCiphers; idleSweeps numbers its calls.
+	idleMu     sync.Mutex
+	idleSweeps uint32
+
 	// mss4 and mss6 are the largest MSS a TCP SYN crossing the tunnel may
 	// announce, from the TUN MTU (0: not clamped).
 	mss4, mss6 uint16
@@ -179,9 +183,6 @@ type inboundSA struct {
 	local   Selectors // inner destination addresses the peer may send to
 	sources sourceCounters
 	reorder atomic.Pointer[reorder] // nil: packets go to the TUN as they come
-	// data is set in the entry of a probe SA: the Child SA's data SA,
-	// whose pair answers the probes and whose counters count them.
-	data *inboundSA
 	// transport is the header a transport-mode SA rebuilds in front of
 	// each payload (transport.go); nil in tunnel mode.
 	transport *transportHeader
@@ -304,20 +305,40 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local), transport: th}
 	if probe != nil {
 		// The probe SA first: a data SA that receives has its probe SA.
-		e.inbound.set(probe.SPI(), &inboundSA{sa: probe, data: in})
+		// Its SPI leads to the data SA's entry (a probe is opened with
+		// sa.ProbeSA(), answered with pair's and counted in the data
+		// SA's counters): no entry of its own.
+		e.inbound.set(probe.SPI(), in)
 	}
 	e.inbound.set(sa.SPI(), in)
 	return nil
+}
+
+// dataEntry returns the entry of the inbound data SA spi; nil if there is
+// none, or spi is a probe SA's.
+func (e *Engine) dataEntry(spi uint32) *inboundSA {
+	in, _ := e.inbound.get(spi)
+	if in == nil || in.sa.SPI() != spi {
+		return nil
+	}
+	return in
+}
+
+// dataEntries yields each inbound data SA's entry once.
+func (e *Engine) dataEntries(yield func(*inboundSA) bool) {
+	for spi, in := range e.inbound.all {
+		if spi == in.sa.SPI() && !yield(in) {
+			return
+		}
+	}
 }
 
 // InboundSAs returns how many SAs receive, not counting probe SAs (each
 // lives and dies with its data SA).
 func (e *Engine) InboundSAs() int {
 	n := 0
-	for _, in := range e.inbound.all {
-		if in.data == nil {
-			n++
-		}
+	for range e.dataEntries {
+		n++
 	}
 	return n
 }
@@ -326,13 +347,13 @@ func (e *Engine) InboundSAs() int {
 func (e *Engine) RemoveInbound(spi uint32) {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
-	in, ok := e.inbound.get(spi)
-	if !ok {
+	in := e.dataEntry(spi)
+	if in == nil {
 		return
 	}
 	e.inbound.delete(spi)
-	if probe := in.sa.ProbeSA(); probe != nil && in.data == nil {
-		if p, ok := e.inbound.get(probe.SPI()); ok && p.data == in {
+	if probe := in.sa.ProbeSA(); probe != nil {
+		if p, _ := e.inbound.get(probe.SPI()); p == in {
 			e.inbound.delete(probe.SPI())
 		}
 	}
@@ -363,10 +384,60 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 	}
 	e.pathMu.Unlock()
+	sweeping := make(chan struct{})
+	e.workers.Go(func() { e.sweepIdleCiphers(sweeping) })
 	<-ctx.Done()
+	close(sweeping)
 	e.Close()
 	e.workers.Wait()
 	return nil
+}
+
+// CipherIdleSweep is how often a running engine drops the expanded ciphers
+// of the SAs that sealed or accepted nothing since its previous sweep: an
+// SA idle for one to two sweeps holds its key, not the 750 bytes of AES-GCM
+// state made from it. A gateway's clients are idle most of the time.
+const CipherIdleSweep = 30 * time.Second
+
+// sweepIdleCiphers calls ReleaseIdleCiphers every CipherIdleSweep until
+// stop is closed.
+func (e *Engine) sweepIdleCiphers(stop <-chan struct{}) {
+	t := time.NewTicker(CipherIdleSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			e.ReleaseIdleCiphers()
+		}
+	}
+}
+
+// ReleaseIdleCiphers drops the expanded cipher of every SA the engine holds
+// (each inbound SA, the outbound SA that pairs with it, and their probe
+// SAs) that sealed or accepted no packet since the previous call, and
+// returns how many it dropped. The first call only takes note.
+func (e *Engine) ReleaseIdleCiphers() int {
+	e.idleMu.Lock()
+	defer e.idleMu.Unlock()
+	e.idleSweeps++
+	if e.idleSweeps == 0 {
+		e.idleSweeps = 1 // 0 is an SA's "never swept"
+	}
+	released := 0
+	for in := range e.dataEntries {
+		sas := [...]*SA{in.sa, in.sa.ProbeSA(), in.pair, nil}
+		if in.pair != nil {
+			sas[3] = in.pair.ProbeSA()
+		}
+		for _, sa := range sas {
+			if sa != nil && sa.cbc == nil && sa.releaseIfIdle(e.idleSweeps) {
+				released++
+			}
+		}
+	}
+	return released
 }
 
 // startReceiving starts p's receive worker; pathMu is held.
@@ -459,7 +530,7 @@ func (e *Engine) Close() {
 			p.Conn.Close()
 		}
 	}
-	for _, in := range e.inbound.all {
+	for in := range e.dataEntries {
 		if r := in.reorder.Load(); r != nil {
 			r.close()
 		}
@@ -817,17 +888,22 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		e.Stats.Drops.Add(DropRunt)
 		return
 	}
-	in, _ := e.inbound.get(peekSPI(payload))
+	spi := peekSPI(payload)
+	in, _ := e.inbound.get(spi)
 	if in == nil {
 		e.Stats.Drops.Add(DropUnknownSPI)
 		return
 	}
+	sa, probe := in.sa, spi != in.sa.SPI()
 	open := dst
-	if in.transport != nil {
+	switch {
+	case probe:
+		sa = sa.ProbeSA()
+	case in.transport != nil:
 		// Room in front of the payload for the header rebuilt below.
 		open = dst[in.transport.len:]
 	}
-	plain, nh, seq, err := in.sa.OpenToSequence(open, payload)
+	plain, nh, seq, err := sa.OpenToSequence(open, payload)
 	if err != nil {
 		var drop *dropError
 		if errors.As(err, &drop) {
@@ -835,16 +911,16 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 		}
 		return
 	}
-	if in.data != nil {
-		// A probe SA: its sequence numbers are its own, so nothing goes
+	if probe {
+		// The probe SA's sequence numbers are its own, so nothing goes
 		// to the resequencer; the packets count as the data SA's, as the
 		// sender counts them on the path.
-		in.data.sources.count(p.ID, from, len(payload))
+		in.sources.count(p.ID, from, len(payload))
 		if nh != nextHeaderDummy {
 			e.Stats.Drops.Add(DropBadNextHeader)
 			return nil, nil, 0, 0
 		}
-		e.handleDummy(in.data, plain, p, from)
+		e.handleDummy(in, plain, p, from)
 		return nil, nil, 0, 0
 	}
 	src = in.sources.count(p.ID, from, len(payload))

@@ -219,6 +219,59 @@ func TestEngineCarriesPacketsBothWays(t *testing.T) {
 	}
 }
 
+// TestEngineReleasesIdleCiphers: a sweep drops the expanded ciphers of the
+// SAs (inbound and its outbound pair) that carried nothing since the
+// previous sweep, and packets go on both ways after it, each SA expanding
+// its key again; SAs that carried a packet in between keep theirs.
+func TestEngineReleasesIdleCiphers(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunA: tun.MemoryConfig{RecordWrites: 10}, tunB: tun.MemoryConfig{RecordWrites: 10}})
+	run(t, a, b)
+	exchange := func(i byte) {
+		t.Helper()
+		there := udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{i})
+		back := udpPacket(t, "10.0.0.2:2000", "10.0.0.1:1000", []byte{i, i})
+		if err := a.tun.Inject(there); err != nil {
+			t.Fatal(err)
+		}
+		if got := receiveAll(t, b.tun, 1); !bytes.Equal(got[0], there) {
+			t.Fatalf("exchange %d: b got %x", i, got[0])
+		}
+		if err := b.tun.Inject(back); err != nil {
+			t.Fatal(err)
+		}
+		if got := receiveAll(t, a.tun, 1); !bytes.Equal(got[0], back) {
+			t.Fatalf("exchange %d: a got %x", i, got[0])
+		}
+	}
+	expanded := func(s *side) [2]bool { return [2]bool{s.in.CipherExpanded(), s.out.CipherExpanded()} }
+	exchange(1)
+	for _, s := range []*side{a, b} {
+		if got := expanded(s); got != [2]bool{true, true} {
+			t.Fatalf("after traffic: in, out expanded %v", got)
+		}
+		if n := s.e.ReleaseIdleCiphers(); n != 0 {
+			t.Fatalf("the first sweep released %d ciphers", n)
+		}
+	}
+	exchange(2)
+	if n := a.e.ReleaseIdleCiphers(); n != 0 {
+		t.Fatalf("a sweep after traffic released %d ciphers", n)
+	}
+	if n := a.e.ReleaseIdleCiphers(); n != 2 || expanded(a) != [2]bool{} {
+		t.Fatalf("a sweep of an idle engine released %d ciphers (want 2), in, out expanded %v", n, expanded(a))
+	}
+	exchange(3)
+	exchange(4)
+	if got := expanded(a); got != [2]bool{true, true} {
+		t.Fatalf("after traffic again: in, out expanded %v", got)
+	}
+	for _, s := range []*side{a, b} {
+		if got := s.in.Stats.Drops.Snapshot(); len(got) != 0 {
+			t.Fatalf("drops %v", got)
+		}
+	}
+}
+
 func TestEngineWrongKeyCountsBadICV(t *testing.T) {
 	a, b := newPair(t, pairConfig{wrongKey: true, tunB: tun.MemoryConfig{RecordWrites: 10}})
 	run(t, a, b)

@@ -229,7 +229,8 @@ type SAConfig struct {
 	Key       []byte // cipher key followed by the 4-byte salt (Algorithm.KeyLen bytes)
 	ESN       bool   // 64-bit extended sequence numbers (RFC 4303 §2.2.1)
 	// ReplayWindow is the inbound anti-replay window in packets;
-	// 0 means DefaultReplayWindow.
+	// 0 means DefaultReplayWindow. A window larger than 992 packets
+	// starts at 992 and grows to its size when needed (ReplayWindow.Grow).
 	ReplayWindow int
 	// StartAfter is the sequence number an outbound SA counts from: its
 	// first packet carries StartAfter+1. A manually keyed SA whose key
@@ -254,16 +255,24 @@ type SA struct {
 	esn  bool
 	salt [SaltLen]byte
 	// aead is the expanded cipher, made from key by the first packet
-	// sealed or opened (cipher): a gateway holds some 750 bytes of AES-GCM
-	// state per SA, and many SAs never carry a packet (a client's probe
-	// SAs while it has one path; the SAs of a client that is idle). It is
-	// nil with AES-CBC and an HMAC (cbc is set then).
+	// sealed or opened (cipher), and dropped again once the SA has been
+	// idle for a while (releaseIfIdle): a gateway holds some 750 bytes of
+	// AES-GCM state per SA, and most SAs carry nothing most of the time
+	// (a client's probe SAs while it has one path; the SAs of a client
+	// that is connected and idle). It is nil with AES-CBC and an HMAC
+	// (cbc is set then).
 	aead     atomic.Pointer[aeadCipher]
 	expandMu sync.Mutex
-	key      *[32]byte // the AEAD key until it is expanded, then nil (zeroed)
+	key      *[32]byte // the AEAD key, until Wipe zeroes and drops it
 	keyLen   uint8
-	cbc      *cbcState
-	maxSeq   uint64
+	// idleMark is what the SA's sequence numbers added up to at the sweep
+	// idleSweep (releaseIfIdle): unchanged at a later sweep, no packet was
+	// sealed or accepted in between. Only the engine's idle sweep reads
+	// and writes them.
+	idleSweep uint32
+	idleMark  uint64
+	cbc       *cbcState
+	maxSeq    uint64
 	// headerLen and icvLen are the algorithm's (Algorithm.HeaderLen,
 	// Algorithm.ICVLen), kept here for the per-packet paths.
 	headerLen, icvLen int
@@ -290,9 +299,10 @@ type SAStats struct {
 // aeadCipher holds an SA's expanded AEAD.
 type aeadCipher struct{ cipher.AEAD }
 
-// NewSA checks cfg and makes an SA. An AEAD's key is kept until the first
-// packet expands it into the cipher, and zeroed then; the SA keeps no other
-// copy of it.
+// NewSA checks cfg and makes an SA. An AEAD's key is expanded into the
+// cipher by the first packet, and kept (the expanded cipher holds it too)
+// so that the cipher can be dropped while the SA is idle and made again;
+// Wipe zeroes it.
 func NewSA(cfg SAConfig) (*SA, error) {
 	if want := cfg.Algorithm.KeyLen(); want == 0 {
 		return nil, fmt.Errorf("SA %#x: unknown ESP algorithm %d", cfg.SPI, cfg.Algorithm)
@@ -303,7 +313,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	if window == 0 {
 		window = DefaultReplayWindow
 	}
-	w, err := newReplayWindow(window)
+	w, err := newGrowingReplayWindow(min(window, replayStartWindow), window)
 	if err != nil {
 		return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 	}
@@ -343,10 +353,15 @@ func (sa *SA) cipher() cipher.AEAD {
 	return sa.expand()
 }
 
-// expand makes the AEAD from the key and zeroes the key, once.
+// expand makes the AEAD from the key, if no other packet did meanwhile.
 func (sa *SA) expand() cipher.AEAD {
 	sa.expandMu.Lock()
 	defer sa.expandMu.Unlock()
+	return sa.expandLocked()
+}
+
+// expandLocked is expand with expandMu held.
+func (sa *SA) expandLocked() cipher.AEAD {
 	if a := sa.aead.Load(); a != nil {
 		return a.AEAD
 	}
@@ -369,10 +384,38 @@ func (sa *SA) expand() cipher.AEAD {
 		// either constructor checks.
 		panic(fmt.Sprintf("SA %#x: expanding a checked key: %v", sa.spi, err))
 	}
-	clear(sa.key[:])
-	sa.key = nil
 	sa.aead.Store(&aeadCipher{a})
 	return a
+}
+
+// releaseIfIdle drops the SA's expanded cipher if no packet was sealed or
+// accepted since the previous sweep, and reports whether it did; the next
+// packet expands the key again (some 1.5 µs). A packet that loaded the
+// cipher before it was dropped still seals or opens with it. The engine's
+// idle sweep calls it for every SA it holds (Engine.ReleaseIdleCiphers),
+// numbering its sweeps from 1: a second call in the same sweep changes
+// nothing.
+func (sa *SA) releaseIfIdle(sweep uint32) bool {
+	if sa.idleSweep == sweep {
+		return false
+	}
+	first := sa.idleSweep == 0
+	sa.idleSweep = sweep
+	mark := sa.seq.Load() + sa.window.Top() // one of them is 0: an SA is used one way
+	if first || mark != sa.idleMark {
+		sa.idleMark = mark
+		return false
+	}
+	if sa.aead.Load() == nil {
+		return false
+	}
+	sa.expandMu.Lock()
+	defer sa.expandMu.Unlock()
+	if sa.key == nil {
+		return false // wiped: the cipher is all that seals or opens now
+	}
+	sa.aead.Store(nil)
+	return true
 }
 
 // SetProbeSA gives sa a companion SA for path probes, the same direction
@@ -412,15 +455,21 @@ func (sa *SA) SequenceLimit() uint64 { return sa.limit.Load() }
 // ESN.
 func (sa *SA) MaxSequence() uint64 { return sa.maxSeq }
 
-// Wipe clears the key material the SA holds itself (the salt, and the key
-// if no packet expanded it); the cipher's expanded key belongs to the
-// standard library and goes with the SA. Call it once the SA is no longer
-// used by anyone. An AEAD SA never used is expanded first, so that a
-// packet that comes after all is sealed or opened with the SA's key,
-// never a zero one.
+// Wipe clears the key material the SA holds itself (the salt and the key);
+// the cipher's expanded key belongs to the standard library and goes with
+// the SA. Call it once the SA is no longer used by anyone. An AEAD SA's key
+// is expanded first if it is not, so that a packet that comes after all is
+// sealed or opened with the SA's key, never a zero one; the cipher is not
+// dropped after that.
 func (sa *SA) Wipe() {
 	if sa.cbc == nil {
-		sa.cipher()
+		sa.expandMu.Lock()
+		if sa.key != nil {
+			sa.expandLocked()
+			clear(sa.key[:])
+			sa.key = nil
+		}
+		sa.expandMu.Unlock()
 	}
 	clear(sa.salt[:])
 }

@@ -54,8 +54,9 @@ func BenchmarkOpen(b *testing.B) {
 				if i == ring {
 					i = 0
 					in.window.top.Store(0)
-					for k := range in.window.slots {
-						in.window.slots[k].Store(0)
+					r := in.window.ring.Load()
+					for k := range r.slots {
+						r.slots[k].Store(0)
 					}
 				}
 				copy(rx[rxAt(in):], pkts[i])

@@ -462,9 +462,10 @@ func TestWipeClearsSalt(t *testing.T) {
 }
 
 // TestSACipherExpandedOnFirstUse: an AEAD SA holds its key, not the
-// expanded cipher, until its first packet; then the cipher and no key.
-// Many cores sealing the first packets at once expand it once, and every
-// packet opens; Wipe of an SA never used leaves no key behind either.
+// expanded cipher, until its first packet; then the cipher too. Many cores
+// sealing the first packets at once expand it once, and every packet
+// opens; Wipe zeroes and drops the key of an SA used or not, and leaves a
+// cipher for a packet that comes after all.
 func TestSACipherExpandedOnFirstUse(t *testing.T) {
 	for _, alg := range []Algorithm{AES128GCM16, AES256GCM16, ChaCha20Poly1305} {
 		t.Run(alg.String(), func(t *testing.T) {
@@ -482,21 +483,25 @@ func TestSACipherExpandedOnFirstUse(t *testing.T) {
 			}
 			wg.Wait()
 			first := out.aead.Load()
-			key := out.key
-			if first == nil || key != nil {
-				t.Fatalf("after sealing: cipher %v, key dropped %v", first != nil, key == nil)
+			if first == nil || out.key == nil {
+				t.Fatalf("after sealing: cipher %v, key kept %v", first != nil, out.key != nil)
 			}
 			for w, pkt := range pkts {
 				if p, _, err := openPacket(in, pkt); err != nil || p[4] != byte(w) {
 					t.Fatalf("packet %d: %v", w, err)
 				}
 			}
-			if in.aead.Load() == nil || in.key != nil {
-				t.Error("the inbound SA opened without expanding its key, or kept it")
+			if in.aead.Load() == nil {
+				t.Error("the inbound SA opened without expanding its key")
 			}
 			sealPayload(t, out, []byte{0x45, 0, 0, 20}, NextHeaderIPv4)
 			if out.aead.Load() != first {
 				t.Error("the cipher was expanded again")
+			}
+			usedKey := out.key
+			out.Wipe()
+			if out.key != nil || *usedKey != [32]byte{} || out.aead.Load() != first {
+				t.Error("Wipe of a used SA left its key, or changed its cipher")
 			}
 
 			unused, _ := newSAPair(t, alg, false)
@@ -504,6 +509,66 @@ func TestSACipherExpandedOnFirstUse(t *testing.T) {
 			unused.Wipe()
 			if unused.key != nil || *held != [32]byte{} || unused.aead.Load() == nil {
 				t.Error("Wipe of an unused SA left its key, or no cipher for a packet that comes after all")
+			}
+		})
+	}
+}
+
+// TestSAIdleCipherReleased: an SA that sealed or accepted nothing between
+// two sweeps drops its expanded cipher and keeps its key; the next packet
+// expands it again and seals or opens as before. An SA that carried a
+// packet keeps its cipher; a wiped one is never released (its key is
+// gone); a second call in the same sweep changes nothing.
+func TestSAIdleCipherReleased(t *testing.T) {
+	for _, alg := range []Algorithm{AES128GCM16, AES256GCM16, ChaCha20Poly1305} {
+		t.Run(alg.String(), func(t *testing.T) {
+			out, in := newSAPair(t, alg, false)
+			sweep := uint32(0)
+			release := func(sa *SA) bool { return sa.releaseIfIdle(sweep) }
+			next := func() { sweep++ }
+			next()
+			if release(out) || release(in) {
+				t.Fatal("the first sweep released a cipher")
+			}
+			pkt := sealPayload(t, out, []byte{0x45, 0, 0, 20, 1}, NextHeaderIPv4)
+			if _, _, err := openPacket(in, pkt); err != nil {
+				t.Fatal(err)
+			}
+			next()
+			if release(out) || release(in) {
+				t.Fatal("an SA that carried a packet since the last sweep was released")
+			}
+			next()
+			if !release(out) || !release(in) {
+				t.Fatal("an SA idle between two sweeps kept its cipher")
+			}
+			if out.aead.Load() != nil || in.aead.Load() != nil || out.key == nil || *out.key == [32]byte{} {
+				t.Fatalf("released: cipher %v %v, key %v", out.aead.Load() != nil, in.aead.Load() != nil, out.key != nil)
+			}
+			if release(out) {
+				t.Fatal("released twice in one sweep")
+			}
+			for i := range 3 {
+				pkt := sealPayload(t, out, []byte{0x45, 0, 0, 20, byte(10 + i)}, NextHeaderIPv4)
+				if p, _, err := openPacket(in, pkt); err != nil || p[4] != byte(10+i) {
+					t.Fatalf("after the release, packet %d: %v", i, err)
+				}
+			}
+			if out.aead.Load() == nil || in.aead.Load() == nil {
+				t.Fatal("no cipher after packets")
+			}
+			next()
+			release(out)
+			release(in)
+			next()
+			if release(out) != true {
+				t.Fatal("not released when idle again")
+			}
+			in.Wipe()
+			next()
+			next()
+			if release(in) || in.aead.Load() == nil {
+				t.Fatal("a wiped SA's cipher was released")
 			}
 		})
 	}

@@ -24,3 +24,6 @@ func (e *Engine) ReceiveWorker(path int, q wgtun.Device) Stepper {
 
 // InboundEntries is how many SPIs receive, probe SAs included.
 func (e *Engine) InboundEntries() int { return e.inbound.len() }
+
+// CipherExpanded reports whether the SA holds its expanded cipher.
+func (sa *SA) CipherExpanded() bool { return sa.aead.Load() != nil }

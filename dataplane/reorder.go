@@ -204,13 +204,16 @@ func (r *reorder) close() {
 func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
-	in, _ := e.inbound.get(spi)
+	in := e.dataEntry(spi)
 	if in == nil {
 		return fmt.Errorf("restoring order: no inbound SA %#x", spi)
 	}
 	if in.reorder.Load() != nil {
 		return nil
 	}
+	// Paths with different delays reorder by many packets: the full
+	// window from now on.
+	in.sa.ReplayWindow().Grow()
 	if cfg.First == 0 {
 		// Start at the oldest packet not yet received: on a new SA its
 		// first packet, which may not be the first to arrive; on an SA
@@ -268,7 +271,7 @@ func (e *Engine) OrderStats(spi uint32) (stats scheduler.ResequencerStats, held 
 }
 
 func (e *Engine) reorderOf(spi uint32) *reorder {
-	in, _ := e.inbound.get(spi)
+	in := e.dataEntry(spi)
 	if in == nil {
 		return nil
 	}

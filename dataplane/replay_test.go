@@ -221,6 +221,7 @@ func TestReplayWindowConcurrent(t *testing.T) {
 // each packet delivered twice: each is accepted exactly once.
 func TestOpenConcurrent(t *testing.T) {
 	out, in := newSAPair(t, ChaCha20Poly1305, true)
+	in.ReplayWindow().Grow() // goroutines running free reorder by thousands
 	const n = 4000
 	pkts := make([][]byte, n)
 	for i := range pkts {
@@ -311,15 +312,191 @@ func seqRange(from, to uint64) []uint64 {
 }
 
 // TestDefaultReplayWindowRing: the default window fills a ring of 128
-// slots (1 KiB per inbound SA); one packet more would double it.
+// slots (1 KiB per inbound SA); one packet more would double it. An SA's
+// window starts in a ring of 32 (256 bytes).
 func TestDefaultReplayWindowRing(t *testing.T) {
-	for _, tc := range []struct{ size, slots int }{{DefaultReplayWindow, 128}, {DefaultReplayWindow + 1, 256}} {
+	for _, tc := range []struct{ size, slots int }{{DefaultReplayWindow, 128}, {DefaultReplayWindow + 1, 256}, {replayStartWindow, 32}} {
 		w, err := newReplayWindow(tc.size)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(w.slots) != tc.slots {
-			t.Fatalf("a window of %d packets has %d slots, want %d", tc.size, len(w.slots), tc.slots)
+		if n := len(w.ring.Load().slots); n != tc.slots {
+			t.Fatalf("a window of %d packets has %d slots, want %d", tc.size, n, tc.slots)
+		}
+	}
+}
+
+// growingModel is model with a window that grows as ReplayWindow's does:
+// after a packet accepted half the window late, to full, with a floor
+// where the smaller ring may have forgotten.
+type growingModel struct {
+	model
+	full, floor, startSlots uint64
+}
+
+func (m *growingModel) receive(seq uint64) error {
+	if seq < m.floor {
+		return ErrTooOld
+	}
+	err := m.model.receive(seq)
+	if err == nil && m.size < m.full && m.top-seq >= m.size/2 {
+		m.grow()
+	}
+	return err
+}
+
+func (m *growingModel) grow() {
+	if m.size == m.full {
+		return
+	}
+	if topBlock := m.top >> replayBlockShift; topBlock >= m.startSlots {
+		m.floor = (topBlock - m.startSlots + 1) << replayBlockShift
+	}
+	m.size = m.full
+}
+
+// TestReplayWindowGrowsMatchesModel: a window that starts small and grows
+// (by a late packet, or Grow at a random moment) takes and refuses what the
+// reference does, before and after.
+func TestReplayWindowGrowsMatchesModel(t *testing.T) {
+	for _, tc := range []struct{ start, full int }{{replayStartWindow, DefaultReplayWindow}, {64, 1000}, {MinReplayWindow, MaxReplayWindow}} {
+		for _, explicit := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d-%d/grow=%v", tc.start, tc.full, explicit), func(t *testing.T) {
+				for trial := range 50 {
+					rng := rand.New(rand.NewPCG(uint64(tc.start), uint64(trial)))
+					win, err := newGrowingReplayWindow(tc.start, tc.full)
+					if err != nil {
+						t.Fatal(err)
+					}
+					m := &growingModel{model: model{size: uint64(tc.start), seen: map[uint64]bool{}},
+						full: uint64(tc.full), startSlots: uint64(len(win.ring.Load().slots))}
+					growAt := rng.IntN(3000)
+					next := uint64(1 + rng.IntN(1<<20))
+					for i := range 6000 {
+						if explicit && i == growAt {
+							win.Grow()
+							m.grow()
+						}
+						var seq uint64
+						switch r := rng.IntN(100); {
+						case r < 70:
+							seq = next
+							next++
+						case r < 80 && !explicit: // late inside the small window: half of these grow it
+							seq = next - uint64(rng.IntN(tc.start)) - 1
+						case r < 95: // late, possibly beyond either window
+							seq = next - uint64(rng.IntN(2*tc.full+1)) - 1
+						case r < 98: // duplicate of something recent
+							seq = next - uint64(rng.IntN(8)) - 1
+						default: // gap ahead
+							next += uint64(rng.IntN(2 * tc.start))
+							seq = next
+						}
+						if seq > math.MaxUint64/2 {
+							continue
+						}
+						want := m.receive(seq)
+						if got := receive(win, seq); !errors.Is(got, want) {
+							t.Fatalf("trial %d packet %d seq %d (top %d, model size %d floor %d): got %v, want %v",
+								trial, i, seq, m.top, m.size, m.floor, got, want)
+						}
+						if win.Size() != int(m.size) {
+							t.Fatalf("trial %d packet %d: window %d, model %d", trial, i, win.Size(), m.size)
+						}
+					}
+					if win.Size() != tc.full {
+						t.Fatalf("trial %d: the window never grew (%d)", trial, win.Size())
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestReplayWindowGrowsUnderConcurrentReceivers: four receivers take the
+// same packets, each chunk of 64 in its own order, while the window grows
+// in the middle of a chunk: every packet is accepted exactly once, before,
+// during and after the growth (none is lost, none replayed).
+func TestReplayWindowGrowsUnderConcurrentReceivers(t *testing.T) {
+	const workers, chunk, chunks = 4, 64, 40
+	for trial := range 300 {
+		rng := rand.New(rand.NewPCG(uint64(trial), 11))
+		win, err := newGrowingReplayWindow(MinReplayWindow*4, DefaultReplayWindow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		growAt := rng.IntN(chunks)
+		first := uint64(1 + rng.IntN(5000))
+		accepted := make([]atomic.Int32, chunks*chunk)
+		for c := range chunks {
+			var wg sync.WaitGroup
+			for w := range workers {
+				order := rng.Perm(chunk)
+				growAfter := -1
+				if c == growAt && w == 0 {
+					growAfter = rng.IntN(chunk)
+				}
+				wg.Go(func() {
+					for k, i := range order {
+						if k == growAfter {
+							win.Grow()
+						}
+						seq := first + uint64(c*chunk+i)
+						if err := receive(win, seq); err == nil {
+							accepted[c*chunk+i].Add(1)
+						} else if !errors.Is(err, ErrReplayed) {
+							t.Errorf("trial %d seq %d: %v", trial, seq, err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+		}
+		if win.Size() != DefaultReplayWindow {
+			t.Fatalf("trial %d: window %d after Grow", trial, win.Size())
+		}
+		for i := range accepted {
+			if n := accepted[i].Load(); n != 1 {
+				t.Fatalf("trial %d (grew in chunk %d): seq %d accepted %d times", trial, growAt, first+uint64(i), n)
+			}
+		}
+	}
+}
+
+// TestReplayWindowGrowsKeepsWhatItKnew: a packet half the small window
+// late grows it; after that a replay of a packet the small ring took is
+// refused, one it had not seen is taken, one older than its ring could
+// remember is too old, and the full window takes packets the small one
+// would have called too old.
+func TestReplayWindowGrowsKeepsWhatItKnew(t *testing.T) {
+	win, err := newGrowingReplayWindow(64, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 300; seq++ {
+		if seq != 265 && seq != 290 {
+			if err := receive(win, seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := receive(win, 200); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("before growing, a packet 100 late: %v", err)
+	}
+	if err := receive(win, 290); err != nil || win.Size() != 64 {
+		t.Fatalf("a packet 10 late: %v, window %d", err, win.Size())
+	}
+	if err := receive(win, 265); err != nil || win.Size() != 1000 {
+		t.Fatalf("a packet 35 late (half the window is 32): %v, window %d", err, win.Size())
+	}
+	// The small window's ring of four slots held blocks 6 to 9 (192-319).
+	for _, tc := range []struct {
+		seq  uint64
+		want error
+	}{{299, ErrReplayed}, {265, ErrReplayed}, {290, ErrReplayed}, {200, ErrReplayed}, {192, ErrReplayed}, {191, ErrTooOld},
+		{1301, nil}, {301, ErrTooOld}, {302, nil}, {302, ErrReplayed}} {
+		if got := receive(win, tc.seq); !errors.Is(got, tc.want) {
+			t.Fatalf("after growing, seq %d: %v, want %v", tc.seq, got, tc.want)
 		}
 	}
 }

@@ -90,7 +90,7 @@ type SourceStats struct {
 
 // InboundSources returns the per-source counters of the inbound SA spi.
 func (e *Engine) InboundSources(spi uint32) []SourceStats {
-	in, _ := e.inbound.get(spi)
+	in := e.dataEntry(spi)
 	if in == nil {
 		return nil
 	}
