@@ -41,7 +41,7 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 			&cli.StringFlag{Name: "ike", Value: "aes256gcm16-prfsha256-x25519", Usage: "IKE `PROPOSALS`"},
 			&cli.StringFlag{Name: "esp", Value: "aes256gcm16", Usage: "ESP `PROPOSALS`"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "per client, for the handshake and for the echo"},
-			&cli.DurationFlag{Name: "hold", Usage: "keep the clients up this long before deleting their IKE SAs"},
+			&cli.DurationFlag{Name: "hold", Usage: "keep the clients up this long before deleting their IKE SAs (with --gateway-pid, the gateway's memory is read again at its end)"},
 			&cli.Float64Flag{Name: "rate", Usage: "start `N` clients a second (default: all at once)"},
 			&cli.IntFlag{Name: "gateway-pid", Usage: "report the gateway process `PID`'s memory and CPU (from /proc; same host)"},
 			&cli.StringFlag{Name: "json", Usage: "also write the report and every client's result to `FILE`"},
@@ -102,6 +102,12 @@ type gatewayUsage struct {
 	PID    int          `json:"pid"`
 	Before processUsage `json:"before"`
 	Up     processUsage `json:"up"`
+	// Held is read at the end of --hold: what the gateway keeps for the
+	// same clients once they are idle (it drops an idle SA's expanded
+	// cipher within two sweeps, dataplane.CipherIdleSweep, and the Go
+	// runtime returns freed pages to the system over minutes).
+	Held *processUsage `json:"held,omitempty"`
+	Hold time.Duration `json:"hold_ns,omitempty"`
 	// Setup is how long the fleet took, from its start until every
 	// client succeeded or failed.
 	Setup time.Duration `json:"setup_ns"`
@@ -115,6 +121,16 @@ func (g gatewayUsage) String(established int) string {
 	cpu := g.Up.CPU - g.Before.CPU
 	return fmt.Sprintf("gateway %d: VmRSS %d kB before, %d kB with %d clients (%d bytes per client); CPU %.1f s in the %.1f s of setup (%.0f%% of a core)",
 		g.PID, g.Before.RSSkB, g.Up.RSSkB, established, per, cpu.Seconds(), g.Setup.Seconds(), 100*cpu.Seconds()/max(g.Setup.Seconds(), 1e-9))
+}
+
+// heldString is the line on the gateway's memory at the end of --hold.
+func (g gatewayUsage) heldString(established int) string {
+	per := 0
+	if established > 0 {
+		per = (g.Held.RSSkB - g.Before.RSSkB) * 1024 / established
+	}
+	return fmt.Sprintf("gateway %d: VmRSS %d kB with the %d clients held idle for %v (%d bytes per client); CPU %.1f s while held",
+		g.PID, g.Held.RSSkB, established, g.Hold.Round(time.Second), per, (g.Held.CPU - g.Up.CPU).Seconds())
 }
 
 func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {
@@ -286,6 +302,21 @@ func runBenchClients(c *cli.Context) error {
 	if len(phases) > 0 {
 		traffic, trafficErr = runTraffic(c.Context, f, phases, c.Int("gateway-pid"))
 	}
+	if hold := c.Duration("hold"); hold > 0 {
+		select {
+		case <-time.After(hold):
+		case <-c.Context.Done():
+		}
+		if gw != nil && c.Context.Err() == nil {
+			held, err := readProcessUsage(gw.PID)
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("--gateway-pid: %w", err)
+			}
+			gw.Held, gw.Hold = &held, hold
+			fmt.Println(gw.heldString(rep.Established))
+		}
+	}
 	if path := c.String("json"); path != "" {
 		out := benchClientsReport{Report: rep, Gateway: gw, Traffic: traffic}
 		for _, r := range results {
@@ -307,12 +338,6 @@ func runBenchClients(c *cli.Context) error {
 		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 			f.Close()
 			return fmt.Errorf("--json: %w", err)
-		}
-	}
-	if hold := c.Duration("hold"); hold > 0 {
-		select {
-		case <-time.After(hold):
-		case <-c.Context.Done():
 		}
 	}
 	f.Close()

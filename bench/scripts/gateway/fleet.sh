@@ -15,7 +15,20 @@
 # prints the gateway's memory and CPU per client; --json goes to
 # fleet-GATEWAY-COUNT.json in the current directory.
 #
-# GATEWAY_FLAGS adds global flags to mifsec's gateway, e.g. a heap profile
+# FLEETS=N splits the clients over N fleet processes (a process holds at most
+# some 19,000 client sockets here: 100,000 clients need six or more), each
+# with its own identities and every source address, started at once under
+# nice -n ${FLEET_NICE:-10} (the harness shares the gateway's cores), each
+# with the flags given (so --rate is per fleet). The script then reads the
+# gateway's VmRSS itself: before, once every fleet is up, and at the end of
+# --hold, which must outlast the slowest fleet's setup:
+#
+#   sudo FLEETS=10 MIFSEC=./mifsec bench/scripts/gateway/fleet.sh mifsec 100000 \
+#       --rate 100 --timeout 60s --hold 300s
+#
+# GATEWAY_MIFSEC is the mifsec binary the gateway runs (default: MIFSEC), so
+# that two gateway builds meet the same fleet. GATEWAY_FLAGS adds global
+# flags to mifsec's gateway, e.g. a heap profile
 # with the clients held (kill -USR2 the gateway during --hold):
 #
 #   sudo GATEWAY_FLAGS="--heapprofile /tmp/gw.prof" MIFSEC=./mifsec \
@@ -33,7 +46,11 @@ which=${1:?usage: fleet.sh mifsec|strongswan|both COUNT [mifsec bench clients fl
 count=${2:?usage: fleet.sh mifsec|strongswan|both COUNT [mifsec bench clients flags]}
 shift 2
 mifsec=${MIFSEC:-mifsec}
+gateway_mifsec=${GATEWAY_MIFSEC:-$mifsec}
 sources=${SOURCES:-20}
+fleets=${FLEETS:-1}
+pool=10.3.0.0/16
+if [ "$count" -gt 60000 ]; then pool=10.64.0.0/14; fi
 psk="a secret every client shares"
 dir=$(mktemp -d)
 gwpid=
@@ -60,7 +77,7 @@ topology() {
 
 start_mifsec() {
 	# shellcheck disable=SC2086 # GATEWAY_FLAGS is a list of flags
-	setsid ip netns exec gf-gw "$mifsec" --log-level warn ${GATEWAY_FLAGS:-} gateway --tun gfgw0 --pool 10.3.0.0/16 \
+	setsid ip netns exec gf-gw "$gateway_mifsec" --log-level warn ${GATEWAY_FLAGS:-} gateway --tun gfgw0 --pool "$pool" \
 		--local-ts 10.1.0.0/24 --local-id gw.example --psk-file "$dir/psk" >"$dir/gateway.log" 2>&1 &
 	gwpid=$!
 	for _ in $(seq 100); do
@@ -120,14 +137,63 @@ run() {
 	for i in $(seq 1 "$sources"); do src+=(--source 192.0.2.$((100 + i))); done
 	echo "== $gw, $count clients"
 	local rc=0
-	ip netns exec gf-cl "$mifsec" bench clients --gateway 192.0.2.2 --target 10.1.0.1 --count "$count" \
+	if [ "$fleets" -gt 1 ]; then
+		run_fleets "${src[@]}" -- "$@" || rc=$?
+	else
+		ip netns exec gf-cl "$mifsec" bench clients --gateway 192.0.2.2 --target 10.1.0.1 --count "$count" \
 		--psk-file "$dir/psk" --remote-id gw.example "${src[@]}" --gateway-pid "$gwpid" \
 		--json "fleet-$gw-$count.json" "$@" || rc=$?
+	fi
 	kill -- -"$gwpid" 2>/dev/null || true
 	wait "$gwpid" 2>/dev/null || true
 	gwpid=
 	ip netns del gf-cl
 	ip netns del gf-gw
+	return $rc
+}
+
+# rss prints the gateway's VmRSS in kB.
+rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$gwpid/status"; }
+
+# run_fleets SOURCE-FLAGS... -- FLAGS...: $fleets fleets of count/fleets
+# clients at once; the gateway's memory before, once all are up, and at the
+# end of their --hold, per client established.
+run_fleets() {
+	local src=()
+	while [ "$1" != -- ]; do src+=("$1"); shift; done
+	shift
+	local per=$((count / fleets)) before up held pids=() i n established=0
+	before=$(rss)
+	for i in $(seq 1 "$fleets"); do
+		nice -n "${FLEET_NICE:-10}" ip netns exec gf-cl "$mifsec" bench clients --gateway 192.0.2.2 --target 10.1.0.1 \
+			--count "$per" --id-prefix "f$i" --psk-file "$dir/psk" --remote-id gw.example "${src[@]}" \
+			--gateway-pid "$gwpid" --json "fleet-mifsec-$count-$i.json" "$@" >"$dir/fleet-$i.log" 2>&1 &
+		pids+=($!)
+	done
+	# Each fleet prints its "clients:" line once its setup is over.
+	while :; do
+		n=$(grep -l " clients: " "$dir"/fleet-*.log 2>/dev/null | wc -l)
+		[ "$n" -ge "$fleets" ] && break
+		for i in "${!pids[@]}"; do kill -0 "${pids[$i]}" 2>/dev/null || [ -s "$dir/fleet-$((i + 1)).log" ] || { echo "fleet $((i + 1)) ended early"; break 2; }; done
+		sleep 1
+	done
+	up=$(rss)
+	for i in $(seq 1 "$fleets"); do
+		n=$(sed -n 's/.* clients: \([0-9]*\) established.*/\1/p' "$dir/fleet-$i.log")
+		established=$((established + ${n:-0}))
+		grep " clients: " "$dir/fleet-$i.log" | sed "s/^/fleet $i: /"
+	done
+	echo "all fleets up: $established of $count established; gateway VmRSS ${before} kB before, ${up} kB with them ($(( (up - before) * 1024 / (established > 0 ? established : 1) )) bytes per client)"
+	# Read once more just before the first fleet's --hold ends.
+	while :; do
+		n=$(grep -l "held idle" "$dir"/fleet-*.log 2>/dev/null | wc -l)
+		if [ "$n" -gt 0 ] || ! kill -0 "${pids[0]}" 2>/dev/null; then break; fi
+		held=$(rss)
+		sleep 1
+	done
+	[ -n "${held:-}" ] && echo "held: gateway VmRSS ${held} kB with the $established clients ($(( (held - before) * 1024 / (established > 0 ? established : 1) )) bytes per client)"
+	local rc=0
+	for p in "${pids[@]}"; do wait "$p" || rc=1; done
 	return $rc
 }
 
