@@ -41,6 +41,7 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 			&cli.StringFlag{Name: "ike", Value: "aes256gcm16-prfsha256-x25519", Usage: "IKE `PROPOSALS`"},
 			&cli.StringFlag{Name: "esp", Value: "aes256gcm16", Usage: "ESP `PROPOSALS`"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "per client, for the handshake and for the echo"},
+			&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "each client checks the gateway is alive after `DURATION` without an IKE message from it, as mifsec connect --dpd"},
 			&cli.DurationFlag{Name: "hold", Usage: "keep the clients up this long before deleting their IKE SAs (with --gateway-pid, the gateway's memory is read again at its end)"},
 			&cli.Float64Flag{Name: "rate", Usage: "start `N` clients a second (default: all at once)"},
 			&cli.IntFlag{Name: "gateway-pid", Usage: "report the gateway process `PID`'s memory and CPU (from /proc; same host)"},
@@ -172,6 +173,9 @@ func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {
 	}
 	if cfg.StartRate = c.Float64("rate"); cfg.StartRate < 0 {
 		return cfg, errors.New("--rate must not be negative")
+	}
+	if cfg.DPD = c.Duration("dpd"); cfg.DPD <= 0 {
+		return cfg, errors.New("--dpd must be positive")
 	}
 	return cfg, nil
 }
