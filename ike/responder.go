@@ -43,9 +43,7 @@ type RemoteClient struct {
 // to (RFC 4555 §3.3: a reply leaves from where the request arrived), so
 // every message names the gateway address it leaves from: local, as
 // Responder.Deliver reported it. natT says it goes between the UDP
-// encapsulation ports (4500), behind the non-ESP marker. SendFrom may
-// write msg after it returns; the Responder never changes a message it
-// gave it.
+// encapsulation ports (4500), behind the non-ESP marker.
 type ResponderTransport interface {
 	SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error
 }
