@@ -432,7 +432,7 @@ func (e *Engine) ReleaseIdleCiphers() int {
 			sas[3] = in.pair.ProbeSA()
 		}
 		for _, sa := range sas {
-			if sa != nil && sa.cbc == nil && sa.releaseIfIdle(e.idleSweeps) {
+			if sa != nil && sa.releaseIfIdle(e.idleSweeps) { // false for a CBC SA: it has no AEAD
 				released++
 			}
 		}

@@ -84,12 +84,6 @@ const (
 	replayTagMask    = 1<<31 - 1
 )
 
-// newReplayWindow returns a window of size packets, between MinReplayWindow
-// and MaxReplayWindow, from the start.
-func newReplayWindow(size int) (*ReplayWindow, error) {
-	return newGrowingReplayWindow(size, size)
-}
-
 // newGrowingReplayWindow returns a window of start packets that Grow
 // makes size packets (start ≤ size).
 func newGrowingReplayWindow(start, size int) (*ReplayWindow, error) {
@@ -115,12 +109,8 @@ func newReplayRing(size int) *replayRing {
 	return &replayRing{size: uint32(size), slots: make([]atomic.Uint64, n)}
 }
 
-// Size returns the window's size in packets now; FullSize what Grow makes
-// it.
+// Size returns the window's size in packets now (Grow may make it larger).
 func (w *ReplayWindow) Size() int { return int(w.ring.Load().size) }
-
-// FullSize returns the size Grow makes the window.
-func (w *ReplayWindow) FullSize() int { return int(w.full) }
 
 // Top returns the highest sequence number accepted so far (0 if none).
 func (w *ReplayWindow) Top() uint64 { return w.top.Load() }
@@ -208,7 +198,7 @@ func (r *replayRing) accept(topp *atomic.Uint64, seq uint64) (moved bool, err er
 			}
 			next = v | bit
 		case slotOlder:
-			next = uint64(uint32(block)&replayTagMask)<<32 | bit
+			next = slotWord(block, bit)
 		}
 		if slot.CompareAndSwap(v, next) {
 			return false, nil
@@ -253,8 +243,7 @@ func (w *ReplayWindow) carryOver(n *replayRing) {
 		}
 		// A slot is only ever tagged for a block the top covers, so
 		// the block lies at or below the top's.
-		tag := uint32(v>>32) & replayTagMask
-		block := topBlock - uint64((uint32(topBlock)-tag)&replayTagMask)
+		block := topBlock - uint64((uint32(topBlock)-slotTag(v))&replayTagMask)
 		newest = max(newest, block)
 		n.merge(block, uint32(v), topBlock)
 	}
@@ -279,7 +268,7 @@ func (r *replayRing) merge(block uint64, bits uint32, topBlock uint64) {
 		case slotSame:
 			next = v | uint64(bits)
 		case slotOlder:
-			next = uint64(uint32(block)&replayTagMask)<<32 | uint64(bits)
+			next = slotWord(block, uint64(bits))
 		}
 		if next == v || slot.CompareAndSwap(v, next) {
 			return
@@ -299,12 +288,20 @@ const (
 	slotNewer        // describes a newer block: block has left the window
 )
 
+// slotWord is the slot word of block with bitmap bits.
+func slotWord(block, bits uint64) uint64 {
+	return uint64(uint32(block)&replayTagMask)<<32 | bits
+}
+
+// slotTag returns the block tag of slot word v (without the frozen bit).
+func slotTag(v uint64) uint32 { return uint32(v>>32) & replayTagMask }
+
 // slotState tells what a slot word v means for block, given the block of the
 // window's top. The tag holds only the low 31 bits of a block number: a
 // newer block can only lie between block and topBlock, so a tag is newer
 // exactly when its distance above block fits in that range.
 func slotState(v, block, topBlock uint64) int {
-	tag := uint32(v>>32) & replayTagMask
+	tag := slotTag(v)
 	own := uint32(block) & replayTagMask
 	switch {
 	case tag == own:

@@ -10,6 +10,11 @@ import (
 	"testing"
 )
 
+// newReplayWindow returns a window of size packets from the start.
+func newReplayWindow(size int) (*ReplayWindow, error) {
+	return newGrowingReplayWindow(size, size)
+}
+
 // receive runs the receiver's two steps, Check before the ICV and Accept
 // after it, as Open does.
 func receive(w *ReplayWindow, seq uint64) error {

@@ -333,6 +333,13 @@ func (s *Scheduler) miss(p *ctlPath, now int64) {
 	p.loss.AddMissedProbe()
 }
 
+// missProbe counts the unanswered probe o missed; its reply may still
+// come (ProbeReply).
+func (s *Scheduler) missProbe(p *ctlPath, o *probeRec, now int64) {
+	o.live, o.missed = false, true
+	s.miss(p, now)
+}
+
 // ProbeReply feeds a probe reply that arrived at now: it updates the
 // round-trip, rate and loss estimators and the failure detector. Probes
 // sent on the same path before this one and still unanswered are missed
@@ -360,8 +367,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	for i := range p.probes {
 		o := &p.probes[i]
 		if o.live && int32(o.seq-r.Seq) < 0 {
-			o.live, o.missed = false, true
-			s.miss(p, now)
+			s.missProbe(p, o, now)
 		}
 	}
 	p.rtt.Add(time.Duration(now-rec.sent)-max(r.Hold, 0), now)
@@ -527,8 +533,7 @@ func (s *Scheduler) Tick(now int64) {
 		mt := int64(p.det.MissTimeout(&p.rtt))
 		for i := range p.probes {
 			if o := &p.probes[i]; o.live && now-o.sent > mt {
-				o.live, o.missed = false, true
-				s.miss(p, now)
+				s.missProbe(p, o, now)
 			}
 		}
 		p.det.Silence(now, p.pending, &p.rtt)

@@ -115,23 +115,24 @@ type gatewayUsage struct {
 }
 
 func (g gatewayUsage) String(established int) string {
-	per := 0
-	if established > 0 {
-		per = (g.Up.RSSkB - g.Before.RSSkB) * 1024 / established
-	}
 	cpu := g.Up.CPU - g.Before.CPU
 	return fmt.Sprintf("gateway %d: VmRSS %d kB before, %d kB with %d clients (%d bytes per client); CPU %.1f s in the %.1f s of setup (%.0f%% of a core)",
-		g.PID, g.Before.RSSkB, g.Up.RSSkB, established, per, cpu.Seconds(), g.Setup.Seconds(), 100*cpu.Seconds()/max(g.Setup.Seconds(), 1e-9))
+		g.PID, g.Before.RSSkB, g.Up.RSSkB, established, g.perClient(g.Up, established), cpu.Seconds(), g.Setup.Seconds(), 100*cpu.Seconds()/max(g.Setup.Seconds(), 1e-9))
+}
+
+// perClient is the growth of the gateway's VmRSS from before the clients
+// to u, in bytes per client established.
+func (g gatewayUsage) perClient(u processUsage, established int) int {
+	if established <= 0 {
+		return 0
+	}
+	return (u.RSSkB - g.Before.RSSkB) * 1024 / established
 }
 
 // heldString is the line on the gateway's memory at the end of --hold.
 func (g gatewayUsage) heldString(established int) string {
-	per := 0
-	if established > 0 {
-		per = (g.Held.RSSkB - g.Before.RSSkB) * 1024 / established
-	}
 	return fmt.Sprintf("gateway %d: VmRSS %d kB with the %d clients held idle for %v (%d bytes per client); CPU %.1f s while held",
-		g.PID, g.Held.RSSkB, established, g.Hold.Round(time.Second), per, (g.Held.CPU - g.Up.CPU).Seconds())
+		g.PID, g.Held.RSSkB, established, g.Hold.Round(time.Second), g.perClient(*g.Held, established), (g.Held.CPU - g.Up.CPU).Seconds())
 }
 
 func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {

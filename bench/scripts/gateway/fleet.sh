@@ -155,6 +155,10 @@ run() {
 # rss prints the gateway's VmRSS in kB.
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$gwpid/status"; }
 
+# per_client KB BEFORE CLIENTS prints the growth from BEFORE to KB in bytes
+# per client.
+per_client() { echo $(( ($1 - $2) * 1024 / ($3 > 0 ? $3 : 1) )); }
+
 # run_fleets SOURCE-FLAGS... -- FLAGS...: $fleets fleets of count/fleets
 # clients at once; the gateway's memory before, once all are up, and at the
 # end of their --hold, per client established.
@@ -183,7 +187,7 @@ run_fleets() {
 		established=$((established + ${n:-0}))
 		grep " clients: " "$dir/fleet-$i.log" | sed "s/^/fleet $i: /"
 	done
-	echo "all fleets up: $established of $count established; gateway VmRSS ${before} kB before, ${up} kB with them ($(( (up - before) * 1024 / (established > 0 ? established : 1) )) bytes per client)"
+	echo "all fleets up: $established of $count established; gateway VmRSS ${before} kB before, ${up} kB with them ($(per_client "$up" "$before" "$established") bytes per client)"
 	# Read once more just before the first fleet's --hold ends.
 	while :; do
 		n=$(grep -l "held idle" "$dir"/fleet-*.log 2>/dev/null | wc -l)
@@ -191,7 +195,7 @@ run_fleets() {
 		held=$(rss)
 		sleep 1
 	done
-	[ -n "${held:-}" ] && echo "held: gateway VmRSS ${held} kB with the $established clients ($(( (held - before) * 1024 / (established > 0 ? established : 1) )) bytes per client)"
+	[ -n "${held:-}" ] && echo "held: gateway VmRSS ${held} kB with the $established clients ($(per_client "$held" "$before" "$established") bytes per client)"
 	local rc=0
 	for p in "${pids[@]}"; do wait "$p" || rc=1; done
 	return $rc
