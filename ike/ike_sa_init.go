@@ -9,6 +9,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -34,14 +35,22 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 	ni := nonce()
 	group := firstDHGroup(s.cfg.IKE)
 	var cookie []byte
+	var kex KeyExchange
 	offered := offerIKE(s.cfg.IKE)
 	for attempt := 0; ; attempt++ {
 		if attempt == 4 {
 			return nil, fmt.Errorf("IKE_SA_INIT with %s: the gateway kept asking for another cookie or group", s.cfg.Remote)
 		}
-		kex, err := NewKeyExchange(group)
-		if err != nil {
-			return nil, err
+		// A retry with a cookie repeats the request unchanged but for the
+		// cookie (RFC 7296 §2.6), the key share too: a gateway whose queue
+		// is long may still answer an earlier copy without the cookie,
+		// and that answer must give the same keys. Only another group
+		// needs a new key share.
+		if kex == nil || kex.Group() != group {
+			var err error
+			if kex, err = NewKeyExchange(group); err != nil {
+				return nil, err
+			}
 		}
 		var payloads []wire.Payload
 		if cookie != nil {
@@ -79,7 +88,12 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 				redirect = r
 				return err
 			}
-			if wire.FindNotify(resp.Payloads, wire.COOKIE) != nil {
+			if n := wire.FindNotify(resp.Payloads, wire.COOKIE); n != nil {
+				if cookie != nil && string(n.Data) == string(cookie) {
+					// The answer to a copy sent before we had the
+					// cookie: this request carries it already.
+					return errors.New("IKE_SA_INIT: the gateway asked again for the cookie this request carries")
+				}
 				return nil
 			}
 			if n := wire.FindNotify(resp.Payloads, wire.INVALID_KE_PAYLOAD); n != nil {
@@ -270,7 +284,15 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 		r.redirectInit(m, in, ni.Data) // full or draining (redirect.go)
 		return
 	}
-	if len(r.halfOpen) >= r.cfg.CookieThreshold || atSourceLimit {
+	now := r.cfg.Now()
+	if len(r.halfOpen) >= r.cfg.CookieThreshold {
+		r.cookiesUntil = now.Add(cookieCalmDown)
+	}
+	arrived := in.at
+	if arrived.IsZero() {
+		arrived = now // handed to handle directly, not queued by Deliver
+	}
+	if arrived.Before(r.cookiesUntil) || atSourceLimit {
 		n := wire.FindNotify(m.Payloads, wire.COOKIE)
 		if n == nil || !r.cookieOK(n.Data, ni.Data, in.from.Addr(), m.SPIi) {
 			cur := r.secret
@@ -293,7 +315,6 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 		r.answerInit(m, in, &wire.Notify{NotifyType: wire.INVALID_SYNTAX})
 		return
 	}
-	now := r.cfg.Now()
 	if atSourceLimit {
 		// The source proved its address with the cookie: its own oldest
 		// half-open IKE SA makes room if it waited long for its IKE_AUTH

@@ -20,6 +20,15 @@ const (
 	// IKE_AUTH before a new request from its source may replace it.
 	staleHalfOpen            = 2 * time.Second
 	defaultMaxSAsPerIdentity = 4
+	// cookieCalmDown is how long after the half-open IKE SAs were last
+	// found at the threshold requests that arrive must still bring a
+	// cookie. A client that got a COOKIE retries with it, while copies
+	// of its first request may still wait in the queue, for seconds when
+	// logins are slow: answered without a cookie, one would make a
+	// second IKE SA, whose answer the client could take while its
+	// IKE_AUTH signs the request with the cookie. So the demand follows
+	// a request's arrival, not when the loop gets to it.
+	cookieCalmDown = 10 * time.Second
 	// maxAuthSources is how many recent source addresses of a client's
 	// authenticated messages are remembered.
 	maxAuthSources = 4

@@ -138,7 +138,8 @@ type ResponderConfig struct {
 	DNSDomains []string
 
 	// CookieThreshold is the number of half-open IKE SAs above which a
-	// COOKIE (RFC 7296 §2.6) is demanded; 0 means 32.
+	// COOKIE (RFC 7296 §2.6) is demanded, from requests that arrive
+	// until 10 s after the count was last seen there; 0 means 32.
 	CookieThreshold int
 	// MaxHalfOpen bounds half-open IKE SAs; requests beyond it are
 	// dropped. 0 means 1024.
@@ -351,6 +352,7 @@ type Responder struct {
 
 	secret, oldSecret [32]byte
 	secretSince       time.Time
+	cookiesUntil      time.Time // cookies are demanded until then (cookieCalmDown)
 
 	// Drain (redirect.go): since when new clients are refused and until
 	// when established ones may leave; how many were redirected.
@@ -470,12 +472,12 @@ const (
 // It copies data and never blocks: when the responder is behind, the
 // datagram is dropped, as the network might have, and counted.
 func (r *Responder) Deliver(data []byte, local netip.Addr, from netip.AddrPort, natT bool) {
-	q := r.inits
+	q, at := r.inits, r.cfg.Now()
 	if len(data) >= 16 && binary.BigEndian.Uint64(data[8:16]) != 0 {
-		q = r.inbox // the responder's SPI is set: not an IKE_SA_INIT
+		q, at = r.inbox, time.Time{} // the responder's SPI is set: not an IKE_SA_INIT
 	}
 	select {
-	case q <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT}:
+	case q <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT, at: at}:
 	default:
 		r.inboxDrop.Add(1)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -513,6 +514,164 @@ func TestResponderCookie(t *testing.T) {
 	}
 	if len(ch.addrs) == 0 {
 		t.Fatal("no address after the cookie exchange")
+	}
+}
+
+// cookieOnce answers the first IKE_SA_INIT request itself with a COOKIE,
+// twice (the second as a gateway's answer to a copy of the request sent
+// before the client had the cookie), and passes the rest on.
+type cookieOnce struct {
+	clientSide
+	mu    sync.Mutex
+	s     *Session
+	inits [][]byte // the IKE_SA_INIT requests sent
+}
+
+func (c *cookieOnce) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	m, err := wire.Parse(msg)
+	if err != nil || m.Exchange != wire.IKE_SA_INIT {
+		return c.clientSide.Send(msg, to, natT)
+	}
+	c.mu.Lock()
+	c.inits = append(c.inits, slices.Clone(msg))
+	first := len(c.inits) == 1
+	c.mu.Unlock()
+	if !first {
+		return c.clientSide.Send(msg, to, natT)
+	}
+	resp := &wire.Message{SPIi: m.SPIi, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagResponse,
+		Payloads: []wire.Payload{&wire.Notify{NotifyType: wire.COOKIE, Data: []byte("a cookie for the test")}}}
+	b, err := resp.Marshal()
+	if err != nil {
+		return err
+	}
+	c.s.Deliver(b, to, natT)
+	c.s.Deliver(b, to, natT)
+	return nil
+}
+
+// TestSessionCookieRetry: the retry with a cookie is the first request
+// with the cookie in front, the key share unchanged (RFC 7296 §2.6), so
+// that an answer to a copy of the first request gives the same keys; a
+// second demand for the cookie the retry carries makes no third request.
+func TestSessionCookieRetry(t *testing.T) {
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k")})
+	cfg := SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), PSK: []byte("k"), RequestIPv4: true,
+		Retransmit: RetransmitPolicy{Timeout: 5 * time.Second, Tries: 2}}
+	cfg.IKE, cfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	a := netip.MustParseAddr("192.0.2.30")
+	tr := &cookieOnce{clientSide: clientSide{w, a}}
+	s, err := NewSession(cfg, tr, &childLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.s = s
+	w.mu.Lock()
+	w.sessions[a] = s
+	w.mu.Unlock()
+	connect(t, s, true)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.inits) != 2 {
+		t.Fatalf("%d IKE_SA_INIT requests, want the first and one retry with the cookie", len(tr.inits))
+	}
+	first, err := wire.Parse(tr.inits[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry, err := wire.Parse(tr.inits[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := retry.Payloads[0].(*wire.Notify); !ok || n.NotifyType != wire.COOKIE || string(n.Data) != "a cookie for the test" {
+		t.Fatalf("the retry does not start with the cookie: %v", retry.Payloads[0])
+	}
+	if retry.SPIi != first.SPIi || len(retry.Payloads) != len(first.Payloads)+1 {
+		t.Fatalf("the retry changed the SPI or the payloads: %d payloads after %d", len(retry.Payloads), len(first.Payloads))
+	}
+	for _, pair := range [][2]wire.Payload{
+		{wire.Find[*wire.KE](first.Payloads), wire.Find[*wire.KE](retry.Payloads)},
+		{wire.Find[*wire.Nonce](first.Payloads), wire.Find[*wire.Nonce](retry.Payloads)},
+	} {
+		if !reflect.DeepEqual(pair[0], pair[1]) {
+			t.Errorf("the retry's %T differs from the first request's", pair[0])
+		}
+	}
+}
+
+// TestResponderCookieCalmDown: cookies are still demanded for 10 s after
+// the half-open IKE SAs were last at the threshold, then no longer.
+func TestResponderCookieCalmDown(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	advance := func(d time.Duration) { now.Add(int64(d)) }
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k"), CookieThreshold: 1, HalfOpenTimeout: time.Second,
+		Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cookies := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		n := 0
+		for _, nt := range w.seen {
+			if nt == wire.COOKIE {
+				n++
+			}
+		}
+		return n
+	}
+	halfOpen := func(addr string) {
+		t.Helper()
+		s, _ := w.newClient(t, addr, SessionConfig{PSK: []byte("k")})
+		if _, err := s.initExchange(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expire := func() {
+		t.Helper()
+		advance(2 * time.Second)
+		w.r.do(ctx, w.r.tick)
+		w.r.do(ctx, func() {
+			if len(w.r.halfOpen) != 0 {
+				t.Fatalf("%d half-open IKE SAs left", len(w.r.halfOpen))
+			}
+		})
+	}
+	var sighted time.Time // the last request that found the threshold
+	for _, step := range []struct {
+		addr   string
+		cookie bool
+	}{
+		{"192.0.2.31", false}, // none half-open
+		{"192.0.2.32", true},  // one: at the threshold
+		{"192.0.2.33", true},  // none again, 2 s later
+		{"192.0.2.34", true},  // 4 s later: the last sighting was at the previous step
+		{"192.0.2.35", false}, // 12 s after the last sighting, set below
+	} {
+		before := cookies()
+		halfOpen(step.addr)
+		if got := cookies() > before; got != step.cookie {
+			t.Fatalf("client at %s: cookie demanded %v, want %v", step.addr, got, step.cookie)
+		}
+		if step.addr == "192.0.2.32" {
+			expire()
+		} else if step.addr == "192.0.2.34" {
+			sighted = time.Unix(0, now.Load())
+			expire()
+			advance(10 * time.Second)
+		}
+	}
+	// A request that arrived while cookies were demanded gets one even
+	// when the loop comes to it after the calm-down: it may be a late copy
+	// of a request whose client retries with its cookie already.
+	expire()
+	before := cookies()
+	w.r.do(ctx, func() {
+		w.r.handle(inbound{data: initRequest(t, 77, "aes256gcm16-prfsha256-x25519", 32, nil),
+			from: netip.MustParseAddrPort("192.0.2.36:500"), at: sighted.Add(5 * time.Second)})
+	})
+	if cookies() == before {
+		t.Fatal("no cookie demanded from a request that arrived within the calm-down")
 	}
 }
 

@@ -180,6 +180,7 @@ type inbound struct {
 	local netip.Addr // the gateway's address it arrived at (responder only)
 	from  netip.AddrPort
 	natT  bool
+	at    time.Time // when an IKE_SA_INIT request reached the responder (its cookie demand)
 }
 
 // Session is one initiator's connection to a gateway: it sets up an IKE SA
