@@ -78,10 +78,29 @@ func (s *Session) exchange(ctx context.Context, sa *ikeSA, exchange wire.Exchang
 	timeout := policy.Timeout
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	hurry := s.hurry
+	if exchange == wire.IKE_AUTH {
+		hurry = nil // connecting: CheckAlive has no IKE SA to check yet
+	}
+	var checking chan<- error // a CheckAlive waiting for this request's fate
+	settle := func(alive error) {
+		if checking != nil {
+			checking <- alive
+		}
+	}
 	for tries := 1; ; {
 		select {
 		case <-ctx.Done():
+			settle(ctx.Err())
 			return nil, ctx.Err()
+		case checking = <-hurry:
+			// CheckAlive while this request is outstanding: its answer
+			// shows the gateway alive; none within a liveness check's
+			// tries shows it lost.
+			policy, hurry = aliveCheckPolicy, nil
+			tries, timeout = 1, policy.Timeout
+			s.transmit(datagrams)
+			timer.Reset(timeout)
 		case to := <-s.mob.moves:
 			// UpdateAddresses while this request is outstanding (its
 			// path may be dead): retransmit it there at once, afresh,
@@ -92,15 +111,22 @@ func (s *Session) exchange(ctx context.Context, sa *ikeSA, exchange wire.Exchang
 			timer.Reset(timeout)
 		case in := <-s.inbox:
 			if err := s.handle(in, p); err != nil {
+				settle(err)
 				return nil, err
 			}
 			if p.done {
 				sa.nextOut++
+				settle(nil)
 				return p.reply, p.err
 			}
 		case <-timer.C:
 			if tries == policy.Tries {
-				return nil, fmt.Errorf("%w: no response to %s after %d tries", ErrTimeout, exchange, tries)
+				err := fmt.Errorf("%w: no response to %s after %d tries", ErrTimeout, exchange, tries)
+				if checking != nil {
+					err = fmt.Errorf("%w: %w", errGatewaySilent, err) // reconnect at once
+				}
+				settle(err)
+				return nil, err
 			}
 			tries++
 			s.transmit(datagrams)

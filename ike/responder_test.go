@@ -981,6 +981,56 @@ func TestCheckAliveReconnectsAtOnce(t *testing.T) {
 	})
 }
 
+// TestCheckAliveDuringDPD: a liveness check asked for while the session's
+// own DPD request waits out a long retransmission schedule (a gateway just
+// gone) does not queue behind it: the outstanding request retransmits as
+// the check, and the session reconnects within a check's second.
+func TestCheckAliveDuringDPD(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		psk := []byte("k")
+		w, _ := startResponder(t, ResponderConfig{PSK: psk})
+		s, _ := w.newClient(t, "192.0.2.11", SessionConfig{PSK: psk, DPD: 10 * time.Second})
+		connect(t, s, true)
+		// strongSwan's schedule, as the fleet's clients use: a minute and more.
+		s.cfg.Retransmit = RetransmitPolicy{Timeout: 2 * time.Second, Backoff: 1.8, Tries: 6}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+
+		w.runResponder(t, ResponderConfig{PSK: psk}, &gwLog{}) // restarted: no IKE SA
+		w.mu.Lock()
+		w.dropResponse = func([]byte) bool { return true } // and silent
+		w.mu.Unlock()
+		time.Sleep(12 * time.Second) // the DPD went out at 10 or 11 s
+		synctest.Wait()
+		start := time.Now()
+		err := s.CheckAlive(context.Background())
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("CheckAlive during an unanswered DPD: %v, want a timeout", err)
+		}
+		if took := time.Since(start); took > 1500*time.Millisecond {
+			t.Fatalf("CheckAlive took %v behind the DPD's retransmissions", took)
+		}
+		w.mu.Lock()
+		w.dropResponse = nil
+		w.mu.Unlock()
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if st := s.Status(); st.Reconnects != 1 || st.State != "established" {
+			t.Fatalf("2 s after the failed check: %s, %d reconnects, want established again", st.State, st.Reconnects)
+		}
+		// A check with no request outstanding leaves no hurry behind: the
+		// next DPD keeps its own schedule.
+		if err := s.CheckAlive(context.Background()); err != nil {
+			t.Fatalf("CheckAlive on the new IKE SA: %v", err)
+		}
+		if len(s.hurry) != 0 {
+			t.Fatal("a passed check left its hurry queued")
+		}
+	})
+}
+
 func TestResponderDPD(t *testing.T) {
 	const dpd = 30 * time.Second
 	t.Run("answering client stays", func(t *testing.T) {

@@ -199,9 +199,10 @@ type Session struct {
 	h       Handler
 	log     *slog.Logger
 	inbox   chan inbound
-	drop    chan struct{}  // Drop: delete the IKE SA and connect again
-	natT    bool           // talking on port 4500
-	remote  netip.AddrPort // where requests go
+	drop    chan struct{}     // Drop: delete the IKE SA and connect again
+	hurry   chan chan<- error // CheckAlive: an outstanding request retransmits as a liveness check and reports (exchange)
+	natT    bool              // talking on port 4500
+	remote  netip.AddrPort    // where requests go
 	sa      *ikeSA
 	oldSAs  []*ikeSA // rekeyed IKE SAs waiting for their Delete
 	child   *ChildSA
@@ -314,7 +315,7 @@ func NewSession(cfg SessionConfig, tr Transport, h Handler) (*Session, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), drop: make(chan struct{}, 1), remote: cfg.Remote, mob: newSessionMobility(&cfg),
+	s := &Session{cfg: cfg, tr: tr, h: h, log: log, inbox: make(chan inbound, 64), drop: make(chan struct{}, 1), hurry: make(chan chan<- error, 1), remote: cfg.Remote, mob: newSessionMobility(&cfg),
 		toldGateway: cfg.Remote}
 	s.status.State = "connecting"
 	s.status.Gateway = cfg.Remote.String()
@@ -510,16 +511,45 @@ func (s *Session) teardown() {
 // CheckAlive returns an error matching ErrTimeout. Without an IKE SA it
 // returns ErrNotEstablished.
 func (s *Session) CheckAlive(ctx context.Context) error {
-	return s.call(ctx, func(loop context.Context, r *callResult) error {
-		if s.sa == nil {
-			r.set(ErrNotEstablished)
+	// A request already outstanding (a DPD, a rekey) would keep the
+	// check waiting through its whole retransmission schedule, a minute
+	// and more: it is the check, and retransmits as one now.
+	hurried := make(chan error, 1)
+	select {
+	case s.hurry <- hurried:
+	default:
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	checked := make(chan error, 1)
+	go func() {
+		checked <- s.call(ctx, func(loop context.Context, r *callResult) error {
+			s.calmDown()
+			if s.sa == nil {
+				r.set(ErrNotEstablished)
+				return nil
+			}
+			if _, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, nil, aliveCheckPolicy); err != nil {
+				return fmt.Errorf("%w: %w", errGatewaySilent, err) // ends serve: reconnect
+			}
 			return nil
-		}
-		if _, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, nil, aliveCheckPolicy); err != nil {
-			return fmt.Errorf("%w: %w", errGatewaySilent, err) // ends serve: reconnect
-		}
-		return nil
-	})
+		})
+	}()
+	select {
+	case err := <-hurried:
+		return err
+	case err := <-checked:
+		return err
+	}
+}
+
+// calmDown forgets a CheckAlive's hurry that found no request
+// outstanding: it must not cut a later one short.
+func (s *Session) calmDown() {
+	select {
+	case <-s.hurry:
+	default:
+	}
 }
 
 // aliveCheckPolicy paces CheckAlive's retransmissions.
@@ -554,6 +584,7 @@ func (s *Session) shutdown() {
 func (s *Session) serve(ctx context.Context) error {
 	timer := time.NewTimer(time.Second)
 	defer timer.Stop()
+	s.calmDown()
 	for {
 		select {
 		case <-ctx.Done():

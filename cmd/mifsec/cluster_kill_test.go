@@ -91,7 +91,22 @@ func (l *clusterLab) addrs() []netip.AddrPort {
 func (l *clusterLab) logs() string {
 	var b strings.Builder
 	for _, g := range l.gws {
-		fmt.Fprintf(&b, "\ngateway %s (tail):\n%s", g.name, tail(g.p.log.String(), 30))
+		log := g.p.log.String()
+		var notable []string // what is not INFO: a refusal, etcd not answering
+		for line := range strings.Lines(log) {
+			if !strings.Contains(line, "level=INFO") {
+				notable = append(notable, strings.TrimSuffix(line, "\n"))
+			}
+		}
+		if len(notable) > 30 {
+			notable = notable[len(notable)-30:]
+		}
+		counts := "no status (killed or not answering)"
+		if st, err := readGatewayStatus(g.tun); err == nil {
+			counts = fmt.Sprintf("%d clients, IKE failures %v", len(st.Clients), st.IKEFailures)
+		}
+		fmt.Fprintf(&b, "\ngateway %s: %s\nits warnings and errors (last 30):\n%s\nits log's tail:\n%s", g.name, counts,
+			strings.Join(notable, "\n"), tail(log, 10))
 	}
 	return b.String()
 }
@@ -344,10 +359,13 @@ func TestMifsecGatewayClusterKill(t *testing.T) {
 	})
 	// A client notices: 3 echoes unanswered (3 intervals), then a liveness
 	// check of 3 × 300 ms; it moves on and logs in at another gateway,
-	// whose responder takes each login's four etcd round trips in turn
+	// whose responder takes each login's etcd round trips in turn
 	// (docs/gateway-scale.md): n/3 logins shared by two gateways, allowed
-	// 40 ms each on these two busy cores, and 5 s of margin.
-	bound := 3*interval + time.Second + time.Duration(n/3)*40*time.Millisecond/2 + 5*time.Second
+	// 40 ms each on these two busy cores, or as long as the n logins
+	// shared by three took at the start when that was slower (other
+	// tests' packages share the cores), and 5 s of margin.
+	logins := max(time.Duration(n/3)*40*time.Millisecond/2, f.Report().All/2)
+	bound := 3*interval + time.Second + logins + 5*time.Second
 	if n > 300 {
 		// A measurement (docs/gateway-scale.md): a thousand clients
 		// logging in at once queue behind the etcd round trips of each
