@@ -570,6 +570,55 @@ func TestResponderLargeDHBudget(t *testing.T) {
 	}
 }
 
+// A source that reached its half-open share must bring cookies for the
+// calm-down after it dropped below, as all sources must after the table's
+// cookie threshold (TestResponderCookieCalmDown): clients behind one NAT
+// retry with their cookies while copies of their first requests wait.
+func TestResponderSourceCookieCalmDown(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rig := newFuzzRigWith(t, func(c *ResponderConfig) {
+		c.MaxHalfOpenPerSource, c.CookieThreshold, c.HalfOpenTimeout = 2, 100, time.Second
+		c.Now = func() time.Time { return now }
+	})
+	nat := netip.MustParseAddr("192.0.2.81")
+	spi := uint64(800)
+	answer := func(from netip.AddrPort) (cookie bool) {
+		t.Helper()
+		spi++
+		n := len(rig.sent)
+		rig.r.handle(inbound{data: initRequest(t, spi, "aes256gcm16-prfsha256-x25519", 32, nil), from: from})
+		c, ke, notify := rig.initAnswer(t, from, n)
+		if c == nil && !ke {
+			t.Fatalf("request from %v: neither a cookie nor an IKE SA (notify %v)", from, notify)
+		}
+		return c != nil
+	}
+	for port := range uint16(2) {
+		if answer(netip.AddrPortFrom(nat, 4000+port)) {
+			t.Fatal("a cookie below the source's share")
+		}
+	}
+	if !answer(netip.AddrPortFrom(nat, 4002)) {
+		t.Fatal("no cookie at the source's share")
+	}
+	now = now.Add(2 * time.Second)
+	rig.r.tick()
+	if len(rig.r.perSource) != 0 {
+		t.Fatalf("half-open IKE SAs left: %v", rig.r.perSource)
+	}
+	if !answer(netip.AddrPortFrom(nat, 4003)) {
+		t.Fatal("no cookie 2 s after the source was at its share")
+	}
+	if answer(netip.MustParseAddrPort("192.0.2.82:500")) {
+		t.Fatal("another source had to bring a cookie")
+	}
+	now = now.Add(cookieCalmDown)
+	rig.r.tick()
+	if answer(netip.AddrPortFrom(nat, 4004)) {
+		t.Fatal("a cookie after the calm-down")
+	}
+}
+
 // M7: a spoofer that filled a victim's half-open share cannot keep the
 // victim out: once they are stale, the victim returns the cookie and
 // replaces the oldest.

@@ -352,7 +352,8 @@ type Responder struct {
 
 	secret, oldSecret [32]byte
 	secretSince       time.Time
-	cookiesUntil      time.Time // cookies are demanded until then (cookieCalmDown)
+	cookiesUntil      time.Time                  // cookies are demanded from requests arriving until then (cookieCalmDown)
+	sourceCookies     map[netip.Prefix]time.Time // the same for a source at its half-open share
 
 	// Drain (redirect.go): since when new clients are refused and until
 	// when established ones may leave; how many were redirected.
@@ -422,7 +423,7 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	}
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, inboxSize), inits: make(chan inbound, initsSize), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
-		perSource: map[netip.Prefix][]*rSA{}, byKey: map[string][]*rClient{}, budgets: map[netip.Prefix]*dhBudget{}, failures: map[string]uint64{},
+		perSource: map[netip.Prefix][]*rSA{}, byKey: map[string][]*rClient{}, budgets: map[netip.Prefix]*dhBudget{}, sourceCookies: map[netip.Prefix]time.Time{}, failures: map[string]uint64{},
 		radiusDone: make(chan func(), 64), quit: make(chan struct{}), keys: newKeyPool(keyPoolSize, cfg.IKE, cfg.ESP)}
 	if cfg.RADIUS != nil {
 		if r.radius, err = newRADIUSClient(*cfg.RADIUS); err != nil {
@@ -636,6 +637,9 @@ func (r *Responder) tick() {
 		}
 	}
 	r.forgetIdleBudgets(now)
+	// Kept a calm-down longer: requests that arrived before the end may
+	// still wait in the queue.
+	maps.DeleteFunc(r.sourceCookies, func(_ netip.Prefix, until time.Time) bool { return !now.Before(until.Add(cookieCalmDown)) })
 	r.eapLimits.forget(now)
 	if now.Sub(r.secretSince) >= r.cfg.CookieSecretLifetime {
 		r.oldSecret = r.secret
