@@ -473,9 +473,9 @@ const (
 // It copies data and never blocks: when the responder is behind, the
 // datagram is dropped, as the network might have, and counted.
 func (r *Responder) Deliver(data []byte, local netip.Addr, from netip.AddrPort, natT bool) {
-	q, at := r.inits, r.cfg.Now()
-	if len(data) >= 16 && binary.BigEndian.Uint64(data[8:16]) != 0 {
-		q, at = r.inbox, time.Time{} // the responder's SPI is set: not an IKE_SA_INIT
+	q, at := r.inbox, time.Time{}
+	if len(data) < 16 || binary.BigEndian.Uint64(data[8:16]) == 0 {
+		q, at = r.inits, r.cfg.Now() // no responder's SPI: an IKE_SA_INIT, whose arrival its cookie demand goes by
 	}
 	select {
 	case q <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT, at: at}:

@@ -524,7 +524,7 @@ func (s *Session) CheckAlive(ctx context.Context) error {
 	checked := make(chan error, 1)
 	go func() {
 		checked <- s.call(ctx, func(loop context.Context, r *callResult) error {
-			s.calmDown()
+			s.dropStaleHurry()
 			if s.sa == nil {
 				r.set(ErrNotEstablished)
 				return nil
@@ -543,9 +543,9 @@ func (s *Session) CheckAlive(ctx context.Context) error {
 	}
 }
 
-// calmDown forgets a CheckAlive's hurry that found no request
+// dropStaleHurry forgets a CheckAlive's hurry that found no request
 // outstanding: it must not cut a later one short.
-func (s *Session) calmDown() {
+func (s *Session) dropStaleHurry() {
 	select {
 	case <-s.hurry:
 	default:
@@ -584,7 +584,7 @@ func (s *Session) shutdown() {
 func (s *Session) serve(ctx context.Context) error {
 	timer := time.NewTimer(time.Second)
 	defer timer.Stop()
-	s.calmDown()
+	s.dropStaleHurry()
 	for {
 		select {
 		case <-ctx.Done():
