@@ -92,7 +92,7 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 				if cookie != nil && string(n.Data) == string(cookie) {
 					// The answer to a copy sent before we had the
 					// cookie: this request carries it already.
-					return errors.New("IKE_SA_INIT: the gateway asked again for the cookie this request carries")
+					return errStaleCookie
 				}
 				return nil
 			}
@@ -138,6 +138,10 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 	}
 }
 
+// errStaleCookie is a COOKIE demand for the cookie the request already
+// carries: the answer to a copy sent before the client had it.
+var errStaleCookie = errors.New("IKE_SA_INIT: the gateway asked again for the cookie this request carries")
+
 // initRoundTrip sends an IKE_SA_INIT request and waits for a response
 // that accept takes (returns nil for). A response accept refuses does
 // not end the wait; when the retransmissions are spent, the last refusal
@@ -160,7 +164,9 @@ func (s *Session) initRoundTrip(ctx context.Context, req []byte, spiI uint64, ac
 			}
 			if err := accept(m, in.data); err != nil {
 				s.log.Debug("IKE_SA_INIT: waiting on after an unusable response", "from", in.from, "err", err)
-				refused = err
+				if !errors.Is(err, errStaleCookie) { // no refusal: the request may still be queued, or lost
+					refused = err
+				}
 				continue
 			}
 			return m, nil

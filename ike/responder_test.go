@@ -522,9 +522,10 @@ func TestResponderCookie(t *testing.T) {
 // before the client had the cookie), and passes the rest on.
 type cookieOnce struct {
 	clientSide
-	mu    sync.Mutex
-	s     *Session
-	inits [][]byte // the IKE_SA_INIT requests sent
+	mu     sync.Mutex
+	s      *Session
+	inits  [][]byte // the IKE_SA_INIT requests sent
+	always bool     // every request gets only the cookie, none passes on
 }
 
 func (c *cookieOnce) Send(msg []byte, to netip.AddrPort, natT bool) error {
@@ -534,7 +535,7 @@ func (c *cookieOnce) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	}
 	c.mu.Lock()
 	c.inits = append(c.inits, slices.Clone(msg))
-	first := len(c.inits) == 1
+	first := len(c.inits) == 1 || c.always
 	c.mu.Unlock()
 	if !first {
 		return c.clientSide.Send(msg, to, natT)
@@ -597,6 +598,35 @@ func TestSessionCookieRetry(t *testing.T) {
 			t.Errorf("the retry's %T differs from the first request's", pair[0])
 		}
 	}
+}
+
+// TestSessionStaleCookieIsNoRefusal: a gateway that only ever repeats
+// the cookie the retry carries (answers to earlier copies; the retries
+// themselves dropped) leaves the client with a timeout, not with a
+// refusal.
+func TestSessionStaleCookieIsNoRefusal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w, _ := startResponder(t, ResponderConfig{PSK: []byte("k")})
+		cfg := SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), PSK: []byte("k"), RequestIPv4: true,
+			Retransmit: RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 3}}
+		cfg.IKE, cfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+		a := netip.MustParseAddr("192.0.2.37")
+		tr := &cookieOnce{clientSide: clientSide{w, a}, always: true}
+		s, err := NewSession(cfg, tr, &childLog{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.s = s
+		_, err = s.initExchange(context.Background())
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("IKE_SA_INIT answered only with the cookie it carries: %v, want a timeout", err)
+		}
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if len(tr.inits) != 4 { // the first, then the retry with the cookie and its two retransmissions
+			t.Fatalf("%d IKE_SA_INIT requests, want 4", len(tr.inits))
+		}
+	})
 }
 
 // TestResponderCookieCalmDown: cookies are still demanded for 10 s after
