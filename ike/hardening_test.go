@@ -819,18 +819,12 @@ func TestSessionIgnoresForgedInitErrors(t *testing.T) {
 		a := netip.MustParseAddr("192.0.2.95")
 		path := &forgingPath{clientSide: clientSide{w, a}, forward: forward}
 		ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
-		s, err := NewSession(SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), PSK: []byte("k"),
+		s := w.attach(t, a, SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), PSK: []byte("k"),
 			IKE: ikeP, ESP: espP, RequestIPv4: true,
 			Retransmit: RetransmitPolicy{Timeout: 200 * time.Millisecond, Backoff: 1, Tries: 2}}, path, &childLog{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		path.s = s
-		w.mu.Lock()
-		w.sessions[a] = s
-		w.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = s.connect(ctx, true)
+		err := s.connect(ctx, true)
 		cancel()
 		if path.forged.Load() == 0 {
 			t.Fatal("nothing was forged")

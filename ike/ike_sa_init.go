@@ -291,17 +291,7 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 		return
 	}
 	now := r.cfg.Now()
-	if len(r.halfOpen) >= r.cfg.CookieThreshold {
-		r.cookiesUntil = now.Add(cookieCalmDown)
-	}
-	if _, known := r.sourceCookies[src]; atSourceLimit && (known || len(r.sourceCookies) < maxSourceBudgets) {
-		r.sourceCookies[src] = now.Add(cookieCalmDown) // the same calm-down, for this source's clients
-	}
-	arrived := in.at
-	if arrived.IsZero() {
-		arrived = now // handed to handle directly, not queued by Deliver
-	}
-	if arrived.Before(r.cookiesUntil) || atSourceLimit || arrived.Before(r.sourceCookies[src]) {
+	if r.demandsCookie(src, atSourceLimit, in.at, now) {
 		n := wire.FindNotify(m.Payloads, wire.COOKIE)
 		if n == nil || !r.cookieOK(n.Data, ni.Data, in.from.Addr(), m.SPIi) {
 			cur := r.secret

@@ -133,6 +133,24 @@ func (r *Responder) forgetIdleBudgets(now time.Time) {
 	}
 }
 
+// demandsCookie reports whether an IKE_SA_INIT request from src that
+// arrived at arrived (zero: handed to handle directly, now) must bring a
+// cookie: the half-open IKE SAs are at the threshold or src at its share,
+// or were when a request was last handled within cookieCalmDown before it
+// arrived.
+func (r *Responder) demandsCookie(src netip.Prefix, atSourceLimit bool, arrived, now time.Time) bool {
+	if len(r.halfOpen) >= r.cfg.CookieThreshold {
+		r.cookiesUntil = now.Add(cookieCalmDown)
+	}
+	if _, known := r.sourceCookies[src]; atSourceLimit && (known || len(r.sourceCookies) < maxSourceBudgets) {
+		r.sourceCookies[src] = now.Add(cookieCalmDown)
+	}
+	if arrived.IsZero() {
+		arrived = now
+	}
+	return atSourceLimit || arrived.Before(r.cookiesUntil) || arrived.Before(r.sourceCookies[src])
+}
+
 // addHalfOpen files a new half-open IKE SA.
 func (r *Responder) addHalfOpen(sa *rSA) {
 	k := saKey{sa.spiI, sa.spiR}

@@ -336,6 +336,12 @@ func (r *callResult) set(err error) {
 // call runs f on the session's loop and waits for the result f sets. An
 // error f returns ends the session's IKE SA (it reconnects).
 func (s *Session) call(ctx context.Context, f func(loop context.Context, r *callResult) error) error {
+	return s.callOr(ctx, nil, f)
+}
+
+// callOr is call, or the first result from early, which may come before
+// the loop takes f (nil: none comes).
+func (s *Session) callOr(ctx context.Context, early <-chan error, f func(loop context.Context, r *callResult) error) error {
 	r := &callResult{ch: make(chan error, 1)}
 	run := func(loop context.Context) error {
 		err := f(loop, r)
@@ -347,11 +353,15 @@ func (s *Session) call(ctx context.Context, f func(loop context.Context, r *call
 	}
 	select {
 	case s.mob.calls <- run:
+	case err := <-early:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
 	case err := <-r.ch:
+		return err
+	case err := <-early:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()

@@ -229,14 +229,21 @@ func (w *memWire) newClient(t testing.TB, addr string, cfg SessionConfig) (*Sess
 	cfg.RequestIPv4, cfg.RequestIPv6 = true, true
 	cfg.Retransmit = RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}
 	h := &childLog{}
-	s, err := NewSession(cfg, clientSide{w, a}, h)
+	return w.attach(t, a, cfg, clientSide{w, a}, h), h
+}
+
+// attach makes a session at address a that sends through tr and receives
+// what the wire's responder sends to a.
+func (w *memWire) attach(t testing.TB, a netip.Addr, cfg SessionConfig, tr Transport, h Handler) *Session {
+	t.Helper()
+	s, err := NewSession(cfg, tr, h)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.mu.Lock()
 	w.sessions[a] = s
 	w.mu.Unlock()
-	return s, h
+	return s
 }
 
 func connect(t testing.TB, s *Session, initialContact bool) {
@@ -562,14 +569,8 @@ func TestSessionCookieRetry(t *testing.T) {
 	cfg.IKE, cfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
 	a := netip.MustParseAddr("192.0.2.30")
 	tr := &cookieOnce{clientSide: clientSide{w, a}}
-	s, err := NewSession(cfg, tr, &childLog{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := w.attach(t, a, cfg, tr, &childLog{})
 	tr.s = s
-	w.mu.Lock()
-	w.sessions[a] = s
-	w.mu.Unlock()
 	connect(t, s, true)
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -612,12 +613,9 @@ func TestSessionStaleCookieIsNoRefusal(t *testing.T) {
 		cfg.IKE, cfg.ESP = mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
 		a := netip.MustParseAddr("192.0.2.37")
 		tr := &cookieOnce{clientSide: clientSide{w, a}, always: true}
-		s, err := NewSession(cfg, tr, &childLog{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := w.attach(t, a, cfg, tr, &childLog{})
 		tr.s = s
-		_, err = s.initExchange(context.Background())
+		_, err := s.initExchange(context.Background())
 		if !errors.Is(err, ErrTimeout) {
 			t.Fatalf("IKE_SA_INIT answered only with the cookie it carries: %v, want a timeout", err)
 		}

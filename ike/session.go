@@ -519,28 +519,17 @@ func (s *Session) CheckAlive(ctx context.Context) error {
 	case s.hurry <- hurried:
 	default:
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	checked := make(chan error, 1)
-	go func() {
-		checked <- s.call(ctx, func(loop context.Context, r *callResult) error {
-			s.dropStaleHurry()
-			if s.sa == nil {
-				r.set(ErrNotEstablished)
-				return nil
-			}
-			if _, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, nil, aliveCheckPolicy); err != nil {
-				return fmt.Errorf("%w: %w", errGatewaySilent, err) // ends serve: reconnect
-			}
+	return s.callOr(ctx, hurried, func(loop context.Context, r *callResult) error {
+		s.dropStaleHurry()
+		if s.sa == nil {
+			r.set(ErrNotEstablished)
 			return nil
-		})
-	}()
-	select {
-	case err := <-hurried:
-		return err
-	case err := <-checked:
-		return err
-	}
+		}
+		if _, err := s.exchange(loop, s.sa, wire.INFORMATIONAL, nil, aliveCheckPolicy); err != nil {
+			return fmt.Errorf("%w: %w", errGatewaySilent, err) // ends serve: reconnect
+		}
+		return nil
+	})
 }
 
 // dropStaleHurry forgets a CheckAlive's hurry that found no request
