@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/mifsec/mifsec/ike/wire"
 )
@@ -490,6 +491,10 @@ func (r *Responder) respondAuth(sa *rSA, req []wire.Payload, from netip.AddrPort
 // admit answers the IKE_AUTH request of a client that authenticated as id
 // (with psk, or with EAP and its msk, or with a certificate when both are
 // nil): our identity and AUTH, its addresses and first Child SA from req.
+// A shared pool's leases take round trips to its store (etcd): they are
+// taken beside the loop, which goes on serving other clients, and the
+// answer goes out when they come (leasedBeside); admit then returns
+// with sa.answering set.
 func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.AddrPort, psk, msk []byte) ([]wire.Payload, func()) {
 	// From here on the client is known by the canonical form of the
 	// identity it authenticated with, for its leases, the limit per
@@ -527,7 +532,137 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
 	}
 	reply = append(reply, ours)
+	a := admission{sa: sa, req: req, from: from, reply: reply}
+	if msk != nil && r.radius != nil {
+		a.accountAs = sa.eap.server.identity
+	}
+	a.c = &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key}
+	a.c.psk = psk
+	a.c.redirectOK = sa.redirectOK
+	if replace {
+		// Before the leases: the older IKE SA's addresses are released,
+		// and the client gets them again (sticky leases).
+		r.replaceOlder(a.c)
+	}
+	wants, fail := r.addressesWanted(a.c, req)
+	if fail != nil || !wants.any() || !r.sharedPools {
+		if fail == nil {
+			a.c.Addresses, fail = r.leaseAddresses(a.c, wants)
+		}
+		return r.admitted(a, fail)
+	}
+	// Authenticated, the client's IKE SA is no longer half-open: it
+	// neither counts towards cookies nor gives way to a newer half-open
+	// SA of its source while it waits for its leases.
+	r.leaveHalfOpen(sa)
+	sa.answering = true
+	a.wants = wants
+	r.leaseQueue = append(r.leaseQueue, a)
+	r.leaseNext()
+	return nil, nil
+}
 
+// leaseNext starts taking the leases of queued admissions, up to the
+// lease window at once, the newest first: when more clients log in than
+// the store takes leases for, a queue served in order would answer each
+// only after it gave up (and the gateway would set up no one), while
+// served from the newest, the clients answered are those still waiting,
+// and the oldest give up and try again. One whose IKE SA went while it
+// waited (its half-open time ran out) is skipped.
+func (r *Responder) leaseNext() {
+	for r.leasing < int(r.leaseWindow) && len(r.leaseQueue) > 0 {
+		last := len(r.leaseQueue) - 1
+		a := r.leaseQueue[last]
+		r.leaseQueue[last] = admission{}
+		r.leaseQueue = r.leaseQueue[:last]
+		if sa := a.sa; r.sas[saKey{sa.spiI, sa.spiR}] != sa || !sa.answering {
+			continue
+		}
+		r.leasing++
+		a.leasing = time.Now()
+		go func() {
+			addrs, fail := r.leaseAddresses(a.c, a.wants)
+			select {
+			case r.besideDone <- func() { r.leasedBeside(a, addrs, fail) }:
+			case <-r.quit:
+				r.releaseAddresses(addrs)
+			}
+		}()
+	}
+}
+
+// The lease window is how many IKE_AUTH requests' leases a shared pool
+// takes at once; the others wait in Responder.leaseQueue. It grows by
+// one per window of leases taken within leaseSlow and halves, once per
+// window, when one took longer or failed (additive increase, multiplicative
+// decrease, as TCP's congestion window): many at once while the store
+// commits them together quickly, few when it is loaded (etcd on busy
+// cores answers late, and a request past its timeout makes the gateway
+// take etcd for unreachable).
+const (
+	leaseSlow                      = 250 * time.Millisecond
+	minLeaseWindow, maxLeaseWindow = 1, 64
+)
+
+// adjustLeaseWindow is the lease window's answer to a lease that began
+// at started, took took, and failed or not (a failure is a slow lease:
+// etcd may have failed it for want of time).
+func (r *Responder) adjustLeaseWindow(started time.Time, took time.Duration, failed bool) {
+	if took <= leaseSlow && !failed {
+		r.leaseWindow = min(maxLeaseWindow, r.leaseWindow+1/r.leaseWindow)
+		return
+	}
+	if started.After(r.leaseShrunk) { // once for the leases already out
+		r.leaseWindow = max(minLeaseWindow, r.leaseWindow/2)
+		r.leaseShrunk = time.Now()
+	}
+}
+
+// admission is an IKE_AUTH request admit answers: its client, not yet
+// held, and the reply so far (our identity and AUTH).
+type admission struct {
+	sa        *rSA
+	c         *rClient
+	req       []wire.Payload
+	from      netip.AddrPort
+	reply     []wire.Payload
+	accountAs string       // the RADIUS user to start an accounting session for
+	wants     addressWants // what its leases are to be, from a shared pool
+	leasing   time.Time    // when they began to be taken
+}
+
+// leasedBeside answers the request of a once its leases were taken beside
+// the loop: addrs, or fail.
+func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.Notify) {
+	r.leasing--
+	r.adjustLeaseWindow(a.leasing, time.Since(a.leasing), fail != nil)
+	r.leaseNext()
+	sa := a.sa
+	if r.sas[saKey{sa.spiI, sa.spiR}] != sa || !sa.answering {
+		r.releaseAddresses(addrs) // the IKE SA went meanwhile
+		return
+	}
+	sa.answering = false
+	a.c.Addresses = addrs
+	r.answerLater(sa, sa.nextIn, a.from)(r.admitted(a, fail))
+}
+
+// replaceOlder drops the other IKE SAs of c's identity: its IKE_AUTH
+// carried INITIAL_CONTACT.
+func (r *Responder) replaceOlder(c *rClient) {
+	for _, old := range slices.Clone(r.byKey[c.key]) {
+		if old == c {
+			continue
+		}
+		r.log.Info("client reconnected: dropping its older IKE SA", "id", c.ID, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
+		r.dropClient(old)
+	}
+}
+
+// admitted answers the request of a with its leases taken (in a.c), or
+// fail: the client is held from here on, with its first Child SA.
+func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, func()) {
+	sa, c, id, from, reply := a.sa, a.c, a.c.ID, a.from, a.reply
 	// The client is authenticated from here on. The IKE_SA_INIT messages
 	// were only needed for the AUTH payloads (a retransmitted IKE_AUTH gets
 	// the cached response): a gateway with many clients need not keep
@@ -535,18 +670,16 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	r.leaveHalfOpen(sa)
 	sa.initReq, sa.initResp = nil, nil
 	sa.eap = nil
-	if replace {
-		for _, old := range slices.Clone(r.byKey[key]) {
-			r.log.Info("client reconnected: dropping its older IKE SA", "id", id, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
-			r.dropClient(old)
-		}
+	if wire.FindNotify(a.req, wire.INITIAL_CONTACT) != nil {
+		r.replaceOlder(c) // one that logged in while the leases were taken
 	}
-	c := &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key, established: r.cfg.Now()}
-	c.psk = psk
-	c.redirectOK = sa.redirectOK
+	c.established = r.cfg.Now()
 	r.addClient(c, sa)
 
-	childReply, fail := r.firstChild(c, req)
+	var childReply []wire.Payload
+	if fail == nil {
+		childReply, fail = r.firstChild(c, a.req)
+	}
 	if fail != nil {
 		// Nothing of the client stays behind: the IKE SA goes with the
 		// answer (the client gives up on it when its first Child SA is
@@ -570,7 +703,10 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	if weak := WeakAlgorithms(sa.suite, c.child.Algorithm); len(weak) > 0 {
 		r.log.Warn("client negotiated weak algorithms", "id", id, "from", from, "weak", weak)
 	}
-	return reply, nil
+	if a.accountAs != "" {
+		r.accountStart(c, a.accountAs)
+	}
+	return r.authMobility(sa, a.req, reply), nil // MOBIKE, MIF (mobike.go)
 }
 
 func (r *Responder) localIDPayload() *wire.ID {
@@ -608,16 +744,9 @@ func (r *Responder) firstChild(c *rClient, req []wire.Payload) ([]wire.Payload, 
 	}
 	var reply []wire.Payload
 	if len(r.pools) > 0 {
-		cp := wire.Find[*wire.CP](req)
-		if cp == nil || cp.CfgType != wire.CFG_REQUEST {
-			return nil, &wire.Notify{NotifyType: wire.FAILED_CP_REQUIRED}
-		}
-		attrs, err := r.lease(c, cp)
-		if err != nil {
-			r.log.Warn("leasing an inner address", "id", c.ID, "err", err)
-			return nil, &wire.Notify{NotifyType: wire.INTERNAL_ADDRESS_FAILURE}
-		}
-		reply = append(reply, &wire.CP{CfgType: wire.CFG_REPLY, Attributes: attrs})
+		// admit leased c's addresses for this CP request.
+		wants := parseAddressWants(wire.Find[*wire.CP](req))
+		reply = append(reply, &wire.CP{CfgType: wire.CFG_REPLY, Attributes: r.cpReply(c.Addresses, wants)})
 	}
 	// The client's side narrows to its leased addresses; without pools, to
 	// what it proposed.
@@ -662,83 +791,134 @@ func (r *Responder) firstChild(c *rClient, req []wire.Payload) ([]wire.Payload, 
 	return append(reply, probeAnswer...), nil
 }
 
-// lease takes an address from each pool whose family the client asked for
-// and returns the CP reply's attributes.
-func (r *Responder) lease(c *rClient, cp *wire.CP) ([]wire.CPAttribute, error) {
-	var want4, want6, dns4, dns6, domains bool
-	var asked []netip.Addr // addresses the client asked for by value
+// addressWants is what a client's CP request asks for.
+type addressWants struct {
+	v4, v6, dns4, dns6, domains bool
+	asked                       []netip.Addr // addresses it asked for by value
+}
+
+func (w addressWants) any() bool { return w.v4 || w.v6 }
+
+func parseAddressWants(cp *wire.CP) addressWants {
+	var w addressWants
+	if cp == nil {
+		return w
+	}
 	for _, a := range cp.Attributes {
 		switch a.Type {
 		case wire.INTERNAL_DNS_DOMAIN:
-			domains = true
+			w.domains = true
 		case wire.INTERNAL_IP4_ADDRESS:
-			want4 = true
+			w.v4 = true
 			if len(a.Value) == 4 {
-				asked = append(asked, netip.AddrFrom4([4]byte(a.Value)))
+				w.asked = append(w.asked, netip.AddrFrom4([4]byte(a.Value)))
 			}
 		case wire.INTERNAL_IP6_ADDRESS:
-			want6 = true
+			w.v6 = true
 			if len(a.Value) == 17 {
-				asked = append(asked, netip.AddrFrom16([16]byte(a.Value[:16])))
+				w.asked = append(w.asked, netip.AddrFrom16([16]byte(a.Value[:16])))
 			}
 		case wire.INTERNAL_IP4_DNS:
-			dns4 = true
+			w.dns4 = true
 		case wire.INTERNAL_IP6_DNS:
-			dns6 = true
+			w.dns6 = true
 		}
 	}
-	var attrs []wire.CPAttribute
+	return w
+}
+
+// addressesWanted reads the inner addresses the IKE_AUTH request req of
+// client c asks for, of the families the pools have; without pools,
+// none.
+func (r *Responder) addressesWanted(c *rClient, req []wire.Payload) (addressWants, *wire.Notify) {
+	if len(r.pools) == 0 {
+		return addressWants{}, nil
+	}
+	cp := wire.Find[*wire.CP](req)
+	if cp == nil || cp.CfgType != wire.CFG_REQUEST {
+		return addressWants{}, &wire.Notify{NotifyType: wire.FAILED_CP_REQUIRED}
+	}
+	w := parseAddressWants(cp)
+	var has4, has6 bool
+	for _, p := range r.pools {
+		has4, has6 = has4 || p.Prefix().Addr().Is4(), has6 || p.Prefix().Addr().Is6()
+	}
+	w.v4, w.v6 = w.v4 && has4, w.v6 && has6
+	if !w.any() {
+		r.log.Warn("leasing an inner address", "id", c.ID, "err", "the client asked for no address of a family the pools have")
+		return w, &wire.Notify{NotifyType: wire.INTERNAL_ADDRESS_FAILURE}
+	}
+	return w, nil
+}
+
+// leaseAddresses takes an address from each pool whose family the client
+// c wants: one it asked for by value when the pool grants it, else its
+// sticky one or a free one. It runs beside the loop for shared pools
+// (admit), so it reads only what no one changes meanwhile.
+func (r *Responder) leaseAddresses(c *rClient, w addressWants) ([]netip.Prefix, *wire.Notify) {
+	var got []netip.Prefix
 	for _, p := range r.pools {
 		is4 := p.Prefix().Addr().Is4()
-		if (is4 && !want4) || (!is4 && !want6) {
+		if (is4 && !w.v4) || (!is4 && !w.v6) {
 			continue
 		}
 		var a netip.Addr
-		for _, w := range asked {
-			if w.Is4() == is4 && p.LeaseRequested(c.key, w) {
-				a = w
+		for _, want := range w.asked {
+			if want.Is4() == is4 && p.LeaseRequested(c.key, want) {
+				a = want
 				break
 			}
 		}
 		if !a.IsValid() {
 			var err error
 			if a, err = p.LeaseFor(c.key); err != nil {
-				r.releaseLeases(c)
-				return nil, err
+				r.releaseAddresses(got)
+				r.log.Warn("leasing an inner address", "id", c.ID, "err", err)
+				return nil, &wire.Notify{NotifyType: wire.INTERNAL_ADDRESS_FAILURE}
 			}
 		}
-		if is4 {
-			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 32))
+		got = append(got, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return got, nil
+}
+
+// cpReply is the CP reply's attributes: the leased addrs, and the DNS
+// servers and domains of the families w asked for.
+func (r *Responder) cpReply(addrs []netip.Prefix, w addressWants) []wire.CPAttribute {
+	var attrs []wire.CPAttribute
+	for _, p := range addrs {
+		if a := p.Addr(); a.Is4() {
 			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP4_ADDRESS, Value: a.AsSlice()})
 		} else {
-			c.Addresses = append(c.Addresses, netip.PrefixFrom(a, 128))
 			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP6_ADDRESS, Value: append(a.AsSlice(), 128)})
 		}
 	}
-	if len(attrs) == 0 {
-		return nil, errors.New("the client asked for no address of a family the pools have")
-	}
 	for _, d := range r.cfg.DNS {
 		switch {
-		case d.Is4() && dns4:
+		case d.Is4() && w.dns4:
 			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP4_DNS, Value: d.AsSlice()})
-		case d.Is6() && dns6:
+		case d.Is6() && w.dns6:
 			attrs = append(attrs, wire.CPAttribute{Type: wire.INTERNAL_IP6_DNS, Value: d.AsSlice()})
 		}
 	}
-	if domains {
+	if w.domains {
 		attrs = append(attrs, wire.DNSDomainAttributes(r.cfg.DNSDomains)...)
 	}
-	return attrs, nil
+	return attrs
 }
 
 func (r *Responder) releaseLeases(c *rClient) {
-	for _, a := range c.Addresses {
+	r.releaseAddresses(c.Addresses)
+	c.Addresses = nil
+}
+
+// releaseAddresses gives addrs back to their pools.
+func (r *Responder) releaseAddresses(addrs []netip.Prefix) {
+	for _, a := range addrs {
 		for _, p := range r.pools {
 			if p.Prefix().Contains(a.Addr()) {
 				p.Release(a.Addr())
 			}
 		}
 	}
-	c.Addresses = nil
 }

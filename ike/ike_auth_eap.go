@@ -73,10 +73,9 @@ type rEAP struct {
 	idi    []byte         // the body of its IDi payload, which the client's AUTH covers
 	msk    []byte         // once EAP succeeded
 	failed bool           // EAP-Failure sent; the client may still say goodbye
-	// Through RADIUS: the server's State, whether an Access-Request is
-	// out, and the identifier of the EAP response it carries.
+	// Through RADIUS: the server's State and the identifier of the EAP
+	// response the Access-Request out carries.
 	state     []byte
-	relaying  bool
 	relayedID uint8
 }
 
@@ -120,11 +119,8 @@ func (r *Responder) continueEAP(sa *rSA, req []wire.Payload, from netip.AddrPort
 		r.eapLimits.succeeded(e.server.identity, from)
 		first, msk := e.first, e.msk
 		reply, after := r.admit(sa, eapIdentity(e.server.identity), first, from, nil, msk)
-		clear(msk)
-		if r.radius != nil && after == nil && sa.client != nil {
-			r.accountStart(sa.client, e.server.identity)
-		}
-		return r.authMobility(sa, first, reply), after
+		clear(msk) // our AUTH, keyed with it, is in reply (or in admit's answer to come)
+		return reply, after
 	}
 	p := wire.Find[*wire.EAP](req)
 	if p == nil {
@@ -163,13 +159,10 @@ func (r *Responder) relaysEAP(sa *rSA) bool {
 }
 
 // relayEAP sends the EAP packet of the IKE_AUTH request id to the RADIUS
-// server, beside the loop; radiusAnswered answers the client. A request
-// that arrives while one is out (a retransmission) is dropped.
+// server, beside the loop; radiusAnswered answers the client. While the
+// request is out, its retransmissions are dropped (rSA.answering).
 func (r *Responder) relayEAP(sa *rSA, id uint32, req []wire.Payload, from netip.AddrPort) {
 	e := sa.eap
-	if e.relaying {
-		return
-	}
 	p := wire.Find[*wire.EAP](req)
 	if p == nil || len(p.Data) < 2 {
 		r.answerLater(sa, id, from)(r.authFail(sa, from, "no EAP packet in its EAP login"))
@@ -190,12 +183,12 @@ func (r *Responder) relayEAP(sa *rSA, id uint32, req []wire.Payload, from netip.
 		r.answerLater(sa, id, from)(r.refuseEAP(sa, from, eapMessage{Code: eapCodeFailure, ID: e.relayedID}.marshal(), errors.New(why), false))
 		return
 	}
-	e.relaying = true
+	sa.answering = true
 	user, data, state := e.server.identity, slices.Clone(p.Data), e.state
 	go func() {
 		a, err := r.radius.authenticate(user, data, state, from)
 		select {
-		case r.radiusDone <- func() { r.radiusAnswered(sa, id, from, a, err) }:
+		case r.besideDone <- func() { r.radiusAnswered(sa, id, from, a, err) }:
 		case <-r.quit:
 		}
 	}()
@@ -208,7 +201,7 @@ func (r *Responder) radiusAnswered(sa *rSA, id uint32, from netip.AddrPort, a ra
 		return // the IKE SA went meanwhile
 	}
 	e := sa.eap
-	e.relaying = false
+	sa.answering = false
 	failure := eapMessage{Code: eapCodeFailure, ID: e.relayedID}.marshal()
 	if err == nil && len(a.eap) > 0 && a.code == radius.CodeAccessReject {
 		failure = a.eap

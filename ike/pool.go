@@ -8,9 +8,9 @@ import (
 
 // Pool leases inner addresses from one prefix to clients: AddressPool is
 // a gateway's own; a cluster of gateways shares one through etcd
-// (mif/cluster). The Responder calls its methods on its loop, LeaseFor in
-// IKE_AUTH and Release when a client goes: a shared pool bounds the time
-// they take and fails at once while its store is unreachable.
+// (mif/cluster, a SharedPool). The Responder calls its methods on its
+// loop, LeaseFor in IKE_AUTH and Release when a client goes, except a
+// SharedPool's leases.
 type Pool interface {
 	Prefix() netip.Prefix
 	// LeaseFor returns an address for the client with identity id (""
@@ -25,6 +25,18 @@ type Pool interface {
 	Release(a netip.Addr)
 	// Leased is the number of addresses this gateway holds leased.
 	Leased() int
+}
+
+// SharedPool is a Pool whose leases live in a store other gateways share
+// (mif/cluster's, in etcd). Its LeaseFor and LeaseRequested take round
+// trips to the store, so the Responder calls them beside its loop, for
+// several clients at once: they are safe for concurrent use, bound the
+// time they take and fail at once while the store is unreachable. Its
+// Release, called on the loop, does not wait for the store.
+type SharedPool interface {
+	Pool
+	// Shared marks the pool as shared.
+	Shared()
 }
 
 // AddressPool leases inner addresses from one prefix to clients

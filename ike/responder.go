@@ -239,6 +239,10 @@ type rSA struct {
 	expires    time.Time // for a half-open SA
 	eap        *rEAP     // the EAP login under way (ike_auth_eap.go)
 	client     *rClient  // nil while half-open
+	// answering: the request nextIn is being answered beside the loop
+	// (a RADIUS server asked, a shared pool's leases taken); its
+	// retransmissions are dropped meanwhile.
+	answering bool
 	// The last request answered: where it came from (and the gateway
 	// address it arrived at) and the digest of its (first) datagram, to
 	// recognise its retransmissions; and how often its response was sent
@@ -341,12 +345,25 @@ type Responder struct {
 	clients   []*rClient
 	byKey     map[string][]*rClient // clients by identity (rClient.key)
 	pools     []Pool
-	failures  map[string]uint64 // by reason (Fail*)
-	eapLimits eapLimits         // failed EAP logins by name and source (eap_limits.go)
-	radius    *radiusClient     // nil without a RADIUS server
-	// RADIUS answers come back to the loop through radiusDone; quit
-	// closes when Run returns; accounting counts requests in flight.
-	radiusDone chan func()
+	// sharedPools: the pools are SharedPools, leased from beside the loop
+	// (admit); leasing counts the IKE_AUTH requests whose leases are
+	// being taken, up to leaseWindow at once (adjustLeaseWindow, last
+	// halved at leaseShrunk); leaseQueue holds those waiting their turn
+	// (leaseNext).
+	sharedPools bool
+	leasing     int
+	leaseWindow float64
+	leaseShrunk time.Time
+	leaseQueue  []admission
+	failures    map[string]uint64 // by reason (Fail*)
+	eapLimits   eapLimits         // failed EAP logins by name and source (eap_limits.go)
+	radius      *radiusClient     // nil without a RADIUS server
+	// What is done beside the loop (RADIUS answers, a shared pool's
+	// leases) comes back to it through besideDone, unbuffered: once Run
+	// returned, what comes back finds quit closed instead (and releases
+	// its leases); accounting counts RADIUS accounting requests in
+	// flight.
+	besideDone chan func()
 	quit       chan struct{}
 	accounting sync.WaitGroup
 
@@ -424,7 +441,7 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, inboxSize), inits: make(chan inbound, initsSize), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
 		perSource: map[netip.Prefix][]*rSA{}, byKey: map[string][]*rClient{}, budgets: map[netip.Prefix]*dhBudget{}, sourceCookies: map[netip.Prefix]time.Time{}, failures: map[string]uint64{},
-		radiusDone: make(chan func(), 64), quit: make(chan struct{}), keys: newKeyPool(keyPoolSize, cfg.IKE, cfg.ESP)}
+		besideDone: make(chan func()), quit: make(chan struct{}), keys: newKeyPool(keyPoolSize, cfg.IKE, cfg.ESP)}
 	if cfg.RADIUS != nil {
 		if r.radius, err = newRADIUSClient(*cfg.RADIUS); err != nil {
 			return nil, err
@@ -448,6 +465,9 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 		}
 		v4, v6 = v4 || p.Addr().Is4(), v6 || !p.Addr().Is4()
 		r.pools = append(r.pools, pool)
+		if _, ok := pool.(SharedPool); ok {
+			r.sharedPools, r.leaseWindow = true, 4
+		}
 	}
 	rand.Read(r.secret[:])
 	rand.Read(r.oldSecret[:])
@@ -513,7 +533,7 @@ func (r *Responder) Run(ctx context.Context) error {
 			r.handle(in)
 		case in := <-r.inits:
 			r.handle(in)
-		case f := <-r.radiusDone:
+		case f := <-r.besideDone:
 			f()
 		case f := <-r.calls:
 			f()
@@ -783,7 +803,7 @@ func (r *Responder) handle(in inbound) {
 			r.transmit(sa, in.local, in.from, sa.lastResp)
 		}
 		return
-	case m.MessageID != sa.nextIn:
+	case m.MessageID != sa.nextIn, sa.answering:
 		return
 	}
 	inner, complete, err := openMessage(sa.ikeSA, m)
@@ -814,12 +834,14 @@ func (r *Responder) handle(in inbound) {
 		reply, after = r.abandonEAP(sa, inner, in.from)
 	case sa.client == nil && m.Exchange == wire.IKE_AUTH && m.MessageID == 1:
 		reply, after = r.respondAuth(sa, inner, in.from)
-		reply = r.authMobility(sa, inner, reply) // MOBIKE, MIF (mobike.go)
 	case sa.client == nil:
 		r.log.Debug("dropping request on an unauthenticated IKE SA", "from", in.from, "exchange", m.Exchange)
 		return
 	default:
 		reply, after = r.respondClient(sa, m.Exchange, inner, in.from) // address updates, MOBIKE, MIF (mobike.go)
+	}
+	if sa.answering {
+		return // the answer goes out when its leases come (admit)
 	}
 	datagrams, err := sealMessage(sa.ikeSA, m.Exchange, m.MessageID, true, reply)
 	if err != nil {

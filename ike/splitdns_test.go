@@ -51,13 +51,9 @@ func TestSplitDNSDomainsEndToEnd(t *testing.T) {
 	// The responder's reply to a request that does not ask.
 	var attrs []wire.CPAttribute
 	w.r.do(context.Background(), func() {
-		c := &rClient{RemoteClient: RemoteClient{ID: mustID(t, "other@mifsec.test")}}
-		attrs, err = w.r.lease(c, &wire.CP{CfgType: wire.CFG_REQUEST, Attributes: []wire.CPAttribute{{Type: wire.INTERNAL_IP4_ADDRESS}, {Type: wire.INTERNAL_IP4_DNS}}})
-		w.r.releaseLeases(c)
+		asks := parseAddressWants(&wire.CP{CfgType: wire.CFG_REQUEST, Attributes: []wire.CPAttribute{{Type: wire.INTERNAL_IP4_ADDRESS}, {Type: wire.INTERNAL_IP4_DNS}}})
+		attrs = w.r.cpReply([]netip.Prefix{netip.MustParsePrefix("10.3.0.2/32")}, asks)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, at := range attrs {
 		if at.Type == wire.INTERNAL_DNS_DOMAIN {
 			t.Errorf("domains sent to a client that did not ask: %q", at.Value)
