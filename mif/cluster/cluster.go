@@ -76,10 +76,18 @@ type Cluster struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// ops serialises the requests that change identities' keys: the
-	// Responder's loop (LeaseFor, Release, ClientUp, ClientDown) and a
-	// resynchronisation after etcd came back.
-	ops sync.Mutex
+	// ops keeps a resynchronisation after etcd came back (which holds it
+	// to write) apart from the other requests that change identities'
+	// keys (which hold it to read): leases, releases, session writes.
+	ops sync.RWMutex
+	// poolOps keeps releases, which the writer makes (holding it to
+	// write), apart from leases, taken beside the Responder's loop and
+	// at once (holding it to read).
+	poolOps sync.RWMutex
+	// wake tells the writer that writes or releases are queued; flushing
+	// serialises its flushes with Close's.
+	wake     chan struct{}
+	flushing sync.Mutex
 	// mu guards what follows; no request to etcd is made while it is held.
 	mu                            sync.Mutex
 	up                            bool // the last request was answered
@@ -87,6 +95,7 @@ type Cluster struct {
 	graceSince                    time.Time
 	sessions                      map[string]*session // this gateway's clients by identity key
 	dirty                         map[string]bool     // identities whose keys may be stale (etcd was away)
+	writes                        map[string]bool     // identities whose session key the writer is to write
 	released                      []release           // releases etcd did not hear of yet
 	pools                         []*Pool
 	members                       []Member // as last read
@@ -184,7 +193,7 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("cluster: etcd client for %v: %w", cfg.Endpoints, err)
 	}
 	c := &Cluster{cfg: cfg, log: log.With("cluster", cfg.Name), cli: cli, keys: keys{cfg.Root},
-		sessions: map[string]*session{}, dirty: map[string]bool{}}
+		sessions: map[string]*session{}, dirty: map[string]bool{}, writes: map[string]bool{}, wake: make(chan struct{}, 1)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -209,6 +218,7 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	c.up = true
 	c.wg.Go(c.maintain)
 	c.wg.Go(func() { c.watch(now.Header.Revision) })
+	c.wg.Go(c.writer)
 	return c, nil
 }
 
@@ -217,6 +227,7 @@ func New(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 // Clients should be gone first (the Responder's Run ends with goodbyes),
 // which moved their bindings to the grace lease.
 func (c *Cluster) Close() {
+	c.flush() // the last clients' releases and session deletions
 	c.cancel()
 	c.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
@@ -371,6 +382,12 @@ func (c *Cluster) refresh() error {
 func (c *Cluster) resync() error {
 	c.ops.Lock()
 	defer c.ops.Unlock()
+	c.mu.Lock()
+	for k := range c.writes {
+		c.dirty[k] = true
+	}
+	clear(c.writes)
+	c.mu.Unlock()
 	ctx, cancel := c.request()
 	defer cancel()
 	member, bind := c.leases()
@@ -501,14 +518,8 @@ func (c *Cluster) ClientUp(client *ike.RemoteClient) {
 	held.n++
 	held.value = string(v)
 	held.rev, held.otherAt = 0, 0
-	up := c.up
-	if !up {
-		c.dirty[k] = true
-	}
+	c.queueWrite(k)
 	c.mu.Unlock()
-	if up {
-		c.writeSessionNow(k, string(v), "registering a client")
-	}
 }
 
 // ClientDown implements ike.SessionHook: the session key goes when the
@@ -521,50 +532,187 @@ func (c *Cluster) ClientDown(client *ike.RemoteClient) {
 			delete(c.sessions, k)
 		}
 	}
-	_, still := c.sessions[k]
-	up := c.up
-	if !up {
-		c.dirty[k] = true
+	if _, still := c.sessions[k]; !still {
+		c.queueWrite(k)
 	}
 	c.mu.Unlock()
-	if up && !still {
-		c.writeSessionNow(k, "", "unregistering a client")
-	}
 }
 
-// writeSessionNow writes the session key of identity k; a failure leaves
-// it to the resynchronisation once etcd answers again.
-func (c *Cluster) writeSessionNow(k, value, what string) {
-	c.ops.Lock()
-	defer c.ops.Unlock()
-	ctx, cancel := c.request()
-	defer cancel()
-	rev, err := c.writeSession(ctx, k, value)
-	if err != nil {
-		c.markDirty(k)
-		c.failed(what, err)
+// queueWrite has the writer write the session key of identity k as this
+// gateway holds it when it gets to it, or, while etcd is unreachable, the
+// resynchronisation. c.mu is held.
+func (c *Cluster) queueWrite(k string) {
+	if !c.up {
+		c.dirty[k] = true
 		return
 	}
-	if value != "" {
-		c.sessionRegistered(k, value, rev)
+	c.writes[k] = true
+	c.wakeWriter()
+}
+
+func (c *Cluster) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
-// writeSession puts the session key of identity k with value on this
-// gateway's member lease, or with value "" deletes it if it is still on
-// that lease (no other gateway wrote it since). It returns the revision
-// of the write.
-func (c *Cluster) writeSession(ctx context.Context, k, value string) (int64, error) {
+// writer makes the session writes and the releases the Responder's loop
+// queued (ClientUp, ClientDown, Pool.Release), so that the loop never
+// waits for etcd.
+func (c *Cluster) writer() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.wake:
+		}
+		c.flush()
+	}
+}
+
+// writeBatch bounds what one flush request carries: etcd's default
+// limit of operations in a transaction is 128.
+const writeBatch = 64
+
+// flush makes the queued releases and session writes, a batch at a time,
+// each batch in one transaction (one commit in etcd for up to writeBatch
+// clients). A batch that fails leaves its work to the resynchronisation
+// once etcd answers again, as does everything queued while it does not.
+func (c *Cluster) flush() {
+	c.flushing.Lock()
+	defer c.flushing.Unlock()
+	for {
+		c.mu.Lock()
+		if !c.up {
+			for k := range c.writes {
+				c.dirty[k] = true
+			}
+			clear(c.writes)
+			c.mu.Unlock()
+			return // resync makes the releases too
+		}
+		// An identity's binding key appears once in a transaction:
+		// its other releases wait for the next batch.
+		var released, later []release
+		ids := map[string]bool{}
+		for _, r := range c.released {
+			k := r.pool.Prefix().String() + " " + r.id
+			if len(released) == writeBatch || ids[k] {
+				later = append(later, r)
+				continue
+			}
+			ids[k] = true
+			released = append(released, r)
+		}
+		c.released = later
+		var writes []string
+		for k := range c.writes {
+			if len(writes) == writeBatch {
+				break
+			}
+			writes = append(writes, k)
+			delete(c.writes, k)
+		}
+		c.mu.Unlock()
+		if len(released) == 0 && len(writes) == 0 {
+			return
+		}
+		c.ops.RLock()
+		if len(released) > 0 {
+			c.poolOps.Lock()
+			err := c.release(released)
+			c.poolOps.Unlock()
+			if err != nil {
+				c.mu.Lock()
+				c.released = append(released, c.released...)
+				c.mu.Unlock()
+				c.failed("releasing addresses", err)
+			}
+		}
+		if len(writes) > 0 {
+			if err := c.writeSessions(writes); err != nil {
+				c.mu.Lock()
+				for _, k := range writes {
+					c.dirty[k] = true
+				}
+				c.mu.Unlock()
+				c.failed("writing clients' sessions", err)
+			}
+		}
+		c.ops.RUnlock()
+	}
+}
+
+// release moves the keys of the addresses rs to the grace lease, in one
+// transaction (releaseOp).
+func (c *Cluster) release(rs []release) error {
+	ctx, cancel := c.request()
+	defer cancel()
+	grace, err := c.graceLease(ctx)
+	if err != nil {
+		return err
+	}
+	_, bind := c.leases()
+	var ops []clientv3.Op
+	for _, r := range rs {
+		if !r.pool.heldHere(r.addr) { // else leased here again since
+			ops = append(ops, r.pool.releaseOp(r.addr, r.id, bind, grace))
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if _, err := c.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("releasing %d addresses: %w", len(ops), err)
+	}
+	return nil
+}
+
+// writeSessions writes the session keys of the identities ks as this
+// gateway holds them, in one transaction (sessionOp).
+func (c *Cluster) writeSessions(ks []string) error {
 	member, _ := c.leases()
+	values := make([]string, len(ks))
+	ops := make([]clientv3.Op, len(ks))
+	c.mu.Lock()
+	for i, k := range ks {
+		if s := c.sessions[k]; s != nil {
+			values[i] = s.value
+		}
+		ops[i] = c.sessionOp(k, values[i], member)
+	}
+	c.mu.Unlock()
+	ctx, cancel := c.request()
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("writing %d sessions: %w", len(ks), err)
+	}
+	for i, k := range ks {
+		if values[i] != "" {
+			c.sessionRegistered(k, values[i], resp.Header.Revision)
+		}
+	}
+	return nil
+}
+
+// sessionOp puts the session key of identity k with value on this
+// gateway's member lease, or with value "" deletes it if it is still on
+// that lease (no other gateway wrote it since).
+func (c *Cluster) sessionOp(k, value string, member clientv3.LeaseID) clientv3.Op {
 	key := c.keys.session(k)
 	if value == "" {
-		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", int64(member))).Then(clientv3.OpDelete(key)).Commit()
-		if err != nil {
-			return 0, err
-		}
-		return resp.Header.Revision, nil
+		return clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", int64(member))}, []clientv3.Op{clientv3.OpDelete(key)}, nil)
 	}
-	resp, err := c.cli.Put(ctx, key, value, clientv3.WithLease(member))
+	return clientv3.OpPut(key, value, clientv3.WithLease(member))
+}
+
+// writeSession writes the session key of identity k (sessionOp) and
+// returns the revision of the write.
+func (c *Cluster) writeSession(ctx context.Context, k, value string) (int64, error) {
+	member, _ := c.leases()
+	resp, err := c.cli.Txn(ctx).Then(c.sessionOp(k, value, member)).Commit()
 	if err != nil {
 		return 0, err
 	}

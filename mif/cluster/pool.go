@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"time"
 
@@ -18,17 +20,25 @@ import (
 // the identity's binding key remembers it, so that the client gets it
 // again at any gateway. Both keys live under this gateway's binding lease
 // while it holds the client, and move to a grace lease when the client
-// goes. Its methods run on the Responder's loop.
+// goes. Leases are taken beside the Responder's loop, several at once;
+// releases are queued for the writer.
 type Pool struct {
 	c     *Cluster
 	rules *ike.AddressPool // which addresses may be leased
-	next  netip.Addr       // where the search for a free address starts
-	// held are the addresses this gateway leased, by address (guarded by
-	// c.mu: resync reads it).
-	held map[netip.Addr]string
+	// Guarded by c.mu: where the search for a free address starts; the
+	// addresses this gateway leased, by address; those a lease here is
+	// taking; the identities a lease here is under way for, each with
+	// what closes when it is done.
+	next     netip.Addr
+	held     map[netip.Addr]string
+	claiming map[netip.Addr]bool
+	leasing  map[string]chan struct{}
 }
 
-var _ ike.Pool = (*Pool)(nil)
+var _ ike.SharedPool = (*Pool)(nil)
+
+// Shared implements ike.SharedPool: the Responder leases beside its loop.
+func (*Pool) Shared() {}
 
 // Pool returns the shared pool over prefix (ike.ResponderConfig.NewPool).
 func (c *Cluster) Pool(prefix netip.Prefix) (ike.Pool, error) {
@@ -36,8 +46,8 @@ func (c *Cluster) Pool(prefix netip.Prefix) (ike.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{c: c, rules: rules, held: map[netip.Addr]string{}}
-	p.next = p.first()
+	p := &Pool{c: c, rules: rules, held: map[netip.Addr]string{}, claiming: map[netip.Addr]bool{}, leasing: map[string]chan struct{}{}}
+	p.next = p.start(c.cfg.Name)
 	c.mu.Lock()
 	c.pools = append(c.pools, p)
 	c.mu.Unlock()
@@ -45,6 +55,28 @@ func (c *Cluster) Pool(prefix netip.Prefix) (ike.Pool, error) {
 }
 
 func (p *Pool) first() netip.Addr { return p.rules.GatewayAddress().Addr().Next() }
+
+// start is where the search for free addresses of the member name
+// begins. The members' searches begin apart (by a hash of the name, in
+// the pool's first 65,536 addresses), so that leases taken at once by
+// several gateways seldom try the same free address, and lose etcd's
+// transaction to each other.
+func (p *Pool) start(name string) netip.Addr {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	hostBits := p.Prefix().Addr().BitLen() - p.Prefix().Bits()
+	b := p.first().As16()
+	low := binary.BigEndian.Uint64(b[8:]) + h.Sum64()%(uint64(1)<<min(hostBits, 16))
+	binary.BigEndian.PutUint64(b[8:], low)
+	a := netip.AddrFrom16(b)
+	if p.first().Is4() {
+		a = a.Unmap()
+	}
+	if !p.rules.Usable(a) {
+		return p.first()
+	}
+	return a
+}
 
 // Prefix implements ike.Pool.
 func (p *Pool) Prefix() netip.Prefix { return p.rules.Prefix() }
@@ -68,12 +100,6 @@ func (p *Pool) addressesOf(id string) []netip.Addr {
 	return out
 }
 
-func (p *Pool) hold(a netip.Addr, id string) {
-	p.c.mu.Lock()
-	p.held[a] = id
-	p.c.mu.Unlock()
-}
-
 func (p *Pool) heldHere(a netip.Addr) bool {
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
@@ -81,10 +107,79 @@ func (p *Pool) heldHere(a netip.Addr) bool {
 	return ok
 }
 
+// startClaim marks a as being taken by a lease here, unless it is held
+// here or another lease here is taking it (false).
+func (p *Pool) startClaim(a netip.Addr) bool {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	if _, held := p.held[a]; held || p.claiming[a] {
+		return false
+	}
+	p.claiming[a] = true
+	return true
+}
+
+// endClaim ends startClaim's mark; the address is held here when got.
+func (p *Pool) endClaim(a netip.Addr, id string, got bool) {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	delete(p.claiming, a)
+	if got {
+		p.held[a] = id
+	}
+}
+
+func (p *Pool) isClaiming(a netip.Addr) bool {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	return p.claiming[a]
+}
+
+// leaseOf waits until no other lease here is under way for identity id
+// (its second IKE SA must see the first's address held), marks one under
+// way and returns what ends it.
+func (p *Pool) leaseOf(id string) (done func()) {
+	c := p.c
+	if id == "" {
+		return func() {}
+	}
+	for {
+		c.mu.Lock()
+		busy, ok := p.leasing[id]
+		if !ok {
+			mine := make(chan struct{})
+			p.leasing[id] = mine
+			c.mu.Unlock()
+			return func() {
+				c.mu.Lock()
+				delete(p.leasing, id)
+				c.mu.Unlock()
+				close(mine)
+			}
+		}
+		c.mu.Unlock()
+		<-busy
+	}
+}
+
+// lockLeasing lets a lease run beside others: not during a
+// resynchronisation, nor while the writer makes releases.
+func (c *Cluster) lockLeasing() (unlock func()) {
+	c.ops.RLock()
+	c.poolOps.RLock()
+	return func() {
+		c.poolOps.RUnlock()
+		c.ops.RUnlock()
+	}
+}
+
 // LeaseFor implements ike.Pool: the identity's bound address if no one
 // else holds it, else the first free address from where the last search
 // stopped. A second IKE SA of an identity this gateway holds gets an
-// address of its own, not bound to the identity.
+// address of its own, not bound to the identity. Leases for different
+// identities run at once (etcd commits concurrent requests together);
+// two that find the same free address are told apart here (claiming)
+// and, across gateways, by etcd's transaction.
 func (p *Pool) LeaseFor(id string) (netip.Addr, error) {
 	c := p.c
 	if !c.isUp() {
@@ -93,13 +188,18 @@ func (p *Pool) LeaseFor(id string) (netip.Addr, error) {
 		c.mu.Unlock()
 		return netip.Addr{}, ErrUnreachable
 	}
-	c.ops.Lock()
-	defer c.ops.Unlock()
+	defer p.leaseOf(id)()
+	defer c.lockLeasing()()
 	a, err := p.lease(id)
 	if err != nil && !errors.Is(err, errExhausted) {
 		c.mu.Lock()
 		c.refused++
 		c.mu.Unlock()
+		if errors.Is(err, context.DeadlineExceeded) {
+			// etcd answers, late (loaded): this client is refused, and
+			// maintain judges whether etcd is away.
+			return netip.Addr{}, fmt.Errorf("cluster: etcd answered too late: %w", err)
+		}
 		c.failed("leasing an address", err)
 		return netip.Addr{}, fmt.Errorf("%w (%v)", ErrUnreachable, err)
 	}
@@ -128,13 +228,13 @@ func (p *Pool) lease(id string) (netip.Addr, error) {
 				// Not an address of this pool (any more): lease anew.
 			case p.heldHere(a):
 				bound = false // a second IKE SA of the identity
-			default:
+			case p.startClaim(a):
 				ok, err := p.claim(ctx, a, id, bind)
+				p.endClaim(a, id, ok && err == nil)
 				if err != nil {
 					return netip.Addr{}, err
 				}
 				if ok {
-					p.hold(a, id)
 					return a, nil
 				}
 			}
@@ -143,7 +243,9 @@ func (p *Pool) lease(id string) (netip.Addr, error) {
 	// A free address: keys sort as addresses, so a range read from the
 	// cursor shows the gaps; a gap another gateway fills first fails the
 	// transaction and the search goes on after it.
+	c.mu.Lock()
 	cand, wrapped := p.next, false
+	c.mu.Unlock()
 	for scanned := 0; scanned < maxScan; {
 		if !p.rules.Usable(cand) {
 			if wrapped {
@@ -163,17 +265,23 @@ func (p *Pool) lease(id string) (netip.Addr, error) {
 			cand, wrapped = p.first(), true
 			continue
 		}
+		if !p.startClaim(free) {
+			cand = free.Next() // another lease here took it since
+			continue
+		}
 		ops := []clientv3.Op{clientv3.OpPut(c.keys.addr(prefix, free), id, clientv3.WithLease(bind))}
 		if bound {
 			ops = append(ops, clientv3.OpPut(c.keys.binding(prefix, id), free.String(), clientv3.WithLease(bind)))
 		}
 		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.keys.addr(prefix, free)), "=", 0)).Then(ops...).Commit()
+		p.endClaim(free, id, err == nil && resp.Succeeded)
 		if err != nil {
 			return netip.Addr{}, fmt.Errorf("leasing %s: %w", free, err)
 		}
 		if resp.Succeeded {
+			c.mu.Lock()
 			p.next = free.Next()
-			p.hold(free, id)
+			c.mu.Unlock()
 			return free, nil
 		}
 		cand = free.Next()
@@ -188,21 +296,22 @@ func (p *Pool) lease(id string) (netip.Addr, error) {
 // (and the client gets an address by LeaseFor, or none).
 func (p *Pool) LeaseRequested(id string, want netip.Addr) bool {
 	c := p.c
-	if !p.rules.Usable(want) || p.heldHere(want) || !c.isUp() {
+	if !p.rules.Usable(want) || !c.isUp() {
 		return false
 	}
-	c.ops.Lock()
-	defer c.ops.Unlock()
+	defer p.leaseOf(id)()
+	defer c.lockLeasing()()
+	if !p.startClaim(want) {
+		return false // held here, or being taken
+	}
 	ctx, cancel := c.request()
 	defer cancel()
 	_, bind := c.leases()
 	ok, err := p.claim(ctx, want, id, bind)
+	p.endClaim(want, id, ok && err == nil)
 	if err != nil {
 		c.failed("leasing a requested address", err)
 		return false
-	}
-	if ok {
-		p.hold(want, id)
 	}
 	return ok
 }
@@ -226,9 +335,13 @@ func (p *Pool) firstFree(ctx context.Context, a netip.Addr) (netip.Addr, int, er
 		if err != nil {
 			return netip.Addr{}, passed, fmt.Errorf("reading pool %s: %w", prefix, err)
 		}
-		for _, kv := range resp.Kvs {
-			if addrFromKey(string(kv.Key)) != a {
-				return a, passed, nil // a gap: the keys sort as addresses
+		for i := 0; i < len(resp.Kvs); {
+			// A gap (the keys sort as addresses) is free unless a lease
+			// here is taking it.
+			if taken := addrFromKey(string(resp.Kvs[i].Key)) == a; !taken && !p.isClaiming(a) {
+				return a, passed, nil
+			} else if taken {
+				i++
 			}
 			passed++
 			if a = a.Next(); !p.rules.Usable(a) {
@@ -236,7 +349,13 @@ func (p *Pool) firstFree(ctx context.Context, a netip.Addr) (netip.Addr, int, er
 			}
 		}
 		if len(resp.Kvs) < scanPage {
-			return a, passed, nil // no key from a on
+			// No key from a on.
+			for p.isClaiming(a) {
+				if a = a.Next(); !p.rules.Usable(a) {
+					return netip.Addr{}, passed, nil
+				}
+			}
+			return a, passed, nil
 		}
 		if passed >= maxScan {
 			return netip.Addr{}, passed, nil
@@ -287,32 +406,26 @@ func (p *Pool) rebind(a netip.Addr, id string) (bool, error) {
 
 // Release implements ike.Pool: the address's keys move to the grace
 // lease, the identity's binding with them, unless another gateway took
-// them meanwhile. While etcd is unreachable the release waits for it.
+// them meanwhile. The writer makes the request (flush), or, while etcd
+// is unreachable, the resynchronisation.
 func (p *Pool) Release(a netip.Addr) {
 	c := p.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	id, ok := p.held[a]
-	delete(p.held, a)
-	up := c.up
-	if ok && !up {
-		c.released = append(c.released, release{pool: p, addr: a, id: id})
-	}
-	c.mu.Unlock()
-	if !ok || !up {
+	if !ok {
 		return
 	}
-	c.ops.Lock()
-	defer c.ops.Unlock()
-	if err := p.releaseInEtcd(a, id); err != nil {
-		c.mu.Lock()
-		c.released = append(c.released, release{pool: p, addr: a, id: id})
-		c.mu.Unlock()
-		c.failed("releasing an address", err)
+	delete(p.held, a)
+	c.released = append(c.released, release{pool: p, addr: a, id: id})
+	if c.up {
+		c.wakeWriter()
 	}
 }
 
 // releaseInEtcd moves a's keys to the grace lease if they are still this
-// gateway's and a was not leased here again since.
+// gateway's and a was not leased here again since (resync; the writer
+// releases many at once, Cluster.release).
 func (p *Pool) releaseInEtcd(a netip.Addr, id string) error {
 	if p.heldHere(a) {
 		return nil
@@ -325,19 +438,25 @@ func (p *Pool) releaseInEtcd(a netip.Addr, id string) error {
 		return err
 	}
 	_, bind := c.leases()
-	prefix := p.Prefix()
-	ak, bk := c.keys.addr(prefix, a), c.keys.binding(prefix, id)
-	mine := func(k, v string) []clientv3.Cmp {
-		return []clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", v), clientv3.Compare(clientv3.LeaseValue(k), "=", int64(bind))}
-	}
-	_, err = c.cli.Txn(ctx).If(mine(ak, id)...).
-		Then(clientv3.OpPut(ak, id, clientv3.WithLease(grace)),
-			clientv3.OpTxn(mine(bk, a.String()), []clientv3.Op{clientv3.OpPut(bk, a.String(), clientv3.WithLease(grace))}, nil)).
-		Commit()
-	if err != nil {
+	if _, err = c.cli.Txn(ctx).Then(p.releaseOp(a, id, bind, grace)).Commit(); err != nil {
 		return fmt.Errorf("releasing %s: %w", a, err)
 	}
 	return nil
+}
+
+// releaseOp moves a's keys, and the binding of id to a, from the binding
+// lease to the grace lease if they are still this gateway's (not taken
+// by another gateway meanwhile).
+func (p *Pool) releaseOp(a netip.Addr, id string, bind, grace clientv3.LeaseID) clientv3.Op {
+	prefix := p.Prefix()
+	ak, bk := p.c.keys.addr(prefix, a), p.c.keys.binding(prefix, id)
+	mine := func(k, v string) []clientv3.Cmp {
+		return []clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", v), clientv3.Compare(clientv3.LeaseValue(k), "=", int64(bind))}
+	}
+	return clientv3.OpTxn(mine(ak, id), []clientv3.Op{
+		clientv3.OpPut(ak, id, clientv3.WithLease(grace)),
+		clientv3.OpTxn(mine(bk, a.String()), []clientv3.Op{clientv3.OpPut(bk, a.String(), clientv3.WithLease(grace))}, nil),
+	}, nil)
 }
 
 // graceLease returns the lease released bindings go to: one granted
