@@ -547,7 +547,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	wants, fail := r.addressesWanted(a.c, req)
 	if fail != nil || !wants.any() || !r.sharedPools {
 		if fail == nil {
-			a.c.Addresses, fail = r.leaseAddresses(a.c, wants)
+			a.c.Addresses, fail, _ = r.leaseAddresses(a.c, wants)
 		}
 		return r.admitted(a, fail)
 	}
@@ -581,9 +581,9 @@ func (r *Responder) leaseNext() {
 		r.leasing++
 		a.leasing = time.Now()
 		go func() {
-			addrs, fail := r.leaseAddresses(a.c, a.wants)
+			addrs, fail, later := r.leaseAddresses(a.c, a.wants)
 			select {
-			case r.besideDone <- func() { r.leasedBeside(a, addrs, fail) }:
+			case r.besideDone <- func() { r.leasedBeside(a, addrs, fail, later) }:
 			case <-r.quit:
 				r.releaseAddresses(addrs)
 			}
@@ -633,9 +633,9 @@ type admission struct {
 
 // leasedBeside answers the request of a once its leases were taken beside
 // the loop: addrs, or fail.
-func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.Notify) {
+func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.Notify, later bool) {
 	r.leasing--
-	r.adjustLeaseWindow(a.leasing, time.Since(a.leasing), fail != nil)
+	r.adjustLeaseWindow(a.leasing, time.Since(a.leasing), fail != nil || later)
 	r.leaseNext()
 	sa := a.sa
 	if r.sas[saKey{sa.spiI, sa.spiR}] != sa || !sa.answering {
@@ -643,6 +643,12 @@ func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.N
 		return
 	}
 	sa.answering = false
+	if later {
+		// The pool's store answered too late: the request goes
+		// unanswered, as if lost, and its retransmission tries again.
+		r.log.Debug("IKE_AUTH left to its retransmission: the shared pool answered too late", "id", a.c.ID, "from", a.from)
+		return
+	}
 	a.c.Addresses = addrs
 	r.answerLater(sa, sa.nextIn, a.from)(r.admitted(a, fail))
 }
@@ -854,8 +860,10 @@ func (r *Responder) addressesWanted(c *rClient, req []wire.Payload) (addressWant
 // leaseAddresses takes an address from each pool whose family the client
 // c wants: one it asked for by value when the pool grants it, else its
 // sticky one or a free one. It runs beside the loop for shared pools
-// (admit), so it reads only what no one changes meanwhile.
-func (r *Responder) leaseAddresses(c *rClient, w addressWants) ([]netip.Prefix, *wire.Notify) {
+// (admit), so it reads only what no one changes meanwhile. later: a
+// shared pool's store answered too late (ErrPoolBusy), and the client
+// is better asked to try again than refused.
+func (r *Responder) leaseAddresses(c *rClient, w addressWants) (_ []netip.Prefix, _ *wire.Notify, later bool) {
 	var got []netip.Prefix
 	for _, p := range r.pools {
 		is4 := p.Prefix().Addr().Is4()
@@ -873,13 +881,16 @@ func (r *Responder) leaseAddresses(c *rClient, w addressWants) ([]netip.Prefix, 
 			var err error
 			if a, err = p.LeaseFor(c.key); err != nil {
 				r.releaseAddresses(got)
+				if errors.Is(err, ErrPoolBusy) {
+					return nil, nil, true
+				}
 				r.log.Warn("leasing an inner address", "id", c.ID, "err", err)
-				return nil, &wire.Notify{NotifyType: wire.INTERNAL_ADDRESS_FAILURE}
+				return nil, &wire.Notify{NotifyType: wire.INTERNAL_ADDRESS_FAILURE}, false
 			}
 		}
 		got = append(got, netip.PrefixFrom(a, a.BitLen()))
 	}
-	return got, nil
+	return got, nil, false
 }
 
 // cpReply is the CP reply's attributes: the leased addrs, and the DNS

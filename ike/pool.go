@@ -39,6 +39,11 @@ type SharedPool interface {
 	Shared()
 }
 
+// ErrPoolBusy is what a SharedPool's LeaseFor wraps when its store
+// answered too late (loaded, not away): the Responder leaves the client's
+// IKE_AUTH request unanswered, and its retransmission tries again.
+var ErrPoolBusy = errors.New("the shared pool's store answered too late")
+
 // AddressPool leases inner addresses from one prefix to clients
 // (configuration payload, RFC 7296 §3.15). The prefix's first address and
 // the one after it are never leased: the first is the network itself, the

@@ -2,6 +2,7 @@ package ike
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -14,6 +15,8 @@ import (
 type gatedPool struct {
 	began chan string
 	gate  chan struct{}
+	// busy: LeaseFor fails this many times with ErrPoolBusy first.
+	busy int
 
 	mu       sync.Mutex
 	pool     *AddressPool
@@ -35,6 +38,10 @@ func (p *gatedPool) LeaseFor(id string) (netip.Addr, error) {
 	<-p.gate
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.busy > 0 {
+		p.busy--
+		return netip.Addr{}, fmt.Errorf("etcd: %w", ErrPoolBusy)
+	}
 	return p.pool.LeaseFor(id)
 }
 func (p *gatedPool) LeaseRequested(id string, want netip.Addr) bool {
@@ -206,5 +213,36 @@ func TestLeaseWindow(t *testing.T) {
 	}
 	if r.leaseWindow != maxLeaseWindow {
 		t.Fatalf("ceiling: %.2f", r.leaseWindow)
+	}
+}
+
+// TestResponderSharedPoolBusy: a lease the pool's store answered too late
+// (ErrPoolBusy) leaves the IKE_AUTH request unanswered; the client's
+// retransmission starts a new lease, which gets it its address.
+func TestResponderSharedPoolBusy(t *testing.T) {
+	psk := []byte("a pre-shared key of some length")
+	pool := newGatedPool(t, netip.MustParsePrefix("10.3.0.0/24"))
+	pool.busy = 1
+	w, _ := startResponder(t, ResponderConfig{PSK: psk, Pools: []netip.Prefix{pool.Prefix()},
+		NewPool: func(netip.Prefix) (Pool, error) { return pool, nil }})
+	s, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, LocalID: mustID(t, "alice@mifsec.test")})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- s.connect(ctx, true)
+	}()
+	for range 2 { // the busy lease, then the one the retransmission starts
+		pool.waitBegan(t)
+		pool.gate <- struct{}{}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(); len(st.Addresses) != 1 || pool.Leased() != 1 {
+		t.Fatalf("client addresses %v, pool leased %d; want one", st.Addresses, pool.Leased())
+	}
+	if f := w.r.Failures(context.Background()); f[FailNoAddress] != 0 {
+		t.Errorf("the busy lease counted as a failure: %v", f)
 	}
 }

@@ -351,22 +351,37 @@ func (c *Cluster) maintain() {
 }
 
 // refresh keeps the leases alive, rewrites the member key and reads the
-// members. A lease that expired (etcd was away longer than its TTL) is an
-// error: resync takes new ones and writes every key again.
+// members, each request in its own time. A lease that expired (etcd was
+// away longer than its TTL) or did not answer is an error: resync takes
+// new ones and writes every key again. The member key and the members
+// are only the cluster's view of the load: when etcd, loaded, answers
+// them too late, they wait for the next refresh, and the gateway goes
+// on leasing.
 func (c *Cluster) refresh() error {
-	ctx, cancel := c.request()
-	defer cancel()
 	member, bind := c.leases()
 	for _, l := range []clientv3.LeaseID{member, bind} {
-		if _, err := c.cli.KeepAliveOnce(ctx, l); err != nil {
+		ctx, cancel := c.request()
+		_, err := c.cli.KeepAliveOnce(ctx, l)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("keeping lease %x alive: %w", l, err)
 		}
 	}
-	if err := c.putMember(ctx); err != nil {
+	ctx, cancel := c.request()
+	defer cancel()
+	if err := c.putMember(ctx); errors.Is(err, context.DeadlineExceeded) {
+		c.log.Debug("cluster: refreshing the member key: etcd answered too late", "err", err)
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("refreshing the member key: %w", err)
 	}
+	ctx, cancel = c.request()
+	defer cancel()
 	members, err := c.Members(ctx)
-	if err != nil {
+	if errors.Is(err, context.DeadlineExceeded) {
+		c.log.Debug("cluster: reading the members: etcd answered too late", "err", err)
+		return nil
+	} else if err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -191,15 +191,15 @@ func (p *Pool) LeaseFor(id string) (netip.Addr, error) {
 	defer p.leaseOf(id)()
 	defer c.lockLeasing()()
 	a, err := p.lease(id)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// etcd answers, late (loaded): this client tries again, and
+		// maintain judges whether etcd is away.
+		return netip.Addr{}, fmt.Errorf("cluster: %w: %w", ike.ErrPoolBusy, err)
+	}
 	if err != nil && !errors.Is(err, errExhausted) {
 		c.mu.Lock()
 		c.refused++
 		c.mu.Unlock()
-		if errors.Is(err, context.DeadlineExceeded) {
-			// etcd answers, late (loaded): this client is refused, and
-			// maintain judges whether etcd is away.
-			return netip.Addr{}, fmt.Errorf("cluster: etcd answered too late: %w", err)
-		}
 		c.failed("leasing an address", err)
 		return netip.Addr{}, fmt.Errorf("%w (%v)", ErrUnreachable, err)
 	}
