@@ -645,8 +645,12 @@ func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.N
 	sa.answering = false
 	if later {
 		// The pool's store answered too late: the request goes
-		// unanswered, as if lost, and its retransmission tries again.
+		// unanswered, as if lost, and its retransmission tries again; the
+		// IKE SA is half-open again until then (and expires if none
+		// comes).
 		r.log.Debug("IKE_AUTH left to its retransmission: the shared pool answered too late", "id", a.c.ID, "from", a.from)
+		sa.expires = r.cfg.Now().Add(r.cfg.HalfOpenTimeout)
+		r.addHalfOpen(sa)
 		return
 	}
 	a.c.Addresses = addrs

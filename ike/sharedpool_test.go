@@ -245,4 +245,9 @@ func TestResponderSharedPoolBusy(t *testing.T) {
 	if f := w.r.Failures(context.Background()); f[FailNoAddress] != 0 {
 		t.Errorf("the busy lease counted as a failure: %v", f)
 	}
+	w.r.do(context.Background(), func() {
+		if len(w.r.halfOpen) != 0 || len(w.r.sas) != 1 {
+			t.Errorf("%d half-open IKE SAs, %d in all; want the client's alone", len(w.r.halfOpen), len(w.r.sas))
+		}
+	})
 }
