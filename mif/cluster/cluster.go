@@ -441,34 +441,48 @@ func (c *Cluster) resync() error {
 		dirty = append(dirty, k)
 	}
 	c.mu.Unlock()
-	for i, r := range released {
-		if err := r.pool.releaseInEtcd(r.addr, r.id); err != nil {
-			c.mu.Lock()
-			c.released = c.released[i:]
-			c.mu.Unlock()
-			return err
-		}
-	}
-	c.mu.Lock()
-	c.released = c.released[len(released):]
-	c.mu.Unlock()
-	var lose []string
-	for _, k := range dirty {
-		ok, err := c.syncIdentity(k)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			lose = append(lose, k)
+	resynced := 0
+	for rest := released; len(rest) > 0; {
+		var batch []release
+		batch, rest = releaseBatch(rest)
+		if err := c.release(batch); err != nil {
+			return err // c.released still has them
 		}
 		c.mu.Lock()
-		delete(c.dirty, k)
+		c.released = slices.DeleteFunc(c.released, func(r release) bool { return slices.Contains(batch, r) })
 		c.mu.Unlock()
+	}
+	// Identities at once, resyncParallel of them (each its own keys).
+	var lose []string
+	for len(dirty) > 0 {
+		chunk := dirty[:min(len(dirty), resyncParallel)]
+		dirty = dirty[len(chunk):]
+		errs := make([]error, len(chunk))
+		kept := make([]bool, len(chunk))
+		var wg sync.WaitGroup
+		for i, k := range chunk {
+			wg.Go(func() { kept[i], errs[i] = c.syncIdentity(k) })
+		}
+		wg.Wait()
+		c.mu.Lock()
+		for i, k := range chunk {
+			if errs[i] == nil {
+				delete(c.dirty, k)
+				if !kept[i] {
+					lose = append(lose, k)
+				}
+			}
+		}
+		c.mu.Unlock()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		resynced += len(chunk)
 	}
 	c.mu.Lock()
 	c.up = true
 	c.mu.Unlock()
-	c.log.Info("cluster: etcd reachable again: accepting new clients", "resynchronised", len(dirty), "releases", len(released), "member_lease_renewed", lost[0], "binding_lease_renewed", lost[1])
+	c.log.Info("cluster: etcd reachable again: accepting new clients", "resynchronised", resynced, "releases", len(released), "member_lease_renewed", lost[0], "binding_lease_renewed", lost[1])
 	for _, k := range lose {
 		c.takenOver(k, "another gateway (while etcd was unreachable)")
 	}
@@ -607,20 +621,8 @@ func (c *Cluster) flush() {
 			c.mu.Unlock()
 			return // resync makes the releases too
 		}
-		// An identity's binding key appears once in a transaction:
-		// its other releases wait for the next batch.
-		var released, later []release
-		ids := map[string]bool{}
-		for _, r := range c.released {
-			k := r.pool.Prefix().String() + " " + r.id
-			if len(released) == writeBatch || ids[k] {
-				later = append(later, r)
-				continue
-			}
-			ids[k] = true
-			released = append(released, r)
-		}
-		c.released = later
+		var released []release
+		released, c.released = releaseBatch(c.released)
 		var writes []string
 		for k := range c.writes {
 			if len(writes) == writeBatch {
@@ -658,6 +660,27 @@ func (c *Cluster) flush() {
 		c.ops.RUnlock()
 	}
 }
+
+// releaseBatch splits rs into what one release transaction carries (up
+// to writeBatch, an identity's binding key once: its other releases wait
+// for the next batch) and the rest.
+func releaseBatch(rs []release) (batch, rest []release) {
+	ids := map[string]bool{}
+	for _, r := range rs {
+		k := r.pool.Prefix().String() + " " + r.id
+		if len(batch) == writeBatch || ids[k] {
+			rest = append(rest, r)
+			continue
+		}
+		ids[k] = true
+		batch = append(batch, r)
+	}
+	return batch, rest
+}
+
+// resyncParallel is how many identities a resynchronisation writes at
+// once.
+const resyncParallel = 32
 
 // release moves the keys of the addresses rs to the grace lease, in one
 // transaction (releaseOp).

@@ -423,27 +423,6 @@ func (p *Pool) Release(a netip.Addr) {
 	}
 }
 
-// releaseInEtcd moves a's keys to the grace lease if they are still this
-// gateway's and a was not leased here again since (resync; the writer
-// releases many at once, Cluster.release).
-func (p *Pool) releaseInEtcd(a netip.Addr, id string) error {
-	if p.heldHere(a) {
-		return nil
-	}
-	c := p.c
-	ctx, cancel := c.request()
-	defer cancel()
-	grace, err := c.graceLease(ctx)
-	if err != nil {
-		return err
-	}
-	_, bind := c.leases()
-	if _, err = c.cli.Txn(ctx).Then(p.releaseOp(a, id, bind, grace)).Commit(); err != nil {
-		return fmt.Errorf("releasing %s: %w", a, err)
-	}
-	return nil
-}
-
 // releaseOp moves a's keys, and the binding of id to a, from the binding
 // lease to the grace lease if they are still this gateway's (not taken
 // by another gateway meanwhile).
