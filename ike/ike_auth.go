@@ -532,7 +532,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
 	}
 	reply = append(reply, ours)
-	a := admission{sa: sa, req: req, from: from, reply: reply}
+	a := admission{sa: sa, req: req, from: from, reply: reply, replace: replace}
 	if msk != nil && r.radius != nil {
 		a.accountAs = sa.eap.server.identity
 	}
@@ -544,10 +544,11 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		// and the client gets them again (sticky leases).
 		r.replaceOlder(a.c)
 	}
-	wants, fail := r.addressesWanted(a.c, req)
-	if fail != nil || !wants.any() || !r.sharedPools {
+	var fail *wire.Notify
+	a.wants, fail = r.addressesWanted(a.c, req)
+	if fail != nil || !r.sharedPools {
 		if fail == nil {
-			a.c.Addresses, fail, _ = r.leaseAddresses(a.c, wants)
+			a.c.Addresses, fail, _ = r.leaseAddresses(a.c, a.wants)
 		}
 		return r.admitted(a, fail)
 	}
@@ -556,7 +557,6 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	// SA of its source while it waits for its leases.
 	r.leaveHalfOpen(sa)
 	sa.answering = true
-	a.wants = wants
 	r.leaseQueue = append(r.leaseQueue, a)
 	r.leaseNext()
 	return nil, nil
@@ -626,9 +626,10 @@ type admission struct {
 	req       []wire.Payload
 	from      netip.AddrPort
 	reply     []wire.Payload
+	replace   bool         // it carried INITIAL_CONTACT
 	accountAs string       // the RADIUS user to start an accounting session for
-	wants     addressWants // what its leases are to be, from a shared pool
-	leasing   time.Time    // when they began to be taken
+	wants     addressWants // what its CP request asks for
+	leasing   time.Time    // when a shared pool's leases began to be taken
 }
 
 // leasedBeside answers the request of a once its leases were taken beside
@@ -680,7 +681,7 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 	r.leaveHalfOpen(sa)
 	sa.initReq, sa.initResp = nil, nil
 	sa.eap = nil
-	if wire.FindNotify(a.req, wire.INITIAL_CONTACT) != nil {
+	if a.replace {
 		r.replaceOlder(c) // one that logged in while the leases were taken
 	}
 	c.established = r.cfg.Now()
@@ -688,7 +689,7 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 
 	var childReply []wire.Payload
 	if fail == nil {
-		childReply, fail = r.firstChild(c, a.req)
+		childReply, fail = r.firstChild(c, a.req, a.wants)
 	}
 	if fail != nil {
 		// Nothing of the client stays behind: the IKE SA goes with the
@@ -733,9 +734,10 @@ func (r *Responder) sign(sa *rSA, octets []byte) (wire.AuthMethod, []byte, error
 	return Sign(r.cfg.Key, octets, sa.peerHashes)
 }
 
-// firstChild leases the client's addresses and builds its first Child SA
-// from IKE_AUTH: the CP reply, SA and narrowed traffic selectors.
-func (r *Responder) firstChild(c *rClient, req []wire.Payload) ([]wire.Payload, *wire.Notify) {
+// firstChild builds the first Child SA of client c, whose addresses admit
+// leased for the CP request wants, from IKE_AUTH: the CP reply, SA and
+// narrowed traffic selectors.
+func (r *Responder) firstChild(c *rClient, req []wire.Payload, wants addressWants) ([]wire.Payload, *wire.Notify) {
 	saP := wire.Find[*wire.SA](req)
 	tsi, tsr := wire.FindTS(req, false), wire.FindTS(req, true)
 	if saP == nil || tsi == nil || tsr == nil {
@@ -754,8 +756,7 @@ func (r *Responder) firstChild(c *rClient, req []wire.Payload) ([]wire.Payload, 
 	}
 	var reply []wire.Payload
 	if len(r.pools) > 0 {
-		// admit leased c's addresses for this CP request.
-		wants := parseAddressWants(wire.Find[*wire.CP](req))
+		// admit leased c's addresses for this CP request (wants).
 		reply = append(reply, &wire.CP{CfgType: wire.CFG_REPLY, Attributes: r.cpReply(c.Addresses, wants)})
 	}
 	// The client's side narrows to its leased addresses; without pools, to

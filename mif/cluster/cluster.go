@@ -390,6 +390,10 @@ func (c *Cluster) refresh() error {
 	return nil
 }
 
+// resyncParallel is how many identities a resynchronisation writes at
+// once.
+const resyncParallel = 32
+
 // resync brings etcd in line with this gateway after etcd was away: new
 // leases if the old expired (every client's keys written again), the
 // releases and session changes it missed. A client whose address or
@@ -398,10 +402,7 @@ func (c *Cluster) resync() error {
 	c.ops.Lock()
 	defer c.ops.Unlock()
 	c.mu.Lock()
-	for k := range c.writes {
-		c.dirty[k] = true
-	}
-	clear(c.writes)
+	c.leaveWritesToResync()
 	c.mu.Unlock()
 	ctx, cancel := c.request()
 	defer cancel()
@@ -579,6 +580,15 @@ func (c *Cluster) queueWrite(k string) {
 	c.wakeWriter()
 }
 
+// leaveWritesToResync hands the queued session writes to the
+// resynchronisation (etcd is away, or it is starting). c.mu is held.
+func (c *Cluster) leaveWritesToResync() {
+	for k := range c.writes {
+		c.dirty[k] = true
+	}
+	clear(c.writes)
+}
+
 func (c *Cluster) wakeWriter() {
 	select {
 	case c.wake <- struct{}{}:
@@ -614,10 +624,7 @@ func (c *Cluster) flush() {
 	for {
 		c.mu.Lock()
 		if !c.up {
-			for k := range c.writes {
-				c.dirty[k] = true
-			}
-			clear(c.writes)
+			c.leaveWritesToResync()
 			c.mu.Unlock()
 			return // resync makes the releases too
 		}
@@ -677,10 +684,6 @@ func releaseBatch(rs []release) (batch, rest []release) {
 	}
 	return batch, rest
 }
-
-// resyncParallel is how many identities a resynchronisation writes at
-// once.
-const resyncParallel = 32
 
 // release moves the keys of the addresses rs to the grace lease, in one
 // transaction (releaseOp).
@@ -774,12 +777,6 @@ func (c *Cluster) sessionRegistered(k, value string, rev int64) {
 	if lost {
 		c.takenOver(k, by)
 	}
-}
-
-func (c *Cluster) markDirty(k string) {
-	c.mu.Lock()
-	c.dirty[k] = true
-	c.mu.Unlock()
 }
 
 // watch follows the session keys: one written by another gateway for a
