@@ -370,6 +370,7 @@ func runLabTraffic(ctx context.Context, n *labnet.LabNet, t scenarios.TrafficSpe
 	result.Bytes = res.Bytes
 	result.RTTMeanMs, result.RTTMaxMs = res.RTTMeanMs, res.RTTMaxMs
 	result.MultipathTCP, result.Subflows = res.MultipathTCP, res.Subflows
+	result.SlowStartEnd, result.FirstRetransmits = res.SlowStartEnd, res.FirstRetransmits
 	result.Goodput = res.Intervals
 	if res.Incomplete != "" {
 		result.Error = "cut short: " + res.Incomplete

@@ -147,6 +147,11 @@ type TrafficResult struct {
 	// the most subflows one of them had.
 	MultipathTCP bool `json:"multipath_tcp,omitempty"`
 	Subflows     int  `json:"subflows,omitempty"`
+	// SlowStartEnd is when the (first) sender left slow start.
+	SlowStartEnd *traffic.SlowStartEnd `json:"slow_start_end,omitempty"`
+	// FirstRetransmits are the first readings at which that sender had
+	// retransmitted more, with its window.
+	FirstRetransmits []traffic.RetransmitEvent `json:"first_retransmits,omitempty"`
 	// Goodput is the received rate per 100 ms (t: end of the interval,
 	// seconds since the scenario's start).
 	Goodput []traffic.Interval `json:"goodput,omitempty"`
@@ -185,6 +190,15 @@ type Interruption struct {
 	// of its mean over the run: a flow that trickles (a packet now and
 	// then ends a stall) is as good as stopped for its user.
 	TCPLowSeconds *float64 `json:"tcp_low_seconds,omitempty"`
+}
+
+// slowStartCause says whether a sender that left slow start had lost
+// anything by then.
+func slowStartCause(retransmits uint32) string {
+	if retransmits == 0 {
+		return "without a loss (the congestion control's own exit)"
+	}
+	return fmt.Sprintf("after %d retransmits", retransmits)
 }
 
 // lowGoodputFraction is the share of a flow's mean goodput below which an
@@ -705,6 +719,10 @@ func (r *ScenarioReport) writeRun(b *strings.Builder, p PeerRun) {
 			}
 			if t.MultipathTCP {
 				fmt.Fprintf(b, ", MPTCP with up to %d subflows", t.Subflows)
+			}
+			if s := t.SlowStartEnd; s != nil {
+				fmt.Fprintf(b, "; slow start ended at %.2f s, window %d segments, RTT %.1f ms (min %.1f), %s",
+					s.T-t.StartS, s.Cwnd, s.RTTMs, s.MinRTTMs, slowStartCause(s.Retransmits))
 			}
 			if t.LossPercent != nil {
 				fmt.Fprintf(b, ", %.2f%% lost", *t.LossPercent)

@@ -63,7 +63,9 @@ func TestPeerRunSummarize(t *testing.T) {
 		flow.Intervals = append(flow.Intervals, traffic.Interval{T: tt, Mbps: mbps})
 	}
 	retransmits := 7
-	run.Traffic = []TrafficResult{{Kind: scenarios.TrafficTCP, Direction: "up", Retransmits: &retransmits, Flow: flow}}
+	mbps := 8.0
+	run.Traffic = []TrafficResult{{Kind: scenarios.TrafficTCP, Direction: "up", Mbps: &mbps, Retransmits: &retransmits, Flow: flow,
+		SlowStartEnd: &traffic.SlowStartEnd{T: 0.67, Cwnd: 318, Ssthresh: 318, RTTMs: 76, MinRTTMs: 33}}}
 	run.Summarize(sc)
 
 	if got := run.Samples[10].Uplinks[0].UpMbps; math.Abs(got-10) > 1e-6 {
@@ -133,6 +135,7 @@ func TestPeerRunSummarize(t *testing.T) {
 		"0–5s", "5–10s", "whole run",
 		"after wlan0 link down at 5.0s: no probe through for 2.30s (230 lost); TCP stalled at most 0.80s (under a tenth of its mean rate for 1.3s), 7 retransmits",
 		"Peers side by side, ranked by throughput (up, mean over the run):",
+		"tcp up: 8.0 Mbit/s, 7 retransmits; slow start ended at 0.67 s, window 318 segments, RTT 76.0 ms (min 33.0), without a loss",
 		"skipped: not installed",
 		"mifsec/wireguard-go: throughput 2.00 (5.0 / 2.5 Mbit/s), interruption 0.50 (2.30 / 4.60 s)",
 	} {

@@ -92,6 +92,14 @@ type Result struct {
 	// Subflows is the most subflows one of them had at once.
 	MultipathTCP bool `json:"multipath_tcp,omitempty"`
 	Subflows     int  `json:"subflows,omitempty"`
+	// SlowStartEnd is when the first stream's sender left slow start, nil
+	// when it never did or the connection is MPTCP.
+	SlowStartEnd *SlowStartEnd `json:"slow_start_end,omitempty"`
+	// FirstRetransmits are the first maxRetransmitEvents readings at which
+	// the first stream's sender had retransmitted more than at the reading
+	// before, with its window then: when a flow lost what, and how its
+	// congestion control answered.
+	FirstRetransmits []RetransmitEvent `json:"first_retransmits,omitempty"`
 	// Intervals is the goodput per Interval.
 	Intervals []Interval `json:"intervals"`
 	// Progress holds the senders' acknowledged bytes and retransmissions
@@ -107,6 +115,39 @@ type Interval struct {
 	T    float64 `json:"t"`
 	Mbps float64 `json:"mbps"`
 }
+
+// SlowStartEnd is a sender's state at the first reading with a slow-start
+// threshold set (TCP_INFO tcpi_snd_ssthresh below "infinite"). With no
+// retransmission by then, slow start was ended by the congestion
+// control's own exit (CUBIC's HyStart: the round trip grew, or the
+// acknowledgements' train spread), not by a loss.
+type SlowStartEnd struct {
+	T           float64 `json:"t"`
+	Ssthresh    uint32  `json:"ssthresh_segments"`
+	Cwnd        uint32  `json:"cwnd_segments"`
+	RTTMs       float64 `json:"rtt_ms"`
+	MinRTTMs    float64 `json:"min_rtt_ms"`
+	Retransmits uint32  `json:"retransmits"`
+}
+
+// RetransmitEvent is a reading of a sender whose retransmissions grew.
+type RetransmitEvent struct {
+	T           float64 `json:"t"`
+	Retransmits uint32  `json:"retransmits"`
+	Cwnd        uint32  `json:"cwnd_segments"`
+	Ssthresh    uint32  `json:"ssthresh_segments"`
+	// SpuriousRetransmits (the receiver's D-SACKs) and ReorderingsSeen
+	// so far: a loss inferred from reordering, not a lost packet.
+	SpuriousRetransmits uint32 `json:"spurious_retransmits"`
+	ReorderingsSeen     uint32 `json:"reorderings_seen"`
+}
+
+// maxRetransmitEvents bounds Result.FirstRetransmits.
+const maxRetransmitEvents = 16
+
+// infiniteSsthresh is TCP_INFO's slow-start threshold before the first
+// congestion event (TCP_INFINITE_SSTHRESH).
+const infiniteSsthresh = 0x7fffffff
 
 // Progress is the senders' state at T: bytes acknowledged by the receivers
 // and segments retransmitted so far, summed over the streams.
@@ -197,6 +238,7 @@ func (b *Bulk) Run(ctx context.Context) (*Result, error) {
 	nextInterval := start.Add(interval)
 	var rttSum float64
 	var rttSamples int
+	var firstRetransmits uint32
 	ticker := time.NewTicker(progressEvery)
 	defer ticker.Stop()
 	sample := func(now time.Time) {
@@ -211,6 +253,18 @@ func (b *Bulk) Run(ctx context.Context) (*Result, error) {
 				res.RTTMaxMs = max(res.RTTMaxMs, float64(st.rttUs)/1000)
 			}
 			res.Subflows = max(res.Subflows, st.subflows)
+		}
+		first := infos[0].last
+		if first.retransmits > firstRetransmits && len(res.FirstRetransmits) < maxRetransmitEvents {
+			res.FirstRetransmits = append(res.FirstRetransmits, RetransmitEvent{T: round(p.T, 3),
+				Retransmits: first.retransmits, Cwnd: first.cwnd, Ssthresh: min(first.ssthresh, infiniteSsthresh),
+				SpuriousRetransmits: first.dsackDups, ReorderingsSeen: first.reordSeen})
+		}
+		firstRetransmits = first.retransmits
+		if res.SlowStartEnd == nil && first.ssthresh != 0 && first.ssthresh < infiniteSsthresh {
+			res.SlowStartEnd = &SlowStartEnd{T: round(p.T, 3), Ssthresh: first.ssthresh, Cwnd: first.cwnd,
+				RTTMs: round(float64(first.rttUs)/1000, 2), MinRTTMs: round(float64(first.minRTTUs)/1000, 2),
+				Retransmits: first.retransmits}
 		}
 		res.Progress = append(res.Progress, p)
 		for !now.Before(nextInterval) {

@@ -27,6 +27,13 @@ type senderState struct {
 	retransmits uint32
 	rttUs       uint32
 	subflows    int
+	// Of a plain TCP connection (zero for MPTCP): the congestion window
+	// and slow-start threshold in segments, the minimum RTT seen.
+	cwnd, ssthresh uint32
+	minRTTUs       uint32
+	// dsackDups counts retransmissions the receiver reported as
+	// duplicates (spurious); reordSeen the reorderings the sender saw.
+	dsackDups, reordSeen uint32
 }
 
 // Linux MPTCP socket options (include/uapi/linux/mptcp.h).
@@ -74,6 +81,8 @@ func (s *senderInfo) read() senderState {
 		ok = true
 		st.acked, st.retransmits, st.rttUs = info.Bytes_acked, info.Total_retrans, info.Rtt
 		if !s.mptcp {
+			st.cwnd, st.ssthresh, st.minRTTUs = info.Snd_cwnd, info.Snd_ssthresh, info.Min_rtt
+			st.dsackDups, st.reordSeen = info.Dsack_dups, info.Reord_seen
 			return
 		}
 		s.readMPTCP(int(fd), &st)
