@@ -970,7 +970,7 @@ func (w *receiveWorker) flush() {
 	for i := range w.ordered {
 		// Each SA once, in the order its first packet came.
 		if ro := w.ordered[i].ro; ro != nil {
-			ro.deliver(w.q, w.ordered[i:])
+			ro.deliver(w.ordered[i:])
 			for j := i; j < len(w.ordered); j++ {
 				if w.ordered[j].ro == ro {
 					w.ordered[j].ro = nil

@@ -59,7 +59,18 @@ type orderedPacket struct {
 // whatever it releases — in order — to the TUN device before it lets go of
 // the lock; a timer does the same for gaps given up on time. Writing under
 // the lock is what keeps the order: two workers (or a worker and the timer)
-// cannot interleave their releases. Packets released the moment they
+// cannot interleave their releases.
+//
+// Every write of the SA goes through one TUN queue, q, whichever worker
+// makes it. The kernel steers a flow's packets out of a multi-queue TUN
+// device through the queue that last wrote the flow's packets in the other
+// direction (tun's automatic flow steering): a TCP flow's acknowledgements
+// written by two path workers, each through its own queue, moved its data
+// from one outbound worker to the other and back, the two sealed packets
+// of the flow in either order, and the receiver, which restores the ESP
+// sequence, handed TCP the flow out of order (gateway-aggregation-down:
+// spurious retransmissions in slow start with nothing out of order at the
+// resequencer, and CUBIC's slow growth from a window of 150). Packets released the moment they
 // arrive are written from the worker's buffer; only packets that must wait
 // are copied into the SA's slot buffers, so in-order traffic costs one
 // uncontended lock per batch and no copy.
@@ -71,7 +82,7 @@ type orderedPacket struct {
 // mu is taken after the Engine's inMu, never before it.
 type reorder struct {
 	e *Engine
-	q wgtun.Device // where timer releases are written
+	q wgtun.Device // where every release of the SA is written
 
 	mu      sync.Mutex
 	rs      *scheduler.Resequencer
@@ -104,8 +115,8 @@ func newReorder(e *Engine, q wgtun.Device, cfg scheduler.ResequencerConfig) (*re
 }
 
 // deliver offers the packets of pkts that belong to r, in order, and
-// writes what is released to q. It runs on a receive worker.
-func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
+// writes what is released to r.q. It runs on a receive worker.
+func (r *reorder) deliver(pkts []orderedPacket) {
 	now := scheduler.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -147,7 +158,7 @@ func (r *reorder) deliver(q wgtun.Device, pkts []orderedPacket) {
 			r.slots[h] = sb
 		}
 	}
-	r.flush(q, now)
+	r.flush(now)
 }
 
 // expire gives up gaps whose wait is over and writes what follows them.
@@ -165,13 +176,13 @@ func (r *reorder) expire() {
 			r.release = append(r.release, o)
 		}
 	}
-	r.flush(r.q, now)
+	r.flush(now)
 }
 
-// flush writes r.writes to q, frees the written slots and sets the timer
-// for the next deadline; r.mu is held.
-func (r *reorder) flush(q wgtun.Device, now int64) {
-	r.writes = r.e.writeTUN(q, r.writes)
+// flush writes r.writes to r.q, frees the written slots and sets the
+// timer for the next deadline; r.mu is held.
+func (r *reorder) flush(now int64) {
+	r.writes = r.e.writeTUN(r.q, r.writes)
 	for _, o := range r.release {
 		putSlot(r.slots[o])
 		r.slots[o] = nil
@@ -223,7 +234,8 @@ func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error
 		// late and reach TCP out of order.
 		cfg.First = in.sa.ReplayWindow().FirstMissing(restoreOrderSpan)
 	}
-	r, err := newReorder(e, e.cfg.Queues[0], cfg)
+	// One queue per SA, the SAs spread over the queues.
+	r, err := newReorder(e, e.cfg.Queues[int(spi%uint32(len(e.cfg.Queues)))], cfg)
 	if err != nil {
 		return fmt.Errorf("restoring order for SA %#x: %w", spi, err)
 	}

@@ -44,7 +44,7 @@ func TestReorderSlotsBounded(t *testing.T) {
 		}
 		held = append(held, orderedPacket{ro: r, pkt: pkt(size, byte(seq)), seq: seq})
 	}
-	r.deliver(mem, held)
+	r.deliver(held)
 	inUse := 0
 	var big *slotBuf
 	for _, sb := range r.slots {
@@ -59,7 +59,7 @@ func TestReorderSlotsBounded(t *testing.T) {
 		t.Fatalf("%d slots in use (want 8), outsized buffer %v", inUse, big != nil)
 	}
 	// 1 arrives: all nine are written in order and the slots go back.
-	r.deliver(mem, []orderedPacket{{ro: r, pkt: pkt(100, 1), seq: 1}})
+	r.deliver([]orderedPacket{{ro: r, pkt: pkt(100, 1), seq: 1}})
 	for i := 1; i <= 9; i++ {
 		got := <-mem.Writes()
 		if got[len(got)-1] != byte(i) {
