@@ -25,6 +25,8 @@ import (
 type side struct {
 	e    *dataplane.Engine
 	tun  *tun.Memory
+	// queues are the engine's TUN queues, tun first.
+	queues []*tun.Memory
 	conn *udp.Conn
 	out  *dataplane.SA
 	in   *dataplane.SA
@@ -37,7 +39,10 @@ type pairConfig struct {
 	localOfB   dataplane.Selectors // what b accepts as inner destination; nil means any
 	sourcesOfA dataplane.Selectors // the sources a may send from; nil means any
 	tunA, tunB tun.MemoryConfig
-	noOffload  bool
+	// queuesB gives b that many TUN queues (default one), each a memory
+	// device configured as tunB.
+	queuesB   int
+	noOffload bool
 	// transportA and transportB, when set, make every SA a transport-mode
 	// one between these two addresses: each side's inbound selectors name
 	// them (remoteOfA still overrides b's view of a).
@@ -97,22 +102,28 @@ func newPair(t testing.TB, pc pairConfig) (a, b *side) {
 	for _, x := range []struct {
 		s, peer                *side
 		tcfg                   tun.MemoryConfig
+		queues                 int
 		remote, local, sources dataplane.Selectors
 	}{
-		{a, b, pc.tunA, remoteOfB, localOfA, orAny(pc.sourcesOfA)},
-		{b, a, pc.tunB, orAny(pc.remoteOfA), orAny(pc.localOfB), dataplane.AnyAddress},
+		{a, b, pc.tunA, 1, remoteOfB, localOfA, orAny(pc.sourcesOfA)},
+		{b, a, pc.tunB, max(pc.queuesB, 1), orAny(pc.remoteOfA), orAny(pc.localOfB), dataplane.AnyAddress},
 	} {
 		ep, err := x.s.conn.NewEndpoint(x.peer.conn.LocalAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := tun.NewMemory(x.tcfg)
-		if err != nil {
-			t.Fatal(err)
+		var queues []wgtun.Device
+		for range x.queues {
+			m, err := tun.NewMemory(x.tcfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x.s.queues = append(x.s.queues, m)
+			queues = append(queues, m)
 		}
-		x.s.tun = m
+		x.s.tun = x.s.queues[0]
 		e, err := dataplane.NewEngine(dataplane.EngineConfig{
-			Queues: []wgtun.Device{m},
+			Queues: queues,
 			Paths:  []*dataplane.Path{{ID: 0, Conn: x.s.conn, Remote: ep}},
 		})
 		if err != nil {

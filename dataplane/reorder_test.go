@@ -200,3 +200,56 @@ func TestRestoreOrderMidFlow(t *testing.T) {
 		t.Fatalf("resequencer counted %d late packets: %+v", st.Late, st)
 	}
 }
+
+// TestRestoreOrderWritesThroughOneQueue: an SA that restores order writes
+// every packet through one TUN queue, whichever path (and so whichever
+// receive worker, each with its own queue) brought it. The kernel steers a
+// flow out of a multi-queue TUN through the queue that last wrote its
+// other direction: written through two queues, a TCP flow's
+// acknowledgements moved its data between two outbound workers, which
+// sealed it in either order.
+func TestRestoreOrderWritesThroughOneQueue(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunB: tun.MemoryConfig{RecordWrites: 2000}, queuesB: 2})
+	addSecondPath(t, a, b)
+	// Path 0 (to the worker writing through queue 0) is the slower: its
+	// packets fill the gaps, and its worker releases what waited for them.
+	slow := delayRelay(t, b.conn.LocalAddr(), 3*time.Millisecond)
+	group := dataplane.NewPathGroup(&alternate{},
+		dataplane.GroupMember{Path: 0, Remote: mustEndpoint(t, a.conn, slow)}, dataplane.GroupMember{Path: 1})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
+	if err := b.e.RestoreOrder(b.in.SPI(), scheduler.ResequencerConfig{MinWait: 200 * time.Millisecond, MaxWait: 500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.e.SetOrderPaths(b.in.SPI(), 2); err != nil {
+		t.Fatal(err)
+	}
+	run(t, a, b)
+	const n = 1000
+	for i := range n {
+		payload := make([]byte, 64)
+		binary.BigEndian.PutUint32(payload, uint32(i))
+		a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
+		if i%50 == 49 {
+			time.Sleep(5 * time.Millisecond) // a new round of gaps
+		}
+	}
+	got := make([]int, len(b.queues))
+	timeout := time.After(10 * time.Second)
+	for got[0]+got[1] < n {
+		select {
+		case <-b.queues[0].Writes():
+			got[0]++
+		case <-b.queues[1].Writes():
+			got[1]++
+		case <-timeout:
+			t.Fatalf("received %v of %d packets", got, n)
+		}
+	}
+	paths := b.e.Paths()
+	if paths[0].Stats.RxPackets.Load() == 0 || paths[1].Stats.RxPackets.Load() == 0 {
+		t.Fatalf("the packets did not come over both paths: %d and %d", paths[0].Stats.RxPackets.Load(), paths[1].Stats.RxPackets.Load())
+	}
+	if want := int(b.in.SPI() % 2); got[want] != n {
+		t.Errorf("written through queue 0: %d, queue 1: %d; want all %d through queue %d", got[0], got[1], n, want)
+	}
+}
