@@ -23,13 +23,13 @@ import (
 // side is one end of a tunnel over loopback: an engine, its in-memory TUN
 // and its socket.
 type side struct {
-	e    *dataplane.Engine
-	tun  *tun.Memory
+	e   *dataplane.Engine
+	tun *tun.Memory
 	// queues are the engine's TUN queues, tun first.
 	queues []*tun.Memory
-	conn *udp.Conn
-	out  *dataplane.SA
-	in   *dataplane.SA
+	conn   *udp.Conn
+	out    *dataplane.SA
+	in     *dataplane.SA
 }
 
 type pairConfig struct {
