@@ -440,10 +440,15 @@ func (e *Engine) ReleaseIdleCiphers() int {
 	return released
 }
 
+// queueOf returns the TUN queue through which path id's receive worker
+// writes.
+func (e *Engine) queueOf(id scheduler.PathID) wgtun.Device {
+	return e.cfg.Queues[int(id)%len(e.cfg.Queues)]
+}
+
 // startReceiving starts p's receive worker; pathMu is held.
 func (e *Engine) startReceiving(p *Path) {
-	q := e.cfg.Queues[int(p.ID)%len(e.cfg.Queues)]
-	w := e.newReceiveWorker(p, q)
+	w := e.newReceiveWorker(p, e.queueOf(p.ID))
 	done := make(chan struct{})
 	if e.receiving == nil {
 		e.receiving = map[*Path]chan struct{}{}

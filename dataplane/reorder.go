@@ -62,7 +62,8 @@ type orderedPacket struct {
 // cannot interleave their releases.
 //
 // Every write of the SA goes through one TUN queue, q, whichever worker
-// makes it. The kernel steers a flow's packets out of a multi-queue TUN
+// makes it: the queue of the path the SA first came on, which wrote its
+// packets before order was restored. The kernel steers a flow's packets out of a multi-queue TUN
 // device through the queue that last wrote the flow's packets in the other
 // direction (tun's automatic flow steering): a TCP flow's acknowledgements
 // written by two path workers, each through its own queue, moved its data
@@ -234,8 +235,14 @@ func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error
 		// late and reach TCP out of order.
 		cfg.First = in.sa.ReplayWindow().FirstMissing(restoreOrderSpan)
 	}
-	// One queue per SA, the SAs spread over the queues.
-	r, err := newReorder(e, e.cfg.Queues[int(spi%uint32(len(e.cfg.Queues)))], cfg)
+	// The queue the SA's packets went through so far, its first path's:
+	// a new one would move its flows' other direction to another
+	// outbound worker mid-flow, the very reordering this queue avoids.
+	q := e.cfg.Queues[int(spi%uint32(len(e.cfg.Queues)))]
+	if k := in.sources.slots[0].key.Load(); k != nil {
+		q = e.queueOf(k.path)
+	}
+	r, err := newReorder(e, q, cfg)
 	if err != nil {
 		return fmt.Errorf("restoring order for SA %#x: %w", spi, err)
 	}
