@@ -59,6 +59,36 @@ func delayRelay(t *testing.T, dst netip.AddrPort, delay time.Duration) netip.Add
 	return netip.MustParseAddrPort(in.LocalAddr().String())
 }
 
+// restoreOrderOverTwoPaths makes s's inbound SA restore order over two
+// paths 3 ms apart, with waits long enough that a busy machine makes no
+// gap time out.
+func restoreOrderOverTwoPaths(t *testing.T, s *side) {
+	t.Helper()
+	if err := s.e.RestoreOrder(s.in.SPI(), scheduler.ResequencerConfig{MinWait: 200 * time.Millisecond, MaxWait: 500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.SetOrderDelays(s.in.SPI(), 3*time.Millisecond, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.SetOrderPaths(s.in.SPI(), 2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// injectNumbered injects n UDP packets into s's TUN device, each carrying
+// its index, pausing after every `every`.
+func injectNumbered(t *testing.T, s *side, n, every int, pause time.Duration) {
+	t.Helper()
+	for i := range n {
+		payload := make([]byte, 64)
+		binary.BigEndian.PutUint32(payload, uint32(i))
+		s.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
+		if i%every == every-1 {
+			time.Sleep(pause)
+		}
+	}
+}
+
 // TestRestoreOrderAcrossPaths sends one SA's packets alternately over a
 // direct path and a path 3 ms slower. Without resequencing the receiver
 // sees a quarter or more of them out of order; with it, under 1% (none on
@@ -74,26 +104,12 @@ func TestRestoreOrderAcrossPaths(t *testing.T) {
 				dataplane.GroupMember{Path: 0, Remote: mustEndpoint(t, a.conn, slow)})
 			a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
 			if restore {
-				if err := b.e.RestoreOrder(b.in.SPI(), scheduler.ResequencerConfig{MinWait: 200 * time.Millisecond, MaxWait: 500 * time.Millisecond}); err != nil {
-					t.Fatal(err)
-				}
-				if err := b.e.SetOrderDelays(b.in.SPI(), 3*time.Millisecond, time.Millisecond); err != nil {
-					t.Fatal(err)
-				}
-				if err := b.e.SetOrderPaths(b.in.SPI(), 2); err != nil {
-					t.Fatal(err)
-				}
+				restoreOrderOverTwoPaths(t, b)
 			}
 			run(t, a, b)
 			const n = 2000
-			for i := range n {
-				payload := make([]byte, 64)
-				binary.BigEndian.PutUint32(payload, uint32(i))
-				a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
-				if i%20 == 19 {
-					time.Sleep(time.Millisecond) // keep inside the socket buffers
-				}
-			}
+			// A pause every 20 keeps them inside the socket buffers.
+			injectNumbered(t, a, n, 20, time.Millisecond)
 			var got [][]byte
 			timeout := time.After(10 * time.Second)
 		collect:
@@ -217,22 +233,11 @@ func TestRestoreOrderWritesThroughOneQueue(t *testing.T) {
 	group := dataplane.NewPathGroup(&alternate{},
 		dataplane.GroupMember{Path: 0, Remote: mustEndpoint(t, a.conn, slow)}, dataplane.GroupMember{Path: 1})
 	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
-	if err := b.e.RestoreOrder(b.in.SPI(), scheduler.ResequencerConfig{MinWait: 200 * time.Millisecond, MaxWait: 500 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.e.SetOrderPaths(b.in.SPI(), 2); err != nil {
-		t.Fatal(err)
-	}
+	restoreOrderOverTwoPaths(t, b)
 	run(t, a, b)
 	const n = 1000
-	for i := range n {
-		payload := make([]byte, 64)
-		binary.BigEndian.PutUint32(payload, uint32(i))
-		a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", payload))
-		if i%50 == 49 {
-			time.Sleep(5 * time.Millisecond) // a new round of gaps
-		}
-	}
+	// A pause every 50 starts a new round of gaps.
+	injectNumbered(t, a, n, 50, 5*time.Millisecond)
 	got := make([]int, len(b.queues))
 	timeout := time.After(10 * time.Second)
 	for got[0]+got[1] < n {
