@@ -63,18 +63,21 @@ type orderedPacket struct {
 //
 // Every write of the SA goes through one TUN queue, q, whichever worker
 // makes it: the queue of the path the SA first came on, which wrote its
-// packets before order was restored. The kernel steers a flow's packets out of a multi-queue TUN
-// device through the queue that last wrote the flow's packets in the other
-// direction (tun's automatic flow steering): a TCP flow's acknowledgements
-// written by two path workers, each through its own queue, moved its data
-// from one outbound worker to the other and back, the two sealed packets
-// of the flow in either order, and the receiver, which restores the ESP
-// sequence, handed TCP the flow out of order (gateway-aggregation-down:
-// spurious retransmissions in slow start with nothing out of order at the
-// resequencer, and CUBIC's slow growth from a window of 150). Packets released the moment they
-// arrive are written from the worker's buffer; only packets that must wait
-// are copied into the SA's slot buffers, so in-order traffic costs one
-// uncontended lock per batch and no copy.
+// packets before order was restored. The kernel steers a flow's packets
+// out of a multi-queue TUN device through the queue that last wrote the
+// flow's packets in the other direction (tun's automatic flow steering):
+// a TCP flow's acknowledgements written by two path workers, each through
+// its own queue, moved its data from one outbound worker to the other and
+// back, the two sealed packets of the flow in either order, and the
+// receiver, which restores the ESP sequence, handed TCP the flow out of
+// order (gateway-aggregation-down: spurious retransmissions in slow start
+// with nothing out of order at the resequencer, and CUBIC's slow growth
+// from a window of 150).
+//
+// Packets released the moment they arrive are written from the worker's
+// buffer; only packets that must wait are copied into the SA's slot
+// buffers, so in-order traffic costs one uncontended lock per batch and no
+// copy.
 //
 // Packets that occupy a sequence number but go nowhere (probes, dummies,
 // packets dropped by the selector check) are offered too, so that they do
