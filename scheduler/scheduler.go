@@ -143,6 +143,7 @@ type ctlPath struct {
 	prevRx      Counters
 	havePrev    bool
 	prevQueued  bool // the previous probe met a queue on its way out (rateEstimator: saturated)
+	prevPicked  bool // the previous probe left while the aggregate picked the path (probeRec.picked)
 	// The previous probe's arrival at the replier, on its clock (0: not
 	// told), and, when it ended a saturated sample, the arrival and the
 	// replier's counters at the probe before it.
@@ -185,6 +186,10 @@ type probeRec struct {
 	// queued is the path's virtual queue (ns) when the probe left: what
 	// the probe should find ahead of it at the bottleneck.
 	queued int64
+	// picked: the path was in the aggregate policy's set when the probe
+	// left, given packets by its rate rather than only a probing share
+	// or nothing.
+	picked bool
 }
 
 // Scheduler holds the paths of one session, their estimators and failure
@@ -318,7 +323,8 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 		s.miss(p, now)
 	}
 	*r = probeRec{seq: seq, sent: now, tx: tx, live: true,
-		queued: max(s.hot[id].busy.Load()-now, 0)}
+		queued: max(s.hot[id].busy.Load()-now, 0),
+		picked: PathSet(s.sets[PolicyAggregate].primary.Load()).Has(id)}
 	if p.pending == 0 {
 		p.pending = now
 	}
@@ -412,7 +418,20 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			// the recorded LTE link of lte-aggregation was rated a
 			// filled 0.2 Mbit/s before the flow began, and took 1.5 s
 			// to grow from there.
-			saturated = queued && p.prevQueued && rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
+			//
+			// Nor while the path took no more than the probing share
+			// (or nothing) of the aggregate: what it carried then was
+			// not paced by its rate, and the queue it met was most
+			// likely another path's on a hop they share. At a flow's
+			// start the client's one interface, under both of a
+			// gateway's uplinks, queued the flow's first bursts; the
+			// uplink not yet in use met that queue with its probing
+			// share, was rated a filled 0.1-2.8 Mbit/s, and was held
+			// there for the capacity's ten seconds while its 25 Mbit/s
+			// went unused (gateway-aggregation over tc tbf 40 + 25
+			// Mbit/s, up: 43-58 of 64.8 in three runs of nine).
+			saturated = queued && p.prevQueued && rec.picked && p.prevPicked &&
+				rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
 			delivered := r.Rx.Bytes - p.prevRx.Bytes
 			if saturated && p.prevSaturated && p.spanArrived != 0 && r.PeerArrived > p.spanArrived {
 				// What the replier counted between two probes' arrivals
@@ -448,7 +467,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		// (A late reply that a later probe's overtook is one round
 		// trip, not the start of the next interval.)
 		p.spanArrived, p.spanRx = p.prevArrived, p.prevRx
-		p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued = rec.sent, rec.tx, r.Rx, true, queued
+		p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued, p.prevPicked = rec.sent, rec.tx, r.Rx, true, queued, rec.picked
 		p.prevReplied = now - int64(max(r.Hold, 0))
 		p.prevArrived, p.prevSaturated = r.PeerArrived, saturated
 	}

@@ -612,6 +612,9 @@ func TestUnfilledPathsWaitForAQueue(t *testing.T) {
 	for _, filled := range []bool{false, true} {
 		s, now := backgroundPaths(t, rtt0, rtt1)
 		if filled {
+			// Path 1 fills only once the aggregate picks it: path 0
+			// shows a queue first (TestQueueOfAPathNotPicked).
+			now = fill(t, s, 0, now, rtt0, mbit(0.2), 3)
 			now = fill(t, s, 1, now, rtt1, mbit(0.2), 3)
 		}
 		on := map[PathSet]int{}
@@ -648,6 +651,44 @@ func TestUnfilledPathsWaitForAQueue(t *testing.T) {
 		if on[SetOf(1)] < 5 {
 			t.Errorf("path 0 filled and queued: the next packets went %v, want at least 5 of 30 on path 1", on)
 		}
+	}
+}
+
+// TestQueueOfAPathNotPicked: a path the aggregate leaves out (it waits
+// for the quicker one's queue) whose probes come back behind a queue,
+// with a few packets between them, is not filled: what it carried was
+// not paced by its rate, and the queue was most likely the quicker
+// path's on a hop they share. Filled, it was held at that rate for the
+// capacity's ten seconds. Once the aggregate picks it, the same replies
+// fill it.
+func TestQueueOfAPathNotPicked(t *testing.T) {
+	const rtt0, rtt1 = 20 * time.Millisecond, 40 * time.Millisecond
+	s, now := backgroundPaths(t, rtt0, rtt1)
+	queued := func(id PathID, rtt time.Duration) {
+		t.Helper()
+		info, _ := s.Info(id, now)
+		tx := s.paths[id].lastTx
+		for i := range 3 {
+			tx.Bytes += 1200
+			tx.Packets += minSaturatingPackets
+			roundTrip(t, s, id, uint32(info.RTTSamples+i+1), tx, now, now+int64(rtt+20*time.Millisecond), ProbeReply{Rx: tx})
+			now += int64(30 * time.Millisecond)
+		}
+	}
+	if PathSet(s.sets[PolicyAggregate].primary.Load()).Has(1) {
+		t.Fatal("path 1 is in the aggregate before path 0 shows a queue: the test does not test")
+	}
+	queued(1, rtt1)
+	if s.paths[1].filled {
+		t.Errorf("path 1 filled at %.2f Mbit/s by a queue it met while the aggregate left it out", s.paths[1].rate.Rate*8/1e6)
+	}
+	now = fill(t, s, 0, now, rtt0, mbit(50), 3)
+	if !PathSet(s.sets[PolicyAggregate].primary.Load()).Has(1) {
+		t.Fatal("path 1 is not in the aggregate after path 0 showed a queue")
+	}
+	queued(1, rtt1)
+	if !s.paths[1].filled {
+		t.Error("path 1 not filled by replies behind a queue while the aggregate picked it")
 	}
 }
 

@@ -319,6 +319,7 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 		// background, Mbit/s, is sent from the start, 3 s before the
 		// flow: the paths' rates are then what it carried.
 		background float64
+		shared     *simLink // a hop both paths cross first
 	}{
 		// The lab's aggregation scenario: 50 Mbit/s with 30 ms and a
 		// 50 ms queue, 20 Mbit/s with 80 ms and a 100 ms queue.
@@ -326,29 +327,41 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 			l := newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0)
 			l.queueLimit = int(l.rate * 0.1)
 			return l
-		}(), 70, 6, 0.9, 50, 0},
+		}(), 70, 6, 0.9, 50, 0, nil},
 		// The lab's tbf-aggregation-delay: tc tbf 60 and 25 Mbit/s with
 		// 256 KiB buckets, 15 and 40 ms added.
 		// The lab's aggregation-lossy: the cellular path loses 2% of
 		// its packets (each direction). One TCP flow cuts its whole
 		// window for each loss; the most it can carry is about what
 		// the loss-free path carries alone.
-		{"lossy", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0.02), 50, 3, 0.9, 50, 0},
+		{"lossy", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(20, 80*time.Millisecond, 3*time.Millisecond, 0.02), 50, 3, 0.9, 50, 0, nil},
 		// The lab's gateway-aggregation, downlink: the gateway's two
 		// 50 Mbit/s uplinks (10 and 20 ms) to the client's one
 		// interface (5 ms), 50 ms queues.
-		{"two uplinks", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50, 0},
+		{"two uplinks", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50, 0, nil},
 		// The same with a light stream (the lab's probes) running
 		// before and during the flow: the paths are rated at what it
 		// carried when the flow starts.
-		{"two uplinks, background", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50, 0.5},
+		{"two uplinks, background", newLink(50, 30*time.Millisecond, time.Millisecond, 0), newLink(50, 50*time.Millisecond, time.Millisecond, 0), 100, 3, 0.9, 50, 0.5, nil},
 		// No jitter: every seed runs the same.
-		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9, 60, 0},
+		{"token buckets", tbf(60, 30*time.Millisecond, 256<<10), tbf(25, 80*time.Millisecond, 256<<10), 85, 1, 0.9, 60, 0, nil},
+		// The lab's gateway-aggregation over tc tbf, up: the client's
+		// one 100 Mbit/s interface (50 ms queue) under the gateway's
+		// uplinks, tbf 40 and 25 Mbit/s, with background before the
+		// flow. The flow's first bursts queue at the client's
+		// interface, and the uplink that carried only background meets
+		// that queue.
+		{"shared hop, token buckets", tbf(40, 20*time.Millisecond, 256<<10), tbf(25, 20*time.Millisecond, 256<<10), 65, 3, 0.9, 40, 0.5,
+			newLink(100, 0, time.Millisecond, 0)},
 	}
 	for _, tc := range tests {
 		for seed := uint64(1); seed <= uint64(tc.seeds); seed++ {
 			a, b := *tc.a, *tc.b
 			m := newSim(t, PolicyAggregate, Config{}, seed, wlan(0, &a), cellular(1, &b))
+			if tc.shared != nil {
+				shared := *tc.shared
+				m.shared = &shared
+			}
 			// The receiver's resequencer as mif configures it.
 			rs, err := NewResequencer(ResequencerConfig{MaxWait: 200 * time.Millisecond, ExpectedPaths: 2})
 			if err != nil {

@@ -149,6 +149,11 @@ type sim struct {
 	links  []*simLink
 	tx, rx []Counters
 	pseq   []uint32
+	// shared, when set, is a hop every path's packets cross first, in
+	// the order they were sent (one interface under several paths: a
+	// client's, under both of a gateway's uplinks); its delay is the
+	// queue alone.
+	shared *simLink
 
 	size    int
 	offered float64 // bytes per second
@@ -315,7 +320,7 @@ func (m *sim) handle(e simEvent) {
 		if err := m.s.ProbeSent(id, m.pseq[id], m.now, m.tx[id]); err != nil {
 			m.t.Fatal(err)
 		}
-		if arr, ok := m.links[id].send(m.now, 64, m.rng); ok {
+		if arr, ok := m.sendThrough(id, 64); ok {
 			m.push(simEvent{at: arr, kind: evProbeArrive, path: id, seq: uint64(m.pseq[id])})
 		}
 		m.at(m.now+int64(m.s.ProbeInterval(id)), evProbeTimer, id)
@@ -357,10 +362,25 @@ func (m *sim) sendOn(set PathSet, seq uint64) {
 		m.tx[id].Packets++
 		m.tx[id].Bytes += uint64(m.size)
 		m.sentOn[id] += uint64(m.size)
-		if arr, ok := m.links[id].send(m.now, m.size, m.rng); ok {
+		if arr, ok := m.sendThrough(id, m.size); ok {
 			m.push(simEvent{at: arr, kind: evArrive, path: id, seq: seq, size: m.size})
 		}
 	}
+}
+
+// sendThrough offers a packet of size to path id at now, through the
+// shared hop first when there is one, and returns when it arrives.
+// The shared hop is FIFO, so each path's link is offered its packets in
+// the order of their times.
+func (m *sim) sendThrough(id PathID, size int) (int64, bool) {
+	at := m.now
+	if m.shared != nil {
+		var ok bool
+		if at, ok = m.shared.send(m.now, size, m.rng); !ok {
+			return 0, false
+		}
+	}
+	return m.links[id].send(at, size, m.rng)
 }
 
 // reinjectFailed sends again, at once and in order, what the paths that
