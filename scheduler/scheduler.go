@@ -426,10 +426,11 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			// start the client's one interface, under both of a
 			// gateway's uplinks, queued the flow's first bursts; the
 			// uplink not yet in use met that queue with its probing
-			// share, was rated a filled 0.1-2.8 Mbit/s, and was held
-			// there for the capacity's ten seconds while its 25 Mbit/s
-			// went unused (gateway-aggregation over tc tbf 40 + 25
-			// Mbit/s, up: 43-58 of 64.8 in three runs of nine).
+			// share, was rated filled at what that carried (1.6-2.8
+			// Mbit/s where polled), and was held there for the
+			// capacity's ten seconds while its 25 Mbit/s went unused
+			// (gateway-aggregation over tc tbf 40 + 25 Mbit/s, up:
+			// 43-58 of 64.8 in three runs of nine).
 			saturated = queued && p.prevQueued && rec.picked && p.prevPicked &&
 				rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
 			delivered := r.Rx.Bytes - p.prevRx.Bytes
