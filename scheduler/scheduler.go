@@ -430,7 +430,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 			// Mbit/s where polled), and was held there for the
 			// capacity's ten seconds while its 25 Mbit/s went unused
 			// (gateway-aggregation over tc tbf 40 + 25 Mbit/s, up:
-			// 43-58 of 64.8 in three runs of nine).
+			// 43-58 of 64.8 in three runs of fifteen).
 			saturated = queued && p.prevQueued && rec.picked && p.prevPicked &&
 				rec.tx.Packets-p.prevTx.Packets >= minSaturatingPackets
 			delivered := r.Rx.Bytes - p.prevRx.Bytes
