@@ -324,7 +324,7 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 	}
 	*r = probeRec{seq: seq, sent: now, tx: tx, live: true,
 		queued: max(s.hot[id].busy.Load()-now, 0),
-		picked: PathSet(s.sets[PolicyAggregate].primary.Load()).Has(id)}
+		picked: s.aggregateSet().Has(id)}
 	if p.pending == 0 {
 		p.pending = now
 	}
@@ -563,10 +563,14 @@ func (s *Scheduler) Tick(now int64) {
 	s.rebase(now)
 }
 
+// aggregateSet returns the paths the aggregate policy picks among, as
+// recompute last published them.
+func (s *Scheduler) aggregateSet() PathSet { return PathSet(s.sets[PolicyAggregate].primary.Load()) }
+
 // rebase moves every virtual queue back by the excess of the least loaded
 // usable path over MaxBacklog.
 func (s *Scheduler) rebase(now int64) {
-	set := PathSet(s.sets[PolicyAggregate].primary.Load())
+	set := s.aggregateSet()
 	if set.Empty() {
 		return
 	}

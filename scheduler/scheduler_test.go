@@ -47,6 +47,20 @@ func verify(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration,
 // its capacity) for minRTTWindow. It returns the new time.
 func fill(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, rate float64, rounds int) int64 {
 	t.Helper()
+	now = queuedReplies(t, s, id, now, rtt, rate, rounds)
+	if !s.paths[id].filled {
+		t.Fatalf("path %d: not filled after %d replies behind a queue", id, rounds)
+	}
+	return now
+}
+
+// queuedReplies feeds a verified path rounds replies, one every 30 ms,
+// that came back behind a queue of 20 ms, with counters showing rate
+// bytes per second delivered (at least minSaturatingPackets a round).
+// Whether they fill the path is the scheduler's call (fill requires it).
+// It returns the new time.
+func queuedReplies(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, rate float64, rounds int) int64 {
+	t.Helper()
 	const interval = 30 * ms
 	info, _ := s.Info(id, now)
 	b := uint64(rate * float64(interval) / 1e9)
@@ -57,9 +71,6 @@ func fill(t testing.TB, s *Scheduler, id PathID, now int64, rtt time.Duration, r
 		seq := uint32(info.RTTSamples + i + 1)
 		roundTrip(t, s, id, seq, tx, now, now+int64(rtt+20*time.Millisecond), ProbeReply{Rx: tx})
 		now += interval
-	}
-	if !s.paths[id].filled {
-		t.Fatalf("path %d: not filled after %d replies behind a queue", id, rounds)
 	}
 	return now
 }
@@ -664,29 +675,19 @@ func TestUnfilledPathsWaitForAQueue(t *testing.T) {
 func TestQueueOfAPathNotPicked(t *testing.T) {
 	const rtt0, rtt1 = 20 * time.Millisecond, 40 * time.Millisecond
 	s, now := backgroundPaths(t, rtt0, rtt1)
-	queued := func(id PathID, rtt time.Duration) {
-		t.Helper()
-		info, _ := s.Info(id, now)
-		tx := s.paths[id].lastTx
-		for i := range 3 {
-			tx.Bytes += 1200
-			tx.Packets += minSaturatingPackets
-			roundTrip(t, s, id, uint32(info.RTTSamples+i+1), tx, now, now+int64(rtt+20*time.Millisecond), ProbeReply{Rx: tx})
-			now += int64(30 * time.Millisecond)
-		}
-	}
-	if PathSet(s.sets[PolicyAggregate].primary.Load()).Has(1) {
+	const little = 0.32 // Mbit/s: 1200 bytes and minSaturatingPackets a round
+	if s.aggregateSet().Has(1) {
 		t.Fatal("path 1 is in the aggregate before path 0 shows a queue: the test does not test")
 	}
-	queued(1, rtt1)
+	now = queuedReplies(t, s, 1, now, rtt1, mbit(little), 3)
 	if s.paths[1].filled {
 		t.Errorf("path 1 filled at %.2f Mbit/s by a queue it met while the aggregate left it out", s.paths[1].rate.Rate*8/1e6)
 	}
 	now = fill(t, s, 0, now, rtt0, mbit(50), 3)
-	if !PathSet(s.sets[PolicyAggregate].primary.Load()).Has(1) {
+	if !s.aggregateSet().Has(1) {
 		t.Fatal("path 1 is not in the aggregate after path 0 showed a queue")
 	}
-	queued(1, rtt1)
+	queuedReplies(t, s, 1, now, rtt1, mbit(little), 3)
 	if !s.paths[1].filled {
 		t.Error("path 1 not filled by replies behind a queue while the aggregate picked it")
 	}

@@ -151,8 +151,8 @@ type sim struct {
 	pseq   []uint32
 	// shared, when set, is a hop every path's packets cross first, in
 	// the order they were sent (one interface under several paths: a
-	// client's, under both of a gateway's uplinks); its delay is the
-	// queue alone.
+	// client's, under both of a gateway's uplinks); its delay is its
+	// queue and jitter, no propagation.
 	shared *simLink
 
 	size    int
