@@ -117,11 +117,36 @@ func MifsecBinary(t testing.TB) string {
 	return bin
 }
 
+// Main runs a package's tests and then removes the binary MifsecBinary
+// built for them, if it did (some 40 MB in the temporary directory per
+// test process); it returns m.Run's exit code. A package whose tests call
+// MifsecBinary calls it from its TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+func Main(m *testing.M) int {
+	code := m.Run()
+	builtMu.Lock()
+	defer builtMu.Unlock()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+		builtDir = ""
+	}
+	return code
+}
+
+var (
+	builtMu  sync.Mutex
+	builtDir string // the directory buildMifsec made, for Main to remove
+)
+
 var buildMifsec = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "mifsec-test-bin-")
 	if err != nil {
 		return "", err
 	}
+	builtMu.Lock()
+	builtDir = dir
+	builtMu.Unlock()
 	bin := filepath.Join(dir, "mifsec")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/mifsec/mifsec/cmd/mifsec")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
