@@ -134,7 +134,16 @@ type rateEstimator struct {
 	busyMax  windowMin
 	// saturatedAt is when the last saturated sample was taken (0: never).
 	saturatedAt int64
+	// recent holds the last rampSamples samples, oldest at recent[next%rampSamples]
+	// once rampSamples were taken (rampFrom).
+	recent [rampSamples]float64
+	taken  int
 }
+
+// rampSamples is how many samples back a path's first saturated sample is
+// compared with: about three probe intervals of an active path, three
+// round trips of a flow's slow start on a path of 30 ms.
+const rampSamples = 3
 
 // rateWindow is the number of delivery-rate samples the maximum is taken
 // over: about 300 ms at the default probe interval of an active path.
@@ -149,17 +158,34 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 	if !e.started {
 		e.started, e.startup = true, true
 	}
-	if saturated {
-		e.saturatedAt = now
-	}
 	if interval <= 0 {
+		if saturated {
+			e.saturatedAt = now
+		}
 		return
 	}
 	s := float64(delivered) / interval.Seconds()
+	if saturated && !e.Filled(now) && (e.taken < rampSamples || s > 1.25*e.recent[e.taken%rampSamples]) {
+		// The first saturated sample while what the path delivers still
+		// grows (by a quarter in three samples, or too few samples to
+		// tell) is a burst's queue, not a
+		// busy bottleneck's: in slow start the sender's data comes in
+		// bursts once a round trip, and two probes in a row behind
+		// bursts rated a 50 Mbit/s uplink carrying 13 a filled 13, held
+		// there for the capacity's ten seconds (gateway-aggregation,
+		// down: 84 of 98.8 Mbit/s). A bottleneck that is busy delivers
+		// what it can and no more, so its samples stop growing.
+		saturated = false
+	}
+	if saturated {
+		e.saturatedAt = now
+	}
 	if appLimited && s < e.Rate {
 		e.cycle++
 		return
 	}
+	e.recent[e.taken%rampSamples] = s
+	e.taken++
 	e.samples[e.next] = s
 	e.next = (e.next + 1) % rateWindow
 	if e.n < rateWindow {

@@ -124,6 +124,36 @@ func TestRateEstimator(t *testing.T) {
 			t.Fatalf("gain cycle %v, want 1.25, 0.75, 1…", gains)
 		}
 	})
+	t.Run("no first fill while the samples grow", func(t *testing.T) {
+		// Slow start over a 50 Mbit/s path: what it delivers doubles
+		// each round trip, and probes behind the bursts read a queue.
+		// At 13 Mbit/s it is not full; once the samples stop growing
+		// (the bottleneck passes what it can) it is.
+		var e rateEstimator
+		ms := int64(time.Millisecond)
+		now := int64(0)
+		for _, mbps := range []float64{2, 4, 8, 13} {
+			now += 30 * ms
+			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
+		}
+		if e.Filled(now) {
+			t.Fatalf("filled at %.1f Mbit/s while the samples still doubled", e.Rate*8/1e6)
+		}
+		for _, mbps := range []float64{26, 50, 50, 50, 50} {
+			now += 30 * ms
+			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
+		}
+		if !e.Filled(now) || e.capacity < 49e6/8 {
+			t.Fatalf("filled %v, capacity %.1f Mbit/s after the samples stayed at 50: want filled at 50", e.Filled(now), e.capacity*8/1e6)
+		}
+		// Filled, a saturated sample above the last ones counts: the
+		// capacity is the largest of them.
+		now += 30 * ms
+		e.Add(uint64(70e6/8*0.03), 30*time.Millisecond, false, true, now)
+		if e.capacity < 69e6/8 {
+			t.Fatalf("capacity %.1f Mbit/s after a saturated sample at 70 on a filled path", e.capacity*8/1e6)
+		}
+	})
 	t.Run("saturated samples outrank bursts", func(t *testing.T) {
 		// A 25 Mbit/s token bucket: busy intervals read its rate, one
 		// after it idled lets its 256 kB bucket through at line rate.

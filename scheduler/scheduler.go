@@ -167,6 +167,12 @@ type ctlPath struct {
 	// allowanceUsed: in the last probe interval the path was sent at
 	// least 0.8 of pickerRate.
 	allowanceUsed bool
+	// sentRate is what the path was sent between the last two probes
+	// answered, in bytes per second.
+	sentRate float64
+	// queueSeen: a probe met a queue on the way out since the path
+	// last carried less than a quarter of its rate (pickerGain).
+	queueSeen bool
 }
 
 const probeRing = 32
@@ -225,13 +231,20 @@ type Scheduler struct {
 
 	mu    sync.Mutex
 	paths [MaxPaths]*ctlPath
-	// filledRate is the largest rate of a filled active path (0: none),
-	// as of the last recompute: the least an unfilled path that joins
-	// the aggregate is charged at (publishPath).
+	// filledRate is the largest rate of a filled active path, or of a
+	// path the aggregate used when the unfilled paths joined it (0:
+	// none), as of the last recompute: the least an unfilled path that
+	// joins the aggregate is charged at (publishPath).
 	filledRate float64
-	present    PathSet
-	single     PathID // current path of the single policy
-	hasSgl     bool
+	// joined holds the unfilled paths that joined the aggregate when
+	// the paths in use showed a queue, and joinRate the largest rate of
+	// those paths then: they stay in, charged at least at joinRate,
+	// while the flow goes on (recompute).
+	joined   PathSet
+	joinRate float64
+	present  PathSet
+	single   PathID // current path of the single policy
+	hasSgl   bool
 }
 
 // New returns a Scheduler with no paths.
@@ -408,6 +421,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		// path the moment the others fill up, at many times the rate
 		// the path was ever seen to carry.
 		p.allowanceUsed = float64(sent) >= 0.8*p.pickerRate*time.Duration(rec.sent-p.prevSent).Seconds()
+		p.sentRate = float64(sent) / time.Duration(rec.sent-p.prevSent).Seconds()
 		if sent > 0 || p.rate.Rate > 0 {
 			hadRate := p.rate.Rate > 0
 			// A queue counts as this side's only when its data could
@@ -463,12 +477,16 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 	} else {
 		p.loss.AddInterval(0, 0)
 		p.allowanceUsed = false
+		p.sentRate = 0
 	}
 	if !p.havePrev || rec.sent > p.prevSent {
 		// (A late reply that a later probe's overtook is one round
 		// trip, not the start of the next interval.)
 		p.spanArrived, p.spanRx = p.prevArrived, p.prevRx
 		p.prevSent, p.prevTx, p.prevRx, p.havePrev, p.prevQueued, p.prevPicked = rec.sent, rec.tx, r.Rx, true, queued, rec.picked
+		// Seen busy while it carries: forgotten once it is sent less
+		// than a quarter of its rate (the flow on it stopped).
+		p.queueSeen = queued || (p.queueSeen && p.sentRate >= p.rate.Rate/4)
 		p.prevReplied = now - int64(max(r.Hold, 0))
 		p.prevArrived, p.prevSaturated = r.PeerArrived, saturated
 	}
@@ -641,13 +659,25 @@ func probeBoost(p *ctlPath) float64 {
 }
 
 // pickerGain returns the factor the picker applies to p's rate: the
-// estimator's, and at least 2 (startup's) while p has not been filled:
-// its rate is then a lower bound of what it carries.
+// estimator's once p is filled. Before, at least 2 (startup's), its rate
+// being a lower bound of what it carries, unless a probe met a queue on
+// the way out while it carried a flow (queueSeen): its bottleneck is busy
+// and the rate is what it passes, so 1 until the samples that fill it.
+// At twice that, the picker built no virtual queue on the quicker path
+// while its real queue grew by 20 ms a round trip (a flow in slow start:
+// 82 Mbit/s sent into a 50 Mbit/s uplink), gave the slower path next to
+// nothing, and the quicker one overflowed (gateway-aggregation, both
+// directions). Back to 2 each time that queue drained (the slower path
+// took the excess), it poured 120 Mbit/s into the same uplink the next
+// round trip.
 func pickerGain(p *ctlPath) float64 {
-	if !p.filled {
-		return max(p.rate.Gain(), 2)
+	switch {
+	case p.filled:
+		return p.rate.Gain()
+	case p.queueSeen:
+		return 1
 	}
-	return p.rate.Gain()
+	return max(p.rate.Gain(), 2)
 }
 
 // publishPath stores the picker's rate and delay for p.
@@ -775,8 +805,41 @@ func (s *Scheduler) recompute() {
 		}
 	}
 	s.probingOpen.Store(open)
+	// Once the paths in use show a queue, the unfilled paths join and
+	// stay in while the flow goes on, charged from their next reply at
+	// least at the rate the paths in use carried then (publishPath;
+	// republished at once, whenever that rate changed, the cellular path
+	// of aggregation-down came out filled lower: 65.1-65.9 Mbit/s in four
+	// runs against 67.6-68.4). Joined only while the queue shows, a
+	// path left again as soon as it had drained that queue, and rated by
+	// the little it had carried (or, until the quicker path was filled,
+	// by nothing), it came back too late: a flow whose slow start ended
+	// late overflowed the quicker path 0.1 s after its first queue, and
+	// CUBIC took 8 s to regrow the window (gateway-aggregation, both
+	// directions: 92.1-93.9 of 99 Mbit/s in some runs). The picker still
+	// sends on a joined path only what arrives no later there.
+	//
+	// The flow goes on while the paths carry at least a quarter of what
+	// the quickest carried when the others joined: background traffic
+	// alone must not hold a slower path in, or the next flow's first
+	// packets would be spread onto it (above).
+	var carried float64
+	for c := agg | s.joined; !c.Empty(); {
+		carried += s.paths[c.Next()].sentRate
+	}
+	if carried < s.joinRate/4 {
+		s.joined, s.joinRate = 0, 0
+	}
 	if open {
-		agg |= unfilled
+		for c := agg; !c.Empty(); {
+			s.joinRate = max(s.joinRate, s.paths[c.Next()].rate.Rate)
+		}
+		s.joined |= unfilled
+	}
+	s.joined &= unfilled
+	if !s.joined.Empty() {
+		agg |= s.joined
+		s.filledRate = max(s.filledRate, s.joinRate)
 	}
 	s.sets[PolicyAggregate].primary.Store(uint64(agg))
 	// Redundant keeps failing and failed paths: a copy on a doubtful path
