@@ -134,8 +134,9 @@ type rateEstimator struct {
 	busyMax  windowMin
 	// saturatedAt is when the last saturated sample was taken (0: never).
 	saturatedAt int64
-	// recent holds the last rampSamples samples, oldest at recent[next%rampSamples]
-	// once rampSamples were taken (rampFrom).
+	// recent holds the last rampSamples samples, the oldest at
+	// recent[taken%rampSamples] once taken (the samples counted) reached
+	// rampSamples.
 	recent [rampSamples]float64
 	taken  int
 }
@@ -168,13 +169,13 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 	if saturated && !e.Filled(now) && (e.taken < rampSamples || s > 1.25*e.recent[e.taken%rampSamples]) {
 		// The first saturated sample while what the path delivers still
 		// grows (by a quarter in three samples, or too few samples to
-		// tell) is a burst's queue, not a
-		// busy bottleneck's: in slow start the sender's data comes in
-		// bursts once a round trip, and two probes in a row behind
-		// bursts rated a 50 Mbit/s uplink carrying 13 a filled 13, held
-		// there for the capacity's ten seconds (gateway-aggregation,
-		// down: 84 of 98.8 Mbit/s). A bottleneck that is busy delivers
-		// what it can and no more, so its samples stop growing.
+		// tell) is a burst's queue, not a busy bottleneck's: in slow
+		// start the sender's data comes in bursts once a round trip, and
+		// two probes in a row behind bursts rated a 50 Mbit/s uplink
+		// carrying 13 a filled 13, held there for the capacity's ten
+		// seconds (gateway-aggregation, down: 84 of 98.8 Mbit/s). A
+		// bottleneck that is busy delivers what it can and no more, so
+		// its samples stop growing.
 		saturated = false
 	}
 	if saturated {
