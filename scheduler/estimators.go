@@ -134,16 +134,12 @@ type rateEstimator struct {
 	busyMax  windowMin
 	// saturatedAt is when the last saturated sample was taken (0: never).
 	saturatedAt int64
-	// recent holds the last rampSamples samples, the oldest at
-	// recent[taken%rampSamples] once taken (the samples counted) reached
-	// rampSamples.
-	recent [rampSamples]float64
-	taken  int
 }
 
-// rampSamples is how many samples back a path's first saturated sample is
-// compared with: about three probe intervals of an active path, three
-// round trips of a flow's slow start on a path of 30 ms.
+// rampSamples is how many samples back (in samples, so at most
+// rateWindow) a path's first saturated sample is compared with: about
+// three probe intervals of an active path, three round trips of a flow's
+// slow start on a path of 30 ms.
 const rampSamples = 3
 
 // rateWindow is the number of delivery-rate samples the maximum is taken
@@ -166,7 +162,7 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		return
 	}
 	s := float64(delivered) / interval.Seconds()
-	if saturated && !e.Filled(now) && (e.taken < rampSamples || s > 1.25*e.recent[e.taken%rampSamples]) {
+	if saturated && !e.Filled(now) && (e.n < rampSamples || s > 1.25*e.samples[(e.next-rampSamples+rateWindow)%rateWindow]) {
 		// The first saturated sample while what the path delivers still
 		// grows (by a quarter in three samples, or too few samples to
 		// tell) is a burst's queue, not a busy bottleneck's: in slow
@@ -185,8 +181,6 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		e.cycle++
 		return
 	}
-	e.recent[e.taken%rampSamples] = s
-	e.taken++
 	e.samples[e.next] = s
 	e.next = (e.next + 1) % rateWindow
 	if e.n < rateWindow {

@@ -414,14 +414,15 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		// inflate the rate.
 		interval := time.Duration(max(rec.sent-p.prevSent, now-int64(max(r.Hold, 0))-p.prevReplied))
 		sent := rec.tx.Bytes - p.prevTx.Bytes
-		offered := p.rate.Rate * time.Duration(rec.sent-p.prevSent).Seconds()
+		sendSeconds := time.Duration(rec.sent - p.prevSent).Seconds()
+		offered := p.rate.Rate * sendSeconds
 		appLimited := p.rate.Rate > 0 && float64(sent) < 0.8*offered
 		// The boost grows only while the path takes what the picker
 		// allows it: unused, it would let the picker pour a burst on the
 		// path the moment the others fill up, at many times the rate
 		// the path was ever seen to carry.
-		p.allowanceUsed = float64(sent) >= 0.8*p.pickerRate*time.Duration(rec.sent-p.prevSent).Seconds()
-		p.sentRate = float64(sent) / time.Duration(rec.sent-p.prevSent).Seconds()
+		p.allowanceUsed = float64(sent) >= 0.8*p.pickerRate*sendSeconds
+		p.sentRate = float64(sent) / sendSeconds
 		if sent > 0 || p.rate.Rate > 0 {
 			hadRate := p.rate.Rate > 0
 			// A queue counts as this side's only when its data could
