@@ -64,8 +64,8 @@ type ResequencerStats struct {
 //     number (each path delivers in order, so the missing packet is lost,
 //     not late),
 //   - when the oldest held packet has waited Wait() (the paths' delay
-//     difference plus jitter, and what late arrivals taught, clamped to
-//     MinWait…MaxWait),
+//     difference plus jitter, or what late arrivals and gaps filled near
+//     their deadline taught, clamped to MinWait…MaxWait),
 //   - when the ring is full.
 //
 // A packet arriving after its gap was given up is delivered anyway and
@@ -92,11 +92,11 @@ type Resequencer struct {
 	pathSet  PathSet // paths that ever delivered
 	expected int     // SetExpectedPaths
 
-	base     time.Duration // from SetDelays
-	hasBase  bool          // SetDelays was called
-	learned  time.Duration // from late arrivals
-	lastLate int64
-	wait     time.Duration
+	base       time.Duration // from SetDelays
+	hasBase    bool          // SetDelays was called
+	learned    time.Duration // from late arrivals and gaps filled near their deadline
+	lastLesson int64         // when learned last grew
+	wait       time.Duration
 
 	// Loss inference with a reorder window: evidentAt is when every
 	// active path was seen beyond the gap at next (evident says it is
@@ -221,6 +221,9 @@ func (r *Resequencer) Push(seq uint64, path PathID, now int64, h Handle, out []H
 	case seq < r.next:
 		return r.late(seq, h, now, out)
 	case seq == r.next:
+		if r.held > 0 {
+			r.gapFilled(time.Duration(now-r.headWait), now)
+		}
 		r.Stats.InOrder++
 		out = append(out, h)
 		r.next++
@@ -274,7 +277,7 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 			r.reorder = min(max(r.reorder, time.Duration(now-sl.arrived)*5/4), r.cfg.MaxWait)
 			r.reorderLate = now
 			// The gap's deadline must not cut the window short.
-			r.learned, r.lastLate = max(r.learned, r.reorder), now
+			r.learned, r.lastLesson = max(r.learned, r.reorder), now
 			r.updateWait()
 			r.Stats.Reordered++
 			r.Stats.Late++
@@ -292,10 +295,31 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 	// The gap should have been waited for longer: learn, and forget
 	// again after learnedDecay without a late packet.
 	r.learned = min(max(r.learned*3/2, r.wait*3/2, lateBy*5/4), r.cfg.MaxWait)
-	r.lastLate = now
+	r.lastLesson = now
 	r.updateWait()
 	r.Stats.Late++
 	return append(out, h), false
+}
+
+// gapFilled learns from a gap that filled after packets behind it had
+// waited waited: one that took more than half the wait is a near miss, and
+// the wait becomes twice as long as it took. The delays SetDelays is fed
+// are smoothed over many probes, and while a TCP sender fills a path's
+// queue the gaps' fill times grow faster than they follow: at the start of
+// gateway-aggregation-down the gaps took 9, then 12.5, then 15.6 ms to
+// fill within 60 ms under a 12–15 ms wait from the delays, the next four
+// were given up and arrived 0.4–2.2 ms after, and each run lost a second
+// of its ramp to the spurious retransmission. Every gap that fills is a
+// measurement of how long the wait must be, thousands a second, so the
+// wait keeps ahead of a queue that grows, instead of learning only from
+// the packets it already delivered out of order.
+func (r *Resequencer) gapFilled(waited time.Duration, now int64) {
+	lesson := min(2*waited, r.cfg.MaxWait)
+	if lesson <= max(r.base, r.learned) {
+		return
+	}
+	r.learned, r.lastLesson = lesson, now
+	r.updateWait()
 }
 
 // learnedDecay is how long a wait learned from late packets lasts without
@@ -310,7 +334,7 @@ const learnedDecay = 30 * time.Second
 
 // advance releases held packets from next on and gives up gaps known lost.
 func (r *Resequencer) advance(now int64, out []Handle) []Handle {
-	if r.learned > 0 && now-r.lastLate > int64(learnedDecay) {
+	if r.learned > 0 && now-r.lastLesson > int64(learnedDecay) {
 		r.learned = 0
 		r.updateWait()
 	}

@@ -189,6 +189,69 @@ func TestResequencerWait(t *testing.T) {
 	}
 }
 
+// TestResequencerNearMiss: a gap that fills after more than half the wait
+// makes the wait twice as long as the gap took, so a queue that grows on
+// the slower path does not outrun the delays the wait was set from.
+func TestResequencerNearMiss(t *testing.T) {
+	r, err := NewResequencer(ResequencerConfig{First: 1, ExpectedPaths: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetDelays(10*time.Millisecond, 0)
+	out := make([]Handle, 0, 8)
+	// gap fills a gap at seq on the slow path 1 after the packet behind it
+	// waited `took` on the fast path 0, calling Expire on the way as the
+	// timer would.
+	clock := int64(0)
+	gap := func(seq uint64, took time.Duration) {
+		t.Helper()
+		out, _ = r.Push(seq+1, 0, clock, Handle(seq+1), out[:0])
+		if at, ok := r.NextDeadline(); ok && at <= clock+int64(took) {
+			out = r.Expire(at, out[:0])
+		}
+		clock += int64(took)
+		out, _ = r.Push(seq, 1, clock, Handle(seq), out[:0])
+	}
+	gap(1, 4*time.Millisecond)
+	if r.Wait() != 10*time.Millisecond {
+		t.Errorf("wait %v after a gap that took 4ms of 10, want the 10ms from the delays", r.Wait())
+	}
+	gap(3, 6*time.Millisecond)
+	if r.Wait() != 12*time.Millisecond {
+		t.Errorf("wait %v after a gap that took 6ms of 10, want 12ms", r.Wait())
+	}
+	// The queue goes on growing: each gap takes a little longer than the
+	// last, beyond the 10ms the delays say, and none is given up.
+	for i, took := range []time.Duration{8, 11, 15, 21} {
+		gap(uint64(5+2*i), took*time.Millisecond)
+	}
+	if r.Stats.Timeouts != 0 || r.Stats.Late != 0 || r.Held() != 0 {
+		t.Errorf("growing gaps: stats %+v, held %d, want every gap waited for", r.Stats, r.Held())
+	}
+	if r.Wait() != 42*time.Millisecond {
+		t.Errorf("wait %v after a gap that took 21ms, want 42ms", r.Wait())
+	}
+	// Forgotten after learnedDecay without a new lesson.
+	clock += int64(learnedDecay) + 1
+	gap(13, time.Millisecond)
+	if r.Wait() != 10*time.Millisecond {
+		t.Errorf("wait %v after the decay, want the 10ms from the delays", r.Wait())
+	}
+
+	// Without the lesson the same growth is given up (the test above can fail).
+	r, err = NewResequencer(ResequencerConfig{First: 1, ExpectedPaths: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetDelays(10*time.Millisecond, 0)
+	r.Push(2, 0, 0, 2, out[:0])
+	r.Expire(int64(10*time.Millisecond), out[:0])
+	r.Push(1, 1, int64(11*time.Millisecond), 1, out[:0])
+	if r.Stats.Timeouts != 1 || r.Stats.Late != 1 {
+		t.Errorf("a first gap of 11ms under a 10ms wait: stats %+v, want given up and late", r.Stats)
+	}
+}
+
 func TestResequencerConfigErrors(t *testing.T) {
 	for _, c := range []ResequencerConfig{{Slots: 3}, {Slots: 1}, {Slots: 1 << 21}, {MinWait: time.Second, MaxWait: time.Millisecond}} {
 		if _, err := NewResequencer(c); !errors.Is(err, ErrResequencerConfig) {
