@@ -136,6 +136,12 @@ type rateEstimator struct {
 	saturatedAt int64
 }
 
+// firstFillShare: a path's first saturated sample fills it only if it is
+// at least 1/firstFillShare of the estimate (the largest recent sample).
+// A token bucket's burst reads up to four times its rate (93 Mbit/s on a
+// 25 Mbit/s tbf with a 256 kB bucket), which this must not reject.
+const firstFillShare = 8
+
 // rampSamples is how many samples back (in samples, so at most
 // rateWindow) a path's first saturated sample is compared with: about
 // three probe intervals of an active path, three round trips of a flow's
@@ -162,7 +168,7 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		return
 	}
 	s := float64(delivered) / interval.Seconds()
-	if saturated && !e.Filled(now) && (e.n < rampSamples || s > 1.25*e.samples[(e.next-rampSamples+rateWindow)%rateWindow]) {
+	if saturated && !e.Filled(now) && (e.n < rampSamples || s > 1.25*e.samples[(e.next-rampSamples+rateWindow)%rateWindow] || s < e.Rate/firstFillShare) {
 		// The first saturated sample while what the path delivers still
 		// grows (by a quarter in three samples, or too few samples to
 		// tell) is a burst's queue, not a busy bottleneck's: in slow
@@ -172,6 +178,17 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		// seconds (gateway-aggregation, down: 84 of 98.8 Mbit/s). A
 		// bottleneck that is busy delivers what it can and no more, so
 		// its samples stop growing.
+		//
+		// Nor one far below what the path delivered in the last samples:
+		// the path's packets were a trickle in a queue it shares with
+		// another path (the client's one interface under both of a
+		// gateway's uplinks, flooded by a flow's slow start), or the
+		// path stalled. Taken as the capacity, such a sample read the
+		// 25 Mbit/s tbf uplink of gateway-aggregation-tbf-up, which
+		// had just carried 32, at 2 Mbit/s, and held it there for ten
+		// seconds: the picker offers a filled path little more than
+		// its capacity, so nothing showed it wrong (56 of 64.8 Mbit/s
+		// in two runs of six).
 		saturated = false
 	}
 	if saturated {

@@ -154,6 +154,32 @@ func TestRateEstimator(t *testing.T) {
 			t.Fatalf("capacity %.1f Mbit/s after a saturated sample at 70 on a filled path", e.capacity*8/1e6)
 		}
 	})
+	t.Run("no first fill far below what the path delivered", func(t *testing.T) {
+		// A 25 Mbit/s path that carried 32 (a burst) and then, behind a
+		// queue it shares with another path, got a trickle through.
+		var e rateEstimator
+		ms := int64(time.Millisecond)
+		now := int64(0)
+		for _, mbps := range []float64{25, 32, 30, 25} {
+			now += 30 * ms
+			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, false, now)
+		}
+		for _, mbps := range []float64{0.1, 2, 2, 2} {
+			now += 30 * ms
+			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
+		}
+		if e.Filled(now) {
+			t.Fatalf("filled at %.1f Mbit/s, capacity %.1f, after carrying 32", e.Rate*8/1e6, e.capacity*8/1e6)
+		}
+		// Once it is busy at its rate again, it fills there.
+		for _, mbps := range []float64{25, 25, 25, 25} {
+			now += 30 * ms
+			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
+		}
+		if !e.Filled(now) || e.capacity < 24e6/8 || e.capacity > 26e6/8 {
+			t.Fatalf("filled %v at %.1f Mbit/s after saturated samples at 25", e.Filled(now), e.capacity*8/1e6)
+		}
+	})
 	t.Run("saturated samples outrank bursts", func(t *testing.T) {
 		// A 25 Mbit/s token bucket: busy intervals read its rate, one
 		// after it idled lets its 256 kB bucket through at line rate.
