@@ -293,7 +293,7 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 		}
 	}
 	// The gap should have been waited for longer: learn, and forget
-	// again after learnedDecay without a late packet.
+	// again after learnedDecay without a new lesson.
 	r.learned = min(max(r.learned*3/2, r.wait*3/2, lateBy*5/4), r.cfg.MaxWait)
 	r.lastLesson = now
 	r.updateWait()
@@ -308,8 +308,8 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 // queue the gaps' fill times grow faster than they follow: at the start of
 // gateway-aggregation-down the gaps took 9, then 12.5, then 15.6 ms to
 // fill within 60 ms under a 12–15 ms wait from the delays, the next four
-// were given up and arrived 0.4–2.2 ms after, and each run lost a second
-// of its ramp to the spurious retransmission. Every gap that fills is a
+// were given up and arrived 0.4–2.2 ms after, out of order: a spurious
+// retransmission and a window cut in the flow's first second. Every gap that fills is a
 // measurement of how long the wait must be, thousands a second, so the
 // wait keeps ahead of a queue that grows, instead of learning only from
 // the packets it already delivered out of order.
@@ -322,14 +322,14 @@ func (r *Resequencer) gapFilled(waited time.Duration, now int64) {
 	r.updateWait()
 }
 
-// learnedDecay is how long a wait learned from late packets lasts without
-// another late packet. A recorded LTE link is late in bursts some ten
-// seconds apart (its capacity gaps): with a 10 s lesson each burst found
-// the wait forgotten again, every packet of it was given up and came
-// after its gap, and each such burst cost the TCP flow a spurious
-// retransmission and a window cut. Waiting longer for a gap costs a hold
-// on a path that really went silent, which failure detection and
-// reinjection end anyway.
+// learnedDecay is how long a wait learned from late packets and near
+// misses lasts without a new lesson. A recorded LTE link is late in
+// bursts some ten seconds apart (its capacity gaps): with a 10 s lesson
+// each burst found the wait forgotten again, every packet of it was given
+// up and came after its gap, and each such burst cost the TCP flow a
+// spurious retransmission and a window cut. Waiting longer for a gap
+// costs a hold on a path that really went silent, which failure detection
+// and reinjection end anyway.
 const learnedDecay = 30 * time.Second
 
 // advance releases held packets from next on and gives up gaps known lost.
