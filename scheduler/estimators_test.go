@@ -130,26 +130,17 @@ func TestRateEstimator(t *testing.T) {
 		// At 13 Mbit/s it is not full; once the samples stop growing
 		// (the bottleneck passes what it can) it is.
 		var e rateEstimator
-		ms := int64(time.Millisecond)
-		now := int64(0)
-		for _, mbps := range []float64{2, 4, 8, 13} {
-			now += 30 * ms
-			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
-		}
+		now := feedMbps(&e, 0, true, 2, 4, 8, 13)
 		if e.Filled(now) {
 			t.Fatalf("filled at %.1f Mbit/s while the samples still doubled", e.Rate*8/1e6)
 		}
-		for _, mbps := range []float64{26, 50, 50, 50, 50} {
-			now += 30 * ms
-			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
-		}
+		now = feedMbps(&e, now, true, 26, 50, 50, 50, 50)
 		if !e.Filled(now) || e.capacity < 49e6/8 {
 			t.Fatalf("filled %v, capacity %.1f Mbit/s after the samples stayed at 50: want filled at 50", e.Filled(now), e.capacity*8/1e6)
 		}
 		// Filled, a saturated sample above the last ones counts: the
 		// capacity is the largest of them.
-		now += 30 * ms
-		e.Add(uint64(70e6/8*0.03), 30*time.Millisecond, false, true, now)
+		now = feedMbps(&e, now, true, 70)
 		if e.capacity < 69e6/8 {
 			t.Fatalf("capacity %.1f Mbit/s after a saturated sample at 70 on a filled path", e.capacity*8/1e6)
 		}
@@ -158,24 +149,13 @@ func TestRateEstimator(t *testing.T) {
 		// A 25 Mbit/s path that carried 32 (a burst) and then, behind a
 		// queue it shares with another path, got a trickle through.
 		var e rateEstimator
-		ms := int64(time.Millisecond)
-		now := int64(0)
-		for _, mbps := range []float64{25, 32, 30, 25} {
-			now += 30 * ms
-			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, false, now)
-		}
-		for _, mbps := range []float64{0.1, 2, 2, 2} {
-			now += 30 * ms
-			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
-		}
+		now := feedMbps(&e, 0, false, 25, 32, 30, 25)
+		now = feedMbps(&e, now, true, 0.1, 2, 2, 2)
 		if e.Filled(now) {
 			t.Fatalf("filled at %.1f Mbit/s, capacity %.1f, after carrying 32", e.Rate*8/1e6, e.capacity*8/1e6)
 		}
 		// Once it is busy at its rate again, it fills there.
-		for _, mbps := range []float64{25, 25, 25, 25} {
-			now += 30 * ms
-			e.Add(uint64(mbps*1e6/8*0.03), 30*time.Millisecond, false, true, now)
-		}
+		now = feedMbps(&e, now, true, 25, 25, 25, 25)
 		if !e.Filled(now) || e.capacity < 24e6/8 || e.capacity > 26e6/8 {
 			t.Fatalf("filled %v at %.1f Mbit/s after saturated samples at 25", e.Filled(now), e.capacity*8/1e6)
 		}
@@ -283,4 +263,14 @@ func TestLossEstimator(t *testing.T) {
 			}
 		})
 	}
+}
+
+// feedMbps feeds e one 30 ms sample per rate in Mbit/s, the first 30 ms
+// after now, all saturated or none, and returns the last sample's time.
+func feedMbps(e *rateEstimator, now int64, saturated bool, mbps ...float64) int64 {
+	for _, m := range mbps {
+		now += int64(30 * time.Millisecond)
+		e.Add(uint64(m*1e6/8*0.03), 30*time.Millisecond, false, saturated, now)
+	}
+	return now
 }
