@@ -162,13 +162,11 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 		e.started, e.startup = true, true
 	}
 	if interval <= 0 {
-		if saturated {
-			e.saturatedAt = now
-		}
+		// Measured nothing, not even a busy bottleneck.
 		return
 	}
 	s := float64(delivered) / interval.Seconds()
-	if saturated && !e.Filled(now) && (e.n < rampSamples || s > 1.25*e.samples[(e.next-rampSamples+rateWindow)%rateWindow] || s < e.Rate/firstFillShare) {
+	if saturated && !e.Filled(now) && !e.settled(s) {
 		// The first saturated sample while what the path delivers still
 		// grows (by a quarter in three samples, or too few samples to
 		// tell) is a burst's queue, not a busy bottleneck's: in slow
@@ -228,6 +226,13 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 			e.cycle = 0
 		}
 	}
+}
+
+// settled reports whether a path's first saturated sample s measures its
+// capacity (Add): enough samples to tell, no longer growing by more than a
+// quarter over rampSamples, and not far below the estimate.
+func (e *rateEstimator) settled(s float64) bool {
+	return e.n >= rampSamples && s <= 1.25*e.samples[(e.next-rampSamples+rateWindow)%rateWindow] && s >= e.Rate/firstFillShare
 }
 
 // Filled reports whether a saturated sample was taken within

@@ -277,8 +277,7 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 			r.reorder = min(max(r.reorder, time.Duration(now-sl.arrived)*5/4), r.cfg.MaxWait)
 			r.reorderLate = now
 			// The gap's deadline must not cut the window short.
-			r.learned, r.lastLesson = max(r.learned, r.reorder), now
-			r.updateWait()
+			r.learn(r.reorder, now)
 			r.Stats.Reordered++
 			r.Stats.Late++
 			return append(out, h), false
@@ -294,9 +293,7 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 	}
 	// The gap should have been waited for longer: learn, and forget
 	// again after learnedDecay without a new lesson.
-	r.learned = min(max(r.learned*3/2, r.wait*3/2, lateBy*5/4), r.cfg.MaxWait)
-	r.lastLesson = now
-	r.updateWait()
+	r.learn(max(r.learned*3/2, r.wait*3/2, lateBy*5/4), now)
 	r.Stats.Late++
 	return append(out, h), false
 }
@@ -314,11 +311,16 @@ func (r *Resequencer) late(seq uint64, h Handle, now int64, out []Handle) ([]Han
 // wait keeps ahead of a queue that grows, instead of learning only from
 // the packets it already delivered out of order.
 func (r *Resequencer) gapFilled(waited time.Duration, now int64) {
-	lesson := min(2*waited, r.cfg.MaxWait)
-	if lesson <= max(r.base, r.learned) {
+	if min(2*waited, r.cfg.MaxWait) <= max(r.base, r.learned) {
 		return
 	}
-	r.learned, r.lastLesson = lesson, now
+	r.learn(2*waited, now)
+}
+
+// learn raises the learned wait to d (at most MaxWait) as of now, the
+// moment learnedDecay counts from.
+func (r *Resequencer) learn(d time.Duration, now int64) {
+	r.learned, r.lastLesson = min(max(r.learned, d), r.cfg.MaxWait), now
 	r.updateWait()
 }
 
