@@ -3,6 +3,10 @@ package scheduler
 import (
 	"container/heap"
 	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,6 +34,88 @@ type simLink struct {
 	freeAt     int64 // bottleneck busy until
 	lastArrive int64 // keeps the path FIFO despite jitter
 	lastBack   int64
+
+	// trace, when set, replaces rate: the bottleneck's delivery
+	// opportunities over one period of a recorded link (ns from the
+	// period's start, each traceMTU bytes; mahimahi's format, replayed
+	// in a loop as mahimahi does). opp is the opportunity the next packet
+	// leaves in, oppUsed the bytes of it already taken.
+	trace   []int64
+	period  int64
+	opp     int64
+	oppUsed int
+}
+
+// traceMTU is the bytes one delivery opportunity of a recorded link
+// carries.
+const traceMTU = 1500
+
+// newTraceLink returns a link that replays the mahimahi trace file (one
+// millisecond timestamp per delivery opportunity) with the given round
+// trip and jitter and a queue of queueTime at the trace's mean rate.
+func newTraceLink(t *testing.T, file string, rtt, jitter, queueTime time.Duration) *simLink {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("reading trace: %v", err)
+	}
+	l := &simLink{owd: int64(rtt) / 2, jitter: int64(jitter), up: true}
+	for _, f := range strings.Fields(string(b)) {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("trace %s: %v", file, err)
+		}
+		l.trace = append(l.trace, v*ms)
+	}
+	if len(l.trace) == 0 || l.trace[len(l.trace)-1] <= 0 {
+		t.Fatalf("trace %s: no opportunities", file)
+	}
+	l.period = l.trace[len(l.trace)-1]
+	l.rate = float64(len(l.trace)*traceMTU) / (float64(l.period) / 1e9)
+	l.queueLimit = int(l.rate * queueTime.Seconds())
+	return l
+}
+
+// oppTime returns when opportunity k (counted from the first period's
+// first) comes.
+func (l *simLink) oppTime(k int64) int64 {
+	n := int64(len(l.trace))
+	return k/n*l.period + l.trace[k%n]
+}
+
+// firstOpp returns the first opportunity at or after now.
+func (l *simLink) firstOpp(now int64) int64 {
+	n := int64(len(l.trace))
+	cycle, within := now/l.period, now%l.period
+	return cycle*n + int64(sort.Search(len(l.trace), func(i int) bool { return l.trace[i] >= within }))
+}
+
+// sendTrace is send for a recorded link: the packet leaves in the first
+// opportunity, not before now, with room left for it after the packets
+// queued ahead.
+func (l *simLink) sendTrace(now int64, size int, rng *rand.Rand) (int64, bool) {
+	first := l.firstOpp(now)
+	if l.opp < first {
+		l.opp, l.oppUsed = first, 0
+	}
+	if int(l.opp-first)*traceMTU+l.oppUsed+size > l.queueLimit {
+		l.drops++
+		return 0, false
+	}
+	if l.oppUsed+size > traceMTU {
+		l.opp, l.oppUsed = l.opp+1, 0
+	}
+	l.oppUsed += size
+	if l.loss > 0 && rng.Float64() < l.loss {
+		return 0, false
+	}
+	arr := l.oppTime(l.opp) + l.owd
+	if l.jitter > 0 {
+		arr += rng.Int64N(l.jitter)
+	}
+	arr = max(arr, l.lastArrive)
+	l.lastArrive = arr
+	return arr, true
 }
 
 func mbit(m float64) float64 { return m * 1e6 / 8 }
@@ -45,6 +131,9 @@ func newLink(rateMbit float64, rtt time.Duration, jitter time.Duration, loss flo
 func (l *simLink) send(now int64, size int, rng *rand.Rand) (int64, bool) {
 	if !l.up {
 		return 0, false
+	}
+	if l.trace != nil {
+		return l.sendTrace(now, size, rng)
 	}
 	// A token bucket is a queue served at rate whose packets may leave up
 	// to burst/rate ahead of that schedule, never before they come (the
