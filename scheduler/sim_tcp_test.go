@@ -276,7 +276,9 @@ func (f *tcpFlow) checkTimeout() {
 		f.detectLoss()
 		f.transmit()
 	}
-	rto := max(minRTO, 2*f.srtt)
+	// Linux: the smoothed round trip plus a variation of at least
+	// TCP_RTO_MIN (tcp_set_rto).
+	rto := f.srtt + minRTO
 	if f.una >= f.next || f.m.now-f.lastProgress < rto {
 		return
 	}
@@ -412,20 +414,24 @@ func TestSimAggregateClosedLoopTCP(t *testing.T) {
 // was never tuned on. A cellular link whose capacity changes every few
 // milliseconds and stalls for 50-300 ms delays the packets queued on it
 // by as much, and the receiver holds the flow behind them: here, as in
-// mifsec bench (51 Mbit/s, 1.03 times WLAN alone, against MPTCP's 60),
-// the flow gets little more than WLAN carries alone, and over the AT&T
-// trace less (0.81-0.94 times). The floors keep that from getting worse.
+// mifsec bench, the flow gets little more than WLAN carries alone over the
+// T-Mobile trace (bench: 51.1 Mbit/s, 1.03 times WLAN alone; MPTCP 60.3),
+// and less over the AT&T one (bench: 47.1, MPTCP 40.7). The runs of one
+// trace scatter by seed (a stall that meets a full queue or not); the
+// floors, on the mean ratio of six seeds, keep it from getting worse.
 func TestSimAggregateRecordedLTE(t *testing.T) {
 	tests := []struct {
 		trace string
-		floor float64 // of WLAN alone
+		floor float64 // of WLAN alone, mean of the seeds
 	}{
 		{"TMobile-LTE-short.down", 0.98},
-		{"ATT-LTE-driving-2016.down", 0.75},
+		{"ATT-LTE-driving-2016.down", 0.88},
 	}
+	const seeds = 6
 	for _, tc := range tests {
 		file := filepath.Join("..", "bench", "scenarios", "traces", tc.trace)
-		for seed := uint64(1); seed <= 3; seed++ {
+		sum := 0.0
+		for seed := uint64(1); seed <= seeds; seed++ {
 			run := func(paths ...simPath) (*sim, *tcpFlow) {
 				m := newSim(t, PolicyAggregate, Config{}, seed, paths...)
 				// The receiver's resequencer as mif configures it, and
@@ -447,11 +453,14 @@ func TestSimAggregateRecordedLTE(t *testing.T) {
 			lte := newTraceLink(t, file, 80*time.Millisecond, 3*time.Millisecond, 100*time.Millisecond)
 			m, f := run(wlan(0, w), cellular(1, lte))
 			gp, alone := f.goodput(), wlanOnly.goodput()
+			sum += gp / alone
 			t.Logf("%s, seed %d: WLAN alone %.1f, LTE alone %.1f (trace mean %.1f), both %.1f Mbit/s (%.2f× WLAN alone), LTE's share %.3f, queue drops %d+%d, retransmits %d, timeouts %d, %+v",
 				tc.trace, seed, alone, lteOnly.goodput(), lte.rate*8/1e6, gp, gp/alone, m.share(1), w.drops, lte.drops, f.retransmits, f.timeouts, m.reseq.Stats)
-			if gp < tc.floor*alone {
-				t.Errorf("%s, seed %d: %.1f Mbit/s over both, below %.2f of WLAN alone (%.1f)", tc.trace, seed, gp, tc.floor, alone)
-			}
+		}
+		if mean := sum / seeds; mean < tc.floor {
+			t.Errorf("%s: both links carried %.2f of WLAN alone on average, below %.2f", tc.trace, mean, tc.floor)
+		} else {
+			t.Logf("%s: both links carried %.2f of WLAN alone on average", tc.trace, mean)
 		}
 	}
 }
