@@ -134,8 +134,12 @@ func (r *Responder) expireOldChildren(c *rClient, now time.Time) {
 // checkLiveness sends c an empty INFORMATIONAL request when nothing came
 // from it for the DPD interval, and drops c when the request goes
 // unanswered after every retransmission. ESP counts as a sign of life
-// when the handler reports it: the counters are read once a tick, so
-// liveness costs the data plane nothing per packet.
+// when the handler reports it: the counters are read when c is visited
+// (at least every half DPD interval, timers.go), so liveness costs the
+// data plane nothing per packet, and a client whose ESP stopped is checked
+// between one and one and a half DPD intervals after its last packet
+// (strongSwan's charon, which looks at its SAs' use every DPD interval:
+// between one and two).
 func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 	if r.cfg.DPD <= 0 || c.sa == nil {
 		return
@@ -151,6 +155,7 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 		if n != c.espSeen {
 			c.espSeen, c.lastESP = n, now
 		}
+		c.espRead = now
 	}
 	last := c.sa.lastHeard
 	if c.lastESP.After(last) {

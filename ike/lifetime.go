@@ -117,3 +117,39 @@ func lowestNonceIn(a, b [2][]byte) bool {
 	}
 	return bytes.Compare(lowest(a), lowest(b)) < 0
 }
+
+// nextRekeyCheck is when rekeyDue may next say yes for c: its lifetime's
+// end or its next read of the sequence numbers, not before retryAt; ok is
+// false when neither can come.
+func (c *ChildSA) nextRekeyCheck(lifetime time.Duration, h any) (at time.Time, ok bool) {
+	if lifetime > 0 {
+		if c.rekeyAt.IsZero() {
+			c.rekeyAt = c.Created.Add(jittered(lifetime))
+		}
+		at, ok = c.rekeyAt, true
+	}
+	if _, counts := h.(SequenceCounter); counts && !c.ESN {
+		if t := time.Unix(0, c.seqCheckAt); !ok || t.Before(at) {
+			at, ok = t, true
+		}
+	}
+	if ok && at.Before(c.retryAt) {
+		at = c.retryAt
+	}
+	return at, ok
+}
+
+// nextRekeyCheck is when rekeyDue may next say yes for sa; ok is false
+// for a lifetime that never ends.
+func (sa *ikeSA) nextRekeyCheck(lifetime time.Duration) (at time.Time, ok bool) {
+	if lifetime <= 0 {
+		return at, false
+	}
+	if sa.rekeyAt.IsZero() {
+		sa.rekeyAt = sa.created.Add(jittered(lifetime))
+	}
+	if sa.rekeyAt.Before(sa.retryAt) {
+		return sa.retryAt, true
+	}
+	return sa.rekeyAt, true
+}

@@ -265,8 +265,9 @@ type rClient struct {
 	ikeRekeys   int
 	childRekeys int
 	pending     *rRequest        // the request we started and await the answer to
-	espSeen     uint64           // ESP packets its Child SAs had received at the last tick
+	espSeen     uint64           // ESP packets its Child SAs had received at the last read
 	lastESP     time.Time        // when espSeen last grew
+	espRead     time.Time        // when espSeen was last read
 	dpdChecks   int              // liveness checks the gateway started
 	mob         clientMobility   // MOBIKE and MIF (mobike.go)
 	psk         []byte           // the pre-shared key it authenticated with; nil for a certificate
@@ -276,6 +277,8 @@ type rClient struct {
 	registered  bool             // ResponderConfig.Sessions knows it (ClientUp)
 	dropped     bool             // dropClient removed it
 	slot        int              // its index in Responder.clients while it is held
+	due         time.Time        // its next visit by the tick (timers.go)
+	timer       int              // its index in Responder.timers plus one (0: none)
 	// sas are its IKE SAs in r.sas (the current one, and one being
 	// rekeyed or replaced): dropClient deletes them without a walk of
 	// every client's.
@@ -343,6 +346,7 @@ type Responder struct {
 	budgets   map[netip.Prefix]*dhBudget // Diffie-Hellman budgets by source
 	dhAll     dhBudget                   // and for all sources
 	clients   []*rClient
+	timers    clientTimers          // clients by their next visit (timers.go)
 	byKey     map[string][]*rClient // clients by identity (rClient.key)
 	pools     []Pool
 	// sharedPools: the pools are SharedPools, leased from beside the loop
@@ -666,35 +670,41 @@ func (r *Responder) tick() {
 		rand.Read(r.secret[:])
 		r.secretSince = now
 	}
-	for _, c := range slices.Clone(r.clients) {
-		if c.child != nil && !c.child.switched && now.Sub(c.child.Created) >= 2*time.Second {
-			r.h.SwitchOutbound(&c.RemoteClient, c.child)
-			c.child.switched = true
-		}
-		if p := c.pending; p != nil && !now.Before(p.next) {
-			if r.sas[saKey{p.sa.spiI, p.sa.spiR}] != p.sa || p.tries >= r.cfg.Retransmit.Tries {
-				r.log.Info("client did not answer", "id", c.ID, "exchange", p.exchange, "tries", p.tries)
-				r.failures[FailTimeout]++
-				c.pending = nil
-				p.done(nil)
-				continue
-			}
-			p.tries++
-			p.wait = time.Duration(float64(p.wait) * r.cfg.Retransmit.Backoff)
-			p.next = now.Add(p.wait)
-			local, to := p.local, p.to
-			if !to.IsValid() {
-				local, to = c.Local, c.Remote
-			}
-			r.transmit(p.sa, local, to, p.datagrams)
-		}
-		r.nextRoutabilityCheck(c)
-		r.nextAnnouncement(c)
-		r.expireOldChildren(c, now)
-		r.rekeyWhenDue(c, now) // create_child_sa.go
-		r.checkLiveness(c, now)
+	r.visitDueClients(now) // timers.go
+	r.drainTick(now)       // redirect.go
+}
+
+// visitClient runs c's timed checks at now: the switch to its new Child
+// SA, the retransmission of the gateway's request, queued return
+// routability checks and address announcements, old Child SAs' grace,
+// rekeys and liveness.
+func (r *Responder) visitClient(c *rClient, now time.Time) {
+	if c.child != nil && !c.child.switched && now.Sub(c.child.Created) >= switchDelay {
+		r.h.SwitchOutbound(&c.RemoteClient, c.child)
+		c.child.switched = true
 	}
-	r.drainTick(now) // redirect.go
+	if p := c.pending; p != nil && !now.Before(p.next) {
+		if r.sas[saKey{p.sa.spiI, p.sa.spiR}] != p.sa || p.tries >= r.cfg.Retransmit.Tries {
+			r.log.Info("client did not answer", "id", c.ID, "exchange", p.exchange, "tries", p.tries)
+			r.failures[FailTimeout]++
+			c.pending = nil
+			p.done(nil)
+			return
+		}
+		p.tries++
+		p.wait = time.Duration(float64(p.wait) * r.cfg.Retransmit.Backoff)
+		p.next = now.Add(p.wait)
+		local, to := p.local, p.to
+		if !to.IsValid() {
+			local, to = c.Local, c.Remote
+		}
+		r.transmit(p.sa, local, to, p.datagrams)
+	}
+	r.nextRoutabilityCheck(c)
+	r.nextAnnouncement(c)
+	r.expireOldChildren(c, now)
+	r.rekeyWhenDue(c, now) // create_child_sa.go
+	r.checkLiveness(c, now)
 }
 
 // Bounds on the Child SAs a rekey leaves behind: the one who started the
@@ -729,8 +739,10 @@ func (r *Responder) requestOn(c *rClient, sa *rSA, local netip.Addr, to netip.Ad
 		return err
 	}
 	wait := r.cfg.Retransmit.Timeout
+	now := r.cfg.Now()
 	c.pending = &rRequest{sa: sa, to: to, local: local, id: sa.nextOut, exchange: exchange, datagrams: datagrams, tries: 1, wait: wait,
-		next: r.cfg.Now().Add(wait), done: done}
+		next: now.Add(wait), done: done}
+	r.rescheduleClient(c, now)
 	if !to.IsValid() {
 		local, to = c.Local, c.Remote
 	}
@@ -761,6 +773,7 @@ func (r *Responder) handleResponse(sa *rSA, m *wire.Message, from netip.AddrPort
 		inner = []wire.Payload{} // an empty answer is still an answer
 	}
 	p.done(inner)
+	r.rescheduleClient(c, r.cfg.Now())
 }
 
 // transmit sends datagrams to to, from the gateway address local.
@@ -857,6 +870,9 @@ func (r *Responder) handle(in inbound) {
 	if after != nil {
 		after()
 	}
+	if c := sa.client; c != nil {
+		r.rescheduleClient(c, r.cfg.Now())
+	}
 }
 
 // dropClient removes a client: its Child SAs, leases and IKE SAs.
@@ -882,6 +898,7 @@ func (r *Responder) dropClient(c *rClient) {
 	}
 	c.sas = nil
 	c.dropped = true
+	r.unscheduleClient(c)
 	// The last client takes c's place: a departure costs the same with
 	// 100,000 clients as with ten (the list's order is not kept).
 	if i := c.slot; i < len(r.clients) && r.clients[i] == c {
@@ -906,6 +923,7 @@ func (r *Responder) addClient(c *rClient, sa *rSA) {
 	r.clients = append(r.clients, c)
 	r.byKey[c.key] = append(r.byKey[c.key], c)
 	r.ownSA(c, sa)
+	r.rescheduleClient(c, r.cfg.Now())
 }
 
 // ownSA records sa, which is in r.sas, as c's, and forgets those of c's

@@ -1132,11 +1132,18 @@ func TestResponderDPD(t *testing.T) {
 			if n := w.requestsOf(wire.INFORMATIONAL); n != 0 {
 				t.Errorf("%d liveness checks while ESP arrived", n)
 			}
-			// The ESP stops: 30 s later the check, 24 s later the drop.
-			time.Sleep(dpd + 26*time.Second)
+			// The ESP stops: the check within one and one and a half
+			// DPD intervals (the counters are read every half
+			// interval), 24 s later the drop.
+			time.Sleep(dpd - time.Second)
+			synctest.Wait()
+			if n := w.requestsOf(wire.INFORMATIONAL); n != 0 {
+				t.Errorf("%d liveness checks %v after the last ESP", n, dpd-time.Second)
+			}
+			time.Sleep(dpd/2 + 27*time.Second)
 			synctest.Wait()
 			if n := len(clients(t, w)); n != 0 || w.requestsOf(wire.INFORMATIONAL) != 5 {
-				t.Errorf("%d clients and %d INFORMATIONAL requests 56 s after the last ESP, want 0 and 5", n, w.requestsOf(wire.INFORMATIONAL))
+				t.Errorf("%d clients and %d INFORMATIONAL requests 71 s after the last ESP, want 0 and 5", n, w.requestsOf(wire.INFORMATIONAL))
 			}
 		})
 	})
@@ -1281,9 +1288,10 @@ func TestResponderPoolAndSessionHook(t *testing.T) {
 }
 
 // TestClientListRemoval: a departing client's place goes to the last
-// client, and every held client's slot names its place, whichever leaves.
+// client, and every held client's slot names its place, whichever leaves;
+// the timers hold exactly the clients held, each at its index.
 func TestClientListRemoval(t *testing.T) {
-	r := &Responder{byKey: map[string][]*rClient{}, sas: map[saKey]*rSA{}}
+	r := &Responder{byKey: map[string][]*rClient{}, sas: map[saKey]*rSA{}, cfg: ResponderConfig{Now: time.Now}}
 	var cs []*rClient
 	for i := range 5 {
 		c := &rClient{key: fmt.Sprintf("c%d", i)}
@@ -1304,6 +1312,12 @@ func TestClientListRemoval(t *testing.T) {
 			if r.clients[cs[w].slot] != cs[w] {
 				t.Fatalf("client %d not at its slot", w)
 			}
+			if c := cs[w]; c.timer == 0 || r.timers[c.timer-1] != c {
+				t.Fatalf("client %d not at its place in the timers (%d)", w, c.timer)
+			}
+		}
+		if len(r.timers) != len(want) {
+			t.Fatalf("%d clients in the timers, want %d", len(r.timers), len(want))
 		}
 	}
 	r.dropClient(cs[1]) // from the middle: the last moves in
