@@ -101,7 +101,7 @@ type Gateway struct {
 	// (restoreOrder) and atomics are touched, never gatewayPeer.mu.
 	mu      sync.Mutex
 	kids    map[uint32]*gatewayChild // by inbound SPI
-	retired map[*ike.RemoteClient]*trafficTotals
+	clients map[*ike.RemoteClient]*gatewayClient
 	mpeers  map[*ike.RemoteClient]*gatewayPeer // clients with multipath scheduling
 	// probeKids is kids for the receive workers' probes (inbound SPI ->
 	// *gatewayChild): a sync.Map, read-mostly, so that a lookup takes no
@@ -121,10 +121,13 @@ type gatewayChild struct {
 	peer atomic.Pointer[gatewayPeer]
 }
 
-// trafficTotals are a client's counters of Child SAs already removed
-// (rekeyed), so that its status counts its whole life.
-type trafficTotals struct {
-	kids                                   int // its Child SAs installed and not yet removed
+// gatewayClient is what the gateway keeps of a client beside its Child
+// SAs' entries in kids: the Child SAs themselves, so that what concerns
+// one client (its first MIF path, a MOBIKE move) costs as much with
+// 100,000 clients as with one, and the counters of its Child SAs already
+// removed (rekeyed), so that its status counts its whole life.
+type gatewayClient struct {
+	kids                                   []*gatewayChild // installed and not yet removed
 	rxPackets, rxBytes, txPackets, txBytes uint64
 }
 
@@ -147,7 +150,7 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 			return nil, fmt.Errorf("listen address %v: invalid or given twice", a)
 		}
 	}
-	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, retired: map[*ike.RemoteClient]*trafficTotals{},
+	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, clients: map[*ike.RemoteClient]*gatewayClient{},
 		mpeers: map[*ike.RemoteClient]*gatewayPeer{}, runCtx: context.Background()}
 	defer func() {
 		if err != nil {
@@ -357,12 +360,12 @@ func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, sen
 		k.peer.Store(p)
 		g.restoreOrder(p, child.InSPI)
 	}
-	t := g.retired[client]
+	t := g.clients[client]
 	if t == nil {
-		t = &trafficTotals{}
-		g.retired[client] = t
+		t = &gatewayClient{}
+		g.clients[client] = t
 	}
-	t.kids++
+	t.kids = append(t.kids, k)
 	g.mu.Unlock()
 	if send {
 		g.route(k)
@@ -414,13 +417,13 @@ func (g *Gateway) RemoveChild(client *ike.RemoteClient, child *ike.ChildSA) {
 	delete(g.kids, child.InSPI)
 	g.probeKids.Delete(child.InSPI)
 	var stop *gatewayPeer
-	if t := g.retired[client]; k != nil && t != nil {
+	if t := g.clients[client]; k != nil && t != nil {
 		t.rxPackets += k.in.Stats.Packets.Load()
 		t.rxBytes += k.in.Stats.Bytes.Load()
 		t.txPackets += k.out.Stats.Packets.Load()
 		t.txBytes += k.out.Stats.Bytes.Load()
-		if t.kids--; t.kids <= 0 {
-			delete(g.retired, client)
+		if t.kids = slices.DeleteFunc(t.kids, func(o *gatewayChild) bool { return o == k }); len(t.kids) == 0 {
+			delete(g.clients, client)
 			// The client's last Child SA: it is gone (or reconnects
 			// with a new IKE SA, which starts without MIF paths).
 			stop = g.mpeers[client]
@@ -447,8 +450,8 @@ func (g *Gateway) ClientMoved(client *ike.RemoteClient) {
 		return
 	}
 	g.mu.Lock()
-	for _, k := range g.kids {
-		if k.client == client {
+	if t := g.clients[client]; t != nil {
+		for _, k := range t.kids {
 			k.group.Set(nil, m)
 		}
 	}
@@ -560,9 +563,9 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	}
 	st.Redirect = g.resp.RedirectStatus(ctx)
 	g.mu.Lock()
-	totals := make(map[*ike.RemoteClient]trafficTotals, len(g.retired))
-	for c, t := range g.retired {
-		totals[c] = *t
+	totals := make(map[*ike.RemoteClient]gatewayClient, len(g.clients))
+	for c, t := range g.clients {
+		totals[c] = gatewayClient{rxPackets: t.rxPackets, rxBytes: t.rxBytes, txPackets: t.txPackets, txBytes: t.txBytes}
 	}
 	for _, k := range g.kids {
 		t := totals[k.client]

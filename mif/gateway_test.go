@@ -55,7 +55,7 @@ func TestGatewayClientMoved(t *testing.T) {
 	}
 	defer conn.Close()
 	l := &listener{addr: netip.MustParseAddr("127.0.0.1"), natT: conn, path: &dataplane.Path{ID: 0, Conn: conn}}
-	g := &Gateway{listeners: []*listener{l}, kids: map[uint32]*gatewayChild{}, log: slog.New(slog.DiscardHandler)}
+	g := &Gateway{listeners: []*listener{l}, kids: map[uint32]*gatewayChild{}, clients: map[*ike.RemoteClient]*gatewayClient{}, log: slog.New(slog.DiscardHandler)}
 	var _ ike.ResponderPathHandler = g
 	var _ ike.ResponderActivity = g
 	moving := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
@@ -65,7 +65,12 @@ func TestGatewayClientMoved(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g.kids[spi] = &gatewayChild{client: c, group: dataplane.NewPathGroup(nil, m)}
+		k := &gatewayChild{client: c, group: dataplane.NewPathGroup(nil, m)}
+		g.kids[spi] = k
+		if g.clients[c] == nil {
+			g.clients[c] = &gatewayClient{}
+		}
+		g.clients[c].kids = append(g.clients[c].kids, k)
 	}
 	moving.Remote = netip.MustParseAddrPort("198.51.100.7:4501")
 	g.ClientMoved(moving)

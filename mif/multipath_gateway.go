@@ -117,12 +117,10 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 			defer close(p.done)
 			p.pp.Run(ctx)
 		}()
-		for _, k := range g.kids {
-			if k.client == client {
-				k.peer.Store(p)
-				g.restoreOrder(p, k.in.SPI())
-				reroute = append(reroute, k)
-			}
+		for _, k := range g.clients[client].kids {
+			k.peer.Store(p)
+			g.restoreOrder(p, k.in.SPI())
+			reroute = append(reroute, k)
 		}
 	}
 	g.mu.Unlock()
@@ -160,12 +158,8 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 
 // hasChildLocked reports whether client has a Child SA; g.mu is held.
 func (g *Gateway) hasChildLocked(client *ike.RemoteClient) bool {
-	for _, k := range g.kids {
-		if k.client == client {
-			return true
-		}
-	}
-	return false
+	t := g.clients[client]
+	return t != nil && len(t.kids) > 0
 }
 
 // PathRemoved implements ike.ResponderPathHandler.

@@ -74,7 +74,7 @@ func TestGatewayMultipathPeer(t *testing.T) {
 	}
 	defer engine.Close()
 	g := &Gateway{cfg: GatewayConfig{Policy: scheduler.PolicyOffload}, listeners: []*listener{l}, engine: engine,
-		kids: map[uint32]*gatewayChild{}, retired: map[*ike.RemoteClient]*trafficTotals{}, mpeers: map[*ike.RemoteClient]*gatewayPeer{},
+		kids: map[uint32]*gatewayChild{}, clients: map[*ike.RemoteClient]*gatewayClient{}, mpeers: map[*ike.RemoteClient]*gatewayPeer{},
 		log: slog.New(slog.DiscardHandler), runCtx: t.Context()}
 
 	mif := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
