@@ -77,6 +77,17 @@ type Handler interface {
 	Configured(addrs []netip.Prefix, dns []netip.Addr) error
 }
 
+// Activity is implemented by a Handler whose data plane counts the
+// packets each inbound SA accepted: the session's liveness check
+// (SessionConfig.DPD) then takes ESP from the gateway as a sign of life,
+// as the gateway's does (ResponderActivity), so that a session busy with
+// traffic sends no IKE message for it. Its method runs on the session's
+// loop.
+type Activity interface {
+	// Received returns how many packets c's inbound SA has accepted so far.
+	Received(c *ChildSA) uint64
+}
+
 // RetransmitPolicy says how requests are retransmitted: after Timeout, then
 // Timeout*Backoff, ..., Tries sends in all.
 type RetransmitPolicy struct {
@@ -139,7 +150,8 @@ type SessionConfig struct {
 	// it implements SequenceCounter); 0 means DefaultRekeySequences.
 	RekeySequences uint64
 	// DPD sends a liveness check after that long without a message from
-	// the gateway; 0 means 10 s.
+	// the gateway (an IKE message, or an ESP packet when the Handler
+	// implements Activity); 0 means 10 s.
 	DPD time.Duration
 	// ReconnectDelay is the pause before reconnecting after the gateway was
 	// lost; 0 means 1 s. Each attempt the gateway refuses (authentication,
@@ -208,6 +220,8 @@ type Session struct {
 	child   *ChildSA
 	oldKids []*ChildSA      // rekeyed Child SAs kept for inbound until deleted
 	mob     sessionMobility // paths, MOBIKE and MIF (mobike.go)
+	espSeen uint64          // ESP packets the Child SAs had accepted at the last tick (Activity)
+	lastESP time.Time       // when espSeen last grew
 
 	statusMu sync.Mutex
 	status   Status
@@ -499,6 +513,7 @@ func (s *Session) teardown() {
 		sa.wipe()
 	}
 	s.child, s.oldKids, s.sa, s.oldSAs = nil, nil, nil, nil
+	s.espSeen, s.lastESP = 0, time.Time{}
 	s.natT = false
 	s.remote = s.cfg.Remote
 }
@@ -610,11 +625,33 @@ func (s *Session) tick(ctx context.Context) error {
 		// The gateway rekeyed but has not deleted the old SA yet.
 		s.h.SwitchOutbound(s.child)
 		s.child.switched = true
-	case now.Sub(sa.lastHeard) >= s.cfg.DPD:
+	case now.Sub(s.lastSign(sa, now)) >= s.cfg.DPD:
 		_, err := s.exchange(ctx, sa, wire.INFORMATIONAL, nil, s.cfg.Retransmit)
 		return err
 	}
 	return nil
+}
+
+// lastSign returns when the gateway was last heard from on sa: an IKE
+// message, or an ESP packet its Child SAs accepted (read now, when the
+// Handler implements Activity).
+func (s *Session) lastSign(sa *ikeSA, now time.Time) time.Time {
+	if a, ok := s.h.(Activity); ok {
+		var n uint64
+		if s.child != nil {
+			n += a.Received(s.child)
+		}
+		for _, k := range s.oldKids {
+			n += a.Received(k)
+		}
+		if n != s.espSeen {
+			s.espSeen, s.lastESP = n, now
+		}
+	}
+	if s.lastESP.After(sa.lastHeard) {
+		return s.lastESP
+	}
+	return sa.lastHeard
 }
 
 // ikeSA is the state of one IKE SA.

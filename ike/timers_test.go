@@ -1,6 +1,8 @@
 package ike
 
 import (
+	"context"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -53,6 +55,67 @@ func TestResponderVisitsOnlyDueClients(t *testing.T) {
 		synctest.Wait()
 		if st := clients(t, w); len(st) != 1 || st[0].DPDChecks != 1 {
 			t.Errorf("%v after the last ESP: clients %+v, want one with a liveness check", dpd+dpd/2, st)
+		}
+	})
+}
+
+// activeChildLog is childLog with an inbound ESP counter (Activity).
+type activeChildLog struct {
+	childLog
+	received atomic.Uint64
+}
+
+func (l *activeChildLog) Received(*ChildSA) uint64 { return l.received.Load() }
+
+// informationalCount is a client transport that counts the INFORMATIONAL
+// requests the session sends.
+type informationalCount struct {
+	clientSide
+	n atomic.Int64
+}
+
+func (c *informationalCount) Send(msg []byte, to netip.AddrPort, natT bool) error {
+	if m, err := wire.Parse(msg); err == nil && !m.IsResponse() && m.Exchange == wire.INFORMATIONAL {
+		c.n.Add(1)
+	}
+	return c.clientSide.Send(msg, to, natT)
+}
+
+// TestSessionESPIsASignOfLife: a session whose Handler counts inbound ESP
+// (mif.Client does) sends no liveness check while the gateway's packets
+// keep coming, and one an interval after they stop.
+func TestSessionESPIsASignOfLife(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const dpd = 10 * time.Second
+		psk := []byte("k")
+		w, _ := startResponder(t, ResponderConfig{PSK: psk})
+		a := netip.MustParseAddr("192.0.2.41")
+		tr := &informationalCount{clientSide: clientSide{w, a}}
+		h := &activeChildLog{}
+		ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
+		s := w.attach(t, a, SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), RemoteID: mustID(t, "gw.mifsec.test"),
+			PSK: psk, IKE: ikeP, ESP: espP, RequestIPv4: true, DPD: dpd,
+			Retransmit: RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}}, tr, h)
+		connect(t, s, true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		for range 60 { // a minute of ESP from the gateway
+			time.Sleep(time.Second)
+			h.received.Add(1)
+		}
+		synctest.Wait()
+		if n := tr.n.Load(); n != 0 {
+			t.Errorf("%d liveness checks while the gateway's ESP arrived", n)
+		}
+		time.Sleep(dpd + 2*time.Second)
+		synctest.Wait()
+		if n := tr.n.Load(); n != 1 {
+			t.Errorf("%d liveness checks %v after the gateway's ESP stopped, want 1", n, dpd+2*time.Second)
+		}
+		if st := s.Status(); st.State != "established" || st.Reconnects != 0 {
+			t.Errorf("session %s with %d reconnects, want established, none", st.State, st.Reconnects)
 		}
 	})
 }

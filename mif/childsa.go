@@ -75,8 +75,11 @@ func dropSnapshot(s *dataplane.EngineStats) map[string]uint64 {
 }
 
 // Both handlers tell the IKE side how far their Child SAs' sequence
-// numbers have gone, so that it rekeys before they run out.
+// numbers have gone, so that it rekeys before they run out, and how many
+// packets their inbound SAs accepted, so that ESP counts as a sign of life.
 var (
-	_ ike.SequenceCounter = (*Client)(nil)
-	_ ike.SequenceCounter = (*Gateway)(nil)
+	_ ike.SequenceCounter   = (*Client)(nil)
+	_ ike.SequenceCounter   = (*Gateway)(nil)
+	_ ike.Activity          = (*Client)(nil)
+	_ ike.ResponderActivity = (*Gateway)(nil)
 )

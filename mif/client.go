@@ -448,6 +448,18 @@ func (c *Client) Sequences(child *ike.ChildSA) (sent, received uint64) {
 	return sequences(in, out)
 }
 
+// Received implements ike.Activity: the packets child's inbound SA
+// accepted (authenticated), one atomic load.
+func (c *Client) Received(child *ike.ChildSA) uint64 {
+	c.mu.Lock()
+	in := c.children[child.InSPI]
+	c.mu.Unlock()
+	if in == nil {
+		return 0
+	}
+	return in.Stats.Packets.Load()
+}
+
 // RemoveChild implements ike.Handler.
 func (c *Client) RemoveChild(child *ike.ChildSA) {
 	c.engine.RemoveInbound(child.InSPI)
