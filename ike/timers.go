@@ -9,10 +9,10 @@ import (
 // each next needs the loop's attention (the first of its retransmission,
 // its new Child SA's switch, an old Child SA's grace, a rekey, a liveness
 // check). The once-a-second tick pops only the clients that are due,
-// runs their checks and puts them back at their next time: with 100,000
-// clients it walked every one of them each second (a CPU profile of a
-// 100,000-client run: 12.9 s of the loop's 61 s, most of it reading each
-// client's ESP counters for liveness).
+// runs their checks and puts them back at their next time. It walked
+// every client each second: in a CPU profile of a 100,000-client run the
+// tick took 12.9 s against the 61 s of answering messages, 7.8 s of it
+// reading each client's ESP counters for liveness.
 //
 // Whatever moves a client's next time earlier wakes it (rescheduleClient):
 // a request it was sent (requestOn), a message of its own (handle), its

@@ -449,7 +449,7 @@ func (c *Client) Sequences(child *ike.ChildSA) (sent, received uint64) {
 }
 
 // Received implements ike.Activity: the packets child's inbound SA
-// accepted (authenticated), one atomic load.
+// accepted (authenticated), read under c.mu with one atomic load.
 func (c *Client) Received(child *ike.ChildSA) uint64 {
 	c.mu.Lock()
 	in := c.children[child.InSPI]
