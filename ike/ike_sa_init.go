@@ -37,15 +37,23 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 	var cookie []byte
 	var kex KeyExchange
 	offered := offerIKE(s.cfg.IKE)
+	// A source hash that matches no address makes the gateway see a NAT,
+	// so that both sides encapsulate ESP in UDP (mifsec's data plane only
+	// carries ESP in UDP), as strongSwan's encap=yes does. Drawn once: a
+	// retry with a cookie must repeat every other payload (below).
+	natSource := randomBytes(20)
 	for attempt := 0; ; attempt++ {
 		if attempt == 4 {
 			return nil, fmt.Errorf("IKE_SA_INIT with %s: the gateway kept asking for another cookie or group", s.cfg.Remote)
 		}
 		// A retry with a cookie repeats the request unchanged but for the
-		// cookie (RFC 7296 §2.6), the key share too: a gateway whose queue
-		// is long may still answer an earlier copy without the cookie,
-		// and that answer must give the same keys. Only another group
-		// needs a new key share.
+		// cookie (RFC 7296 §2.6), the key share and the NAT source hash
+		// too: a gateway whose queue is long may still answer an earlier
+		// copy without the cookie, and that answer must give the same
+		// keys, and the gateway, which made the IKE SA from that copy,
+		// must be able to tell the request this side signs from it
+		// (Responder.cookieRetries). Only another group needs a new key
+		// share.
 		if kex == nil || kex.Group() != group {
 			var err error
 			if kex, err = NewKeyExchange(group); err != nil {
@@ -60,11 +68,7 @@ func (s *Session) initExchange(ctx context.Context) (*initResult, error) {
 			&wire.SA{Proposals: offered},
 			&wire.KE{Group: group, Data: kex.Public()},
 			&wire.Nonce{Data: ni},
-			// A source hash that matches no address makes the gateway
-			// see a NAT, so that both sides encapsulate ESP in UDP
-			// (mifsec's data plane only carries ESP in UDP), as
-			// strongSwan's encap=yes does.
-			&wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: randomBytes(20)},
+			&wire.Notify{NotifyType: wire.NAT_DETECTION_SOURCE_IP, Data: natSource},
 			&wire.Notify{NotifyType: wire.NAT_DETECTION_DESTINATION_IP, Data: nATDetectionHash(spiI, 0, s.remote)},
 			&wire.Notify{NotifyType: wire.IKEV2_FRAGMENTATION_SUPPORTED},
 			&wire.Notify{NotifyType: wire.SIGNATURE_HASH_ALGORITHMS, Data: SignatureHashAlgorithmsNotifyData()},
