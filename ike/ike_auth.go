@@ -355,18 +355,34 @@ func (r *Responder) forget(sa *rSA) {
 
 // verifyClient checks the client's AUTH payload over its IKE_SA_INIT
 // request, and when that fails, over the same request with the cookie the
-// gateway asks for (cookieRetries).
+// gateway asks for (cookieRetries); the error is the first request's.
 func (r *Responder) verifyClient(sa *rSA, id Identity, auth *wire.Auth, req []wire.Payload) error {
-	err := r.verifyClientOver(sa, sa.initReq, id, auth, req)
-	if err == nil {
+	var first error
+	if r.signedOver(sa, func(initReq []byte) bool {
+		err := r.verifyClientOver(sa, initReq, id, auth, req)
+		if first == nil {
+			first = err
+		}
+		return err == nil
+	}) {
 		return nil
 	}
+	return first
+}
+
+// signedOver reports whether check accepts the IKE_SA_INIT request sa was
+// made from or, failing that, one of its cookieRetries: the requests the
+// client may have signed.
+func (r *Responder) signedOver(sa *rSA, check func(initReq []byte) bool) bool {
+	if check(sa.initReq) {
+		return true
+	}
 	for _, m := range r.cookieRetries(sa) {
-		if r.verifyClientOver(sa, m, id, auth, req) == nil {
-			return nil
+		if check(m) {
+			return true
 		}
 	}
-	return err
+	return false
 }
 
 // ikeHeaderLen is the length of the IKE header (RFC 7296 §3.1).

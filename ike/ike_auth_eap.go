@@ -112,8 +112,11 @@ func (r *Responder) continueEAP(sa *rSA, req []wire.Payload, from netip.AddrPort
 		if auth == nil || auth.Method != wire.AuthPSK {
 			return r.authFail(sa, from, "no shared-key AUTH after EAP-Success", "eap_id", Printable(e.server.identity))
 		}
-		octets := initiatorSignedOctets(sa.keys.prf.Sum, sa.initReq, sa.nr, sa.keys.SKpi, e.idi)
-		if verifyPSKAuth(sa.keys.prf.Sum, e.msk, octets, auth.Data) != nil {
+		ok := r.signedOver(sa, func(initReq []byte) bool {
+			octets := initiatorSignedOctets(sa.keys.prf.Sum, initReq, sa.nr, sa.keys.SKpi, e.idi)
+			return verifyPSKAuth(sa.keys.prf.Sum, e.msk, octets, auth.Data) == nil
+		})
+		if !ok {
 			return r.authFail(sa, from, "its AUTH does not match the EAP MSK", "eap_id", Printable(e.server.identity))
 		}
 		r.eapLimits.succeeded(e.server.identity, from)
