@@ -621,7 +621,7 @@ func (s *Session) tick(ctx context.Context) error {
 		return s.rekeyIKE(ctx)
 	case s.child != nil && s.child.rekeyDue(s.cfg.ChildRekey, s.cfg.RekeySequences, s.h, now):
 		return s.rekeyChild(ctx)
-	case s.child != nil && !s.child.switched && now.Sub(s.child.Created) >= 2*time.Second:
+	case s.child != nil && !s.child.switched && now.Sub(s.child.Created) >= switchDelay:
 		// The gateway rekeyed but has not deleted the old SA yet.
 		s.h.SwitchOutbound(s.child)
 		s.child.switched = true

@@ -25,7 +25,8 @@ import (
 const clientVisitMax = 30 * time.Second
 
 // switchDelay is how long after its creation a rekeyed Child SA takes the
-// outbound traffic (the client has installed it by then).
+// outbound traffic when the other end has not deleted the old one (it has
+// installed the new one by then): at the gateway and at the client.
 const switchDelay = 2 * time.Second
 
 // clientTimers is a min-heap of clients by rClient.due; rClient.timer is
