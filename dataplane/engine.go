@@ -324,6 +324,13 @@ func (e *Engine) dataEntry(spi uint32) *inboundSA {
 	return in
 }
 
+// InboundSPIInUse reports whether spi leads to an inbound SA, data or
+// probe: the SPI a new inbound SA must not take. It takes no lock.
+func (e *Engine) InboundSPIInUse(spi uint32) bool {
+	_, ok := e.inbound.get(spi)
+	return ok
+}
+
 // dataEntries yields each inbound data SA's entry once.
 func (e *Engine) dataEntries(yield func(*inboundSA) bool) {
 	for spi, in := range e.inbound.all {

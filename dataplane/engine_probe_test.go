@@ -143,6 +143,11 @@ func TestEngineProbeSA(t *testing.T) {
 	if n, spis := b.e.InboundSAs(), b.e.InboundEntries(); n != 1 || spis != 2 {
 		t.Fatalf("b counts %d inbound SAs receiving on %d SPIs, want the data SA alone on 2 (its probe SA goes with it)", n, spis)
 	}
+	for spi, want := range map[uint32]bool{b.in.SPI(): true, 0x1101: true, 0x2202: false, b.in.SPI() + 1: false} {
+		if got := b.e.InboundSPIInUse(spi); got != want {
+			t.Errorf("b: SPI %#x in use %v, want %v", spi, got, want)
+		}
+	}
 	run(t, a, b)
 	for range 10 {
 		a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))

@@ -29,7 +29,7 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *wire.Notify, req []wire.Pa
 		// SA being deleted (RFC 7296 §2.25.1): the gateway retries later.
 		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
-	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, old, s.mob.mif, s.cfg.Now())
+	reply, child, fail := answerChildRekey(sa, s.cfg.ESP, req, old, s.mob.mif, s.cfg.Now(), randomESPSPI)
 	if fail != nil {
 		return []wire.Payload{fail}, nil
 	}
@@ -54,7 +54,8 @@ func (s *Session) respondChildRekey(sa *ikeSA, rekey *wire.Notify, req []wire.Pa
 // proposal has a DH group. It returns the response and the new Child SA,
 // or the error notification to answer with. The selectors stay those of
 // old, whatever the request says: neither side widens them by rekeying.
-func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []wire.Payload, old *ChildSA, mif bool, now time.Time) ([]wire.Payload, *ChildSA, *wire.Notify) {
+// drawSPI draws the new inbound SPIs.
+func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []wire.Payload, old *ChildSA, mif bool, now time.Time, drawSPI func() uint32) ([]wire.Payload, *ChildSA, *wire.Notify) {
 	fail := func(t wire.NotifyType, data []byte) ([]wire.Payload, *ChildSA, *wire.Notify) {
 		return nil, nil, &wire.Notify{NotifyType: t, Data: data}
 	}
@@ -87,10 +88,10 @@ func answerChildRekey(sa *ikeSA, specs []ProposalSpec, req []wire.Payload, old *
 		}
 		kePayload = &wire.KE{Group: esp.dh, Data: kex.Public()}
 	}
-	inSPI := randomESPSPI()
+	inSPI := drawSPI()
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, inSPI)
 	theirs, probed := peerProbeSPI(req)
-	probeSPI, probeAnswer := offerProbeSPI(mif && probed)
+	probeSPI, probeAnswer := offerProbeSPI(mif && probed, drawSPI)
 	// The peer initiated this exchange: its direction's key comes first.
 	km, err := childKeys(sa, esp, shared, ni.Data, nr, probeSPI != 0)
 	if err != nil {
@@ -191,7 +192,7 @@ func (s *Session) rekeyChild(ctx context.Context) error {
 	group := firstDHGroup(s.cfg.ESP)
 	for attempt := 0; attempt < 2; attempt++ {
 		inSPI := randomESPSPI()
-		probeSPI, probeOffer := offerProbeSPI(s.mob.mif)
+		probeSPI, probeOffer := offerProbeSPI(s.mob.mif, randomESPSPI)
 		ni := nonce()
 		payloads := []wire.Payload{
 			&wire.Notify{Protocol: wire.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: wire.REKEY_SA},
@@ -424,8 +425,8 @@ func (r *Responder) rekeyChild(c *rClient) {
 
 func (r *Responder) startChildRekey(c *rClient, old *ChildSA, group uint16, retryKE bool) {
 	sa := c.sa
-	inSPI := randomESPSPI()
-	probeSPI, probeOffer := offerProbeSPI(c.mob.mif)
+	inSPI := r.drawInboundSPI()
+	probeSPI, probeOffer := offerProbeSPI(c.mob.mif, r.drawInboundSPI)
 	ni := nonce()
 	payloads := []wire.Payload{
 		&wire.Notify{Protocol: wire.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.InSPI), NotifyType: wire.REKEY_SA},
@@ -696,7 +697,7 @@ func (r *Responder) respondChildRekey(sa *rSA, rekey *wire.Notify, req []wire.Pa
 		r.log.Info("client rekeys its Child SA again before deleting the ones it replaced: refused", "id", c.ID, "old", len(c.oldKids))
 		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, nil
 	}
-	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, c.mob.mif, r.cfg.Now())
+	reply, child, fail := answerChildRekey(sa.ikeSA, r.cfg.ESP, req, old, c.mob.mif, r.cfg.Now(), r.drawInboundSPI)
 	if fail != nil {
 		return []wire.Payload{fail}, nil
 	}

@@ -881,7 +881,7 @@ func TestRekeyNonceLength(t *testing.T) {
 	ts := selectorsFromPrefixes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	short := &wire.Nonce{Data: make([]byte, 16)}
 	_, _, fail := answerChildRekey(sa, espP, []wire.Payload{&wire.SA{Proposals: offerESP(espP, 0x1234, true)}, short,
-		&wire.TS{Selectors: ts}, &wire.TS{Responder: true, Selectors: ts}}, &ChildSA{}, false, time.Now())
+		&wire.TS{Selectors: ts}, &wire.TS{Responder: true, Selectors: ts}}, &ChildSA{}, false, time.Now(), randomESPSPI)
 	if fail == nil || fail.NotifyType != wire.INVALID_SYNTAX {
 		t.Fatalf("Child SA rekey with a 16-byte nonce under prfsha512: %+v", fail)
 	}

@@ -109,7 +109,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		payloads = append(payloads, &wire.CP{CfgType: wire.CFG_REQUEST, Attributes: cp})
 	}
 	inSPI := randomESPSPI()
-	probeSPI, probeOffer := offerProbeSPI(!s.cfg.DisableMIF)
+	probeSPI, probeOffer := offerProbeSPI(!s.cfg.DisableMIF, randomESPSPI)
 	payloads = append(payloads,
 		&wire.SA{Proposals: offerESP(s.cfg.ESP, inSPI, false)},
 		&wire.TS{Selectors: selectorsFromPrefixes(s.localTS())},
@@ -849,9 +849,9 @@ func (r *Responder) firstChild(c *rClient, req []wire.Payload, wants addressWant
 		r.releaseLeases(c)
 		return nil, &wire.Notify{NotifyType: wire.TS_UNACCEPTABLE}
 	}
-	inSPI := randomESPSPI()
+	inSPI := r.drawInboundSPI()
 	theirs, probed := peerProbeSPI(req)
-	probeSPI, probeAnswer := offerProbeSPI(!r.cfg.DisableMIF && peerMIF(req) && probed)
+	probeSPI, probeAnswer := offerProbeSPI(!r.cfg.DisableMIF && peerMIF(req) && probed, r.drawInboundSPI)
 	km, err := childKeys(c.sa.ikeSA, esp, nil, c.sa.ni, c.sa.nr, probeSPI != 0)
 	if err != nil {
 		r.releaseLeases(c)

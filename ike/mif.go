@@ -49,14 +49,14 @@ type ProbeSA struct {
 	InKey, OutKey []byte // as ChildSA's InKey and OutKey
 }
 
-// offerProbeSPI returns a fresh SPI to receive probes on and its
-// MIF_PROBE_SPI, when offer says the peer may take it (MIF is on); 0 and
-// no payload otherwise.
-func offerProbeSPI(offer bool) (uint32, []wire.Payload) {
+// offerProbeSPI returns a fresh SPI (from drawSPI) to receive probes on
+// and its MIF_PROBE_SPI, when offer says the peer may take it (MIF is on);
+// 0 and no payload otherwise.
+func offerProbeSPI(offer bool, drawSPI func() uint32) (uint32, []wire.Payload) {
 	if !offer {
 		return 0, nil
 	}
-	spi := randomESPSPI()
+	spi := drawSPI()
 	return spi, []wire.Payload{&wire.Notify{NotifyType: wire.MIF_PROBE_SPI, Data: binary.BigEndian.AppendUint32(nil, spi)}}
 }
 

@@ -53,11 +53,11 @@ func TestPeerProbeSPI(t *testing.T) {
 	if _, ok := peerProbeSPI(nil); ok {
 		t.Fatal("an offer without the notification")
 	}
-	spi, ps := offerProbeSPI(true)
+	spi, ps := offerProbeSPI(true, randomESPSPI)
 	if got, ok := peerProbeSPI(ps); !ok || got != spi {
 		t.Fatalf("our own offer of %#x reads as %#x, %v", spi, got, ok)
 	}
-	if spi, ps := offerProbeSPI(false); spi != 0 || ps != nil {
+	if spi, ps := offerProbeSPI(false, randomESPSPI); spi != 0 || ps != nil {
 		t.Fatalf("no offer gave SPI %#x and %v", spi, ps)
 	}
 }

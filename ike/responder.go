@@ -62,6 +62,32 @@ type ResponderHandler interface {
 	RemoveChild(client *RemoteClient, c *ChildSA)
 }
 
+// InboundSPIs is implemented by a ResponderHandler whose data plane can
+// tell which inbound SPIs are taken: the Responder then draws each new
+// inbound SPI (a Child SA's, a probe SA's) among the free ones. All
+// clients of a gateway share one SPI space, and 32 random bits collide:
+// among 100,000 clients' some 200,000 inbound SAs a few times (six in one
+// fleet run), and the client whose SA could not be installed was turned
+// away after it had authenticated.
+type InboundSPIs interface {
+	InboundSPIInUse(spi uint32) bool
+}
+
+// drawInboundSPI returns a random inbound SPI that the handler's data
+// plane does not use (InboundSPIs). After a few draws that all collide it
+// gives the last: installing its SA then fails and says so.
+func (r *Responder) drawInboundSPI() uint32 {
+	spis, ok := r.h.(InboundSPIs)
+	spi := randomESPSPI()
+	for range 8 {
+		if !ok || !spis.InboundSPIInUse(spi) {
+			break
+		}
+		spi = randomESPSPI()
+	}
+	return spi
+}
+
 // SessionHook learns of the clients a Responder serves, on its loop: a
 // cluster of gateways registers them (mif/cluster), and deletes a client
 // here with Responder.Disconnect when it logs in at another gateway. Its

@@ -118,7 +118,7 @@ func TestChildRekeyKeepsSelectors(t *testing.T) {
 	any := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 	req := []wire.Payload{&wire.SA{Proposals: offerESP(espSpecs, 0x1234, true)}, &wire.Nonce{Data: make([]byte, 32)},
 		&wire.TS{Selectors: selectorsFromPrefixes(any)}, &wire.TS{Responder: true, Selectors: selectorsFromPrefixes(any)}}
-	reply, child, fail := answerChildRekey(sa, espSpecs, req, old, false, time.Now())
+	reply, child, fail := answerChildRekey(sa, espSpecs, req, old, false, time.Now(), randomESPSPI)
 	if fail != nil {
 		t.Fatalf("refused: %v", fail)
 	}

@@ -697,7 +697,9 @@ func randomSPI() uint64 {
 	}
 }
 
-// randomESPSPI returns a random SPI of 256 or more.
+// randomESPSPI returns a random SPI of 256 or more. A client draws its
+// inbound SPIs so; a gateway, whose clients share one SPI space, draws
+// among the free ones (Responder.drawInboundSPI).
 func randomESPSPI() uint32 {
 	var b [4]byte
 	for {

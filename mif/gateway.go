@@ -335,6 +335,10 @@ func (g *Gateway) member(client *ike.RemoteClient) (dataplane.GroupMember, error
 	return g.memberAt(client.Local, client.Remote)
 }
 
+// InboundSPIInUse implements ike.InboundSPIs: every client's inbound SAs
+// share the engine's table of SPIs.
+func (g *Gateway) InboundSPIInUse(spi uint32) bool { return g.engine.InboundSPIInUse(spi) }
+
 // InstallChild implements ike.ResponderHandler.
 func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, send bool) error {
 	in, out, err := NewChildSAs(child)

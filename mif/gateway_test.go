@@ -58,6 +58,7 @@ func TestGatewayClientMoved(t *testing.T) {
 	g := &Gateway{listeners: []*listener{l}, kids: map[uint32]*gatewayChild{}, clients: map[*ike.RemoteClient]*gatewayClient{}, log: slog.New(slog.DiscardHandler)}
 	var _ ike.ResponderPathHandler = g
 	var _ ike.ResponderActivity = g
+	var _ ike.InboundSPIs = g
 	moving := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.10:4500")}
 	staying := &ike.RemoteClient{Remote: netip.MustParseAddrPort("192.0.2.11:4500")}
 	for spi, c := range map[uint32]*ike.RemoteClient{1: moving, 2: moving, 3: staying} {
