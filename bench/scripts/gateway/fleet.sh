@@ -13,7 +13,8 @@
 # gateway, 192.0.2.2, the protected network 10.1.0.0/24 with 10.1.0.1 on
 # lo, the pool 10.3.0.0/16). The bench command gets --gateway-pid, so it
 # prints the gateway's memory and CPU per client; --json goes to
-# fleet-GATEWAY-COUNT.json in the current directory.
+# fleet-GATEWAY-COUNT.json in the current directory, the gateway's log to
+# fleet-GATEWAY-COUNT.gateway.log.
 #
 # FLEETS=N splits the clients over N fleet processes (a process holds at most
 # some 19,000 client sockets here: 100,000 clients need six or more), each
@@ -147,6 +148,9 @@ run() {
 	kill -- -"$gwpid" 2>/dev/null || true
 	wait "$gwpid" 2>/dev/null || true
 	gwpid=
+	# The gateway's log (warnings: each refused client with the reason) stays
+	# beside the JSON.
+	cp "$dir/gateway.log" "fleet-$gw-$count.gateway.log"
 	ip netns del gf-cl
 	ip netns del gf-gw
 	return $rc
