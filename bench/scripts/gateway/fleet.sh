@@ -192,6 +192,16 @@ run_fleets() {
 		grep " clients: " "$dir/fleet-$i.log" | sed "s/^/fleet $i: /"
 	done
 	echo "all fleets up: $established of $count established; gateway VmRSS ${before} kB before, ${up} kB with them ($(per_client "$up" "$before" "$established") bytes per client)"
+	# What the gateway refused or dropped, by reason (mifsec status --json).
+	local status
+	if status=$(ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --json 2>&1); then
+		echo "gateway: $(echo "$status" | tr -d ' \n' | grep -o '"ike_failures":{[^}]*}' || echo "no IKE failures counted")"
+	else
+		echo "gateway: mifsec status failed: $(echo "$status" | tail -1)"
+	fi
+	# Datagrams the kernel dropped before the gateway read them (its
+	# sockets' receive buffers full), which no counter of its own sees.
+	echo "gateway namespace: $(ip netns exec gf-gw nstat -az UdpInDatagrams UdpRcvbufErrors UdpInErrors | awk 'NR > 1 { printf "%s %s ", $1, $2 }')"
 	# Read once more just before the first fleet's --hold ends.
 	while :; do
 		n=$(grep -l "held idle" "$dir"/fleet-*.log 2>/dev/null | wc -l)
