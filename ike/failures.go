@@ -16,13 +16,14 @@ const (
 	FailHalfOpenLimit  = "half-open-limit" // IKE_SA_INIT dropped: too many half-open IKE SAs
 	FailDHBudget       = "dh-budget"       // IKE_SA_INIT dropped: Diffie-Hellman budget spent
 	FailUnavailable    = "unavailable"     // TEMPORARY_FAILURE: the gateway could not take the client (full or draining with nowhere to redirect to, redirect.go; or its data plane refused the Child SA)
-	FailInboxFull      = "inbox-full"      // a datagram dropped on arrival: the responder's queue was full (Responder.Deliver)
+	FailInboxFull      = "inbox-full"      // a datagram within an IKE SA dropped on arrival: the responder's queue was full (Responder.Deliver)
+	FailInitQueueFull  = "init-queue-full" // an IKE_SA_INIT dropped on arrival: the responder's queue of new clients' requests was full
 	FailOther          = "other"
 )
 
 // FailureReasons lists every reason a failure is counted under.
 var FailureReasons = []string{FailAuthentication, FailNoProposal, FailTSUnacceptable, FailNoAddress,
-	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailUnavailable, FailInboxFull, FailOther}
+	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailUnavailable, FailInboxFull, FailInitQueueFull, FailOther}
 
 // notifyFailure names the failure an error notification reports.
 func notifyFailure(n wire.NotifyType) string {

@@ -359,10 +359,12 @@ type Responder struct {
 	// everything after it), inits the IKE_SA_INIT requests; the loop
 	// serves inbox first, so a client whose Diffie-Hellman was done is
 	// not starved by new ones when thousands start at once. A datagram
-	// that finds its queue full is dropped and counted (FailInboxFull).
+	// that finds its queue full is dropped and counted (FailInboxFull,
+	// FailInitQueueFull).
 	inbox     chan inbound
 	inits     chan inbound
 	inboxDrop atomic.Uint64
+	initsDrop atomic.Uint64
 	calls     chan func()
 
 	sas       map[saKey]*rSA
@@ -523,14 +525,14 @@ const (
 // It copies data and never blocks: when the responder is behind, the
 // datagram is dropped, as the network might have, and counted.
 func (r *Responder) Deliver(data []byte, local netip.Addr, from netip.AddrPort, natT bool) {
-	q, at := r.inbox, time.Time{}
+	q, at, drops := r.inbox, time.Time{}, &r.inboxDrop
 	if len(data) < 16 || binary.BigEndian.Uint64(data[8:16]) == 0 {
-		q, at = r.inits, r.cfg.Now() // no responder's SPI: an IKE_SA_INIT, whose arrival its cookie demand goes by
+		q, at, drops = r.inits, r.cfg.Now(), &r.initsDrop // no responder's SPI: an IKE_SA_INIT, whose arrival its cookie demand goes by
 	}
 	select {
 	case q <- inbound{data: slices.Clone(data), local: local, from: from, natT: natT, at: at}:
 	default:
-		r.inboxDrop.Add(1)
+		drops.Add(1)
 	}
 }
 
@@ -669,8 +671,12 @@ func (r *Responder) Pools(ctx context.Context) []PoolStatus {
 func (r *Responder) Failures(ctx context.Context) map[string]uint64 {
 	var out map[string]uint64
 	r.do(ctx, func() { out = maps.Clone(r.failures) })
-	if n := r.inboxDrop.Load(); n > 0 && out != nil {
-		out[FailInboxFull] = n
+	if out != nil {
+		for reason, n := range map[string]uint64{FailInboxFull: r.inboxDrop.Load(), FailInitQueueFull: r.initsDrop.Load()} {
+			if n > 0 {
+				out[reason] = n
+			}
+		}
 	}
 	return out
 }

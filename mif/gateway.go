@@ -558,9 +558,11 @@ func (g *Gateway) Status(ctx context.Context) GatewayStatus {
 	st.RxPackets, st.RxBytes = s.RxPackets.Load(), s.RxBytes.Load()
 	st.Drops = dropSnapshot(s)
 	st.InboundSAs, st.Goroutines = g.engine.InboundSAs(), runtime.NumGoroutine()
-	clients := g.resp.Clients(ctx)
-	st.Pools = g.resp.Pools(ctx)
+	// The counters before the client list: on a loaded gateway with many
+	// clients the list may take what is left of ctx.
 	st.IKEFailures = g.resp.Failures(ctx)
+	st.Pools = g.resp.Pools(ctx)
+	clients := g.resp.Clients(ctx)
 	if g.cfg.Cluster != nil {
 		cs := g.cfg.Cluster.Status()
 		st.Cluster = &cs

@@ -199,9 +199,12 @@ run_fleets() {
 	else
 		echo "gateway: mifsec status failed: $(echo "$status" | tail -1)"
 	fi
-	# Datagrams the kernel dropped before the gateway read them (its
-	# sockets' receive buffers full), which no counter of its own sees.
-	echo "gateway namespace: $(ip netns exec gf-gw nstat -az UdpInDatagrams UdpRcvbufErrors UdpInErrors | awk 'NR > 1 { printf "%s %s ", $1, $2 }')"
+	# Datagrams the kernel dropped before the gateway or a client read them
+	# (a socket's receive buffer full), which no counter of theirs sees.
+	local ns
+	for ns in gf-gw gf-cl; do
+		echo "namespace $ns: $(ip netns exec $ns nstat -az UdpInDatagrams UdpOutDatagrams UdpRcvbufErrors UdpInErrors UdpNoPorts UdpMemErrors UdpSndbufErrors | awk 'NR > 1 { printf "%s %s ", $1, $2 }')"
+	done
 	# Read once more just before the first fleet's --hold ends.
 	while :; do
 		n=$(grep -l "held idle" "$dir"/fleet-*.log 2>/dev/null | wc -l)
