@@ -398,11 +398,11 @@ const ikeHeaderLen = 28
 // the IKE SA from another copy and the client take its answer for the
 // answer to the request it signs:
 //   - a copy of the first request, handled once the gateway no longer
-//     asked for cookies (TestAuthOverCookieRetry);
+//     asked for cookies (TestAuthOverCookieRetry, "late first request");
 //   - the retry with the cookie of the secret before the last change, when
 //     a copy of the first request handled after the change was asked for
 //     the new secret's cookie and the client retried again with that
-//     (TestAuthOverCookieRetryAcrossSecretChange).
+//     (TestAuthOverCookieRetry, "secret change").
 //
 // Either way the client's AUTH was refused (AUTHENTICATION_FAILED, "the
 // gateway rejected our credentials": 30-413 of 100,000 fleet clients of an

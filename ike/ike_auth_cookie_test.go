@@ -37,31 +37,6 @@ func (c *lateFirstRequest) Send(msg []byte, to netip.AddrPort, natT bool) error 
 	return c.clientSide.Send(msg, to, natT)
 }
 
-// TestAuthOverCookieRetry: a client asked for a cookie retries with it and
-// signs the retry; the gateway, no longer asking for cookies, made the IKE
-// SA from a late copy of the first request. The client must get in, as it
-// does when the retry itself makes the SA (before: AUTHENTICATION_FAILED,
-// "the gateway rejected our credentials", to 30-400 of 100,000 clients of
-// an overloaded gateway).
-func TestAuthOverCookieRetry(t *testing.T) {
-	psk := []byte("the key both ends have")
-	w, _ := startResponder(t, ResponderConfig{PSK: psk})
-	w.r.do(context.Background(), func() { w.r.cookiesUntil = time.Now().Add(time.Hour) })
-	a := netip.MustParseAddr("192.0.2.50")
-	tr := &lateFirstRequest{clientSide: clientSide{w, a}}
-	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
-	s := w.attach(t, a, SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), RemoteID: mustID(t, "gw.mifsec.test"),
-		PSK: psk, IKE: ikeP, ESP: espP, RequestIPv4: true,
-		Retransmit: RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}}, tr, &childLog{})
-	connect(t, s, true)
-	if !tr.raced {
-		t.Fatal("the gateway never asked for a cookie: the race was not staged")
-	}
-	if st := clients(t, w); len(st) != 1 {
-		t.Errorf("%d clients, want 1", len(st))
-	}
-}
-
 // secretChangeBetweenCookies is a client transport that stages the race
 // of a gateway changing its cookie secret while its queue is long: the
 // client's first retry with a cookie is held back, the secret changes,
@@ -96,26 +71,56 @@ func (c *secretChangeBetweenCookies) Send(msg []byte, to netip.AddrPort, natT bo
 	return c.clientSide.Send(msg, to, natT)
 }
 
-// TestAuthOverCookieRetryAcrossSecretChange: the client signs its retry
-// with the new secret's cookie, the gateway made the IKE SA from its
-// retry with the previous secret's. Before: AUTHENTICATION_FAILED, to
-// some hundred clients of an overloaded gateway at each secret change.
-func TestAuthOverCookieRetryAcrossSecretChange(t *testing.T) {
-	psk := []byte("the key both ends have")
-	w, _ := startResponder(t, ResponderConfig{PSK: psk})
-	w.r.do(context.Background(), func() { w.r.cookiesUntil = time.Now().Add(time.Hour) })
-	a := netip.MustParseAddr("192.0.2.51")
-	tr := &secretChangeBetweenCookies{clientSide: clientSide{w, a}}
-	ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
-	s := w.attach(t, a, SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), RemoteID: mustID(t, "gw.mifsec.test"),
-		PSK: psk, IKE: ikeP, ESP: espP, RequestIPv4: true,
-		Retransmit: RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}}, tr, &childLog{})
-	connect(t, s, true)
-	if tr.held == nil {
-		t.Fatal("the gateway never asked for a cookie: the race was not staged")
-	}
-	if st := clients(t, w); len(st) != 1 {
-		t.Errorf("%d clients, want 1", len(st))
+// cookieRace is a client transport that stages a race; staged reports
+// whether it did.
+type cookieRace interface {
+	Transport
+	staged() bool
+}
+
+func (c *lateFirstRequest) staged() bool           { return c.raced }
+func (c *secretChangeBetweenCookies) staged() bool { return c.held != nil }
+
+// TestAuthOverCookieRetry: a client asked for a cookie signs its last
+// retry; an overloaded gateway, whose queue holds older copies, made the
+// IKE SA from another request the client sent. The client must get in, as
+// it does when its last retry makes the SA (before: AUTHENTICATION_FAILED,
+// "the gateway rejected our credentials", to 30-413 of 100,000 clients of
+// an overloaded gateway):
+//   - late first request: the IKE SA made from a copy of the first
+//     request, handled once the gateway no longer asked for cookies;
+//   - secret change: the client signed its retry with the new secret's
+//     cookie, the IKE SA was made from its retry with the previous one's.
+func TestAuthOverCookieRetry(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stage func(clientSide) cookieRace
+	}{
+		{"late first request", func(c clientSide) cookieRace {
+			return &lateFirstRequest{clientSide: c}
+		}},
+		{"secret change", func(c clientSide) cookieRace {
+			return &secretChangeBetweenCookies{clientSide: c}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			psk := []byte("the key both ends have")
+			w, _ := startResponder(t, ResponderConfig{PSK: psk})
+			w.r.do(context.Background(), func() { w.r.cookiesUntil = time.Now().Add(time.Hour) })
+			a := netip.MustParseAddr("192.0.2.50")
+			tr := tc.stage(clientSide{w, a})
+			ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
+			s := w.attach(t, a, SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), RemoteID: mustID(t, "gw.mifsec.test"),
+				PSK: psk, IKE: ikeP, ESP: espP, RequestIPv4: true,
+				Retransmit: RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}}, tr, &childLog{})
+			connect(t, s, true)
+			if !tr.staged() {
+				t.Fatal("the gateway never asked for a cookie: the race was not staged")
+			}
+			if st := clients(t, w); len(st) != 1 {
+				t.Errorf("%d clients, want 1", len(st))
+			}
+		})
 	}
 }
 
