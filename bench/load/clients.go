@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -73,6 +74,13 @@ type ClientsConfig struct {
 	// Timeout bounds each client's handshake and, separately, its echo;
 	// 0 means 10 s.
 	Timeout time.Duration
+	// Retry, when set, makes a client whose connection attempt fails (its
+	// gateway silent or busy) start a new one after a pause, as a
+	// service manager restarts mifsec connect, until Timeout has passed
+	// since its first: Retry at first, then twice the last up to 8 times
+	// Retry, each jittered by up to a quarter. A refused key or proposal
+	// is not retried. 0: one attempt.
+	Retry time.Duration
 	// StartRate starts that many clients a second (client i at i/StartRate
 	// after the start) instead of all at once (0): a gateway whose
 	// admissions wait for etcd takes a few hundred a second, and clients
@@ -97,6 +105,7 @@ type ClientResult struct {
 	Established time.Duration  // from the fleet's start until its Child SA was up
 	EchoRTT     time.Duration  // the echo that passed through the tunnel
 	Echoes      int            // echo requests sent until one was answered
+	Attempts    int            // connection attempts (Retry), 1 without
 	TrafficOK   bool
 	Err         error
 }
@@ -104,6 +113,9 @@ type ClientResult struct {
 // ClientsReport sums up a fleet.
 type ClientsReport struct {
 	Count, Established, TrafficOK int
+	// Retried counts the established clients that needed more than one
+	// attempt (ClientsConfig.Retry).
+	Retried int
 	// All is the time from the start until the last client was
 	// established (0 when some never were).
 	All                                      time.Duration
@@ -121,6 +133,9 @@ func (r ClientsReport) String() string {
 		r.Count, r.Established, all, r.TrafficOK,
 		r.HandshakeP50.Round(time.Millisecond), r.HandshakeP99.Round(time.Millisecond), r.HandshakeMax.Round(time.Millisecond),
 		r.EchoP50.Round(100*time.Microsecond), r.EchoMax.Round(100*time.Microsecond))
+	if r.Retried > 0 {
+		s += fmt.Sprintf("; %d established after more than one attempt", r.Retried)
+	}
 	if len(r.Errors) > 0 {
 		s += "; errors: " + strings.Join(r.Errors, "; ")
 	}
@@ -279,15 +294,8 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 	if len(cfg.Gateways) > 0 {
 		scfg.WaitToConnect, scfg.ReconnectDelay = moveOn, roamReconnectDelay
 	}
-	s, err := ike.NewSession(scfg, c, c)
-	if err != nil {
-		res.Err = err
-		return
-	}
-	c.sess.Store(s)
 	hctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	t0 := time.Now()
-	err = s.Connect(hctx)
+	s, t0, err := c.attempt(hctx, scfg, res)
 	cancel()
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		err = fmt.Errorf("no IKE SA with %s within %v", scfg.Remote, cfg.Timeout)
@@ -311,6 +319,32 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 	res.TrafficOK = res.Err == nil
 	readyOnce()
 	<-done
+}
+
+// attempt connects a new session, and with Retry again after each failed
+// attempt until ctx ends. It returns the session that connected and when
+// its attempt began.
+func (c *fleetClient) attempt(ctx context.Context, scfg ike.SessionConfig, res *ClientResult) (*ike.Session, time.Time, error) {
+	pause := c.cfg.Retry
+	for {
+		s, err := ike.NewSession(scfg, c, c)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		c.sess.Store(s)
+		res.Attempts++
+		t0 := time.Now()
+		err = s.Connect(ctx)
+		if err == nil || c.cfg.Retry <= 0 || ctx.Err() != nil || errors.Is(err, ike.ErrAuthFailed) || errors.Is(err, ike.ErrNoProposalChosen) {
+			return s, t0, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, time.Time{}, err
+		case <-time.After(pause + rand.N(pause/4+1)):
+		}
+		pause = min(2*pause, 8*c.cfg.Retry)
+	}
 }
 
 // ping sends echo requests through the tunnel, one a second, until one is
@@ -566,6 +600,9 @@ func summarizeClients(results []ClientResult) ClientsReport {
 	for _, c := range results {
 		if c.Handshake > 0 {
 			r.Established++
+			if c.Attempts > 1 {
+				r.Retried++
+			}
 			hs = append(hs, c.Handshake)
 			r.All = max(r.All, c.Established)
 		}

@@ -41,6 +41,7 @@ distribution and how many passed traffic; the clients then delete their IKE SAs 
 			&cli.StringFlag{Name: "ike", Value: "aes256gcm16-prfsha256-x25519", Usage: "IKE `PROPOSALS`"},
 			&cli.StringFlag{Name: "esp", Value: "aes256gcm16", Usage: "ESP `PROPOSALS`"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "per client, for the handshake and for the echo"},
+			&cli.DurationFlag{Name: "retry", Usage: "a client whose connection attempt fails (gateway silent or busy) tries again after `DURATION`, then doubling up to 8 times that, until --timeout, as a service manager restarts mifsec connect (default: one attempt)"},
 			&cli.DurationFlag{Name: "dpd", Value: 10 * time.Second, Usage: "each client checks the gateway is alive after `DURATION` without an IKE message from it, as mifsec connect --dpd"},
 			&cli.DurationFlag{Name: "hold", Usage: "keep the clients up this long before deleting their IKE SAs (with --gateway-pid, the gateway's memory is read again at its end)"},
 			&cli.Float64Flag{Name: "rate", Usage: "start `N` clients a second (default: all at once)"},
@@ -93,6 +94,7 @@ type benchClientResult struct {
 	Established time.Duration `json:"established_ns"`
 	EchoRTT     time.Duration `json:"echo_rtt_ns"`
 	Echoes      int           `json:"echoes"`
+	Attempts    int           `json:"attempts"`
 	TrafficOK   bool          `json:"traffic_ok"`
 	Error       string        `json:"error,omitempty"`
 }
@@ -171,6 +173,9 @@ func parseBenchClients(c *cli.Context) (load.ClientsConfig, error) {
 	}
 	if cfg.Timeout = c.Duration("timeout"); cfg.Timeout <= 0 {
 		return cfg, errors.New("--timeout must be positive")
+	}
+	if cfg.Retry = c.Duration("retry"); cfg.Retry < 0 {
+		return cfg, errors.New("--retry must not be negative")
 	}
 	if cfg.StartRate = c.Float64("rate"); cfg.StartRate < 0 {
 		return cfg, errors.New("--rate must not be negative")
@@ -326,7 +331,7 @@ func runBenchClients(c *cli.Context) error {
 		out := benchClientsReport{Report: rep, Gateway: gw, Traffic: traffic}
 		for _, r := range results {
 			br := benchClientResult{ID: r.ID, Local: r.Local.String(), Handshake: r.Handshake, Established: r.Established,
-				EchoRTT: r.EchoRTT, Echoes: r.Echoes, TrafficOK: r.TrafficOK}
+				EchoRTT: r.EchoRTT, Echoes: r.Echoes, Attempts: r.Attempts, TrafficOK: r.TrafficOK}
 			if r.Address.IsValid() {
 				br.Address = r.Address.String()
 			}

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -439,6 +440,46 @@ func TestBenchClientsCommand(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "0 of 2 clients established") {
 		t.Fatalf("against no gateway: %v", err)
+	}
+}
+
+// TestFleetRetry: clients whose gateway drops their first requests (its
+// IKE port closed by nftables for a while) give up after their one
+// attempt; with Retry they try again, as a restarted mifsec connect does,
+// and all get in once it answers.
+func TestFleetRetry(t *testing.T) {
+	testenv.RequireCommand(t, "nft")
+	const psk = "a secret every client shares"
+	s := startScaleGateway(t, "--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk))
+	// Two quick tries: an attempt fails within some 0.3 s.
+	quick := ike.RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 2}
+	for _, tc := range []struct {
+		name  string
+		retry time.Duration
+		want  int
+	}{{"one attempt", 0, 0}, {"retry", 200 * time.Millisecond, 4}} {
+		t.Run(tc.name, func(t *testing.T) {
+			testenv.Exec(t, s.gw, "nft", "add table inet fleetretry; add chain inet fleetretry in { type filter hook input priority 0; }; add rule inet fleetretry in udp dport 500 drop")
+			opened := time.AfterFunc(1500*time.Millisecond, func() {
+				exec.Command("ip", "netns", "exec", s.gw, "nft", "delete table inet fleetretry").Run()
+			})
+			defer func() {
+				if opened.Stop() {
+					testenv.Exec(t, s.gw, "nft", "delete table inet fleetretry")
+				}
+			}()
+			f := s.startFleet(t, load.ClientsConfig{Count: 4, PSK: []byte(psk), Retransmit: quick, Retry: tc.retry, Timeout: 10 * time.Second})
+			rep := f.Report()
+			t.Logf("%v", rep)
+			if rep.Established != tc.want || rep.TrafficOK != tc.want {
+				t.Fatalf("%d clients established, %d passed traffic; want %d", rep.Established, rep.TrafficOK, tc.want)
+			}
+			if tc.retry > 0 && rep.Retried != tc.want {
+				t.Errorf("%d clients established after more than one attempt, want all %d", rep.Retried, tc.want)
+			}
+			f.Close()
+			s.waitClients(t, 0, 10*time.Second)
+		})
 	}
 }
 
