@@ -624,6 +624,14 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 	return out
 }
 
+// ClientCount returns how many clients are connected; 0 when ctx ends
+// before the loop answers.
+func (r *Responder) ClientCount(ctx context.Context) int {
+	var n int
+	r.do(ctx, func() { n = len(r.clients) })
+	return n
+}
+
 // Disconnect deletes the IKE SAs of the clients whose identity is id
 // (telling each) with their Child SAs and leases, and returns how many
 // went; why says it in the log: for a host that holds two IKE SAs with

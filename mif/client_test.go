@@ -95,8 +95,9 @@ func TestControlSocketRequests(t *testing.T) {
 	stopped := make(chan struct{}, 1)
 	path := filepath.Join(t.TempDir(), "s.sock")
 	if _, err := ServeControl(ctx, path, Control{
-		Status: func() any { return map[string]int{"tx_packets": 7} },
-		Stop:   func() { stopped <- struct{}{} },
+		Status:  func() any { return map[string]int{"tx_packets": 7} },
+		Summary: func() any { return map[string]int{"client_count": 7} },
+		Stop:    func() { stopped <- struct{}{} },
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +109,8 @@ func TestControlSocketRequests(t *testing.T) {
 		name, path, send, want string
 	}{
 		{"status", path, "status\n", `{"tx_packets":7}`},
+		{"summary", path, "summary\n", `{"client_count":7}`},
+		{"summary of an instance without one", noStop, "summary\n", `"x"`},
 		{"nothing sent", path, "", `{"tx_packets":7}`},
 		{"unknown", path, "restart\n", `{"stopping":false,"error":"unknown request \"restart\""}`},
 		{"stop refused", noStop, "stop\n", `{"stopping":false,"error":"this instance cannot be stopped through its control socket"}`},

@@ -260,6 +260,7 @@ and their clients instead.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "tun", Usage: "the instance's TUN interface `NAME`"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "summary", Usage: "a gateway's counters, pools and number of clients, without the list of clients (quick with 100,000)"},
 			&cli.BoolFlag{Name: "cluster", Usage: "list every gateway of the cluster with its clients, read from etcd (--cluster-etcd, or the running gateway's)"},
 			&cli.StringSliceFlag{Name: "cluster-etcd", Usage: "the cluster's etcd, `URL[,URL]`, for --cluster"},
 			profileDirFlag(),

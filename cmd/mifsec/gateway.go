@@ -310,12 +310,17 @@ func runGateway(c *cli.Context) error {
 		defer cancel()
 		return g.Status(ctx)
 	}
+	summary := func() any {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return g.Summary(ctx)
+	}
 	drain := func() (int, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return g.DrainClients(ctx)
 	}
-	inst, stop := startInstance(c.Context, cfg.TUN.Name, mif.Control{Status: func() any { return status() }, Drain: drain})
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, mif.Control{Status: func() any { return status() }, Summary: summary, Drain: drain})
 	defer stop()
 	// Its sockets are listening: it is ready.
 	go inst.report(2*time.Second, func() (bool, string) {
@@ -488,7 +493,7 @@ func reloadEAPUsers(c *cli.Context, g *mif.Gateway) {
 }
 
 func printGatewayStatus(st mif.GatewayStatus) {
-	fmt.Printf("gateway on %s, TUN %s: %d clients\n", st.Listen, st.Interface, len(st.Clients))
+	fmt.Printf("gateway on %s, TUN %s: %d clients\n", st.Listen, st.Interface, st.ClientCount)
 	switch r := st.Redirect; {
 	case r.Draining:
 		fmt.Printf("  draining: takes no new client; %d clients redirected to other gateways\n", r.Redirected)

@@ -100,7 +100,18 @@ func (s *scaleGateway) waitStatus(t *testing.T) {
 
 func (s *scaleGateway) status(t *testing.T) mif.GatewayStatus {
 	t.Helper()
-	raw, err := mif.ReadStatus(mif.ControlSocket(s.tun))
+	return s.readStatus(t, mif.ReadStatus)
+}
+
+// summary reads the gateway's status without the list of clients.
+func (s *scaleGateway) summary(t *testing.T) mif.GatewayStatus {
+	t.Helper()
+	return s.readStatus(t, mif.ReadSummary)
+}
+
+func (s *scaleGateway) readStatus(t *testing.T, read func(string) (json.RawMessage, error)) mif.GatewayStatus {
+	t.Helper()
+	raw, err := read(mif.ControlSocket(s.tun))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,8 +197,14 @@ func (s *scaleGateway) checkFleet(t *testing.T, f *load.Fleet, n int, limit time
 		t.Errorf("%d of %d clients passed traffic", rep.TrafficOK, n)
 	}
 	st := s.status(t)
-	if len(st.Clients) != n {
-		t.Fatalf("gateway status shows %d clients, want %d", len(st.Clients), n)
+	if len(st.Clients) != n || st.ClientCount != n {
+		t.Fatalf("gateway status shows %d clients (counted %d), want %d", len(st.Clients), st.ClientCount, n)
+	}
+	// The summary counts them without listing them; its counters are the
+	// status's.
+	if sum := s.summary(t); sum.ClientCount != n || sum.Clients != nil || sum.InboundSAs != st.InboundSAs || len(sum.Pools) != len(st.Pools) {
+		t.Errorf("summary: %d clients counted, %d listed, %d inbound SAs, %d pools; want %d, none, %d, %d",
+			sum.ClientCount, len(sum.Clients), sum.InboundSAs, len(sum.Pools), n, st.InboundSAs, len(st.Pools))
 	}
 	seen := map[string]bool{}
 	for _, c := range st.Clients {

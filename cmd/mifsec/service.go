@@ -197,7 +197,7 @@ func downCommand() *cli.Command {
 				return err
 			}
 			sock := mif.ControlSocket(p.tun)
-			if _, err := mif.ReadStatus(sock); err != nil {
+			if _, err := mif.ReadSummary(sock); err != nil {
 				return fmt.Errorf("profile %s is not running: nothing answers on %s (its TUN %s)", p.name, sock, p.tun)
 			}
 			if err := mif.Stop(sock, c.Duration("timeout")); err != nil {
@@ -210,15 +210,15 @@ func downCommand() *cli.Command {
 }
 
 // runningInstances returns the status of every instance whose control
-// socket answers, by TUN name.
-func runningInstances() (map[string]json.RawMessage, error) {
+// socket answers, by TUN name, as read reads it.
+func runningInstances(read func(path string) (json.RawMessage, error)) (map[string]json.RawMessage, error) {
 	socks, err := filepath.Glob(filepath.Join(mif.ControlDir, "*.sock"))
 	if err != nil {
 		return nil, err
 	}
 	running := map[string]json.RawMessage{}
 	for _, s := range socks {
-		if raw, err := mif.ReadStatus(s); err == nil {
+		if raw, err := read(s); err == nil {
 			running[strings.TrimSuffix(filepath.Base(s), ".sock")] = raw
 		}
 	}
@@ -227,8 +227,12 @@ func runningInstances() (map[string]json.RawMessage, error) {
 
 // instanceStatuses finds the instances `mifsec status` shows: the
 // profile's given as the argument, the one on --tun, or else every
-// running one.
+// running one; with --summary, without a gateway's list of clients.
 func instanceStatuses(c *cli.Context) (map[string]json.RawMessage, error) {
+	read := mif.ReadStatus
+	if c.Bool("summary") {
+		read = mif.ReadSummary
+	}
 	args, err := commandArgs(c)
 	if err != nil {
 		return nil, err
@@ -246,19 +250,19 @@ func instanceStatuses(c *cli.Context) (map[string]json.RawMessage, error) {
 		if err := p.controlled(); err != nil {
 			return nil, err
 		}
-		raw, err := mif.ReadStatus(mif.ControlSocket(p.tun))
+		raw, err := read(mif.ControlSocket(p.tun))
 		if err != nil {
 			return nil, fmt.Errorf("profile %s is not running: %w", p.name, err)
 		}
 		return map[string]json.RawMessage{p.tun: raw}, nil
 	case c.IsSet("tun"):
-		raw, err := mif.ReadStatus(mif.ControlSocket(c.String("tun")))
+		raw, err := read(mif.ControlSocket(c.String("tun")))
 		if err != nil {
 			return nil, err
 		}
 		return map[string]json.RawMessage{c.String("tun"): raw}, nil
 	}
-	running, err := runningInstances()
+	running, err := runningInstances(read)
 	if err == nil && len(running) == 0 {
 		err = fmt.Errorf("no mifsec instance is running (no control socket in %s answers)", mif.ControlDir)
 	}

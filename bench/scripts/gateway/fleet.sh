@@ -194,7 +194,7 @@ run_fleets() {
 	echo "all fleets up: $established of $count established; gateway VmRSS ${before} kB before, ${up} kB with them ($(per_client "$up" "$before" "$established") bytes per client)"
 	# What the gateway refused or dropped, by reason (mifsec status --json).
 	local status
-	if status=$(ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --json 2>&1); then
+	if status=$(ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --summary --json 2>&1); then
 		echo "gateway: $(echo "$status" | tr -d ' \n' | grep -o '"ike_failures":{[^}]*}' || echo "no IKE failures counted")"
 	else
 		echo "gateway: mifsec status failed: $(echo "$status" | tail -1)"
