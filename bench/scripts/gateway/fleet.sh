@@ -159,6 +159,10 @@ run() {
 # rss prints the gateway's VmRSS in kB.
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$gwpid/status"; }
 
+# gateway_clients prints how many clients the gateway holds (its status
+# summary's client_count).
+gateway_clients() { ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --summary --json 2>/dev/null | tr -d ' \n' | sed -n 's/.*"client_count":\([0-9]*\).*/\1/p'; }
+
 # per_client KB BEFORE CLIENTS prints the growth from BEFORE to KB in bytes
 # per client.
 per_client() { echo $(( ($1 - $2) * 1024 / ($3 > 0 ? $3 : 1) )); }
@@ -195,7 +199,7 @@ run_fleets() {
 	# What the gateway refused or dropped, by reason (mifsec status --json).
 	local status
 	if status=$(ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --summary --json 2>&1); then
-		echo "gateway: $(echo "$status" | tr -d ' \n' | grep -o '"ike_failures":{[^}]*}' || echo "no IKE failures counted")"
+		echo "gateway: $(echo "$status" | tr -d ' \n' | grep -o '"client_count":[0-9]*'), $(echo "$status" | tr -d ' \n' | grep -o '"ike_failures":{[^}]*}' || echo "no IKE failures counted")"
 	else
 		echo "gateway: mifsec status failed: $(echo "$status" | tail -1)"
 	fi
@@ -210,9 +214,10 @@ run_fleets() {
 		n=$(grep -l "held idle" "$dir"/fleet-*.log 2>/dev/null | wc -l)
 		if [ "$n" -gt 0 ] || ! kill -0 "${pids[0]}" 2>/dev/null; then break; fi
 		held=$(rss)
+		held_clients=$(gateway_clients)
 		sleep 1
 	done
-	[ -n "${held:-}" ] && echo "held: gateway VmRSS ${held} kB with the $established clients ($(per_client "$held" "$before" "$established") bytes per client)"
+	[ -n "${held:-}" ] && echo "held: gateway VmRSS ${held} kB with the $established clients ($(per_client "$held" "$before" "$established") bytes per client); the gateway held ${held_clients:-?} clients"
 	local rc=0
 	for p in "${pids[@]}"; do wait "$p" || rc=1; done
 	return $rc
