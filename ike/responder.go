@@ -290,21 +290,24 @@ type rClient struct {
 	established time.Time
 	ikeRekeys   int
 	childRekeys int
-	pending     *rRequest        // the request we started and await the answer to
-	espSeen     uint64           // ESP packets its Child SAs had received at the last read
-	lastESP     time.Time        // when espSeen last grew
-	espRead     time.Time        // when espSeen was last read
-	dpdChecks   int              // liveness checks the gateway started
-	mob         clientMobility   // MOBIKE and MIF (mobike.go)
-	psk         []byte           // the pre-shared key it authenticated with; nil for a certificate
-	authFrom    []netip.AddrPort // where its authenticated messages came from lately, newest first
-	accounted   *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
-	key         string           // ID's text (ID is canonical): the key of per-identity tables
-	registered  bool             // ResponderConfig.Sessions knows it (ClientUp)
-	dropped     bool             // dropClient removed it
-	slot        int              // its index in Responder.clients while it is held
-	due         time.Time        // its next visit by the tick (timers.go)
-	timer       int              // its index in Responder.timers plus one (0: none)
+	pending     *rRequest // the request we started and await the answer to
+	espSeen     uint64    // ESP packets its Child SAs had received at the last read
+	lastESP     time.Time // when espSeen last grew
+	espRead     time.Time // when espSeen was last read
+	dpdChecks   int       // liveness checks the gateway started
+	// dpdExcused counts the unanswered liveness checks in a row that the
+	// gateway's own full queue may explain (checkLiveness).
+	dpdExcused int
+	mob        clientMobility   // MOBIKE and MIF (mobike.go)
+	psk        []byte           // the pre-shared key it authenticated with; nil for a certificate
+	authFrom   []netip.AddrPort // where its authenticated messages came from lately, newest first
+	accounted  *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
+	key        string           // ID's text (ID is canonical): the key of per-identity tables
+	registered bool             // ResponderConfig.Sessions knows it (ClientUp)
+	dropped    bool             // dropClient removed it
+	slot       int              // its index in Responder.clients while it is held
+	due        time.Time        // its next visit by the tick (timers.go)
+	timer      int              // its index in Responder.timers plus one (0: none)
 	// sas are its IKE SAs in r.sas (the current one, and one being
 	// rekeyed or replaced): dropClient deletes them without a walk of
 	// every client's.

@@ -921,6 +921,10 @@ type activeLog struct {
 
 func (l *activeLog) Received(*RemoteClient, *ChildSA) uint64 { return l.received.Load() }
 
+// inboxDropped counts a datagram dropped from the responder's full queue,
+// as Deliver does.
+func (w *memWire) inboxDropped() { w.r.inboxDrop.Add(1) }
+
 func (w *memWire) requestsOf(e wire.ExchangeType) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -1116,6 +1120,36 @@ func TestResponderDPD(t *testing.T) {
 					t.Errorf("%d IKE SAs left", len(w.r.sas))
 				}
 			})
+		})
+	})
+	t.Run("overloaded gateway checks again", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w, _ := startResponder(t, ResponderConfig{PSK: []byte("k"), DPD: dpd})
+			s, _ := w.newClient(t, "192.0.2.33", SessionConfig{PSK: []byte("k")})
+			connect(t, s, true) // its session never runs: nothing answers
+			// The gateway's queue keeps overflowing: any answer might
+			// have been lost there.
+			overloaded := func(d time.Duration) {
+				for range int(d / time.Second) {
+					w.inboxDropped()
+					time.Sleep(time.Second)
+				}
+			}
+			overloaded(55 * time.Second)
+			synctest.Wait()
+			if n := len(clients(t, w)); n != 1 {
+				t.Fatalf("%d clients at 55 s: a check the gateway's full queue may have swallowed dropped the client", n)
+			}
+			// Three checks excused, the fourth not: a dead client goes
+			// while the overload lasts.
+			overloaded(3 * 60 * time.Second)
+			synctest.Wait()
+			if n := len(clients(t, w)); n != 0 {
+				t.Fatalf("%d clients after 235 s of overload: the silent client was never dropped", n)
+			}
+			if n := w.requestsOf(wire.INFORMATIONAL); n != 20 {
+				t.Errorf("%d INFORMATIONAL requests sent, want 20 (four checks of five tries)", n)
+			}
 		})
 	})
 	t.Run("ESP is a sign of life", func(t *testing.T) {
