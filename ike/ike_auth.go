@@ -357,9 +357,13 @@ func (r *Responder) forget(sa *rSA) {
 // request, and when that fails, over the other requests the client may
 // have signed instead (cookieRetries); the error is the first request's.
 func (r *Responder) verifyClient(sa *rSA, id Identity, auth *wire.Auth, req []wire.Payload) error {
+	verify, err := r.clientVerifier(id, auth, req, sa.keys.prf.Sum)
+	if err != nil {
+		return err
+	}
 	var first error
 	if r.signedOver(sa, func(initReq []byte) bool {
-		err := r.verifyClientOver(sa, initReq, id, auth, req)
+		err := verify(initiatorSignedOctets(sa.keys.prf.Sum, initReq, sa.nr, sa.keys.SKpi, id.PayloadBody()))
 		if first == nil {
 			first = err
 		}
@@ -468,25 +472,28 @@ func withCookie(m, ck []byte) []byte {
 	return append(b, m[ikeHeaderLen:]...)
 }
 
-// verifyClientOver checks the client's AUTH payload over the IKE_SA_INIT
-// request initReq.
-func (r *Responder) verifyClientOver(sa *rSA, initReq []byte, id Identity, auth *wire.Auth, req []wire.Payload) error {
-	octets := initiatorSignedOctets(sa.keys.prf.Sum, initReq, sa.nr, sa.keys.SKpi, id.PayloadBody())
+// clientVerifier returns what checks the client's AUTH payload over the
+// octets it signed: its identity's pre-shared key, or the public key of
+// its certificate, whose chain is verified here, once for every request
+// the client may have signed (verifyClient).
+func (r *Responder) clientVerifier(id Identity, auth *wire.Auth, req []wire.Payload, prf func(key, data []byte) []byte) (func(octets []byte) error, error) {
 	if auth.Method == wire.AuthPSK {
 		psk := r.pskFor(id)
 		if len(psk) == 0 {
 			if len(r.cfg.ClientPSKs) > 0 {
-				return errors.New("it used a pre-shared key, the gateway has none for its identity")
+				return nil, errors.New("it used a pre-shared key, the gateway has none for its identity")
 			}
-			return errors.New("it used a pre-shared key, the gateway expects a certificate")
+			return nil, errors.New("it used a pre-shared key, the gateway expects a certificate")
 		}
-		if verifyPSKAuth(sa.keys.prf.Sum, psk, octets, auth.Data) != nil {
-			return errors.New("its AUTH does not match the pre-shared key")
-		}
-		return nil
+		return func(octets []byte) error {
+			if verifyPSKAuth(prf, psk, octets, auth.Data) != nil {
+				return errors.New("its AUTH does not match the pre-shared key")
+			}
+			return nil
+		}, nil
 	}
 	if r.cfg.CAs == nil {
-		return errors.New("it used a certificate, but no CA is configured")
+		return nil, errors.New("it used a certificate, but no CA is configured")
 	}
 	var certs [][]byte
 	for _, p := range req {
@@ -495,16 +502,18 @@ func (r *Responder) verifyClientOver(sa *rSA, initReq []byte, id Identity, auth 
 		}
 	}
 	if len(certs) == 0 {
-		return errors.New("it sent no certificate")
+		return nil, errors.New("it sent no certificate")
 	}
 	peer, err := r.cfg.CAs.VerifyPeer(certs[0], certs[1:], id, r.cfg.Now())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := Verify(peer.PublicKey, auth.Method, auth.Data, octets); err != nil {
-		return fmt.Errorf("its signature: %w", err)
-	}
-	return nil
+	return func(octets []byte) error {
+		if err := Verify(peer.PublicKey, auth.Method, auth.Data, octets); err != nil {
+			return fmt.Errorf("its signature: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // canonicalPSKs checks per-client keys (no empty key, identities that

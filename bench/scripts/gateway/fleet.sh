@@ -159,9 +159,13 @@ run() {
 # rss prints the gateway's VmRSS in kB.
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$gwpid/status"; }
 
-# gateway_clients prints how many clients the gateway holds (its status
-# summary's client_count).
-gateway_clients() { ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --summary --json 2>/dev/null | tr -d ' \n' | sed -n 's/.*"client_count":\([0-9]*\).*/\1/p'; }
+# gateway_summary prints the gateway's status without its list of clients
+# (mifsec status --summary) as JSON on one line, or mifsec's error.
+gateway_summary() { ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --summary --json 2>&1 | tr -d ' \n'; }
+
+# gateway_clients prints how many clients the gateway holds; nothing when
+# it does not answer.
+gateway_clients() { gateway_summary | sed -n 's/.*"client_count":\([0-9]*\).*/\1/p'; }
 
 # per_client KB BEFORE CLIENTS prints the growth from BEFORE to KB in bytes
 # per client.
@@ -174,7 +178,7 @@ run_fleets() {
 	local src=()
 	while [ "$1" != -- ]; do src+=("$1"); shift; done
 	shift
-	local per=$((count / fleets)) before up held pids=() i n established=0
+	local per=$((count / fleets)) before up held held_clients= now pids=() i n established=0
 	before=$(rss)
 	for i in $(seq 1 "$fleets"); do
 		nice -n "${FLEET_NICE:-10}" ip netns exec gf-cl "$mifsec" bench clients --gateway 192.0.2.2 --target 10.1.0.1 \
@@ -196,12 +200,13 @@ run_fleets() {
 		grep " clients: " "$dir/fleet-$i.log" | sed "s/^/fleet $i: /"
 	done
 	echo "all fleets up: $established of $count established; gateway VmRSS ${before} kB before, ${up} kB with them ($(per_client "$up" "$before" "$established") bytes per client)"
-	# What the gateway refused or dropped, by reason (mifsec status --json).
+	# How many clients the gateway holds, what it refused or dropped by
+	# reason.
 	local status
-	if status=$(ip netns exec gf-gw "$gateway_mifsec" status --tun gfgw0 --summary --json 2>&1); then
-		echo "gateway: $(echo "$status" | tr -d ' \n' | grep -o '"client_count":[0-9]*'), $(echo "$status" | tr -d ' \n' | grep -o '"ike_failures":{[^}]*}' || echo "no IKE failures counted")"
+	if status=$(gateway_summary) && [[ $status == *client_count* ]]; then
+		echo "gateway: $(grep -o '"client_count":[0-9]*' <<<"$status"), $(grep -o '"ike_failures":{[^}]*}' <<<"$status" || echo "no IKE failures counted")"
 	else
-		echo "gateway: mifsec status failed: $(echo "$status" | tail -1)"
+		echo "gateway: mifsec status failed: $status"
 	fi
 	# Datagrams the kernel dropped before the gateway or a client read them
 	# (a socket's receive buffer full), which no counter of theirs sees.
@@ -214,7 +219,7 @@ run_fleets() {
 		n=$(grep -l "held idle" "$dir"/fleet-*.log 2>/dev/null | wc -l)
 		if [ "$n" -gt 0 ] || ! kill -0 "${pids[0]}" 2>/dev/null; then break; fi
 		held=$(rss)
-		held_clients=$(gateway_clients)
+		now=$(gateway_clients) && [ -n "$now" ] && held_clients=$now # the last answer, should one time out
 		sleep 1
 	done
 	[ -n "${held:-}" ] && echo "held: gateway VmRSS ${held} kB with the $established clients ($(per_client "$held" "$before" "$established") bytes per client); the gateway held ${held_clients:-?} clients"
