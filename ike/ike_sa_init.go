@@ -343,18 +343,15 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 		r.answerInit(m, in, &wire.Notify{NotifyType: wire.NO_PROPOSAL_CHOSEN})
 		return
 	}
-	shared, err := kex.SharedSecret(ke.Data)
-	if err != nil {
+	if len(ke.Data) != len(kex.Public()) {
+		// A public value that is not one of the group's (a point off
+		// the curve) shows only in the shared secret, beside the loop
+		// (initkeys.go): its IKE_AUTH is then dropped.
 		r.answerInit(m, in, &wire.Notify{NotifyType: wire.INVALID_SYNTAX})
 		return
 	}
 	nr := nonce()
 	spiR := randomSPI()
-	keys, err := deriveIKEKeys(suite, shared, ni.Data, nr, m.SPIi, spiR, false)
-	if err != nil {
-		r.log.Warn("deriving IKE SA keys", "err", err)
-		return
-	}
 	fragOK := wire.FindNotify(m.Payloads, wire.IKEV2_FRAGMENTATION_SUPPORTED) != nil
 	payloads := []wire.Payload{
 		&wire.SA{Proposals: []wire.Proposal{sel.Proposal}},
@@ -379,12 +376,13 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 		r.log.Warn("building IKE_SA_INIT response", "err", err)
 		return
 	}
-	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, keys: keys, ni: slices.Clone(ni.Data), nr: nr,
+	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, ni: slices.Clone(ni.Data), nr: nr,
 		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
 		redirectOK: supportsRedirect(m.Payloads), from: in.from, local: in.local, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
 	if n := wire.FindNotify(m.Payloads, wire.SIGNATURE_HASH_ALGORITHMS); n != nil {
 		sa.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
 	}
 	r.addHalfOpen(sa)
+	r.deriveBeside(sa, newInitKeys(kex, slices.Clone(ke.Data), suite, sa.ni, nr, m.SPIi, spiR))
 	r.transmit(sa, in.local, in.from, [][]byte{b})
 }

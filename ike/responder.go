@@ -43,7 +43,9 @@ type RemoteClient struct {
 // to (RFC 4555 §3.3: a reply leaves from where the request arrived), so
 // every message names the gateway address it leaves from: local, as
 // Responder.Deliver reported it. natT says it goes between the UDP
-// encapsulation ports (4500), behind the non-ESP marker.
+// encapsulation ports (4500), behind the non-ESP marker. SendFrom may
+// write msg after it returns; the Responder never changes a message it
+// gave it.
 type ResponderTransport interface {
 	SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error
 }
@@ -261,10 +263,13 @@ type rSA struct {
 	initReq    []byte // the client's IKE_SA_INIT request: it signs it
 	initResp   []byte // our response: we sign it
 	peerHashes []uint16
-	redirectOK bool      // its IKE_SA_INIT said it follows redirects (RFC 5685)
-	expires    time.Time // for a half-open SA
-	eap        *rEAP     // the EAP login under way (ike_auth_eap.go)
-	client     *rClient  // nil while half-open
+	// pendingKeys derives the keys of a half-open SA beside the loop
+	// (initkeys.go); nil once keysOf took them.
+	pendingKeys *initKeys
+	redirectOK  bool      // its IKE_SA_INIT said it follows redirects (RFC 5685)
+	expires     time.Time // for a half-open SA
+	eap         *rEAP     // the EAP login under way (ike_auth_eap.go)
+	client      *rClient  // nil while half-open
 	// answering: the request nextIn is being answered beside the loop
 	// (a RADIUS server asked, a shared pool's leases taken); its
 	// retransmissions are dropped meanwhile.
@@ -358,6 +363,9 @@ type Responder struct {
 	// keys are key pairs made ahead for IKE_SA_INIT and rekeys
 	// (keypool.go), filled while Run runs.
 	keys *keyPool
+	// initJobs queues new IKE SAs' key derivations for the workers Run
+	// starts (initkeys.go).
+	initJobs chan *initKeys
 	// inbox takes requests within an IKE SA (SPIr set: IKE_AUTH and
 	// everything after it), inits the IKE_SA_INIT requests; the loop
 	// serves inbox first, so a client whose Diffie-Hellman was done is
@@ -476,7 +484,7 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	r := &Responder{cfg: cfg, tr: tr, h: h, log: cfg.Logger, inbox: make(chan inbound, inboxSize), inits: make(chan inbound, initsSize), calls: make(chan func()),
 		sas: map[saKey]*rSA{}, halfOpen: map[saKey]*rSA{}, initIndex: map[initKey]*rSA{},
 		perSource: map[netip.Prefix][]*rSA{}, byKey: map[string][]*rClient{}, budgets: map[netip.Prefix]*dhBudget{}, sourceCookies: map[netip.Prefix]time.Time{}, failures: map[string]uint64{},
-		besideDone: make(chan func()), quit: make(chan struct{}), keys: newKeyPool(keyPoolSize, cfg.IKE, cfg.ESP)}
+		besideDone: make(chan func()), quit: make(chan struct{}), keys: newKeyPool(keyPoolSize, cfg.IKE, cfg.ESP), initJobs: make(chan *initKeys, initKeyJobs)}
 	if cfg.RADIUS != nil {
 		if r.radius, err = newRADIUSClient(*cfg.RADIUS); err != nil {
 			return nil, err
@@ -547,6 +555,7 @@ func (r *Responder) Run(ctx context.Context) error {
 	fillCtx, stopFill := context.WithCancel(ctx)
 	var fillers sync.WaitGroup
 	r.keys.fill(fillCtx, &fillers)
+	initKeyWorkers(fillCtx, &fillers, r.initJobs)
 	defer func() {
 		stopFill()
 		fillers.Wait()
@@ -860,6 +869,9 @@ func (r *Responder) handle(in inbound) {
 		}
 		return
 	case m.MessageID != sa.nextIn, sa.answering:
+		return
+	}
+	if !r.keysOf(sa) {
 		return
 	}
 	inner, complete, err := openMessage(sa.ikeSA, m)
