@@ -94,6 +94,7 @@ type Gateway struct {
 	readers     sync.WaitGroup // the listeners' port 500 readers
 	engine      *dataplane.Engine
 	resp        *ike.Responder
+	ikeOut      *ikeSender // the responder's datagrams, off its loop
 	sysctl      []sysctlValue
 	record      string // where the original sysctl values are recorded
 
@@ -151,7 +152,7 @@ func NewGateway(ctx context.Context, cfg GatewayConfig) (_ *Gateway, err error) 
 		}
 	}
 	g := &Gateway{cfg: cfg, log: log, kids: map[uint32]*gatewayChild{}, clients: map[*ike.RemoteClient]*gatewayClient{},
-		mpeers: map[*ike.RemoteClient]*gatewayPeer{}, runCtx: context.Background()}
+		mpeers: map[*ike.RemoteClient]*gatewayPeer{}, runCtx: context.Background(), ikeOut: newIKESender(log)}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -254,6 +255,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { g.engine.Run(engineCtx) })
+	stopSending := make(chan struct{})
+	go g.ikeOut.run(stopSending)
 	g.lmu.Lock()
 	g.running = true
 	g.lmu.Unlock()
@@ -268,6 +271,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway listening", "addrs", listening, "interfaces", g.cfg.Interfaces, "tun", g.iface.Name(),
 		"pools", g.cfg.Responder.Pools, "dpd", g.cfg.Responder.DPD)
 	err := g.resp.Run(ctx)
+	close(stopSending)
+	<-g.ikeOut.done // the goodbyes are out before the sockets close
 	stopEngine()
 	wg.Wait() // the interface watcher: no listener comes or goes after this
 	g.stopPeers()
@@ -314,19 +319,24 @@ func (g *Gateway) takenOver(ctx context.Context, id ike.Identity, by string) {
 
 // SendFrom implements ike.ResponderTransport: a message to a client
 // leaves from the listen address the client talks to, so that its source
-// is the address the client sent to.
+// is the address the client sent to. It is queued for the gateway's
+// sender (ikeSender) and written after SendFrom returns: msg must not
+// change.
 func (g *Gateway) SendFrom(msg []byte, local netip.Addr, to netip.AddrPort, natT bool) error {
 	l := g.listenerAt(local, to)
 	if l == nil {
 		return errors.New("the gateway has no address to send from")
 	}
+	d := ikeDatagram{msg: msg, to: to, ike500: l.ike500}
 	if natT {
 		b := make([]byte, 4+len(msg)) // non-ESP marker
 		copy(b[4:], msg)
-		return l.natT.WriteTo(b, to)
+		d = ikeDatagram{msg: b, to: to, natT: l.natT}
 	}
-	_, err := l.ike500.WriteToUDPAddrPort(msg, to)
-	return err
+	if !g.ikeOut.send(d) {
+		return errors.New("the gateway stopped")
+	}
+	return nil
 }
 
 // member is the way the gateway reaches client's IKE address: its
