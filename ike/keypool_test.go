@@ -89,6 +89,8 @@ func TestKeyPool(t *testing.T) {
 // and with one from the pool, filled meanwhile on another core. The loop
 // answers every IKE_SA_INIT of the gateway, so its time per request
 // bounds the rate at which clients are set up (docs/gateway-scale.md).
+// The shared secret and the keys are derived beside the loop
+// (initkeys.go) and are not in it: no worker runs here.
 func BenchmarkHandleInit(b *testing.B) {
 	for _, pooled := range []bool{false, true} {
 		name := "on-the-spot"

@@ -86,6 +86,8 @@ func gatewayCommand() *cli.Command {
 			Usage: "the TUN device's transmit queue, `PACKETS` per queue waiting for the gateway to seal them (0: the kernel's 500)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-sas-per-identity", Value: 4,
 			Usage: "IKE SAs one client identity may hold at once (0: no limit); a login with INITIAL_CONTACT replaces the older ones"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-half-open", Value: 1024,
+			Usage: "half-open IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet) the gateway holds at once; new clients' IKE_SA_INIT beyond it are dropped"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-half-open-per-source", Value: 128,
 			Usage: "half-open IKE SAs one source address (IPv6: /64) may hold; beyond it the source must return a cookie and may only replace its stale ones"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "source-dh-budget", Value: 100 * time.Millisecond,
@@ -98,6 +100,7 @@ func gatewayCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "policy", Value: "offload", Usage: "downlink `POLICY` for clients that announce several paths (MIF): single, offload, aggregate or redundant"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "class", Usage: "traffic classes with their own policy, `RULES` like 'udp/5060-5061:redundant,dscp=ef:redundant,10.0.0.0/8+tcp:offload', a policy optionally bound to interfaces in order ('tcp/22:offload@wlan0>eth0') (docs/scheduler.md)"}),
 		metricsFlag(),
+		metricsClientsFlag(),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "gc-percent", Value: defaultGatewayGCPercent,
 			Usage: "the Go collector's GOGC for the gateway: the heap may grow by `PERCENT` of the live data before a collection (lower: less memory per client, more collector CPU; the GOGC environment variable wins over the default, the flag over both)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "memory-limit",
@@ -228,6 +231,12 @@ func parseGateway(c *cli.Context) (mif.GatewayConfig, error) {
 	default:
 		r.MaxSAsPerIdentity = n
 	}
+	if c.Int("metrics-clients") < 0 {
+		return cfg, errors.New("--metrics-clients: a negative number (0 reports no client's series)")
+	}
+	if r.MaxHalfOpen = c.Int("max-half-open"); r.MaxHalfOpen <= 0 {
+		return cfg, errors.New("--max-half-open must be positive")
+	}
 	if r.MaxHalfOpenPerSource = c.Int("max-half-open-per-source"); r.MaxHalfOpenPerSource <= 0 {
 		return cfg, errors.New("--max-half-open-per-source must be positive")
 	}
@@ -324,10 +333,12 @@ func runGateway(c *cli.Context) error {
 	defer stop()
 	// Its sockets are listening: it is ready.
 	go inst.report(2*time.Second, func() (bool, string) {
-		st := status()
-		return true, fmt.Sprintf("listening on %s, clients: %d", st.Listen, len(st.Clients))
+		// The summary: every 2 s under systemd, the full status of
+		// 100,000 clients would be some 300 MB built.
+		st := summary().(mif.GatewayStatus)
+		return true, fmt.Sprintf("listening on %s, clients: %d", st.Listen, st.ClientCount)
 	})
-	metrics.Serve(gatewayCollector{g.Status})
+	metrics.Serve(gatewayCollector{summary: g.Summary, status: g.Status, perClient: c.Int("metrics-clients")})
 	// At run time the gateway adds and removes each client's routes,
 	// and restores the forwarding sysctls on exit (CAP_NET_ADMIN: it
 	// grants writing a network namespace's sysctls); its sockets all

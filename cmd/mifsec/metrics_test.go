@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,29 @@ func TestMetricsFromStatus(t *testing.T) {
 		{ClientStatus: ike.ClientStatus{ID: "carol@example"}, RxPackets: 1},
 		{ClientStatus: ike.ClientStatus{ID: "carol@example"}, RxPackets: 2},
 	}}
+	// What a gateway's summary and status give for st; a collector that
+	// may not read the full status fails the test if it does.
+	fromGateway := func(st mif.GatewayStatus, perClient int) gatewayCollector {
+		st.ClientCount = len(st.Clients)
+		summary := st
+		summary.Clients = nil
+		return gatewayCollector{perClient: perClient,
+			summary: func(context.Context) mif.GatewayStatus { return summary },
+			status: func(context.Context) mif.GatewayStatus {
+				if len(st.Clients) > perClient {
+					t.Errorf("the full status of %d clients read with the per-client limit at %d", len(st.Clients), perClient)
+				}
+				return st
+			}}
+	}
+	totals := []wantSeries{
+		{"mifsec_tunnel_packets_total", []string{"direction", "rx"}, 40},
+		{"mifsec_ike_failures_total", []string{"reason", "authentication"}, 6},
+		{"mifsec_ike_sas", nil, 3},
+		{"mifsec_child_sas", nil, 3},
+		{"mifsec_pool_leased_addresses", []string{"pool", "10.3.0.0/24"}, 2},
+	}
+	perClient := []string{"mifsec_client_packets_total", "mifsec_client_bytes_total", "mifsec_child_rekeys_total", "mifsec_path_state"}
 	for _, tc := range []struct {
 		name      string
 		collector prometheus.Collector
@@ -136,25 +160,23 @@ func TestMetricsFromStatus(t *testing.T) {
 			{"mifsec_child_sas", nil, 0},
 			{"mifsec_reconnects_total", nil, 1},
 		}, absent: []string{"mifsec_child_sa_info"}},
-		{name: "gateway", collector: gatewayCollector{func(context.Context) mif.GatewayStatus { return gateway }}, want: []wantSeries{
-			{"mifsec_tunnel_packets_total", []string{"direction", "rx"}, 40},
-			{"mifsec_ike_failures_total", []string{"reason", "authentication"}, 6},
-			{"mifsec_ike_sas", nil, 3},
-			{"mifsec_child_sas", nil, 3},
-			{"mifsec_pool_leased_addresses", []string{"pool", "10.3.0.0/24"}, 2},
-			{"mifsec_client_packets_total", []string{"client", "alice@example", "direction", "rx"}, 11},
-			{"mifsec_client_bytes_total", []string{"client", "alice@example", "direction", "tx"}, 1200},
-			{"mifsec_ike_rekeys_total", []string{"client", "alice@example"}, 1},
-			{"mifsec_child_rekeys_total", []string{"client", "alice@example"}, 9},
-			{"mifsec_child_rekeys_total", []string{"client", "bob@example", "address", "10.3.0.3"}, 1},
-			{"mifsec_child_rekeys_total", []string{"client", "bob@example", "address", "10.3.0.4"}, 2},
-			{"mifsec_client_packets_total", []string{"client", "alice@example", "address", "10.3.0.2", "direction", "tx"}, 12},
-			{"mifsec_path_packets_total", []string{"client", "alice@example", "path", "3", "remote", "198.51.100.1:4500", "direction", "tx"}, 4},
-			{"mifsec_path_bytes_total", []string{"client", "alice@example", "path", "3", "direction", "rx"}, 400},
-			{"mifsec_path_state", []string{"client", "alice@example", "path", "3", "state", "probing"}, 1},
-			{"mifsec_path_rtt_seconds", []string{"client", "alice@example", "path", "3"}, 1},
-		}, absent: []string{"mifsec_drops_total", "mifsec_session_established"}},
-		{name: "gateway, clients alike", collector: gatewayCollector{func(context.Context) mif.GatewayStatus { return twins }}, want: []wantSeries{
+		{name: "gateway", collector: fromGateway(gateway, defaultMetricsClients), want: append(slices.Clone(totals),
+			wantSeries{"mifsec_client_packets_total", []string{"client", "alice@example", "direction", "rx"}, 11},
+			wantSeries{"mifsec_client_bytes_total", []string{"client", "alice@example", "direction", "tx"}, 1200},
+			wantSeries{"mifsec_ike_rekeys_total", []string{"client", "alice@example"}, 1},
+			wantSeries{"mifsec_child_rekeys_total", []string{"client", "alice@example"}, 9},
+			wantSeries{"mifsec_child_rekeys_total", []string{"client", "bob@example", "address", "10.3.0.3"}, 1},
+			wantSeries{"mifsec_child_rekeys_total", []string{"client", "bob@example", "address", "10.3.0.4"}, 2},
+			wantSeries{"mifsec_client_packets_total", []string{"client", "alice@example", "address", "10.3.0.2", "direction", "tx"}, 12},
+			wantSeries{"mifsec_path_packets_total", []string{"client", "alice@example", "path", "3", "remote", "198.51.100.1:4500", "direction", "tx"}, 4},
+			wantSeries{"mifsec_path_bytes_total", []string{"client", "alice@example", "path", "3", "direction", "rx"}, 400},
+			wantSeries{"mifsec_path_state", []string{"client", "alice@example", "path", "3", "state", "probing"}, 1},
+			wantSeries{"mifsec_path_rtt_seconds", []string{"client", "alice@example", "path", "3"}, 1},
+		), absent: []string{"mifsec_drops_total", "mifsec_session_established"}},
+		// Beyond --metrics-clients, the totals only, from the summary.
+		{name: "gateway over the per-client limit", collector: fromGateway(gateway, 2), want: totals, absent: perClient},
+		{name: "gateway without per-client series", collector: fromGateway(gateway, 0), want: totals, absent: perClient},
+		{name: "gateway, clients alike", collector: fromGateway(twins, defaultMetricsClients), want: []wantSeries{
 			{"mifsec_ike_sas", nil, 2},
 			{"mifsec_client_packets_total", []string{"client", "carol@example", "direction", "rx"}, 1},
 		}},
@@ -182,10 +204,11 @@ func TestMetricsFromStatus(t *testing.T) {
 // TestMetricsGatewayBusy: a gateway whose status does not come in time
 // fails the scrape rather than reporting its counters as 0.
 func TestMetricsGatewayBusy(t *testing.T) {
-	stuck := gatewayCollector{func(ctx context.Context) mif.GatewayStatus {
+	wait := func(ctx context.Context) mif.GatewayStatus {
 		<-ctx.Done()
 		return mif.GatewayStatus{}
-	}}
+	}
+	stuck := gatewayCollector{summary: wait, status: wait, perClient: defaultMetricsClients}
 	if _, err := gather(stuck); err == nil || !strings.Contains(err.Error(), errNoGatewayStatus.Error()) {
 		t.Fatalf("gathering from a gateway that does not answer: %v, want %q", err, errNoGatewayStatus)
 	}

@@ -456,20 +456,20 @@ func TestParseGatewayLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.Responder; r.MaxSAsPerIdentity != 4 || r.MaxHalfOpenPerSource != 128 ||
+	if r := cfg.Responder; r.MaxSAsPerIdentity != 4 || r.MaxHalfOpenPerSource != 128 || r.MaxHalfOpen != 1024 ||
 		r.SourceDHBudget != 100*time.Millisecond || r.DHBudget != 500*time.Millisecond || cfg.TUN.TxQueueLen != 4096 {
-		t.Fatalf("TUN queue %d; default limits: %d SAs per identity, %d half-open per source, DH budgets %v per source, %v in all",
-			cfg.TUN.TxQueueLen, r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
+		t.Fatalf("TUN queue %d; default limits: %d SAs per identity, %d half-open per source, %d in all, DH budgets %v per source, %v in all",
+			cfg.TUN.TxQueueLen, r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.MaxHalfOpen, r.SourceDHBudget, r.DHBudget)
 	}
-	cfg, err = parseGatewayArgs(t, "--max-sas-per-identity", "0", "--max-half-open-per-source", "3",
+	cfg, err = parseGatewayArgs(t, "--max-sas-per-identity", "0", "--max-half-open-per-source", "3", "--max-half-open", "4096",
 		"--source-dh-budget", "20ms", "--dh-budget", "300ms")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.Responder; r.MaxSAsPerIdentity >= 0 || r.MaxHalfOpenPerSource != 3 ||
+	if r := cfg.Responder; r.MaxSAsPerIdentity >= 0 || r.MaxHalfOpenPerSource != 3 || r.MaxHalfOpen != 4096 ||
 		r.SourceDHBudget != 20*time.Millisecond || r.DHBudget != 300*time.Millisecond {
-		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, DH budgets %v per source, %v in all",
-			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.SourceDHBudget, r.DHBudget)
+		t.Fatalf("limits set: %d SAs per identity (want none), %d half-open per source, %d in all, DH budgets %v per source, %v in all",
+			r.MaxSAsPerIdentity, r.MaxHalfOpenPerSource, r.MaxHalfOpen, r.SourceDHBudget, r.DHBudget)
 	}
 	cfg, err = parseGatewayArgs(t, "--max-clients", "50", "--redirect-to", "192.0.2.77,192.0.2.78")
 	if err != nil {
@@ -491,7 +491,7 @@ func TestParseGatewayLimits(t *testing.T) {
 	if _, err := parseGatewayArgs(t, "--client-psks", keys); err == nil || !strings.Contains(err.Error(), "--client-psks: two pre-shared keys for client alice.example ") {
 		t.Errorf("one identity in two spellings with two keys: %v, want it refused", err)
 	}
-	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"},
+	for _, args := range [][]string{{"--max-sas-per-identity", "-1"}, {"--max-half-open-per-source", "0"}, {"--max-half-open", "0"}, {"--metrics-clients", "-1"},
 		{"--source-dh-budget", "0s"}, {"--dh-budget", "-1s"}, {"--max-clients", "-1"},
 		{"--redirect-to", "127.0.0.1"}, {"--redirect-to", "192.0.2.9", "--listen", "192.0.2.9"}, {"--redirect-to", "gw2.example"},
 		{"--tun-queue", "-1"}, {"--tun-queue", "100000"}, {"--mtu", "100"}} {

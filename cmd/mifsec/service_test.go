@@ -234,6 +234,10 @@ dns: off
 	if !strings.Contains(clNotify.log.String(), "READY=1\nSTATUS=connected to 192.0.2.2") {
 		t.Errorf("READY=1 did not come with the established state:\n%s", clNotify.log.String())
 	}
+	// The gateway's STATUS= counts its clients (from its summary).
+	if !testenv.Eventually(5*time.Second, func() bool { return strings.Contains(gwNotify.log.String(), ", clients: 1\n") }) {
+		t.Errorf("the gateway's STATUS= does not count its client:\n%s", gwNotify.log.String())
+	}
 	if err := ping(client, "10.1.0.1", 3); err != nil {
 		t.Fatalf("%v\nclient:\n%s", err, c.log.String())
 	}

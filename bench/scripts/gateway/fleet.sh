@@ -28,8 +28,9 @@
 #       --rate 100 --timeout 60s --hold 300s
 #
 # GATEWAY_MIFSEC is the mifsec binary the gateway runs (default: MIFSEC), so
-# that two gateway builds meet the same fleet. GATEWAY_FLAGS adds global
-# flags to mifsec's gateway, e.g. a heap profile
+# that two gateway builds meet the same fleet. GATEWAY_ARGS adds flags of
+# mifsec gateway (e.g. GATEWAY_ARGS="--max-half-open 8192"). GATEWAY_FLAGS
+# adds global flags to mifsec's gateway, e.g. a heap profile
 # with the clients held (kill -USR2 the gateway during --hold):
 #
 #   sudo GATEWAY_FLAGS="--heapprofile /tmp/gw.prof" MIFSEC=./mifsec \
@@ -77,9 +78,9 @@ topology() {
 }
 
 start_mifsec() {
-	# shellcheck disable=SC2086 # GATEWAY_FLAGS is a list of flags
+	# shellcheck disable=SC2086 # GATEWAY_FLAGS and GATEWAY_ARGS are lists of flags
 	setsid ip netns exec gf-gw "$gateway_mifsec" --log-level warn ${GATEWAY_FLAGS:-} gateway --tun gfgw0 --pool "$pool" \
-		--local-ts 10.1.0.0/24 --local-id gw.example --psk-file "$dir/psk" >"$dir/gateway.log" 2>&1 &
+		--local-ts 10.1.0.0/24 --local-id gw.example --psk-file "$dir/psk" ${GATEWAY_ARGS:-} >"$dir/gateway.log" 2>&1 &
 	gwpid=$!
 	for _ in $(seq 100); do
 		ip netns exec gf-gw "$mifsec" status --tun gfgw0 >/dev/null 2>&1 && return
