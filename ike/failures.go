@@ -18,12 +18,13 @@ const (
 	FailUnavailable    = "unavailable"     // TEMPORARY_FAILURE: the gateway could not take the client (full or draining with nowhere to redirect to, redirect.go; or its data plane refused the Child SA)
 	FailInboxFull      = "inbox-full"      // a datagram within an IKE SA dropped on arrival: the responder's queue was full (Responder.Deliver)
 	FailInitQueueFull  = "init-queue-full" // an IKE_SA_INIT dropped on arrival: the responder's queue of new clients' requests was full
+	FailSuperseded     = "superseded"      // an IKE_AUTH with INITIAL_CONTACT refused (TEMPORARY_FAILURE): the client had since set up a newer IKE SA, which it would have dropped
 	FailOther          = "other"
 )
 
 // FailureReasons lists every reason a failure is counted under.
 var FailureReasons = []string{FailAuthentication, FailNoProposal, FailTSUnacceptable, FailNoAddress,
-	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailUnavailable, FailInboxFull, FailInitQueueFull, FailOther}
+	FailInvalidSyntax, FailTimeout, FailHalfOpenLimit, FailDHBudget, FailUnavailable, FailInboxFull, FailInitQueueFull, FailSuperseded, FailOther}
 
 // notifyFailure names the failure an error notification reports.
 func notifyFailure(n wire.NotifyType) string {

@@ -696,6 +696,45 @@ func TestResponderSAsPerIdentity(t *testing.T) {
 	}
 }
 
+// A client that gave up on an IKE SA while its IKE_AUTH waited in the
+// gateway's queue, and set up a newer one: the stale IKE_AUTH, handled
+// last, carries INITIAL_CONTACT like the newer one's did. It is refused
+// (counted as superseded) rather than dropping the IKE SA the client
+// uses; an INITIAL_CONTACT from an IKE SA begun after the other's was
+// established still replaces it.
+func TestResponderStaleInitialContact(t *testing.T) {
+	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k")})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stale, _ := w.newClient(t, "192.0.2.70", SessionConfig{PSK: []byte("k")})
+	stale.remote, stale.natT = stale.cfg.Remote, false
+	init, err := stale.initExchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, _ := w.newClient(t, "192.0.2.71", SessionConfig{PSK: []byte("k")})
+	connect(t, live, true)
+	stale.remote, stale.natT = netip.AddrPortFrom(stale.remote.Addr(), 4500), true
+	if err := stale.authExchange(ctx, init, true); err == nil {
+		t.Fatal("the IKE_AUTH of an IKE SA begun before the established one was accepted")
+	}
+	st := clients(t, w)
+	if len(st) != 1 || st[0].IKESPIi != live.Status().IKESPIi {
+		t.Fatalf("after the stale INITIAL_CONTACT: %+v, want only the newer IKE SA %s", st, live.Status().IKESPIi)
+	}
+	if n := w.r.Failures(ctx)[FailSuperseded]; n != 1 {
+		t.Fatalf("%s counted %d times, want 1", FailSuperseded, n)
+	}
+	if n := leased(t, w); n != 2 {
+		t.Fatalf("%d addresses leased for one client", n)
+	}
+	again, _ := w.newClient(t, "192.0.2.72", SessionConfig{PSK: []byte("k")})
+	connect(t, again, true)
+	if st := clients(t, w); len(st) != 1 || st[0].IKESPIi != again.Status().IKESPIi {
+		t.Fatalf("after a newer INITIAL_CONTACT: %+v, want only %s", st, again.Status().IKESPIi)
+	}
+}
+
 // M11: a client refused its Child SA does not linger with its IKE SA.
 func TestResponderChildRefusedFreesClient(t *testing.T) {
 	w, _ := startResponder(t, ResponderConfig{PSK: []byte("k")})

@@ -626,6 +626,15 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	id = id.Canonical()
 	key := id.String()
 	replace := wire.FindNotify(req, wire.INITIAL_CONTACT) != nil
+	if replace && r.newerThan(key, sa) {
+		// The client began another IKE SA after this one, and that one
+		// is established: this IKE_AUTH waited in the queue while the
+		// client gave up on it and tried again. Its INITIAL_CONTACT
+		// would drop the IKE SA the client uses.
+		r.log.Info("refusing the IKE_AUTH of an IKE SA the client replaced with a newer one", "id", id, "from", from)
+		r.failures[FailSuperseded]++
+		return []wire.Payload{&wire.Notify{NotifyType: wire.TEMPORARY_FAILURE}}, func() { r.forget(sa) }
+	}
 	if limit := r.cfg.MaxSAsPerIdentity; limit > 0 && !replace {
 		if held := len(r.byKey[key]); held >= limit {
 			return r.authFail(sa, from, "its identity already holds the most IKE SAs allowed", "id", id, "limit", limit)
@@ -782,11 +791,19 @@ func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.N
 	r.answerLater(sa, sa.nextIn, a.from)(r.admitted(a, fail))
 }
 
-// replaceOlder drops the other IKE SAs of c's identity: its IKE_AUTH
-// carried INITIAL_CONTACT.
+// newerThan reports whether a client of the identity key was
+// established after sa began (its IKE_SA_INIT).
+func (r *Responder) newerThan(key string, sa *rSA) bool {
+	return slices.ContainsFunc(r.byKey[key], func(o *rClient) bool { return o.established.After(sa.created) })
+}
+
+// replaceOlder drops the other IKE SAs of c's identity established
+// before c's began: its IKE_AUTH carried INITIAL_CONTACT. One
+// established since stays (newerThan: c's IKE_AUTH waited for its leases
+// meanwhile).
 func (r *Responder) replaceOlder(c *rClient) {
 	for _, old := range slices.Clone(r.byKey[c.key]) {
-		if old == c {
+		if old == c || old.established.After(c.sa.created) {
 			continue
 		}
 		r.log.Info("client reconnected: dropping its older IKE SA", "id", c.ID, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
