@@ -106,6 +106,10 @@ type ClientResult struct {
 	EchoRTT     time.Duration  // the echo that passed through the tunnel
 	Echoes      int            // echo requests sent until one was answered
 	Attempts    int            // connection attempts (Retry), 1 without
+	// Reconnected: its echo passed only after its session had torn its
+	// tunnel down and set it up again (its liveness check unanswered,
+	// or the gateway deleted its IKE SA).
+	Reconnected bool
 	TrafficOK   bool
 	Err         error
 }
@@ -114,8 +118,9 @@ type ClientResult struct {
 type ClientsReport struct {
 	Count, Established, TrafficOK int
 	// Retried counts the established clients that needed more than one
-	// attempt (ClientsConfig.Retry).
-	Retried int
+	// attempt (ClientsConfig.Retry); Reconnected those whose echo passed
+	// only through a tunnel set up again (ClientResult.Reconnected).
+	Retried, Reconnected int
 	// All is the time from the start until the last client was
 	// established (0 when some never were).
 	All                                      time.Duration
@@ -135,6 +140,9 @@ func (r ClientsReport) String() string {
 		r.EchoP50.Round(100*time.Microsecond), r.EchoMax.Round(100*time.Microsecond))
 	if r.Retried > 0 {
 		s += fmt.Sprintf("; %d established after more than one attempt", r.Retried)
+	}
+	if r.Reconnected > 0 {
+		s += fmt.Sprintf("; %d passed their echo only after their tunnel was set up again", r.Reconnected)
 	}
 	if len(r.Errors) > 0 {
 		s += "; errors: " + strings.Join(r.Errors, "; ")
@@ -315,7 +323,7 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 		defer close(done)
 		c.run(runCtx, s, scfg) // answers the gateway; deletes the IKE SA when the fleet closes
 	}()
-	res.EchoRTT, res.Echoes, res.Err = c.ping(ctx, res.Address)
+	res.EchoRTT, res.Echoes, res.Reconnected, res.Err = c.ping(ctx, res.Address)
 	res.TrafficOK = res.Err == nil
 	readyOnce()
 	<-done
@@ -348,28 +356,60 @@ func (c *fleetClient) attempt(ctx context.Context, scfg ike.SessionConfig, res *
 }
 
 // ping sends echo requests through the tunnel, one a second, until one is
-// answered or the timeout passes.
-func (c *fleetClient) ping(ctx context.Context, src netip.Addr) (time.Duration, int, error) {
+// answered or the timeout passes. While the session has no tunnel (it tore
+// it down to set it up again) it waits for the new one, from its new
+// address, and says so (reconnected).
+func (c *fleetClient) ping(ctx context.Context, src netip.Addr) (rtt time.Duration, echoes int, reconnected bool, err error) {
 	if !src.Is4() {
-		return 0, 0, errors.New("no inner IPv4 address leased")
+		return 0, 0, false, errors.New("no inner IPv4 address leased")
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	for seq := uint16(1); ; seq++ {
 		sent, err := c.sendEcho(src, seq)
-		if err != nil {
-			return 0, int(seq), err
-		}
-		if c.awaitEcho(ctx, seq, time.Second) {
-			return time.Since(sent), int(seq), nil
+		switch {
+		case errors.Is(err, errNoOutboundSA):
+			reconnected = true
+			select {
+			case <-ctx.Done():
+			case <-time.After(echoRetry):
+			}
+			src = c.innerAddress(src)
+		case err != nil:
+			return 0, int(seq), reconnected, err
+		case c.awaitEcho(ctx, seq, echoRetry):
+			return time.Since(sent), int(seq), reconnected, nil
 		}
 		if ctx.Err() != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return 0, int(seq), fmt.Errorf("no echo reply from %s through the tunnel within %v", c.cfg.Target, c.cfg.Timeout)
+				if errors.Is(err, errNoOutboundSA) {
+					return 0, int(seq), reconnected, fmt.Errorf("no tunnel again within %v after the session tore it down", c.cfg.Timeout)
+				}
+				return 0, int(seq), reconnected, fmt.Errorf("no echo reply from %s through the tunnel within %v", c.cfg.Target, c.cfg.Timeout)
 			}
-			return 0, int(seq), ctx.Err()
+			return 0, int(seq), reconnected, ctx.Err()
 		}
 	}
+}
+
+// echoRetry is how long ping waits for a reply, or for a tunnel, before
+// it sends the next echo.
+const echoRetry = time.Second
+
+// errNoOutboundSA: the client has no tunnel at the moment.
+var errNoOutboundSA = errors.New("no outbound SA")
+
+// innerAddress is the client's inner IPv4 address now, or old when it has
+// none (between two tunnels).
+func (c *fleetClient) innerAddress(old netip.Addr) netip.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.addrs {
+		if p.Addr().Is4() {
+			return p.Addr()
+		}
+	}
+	return old
 }
 
 // receive hands IKE messages to the session and opens ESP until the
@@ -527,7 +567,7 @@ func (c *fleetClient) sendEcho(src netip.Addr, seq uint16) (time.Time, error) {
 	out := c.out
 	c.mu.Unlock()
 	if out == nil || !src.Is4() {
-		return time.Now(), errors.New("no outbound SA")
+		return time.Now(), errNoOutboundSA
 	}
 	n := echoRequest(buf[dataplane.Headroom:], src, c.cfg.Target, c.id, seq)
 	pkt, err := out.Seal(buf, n, dataplane.NextHeaderIPv4)
@@ -608,6 +648,9 @@ func summarizeClients(results []ClientResult) ClientsReport {
 		}
 		if c.TrafficOK {
 			r.TrafficOK++
+			if c.Reconnected {
+				r.Reconnected++
+			}
 			echoes = append(echoes, c.EchoRTT)
 		}
 		if c.Err != nil {

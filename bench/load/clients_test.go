@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/internal/inetsum"
+	"github.com/mifsec/mifsec/mif"
 )
 
 func TestEchoRequest(t *testing.T) {
@@ -146,5 +150,84 @@ func TestStartClientsNoGateway(t *testing.T) {
 	r := f.Report()
 	if r.Established != 0 || r.TrafficOK != 0 || len(r.Errors) != 1 || !strings.Contains(r.Errors[0], "3×") {
 		t.Fatalf("report %v", r)
+	}
+}
+
+// TestPingWaitsForTunnel: a client whose session tore its tunnel down
+// (no outbound SA) waits for the new one within its echo timeout, and its
+// echo then counts as passed after a reconnect; one whose tunnel does not
+// come back fails saying so.
+func TestPingWaitsForTunnel(t *testing.T) {
+	// The echoes go to the gateway's port 4500: a socket there takes
+	// them, so that they reach nobody else.
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4500})
+	if err != nil {
+		t.Skipf("needs 127.0.0.1:4500 free for the echoes: %v", err)
+	}
+	defer sink.Close()
+	key := make([]byte, 36)
+	_, out, err := mif.NewChildSAs(&ike.ChildSA{InSPI: 0x1001, OutSPI: 0x2002, Algorithm: "aes256gcm16", InKey: key, OutKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		back    bool // the tunnel comes back after 1.5 s
+		wantErr string
+	}{
+		{"tunnel back", true, ""},
+		{"tunnel gone", false, "no tunnel again within"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			cfg := &ClientsConfig{Gateway: netip.MustParseAddrPort("127.0.0.1:500"), Target: netip.MustParseAddr("10.1.0.1"), Timeout: 4 * time.Second}
+			c := &fleetClient{cfg: cfg, conn: conn, echo: make(chan uint16, 64), addrs: []netip.Prefix{netip.MustParsePrefix("10.3.0.2/32")}}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			defer cancel()
+			if tc.back {
+				wg.Go(func() {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(1500 * time.Millisecond):
+					}
+					c.mu.Lock()
+					c.out, c.addrs = out, []netip.Prefix{netip.MustParsePrefix("10.3.0.9/32")}
+					c.mu.Unlock()
+					// The gateway's replies: every sequence number now and
+					// then (awaitEcho drops the others).
+					for ctx.Err() == nil {
+						for seq := uint16(1); seq < 16; seq++ {
+							select {
+							case c.echo <- seq:
+							default:
+							}
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+				})
+			}
+			_, echoes, reconnected, err := c.ping(ctx, netip.MustParseAddr("10.3.0.2"))
+			if !reconnected {
+				t.Error("a ping that found no tunnel does not say so")
+			}
+			if tc.wantErr == "" && (err != nil || echoes < 2) {
+				t.Fatalf("ping through the new tunnel: %v after %d echoes", err, echoes)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("ping without a tunnel: %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+	r := summarizeClients([]ClientResult{{Handshake: time.Second, TrafficOK: true, Reconnected: true}, {Handshake: time.Second, TrafficOK: true}})
+	if r.Reconnected != 1 || !strings.Contains(r.String(), "1 passed their echo only after their tunnel was set up again") {
+		t.Fatalf("report %+v: %s", r, r)
 	}
 }
