@@ -313,11 +313,7 @@ func (c *fleetClient) connect(ctx, runCtx context.Context, res *ClientResult, st
 		return
 	}
 	res.Handshake, res.Established = time.Since(t0), time.Since(start)
-	c.mu.Lock()
-	if len(c.addrs) > 0 {
-		res.Address = c.addrs[0].Addr()
-	}
-	c.mu.Unlock()
+	res.Address = c.innerAddress(netip.Addr{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

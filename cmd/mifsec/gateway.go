@@ -319,7 +319,7 @@ func runGateway(c *cli.Context) error {
 		defer cancel()
 		return g.Status(ctx)
 	}
-	summary := func() any {
+	summary := func() mif.GatewayStatus {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return g.Summary(ctx)
@@ -329,13 +329,13 @@ func runGateway(c *cli.Context) error {
 		defer cancel()
 		return g.DrainClients(ctx)
 	}
-	inst, stop := startInstance(c.Context, cfg.TUN.Name, mif.Control{Status: func() any { return status() }, Summary: summary, Drain: drain})
+	inst, stop := startInstance(c.Context, cfg.TUN.Name, mif.Control{Status: func() any { return status() }, Summary: func() any { return summary() }, Drain: drain})
 	defer stop()
 	// Its sockets are listening: it is ready.
 	go inst.report(2*time.Second, func() (bool, string) {
 		// The summary: every 2 s under systemd, the full status of
 		// 100,000 clients would be some 300 MB built.
-		st := summary().(mif.GatewayStatus)
+		st := summary()
 		return true, fmt.Sprintf("listening on %s, clients: %d", st.Listen, st.ClientCount)
 	})
 	metrics.Serve(gatewayCollector{summary: g.Summary, status: g.Status, perClient: c.Int("metrics-clients")})
