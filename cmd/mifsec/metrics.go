@@ -21,6 +21,7 @@ import (
 	"github.com/mifsec/mifsec/ike"
 	"github.com/mifsec/mifsec/mif"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
@@ -64,7 +65,11 @@ func (m *metricsServer) Serve(collector prometheus.Collector) {
 		return
 	}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(collector)
+	// The runtime's and the process's own series (go_memstats_*,
+	// go_gc_*, process_resident_memory_bytes, ...), what an operator reads
+	// a Go service's memory and collector by: a gateway's RSS per client
+	// is its live heap times the collector's headroom.
+	reg.MustRegister(collector, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn)}))
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -362,6 +362,14 @@ func TestMifsecMetrics(t *testing.T) {
 			t.Errorf("%s's %s%v = %v, want %v", m.what, m.name, m.labels, v, m.want)
 		}
 	}
+	// The runtime's and the process's series beside mifsec's own.
+	for _, name := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_next_gc_bytes", "process_resident_memory_bytes"} {
+		for what, got := range map[string]metricFamilies{"client": clAfter, "gateway": gwAfter} {
+			if v := got.must(t, name); v <= 0 {
+				t.Errorf("%s's %s = %v, want the process's own, above 0", what, name, v)
+			}
+		}
+	}
 	for _, m := range []struct {
 		what   string
 		got    metricFamilies
