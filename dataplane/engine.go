@@ -278,21 +278,21 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 	if len(remote) == 0 || len(local) == 0 {
 		return fmt.Errorf("inbound SA: SPI %#x: no traffic selectors for the peer's or this side", sa.SPI())
 	}
-	probe := sa.ProbeSA()
-	if probe != nil && (pair == nil || pair.ProbeSA() == nil) {
+	probe := sa.ProbeSPI()
+	if probe != 0 && (pair == nil || pair.ProbeSPI() == 0) {
 		return fmt.Errorf("inbound SA: SPI %#x has a probe SA but its outbound pair has none to answer with", sa.SPI())
 	}
-	if probe != nil && probe.SPI() < 256 {
-		return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x is reserved", sa.SPI(), probe.SPI())
+	if probe != 0 && probe < 256 {
+		return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x is reserved", sa.SPI(), probe)
 	}
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
 	if _, dup := e.inbound.get(sa.SPI()); dup {
 		return fmt.Errorf("inbound SA: SPI %#x already in use", sa.SPI())
 	}
-	if probe != nil {
-		if _, dup := e.inbound.get(probe.SPI()); dup {
-			return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x already in use", sa.SPI(), probe.SPI())
+	if probe != 0 {
+		if _, dup := e.inbound.get(probe); dup {
+			return fmt.Errorf("inbound SA: SPI %#x: probe SA SPI %#x already in use", sa.SPI(), probe)
 		}
 	}
 	var th *transportHeader
@@ -303,12 +303,12 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 		}
 	}
 	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local), transport: th}
-	if probe != nil {
+	if probe != 0 {
 		// The probe SA first: a data SA that receives has its probe SA.
 		// Its SPI leads to the data SA's entry (a probe is opened with
 		// sa.ProbeSA(), answered with pair's and counted in the data
 		// SA's counters): no entry of its own.
-		e.inbound.set(probe.SPI(), in)
+		e.inbound.set(probe, in)
 	}
 	e.inbound.set(sa.SPI(), in)
 	return nil
@@ -359,9 +359,9 @@ func (e *Engine) RemoveInbound(spi uint32) {
 		return
 	}
 	e.inbound.delete(spi)
-	if probe := in.sa.ProbeSA(); probe != nil {
-		if p, _ := e.inbound.get(probe.SPI()); p == in {
-			e.inbound.delete(probe.SPI())
+	if probe := in.sa.ProbeSPI(); probe != 0 {
+		if p, _ := e.inbound.get(probe); p == in {
+			e.inbound.delete(probe)
 		}
 	}
 	if r := in.reorder.Load(); r != nil {
@@ -434,9 +434,10 @@ func (e *Engine) ReleaseIdleCiphers() int {
 	}
 	released := 0
 	for in := range e.dataEntries {
-		sas := [...]*SA{in.sa, in.sa.ProbeSA(), in.pair, nil}
+		// probe.Load(): a probe SA not made yet is not made for this.
+		sas := [...]*SA{in.sa, in.sa.probe.Load(), in.pair, nil}
 		if in.pair != nil {
-			sas[3] = in.pair.ProbeSA()
+			sas[3] = in.pair.probe.Load()
 		}
 		for _, sa := range sas {
 			if sa != nil && sa.releaseIfIdle(e.idleSweeps) { // false for a CBC SA: it has no AEAD
@@ -910,7 +911,10 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 	open := dst
 	switch {
 	case probe:
-		sa = sa.ProbeSA()
+		if sa = sa.ProbeSA(); sa == nil {
+			e.Stats.Drops.Add(DropUnknownSPI) // cannot be: its SPI led here
+			return nil, nil, 0, 0
+		}
 	case in.transport != nil:
 		// Room in front of the payload for the header rebuilt below.
 		open = dst[in.transport.len:]

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"crypto/rand"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,7 +115,14 @@ func rebuild(t *testing.T, s *side, pair *dataplane.SA, onReply func(*dataplane.
 // probe. The probes still count in the data SA's per-path counters, the
 // reply reaches OnProbeReply under the data SA's SPI, data sealed in a
 // probe SA is dropped, and removing the data SA removes its probe SA.
+// Probe SAs given by their configuration (SetProbeSAConfig) are made by
+// the first probe each way: data and the idle sweep make none.
 func TestEngineProbeSA(t *testing.T) {
+	t.Run("given", func(t *testing.T) { testEngineProbeSA(t, false) })
+	t.Run("made by the first probe", func(t *testing.T) { testEngineProbeSA(t, true) })
+}
+
+func testEngineProbeSA(t *testing.T, lazy bool) {
 	a, b := newPair(t, pairConfig{tunB: tunRecording(100)})
 	key := func() []byte {
 		k := make([]byte, dataplane.AES256GCM16.KeyLen())
@@ -122,18 +130,27 @@ func TestEngineProbeSA(t *testing.T) {
 		return k
 	}
 	keyAB, keyBA := key(), key()
-	probeSA := func(spi uint32, k []byte) *dataplane.SA {
-		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: k, ReplayWindow: dataplane.MinReplayWindow})
+	for _, x := range []struct {
+		sa       *dataplane.SA
+		spi      uint32
+		key      []byte
+		outbound bool
+	}{{a.out, 0x1101, keyAB, true}, {b.in, 0x1101, keyAB, false}, {b.out, 0x2202, keyBA, true}, {a.in, 0x2202, keyBA, false}} {
+		cfg := dataplane.SAConfig{SPI: x.spi, Algorithm: dataplane.AES256GCM16, Key: x.key, Outbound: x.outbound}
+		if !x.outbound {
+			cfg.ReplayWindow = dataplane.MinReplayWindow
+		}
+		if lazy {
+			if err := x.sa.SetProbeSAConfig(cfg); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		probe, err := dataplane.NewSA(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return sa
-	}
-	probeAB := probeSA(0x1101, keyAB)
-	for _, x := range []struct {
-		sa, probe *dataplane.SA
-	}{{a.out, probeAB}, {b.in, probeSA(0x1101, keyAB)}, {b.out, probeSA(0x2202, keyBA)}, {a.in, probeSA(0x2202, keyBA)}} {
-		if err := x.sa.SetProbeSA(x.probe); err != nil {
+		if err := x.sa.SetProbeSA(probe); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -153,6 +170,18 @@ func TestEngineProbeSA(t *testing.T) {
 		a.tun.Inject(udpPacket(t, "10.0.0.1:1", "10.0.0.2:2", make([]byte, 100)))
 	}
 	receiveAll(t, b.tun, 10)
+	if lazy {
+		a.e.ReleaseIdleCiphers()
+		b.e.ReleaseIdleCiphers()
+		for name, sa := range map[string]*dataplane.SA{"a's outbound": a.out, "a's inbound": a.in, "b's outbound": b.out, "b's inbound": b.in} {
+			if sa.ProbeSAMade() {
+				t.Errorf("%s SA's probe SA was made before any probe", name)
+			}
+			if sa.ProbeSPI() == 0 {
+				t.Errorf("%s SA has no probe SPI", name)
+			}
+		}
+	}
 	if err := a.e.SendProbe(a.out, 0, nil, dataplane.Probe{Kind: dataplane.ProbeRequest, Seq: 7}, 200); err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +196,7 @@ func TestEngineProbeSA(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no probe reply")
 	}
+	probeAB := a.out.ProbeSA()
 	for _, c := range []struct {
 		what      string
 		got, want uint64
@@ -226,6 +256,31 @@ func TestSetProbeSARefuses(t *testing.T) {
 			t.Errorf("%s: accepted", c.name)
 		}
 	}
+	// The same refusals for a probe SA made later from its configuration,
+	// and what it would be made with checked now.
+	key := make([]byte, dataplane.AES128GCM16.KeyLen())
+	for _, c := range []struct {
+		name string
+		cfg  dataplane.SAConfig
+	}{
+		{"same SPI", dataplane.SAConfig{SPI: 0x1000, Algorithm: dataplane.AES128GCM16, Key: key}},
+		{"another algorithm", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES256GCM16, Key: make([]byte, dataplane.AES256GCM16.KeyLen())}},
+		{"ESN where the data SA has none", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key, ESN: true}},
+		{"transport mode", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key, Transport: true}},
+		{"short key", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key[:16]}},
+		{"outbound with a window", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key, Outbound: true, ReplayWindow: 64}},
+		{"window too small", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key, ReplayWindow: 8}},
+	} {
+		if err := data.SetProbeSAConfig(c.cfg); err == nil {
+			t.Errorf("configuration, %s: accepted", c.name)
+		}
+	}
+	if data.ProbeSPI() != 0 || data.ProbeSA() != nil {
+		t.Fatalf("refused probe SAs left SPI %#x", data.ProbeSPI())
+	}
+	if err := chained.SetProbeSAConfig(dataplane.SAConfig{SPI: 0x1004, Algorithm: dataplane.AES128GCM16, Key: key}); err == nil {
+		t.Error("a second probe SA was accepted")
+	}
 	if err := data.SetProbeSA(probe); err != nil {
 		t.Fatal(err)
 	}
@@ -249,5 +304,69 @@ func TestSetProbeSARefuses(t *testing.T) {
 	}
 	if err := e.AddInbound(data, pair, dataplane.AnyAddress, dataplane.AnyAddress); err == nil {
 		t.Error("a probe SA whose SPI is in use was installed")
+	}
+}
+
+// TestProbeSAMadeOnce: cores that seal and open their first probes at the
+// same moment all get the one probe SA; a probe SA made from its
+// configuration opens what one given whole seals; Wipe wipes a probe SA
+// made, and one not made yet never is.
+func TestProbeSAMadeOnce(t *testing.T) {
+	key := make([]byte, dataplane.AES256GCM16.KeyLen())
+	rand.Read(key)
+	newData := func(spi uint32, outbound bool) *dataplane.SA {
+		cfg := dataplane.SAConfig{SPI: spi, Algorithm: dataplane.AES256GCM16, Key: make([]byte, dataplane.AES256GCM16.KeyLen()), Outbound: outbound}
+		sa, err := dataplane.NewSA(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	in := newData(0x3000, false)
+	if err := in.SetProbeSAConfig(dataplane.SAConfig{SPI: 0x3001, Algorithm: dataplane.AES256GCM16, Key: key, ReplayWindow: 128}); err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := dataplane.NewSA(dataplane.SAConfig{SPI: 0x3001, Algorithm: dataplane.AES256GCM16, Key: key, Outbound: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(key) // the SAs keep their own copies
+	got := make([]*dataplane.SA, 16)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Go(func() { got[i] = in.ProbeSA() })
+	}
+	wg.Wait()
+	for i, p := range got {
+		if p == nil || p != got[0] {
+			t.Fatalf("core %d got probe SA %p, core 0 %p", i, p, got[0])
+		}
+	}
+	if p := got[0]; p.SPI() != 0x3001 || p.ReplayWindow() == nil || p.ReplayWindow().Size() != 128 || p.ProbeSPI() != 0 {
+		t.Fatalf("made probe SA: SPI %#x, window %v, probe SPI %#x", p.SPI(), p.ReplayWindow(), p.ProbeSPI())
+	}
+	buf := make([]byte, dataplane.Headroom+20+dataplane.Tailroom)
+	copy(buf[dataplane.Headroom:], []byte{0x45, 0, 0, 20, 9})
+	pkt, err := sealer.Seal(buf, 20, 59)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx := make([]byte, dataplane.Headroom+len(pkt))
+	copy(rx[dataplane.Headroom-dataplane.AES256GCM16.HeaderLen():], pkt)
+	if plain, nh, err := in.ProbeSA().Open(rx, len(pkt)); err != nil || nh != 59 || plain[4] != 9 {
+		t.Fatalf("the probe SA made from its configuration opened %v (next header %d): %v", plain, nh, err)
+	}
+
+	in.Wipe()
+	if p := in.ProbeSA(); p != got[0] || !p.CipherExpanded() {
+		t.Fatal("Wipe dropped the probe SA made, or its cipher")
+	}
+	out := newData(0x4000, true)
+	if err := out.SetProbeSAConfig(dataplane.SAConfig{SPI: 0x4001, Algorithm: dataplane.AES256GCM16, Key: make([]byte, 36), Outbound: true}); err != nil {
+		t.Fatal(err)
+	}
+	out.Wipe()
+	if out.ProbeSA() != nil || out.ProbeSAMade() || out.ProbeSPI() != 0x4001 {
+		t.Fatalf("wiped before its first probe: probe SA %v, SPI %#x; want none made, the SPI kept", out.ProbeSA(), out.ProbeSPI())
 	}
 }

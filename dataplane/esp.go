@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha1"
@@ -232,6 +233,11 @@ type SAConfig struct {
 	// 0 means DefaultReplayWindow. A window larger than 992 packets
 	// starts at 992 and grows to its size when needed (ReplayWindow.Grow).
 	ReplayWindow int
+	// Outbound makes an SA that only seals: it has no replay window
+	// (ReplayWindow must be 0), and Open drops every packet as one of an
+	// unknown SPI. Some 90 bytes less per SA than the smallest window,
+	// two per client on a gateway (the data SA's and the probe SA's).
+	Outbound bool
 	// StartAfter is the sequence number an outbound SA counts from: its
 	// first packet carries StartAfter+1. A manually keyed SA whose key
 	// outlives the process starts above every number an earlier run may
@@ -254,6 +260,9 @@ type SA struct {
 	alg  Algorithm
 	esn  bool
 	salt [SaltLen]byte
+	// probeSPI is the SPI of its probe SA (SetProbeSA, SetProbeSAConfig);
+	// 0 without one.
+	probeSPI uint32
 	// aead is the expanded cipher, made from key by the first packet
 	// sealed or opened (cipher), and dropped again once the SA has been
 	// idle for a while (releaseIfIdle): a gateway holds some 750 bytes of
@@ -283,8 +292,12 @@ type SA struct {
 	window *ReplayWindow
 
 	// probe is the SA's probe SA (SetProbeSA), or nil: probes then take
-	// sequence numbers of this SA.
-	probe *SA
+	// sequence numbers of this SA. One given by SetProbeSAConfig is made
+	// from lazyProbe by the first probe sealed or opened (ProbeSA): most
+	// of a gateway's clients have one path and never probe, and an SA is
+	// some 400 bytes more than the key it is made from.
+	probe     atomic.Pointer[SA]
+	lazyProbe *probeSAConfig // until the probe SA is made, or Wipe; under expandMu
 
 	Stats SAStats
 }
@@ -309,13 +322,18 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	} else if len(cfg.Key) != want {
 		return nil, fmt.Errorf("SA %#x: %s needs %d bytes of key and salt, got %d", cfg.SPI, cfg.Algorithm, want, len(cfg.Key))
 	}
-	window := cfg.ReplayWindow
-	if window == 0 {
-		window = DefaultReplayWindow
-	}
-	w, err := newGrowingReplayWindow(min(window, replayStartWindow), window)
-	if err != nil {
-		return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
+	var w *ReplayWindow
+	var err error
+	switch window := cfg.ReplayWindow; {
+	case cfg.Outbound && window != 0:
+		return nil, fmt.Errorf("SA %#x: an outbound SA has no replay window (asked for %d packets)", cfg.SPI, window)
+	case !cfg.Outbound:
+		if window == 0 {
+			window = DefaultReplayWindow
+		}
+		if w, err = newGrowingReplayWindow(min(window, replayStartWindow), window); err != nil {
+			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
+		}
 	}
 	sa := &SA{spi: cfg.SPI, alg: cfg.Algorithm, esn: cfg.ESN, window: w, maxSeq: math.MaxUint32,
 		headerLen: cfg.Algorithm.HeaderLen(), icvLen: cfg.Algorithm.ICVLen(), transport: cfg.Transport}
@@ -431,15 +449,84 @@ func (sa *SA) SetProbeSA(probe *SA) error {
 		return fmt.Errorf("SA %#x: a nil probe SA", sa.spi)
 	case probe == sa || probe.spi == sa.spi:
 		return fmt.Errorf("SA %#x: the probe SA needs an SPI of its own", sa.spi)
-	case probe.probe != nil:
+	case probe.probeSPI != 0:
 		return fmt.Errorf("SA %#x: probe SA %#x has a probe SA itself", sa.spi, probe.spi)
+	case sa.probeSPI != 0:
+		return fmt.Errorf("SA %#x: has a probe SA already", sa.spi)
 	}
-	sa.probe = probe
+	sa.probeSPI = probe.spi
+	sa.probe.Store(probe)
 	return nil
 }
 
-// ProbeSA returns the probe SA given to SetProbeSA, or nil.
-func (sa *SA) ProbeSA() *SA { return sa.probe }
+// probeSAConfig is what a probe SA is made from (SetProbeSAConfig).
+type probeSAConfig struct {
+	window   int32
+	outbound bool
+	key      []byte
+}
+
+// SetProbeSAConfig gives sa a probe SA as SetProbeSA does, made from cfg
+// when the first probe is sealed or opened with it (ProbeSA). cfg is
+// checked now: its algorithm and ESN are sa's, and it is in tunnel mode
+// (a probe has no IP header to carry in transport mode). sa keeps a copy
+// of the key.
+func (sa *SA) SetProbeSAConfig(cfg SAConfig) error {
+	switch {
+	case cfg.SPI == sa.spi:
+		return fmt.Errorf("SA %#x: the probe SA needs an SPI of its own", sa.spi)
+	case sa.probeSPI != 0:
+		return fmt.Errorf("SA %#x: has a probe SA already", sa.spi)
+	case cfg.Algorithm != sa.alg || cfg.ESN != sa.esn:
+		return fmt.Errorf("SA %#x: probe SA %#x: %s (ESN %v), not the data SA's %s (ESN %v)", sa.spi, cfg.SPI, cfg.Algorithm, cfg.ESN, sa.alg, sa.esn)
+	case cfg.Transport:
+		return fmt.Errorf("SA %#x: probe SA %#x in transport mode", sa.spi, cfg.SPI)
+	case len(cfg.Key) != cfg.Algorithm.KeyLen():
+		return fmt.Errorf("SA %#x: probe SA %#x: %s needs %d bytes of key and salt, got %d", sa.spi, cfg.SPI, cfg.Algorithm, cfg.Algorithm.KeyLen(), len(cfg.Key))
+	case cfg.Outbound && cfg.ReplayWindow != 0:
+		return fmt.Errorf("SA %#x: probe SA %#x: an outbound SA has no replay window (asked for %d packets)", sa.spi, cfg.SPI, cfg.ReplayWindow)
+	case !cfg.Outbound && cfg.ReplayWindow != 0 && (cfg.ReplayWindow < MinReplayWindow || cfg.ReplayWindow > MaxReplayWindow):
+		return fmt.Errorf("SA %#x: probe SA %#x: replay window of %d packets: must be between %d and %d", sa.spi, cfg.SPI, cfg.ReplayWindow, MinReplayWindow, MaxReplayWindow)
+	}
+	sa.probeSPI = cfg.SPI
+	sa.lazyProbe = &probeSAConfig{window: int32(cfg.ReplayWindow), outbound: cfg.Outbound, key: bytes.Clone(cfg.Key)}
+	return nil
+}
+
+// ProbeSPI returns the SPI of sa's probe SA; 0 if it has none.
+func (sa *SA) ProbeSPI() uint32 { return sa.probeSPI }
+
+// ProbeSA returns sa's probe SA: the one given to SetProbeSA, or the one
+// SetProbeSAConfig described, made now if no probe made it yet. It is nil
+// for an SA without one, and for one wiped before its probe SA was made.
+// The hot path pays one atomic load.
+func (sa *SA) ProbeSA() *SA {
+	if p := sa.probe.Load(); p != nil || sa.probeSPI == 0 {
+		return p
+	}
+	sa.expandMu.Lock()
+	defer sa.expandMu.Unlock()
+	return sa.makeProbeLocked()
+}
+
+// makeProbeLocked makes the probe SA from lazyProbe, unless it was made.
+func (sa *SA) makeProbeLocked() *SA {
+	if p := sa.probe.Load(); p != nil {
+		return p
+	}
+	c := sa.lazyProbe
+	if c == nil {
+		return nil
+	}
+	p, err := NewSA(SAConfig{SPI: sa.probeSPI, Algorithm: sa.alg, Key: c.key, ESN: sa.esn, ReplayWindow: int(c.window), Outbound: c.outbound})
+	if err != nil {
+		return nil // SetProbeSAConfig checked what NewSA checks
+	}
+	clear(c.key) // the probe SA has its own copy
+	sa.lazyProbe = nil
+	sa.probe.Store(p)
+	return p
+}
 
 // SetSequenceLimit lets the SA hand out sequence numbers up to limit only
 // (at most the SA's last one); past it, sealing fails with
@@ -462,16 +549,24 @@ func (sa *SA) MaxSequence() uint64 { return sa.maxSeq }
 // sealed or opened with the SA's key, never a zero one; the cipher is not
 // dropped after that.
 func (sa *SA) Wipe() {
-	if sa.cbc == nil {
-		sa.expandMu.Lock()
-		if sa.key != nil {
-			sa.expandLocked()
-			clear(sa.key[:])
-			sa.key = nil
-		}
-		sa.expandMu.Unlock()
+	sa.expandMu.Lock()
+	// A probe SA not made yet never will be (ProbeSA returns nil); one
+	// made is wiped as sa is.
+	probe := sa.probe.Load()
+	if c := sa.lazyProbe; c != nil {
+		clear(c.key)
+		sa.lazyProbe = nil
 	}
+	if sa.cbc == nil && sa.key != nil {
+		sa.expandLocked()
+		clear(sa.key[:])
+		sa.key = nil
+	}
+	sa.expandMu.Unlock()
 	clear(sa.salt[:])
+	if probe != nil {
+		probe.Wipe()
+	}
 }
 
 // SPI returns the SA's security parameter index.
@@ -486,7 +581,8 @@ func (sa *SA) Transport() bool { return sa.transport }
 // ESN reports whether the SA uses extended sequence numbers.
 func (sa *SA) ESN() bool { return sa.esn }
 
-// ReplayWindow returns the inbound anti-replay window.
+// ReplayWindow returns the inbound anti-replay window; nil for an SA made
+// Outbound.
 func (sa *SA) ReplayWindow() *ReplayWindow { return sa.window }
 
 // LastSequence returns the last sequence number handed out for sending.
@@ -651,9 +747,10 @@ func (sa *SA) openTo(dst, pkt []byte) ([]byte, byte, uint64, *dropError) {
 	if len(pkt) < minLen || len(dst) < Headroom+len(pkt)-sa.headerLen-sa.icvLen {
 		return nil, 0, 0, dropErrors[DropRunt]
 	}
-	if binary.BigEndian.Uint32(pkt) != sa.spi {
-		// Not this SA's packet; with ESN the wire SPI is not read again
-		// for the AAD, so it must be checked here.
+	if binary.BigEndian.Uint32(pkt) != sa.spi || sa.window == nil {
+		// Not this SA's packet (with ESN the wire SPI is not read again
+		// for the AAD, so it must be checked here), or an SA that only
+		// seals.
 		return nil, 0, 0, dropErrors[DropUnknownSPI]
 	}
 	low := binary.BigEndian.Uint32(pkt[4:])

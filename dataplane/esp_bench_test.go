@@ -115,18 +115,19 @@ func BenchmarkSAHeap(b *testing.B) {
 	}
 	key := make([]byte, AES256GCM16.KeyLen())
 	for _, w := range []struct {
-		name   string
-		window int
-		used   bool
-	}{{"inbound", DefaultReplayWindow, false}, {"outbound", MinReplayWindow, false}, {"probe-inbound", 128, false},
-		{"inbound-used", DefaultReplayWindow, true}, {"outbound-used", MinReplayWindow, true}} {
+		name     string
+		window   int
+		outbound bool
+		used     bool
+	}{{"inbound", DefaultReplayWindow, false, false}, {"outbound", 0, true, false}, {"probe-inbound", 128, false, false},
+		{"inbound-used", DefaultReplayWindow, false, true}, {"outbound-used", 0, true, true}} {
 		b.Run(w.name, func(b *testing.B) {
 			for b.Loop() {
 				sas := make([]*SA, n)
 				before := heap()
 				for i := range sas {
 					var err error
-					if sas[i], err = NewSA(SAConfig{SPI: uint32(256 + i), Algorithm: AES256GCM16, Key: key, ReplayWindow: w.window}); err != nil {
+					if sas[i], err = NewSA(SAConfig{SPI: uint32(256 + i), Algorithm: AES256GCM16, Key: key, ReplayWindow: w.window, Outbound: w.outbound}); err != nil {
 						b.Fatal(err)
 					}
 					if w.used {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -17,7 +18,7 @@ func newSAPair(t testing.TB, alg Algorithm, esn bool) (out, in *SA) {
 	key := make([]byte, alg.KeyLen())
 	rand.Read(key)
 	cfg := SAConfig{SPI: 0x1234abcd, Algorithm: alg, Key: key, ESN: esn}
-	out, err := NewSA(cfg)
+	out, err := NewSA(SAConfig{SPI: cfg.SPI, Algorithm: alg, Key: key, ESN: esn, Outbound: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,11 +270,36 @@ func TestNewSARejectsBadConfig(t *testing.T) {
 		{"aes128 with aes256 key", SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: make([]byte, 36)}},
 		{"window too small", SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: make([]byte, 20), ReplayWindow: 16}},
 		{"window too large", SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: make([]byte, 20), ReplayWindow: 1 << 20}},
+		{"outbound with a window", SAConfig{SPI: 0x1000, Algorithm: AES128GCM16, Key: make([]byte, 20), ReplayWindow: 64, Outbound: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := NewSA(tc.cfg); err == nil {
 				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+// TestOutboundSAOpensNothing: an SA made Outbound has no replay window and
+// drops what it is given to open, even a packet under its own key and SPI,
+// as one of an unknown SPI.
+func TestOutboundSAOpensNothing(t *testing.T) {
+	for _, alg := range []Algorithm{AES256GCM16, ChaCha20Poly1305, AES256SHA256} {
+		t.Run(alg.String(), func(t *testing.T) {
+			out, in := newSAPair(t, alg, false)
+			if out.ReplayWindow() != nil || in.ReplayWindow() == nil {
+				t.Fatalf("windows: outbound %v, inbound %v; want none and one", out.ReplayWindow(), in.ReplayWindow())
+			}
+			pkt := sealPayload(t, out, []byte{0x45, 0, 0, 20, 7}, NextHeaderIPv4)
+			if _, _, err := openPacket(out, slices.Clone(pkt)); !errors.Is(err, dropErrors[DropUnknownSPI]) {
+				t.Fatalf("the outbound SA opened its own packet: %v, want an unknown-SPI drop", err)
+			}
+			if p, _, err := openPacket(in, pkt); err != nil || p[4] != 7 {
+				t.Fatalf("the inbound SA: %v", err)
+			}
+			if out.ReplayWindow().Top() != 0 {
+				t.Fatal("a nil window's top is not 0")
 			}
 		})
 	}

@@ -27,3 +27,7 @@ func (e *Engine) InboundEntries() int { return e.inbound.len() }
 
 // CipherExpanded reports whether the SA holds its expanded cipher.
 func (sa *SA) CipherExpanded() bool { return sa.aead.Load() != nil }
+
+// ProbeSAMade reports whether the SA's probe SA exists (SetProbeSA gave
+// it, or a probe made it from SetProbeSAConfig's).
+func (sa *SA) ProbeSAMade() bool { return sa.probe.Load() != nil }

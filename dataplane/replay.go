@@ -112,8 +112,14 @@ func newReplayRing(size int) *replayRing {
 // Size returns the window's size in packets now (Grow may make it larger).
 func (w *ReplayWindow) Size() int { return int(w.ring.Load().size) }
 
-// Top returns the highest sequence number accepted so far (0 if none).
-func (w *ReplayWindow) Top() uint64 { return w.top.Load() }
+// Top returns the highest sequence number accepted so far (0 if none, and
+// for the nil window of an outbound SA).
+func (w *ReplayWindow) Top() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.top.Load()
+}
 
 // Check reports whether seq may be accepted: nil, ErrReplayed or ErrTooOld.
 // It changes nothing. While the ring grows it says nil: Accept decides.

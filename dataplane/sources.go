@@ -206,8 +206,10 @@ func (e *Engine) sendProbe(out *SA, path *Path, to netip.AddrPort, p Probe, size
 	n := len(b) - Headroom
 	b = append(b, make([]byte, Tailroom)...)
 	pb.b = b
-	if out.probe != nil {
-		out = out.probe // outside the data's sequence space (SetProbeSA)
+	if out.ProbeSPI() != 0 {
+		if out = out.ProbeSA(); out == nil { // outside the data's sequence space (SetProbeSA)
+			return 0, fmt.Errorf("sending probe on path %d: its probe SA was wiped", id)
+		}
 	}
 	pkt, err := out.Seal(b, n, nextHeaderDummy)
 	if err != nil {

@@ -15,8 +15,7 @@ const probeReplayWindow = 128
 // NewChildSAs makes the data plane's two SAs of a negotiated Child SA, in
 // its mode, each with its probe SA when the Child SA has one (docs/mif.md;
 // probes are never carried in transport mode: they have no IP header).
-// The outbound SA never checks replays, so it gets the smallest window:
-// 2 KiB less per SA, per client on a gateway.
+// The outbound SA never checks replays, so it has no window.
 func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 	alg, err := dataplane.ParseAlgorithm(child.Algorithm)
 	if err != nil {
@@ -28,7 +27,7 @@ func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 			return nil, nil, err
 		}
 		out, err = dataplane.NewSA(dataplane.SAConfig{SPI: outSPI, Algorithm: alg, Key: outKey, ESN: child.ESN,
-			ReplayWindow: dataplane.MinReplayWindow, Transport: transport})
+			Outbound: true, Transport: transport})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -38,12 +37,12 @@ func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 		return nil, nil, err
 	}
 	if p := child.Probe; p != nil {
-		probeIn, probeOut, err := pair(p.InSPI, p.OutSPI, p.InKey, p.OutKey, probeReplayWindow, false)
-		if err != nil {
+		// Made by the first probe each way (dataplane.SA.ProbeSA): a
+		// client with one path may never probe.
+		if err := errors.Join(
+			in.SetProbeSAConfig(dataplane.SAConfig{SPI: p.InSPI, Algorithm: alg, Key: p.InKey, ESN: child.ESN, ReplayWindow: probeReplayWindow}),
+			out.SetProbeSAConfig(dataplane.SAConfig{SPI: p.OutSPI, Algorithm: alg, Key: p.OutKey, ESN: child.ESN, Outbound: true})); err != nil {
 			return nil, nil, fmt.Errorf("probe SA: %w", err)
-		}
-		if err := errors.Join(in.SetProbeSA(probeIn), out.SetProbeSA(probeOut)); err != nil {
-			return nil, nil, err
 		}
 	}
 	return in, out, nil

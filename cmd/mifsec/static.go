@@ -325,6 +325,7 @@ func runStatic(c *cli.Context) error {
 	}
 	defer seq.Close()
 	cfg.out.StartAfter = seq.mark
+	cfg.out.Outbound, cfg.out.ReplayWindow = true, 0
 	out, err := dataplane.NewSA(cfg.out)
 	if errors.Is(err, dataplane.ErrSequenceExhausted) {
 		return fmt.Errorf("the outbound key has sent its last sequence number in earlier runs (recorded in %s): make new keys", cfg.stateDir)
