@@ -916,6 +916,16 @@ func (r *Responder) firstChild(c *rClient, req []wire.Payload, wants addressWant
 		r.releaseLeases(c)
 		return nil, &wire.Notify{NotifyType: wire.TS_UNACCEPTABLE}
 	}
+	// Most clients get the gateway's whole networks and their own leased
+	// addresses: the Child SA then shares those slices (nothing changes a
+	// Child SA's selectors in place; capped, so that an append copies)
+	// instead of holding copies, some 120 bytes per client.
+	if slices.Equal(local, r.cfg.LocalTS) {
+		local = slices.Clip(r.cfg.LocalTS)
+	}
+	if slices.Equal(remote, c.Addresses) {
+		remote = slices.Clip(c.Addresses)
+	}
 	inSPI := r.drawInboundSPI()
 	theirs, probed := peerProbeSPI(req)
 	probeSPI, probeAnswer := offerProbeSPI(!r.cfg.DisableMIF && peerMIF(req) && probed, r.drawInboundSPI)

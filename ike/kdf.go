@@ -77,7 +77,9 @@ func (p PRF) Plus(key, seed []byte, n int) ([]byte, error) {
 	if n < 0 || n > 255*p.alg.size {
 		return nil, fmt.Errorf("prf+ cannot produce %d bytes with %s (at most %d)", n, p.alg.keyword, 255*p.alg.size)
 	}
-	out := make([]byte, 0, n+p.alg.size)
+	// Exactly n bytes: an IKE SA keeps its keys in this slice for its
+	// life. The last block is cut to what fits.
+	out := make([]byte, 0, n)
 	m := hmac.New(p.h, key)
 	var t []byte
 	for i := 1; len(out) < n; i++ {
@@ -86,9 +88,9 @@ func (p PRF) Plus(key, seed []byte, n int) ([]byte, error) {
 		m.Write(seed)
 		m.Write([]byte{byte(i)})
 		t = m.Sum(t[:0])
-		out = append(out, t...)
+		out = append(out, t[:min(len(t), n-len(out))]...)
 	}
-	return out[:n], nil
+	return out, nil
 }
 
 // Keys are the keys of an IKE SA (RFC 7296 §2.14). The i and r keys
