@@ -466,6 +466,16 @@ func TestCRLRevokes(t *testing.T) {
 	}
 }
 
+// TestResponderFragmentedRetransmission: an IKE_AUTH request in fragments,
+// its response lost, is answered again when the client sends it again.
+func TestResponderFragmentedRetransmission(t *testing.T) {
+	pki := testPKI(t, testpki.Options{KeyType: testpki.KeyRSA3072})
+	peer := func(c testpki.Credential) CertifiedPeer {
+		return CertifiedPeer{ID: c.Identity, Key: c.Key, Cert: c.Certificate}
+	}
+	RunResponderFragmentedRetransmission(t, trustStoreOf(t, pki), peer(pki.Gateway), peer(pki.Client))
+}
+
 // TestResponderCertificates: a client with a certificate of the gateway's CA
 // connects; one whose certificate another CA issued is refused.
 func TestResponderCertificates(t *testing.T) {

@@ -846,6 +846,10 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 		}
 	}
 	reply = append(reply, childReply...)
+	// Nor does anything need the IKE_SA_INIT nonces any more: they went
+	// into the AUTH payloads and the first Child SA's keys. (An IKE SA
+	// made by a rekey keeps its own, to settle a rekey collision.)
+	sa.ni, sa.nr = nil, nil
 	if r.cfg.Sessions != nil {
 		r.cfg.Sessions.ClientUp(&c.RemoteClient)
 		c.registered = true

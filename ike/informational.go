@@ -155,7 +155,7 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 		if n != c.espSeen {
 			c.espSeen, c.lastESP = n, now
 		}
-		c.espRead = now
+		c.espRead = now.UnixNano()
 	}
 	last := c.sa.lastHeard
 	if c.lastESP.After(last) {

@@ -259,30 +259,33 @@ type rSA struct {
 	*ikeSA
 	from       netip.AddrPort // where IKE_SA_INIT came from
 	local      netip.Addr     // the gateway address it arrived at
-	natT       bool
-	initReq    []byte // the client's IKE_SA_INIT request: it signs it
-	initResp   []byte // our response: we sign it
+	initReq    []byte         // the client's IKE_SA_INIT request: it signs it
+	initResp   []byte         // our response: we sign it
 	peerHashes []uint16
 	// pendingKeys derives the keys of a half-open SA beside the loop
 	// (initkeys.go); nil once keysOf took them.
 	pendingKeys *initKeys
-	redirectOK  bool      // its IKE_SA_INIT said it follows redirects (RFC 5685)
 	expires     time.Time // for a half-open SA
 	eap         *rEAP     // the EAP login under way (ike_auth_eap.go)
 	client      *rClient  // nil while half-open
+	// The last request answered: where it came from (and the gateway
+	// address it arrived at) and the digest of its (first) datagram, to
+	// recognise its retransmissions; and how often its response was sent
+	// again. firstSum is the digest of the first datagram of a request
+	// that came in fragments, until the last one came (an unfragmented
+	// request, the common case, needs none kept).
+	reqFrom  netip.AddrPort
+	reqLocal netip.Addr
+	reqSum   [sha256.Size]byte
+	firstSum *[sha256.Size]byte
+	resends  int32
+
+	natT       bool
+	redirectOK bool // its IKE_SA_INIT said it follows redirects (RFC 5685)
 	// answering: the request nextIn is being answered beside the loop
 	// (a RADIUS server asked, a shared pool's leases taken); its
 	// retransmissions are dropped meanwhile.
 	answering bool
-	// The last request answered: where it came from (and the gateway
-	// address it arrived at) and the digest of its (first) datagram, to
-	// recognise its retransmissions; and how often its response was sent
-	// again.
-	reqFrom  netip.AddrPort
-	reqLocal netip.Addr
-	reqSum   [sha256.Size]byte
-	firstSum [sha256.Size]byte // of the request being reassembled
-	resends  int
 }
 
 // rClient is one authenticated client: its current IKE SA, Child SAs and
@@ -293,30 +296,37 @@ type rClient struct {
 	child       *ChildSA
 	oldKids     []*ChildSA
 	established time.Time
-	ikeRekeys   int
-	childRekeys int
 	pending     *rRequest // the request we started and await the answer to
 	espSeen     uint64    // ESP packets its Child SAs had received at the last read
 	lastESP     time.Time // when espSeen last grew
-	espRead     time.Time // when espSeen was last read
-	dpdChecks   int       // liveness checks the gateway started
-	// dpdExcused counts the unanswered liveness checks in a row that the
-	// gateway's own full queue may explain (checkLiveness).
-	dpdExcused int
-	mob        clientMobility   // MOBIKE and MIF (mobike.go)
-	psk        []byte           // the pre-shared key it authenticated with; nil for a certificate
-	authFrom   []netip.AddrPort // where its authenticated messages came from lately, newest first
-	accounted  *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
-	key        string           // ID's text (ID is canonical): the key of per-identity tables
-	registered bool             // ResponderConfig.Sessions knows it (ClientUp)
-	dropped    bool             // dropClient removed it
-	slot       int              // its index in Responder.clients while it is held
-	due        time.Time        // its next visit by the tick (timers.go)
-	timer      int              // its index in Responder.timers plus one (0: none)
+	// espRead is when espSeen was last read (Unix nanoseconds: only the
+	// next read is timed by it, and 16 bytes fewer than a time.Time
+	// keep the client in the allocator's 512-byte class).
+	espRead   int64
+	mob       clientMobility   // MOBIKE and MIF (mobike.go)
+	psk       []byte           // the pre-shared key it authenticated with; nil for a certificate
+	authFrom  []netip.AddrPort // where its authenticated messages came from lately, newest first
+	accounted *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
+	key       string           // ID's text (ID is canonical): the key of per-identity tables
+	due       time.Time        // its next visit by the tick (timers.go)
 	// sas are its IKE SAs in r.sas (the current one, and one being
 	// rekeyed or replaced): dropClient deletes them without a walk of
 	// every client's.
 	sas []*rSA
+
+	// The small fields together, 32-bit counters and indexes, so that a
+	// client fits the allocator's 512-byte class (a gateway holds one per
+	// client).
+	ikeRekeys   int32
+	childRekeys int32
+	dpdChecks   int32 // liveness checks the gateway started
+	// dpdExcused counts the unanswered liveness checks in a row that the
+	// gateway's own full queue may explain (checkLiveness).
+	dpdExcused int32
+	slot       int32 // its index in Responder.clients while it is held
+	timer      int32 // its index in Responder.timers plus one (0: none)
+	registered bool  // ResponderConfig.Sessions knows it (ClientUp)
+	dropped    bool  // dropClient removed it
 	// redirectOK: it follows redirects (RFC 5685); redirectSent: a
 	// draining gateway asked it to go (redirect.go).
 	redirectOK, redirectSent bool
@@ -617,7 +627,7 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 		for _, c := range r.clients {
 			st := ClientStatus{ID: c.ID.Display(), Remote: c.Remote.String(),
 				IKESPIi: fmt.Sprintf("%016x", c.sa.spiI), IKESPIr: fmt.Sprintf("%016x", c.sa.spiR), IKESuite: c.sa.suite.String(),
-				Established: c.established, IKERekeys: c.ikeRekeys, ChildRekeys: c.childRekeys, DPDChecks: c.dpdChecks, ClientMobility: c.mob.status()}
+				Established: c.established, IKERekeys: int(c.ikeRekeys), ChildRekeys: int(c.childRekeys), DPDChecks: int(c.dpdChecks), ClientMobility: c.mob.status()}
 			if c.Local.IsValid() && !c.Local.IsUnspecified() {
 				st.Local = c.Local.String()
 			}
@@ -879,13 +889,21 @@ func (r *Responder) handle(in inbound) {
 		r.log.Debug("dropping undecryptable request", "from", in.from, "exchange", m.Exchange, "err", err)
 		return
 	}
-	if firstDatagram(m) {
-		sa.firstSum = sha256.Sum256(in.data)
-	}
-	if !complete {
+	var sum [sha256.Size]byte
+	switch first := firstDatagram(m); {
+	case first && !complete:
+		sa.firstSum = new([sha256.Size]byte)
+		*sa.firstSum = sha256.Sum256(in.data)
 		return
+	case !complete:
+		return
+	case first:
+		sum = sha256.Sum256(in.data)
+	case sa.firstSum != nil:
+		sum = *sa.firstSum
 	}
-	sa.reqFrom, sa.reqLocal, sa.reqSum, sa.resends = in.from, in.local, sa.firstSum, 0
+	sa.firstSum = nil
+	sa.reqFrom, sa.reqLocal, sa.reqSum, sa.resends = in.from, in.local, sum, 0
 	sa.lastHeard = r.cfg.Now()
 	sa.natT = in.natT
 	var reply []wire.Payload
@@ -956,11 +974,11 @@ func (r *Responder) dropClient(c *rClient) {
 	r.unscheduleClient(c)
 	// The last client takes c's place: a departure costs the same with
 	// 100,000 clients as with ten (the list's order is not kept).
-	if i := c.slot; i < len(r.clients) && r.clients[i] == c {
+	if i := int(c.slot); i < len(r.clients) && r.clients[i] == c {
 		last := len(r.clients) - 1
 		if i != last {
 			r.clients[i] = r.clients[last]
-			r.clients[i].slot = i
+			r.clients[i].slot = int32(i)
 		}
 		r.clients[last] = nil
 		r.clients = r.clients[:last]
@@ -974,7 +992,7 @@ func (r *Responder) dropClient(c *rClient) {
 
 // addClient makes c, which authenticated on sa, one of the clients.
 func (r *Responder) addClient(c *rClient, sa *rSA) {
-	c.slot = len(r.clients)
+	c.slot = int32(len(r.clients))
 	r.clients = append(r.clients, c)
 	r.byKey[c.key] = append(r.byKey[c.key], c)
 	r.ownSA(c, sa)

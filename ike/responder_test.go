@@ -33,6 +33,9 @@ type memWire struct {
 	dropResponse func(b []byte) bool
 	seen         []wire.NotifyType   // notifications in unprotected responses
 	requests     []wire.ExchangeType // requests the responder sent, in order
+	// clientFragments counts the datagrams clients sent that were
+	// fragments of a message (RFC 7383).
+	clientFragments atomic.Int32
 }
 
 type clientSide struct {
@@ -48,6 +51,11 @@ func (c clientSide) Send(msg []byte, to netip.AddrPort, natT bool) error {
 	c.w.mu.Lock()
 	r := c.w.r
 	c.w.mu.Unlock()
+	if m, err := wire.Parse(msg); err == nil && len(m.Payloads) > 0 {
+		if _, ok := m.Payloads[len(m.Payloads)-1].(*wire.EncryptedFragment); ok {
+			c.w.clientFragments.Add(1)
+		}
+	}
 	r.Deliver(msg, to.Addr(), netip.AddrPortFrom(c.addr, port), natT)
 	return nil
 }
@@ -1338,7 +1346,7 @@ func TestClientListRemoval(t *testing.T) {
 			t.Fatalf("%d clients, want %d", len(r.clients), len(want))
 		}
 		for i, c := range r.clients {
-			if c.slot != i {
+			if int(c.slot) != i {
 				t.Fatalf("client %s at %d has slot %d", c.key, i, c.slot)
 			}
 		}

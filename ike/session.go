@@ -33,28 +33,29 @@ type ChildSA struct {
 	// key followed by the 4-byte salt (AEAD), or the encryption key
 	// followed by the integrity key (AES-CBC with an HMAC).
 	InKey, OutKey []byte
-	ESN           bool
 	// Probe is its probe SA (MIF extension), nil when the peer offered
 	// none: probes then travel in the Child SA itself.
 	Probe    *ProbeSA
 	LocalTS  []netip.Prefix
 	RemoteTS []netip.Prefix
 	Created  time.Time
+	ESN      bool
 	// Transport says the peers agreed on transport mode (RFC 7296
 	// §1.3.1, transport.go); otherwise the SA is in tunnel mode.
 	Transport bool
 
-	switched bool      // its outbound SA sends
-	retired  time.Time // when a rekey replaced it; it is deleted within oldChildGrace
-
+	switched bool // its outbound SA sends
 	// The exchange that created it, to settle a rekey collision (RFC 7296
-	// §2.8.1): the inbound SPI of the SA it replaced (an SPI, not a
-	// pointer: a pointer would keep every predecessor alive, a chain that
-	// grows by one SA per rekey for the life of the session), the
-	// exchange's nonces (Ni, Nr) and whether the peer initiated it.
+	// §2.8.1): whether the peer initiated it, the inbound SPI of the SA it
+	// replaced (an SPI, not a pointer: a pointer would keep every
+	// predecessor alive, a chain that grows by one SA per rekey for the
+	// life of the session) and the exchange's nonces (Ni, Nr). The flags
+	// and the SPI share a word: a gateway holds a Child SA per client.
+	byPeer  bool
 	rekeyOf uint32
 	nonces  [2][]byte
-	byPeer  bool
+
+	retired time.Time // when a rekey replaced it; it is deleted within oldChildGrace
 	// rekeyAt is when its lifetime ends (set when first checked, with
 	// jitter); retryAt holds off another rekey after one was refused.
 	rekeyAt, retryAt time.Time
@@ -658,6 +659,7 @@ func (s *Session) lastSign(sa *ikeSA, now time.Time) time.Time {
 type ikeSA struct {
 	spiI, spiR uint64
 	initiator  bool // we are the original initiator of this IKE SA
+	fragOK     bool // peer supports RFC 7383 (beside initiator and the suite's 14 bytes: one word less per IKE SA)
 	suite      Suite
 	keys       *ikeKeys
 	ni, nr     []byte
@@ -666,7 +668,6 @@ type ikeSA struct {
 	lastResp   [][]byte // the last response we sent, for retransmitted requests
 	lastHeard  time.Time
 	created    time.Time
-	fragOK     bool // peer supports RFC 7383
 	reasm      *wire.Reassembler
 	rekeyOf    ikeSAID // the IKE SA this one replaced (RFC 7296 §2.18); by SPIs, not a pointer, for the reason ChildSA.rekeyOf gives
 	// rekeyAt is when its lifetime ends (set when first checked, with

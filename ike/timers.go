@@ -37,12 +37,12 @@ func (h clientTimers) Len() int           { return len(h) }
 func (h clientTimers) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
 func (h clientTimers) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].timer, h[j].timer = i+1, j+1
+	h[i].timer, h[j].timer = int32(i+1), int32(j+1)
 }
 func (h *clientTimers) Push(x any) {
 	c := x.(*rClient)
 	*h = append(*h, c)
-	c.timer = len(*h)
+	c.timer = int32(len(*h))
 }
 func (h *clientTimers) Pop() any {
 	old := *h
@@ -62,14 +62,14 @@ func (r *Responder) rescheduleClient(c *rClient, now time.Time) {
 	if c.timer == 0 {
 		heap.Push(&r.timers, c)
 	} else {
-		heap.Fix(&r.timers, c.timer-1)
+		heap.Fix(&r.timers, int(c.timer-1))
 	}
 }
 
 // unscheduleClient takes c out of the timers.
 func (r *Responder) unscheduleClient(c *rClient) {
 	if c.timer != 0 {
-		heap.Remove(&r.timers, c.timer-1)
+		heap.Remove(&r.timers, int(c.timer-1))
 	}
 }
 
@@ -119,7 +119,7 @@ func (r *Responder) nextVisit(c *rClient, now time.Time) time.Time {
 			// The ESP counters, read again half an interval on: a
 			// client whose packets stopped just after a read is
 			// checked half an interval late at most.
-			at(c.espRead.Add(r.cfg.DPD / 2))
+			at(time.Unix(0, c.espRead).Add(r.cfg.DPD / 2))
 		}
 	}
 	return due
@@ -139,7 +139,7 @@ func (r *Responder) visitDueClients(now time.Time) {
 			// A check that could not start (no key share ready, say)
 			// is tried again at the next tick, not in a loop now.
 			c.due = now.Add(time.Second)
-			heap.Fix(&r.timers, c.timer-1)
+			heap.Fix(&r.timers, int(c.timer-1))
 		}
 	}
 }
