@@ -106,7 +106,10 @@ type Gateway struct {
 	mpeers  map[*ike.RemoteClient]*gatewayPeer // clients with multipath scheduling
 	// probeKids is kids for the receive workers' probes (inbound SPI ->
 	// *gatewayChild): a sync.Map, read-mostly, so that a lookup takes no
-	// lock and a change costs O(1) with many clients.
+	// lock and a change costs O(1) with many clients. It holds only the
+	// Child SAs of clients with multipath scheduling (peer set): a probe
+	// reply concerns no other (onProbeReply), and an entry is some 100
+	// bytes, per client on a gateway.
 	probeKids sync.Map
 	runCtx    context.Context // ends with Run: peers' goroutines stop with it
 }
@@ -369,9 +372,9 @@ func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, sen
 		prefix: child.RemoteTS, local: child.LocalTS}
 	g.mu.Lock()
 	g.kids[child.InSPI] = k
-	g.probeKids.Store(child.InSPI, k)
 	if p := g.mpeers[client]; p != nil {
 		k.peer.Store(p)
+		g.probeKids.Store(child.InSPI, k)
 		g.restoreOrder(p, child.InSPI)
 	}
 	t := g.clients[client]

@@ -119,6 +119,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 		}()
 		for _, k := range g.clients[client].kids {
 			k.peer.Store(p)
+			g.probeKids.Store(k.in.SPI(), k)
 			g.restoreOrder(p, k.in.SPI())
 			reroute = append(reroute, k)
 		}

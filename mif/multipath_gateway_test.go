@@ -90,6 +90,11 @@ func TestGatewayMultipathPeer(t *testing.T) {
 	}
 	install(mif, 0x1000, "10.3.0.2/32")
 	install(plain, 0x2000, "10.3.0.3/32")
+	for _, spi := range []uint32{0x1000, 0x2000} {
+		if _, ok := g.probeKids.Load(spi); ok {
+			t.Errorf("Child SA %#x of a client with one path is kept for probe replies", spi)
+		}
+	}
 
 	g.PathAdded(mif, ike.PathInfo{ID: 2, Kind: wire.PathKindCellular, Priority: 2, Remote: netip.MustParseAddrPort("198.51.100.7:4500")})
 	g.mu.Lock()
@@ -101,6 +106,9 @@ func TestGatewayMultipathPeer(t *testing.T) {
 	}
 	if v, ok := g.probeKids.Load(uint32(0x1000)); !ok || v.(*gatewayChild).peer.Load() != p {
 		t.Error("the client's probes do not reach its peer")
+	}
+	if _, ok := g.probeKids.Load(uint32(0x2000)); ok {
+		t.Error("the client without multipath is kept for probe replies")
 	}
 	for _, r := range engine.Routes() {
 		want := g.kids[0x2000].group
