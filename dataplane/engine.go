@@ -149,9 +149,13 @@ type Engine struct {
 	routes  *routeTable
 	inbound *table[uint32, *inboundSA] // by SPI: a data SA's entry under its probe SA's SPI too
 	inMu    sync.Mutex                 // serialises writers of inbound
-	paths   atomic.Pointer[pathTable]
-	closing atomic.Bool
-	Stats   EngineStats
+	// lastLocal is the local selectors of the inbound SA added last
+	// (under inMu): the next SA with the same ones shares them, as a
+	// gateway's clients mostly do (nothing changes an SA's selectors).
+	lastLocal Selectors
+	paths     atomic.Pointer[pathTable]
+	closing   atomic.Bool
+	Stats     EngineStats
 
 	// pathMu serialises AddPath, RemovePath, Run and Close; running says
 	// Run started the workers, so AddPath starts the new path's.
@@ -302,7 +306,10 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 			return fmt.Errorf("inbound SA: SPI %#x: %w", sa.SPI(), err)
 		}
 	}
-	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: slices.Clone(local), transport: th}
+	if !slices.Equal(local, e.lastLocal) {
+		e.lastLocal = slices.Clip(slices.Clone(local))
+	}
+	in := &inboundSA{sa: sa, pair: pair, remote: slices.Clone(remote), local: e.lastLocal, transport: th}
 	if probe != 0 {
 		// The probe SA first: a data SA that receives has its probe SA.
 		// Its SPI leads to the data SA's entry (a probe is opened with

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/mifsec/mifsec/scheduler"
 )
 
 func TestProbeRoundTrip(t *testing.T) {
@@ -110,8 +112,17 @@ func FuzzParseProbe(f *testing.F) {
 }
 
 // TestSourceCountersConcurrent has several workers count packets from a
-// few sources at once: every packet is counted once, per source.
+// few sources at once: every packet is counted once, per source, the
+// third source's slot made by whichever worker came first. Two sources
+// make no slots beyond the SA's own.
 func TestSourceCountersConcurrent(t *testing.T) {
+	var two sourceCounters
+	for i := range 10 {
+		two.count(scheduler.PathID(i%2), netip.MustParseAddrPort("192.0.2.1:4500"), 10)
+	}
+	if two.more.Load() != nil || two.get(1, netip.MustParseAddrPort("192.0.2.1:4500")).Packets != 5 {
+		t.Fatalf("two sources: extra slots made %v, path 1 counted %d", two.more.Load() != nil, two.get(1, netip.MustParseAddrPort("192.0.2.1:4500")).Packets)
+	}
 	var c sourceCounters
 	sources := []netip.AddrPort{
 		netip.MustParseAddrPort("192.0.2.1:4500"),

@@ -242,7 +242,7 @@ func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error
 	// a new one would move its flows' other direction to another
 	// outbound worker mid-flow, the very reordering this queue avoids.
 	q := e.cfg.Queues[int(spi%uint32(len(e.cfg.Queues)))]
-	if k := in.sources.slots[0].key.Load(); k != nil {
+	if k := in.sources.first[0].key.Load(); k != nil {
 		q = e.queueOf(k.path)
 	}
 	r, err := newReorder(e, q, cfg)

@@ -31,16 +31,42 @@ type sourceSlot struct {
 // sourceCounters count an inbound SA's packets per source. Receive
 // workers of different paths update them at once: a slot is claimed with a
 // compare-and-swap of its key, and only a new source allocates (its key).
+// The first inlineSources slots are the SA's own; the others are made
+// (one compare-and-swap) when a third source comes: most of a gateway's
+// clients have one path, and the full set would be some 140 bytes more
+// per client.
 type sourceCounters struct {
-	slots    [maxSources]sourceSlot
+	first    [inlineSources]sourceSlot
+	more     atomic.Pointer[[maxSources - inlineSources]sourceSlot]
 	overflow atomic.Uint64
+}
+
+// inlineSources is how many sources an inbound SA counts without an
+// allocation: one path, or a client's two during a handover.
+const inlineSources = 2
+
+// at returns slot i (below maxSources); nil for one beyond the first
+// when they were never made and grow is false.
+func (c *sourceCounters) at(i int, grow bool) *sourceSlot {
+	if i < inlineSources {
+		return &c.first[i]
+	}
+	m := c.more.Load()
+	if m == nil {
+		if !grow {
+			return nil
+		}
+		c.more.CompareAndSwap(nil, new([maxSources - inlineSources]sourceSlot))
+		m = c.more.Load() // ours or the one another worker made first
+	}
+	return &m[i-inlineSources]
 }
 
 // slot returns the index of the slot counting (path, from), claiming a free
 // one for a new source, or -1 when all are taken by others.
 func (c *sourceCounters) slot(path scheduler.PathID, from netip.AddrPort) int {
-	for i := range c.slots {
-		s := &c.slots[i]
+	for i := range maxSources {
+		s := c.at(i, true)
 		k := s.key.Load()
 		if k == nil {
 			if s.key.CompareAndSwap(nil, &sourceKey{path, from}) {
@@ -63,16 +89,28 @@ func (c *sourceCounters) count(path scheduler.PathID, from netip.AddrPort, bytes
 		c.overflow.Add(1)
 		return maxSources
 	}
-	s := &c.slots[i]
+	s := c.at(i, false)
 	s.packets.Add(1)
 	s.bytes.Add(uint64(bytes))
 	return scheduler.PathID(i)
 }
 
+// all yields the slots that count a source.
+func (c *sourceCounters) all(yield func(*sourceKey, *sourceSlot) bool) {
+	for i := range maxSources {
+		s := c.at(i, false)
+		if s == nil {
+			return
+		}
+		if k := s.key.Load(); k != nil && !yield(k, s) {
+			return
+		}
+	}
+}
+
 func (c *sourceCounters) get(path scheduler.PathID, from netip.AddrPort) SourceStats {
-	for i := range c.slots {
-		s := &c.slots[i]
-		if k := s.key.Load(); k != nil && k.path == path && k.from == from {
+	for k, s := range c.all {
+		if k.path == path && k.from == from {
 			return SourceStats{Path: path, From: from, Packets: s.packets.Load(), Bytes: s.bytes.Load()}
 		}
 	}
@@ -95,11 +133,8 @@ func (e *Engine) InboundSources(spi uint32) []SourceStats {
 		return nil
 	}
 	var out []SourceStats
-	for i := range in.sources.slots {
-		s := &in.sources.slots[i]
-		if k := s.key.Load(); k != nil {
-			out = append(out, SourceStats{Path: k.path, From: k.from, Packets: s.packets.Load(), Bytes: s.bytes.Load()})
-		}
+	for k, s := range in.sources.all {
+		out = append(out, SourceStats{Path: k.path, From: k.from, Packets: s.packets.Load(), Bytes: s.bytes.Load()})
 	}
 	return out
 }
