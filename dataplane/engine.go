@@ -282,6 +282,9 @@ func (e *Engine) AddInbound(sa, pair *SA, remote, local Selectors) error {
 	if len(remote) == 0 || len(local) == 0 {
 		return fmt.Errorf("inbound SA: SPI %#x: no traffic selectors for the peer's or this side", sa.SPI())
 	}
+	if sa.ReplayWindow() == nil {
+		return fmt.Errorf("inbound SA: SPI %#x was made to seal only (SAConfig.Outbound)", sa.SPI())
+	}
 	probe := sa.ProbeSPI()
 	if probe != 0 && (pair == nil || pair.ProbeSPI() == 0) {
 		return fmt.Errorf("inbound SA: SPI %#x has a probe SA but its outbound pair has none to answer with", sa.SPI())

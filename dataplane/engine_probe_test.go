@@ -264,6 +264,7 @@ func TestSetProbeSARefuses(t *testing.T) {
 		cfg  dataplane.SAConfig
 	}{
 		{"same SPI", dataplane.SAConfig{SPI: 0x1000, Algorithm: dataplane.AES128GCM16, Key: key}},
+		{"SPI 0", dataplane.SAConfig{SPI: 0, Algorithm: dataplane.AES128GCM16, Key: key}},
 		{"another algorithm", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES256GCM16, Key: make([]byte, dataplane.AES256GCM16.KeyLen())}},
 		{"ESN where the data SA has none", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key, ESN: true}},
 		{"transport mode", dataplane.SAConfig{SPI: 0x1001, Algorithm: dataplane.AES128GCM16, Key: key, Transport: true}},
@@ -294,6 +295,13 @@ func TestSetProbeSARefuses(t *testing.T) {
 	}
 	if err := e.AddInbound(data, newSA(0x2000), dataplane.AnyAddress, dataplane.AnyAddress); err == nil {
 		t.Error("an inbound SA with a probe SA was installed with a pair that has none")
+	}
+	sealer, err := dataplane.NewSA(dataplane.SAConfig{SPI: 0x3000, Algorithm: dataplane.AES128GCM16, Key: key, Outbound: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddInbound(sealer, nil, dataplane.AnyAddress, dataplane.AnyAddress); err == nil {
+		t.Error("an SA made to seal only was installed to receive")
 	}
 	pair := newSA(0x2000)
 	if err := pair.SetProbeSA(newSA(0x2001)); err != nil {

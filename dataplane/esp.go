@@ -447,7 +447,7 @@ func (sa *SA) SetProbeSA(probe *SA) error {
 	switch {
 	case probe == nil:
 		return fmt.Errorf("SA %#x: a nil probe SA", sa.spi)
-	case probe == sa || probe.spi == sa.spi:
+	case probe == sa || probe.spi == sa.spi || probe.spi == 0:
 		return fmt.Errorf("SA %#x: the probe SA needs an SPI of its own", sa.spi)
 	case probe.probeSPI != 0:
 		return fmt.Errorf("SA %#x: probe SA %#x has a probe SA itself", sa.spi, probe.spi)
@@ -473,7 +473,7 @@ type probeSAConfig struct {
 // of the key.
 func (sa *SA) SetProbeSAConfig(cfg SAConfig) error {
 	switch {
-	case cfg.SPI == sa.spi:
+	case cfg.SPI == sa.spi || cfg.SPI == 0:
 		return fmt.Errorf("SA %#x: the probe SA needs an SPI of its own", sa.spi)
 	case sa.probeSPI != 0:
 		return fmt.Errorf("SA %#x: has a probe SA already", sa.spi)
