@@ -21,19 +21,13 @@ func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	pair := func(inSPI, outSPI uint32, inKey, outKey []byte, inWindow int, transport bool) (in, out *dataplane.SA, err error) {
-		in, err = dataplane.NewSA(dataplane.SAConfig{SPI: inSPI, Algorithm: alg, Key: inKey, ESN: child.ESN, ReplayWindow: inWindow, Transport: transport})
-		if err != nil {
-			return nil, nil, err
-		}
-		out, err = dataplane.NewSA(dataplane.SAConfig{SPI: outSPI, Algorithm: alg, Key: outKey, ESN: child.ESN,
-			Outbound: true, Transport: transport})
-		if err != nil {
-			return nil, nil, err
-		}
-		return in, out, nil
+	in, err = dataplane.NewSA(dataplane.SAConfig{SPI: child.InSPI, Algorithm: alg, Key: child.InKey, ESN: child.ESN, Transport: child.Transport})
+	if err != nil {
+		return nil, nil, err
 	}
-	if in, out, err = pair(child.InSPI, child.OutSPI, child.InKey, child.OutKey, 0, child.Transport); err != nil {
+	out, err = dataplane.NewSA(dataplane.SAConfig{SPI: child.OutSPI, Algorithm: alg, Key: child.OutKey, ESN: child.ESN,
+		Outbound: true, Transport: child.Transport})
+	if err != nil {
 		return nil, nil, err
 	}
 	if p := child.Probe; p != nil {
