@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha1"
@@ -317,20 +318,13 @@ type aeadCipher struct{ cipher.AEAD }
 // so that the cipher can be dropped while the SA is idle and made again;
 // Wipe zeroes it.
 func NewSA(cfg SAConfig) (*SA, error) {
-	if want := cfg.Algorithm.KeyLen(); want == 0 {
-		return nil, fmt.Errorf("SA %#x: unknown ESP algorithm %d", cfg.SPI, cfg.Algorithm)
-	} else if len(cfg.Key) != want {
-		return nil, fmt.Errorf("SA %#x: %s needs %d bytes of key and salt, got %d", cfg.SPI, cfg.Algorithm, want, len(cfg.Key))
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 	}
 	var w *ReplayWindow
 	var err error
-	switch window := cfg.ReplayWindow; {
-	case cfg.Outbound && window != 0:
-		return nil, fmt.Errorf("SA %#x: an outbound SA has no replay window (asked for %d packets)", cfg.SPI, window)
-	case !cfg.Outbound:
-		if window == 0 {
-			window = DefaultReplayWindow
-		}
+	if !cfg.Outbound {
+		window := cmp.Or(cfg.ReplayWindow, DefaultReplayWindow)
 		if w, err = newGrowingReplayWindow(min(window, replayStartWindow), window); err != nil {
 			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 		}
@@ -436,6 +430,20 @@ func (sa *SA) releaseIfIdle(sweep uint32) bool {
 	return true
 }
 
+// check checks what an SA is made from, short of its replay window's own
+// bounds (checkReplayWindowSize).
+func (cfg SAConfig) check() error {
+	switch want := cfg.Algorithm.KeyLen(); {
+	case want == 0:
+		return fmt.Errorf("unknown ESP algorithm %d", cfg.Algorithm)
+	case len(cfg.Key) != want:
+		return fmt.Errorf("%s needs %d bytes of key and salt, got %d", cfg.Algorithm, want, len(cfg.Key))
+	case cfg.Outbound && cfg.ReplayWindow != 0:
+		return fmt.Errorf("an outbound SA has no replay window (asked for %d packets)", cfg.ReplayWindow)
+	}
+	return nil
+}
+
 // SetProbeSA gives sa a companion SA for path probes, the same direction
 // and the same peer, with keys and an SPI of its own (docs/mif.md, "The
 // probe SA"). Probes then leave their own sequence space: a probe sent on
@@ -481,12 +489,14 @@ func (sa *SA) SetProbeSAConfig(cfg SAConfig) error {
 		return fmt.Errorf("SA %#x: probe SA %#x: %s (ESN %v), not the data SA's %s (ESN %v)", sa.spi, cfg.SPI, cfg.Algorithm, cfg.ESN, sa.alg, sa.esn)
 	case cfg.Transport:
 		return fmt.Errorf("SA %#x: probe SA %#x in transport mode", sa.spi, cfg.SPI)
-	case len(cfg.Key) != cfg.Algorithm.KeyLen():
-		return fmt.Errorf("SA %#x: probe SA %#x: %s needs %d bytes of key and salt, got %d", sa.spi, cfg.SPI, cfg.Algorithm, cfg.Algorithm.KeyLen(), len(cfg.Key))
-	case cfg.Outbound && cfg.ReplayWindow != 0:
-		return fmt.Errorf("SA %#x: probe SA %#x: an outbound SA has no replay window (asked for %d packets)", sa.spi, cfg.SPI, cfg.ReplayWindow)
-	case !cfg.Outbound && cfg.ReplayWindow != 0 && (cfg.ReplayWindow < MinReplayWindow || cfg.ReplayWindow > MaxReplayWindow):
-		return fmt.Errorf("SA %#x: probe SA %#x: replay window of %d packets: must be between %d and %d", sa.spi, cfg.SPI, cfg.ReplayWindow, MinReplayWindow, MaxReplayWindow)
+	}
+	if err := cfg.check(); err != nil {
+		return fmt.Errorf("SA %#x: probe SA %#x: %w", sa.spi, cfg.SPI, err)
+	}
+	if !cfg.Outbound && cfg.ReplayWindow != 0 {
+		if err := checkReplayWindowSize(cfg.ReplayWindow); err != nil {
+			return fmt.Errorf("SA %#x: probe SA %#x: %w", sa.spi, cfg.SPI, err)
+		}
 	}
 	sa.probeSPI = cfg.SPI
 	sa.lazyProbe = &probeSAConfig{window: int32(cfg.ReplayWindow), outbound: cfg.Outbound, key: bytes.Clone(cfg.Key)}

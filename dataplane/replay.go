@@ -87,8 +87,8 @@ const (
 // newGrowingReplayWindow returns a window of start packets that Grow
 // makes size packets (start ≤ size).
 func newGrowingReplayWindow(start, size int) (*ReplayWindow, error) {
-	if size < MinReplayWindow || size > MaxReplayWindow {
-		return nil, fmt.Errorf("replay window of %d packets: must be between %d and %d", size, MinReplayWindow, MaxReplayWindow)
+	if err := checkReplayWindowSize(size); err != nil {
+		return nil, err
 	}
 	if start < MinReplayWindow || start > size {
 		return nil, fmt.Errorf("replay window starting at %d packets: must be between %d and %d", start, MinReplayWindow, size)
@@ -96,6 +96,14 @@ func newGrowingReplayWindow(start, size int) (*ReplayWindow, error) {
 	w := &ReplayWindow{full: uint32(size)}
 	w.ring.Store(newReplayRing(start))
 	return w, nil
+}
+
+// checkReplayWindowSize refuses a window size out of bounds.
+func checkReplayWindowSize(size int) error {
+	if size < MinReplayWindow || size > MaxReplayWindow {
+		return fmt.Errorf("replay window of %d packets: must be between %d and %d", size, MinReplayWindow, MaxReplayWindow)
+	}
+	return nil
 }
 
 func newReplayRing(size int) *replayRing {

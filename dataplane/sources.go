@@ -62,34 +62,33 @@ func (c *sourceCounters) at(i int, grow bool) *sourceSlot {
 	return &m[i-inlineSources]
 }
 
-// slot returns the index of the slot counting (path, from), claiming a free
-// one for a new source, or -1 when all are taken by others.
-func (c *sourceCounters) slot(path scheduler.PathID, from netip.AddrPort) int {
+// slot returns the slot counting (path, from) and its index, claiming a
+// free one for a new source; nil and -1 when all are taken by others.
+func (c *sourceCounters) slot(path scheduler.PathID, from netip.AddrPort) (*sourceSlot, int) {
 	for i := range maxSources {
 		s := c.at(i, true)
 		k := s.key.Load()
 		if k == nil {
 			if s.key.CompareAndSwap(nil, &sourceKey{path, from}) {
-				return i
+				return s, i
 			}
 			k = s.key.Load() // another worker took it: check whose
 		}
 		if k.path == path && k.from == from {
-			return i
+			return s, i
 		}
 	}
-	return -1
+	return nil, -1
 }
 
 // count counts one packet and returns the index of its source (what the
 // resequencer calls its path), maxSources for a source beyond the slots.
 func (c *sourceCounters) count(path scheduler.PathID, from netip.AddrPort, bytes int) scheduler.PathID {
-	i := c.slot(path, from)
-	if i < 0 {
+	s, i := c.slot(path, from)
+	if s == nil {
 		c.overflow.Add(1)
 		return maxSources
 	}
-	s := c.at(i, false)
 	s.packets.Add(1)
 	s.bytes.Add(uint64(bytes))
 	return scheduler.PathID(i)

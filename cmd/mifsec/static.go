@@ -114,7 +114,8 @@ func parseStatic(c *cli.Context) (*staticConfig, error) {
 	for _, d := range []struct {
 		sa       *dataplane.SAConfig
 		spi, key string
-	}{{&cfg.out, "spi-out", "key-out"}, {&cfg.in, "spi-in", "key-in"}} {
+		outbound bool
+	}{{&cfg.out, "spi-out", "key-out", true}, {&cfg.in, "spi-in", "key-in", false}} {
 		spi, err := parseSPI(c.String(d.spi))
 		if err != nil {
 			return nil, fmt.Errorf("--%s: %w", d.spi, err)
@@ -127,7 +128,10 @@ func parseStatic(c *cli.Context) (*staticConfig, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", from, err)
 		}
-		*d.sa = dataplane.SAConfig{SPI: spi, Algorithm: alg, Key: key, ESN: c.Bool("esn"), ReplayWindow: c.Int("replay-window")}
+		*d.sa = dataplane.SAConfig{SPI: spi, Algorithm: alg, Key: key, ESN: c.Bool("esn"), Outbound: d.outbound}
+		if !d.outbound {
+			d.sa.ReplayWindow = c.Int("replay-window") // the outbound SA has none
+		}
 	}
 	if cfg.out.SPI == cfg.in.SPI {
 		return nil, fmt.Errorf("--spi-out and --spi-in are both %#x: each direction needs its own SA", cfg.in.SPI)
@@ -325,7 +329,6 @@ func runStatic(c *cli.Context) error {
 	}
 	defer seq.Close()
 	cfg.out.StartAfter = seq.mark
-	cfg.out.Outbound, cfg.out.ReplayWindow = true, 0
 	out, err := dataplane.NewSA(cfg.out)
 	if errors.Is(err, dataplane.ErrSequenceExhausted) {
 		return fmt.Errorf("the outbound key has sent its last sequence number in earlier runs (recorded in %s): make new keys", cfg.stateDir)
