@@ -312,13 +312,15 @@ func (c *Cluster) isUp() bool {
 // failed notes that a request got no answer: the gateway works without
 // etcd until maintain reaches it again.
 func (c *Cluster) failed(what string, err error) {
+	// The line is written under the lock, so whoever finds the gateway
+	// refusing (Status, a lease) finds the line in the log too; it is
+	// written once per outage.
 	c.mu.Lock()
-	was := c.up
-	c.up = false
-	c.mu.Unlock()
-	if was {
+	defer c.mu.Unlock()
+	if c.up {
 		c.log.Error("cluster: etcd unreachable: keeping established clients, refusing new ones until it answers", "during", what, "err", err)
 	}
+	c.up = false
 }
 
 // maintain keeps the leases alive, refreshes the member key and reads the
@@ -480,10 +482,12 @@ func (c *Cluster) resync() error {
 		}
 		resynced += len(chunk)
 	}
+	// The line is written before the gateway takes new clients again, so
+	// whoever sees it accepting (Status, a lease) finds the line in the log.
+	c.log.Info("cluster: etcd reachable again: accepting new clients", "resynchronised", resynced, "releases", len(released), "member_lease_renewed", lost[0], "binding_lease_renewed", lost[1])
 	c.mu.Lock()
 	c.up = true
 	c.mu.Unlock()
-	c.log.Info("cluster: etcd reachable again: accepting new clients", "resynchronised", resynced, "releases", len(released), "member_lease_renewed", lost[0], "binding_lease_renewed", lost[1])
 	for _, k := range lose {
 		c.takenOver(k, "another gateway (while etcd was unreachable)")
 	}
