@@ -11,24 +11,49 @@ import (
 	"github.com/mifsec/mifsec/ike/wire"
 )
 
-// ikeKeys are an IKE SA's keys with the PRF and the SK crypters of this
-// side's directions.
+// ikeKeys are an IKE SA's keys with the SK crypters of this side's
+// directions, in one allocation: a gateway holds one per client, and the
+// keys, their slice headers, a PRF and two crypters apart were some 600
+// bytes of each (docs/gateway-scale.md).
 type ikeKeys struct {
-	*Keys
-	prf     PRF
-	out, in wire.Crypter
+	Keys
+	out, in   wire.Crypter
+	aead      [2]aeadCrypter // out's and in's, where the suite is an AEAD
+	initiator bool           // we are the "i" of the keys (see Keys)
 }
 
 func newIKEKeys(k *Keys, initiator bool) (*ikeKeys, error) {
-	prf, err := k.PRF()
-	if err != nil {
+	if _, err := k.PRF(); err != nil {
 		return nil, err
 	}
-	out, in, err := k.Crypters(initiator)
-	if err != nil {
+	ik := &ikeKeys{Keys: *k, initiator: initiator}
+	var err error
+	if ik.out, ik.in, err = ik.makeCrypters(initiator, &ik.aead[0], &ik.aead[1]); err != nil {
 		return nil, err
 	}
-	return &ikeKeys{Keys: k, prf: prf, out: out, in: in}, nil
+	return ik, nil
+}
+
+// prf returns the IKE SA's PRF (checked when the keys were made).
+func (k *ikeKeys) prf() PRF {
+	p, _ := k.PRF()
+	return p
+}
+
+// forgetAuthKeys lets SK_pi and SK_pr go once IKE_AUTH is done
+// (Keys.forgetAuthKeys), and points the AEAD crypters at their keys' new
+// place; nothing else of theirs changes (their IV counters go on). CBC
+// crypters keep copies of their own.
+func (k *ikeKeys) forgetAuthKeys() {
+	k.Keys.forgetAuthKeys()
+	if !k.Suite.IsAEAD() {
+		return
+	}
+	out, in := k.SKei(), k.SKer()
+	if !k.initiator {
+		out, in = in, out
+	}
+	k.aead[0].key, k.aead[1].key = out[:len(k.aead[0].key)], in[:len(k.aead[1].key)]
 }
 
 // wipe overwrites the IKE SA's keys with zeros once it is gone (deleted,
@@ -56,7 +81,12 @@ func rekeyIKEKeys(old *ikeKeys, s Suite, shared, ni, nr []byte, spiI, spiR uint6
 	if err != nil {
 		return nil, err
 	}
-	return newIKEKeys(k, initiator)
+	ik, err := newIKEKeys(k, initiator)
+	if err != nil {
+		return nil, err
+	}
+	ik.forgetAuthKeys() // an IKE SA made by a rekey has no AUTH payloads
+	return ik, nil
 }
 
 // groupsOf lists the DH groups the proposals name.

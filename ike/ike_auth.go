@@ -54,7 +54,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		}
 	}()
 	idi := &wire.ID{IDType: s.cfg.LocalID.Type, Data: s.cfg.LocalID.Data}
-	octets := initiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
+	octets := initiatorSignedOctets(sa.keys.prf().Sum, init.request, sa.nr, sa.keys.SKpi(), s.cfg.LocalID.PayloadBody())
 	var payloads []wire.Payload
 	payloads = append(payloads, idi)
 	// With EAP the request has no AUTH (RFC 7296 §2.16): the gateway
@@ -72,7 +72,7 @@ func (s *Session) authExchange(ctx context.Context, init *initResult, initialCon
 		}
 		auth = &wire.Auth{Method: method, Data: data}
 	default:
-		auth = &wire.Auth{Method: wire.AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets)}
+		auth = &wire.Auth{Method: wire.AuthPSK, Data: pSKAuth(sa.keys.prf().Sum, s.cfg.PSK, octets)}
 	}
 	if s.cfg.CAs != nil {
 		payloads = append(payloads, &wire.CertReq{Encoding: wire.CertX509Signature, Data: s.cfg.CAs.CertReqData()})
@@ -201,12 +201,12 @@ func (s *Session) verifyGateway(init *initResult, reply []wire.Payload) error {
 		return fmt.Errorf("IKE_AUTH: the gateway's response lacks IDr or AUTH")
 	}
 	got := Identity{Type: idr.IDType, Data: idr.Data}
-	octets := responderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, got.PayloadBody())
+	octets := responderSignedOctets(sa.keys.prf().Sum, init.response, sa.ni, sa.keys.SKpr(), got.PayloadBody())
 	if auth.Method == wire.AuthPSK {
 		if len(s.cfg.PSK) == 0 {
 			return fmt.Errorf("%w: the gateway authenticated with a pre-shared key, we expect a certificate", ErrAuthFailed)
 		}
-		if verifyPSKAuth(sa.keys.prf.Sum, s.cfg.PSK, octets, auth.Data) != nil {
+		if verifyPSKAuth(sa.keys.prf().Sum, s.cfg.PSK, octets, auth.Data) != nil {
 			return fmt.Errorf("%w: the gateway's AUTH does not match the pre-shared key", ErrAuthFailed)
 		}
 		if s.cfg.RemoteID.Type != 0 && !got.Equal(s.cfg.RemoteID) {
@@ -357,13 +357,13 @@ func (r *Responder) forget(sa *rSA) {
 // request, and when that fails, over the other requests the client may
 // have signed instead (cookieRetries); the error is the first request's.
 func (r *Responder) verifyClient(sa *rSA, id Identity, auth *wire.Auth, req []wire.Payload) error {
-	verify, err := r.clientVerifier(id, auth, req, sa.keys.prf.Sum)
+	verify, err := r.clientVerifier(id, auth, req, sa.keys.prf().Sum)
 	if err != nil {
 		return err
 	}
 	var first error
 	if r.signedOver(sa, func(initReq []byte) bool {
-		err := verify(initiatorSignedOctets(sa.keys.prf.Sum, initReq, sa.nr, sa.keys.SKpi, id.PayloadBody()))
+		err := verify(initiatorSignedOctets(sa.keys.prf().Sum, initReq, sa.nr, sa.keys.SKpi(), id.PayloadBody()))
 		if first == nil {
 			first = err
 		}
@@ -643,12 +643,12 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	// Our AUTH over our IKE_SA_INIT response. After EAP it is keyed with
 	// the MSK (RFC 7296 §2.16); IDr and the certificate went with the
 	// first response.
-	octets := responderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
+	octets := responderSignedOctets(sa.keys.prf().Sum, sa.initResp, sa.ni, sa.keys.SKpr(), r.cfg.LocalID.PayloadBody())
 	var reply []wire.Payload
 	ours := &wire.Auth{}
 	switch {
 	case msk != nil:
-		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf.Sum, msk, octets)
+		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf().Sum, msk, octets)
 	case r.cfg.Key != nil:
 		reply = append(reply, r.localIDPayload())
 		for _, c := range r.cfg.Certificates {
@@ -662,7 +662,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		ours.Method, ours.Data = method, data
 	default:
 		reply = append(reply, r.localIDPayload())
-		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf.Sum, r.pskFor(id), octets)
+		ours.Method, ours.Data = wire.AuthPSK, pSKAuth(sa.keys.prf().Sum, r.pskFor(id), octets)
 	}
 	reply = append(reply, ours)
 	a := admission{sa: sa, req: req, from: from, reply: reply, replace: replace}
@@ -847,9 +847,13 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 	}
 	reply = append(reply, childReply...)
 	// Nor does anything need the IKE_SA_INIT nonces any more: they went
-	// into the AUTH payloads and the first Child SA's keys. (An IKE SA
-	// made by a rekey keeps its own, to settle a rekey collision.)
+	// into the AUTH payloads and the first Child SA's keys (an IKE SA
+	// made by a rekey keeps its own, to settle a rekey collision), nor
+	// SK_pi and SK_pr, which went into the AUTH payloads only. The reply
+	// is sealed after this, with the crypters pointed at the keys' new
+	// place.
 	sa.ni, sa.nr = nil, nil
+	sa.keys.forgetAuthKeys()
 	if r.cfg.Sessions != nil {
 		r.cfg.Sessions.ClientUp(&c.RemoteClient)
 		c.registered = true

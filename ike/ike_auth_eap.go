@@ -47,8 +47,8 @@ func (s *Session) eapLogin(ctx context.Context, init *initResult, first []wire.P
 	}
 	msk := client.msk
 	defer clear(msk)
-	octets := initiatorSignedOctets(sa.keys.prf.Sum, init.request, sa.nr, sa.keys.SKpi, s.cfg.LocalID.PayloadBody())
-	reply, err := s.exchange(ctx, sa, wire.IKE_AUTH, []wire.Payload{&wire.Auth{Method: wire.AuthPSK, Data: pSKAuth(sa.keys.prf.Sum, msk, octets)}}, s.cfg.Retransmit)
+	octets := initiatorSignedOctets(sa.keys.prf().Sum, init.request, sa.nr, sa.keys.SKpi(), s.cfg.LocalID.PayloadBody())
+	reply, err := s.exchange(ctx, sa, wire.IKE_AUTH, []wire.Payload{&wire.Auth{Method: wire.AuthPSK, Data: pSKAuth(sa.keys.prf().Sum, msk, octets)}}, s.cfg.Retransmit)
 	if err != nil {
 		return nil, fmt.Errorf("IKE_AUTH with %s: %w", s.cfg.Remote, err)
 	}
@@ -59,8 +59,8 @@ func (s *Session) eapLogin(ctx context.Context, init *initResult, first []wire.P
 	if auth == nil || auth.Method != wire.AuthPSK {
 		return nil, fmt.Errorf("%w: the gateway's last IKE_AUTH response has no AUTH keyed with the EAP MSK", ErrAuthFailed)
 	}
-	theirs := responderSignedOctets(sa.keys.prf.Sum, init.response, sa.ni, sa.keys.SKpr, Identity{Type: idr.IDType, Data: idr.Data}.PayloadBody())
-	if verifyPSKAuth(sa.keys.prf.Sum, msk, theirs, auth.Data) != nil {
+	theirs := responderSignedOctets(sa.keys.prf().Sum, init.response, sa.ni, sa.keys.SKpr(), Identity{Type: idr.IDType, Data: idr.Data}.PayloadBody())
+	if verifyPSKAuth(sa.keys.prf().Sum, msk, theirs, auth.Data) != nil {
 		return nil, fmt.Errorf("%w: the gateway's AUTH does not match the EAP MSK", ErrAuthFailed)
 	}
 	return reply, nil
@@ -84,7 +84,7 @@ func (r *Responder) startEAP(sa *rSA, idi *wire.ID, req []wire.Payload, from net
 	if r.cfg.EAPUsers == nil && r.radius == nil {
 		return r.authFail(sa, from, "it asked for EAP (no AUTH), the gateway has no EAP users", "id", Identity{Type: idi.IDType, Data: idi.Data})
 	}
-	octets := responderSignedOctets(sa.keys.prf.Sum, sa.initResp, sa.ni, sa.keys.SKpr, r.cfg.LocalID.PayloadBody())
+	octets := responderSignedOctets(sa.keys.prf().Sum, sa.initResp, sa.ni, sa.keys.SKpr(), r.cfg.LocalID.PayloadBody())
 	method, data, err := r.sign(sa, octets)
 	if err != nil {
 		r.log.Warn("signing IKE_AUTH", "err", err)
@@ -113,8 +113,8 @@ func (r *Responder) continueEAP(sa *rSA, req []wire.Payload, from netip.AddrPort
 			return r.authFail(sa, from, "no shared-key AUTH after EAP-Success", "eap_id", Printable(e.server.identity))
 		}
 		ok := r.signedOver(sa, func(initReq []byte) bool {
-			octets := initiatorSignedOctets(sa.keys.prf.Sum, initReq, sa.nr, sa.keys.SKpi, e.idi)
-			return verifyPSKAuth(sa.keys.prf.Sum, e.msk, octets, auth.Data) == nil
+			octets := initiatorSignedOctets(sa.keys.prf().Sum, initReq, sa.nr, sa.keys.SKpi(), e.idi)
+			return verifyPSKAuth(sa.keys.prf().Sum, e.msk, octets, auth.Data) == nil
 		})
 		if !ok {
 			return r.authFail(sa, from, "its AUTH does not match the EAP MSK", "eap_id", Printable(e.server.identity))

@@ -62,8 +62,11 @@ func TestInitKeysBeside(t *testing.T) {
 			if sa.pendingKeys != nil || sa.keys == nil || len(rig.r.clients) != 1 {
 				t.Fatalf("after IKE_AUTH: pending %v, keys %v, %d clients", sa.pendingKeys, sa.keys, len(rig.r.clients))
 			}
-			if !bytes.Equal(sa.keys.SKpi, rig.init.sa.keys.SKpi) {
-				t.Fatal("the gateway's SK_pi differs from the client's")
+			if !bytes.Equal(sa.keys.SKd(), rig.init.sa.keys.SKd()) || !bytes.Equal(sa.keys.SKer(), rig.init.sa.keys.SKer()) {
+				t.Fatal("the gateway's SK_d or SK_er differs from the client's")
+			}
+			if sa.keys.SKpi() != nil || rig.init.sa.keys.SKpi() == nil {
+				t.Fatal("the gateway kept SK_pi after IKE_AUTH, or the client has none")
 			}
 			if j.state.Load() != initDerived || j.kex != nil {
 				t.Fatalf("job state %d, private value kept %v", j.state.Load(), j.kex != nil)
@@ -148,7 +151,7 @@ func TestInitKeysCancelled(t *testing.T) {
 	sa.wipe()
 	j.derive()
 	<-j.done
-	if j.state.Load() != initAbandoned || j.keys == nil || !bytes.Equal(j.keys.SKpi, make([]byte, len(j.keys.SKpi))) {
+	if j.state.Load() != initAbandoned || j.keys == nil || !bytes.Equal(j.keys.SKpi(), make([]byte, len(j.keys.SKpi()))) {
 		t.Fatalf("keys derived for an abandoned job: state %d, keys %v, not wiped", j.state.Load(), j.keys)
 	}
 
@@ -159,7 +162,7 @@ func TestInitKeysCancelled(t *testing.T) {
 	j = sa.pendingKeys
 	j.take()
 	sa.wipe()
-	if !bytes.Equal(j.keys.SKpi, make([]byte, len(j.keys.SKpi))) {
+	if !bytes.Equal(j.keys.SKpi(), make([]byte, len(j.keys.SKpi()))) {
 		t.Fatal("keys derived for a half-open SA that went were not wiped")
 	}
 }

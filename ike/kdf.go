@@ -100,9 +100,91 @@ func (p PRF) Plus(key, seed []byte, n int) ([]byte, error) {
 //
 // Keys never print their key material: formatting with fmt or slog shows
 // only the suite.
+//
+// The seven keys are one slice, prf+'s output in RFC 7296's order (SK_d |
+// SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr), and the methods of the
+// same names cut them out of it: a gateway holds an IKE SA's keys for each
+// client, and seven slice headers were 168 bytes of each. SK_pi and SK_pr
+// come last, so that forgetAuthKeys can let them go once IKE_AUTH is done.
 type Keys struct {
-	Suite                                   Suite
-	SKd, SKai, SKar, SKei, SKer, SKpi, SKpr []byte
+	Suite    Suite
+	material []byte
+}
+
+// Key indexes into Keys.material, in prf+'s order.
+const (
+	keySKd = iota
+	keySKai
+	keySKar
+	keySKei
+	keySKer
+	keySKpi
+	keySKpr
+	keyCount
+)
+
+// lengths returns the lengths of the seven keys of suite s, in prf+'s
+// order.
+func keyLengths(s Suite) [keyCount]int {
+	p, _ := lookupPRF(s.PRF)
+	integ, enc := s.IntegrityKeyLen(), s.EncryptionKeyLen()
+	return [keyCount]int{p.size, integ, integ, enc, enc, p.size, p.size}
+}
+
+// key returns key i of k (keySKd...), nil if k holds no such key (SK_pi
+// and SK_pr after forgetAuthKeys, or zero Keys).
+func (k *Keys) key(i int) []byte {
+	lens := keyLengths(k.Suite)
+	from := 0
+	for _, n := range lens[:i] {
+		from += n
+	}
+	to := from + lens[i]
+	if to > len(k.material) {
+		return nil
+	}
+	return k.material[from:to:to]
+}
+
+// SKd returns SK_d, the key Child SAs' keys and a rekeyed IKE SA's come
+// from.
+func (k *Keys) SKd() []byte { return k.key(keySKd) }
+
+// SKai returns SK_ai, the initiator's integrity key (empty with an AEAD).
+func (k *Keys) SKai() []byte { return k.key(keySKai) }
+
+// SKar returns SK_ar, the responder's integrity key (empty with an AEAD).
+func (k *Keys) SKar() []byte { return k.key(keySKar) }
+
+// SKei returns SK_ei, the initiator's encryption key (with an AEAD, the
+// cipher key and its 4-byte salt).
+func (k *Keys) SKei() []byte { return k.key(keySKei) }
+
+// SKer returns SK_er, the responder's encryption key.
+func (k *Keys) SKer() []byte { return k.key(keySKer) }
+
+// SKpi returns SK_pi, the initiator's key for its AUTH payload; nil once
+// forgotten.
+func (k *Keys) SKpi() []byte { return k.key(keySKpi) }
+
+// SKpr returns SK_pr, the responder's key for its AUTH payload; nil once
+// forgotten.
+func (k *Keys) SKpr() []byte { return k.key(keySKpr) }
+
+// forgetAuthKeys wipes SK_pi and SK_pr and lets them go: only the AUTH
+// payloads of IKE_AUTH need them (an IKE SA made by a rekey has no use for
+// them at all). The other keys move to a slice of their own, so whatever
+// holds one of them (an SK crypter) must take it again.
+func (k *Keys) forgetAuthKeys() {
+	lens := keyLengths(k.Suite)
+	keep := len(k.material) - lens[keySKpi] - lens[keySKpr]
+	if k.SKpr() == nil || keep < 0 {
+		return // already forgotten
+	}
+	kept := make([]byte, keep)
+	copy(kept, k.material)
+	clear(k.material)
+	k.material = kept
 }
 
 // deriveKeys computes SKEYSEED = prf(Ni | Nr, g^ir) and the seven keys
@@ -147,7 +229,7 @@ func (k *Keys) Rekey(s Suite, sharedSecret, ni, nr []byte, spii, spir uint64) (*
 		return nil, err
 	}
 	nonces := bytes.Join([][]byte{ni, nr}, nil)
-	skeyseed := oldPRF.Sum(k.SKd, bytes.Join([][]byte{sharedSecret, nonces}, nil))
+	skeyseed := oldPRF.Sum(k.SKd(), bytes.Join([][]byte{sharedSecret, nonces}, nil))
 	defer clear(skeyseed)
 	return expandIKEKeys(s, newPRF, skeyseed, nonces, spii, spir)
 }
@@ -163,18 +245,7 @@ func expandIKEKeys(s Suite, p PRF, skeyseed, nonces []byte, spii, spir uint64) (
 	if err != nil {
 		return nil, err
 	}
-	k := &Keys{Suite: s}
-	for _, f := range []struct {
-		dst *[]byte
-		n   int
-	}{
-		{&k.SKd, prfLen}, {&k.SKai, integLen}, {&k.SKar, integLen},
-		{&k.SKei, encLen}, {&k.SKer, encLen}, {&k.SKpi, prfLen}, {&k.SKpr, prfLen},
-	} {
-		*f.dst = km[:f.n:f.n]
-		km = km[f.n:]
-	}
-	return k, nil
+	return &Keys{Suite: s, material: km}, nil
 }
 
 // PRF returns the IKE SA's PRF, for AUTH payloads and further derivation.
@@ -228,7 +299,7 @@ func (k *Keys) deriveChildKeySets(s Suite, sharedSecret, ni, nr []byte, n int) (
 		return nil, fmt.Errorf("IKE SA: %w", err)
 	}
 	encLen, integLen := s.EncryptionKeyLen(), s.IntegrityKeyLen()
-	km, err := p.Plus(k.SKd, bytes.Join([][]byte{sharedSecret, ni, nr}, nil), n*2*(encLen+integLen))
+	km, err := p.Plus(k.SKd(), bytes.Join([][]byte{sharedSecret, ni, nr}, nil), n*2*(encLen+integLen))
 	if err != nil {
 		return nil, err
 	}
@@ -265,11 +336,7 @@ func (c *ChildKeys) Inbound(initiator bool) (encryption, integrity []byte) {
 }
 
 // Wipe overwrites the key material with zeros.
-func (k *Keys) Wipe() {
-	for _, b := range [][]byte{k.SKd, k.SKai, k.SKar, k.SKei, k.SKer, k.SKpi, k.SKpr} {
-		clear(b)
-	}
-}
+func (k *Keys) Wipe() { clear(k.material) }
 
 // Wipe overwrites the Child SA's keys with zeros and drops them. Call it
 // once the data plane has made its SAs (it keeps copies of its own), or

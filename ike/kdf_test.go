@@ -179,11 +179,11 @@ func TestKeyDerivationChains(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					got := bytes.Join([][]byte{k.SKd, k.SKai, k.SKar, k.SKei, k.SKer, k.SKpi, k.SKpr}, nil)
+					got := bytes.Join([][]byte{k.SKd(), k.SKai(), k.SKar(), k.SKei(), k.SKer(), k.SKpi(), k.SKpr()}, nil)
 					if !bytes.Equal(got, dkm[:need]) {
 						t.Errorf("SK_d..SK_pr = %x, want %x", got, dkm[:need])
 					}
-					lens := []int{len(k.SKd), len(k.SKai), len(k.SKar), len(k.SKei), len(k.SKer), len(k.SKpi), len(k.SKpr)}
+					lens := []int{len(k.SKd()), len(k.SKai()), len(k.SKar()), len(k.SKei()), len(k.SKer()), len(k.SKpi()), len(k.SKpr())}
 					e, i := s.EncryptionKeyLen(), s.IntegrityKeyLen()
 					if want := []int{p.Size(), i, i, e, e, p.Size(), p.Size()}; fmt.Sprint(lens) != fmt.Sprint(want) {
 						t.Errorf("key lengths %v, want %v", lens, want)
@@ -258,7 +258,7 @@ func TestRekeyUsesOldPRF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := hmac.New(sha256.New, old.SKd)
+	m := hmac.New(sha256.New, old.SKd())
 	m.Write(gir)
 	m.Write(ni)
 	m.Write(nr)
@@ -266,12 +266,12 @@ func TestRekeyUsesOldPRF(t *testing.T) {
 	p384, _ := NewPRF(wire.PRF_HMAC_SHA2_384)
 	seed := bytes.Join([][]byte{ni, nr, binary.BigEndian.AppendUint64(nil, spii), binary.BigEndian.AppendUint64(nil, spir)}, nil)
 	want, _ := p384.Plus(skeyseed, seed, 3*48+2*36)
-	got := bytes.Join([][]byte{k.SKd, k.SKai, k.SKar, k.SKei, k.SKer, k.SKpi, k.SKpr}, nil)
+	got := bytes.Join([][]byte{k.SKd(), k.SKai(), k.SKar(), k.SKei(), k.SKer(), k.SKpi(), k.SKpr()}, nil)
 	if !bytes.Equal(got, want) {
 		t.Errorf("rekeyed keys = %x, want %x", got, want)
 	}
-	if len(k.SKei) != 36 || len(k.SKai) != 0 || len(k.SKd) != 48 {
-		t.Errorf("key lengths SK_ei %d SK_ai %d SK_d %d, want 36 0 48", len(k.SKei), len(k.SKai), len(k.SKd))
+	if len(k.SKei()) != 36 || len(k.SKai()) != 0 || len(k.SKd()) != 48 {
+		t.Errorf("key lengths SK_ei %d SK_ai %d SK_d %d, want 36 0 48", len(k.SKei()), len(k.SKai()), len(k.SKd()))
 	}
 	if k.Suite != next {
 		t.Errorf("suite %v, want %v", k.Suite, next)
@@ -315,7 +315,7 @@ func TestDeriveChildKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			km, _ := p.Plus(ike.SKd, bytes.Join([][]byte{tt.secret, ni, nr}, nil), 2*(tt.encLen+tt.integLen))
+			km, _ := p.Plus(ike.SKd(), bytes.Join([][]byte{tt.secret, ni, nr}, nil), 2*(tt.encLen+tt.integLen))
 			e, i := tt.encLen, tt.integLen
 			want := [][]byte{km[:e], km[e : e+i], km[e+i : 2*e+i], km[2*e+i:]}
 			got := [][]byte{c.InitiatorEncryption, c.InitiatorIntegrity, c.ResponderEncryption, c.ResponderIntegrity}
@@ -382,7 +382,7 @@ func TestKeysNeverPrinted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := [][]byte{ike.SKd, ike.SKai, ike.SKar, ike.SKei, ike.SKer, ike.SKpi, ike.SKpr,
+	secrets := [][]byte{ike.SKd(), ike.SKai(), ike.SKar(), ike.SKei(), ike.SKer(), ike.SKpi(), ike.SKpr(),
 		child.InitiatorEncryption, child.ResponderEncryption, privKey, modpPriv.Bytes()}
 	values := []any{ike, *ike, child, *child, ke, modp, out, in,
 		struct{ K *Keys }{ike}, []any{*ike, *child}}

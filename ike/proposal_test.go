@@ -544,7 +544,7 @@ func TestESPSelectionCBC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa := &ikeSA{keys: &ikeKeys{Keys: k}}
+	sa := &ikeSA{keys: &ikeKeys{Keys: *k}}
 	km, err := childKeys(sa, esp, nil, []byte("ni-ni-ni-ni-ni-ni"), []byte("nr-nr-nr-nr-nr-nr"), false)
 	if err != nil {
 		t.Fatal(err)
@@ -576,7 +576,7 @@ func TestESPSelectionCBC(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := len(iToR)
-	keymat, err := prf.Plus(k.SKd, []byte("ni-ni-ni-ni-ni-ninr-nr-nr-nr-nr-nr"), 4*n)
+	keymat, err := prf.Plus(k.SKd(), []byte("ni-ni-ni-ni-ni-ninr-nr-nr-nr-nr-nr"), 4*n)
 	if err != nil {
 		t.Fatal(err)
 	}

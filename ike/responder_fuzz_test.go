@@ -190,8 +190,8 @@ func (rig *fuzzRig) fixAuth(ps []wire.Payload) {
 	}
 	sa := rig.init.sa
 	id := Identity{Type: idi.IDType, Data: idi.Data}
-	octets := initiatorSignedOctets(sa.keys.prf.Sum, rig.init.request, sa.nr, sa.keys.SKpi, id.PayloadBody())
-	auth.Data = pSKAuth(sa.keys.prf.Sum, fuzzPSK, octets)
+	octets := initiatorSignedOctets(sa.keys.prf().Sum, rig.init.request, sa.nr, sa.keys.SKpi(), id.PayloadBody())
+	auth.Data = pSKAuth(sa.keys.prf().Sum, fuzzPSK, octets)
 }
 
 // checkInvariants fails when the responder's tables disagree with each

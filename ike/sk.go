@@ -30,6 +30,12 @@ var ErrAuthentication = errors.New("SK payload failed its integrity check")
 // encKey, not a copy: the caller keeps it for the Crypter's life and wipes
 // it after (Keys.Wipe).
 func newCrypter(s Suite, encKey, integKey []byte) (wire.Crypter, error) {
+	return makeCrypter(s, encKey, integKey, new(aeadCrypter))
+}
+
+// makeCrypter is newCrypter that makes an AEAD Crypter in aead, which the
+// caller may keep inside a larger allocation (ikeKeys).
+func makeCrypter(s Suite, encKey, integKey []byte, aead *aeadCrypter) (wire.Crypter, error) {
 	enc, ok := lookupEncryption(s.Encryption, s.KeyLength)
 	if !ok {
 		return nil, fmt.Errorf("SK payload: unsupported encryption algorithm %d with key length %d", s.Encryption, s.KeyLength)
@@ -42,7 +48,8 @@ func newCrypter(s Suite, encKey, integKey []byte) (wire.Crypter, error) {
 			return nil, fmt.Errorf("SK payload: %s takes no integrity key", enc.keyword)
 		}
 		key, salt := encKey[:enc.keyBytes], encKey[enc.keyBytes:]
-		c := &aeadCrypter{name: enc.keyword, id: enc.id, key: key}
+		c := aead
+		c.id, c.key = enc.id, key
 		if _, err := c.aead(); err != nil { // the key is checked now, the cipher made for each message
 			return nil, err
 		}
@@ -76,14 +83,19 @@ func newCrypter(s Suite, encKey, integKey []byte) (wire.Crypter, error) {
 // sends, in checks what it receives. initiator says whether this side is
 // the "i" of the keys (see Keys).
 func (k *Keys) Crypters(initiator bool) (out, in wire.Crypter, err error) {
-	ei, ai, er, ar := k.SKei, k.SKai, k.SKer, k.SKar
+	return k.makeCrypters(initiator, new(aeadCrypter), new(aeadCrypter))
+}
+
+// makeCrypters is Crypters that makes AEAD Crypters in aeadOut and aeadIn.
+func (k *Keys) makeCrypters(initiator bool, aeadOut, aeadIn *aeadCrypter) (out, in wire.Crypter, err error) {
+	ei, ai, er, ar := k.SKei(), k.SKai(), k.SKer(), k.SKar()
 	if !initiator {
 		ei, ai, er, ar = er, ar, ei, ai
 	}
-	if out, err = newCrypter(k.Suite, ei, ai); err != nil {
+	if out, err = makeCrypter(k.Suite, ei, ai, aeadOut); err != nil {
 		return nil, nil, err
 	}
-	if in, err = newCrypter(k.Suite, er, ar); err != nil {
+	if in, err = makeCrypter(k.Suite, er, ar, aeadIn); err != nil {
 		return nil, nil, err
 	}
 	return out, in, nil
@@ -100,12 +112,24 @@ func (k *Keys) Crypters(initiator bool) (out, in wire.Crypter, err error) {
 // sends an IKE message now and then (issue 19: compact per-client state,
 // docs/gateway-scale.md); the cipher is made for each message instead.
 type aeadCrypter struct {
-	name   string
 	id     uint16 // wire.ENCR_AES_GCM_16 or wire.ENCR_CHACHA20_POLY1305
 	key    []byte // the cipher key, SK_e without the salt (the Keys' own)
 	salt   [aeadSaltLen]byte
 	ivMask uint64
 	ivUsed atomic.Uint64
+}
+
+// name is the algorithm's keyword (aes256gcm16, chacha20poly1305), for
+// errors and logs.
+func (c *aeadCrypter) name() string {
+	var bits uint16 // the Key Length attribute: none for ChaCha20-Poly1305
+	if c.id == wire.ENCR_AES_GCM_16 {
+		bits = uint16(len(c.key) * 8)
+	}
+	if enc, ok := lookupEncryption(c.id, bits); ok {
+		return enc.keyword
+	}
+	return fmt.Sprintf("encryption algorithm %d", c.id)
 }
 
 // aead returns the cipher.
@@ -124,7 +148,7 @@ func (c *aeadCrypter) aead() (cipher.AEAD, error) {
 		err = fmt.Errorf("encryption algorithm %d is not an AEAD", c.id)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("SK payload: %s: %w", c.name, err)
+		return nil, fmt.Errorf("SK payload: %s: %w", c.name(), err)
 	}
 	return aead, nil
 }
@@ -133,7 +157,7 @@ func (c *aeadCrypter) BodyLen(n int) int { return aeadIVLen + n + 1 + aeadICVLen
 
 func (c *aeadCrypter) Seal(body, prefix, inner []byte) error {
 	if len(body) != c.BodyLen(len(inner)) {
-		return fmt.Errorf("%s: body of %d bytes for %d bytes of inner payloads, want %d", c.name, len(body), len(inner), c.BodyLen(len(inner)))
+		return fmt.Errorf("%s: body of %d bytes for %d bytes of inner payloads, want %d", c.name(), len(body), len(inner), c.BodyLen(len(inner)))
 	}
 	aead, err := c.aead()
 	if err != nil {
@@ -160,7 +184,7 @@ func (c *aeadCrypter) takeIV() (uint64, error) {
 	for {
 		n := c.ivUsed.Load()
 		if n == math.MaxUint64 {
-			return 0, fmt.Errorf("%s: IVs exhausted, the IKE SA must be rekeyed", c.name)
+			return 0, fmt.Errorf("%s: IVs exhausted, the IKE SA must be rekeyed", c.name())
 		}
 		if c.ivUsed.CompareAndSwap(n, n+1) {
 			return n ^ c.ivMask, nil
@@ -170,7 +194,7 @@ func (c *aeadCrypter) takeIV() (uint64, error) {
 
 func (c *aeadCrypter) Open(prefix, body []byte) ([]byte, error) {
 	if len(body) < aeadIVLen+1+aeadICVLen {
-		return nil, fmt.Errorf("%s: SK payload body of %d bytes is too short", c.name, len(body))
+		return nil, fmt.Errorf("%s: SK payload body of %d bytes is too short", c.name(), len(body))
 	}
 	var nonce [aeadSaltLen + aeadIVLen]byte
 	copy(nonce[:], c.salt[:])
@@ -182,9 +206,9 @@ func (c *aeadCrypter) Open(prefix, body []byte) ([]byte, error) {
 	}
 	plain, err := aead.Open(sealed[:0], nonce[:], sealed, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c.name, ErrAuthentication)
+		return nil, fmt.Errorf("%s: %w", c.name(), ErrAuthentication)
 	}
-	return stripPadding(c.name, plain)
+	return stripPadding(c.name(), plain)
 }
 
 // cbcCrypter is AES-CBC with HMAC: body = IV(16) | ciphertext | ICV, the
@@ -255,7 +279,7 @@ func stripPadding(name string, plain []byte) ([]byte, error) {
 	return plain[:len(plain)-1-padLen], nil
 }
 
-func (c *aeadCrypter) String() string             { return c.name + " SK crypter" }
+func (c *aeadCrypter) String() string             { return c.name() + " SK crypter" }
 func (c *aeadCrypter) Format(f fmt.State, _ rune) { fmt.Fprint(f, c.String()) }
 func (c *aeadCrypter) LogValue() slog.Value       { return slog.StringValue(c.String()) }
 func (c *cbcCrypter) String() string              { return c.name + " SK crypter" }

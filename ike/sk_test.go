@@ -358,3 +358,78 @@ func TestNewCrypterRejectsBadKeys(t *testing.T) {
 		t.Error("Seal into a body of the wrong length succeeded")
 	}
 }
+
+// TestForgetAuthKeys: once IKE_AUTH is done an IKE SA keeps SK_d and the
+// SK_e/SK_a keys only, in a slice of their own; SK_pi and SK_pr are wiped
+// where they were. Its crypters go on working across the change, in both
+// directions and with every suite, and an AEAD crypter's IV counter goes
+// on where it was (a fresh mask or counter could repeat an IV).
+func TestForgetAuthKeys(t *testing.T) {
+	for _, s := range allIKESuites() {
+		t.Run(s.String(), func(t *testing.T) {
+			k := testKeys(t, s)
+			i, err := newIKEKeys(k, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := newIKEKeys(testKeys(t, s), false) // the other side's own copy
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := keyLengths(s)
+			d, ei, er, ai, ar := bytes.Clone(k.SKd()), bytes.Clone(k.SKei()), bytes.Clone(k.SKer()), bytes.Clone(k.SKai()), bytes.Clone(k.SKar())
+			pi, pr := i.SKpi(), i.SKpr()
+			if len(pi) != want[keySKpi] || len(pr) != want[keySKpr] || bytes.Equal(pi, make([]byte, len(pi))) {
+				t.Fatalf("SK_pi %d bytes, SK_pr %d before; want %d and key material", len(pi), len(pr), want[keySKpi])
+			}
+			prefix := []byte("IKE header")
+			seal := func(c wire.Crypter, inner string) []byte {
+				body := make([]byte, c.BodyLen(len(inner)))
+				if err := c.Seal(body, prefix, []byte(inner)); err != nil {
+					t.Fatal(err)
+				}
+				return body
+			}
+			before := seal(i.out, "sealed before")
+			i.forgetAuthKeys()
+			if !bytes.Equal(pi, make([]byte, len(pi))) || !bytes.Equal(pr, make([]byte, len(pr))) {
+				t.Error("SK_pi and SK_pr not wiped where they were")
+			}
+			if i.SKpi() != nil || i.SKpr() != nil {
+				t.Errorf("SK_pi %x, SK_pr %x after forgetAuthKeys; want none", i.SKpi(), i.SKpr())
+			}
+			if got := len(i.material); got != want[keySKd]+want[keySKai]+want[keySKar]+want[keySKei]+want[keySKer] {
+				t.Errorf("%d bytes of keys kept, want SK_d, SK_a and SK_e only", got)
+			}
+			if !bytes.Equal(i.SKd(), d) || !bytes.Equal(i.SKei(), ei) || !bytes.Equal(i.SKer(), er) || !bytes.Equal(i.SKai(), ai) || !bytes.Equal(i.SKar(), ar) {
+				t.Error("the kept keys changed")
+			}
+			i.forgetAuthKeys() // twice is once
+			if len(i.SKd()) != want[keySKd] || len(i.SKer()) != want[keySKer] {
+				t.Error("a second forgetAuthKeys cut more")
+			}
+			if s.IsAEAD() && i.aead[0].ivUsed.Load() != 1 {
+				t.Errorf("the IV counter is at %d after one message, want 1", i.aead[0].ivUsed.Load())
+			}
+			for _, m := range []struct {
+				name string
+				body []byte
+				in   wire.Crypter
+				want string
+			}{
+				{"i→r sealed before", before, r.in, "sealed before"},
+				{"i→r sealed after", seal(i.out, "sealed after"), r.in, "sealed after"},
+				{"r→i", seal(r.out, "to the initiator"), i.in, "to the initiator"},
+			} {
+				got, err := m.in.Open(prefix, m.body)
+				if err != nil || string(got) != m.want {
+					t.Errorf("%s: %q, %v", m.name, got, err)
+				}
+			}
+			r.forgetAuthKeys()
+			if got, err := r.in.Open(prefix, seal(i.out, "both forgot")); err != nil || string(got) != "both forgot" {
+				t.Errorf("after both forgot: %q, %v", got, err)
+			}
+		})
+	}
+}

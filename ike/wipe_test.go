@@ -21,9 +21,13 @@ func allZero(bs ...[]byte) bool {
 
 func ikeKeyMaterial(sa *ikeSA) [][]byte {
 	k := sa.keys
-	out := [][]byte{k.SKd, k.SKei, k.SKer, k.SKpi, k.SKpr}
-	if len(k.SKai) > 0 { // AEAD suites have no integrity keys
-		out = append(out, k.SKai, k.SKar)
+	var out [][]byte
+	// AEAD suites have no integrity keys, and an established IKE SA no
+	// SK_pi and SK_pr (forgetAuthKeys).
+	for _, b := range [][]byte{k.SKd(), k.SKei(), k.SKer(), k.SKpi(), k.SKpr(), k.SKai(), k.SKar()} {
+		if len(b) > 0 {
+			out = append(out, b)
+		}
 	}
 	return out
 }
