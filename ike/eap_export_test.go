@@ -86,7 +86,7 @@ func RunResponderEAP(t *testing.T, cas *TrustStore, gateway CertifiedPeer) {
 	}
 
 	octets := []byte("signed octets")
-	method, sig, err := w.r.sign(&rSA{}, octets)
+	method, sig, err := w.r.sign(nil, octets)
 	if err != nil || method != wire.AuthRSA {
 		t.Fatalf("signing for a client without SIGNATURE_HASH_ALGORITHMS: method %d, %v; want 1", method, err)
 	}
@@ -94,7 +94,7 @@ func RunResponderEAP(t *testing.T, cas *TrustStore, gateway CertifiedPeer) {
 	if err := rsa.VerifyPKCS1v15(gateway.Key.Public().(*rsa.PublicKey), crypto.SHA1, sum[:], sig); err != nil {
 		t.Fatalf("method 1 signature: %v", err)
 	}
-	if method, _, _ := w.r.sign(&rSA{peerHashes: []uint16{wire.HashSHA256}}, octets); method != wire.AuthDigitalSignature {
+	if method, _, _ := w.r.sign([]uint16{wire.HashSHA256}, octets); method != wire.AuthDigitalSignature {
 		t.Fatalf("signing for a client that listed SHA-256: method %d, want 14", method)
 	}
 }

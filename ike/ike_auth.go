@@ -378,7 +378,7 @@ func (r *Responder) verifyClient(sa *rSA, id Identity, auth *wire.Auth, req []wi
 // made from or, failing that, one of its cookieRetries: the requests the
 // client may have signed.
 func (r *Responder) signedOver(sa *rSA, check func(initReq []byte) bool) bool {
-	if check(sa.initReq) {
+	if check(sa.half.initReq) {
 		return true
 	}
 	for _, m := range r.cookieRetries(sa) {
@@ -413,7 +413,7 @@ const ikeHeaderLen = 28
 // overloaded gateway, the second case all at the two-minute secret
 // changes).
 func (r *Responder) cookieRetries(sa *rSA) [][]byte {
-	base, ok := withoutCookie(sa.initReq)
+	base, ok := withoutCookie(sa.half.initReq)
 	if !ok {
 		return nil
 	}
@@ -421,7 +421,7 @@ func (r *Responder) cookieRetries(sa *rSA) [][]byte {
 	cur, old := r.secret, r.oldSecret
 	var out [][]byte
 	for _, m := range [][]byte{base, withCookie(base, cookie(cur[:], 1, sa.ni, from, sa.spiI)), withCookie(base, cookie(old[:], 1, sa.ni, from, sa.spiI))} {
-		if string(m) != string(sa.initReq) {
+		if string(m) != string(sa.half.initReq) {
 			out = append(out, m)
 		}
 	}
@@ -643,7 +643,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	// Our AUTH over our IKE_SA_INIT response. After EAP it is keyed with
 	// the MSK (RFC 7296 §2.16); IDr and the certificate went with the
 	// first response.
-	octets := responderSignedOctets(sa.keys.prf().Sum, sa.initResp, sa.ni, sa.keys.SKpr(), r.cfg.LocalID.PayloadBody())
+	octets := responderSignedOctets(sa.keys.prf().Sum, sa.half.initResp, sa.ni, sa.keys.SKpr(), r.cfg.LocalID.PayloadBody())
 	var reply []wire.Payload
 	ours := &wire.Auth{}
 	switch {
@@ -654,7 +654,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		for _, c := range r.cfg.Certificates {
 			reply = append(reply, &wire.Cert{Encoding: wire.CertX509Signature, Data: c.Raw})
 		}
-		method, data, err := r.sign(sa, octets)
+		method, data, err := r.sign(sa.half.peerHashes, octets)
 		if err != nil {
 			r.log.Warn("signing IKE_AUTH", "err", err)
 			return []wire.Payload{&wire.Notify{NotifyType: wire.AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
@@ -667,7 +667,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 	reply = append(reply, ours)
 	a := admission{sa: sa, req: req, from: from, reply: reply, replace: replace}
 	if msk != nil && r.radius != nil {
-		a.accountAs = sa.eap.server.identity
+		a.accountAs = sa.half.eap.server.identity
 	}
 	a.c = &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key}
 	a.c.psk = psk
@@ -783,7 +783,7 @@ func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.N
 		// IKE SA is half-open again until then (and expires if none
 		// comes).
 		r.log.Debug("IKE_AUTH left to its retransmission: the shared pool answered too late", "id", a.c.ID, "from", a.from)
-		sa.expires = r.cfg.Now().Add(r.cfg.HalfOpenTimeout)
+		sa.half.expires = r.cfg.Now().Add(r.cfg.HalfOpenTimeout)
 		r.addHalfOpen(sa)
 		return
 	}
@@ -820,8 +820,7 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 	// the cached response): a gateway with many clients need not keep
 	// them.
 	r.leaveHalfOpen(sa)
-	sa.initReq, sa.initResp = nil, nil
-	sa.eap = nil
+	sa.half = nil
 	if a.replace {
 		r.replaceOlder(c) // one that logged in while the leases were taken
 	}
@@ -873,14 +872,15 @@ func (r *Responder) localIDPayload() *wire.ID {
 	return &wire.ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}
 }
 
-// sign signs our AUTH octets for the client of sa. A client that sent no
-// SIGNATURE_HASH_ALGORITHMS (the IKEv2 client of Windows) can only check
-// method 1 (RSA PKCS #1 v1.5 with SHA-1, RFC 7296 §3.8) of an RSA key.
-func (r *Responder) sign(sa *rSA, octets []byte) (wire.AuthMethod, []byte, error) {
-	if _, isRSA := r.cfg.Key.Public().(*rsa.PublicKey); isRSA && len(sa.peerHashes) == 0 {
+// sign signs our AUTH octets for a client that named peerHashes in its
+// SIGNATURE_HASH_ALGORITHMS. A client that sent none (the IKEv2 client of
+// Windows) can only check method 1 (RSA PKCS #1 v1.5 with SHA-1, RFC 7296
+// §3.8) of an RSA key.
+func (r *Responder) sign(peerHashes []uint16, octets []byte) (wire.AuthMethod, []byte, error) {
+	if _, isRSA := r.cfg.Key.Public().(*rsa.PublicKey); isRSA && len(peerHashes) == 0 {
 		return signRSASHA1(r.cfg.Key, octets)
 	}
-	return Sign(r.cfg.Key, octets, sa.peerHashes)
+	return Sign(r.cfg.Key, octets, peerHashes)
 }
 
 // firstChild builds the first Child SA of client c, whose addresses admit

@@ -84,8 +84,8 @@ func (r *Responder) startEAP(sa *rSA, idi *wire.ID, req []wire.Payload, from net
 	if r.cfg.EAPUsers == nil && r.radius == nil {
 		return r.authFail(sa, from, "it asked for EAP (no AUTH), the gateway has no EAP users", "id", Identity{Type: idi.IDType, Data: idi.Data})
 	}
-	octets := responderSignedOctets(sa.keys.prf().Sum, sa.initResp, sa.ni, sa.keys.SKpr(), r.cfg.LocalID.PayloadBody())
-	method, data, err := r.sign(sa, octets)
+	octets := responderSignedOctets(sa.keys.prf().Sum, sa.half.initResp, sa.ni, sa.keys.SKpr(), r.cfg.LocalID.PayloadBody())
+	method, data, err := r.sign(sa.half.peerHashes, octets)
 	if err != nil {
 		r.log.Warn("signing IKE_AUTH", "err", err)
 		return []wire.Payload{&wire.Notify{NotifyType: wire.AUTHENTICATION_FAILED}}, func() { r.forget(sa) }
@@ -96,14 +96,14 @@ func (r *Responder) startEAP(sa *rSA, idi *wire.ID, req []wire.Payload, from net
 	}
 	server, first := newEAPServer(r.cfg.EAPUsers, r.cfg.LocalID.Display())
 	server.lockedOut = func(name string) string { return r.eapLimits.lockedOut(name, from, r.cfg.Now()) }
-	sa.eap = &rEAP{server: server, first: req, idi: Identity{Type: idi.IDType, Data: idi.Data}.PayloadBody()}
+	sa.half.eap = &rEAP{server: server, first: req, idi: Identity{Type: idi.IDType, Data: idi.Data}.PayloadBody()}
 	r.log.Debug("client asked for EAP", "from", from, "idi", Identity{Type: idi.IDType, Data: idi.Data}, "auth_method", method)
 	return append(reply, &wire.Auth{Method: method, Data: data}, &wire.EAP{Data: first}), nil
 }
 
 // continueEAP answers an IKE_AUTH request of an EAP login under way.
 func (r *Responder) continueEAP(sa *rSA, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
-	e := sa.eap
+	e := sa.half.eap
 	if e.failed {
 		return r.authFail(sa, from, "IKE_AUTH after its EAP login failed")
 	}
@@ -146,26 +146,26 @@ func (r *Responder) continueEAP(sa *rSA, req []wire.Payload, from netip.AddrPort
 func (r *Responder) refuseEAP(sa *rSA, from netip.AddrPort, failure []byte, why error, guessed bool) ([]wire.Payload, func()) {
 	args := []any{"from", from}
 	if guessed {
-		args = append(args, "locked_out_for", r.eapLimits.failed(sa.eap.server.identity, from, r.cfg.Now()))
+		args = append(args, "locked_out_for", r.eapLimits.failed(sa.half.eap.server.identity, from, r.cfg.Now()))
 	}
 	r.log.Warn("client failed to authenticate: EAP: "+why.Error(), args...)
 	r.failures[FailAuthentication]++
-	sa.eap.failed = true
-	sa.expires = r.cfg.Now().Add(eapFailureLinger)
+	sa.half.eap.failed = true
+	sa.half.expires = r.cfg.Now().Add(eapFailureLinger)
 	return []wire.Payload{&wire.EAP{Data: failure}, &wire.Notify{NotifyType: wire.AUTHENTICATION_FAILED}}, nil
 }
 
 // relaysEAP says whether the client's next EAP packet goes to the RADIUS
 // server: with one configured, until it accepted or refused the login.
 func (r *Responder) relaysEAP(sa *rSA) bool {
-	return r.radius != nil && sa.eap.msk == nil && !sa.eap.failed
+	return r.radius != nil && sa.half.eap.msk == nil && !sa.half.eap.failed
 }
 
 // relayEAP sends the EAP packet of the IKE_AUTH request id to the RADIUS
 // server, beside the loop; radiusAnswered answers the client. While the
 // request is out, its retransmissions are dropped (rSA.answering).
 func (r *Responder) relayEAP(sa *rSA, id uint32, req []wire.Payload, from netip.AddrPort) {
-	e := sa.eap
+	e := sa.half.eap
 	p := wire.Find[*wire.EAP](req)
 	if p == nil || len(p.Data) < 2 {
 		r.answerLater(sa, id, from)(r.authFail(sa, from, "no EAP packet in its EAP login"))
@@ -200,10 +200,10 @@ func (r *Responder) relayEAP(sa *rSA, id uint32, req []wire.Payload, from netip.
 // radiusAnswered answers the IKE_AUTH request id with what the RADIUS
 // server said (or did not).
 func (r *Responder) radiusAnswered(sa *rSA, id uint32, from netip.AddrPort, a radiusAnswer, err error) {
-	if r.sas[saKey{sa.spiI, sa.spiR}] != sa || sa.eap == nil || sa.nextIn != id {
+	if r.sas[saKey{sa.spiI, sa.spiR}] != sa || sa.eapLogin() == nil || sa.nextIn != id {
 		return // the IKE SA went meanwhile
 	}
-	e := sa.eap
+	e := sa.half.eap
 	sa.answering = false
 	failure := eapMessage{Code: eapCodeFailure, ID: e.relayedID}.marshal()
 	if err == nil && len(a.eap) > 0 && a.code == radius.CodeAccessReject {
@@ -297,7 +297,7 @@ func (r *Responder) waitAccounting(d time.Duration) {
 // an EAP login (a client that gives up sends N(AUTHENTICATION_FAILED) or
 // a Delete there) and drops the IKE SA.
 func (r *Responder) abandonEAP(sa *rSA, req []wire.Payload, from netip.AddrPort) ([]wire.Payload, func()) {
-	if !sa.eap.failed {
+	if !sa.half.eap.failed {
 		r.log.Info("client gave up its EAP login", "from", from, "authentication_failed", wire.FindNotify(req, wire.AUTHENTICATION_FAILED) != nil)
 	}
 	return nil, func() { r.forget(sa) }

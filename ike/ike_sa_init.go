@@ -276,10 +276,10 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 	}
 	// A retransmission, a copy of the request from where it came, gets
 	// the response already sent (limits.go).
-	if sa := r.initIndex[initKey{m.SPIi, in.from}]; sa != nil && string(sa.initReq) == string(in.data) {
+	if sa := r.initIndex[initKey{m.SPIi, in.from}]; sa != nil && sa.half != nil && string(sa.half.initReq) == string(in.data) {
 		if sa.resends < maxResends {
 			sa.resends++
-			r.transmit(sa, in.local, in.from, [][]byte{sa.initResp})
+			r.transmit(sa, in.local, in.from, [][]byte{sa.half.initResp})
 		}
 		return
 	}
@@ -378,9 +378,10 @@ func (r *Responder) handleInit(m *wire.Message, in inbound) {
 	}
 	sa := &rSA{ikeSA: &ikeSA{spiI: m.SPIi, spiR: spiR, suite: suite, ni: slices.Clone(ni.Data), nr: nr,
 		nextIn: 1, lastHeard: now, created: now, fragOK: fragOK},
-		redirectOK: supportsRedirect(m.Payloads), from: in.from, local: in.local, natT: in.natT, initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}
+		redirectOK: supportsRedirect(m.Payloads), from: in.from, local: in.local, natT: in.natT,
+		half: &rHalfOpen{initReq: slices.Clone(in.data), initResp: b, expires: now.Add(r.cfg.HalfOpenTimeout)}}
 	if n := wire.FindNotify(m.Payloads, wire.SIGNATURE_HASH_ALGORITHMS); n != nil {
-		sa.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
+		sa.half.peerHashes, _ = ParseSignatureHashAlgorithms(n.Data)
 	}
 	r.addHalfOpen(sa)
 	r.deriveBeside(sa, newInitKeys(kex, slices.Clone(ke.Data), suite, sa.ni, nr, m.SPIi, spiR))

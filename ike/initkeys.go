@@ -120,7 +120,7 @@ func initKeyWorkers(ctx context.Context, wg *sync.WaitGroup, jobs <-chan *initKe
 // full (or no workers running) the loop derives the keys when they are
 // first needed.
 func (r *Responder) deriveBeside(sa *rSA, j *initKeys) {
-	sa.pendingKeys = j
+	sa.half.pendingKeys = j
 	select {
 	case r.initJobs <- j:
 	default:
@@ -131,11 +131,11 @@ func (r *Responder) deriveBeside(sa *rSA, j *initKeys) {
 // half-open SA removed, when the derivation failed (the client's public
 // value was not one of the group's).
 func (r *Responder) keysOf(sa *rSA) bool {
-	j := sa.pendingKeys
-	if j == nil {
+	if sa.half == nil || sa.half.pendingKeys == nil {
 		return true
 	}
-	sa.pendingKeys = nil
+	j := sa.half.pendingKeys
+	sa.half.pendingKeys = nil
 	keys, err := j.result()
 	if err != nil {
 		r.log.Debug("dropping an IKE SA whose Diffie-Hellman failed", "from", sa.from, "err", err)
@@ -151,8 +151,9 @@ func (r *Responder) keysOf(sa *rSA) bool {
 // wipe zeroes the IKE SA's keys, and gives up their derivation if it is
 // still pending.
 func (sa *rSA) wipe() {
-	if j := sa.pendingKeys; j != nil {
-		sa.pendingKeys = nil
+	if sa.half != nil && sa.half.pendingKeys != nil {
+		j := sa.half.pendingKeys
+		sa.half.pendingKeys = nil
 		j.cancel()
 	}
 	sa.ikeSA.wipe()

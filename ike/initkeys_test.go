@@ -48,7 +48,7 @@ func TestInitKeysBeside(t *testing.T) {
 			rig := newFuzzRig(t)
 			rig.halfOpen(t)
 			sa := rig.onlyHalfOpen(t)
-			j := sa.pendingKeys
+			j := sa.half.pendingKeys
 			if j == nil || sa.keys != nil {
 				t.Fatalf("after IKE_SA_INIT: pending %v, keys %v; want the keys pending", j, sa.keys)
 			}
@@ -59,8 +59,8 @@ func TestInitKeysBeside(t *testing.T) {
 			if err := rig.s.authExchange(context.Background(), rig.init, true); err != nil {
 				t.Fatalf("IKE_AUTH: %v", err)
 			}
-			if sa.pendingKeys != nil || sa.keys == nil || len(rig.r.clients) != 1 {
-				t.Fatalf("after IKE_AUTH: pending %v, keys %v, %d clients", sa.pendingKeys, sa.keys, len(rig.r.clients))
+			if sa.half != nil || sa.keys == nil || len(rig.r.clients) != 1 {
+				t.Fatalf("after IKE_AUTH: half-open state %v, keys %v, %d clients", sa.half, sa.keys, len(rig.r.clients))
 			}
 			if !bytes.Equal(sa.keys.SKd(), rig.init.sa.keys.SKd()) || !bytes.Equal(sa.keys.SKer(), rig.init.sa.keys.SKer()) {
 				t.Fatal("the gateway's SK_d or SK_er differs from the client's")
@@ -131,10 +131,10 @@ func TestInitKeysCancelled(t *testing.T) {
 	rig := newFuzzRig(t)
 	rig.halfOpen(t)
 	sa := rig.onlyHalfOpen(t)
-	j := sa.pendingKeys
+	j := sa.half.pendingKeys
 	sa.wipe()
-	if sa.pendingKeys != nil || j.state.Load() != initCancelled || j.kex != nil {
-		t.Fatalf("after wipe: pending %v, state %d, private value kept %v", sa.pendingKeys, j.state.Load(), j.kex != nil)
+	if sa.half.pendingKeys != nil || j.state.Load() != initCancelled || j.kex != nil {
+		t.Fatalf("after wipe: pending %v, state %d, private value kept %v", sa.half.pendingKeys, j.state.Load(), j.kex != nil)
 	}
 	if j.take() {
 		t.Fatal("a worker derived the keys of a cancelled job")
@@ -144,7 +144,7 @@ func TestInitKeysCancelled(t *testing.T) {
 	rig = newFuzzRig(t)
 	rig.halfOpen(t)
 	sa = rig.onlyHalfOpen(t)
-	j = sa.pendingKeys
+	j = sa.half.pendingKeys
 	if !j.state.CompareAndSwap(initQueued, initTaken) {
 		t.Fatal("the worker could not take a queued job")
 	}
@@ -159,7 +159,7 @@ func TestInitKeysCancelled(t *testing.T) {
 	rig = newFuzzRig(t)
 	rig.halfOpen(t)
 	sa = rig.onlyHalfOpen(t)
-	j = sa.pendingKeys
+	j = sa.half.pendingKeys
 	j.take()
 	sa.wipe()
 	if !bytes.Equal(j.keys.SKpi(), make([]byte, len(j.keys.SKpi()))) {
