@@ -231,8 +231,8 @@ type SAConfig struct {
 	Key       []byte // cipher key followed by the 4-byte salt (Algorithm.KeyLen bytes)
 	ESN       bool   // 64-bit extended sequence numbers (RFC 4303 §2.2.1)
 	// ReplayWindow is the inbound anti-replay window in packets;
-	// 0 means DefaultReplayWindow. A window larger than 992 packets
-	// starts at 992 and grows to its size when needed (ReplayWindow.Grow).
+	// 0 means DefaultReplayWindow. A window larger than 480 packets
+	// starts at 480 and grows to its size when needed (ReplayWindow.Grow).
 	ReplayWindow int
 	// Outbound makes an SA that only seals: it has no replay window
 	// (ReplayWindow must be 0), and Open drops every packet as one of an

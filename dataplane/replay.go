@@ -12,17 +12,18 @@ import (
 // 128 slots (1 KiB), where 4096 packets need 129 blocks and so a ring of
 // 256 (2 KiB).
 //
-// An SA's window starts at no more than replayStartWindow (31 blocks in a
-// ring of 32 slots, 256 bytes) and grows to its full size (Grow) once its
+// An SA's window starts at no more than replayStartWindow (15 blocks in a
+// ring of 16 slots, 128 bytes) and grows to its full size (Grow) once its
 // peer spreads packets over several paths (Engine.RestoreOrder) or a packet
 // arrives half the smaller window late: one path, even from a sender that
-// seals on several cores, reorders by a batch or two of packets, and most of
-// a gateway's clients have one path.
+// seals on several cores, reorders by a batch or two of packets (128 each,
+// conn.IdealBatchSize), well inside 480, and most of a gateway's clients
+// have one path.
 const (
 	MinReplayWindow     = 32
 	MaxReplayWindow     = 65536
 	DefaultReplayWindow = 4064
-	replayStartWindow   = 992
+	replayStartWindow   = 480
 )
 
 // ReplayWindow is the anti-replay window of one inbound SA (RFC 4303 §3.4.3),

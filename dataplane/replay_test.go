@@ -318,9 +318,9 @@ func seqRange(from, to uint64) []uint64 {
 
 // TestDefaultReplayWindowRing: the default window fills a ring of 128
 // slots (1 KiB per inbound SA); one packet more would double it. An SA's
-// window starts in a ring of 32 (256 bytes).
+// window starts in a ring of 16 (128 bytes).
 func TestDefaultReplayWindowRing(t *testing.T) {
-	for _, tc := range []struct{ size, slots int }{{DefaultReplayWindow, 128}, {DefaultReplayWindow + 1, 256}, {replayStartWindow, 32}} {
+	for _, tc := range []struct{ size, slots int }{{DefaultReplayWindow, 128}, {DefaultReplayWindow + 1, 256}, {replayStartWindow, 16}} {
 		w, err := newReplayWindow(tc.size)
 		if err != nil {
 			t.Fatal(err)
