@@ -864,6 +864,28 @@ func (r *Responder) transmit(sa *rSA, local netip.Addr, to netip.AddrPort, datag
 	}
 }
 
+// answeredEmpty stands for an empty INFORMATIONAL response in
+// rSA.lastResp: every client's liveness checks are answered so, and a
+// gateway that kept each one's datagram held some 100 bytes per client for
+// a copy it can seal again.
+var answeredEmpty = [][]byte{}
+
+// lastResponse returns the datagrams of the response sa last sent, for
+// the retransmission m of its request: the cached ones, or for an empty
+// INFORMATIONAL response, the same sealed again (a new IV, the same
+// message).
+func (r *Responder) lastResponse(sa *rSA, m *wire.Message) [][]byte {
+	if len(sa.lastResp) > 0 {
+		return sa.lastResp
+	}
+	datagrams, err := sealMessage(sa.ikeSA, wire.INFORMATIONAL, m.MessageID, true, nil)
+	if err != nil {
+		r.log.Warn("building IKE response", "exchange", wire.INFORMATIONAL, "err", err)
+		return nil
+	}
+	return datagrams
+}
+
 // handle processes one datagram.
 func (r *Responder) handle(in inbound) {
 	m, err := wire.Parse(in.data)
@@ -892,7 +914,7 @@ func (r *Responder) handle(in inbound) {
 		// the request it answered, to where that came from (limits.go).
 		if sa.isRetransmission(m, in) {
 			sa.resends++
-			r.transmit(sa, in.local, in.from, sa.lastResp)
+			r.transmit(sa, in.local, in.from, r.lastResponse(sa, m))
 		}
 		return
 	case m.MessageID != sa.nextIn, sa.answering:
@@ -952,6 +974,9 @@ func (r *Responder) handle(in inbound) {
 		return
 	}
 	sa.lastResp = datagrams
+	if len(reply) == 0 && m.Exchange == wire.INFORMATIONAL {
+		sa.lastResp = answeredEmpty
+	}
 	sa.nextIn++
 	if sa.client != nil {
 		sa.client.noteAuthSource(in.from)

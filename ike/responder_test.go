@@ -745,9 +745,10 @@ func TestResponderRetransmittedRequests(t *testing.T) {
 	w, gh := startResponder(t, ResponderConfig{PSK: []byte("k")})
 	var dropped atomic.Int32
 	w.dropResponse = func(b []byte) bool {
-		// The first IKE_SA_INIT and the first IKE_AUTH response are lost.
+		// The first IKE_SA_INIT, IKE_AUTH and INFORMATIONAL response
+		// are lost.
 		m, err := wire.Parse(b)
-		if err != nil || (m.Exchange != wire.IKE_SA_INIT && m.Exchange != wire.IKE_AUTH) {
+		if err != nil || m.Flags&wire.FlagResponse == 0 || (m.Exchange != wire.IKE_SA_INIT && m.Exchange != wire.IKE_AUTH && m.Exchange != wire.INFORMATIONAL) {
 			return false
 		}
 		bit := int32(1) << (m.Exchange - wire.IKE_SA_INIT)
@@ -773,6 +774,24 @@ func TestResponderRetransmittedRequests(t *testing.T) {
 	w.r.do(context.Background(), func() {
 		if len(w.r.sas) != 1 {
 			t.Errorf("%d IKE SAs for one client", len(w.r.sas))
+		}
+	})
+	// A liveness check whose empty answer was lost: the gateway keeps no
+	// datagram for it (answeredEmpty) and seals the answer again for the
+	// retransmitted request.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.exchange(ctx, s.sa, wire.INFORMATIONAL, nil, RetransmitPolicy{Timeout: 100 * time.Millisecond, Backoff: 1, Tries: 5}); err != nil {
+		t.Fatalf("a liveness check whose answer was lost once: %v", err)
+	}
+	if dropped.Load() != 1|2|8 {
+		t.Fatalf("dropped %b, want the first response of each exchange", dropped.Load())
+	}
+	w.r.do(context.Background(), func() {
+		for _, sa := range w.r.sas {
+			if sa.lastResp == nil || len(sa.lastResp) != 0 || sa.nextIn != 3 {
+				t.Errorf("after an empty INFORMATIONAL: %d cached datagrams (nil: %v), next request %d", len(sa.lastResp), sa.lastResp == nil, sa.nextIn)
+			}
 		}
 	})
 }
