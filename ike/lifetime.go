@@ -38,6 +38,21 @@ func jittered(d time.Duration) time.Duration {
 	return d - rand.N(d/10+1)
 }
 
+// instant is a moment as Unix nanoseconds, 0 for none: 8 bytes where a
+// time.Time takes 24, for the rekey times a gateway keeps in each client's
+// IKE SA and Child SA. It has no monotonic reading: a step of the wall
+// clock moves a rekey by as much, which a lifetime of hours bears.
+type instant int64
+
+func instantOf(t time.Time) instant { return instant(t.UnixNano()) }
+
+// time returns i as a time.Time; the zero instant is 1970, before any
+// time a clock gives now.
+func (i instant) time() time.Time { return time.Unix(0, int64(i)) }
+
+// IsZero says whether i is unset.
+func (i instant) IsZero() bool { return i == 0 }
+
 // retryDelay is how long a refused rekey waits before it is tried again:
 // 2 to 10 s, random, so that two ends that refused each other's rekeys
 // (one rekeying its IKE SA, the other a Child SA) do not retry in step.
@@ -47,14 +62,14 @@ func retryDelay() time.Duration { return 2*time.Second + rand.N(8*time.Second) }
 // once) is over, or it has no ESN and its sequence numbers passed limit
 // (when h can tell). A refused rekey holds both off until retryAt.
 func (c *ChildSA) rekeyDue(lifetime time.Duration, limit uint64, h any, now time.Time) bool {
-	if now.Before(c.retryAt) {
+	if now.Before(c.retryAt.time()) {
 		return false
 	}
 	if lifetime > 0 {
 		if c.rekeyAt.IsZero() {
-			c.rekeyAt = c.Created.Add(jittered(lifetime))
+			c.rekeyAt = instantOf(c.Created.Add(jittered(lifetime)))
 		}
-		if !now.Before(c.rekeyAt) {
+		if !now.Before(c.rekeyAt.time()) {
 			return true
 		}
 	}
@@ -86,22 +101,22 @@ func (c *ChildSA) sequencesRunningOut(limit uint64, h any, now time.Time) bool {
 }
 
 // retryLater holds off c's next rekey for retryDelay.
-func (c *ChildSA) retryLater(now time.Time) { c.retryAt = now.Add(retryDelay()) }
+func (c *ChildSA) retryLater(now time.Time) { c.retryAt = instantOf(now.Add(retryDelay())) }
 
 // rekeyDue says whether sa's lifetime (jittered once) is over; a zero
 // lifetime never ends.
 func (sa *ikeSA) rekeyDue(lifetime time.Duration, now time.Time) bool {
-	if lifetime <= 0 || now.Before(sa.retryAt) {
+	if lifetime <= 0 || now.Before(sa.retryAt.time()) {
 		return false
 	}
 	if sa.rekeyAt.IsZero() {
-		sa.rekeyAt = sa.created.Add(jittered(lifetime))
+		sa.rekeyAt = instantOf(sa.created.Add(jittered(lifetime)))
 	}
-	return !now.Before(sa.rekeyAt)
+	return !now.Before(sa.rekeyAt.time())
 }
 
 // retryLater holds off sa's next rekey for retryDelay.
-func (sa *ikeSA) retryLater(now time.Time) { sa.retryAt = now.Add(retryDelay()) }
+func (sa *ikeSA) retryLater(now time.Time) { sa.retryAt = instantOf(now.Add(retryDelay())) }
 
 // lowestNonceIn reports whether the lowest of the four nonces of two
 // colliding rekey exchanges (Ni, Nr of each) is one of a's: the SA that
@@ -124,17 +139,17 @@ func lowestNonceIn(a, b [2][]byte) bool {
 func (c *ChildSA) nextRekeyCheck(lifetime time.Duration, h any) (at time.Time, ok bool) {
 	if lifetime > 0 {
 		if c.rekeyAt.IsZero() {
-			c.rekeyAt = c.Created.Add(jittered(lifetime))
+			c.rekeyAt = instantOf(c.Created.Add(jittered(lifetime)))
 		}
-		at, ok = c.rekeyAt, true
+		at, ok = c.rekeyAt.time(), true
 	}
 	if _, counts := h.(SequenceCounter); counts && !c.ESN {
 		if t := time.Unix(0, c.seqCheckAt); !ok || t.Before(at) {
 			at, ok = t, true
 		}
 	}
-	if ok && at.Before(c.retryAt) {
-		at = c.retryAt
+	if ok && at.Before(c.retryAt.time()) {
+		at = c.retryAt.time()
 	}
 	return at, ok
 }
@@ -146,10 +161,10 @@ func (sa *ikeSA) nextRekeyCheck(lifetime time.Duration) (at time.Time, ok bool) 
 		return at, false
 	}
 	if sa.rekeyAt.IsZero() {
-		sa.rekeyAt = sa.created.Add(jittered(lifetime))
+		sa.rekeyAt = instantOf(sa.created.Add(jittered(lifetime)))
 	}
-	if sa.rekeyAt.Before(sa.retryAt) {
-		return sa.retryAt, true
+	if sa.rekeyAt < sa.retryAt {
+		return sa.retryAt.time(), true
 	}
-	return sa.rekeyAt, true
+	return sa.rekeyAt.time(), true
 }

@@ -176,7 +176,7 @@ func TestSimultaneousIKERekey(t *testing.T) {
 // breaks, nothing leaks, and both rekeys go through when retried.
 func TestChildRekeyDuringIKERekey(t *testing.T) {
 	rg := newRig(t, ResponderConfig{}, SessionConfig{})
-	var ikeRetry time.Time
+	var ikeRetry instant
 	err := rg.s.call(ctxT(t), func(loop context.Context, r *callResult) error {
 		rg.w.r.do(loop, func() { rg.w.r.rekeyChild(rg.w.r.clients[0]) })
 		err := rg.s.rekeyIKE(loop)
@@ -187,7 +187,7 @@ func TestChildRekeyDuringIKERekey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var childRetry time.Time
+	var childRetry instant
 	testenv.WaitUntil(t, 5*time.Second, "the gateway to hold off another Child SA rekey", func() bool {
 		gatewayClient(t, rg.w.r, func(c *rClient) { childRetry = c.child.retryAt })
 		return !childRetry.IsZero()

@@ -58,7 +58,7 @@ type ChildSA struct {
 	retired time.Time // when a rekey replaced it; it is deleted within oldChildGrace
 	// rekeyAt is when its lifetime ends (set when first checked, with
 	// jitter); retryAt holds off another rekey after one was refused.
-	rekeyAt, retryAt time.Time
+	rekeyAt, retryAt instant
 	// seqCheckAt (Unix nanoseconds) is the earliest its sequence numbers
 	// can reach the rekey limit (sequencesRunningOut).
 	seqCheckAt int64
@@ -672,7 +672,7 @@ type ikeSA struct {
 	rekeyOf    ikeSAID // the IKE SA this one replaced (RFC 7296 §2.18); by SPIs, not a pointer, for the reason ChildSA.rekeyOf gives
 	// rekeyAt is when its lifetime ends (set when first checked, with
 	// jitter); retryAt holds off another rekey after one was refused.
-	rekeyAt, retryAt time.Time
+	rekeyAt, retryAt instant
 }
 
 // flags returns the header flags of a message we send on sa.
