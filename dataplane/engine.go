@@ -828,6 +828,10 @@ type receiveWorker struct {
 	used    int      // tunBufs holding a packet not yet written
 	writes  [][]byte // packets of SAs that do not restore order
 	ordered []orderedPacket
+	// What the worker received and has not yet added to its path's
+	// counters: flush adds it before it writes to the TUN, so that a
+	// packet that came out of the TUN is counted.
+	rxPackets, rxBytes uint64
 }
 
 func (e *Engine) newReceiveWorker(p *Path, q wgtun.Device) *receiveWorker {
@@ -859,14 +863,13 @@ func (w *receiveWorker) step() bool {
 		e.log.Debug("receiving", "path", w.p.ID, "err", err)
 		return true
 	}
-	var rxPackets, rxBytes uint64
 	for i := range m {
 		buf, n, seg, from := w.r.Message(i)
 		if seg <= 0 {
 			seg = n
 		}
-		rxPackets += uint64(max((n+seg-1)/max(seg, 1), 1))
-		rxBytes += uint64(n)
+		w.rxPackets += uint64(max((n+seg-1)/max(seg, 1), 1))
+		w.rxBytes += uint64(n)
 		for off := 0; off < n; off += seg {
 			dgram := buf[scratchLen+off : scratchLen+min(off+seg, n)]
 			if w.used == len(w.tunBufs) || len(w.ordered) == cap(w.ordered) {
@@ -885,8 +888,6 @@ func (w *receiveWorker) step() bool {
 		}
 	}
 	w.flush()
-	w.p.Stats.RxPackets.Add(rxPackets)
-	w.p.Stats.RxBytes.Add(rxBytes)
 	return true
 }
 
@@ -992,7 +993,11 @@ func (e *Engine) openDatagram(dgram, dst []byte, from netip.AddrPort, p *Path) (
 
 // flush writes the pending packets to the TUN queue: those of SAs that
 // restore order through their resequencers, the others in one batch.
+// The path's receive counters come first.
 func (w *receiveWorker) flush() {
+	w.p.Stats.RxPackets.Add(w.rxPackets)
+	w.p.Stats.RxBytes.Add(w.rxBytes)
+	w.rxPackets, w.rxBytes = 0, 0
 	for i := range w.ordered {
 		// Each SA once, in the order its first packet came.
 		if ro := w.ordered[i].ro; ro != nil {
@@ -1010,8 +1015,9 @@ func (w *receiveWorker) flush() {
 	w.writes = w.e.writeTUN(w.q, w.writes)
 }
 
-// writeTUN writes the opened packets in pkts (Headroom in front of each)
-// to queue q, counts them, and returns pkts emptied for reuse.
+// writeTUN counts the opened packets in pkts (Headroom in front of each),
+// writes them to queue q, and returns pkts emptied for reuse. They are
+// counted first, so that a packet that came out of the TUN is counted.
 func (e *Engine) writeTUN(q wgtun.Device, pkts [][]byte) [][]byte {
 	if len(pkts) == 0 {
 		return pkts
@@ -1020,12 +1026,12 @@ func (e *Engine) writeTUN(q wgtun.Device, pkts [][]byte) [][]byte {
 	for _, b := range pkts {
 		bytes += uint64(len(b) - Headroom)
 	}
+	e.Stats.RxPackets.Add(uint64(len(pkts)))
+	e.Stats.RxBytes.Add(bytes)
 	if _, err := q.Write(pkts, Headroom); err != nil && !e.stopped(err) {
 		e.Stats.TUNErrors.Add(1)
 		e.log.Debug("writing TUN", "err", err)
 	}
-	e.Stats.RxPackets.Add(uint64(len(pkts)))
-	e.Stats.RxBytes.Add(bytes)
 	clear(pkts)
 	return pkts[:0]
 }

@@ -180,6 +180,8 @@ func TestEngineRedundantGroup(t *testing.T) {
 			t.Fatalf("member %+v sent %d packets, want %d", m, packets, n)
 		}
 	}
+	// The sender counts a batch once its datagrams are sent.
+	testenv.WaitUntil(t, 5*time.Second, "a to count the packets it sent", func() bool { return a.e.Stats.TxPackets.Load() >= n })
 	if got := a.e.Stats.TxPackets.Load(); got != n {
 		t.Fatalf("TxPackets %d, want %d inner packets", got, n)
 	}

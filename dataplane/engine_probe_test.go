@@ -55,6 +55,8 @@ func TestEngineProbeRoundTrip(t *testing.T) {
 	if n := bHandled.Load(); n != 0 {
 		t.Fatalf("b's OnProbeReply saw %d probes: requests are the engine's to answer", n)
 	}
+	// b counts the request answered after it sent the reply.
+	testenv.WaitUntil(t, 5*time.Second, "b to count the probe answered", func() bool { return b.e.Stats.Probes.Load() != 0 })
 	if b.e.Stats.Probes.Load() != 1 || b.e.Stats.ProbesUnanswered.Load() != 0 || b.e.Stats.Dummies.Load() != 0 || len(b.tun.Writes()) != 0 {
 		t.Fatalf("b: %d probes answered, %d unanswered, %d dummies, %d TUN writes after the data",
 			b.e.Stats.Probes.Load(), b.e.Stats.ProbesUnanswered.Load(), b.e.Stats.Dummies.Load(), len(b.tun.Writes()))

@@ -112,7 +112,14 @@ func traceCapacity(t *testing.T, file string, sendRate float64) {
 	if st.QueueDrops == 0 {
 		t.Errorf("no queue drops: the sender did not saturate the link, the figure says nothing")
 	}
-	if math.Abs(float64(got-want)) > 0.1*float64(want) {
+	// The race detector slows the emulator's per-packet path several
+	// times: only gross errors are asserted then.
+	switch apart := math.Abs(float64(got-want)) / float64(want); {
+	case apart > 0.5:
+		t.Errorf("received %d bytes in %v to %v, the trace's capacity is %d: more than 50%% apart", got, from, to, want)
+	case apart > 0.1 && raceEnabled:
+		t.Logf("race detector on: received %d bytes in %v to %v, the trace's capacity is %d: %.0f%% apart, not asserted", got, from, to, want, apart*100)
+	case apart > 0.1:
 		t.Errorf("received %d bytes in %v to %v, the trace's capacity is %d: more than 10%% apart", got, from, to, want)
 	}
 }

@@ -69,8 +69,11 @@ func TestMifsecGatewayCluster(t *testing.T) {
 		t.Fatalf("through a: %v%s", err, logs())
 	}
 	// Without --cluster-etcd, status asks the gateway for its etcd.
-	view := clusterView(t, gwa, "--tun", "mgwc0")
-	if len(view.Members) != 2 || len(view.Sessions) != 1 || view.Sessions[0].Gateway != "a" {
+	atA := func(v cluster.View) bool {
+		return len(v.Members) == 2 && len(v.Sessions) == 1 && v.Sessions[0].Gateway == "a"
+	}
+	view := clusterViewWhen(t, atA, gwa, "--tun", "mgwc0")
+	if !atA(view) {
 		t.Fatalf("mifsec status --cluster: %+v; want 2 gateways, alice at a", view)
 	}
 	text := testenv.Exec(t, gwb, mifsecBinary(t), "status", "--cluster", "--cluster-etcd", endpoints)
@@ -107,13 +110,29 @@ func TestMifsecGatewayCluster(t *testing.T) {
 	if got := address(c); got != first {
 		t.Fatalf("back at a the client got %s, had %s%s", got, first, logs())
 	}
-	view = clusterView(t, gwb, "--cluster-etcd", endpoints)
-	if want := strings.TrimSuffix(first, "/32"); len(view.Sessions) != 1 || view.Sessions[0].Gateway != "a" || view.Sessions[0].Addresses[0] != want {
+	want := strings.TrimSuffix(first, "/32")
+	backAtA := func(v cluster.View) bool {
+		return len(v.Sessions) == 1 && v.Sessions[0].Gateway == "a" && len(v.Sessions[0].Addresses) > 0 && v.Sessions[0].Addresses[0] == want
+	}
+	if view = clusterViewWhen(t, backAtA, gwb, "--cluster-etcd", endpoints); !backAtA(view) {
 		t.Fatalf("mifsec status --cluster: %+v; want alice at a with %s", view, want)
 	}
 	if st := mifsecGatewayStatusOn(t, "mgwc0"); st.Cluster == nil || !st.Cluster.Reachable || st.Cluster.Refused != 0 {
 		t.Errorf("a's cluster status %+v", st.Cluster)
 	}
+}
+
+// clusterViewWhen runs clusterView until ok holds of the view, for at
+// most 10 s, and returns the last view: a gateway writes a client's
+// session to etcd after the client is established, not before.
+func clusterViewWhen(t *testing.T, ok func(cluster.View) bool, ns string, args ...string) cluster.View {
+	t.Helper()
+	var v cluster.View
+	testenv.Eventually(10*time.Second, func() bool {
+		v = clusterView(t, ns, args...)
+		return ok(v)
+	})
+	return v
 }
 
 // clusterView runs `mifsec status --cluster --json args...` in ns.

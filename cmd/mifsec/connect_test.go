@@ -937,8 +937,9 @@ func TestConnectFollowsAddressChange(t *testing.T) {
 // restarts and forgets the session; nothing tells the client until, a
 // moment later, its default route changes (another router on the same
 // network, as after a network change or a resume). The client checks the
-// gateway at once and reconnects within 2 s, where DPD (10 s, then its
-// retransmissions) would leave the tunnel dead for half a minute.
+// gateway at once and reconnects within 3 s (about 1 s as a rule), where
+// DPD (10 s, then its retransmissions) would leave the tunnel dead for
+// half a minute.
 func TestConnectChecksGatewayOnRouteChange(t *testing.T) {
 	const psk = "a route change secret"
 	gwArgs := []string{"--local-id", "gw.example", "--psk-file", writePSK(t, t.TempDir(), psk)}
@@ -967,12 +968,10 @@ func TestConnectChecksGatewayOnRouteChange(t *testing.T) {
 	}
 	took := time.Since(changed)
 	t.Logf("reconnected %v after the default route changed", took.Round(time.Millisecond))
-	if took > 2*time.Second {
-		t.Errorf("reconnected %v after the route changed, want within 2 s", took)
+	if took > 3*time.Second {
+		t.Errorf("reconnected %v after the route changed, want within 3 s", took)
 	}
-	if !strings.Contains(c.log.String(), "the default route changed: checking that the gateway still knows the session") {
-		t.Errorf("the check is not in the log:\n%s", c.log.String())
-	}
+	waitForLog(t, c.mifsecProcess, "the default route changed: checking that the gateway still knows the session")
 	if err := ping(client, "10.1.0.1", 2); err != nil {
 		t.Errorf("after reconnecting: %v\ngateway:\n%s", err, g.log.String())
 	}

@@ -222,9 +222,10 @@ func TestMifsecGatewayClientPSKs(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("a client with another client's key still runs:\n%s", wrong.log.String())
 	}
-	if !strings.Contains(wrong.log.String(), "authentication failed") || !strings.Contains(g.log.String(), "client failed to authenticate") {
-		t.Fatalf("another client's key: no authentication failure reported\nclient:\n%s\ngateway:\n%s", wrong.log.String(), g.log.String())
+	if !strings.Contains(wrong.log.String(), "authentication failed") {
+		t.Fatalf("another client's key: no authentication failure reported\nclient:\n%s", wrong.log.String())
 	}
+	waitForLog(t, g, "client failed to authenticate")
 	c := startConnect(t, road, "mrd1", append(args, "--psk-file", writePSK(t, dir, roadKey))...)
 	c.waitEstablished(t, 10*time.Second)
 	if err := ping(road, "10.1.0.1", 3); err != nil {

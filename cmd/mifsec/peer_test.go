@@ -113,18 +113,26 @@ func waitPeer(t *testing.T, p *connectProcess, role string, within time.Duration
 // used on both sides.
 func oneIKESA(t *testing.T, a, b *connectProcess) {
 	t.Helper()
+	if problem := oneIKESAProblem(a, b); problem != "" {
+		t.Fatal(problem)
+	}
+}
+
+// oneIKESAProblem says how a and b fail oneIKESA, or "" when they pass.
+func oneIKESAProblem(a, b *connectProcess) string {
 	sa, errA := peerStatus(a.tun)
 	sb, errB := peerStatus(b.tun)
 	if errA != nil || errB != nil {
-		t.Fatal(errA, errB)
+		return fmt.Sprint(errA, errB)
 	}
 	if sa.Active != "initiator" || sa.Initiator.Session.State != "established" || len(sa.Responder.Clients) != 0 ||
 		sb.Active != "responder" || len(sb.Responder.Clients) != 1 || sb.Initiator.Session.State == "established" ||
 		sb.Responder.Clients[0].IKESPIi != sa.Initiator.Session.IKESPIi {
-		t.Fatalf("want a's IKE SA only:\na: active %q, own %s %s, the peer's %d\nb: active %q, own %s, the peer's %+v",
+		return fmt.Sprintf("want a's IKE SA only:\na: active %q, own %s %s, the peer's %d\nb: active %q, own %s, the peer's %+v",
 			sa.Active, sa.Initiator.Session.State, sa.Initiator.Session.IKESPIi, len(sa.Responder.Clients),
 			sb.Active, sb.Initiator.Session.State, sb.Responder.Clients)
 	}
+	return ""
 }
 
 // peerInitiator returns a's own session's status.
@@ -195,8 +203,9 @@ func TestPeerTransportMode(t *testing.T) {
 		t.Fatalf("Child SA %+v, want transport mode\n%s", st.Session.Child, pa.log.String())
 	}
 	waitPeer(t, pb, "responder", 10*time.Second)
-	// Both started at once: whatever b started meanwhile has gone.
-	time.Sleep(3 * time.Second)
+	// Both started at once: whatever b started meanwhile goes (checked
+	// again after the pings below).
+	testenv.Eventually(10*time.Second, func() bool { return oneIKESAProblem(pa, pb) == "" })
 	oneIKESA(t, pa, pb)
 	if sb, _ := peerStatus(tunB); sb.Responder.Clients[0].Mode != "transport" {
 		t.Fatalf("b's Child SA in %s mode", sb.Responder.Clients[0].Mode)

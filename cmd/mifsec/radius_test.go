@@ -211,9 +211,10 @@ func TestEAPRADIUS(t *testing.T) {
 	if err := initiate(bad); err == nil {
 		t.Fatal("a wrong password connected through RADIUS")
 	}
-	if !strings.Contains(bad.Log(), "AUTHENTICATION_FAILED") || !strings.Contains(g.log.String(), "the RADIUS server refused EAP user carol") {
-		t.Fatalf("the wrong password was not refused with AUTHENTICATION_FAILED and a reason:\ncharon:\n%s\nmifsec:\n%s", bad.Log(), g.log.String())
+	if !strings.Contains(bad.Log(), "AUTHENTICATION_FAILED") {
+		t.Fatalf("the wrong password was not refused with AUTHENTICATION_FAILED:\ncharon:\n%s\nmifsec:\n%s", bad.Log(), g.log.String())
 	}
+	waitForLog(t, g, "the RADIUS server refused EAP user carol")
 	bad.Stop()
 
 	good.MustSwanctl("--terminate", "--ike", "cl")
@@ -230,9 +231,7 @@ func TestEAPRADIUS(t *testing.T) {
 	if err := initiate(late); err == nil {
 		t.Fatal("a login succeeded with the RADIUS server down")
 	}
-	if !strings.Contains(g.log.String(), "RADIUS server 127.0.0.1:1812 did not answer") {
-		t.Fatalf("no clear log line with the RADIUS server down:\n%s", g.log.String())
-	}
+	waitForLog(t, g, "RADIUS server 127.0.0.1:1812 did not answer")
 	if !strings.Contains(late.Log(), "AUTHENTICATION_FAILED") {
 		t.Fatalf("the client was not told AUTHENTICATION_FAILED:\n%s", late.Log())
 	}
