@@ -873,7 +873,9 @@ var answeredEmpty = [][]byte{}
 // lastResponse returns the datagrams of the response sa last sent, for
 // the retransmission m of its request: the cached ones, or for an empty
 // INFORMATIONAL response, the same sealed again (a new IV, the same
-// message).
+// message) and kept from then on. A client retransmits when the gateway
+// is slow to answer, and often more than once: the answer is sealed once
+// more, not once per copy.
 func (r *Responder) lastResponse(sa *rSA, m *wire.Message) [][]byte {
 	if len(sa.lastResp) > 0 {
 		return sa.lastResp
@@ -883,6 +885,7 @@ func (r *Responder) lastResponse(sa *rSA, m *wire.Message) [][]byte {
 		r.log.Warn("building IKE response", "exchange", wire.INFORMATIONAL, "err", err)
 		return nil
 	}
+	sa.lastResp = datagrams
 	return datagrams
 }
 

@@ -777,8 +777,8 @@ func TestResponderRetransmittedRequests(t *testing.T) {
 		}
 	})
 	// A liveness check whose empty answer was lost: the gateway keeps no
-	// datagram for it (answeredEmpty) and seals the answer again for the
-	// retransmitted request.
+	// datagram for it (answeredEmpty), seals the answer again for the
+	// retransmitted request and keeps that one for further copies.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := s.exchange(ctx, s.sa, wire.INFORMATIONAL, nil, RetransmitPolicy{Timeout: 100 * time.Millisecond, Backoff: 1, Tries: 5}); err != nil {
@@ -789,7 +789,18 @@ func TestResponderRetransmittedRequests(t *testing.T) {
 	}
 	w.r.do(context.Background(), func() {
 		for _, sa := range w.r.sas {
-			if sa.lastResp == nil || len(sa.lastResp) != 0 || sa.nextIn != 3 {
+			if len(sa.lastResp) != 1 || sa.nextIn != 3 {
+				t.Errorf("after an empty INFORMATIONAL answered twice: %d cached datagrams, next request %d", len(sa.lastResp), sa.nextIn)
+			}
+		}
+	})
+	// The next one, answered at once, leaves none.
+	if _, err := s.exchange(ctx, s.sa, wire.INFORMATIONAL, nil, RetransmitPolicy{Timeout: time.Second, Backoff: 1, Tries: 3}); err != nil {
+		t.Fatalf("a liveness check: %v", err)
+	}
+	w.r.do(context.Background(), func() {
+		for _, sa := range w.r.sas {
+			if sa.lastResp == nil || len(sa.lastResp) != 0 || sa.nextIn != 4 {
 				t.Errorf("after an empty INFORMATIONAL: %d cached datagrams (nil: %v), next request %d", len(sa.lastResp), sa.lastResp == nil, sa.nextIn)
 			}
 		}
