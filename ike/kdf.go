@@ -123,7 +123,7 @@ const (
 	keyCount
 )
 
-// lengths returns the lengths of the seven keys of suite s, in prf+'s
+// keyLengths returns the lengths of the seven keys of suite s, in prf+'s
 // order.
 func keyLengths(s Suite) [keyCount]int {
 	p, _ := lookupPRF(s.PRF)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mifsec/mifsec/ike/wire"
 )
 
 // BenchmarkResponderClients establishes N clients (PSK, X25519, one
@@ -165,4 +167,27 @@ func (h *countingHandler) Sequences(k *ChildSA) (sent, received uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.in[k.InSPI], h.in[k.InSPI]
+}
+
+// BenchmarkResponderLiveness: one client's liveness check, an empty
+// INFORMATIONAL exchange, through the in-memory wire: what each of a
+// gateway's held clients costs every --dpd interval (100,000 clients
+// checking every 10 s are 10,000 of these a second). The client's side
+// (seal the request, open the answer) is in the figure too.
+func BenchmarkResponderLiveness(b *testing.B) {
+	quiet := slog.New(slog.DiscardHandler)
+	psk := []byte("a pre-shared key of some length")
+	w := &memWire{gw: netip.MustParseAddrPort("192.0.2.1:500"), sessions: map[netip.Addr]*Session{}}
+	w.runResponder(b, ResponderConfig{PSK: psk, Logger: quiet,
+		Pools: []netip.Prefix{netip.MustParsePrefix("10.64.0.0/10")}}, &fuzzHandler{})
+	s, _ := w.newClient(b, "198.18.0.1", SessionConfig{PSK: psk, Logger: quiet})
+	connect(b, s, true)
+	ctx := context.Background()
+	policy := RetransmitPolicy{Timeout: 5 * time.Second, Backoff: 1, Tries: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.exchange(ctx, s.sa, wire.INFORMATIONAL, nil, policy); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
