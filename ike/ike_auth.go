@@ -6,7 +6,6 @@ package ike
 import (
 	"context"
 	"crypto/rsa"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -573,7 +572,7 @@ func (r *Responder) SetPSKs(ctx context.Context, shared []byte, perClient map[st
 	ok := r.do(ctx, func() {
 		r.cfg.PSK, r.cfg.ClientPSKs = slices.Clone(shared), keys
 		for _, c := range slices.Clone(r.clients) {
-			if c.psk == nil || subtle.ConstantTimeCompare(c.psk, r.pskFor(c.ID)) == 1 {
+			if c.psk == 0 || c.psk == digestPSK(r.pskFor(c.ID)) {
 				continue
 			}
 			r.log.Info("client's pre-shared key changed: deleting its IKE SA", "id", c.ID, "from", c.Remote, "addresses", c.Addresses)
@@ -670,7 +669,7 @@ func (r *Responder) admit(sa *rSA, id Identity, req []wire.Payload, from netip.A
 		a.accountAs = sa.half.eap.server.identity
 	}
 	a.c = &rClient{RemoteClient: RemoteClient{ID: id, Remote: from, Local: sa.reqLocal, IKESPIi: sa.spiI, IKESPIr: sa.spiR}, sa: sa, key: key}
-	a.c.psk = psk
+	a.c.psk = digestPSK(psk)
 	a.c.redirectOK = sa.redirectOK
 	if replace {
 		// Before the leases: the older IKE SA's addresses are released,
@@ -794,7 +793,7 @@ func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.N
 // newerThan reports whether a client of the identity key was
 // established after sa began (its IKE_SA_INIT).
 func (r *Responder) newerThan(key string, sa *rSA) bool {
-	return slices.ContainsFunc(r.byKey[key], func(o *rClient) bool { return o.established.After(sa.created) })
+	return slices.ContainsFunc(r.byKey[key], func(o *rClient) bool { return r.timeOf(o.established).After(sa.created) })
 }
 
 // replaceOlder drops the other IKE SAs of c's identity established
@@ -803,7 +802,7 @@ func (r *Responder) newerThan(key string, sa *rSA) bool {
 // meanwhile).
 func (r *Responder) replaceOlder(c *rClient) {
 	for _, old := range slices.Clone(r.byKey[c.key]) {
-		if old == c || old.established.After(c.sa.created) {
+		if old == c || r.timeOf(old.established).After(c.sa.created) {
 			continue
 		}
 		r.log.Info("client reconnected: dropping its older IKE SA", "id", c.ID, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
@@ -824,7 +823,7 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 	if a.replace {
 		r.replaceOlder(c) // one that logged in while the leases were taken
 	}
-	c.established = r.cfg.Now()
+	c.established = r.clientTime(r.cfg.Now())
 	r.addClient(c, sa)
 
 	var childReply []wire.Payload

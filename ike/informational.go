@@ -153,13 +153,13 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 			n += a.Received(&c.RemoteClient, k)
 		}
 		if n != c.espSeen {
-			c.espSeen, c.lastESP = n, now
+			c.espSeen, c.lastESP = n, r.clientTime(now)
 		}
-		c.espRead = now.UnixNano()
+		c.espRead = r.clientTime(now)
 	}
 	last := c.sa.lastHeard
-	if c.lastESP.After(last) {
-		last = c.lastESP
+	if c.lastESP != 0 && r.timeOf(c.lastESP).After(last) {
+		last = r.timeOf(c.lastESP)
 	}
 	if c.pending != nil || now.Sub(last) < r.cfg.DPD {
 		return

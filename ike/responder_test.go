@@ -1453,3 +1453,25 @@ func TestResponderDrawsFreeInboundSPIs(t *testing.T) {
 		}
 	}
 }
+
+// TestDigestPSK: a client's pre-shared key is kept as a digest that tells
+// a changed key from the same one (SetPSKs), and 0 only for none.
+func TestDigestPSK(t *testing.T) {
+	for _, tc := range []struct {
+		a, b []byte
+		same bool
+	}{
+		{[]byte("a pre-shared key"), []byte("a pre-shared key"), true},
+		{[]byte("a pre-shared key"), []byte("a pre-shared kez"), false},
+		{[]byte("k"), []byte("k\x00"), false},
+		{[]byte{}, []byte("k"), false},
+	} {
+		da, db := digestPSK(tc.a), digestPSK(tc.b)
+		if da == 0 || db == 0 || (da == db) != tc.same {
+			t.Errorf("digests of %q and %q: %x, %x; want the same: %v", tc.a, tc.b, da, db, tc.same)
+		}
+	}
+	if d := digestPSK(nil); d != 0 {
+		t.Errorf("digest of no key %x, want 0", d)
+	}
+}
