@@ -16,3 +16,8 @@ func TestResponderRADIUSSilent(t *testing.T) {
 	p := testPKI(t, testpki.Options{KeyType: testpki.KeyECDSAP256, GatewayName: "gw.test"})
 	RunResponderRADIUSSilent(t, trustStoreOf(t, p), CertifiedPeer{ID: p.Gateway.Identity, Key: p.Gateway.Key, Cert: p.Gateway.Certificate})
 }
+
+func TestResponderEAPSharedPoolBusy(t *testing.T) {
+	p := testPKI(t, testpki.Options{KeyType: testpki.KeyECDSAP256, GatewayName: "gw.test"})
+	RunResponderEAPSharedPoolBusy(t, trustStoreOf(t, p), CertifiedPeer{ID: p.Gateway.Identity, Key: p.Gateway.Key, Cert: p.Gateway.Certificate})
+}

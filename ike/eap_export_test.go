@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -161,4 +162,44 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// RunResponderEAPSharedPoolBusy: an EAP login whose last IKE_AUTH met a
+// shared pool that answered too late is answered when the client sends
+// that request again: the gateway checks its AUTH with the EAP MSK a
+// second time, so the MSK must still be there (it is wiped once the
+// client is admitted or its IKE SA goes).
+func RunResponderEAPSharedPoolBusy(t *testing.T, cas *TrustStore, gateway CertifiedPeer) {
+	users, err := NewEAPUsers(map[string]string{"carol": "carol's password"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newGatedPool(t, netip.MustParsePrefix("10.3.0.0/24"))
+	pool.busy = 1
+	w, _ := startResponder(t, ResponderConfig{LocalID: gateway.ID, Key: gateway.Key, Certificates: []*x509Cert{gateway.Cert}, EAPUsers: users,
+		Pools: []netip.Prefix{pool.Prefix()}, NewPool: func(netip.Prefix) (Pool, error) { return pool, nil }})
+	cred, err := NewEAPCredentials("carol", "carol's password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := w.newClient(t, "192.0.2.11", SessionConfig{LocalID: eapIdentity("carol"), EAP: cred, CAs: cas, RemoteID: gateway.ID})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- s.connect(ctx, true)
+	}()
+	for range 2 { // the busy lease, then the one the retransmission starts
+		pool.waitBegan(t)
+		pool.gate <- struct{}{}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("EAP login retried after a busy shared pool: %v", err)
+	}
+	if cs := clients(t, w); len(cs) != 1 || cs[0].ID != "carol" || pool.Leased() != 1 {
+		t.Fatalf("clients %+v, %d addresses leased; want carol with one", cs, pool.Leased())
+	}
+	if f := w.r.Failures(context.Background())[FailAuthentication]; f != 0 {
+		t.Fatalf("%d authentication failures counted, want none", f)
+	}
 }

@@ -819,7 +819,7 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 	// the cached response): a gateway with many clients need not keep
 	// them.
 	r.leaveHalfOpen(sa)
-	sa.half = nil
+	sa.dropHalfOpen()
 	if a.replace {
 		r.replaceOlder(c) // one that logged in while the leases were taken
 	}

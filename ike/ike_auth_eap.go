@@ -120,10 +120,11 @@ func (r *Responder) continueEAP(sa *rSA, req []wire.Payload, from netip.AddrPort
 			return r.authFail(sa, from, "its AUTH does not match the EAP MSK", "eap_id", Printable(e.server.identity))
 		}
 		r.eapLimits.succeeded(e.server.identity, from)
-		first, msk := e.first, e.msk
-		reply, after := r.admit(sa, eapIdentity(e.server.identity), first, from, nil, msk)
-		clear(msk) // our AUTH, keyed with it, is in reply (or in admit's answer to come)
-		return reply, after
+		// Our AUTH, keyed with the MSK, is in the reply (or in admit's
+		// answer to come). The MSK is wiped with the half-open state
+		// (dropHalfOpen, wipe), not here: a request whose leases came too
+		// late is checked again with it when the client retransmits.
+		return r.admit(sa, eapIdentity(e.server.identity), e.first, from, nil, e.msk)
 	}
 	p := wire.Find[*wire.EAP](req)
 	if p == nil {

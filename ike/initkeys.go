@@ -148,13 +148,16 @@ func (r *Responder) keysOf(sa *rSA) bool {
 	return true
 }
 
-// wipe zeroes the IKE SA's keys, and gives up their derivation if it is
-// still pending.
+// wipe zeroes the IKE SA's keys and an EAP login's MSK, and gives up
+// their derivation if it is still pending.
 func (sa *rSA) wipe() {
 	if sa.half != nil && sa.half.pendingKeys != nil {
 		j := sa.half.pendingKeys
 		sa.half.pendingKeys = nil
 		j.cancel()
+	}
+	if e := sa.eapLogin(); e != nil {
+		clear(e.msk)
 	}
 	sa.ikeSA.wipe()
 }

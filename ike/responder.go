@@ -311,6 +311,15 @@ type rHalfOpen struct {
 	eap         *rEAP // the EAP login under way (ike_auth_eap.go)
 }
 
+// dropHalfOpen lets go of what only the half-open sa needed, wiping an EAP
+// login's MSK.
+func (sa *rSA) dropHalfOpen() {
+	if e := sa.eapLogin(); e != nil {
+		clear(e.msk)
+	}
+	sa.half = nil
+}
+
 // eapLogin returns the EAP login under way on sa, if any.
 func (sa *rSA) eapLogin() *rEAP {
 	if sa.half == nil {
