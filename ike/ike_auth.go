@@ -793,7 +793,7 @@ func (r *Responder) leasedBeside(a admission, addrs []netip.Prefix, fail *wire.N
 // newerThan reports whether a client of the identity key was
 // established after sa began (its IKE_SA_INIT).
 func (r *Responder) newerThan(key string, sa *rSA) bool {
-	return slices.ContainsFunc(r.byKey[key], func(o *rClient) bool { return r.timeOf(o.established).After(sa.created) })
+	return slices.ContainsFunc(r.byKey[key], func(o *rClient) bool { return o.established.time().After(sa.created) })
 }
 
 // replaceOlder drops the other IKE SAs of c's identity established
@@ -802,7 +802,7 @@ func (r *Responder) newerThan(key string, sa *rSA) bool {
 // meanwhile).
 func (r *Responder) replaceOlder(c *rClient) {
 	for _, old := range slices.Clone(r.byKey[c.key]) {
-		if old == c || r.timeOf(old.established).After(c.sa.created) {
+		if old == c || old.established.time().After(c.sa.created) {
 			continue
 		}
 		r.log.Info("client reconnected: dropping its older IKE SA", "id", c.ID, "ike_spi_i", fmt.Sprintf("%016x", old.sa.spiI))
@@ -823,7 +823,7 @@ func (r *Responder) admitted(a admission, fail *wire.Notify) ([]wire.Payload, fu
 	if a.replace {
 		r.replaceOlder(c) // one that logged in while the leases were taken
 	}
-	c.established = r.clientTime(r.cfg.Now())
+	c.established = instantOf(r.cfg.Now())
 	r.addClient(c, sa)
 
 	var childReply []wire.Payload

@@ -153,13 +153,13 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 			n += a.Received(&c.RemoteClient, k)
 		}
 		if n != c.espSeen {
-			c.espSeen, c.lastESP = n, r.clientTime(now)
+			c.espSeen, c.lastESP = n, instantOf(now)
 		}
-		c.espRead = r.clientTime(now)
+		c.espRead = instantOf(now)
 	}
 	last := c.sa.lastHeard
-	if c.lastESP != 0 && r.timeOf(c.lastESP).After(last) {
-		last = r.timeOf(c.lastESP)
+	if c.lastESP.time().After(last) {
+		last = c.lastESP.time()
 	}
 	if c.pending != nil || now.Sub(last) < r.cfg.DPD {
 		return

@@ -38,17 +38,37 @@ func jittered(d time.Duration) time.Duration {
 	return d - rand.N(d/10+1)
 }
 
-// instant is a moment as Unix nanoseconds, 0 for none: 8 bytes where a
-// time.Time takes 24, for the rekey times a gateway keeps in each client's
-// IKE SA and Child SA. It has no monotonic reading: a step of the wall
-// clock moves a rekey by as much, which a lifetime of hours bears.
+// instant is a moment as nanoseconds since the process started
+// (instantEpoch), 0 for none: 8 bytes where a time.Time takes 24, for the
+// times a gateway keeps per client (rekeys, liveness, its next visit). It
+// is taken with the monotonic clock where the time has it (time.Time.Sub),
+// so that a step of the wall clock moves no timer (a step forward would
+// otherwise make every held client's rekey due at once), and saturates
+// some 292 years out instead of wrapping.
 type instant int64
 
-func instantOf(t time.Time) instant { return instant(t.UnixNano()) }
+// instantEpoch is what instants count from.
+var instantEpoch = time.Now()
 
-// time returns i as a time.Time; the zero instant is 1970, before any
-// time a clock gives now.
-func (i instant) time() time.Time { return time.Unix(0, int64(i)) }
+// instantOf returns t as an instant; the zero Time as the zero instant.
+func instantOf(t time.Time) instant {
+	if t.IsZero() {
+		return 0
+	}
+	if d := t.Sub(instantEpoch); d != 0 {
+		return instant(d)
+	}
+	return 1 // the epoch itself, told from none
+}
+
+// time returns i as a time.Time; the zero instant as the zero Time, before
+// every time a clock gives.
+func (i instant) time() time.Time {
+	if i == 0 {
+		return time.Time{}
+	}
+	return instantEpoch.Add(time.Duration(i))
+}
 
 // IsZero says whether i is unset.
 func (i instant) IsZero() bool { return i == 0 }
@@ -163,7 +183,7 @@ func (sa *ikeSA) nextRekeyCheck(lifetime time.Duration) (at time.Time, ok bool) 
 	if sa.rekeyAt.IsZero() {
 		sa.rekeyAt = instantOf(sa.created.Add(jittered(lifetime)))
 	}
-	if sa.rekeyAt < sa.retryAt {
+	if sa.rekeyAt.time().Before(sa.retryAt.time()) {
 		return sa.retryAt.time(), true
 	}
 	return sa.rekeyAt.time(), true

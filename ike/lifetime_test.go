@@ -46,3 +46,27 @@ func TestSequencesReadWhenTheyCouldRunOut(t *testing.T) {
 		t.Error("an ESN SA was read or rekeyed for its sequence numbers")
 	}
 }
+
+// TestInstant: an instant gives back the time it was made from, keeps
+// the order of times before and after the process started, tells the
+// zero Time from every other, and saturates far out instead of wrapping
+// (a lifetime of centuries never ends, where Unix nanoseconds would have
+// wrapped to 1677).
+func TestInstant(t *testing.T) {
+	now := time.Now()
+	for _, tm := range []time.Time{now, now.Add(-time.Hour), now.Add(90 * time.Minute), time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), instantEpoch} {
+		i := instantOf(tm)
+		if i.IsZero() || !i.time().Equal(tm) && i.time().Sub(tm).Abs() > time.Nanosecond {
+			t.Errorf("%v: instant %d gives back %v", tm, i, i.time())
+		}
+	}
+	if a, b := instantOf(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)), instantOf(now); a >= b {
+		t.Errorf("2000 is instant %d, now %d: out of order", a, b)
+	}
+	if i := instantOf(time.Time{}); !i.IsZero() || !i.time().IsZero() {
+		t.Errorf("the zero Time is instant %d, back %v", i, i.time())
+	}
+	if far := instantOf(now.AddDate(300, 0, 0)); far <= instantOf(now) || !far.time().After(now) {
+		t.Errorf("300 years on: instant %d, %v; want after now", far, far.time())
+	}
+}

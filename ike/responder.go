@@ -335,19 +335,19 @@ type rClient struct {
 	sa      *rSA
 	child   *ChildSA
 	oldKids []*ChildSA
-	// The client's times are clientTimes, 8 bytes each where a time.Time
-	// takes 24: a gateway holds a client per client.
-	established clientTime
+	// The client's times are instants, 8 bytes each where a time.Time
+	// takes 24.
+	established instant
 	pending     *rRequest        // the request we started and await the answer to
 	espSeen     uint64           // ESP packets its Child SAs had received at the last read
-	lastESP     clientTime       // when espSeen last grew; 0: never
-	espRead     clientTime       // when espSeen was last read
+	lastESP     instant          // when espSeen last grew; 0: never
+	espRead     instant          // when espSeen was last read
 	mob         clientMobility   // MOBIKE and MIF (mobike.go)
 	psk         pskDigest        // the pre-shared key it authenticated with; 0 for a certificate
 	authFrom    []netip.AddrPort // where its authenticated messages came from lately, newest first
 	accounted   *radiusSession   // its RADIUS accounting session, if a RADIUS server admitted it
 	key         string           // ID's text (ID is canonical): the key of per-identity tables
-	due         clientTime       // its next visit by the tick (timers.go)
+	due         instant          // its next visit by the tick (timers.go)
 	// sas are its IKE SAs in r.sas (the current one, and one being
 	// rekeyed or replaced): dropClient deletes them without a walk of
 	// every client's.
@@ -469,8 +469,6 @@ type Responder struct {
 	draining   bool
 	drainUntil time.Time
 	redirected uint64
-	// epoch is when the Responder started: clientTime counts from it.
-	epoch time.Time
 }
 
 // NewResponder checks cfg and returns a responder that does not run yet.
@@ -566,27 +564,8 @@ func NewResponder(cfg ResponderConfig, tr ResponderTransport, h ResponderHandler
 	rand.Read(r.secret[:])
 	rand.Read(r.oldSecret[:])
 	r.secretSince = cfg.Now()
-	r.epoch = r.secretSince
 	return r, nil
 }
-
-// clientTime is a moment in a client's life at the gateway, as nanoseconds
-// since the Responder started (Responder.epoch): 8 bytes where a time.Time
-// takes 24, and, unlike Unix nanoseconds, taken with the monotonic clock
-// (time.Time.Sub), so that a step of the wall clock moves no client's
-// timer.
-type clientTime int64
-
-// clientTime returns t as a clientTime. The loop's only.
-func (r *Responder) clientTime(t time.Time) clientTime {
-	if r.epoch.IsZero() {
-		r.epoch = t // a Responder not made by NewResponder (tests)
-	}
-	return clientTime(t.Sub(r.epoch))
-}
-
-// timeOf returns the time.Time of a clientTime.
-func (r *Responder) timeOf(t clientTime) time.Time { return r.epoch.Add(time.Duration(t)) }
 
 // The responder's queues, in datagrams. At the 600-900 handshakes a
 // second a 2-core gateway sets up (docs/gateway-scale.md), 1024
@@ -687,7 +666,7 @@ func (r *Responder) Clients(ctx context.Context) []ClientStatus {
 		for _, c := range r.clients {
 			st := ClientStatus{ID: c.ID.Display(), Remote: c.Remote.String(),
 				IKESPIi: fmt.Sprintf("%016x", c.sa.spiI), IKESPIr: fmt.Sprintf("%016x", c.sa.spiR), IKESuite: c.sa.suite.String(),
-				Established: r.timeOf(c.established), IKERekeys: int(c.ikeRekeys), ChildRekeys: int(c.childRekeys), DPDChecks: int(c.dpdChecks), ClientMobility: c.mob.status()}
+				Established: c.established.time(), IKERekeys: int(c.ikeRekeys), ChildRekeys: int(c.childRekeys), DPDChecks: int(c.dpdChecks), ClientMobility: c.mob.status()}
 			if c.Local.IsValid() && !c.Local.IsUnspecified() {
 				st.Local = c.Local.String()
 			}

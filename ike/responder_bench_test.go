@@ -129,7 +129,7 @@ func BenchmarkResponderTick(b *testing.B) {
 				for b.Loop() {
 					w.r.do(ctx, func() {
 						for _, c := range w.r.clients {
-							c.due = 0
+							c.due = instantOf(time.Now().Add(-time.Hour))
 						}
 						heap.Init(&w.r.timers)
 						w.r.tick()

@@ -58,7 +58,7 @@ func (r *Responder) rescheduleClient(c *rClient, now time.Time) {
 	if c.dropped {
 		return
 	}
-	c.due = r.clientTime(r.nextVisit(c, now))
+	c.due = instantOf(r.nextVisit(c, now))
 	if c.timer == 0 {
 		heap.Push(&r.timers, c)
 	} else {
@@ -111,15 +111,15 @@ func (r *Responder) nextVisit(c *rClient, now time.Time) time.Time {
 	}
 	if r.cfg.DPD > 0 {
 		last := c.sa.lastHeard
-		if c.lastESP != 0 && r.timeOf(c.lastESP).After(last) {
-			last = r.timeOf(c.lastESP)
+		if c.lastESP.time().After(last) {
+			last = c.lastESP.time()
 		}
 		at(last.Add(r.cfg.DPD))
 		if _, ok := r.h.(ResponderActivity); ok {
 			// The ESP counters, read again half an interval on: a
 			// client whose packets stopped just after a read is
 			// checked half an interval late at most.
-			at(r.timeOf(c.espRead).Add(r.cfg.DPD / 2))
+			at(c.espRead.time().Add(r.cfg.DPD / 2))
 		}
 	}
 	return due
@@ -128,17 +128,17 @@ func (r *Responder) nextVisit(c *rClient, now time.Time) time.Time {
 // visitDueClients runs the checks of every client whose time has come
 // and puts each back at its next.
 func (r *Responder) visitDueClients(now time.Time) {
-	for len(r.timers) > 0 && r.timers[0].due <= r.clientTime(now) {
+	for len(r.timers) > 0 && r.timers[0].due <= instantOf(now) {
 		c := r.timers[0]
 		r.visitClient(c, now)
 		if c.dropped {
 			continue // dropClient took it out
 		}
 		r.rescheduleClient(c, now)
-		if c.due <= r.clientTime(now) {
+		if c.due <= instantOf(now) {
 			// A check that could not start (no key share ready, say)
 			// is tried again at the next tick, not in a loop now.
-			c.due = r.clientTime(now.Add(time.Second))
+			c.due = instantOf(now.Add(time.Second))
 			heap.Fix(&r.timers, int(c.timer-1))
 		}
 	}
