@@ -206,6 +206,9 @@ func (rig *fuzzRig) checkInvariants(t *testing.T) {
 		if r.sas[k] != sa {
 			t.Fatal("a half-open IKE SA is missing from the IKE SA table")
 		}
+		if sa.half == nil {
+			t.Fatal("a half-open IKE SA has no half-open state")
+		}
 	}
 	leases := 0
 	for _, c := range r.clients {
@@ -224,6 +227,9 @@ func (rig *fuzzRig) checkInvariants(t *testing.T) {
 	for k, sa := range r.sas {
 		if sa.client != nil && !containsClient(r.clients, sa.client) {
 			t.Fatalf("IKE SA %x of a client that left is still known", k.spiR)
+		}
+		if sa.client != nil && sa.half != nil {
+			t.Fatalf("IKE SA %x of an admitted client kept its half-open state", k.spiR)
 		}
 	}
 	perID := map[string]int{}

@@ -665,7 +665,7 @@ type ikeSA struct {
 	ni, nr     []byte
 	nextOut    uint32   // message ID of our next request
 	nextIn     uint32   // message ID of the gateway's next request
-	lastResp   [][]byte // the last response we sent, for retransmitted requests
+	lastResp   [][]byte // the last response we sent, for retransmitted requests; the responder's answeredEmpty for an empty INFORMATIONAL one (sealed again when asked)
 	lastHeard  time.Time
 	created    time.Time
 	reasm      *wire.Reassembler
