@@ -184,17 +184,7 @@ func RunResponderEAPSharedPoolBusy(t *testing.T, cas *TrustStore, gateway Certif
 		t.Fatal(err)
 	}
 	s, _ := w.newClient(t, "192.0.2.11", SessionConfig{LocalID: eapIdentity("carol"), EAP: cred, CAs: cas, RemoteID: gateway.ID})
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- s.connect(ctx, true)
-	}()
-	for range 2 { // the busy lease, then the one the retransmission starts
-		pool.waitBegan(t)
-		pool.gate <- struct{}{}
-	}
-	if err := <-done; err != nil {
+	if err := connectPastBusyLease(t, s, pool); err != nil {
 		t.Fatalf("EAP login retried after a busy shared pool: %v", err)
 	}
 	if cs := clients(t, w); len(cs) != 1 || cs[0].ID != "carol" || pool.Leased() != 1 {

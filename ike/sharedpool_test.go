@@ -226,17 +226,7 @@ func TestResponderSharedPoolBusy(t *testing.T) {
 	w, _ := startResponder(t, ResponderConfig{PSK: psk, Pools: []netip.Prefix{pool.Prefix()},
 		NewPool: func(netip.Prefix) (Pool, error) { return pool, nil }})
 	s, _ := w.newClient(t, "192.0.2.10", SessionConfig{PSK: psk, LocalID: mustID(t, "alice@mifsec.test")})
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- s.connect(ctx, true)
-	}()
-	for range 2 { // the busy lease, then the one the retransmission starts
-		pool.waitBegan(t)
-		pool.gate <- struct{}{}
-	}
-	if err := <-done; err != nil {
+	if err := connectPastBusyLease(t, s, pool); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Status(); len(st.Addresses) != 1 || pool.Leased() != 1 {
@@ -250,4 +240,22 @@ func TestResponderSharedPoolBusy(t *testing.T) {
 			t.Errorf("%d half-open IKE SAs, %d in all; want the client's alone", len(w.r.halfOpen), len(w.r.sas))
 		}
 	})
+}
+
+// connectPastBusyLease connects s while pool (busy once) answers the first
+// lease too late, and lets the lease its IKE_AUTH retransmission starts
+// through.
+func connectPastBusyLease(t *testing.T, s *Session, pool *gatedPool) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- s.connect(ctx, true)
+	}()
+	for range 2 { // the busy lease, then the one the retransmission starts
+		pool.waitBegan(t)
+		pool.gate <- struct{}{}
+	}
+	return <-done
 }
