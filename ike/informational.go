@@ -152,10 +152,11 @@ func (r *Responder) checkLiveness(c *rClient, now time.Time) {
 		for _, k := range c.oldKids {
 			n += a.Received(&c.RemoteClient, k)
 		}
+		at := instantOf(now)
 		if n != c.espSeen {
-			c.espSeen, c.lastESP = n, instantOf(now)
+			c.espSeen, c.lastESP = n, at
 		}
-		c.espRead = instantOf(now)
+		c.espRead = at
 	}
 	last := c.sa.lastHeard
 	if c.lastESP.time().After(last) {

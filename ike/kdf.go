@@ -131,6 +131,15 @@ func keyLengths(s Suite) [keyCount]int {
 	return [keyCount]int{p.size, integ, integ, enc, enc, p.size, p.size}
 }
 
+// keysLength is the length of all seven keys of suite s.
+func keysLength(s Suite) int {
+	n := 0
+	for _, l := range keyLengths(s) {
+		n += l
+	}
+	return n
+}
+
 // key returns key i of k (keySKd...), nil if k holds no such key (SK_pi
 // and SK_pr after forgetAuthKeys, or zero Keys).
 func (k *Keys) key(i int) []byte {
@@ -177,11 +186,10 @@ func (k *Keys) SKpr() []byte { return k.key(keySKpr) }
 // holds one of them (an SK crypter) must take it again.
 func (k *Keys) forgetAuthKeys() {
 	lens := keyLengths(k.Suite)
-	keep := len(k.material) - lens[keySKpi] - lens[keySKpr]
-	if k.SKpr() == nil || keep < 0 {
-		return // already forgotten
+	if len(k.material) != keysLength(k.Suite) {
+		return // already forgotten, or no keys
 	}
-	kept := make([]byte, keep)
+	kept := make([]byte, len(k.material)-lens[keySKpi]-lens[keySKpr])
 	copy(kept, k.material)
 	clear(k.material)
 	k.material = kept
@@ -240,8 +248,7 @@ func expandIKEKeys(s Suite, p PRF, skeyseed, nonces []byte, spii, spir uint64) (
 	seed = binary.BigEndian.AppendUint64(seed, spii)
 	seed = binary.BigEndian.AppendUint64(seed, spir)
 
-	prfLen, integLen, encLen := p.Size(), s.IntegrityKeyLen(), s.EncryptionKeyLen()
-	km, err := p.Plus(skeyseed, seed, 3*prfLen+2*integLen+2*encLen)
+	km, err := p.Plus(skeyseed, seed, keysLength(s))
 	if err != nil {
 		return nil, err
 	}

@@ -128,14 +128,15 @@ func (r *Responder) nextVisit(c *rClient, now time.Time) time.Time {
 // visitDueClients runs the checks of every client whose time has come
 // and puts each back at its next.
 func (r *Responder) visitDueClients(now time.Time) {
-	for len(r.timers) > 0 && r.timers[0].due <= instantOf(now) {
+	at := instantOf(now)
+	for len(r.timers) > 0 && r.timers[0].due <= at {
 		c := r.timers[0]
 		r.visitClient(c, now)
 		if c.dropped {
 			continue // dropClient took it out
 		}
 		r.rescheduleClient(c, now)
-		if c.due <= instantOf(now) {
+		if c.due <= at {
 			// A check that could not start (no key share ready, say)
 			// is tried again at the next tick, not in a loop now.
 			c.due = instantOf(now.Add(time.Second))
