@@ -212,6 +212,23 @@ func (r *reorder) close() {
 	}
 }
 
+// GrowReplayWindow makes the replay window of the inbound SA spi its full
+// size now. Use it for an SA whose peer has several paths but does not
+// spread flows over them (RestoreOrder grows the window itself): when a
+// path fails, the peer sends again what it took, and those copies can
+// arrive many packets behind what the next path carried meanwhile, beyond
+// the window an SA starts with.
+func (e *Engine) GrowReplayWindow(spi uint32) error {
+	e.inMu.Lock()
+	defer e.inMu.Unlock()
+	in := e.dataEntry(spi)
+	if in == nil {
+		return fmt.Errorf("growing the replay window: no inbound SA %#x", spi)
+	}
+	in.sa.ReplayWindow().Grow()
+	return nil
+}
+
 // RestoreOrder makes the inbound SA spi deliver its packets in sequence
 // order: packets that arrive ahead of a gap wait (bounded by cfg) for the
 // gap to fill. Use it for an SA whose peer spreads packets over several

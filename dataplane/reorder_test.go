@@ -258,3 +258,23 @@ func TestRestoreOrderWritesThroughOneQueue(t *testing.T) {
 		t.Errorf("written through queue 0: %d, queue 1: %d; want all %d through queue %d", got[0], got[1], n, want)
 	}
 }
+
+// TestGrowReplayWindow: an inbound SA's window starts small and
+// GrowReplayWindow makes it its full size, so that copies a multipath
+// peer reinjects far behind its newest packet are still taken; an
+// unknown SPI is an error.
+func TestGrowReplayWindow(t *testing.T) {
+	_, b := newPair(t, pairConfig{})
+	if got := b.in.ReplayWindow().Size(); got >= dataplane.DefaultReplayWindow {
+		t.Fatalf("a new SA's window is already %d packets", got)
+	}
+	if err := b.e.GrowReplayWindow(b.in.SPI()); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.in.ReplayWindow().Size(); got != dataplane.DefaultReplayWindow {
+		t.Fatalf("window %d packets after GrowReplayWindow, want %d", got, dataplane.DefaultReplayWindow)
+	}
+	if err := b.e.GrowReplayWindow(b.in.SPI() + 1); err == nil {
+		t.Fatal("growing the window of an unknown SPI succeeded")
+	}
+}

@@ -74,6 +74,22 @@ type peerPaths struct {
 // delivered beyond it.
 var orderConfig = scheduler.ResequencerConfig{MaxWait: 200 * time.Millisecond, ExpectedPaths: 2}
 
+// receiveOverPaths readies the inbound SA spi of a peer that sends over
+// several paths under policy. Aggregate and redundant spread one flow over
+// the paths: the receiver restores order, which grows the replay window.
+// Single and offload restore no order, but their peer too sends a failed
+// path's datagrams again on another (peerPaths.reinject), and the copies
+// arrive behind everything the other paths carried while the failure went
+// unnoticed (offload's overflow onto a lower tier goes on meanwhile): that
+// can be more than the window an SA starts with, 480 packets, a tenth of a
+// second at 50 Mbit/s. The window grows for them.
+func receiveOverPaths(e *dataplane.Engine, spi uint32, policy scheduler.Policy) error {
+	if policy == scheduler.PolicyAggregate || policy == scheduler.PolicyRedundant {
+		return e.RestoreOrder(spi, orderConfig)
+	}
+	return e.GrowReplayWindow(spi)
+}
+
 // noEnginePath marks a hole in the members: the engine has no such path.
 const noEnginePath = scheduler.PathID(1<<16 - 1)
 

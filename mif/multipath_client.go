@@ -241,14 +241,12 @@ func (c *Client) outSA(child *ike.ChildSA) *dataplane.SA {
 	return c.outs[child.InSPI]
 }
 
-// useSAs makes out seal the probes and inSPI the SA whose resequencer
-// follows the paths (aggregate and redundant spread one flow over paths).
+// useSAs makes out seal the probes and inSPI the SA that receives over
+// the paths (receiveOverPaths).
 func (c *Client) useSAs(out *dataplane.SA, inSPI uint32) {
 	pp := c.multi.pp
-	if pol := pp.Policy(); pol == scheduler.PolicyAggregate || pol == scheduler.PolicyRedundant {
-		if err := c.engine.RestoreOrder(inSPI, orderConfig); err != nil {
-			c.log.Warn("restoring order across paths", "spi", inSPI, "err", err)
-		}
+	if err := receiveOverPaths(c.engine, inSPI, pp.Policy()); err != nil {
+		c.log.Warn("readying the inbound SA for several paths", "spi", inSPI, "err", err)
 	}
 	pp.SetSAs(out, inSPI)
 }

@@ -61,14 +61,11 @@ func (g *Gateway) onProbeReply(ev *dataplane.ProbeEvent) {
 	}
 }
 
-// restoreOrder makes the inbound SA spi of a multipath client deliver in
-// order when its policy spreads one flow over several paths.
-func (g *Gateway) restoreOrder(p *gatewayPeer, spi uint32) {
-	if pol := p.pp.Policy(); pol != scheduler.PolicyAggregate && pol != scheduler.PolicyRedundant {
-		return
-	}
-	if err := g.engine.RestoreOrder(spi, orderConfig); err != nil {
-		g.log.Warn("restoring order across a client's paths", "spi", spi, "err", err)
+// receiveOverPaths readies the inbound SA spi of a multipath client for
+// what its paths deliver (receiveOverPaths).
+func (g *Gateway) receiveOverPaths(p *gatewayPeer, spi uint32) {
+	if err := receiveOverPaths(g.engine, spi, p.pp.Policy()); err != nil {
+		g.log.Warn("readying a client's inbound SA for several paths", "spi", spi, "err", err)
 	}
 }
 
@@ -120,7 +117,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 		for _, k := range g.clients[client].kids {
 			k.peer.Store(p)
 			g.probeKids.Store(k.in.SPI(), k)
-			g.restoreOrder(p, k.in.SPI())
+			g.receiveOverPaths(p, k.in.SPI())
 			reroute = append(reroute, k)
 		}
 	}

@@ -114,9 +114,7 @@ func relayedPeers(t *testing.T, policy scheduler.Policy) (a, b *testPeer, relays
 		if err := e.AddInbound(p.in, p.out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 			t.Fatal(err)
 		}
-		// As a multipath client and gateway do: the receiver restores
-		// order and takes reinjected copies far behind the newest packet.
-		if err := e.RestoreOrder(p.in.SPI(), orderConfig); err != nil {
+		if err := receiveOverPaths(e, p.in.SPI(), policy); err != nil {
 			t.Fatal(err)
 		}
 		pp = newPeerPaths(peerPathsConfig{Engine: e, Policy: policy})
@@ -144,16 +142,24 @@ func relayedPeers(t *testing.T, policy scheduler.Policy) (a, b *testPeer, relays
 	return a, b, [2]*cutRelay{relay0, relay1}
 }
 
-// TestPeerPathsAggregateAndFailover: two paths to a peer over loopback,
-// each through a relay. Both are verified by probes; under the aggregate
-// policy a flow that does not fill the quicker path stays on it alone
-// (the other would make the receiver wait for its packets). When the
-// relay of the path carrying the flow silently drops everything, the
-// scheduler declares that path failed and the data moves to the other;
-// what the failed path took from the cut on is reinjected on the other,
-// so that every packet arrives.
-func TestPeerPathsAggregateAndFailover(t *testing.T) {
-	a, b, relays := relayedPeers(t, scheduler.PolicyAggregate)
+// TestPeerPathsFailover: two paths to a peer over loopback, each through
+// a relay. Both are verified by probes; under the aggregate policy a flow
+// that does not fill the quicker path stays on it alone (the other would
+// make the receiver wait for its packets), under single it takes the first
+// path. When the relay of the path carrying the flow silently drops
+// everything, the scheduler declares that path failed and the data moves
+// to the other; what the failed path took from the cut on is reinjected on
+// the other, so that every packet arrives: under single too, where the
+// receiver restores no order but its replay window must take copies far
+// behind what the other path carried meanwhile.
+func TestPeerPathsFailover(t *testing.T) {
+	for _, policy := range []scheduler.Policy{scheduler.PolicyAggregate, scheduler.PolicySingle} {
+		t.Run(policy.String(), func(t *testing.T) { testPeerPathsFailover(t, policy) })
+	}
+}
+
+func testPeerPathsFailover(t *testing.T, policy scheduler.Policy) {
+	a, b, relays := relayedPeers(t, policy)
 	// Steady traffic, a numbered packet every 200 µs, until stopped.
 	flow := startNumberedFlow(t, a, b, 200*time.Microsecond)
 	rx := func(id int) uint64 { return b.e.Paths()[id].Stats.RxPackets.Load() }
@@ -325,5 +331,50 @@ func TestPerPacketPickingIsTheSchedulers(t *testing.T) {
 		if typ.PkgPath() != schedulerPkg {
 			t.Errorf("classes %v: the path group picks with %v, want a type of %s", c != nil, typ, schedulerPkg)
 		}
+	}
+}
+
+// TestReceiveOverPaths: whatever the policy, the inbound SA of a peer
+// with several paths takes copies far behind its newest packet (its
+// replay window at full size); aggregate and redundant also restore
+// order.
+func TestReceiveOverPaths(t *testing.T) {
+	for _, tc := range []struct {
+		policy  scheduler.Policy
+		ordered bool
+	}{
+		{scheduler.PolicySingle, false},
+		{scheduler.PolicyOffload, false},
+		{scheduler.PolicyAggregate, true},
+		{scheduler.PolicyRedundant, true},
+	} {
+		t.Run(tc.policy.String(), func(t *testing.T) {
+			m, err := tun.NewMemory(tun.MemoryConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{m}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, in, _, _ := saPair(t)
+			if err := e.AddInbound(in, out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+				t.Fatal(err)
+			}
+			if err := receiveOverPaths(e, in.SPI(), tc.policy); err != nil {
+				t.Fatal(err)
+			}
+			if got := in.ReplayWindow().Size(); got != dataplane.DefaultReplayWindow {
+				t.Errorf("replay window %d packets, want %d", got, dataplane.DefaultReplayWindow)
+			}
+			// Telling the resequencer how many paths there are works
+			// only where order is restored.
+			if err := e.SetOrderPaths(in.SPI(), 2); (err == nil) != tc.ordered {
+				t.Errorf("order restored: %v, want %v", err == nil, tc.ordered)
+			}
+			if err := receiveOverPaths(e, in.SPI()+1, tc.policy); err == nil {
+				t.Error("an unknown SPI was readied")
+			}
+		})
 	}
 }
