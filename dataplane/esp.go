@@ -234,6 +234,9 @@ type SAConfig struct {
 	// 0 means DefaultReplayWindow. A window larger than 480 packets
 	// starts at 480 and grows to its size when needed (ReplayWindow.Grow).
 	ReplayWindow int
+	// ReplayWindowStart, when set, is the size the window starts at
+	// instead (at least MinReplayWindow, at most ReplayWindow's size).
+	ReplayWindowStart int
 	// Outbound makes an SA that only seals: it has no replay window
 	// (ReplayWindow must be 0), and Open drops every packet as one of an
 	// unknown SPI. Some 90 bytes less per SA than the smallest window,
@@ -325,7 +328,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	var err error
 	if !cfg.Outbound {
 		window := cmp.Or(cfg.ReplayWindow, DefaultReplayWindow)
-		if w, err = newGrowingReplayWindow(min(window, replayStartWindow), window); err != nil {
+		if w, err = newGrowingReplayWindow(cmp.Or(cfg.ReplayWindowStart, min(window, replayStartWindow)), window); err != nil {
 			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 		}
 	}
@@ -438,8 +441,10 @@ func (cfg SAConfig) check() error {
 		return fmt.Errorf("unknown ESP algorithm %d", cfg.Algorithm)
 	case len(cfg.Key) != want:
 		return fmt.Errorf("%s needs %d bytes of key and salt, got %d", cfg.Algorithm, want, len(cfg.Key))
-	case cfg.Outbound && cfg.ReplayWindow != 0:
-		return fmt.Errorf("an outbound SA has no replay window (asked for %d packets)", cfg.ReplayWindow)
+	case cfg.Outbound && (cfg.ReplayWindow != 0 || cfg.ReplayWindowStart != 0):
+		return fmt.Errorf("an outbound SA has no replay window (asked for %d packets, starting at %d)", cfg.ReplayWindow, cfg.ReplayWindowStart)
+	case cfg.ReplayWindowStart != 0 && (cfg.ReplayWindowStart < MinReplayWindow || cfg.ReplayWindowStart > cmp.Or(cfg.ReplayWindow, DefaultReplayWindow)):
+		return fmt.Errorf("a replay window starting at %d packets: must be between %d and its size, %d", cfg.ReplayWindowStart, MinReplayWindow, cmp.Or(cfg.ReplayWindow, DefaultReplayWindow))
 	}
 	return nil
 }
@@ -469,9 +474,9 @@ func (sa *SA) SetProbeSA(probe *SA) error {
 
 // probeSAConfig is what a probe SA is made from (SetProbeSAConfig).
 type probeSAConfig struct {
-	window   int32
-	outbound bool
-	key      []byte
+	window, start int32 // start: 0 means NewSA's default
+	outbound      bool
+	key           []byte
 }
 
 // SetProbeSAConfig gives sa a probe SA as SetProbeSA does, made from cfg
@@ -499,7 +504,7 @@ func (sa *SA) SetProbeSAConfig(cfg SAConfig) error {
 		}
 	}
 	sa.probeSPI = cfg.SPI
-	sa.lazyProbe = &probeSAConfig{window: int32(cfg.ReplayWindow), outbound: cfg.Outbound, key: bytes.Clone(cfg.Key)}
+	sa.lazyProbe = &probeSAConfig{window: int32(cfg.ReplayWindow), start: int32(cfg.ReplayWindowStart), outbound: cfg.Outbound, key: bytes.Clone(cfg.Key)}
 	return nil
 }
 
@@ -528,7 +533,7 @@ func (sa *SA) makeProbeLocked() *SA {
 	if c == nil {
 		return nil
 	}
-	p, err := NewSA(SAConfig{SPI: sa.probeSPI, Algorithm: sa.alg, Key: c.key, ESN: sa.esn, ReplayWindow: int(c.window), Outbound: c.outbound})
+	p, err := NewSA(SAConfig{SPI: sa.probeSPI, Algorithm: sa.alg, Key: c.key, ESN: sa.esn, ReplayWindow: int(c.window), ReplayWindowStart: int(c.start), Outbound: c.outbound})
 	if err != nil {
 		return nil // SetProbeSAConfig checked what NewSA checks
 	}
@@ -551,6 +556,20 @@ func (sa *SA) SequenceLimit() uint64 { return sa.limit.Load() }
 // MaxSequence returns the SA's last sequence number: 2^32-1, or 2^64-1 with
 // ESN.
 func (sa *SA) MaxSequence() uint64 { return sa.maxSeq }
+
+// growProbeWindow makes the replay window of sa's probe SA its full size:
+// now if the probe SA was made, else from the start when it is.
+func (sa *SA) growProbeWindow() {
+	sa.expandMu.Lock()
+	defer sa.expandMu.Unlock()
+	if p := sa.probe.Load(); p != nil {
+		if w := p.ReplayWindow(); w != nil {
+			w.Grow()
+		}
+	} else if c := sa.lazyProbe; c != nil && !c.outbound {
+		c.start = cmp.Or(c.window, DefaultReplayWindow)
+	}
+}
 
 // Wipe clears the key material the SA holds itself (the salt and the key);
 // the cipher's expanded key belongs to the standard library and goes with

@@ -212,12 +212,12 @@ func (r *reorder) close() {
 	}
 }
 
-// GrowReplayWindow makes the replay window of the inbound SA spi its full
-// size now. Use it for an SA whose peer has several paths but does not
-// spread flows over them (RestoreOrder grows the window itself): when a
-// path fails, the peer sends again what it took, and those copies can
-// arrive many packets behind what the next path carried meanwhile, beyond
-// the window an SA starts with.
+// GrowReplayWindow makes the replay windows of the inbound SA spi and of
+// its probe SA their full size now. Use it for an SA whose peer has
+// several paths: when a path fails, the peer sends again what it took, and
+// those copies can arrive many packets behind what the next path carried
+// meanwhile, beyond the window an SA starts with; probes come over every
+// path, a slow path's far behind the others'. (RestoreOrder calls it.)
 func (e *Engine) GrowReplayWindow(spi uint32) error {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
@@ -226,6 +226,7 @@ func (e *Engine) GrowReplayWindow(spi uint32) error {
 		return fmt.Errorf("growing the replay window: no inbound SA %#x", spi)
 	}
 	in.sa.ReplayWindow().Grow()
+	in.sa.growProbeWindow()
 	return nil
 }
 
@@ -244,8 +245,9 @@ func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error
 		return nil
 	}
 	// Paths with different delays reorder by many packets: the full
-	// window from now on.
+	// windows from now on.
 	in.sa.ReplayWindow().Grow()
+	in.sa.growProbeWindow()
 	if cfg.First == 0 {
 		// Start at the oldest packet not yet received: on a new SA its
 		// first packet, which may not be the first to arrive; on an SA

@@ -10,6 +10,7 @@ import (
 	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/scheduler"
 	"github.com/mifsec/mifsec/tun"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // delayRelay forwards UDP datagrams to dst after a fixed delay: a slow
@@ -259,22 +260,83 @@ func TestRestoreOrderWritesThroughOneQueue(t *testing.T) {
 	}
 }
 
-// TestGrowReplayWindow: an inbound SA's window starts small and
-// GrowReplayWindow makes it its full size, so that copies a multipath
-// peer reinjects far behind its newest packet are still taken; an
-// unknown SPI is an error.
+// TestGrowReplayWindow: an inbound SA's window and its probe SA's start
+// small and GrowReplayWindow makes both their full size, whether the
+// probe SA was made before or is made after; an unknown SPI is an error.
 func TestGrowReplayWindow(t *testing.T) {
-	_, b := newPair(t, pairConfig{})
-	if got := b.in.ReplayWindow().Size(); got >= dataplane.DefaultReplayWindow {
-		t.Fatalf("a new SA's window is already %d packets", got)
+	for _, probeMadeFirst := range []bool{false, true} {
+		e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{newMemoryTUN(t)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := make([]byte, dataplane.AES256GCM16.KeyLen())
+		in, err := dataplane.NewSA(dataplane.SAConfig{SPI: 0x4000, Algorithm: dataplane.AES256GCM16, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := in.SetProbeSAConfig(dataplane.SAConfig{SPI: 0x4001, Algorithm: dataplane.AES256GCM16, Key: key, ReplayWindow: 1024, ReplayWindowStart: 128}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := dataplane.NewSA(dataplane.SAConfig{SPI: 0x5000, Algorithm: dataplane.AES256GCM16, Key: key, Outbound: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := out.SetProbeSAConfig(dataplane.SAConfig{SPI: 0x5001, Algorithm: dataplane.AES256GCM16, Key: key, Outbound: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.AddInbound(in, out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
+			t.Fatal(err)
+		}
+		if probeMadeFirst {
+			if got := in.ProbeSA().ReplayWindow().Size(); got != 128 {
+				t.Fatalf("the probe SA's window starts at %d packets, want 128", got)
+			}
+		}
+		if got := in.ReplayWindow().Size(); got >= dataplane.DefaultReplayWindow {
+			t.Fatalf("a new SA's window is already %d packets", got)
+		}
+		if err := e.GrowReplayWindow(in.SPI()); err != nil {
+			t.Fatal(err)
+		}
+		if got := in.ReplayWindow().Size(); got != dataplane.DefaultReplayWindow {
+			t.Errorf("window %d packets after GrowReplayWindow, want %d", got, dataplane.DefaultReplayWindow)
+		}
+		if got := in.ProbeSA().ReplayWindow().Size(); got != 1024 {
+			t.Errorf("probe SA made first %v: its window %d packets after GrowReplayWindow, want 1024", probeMadeFirst, got)
+		}
+		if err := e.GrowReplayWindow(in.SPI() + 7); err == nil {
+			t.Fatal("growing the window of an unknown SPI succeeded")
+		}
 	}
-	if err := b.e.GrowReplayWindow(b.in.SPI()); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.in.ReplayWindow().Size(); got != dataplane.DefaultReplayWindow {
-		t.Fatalf("window %d packets after GrowReplayWindow, want %d", got, dataplane.DefaultReplayWindow)
-	}
-	if err := b.e.GrowReplayWindow(b.in.SPI() + 1); err == nil {
-		t.Fatal("growing the window of an unknown SPI succeeded")
+}
+
+// TestReplayWindowStart: an SA's window starts where its config says,
+// within bounds; an outbound SA takes no start.
+func TestReplayWindowStart(t *testing.T) {
+	key := make([]byte, dataplane.AES256GCM16.KeyLen())
+	for _, tc := range []struct {
+		window, start, want int // want 0: refused
+		outbound            bool
+	}{
+		{0, 0, 480, false},
+		{1024, 0, 480, false},
+		{128, 0, 128, false},
+		{1024, 128, 128, false},
+		{0, 4064, 4064, false},
+		{1024, 1024, 1024, false},
+		{1024, 2048, 0, false},
+		{1024, 16, 0, false},
+		{0, 128, 0, true},
+	} {
+		sa, err := dataplane.NewSA(dataplane.SAConfig{SPI: 0x4000, Algorithm: dataplane.AES256GCM16, Key: key,
+			ReplayWindow: tc.window, ReplayWindowStart: tc.start, Outbound: tc.outbound})
+		switch {
+		case tc.want == 0 && err == nil:
+			t.Errorf("window %d starting at %d (outbound %v): accepted", tc.window, tc.start, tc.outbound)
+		case tc.want != 0 && err != nil:
+			t.Errorf("window %d starting at %d: %v", tc.window, tc.start, err)
+		case tc.want != 0 && sa.ReplayWindow().Size() != tc.want:
+			t.Errorf("window %d starting at %d: starts at %d", tc.window, tc.start, sa.ReplayWindow().Size())
+		}
 	}
 }

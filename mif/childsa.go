@@ -8,9 +8,18 @@ import (
 	"github.com/mifsec/mifsec/ike"
 )
 
-// probeReplayWindow is a probe SA's inbound replay window: probes of a few
-// paths, each a few dozen a second, reorder across paths by a few packets.
-const probeReplayWindow = 128
+// A probe SA's inbound replay window. Probes of a few paths, each a few
+// dozen a second (a hundred while a path is suspect), reorder across paths
+// by as many as the quicker paths carry while a slower one's queue holds
+// its own: a cellular queue of 1.5 s (a recorded AT&T link) holds back 200
+// and more, which a window of 128 dropped as too old, counted lost by the
+// prober. The window starts at 128 packets (64 bytes) and grows to 1024
+// once the peer has several paths (receiveOverPaths) or a probe comes half
+// the window late.
+const (
+	probeReplayWindow      = 1024
+	probeReplayWindowStart = 128
+)
 
 // NewChildSAs makes the data plane's two SAs of a negotiated Child SA, in
 // its mode, each with its probe SA when the Child SA has one (docs/mif.md;
@@ -34,7 +43,7 @@ func NewChildSAs(child *ike.ChildSA) (in, out *dataplane.SA, err error) {
 		// Made by the first probe each way (dataplane.SA.ProbeSA): a
 		// client with one path may never probe.
 		if err := errors.Join(
-			in.SetProbeSAConfig(dataplane.SAConfig{SPI: p.InSPI, Algorithm: alg, Key: p.InKey, ESN: child.ESN, ReplayWindow: probeReplayWindow}),
+			in.SetProbeSAConfig(dataplane.SAConfig{SPI: p.InSPI, Algorithm: alg, Key: p.InKey, ESN: child.ESN, ReplayWindow: probeReplayWindow, ReplayWindowStart: probeReplayWindowStart}),
 			out.SetProbeSAConfig(dataplane.SAConfig{SPI: p.OutSPI, Algorithm: alg, Key: p.OutKey, ESN: child.ESN, Outbound: true})); err != nil {
 			return nil, nil, fmt.Errorf("probe SA: %w", err)
 		}
