@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -133,7 +134,25 @@ func (p *mifsecLabPeer) TunnelState() string {
 	if byGateway := gatewayReinjected(&gw); st.Reinjected+byGateway > 0 {
 		text += fmt.Sprintf("; reinjected after a path failed: %d datagrams by the client, %d by the gateway", st.Reinjected, byGateway)
 	}
+	// What each end's data plane discarded on arrival: copies of what
+	// arrived anyway are "replayed"; "too-old" ones came beyond the
+	// replay window and were lost.
+	if len(gw.Drops)+len(st.Drops) > 0 {
+		text += fmt.Sprintf("; dropped on arrival: at the gateway %s, at the client %s", dropsSummary(gw.Drops), dropsSummary(st.Drops))
+	}
 	return text
+}
+
+// dropsSummary lists drop counters by reason, in the order of their names.
+func dropsSummary(drops map[string]uint64) string {
+	if len(drops) == 0 {
+		return "none"
+	}
+	parts := make([]string, 0, len(drops))
+	for _, reason := range slices.Sorted(maps.Keys(drops)) {
+		parts = append(parts, fmt.Sprintf("%d %s", drops[reason], reason))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // gatewayReinjected is what the gateway reinjected to its (only) client.

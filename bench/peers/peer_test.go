@@ -35,3 +35,18 @@ func TestCBCPeers(t *testing.T) {
 		t.Fatalf("swanctl.conf:\n%s", conf.String())
 	}
 }
+
+func TestDropsSummary(t *testing.T) {
+	for _, tc := range []struct {
+		drops map[string]uint64
+		want  string
+	}{
+		{nil, "none"},
+		{map[string]uint64{}, "none"},
+		{map[string]uint64{"too-old": 12, "replayed": 3}, "3 replayed, 12 too-old"},
+	} {
+		if got := dropsSummary(tc.drops); got != tc.want {
+			t.Errorf("dropsSummary(%v) = %q, want %q", tc.drops, got, tc.want)
+		}
+	}
+}
