@@ -140,7 +140,8 @@ const exhaustedLogInterval = 10 * time.Second
 //
 // Lock order: the route table's mutex, inMu and pathMu are never held together; inMu
 // comes before an inbound SA's reorder.mu (RemoveInbound closes the
-// reorder under it). The packet path takes none of them but reorder.mu,
+// reorder under it) and its expandMu (GrowReplayWindow and RestoreOrder
+// grow its probe SA's window). The packet path takes none of them but reorder.mu,
 // once per batch of an SA that restores order.
 type Engine struct {
 	cfg     EngineConfig

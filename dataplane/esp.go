@@ -557,8 +557,17 @@ func (sa *SA) SequenceLimit() uint64 { return sa.limit.Load() }
 // ESN.
 func (sa *SA) MaxSequence() uint64 { return sa.maxSeq }
 
-// growProbeWindow makes the replay window of sa's probe SA its full size:
-// now if the probe SA was made, else from the start when it is.
+// growWindows makes the replay windows of inbound SA sa and of its probe
+// SA their full size: the probe SA's now if it was made, else from the
+// start when it is.
+func (sa *SA) growWindows() {
+	if sa.window != nil {
+		sa.window.Grow()
+	}
+	sa.growProbeWindow()
+}
+
+// growProbeWindow is growWindows' part for the probe SA.
 func (sa *SA) growProbeWindow() {
 	sa.expandMu.Lock()
 	defer sa.expandMu.Unlock()

@@ -100,7 +100,8 @@ func BenchmarkAEADRaw(b *testing.B) {
 // BenchmarkSAHeap reports the heap one SA holds (HeapAlloc after a GC,
 // over 1000 of them) with the window of an inbound data SA (the default),
 // of an outbound SA (the least) and of a probe SA's inbound side (128, as
-// mif makes it): a gateway holds four per client that speaks the MIF
+// mif starts it; it grows to 1024, 512 bytes, for a peer with several
+// paths): a gateway holds four per client that speaks the MIF
 // extension, two per other client (docs/gateway-scale.md, Memory per
 // client). An SA's cipher is expanded by its first packet: "used" SAs
 // have sealed one.

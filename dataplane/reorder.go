@@ -217,7 +217,8 @@ func (r *reorder) close() {
 // several paths: when a path fails, the peer sends again what it took, and
 // those copies can arrive many packets behind what the next path carried
 // meanwhile, beyond the window an SA starts with; probes come over every
-// path, a slow path's far behind the others'. (RestoreOrder calls it.)
+// path, a slow path's far behind the others'. (RestoreOrder grows them
+// too.)
 func (e *Engine) GrowReplayWindow(spi uint32) error {
 	e.inMu.Lock()
 	defer e.inMu.Unlock()
@@ -225,8 +226,7 @@ func (e *Engine) GrowReplayWindow(spi uint32) error {
 	if in == nil {
 		return fmt.Errorf("growing the replay window: no inbound SA %#x", spi)
 	}
-	in.sa.ReplayWindow().Grow()
-	in.sa.growProbeWindow()
+	in.sa.growWindows()
 	return nil
 }
 
@@ -246,8 +246,7 @@ func (e *Engine) RestoreOrder(spi uint32, cfg scheduler.ResequencerConfig) error
 	}
 	// Paths with different delays reorder by many packets: the full
 	// windows from now on.
-	in.sa.ReplayWindow().Grow()
-	in.sa.growProbeWindow()
+	in.sa.growWindows()
 	if cfg.First == 0 {
 		// Start at the oldest packet not yet received: on a new SA its
 		// first packet, which may not be the first to arrive; on an SA

@@ -13,9 +13,10 @@ import (
 // 256 (2 KiB).
 //
 // An SA's window starts at no more than replayStartWindow (15 blocks in a
-// ring of 16 slots, 128 bytes) and grows to its full size (Grow) once its
-// peer spreads packets over several paths (Engine.RestoreOrder) or a packet
-// arrives half the smaller window late: one path, even from a sender that
+// ring of 16 slots, 128 bytes), or where SAConfig.ReplayWindowStart says,
+// and grows to its full size (Grow) once its peer sends over several paths
+// (Engine.RestoreOrder, Engine.GrowReplayWindow) or a packet arrives half
+// the smaller window late: one path, even from a sender that
 // seals on several cores, reorders by a batch or two of packets (128 each,
 // conn.IdealBatchSize), well inside 480, and most of a gateway's clients
 // have one path.

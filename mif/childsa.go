@@ -14,7 +14,8 @@ import (
 // its own: a cellular queue of 1.5 s (a recorded AT&T link) holds back 200
 // and more, which a window of 128 dropped as too old, counted lost by the
 // prober. The window starts at 128 packets (64 bytes) and grows to 1024
-// once the peer has several paths (receiveOverPaths) or a probe comes half
+// (512 bytes) once the peer may send over several paths (receiveOverPaths,
+// for a session that negotiated the MIF extension) or a probe comes half
 // the window late.
 const (
 	probeReplayWindow      = 1024

@@ -335,9 +335,11 @@ func TestPerPacketPickingIsTheSchedulers(t *testing.T) {
 }
 
 // TestReceiveOverPaths: whatever the policy, the inbound SA of a peer
-// with several paths takes copies far behind its newest packet (its
-// replay window at full size); aggregate and redundant also restore
-// order.
+// with several paths takes copies far behind its newest packet, and its
+// probe SA probes far behind the others' (both replay windows at full
+// size); aggregate and redundant also restore order. (The failover test
+// under single catches a window too small only when the failure is
+// detected slowly; this one always.)
 func TestReceiveOverPaths(t *testing.T) {
 	for _, tc := range []struct {
 		policy  scheduler.Policy
@@ -357,15 +359,36 @@ func TestReceiveOverPaths(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, in, _, _ := saPair(t)
+			t.Cleanup(e.Close)
+			key := make([]byte, dataplane.AES256GCM16.KeyLen())
+			newSA := func(cfg dataplane.SAConfig, probe dataplane.SAConfig) *dataplane.SA {
+				cfg.Algorithm, cfg.Key, probe.Algorithm, probe.Key = dataplane.AES256GCM16, key, dataplane.AES256GCM16, key
+				sa, err := dataplane.NewSA(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := sa.SetProbeSAConfig(probe); err != nil {
+					t.Fatal(err)
+				}
+				return sa
+			}
+			// The probe SAs as NewChildSAs configures them.
+			in := newSA(dataplane.SAConfig{SPI: 0x1001}, dataplane.SAConfig{SPI: 0x1002, ReplayWindow: probeReplayWindow, ReplayWindowStart: probeReplayWindowStart})
+			out := newSA(dataplane.SAConfig{SPI: 0x2001, Outbound: true}, dataplane.SAConfig{SPI: 0x2002, Outbound: true})
 			if err := e.AddInbound(in, out, dataplane.AnyAddress, dataplane.AnyAddress); err != nil {
 				t.Fatal(err)
+			}
+			if got := in.ProbeSA().ReplayWindow().Size(); got != probeReplayWindowStart {
+				t.Fatalf("the probe SA's window starts at %d packets, want %d", got, probeReplayWindowStart)
 			}
 			if err := receiveOverPaths(e, in.SPI(), tc.policy); err != nil {
 				t.Fatal(err)
 			}
 			if got := in.ReplayWindow().Size(); got != dataplane.DefaultReplayWindow {
 				t.Errorf("replay window %d packets, want %d", got, dataplane.DefaultReplayWindow)
+			}
+			if got := in.ProbeSA().ReplayWindow().Size(); got != probeReplayWindow {
+				t.Errorf("the probe SA's replay window %d packets, want %d", got, probeReplayWindow)
 			}
 			// Telling the resequencer how many paths there are works
 			// only where order is restored.

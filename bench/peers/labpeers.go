@@ -125,7 +125,8 @@ func (p *mifsecLabPeer) TunnelState() string {
 	// The resequencers, where the multipath policy restores order: the
 	// gateway's orders what came up, the client's what came down.
 	var gw mif.GatewayStatus
-	if err := readStatus(p.serverTUN, &gw); err == nil && len(gw.Clients) == 1 && gw.Clients[0].Order != nil {
+	gwErr := readStatus(p.serverTUN, &gw)
+	if gwErr == nil && len(gw.Clients) == 1 && gw.Clients[0].Order != nil {
 		text += "; order restored at the gateway (up): " + orderSummary(gw.Clients[0].Order)
 	}
 	if st.Order != nil {
@@ -134,11 +135,15 @@ func (p *mifsecLabPeer) TunnelState() string {
 	if byGateway := gatewayReinjected(&gw); st.Reinjected+byGateway > 0 {
 		text += fmt.Sprintf("; reinjected after a path failed: %d datagrams by the client, %d by the gateway", st.Reinjected, byGateway)
 	}
-	// What each end's data plane discarded on arrival: copies of what
+	// What each end's data plane dropped (dropSnapshot): copies of what
 	// arrived anyway are "replayed"; "too-old" ones came beyond the
 	// replay window and were lost.
 	if len(gw.Drops)+len(st.Drops) > 0 {
-		text += fmt.Sprintf("; dropped on arrival: at the gateway %s, at the client %s", dropsSummary(gw.Drops), dropsSummary(st.Drops))
+		atGateway := dropsSummary(gw.Drops)
+		if gwErr != nil {
+			atGateway = "not available"
+		}
+		text += fmt.Sprintf("; the data plane dropped: at the gateway %s, at the client %s", atGateway, dropsSummary(st.Drops))
 	}
 	return text
 }
