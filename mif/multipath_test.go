@@ -351,14 +351,7 @@ func TestReceiveOverPaths(t *testing.T) {
 		{scheduler.PolicyRedundant, true},
 	} {
 		t.Run(tc.policy.String(), func(t *testing.T) {
-			m, err := tun.NewMemory(tun.MemoryConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{m}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			e := memoryEngine(t)
 			t.Cleanup(e.Close)
 			key := make([]byte, dataplane.AES256GCM16.KeyLen())
 			newSA := func(cfg dataplane.SAConfig, probe dataplane.SAConfig) *dataplane.SA {
@@ -400,4 +393,18 @@ func TestReceiveOverPaths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// memoryEngine is a data plane over a memory TUN device, without paths.
+func memoryEngine(t *testing.T) *dataplane.Engine {
+	t.Helper()
+	m, err := tun.NewMemory(tun.MemoryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

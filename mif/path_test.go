@@ -9,15 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mifsec/mifsec/dataplane"
 	"github.com/mifsec/mifsec/internal/testenv"
 	"github.com/mifsec/mifsec/mif/netmon"
 	"github.com/mifsec/mifsec/scheduler"
-	"github.com/mifsec/mifsec/tun"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // pathLab is a client namespace with a WLAN-like (wlan0, 10.72.1.2) and a
@@ -177,15 +174,9 @@ func TestPathSetFollowsInterfaces(t *testing.T) {
 	ike := l.listen(t, 500)
 	before := goleak.IgnoreCurrent()
 
-	mem, err := tun.NewMemory(tun.MemoryConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{mem}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	engine := memoryEngine(t)
 	var mon *netmon.Monitor
+	var err error
 	var ps *pathSet
 	ctx := context.Background()
 	testenv.InNamedNetns(t, l.client, func() {
