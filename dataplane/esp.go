@@ -327,7 +327,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	var w *ReplayWindow
 	var err error
 	if !cfg.Outbound {
-		window := cmp.Or(cfg.ReplayWindow, DefaultReplayWindow)
+		window := cfg.windowSize()
 		if w, err = newGrowingReplayWindow(cmp.Or(cfg.ReplayWindowStart, min(window, replayStartWindow)), window); err != nil {
 			return nil, fmt.Errorf("SA %#x: %w", cfg.SPI, err)
 		}
@@ -443,11 +443,14 @@ func (cfg SAConfig) check() error {
 		return fmt.Errorf("%s needs %d bytes of key and salt, got %d", cfg.Algorithm, want, len(cfg.Key))
 	case cfg.Outbound && (cfg.ReplayWindow != 0 || cfg.ReplayWindowStart != 0):
 		return fmt.Errorf("an outbound SA has no replay window (asked for %d packets, starting at %d)", cfg.ReplayWindow, cfg.ReplayWindowStart)
-	case cfg.ReplayWindowStart != 0 && (cfg.ReplayWindowStart < MinReplayWindow || cfg.ReplayWindowStart > cmp.Or(cfg.ReplayWindow, DefaultReplayWindow)):
-		return fmt.Errorf("a replay window starting at %d packets: must be between %d and its size, %d", cfg.ReplayWindowStart, MinReplayWindow, cmp.Or(cfg.ReplayWindow, DefaultReplayWindow))
+	case cfg.ReplayWindowStart != 0 && (cfg.ReplayWindowStart < MinReplayWindow || cfg.ReplayWindowStart > cfg.windowSize()):
+		return fmt.Errorf("a replay window starting at %d packets: must be between %d and its size, %d", cfg.ReplayWindowStart, MinReplayWindow, cfg.windowSize())
 	}
 	return nil
 }
+
+// windowSize is the size an inbound SA's replay window grows to.
+func (cfg SAConfig) windowSize() int { return cmp.Or(cfg.ReplayWindow, DefaultReplayWindow) }
 
 // SetProbeSA gives sa a companion SA for path probes, the same direction
 // and the same peer, with keys and an SPI of its own (docs/mif.md, "The
@@ -476,6 +479,7 @@ func (sa *SA) SetProbeSA(probe *SA) error {
 type probeSAConfig struct {
 	window, start int32 // start: 0 means NewSA's default
 	outbound      bool
+	grown         bool // growWindows came first: the window grows once made
 	key           []byte
 }
 
@@ -538,6 +542,9 @@ func (sa *SA) makeProbeLocked() *SA {
 		return nil // SetProbeSAConfig checked what NewSA checks
 	}
 	clear(c.key) // the probe SA has its own copy
+	if c.grown && p.window != nil {
+		p.window.Grow()
+	}
 	sa.lazyProbe = nil
 	sa.probe.Store(p)
 	return p
@@ -558,25 +565,20 @@ func (sa *SA) SequenceLimit() uint64 { return sa.limit.Load() }
 func (sa *SA) MaxSequence() uint64 { return sa.maxSeq }
 
 // growWindows makes the replay windows of inbound SA sa and of its probe
-// SA their full size: the probe SA's now if it was made, else from the
-// start when it is.
+// SA their full size: the probe SA's now if it was made, else as soon as
+// it is (makeProbeLocked).
 func (sa *SA) growWindows() {
 	if sa.window != nil {
 		sa.window.Grow()
 	}
-	sa.growProbeWindow()
-}
-
-// growProbeWindow is growWindows' part for the probe SA.
-func (sa *SA) growProbeWindow() {
 	sa.expandMu.Lock()
 	defer sa.expandMu.Unlock()
 	if p := sa.probe.Load(); p != nil {
-		if w := p.ReplayWindow(); w != nil {
-			w.Grow()
+		if p.window != nil {
+			p.window.Grow()
 		}
-	} else if c := sa.lazyProbe; c != nil && !c.outbound {
-		c.start = cmp.Or(c.window, DefaultReplayWindow)
+	} else if c := sa.lazyProbe; c != nil {
+		c.grown = true
 	}
 }
 

@@ -156,8 +156,6 @@ func (sa *rSA) wipe() {
 		sa.half.pendingKeys = nil
 		j.cancel()
 	}
-	if e := sa.eapLogin(); e != nil {
-		clear(e.msk)
-	}
+	sa.wipeMSK()
 	sa.ikeSA.wipe()
 }

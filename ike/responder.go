@@ -314,10 +314,15 @@ type rHalfOpen struct {
 // dropHalfOpen lets go of what only the half-open sa needed, wiping an EAP
 // login's MSK.
 func (sa *rSA) dropHalfOpen() {
+	sa.wipeMSK()
+	sa.half = nil
+}
+
+// wipeMSK zeroes the MSK of the EAP login under way on sa, if any.
+func (sa *rSA) wipeMSK() {
 	if e := sa.eapLogin(); e != nil {
 		clear(e.msk)
 	}
-	sa.half = nil
 }
 
 // eapLogin returns the EAP login under way on sa, if any.

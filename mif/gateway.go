@@ -99,7 +99,7 @@ type Gateway struct {
 	record      string // where the original sysctl values are recorded
 
 	// mu is a leaf in mif's lock order: while it is held, only dataplane
-	// (receiveOverPaths) and atomics are touched, never gatewayPeer.mu.
+	// (readyClientInbound) and atomics are touched, never gatewayPeer.mu.
 	mu      sync.Mutex
 	kids    map[uint32]*gatewayChild // by inbound SPI
 	clients map[*ike.RemoteClient]*gatewayClient
@@ -375,7 +375,7 @@ func (g *Gateway) InstallChild(client *ike.RemoteClient, child *ike.ChildSA, sen
 	if p := g.mpeers[client]; p != nil {
 		k.peer.Store(p)
 		g.probeKids.Store(child.InSPI, k)
-		g.receiveOverPaths(p, child.InSPI)
+		g.readyClientInbound(p, child.InSPI)
 	}
 	t := g.clients[client]
 	if t == nil {

@@ -61,9 +61,9 @@ func (g *Gateway) onProbeReply(ev *dataplane.ProbeEvent) {
 	}
 }
 
-// receiveOverPaths readies the inbound SA spi of a multipath client for
+// readyClientInbound readies the inbound SA spi of a multipath client for
 // what its paths deliver (receiveOverPaths).
-func (g *Gateway) receiveOverPaths(p *gatewayPeer, spi uint32) {
+func (g *Gateway) readyClientInbound(p *gatewayPeer, spi uint32) {
 	if err := receiveOverPaths(g.engine, spi, p.pp.Policy()); err != nil {
 		g.log.Warn("readying a client's inbound SA for several paths", "spi", spi, "err", err)
 	}
@@ -117,7 +117,7 @@ func (g *Gateway) PathAdded(client *ike.RemoteClient, info ike.PathInfo) {
 		for _, k := range g.clients[client].kids {
 			k.peer.Store(p)
 			g.probeKids.Store(k.in.SPI(), k)
-			g.receiveOverPaths(p, k.in.SPI())
+			g.readyClientInbound(p, k.in.SPI())
 			reroute = append(reroute, k)
 		}
 	}
