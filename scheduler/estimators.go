@@ -14,11 +14,19 @@ type rttEstimator struct {
 	mins         windowMin
 }
 
-// windowMin is the least of the samples of the last minRTTWindow: it keeps
-// the minimum of each minRTTBucket-long slice of time, the newest first,
-// and the least of those the window covers.
+// windowMin is the least of the samples of the last Span (minRTTWindow
+// when zero): it keeps the minimum of each Span/minRTTBuckets-long slice
+// of time, the newest first, and the least of those the window covers.
 type windowMin struct {
+	Span    time.Duration
 	buckets [minRTTBuckets]minBucket
+}
+
+func (w *windowMin) span() int64 {
+	if w.Span > 0 {
+		return int64(w.Span)
+	}
+	return int64(minRTTWindow)
 }
 
 type minBucket struct {
@@ -32,7 +40,7 @@ type minBucket struct {
 func (w *windowMin) Min(now int64) (int64, bool) {
 	m, ok := int64(0), false
 	for _, b := range w.buckets {
-		if b.set && now-b.start < int64(minRTTWindow) && (!ok || b.min < m) {
+		if b.set && now-b.start < w.span() && (!ok || b.min < m) {
 			m, ok = b.min, true
 		}
 	}
@@ -41,7 +49,7 @@ func (w *windowMin) Min(now int64) (int64, bool) {
 
 // Add feeds sample v taken at now and returns the minimum of the window.
 func (w *windowMin) Add(v, now int64) int64 {
-	if b := &w.buckets[0]; !b.set || now-b.start >= int64(minRTTBucket) {
+	if b := &w.buckets[0]; !b.set || now-b.start >= w.span()/minRTTBuckets {
 		copy(w.buckets[1:], w.buckets[:len(w.buckets)-1])
 		w.buckets[0] = minBucket{min: v, start: now, set: true}
 	} else {
@@ -62,7 +70,6 @@ func (w *windowMin) Add(v, now int64) int64 {
 const (
 	minRTTWindow  = 10 * time.Second
 	minRTTBuckets = 5
-	minRTTBucket  = minRTTWindow / minRTTBuckets
 )
 
 // Add feeds one round-trip sample measured at now. Non-positive samples
@@ -102,14 +109,15 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 // trip by more than boostSlack) measured the bottleneck while it was busy
 // the whole time (the caller counts a queue only when its own data could
 // have made it). For minRTTWindow after such a sample, the estimate is at
-// most the largest saturated sample of that window (the capacity). The
+// most the largest saturated sample of the capacityWindow up to it (the
+// capacity). The
 // others may have caught a burst: a token bucket (tc tbf, an ISP's or a
 // cellular network's shaper) that idled lets its bucket's worth through at
 // line rate, and a 30 ms sample of a 25 Mbit/s path with a 256 kB bucket
 // reads up to 93 Mbit/s; kept by the maximum, it made the picker drain
 // that path's virtual queue three times too fast while its real queue
-// overflowed. The capacity is the largest saturated sample of the whole
-// window, not of the latest samples: a cellular link's capacity dips for
+// overflowed. The capacity is the largest saturated sample of two seconds,
+// not of the latest samples: a cellular link's capacity dips for
 // a few hundred milliseconds now and then, its queue builds at once, and
 // the samples that span the dip are saturated and low; taken alone they
 // rated the recorded LTE link of lte-aggregation at 6 Mbit/s for ten
@@ -127,14 +135,30 @@ type rateEstimator struct {
 	cycle    int
 	prevRate float64
 	started  bool
-	// capacity is the largest saturated sample of the last minRTTWindow
-	// (busyMax, kept negated), or of the last window that held one: what
-	// the bottleneck delivered while busy.
+	// capacity is the largest saturated sample of the last
+	// capacityWindow (busyMax, kept negated), or of the last window that
+	// held one: what the bottleneck delivered while busy.
 	capacity float64
 	busyMax  windowMin
 	// saturatedAt is when the last saturated sample was taken (0: never).
 	saturatedAt int64
 }
+
+// capacityWindow is how far back the capacity looks for saturated samples.
+// Longer than a cellular link's dips (a few hundred milliseconds: the
+// samples that span one are saturated and low), shorter than the ten
+// seconds the capacity then holds (minRTTWindow after the last saturated
+// sample): a sample can be saturated and still carry a token bucket's
+// burst, when the queue the probes met was on a hop the paths share (in a
+// flow's slow start, the client's one interface under both of a gateway's
+// uplinks), and with the whole min-RTT window the largest such sample was
+// the capacity for ten seconds. Over tc tbf 30 + 15 Mbit/s with 128 KiB
+// buckets and 10 and 30 ms behind them (gateway-aggregation's topology), the
+// 30 Mbit/s uplink was rated 59 and the 15 Mbit/s one 35 from the first
+// second to the tenth, the flow lost at the faster uplink's bucket while
+// the slower carried 7-9 Mbit/s, and the run gave 0.91-0.93 of the sum;
+// the saturated samples that followed read the buckets' rates.
+const capacityWindow = 2 * time.Second
 
 // firstFillShare: a path's first saturated sample fills it only if it is
 // at least 1/firstFillShare of the estimate (the largest recent sample).
@@ -160,6 +184,7 @@ var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited, saturated bool, now int64) {
 	if !e.started {
 		e.started, e.startup = true, true
+		e.busyMax.Span = capacityWindow
 	}
 	if interval <= 0 {
 		// Measured nothing, not even a busy bottleneck.

@@ -228,6 +228,28 @@ func TestRateEstimator(t *testing.T) {
 			t.Fatalf("rate %.0f after an empty saturated sample, want %.0f", z.Rate, rate)
 		}
 	})
+	t.Run("a saturated burst caps for capacityWindow, not ten seconds", func(t *testing.T) {
+		// A 30 Mbit/s token bucket: the probes met a queue on a hop the
+		// paths share while its bucket drained, so a sample at 59 was
+		// saturated. Then the path is busy at its rate (saturated, 30)
+		// and, between, reads a refilled bucket's burst (55).
+		var e rateEstimator
+		now := feedMbps(&e, 0, false, 20, 30, 30, 30)
+		now = feedMbps(&e, now, true, 30, 30, 59)
+		if e.capacity < 58e6/8 {
+			t.Fatalf("capacity %.1f Mbit/s after a saturated sample at 59", e.capacity*8/1e6)
+		}
+		for now < int64(capacityWindow)+int64(time.Second) {
+			now = feedMbps(&e, now, true, 30, 30)
+			now = feedMbps(&e, now, false, 55)
+		}
+		if e.Rate > 31e6/8 {
+			t.Fatalf("rate %.1f Mbit/s %v after the burst, want at most the busy samples' 30", e.Rate*8/1e6, time.Duration(now))
+		}
+		if !e.Filled(now) {
+			t.Fatalf("not filled while the busy samples go on")
+		}
+	})
 	t.Run("zero interval ignored", func(t *testing.T) {
 		var e rateEstimator
 		e.Add(1000, 0, false, false, 0)
