@@ -27,7 +27,7 @@ import (
 // client) has the figures; MIFSEC_HEAP_PROFILE=FILE writes the heap
 // profile with the clients held to FILE.N.
 func BenchmarkResponderClients(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			for b.Loop() {
 				perClient, rate := responderClients(b, n)
