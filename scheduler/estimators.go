@@ -110,8 +110,7 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 // the whole time (the caller counts a queue only when its own data could
 // have made it). For minRTTWindow after such a sample, the estimate is at
 // most the largest saturated sample of the capacityWindow up to it (the
-// capacity). The
-// others may have caught a burst: a token bucket (tc tbf, an ISP's or a
+// capacity). The others may have caught a burst: a token bucket (tc tbf, an ISP's or a
 // cellular network's shaper) that idled lets its bucket's worth through at
 // line rate, and a 30 ms sample of a 25 Mbit/s path with a 256 kB bucket
 // reads up to 93 Mbit/s; kept by the maximum, it made the picker drain
@@ -135,9 +134,9 @@ type rateEstimator struct {
 	cycle    int
 	prevRate float64
 	started  bool
-	// capacity is the largest saturated sample of the last
-	// capacityWindow (busyMax, kept negated), or of the last window that
-	// held one: what the bottleneck delivered while busy.
+	// capacity is the largest saturated sample of the capacityWindow up
+	// to the last one (busyMax, kept negated): what the bottleneck
+	// delivered while busy.
 	capacity float64
 	busyMax  windowMin
 	// saturatedAt is when the last saturated sample was taken (0: never).
@@ -234,10 +233,13 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 	// A saturated sample that delivered nothing (the replies of an
 	// interval came back out of order, or the receiver's counters
 	// lagged) measured no capacity.
+	// The capacity changes only with a saturated sample: between them it
+	// is the largest of the capacityWindow up to the last one. Read at
+	// each sample, the window would shrink to its newest bucket as the
+	// older ones aged out, and a dip's sample alone in that bucket would
+	// be the capacity for the rest of minRTTWindow.
 	if saturated && s > 0 {
 		e.capacity = -float64(e.busyMax.Add(-int64(s), now))
-	} else if m, ok := e.busyMax.Min(now); ok {
-		e.capacity = -float64(m)
 	}
 	if e.Filled(now) && e.capacity > 0 {
 		e.Rate = min(all, e.capacity)

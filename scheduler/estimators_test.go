@@ -197,9 +197,10 @@ func TestRateEstimator(t *testing.T) {
 	t.Run("a dip does not set the capacity", func(t *testing.T) {
 		// A cellular link busy at 20 Mbit/s whose capacity dips to 5 for
 		// one sample: its queue builds, so the dip's sample is saturated
-		// too. The capacity is the largest busy sample of minRTTWindow,
-		// so once the dip has left the window of samples the estimate is
-		// 20 again, not 5 for ten seconds.
+		// too. The capacity is the largest busy sample of the
+		// capacityWindow up to the last one, so once the dip has left the
+		// window of samples the estimate is 20 again, not 5 for ten
+		// seconds.
 		var e rateEstimator
 		rate := 20e6 / 8
 		var now int64
@@ -248,6 +249,23 @@ func TestRateEstimator(t *testing.T) {
 		}
 		if !e.Filled(now) {
 			t.Fatalf("not filled while the busy samples go on")
+		}
+	})
+	t.Run("a dip at the end of the busy samples", func(t *testing.T) {
+		// Busy at 20 Mbit/s, then one saturated sample at 5 as the
+		// capacity dips (the last before the sender backs off), then
+		// samples that are not saturated for the rest of minRTTWindow:
+		// the capacity stays the largest of the 2 s up to the dip.
+		var e rateEstimator
+		now := feedMbps(&e, 0, false, 10, 20, 20, 20)
+		now = feedMbps(&e, now, true, 20, 20, 20, 20, 20, 20)
+		now += int64(capacityWindow) / minRTTBuckets // the dip opens a bucket of its own
+		now = feedMbps(&e, now, true, 5)
+		for end := now + int64(minRTTWindow) - int64(time.Second); now < end; {
+			now = feedMbps(&e, now, false, 20)
+			if e.Rate < 19e6/8 {
+				t.Fatalf("rate %.1f Mbit/s %v after the dip, want the 20 measured busy before it", e.Rate*8/1e6, time.Duration(now))
+			}
 		}
 	})
 	t.Run("zero interval ignored", func(t *testing.T) {

@@ -455,7 +455,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 				// sending interval is longer when the queue shrank
 				// between them, and a saturated sample read over it
 				// rated the path below what it delivered while busy,
-				// for the capacity's whole window: a tenth of the
+				// for as long as the capacity holds: a tenth of the
 				// samples 15% or more under the uplink's rate in
 				// gateway-aggregation. The reading spans the last two
 				// intervals, both saturated: the replier stamps a probe
