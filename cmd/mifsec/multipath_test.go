@@ -300,7 +300,7 @@ func TestMultipathMifsecGateway(t *testing.T) {
 	// A planned switch loses nothing on an idle host (the lab's planned
 	// scenario); 300 ms of pings leave room for a loaded test host.
 	if lost > 300 || r.longestGap > time.Second {
-		t.Errorf("%d of 3000 pings lost when wlan0 went down:\n%s\nclient:\n%s", lost, tail(r.out, 2000), tail(c.log.String(), 6000))
+		t.Errorf("%d of 3000 pings lost when wlan0 went down:\n%s\nclient:\n%s\ngateway:\n%s", lost, tail(r.out, 2000), tail(c.log.String(), 6000), tail(top.gateway.log.String(), 6000))
 	}
 	top.waitPaths(t, map[string]string{"wwan0": "active"}, 1, 5*time.Second)
 
