@@ -10,7 +10,6 @@ import (
 	"github.com/mifsec/mifsec/internal/testenv"
 
 	"github.com/mifsec/mifsec/dataplane"
-	"github.com/mifsec/mifsec/tun"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -287,11 +286,7 @@ func TestSetProbeSARefuses(t *testing.T) {
 	if err := data.SetProbeSA(probe); err != nil {
 		t.Fatal(err)
 	}
-	m, err := tun.NewMemory(tun.MemoryConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{m}})
+	e, err := dataplane.NewEngine(dataplane.EngineConfig{Queues: []wgtun.Device{newMemoryTUN(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,19 +14,12 @@ type rttEstimator struct {
 	mins         windowMin
 }
 
-// windowMin is the least of the samples of the last Span (minRTTWindow
-// when zero): it keeps the minimum of each Span/minRTTBuckets-long slice
-// of time, the newest first, and the least of those the window covers.
+// windowMin is the least of the samples of the last span (the caller's:
+// minRTTWindow for delays, capacityWindow for the capacity): it keeps the
+// minimum of each span/minRTTBuckets-long slice of time, the newest first,
+// and the least of those the window covers.
 type windowMin struct {
-	Span    time.Duration
 	buckets [minRTTBuckets]minBucket
-}
-
-func (w *windowMin) span() int64 {
-	if w.Span > 0 {
-		return int64(w.Span)
-	}
-	return int64(minRTTWindow)
 }
 
 type minBucket struct {
@@ -35,27 +28,28 @@ type minBucket struct {
 	set   bool
 }
 
-// Min returns the minimum of the window at now, false when no sample is
-// that recent.
-func (w *windowMin) Min(now int64) (int64, bool) {
+// Min returns the minimum of the window of span at now, false when no
+// sample is that recent.
+func (w *windowMin) Min(now int64, span time.Duration) (int64, bool) {
 	m, ok := int64(0), false
 	for _, b := range w.buckets {
-		if b.set && now-b.start < w.span() && (!ok || b.min < m) {
+		if b.set && now-b.start < int64(span) && (!ok || b.min < m) {
 			m, ok = b.min, true
 		}
 	}
 	return m, ok
 }
 
-// Add feeds sample v taken at now and returns the minimum of the window.
-func (w *windowMin) Add(v, now int64) int64 {
-	if b := &w.buckets[0]; !b.set || now-b.start >= w.span()/minRTTBuckets {
+// Add feeds sample v taken at now and returns the minimum of the window of
+// span; a windowMin is always fed with the same span.
+func (w *windowMin) Add(v, now int64, span time.Duration) int64 {
+	if b := &w.buckets[0]; !b.set || now-b.start >= int64(span/minRTTBuckets) {
 		copy(w.buckets[1:], w.buckets[:len(w.buckets)-1])
 		w.buckets[0] = minBucket{min: v, start: now, set: true}
 	} else {
 		b.min = min(b.min, v)
 	}
-	m, _ := w.Min(now) // the bucket just written is in the window
+	m, _ := w.Min(now, span) // the bucket just written is in the window
 	return m
 }
 
@@ -90,7 +84,7 @@ func (e *rttEstimator) Add(r time.Duration, now int64) {
 	}
 	e.Samples++
 	e.Last = r
-	e.Min = time.Duration(e.mins.Add(int64(r), now))
+	e.Min = time.Duration(e.mins.Add(int64(r), now, minRTTWindow))
 }
 
 // rateEstimator estimates a path's delivery rate, in bytes per second, from
@@ -183,7 +177,6 @@ var gainCycle = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited, saturated bool, now int64) {
 	if !e.started {
 		e.started, e.startup = true, true
-		e.busyMax.Span = capacityWindow
 	}
 	if interval <= 0 {
 		// Measured nothing, not even a busy bottleneck.
@@ -239,7 +232,7 @@ func (e *rateEstimator) Add(delivered uint64, interval time.Duration, appLimited
 	// older ones aged out, and a dip's sample alone in that bucket would
 	// be the capacity for the rest of minRTTWindow.
 	if saturated && s > 0 {
-		e.capacity = -float64(e.busyMax.Add(-int64(s), now))
+		e.capacity = -float64(e.busyMax.Add(-int64(s), now, capacityWindow))
 	}
 	if e.Filled(now) && e.capacity > 0 {
 		e.Rate = min(all, e.capacity)

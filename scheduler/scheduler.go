@@ -402,7 +402,7 @@ func (s *Scheduler) ProbeReply(id PathID, r ProbeReply, now int64) error {
 		// over it and a 50 Mbit/s path got 50-58 Mbit/s of their 100
 		// (TestMultipathAggregate, download after upload).
 		fwd := r.PeerArrived - rec.sent
-		base := p.fwd.Add(fwd, now)
+		base := p.fwd.Add(fwd, now, minRTTWindow)
 		queued = queued && time.Duration(fwd-base) > boostSlack(p.rtt.Min)
 	}
 
