@@ -14,7 +14,8 @@ const DefaultRekeySequences = 1 << 32 / 10 * 9
 // SequenceCounter is implemented by a Handler or ResponderHandler whose
 // data plane tells how far a Child SA's sequence numbers have gone: the
 // session then rekeys before they run out. Sequences must be cheap (it
-// runs once a second per Child SA).
+// runs again as soon as the numbers could have reached the limit at
+// maxSequenceRate).
 type SequenceCounter interface {
 	// Sequences returns the last sequence number c's outbound SA handed
 	// out and the highest its inbound SA accepted.

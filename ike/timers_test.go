@@ -63,9 +63,13 @@ func TestResponderVisitsOnlyDueClients(t *testing.T) {
 type activeChildLog struct {
 	childLog
 	received atomic.Uint64
+	reads    atomic.Int64 // calls of Received
 }
 
-func (l *activeChildLog) Received(*ChildSA) uint64 { return l.received.Load() }
+func (l *activeChildLog) Received(*ChildSA) uint64 {
+	l.reads.Add(1)
+	return l.received.Load()
+}
 
 // informationalCount is a client transport that counts the INFORMATIONAL
 // requests the session sends.
@@ -116,6 +120,52 @@ func TestSessionESPIsASignOfLife(t *testing.T) {
 		}
 		if st := s.Status(); st.State != "established" || st.Reconnects != 0 {
 			t.Errorf("session %s with %d reconnects, want established, none", st.State, st.Reconnects)
+		}
+	})
+}
+
+// TestSessionIdleWakesPerInterval: an idle session's timer waits for its
+// next liveness check, not a second at a time (a fleet of 100,000 in one
+// process ticked 100,000 times a second); a packet that ends the idleness
+// still brings the check an interval after it, not later.
+func TestSessionIdleWakesPerInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const dpd = 10 * time.Second
+		psk := []byte("k")
+		w, _ := startResponder(t, ResponderConfig{PSK: psk})
+		a := netip.MustParseAddr("192.0.2.42")
+		tr := &informationalCount{clientSide: clientSide{w, a}}
+		h := &activeChildLog{}
+		ikeP, espP := mustProposals(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
+		s := w.attach(t, a, SessionConfig{Remote: w.gw, LocalID: mustID(t, "client@mifsec.test"), RemoteID: mustID(t, "gw.mifsec.test"),
+			PSK: psk, IKE: ikeP, ESP: espP, RequestIPv4: true, DPD: dpd,
+			Retransmit: RetransmitPolicy{Timeout: 100 * time.Millisecond, Tries: 5}}, tr, h)
+		connect(t, s, true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+
+		time.Sleep(60*time.Second + dpd/2)
+		synctest.Wait()
+		checks, reads := tr.n.Load(), h.reads.Load()
+		if checks < 5 || checks > 7 {
+			t.Errorf("%d liveness checks in %v of silence with a %v interval, want 6", checks, 60*time.Second+dpd/2, dpd)
+		}
+		if reads > 2*checks+2 {
+			t.Errorf("the ESP counters were read %d times for %d liveness checks: the idle session wakes more than once per interval", reads, checks)
+		}
+
+		// One packet from the gateway, just after the session looked,
+		// then silence: the next check comes within an interval and a
+		// second of it.
+		time.Sleep(time.Millisecond)
+		h.received.Add(1)
+		before := tr.n.Load()
+		time.Sleep(dpd + time.Second)
+		synctest.Wait()
+		if n := tr.n.Load(); n <= before {
+			t.Errorf("no liveness check %v after the gateway's last packet (interval %v)", dpd+time.Second, dpd)
 		}
 	})
 }
