@@ -21,7 +21,8 @@ import (
 // so a time moved earlier by a path this list misses is late by at most
 // that.
 
-// clientVisitMax is the longest a client goes without a visit of the tick.
+// clientVisitMax is the longest a client goes without a visit of the
+// tick, and a Session's timer without firing (Session.nextTick).
 const clientVisitMax = 30 * time.Second
 
 // switchDelay is how long after its creation a rekeyed Child SA takes the
