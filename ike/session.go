@@ -655,11 +655,7 @@ func (s *Session) nextTick(now time.Time) time.Time {
 			at(c.Created.Add(switchDelay))
 		}
 	}
-	last := sa.lastHeard
-	if s.lastESP.After(last) {
-		last = s.lastESP
-	}
-	at(last.Add(s.cfg.DPD))
+	at(s.heardFrom(sa).Add(s.cfg.DPD))
 	if _, ok := s.h.(Activity); ok && !s.lastESP.IsZero() && now.Sub(s.lastESP) < s.cfg.DPD {
 		// ESP came in within the last interval: the counters are read
 		// every second, so that a gateway whose packets stop is checked
@@ -728,6 +724,12 @@ func (s *Session) lastSign(sa *ikeSA, now time.Time) time.Time {
 		}
 		s.espRead = now
 	}
+	return s.heardFrom(sa)
+}
+
+// heardFrom is the later of sa's last IKE message from the gateway and
+// the last ESP the counters showed, as of their last read.
+func (s *Session) heardFrom(sa *ikeSA) time.Time {
 	if s.lastESP.After(sa.lastHeard) {
 		return s.lastESP
 	}
