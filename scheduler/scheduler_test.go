@@ -930,3 +930,69 @@ func TestOvertakenReply(t *testing.T) {
 		t.Errorf("the same reply again: %v, want ErrUnknownProbe", err)
 	}
 }
+
+// TestProbeIntervalCountsOnlyData: the counters ProbeSent gets include the
+// probes themselves (the peer's, echoed in replies, count them too), so a
+// path whose counters grow by one packet per probe carries nothing and is
+// probed at the detector's idle pace; data on any path of the session
+// makes every path active for carryingFor, the picker being free to put
+// the next packet on any of them.
+func TestProbeIntervalCountsOnlyData(t *testing.T) {
+	const (
+		active = 30 * time.Millisecond
+		idle   = 100 * time.Millisecond
+	)
+	tests := []struct {
+		name string
+		// dataOn0 and dataOn1: data packets each path sends between two
+		// probes, beside its probe.
+		dataOn0, dataOn1 uint64
+		want0, want1     time.Duration
+	}{
+		{"only probes", 0, 0, idle, idle},
+		{"one data packet between probes", 1, 0, active, active},
+		{"data on the other path", 0, 40, active, active},
+		{"data on both", 20, 20, active, active},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Config{})
+			now := int64(time.Second)
+			var tx [2]Counters
+			var seq [2]uint32
+			step := func(id PathID, data uint64) {
+				tx[id].Packets += data + 1 // the data, then the probe
+				tx[id].Bytes += data*1400 + 64
+				seq[id]++
+				roundTrip(t, s, id, seq[id], tx[id], now, now+int64(20*time.Millisecond), ProbeReply{Rx: tx[id]})
+			}
+			for id := range PathID(2) {
+				if err := s.AddPath(PathConfig{ID: id, Kind: KindWLAN}, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 10 {
+				now += int64(active)
+				step(0, tc.dataOn0)
+				step(1, tc.dataOn1)
+			}
+			if got := s.ProbeInterval(0); got != tc.want0 {
+				t.Errorf("path 0: probe every %v, want %v", got, tc.want0)
+			}
+			if got := s.ProbeInterval(1); got != tc.want1 {
+				t.Errorf("path 1: probe every %v, want %v", got, tc.want1)
+			}
+			// Then only probes for longer than carryingFor: both idle.
+			for range int(carryingFor/idle) + 2 {
+				now += int64(idle)
+				step(0, 0)
+				step(1, 0)
+			}
+			for id := range PathID(2) {
+				if got := s.ProbeInterval(id); got != idle {
+					t.Errorf("path %d after %v of probes alone: probe every %v, want %v", id, carryingFor, got, idle)
+				}
+			}
+		})
+	}
+}

@@ -118,6 +118,9 @@ func (l *simLink) sendTrace(now int64, size int, rng *rand.Rand) (int64, bool) {
 	return arr, true
 }
 
+// simProbeSize is a probe's size on the wire in the simulator.
+const simProbeSize = 64
+
 func mbit(m float64) float64 { return m * 1e6 / 8 }
 
 func newLink(rateMbit float64, rtt time.Duration, jitter time.Duration, loss float64) *simLink {
@@ -406,14 +409,20 @@ func (m *sim) handle(e simEvent) {
 	case evProbeTimer:
 		id := e.path
 		m.pseq[id]++
+		// The probe counts in the path's counters both ends, as the
+		// data plane counts it.
+		m.tx[id].Packets++
+		m.tx[id].Bytes += simProbeSize
 		if err := m.s.ProbeSent(id, m.pseq[id], m.now, m.tx[id]); err != nil {
 			m.t.Fatal(err)
 		}
-		if arr, ok := m.sendThrough(id, 64); ok {
+		if arr, ok := m.sendThrough(id, simProbeSize); ok {
 			m.push(simEvent{at: arr, kind: evProbeArrive, path: id, seq: uint64(m.pseq[id])})
 		}
 		m.at(m.now+int64(m.s.ProbeInterval(id)), evProbeTimer, id)
 	case evProbeArrive:
+		m.rx[e.path].Packets++
+		m.rx[e.path].Bytes += simProbeSize
 		if arr, ok := m.links[e.path].back(m.now, m.rng); ok {
 			m.push(simEvent{at: arr, kind: evReplyArrive, path: e.path, seq: e.seq, rx: m.rx[e.path]})
 		}
