@@ -693,16 +693,16 @@ func (w *outboundWorker) step() bool {
 			continue
 		}
 		var packets, bytes uint64
+		g := r.Group
+		if g == nil {
+			g = e.path0
+		}
 		for k := i; k < j; k++ {
 			// A route sends to a set of its group's members: one, or
 			// several (redundant: the same sealed packet, so one sequence
 			// number, and the receiver's replay window keeps the first
 			// copy). A picker that chooses by the packet (traffic classes)
 			// reads the inner header before it is sealed over.
-			g := r.Group
-			if g == nil {
-				g = e.path0
-			}
 			st := g.state.Load()
 			var set scheduler.PathSet
 			cut := w.stripped[k] // a transport-mode SA's IP header
@@ -734,6 +734,11 @@ func (w *outboundWorker) step() bool {
 		}
 		sa.Stats.Packets.Add(packets)
 		sa.Stats.Bytes.Add(bytes)
+		if packets > 0 {
+			// After the members' counters counted the batch: the
+			// conductor's probes, sent when it wakes, find it there.
+			g.woke()
+		}
 		txPackets += packets
 		txBytes += bytes
 		i = j

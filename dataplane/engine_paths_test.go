@@ -369,3 +369,54 @@ func TestEngineReinject(t *testing.T) {
 		}
 	})
 }
+
+// TestEnginePathGroupWake: a group armed with ArmWake calls its wake
+// function once, from the first batch sent through it after the arming,
+// with that batch already in the members' counters; unarmed, sending
+// calls nothing.
+func TestEnginePathGroupWake(t *testing.T) {
+	a, b := newPair(t, pairConfig{tunB: tunRecording(1000)})
+	group := dataplane.NewPathGroup(nil, dataplane.GroupMember{Path: 0})
+	var wakes atomic.Int32
+	var countedAtWake atomic.Uint64
+	group.SetWake(func() {
+		packets, _ := group.MemberTx(dataplane.GroupMember{Path: 0})
+		countedAtWake.Store(packets)
+		wakes.Add(1)
+	})
+	a.e.SetRoutes([]dataplane.Route{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Sources: dataplane.AnyAddress, SA: a.out, Group: group}})
+	run(t, a, b)
+	send := func(n int) {
+		for i := range n {
+			a.tun.Inject(udpPacket(t, "10.0.0.1:1000", "10.0.0.2:2000", []byte{byte(i)}))
+		}
+		receiveAll(t, b.tun, n)
+	}
+	send(5)
+	if n := wakes.Load(); n != 0 {
+		t.Fatalf("not armed: woken %d times", n)
+	}
+	group.ArmWake()
+	if !group.Armed() {
+		t.Fatal("ArmWake did not arm")
+	}
+	send(10)
+	if n := wakes.Load(); n != 1 {
+		t.Fatalf("armed, then 10 packets: woken %d times, want once", n)
+	}
+	if group.Armed() {
+		t.Fatal("still armed after a batch went out")
+	}
+	if got := countedAtWake.Load(); got <= 5 {
+		t.Fatalf("at the wake the member had counted %d packets: the waking batch was not in its counters", got)
+	}
+	send(10)
+	if n := wakes.Load(); n != 1 {
+		t.Fatalf("woken %d times without being armed again", n)
+	}
+	group.ArmWake()
+	send(1)
+	if n := wakes.Load(); n != 2 {
+		t.Fatalf("armed again: woken %d times in all, want 2", n)
+	}
+}

@@ -68,6 +68,41 @@ func checkPath(p *Path) error {
 type PathGroup struct {
 	state atomic.Pointer[groupState]
 	keep  atomic.Bool // KeepSent
+	// asleep is set by ArmWake and cleared by the first batch sent
+	// through the group after it, which then calls wake (SetWake).
+	asleep atomic.Bool
+	wake   atomic.Pointer[func()]
+}
+
+// SetWake makes f the function the engine calls when it sends through
+// the group while the group is armed (ArmWake): the first batch after an
+// idle spell. f runs on an outbound worker, once per ArmWake, and must not
+// block (a non-blocking channel send). The conductor of a multipath peer
+// probes its paths at a slow pace while no data flows, and every path at
+// once when some does.
+func (g *PathGroup) SetWake(f func()) {
+	if f == nil {
+		g.wake.Store(nil)
+		return
+	}
+	g.wake.Store(&f)
+}
+
+// ArmWake makes the next batch sent through the group call the function
+// SetWake gave.
+func (g *PathGroup) ArmWake() { g.asleep.Store(true) }
+
+// Armed reports whether ArmWake was called and no batch was sent since.
+func (g *PathGroup) Armed() bool { return g.asleep.Load() }
+
+// woke is called by an outbound worker after it sent through g: one
+// atomic load while the group is awake.
+func (g *PathGroup) woke() {
+	if g.asleep.Load() && g.asleep.CompareAndSwap(true, false) {
+		if f := g.wake.Load(); f != nil {
+			(*f)()
+		}
+	}
 }
 
 // GroupMember is one way a group sends: the engine path whose socket sends

@@ -48,6 +48,11 @@ type peerPaths struct {
 
 	reinjected atomic.Uint64 // datagrams sent again after their path failed
 
+	// woken is signalled by the data plane when data goes out while the
+	// peer is quiet (dataplane.PathGroup.SetWake): Run then probes every
+	// path at once.
+	woken chan struct{}
+
 	// waiting are failed paths whose datagrams no other path could take
 	// when they failed (waitingReinject); only Run's goroutine uses it.
 	waiting []waitingReinject
@@ -98,11 +103,15 @@ const noEnginePath = scheduler.PathID(1<<16 - 1)
 // is below the fastest probe interval the failure detector asks for.
 // idleTickInterval is the pace while every path is idle and healthy
 // (probed every 100 ms): a miss is then seen at most that much later, and
-// a gateway's idle clients cost a quarter of the wake-ups.
+// a gateway's idle clients cost a quarter of the wake-ups. quietTickInterval
+// is the pace once no data went out for the detector's QuietAfter and the
+// paths are probed every QuietInterval (a second): the first data after
+// that wakes the conductor at once (dataplane.PathGroup.SetWake).
 const (
-	tickInterval     = 5 * time.Millisecond
-	idleTickInterval = 20 * time.Millisecond
-	idleProbeEvery   = 100 * time.Millisecond // the detector's interval for an idle, healthy path
+	tickInterval      = 5 * time.Millisecond
+	idleTickInterval  = 20 * time.Millisecond
+	quietTickInterval = 250 * time.Millisecond
+	idleProbeEvery    = 100 * time.Millisecond // the detector's interval for an idle, healthy path
 )
 
 // peerPathsConfig sets up the paths to one peer.
@@ -133,6 +142,13 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	}
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
 	pp.group.KeepSent(true)
+	pp.woken = make(chan struct{}, 1)
+	pp.group.SetWake(func() {
+		select {
+		case pp.woken <- struct{}{}:
+		default:
+		}
+	})
 	pp.prober = newPathProber(cfg.Engine, pathProberConfig{
 		Outbound: pp.outbound,
 		Interval: pp.sched.ProbeInterval,
@@ -394,10 +410,27 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-pp.woken:
+			// Data after a quiet spell: every path is probed now, not
+			// up to a QuietInterval later, so that one that died
+			// meanwhile is seen as soon as it would be under traffic.
+			for set := pp.sched.Paths(); !set.Empty(); {
+				pp.prober.ProbeNow(set.Next())
+			}
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
 		}
 		pp.sched.Tick(scheduler.Now())
 		failed = pp.failures(failed)
-		t.Reset(pp.tickEvery())
+		every := pp.tickEvery()
+		if every == quietTickInterval && !pp.group.Armed() {
+			pp.group.ArmWake()
+		}
+		t.Reset(every)
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()
 		pp.mu.Unlock()
@@ -430,12 +463,20 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 }
 
 // tickEvery is how long until the next Tick: tickInterval while any path
-// asks for probes faster than an idle, healthy one, else idleTickInterval.
+// asks for probes faster than an idle, healthy one, quietTickInterval while
+// every path is probed at the quiet pace, else idleTickInterval.
 func (pp *peerPaths) tickEvery() time.Duration {
+	quiet := pp.sched.Config().Detector.QuietInterval
+	all := true
 	for set := pp.sched.Paths(); !set.Empty(); {
-		if iv := pp.sched.ProbeInterval(set.Next()); iv > 0 && iv < idleProbeEvery {
+		iv := pp.sched.ProbeInterval(set.Next())
+		if iv > 0 && iv < idleProbeEvery {
 			return tickInterval
 		}
+		all = all && iv >= quiet
+	}
+	if all && !pp.sched.Paths().Empty() {
+		return quietTickInterval
 	}
 	return idleTickInterval
 }

@@ -81,6 +81,13 @@ type testPeer struct {
 // test ends, with both paths verified.
 func relayedPeers(t *testing.T, policy scheduler.Policy) (a, b *testPeer, relays [2]*cutRelay) {
 	t.Helper()
+	return relayedPeersWith(t, policy, scheduler.Config{})
+}
+
+// relayedPeersWith is relayedPeers with both peers' schedulers configured
+// by sched.
+func relayedPeersWith(t *testing.T, policy scheduler.Policy, sched scheduler.Config) (a, b *testPeer, relays [2]*cutRelay) {
+	t.Helper()
 	listen := func() *udp.Conn {
 		c, err := udp.Listen(context.Background(), udp.Config{Local: netip.MustParseAddrPort("127.0.0.1:0")})
 		if err != nil {
@@ -117,7 +124,7 @@ func relayedPeers(t *testing.T, policy scheduler.Policy) (a, b *testPeer, relays
 		if err := receiveOverPaths(e, p.in.SPI(), policy); err != nil {
 			t.Fatal(err)
 		}
-		pp = newPeerPaths(peerPathsConfig{Engine: e, Policy: policy})
+		pp = newPeerPaths(peerPathsConfig{Engine: e, Policy: policy, Scheduler: sched})
 		pp.SetSAs(p.out, p.in.SPI())
 		p.e, p.pp = e, pp
 	}
@@ -407,4 +414,47 @@ func memoryEngine(t *testing.T) *dataplane.Engine {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// TestQuietPeerWakesOnData: once no data went out for the detector's
+// QuietAfter, a peer probes its paths every QuietInterval (here 10 s, so
+// that a probe due anyway cannot pass the test) and its conductor ticks at
+// the quiet pace; the first data sent after that wakes it through the
+// path group, and every path is probed at once and is back at the active
+// pace within a fraction of the quiet interval.
+func TestQuietPeerWakesOnData(t *testing.T) {
+	const quietInterval = 10 * time.Second
+	a, b, _ := relayedPeersWith(t, scheduler.PolicyAggregate, scheduler.Config{
+		Detector: scheduler.DetectorConfig{QuietAfter: 300 * time.Millisecond, QuietInterval: quietInterval}})
+	testenv.WaitUntil(t, 5*time.Second, "a quiet and armed", func() bool {
+		return a.pp.tickEvery() == quietTickInterval && a.pp.group.Armed()
+	})
+	for _, id := range []scheduler.PathID{0, 1} {
+		if got := a.pp.sched.ProbeInterval(id); got != quietInterval {
+			t.Fatalf("quiet: path %d probed every %v, want %v", id, got, quietInterval)
+		}
+	}
+	// Quiet: what a sends on a path is its own probes and its answers to
+	// b's, one each per QuietInterval.
+	tx := func(id int) uint64 { return a.e.Paths()[id].Stats.TxPackets.Load() }
+	t0, t1 := tx(0), tx(1)
+	time.Sleep(time.Second)
+	if n0, n1 := tx(0)-t0, tx(1)-t1; n0 > 4 || n1 > 4 {
+		t.Fatalf("quiet for a second: %d and %d packets sent on the paths, want at most 4 (two probes and two answers)", n0, n1)
+	}
+
+	start := time.Now()
+	flow := startNumberedFlow(t, a, b, time.Millisecond)
+	defer flow.stop()
+	testenv.WaitUntil(t, 5*time.Second, "both paths probed at the active pace", func() bool {
+		return a.pp.sched.ProbeInterval(0) < idleProbeEvery && a.pp.sched.ProbeInterval(1) < idleProbeEvery
+	})
+	woke := time.Since(start)
+	t.Logf("data after a quiet spell: both paths active again after %v", woke)
+	if woke > quietInterval/10 {
+		t.Fatalf("both paths active %v after data began, want within %v: the data did not wake the conductor", woke, quietInterval/10)
+	}
+	if a.pp.group.Armed() {
+		t.Fatal("the group is still armed after data went through it")
+	}
 }

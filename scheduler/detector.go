@@ -60,6 +60,13 @@ type DetectorConfig struct {
 	// the path carries data, IdleInterval while it does not, FastInterval
 	// while it is suspect or being verified, DownInterval while it is down.
 	ActiveInterval, IdleInterval, FastInterval, DownInterval time.Duration
+	// QuietInterval replaces IdleInterval and DownInterval once no path
+	// of the session carried data for QuietAfter (a laptop's idle VPN, a
+	// gateway's idle clients): probes then keep the paths known and their
+	// NAT bindings open at a few packets a second per interface instead
+	// of tens. The conductor probes every path at once when data flows
+	// again (dataplane.PathGroup.SetWake).
+	QuietInterval, QuietAfter time.Duration
 }
 
 // defaultDetectorConfig returns the defaults. On a 15 ms WLAN path probed
@@ -81,6 +88,8 @@ func defaultDetectorConfig() DetectorConfig {
 		IdleInterval:   100 * time.Millisecond,
 		FastInterval:   10 * time.Millisecond,
 		DownInterval:   50 * time.Millisecond,
+		QuietInterval:  time.Second,
+		QuietAfter:     10 * time.Second,
 	}
 }
 
@@ -114,6 +123,7 @@ func (c *DetectorConfig) fill() {
 	}{
 		{&c.ActiveInterval, d.ActiveInterval}, {&c.IdleInterval, d.IdleInterval},
 		{&c.FastInterval, d.FastInterval}, {&c.DownInterval, d.DownInterval},
+		{&c.QuietInterval, d.QuietInterval}, {&c.QuietAfter, d.QuietAfter},
 	} {
 		if *p.v <= 0 {
 			*p.v = p.d
@@ -238,12 +248,15 @@ func (d *failureDetector) Silence(now, oldestUnanswered int64, rtt *rttEstimator
 }
 
 // ProbeInterval returns the interval the path wants between probes now;
-// carrying says whether it carried data since the previous probe.
-func (d *failureDetector) ProbeInterval(rtt *rttEstimator, carrying bool) time.Duration {
+// carrying says whether the session carries data, quiet whether none of
+// its paths did for QuietAfter.
+func (d *failureDetector) ProbeInterval(rtt *rttEstimator, carrying, quiet bool) time.Duration {
 	switch {
 	case d.health == Down && !d.everReply && d.misses < d.cfg.FailMisses:
 		// Being verified: fast, until it looks unreachable.
 		return d.cfg.FastInterval
+	case d.health == Down && quiet:
+		return d.cfg.QuietInterval
 	case d.health == Down:
 		return d.cfg.DownInterval
 	case d.health != Healthy:
@@ -252,6 +265,8 @@ func (d *failureDetector) ProbeInterval(rtt *rttEstimator, carrying bool) time.D
 		return min(max(d.cfg.FastInterval, rtt.SRTT/2), d.cfg.ActiveInterval)
 	case carrying:
 		return d.cfg.ActiveInterval
+	case quiet:
+		return d.cfg.QuietInterval
 	}
 	return d.cfg.IdleInterval
 }

@@ -49,17 +49,20 @@ func TestDetectorSilenceAndIntervals(t *testing.T) {
 	rtt := &rttEstimator{}
 	rtt.Add(15*time.Millisecond, 0)
 	d := newFailureDetector(DetectorConfig{})
-	if got := d.ProbeInterval(rtt, true); got != 10*time.Millisecond {
+	if got := d.ProbeInterval(rtt, true, false); got != 10*time.Millisecond {
 		t.Errorf("verifying: interval %v, want the fast 10ms", got)
 	}
 	for i := range 3 {
 		d.Reply(int64(i)*ms, int64(i)*ms)
 	}
-	if got := d.ProbeInterval(rtt, true); got != 30*time.Millisecond {
+	if got := d.ProbeInterval(rtt, true, false); got != 30*time.Millisecond {
 		t.Errorf("carrying: interval %v, want 30ms", got)
 	}
-	if got := d.ProbeInterval(rtt, false); got != 100*time.Millisecond {
+	if got := d.ProbeInterval(rtt, false, false); got != 100*time.Millisecond {
 		t.Errorf("idle: interval %v, want 100ms", got)
+	}
+	if got := d.ProbeInterval(rtt, false, true); got != time.Second {
+		t.Errorf("quiet: interval %v, want 1s", got)
 	}
 	if got := d.MissTimeout(rtt); got != 60*time.Millisecond {
 		// 2·15 ms + 4·7.5 ms = 60 ms, above the 40 ms floor.
@@ -77,15 +80,21 @@ func TestDetectorSilenceAndIntervals(t *testing.T) {
 	if d.Health() != Failing {
 		t.Errorf("100 ms silent: %v, want failing", d.Health())
 	}
-	if got := d.ProbeInterval(rtt, true); got != 10*time.Millisecond {
+	if got := d.ProbeInterval(rtt, true, false); got != 10*time.Millisecond {
 		t.Errorf("failing: interval %v, want 10ms (max(fast, SRTT/2))", got)
+	}
+	if got := d.ProbeInterval(rtt, false, true); got != 10*time.Millisecond {
+		t.Errorf("failing in a quiet session: interval %v, want 10ms: a path in doubt is settled fast", got)
 	}
 	d.Silence(sent+200*ms, sent, rtt)
 	if d.Health() != Down {
 		t.Errorf("200 ms silent: %v, want down", d.Health())
 	}
-	if got := d.ProbeInterval(rtt, true); got != 50*time.Millisecond {
+	if got := d.ProbeInterval(rtt, true, false); got != 50*time.Millisecond {
 		t.Errorf("down: interval %v, want 50ms", got)
+	}
+	if got := d.ProbeInterval(rtt, false, true); got != time.Second {
+		t.Errorf("down in a quiet session: interval %v, want 1s", got)
 	}
 	d.Silence(sent+300*ms, 0, rtt)
 	if d.Health() != Down {

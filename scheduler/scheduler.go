@@ -156,6 +156,8 @@ type ctlPath struct {
 	// replier tells the arrival.
 	fwd      windowMin
 	lastTx   Counters // at the last probe sent
+	added    int64    // when AddPath added it
+	quiet    bool     // at the last probe sent, no path had carried data for QuietAfter
 	carrying bool     // data, not only probes, went out on some path within carryingFor of the last probe
 	// filled is rate.Filled as of the last reply or tick, for recompute
 	// and publishPath, which have no clock.
@@ -281,7 +283,7 @@ func (s *Scheduler) AddPath(pc PathConfig, now int64) error {
 	if s.paths[pc.ID] != nil {
 		return fmt.Errorf("add path %d: %w", pc.ID, ErrPathExists)
 	}
-	p := &ctlPath{cfg: pc, state: StateProbing, det: *newFailureDetector(s.cfg.Detector)}
+	p := &ctlPath{cfg: pc, state: StateProbing, det: *newFailureDetector(s.cfg.Detector), added: now}
 	s.paths[pc.ID] = p
 	s.present = s.present.With(pc.ID)
 	h := &s.hot[pc.ID]
@@ -363,6 +365,7 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 	// between them, its outages were seen late, and the simulated flow
 	// fell to a quarter of WLAN alone in two seeds of six.)
 	p.carrying = s.dataSeen != 0 && now-s.dataSeen < int64(carryingFor)
+	p.quiet = now-max(s.dataSeen, p.added) >= int64(p.det.cfg.QuietAfter)
 	p.lastTx = tx
 	s.afterHealth(p)
 	return nil
@@ -1109,7 +1112,7 @@ func (s *Scheduler) Info(id PathID, now int64) (PathInfo, bool) {
 		SRTT: p.rtt.SRTT, RTTVar: p.rtt.RTTVar, MinRTT: p.rtt.Min,
 		OneWayDelay: time.Duration(h.owd.Load()), Rate: p.rate.Rate, Gain: pickerGain(p), PickerRate: p.pickerRate,
 		Loss: p.loss.Loss, Queued: int64(float64(q) * p.pickerRate / 1e9),
-		ProbeInterval: p.det.ProbeInterval(&p.rtt, p.carrying), Transitions: p.det.Transitions,
+		ProbeInterval: p.det.ProbeInterval(&p.rtt, p.carrying, p.quiet), Transitions: p.det.Transitions,
 		RTTSamples: p.rtt.Samples, RateSamples: p.rate.Rate > 0,
 	}, true
 }
@@ -1124,7 +1127,7 @@ func (s *Scheduler) ProbeInterval(id PathID) time.Duration {
 	if err != nil {
 		return 0
 	}
-	return p.det.ProbeInterval(&p.rtt, p.carrying)
+	return p.det.ProbeInterval(&p.rtt, p.carrying, p.quiet)
 }
 
 // Failed returns the verified paths the failure detector took out of

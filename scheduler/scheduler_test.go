@@ -993,6 +993,29 @@ func TestProbeIntervalCountsOnlyData(t *testing.T) {
 					t.Errorf("path %d after %v of probes alone: probe every %v, want %v", id, carryingFor, got, idle)
 				}
 			}
+			// Then quiet: no data for QuietAfter.
+			quiet := s.Config().Detector.QuietInterval
+			for range int(s.Config().Detector.QuietAfter / idle) {
+				now += int64(idle)
+				step(0, 0)
+				step(1, 0)
+			}
+			for id := range PathID(2) {
+				if got := s.ProbeInterval(id); got != quiet {
+					t.Errorf("path %d after %v without data: probe every %v, want %v", id, s.Config().Detector.QuietAfter, got, quiet)
+				}
+			}
+			// Data on one path: at its next probe every path is active
+			// again, the other one from its own next probe.
+			now += int64(quiet)
+			step(0, 3)
+			if got := s.ProbeInterval(0); got != active {
+				t.Errorf("path 0 after data: probe every %v, want %v", got, active)
+			}
+			step(1, 0)
+			if got := s.ProbeInterval(1); got != active {
+				t.Errorf("path 1 after data on path 0: probe every %v, want %v", got, active)
+			}
 		})
 	}
 }

@@ -63,6 +63,7 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+trap "exit 143" INT TERM
 
 topology() {
 	ip netns add gf-cl
