@@ -580,7 +580,14 @@ type outboundWorker struct {
 	paths       *pathTable    // the table senders was built for
 	senders     []*udp.Sender // by PathID, nil where no path
 	sent        *sentRing     // copies for reinjection, locked while a batch is sealed
+	// toWake are the armed groups this batch sent through, woken once
+	// it is flushed (PathGroup.SetWake); capacity wakeSlots.
+	toWake []*PathGroup
 }
+
+// wakeSlots bounds the armed groups a batch wakes after its flush; a
+// further one is woken at once.
+const wakeSlots = 8
 
 func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
 	batch := min(max(q.BatchSize(), 1), tunBatch)
@@ -594,6 +601,7 @@ func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
 		nextHeaders: make([]byte, batch),
 		stripped:    make([]int, batch),
 		sent:        &sentRing{},
+		toWake:      make([]*PathGroup, 0, wakeSlots),
 	}
 	e.ringMu.Lock()
 	e.rings = append(e.rings, w.sent)
@@ -734,10 +742,15 @@ func (w *outboundWorker) step() bool {
 		}
 		sa.Stats.Packets.Add(packets)
 		sa.Stats.Bytes.Add(bytes)
-		if packets > 0 {
-			// After the members' counters counted the batch: the
-			// conductor's probes, sent when it wakes, find it there.
-			g.woke()
+		if packets > 0 && g.asleep.Load() {
+			// Woken after the flush, with no lock held: the
+			// conductor's probes then find the batch counted and
+			// follow it on the wire.
+			if len(w.toWake) < cap(w.toWake) {
+				w.toWake = append(w.toWake, g)
+			} else {
+				g.woke()
+			}
 		}
 		txPackets += packets
 		txBytes += bytes
@@ -776,6 +789,11 @@ func (w *outboundWorker) step() bool {
 	}
 	e.Stats.TxPackets.Add(txPackets)
 	e.Stats.TxBytes.Add(txBytes)
+	for i, g := range w.toWake {
+		g.woke()
+		w.toWake[i] = nil
+	}
+	w.toWake = w.toWake[:0]
 	return true
 }
 

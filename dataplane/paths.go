@@ -76,10 +76,11 @@ type PathGroup struct {
 
 // SetWake makes f the function the engine calls when it sends through
 // the group while the group is armed (ArmWake): the first batch after an
-// idle spell. f runs on an outbound worker, once per ArmWake, and must not
-// block (a non-blocking channel send). The conductor of a multipath peer
-// probes its paths at a slow pace while no data flows, and every path at
-// once when some does.
+// idle spell. f runs on an outbound worker once that batch is flushed
+// (it is in the members' counters, and on the wire), once per ArmWake,
+// with no lock held; it must not block (a non-blocking channel send). The
+// conductor of a multipath peer probes its paths at a slow pace while no
+// data flows, and every path at once when some does.
 func (g *PathGroup) SetWake(f func()) {
 	if f == nil {
 		g.wake.Store(nil)
@@ -95,8 +96,7 @@ func (g *PathGroup) ArmWake() { g.asleep.Store(true) }
 // Armed reports whether ArmWake was called and no batch was sent since.
 func (g *PathGroup) Armed() bool { return g.asleep.Load() }
 
-// woke is called by an outbound worker after it sent through g: one
-// atomic load while the group is awake.
+// woke is called by an outbound worker after it sent through an armed g.
 func (g *PathGroup) woke() {
 	if g.asleep.Load() && g.asleep.CompareAndSwap(true, false) {
 		if f := g.wake.Load(); f != nil {

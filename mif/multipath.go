@@ -50,8 +50,9 @@ type peerPaths struct {
 
 	// woken is signalled by the data plane when data goes out while the
 	// peer is quiet (dataplane.PathGroup.SetWake): Run then probes every
-	// path at once.
-	woken chan struct{}
+	// path at once. nudged is signalled when a path comes or goes: Run
+	// ticks at once instead of up to a quiet tick later.
+	woken, nudged chan struct{}
 
 	// waiting are failed paths whose datagrams no other path could take
 	// when they failed (waitingReinject); only Run's goroutine uses it.
@@ -142,13 +143,8 @@ func newPeerPaths(cfg peerPathsConfig) *peerPaths {
 	}
 	pp.group = dataplane.NewPathGroup(pp.groupPicker)
 	pp.group.KeepSent(true)
-	pp.woken = make(chan struct{}, 1)
-	pp.group.SetWake(func() {
-		select {
-		case pp.woken <- struct{}{}:
-		default:
-		}
-	})
+	pp.woken, pp.nudged = make(chan struct{}, 1), make(chan struct{}, 1)
+	pp.group.SetWake(func() { signal(pp.woken) })
 	pp.prober = newPathProber(cfg.Engine, pathProberConfig{
 		Outbound: pp.outbound,
 		Interval: pp.sched.ProbeInterval,
@@ -206,6 +202,7 @@ func (pp *peerPaths) AddPath(id scheduler.PathID, kind scheduler.Kind, tier int,
 	pp.publish()
 	pp.mu.Unlock()
 	pp.prober.AddPath(id, m.Remote)
+	signal(pp.nudged)
 	return nil
 }
 
@@ -237,6 +234,7 @@ func (pp *peerPaths) RemovePath(id scheduler.PathID) {
 	if known && gone.Path != noEnginePath {
 		pp.reinject(id, gone, since, "removed")
 	}
+	signal(pp.nudged)
 }
 
 // reinject sends again on the other paths, at once and in order, what was
@@ -410,27 +408,26 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-pp.nudged:
 		case <-pp.woken:
-			// Data after a quiet spell: every path is probed now, not
-			// up to a QuietInterval later, so that one that died
-			// meanwhile is seen as soon as it would be under traffic.
+			if ctx.Err() != nil {
+				return nil // the prober may be gone: do not queue calls for it
+			}
+			// Data after a quiet spell: every path counts as carrying
+			// and is probed now, not up to a QuietInterval later, so
+			// that one that died meanwhile is seen as soon as it would
+			// be under traffic, whichever path the data took.
+			pp.sched.DataSent(scheduler.Now())
 			for set := pp.sched.Paths(); !set.Empty(); {
 				pp.prober.ProbeNow(set.Next())
-			}
-			if !t.Stop() {
-				select {
-				case <-t.C:
-				default:
-				}
 			}
 		}
 		pp.sched.Tick(scheduler.Now())
 		failed = pp.failures(failed)
-		every := pp.tickEvery()
-		if every == quietTickInterval && !pp.group.Armed() {
+		if !pp.sched.Quiet().Empty() && !pp.group.Armed() {
 			pp.group.ArmWake()
 		}
-		t.Reset(every)
+		t.Reset(pp.tickEvery())
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()
 		pp.mu.Unlock()
@@ -464,21 +461,27 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 
 // tickEvery is how long until the next Tick: tickInterval while any path
 // asks for probes faster than an idle, healthy one, quietTickInterval while
-// every path is probed at the quiet pace, else idleTickInterval.
+// every path is quiet (probed every QuietInterval), else idleTickInterval.
 func (pp *peerPaths) tickEvery() time.Duration {
-	quiet := pp.sched.Config().Detector.QuietInterval
-	all := true
-	for set := pp.sched.Paths(); !set.Empty(); {
-		iv := pp.sched.ProbeInterval(set.Next())
-		if iv > 0 && iv < idleProbeEvery {
+	paths := pp.sched.Paths()
+	for set := paths; !set.Empty(); {
+		if iv := pp.sched.ProbeInterval(set.Next()); iv > 0 && iv < idleProbeEvery {
 			return tickInterval
 		}
-		all = all && iv >= quiet
 	}
-	if all && !pp.sched.Paths().Empty() {
+	if !paths.Empty() && pp.sched.Quiet() == paths {
 		return quietTickInterval
 	}
 	return idleTickInterval
+}
+
+// signal makes a non-blocking send on c, a channel of capacity 1 that a
+// goroutine waits on for work: a signal already pending is enough.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // Order returns the counters of the inbound SA's resequencer, nil when it

@@ -214,10 +214,7 @@ func (c *Client) kickPaths() {
 	if c.multi.kick == nil {
 		return
 	}
-	select {
-	case c.multi.kick <- struct{}{}:
-	default:
-	}
+	signal(c.multi.kick)
 }
 
 // multipathFor reports whether the Child SAs of the session whose status
@@ -287,12 +284,7 @@ func (c *Client) pathClosing(id scheduler.PathID) {
 	c.kickAnnounce()
 }
 
-func (c *Client) kickAnnounce() {
-	select {
-	case c.multi.announce <- struct{}{}:
-	default:
-	}
-}
+func (c *Client) kickAnnounce() { signal(c.multi.announce) }
 
 // syncMultipath turns multipath on when the session negotiated MIF (and
 // off when a new IKE SA did not), and makes the scheduler's paths the

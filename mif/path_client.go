@@ -223,10 +223,7 @@ func (c *Client) setActive(p pathInfo, gw netip.Addr) {
 	c.multi.active, c.multi.activeGen, c.multi.activeGW = p.Name, p.Gen, gw
 	c.multi.mu.Unlock()
 	if changed {
-		select {
-		case c.multi.changed <- struct{}{}:
-		default:
-		}
+		signal(c.multi.changed)
 	}
 }
 

@@ -129,6 +129,8 @@ func (c *DetectorConfig) fill() {
 			*p.v = p.d
 		}
 	}
+	// Quiet is never faster than idle.
+	c.QuietInterval = max(c.QuietInterval, c.IdleInterval)
 }
 
 // failureDetector is one path's failure detector with hysteresis. It is driven by

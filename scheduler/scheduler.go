@@ -371,6 +371,37 @@ func (s *Scheduler) ProbeSent(id PathID, seq uint32, now int64, tx Counters) err
 	return nil
 }
 
+// DataSent tells the scheduler that data went out at now on some path,
+// before a probe could find it: the conductor calls it when the data plane
+// wakes it after a quiet spell (dataplane.PathGroup.SetWake). Every path
+// counts as carrying from now on, and is probed at the active pace from
+// its next probe, whichever path the data took.
+func (s *Scheduler) DataSent(now int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dataSeen = max(s.dataSeen, now)
+	for set := s.present; !set.Empty(); {
+		p := s.paths[set.Next()]
+		p.carrying, p.quiet = true, false
+	}
+}
+
+// Quiet returns the paths whose last probe found no data sent on any path
+// for the detector's QuietAfter: they are probed every QuietInterval
+// while healthy or down.
+func (s *Scheduler) Quiet() PathSet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var quiet PathSet
+	for set := s.present; !set.Empty(); {
+		id := set.Next()
+		if s.paths[id].quiet {
+			quiet = quiet.With(id)
+		}
+	}
+	return quiet
+}
+
 // carryingFor is how long after a probe last found data sent on its path
 // every path of the session counts as carrying data (probed at the
 // detector's ActiveInterval).

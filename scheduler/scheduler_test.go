@@ -1005,17 +1005,33 @@ func TestProbeIntervalCountsOnlyData(t *testing.T) {
 					t.Errorf("path %d after %v without data: probe every %v, want %v", id, s.Config().Detector.QuietAfter, got, quiet)
 				}
 			}
-			// Data on one path: at its next probe every path is active
-			// again, the other one from its own next probe.
-			now += int64(quiet)
-			step(0, 3)
-			if got := s.ProbeInterval(0); got != active {
-				t.Errorf("path 0 after data: probe every %v, want %v", got, active)
+			if got := s.Quiet(); got != SetOf(0, 1) {
+				t.Errorf("Quiet() = %v, want both paths", got)
 			}
-			step(1, 0)
-			if got := s.ProbeInterval(1); got != active {
-				t.Errorf("path 1 after data on path 0: probe every %v, want %v", got, active)
+			// Data on path 1 only, and the conductor, woken by it,
+			// probes path 0 first: path 0 must not find the session
+			// quiet still (its probe shows no data of its own).
+			now += int64(quiet)
+			s.DataSent(now)
+			if got := s.Quiet(); !got.Empty() {
+				t.Errorf("Quiet() after DataSent = %v, want none", got)
+			}
+			step(0, 0)
+			step(1, 3)
+			for id := range PathID(2) {
+				if got := s.ProbeInterval(id); got != active {
+					t.Errorf("path %d after data on path 1: probe every %v, want %v", id, got, active)
+				}
 			}
 		})
+	}
+}
+
+// TestQuietNeverFasterThanIdle: a QuietInterval below IdleInterval is
+// raised to it.
+func TestQuietNeverFasterThanIdle(t *testing.T) {
+	s := New(Config{Detector: DetectorConfig{IdleInterval: 200 * time.Millisecond, QuietInterval: 50 * time.Millisecond}})
+	if got := s.Config().Detector.QuietInterval; got != 200*time.Millisecond {
+		t.Fatalf("QuietInterval %v, want the idle 200ms", got)
 	}
 }

@@ -63,7 +63,8 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
-trap "exit 143" INT TERM
+trap "exit 130" INT
+trap "exit 143" TERM
 
 topology() {
 	ip netns add gf-cl

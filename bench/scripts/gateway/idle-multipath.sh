@@ -13,20 +13,26 @@
 #
 # SETTLE=12 waits past the detector's QuietAfter (10 s) so that the figures
 # are those of a quiet session (docs/scheduler.md, "Failure detector").
+# CLIENT_INTERFACES (default 'e*') is the clients' --interfaces: e1 gives
+# clients of one path. PING_ROUNDS (default 30) bounds the rounds of pings
+# the tunnels get to answer. The namespaces are named mi-gw and mi-cN: run
+# one copy at a time.
 set -euo pipefail
 count=${1:-20}
 wait_s=${2:-30}
 mifsec=${MIFSEC:-mifsec}
 settle=${SETTLE:-0}
 dir=$(mktemp -d)
-echo "a secret every client shares" >"$dir/psk"
-chmod 600 "$dir/psk"
 gwpid=
 cleanup() {
 	# The clients first, so that each deletes its IKE SA at a live gateway.
 	for i in $(seq 1 "$count"); do ip netns pids "mi-c$i" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
 	sleep 1
-	if [ -n "$gwpid" ]; then kill "$gwpid" 2>/dev/null || true; wait "$gwpid" 2>/dev/null || true; fi
+	if [ -n "$gwpid" ]; then
+		kill "$gwpid" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$gwpid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$gwpid" 2>/dev/null || true
+	fi
 	for i in $(seq 1 "$count"); do
 		ip netns pids "mi-c$i" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
 		ip netns del "mi-c$i" 2>/dev/null || true
@@ -35,7 +41,10 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
-trap "exit 143" INT TERM
+trap "exit 130" INT
+trap "exit 143" TERM
+echo "a secret every client shares" >"$dir/psk"
+chmod 600 "$dir/psk"
 
 ip netns add mi-gw
 ip -n mi-gw link set lo up
@@ -70,7 +79,7 @@ for i in $(seq 1 "$count"); do
 		--tun "mi$i" >"$dir/client-$i.log" 2>&1 &
 	sleep 0.2
 done
-# Every tunnel must answer a ping, within 60 s.
+# Every tunnel must answer a ping, within PING_ROUNDS rounds.
 declare -A answered=()
 for _ in $(seq "${PING_ROUNDS:-30}"); do
 	for i in $(seq 1 "$count"); do
@@ -84,19 +93,26 @@ echo "${#answered[@]} of $count clients' tunnels answer a ping"
 if [ "${#answered[@]}" != "$count" ]; then
 	for i in $(seq 1 "$count"); do
 		[ -n "${answered[$i]:-}" ] || { echo "client $i:"; tail -3 "$dir/client-$i.log"; }
-	done | head -6
-	echo "gateway:"; grep -v cgo "$dir/gateway.log" | tail -30; ps -o pid,etimes,args -p "$gwpid" || echo "the gateway is gone"
+	done | head -6 || true
+	echo "gateway:"; { grep -v cgo "$dir/gateway.log" || true; } | tail -30; ps -o pid,etimes,args -p "$gwpid" || echo "the gateway is gone"
 	exit 1
 fi
-sleep "$settle"
+# In the background, so that a TERM ends the wait at once.
+sleep "$settle" &
+wait $!
 
 client=$(ip netns pids mi-c1 | head -1)
+[ -n "$client" ] || { echo "client 1 is gone:"; tail -5 "$dir/client-1.log"; exit 1; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
 txp() { ip netns exec mi-c1 cat "/sys/class/net/$1/statistics/tx_packets"; }
-g0=$(cpu "$gwpid") c0=$(cpu "$client") gs0=$(switches "$gwpid") cs0=$(switches "$client") e10=$(txp e1) e20=$(txp e2)
-sleep "$wait_s"
-g1=$(cpu "$gwpid") c1=$(cpu "$client") gs1=$(switches "$gwpid") cs1=$(switches "$client") e11=$(txp e1) e21=$(txp e2)
+# The gateway's and client 1's CPU and context switches, and client 1's
+# packets sent on e1 and e2, on one line.
+counters() { echo "$(cpu "$gwpid") $(cpu "$client") $(switches "$gwpid") $(switches "$client") $(txp e1) $(txp e2)"; }
+read -r g0 c0 gs0 cs0 e10 e20 <<<"$(counters)"
+sleep "$wait_s" &
+wait $!
+read -r g1 c1 gs1 cs1 e11 e21 <<<"$(counters)"
 hz=$(getconf CLK_TCK)
 awk -v g=$((g1 - g0)) -v c=$((c1 - c0)) -v gs=$((gs1 - gs0)) -v cs=$((cs1 - cs0)) -v hz="$hz" -v w="$wait_s" -v n="$count" \
 	-v e1=$((e11 - e10)) -v e2=$((e21 - e20)) 'BEGIN {
