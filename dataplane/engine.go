@@ -586,7 +586,7 @@ type outboundWorker struct {
 }
 
 // wakeSlots bounds the armed groups a batch wakes after its flush; a
-// further one is woken at once.
+// further one (more than eight peers woken by one batch) is woken at once.
 const wakeSlots = 8
 
 func (e *Engine) newOutboundWorker(q wgtun.Device) *outboundWorker {
@@ -742,14 +742,15 @@ func (w *outboundWorker) step() bool {
 		}
 		sa.Stats.Packets.Add(packets)
 		sa.Stats.Bytes.Add(bytes)
-		if packets > 0 && g.asleep.Load() {
+		if packets > 0 && g.claimWake() {
 			// Woken after the flush, with no lock held: the
 			// conductor's probes then find the batch counted and
-			// follow it on the wire.
+			// follow it on the wire. (Claimed here, so a group comes
+			// once whatever its routes and workers.)
 			if len(w.toWake) < cap(w.toWake) {
 				w.toWake = append(w.toWake, g)
 			} else {
-				g.woke()
+				g.wakeNow()
 			}
 		}
 		txPackets += packets
@@ -767,6 +768,7 @@ func (w *outboundWorker) step() bool {
 		before := s.Errors
 		if err := s.Flush(); err != nil {
 			if e.closing.Load() {
+				w.wakeGroups()
 				return false
 			}
 			// A path removed while this batch was built has a closed
@@ -789,12 +791,18 @@ func (w *outboundWorker) step() bool {
 	}
 	e.Stats.TxPackets.Add(txPackets)
 	e.Stats.TxBytes.Add(txBytes)
+	w.wakeGroups()
+	return true
+}
+
+// wakeGroups calls the wake functions of the armed groups the batch sent
+// through (PathGroup.SetWake).
+func (w *outboundWorker) wakeGroups() {
 	for i, g := range w.toWake {
-		g.woke()
+		g.wakeNow()
 		w.toWake[i] = nil
 	}
 	w.toWake = w.toWake[:0]
-	return true
 }
 
 // rescue sends datagrams that path gone refused on the first other path

@@ -78,7 +78,8 @@ type PathGroup struct {
 // the group while the group is armed (ArmWake): the first batch after an
 // idle spell. f runs on an outbound worker once that batch is flushed
 // (it is in the members' counters, and on the wire), once per ArmWake,
-// with no lock held; it must not block (a non-blocking channel send). The
+// with no lock held (but when one batch wakes more than eight groups); it
+// must not block (a non-blocking channel send). The
 // conductor of a multipath peer probes its paths at a slow pace while no
 // data flows, and every path at once when some does.
 func (g *PathGroup) SetWake(f func()) {
@@ -96,12 +97,16 @@ func (g *PathGroup) ArmWake() { g.asleep.Store(true) }
 // Armed reports whether ArmWake was called and no batch was sent since.
 func (g *PathGroup) Armed() bool { return g.asleep.Load() }
 
-// woke is called by an outbound worker after it sent through an armed g.
-func (g *PathGroup) woke() {
-	if g.asleep.Load() && g.asleep.CompareAndSwap(true, false) {
-		if f := g.wake.Load(); f != nil {
-			(*f)()
-		}
+// claimWake disarms g and reports whether it was armed: the caller then
+// calls wakeNow once. One atomic load while g is not armed.
+func (g *PathGroup) claimWake() bool {
+	return g.asleep.Load() && g.asleep.CompareAndSwap(true, false)
+}
+
+// wakeNow calls the wake function, if any.
+func (g *PathGroup) wakeNow() {
+	if f := g.wake.Load(); f != nil {
+		(*f)()
 	}
 }
 

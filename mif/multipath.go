@@ -424,7 +424,7 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		}
 		pp.sched.Tick(scheduler.Now())
 		failed = pp.failures(failed)
-		if !pp.sched.Quiet().Empty() && !pp.group.Armed() {
+		if !pp.sched.Quiet().Empty() && !pp.group.Armed() && len(pp.woken) == 0 {
 			pp.group.ArmWake()
 		}
 		t.Reset(pp.tickEvery())

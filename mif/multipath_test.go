@@ -443,16 +443,24 @@ func TestQuietPeerWakesOnData(t *testing.T) {
 		t.Fatalf("quiet for a second: %d and %d packets sent on the paths, want at most 4 (two probes and two answers)", n0, n1)
 	}
 
+	// Replies counted so far on each path: the wake must bring a new
+	// one on both at once, not at their next quiet probe.
+	replies := func(id scheduler.PathID) int {
+		info, _ := a.pp.sched.Info(id, scheduler.Now())
+		return info.RTTSamples
+	}
+	r0, r1 := replies(0), replies(1)
 	start := time.Now()
 	flow := startNumberedFlow(t, a, b, time.Millisecond)
 	defer flow.stop()
-	testenv.WaitUntil(t, 5*time.Second, "both paths probed at the active pace", func() bool {
-		return a.pp.sched.ProbeInterval(0) < idleProbeEvery && a.pp.sched.ProbeInterval(1) < idleProbeEvery
+	testenv.WaitUntil(t, 5*time.Second, "both paths probed again and at the active pace", func() bool {
+		return replies(0) > r0 && replies(1) > r1 &&
+			a.pp.sched.ProbeInterval(0) < idleProbeEvery && a.pp.sched.ProbeInterval(1) < idleProbeEvery
 	})
 	woke := time.Since(start)
-	t.Logf("data after a quiet spell: both paths active again after %v", woke)
+	t.Logf("data after a quiet spell: both paths probed and active again after %v", woke)
 	if woke > quietInterval/10 {
-		t.Fatalf("both paths active %v after data began, want within %v: the data did not wake the conductor", woke, quietInterval/10)
+		t.Fatalf("both paths probed and active %v after data began, want within %v: the data did not wake the conductor", woke, quietInterval/10)
 	}
 	if a.pp.group.Armed() {
 		t.Fatal("the group is still armed after data went through it")

@@ -65,7 +65,8 @@ type DetectorConfig struct {
 	// gateway's idle clients): probes then keep the paths known and their
 	// NAT bindings open at a few packets a second per interface instead
 	// of tens. The conductor probes every path at once when data flows
-	// again (dataplane.PathGroup.SetWake).
+	// again (dataplane.PathGroup.SetWake). QuietInterval is raised to
+	// IdleInterval if below it.
 	QuietInterval, QuietAfter time.Duration
 }
 

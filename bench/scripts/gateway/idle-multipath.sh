@@ -113,6 +113,7 @@ read -r g0 c0 gs0 cs0 e10 e20 <<<"$(counters)"
 sleep "$wait_s" &
 wait $!
 read -r g1 c1 gs1 cs1 e11 e21 <<<"$(counters)"
+[ -n "$e21" ] || { echo "the gateway or client 1 died during the wait"; exit 1; }
 hz=$(getconf CLK_TCK)
 awk -v g=$((g1 - g0)) -v c=$((c1 - c0)) -v gs=$((gs1 - gs0)) -v cs=$((cs1 - cs0)) -v hz="$hz" -v w="$wait_s" -v n="$count" \
 	-v e1=$((e11 - e10)) -v e2=$((e21 - e20)) 'BEGIN {
