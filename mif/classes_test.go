@@ -63,7 +63,7 @@ func TestTickPace(t *testing.T) {
 	if err := pp.sched.AddPath(scheduler.PathConfig{ID: 0, Kind: scheduler.KindWLAN}, now); err != nil {
 		t.Fatal(err)
 	}
-	if got := pp.tickEvery(); got != tickInterval {
+	if got := pp.tickEvery(pp.sched.Quiet()); got != tickInterval {
 		t.Fatalf("a path being verified: tick every %v, want %v", got, tickInterval)
 	}
 	for seq := uint32(1); seq <= 5; seq++ {
@@ -75,7 +75,7 @@ func TestTickPace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := pp.tickEvery(); got != idleTickInterval {
+	if got := pp.tickEvery(pp.sched.Quiet()); got != idleTickInterval {
 		t.Fatalf("an idle verified path: tick every %v, want %v (probe interval %v)", got, idleTickInterval, pp.sched.ProbeInterval(0))
 	}
 }

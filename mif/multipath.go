@@ -424,10 +424,11 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 		}
 		pp.sched.Tick(scheduler.Now())
 		failed = pp.failures(failed)
-		if !pp.sched.Quiet().Empty() && !pp.group.Armed() && len(pp.woken) == 0 {
+		quiet := pp.sched.Quiet()
+		if !quiet.Empty() && !pp.group.Armed() && len(pp.woken) == 0 {
 			pp.group.ArmWake()
 		}
-		t.Reset(pp.tickEvery())
+		t.Reset(pp.tickEvery(quiet))
 		pp.mu.Lock()
 		inSPI, n := pp.inSPI, pp.paths.Len()
 		pp.mu.Unlock()
@@ -461,15 +462,16 @@ func (pp *peerPaths) Run(ctx context.Context) error {
 
 // tickEvery is how long until the next Tick: tickInterval while any path
 // asks for probes faster than an idle, healthy one, quietTickInterval while
-// every path is quiet (probed every QuietInterval), else idleTickInterval.
-func (pp *peerPaths) tickEvery() time.Duration {
+// every path is quiet (probed every QuietInterval; quiet is
+// Scheduler.Quiet, read once by the caller), else idleTickInterval.
+func (pp *peerPaths) tickEvery(quiet scheduler.PathSet) time.Duration {
 	paths := pp.sched.Paths()
 	for set := paths; !set.Empty(); {
 		if iv := pp.sched.ProbeInterval(set.Next()); iv > 0 && iv < idleProbeEvery {
 			return tickInterval
 		}
 	}
-	if !paths.Empty() && pp.sched.Quiet() == paths {
+	if !paths.Empty() && quiet == paths {
 		return quietTickInterval
 	}
 	return idleTickInterval

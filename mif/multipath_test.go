@@ -427,7 +427,7 @@ func TestQuietPeerWakesOnData(t *testing.T) {
 	a, b, _ := relayedPeersWith(t, scheduler.PolicyAggregate, scheduler.Config{
 		Detector: scheduler.DetectorConfig{QuietAfter: 300 * time.Millisecond, QuietInterval: quietInterval}})
 	testenv.WaitUntil(t, 5*time.Second, "a quiet and armed", func() bool {
-		return a.pp.tickEvery() == quietTickInterval && a.pp.group.Armed()
+		return a.pp.tickEvery(a.pp.sched.Quiet()) == quietTickInterval && a.pp.group.Armed()
 	})
 	for _, id := range []scheduler.PathID{0, 1} {
 		if got := a.pp.sched.ProbeInterval(id); got != quietInterval {

@@ -245,7 +245,7 @@ type Scheduler struct {
 	joined   PathSet
 	joinRate float64
 	// dataSeen is when a probe last found that data had gone out on its
-	// path since the one before (0: never).
+	// path since the one before, or DataSent said so (0: never).
 	dataSeen int64
 	present  PathSet
 	single   PathID // current path of the single policy
